@@ -1,0 +1,418 @@
+//! Dumping a task's address space: the VMA list for mm-PID.img and the
+//! contents of every page that cannot be recovered from elsewhere.
+//!
+//! Which pages are stored, per kind of mapping:
+//! - private anonymous (heap, stack, anon mmap): present or swapped pages;
+//! - private file-backed: only pages that were written (COW'd to anonymous
+//!   memory: present without the "file" bit, or swapped) — the rest is the
+//!   file's content and comes back by mapping the file again;
+//! - shared anonymous: the shmem object's pages, once per object, into its
+//!   own pagemap-shmem-ID.img;
+//! - shared file-backed, vDSO, vvar: none.
+//!
+//! Pages that map the kernel's zero page are skipped without reading them;
+//! pages whose content is all zero are skipped after reading. Both come back
+//! as zero-fill, which CRIU's format allows (a hole in the pagemap).
+
+use nix::sys::uio::RemoteIoVec;
+
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+use crate::imgdir::PagesWriter;
+use crate::proc::maps::{SpecialVma, Vma};
+use crate::proc::pagemap::{PageFlags, PagemapReader};
+use crate::ptrace::mem::{read_vm, TaskMem};
+
+pub const PAGE: u64 = 4096;
+
+// CRIU's VmaEntry.status bits (criu/include/image.h).
+pub const VMA_AREA_REGULAR: u32 = 1 << 0;
+pub const VMA_AREA_STACK: u32 = 1 << 1;
+pub const VMA_AREA_VSYSCALL: u32 = 1 << 2;
+pub const VMA_AREA_VDSO: u32 = 1 << 3;
+pub const VMA_AREA_HEAP: u32 = 1 << 5;
+pub const VMA_FILE_PRIVATE: u32 = 1 << 6;
+pub const VMA_FILE_SHARED: u32 = 1 << 7;
+pub const VMA_ANON_SHARED: u32 = 1 << 8;
+pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
+pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
+pub const VMA_AREA_VVAR: u32 = 1 << 12;
+pub const VMA_AREA_MEMFD: u32 = 1 << 14;
+pub const VMA_AREA_UPROBES: u32 = 1 << 17;
+
+/// PagemapEntry.flags: the pages are in the pages file.
+pub const PE_PRESENT: u32 = 1 << 2;
+
+/// madvise() advice that shows in smaps VmFlags and that restore re-applies;
+/// VmaEntry.madv holds `1 << advice`.
+pub const MADV_FLAGS: &[(&str, u32)] = &[
+    ("sr", libc::MADV_SEQUENTIAL as u32),
+    ("rr", libc::MADV_RANDOM as u32),
+    ("dc", libc::MADV_DONTFORK as u32),
+    ("mg", libc::MADV_MERGEABLE as u32),
+    ("hg", libc::MADV_HUGEPAGE as u32),
+    ("nh", libc::MADV_NOHUGEPAGE as u32),
+    ("dd", libc::MADV_DONTDUMP as u32),
+    ("wf", 18), // MADV_WIPEONFORK
+];
+
+/// What a mapping is, for deciding how to dump and restore it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmaKind {
+    AnonPrivate,
+    FilePrivate,
+    AnonShared,
+    FileShared,
+    Vdso,
+    Vvar,
+    Vsyscall,
+}
+
+/// Classify one /proc/PID/smaps entry into a CRIU VmaEntry (without the
+/// file id, which the caller fills in) and its kind.
+pub fn classify(v: &Vma) -> (pb::VmaEntry, VmaKind) {
+    let mut prot = 0u32;
+    if v.read {
+        prot |= libc::PROT_READ as u32;
+    }
+    if v.write {
+        prot |= libc::PROT_WRITE as u32;
+    }
+    if v.exec {
+        prot |= libc::PROT_EXEC as u32;
+    }
+    let has = |f: &str| v.vm_flags.iter().any(|x| x == f);
+    let mut flags = if v.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    } as u32;
+    if has("gd") {
+        flags |= libc::MAP_GROWSDOWN as u32;
+    }
+    if has("nr") {
+        flags |= libc::MAP_NORESERVE as u32;
+    }
+    if has("lo") {
+        flags |= libc::MAP_LOCKED as u32;
+    }
+    let mut madv = 0u64;
+    for &(name, advice) in MADV_FLAGS {
+        if has(name) {
+            madv |= 1 << advice;
+        }
+    }
+    let mut status = VMA_AREA_REGULAR;
+    let special = v.is_special();
+    let kind = match special {
+        Some(SpecialVma::Vsyscall) => {
+            status = VMA_AREA_VSYSCALL;
+            VmaKind::Vsyscall
+        }
+        Some(SpecialVma::Vdso) => {
+            status |= VMA_AREA_VDSO;
+            VmaKind::Vdso
+        }
+        Some(SpecialVma::Vvar) | Some(SpecialVma::VvarVclock) => {
+            status |= VMA_AREA_VVAR;
+            VmaKind::Vvar
+        }
+        _ => {
+            if matches!(special, Some(SpecialVma::Heap)) {
+                status |= VMA_AREA_HEAP;
+            }
+            if matches!(special, Some(SpecialVma::Stack)) {
+                status |= VMA_AREA_STACK;
+            }
+            let anon = v.inode == 0;
+            match (anon, v.shared) {
+                (true, false) => {
+                    flags |= libc::MAP_ANONYMOUS as u32;
+                    status |= VMA_ANON_PRIVATE;
+                    VmaKind::AnonPrivate
+                }
+                (true, true) => {
+                    flags |= libc::MAP_ANONYMOUS as u32;
+                    status |= VMA_ANON_SHARED;
+                    VmaKind::AnonShared
+                }
+                (false, false) => {
+                    status |= VMA_FILE_PRIVATE;
+                    VmaKind::FilePrivate
+                }
+                (false, true) => {
+                    // MAP_SHARED|MAP_ANONYMOUS memory is a shmem file
+                    // named "/dev/zero (deleted)"; it is anonymous for us.
+                    if v.name == "/dev/zero (deleted)" || v.name == "/dev/zero" {
+                        flags |= libc::MAP_ANONYMOUS as u32;
+                        status |= VMA_ANON_SHARED;
+                        VmaKind::AnonShared
+                    } else {
+                        status |= VMA_FILE_SHARED;
+                        VmaKind::FileShared
+                    }
+                }
+            }
+        }
+    };
+    let e = pb::VmaEntry {
+        start: v.start,
+        end: v.end,
+        pgoff: v.offset,
+        shmid: if kind == VmaKind::AnonShared { v.inode } else { 0 },
+        prot,
+        flags,
+        status,
+        fd: -1,
+        madv: if madv != 0 { Some(madv) } else { None },
+        fdflags: None,
+    };
+    (e, kind)
+}
+
+/// The PFN of the kernel's shared zero page, learned by read-faulting a page
+/// of our own; `None` when PFNs are hidden.
+pub fn zero_pfn() -> Option<u64> {
+    let len = PAGE as usize;
+    // SAFETY: a fresh private anonymous mapping, read once, then unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        std::ptr::read_volatile(p as *const u8);
+        let rd = PagemapReader::open(std::process::id() as i32).ok()?;
+        let mut out = Vec::new();
+        let r = rd.read_range(p as u64, p as u64 + PAGE, &mut out);
+        libc::munmap(p, len);
+        r.ok()?;
+        let f = PageFlags(*out.first()?);
+        f.pfn().filter(|&p| f.present() && p != 0)
+    }
+}
+
+/// Accumulates pagemap entries, merging adjacent runs.
+#[derive(Default)]
+pub struct PagemapBuilder {
+    pub entries: Vec<pb::PagemapEntry>,
+    sealed: bool,
+}
+
+impl PagemapBuilder {
+    /// Entries never span two VMAs: call this at the start of each one.
+    pub fn seal(&mut self) {
+        self.sealed = true;
+    }
+
+    pub fn push(&mut self, vaddr: u64, nr_pages: u32) {
+        let sealed = std::mem::take(&mut self.sealed);
+        if let Some(last) = self.entries.last_mut().filter(|_| !sealed) {
+            if last.vaddr + last.nr_pages as u64 * PAGE == vaddr
+                && (last.nr_pages as u64 + nr_pages as u64) < u32::MAX as u64
+            {
+                last.nr_pages += nr_pages;
+                return;
+            }
+        }
+        self.entries.push(pb::PagemapEntry {
+            vaddr,
+            nr_pages,
+            in_parent: None,
+            flags: Some(PE_PRESENT),
+        });
+    }
+
+    pub fn total_pages(&self) -> u64 {
+        self.entries.iter().map(|e| e.nr_pages as u64).sum()
+    }
+}
+
+/// Which pages of a range to store, given their pagemap words.
+fn wanted(kind: VmaKind, word: u64, zero_pfn: Option<u64>) -> bool {
+    let f = PageFlags(word);
+    match kind {
+        VmaKind::AnonPrivate => {
+            (f.present() && (f.pfn().is_none() || f.pfn() != zero_pfn)) || f.swapped()
+        }
+        VmaKind::FilePrivate => (f.present() && !f.file_or_shared_anon()) || f.swapped(),
+        VmaKind::AnonShared => f.present() || f.swapped(),
+        _ => false,
+    }
+}
+
+const BATCH: usize = 1 << 20;
+const IOV_BATCH: usize = 512;
+
+fn is_zero(page: &[u8]) -> bool {
+    let (pre, mid, post) = unsafe_align_u128(page);
+    pre.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
+}
+
+fn unsafe_align_u128(b: &[u8]) -> (&[u8], &[u128], &[u8]) {
+    // SAFETY: u128 has no invalid bit patterns; align_to handles alignment.
+    unsafe { b.align_to::<u128>() }
+}
+
+/// Copies the chosen pages of `pid` into `out`, reading with one
+/// `process_vm_readv` per batch and writing non-zero runs.
+pub struct PageDumper<'a> {
+    pid: Pid,
+    mem: &'a TaskMem,
+    zero_pfn: Option<u64>,
+    buf: Vec<u8>,
+    words: Vec<u64>,
+}
+
+impl<'a> PageDumper<'a> {
+    pub fn new(pid: Pid, mem: &'a TaskMem, zero_pfn: Option<u64>) -> Self {
+        PageDumper {
+            pid,
+            mem,
+            zero_pfn,
+            buf: vec![0u8; BATCH],
+            words: Vec::new(),
+        }
+    }
+
+    /// Dump the wanted pages of one VMA. `base` is subtracted from the
+    /// addresses written to the pagemap (0 for private memory; the VMA start
+    /// minus its shmem offset for shared memory, whose pagemap is indexed by
+    /// offset in the object).
+    pub fn dump_vma(
+        &mut self,
+        pagemap: &mut PagemapReader,
+        vma: &pb::VmaEntry,
+        kind: VmaKind,
+        readable: bool,
+        base: u64,
+        out: &mut PagesWriter,
+        pm: &mut PagemapBuilder,
+    ) -> Result<()> {
+        const CHUNK_PAGES: u64 = 1 << 16;
+        pm.seal();
+        let mut addr = vma.start;
+        while addr < vma.end {
+            let end = (addr + CHUNK_PAGES * PAGE).min(vma.end);
+            self.words.clear();
+            pagemap
+                .read_range(addr, end, &mut self.words)
+                .map_err(|e| Error::task(self.pid, format!("pagemap of {addr:#x}-{end:#x}"), e.to_string()))?;
+            // Runs of wanted pages.
+            let mut runs: Vec<(u64, u64)> = Vec::new();
+            for (i, &w) in self.words.iter().enumerate() {
+                if wanted(kind, w, self.zero_pfn) {
+                    let a = addr + i as u64 * PAGE;
+                    match runs.last_mut() {
+                        Some((s, n)) if *s + *n * PAGE == a => *n += 1,
+                        _ => runs.push((a, 1)),
+                    }
+                }
+            }
+            self.copy_runs(&runs, readable, base, out, pm)?;
+            addr = end;
+        }
+        Ok(())
+    }
+
+    fn copy_runs(
+        &mut self,
+        runs: &[(u64, u64)],
+        readable: bool,
+        base: u64,
+        out: &mut PagesWriter,
+        pm: &mut PagemapBuilder,
+    ) -> Result<()> {
+        // Split runs into batches that fit the buffer.
+        let cap_pages = (self.buf.len() as u64) / PAGE;
+        let mut pieces: Vec<(u64, u64)> = Vec::new();
+        for &(mut s, mut n) in runs {
+            while n > 0 {
+                let take = n.min(cap_pages);
+                pieces.push((s, take));
+                s += take * PAGE;
+                n -= take;
+            }
+        }
+        let mut i = 0;
+        while i < pieces.len() {
+            let mut used = 0u64;
+            let mut iov = Vec::new();
+            let first = i;
+            while i < pieces.len() && iov.len() < IOV_BATCH && used + pieces[i].1 <= cap_pages {
+                iov.push(RemoteIoVec {
+                    base: pieces[i].0 as usize,
+                    len: (pieces[i].1 * PAGE) as usize,
+                });
+                used += pieces[i].1;
+                i += 1;
+            }
+            let bytes = (used * PAGE) as usize;
+            let got = if readable {
+                read_vm(self.pid, &mut self.buf[..bytes], &iov).unwrap_or(0)
+            } else {
+                0
+            };
+            if got < bytes {
+                // Not readable through process_vm_readv (PROT_NONE, or a
+                // page it cannot pin): /proc/PID/mem reaches it.
+                let mut off = got;
+                let mut skip = got;
+                for v in &iov {
+                    if skip >= v.len {
+                        skip -= v.len;
+                        continue;
+                    }
+                    let a = v.base as u64 + skip as u64;
+                    let len = v.len - skip;
+                    self.mem.read(a, &mut self.buf[off..off + len])?;
+                    off += len;
+                    skip = 0;
+                }
+            }
+            // Emit non-zero pages, in order.
+            let mut off = 0usize;
+            for &(s, n) in &pieces[first..i] {
+                let mut run_start: Option<(u64, usize)> = None;
+                for p in 0..n {
+                    let page = &self.buf[off..off + PAGE as usize];
+                    let a = s + p * PAGE;
+                    let zero = is_zero(page);
+                    match (zero, run_start) {
+                        (false, None) => run_start = Some((a, off)),
+                        (true, Some((ra, roff))) => {
+                            self.emit(ra, roff, off, base, out, pm)?;
+                            run_start = None;
+                        }
+                        _ => {}
+                    }
+                    off += PAGE as usize;
+                }
+                if let Some((ra, roff)) = run_start {
+                    self.emit(ra, roff, off, base, out, pm)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(
+        &self,
+        addr: u64,
+        from: usize,
+        to: usize,
+        base: u64,
+        out: &mut PagesWriter,
+        pm: &mut PagemapBuilder,
+    ) -> Result<()> {
+        out.write_raw(&self.buf[from..to])?;
+        pm.push(addr - base, ((to - from) as u64 / PAGE) as u32);
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! `ckpt dump`: freeze a task, write everything the kernel knows about it
+//! into a CRIU-format image directory, then kill it or let it go on.
+//!
+//! Safety rule: whatever fails, the target ends up running exactly as
+//! before. Every seized thread is detached by `Seized`'s Drop, every
+//! scratch mapping is removed by `ScratchSession`'s Drop, and the image
+//! directory only appears (by rename) once it is complete and synced.
+
+pub mod core;
+pub mod files;
+pub mod memory;
+pub mod regs;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid as NixPid;
+
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+use crate::imgdir::ImageDir;
+use crate::proc::{self, maps, pagemap::PagemapReader, stat, status};
+use crate::ptrace::mem::TaskMem;
+use crate::ptrace::remote::find_syscall_insn;
+use crate::ptrace::scratch::ScratchSession;
+use crate::ptrace::{Seized, StopKind};
+
+use files::FileTable;
+use memory::{classify, PageDumper, PagemapBuilder, VmaKind};
+
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    pub pid: Pid,
+    pub dir: PathBuf,
+    pub leave_running: bool,
+}
+
+/// What was dumped, for the summary line.
+#[derive(Debug, Default)]
+pub struct DumpStats {
+    pub tasks: usize,
+    pub vmas: usize,
+    pub pages: u64,
+    pub shmem_pages: u64,
+}
+
+pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
+    let pid = opts.pid;
+    let st = stat::read(pid)?;
+    if st.state == 'Z' || st.state == 'X' {
+        return Err(Error::task(pid, "dump", "the task is a zombie or dead"));
+    }
+    let dir = ImageDir::create(&opts.dir)?;
+    let mut task = Seized::seize(pid)?;
+    // Refuse what this engine version cannot do, with the task frozen so
+    // the answer cannot change under us.
+    let tids = proc::tids(pid)?;
+    if tids.len() > 1 {
+        return Err(Error::unsupported(
+            pid,
+            format!("{} threads ({:?})", tids.len(), tids),
+            "multi-threaded processes are not supported yet",
+        ));
+    }
+    let children = proc::children(pid, pid)?;
+    if !children.is_empty() {
+        return Err(Error::unsupported(
+            pid,
+            format!("child processes {children:?}"),
+            "process trees are not supported yet; dump a single process",
+        ));
+    }
+    let mut stats = DumpStats {
+        tasks: 1,
+        ..Default::default()
+    };
+    dump_process(&mut task, &dir, &mut stats)?;
+    dir.commit()?;
+    if opts.leave_running {
+        info!("pid {pid}: dump done, leaving it running");
+        task.detach()?;
+    } else {
+        info!("pid {pid}: dump done, killing it");
+        kill_seized(task)?;
+    }
+    Ok(stats)
+}
+
+/// SIGKILL a seized task and reap the ptrace notification of its death, so
+/// that its parent (not us) sees it exit.
+fn kill_seized(task: Seized) -> Result<()> {
+    let pid = task.tid;
+    kill(NixPid::from_raw(pid), Signal::SIGKILL)
+        .map_err(|e| Error::sys(pid, "kill after dump", e))?;
+    task.forget();
+    loop {
+        match waitpid(NixPid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
+            Ok(nix::sys::wait::WaitStatus::Exited(..))
+            | Ok(nix::sys::wait::WaitStatus::Signaled(..))
+            | Err(nix::errno::Errno::ECHILD) => return Ok(()),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(pid, "waiting for the dumped task to die", e)),
+        }
+    }
+}
+
+/// Namespace ids: small numbers standing for namespace inodes, shared by
+/// all tasks of a dump (CRIU's ns_per_id).
+#[derive(Default)]
+struct NsIds(BTreeMap<(String, u64), u32>);
+
+impl NsIds {
+    fn get(&mut self, kind: &str, ino: u64) -> u32 {
+        let n = self.0.len() as u32 + 1;
+        *self.0.entry((kind.to_string(), ino)).or_insert(n)
+    }
+}
+
+fn task_ids(pid: Pid, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
+    let mut ids = pb::TaskKobjIdsEntry {
+        vm_id: 1,
+        files_id: 1,
+        fs_id: 1,
+        sighand_id: 1,
+        ..Default::default()
+    };
+    for (kind, ino) in proc::ns::ns_ids(pid)? {
+        let id = Some(ns.get(&kind, ino));
+        match kind.as_str() {
+            "pid" => ids.pid_ns_id = id,
+            "net" => ids.net_ns_id = id,
+            "ipc" => ids.ipc_ns_id = id,
+            "uts" => ids.uts_ns_id = id,
+            "mnt" => ids.mnt_ns_id = id,
+            "user" => ids.user_ns_id = id,
+            "cgroup" => ids.cgroup_ns_id = id,
+            "time" => ids.time_ns_id = id,
+            _ => {}
+        }
+    }
+    Ok(ids)
+}
+
+fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Result<()> {
+    let pid = task.tid;
+    let stat = stat::read(pid)?;
+    let status = status::read(pid)?;
+    let vmas = maps::read_smaps(pid)?;
+    let mem = TaskMem::open(pid)?;
+    let mut ranges: Vec<(u64, u64)> = vmas
+        .iter()
+        .filter(|v| matches!(v.is_special(), Some(maps::SpecialVma::Vdso)))
+        .map(|v| (v.start, v.end))
+        .collect();
+    ranges.extend(
+        vmas.iter()
+            .filter(|v| v.exec && v.read && v.is_special().is_none())
+            .map(|v| (v.start, v.end)),
+    );
+    let syscall_ip = find_syscall_insn(&mem, &ranges)?;
+    debug!("pid {pid}: remote syscalls at {syscall_ip:#x}");
+
+    let blk = task.sigmask()?;
+    let stopped = task.kind == StopKind::GroupStop;
+    let regs = task.regs;
+    let xstate = task.xstate()?;
+
+    // Everything asked from inside the task.
+    let (task_core, thread_info, thread_core, brk, dumpable) = {
+        let mut s = ScratchSession::open(task, syscall_ip, &mem)?;
+        let tc = core::dump_task_core(pid, stopped, blk, &stat, &mut s)?;
+        let (ti, thc) =
+            core::dump_thread(pid, &regs, &xstate, blk, &stat, &status, &mut s)?;
+        let brk = s.call(libc::SYS_brk, &[0], "brk(0)")?;
+        let dumpable = s.call(
+            libc::SYS_prctl,
+            &[libc::PR_GET_DUMPABLE as u64],
+            "prctl(PR_GET_DUMPABLE)",
+        )?;
+        s.close()?;
+        (tc, ti, thc, brk, dumpable)
+    };
+
+    let mut files = FileTable::default();
+    let fdinfos = files::dump_fds(pid, &mut files)?;
+    let fs = files::dump_fs(pid, status.umask.unwrap_or(0o022), &mut files)?;
+    let exe_file_id = files::dump_exe(pid, &mut files)?;
+
+    // Memory.
+    let mut pagemap = PagemapReader::open(pid)?;
+    let zero_pfn = memory::zero_pfn();
+    let mut dumper = PageDumper::new(pid, &mem, zero_pfn);
+    let mut pages = dir.pages_writer(1)?;
+    let mut pm = PagemapBuilder::default();
+    let mut vma_entries = Vec::new();
+    // shmid -> (pages id, builder, writer)
+    let mut shmem: BTreeMap<u64, (u32, PagemapBuilder, crate::imgdir::PagesWriter)> =
+        BTreeMap::new();
+    let mut next_pages_id = 2u32;
+    for v in &vmas {
+        let (mut e, kind) = classify(v);
+        if v.is_sysv_shm() {
+            return Err(Error::unsupported(
+                pid,
+                format!("mapping {:#x}-{:#x} ({})", v.start, v.end, v.name),
+                "SysV shared memory is not supported yet",
+            ));
+        }
+        match kind {
+            VmaKind::FilePrivate | VmaKind::FileShared => {
+                let fdflags = if kind == VmaKind::FileShared && v.has_flag("mw") {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDONLY
+                } as u32;
+                e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, &mut files)? as u64;
+                e.fdflags = Some(fdflags);
+            }
+            _ => {}
+        }
+        match kind {
+            VmaKind::AnonPrivate | VmaKind::FilePrivate => {
+                dumper.dump_vma(&mut pagemap, &e, kind, v.read, 0, &mut pages, &mut pm)?;
+            }
+            VmaKind::AnonShared => {
+                if !shmem.contains_key(&e.shmid) {
+                    let id = next_pages_id;
+                    next_pages_id += 1;
+                    shmem.insert(e.shmid, (id, PagemapBuilder::default(), dir.pages_writer(id)?));
+                }
+                let entry = shmem.get_mut(&e.shmid).expect("inserted above");
+                let base = e.start - e.pgoff;
+                dumper.dump_vma(&mut pagemap, &e, kind, v.read, base, &mut entry.2, &mut entry.1)?;
+            }
+            _ => {}
+        }
+        vma_entries.push(e);
+    }
+    stats.vmas = vma_entries.len();
+    stats.pages = pm.total_pages();
+    dir.finish_pages(pages)?;
+    dir.write_pagemap(&format!("pagemap-{pid}.img"), 1, &pm.entries)?;
+    for (shmid, (pages_id, b, w)) in shmem {
+        stats.shmem_pages += b.total_pages();
+        dir.finish_pages(w)?;
+        dir.write_pagemap(&format!("pagemap-shmem-{shmid}.img"), pages_id, &b.entries)?;
+    }
+
+    let auxv = proc::auxv::read(pid)?;
+    let mm = pb::MmEntry {
+        mm_start_code: stat.start_code,
+        mm_end_code: stat.end_code,
+        mm_start_data: stat.start_data,
+        mm_end_data: stat.end_data,
+        mm_start_stack: stat.start_stack,
+        mm_start_brk: stat.start_brk,
+        mm_brk: brk,
+        mm_arg_start: stat.arg_start,
+        mm_arg_end: stat.arg_end,
+        mm_env_start: stat.env_start,
+        mm_env_end: stat.env_end,
+        exe_file_id,
+        mm_saved_auxv: auxv.iter().flat_map(|&(k, v)| [k, v]).chain([0, 0]).collect(),
+        vmas: vma_entries,
+        dumpable: Some(dumpable as i32),
+        aios: vec![],
+        thp_disabled: None,
+    };
+
+    let mut ns = NsIds::default();
+    let ids = task_ids(pid, &mut ns)?;
+    let core = pb::CoreEntry {
+        mtype: pb::core_entry::March::X8664 as i32,
+        thread_info: Some(thread_info),
+        tc: Some(task_core),
+        ids: Some(ids.clone()),
+        thread_core: Some(thread_core),
+    };
+    dir.write_image(&format!("core-{pid}.img"), &[core])?;
+    dir.write_image(&format!("mm-{pid}.img"), &[mm])?;
+    dir.write_image(&format!("ids-{pid}.img"), &[ids.clone()])?;
+    dir.write_image(&format!("fs-{pid}.img"), &[fs])?;
+    dir.write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
+    dir.write_image("files.img", &files.entries)?;
+    dir.write_image(
+        "pstree.img",
+        &[pb::PstreeEntry {
+            pid: pid as u32,
+            ppid: 0,
+            pgid: stat.pgrp as u32,
+            sid: stat.session as u32,
+            threads: vec![pid as u32],
+        }],
+    )?;
+    dir.write_image(
+        "inventory.img",
+        &[pb::InventoryEntry {
+            img_version: 2,
+            fdinfo_per_id: Some(true),
+            root_ids: Some(ids.clone()),
+            ns_per_id: Some(true),
+            lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+            ..Default::default()
+        }],
+    )?;
+    Ok(())
+}

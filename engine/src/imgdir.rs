@@ -1,0 +1,143 @@
+//! Writing an image directory atomically.
+//!
+//! Images are written into a temporary sibling directory (same
+//! filesystem), each file fsynced as it is finished; `commit` writes the
+//! manifest, fsyncs the directory and renames it into place, then fsyncs
+//! the parent. A dump that fails or crashes part way never leaves a
+//! directory under the requested name that looks complete; the temporary
+//! one is removed on drop.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::images::{self, ImageKind, ImageWriter, Magic, Manifest};
+
+/// pages-N.img: raw page contents, hashed while written.
+pub type PagesWriter = ImageWriter;
+
+pub struct ImageDir {
+    final_path: PathBuf,
+    tmp: PathBuf,
+    manifest: RefCell<Manifest>,
+    committed: bool,
+}
+
+impl ImageDir {
+    /// Prepare to write `dir`, which must not exist or be empty.
+    pub fn create(dir: &Path) -> Result<ImageDir> {
+        if dir.exists() {
+            let mut it = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, "reading the image directory", e))?;
+            if it.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "{}: the image directory is not empty; give a new or empty directory",
+                    dir.display()
+                )));
+            }
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dir
+            .file_name()
+            .ok_or_else(|| Error::Usage(format!("{}: not a directory name", dir.display())))?;
+        let tmp = parent.join(format!(
+            ".{}.ckpt-tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp)
+            .map_err(|e| Error::io(&tmp, "creating the temporary image directory", e))?;
+        Ok(ImageDir {
+            final_path: dir.to_path_buf(),
+            tmp,
+            manifest: RefCell::new(Manifest::new()),
+            committed: false,
+        })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.join(name)
+    }
+
+    fn magic_of(name: &str) -> Result<Magic> {
+        ImageKind::of_file_name(name)
+            .map(|(k, _)| k.magic)
+            .ok_or_else(|| Error::Usage(format!("internal: no image kind for file name {name}")))
+    }
+
+    /// Write an image whose entries are all of one message type.
+    pub fn write_image<M: prost::Message>(&self, name: &str, entries: &[M]) -> Result<()> {
+        let d = images::write_image(self.path(name), Self::magic_of(name)?, entries)?;
+        self.manifest.borrow_mut().add_digest(name, d);
+        Ok(())
+    }
+
+    /// Write a pagemap image: its head, then the entries.
+    pub fn write_pagemap(
+        &self,
+        name: &str,
+        pages_id: u32,
+        entries: &[images::pb::PagemapEntry],
+    ) -> Result<()> {
+        let mut w = ImageWriter::create(self.path(name), Self::magic_of(name)?)?;
+        w.write_entry(&images::pb::PagemapHead { pages_id })?;
+        for e in entries {
+            w.write_entry(e)?;
+        }
+        let d = w.finish()?;
+        self.manifest.borrow_mut().add_digest(name, d);
+        Ok(())
+    }
+
+    pub fn pages_writer(&self, id: u32) -> Result<PagesWriter> {
+        let name = format!("pages-{id}.img");
+        Ok(ImageWriter::create(self.path(&name), Self::magic_of(&name)?)?)
+    }
+
+    pub fn finish_pages(&self, w: PagesWriter) -> Result<()> {
+        let name = w
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let d = w.finish()?;
+        self.manifest.borrow_mut().add_digest(name, d);
+        Ok(())
+    }
+
+    /// Manifest, fsync, rename into place.
+    pub fn commit(mut self) -> Result<()> {
+        self.manifest.borrow().write(&self.tmp)?;
+        images::framing::sync_dir(&self.tmp)?;
+        if self.final_path.exists() {
+            // An empty directory the user made for us: rename replaces it.
+            std::fs::remove_dir(&self.final_path).map_err(|e| {
+                Error::io(&self.final_path, "replacing the empty image directory", e)
+            })?;
+        }
+        std::fs::rename(&self.tmp, &self.final_path)
+            .map_err(|e| Error::io(&self.final_path, "renaming the finished image directory", e))?;
+        self.committed = true;
+        if let Some(parent) = self.final_path.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            images::framing::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ImageDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! ckpt: checkpoint/restore of Linux process trees into CRIU-format images.
+
+#[macro_use]
+pub mod log;
+pub mod check;
+pub mod dump;
+pub mod error;
+pub mod images;
+pub mod imgdir;
+pub mod proc;
+pub mod ptrace;
+pub mod restore;
+pub mod show;
+pub mod sys;
+
+pub use error::{Error, Result};

@@ -1,0 +1,151 @@
+//! The `ckpt` command line. Spelling follows CRIU's for the common options
+//! (`dump -t PID -D DIR`, `restore -D DIR -d`, `--leave-running`, `-o`,
+//! `-v`), so people and scripts that know CRIU can use ckpt as it is.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use ckpt::dump::{self, DumpOptions};
+use ckpt::restore::{self, RestoreOptions};
+use ckpt::{check, log, show};
+
+#[derive(Parser)]
+#[command(name = "ckpt", version, about = "Checkpoint/restore of Linux process trees (CRIU image format)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct LogOpts {
+    /// Write the log to this file (relative paths are relative to the
+    /// current directory) instead of stderr.
+    #[arg(short = 'o', long = "log-file", value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Verbosity: -v alone is 4 (debug); -vN picks 0 (silent) to 4.
+    #[arg(short = 'v', value_name = "N", num_args = 0..=1, default_missing_value = "4")]
+    verbosity: Option<u8>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Checkpoint the process tree rooted at PID into DIR.
+    Dump {
+        #[arg(short = 't', long = "tree", value_name = "PID")]
+        pid: i32,
+        #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
+        dir: PathBuf,
+        /// Let the tree go on running after the dump (default: kill it).
+        #[arg(short = 'R', long)]
+        leave_running: bool,
+        /// Accepted for CRIU compatibility: the tree's terminal is left as is.
+        #[arg(short = 'j', long)]
+        shell_job: bool,
+        #[command(flatten)]
+        log: LogOpts,
+    },
+    /// Restore the tree saved in DIR.
+    Restore {
+        #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
+        dir: PathBuf,
+        /// Detach from the restored tree and exit once it runs.
+        #[arg(short = 'd', long = "restore-detached")]
+        detach: bool,
+        /// Write the restored root's PID here.
+        #[arg(long, value_name = "FILE")]
+        pidfile: Option<PathBuf>,
+        /// Accepted for CRIU compatibility.
+        #[arg(short = 'j', long)]
+        shell_job: bool,
+        #[command(flatten)]
+        log: LogOpts,
+    },
+    /// Print an image directory for people (or as JSON).
+    Show {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report which kernel features ckpt needs and whether this machine has them.
+    Check,
+}
+
+fn init_log(l: &LogOpts) -> Result<(), String> {
+    let level = l.verbosity.unwrap_or(2).min(4);
+    match &l.log_file {
+        Some(p) => {
+            let f = std::fs::File::create(p).map_err(|e| format!("{}: cannot create log file: {e}", p.display()))?;
+            log::init(level, Box::new(f), false);
+        }
+        None => log::init(level, Box::new(std::io::stderr()), true),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (what, result): (&str, Result<i32, String>) = match cli.cmd {
+        Cmd::Dump {
+            pid,
+            dir,
+            leave_running,
+            shell_job: _,
+            log,
+        } => {
+            if let Err(e) = init_log(&log) {
+                eprintln!("Error: {e}");
+                return ExitCode::from(1);
+            }
+            let t = std::time::Instant::now();
+            let r = dump::dump(&DumpOptions {
+                pid,
+                dir: dir.clone(),
+                leave_running,
+            });
+            (
+                "dump",
+                r.map(|s| {
+                    ckpt::info!(
+                        "dumped {} task(s), {} mappings, {} private + {} shared pages into {} in {:.3}s",
+                        s.tasks,
+                        s.vmas,
+                        s.pages,
+                        s.shmem_pages,
+                        dir.display(),
+                        t.elapsed().as_secs_f64()
+                    );
+                    0
+                })
+                .map_err(|e| e.to_string()),
+            )
+        }
+        Cmd::Restore {
+            dir,
+            detach,
+            pidfile,
+            shell_job: _,
+            log,
+        } => {
+            if let Err(e) = init_log(&log) {
+                eprintln!("Error: {e}");
+                return ExitCode::from(1);
+            }
+            let r = restore::restore(&RestoreOptions { dir, detach, pidfile });
+            ("restore", r.map_err(|e| e.to_string()))
+        }
+        Cmd::Show { dir, json } => ("show", show::run(&dir, json).map(|_| 0).map_err(|e| e.to_string())),
+        Cmd::Check => ("check", Ok(check::run())),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            ckpt::error!("{what} failed: {e}");
+            if !ckpt::log::is_stderr() || !ckpt::log::enabled(1) {
+                eprintln!("Error ({what}): {e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}

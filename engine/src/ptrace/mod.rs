@@ -1,0 +1,212 @@
+//! Freezing tasks with ptrace and making them run system calls for us.
+//!
+//! `Seized` is one thread held in a ptrace stop, with the registers it had
+//! when we stopped it; `Remote` is the one remote-syscall primitive that the
+//! dump (sigactions, brk, prctl values, timers) and the restore (mmap,
+//! mremap, credentials) both use.
+
+pub mod mem;
+pub mod remote;
+pub mod scratch;
+
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid as NixPid;
+
+use crate::error::{Error, Pid, Result, SysContext};
+use crate::sys::ptrace as raw;
+
+pub use raw::Regs;
+
+/// `PTRACE_O_SUSPEND_SECCOMP`: remote syscalls must not be filtered by the
+/// task's own seccomp policy. Needs CAP_SYS_ADMIN, which the engine has.
+const O_SUSPEND_SECCOMP: i32 = 1 << 21;
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// How a thread was found when we stopped it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopKind {
+    /// Running or sleeping: we interrupted it.
+    Running,
+    /// It was in a job-control stop (SIGSTOP/SIGTSTP...) already.
+    GroupStop,
+}
+
+/// A thread held in a ptrace stop by the engine.
+#[derive(Debug)]
+pub struct Seized {
+    pub tid: Pid,
+    pub regs: Regs,
+    pub kind: StopKind,
+    detached: bool,
+}
+
+fn npid(p: Pid) -> NixPid {
+    NixPid::from_raw(p)
+}
+
+/// Wait until `tid` is in a ptrace stop; signals that arrive first are
+/// delivered (the task handles them) and we wait again, as CRIU does, so
+/// that freezing never swallows a signal.
+fn wait_event_stop(tid: Pid) -> Result<StopKind> {
+    for _ in 0..256 {
+        let st = waitpid(npid(tid), Some(WaitPidFlag::__WALL))
+            .ctx(tid, || "waiting for the ptrace stop".into())?;
+        match st {
+            WaitStatus::PtraceEvent(_, sig, ev) if ev == PTRACE_EVENT_STOP => {
+                let kind = match sig {
+                    Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU => {
+                        StopKind::GroupStop
+                    }
+                    _ => StopKind::Running,
+                };
+                return Ok(kind);
+            }
+            WaitStatus::Stopped(_, sig) => {
+                ptrace::cont(npid(tid), sig)
+                    .ctx(tid, || format!("re-delivering {sig:?} while freezing"))?;
+            }
+            WaitStatus::PtraceEvent(_, _, _) | WaitStatus::PtraceSyscall(_) => {
+                ptrace::cont(npid(tid), None).ctx(tid, || "continuing past an event".into())?;
+            }
+            WaitStatus::Exited(_, code) => {
+                return Err(Error::task(
+                    tid,
+                    "freeze",
+                    format!("task exited with status {code} while being frozen"),
+                ))
+            }
+            WaitStatus::Signaled(_, sig, _) => {
+                return Err(Error::task(
+                    tid,
+                    "freeze",
+                    format!("task was killed by {sig:?} while being frozen"),
+                ))
+            }
+            other => {
+                return Err(Error::task(
+                    tid,
+                    "freeze",
+                    format!("unexpected wait status {other:?}"),
+                ))
+            }
+        }
+    }
+    Err(Error::task(
+        tid,
+        "freeze",
+        "task keeps receiving signals; could not stop it",
+    ))
+}
+
+impl Seized {
+    /// PTRACE_SEIZE + PTRACE_INTERRUPT one thread and wait for the stop.
+    pub fn seize(tid: Pid) -> Result<Seized> {
+        let opts = ptrace::Options::from_bits_retain(O_SUSPEND_SECCOMP);
+        if let Err(e) = ptrace::seize(npid(tid), opts) {
+            if e == nix::errno::Errno::EINVAL {
+                ptrace::seize(npid(tid), ptrace::Options::empty())
+                    .ctx(tid, || "PTRACE_SEIZE".into())?;
+            } else {
+                return Err(Error::sys(tid, "PTRACE_SEIZE", e));
+            }
+        }
+        let mut s = Seized {
+            tid,
+            regs: unsafe_zero_regs(),
+            kind: StopKind::Running,
+            detached: false,
+        };
+        ptrace::interrupt(npid(tid)).ctx(tid, || "PTRACE_INTERRUPT".into())?;
+        s.kind = wait_event_stop(tid)?;
+        s.regs = raw::get_regs(npid(tid)).ctx(tid, || "reading registers".into())?;
+        Ok(s)
+    }
+
+    /// Adopt a task that stopped itself under PTRACE_TRACEME (restore).
+    pub fn adopt_traceme(tid: Pid) -> Result<Seized> {
+        let st = waitpid(npid(tid), Some(WaitPidFlag::__WALL))
+            .ctx(tid, || "waiting for the restored task to stop".into())?;
+        match st {
+            WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
+            WaitStatus::Exited(_, code) => {
+                return Err(Error::task(
+                    tid,
+                    "restore",
+                    format!("task exited with status {code} before it was set up (see the log for the reason)"),
+                ))
+            }
+            other => {
+                return Err(Error::task(
+                    tid,
+                    "restore",
+                    format!("unexpected wait status {other:?} from the new task"),
+                ))
+            }
+        }
+        let regs = raw::get_regs(npid(tid)).ctx(tid, || "reading registers".into())?;
+        Ok(Seized {
+            tid,
+            regs,
+            kind: StopKind::Running,
+            detached: false,
+        })
+    }
+
+    pub fn npid(&self) -> NixPid {
+        npid(self.tid)
+    }
+
+    pub fn xstate(&self) -> Result<Vec<u8>> {
+        raw::get_xstate(self.npid()).ctx(self.tid, || "reading the xsave area".into())
+    }
+
+    pub fn sigmask(&self) -> Result<u64> {
+        raw::get_sigmask(self.npid()).ctx(self.tid, || "reading the blocked signal mask".into())
+    }
+
+    pub fn set_sigmask(&self, mask: u64) -> Result<()> {
+        raw::set_sigmask(self.npid(), mask)
+            .ctx(self.tid, || "setting the blocked signal mask".into())
+    }
+
+    pub fn set_regs(&mut self, regs: &Regs) -> Result<()> {
+        raw::set_regs(self.npid(), regs).ctx(self.tid, || "setting registers".into())?;
+        self.regs = *regs;
+        Ok(())
+    }
+
+    pub fn set_xstate(&self, xstate: &[u8]) -> Result<()> {
+        raw::set_xstate(self.npid(), xstate).ctx(self.tid, || "setting the xsave area".into())
+    }
+
+    /// Let the thread go on exactly where it was.
+    pub fn detach(mut self) -> Result<()> {
+        self.detached = true;
+        ptrace::detach(self.npid(), None).ctx(self.tid, || "PTRACE_DETACH".into())
+    }
+
+    /// Forget the thread without touching it (it was killed, or died).
+    pub fn forget(mut self) {
+        self.detached = true;
+    }
+}
+
+impl Drop for Seized {
+    /// A seized thread is never left stopped by accident: an error path that
+    /// drops it resumes it.
+    fn drop(&mut self) {
+        if !self.detached {
+            let _ = ptrace::detach(self.npid(), None);
+        }
+    }
+}
+
+fn unsafe_zero_regs() -> Regs {
+    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// All signals but SIGKILL and SIGSTOP (which cannot be blocked anyway).
+pub const ALL_SIGNALS_BLOCKED: u64 = !((1u64 << (9 - 1)) | (1u64 << (19 - 1)));

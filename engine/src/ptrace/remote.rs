@@ -1,0 +1,169 @@
+//! The remote-syscall primitive: make a stopped thread execute one system
+//! call for the engine.
+//!
+//! The thread's registers are pointed at a `syscall` instruction that
+//! already exists in its address space (found in the vDSO, so no code is
+//! ever written into the task), loaded with the arguments, single-stepped
+//! over that one instruction, and the result is read from `rax`. The
+//! original registers go back when the `Remote` is finished (or dropped).
+//! `orig_rax` is set to -1 for the injected call so the kernel's
+//! syscall-restart logic does not fire on it, even when the thread was
+//! stopped inside a blocking call.
+
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use super::mem::TaskMem;
+use super::{Seized, ALL_SIGNALS_BLOCKED};
+use crate::error::{Error, Result, SysContext};
+use crate::sys::ptrace as raw;
+
+pub struct Remote<'a> {
+    task: &'a mut Seized,
+    syscall_ip: u64,
+    saved_mask: u64,
+    finished: bool,
+}
+
+/// Find the address of a `syscall` instruction (0f 05) among `ranges`, in
+/// order. Any occurrence of those two bytes in executable memory decodes as
+/// `syscall` when jumped to directly, which is all a single step needs.
+pub fn find_syscall_insn(mem: &TaskMem, ranges: &[(u64, u64)]) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 16];
+    for &(start, end) in ranges {
+        let mut addr = start;
+        while addr < end {
+            let n = ((end - addr) as usize).min(buf.len());
+            if mem.read(addr, &mut buf[..n]).is_err() {
+                break;
+            }
+            if let Some(i) = buf[..n].windows(2).position(|w| w == [0x0f, 0x05]) {
+                return Ok(addr + i as u64);
+            }
+            // Overlap by one byte so a pair split across chunks is found.
+            addr += (n as u64).saturating_sub(1).max(1);
+        }
+    }
+    Err(Error::task(
+        mem.pid(),
+        "remote syscall",
+        "no syscall instruction found in the task's executable mappings",
+    ))
+}
+
+impl<'a> Remote<'a> {
+    /// Start running syscalls in `task`. All signals are blocked meanwhile,
+    /// so a signal that arrives during the dump stays pending (and is
+    /// dumped) instead of interrupting the injected call.
+    pub fn new(task: &'a mut Seized, syscall_ip: u64) -> Result<Remote<'a>> {
+        let saved_mask = task.sigmask()?;
+        task.set_sigmask(ALL_SIGNALS_BLOCKED)?;
+        Ok(Remote {
+            task,
+            syscall_ip,
+            saved_mask,
+            finished: false,
+        })
+    }
+
+    pub fn tid(&self) -> i32 {
+        self.task.tid
+    }
+
+    /// The instruction moved (the restore mremaps the vDSO).
+    pub fn set_syscall_ip(&mut self, ip: u64) {
+        self.syscall_ip = ip;
+    }
+
+    /// Execute syscall `nr` with `args`; returns the raw result (negative
+    /// errno on failure), like the kernel does.
+    pub fn raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+        let tid = self.task.tid;
+        let mut regs = self.task.regs;
+        regs.rax = nr as u64;
+        regs.orig_rax = u64::MAX;
+        regs.rip = self.syscall_ip;
+        regs.eflags &= !0x100; // TF is the kernel's business while stepping
+        let slots = [
+            &mut regs.rdi,
+            &mut regs.rsi,
+            &mut regs.rdx,
+            &mut regs.r10,
+            &mut regs.r8,
+            &mut regs.r9,
+        ];
+        for (slot, &a) in slots.into_iter().zip(args.iter()) {
+            *slot = a;
+        }
+        raw::set_regs(self.task.npid(), &regs)
+            .ctx(tid, || format!("setting registers for remote syscall {nr}"))?;
+        ptrace::step(self.task.npid(), None)
+            .ctx(tid, || format!("single-stepping remote syscall {nr}"))?;
+        loop {
+            let st = waitpid(self.task.npid(), Some(WaitPidFlag::__WALL))
+                .ctx(tid, || format!("waiting for remote syscall {nr}"))?;
+            match st {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+                WaitStatus::Stopped(_, sig) => {
+                    return Err(Error::task(
+                        tid,
+                        format!("remote syscall {nr}"),
+                        format!("interrupted by {sig:?}"),
+                    ))
+                }
+                WaitStatus::PtraceEvent(..) => {
+                    ptrace::step(self.task.npid(), None)
+                        .ctx(tid, || format!("re-stepping remote syscall {nr}"))?;
+                }
+                other => {
+                    return Err(Error::task(
+                        tid,
+                        format!("remote syscall {nr}"),
+                        format!("task left the ptrace stop: {other:?}"),
+                    ))
+                }
+            }
+        }
+        let after = raw::get_regs(self.task.npid())
+            .ctx(tid, || format!("reading result of remote syscall {nr}"))?;
+        Ok(after.rax as i64)
+    }
+
+    /// Like `raw`, but a negative result becomes an error naming `what`.
+    pub fn call(&mut self, nr: i64, args: &[u64], what: &str) -> Result<u64> {
+        let r = self.raw(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(Error::sys(
+                self.task.tid,
+                format!("{what} (in the task)"),
+                nix::errno::Errno::from_raw(-r as i32),
+            ));
+        }
+        Ok(r as u64)
+    }
+
+    /// Put the thread's registers and signal mask back.
+    pub fn finish(mut self) -> Result<()> {
+        self.finished = true;
+        let regs = self.task.regs;
+        raw::set_regs(self.task.npid(), &regs)
+            .ctx(self.task.tid, || "restoring registers after remote syscalls".into())?;
+        self.task.set_sigmask(self.saved_mask)
+    }
+
+    /// Finish without restoring anything: the restore sets final state itself.
+    pub fn abandon(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Remote<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let regs = self.task.regs;
+            let _ = raw::set_regs(self.task.npid(), &regs);
+            let _ = self.task.set_sigmask(self.saved_mask);
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! What a freshly cloned task does for itself before it hands itself over.
+//!
+//! The engine clones each task with its old PID (`clone3` + `set_tid`); the
+//! child is a copy of the engine and runs this code, which sets up what is
+//! easiest from inside — session, files, cwd, root, umask, rlimits, name,
+//! signal handlers — and then stops under `PTRACE_TRACEME`. The engine
+//! takes over from there (memory, credentials, registers) with remote
+//! syscalls. Nothing here allocates after the fork except error messages.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+
+use crate::sys::{self, KernelSigaction};
+
+/// One file descriptor to open in the new task.
+#[derive(Debug, Clone)]
+pub struct FdPlan {
+    pub fd: RawFd,
+    pub path: CString,
+    /// open(2) flags as dumped (access mode, O_APPEND, O_NONBLOCK, ...).
+    pub flags: i32,
+    pub pos: u64,
+    pub cloexec: bool,
+    /// A lower fd with the same open file description (dup'ed): this fd
+    /// is a dup of it rather than a new open, so offset and flags stay
+    /// shared.
+    pub share_with: Option<RawFd>,
+}
+
+/// Everything the child does for itself.
+#[derive(Debug, Clone, Default)]
+pub struct ChildPlan {
+    pub pid: i32,
+    pub sid: i32,
+    pub pgid: i32,
+    pub fds: Vec<FdPlan>,
+    /// Files the engine needs open in the task while it rebuilds memory
+    /// (mapped files, the exe); they land at `helper_fd_base + index`.
+    pub helper_files: Vec<(CString, i32)>,
+    pub helper_fd_base: RawFd,
+    pub cwd: Option<CString>,
+    pub root: Option<CString>,
+    pub umask: u32,
+    /// (resource, cur, max)
+    pub rlimits: Vec<(u32, u64, u64)>,
+    pub comm: CString,
+    pub personality: Option<u64>,
+    /// (signal, action) for every signal that is not SIG_DFL.
+    pub sigactions: Vec<(i32, KernelSigaction)>,
+}
+
+impl ChildPlan {
+    /// The fd the error pipe is moved to: above every fd the task uses.
+    pub fn err_fd(&self) -> RawFd {
+        self.helper_fd_base + self.helper_files.len() as RawFd
+    }
+}
+
+fn fail(err_fd: RawFd, what: &str, e: Errno) -> ! {
+    let msg = format!("{what}: {e}");
+    // SAFETY: writing a byte buffer to a pipe fd we own; _exit never returns.
+    unsafe {
+        libc::write(err_fd, msg.as_ptr().cast(), msg.len());
+        libc::_exit(1)
+    }
+}
+
+fn check<T>(err_fd: RawFd, r: nix::Result<T>, what: impl FnOnce() -> String) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => fail(err_fd, &what(), e),
+    }
+}
+
+fn open_at_least(path: &CString, flags: i32, min_fd: RawFd) -> nix::Result<RawFd> {
+    let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let fd = Errno::result(unsafe { libc::open(path.as_ptr(), flags | libc::O_NOCTTY) })?;
+    if fd >= min_fd {
+        return Ok(fd);
+    }
+    // SAFETY: fcntl/close on an fd we just opened.
+    let moved = Errno::result(unsafe { libc::fcntl(fd, libc::F_DUPFD, min_fd) });
+    unsafe { libc::close(fd) };
+    moved
+}
+
+/// Runs in the cloned child; never returns. `err_pipe` is the write end of
+/// a pipe to the engine: an error message is written there before exiting,
+/// and the pipe is closed (EOF) on success, right before the child stops.
+pub fn run(plan: &ChildPlan, err_pipe: RawFd) -> ! {
+    let efd = plan.err_fd();
+    // SAFETY: dup2/close on integer fds in our own single-threaded child.
+    unsafe {
+        if libc::dup2(err_pipe, efd) < 0 {
+            libc::_exit(2);
+        }
+        libc::fcntl(efd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    let _ = sys::close_range(0, efd as u32 - 1);
+    let _ = sys::close_range(efd as u32 + 1, u32::MAX);
+
+    // Session and process group. The root of a zdtm tree leads its own
+    // session; other shapes come with process trees.
+    if plan.sid == plan.pid {
+        check(efd, nix::unistd::setsid().map(|_| ()), || {
+            format!("pid {}: setsid", plan.pid)
+        });
+    } else if plan.pgid == plan.pid {
+        check(
+            efd,
+            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0)),
+            || format!("pid {}: setpgid", plan.pid),
+        );
+    }
+
+    // Files, in ascending fd order: the lowest free fd is never above the
+    // one we fill next, so dup2 + close lands each where it belongs.
+    for f in &plan.fds {
+        if let Some(src) = f.share_with {
+            // SAFETY: integer fds we own.
+            let r = Errno::result(unsafe { libc::dup2(src, f.fd) });
+            check(efd, r, || format!("pid {}: fd {}: dup2 of fd {src}", plan.pid, f.fd));
+            if f.cloexec {
+                // SAFETY: fcntl on our fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+            continue;
+        }
+        let fd = check(efd, open_at_least(&f.path, f.flags, 0), || {
+            format!("pid {}: fd {}: open {:?}", plan.pid, f.fd, f.path)
+        });
+        let fd = if fd != f.fd {
+            // SAFETY: integer fds we own.
+            let r = Errno::result(unsafe { libc::dup2(fd, f.fd) });
+            unsafe { libc::close(fd) };
+            check(efd, r, || format!("pid {}: fd {}: dup2", plan.pid, f.fd))
+        } else {
+            fd
+        };
+        if f.pos != 0 {
+            // SAFETY: lseek on our fd.
+            let r = Errno::result(unsafe { libc::lseek(fd, f.pos as i64, libc::SEEK_SET) });
+            check(efd, r, || {
+                format!("pid {}: fd {}: seek to {}", plan.pid, f.fd, f.pos)
+            });
+        }
+        if f.cloexec {
+            // SAFETY: fcntl on our fd.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    for (i, (path, flags)) in plan.helper_files.iter().enumerate() {
+        let want = plan.helper_fd_base + i as RawFd;
+        let fd = check(efd, open_at_least(path, *flags, want), || {
+            format!("pid {}: open {:?} for memory restore", plan.pid, path)
+        });
+        if fd != want {
+            fail(efd, "helper fd landed at the wrong number", Errno::EBADFD);
+        }
+    }
+
+    if let Some(cwd) = &plan.cwd {
+        check(efd, nix::unistd::chdir(cwd.as_c_str()), || {
+            format!("pid {}: chdir {:?}", plan.pid, cwd)
+        });
+    }
+    if let Some(root) = &plan.root {
+        if root.as_bytes() != b"/" {
+            check(efd, nix::unistd::chroot(root.as_c_str()), || {
+                format!("pid {}: chroot {:?}", plan.pid, root)
+            });
+        }
+    }
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(plan.umask as libc::mode_t) };
+    if let Some(p) = plan.personality {
+        // SAFETY: integer syscall.
+        unsafe { libc::personality(p as libc::c_ulong) };
+    }
+    let _ = sys::prctl(libc::PR_SET_NAME, plan.comm.as_ptr() as u64, 0, 0, 0);
+    for &(res, cur, max) in &plan.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        };
+        // SAFETY: `lim` is a valid rlimit struct.
+        let r = Errno::result(unsafe { libc::setrlimit(res as _, &lim) });
+        check(efd, r, || {
+            format!(
+                "pid {}: rlimit {} = {}/{} (raising a hard limit needs CAP_SYS_RESOURCE)",
+                plan.pid,
+                crate::restore::child::rlimit_name(res),
+                cur,
+                max
+            )
+        });
+    }
+
+    // Block everything until the engine sets the final mask: a signal now
+    // would run a handler in an address space that does not exist yet.
+    // SAFETY: sigprocmask with a full set.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
+    for (sig, act) in &plan.sigactions {
+        check(efd, sys::rt_sigaction(*sig, Some(act)), || {
+            format!("pid {}: sigaction for signal {}", plan.pid, sig)
+        });
+    }
+
+    check(efd, nix::sys::ptrace::traceme(), || {
+        format!("pid {}: PTRACE_TRACEME", plan.pid)
+    });
+    // SAFETY: closing our end of the error pipe signals success (EOF).
+    unsafe { libc::close(efd) };
+    let _ = sys::stop_self();
+    // The engine never lets us get here: it replaces our registers.
+    // SAFETY: _exit is always safe.
+    unsafe { libc::_exit(3) }
+}
+
+pub fn rlimit_name(res: u32) -> &'static str {
+    const NAMES: [&str; 16] = [
+        "CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
+        "LOCKS", "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME",
+    ];
+    NAMES.get(res as usize).copied().unwrap_or("?")
+}

@@ -1,0 +1,119 @@
+//! Credentials of a restored task, set from inside it (remote syscalls)
+//! as the very last privileged step, because everything before needs the
+//! engine's root powers (mapping the exe with PR_SET_MM_MAP, for one).
+//!
+//! Order matters: bounding set first (needs CAP_SETPCAP), then keep-caps
+//! so that switching uids does not clear the permitted set, groups, gids,
+//! uids, then securebits (needs CAP_SETPCAP effective), then the final
+//! capability sets and the ambient ones.
+
+use crate::error::Result;
+use crate::images::pb;
+use crate::ptrace::remote::Remote;
+use crate::ptrace::mem::TaskMem;
+
+const SECBIT_KEEP_CAPS: u64 = 1 << 4;
+const CAP_V3: u32 = 0x2008_0522;
+const CAP_LAST: u32 = 63;
+
+fn cap64(v: &[u32]) -> u64 {
+    v.first().copied().unwrap_or(0) as u64 | (v.get(1).copied().unwrap_or(0) as u64) << 32
+}
+
+fn capset(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, eff: u64, prm: u64, inh: u64) -> Result<()> {
+    let mut b = Vec::with_capacity(32);
+    b.extend_from_slice(&CAP_V3.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    for half in 0..2 {
+        let s = |v: u64| ((v >> (32 * half)) as u32).to_le_bytes();
+        b.extend_from_slice(&s(eff));
+        b.extend_from_slice(&s(prm));
+        b.extend_from_slice(&s(inh));
+    }
+    mem.write(scratch, &b)?;
+    r.call(libc::SYS_capset, &[scratch, scratch + 8], "capset")?;
+    Ok(())
+}
+
+/// Is there anything to change compared with the engine's own (root,
+/// every capability) credentials?
+fn is_full_root(c: &pb::CredsEntry) -> bool {
+    let all = [c.uid, c.gid, c.euid, c.egid, c.suid, c.sgid, c.fsuid, c.fsgid];
+    let caps_now = crate::proc::status::read(std::process::id() as i32).ok();
+    all.iter().all(|&x| x == 0)
+        && caps_now.is_some_and(|s| {
+            cap64(&c.cap_eff) == s.cap_eff
+                && cap64(&c.cap_prm) == s.cap_prm
+                && cap64(&c.cap_inh) == s.cap_inh
+                && cap64(&c.cap_bnd) == s.cap_bnd
+                && cap64(&c.cap_amb) == s.cap_amb
+                && c.groups.is_empty() == s.groups.is_empty()
+        })
+        && c.secbits == 0
+}
+
+pub fn restore_creds(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, c: &pb::CredsEntry) -> Result<()> {
+    if is_full_root(c) {
+        return Ok(());
+    }
+    let bnd = cap64(&c.cap_bnd);
+    for cap in 0..=CAP_LAST {
+        if bnd & (1 << cap) == 0 {
+            // EINVAL past the kernel's last capability is fine.
+            let _ = r.raw(libc::SYS_prctl, &[libc::PR_CAPBSET_DROP as u64, cap as u64]);
+        }
+    }
+    r.call(
+        libc::SYS_prctl,
+        &[libc::PR_SET_SECUREBITS as u64, SECBIT_KEEP_CAPS],
+        "prctl(PR_SET_SECUREBITS, KEEP_CAPS)",
+    )?;
+    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+    mem.write(scratch, &groups)?;
+    r.call(libc::SYS_setgroups, &[c.groups.len() as u64, scratch], "setgroups")?;
+    r.call(
+        libc::SYS_setresgid,
+        &[c.gid as u64, c.egid as u64, c.sgid as u64],
+        "setresgid",
+    )?;
+    r.call(
+        libc::SYS_setresuid,
+        &[c.uid as u64, c.euid as u64, c.suid as u64],
+        "setresuid",
+    )?;
+    r.raw(libc::SYS_setfsgid, &[c.fsgid as u64])?;
+    r.raw(libc::SYS_setfsuid, &[c.fsuid as u64])?;
+    let (eff, prm, inh) = (cap64(&c.cap_eff), cap64(&c.cap_prm), cap64(&c.cap_inh));
+    let full = crate::proc::status::read(std::process::id() as i32)
+        .map(|s| s.cap_prm)
+        .unwrap_or(!0);
+    capset(r, mem, scratch, full & bnd | prm, full & bnd | prm, inh)?;
+    r.call(
+        libc::SYS_prctl,
+        &[libc::PR_SET_SECUREBITS as u64, c.secbits as u64],
+        "prctl(PR_SET_SECUREBITS)",
+    )?;
+    capset(r, mem, scratch, eff, prm, inh)?;
+    let amb = cap64(&c.cap_amb);
+    for cap in 0..=CAP_LAST {
+        if amb & (1 << cap) != 0 {
+            r.call(
+                libc::SYS_prctl,
+                &[
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap as u64,
+                ],
+                "prctl(PR_CAP_AMBIENT_RAISE)",
+            )?;
+        }
+    }
+    if c.no_new_privs == Some(1) {
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Reading and validating an image directory before anything is created.
+//!
+//! Every check a restore depends on happens here: the manifest (every file
+//! present, sizes and checksums match), the framing and decoding of every
+//! image, and the cross-references (every fd names a file entry, every
+//! file-backed mapping names a file, every pagemap entry lies inside a
+//! mapping that can hold it, every pages file has exactly the pages its
+//! pagemap lists). A problem is reported with the file and what is wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::dump::memory::{
+    PAGE, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+    VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+};
+use crate::error::{Error, Result};
+use crate::images::{self, pb, ImageError, Magic, Manifest};
+
+/// A pagemap image and the pages file it refers to.
+#[derive(Debug, Default, Clone)]
+pub struct PageSet {
+    pub pages_id: u32,
+    pub entries: Vec<pb::PagemapEntry>,
+}
+
+impl PageSet {
+    pub fn total_pages(&self) -> u64 {
+        self.entries.iter().map(|e| e.nr_pages as u64).sum()
+    }
+    pub fn pages_file(&self) -> String {
+        format!("pages-{}.img", self.pages_id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskImages {
+    pub pid: i32,
+    pub pstree: pb::PstreeEntry,
+    pub core: pb::CoreEntry,
+    pub mm: pb::MmEntry,
+    pub pages: PageSet,
+    pub fdinfo: Vec<pb::FdinfoEntry>,
+    pub fs: pb::FsEntry,
+    pub ids: pb::TaskKobjIdsEntry,
+}
+
+impl TaskImages {
+    pub fn tc(&self) -> &pb::TaskCoreEntry {
+        self.core.tc.as_ref().expect("validated")
+    }
+    pub fn thread(&self) -> &pb::ThreadCoreEntry {
+        self.core.thread_core.as_ref().expect("validated")
+    }
+    pub fn info(&self) -> &pb::ThreadInfoX86 {
+        self.core.thread_info.as_ref().expect("validated")
+    }
+}
+
+#[derive(Debug)]
+pub struct Images {
+    pub dir: PathBuf,
+    pub inventory: pb::InventoryEntry,
+    pub tasks: Vec<TaskImages>,
+    pub files: BTreeMap<u32, pb::FileEntry>,
+    pub shmem: BTreeMap<u64, PageSet>,
+}
+
+impl Images {
+    pub fn file(&self, id: u32) -> &pb::FileEntry {
+        &self.files[&id]
+    }
+    pub fn reg(&self, id: u32) -> &pb::RegFileEntry {
+        self.files[&id].reg.as_ref().expect("validated")
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Image(ImageError::invalid(path, reason))
+}
+
+fn read_all<M: prost::Message + Default>(dir: &Path, name: &str, magic: Magic) -> Result<Vec<M>> {
+    Ok(images::read_all::<M>(&dir.join(name), magic)?)
+}
+
+fn read_one<M: prost::Message + Default>(dir: &Path, name: &str, magic: Magic) -> Result<M> {
+    let mut v = read_all::<M>(dir, name, magic)?;
+    match v.len() {
+        1 => Ok(v.remove(0)),
+        n => Err(bad(&dir.join(name), format!("expected exactly one entry, found {n}"))),
+    }
+}
+
+fn read_pagemap(dir: &Path, name: &str) -> Result<PageSet> {
+    let path = dir.join(name);
+    let mut r = images::ImageReader::open(&path, Magic::Pagemap)?;
+    let head: pb::PagemapHead = r
+        .read_entry()?
+        .ok_or_else(|| bad(&path, "missing pagemap_head entry"))?;
+    let mut entries = Vec::new();
+    while let Some(e) = r.read_entry::<pb::PagemapEntry>()? {
+        entries.push(e);
+    }
+    Ok(PageSet {
+        pages_id: head.pages_id,
+        entries,
+    })
+}
+
+/// Load and validate everything in `dir`.
+pub fn load(dir: &Path) -> Result<Images> {
+    Manifest::verify_dir(dir).map_err(|e| Error::Image(e.into()))?;
+    let inventory: pb::InventoryEntry = read_one(dir, "inventory.img", Magic::Inventory)?;
+    if inventory.img_version != 2 {
+        return Err(bad(
+            &dir.join("inventory.img"),
+            format!("image version {} is not supported (expected 2)", inventory.img_version),
+        ));
+    }
+    let pstree: Vec<pb::PstreeEntry> = read_all(dir, "pstree.img", Magic::Pstree)?;
+    if pstree.is_empty() {
+        return Err(bad(&dir.join("pstree.img"), "no tasks in the tree"));
+    }
+    let files_list: Vec<pb::FileEntry> = read_all(dir, "files.img", Magic::Files)?;
+    let mut files = BTreeMap::new();
+    for f in files_list {
+        if f.r#type == pb::FdTypes::Reg as i32 && f.reg.is_none() {
+            return Err(bad(&dir.join("files.img"), format!("file {} is REG without reg entry", f.id)));
+        }
+        if files.insert(f.id, f).is_some() {
+            return Err(bad(&dir.join("files.img"), "duplicate file id"));
+        }
+    }
+    let mut tasks = Vec::new();
+    let mut shmem = BTreeMap::new();
+    for p in pstree {
+        let pid = p.pid as i32;
+        let core_name = format!("core-{pid}.img");
+        let core: pb::CoreEntry = read_one(dir, &core_name, Magic::Core)?;
+        let core_path = dir.join(&core_name);
+        if core.mtype != pb::core_entry::March::X8664 as i32 {
+            return Err(bad(&core_path, "not an x86_64 image"));
+        }
+        let Some(info) = &core.thread_info else {
+            return Err(bad(&core_path, "no thread_info (registers)"));
+        };
+        if info.fpregs.ckpt_xsave_raw.as_ref().is_none_or(|x| x.len() < 576) {
+            return Err(bad(
+                &core_path,
+                "no raw xsave area (ckpt_xsave_raw); images from other engines are not restorable yet",
+            ));
+        }
+        if core.tc.is_none() || core.thread_core.is_none() {
+            return Err(bad(&core_path, "missing task or thread core"));
+        }
+        if p.threads != [p.pid] {
+            return Err(bad(
+                &dir.join("pstree.img"),
+                format!("pid {pid}: threads {:?}: multi-threaded restore is not supported yet", p.threads),
+            ));
+        }
+        let mm_name = format!("mm-{pid}.img");
+        let mm: pb::MmEntry = read_one(dir, &mm_name, Magic::Mm)?;
+        let ids: pb::TaskKobjIdsEntry = read_one(dir, &format!("ids-{pid}.img"), Magic::Ids)?;
+        let fs: pb::FsEntry = read_one(dir, &format!("fs-{pid}.img"), Magic::Fs)?;
+        let fd_name = format!("fdinfo-{}.img", ids.files_id);
+        let fdinfo: Vec<pb::FdinfoEntry> = read_all(dir, &fd_name, Magic::Fdinfo)?;
+        let pages = read_pagemap(dir, &format!("pagemap-{pid}.img"))?;
+
+        let need_file = |id: u32, what: String, img: &str| -> Result<()> {
+            match files.get(&id) {
+                Some(f) if f.reg.is_some() => Ok(()),
+                _ => Err(bad(&dir.join(img), format!("{what} refers to file id {id}, which files.img does not have"))),
+            }
+        };
+        for fd in &fdinfo {
+            need_file(fd.id, format!("fd {}", fd.fd), &fd_name)?;
+        }
+        need_file(fs.cwd_id, "cwd".into(), &format!("fs-{pid}.img"))?;
+        need_file(fs.root_id, "root".into(), &format!("fs-{pid}.img"))?;
+        need_file(mm.exe_file_id, "exe".into(), &mm_name)?;
+        let mut prev_end = 0;
+        for v in &mm.vmas {
+            if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 || v.start < prev_end {
+                return Err(bad(
+                    &dir.join(&mm_name),
+                    format!("mapping {:#x}-{:#x} is malformed or overlaps the previous one", v.start, v.end),
+                ));
+            }
+            prev_end = v.end;
+            if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+                need_file(v.shmid as u32, format!("mapping {:#x}-{:#x}", v.start, v.end), &mm_name)?;
+            }
+            if v.status & VMA_ANON_SHARED != 0 && !shmem.contains_key(&v.shmid) {
+                let name = format!("pagemap-shmem-{}.img", v.shmid);
+                let set = if dir.join(&name).exists() {
+                    read_pagemap(dir, &name)?
+                } else {
+                    PageSet::default()
+                };
+                shmem.insert(v.shmid, set);
+            }
+        }
+        // Every private page must land in a private mapping.
+        let pm_path = dir.join(format!("pagemap-{pid}.img"));
+        for e in &pages.entries {
+            let end = e.vaddr + e.nr_pages as u64 * PAGE;
+            let ok = mm.vmas.iter().any(|v| {
+                v.start <= e.vaddr
+                    && end <= v.end
+                    && v.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
+                    && v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) == 0
+            });
+            if !ok || e.vaddr % PAGE != 0 || e.nr_pages == 0 {
+                return Err(bad(
+                    &pm_path,
+                    format!("pages {:#x}-{end:#x} do not lie inside one private mapping of mm-{pid}.img", e.vaddr),
+                ));
+            }
+        }
+        tasks.push(TaskImages {
+            pid,
+            pstree: p,
+            core,
+            mm,
+            pages,
+            fdinfo,
+            fs,
+            ids,
+        });
+    }
+    // Pages files hold exactly the pages their pagemaps list.
+    let sets = tasks.iter().map(|t| &t.pages).chain(shmem.values());
+    for set in sets {
+        if set.entries.is_empty() && set.pages_id == 0 {
+            continue;
+        }
+        let p = dir.join(set.pages_file());
+        let len = std::fs::metadata(&p)
+            .map_err(|e| Error::Image(ImageError::io(&p, "stat", e)))?
+            .len();
+        if len != set.total_pages() * PAGE {
+            return Err(bad(
+                &p,
+                format!(
+                    "holds {len} bytes but its pagemap lists {} pages ({} bytes)",
+                    set.total_pages(),
+                    set.total_pages() * PAGE
+                ),
+            ));
+        }
+    }
+    Ok(Images {
+        dir: dir.to_path_buf(),
+        inventory,
+        tasks,
+        files,
+        shmem,
+    })
+}

@@ -1,0 +1,321 @@
+//! Rebuilding a task's address space from the outside, through remote
+//! syscalls in the freshly cloned (and still engine-shaped) child:
+//!
+//! 1. unmap everything the child inherited from the engine except the
+//!    vDSO group ([vvar], [vvar_vclock], [vdso]), whose `syscall`
+//!    instruction the remote calls run on;
+//! 2. move the vDSO group to the dumped addresses (libc holds pointers
+//!    into it), via a temporary place so no move clobbers another;
+//! 3. map every dumped VMA at its address (writable for now where pages
+//!    must be written);
+//! 4. copy the pages in with process_vm_writev straight from the mapped
+//!    pages files; then set the final protections and madvise flags.
+
+use std::collections::BTreeMap;
+use std::io::IoSlice;
+use std::os::fd::RawFd;
+
+use nix::sys::uio::{process_vm_writev, RemoteIoVec};
+use nix::unistd::Pid as NixPid;
+
+use super::load::{Images, PageSet, TaskImages};
+use crate::dump::memory::{
+    PAGE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
+    VMA_FILE_SHARED,
+};
+use crate::error::{Error, Result};
+use crate::images::pb;
+use crate::proc::maps::{self, SpecialVma};
+use crate::ptrace::remote::Remote;
+use crate::sys::Mmap;
+
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+fn is_special(v: &pb::VmaEntry) -> bool {
+    v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) != 0
+}
+
+/// An address range of `len` bytes that overlaps none of `busy`.
+pub fn find_hole(busy: &[(u64, u64)], len: u64) -> Option<u64> {
+    let mut b: Vec<(u64, u64)> = busy.to_vec();
+    b.sort();
+    // Prefer high addresses below the usual mmap area, well away from 0.
+    let mut candidate = 0x1000_0000_0000u64;
+    loop {
+        let end = candidate.checked_add(len)?;
+        if end > TASK_SIZE {
+            break;
+        }
+        match b.iter().find(|&&(s, e)| s < end && candidate < e) {
+            Some(&(_, e)) => candidate = (e + PAGE - 1) / PAGE * PAGE,
+            None => return Some(candidate),
+        }
+    }
+    // Anything at all from low memory up.
+    candidate = 0x1_0000;
+    loop {
+        let end = candidate.checked_add(len)?;
+        if end > TASK_SIZE {
+            return None;
+        }
+        match b.iter().find(|&&(s, e)| s < end && candidate < e) {
+            Some(&(_, e)) => candidate = (e + PAGE - 1) / PAGE * PAGE,
+            None => return Some(candidate),
+        }
+    }
+}
+
+/// Steps 1 and 2. Returns the new address of the `syscall` instruction.
+pub fn reset_address_space(r: &mut Remote<'_>, t: &TaskImages, syscall_ip: u64) -> Result<u64> {
+    let pid = t.pid;
+    let cur = maps::read_maps(pid)?;
+    let group: Vec<&maps::Vma> = cur
+        .iter()
+        .filter(|v| {
+            matches!(
+                v.is_special(),
+                Some(SpecialVma::Vdso | SpecialVma::Vvar | SpecialVma::VvarVclock)
+            )
+        })
+        .collect();
+    for v in &cur {
+        if group.iter().any(|g| g.start == v.start) || matches!(v.is_special(), Some(SpecialVma::Vsyscall)) {
+            continue;
+        }
+        r.call(
+            libc::SYS_munmap,
+            &[v.start, v.end - v.start],
+            &format!("munmap {:#x}-{:#x} inherited from the engine", v.start, v.end),
+        )?;
+    }
+    let dumped: Vec<&pb::VmaEntry> = t
+        .mm
+        .vmas
+        .iter()
+        .filter(|v| v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR) != 0)
+        .collect();
+    let sizes = |g: &[(u64, u64)]| g.iter().map(|(s, e)| e - s).collect::<Vec<_>>();
+    let cur_ranges: Vec<(u64, u64)> = group.iter().map(|v| (v.start, v.end)).collect();
+    let dumped_ranges: Vec<(u64, u64)> = dumped.iter().map(|v| (v.start, v.end)).collect();
+    if sizes(&cur_ranges) != sizes(&dumped_ranges) {
+        return Err(Error::unsupported(
+            pid,
+            format!("vDSO layout {dumped_ranges:x?}"),
+            format!(
+                "this kernel's vDSO/vvar layout ({cur_ranges:x?}) differs from the dumped one; restore needs the same kernel"
+            ),
+        ));
+    }
+    let vdso_idx = group
+        .iter()
+        .position(|v| matches!(v.is_special(), Some(SpecialVma::Vdso)))
+        .ok_or_else(|| Error::task(pid, "vDSO", "the new task has no [vdso]"))?;
+    let ip_off = syscall_ip - cur_ranges[vdso_idx].0;
+    let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    busy.extend(cur_ranges.iter().copied());
+    let span = cur_ranges.last().unwrap().1 - cur_ranges[0].0;
+    let tmp = find_hole(&busy, span).ok_or_else(|| Error::task(pid, "vDSO", "no room to move it"))?;
+    let mremap = |r: &mut Remote<'_>, from: (u64, u64), to: u64| -> Result<u64> {
+        r.call(
+            libc::SYS_mremap,
+            &[
+                from.0,
+                from.1 - from.0,
+                from.1 - from.0,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                to,
+            ],
+            &format!("mremap {:#x}-{:#x} -> {to:#x}", from.0, from.1),
+        )
+    };
+    let mut ip = syscall_ip;
+    for (i, &range) in cur_ranges.iter().enumerate() {
+        let to = tmp + (range.0 - cur_ranges[0].0);
+        mremap(r, range, to)?;
+        if i == vdso_idx {
+            ip = to + ip_off;
+            r.set_syscall_ip(ip);
+        }
+    }
+    for (i, &range) in cur_ranges.iter().enumerate() {
+        let from = tmp + (range.0 - cur_ranges[0].0);
+        let to = dumped_ranges[i].0;
+        mremap(r, (from, from + (range.1 - range.0)), to)?;
+        if i == vdso_idx {
+            ip = to + ip_off;
+            r.set_syscall_ip(ip);
+        }
+    }
+    debug!("pid {pid}: vDSO group moved to {:#x}", dumped_ranges[0].0);
+    Ok(ip)
+}
+
+/// What a VMA needs while pages are written into it.
+fn write_prot(v: &pb::VmaEntry) -> u32 {
+    v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
+}
+
+/// Steps 3 and 4. `file_fds` maps file ids to the fds the child opened.
+pub fn map_and_fill(
+    r: &mut Remote<'_>,
+    imgs: &Images,
+    t: &TaskImages,
+    file_fds: &BTreeMap<u32, RawFd>,
+) -> Result<()> {
+    let pid = t.pid;
+    let pages_file = open_pages(imgs, &t.pages)?;
+    // Which VMAs get pages (so they are mapped writable first).
+    let mut has_pages = vec![false; t.mm.vmas.len()];
+    for e in &t.pages.entries {
+        if let Some(i) = t.mm.vmas.iter().position(|v| v.start <= e.vaddr && e.vaddr < v.end) {
+            has_pages[i] = true;
+        }
+    }
+    for (i, v) in t.mm.vmas.iter().enumerate() {
+        if is_special(v) {
+            continue;
+        }
+        let shared_pages = v.status & VMA_ANON_SHARED != 0
+            && imgs.shmem.get(&v.shmid).is_some_and(|s| !s.entries.is_empty());
+        has_pages[i] |= shared_pages;
+        let prot = if has_pages[i] { write_prot(v) } else { v.prot };
+        let (fd, off) = if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+            let fd = *file_fds.get(&(v.shmid as u32)).ok_or_else(|| {
+                Error::task(pid, format!("mapping {:#x}-{:#x}", v.start, v.end), "no fd for its file")
+            })?;
+            (fd as u64, v.pgoff)
+        } else {
+            (u64::MAX, 0)
+        };
+        let flags = v.flags as u64 | libc::MAP_FIXED as u64;
+        let got = r.call(
+            libc::SYS_mmap,
+            &[v.start, v.end - v.start, prot as u64, flags, fd, off],
+            &format!("mmap {:#x}-{:#x}", v.start, v.end),
+        )?;
+        if got != v.start {
+            return Err(Error::task(
+                pid,
+                format!("mapping {:#x}-{:#x}", v.start, v.end),
+                format!("mmap placed it at {got:#x}"),
+            ));
+        }
+    }
+    // Private pages.
+    write_pages(pid, &pages_file, &t.pages.entries, |vaddr| Some(vaddr))?;
+    // Shared anonymous pages: the pagemap is indexed by offset in the
+    // object; each VMA of the object shows a window of it.
+    for v in t.mm.vmas.iter().filter(|v| v.status & VMA_ANON_SHARED != 0) {
+        if let Some(set) = imgs.shmem.get(&v.shmid) {
+            if set.entries.is_empty() {
+                continue;
+            }
+            let m = open_pages(imgs, set)?;
+            let (start, end, pgoff) = (v.start, v.end, v.pgoff);
+            write_pages(pid, &m, &set.entries, |off| {
+                let a = off.checked_sub(pgoff)? + start;
+                (a < end).then_some(a)
+            })?;
+        }
+    }
+    // Final protections and advice.
+    for (i, v) in t.mm.vmas.iter().enumerate() {
+        if is_special(v) {
+            continue;
+        }
+        if has_pages[i] && write_prot(v) != v.prot {
+            r.call(
+                libc::SYS_mprotect,
+                &[v.start, v.end - v.start, v.prot as u64],
+                &format!("mprotect {:#x}-{:#x}", v.start, v.end),
+            )?;
+        }
+        let madv = v.madv.unwrap_or(0);
+        for bit in 0..64u64 {
+            if madv & (1 << bit) != 0 {
+                r.call(
+                    libc::SYS_madvise,
+                    &[v.start, v.end - v.start, bit],
+                    &format!("madvise({bit}) {:#x}-{:#x}", v.start, v.end),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_pages(imgs: &Images, set: &PageSet) -> Result<Mmap> {
+    let path = imgs.path(&set.pages_file());
+    if set.entries.is_empty() {
+        return Ok(Mmap::empty());
+    }
+    let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening pages", e))?;
+    Mmap::map(&f).map_err(|e| Error::io(&path, "mapping pages", e))
+}
+
+/// Copy pages into the task, many ranges per process_vm_writev call.
+fn write_pages(
+    pid: i32,
+    src: &Mmap,
+    entries: &[pb::PagemapEntry],
+    to_addr: impl Fn(u64) -> Option<u64>,
+) -> Result<()> {
+    const IOV: usize = 512;
+    let data = src.as_slice();
+    let mut off = 0usize;
+    let mut batch: Vec<(&[u8], u64)> = Vec::with_capacity(IOV);
+    for e in entries {
+        let len = e.nr_pages as usize * PAGE as usize;
+        let addr = to_addr(e.vaddr).ok_or_else(|| {
+            Error::task(pid, format!("pages at {:#x}", e.vaddr), "outside of their mapping")
+        })?;
+        batch.push((&data[off..off + len], addr));
+        off += len;
+        if batch.len() == IOV {
+            writev_all(pid, &mut batch)?;
+        }
+    }
+    writev_all(pid, &mut batch)
+}
+
+/// process_vm_writev until every range of `batch` is written.
+fn writev_all(pid: i32, batch: &mut Vec<(&[u8], u64)>) -> Result<()> {
+    let mut i = 0;
+    while i < batch.len() {
+        let local: Vec<IoSlice<'_>> = batch[i..].iter().map(|(s, _)| IoSlice::new(s)).collect();
+        let remote: Vec<RemoteIoVec> = batch[i..]
+            .iter()
+            .map(|(s, a)| RemoteIoVec {
+                base: *a as usize,
+                len: s.len(),
+            })
+            .collect();
+        let mut n = process_vm_writev(NixPid::from_raw(pid), &local, &remote).map_err(|e| {
+            Error::sys(
+                pid,
+                format!("writing restored pages at {:#x}", batch[i].1),
+                e,
+            )
+        })?;
+        if n == 0 {
+            return Err(Error::task(
+                pid,
+                format!("pages at {:#x}", batch[i].1),
+                "process_vm_writev wrote nothing",
+            ));
+        }
+        while n > 0 {
+            let l = batch[i].0.len();
+            if n >= l {
+                n -= l;
+                i += 1;
+            } else {
+                batch[i].0 = &batch[i].0[n..];
+                batch[i].1 += n as u64;
+                n = 0;
+            }
+        }
+    }
+    batch.clear();
+    Ok(())
+}

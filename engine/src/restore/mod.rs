@@ -1,0 +1,439 @@
+//! `ckpt restore`: bring an image directory back to life.
+//!
+//! Everything is validated first (`load`), before any process exists.
+//! Then each task is cloned with its old PID; the child sets up what it
+//! can itself (`child`) and stops; the engine rebuilds its memory and the
+//! rest through remote syscalls (`memory`, `creds`), sets the registers
+//! and lets it go. If anything fails after the clone, the new task is
+//! killed: a restore never leaves a half-restored tree running.
+
+pub mod child;
+pub mod creds;
+pub mod load;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid as NixPid;
+
+use crate::dump::memory::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};
+use crate::dump::regs::{regs_from_pb, restart_regs};
+use crate::error::{Error, Pid, Result};
+use crate::proc::maps::{self, SpecialVma};
+use crate::ptrace::mem::TaskMem;
+use crate::ptrace::remote::{find_syscall_insn, Remote};
+use crate::ptrace::Seized;
+use crate::sys::{self, KernelSigaction};
+
+use child::{ChildPlan, FdPlan};
+use load::{Images, TaskImages};
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub dir: PathBuf,
+    /// Detach from the restored tree and exit (CRIU's -d).
+    pub detach: bool,
+    pub pidfile: Option<PathBuf>,
+}
+
+/// Restore the tree; returns the exit code for the engine: 0 when
+/// detached, else the restored root's own exit status.
+pub fn restore(opts: &RestoreOptions) -> Result<i32> {
+    let imgs = load::load(&opts.dir)?;
+    let root = &imgs.tasks[0];
+    check_pid_free(root.pid)?;
+    let pid = restore_task(&imgs, root)?;
+    if let Some(pf) = &opts.pidfile {
+        std::fs::write(pf, pid.to_string())
+            .map_err(|e| Error::io(pf, format!("pid {pid}: writing the pidfile"), e))?;
+    }
+    info!("pid {pid}: restored");
+    if opts.detach {
+        return Ok(0);
+    }
+    loop {
+        match waitpid(NixPid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(pid, "waiting for the restored task", e)),
+        }
+    }
+}
+
+fn check_pid_free(pid: Pid) -> Result<()> {
+    // A zombie holds its PID until its parent reaps it; a just-dumped tree
+    // is often in that state for a moment, so give the parent a little time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let Ok(st) = crate::proc::stat::read(pid) else {
+            return Ok(());
+        };
+        if st.state != 'Z' || std::time::Instant::now() > deadline {
+            let what = if st.state == 'Z' {
+                format!("a zombie ({}) that its parent {} has not reaped", st.comm, st.ppid)
+            } else {
+                format!("a running process ({})", st.comm)
+            };
+            return Err(Error::task(
+                pid,
+                "restore",
+                format!("PID {pid} is taken by {what}; nothing was restored"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn cstr(pid: Pid, what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::task(pid, what.to_string(), format!("path {s:?} contains NUL")))
+}
+
+/// Build the plan the cloned child carries out for itself.
+fn child_plan(imgs: &Images, t: &TaskImages) -> Result<(ChildPlan, BTreeMap<u32, RawFd>, Option<RawFd>)> {
+    let pid = t.pid;
+    let tc = t.tc();
+    let mut fds: Vec<FdPlan> = Vec::new();
+    let mut fdinfo = t.fdinfo.clone();
+    fdinfo.sort_by_key(|f| f.fd);
+    for f in &fdinfo {
+        let reg = imgs.reg(f.id);
+        if let Some(size) = reg.size {
+            let now = std::fs::metadata(&reg.name).map(|m| m.len()).ok();
+            if now != Some(size) {
+                return Err(Error::task(
+                    pid,
+                    format!("fd {} ({})", f.fd, reg.name),
+                    match now {
+                        Some(n) => format!("the file was {size} bytes at dump time and is {n} now"),
+                        None => "the file is gone".to_string(),
+                    },
+                ));
+            }
+        }
+        fds.push(FdPlan {
+            fd: f.fd as RawFd,
+            path: cstr(pid, "fd", &reg.name)?,
+            flags: reg.flags as i32,
+            pos: reg.pos,
+            cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+            share_with: fdinfo
+                .iter()
+                .find(|o| o.id == f.id && o.fd < f.fd)
+                .map(|o| o.fd as RawFd),
+        });
+    }
+    let max_fd = fds.iter().map(|f| f.fd).max().unwrap_or(2);
+    let helper_fd_base = (max_fd + 1).max(3);
+    // Files the engine needs while rebuilding memory: mapped files and exe.
+    let mut helper_files = Vec::new();
+    let mut file_fds = BTreeMap::new();
+    for v in &t.mm.vmas {
+        if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 && !file_fds.contains_key(&(v.shmid as u32)) {
+            let reg = imgs.reg(v.shmid as u32);
+            let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32;
+            file_fds.insert(v.shmid as u32, helper_fd_base + helper_files.len() as RawFd);
+            helper_files.push((cstr(pid, "mapping", &reg.name)?, flags));
+        }
+    }
+    let exe = imgs.reg(t.mm.exe_file_id);
+    let exe_fd = helper_fd_base + helper_files.len() as RawFd;
+    helper_files.push((cstr(pid, "exe", &exe.name)?, libc::O_RDONLY));
+    let sigactions = tc
+        .sigactions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, sa)| {
+            // Entries are for signals 1..=64 without SIGKILL and SIGSTOP.
+            let sig = sa_signal(i);
+            (sa.sigaction != 0 || sa.flags != 0 || sa.mask != 0).then_some((
+                sig,
+                KernelSigaction {
+                    handler: sa.sigaction,
+                    flags: sa.flags,
+                    restorer: sa.restorer,
+                    mask: sa.mask,
+                },
+            ))
+        })
+        .collect();
+    let rlimits = tc
+        .rlimits
+        .as_ref()
+        .map(|r| {
+            r.rlimits
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i as u32, l.cur, l.max))
+                .collect()
+        })
+        .unwrap_or_default();
+    let plan = ChildPlan {
+        pid,
+        sid: t.pstree.sid as i32,
+        pgid: t.pstree.pgid as i32,
+        fds,
+        helper_files,
+        helper_fd_base,
+        cwd: Some(cstr(pid, "cwd", &imgs.reg(t.fs.cwd_id).name)?),
+        root: Some(cstr(pid, "root", &imgs.reg(t.fs.root_id).name)?),
+        umask: t.fs.umask.unwrap_or(0o022),
+        rlimits,
+        comm: cstr(pid, "comm", &tc.comm)?,
+        personality: Some(tc.personality as u64),
+        sigactions,
+    };
+    Ok((plan, file_fds, Some(exe_fd)))
+}
+
+/// Signal number of the i-th SaEntry (1..=64, skipping 9 and 19).
+pub fn sa_signal(i: usize) -> i32 {
+    let mut sig = 0;
+    let mut n = 0;
+    loop {
+        sig += 1;
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        if n == i {
+            return sig;
+        }
+        n += 1;
+    }
+}
+
+/// Kills a half-made task on every error path.
+struct NewTask {
+    pid: Pid,
+    armed: bool,
+}
+
+impl Drop for NewTask {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = kill(NixPid::from_raw(self.pid), Signal::SIGKILL);
+            let _ = waitpid(NixPid::from_raw(self.pid), Some(WaitPidFlag::__WALL));
+        }
+    }
+}
+
+fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
+    let pid = t.pid;
+    let (plan, file_fds, exe_fd) = child_plan(imgs, t)?;
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
+    let got = sys::clone3_with_pid(pid, 0, libc::SIGCHLD as u64).map_err(|e| match e {
+        nix::errno::Errno::EEXIST => Error::task(pid, "restore", format!("PID {pid} is taken")),
+        e => Error::sys(pid, "clone3 with set_tid", e),
+    })?;
+    if got == 0 {
+        drop(rd);
+        child::run(&plan, wr.as_raw_fd());
+    }
+    let mut guard = NewTask { pid, armed: true };
+    drop(wr);
+    let mut msg = String::new();
+    let mut rd = std::fs::File::from(OwnedFd::from(rd));
+    let _ = rd.read_to_string(&mut msg);
+    if !msg.is_empty() {
+        return Err(Error::task(pid, "restore", format!("the new task failed to set itself up: {msg}")));
+    }
+    let mut task = Seized::adopt_traceme(pid)?;
+    let mem = TaskMem::open(pid)?;
+    let cur = maps::read_maps(pid)?;
+    let vdso: Vec<(u64, u64)> = cur
+        .iter()
+        .filter(|v| matches!(v.is_special(), Some(SpecialVma::Vdso)))
+        .map(|v| (v.start, v.end))
+        .collect();
+    let ip = find_syscall_insn(&mem, &vdso)?;
+    {
+        let mut r = Remote::new(&mut task, ip)?;
+        unregister_rseq(&mut r, pid)?;
+        memory::reset_address_space(&mut r, t, ip)?;
+        memory::map_and_fill(&mut r, imgs, t, &file_fds)?;
+        let scratch = map_scratch(&mut r, t)?;
+        restore_mm(&mut r, &mem, scratch, t, exe_fd)?;
+        restore_thread(&mut r, &mem, scratch, t)?;
+        let tc = t.thread();
+        if let Some(c) = &tc.creds {
+            creds::restore_creds(&mut r, &mem, scratch, c)?;
+        }
+        after_creds(&mut r, t)?;
+        r.call(libc::SYS_munmap, &[scratch, 4096], "munmap of the scratch page")?;
+        for fd in file_fds.values().chain(exe_fd.iter()) {
+            r.call(libc::SYS_close, &[*fd as u64], "close of a helper fd")?;
+        }
+        r.abandon();
+    }
+    // Final state of the thread: mask, FPU, registers.
+    let thread = t.thread();
+    task.set_sigmask(thread.blk_sigset.unwrap_or(t.tc().blk_sigset))?;
+    let info = t.info();
+    if let Some(x) = &info.fpregs.ckpt_xsave_raw {
+        task.set_xstate(x)?;
+    }
+    let regs = restart_regs(regs_from_pb(&info.gpregs));
+    task.set_regs(&regs)?;
+    sched_and_oom(t)?;
+    let stopped = t.tc().task_state == crate::dump::core::TASK_STOPPED;
+    if stopped {
+        kill(NixPid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Error::sys(pid, "SIGSTOP", e))?;
+    }
+    task.detach()?;
+    guard.armed = false;
+    debug!("pid {pid}: detached");
+    Ok(pid)
+}
+
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+
+/// The child inherited the engine's rseq registration; the kernel would
+/// keep writing to that (soon foreign) address. Unregister it first.
+fn unregister_rseq(r: &mut Remote<'_>, pid: Pid) -> Result<()> {
+    if let Some(c) = crate::dump::core::rseq_config(pid) {
+        r.call(
+            libc::SYS_rseq,
+            &[c.rseq_abi_pointer, c.rseq_abi_size as u64, RSEQ_FLAG_UNREGISTER, c.signature as u64],
+            "rseq unregister of the engine's registration",
+        )?;
+    }
+    Ok(())
+}
+
+/// One page for syscall arguments, in a hole of the restored layout.
+fn map_scratch(r: &mut Remote<'_>, t: &TaskImages) -> Result<u64> {
+    let busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    let at = memory::find_hole(&busy, 4096)
+        .ok_or_else(|| Error::task(t.pid, "scratch page", "no room in the address space"))?;
+    r.call(
+        libc::SYS_mmap,
+        &[
+            at,
+            4096,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+            u64::MAX,
+            0,
+        ],
+        "mmap of the scratch page",
+    )
+}
+
+/// mm fields (code/data/brk/stack/arg/env ranges, auxv, exe) in one
+/// PR_SET_MM_MAP, which needs no CAP_SYS_RESOURCE.
+fn restore_mm(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImages, exe_fd: Option<RawFd>) -> Result<()> {
+    let mm = &t.mm;
+    let auxv: Vec<u8> = mm.mm_saved_auxv.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let auxv_at = scratch + 256;
+    let mut b = Vec::with_capacity(104);
+    for v in [
+        mm.mm_start_code,
+        mm.mm_end_code,
+        mm.mm_start_data,
+        mm.mm_end_data,
+        mm.mm_start_brk,
+        mm.mm_brk,
+        mm.mm_start_stack,
+        mm.mm_arg_start,
+        mm.mm_arg_end,
+        mm.mm_env_start,
+        mm.mm_env_end,
+        auxv_at,
+    ] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(exe_fd.map_or(u32::MAX, |f| f as u32)).to_le_bytes());
+    mem.write(scratch, &b)?;
+    mem.write(auxv_at, &auxv)?;
+    const PR_SET_MM: u64 = 35;
+    const PR_SET_MM_MAP: u64 = 14;
+    r.call(
+        libc::SYS_prctl,
+        &[PR_SET_MM, PR_SET_MM_MAP, scratch, b.len() as u64, 0],
+        "prctl(PR_SET_MM_MAP)",
+    )?;
+    Ok(())
+}
+
+/// Per-thread kernel state that needs a call from inside the thread.
+fn restore_thread(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImages) -> Result<()> {
+    let th = t.thread();
+    let info = t.info();
+    r.call(libc::SYS_set_tid_address, &[info.clear_tid_addr], "set_tid_address")?;
+    if th.futex_rla != 0 {
+        r.call(
+            libc::SYS_set_robust_list,
+            &[th.futex_rla, th.futex_rla_len as u64],
+            "set_robust_list",
+        )?;
+    }
+    if let Some(sas) = &th.sas {
+        if sas.ss_flags & libc::SS_DISABLE as u32 == 0 {
+            let mut b = Vec::with_capacity(24);
+            b.extend_from_slice(&sas.ss_sp.to_le_bytes());
+            b.extend_from_slice(&(sas.ss_flags & !(libc::SS_ONSTACK as u32)).to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&sas.ss_size.to_le_bytes());
+            mem.write(scratch, &b)?;
+            r.call(libc::SYS_sigaltstack, &[scratch, 0], "sigaltstack")?;
+        }
+    }
+    if let Some(rs) = &th.rseq_entry {
+        r.call(
+            libc::SYS_rseq,
+            &[rs.rseq_abi_pointer, rs.rseq_abi_size as u64, 0, rs.signature as u64],
+            "rseq registration",
+        )?;
+    }
+    Ok(())
+}
+
+/// Settings that a credential change would reset, so they come after it.
+fn after_creds(r: &mut Remote<'_>, t: &TaskImages) -> Result<()> {
+    let th = t.thread();
+    if let Some(sig) = th.pdeath_sig.filter(|&s| s != 0) {
+        r.call(libc::SYS_prctl, &[libc::PR_SET_PDEATHSIG as u64, sig as u64], "prctl(PR_SET_PDEATHSIG)")?;
+    }
+    if t.tc().child_subreaper == Some(true) {
+        r.call(libc::SYS_prctl, &[libc::PR_SET_CHILD_SUBREAPER as u64, 1], "prctl(PR_SET_CHILD_SUBREAPER)")?;
+    }
+    if let Some(d) = t.mm.dumpable {
+        r.call(libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, d as u64], "prctl(PR_SET_DUMPABLE)")?;
+    }
+    Ok(())
+}
+
+/// Attributes the engine sets from outside.
+fn sched_and_oom(t: &TaskImages) -> Result<()> {
+    let pid = t.pid;
+    let th = t.thread();
+    if let (Some(policy), Some(prio)) = (th.sched_policy, th.sched_prio) {
+        let p = libc::sched_param {
+            sched_priority: prio as i32,
+        };
+        // SAFETY: plain syscall with a valid sched_param.
+        let r = unsafe { libc::sched_setscheduler(pid, policy as i32, &p) };
+        if r < 0 {
+            return Err(Error::sys(pid, format!("sched_setscheduler(policy {policy}, prio {prio})"), nix::errno::Errno::last()));
+        }
+    }
+    if let Some(nice) = th.sched_nice {
+        // SAFETY: plain syscall.
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as u32, nice) };
+        if r < 0 {
+            return Err(Error::sys(pid, format!("setpriority(nice {nice})"), nix::errno::Errno::last()));
+        }
+    }
+    if let Some(adj) = t.tc().oom_score_adj {
+        let p = format!("/proc/{pid}/oom_score_adj");
+        std::fs::write(&p, adj.to_string()).map_err(|e| Error::io(&p, format!("pid {pid}: oom_score_adj {adj}"), e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The audited `unsafe` of the engine: raw system calls that `nix` does not
+//! wrap. Every function here is a thin, typed wrapper with a SAFETY note;
+//! nothing else in the engine calls `libc::syscall` or `libc::ptrace`.
+
+pub mod ptrace;
+
+use nix::errno::Errno;
+
+/// `clone3(2)` with `set_tid`, so a restored task gets its old PID.
+///
+/// Returns `Ok(0)` in the child and the child's PID in the parent, like
+/// `fork()`. The child starts with a copy of the caller's address space
+/// (no `CLONE_VM`), so it can run ordinary Rust code until it stops itself.
+pub fn clone3_with_pid(pid: i32, flags: u64, exit_signal: u64) -> nix::Result<i32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let tids: [libc::pid_t; 1] = [pid];
+    let args = CloneArgs {
+        flags,
+        exit_signal,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: `args` and `tids` outlive the call; without CLONE_VM the child
+    // gets a private copy of the address space and returns here like fork().
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    Errno::result(r).map(|r| r as i32)
+}
+
+/// `rt_sigaction(2)` with the kernel's own struct layout, so that handler,
+/// flags, restorer and mask are set exactly as dumped (glibc's wrapper would
+/// substitute its own restorer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelSigaction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+pub fn rt_sigaction(sig: i32, act: Option<&KernelSigaction>) -> nix::Result<KernelSigaction> {
+    let mut old = KernelSigaction::default();
+    let new_ptr = act.map_or(std::ptr::null(), |a| a as *const KernelSigaction);
+    // SAFETY: both pointers are valid for the kernel struct size (8 = sigset
+    // size on x86_64); a null `act` only queries.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            new_ptr,
+            &mut old as *mut KernelSigaction,
+            8usize,
+        )
+    };
+    Errno::result(r).map(|_| old)
+}
+
+/// `close_range(2)`.
+pub fn close_range(first: u32, last: u32) -> nix::Result<()> {
+    // SAFETY: plain syscall on integers; closing fds can't violate memory safety
+    // in the single-threaded restore child this is used in.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    Errno::result(r).map(|_| ())
+}
+
+/// `prctl(2)` with integer arguments.
+pub fn prctl(option: i32, a2: u64, a3: u64, a4: u64, a5: u64) -> nix::Result<i64> {
+    // SAFETY: callers pass only integer-argument prctl options.
+    let r = unsafe { libc::prctl(option, a2, a3, a4, a5) };
+    Errno::result(r).map(|r| r as i64)
+}
+
+/// `raise(SIGSTOP)` via tgkill, for the restore child handing itself over.
+pub fn stop_self() -> nix::Result<()> {
+    // SAFETY: integer syscalls on our own pid/tid.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::syscall(libc::SYS_gettid),
+            libc::SIGSTOP,
+        )
+    };
+    Errno::result(r).map(|_| ())
+}
+
+/// A read-only private mapping of a whole file (pages images), so page
+/// contents go from the page cache to the restored task in one copy.
+pub struct Mmap {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mmap {
+    pub fn empty() -> Mmap {
+        Mmap {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    pub fn map(file: &std::fs::File) -> std::io::Result<Mmap> {
+        use std::os::fd::AsRawFd;
+        let len = file.metadata()?.len() as usize;
+        if len == 0 {
+            return Ok(Mmap {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            });
+        }
+        // SAFETY: a fresh read-only mapping of a file we hold open; the
+        // mapping is owned by the returned value and unmapped on drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mmap { ptr, len })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: ptr..ptr+len is a live PROT_READ mapping owned by self.
+        // Image files are not modified while a restore reads them; if one
+        // were truncated meanwhile, access would fault, not misbehave.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: unmapping exactly the mapping we created.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The little of /proc the runner reads.
+//!
+//! The runner judges the engine, so it deliberately does not share the
+//! engine's /proc code: a bug there must not be able to hide itself here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+
+/// The fields of /proc/PID/stat the runner needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    pub state: char,
+    pub ppid: i32,
+    pub session: i32,
+}
+
+impl Stat {
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.state, 'T' | 't')
+    }
+}
+
+/// Parses one stat line; the command name may contain spaces and ')'.
+fn parse_stat(pid: i32, text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let _pgrp: i32 = f.next()?.parse().ok()?;
+    let session = f.next()?.parse().ok()?;
+    Some(Stat {
+        pid,
+        state,
+        ppid,
+        session,
+    })
+}
+
+/// /proc/PID/stat, or None when the process does not exist (any more).
+pub fn stat(pid: i32) -> Option<Stat> {
+    parse_stat(pid, &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// /proc/PID/task/TID/stat: one thread.
+pub fn task_stat(pid: i32, tid: i32) -> Option<Stat> {
+    parse_stat(
+        tid,
+        &fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?,
+    )
+}
+
+fn numeric_entries(dir: &Path) -> Vec<i32> {
+    let mut v: Vec<i32> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort_unstable();
+    v
+}
+
+/// Every process visible in /proc.
+pub fn all_processes() -> Vec<Stat> {
+    numeric_entries(Path::new("/proc"))
+        .into_iter()
+        .filter_map(stat)
+        .collect()
+}
+
+/// The processes of a case whose root is `sid`: every member of its session
+/// (zombies included) and every descendant of the root, by PID.
+pub fn members(sid: i32) -> Vec<Stat> {
+    let all = all_processes();
+    let mut set: BTreeSet<i32> = all
+        .iter()
+        .filter(|s| s.session == sid || s.pid == sid)
+        .map(|s| s.pid)
+        .collect();
+    // Descendants that left the session (setsid in a child) still belong to
+    // the case; follow parent links until nothing new turns up.
+    loop {
+        let before = set.len();
+        for s in &all {
+            if set.contains(&s.ppid) {
+                set.insert(s.pid);
+            }
+        }
+        if set.len() == before {
+            break;
+        }
+    }
+    all.into_iter().filter(|s| set.contains(&s.pid)).collect()
+}
+
+/// Thread IDs of a process.
+pub fn threads(pid: i32) -> Vec<i32> {
+    numeric_entries(Path::new(&format!("/proc/{pid}/task")))
+}
+
+/// The value of one "Key:\tvalue" line of /proc/PID/status, whitespace
+/// normalised.
+pub fn status_field(pid: i32, key: &str) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == key).then(|| v.split_ascii_whitespace().collect::<Vec<_>>().join(" "))
+    })
+}
+
+/// Reaps the zombies of a case (session `sid`, or a PID in `known`) whose
+/// parent is this process.
+///
+/// Trials run in parallel threads, so the runner never calls waitpid(-1):
+/// that could take the exit status of another trial's launcher or engine,
+/// which std::process waits for by PID. Only processes of this trial's case
+/// are reaped here, and std::process spawns none of those.
+pub fn reap_zombies(sid: i32, known: &BTreeSet<i32>) {
+    let me = std::process::id() as i32;
+    for s in all_processes() {
+        if s.ppid == me && s.is_zombie() && (s.session == sid || known.contains(&s.pid)) {
+            let _ = waitpid(Pid::from_raw(s.pid), Some(WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
+/// Where /proc/PID/exe points, if it can be read.
+pub fn exe(pid: i32) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// What the runner compares across a dump/restore: every process of the
+/// session, its threads and its credentials.
+pub type Tree = BTreeMap<i32, TaskInfo>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub threads: Vec<i32>,
+    pub uid: String,
+    pub gid: String,
+    pub groups: String,
+}
+
+pub fn snapshot(sid: i32) -> Tree {
+    members(sid)
+        .into_iter()
+        .map(|s| {
+            let f = |k| status_field(s.pid, k).unwrap_or_default();
+            (
+                s.pid,
+                TaskInfo {
+                    threads: threads(s.pid),
+                    uid: f("Uid"),
+                    gid: f("Gid"),
+                    groups: f("Groups"),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Human-readable differences between two snapshots (empty when equal).
+pub fn diff_trees(before: &Tree, after: &Tree) -> Vec<String> {
+    let mut out = Vec::new();
+    for (pid, b) in before {
+        match after.get(pid) {
+            None => out.push(format!("pid {pid} is missing")),
+            Some(a) => {
+                if a.threads != b.threads {
+                    out.push(format!(
+                        "pid {pid}: threads were {:?}, now {:?}",
+                        b.threads, a.threads
+                    ));
+                }
+                for (what, x, y) in [
+                    ("Uid", &b.uid, &a.uid),
+                    ("Gid", &b.gid, &a.gid),
+                    ("Groups", &b.groups, &a.groups),
+                ] {
+                    if x != y {
+                        out.push(format!("pid {pid}: {what} was '{x}', now '{y}'"));
+                    }
+                }
+            }
+        }
+    }
+    for pid in after.keys().filter(|p| !before.contains_key(p)) {
+        out.push(format!("pid {pid} is new"));
+    }
+    out
+}
+
+/// Mount points at or below `dir` (from this process's mount namespace).
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = dir.to_string_lossy();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| m == &*dir || m.starts_with(&format!("{dir}/")))
+        .collect()
+}
