@@ -32,7 +32,13 @@ pub fn compile() {
 
     println!("cargo:rerun-if-changed={}", lib_dir.display());
     println!("cargo:rerun-if-changed={}", cases_dir.display());
-    for var in ["CC", "CFLAGS", "TARGET_CC", "TARGET_CFLAGS", "CROSS_COMPILE"] {
+    for var in [
+        "CC",
+        "CFLAGS",
+        "TARGET_CC",
+        "TARGET_CFLAGS",
+        "CROSS_COMPILE",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rustc-env=ZDTM_BIN_DIR={}", out.display());
@@ -46,24 +52,33 @@ pub fn compile() {
         .cargo_warnings(false)
         .opt_level(2)
         .debug(true)
-        .warnings(false)
-        .extra_warnings(false)
         .get_compiler();
+    // Our warning flags, not cc's (its "-w" would silence -Wall -Werror).
     let base = {
         let cmd = compiler.to_command();
         let mut v: Vec<OsString> = vec![cmd.get_program().to_owned()];
-        v.extend(cmd.get_args().map(|a| a.to_owned()));
+        v.extend(
+            cmd.get_args()
+                .filter(|a| !matches!(a.to_str(), Some("-w" | "-Wall" | "-Wextra")))
+                .map(|a| a.to_owned()),
+        );
         v
     };
     // Everything that changes the output: when it differs from the last
     // build, every object and program is rebuilt.
     let signature = format!("{:?} {:?} {:?}\n", base, CFLAGS, LIBS);
     let sig_path = out.join(".cmdline");
-    let sig_changed = fs::read_to_string(&sig_path).map(|s| s != signature).unwrap_or(true);
+    let sig_changed = fs::read_to_string(&sig_path)
+        .map(|s| s != signature)
+        .unwrap_or(true);
 
     let lib_sources = list(&lib_dir, "c");
     let headers = list(&lib_dir, "h");
-    let newest_header = headers.iter().map(|h| mtime(h)).max().unwrap_or(SystemTime::UNIX_EPOCH);
+    let newest_header = headers
+        .iter()
+        .map(|h| mtime(h))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
 
     let mut jobs: Vec<Job> = Vec::new();
     let mut objects = Vec::new();
@@ -72,14 +87,27 @@ pub fn compile() {
         if sig_changed || !is_fresh(&obj, &[src], newest_header) {
             let mut args: Vec<OsString> = CFLAGS.iter().map(OsString::from).collect();
             args.extend(["-I".into(), lib_dir.clone().into_os_string()]);
-            args.extend(["-c".into(), src.clone().into_os_string(), "-o".into(), obj.clone().into_os_string()]);
-            jobs.push(Job { what: src.display().to_string(), output: obj.clone(), args });
+            args.extend([
+                "-c".into(),
+                src.clone().into_os_string(),
+                "-o".into(),
+                obj.clone().into_os_string(),
+            ]);
+            jobs.push(Job {
+                what: src.display().to_string(),
+                output: obj.clone(),
+                args,
+            });
         }
         objects.push(obj);
     }
     run_jobs(&base, jobs);
 
-    let newest_obj = objects.iter().map(|o| mtime(o)).max().unwrap_or(SystemTime::UNIX_EPOCH);
+    let newest_obj = objects
+        .iter()
+        .map(|o| mtime(o))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let newest_dep = newest_obj.max(newest_header);
     let mut jobs = Vec::new();
     let mut wanted = Vec::new();
@@ -90,10 +118,18 @@ pub fn compile() {
         if sig_changed || !is_fresh(&exe, &[&src], newest_dep) {
             let mut args: Vec<OsString> = CFLAGS.iter().map(OsString::from).collect();
             args.extend(["-I".into(), lib_dir.clone().into_os_string()]);
-            args.extend(["-o".into(), exe.clone().into_os_string(), src.clone().into_os_string()]);
+            args.extend([
+                "-o".into(),
+                exe.clone().into_os_string(),
+                src.clone().into_os_string(),
+            ]);
             args.extend(objects.iter().map(|o| o.clone().into_os_string()));
             args.extend(LIBS.iter().map(OsString::from));
-            jobs.push(Job { what: src.display().to_string(), output: exe, args });
+            jobs.push(Job {
+                what: src.display().to_string(),
+                output: exe,
+                args,
+            });
         }
     }
     run_jobs(&base, jobs);
@@ -122,7 +158,11 @@ fn run_jobs(base: &[OsString], jobs: Vec<Job>) {
     if jobs.is_empty() {
         return;
     }
-    let parallel = env::var("NUM_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(2usize).clamp(1, jobs.len());
+    let parallel = env::var("NUM_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2usize)
+        .clamp(1, jobs.len());
     let next = AtomicUsize::new(0);
     let errors = Mutex::new(Vec::<String>::new());
     std::thread::scope(|s| {
@@ -147,7 +187,10 @@ fn run_jobs(base: &[OsString], jobs: Vec<Job>) {
                             String::from_utf8_lossy(&o.stderr)
                         ));
                     }
-                    Err(e) => errors.lock().unwrap().push(format!("can't run {:?}: {e}", base[0])),
+                    Err(e) => errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("can't run {:?}: {e}", base[0])),
                 }
             });
         }
@@ -157,7 +200,10 @@ fn run_jobs(base: &[OsString], jobs: Vec<Job>) {
         for e in &errors {
             eprintln!("{e}");
         }
-        panic!("zdtm: {} C compilation(s) failed:\n{}", errors.len(), errors.join("\n"));
+        panic!(
+            "zdtm: {} C compilation(s) failed (the compiler output is above)",
+            errors.len()
+        );
     }
 }
 
@@ -179,15 +225,22 @@ fn list(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().expect("file name").to_string_lossy().into_owned()
+    p.file_stem()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn mtime(p: &Path) -> SystemTime {
-    fs::metadata(p).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
+    fs::metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// The output exists and is newer than its sources and `dep`.
 fn is_fresh(output: &Path, sources: &[&PathBuf], dep: SystemTime) -> bool {
-    let Ok(out) = fs::metadata(output).and_then(|m| m.modified()) else { return false };
+    let Ok(out) = fs::metadata(output).and_then(|m| m.modified()) else {
+        return false;
+    };
     sources.iter().all(|s| mtime(s) <= out) && dep <= out
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # What CI runs (.ci/run): setup, formatting, lints, then every test target:
 # unit tests and the zdtm conformance suite (which needs root; as another
-# user its cases are reported ignored).
-set -euo pipefail
+# user its cases are reported ignored). Every check runs even when an
+# earlier one failed, so one run reports everything; the exit status is
+# non-zero if any failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 # The toolchain lives in ~/.cargo/bin, which a non-login shell may not have.
@@ -10,16 +12,31 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
 	export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-step() {
-	echo
-	echo "==> $*"
-	"$@"
-}
-
-step bash ci/setup.sh
+bash ci/setup.sh || exit 1
 if [ "$(id -u)" != 0 ]; then
 	echo "ci/test.sh: not root: the zdtm cases will be reported ignored" >&2
 fi
+
+failed=()
+step() {
+	echo
+	echo "==> $*"
+	local t0=$SECONDS
+	if "$@"; then
+		echo "==> ok ($((SECONDS - t0))s): $*"
+	else
+		echo "==> FAILED ($((SECONDS - t0))s): $*"
+		failed+=("$*")
+	fi
+}
+
 step cargo fmt --all -- --check
 step cargo clippy --all-targets -- -D warnings
 step cargo test --all-targets
+
+echo
+if ((${#failed[@]})); then
+	printf 'ci/test.sh: failed: %s\n' "${failed[@]}"
+	exit 1
+fi
+echo "ci/test.sh: all checks passed"

@@ -30,9 +30,11 @@ fn ptrace_seize_probe() -> Result<String, String> {
     }
     let pid = nix::unistd::Pid::from_raw(child);
     let r = (|| -> Result<String, String> {
-        nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).map_err(|e| e.to_string())?;
+        nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty())
+            .map_err(|e| e.to_string())?;
         nix::sys::ptrace::interrupt(pid).map_err(|e| e.to_string())?;
-        nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)).map_err(|e| e.to_string())?;
+        nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL))
+            .map_err(|e| e.to_string())?;
         crate::sys::ptrace::get_xstate(pid)
             .map(|x| format!("PTRACE_SEIZE/INTERRUPT ok, xsave area {} bytes", x.len()))
             .map_err(|e| e.to_string())
@@ -94,16 +96,67 @@ fn pagemap_scan() -> Result<String, String> {
 /// Print the table; 0 if everything required is there.
 pub fn run() -> i32 {
     let probes = vec![
-        Probe { name: "ptrace", required: true, why: "freezing tasks, registers, remote syscalls", result: ptrace_seize_probe() },
-        Probe { name: "clone3 set_tid", required: true, why: "restoring PIDs", result: file_exists("/proc/sys/kernel/ns_last_pid") },
-        Probe { name: "map_files", required: true, why: "naming mapped files exactly", result: file_exists("/proc/self/map_files") },
-        Probe { name: "kcmp", required: true, why: "finding shared file descriptions", result: file_exists("/proc/self/fdinfo") },
-        Probe { name: "vdso layout", required: true, why: "moving [vvar]/[vvar_vclock]/[vdso] back", result: vdso_layout() },
-        Probe { name: "timers", required: false, why: "POSIX timers (/proc/PID/timers)", result: file_exists("/proc/self/timers") },
-        Probe { name: "PAGEMAP_SCAN", required: false, why: "dirty tracking for incremental dumps", result: pagemap_scan() },
-        Probe { name: "userfaultfd", required: false, why: "write-protect dirty tracking", result: file_exists("/proc/sys/vm/unprivileged_userfaultfd").or_else(|_| file_exists("/dev/userfaultfd")) },
-        Probe { name: "time namespaces", required: false, why: "restoring monotonic clocks", result: file_exists("/proc/self/ns/time") },
-        Probe { name: "CAP_SYS_RESOURCE", required: false, why: "raising hard rlimits", result: cap_sys_resource() },
+        Probe {
+            name: "ptrace",
+            required: true,
+            why: "freezing tasks, registers, remote syscalls",
+            result: ptrace_seize_probe(),
+        },
+        Probe {
+            name: "clone3 set_tid",
+            required: true,
+            why: "restoring PIDs",
+            result: file_exists("/proc/sys/kernel/ns_last_pid"),
+        },
+        Probe {
+            name: "map_files",
+            required: true,
+            why: "naming mapped files exactly",
+            result: file_exists("/proc/self/map_files"),
+        },
+        Probe {
+            name: "kcmp",
+            required: true,
+            why: "finding shared file descriptions",
+            result: file_exists("/proc/self/fdinfo"),
+        },
+        Probe {
+            name: "vdso layout",
+            required: true,
+            why: "moving [vvar]/[vvar_vclock]/[vdso] back",
+            result: vdso_layout(),
+        },
+        Probe {
+            name: "timers",
+            required: false,
+            why: "POSIX timers (/proc/PID/timers)",
+            result: file_exists("/proc/self/timers"),
+        },
+        Probe {
+            name: "PAGEMAP_SCAN",
+            required: false,
+            why: "dirty tracking for incremental dumps",
+            result: pagemap_scan(),
+        },
+        Probe {
+            name: "userfaultfd",
+            required: false,
+            why: "write-protect dirty tracking",
+            result: file_exists("/proc/sys/vm/unprivileged_userfaultfd")
+                .or_else(|_| file_exists("/dev/userfaultfd")),
+        },
+        Probe {
+            name: "time namespaces",
+            required: false,
+            why: "restoring monotonic clocks",
+            result: file_exists("/proc/self/ns/time"),
+        },
+        Probe {
+            name: "CAP_SYS_RESOURCE",
+            required: false,
+            why: "raising hard rlimits",
+            result: cap_sys_resource(),
+        },
     ];
     let mut ok = true;
     for p in &probes {

@@ -95,7 +95,10 @@ impl ImageDir {
 
     pub fn pages_writer(&self, id: u32) -> Result<PagesWriter> {
         let name = format!("pages-{id}.img");
-        Ok(ImageWriter::create(self.path(&name), Self::magic_of(&name)?)?)
+        Ok(ImageWriter::create(
+            self.path(&name),
+            Self::magic_of(&name)?,
+        )?)
     }
 
     pub fn finish_pages(&self, w: PagesWriter) -> Result<()> {

@@ -12,7 +12,11 @@ use ckpt::restore::{self, RestoreOptions};
 use ckpt::{check, log, show};
 
 #[derive(Parser)]
-#[command(name = "ckpt", version, about = "Checkpoint/restore of Linux process trees (CRIU image format)")]
+#[command(
+    name = "ckpt",
+    version,
+    about = "Checkpoint/restore of Linux process trees (CRIU image format)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -76,7 +80,8 @@ fn init_log(l: &LogOpts) -> Result<(), String> {
     let level = l.verbosity.unwrap_or(2).min(4);
     match &l.log_file {
         Some(p) => {
-            let f = std::fs::File::create(p).map_err(|e| format!("{}: cannot create log file: {e}", p.display()))?;
+            let f = std::fs::File::create(p)
+                .map_err(|e| format!("{}: cannot create log file: {e}", p.display()))?;
             log::init(level, Box::new(f), false);
         }
         None => log::init(level, Box::new(std::io::stderr()), true),
@@ -132,10 +137,17 @@ fn main() -> ExitCode {
                 eprintln!("Error: {e}");
                 return ExitCode::from(1);
             }
-            let r = restore::restore(&RestoreOptions { dir, detach, pidfile });
+            let r = restore::restore(&RestoreOptions {
+                dir,
+                detach,
+                pidfile,
+            });
             ("restore", r.map_err(|e| e.to_string()))
         }
-        Cmd::Show { dir, json } => ("show", show::run(&dir, json).map(|_| 0).map_err(|e| e.to_string())),
+        Cmd::Show { dir, json } => (
+            "show",
+            show::run(&dir, json).map(|_| 0).map_err(|e| e.to_string()),
+        ),
         Cmd::Check => ("check", Ok(check::run())),
     };
     match result {

@@ -23,11 +23,17 @@ fn expected_map(seed: u64) -> Vec<(String, u64)> {
 }
 
 fn order_digest(map: &HashMap<String, u64>) -> u32 {
-    map.keys().fold(!0u32, |crc, k| zdtm::crc32(crc, k.as_bytes()))
+    map.keys()
+        .fold(!0u32, |crc, k| zdtm::crc32(crc, k.as_bytes()))
 }
 
 fn main() {
-    let opts = zdtm::init_with(&[zdtm::Opt::new("mb", zdtm::Kind::Uint, "MiB of random data in the Vec (default 16)", false)]);
+    let opts = zdtm::init_with(&[zdtm::Opt::new(
+        "mb",
+        zdtm::Kind::Uint,
+        "MiB of random data in the Vec (default 16)",
+        false,
+    )]);
     let mb: usize = opts.parse("mb").unwrap_or(16);
     if mb == 0 || mb > 16384 {
         zdtm::test_msg!("ERR: --mb={mb} is out of range");
@@ -46,9 +52,12 @@ fn main() {
     let order = order_digest(&map);
 
     // Boxed closures: one capturing heap data, one with mutable state.
-    let table: Vec<u64> = (0..256u64).map(|i| i.wrapping_mul(seed | 1).rotate_left((i % 63) as u32)).collect();
+    let table: Vec<u64> = (0..256u64)
+        .map(|i| i.wrapping_mul(seed | 1).rotate_left((i % 63) as u32))
+        .collect();
     let salt = seed.rotate_left(17);
-    let mix: Box<dyn Fn(u64) -> u64> = Box::new(move |x| table[(x & 0xff) as usize] ^ x.wrapping_mul(salt | 1));
+    let mix: Box<dyn Fn(u64) -> u64> =
+        Box::new(move |x| table[(x & 0xff) as usize] ^ x.wrapping_mul(salt | 1));
     let mut n = 0u64;
     let mut counter: Box<dyn FnMut() -> u64> = Box::new(move || {
         n += 1;
@@ -68,16 +77,31 @@ fn main() {
         zdtm::fail!("Vec length {} != {}", data.len(), words);
         std::process::exit(1);
     }
-    let bad: Vec<usize> = data.iter().enumerate().filter(|(_, v)| **v != rng.next_u64()).map(|(i, _)| i).collect();
+    let bad: Vec<usize> = data
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v != rng.next_u64())
+        .map(|(i, _)| i)
+        .collect();
     if !bad.is_empty() {
-        zdtm::test_msg!("{} of {} words differ; first at index {} ({:p})", bad.len(), words, bad[0], &data[bad[0]]);
+        zdtm::test_msg!(
+            "{} of {} words differ; first at index {} ({:p})",
+            bad.len(),
+            words,
+            bad[0],
+            &data[bad[0]]
+        );
         zdtm::fail!("Vec contents changed");
         std::process::exit(1);
     }
 
     // The HashMap.
     if map.len() as u64 != MAP_ENTRIES {
-        zdtm::fail!("HashMap has {} entries, expected {}", map.len(), MAP_ENTRIES);
+        zdtm::fail!(
+            "HashMap has {} entries, expected {}",
+            map.len(),
+            MAP_ENTRIES
+        );
         std::process::exit(1);
     }
     for (k, v) in expected_map(seed) {

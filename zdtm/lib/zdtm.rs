@@ -76,9 +76,13 @@ impl Kind {
             },
             (_, None) => None,
             (Kind::String, Some(s)) => (!s.is_empty()).then(|| s.to_string()),
-            (Kind::Int, Some(s)) => parse_int(s).filter(|v| i32::try_from(*v).is_ok()).map(|v| v.to_string()),
+            (Kind::Int, Some(s)) => parse_int(s)
+                .filter(|v| i32::try_from(*v).is_ok())
+                .map(|v| v.to_string()),
             (Kind::Long, Some(s)) => parse_int(s).map(|v| v.to_string()),
-            (Kind::Uint, Some(s)) => parse_uint(s).filter(|v| u32::try_from(*v).is_ok()).map(|v| v.to_string()),
+            (Kind::Uint, Some(s)) => parse_uint(s)
+                .filter(|v| u32::try_from(*v).is_ok())
+                .map(|v| v.to_string()),
             (Kind::Ulong, Some(s)) => parse_uint(s).map(|v| v.to_string()),
         }
     }
@@ -121,7 +125,12 @@ pub struct Opt {
 
 impl Opt {
     pub const fn new(name: &'static str, kind: Kind, doc: &'static str, required: bool) -> Opt {
-        Opt { name, kind, doc, required }
+        Opt {
+            name,
+            kind,
+            doc,
+            required,
+        }
     }
 }
 
@@ -136,7 +145,11 @@ pub struct Options {
 impl Options {
     /// The value of a case option as given (bools: "1" or "0").
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A bool option (false when not given).
@@ -151,8 +164,18 @@ impl Options {
 }
 
 const BUILTIN: &[Opt] = &[
-    Opt::new("pidfile", Kind::String, "file to store the pid of the test in", true),
-    Opt::new("outfile", Kind::String, "output file (the log; <outfile>.inprogress while running)", true),
+    Opt::new(
+        "pidfile",
+        Kind::String,
+        "file to store the pid of the test in",
+        true,
+    ),
+    Opt::new(
+        "outfile",
+        Kind::String,
+        "output file (the log; <outfile>.inprogress while running)",
+        true,
+    ),
     Opt::new("help", Kind::Bool, "print this help and exit", false),
 ];
 
@@ -169,7 +192,10 @@ fn usage_exit(prog: &str, opts: &[Opt]) -> ! {
 /// option with a valid value; mandatory options must be given. Otherwise a
 /// usage message goes to stderr and the program exits with 1.
 pub fn parse_args(args: &[OsString], opts: &[Opt]) -> Options {
-    let prog = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_else(|| "test".into());
+    let prog = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "test".into());
     let all: Vec<Opt> = BUILTIN.iter().chain(opts).copied().collect();
     let mut values: Vec<(String, String)> = Vec::new();
 
@@ -178,7 +204,10 @@ pub fn parse_args(args: &[OsString], opts: &[Opt]) -> Options {
             eprintln!("{}: options must be valid UTF-8", raw.to_string_lossy());
             usage_exit(&prog, opts);
         };
-        let Some(body) = arg.strip_prefix("--").filter(|b| !b.is_empty() && !b.starts_with('=')) else {
+        let Some(body) = arg
+            .strip_prefix("--")
+            .filter(|b| !b.is_empty() && !b.starts_with('='))
+        else {
             eprintln!("{arg}: options must be spelled --name=value");
             usage_exit(&prog, opts);
         };
@@ -197,7 +226,13 @@ pub fn parse_args(args: &[OsString], opts: &[Opt]) -> Options {
         values.push((name.to_string(), v));
     }
 
-    let get = |n: &str| values.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let get = |n: &str| {
+        values
+            .iter()
+            .rev()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+    };
     if get("help").as_deref() == Some("1") {
         usage_exit(&prog, opts);
     }
@@ -207,7 +242,11 @@ pub fn parse_args(args: &[OsString], opts: &[Opt]) -> Options {
             usage_exit(&prog, opts);
         }
     }
-    Options { pidfile: get("pidfile").unwrap(), outfile: get("outfile").unwrap(), values }
+    Options {
+        pidfile: get("pidfile").unwrap(),
+        outfile: get("outfile").unwrap(),
+        values,
+    }
 }
 
 // ---- messages --------------------------------------------------------------
@@ -226,7 +265,10 @@ fn write_all(fd: i32, mut buf: &[u8]) {
 }
 
 fn timestamp() -> String {
-    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     unsafe {
         libc::gettimeofday(&mut tv, ptr::null_mut());
@@ -234,7 +276,13 @@ fn timestamp() -> String {
             return format!("{}.{:03}", tv.tv_sec, tv.tv_usec / 1000);
         }
     }
-    format!("{:02}:{:02}:{:02}.{:03}", tm.tm_hour, tm.tm_min, tm.tm_sec, tv.tv_usec / 1000)
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        tv.tv_usec / 1000
+    )
 }
 
 /// A diagnostic line: "HH:MM:SS.mmm: PID: text" (use the `test_msg!` macro).
@@ -256,7 +304,9 @@ pub fn pass() {
 /// The verdict "FAIL: file:line: msg (errno = N (text))" (use `fail!`).
 pub fn fail_at(file: &str, line: u32, args: fmt::Arguments) {
     let errno = errno();
-    let text = unsafe { CStr::from_ptr(libc::strerror(errno)) }.to_string_lossy().into_owned();
+    let text = unsafe { CStr::from_ptr(libc::strerror(errno)) }
+        .to_string_lossy()
+        .into_owned();
     let mut s = format!("FAIL: {file}:{line}: {args} (errno = {errno} ({text}))");
     s = s.replace('\n', " ");
     s.push('\n');
@@ -292,7 +342,15 @@ pub fn set_errno(e: i32) {
 
 fn futex_wake(w: &AtomicI32) {
     unsafe {
-        libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, i32::MAX, ptr::null::<libc::timespec>(), 0, 0);
+        libc::syscall(
+            libc::SYS_futex,
+            w.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            ptr::null::<libc::timespec>(),
+            0,
+            0,
+        );
     }
 }
 
@@ -306,7 +364,15 @@ fn futex_set_and_wake(w: &AtomicI32, v: i32) {
 fn futex_wait_while(w: &AtomicI32, v: i32) {
     while w.load(Ordering::SeqCst) == v {
         unsafe {
-            libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAIT, v, ptr::null::<libc::timespec>(), 0, 0);
+            libc::syscall(
+                libc::SYS_futex,
+                w.as_ptr(),
+                libc::FUTEX_WAIT,
+                v,
+                ptr::null::<libc::timespec>(),
+                0,
+                0,
+            );
         }
     }
 }
@@ -360,7 +426,11 @@ fn die(what: &str) -> ! {
 }
 
 fn log_die(what: &str) -> ! {
-    test_msg!("ERR: {what} (errno = {} ({}))", errno(), io::Error::last_os_error());
+    test_msg!(
+        "ERR: {what} (errno = {} ({}))",
+        errno(),
+        io::Error::last_os_error()
+    );
     std::process::exit(1)
 }
 
@@ -415,7 +485,11 @@ fn set_creds() {
 fn setup_log(outfile: &str) {
     let log = cstr(&format!("{outfile}{INPROGRESS}"));
     let fd = unsafe {
-        libc::open(log.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_APPEND | libc::O_CLOEXEC, 0o644)
+        libc::open(
+            log.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_APPEND | libc::O_CLOEXEC,
+            0o644,
+        )
     };
     if fd < 0 {
         die(&format!("Can't create the log {outfile}{INPROGRESS}"));
@@ -443,7 +517,10 @@ fn write_pidfile(pidfile: &str, pid: libc::pid_t) -> bool {
     let fd = unsafe { libc::mkstemp(tmp.as_mut_ptr().cast()) };
     let tmp_name = unsafe { CStr::from_ptr(tmp.as_ptr().cast()) }.to_owned();
     if fd < 0 {
-        test_msg!("ERR: can't create a temporary pidfile: {}", io::Error::last_os_error());
+        test_msg!(
+            "ERR: can't create a temporary pidfile: {}",
+            io::Error::last_os_error()
+        );
         return false;
     }
     let text = pid.to_string();
@@ -454,7 +531,10 @@ fn write_pidfile(pidfile: &str, pid: libc::pid_t) -> bool {
     };
     let target = cstr(pidfile);
     if !ok || unsafe { libc::rename(tmp_name.as_ptr(), target.as_ptr()) } != 0 {
-        test_msg!("ERR: can't write the pidfile {pidfile}: {}", io::Error::last_os_error());
+        test_msg!(
+            "ERR: can't write the pidfile {pidfile}: {}",
+            io::Error::last_os_error()
+        );
         unsafe { libc::unlink(tmp_name.as_ptr()) };
         return false;
     }
@@ -482,11 +562,20 @@ fn launcher(pid: libc::pid_t, pidfile: &str) -> ! {
             }
         }
         if ret != pid {
-            test_msg!("ERR: can't wait for the test {pid}: {}", io::Error::last_os_error());
+            test_msg!(
+                "ERR: can't wait for the test {pid}: {}",
+                io::Error::last_os_error()
+            );
         } else if libc::WIFEXITED(status) {
-            test_msg!("ERR: Test exited unexpectedly with code {}", libc::WEXITSTATUS(status));
+            test_msg!(
+                "ERR: Test exited unexpectedly with code {}",
+                libc::WEXITSTATUS(status)
+            );
         } else if libc::WIFSIGNALED(status) {
-            test_msg!("ERR: Test exited on unexpected signal {}", libc::WTERMSIG(status));
+            test_msg!(
+                "ERR: Test exited on unexpected signal {}",
+                libc::WTERMSIG(status)
+            );
         }
         unsafe { libc::_exit(1) };
     }
@@ -530,7 +619,9 @@ pub fn init_with(opts: &[Opt]) -> Options {
     set_creds();
 
     let handler = sig_hand as extern "C" fn(i32) as libc::sighandler_t;
-    if !set_handler(libc::SIGTERM, handler, libc::SA_RESTART) || !set_handler(libc::SIGCHLD, handler, libc::SA_RESTART) {
+    if !set_handler(libc::SIGTERM, handler, libc::SA_RESTART)
+        || !set_handler(libc::SIGCHLD, handler, libc::SA_RESTART)
+    {
         die("Can't set the SIGTERM/SIGCHLD handlers");
     }
 
@@ -541,7 +632,12 @@ pub fn init_with(opts: &[Opt]) -> Options {
         eprintln!("Output file {outfile} appears to exist, aborting");
         std::process::exit(1);
     }
-    let cwd_fd = unsafe { libc::open(c".".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let cwd_fd = unsafe {
+        libc::open(
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if cwd_fd < 0 {
         die("Can't open the working directory");
     }
@@ -559,7 +655,14 @@ pub fn init_with(opts: &[Opt]) -> Options {
     setup_log(outfile);
 
     let page = unsafe {
-        libc::mmap(ptr::null_mut(), page_size(), libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            ptr::null_mut(),
+            page_size(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if page == libc::MAP_FAILED {
         log_die("Can't map the shared stage page");
@@ -587,7 +690,10 @@ pub fn init_with(opts: &[Opt]) -> Options {
         }
 
         IS_LAUNCHER.store(false, Ordering::SeqCst);
-        let _ = FINI.set(Fini { master: libc::getpid(), ..fini });
+        let _ = FINI.set(Fini {
+            master: libc::getpid(),
+            ..fini
+        });
         if !set_handler(libc::SIGCHLD, libc::SIG_DFL, libc::SA_RESTART) {
             log_die("Can't reset the SIGCHLD handler");
         }
@@ -624,7 +730,11 @@ pub fn wait_sig() {
 
 // ---- the "ns" flavour (see ns.c; the same design) --------------------------
 
-const NS_FLAGS: i32 = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+const NS_FLAGS: i32 = libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS;
 
 fn inner_pidfile(pidfile: &str) -> String {
     format!("{pidfile}.inner")
@@ -697,7 +807,13 @@ fn ns_create(args: &[OsString], opts: &Options) -> ! {
             };
             step(libc::setsid() >= 0, "setsid");
             step(
-                libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null()) == 0,
+                libc::mount(
+                    ptr::null(),
+                    c"/".as_ptr(),
+                    ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    ptr::null(),
+                ) == 0,
                 "can't make / private",
             );
             step(
@@ -742,16 +858,25 @@ extern "C" fn ns_noop(_: i32) {}
 
 fn report(pid: libc::pid_t, status: i32) {
     if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0 {
-        test_msg!("ns init: process {pid} exited with code {}", libc::WEXITSTATUS(status));
+        test_msg!(
+            "ns init: process {pid} exited with code {}",
+            libc::WEXITSTATUS(status)
+        );
     } else if libc::WIFSIGNALED(status) {
-        test_msg!("ns init: process {pid} was killed by signal {}", libc::WTERMSIG(status));
+        test_msg!(
+            "ns init: process {pid} was killed by signal {}",
+            libc::WTERMSIG(status)
+        );
     }
 }
 
 fn ns_init(args: &[OsString], opts: &Options) -> ! {
     let inner = inner_pidfile(&opts.pidfile);
     let log = format!("{}{INPROGRESS}", opts.outfile);
-    let Some(status_fd) = std::env::var(STATUS_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
+    let Some(status_fd) = std::env::var(STATUS_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
         eprintln!("ns init: {STATUS_FD_ENV} is not set");
         std::process::exit(1)
     };
@@ -792,9 +917,15 @@ fn ns_init(args: &[OsString], opts: &Options) -> ! {
         let mut test_pid: libc::pid_t = -1;
         let mut ok = false;
         if status == 0 {
-            test_pid = std::fs::read_to_string(&inner).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(-1);
+            test_pid = std::fs::read_to_string(&inner)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(-1);
             let c_log = cstr(&log);
-            let fd = libc::open(c_log.as_ptr(), libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC);
+            let fd = libc::open(
+                c_log.as_ptr(),
+                libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC,
+            );
             if test_pid > 0 && fd >= 0 {
                 libc::dup2(fd, 1);
                 libc::dup2(fd, 2);
@@ -808,7 +939,10 @@ fn ns_init(args: &[OsString], opts: &Options) -> ! {
                 }
                 ok = true;
             } else {
-                eprintln!("ns init: can't read {inner} or open {log}: {}", io::Error::last_os_error());
+                eprintln!(
+                    "ns init: can't read {inner} or open {log}: {}",
+                    io::Error::last_os_error()
+                );
             }
         }
         let st: i32 = if ok { 0 } else { 1 };
@@ -835,7 +969,10 @@ fn ns_init(args: &[OsString], opts: &Options) -> ! {
             if libc::sigwaitinfo(&set, &mut si) == libc::SIGTERM && !got_term {
                 got_term = true;
                 if libc::kill(test_pid, libc::SIGTERM) != 0 {
-                    test_msg!("ns init: can't send SIGTERM to the test {test_pid}: {}", io::Error::last_os_error());
+                    test_msg!(
+                        "ns init: can't send SIGTERM to the test {test_pid}: {}",
+                        io::Error::last_os_error()
+                    );
                 }
             }
         }
@@ -882,9 +1019,14 @@ impl Rng {
 
 /// A seed that differs between runs.
 pub fn random_seed() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    (ts.tv_sec as u64).wrapping_mul(1_000_000_007) ^ ts.tv_nsec as u64 ^ ((std::process::id() as u64) << 32)
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_007)
+        ^ ts.tv_nsec as u64
+        ^ ((std::process::id() as u64) << 32)
 }
 
 /// CRC-32 (IEEE), as zdtm_crc32() in the C library.

@@ -30,7 +30,7 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 const POLL: Duration = Duration::from_millis(10);
 /// How long a tree may take to settle (threads resumed, stragglers exited).
-const SETTLE: Duration = Duration::from_secs(3);
+pub(crate) const SETTLE: Duration = Duration::from_secs(3);
 /// How many lines of each log a failure report shows.
 const TAIL: usize = 40;
 
@@ -124,7 +124,7 @@ pub fn run(case: &Case, variant: Variant, cfg: &Config) -> Result<Completion, Fa
 }
 
 /// Polls `f` until it returns Some or `timeout` passes.
-fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -140,7 +140,7 @@ fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 /// Waits for a child of ours (launcher or engine, each started as the
 /// leader of its own process group) with a time limit; when the limit
 /// passes, kills its whole process group.
-fn wait_child(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
     let end = Instant::now() + timeout;
     loop {
         if let Some(st) = child.try_wait()? {
@@ -187,15 +187,19 @@ fn verdict(log: &str) -> Result<(), String> {
         .ok_or_else(|| "the program log has no verdict line".into())
 }
 
-struct Run<'a> {
+/// The state of one trial. The safety tests (zdtm/runner/safety.rs) drive
+/// it step by step, hence the crate-visible parts.
+pub(crate) struct Run<'a> {
     case: &'a Case,
     variant: Variant,
     cfg: &'a Config,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The root of the case's tree, once the pidfile was read.
-    pid: Option<i32>,
+    pub(crate) pid: Option<i32>,
     /// Every PID seen in the case's tree (for reaping and cleanup).
-    known: BTreeSet<i32>,
+    pub(crate) known: BTreeSet<i32>,
+    /// Replaces the variant's label in the work directory's name.
+    pub(crate) label: Option<String>,
     /// What happened, step by step, for the failure report.
     trace: Vec<String>,
     /// Engine logs and console outputs, in order, for the failure report.
@@ -203,7 +207,7 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(case: &'a Case, variant: Variant, cfg: &'a Config) -> Run<'a> {
+    pub(crate) fn new(case: &'a Case, variant: Variant, cfg: &'a Config) -> Run<'a> {
         Run {
             case,
             variant,
@@ -213,6 +217,7 @@ impl<'a> Run<'a> {
             known: BTreeSet::new(),
             trace: Vec::new(),
             engine_files: Vec::new(),
+            label: None,
         }
     }
 
@@ -220,7 +225,7 @@ impl<'a> Run<'a> {
         self.case.name
     }
 
-    fn note(&mut self, s: impl Into<String>) {
+    pub(crate) fn note(&mut self, s: impl Into<String>) {
         self.trace.push(s.into());
     }
 
@@ -288,7 +293,7 @@ impl<'a> Run<'a> {
     ///
     /// The copy keeps the case independent of the build tree (which may be
     /// rebuilt while a case is dumped) and readable by the test uid.
-    fn prepare(&mut self) -> Result<(), String> {
+    pub(crate) fn prepare(&mut self) -> Result<(), String> {
         let src = match self.case.program {
             Program::C(name) => match &self.cfg.bin_dir {
                 Some(d) => d.join(name),
@@ -326,7 +331,7 @@ impl<'a> Run<'a> {
         let stem = format!(
             "{}.{}.{}",
             self.name(),
-            self.variant.label(),
+            self.label.as_deref().unwrap_or(self.variant.label()),
             std::process::id()
         );
         let dir = loop {
@@ -356,7 +361,7 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
 
@@ -369,7 +374,7 @@ impl<'a> Run<'a> {
     }
 
     /// Starts the program and waits until it is ready.
-    fn start(&mut self) -> Result<(), String> {
+    pub(crate) fn start(&mut self) -> Result<(), String> {
         let name = self.name();
         let launch_log = self.path("launcher.log");
         let log = File::create(&launch_log).map_err(|e| format!("create launcher.log: {e}"))?;
@@ -458,13 +463,13 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn snapshot(&mut self, pid: i32) -> Tree {
+    pub(crate) fn snapshot(&mut self, pid: i32) -> Tree {
         let t = procfs::snapshot(pid);
         self.known.extend(t.keys().copied());
         t
     }
 
-    fn engine_dump(&mut self, n: usize) -> Result<ExitStatus, String> {
+    pub(crate) fn engine_dump(&mut self, n: usize) -> Result<ExitStatus, String> {
         let pid = self.pid.expect("started");
         let img = self.path(&format!("img-{n}"));
         let mut args: Vec<OsString> = vec![
@@ -484,7 +489,7 @@ impl<'a> Run<'a> {
         self.engine(&format!("dump-{n}"), &img, args)
     }
 
-    fn engine_restore(&mut self, n: usize) -> Result<ExitStatus, String> {
+    pub(crate) fn engine_restore(&mut self, n: usize) -> Result<ExitStatus, String> {
         let img = self.path(&format!("img-{n}"));
         let mut args: Vec<OsString> = vec![
             "restore".into(),
@@ -503,7 +508,7 @@ impl<'a> Run<'a> {
 
     /// Runs one engine command with the case's time limit. Its -o log is
     /// `<what>.log`, its stdout and stderr go to `<what>.console`.
-    fn engine(
+    pub(crate) fn engine(
         &mut self,
         what: &str,
         img: &Path,
@@ -557,7 +562,7 @@ impl<'a> Run<'a> {
 
     /// Waits until no process of the case is left, reaping the zombies that
     /// are ours. Err lists what is left.
-    fn wait_tree_gone(&mut self, timeout: Duration) -> Result<(), String> {
+    pub(crate) fn wait_tree_gone(&mut self, timeout: Duration) -> Result<(), String> {
         let Some(pid) = self.pid else { return Ok(()) };
         let known = self.known.clone();
         let left = poll(timeout, || {
@@ -572,7 +577,7 @@ impl<'a> Run<'a> {
 
     /// The tree must be as it was: the same processes, threads and
     /// credentials, the root alive, and no thread newly stopped.
-    fn check_tree(
+    pub(crate) fn check_tree(
         &mut self,
         before: &Tree,
         stopped_before: &BTreeSet<(i32, i32)>,
@@ -628,7 +633,7 @@ impl<'a> Run<'a> {
 
     /// SIGTERM, wait for the root to exit, then judge the log and look for
     /// leftovers.
-    fn stop_and_verify(&mut self) -> Result<(), String> {
+    pub(crate) fn stop_and_verify(&mut self) -> Result<(), String> {
         let pid = self.pid.expect("started");
         let name = self.name().to_string();
         kill(Pid::from_raw(pid), Signal::SIGTERM)
@@ -642,7 +647,13 @@ impl<'a> Run<'a> {
                 .is_none()
                 .then_some(())
         })
-        .ok_or_else(|| format!("pid {pid} did not exit within {timeout:?} of SIGTERM"))?;
+        .ok_or_else(|| match procfs::stat(pid) {
+            Some(s) if s.is_zombie() => format!(
+                "pid {pid} exited after SIGTERM, but its parent (pid {}) does not reap it",
+                s.ppid
+            ),
+            _ => format!("pid {pid} did not exit within {timeout:?} of SIGTERM"),
+        })?;
         self.note(format!("pid {pid} exited after SIGTERM"));
 
         let out = self.outfile();
@@ -676,7 +687,7 @@ impl<'a> Run<'a> {
 
     /// Kills whatever is left of the case: its session and descendants, and
     /// anything running the program copy of the work directory.
-    fn cleanup(&mut self) {
+    pub(crate) fn cleanup(&mut self) {
         if self.dir.as_os_str().is_empty() {
             return;
         }
@@ -719,7 +730,7 @@ impl<'a> Run<'a> {
 
     /// Removes the work directory of a passing trial unless ZDTM_KEEP is
     /// set; a failing trial's directory is always kept.
-    fn finish(&mut self, passed: bool) {
+    pub(crate) fn finish(&mut self, passed: bool) {
         if self.dir.as_os_str().is_empty() {
             return;
         }
@@ -732,7 +743,7 @@ impl<'a> Run<'a> {
 
     /// The failure message: what went wrong, the steps, the program log and
     /// the tails of the engine's logs.
-    fn report(&self, msg: &str) -> String {
+    pub(crate) fn report(&self, msg: &str) -> String {
         let mut r = String::new();
         let _ = writeln!(r, "{msg}");
         if self.dir.as_os_str().is_empty() {
@@ -782,7 +793,7 @@ impl Drop for Run<'_> {
 /// Only stdin, stdout and stderr pass to a program or the engine: the
 /// runner itself may have inherited descriptors (cargo's jobserver pipe)
 /// that would become part of the case's state.
-fn no_inherited_fds(cmd: &mut Command) {
+pub(crate) fn no_inherited_fds(cmd: &mut Command) {
     // SAFETY: close_range is async-signal-safe. It marks the descriptors
     // close-on-exec rather than closing them, so std's own close-on-exec
     // pipe that reports exec errors keeps working.
@@ -803,7 +814,7 @@ fn no_inherited_fds(cmd: &mut Command) {
 
 /// Exec of a freshly copied program can fail with ETXTBSY while another
 /// thread's fork still holds the copy's write descriptor; retry then.
-fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
+pub(crate) fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
     let mut tries = 0;
     loop {
         match cmd.spawn() {
@@ -816,7 +827,7 @@ fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
     }
 }
 
-fn stopped_threads(tree: &Tree) -> BTreeSet<(i32, i32)> {
+pub(crate) fn stopped_threads(tree: &Tree) -> BTreeSet<(i32, i32)> {
     let mut set = BTreeSet::new();
     for (&pid, info) in tree {
         for &tid in &info.threads {
@@ -828,7 +839,7 @@ fn stopped_threads(tree: &Tree) -> BTreeSet<(i32, i32)> {
     set
 }
 
-fn describe(left: &[procfs::Stat]) -> String {
+pub(crate) fn describe(left: &[procfs::Stat]) -> String {
     if left.is_empty() {
         return "nothing".into();
     }

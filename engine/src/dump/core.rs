@@ -92,7 +92,7 @@ pub fn rseq_config(tid: Pid) -> Option<pb::RseqEntry> {
             &mut c as *mut Conf,
         )
     };
-    (r > 0 && c.ptr != 0).then(|| pb::RseqEntry {
+    (r > 0 && c.ptr != 0).then_some(pb::RseqEntry {
         rseq_abi_pointer: c.ptr,
         rseq_abi_size: c.size,
         signature: c.sig,
@@ -113,7 +113,11 @@ fn robust_list(tid: Pid) -> Result<(u64, u32)> {
         )
     };
     if r < 0 {
-        return Err(Error::sys(tid, "get_robust_list", nix::errno::Errno::last()));
+        return Err(Error::sys(
+            tid,
+            "get_robust_list",
+            nix::errno::Errno::last(),
+        ));
     }
     Ok((head, len as u32))
 }
@@ -146,11 +150,7 @@ pub fn dump_thread(
         "prctl(PR_GET_TID_ADDRESS)",
     )?;
     let clear_tid_addr = s.read_u64(0)?;
-    s.call(
-        libc::SYS_sigaltstack,
-        &[0, s.addr],
-        "sigaltstack query",
-    )?;
+    s.call(libc::SYS_sigaltstack, &[0, s.addr], "sigaltstack query")?;
     let mut ss = [0u8; 24];
     s.read(0, &mut ss)?;
     let ss_sp = u64::from_le_bytes(ss[0..8].try_into().unwrap());
@@ -207,9 +207,8 @@ pub fn dump_task_core(
     s: &mut ScratchSession<'_>,
 ) -> Result<pb::TaskCoreEntry> {
     let personality = proc::read_file(pid, "personality")?;
-    let personality = u32::from_str_radix(personality.trim(), 16).map_err(|e| {
-        Error::task(pid, "/proc/PID/personality", format!("not hex: {e}"))
-    })?;
+    let personality = u32::from_str_radix(personality.trim(), 16)
+        .map_err(|e| Error::task(pid, "/proc/PID/personality", format!("not hex: {e}")))?;
     let rl = limits::read(pid)?;
     let oom = proc::read_file(pid, "oom_score_adj")?
         .trim()
@@ -230,7 +229,7 @@ pub fn dump_task_core(
         task_state: if stopped { TASK_STOPPED } else { TASK_ALIVE },
         exit_code: 0,
         personality,
-        flags: stat.flags as u32,
+        flags: stat.flags,
         blk_sigset: blk,
         comm: stat.comm.clone(),
         rlimits: Some(pb::TaskRlimitsEntry {

@@ -29,13 +29,16 @@ impl FileTable {
     }
 
     /// A regular file, directory or device opened by path.
-    pub fn add_reg(&mut self, name: &[u8], flags: u32, pos: u64, meta: Option<&std::fs::Metadata>) -> u32 {
+    pub fn add_reg(
+        &mut self,
+        name: &[u8],
+        flags: u32,
+        pos: u64,
+        meta: Option<&std::fs::Metadata>,
+    ) -> u32 {
         let id = self.next_id();
         let (size, mode) = match meta {
-            Some(m) => (
-                (m.file_type().is_file()).then(|| m.size()),
-                Some(m.mode()),
-            ),
+            Some(m) => ((m.file_type().is_file()).then(|| m.size()), Some(m.mode())),
             None => (None, None),
         };
         self.entries.push(pb::FileEntry {
@@ -198,7 +201,10 @@ pub fn dump_mapped_file(
     if link.ends_with(b" (deleted)") {
         return Err(Error::unsupported(
             pid,
-            format!("mapping {start:#x}-{end:#x} of {}", String::from_utf8_lossy(&link)),
+            format!(
+                "mapping {start:#x}-{end:#x} of {}",
+                String::from_utf8_lossy(&link)
+            ),
             "mappings of unlinked files are not supported yet",
         ));
     }

@@ -159,7 +159,11 @@ pub fn classify(v: &Vma) -> (pb::VmaEntry, VmaKind) {
         start: v.start,
         end: v.end,
         pgoff: v.offset,
-        shmid: if kind == VmaKind::AnonShared { v.inode } else { 0 },
+        shmid: if kind == VmaKind::AnonShared {
+            v.inode
+        } else {
+            0
+        },
         prot,
         flags,
         status,
@@ -247,67 +251,141 @@ fn wanted(kind: VmaKind, word: u64, zero_pfn: Option<u64>) -> bool {
     }
 }
 
-const BATCH: usize = 1 << 20;
+/// Bytes copied out of the task per process_vm_readv batch.
+const BATCH: usize = 2 << 20;
 const IOV_BATCH: usize = 512;
+/// Buffers in flight between the reader and the writer thread.
+const BUFFERS: usize = 3;
 
 fn is_zero(page: &[u8]) -> bool {
-    let (pre, mid, post) = unsafe_align_u128(page);
+    let (pre, mid, post) = as_u128(page);
     pre.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
 }
 
-fn unsafe_align_u128(b: &[u8]) -> (&[u8], &[u128], &[u8]) {
+fn as_u128(b: &[u8]) -> (&[u8], &[u128], &[u8]) {
     // SAFETY: u128 has no invalid bit patterns; align_to handles alignment.
     unsafe { b.align_to::<u128>() }
 }
 
-/// Copies the chosen pages of `pid` into `out`, reading with one
-/// `process_vm_readv` per batch and writing non-zero runs.
-pub struct PageDumper<'a> {
-    pid: Pid,
-    mem: &'a TaskMem,
-    zero_pfn: Option<u64>,
-    buf: Vec<u8>,
-    words: Vec<u64>,
+/// One mapping to dump: its entry, kind, whether process_vm_readv can read
+/// it, and where its pages go.
+pub struct VmaJob<'a> {
+    pub entry: &'a pb::VmaEntry,
+    pub kind: VmaKind,
+    pub readable: bool,
+    /// Index into the sinks given to [`dump_pages`].
+    pub sink: usize,
+    /// Subtracted from addresses in the pagemap (see [`PageSink`]).
+    pub base: u64,
 }
 
-impl<'a> PageDumper<'a> {
-    pub fn new(pid: Pid, mem: &'a TaskMem, zero_pfn: Option<u64>) -> Self {
-        PageDumper {
+/// A pagemap under construction and the pages file it describes. Private
+/// memory is indexed by address (base 0); a shmem object by offset in the
+/// object (base = VMA start - its offset).
+pub struct PageSink {
+    pub pages: PagesWriter,
+    pub pm: PagemapBuilder,
+}
+
+/// A buffer full of pages read from the task, and the byte ranges of it
+/// that go to `sink` (the non-zero pages).
+struct Chunk {
+    sink: usize,
+    buf: Vec<u8>,
+    runs: Vec<(usize, usize)>,
+}
+
+/// Copy the wanted pages of every job into the sinks.
+///
+/// Two threads share the work so that the two copies a dump needs (task
+/// memory into our buffer, buffer into the page cache of the image file)
+/// overlap: this thread walks pagemap, reads with process_vm_readv and
+/// finds zero pages; a writer thread writes and checksums.
+pub fn dump_pages(
+    pid: Pid,
+    mem: &TaskMem,
+    pagemap: &PagemapReader,
+    zero_pfn: Option<u64>,
+    jobs: &[VmaJob<'_>],
+    sinks: &mut [PageSink],
+) -> Result<()> {
+    let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<Chunk>(BUFFERS);
+    let (to_reader, free_bufs) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..BUFFERS {
+        to_reader.send(vec![0u8; BATCH]).expect("receiver is alive");
+    }
+    let (mut writers, mut builders): (Vec<_>, Vec<_>) =
+        sinks.iter_mut().map(|s| (&mut s.pages, &mut s.pm)).unzip();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<()> {
+            for chunk in from_reader {
+                let out = &mut writers[chunk.sink];
+                for &(a, b) in &chunk.runs {
+                    out.write_raw(&chunk.buf[a..b])?;
+                }
+                // The reader may be gone already (it failed); that's fine.
+                let _ = to_reader.send(chunk.buf);
+            }
+            Ok(())
+        });
+        let mut reader = Reader {
             pid,
             mem,
             zero_pfn,
-            buf: vec![0u8; BATCH],
             words: Vec::new(),
-        }
-    }
+            free: free_bufs,
+            out: to_writer,
+        };
+        let read_result = jobs
+            .iter()
+            .try_for_each(|job| reader.dump_vma(pagemap, job, builders[job.sink]));
+        drop(reader);
+        let write_result = writer.join().unwrap_or_else(|_| {
+            Err(Error::task(
+                pid,
+                "dumping pages",
+                "the writer thread panicked",
+            ))
+        });
+        // A write error (ENOSPC...) is the real cause when both failed.
+        write_result.and(read_result)
+    })
+}
 
-    /// Dump the wanted pages of one VMA. `base` is subtracted from the
-    /// addresses written to the pagemap (0 for private memory; the VMA start
-    /// minus its shmem offset for shared memory, whose pagemap is indexed by
-    /// offset in the object).
-    pub fn dump_vma(
+struct Reader<'a> {
+    pid: Pid,
+    mem: &'a TaskMem,
+    zero_pfn: Option<u64>,
+    words: Vec<u64>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    out: std::sync::mpsc::SyncSender<Chunk>,
+}
+
+impl Reader<'_> {
+    fn dump_vma(
         &mut self,
-        pagemap: &mut PagemapReader,
-        vma: &pb::VmaEntry,
-        kind: VmaKind,
-        readable: bool,
-        base: u64,
-        out: &mut PagesWriter,
+        pagemap: &PagemapReader,
+        job: &VmaJob<'_>,
         pm: &mut PagemapBuilder,
     ) -> Result<()> {
         const CHUNK_PAGES: u64 = 1 << 16;
         pm.seal();
+        let vma = job.entry;
         let mut addr = vma.start;
         while addr < vma.end {
             let end = (addr + CHUNK_PAGES * PAGE).min(vma.end);
-            self.words.clear();
             pagemap
                 .read_range(addr, end, &mut self.words)
-                .map_err(|e| Error::task(self.pid, format!("pagemap of {addr:#x}-{end:#x}"), e.to_string()))?;
-            // Runs of wanted pages.
+                .map_err(|e| {
+                    Error::task(
+                        self.pid,
+                        format!("pagemap of {addr:#x}-{end:#x}"),
+                        e.to_string(),
+                    )
+                })?;
             let mut runs: Vec<(u64, u64)> = Vec::new();
             for (i, &w) in self.words.iter().enumerate() {
-                if wanted(kind, w, self.zero_pfn) {
+                if wanted(job.kind, w, self.zero_pfn) {
                     let a = addr + i as u64 * PAGE;
                     match runs.last_mut() {
                         Some((s, n)) if *s + *n * PAGE == a => *n += 1,
@@ -315,7 +393,7 @@ impl<'a> PageDumper<'a> {
                     }
                 }
             }
-            self.copy_runs(&runs, readable, base, out, pm)?;
+            self.copy_runs(&runs, job, pm)?;
             addr = end;
         }
         Ok(())
@@ -324,13 +402,10 @@ impl<'a> PageDumper<'a> {
     fn copy_runs(
         &mut self,
         runs: &[(u64, u64)],
-        readable: bool,
-        base: u64,
-        out: &mut PagesWriter,
+        job: &VmaJob<'_>,
         pm: &mut PagemapBuilder,
     ) -> Result<()> {
-        // Split runs into batches that fit the buffer.
-        let cap_pages = (self.buf.len() as u64) / PAGE;
+        let cap_pages = BATCH as u64 / PAGE;
         let mut pieces: Vec<(u64, u64)> = Vec::new();
         for &(mut s, mut n) in runs {
             while n > 0 {
@@ -342,6 +417,10 @@ impl<'a> PageDumper<'a> {
         }
         let mut i = 0;
         while i < pieces.len() {
+            let mut buf = self
+                .free
+                .recv()
+                .map_err(|_| Error::task(self.pid, "dumping pages", "the image writer stopped"))?;
             let mut used = 0u64;
             let mut iov = Vec::new();
             let first = i;
@@ -354,65 +433,55 @@ impl<'a> PageDumper<'a> {
                 i += 1;
             }
             let bytes = (used * PAGE) as usize;
-            let got = if readable {
-                read_vm(self.pid, &mut self.buf[..bytes], &iov).unwrap_or(0)
+            let got = if job.readable {
+                read_vm(self.pid, &mut buf[..bytes], &iov).unwrap_or(0)
             } else {
                 0
             };
             if got < bytes {
                 // Not readable through process_vm_readv (PROT_NONE, or a
                 // page it cannot pin): /proc/PID/mem reaches it.
-                let mut off = got;
-                let mut skip = got;
+                let mut off = 0usize;
                 for v in &iov {
-                    if skip >= v.len {
-                        skip -= v.len;
-                        continue;
+                    if off + v.len > got {
+                        let skip = got.saturating_sub(off);
+                        let a = v.base as u64 + skip as u64;
+                        self.mem.read(a, &mut buf[off + skip..off + v.len])?;
                     }
-                    let a = v.base as u64 + skip as u64;
-                    let len = v.len - skip;
-                    self.mem.read(a, &mut self.buf[off..off + len])?;
-                    off += len;
-                    skip = 0;
+                    off += v.len;
                 }
             }
-            // Emit non-zero pages, in order.
+            // Non-zero pages, as runs of the buffer.
+            let mut out_runs = Vec::new();
             let mut off = 0usize;
             for &(s, n) in &pieces[first..i] {
-                let mut run_start: Option<(u64, usize)> = None;
+                let mut run: Option<(u64, usize)> = None;
                 for p in 0..n {
-                    let page = &self.buf[off..off + PAGE as usize];
-                    let a = s + p * PAGE;
-                    let zero = is_zero(page);
-                    match (zero, run_start) {
-                        (false, None) => run_start = Some((a, off)),
+                    let zero = is_zero(&buf[off..off + PAGE as usize]);
+                    match (zero, run) {
+                        (false, None) => run = Some((s + p * PAGE, off)),
                         (true, Some((ra, roff))) => {
-                            self.emit(ra, roff, off, base, out, pm)?;
-                            run_start = None;
+                            pm.push(ra - job.base, ((off - roff) as u64 / PAGE) as u32);
+                            out_runs.push((roff, off));
+                            run = None;
                         }
                         _ => {}
                     }
                     off += PAGE as usize;
                 }
-                if let Some((ra, roff)) = run_start {
-                    self.emit(ra, roff, off, base, out, pm)?;
+                if let Some((ra, roff)) = run {
+                    pm.push(ra - job.base, ((off - roff) as u64 / PAGE) as u32);
+                    out_runs.push((roff, off));
                 }
             }
+            self.out
+                .send(Chunk {
+                    sink: job.sink,
+                    buf,
+                    runs: out_runs,
+                })
+                .map_err(|_| Error::task(self.pid, "dumping pages", "the image writer stopped"))?;
         }
-        Ok(())
-    }
-
-    fn emit(
-        &self,
-        addr: u64,
-        from: usize,
-        to: usize,
-        base: u64,
-        out: &mut PagesWriter,
-        pm: &mut PagemapBuilder,
-    ) -> Result<()> {
-        out.write_raw(&self.buf[from..to])?;
-        pm.push(addr - base, ((to - from) as u64 / PAGE) as u32);
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ use crate::ptrace::scratch::ScratchSession;
 use crate::ptrace::{Seized, StopKind};
 
 use files::FileTable;
-use memory::{classify, PageDumper, PagemapBuilder, VmaKind};
+use memory::{classify, PagemapBuilder, VmaKind};
 
 #[derive(Debug, Clone)]
 pub struct DumpOptions {
@@ -77,7 +77,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         ..Default::default()
     };
     dump_process(&mut task, &dir, &mut stats)?;
+    debug!("pid {pid}: images written");
     dir.commit()?;
+    debug!("pid {pid}: image directory committed");
     if opts.leave_running {
         info!("pid {pid}: dump done, leaving it running");
         task.detach()?;
@@ -172,8 +174,7 @@ fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Res
     let (task_core, thread_info, thread_core, brk, dumpable) = {
         let mut s = ScratchSession::open(task, syscall_ip, &mem)?;
         let tc = core::dump_task_core(pid, stopped, blk, &stat, &mut s)?;
-        let (ti, thc) =
-            core::dump_thread(pid, &regs, &xstate, blk, &stat, &status, &mut s)?;
+        let (ti, thc) = core::dump_thread(pid, &regs, &xstate, blk, &stat, &status, &mut s)?;
         let brk = s.call(libc::SYS_brk, &[0], "brk(0)")?;
         let dumpable = s.call(
             libc::SYS_prctl,
@@ -184,22 +185,15 @@ fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Res
         (tc, ti, thc, brk, dumpable)
     };
 
+    debug!("pid {pid}: task state read");
     let mut files = FileTable::default();
     let fdinfos = files::dump_fds(pid, &mut files)?;
     let fs = files::dump_fs(pid, status.umask.unwrap_or(0o022), &mut files)?;
     let exe_file_id = files::dump_exe(pid, &mut files)?;
 
-    // Memory.
-    let mut pagemap = PagemapReader::open(pid)?;
-    let zero_pfn = memory::zero_pfn();
-    let mut dumper = PageDumper::new(pid, &mem, zero_pfn);
-    let mut pages = dir.pages_writer(1)?;
-    let mut pm = PagemapBuilder::default();
+    // Memory: classify every mapping, then copy the pages.
     let mut vma_entries = Vec::new();
-    // shmid -> (pages id, builder, writer)
-    let mut shmem: BTreeMap<u64, (u32, PagemapBuilder, crate::imgdir::PagesWriter)> =
-        BTreeMap::new();
-    let mut next_pages_id = 2u32;
+    let mut kinds = Vec::new();
     for v in &vmas {
         let (mut e, kind) = classify(v);
         if v.is_sysv_shm() {
@@ -209,44 +203,71 @@ fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Res
                 "SysV shared memory is not supported yet",
             ));
         }
-        match kind {
-            VmaKind::FilePrivate | VmaKind::FileShared => {
-                let fdflags = if kind == VmaKind::FileShared && v.has_flag("mw") {
-                    libc::O_RDWR
-                } else {
-                    libc::O_RDONLY
-                } as u32;
-                e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, &mut files)? as u64;
-                e.fdflags = Some(fdflags);
-            }
-            _ => {}
-        }
-        match kind {
-            VmaKind::AnonPrivate | VmaKind::FilePrivate => {
-                dumper.dump_vma(&mut pagemap, &e, kind, v.read, 0, &mut pages, &mut pm)?;
-            }
-            VmaKind::AnonShared => {
-                if !shmem.contains_key(&e.shmid) {
-                    let id = next_pages_id;
-                    next_pages_id += 1;
-                    shmem.insert(e.shmid, (id, PagemapBuilder::default(), dir.pages_writer(id)?));
-                }
-                let entry = shmem.get_mut(&e.shmid).expect("inserted above");
-                let base = e.start - e.pgoff;
-                dumper.dump_vma(&mut pagemap, &e, kind, v.read, base, &mut entry.2, &mut entry.1)?;
-            }
-            _ => {}
+        if matches!(kind, VmaKind::FilePrivate | VmaKind::FileShared) {
+            let fdflags = if kind == VmaKind::FileShared && v.has_flag("mw") {
+                libc::O_RDWR
+            } else {
+                libc::O_RDONLY
+            } as u32;
+            e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, &mut files)? as u64;
+            e.fdflags = Some(fdflags);
         }
         vma_entries.push(e);
+        kinds.push((kind, v.read));
     }
+    // Sink 0: private memory (pages-1.img); then one per shmem object.
+    let mut sinks = vec![memory::PageSink {
+        pages: dir.pages_writer(1)?,
+        pm: PagemapBuilder::default(),
+    }];
+    let mut shmem_sink: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut jobs = Vec::new();
+    for (e, &(kind, readable)) in vma_entries.iter().zip(&kinds) {
+        let (sink, base) = match kind {
+            VmaKind::AnonPrivate | VmaKind::FilePrivate => (0, 0),
+            VmaKind::AnonShared => {
+                let next = sinks.len();
+                let sink = *shmem_sink.entry(e.shmid).or_insert(next);
+                if sink == next {
+                    sinks.push(memory::PageSink {
+                        pages: dir.pages_writer(next as u32 + 1)?,
+                        pm: PagemapBuilder::default(),
+                    });
+                }
+                (sink, e.start - e.pgoff)
+            }
+            _ => continue,
+        };
+        jobs.push(memory::VmaJob {
+            entry: e,
+            kind,
+            readable,
+            sink,
+            base,
+        });
+    }
+    let pagemap = PagemapReader::open(pid)?;
+    memory::dump_pages(pid, &mem, &pagemap, memory::zero_pfn(), &jobs, &mut sinks)?;
+    drop(jobs);
+    debug!("pid {pid}: pages copied");
     stats.vmas = vma_entries.len();
-    stats.pages = pm.total_pages();
-    dir.finish_pages(pages)?;
-    dir.write_pagemap(&format!("pagemap-{pid}.img"), 1, &pm.entries)?;
-    for (shmid, (pages_id, b, w)) in shmem {
-        stats.shmem_pages += b.total_pages();
-        dir.finish_pages(w)?;
-        dir.write_pagemap(&format!("pagemap-shmem-{shmid}.img"), pages_id, &b.entries)?;
+    let mut sinks = sinks.into_iter();
+    let private = sinks.next().expect("sink 0 exists");
+    stats.pages = private.pm.total_pages();
+    dir.finish_pages(private.pages)?;
+    dir.write_pagemap(&format!("pagemap-{pid}.img"), 1, &private.pm.entries)?;
+    let sinks: Vec<_> = sinks.collect();
+    for (shmid, idx) in shmem_sink {
+        let sink = &sinks[idx - 1];
+        stats.shmem_pages += sink.pm.total_pages();
+        dir.write_pagemap(
+            &format!("pagemap-shmem-{shmid}.img"),
+            idx as u32 + 1,
+            &sink.pm.entries,
+        )?;
+    }
+    for sink in sinks {
+        dir.finish_pages(sink.pages)?;
     }
 
     let auxv = proc::auxv::read(pid)?;
@@ -263,7 +284,11 @@ fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Res
         mm_env_start: stat.env_start,
         mm_env_end: stat.env_end,
         exe_file_id,
-        mm_saved_auxv: auxv.iter().flat_map(|&(k, v)| [k, v]).chain([0, 0]).collect(),
+        mm_saved_auxv: auxv
+            .iter()
+            .flat_map(|&(k, v)| [k, v])
+            .chain([0, 0])
+            .collect(),
         vmas: vma_entries,
         dumpable: Some(dumpable as i32),
         aios: vec![],
@@ -276,12 +301,12 @@ fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Res
         mtype: pb::core_entry::March::X8664 as i32,
         thread_info: Some(thread_info),
         tc: Some(task_core),
-        ids: Some(ids.clone()),
+        ids: Some(ids),
         thread_core: Some(thread_core),
     };
     dir.write_image(&format!("core-{pid}.img"), &[core])?;
     dir.write_image(&format!("mm-{pid}.img"), &[mm])?;
-    dir.write_image(&format!("ids-{pid}.img"), &[ids.clone()])?;
+    dir.write_image(&format!("ids-{pid}.img"), &[ids])?;
     dir.write_image(&format!("fs-{pid}.img"), &[fs])?;
     dir.write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
     dir.write_image("files.img", &files.entries)?;
@@ -300,7 +325,7 @@ fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Res
         &[pb::InventoryEntry {
             img_version: 2,
             fdinfo_per_id: Some(true),
-            root_ids: Some(ids.clone()),
+            root_ids: Some(ids),
             ns_per_id: Some(true),
             lsmtype: Some(pb::Lsmtype::NoLsm as i32),
             ..Default::default()

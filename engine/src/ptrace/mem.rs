@@ -68,7 +68,11 @@ impl TaskMem {
         let mut a = addr;
         while out.len() < max {
             let n = self.file.read_at(&mut chunk, a).map_err(|e| {
-                Error::task(self.pid, format!("string at {a:#x}"), format!("read failed: {e}"))
+                Error::task(
+                    self.pid,
+                    format!("string at {a:#x}"),
+                    format!("read failed: {e}"),
+                )
             })?;
             if n == 0 {
                 break;

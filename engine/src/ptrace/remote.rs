@@ -147,8 +147,9 @@ impl<'a> Remote<'a> {
     pub fn finish(mut self) -> Result<()> {
         self.finished = true;
         let regs = self.task.regs;
-        raw::set_regs(self.task.npid(), &regs)
-            .ctx(self.task.tid, || "restoring registers after remote syscalls".into())?;
+        raw::set_regs(self.task.npid(), &regs).ctx(self.task.tid, || {
+            "restoring registers after remote syscalls".into()
+        })?;
         self.task.set_sigmask(self.saved_mask)
     }
 

@@ -122,7 +122,9 @@ pub fn run(plan: &ChildPlan, err_pipe: RawFd) -> ! {
         if let Some(src) = f.share_with {
             // SAFETY: integer fds we own.
             let r = Errno::result(unsafe { libc::dup2(src, f.fd) });
-            check(efd, r, || format!("pid {}: fd {}: dup2 of fd {src}", plan.pid, f.fd));
+            check(efd, r, || {
+                format!("pid {}: fd {}: dup2 of fd {src}", plan.pid, f.fd)
+            });
             if f.cloexec {
                 // SAFETY: fcntl on our fd.
                 unsafe { libc::fcntl(f.fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -226,8 +228,22 @@ pub fn run(plan: &ChildPlan, err_pipe: RawFd) -> ! {
 
 pub fn rlimit_name(res: u32) -> &'static str {
     const NAMES: [&str; 16] = [
-        "CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
-        "LOCKS", "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME",
+        "CPU",
+        "FSIZE",
+        "DATA",
+        "STACK",
+        "CORE",
+        "RSS",
+        "NPROC",
+        "NOFILE",
+        "MEMLOCK",
+        "AS",
+        "LOCKS",
+        "SIGPENDING",
+        "MSGQUEUE",
+        "NICE",
+        "RTPRIO",
+        "RTTIME",
     ];
     NAMES.get(res as usize).copied().unwrap_or("?")
 }

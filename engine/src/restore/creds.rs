@@ -9,8 +9,8 @@
 
 use crate::error::Result;
 use crate::images::pb;
-use crate::ptrace::remote::Remote;
 use crate::ptrace::mem::TaskMem;
+use crate::ptrace::remote::Remote;
 
 const SECBIT_KEEP_CAPS: u64 = 1 << 4;
 const CAP_V3: u32 = 0x2008_0522;
@@ -20,7 +20,14 @@ fn cap64(v: &[u32]) -> u64 {
     v.first().copied().unwrap_or(0) as u64 | (v.get(1).copied().unwrap_or(0) as u64) << 32
 }
 
-fn capset(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, eff: u64, prm: u64, inh: u64) -> Result<()> {
+fn capset(
+    r: &mut Remote<'_>,
+    mem: &TaskMem,
+    scratch: u64,
+    eff: u64,
+    prm: u64,
+    inh: u64,
+) -> Result<()> {
     let mut b = Vec::with_capacity(32);
     b.extend_from_slice(&CAP_V3.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
@@ -38,7 +45,9 @@ fn capset(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, eff: u64, prm: u64, i
 /// Is there anything to change compared with the engine's own (root,
 /// every capability) credentials?
 fn is_full_root(c: &pb::CredsEntry) -> bool {
-    let all = [c.uid, c.gid, c.euid, c.egid, c.suid, c.sgid, c.fsuid, c.fsgid];
+    let all = [
+        c.uid, c.gid, c.euid, c.egid, c.suid, c.sgid, c.fsuid, c.fsgid,
+    ];
     let caps_now = crate::proc::status::read(std::process::id() as i32).ok();
     all.iter().all(|&x| x == 0)
         && caps_now.is_some_and(|s| {
@@ -52,7 +61,12 @@ fn is_full_root(c: &pb::CredsEntry) -> bool {
         && c.secbits == 0
 }
 
-pub fn restore_creds(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, c: &pb::CredsEntry) -> Result<()> {
+pub fn restore_creds(
+    r: &mut Remote<'_>,
+    mem: &TaskMem,
+    scratch: u64,
+    c: &pb::CredsEntry,
+) -> Result<()> {
     if is_full_root(c) {
         return Ok(());
     }
@@ -70,7 +84,11 @@ pub fn restore_creds(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, c: &pb::Cr
     )?;
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
     mem.write(scratch, &groups)?;
-    r.call(libc::SYS_setgroups, &[c.groups.len() as u64, scratch], "setgroups")?;
+    r.call(
+        libc::SYS_setgroups,
+        &[c.groups.len() as u64, scratch],
+        "setgroups",
+    )?;
     r.call(
         libc::SYS_setresgid,
         &[c.gid as u64, c.egid as u64, c.sgid as u64],

@@ -90,7 +90,10 @@ fn read_one<M: prost::Message + Default>(dir: &Path, name: &str, magic: Magic) -
     let mut v = read_all::<M>(dir, name, magic)?;
     match v.len() {
         1 => Ok(v.remove(0)),
-        n => Err(bad(&dir.join(name), format!("expected exactly one entry, found {n}"))),
+        n => Err(bad(
+            &dir.join(name),
+            format!("expected exactly one entry, found {n}"),
+        )),
     }
 }
 
@@ -117,7 +120,10 @@ pub fn load(dir: &Path) -> Result<Images> {
     if inventory.img_version != 2 {
         return Err(bad(
             &dir.join("inventory.img"),
-            format!("image version {} is not supported (expected 2)", inventory.img_version),
+            format!(
+                "image version {} is not supported (expected 2)",
+                inventory.img_version
+            ),
         ));
     }
     let pstree: Vec<pb::PstreeEntry> = read_all(dir, "pstree.img", Magic::Pstree)?;
@@ -128,7 +134,10 @@ pub fn load(dir: &Path) -> Result<Images> {
     let mut files = BTreeMap::new();
     for f in files_list {
         if f.r#type == pb::FdTypes::Reg as i32 && f.reg.is_none() {
-            return Err(bad(&dir.join("files.img"), format!("file {} is REG without reg entry", f.id)));
+            return Err(bad(
+                &dir.join("files.img"),
+                format!("file {} is REG without reg entry", f.id),
+            ));
         }
         if files.insert(f.id, f).is_some() {
             return Err(bad(&dir.join("files.img"), "duplicate file id"));
@@ -147,7 +156,12 @@ pub fn load(dir: &Path) -> Result<Images> {
         let Some(info) = &core.thread_info else {
             return Err(bad(&core_path, "no thread_info (registers)"));
         };
-        if info.fpregs.ckpt_xsave_raw.as_ref().is_none_or(|x| x.len() < 576) {
+        if info
+            .fpregs
+            .ckpt_xsave_raw
+            .as_ref()
+            .is_none_or(|x| x.len() < 576)
+        {
             return Err(bad(
                 &core_path,
                 "no raw xsave area (ckpt_xsave_raw); images from other engines are not restorable yet",
@@ -159,7 +173,10 @@ pub fn load(dir: &Path) -> Result<Images> {
         if p.threads != [p.pid] {
             return Err(bad(
                 &dir.join("pstree.img"),
-                format!("pid {pid}: threads {:?}: multi-threaded restore is not supported yet", p.threads),
+                format!(
+                    "pid {pid}: threads {:?}: multi-threaded restore is not supported yet",
+                    p.threads
+                ),
             ));
         }
         let mm_name = format!("mm-{pid}.img");
@@ -173,7 +190,10 @@ pub fn load(dir: &Path) -> Result<Images> {
         let need_file = |id: u32, what: String, img: &str| -> Result<()> {
             match files.get(&id) {
                 Some(f) if f.reg.is_some() => Ok(()),
-                _ => Err(bad(&dir.join(img), format!("{what} refers to file id {id}, which files.img does not have"))),
+                _ => Err(bad(
+                    &dir.join(img),
+                    format!("{what} refers to file id {id}, which files.img does not have"),
+                )),
             }
         };
         for fd in &fdinfo {
@@ -187,12 +207,19 @@ pub fn load(dir: &Path) -> Result<Images> {
             if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 || v.start < prev_end {
                 return Err(bad(
                     &dir.join(&mm_name),
-                    format!("mapping {:#x}-{:#x} is malformed or overlaps the previous one", v.start, v.end),
+                    format!(
+                        "mapping {:#x}-{:#x} is malformed or overlaps the previous one",
+                        v.start, v.end
+                    ),
                 ));
             }
             prev_end = v.end;
             if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
-                need_file(v.shmid as u32, format!("mapping {:#x}-{:#x}", v.start, v.end), &mm_name)?;
+                need_file(
+                    v.shmid as u32,
+                    format!("mapping {:#x}-{:#x}", v.start, v.end),
+                    &mm_name,
+                )?;
             }
             if v.status & VMA_ANON_SHARED != 0 && !shmem.contains_key(&v.shmid) {
                 let name = format!("pagemap-shmem-{}.img", v.shmid);

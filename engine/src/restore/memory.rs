@@ -47,7 +47,7 @@ pub fn find_hole(busy: &[(u64, u64)], len: u64) -> Option<u64> {
             break;
         }
         match b.iter().find(|&&(s, e)| s < end && candidate < e) {
-            Some(&(_, e)) => candidate = (e + PAGE - 1) / PAGE * PAGE,
+            Some(&(_, e)) => candidate = e.div_ceil(PAGE) * PAGE,
             None => return Some(candidate),
         }
     }
@@ -59,7 +59,7 @@ pub fn find_hole(busy: &[(u64, u64)], len: u64) -> Option<u64> {
             return None;
         }
         match b.iter().find(|&&(s, e)| s < end && candidate < e) {
-            Some(&(_, e)) => candidate = (e + PAGE - 1) / PAGE * PAGE,
+            Some(&(_, e)) => candidate = e.div_ceil(PAGE) * PAGE,
             None => return Some(candidate),
         }
     }
@@ -79,21 +79,25 @@ pub fn reset_address_space(r: &mut Remote<'_>, t: &TaskImages, syscall_ip: u64) 
         })
         .collect();
     for v in &cur {
-        if group.iter().any(|g| g.start == v.start) || matches!(v.is_special(), Some(SpecialVma::Vsyscall)) {
+        if group.iter().any(|g| g.start == v.start)
+            || matches!(v.is_special(), Some(SpecialVma::Vsyscall))
+        {
             continue;
         }
         r.call(
             libc::SYS_munmap,
             &[v.start, v.end - v.start],
-            &format!("munmap {:#x}-{:#x} inherited from the engine", v.start, v.end),
+            &format!(
+                "munmap {:#x}-{:#x} inherited from the engine",
+                v.start, v.end
+            ),
         )?;
     }
-    let dumped: Vec<&pb::VmaEntry> = t
-        .mm
-        .vmas
-        .iter()
-        .filter(|v| v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR) != 0)
-        .collect();
+    let dumped: Vec<&pb::VmaEntry> =
+        t.mm.vmas
+            .iter()
+            .filter(|v| v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR) != 0)
+            .collect();
     let sizes = |g: &[(u64, u64)]| g.iter().map(|(s, e)| e - s).collect::<Vec<_>>();
     let cur_ranges: Vec<(u64, u64)> = group.iter().map(|v| (v.start, v.end)).collect();
     let dumped_ranges: Vec<(u64, u64)> = dumped.iter().map(|v| (v.start, v.end)).collect();
@@ -114,7 +118,8 @@ pub fn reset_address_space(r: &mut Remote<'_>, t: &TaskImages, syscall_ip: u64) 
     let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     busy.extend(cur_ranges.iter().copied());
     let span = cur_ranges.last().unwrap().1 - cur_ranges[0].0;
-    let tmp = find_hole(&busy, span).ok_or_else(|| Error::task(pid, "vDSO", "no room to move it"))?;
+    let tmp =
+        find_hole(&busy, span).ok_or_else(|| Error::task(pid, "vDSO", "no room to move it"))?;
     let mremap = |r: &mut Remote<'_>, from: (u64, u64), to: u64| -> Result<u64> {
         r.call(
             libc::SYS_mremap,
@@ -167,7 +172,11 @@ pub fn map_and_fill(
     // Which VMAs get pages (so they are mapped writable first).
     let mut has_pages = vec![false; t.mm.vmas.len()];
     for e in &t.pages.entries {
-        if let Some(i) = t.mm.vmas.iter().position(|v| v.start <= e.vaddr && e.vaddr < v.end) {
+        if let Some(i) =
+            t.mm.vmas
+                .iter()
+                .position(|v| v.start <= e.vaddr && e.vaddr < v.end)
+        {
             has_pages[i] = true;
         }
     }
@@ -176,12 +185,19 @@ pub fn map_and_fill(
             continue;
         }
         let shared_pages = v.status & VMA_ANON_SHARED != 0
-            && imgs.shmem.get(&v.shmid).is_some_and(|s| !s.entries.is_empty());
+            && imgs
+                .shmem
+                .get(&v.shmid)
+                .is_some_and(|s| !s.entries.is_empty());
         has_pages[i] |= shared_pages;
         let prot = if has_pages[i] { write_prot(v) } else { v.prot };
         let (fd, off) = if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
             let fd = *file_fds.get(&(v.shmid as u32)).ok_or_else(|| {
-                Error::task(pid, format!("mapping {:#x}-{:#x}", v.start, v.end), "no fd for its file")
+                Error::task(
+                    pid,
+                    format!("mapping {:#x}-{:#x}", v.start, v.end),
+                    "no fd for its file",
+                )
             })?;
             (fd as u64, v.pgoff)
         } else {
@@ -202,7 +218,7 @@ pub fn map_and_fill(
         }
     }
     // Private pages.
-    write_pages(pid, &pages_file, &t.pages.entries, |vaddr| Some(vaddr))?;
+    write_pages(pid, &pages_file, &t.pages.entries, Some)?;
     // Shared anonymous pages: the pagemap is indexed by offset in the
     // object; each VMA of the object shows a window of it.
     for v in t.mm.vmas.iter().filter(|v| v.status & VMA_ANON_SHARED != 0) {
@@ -267,7 +283,11 @@ fn write_pages(
     for e in entries {
         let len = e.nr_pages as usize * PAGE as usize;
         let addr = to_addr(e.vaddr).ok_or_else(|| {
-            Error::task(pid, format!("pages at {:#x}", e.vaddr), "outside of their mapping")
+            Error::task(
+                pid,
+                format!("pages at {:#x}", e.vaddr),
+                "outside of their mapping",
+            )
         })?;
         batch.push((&data[off..off + len], addr));
         off += len;

@@ -15,7 +15,7 @@ pub mod memory;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 
 use nix::sys::signal::{kill, Signal};
@@ -46,6 +46,7 @@ pub struct RestoreOptions {
 /// detached, else the restored root's own exit status.
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let imgs = load::load(&opts.dir)?;
+    debug!("images loaded and verified");
     let root = &imgs.tasks[0];
     check_pid_free(root.pid)?;
     let pid = restore_task(&imgs, root)?;
@@ -77,7 +78,10 @@ fn check_pid_free(pid: Pid) -> Result<()> {
         };
         if st.state != 'Z' || std::time::Instant::now() > deadline {
             let what = if st.state == 'Z' {
-                format!("a zombie ({}) that its parent {} has not reaped", st.comm, st.ppid)
+                format!(
+                    "a zombie ({}) that its parent {} has not reaped",
+                    st.comm, st.ppid
+                )
             } else {
                 format!("a running process ({})", st.comm)
             };
@@ -92,11 +96,15 @@ fn check_pid_free(pid: Pid) -> Result<()> {
 }
 
 fn cstr(pid: Pid, what: &str, s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::task(pid, what.to_string(), format!("path {s:?} contains NUL")))
+    CString::new(s)
+        .map_err(|_| Error::task(pid, what.to_string(), format!("path {s:?} contains NUL")))
 }
 
 /// Build the plan the cloned child carries out for itself.
-fn child_plan(imgs: &Images, t: &TaskImages) -> Result<(ChildPlan, BTreeMap<u32, RawFd>, Option<RawFd>)> {
+fn child_plan(
+    imgs: &Images,
+    t: &TaskImages,
+) -> Result<(ChildPlan, BTreeMap<u32, RawFd>, Option<RawFd>)> {
     let pid = t.pid;
     let tc = t.tc();
     let mut fds: Vec<FdPlan> = Vec::new();
@@ -135,7 +143,9 @@ fn child_plan(imgs: &Images, t: &TaskImages) -> Result<(ChildPlan, BTreeMap<u32,
     let mut helper_files = Vec::new();
     let mut file_fds = BTreeMap::new();
     for v in &t.mm.vmas {
-        if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 && !file_fds.contains_key(&(v.shmid as u32)) {
+        if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0
+            && !file_fds.contains_key(&(v.shmid as u32))
+        {
             let reg = imgs.reg(v.shmid as u32);
             let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32;
             file_fds.insert(v.shmid as u32, helper_fd_base + helper_files.len() as RawFd);
@@ -238,10 +248,14 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
     let mut guard = NewTask { pid, armed: true };
     drop(wr);
     let mut msg = String::new();
-    let mut rd = std::fs::File::from(OwnedFd::from(rd));
+    let mut rd = std::fs::File::from(rd);
     let _ = rd.read_to_string(&mut msg);
     if !msg.is_empty() {
-        return Err(Error::task(pid, "restore", format!("the new task failed to set itself up: {msg}")));
+        return Err(Error::task(
+            pid,
+            "restore",
+            format!("the new task failed to set itself up: {msg}"),
+        ));
     }
     let mut task = Seized::adopt_traceme(pid)?;
     let mem = TaskMem::open(pid)?;
@@ -256,7 +270,9 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
         let mut r = Remote::new(&mut task, ip)?;
         unregister_rseq(&mut r, pid)?;
         memory::reset_address_space(&mut r, t, ip)?;
+        debug!("pid {pid}: address space reset");
         memory::map_and_fill(&mut r, imgs, t, &file_fds)?;
+        debug!("pid {pid}: memory restored");
         let scratch = map_scratch(&mut r, t)?;
         restore_mm(&mut r, &mem, scratch, t, exe_fd)?;
         restore_thread(&mut r, &mem, scratch, t)?;
@@ -265,7 +281,11 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
             creds::restore_creds(&mut r, &mem, scratch, c)?;
         }
         after_creds(&mut r, t)?;
-        r.call(libc::SYS_munmap, &[scratch, 4096], "munmap of the scratch page")?;
+        r.call(
+            libc::SYS_munmap,
+            &[scratch, 4096],
+            "munmap of the scratch page",
+        )?;
         for fd in file_fds.values().chain(exe_fd.iter()) {
             r.call(libc::SYS_close, &[*fd as u64], "close of a helper fd")?;
         }
@@ -299,7 +319,12 @@ fn unregister_rseq(r: &mut Remote<'_>, pid: Pid) -> Result<()> {
     if let Some(c) = crate::dump::core::rseq_config(pid) {
         r.call(
             libc::SYS_rseq,
-            &[c.rseq_abi_pointer, c.rseq_abi_size as u64, RSEQ_FLAG_UNREGISTER, c.signature as u64],
+            &[
+                c.rseq_abi_pointer,
+                c.rseq_abi_size as u64,
+                RSEQ_FLAG_UNREGISTER,
+                c.signature as u64,
+            ],
             "rseq unregister of the engine's registration",
         )?;
     }
@@ -327,9 +352,19 @@ fn map_scratch(r: &mut Remote<'_>, t: &TaskImages) -> Result<u64> {
 
 /// mm fields (code/data/brk/stack/arg/env ranges, auxv, exe) in one
 /// PR_SET_MM_MAP, which needs no CAP_SYS_RESOURCE.
-fn restore_mm(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImages, exe_fd: Option<RawFd>) -> Result<()> {
+fn restore_mm(
+    r: &mut Remote<'_>,
+    mem: &TaskMem,
+    scratch: u64,
+    t: &TaskImages,
+    exe_fd: Option<RawFd>,
+) -> Result<()> {
     let mm = &t.mm;
-    let auxv: Vec<u8> = mm.mm_saved_auxv.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let auxv: Vec<u8> = mm
+        .mm_saved_auxv
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let auxv_at = scratch + 256;
     let mut b = Vec::with_capacity(104);
     for v in [
@@ -366,7 +401,11 @@ fn restore_mm(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImages, e
 fn restore_thread(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImages) -> Result<()> {
     let th = t.thread();
     let info = t.info();
-    r.call(libc::SYS_set_tid_address, &[info.clear_tid_addr], "set_tid_address")?;
+    r.call(
+        libc::SYS_set_tid_address,
+        &[info.clear_tid_addr],
+        "set_tid_address",
+    )?;
     if th.futex_rla != 0 {
         r.call(
             libc::SYS_set_robust_list,
@@ -388,7 +427,12 @@ fn restore_thread(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImage
     if let Some(rs) = &th.rseq_entry {
         r.call(
             libc::SYS_rseq,
-            &[rs.rseq_abi_pointer, rs.rseq_abi_size as u64, 0, rs.signature as u64],
+            &[
+                rs.rseq_abi_pointer,
+                rs.rseq_abi_size as u64,
+                0,
+                rs.signature as u64,
+            ],
             "rseq registration",
         )?;
     }
@@ -399,13 +443,25 @@ fn restore_thread(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImage
 fn after_creds(r: &mut Remote<'_>, t: &TaskImages) -> Result<()> {
     let th = t.thread();
     if let Some(sig) = th.pdeath_sig.filter(|&s| s != 0) {
-        r.call(libc::SYS_prctl, &[libc::PR_SET_PDEATHSIG as u64, sig as u64], "prctl(PR_SET_PDEATHSIG)")?;
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_PDEATHSIG as u64, sig as u64],
+            "prctl(PR_SET_PDEATHSIG)",
+        )?;
     }
     if t.tc().child_subreaper == Some(true) {
-        r.call(libc::SYS_prctl, &[libc::PR_SET_CHILD_SUBREAPER as u64, 1], "prctl(PR_SET_CHILD_SUBREAPER)")?;
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_CHILD_SUBREAPER as u64, 1],
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+        )?;
     }
     if let Some(d) = t.mm.dumpable {
-        r.call(libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, d as u64], "prctl(PR_SET_DUMPABLE)")?;
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_DUMPABLE as u64, d as u64],
+            "prctl(PR_SET_DUMPABLE)",
+        )?;
     }
     Ok(())
 }
@@ -421,19 +477,28 @@ fn sched_and_oom(t: &TaskImages) -> Result<()> {
         // SAFETY: plain syscall with a valid sched_param.
         let r = unsafe { libc::sched_setscheduler(pid, policy as i32, &p) };
         if r < 0 {
-            return Err(Error::sys(pid, format!("sched_setscheduler(policy {policy}, prio {prio})"), nix::errno::Errno::last()));
+            return Err(Error::sys(
+                pid,
+                format!("sched_setscheduler(policy {policy}, prio {prio})"),
+                nix::errno::Errno::last(),
+            ));
         }
     }
     if let Some(nice) = th.sched_nice {
         // SAFETY: plain syscall.
         let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as u32, nice) };
         if r < 0 {
-            return Err(Error::sys(pid, format!("setpriority(nice {nice})"), nix::errno::Errno::last()));
+            return Err(Error::sys(
+                pid,
+                format!("setpriority(nice {nice})"),
+                nix::errno::Errno::last(),
+            ));
         }
     }
     if let Some(adj) = t.tc().oom_score_adj {
         let p = format!("/proc/{pid}/oom_score_adj");
-        std::fs::write(&p, adj.to_string()).map_err(|e| Error::io(&p, format!("pid {pid}: oom_score_adj {adj}"), e))?;
+        std::fs::write(&p, adj.to_string())
+            .map_err(|e| Error::io(&p, format!("pid {pid}: oom_score_adj {adj}"), e))?;
     }
     Ok(())
 }

@@ -65,14 +65,27 @@ pub fn set_regs(tid: Pid, regs: &Regs) -> nix::Result<()> {
 /// The full xsave area (x87, SSE, AVX, ... whatever this CPU has).
 pub fn get_xstate(tid: Pid) -> nix::Result<Vec<u8>> {
     let mut buf = vec![0u8; XSAVE_MAX];
-    let n = regset(PTRACE_GETREGSET, tid, NT_X86_XSTATE, buf.as_mut_ptr(), buf.len())?;
+    let n = regset(
+        PTRACE_GETREGSET,
+        tid,
+        NT_X86_XSTATE,
+        buf.as_mut_ptr(),
+        buf.len(),
+    )?;
     buf.truncate(n);
     Ok(buf)
 }
 
 pub fn set_xstate(tid: Pid, xstate: &[u8]) -> nix::Result<()> {
     let mut buf = xstate.to_vec();
-    regset(PTRACE_SETREGSET, tid, NT_X86_XSTATE, buf.as_mut_ptr(), buf.len()).map(|_| ())
+    regset(
+        PTRACE_SETREGSET,
+        tid,
+        NT_X86_XSTATE,
+        buf.as_mut_ptr(),
+        buf.len(),
+    )
+    .map(|_| ())
 }
 
 pub fn get_sigmask(tid: Pid) -> nix::Result<u64> {

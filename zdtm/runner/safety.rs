@@ -1,0 +1,1082 @@
+//! Tests of the engine's safety rules (`cargo test --test safety`).
+//!
+//! The rules, from the design:
+//!
+//! - A dump that fails for any reason (a full filesystem under DIR
+//!   included) leaves the target running as before (not stopped, not
+//!   traced, no extra mapping) and leaves no directory that looks like a
+//!   complete image.
+//! - Restore validates all images (checksums, versions, cross-references)
+//!   before creating any process; a damaged image gets a non-zero exit and a
+//!   message naming the file and the problem, and nothing is created.
+//! - A PID that is taken at restore time is reported with the PID and the
+//!   process holding it; nothing is half-restored.
+//! - Every error names the pid, the object and the reason.
+//!
+//! Each rule is one or more named trials that drive the real engine (the
+//! `ckpt` binary of this package, or `ZDTM_ENGINE`) against real zdtm
+//! programs, started exactly as the zdtm runner starts them: the runner's
+//! own code (trial.rs) does the work directory, the launch protocol, the
+//! engine commands, the tree checks, the verdict and the cleanup. Trials
+//! need root and are reported ignored without it.
+//!
+//! A passing trial leaves nothing behind; a failing one keeps its work
+//! directory (under ZDTM_WORKDIR, default /tmp/ckpt-zdtm) for the logs, as
+//! the runner does. Processes are always killed and mounts always
+//! unmounted.
+
+#[allow(dead_code)]
+#[path = "cases.rs"]
+mod cases;
+#[allow(dead_code)]
+#[path = "procfs.rs"]
+mod procfs;
+#[allow(dead_code)]
+#[path = "trial.rs"]
+mod trial;
+
+use std::collections::BTreeSet;
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use ckpt::images::{self, pb, ImageReader, ImageWriter, Magic, Manifest, MANIFEST_NAME};
+
+use cases::{Case, Program, Variant, CASES};
+use procfs::Tree;
+use trial::{Config, Run, SETTLE};
+
+const PAGE: u64 = 4096;
+
+/// What a trial body reports when it did not fail.
+enum Outcome {
+    Passed,
+    /// The machine cannot run the trial (say, mounting is not allowed).
+    Ignored(String),
+}
+
+type Body = fn(&mut Run) -> Result<Outcome, String>;
+
+struct Spec {
+    name: &'static str,
+    /// The case whose program is started (or, for trials without a zdtm
+    /// program, only copied into the work directory).
+    case: fn() -> Case,
+    variant: Variant,
+    body: Body,
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let root = nix::unistd::geteuid().is_root();
+    if root && !args.list {
+        // As in the zdtm runner: orphans of the cases (the daemonized
+        // program once its launcher exits, the restored program once the
+        // engine exits) become our children, so they can be reaped.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            eprintln!("safety: PR_SET_CHILD_SUBREAPER failed: {e}");
+        }
+    }
+    let specs: Vec<Spec> = vec![
+        Spec {
+            name: "dump/enospc",
+            case: mem_case,
+            variant: Variant::Once,
+            body: dump_enospc,
+        },
+        Spec {
+            name: "dump/pipe-fd",
+            case: plain_sleep_case,
+            variant: Variant::Once,
+            body: dump_pipe_fd,
+        },
+        Spec {
+            name: "dump/no-such-pid",
+            case: plain_sleep_case,
+            variant: Variant::Once,
+            body: dump_no_such_pid,
+        },
+        Spec {
+            name: "dump/non-empty-dir",
+            case: zdtm_sleep_case,
+            variant: Variant::Once,
+            body: dump_non_empty_dir,
+        },
+        Spec {
+            name: "restore/flipped-page-byte",
+            case: mem_case,
+            variant: Variant::Once,
+            body: |r| restore_damaged(r, flip_page_byte),
+        },
+        Spec {
+            name: "restore/truncated-core",
+            case: mem_case,
+            variant: Variant::Once,
+            body: |r| restore_damaged(r, truncate_core),
+        },
+        Spec {
+            name: "restore/missing-mm",
+            case: mem_case,
+            variant: Variant::Once,
+            body: |r| restore_damaged(r, delete_mm),
+        },
+        Spec {
+            name: "restore/no-manifest",
+            case: mem_case,
+            variant: Variant::Once,
+            body: |r| restore_damaged(r, delete_manifest),
+        },
+        Spec {
+            name: "restore/bad-image-version",
+            case: mem_case,
+            variant: Variant::Once,
+            body: |r| restore_damaged(r, bump_image_version),
+        },
+        Spec {
+            name: "restore/pagemap-outside-mappings",
+            case: mem_case,
+            variant: Variant::Once,
+            body: |r| restore_damaged(r, pagemap_outside_mappings),
+        },
+        Spec {
+            name: "restore/pid-taken",
+            case: mem_case,
+            variant: Variant::LeaveRunning,
+            body: restore_pid_taken,
+        },
+    ];
+    let cfg = std::sync::Arc::new(Config::from_env());
+    let trials = specs
+        .into_iter()
+        .map(|s| {
+            let cfg = std::sync::Arc::clone(&cfg);
+            Trial::ignorable_test(s.name, move || {
+                if !root {
+                    return Ok(Completion::ignored_with("needs root"));
+                }
+                run_trial(&s, &cfg)
+            })
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn run_trial(spec: &Spec, cfg: &Config) -> Result<Completion, Failed> {
+    let case = (spec.case)();
+    let mut run = Run::new(&case, spec.variant, cfg);
+    run.label = Some(format!("safety-{}", spec.name.replace('/', "-")));
+    let result = run.prepare().and_then(|()| (spec.body)(&mut run));
+    run.cleanup();
+    match result {
+        Ok(Outcome::Passed) => {
+            run.finish(true);
+            Ok(Completion::Completed)
+        }
+        Ok(Outcome::Ignored(reason)) => {
+            run.finish(true);
+            Ok(Completion::ignored_with(reason))
+        }
+        Err(msg) => {
+            run.finish(false);
+            Err(run.report(&msg).into())
+        }
+    }
+}
+
+fn case_named(name: &str) -> Case {
+    *CASES
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case {name} in zdtm/runner/cases.rs"))
+}
+
+/// `mem`: 48 MiB of random anonymous memory, checked after restore.
+fn mem_case() -> Case {
+    case_named("mem")
+}
+
+/// The zdtm `sleep` program.
+fn zdtm_sleep_case() -> Case {
+    case_named("sleep")
+}
+
+/// coreutils sleep, copied into the work directory; the trial starts it
+/// itself (it is no zdtm program).
+fn plain_sleep_case() -> Case {
+    Case {
+        name: "sleep",
+        program: Program::Rust("/bin/sleep"),
+        suid: true,
+        ..Case::DEFAULT
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Engine commands
+
+fn dump_args(run: &Run, pid: i32, img: &Path, what: &str, extra: &[&str]) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        "dump".into(),
+        "-t".into(),
+        pid.to_string().into(),
+        "-D".into(),
+        img.into(),
+        "-o".into(),
+        run.path(&format!("{what}.log")).into(),
+        "-v4".into(),
+    ];
+    v.extend(extra.iter().map(Into::into));
+    v
+}
+
+fn restore_args(run: &Run, img: &Path, what: &str) -> Vec<OsString> {
+    vec![
+        "restore".into(),
+        "-D".into(),
+        img.into(),
+        "-d".into(),
+        "--pidfile".into(),
+        run.path(&format!("{what}.pid")).into(),
+        "-o".into(),
+        run.path(&format!("{what}.log")).into(),
+        "-v4".into(),
+    ]
+}
+
+/// Runs an engine command that must fail with an exit code (not a crash);
+/// returns what it printed (stdout and stderr; the -o log is separate).
+fn expect_failure(
+    run: &mut Run,
+    what: &str,
+    img: &Path,
+    args: Vec<OsString>,
+) -> Result<String, String> {
+    let st = run.engine(what, img, args)?;
+    let console = console(run, what);
+    run.note(format!("{what} printed: {}", console.trim()));
+    match st.code() {
+        Some(0) => Err(format!(
+            "{what} exited 0, but it must fail; it printed: {}",
+            console.trim()
+        )),
+        Some(_) => Ok(console),
+        None => Err(format!(
+            "{what} crashed ({st}) instead of failing with an error; it printed: {}",
+            console.trim()
+        )),
+    }
+}
+
+fn console(run: &Run, what: &str) -> String {
+    fs::read(run.path(&format!("{what}.console")))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Checks that `text` says each of `groups`: every group is a list of
+/// alternatives of which at least one must appear (ASCII case-insensitive).
+fn expect_mentions(what: &str, text: &str, groups: &[&[&str]]) -> Result<(), String> {
+    let lower = text.to_ascii_lowercase();
+    let missing: Vec<String> = groups
+        .iter()
+        .filter(|alts| !alts.iter().any(|a| lower.contains(&a.to_ascii_lowercase())))
+        .map(|alts| {
+            alts.iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the message of {what} does not mention {}; it printed: {}",
+            missing.join(", "),
+            text.trim()
+        ))
+    }
+}
+
+/// `text` contains `n` as a whole number (not as part of a longer one).
+fn mentions_number(text: &str, n: i32) -> bool {
+    let n = n.to_string();
+    let b = text.as_bytes();
+    text.match_indices(&n).any(|(i, _)| {
+        let before = i == 0 || !b[i - 1].is_ascii_digit();
+        let j = i + n.len();
+        let after = j == b.len() || !b[j].is_ascii_digit();
+        before && after
+    })
+}
+
+fn expect_pid(what: &str, text: &str, pid: i32) -> Result<(), String> {
+    if mentions_number(text, pid) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the message of {what} does not name pid {pid}; it printed: {}",
+            text.trim()
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The target
+
+/// What must be unchanged in a target after a failed (or --leave-running)
+/// dump.
+struct Target {
+    pid: i32,
+    tree: Tree,
+    stopped: BTreeSet<(i32, i32)>,
+    maps: String,
+    starttime: u64,
+}
+
+fn starttime(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; fields after the command name start with field 3 (state).
+    text[text.rfind(')')? + 1..]
+        .split_ascii_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
+}
+
+fn maps(pid: i32) -> Result<String, String> {
+    fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| format!("/proc/{pid}/maps: {e}"))
+}
+
+fn capture(run: &mut Run, pid: i32) -> Result<Target, String> {
+    let tree = run.snapshot(pid);
+    Ok(Target {
+        pid,
+        stopped: trial::stopped_threads(&tree),
+        tree,
+        maps: maps(pid)?,
+        starttime: starttime(pid).ok_or_else(|| format!("pid {pid}: cannot read its stat"))?,
+    })
+}
+
+/// The target must be the same process, running (not stopped), not
+/// traced, with the same tree and exactly the mappings it had.
+fn check_unharmed(run: &mut Run, t: &Target, when: &str) -> Result<(), String> {
+    let pid = t.pid;
+    run.check_tree(&t.tree, &t.stopped, when)?;
+    if starttime(pid) != Some(t.starttime) {
+        return Err(format!(
+            "{when}: pid {pid} is another process than the target (start time changed)"
+        ));
+    }
+    let st = procfs::stat(pid).ok_or_else(|| format!("{when}: pid {pid} is gone"))?;
+    if st.is_stopped() || st.is_zombie() {
+        return Err(format!("{when}: pid {pid} is in state {}", st.state));
+    }
+    for tid in procfs::threads(pid) {
+        let tracer = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("TracerPid:").map(|v| v.trim().to_string()))
+            })
+            .unwrap_or_default();
+        if tracer != "0" {
+            return Err(format!(
+                "{when}: pid {pid} thread {tid} is still traced (TracerPid {tracer})"
+            ));
+        }
+    }
+    let now = maps(pid)?;
+    if now != t.maps {
+        let old: BTreeSet<&str> = t.maps.lines().collect();
+        let new: BTreeSet<&str> = now.lines().collect();
+        let mut d = String::new();
+        for l in new.difference(&old) {
+            d.push_str(&format!("\n  + {l}"));
+        }
+        for l in old.difference(&new) {
+            d.push_str(&format!("\n  - {l}"));
+        }
+        return Err(format!(
+            "{when}: the mappings of pid {pid} changed (a scratch mapping left behind?):{d}"
+        ));
+    }
+    run.note(format!(
+        "{when}: pid {pid} unharmed (running, not traced, same mappings)"
+    ));
+    Ok(())
+}
+
+/// Processes running a program of the work directory, other than `except`
+/// (a restore that failed must not have created any).
+fn strays(run: &Run, except: &[i32]) -> Vec<i32> {
+    procfs::all_processes()
+        .into_iter()
+        .filter(|s| !except.contains(&s.pid))
+        .filter(|s| procfs::exe(s.pid).is_some_and(|e| e.starts_with(&run.dir)))
+        .map(|s| s.pid)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Directories
+
+/// Every path below `dir` (not `dir` itself), sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The image directory a failed dump was given must be absent or empty, and
+/// nothing image-like may be anywhere under `area` (the directory the
+/// engine writes its temporary directory into) except below `allowed`.
+fn expect_no_image(img: &Path, area: &Path, allowed: &[&Path]) -> Result<(), String> {
+    let allowed = |p: &Path| allowed.iter().any(|a| p.starts_with(a));
+    let mut problems = Vec::new();
+    if img.exists() {
+        let inside = walk(img);
+        if !inside.is_empty() {
+            problems.push(format!(
+                "{} is not empty: {}",
+                img.display(),
+                show_paths(&inside)
+            ));
+        }
+    }
+    let image_like: Vec<PathBuf> = walk(area)
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            !allowed(p) && (name == MANIFEST_NAME || name.ends_with(".img"))
+        })
+        .collect();
+    if !image_like.is_empty() {
+        problems.push(format!(
+            "image files are left under {}: {}",
+            area.display(),
+            show_paths(&image_like)
+        ));
+    }
+    // The engine's temporary directory (a sibling of the image directory).
+    let hidden: Vec<PathBuf> = fs::read_dir(area)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    !allowed(p)
+                        && p.file_name()
+                            .is_some_and(|n| n.as_bytes().starts_with(b"."))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !hidden.is_empty() {
+        problems.push(format!(
+            "temporary entries are left in {}: {}",
+            area.display(),
+            show_paths(&hidden)
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn show_paths(v: &[PathBuf]) -> String {
+    const MAX: usize = 20;
+    let mut s = v
+        .iter()
+        .take(MAX)
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if v.len() > MAX {
+        s.push_str(&format!(" and {} more", v.len() - MAX));
+    }
+    s
+}
+
+/// A tmpfs mounted for one trial; unmounted on drop whatever happens.
+struct Tmpfs {
+    at: PathBuf,
+    mounted: bool,
+}
+
+impl Tmpfs {
+    fn mount(at: &Path, opts: &str) -> std::io::Result<Tmpfs> {
+        let c = |s: &[u8]| CString::new(s).expect("no NUL");
+        let target = c(at.as_os_str().as_bytes());
+        let fstype = c(b"tmpfs");
+        let data = c(opts.as_bytes());
+        // SAFETY: valid NUL-terminated strings for the duration of the call.
+        let r = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Tmpfs {
+            at: at.to_path_buf(),
+            mounted: true,
+        })
+    }
+
+    fn unmount(&mut self) -> Result<(), String> {
+        if !self.mounted {
+            return Ok(());
+        }
+        let target = CString::new(self.at.as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: a valid NUL-terminated path.
+        let r = unsafe { libc::umount2(target.as_ptr(), 0) };
+        if r == 0 {
+            self.mounted = false;
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        // Busy (a leaked process of the engine?): detach it anyway, so the
+        // machine is left clean, but report it.
+        // SAFETY: as above.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        self.mounted = false;
+        Err(format!(
+            "umount {}: {e} (detached it lazily)",
+            self.at.display()
+        ))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = self.unmount();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Dump trials
+
+/// Dump 48 MiB into an 8 MiB tmpfs: the dump must fail with ENOSPC naming
+/// the file, the target must go on as before, and the tmpfs must hold no
+/// image (nor the engine's temporary directory).
+fn dump_enospc(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let before = capture(run, pid)?;
+    let mnt = run.path("small");
+    fs::create_dir(&mnt).map_err(|e| format!("create {}: {e}", mnt.display()))?;
+    let mut fs8 = match Tmpfs::mount(&mnt, "size=8m,mode=0755") {
+        Ok(m) => m,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            return Ok(Outcome::Ignored(format!("cannot mount a tmpfs here: {e}")))
+        }
+        Err(e) => return Err(format!("mount tmpfs on {}: {e}", mnt.display())),
+    };
+    run.note(format!("mounted a tmpfs of 8 MiB on {}", mnt.display()));
+    let img = mnt.join("img");
+    let checks = (|| {
+        let args = dump_args(run, pid, &img, "dump-enospc", &[]);
+        let out = expect_failure(run, "dump-enospc", &img, args)?;
+        let line = out
+            .lines()
+            .find(|l| l.contains("No space left"))
+            .ok_or_else(|| {
+                format!(
+                    "the dump failed, but its message does not say \"No space left\": {}",
+                    out.trim()
+                )
+            })?;
+        if !line.contains(".img") && !line.contains(&*mnt.to_string_lossy()) {
+            return Err(format!(
+                "the ENOSPC message does not name the file it was writing: {line}"
+            ));
+        }
+        check_unharmed(run, &before, "after the failed dump")?;
+        expect_no_image(&img, &mnt, &[])?;
+        let rest: Vec<PathBuf> = walk(&mnt).into_iter().filter(|p| p != &img).collect();
+        if !rest.is_empty() {
+            return Err(format!(
+                "the failed dump left files on the tmpfs: {}",
+                show_paths(&rest)
+            ));
+        }
+        Ok(())
+    })();
+    let unmounted = fs8.unmount();
+    checks?;
+    unmounted?;
+    run.note("tmpfs unmounted");
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// Kills a directly spawned child (and waits for it) on every path.
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Dump of a process whose fd 0 is a pipe (not supported yet): the error
+/// must name the pid, the fd and the kind of file, and the process must go
+/// on untouched.
+fn dump_pipe_fd(run: &mut Run) -> Result<Outcome, String> {
+    // The write end stays open (in this process) until the trial ends.
+    let (rd, _wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let exe = run.path("sleep");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("1000")
+        .current_dir(&run.dir)
+        .stdin(Stdio::from(rd))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C");
+    // SAFETY: setsid is async-signal-safe. A session of its own, like a
+    // zdtm program after its launcher.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    trial::no_inherited_fds(&mut cmd);
+    let child = trial::spawn_retrying(&mut cmd)
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let pid = child.id() as i32;
+    let mut guard = ChildGuard(Some(child));
+    run.pid = Some(pid);
+    run.known.insert(pid);
+    run.note(format!(
+        "started {} 1000 with a pipe on fd 0, pid {pid}",
+        exe.display()
+    ));
+    trial::poll(Duration::from_secs(5), || {
+        (procfs::exe(pid).as_deref() == Some(exe.as_path())).then_some(())
+    })
+    .ok_or_else(|| format!("pid {pid} did not exec {}", exe.display()))?;
+    let fd0 = fs::read_link(format!("/proc/{pid}/fd/0")).map_err(|e| e.to_string())?;
+    if !fd0.to_string_lossy().starts_with("pipe:") {
+        return Err(format!(
+            "test setup: fd 0 of pid {pid} is {}",
+            fd0.display()
+        ));
+    }
+    let before = capture(run, pid)?;
+
+    let img = run.path("img-pipe");
+    let args = dump_args(run, pid, &img, "dump-pipe", &[]);
+    let out = expect_failure(run, "dump-pipe", &img, args)?;
+    expect_pid("dump-pipe", &out, pid)?;
+    expect_mentions("dump-pipe", &out, &[&["fd 0"], &["pipe"]])?;
+    check_unharmed(run, &before, "after the failed dump")?;
+    expect_no_image(&img, &run.dir, &[])?;
+
+    // The process must still work: SIGTERM ends it as it would have.
+    kill(Pid::from_raw(pid), Signal::SIGTERM).map_err(|e| format!("kill({pid}): {e}"))?;
+    let mut child = guard.0.take().expect("spawned");
+    let st = trial::wait_child(&mut child, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("pid {pid} did not exit within 10s of SIGTERM"))?;
+    if st.signal() != Some(libc::SIGTERM) {
+        return Err(format!(
+            "pid {pid} ended with {st}, expected death by SIGTERM"
+        ));
+    }
+    run.note(format!("pid {pid} ended by SIGTERM"));
+    run.pid = None;
+    Ok(Outcome::Passed)
+}
+
+/// Dump of a PID that does not exist: the error must name it, and no image
+/// may appear.
+fn dump_no_such_pid(run: &mut Run) -> Result<Outcome, String> {
+    let max: i32 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    let pid = (300..max)
+        .rev()
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .ok_or("no free PID")?;
+    run.note(format!("pid {pid} does not exist"));
+    let img = run.path("img-nopid");
+    let args = dump_args(run, pid, &img, "dump-nopid", &[]);
+    let out = expect_failure(run, "dump-nopid", &img, args)?;
+    expect_pid("dump-nopid", &out, pid)?;
+    expect_no_image(&img, &run.dir, &[])?;
+    Ok(Outcome::Passed)
+}
+
+/// Everything about a directory's entries (name, kind, size, mode, mtime,
+/// content), to show that nothing in it changed.
+fn dir_state(dir: &Path) -> Result<Vec<(PathBuf, u32, u64, i64, i64, Vec<u8>)>, String> {
+    let mut v = Vec::new();
+    for p in std::iter::once(dir.to_path_buf()).chain(walk(dir)) {
+        let m = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let content = if m.is_file() {
+            fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?
+        } else {
+            Vec::new()
+        };
+        v.push((p, m.mode(), m.size(), m.mtime(), m.mtime_nsec(), content));
+    }
+    Ok(v)
+}
+
+/// Dump into a directory that already holds something: refused, the
+/// directory untouched, the target untouched.
+fn dump_non_empty_dir(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let before = capture(run, pid)?;
+    let img = run.path("img-full");
+    fs::create_dir(&img).map_err(|e| format!("create {}: {e}", img.display()))?;
+    fs::write(img.join("precious.txt"), b"not an image\n").map_err(|e| e.to_string())?;
+    fs::create_dir(img.join("sub")).map_err(|e| e.to_string())?;
+    fs::write(img.join("sub/inventory.img"), b"not an image either\n")
+        .map_err(|e| e.to_string())?;
+    let state = dir_state(&img)?;
+
+    let args = dump_args(run, pid, &img, "dump-nonempty", &[]);
+    // Not named dump-*: the runner's engine() would create the directory.
+    let out = expect_failure(run, "nonempty-dump", &img, args)?;
+    expect_mentions(
+        "the dump",
+        &out,
+        &[
+            &[&*img.to_string_lossy()],
+            &["not empty", "non-empty", "nonempty"],
+        ],
+    )?;
+    if dir_state(&img)? != state {
+        return Err(format!(
+            "the refused dump changed {}: now {}",
+            img.display(),
+            show_paths(&walk(&img))
+        ));
+    }
+    expect_no_image(&run.path("no-such-dir"), &run.dir, &[&img])?;
+    check_unharmed(run, &before, "after the refused dump")?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+// ---------------------------------------------------------------------------
+// Restore trials
+
+/// Copies a flat image directory.
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    fs::create_dir(to).map_err(|e| format!("create {}: {e}", to.display()))?;
+    for e in fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let e = e.map_err(|e| e.to_string())?;
+        if !e.file_type().map_err(|e| e.to_string())?.is_file() {
+            return Err(format!("{}: not a regular file", e.path().display()));
+        }
+        fs::copy(e.path(), to.join(e.file_name()))
+            .map_err(|err| format!("copy {}: {err}", e.path().display()))?;
+    }
+    Ok(())
+}
+
+/// A corruption: changes the copy `dir` of the image of `pid` and returns
+/// what the restore's message must mention (groups of alternatives) and a
+/// description for the trace.
+type Corrupt = fn(dir: &Path, pid: i32) -> Result<(String, Vec<Vec<String>>), String>;
+
+fn flip_page_byte(dir: &Path, _pid: i32) -> Result<(String, Vec<Vec<String>>), String> {
+    let p = dir.join("pages-1.img");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if len == 0 {
+        return Err("pages-1.img is empty".into());
+    }
+    let at = len / 2 + 123;
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at))
+        .and_then(|_| f.read_exact(&mut b))
+        .and_then(|_| f.seek(SeekFrom::Start(at)))
+        .and_then(|_| f.write_all(&[b[0] ^ 0x5a]))
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok((
+        format!("flipped bits of byte {at} of pages-1.img ({len} bytes)"),
+        vec![vec!["pages-1.img".into()], vec!["checksum".into()]],
+    ))
+}
+
+fn truncate_core(dir: &Path, pid: i32) -> Result<(String, Vec<Vec<String>>), String> {
+    let name = format!("core-{pid}.img");
+    let p = dir.join(&name);
+    let len = fs::metadata(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?
+        .len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .and_then(|f| f.set_len(len / 2))
+        .map_err(|e| format!("truncate {}: {e}", p.display()))?;
+    Ok((
+        format!("truncated {name} from {len} to {} bytes", len / 2),
+        vec![vec![name], vec!["size".into(), "truncated".into()]],
+    ))
+}
+
+fn delete_mm(dir: &Path, pid: i32) -> Result<(String, Vec<Vec<String>>), String> {
+    let name = format!("mm-{pid}.img");
+    fs::remove_file(dir.join(&name)).map_err(|e| format!("remove {name}: {e}"))?;
+    Ok((
+        format!("removed {name}"),
+        vec![vec![name], vec!["missing".into(), "no such file".into()]],
+    ))
+}
+
+fn delete_manifest(dir: &Path, _pid: i32) -> Result<(String, Vec<Vec<String>>), String> {
+    fs::remove_file(dir.join(MANIFEST_NAME)).map_err(|e| format!("remove {MANIFEST_NAME}: {e}"))?;
+    Ok((
+        format!("removed {MANIFEST_NAME}"),
+        vec![
+            vec![MANIFEST_NAME.into()],
+            vec![
+                "missing".into(),
+                "no such file".into(),
+                "not found".into(),
+                "no manifest".into(),
+            ],
+        ],
+    ))
+}
+
+/// Records a rewritten file in the manifest, so that only the engine's
+/// content checks (not the checksum) can catch the change.
+fn reseal(dir: &Path, name: &str, d: images::FileDigest) -> Result<(), String> {
+    let mut m = Manifest::read(dir).map_err(|e| e.to_string())?;
+    m.add_digest(name, d);
+    m.write(dir).map_err(|e| e.to_string())?;
+    Manifest::verify(dir).map_err(|e| format!("test setup: the resealed manifest: {e}"))
+}
+
+/// inventory.img says image version 3: refused as unsupported.
+fn bump_image_version(dir: &Path, _pid: i32) -> Result<(String, Vec<Vec<String>>), String> {
+    let p = dir.join("inventory.img");
+    let mut inv: pb::InventoryEntry =
+        images::read_one(&p, Magic::Inventory).map_err(|e| e.to_string())?;
+    let old = inv.img_version;
+    inv.img_version = old + 1;
+    let d = images::write_image(&p, Magic::Inventory, &[inv]).map_err(|e| e.to_string())?;
+    reseal(dir, "inventory.img", d)?;
+    Ok((
+        format!(
+            "inventory.img: img_version {old} -> {} (manifest updated)",
+            old + 1
+        ),
+        vec![vec!["inventory.img".into()], vec!["version".into()]],
+    ))
+}
+
+/// The first pagemap entry moved below every mapping (same number of
+/// pages, so the pages file still matches), manifest updated: only the
+/// cross-reference check between pagemap and mm can catch it.
+fn pagemap_outside_mappings(dir: &Path, pid: i32) -> Result<(String, Vec<Vec<String>>), String> {
+    let name = format!("pagemap-{pid}.img");
+    let p = dir.join(&name);
+    let mut r = ImageReader::open(&p, Magic::Pagemap).map_err(|e| e.to_string())?;
+    let head: pb::PagemapHead = r
+        .read_entry()
+        .map_err(|e| e.to_string())?
+        .ok_or("pagemap without head")?;
+    let mut entries = Vec::new();
+    while let Some(e) = r
+        .read_entry::<pb::PagemapEntry>()
+        .map_err(|e| e.to_string())?
+    {
+        entries.push(e);
+    }
+    drop(r);
+    let mm: pb::MmEntry = images::read_one(dir.join(format!("mm-{pid}.img")), Magic::Mm)
+        .map_err(|e| e.to_string())?;
+    let first = entries.first_mut().ok_or("the pagemap has no entries")?;
+    let len = first.nr_pages as u64 * PAGE;
+    let lowest = mm.vmas.iter().map(|v| v.start).min().unwrap_or(u64::MAX);
+    let bogus = 0x10000u64;
+    if bogus + len > lowest {
+        return Err(format!(
+            "test setup: no room below the first mapping ({lowest:#x}) for {} pages",
+            first.nr_pages
+        ));
+    }
+    let was = first.vaddr;
+    first.vaddr = bogus;
+    let mut w = ImageWriter::create(&p, Magic::Pagemap).map_err(|e| e.to_string())?;
+    w.write_entry(&head).map_err(|e| e.to_string())?;
+    for e in &entries {
+        w.write_entry(e).map_err(|e| e.to_string())?;
+    }
+    let d = w.finish().map_err(|e| e.to_string())?;
+    reseal(dir, &name, d)?;
+    Ok((
+        format!(
+            "{name}: first entry moved from {was:#x} to {bogus:#x} ({} pages), outside every \
+             mapping; manifest updated",
+            len / PAGE
+        ),
+        vec![vec![name], vec![format!("{bogus:x}")]],
+    ))
+}
+
+/// The PID must be free after a failed restore (nothing was created, or
+/// whatever was created is gone), and no process of the case may run.
+fn expect_nothing_restored(run: &mut Run, pid: i32, what: &str) -> Result<(), String> {
+    let known = run.known.clone();
+    let free = trial::poll(SETTLE, || {
+        procfs::reap_zombies(pid, &known);
+        procfs::stat(pid).is_none().then_some(())
+    });
+    if free.is_none() {
+        let s = procfs::stat(pid);
+        return Err(format!(
+            "after the failed {what}, pid {pid} exists: {} (exe {:?})",
+            s.map(|s| trial::describe(&[s])).unwrap_or_default(),
+            procfs::exe(pid)
+        ));
+    }
+    let left = strays(run, &[]);
+    if !left.is_empty() {
+        return Err(format!(
+            "after the failed {what}, processes of the case run: {left:?}"
+        ));
+    }
+    let pf = run.path(&format!("{what}.pid"));
+    if pf.exists() {
+        return Err(format!(
+            "the failed {what} wrote its --pidfile {}",
+            pf.display()
+        ));
+    }
+    run.note(format!(
+        "after the failed {what}: pid {pid} is free, nothing runs"
+    ));
+    Ok(())
+}
+
+/// Dump (the target dies), restore a damaged copy (must fail, name the file
+/// and the problem, create nothing), then restore the intact image (must
+/// work, and the program must pass).
+fn restore_damaged(run: &mut Run, corrupt: Corrupt) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))
+        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    run.note("dump 1: tree gone");
+
+    let img = run.path("img-1");
+    let bad = run.path("img-bad");
+    copy_dir(&img, &bad)?;
+    let (desc, groups) = corrupt(&bad, pid)?;
+    run.note(format!("damaged copy img-bad: {desc}"));
+    let args = restore_args(run, &bad, "restore-bad");
+    let out = expect_failure(run, "restore-bad", &bad, args)?;
+    let groups: Vec<Vec<&str>> = groups
+        .iter()
+        .map(|g| g.iter().map(String::as_str).collect())
+        .collect();
+    let groups: Vec<&[&str]> = groups.iter().map(Vec::as_slice).collect();
+    expect_mentions("restore-bad", &out, &groups)?;
+    expect_nothing_restored(run, pid, "restore-bad")?;
+
+    let st: ExitStatus = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "restore of the intact image failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    run.check_tree(&tree, &stopped, "after restoring the intact image")?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// dump --leave-running, then restore while the original still holds the
+/// PID: refused with the PID and the holder's name; the original goes on.
+fn restore_pid_taken(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let before = capture(run, pid)?;
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 --leave-running failed ({st})"));
+    }
+    check_unharmed(run, &before, "after dump --leave-running")?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map_err(|e| format!("/proc/{pid}/comm: {e}"))?
+        .trim()
+        .to_string();
+
+    let img = run.path("img-1");
+    let args = restore_args(run, &img, "restore-taken");
+    let out = expect_failure(run, "restore-taken", &img, args)?;
+    expect_pid("restore-taken", &out, pid)?;
+    expect_mentions("restore-taken", &out, &[&[&comm]])?;
+    let left = strays(run, &[pid]);
+    if !left.is_empty() {
+        return Err(format!(
+            "after the refused restore, other processes run the program: {left:?}"
+        ));
+    }
+    let pf = run.path("restore-taken.pid");
+    if pf.exists() {
+        return Err(format!(
+            "the refused restore wrote its --pidfile {}",
+            pf.display()
+        ));
+    }
+    check_unharmed(run, &before, "after the refused restore")?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
