@@ -113,6 +113,12 @@ fn main() {
             body: dump_non_empty_dir,
         },
         Spec {
+            name: "dump/errors-name-the-pid",
+            case: zdtm_sleep_case,
+            variant: Variant::Once,
+            body: dump_errors_name_the_pid,
+        },
+        Spec {
             name: "restore/flipped-page-byte",
             case: mem_case,
             variant: Variant::Once,
@@ -123,6 +129,12 @@ fn main() {
             case: mem_case,
             variant: Variant::Once,
             body: |r| restore_damaged(r, truncate_core),
+        },
+        Spec {
+            name: "restore/truncated-core-resealed",
+            case: mem_case,
+            variant: Variant::Once,
+            body: |r| restore_damaged(r, truncate_core_resealed),
         },
         Spec {
             name: "restore/missing-mm",
@@ -747,7 +759,9 @@ fn dump_no_such_pid(run: &mut Run) -> Result<Outcome, String> {
 
 /// Everything about a directory's entries (name, kind, size, mode, mtime,
 /// content), to show that nothing in it changed.
-fn dir_state(dir: &Path) -> Result<Vec<(PathBuf, u32, u64, i64, i64, Vec<u8>)>, String> {
+type EntryState = (PathBuf, u32, u64, i64, i64, Vec<u8>);
+
+fn dir_state(dir: &Path) -> Result<Vec<EntryState>, String> {
     let mut v = Vec::new();
     for p in std::iter::once(dir.to_path_buf()).chain(walk(dir)) {
         let m = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -797,6 +811,56 @@ fn dump_non_empty_dir(run: &mut Run) -> Result<Outcome, String> {
     check_unharmed(run, &before, "after the refused dump")?;
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
+}
+
+/// "Every error names the pid, the object and the reason": the dump
+/// failures of a live target that the other trials provoke for their own
+/// rules (a full filesystem, a non-empty directory) must name the target's
+/// pid too. All problems are collected, so one run shows every message.
+fn dump_errors_name_the_pid(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let before = capture(run, pid)?;
+    let mut problems = Vec::new();
+
+    // A full filesystem: a 16 KiB tmpfs holds no image of any program.
+    let mnt = run.path("tiny");
+    fs::create_dir(&mnt).map_err(|e| format!("create {}: {e}", mnt.display()))?;
+    let mut tiny = match Tmpfs::mount(&mnt, "size=16k,mode=0755") {
+        Ok(m) => m,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            return Ok(Outcome::Ignored(format!("cannot mount a tmpfs here: {e}")))
+        }
+        Err(e) => return Err(format!("mount tmpfs on {}: {e}", mnt.display())),
+    };
+    run.note(format!("mounted a tmpfs of 16 KiB on {}", mnt.display()));
+    let img = mnt.join("img");
+    let args = dump_args(run, pid, &img, "dump-full", &[]);
+    let full = expect_failure(run, "dump-full", &img, args);
+    let unmounted = tiny.unmount();
+    let full = full?;
+    unmounted?;
+    if let Err(e) = expect_pid("the dump into a full filesystem", &full, pid) {
+        problems.push(e);
+    }
+
+    // A non-empty image directory.
+    let img = run.path("img-full");
+    fs::create_dir(&img).map_err(|e| format!("create {}: {e}", img.display()))?;
+    fs::write(img.join("precious.txt"), b"not an image\n").map_err(|e| e.to_string())?;
+    let args = dump_args(run, pid, &img, "nonempty-dump", &[]);
+    let out = expect_failure(run, "nonempty-dump", &img, args)?;
+    if let Err(e) = expect_pid("the dump into a non-empty directory", &out, pid) {
+        problems.push(e);
+    }
+
+    check_unharmed(run, &before, "after the failed dumps")?;
+    run.stop_and_verify()?;
+    if problems.is_empty() {
+        Ok(Outcome::Passed)
+    } else {
+        Err(problems.join("\n"))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -859,6 +923,31 @@ fn truncate_core(dir: &Path, pid: i32) -> Result<(String, Vec<Vec<String>>), Str
     Ok((
         format!("truncated {name} from {len} to {} bytes", len / 2),
         vec![vec![name], vec!["size".into(), "truncated".into()]],
+    ))
+}
+
+/// core-PID.img cut in the middle of its entry, with the manifest updated:
+/// the framing check (not the manifest) must catch it.
+fn truncate_core_resealed(dir: &Path, pid: i32) -> Result<(String, Vec<Vec<String>>), String> {
+    let name = format!("core-{pid}.img");
+    let p = dir.join(&name);
+    let len = fs::metadata(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?
+        .len();
+    if len < 64 {
+        return Err(format!("test setup: {name} has only {len} bytes"));
+    }
+    let cut = len - 17;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .and_then(|f| f.set_len(cut))
+        .map_err(|e| format!("truncate {}: {e}", p.display()))?;
+    let d = images::hash_file(&p).map_err(|e| e.to_string())?;
+    reseal(dir, &name, d)?;
+    Ok((
+        format!("truncated {name} from {len} to {cut} bytes (manifest updated)"),
+        vec![vec![name], vec!["truncated".into()]],
     ))
 }
 

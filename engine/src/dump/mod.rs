@@ -8,15 +8,12 @@
 
 pub mod core;
 pub mod files;
+pub mod freeze;
 pub mod memory;
 pub mod regs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag};
-use nix::unistd::Pid as NixPid;
 
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
@@ -53,18 +50,13 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         return Err(Error::task(pid, "dump", "the task is a zombie or dead"));
     }
     let dir = ImageDir::create(&opts.dir)?;
-    let mut task = Seized::seize(pid)?;
-    // Refuse what this engine version cannot do, with the task frozen so
-    // the answer cannot change under us.
-    let tids = proc::tids(pid)?;
-    if tids.len() > 1 {
-        return Err(Error::unsupported(
-            pid,
-            format!("{} threads ({:?})", tids.len(), tids),
-            "multi-threaded processes are not supported yet",
-        ));
+    let mut threads = freeze::freeze_threads(pid)?;
+    // Refuse what this engine version cannot do, with the process frozen
+    // so the answer cannot change under us.
+    let mut children = Vec::new();
+    for t in &threads {
+        children.extend(proc::children(pid, t.tid)?);
     }
-    let children = proc::children(pid, pid)?;
     if !children.is_empty() {
         return Err(Error::unsupported(
             pid,
@@ -76,37 +68,18 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         tasks: 1,
         ..Default::default()
     };
-    dump_process(&mut task, &dir, &mut stats)?;
+    dump_process(&mut threads, &dir, &mut stats)?;
     debug!("pid {pid}: images written");
     dir.commit()?;
     debug!("pid {pid}: image directory committed");
     if opts.leave_running {
         info!("pid {pid}: dump done, leaving it running");
-        task.detach()?;
+        freeze::thaw(threads)?;
     } else {
         info!("pid {pid}: dump done, killing it");
-        kill_seized(task)?;
+        freeze::kill_frozen(threads)?;
     }
     Ok(stats)
-}
-
-/// SIGKILL a seized task and reap the ptrace notification of its death, so
-/// that its parent (not us) sees it exit.
-fn kill_seized(task: Seized) -> Result<()> {
-    let pid = task.tid;
-    kill(NixPid::from_raw(pid), Signal::SIGKILL)
-        .map_err(|e| Error::sys(pid, "kill after dump", e))?;
-    task.forget();
-    loop {
-        match waitpid(NixPid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
-            Ok(nix::sys::wait::WaitStatus::Exited(..))
-            | Ok(nix::sys::wait::WaitStatus::Signaled(..))
-            | Err(nix::errno::Errno::ECHILD) => return Ok(()),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::sys(pid, "waiting for the dumped task to die", e)),
-        }
-    }
 }
 
 /// Namespace ids: small numbers standing for namespace inodes, shared by
@@ -146,8 +119,19 @@ fn task_ids(pid: Pid, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
     Ok(ids)
 }
 
-fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Result<()> {
-    let pid = task.tid;
+/// What a thread looked like when it was stopped, before the engine's
+/// remote calls touched its signal mask.
+struct ThreadSnap {
+    tid: Pid,
+    regs: crate::ptrace::Regs,
+    xstate: Vec<u8>,
+    blk: u64,
+    stat: stat::Stat,
+    status: status::Status,
+}
+
+fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -> Result<()> {
+    let pid = threads[0].tid;
     let stat = stat::read(pid)?;
     let status = status::read(pid)?;
     let vmas = maps::read_smaps(pid)?;
@@ -165,24 +149,51 @@ fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Res
     let syscall_ip = find_syscall_insn(&mem, &ranges)?;
     debug!("pid {pid}: remote syscalls at {syscall_ip:#x}");
 
-    let blk = task.sigmask()?;
-    let stopped = task.kind == StopKind::GroupStop;
-    let regs = task.regs;
-    let xstate = task.xstate()?;
+    let stopped = threads[0].kind == StopKind::GroupStop;
+    let mut snaps = Vec::with_capacity(threads.len());
+    for t in threads.iter() {
+        snaps.push(ThreadSnap {
+            tid: t.tid,
+            regs: t.regs,
+            xstate: t.xstate()?,
+            blk: t.sigmask()?,
+            stat: stat::read_task(pid, t.tid)?,
+            status: status::read_task(pid, t.tid)?,
+        });
+    }
 
-    // Everything asked from inside the task.
-    let (task_core, thread_info, thread_core, brk, dumpable) = {
-        let mut s = ScratchSession::open(task, syscall_ip, &mem)?;
-        let tc = core::dump_task_core(pid, stopped, blk, &stat, &mut s)?;
-        let (ti, thc) = core::dump_thread(pid, &regs, &xstate, blk, &stat, &status, &mut s)?;
+    // Everything asked from inside the task: the process-wide part and the
+    // leader's thread part through the leader, each other thread's part
+    // through that thread, all sharing one scratch page.
+    let (task_core, thread_parts, brk, dumpable) = {
+        let (leader, rest) = threads.split_first_mut().expect("the leader is there");
+        let mut s = ScratchSession::open(leader, syscall_ip, &mem)?;
+        let tc = core::dump_task_core(pid, stopped, snaps[0].blk, &stat, &mut s)?;
+        let l = &snaps[0];
+        let mut parts = vec![core::dump_thread(
+            l.tid, &l.regs, &l.xstate, l.blk, &l.stat, &l.status, &mut s,
+        )?];
         let brk = s.call(libc::SYS_brk, &[0], "brk(0)")?;
         let dumpable = s.call(
             libc::SYS_prctl,
             &[libc::PR_GET_DUMPABLE as u64],
             "prctl(PR_GET_DUMPABLE)",
         )?;
+        for (t, snap) in rest.iter_mut().zip(&snaps[1..]) {
+            let mut ts = ScratchSession::borrow(t, syscall_ip, &mem, s.addr)?;
+            parts.push(core::dump_thread(
+                snap.tid,
+                &snap.regs,
+                &snap.xstate,
+                snap.blk,
+                &snap.stat,
+                &snap.status,
+                &mut ts,
+            )?);
+            ts.close()?;
+        }
         s.close()?;
-        (tc, ti, thc, brk, dumpable)
+        (tc, parts, brk, dumpable)
     };
 
     debug!("pid {pid}: task state read");
@@ -297,14 +308,19 @@ fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Res
 
     let mut ns = NsIds::default();
     let ids = task_ids(pid, &mut ns)?;
-    let core = pb::CoreEntry {
-        mtype: pb::core_entry::March::X8664 as i32,
-        thread_info: Some(thread_info),
-        tc: Some(task_core),
-        ids: Some(ids),
-        thread_core: Some(thread_core),
-    };
-    dir.write_image(&format!("core-{pid}.img"), &[core])?;
+    let tids: Vec<u32> = snaps.iter().map(|t| t.tid as u32).collect();
+    let mut task_core = Some(task_core);
+    for (snap, (info, thread_core)) in snaps.iter().zip(thread_parts) {
+        let leader = snap.tid == pid;
+        let core = pb::CoreEntry {
+            mtype: pb::core_entry::March::X8664 as i32,
+            thread_info: Some(info),
+            tc: if leader { task_core.take() } else { None },
+            ids: leader.then_some(ids),
+            thread_core: Some(thread_core),
+        };
+        dir.write_image(&format!("core-{}.img", snap.tid), &[core])?;
+    }
     dir.write_image(&format!("mm-{pid}.img"), &[mm])?;
     dir.write_image(&format!("ids-{pid}.img"), &[ids])?;
     dir.write_image(&format!("fs-{pid}.img"), &[fs])?;
@@ -317,7 +333,7 @@ fn dump_process(task: &mut Seized, dir: &ImageDir, stats: &mut DumpStats) -> Res
             ppid: 0,
             pgid: stat.pgrp as u32,
             sid: stat.session as u32,
-            threads: vec![pid as u32],
+            threads: tids,
         }],
     )?;
     dir.write_image(

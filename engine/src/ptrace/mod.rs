@@ -124,12 +124,13 @@ impl Seized {
         Ok(s)
     }
 
-    /// Adopt a task that stopped itself under PTRACE_TRACEME (restore).
-    pub fn adopt_traceme(tid: Pid) -> Result<Seized> {
+    /// Adopt a task that stopped itself under PTRACE_TRACEME, or a thread
+    /// auto-attached at creation (restore).
+    pub fn adopt_stopped(tid: Pid) -> Result<Seized> {
         let st = waitpid(npid(tid), Some(WaitPidFlag::__WALL))
             .ctx(tid, || "waiting for the restored task to stop".into())?;
         match st {
-            WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
+            WaitStatus::Stopped(_, Signal::SIGSTOP) | WaitStatus::PtraceEvent(_, Signal::SIGSTOP, _) => {}
             WaitStatus::Exited(_, code) => {
                 return Err(Error::task(
                     tid,

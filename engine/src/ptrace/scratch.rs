@@ -14,6 +14,9 @@ pub struct ScratchSession<'a> {
     remote: Option<Remote<'a>>,
     pub mem: &'a TaskMem,
     pub addr: u64,
+    /// The page was mapped by this session (and is unmapped by it), rather
+    /// than borrowed from the session of another thread of the process.
+    owned: bool,
 }
 
 impl<'a> ScratchSession<'a> {
@@ -35,6 +38,23 @@ impl<'a> ScratchSession<'a> {
             remote: Some(remote),
             mem,
             addr,
+            owned: true,
+        })
+    }
+
+    /// A session in another thread of the same process, using the page an
+    /// owning session mapped (threads share the address space).
+    pub fn borrow(
+        task: &'a mut Seized,
+        syscall_ip: u64,
+        mem: &'a TaskMem,
+        addr: u64,
+    ) -> Result<Self> {
+        Ok(ScratchSession {
+            remote: Some(Remote::new(task, syscall_ip)?),
+            mem,
+            addr,
+            owned: false,
         })
     }
 
@@ -67,18 +87,20 @@ impl<'a> ScratchSession<'a> {
     pub fn close(mut self) -> Result<()> {
         let addr = self.addr;
         let mut remote = self.remote.take().expect("session is open");
-        remote.call(
-            libc::SYS_munmap,
-            &[addr, SCRATCH_SIZE],
-            "munmap of the scratch page",
-        )?;
+        if self.owned {
+            remote.call(
+                libc::SYS_munmap,
+                &[addr, SCRATCH_SIZE],
+                "munmap of the scratch page",
+            )?;
+        }
         remote.finish()
     }
 }
 
 impl Drop for ScratchSession<'_> {
     fn drop(&mut self) {
-        if let Some(mut r) = self.remote.take() {
+        if let Some(mut r) = self.remote.take().filter(|_| self.owned) {
             let _ = r.raw(libc::SYS_munmap, &[self.addr, SCRATCH_SIZE]);
             // Remote's own Drop restores registers and mask.
         }

@@ -43,6 +43,8 @@ pub struct TaskImages {
     pub fdinfo: Vec<pb::FdinfoEntry>,
     pub fs: pb::FsEntry,
     pub ids: pb::TaskKobjIdsEntry,
+    /// The other threads: (tid, core with thread_info and thread_core).
+    pub threads: Vec<(i32, pb::CoreEntry)>,
 }
 
 impl TaskImages {
@@ -170,14 +172,32 @@ pub fn load(dir: &Path) -> Result<Images> {
         if core.tc.is_none() || core.thread_core.is_none() {
             return Err(bad(&core_path, "missing task or thread core"));
         }
-        if p.threads != [p.pid] {
+        if p.threads.first() != Some(&p.pid) {
             return Err(bad(
                 &dir.join("pstree.img"),
                 format!(
-                    "pid {pid}: threads {:?}: multi-threaded restore is not supported yet",
+                    "pid {pid}: thread list {:?} does not start with the leader",
                     p.threads
                 ),
             ));
+        }
+        let mut threads = Vec::new();
+        for &tid in &p.threads[1..] {
+            let name = format!("core-{tid}.img");
+            let path = dir.join(&name);
+            let c: pb::CoreEntry = read_one(dir, &name, Magic::Core)?;
+            match &c.thread_info {
+                Some(i)
+                    if i.fpregs
+                        .ckpt_xsave_raw
+                        .as_ref()
+                        .is_some_and(|x| x.len() >= 576) => {}
+                _ => return Err(bad(&path, "no registers or no raw xsave area")),
+            }
+            if c.thread_core.is_none() {
+                return Err(bad(&path, "missing thread core"));
+            }
+            threads.push((tid as i32, c));
         }
         let mm_name = format!("mm-{pid}.img");
         let mm: pb::MmEntry = read_one(dir, &mm_name, Magic::Mm)?;
@@ -257,6 +277,7 @@ pub fn load(dir: &Path) -> Result<Images> {
             fdinfo,
             fs,
             ids,
+            threads,
         });
     }
     // Pages files hold exactly the pages their pagemaps list.

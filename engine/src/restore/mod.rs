@@ -25,6 +25,7 @@ use nix::unistd::Pid as NixPid;
 use crate::dump::memory::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};
 use crate::dump::regs::{regs_from_pb, restart_regs};
 use crate::error::{Error, Pid, Result};
+use crate::images::pb;
 use crate::proc::maps::{self, SpecialVma};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::{find_syscall_insn, Remote};
@@ -257,7 +258,7 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
             format!("the new task failed to set itself up: {msg}"),
         ));
     }
-    let mut task = Seized::adopt_traceme(pid)?;
+    let mut task = Seized::adopt_stopped(pid)?;
     let mem = TaskMem::open(pid)?;
     let cur = maps::read_maps(pid)?;
     let vdso: Vec<(u64, u64)> = cur
@@ -266,20 +267,61 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
         .map(|v| (v.start, v.end))
         .collect();
     let ip = find_syscall_insn(&mem, &vdso)?;
-    {
+    nix::sys::ptrace::setoptions(
+        NixPid::from_raw(pid),
+        nix::sys::ptrace::Options::PTRACE_O_TRACECLONE,
+    )
+    .map_err(|e| Error::sys(pid, "PTRACE_SETOPTIONS(TRACECLONE)", e))?;
+    // The leader rebuilds the address space and creates the other threads
+    // (while it still has the privileges clone3 with set_tid needs).
+    let mut threads: Vec<Seized> = Vec::new();
+    let (ip, scratch) = {
         let mut r = Remote::new(&mut task, ip)?;
         unregister_rseq(&mut r, pid)?;
-        memory::reset_address_space(&mut r, t, ip)?;
+        let ip = memory::reset_address_space(&mut r, t, ip)?;
         debug!("pid {pid}: address space reset");
         memory::map_and_fill(&mut r, imgs, t, &file_fds)?;
         debug!("pid {pid}: memory restored");
         let scratch = map_scratch(&mut r, t)?;
         restore_mm(&mut r, &mem, scratch, t, exe_fd)?;
-        restore_thread(&mut r, &mem, scratch, t)?;
-        let tc = t.thread();
-        if let Some(c) = &tc.creds {
+        for (tid, _) in &t.threads {
+            threads.push(clone_thread(&mut r, &mem, scratch, *tid)?);
+        }
+        restore_thread(&mut r, &mem, scratch, t.info(), t.thread())?;
+        r.abandon();
+        (ip, scratch)
+    };
+    if !t.threads.is_empty() {
+        debug!("pid {pid}: {} threads created", t.threads.len());
+    }
+    for (th, (_, core)) in threads.iter_mut().zip(&t.threads) {
+        let mut r = Remote::new(th, ip)?;
+        let info = core.thread_info.as_ref().expect("validated");
+        let tcore = core.thread_core.as_ref().expect("validated");
+        restore_thread(&mut r, &mem, scratch, info, tcore)?;
+        r.abandon();
+    }
+    // Credentials last, thread by thread (they are per-thread in the
+    // kernel), and what a credential change resets after them.
+    {
+        let mut r = Remote::new(&mut task, ip)?;
+        if let Some(c) = &t.thread().creds {
             creds::restore_creds(&mut r, &mem, scratch, c)?;
         }
+        r.abandon();
+    }
+    for (th, (_, core)) in threads.iter_mut().zip(&t.threads) {
+        let mut r = Remote::new(th, ip)?;
+        let tcore = core.thread_core.as_ref().expect("validated");
+        if let Some(c) = &tcore.creds {
+            creds::restore_creds(&mut r, &mem, scratch, c)?;
+        }
+        set_pdeath(&mut r, tcore)?;
+        r.abandon();
+    }
+    {
+        let mut r = Remote::new(&mut task, ip)?;
+        set_pdeath(&mut r, t.thread())?;
         after_creds(&mut r, t)?;
         r.call(
             libc::SYS_munmap,
@@ -291,24 +333,71 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
         }
         r.abandon();
     }
-    // Final state of the thread: mask, FPU, registers.
-    let thread = t.thread();
-    task.set_sigmask(thread.blk_sigset.unwrap_or(t.tc().blk_sigset))?;
-    let info = t.info();
-    if let Some(x) = &info.fpregs.ckpt_xsave_raw {
-        task.set_xstate(x)?;
+    // Final state of every thread: mask, FPU, registers.
+    for (th, (_, core)) in threads.iter_mut().zip(&t.threads) {
+        let info = core.thread_info.as_ref().expect("validated");
+        let tcore = core.thread_core.as_ref().expect("validated");
+        set_final_state(th, info, tcore.blk_sigset.unwrap_or(0))?;
     }
-    let regs = restart_regs(regs_from_pb(&info.gpregs));
-    task.set_regs(&regs)?;
-    sched_and_oom(t)?;
+    let blk = t.thread().blk_sigset.unwrap_or(t.tc().blk_sigset);
+    set_final_state(&mut task, t.info(), blk)?;
+    sched_and_oom(pid, t.thread(), t.tc().oom_score_adj)?;
+    for (tid, core) in &t.threads {
+        sched_and_oom(*tid, core.thread_core.as_ref().expect("validated"), None)?;
+    }
     let stopped = t.tc().task_state == crate::dump::core::TASK_STOPPED;
     if stopped {
         kill(NixPid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Error::sys(pid, "SIGSTOP", e))?;
+    }
+    for th in threads {
+        th.detach()?;
     }
     task.detach()?;
     guard.armed = false;
     debug!("pid {pid}: detached");
     Ok(pid)
+}
+
+fn set_final_state(th: &mut Seized, info: &pb::ThreadInfoX86, blk: u64) -> Result<()> {
+    th.set_sigmask(blk)?;
+    if let Some(x) = &info.fpregs.ckpt_xsave_raw {
+        th.set_xstate(x)?;
+    }
+    th.set_regs(&restart_regs(regs_from_pb(&info.gpregs)))
+}
+
+/// Create thread `tid` from inside the leader (clone3 with set_tid). The
+/// new thread is auto-attached (PTRACE_O_TRACECLONE) and stays stopped
+/// before it runs a single instruction; its registers are set later.
+fn clone_thread(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, tid: Pid) -> Result<Seized> {
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    let args_at = scratch + 1024;
+    let tid_at = args_at + 128;
+    let mut args = [0u64; 11];
+    args[0] = flags;
+    args[8] = tid_at; // set_tid
+    args[9] = 1; // set_tid_size
+    let bytes: Vec<u8> = args.iter().flat_map(|v| v.to_le_bytes()).collect();
+    mem.write(args_at, &bytes)?;
+    mem.write(tid_at, &(tid as u32).to_le_bytes())?;
+    let got = r.call(
+        libc::SYS_clone3,
+        &[args_at, bytes.len() as u64],
+        &format!("clone3 of thread {tid}"),
+    )?;
+    if got != tid as u64 {
+        return Err(Error::task(
+            tid,
+            "thread",
+            format!("clone3 created thread {got} instead"),
+        ));
+    }
+    Seized::adopt_stopped(tid)
 }
 
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -398,9 +487,24 @@ fn restore_mm(
 }
 
 /// Per-thread kernel state that needs a call from inside the thread.
-fn restore_thread(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImages) -> Result<()> {
-    let th = t.thread();
-    let info = t.info();
+fn restore_thread(
+    r: &mut Remote<'_>,
+    mem: &TaskMem,
+    scratch: u64,
+    info: &pb::ThreadInfoX86,
+    th: &pb::ThreadCoreEntry,
+) -> Result<()> {
+    if let Some(comm) = &th.comm {
+        let mut name = comm.as_bytes().to_vec();
+        name.truncate(15);
+        name.push(0);
+        mem.write(scratch + 2048, &name)?;
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_NAME as u64, scratch + 2048],
+            "prctl(PR_SET_NAME)",
+        )?;
+    }
     r.call(
         libc::SYS_set_tid_address,
         &[info.clear_tid_addr],
@@ -439,9 +543,8 @@ fn restore_thread(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImage
     Ok(())
 }
 
-/// Settings that a credential change would reset, so they come after it.
-fn after_creds(r: &mut Remote<'_>, t: &TaskImages) -> Result<()> {
-    let th = t.thread();
+/// The parent-death signal is per thread and reset by a credential change.
+fn set_pdeath(r: &mut Remote<'_>, th: &pb::ThreadCoreEntry) -> Result<()> {
     if let Some(sig) = th.pdeath_sig.filter(|&s| s != 0) {
         r.call(
             libc::SYS_prctl,
@@ -449,6 +552,11 @@ fn after_creds(r: &mut Remote<'_>, t: &TaskImages) -> Result<()> {
             "prctl(PR_SET_PDEATHSIG)",
         )?;
     }
+    Ok(())
+}
+
+/// Process-wide settings that a credential change would reset.
+fn after_creds(r: &mut Remote<'_>, t: &TaskImages) -> Result<()> {
     if t.tc().child_subreaper == Some(true) {
         r.call(
             libc::SYS_prctl,
@@ -467,9 +575,7 @@ fn after_creds(r: &mut Remote<'_>, t: &TaskImages) -> Result<()> {
 }
 
 /// Attributes the engine sets from outside.
-fn sched_and_oom(t: &TaskImages) -> Result<()> {
-    let pid = t.pid;
-    let th = t.thread();
+fn sched_and_oom(pid: Pid, th: &pb::ThreadCoreEntry, oom_score_adj: Option<i32>) -> Result<()> {
     if let (Some(policy), Some(prio)) = (th.sched_policy, th.sched_prio) {
         let p = libc::sched_param {
             sched_priority: prio as i32,
@@ -495,7 +601,7 @@ fn sched_and_oom(t: &TaskImages) -> Result<()> {
             ));
         }
     }
-    if let Some(adj) = t.tc().oom_score_adj {
+    if let Some(adj) = oom_score_adj {
         let p = format!("/proc/{pid}/oom_score_adj");
         std::fs::write(&p, adj.to_string())
             .map_err(|e| Error::io(&p, format!("pid {pid}: oom_score_adj {adj}"), e))?;

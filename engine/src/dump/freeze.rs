@@ -1,0 +1,102 @@
+//! Stopping every thread of a process so that nothing changes under the
+//! dump, and letting them all go (or killing them) afterwards.
+//!
+//! Threads can be created and can exit while we are seizing; the loop
+//! seizes until a pass over /proc/PID/task finds no thread it has not
+//! seized. A stopped thread cannot create threads, so the loop ends once
+//! every live thread is held.
+
+use std::collections::BTreeMap;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid as NixPid;
+
+use crate::error::{Error, Pid, Result};
+use crate::proc::{self, stat};
+use crate::ptrace::Seized;
+
+/// Upper bound on seize passes; each pass can only find threads created
+/// by threads that were still running during the previous one.
+const MAX_PASSES: usize = 64;
+
+/// Every thread of `pid`, seized; the leader first, then by TID.
+pub fn freeze_threads(pid: Pid) -> Result<Vec<Seized>> {
+    let leader = stat::read(pid)?;
+    if leader.state == 'Z' {
+        let tids = proc::tids(pid).unwrap_or_default();
+        return Err(Error::unsupported(
+            pid,
+            format!("main thread (threads {tids:?})"),
+            "the main thread has exited (pthread_exit from main); processes with a zombie leader cannot be dumped",
+        ));
+    }
+    let mut held: BTreeMap<Pid, Seized> = BTreeMap::new();
+    held.insert(pid, Seized::seize(pid)?);
+    for _ in 0..MAX_PASSES {
+        let mut new = false;
+        for tid in proc::tids(pid)? {
+            if held.contains_key(&tid) {
+                continue;
+            }
+            match Seized::seize(tid) {
+                Ok(s) => {
+                    held.insert(tid, s);
+                    new = true;
+                }
+                // Exited between the listing and the seize.
+                Err(_) if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !new {
+            let leader = held.remove(&pid).expect("leader is held");
+            let mut out = vec![leader];
+            out.extend(held.into_values());
+            return Ok(out);
+        }
+    }
+    Err(Error::task(
+        pid,
+        "freeze",
+        format!("threads keep appearing after {MAX_PASSES} passes; could not freeze the process"),
+    ))
+}
+
+/// SIGKILL the process and consume the ptrace notifications of every
+/// thread's death, so its parent (not us) sees it exit.
+pub fn kill_frozen(threads: Vec<Seized>) -> Result<()> {
+    let Some(pid) = threads.first().map(|t| t.tid) else {
+        return Ok(());
+    };
+    kill(NixPid::from_raw(pid), Signal::SIGKILL)
+        .map_err(|e| Error::sys(pid, "kill after dump", e))?;
+    let tids: Vec<Pid> = threads.iter().map(|t| t.tid).collect();
+    for t in threads {
+        t.forget();
+    }
+    // Non-leaders first: the leader's exit is reported only after them.
+    for &tid in tids.iter().skip(1).chain(tids.first()) {
+        loop {
+            match waitpid(NixPid::from_raw(tid), Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::Exited(..))
+                | Ok(WaitStatus::Signaled(..))
+                | Err(nix::errno::Errno::ECHILD) => break,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys(tid, "waiting for the dumped thread to die", e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Let every thread go on where it was.
+pub fn thaw(threads: Vec<Seized>) -> Result<()> {
+    let mut first_err = None;
+    for t in threads.into_iter().rev() {
+        if let Err(e) = t.detach() {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
