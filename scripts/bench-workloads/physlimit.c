@@ -6,17 +6,23 @@
  *   physlimit DIR BYTES [CHUNK]
  *
  * Fills a BYTES buffer with pseudo-random data (untimed; the buffer is
- * resident, like a dumped process's memory), then times, each on a fresh
- * file DIR/physlimit.PID written with CHUNK-byte write() calls (default
- * 1 MiB):
- *   write        open(O_CREAT|O_TRUNC) + writes + close
+ * resident, like a dumped process's memory) and writes one untimed file to
+ * warm up, then times, with CHUNK-byte write()/read() calls (default 1 MiB)
+ * on the file DIR/physlimit.PID:
+ *   write        open(O_CREAT|O_TRUNC) a new file + writes + close: the
+ *                filesystem allocates its pages, as for a new image file
  *   write_fsync  the same with fsync() before close (what an engine that
  *                fsyncs its images pays)
- *   read_fresh   open + read() the file into a new, never-touched anonymous
- *                mapping + close: the pages are allocated while copying, as
- *                when a restore fills a new process's memory
- *   read_warm    the same into the resident buffer (copy cost only)
- * and prints one "NAME SECONDS" line each. The file is removed at the end.
+ *   overwrite    writes over the existing file, whose pages are allocated
+ *                already: the copy alone
+ *   read_warm    read into the resident buffer: the copy alone
+ *   read_fresh   read into a new, never-touched anonymous mapping, right
+ *                after unmapping the (touched) buffer, as a restore fills a
+ *                new process's memory right after the dump freed the old
+ *                one: copy plus page allocation
+ * Each of write and write_fsync follows the removal of a BYTES file, so
+ * both find the same state of free memory. Prints one "NAME SECONDS" line
+ * each; the file is removed at the end.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -45,11 +51,12 @@ static double now(void)
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static double write_file(const char *buf, size_t bytes, size_t chunk, int do_fsync)
+static double write_file(const char *buf, size_t bytes, size_t chunk, int do_fsync, int overwrite)
 {
-	unlink(path);
+	if (!overwrite)
+		unlink(path);
 	double t0 = now();
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int fd = open(path, O_WRONLY | O_CREAT | (overwrite ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
 	if (fd < 0)
 		die("open for writing");
 	for (size_t off = 0; off < bytes;) {
@@ -66,6 +73,14 @@ static double write_file(const char *buf, size_t bytes, size_t chunk, int do_fsy
 	if (close(fd))
 		die("close");
 	return now() - t0;
+}
+
+static uint64_t checksum(const uint64_t *p, size_t bytes)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < bytes / 8; i++)
+		h = (h ^ p[i]) * 0x100000001b3ULL;
+	return h;
 }
 
 static double read_file(char *buf, size_t bytes, size_t chunk)
@@ -112,21 +127,25 @@ int main(int argc, char **argv)
 		buf[i] = x * 0x2545f4914f6cdd1dULL;
 	}
 
-	double w = write_file((char *)buf, bytes, chunk, 0);
-	double wf = write_file((char *)buf, bytes, chunk, 1);
+	uint64_t sum = checksum(buf, bytes);
 
+	write_file((char *)buf, bytes, chunk, 0, 0); /* warm-up, untimed */
+	double w = write_file((char *)buf, bytes, chunk, 0, 0);
+	double wf = write_file((char *)buf, bytes, chunk, 1, 0);
+	double ow = write_file((char *)buf, bytes, chunk, 0, 1);
+	double rw = read_file((char *)buf, bytes, chunk);
+
+	munmap(buf, bytes);
 	char *fresh = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (fresh == MAP_FAILED)
 		die("mmap");
 	double rf = read_file(fresh, bytes, chunk);
-	if (memcmp(fresh, buf, bytes)) {
+	unlink(path);
+	if (checksum((uint64_t *)fresh, bytes) != sum) {
 		errno = EIO;
 		die("read back different bytes");
 	}
-	munmap(fresh, bytes);
-	double rw = read_file((char *)buf, bytes, chunk);
-	unlink(path);
 
-	printf("write %.6f\nwrite_fsync %.6f\nread_fresh %.6f\nread_warm %.6f\n", w, wf, rf, rw);
+	printf("write %.6f\nwrite_fsync %.6f\noverwrite %.6f\nread_warm %.6f\nread_fresh %.6f\n", w, wf, ow, rw, rf);
 	return 0;
 }

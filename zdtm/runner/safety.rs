@@ -370,7 +370,40 @@ fn maps(pid: i32) -> Result<String, String> {
     fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| format!("/proc/{pid}/maps: {e}"))
 }
 
+/// The syscall a task is blocked in, from /proc/PID/syscall.
+fn blocked_in(pid: i32) -> Option<i64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_ascii_whitespace().next()?.parse().ok()
+}
+
+/// Waits until the target sits in the wait it keeps until SIGTERM (a zdtm
+/// program unmaps its launcher page only after the launcher has gone, and
+/// a freshly exec'd program is still being loaded), so that its mappings
+/// can be compared.
+fn settle(pid: i32) -> Result<(), String> {
+    const WAITS: [i64; 6] = [
+        libc::SYS_futex,
+        libc::SYS_nanosleep,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_pause,
+        libc::SYS_rt_sigsuspend,
+        libc::SYS_wait4,
+    ];
+    trial::poll(Duration::from_secs(10), || {
+        let nr = blocked_in(pid)?;
+        let st = procfs::stat(pid)?;
+        (st.state == 'S' && WAITS.contains(&nr)).then_some(())
+    })
+    .ok_or_else(|| {
+        format!(
+            "pid {pid} did not settle in a wait within 10s (syscall {:?})",
+            blocked_in(pid)
+        )
+    })
+}
+
 fn capture(run: &mut Run, pid: i32) -> Result<Target, String> {
+    settle(pid)?;
     let tree = run.snapshot(pid);
     Ok(Target {
         pid,
@@ -700,10 +733,15 @@ fn dump_pipe_fd(run: &mut Run) -> Result<Outcome, String> {
         "started {} 1000 with a pipe on fd 0, pid {pid}",
         exe.display()
     ));
+    // Exec'd, the dynamic loader done, blocked in its sleep: only then do
+    // its mappings stop changing.
     trial::poll(Duration::from_secs(5), || {
-        (procfs::exe(pid).as_deref() == Some(exe.as_path())).then_some(())
+        let nr = blocked_in(pid)?;
+        (procfs::exe(pid).as_deref() == Some(exe.as_path())
+            && (nr == libc::SYS_nanosleep || nr == libc::SYS_clock_nanosleep))
+            .then_some(())
     })
-    .ok_or_else(|| format!("pid {pid} did not exec {}", exe.display()))?;
+    .ok_or_else(|| format!("pid {pid} did not get to sleep in {}", exe.display()))?;
     let fd0 = fs::read_link(format!("/proc/{pid}/fd/0")).map_err(|e| e.to_string())?;
     if !fd0.to_string_lossy().starts_with("pipe:") {
         return Err(format!(
@@ -757,10 +795,11 @@ fn dump_no_such_pid(run: &mut Run) -> Result<Outcome, String> {
     Ok(Outcome::Passed)
 }
 
-/// Everything about a directory's entries (name, kind, size, mode, mtime,
-/// content), to show that nothing in it changed.
+/// Path, mode, size, mtime (s, ns) and content of one entry.
 type EntryState = (PathBuf, u32, u64, i64, i64, Vec<u8>);
 
+/// Everything about a directory's entries, to show that nothing in it
+/// changed.
 fn dir_state(dir: &Path) -> Result<Vec<EntryState>, String> {
     let mut v = Vec::new();
     for p in std::iter::once(dir.to_path_buf()).chain(walk(dir)) {

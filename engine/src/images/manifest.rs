@@ -139,11 +139,23 @@ impl From<ManifestError> for crate::error::Error {
     }
 }
 
-/// Size and xxh3-128 of a file, read in big blocks.
+/// Size and xxh3-128 of a file. Big files (pages) are hashed straight
+/// from a mapping of the page cache, small ones read in big blocks.
 pub fn hash_file(path: &Path) -> Result<FileDigest> {
     let mut f = File::open(path).map_err(|e| ImageError::io(path, "open", e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| ImageError::io(path, "stat", e))?
+        .len();
+    if len >= MMAP_HASH_MIN {
+        let m = crate::sys::Mmap::map(&f).map_err(|e| ImageError::io(path, "mmap", e))?;
+        return Ok(FileDigest::of_bytes(m.as_slice()));
+    }
     hash_reader(&mut f).map_err(|e| ImageError::io(path, "read", e))
 }
+
+/// Files at least this big are hashed through mmap rather than read().
+const MMAP_HASH_MIN: u64 = 4 << 20;
 
 fn hash_reader(r: &mut impl Read) -> io::Result<FileDigest> {
     let mut hasher = Xxh3Default::new();

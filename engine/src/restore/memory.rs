@@ -269,17 +269,18 @@ fn open_pages(imgs: &Images, set: &PageSet) -> Result<Mmap> {
     Mmap::map(&f).map_err(|e| Error::io(&path, "mapping pages", e))
 }
 
-/// Copy pages into the task, many ranges per process_vm_writev call.
+/// Copy pages into the task, many ranges per process_vm_writev call, on
+/// two threads (each half of the bytes): the copy and the task's page
+/// allocation are the whole cost, and both scale with cores.
 fn write_pages(
     pid: i32,
     src: &Mmap,
     entries: &[pb::PagemapEntry],
     to_addr: impl Fn(u64) -> Option<u64>,
 ) -> Result<()> {
-    const IOV: usize = 512;
     let data = src.as_slice();
+    let mut ranges: Vec<(&[u8], u64)> = Vec::with_capacity(entries.len());
     let mut off = 0usize;
-    let mut batch: Vec<(&[u8], u64)> = Vec::with_capacity(IOV);
     for e in entries {
         let len = e.nr_pages as usize * PAGE as usize;
         let addr = to_addr(e.vaddr).ok_or_else(|| {
@@ -289,13 +290,52 @@ fn write_pages(
                 "outside of their mapping",
             )
         })?;
-        batch.push((&data[off..off + len], addr));
-        off += len;
-        if batch.len() == IOV {
-            writev_all(pid, &mut batch)?;
+        // Split big runs so both threads get work even for one huge VMA.
+        let mut a = 0usize;
+        while a < len {
+            let n = (len - a).min(WRITE_PIECE);
+            ranges.push((&data[off + a..off + a + n], addr + a as u64));
+            a += n;
         }
+        off += len;
     }
-    writev_all(pid, &mut batch)
+    let total: usize = ranges.iter().map(|(s, _)| s.len()).sum();
+    if total < PARALLEL_MIN {
+        return write_ranges(pid, &ranges);
+    }
+    let mut acc = 0usize;
+    let mid = ranges
+        .iter()
+        .position(|(s, _)| {
+            acc += s.len();
+            acc >= total / 2
+        })
+        .map_or(ranges.len(), |i| i + 1);
+    let (a, b) = ranges.split_at(mid);
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| write_ranges(pid, b));
+        let ra = write_ranges(pid, a);
+        let rb = h.join().unwrap_or_else(|_| {
+            Err(Error::task(
+                pid,
+                "restoring pages",
+                "a writer thread panicked",
+            ))
+        });
+        ra.and(rb)
+    })
+}
+
+const IOV: usize = 512;
+const WRITE_PIECE: usize = 64 << 20;
+const PARALLEL_MIN: usize = 16 << 20;
+
+fn write_ranges(pid: i32, ranges: &[(&[u8], u64)]) -> Result<()> {
+    for chunk in ranges.chunks(IOV) {
+        let mut batch = chunk.to_vec();
+        writev_all(pid, &mut batch)?;
+    }
+    Ok(())
 }
 
 /// process_vm_writev until every range of `batch` is written.

@@ -10,13 +10,13 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::images::magic::{IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
 use crate::images::{
-    self, pb, Head, ImageError, ImageKind, Magic, Manifest, ManifestProblem, Payload,
-    IMAGE_KINDS, MANIFEST_NAME, MAX_ENTRY_SIZE,
+    self, pb, Head, ImageError, ImageKind, Magic, Manifest, ManifestProblem, Payload, IMAGE_KINDS,
+    MANIFEST_NAME, MAX_ENTRY_SIZE,
 };
 
 use super::names::{
@@ -52,7 +52,10 @@ pub type Part<T> = Result<T, Absent>;
 pub enum ManifestStatus {
     /// Every listed file is there with its size and checksum, and no
     /// unlisted image is.
-    Ok { files: usize, bytes: u64 },
+    Ok {
+        files: usize,
+        bytes: u64,
+    },
     /// There is no ckpt.manifest (images written by another engine).
     Absent,
     Problems(Vec<ManifestProblem>),
@@ -373,10 +376,12 @@ impl Loader<'_> {
     fn pagemap(&self, name: &str) -> Part<PageSet> {
         let read = || -> images::Result<PageSet> {
             let mut r = images::ImageReader::open(self.dir.join(name), Magic::Pagemap)?;
-            let head: pb::PagemapHead = r.read_entry()?.ok_or_else(|| {
-                ImageError::invalid(self.dir.join(name), "no pagemap_head entry")
-            })?;
-            let entries = r.entries().collect::<images::Result<Vec<pb::PagemapEntry>>>()?;
+            let head: pb::PagemapHead = r
+                .read_entry()?
+                .ok_or_else(|| ImageError::invalid(self.dir.join(name), "no pagemap_head entry"))?;
+            let entries = r
+                .entries()
+                .collect::<images::Result<Vec<pb::PagemapEntry>>>()?;
             Ok(PageSet {
                 pages_id: head.pages_id,
                 entries,
@@ -489,7 +494,11 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         Err(_) => names
             .iter()
             .filter_map(|(n, _)| {
-                let pid: u32 = n.strip_prefix("core-")?.strip_suffix(".img")?.parse().ok()?;
+                let pid: u32 = n
+                    .strip_prefix("core-")?
+                    .strip_suffix(".img")?
+                    .parse()
+                    .ok()?;
                 let core: pb::CoreEntry = images::read_one(dir.join(n), Magic::Core).ok()?;
                 core.tc.as_ref()?;
                 Some((
@@ -523,11 +532,7 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
                 core: ld.one(&format!("core-{tid}.img"), Magic::Core),
             })
             .collect();
-        let core_ids = threads[0]
-            .core
-            .as_ref()
-            .ok()
-            .and_then(|c| c.ids.clone());
+        let core_ids = threads[0].core.as_ref().ok().and_then(|c| c.ids.clone());
         let ids_name = format!("ids-{pid}.img");
         let ids = match ld.one::<pb::TaskKobjIdsEntry>(&ids_name, Magic::Ids) {
             // CRIU keeps the ids in the core image only.
@@ -611,7 +616,11 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
     for f in &set.files {
         if let Some(e) = &f.error {
             let p = format!("{}: {e}", f.name);
-            if !set.problems.iter().any(|q| q.starts_with(&format!("{}: ", f.name))) {
+            if !set
+                .problems
+                .iter()
+                .any(|q| q.starts_with(&format!("{}: ", f.name)))
+            {
                 set.problems.push(p);
             }
         }
@@ -623,7 +632,7 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
 fn cross_check(set: &ImageSet) -> Vec<String> {
     let mut out = Vec::new();
     let have_files = set.files_img.is_ok();
-    let mut need = |id: u32, what: String, img: &str, out: &mut Vec<String>| {
+    let need = |id: u32, what: String, img: &str, out: &mut Vec<String>| {
         if have_files && set.file(id).is_none() {
             out.push(format!(
                 "{img}: {what} refers to file id {id}, which files.img does not have"
@@ -668,8 +677,7 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
                         v.start <= e.vaddr
                             && end <= v.end
                             && v.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
-                            && v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL)
-                                == 0
+                            && v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) == 0
                     });
                     if !ok {
                         out.push(format!(
@@ -842,9 +850,7 @@ fn scan(path: &Path, kind: Option<&'static ImageKind>) -> Scan {
     let w1 = (got >= 8).then(|| u32::from_le_bytes(head[4..8].try_into().unwrap()));
     let (value, hdr_len) = match (w0, w1) {
         (Some(a), Some(b)) if a == IMG_COMMON_MAGIC || a == IMG_SERVICE_MAGIC => (b, 8u64),
-        (Some(a), _) if Magic::from_value(a).is_some_and(|m| m.head() == Head::MagicOnly) => {
-            (a, 4)
-        }
+        (Some(a), _) if Magic::from_value(a).is_some_and(|m| m.head() == Head::MagicOnly) => (a, 4),
         _ => {
             s.error = Some(match (kind, w0) {
                 (_, None) => format!("{got} bytes: too short for an image header"),
@@ -877,38 +883,44 @@ fn scan(path: &Path, kind: Option<&'static ImageKind>) -> Scan {
     let Some(kind) = kind else {
         return s;
     };
+    // The 8 bytes read may hold the start of the first entry.
+    if let Err(e) = r.seek(SeekFrom::Start(hdr_len)) {
+        s.error = Some(format!("cannot read: {e}"));
+        return s;
+    }
     let message = kind.message.unwrap_or("");
     let mut offset = hdr_len;
     let mut count = 0u64;
     let mut buf = Vec::new();
-    let mut read_entry = |r: &mut BufReader<File>, offset: &mut u64| -> Result<Option<Vec<u8>>, String> {
-        let mut len = [0u8; 4];
-        let mut n = 0;
-        while n < 4 {
-            match r.read(&mut len[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) => return Err(format!("at byte {offset}: {e}")),
+    let mut read_entry =
+        |r: &mut BufReader<File>, offset: &mut u64| -> Result<Option<Vec<u8>>, String> {
+            let mut len = [0u8; 4];
+            let mut n = 0;
+            while n < 4 {
+                match r.read(&mut len[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) => return Err(format!("at byte {offset}: {e}")),
+                }
             }
-        }
-        if n == 0 {
-            return Ok(None);
-        }
-        if n < 4 {
-            return Err(format!("at byte {offset}: truncated entry length"));
-        }
-        let len = u32::from_le_bytes(len);
-        if len > MAX_ENTRY_SIZE {
-            return Err(format!(
-                "at byte {offset}: entry length {len} exceeds the limit (corrupted?)"
-            ));
-        }
-        buf.resize(len as usize, 0);
-        r.read_exact(&mut buf)
-            .map_err(|_| format!("at byte {offset}: entry of {len} bytes is truncated"))?;
-        *offset += 4 + len as u64;
-        Ok(Some(buf.clone()))
-    };
+            if n == 0 {
+                return Ok(None);
+            }
+            if n < 4 {
+                return Err(format!("at byte {offset}: truncated entry length"));
+            }
+            let len = u32::from_le_bytes(len);
+            if len > MAX_ENTRY_SIZE {
+                return Err(format!(
+                    "at byte {offset}: entry length {len} exceeds the limit (corrupted?)"
+                ));
+            }
+            buf.resize(len as usize, 0);
+            r.read_exact(&mut buf)
+                .map_err(|_| format!("at byte {offset}: entry of {len} bytes is truncated"))?;
+            *offset += 4 + len as u64;
+            Ok(Some(buf.clone()))
+        };
     let skip = |r: &mut BufReader<File>, offset: &mut u64, n: u64| -> Result<(), String> {
         let copied = std::io::copy(&mut r.by_ref().take(n), &mut std::io::sink())
             .map_err(|e| format!("at byte {offset}: {e}"))?;
@@ -956,7 +968,6 @@ fn scan(path: &Path, kind: Option<&'static ImageKind>) -> Scan {
         }
         Ok(())
     })();
-    let _ = r.stream_position();
     s.entries = Some(count);
     if let Err(e) = result {
         s.error.get_or_insert(e);

@@ -87,7 +87,10 @@ pub fn tree_order(tasks: &[Task]) -> Vec<(usize, &Task)> {
             walk(c, depth + 1, tasks, out);
         }
     }
-    for t in tasks.iter().filter(|t| !pids.contains(&t.tree.ppid) || t.tree.ppid == t.pid()) {
+    for t in tasks
+        .iter()
+        .filter(|t| !pids.contains(&t.tree.ppid) || t.tree.ppid == t.pid())
+    {
         walk(t, 0, tasks, &mut out);
     }
     // Whatever a damaged tree left unreached.
@@ -152,9 +155,7 @@ pub fn sigactions(tc: &pb::TaskCoreEntry) -> Vec<Handler> {
     tc.sigactions
         .iter()
         .enumerate()
-        .filter(|(_, sa)| {
-            sa.sigaction != 0 || sa.flags & !names::SA_RESTORER != 0 || sa.mask != 0
-        })
+        .filter(|(_, sa)| sa.sigaction != 0 || sa.flags & !names::SA_RESTORER != 0 || sa.mask != 0)
         .map(|(i, sa)| Handler {
             sig: names::sigaction_signal(i),
             handler: sa.sigaction,
@@ -285,6 +286,36 @@ pub fn posix_timer(p: &pb::PosixTimerEntry) -> String {
     s
 }
 
+/// The kernel's per-task PF_* flags (from /proc/PID/stat) that have kept
+/// their values across kernel versions; the rest is shown in hex.
+pub const PF_FLAGS: names::Flags = &[
+    (0x0000_0004, "PF_EXITING"),
+    (0x0000_0040, "PF_FORKNOEXEC"),
+    (0x0000_0100, "PF_SUPERPRIV"),
+    (0x0000_0200, "PF_DUMPCORE"),
+    (0x0000_0400, "PF_SIGNALED"),
+    (0x0000_0800, "PF_MEMALLOC"),
+    (0x0020_0000, "PF_KTHREAD"),
+    (0x0040_0000, "PF_RANDOMIZE"),
+];
+
+pub fn task_flags(f: u32) -> String {
+    format!("{} ({:#x})", names::flags(f as u64, PF_FLAGS, "none"), f)
+}
+
+/// ax: a syscall's return value, shown signed, with the errno or restart
+/// code it stands for.
+pub fn ax(v: u64) -> String {
+    let s = v as i64;
+    if let Some(code) = names::restart_code(v) {
+        format!("{s} (-{code})")
+    } else if (-4095..0).contains(&s) {
+        format!("{s} (-{})", names::errno(-s as i32))
+    } else {
+        hex(v)
+    }
+}
+
 pub fn orig_ax(v: u64) -> String {
     if v as i64 == -1 {
         "-1".to_string()
@@ -411,7 +442,13 @@ pub fn vma(set: &ImageSet, _task: &Task, v: &pb::VmaEntry) -> VmaView {
         notes.push(p.clone());
         file = Some(p);
     } else if v.status & (VMA_ANON_SHARED | VMA_AREA_SYSVIPC) != 0 {
-        notes.push(format!("shmem id {}", v.shmid));
+        match set.shmem.get(&v.shmid) {
+            Some(Ok(pm)) if pm.pages_id != 0 => notes.push(format!(
+                "shmem id {} (pages-{}.img)",
+                v.shmid, pm.pages_id
+            )),
+            _ => notes.push(format!("shmem id {}", v.shmid)),
+        }
     }
     let f = v.flags as i32;
     if f & libc::MAP_GROWSDOWN != 0 {

@@ -361,13 +361,19 @@ pub fn caps(set: u64) -> String {
 pub const SECUREBITS: Flags = &[
     (libc::SECBIT_NOROOT as u64, "SECBIT_NOROOT"),
     (libc::SECBIT_NOROOT_LOCKED as u64, "SECBIT_NOROOT_LOCKED"),
-    (libc::SECBIT_NO_SETUID_FIXUP as u64, "SECBIT_NO_SETUID_FIXUP"),
+    (
+        libc::SECBIT_NO_SETUID_FIXUP as u64,
+        "SECBIT_NO_SETUID_FIXUP",
+    ),
     (
         libc::SECBIT_NO_SETUID_FIXUP_LOCKED as u64,
         "SECBIT_NO_SETUID_FIXUP_LOCKED",
     ),
     (libc::SECBIT_KEEP_CAPS as u64, "SECBIT_KEEP_CAPS"),
-    (libc::SECBIT_KEEP_CAPS_LOCKED as u64, "SECBIT_KEEP_CAPS_LOCKED"),
+    (
+        libc::SECBIT_KEEP_CAPS_LOCKED as u64,
+        "SECBIT_KEEP_CAPS_LOCKED",
+    ),
     (
         libc::SECBIT_NO_CAP_AMBIENT_RAISE as u64,
         "SECBIT_NO_CAP_AMBIENT_RAISE",
@@ -580,10 +586,26 @@ pub fn auxv_is_number(t: u64) -> bool {
 /// "r-xp": protections and sharing as /proc/PID/maps shows them.
 pub fn prot_maps(prot: u32, flags: u32) -> String {
     let mut s = String::with_capacity(4);
-    s.push(if prot & libc::PROT_READ as u32 != 0 { 'r' } else { '-' });
-    s.push(if prot & libc::PROT_WRITE as u32 != 0 { 'w' } else { '-' });
-    s.push(if prot & libc::PROT_EXEC as u32 != 0 { 'x' } else { '-' });
-    s.push(if flags & libc::MAP_SHARED as u32 != 0 { 's' } else { 'p' });
+    s.push(if prot & libc::PROT_READ as u32 != 0 {
+        'r'
+    } else {
+        '-'
+    });
+    s.push(if prot & libc::PROT_WRITE as u32 != 0 {
+        'w'
+    } else {
+        '-'
+    });
+    s.push(if prot & libc::PROT_EXEC as u32 != 0 {
+        'x'
+    } else {
+        '-'
+    });
+    s.push(if flags & libc::MAP_SHARED as u32 != 0 {
+        's'
+    } else {
+        'p'
+    });
     s
 }
 
@@ -814,7 +836,7 @@ pub fn syscall(nr: u64) -> String {
     SYSCALLS
         .iter()
         .find(|&&(n, _)| n as u64 == nr)
-        .map(|&(_, s)| s.to_string())
+        .map(|&(_, s)| s.trim_start_matches("SYS_").to_string())
         .unwrap_or_else(|| format!("syscall {nr}"))
 }
 
@@ -869,8 +891,8 @@ pub fn syscall_state(orig_ax: u64, ax: u64) -> String {
 
 macro_rules! syscalls {
     ($($name:ident)*) => {
-        /// x86_64 syscall numbers and names.
-        pub const SYSCALLS: &[(libc::c_long, &str)] = &[ $( (libc::$name, &stringify!($name)[4..]), )* ];
+        /// x86_64 syscall numbers and their libc constant names ("SYS_read").
+        pub const SYSCALLS: &[(libc::c_long, &str)] = &[ $( (libc::$name, stringify!($name)), )* ];
     };
 }
 
@@ -975,7 +997,10 @@ mod tests {
         assert_eq!(signal(32), "SIG32");
         assert_eq!(sigset(0), "{}");
         assert_eq!(sigset(1 << 9 | 1 << 14), "{SIGUSR1, SIGTERM}");
-        assert_eq!(sigset(!(1u64 << 8 | 1 << 18)), "all except {SIGKILL, SIGSTOP}");
+        assert_eq!(
+            sigset(!(1u64 << 8 | 1 << 18)),
+            "all except {SIGKILL, SIGSTOP}"
+        );
         assert_eq!(sigaction_signal(0), 1);
         assert_eq!(sigaction_signal(8), 10);
         assert_eq!(sigaction_signal(61), 64);
@@ -1023,6 +1048,9 @@ mod tests {
             "in syscall clock_nanosleep (will restart via restart_syscall: -ERESTART_RESTARTBLOCK)"
         );
         assert_eq!(syscall_state(u64::MAX, 0), "not in a syscall");
-        assert_eq!(syscall_state(0, (-4i64) as u64), "syscall read returned -EINTR");
+        assert_eq!(
+            syscall_state(0, (-4i64) as u64),
+            "syscall read returned -EINTR"
+        );
     }
 }

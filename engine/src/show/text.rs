@@ -121,7 +121,11 @@ fn header(out: &mut Out, set: &ImageSet) {
             if let Some(l) = inv.lsmtype {
                 what.push(format!("lsm {}", names::lsm(l)));
             }
-            out.kv(2, "inventory", what.join(", ") + &damaged_mark(set, "inventory.img"));
+            out.kv(
+                2,
+                "inventory",
+                what.join(", ") + &damaged_mark(set, "inventory.img"),
+            );
             if let Some(ids) = &inv.root_ids {
                 out.kv(2, "root ids", model::ids_text(ids));
             }
@@ -192,7 +196,10 @@ fn tree(out: &mut Out, set: &ImageSet) {
     out.blank();
     out.line(
         0,
-        format!("Process tree (pstree.img){}", damaged_mark(set, "pstree.img")),
+        format!(
+            "Process tree (pstree.img){}",
+            damaged_mark(set, "pstree.img")
+        ),
     );
     if let Err(e) = &set.pstree {
         cannot(out, 2, e);
@@ -219,7 +226,10 @@ fn tree(out: &mut Out, set: &ImageSet) {
             format!(
                 "{} ({})",
                 p.threads.len(),
-                tids.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+                tids.iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         rows.push(vec![
@@ -236,13 +246,13 @@ fn tree(out: &mut Out, set: &ImageSet) {
 
 fn task(out: &mut Out, set: &ImageSet, t: &Task) {
     let pid = t.pid();
-    out.line(
-        0,
-        format!("Task {pid} ({})", t.comm().unwrap_or("?")),
-    );
+    out.line(0, format!("Task {pid} ({})", t.comm().unwrap_or("?")));
     let core_name = format!("core-{pid}.img");
     if !damaged_mark(set, &core_name).is_empty() {
-        out.line(2, format!("core-{pid}.img{}", damaged_mark(set, &core_name)));
+        out.line(
+            2,
+            format!("core-{pid}.img{}", damaged_mark(set, &core_name)),
+        );
     }
     match t.threads.first().map(|th| &th.core) {
         Some(Err(e)) => cannot(out, 2, e),
@@ -262,7 +272,11 @@ fn task(out: &mut Out, set: &ImageSet, t: &Task) {
     let fs_name = format!("fs-{pid}.img");
     match &t.fs {
         Ok(fs) => {
-            out.kv(2, "cwd", model::file_ref(set, fs.cwd_id) + &damaged_mark(set, &fs_name));
+            out.kv(
+                2,
+                "cwd",
+                model::file_ref(set, fs.cwd_id) + &damaged_mark(set, &fs_name),
+            );
             out.kv(2, "root", model::file_ref(set, fs.root_id));
             if let Some(u) = fs.umask {
                 out.kv(2, "umask", format!("{u:04o}"));
@@ -298,7 +312,7 @@ fn task_core(out: &mut Out, tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) {
         out.kv(2, "arch", model::arch(core.mtype));
     }
     out.kv(2, "personality", names::personality(tc.personality));
-    out.kv(2, "task flags", format!("{:#x} (PF_*)", tc.flags));
+    out.kv(2, "task flags", model::task_flags(tc.flags));
     if let Some(o) = tc.oom_score_adj {
         out.kv(2, "oom_score_adj", o.to_string());
     }
@@ -407,15 +421,16 @@ fn thread(out: &mut Out, set: &ImageSet, th: &Thread) {
         out.kv(4, "syscall", names::syscall_state(r.orig_ax, r.ax));
         out.kv(4, "ip", names::hex(r.ip));
         out.kv(4, "sp", names::hex(r.sp));
-        out.kv(
-            4,
-            "ax / orig_ax",
-            format!("{:#x} / {}", r.ax, model::orig_ax(r.orig_ax)),
-        );
+        out.kv(4, "ax", model::ax(r.ax));
+        out.kv(4, "orig_ax", model::orig_ax(r.orig_ax));
         out.kv(
             4,
             "fs_base",
-            format!("{}  gs_base {}", names::hex(r.fs_base), names::hex(r.gs_base)),
+            format!(
+                "{}  gs_base {}",
+                names::hex(r.fs_base),
+                names::hex(r.gs_base)
+            ),
         );
         if r.mode == Some(pb::UserX86RegsMode::Compat as i32) {
             out.kv(4, "mode", "compat (32-bit)");
@@ -572,37 +587,36 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
         out.kv(4, "aio rings", mm.aios.len().to_string());
     }
     let total: u64 = mm.vmas.iter().map(|v| v.end.saturating_sub(v.start)).sum();
-    let stored: u64 = mm.vmas.iter().map(|v| set.vma_pages(t, v)).sum();
+    let all: u64 = mm.vmas.iter().map(|v| set.vma_pages(t, v)).sum();
     let pm_name = format!("pagemap-{pid}.img");
-    let pages_note = match &t.pagemap {
-        Ok(pm) => format!(
-            "; {} stored in pages-{}.img{}",
-            pages(pm.stored_pages()),
-            pm.pages_id,
-            damaged_mark(set, &format!("pages-{}.img", pm.pages_id))
-        ),
-        Err(e) => format!("; pages unknown ({e})"),
-    };
+    let mut stored = Vec::new();
+    match &t.pagemap {
+        Ok(pm) => {
+            let pages_name = format!("pages-{}.img", pm.pages_id);
+            stored.push(format!(
+                "{} private in {pages_name}{}",
+                pages(pm.stored_pages()),
+                damaged_mark(set, &pages_name)
+            ));
+            if all > pm.stored_pages() {
+                stored.push(format!("{} shared", pages(all - pm.stored_pages())));
+            }
+        }
+        Err(e) => stored.push(format!("unknown ({e})")),
+    }
     out.kv(
         4,
         "mappings",
         format!(
-            "{} mappings, {} mapped{pages_note}{}",
+            "{} mappings, {} mapped; stored: {}{}",
             mm.vmas.len(),
             human(total),
+            stored.join(", "),
             damaged_mark(set, &pm_name)
         ),
     );
-    if stored != t.pagemap.as_ref().map_or(0, |p| p.stored_pages()) {
-        out.kv(
-            4,
-            "",
-            format!("{} in all mappings, shared memory included", pages(stored)),
-        );
-    }
     let mut rows = vec![vec![
-        "START".to_string(),
-        "END".into(),
+        "ADDRESS".to_string(),
         "SIZE".into(),
         "PROT".into(),
         "KIND".into(),
@@ -614,8 +628,7 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
         let n = set.vma_pages(t, v);
         let vm = model::vma(set, t, v);
         rows.push(vec![
-            format!("{:012x}", v.start),
-            format!("{:012x}", v.end),
+            format!("{:012x}-{:012x}", v.start, v.end),
             human(v.end.saturating_sub(v.start)),
             names::prot_maps(v.prot, v.flags),
             vm.kind.to_string(),
@@ -628,7 +641,7 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
             vm.notes.join("  "),
         ]);
     }
-    out.table(4, &rows, &[false, false, true, false, false, true, true, false]);
+    out.table(4, &rows, &[false, true, false, false, true, true, false]);
 }
 
 fn fds(out: &mut Out, set: &ImageSet, t: &Task) {
@@ -681,7 +694,13 @@ fn fds(out: &mut Out, set: &ImageSet, t: &Task) {
                     .extra
                     .iter()
                     .filter(|(k, _)| k != "mnt_id" && k != "mode")
-                    .map(|(k, val)| if k == "type" { val.clone() } else { format!("{k} {val}") })
+                    .map(|(k, val)| {
+                        if k == "type" {
+                            val.clone()
+                        } else {
+                            format!("{k} {val}")
+                        }
+                    })
                     .collect();
                 if !extra.is_empty() {
                     path += &format!(" ({})", extra.join(", "));
@@ -717,7 +736,11 @@ fn files(out: &mut Out, set: &ImageSet) {
     let total: u64 = set.files.iter().map(|f| f.size).sum();
     out.line(
         0,
-        format!("Files in the directory ({}, {})", set.files.len(), human(total)),
+        format!(
+            "Files in the directory ({}, {})",
+            set.files.len(),
+            human(total)
+        ),
     );
     let mut rows = vec![vec![
         "NAME".to_string(),
