@@ -82,6 +82,26 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the message already names a task.
+    pub fn names_pid(&self) -> bool {
+        matches!(
+            self,
+            Error::Sys { .. } | Error::Unsupported { .. } | Error::Task { .. } | Error::Proc(_)
+        )
+    }
+
+    /// Make sure the message names `pid`: errors about the engine's own
+    /// files (image directory, a full filesystem) say which dump they broke.
+    pub fn for_pid(self, pid: Pid, what: &str) -> Error {
+        if self.names_pid() {
+            self
+        } else {
+            Error::task(pid, what.to_string(), self.to_string())
+        }
+    }
+}
+
 /// Attach pid/object context to a `nix` result.
 pub trait SysContext<T> {
     fn ctx(self, pid: Pid, what: impl FnOnce() -> String) -> Result<T>;

@@ -93,6 +93,23 @@ impl ImageDir {
         Ok(())
     }
 
+    /// Write an image whose entries are each followed by raw bytes
+    /// (pipes-data.img: the data buffered in each pipe).
+    pub fn write_with_payloads<M: prost::Message>(
+        &self,
+        name: &str,
+        entries: &[(M, &[u8])],
+    ) -> Result<()> {
+        let mut w = ImageWriter::create(self.path(name), Self::magic_of(name)?)?;
+        for (e, raw) in entries {
+            w.write_entry(e)?;
+            w.write_raw(raw)?;
+        }
+        let d = w.finish()?;
+        self.manifest.borrow_mut().add_digest(name, d);
+        Ok(())
+    }
+
     pub fn pages_writer(&self, id: u32) -> Result<PagesWriter> {
         let name = format!("pages-{id}.img");
         Ok(ImageWriter::create(

@@ -95,10 +95,10 @@ fn main() {
             body: dump_enospc,
         },
         Spec {
-            name: "dump/pipe-fd",
+            name: "dump/socket-fd",
             case: plain_sleep_case,
             variant: Variant::Once,
-            body: dump_pipe_fd,
+            body: dump_socket_fd,
         },
         Spec {
             name: "dump/no-such-pid",
@@ -696,12 +696,14 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Dump of a process whose fd 0 is a pipe (not supported yet): the error
+/// Dump of a process whose fd 0 is a socket (not supported yet): the error
 /// must name the pid, the fd and the kind of file, and the process must go
 /// on untouched.
-fn dump_pipe_fd(run: &mut Run) -> Result<Outcome, String> {
-    // The write end stays open (in this process) until the trial ends.
-    let (rd, _wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+fn dump_socket_fd(run: &mut Run) -> Result<Outcome, String> {
+    // The other end stays open (in this process) until the trial ends.
+    let (rd, _wr) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let rd = std::os::fd::OwnedFd::from(rd);
     let exe = run.path("sleep");
     let mut cmd = Command::new(&exe);
     cmd.arg("1000")
@@ -730,7 +732,7 @@ fn dump_pipe_fd(run: &mut Run) -> Result<Outcome, String> {
     run.pid = Some(pid);
     run.known.insert(pid);
     run.note(format!(
-        "started {} 1000 with a pipe on fd 0, pid {pid}",
+        "started {} 1000 with a socket on fd 0, pid {pid}",
         exe.display()
     ));
     // Exec'd, the dynamic loader done, blocked in its sleep: only then do
@@ -743,7 +745,7 @@ fn dump_pipe_fd(run: &mut Run) -> Result<Outcome, String> {
     })
     .ok_or_else(|| format!("pid {pid} did not get to sleep in {}", exe.display()))?;
     let fd0 = fs::read_link(format!("/proc/{pid}/fd/0")).map_err(|e| e.to_string())?;
-    if !fd0.to_string_lossy().starts_with("pipe:") {
+    if !fd0.to_string_lossy().starts_with("socket:") {
         return Err(format!(
             "test setup: fd 0 of pid {pid} is {}",
             fd0.display()
@@ -751,11 +753,11 @@ fn dump_pipe_fd(run: &mut Run) -> Result<Outcome, String> {
     }
     let before = capture(run, pid)?;
 
-    let img = run.path("img-pipe");
-    let args = dump_args(run, pid, &img, "dump-pipe", &[]);
-    let out = expect_failure(run, "dump-pipe", &img, args)?;
-    expect_pid("dump-pipe", &out, pid)?;
-    expect_mentions("dump-pipe", &out, &[&["fd 0"], &["pipe"]])?;
+    let img = run.path("img-socket");
+    let args = dump_args(run, pid, &img, "dump-socket", &[]);
+    let out = expect_failure(run, "dump-socket", &img, args)?;
+    expect_pid("dump-socket", &out, pid)?;
+    expect_mentions("dump-socket", &out, &[&["fd 0"], &["socket"]])?;
     check_unharmed(run, &before, "after the failed dump")?;
     expect_no_image(&img, &run.dir, &[])?;
 

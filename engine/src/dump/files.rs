@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
@@ -19,6 +19,8 @@ pub const FD_CLOEXEC_FLAG: u32 = libc::FD_CLOEXEC as u32;
 #[derive(Default)]
 pub struct FileTable {
     pub entries: Vec<pb::FileEntry>,
+    /// Buffered data of every pipe, by pipe id: (pipe size, bytes).
+    pub pipe_data: std::collections::BTreeMap<u64, (u32, Vec<u8>)>,
     next_id: u32,
 }
 
@@ -72,21 +74,38 @@ fn kcmp_file(pid: Pid, fd1: i32, fd2: i32) -> Option<i32> {
     (r >= 0).then_some(r as i32)
 }
 
-/// What kind of object an fd link names, for the error message when it is
-/// not supported yet.
-fn unsupported_kind(link: &[u8]) -> Option<&'static str> {
-    let s = String::from_utf8_lossy(link);
-    if s.starts_with("pipe:") {
-        Some("pipes")
-    } else if s.starts_with("socket:") {
-        Some("sockets")
-    } else if s.starts_with("anon_inode:") {
-        Some("anonymous-inode files (eventfd, epoll, signalfd, timerfd, ...)")
-    } else if s.starts_with('/') {
-        None
+/// What an fd's /proc link names.
+#[derive(Debug, PartialEq, Eq)]
+enum FdKind<'a> {
+    Path,
+    Pipe(u64),
+    AnonInode(&'a str),
+    Other(&'a str),
+}
+
+fn fd_kind(link: &[u8]) -> FdKind<'_> {
+    let s = std::str::from_utf8(link).unwrap_or("");
+    if link.starts_with(b"/") {
+        FdKind::Path
+    } else if let Some(ino) = s
+        .strip_prefix("pipe:[")
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|n| n.parse().ok())
+    {
+        FdKind::Pipe(ino)
+    } else if let Some(name) = s.strip_prefix("anon_inode:") {
+        FdKind::AnonInode(name)
     } else {
-        Some("this kind of file")
+        FdKind::Other(s)
     }
+}
+
+fn unsupported_fd(pid: Pid, fd: i32, link: &[u8], what: &str) -> Error {
+    Error::unsupported(
+        pid,
+        format!("fd {fd} ({})", String::from_utf8_lossy(link)),
+        format!("{what} are not supported yet"),
+    )
 }
 
 /// Dump the fds of `pid`: returns fdinfo entries and adds files to `table`.
@@ -102,11 +121,11 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
             .iter()
             .find(|e| kcmp_file(pid, e.fd as i32, fd) == Some(0))
         {
-            let id = prev.id;
+            let (id, r#type) = (prev.id, prev.r#type);
             out.push(pb::FdinfoEntry {
                 id,
                 flags: fd_flags,
-                r#type: pb::FdTypes::Reg as i32,
+                r#type,
                 fd: fd as u32,
                 xattr_security_selinux: None,
             });
@@ -114,34 +133,213 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
         }
         let link: OsString = fdinfo::read_fd_link(pid, fd)?;
         let link = link.as_bytes();
-        if let Some(kind) = unsupported_kind(link) {
-            return Err(Error::unsupported(
-                pid,
-                format!("fd {fd} ({})", String::from_utf8_lossy(link)),
-                format!("{kind} are not supported yet"),
-            ));
-        }
-        let proc_path = format!("/proc/{pid}/fd/{fd}");
-        let meta = std::fs::metadata(&proc_path)
-            .map_err(|e| Error::io(&proc_path, format!("pid {pid}: fd {fd}: stat"), e))?;
-        if meta.nlink() == 0 || link.ends_with(b" (deleted)") {
-            return Err(Error::unsupported(
-                pid,
-                format!("fd {fd} ({})", String::from_utf8_lossy(link)),
-                "open files that were unlinked are not supported yet",
-            ));
-        }
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
-        let id = table.add_reg(link, flags, info.pos, Some(&meta));
+        let (ftype, id) = match fd_kind(link) {
+            FdKind::Path => (
+                pb::FdTypes::Reg,
+                dump_path_fd(pid, fd, link, flags, &info, table)?,
+            ),
+            FdKind::Pipe(ino) => (pb::FdTypes::Pipe, dump_pipe(pid, fd, ino, flags, table)?),
+            FdKind::AnonInode("[eventfd]") => {
+                let Some(Ok(counter)) = info.eventfd_count() else {
+                    return Err(Error::task(
+                        pid,
+                        format!("fd {fd} (eventfd)"),
+                        "no eventfd-count in fdinfo",
+                    ));
+                };
+                let id = table.next_id();
+                table.entries.push(pb::FileEntry {
+                    r#type: pb::FdTypes::Eventfd as i32,
+                    id,
+                    efd: Some(pb::EventfdFileEntry {
+                        id,
+                        flags,
+                        fown: pb::FownEntry::default(),
+                        counter,
+                    }),
+                    ..Default::default()
+                });
+                (pb::FdTypes::Eventfd, id)
+            }
+            FdKind::AnonInode("[eventpoll]") => {
+                let targets = info.epoll_targets().map_err(|e| {
+                    Error::task(pid, format!("fd {fd} (epoll)"), format!("fdinfo: {e}"))
+                })?;
+                let id = table.next_id();
+                let tfd = targets
+                    .iter()
+                    .map(|t| pb::EventpollTfdEntry {
+                        id,
+                        tfd: t.tfd as u32,
+                        events: t.events,
+                        data: t.data,
+                        dev: Some(t.sdev),
+                        inode: Some(t.ino),
+                        pos: Some(t.pos),
+                    })
+                    .collect();
+                table.entries.push(pb::FileEntry {
+                    r#type: pb::FdTypes::Eventpoll as i32,
+                    id,
+                    epfd: Some(pb::EventpollFileEntry {
+                        id,
+                        flags,
+                        fown: pb::FownEntry::default(),
+                        tfd,
+                    }),
+                    ..Default::default()
+                });
+                (pb::FdTypes::Eventpoll, id)
+            }
+            FdKind::AnonInode(name) => {
+                return Err(unsupported_fd(
+                    pid,
+                    fd,
+                    link,
+                    &format!("{name} descriptors"),
+                ))
+            }
+            FdKind::Other(s) if s.starts_with("socket:") => {
+                return Err(unsupported_fd(pid, fd, link, "sockets"))
+            }
+            FdKind::Other(_) => return Err(unsupported_fd(pid, fd, link, "files of this kind")),
+        };
         out.push(pb::FdinfoEntry {
             id,
             flags: fd_flags,
-            r#type: pb::FdTypes::Reg as i32,
+            r#type: ftype as i32,
             fd: fd as u32,
             xattr_security_selinux: None,
         });
     }
+    // The restore re-adds epoll targets by fd number: each must still be
+    // open at that number.
+    for f in table.entries.iter().filter_map(|e| e.epfd.as_ref()) {
+        for t in &f.tfd {
+            if !out.iter().any(|e| e.fd == t.tfd) {
+                return Err(Error::unsupported(
+                    pid,
+                    format!("epoll target fd {}", t.tfd),
+                    "the epoll set watches a file that is no longer open at that fd",
+                ));
+            }
+        }
+    }
     Ok(out)
+}
+
+/// A regular file, directory or device.
+fn dump_path_fd(
+    pid: Pid,
+    fd: i32,
+    link: &[u8],
+    flags: u32,
+    info: &fdinfo::FdInfo,
+    table: &mut FileTable,
+) -> Result<u32> {
+    let proc_path = format!("/proc/{pid}/fd/{fd}");
+    let meta = std::fs::metadata(&proc_path)
+        .map_err(|e| Error::io(&proc_path, format!("pid {pid}: fd {fd}: stat"), e))?;
+    if meta.nlink() == 0 || link.ends_with(b" (deleted)") {
+        return Err(unsupported_fd(
+            pid,
+            fd,
+            link,
+            "open files that were unlinked",
+        ));
+    }
+    if meta.file_type().is_fifo() {
+        return Err(unsupported_fd(pid, fd, link, "named pipes (FIFOs)"));
+    }
+    if meta.file_type().is_socket() {
+        return Err(unsupported_fd(pid, fd, link, "sockets"));
+    }
+    Ok(table.add_reg(link, flags, info.pos, Some(&meta)))
+}
+
+/// One end of a pipe. Both ends get the same pipe_id (the pipe's inode);
+/// the buffered data is read once per pipe, without consuming it.
+fn dump_pipe(pid: Pid, fd: i32, ino: u64, flags: u32, table: &mut FileTable) -> Result<u32> {
+    let id = table.next_id();
+    table.entries.push(pb::FileEntry {
+        r#type: pb::FdTypes::Pipe as i32,
+        id,
+        pipe: Some(pb::PipeEntry {
+            id,
+            pipe_id: ino as u32,
+            flags,
+            fown: pb::FownEntry::default(),
+        }),
+        ..Default::default()
+    });
+    if let std::collections::btree_map::Entry::Vacant(e) = table.pipe_data.entry(ino) {
+        e.insert(peek_pipe(pid, fd)?);
+    }
+    Ok(id)
+}
+
+/// (pipe size, buffered bytes) of the pipe behind `fd` of `pid`: a second
+/// reader opened through /proc, and tee(2) into a pipe of ours, which
+/// copies the data without taking it from the task's pipe.
+fn peek_pipe(pid: Pid, fd: i32) -> Result<(u32, Vec<u8>)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let what = || format!("fd {fd} (pipe)");
+    let src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| {
+            Error::io(
+                &path,
+                format!("pid {pid}: {}: opening a second reader", what()),
+                e,
+            )
+        })?;
+    let last = nix::errno::Errno::last;
+    // SAFETY: fcntl, pipe2, tee and read on fds we own, into a buffer of
+    // the length we pass.
+    unsafe {
+        let size = libc::fcntl(src.as_raw_fd(), libc::F_GETPIPE_SZ);
+        let mut p = [0i32; 2];
+        if size < 0 || libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) < 0 {
+            return Err(Error::sys(pid, what(), last()));
+        }
+        let (rd, wr) = (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1]));
+        libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, size);
+        let n = libc::tee(
+            src.as_raw_fd(),
+            wr.as_raw_fd(),
+            size as usize,
+            libc::SPLICE_F_NONBLOCK,
+        );
+        if n < 0 && last() != nix::errno::Errno::EAGAIN {
+            return Err(Error::sys(
+                pid,
+                format!("{}: tee of its data", what()),
+                last(),
+            ));
+        }
+        let mut data = vec![0u8; n.max(0) as usize];
+        let mut got = 0usize;
+        while got < data.len() {
+            let r = libc::read(
+                rd.as_raw_fd(),
+                data[got..].as_mut_ptr().cast(),
+                data.len() - got,
+            );
+            if r <= 0 {
+                return Err(Error::sys(
+                    pid,
+                    format!("{}: reading its data", what()),
+                    last(),
+                ));
+            }
+            got += r as usize;
+        }
+        Ok((size as u32, data))
+    }
 }
 
 fn read_link(pid: Pid, name: &str) -> Result<Vec<u8>> {

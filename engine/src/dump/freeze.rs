@@ -50,6 +50,9 @@ pub fn freeze_threads(pid: Pid) -> Result<Vec<Seized>> {
             }
         }
         if !new {
+            for t in held.values_mut() {
+                undo_interrupt_eintr(pid, t)?;
+            }
             let leader = held.remove(&pid).expect("leader is held");
             let mut out = vec![leader];
             out.extend(held.into_values());
@@ -61,6 +64,42 @@ pub fn freeze_threads(pid: Pid) -> Result<Vec<Seized>> {
         "freeze",
         format!("threads keep appearing after {MAX_PASSES} passes; could not freeze the process"),
     ))
+}
+
+/// System calls that Linux fails with EINTR when the thread is merely
+/// stopped and resumed (signal(7): "interfaces that fail with EINTR after a
+/// stop signal"), instead of restarting them as it does for most calls.
+const EINTR_ON_STOP: &[i64] = &[
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_rt_sigtimedwait,
+    libc::SYS_semop,
+    libc::SYS_semtimedop,
+    libc::SYS_io_getevents,
+    333, // io_pgetevents
+];
+
+/// Our PTRACE_INTERRUPT is a stop, and for the calls above the kernel
+/// answers a stop with EINTR. When no signal is there to be delivered, that
+/// EINTR is ours alone: turn it back into "call it again", in the live
+/// registers (so --leave-running and a failed dump don't leak it either) and
+/// so in the dumped ones.
+fn undo_interrupt_eintr(pid: Pid, t: &mut Seized) -> Result<()> {
+    let r = t.regs;
+    let nr = r.orig_rax as i64;
+    if r.rax as i64 != -(libc::EINTR as i64) || !EINTR_ON_STOP.contains(&nr) {
+        return Ok(());
+    }
+    let st = crate::proc::status::read_task(pid, t.tid)?;
+    if (st.sig_pnd | st.shd_pnd) & !st.sig_blk != 0 {
+        return Ok(()); // a real signal interrupted it: the EINTR is right
+    }
+    let mut n = r;
+    n.rax = r.orig_rax;
+    n.rip -= 2;
+    n.orig_rax = u64::MAX;
+    t.set_regs(&n)
 }
 
 /// SIGKILL the process and consume the ptrace notifications of every

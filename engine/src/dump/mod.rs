@@ -44,6 +44,10 @@ pub struct DumpStats {
 }
 
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
+    dump_inner(opts).map_err(|e| e.for_pid(opts.pid, "dump"))
+}
+
+fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     let pid = opts.pid;
     let st = stat::read(pid)?;
     if st.state == 'Z' || st.state == 'X' {
@@ -149,6 +153,19 @@ fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -
     let syscall_ip = find_syscall_insn(&mem, &ranges)?;
     debug!("pid {pid}: remote syscalls at {syscall_ip:#x}");
 
+    for t in threads.iter() {
+        let st = status::read_task(pid, t.tid)?;
+        if st.seccomp != 0 {
+            return Err(Error::unsupported(
+                t.tid,
+                format!(
+                    "seccomp mode {} ({} filters)",
+                    st.seccomp, st.seccomp_filters
+                ),
+                "seccomp is not supported yet; restoring without it would silently drop the policy",
+            ));
+        }
+    }
     let stopped = threads[0].kind == StopKind::GroupStop;
     let mut snaps = Vec::with_capacity(threads.len());
     for t in threads.iter() {
@@ -326,6 +343,24 @@ fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -
     dir.write_image(&format!("fs-{pid}.img"), &[fs])?;
     dir.write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
     dir.write_image("files.img", &files.entries)?;
+    let pipe_data: Vec<(pb::PipeDataEntry, &[u8])> = files
+        .pipe_data
+        .iter()
+        .filter(|(_, (_, data))| !data.is_empty())
+        .map(|(&pipe_id, (size, data))| {
+            (
+                pb::PipeDataEntry {
+                    pipe_id: pipe_id as u32,
+                    bytes: data.len() as u32,
+                    size: Some(*size),
+                },
+                data.as_slice(),
+            )
+        })
+        .collect();
+    if !pipe_data.is_empty() {
+        dir.write_with_payloads("pipes-data.img", &pipe_data)?;
+    }
     dir.write_image(
         "pstree.img",
         &[pb::PstreeEntry {

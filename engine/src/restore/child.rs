@@ -14,14 +14,40 @@ use nix::errno::Errno;
 
 use crate::sys::{self, KernelSigaction};
 
-/// One file descriptor to open in the new task.
+/// What an fd is made from.
+#[derive(Debug, Clone)]
+pub enum FdSource {
+    /// A path opened with the dumped open(2) flags (access mode, O_APPEND,
+    /// O_NONBLOCK, ...) and moved to the dumped offset.
+    Open {
+        path: CString,
+        flags: i32,
+        pos: u64,
+    },
+    /// One end of a pipe; both ends in this task share `pipe_id`. The first
+    /// end to be created refills the pipe with `data`.
+    Pipe {
+        pipe_id: u32,
+        flags: i32,
+        size: u32,
+        data: Vec<u8>,
+    },
+    Eventfd {
+        counter: u64,
+        flags: i32,
+    },
+    /// Created after every other fd, so its targets exist: (fd, events, data).
+    Epoll {
+        flags: i32,
+        targets: Vec<(RawFd, u32, u64)>,
+    },
+}
+
+/// One file descriptor to create in the new task.
 #[derive(Debug, Clone)]
 pub struct FdPlan {
     pub fd: RawFd,
-    pub path: CString,
-    /// open(2) flags as dumped (access mode, O_APPEND, O_NONBLOCK, ...).
-    pub flags: i32,
-    pub pos: u64,
+    pub source: FdSource,
     pub cloexec: bool,
     /// A lower fd with the same open file description (dup'ed): this fd
     /// is a dup of it rather than a new open, so offset and flags stay
@@ -87,6 +113,104 @@ fn open_at_least(path: &CString, flags: i32, min_fd: RawFd) -> nix::Result<RawFd
     moved
 }
 
+fn describe(s: &FdSource) -> String {
+    match s {
+        FdSource::Open { path, .. } => format!("open {path:?}"),
+        FdSource::Pipe { pipe_id, .. } => format!("pipe {pipe_id}"),
+        FdSource::Eventfd { .. } => "eventfd".into(),
+        FdSource::Epoll { .. } => "epoll".into(),
+    }
+}
+
+/// Move `fd` to `want` (dup2 + close) unless it is there already.
+fn place(efd: RawFd, pid: i32, fd: RawFd, want: RawFd) -> RawFd {
+    if fd == want {
+        return fd;
+    }
+    // SAFETY: integer fds we own.
+    let r = Errno::result(unsafe { libc::dup2(fd, want) });
+    unsafe { libc::close(fd) };
+    check(efd, r, || format!("pid {pid}: fd {want}: dup2"))
+}
+
+/// Create the file behind one fd; returns some fd number holding it.
+fn make_fd(src: &FdSource, efd: RawFd, pipes: &mut Vec<(u32, RawFd, RawFd)>) -> nix::Result<RawFd> {
+    // SAFETY (whole function): plain syscalls on fds we create and own,
+    // with buffers of the lengths we pass.
+    match src {
+        FdSource::Open { path, flags, pos } => {
+            let fd = open_at_least(path, *flags, 0)?;
+            if *pos != 0 {
+                Errno::result(unsafe { libc::lseek(fd, *pos as i64, libc::SEEK_SET) })?;
+            }
+            Ok(fd)
+        }
+        FdSource::Pipe {
+            pipe_id,
+            flags,
+            size,
+            data,
+        } => {
+            let (r, w) = match pipes.iter().find(|p| p.0 == *pipe_id) {
+                Some(&(_, r, w)) => (r, w),
+                None => {
+                    let mut p = [0i32; 2];
+                    Errno::result(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) })?;
+                    // Keep both ends above every fd the task uses.
+                    let r = Errno::result(unsafe {
+                        libc::fcntl(p[0], libc::F_DUPFD_CLOEXEC, efd + 1)
+                    })?;
+                    let w = Errno::result(unsafe {
+                        libc::fcntl(p[1], libc::F_DUPFD_CLOEXEC, efd + 1)
+                    })?;
+                    unsafe {
+                        libc::close(p[0]);
+                        libc::close(p[1]);
+                    }
+                    if *size != 0 {
+                        unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, *size as i32) };
+                    }
+                    let mut off = 0;
+                    while off < data.len() {
+                        let n = Errno::result(unsafe {
+                            libc::write(w, data[off..].as_ptr().cast(), data.len() - off)
+                        })?;
+                        off += n as usize;
+                    }
+                    pipes.push((*pipe_id, r, w));
+                    (r, w)
+                }
+            };
+            let end = if flags & libc::O_ACCMODE == libc::O_WRONLY {
+                w
+            } else {
+                r
+            };
+            let fd = Errno::result(unsafe { libc::fcntl(end, libc::F_DUPFD, 0) })?;
+            Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFL, *flags & libc::O_NONBLOCK) })?;
+            Ok(fd)
+        }
+        FdSource::Eventfd { counter, flags } => {
+            let fd = Errno::result(unsafe {
+                libc::eventfd(0, flags & (libc::EFD_NONBLOCK | libc::EFD_SEMAPHORE))
+            })?;
+            if *counter != 0 {
+                let v = counter.to_ne_bytes();
+                Errno::result(unsafe { libc::write(fd, v.as_ptr().cast(), 8) })?;
+            }
+            Ok(fd)
+        }
+        FdSource::Epoll { targets, .. } => {
+            let fd = Errno::result(unsafe { libc::epoll_create1(0) })?;
+            for &(tfd, events, data) in targets {
+                let mut ev = libc::epoll_event { events, u64: data };
+                Errno::result(unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, tfd, &mut ev) })?;
+            }
+            Ok(fd)
+        }
+    }
+}
+
 /// Runs in the cloned child; never returns. `err_pipe` is the write end of
 /// a pipe to the engine: an error message is written there before exiting,
 /// and the pipe is closed (EOF) on success, right before the child stops.
@@ -117,43 +241,44 @@ pub fn run(plan: &ChildPlan, err_pipe: RawFd) -> ! {
     }
 
     // Files, in ascending fd order: the lowest free fd is never above the
-    // one we fill next, so dup2 + close lands each where it belongs.
-    for f in &plan.fds {
-        if let Some(src) = f.share_with {
-            // SAFETY: integer fds we own.
-            let r = Errno::result(unsafe { libc::dup2(src, f.fd) });
-            check(efd, r, || {
-                format!("pid {}: fd {}: dup2 of fd {src}", plan.pid, f.fd)
-            });
+    // one we fill next, so dup2 + close lands each where it belongs. Epoll
+    // sets come last, when the files they watch exist.
+    let mut pipes: Vec<(u32, RawFd, RawFd)> = Vec::new();
+    for pass in 0..2 {
+        for f in &plan.fds {
+            let is_epoll = matches!(f.source, FdSource::Epoll { .. });
+            if (pass == 0) == is_epoll {
+                continue;
+            }
+            let fd = match f.share_with {
+                Some(src) => {
+                    // SAFETY: integer fds we own.
+                    let r = Errno::result(unsafe { libc::dup2(src, f.fd) });
+                    check(efd, r, || {
+                        format!("pid {}: fd {}: dup2 of fd {src}", plan.pid, f.fd)
+                    })
+                }
+                None => {
+                    let fd = check(efd, make_fd(&f.source, efd, &mut pipes), || {
+                        format!(
+                            "pid {}: fd {}: creating {}",
+                            plan.pid,
+                            f.fd,
+                            describe(&f.source)
+                        )
+                    });
+                    place(efd, plan.pid, fd, f.fd)
+                }
+            };
             if f.cloexec {
                 // SAFETY: fcntl on our fd.
-                unsafe { libc::fcntl(f.fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             }
-            continue;
-        }
-        let fd = check(efd, open_at_least(&f.path, f.flags, 0), || {
-            format!("pid {}: fd {}: open {:?}", plan.pid, f.fd, f.path)
-        });
-        let fd = if fd != f.fd {
-            // SAFETY: integer fds we own.
-            let r = Errno::result(unsafe { libc::dup2(fd, f.fd) });
-            unsafe { libc::close(fd) };
-            check(efd, r, || format!("pid {}: fd {}: dup2", plan.pid, f.fd))
-        } else {
-            fd
-        };
-        if f.pos != 0 {
-            // SAFETY: lseek on our fd.
-            let r = Errno::result(unsafe { libc::lseek(fd, f.pos as i64, libc::SEEK_SET) });
-            check(efd, r, || {
-                format!("pid {}: fd {}: seek to {}", plan.pid, f.fd, f.pos)
-            });
-        }
-        if f.cloexec {
-            // SAFETY: fcntl on our fd.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
+    // Pipe ends that no fd of this task holds (kept while the other end
+    // was created) go away with everything else above the error fd.
+    let _ = sys::close_range(efd as u32 + 1, u32::MAX);
     for (i, (path, flags)) in plan.helper_files.iter().enumerate() {
         let want = plan.helper_fd_base + i as RawFd;
         let fd = check(efd, open_at_least(path, *flags, want), || {

@@ -66,6 +66,8 @@ pub struct Images {
     pub tasks: Vec<TaskImages>,
     pub files: BTreeMap<u32, pb::FileEntry>,
     pub shmem: BTreeMap<u64, PageSet>,
+    /// pipes-data.img: pipe id -> (pipe size, buffered bytes).
+    pub pipe_data: BTreeMap<u32, (u32, Vec<u8>)>,
 }
 
 impl Images {
@@ -113,6 +115,31 @@ fn read_pagemap(dir: &Path, name: &str) -> Result<PageSet> {
         pages_id: head.pages_id,
         entries,
     })
+}
+
+/// pipes-data.img, if there is one: each entry is followed by its bytes.
+fn read_pipe_data(dir: &Path) -> Result<BTreeMap<u32, (u32, Vec<u8>)>> {
+    let path = dir.join("pipes-data.img");
+    let mut out = BTreeMap::new();
+    if !path.exists() {
+        return Ok(out);
+    }
+    let mut r = images::ImageReader::open(&path, Magic::PipesData)?;
+    while let Some(e) = r.read_entry::<pb::PipeDataEntry>()? {
+        if e.bytes > 64 << 20 {
+            return Err(bad(
+                &path,
+                format!(
+                    "pipe {}: {} bytes of data is implausible",
+                    e.pipe_id, e.bytes
+                ),
+            ));
+        }
+        let mut data = vec![0u8; e.bytes as usize];
+        r.read_raw(&mut data)?;
+        out.insert(e.pipe_id, (e.size.unwrap_or(0), data));
+    }
+    Ok(out)
 }
 
 /// Load and validate everything in `dir`.
@@ -217,7 +244,30 @@ pub fn load(dir: &Path) -> Result<Images> {
             }
         };
         for fd in &fdinfo {
-            need_file(fd.id, format!("fd {}", fd.fd), &fd_name)?;
+            let f = files.get(&fd.id);
+            let ok = f.is_some_and(|f| {
+                f.r#type == fd.r#type
+                    && match pb::FdTypes::try_from(f.r#type) {
+                        Ok(pb::FdTypes::Reg) => f.reg.is_some(),
+                        Ok(pb::FdTypes::Pipe) => f.pipe.is_some(),
+                        Ok(pb::FdTypes::Eventfd) => f.efd.is_some(),
+                        Ok(pb::FdTypes::Eventpoll) => f.epfd.is_some(),
+                        Ok(pb::FdTypes::Signalfd) => f.sgfd.is_some(),
+                        Ok(pb::FdTypes::Timerfd) => f.tfd.is_some(),
+                        _ => false,
+                    }
+            });
+            if !ok {
+                return Err(bad(
+                    &dir.join(&fd_name),
+                    format!(
+                        "fd {} refers to file id {} of type {}, which files.img does not have (or this engine cannot restore)",
+                        fd.fd,
+                        fd.id,
+                        pb::FdTypes::try_from(fd.r#type).map_or("?".into(), |t| format!("{t:?}"))
+                    ),
+                ));
+            }
         }
         need_file(fs.cwd_id, "cwd".into(), &format!("fs-{pid}.img"))?;
         need_file(fs.root_id, "root".into(), &format!("fs-{pid}.img"))?;
@@ -301,11 +351,13 @@ pub fn load(dir: &Path) -> Result<Images> {
             ));
         }
     }
+    let pipe_data = read_pipe_data(dir)?;
     Ok(Images {
         dir: dir.to_path_buf(),
         inventory,
         tasks,
         files,
         shmem,
+        pipe_data,
     })
 }

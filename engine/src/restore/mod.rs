@@ -32,7 +32,7 @@ use crate::ptrace::remote::{find_syscall_insn, Remote};
 use crate::ptrace::Seized;
 use crate::sys::{self, KernelSigaction};
 
-use child::{ChildPlan, FdPlan};
+use child::{ChildPlan, FdPlan, FdSource};
 use load::{Images, TaskImages};
 
 #[derive(Debug, Clone)]
@@ -112,25 +112,9 @@ fn child_plan(
     let mut fdinfo = t.fdinfo.clone();
     fdinfo.sort_by_key(|f| f.fd);
     for f in &fdinfo {
-        let reg = imgs.reg(f.id);
-        if let Some(size) = reg.size {
-            let now = std::fs::metadata(&reg.name).map(|m| m.len()).ok();
-            if now != Some(size) {
-                return Err(Error::task(
-                    pid,
-                    format!("fd {} ({})", f.fd, reg.name),
-                    match now {
-                        Some(n) => format!("the file was {size} bytes at dump time and is {n} now"),
-                        None => "the file is gone".to_string(),
-                    },
-                ));
-            }
-        }
         fds.push(FdPlan {
             fd: f.fd as RawFd,
-            path: cstr(pid, "fd", &reg.name)?,
-            flags: reg.flags as i32,
-            pos: reg.pos,
+            source: fd_source(imgs, pid, f)?,
             cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
             share_with: fdinfo
                 .iter()
@@ -201,6 +185,61 @@ fn child_plan(
         sigactions,
     };
     Ok((plan, file_fds, Some(exe_fd)))
+}
+
+/// How to recreate the file behind one fd.
+fn fd_source(imgs: &Images, pid: Pid, f: &pb::FdinfoEntry) -> Result<FdSource> {
+    let file = imgs.file(f.id);
+    if let Some(reg) = &file.reg {
+        if let Some(size) = reg.size {
+            let now = std::fs::metadata(&reg.name).map(|m| m.len()).ok();
+            if now != Some(size) {
+                return Err(Error::task(
+                    pid,
+                    format!("fd {} ({})", f.fd, reg.name),
+                    match now {
+                        Some(n) => format!("the file was {size} bytes at dump time and is {n} now"),
+                        None => "the file is gone".to_string(),
+                    },
+                ));
+            }
+        }
+        return Ok(FdSource::Open {
+            path: cstr(pid, "fd", &reg.name)?,
+            flags: reg.flags as i32,
+            pos: reg.pos,
+        });
+    }
+    if let Some(p) = &file.pipe {
+        let (size, data) = imgs.pipe_data.get(&p.pipe_id).cloned().unwrap_or_default();
+        return Ok(FdSource::Pipe {
+            pipe_id: p.pipe_id,
+            flags: p.flags as i32,
+            size,
+            data,
+        });
+    }
+    if let Some(e) = &file.efd {
+        return Ok(FdSource::Eventfd {
+            counter: e.counter,
+            flags: e.flags as i32,
+        });
+    }
+    if let Some(e) = &file.epfd {
+        return Ok(FdSource::Epoll {
+            flags: e.flags as i32,
+            targets: e
+                .tfd
+                .iter()
+                .map(|t| (t.tfd as RawFd, t.events, t.data))
+                .collect(),
+        });
+    }
+    Err(Error::unsupported(
+        pid,
+        format!("fd {} (file id {})", f.fd, f.id),
+        "this kind of file cannot be restored yet",
+    ))
 }
 
 /// Signal number of the i-th SaEntry (1..=64, skipping 9 and 19).

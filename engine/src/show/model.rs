@@ -443,10 +443,9 @@ pub fn vma(set: &ImageSet, _task: &Task, v: &pb::VmaEntry) -> VmaView {
         file = Some(p);
     } else if v.status & (VMA_ANON_SHARED | VMA_AREA_SYSVIPC) != 0 {
         match set.shmem.get(&v.shmid) {
-            Some(Ok(pm)) if pm.pages_id != 0 => notes.push(format!(
-                "shmem id {} (pages-{}.img)",
-                v.shmid, pm.pages_id
-            )),
+            Some(Ok(pm)) if pm.pages_id != 0 => {
+                notes.push(format!("shmem id {} (pages-{}.img)", v.shmid, pm.pages_id))
+            }
             _ => notes.push(format!("shmem id {}", v.shmid)),
         }
     }
