@@ -15,6 +15,7 @@ use super::regs::{regs_to_pb, xsave_to_pb};
 
 /// CRIU's TaskCoreEntry.task_state values.
 pub const TASK_ALIVE: u32 = 0x1;
+pub const TASK_DEAD: u32 = 0x2;
 pub const TASK_STOPPED: u32 = 0x3;
 
 const PR_GET_TID_ADDRESS: u64 = 40;

@@ -139,3 +139,78 @@ pub fn thaw(threads: Vec<Seized>) -> Result<()> {
     }
     first_err.map_or(Ok(()), Err)
 }
+
+/// One process of a frozen tree.
+pub struct FrozenProc {
+    pub pid: Pid,
+    /// 0 for the root of the dump.
+    pub ppid: Pid,
+    /// Every thread, the leader first; empty for a zombie.
+    pub threads: Vec<Seized>,
+    /// A zombie's wait status (what its parent's waitpid will return).
+    pub zombie: Option<u32>,
+}
+
+/// Freeze the tree rooted at `root`, parents before children: a frozen
+/// process cannot fork, so once it is held its list of children is final.
+pub fn freeze_tree(root: Pid) -> Result<Vec<FrozenProc>> {
+    let mut out: Vec<FrozenProc> = Vec::new();
+    let mut queue = std::collections::VecDeque::from([(root, 0)]);
+    while let Some((pid, ppid)) = queue.pop_front() {
+        let st = stat::read(pid)?;
+        if st.state == 'Z' && pid != root {
+            out.push(FrozenProc {
+                pid,
+                ppid,
+                threads: Vec::new(),
+                zombie: Some(st.exit_code as u32),
+            });
+            continue;
+        }
+        let threads = match freeze_threads(pid) {
+            Ok(t) => t,
+            Err(e) => {
+                // Leave everything as it was: detach what we hold.
+                let _ = thaw_tree(out);
+                return Err(e);
+            }
+        };
+        let mut children = Vec::new();
+        for t in &threads {
+            children.extend(proc::children(pid, t.tid)?);
+        }
+        out.push(FrozenProc {
+            pid,
+            ppid,
+            threads,
+            zombie: None,
+        });
+        queue.extend(children.into_iter().map(|c| (c, pid)));
+    }
+    Ok(out)
+}
+
+/// Kill every process of the tree (children first) and consume the
+/// notifications of their threads' deaths.
+pub fn kill_tree(tree: Vec<FrozenProc>) -> Result<()> {
+    let mut first_err = None;
+    for p in tree.into_iter().rev() {
+        if p.zombie.is_none() {
+            if let Err(e) = kill_frozen(p.threads) {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Let every process of the tree go on (children first).
+pub fn thaw_tree(tree: Vec<FrozenProc>) -> Result<()> {
+    let mut first_err = None;
+    for p in tree.into_iter().rev() {
+        if let Err(e) = thaw(p.threads) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}

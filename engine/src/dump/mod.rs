@@ -22,7 +22,7 @@ use crate::proc::{self, maps, pagemap::PagemapReader, stat, status};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::find_syscall_insn;
 use crate::ptrace::scratch::ScratchSession;
-use crate::ptrace::{Seized, StopKind};
+use crate::ptrace::StopKind;
 
 use files::FileTable;
 use memory::{classify, PagemapBuilder, VmaKind};
@@ -54,36 +54,138 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         return Err(Error::task(pid, "dump", "the task is a zombie or dead"));
     }
     let dir = ImageDir::create(&opts.dir)?;
-    let mut threads = freeze::freeze_threads(pid)?;
-    // Refuse what this engine version cannot do, with the process frozen
-    // so the answer cannot change under us.
-    let mut children = Vec::new();
-    for t in &threads {
-        children.extend(proc::children(pid, t.tid)?);
-    }
-    if !children.is_empty() {
+    let mut tree = freeze::freeze_tree(pid)?;
+    if tree.len() > 1 {
+        // The dump side handles trees; the restore does not build them yet,
+        // and a dump that cannot be restored is worse than a refusal.
+        let children: Vec<Pid> = tree[1..].iter().map(|p| p.pid).collect();
+        freeze::thaw_tree(tree)?;
         return Err(Error::unsupported(
             pid,
             format!("child processes {children:?}"),
             "process trees are not supported yet; dump a single process",
         ));
     }
-    let mut stats = DumpStats {
-        tasks: 1,
-        ..Default::default()
+    let mut ctx = DumpCtx {
+        dir: &dir,
+        files: FileTable::default(),
+        ns: NsIds::default(),
+        next_pages_id: 1,
+        next_files_id: 1,
+        pstree: Vec::new(),
+        root_ids: None,
+        shmem_owner: BTreeMap::new(),
+        pipe_owner: BTreeMap::new(),
+        stats: DumpStats::default(),
     };
-    dump_process(&mut threads, &dir, &mut stats)?;
+    for p in tree.iter_mut() {
+        if p.zombie.is_some() {
+            dump_zombie(p, &mut ctx)?;
+        } else {
+            dump_process(p, &mut ctx)?;
+        }
+    }
+    ctx.finish()?;
+    let stats = ctx.stats;
     debug!("pid {pid}: images written");
     dir.commit()?;
     debug!("pid {pid}: image directory committed");
     if opts.leave_running {
         info!("pid {pid}: dump done, leaving it running");
-        freeze::thaw(threads)?;
+        freeze::thaw_tree(tree)?;
     } else {
         info!("pid {pid}: dump done, killing it");
-        freeze::kill_frozen(threads)?;
+        freeze::kill_tree(tree)?;
     }
     Ok(stats)
+}
+
+/// State shared by the tasks of one dump: the images that hold all of
+/// them (files.img, pstree.img, inventory.img) and the id counters.
+struct DumpCtx<'a> {
+    dir: &'a ImageDir,
+    files: FileTable,
+    ns: NsIds,
+    next_pages_id: u32,
+    next_files_id: u32,
+    pstree: Vec<pb::PstreeEntry>,
+    root_ids: Option<pb::TaskKobjIdsEntry>,
+    /// Which task a shmem object / a pipe was first seen in: sharing them
+    /// between processes is refused until the restore can share them too.
+    shmem_owner: BTreeMap<u64, Pid>,
+    pipe_owner: BTreeMap<u64, Pid>,
+    stats: DumpStats,
+}
+
+impl DumpCtx<'_> {
+    fn pages_id(&mut self) -> u32 {
+        let id = self.next_pages_id;
+        self.next_pages_id += 1;
+        id
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let dir = self.dir;
+        dir.write_image("files.img", &self.files.entries)?;
+        let pipe_data: Vec<(pb::PipeDataEntry, &[u8])> = self
+            .files
+            .pipe_data
+            .iter()
+            .filter(|(_, (_, data))| !data.is_empty())
+            .map(|(&pipe_id, (size, data))| {
+                (
+                    pb::PipeDataEntry {
+                        pipe_id: pipe_id as u32,
+                        bytes: data.len() as u32,
+                        size: Some(*size),
+                    },
+                    data.as_slice(),
+                )
+            })
+            .collect();
+        if !pipe_data.is_empty() {
+            dir.write_with_payloads("pipes-data.img", &pipe_data)?;
+        }
+        dir.write_image("pstree.img", &self.pstree)?;
+        dir.write_image(
+            "inventory.img",
+            &[pb::InventoryEntry {
+                img_version: 2,
+                fdinfo_per_id: Some(true),
+                root_ids: self.root_ids,
+                ns_per_id: Some(true),
+                lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+                ..Default::default()
+            }],
+        )
+    }
+}
+
+/// A zombie: only its exit status, which its parent has not collected.
+fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
+    let st = stat::read(p.pid)?;
+    ctx.dir.write_image(
+        &format!("core-{}.img", p.pid),
+        &[pb::CoreEntry {
+            mtype: pb::core_entry::March::X8664 as i32,
+            tc: Some(pb::TaskCoreEntry {
+                task_state: core::TASK_DEAD,
+                exit_code: p.zombie.unwrap_or(0),
+                comm: st.comm.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    )?;
+    ctx.pstree.push(pb::PstreeEntry {
+        pid: p.pid as u32,
+        ppid: p.ppid as u32,
+        pgid: st.pgrp as u32,
+        sid: st.session as u32,
+        threads: vec![p.pid as u32],
+    });
+    ctx.stats.tasks += 1;
+    Ok(())
 }
 
 /// Namespace ids: small numbers standing for namespace inodes, shared by
@@ -98,12 +200,12 @@ impl NsIds {
     }
 }
 
-fn task_ids(pid: Pid, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
+fn task_ids(pid: Pid, id: u32, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
     let mut ids = pb::TaskKobjIdsEntry {
-        vm_id: 1,
-        files_id: 1,
-        fs_id: 1,
-        sighand_id: 1,
+        vm_id: id,
+        files_id: id,
+        fs_id: id,
+        sighand_id: id,
         ..Default::default()
     };
     for (kind, ino) in proc::ns::ns_ids(pid)? {
@@ -134,7 +236,9 @@ struct ThreadSnap {
     status: status::Status,
 }
 
-fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -> Result<()> {
+fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
+    let dir = ctx.dir;
+    let threads = &mut p.threads[..];
     let pid = threads[0].tid;
     let stat = stat::read(pid)?;
     let status = status::read(pid)?;
@@ -214,10 +318,23 @@ fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -
     };
 
     debug!("pid {pid}: task state read");
-    let mut files = FileTable::default();
-    let fdinfos = files::dump_fds(pid, &mut files)?;
-    let fs = files::dump_fs(pid, status.umask.unwrap_or(0o022), &mut files)?;
-    let exe_file_id = files::dump_exe(pid, &mut files)?;
+    let files = &mut ctx.files;
+    let first_file = files.entries.len();
+    let fdinfos = files::dump_fds(pid, files)?;
+    for f in &files.entries[first_file..] {
+        if let Some(pipe) = &f.pipe {
+            let owner = *ctx.pipe_owner.entry(pipe.pipe_id as u64).or_insert(pid);
+            if owner != pid {
+                return Err(Error::unsupported(
+                    pid,
+                    format!("pipe:[{}] (also open in pid {owner})", pipe.pipe_id),
+                    "pipes shared between processes are not supported yet",
+                ));
+            }
+        }
+    }
+    let fs = files::dump_fs(pid, status.umask.unwrap_or(0o022), files)?;
+    let exe_file_id = files::dump_exe(pid, files)?;
 
     // Memory: classify every mapping, then copy the pages.
     let mut vma_entries = Vec::new();
@@ -237,17 +354,32 @@ fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -
             } else {
                 libc::O_RDONLY
             } as u32;
-            e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, &mut files)? as u64;
+            e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, files)? as u64;
             e.fdflags = Some(fdflags);
+        }
+        if kind == VmaKind::AnonShared {
+            let owner = *ctx.shmem_owner.entry(e.shmid).or_insert(pid);
+            if owner != pid {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "shared mapping {:#x}-{:#x} (also mapped by pid {owner})",
+                        v.start, v.end
+                    ),
+                    "anonymous shared memory shared between processes is not supported yet",
+                ));
+            }
         }
         vma_entries.push(e);
         kinds.push((kind, v.read));
     }
+    let private_id = ctx.pages_id();
     // Sink 0: private memory (pages-1.img); then one per shmem object.
     let mut sinks = vec![memory::PageSink {
-        pages: dir.pages_writer(1)?,
+        pages: dir.pages_writer(private_id)?,
         pm: PagemapBuilder::default(),
     }];
+    let mut sink_ids = vec![private_id];
     let mut shmem_sink: BTreeMap<u64, usize> = BTreeMap::new();
     let mut jobs = Vec::new();
     for (e, &(kind, readable)) in vma_entries.iter().zip(&kinds) {
@@ -257,10 +389,12 @@ fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -
                 let next = sinks.len();
                 let sink = *shmem_sink.entry(e.shmid).or_insert(next);
                 if sink == next {
+                    let id = ctx.pages_id();
                     sinks.push(memory::PageSink {
-                        pages: dir.pages_writer(next as u32 + 1)?,
+                        pages: dir.pages_writer(id)?,
                         pm: PagemapBuilder::default(),
                     });
+                    sink_ids.push(id);
                 }
                 (sink, e.start - e.pgoff)
             }
@@ -278,19 +412,23 @@ fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -
     memory::dump_pages(pid, &mem, &pagemap, memory::zero_pfn(), &jobs, &mut sinks)?;
     drop(jobs);
     debug!("pid {pid}: pages copied");
-    stats.vmas = vma_entries.len();
+    ctx.stats.vmas += vma_entries.len();
     let mut sinks = sinks.into_iter();
     let private = sinks.next().expect("sink 0 exists");
-    stats.pages = private.pm.total_pages();
+    ctx.stats.pages += private.pm.total_pages();
     dir.finish_pages(private.pages)?;
-    dir.write_pagemap(&format!("pagemap-{pid}.img"), 1, &private.pm.entries)?;
+    dir.write_pagemap(
+        &format!("pagemap-{pid}.img"),
+        private_id,
+        &private.pm.entries,
+    )?;
     let sinks: Vec<_> = sinks.collect();
     for (shmid, idx) in shmem_sink {
         let sink = &sinks[idx - 1];
-        stats.shmem_pages += sink.pm.total_pages();
+        ctx.stats.shmem_pages += sink.pm.total_pages();
         dir.write_pagemap(
             &format!("pagemap-shmem-{shmid}.img"),
-            idx as u32 + 1,
+            sink_ids[idx],
             &sink.pm.entries,
         )?;
     }
@@ -323,8 +461,12 @@ fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -
         thp_disabled: None,
     };
 
-    let mut ns = NsIds::default();
-    let ids = task_ids(pid, &mut ns)?;
+    let files_id = ctx.next_files_id;
+    ctx.next_files_id += 1;
+    let ids = task_ids(pid, files_id, &mut ctx.ns)?;
+    if ctx.root_ids.is_none() {
+        ctx.root_ids = Some(ids);
+    }
     let tids: Vec<u32> = snaps.iter().map(|t| t.tid as u32).collect();
     let mut task_core = Some(task_core);
     for (snap, (info, thread_core)) in snaps.iter().zip(thread_parts) {
@@ -342,45 +484,13 @@ fn dump_process(threads: &mut [Seized], dir: &ImageDir, stats: &mut DumpStats) -
     dir.write_image(&format!("ids-{pid}.img"), &[ids])?;
     dir.write_image(&format!("fs-{pid}.img"), &[fs])?;
     dir.write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
-    dir.write_image("files.img", &files.entries)?;
-    let pipe_data: Vec<(pb::PipeDataEntry, &[u8])> = files
-        .pipe_data
-        .iter()
-        .filter(|(_, (_, data))| !data.is_empty())
-        .map(|(&pipe_id, (size, data))| {
-            (
-                pb::PipeDataEntry {
-                    pipe_id: pipe_id as u32,
-                    bytes: data.len() as u32,
-                    size: Some(*size),
-                },
-                data.as_slice(),
-            )
-        })
-        .collect();
-    if !pipe_data.is_empty() {
-        dir.write_with_payloads("pipes-data.img", &pipe_data)?;
-    }
-    dir.write_image(
-        "pstree.img",
-        &[pb::PstreeEntry {
-            pid: pid as u32,
-            ppid: 0,
-            pgid: stat.pgrp as u32,
-            sid: stat.session as u32,
-            threads: tids,
-        }],
-    )?;
-    dir.write_image(
-        "inventory.img",
-        &[pb::InventoryEntry {
-            img_version: 2,
-            fdinfo_per_id: Some(true),
-            root_ids: Some(ids),
-            ns_per_id: Some(true),
-            lsmtype: Some(pb::Lsmtype::NoLsm as i32),
-            ..Default::default()
-        }],
-    )?;
+    ctx.pstree.push(pb::PstreeEntry {
+        pid: pid as u32,
+        ppid: p.ppid as u32,
+        pgid: stat.pgrp as u32,
+        sid: stat.session as u32,
+        threads: tids,
+    });
+    ctx.stats.tasks += 1;
     Ok(())
 }
