@@ -11,6 +11,8 @@ pub mod files;
 pub mod freeze;
 pub mod memory;
 pub mod regs;
+pub mod signals; // pending signals (issue 3)
+pub mod timers; // itimers and POSIX timers (issue 3)
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,17 +57,6 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     }
     let dir = ImageDir::create(&opts.dir)?;
     let mut tree = freeze::freeze_tree(pid)?;
-    if tree.len() > 1 {
-        // The dump side handles trees; the restore does not build them yet,
-        // and a dump that cannot be restored is worse than a refusal.
-        let children: Vec<Pid> = tree[1..].iter().map(|p| p.pid).collect();
-        freeze::thaw_tree(tree)?;
-        return Err(Error::unsupported(
-            pid,
-            format!("child processes {children:?}"),
-            "process trees are not supported yet; dump a single process",
-        ));
-    }
     let mut ctx = DumpCtx {
         dir: &dir,
         files: FileTable::default(),
@@ -289,7 +280,10 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let (task_core, thread_parts, brk, dumpable) = {
         let (leader, rest) = threads.split_first_mut().expect("the leader is there");
         let mut s = ScratchSession::open(leader, syscall_ip, &mem)?;
-        let tc = core::dump_task_core(pid, stopped, snaps[0].blk, &stat, &mut s)?;
+        let mut tc = core::dump_task_core(pid, stopped, snaps[0].blk, &stat, &mut s)?;
+        // >>> issue 3 hook: timers (dump/timers.rs)
+        tc.timers = Some(timers::dump_timers(pid, &mut s)?);
+        // <<< issue 3 hook
         let l = &snaps[0];
         let mut parts = vec![core::dump_thread(
             l.tid, &l.regs, &l.xstate, l.blk, &l.stat, &l.status, &mut s,
@@ -317,6 +311,15 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         (tc, parts, brk, dumpable)
     };
 
+    // >>> issue 3 hook: pending signals (dump/signals.rs), read after the
+    // remote calls so that a signal that arrived meanwhile is included.
+    let mut task_core = task_core;
+    task_core.signals_s = Some(signals::dump_queue(pid, true)?);
+    let mut thread_parts = thread_parts;
+    for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
+        tc.signals_p = Some(signals::dump_queue(snap.tid, false)?);
+    }
+    // <<< issue 3 hook
     debug!("pid {pid}: task state read");
     let files = &mut ctx.files;
     let first_file = files.entries.len();

@@ -103,11 +103,16 @@ fn wait_event_stop(tid: Pid) -> Result<StopKind> {
 impl Seized {
     /// PTRACE_SEIZE + PTRACE_INTERRUPT one thread and wait for the stop.
     pub fn seize(tid: Pid) -> Result<Seized> {
-        let opts = ptrace::Options::from_bits_retain(O_SUSPEND_SECCOMP);
+        Self::seize_with(tid, ptrace::Options::empty())
+    }
+
+    /// Like `seize`, with extra ptrace options (the restore traces clones
+    /// to catch the threads it creates).
+    pub fn seize_with(tid: Pid, extra: ptrace::Options) -> Result<Seized> {
+        let opts = ptrace::Options::from_bits_retain(O_SUSPEND_SECCOMP) | extra;
         if let Err(e) = ptrace::seize(npid(tid), opts) {
             if e == nix::errno::Errno::EINVAL {
-                ptrace::seize(npid(tid), ptrace::Options::empty())
-                    .ctx(tid, || "PTRACE_SEIZE".into())?;
+                ptrace::seize(npid(tid), extra).ctx(tid, || "PTRACE_SEIZE".into())?;
             } else {
                 return Err(Error::sys(tid, "PTRACE_SEIZE", e));
             }

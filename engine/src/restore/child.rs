@@ -75,6 +75,13 @@ pub struct ChildPlan {
     pub personality: Option<u64>,
     /// (signal, action) for every signal that is not SIG_DFL.
     pub sigactions: Vec<(i32, KernelSigaction)>,
+    /// The engine's fd number of this task's error pipe (inherited down the
+    /// tree; every task has its own).
+    pub err_pipe: RawFd,
+    /// Children this task forks itself, so they are its children.
+    pub children: Vec<ChildPlan>,
+    /// Zombie children: (pid, wait status, name).
+    pub zombies: Vec<(i32, u32, CString)>,
 }
 
 impl ChildPlan {
@@ -214,31 +221,97 @@ fn make_fd(src: &FdSource, efd: RawFd, pipes: &mut Vec<(u32, RawFd, RawFd)>) -> 
 /// Runs in the cloned child; never returns. `err_pipe` is the write end of
 /// a pipe to the engine: an error message is written there before exiting,
 /// and the pipe is closed (EOF) on success, right before the child stops.
-pub fn run(plan: &ChildPlan, err_pipe: RawFd) -> ! {
+pub fn run(plan: &ChildPlan) -> ! {
+    // Block everything until the engine sets the final mask: a signal now
+    // would run a handler in an address space that does not exist yet.
+    // SAFETY: sigprocmask with a full set.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
+    let pid = plan.pid;
+    let early = plan.err_pipe;
+    let zero = nix::unistd::Pid::from_raw(0);
+    let npid = nix::unistd::Pid::from_raw;
+
+    // Session and process group first, so the children forked below
+    // inherit them.
+    if plan.sid == pid {
+        check(early, nix::unistd::setsid().map(|_| ()), || {
+            format!("pid {pid}: setsid")
+        });
+    } else if plan.pgid == pid {
+        check(early, nix::unistd::setpgid(zero, zero), || {
+            format!("pid {pid}: setpgid")
+        });
+    } else if nix::unistd::getpgrp() != npid(plan.pgid) {
+        check(early, nix::unistd::setpgid(zero, npid(plan.pgid)), || {
+            format!("pid {pid}: join process group {}", plan.pgid)
+        });
+    }
+
+    // Children, forked by their own parent with their old PIDs. A child
+    // that leads a group gets it from here too, so the group exists before
+    // a later sibling asks to join it.
+    for c in &plan.children {
+        let r = sys::clone3_with_pid(c.pid, 0, libc::SIGCHLD as u64);
+        match check(early, r, || format!("pid {pid}: fork of child {}", c.pid)) {
+            0 => run(c),
+            _ if c.pgid == c.pid && c.sid != c.pid => {
+                check(
+                    early,
+                    nix::unistd::setpgid(npid(c.pid), npid(c.pid)),
+                    || format!("pid {pid}: setpgid of child {}", c.pid),
+                );
+            }
+            _ => {}
+        }
+    }
+    for (zpid, status, comm) in &plan.zombies {
+        let (zpid, status) = (*zpid, *status);
+        let r = sys::clone3_with_pid(zpid, 0, libc::SIGCHLD as u64);
+        if check(early, r, || format!("pid {pid}: fork of zombie {zpid}")) == 0 {
+            let _ = sys::prctl(libc::PR_SET_NAME, comm.as_ptr() as u64, 0, 0, 0);
+            become_zombie(status);
+        }
+        // Wait until it is dead, without reaping it: its exit status is
+        // for the restored program's own waitpid.
+        // SAFETY: waitid into a zeroed siginfo.
+        let r = Errno::result(unsafe {
+            let mut si: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                zpid as u32,
+                &mut si,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        });
+        check(early, r, || format!("pid {pid}: waiting for zombie {zpid}"));
+    }
+    // The SIGCHLDs of those deaths are ours, not the program's.
+    // SAFETY: sigtimedwait with a zero timeout only dequeues.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        while libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) > 0 {}
+    }
+
     let efd = plan.err_fd();
     // SAFETY: dup2/close on integer fds in our own single-threaded child.
     unsafe {
-        if libc::dup2(err_pipe, efd) < 0 {
+        if libc::dup2(early, efd) < 0 {
             libc::_exit(2);
         }
         libc::fcntl(efd, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     let _ = sys::close_range(0, efd as u32 - 1);
     let _ = sys::close_range(efd as u32 + 1, u32::MAX);
-
-    // Session and process group. The root of a zdtm tree leads its own
-    // session; other shapes come with process trees.
-    if plan.sid == plan.pid {
-        check(efd, nix::unistd::setsid().map(|_| ()), || {
-            format!("pid {}: setsid", plan.pid)
-        });
-    } else if plan.pgid == plan.pid {
-        check(
-            efd,
-            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0)),
-            || format!("pid {}: setpgid", plan.pid),
-        );
-    }
 
     // Files, in ascending fd order: the lowest free fd is never above the
     // one we fill next, so dup2 + close lands each where it belongs. Epoll
@@ -326,29 +399,38 @@ pub fn run(plan: &ChildPlan, err_pipe: RawFd) -> ! {
         });
     }
 
-    // Block everything until the engine sets the final mask: a signal now
-    // would run a handler in an address space that does not exist yet.
-    // SAFETY: sigprocmask with a full set.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-    }
     for (sig, act) in &plan.sigactions {
         check(efd, sys::rt_sigaction(*sig, Some(act)), || {
             format!("pid {}: sigaction for signal {}", plan.pid, sig)
         });
     }
 
-    check(efd, nix::sys::ptrace::traceme(), || {
-        format!("pid {}: PTRACE_TRACEME", plan.pid)
-    });
     // SAFETY: closing our end of the error pipe signals success (EOF).
     unsafe { libc::close(efd) };
-    let _ = sys::stop_self();
-    // The engine never lets us get here: it replaces our registers.
-    // SAFETY: _exit is always safe.
-    unsafe { libc::_exit(3) }
+    // Wait for the engine to seize us. Every signal is blocked, so pause()
+    // only ends when the engine replaces our registers.
+    loop {
+        // SAFETY: pause has no arguments.
+        unsafe { libc::pause() };
+    }
+}
+
+/// End the way the dumped zombie ended: exit code or signal.
+fn become_zombie(status: u32) -> ! {
+    let status = status as i32;
+    // SAFETY: async-signal-safe calls in a child about to die.
+    unsafe {
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
 }
 
 pub fn rlimit_name(res: u32) -> &'static str {

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::dump::core::TASK_DEAD;
 use crate::dump::memory::{
     PAGE, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
     VMA_FILE_PRIVATE, VMA_FILE_SHARED,
@@ -68,6 +69,19 @@ pub struct Images {
     pub shmem: BTreeMap<u64, PageSet>,
     /// pipes-data.img: pipe id -> (pipe size, buffered bytes).
     pub pipe_data: BTreeMap<u32, (u32, Vec<u8>)>,
+    pub zombies: Vec<Zombie>,
+}
+
+/// A task that had exited but was not yet reaped by its parent.
+#[derive(Debug, Clone)]
+pub struct Zombie {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// The wait status its parent will collect.
+    pub status: u32,
+    pub comm: String,
 }
 
 impl Images {
@@ -174,6 +188,7 @@ pub fn load(dir: &Path) -> Result<Images> {
     }
     let mut tasks = Vec::new();
     let mut shmem = BTreeMap::new();
+    let mut zombies = Vec::new();
     for p in pstree {
         let pid = p.pid as i32;
         let core_name = format!("core-{pid}.img");
@@ -181,6 +196,17 @@ pub fn load(dir: &Path) -> Result<Images> {
         let core_path = dir.join(&core_name);
         if core.mtype != pb::core_entry::March::X8664 as i32 {
             return Err(bad(&core_path, "not an x86_64 image"));
+        }
+        if let Some(tc) = core.tc.as_ref().filter(|tc| tc.task_state == TASK_DEAD) {
+            zombies.push(Zombie {
+                pid,
+                ppid: p.ppid as i32,
+                pgid: p.pgid as i32,
+                sid: p.sid as i32,
+                status: tc.exit_code,
+                comm: tc.comm.clone(),
+            });
+            continue;
         }
         let Some(info) = &core.thread_info else {
             return Err(bad(&core_path, "no thread_info (registers)"));
@@ -351,6 +377,25 @@ pub fn load(dir: &Path) -> Result<Images> {
             ));
         }
     }
+    // The tree: one root (ppid 0) first, every other task's parent a live
+    // task of the image.
+    let tree_path = dir.join("pstree.img");
+    if tasks.first().is_none_or(|t| t.pstree.ppid != 0) {
+        return Err(bad(&tree_path, "the first task must be the root (ppid 0)"));
+    }
+    let live: std::collections::BTreeSet<i32> = tasks.iter().map(|t| t.pid).collect();
+    for (pid, ppid) in tasks[1..]
+        .iter()
+        .map(|t| (t.pid, t.pstree.ppid as i32))
+        .chain(zombies.iter().map(|z| (z.pid, z.ppid)))
+    {
+        if !live.contains(&ppid) {
+            return Err(bad(
+                &tree_path,
+                format!("pid {pid}: parent {ppid} is not a live task of the image"),
+            ));
+        }
+    }
     let pipe_data = read_pipe_data(dir)?;
     Ok(Images {
         dir: dir.to_path_buf(),
@@ -359,5 +404,6 @@ pub fn load(dir: &Path) -> Result<Images> {
         files,
         shmem,
         pipe_data,
+        zombies,
     })
 }

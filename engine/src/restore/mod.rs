@@ -11,6 +11,8 @@ pub mod child;
 pub mod creds;
 pub mod load;
 pub mod memory;
+pub mod signals; // pending signals (issue 3)
+pub mod timers; // itimers and POSIX timers (issue 3)
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -48,14 +50,17 @@ pub struct RestoreOptions {
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let imgs = load::load(&opts.dir)?;
     debug!("images loaded and verified");
-    let root = &imgs.tasks[0];
-    check_pid_free(root.pid)?;
-    let pid = restore_task(&imgs, root)?;
+    let root_pid = imgs.tasks[0].pid;
+    restore_tree(&imgs).map_err(|e| e.for_pid(root_pid, "restore"))?;
+    let pid = root_pid;
     if let Some(pf) = &opts.pidfile {
         std::fs::write(pf, pid.to_string())
             .map_err(|e| Error::io(pf, format!("pid {pid}: writing the pidfile"), e))?;
     }
-    info!("pid {pid}: restored");
+    info!(
+        "pid {pid}: restored ({} tasks)",
+        imgs.tasks.len() + imgs.zombies.len()
+    );
     if opts.detach {
         return Ok(0);
     }
@@ -67,6 +72,155 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             Err(e) => return Err(Error::sys(pid, "waiting for the restored task", e)),
         }
     }
+}
+
+/// Every PID and TID the image needs must be free before anything starts.
+fn check_all_free(imgs: &Images) -> Result<()> {
+    for t in &imgs.tasks {
+        check_pid_free(t.pid)?;
+        for (tid, _) in &t.threads {
+            check_pid_free(*tid)?;
+        }
+    }
+    for z in &imgs.zombies {
+        check_pid_free(z.pid)?;
+    }
+    Ok(())
+}
+
+/// Kills every task of a half-made tree on every error path.
+struct NewTree {
+    pids: Vec<Pid>,
+    armed: bool,
+}
+
+impl Drop for NewTree {
+    fn drop(&mut self) {
+        if self.armed {
+            for &pid in self.pids.iter().rev() {
+                let _ = kill(NixPid::from_raw(pid), Signal::SIGKILL);
+            }
+            // The root is our child: reap it (the rest go to their reaper).
+            if let Some(&root) = self.pids.first() {
+                let _ = waitpid(NixPid::from_raw(root), Some(WaitPidFlag::__WALL));
+            }
+        }
+    }
+}
+
+fn restore_tree(imgs: &Images) -> Result<()> {
+    check_all_free(imgs)?;
+    // Plans for every live task, then nested: children inside parents.
+    let mut plans = Vec::with_capacity(imgs.tasks.len());
+    let mut pipes = Vec::with_capacity(imgs.tasks.len());
+    for t in &imgs.tasks {
+        let (mut plan, file_fds, exe_fd) = child_plan(imgs, t)?;
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::sys(t.pid, "pipe", e))?;
+        plan.err_pipe = wr.as_raw_fd();
+        plan.zombies = imgs
+            .zombies
+            .iter()
+            .filter(|z| z.ppid == t.pid)
+            .map(|z| Ok((z.pid, z.status, cstr(z.pid, "comm", &z.comm)?)))
+            .collect::<Result<_>>()?;
+        plans.push((plan, file_fds, exe_fd));
+        pipes.push((rd, wr));
+    }
+    check_groups(imgs)?;
+    let root_plan = nest(imgs, &plans, 0);
+    let mut guard = NewTree {
+        pids: imgs
+            .tasks
+            .iter()
+            .map(|t| t.pid)
+            .chain(imgs.zombies.iter().map(|z| z.pid))
+            .collect(),
+        armed: true,
+    };
+    let root = imgs.tasks[0].pid;
+    let got = sys::clone3_with_pid(root, 0, libc::SIGCHLD as u64).map_err(|e| match e {
+        nix::errno::Errno::EEXIST => Error::task(root, "restore", format!("PID {root} is taken")),
+        e => Error::sys(root, "clone3 with set_tid", e),
+    })?;
+    if got == 0 {
+        child::run(&root_plan);
+    }
+    // Each task closes its pipe when it has set itself up (or writes why it
+    // could not); ours are the read ends.
+    let readers: Vec<_> = pipes.into_iter().map(|(rd, _wr)| rd).collect();
+    for (t, rd) in imgs.tasks.iter().zip(readers) {
+        let mut msg = String::new();
+        let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+        if !msg.is_empty() {
+            return Err(Error::task(
+                t.pid,
+                "restore",
+                format!("the new task failed to set itself up: {msg}"),
+            ));
+        }
+    }
+    debug!("{} tasks created", guard.pids.len());
+    let mut held = Vec::new();
+    for (t, (_, file_fds, exe_fd)) in imgs.tasks.iter().zip(&plans) {
+        held.push(take_over(imgs, t, file_fds, *exe_fd)?);
+    }
+    // Let them all go, children first.
+    for (t, (task, threads)) in imgs.tasks.iter().zip(held).rev() {
+        let stopped = t.tc().task_state == crate::dump::core::TASK_STOPPED;
+        if stopped {
+            kill(NixPid::from_raw(t.pid), Signal::SIGSTOP)
+                .map_err(|e| Error::sys(t.pid, "SIGSTOP", e))?;
+        }
+        for th in threads {
+            th.detach()?;
+        }
+        task.detach()?;
+    }
+    guard.armed = false;
+    Ok(())
+}
+
+/// The plan of task `i` with its children's plans inside it.
+fn nest(
+    imgs: &Images,
+    plans: &[(ChildPlan, BTreeMap<u32, RawFd>, Option<RawFd>)],
+    i: usize,
+) -> ChildPlan {
+    let mut p = plans[i].0.clone();
+    let pid = imgs.tasks[i].pid;
+    p.children = imgs
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.pstree.ppid as i32 == pid && t.pid != pid)
+        .map(|(j, _)| nest(imgs, plans, j))
+        .collect();
+    p
+}
+
+/// Sessions and groups the restore can rebuild: a task leads its own
+/// session or is in its parent's; its group is its own, its parent's, or
+/// one led by an older sibling (which exists by the time it is forked).
+fn check_groups(imgs: &Images) -> Result<()> {
+    let by_pid: BTreeMap<i32, &TaskImages> = imgs.tasks.iter().map(|t| (t.pid, t)).collect();
+    for t in &imgs.tasks[1..] {
+        let (pid, sid, pgid) = (t.pid, t.pstree.sid as i32, t.pstree.pgid as i32);
+        let parent = by_pid[&(t.pstree.ppid as i32)];
+        let ok_sid = sid == pid || sid == parent.pstree.sid as i32;
+        let older_sibling = imgs.tasks.iter().take_while(|o| o.pid != pid).any(|o| {
+            o.pid == pgid && o.pstree.ppid == t.pstree.ppid && o.pstree.pgid as i32 == o.pid
+        });
+        let ok_pgid = pgid == pid || pgid == parent.pstree.pgid as i32 || older_sibling;
+        if !ok_sid || !ok_pgid {
+            return Err(Error::unsupported(
+                pid,
+                format!("session {sid}, process group {pgid}"),
+                "this session/group layout (a leader that is not the task itself, its parent or an older sibling) cannot be restored yet",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_pid_free(pid: Pid) -> Result<()> {
@@ -183,6 +337,9 @@ fn child_plan(
         comm: cstr(pid, "comm", &tc.comm)?,
         personality: Some(tc.personality as u64),
         sigactions,
+        err_pipe: -1,
+        children: Vec::new(),
+        zombies: Vec::new(),
     };
     Ok((plan, file_fds, Some(exe_fd)))
 }
@@ -235,6 +392,11 @@ fn fd_source(imgs: &Images, pid: Pid, f: &pb::FdinfoEntry) -> Result<FdSource> {
                 .collect(),
         });
     }
+    // >>> issue 3 hook: signalfd and timerfd (restore/child.rs)
+    if let Some(src) = child::signalfd_timerfd_source(file) {
+        return Ok(src);
+    }
+    // <<< issue 3 hook
     Err(Error::unsupported(
         pid,
         format!("fd {} (file id {})", f.fd, f.id),
@@ -258,46 +420,17 @@ pub fn sa_signal(i: usize) -> i32 {
     }
 }
 
-/// Kills a half-made task on every error path.
-struct NewTask {
-    pid: Pid,
-    armed: bool,
-}
-
-impl Drop for NewTask {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = kill(NixPid::from_raw(self.pid), Signal::SIGKILL);
-            let _ = waitpid(NixPid::from_raw(self.pid), Some(WaitPidFlag::__WALL));
-        }
-    }
-}
-
-fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
+/// Take over one task that set itself up and waits in pause(): rebuild
+/// its memory, threads and credentials and set every thread's final state.
+/// The task stays seized; the caller lets the whole tree go at once.
+fn take_over(
+    imgs: &Images,
+    t: &TaskImages,
+    file_fds: &BTreeMap<u32, RawFd>,
+    exe_fd: Option<RawFd>,
+) -> Result<(Seized, Vec<Seized>)> {
     let pid = t.pid;
-    let (plan, file_fds, exe_fd) = child_plan(imgs, t)?;
-    let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
-    let got = sys::clone3_with_pid(pid, 0, libc::SIGCHLD as u64).map_err(|e| match e {
-        nix::errno::Errno::EEXIST => Error::task(pid, "restore", format!("PID {pid} is taken")),
-        e => Error::sys(pid, "clone3 with set_tid", e),
-    })?;
-    if got == 0 {
-        drop(rd);
-        child::run(&plan, wr.as_raw_fd());
-    }
-    let mut guard = NewTask { pid, armed: true };
-    drop(wr);
-    let mut msg = String::new();
-    let mut rd = std::fs::File::from(rd);
-    let _ = rd.read_to_string(&mut msg);
-    if !msg.is_empty() {
-        return Err(Error::task(
-            pid,
-            "restore",
-            format!("the new task failed to set itself up: {msg}"),
-        ));
-    }
-    let mut task = Seized::adopt_stopped(pid)?;
+    let mut task = Seized::seize_with(pid, nix::sys::ptrace::Options::PTRACE_O_TRACECLONE)?;
     let mem = TaskMem::open(pid)?;
     let cur = maps::read_maps(pid)?;
     let vdso: Vec<(u64, u64)> = cur
@@ -306,11 +439,6 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
         .map(|v| (v.start, v.end))
         .collect();
     let ip = find_syscall_insn(&mem, &vdso)?;
-    nix::sys::ptrace::setoptions(
-        NixPid::from_raw(pid),
-        nix::sys::ptrace::Options::PTRACE_O_TRACECLONE,
-    )
-    .map_err(|e| Error::sys(pid, "PTRACE_SETOPTIONS(TRACECLONE)", e))?;
     // The leader rebuilds the address space and creates the other threads
     // (while it still has the privileges clone3 with set_tid needs).
     let mut threads: Vec<Seized> = Vec::new();
@@ -319,7 +447,7 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
         unregister_rseq(&mut r, pid)?;
         let ip = memory::reset_address_space(&mut r, t, ip)?;
         debug!("pid {pid}: address space reset");
-        memory::map_and_fill(&mut r, imgs, t, &file_fds)?;
+        memory::map_and_fill(&mut r, imgs, t, file_fds)?;
         debug!("pid {pid}: memory restored");
         let scratch = map_scratch(&mut r, t)?;
         restore_mm(&mut r, &mem, scratch, t, exe_fd)?;
@@ -340,6 +468,11 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
         restore_thread(&mut r, &mem, scratch, info, tcore)?;
         r.abandon();
     }
+    // >>> issue 3 hook: pending signals queued again in order, then the
+    // timers (restore/signals.rs, restore/timers.rs); before credentials.
+    signals::restore(&mut task, &mut threads, ip, &mem, scratch, t)?;
+    timers::restore(&mut task, ip, &mem, scratch, t)?;
+    // <<< issue 3 hook
     // Credentials last, thread by thread (they are per-thread in the
     // kernel), and what a credential change resets after them.
     {
@@ -384,17 +517,8 @@ fn restore_task(imgs: &Images, t: &TaskImages) -> Result<Pid> {
     for (tid, core) in &t.threads {
         sched_and_oom(*tid, core.thread_core.as_ref().expect("validated"), None)?;
     }
-    let stopped = t.tc().task_state == crate::dump::core::TASK_STOPPED;
-    if stopped {
-        kill(NixPid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Error::sys(pid, "SIGSTOP", e))?;
-    }
-    for th in threads {
-        th.detach()?;
-    }
-    task.detach()?;
-    guard.armed = false;
-    debug!("pid {pid}: detached");
-    Ok(pid)
+    debug!("pid {pid}: ready");
+    Ok((task, threads))
 }
 
 fn set_final_state(th: &mut Seized, info: &pb::ThreadInfoX86, blk: u64) -> Result<()> {
