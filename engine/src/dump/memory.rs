@@ -246,7 +246,6 @@ fn wanted(kind: VmaKind, word: u64, zero_pfn: Option<u64>) -> bool {
             (f.present() && (f.pfn().is_none() || f.pfn() != zero_pfn)) || f.swapped()
         }
         VmaKind::FilePrivate => (f.present() && !f.file_or_shared_anon()) || f.swapped(),
-        VmaKind::AnonShared => f.present() || f.swapped(),
         _ => false,
     }
 }
@@ -484,4 +483,62 @@ impl Reader<'_> {
         }
         Ok(())
     }
+}
+
+/// Dump a shmem object (MAP_SHARED|MAP_ANONYMOUS memory) through its file,
+/// /proc/PID/map_files/START-END, rather than through page tables: a page
+/// that only another process touched is in the object but not in this
+/// process's pagemap. SEEK_DATA/SEEK_HOLE skip what was never written; all
+/// zero pages are skipped too. The pagemap is indexed by offset in the
+/// object. Returns the object's size.
+pub fn dump_shmem_object(pid: Pid, start: u64, end: u64, sink: &mut PageSink) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let path = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    let f = std::fs::File::open(&path)
+        .map_err(|e| Error::io(&path, format!("pid {pid}: opening shared memory"), e))?;
+    let size = f
+        .metadata()
+        .map_err(|e| Error::io(&path, format!("pid {pid}: stat of shared memory"), e))?
+        .len();
+    let seek = |off: u64, whence: i32| -> Option<u64> {
+        // SAFETY: lseek on a file we own.
+        let r = unsafe { libc::lseek(f.as_raw_fd(), off as i64, whence) };
+        (r >= 0).then_some(r as u64)
+    };
+    let mut buf = vec![0u8; BATCH];
+    let mut off = 0u64;
+    sink.pm.seal();
+    while off < size {
+        let Some(data) = seek(off, libc::SEEK_DATA) else {
+            break; // ENXIO: no data after `off`
+        };
+        let hole = seek(data, libc::SEEK_HOLE).unwrap_or(size).min(size);
+        let mut at = data & !(PAGE - 1);
+        while at < hole {
+            let n = ((hole - at) as usize).min(BATCH).div_ceil(PAGE as usize) * PAGE as usize;
+            let n = n.min((size - at) as usize);
+            f.read_exact_at(&mut buf[..n], at).map_err(|e| {
+                Error::io(
+                    &path,
+                    format!("pid {pid}: reading shared memory at {at:#x}"),
+                    e,
+                )
+            })?;
+            let mut p = 0usize;
+            while p < n {
+                let len = (PAGE as usize).min(n - p);
+                if !is_zero(&buf[p..p + len]) {
+                    let mut page = [0u8; PAGE as usize];
+                    page[..len].copy_from_slice(&buf[p..p + len]);
+                    sink.pages.write_raw(&page)?;
+                    sink.pm.push(at + p as u64, 1);
+                }
+                p += len;
+            }
+            at += n as u64;
+        }
+        off = hole.max(at);
+    }
+    Ok(size)
 }

@@ -65,7 +65,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         next_files_id: 1,
         pstree: Vec::new(),
         root_ids: None,
-        shmem_owner: BTreeMap::new(),
+        shmem_done: Default::default(),
         pipe_owner: BTreeMap::new(),
         stats: DumpStats::default(),
     };
@@ -101,9 +101,10 @@ struct DumpCtx<'a> {
     next_files_id: u32,
     pstree: Vec<pb::PstreeEntry>,
     root_ids: Option<pb::TaskKobjIdsEntry>,
-    /// Which task a shmem object / a pipe was first seen in: sharing them
-    /// between processes is refused until the restore can share them too.
-    shmem_owner: BTreeMap<u64, Pid>,
+    /// Shared memory objects already dumped (by shmid).
+    shmem_done: std::collections::BTreeSet<u64>,
+    /// Which task a pipe was first seen in: pipes shared between processes
+    /// are refused until the restore can share them too.
     pipe_owner: BTreeMap<u64, Pid>,
     stats: DumpStats,
 }
@@ -360,60 +361,50 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, files)? as u64;
             e.fdflags = Some(fdflags);
         }
-        if kind == VmaKind::AnonShared {
-            let owner = *ctx.shmem_owner.entry(e.shmid).or_insert(pid);
-            if owner != pid {
-                return Err(Error::unsupported(
-                    pid,
-                    format!(
-                        "shared mapping {:#x}-{:#x} (also mapped by pid {owner})",
-                        v.start, v.end
-                    ),
-                    "anonymous shared memory shared between processes is not supported yet",
-                ));
-            }
-        }
         vma_entries.push(e);
         kinds.push((kind, v.read));
     }
+    // Private memory, through page tables, into this task's pages file.
     let private_id = ctx.pages_id();
-    // Sink 0: private memory (pages-1.img); then one per shmem object.
     let mut sinks = vec![memory::PageSink {
         pages: dir.pages_writer(private_id)?,
         pm: PagemapBuilder::default(),
     }];
-    let mut sink_ids = vec![private_id];
-    let mut shmem_sink: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut jobs = Vec::new();
-    for (e, &(kind, readable)) in vma_entries.iter().zip(&kinds) {
-        let (sink, base) = match kind {
-            VmaKind::AnonPrivate | VmaKind::FilePrivate => (0, 0),
-            VmaKind::AnonShared => {
-                let next = sinks.len();
-                let sink = *shmem_sink.entry(e.shmid).or_insert(next);
-                if sink == next {
-                    let id = ctx.pages_id();
-                    sinks.push(memory::PageSink {
-                        pages: dir.pages_writer(id)?,
-                        pm: PagemapBuilder::default(),
-                    });
-                    sink_ids.push(id);
-                }
-                (sink, e.start - e.pgoff)
-            }
-            _ => continue,
-        };
-        jobs.push(memory::VmaJob {
+    let jobs: Vec<_> = vma_entries
+        .iter()
+        .zip(&kinds)
+        .filter(|(_, (kind, _))| matches!(kind, VmaKind::AnonPrivate | VmaKind::FilePrivate))
+        .map(|(e, &(kind, readable))| memory::VmaJob {
             entry: e,
             kind,
             readable,
-            sink,
-            base,
-        });
-    }
+            sink: 0,
+            base: 0,
+        })
+        .collect();
     let pagemap = PagemapReader::open(pid)?;
     memory::dump_pages(pid, &mem, &pagemap, memory::zero_pfn(), &jobs, &mut sinks)?;
     drop(jobs);
+    // Shared anonymous memory: each object once per dump, whoever maps it.
+    for (e, &(kind, _)) in vma_entries.iter().zip(&kinds) {
+        if kind != VmaKind::AnonShared || ctx.shmem_done.contains(&e.shmid) {
+            continue;
+        }
+        ctx.shmem_done.insert(e.shmid);
+        let id = ctx.pages_id();
+        let mut sink = memory::PageSink {
+            pages: dir.pages_writer(id)?,
+            pm: PagemapBuilder::default(),
+        };
+        memory::dump_shmem_object(pid, e.start, e.end, &mut sink)?;
+        ctx.stats.shmem_pages += sink.pm.total_pages();
+        dir.finish_pages(sink.pages)?;
+        dir.write_pagemap(
+            &format!("pagemap-shmem-{}.img", e.shmid),
+            id,
+            &sink.pm.entries,
+        )?;
+    }
     debug!("pid {pid}: pages copied");
     ctx.stats.vmas += vma_entries.len();
     let mut sinks = sinks.into_iter();
@@ -425,19 +416,6 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         private_id,
         &private.pm.entries,
     )?;
-    let sinks: Vec<_> = sinks.collect();
-    for (shmid, idx) in shmem_sink {
-        let sink = &sinks[idx - 1];
-        ctx.stats.shmem_pages += sink.pm.total_pages();
-        dir.write_pagemap(
-            &format!("pagemap-shmem-{shmid}.img"),
-            sink_ids[idx],
-            &sink.pm.entries,
-        )?;
-    }
-    for sink in sinks {
-        dir.finish_pages(sink.pages)?;
-    }
 
     let auxv = proc::auxv::read(pid)?;
     let mm = pb::MmEntry {

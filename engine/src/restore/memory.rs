@@ -26,6 +26,7 @@ use crate::dump::memory::{
 use crate::error::{Error, Result};
 use crate::images::pb;
 use crate::proc::maps::{self, SpecialVma};
+use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
 use crate::sys::Mmap;
 
@@ -166,6 +167,9 @@ pub fn map_and_fill(
     imgs: &Images,
     t: &TaskImages,
     file_fds: &BTreeMap<u32, RawFd>,
+    shmem: &mut ShmemRegistry,
+    mem: &TaskMem,
+    scratch: u64,
 ) -> Result<()> {
     let pid = t.pid;
     let pages_file = open_pages(imgs, &t.pages)?;
@@ -184,12 +188,10 @@ pub fn map_and_fill(
         if is_special(v) {
             continue;
         }
-        let shared_pages = v.status & VMA_ANON_SHARED != 0
-            && imgs
-                .shmem
-                .get(&v.shmid)
-                .is_some_and(|s| !s.entries.is_empty());
-        has_pages[i] |= shared_pages;
+        if v.status & VMA_ANON_SHARED != 0 {
+            map_shared_anon(r, imgs, t, v, shmem, mem, scratch)?;
+            continue;
+        }
         let prot = if has_pages[i] { write_prot(v) } else { v.prot };
         let (fd, off) = if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
             let fd = *file_fds.get(&(v.shmid as u32)).ok_or_else(|| {
@@ -219,21 +221,6 @@ pub fn map_and_fill(
     }
     // Private pages.
     write_pages(pid, &pages_file, &t.pages.entries, Some)?;
-    // Shared anonymous pages: the pagemap is indexed by offset in the
-    // object; each VMA of the object shows a window of it.
-    for v in t.mm.vmas.iter().filter(|v| v.status & VMA_ANON_SHARED != 0) {
-        if let Some(set) = imgs.shmem.get(&v.shmid) {
-            if set.entries.is_empty() {
-                continue;
-            }
-            let m = open_pages(imgs, set)?;
-            let (start, end, pgoff) = (v.start, v.end, v.pgoff);
-            write_pages(pid, &m, &set.entries, |off| {
-                let a = off.checked_sub(pgoff)? + start;
-                (a < end).then_some(a)
-            })?;
-        }
-    }
     // Final protections and advice.
     for (i, v) in t.mm.vmas.iter().enumerate() {
         if is_special(v) {
@@ -255,6 +242,145 @@ pub fn map_and_fill(
                     &format!("madvise({bit}) {:#x}-{:#x}", v.start, v.end),
                 )?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Shared anonymous memory objects already recreated in this restore: by
+/// shmid, the task and the window through which the object can be opened
+/// again (/proc/PID/map_files/START-END).
+#[derive(Default)]
+pub struct ShmemRegistry {
+    objects: BTreeMap<u64, (i32, u64, u64)>,
+}
+
+/// The size an object must have: its furthest window in any task.
+fn object_size(imgs: &Images, shmid: u64) -> u64 {
+    imgs.tasks
+        .iter()
+        .flat_map(|t| t.mm.vmas.iter())
+        .filter(|v| v.status & VMA_ANON_SHARED != 0 && v.shmid == shmid)
+        .map(|v| v.pgoff + (v.end - v.start))
+        .max()
+        .unwrap_or(0)
+}
+
+/// One window of a shared anonymous object. The first window anyone maps
+/// creates the object (at its full size, so every other window fits) and
+/// the engine fills it through its file; later windows, in this task or
+/// another, map that same file, so writes are seen by everyone again.
+fn map_shared_anon(
+    r: &mut Remote<'_>,
+    imgs: &Images,
+    t: &TaskImages,
+    v: &pb::VmaEntry,
+    shmem: &mut ShmemRegistry,
+    mem: &TaskMem,
+    scratch: u64,
+) -> Result<()> {
+    let pid = t.pid;
+    let len = v.end - v.start;
+    let what = format!("shared mapping {:#x}-{:#x}", v.start, v.end);
+    let fixed = libc::MAP_FIXED as u64;
+    if let Some(&(owner, ws, we)) = shmem.objects.get(&v.shmid) {
+        let path = format!("/proc/{owner}/map_files/{ws:x}-{we:x}\0");
+        mem.write(scratch + 3072, path.as_bytes())?;
+        let fd = r.call(
+            libc::SYS_open,
+            &[scratch + 3072, (libc::O_RDWR | libc::O_CLOEXEC) as u64],
+            &format!("{what}: open of the object through pid {owner}"),
+        )?;
+        let flags = (v.flags & !(libc::MAP_ANONYMOUS as u32)) as u64 | fixed;
+        let got = r.call(
+            libc::SYS_mmap,
+            &[v.start, len, v.prot as u64, flags, fd, v.pgoff],
+            &format!("mmap {what}"),
+        );
+        r.call(libc::SYS_close, &[fd], "close of a shared memory fd")?;
+        got?;
+        return Ok(());
+    }
+    let size = object_size(imgs, v.shmid).max(v.pgoff + len);
+    if v.pgoff == 0 && len == size {
+        r.call(
+            libc::SYS_mmap,
+            &[
+                v.start,
+                len,
+                v.prot as u64,
+                v.flags as u64 | fixed,
+                u64::MAX,
+                0,
+            ],
+            &format!("mmap {what}"),
+        )?;
+    } else {
+        // Create the whole object elsewhere, move this window into place,
+        // drop the rest of the temporary mapping (the object keeps its size).
+        let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+        busy.push((scratch, scratch + 4096));
+        let hole = find_hole(&busy, size)
+            .ok_or_else(|| Error::task(pid, what.clone(), "no room to create the object"))?;
+        r.call(
+            libc::SYS_mmap,
+            &[
+                hole,
+                size,
+                v.prot as u64,
+                (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+            &format!("mmap of the whole object for {what}"),
+        )?;
+        r.call(
+            libc::SYS_mremap,
+            &[
+                hole + v.pgoff,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                v.start,
+            ],
+            &format!("mremap of {what} into place"),
+        )?;
+        for (a, n) in [
+            (hole, v.pgoff),
+            (hole + v.pgoff + len, size - v.pgoff - len),
+        ] {
+            if n > 0 {
+                r.call(
+                    libc::SYS_munmap,
+                    &[a, n],
+                    "munmap of the rest of the object",
+                )?;
+            }
+        }
+    }
+    shmem.objects.insert(v.shmid, (pid, v.start, v.end));
+    // Fill the object through its file, whatever the window shows.
+    if let Some(set) = imgs.shmem.get(&v.shmid).filter(|s| !s.entries.is_empty()) {
+        let src = open_pages(imgs, set)?;
+        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, format!("pid {pid}: opening {what}"), e))?;
+        let data = src.as_slice();
+        let mut off = 0usize;
+        for e in &set.entries {
+            let n = e.nr_pages as usize * PAGE as usize;
+            std::os::unix::fs::FileExt::write_all_at(&f, &data[off..off + n], e.vaddr).map_err(
+                |err| {
+                    Error::io(
+                        &path,
+                        format!("pid {pid}: writing {what} at offset {:#x}", e.vaddr),
+                        err,
+                    )
+                },
+            )?;
+            off += n;
         }
     }
     Ok(())

@@ -162,8 +162,9 @@ fn restore_tree(imgs: &Images) -> Result<()> {
     }
     debug!("{} tasks created", guard.pids.len());
     let mut held = Vec::new();
+    let mut shmem = memory::ShmemRegistry::default();
     for (t, (_, file_fds, exe_fd)) in imgs.tasks.iter().zip(&plans) {
-        held.push(take_over(imgs, t, file_fds, *exe_fd)?);
+        held.push(take_over(imgs, t, file_fds, *exe_fd, &mut shmem)?);
     }
     // Let them all go, children first.
     for (t, (task, threads)) in imgs.tasks.iter().zip(held).rev() {
@@ -428,6 +429,7 @@ fn take_over(
     t: &TaskImages,
     file_fds: &BTreeMap<u32, RawFd>,
     exe_fd: Option<RawFd>,
+    shmem: &mut memory::ShmemRegistry,
 ) -> Result<(Seized, Vec<Seized>)> {
     let pid = t.pid;
     let mut task = Seized::seize_with(pid, nix::sys::ptrace::Options::PTRACE_O_TRACECLONE)?;
@@ -447,9 +449,9 @@ fn take_over(
         unregister_rseq(&mut r, pid)?;
         let ip = memory::reset_address_space(&mut r, t, ip)?;
         debug!("pid {pid}: address space reset");
-        memory::map_and_fill(&mut r, imgs, t, file_fds)?;
-        debug!("pid {pid}: memory restored");
         let scratch = map_scratch(&mut r, t)?;
+        memory::map_and_fill(&mut r, imgs, t, file_fds, shmem, &mem, scratch)?;
+        debug!("pid {pid}: memory restored");
         restore_mm(&mut r, &mem, scratch, t, exe_fd)?;
         for (tid, _) in &t.threads {
             threads.push(clone_thread(&mut r, &mem, scratch, *tid)?);
