@@ -21,6 +21,9 @@ pub struct FileTable {
     pub entries: Vec<pb::FileEntry>,
     /// Buffered data of every pipe, by pipe id: (pipe size, bytes).
     pub pipe_data: std::collections::BTreeMap<u64, (u32, Vec<u8>)>,
+    /// (pid, fd, file id, type) of every fd of the tasks dumped so far, to
+    /// find open files shared between processes.
+    pub seen: Vec<(Pid, i32, u32, i32)>,
     next_id: u32,
 }
 
@@ -67,10 +70,11 @@ impl FileTable {
     }
 }
 
-fn kcmp_file(pid: Pid, fd1: i32, fd2: i32) -> Option<i32> {
+/// 0 when fd1 of pid1 and fd2 of pid2 are the same open file description.
+fn kcmp_file(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Option<i32> {
     const KCMP_FILE: i32 = 0;
     // SAFETY: kcmp takes only integers.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd1, fd2) };
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) };
     (r >= 0).then_some(r as i32)
 }
 
@@ -116,12 +120,20 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
         let info = fdinfo::read_fdinfo(pid, fd)?;
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let fd_flags = if cloexec { FD_CLOEXEC_FLAG } else { 0 };
-        // Same open file description as an fd we already have?
-        if let Some(prev) = out
+        // Same open file description as an fd we already have, here or in
+        // a task dumped before (inherited across fork)?
+        let same = out
             .iter()
-            .find(|e| kcmp_file(pid, e.fd as i32, fd) == Some(0))
-        {
-            let (id, r#type) = (prev.id, prev.r#type);
+            .find(|e| kcmp_file(pid, e.fd as i32, pid, fd) == Some(0))
+            .map(|e| (e.id, e.r#type))
+            .or_else(|| {
+                table
+                    .seen
+                    .iter()
+                    .find(|s| kcmp_file(s.0, s.1, pid, fd) == Some(0))
+                    .map(|s| (s.2, s.3))
+            });
+        if let Some((id, r#type)) = same {
             out.push(pb::FdinfoEntry {
                 id,
                 flags: fd_flags,
@@ -192,6 +204,16 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
                 });
                 (pb::FdTypes::Eventpoll, id)
             }
+            // >>> issue 3: signalfd and timerfd
+            FdKind::AnonInode("[signalfd]") => (
+                pb::FdTypes::Signalfd,
+                dump_signalfd(pid, fd, flags, &info, table)?,
+            ),
+            FdKind::AnonInode("[timerfd]") => (
+                pb::FdTypes::Timerfd,
+                dump_timerfd(pid, fd, flags, &info, table)?,
+            ),
+            // <<< issue 3
             FdKind::AnonInode(name) => {
                 return Err(unsupported_fd(
                     pid,
@@ -213,6 +235,9 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
             xattr_security_selinux: None,
         });
     }
+    table
+        .seen
+        .extend(out.iter().map(|e| (pid, e.fd as i32, e.id, e.r#type)));
     // The restore re-adds epoll targets by fd number: each must still be
     // open at that number.
     for f in table.entries.iter().filter_map(|e| e.epfd.as_ref()) {
@@ -228,6 +253,92 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
     }
     Ok(out)
 }
+
+// >>> issue 3: signalfd and timerfd, from their fdinfo.
+fn dump_signalfd(
+    pid: Pid,
+    fd: i32,
+    flags: u32,
+    info: &fdinfo::FdInfo,
+    table: &mut FileTable,
+) -> Result<u32> {
+    let sigmask = match info.signalfd_sigmask() {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            return Err(Error::task(
+                pid,
+                format!("fd {fd} (signalfd)"),
+                format!("fdinfo: {e}"),
+            ))
+        }
+        None => {
+            return Err(Error::task(
+                pid,
+                format!("fd {fd} (signalfd)"),
+                "no sigmask in fdinfo",
+            ))
+        }
+    };
+    let id = table.next_id();
+    table.entries.push(pb::FileEntry {
+        r#type: pb::FdTypes::Signalfd as i32,
+        id,
+        sgfd: Some(pb::SignalfdEntry {
+            id,
+            flags,
+            fown: pb::FownEntry::default(),
+            sigmask,
+        }),
+        ..Default::default()
+    });
+    Ok(id)
+}
+
+fn dump_timerfd(
+    pid: Pid,
+    fd: i32,
+    flags: u32,
+    info: &fdinfo::FdInfo,
+    table: &mut FileTable,
+) -> Result<u32> {
+    let t = match info.timerfd() {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            return Err(Error::task(
+                pid,
+                format!("fd {fd} (timerfd)"),
+                format!("fdinfo: {e}"),
+            ))
+        }
+        None => {
+            return Err(Error::task(
+                pid,
+                format!("fd {fd} (timerfd)"),
+                "no clockid in fdinfo",
+            ))
+        }
+    };
+    let id = table.next_id();
+    table.entries.push(pb::FileEntry {
+        r#type: pb::FdTypes::Timerfd as i32,
+        id,
+        tfd: Some(pb::TimerfdEntry {
+            id,
+            flags,
+            fown: pb::FownEntry::default(),
+            clockid: t.clockid as u32,
+            ticks: t.ticks,
+            settime_flags: t.settime_flags,
+            vsec: t.it_value.0,
+            vnsec: t.it_value.1,
+            isec: t.it_interval.0,
+            insec: t.it_interval.1,
+        }),
+        ..Default::default()
+    });
+    Ok(id)
+}
+// <<< issue 3
 
 /// A regular file, directory or device.
 fn dump_path_fd(

@@ -66,7 +66,6 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         pstree: Vec::new(),
         root_ids: None,
         shmem_done: Default::default(),
-        pipe_owner: BTreeMap::new(),
         stats: DumpStats::default(),
     };
     for p in tree.iter_mut() {
@@ -103,9 +102,6 @@ struct DumpCtx<'a> {
     root_ids: Option<pb::TaskKobjIdsEntry>,
     /// Shared memory objects already dumped (by shmid).
     shmem_done: std::collections::BTreeSet<u64>,
-    /// Which task a pipe was first seen in: pipes shared between processes
-    /// are refused until the restore can share them too.
-    pipe_owner: BTreeMap<u64, Pid>,
     stats: DumpStats,
 }
 
@@ -325,18 +321,19 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let files = &mut ctx.files;
     let first_file = files.entries.len();
     let fdinfos = files::dump_fds(pid, files)?;
-    for f in &files.entries[first_file..] {
-        if let Some(pipe) = &f.pipe {
-            let owner = *ctx.pipe_owner.entry(pipe.pipe_id as u64).or_insert(pid);
-            if owner != pid {
-                return Err(Error::unsupported(
-                    pid,
-                    format!("pipe:[{}] (also open in pid {owner})", pipe.pipe_id),
-                    "pipes shared between processes are not supported yet",
-                ));
-            }
+    // Epoll sets are rebuilt inside their task from its fd numbers: one
+    // shared with another process cannot be rebuilt there.
+    for e in &fdinfos {
+        let shared = files.seen.iter().any(|s| s.0 != pid && s.2 == e.id);
+        if shared && e.r#type == pb::FdTypes::Eventpoll as i32 {
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {} (epoll)", e.fd),
+                "epoll sets shared between processes are not supported yet",
+            ));
         }
     }
+    let _ = first_file;
     let fs = files::dump_fs(pid, status.umask.unwrap_or(0o022), files)?;
     let exe_file_id = files::dump_exe(pid, files)?;
 

@@ -41,6 +41,21 @@ pub enum FdSource {
         flags: i32,
         targets: Vec<(RawFd, u32, u64)>,
     },
+    /// An open file shared with other processes of the tree: the engine
+    /// holds it at `engine_fd` and puts it into the task later
+    /// (pidfd_getfd); the child leaves the slot empty.
+    Inject {
+        engine_fd: RawFd,
+    },
+    // >>> issue 3: signalfd and timerfd (see the end of this file)
+    /// A signalfd reading the signals of `mask` (bit n-1 = signal n).
+    Signalfd {
+        mask: u64,
+        flags: i32,
+    },
+    /// A timerfd with the time it had left and its unread expirations.
+    Timerfd(TimerfdPlan),
+    // <<< issue 3
 }
 
 /// One file descriptor to create in the new task.
@@ -126,6 +141,9 @@ fn describe(s: &FdSource) -> String {
         FdSource::Pipe { pipe_id, .. } => format!("pipe {pipe_id}"),
         FdSource::Eventfd { .. } => "eventfd".into(),
         FdSource::Epoll { .. } => "epoll".into(),
+        FdSource::Inject { .. } => "shared file".into(),
+        FdSource::Signalfd { .. } => "signalfd".into(),
+        FdSource::Timerfd(_) => "timerfd".into(),
     }
 }
 
@@ -145,6 +163,7 @@ fn make_fd(src: &FdSource, efd: RawFd, pipes: &mut Vec<(u32, RawFd, RawFd)>) -> 
     // SAFETY (whole function): plain syscalls on fds we create and own,
     // with buffers of the lengths we pass.
     match src {
+        FdSource::Inject { .. } => Err(Errno::EINVAL),
         FdSource::Open { path, flags, pos } => {
             let fd = open_at_least(path, *flags, 0)?;
             if *pos != 0 {
@@ -215,6 +234,8 @@ fn make_fd(src: &FdSource, efd: RawFd, pipes: &mut Vec<(u32, RawFd, RawFd)>) -> 
             }
             Ok(fd)
         }
+        FdSource::Signalfd { mask, flags } => make_signalfd(*mask, *flags),
+        FdSource::Timerfd(t) => make_timerfd(t),
     }
 }
 
@@ -320,7 +341,7 @@ pub fn run(plan: &ChildPlan) -> ! {
     for pass in 0..2 {
         for f in &plan.fds {
             let is_epoll = matches!(f.source, FdSource::Epoll { .. });
-            if (pass == 0) == is_epoll {
+            if (pass == 0) == is_epoll || matches!(f.source, FdSource::Inject { .. }) {
                 continue;
             }
             let fd = match f.share_with {
@@ -454,3 +475,163 @@ pub fn rlimit_name(res: u32) -> &'static str {
     ];
     NAMES.get(res as usize).copied().unwrap_or("?")
 }
+
+// >>> issue 3: signalfd and timerfd ------------------------------------------
+
+/// A timerfd as dumped from its fdinfo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerfdPlan {
+    pub clockid: i32,
+    /// O_NONBLOCK of the open file (TFD_NONBLOCK).
+    pub flags: i32,
+    /// TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET of the last settime.
+    pub settime_flags: i32,
+    /// Time left until the next expiry, (seconds, nanoseconds).
+    pub value: (u64, u64),
+    pub interval: (u64, u64),
+    /// Expirations not read yet.
+    pub ticks: u64,
+}
+
+const TFD_TIMER_ABSTIME: i32 = 1;
+/// `_IOW('T', 0, u64)`: set the unread expiration count (CONFIG_CHECKPOINT_RESTORE).
+const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+const NSEC: u64 = 1_000_000_000;
+
+/// How to recreate a signalfd or timerfd file entry, if it is one.
+pub fn signalfd_timerfd_source(file: &crate::images::pb::FileEntry) -> Option<FdSource> {
+    if let Some(s) = &file.sgfd {
+        return Some(FdSource::Signalfd {
+            mask: s.sigmask,
+            flags: s.flags as i32,
+        });
+    }
+    file.tfd.as_ref().map(|t| {
+        FdSource::Timerfd(TimerfdPlan {
+            clockid: t.clockid as i32,
+            flags: t.flags as i32,
+            settime_flags: t.settime_flags as i32,
+            value: (t.vsec, t.vnsec),
+            interval: (t.isec, t.insec),
+            ticks: t.ticks,
+        })
+    })
+}
+
+fn make_signalfd(mask: u64, flags: i32) -> nix::Result<RawFd> {
+    let m = mask;
+    // SAFETY: signalfd4 reads 8 bytes of mask from `m`.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_signalfd4,
+            -1,
+            &m as *const u64,
+            8usize,
+            flags & libc::O_NONBLOCK,
+        )
+    };
+    Errno::result(fd).map(|fd| fd as RawFd)
+}
+
+/// `value` as timerfd_settime wants it: relative, or with
+/// TFD_TIMER_ABSTIME the time left added to the clock's now.
+pub fn timerfd_value(settime_flags: i32, value: (u64, u64), now: (u64, u64)) -> (u64, u64) {
+    if settime_flags & TFD_TIMER_ABSTIME == 0 || value == (0, 0) {
+        return value;
+    }
+    let ns = value.1 + now.1;
+    (value.0 + now.0 + ns / NSEC, ns % NSEC)
+}
+
+fn make_timerfd(t: &TimerfdPlan) -> nix::Result<RawFd> {
+    // SAFETY (whole function): timerfd calls on the fd we create, with
+    // structs of the sizes the kernel expects.
+    let fd = Errno::result(unsafe { libc::timerfd_create(t.clockid, t.flags & libc::O_NONBLOCK) })?;
+    let close_on_err = |e: Errno| {
+        unsafe { libc::close(fd) };
+        e
+    };
+    if t.value != (0, 0) || t.interval != (0, 0) {
+        let mut now = (0, 0);
+        if t.settime_flags & TFD_TIMER_ABSTIME != 0 && t.value != (0, 0) {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            Errno::result(unsafe { libc::clock_gettime(t.clockid, &mut ts) })
+                .map_err(close_on_err)?;
+            now = (ts.tv_sec as u64, ts.tv_nsec as u64);
+        }
+        let (vs, vn) = timerfd_value(t.settime_flags, t.value, now);
+        let its = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: t.interval.0 as i64,
+                tv_nsec: t.interval.1 as i64,
+            },
+            it_value: libc::timespec {
+                tv_sec: vs as i64,
+                tv_nsec: vn as i64,
+            },
+        };
+        Errno::result(unsafe {
+            libc::timerfd_settime(fd, t.settime_flags, &its, std::ptr::null_mut())
+        })
+        .map_err(close_on_err)?;
+    }
+    if t.ticks != 0 {
+        let ticks = t.ticks;
+        Errno::result(unsafe { libc::ioctl(fd, TFD_IOC_SET_TICKS, &ticks as *const u64) })
+            .map_err(close_on_err)?;
+    }
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod issue3_tests {
+    use super::*;
+
+    #[test]
+    fn timerfd_values() {
+        assert_eq!(timerfd_value(0, (5, 7), (100, 999_999_999)), (5, 7));
+        assert_eq!(
+            timerfd_value(TFD_TIMER_ABSTIME, (5, 7), (100, 999_999_999)),
+            (106, 6)
+        );
+        // Disarmed stays disarmed.
+        assert_eq!(timerfd_value(TFD_TIMER_ABSTIME, (0, 0), (100, 5)), (0, 0));
+    }
+
+    #[test]
+    fn timerfd_roundtrip() {
+        let plan = TimerfdPlan {
+            clockid: libc::CLOCK_MONOTONIC,
+            flags: libc::O_NONBLOCK,
+            settime_flags: TFD_TIMER_ABSTIME,
+            value: (100, 0),
+            interval: (2, 500),
+            ticks: 3,
+        };
+        let fd = make_timerfd(&plan).unwrap();
+        let me = std::process::id() as i32;
+        let info = crate::proc::fdinfo::read_fdinfo(me, fd).unwrap();
+        let tf = info.timerfd().unwrap().unwrap();
+        assert_eq!(tf.clockid, libc::CLOCK_MONOTONIC);
+        assert_eq!(tf.ticks, 3);
+        assert_eq!(tf.settime_flags, TFD_TIMER_ABSTIME as u32);
+        assert_eq!(tf.it_interval, (2, 500));
+        assert!(tf.it_value.0 >= 98 && tf.it_value.0 <= 100, "{tf:?}");
+        assert_ne!(info.flags & libc::O_NONBLOCK as u32, 0);
+        let mut buf = [0u8; 8];
+        // SAFETY: reading 8 bytes into buf.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 8) };
+        assert_eq!(n, 8);
+        assert_eq!(u64::from_ne_bytes(buf), 3);
+        unsafe { libc::close(fd) };
+
+        let sfd = make_signalfd(1 << 11 | 1 << 33, 0).unwrap();
+        let info = crate::proc::fdinfo::read_fdinfo(me, sfd).unwrap();
+        assert_eq!(info.signalfd_sigmask(), Some(Ok(1 << 11 | 1 << 33)));
+        unsafe { libc::close(sfd) };
+    }
+}
+// <<< issue 3 ----------------------------------------------------------------

@@ -17,7 +17,7 @@ pub mod timers; // itimers and POSIX timers (issue 3)
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::sys::signal::{kill, Signal};
@@ -110,11 +110,12 @@ impl Drop for NewTree {
 
 fn restore_tree(imgs: &Images) -> Result<()> {
     check_all_free(imgs)?;
+    let shared = shared_files(imgs)?;
     // Plans for every live task, then nested: children inside parents.
     let mut plans = Vec::with_capacity(imgs.tasks.len());
     let mut pipes = Vec::with_capacity(imgs.tasks.len());
     for t in &imgs.tasks {
-        let (mut plan, file_fds, exe_fd) = child_plan(imgs, t)?;
+        let (mut plan, file_fds, exe_fd) = child_plan(imgs, t, &shared)?;
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::sys(t.pid, "pipe", e))?;
         plan.err_pipe = wr.as_raw_fd();
@@ -163,9 +164,10 @@ fn restore_tree(imgs: &Images) -> Result<()> {
     debug!("{} tasks created", guard.pids.len());
     let mut held = Vec::new();
     let mut shmem = memory::ShmemRegistry::default();
-    for (t, (_, file_fds, exe_fd)) in imgs.tasks.iter().zip(&plans) {
-        held.push(take_over(imgs, t, file_fds, *exe_fd, &mut shmem)?);
+    for (t, (plan, file_fds, exe_fd)) in imgs.tasks.iter().zip(&plans) {
+        held.push(take_over(imgs, t, plan, file_fds, *exe_fd, &mut shmem)?);
     }
+    drop(shared);
     // Let them all go, children first.
     for (t, (task, threads)) in imgs.tasks.iter().zip(held).rev() {
         let stopped = t.tc().task_state == crate::dump::core::TASK_STOPPED;
@@ -260,6 +262,7 @@ fn cstr(pid: Pid, what: &str, s: &str) -> Result<CString> {
 fn child_plan(
     imgs: &Images,
     t: &TaskImages,
+    shared: &BTreeMap<u32, OwnedFd>,
 ) -> Result<(ChildPlan, BTreeMap<u32, RawFd>, Option<RawFd>)> {
     let pid = t.pid;
     let tc = t.tc();
@@ -267,14 +270,26 @@ fn child_plan(
     let mut fdinfo = t.fdinfo.clone();
     fdinfo.sort_by_key(|f| f.fd);
     for f in &fdinfo {
+        let (source, share_with) = match shared.get(&f.id) {
+            Some(engine_fd) => (
+                FdSource::Inject {
+                    engine_fd: engine_fd.as_raw_fd(),
+                },
+                None,
+            ),
+            None => (
+                fd_source(imgs, pid, f)?,
+                fdinfo
+                    .iter()
+                    .find(|o| o.id == f.id && o.fd < f.fd)
+                    .map(|o| o.fd as RawFd),
+            ),
+        };
         fds.push(FdPlan {
             fd: f.fd as RawFd,
-            source: fd_source(imgs, pid, f)?,
+            source,
             cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
-            share_with: fdinfo
-                .iter()
-                .find(|o| o.id == f.id && o.fd < f.fd)
-                .map(|o| o.fd as RawFd),
+            share_with,
         });
     }
     let max_fd = fds.iter().map(|f| f.fd).max().unwrap_or(2);
@@ -343,6 +358,163 @@ fn child_plan(
         zombies: Vec::new(),
     };
     Ok((plan, file_fds, Some(exe_fd)))
+}
+
+/// Open files used by more than one task (inherited across fork: shared
+/// offset, shared pipe): the engine creates each once and every task takes
+/// it with pidfd_getfd, so they share it again. Keyed by file id.
+fn shared_files(imgs: &Images) -> Result<BTreeMap<u32, OwnedFd>> {
+    use std::collections::BTreeSet;
+    let mut users: BTreeMap<u32, BTreeSet<i32>> = BTreeMap::new();
+    for t in &imgs.tasks {
+        for f in &t.fdinfo {
+            users.entry(f.id).or_default().insert(t.pid);
+        }
+    }
+    // A pipe is shared if its ends, together, are in more than one task.
+    let mut pipe_users: BTreeMap<u32, BTreeSet<i32>> = BTreeMap::new();
+    for (id, tasks) in &users {
+        if let Some(p) = &imgs.file(*id).pipe {
+            pipe_users.entry(p.pipe_id).or_default().extend(tasks);
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut pipes: BTreeMap<u32, (OwnedFd, OwnedFd)> = BTreeMap::new();
+    for (id, tasks) in &users {
+        let file = imgs.file(*id);
+        let pid = *tasks.first().expect("one user at least");
+        let is_shared = match &file.pipe {
+            Some(p) => pipe_users[&p.pipe_id].len() > 1,
+            None => tasks.len() > 1,
+        };
+        if !is_shared {
+            continue;
+        }
+        let what = || format!("file id {id} (shared by pids {tasks:?})");
+        let fd: OwnedFd = if let Some(reg) = &file.reg {
+            let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+            let f = nix::fcntl::open(
+                reg.name.as_str(),
+                nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC | libc::O_NOCTTY),
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| Error::sys(pid, format!("{}: open {}", what(), reg.name), e))?;
+            // SAFETY: `f` is a fresh fd we own.
+            let f = unsafe { OwnedFd::from_raw_fd(f) };
+            nix::unistd::lseek(f.as_raw_fd(), reg.pos as i64, nix::unistd::Whence::SeekSet)
+                .map_err(|e| Error::sys(pid, format!("{}: seek", what()), e))?;
+            f
+        } else if let Some(p) = &file.pipe {
+            if !pipes.contains_key(&p.pipe_id) {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| Error::sys(pid, format!("{}: pipe", what()), e))?;
+                if let Some((size, data)) = imgs.pipe_data.get(&p.pipe_id) {
+                    if *size != 0 {
+                        let _ = nix::fcntl::fcntl(
+                            w.as_raw_fd(),
+                            nix::fcntl::FcntlArg::F_SETPIPE_SZ(*size as i32),
+                        );
+                    }
+                    nix::unistd::write(&w, data).map_err(|e| {
+                        Error::sys(pid, format!("{}: refilling the pipe", what()), e)
+                    })?;
+                }
+                pipes.insert(p.pipe_id, (r, w));
+            }
+            let (r, w) = &pipes[&p.pipe_id];
+            let end = if p.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
+                w
+            } else {
+                r
+            };
+            let fd = end.try_clone().map_err(|e| Error::io("pipe", what(), e))?;
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_retain(
+                    p.flags as i32 & libc::O_NONBLOCK,
+                )),
+            )
+            .map_err(|e| Error::sys(pid, format!("{}: flags", what()), e))?;
+            fd
+        } else if let Some(e) = &file.efd {
+            let fd = nix::sys::eventfd::EventFd::from_value_and_flags(
+                0,
+                nix::sys::eventfd::EfdFlags::from_bits_retain(
+                    (e.flags as i32 & (libc::EFD_NONBLOCK | libc::EFD_SEMAPHORE))
+                        | libc::EFD_CLOEXEC,
+                ),
+            )
+            .map_err(|err| Error::sys(pid, format!("{}: eventfd", what()), err))?;
+            if e.counter != 0 {
+                fd.write(e.counter)
+                    .map_err(|err| Error::sys(pid, format!("{}: eventfd counter", what()), err))?;
+            }
+            OwnedFd::from(fd)
+        } else {
+            return Err(Error::unsupported(
+                pid,
+                what(),
+                "this kind of file cannot be shared between restored processes yet",
+            ));
+        };
+        out.insert(*id, fd);
+    }
+    Ok(out)
+}
+
+/// Put the shared files into the task (pidfd_getfd from the engine), in
+/// ascending fd order so no placement clobbers a slot still to fill.
+fn inject_shared_files(r: &mut Remote<'_>, plan: &ChildPlan) -> Result<()> {
+    let mut todo: Vec<(RawFd, RawFd, bool)> = plan
+        .fds
+        .iter()
+        .filter_map(|f| match f.source {
+            FdSource::Inject { engine_fd } => Some((f.fd, engine_fd, f.cloexec)),
+            _ => None,
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    todo.sort();
+    let me = std::process::id() as u64;
+    let pidfd = r.call(libc::SYS_pidfd_open, &[me, 0], "pidfd_open of the engine")?;
+    // Out of the way of every fd the task will have.
+    let high = (plan.err_fd() + 1) as u64;
+    let pidfd_high = r.call(
+        libc::SYS_fcntl,
+        &[pidfd, libc::F_DUPFD_CLOEXEC as u64, high],
+        "moving the engine's pidfd",
+    )?;
+    r.call(libc::SYS_close, &[pidfd], "close")?;
+    for (fd, engine_fd, cloexec) in todo {
+        let got = r.call(
+            libc::SYS_pidfd_getfd,
+            &[pidfd_high, engine_fd as u64, 0],
+            &format!("pidfd_getfd of shared file for fd {fd}"),
+        )?;
+        if got != fd as u64 {
+            r.call(
+                libc::SYS_dup2,
+                &[got, fd as u64],
+                &format!("dup2 to fd {fd}"),
+            )?;
+            r.call(libc::SYS_close, &[got], "close")?;
+        }
+        if cloexec {
+            r.call(
+                libc::SYS_fcntl,
+                &[fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64],
+                "fcntl(F_SETFD)",
+            )?;
+        }
+    }
+    r.call(
+        libc::SYS_close,
+        &[pidfd_high],
+        "close of the engine's pidfd",
+    )?;
+    Ok(())
 }
 
 /// How to recreate the file behind one fd.
@@ -427,6 +599,7 @@ pub fn sa_signal(i: usize) -> i32 {
 fn take_over(
     imgs: &Images,
     t: &TaskImages,
+    plan: &ChildPlan,
     file_fds: &BTreeMap<u32, RawFd>,
     exe_fd: Option<RawFd>,
     shmem: &mut memory::ShmemRegistry,
@@ -452,6 +625,7 @@ fn take_over(
         let scratch = map_scratch(&mut r, t)?;
         memory::map_and_fill(&mut r, imgs, t, file_fds, shmem, &mem, scratch)?;
         debug!("pid {pid}: memory restored");
+        inject_shared_files(&mut r, plan)?;
         restore_mm(&mut r, &mem, scratch, t, exe_fd)?;
         for (tid, _) in &t.threads {
             threads.push(clone_thread(&mut r, &mem, scratch, *tid)?);
