@@ -123,6 +123,29 @@ fn robust_list(tid: Pid) -> Result<(u64, u32)> {
     Ok((head, len as u32))
 }
 
+/// The CPU affinity mask, as the kernel gives it.
+fn affinity(tid: Pid) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    // SAFETY: the kernel writes at most buf.len() bytes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            tid,
+            buf.len(),
+            buf.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(Error::sys(
+            tid,
+            "sched_getaffinity",
+            nix::errno::Errno::last(),
+        ));
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
 fn sched(tid: Pid) -> (u32, u32) {
     // SAFETY: integer syscalls on another task; sched_param is plain data.
     unsafe {
@@ -194,6 +217,7 @@ pub fn dump_thread(
         seccomp_mode: Some(status.seccomp as i32),
         comm: Some(stat.comm.clone()),
         rseq_entry: rseq_config(tid),
+        ckpt_cpu_affinity: Some(affinity(tid)?),
         ..Default::default()
     };
     Ok((info, tc))

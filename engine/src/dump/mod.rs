@@ -319,7 +319,6 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     // <<< issue 3 hook
     debug!("pid {pid}: task state read");
     let files = &mut ctx.files;
-    let first_file = files.entries.len();
     let fdinfos = files::dump_fds(pid, files)?;
     // Epoll sets are rebuilt inside their task from its fd numbers: one
     // shared with another process cannot be rebuilt there.
@@ -333,7 +332,6 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             ));
         }
     }
-    let _ = first_file;
     let fs = files::dump_fs(pid, status.umask.unwrap_or(0o022), files)?;
     let exe_file_id = files::dump_exe(pid, files)?;
 

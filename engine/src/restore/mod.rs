@@ -929,6 +929,18 @@ fn sched_and_oom(pid: Pid, th: &pb::ThreadCoreEntry, oom_score_adj: Option<i32>)
             ));
         }
     }
+    if let Some(mask) = th.ckpt_cpu_affinity.as_ref().filter(|m| !m.is_empty()) {
+        // SAFETY: the kernel reads mask.len() bytes.
+        let r =
+            unsafe { libc::syscall(libc::SYS_sched_setaffinity, pid, mask.len(), mask.as_ptr()) };
+        if r < 0 {
+            return Err(Error::sys(
+                pid,
+                "sched_setaffinity (CPU affinity)",
+                nix::errno::Errno::last(),
+            ));
+        }
+    }
     if let Some(nice) = th.sched_nice {
         // SAFETY: plain syscall.
         let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as u32, nice) };
