@@ -405,7 +405,7 @@ fn shared_files(imgs: &Images) -> Result<BTreeMap<u32, OwnedFd>> {
                 .map_err(|e| Error::sys(pid, format!("{}: seek", what()), e))?;
             f
         } else if let Some(p) = &file.pipe {
-            if !pipes.contains_key(&p.pipe_id) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = pipes.entry(p.pipe_id) {
                 let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                     .map_err(|e| Error::sys(pid, format!("{}: pipe", what()), e))?;
                 if let Some((size, data)) = imgs.pipe_data.get(&p.pipe_id) {
@@ -419,7 +419,7 @@ fn shared_files(imgs: &Images) -> Result<BTreeMap<u32, OwnedFd>> {
                         Error::sys(pid, format!("{}: refilling the pipe", what()), e)
                     })?;
                 }
-                pipes.insert(p.pipe_id, (r, w));
+                slot.insert((r, w));
             }
             let (r, w) = &pipes[&p.pipe_id];
             let end = if p.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
