@@ -234,7 +234,9 @@ fn check_pid_free(pid: Pid) -> Result<()> {
         let Ok(st) = crate::proc::stat::read(pid) else {
             return Ok(());
         };
-        if st.state != 'Z' || std::time::Instant::now() > deadline {
+        // PF_EXITING: killed by the dump, still tearing down its memory.
+        let dying = st.state == 'Z' || st.flags & 0x4 != 0;
+        if !dying || std::time::Instant::now() > deadline {
             let what = if st.state == 'Z' {
                 format!(
                     "a zombie ({}) that its parent {} has not reaped",
