@@ -10,11 +10,47 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::OpenOptionsExt;
+
+use xxhash_rust::xxh3::Xxh3Default;
+
 use crate::error::{Error, Result};
 use crate::images::{self, ImageKind, ImageWriter, Magic, Manifest};
 
-/// pages-N.img: raw page contents, hashed while written.
-pub type PagesWriter = ImageWriter;
+/// pages-N.img: raw page contents. The file and its checksum are separate
+/// halves so the dump can write on one thread and hash on another (the
+/// thread that has the bytes hot in its cache after reading them).
+pub struct PagesWriter {
+    pub out: PagesFile,
+    pub hash: Xxh3Default,
+}
+
+/// The file half of a [`PagesWriter`].
+pub struct PagesFile {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+}
+
+impl PagesFile {
+    /// Append `data` (the caller hashes it).
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.file
+            .write_all(data)
+            .map_err(|e| Error::io(&self.path, "writing pages", e))?;
+        self.size += data.len() as u64;
+        Ok(())
+    }
+}
+
+impl PagesWriter {
+    /// Append and hash `data`.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.hash.update(data);
+        self.out.write(data)
+    }
+}
 
 pub struct ImageDir {
     final_path: PathBuf,
@@ -111,21 +147,40 @@ impl ImageDir {
     }
 
     pub fn pages_writer(&self, id: u32) -> Result<PagesWriter> {
-        let name = format!("pages-{id}.img");
-        Ok(ImageWriter::create(
-            self.path(&name),
-            Self::magic_of(&name)?,
-        )?)
+        let path = self.path(&format!("pages-{id}.img"));
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "creating pages image", e))?;
+        Ok(PagesWriter {
+            out: PagesFile {
+                path,
+                file,
+                size: 0,
+            },
+            hash: Xxh3Default::new(),
+        })
     }
 
     pub fn finish_pages(&self, w: PagesWriter) -> Result<()> {
-        let name = w
-            .path()
+        let PagesWriter { out, hash } = w;
+        out.file
+            .sync_all()
+            .map_err(|e| Error::io(&out.path, "fsync of pages image", e))?;
+        let name = out
+            .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let d = w.finish()?;
-        self.manifest.borrow_mut().add_digest(name, d);
+        self.manifest.borrow_mut().add_digest(
+            name,
+            images::FileDigest {
+                size: out.size,
+                xxh3: hash.digest128(),
+            },
+        );
         Ok(())
     }
 

@@ -18,6 +18,8 @@ use nix::sys::uio::RemoteIoVec;
 
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use xxhash_rust::xxh3::Xxh3Default;
+
 use crate::imgdir::PagesWriter;
 use crate::proc::maps::{SpecialVma, Vma};
 use crate::proc::pagemap::{PageFlags, PagemapReader};
@@ -313,14 +315,20 @@ pub fn dump_pages(
     for _ in 0..BUFFERS {
         to_reader.send(vec![0u8; BATCH]).expect("receiver is alive");
     }
-    let (mut writers, mut builders): (Vec<_>, Vec<_>) =
-        sinks.iter_mut().map(|s| (&mut s.pages, &mut s.pm)).unzip();
+    let mut files = Vec::new();
+    let mut hashers = Vec::new();
+    let mut builders = Vec::new();
+    for s in sinks.iter_mut() {
+        files.push(&mut s.pages.out);
+        hashers.push(&mut s.pages.hash);
+        builders.push(&mut s.pm);
+    }
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> Result<()> {
             for chunk in from_reader {
-                let out = &mut writers[chunk.sink];
+                let out = &mut files[chunk.sink];
                 for &(a, b) in &chunk.runs {
-                    out.write_raw(&chunk.buf[a..b])?;
+                    out.write(&chunk.buf[a..b])?;
                 }
                 // The reader may be gone already (it failed); that's fine.
                 let _ = to_reader.send(chunk.buf);
@@ -335,9 +343,10 @@ pub fn dump_pages(
             free: free_bufs,
             out: to_writer,
         };
-        let read_result = jobs
-            .iter()
-            .try_for_each(|job| reader.dump_vma(pagemap, job, builders[job.sink]));
+        let read_result = jobs.iter().try_for_each(|job| {
+            let sink = job.sink;
+            reader.dump_vma(pagemap, job, builders[sink], hashers[sink])
+        });
         drop(reader);
         let write_result = writer.join().unwrap_or_else(|_| {
             Err(Error::task(
@@ -366,6 +375,7 @@ impl Reader<'_> {
         pagemap: &PagemapReader,
         job: &VmaJob<'_>,
         pm: &mut PagemapBuilder,
+        hash: &mut Xxh3Default,
     ) -> Result<()> {
         const CHUNK_PAGES: u64 = 1 << 16;
         pm.seal();
@@ -392,7 +402,7 @@ impl Reader<'_> {
                     }
                 }
             }
-            self.copy_runs(&runs, job, pm)?;
+            self.copy_runs(&runs, job, pm, hash)?;
             addr = end;
         }
         Ok(())
@@ -403,6 +413,7 @@ impl Reader<'_> {
         runs: &[(u64, u64)],
         job: &VmaJob<'_>,
         pm: &mut PagemapBuilder,
+        hash: &mut Xxh3Default,
     ) -> Result<()> {
         let cap_pages = BATCH as u64 / PAGE;
         let mut pieces: Vec<(u64, u64)> = Vec::new();
@@ -473,6 +484,11 @@ impl Reader<'_> {
                     out_runs.push((roff, off));
                 }
             }
+            // Hash here, while the bytes are hot in this core's cache; the
+            // writer only copies them into the page cache.
+            for &(a, b) in &out_runs {
+                hash.update(&buf[a..b]);
+            }
             self.out
                 .send(Chunk {
                     sink: job.sink,
@@ -531,7 +547,7 @@ pub fn dump_shmem_object(pid: Pid, start: u64, end: u64, sink: &mut PageSink) ->
                 if !is_zero(&buf[p..p + len]) {
                     let mut page = [0u8; PAGE as usize];
                     page[..len].copy_from_slice(&buf[p..p + len]);
-                    sink.pages.write_raw(&page)?;
+                    sink.pages.write(&page)?;
                     sink.pm.push(at + p as u64, 1);
                 }
                 p += len;
