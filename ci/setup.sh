@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and running the suite needs on a fresh Debian 12
 # machine: a C toolchain (build-essential: gcc, make, libc headers) for the
-# zdtm programs and pkg-config. Idempotent: installs only what is missing.
+# zdtm programs and pkg-config; and, optionally, Debian's criu package for
+# its `crit` tool, which the image-format compatibility test runs on ckpt's
+# images (the test skips itself where crit is missing, so failing to
+# install it only warns). Idempotent: installs only what is missing.
 # Needs no standard input; installing needs root.
 set -euo pipefail
 
@@ -26,8 +29,36 @@ if ((${#missing[@]})); then
 	export DEBIAN_FRONTEND=noninteractive
 	echo "+ apt-get update"
 	apt-get update </dev/null
+	apt_updated=1
 	echo "+ apt-get install -y --no-install-recommends ${missing[*]}"
 	apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+fi
+
+# crit (CRIU's image tool, in Debian's criu package) for the test that
+# checks CRIU's tools read ckpt's images. Optional: without it that test
+# says it is skipping, so nothing here may fail the run.
+if command -v crit >/dev/null 2>&1; then
+	echo "  crit: installed"
+elif [ "$(id -u)" != 0 ]; then
+	echo "ci/setup.sh: warning: crit is missing and installing it needs root; the crit compatibility test will be skipped" >&2
+else
+	echo "  crit: missing, installing the criu package"
+	export DEBIAN_FRONTEND=noninteractive
+	apt_opts=(-o Acquire::Retries=1 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30)
+	ok=1
+	if [ -z "${apt_updated:-}" ]; then
+		echo "+ apt-get update"
+		timeout 300 apt-get "${apt_opts[@]}" update </dev/null || ok=0
+	fi
+	if ((ok)); then
+		echo "+ apt-get install -y --no-install-recommends criu"
+		timeout 600 apt-get "${apt_opts[@]}" install -y --no-install-recommends criu </dev/null || ok=0
+	fi
+	if ((ok)) && command -v crit >/dev/null 2>&1; then
+		echo "  crit: $(crit -h 2>&1 | head -n 1 | cut -c1-60)"
+	else
+		echo "ci/setup.sh: warning: could not install the criu package (apt unreachable?); the crit compatibility test will be skipped" >&2
+	fi
 fi
 
 # The Rust toolchain comes with the machine; it cannot be downloaded here.

@@ -8,9 +8,9 @@ use serde_json::{json, Map, Value};
 
 use crate::images::pb;
 
-use super::load::{describe_file, fd_type_name, Absent, ImageSet, ManifestStatus, Part, Task};
+use super::load::{fd_type_name, Absent, ImageSet, ManifestStatus, Part, Task};
 use super::model::{self, SigInfo};
-use super::names::{self, hex, human};
+use super::names::{self, hex};
 
 fn err(e: &Absent) -> Value {
     json!({ "error": e.to_string() })
@@ -161,11 +161,10 @@ fn siginfos(q: Option<&pb::SignalQueueEntry>) -> Value {
     )
 }
 
-fn rlimit_value(i: usize, v: u64) -> Value {
+fn rlimit_value(v: u64) -> Value {
     if v == u64::MAX {
         json!("unlimited")
     } else {
-        let _ = i;
         json!(v)
     }
 }
@@ -211,8 +210,8 @@ fn task_core(tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) -> Value {
         "membarrier_registration_mask": tc.membarrier_registration_mask.map(|m| hex(m as u64)),
         "rlimits": tc.rlimits.as_ref().map(|rl| rl.rlimits.iter().enumerate().map(|(i, r)| json!({
             "name": names::rlimit_name(i),
-            "soft": rlimit_value(i, r.cur),
-            "hard": rlimit_value(i, r.max),
+            "soft": rlimit_value(r.cur),
+            "hard": rlimit_value(r.max),
         })).collect::<Vec<_>>()),
         "sigactions": handlers.iter().map(|h| json!({
             "signal": names::signal(h.sig),
@@ -370,7 +369,7 @@ fn mm(set: &ImageSet, t: &Task, mm: &pb::MmEntry) -> Value {
     })
 }
 
-fn fds(set: &ImageSet, fds: &[pb::FdinfoEntry]) -> Value {
+fn fds(set: &ImageSet, task: &Task, fds: &[pb::FdinfoEntry]) -> Value {
     let mut sorted: Vec<&pb::FdinfoEntry> = fds.iter().collect();
     sorted.sort_by_key(|f| f.fd);
     Value::Array(
@@ -386,7 +385,7 @@ fn fds(set: &ImageSet, fds: &[pb::FdinfoEntry]) -> Value {
                 m.insert("file_id".into(), json!(fd.id));
                 match set.file(fd.id) {
                     Some(f) => {
-                        let v = describe_file(f);
+                        let v = set.describe(f);
                         m.insert("type".into(), json!(v.kind));
                         m.insert("path".into(), json!(v.path));
                         m.insert(
@@ -394,8 +393,18 @@ fn fds(set: &ImageSet, fds: &[pb::FdinfoEntry]) -> Value {
                             opt(v.flags.map(|f| strings(names::open_flag_list(f)))),
                         );
                         m.insert("pos".into(), opt(v.pos));
-                        for (k, val) in v.extra {
-                            m.insert(k, json!(val));
+                        match &f.reg {
+                            Some(r) => {
+                                m.insert("size".into(), opt(r.size));
+                                m.insert("mode".into(), opt(r.mode.map(|x| format!("{:o}", x))));
+                                m.insert("file_type".into(), opt(r.mode.map(names::file_type)));
+                                m.insert("mnt_id".into(), opt(r.mnt_id));
+                            }
+                            None => {
+                                for (k, val) in v.extra {
+                                    m.insert(k.replace(' ', "_"), json!(val));
+                                }
+                            }
                         }
                     }
                     None => {
@@ -406,11 +415,7 @@ fn fds(set: &ImageSet, fds: &[pb::FdinfoEntry]) -> Value {
                         );
                     }
                 }
-                let shared: Vec<u32> = sorted
-                    .iter()
-                    .filter(|o| o.id == fd.id && o.fd != fd.fd)
-                    .map(|o| o.fd)
-                    .collect();
+                let shared = model::fd_sharers(set, task, fd);
                 m.insert("shares_file_with".into(), json!(shared));
                 Value::Object(m)
             })
@@ -453,7 +458,7 @@ fn task(set: &ImageSet, t: &Task) -> Value {
     );
     m.insert("mm".into(), part(&t.mm, |x| mm(set, t, x)));
     m.insert("fdinfo".into(), json!(t.fdinfo_name));
-    m.insert("fds".into(), part(&t.fdinfo, |f| fds(set, f)));
+    m.insert("fds".into(), part(&t.fdinfo, |f| fds(set, t, f)));
     let damaged: Vec<Value> = set
         .files
         .iter()
@@ -461,7 +466,6 @@ fn task(set: &ImageSet, t: &Task) -> Value {
         .map(|f| json!({ "file": f.name, "problem": f.damaged }))
         .collect();
     m.insert("damaged".into(), Value::Array(damaged));
-    let _ = human;
     Value::Object(m)
 }
 

@@ -20,7 +20,7 @@ use crate::images::{
 };
 
 use super::names::{
-    VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+    self, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
     VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 };
 
@@ -187,6 +187,9 @@ pub struct ImageSet {
     /// pagemap-shmem-<shmid>.img of every shared anonymous mapping; a
     /// missing one means no stored pages.
     pub shmem: BTreeMap<u64, Part<PageSet>>,
+    /// Bytes buffered in pipes and fifos (pipes-data.img, fifo-data.img),
+    /// by pipe id (inode): (bytes, pipe size if known).
+    pub pipe_data: BTreeMap<u32, (u64, Option<u32>)>,
     /// Every file of the directory but the manifest, in natural order.
     pub files: Vec<DirFile>,
     /// Every problem found, each naming its file.
@@ -202,7 +205,32 @@ impl ImageSet {
     /// The path of a regular file entry, or a description of another
     /// kind of file; None if files.img does not have the id.
     pub fn file_path(&self, id: u32) -> Option<String> {
-        self.file(id).map(|f| describe_file(f).path)
+        self.file(id).map(|f| self.describe(f).path)
+    }
+
+    /// A file entry described, with what other images add to it (the
+    /// data buffered in a pipe).
+    pub fn describe(&self, f: &pb::FileEntry) -> FileView {
+        let mut v = describe_file(f);
+        let pipe_id = f
+            .pipe
+            .as_ref()
+            .map(|p| p.pipe_id)
+            .or(f.fifo.as_ref().map(|p| p.pipe_id));
+        if let Some(id) = pipe_id {
+            match self.pipe_data.get(&id) {
+                Some(&(bytes, size)) => {
+                    v.extra
+                        .push(("buffered".into(), names::count(bytes, "byte")));
+                    if let Some(size) = size {
+                        v.extra
+                            .push(("pipe size".into(), names::human(size as u64)));
+                    }
+                }
+                None => v.extra.push(("buffered".into(), "nothing".into())),
+            }
+        }
+        v
     }
 
     /// Manifest remark for a file, if it is damaged.
@@ -266,7 +294,7 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
         v.pos = Some(r.pos);
         if let Some(m) = r.mode {
             v.extra
-                .push(("type".into(), names::file_type(m).to_string()));
+                .push(("file type".into(), names::file_type(m).to_string()));
             v.extra.push(("mode".into(), format!("{:04o}", m & 0o7777)));
         }
         if let Some(s) = r.size {
@@ -287,7 +315,26 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
     } else if let Some(e) = &f.epfd {
         v.path = "anon_inode:[eventpoll]".into();
         v.flags = Some(e.flags);
-        v.extra.push(("targets".into(), e.tfd.len().to_string()));
+        let watched: Vec<String> = e
+            .tfd
+            .iter()
+            .map(|t| {
+                format!(
+                    "fd {} {} data {:#x}",
+                    t.tfd,
+                    names::flags(t.events as u64, names::EPOLL_EVENTS, "no events"),
+                    t.data
+                )
+            })
+            .collect();
+        v.extra.push((
+            "watches".into(),
+            if watched.is_empty() {
+                "nothing".into()
+            } else {
+                watched.join("; ")
+            },
+        ));
     } else if let Some(s) = &f.sgfd {
         v.path = "anon_inode:[signalfd]".into();
         v.flags = Some(s.flags);
@@ -449,7 +496,10 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         .iter()
         .map(|(name, size)| {
             let kind = ImageKind::of_file_name(name).map(|(k, _)| k);
-            let scan = scan(&dir.join(name), kind);
+            let mut scan = scan(&dir.join(name), kind);
+            if !name.ends_with(".img") && scan.magic.is_none() {
+                scan.error = None;
+            }
             DirFile {
                 name: name.clone(),
                 size: *size,
@@ -466,7 +516,7 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
     let pstree = ld.all::<pb::PstreeEntry>("pstree.img", Magic::Pstree);
     let files_img = ld
         .all::<pb::FileEntry>("files.img", Magic::Files)
-        .and_then(|list| {
+        .map(|list| {
             let mut m = BTreeMap::new();
             for f in list {
                 let id = f.id;
@@ -474,7 +524,7 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
                     problems.push(format!("files.img: file id {id} appears twice"));
                 }
             }
-            Ok(m)
+            m
         });
     for part in [
         inventory.as_ref().err(),
@@ -532,7 +582,7 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
                 core: ld.one(&format!("core-{tid}.img"), Magic::Core),
             })
             .collect();
-        let core_ids = threads[0].core.as_ref().ok().and_then(|c| c.ids.clone());
+        let core_ids = threads[0].core.as_ref().ok().and_then(|c| c.ids);
         let ids_name = format!("ids-{pid}.img");
         let ids = match ld.one::<pb::TaskKobjIdsEntry>(&ids_name, Magic::Ids) {
             // CRIU keeps the ids in the core image only.
@@ -582,6 +632,31 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         tasks.push(task);
     }
 
+    let mut pipe_data = BTreeMap::new();
+    for (name, magic) in [
+        ("pipes-data.img", Magic::PipesData),
+        ("fifo-data.img", Magic::FifoData),
+    ] {
+        let read = || -> images::Result<Vec<(u32, u64, Option<u32>)>> {
+            let mut r = images::ImageReader::open(dir.join(name), magic)?;
+            let mut out = Vec::new();
+            while let Some(e) = r.read_entry::<pb::PipeDataEntry>()? {
+                r.skip_raw(e.bytes as u64)?;
+                out.push((e.pipe_id, e.bytes as u64, e.size));
+            }
+            Ok(out)
+        };
+        match read().map_err(|e| ld.absent(name, e)) {
+            Ok(list) => {
+                for (id, bytes, size) in list {
+                    pipe_data.insert(id, (bytes, size));
+                }
+            }
+            Err(Absent::Missing(_)) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+
     let mut shmem = BTreeMap::new();
     for t in &tasks {
         let Ok(mm) = &t.mm else { continue };
@@ -608,23 +683,39 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         files_img,
         tasks,
         shmem,
+        pipe_data,
         files,
         problems,
     };
     let found = cross_check(&set);
     set.problems.extend(found);
-    for f in &set.files {
+    // Files that are not images (logs CRIU writes next to its images, notes
+    // people leave) are listed, not held against the directory.
+    // A file that does not decode is already named by its section; the
+    // generic scan adds the files no section reads.
+    let manifest_problems: Vec<String> = match &set.manifest {
+        ManifestStatus::Problems(ps) => ps.iter().map(|p| p.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    for f in set.files.iter().filter(|f| f.name.ends_with(".img")) {
         if let Some(e) = &f.error {
-            let p = format!("{}: {e}", f.name);
-            if !set
+            let prefix = format!("{}: ", f.name);
+            let named = set
                 .problems
                 .iter()
-                .any(|q| q.starts_with(&format!("{}: ", f.name)))
-            {
-                set.problems.push(p);
+                .any(|q| q.starts_with(&prefix) && !manifest_problems.contains(q));
+            if !named {
+                set.problems.push(format!("{prefix}{e}"));
             }
         }
     }
+    // "X: missing" says nothing the manifest check has not said.
+    let listed_missing: Vec<String> = manifest_problems
+        .iter()
+        .filter_map(|p| p.strip_suffix(&format!(": listed in {MANIFEST_NAME} but missing")))
+        .map(|n| format!("{n}: missing"))
+        .collect();
+    set.problems.retain(|p| !listed_missing.contains(p));
     Ok(set)
 }
 
@@ -711,11 +802,11 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
         let name = format!("pages-{id}.img");
         match set.file_size(&name) {
             None if pages > 0 => out.push(format!(
-                "{name}: missing, but {} list {pages} page(s) in it",
+                "{name}: missing, but {} say it holds {pages} page(s)",
                 users.join(", ")
             )),
             Some(size) if size != pages * PAGE => out.push(format!(
-                "{name}: holds {size} bytes, but {} list {pages} page(s) ({} bytes)",
+                "{name}: holds {size} bytes, but {} say it holds {pages} page(s) ({} bytes)",
                 users.join(", "),
                 pages * PAGE
             )),
@@ -871,7 +962,7 @@ fn scan(path: &Path, kind: Option<&'static ImageKind>) -> Scan {
     if let (Some(k), Some(m)) = (kind, magic) {
         if k.magic != m {
             s.error = Some(format!(
-                "the header says {}, the file name a {} image",
+                "the header says {}, but the file name says {}",
                 m.name(),
                 k.magic.name()
             ));

@@ -469,3 +469,33 @@ pub fn vma(set: &ImageSet, _task: &Task, v: &pb::VmaEntry) -> VmaView {
     }
     VmaView { kind, file, notes }
 }
+
+/// The other descriptors of the same open file: "fd 2" in the same task,
+/// "pid 105 fd 3" in others (tasks sharing one fd table are not repeated).
+pub fn fd_sharers(set: &ImageSet, task: &Task, fd: &pb::FdinfoEntry) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(fds) = &task.fdinfo {
+        let mut own: Vec<u32> = fds
+            .iter()
+            .filter(|o| o.id == fd.id && o.fd != fd.fd)
+            .map(|o| o.fd)
+            .collect();
+        own.sort_unstable();
+        out.extend(own.into_iter().map(|n| format!("fd {n}")));
+    }
+    for other in &set.tasks {
+        if other.pid() == task.pid() || other.fdinfo_name == task.fdinfo_name {
+            continue;
+        }
+        if let Ok(fds) = &other.fdinfo {
+            let mut theirs: Vec<u32> = fds.iter().filter(|o| o.id == fd.id).map(|o| o.fd).collect();
+            theirs.sort_unstable();
+            out.extend(
+                theirs
+                    .into_iter()
+                    .map(|n| format!("pid {} fd {n}", other.pid())),
+            );
+        }
+    }
+    out
+}

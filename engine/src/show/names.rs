@@ -66,6 +66,25 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// "1 page", "3 pages".
+pub fn count(n: u64, what: &str) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{n} {what}{s}")
+}
+
+/// "50 us", "1 ms", "1500 ns": the largest unit that divides evenly.
+pub fn nanoseconds(ns: u64) -> String {
+    if ns != 0 && ns % 1_000_000_000 == 0 {
+        format!("{} s", ns / 1_000_000_000)
+    } else if ns != 0 && ns % 1_000_000 == 0 {
+        format!("{} ms", ns / 1_000_000)
+    } else if ns != 0 && ns % 1_000 == 0 {
+        format!("{} us", ns / 1_000)
+    } else {
+        format!("{ns} ns")
+    }
+}
+
 /// "1 page (4 KiB)", "3 pages (12 KiB)".
 pub fn pages(n: u64) -> String {
     let s = if n == 1 { "" } else { "s" };
@@ -795,6 +814,24 @@ pub fn open_flag_list(f: u32) -> Vec<String> {
     out.extend(flag_list(rest, table));
     out
 }
+
+pub const EPOLL_EVENTS: Flags = &[
+    (libc::EPOLLIN as u64, "EPOLLIN"),
+    (libc::EPOLLPRI as u64, "EPOLLPRI"),
+    (libc::EPOLLOUT as u64, "EPOLLOUT"),
+    (libc::EPOLLERR as u64, "EPOLLERR"),
+    (libc::EPOLLHUP as u64, "EPOLLHUP"),
+    (libc::EPOLLRDNORM as u64, "EPOLLRDNORM"),
+    (libc::EPOLLRDBAND as u64, "EPOLLRDBAND"),
+    (libc::EPOLLWRNORM as u64, "EPOLLWRNORM"),
+    (libc::EPOLLWRBAND as u64, "EPOLLWRBAND"),
+    (libc::EPOLLMSG as u64, "EPOLLMSG"),
+    (libc::EPOLLRDHUP as u64, "EPOLLRDHUP"),
+    (libc::EPOLLEXCLUSIVE as u32 as u64, "EPOLLEXCLUSIVE"),
+    (libc::EPOLLWAKEUP as u32 as u64, "EPOLLWAKEUP"),
+    (libc::EPOLLONESHOT as u32 as u64, "EPOLLONESHOT"),
+    (libc::EPOLLET as u32 as u64, "EPOLLET"),
+];
 
 /// The file type of an st_mode: "regular file", "directory", ...
 pub fn file_type(mode: u32) -> &'static str {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::images::pb;
 
-use super::load::{describe_file, fd_type_name, Absent, ImageSet, ManifestStatus, Task, Thread};
+use super::load::{fd_type_name, Absent, ImageSet, ManifestStatus, Task, Thread};
 use super::model::{self, SigInfo};
 use super::names::{self, human, pages};
 
@@ -305,7 +305,7 @@ fn task_core(out: &mut Out, tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) {
         state += &format!(", exit code {}", tc.exit_code);
     }
     if let Some(s) = tc.stop_signo {
-        state += &format!(", stopped by {}", names::signal(s));
+        state += &format!(" (by {})", names::signal(s));
     }
     out.kv(2, "state", state);
     if core.mtype != pb::core_entry::March::X8664 as i32 {
@@ -477,7 +477,7 @@ fn thread(out: &mut Out, set: &ImageSet, th: &Thread) {
     }
     out.kv(4, "sched", model::sched_text(tc));
     if let Some(ns) = tc.timerslack_ns {
-        out.kv(4, "timerslack", format!("{ns} ns"));
+        out.kv(4, "timerslack", names::nanoseconds(ns));
     }
     if let Some(m) = tc.seccomp_mode {
         let mut s = names::seccomp_mode(m);
@@ -560,7 +560,9 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
         }
     };
     let range = |a: u64, b: u64| -> String {
-        if b >= a {
+        if a == 0 && b == 0 {
+            "none".to_string()
+        } else if b >= a {
             format!("{:#x}-{:#x} ({})", a, b, human(b - a))
         } else {
             format!("{a:#x}-{b:#x}")
@@ -569,7 +571,15 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
     out.kv(4, "code", range(mm.mm_start_code, mm.mm_end_code));
     out.kv(4, "data", range(mm.mm_start_data, mm.mm_end_data));
     out.kv(4, "brk", range(mm.mm_start_brk, mm.mm_brk));
-    out.kv(4, "stack start", names::hex(mm.mm_start_stack));
+    out.kv(
+        4,
+        "stack start",
+        if mm.mm_start_stack == 0 {
+            "none".to_string()
+        } else {
+            names::hex(mm.mm_start_stack)
+        },
+    );
     out.kv(4, "args", range(mm.mm_arg_start, mm.mm_arg_end));
     out.kv(4, "environment", range(mm.mm_env_start, mm.mm_env_end));
     if let Some(d) = mm.dumpable {
@@ -688,14 +698,14 @@ fn fds(out: &mut Out, set: &ImageSet, t: &Task) {
         };
         let (kind, oflags, pos, mut path) = match set.file(fd.id) {
             Some(f) => {
-                let v = describe_file(f);
+                let v = set.describe(f);
                 let mut path = v.path.clone();
                 let extra: Vec<String> = v
                     .extra
                     .iter()
                     .filter(|(k, _)| k != "mnt_id" && k != "mode")
                     .map(|(k, val)| {
-                        if k == "type" {
+                        if k == "file type" {
                             val.clone()
                         } else {
                             format!("{k} {val}")
@@ -719,13 +729,9 @@ fn fds(out: &mut Out, set: &ImageSet, t: &Task) {
                 format!("(file id {} is not in files.img)", fd.id),
             ),
         };
-        let shared: Vec<String> = sorted
-            .iter()
-            .filter(|o| o.id == fd.id && o.fd != fd.fd)
-            .map(|o| o.fd.to_string())
-            .collect();
+        let shared = model::fd_sharers(set, t, fd);
         if !shared.is_empty() {
-            path += &format!("  [same open file as fd {}]", shared.join(", "));
+            path += &format!("  [same open file as {}]", shared.join(", "));
         }
         rows.push(vec![fd.fd.to_string(), fdflags, kind, oflags, pos, path]);
     }
@@ -753,14 +759,18 @@ fn files(out: &mut Out, set: &ImageSet) {
         let entries = match (f.entries, f.magic.as_deref()) {
             (Some(n), _) => n.to_string(),
             (None, Some("RAW")) if f.size % 4096 == 0 && f.name.starts_with("pages-") => {
-                format!("{} pages", f.size / 4096)
+                names::count(f.size / 4096, "page")
             }
             (None, Some("RAW")) => "raw".into(),
             _ => "-".into(),
         };
         let mut status = Vec::new();
         if f.kind.is_none() {
-            status.push("not a known image name".to_string());
+            status.push(if f.name.ends_with(".img") {
+                "not a known image name".to_string()
+            } else {
+                "not an image".to_string()
+            });
         }
         if let Some(e) = &f.error {
             status.push(e.clone());
