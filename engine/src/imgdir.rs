@@ -1,8 +1,8 @@
 //! Writing an image directory atomically.
 //!
 //! Images are written into a temporary sibling directory (same
-//! filesystem), each file fsynced as it is finished; `commit` writes the
-//! manifest, fsyncs the directory and renames it into place, then fsyncs
+//! filesystem); `commit` syncs them all (syncfs), writes the manifest
+//! (fsynced), fsyncs the directory and renames it into place, then fsyncs
 //! the parent. A dump that fails or crashes part way never leaves a
 //! directory under the requested name that looks complete; the temporary
 //! one is removed on drop.
@@ -107,7 +107,11 @@ impl ImageDir {
 
     /// Write an image whose entries are all of one message type.
     pub fn write_image<M: prost::Message>(&self, name: &str, entries: &[M]) -> Result<()> {
-        let d = images::write_image(self.path(name), Self::magic_of(name)?, entries)?;
+        let mut w = ImageWriter::create(self.path(name), Self::magic_of(name)?)?;
+        for e in entries {
+            w.write_entry(e)?;
+        }
+        let d = w.finish_unsynced()?;
         self.manifest.borrow_mut().add_digest(name, d);
         Ok(())
     }
@@ -124,7 +128,7 @@ impl ImageDir {
         for e in entries {
             w.write_entry(e)?;
         }
-        let d = w.finish()?;
+        let d = w.finish_unsynced()?;
         self.manifest.borrow_mut().add_digest(name, d);
         Ok(())
     }
@@ -141,7 +145,7 @@ impl ImageDir {
             w.write_entry(e)?;
             w.write_raw(raw)?;
         }
-        let d = w.finish()?;
+        let d = w.finish_unsynced()?;
         self.manifest.borrow_mut().add_digest(name, d);
         Ok(())
     }
@@ -166,9 +170,6 @@ impl ImageDir {
 
     pub fn finish_pages(&self, w: PagesWriter) -> Result<()> {
         let PagesWriter { out, hash } = w;
-        out.file
-            .sync_all()
-            .map_err(|e| Error::io(&out.path, "fsync of pages image", e))?;
         let name = out
             .path
             .file_name()
@@ -184,8 +185,11 @@ impl ImageDir {
         Ok(())
     }
 
-    /// Manifest, fsync, rename into place.
+    /// Manifest, sync, rename into place. One syncfs makes every image
+    /// durable (a dump of hundreds of processes writes thousands of files;
+    /// an fsync each costs seconds on a disk).
     pub fn commit(mut self) -> Result<()> {
+        images::framing::sync_fs(&self.tmp)?;
         self.manifest.borrow().write(&self.tmp)?;
         images::framing::sync_dir(&self.tmp)?;
         if self.final_path.exists() {

@@ -178,4 +178,131 @@ pub static CASES: &[Case] = &[
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-rust-mem")),
         ..Case::DEFAULT
     },
+    // >>> issues 3 (signals and timers) and 4 (threads)
+    Case {
+        name: "sigaction_all",
+        program: Program::C("sigaction_all"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "sigpending",
+        program: Program::C("sigpending"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "sigaltstack",
+        program: Program::C("sigaltstack"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "signalfd",
+        program: Program::C("signalfd"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "stopped",
+        program: Program::C("stopped"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "itimers",
+        program: Program::C("itimers"),
+        timeout: Duration::from_secs(60),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "posix_timers",
+        program: Program::C("posix_timers"),
+        timeout: Duration::from_secs(60),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "timerfd",
+        program: Program::C("timerfd"),
+        suid: true,
+        timeout: Duration::from_secs(60),
+        xfail: Some(Xfail {
+            reason: "engine: a periodic timerfd that expired unread is restored disarmed, losing expirations (issue 3)",
+            variants: &[Variant::Once, Variant::Iter3],
+        }),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "threads_basic",
+        program: Program::C("threads_basic"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "threads_signals",
+        program: Program::C("threads_signals"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "threads_1000",
+        program: Program::C("threads_1000"),
+        excl: true,
+        timeout: Duration::from_secs(120),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "threads_rust",
+        program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-threads-rust")),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "thread_leader_exit",
+        program: Program::C("thread_leader_exit"),
+        xfail: Some(Xfail {
+            reason: "runner: a zombie thread-group leader counts as a dead process (start, check_tree); engine: refuses zombie leaders (issue 4)",
+            variants: &[],
+        }),
+        ..Case::DEFAULT
+    },
+    // <<< issues 3 and 4
+    // >>> issue 5: process trees and task attributes
+    Case {
+        name: "tree_basic",
+        program: Program::C("tree_basic"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "zombie",
+        program: Program::C("zombie"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "pgid_sid",
+        program: Program::C("pgid_sid"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "tree_32",
+        program: Program::C("tree_many"),
+        args: &["--procs=32"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "tree_300",
+        program: Program::C("tree_many"),
+        args: &["--procs=300"],
+        excl: true,
+        timeout: Duration::from_secs(120),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "rlimits_nice",
+        program: Program::C("rlimits_nice"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "shm_shared_child",
+        program: Program::C("shm_shared_child"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "pipe_shared_child",
+        program: Program::C("pipe_shared_child"),
+        ..Case::DEFAULT
+    },
+    // <<< issue 5
 ];

@@ -209,10 +209,9 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
                 pb::FdTypes::Signalfd,
                 dump_signalfd(pid, fd, flags, &info, table)?,
             ),
-            FdKind::AnonInode("[timerfd]") => (
-                pb::FdTypes::Timerfd,
-                dump_timerfd(pid, fd, flags, &info, table)?,
-            ),
+            FdKind::AnonInode("[timerfd]") => {
+                (pb::FdTypes::Timerfd, dump_timerfd(pid, fd, flags, table)?)
+            }
             // <<< issue 3
             FdKind::AnonInode(name) => {
                 return Err(unsupported_fd(
@@ -294,13 +293,13 @@ fn dump_signalfd(
     Ok(id)
 }
 
-fn dump_timerfd(
-    pid: Pid,
-    fd: i32,
-    flags: u32,
-    info: &fdinfo::FdInfo,
-    table: &mut FileTable,
-) -> Result<u32> {
+fn dump_timerfd(pid: Pid, fd: i32, flags: u32, table: &mut FileTable) -> Result<u32> {
+    // An expired periodic timerfd is only moved on (its ticks counted, the
+    // timer re-armed) when it is read or asked: fdinfo would show it
+    // disarmed. Ask it (timerfd_gettime on a copy of the fd, which is what
+    // the task's own timerfd_gettime would do), then read fdinfo again.
+    refresh_timerfd(pid, fd)?;
+    let info = &fdinfo::read_fdinfo(pid, fd)?;
     let t = match info.timerfd() {
         Some(Ok(t)) => t,
         Some(Err(e)) => {
@@ -333,10 +332,48 @@ fn dump_timerfd(
             vnsec: t.it_value.1,
             isec: t.it_interval.0,
             insec: t.it_interval.1,
+            ckpt_clock_now: super::timers::clock_now_ns(t.clockid),
+            ckpt_boot_id: super::timers::boot_id(),
         }),
         ..Default::default()
     });
     Ok(id)
+}
+/// timerfd_gettime on fd `fd` of `pid` (through pidfd_getfd).
+fn refresh_timerfd(pid: Pid, fd: i32) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let what = || format!("fd {fd} (timerfd)");
+    // SAFETY: pidfd_open/pidfd_getfd return new fds we own; timerfd_gettime
+    // writes one itimerspec.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return Err(Error::sys(
+                pid,
+                format!("{}: pidfd_open", what()),
+                nix::errno::Errno::last(),
+            ));
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        if copy < 0 {
+            return Err(Error::sys(
+                pid,
+                format!("{}: pidfd_getfd", what()),
+                nix::errno::Errno::last(),
+            ));
+        }
+        let copy = OwnedFd::from_raw_fd(copy as i32);
+        let mut its: libc::itimerspec = std::mem::zeroed();
+        if libc::timerfd_gettime(copy.as_raw_fd(), &mut its) < 0 {
+            return Err(Error::sys(
+                pid,
+                format!("{}: timerfd_gettime", what()),
+                nix::errno::Errno::last(),
+            ));
+        }
+    }
+    Ok(())
 }
 // <<< issue 3
 

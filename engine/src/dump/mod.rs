@@ -152,6 +152,10 @@ impl DumpCtx<'_> {
 /// A zombie: only its exit status, which its parent has not collected.
 fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
     let st = stat::read(p.pid)?;
+    // Its credentials still show (the parent's waitid reports si_uid).
+    let creds = status::read(p.pid)
+        .ok()
+        .map(|s| core::creds_from_status(&s, 0));
     ctx.dir.write_image(
         &format!("core-{}.img", p.pid),
         &[pb::CoreEntry {
@@ -160,6 +164,10 @@ fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
                 task_state: core::TASK_DEAD,
                 exit_code: p.zombie.unwrap_or(0),
                 comm: st.comm.clone(),
+                ..Default::default()
+            }),
+            thread_core: creds.map(|c| pb::ThreadCoreEntry {
+                creds: Some(c),
                 ..Default::default()
             }),
             ..Default::default()

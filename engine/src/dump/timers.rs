@@ -128,6 +128,104 @@ pub fn sigevent_bytes(t: &pb::PosixTimerEntry) -> [u8; 64] {
     b
 }
 
+const NSEC: u64 = 1_000_000_000;
+
+/// The clock to read "now" of a timer's clock with: the alarm clocks are
+/// their base clocks (reading them needs an RTC, which a VM may lack);
+/// `None` for the CPU-time clocks, which only advance while the task runs.
+pub fn readable_clock(clock: i32) -> Option<i32> {
+    match clock {
+        libc::CLOCK_REALTIME | libc::CLOCK_REALTIME_ALARM => Some(libc::CLOCK_REALTIME),
+        libc::CLOCK_MONOTONIC => Some(libc::CLOCK_MONOTONIC),
+        libc::CLOCK_BOOTTIME | libc::CLOCK_BOOTTIME_ALARM => Some(libc::CLOCK_BOOTTIME),
+        libc::CLOCK_TAI => Some(libc::CLOCK_TAI),
+        _ => None,
+    }
+}
+
+/// `clock` now, in nanoseconds (see [`readable_clock`]).
+pub fn clock_now_ns(clock: i32) -> Option<u64> {
+    let c = readable_clock(clock)?;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    (unsafe { libc::clock_gettime(c, &mut ts) } == 0)
+        .then(|| ts.tv_sec as u64 * NSEC + ts.tv_nsec as u64)
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// How much of `clock` passed since `dumped_now` (a reading at dump time
+/// in boot `dumped_boot`), if the two readings can be compared: the
+/// wall clocks always, MONOTONIC and BOOTTIME only within one boot.
+/// Negative if a wall clock was set back.
+pub fn elapsed_since(
+    clock: i32,
+    dumped_now: Option<u64>,
+    dumped_boot: Option<&str>,
+    now: Option<u64>,
+    boot: Option<&str>,
+) -> Option<i128> {
+    let (then, now) = (dumped_now?, now?);
+    comparable(clock, dumped_boot, boot).then(|| now as i128 - then as i128)
+}
+
+/// Whether readings of `clock` in boot `dumped_boot` and in boot `boot`
+/// measure the same time line.
+pub fn comparable(clock: i32, dumped_boot: Option<&str>, boot: Option<&str>) -> bool {
+    match readable_clock(clock) {
+        Some(libc::CLOCK_REALTIME | libc::CLOCK_TAI) => true,
+        Some(_) => dumped_boot.is_some() && dumped_boot == boot,
+        None => false,
+    }
+}
+
+/// A POSIX timer's value after `elapsed` ns: what is left (at least 1 ns,
+/// "expire at once", if the deadline passed meanwhile); 0 stays disarmed.
+pub fn posix_value_after(value_ns: u64, elapsed: i128) -> u64 {
+    if value_ns == 0 {
+        return 0;
+    }
+    let left = value_ns as i128 - elapsed;
+    left.clamp(1, u64::MAX as i128) as u64
+}
+
+/// A timerfd after `elapsed` ns: (time left, 0 = disarmed; unread
+/// expirations). Expirations that fell into the elapsed time are counted
+/// into the ticks, and a periodic timer keeps its phase.
+pub fn timerfd_after(value_ns: u64, interval_ns: u64, ticks: u64, elapsed: i128) -> (u64, u64) {
+    if value_ns == 0 {
+        return (0, ticks);
+    }
+    let left = value_ns as i128 - elapsed;
+    if left > 0 {
+        return ((left as u128).min(u64::MAX as u128) as u64, ticks);
+    }
+    let late = (-left) as u128;
+    if interval_ns == 0 {
+        return (0, ticks.saturating_add(1));
+    }
+    let iv = interval_ns as u128;
+    let missed = (late / iv).min(u64::MAX as u128) as u64;
+    let next = (iv - late % iv) as u64;
+    (next, ticks.saturating_add(1).saturating_add(missed))
+}
+
+pub fn ns(sec: u64, nsec: u64) -> u64 {
+    sec.saturating_mul(NSEC).saturating_add(nsec)
+}
+
+pub fn sec_nsec(ns: u64) -> (u64, u64) {
+    (ns / NSEC, ns % NSEC)
+}
+
 /// The image entry of one POSIX timer from /proc and the task's answers.
 pub fn posix_entry(
     p: &proc_timers::PosixTimer,
@@ -147,6 +245,8 @@ pub fn posix_entry(
         vsec,
         vnsec,
         notify_thread_id: p.thread_id.then_some(p.notify_pid),
+        ckpt_clock_now: clock_now_ns(p.clock_id),
+        ckpt_boot_id: boot_id(),
     }
 }
 
@@ -264,6 +364,62 @@ mod tests {
     }
 
     #[test]
+    fn clocks_and_elapsed() {
+        assert_eq!(
+            readable_clock(libc::CLOCK_REALTIME_ALARM),
+            Some(libc::CLOCK_REALTIME)
+        );
+        assert_eq!(
+            readable_clock(libc::CLOCK_BOOTTIME_ALARM),
+            Some(libc::CLOCK_BOOTTIME)
+        );
+        assert_eq!(readable_clock(libc::CLOCK_PROCESS_CPUTIME_ID), None);
+        assert_eq!(readable_clock(-6), None);
+        let a = clock_now_ns(libc::CLOCK_MONOTONIC).unwrap();
+        let b = clock_now_ns(libc::CLOCK_MONOTONIC).unwrap();
+        assert!(b >= a);
+        assert!(clock_now_ns(libc::CLOCK_BOOTTIME_ALARM).is_some());
+        let id = boot_id().unwrap();
+        assert_eq!(id.len(), 36, "{id:?}");
+        let (me, other) = (Some("x"), Some("y"));
+        let m = libc::CLOCK_MONOTONIC;
+        assert_eq!(elapsed_since(m, Some(10), me, Some(25), me), Some(15));
+        assert_eq!(elapsed_since(m, Some(10), me, Some(25), other), None);
+        assert_eq!(elapsed_since(m, Some(10), None, Some(25), None), None);
+        assert_eq!(elapsed_since(m, None, me, Some(25), me), None);
+        // Wall clocks compare across boots, and may go back.
+        let r = libc::CLOCK_REALTIME;
+        assert_eq!(elapsed_since(r, Some(10), me, Some(25), other), Some(15));
+        assert_eq!(elapsed_since(r, Some(30), None, Some(25), None), Some(-5));
+        assert_eq!(
+            elapsed_since(libc::CLOCK_PROCESS_CPUTIME_ID, Some(1), me, Some(2), me),
+            None
+        );
+    }
+
+    #[test]
+    fn values_after() {
+        assert_eq!(posix_value_after(0, 5), 0);
+        assert_eq!(posix_value_after(100, 30), 70);
+        assert_eq!(posix_value_after(100, 100), 1);
+        assert_eq!(posix_value_after(100, 1000), 1);
+        assert_eq!(posix_value_after(100, -50), 150);
+        // timerfd: still to come
+        assert_eq!(timerfd_after(100, 0, 2, 30), (70, 2));
+        // disarmed stays so
+        assert_eq!(timerfd_after(0, 10, 2, 30), (0, 2));
+        // one-shot expired meanwhile
+        assert_eq!(timerfd_after(100, 0, 0, 100), (0, 1));
+        // periodic: 100 left, every 40, 250 elapsed: expiries at 100, 140,
+        // 180, 220; the next at 260, 10 from now
+        assert_eq!(timerfd_after(100, 40, 1, 250), (10, 5));
+        // exactly on an expiry: counted, the next a full interval away
+        assert_eq!(timerfd_after(100, 40, 0, 140), (40, 2));
+        assert_eq!(ns(2, 5), 2_000_000_005);
+        assert_eq!(sec_nsec(2_000_000_005), (2, 5));
+    }
+
+    #[test]
     fn entries() {
         let p = proc_timers::PosixTimer {
             id: 4,
@@ -309,12 +465,12 @@ mod tests {
         assert!(posix_timer_check(&none).is_ok());
         let bad = pb::PosixTimerEntry {
             vnsec: 1_000_000_000,
-            ..e
+            ..e.clone()
         };
         assert!(posix_timer_check(&bad).is_err());
         let bad = pb::PosixTimerEntry {
             notify_thread_id: None,
-            ..e
+            ..e.clone()
         };
         assert!(posix_timer_check(&bad).is_err());
         let bad = pb::PosixTimerEntry { si_signo: 99, ..e };

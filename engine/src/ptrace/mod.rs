@@ -136,6 +136,9 @@ impl Seized {
             .ctx(tid, || "waiting for the restored task to stop".into())?;
         match st {
             WaitStatus::Stopped(_, Signal::SIGSTOP) | WaitStatus::PtraceEvent(_, Signal::SIGSTOP, _) => {}
+            // A thread auto-attached under PTRACE_SEIZE starts in a
+            // PTRACE_EVENT_STOP (SIGTRAP), not with a SIGSTOP.
+            WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {}
             WaitStatus::Exited(_, code) => {
                 return Err(Error::task(
                     tid,

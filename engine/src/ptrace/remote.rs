@@ -3,12 +3,21 @@
 //!
 //! The thread's registers are pointed at a `syscall` instruction that
 //! already exists in its address space (found in the vDSO, so no code is
-//! ever written into the task), loaded with the arguments, single-stepped
-//! over that one instruction, and the result is read from `rax`. The
-//! original registers go back when the `Remote` is finished (or dropped).
-//! `orig_rax` is set to -1 for the injected call so the kernel's
-//! syscall-restart logic does not fire on it, even when the thread was
-//! stopped inside a blocking call.
+//! ever written into the task), loaded with the arguments, run with
+//! PTRACE_SYSCALL to the syscall-entry and then the syscall-exit stop, and
+//! the result is read from `rax`. The original registers go back when the
+//! `Remote` is finished (or dropped). `orig_rax` is set to -1 for the
+//! injected call so the kernel's syscall-restart logic does not fire on
+//! it, even when the thread was stopped inside a blocking call.
+//!
+//! Why syscall stops and not a single step: a single step ends with a
+//! SIGTRAP that the kernel *forces* on the task, and forcing a signal that
+//! is blocked or ignored resets its handler to SIG_DFL and unblocks it
+//! (force_sig_info_to_task); it would also take a SIGTRAP the task had
+//! pending for itself. Syscall stops are pure ptrace stops: no signal is
+//! generated, so SIGTRAP's disposition, mask and pending state are left
+//! exactly as they were. (CRIU's compel has the same problem with its
+//! int3 trap and works around half of it by never blocking SIGTRAP.)
 
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
@@ -98,13 +107,30 @@ impl<'a> Remote<'a> {
         }
         raw::set_regs(self.task.npid(), &regs)
             .ctx(tid, || format!("setting registers for remote syscall {nr}"))?;
-        ptrace::step(self.task.npid(), None)
-            .ctx(tid, || format!("single-stepping remote syscall {nr}"))?;
+        // Entry stop, then exit stop (events such as PTRACE_EVENT_CLONE
+        // come between the two).
+        self.to_syscall_stop(nr, "entry")?;
+        self.to_syscall_stop(nr, "exit")?;
+        let after = raw::get_regs(self.task.npid())
+            .ctx(tid, || format!("reading result of remote syscall {nr}"))?;
+        Ok(after.rax as i64)
+    }
+
+    /// Resume with PTRACE_SYSCALL until the next syscall stop. Every
+    /// signal is blocked meanwhile (`new`), so a SIGTRAP stop can only be
+    /// a syscall stop (the options may lack PTRACE_O_TRACESYSGOOD).
+    fn to_syscall_stop(&mut self, nr: i64, which: &str) -> Result<()> {
+        let tid = self.task.tid;
+        ptrace::syscall(self.task.npid(), None).ctx(tid, || {
+            format!("PTRACE_SYSCALL to the {which} of remote syscall {nr}")
+        })?;
         loop {
             let st = waitpid(self.task.npid(), Some(WaitPidFlag::__WALL))
                 .ctx(tid, || format!("waiting for remote syscall {nr}"))?;
             match st {
-                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+                WaitStatus::Stopped(_, Signal::SIGTRAP) | WaitStatus::PtraceSyscall(_) => {
+                    return Ok(())
+                }
                 WaitStatus::Stopped(_, sig) => {
                     return Err(Error::task(
                         tid,
@@ -113,8 +139,9 @@ impl<'a> Remote<'a> {
                     ))
                 }
                 WaitStatus::PtraceEvent(..) => {
-                    ptrace::step(self.task.npid(), None)
-                        .ctx(tid, || format!("re-stepping remote syscall {nr}"))?;
+                    ptrace::syscall(self.task.npid(), None).ctx(tid, || {
+                        format!("continuing remote syscall {nr} after an event")
+                    })?;
                 }
                 other => {
                     return Err(Error::task(
@@ -125,9 +152,6 @@ impl<'a> Remote<'a> {
                 }
             }
         }
-        let after = raw::get_regs(self.task.npid())
-            .ctx(tid, || format!("reading result of remote syscall {nr}"))?;
-        Ok(after.rax as i64)
     }
 
     /// Like `raw`, but a negative result becomes an error naming `what`.
@@ -146,11 +170,28 @@ impl<'a> Remote<'a> {
     /// Put the thread's registers and signal mask back.
     pub fn finish(mut self) -> Result<()> {
         self.finished = true;
+        self.back_to_interrupt_stop()?;
         let regs = self.task.regs;
         raw::set_regs(self.task.npid(), &regs).ctx(self.task.tid, || {
             "restoring registers after remote syscalls".into()
         })?;
         self.task.set_sigmask(self.saved_mask)
+    }
+
+    /// The last remote call left the thread in a syscall-exit stop, from
+    /// which the kernel returns to user space without its syscall-restart
+    /// logic (that runs only after signal handling). The thread was
+    /// frozen in a PTRACE_EVENT_STOP inside signal handling, where a
+    /// syscall it was blocked in (rax = -ERESTART*) gets restarted on
+    /// resume; take it back there (PTRACE_INTERRUPT + PTRACE_CONT) before
+    /// its registers go back, so that it goes on exactly as it would have.
+    fn back_to_interrupt_stop(&mut self) -> Result<()> {
+        let tid = self.task.tid;
+        ptrace::interrupt(self.task.npid())
+            .ctx(tid, || "PTRACE_INTERRUPT after remote syscalls".into())?;
+        ptrace::cont(self.task.npid(), None)
+            .ctx(tid, || "PTRACE_CONT after remote syscalls".into())?;
+        super::wait_event_stop(tid).map(|_| ())
     }
 
     /// Finish without restoring anything: the restore sets final state itself.
@@ -162,6 +203,7 @@ impl<'a> Remote<'a> {
 impl Drop for Remote<'_> {
     fn drop(&mut self) {
         if !self.finished {
+            let _ = self.back_to_interrupt_stop();
             let regs = self.task.regs;
             let _ = raw::set_regs(self.task.npid(), &regs);
             let _ = self.task.set_sigmask(self.saved_mask);

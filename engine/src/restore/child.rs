@@ -95,8 +95,8 @@ pub struct ChildPlan {
     pub err_pipe: RawFd,
     /// Children this task forks itself, so they are its children.
     pub children: Vec<ChildPlan>,
-    /// Zombie children: (pid, wait status, name).
-    pub zombies: Vec<(i32, u32, CString)>,
+    /// Zombie children: their pid, wait status, name and credentials.
+    pub zombies: Vec<ZombiePlan>,
 }
 
 impl ChildPlan {
@@ -289,11 +289,20 @@ pub fn run(plan: &ChildPlan) -> ! {
             _ => {}
         }
     }
-    for (zpid, status, comm) in &plan.zombies {
-        let (zpid, status) = (*zpid, *status);
+    for z in &plan.zombies {
+        let (zpid, status) = (z.pid, z.status);
         let r = sys::clone3_with_pid(zpid, 0, libc::SIGCHLD as u64);
         if check(early, r, || format!("pid {pid}: fork of zombie {zpid}")) == 0 {
-            let _ = sys::prctl(libc::PR_SET_NAME, comm.as_ptr() as u64, 0, 0, 0);
+            let _ = sys::prctl(libc::PR_SET_NAME, z.comm.as_ptr() as u64, 0, 0, 0);
+            if let Some((uids, gids, groups)) = &z.ids {
+                // The parent's waitid reports the dead child's uid.
+                // SAFETY: plain credential syscalls in the child.
+                unsafe {
+                    libc::setgroups(groups.len(), groups.as_ptr());
+                    libc::setresgid(gids[0], gids[1], gids[2]);
+                    libc::setresuid(uids[0], uids[1], uids[2]);
+                }
+            }
             become_zombie(status);
         }
         // Wait until it is dead, without reaping it: its exit status is
@@ -436,6 +445,17 @@ pub fn run(plan: &ChildPlan) -> ! {
     }
 }
 
+/// A zombie child to recreate.
+#[derive(Debug, Clone)]
+pub struct ZombiePlan {
+    pub pid: i32,
+    /// The wait status its parent will collect.
+    pub status: u32,
+    pub comm: CString,
+    /// (real, effective, saved uid), (gids), supplementary groups.
+    pub ids: Option<([u32; 3], [u32; 3], Vec<u32>)>,
+}
+
 /// End the way the dumped zombie ended: exit code or signal.
 fn become_zombie(status: u32) -> ! {
     let status = status as i32;
@@ -491,6 +511,10 @@ pub struct TimerfdPlan {
     pub interval: (u64, u64),
     /// Expirations not read yet.
     pub ticks: u64,
+    /// The clock's reading at dump time, if it can be compared with now
+    /// (same boot, or a wall clock): the time since counts, as it did
+    /// for the clock.
+    pub dumped_now: Option<u64>,
 }
 
 const TFD_TIMER_ABSTIME: i32 = 1;
@@ -506,8 +530,15 @@ pub fn signalfd_timerfd_source(file: &crate::images::pb::FileEntry) -> Option<Fd
             flags: s.flags as i32,
         });
     }
+    let boot = crate::dump::timers::boot_id();
     file.tfd.as_ref().map(|t| {
+        let same_line = crate::dump::timers::comparable(
+            t.clockid as i32,
+            t.ckpt_boot_id.as_deref(),
+            boot.as_deref(),
+        );
         FdSource::Timerfd(TimerfdPlan {
+            dumped_now: t.ckpt_clock_now.filter(|_| same_line),
             clockid: t.clockid as i32,
             flags: t.flags as i32,
             settime_flags: t.settime_flags as i32,
@@ -516,6 +547,19 @@ pub fn signalfd_timerfd_source(file: &crate::images::pb::FileEntry) -> Option<Fd
             ticks: t.ticks,
         })
     })
+}
+
+/// Create a signalfd or timerfd in the engine (a file shared by several
+/// restored tasks, handed to them with pidfd_getfd), close-on-exec.
+pub fn make_signalfd_timerfd(src: &FdSource) -> nix::Result<RawFd> {
+    let fd = match src {
+        FdSource::Signalfd { mask, flags } => make_signalfd(*mask, *flags)?,
+        FdSource::Timerfd(t) => make_timerfd(t)?,
+        _ => return Err(Errno::EINVAL),
+    };
+    // SAFETY: fcntl on the fd we just created.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(fd)
 }
 
 fn make_signalfd(mask: u64, flags: i32) -> nix::Result<RawFd> {
@@ -544,6 +588,7 @@ pub fn timerfd_value(settime_flags: i32, value: (u64, u64), now: (u64, u64)) -> 
 }
 
 fn make_timerfd(t: &TimerfdPlan) -> nix::Result<RawFd> {
+    use crate::dump::timers::{clock_now_ns, ns, sec_nsec, timerfd_after};
     // SAFETY (whole function): timerfd calls on the fd we create, with
     // structs of the sizes the kernel expects.
     let fd = Errno::result(unsafe { libc::timerfd_create(t.clockid, t.flags & libc::O_NONBLOCK) })?;
@@ -551,18 +596,24 @@ fn make_timerfd(t: &TimerfdPlan) -> nix::Result<RawFd> {
         unsafe { libc::close(fd) };
         e
     };
-    if t.value != (0, 0) || t.interval != (0, 0) {
-        let mut now = (0, 0);
-        if t.settime_flags & TFD_TIMER_ABSTIME != 0 && t.value != (0, 0) {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            Errno::result(unsafe { libc::clock_gettime(t.clockid, &mut ts) })
-                .map_err(close_on_err)?;
-            now = (ts.tv_sec as u64, ts.tv_nsec as u64);
+    // The time since the dump counts (when it can be known), one read of
+    // the clock for that and for an absolute deadline.
+    let now = clock_now_ns(t.clockid);
+    let elapsed = match (t.dumped_now, now) {
+        (Some(then), Some(now)) => now as i128 - then as i128,
+        _ => 0,
+    };
+    let (value, ticks) = timerfd_after(
+        ns(t.value.0, t.value.1),
+        ns(t.interval.0, t.interval.1),
+        t.ticks,
+        elapsed,
+    );
+    if value != 0 || t.interval != (0, 0) {
+        if t.settime_flags & TFD_TIMER_ABSTIME != 0 && value != 0 && now.is_none() {
+            return Err(close_on_err(Errno::EINVAL));
         }
-        let (vs, vn) = timerfd_value(t.settime_flags, t.value, now);
+        let (vs, vn) = timerfd_value(t.settime_flags, sec_nsec(value), sec_nsec(now.unwrap_or(0)));
         let its = libc::itimerspec {
             it_interval: libc::timespec {
                 tv_sec: t.interval.0 as i64,
@@ -578,8 +629,7 @@ fn make_timerfd(t: &TimerfdPlan) -> nix::Result<RawFd> {
         })
         .map_err(close_on_err)?;
     }
-    if t.ticks != 0 {
-        let ticks = t.ticks;
+    if ticks != 0 {
         Errno::result(unsafe { libc::ioctl(fd, TFD_IOC_SET_TICKS, &ticks as *const u64) })
             .map_err(close_on_err)?;
     }
@@ -610,6 +660,7 @@ mod issue3_tests {
             value: (100, 0),
             interval: (2, 500),
             ticks: 3,
+            dumped_now: None,
         };
         let fd = make_timerfd(&plan).unwrap();
         let me = std::process::id() as i32;
@@ -620,6 +671,24 @@ mod issue3_tests {
         assert_eq!(tf.settime_flags, TFD_TIMER_ABSTIME as u32);
         assert_eq!(tf.it_interval, (2, 500));
         assert!(tf.it_value.0 >= 98 && tf.it_value.0 <= 100, "{tf:?}");
+        unsafe { libc::close(fd) };
+        // Dumped 15 s ago (same boot): a 10 s one-shot expired meanwhile.
+        let now = crate::dump::timers::clock_now_ns(libc::CLOCK_MONOTONIC).unwrap();
+        let fd = make_timerfd(&TimerfdPlan {
+            dumped_now: Some(now.saturating_sub(15_000_000_000)),
+            value: (10, 0),
+            interval: (0, 0),
+            ..plan
+        })
+        .unwrap();
+        let tf = crate::proc::fdinfo::read_fdinfo(me, fd)
+            .unwrap()
+            .timerfd()
+            .unwrap()
+            .unwrap();
+        assert_eq!((tf.ticks, tf.it_value), (4, (0, 0)), "{tf:?}");
+        unsafe { libc::close(fd) };
+        let fd = make_timerfd(&plan).unwrap();
         assert_ne!(info.flags & libc::O_NONBLOCK as u32, 0);
         let mut buf = [0u8; 8];
         // SAFETY: reading 8 bytes into buf.

@@ -82,6 +82,7 @@ pub struct Zombie {
     /// The wait status its parent will collect.
     pub status: u32,
     pub comm: String,
+    pub creds: Option<pb::CredsEntry>,
 }
 
 impl Images {
@@ -182,6 +183,11 @@ pub fn load(dir: &Path) -> Result<Images> {
                 format!("file {} is REG without reg entry", f.id),
             ));
         }
+        // >>> issue 3 hook: timerfd times are valid
+        if let Some(why) = f.tfd.as_ref().and_then(super::timers::check_timerfd) {
+            return Err(bad(&dir.join("files.img"), format!("file {}: {why}", f.id)));
+        }
+        // <<< issue 3 hook
         if files.insert(f.id, f).is_some() {
             return Err(bad(&dir.join("files.img"), "duplicate file id"));
         }
@@ -205,6 +211,7 @@ pub fn load(dir: &Path) -> Result<Images> {
                 sid: p.sid as i32,
                 status: tc.exit_code,
                 comm: tc.comm.clone(),
+                creds: core.thread_core.as_ref().and_then(|t| t.creds.clone()),
             });
             continue;
         }
@@ -225,6 +232,9 @@ pub fn load(dir: &Path) -> Result<Images> {
         if core.tc.is_none() || core.thread_core.is_none() {
             return Err(bad(&core_path, "missing task or thread core"));
         }
+        // >>> issue 3 hook: pending signals and timers can be queued/armed
+        super::signals::check_core(&core).map_err(|why| bad(&core_path, why))?;
+        // <<< issue 3 hook
         if p.threads.first() != Some(&p.pid) {
             return Err(bad(
                 &dir.join("pstree.img"),
@@ -250,6 +260,7 @@ pub fn load(dir: &Path) -> Result<Images> {
             if c.thread_core.is_none() {
                 return Err(bad(&path, "missing thread core"));
             }
+            super::signals::check_core(&c).map_err(|why| bad(&path, why))?; // issue 3 hook
             threads.push((tid as i32, c));
         }
         let mm_name = format!("mm-{pid}.img");

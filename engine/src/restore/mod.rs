@@ -100,9 +100,20 @@ impl Drop for NewTree {
             for &pid in self.pids.iter().rev() {
                 let _ = kill(NixPid::from_raw(pid), Signal::SIGKILL);
             }
-            // The root is our child: reap it (the rest go to their reaper).
-            if let Some(&root) = self.pids.first() {
-                let _ = waitpid(NixPid::from_raw(root), Some(WaitPidFlag::__WALL));
+            // Reap what is ours: the root (our child) and every thread we
+            // still trace (a traced zombie thread would otherwise keep its
+            // leader's exit from ever being reported). The engine has no
+            // other children, so waiting for any is safe; bounded in time.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+            while std::time::Instant::now() < deadline {
+                match waitpid(None, Some(flags)) {
+                    Err(nix::errno::Errno::ECHILD) => break,
+                    Ok(WaitStatus::StillAlive) => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -123,7 +134,20 @@ fn restore_tree(imgs: &Images) -> Result<()> {
             .zombies
             .iter()
             .filter(|z| z.ppid == t.pid)
-            .map(|z| Ok((z.pid, z.status, cstr(z.pid, "comm", &z.comm)?)))
+            .map(|z| {
+                Ok(child::ZombiePlan {
+                    pid: z.pid,
+                    status: z.status,
+                    comm: cstr(z.pid, "comm", &z.comm)?,
+                    ids: z.creds.as_ref().map(|c| {
+                        (
+                            [c.uid, c.euid, c.suid],
+                            [c.gid, c.egid, c.sgid],
+                            c.groups.clone(),
+                        )
+                    }),
+                })
+            })
             .collect::<Result<_>>()?;
         plans.push((plan, file_fds, exe_fd));
         pipes.push((rd, wr));
@@ -169,12 +193,9 @@ fn restore_tree(imgs: &Images) -> Result<()> {
     }
     drop(shared);
     // Let them all go, children first.
-    for (t, (task, threads)) in imgs.tasks.iter().zip(held).rev() {
-        let stopped = t.tc().task_state == crate::dump::core::TASK_STOPPED;
-        if stopped {
-            kill(NixPid::from_raw(t.pid), Signal::SIGSTOP)
-                .map_err(|e| Error::sys(t.pid, "SIGSTOP", e))?;
-        }
+    // (A task dumped stopped is in its group stop already: take_over,
+    // issue 3 hook; detaching leaves it stopped.)
+    for (task, threads) in held.into_iter().rev() {
         for th in threads {
             th.detach()?;
         }
@@ -452,6 +473,12 @@ fn shared_files(imgs: &Images) -> Result<BTreeMap<u32, OwnedFd>> {
                     .map_err(|err| Error::sys(pid, format!("{}: eventfd counter", what()), err))?;
             }
             OwnedFd::from(fd)
+        } else if let Some(src) = child::signalfd_timerfd_source(file) {
+            // issue 3 hook: a shared signalfd or timerfd (restore/child.rs)
+            let fd = child::make_signalfd_timerfd(&src)
+                .map_err(|e| Error::sys(pid, format!("{}: {src:?}", what()), e))?;
+            // SAFETY: a fresh fd we own (created with O_CLOEXEC).
+            unsafe { OwnedFd::from_raw_fd(fd) }
         } else {
             return Err(Error::unsupported(
                 pid,
@@ -649,7 +676,6 @@ fn take_over(
     // >>> issue 3 hook: pending signals queued again in order, then the
     // timers (restore/signals.rs, restore/timers.rs); before credentials.
     signals::restore(&mut task, &mut threads, ip, &mem, scratch, t)?;
-    timers::restore(&mut task, ip, &mem, scratch, t)?;
     // <<< issue 3 hook
     // Credentials last, thread by thread (they are per-thread in the
     // kernel), and what a credential change resets after them.
@@ -683,6 +709,12 @@ fn take_over(
         }
         r.abandon();
     }
+    // >>> issue 3 hook: a stopped task stops now, before any pending signal
+    // can be delivered (restore/signals.rs)
+    if t.tc().task_state == crate::dump::core::TASK_STOPPED {
+        signals::enter_group_stop(&mut task, &mut threads)?;
+    }
+    // <<< issue 3 hook
     // Final state of every thread: mask, FPU, registers.
     for (th, (_, core)) in threads.iter_mut().zip(&t.threads) {
         let info = core.thread_info.as_ref().expect("validated");
@@ -859,7 +891,10 @@ fn restore_thread(
         )?;
     }
     if let Some(sas) = &th.sas {
-        if sas.ss_flags & libc::SS_DISABLE as u32 == 0 {
+        // issue 3: a disabled stack is set too: the leader inherited the
+        // engine's own alternate stack (Rust's guard-page handler), which
+        // is unmapped now; SA_ONSTACK handlers would crash on it.
+        {
             let mut b = Vec::with_capacity(24);
             b.extend_from_slice(&sas.ss_sp.to_le_bytes());
             b.extend_from_slice(&(sas.ss_flags & !(libc::SS_ONSTACK as u32)).to_le_bytes());

@@ -15,12 +15,20 @@
 //! queued signal is charged to the receiver's user at queueing time, so
 //! here to root, against the restored task's RLIMIT_SIGPENDING).
 //!
-//! Limits (documented, not fixable from user space): a re-queued SI_TIMER
-//! signal is an ordinary queued signal, no longer the timer's own one, so
-//! the timer may queue another signal for a later expiry instead of
-//! counting an overrun into the pending one.
+//! A pending signal of a POSIX timer (SI_TIMER) is not forged: the timer
+//! is made to expire so that the signal is the timer's own again (one per
+//! timer; on delivery the kernel re-arms the timer and counts the missed
+//! periods into si_overrun, as it would have). Only the signal of a
+//! CPU-time clock timer, which cannot expire while the task is stopped,
+//! is queued as a copy (an ordinary queued signal: the timer may then
+//! queue a second one instead of counting an overrun).
+//!
+//! A stopped task is put into its group stop here too
+//! ([`enter_group_stop`]), before any pending signal could be delivered.
 
-use crate::dump::signals::Siginfo;
+use std::collections::BTreeSet;
+
+use crate::dump::signals::{peek_queue, Siginfo, SI_TIMER};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::ptrace::mem::TaskMem;
@@ -44,6 +52,18 @@ pub fn check_queue(q: Option<&pb::SignalQueueEntry>) -> std::result::Result<(), 
     Ok(())
 }
 
+/// Check the pending signals and timers of one core image.
+pub fn check_core(core: &pb::CoreEntry) -> std::result::Result<(), String> {
+    if let Some(tc) = &core.tc {
+        check_queue(tc.signals_s.as_ref()).map_err(|e| format!("shared queue: {e}"))?;
+        super::timers::check(tc.timers.as_ref())?;
+    }
+    if let Some(th) = &core.thread_core {
+        check_queue(th.signals_p.as_ref()).map_err(|e| format!("private queue: {e}"))?;
+    }
+    Ok(())
+}
+
 fn siginfos(q: Option<&pb::SignalQueueEntry>) -> Vec<Siginfo> {
     q.map(|q| {
         q.signals
@@ -54,54 +74,232 @@ fn siginfos(q: Option<&pb::SignalQueueEntry>) -> Vec<Siginfo> {
     .unwrap_or_default()
 }
 
-/// Queue `q` from inside thread `tid` (of process `pid`): the thread's
-/// own queue, or with `shared` the process-wide one (then `tid == pid`).
-fn queue_all(
+/// Queue one siginfo from inside thread `tid` (of process `pid`): into
+/// the thread's own queue, or with `shared` the process-wide one (then
+/// `tid == pid`).
+fn queue_one(
     r: &mut Remote<'_>,
+    mem: &TaskMem,
+    scratch: u64,
+    pid: Pid,
+    tid: Pid,
+    s: &Siginfo,
+    shared: bool,
+) -> Result<()> {
+    mem.write(scratch, &s.0)?;
+    let (nr, args, what) = if shared {
+        (
+            libc::SYS_rt_sigqueueinfo,
+            vec![pid as u64, s.signo() as u64, scratch],
+            "rt_sigqueueinfo",
+        )
+    } else {
+        (
+            libc::SYS_rt_tgsigqueueinfo,
+            vec![pid as u64, tid as u64, s.signo() as u64, scratch],
+            "rt_tgsigqueueinfo",
+        )
+    };
+    r.call(nr, &args, &format!("{what} of pending {}", s.describe()))
+        .map_err(|e| match e {
+            Error::Sys { errno, .. } if errno == nix::errno::Errno::EAGAIN => Error::task(
+                tid,
+                format!("pending {}", s.describe()),
+                "the kernel refused to queue it (EAGAIN: RLIMIT_SIGPENDING reached)",
+            ),
+            e => e,
+        })?;
+    Ok(())
+}
+
+/// The POSIX timer whose own signal `s` is, if the restore can make the
+/// timer queue it again: an SI_TIMER siginfo of a dumped timer, with its
+/// signal, aimed at this queue (the process, or the thread of a
+/// SIGEV_THREAD_ID timer), of a clock that runs while the task is stopped.
+fn own_timer<'a>(
+    timers: &'a [pb::PosixTimerEntry],
+    s: &Siginfo,
+    tid: Pid,
+    shared: bool,
+) -> Option<&'a pb::PosixTimerEntry> {
+    if s.code() != SI_TIMER {
+        return None;
+    }
+    timers.iter().find(|pt| {
+        pt.it_id as i32 == s.timer_id()
+            && pt.si_signo as i32 == s.signo()
+            && super::timers::fires_while_stopped(pt)
+            && target(pt) == (if shared { None } else { Some(tid) })
+    })
+}
+
+/// The thread a timer's signals go to (SIGEV_THREAD_ID), None for the
+/// process.
+fn target(pt: &pb::PosixTimerEntry) -> Option<Pid> {
+    (pt.it_sigev_notify as i32 & libc::SIGEV_THREAD_ID != 0)
+        .then(|| pt.notify_thread_id.unwrap_or(0))
+}
+
+/// What became of the timers while the queues are filled.
+#[derive(Default)]
+struct TimerState {
+    /// Timers in their final state (not to be armed again).
+    fired: BTreeSet<u32>,
+    /// Timers whose own signal is pending again already (its entry in the
+    /// queue is skipped once).
+    pending: BTreeSet<u32>,
+}
+
+/// One queue, in order: plain siginfos are queued by the thread itself
+/// (`r`); the own signal of a POSIX timer is made by the timer, armed to
+/// expire at once from the leader (`lr`, or `r` when this is the leader).
+#[allow(clippy::too_many_arguments)]
+fn restore_queue(
+    mut r: Option<&mut Remote<'_>>,
+    lr: &mut Remote<'_>,
     mem: &TaskMem,
     scratch: u64,
     pid: Pid,
     tid: Pid,
     q: &[Siginfo],
     shared: bool,
+    timers: &[pb::PosixTimerEntry],
+    st: &mut TimerState,
 ) -> Result<()> {
+    let which = if shared { "shared" } else { "private" };
     for s in q {
-        mem.write(scratch, &s.0)?;
-        let (nr, args, what) = if shared {
-            (
-                libc::SYS_rt_sigqueueinfo,
-                vec![pid as u64, s.signo() as u64, scratch],
-                "rt_sigqueueinfo",
-            )
-        } else {
-            (
-                libc::SYS_rt_tgsigqueueinfo,
-                vec![pid as u64, tid as u64, s.signo() as u64, scratch],
-                "rt_tgsigqueueinfo",
-            )
-        };
-        r.call(nr, &args, &format!("{what} of pending {}", s.describe()))
-            .map_err(|e| match e {
-                Error::Sys { errno, .. } if errno == nix::errno::Errno::EAGAIN => Error::task(
-                    tid,
-                    format!("pending {}", s.describe()),
-                    "the kernel refused to queue it (EAGAIN: RLIMIT_SIGPENDING reached)",
-                ),
-                e => e,
-            })?;
-        debug!(
-            "tid {tid}: queued ({}) {}",
-            if shared { "shared" } else { "private" },
-            s.describe()
-        );
+        if let Some(pt) = own_timer(timers, s, tid, shared) {
+            if st.pending.remove(&pt.it_id) {
+                debug!(
+                    "tid {tid}: ({which}) timer {} has its own {} pending already",
+                    pt.it_id,
+                    s.describe()
+                );
+                continue;
+            }
+            if st.fired.insert(pt.it_id) {
+                let before = peek_queue(tid, shared)?.len();
+                super::timers::fire_now(lr, mem, scratch, pt)?;
+                super::timers::wait_queued(tid, shared, before, pt.it_id)?;
+                debug!(
+                    "tid {tid}: ({which}) timer {} queued its own {}",
+                    pt.it_id,
+                    s.describe()
+                );
+                continue;
+            }
+            // A second SI_TIMER of one timer cannot be its own: a copy.
+        }
+        match r.as_deref_mut() {
+            Some(r) => queue_one(r, mem, scratch, pid, tid, s, shared)?,
+            None => queue_one(lr, mem, scratch, pid, tid, s, shared)?,
+        }
+        debug!("tid {tid}: queued ({which}) {}", s.describe());
     }
     Ok(())
 }
 
-/// Queue every pending signal of the process again: each thread's private
-/// queue from that thread, then the leader's private and the shared queue
-/// from the leader. `threads` are the non-leader threads, in the order of
-/// `t.threads`.
+/// The queue of thread `tid` (`shared`: the process's) in the image.
+fn queue_of(t: &TaskImages, tid: Pid, shared: bool) -> Vec<Siginfo> {
+    if shared {
+        return siginfos(t.tc().signals_s.as_ref());
+    }
+    if tid == t.pid {
+        return siginfos(t.thread().signals_p.as_ref());
+    }
+    t.threads
+        .iter()
+        .find(|(x, _)| *x == tid)
+        .map(|(_, c)| siginfos(c.thread_core.as_ref().and_then(|c| c.signals_p.as_ref())))
+        .unwrap_or_default()
+}
+
+/// Periodic timers get the overrun count of their last delivered expiry
+/// back (restore/timers.rs `restore_overrun`), before any queue is filled
+/// (the trick takes the timer's signal with rt_sigtimedwait).
+#[allow(clippy::too_many_arguments)]
+fn restore_overruns(
+    lr: &mut Remote<'_>,
+    threads: &mut [Seized],
+    syscall_ip: u64,
+    mem: &TaskMem,
+    scratch: u64,
+    t: &TaskImages,
+    timers: &[pb::PosixTimerEntry],
+    st: &mut TimerState,
+) -> Result<()> {
+    let pid = t.pid;
+    let boot = crate::dump::timers::boot_id();
+    for pt in timers
+        .iter()
+        .filter(|pt| super::timers::overrun_restorable(pt))
+    {
+        let to = target(pt);
+        let (tid, shared) = (to.unwrap_or(pid), to.is_none());
+        let pending = queue_of(t, tid, shared)
+            .iter()
+            .any(|s| own_timer(timers, s, tid, shared).is_some_and(|o| o.it_id == pt.it_id));
+        let done = if tid == pid {
+            super::timers::restore_overrun(
+                lr,
+                None,
+                mem,
+                scratch,
+                pt,
+                (tid, shared),
+                pending,
+                boot.as_deref(),
+            )?
+        } else {
+            let Some(th) = threads.iter_mut().find(|th| th.tid == tid) else {
+                continue;
+            };
+            let mut r = Remote::new(th, syscall_ip)?;
+            let done = super::timers::restore_overrun(
+                lr,
+                Some(&mut r),
+                mem,
+                scratch,
+                pt,
+                (tid, shared),
+                pending,
+                boot.as_deref(),
+            )?;
+            r.abandon();
+            done
+        };
+        if done {
+            debug!(
+                "pid {pid}: POSIX timer {}: overrun count {} restored{}",
+                pt.it_id,
+                pt.overrun,
+                if pending { ", its signal pending" } else { "" }
+            );
+            st.fired.insert(pt.it_id);
+            if pending {
+                st.pending.insert(pt.it_id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pending signals and timers of the restored process `t`, from inside it.
+///
+/// 1. The POSIX timers are created with their IDs, disarmed; periodic
+///    ones get the overrun count of their last expiry back.
+/// 2. Every queue is filled again in dump order: each thread's private
+///    queue from that thread, then the leader's private and the shared
+///    queue from the leader. A pending signal of a POSIX timer is not
+///    forged: the timer is made to expire at once, so the signal is its
+///    own again (one per timer, re-armed on delivery with the periods
+///    missed counted in si_overrun, as before the dump). Timers of the
+///    CPU-time clocks would not expire while the task is stopped; their
+///    signal is queued as a copy.
+/// 3. The other timers are armed with the time they had left, then the
+///    interval timers (restore/timers.rs).
+///
+/// `threads` are the non-leader threads, in the order of `t.threads`.
 pub fn restore(
     task: &mut Seized,
     threads: &mut [Seized],
@@ -111,23 +309,95 @@ pub fn restore(
     t: &TaskImages,
 ) -> Result<()> {
     let pid = t.pid;
+    let timers: &[pb::PosixTimerEntry] = t.tc().timers.as_ref().map_or(&[], |tt| &tt.posix);
+    let mut st = TimerState::default();
+    let mut lr = Remote::new(task, syscall_ip)?;
+    super::timers::create(&mut lr, mem, scratch, t)?;
+    restore_overruns(
+        &mut lr, threads, syscall_ip, mem, scratch, t, timers, &mut st,
+    )?;
     for (th, (tid, core)) in threads.iter_mut().zip(&t.threads) {
         let q = siginfos(core.thread_core.as_ref().and_then(|c| c.signals_p.as_ref()));
         if q.is_empty() {
             continue;
         }
         let mut r = Remote::new(th, syscall_ip)?;
-        queue_all(&mut r, mem, scratch, pid, *tid, &q, false)?;
+        restore_queue(
+            Some(&mut r),
+            &mut lr,
+            mem,
+            scratch,
+            pid,
+            *tid,
+            &q,
+            false,
+            timers,
+            &mut st,
+        )?;
         r.abandon();
     }
     let private = siginfos(t.thread().signals_p.as_ref());
     let shared = siginfos(t.tc().signals_s.as_ref());
-    if private.is_empty() && shared.is_empty() {
-        return Ok(());
+    restore_queue(
+        None, &mut lr, mem, scratch, pid, pid, &private, false, timers, &mut st,
+    )?;
+    restore_queue(
+        None, &mut lr, mem, scratch, pid, pid, &shared, true, timers, &mut st,
+    )?;
+    super::timers::arm(&mut lr, mem, scratch, t, &st.fired)?;
+    lr.abandon();
+    Ok(())
+}
+
+/// Put a restored process that was dumped stopped (TASK_STOPPED) into its
+/// group stop now, while every signal is still blocked in it, before its
+/// final mask and registers are set.
+///
+/// Sending SIGSTOP at the very end instead (and detaching) would let the
+/// kernel deliver pending unblocked signals first: it dequeues by signal
+/// number, so a pending SIGUSR1 would have its handler frame set up (and
+/// leave the queue) before SIGSTOP stops the task. Here SIGSTOP is the only
+/// signal that can be dequeued: the leader takes it (signal-delivery-stop),
+/// gets it back from us and starts the group stop; every other thread
+/// joins it. A tracer that detaches from a task in group stop leaves it
+/// stopped, and on SIGCONT it first finishes the stop, then handles its
+/// pending signals in the order the kernel always uses.
+///
+/// The parent is told about the stop (SIGCHLD with CLD_STOPPED unless it
+/// set SA_NOCLDSTOP, and a report for waitpid(WUNTRACED)), as it was when
+/// the task first stopped; the stop signal reported is SIGSTOP.
+pub fn enter_group_stop(task: &mut Seized, threads: &mut [Seized]) -> Result<()> {
+    use nix::sys::ptrace;
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    const PTRACE_EVENT_STOP: i32 = 128;
+    let pid = task.tid;
+    nix::sys::signal::kill(task.npid(), Signal::SIGSTOP)
+        .map_err(|e| Error::sys(pid, "SIGSTOP to enter the group stop", e))?;
+    for th in std::iter::once(&*task).chain(threads.iter()) {
+        let tid = th.tid;
+        ptrace::cont(th.npid(), None)
+            .map_err(|e| Error::sys(tid, "PTRACE_CONT into the group stop", e))?;
+        loop {
+            let st = waitpid(th.npid(), Some(WaitPidFlag::__WALL))
+                .map_err(|e| Error::sys(tid, "waiting for the group stop", e))?;
+            match st {
+                // The leader dequeues SIGSTOP: let it act on it.
+                WaitStatus::Stopped(_, Signal::SIGSTOP) => {
+                    ptrace::cont(th.npid(), Some(Signal::SIGSTOP))
+                        .map_err(|e| Error::sys(tid, "PTRACE_CONT with SIGSTOP", e))?;
+                }
+                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => break,
+                other => {
+                    return Err(Error::task(
+                        tid,
+                        "group stop",
+                        format!("unexpected wait status {other:?} while stopping the task"),
+                    ))
+                }
+            }
+        }
     }
-    let mut r = Remote::new(task, syscall_ip)?;
-    queue_all(&mut r, mem, scratch, pid, pid, &private, false)?;
-    queue_all(&mut r, mem, scratch, pid, pid, &shared, true)?;
-    r.abandon();
+    debug!("pid {pid}: in group stop");
     Ok(())
 }

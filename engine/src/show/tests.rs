@@ -323,6 +323,7 @@ fn write_sample(dir: &Path) {
                     vsec: 2,
                     vnsec: 0,
                     notify_thread_id: None,
+                    ..Default::default()
                 }],
             }),
             rlimits: Some(rlimits()),
