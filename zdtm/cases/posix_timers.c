@@ -151,11 +151,13 @@ static void handler(int sig, siginfo_t *si, void *uc)
 	errno = saved;
 }
 
+/* Sleep the whole time even when a timer's signal interrupts the sleep. */
 static void msleep(int ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 
-	nanosleep(&ts, NULL);
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
 }
 
 static int read_timers(char *buf, size_t size)
@@ -262,7 +264,7 @@ static char timers_before[16384], timers_after[16384];
 int main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_sigaction = handler, .sa_flags = SA_SIGINFO | SA_RESTART };
-	struct timespec zero = { 0, 0 }, wait60 = { 0, 60 * MS };
+	struct timespec zero = { 0, 0 };
 	int64_t now[NT], v_after[NT], t_after;
 	int dummies[4], fired_before[NT], i;
 	sigset_t gset, pend;
@@ -407,7 +409,7 @@ int main(int argc, char **argv)
 	      timer_getoverrun(pt[G].t), g_overrun_before);
 	sigpending(&pend);
 	check(sigismember(&pend, SIGRTMIN + pt[G].sig), "G's signal is no longer pending");
-	nanosleep(&wait60, NULL);
+	msleep(60);
 	memset(&si, 0, sizeof(si));
 	if (sigtimedwait(&gset, &si, &zero) != SIGRTMIN + pt[G].sig) {
 		check(0, "G's signal did not come: %m");

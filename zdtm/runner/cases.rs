@@ -221,10 +221,6 @@ pub static CASES: &[Case] = &[
         program: Program::C("timerfd"),
         suid: true,
         timeout: Duration::from_secs(60),
-        xfail: Some(Xfail {
-            reason: "engine: a periodic timerfd that expired unread is restored disarmed, losing expirations (issue 3)",
-            variants: &[Variant::Once, Variant::Iter3],
-        }),
         ..Case::DEFAULT
     },
     Case {

@@ -109,8 +109,8 @@ impl<'a> Remote<'a> {
             .ctx(tid, || format!("setting registers for remote syscall {nr}"))?;
         // Entry stop, then exit stop (events such as PTRACE_EVENT_CLONE
         // come between the two).
-        self.to_syscall_stop(nr, "entry")?;
-        self.to_syscall_stop(nr, "exit")?;
+        self.run_to_syscall_stop(nr, "entry")?;
+        self.run_to_syscall_stop(nr, "exit")?;
         let after = raw::get_regs(self.task.npid())
             .ctx(tid, || format!("reading result of remote syscall {nr}"))?;
         Ok(after.rax as i64)
@@ -119,7 +119,7 @@ impl<'a> Remote<'a> {
     /// Resume with PTRACE_SYSCALL until the next syscall stop. Every
     /// signal is blocked meanwhile (`new`), so a SIGTRAP stop can only be
     /// a syscall stop (the options may lack PTRACE_O_TRACESYSGOOD).
-    fn to_syscall_stop(&mut self, nr: i64, which: &str) -> Result<()> {
+    fn run_to_syscall_stop(&mut self, nr: i64, which: &str) -> Result<()> {
         let tid = self.task.tid;
         ptrace::syscall(self.task.npid(), None).ctx(tid, || {
             format!("PTRACE_SYSCALL to the {which} of remote syscall {nr}")

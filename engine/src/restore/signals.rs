@@ -102,7 +102,10 @@ fn queue_one(
     };
     r.call(nr, &args, &format!("{what} of pending {}", s.describe()))
         .map_err(|e| match e {
-            Error::Sys { errno, .. } if errno == nix::errno::Errno::EAGAIN => Error::task(
+            Error::Sys {
+                errno: nix::errno::Errno::EAGAIN,
+                ..
+            } => Error::task(
                 tid,
                 format!("pending {}", s.describe()),
                 "the kernel refused to queue it (EAGAIN: RLIMIT_SIGPENDING reached)",
