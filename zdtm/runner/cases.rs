@@ -229,6 +229,11 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "threads_fds",
+        program: Program::C("threads_fds"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "threads_signals",
         program: Program::C("threads_signals"),
         ..Case::DEFAULT
