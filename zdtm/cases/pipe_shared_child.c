@@ -168,31 +168,6 @@ static void __attribute__((noreturn)) child(int down_r, int up_w, int both_w)
 	_exit(failed);
 }
 
-/* test_init()'s shared page must not be inherited (see tree_basic.c) */
-static void lib_page_dontfork(void)
-{
-	char line[512];
-	FILE *f = fopen("/proc/self/maps", "r");
-
-	if (!f) {
-		pr_perror("open /proc/self/maps");
-		exit(1);
-	}
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start, end;
-		char perms[8];
-		int n = 0;
-
-		if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, perms, &n) < 3 || !n)
-			continue;
-		if (strcmp(perms, "rw-s") || end - start != PAGE_SIZE || strncmp(line + n, "/dev/zero", 9))
-			continue;
-		if (madvise((void *)start, PAGE_SIZE, MADV_DONTFORK))
-			pr_perror("madvise(MADV_DONTFORK) the library's page");
-	}
-	fclose(f);
-}
-
 int main(int argc, char **argv)
 {
 	int down[2], up[2], both[2], status, n, i;
@@ -200,7 +175,6 @@ int main(int argc, char **argv)
 	pid_t pid;
 
 	test_init(argc, argv);
-	lib_page_dontfork();
 
 	if (pipe(down) || pipe(up) || pipe(both)) {
 		pr_perror("pipe");

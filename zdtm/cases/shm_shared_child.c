@@ -213,31 +213,6 @@ static int find_map(pid_t pid, unsigned long addr, unsigned long *size, char *pe
 	return found;
 }
 
-/* test_init()'s shared page must not be inherited (see tree_basic.c) */
-static void lib_page_dontfork(void)
-{
-	char line[512];
-	FILE *f = fopen("/proc/self/maps", "r");
-
-	if (!f) {
-		pr_perror("open /proc/self/maps");
-		exit(1);
-	}
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start, end;
-		char perms[8];
-		int n = 0;
-
-		if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, perms, &n) < 3 || !n)
-			continue;
-		if (strcmp(perms, "rw-s") || end - start != PAGE_SIZE || strncmp(line + n, "/dev/zero", 9))
-			continue;
-		if (madvise((void *)start, PAGE_SIZE, MADV_DONTFORK))
-			pr_perror("madvise(MADV_DONTFORK) the library's page");
-	}
-	fclose(f);
-}
-
 static int wait_exit(pid_t pid, int *status)
 {
 	struct timespec ts = { 0, 10 * 1000 * 1000 };
@@ -266,7 +241,6 @@ int main(int argc, char **argv)
 	pid_t pid;
 
 	test_init(argc, argv);
-	lib_page_dontfork();
 
 	shm = mmap(NULL, PAGES * PS, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (shm == MAP_FAILED) {

@@ -228,36 +228,6 @@ static void __attribute__((noreturn)) child1(int wfd)
 	_exit(ret);
 }
 
-/*
- * test_init() maps one MAP_SHARED page (the stage word the launcher waits
- * on) that only the root unmaps, in test_daemon(); children forked before
- * that would inherit it, making the tree share anonymous memory the case is
- * not about. Keep it from being inherited.
- */
-static void lib_page_dontfork(void)
-{
-	char line[512];
-	FILE *f = fopen("/proc/self/maps", "r");
-
-	if (!f) {
-		pr_perror("open /proc/self/maps");
-		exit(1);
-	}
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start, end;
-		char perms[8];
-		int n = 0;
-
-		if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, perms, &n) < 3 || !n)
-			continue;
-		if (strcmp(perms, "rw-s") || end - start != PAGE_SIZE || strncmp(line + n, "/dev/zero", 9))
-			continue;
-		if (madvise((void *)start, PAGE_SIZE, MADV_DONTFORK))
-			pr_perror("madvise(MADV_DONTFORK) the library's page");
-	}
-	fclose(f);
-}
-
 static char proc_state(pid_t pid, pid_t *ppid)
 {
 	char path[64], buf[1024], *p, state = '?';
@@ -284,7 +254,6 @@ int main(int argc, char **argv)
 	int pfd[2], i, status, failed = 0;
 
 	test_init(argc, argv);
-	lib_page_dontfork();
 
 	area = mmap(NULL, AREA_PAGES * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (area == MAP_FAILED) {

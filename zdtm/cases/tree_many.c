@@ -182,31 +182,6 @@ static int spawn(int idx, int *pfd)
 	return 0;
 }
 
-/* test_init()'s shared page must not be inherited (see tree_basic.c) */
-static void lib_page_dontfork(void)
-{
-	char line[512];
-	FILE *f = fopen("/proc/self/maps", "r");
-
-	if (!f) {
-		pr_perror("open /proc/self/maps");
-		exit(1);
-	}
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start, end;
-		char perms[8];
-		int n = 0;
-
-		if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, perms, &n) < 3 || !n)
-			continue;
-		if (strcmp(perms, "rw-s") || end - start != PAGE_SIZE || strncmp(line + n, "/dev/zero", 9))
-			continue;
-		if (madvise((void *)start, PAGE_SIZE, MADV_DONTFORK))
-			pr_perror("madvise(MADV_DONTFORK) the library's page");
-	}
-	fclose(f);
-}
-
 static int read_ppid(pid_t pid, char *state, pid_t *ppid)
 {
 	char path[64], buf[1024], *p;
@@ -237,7 +212,6 @@ int main(int argc, char **argv)
 		pr_err("--procs must be 2-1000\n");
 		return 1;
 	}
-	lib_page_dontfork();
 	all = calloc(procs, sizeof(*all));
 	page = mmap(NULL, PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (!all || page == MAP_FAILED) {

@@ -239,31 +239,6 @@ static void __attribute__((noreturn)) keeper(int wfd)
 	_exit(failed ? 1 : 0);
 }
 
-/* test_init()'s shared page must not be inherited (see tree_basic.c) */
-static void lib_page_dontfork(void)
-{
-	char line[512];
-	FILE *f = fopen("/proc/self/maps", "r");
-
-	if (!f) {
-		pr_perror("open /proc/self/maps");
-		exit(1);
-	}
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start, end;
-		char perms[8];
-		int n = 0;
-
-		if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, perms, &n) < 3 || !n)
-			continue;
-		if (strcmp(perms, "rw-s") || end - start != PAGE_SIZE || strncmp(line + n, "/dev/zero", 9))
-			continue;
-		if (madvise((void *)start, PAGE_SIZE, MADV_DONTFORK))
-			pr_perror("madvise(MADV_DONTFORK) the library's page");
-	}
-	fclose(f);
-}
-
 int main(int argc, char **argv)
 {
 	struct zombie kz;
@@ -272,7 +247,6 @@ int main(int argc, char **argv)
 	size_t i;
 
 	test_init(argc, argv);
-	lib_page_dontfork();
 
 	for (i = 0; i < ARRAY_SIZE(zombies); i++)
 		if (make_zombie(&zombies[i]))

@@ -325,6 +325,13 @@ void test_init(int argc, char **argv)
 	}
 
 	is_launcher = 0;
+	/*
+	 * The stage page is for the launcher and this process only: children
+	 * the test forks must not inherit it (it would make every
+	 * multi-process case share anonymous memory by accident).
+	 */
+	if (madvise(shared, PAGE_SIZE, MADV_DONTFORK))
+		pr_perror("madvise(MADV_DONTFORK) of the stage page");
 	/* record the test pid: it owns the log and the pidfile */
 	master_pid = getpid();
 
