@@ -153,13 +153,8 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
             ),
             FdKind::Pipe(ino) => (pb::FdTypes::Pipe, dump_pipe(pid, fd, ino, flags, table)?),
             FdKind::AnonInode("[eventfd]") => {
-                let Some(Ok(counter)) = info.eventfd_count() else {
-                    return Err(Error::task(
-                        pid,
-                        format!("fd {fd} (eventfd)"),
-                        "no eventfd-count in fdinfo",
-                    ));
-                };
+                let counter =
+                    fdinfo_field(pid, fd, "eventfd", "eventfd-count", info.eventfd_count())?;
                 let id = table.next_id();
                 table.entries.push(pb::FileEntry {
                     r#type: pb::FdTypes::Eventfd as i32,
@@ -253,6 +248,29 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
     Ok(out)
 }
 
+/// A decoded fdinfo field, or an error naming the fd and what is missing.
+fn fdinfo_field<T>(
+    pid: Pid,
+    fd: i32,
+    kind: &str,
+    field: &str,
+    v: Option<std::result::Result<T, String>>,
+) -> Result<T> {
+    match v {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(Error::task(
+            pid,
+            format!("fd {fd} ({kind})"),
+            format!("fdinfo: {e}"),
+        )),
+        None => Err(Error::task(
+            pid,
+            format!("fd {fd} ({kind})"),
+            format!("no {field} in fdinfo"),
+        )),
+    }
+}
+
 // >>> issue 3: signalfd and timerfd, from their fdinfo.
 fn dump_signalfd(
     pid: Pid,
@@ -261,23 +279,7 @@ fn dump_signalfd(
     info: &fdinfo::FdInfo,
     table: &mut FileTable,
 ) -> Result<u32> {
-    let sigmask = match info.signalfd_sigmask() {
-        Some(Ok(m)) => m,
-        Some(Err(e)) => {
-            return Err(Error::task(
-                pid,
-                format!("fd {fd} (signalfd)"),
-                format!("fdinfo: {e}"),
-            ))
-        }
-        None => {
-            return Err(Error::task(
-                pid,
-                format!("fd {fd} (signalfd)"),
-                "no sigmask in fdinfo",
-            ))
-        }
-    };
+    let sigmask = fdinfo_field(pid, fd, "signalfd", "sigmask", info.signalfd_sigmask())?;
     let id = table.next_id();
     table.entries.push(pb::FileEntry {
         r#type: pb::FdTypes::Signalfd as i32,
@@ -300,23 +302,7 @@ fn dump_timerfd(pid: Pid, fd: i32, flags: u32, table: &mut FileTable) -> Result<
     // the task's own timerfd_gettime would do), then read fdinfo again.
     refresh_timerfd(pid, fd)?;
     let info = &fdinfo::read_fdinfo(pid, fd)?;
-    let t = match info.timerfd() {
-        Some(Ok(t)) => t,
-        Some(Err(e)) => {
-            return Err(Error::task(
-                pid,
-                format!("fd {fd} (timerfd)"),
-                format!("fdinfo: {e}"),
-            ))
-        }
-        None => {
-            return Err(Error::task(
-                pid,
-                format!("fd {fd} (timerfd)"),
-                "no clockid in fdinfo",
-            ))
-        }
-    };
+    let t = fdinfo_field(pid, fd, "timerfd", "clockid", info.timerfd())?;
     let id = table.next_id();
     table.entries.push(pb::FileEntry {
         r#type: pb::FdTypes::Timerfd as i32,
