@@ -82,31 +82,11 @@ static int failed;
 		}                                                    \
 	} while (0)
 
-static int wait_exit(pid_t pid, int *status)
-{
-	struct timespec ts = { 0, 10 * 1000 * 1000 };
-	int i;
-
-	for (i = 0; i < WAIT_SECS * 100; i++) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		nanosleep(&ts, NULL);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, status, 0);
-	errno = ETIMEDOUT;
-	return -1;
-}
-
 static void reap(int idx)
 {
 	int status;
 
-	if (wait_exit(all[idx].pid, &status))
+	if (test_wait_exit(all[idx].pid, &status, WAIT_SECS))
 		test_msg("FAILED: waitpid(%s, pid %d): %s\n", names[idx], all[idx].pid, strerror(errno)), failed = 1;
 	else
 		check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s (pid %d) ended with status %#x", names[idx],

@@ -78,26 +78,6 @@ static int queued(int fd)
 	return n;
 }
 
-static int wait_exit(pid_t pid, int *status)
-{
-	struct timespec ts = { 0, 10 * 1000 * 1000 };
-	int i;
-
-	for (i = 0; i < WAIT_SECS * 100; i++) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		nanosleep(&ts, NULL);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, status, 0);
-	errno = ETIMEDOUT;
-	return -1;
-}
-
 /* a read that gives up after WAIT_SECS: the data may never come */
 static int read_timed(int fd, uint8_t *buf, int len)
 {
@@ -246,7 +226,7 @@ int main(int argc, char **argv)
 			break;
 		}
 
-	if (wait_exit(pid, &status))
+	if (test_wait_exit(pid, &status, WAIT_SECS))
 		test_msg("FAILED: waitpid(child %d): %s\n", pid, strerror(errno)), failed = 1;
 	else
 		check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child ended with status %#x", status);

@@ -256,26 +256,6 @@ static void check_umask_acts(const char *who, mode_t mask)
 	unlink(name);
 }
 
-static int wait_exit(pid_t pid, int *status)
-{
-	struct timespec ts = { 0, 10 * 1000 * 1000 };
-	int i;
-
-	for (i = 0; i < WAIT_SECS * 100; i++) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		nanosleep(&ts, NULL);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, status, 0);
-	errno = ETIMEDOUT;
-	return -1;
-}
-
 static int set_attrs(int *use_cpu)
 {
 	cpu_set_t cpus;
@@ -461,7 +441,7 @@ int main(int argc, char **argv)
 
 	if (kill(pid, SIGTERM))
 		test_msg("FAILED: kill(child %d): %s\n", pid, strerror(errno)), failed = 1;
-	if (wait_exit(pid, &status))
+	if (test_wait_exit(pid, &status, WAIT_SECS))
 		test_msg("FAILED: waitpid(child %d): %s\n", pid, strerror(errno)), failed = 1;
 	else
 		check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child (pid %d) ended with status %#x", pid,

@@ -213,26 +213,6 @@ static int find_map(pid_t pid, unsigned long addr, unsigned long *size, char *pe
 	return found;
 }
 
-static int wait_exit(pid_t pid, int *status)
-{
-	struct timespec ts = { 0, 10 * 1000 * 1000 };
-	int i;
-
-	for (i = 0; i < WAIT_SECS * 100; i++) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		nanosleep(&ts, NULL);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, status, 0);
-	errno = ETIMEDOUT;
-	return -1;
-}
-
 int main(int argc, char **argv)
 {
 	unsigned long psize, csize, pino, cino;
@@ -302,7 +282,7 @@ int main(int argc, char **argv)
 	}
 
 	kill(pid, SIGTERM);
-	if (wait_exit(pid, &status))
+	if (test_wait_exit(pid, &status, WAIT_SECS))
 		test_msg("FAILED: waitpid(child %d): %s\n", pid, strerror(errno)), failed = 1;
 	else if (!WIFEXITED(status) || WEXITSTATUS(status))
 		test_msg("FAILED: the child ended with status %#x\n", status), failed = 1;

@@ -142,27 +142,6 @@ static int check_self(void)
 	return bad;
 }
 
-/* waitpid() with a time limit; a child that does not exit in time is killed */
-static int wait_exit(pid_t pid, int *status)
-{
-	struct timespec ts = { 0, 10 * 1000 * 1000 };
-	int i;
-
-	for (i = 0; i < WAIT_SECS * 100; i++) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		nanosleep(&ts, NULL);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, status, 0);
-	errno = ETIMEDOUT;
-	return -1;
-}
-
 static int status_ok(int idx, pid_t pid, int status)
 {
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -217,7 +196,7 @@ static void __attribute__((noreturn)) child1(int wfd)
 	test_waitsig();
 	ret = check_self() ? 1 : 0;
 	for (i = 0; i < 2; i++) {
-		if (wait_exit(kids[i], &status)) {
+		if (test_wait_exit(kids[i], &status, WAIT_SECS)) {
 			test_msg("FAILED: process 1: waitpid(grandchild %d, pid %d): %s\n", 4 + i, kids[i],
 				 strerror(errno));
 			ret = ret ?: 2;
@@ -350,7 +329,7 @@ int main(int argc, char **argv)
 			failed = 1;
 		}
 	for (i = 0; i < 3; i++) {
-		if (wait_exit(kids[i], &status)) {
+		if (test_wait_exit(kids[i], &status, WAIT_SECS)) {
 			test_msg("FAILED: waitpid(child %d, pid %d): %s\n", i + 1, kids[i], strerror(errno));
 			failed = 1;
 		} else if (!status_ok(i + 1, kids[i], status)) {

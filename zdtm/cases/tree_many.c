@@ -69,26 +69,6 @@ static uint64_t seed_of(int idx)
 	return idx * 7919ULL + 1;
 }
 
-static int wait_exit(pid_t pid, int *status)
-{
-	struct timespec ts = { 0, 10 * 1000 * 1000 };
-	int i;
-
-	for (i = 0; i < WAIT_SECS * 100; i++) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		nanosleep(&ts, NULL);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, status, 0);
-	errno = ETIMEDOUT;
-	return -1;
-}
-
 static int check_self(void)
 {
 	uint8_t expect[PS];
@@ -118,7 +98,7 @@ static int reap_kids(void)
 	int i, status, bad = 0;
 
 	for (i = 0; i < nkids; i++) {
-		if (wait_exit(kids[i], &status)) {
+		if (test_wait_exit(kids[i], &status, WAIT_SECS)) {
 			test_msg("FAILED: process %d: waitpid(pid %d): %s\n", me.idx, kids[i], strerror(errno));
 			bad = 1;
 		} else if (!WIFEXITED(status) || WEXITSTATUS(status)) {

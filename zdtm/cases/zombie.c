@@ -187,26 +187,6 @@ static void check_zombie(struct zombie *z)
 		      z->status, z->seen);
 }
 
-static int wait_exit(pid_t pid, int *status)
-{
-	struct timespec ts = { 0, 10 * 1000 * 1000 };
-	int i;
-
-	for (i = 0; i < WAIT_SECS * 100; i++) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		nanosleep(&ts, NULL);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, status, 0);
-	errno = ETIMEDOUT;
-	return -1;
-}
-
 static void no_other_exited(const char *who)
 {
 	int status;
@@ -296,7 +276,7 @@ int main(int argc, char **argv)
 
 	if (kill(keeper_pid, SIGTERM))
 		test_msg("FAILED: kill(keeper %d): %s\n", keeper_pid, strerror(errno)), failed = 1;
-	if (wait_exit(keeper_pid, &status))
+	if (test_wait_exit(keeper_pid, &status, WAIT_SECS))
 		test_msg("FAILED: waitpid(keeper %d): %s\n", keeper_pid, strerror(errno)), failed = 1;
 	else
 		check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the keeper (pid %d) ended with status %#x",

@@ -379,3 +379,23 @@ void test_waitsig(void)
 	futex_wait_while(&sig_received, 0);
 	errno = saved;
 }
+
+int test_wait_exit(pid_t pid, int *status, int secs)
+{
+	struct timespec ts = { 0, 10 * 1000 * 1000 };
+	int i;
+
+	for (i = 0; i < secs * 100; i++) {
+		pid_t r = waitpid(pid, status, WNOHANG);
+
+		if (r == pid)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -1;
+		nanosleep(&ts, NULL);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, status, 0);
+	errno = ETIMEDOUT;
+	return -1;
+}

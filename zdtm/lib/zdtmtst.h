@@ -90,6 +90,12 @@ extern void test_daemon(void);
 extern void test_waitsig(void);
 /* true while SIGTERM has not been received */
 extern int test_go(void);
+/*
+ * waitpid() for a child with a time limit of `secs` seconds; past it the
+ * child is killed and reaped, and -1 is returned with errno ETIMEDOUT.
+ * Returns 0 with *status filled when the child exited in time.
+ */
+int test_wait_exit(pid_t pid, int *status, int secs);
 /* fork() for cases; kept for CRIU compatibility */
 #define test_fork() test_fork_id(-1)
 extern int test_fork_id(int id);
