@@ -46,13 +46,6 @@ struct fdesc {
 };
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 int main(int argc, char **argv)
 {
@@ -124,60 +117,60 @@ int main(int argc, char **argv)
 		off_t off;
 
 		if (fl < 0 || fdfl < 0) {
-			check(0, "%s: fd %d is not open after restore: %m", f->what, f->fd);
+			test_check(0, "%s: fd %d is not open after restore: %m", f->what, f->fd);
 			continue;
 		}
-		check(fl == f->getfl, "%s: fd %d: F_GETFL %#o, was %#o", f->what, f->fd, fl, f->getfl);
-		check((fl & O_ACCMODE) == (f->flags_must & O_ACCMODE), "%s: fd %d: access mode %#o, expected %#o",
+		test_check(fl == f->getfl, "%s: fd %d: F_GETFL %#o, was %#o", f->what, f->fd, fl, f->getfl);
+		test_check((fl & O_ACCMODE) == (f->flags_must & O_ACCMODE), "%s: fd %d: access mode %#o, expected %#o",
 		      f->what, f->fd, fl & O_ACCMODE, f->flags_must & O_ACCMODE);
-		check((fl & f->flags_must & ~O_ACCMODE) == (f->flags_must & ~O_ACCMODE),
+		test_check((fl & f->flags_must & ~O_ACCMODE) == (f->flags_must & ~O_ACCMODE),
 		      "%s: fd %d: F_GETFL %#o lacks %#o", f->what, f->fd, fl, f->flags_must & ~O_ACCMODE);
-		check(!(fl & f->flags_mustnot), "%s: fd %d: F_GETFL %#o has %#o", f->what, f->fd, fl,
+		test_check(!(fl & f->flags_mustnot), "%s: fd %d: F_GETFL %#o has %#o", f->what, f->fd, fl,
 		      fl & f->flags_mustnot);
-		check(fdfl == f->getfd, "%s: fd %d: F_GETFD %#x, was %#x", f->what, f->fd, fdfl, f->getfd);
-		check(!!(fdfl & FD_CLOEXEC) == f->cloexec, "%s: fd %d: FD_CLOEXEC is %s", f->what, f->fd,
+		test_check(fdfl == f->getfd, "%s: fd %d: F_GETFD %#x, was %#x", f->what, f->fd, fdfl, f->getfd);
+		test_check(!!(fdfl & FD_CLOEXEC) == f->cloexec, "%s: fd %d: FD_CLOEXEC is %s", f->what, f->fd,
 		      (fdfl & FD_CLOEXEC) ? "set" : "clear");
 
 		off = lseek(f->fd, 0, SEEK_CUR);
 		if (i != DIR)
-			check(off == f->offset, "%s: fd %d: offset %lld, expected %lld", f->what, f->fd,
+			test_check(off == f->offset, "%s: fd %d: offset %lld, expected %lld", f->what, f->fd,
 			      (long long)off, (long long)f->offset);
 
 		if (fstat(f->fd, &st_fd) || stat(f->path, &st_path)) {
-			check(0, "%s: fd %d: fstat/stat %s: %m", f->what, f->fd, f->path);
+			test_check(0, "%s: fd %d: fstat/stat %s: %m", f->what, f->fd, f->path);
 			continue;
 		}
-		check(st_fd.st_dev == st_path.st_dev && st_fd.st_ino == st_path.st_ino,
+		test_check(st_fd.st_dev == st_path.st_dev && st_fd.st_ino == st_path.st_ino,
 		      "%s: fd %d is %u:%u/%lu, %s is %u:%u/%lu", f->what, f->fd, major(st_fd.st_dev),
 		      minor(st_fd.st_dev), (unsigned long)st_fd.st_ino, f->path, major(st_path.st_dev),
 		      minor(st_path.st_dev), (unsigned long)st_path.st_ino);
 		if (f->rdev)
-			check(S_ISCHR(st_fd.st_mode) && st_fd.st_rdev == f->rdev,
+			test_check(S_ISCHR(st_fd.st_mode) && st_fd.st_rdev == f->rdev,
 			      "%s: fd %d is not the char device %u:%u", f->what, f->fd, major(f->rdev),
 			      minor(f->rdev));
 		if (i == DIR)
-			check(S_ISDIR(st_fd.st_mode), "%s: fd %d is not a directory", f->what, f->fd);
+			test_check(S_ISDIR(st_fd.st_mode), "%s: fd %d is not a directory", f->what, f->fd);
 	}
 
 	/* rw and its dup share one open file description (one offset) */
 	if (lseek(fds[RW].fd, 7000, SEEK_SET) == 7000)
-		check(lseek(fds[DUP].fd, 0, SEEK_CUR) == 7000,
+		test_check(lseek(fds[DUP].fd, 0, SEEK_CUR) == 7000,
 		      "rw dup: fd %d no longer shares the offset of fd %d", fds[DUP].fd, fds[RW].fd);
 	/* ro has its own */
-	check(lseek(fds[RO].fd, 0, SEEK_CUR) == 100, "ro: the offset moved with rw");
+	test_check(lseek(fds[RO].fd, 0, SEEK_CUR) == 100, "ro: the offset moved with rw");
 
 	/* contents: read from the current offsets and with pread */
-	check(read(fds[RW].fd, buf, 100) == 100 && !memcmp(buf, data + 7000, 100), "rw: read at 7000 differs");
-	check(read(fds[RO].fd, buf, 100) == 100 && !memcmp(buf, data + 100, 100), "ro: read at 100 differs");
-	check(pread(fds[CLOEXEC].fd, buf, sizeof(buf), 0) == sizeof(buf) && !memcmp(buf, data, sizeof(data)),
+	test_check(read(fds[RW].fd, buf, 100) == 100 && !memcmp(buf, data + 7000, 100), "rw: read at 7000 differs");
+	test_check(read(fds[RO].fd, buf, 100) == 100 && !memcmp(buf, data + 100, 100), "ro: read at 100 differs");
+	test_check(pread(fds[CLOEXEC].fd, buf, sizeof(buf), 0) == sizeof(buf) && !memcmp(buf, data, sizeof(data)),
 	      "cloexec: the contents of %s differ", RW_FILE);
-	check(write(fds[RW].fd, "x", 1) == 1 && pread(fds[RO].fd, buf, 1, 7100) == 1 && buf[0] == 'x',
+	test_check(write(fds[RW].fd, "x", 1) == 1 && pread(fds[RO].fd, buf, 1, 7100) == 1 && buf[0] == 'x',
 	      "rw: a write at 7100 is not seen through ro");
 
 	/* append: "after" goes to the end */
-	check(write(fds[APPEND].fd, app_after, strlen(app_after)) == (ssize_t)strlen(app_after),
+	test_check(write(fds[APPEND].fd, app_after, strlen(app_after)) == (ssize_t)strlen(app_after),
 	      "append: write: %m");
-	check(lseek(fds[APPEND].fd, 0, SEEK_CUR) == (off_t)(strlen(app_before) + strlen(app_after)),
+	test_check(lseek(fds[APPEND].fd, 0, SEEK_CUR) == (off_t)(strlen(app_before) + strlen(app_after)),
 	      "append: offset %lld after the write", (long long)lseek(fds[APPEND].fd, 0, SEEK_CUR));
 	{
 		int fd = open(APP_FILE, O_RDONLY);
@@ -185,7 +178,7 @@ int main(int argc, char **argv)
 
 		if (n >= 0)
 			app[n] = '\0';
-		check(n >= 0 && !strcmp(app, "before\nafter\n"), "append: %s holds \"%s\"", APP_FILE,
+		test_check(n >= 0 && !strcmp(app, "before\nafter\n"), "append: %s holds \"%s\"", APP_FILE,
 		      n >= 0 ? app : "?");
 		if (fd >= 0)
 			close(fd);
@@ -193,11 +186,11 @@ int main(int argc, char **argv)
 
 	/* the devices */
 	memset(buf, 0xff, 64);
-	check(read(fds[ZERO].fd, buf, 64) == 64 && !buf[0] && !buf[63], "zero: read from /dev/zero");
-	check(write(fds[NUL].fd, "x", 1) == 1, "null: write to /dev/null: %m");
+	test_check(read(fds[ZERO].fd, buf, 64) == 64 && !buf[0] && !buf[63], "zero: read from /dev/zero");
+	test_check(write(fds[NUL].fd, "x", 1) == 1, "null: write to /dev/null: %m");
 
 	/* the directory fd still reaches the directory */
-	check(!faccessat(fds[DIR].fd, ".", F_OK, 0), "dir: faccessat: %m");
+	test_check(!faccessat(fds[DIR].fd, ".", F_OK, 0), "dir: faccessat: %m");
 
 	for (i = 0; i < NFDS; i++)
 		close(fds[i].fd);

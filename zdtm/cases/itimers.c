@@ -79,13 +79,6 @@ static int64_t alrm_t[NALRM];
 static volatile int watch_cpu; /* record the CPU time of the first signal */
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static int64_t clk(clockid_t c)
 {
@@ -148,7 +141,7 @@ static void do_sabotage(void)
 		v.it_interval = ns_tv(60 * MS);
 		setitimer(ITIMER_VIRTUAL, &v, NULL);
 	} else {
-		check(0, "unknown --sabotage=%s", sabotage);
+		test_check(0, "unknown --sabotage=%s", sabotage);
 	}
 }
 
@@ -198,35 +191,35 @@ int main(int argc, char **argv)
 
 		fired_before[i] = count[i];
 		if (getitimer(tm[i].which, &v)) {
-			check(0, "getitimer(%s): %m", tm[i].name);
+			test_check(0, "getitimer(%s): %m", tm[i].name);
 			v_after[i] = 0;
 			continue;
 		}
 		v_after[i] = tv_ns(v.it_value);
 		test_msg("%s: remaining %lld us, interval %lld us, fired %d times so far\n", tm[i].name,
 			 (long long)(v_after[i] / US), (long long)(tv_ns(v.it_interval) / US), count[i]);
-		check(tv_ns(v.it_interval) == tm[i].interval, "%s: interval %lld us, expected %lld us", tm[i].name,
+		test_check(tv_ns(v.it_interval) == tm[i].interval, "%s: interval %lld us, expected %lld us", tm[i].name,
 		      (long long)(tv_ns(v.it_interval) / US), (long long)(tm[i].interval / US));
-		check(v_after[i] > 0, "%s is disarmed", tm[i].name);
+		test_check(v_after[i] > 0, "%s is disarmed", tm[i].name);
 	}
 
 	/* ITIMER_REAL */
 	if (fired_before[0] == 0) {
-		check(v_after[0] <= tm[0].v_before + 5 * MS,
+		test_check(v_after[0] <= tm[0].v_before + 5 * MS,
 		      "ITIMER_REAL: remaining %lld ms, more than the %lld ms before the checkpoint (reset?)",
 		      (long long)(v_after[0] / MS), (long long)(tm[0].v_before / MS));
-		check(v_after[0] >= tm[0].v_before - elapsed - 5 * MS,
+		test_check(v_after[0] >= tm[0].v_before - elapsed - 5 * MS,
 		      "ITIMER_REAL: remaining %lld ms, but it was %lld ms only %lld ms ago (reset to the interval?)",
 		      (long long)(v_after[0] / MS), (long long)(tm[0].v_before / MS), (long long)(elapsed / MS));
 	} else {
-		check(v_after[0] <= tm[0].interval + 5 * MS,
+		test_check(v_after[0] <= tm[0].interval + 5 * MS,
 		      "ITIMER_REAL: fired already, but %lld ms remain (interval %lld ms)", (long long)(v_after[0] / MS),
 		      (long long)(tm[0].interval / MS));
 	}
 	/* ITIMER_VIRTUAL, ITIMER_PROF: the test did not use CPU */
 	for (i = 1; i < 3; i++) {
-		check(fired_before[i] == 0, "%s fired %d times while the test was idle", tm[i].name, fired_before[i]);
-		check(v_after[i] <= tm[i].v_before + 50 * MS && v_after[i] >= tm[i].v_before - 300 * MS,
+		test_check(fired_before[i] == 0, "%s fired %d times while the test was idle", tm[i].name, fired_before[i]);
+		test_check(v_after[i] <= tm[i].v_before + 50 * MS && v_after[i] >= tm[i].v_before - 300 * MS,
 		      "%s: remaining %lld ms, %lld ms before the checkpoint (expected -300..+50 ms)", tm[i].name,
 		      (long long)(v_after[i] / MS), (long long)(tm[i].v_before / MS));
 	}
@@ -238,10 +231,10 @@ int main(int argc, char **argv)
 
 		while (count[0] < start + 5 && count[0] < NALRM && clk(CLOCK_MONOTONIC) < deadline)
 			msleep(10);
-		check(count[0] >= start + 5, "ITIMER_REAL: %d signals in %lld ms after the check, expected 5",
+		test_check(count[0] >= start + 5, "ITIMER_REAL: %d signals in %lld ms after the check, expected 5",
 		      count[0] - start, (long long)((clk(CLOCK_MONOTONIC) - t_after) / MS));
 		if (count[0] > start) {
-			check(alrm_t[start] >= t_after + v_after[0] - 5 * MS,
+			test_check(alrm_t[start] >= t_after + v_after[0] - 5 * MS,
 			      "ITIMER_REAL: fired %lld ms after the check, %lld ms remained",
 			      (long long)((alrm_t[start] - t_after) / MS), (long long)(v_after[0] / MS));
 			/*
@@ -250,7 +243,7 @@ int main(int argc, char **argv)
 			 * so the gaps between two of them may be shorter).
 			 */
 			for (i = start + 1; i < count[0] && i < NALRM; i++)
-				check(alrm_t[i] >= t_after + v_after[0] + (i - start) * tm[0].interval - 5 * MS,
+				test_check(alrm_t[i] >= t_after + v_after[0] + (i - start) * tm[0].interval - 5 * MS,
 				      "ITIMER_REAL: signal %d came %lld ms after the check; with %lld ms remaining and "
 				      "an interval of %lld ms, not before %lld ms", i - start,
 				      (long long)((alrm_t[i] - t_after) / MS), (long long)(v_after[0] / MS),
@@ -291,7 +284,7 @@ int main(int argc, char **argv)
 		for (i = 1; i < 3; i++) {
 			if (v_after[i] <= 0)
 				continue;
-			check(count[i] >= 4, "%s: %d signals while spinning, expected 4", tm[i].name, count[i]);
+			test_check(count[i] >= 4, "%s: %d signals while spinning, expected 4", tm[i].name, count[i]);
 			if (count[i] > 0)
 				test_msg("%s: the first signal came after %lld ms of CPU, %lld ms remained\n",
 					 tm[i].name, (long long)((first_cpu[i] - cpu0) / MS),

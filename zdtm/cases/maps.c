@@ -55,13 +55,6 @@ static uint8_t bss_buf[16 * PS];				/* .bss */
 static char maps_before[MAPS_MAX], maps_after[MAPS_MAX];
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 /* the function whose code is checksummed and called */
 __attribute__((noinline)) static int text_probe(int x)
@@ -401,20 +394,20 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	compare_maps(maps_before, maps_after);
-	check(brk0 == brk1, "brk was %#lx, now %#lx", brk0, brk1);
+	test_check(brk0 == brk1, "brk was %#lx, now %#lx", brk0, brk1);
 	for (i = 0; i < 6; i++)
-		check(stat0[i] == stat1[i], "/proc/self/stat mm field #%d was %#lx, now %#lx", i, stat0[i], stat1[i]);
+		test_check(stat0[i] == stat1[i], "/proc/self/stat mm field #%d was %#lx, now %#lx", i, stat0[i], stat1[i]);
 
 	/* ELF */
 	for (i = 0; i < (int)ARRAY_SIZE(data_var); i++)
 		if (data_var[i] != i * 7 + 3) {
-			check(0, ".data: data_var[%d] = %d, expected %d", i, data_var[i], i * 7 + 3);
+			test_check(0, ".data: data_var[%d] = %d, expected %d", i, data_var[i], i * 7 + 3);
 			break;
 		}
 	chk(".bss", bss_buf, sizeof(bss_buf));
-	check(!strcmp(rodata_str, "zdtm maps: a constant string in .rodata"), ".rodata string changed");
-	check(zdtm_crc32(~0u, (const void *)text_probe, 32) == text_crc, "the code of text_probe() changed");
-	check(text_probe(3) == 100, "text_probe(3) = %d", text_probe(3));
+	test_check(!strcmp(rodata_str, "zdtm maps: a constant string in .rodata"), ".rodata string changed");
+	test_check(zdtm_crc32(~0u, (const void *)text_probe, 32) == text_crc, "the code of text_probe() changed");
+	test_check(text_probe(3) == 100, "text_probe(3) = %d", text_probe(3));
 
 	/* heap and stack */
 	for (i = 0; i < HEAP_CHUNKS; i++)
@@ -433,7 +426,7 @@ int main(int argc, char **argv)
 			for (k = 0; k < PS && !anon[j * PS + k]; k++)
 				;
 			if (k != PS) {
-				check(0, "untouched anonymous page %zu at %p is not zero", j, anon + j * PS);
+				test_check(0, "untouched anonymous page %zu at %p is not zero", j, anon + j * PS);
 				break;
 			}
 		}
@@ -444,7 +437,7 @@ int main(int argc, char **argv)
 		const uint8_t *want = j == 1 ? cow_data[0] : j == 5 ? cow_data[1] : file_data + (j + 1) * PS;
 
 		if (memcmp(fmap + j * PS, want, PS)) {
-			check(0, "file mapping page %zu at %p (%s) differs", j, fmap + j * PS,
+			test_check(0, "file mapping page %zu at %p (%s) differs", j, fmap + j * PS,
 			      (j == 1 || j == 5) ? "written" : "file contents");
 			break;
 		}
@@ -456,7 +449,7 @@ int main(int argc, char **argv)
 	} else {
 		static uint8_t now[FILE_PAGES * PS];
 
-		check(pread(fd, now, sizeof(now), 0) == sizeof(now) && !memcmp(now, file_data, sizeof(now)),
+		test_check(pread(fd, now, sizeof(now), 0) == sizeof(now) && !memcmp(now, file_data, sizeof(now)),
 		      "the file %s itself changed (a private mapping must not write through)", FILE_NAME);
 		close(fd);
 	}
@@ -466,20 +459,20 @@ int main(int argc, char **argv)
 	chk("read-only mapping", ro, 4 * PS);
 
 	/* PROT_NONE areas: make them readable to look inside */
-	check(!mprotect(guard, 8 * PS, PROT_READ), "mprotect guard: %m");
+	test_check(!mprotect(guard, 8 * PS, PROT_READ), "mprotect guard: %m");
 	for (j = 0; j < 8 * PS; j++)
 		if (guard[j]) {
-			check(0, "guard area byte %zu is %#x, expected 0", j, guard[j]);
+			test_check(0, "guard area byte %zu is %#x, expected 0", j, guard[j]);
 			break;
 		}
-	check(!mprotect(split + PS, PS, PROT_READ), "mprotect split: %m");
+	test_check(!mprotect(split + PS, PS, PROT_READ), "mprotect split: %m");
 	chk("page before the PROT_NONE page", split, PS);
 	chk("page after the PROT_NONE page", split + 2 * PS, PS);
-	check(!memcmp(split + PS, split_mid, PS), "the PROT_NONE page lost its contents");
+	test_check(!memcmp(split + PS, split_mid, PS), "the PROT_NONE page lost its contents");
 
 	/* exec */
 	if (exec_fn)
-		check(exec_fn() == 0x2a5a5a5a, "the generated code returned %#x", exec_fn());
+		test_check(exec_fn() == 0x2a5a5a5a, "the generated code returned %#x", exec_fn());
 
 	unlink(FILE_NAME);
 	if (failed) {

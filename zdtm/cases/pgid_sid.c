@@ -74,13 +74,6 @@ static void on_usr1(int sig)
 }
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static void reap(int idx)
 {
@@ -89,7 +82,7 @@ static void reap(int idx)
 	if (test_wait_exit(all[idx].pid, &status, WAIT_SECS))
 		test_msg("FAILED: waitpid(%s, pid %d): %s\n", names[idx], all[idx].pid, strerror(errno)), failed = 1;
 	else
-		check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s (pid %d) ended with status %#x", names[idx],
+		test_check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s (pid %d) ended with status %#x", names[idx],
 		      all[idx].pid, status);
 }
 
@@ -104,10 +97,10 @@ static void record(int idx)
 
 static void check_self(void)
 {
-	check(getpid() == me.pid && getppid() == me.ppid && getpgid(0) == me.pgid && getsid(0) == me.sid,
+	test_check(getpid() == me.pid && getppid() == me.ppid && getpgid(0) == me.pgid && getsid(0) == me.sid,
 	      "%s: pid/ppid/pgid/sid %d/%d/%d/%d, expected %d/%d/%d/%d", names[me.idx], getpid(), getppid(),
 	      getpgid(0), getsid(0), me.pid, me.ppid, me.pgid, me.sid);
-	check(usr1 == want_usr1[me.idx], "%s: got SIGUSR1 %d times, expected %d", names[me.idx], (int)usr1,
+	test_check(usr1 == want_usr1[me.idx], "%s: got SIGUSR1 %d times, expected %d", names[me.idx], (int)usr1,
 	      want_usr1[me.idx]);
 }
 
@@ -285,7 +278,7 @@ int main(int argc, char **argv)
 		pid_t ppid, pgid, sid;
 
 		expected(i, &ppid, &pgid, &sid);
-		check(getpgid(all[i].pid) == pgid && getsid(all[i].pid) == sid,
+		test_check(getpgid(all[i].pid) == pgid && getsid(all[i].pid) == sid,
 		      "%s (pid %d): getpgid %d getsid %d from the root, expected %d %d", names[i], all[i].pid,
 		      getpgid(all[i].pid), getsid(all[i].pid), pgid, sid);
 	}

@@ -101,13 +101,6 @@ static int read_timed(int fd, uint8_t *buf, int len)
 }
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static void __attribute__((noreturn)) child(int down_r, int up_w, int both_w)
 {
@@ -121,18 +114,18 @@ static void __attribute__((noreturn)) child(int down_r, int up_w, int both_w)
 	/* the parent waits for the bytes in up: all set up by then */
 	test_waitsig();
 
-	check(fcntl(down_r, F_GETPIPE_SZ) == DOWN_SIZE, "child: down holds %d bytes, expected %d",
+	test_check(fcntl(down_r, F_GETPIPE_SZ) == DOWN_SIZE, "child: down holds %d bytes, expected %d",
 	      fcntl(down_r, F_GETPIPE_SZ), DOWN_SIZE);
 	if (sabotaged("data"))
 		down_data[DOWN_BYTES / 2] ^= 1;
 	n = read_timed(down_r, buf, DOWN_BYTES);
-	check(n >= DOWN_BYTES && !memcmp(buf, down_data, DOWN_BYTES),
+	test_check(n >= DOWN_BYTES && !memcmp(buf, down_data, DOWN_BYTES),
 	      "child: read %d of the %d bytes in flight in down%s", n, DOWN_BYTES,
 	      n >= DOWN_BYTES ? ", with wrong contents" : "");
 
 	/* the echo, after restore */
 	n = read_timed(down_r, msg, MSG_BYTES);
-	check(n == MSG_BYTES, "child: read %d bytes of the message", n);
+	test_check(n == MSG_BYTES, "child: read %d bytes of the message", n);
 	for (i = 0; i < MSG_BYTES; i++)
 		rev[i] = msg[MSG_BYTES - 1 - i];
 	if (write_data(up_w, rev, MSG_BYTES))
@@ -203,13 +196,13 @@ int main(int argc, char **argv)
 
 	if (sabotaged("size"))
 		fcntl(down[1], F_SETPIPE_SZ, 128 * 1024);
-	check(fcntl(down[1], F_GETPIPE_SZ) == DOWN_SIZE, "parent: down holds %d bytes, expected %d",
+	test_check(fcntl(down[1], F_GETPIPE_SZ) == DOWN_SIZE, "parent: down holds %d bytes, expected %d",
 	      fcntl(down[1], F_GETPIPE_SZ), DOWN_SIZE);
-	check(queued(up[0]) == UP_BYTES && queued(both[0]) == 2 * REC_BYTES,
+	test_check(queued(up[0]) == UP_BYTES && queued(both[0]) == 2 * REC_BYTES,
 	      "parent: %d bytes in up and %d in both, expected %d and %d", queued(up[0]), queued(both[0]), UP_BYTES,
 	      2 * REC_BYTES);
 	n = read_timed(up[0], buf, UP_BYTES);
-	check(n == UP_BYTES && !memcmp(buf, up_data, UP_BYTES), "parent: read %d of the %d bytes in flight in up%s",
+	test_check(n == UP_BYTES && !memcmp(buf, up_data, UP_BYTES), "parent: read %d of the %d bytes in flight in up%s",
 	      n, UP_BYTES, n == UP_BYTES ? ", with wrong contents" : "");
 
 	if (kill(pid, SIGTERM))
@@ -218,7 +211,7 @@ int main(int argc, char **argv)
 	if (write_data(down[1], msg, MSG_BYTES))
 		failed = 1;
 	n = read_timed(up[0], buf, MSG_BYTES);
-	check(n == MSG_BYTES, "parent: the echo is %d bytes, expected %d", n, MSG_BYTES);
+	test_check(n == MSG_BYTES, "parent: the echo is %d bytes, expected %d", n, MSG_BYTES);
 	for (i = 0; i < n && i < MSG_BYTES; i++)
 		if (buf[i] != msg[MSG_BYTES - 1 - i]) {
 			test_msg("FAILED: parent: the echo differs at byte %d\n", i);
@@ -229,15 +222,15 @@ int main(int argc, char **argv)
 	if (test_wait_exit(pid, &status, WAIT_SECS))
 		test_msg("FAILED: waitpid(child %d): %s\n", pid, strerror(errno)), failed = 1;
 	else
-		check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child ended with status %#x", status);
+		test_check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child ended with status %#x", status);
 
 	close(both[1]);
 	n = read_timed(both[0], recs, sizeof(recs));
-	check(n == 3 * REC_BYTES, "parent: %d bytes in both until EOF, expected %d", n, 3 * REC_BYTES);
+	test_check(n == 3 * REC_BYTES, "parent: %d bytes in both until EOF, expected %d", n, 3 * REC_BYTES);
 	if (n == 3 * REC_BYTES) {
 		for (i = 0; i < 3; i++) {
 			record(rec, i + 1);
-			check(!memcmp(recs + i * REC_BYTES, rec, REC_BYTES), "parent: record %d of both is wrong",
+			test_check(!memcmp(recs + i * REC_BYTES, rec, REC_BYTES), "parent: record %d of both is wrong",
 			      i + 1);
 		}
 	}

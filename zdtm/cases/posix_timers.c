@@ -103,13 +103,6 @@ static volatile int watch_cpu;
 static int64_t abs_target; /* F, CLOCK_REALTIME */
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static int64_t clk(clockid_t c)
 {
@@ -254,7 +247,7 @@ static void do_sabotage(void)
 		its.it_interval = ns_ts(90 * MS);
 		timer_settime(pt[A].t, 0, &its, NULL);
 	} else {
-		check(0, "unknown --sabotage=%s", sabotage);
+		test_check(0, "unknown --sabotage=%s", sabotage);
 	}
 }
 
@@ -355,21 +348,21 @@ int main(int argc, char **argv)
 		fired_before[i] = count[i];
 		v_after[i] = 0;
 		if (gettime(&pt[i], &its, &now[i])) {
-			check(0, "timer_gettime(%s, ID %d): %m", pt[i].name, pt[i].id);
+			test_check(0, "timer_gettime(%s, ID %d): %m", pt[i].name, pt[i].id);
 			continue;
 		}
 		v_after[i] = ts_ns(its.it_value);
 		test_msg("%s: remaining %lld us (was %lld us), interval %lld us, fired %d\n", pt[i].name,
 			 (long long)(v_after[i] / 1000), (long long)(pt[i].v_before / 1000),
 			 (long long)(ts_ns(its.it_interval) / 1000), count[i]);
-		check(ts_ns(its.it_interval) == pt[i].interval, "%s: interval %lld ns, expected %lld ns", pt[i].name,
+		test_check(ts_ns(its.it_interval) == pt[i].interval, "%s: interval %lld ns, expected %lld ns", pt[i].name,
 		      (long long)ts_ns(its.it_interval), (long long)pt[i].interval);
 		if (i != H && i != F)
-			check(v_after[i] > 0, "%s is disarmed", pt[i].name);
+			test_check(v_after[i] > 0, "%s is disarmed", pt[i].name);
 	}
-	check(count[G] == 0, "G's blocked signal was delivered");
+	test_check(count[G] == 0, "G's blocked signal was delivered");
 	if (read_timers(timers_after, sizeof(timers_after)) || strcmp(timers_before, timers_after)) {
-		check(0, "/proc/self/timers changed");
+		test_check(0, "/proc/self/timers changed");
 		test_msg("before:\n%s", timers_before);
 		test_msg("after:\n%s", timers_after);
 	}
@@ -378,20 +371,20 @@ int main(int argc, char **argv)
 	for (i = B; i <= C; i++) {
 		int64_t elapsed = now[i] - pt[i].c_before;
 
-		check(v_after[i] <= pt[i].v_before + 5 * MS && v_after[i] >= pt[i].v_before - elapsed - 5 * MS,
+		test_check(v_after[i] <= pt[i].v_before + 5 * MS && v_after[i] >= pt[i].v_before - elapsed - 5 * MS,
 		      "%s: remaining %lld ms; it was %lld ms %lld ms ago", pt[i].name, (long long)(v_after[i] / MS),
 		      (long long)(pt[i].v_before / MS), (long long)(elapsed / MS));
 	}
-	check(count[B] == 0, "B fired early");
+	test_check(count[B] == 0, "B fired early");
 	/* H */
-	check(v_after[H] == 0 && count[H] == 0, "H (never armed) is armed or fired");
+	test_check(v_after[H] == 0 && count[H] == 0, "H (never armed) is armed or fired");
 	/* A */
-	check(v_after[A] <= pt[A].interval + 5 * MS, "A: remaining %lld ms, more than its interval",
+	test_check(v_after[A] <= pt[A].interval + 5 * MS, "A: remaining %lld ms, more than its interval",
 	      (long long)(v_after[A] / MS));
 	/* D, E: the test was idle */
 	for (i = D; i <= E; i++) {
-		check(fired_before[i] == 0, "%s fired while the test was idle", pt[i].name);
-		check(v_after[i] <= pt[i].v_before + 50 * MS && v_after[i] >= pt[i].v_before - 300 * MS,
+		test_check(fired_before[i] == 0, "%s fired while the test was idle", pt[i].name);
+		test_check(v_after[i] <= pt[i].v_before + 50 * MS && v_after[i] >= pt[i].v_before - 300 * MS,
 		      "%s: remaining %lld ms, %lld ms before the checkpoint (expected -300..+50 ms)", pt[i].name,
 		      (long long)(v_after[i] / MS), (long long)(pt[i].v_before / MS));
 	}
@@ -399,27 +392,27 @@ int main(int argc, char **argv)
 	if (fired_before[F] == 0) {
 		int64_t due = now[F] + v_after[F];
 
-		check(v_after[F] > 0, "F has not fired, but is disarmed");
-		check(due - abs_target <= 25 * MS && abs_target - due <= 25 * MS,
+		test_check(v_after[F] > 0, "F has not fired, but is disarmed");
+		test_check(due - abs_target <= 25 * MS && abs_target - due <= 25 * MS,
 		      "F (TIMER_ABSTIME) now expires %+lld ms off its absolute time", (long long)((due - abs_target) / MS));
 	}
 
 	/* G: overrun */
-	check(timer_getoverrun(pt[G].t) == g_overrun_before, "G: timer_getoverrun() %d, was %d",
+	test_check(timer_getoverrun(pt[G].t) == g_overrun_before, "G: timer_getoverrun() %d, was %d",
 	      timer_getoverrun(pt[G].t), g_overrun_before);
 	sigpending(&pend);
-	check(sigismember(&pend, SIGRTMIN + pt[G].sig), "G's signal is no longer pending");
+	test_check(sigismember(&pend, SIGRTMIN + pt[G].sig), "G's signal is no longer pending");
 	msleep(60);
 	memset(&si, 0, sizeof(si));
 	if (sigtimedwait(&gset, &si, &zero) != SIGRTMIN + pt[G].sig) {
-		check(0, "G's signal did not come: %m");
+		test_check(0, "G's signal did not come: %m");
 	} else {
-		check(si.si_code == SI_TIMER && si.si_timerid == pt[G].id &&
+		test_check(si.si_code == SI_TIMER && si.si_timerid == pt[G].id &&
 			      (uint64_t)(uintptr_t)si.si_value.sival_ptr == pt[G].sival && si.si_overrun >= 3,
 		      "G: si_code %d si_timerid %d si_value %p si_overrun %d; expected %d %d %#llx >= 3", si.si_code,
 		      si.si_timerid, si.si_value.sival_ptr, si.si_overrun, SI_TIMER, pt[G].id,
 		      (unsigned long long)pt[G].sival);
-		check(timer_getoverrun(pt[G].t) == si.si_overrun, "G: timer_getoverrun() %d, si_overrun %d",
+		test_check(timer_getoverrun(pt[G].t) == si.si_overrun, "G: timer_getoverrun() %d, si_overrun %d",
 		      timer_getoverrun(pt[G].t), si.si_overrun);
 	}
 
@@ -430,7 +423,7 @@ int main(int argc, char **argv)
 
 		while (count[A] < start + 5 && clk(CLOCK_MONOTONIC) < end)
 			msleep(10);
-		check(count[A] >= start + 5, "A: %d signals in 3 s, expected 5", count[A] - start);
+		test_check(count[A] >= start + 5, "A: %d signals in 3 s, expected 5", count[A] - start);
 	}
 
 	/* F fires at its time */
@@ -439,9 +432,9 @@ int main(int argc, char **argv)
 
 		while (count[F] == 0 && clk(CLOCK_MONOTONIC) < end)
 			msleep(5);
-		check(count[F] == 1, "F fired %d times, expected once", count[F]);
+		test_check(count[F] == 1, "F fired %d times, expected once", count[F]);
 		if (count[F])
-			check(fired_rt[F] >= abs_target - 5 * MS && fired_rt[F] <= abs_target + 2 * SEC,
+			test_check(fired_rt[F] >= abs_target - 5 * MS && fired_rt[F] <= abs_target + 2 * SEC,
 			      "F (TIMER_ABSTIME) fired %+lld ms off its absolute time",
 			      (long long)((fired_rt[F] - abs_target) / MS));
 	}
@@ -476,16 +469,16 @@ int main(int argc, char **argv)
 			 (long long)((clk(CLOCK_PROCESS_CPUTIME_ID) - cpu0) / MS),
 			 (long long)((clk(CLOCK_MONOTONIC) - wall0) / MS), count[D], count[E]);
 		for (i = D; i <= E; i++) {
-			check(count[i] >= 4, "%s: %d signals while spinning, expected 4", pt[i].name, count[i]);
+			test_check(count[i] >= 4, "%s: %d signals while spinning, expected 4", pt[i].name, count[i]);
 			if (count[i])
-				check(first_cpu[i] - cpu0 >= v_spin[i] - 30 * MS,
+				test_check(first_cpu[i] - cpu0 >= v_spin[i] - 30 * MS,
 				      "%s: the first signal came after %lld ms of CPU, %lld ms remained", pt[i].name,
 				      (long long)((first_cpu[i] - cpu0) / MS), (long long)(v_spin[i] / MS));
 		}
 	}
 
 	for (i = 0; i < NT; i++)
-		check(bad[i] == 0, "%s: %d signals with a wrong si_code, si_timerid or si_value", pt[i].name, bad[i]);
+		test_check(bad[i] == 0, "%s: %d signals with a wrong si_code, si_timerid or si_value", pt[i].name, bad[i]);
 	(void)t_after;
 
 	if (failed) {

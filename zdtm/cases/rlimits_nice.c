@@ -197,13 +197,6 @@ static int get_attrs(struct attrs *a, int want_cpu)
 }
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 /* b (now) against a (recorded); who: "root" or "child" */
 static void compare(const char *who, const struct attrs *a, const struct attrs *b)
@@ -211,24 +204,24 @@ static void compare(const char *who, const struct attrs *a, const struct attrs *
 	int i;
 
 	for (i = 0; i < NLIMITS; i++)
-		check(a->lim[i].rlim_cur == b->lim[i].rlim_cur && a->lim[i].rlim_max == b->lim[i].rlim_max,
+		test_check(a->lim[i].rlim_cur == b->lim[i].rlim_cur && a->lim[i].rlim_max == b->lim[i].rlim_max,
 		      "%s: RLIMIT_%s is %llu/%llu, was %llu/%llu", who, limit_names[i],
 		      (unsigned long long)b->lim[i].rlim_cur, (unsigned long long)b->lim[i].rlim_max,
 		      (unsigned long long)a->lim[i].rlim_cur, (unsigned long long)a->lim[i].rlim_max);
-	check(a->nice == b->nice && a->stat_nice == b->stat_nice, "%s: nice %d (stat %d), was %d (stat %d)", who,
+	test_check(a->nice == b->nice && a->stat_nice == b->stat_nice, "%s: nice %d (stat %d), was %d (stat %d)", who,
 	      b->nice, b->stat_nice, a->nice, a->stat_nice);
 	if (a->has_cpu)
-		check(CPU_EQUAL(&a->cpus, &b->cpus) && CPU_COUNT(&b->cpus) == 1 && CPU_ISSET(CPU, &b->cpus),
+		test_check(CPU_EQUAL(&a->cpus, &b->cpus) && CPU_COUNT(&b->cpus) == 1 && CPU_ISSET(CPU, &b->cpus),
 		      "%s: CPU affinity changed: %d CPUs, CPU %d %s (was CPU %d only)", who, CPU_COUNT(&b->cpus), CPU,
 		      CPU_ISSET(CPU, &b->cpus) ? "in" : "not in", CPU);
-	check(a->persona == b->persona, "%s: personality %#lx, was %#lx", who, b->persona, a->persona);
-	check(a->umask == b->umask && a->status_umask == b->status_umask,
+	test_check(a->persona == b->persona, "%s: personality %#lx, was %#lx", who, b->persona, a->persona);
+	test_check(a->umask == b->umask && a->status_umask == b->status_umask,
 	      "%s: umask %03o (status %03o), was %03o (status %03o)", who, b->umask, b->status_umask, a->umask,
 	      a->status_umask);
-	check(a->subreaper == b->subreaper, "%s: child subreaper %d, was %d", who, b->subreaper, a->subreaper);
-	check(a->dumpable == b->dumpable, "%s: dumpable %d, was %d", who, b->dumpable, a->dumpable);
-	check(a->pdeathsig == b->pdeathsig, "%s: parent death signal %d, was %d", who, b->pdeathsig, a->pdeathsig);
-	check(!strcmp(a->name, b->name) && !strcmp(a->comm, b->comm), "%s: name '%s' (comm '%s'), was '%s' ('%s')",
+	test_check(a->subreaper == b->subreaper, "%s: child subreaper %d, was %d", who, b->subreaper, a->subreaper);
+	test_check(a->dumpable == b->dumpable, "%s: dumpable %d, was %d", who, b->dumpable, a->dumpable);
+	test_check(a->pdeathsig == b->pdeathsig, "%s: parent death signal %d, was %d", who, b->pdeathsig, a->pdeathsig);
+	test_check(!strcmp(a->name, b->name) && !strcmp(a->comm, b->comm), "%s: name '%s' (comm '%s'), was '%s' ('%s')",
 	      who, b->name, b->comm, a->name, a->comm);
 }
 
@@ -250,7 +243,7 @@ static void check_umask_acts(const char *who, mode_t mask)
 	if (fstat(fd, &st))
 		test_msg("FAILED: %s: fstat %s: %s\n", who, name, strerror(errno)), failed = 1;
 	else
-		check((st.st_mode & 07777) == (0777 & ~mask), "%s: a file created with 0777 got %03o, expected %03o",
+		test_check((st.st_mode & 07777) == (0777 & ~mask), "%s: a file created with 0777 got %03o, expected %03o",
 		      who, st.st_mode & 07777, 0777 & ~mask);
 	close(fd);
 	unlink(name);
@@ -360,7 +353,7 @@ static void __attribute__((noreturn)) child(int wfd, int use_cpu)
 	if (get_attrs(&after, use_cpu))
 		_exit(1);
 	compare("child", &before, &after);
-	check(usr2 == 0, "child: got the parent death signal %d times (its parent is alive)", (int)usr2);
+	test_check(usr2 == 0, "child: got the parent death signal %d times (its parent is alive)", (int)usr2);
 	check_umask_acts("child", before.umask);
 	_exit(failed ? 1 : 0);
 }
@@ -444,7 +437,7 @@ int main(int argc, char **argv)
 	if (test_wait_exit(pid, &status, WAIT_SECS))
 		test_msg("FAILED: waitpid(child %d): %s\n", pid, strerror(errno)), failed = 1;
 	else
-		check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child (pid %d) ended with status %#x", pid,
+		test_check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child (pid %d) ended with status %#x", pid,
 		      status);
 
 	/* not needed any more; a non-dumpable process is harder to look at if something goes wrong */

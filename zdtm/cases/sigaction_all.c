@@ -78,13 +78,6 @@ static volatile int hook_sig, hook_target;
 static int32_t fword;
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static long sys_sigaction(int sig, const struct ksa *act, struct ksa *old)
 {
@@ -288,16 +281,16 @@ static void compare_actions(int ok_handler[NSIGS + 1])
 		if (s == SIGKILL || s == SIGSTOP)
 			continue;
 		if (sys_sigaction(s, NULL, &now)) {
-			check(0, "rt_sigaction(%d) query: %m", s);
+			test_check(0, "rt_sigaction(%d) query: %m", s);
 			continue;
 		}
 		ok_handler[s] = now.handler == before[s].handler;
-		check(now.handler == before[s].handler, "signal %d: handler %#lx (%s), was %#lx (%s)", s, now.handler,
+		test_check(now.handler == before[s].handler, "signal %d: handler %#lx (%s), was %#lx (%s)", s, now.handler,
 		      kind_name(now.handler), before[s].handler, kind_name(before[s].handler));
-		check(now.flags == before[s].flags, "signal %d: flags %#lx, was %#lx", s, now.flags, before[s].flags);
-		check(now.restorer == before[s].restorer, "signal %d: restorer %#lx, was %#lx", s, now.restorer,
+		test_check(now.flags == before[s].flags, "signal %d: flags %#lx, was %#lx", s, now.flags, before[s].flags);
+		test_check(now.restorer == before[s].restorer, "signal %d: restorer %#lx, was %#lx", s, now.restorer,
 		      before[s].restorer);
-		check(now.mask == before[s].mask, "signal %d: sa_mask %#llx, was %#llx", s,
+		test_check(now.mask == before[s].mask, "signal %d: sa_mask %#llx, was %#llx", s,
 		      (unsigned long long)now.mask, (unsigned long long)before[s].mask);
 	}
 }
@@ -319,7 +312,7 @@ static void raise_all(const int ok_handler[NSIGS + 1])
 			continue;
 		if (sp->kind == K_IGN) {
 			syscall(SYS_tgkill, pid, tid, s);
-			check(hits[s] == 0, "ignored signal %d ran a handler", s);
+			test_check(hits[s] == 0, "ignored signal %d ran a handler", s);
 			ignored++;
 			continue;
 		}
@@ -329,7 +322,7 @@ static void raise_all(const int ok_handler[NSIGS + 1])
 		hinfo[s] = 0;
 		syscall(SYS_tgkill, pid, tid, s);
 		raised++;
-		check(hits[s] == 1, "signal %d: the handler ran %d times, expected once", s, hits[s]);
+		test_check(hits[s] == 1, "signal %d: the handler ran %d times, expected once", s, hits[s]);
 		if (hits[s] != 1)
 			continue;
 		{
@@ -338,28 +331,28 @@ static void raise_all(const int ok_handler[NSIGS + 1])
 			if (!(before[s].flags & SA_NODEFER))
 				want |= BIT(s);
 			want &= ~(BIT(SIGKILL) | BIT(SIGSTOP));
-			check(hmask[s] == want, "signal %d: blocked mask in the handler %#llx, expected %#llx", s,
+			test_check(hmask[s] == want, "signal %d: blocked mask in the handler %#llx, expected %#llx", s,
 			      (unsigned long long)hmask[s], (unsigned long long)want);
 		}
 		if (sp->kind == K_INFO) {
-			check(hinfo[s], "signal %d: the SA_SIGINFO handler got no siginfo", s);
-			check(hcode[s] == SI_TKILL && hpid[s] == pid && huid[s] == (int)getuid(),
+			test_check(hinfo[s], "signal %d: the SA_SIGINFO handler got no siginfo", s);
+			test_check(hcode[s] == SI_TKILL && hpid[s] == pid && huid[s] == (int)getuid(),
 			      "signal %d: si_code %d si_pid %d si_uid %d, expected %d %d %d", s, hcode[s], hpid[s],
 			      huid[s], SI_TKILL, pid, getuid());
 		}
 		if (sys_sigaction(s, NULL, &now) == 0) {
 			if (before[s].flags & SA_RESETHAND)
-				check(now.handler == (unsigned long)SIG_DFL,
+				test_check(now.handler == (unsigned long)SIG_DFL,
 				      "signal %d (SA_RESETHAND): handler %s after it ran, expected SIG_DFL", s,
 				      kind_name(now.handler));
 			else
-				check(now.handler == before[s].handler,
+				test_check(now.handler == before[s].handler,
 				      "signal %d: handler %s after it ran, expected %s", s, kind_name(now.handler),
 				      kind_name(before[s].handler));
 		}
 	}
 	syscall(SYS_rt_sigpending, &pend, 8);
-	check(pend == 0, "signals pending after sending the ignored ones: %#llx", (unsigned long long)pend);
+	test_check(pend == 0, "signals pending after sending the ignored ones: %#llx", (unsigned long long)pend);
 	test_msg("%d handlers run, %d ignored signals sent\n", raised, ignored);
 }
 
@@ -398,13 +391,13 @@ static void restart_checks(const int ok_handler[NSIGS + 1])
 
 	if (ok_handler[SIGVTALRM]) {
 		err = futex_interrupted(SIGVTALRM, 2, &n);
-		check(err == EAGAIN && n >= 2,
+		test_check(err == EAGAIN && n >= 2,
 		      "SIGVTALRM (SA_RESTART): the futex wait ended with %s after %d signals, expected a restart "
 		      "(EAGAIN after 2)", strerror(err), n);
 	}
 	if (ok_handler[SIGALRM]) {
 		err = futex_interrupted(SIGALRM, 3, &n);
-		check(err == EINTR && n == 1,
+		test_check(err == EINTR && n == 1,
 		      "SIGALRM (no SA_RESTART): the futex wait ended with %s after %d signals, expected EINTR "
 		      "after 1", strerror(err), n);
 	}
@@ -445,7 +438,7 @@ static void sigchld_checks(void)
 	hits[SIGCHLD] = 0;
 	child = fork();
 	if (child < 0) {
-		check(0, "fork: %m");
+		test_check(0, "fork: %m");
 		return;
 	}
 	if (child == 0) {
@@ -454,18 +447,18 @@ static void sigchld_checks(void)
 	}
 	for (i = 0; i < 500 && proc_state(child) != 'T'; i++)
 		msleep(10);
-	check(proc_state(child) == 'T', "the child %d did not stop (state %c)", child, proc_state(child));
+	test_check(proc_state(child) == 'T', "the child %d did not stop (state %c)", child, proc_state(child));
 	msleep(50);
-	check(hits[SIGCHLD] == 0, "SA_NOCLDSTOP: the child's stop sent SIGCHLD (si_code %d)", hcode[SIGCHLD]);
+	test_check(hits[SIGCHLD] == 0, "SA_NOCLDSTOP: the child's stop sent SIGCHLD (si_code %d)", hcode[SIGCHLD]);
 	kill(child, SIGCONT);
 	for (i = 0; i < 500 && hits[SIGCHLD] == 0; i++)
 		msleep(10);
 	msleep(20);
-	check(hits[SIGCHLD] == 1 && hcode[SIGCHLD] == CLD_EXITED && hstatus[SIGCHLD] == 7,
+	test_check(hits[SIGCHLD] == 1 && hcode[SIGCHLD] == CLD_EXITED && hstatus[SIGCHLD] == 7,
 	      "SIGCHLD: %d signals, the last with si_code %d si_status %d; expected one CLD_EXITED(%d) with status 7",
 	      hits[SIGCHLD], hcode[SIGCHLD], hstatus[SIGCHLD], CLD_EXITED);
 	errno = 0;
-	check(waitpid(child, &st, WNOHANG) < 0 && errno == ECHILD,
+	test_check(waitpid(child, &st, WNOHANG) < 0 && errno == ECHILD,
 	      "SA_NOCLDWAIT: the child %d was not reaped automatically (waitpid: %m)", child);
 	waitpid(child, &st, 0);
 }

@@ -53,13 +53,6 @@ struct probe {
 static struct probe usr1_before, usr1_after, usr2, hup;
 static int failed;
 
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static int on_alt(uintptr_t a)
 {
@@ -118,7 +111,7 @@ static void send_self(int sig)
 
 static void check_query(const char *when, const stack_t *q, int flags)
 {
-	check(q->ss_sp == alt && q->ss_size == ALT_SIZE && q->ss_flags == flags,
+	test_check(q->ss_sp == alt && q->ss_size == ALT_SIZE && q->ss_flags == flags,
 	      "%s: sigaltstack() reports sp %p size %zu flags %#x, expected %p %d %#x", when, q->ss_sp, q->ss_size,
 	      q->ss_flags, alt, ALT_SIZE, flags);
 }
@@ -165,12 +158,12 @@ int main(int argc, char **argv)
 		fail("the SIGUSR1 handler ran %d/%d times", usr1_before.ran, usr1_after.ran);
 		return 1;
 	}
-	check(on_alt(usr1_before.local), "before: the SIGUSR1 handler's local %#lx is not on the alternate stack %p",
+	test_check(on_alt(usr1_before.local), "before: the SIGUSR1 handler's local %#lx is not on the alternate stack %p",
 	      (unsigned long)usr1_before.local, alt);
 	check_query("in the SIGUSR1 handler before the checkpoint", &usr1_before.query, SS_ONSTACK);
 
 	/* after restore, still in the handler */
-	check(on_alt(usr1_after.local),
+	test_check(on_alt(usr1_after.local),
 	      "after restore: the SIGUSR1 handler's local %#lx is not on the alternate stack %p",
 	      (unsigned long)usr1_after.local, alt);
 	check_query("in the SIGUSR1 handler after restore", &usr1_after.query, SS_ONSTACK);
@@ -186,34 +179,34 @@ int main(int argc, char **argv)
 		} else if (!strcmp(sabotage, "memory")) {
 			alt[100] ^= 1;
 		} else {
-			check(0, "unknown --sabotage=%s", sabotage);
+			test_check(0, "unknown --sabotage=%s", sabotage);
 		}
 	}
 
 	/* back in the main flow */
 	if (sigaltstack(NULL, &q))
-		check(0, "sigaltstack query: %m");
+		test_check(0, "sigaltstack query: %m");
 	else
 		check_query("after the handler returned", &q, 0);
 
 	send_self(SIGUSR2);
-	check(usr2.ran == 1, "the SIGUSR2 handler ran %d times", usr2.ran);
-	check(on_alt(usr2.local), "the SIGUSR2 (SA_ONSTACK) handler's local %#lx is not on the alternate stack %p",
+	test_check(usr2.ran == 1, "the SIGUSR2 handler ran %d times", usr2.ran);
+	test_check(on_alt(usr2.local), "the SIGUSR2 (SA_ONSTACK) handler's local %#lx is not on the alternate stack %p",
 	      (unsigned long)usr2.local, alt);
 	check_query("in the SIGUSR2 handler", &usr2.query, SS_ONSTACK);
-	check(usr2.uc_stack.ss_sp == alt && usr2.uc_stack.ss_size == ALT_SIZE,
+	test_check(usr2.uc_stack.ss_sp == alt && usr2.uc_stack.ss_size == ALT_SIZE,
 	      "SIGUSR2: uc_stack is sp %p size %zu, expected %p %d", usr2.uc_stack.ss_sp, usr2.uc_stack.ss_size, alt,
 	      ALT_SIZE);
 
 	send_self(SIGHUP);
-	check(hup.ran == 1, "the SIGHUP handler ran %d times", hup.ran);
-	check(!on_alt(hup.local), "the SIGHUP handler (no SA_ONSTACK) ran on the alternate stack (local %#lx)",
+	test_check(hup.ran == 1, "the SIGHUP handler ran %d times", hup.ran);
+	test_check(!on_alt(hup.local), "the SIGHUP handler (no SA_ONSTACK) ran on the alternate stack (local %#lx)",
 	      (unsigned long)hup.local);
 	check_query("in the SIGHUP handler", &hup.query, 0);
 
 	crc = ~0;
 	i = datachk((uint8_t *)alt, PATTERN_SIZE, &crc);
-	check(i == 0, "the unused part of the alternate stack changed");
+	test_check(i == 0, "the unused part of the alternate stack changed");
 
 	if (failed) {
 		errno = 0;

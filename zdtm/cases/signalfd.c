@@ -51,13 +51,6 @@ struct want {
 };
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static int fdinfo_sigmask(int fd, char *out, size_t size)
 {
@@ -112,15 +105,15 @@ static void read_expect(struct sfd *s, const struct want *w, int n)
 		ssize_t r;
 
 		if (!readable(s->fd)) {
-			check(0, "%s: not readable before signal #%d (%d)", s->name, i, w[i].sig);
+			test_check(0, "%s: not readable before signal #%d (%d)", s->name, i, w[i].sig);
 			return;
 		}
 		r = read(s->fd, &si, sizeof(si));
 		if (r != sizeof(si)) {
-			check(0, "%s: read #%d returned %zd: %m", s->name, i, r);
+			test_check(0, "%s: read #%d returned %zd: %m", s->name, i, r);
 			return;
 		}
-		check((int)si.ssi_signo == w[i].sig && si.ssi_code == w[i].code && (pid_t)si.ssi_pid == getpid() &&
+		test_check((int)si.ssi_signo == w[i].sig && si.ssi_code == w[i].code && (pid_t)si.ssi_pid == getpid() &&
 			      si.ssi_uid == getuid() && (w[i].code != SI_QUEUE || si.ssi_ptr == w[i].value),
 		      "%s: read #%d: signo %u code %d pid %u uid %u ptr %#llx; expected %d %d %d %u %#llx", s->name, i,
 		      si.ssi_signo, si.ssi_code, si.ssi_pid, si.ssi_uid, (unsigned long long)si.ssi_ptr, w[i].sig,
@@ -210,7 +203,7 @@ int main(int argc, char **argv)
 		} else if (!strcmp(sabotage, "close")) {
 			close(B.fd);
 		} else {
-			check(0, "unknown --sabotage=%s", sabotage);
+			test_check(0, "unknown --sabotage=%s", sabotage);
 		}
 	}
 
@@ -222,39 +215,39 @@ int main(int argc, char **argv)
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", s->fd);
 		n = readlink(path, link, sizeof(link) - 1);
 		if (n < 0) {
-			check(0, "%s: fd %d is not open: %m", s->name, s->fd);
+			test_check(0, "%s: fd %d is not open: %m", s->name, s->fd);
 			continue;
 		}
 		link[n] = '\0';
-		check(!strcmp(link, "anon_inode:[signalfd]"), "%s: fd %d is %s", s->name, s->fd, link);
-		check(fcntl(s->fd, F_GETFL) == s->getfl, "%s: F_GETFL %#x, was %#x", s->name, fcntl(s->fd, F_GETFL),
+		test_check(!strcmp(link, "anon_inode:[signalfd]"), "%s: fd %d is %s", s->name, s->fd, link);
+		test_check(fcntl(s->fd, F_GETFL) == s->getfl, "%s: F_GETFL %#x, was %#x", s->name, fcntl(s->fd, F_GETFL),
 		      s->getfl);
-		check(fcntl(s->fd, F_GETFD) == s->getfd, "%s: F_GETFD %#x, was %#x", s->name, fcntl(s->fd, F_GETFD),
+		test_check(fcntl(s->fd, F_GETFD) == s->getfd, "%s: F_GETFD %#x, was %#x", s->name, fcntl(s->fd, F_GETFD),
 		      s->getfd);
 		if (fdinfo_sigmask(s->fd, buf, sizeof(buf)))
-			check(0, "%s: no sigmask in the fdinfo of %d", s->name, s->fd);
+			test_check(0, "%s: no sigmask in the fdinfo of %d", s->name, s->fd);
 		else
-			check(!strcmp(buf, s->fdinfo_mask), "%s: fdinfo sigmask %s, was %s", s->name, buf,
+			test_check(!strcmp(buf, s->fdinfo_mask), "%s: fdinfo sigmask %s, was %s", s->name, buf,
 			      s->fdinfo_mask);
-		check(readable(s->fd), "%s: fd %d does not poll readable", s->name, s->fd);
+		test_check(readable(s->fd), "%s: fd %d does not poll readable", s->name, s->fd);
 	}
 
 	read_expect(&B, wantB, ARRAY_SIZE(wantB));
-	check(!readable(B.fd), "B: still readable after %zu signals", ARRAY_SIZE(wantB));
+	test_check(!readable(B.fd), "B: still readable after %zu signals", ARRAY_SIZE(wantB));
 	read_expect(&A, wantA, ARRAY_SIZE(wantA));
-	check(!readable(A.fd), "A: still readable after %zu signals", ARRAY_SIZE(wantA));
+	test_check(!readable(A.fd), "A: still readable after %zu signals", ARRAY_SIZE(wantA));
 	if (!readable(A.fd) && (fcntl(A.fd, F_GETFL) & O_NONBLOCK)) {
 		/* (a blocking read here would hang: only when O_NONBLOCK survived) */
 		struct signalfd_siginfo x;
 		ssize_t r = read(A.fd, &x, sizeof(x));
 
-		check(r < 0 && errno == EAGAIN, "A: read after the last signal returned %zd: %m", r);
+		test_check(r < 0 && errno == EAGAIN, "A: read after the last signal returned %zd: %m", r);
 	}
 
 	/* SIGUSR2 is pending for the process, in no signalfd's mask */
 	sigemptyset(&usr2);
 	sigaddset(&usr2, SIGUSR2);
-	check(sigtimedwait(&usr2, &si, &zero) == SIGUSR2 && si.si_code == SI_QUEUE && si.si_value.sival_ptr ==
+	test_check(sigtimedwait(&usr2, &si, &zero) == SIGUSR2 && si.si_code == SI_QUEUE && si.si_value.sival_ptr ==
 		      (void *)0x2222,
 	      "SIGUSR2 (in no signalfd mask) is not pending with its value");
 
@@ -263,13 +256,13 @@ int main(int argc, char **argv)
 	if (readable(A.fd)) {
 		struct signalfd_siginfo x;
 
-		check(read(A.fd, &x, sizeof(x)) == sizeof(x) && (int)x.ssi_signo == SIGRTMIN + 2 && x.ssi_ptr == 77,
+		test_check(read(A.fd, &x, sizeof(x)) == sizeof(x) && (int)x.ssi_signo == SIGRTMIN + 2 && x.ssi_ptr == 77,
 		      "A: the new SIGRTMIN+2 reads wrong");
 	} else {
-		check(0, "A: a new SIGRTMIN+2 is not readable");
+		test_check(0, "A: a new SIGRTMIN+2 is not readable");
 	}
 	queue(SIGUSR2, 1);
-	check(!readable(A.fd) && !readable(B.fd), "SIGUSR2 made a signalfd readable");
+	test_check(!readable(A.fd) && !readable(B.fd), "SIGUSR2 made a signalfd readable");
 
 	if (failed) {
 		errno = 0;

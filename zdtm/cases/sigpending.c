@@ -63,13 +63,6 @@ static int sigtimedwait_raw(const sigset_t *set, siginfo_t *si, const struct tim
 
 static int failed;
 
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static void fill_raw(siginfo_t *si, int sig, int code, uint32_t seed)
 {
@@ -251,17 +244,17 @@ int main(int argc, char **argv)
 	for (sig = 1; sig <= SIGRTMAX; sig++) {
 		int want = !!(want_set & (1ULL << (sig - 1)));
 
-		check(sigismember(&pend, sig) == want, "signal %d is %spending", sig, want ? "not " : "");
+		test_check(sigismember(&pend, sig) == want, "signal %d is %spending", sig, want ? "not " : "");
 	}
 	if (status_mask("ShdPnd", &v) == 0)
-		check(v == want_set, "ShdPnd %#llx, expected %#llx", (unsigned long long)v,
+		test_check(v == want_set, "ShdPnd %#llx, expected %#llx", (unsigned long long)v,
 		      (unsigned long long)want_set);
 	else
-		check(0, "no ShdPnd in /proc/self/status");
+		test_check(0, "no ShdPnd in /proc/self/status");
 	if (status_mask("SigPnd", &v) == 0)
-		check(v == 0, "SigPnd (the thread's private queue) %#llx, expected empty", (unsigned long long)v);
+		test_check(v == 0, "SigPnd (the thread's private queue) %#llx, expected empty", (unsigned long long)v);
 	status_mask("SigBlk", &blk_after);
-	check(blk_after == blk_before, "SigBlk %#llx, was %#llx", (unsigned long long)blk_after,
+	test_check(blk_after == blk_before, "SigBlk %#llx, was %#llx", (unsigned long long)blk_after,
 	      (unsigned long long)blk_before);
 
 	/* the queue, in order */
@@ -272,27 +265,27 @@ int main(int argc, char **argv)
 		memset(&si, 0, sizeof(si));
 		sig = sigtimedwait_raw(&all, &si, &zero);
 		if (sig < 0) {
-			check(errno == EAGAIN, "sigtimedwait: %m");
-			check(i == nexp, "%d signals were pending, expected %d", i, nexp);
+			test_check(errno == EAGAIN, "sigtimedwait: %m");
+			test_check(i == nexp, "%d signals were pending, expected %d", i, nexp);
 			break;
 		}
 		if (i >= nexp) {
-			check(0, "an extra signal %d is pending (si_code %d, si_pid %d)", sig, si.si_code, si.si_pid);
+			test_check(0, "an extra signal %d is pending (si_code %d, si_pid %d)", sig, si.si_code, si.si_pid);
 			continue;
 		}
 		e = exp[i];
 		if (sig != e->sig) {
-			check(0, "signal #%d is %d (si_code %d), expected %d", i, sig, si.si_code, e->sig);
+			test_check(0, "signal #%d is %d (si_code %d), expected %d", i, sig, si.si_code, e->sig);
 			continue;
 		}
 		switch (e->how) {
 		case H_KILL:
-			check(si.si_code == SI_USER && si.si_pid == getpid() && si.si_uid == getuid(),
+			test_check(si.si_code == SI_USER && si.si_pid == getpid() && si.si_uid == getuid(),
 			      "signal #%d (%d): si_code %d si_pid %d si_uid %d, expected SI_USER %d %d", i, sig,
 			      si.si_code, si.si_pid, si.si_uid, getpid(), getuid());
 			break;
 		case H_QUEUE:
-			check(si.si_code == SI_QUEUE && si.si_pid == getpid() && si.si_uid == getuid() &&
+			test_check(si.si_code == SI_QUEUE && si.si_pid == getpid() && si.si_uid == getuid() &&
 				      (uint64_t)(uintptr_t)si.si_value.sival_ptr == e->value,
 			      "signal #%d (%d): si_code %d si_pid %d si_uid %d si_value %#llx, expected SI_QUEUE %d %d "
 			      "%#llx", i, sig, si.si_code, si.si_pid, si.si_uid,
@@ -306,7 +299,7 @@ int main(int argc, char **argv)
 
 				for (j = 0; j < KSI_SIZE && a[j] == b[j]; j++)
 					;
-				check(0, "signal #%d (%d): the hand-made siginfo differs from byte %d (%#x, expected %#x)",
+				test_check(0, "signal #%d (%d): the hand-made siginfo differs from byte %d (%#x, expected %#x)",
 				      i, sig, j, a[j], b[j]);
 			}
 			break;

@@ -142,13 +142,6 @@ static void *waiter(void *arg)
 }
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static void *checker(void *arg)
 {
@@ -179,27 +172,27 @@ static void *checker(void *arg)
 			*th[SLEEP].tls_ptr ^= 1;
 	}
 
-	check(getpid() == pid, "getpid() %d, was %d", getpid(), pid);
-	check(task_state(pid) == 'Z', "the leader %d is in state %c, not a zombie", pid,
+	test_check(getpid() == pid, "getpid() %d, was %d", getpid(), pid);
+	test_check(task_state(pid) == 'Z', "the leader %d is in state %c, not a zombie", pid,
 	      task_state(pid) ? task_state(pid) : '?');
 	n = list_tasks(tids, ARRAY_SIZE(tids));
-	check(n == NW + 1, "%d threads, expected %d", n, NW + 1);
+	test_check(n == NW + 1, "%d threads, expected %d", n, NW + 1);
 	for (i = 0; i < n; i++) {
 		int k;
 
 		for (k = 0; k < NW && th[k].tid != tids[i]; k++)
 			;
-		check(k < NW || tids[i] == pid, "unknown thread %d", tids[i]);
+		test_check(k < NW || tids[i] == pid, "unknown thread %d", tids[i]);
 	}
-	check(gettid_() == th[CHECKER].tid, "tl-checker: gettid() %d, was %d", gettid_(), th[CHECKER].tid);
+	test_check(gettid_() == th[CHECKER].tid, "tl-checker: gettid() %d, was %d", gettid_(), th[CHECKER].tid);
 	for (i = 0; i < NW; i++)
-		check(*th[i].tls_ptr == th[i].tls_expect, "%s: __thread value %#llx, expected %#llx", th[i].name,
+		test_check(*th[i].tls_ptr == th[i].tls_expect, "%s: __thread value %#llx, expected %#llx", th[i].name,
 		      (unsigned long long)*th[i].tls_ptr, (unsigned long long)th[i].tls_expect);
 
 	clock_gettime(CLOCK_REALTIME, &dl);
 	dl.tv_sec += 5;
 	n = pthread_timedjoin_np(main_thread, NULL, &dl);
-	check(n == 0, "pthread_join of the exited main thread: %s", strerror(n));
+	test_check(n == 0, "pthread_join of the exited main thread: %s", strerror(n));
 
 	__atomic_store_n(&go, 1, __ATOMIC_SEQ_CST);
 	syscall(SYS_futex, &go, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
@@ -207,9 +200,9 @@ static void *checker(void *arg)
 	dl.tv_sec += 10;
 	for (i = FUTEX; i < NW; i++) {
 		n = pthread_timedjoin_np(th[i].pt, NULL, &dl);
-		check(n == 0, "%s could not be joined: %s", th[i].name, strerror(n));
+		test_check(n == 0, "%s could not be joined: %s", th[i].name, strerror(n));
 		if (n == 0)
-			check(!th[i].bad, "%s:%s%s", th[i].name, th[i].bad & 1 ? " a sleep failed or was early" : "",
+			test_check(!th[i].bad, "%s:%s%s", th[i].name, th[i].bad & 1 ? " a sleep failed or was early" : "",
 			      th[i].bad & 2 ? " its TID or __thread value changed" : "");
 	}
 

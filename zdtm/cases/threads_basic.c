@@ -125,13 +125,6 @@ static volatile uint64_t viters, vbad;
 static int have_avx;
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 /* a failure seen by a thread: kept for the main thread to report */
 static void thfail(struct th *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -481,7 +474,7 @@ static void do_sabotage(void)
 	else if (!strcmp(sabotage, "tid"))
 		th[FUTEX].tid++;
 	else
-		check(0, "unknown --sabotage=%s", sabotage);
+		test_check(0, "unknown --sabotage=%s", sabotage);
 	usleep(200000);
 }
 
@@ -673,15 +666,15 @@ int main(int argc, char **argv)
 
 	/* the same threads */
 	n = list_tasks(tids, ARRAY_SIZE(tids));
-	check(n == NTH + 1, "%d threads, expected %d", n, NTH + 1);
+	test_check(n == NTH + 1, "%d threads, expected %d", n, NTH + 1);
 	for (i = 0; i < n; i++) {
 		int k;
 
 		for (k = 0; k < NTH && th[k].tid != tids[i]; k++)
 			;
-		check(k < NTH || tids[i] == getpid(), "unknown thread %d", tids[i]);
+		test_check(k < NTH || tids[i] == getpid(), "unknown thread %d", tids[i]);
 	}
-	check(gettid_() == getpid(), "the main thread's TID %d is not the PID %d", gettid_(), getpid());
+	test_check(gettid_() == getpid(), "the main thread's TID %d is not the PID %d", gettid_(), getpid());
 
 	/* each one, from outside */
 	wait_blocked(1);
@@ -693,25 +686,25 @@ int main(int argc, char **argv)
 
 		snprintf(path, sizeof(path), "/proc/self/task/%d/comm", t->tid);
 		if (read_str(path, comm, sizeof(comm))) {
-			check(0, "%s: thread %d does not exist", t->name, t->tid);
+			test_check(0, "%s: thread %d does not exist", t->name, t->tid);
 			continue;
 		}
-		check(!strcmp(comm, t->name), "%s (tid %d): comm is '%s'", t->name, t->tid, comm);
+		test_check(!strcmp(comm, t->name), "%s (tid %d): comm is '%s'", t->name, t->tid, comm);
 		blk = task_sigblk(t->tid);
-		check(blk == t->wait_mask, "%s (tid %d): SigBlk %016llx, expected %016llx", t->name, t->tid,
+		test_check(blk == t->wait_mask, "%s (tid %d): SigBlk %016llx, expected %016llx", t->name, t->tid,
 		      (unsigned long long)blk, (unsigned long long)t->wait_mask);
 		if (t->sys[0]) {
 			why = blocked_ok(t, buf, sizeof(buf));
-			check(!*why, "%s (tid %d) is not sleeping in its system call: %s", t->name, t->tid, why);
+			test_check(!*why, "%s (tid %d) is not sleeping in its system call: %s", t->name, t->tid, why);
 		}
-		check(*t->tls_ptr == t->tls_expect, "%s: its __thread value is %#llx, expected %#llx", t->name,
+		test_check(*t->tls_ptr == t->tls_expect, "%s: its __thread value is %#llx, expected %#llx", t->name,
 		      (unsigned long long)*t->tls_ptr, (unsigned long long)t->tls_expect);
 	}
 	v0 = viters;
 	usleep(100000);
 	v1 = viters;
-	check(v1 > v0, "tb-vector does not spin any more (%llu iterations)", (unsigned long long)v1);
-	check(vbad == 0, "tb-vector saw its vector registers change %llu times", (unsigned long long)vbad);
+	test_check(v1 > v0, "tb-vector does not spin any more (%llu iterations)", (unsigned long long)v1);
+	test_check(vbad == 0, "tb-vector saw its vector registers change %llu times", (unsigned long long)vbad);
 
 	/* wake everyone */
 	pthread_mutex_lock(&cmutex);
@@ -736,11 +729,11 @@ int main(int argc, char **argv)
 		int r = pthread_timedjoin_np(t->pt, NULL, &dl);
 
 		if (r) {
-			check(0, "%s (tid %d) could not be joined: %s (state %c, system call %ld)", t->name, t->tid,
+			test_check(0, "%s (tid %d) could not be joined: %s (state %c, system call %ld)", t->name, t->tid,
 			      strerror(r), task_state(t->tid), task_syscall(t->tid));
 			continue;
 		}
-		check(!t->failed, "%s (tid %d): %s", t->name, t->tid, t->why);
+		test_check(!t->failed, "%s (tid %d): %s", t->name, t->tid, t->why);
 		if (t->eintr_retries)
 			test_msg("%s: sigwaitinfo failed with EINTR %d times (the kernel does that when the thread is "
 				 "stopped)\n", t->name, t->eintr_retries);

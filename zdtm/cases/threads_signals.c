@@ -111,13 +111,6 @@ static int sigtimedwait_raw(const sigset_t *set, siginfo_t *si, const struct tim
 }
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static void thfail(struct th *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void thfail(struct th *t, const char *fmt, ...)
@@ -497,11 +490,11 @@ int main(int argc, char **argv)
 		uint64_t pnd = status_hex(t->tid, "SigPnd"), shd = status_hex(t->tid, "ShdPnd"),
 			 blk = status_hex(t->tid, "SigBlk");
 
-		check(pnd == private_set(t), "%s (tid %d): SigPnd %016llx, expected %016llx", t->name, t->tid,
+		test_check(pnd == private_set(t), "%s (tid %d): SigPnd %016llx, expected %016llx", t->name, t->tid,
 		      (unsigned long long)pnd, (unsigned long long)private_set(t));
-		check(shd == shared_set, "%s (tid %d): ShdPnd %016llx, expected %016llx", t->name, t->tid,
+		test_check(shd == shared_set, "%s (tid %d): ShdPnd %016llx, expected %016llx", t->name, t->tid,
 		      (unsigned long long)shd, (unsigned long long)shared_set);
-		check(blk == t->wait_mask, "%s (tid %d): SigBlk %016llx, expected %016llx", t->name, t->tid,
+		test_check(blk == t->wait_mask, "%s (tid %d): SigBlk %016llx, expected %016llx", t->name, t->tid,
 		      (unsigned long long)blk, (unsigned long long)t->wait_mask);
 	}
 
@@ -515,14 +508,14 @@ int main(int argc, char **argv)
 		clock_gettime(CLOCK_REALTIME, &dl);
 		dl.tv_sec += 10;
 		r = pthread_timedjoin_np(th[i].pt, NULL, &dl);
-		check(r == 0, "%s (tid %d) could not be joined: %s", th[i].name, th[i].tid, strerror(r));
+		test_check(r == 0, "%s (tid %d) could not be joined: %s", th[i].name, th[i].tid, strerror(r));
 		if (r == 0)
-			check(!th[i].failed, "%s (tid %d): %s", th[i].name, th[i].tid, th[i].why);
+			test_check(!th[i].failed, "%s (tid %d): %s", th[i].name, th[i].tid, th[i].why);
 	}
 
 	/* the main thread's own, then the shared queue */
 	check_self(m);
-	check(!m->failed, "main: %s", m->why);
+	test_check(!m->failed, "main: %s", m->why);
 	{
 		static const int want_sig[3] = { SIGWINCH, 0, 0 };
 		static const uintptr_t want_val[3] = { 0, 0x5555, 0x5556 };
@@ -536,14 +529,14 @@ int main(int argc, char **argv)
 			memset(&si, 0, sizeof(si));
 			sig = sigtimedwait_raw(&s, &si, &zero);
 			if (sig < 0) {
-				check(errno == EAGAIN && i == 3, "%d shared signals, expected 3 (%m)", i);
+				test_check(errno == EAGAIN && i == 3, "%d shared signals, expected 3 (%m)", i);
 				break;
 			}
 			if (i >= 3) {
-				check(0, "an extra shared signal %d", sig);
+				test_check(0, "an extra shared signal %d", sig);
 				continue;
 			}
-			check(sig == ws && si.si_pid == getpid() &&
+			test_check(sig == ws && si.si_pid == getpid() &&
 				      (i == 0 ? si.si_code == SI_USER
 					      : si.si_code == SI_QUEUE && (uintptr_t)si.si_value.sival_ptr == want_val[i]),
 			      "shared signal #%d: %d si_code %d si_pid %d si_value %p, expected %d", i, sig,

@@ -102,13 +102,6 @@ static struct tfd t[NT] = {
 };
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static clockid_t base_clock(clockid_t c)
 {
@@ -248,7 +241,7 @@ static void do_sabotage(void)
 	} else if (!strcmp(sabotage, "nonblock")) {
 		fcntl(t[T1].fd, F_SETFL, 0);
 	} else {
-		check(0, "unknown --sabotage=%s", sabotage);
+		test_check(0, "unknown --sabotage=%s", sabotage);
 	}
 }
 
@@ -327,27 +320,27 @@ int main(int argc, char **argv)
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", x->fd);
 		l = readlink(path, link, sizeof(link) - 1);
 		if (l < 0) {
-			check(0, "%s: fd %d is not open", x->name, x->fd);
+			test_check(0, "%s: fd %d is not open", x->name, x->fd);
 			continue;
 		}
 		link[l] = '\0';
-		check(!strcmp(link, "anon_inode:[timerfd]"), "%s: fd %d is %s", x->name, x->fd, link);
-		check(fcntl(x->fd, F_GETFL) == x->getfl, "%s: F_GETFL %#x, was %#x", x->name, fcntl(x->fd, F_GETFL),
+		test_check(!strcmp(link, "anon_inode:[timerfd]"), "%s: fd %d is %s", x->name, x->fd, link);
+		test_check(fcntl(x->fd, F_GETFL) == x->getfl, "%s: F_GETFL %#x, was %#x", x->name, fcntl(x->fd, F_GETFL),
 		      x->getfl);
-		check(fcntl(x->fd, F_GETFD) == x->getfd, "%s: F_GETFD %#x, was %#x", x->name, fcntl(x->fd, F_GETFD),
+		test_check(fcntl(x->fd, F_GETFD) == x->getfd, "%s: F_GETFD %#x, was %#x", x->name, fcntl(x->fd, F_GETFD),
 		      x->getfd);
 		if (fdinfo(x->fd, info, sizeof(info)) || strcmp(info, x->info))
-			check(0, "%s: fdinfo is\n%swas\n%s", x->name, info, x->info);
+			test_check(0, "%s: fdinfo is\n%swas\n%s", x->name, info, x->info);
 		if (gettime(x, &its, &now)) {
-			check(0, "%s: timerfd_gettime: %m", x->name);
+			test_check(0, "%s: timerfd_gettime: %m", x->name);
 			continue;
 		}
 		v = ts_ns(its.it_value);
-		check(ts_ns(its.it_interval) == x->interval, "%s: interval %lld ns, expected %lld", x->name,
+		test_check(ts_ns(its.it_interval) == x->interval, "%s: interval %lld ns, expected %lld", x->name,
 		      (long long)ts_ns(its.it_interval), (long long)x->interval);
 		switch (i) {
 		case T1: case T3: case T8: case T10:
-			check(v <= x->v_before + 5 * MS && v >= x->v_before - (now - x->c_before) - 5 * MS,
+			test_check(v <= x->v_before + 5 * MS && v >= x->v_before - (now - x->c_before) - 5 * MS,
 			      "%s: remaining %lld ms; it was %lld ms %lld ms ago", x->name, (long long)(v / MS),
 			      (long long)(x->v_before / MS), (long long)((now - x->c_before) / MS));
 			break;
@@ -355,20 +348,20 @@ int main(int argc, char **argv)
 			if (v) {
 				int64_t off = now + v - x->target;
 
-				check(off <= 25 * MS && off >= -25 * MS,
+				test_check(off <= 25 * MS && off >= -25 * MS,
 				      "%s: expires %+lld ms off its absolute time", x->name, (long long)(off / MS));
 			} else {
 				/* t2 may have fired already (when is not known) */
-				check(i == T2 && now >= x->target, "%s is disarmed", x->name);
+				test_check(i == T2 && now >= x->target, "%s is disarmed", x->name);
 				t2_fired = i == T2;
 			}
 			break;
 		case T4: case T7:
-			check(v == 0, "%s: armed (%lld ns)", x->name, (long long)v);
+			test_check(v == 0, "%s: armed (%lld ns)", x->name, (long long)v);
 			break;
 		case T5: case T12:
 			/* periodic: always armed, the next expiry within one interval */
-			check(v > 0 && v <= x->interval + 5 * MS, "%s: remaining %lld ms, interval %lld ms", x->name,
+			test_check(v > 0 && v <= x->interval + 5 * MS, "%s: remaining %lld ms, interval %lld ms", x->name,
 			      (long long)(v / MS), (long long)(x->interval / MS));
 			break;
 		}
@@ -376,34 +369,34 @@ int main(int argc, char **argv)
 
 	/* unread expirations */
 	n = ticks(&t[T3]);
-	check(n == 1, "t3: %lld expirations read, expected 1", (long long)n);
+	test_check(n == 1, "t3: %lld expirations read, expected 1", (long long)n);
 	n = ticks(&t[T4]);
-	check(n == 1, "t4: %lld expirations read, expected 1", (long long)n);
-	check(!readable(t[T3].fd) && !readable(t[T4].fd), "t3 or t4 is still readable");
+	test_check(n == 1, "t4: %lld expirations read, expected 1", (long long)n);
+	test_check(!readable(t[T3].fd) && !readable(t[T4].fd), "t3 or t4 is still readable");
 	n = ticks(&t[T5]);
 	{
 		int64_t most = (clk(t[T5].clock) - t[T5].armed) / t[T5].interval + 1;
 
-		check(n >= t5_before && n <= most, "t5: %lld expirations read, expected %lld..%lld", (long long)n,
+		test_check(n >= t5_before && n <= most, "t5: %lld expirations read, expected %lld..%lld", (long long)n,
 		      (long long)t5_before, (long long)most);
 	}
 	n = ticks(&t[T12]);
 	{
 		int64_t most = (clk(t[T12].clock) - t[T12].armed) / t[T12].interval + 1;
 
-		check(n >= t12_before && n <= most, "t12: %lld expirations read, expected %lld..%lld", (long long)n,
+		test_check(n >= t12_before && n <= most, "t12: %lld expirations read, expected %lld..%lld", (long long)n,
 		      (long long)t12_before, (long long)most);
 	}
 	for (i = 0; i < NT; i++)
 		if (!t[i].skip && (i == T1 || (i >= T6 && i != T12)))
-			check(!readable(t[i].fd), "%s is readable", t[i].name);
+			test_check(!readable(t[i].fd), "%s is readable", t[i].name);
 
 	/* t5 keeps counting */
 	msleep(350);
 	n = ticks(&t[T5]);
-	check(n >= 2, "t5: %lld expirations in the 350 ms after reading, expected at least 2", (long long)n);
+	test_check(n >= 2, "t5: %lld expirations in the 350 ms after reading, expected at least 2", (long long)n);
 	n = ticks(&t[T12]);
-	check(n >= 10, "t12: %lld expirations in the 350 ms after reading, expected at least 10", (long long)n);
+	test_check(n >= 10, "t12: %lld expirations in the 350 ms after reading, expected at least 10", (long long)n);
 
 	/* t2 fires at its absolute time */
 	{
@@ -413,9 +406,9 @@ int main(int argc, char **argv)
 			msleep(5);
 		when = clk(CLOCK_REALTIME);
 		n = ticks(&t[T2]);
-		check(n == 1, "t2: %lld expirations, expected 1", (long long)n);
+		test_check(n == 1, "t2: %lld expirations, expected 1", (long long)n);
 		if (!t2_fired)
-			check(when >= t[T2].target - 5 * MS && when <= t[T2].target + 2 * SEC,
+			test_check(when >= t[T2].target - 5 * MS && when <= t[T2].target + 2 * SEC,
 			      "t2 (absolute) fired %+lld ms off its time (as seen by polling every 5 ms)",
 			      (long long)((when - t[T2].target) / MS));
 	}
@@ -426,10 +419,10 @@ int main(int argc, char **argv)
 
 		clock_gettime(CLOCK_REALTIME, &ts);
 		if (clock_settime(CLOCK_REALTIME, &ts)) {
-			check(0, "clock_settime: %m");
+			test_check(0, "clock_settime: %m");
 		} else {
 			errno = 0;
-			check(read(t[T6].fd, &x, sizeof(x)) < 0 && errno == ECANCELED,
+			test_check(read(t[T6].fd, &x, sizeof(x)) < 0 && errno == ECANCELED,
 			      "t6 (TFD_TIMER_CANCEL_ON_SET): read after clock_settime: %m, expected ECANCELED");
 		}
 	}

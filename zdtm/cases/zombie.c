@@ -62,13 +62,6 @@ struct zombie {
 };
 
 static int failed;
-#define check(cond, fmt, ...)                                        \
-	do {                                                         \
-		if (!(cond)) {                                       \
-			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
-			failed = 1;                                  \
-		}                                                    \
-	} while (0)
 
 static int read_stat(pid_t pid, char *state, pid_t *ppid, pid_t *pgid, pid_t *sid)
 {
@@ -166,23 +159,23 @@ static void check_zombie(struct zombie *z)
 	if (read_stat(z->pid, &state, &ppid, &pgid, &sid))
 		test_msg("FAILED: %s (pid %d): no /proc/PID/stat\n", z->what, z->pid), failed = 1;
 	else
-		check(state == 'Z' && ppid == z->ppid && pgid == z->pgid && sid == z->sid,
+		test_check(state == 'Z' && ppid == z->ppid && pgid == z->pgid && sid == z->sid,
 		      "%s (pid %d): state %c ppid %d pgid %d sid %d, expected Z %d %d %d", z->what, z->pid, state,
 		      ppid, pgid, sid, z->ppid, z->pgid, z->sid);
 
 	if (peek_status(z->pid, &status, &uid, WNOHANG))
 		test_msg("FAILED: %s (pid %d): waitid(WNOWAIT): %s\n", z->what, z->pid, strerror(errno)), failed = 1;
 	else
-		check(status == z->status && uid == z->uid,
+		test_check(status == z->status && uid == z->uid,
 		      "%s (pid %d): waitid() shows status %#x uid %d, expected %#x uid %d", z->what, z->pid, status,
 		      (int)uid, z->status, (int)z->uid);
 
 	status = -1;
 	r = waitpid(z->pid, &status, WNOHANG);
-	check(r == z->pid, "%s (pid %d): waitpid(WNOHANG) returned %d (%s)", z->what, z->pid, r,
+	test_check(r == z->pid, "%s (pid %d): waitpid(WNOHANG) returned %d (%s)", z->what, z->pid, r,
 	      r < 0 ? strerror(errno) : "not reapable at once");
 	if (r == z->pid)
-		check(status == z->status && status == z->seen,
+		test_check(status == z->status && status == z->seen,
 		      "%s (pid %d): status %#x, expected %#x (seen before the dump: %#x)", z->what, z->pid, status,
 		      z->status, z->seen);
 }
@@ -192,7 +185,7 @@ static void no_other_exited(const char *who)
 	int status;
 	pid_t r = waitpid(-1, &status, WNOHANG);
 
-	check(r <= 0, "%s: waitpid(-1) found another exited child: pid %d status %#x", who, r, status);
+	test_check(r <= 0, "%s: waitpid(-1) found another exited child: pid %d status %#x", who, r, status);
 }
 
 static struct zombie zombies[] = {
@@ -268,7 +261,7 @@ int main(int argc, char **argv)
 		char state = '-';
 		pid_t ppid = 0, pgid = 0, sid = 0;
 
-		check(!read_stat(kz.pid, &state, &ppid, &pgid, &sid) && state == 'Z' && ppid == keeper_pid,
+		test_check(!read_stat(kz.pid, &state, &ppid, &pgid, &sid) && state == 'Z' && ppid == keeper_pid,
 		      "%s (pid %d): state %c ppid %d, expected Z %d", kz.what, kz.pid, state, ppid, keeper_pid);
 	}
 	for (i = 0; i < ARRAY_SIZE(zombies); i++)
@@ -279,7 +272,7 @@ int main(int argc, char **argv)
 	if (test_wait_exit(keeper_pid, &status, WAIT_SECS))
 		test_msg("FAILED: waitpid(keeper %d): %s\n", keeper_pid, strerror(errno)), failed = 1;
 	else
-		check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the keeper (pid %d) ended with status %#x",
+		test_check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the keeper (pid %d) ended with status %#x",
 		      keeper_pid, status);
 	no_other_exited("the root");
 

@@ -96,6 +96,20 @@ extern int test_go(void);
  * Returns 0 with *status filled when the child exited in time.
  */
 int test_wait_exit(pid_t pid, int *status, int secs);
+
+/*
+ * A check that records a failure and goes on, so one run reports every
+ * difference it finds: logs "FAILED: ..." and sets the case's own
+ * `failed` flag (each case using it declares `static int failed` and
+ * decides pass() or fail() from it at the end).
+ */
+#define test_check(cond, fmt, ...)                                   \
+	do {                                                         \
+		if (!(cond)) {                                       \
+			test_msg("FAILED: " fmt "\n", ##__VA_ARGS__); \
+			failed = 1;                                  \
+		}                                                    \
+	} while (0)
 /* fork() for cases; kept for CRIU compatibility */
 #define test_fork() test_fork_id(-1)
 extern int test_fork_id(int id);
