@@ -87,6 +87,13 @@ impl Xfail {
 /// A kernel-feature gate: `Err(reason)` reports the case ignored.
 pub type FeatureGate = fn() -> Result<(), String>;
 
+/// Runs after a dump, once the dumped tree is gone, before the restore
+/// (CRIU's zdtm keeps such steps in `.hook` files): it changes the world
+/// the restore finds, for example removes a cgroup or an IPC object the
+/// restore must then recreate. Gets the work directory and the cycle
+/// number (1-based); `Err` fails the trial.
+pub type BetweenHook = fn(&std::path::Path, usize) -> Result<(), String>;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Case {
     pub name: &'static str,
@@ -107,6 +114,8 @@ pub struct Case {
     pub dump_opts: &'static [&'static str],
     pub restore_opts: &'static [&'static str],
     pub feature: Option<FeatureGate>,
+    /// Between dump and restore (not in the leave-running variant).
+    pub between: Option<BetweenHook>,
     /// Limit for each step: start, each engine command, stop.
     pub timeout: Duration,
     pub xfail: Option<Xfail>,
@@ -126,6 +135,7 @@ impl Case {
         dump_opts: &[],
         restore_opts: &[],
         feature: None,
+        between: None,
         timeout: Duration::from_secs(30),
         xfail: None,
     };

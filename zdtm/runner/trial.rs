@@ -259,6 +259,10 @@ impl<'a> Run<'a> {
                 format!("dump {n} exited 0, but the dumped tree is still there: {left}")
             })?;
             self.note(format!("dump {n}: tree gone"));
+            if let Some(hook) = self.case.between {
+                hook(&self.dir, n).map_err(|e| format!("between dump {n} and restore: {e}"))?;
+                self.note(format!("dump {n}: between-hook done"));
+            }
             let status = self.engine_restore(n)?;
             if !status.success() {
                 if self.case.crfail && status.code().is_some() {
