@@ -150,6 +150,21 @@ impl ImageDir {
         Ok(())
     }
 
+    /// Write an image entry by entry through `f`, for layouts that mix
+    /// message types and raw bytes (ipcns-msg: a queue entry, then each
+    /// message's entry and bytes).
+    pub fn write_stream(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut ImageWriter) -> Result<()>,
+    ) -> Result<()> {
+        let mut w = ImageWriter::create(self.path(name), Self::magic_of(name)?)?;
+        f(&mut w)?;
+        let d = w.finish_unsynced()?;
+        self.manifest.borrow_mut().add_digest(name, d);
+        Ok(())
+    }
+
     pub fn pages_writer(&self, id: u32) -> Result<PagesWriter> {
         let path = self.path(&format!("pages-{id}.img"));
         let file = std::fs::File::options()

@@ -9,6 +9,7 @@
 pub mod core;
 pub mod files;
 pub mod freeze;
+pub mod ipc; // SysV IPC objects (issue 5)
 pub mod memory;
 pub mod regs;
 pub mod signals; // pending signals (issue 3)
@@ -67,6 +68,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         root_ids: None,
         shmem_done: Default::default(),
         stats: DumpStats::default(),
+        ipc: Default::default(), // issue 5
     };
     for p in tree.iter_mut() {
         if p.zombie.is_some() {
@@ -75,6 +77,17 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
             dump_process(p, &mut ctx)?;
         }
     }
+    // >>> issue 5: SysV IPC objects the tree uses (dump/ipc.rs)
+    {
+        let pids = tree.iter().map(|p| p.pid).collect();
+        let ns_id = ctx.root_ids.and_then(|i| i.ipc_ns_id).unwrap_or(1);
+        let s = ipc::dump(&dir, pid, &pids, &ctx.ipc, ns_id)?;
+        debug!(
+            "pid {pid}: SysV IPC: {} segments, {} semaphore sets, {} queues",
+            s.shm, s.sem, s.msg
+        );
+    }
+    // <<< issue 5
     ctx.finish()?;
     let stats = ctx.stats;
     debug!("pid {pid}: images written");
@@ -103,6 +116,8 @@ struct DumpCtx<'a> {
     /// Shared memory objects already dumped (by shmid).
     shmem_done: std::collections::BTreeSet<u64>,
     stats: DumpStats,
+    /// SysV segments mapped by the tree (issue 5).
+    ipc: ipc::IpcUse,
 }
 
 impl DumpCtx<'_> {
@@ -348,13 +363,15 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let mut kinds = Vec::new();
     for v in &vmas {
         let (mut e, kind) = classify(v);
+        // >>> issue 5: SysV shm mappings (dump/ipc.rs); contents are
+        // dumped once per segment with the IPC objects.
         if v.is_sysv_shm() {
-            return Err(Error::unsupported(
-                pid,
-                format!("mapping {:#x}-{:#x} ({})", v.start, v.end, v.name),
-                "SysV shared memory is not supported yet",
-            ));
+            ipc::sysv_vma(pid, v, &mut e, &mut ctx.ipc)?;
+            vma_entries.push(e);
+            kinds.push((kind, v.read));
+            continue;
         }
+        // <<< issue 5
         if matches!(kind, VmaKind::FilePrivate | VmaKind::FileShared) {
             let fdflags = if kind == VmaKind::FileShared && v.has_flag("mw") {
                 libc::O_RDWR

@@ -124,9 +124,15 @@ impl Vma {
             && (self.name == "/dev/zero (deleted)" || self.name.starts_with("[anon_shmem:"))
     }
 
-    /// A System V shared memory segment (`/SYSV0000abcd (deleted)`).
+    /// A System V shared memory segment (`/SYSV0000abcd (deleted)`, the
+    /// key in hex). The inode is the shm id, which may be 0 (issue 5).
     pub fn is_sysv_shm(&self) -> bool {
-        self.inode != 0 && self.name.starts_with("/SYSV") && self.deleted()
+        self.shared
+            && self
+                .name
+                .strip_prefix("/SYSV")
+                .and_then(|r| r.strip_suffix(" (deleted)"))
+                .is_some_and(|k| k.len() == 8 && k.chars().all(|c| c.is_ascii_hexdigit()))
     }
 
     /// Backed by an inode: a regular file, a device, memfd, or shmem
@@ -357,6 +363,12 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert!(v[5].is_shared_anon() && !v[5].is_anon());
 
         assert!(v[6].is_sysv_shm());
+        // Segment id 0 shows inode 0 (issue 5).
+        let id0 = parse_maps(
+            "7f0000102000-7f0000103000 rw-s 00000000 00:01 0          /SYSV5eed0001 (deleted)\n",
+        )
+        .unwrap();
+        assert!(id0[0].is_sysv_shm() && !id0[0].is_anon());
 
         assert_eq!(v[7].name, "/tmp/a file with  spaces (deleted)");
         assert_eq!(v[7].path(), "/tmp/a file with  spaces");

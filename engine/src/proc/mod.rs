@@ -29,6 +29,7 @@ pub mod ns;
 pub mod pagemap;
 pub mod stat;
 pub mod status;
+pub mod sysvipc;
 pub mod timers;
 
 pub type Pid = i32;

@@ -70,6 +70,8 @@ pub struct Images {
     /// pipes-data.img: pipe id -> (pipe size, buffered bytes).
     pub pipe_data: BTreeMap<u32, (u32, Vec<u8>)>,
     pub zombies: Vec<Zombie>,
+    /// SysV IPC objects (issue 5, restore/ipc.rs).
+    pub ipc: super::ipc::IpcImages,
 }
 
 /// A task that had exited but was not yet reaped by its parent.
@@ -408,6 +410,7 @@ pub fn load(dir: &Path) -> Result<Images> {
         }
     }
     let pipe_data = read_pipe_data(dir)?;
+    let ipc = super::ipc::load(dir, &tasks)?; // issue 5: SysV IPC
     Ok(Images {
         dir: dir.to_path_buf(),
         inventory,
@@ -416,5 +419,6 @@ pub fn load(dir: &Path) -> Result<Images> {
         shmem,
         pipe_data,
         zombies,
+        ipc,
     })
 }

@@ -184,8 +184,11 @@ pub fn map_and_fill(
             has_pages[i] = true;
         }
     }
+    // >>> issue 5: SysV segments first, attached whole (restore/ipc.rs)
+    super::ipc::attach_shm(r, imgs, t)?;
+    // <<< issue 5
     for (i, v) in t.mm.vmas.iter().enumerate() {
-        if is_special(v) {
+        if is_special(v) || super::ipc::is_sysv(v) {
             continue;
         }
         if v.status & VMA_ANON_SHARED != 0 {

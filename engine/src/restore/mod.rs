@@ -9,6 +9,7 @@
 
 pub mod child;
 pub mod creds;
+pub mod ipc; // SysV IPC objects (issue 5)
 pub mod load;
 pub mod memory;
 pub mod signals; // pending signals (issue 3)
@@ -121,6 +122,10 @@ impl Drop for NewTree {
 
 fn restore_tree(imgs: &Images) -> Result<()> {
     check_all_free(imgs)?;
+    // >>> issue 5: SysV IPC objects, checked and created before any task
+    // (removed again on failure by the guard's Drop; restore/ipc.rs)
+    let ipc = ipc::prepare(imgs)?;
+    // <<< issue 5
     let shared = shared_files(imgs)?;
     // Plans for every live task, then nested: children inside parents.
     let mut plans = Vec::with_capacity(imgs.tasks.len());
@@ -189,8 +194,11 @@ fn restore_tree(imgs: &Images) -> Result<()> {
     let mut held = Vec::new();
     let mut shmem = memory::ShmemRegistry::default();
     for (t, (plan, file_fds, exe_fd)) in imgs.tasks.iter().zip(&plans) {
-        held.push(take_over(imgs, t, plan, file_fds, *exe_fd, &mut shmem)?);
+        held.push(take_over(
+            imgs, t, plan, file_fds, *exe_fd, &mut shmem, &ipc,
+        )?);
     }
+    ipc.finish()?; // issue 5: segments removed at dump time are removed again
     drop(shared);
     // Let them all go, children first.
     // (A task dumped stopped is in its group stop already: take_over,
@@ -632,6 +640,7 @@ fn take_over(
     file_fds: &BTreeMap<u32, RawFd>,
     exe_fd: Option<RawFd>,
     shmem: &mut memory::ShmemRegistry,
+    ipc: &ipc::IpcRestore,
 ) -> Result<(Seized, Vec<Seized>)> {
     let pid = t.pid;
     let mut task = Seized::seize_with(pid, nix::sys::ptrace::Options::PTRACE_O_TRACECLONE)?;
@@ -654,6 +663,7 @@ fn take_over(
         let scratch = map_scratch(&mut r, t)?;
         memory::map_and_fill(&mut r, imgs, t, file_fds, shmem, &mem, scratch)?;
         debug!("pid {pid}: memory restored");
+        ipc.in_task(&mut r, t, &mem, scratch)?; // issue 5: semaphore pids, last sender
         inject_shared_files(&mut r, plan)?;
         restore_mm(&mut r, &mem, scratch, t, exe_fd)?;
         for (tid, _) in &t.threads {
