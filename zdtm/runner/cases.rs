@@ -315,5 +315,47 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    // SysV IPC (issue 5): the *_recreate rows remove the objects between
+    // dump and restore, so the restore must create them again with their
+    // ids, keys and contents.
+    Case {
+        name: "sysv_shm",
+        program: Program::C("sysv_shm"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "sysv_shm_recreate",
+        program: Program::C("sysv_shm"),
+        between: Some(remove_sysvipc),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "sysv_sem_msg",
+        program: Program::C("sysv_sem_msg"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "sysv_sem_msg_recreate",
+        program: Program::C("sysv_sem_msg"),
+        between: Some(remove_sysvipc),
+        ..Case::DEFAULT
+    },
     // <<< issue 5
 ];
+
+// >>> issue 5
+/// Between-hook: remove the SysV objects the case listed in `sysvipc.ids`
+/// (lines "shm ID", "sem ID", "msg ID"); each must exist and go.
+fn remove_sysvipc(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
+    let path = dir.join("sysvipc.ids");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (kind, id) = line
+            .split_once(' ')
+            .and_then(|(k, i)| Some((k, i.trim().parse::<i32>().ok()?)))
+            .ok_or_else(|| format!("{}: bad line {line:?}", path.display()))?;
+        super::procfs::sysvipc_remove(kind, id)?;
+    }
+    Ok(())
+}
+// <<< issue 5

@@ -685,6 +685,15 @@ impl<'a> Run<'a> {
                 mounts.join(", ")
             ));
         }
+        // >>> issue 5: SysV IPC objects keyed on the work dir (ftok) must
+        // be gone; cleanup() removes them either way.
+        let ipc = procfs::sysvipc_of_dir(&self.dir);
+        if !ipc.is_empty() {
+            return Err(format!(
+                "SysV IPC objects of the case remain after the verdict (kind, key, id): {ipc:x?}"
+            ));
+        }
+        // <<< issue 5
         self.pid = None;
         Ok(())
     }
@@ -713,6 +722,12 @@ impl<'a> Run<'a> {
         };
         let pid = self.pid;
         let dir = self.dir.clone();
+        // >>> issue 5: leftover SysV objects of a failed case (removing one a
+        // live process still uses is harmless: it goes when they detach).
+        for (kind, _, id) in procfs::sysvipc_of_dir(&dir) {
+            let _ = procfs::sysvipc_remove(kind, id);
+        }
+        // <<< issue 5
         let first = kill_all(pid, &dir);
         if first.is_empty() {
             return;

@@ -63,8 +63,11 @@ pub const SHM_DEST: u32 = 0o1000;
 /// SHM_LOCKED: SHM_LOCK was applied.
 pub const SHM_LOCKED: u32 = 0o2000;
 
-/// The rows of one table, each a column-name -> text map.
-fn rows(file: &str, text: &str) -> Result<Vec<(usize, BTreeMap<String, String>)>, ParseError> {
+/// One row: its line number and its column-name -> text map.
+type RowText = (usize, BTreeMap<String, String>);
+
+/// The rows of one table.
+fn rows(file: &str, text: &str) -> Result<Vec<RowText>, ParseError> {
     let mut lines = text.lines().enumerate();
     let header: Vec<&str> = match lines.next() {
         Some((_, h)) => h.split_ascii_whitespace().collect(),

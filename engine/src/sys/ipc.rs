@@ -78,7 +78,7 @@ pub struct MsqidDs {
 }
 
 fn res(r: libc::c_long) -> nix::Result<i64> {
-    Errno::result(r).map(|r| r as i64)
+    Errno::result(r)
 }
 
 pub fn shmget(key: i32, size: u64, flags: i32) -> nix::Result<i32> {
