@@ -17,6 +17,7 @@
 //! Loading ([`load`]) and rendering ([`render_text`], [`render_json`])
 //! are separate; rendering is a pure function of the loaded images.
 
+mod ipc; // SysV IPC objects (issue 5)
 mod json;
 mod load;
 mod model;

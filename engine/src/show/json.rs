@@ -88,6 +88,9 @@ pub fn render(set: &ImageSet) -> Value {
                 .collect(),
         ),
     );
+    if !set.sysvipc.is_empty() {
+        root.insert("sysvipc".into(), super::ipc::json(&set.sysvipc)); // issue 5
+    }
     root.insert("problems".into(), json!(set.problems));
     Value::Object(root)
 }

@@ -194,6 +194,8 @@ pub struct ImageSet {
     pub files: Vec<DirFile>,
     /// Every problem found, each naming its file.
     pub problems: Vec<String>,
+    /// SysV IPC objects (issue 5).
+    pub sysvipc: super::ipc::SysvIpc,
 }
 
 impl ImageSet {
@@ -675,7 +677,12 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         }
     }
 
+    // >>> issue 5: SysV IPC objects
+    let ipc_names: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+    let sysvipc = super::ipc::load(dir, &ipc_names, &mut problems);
+    // <<< issue 5
     let mut set = ImageSet {
+        sysvipc,
         dir: dir.display().to_string(),
         manifest,
         inventory,

@@ -441,7 +441,9 @@ pub fn vma(set: &ImageSet, _task: &Task, v: &pb::VmaEntry) -> VmaView {
         let p = file_ref(set, v.shmid as u32);
         notes.push(p.clone());
         file = Some(p);
-    } else if v.status & (VMA_ANON_SHARED | VMA_AREA_SYSVIPC) != 0 {
+    } else if v.status & VMA_AREA_SYSVIPC != 0 {
+        notes.push(format!("SysV shm id {}", v.shmid)); // issue 5
+    } else if v.status & VMA_ANON_SHARED != 0 {
         match set.shmem.get(&v.shmid) {
             Some(Ok(pm)) if pm.pages_id != 0 => {
                 notes.push(format!("shmem id {} (pages-{}.img)", v.shmid, pm.pages_id))

@@ -93,6 +93,14 @@ pub fn render(set: &ImageSet) -> String {
         out.blank();
         task(&mut out, set, t);
     }
+    // >>> issue 5: SysV IPC objects, when there are any
+    if !set.sysvipc.is_empty() {
+        out.blank();
+        for (indent, l) in super::ipc::text(&set.sysvipc) {
+            out.line(indent, l);
+        }
+    }
+    // <<< issue 5
     out.blank();
     files(&mut out, set);
     out.blank();
