@@ -166,6 +166,14 @@ fn main() {
             variant: Variant::LeaveRunning,
             body: restore_pid_taken,
         },
+        // >>> issue 5
+        Spec {
+            name: "restore/sysvipc-id-or-key-taken",
+            case: || case_named("sysv_sem_msg"),
+            variant: Variant::Once,
+            body: restore_sysvipc_taken,
+        },
+        // <<< issue 5
     ];
     let cfg = std::sync::Arc::new(Config::from_env());
     let trials = specs
@@ -1210,3 +1218,116 @@ fn restore_pid_taken(run: &mut Run) -> Result<Outcome, String> {
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
 }
+
+// >>> issue 5: SysV IPC ids and keys taken at restore time
+
+/// Every SysV object of the machine: (kind, key, id).
+fn sysvipc_all() -> BTreeSet<(&'static str, i32, i32)> {
+    procfs::SYSVIPC_KINDS
+        .iter()
+        .flat_map(|&k| {
+            procfs::sysvipc_objects(k)
+                .into_iter()
+                .map(move |(key, id)| (k, key, id))
+        })
+        .collect()
+}
+
+/// A semaphore set of another program with `key`; at `id` when given
+/// (through sem_next_id, as the engine does).
+fn intruder_sem(key: i32, id: Option<i32>) -> Result<i32, String> {
+    if let Some(id) = id {
+        fs::write("/proc/sys/kernel/sem_next_id", id.to_string())
+            .map_err(|e| format!("sem_next_id: {e}"))?;
+    }
+    // SAFETY: plain syscall.
+    let got = unsafe { libc::semget(key, 2, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    let _ = fs::write("/proc/sys/kernel/sem_next_id", "-1");
+    if got < 0 {
+        return Err(format!(
+            "semget({key:#x}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if id.is_some_and(|id| id != got) {
+        let _ = procfs::sysvipc_remove("sem", got);
+        return Err(format!("the intruder got id {got}, not {id:?}"));
+    }
+    Ok(got)
+}
+
+/// Dump sysv_sem_msg, then let another program hold the semaphore set's
+/// id (with another key), then its key (at another id): each restore is
+/// refused naming the set, its id and key, and the holder, and creates
+/// nothing (no process, no IPC object). Once the intruder is gone the
+/// restore recreates the set and the case passes.
+fn restore_sysvipc_taken(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(10))
+        .map_err(|left| format!("the dumped tree is still there: {left}"))?;
+    let ids =
+        fs::read_to_string(run.path("sysvipc.ids")).map_err(|e| format!("sysvipc.ids: {e}"))?;
+    let semid: i32 = ids
+        .lines()
+        .find_map(|l| l.strip_prefix("sem ")?.trim().parse().ok())
+        .ok_or("sysvipc.ids names no semaphore set")?;
+    let key = procfs::sysvipc_objects("sem")
+        .into_iter()
+        .find(|&(_, id)| id == semid)
+        .map(|(k, _)| k)
+        .ok_or(format!("semaphore set {semid} is gone after the dump"))?;
+    procfs::sysvipc_remove("sem", semid)?;
+    let img = run.path("img-1");
+    let other_key = key ^ 0x5a5a;
+    for (what, intruder_key, at) in [
+        ("restore-id-taken", other_key, Some(semid)),
+        ("restore-key-taken", key, None),
+    ] {
+        let intruder = intruder_sem(intruder_key, at)?;
+        run.note(format!(
+            "{what}: semaphore set {intruder} (key {intruder_key:#x}) of another program"
+        ));
+        let before = sysvipc_all();
+        let args = restore_args(run, &img, what);
+        let out = expect_failure(run, what, &img, args);
+        let after = sysvipc_all();
+        let _ = procfs::sysvipc_remove("sem", intruder);
+        let out = out?;
+        expect_mentions(
+            what,
+            &out,
+            &[
+                &["semaphore set"],
+                &[&format!("set {semid} (key {:#x})", key as u32)],
+                &[&format!("{:#x}", intruder_key as u32)],
+                &[if at.is_some() {
+                    "id is taken"
+                } else {
+                    "key is held"
+                }],
+            ],
+        )?;
+        expect_pid(what, &out, intruder)?;
+        expect_nothing_restored(run, pid, what)?;
+        if before != after {
+            return Err(format!(
+                "the refused {what} changed the SysV objects: before {before:x?}, after {after:x?}"
+            ));
+        }
+    }
+    let st = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "restore without the intruder failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+// <<< issue 5
