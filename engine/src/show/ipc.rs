@@ -18,8 +18,11 @@ pub struct SysvIpc {
     /// (namespace id, entry, values)
     pub sem: Vec<(u32, pb::IpcSemEntry, Vec<u16>)>,
     /// (namespace id, entry, (mtype, size) per message)
-    pub msg: Vec<(u32, pb::IpcMsgEntry, Vec<(u64, u32)>)>,
+    pub msg: Vec<(u32, pb::IpcMsgEntry, Vec<MsgSize>)>,
 }
+
+/// A message's type and size.
+pub type MsgSize = (u64, u32);
 
 impl SysvIpc {
     pub fn is_empty(&self) -> bool {
