@@ -173,6 +173,12 @@ fn main() {
             variant: Variant::Once,
             body: restore_sysvipc_taken,
         },
+        Spec {
+            name: "restore/sysvipc-created-then-failed",
+            case: || case_named("sysv_shm"),
+            variant: Variant::Once,
+            body: restore_sysvipc_rollback,
+        },
         // <<< issue 5
     ];
     let cfg = std::sync::Arc::new(Config::from_env());
@@ -1221,9 +1227,10 @@ fn restore_pid_taken(run: &mut Run) -> Result<Outcome, String> {
 
 // >>> issue 5: SysV IPC ids and keys taken at restore time
 
-/// Every SysV object of the machine: (kind, key, id).
-fn sysvipc_all() -> BTreeSet<(&'static str, i32, i32)> {
-    procfs::SYSVIPC_KINDS
+/// Every SysV object of the machine of these kinds: (kind, key, id).
+/// (The two SysV trials use different kinds, so they can run in parallel.)
+fn sysvipc_all(kinds: &[&'static str]) -> BTreeSet<(&'static str, i32, i32)> {
+    kinds
         .iter()
         .flat_map(|&k| {
             procfs::sysvipc_objects(k)
@@ -1292,10 +1299,10 @@ fn restore_sysvipc_taken(run: &mut Run) -> Result<Outcome, String> {
         run.note(format!(
             "{what}: semaphore set {intruder} (key {intruder_key:#x}) of another program"
         ));
-        let before = sysvipc_all();
+        let before = sysvipc_all(&["sem", "msg"]);
         let args = restore_args(run, &img, what);
         let out = expect_failure(run, what, &img, args);
-        let after = sysvipc_all();
+        let after = sysvipc_all(&["sem", "msg"]);
         let _ = procfs::sysvipc_remove("sem", intruder);
         let out = out?;
         expect_mentions(
@@ -1324,6 +1331,63 @@ fn restore_sysvipc_taken(run: &mut Run) -> Result<Outcome, String> {
     if !st.success() {
         return Err(format!(
             "restore without the intruder failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// Dump sysv_shm, remove its keyed segments (so the restore must create
+/// them again) and hide the case's log file (so the restore fails after
+/// creating them, when it opens the files the tasks share): the failed
+/// restore leaves no process and no SysV object behind. With the log back
+/// the restore succeeds and the case passes.
+fn restore_sysvipc_rollback(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(10))
+        .map_err(|left| format!("the dumped tree is still there: {left}"))?;
+    let ids =
+        fs::read_to_string(run.path("sysvipc.ids")).map_err(|e| format!("sysvipc.ids: {e}"))?;
+    for id in ids
+        .lines()
+        .filter_map(|l| l.strip_prefix("shm ")?.trim().parse().ok())
+    {
+        procfs::sysvipc_remove("shm", id)?;
+    }
+    let log = run.path("sysv_shm.out.inprogress");
+    let hidden = run.path("hidden.out.inprogress");
+    fs::rename(&log, &hidden).map_err(|e| format!("hiding {}: {e}", log.display()))?;
+    let before = sysvipc_all(&["shm"]);
+    let img = run.path("img-1");
+    let args = restore_args(run, &img, "restore-no-log");
+    let out = expect_failure(run, "restore-no-log", &img, args);
+    let after = sysvipc_all(&["shm"]);
+    fs::rename(&hidden, &log).map_err(|e| format!("restoring {}: {e}", log.display()))?;
+    let out = out?;
+    expect_mentions("restore-no-log", &out, &[&["sysv_shm.out.inprogress"]])?;
+    expect_nothing_restored(run, pid, "restore-no-log")?;
+    let created = fs::read_to_string(run.path("restore-no-log.log")).unwrap_or_default();
+    if !created.contains("created again") {
+        return Err(format!(
+            "the failed restore did not get as far as creating the segments (its log: {})",
+            created.trim()
+        ));
+    }
+    if before != after {
+        return Err(format!(
+            "the failed restore left SysV objects behind: before {before:x?}, after {after:x?}"
+        ));
+    }
+    let st = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "restore with the log back failed ({st}): {}",
             console(run, "restore-1").trim()
         ));
     }
