@@ -47,6 +47,11 @@ enum Cmd {
         /// Accepted for CRIU compatibility: the tree's terminal is left as is.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        /// Also dump this SysV IPC object (shm:ID, sem:ID or msg:ID; may
+        /// be repeated or comma-separated): for objects the tree created
+        /// but never used, which the dump cannot tell are the tree's.
+        #[arg(long = "ipc-id", value_name = "KIND:ID", value_delimiter = ',')]
+        ipc_ids: Vec<String>,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
             dir,
             leave_running,
             shell_job: _,
+            ipc_ids,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
                 pid,
                 dir: dir.clone(),
                 leave_running,
+                ipc_ids,
             });
             (
                 "dump",

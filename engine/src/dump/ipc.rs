@@ -62,6 +62,33 @@ use crate::sys::ipc as sys;
 #[derive(Debug, Default)]
 pub struct IpcUse {
     pub shm: BTreeMap<i32, (Pid, u64)>,
+    /// Named on the command line (`--ipc-id KIND:ID`): dumped whoever used
+    /// them; each must exist.
+    pub explicit: Vec<(&'static str, i32)>,
+}
+
+/// Parse `--ipc-id` values: "shm:ID", "sem:ID" or "msg:ID".
+pub fn parse_ids(v: &[String]) -> Result<Vec<(&'static str, i32)>> {
+    v.iter()
+        .map(|s| {
+            let (kind, id) = s.split_once(':').unwrap_or((s, ""));
+            let kind = match kind {
+                "shm" => "shm",
+                "sem" => "sem",
+                "msg" => "msg",
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "--ipc-id {s:?}: the kind must be shm, sem or msg (as in shm:32769)"
+                    )))
+                }
+            };
+            let id =
+                id.parse::<i32>().ok().filter(|&i| i >= 0).ok_or_else(|| {
+                    Error::Usage(format!("--ipc-id {s:?}: {id:?} is not an IPC id"))
+                })?;
+            Ok((kind, id))
+        })
+        .collect()
 }
 
 /// What was dumped, for the log.
@@ -140,6 +167,19 @@ pub fn dump(
     }
     let mut stats = IpcStats::default();
     let touched = |p: Pid| p > 0 && pids.contains(&p);
+    let named = |kind: &str, id: i32| used.explicit.contains(&(kind, id));
+    for &(kind, id) in &used.explicit {
+        let there = match kind {
+            "shm" => sysvipc::read_shm(root)?.iter().any(|s| s.perm.id == id),
+            "sem" => sysvipc::read_sem(root)?.iter().any(|s| s.perm.id == id),
+            _ => sysvipc::read_msg(root)?.iter().any(|s| s.perm.id == id),
+        };
+        if !there {
+            return Err(Error::Usage(format!(
+                "--ipc-id {kind}:{id}: there is no such object in the tree's IPC namespace"
+            )));
+        }
+    }
 
     // Shared memory.
     let table = sysvipc::read_shm(root)?;
@@ -154,7 +194,12 @@ pub fn dump(
     }
     let shms: Vec<_> = table
         .iter()
-        .filter(|s| used.shm.contains_key(&s.perm.id) || touched(s.cpid) || touched(s.lpid))
+        .filter(|s| {
+            used.shm.contains_key(&s.perm.id)
+                || touched(s.cpid)
+                || touched(s.lpid)
+                || named("shm", s.perm.id)
+        })
         .collect();
     if !shms.is_empty() {
         dir.write_stream(&format!("ipcns-shm-{ns_id}.img"), |w| {
@@ -191,7 +236,9 @@ pub fn dump(
                 Err(e) => return Err(Error::sys(root, format!("{}: semctl(GETPID)", what()), e)),
             }
         }
-        if sempids.len() != s.nsems as usize || !sempids.iter().any(|&p| touched(p)) {
+        if sempids.len() != s.nsems as usize
+            || !(sempids.iter().any(|&p| touched(p)) || named("sem", id))
+        {
             continue;
         }
         let values = sys::semctl_getall(id, s.nsems as usize)
@@ -218,7 +265,7 @@ pub fn dump(
     // Message queues.
     let mut queues = Vec::new();
     for q in sysvipc::read_msg(root)? {
-        if !(touched(q.lspid) || touched(q.lrpid)) {
+        if !(touched(q.lspid) || touched(q.lrpid) || named("msg", q.perm.id)) {
             continue;
         }
         let id = q.perm.id;
@@ -263,4 +310,22 @@ pub fn dump(
         stats.msg = queues.len();
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipc_id_option() {
+        let v: Vec<String> = ["shm:0", "sem:32769", "msg:7"].map(String::from).to_vec();
+        assert_eq!(
+            parse_ids(&v).unwrap(),
+            vec![("shm", 0), ("sem", 32769), ("msg", 7)]
+        );
+        for bad in ["shm", "shm:", "pipe:3", "sem:-1", "msg:x", "7"] {
+            let e = parse_ids(&[bad.to_string()]).unwrap_err().to_string();
+            assert!(e.contains("--ipc-id") && e.contains(bad), "{bad}: {e}");
+        }
+    }
 }

@@ -35,6 +35,8 @@ pub struct DumpOptions {
     pub pid: Pid,
     pub dir: PathBuf,
     pub leave_running: bool,
+    /// SysV IPC objects to dump whoever used them, "shm:ID" etc. (issue 5).
+    pub ipc_ids: Vec<String>,
 }
 
 /// What was dumped, for the summary line.
@@ -56,6 +58,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     if st.state == 'Z' || st.state == 'X' {
         return Err(Error::task(pid, "dump", "the task is a zombie or dead"));
     }
+    let ipc_explicit = ipc::parse_ids(&opts.ipc_ids)?; // issue 5
     let dir = ImageDir::create(&opts.dir)?;
     let mut tree = freeze::freeze_tree(pid)?;
     let mut ctx = DumpCtx {
@@ -68,7 +71,10 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         root_ids: None,
         shmem_done: Default::default(),
         stats: DumpStats::default(),
-        ipc: Default::default(), // issue 5
+        ipc: ipc::IpcUse {
+            explicit: ipc_explicit,
+            ..Default::default()
+        }, // issue 5
     };
     for p in tree.iter_mut() {
         if p.zombie.is_some() {
