@@ -29,9 +29,11 @@
 //! restore keeps the markers it can (semaphore pids, the last sender of a
 //! queue: see restore/ipc.rs) so that the next dump finds the same objects.
 //!
-//! A tree in an IPC namespace of its own would be dumped whole, but the
-//! restore does not create namespaces yet: such a tree is refused if it
-//! maps a SysV segment, and its other IPC objects are not dumped.
+//! A tree in an IPC namespace of its own would be dumped whole (every
+//! object there is the tree's), but the restore does not create
+//! namespaces yet: such a tree is refused if its namespace holds any SysV
+//! object (looked at from a helper thread that joins it), and dumped as
+//! before if the namespace is empty.
 //!
 //! # Reading contents without changing anything
 //!
@@ -137,6 +139,32 @@ fn desc(p: &Perm) -> pb::IpcDescEntry {
     }
 }
 
+/// The number of SysV objects in `pid`'s IPC namespace: /proc/sysvipc
+/// shows the namespace of the reader, so a helper thread joins it
+/// (setns(CLONE_NEWIPC) changes only the calling thread) and reads there.
+fn count_in_ns(pid: Pid) -> Result<usize> {
+    let path = format!("/proc/{pid}/ns/ipc");
+    let ns = std::fs::File::open(&path)
+        .map_err(|e| Error::io(&path, format!("pid {pid}: its IPC namespace"), e))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<usize> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWIPC)
+                .map_err(|e| Error::sys(pid, "setns into its IPC namespace", e))?;
+            Ok(sysvipc::read_shm(pid)?.len()
+                + sysvipc::read_sem(pid)?.len()
+                + sysvipc::read_msg(pid)?.len())
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::task(
+                pid,
+                "IPC namespace",
+                "the helper thread panicked",
+            ))
+        })
+    })
+}
+
 /// Zero bytes that pad `n` up to a multiple of `align`.
 fn pad(n: u64, align: u64) -> Vec<u8> {
     vec![0u8; (n.div_ceil(align) * align - n) as usize]
@@ -162,7 +190,15 @@ pub fn dump(
                 "the tree has an IPC namespace of its own, which ckpt cannot restore yet",
             ));
         }
-        debug!("pid {root}: own IPC namespace without SysV mappings: no IPC objects dumped");
+        let n = count_in_ns(root)?;
+        if n > 0 {
+            return Err(Error::unsupported(
+                root,
+                format!("IPC namespace ipc:[{theirs}] ({n} SysV objects)"),
+                "the tree has an IPC namespace of its own, which ckpt cannot restore yet",
+            ));
+        }
+        debug!("pid {root}: own IPC namespace without SysV objects: nothing to dump");
         return Ok(IpcStats::default());
     }
     let mut stats = IpcStats::default();
