@@ -174,6 +174,12 @@ fn main() {
             body: restore_sysvipc_taken,
         },
         Spec {
+            name: "restore/truncated-ipcns-shm-resealed",
+            case: || case_named("sysv_shm"),
+            variant: Variant::Once,
+            body: |r| restore_damaged(r, truncate_ipcns_shm_resealed),
+        },
+        Spec {
             name: "restore/sysvipc-created-then-failed",
             case: || case_named("sysv_shm"),
             variant: Variant::Once,
@@ -1393,5 +1399,34 @@ fn restore_sysvipc_rollback(run: &mut Run) -> Result<Outcome, String> {
     }
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
+}
+
+/// The segment contents of ipcns-shm-N.img cut short (manifest updated,
+/// so only the IPC loader can notice): refused before anything exists.
+fn truncate_ipcns_shm_resealed(
+    dir: &Path,
+    _pid: i32,
+) -> Result<(String, Vec<Vec<String>>), String> {
+    let name = fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n.starts_with("ipcns-shm-"))
+        .ok_or("test setup: the dump has no ipcns-shm image")?;
+    let p = dir.join(&name);
+    let len = fs::metadata(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?
+        .len();
+    let cut = len - 100;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .and_then(|f| f.set_len(cut))
+        .map_err(|e| format!("truncate {}: {e}", p.display()))?;
+    let d = images::hash_file(&p).map_err(|e| e.to_string())?;
+    reseal(dir, &name, d)?;
+    Ok((
+        format!("truncated {name} from {len} to {cut} bytes (manifest updated)"),
+        vec![vec![name], vec!["truncated".into(), "expected".into()]],
+    ))
 }
 // <<< issue 5
