@@ -311,7 +311,13 @@ pub fn dump(
         let mut msgs = Vec::with_capacity(ds.qnum as usize);
         let max = (ds.cbytes as usize).max(1);
         for i in 0..ds.qnum {
-            let m = sys::msg_copy(id, i, max).map_err(|e| match e {
+            let m = sys::msg_copy(id, i, max);
+            // Another program (the tree is frozen) took messages meanwhile:
+            // the queue is what is left.
+            if m == Err(nix::errno::Errno::ENOMSG) {
+                break;
+            }
+            let m = m.map_err(|e| match e {
                 nix::errno::Errno::ENOSYS => Error::unsupported(
                     root,
                     what(),
