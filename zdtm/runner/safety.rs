@@ -1233,16 +1233,65 @@ fn restore_pid_taken(run: &mut Run) -> Result<Outcome, String> {
 
 // >>> issue 5: SysV IPC ids and keys taken at restore time
 
-/// Every SysV object of the machine of these kinds: (kind, key, id).
-/// (The two SysV trials use different kinds, so they can run in parallel.)
-fn sysvipc_all(kinds: &[&'static str]) -> BTreeSet<(&'static str, i32, i32)> {
-    kinds
+/// The SysV objects (kind, id) an image directory holds, read from its
+/// ipcns-{shm,sem,msg}-N.img.
+fn image_ipc_ids(img: &Path) -> Result<BTreeSet<(&'static str, i32)>, String> {
+    let mut out = BTreeSet::new();
+    let names: Vec<String> = fs::read_dir(img)
+        .map_err(|e| format!("{}: {e}", img.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let err = |e: images::ImageError| e.to_string();
+    for n in names {
+        let p = img.join(&n);
+        if n.starts_with("ipcns-shm-") {
+            let mut r = ImageReader::open(&p, Magic::IpcnsShm).map_err(err)?;
+            while let Some(e) = r.read_entry::<pb::IpcShmEntry>().map_err(err)? {
+                r.skip_raw(e.size.div_ceil(4) * 4).map_err(err)?;
+                out.insert(("shm", e.desc.id as i32));
+            }
+        } else if n.starts_with("ipcns-sem-") {
+            let mut r = ImageReader::open(&p, Magic::IpcnsSem).map_err(err)?;
+            while let Some(e) = r.read_entry::<pb::IpcSemEntry>().map_err(err)? {
+                r.skip_raw((e.nsems as u64 * 2).div_ceil(8) * 8)
+                    .map_err(err)?;
+                out.insert(("sem", e.desc.id as i32));
+            }
+        } else if n.starts_with("ipcns-msg-") {
+            let mut r = ImageReader::open(&p, Magic::IpcnsMsg).map_err(err)?;
+            while let Some(e) = r.read_entry::<pb::IpcMsgEntry>().map_err(err)? {
+                for _ in 0..e.qnum {
+                    let m: pb::IpcMsg = r
+                        .read_entry()
+                        .map_err(err)?
+                        .ok_or("ipcns-msg: a queue ends early")?;
+                    r.skip_raw((m.msize as u64).div_ceil(8) * 8).map_err(err)?;
+                }
+                out.insert(("msg", e.desc.id as i32));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "test setup: {} holds no SysV objects",
+            img.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// The live objects (kind, key, id) with the ids of `ids`: what a restore
+/// of that image could create or change. (Only these: SysV trials run in
+/// parallel, and ids are unique on the machine.)
+fn sysvipc_live(ids: &BTreeSet<(&'static str, i32)>) -> BTreeSet<(&'static str, i32, i32)> {
+    procfs::SYSVIPC_KINDS
         .iter()
         .flat_map(|&k| {
             procfs::sysvipc_objects(k)
                 .into_iter()
                 .map(move |(key, id)| (k, key, id))
         })
+        .filter(|&(k, _, id)| ids.contains(&(k, id)))
         .collect()
 }
 
@@ -1296,6 +1345,7 @@ fn restore_sysvipc_taken(run: &mut Run) -> Result<Outcome, String> {
         .ok_or(format!("semaphore set {semid} is gone after the dump"))?;
     procfs::sysvipc_remove("sem", semid)?;
     let img = run.path("img-1");
+    let dumped = image_ipc_ids(&img)?;
     let other_key = key ^ 0x5a5a;
     for (what, intruder_key, at) in [
         ("restore-id-taken", other_key, Some(semid)),
@@ -1305,10 +1355,10 @@ fn restore_sysvipc_taken(run: &mut Run) -> Result<Outcome, String> {
         run.note(format!(
             "{what}: semaphore set {intruder} (key {intruder_key:#x}) of another program"
         ));
-        let before = sysvipc_all(&["sem", "msg"]);
+        let before = sysvipc_live(&dumped);
         let args = restore_args(run, &img, what);
         let out = expect_failure(run, what, &img, args);
-        let after = sysvipc_all(&["sem", "msg"]);
+        let after = sysvipc_live(&dumped);
         let _ = procfs::sysvipc_remove("sem", intruder);
         let out = out?;
         expect_mentions(
@@ -1369,11 +1419,17 @@ fn restore_sysvipc_rollback(run: &mut Run) -> Result<Outcome, String> {
     let log = run.path("sysv_shm.out.inprogress");
     let hidden = run.path("hidden.out.inprogress");
     fs::rename(&log, &hidden).map_err(|e| format!("hiding {}: {e}", log.display()))?;
-    let before = sysvipc_all(&["shm"]);
     let img = run.path("img-1");
+    let dumped = image_ipc_ids(&img)?;
+    let before = sysvipc_live(&dumped);
+    if !before.is_empty() {
+        return Err(format!(
+            "test setup: the segments are still there: {before:x?}"
+        ));
+    }
     let args = restore_args(run, &img, "restore-no-log");
     let out = expect_failure(run, "restore-no-log", &img, args);
-    let after = sysvipc_all(&["shm"]);
+    let after = sysvipc_live(&dumped);
     fs::rename(&hidden, &log).map_err(|e| format!("restoring {}: {e}", log.display()))?;
     let out = out?;
     expect_mentions("restore-no-log", &out, &[&["sysv_shm.out.inprogress"]])?;

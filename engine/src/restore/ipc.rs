@@ -724,7 +724,10 @@ impl Drop for IpcRestore {
 /// Attach every SysV mapping of `t` at its address, in the task (remote
 /// shmat), before the rest of its memory is mapped: one attach per (segment,
 /// address) covers the whole segment, so the parts the task had unmapped
-/// are unmapped again and each mapping gets its protection.
+/// are unmapped again and each mapping gets its protection. (The scratch
+/// page and the vDSO's temporary place are chosen among the dumped
+/// mappings only; they could in principle fall into such an unmapped part
+/// and make shmat fail with EINVAL, naming the segment.)
 pub fn attach_shm(r: &mut Remote<'_>, imgs: &Images, t: &TaskImages) -> Result<()> {
     let pid = t.pid;
     let mut groups: BTreeMap<(u64, u64), Vec<&pb::VmaEntry>> = BTreeMap::new();
