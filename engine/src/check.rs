@@ -151,6 +151,15 @@ pub fn run() -> i32 {
             why: "restoring monotonic clocks",
             result: file_exists("/proc/self/ns/time"),
         },
+        // issue 5: SysV objects get their ids back through next_id
+        Probe {
+            name: "SysV IPC ids",
+            required: false,
+            why: "recreating SysV IPC objects with their ids",
+            result: file_exists("/proc/sys/kernel/shm_next_id")
+                .and_then(|_| file_exists("/proc/sys/kernel/sem_next_id"))
+                .and_then(|_| file_exists("/proc/sys/kernel/msg_next_id")),
+        },
         Probe {
             name: "CAP_SYS_RESOURCE",
             required: false,
