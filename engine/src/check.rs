@@ -158,7 +158,8 @@ pub fn run() -> i32 {
             why: "recreating SysV IPC objects with their ids",
             result: file_exists("/proc/sys/kernel/shm_next_id")
                 .and_then(|_| file_exists("/proc/sys/kernel/sem_next_id"))
-                .and_then(|_| file_exists("/proc/sys/kernel/msg_next_id")),
+                .and_then(|_| file_exists("/proc/sys/kernel/msg_next_id"))
+                .map(|_| "/proc/sys/kernel/{shm,sem,msg}_next_id".to_string()),
         },
         Probe {
             name: "CAP_SYS_RESOURCE",
