@@ -94,7 +94,7 @@ int main(int argc, char **argv)
 	struct semid_ds sds;
 	struct msqid_ds mds;
 	key_t keys, keyq;
-	int status, i;
+	int status, i, lock;
 	pid_t pid;
 	FILE *f;
 
@@ -104,8 +104,10 @@ int main(int argc, char **argv)
 
 	keys = ftok(".", 3);
 	keyq = ftok(".", 4);
+	lock = test_sysvipc_lock();
 	semid = semget(keys, NSEMS, IPC_CREAT | IPC_EXCL | 0640);
 	msqid = msgget(keyq, IPC_CREAT | IPC_EXCL | 0600);
+	test_sysvipc_unlock(lock);
 	if (semid < 0 || msqid < 0) {
 		pr_perror("semget/msgget");
 		remove_all();

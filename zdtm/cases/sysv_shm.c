@@ -219,7 +219,7 @@ static void check_seg(int id, key_t key, size_t size, int mode, int dest)
 int main(int argc, char **argv)
 {
 	key_t keya, keyc;
-	int n, status;
+	int n, status, lock;
 	pid_t pid;
 	FILE *f;
 
@@ -227,9 +227,11 @@ int main(int argc, char **argv)
 
 	keya = ftok(".", 1);
 	keyc = ftok(".", 2);
+	lock = test_sysvipc_lock();
 	ida = shmget(keya, 6 * PS, IPC_CREAT | IPC_EXCL | 0600);
 	idb = shmget(IPC_PRIVATE, 2 * PS, IPC_CREAT | 0600);
 	idc = shmget(keyc, 3 * PS, IPC_CREAT | IPC_EXCL | 0640);
+	test_sysvipc_unlock(lock);
 	if (ida < 0 || idb < 0 || idc < 0) {
 		pr_perror("shmget");
 		remove_all();

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -398,4 +399,21 @@ int test_wait_exit(pid_t pid, int *status, int secs)
 	waitpid(pid, status, 0);
 	errno = ETIMEDOUT;
 	return -1;
+}
+
+int test_sysvipc_lock(void)
+{
+	int fd = open("/run/lock/ckpt-sysvipc.lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+
+	if (fd >= 0 && flock(fd, LOCK_EX)) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+void test_sysvipc_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
 }

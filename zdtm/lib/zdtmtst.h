@@ -215,4 +215,14 @@ extern int set_nonblock(int fd, int on);
 extern int read_data(int fd, unsigned char *buf, int len);
 extern int write_data(int fd, const unsigned char *buf, int len);
 
+/*
+ * Hold ckpt's SysV IPC lock (/run/lock/ckpt-sysvipc.lock, flock) while
+ * creating SysV objects: a ckpt restore running in parallel (another case)
+ * sets kernel.{shm,sem,msg}_next_id under that lock, and an object created
+ * meanwhile would take the id meant for the restored one. Returns the fd
+ * to pass to test_sysvipc_unlock (or -1, then nothing is held).
+ */
+extern int test_sysvipc_lock(void);
+extern void test_sysvipc_unlock(int fd);
+
 #endif /* ZDTM_ZDTMTST_H */

@@ -23,11 +23,15 @@
 //!   id, key and holder. All the checks run before the first object is
 //!   created.
 //!
-//! Creation is serialized between ckpt processes by a lock file, but not
-//! against other programs of the machine: one that creates an object
-//! between our write of next_id and our get takes the id. The result is
-//! checked and the restore then fails cleanly rather than restoring a
-//! wrong id.
+//! Creation is serialized between ckpt processes by a lock file
+//! (/run/lock/ckpt-sysvipc.lock, flock; programs that create SysV objects
+//! while restores run may take it too, as the zdtm cases do). Other
+//! programs can create an object between our write of next_id and our
+//! get: if it took another id, ours is removed and created again; if it
+//! took ours, the restore fails cleanly rather than restoring a wrong id.
+//! Ids are `seq * 32768 + index` and the kernel allocates by index: an
+//! object at the same index with another sequence number blocks the id
+//! as much as one with the same id, and is refused the same way.
 //!
 //! Objects created by a restore that then fails are removed again
 //! ([`IpcRestore`]'s Drop); reused ones are left as they were.
@@ -369,6 +373,15 @@ fn difference(d: &pb::IpcDescEntry, size: u64, kind: Kind, live: &Live) -> Optio
     None
 }
 
+/// Ids are `seq * SLOTS + index`; the kernel allocates by index, so an
+/// object at the same index with another sequence number blocks the id
+/// (IPCMNI; 32768 unless the kernel was booted with ipcmni_extend).
+const SLOTS: i32 = 32768;
+
+fn same_slot(a: i32, b: i32) -> bool {
+    a.rem_euclid(SLOTS) == b.rem_euclid(SLOTS)
+}
+
 /// What to do with one dumped object.
 #[derive(Debug, PartialEq, Eq)]
 enum Plan {
@@ -392,6 +405,12 @@ fn plan(
                 describe(kind, l)
             )),
         };
+    }
+    if let Some(l) = live.iter().find(|l| same_slot(l.perm.id, d.id as i32)) {
+        return Err(format!(
+            "{what}: the id's slot is taken by another object, {} (ids that differ by a multiple of {SLOTS} share a slot)",
+            describe(kind, l)
+        ));
     }
     if d.key != 0 {
         if let Some(l) = live.iter().find(|l| l.perm.key as u32 == d.key) {
@@ -438,6 +457,36 @@ fn lock(root: Pid) -> Result<nix::fcntl::Flock<std::fs::File>> {
         .map_err(|(_, e)| Error::sys(root, format!("flock {path}"), e))
 }
 
+/// The objects of one kind in the engine's IPC namespace.
+fn live_objects(root: Pid, kind: Kind) -> Result<Vec<Live>> {
+    Ok(match kind {
+        Kind::Shm => sysvipc::read_shm(root)?
+            .iter()
+            .map(|s| Live {
+                perm: s.perm,
+                size: s.size,
+                cpid: s.cpid,
+            })
+            .collect(),
+        Kind::Sem => sysvipc::read_sem(root)?
+            .iter()
+            .map(|s| Live {
+                perm: s.perm,
+                size: s.nsems as u64,
+                cpid: 0,
+            })
+            .collect(),
+        Kind::Msg => sysvipc::read_msg(root)?
+            .iter()
+            .map(|s| Live {
+                perm: s.perm,
+                size: 0,
+                cpid: 0,
+            })
+            .collect(),
+    })
+}
+
 fn set_next_id(root: Pid, kind: Kind, id: i32) -> Result<()> {
     let path = format!("/proc/sys/kernel/{}_next_id", kind.name());
     std::fs::write(&path, id.to_string()).map_err(|e| {
@@ -460,30 +509,9 @@ pub fn prepare(imgs: &Images) -> Result<IpcRestore> {
         return Ok(out);
     }
     out._lock = Some(lock(root)?);
-    let shm_live: Vec<Live> = sysvipc::read_shm(root)?
-        .iter()
-        .map(|s| Live {
-            perm: s.perm,
-            size: s.size,
-            cpid: s.cpid,
-        })
-        .collect();
-    let sem_live: Vec<Live> = sysvipc::read_sem(root)?
-        .iter()
-        .map(|s| Live {
-            perm: s.perm,
-            size: s.nsems as u64,
-            cpid: 0,
-        })
-        .collect();
-    let msg_live: Vec<Live> = sysvipc::read_msg(root)?
-        .iter()
-        .map(|s| Live {
-            perm: s.perm,
-            size: 0,
-            cpid: 0,
-        })
-        .collect();
+    let shm_live = live_objects(root, Kind::Shm)?;
+    let sem_live = live_objects(root, Kind::Sem)?;
+    let msg_live = live_objects(root, Kind::Msg)?;
     let refuse = |why: String| {
         Error::task(
             root,
@@ -589,20 +617,48 @@ impl IpcRestore {
         let root = self.root;
         let want = d.id as i32;
         let what = format!("{} {want} (key {:#x})", kind.noun(), d.key);
-        set_next_id(root, kind, want)?;
         let flags = sys::IPC_CREAT | sys::IPC_EXCL | (d.mode & 0o777) as i32;
-        let got = sys::as_creator(d.cuid, d.cgid, || get(d.key as i32, flags));
-        // The kernel resets next_id when it allocates; not on failure.
-        let _ = set_next_id(root, kind, -1);
-        let got = got.map_err(|e| Error::sys(root, format!("{what}: creating it again"), e))?;
+        let mut attempt = 0;
+        let got = loop {
+            set_next_id(root, kind, want)?;
+            let got = sys::as_creator(d.cuid, d.cgid, || get(d.key as i32, flags));
+            // The kernel resets next_id when it allocates; not on failure.
+            let _ = set_next_id(root, kind, -1);
+            let got = got.map_err(|e| Error::sys(root, format!("{what}: creating it again"), e))?;
+            if got == want {
+                break got;
+            }
+            // A program that does not take our lock created an object
+            // between our write of next_id and our get: it took either
+            // next_id (then the id is taken now) or another id (then try
+            // again).
+            let _ = remove(kind, got);
+            let live = live_objects(root, kind)?;
+            if let Err(why) = plan(kind, d, 0, &live).map(|_| ()).and_then(|()| {
+                match live.iter().find(|l| same_slot(l.perm.id, want)) {
+                    Some(l) => Err(format!(
+                        "{what}: taken while it was being created, by {}",
+                        describe(kind, l)
+                    )),
+                    None => Ok(()),
+                }
+            }) {
+                return Err(Error::task(
+                    root,
+                    "restore of SysV IPC objects",
+                    format!("{why}; nothing was restored"),
+                ));
+            }
+            attempt += 1;
+            if attempt == 3 {
+                return Err(Error::task(
+                    root,
+                    what,
+                    format!("the kernel gave id {got} three times over (other programs keep creating objects); nothing was restored"),
+                ));
+            }
+        };
         self.created.push((kind, got));
-        if got != want {
-            return Err(Error::task(
-                root,
-                what,
-                format!("the kernel gave id {got} (another program created an object at the same moment, or the id's slot is busy); nothing was restored"),
-            ));
-        }
         let set = match kind {
             Kind::Shm => sys::shmctl_set(got, d.uid, d.gid, d.mode & 0o777),
             Kind::Sem => sys::semctl_set(got, d.uid, d.gid, d.mode & 0o777),
@@ -703,15 +759,18 @@ impl IpcRestore {
     }
 }
 
+fn remove(kind: Kind, id: i32) -> nix::Result<()> {
+    match kind {
+        Kind::Shm => sys::shmctl_cmd(id, sys::IPC_RMID),
+        Kind::Sem => sys::semctl_rmid(id),
+        Kind::Msg => sys::msgctl_rmid(id),
+    }
+}
+
 impl Drop for IpcRestore {
     fn drop(&mut self) {
         for &(kind, id) in self.created.iter().rev() {
-            let r = match kind {
-                Kind::Shm => sys::shmctl_cmd(id, sys::IPC_RMID),
-                Kind::Sem => sys::semctl_rmid(id),
-                Kind::Msg => sys::msgctl_rmid(id),
-            };
-            if let Err(e) = r {
+            if let Err(e) = remove(kind, id) {
                 warn!(
                     "{} {id}: removing it after the failed restore: {e}",
                     kind.noun()
@@ -873,6 +932,17 @@ mod tests {
             assert!(e.contains(why), "{e}");
             assert!(e.contains("created by pid 77"), "{e}");
         }
+    }
+
+    #[test]
+    fn taken_slot_is_refused() {
+        let l = live(5 + 32768, 0x77, 1, 4096);
+        let e = plan(Kind::Shm, &desc(5, 0x42), 4096, &[l]).unwrap_err();
+        assert!(
+            e.contains("the id's slot is taken by another object, SysV segment 32773"),
+            "{e}"
+        );
+        assert!(same_slot(32769, 1) && !same_slot(2, 1));
     }
 
     #[test]
