@@ -105,6 +105,38 @@ fn load_msg(path: &Path, ns: u32, out: &mut SysvIpc) -> R {
     Ok(())
 }
 
+/// Every SysV mapping of every task refers to a segment of the images and
+/// lies inside it (as restore checks).
+pub fn cross_check(set: &super::ImageSet) -> Vec<String> {
+    const SYSVIPC: u32 = 1 << 10;
+    let mut out = Vec::new();
+    for t in &set.tasks {
+        let Ok(mm) = &t.mm else { continue };
+        for v in mm.vmas.iter().filter(|v| v.status & SYSVIPC != 0) {
+            let seg = set
+                .sysvipc
+                .shm
+                .iter()
+                .find(|(_, e)| e.desc.id as u64 == v.shmid);
+            let what = format!(
+                "mm-{}.img: SysV mapping {:#x}-{:#x} refers to segment {}",
+                t.pid(),
+                v.start,
+                v.end,
+                v.shmid
+            );
+            match seg {
+                None => out.push(format!("{what}, which no ipcns-shm image has")),
+                Some((_, e)) if v.pgoff + (v.end - v.start) > e.size.div_ceil(4096) * 4096 => {
+                    out.push(format!("{what}, which is only {} bytes", e.size))
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// SHM_DEST / SHM_LOCKED, shown after the mode.
 fn mode_text(mode: u32) -> String {
     let mut s = format!("{:04o}", mode & 0o777);

@@ -696,6 +696,8 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
     };
     let found = cross_check(&set);
     set.problems.extend(found);
+    let found = super::ipc::cross_check(&set); // issue 5
+    set.problems.extend(found);
     // Files that are not images (logs CRIU writes next to its images, notes
     // people leave) are listed, not held against the directory.
     // A file that does not decode is already named by its section; the
