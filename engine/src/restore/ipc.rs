@@ -934,6 +934,149 @@ mod tests {
         }
     }
 
+    fn task(ns: u32, vmas: Vec<pb::VmaEntry>) -> TaskImages {
+        TaskImages {
+            pid: 100,
+            pstree: Default::default(),
+            core: Default::default(),
+            mm: pb::MmEntry {
+                vmas,
+                ..Default::default()
+            },
+            pages: Default::default(),
+            fdinfo: vec![],
+            fs: Default::default(),
+            ids: pb::TaskKobjIdsEntry {
+                ipc_ns_id: Some(ns),
+                ..Default::default()
+            },
+            threads: vec![],
+        }
+    }
+
+    fn sysv_vma(shmid: u64, start: u64, len: u64) -> pb::VmaEntry {
+        pb::VmaEntry {
+            start,
+            end: start + len,
+            shmid,
+            status: VMA_AREA_SYSVIPC | 1,
+            flags: libc::MAP_SHARED as u32,
+            prot: 3,
+            fd: -1,
+            ..Default::default()
+        }
+    }
+
+    /// ipcns-shm-2.img with segments (id, key, size), ipcns-sem-2.img with
+    /// sets (id, key, values), ipcns-msg-2.img with queues (id, key, types).
+    fn images(
+        dir: &Path,
+        shm: &[(u32, u32, u64)],
+        sem: &[(u32, u32, &[u16])],
+        msg: &[(u32, u32, &[u64])],
+    ) {
+        use crate::images::ImageWriter;
+        let mut w = ImageWriter::create(dir.join("ipcns-shm-2.img"), Magic::IpcnsShm).unwrap();
+        for &(id, key, size) in shm {
+            w.write_entry(&pb::IpcShmEntry {
+                desc: desc(id, key),
+                size,
+                in_pagemaps: None,
+            })
+            .unwrap();
+            w.write_raw(&vec![7u8; size.div_ceil(4) as usize * 4])
+                .unwrap();
+        }
+        w.finish().unwrap();
+        let mut w = ImageWriter::create(dir.join("ipcns-sem-2.img"), Magic::IpcnsSem).unwrap();
+        for &(id, key, vals) in sem {
+            w.write_entry(&pb::IpcSemEntry {
+                desc: desc(id, key),
+                nsems: vals.len() as u32,
+                ckpt_sempid: vec![],
+            })
+            .unwrap();
+            let mut b: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+            b.resize(b.len().div_ceil(8) * 8, 0);
+            w.write_raw(&b).unwrap();
+        }
+        w.finish().unwrap();
+        let mut w = ImageWriter::create(dir.join("ipcns-msg-2.img"), Magic::IpcnsMsg).unwrap();
+        for &(id, key, types) in msg {
+            w.write_entry(&pb::IpcMsgEntry {
+                desc: desc(id, key),
+                qbytes: 16384,
+                qnum: types.len() as u32,
+                ckpt_lspid: None,
+            })
+            .unwrap();
+            for &t in types {
+                w.write_entry(&pb::IpcMsg { mtype: t, msize: 3 }).unwrap();
+                w.write_raw(&[1, 2, 3, 0, 0, 0, 0, 0]).unwrap();
+            }
+        }
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn load_reads_and_checks_the_images() {
+        let d = tempfile::tempdir().unwrap();
+        images(
+            d.path(),
+            &[(5, 0x42, 6000), (6, 0, 4096)],
+            &[(1, 0x43, &[1, 2, 3])],
+            &[(2, 0x44, &[3, 1])],
+        );
+        let t = task(
+            2,
+            vec![sysv_vma(5, 0x10000, 8192), sysv_vma(6, 0x20000, 4096)],
+        );
+        let ipc = load(d.path(), &[t]).unwrap();
+        assert_eq!(ipc.shm.len(), 2);
+        assert_eq!(ipc.sem[0].values, vec![1, 2, 3]);
+        assert_eq!(
+            ipc.msg[0].msgs,
+            vec![(3, vec![1, 2, 3]), (1, vec![1, 2, 3])]
+        );
+        // A mapping beyond its segment, or of a segment the image lacks.
+        for (v, why) in [
+            (sysv_vma(5, 0x10000, 3 * 4096), "is smaller"),
+            (sysv_vma(9, 0x10000, 4096), "ipcns-shm has not got"),
+        ] {
+            let e = load(d.path(), &[task(2, vec![v])]).unwrap_err().to_string();
+            assert!(e.contains("mm-100.img") && e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn load_refuses_bad_objects() {
+        for (shm, sem, msg, why) in [
+            (
+                &[(5u32, 0x42u32, 4096u64), (5, 0x43, 4096)][..],
+                &[][..],
+                &[][..],
+                "appears twice",
+            ),
+            (
+                &[][..],
+                &[(1u32, 0x43u32, &[1u16, 40000][..])][..],
+                &[][..],
+                "SEMVMX",
+            ),
+            (
+                &[][..],
+                &[][..],
+                &[(2u32, 0x44u32, &[0u64][..])][..],
+                "not a positive long",
+            ),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            images(d.path(), shm, sem, msg);
+            let e = load(d.path(), &[task(2, vec![])]).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("ipcns-"), "{e}");
+        }
+    }
+
     #[test]
     fn taken_slot_is_refused() {
         let l = live(5 + 32768, 0x77, 1, 4096);
