@@ -315,5 +315,16 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "seccomp",
+        program: Program::C("seccomp"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "loginuid",
+        program: Program::C("loginuid"),
+        suid: true,
+        ..Case::DEFAULT
+    },
     // <<< issue 5
 ];

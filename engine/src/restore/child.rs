@@ -88,6 +88,8 @@ pub struct ChildPlan {
     pub rlimits: Vec<(u32, u64, u64)>,
     pub comm: CString,
     pub personality: Option<u64>,
+    /// The audit login uid (u32::MAX: unset), if the image has one.
+    pub loginuid: Option<u32>,
     /// (signal, action) for every signal that is not SIG_DFL.
     pub sigactions: Vec<(i32, KernelSigaction)>,
     /// The engine's fd number of this task's error pipe (inherited down the
@@ -429,6 +431,15 @@ pub fn run(plan: &ChildPlan) -> ! {
         });
     }
 
+    if let Some(uid) = plan.loginuid {
+        check(efd, set_loginuid(uid), || {
+            format!(
+                "pid {}: loginuid {uid} (needs CAP_AUDIT_CONTROL and a mutable loginuid)",
+                plan.pid
+            )
+        });
+    }
+
     for (sig, act) in &plan.sigactions {
         check(efd, sys::rt_sigaction(*sig, Some(act)), || {
             format!("pid {}: sigaction for signal {}", plan.pid, sig)
@@ -442,6 +453,44 @@ pub fn run(plan: &ChildPlan) -> ! {
     loop {
         // SAFETY: pause has no arguments.
         unsafe { libc::pause() };
+    }
+}
+
+/// /proc/self/loginuid can only be written by the task itself. Unchanged
+/// values are not written, which needs no privilege at all.
+fn set_loginuid(uid: u32) -> nix::Result<()> {
+    const PATH: &[u8] = b"/proc/self/loginuid\0";
+    // Formatted by hand: this runs in a forked child of the engine, where
+    // only async-signal-safe work is allowed (no allocation).
+    let mut text = [0u8; 10];
+    let mut at = text.len();
+    let mut v = uid;
+    loop {
+        at -= 1;
+        text[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let want = &text[at..];
+    // SAFETY: PATH is NUL-terminated; the buffers are ours with the
+    // lengths passed; the fd is closed on every path.
+    unsafe {
+        let fd = Errno::result(libc::open(
+            PATH.as_ptr().cast(),
+            libc::O_RDWR | libc::O_CLOEXEC,
+        ))?;
+        let mut cur = [0u8; 16];
+        let n = libc::read(fd, cur.as_mut_ptr().cast(), cur.len());
+        let r = if n >= 0 && cur[..n as usize].trim_ascii_end() == want {
+            Ok(())
+        } else {
+            // At offset 0: the kernel refuses a write anywhere else.
+            Errno::result(libc::pwrite(fd, want.as_ptr().cast(), want.len(), 0)).map(|_| ())
+        };
+        libc::close(fd);
+        r
     }
 }
 

@@ -11,6 +11,7 @@ pub mod child;
 pub mod creds;
 pub mod load;
 pub mod memory;
+pub mod seccomp;
 pub mod signals; // pending signals (issue 3)
 pub mod timers; // itimers and POSIX timers (issue 3)
 
@@ -113,6 +114,16 @@ impl Drop for NewTree {
                         std::thread::sleep(std::time::Duration::from_millis(5))
                     }
                     _ => {}
+                }
+            }
+            // The others were reparented when their parent died; they are
+            // not ours to reap, but none may still be running when the
+            // engine reports the failure.
+            for &pid in &self.pids {
+                while std::time::Instant::now() < deadline
+                    && crate::proc::stat::read(pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             }
         }
@@ -375,6 +386,7 @@ fn child_plan(
         rlimits,
         comm: cstr(pid, "comm", &tc.comm)?,
         personality: Some(tc.personality as u64),
+        loginuid: tc.loginuid,
         sigactions,
         err_pipe: -1,
         children: Vec::new(),
@@ -677,6 +689,18 @@ fn take_over(
     // timers (restore/signals.rs, restore/timers.rs); before credentials.
     signals::restore(&mut task, &mut threads, ip, &mem, scratch, t)?;
     // <<< issue 3 hook
+    // Seccomp, while the task still has the privileges to install filters.
+    {
+        let mut r = Remote::new(&mut task, ip)?;
+        seccomp::install(&mut r, pid, &mem, t.thread(), &imgs.seccomp)?;
+        r.abandon();
+    }
+    for (th, (tid, core)) in threads.iter_mut().zip(&t.threads) {
+        let mut r = Remote::new(th, ip)?;
+        let tcore = core.thread_core.as_ref().expect("validated");
+        seccomp::install(&mut r, *tid, &mem, tcore, &imgs.seccomp)?;
+        r.abandon();
+    }
     // Credentials last, thread by thread (they are per-thread in the
     // kernel), and what a credential change resets after them.
     {
