@@ -316,6 +316,11 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "sid_orphans",
+        program: Program::C("sid_orphans"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "seccomp",
         program: Program::C("seccomp"),
         ..Case::DEFAULT

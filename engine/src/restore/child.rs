@@ -97,8 +97,24 @@ pub struct ChildPlan {
     pub err_pipe: RawFd,
     /// Children this task forks itself, so they are its children.
     pub children: Vec<ChildPlan>,
+    /// Forked by its parent before the parent's own setsid, to stay in the
+    /// session the parent was born in (restore/sessions.rs).
+    pub early: bool,
+    /// Helpers that recreate a session or group whose leader is gone and
+    /// fork some of this task's children (restore/sessions.rs).
+    pub helpers: Vec<HelperPlan>,
     /// Zombie children: their pid, wait status, name and credentials.
     pub zombies: Vec<ZombiePlan>,
+}
+
+/// A helper process with a dead leader's PID (restore/sessions.rs).
+#[derive(Debug, Clone)]
+pub struct HelperPlan {
+    pub pid: i32,
+    /// setsid() (a session and its group) or only setpgid(0, 0).
+    pub setsid: bool,
+    /// Forked with CLONE_PARENT: children of the helper's parent.
+    pub children: Vec<ChildPlan>,
 }
 
 impl ChildPlan {
@@ -258,8 +274,12 @@ pub fn run(plan: &ChildPlan) -> ! {
     let zero = nix::unistd::Pid::from_raw(0);
     let npid = nix::unistd::Pid::from_raw;
 
-    // Session and process group first, so the children forked below
-    // inherit them.
+    // Children that stay in the session this task was born in, before it
+    // leaves it.
+    for c in plan.children.iter().filter(|c| c.early) {
+        fork_child(plan, c, 0);
+    }
+    // Session and process group, so the children forked below inherit them.
     if plan.sid == pid {
         check(early, nix::unistd::setsid().map(|_| ()), || {
             format!("pid {pid}: setsid")
@@ -269,27 +289,48 @@ pub fn run(plan: &ChildPlan) -> ! {
             format!("pid {pid}: setpgid")
         });
     } else if nix::unistd::getpgrp() != npid(plan.pgid) {
-        check(early, nix::unistd::setpgid(zero, npid(plan.pgid)), || {
+        check(early, join_group(plan.pgid), || {
             format!("pid {pid}: join process group {}", plan.pgid)
         });
+    }
+    for h in &plan.helpers {
+        let r = sys::clone3_with_pid(h.pid, 0, libc::SIGCHLD as u64);
+        if check(early, r, || format!("pid {pid}: fork of helper {}", h.pid)) == 0 {
+            let r = if h.setsid {
+                nix::unistd::setsid().map(|_| ())
+            } else {
+                nix::unistd::setpgid(zero, zero)
+            };
+            check(early, r, || {
+                format!("helper {} (for pid {pid}): setsid/setpgid", h.pid)
+            });
+            for c in &h.children {
+                fork_child(plan, c, libc::CLONE_PARENT as u64);
+            }
+            // SAFETY: the helper's work is done.
+            unsafe { libc::_exit(0) };
+        }
+        // Its children exist once it has exited; reap it (it is no task
+        // of the image).
+        let st = nix::sys::wait::waitpid(npid(h.pid), None);
+        match st {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => {}
+            // It wrote why into the error pipe.
+            // SAFETY: giving up.
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 1)) => unsafe { libc::_exit(1) },
+            _ => fail(
+                early,
+                &format!("pid {pid}: helper {} failed", h.pid),
+                Errno::ECHILD,
+            ),
+        }
     }
 
     // Children, forked by their own parent with their old PIDs. A child
     // that leads a group gets it from here too, so the group exists before
     // a later sibling asks to join it.
-    for c in &plan.children {
-        let r = sys::clone3_with_pid(c.pid, 0, libc::SIGCHLD as u64);
-        match check(early, r, || format!("pid {pid}: fork of child {}", c.pid)) {
-            0 => run(c),
-            _ if c.pgid == c.pid && c.sid != c.pid => {
-                check(
-                    early,
-                    nix::unistd::setpgid(npid(c.pid), npid(c.pid)),
-                    || format!("pid {pid}: setpgid of child {}", c.pid),
-                );
-            }
-            _ => {}
-        }
+    for c in plan.children.iter().filter(|c| !c.early) {
+        fork_child(plan, c, 0);
     }
     for z in &plan.zombies {
         let (zpid, status) = (z.pid, z.status);
@@ -453,6 +494,48 @@ pub fn run(plan: &ChildPlan) -> ! {
     loop {
         // SAFETY: pause has no arguments.
         unsafe { libc::pause() };
+    }
+}
+
+/// Forks (clone3 with `flags`) the task of `c`, which runs its plan.
+fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64) {
+    let (pid, early) = (plan.pid, plan.err_pipe);
+    let npid = nix::unistd::Pid::from_raw;
+    // clone3 wants no exit signal with CLONE_PARENT: the child gets the
+    // caller's (SIGCHLD), for its real parent.
+    let sig = if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    };
+    let r = sys::clone3_with_pid(c.pid, flags, sig);
+    match check(early, r, || format!("pid {pid}: fork of child {}", c.pid)) {
+        0 => run(c),
+        _ if c.pgid == c.pid && c.sid != c.pid && flags & libc::CLONE_PARENT as u64 == 0 => {
+            check(
+                early,
+                nix::unistd::setpgid(npid(c.pid), npid(c.pid)),
+                || format!("pid {pid}: setpgid of child {}", c.pid),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// setpgid(0, pgid) into a group led elsewhere in the tree: the tasks are
+/// created concurrently, so the group may not exist yet; wait for it,
+/// within bounds.
+fn join_group(pgid: i32) -> nix::Result<()> {
+    let zero = nix::unistd::Pid::from_raw(0);
+    let mut tries = 0;
+    loop {
+        match nix::unistd::setpgid(zero, nix::unistd::Pid::from_raw(pgid)) {
+            Err(Errno::EPERM | Errno::ESRCH) if tries < 5000 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            r => return r,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod creds;
 pub mod load;
 pub mod memory;
 pub mod seccomp;
+pub mod sessions;
 pub mod signals; // pending signals (issue 3)
 pub mod timers; // itimers and POSIX timers (issue 3)
 
@@ -35,7 +36,7 @@ use crate::ptrace::remote::{find_syscall_insn, Remote};
 use crate::ptrace::Seized;
 use crate::sys::{self, KernelSigaction};
 
-use child::{ChildPlan, FdPlan, FdSource};
+use child::{ChildPlan, FdPlan, FdSource, HelperPlan};
 use load::{Images, TaskImages};
 
 #[derive(Debug, Clone)]
@@ -163,8 +164,8 @@ fn restore_tree(imgs: &Images) -> Result<()> {
         plans.push((plan, file_fds, exe_fd));
         pipes.push((rd, wr));
     }
-    check_groups(imgs)?;
-    let root_plan = nest(imgs, &plans, 0);
+    let sessions = plan_sessions(imgs)?;
+    let root_plan = nest(imgs, &plans, &sessions, 0);
     let mut guard = NewTree {
         pids: imgs
             .tasks
@@ -216,46 +217,93 @@ fn restore_tree(imgs: &Images) -> Result<()> {
     Ok(())
 }
 
-/// The plan of task `i` with its children's plans inside it.
+/// The plan of task `i` with its children's plans inside it: forked by
+/// itself (early or not) or by one of its helpers.
 fn nest(
     imgs: &Images,
     plans: &[(ChildPlan, BTreeMap<u32, RawFd>, Option<RawFd>)],
+    sessions: &sessions::Plan,
     i: usize,
 ) -> ChildPlan {
+    use sessions::Creator;
     let mut p = plans[i].0.clone();
     let pid = imgs.tasks[i].pid;
-    p.children = imgs
-        .tasks
+    p.helpers = sessions
+        .helpers
         .iter()
-        .enumerate()
-        .filter(|(_, t)| t.pstree.ppid as i32 == pid && t.pid != pid)
-        .map(|(j, _)| nest(imgs, plans, j))
+        .filter(|h| h.parent == pid)
+        .map(|h| HelperPlan {
+            pid: h.pid,
+            setsid: h.setsid,
+            children: Vec::new(),
+        })
         .collect();
+    for (j, t) in imgs.tasks.iter().enumerate() {
+        if t.pstree.ppid as i32 != pid || t.pid == pid {
+            continue;
+        }
+        let mut c = nest(imgs, plans, sessions, j);
+        match sessions.creator[&t.pid] {
+            Creator::Parent => p.children.push(c),
+            Creator::ParentEarly => {
+                c.early = true;
+                p.children.push(c);
+            }
+            Creator::Helper(h) => p
+                .helpers
+                .iter_mut()
+                .find(|x| x.pid == h)
+                .expect("the helper belongs to the parent")
+                .children
+                .push(c),
+        }
+    }
     p
 }
 
-/// Sessions and groups the restore can rebuild: a task leads its own
-/// session or is in its parent's; its group is its own, its parent's, or
-/// one led by an older sibling (which exists by the time it is forked).
-fn check_groups(imgs: &Images) -> Result<()> {
-    let by_pid: BTreeMap<i32, &TaskImages> = imgs.tasks.iter().map(|t| (t.pid, t)).collect();
-    for t in &imgs.tasks[1..] {
-        let (pid, sid, pgid) = (t.pid, t.pstree.sid as i32, t.pstree.pgid as i32);
-        let parent = by_pid[&(t.pstree.ppid as i32)];
-        let ok_sid = sid == pid || sid == parent.pstree.sid as i32;
-        let older_sibling = imgs.tasks.iter().take_while(|o| o.pid != pid).any(|o| {
-            o.pid == pgid && o.pstree.ppid == t.pstree.ppid && o.pstree.pgid as i32 == o.pid
-        });
-        let ok_pgid = pgid == pid || pgid == parent.pstree.pgid as i32 || older_sibling;
-        if !ok_sid || !ok_pgid {
-            return Err(Error::unsupported(
-                pid,
-                format!("session {sid}, process group {pgid}"),
-                "this session/group layout (a leader that is not the task itself, its parent or an older sibling) cannot be restored yet",
-            ));
-        }
+/// Who creates each task (restore/sessions.rs), and the helpers' PIDs must
+/// be free like every other.
+fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
+    let layout: Vec<sessions::Layout> = imgs
+        .tasks
+        .iter()
+        .map(|t| sessions::Layout {
+            pid: t.pid,
+            ppid: t.pstree.ppid as i32,
+            sid: t.pstree.sid as i32,
+            pgid: t.pstree.pgid as i32,
+        })
+        .collect();
+    let taken = imgs
+        .tasks
+        .iter()
+        .map(|t| t.pid)
+        .chain(imgs.zombies.iter().map(|z| z.pid))
+        .collect();
+    let plan = sessions::plan(&layout, &taken).map_err(|(pid, why)| {
+        let t = layout
+            .iter()
+            .find(|t| t.pid == pid)
+            .expect("a task of the image");
+        Error::unsupported(
+            pid,
+            format!("session {}, process group {}", t.sid, t.pgid),
+            format!("this layout cannot be restored: {why}"),
+        )
+    })?;
+    for h in &plan.helpers {
+        check_pid_free(h.pid).map_err(|e| {
+            Error::task(
+                h.pid,
+                "restore",
+                format!(
+                    "the {} whose leader is gone needs a helper with its PID: {e}",
+                    if h.setsid { "session" } else { "process group" }
+                ),
+            )
+        })?;
     }
-    Ok(())
+    Ok(plan)
 }
 
 fn check_pid_free(pid: Pid) -> Result<()> {
@@ -390,6 +438,8 @@ fn child_plan(
         sigactions,
         err_pipe: -1,
         children: Vec::new(),
+        early: false,
+        helpers: Vec::new(),
         zombies: Vec::new(),
     };
     Ok((plan, file_fds, Some(exe_fd)))
