@@ -269,6 +269,16 @@ pub fn run(plan: &ChildPlan) -> ! {
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
+    // Room for every fd the task had (up to the hard limit, which needs no
+    // privilege), until the engine sets the dumped limit at the end.
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
     let pid = plan.pid;
     let early = plan.err_pipe;
     let zero = nix::unistd::Pid::from_raw(0);
@@ -455,6 +465,12 @@ pub fn run(plan: &ChildPlan) -> ! {
     }
     let _ = sys::prctl(libc::PR_SET_NAME, plan.comm.as_ptr() as u64, 0, 0, 0);
     for &(res, cur, max) in &plan.rlimits {
+        if res == libc::RLIMIT_NOFILE as u32 {
+            // Set by the engine at the very end (restore/mod.rs): a task
+            // may hold fds above its own limit, and the engine still has
+            // fds to put in and take out.
+            continue;
+        }
         let lim = libc::rlimit {
             rlim_cur: cur,
             rlim_max: max,

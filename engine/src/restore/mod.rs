@@ -742,6 +742,7 @@ fn take_over(
     // Seccomp, while the task still has the privileges to install filters.
     {
         let mut r = Remote::new(&mut task, ip)?;
+        set_nofile(&mut r, &mem, scratch, t)?;
         seccomp::install(&mut r, pid, &mem, t.thread(), &imgs.seccomp)?;
         r.abandon();
     }
@@ -990,6 +991,30 @@ fn restore_thread(
             "rseq registration",
         )?;
     }
+    Ok(())
+}
+
+/// RLIMIT_NOFILE, last of the fd work (restore/child.rs leaves it open).
+fn set_nofile(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImages) -> Result<()> {
+    let Some(l) = t
+        .tc()
+        .rlimits
+        .as_ref()
+        .and_then(|r| r.rlimits.get(libc::RLIMIT_NOFILE as usize))
+    else {
+        return Ok(());
+    };
+    let mut b = l.cur.to_le_bytes().to_vec();
+    b.extend_from_slice(&l.max.to_le_bytes());
+    mem.write(scratch, &b)?;
+    r.call(
+        libc::SYS_prlimit64,
+        &[0, libc::RLIMIT_NOFILE as u64, scratch, 0],
+        &format!(
+            "prlimit64(RLIMIT_NOFILE, {}/{}) (raising the hard limit needs CAP_SYS_RESOURCE)",
+            l.cur, l.max
+        ),
+    )?;
     Ok(())
 }
 
