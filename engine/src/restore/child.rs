@@ -465,7 +465,7 @@ pub fn run(plan: &ChildPlan) -> ! {
     }
     let _ = sys::prctl(libc::PR_SET_NAME, plan.comm.as_ptr() as u64, 0, 0, 0);
     for &(res, cur, max) in &plan.rlimits {
-        if res == libc::RLIMIT_NOFILE as u32 {
+        if res == libc::RLIMIT_NOFILE {
             // Set by the engine at the very end (restore/mod.rs): a task
             // may hold fds above its own limit, and the engine still has
             // fds to put in and take out.
