@@ -79,7 +79,10 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     }
     ctx.finish()?;
     let stats = ctx.stats;
-    debug!("pid {pid}: images written");
+    debug!(
+        "pid {pid}: images written; {}",
+        crate::ptrace::remote::STATS
+    );
     dir.commit()?;
     debug!("pid {pid}: image directory committed");
     if opts.leave_running {

@@ -85,6 +85,34 @@ fn wait_readable(fd: &std::os::fd::OwnedFd, ms: i32) -> bool {
     }
 }
 
+/// Remote calls made by this engine process, one by one and in batches,
+/// for the debug log (the per-task cost of dump and restore is mostly
+/// these round trips).
+pub static STATS: RemoteStats = RemoteStats {
+    calls: std::sync::atomic::AtomicU64::new(0),
+    batches: std::sync::atomic::AtomicU64::new(0),
+    batched_calls: std::sync::atomic::AtomicU64::new(0),
+};
+
+pub struct RemoteStats {
+    pub calls: std::sync::atomic::AtomicU64,
+    pub batches: std::sync::atomic::AtomicU64,
+    pub batched_calls: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Display for RemoteStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::sync::atomic::Ordering::Relaxed;
+        write!(
+            f,
+            "{} remote syscalls one by one, {} batches of {} calls",
+            self.calls.load(Relaxed),
+            self.batches.load(Relaxed),
+            self.batched_calls.load(Relaxed)
+        )
+    }
+}
+
 pub struct Remote<'a> {
     task: &'a mut Seized,
     syscall_ip: u64,
@@ -146,6 +174,9 @@ impl<'a> Remote<'a> {
     /// errno on failure), like the kernel does.
     pub fn raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
         let tid = self.task.tid;
+        STATS
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut regs = self.task.regs;
         regs.rax = nr as u64;
         regs.orig_rax = u64::MAX;
@@ -234,6 +265,12 @@ impl<'a> Remote<'a> {
         let mut out = Vec::with_capacity(calls.len());
         // One entry for closing the pipe's read end, one for the terminator.
         for chunk in calls.chunks(capacity.saturating_sub(2).max(1)) {
+            STATS
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            STATS
+                .batched_calls
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
             // The pipe is made by the task and its read end taken by the
             // engine (root may take fds from any task; an unprivileged task
             // may not take one from the engine).

@@ -54,6 +54,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     debug!("images loaded and verified");
     let root_pid = imgs.tasks[0].pid;
     restore_tree(&imgs).map_err(|e| e.for_pid(root_pid, "restore"))?;
+    debug!("{}", crate::ptrace::remote::STATS);
     let pid = root_pid;
     if let Some(pf) = &opts.pidfile {
         std::fs::write(pf, pid.to_string())
