@@ -268,7 +268,7 @@ static void expected(int idx, pid_t *ppid, pid_t *pgid, pid_t *sid)
 int main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_usr1 };
-	int pfd[2], i, n;
+	int pfd[2], i;
 	pid_t sr;
 
 	test_init(argc, argv);
@@ -287,19 +287,8 @@ int main(int argc, char **argv)
 	}
 	close(pfd[1]);
 
-	for (n = 0; n < NPROC - 1; n++) {
-		struct ident id;
-
-		if (read_data(pfd[0], (unsigned char *)&id, sizeof(id)) || id.idx <= R || id.idx >= NPROC) {
-			pr_err("a process did not report (%d of %d read)\n", n, NPROC - 1);
-			return 1;
-		}
-		all[id.idx] = id;
-	}
-	if (read(pfd[0], &i, 1) != 0) {
-		pr_err("the identity pipe has more data or an error\n");
+	if (test_collect_records(pfd[0], all, sizeof(all[0]), NPROC - 1, R + 1, NPROC))
 		return 1;
-	}
 	close(pfd[0]);
 	for (i = 0; i < NPROC; i++) {
 		pid_t ppid, pgid, sid;

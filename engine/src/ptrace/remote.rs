@@ -340,6 +340,20 @@ impl<'a> Remote<'a> {
         Ok(out)
     }
 
+    /// A fresh private anonymous mapping in the task (at `addr` with
+    /// MAP_FIXED_NOREPLACE, or wherever the kernel likes if `addr` is 0).
+    pub fn mmap_anon(&mut self, addr: u64, len: u64, prot: i32, what: &str) -> Result<u64> {
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        if addr != 0 {
+            flags |= libc::MAP_FIXED_NOREPLACE;
+        }
+        self.call(
+            libc::SYS_mmap,
+            &[addr, len, prot as u64, flags as u64, u64::MAX, 0],
+            &format!("mmap of {what}"),
+        )
+    }
+
     /// Like `raw`, but a negative result becomes an error naming `what`.
     pub fn call(&mut self, nr: i64, args: &[u64], what: &str) -> Result<u64> {
         let r = self.raw(nr, args)?;

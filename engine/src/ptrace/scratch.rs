@@ -29,17 +29,11 @@ const PAGE: u64 = 4096;
 impl<'a> ScratchSession<'a> {
     pub fn open(task: &'a mut Seized, syscall_ip: u64, mem: &'a TaskMem) -> Result<Self> {
         let mut remote = Remote::new(task, syscall_ip)?;
-        let addr = remote.call(
-            libc::SYS_mmap,
-            &[
-                0,
-                SCRATCH_SIZE,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-            "mmap of the scratch page",
+        let addr = remote.mmap_anon(
+            0,
+            SCRATCH_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            "the scratch page",
         )?;
         Ok(ScratchSession {
             remote: Some(remote),
@@ -85,17 +79,11 @@ impl<'a> ScratchSession<'a> {
             return Ok(a);
         }
         let r = self.remote.as_mut().expect("session is open");
-        let area = r.call(
-            libc::SYS_mmap,
-            &[
-                0,
-                BATCH_PAGES * PAGE,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-            "mmap of the batch area",
+        let area = r.mmap_anon(
+            0,
+            BATCH_PAGES * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            "the batch area",
         )?;
         self.batch_area = Some(area);
         // Code pages are never writable in the task (the engine writes

@@ -874,17 +874,11 @@ fn map_scratch(r: &mut Remote<'_>, t: &TaskImages) -> Result<u64> {
     let busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     let at = memory::find_hole(&busy, 4096)
         .ok_or_else(|| Error::task(t.pid, "scratch page", "no room in the address space"))?;
-    r.call(
-        libc::SYS_mmap,
-        &[
-            at,
-            4096,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-            u64::MAX,
-            0,
-        ],
-        "mmap of the scratch page",
+    r.mmap_anon(
+        at,
+        4096,
+        libc::PROT_READ | libc::PROT_WRITE,
+        "the scratch page",
     )
 }
 

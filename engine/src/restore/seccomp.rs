@@ -73,17 +73,11 @@ pub fn install(
             })?;
             let longest = progs.iter().map(|f| f.filter.len()).max().unwrap_or(0);
             let len = (16 + longest as u64).next_multiple_of(4096);
-            let buf = r.call(
-                libc::SYS_mmap,
-                &[
-                    0,
-                    len,
-                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                    u64::MAX,
-                    0,
-                ],
-                "mmap of a buffer for seccomp filters",
+            let buf = r.mmap_anon(
+                0,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                "a buffer for seccomp filters",
             )?;
             for (i, f) in progs.iter().enumerate() {
                 // struct sock_fprog { u16 len; u64 filter; } then the program.
