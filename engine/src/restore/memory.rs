@@ -185,7 +185,7 @@ pub fn map_and_fill(
             has_pages[i] = true;
         }
     }
-    let mut maps: Vec<(&pb::VmaEntry, (i64, [u64; 6]))> = Vec::new();
+    let mut maps: Vec<(&pb::VmaEntry, crate::ptrace::remote::Call)> = Vec::new();
     for (i, v) in t.mm.vmas.iter().enumerate() {
         if is_special(v) {
             continue;
@@ -234,7 +234,7 @@ pub fn map_and_fill(
     // Private pages.
     write_pages(pid, &pages_file, &t.pages.entries, Some)?;
     // Final protections and advice, in one batch.
-    let mut calls: Vec<(&pb::VmaEntry, &'static str, (i64, [u64; 6]))> = Vec::new();
+    let mut calls: Vec<(&pb::VmaEntry, &'static str, crate::ptrace::remote::Call)> = Vec::new();
     for (i, v) in t.mm.vmas.iter().enumerate() {
         if is_special(v) {
             continue;

@@ -905,7 +905,7 @@ pub fn batch(
     r: &mut Remote<'_>,
     mem: &TaskMem,
     scratch: u64,
-    calls: &[(i64, [u64; 6])],
+    calls: &[crate::ptrace::remote::Call],
 ) -> Result<Vec<i64>> {
     let capacity = 2 * 4096 / crate::ptrace::remote::BATCH_ENTRY;
     r.batch(mem, scratch + 4096, scratch + 2 * 4096, capacity, calls)
