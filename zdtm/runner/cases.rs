@@ -315,6 +315,22 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "sid_orphans",
+        program: Program::C("sid_orphans"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "seccomp",
+        program: Program::C("seccomp"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "loginuid",
+        program: Program::C("loginuid"),
+        suid: true,
+        ..Case::DEFAULT
+    },
     // SysV IPC (issue 5): the *_recreate rows remove the objects between
     // dump and restore, so the restore must create them again with their
     // ids, keys and contents.
