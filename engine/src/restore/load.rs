@@ -70,6 +70,8 @@ pub struct Images {
     /// pipes-data.img: pipe id -> (pipe size, buffered bytes).
     pub pipe_data: BTreeMap<u32, (u32, Vec<u8>)>,
     pub zombies: Vec<Zombie>,
+    /// cgroup.img, if the images have one (issue 6).
+    pub cgroups: Option<pb::CgroupEntry>,
 }
 
 /// A task that had exited but was not yet reaped by its parent.
@@ -408,7 +410,9 @@ pub fn load(dir: &Path) -> Result<Images> {
         }
     }
     let pipe_data = read_pipe_data(dir)?;
+    let cgroups = super::cgroups::load(dir, &tasks)?; // issue 6 hook
     Ok(Images {
+        cgroups,
         dir: dir.to_path_buf(),
         inventory,
         tasks,
