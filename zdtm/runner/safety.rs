@@ -28,6 +28,8 @@
 #[allow(dead_code)]
 #[path = "cases.rs"]
 mod cases;
+#[path = "cgroups.rs"]
+mod cgroups; // issue 6
 #[allow(dead_code)]
 #[path = "procfs.rs"]
 mod procfs;
