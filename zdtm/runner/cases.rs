@@ -339,6 +339,24 @@ pub static CASES: &[Case] = &[
         between: Some(remove_case_cgroups),
         ..CGROUP_CASE
     },
+    Case {
+        name: "cgroup_tree",
+        program: Program::C("cgroup_tree"),
+        feature: Some(has_v2),
+        ..CGROUP_CASE
+    },
+    Case {
+        name: "cgroup_root",
+        program: Program::C("cgroup_tree"),
+        args: &["--newroot=/zdtm.{uniq}"],
+        restore_opts: &[
+            "--cgroup-root=pids:/zdtm.{uniq}",
+            "--cgroup-root=cgroup2:/zdtm.{uniq}",
+        ],
+        feature: Some(has_v1_pids_and_v2),
+        between: Some(mark_restored),
+        ..CGROUP_CASE
+    },
     // <<< issue 6
 ];
 
@@ -425,5 +443,12 @@ fn remove_case_cgroups(dir: &std::path::Path, _cycle: usize) -> Result<(), Strin
         std::fs::remove_dir(d).map_err(|e| format!("rmdir {}: {e}", d.display()))?;
     }
     Ok(())
+}
+/// Between dump and restore: tell the program (through a file in its
+/// working directory) that it is being restored, not left running, so it
+/// expects the new cgroup root.
+fn mark_restored(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
+    let f = dir.join("cgroup_root.restored");
+    std::fs::write(&f, "").map_err(|e| format!("{}: {e}", f.display()))
 }
 // <<< issue 6
