@@ -611,8 +611,15 @@ impl<'a> Run<'a> {
                 )),
                 Some(_) => {}
             }
-            let now = procfs::snapshot(pid);
-            problems.extend(procfs::diff_trees(before, &now));
+            let mut now = procfs::snapshot(pid);
+            // >>> issue 6: a tree that forks on its own
+            let mut before = before.clone();
+            if self.case.forks {
+                before.retain(|p, _| *p == pid || now.contains_key(p));
+                now.retain(|p, _| *p == pid || before.contains_key(p));
+            }
+            // <<< issue 6
+            problems.extend(procfs::diff_trees(&before, &now));
             for (p, t) in stopped_threads(&now).difference(stopped_before) {
                 problems.push(format!("pid {p} thread {t} is left stopped"));
             }
