@@ -57,7 +57,9 @@ impl Hierarchy {
 
     /// The directory of cgroup `path` (absolute within the hierarchy).
     pub fn dir(&self, path: &str) -> PathBuf {
-        let rel = path.strip_prefix(self.root.trim_end_matches('/')).unwrap_or(path);
+        let rel = path
+            .strip_prefix(self.root.trim_end_matches('/'))
+            .unwrap_or(path);
         let rel = rel.trim_start_matches('/');
         if rel.is_empty() {
             self.mount.clone()
@@ -300,9 +302,9 @@ pub fn root_for<'a>(roots: &'a [CgroupRoot], name: &str) -> Option<&'a str> {
     roots
         .iter()
         .find(|r| {
-            r.controller
-                .as_deref()
-                .is_some_and(|c| c == name || ctls.contains(&c) || (c == "cgroup2" && name == V2_NAME))
+            r.controller.as_deref().is_some_and(|c| {
+                c == name || ctls.contains(&c) || (c == "cgroup2" && name == V2_NAME)
+            })
         })
         .or_else(|| roots.iter().find(|r| r.controller.is_none()))
         .map(|r| r.path.as_str())
@@ -380,9 +382,12 @@ pub fn parse_devices_list(text: &str) -> std::result::Result<Vec<DeviceRule>, St
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let mut w = l.split_whitespace();
-            let (Some(kind), Some(dev), Some(access), None) = (w.next(), w.next(), w.next(), w.next())
+            let (Some(kind), Some(dev), Some(access), None) =
+                (w.next(), w.next(), w.next(), w.next())
             else {
-                return Err(format!("devices rule {l:?}: expected \"TYPE MAJOR:MINOR ACCESS\""));
+                return Err(format!(
+                    "devices rule {l:?}: expected \"TYPE MAJOR:MINOR ACCESS\""
+                ));
             };
             let kind = match kind {
                 "a" | "b" | "c" => kind.chars().next().expect("one char"),
@@ -472,7 +477,10 @@ mod tests {
     #[test]
     fn cpu_max() {
         assert_eq!(parse_cpu_max("max 100000").unwrap(), (None, 100000));
-        assert_eq!(parse_cpu_max("50000 20000\n").unwrap(), (Some(50000), 20000));
+        assert_eq!(
+            parse_cpu_max("50000 20000\n").unwrap(),
+            (Some(50000), 20000)
+        );
         assert!(parse_cpu_max("").is_err());
         assert!(parse_cpu_max("x 100").is_err());
     }

@@ -440,7 +440,10 @@ fn remove_case_cgroups(dir: &std::path::Path, _cycle: usize) -> Result<(), Strin
     let suffix = format!(".{pid}");
     let mine: Vec<_> = crate::cgroups::zdtm_dirs()
         .into_iter()
-        .filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&suffix)))
+        .filter(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+        })
         .collect();
     if mine.is_empty() {
         return Err(format!("no zdtm.*{suffix} cgroup to remove"));

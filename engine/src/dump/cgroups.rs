@@ -27,6 +27,8 @@ pub struct CgroupDump {
     /// Freezer files whose value at dump time is not the one to restore
     /// (the engine froze them itself): path -> original value.
     freezer_orig: BTreeMap<PathBuf, String>,
+    /// The set of the first task asked about: the root of the dump.
+    root_set: Option<u32>,
 }
 
 impl CgroupDump {
@@ -36,6 +38,7 @@ impl CgroupDump {
             sets: Vec::new(),
             dirs: BTreeMap::new(),
             freezer_orig: BTreeMap::new(),
+            root_set: None,
         })
     }
 
@@ -53,9 +56,8 @@ impl CgroupDump {
             format!("task/{tid}/cgroup")
         };
         let text = crate::proc::read_file(pid, &name)?;
-        let lines = cgroup::parse(&text).map_err(|e| {
-            Error::task(pid, format!("/proc/{pid}/{name}"), e.to_string())
-        })?;
+        let lines = cgroup::parse(&text)
+            .map_err(|e| Error::task(pid, format!("/proc/{pid}/{name}"), e.to_string()))?;
         let set = self.members(pid, &lines)?;
         for (h, path) in &set {
             let dirs = self.dirs.entry(h.clone()).or_default();
@@ -76,7 +78,13 @@ impl CgroupDump {
                 self.sets.len()
             }
         };
+        self.root_set.get_or_insert(id as u32);
         Ok(id as u32)
+    }
+
+    /// The root task's set (inventory.img's root_cg_set).
+    pub fn root_set(&self) -> Option<u32> {
+        self.root_set
     }
 
     /// (hierarchy name, path) for every mounted hierarchy of the lines.
@@ -133,7 +141,11 @@ impl CgroupDump {
         let mut controllers = Vec::new();
         for name in names {
             let h = cgroupfs::find(&self.hs, name).expect("a hierarchy of a set is mounted");
-            let paths: Vec<&String> = self.dirs.get(name).map(|d| d.iter().collect()).unwrap_or_default();
+            let paths: Vec<&String> = self
+                .dirs
+                .get(name)
+                .map(|d| d.iter().collect())
+                .unwrap_or_default();
             controllers.push(pb::CgControllerEntry {
                 cnames: if h.v2 {
                     vec![cgroupfs::V2_NAME.to_string()]
@@ -169,8 +181,8 @@ impl CgroupDump {
                 continue;
             }
             let d = h.dir(p);
-            let meta =
-                std::fs::metadata(&d).map_err(|e| Error::io(&d, "stat of a cgroup directory", e))?;
+            let meta = std::fs::metadata(&d)
+                .map_err(|e| Error::io(&d, "stat of a cgroup directory", e))?;
             out.push(pb::CgroupDirEntry {
                 dir_name: rest.to_string(),
                 children: self.dir_entries(h, p, paths)?,
@@ -187,7 +199,14 @@ impl CgroupDump {
 
     fn properties(&self, h: &Hierarchy, d: &Path) -> Result<Vec<pb::CgroupPropEntry>> {
         let mut names = cgroupfs::property_names(h, d);
-        names.push(if h.v2 { "cgroup.freeze" } else { "freezer.state" }.to_string());
+        names.push(
+            if h.v2 {
+                "cgroup.freeze"
+            } else {
+                "freezer.state"
+            }
+            .to_string(),
+        );
         let mut out = Vec::new();
         for name in names {
             let file = d.join(&name);

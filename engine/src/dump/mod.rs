@@ -71,7 +71,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     };
     let mut tree = freeze::freeze_tree_with(pid, &mut pre)?;
     drop(pre); // threads of the cgroup outside the tree go on
-    // <<< issue 6 hook
+               // <<< issue 6 hook
     let mut ctx = DumpCtx {
         cgroups,
         dir: &dir,
@@ -161,6 +161,7 @@ impl DumpCtx<'_> {
                 root_ids: self.root_ids,
                 ns_per_id: Some(true),
                 lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+                root_cg_set: self.cgroups.root_set(), // issue 6
                 ..Default::default()
             }],
         )

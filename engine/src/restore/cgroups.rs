@@ -68,7 +68,10 @@ pub fn check(cg: &pb::CgroupEntry, path: &Path) -> Result<()> {
     let mut ids = std::collections::BTreeSet::new();
     for s in &cg.sets {
         if s.id == 0 || !ids.insert(s.id) {
-            return Err(bad(path, format!("cgroup set id {} is zero or repeated", s.id)));
+            return Err(bad(
+                path,
+                format!("cgroup set id {} is zero or repeated", s.id),
+            ));
         }
         for m in &s.ctls {
             if m.name.is_empty() || m.name.contains(['\0', '/']) {
@@ -82,14 +85,20 @@ pub fn check(cg: &pb::CgroupEntry, path: &Path) -> Result<()> {
             if m.cgns_prefix.is_some_and(|p| p as usize > m.path.len()) {
                 return Err(bad(
                     path,
-                    format!("set {}, {}: cgroup namespace prefix longer than the path", s.id, m.name),
+                    format!(
+                        "set {}, {}: cgroup namespace prefix longer than the path",
+                        s.id, m.name
+                    ),
                 ));
             }
         }
     }
     fn dirs(d: &[pb::CgroupDirEntry], path: &Path, ctl: &str, depth: usize) -> Result<()> {
         if depth > 64 {
-            return Err(bad(path, format!("{ctl}: cgroup directories nested too deep")));
+            return Err(bad(
+                path,
+                format!("{ctl}: cgroup directories nested too deep"),
+            ));
         }
         for e in d {
             cgroupfs::check_dir_name(&e.dir_name)
@@ -133,7 +142,10 @@ pub fn load(dir: &Path, tasks: &[super::load::TaskImages]) -> Result<Option<pb::
         let mut v: Vec<pb::CgroupEntry> =
             crate::images::read_all(&path, crate::images::Magic::Cgroup)?;
         if v.len() != 1 {
-            return Err(bad(&path, format!("expected exactly one entry, found {}", v.len())));
+            return Err(bad(
+                &path,
+                format!("expected exactly one entry, found {}", v.len()),
+            ));
         }
         let cg = v.remove(0);
         check(&cg, &path)?;
@@ -149,7 +161,10 @@ pub fn load(dir: &Path, tasks: &[super::load::TaskImages]) -> Result<Option<pb::
             .map(|(tid, c)| (*tid, c.thread_core.as_ref().and_then(|tc| tc.cg_set)));
         for (tid, id) in std::iter::once(leader).chain(threads) {
             let Some(id) = id else { continue };
-            if !cg.as_ref().is_some_and(|cg| cg.sets.iter().any(|s| s.id == id)) {
+            if !cg
+                .as_ref()
+                .is_some_and(|cg| cg.sets.iter().any(|s| s.id == id))
+            {
                 return Err(bad(
                     &dir.join(format!("core-{tid}.img")),
                     format!("cgroup set {id} is not in cgroup.img"),
@@ -166,7 +181,12 @@ pub fn task_sets(imgs: &super::load::Images) -> Vec<(Pid, u32)> {
     for t in &imgs.tasks {
         out.extend(t.tc().cg_set.map(|id| (t.pid, id)));
         for (tid, c) in &t.threads {
-            out.extend(c.thread_core.as_ref().and_then(|tc| tc.cg_set).map(|id| (*tid, id)));
+            out.extend(
+                c.thread_core
+                    .as_ref()
+                    .and_then(|tc| tc.cg_set)
+                    .map(|id| (*tid, id)),
+            );
         }
     }
     out
@@ -239,7 +259,10 @@ pub fn plan(
     };
     for r in roots {
         if let Some(c) = &r.controller {
-            if !hs.iter().any(|h| h.has(c) || h.name() == *c || (h.v2 && c == "cgroup2")) {
+            if !hs
+                .iter()
+                .any(|h| h.has(c) || h.name() == *c || (h.v2 && c == "cgroup2"))
+            {
                 return Err(Error::Usage(format!(
                     "--cgroup-root {c}:{}: no mounted hierarchy has controller {c}",
                     r.path
@@ -291,7 +314,9 @@ pub fn plan(
             }
             continue;
         };
-        let b = base.get(name.as_str()).map_or("/".to_string(), |b| b.clone());
+        let b = base
+            .get(name.as_str())
+            .map_or("/".to_string(), |b| b.clone());
         let remapped = cgroupfs::root_for(roots, &name).is_some();
         let mut flat = Vec::new();
         flatten("/", &c.dirs, &mut flat);
