@@ -2,9 +2,15 @@
  * cgroup_limits: a task's cgroups and their limits survive
  * checkpoint/restore (issue 6).
  *
- * --v1=CTL  create <CTL hierarchy>/<own cgroup>/zdtm.<prog>.<pid>, set a
- *           limit there (pids: pids.max=37; memory: limit_in_bytes=256M)
- *           and join it;
+ * --v1=CTL[,CTL...]  for each v1 controller, create
+ *           <CTL hierarchy>/<own cgroup>/zdtm.<prog>.<pid>, set its
+ *           properties there and join it:
+ *             pids     pids.max=37
+ *             memory   memory.limit_in_bytes=256M, soft_limit_in_bytes=128M,
+ *                      swappiness=30
+ *             cpu      cpu.shares=512, cfs_period_us=50000, cfs_quota_us=25000
+ *             cpuset   cpuset.cpus=0, cpuset.mems=0
+ *             devices  deny all, allow c 1:3 rwm and c 1:5 rw (devices.list)
  * --v2      create the nested cgroup2 pair zdtm.<prog>.<pid>/leaf: the
  *           parent gets cgroup.max.descendants=5 and, if a controller of
  *           pids, memory, hugetlb can be enabled, cgroup.subtree_control
@@ -16,9 +22,10 @@
  * After SIGTERM: /proc/self/cgroup must be byte for byte what it was, and
  * every property must read back as set. Then the task moves back to its
  * own cgroups and removes what it created, so nothing is left behind.
- * Used by the cases cgroup_pids (--v1=pids), cgroup_v2 (--v2) and
+ * Used by the cases cgroup_pids (--v1=pids), cgroup_v2 (--v2),
  * cgroup_deleted (both; the runner removes the cgroups between dump and
- * restore, so the restore must recreate them with their properties).
+ * restore, so the restore must recreate them with their properties) and
+ * cgroup_v1_props (every v1 controller above, removed in between too).
  *
  * --sabotage (debug): change one limit after SIGTERM, to see the check fail.
  */
@@ -40,13 +47,14 @@
 const char *test_doc = "Check that cgroup membership and limits (v1 and nested v2) are restored";
 
 static char *v1;
-TEST_OPTION(v1, string, "v1 controller to create a limited cgroup in (pids, memory)", 0);
+TEST_OPTION(v1, string, "v1 controllers to create limited cgroups in (pids,memory,cpu,cpuset,devices)", 0);
 static int v2;
 TEST_OPTION(v2, bool, "create a nested cgroup2 pair with limits", 0);
 static int sabotage;
 TEST_OPTION(sabotage, bool, "debug: change a limit after SIGTERM", 0);
 
-#define NPROPS 8
+#define NPROPS 24
+#define NV1 8
 static struct {
 	char dir[1024], file[64], val[64];
 } props[NPROPS];
@@ -54,7 +62,8 @@ static int nprops;
 static int failed;
 
 static char name[256];
-static char v1_own[1024], v1_dir[1024];
+static char v1_own[NV1][1024], v1_dir[NV1][1024];
+static int nv1;
 static char v2_own[1024], v2_dir[1024], v2_leaf[1024];
 static char v2_enabled_in_own[32];
 
@@ -71,28 +80,68 @@ static int prop(const char *dir, const char *file, const char *val)
 	return 0;
 }
 
-static int setup_v1(void)
+/* Record a property set by other means (devices). */
+static void expect(const char *dir, const char *file, const char *val)
+{
+	snprintf(props[nprops].dir, sizeof(props[0].dir), "%s", dir);
+	snprintf(props[nprops].file, sizeof(props[0].file), "%s", file);
+	snprintf(props[nprops].val, sizeof(props[0].val), "%s", val);
+	nprops++;
+}
+
+static int setup_v1_one(const char *ctl)
 {
 	char own[512], mnt[512];
+	char *dir = v1_dir[nv1];
 
-	if (cg_mount(v1, mnt, sizeof(mnt)) || cg_self(v1, own, sizeof(own))) {
-		pr_perror("no v1 %s hierarchy", v1);
+	if (nv1 == NV1) {
+		pr_err("too many v1 controllers\n");
 		return -1;
 	}
-	snprintf(v1_own, sizeof(v1_own), "%s%s", mnt, strcmp(own, "/") ? own : "");
-	snprintf(v1_dir, sizeof(v1_dir), "%s/%s", v1_own, name);
-	if (mkdir(v1_dir, 0755)) {
-		pr_perror("mkdir %s", v1_dir);
+	if (cg_mount(ctl, mnt, sizeof(mnt)) || cg_self(ctl, own, sizeof(own))) {
+		pr_perror("no v1 %s hierarchy", ctl);
 		return -1;
 	}
-	if (!strcmp(v1, "pids") && prop(v1_dir, "pids.max", "37"))
-		return -1;
-	if (!strcmp(v1, "memory") && prop(v1_dir, "memory.limit_in_bytes", "268435456"))
-		return -1;
-	if (cg_join(v1_dir, 0)) {
-		pr_perror("joining %s", v1_dir);
+	snprintf(v1_own[nv1], sizeof(v1_own[0]), "%s%s", mnt, strcmp(own, "/") ? own : "");
+	snprintf(dir, sizeof(v1_dir[0]), "%s/%s", v1_own[nv1], name);
+	if (mkdir(dir, 0755)) {
+		pr_perror("mkdir %s", dir);
 		return -1;
 	}
+	nv1++;
+	if (!strcmp(ctl, "pids") && prop(dir, "pids.max", "37"))
+		return -1;
+	if (!strcmp(ctl, "memory") &&
+	    (prop(dir, "memory.limit_in_bytes", "268435456") || prop(dir, "memory.soft_limit_in_bytes", "134217728") ||
+	     prop(dir, "memory.swappiness", "30")))
+		return -1;
+	if (!strcmp(ctl, "cpu") && (prop(dir, "cpu.shares", "512") || prop(dir, "cpu.cfs_period_us", "50000") ||
+				    prop(dir, "cpu.cfs_quota_us", "25000")))
+		return -1;
+	if (!strcmp(ctl, "cpuset") && (prop(dir, "cpuset.cpus", "0") || prop(dir, "cpuset.mems", "0")))
+		return -1;
+	if (!strcmp(ctl, "devices")) {
+		if (cg_set(dir, "devices.deny", "a") || cg_set(dir, "devices.allow", "c 1:3 rwm") ||
+		    cg_set(dir, "devices.allow", "c 1:5 rw")) {
+			pr_perror("setting %s/devices.*", dir);
+			return -1;
+		}
+		expect(dir, "devices.list", "c 1:3 rwm\nc 1:5 rw");
+	}
+	if (cg_join(dir, 0)) {
+		pr_perror("joining %s", dir);
+		return -1;
+	}
+	return 0;
+}
+
+static int setup_v1(void)
+{
+	char *list = strdup(v1), *save = NULL, *ctl;
+
+	for (ctl = strtok_r(list, ",", &save); ctl; ctl = strtok_r(NULL, ",", &save))
+		if (setup_v1_one(ctl))
+			return -1;
 	return 0;
 }
 
@@ -153,10 +202,7 @@ static int setup_v2(void)
 			return -1;
 		}
 		/* The check reads the file back: it shows the bare name. */
-		snprintf(props[nprops].dir, sizeof(props[0].dir), "%s", v2_dir);
-		snprintf(props[nprops].file, sizeof(props[0].file), "cgroup.subtree_control");
-		snprintf(props[nprops].val, sizeof(props[0].val), "%s", ctl);
-		nprops++;
+		expect(v2_dir, "cgroup.subtree_control", ctl);
 		if (!strcmp(ctl, "pids") && prop(v2_leaf, "pids.max", "41"))
 			return -1;
 		if (!strcmp(ctl, "memory") && prop(v2_leaf, "memory.max", "268435456"))
@@ -175,10 +221,12 @@ static int setup_v2(void)
 
 static void cleanup(void)
 {
-	if (v1_dir[0]) {
-		cg_join(v1_own, 0);
-		if (cg_rmdir(v1_dir))
-			pr_perror("rmdir %s", v1_dir);
+	int i;
+
+	for (i = 0; i < nv1; i++) {
+		cg_join(v1_own[i], 0);
+		if (cg_rmdir(v1_dir[i]))
+			pr_perror("rmdir %s", v1_dir[i]);
 	}
 	if (v2_dir[0]) {
 		cg_join(v2_own, 0);

@@ -345,6 +345,14 @@ pub static CASES: &[Case] = &[
         ..CGROUP_CASE
     },
     Case {
+        name: "cgroup_v1_props",
+        program: Program::C("cgroup_limits"),
+        args: &["--v1=pids,memory,cpu,cpuset,devices"],
+        feature: Some(has_v1_all),
+        between: Some(remove_case_cgroups),
+        ..CGROUP_CASE
+    },
+    Case {
         name: "cgroup_tree",
         program: Program::C("cgroup_tree"),
         feature: Some(has_v2),
@@ -412,6 +420,15 @@ fn has_freezer() -> Result<(), String> {
     (has_cgroup_fs(Some("freezer")) || has_cgroup_fs(None))
         .then_some(())
         .ok_or_else(|| "no freezer hierarchy (v1 freezer or cgroup2) is mounted".into())
+}
+
+fn has_v1_all() -> Result<(), String> {
+    for c in ["pids", "memory", "cpu", "cpuset", "devices"] {
+        if !has_cgroup_fs(Some(c)) {
+            return Err(format!("no cgroup v1 {c} hierarchy is mounted"));
+        }
+    }
+    Ok(())
 }
 
 fn has_v1_pids_and_v2() -> Result<(), String> {
