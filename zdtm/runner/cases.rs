@@ -452,7 +452,7 @@ fn case_pid(dir: &std::path::Path) -> Result<i32, String> {
 /// created (`zdtm.*.<pid>` and what is inside), so the restore must
 /// recreate them with their properties. Moves nothing: a cgroup that
 /// still holds a task cannot be removed, and that fails the trial.
-fn remove_case_cgroups(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
+pub(crate) fn remove_case_cgroups(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
     let pid = case_pid(dir)?;
     let suffix = format!(".{pid}");
     let mine: Vec<_> = crate::cgroups::zdtm_dirs()

@@ -1,12 +1,14 @@
 //! Cgroups a trial leaves behind (issue 6).
 //!
-//! Cases that create cgroups name them `zdtm.*` (the convention: a
-//! directory `zdtm.<case>.<pid>` or `zdtm.{uniq}`). The runner lists every
-//! `zdtm.*` cgroup under every mounted hierarchy before a trial and after
-//! it: a new one that is still there fails the trial, and is removed, so a
-//! failed trial does not poison the next. Cases that create cgroups are
-//! `excl`, so no other trial runs meanwhile and a new directory is this
-//! trial's.
+//! Cases that create cgroups name them `zdtm.<case>.<pid>` (pid: a
+//! process of the case, normally its root) or `zdtm.<uniq>` (the work
+//! directory's name, `{uniq}` in the case table), anywhere in any mounted
+//! hierarchy. After a trial, such a cgroup of the trial that is still
+//! there fails it, and the runner removes it (killing what is inside), so
+//! a failed trial does not poison the next. The names tie a cgroup to
+//! its trial, so trials running side by side (the safety tests do) never
+//! touch each other's; cgroups that existed before the trial are left
+//! alone in any case.
 //!
 //! Like procfs.rs, this deliberately shares no code with the engine.
 
@@ -63,11 +65,38 @@ pub fn zdtm_dirs() -> BTreeSet<PathBuf> {
     out
 }
 
-/// The `zdtm.*` cgroups that exist now and did not in `before`.
-pub fn new_since(before: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
-    zdtm_dirs()
-        .into_iter()
-        .filter(|d| !before.iter().any(|b| d.starts_with(b)))
+/// The cgroups of one trial that exist now and did not in `before`:
+/// named `zdtm.<uniq>` or `zdtm.<case>.<pid>` for one of `pids`.
+pub fn owned(
+    before: &BTreeSet<PathBuf>,
+    uniq: &str,
+    case: &str,
+    pids: &BTreeSet<i32>,
+) -> Vec<PathBuf> {
+    let mine = |d: &Path| {
+        let Some(n) = d.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return false;
+        };
+        let Some(rest) = n.strip_prefix(PREFIX) else {
+            return false;
+        };
+        rest == uniq
+            || rest
+                .strip_prefix(case)
+                .and_then(|r| r.strip_prefix('.'))
+                .and_then(|p| p.parse::<i32>().ok())
+                .is_some_and(|p| pids.contains(&p))
+    };
+    let all = zdtm_dirs();
+    let top: Vec<PathBuf> = all
+        .iter()
+        .filter(|d| mine(d) && !before.contains(*d))
+        .cloned()
+        .collect();
+    // Only the outermost of nested matches.
+    top.iter()
+        .filter(|d| !top.iter().any(|o| o != *d && d.starts_with(o)))
+        .cloned()
         .collect()
 }
 

@@ -704,8 +704,8 @@ impl<'a> Run<'a> {
             ));
         }
         // >>> issue 6: no cgroup of the trial may remain
-        if let Some(before) = &self.cg_before {
-            let left = crate::cgroups::new_since(before);
+        if self.cg_before.is_some() {
+            let left = self.own_cgroups();
             if !left.is_empty() {
                 return Err(format!(
                     "cgroups remain after the verdict: {}",
@@ -765,13 +765,24 @@ impl<'a> Run<'a> {
         procfs::reap_zombies(sid, &self.known);
     }
 
+    /// The cgroups of this trial (see cgroups.rs for the naming rule).
+    fn own_cgroups(&self) -> Vec<PathBuf> {
+        let Some(before) = &self.cg_before else {
+            return Vec::new();
+        };
+        let uniq = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        let mut pids = self.known.clone();
+        pids.extend(self.pid);
+        crate::cgroups::owned(before, &uniq, self.name(), &pids)
+    }
+
     /// Removes the `zdtm.*` cgroups the trial created (issue 6), killing
     /// what is in them.
     fn cleanup_cgroups(&mut self) {
-        let Some(before) = &self.cg_before else {
+        if self.cg_before.is_none() {
             return;
-        };
-        let new = crate::cgroups::new_since(before);
+        }
+        let new = self.own_cgroups();
         if new.is_empty() {
             return;
         }
