@@ -20,8 +20,9 @@ use crate::ptrace::Seized;
 /// The cgroup state of one dump, collected task by task.
 pub struct CgroupDump {
     hs: Vec<Hierarchy>,
-    /// Distinct membership sets; the id of a set is its index + 1.
-    sets: Vec<Vec<(String, String)>>,
+    /// Distinct membership sets: (hierarchy, path, cgroup namespace
+    /// prefix); the id of a set is its index + 1.
+    sets: Vec<Vec<(String, String, Option<u32>)>>,
     /// Per hierarchy name: every cgroup path to save (ancestors included).
     dirs: BTreeMap<String, BTreeSet<String>>,
     /// Freezer files whose value at dump time is not the one to restore
@@ -58,8 +59,9 @@ impl CgroupDump {
         let text = crate::proc::read_file(pid, &name)?;
         let lines = cgroup::parse(&text)
             .map_err(|e| Error::task(pid, format!("/proc/{pid}/{name}"), e.to_string()))?;
-        let set = self.members(pid, &lines)?;
-        for (h, path) in &set {
+        let mut set = self.members(pid, &lines)?;
+        add_cgns_prefixes(pid, tid, &mut set)?;
+        for (h, path, _) in &set {
             let dirs = self.dirs.entry(h.clone()).or_default();
             let mut p = path.as_str();
             while p != "/" && !p.is_empty() {
@@ -87,8 +89,9 @@ impl CgroupDump {
         self.root_set
     }
 
-    /// (hierarchy name, path) for every mounted hierarchy of the lines.
-    fn members(&self, pid: Pid, lines: &[CgroupLine]) -> Result<Vec<(String, String)>> {
+    /// (hierarchy name, path, no prefix yet) for every mounted hierarchy
+    /// of the lines.
+    fn members(&self, pid: Pid, lines: &[CgroupLine]) -> Result<Vec<(String, String, Option<u32>)>> {
         let mut out = Vec::new();
         for l in lines {
             let Some(h) = self.hs.iter().find(|h| h.matches(l)) else {
@@ -110,7 +113,7 @@ impl CgroupDump {
             }
             cgroupfs::check_path(&l.path)
                 .map_err(|why| Error::unsupported(pid, format!("cgroup {}", h.name()), why))?;
-            out.push((h.name(), l.path.clone()));
+            out.push((h.name(), l.path.clone(), None));
         }
         out.sort();
         Ok(out)
@@ -126,17 +129,17 @@ impl CgroupDump {
                 id: i as u32 + 1,
                 ctls: s
                     .iter()
-                    .map(|(name, path)| pb::CgMemberEntry {
+                    .map(|(name, path, prefix)| pb::CgMemberEntry {
                         name: name.clone(),
                         path: path.clone(),
-                        cgns_prefix: None,
+                        cgns_prefix: *prefix,
                     })
                     .collect(),
             })
             .collect();
         let mut names: BTreeSet<&String> = BTreeSet::new();
         for s in &self.sets {
-            names.extend(s.iter().map(|(n, _)| n));
+            names.extend(s.iter().map(|(n, _, _)| n));
         }
         let mut controllers = Vec::new();
         for name in names {
@@ -227,6 +230,79 @@ impl CgroupDump {
             });
         }
         Ok(out)
+    }
+}
+
+/// A task in a cgroup namespace of its own sees its cgroup paths relative
+/// to the namespace's root. CRIU's `cgns_prefix` is the length of that
+/// root's path within the full path: read the task's cgroup file once more
+/// from inside its cgroup namespace (a short-lived thread of the engine
+/// joins it; the namespace is per thread) and compare.
+fn add_cgns_prefixes(pid: Pid, tid: Pid, set: &mut [(String, String, Option<u32>)]) -> Result<()> {
+    let ns = |p: Pid| std::fs::read_link(format!("/proc/{p}/ns/cgroup")).ok();
+    let mine = ns(std::process::id() as Pid);
+    if ns(tid).is_none() || ns(tid) == mine {
+        return Ok(());
+    }
+    let file = if tid == pid {
+        format!("/proc/{pid}/cgroup")
+    } else {
+        format!("/proc/{pid}/task/{tid}/cgroup")
+    };
+    let nsfile = format!("/proc/{tid}/ns/cgroup");
+    let inner: std::result::Result<String, String> = std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&nsfile).map_err(|e| format!("{nsfile}: {e}"))?;
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| format!("setns into {nsfile}: {e}"))?;
+            std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the helper thread panicked".into()))
+    });
+    let inner = inner.map_err(|why| Error::task(tid, "cgroup namespace", why))?;
+    let lines = cgroup::parse(&inner)
+        .map_err(|e| Error::task(tid, format!("{file} (inside its cgroup namespace)"), e.to_string()))?;
+    for (name, path, prefix) in set.iter_mut() {
+        let seen = lines.iter().find(|l| {
+            if name == cgroupfs::V2_NAME {
+                l.is_v2()
+            } else {
+                let mut c = l.controllers.clone();
+                c.sort();
+                c.join(",") == *name
+            }
+        });
+        if let Some(l) = seen {
+            *prefix = cgns_prefix(path, &l.path);
+        }
+    }
+    Ok(())
+}
+
+/// The length of the cgroup namespace root within `full`, given the path
+/// the task itself sees (`seen`); None when they do not fit together.
+pub fn cgns_prefix(full: &str, seen: &str) -> Option<u32> {
+    if seen == "/" {
+        return Some(if full == "/" { 0 } else { full.len() as u32 });
+    }
+    full.strip_suffix(seen)
+        .filter(|root| root.is_empty() || !root.ends_with('/'))
+        .map(|root| root.len() as u32)
+        .filter(|&n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cgns_prefix() {
+        use super::cgns_prefix as p;
+        assert_eq!(p("/a/b/c", "/c"), Some(4));
+        assert_eq!(p("/a/b", "/"), Some(4));
+        assert_eq!(p("/", "/"), Some(0));
+        assert_eq!(p("/a/b", "/a/b"), None); // same view: no namespace root
+        assert_eq!(p("/a/bc", "/c"), None);
+        assert_eq!(p("/x", "/y"), None);
     }
 }
 

@@ -291,6 +291,15 @@ pub fn plan(
     for s in &cg.sets {
         let mut v = Vec::new();
         for m in &s.ctls {
+            if let Some(p) = m.cgns_prefix.filter(|&p| p > 0) {
+                warn!(
+                    "cgroup set {}: {} {} was seen from a cgroup namespace rooted at {}; cgroup namespaces are not restored, so the task will see the full path",
+                    s.id,
+                    m.name,
+                    m.path,
+                    &m.path[..(p as usize).min(m.path.len())]
+                );
+            }
             let pid = task_sets.iter().find(|t| t.1 == s.id).map_or(0, |t| t.0);
             let h = hier(&m.name, pid)?;
             v.push((h.dir(&map(&m.name, &m.path)), h.v2));
