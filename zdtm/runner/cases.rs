@@ -353,6 +353,13 @@ pub static CASES: &[Case] = &[
         ..CGROUP_CASE
     },
     Case {
+        name: "cgroup_threads",
+        program: Program::C("cgroup_threads"),
+        feature: Some(has_v2),
+        between: Some(remove_case_cgroups),
+        ..CGROUP_CASE
+    },
+    Case {
         name: "cgroup_tree",
         program: Program::C("cgroup_tree"),
         feature: Some(has_v2),

@@ -91,7 +91,11 @@ impl CgroupDump {
 
     /// (hierarchy name, path, no prefix yet) for every mounted hierarchy
     /// of the lines.
-    fn members(&self, pid: Pid, lines: &[CgroupLine]) -> Result<Vec<(String, String, Option<u32>)>> {
+    fn members(
+        &self,
+        pid: Pid,
+        lines: &[CgroupLine],
+    ) -> Result<Vec<(String, String, Option<u32>)>> {
         let mut out = Vec::new();
         for l in lines {
             let Some(h) = self.hs.iter().find(|h| h.matches(l)) else {
@@ -261,8 +265,13 @@ fn add_cgns_prefixes(pid: Pid, tid: Pid, set: &mut [(String, String, Option<u32>
         .unwrap_or_else(|_| Err("the helper thread panicked".into()))
     });
     let inner = inner.map_err(|why| Error::task(tid, "cgroup namespace", why))?;
-    let lines = cgroup::parse(&inner)
-        .map_err(|e| Error::task(tid, format!("{file} (inside its cgroup namespace)"), e.to_string()))?;
+    let lines = cgroup::parse(&inner).map_err(|e| {
+        Error::task(
+            tid,
+            format!("{file} (inside its cgroup namespace)"),
+            e.to_string(),
+        )
+    })?;
     for (name, path, prefix) in set.iter_mut() {
         let seen = lines.iter().find(|l| {
             if name == cgroupfs::V2_NAME {

@@ -297,7 +297,7 @@ pub fn plan(
                     s.id,
                     m.name,
                     m.path,
-                    &m.path[..(p as usize).min(m.path.len())]
+                    m.path.get(..p as usize).unwrap_or(&m.path)
                 );
             }
             let pid = task_sets.iter().find(|t| t.1 == s.id).map_or(0, |t| t.0);

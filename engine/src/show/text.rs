@@ -837,7 +837,7 @@ fn cgroups(out: &mut Out, set: &ImageSet) {
                 if let Some(p) = m.cgns_prefix.filter(|&p| p > 0) {
                     path += &format!(
                         "  (cgroup namespace root {})",
-                        &m.path[..(p as usize).min(m.path.len())]
+                        m.path.get(..p as usize).unwrap_or(&m.path)
                     );
                 }
                 vec![m.name.clone(), path]
