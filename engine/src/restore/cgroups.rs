@@ -39,6 +39,19 @@ pub enum Mode {
     Strict,
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Ignore => "ignore",
+            Mode::None => "none",
+            Mode::Props => "props",
+            Mode::Soft => "soft",
+            Mode::Full => "full",
+            Mode::Strict => "strict",
+        })
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Mode, String> {
@@ -351,7 +364,7 @@ pub fn plan(
             Mode::None | Mode::Props if !exists => {
                 return Err(Error::io(
                     &d.dir,
-                    format!("--manage-cgroups={mode:?}: the cgroup must exist"),
+                    format!("--manage-cgroups={mode}: the cgroup must exist"),
                     std::io::ErrorKind::NotFound.into(),
                 ))
             }
@@ -370,7 +383,7 @@ pub fn plan(
             if !dir.is_dir() {
                 return Err(Error::io(
                     dir,
-                    format!("--manage-cgroups={mode:?}: the cgroup must exist"),
+                    format!("--manage-cgroups={mode}: the cgroup must exist"),
                     std::io::ErrorKind::NotFound.into(),
                 ));
             }
@@ -601,6 +614,16 @@ mod tests {
         assert_eq!("ignore".parse::<Mode>().unwrap(), Mode::Ignore);
         assert!("bogus".parse::<Mode>().is_err());
         assert_eq!(Mode::default(), Mode::Soft);
+        for m in [
+            Mode::Ignore,
+            Mode::None,
+            Mode::Props,
+            Mode::Soft,
+            Mode::Full,
+            Mode::Strict,
+        ] {
+            assert_eq!(m.to_string().parse::<Mode>().unwrap(), m);
+        }
     }
 
     fn entry(path: &str, props: &[(&str, &str)]) -> pb::CgroupEntry {
