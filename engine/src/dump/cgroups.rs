@@ -301,20 +301,6 @@ pub fn cgns_prefix(full: &str, seen: &str) -> Option<u32> {
         .filter(|&n| n > 0)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cgns_prefix() {
-        use super::cgns_prefix as p;
-        assert_eq!(p("/a/b/c", "/c"), Some(4));
-        assert_eq!(p("/a/b", "/"), Some(4));
-        assert_eq!(p("/", "/"), Some(0));
-        assert_eq!(p("/a/b", "/a/b"), None); // same view: no namespace root
-        assert_eq!(p("/a/bc", "/c"), None);
-        assert_eq!(p("/x", "/y"), None);
-    }
-}
-
 /// How long a freezer may take to report the cgroup frozen.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -500,4 +486,18 @@ pub fn seize_cgroup(spec: &str) -> Result<(BTreeMap<Pid, Seized>, Freezer)> {
     }
     debug!("{} threads seized through the freezer", held.len());
     Ok((held, fz))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cgns_prefix() {
+        use super::cgns_prefix as p;
+        assert_eq!(p("/a/b/c", "/c"), Some(4));
+        assert_eq!(p("/a/b", "/"), Some(4));
+        assert_eq!(p("/", "/"), Some(0));
+        assert_eq!(p("/a/b", "/a/b"), None); // same view: no namespace root
+        assert_eq!(p("/a/bc", "/c"), None);
+        assert_eq!(p("/x", "/y"), None);
+    }
 }
