@@ -538,22 +538,35 @@ impl CgroupPlan {
     /// Move a new task into the cgroups of set `id` (all its threads: it
     /// has one at this point).
     pub fn move_task(&self, pid: Pid, id: Option<u32>) -> Result<()> {
-        self.move_to(pid, id, "cgroup.procs", "cgroup.procs")
+        self.move_to(pid, id, None, "cgroup.procs", "cgroup.procs")
     }
 
-    /// Move one thread into the cgroups of set `id`.
-    pub fn move_thread(&self, tid: Pid, id: Option<u32>) -> Result<()> {
-        self.move_to(tid, id, "tasks", "cgroup.threads")
+    /// Move one thread, created in its leader's cgroups (set `leader`),
+    /// into those of set `id` where they differ (v1 hierarchies are per
+    /// thread; in cgroup2 only threaded cgroups are).
+    pub fn move_thread(&self, tid: Pid, id: Option<u32>, leader: Option<u32>) -> Result<()> {
+        self.move_to(tid, id, leader, "tasks", "cgroup.threads")
     }
 
-    fn move_to(&self, pid: Pid, id: Option<u32>, v1: &str, v2: &str) -> Result<()> {
+    fn move_to(
+        &self,
+        pid: Pid,
+        id: Option<u32>,
+        from: Option<u32>,
+        v1: &str,
+        v2: &str,
+    ) -> Result<()> {
         let Some(id) = id.filter(|_| self.mode != Mode::Ignore) else {
             return Ok(());
         };
         let Some(set) = self.sets.get(&id) else {
             return Ok(()); // images without cgroup.img: validated in plan()
         };
+        let already = from.and_then(|f| self.sets.get(&f));
         for (dir, is_v2) in set {
+            if already.is_some_and(|a| a.iter().any(|(d, _)| d == dir)) {
+                continue;
+            }
             let file = dir.join(if *is_v2 { v2 } else { v1 });
             std::fs::write(&file, pid.to_string()).map_err(|e| {
                 Error::task(

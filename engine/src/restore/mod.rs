@@ -217,7 +217,7 @@ fn restore_tree(imgs: &Images, cg: &cgroups::CgroupPlan) -> Result<()> {
         for (tid, core) in &t.threads {
             let id = core.thread_core.as_ref().and_then(|c| c.cg_set);
             if id.is_some() && id != t.tc().cg_set {
-                cg.move_thread(*tid, id)?;
+                cg.move_thread(*tid, id, t.tc().cg_set)?;
             }
         }
         // <<< issue 6 hook
