@@ -189,6 +189,12 @@ fn main() {
             variant: Variant::Once,
             body: safety_cgroups::dump_freeze_enospc,
         },
+        Spec {
+            name: "dump/frozen-cgroup",
+            case: || case_named("cgroup_freeze"),
+            variant: Variant::Once,
+            body: safety_cgroups::dump_frozen,
+        },
         // <<< issue 6
     ];
     let cfg = std::sync::Arc::new(Config::from_env());

@@ -8,7 +8,10 @@
 //!   restores fine, which it could not if the broken cgroup were left);
 //! - `dump/freeze-cgroup-enospc`: a dump through the freezer cgroup that
 //!   fails (no space for the images) leaves the cgroup thawed and the
-//!   forking tree running as before.
+//!   forking tree running as before;
+//! - `dump/frozen-cgroup`: a tree frozen by its cgroup, dumped without
+//!   `--freeze-cgroup`, is refused at once (it would never stop) with the
+//!   pid and the cgroup, and goes on once thawed.
 
 use super::*;
 
@@ -153,6 +156,74 @@ pub fn dump_freeze_enospc(run: &mut Run) -> Result<Outcome, String> {
     let unmounted = small.unmount();
     checks?;
     unmounted?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// The freezer file of the cgroup_freeze case's cgroup (`zdtm.<uniq>`).
+fn case_freezer(run: &Run) -> Result<PathBuf, String> {
+    let uniq = run
+        .dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let name = format!("zdtm.{uniq}");
+    crate::cgroups::zdtm_dirs()
+        .into_iter()
+        .filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy() == name))
+        .map(|d| {
+            let v1 = d.join("freezer.state");
+            if v1.exists() {
+                v1
+            } else {
+                d.join("cgroup.freeze")
+            }
+        })
+        .find(|f| f.exists())
+        .ok_or_else(|| format!("no freezer cgroup {name}"))
+}
+
+/// A tree frozen by its freezer cgroup, dumped without --freeze-cgroup:
+/// refused at once (a frozen task never reaches a ptrace stop, so seizing
+/// it would hang), naming the cgroup; thawed, the tree goes on as before.
+pub fn dump_frozen(run: &mut Run) -> Result<Outcome, String> {
+    if let Some(o) = cgroup_case("cgroup_freeze", run)? {
+        return Ok(o);
+    }
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let before = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&before);
+    let f = case_freezer(run)?;
+    let v1 = f.ends_with("freezer.state");
+    fs::write(&f, if v1 { "FROZEN" } else { "1" }).map_err(|e| format!("{}: {e}", f.display()))?;
+    let frozen = trial::poll(Duration::from_secs(10), || {
+        let state = if v1 {
+            fs::read_to_string(&f).unwrap_or_default()
+        } else {
+            fs::read_to_string(f.with_file_name("cgroup.events")).unwrap_or_default()
+        };
+        (state.trim() == "FROZEN" || state.lines().any(|l| l == "frozen 1")).then_some(())
+    });
+    let checks = (|| {
+        frozen.ok_or("the case's cgroup did not freeze")?;
+        run.note(format!("froze {}", f.display()));
+        let img = run.path("img-frozen");
+        let args = dump_args(run, pid, &img, "dump-frozen", &[]);
+        let t0 = std::time::Instant::now();
+        let out = expect_failure(run, "dump-frozen", &img, args)?;
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(format!("the refusal took {:?}", t0.elapsed()));
+        }
+        expect_mentions("dump-frozen", &out, &[&["frozen"], &["--freeze-cgroup"]])?;
+        expect_pid("dump-frozen", &out, pid)?;
+        Ok(())
+    })();
+    let thawed = fs::write(&f, if v1 { "THAWED" } else { "0" });
+    checks?;
+    thawed.map_err(|e| format!("thawing {}: {e}", f.display()))?;
+    run.check_tree(&before, &stopped, "after the refused dump")?;
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
 }

@@ -488,6 +488,47 @@ pub fn seize_cgroup(spec: &str) -> Result<(BTreeMap<Pid, Seized>, Freezer)> {
     Ok((held, fz))
 }
 
+/// A task in a frozen cgroup never reaches a ptrace stop: seizing it
+/// would hang the dump. Refuse instead, naming the cgroup (the frozen
+/// state of v1 freezer.state and of cgroup2's cgroup.events covers frozen
+/// ancestors too). A tree frozen on purpose is dumped with
+/// `--freeze-cgroup`, which thaws it while it seizes.
+pub fn check_not_frozen(pid: Pid) -> Result<()> {
+    static HS: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    let hs = HS.get_or_init(|| cgroupfs::hierarchies().unwrap_or_default());
+    let Ok(lines) = cgroup::read(pid) else {
+        return Ok(()); // gone: the seize reports it
+    };
+    for l in &lines {
+        let Some(h) = hs.iter().find(|h| h.matches(l)) else {
+            continue;
+        };
+        let dir = h.dir(&l.path);
+        let frozen = if h.v2 {
+            cgroupfs::read_prop(&dir.join("cgroup.events"))
+                .map(|t| t.lines().any(|l| l.trim() == "frozen 1"))
+                .unwrap_or(false)
+        } else if h.has("freezer") {
+            cgroupfs::read_prop(&dir.join("freezer.state"))
+                .map(|v| cgroupfs::is_frozen_value(&v))
+                .unwrap_or(false)
+        } else {
+            false
+        };
+        if frozen {
+            return Err(Error::unsupported(
+                pid,
+                format!("cgroup {}:{}", h.name(), l.path),
+                format!(
+                    "the task is frozen by its freezer cgroup and cannot be seized; thaw it, or dump with --freeze-cgroup {}",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -187,7 +187,10 @@ pub fn freeze_tree_with(root: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Ve
             });
             continue;
         }
-        let threads = match freeze_threads_with(pid, pre) {
+        // issue 6: a frozen task would never stop (dump/cgroups.rs)
+        let threads = match crate::dump::cgroups::check_not_frozen(pid)
+            .and_then(|()| freeze_threads_with(pid, pre))
+        {
             Ok(t) => t,
             Err(e) => {
                 // Leave everything as it was: detach what we hold.
