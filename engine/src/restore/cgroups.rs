@@ -393,10 +393,13 @@ pub fn plan(
 }
 
 /// Cgroups the restore created; removed again (children first) when the
-/// restore fails, unless kept.
+/// restore fails, unless kept. Also the frozen cgroups it thawed to put
+/// tasks into them (a frozen task never reaches the engine's ptrace stop):
+/// frozen again when it is dropped, whatever happened.
 pub struct Created {
     dirs: Vec<PathBuf>,
     keep: bool,
+    thawed: Vec<(PathBuf, bool)>,
 }
 
 impl Created {
@@ -407,6 +410,9 @@ impl Created {
 
 impl Drop for Created {
     fn drop(&mut self) {
+        for (file, v2) in &self.thawed {
+            let _ = std::fs::write(file, if *v2 { "1" } else { "FROZEN" });
+        }
         if self.keep {
             return;
         }
@@ -485,10 +491,21 @@ impl CgroupPlan {
         let mut made = Created {
             dirs: Vec::new(),
             keep: false,
+            thawed: Vec::new(),
         };
-        if matches!(self.mode, Mode::Ignore | Mode::None) {
+        if self.mode == Mode::Ignore {
             return Ok(made);
         }
+        if self.mode != Mode::None {
+            self.create(&mut made)?;
+        }
+        for (dir, v2) in self.sets.values().flatten() {
+            thaw_for_restore(dir, *v2, &mut made)?;
+        }
+        Ok(made)
+    }
+
+    fn create(&self, made: &mut Created) -> Result<()> {
         let all_dirs = self
             .dirs
             .iter()
@@ -498,7 +515,7 @@ impl CgroupPlan {
         for d in &self.dirs {
             let mut created = false;
             if !d.dir.is_dir() {
-                mkdir_p(&d.dir, &mut made)?;
+                mkdir_p(&d.dir, made)?;
                 created = true;
                 if let Some(p) = &d.perms {
                     let _ = std::fs::set_permissions(
@@ -529,10 +546,10 @@ impl CgroupPlan {
         // that does not exist yet, say).
         for d in all_dirs {
             if !d.is_dir() {
-                mkdir_p(&d, &mut made)?;
+                mkdir_p(&d, made)?;
             }
         }
-        Ok(made)
+        Ok(())
     }
 
     /// Move a new task into the cgroups of set `id` (all its threads: it
@@ -595,6 +612,51 @@ impl CgroupPlan {
         }
         Ok(())
     }
+}
+
+/// A membership cgroup that is frozen now: thaw it for the restore (and
+/// have `made` freeze it again). One frozen by an ancestor cannot be
+/// thawed from here: refused, before any process exists.
+fn thaw_for_restore(dir: &Path, v2: bool, made: &mut Created) -> Result<()> {
+    let (file, is_frozen): (PathBuf, fn(&Path) -> bool) = if v2 {
+        (dir.join("cgroup.freeze"), |d| {
+            cgroupfs::read_prop(&d.join("cgroup.events"))
+                .is_ok_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
+        })
+    } else {
+        (dir.join("freezer.state"), |d| {
+            cgroupfs::read_prop(&d.join("freezer.state"))
+                .is_ok_and(|v| cgroupfs::is_frozen_value(&v))
+        })
+    };
+    if !file.exists() || !is_frozen(dir) || made.thawed.iter().any(|(f, _)| *f == file) {
+        return Ok(());
+    }
+    // Frozen itself, not (only) through an ancestor.
+    let own = if v2 {
+        cgroupfs::read_prop(&file).is_ok_and(|v| v.trim() == "1")
+    } else {
+        match cgroupfs::read_prop(&dir.join("freezer.self_freezing")) {
+            Ok(v) => v.trim() == "1",
+            Err(_) => true,
+        }
+    };
+    if own {
+        write(&file, if v2 { "0" } else { "THAWED" })?;
+        made.thawed.push((file.clone(), v2));
+        debug!("cgroup {}: frozen, thawed for the restore", dir.display());
+    }
+    for _ in 0..200 {
+        if !is_frozen(dir) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(Error::io(
+        dir,
+        "the cgroup is frozen (by an ancestor cgroup); a task restored into it could not be set up",
+        std::io::ErrorKind::WouldBlock.into(),
+    ))
 }
 
 fn mkdir_p(dir: &Path, made: &mut Created) -> Result<()> {
