@@ -77,7 +77,9 @@ enum Cmd {
         manage_cgroups: Option<ckpt::restore::cgroups::Mode>,
         /// Put the restored tree's cgroups under this root:
         /// `[controller:]/path` (no controller: every hierarchy without its
-        /// own); may be given more than once.
+        /// own; cgroup2 is `cgroup2` or `unified`); the tree's own cgroup
+        /// (the deepest one holding all its tasks) becomes the new root.
+        /// May be given more than once.
         #[arg(long, value_name = "[CONTROLLER:]/PATH")]
         cgroup_root: Vec<ckpt::cgroupfs::CgroupRoot>,
         // <<< issue 6
