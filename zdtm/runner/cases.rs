@@ -320,6 +320,22 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "sid_orphans",
+        program: Program::C("sid_orphans"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "seccomp",
+        program: Program::C("seccomp"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "loginuid",
+        program: Program::C("loginuid"),
+        suid: true,
+        ..Case::DEFAULT
+    },
     // <<< issue 5
     // >>> issue 6: cgroups (programs: zdtm/cases/cgroup_*.c; hooks below)
     Case {

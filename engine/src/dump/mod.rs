@@ -12,6 +12,7 @@ pub mod files;
 pub mod freeze;
 pub mod memory;
 pub mod regs;
+pub mod seccomp;
 pub mod signals; // pending signals (issue 3)
 pub mod timers; // itimers and POSIX timers (issue 3)
 
@@ -82,6 +83,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         pstree: Vec::new(),
         root_ids: None,
         shmem_done: Default::default(),
+        seccomp: Default::default(),
         stats: DumpStats::default(),
     };
     for p in tree.iter_mut() {
@@ -93,7 +95,10 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     }
     ctx.finish()?;
     let stats = ctx.stats;
-    debug!("pid {pid}: images written");
+    debug!(
+        "pid {pid}: images written; {}",
+        crate::ptrace::remote::STATS
+    );
     dir.commit()?;
     debug!("pid {pid}: image directory committed");
     if opts.leave_running {
@@ -118,6 +123,7 @@ struct DumpCtx<'a> {
     root_ids: Option<pb::TaskKobjIdsEntry>,
     /// Shared memory objects already dumped (by shmid).
     shmem_done: std::collections::BTreeSet<u64>,
+    seccomp: seccomp::SeccompTable,
     stats: DumpStats,
     cgroups: cgroups::CgroupDump, // issue 6
 }
@@ -151,6 +157,9 @@ impl DumpCtx<'_> {
             .collect();
         if !pipe_data.is_empty() {
             dir.write_with_payloads("pipes-data.img", &pipe_data)?;
+        }
+        if let Some(e) = self.seccomp.entry() {
+            dir.write_image("seccomp.img", &[e])?;
         }
         dir.write_image("pstree.img", &self.pstree)?;
         dir.write_image(
@@ -272,19 +281,6 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let syscall_ip = find_syscall_insn(&mem, &ranges)?;
     debug!("pid {pid}: remote syscalls at {syscall_ip:#x}");
 
-    for t in threads.iter() {
-        let st = status::read_task(pid, t.tid)?;
-        if st.seccomp != 0 {
-            return Err(Error::unsupported(
-                t.tid,
-                format!(
-                    "seccomp mode {} ({} filters)",
-                    st.seccomp, st.seccomp_filters
-                ),
-                "seccomp is not supported yet; restoring without it would silently drop the policy",
-            ));
-        }
-    }
     let stopped = threads[0].kind == StopKind::GroupStop;
     let mut snaps = Vec::with_capacity(threads.len());
     for t in threads.iter() {
@@ -344,6 +340,11 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         tc.signals_p = Some(signals::dump_queue(snap.tid, false)?);
     }
     // <<< issue 3 hook
+    for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
+        if snap.status.seccomp as i32 == seccomp::SECCOMP_MODE_FILTER {
+            tc.seccomp_filter = Some(ctx.seccomp.dump_thread(snap.tid)?);
+        }
+    }
     // >>> issue 6 hook: cgroup sets of the process and of each thread
     task_core.cg_set = Some(ctx.cgroups.task_set(pid, pid)?);
     for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {

@@ -70,6 +70,8 @@ pub struct Images {
     /// pipes-data.img: pipe id -> (pipe size, buffered bytes).
     pub pipe_data: BTreeMap<u32, (u32, Vec<u8>)>,
     pub zombies: Vec<Zombie>,
+    /// seccomp.img's filters (empty without one).
+    pub seccomp: Vec<pb::SeccompFilter>,
     /// cgroup.img, if the images have one (issue 6).
     pub cgroups: Option<pb::CgroupEntry>,
 }
@@ -194,6 +196,22 @@ pub fn load(dir: &Path) -> Result<Images> {
             return Err(bad(&dir.join("files.img"), "duplicate file id"));
         }
     }
+    let seccomp: Vec<pb::SeccompFilter> = if dir.join("seccomp.img").exists() {
+        let e: pb::SeccompEntry = read_one(dir, "seccomp.img", Magic::Seccomp)?;
+        e.seccomp_filters
+    } else {
+        Vec::new()
+    };
+    let check_seccomp = |path: &Path, c: &pb::CoreEntry| -> Result<()> {
+        match c
+            .thread_core
+            .as_ref()
+            .and_then(|t| super::seccomp::check(t, &seccomp))
+        {
+            Some(why) => Err(bad(path, why)),
+            None => Ok(()),
+        }
+    };
     let mut tasks = Vec::new();
     let mut shmem = BTreeMap::new();
     let mut zombies = Vec::new();
@@ -237,6 +255,7 @@ pub fn load(dir: &Path) -> Result<Images> {
         // >>> issue 3 hook: pending signals and timers can be queued/armed
         super::signals::check_core(&core).map_err(|why| bad(&core_path, why))?;
         // <<< issue 3 hook
+        check_seccomp(&core_path, &core)?;
         if p.threads.first() != Some(&p.pid) {
             return Err(bad(
                 &dir.join("pstree.img"),
@@ -263,6 +282,7 @@ pub fn load(dir: &Path) -> Result<Images> {
                 return Err(bad(&path, "missing thread core"));
             }
             super::signals::check_core(&c).map_err(|why| bad(&path, why))?; // issue 3 hook
+            check_seccomp(&path, &c)?;
             threads.push((tid as i32, c));
         }
         let mm_name = format!("mm-{pid}.img");
@@ -420,5 +440,6 @@ pub fn load(dir: &Path) -> Result<Images> {
         shmem,
         pipe_data,
         zombies,
+        seccomp,
     })
 }

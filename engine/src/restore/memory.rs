@@ -79,20 +79,21 @@ pub fn reset_address_space(r: &mut Remote<'_>, t: &TaskImages, syscall_ip: u64) 
             )
         })
         .collect();
-    for v in &cur {
-        if group.iter().any(|g| g.start == v.start)
-            || matches!(v.is_special(), Some(SpecialVma::Vsyscall))
-        {
-            continue;
+    // Everything else goes, gap by gap between the kept mappings: a few
+    // munmap calls instead of one per inherited mapping (munmap ignores
+    // the holes in a range).
+    let mut kept: Vec<(u64, u64)> = group.iter().map(|v| (v.start, v.end)).collect();
+    kept.sort_unstable();
+    let mut from = 0u64;
+    for (start, end) in kept.iter().copied().chain([(TASK_SIZE, TASK_SIZE)]) {
+        if start > from {
+            r.call(
+                libc::SYS_munmap,
+                &[from, start - from],
+                &format!("munmap {from:#x}-{start:#x} (what the engine left)"),
+            )?;
         }
-        r.call(
-            libc::SYS_munmap,
-            &[v.start, v.end - v.start],
-            &format!(
-                "munmap {:#x}-{:#x} inherited from the engine",
-                v.start, v.end
-            ),
-        )?;
+        from = from.max(end);
     }
     let dumped: Vec<&pb::VmaEntry> =
         t.mm.vmas

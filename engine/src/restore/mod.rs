@@ -12,6 +12,8 @@ pub mod child;
 pub mod creds;
 pub mod load;
 pub mod memory;
+pub mod seccomp;
+pub mod sessions;
 pub mod signals; // pending signals (issue 3)
 pub mod timers; // itimers and POSIX timers (issue 3)
 
@@ -35,7 +37,7 @@ use crate::ptrace::remote::{find_syscall_insn, Remote};
 use crate::ptrace::Seized;
 use crate::sys::{self, KernelSigaction};
 
-use child::{ChildPlan, FdPlan, FdSource};
+use child::{ChildPlan, FdPlan, FdSource, HelperPlan};
 use load::{Images, TaskImages};
 
 #[derive(Debug, Clone)]
@@ -67,6 +69,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     )?;
     // <<< issue 6 hook
     restore_tree(&imgs, &cg).map_err(|e| e.for_pid(root_pid, "restore"))?;
+    debug!("{}", crate::ptrace::remote::STATS);
     let pid = root_pid;
     if let Some(pf) = &opts.pidfile {
         std::fs::write(pf, pid.to_string())
@@ -130,6 +133,16 @@ impl Drop for NewTree {
                     _ => {}
                 }
             }
+            // The others were reparented when their parent died; they are
+            // not ours to reap, but none may still be running when the
+            // engine reports the failure.
+            for &pid in &self.pids {
+                while std::time::Instant::now() < deadline
+                    && crate::proc::stat::read(pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            }
         }
     }
 }
@@ -167,8 +180,8 @@ fn restore_tree(imgs: &Images, cg: &cgroups::CgroupPlan) -> Result<()> {
         plans.push((plan, file_fds, exe_fd));
         pipes.push((rd, wr));
     }
-    check_groups(imgs)?;
-    let root_plan = nest(imgs, &plans, 0);
+    let sessions = plan_sessions(imgs)?;
+    let root_plan = nest(imgs, &plans, &sessions, 0);
     // Dropped after `guard`: cgroups made here go once the tasks are dead.
     let made_cgroups = cg.prepare()?; // issue 6 hook
     let mut guard = NewTree {
@@ -242,46 +255,93 @@ fn restore_tree(imgs: &Images, cg: &cgroups::CgroupPlan) -> Result<()> {
     Ok(())
 }
 
-/// The plan of task `i` with its children's plans inside it.
+/// The plan of task `i` with its children's plans inside it: forked by
+/// itself (early or not) or by one of its helpers.
 fn nest(
     imgs: &Images,
     plans: &[(ChildPlan, BTreeMap<u32, RawFd>, Option<RawFd>)],
+    sessions: &sessions::Plan,
     i: usize,
 ) -> ChildPlan {
+    use sessions::Creator;
     let mut p = plans[i].0.clone();
     let pid = imgs.tasks[i].pid;
-    p.children = imgs
-        .tasks
+    p.helpers = sessions
+        .helpers
         .iter()
-        .enumerate()
-        .filter(|(_, t)| t.pstree.ppid as i32 == pid && t.pid != pid)
-        .map(|(j, _)| nest(imgs, plans, j))
+        .filter(|h| h.parent == pid)
+        .map(|h| HelperPlan {
+            pid: h.pid,
+            setsid: h.setsid,
+            children: Vec::new(),
+        })
         .collect();
+    for (j, t) in imgs.tasks.iter().enumerate() {
+        if t.pstree.ppid as i32 != pid || t.pid == pid {
+            continue;
+        }
+        let mut c = nest(imgs, plans, sessions, j);
+        match sessions.creator[&t.pid] {
+            Creator::Parent => p.children.push(c),
+            Creator::ParentEarly => {
+                c.early = true;
+                p.children.push(c);
+            }
+            Creator::Helper(h) => p
+                .helpers
+                .iter_mut()
+                .find(|x| x.pid == h)
+                .expect("the helper belongs to the parent")
+                .children
+                .push(c),
+        }
+    }
     p
 }
 
-/// Sessions and groups the restore can rebuild: a task leads its own
-/// session or is in its parent's; its group is its own, its parent's, or
-/// one led by an older sibling (which exists by the time it is forked).
-fn check_groups(imgs: &Images) -> Result<()> {
-    let by_pid: BTreeMap<i32, &TaskImages> = imgs.tasks.iter().map(|t| (t.pid, t)).collect();
-    for t in &imgs.tasks[1..] {
-        let (pid, sid, pgid) = (t.pid, t.pstree.sid as i32, t.pstree.pgid as i32);
-        let parent = by_pid[&(t.pstree.ppid as i32)];
-        let ok_sid = sid == pid || sid == parent.pstree.sid as i32;
-        let older_sibling = imgs.tasks.iter().take_while(|o| o.pid != pid).any(|o| {
-            o.pid == pgid && o.pstree.ppid == t.pstree.ppid && o.pstree.pgid as i32 == o.pid
-        });
-        let ok_pgid = pgid == pid || pgid == parent.pstree.pgid as i32 || older_sibling;
-        if !ok_sid || !ok_pgid {
-            return Err(Error::unsupported(
-                pid,
-                format!("session {sid}, process group {pgid}"),
-                "this session/group layout (a leader that is not the task itself, its parent or an older sibling) cannot be restored yet",
-            ));
-        }
+/// Who creates each task (restore/sessions.rs), and the helpers' PIDs must
+/// be free like every other.
+fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
+    let layout: Vec<sessions::Layout> = imgs
+        .tasks
+        .iter()
+        .map(|t| sessions::Layout {
+            pid: t.pid,
+            ppid: t.pstree.ppid as i32,
+            sid: t.pstree.sid as i32,
+            pgid: t.pstree.pgid as i32,
+        })
+        .collect();
+    let taken = imgs
+        .tasks
+        .iter()
+        .map(|t| t.pid)
+        .chain(imgs.zombies.iter().map(|z| z.pid))
+        .collect();
+    let plan = sessions::plan(&layout, &taken).map_err(|(pid, why)| {
+        let t = layout
+            .iter()
+            .find(|t| t.pid == pid)
+            .expect("a task of the image");
+        Error::unsupported(
+            pid,
+            format!("session {}, process group {}", t.sid, t.pgid),
+            format!("this layout cannot be restored: {why}"),
+        )
+    })?;
+    for h in &plan.helpers {
+        check_pid_free(h.pid).map_err(|e| {
+            Error::task(
+                h.pid,
+                "restore",
+                format!(
+                    "the {} whose leader is gone needs a helper with its PID: {e}",
+                    if h.setsid { "session" } else { "process group" }
+                ),
+            )
+        })?;
     }
-    Ok(())
+    Ok(plan)
 }
 
 fn check_pid_free(pid: Pid) -> Result<()> {
@@ -412,9 +472,12 @@ fn child_plan(
         rlimits,
         comm: cstr(pid, "comm", &tc.comm)?,
         personality: Some(tc.personality as u64),
+        loginuid: tc.loginuid,
         sigactions,
         err_pipe: -1,
         children: Vec::new(),
+        early: false,
+        helpers: Vec::new(),
         zombies: Vec::new(),
     };
     Ok((plan, file_fds, Some(exe_fd)))
@@ -714,6 +777,19 @@ fn take_over(
     // timers (restore/signals.rs, restore/timers.rs); before credentials.
     signals::restore(&mut task, &mut threads, ip, &mem, scratch, t)?;
     // <<< issue 3 hook
+    // Seccomp, while the task still has the privileges to install filters.
+    {
+        let mut r = Remote::new(&mut task, ip)?;
+        set_nofile(&mut r, &mem, scratch, t)?;
+        seccomp::install(&mut r, pid, &mem, t.thread(), &imgs.seccomp)?;
+        r.abandon();
+    }
+    for (th, (tid, core)) in threads.iter_mut().zip(&t.threads) {
+        let mut r = Remote::new(th, ip)?;
+        let tcore = core.thread_core.as_ref().expect("validated");
+        seccomp::install(&mut r, *tid, &mem, tcore, &imgs.seccomp)?;
+        r.abandon();
+    }
     // Credentials last, thread by thread (they are per-thread in the
     // kernel), and what a credential change resets after them.
     {
@@ -835,17 +911,11 @@ fn map_scratch(r: &mut Remote<'_>, t: &TaskImages) -> Result<u64> {
     let busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     let at = memory::find_hole(&busy, 4096)
         .ok_or_else(|| Error::task(t.pid, "scratch page", "no room in the address space"))?;
-    r.call(
-        libc::SYS_mmap,
-        &[
-            at,
-            4096,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-            u64::MAX,
-            0,
-        ],
-        "mmap of the scratch page",
+    r.mmap_anon(
+        at,
+        4096,
+        libc::PROT_READ | libc::PROT_WRITE,
+        "the scratch page",
     )
 }
 
@@ -953,6 +1023,30 @@ fn restore_thread(
             "rseq registration",
         )?;
     }
+    Ok(())
+}
+
+/// RLIMIT_NOFILE, last of the fd work (restore/child.rs leaves it open).
+fn set_nofile(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImages) -> Result<()> {
+    let Some(l) = t
+        .tc()
+        .rlimits
+        .as_ref()
+        .and_then(|r| r.rlimits.get(libc::RLIMIT_NOFILE as usize))
+    else {
+        return Ok(());
+    };
+    let mut b = l.cur.to_le_bytes().to_vec();
+    b.extend_from_slice(&l.max.to_le_bytes());
+    mem.write(scratch, &b)?;
+    r.call(
+        libc::SYS_prlimit64,
+        &[0, libc::RLIMIT_NOFILE as u64, scratch, 0],
+        &format!(
+            "prlimit64(RLIMIT_NOFILE, {}/{}) (raising the hard limit needs CAP_SYS_RESOURCE)",
+            l.cur, l.max
+        ),
+    )?;
     Ok(())
 }
 

@@ -442,6 +442,9 @@ fn task(set: &ImageSet, t: &Task) -> Value {
             None => json!({ "error": format!("core-{}.img has no task core", t.pid()) }),
         }),
     );
+    if t.is_zombie() {
+        return Value::Object(m);
+    }
     m.insert("ids".into(), part(&t.ids, ids));
     m.insert(
         "fs".into(),

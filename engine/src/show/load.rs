@@ -132,6 +132,17 @@ pub struct Task {
 }
 
 impl Task {
+    /// A zombie has a core image only: its exit status for its parent.
+    pub fn is_zombie(&self) -> bool {
+        self.threads.first().is_some_and(|th| {
+            th.core
+                .as_ref()
+                .is_ok_and(|c| c.tc.as_ref().is_some_and(|tc| tc.task_state == 2))
+        })
+    }
+}
+
+impl Task {
     pub fn pid(&self) -> u32 {
         self.tree.pid
     }
@@ -617,6 +628,7 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
                 problems.push(e.to_string());
             }
         }
+        let zombie = task.is_zombie();
         for e in [
             task.ids.as_ref().err(),
             task.mm.as_ref().err(),
@@ -626,6 +638,7 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         ]
         .into_iter()
         .flatten()
+        .filter(|_| !zombie)
         {
             if !problems.contains(&e.to_string()) {
                 problems.push(e.to_string());

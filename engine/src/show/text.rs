@@ -268,6 +268,10 @@ fn task(out: &mut Out, set: &ImageSet, t: &Task) {
         },
         None => {}
     }
+    if t.is_zombie() {
+        // Nothing else was dumped for it.
+        return;
+    }
     match &t.ids {
         Ok(ids) => out.kv(2, "ids", model::ids_text(ids)),
         Err(e) => out.kv(2, "ids", format!("(cannot show: {e})")),
@@ -307,7 +311,9 @@ fn task(out: &mut Out, set: &ImageSet, t: &Task) {
 
 fn task_core(out: &mut Out, tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) {
     let mut state = names::task_state(tc.task_state);
-    if tc.task_state == 2 || tc.exit_code != 0 {
+    if tc.task_state == 2 {
+        state += &format!(", {}", names::wait_status(tc.exit_code));
+    } else if tc.exit_code != 0 {
         state += &format!(", exit code {}", tc.exit_code);
     }
     if let Some(s) = tc.stop_signo {
