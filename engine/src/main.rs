@@ -47,6 +47,13 @@ enum Cmd {
         /// Accepted for CRIU compatibility: the tree's terminal is left as is.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        // >>> issue 6
+        /// Freeze the tree through this freezer cgroup (a cgroup directory,
+        /// or a path in the freezer hierarchy) before seizing it, so a tree
+        /// that keeps forking can be stopped.
+        #[arg(long, value_name = "PATH")]
+        freeze_cgroup: Option<String>,
+        // <<< issue 6
         /// Also dump this SysV IPC object (shm:ID, sem:ID or msg:ID; may
         /// be repeated or comma-separated): for objects the tree created
         /// but never used, which the dump cannot tell are the tree's.
@@ -68,6 +75,19 @@ enum Cmd {
         /// Accepted for CRIU compatibility.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        // >>> issue 6
+        /// What to do with cgroups (CRIU's modes): ignore, none, props,
+        /// soft (the default, also without a value), full, strict.
+        #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
+        manage_cgroups: Option<ckpt::restore::cgroups::Mode>,
+        /// Put the restored tree's cgroups under this root:
+        /// `[controller:]/path` (no controller: every hierarchy without its
+        /// own; cgroup2 is `cgroup2` or `unified`); the tree's own cgroup
+        /// (the deepest one holding all its tasks) becomes the new root.
+        /// May be given more than once.
+        #[arg(long, value_name = "[CONTROLLER:]/PATH")]
+        cgroup_root: Vec<ckpt::cgroupfs::CgroupRoot>,
+        // <<< issue 6
         #[command(flatten)]
         log: LogOpts,
     },
@@ -102,6 +122,7 @@ fn main() -> ExitCode {
             dir,
             leave_running,
             shell_job: _,
+            freeze_cgroup,
             ipc_ids,
             log,
         } => {
@@ -114,6 +135,7 @@ fn main() -> ExitCode {
                 pid,
                 dir: dir.clone(),
                 leave_running,
+                freeze_cgroup,
                 ipc_ids,
             });
             (
@@ -138,6 +160,8 @@ fn main() -> ExitCode {
             detach,
             pidfile,
             shell_job: _,
+            manage_cgroups,
+            cgroup_root,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -148,6 +172,8 @@ fn main() -> ExitCode {
                 dir,
                 detach,
                 pidfile,
+                manage_cgroups: manage_cgroups.unwrap_or_default(),
+                cgroup_roots: cgroup_root,
             });
             ("restore", r.map_err(|e| e.to_string()))
         }

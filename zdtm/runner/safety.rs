@@ -28,9 +28,13 @@
 #[allow(dead_code)]
 #[path = "cases.rs"]
 mod cases;
+#[path = "cgroups.rs"]
+mod cgroups; // issue 6
 #[allow(dead_code)]
 #[path = "procfs.rs"]
 mod procfs;
+#[path = "safety_cgroups.rs"]
+mod safety_cgroups; // issue 6
 #[allow(dead_code)]
 #[path = "trial.rs"]
 mod trial;
@@ -172,6 +176,32 @@ fn main() {
             variant: Variant::Once,
             body: restore_child_pid_taken,
         },
+        // >>> issue 6: cgroups (safety_cgroups.rs)
+        Spec {
+            name: "restore/cgroup-bad-path",
+            case: || case_named("cgroup_pids"),
+            variant: Variant::Once,
+            body: safety_cgroups::restore_bad_path,
+        },
+        Spec {
+            name: "restore/cgroup-move-fails",
+            case: || case_named("cgroup_v1_props"),
+            variant: Variant::Once,
+            body: safety_cgroups::restore_move_fails,
+        },
+        Spec {
+            name: "dump/freeze-cgroup-enospc",
+            case: || case_named("cgroup_freeze"),
+            variant: Variant::Once,
+            body: safety_cgroups::dump_freeze_enospc,
+        },
+        Spec {
+            name: "dump/frozen-cgroup",
+            case: || case_named("cgroup_freeze"),
+            variant: Variant::Once,
+            body: safety_cgroups::dump_frozen,
+        },
+        // <<< issue 6
         // >>> issue 5
         Spec {
             name: "restore/sysvipc-id-or-key-taken",

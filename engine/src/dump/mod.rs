@@ -6,6 +6,7 @@
 //! scratch mapping is removed by `ScratchSession`'s Drop, and the image
 //! directory only appears (by rename) once it is complete and synced.
 
+pub mod cgroups; // cgroup membership and properties (issue 6)
 pub mod core;
 pub mod files;
 pub mod freeze;
@@ -36,6 +37,8 @@ pub struct DumpOptions {
     pub pid: Pid,
     pub dir: PathBuf,
     pub leave_running: bool,
+    /// Freeze the tree through this freezer cgroup first (issue 6).
+    pub freeze_cgroup: Option<String>,
     /// SysV IPC objects to dump whoever used them, "shm:ID" etc. (issue 5).
     pub ipc_ids: Vec<String>,
 }
@@ -61,8 +64,21 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     }
     let ipc_explicit = ipc::parse_ids(&opts.ipc_ids)?; // issue 5
     let dir = ImageDir::create(&opts.dir)?;
-    let mut tree = freeze::freeze_tree(pid)?;
+    // >>> issue 6 hook: freezing through the freezer cgroup (dump/cgroups.rs)
+    let mut cgroups = cgroups::CgroupDump::new()?;
+    let (mut pre, _freezer) = match &opts.freeze_cgroup {
+        Some(spec) => {
+            let (held, fz) = cgroups::seize_cgroup(spec)?;
+            cgroups.set_freezer_orig(fz.file.clone(), fz.orig.clone());
+            (held, Some(fz))
+        }
+        None => (BTreeMap::new(), None),
+    };
+    let mut tree = freeze::freeze_tree_with(pid, &mut pre)?;
+    drop(pre); // threads of the cgroup outside the tree go on
+               // <<< issue 6 hook
     let mut ctx = DumpCtx {
+        cgroups,
         dir: &dir,
         files: FileTable::default(),
         ns: NsIds::default(),
@@ -128,6 +144,7 @@ struct DumpCtx<'a> {
     shmem_done: std::collections::BTreeSet<u64>,
     seccomp: seccomp::SeccompTable,
     stats: DumpStats,
+    cgroups: cgroups::CgroupDump, // issue 6
     /// SysV segments mapped by the tree (issue 5).
     ipc: ipc::IpcUse,
 }
@@ -141,6 +158,7 @@ impl DumpCtx<'_> {
 
     fn finish(&mut self) -> Result<()> {
         let dir = self.dir;
+        self.cgroups.write(dir)?; // issue 6
         dir.write_image("files.img", &self.files.entries)?;
         let pipe_data: Vec<(pb::PipeDataEntry, &[u8])> = self
             .files
@@ -173,6 +191,7 @@ impl DumpCtx<'_> {
                 root_ids: self.root_ids,
                 ns_per_id: Some(true),
                 lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+                root_cg_set: self.cgroups.root_set(), // issue 6
                 ..Default::default()
             }],
         )
@@ -347,6 +366,12 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             tc.seccomp_filter = Some(ctx.seccomp.dump_thread(snap.tid)?);
         }
     }
+    // >>> issue 6 hook: cgroup sets of the process and of each thread
+    task_core.cg_set = Some(ctx.cgroups.task_set(pid, pid)?);
+    for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
+        tc.cg_set = Some(ctx.cgroups.task_set(pid, snap.tid)?);
+    }
+    // <<< issue 6 hook
     debug!("pid {pid}: task state read");
     let files = &mut ctx.files;
     let fdinfos = files::dump_fds(pid, files)?;

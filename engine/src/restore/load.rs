@@ -72,6 +72,8 @@ pub struct Images {
     pub zombies: Vec<Zombie>,
     /// seccomp.img's filters (empty without one).
     pub seccomp: Vec<pb::SeccompFilter>,
+    /// cgroup.img, if the images have one (issue 6).
+    pub cgroups: Option<pb::CgroupEntry>,
     /// SysV IPC objects (issue 5, restore/ipc.rs).
     pub ipc: super::ipc::IpcImages,
 }
@@ -430,8 +432,10 @@ pub fn load(dir: &Path) -> Result<Images> {
         }
     }
     let pipe_data = read_pipe_data(dir)?;
+    let cgroups = super::cgroups::load(dir, &tasks)?; // issue 6 hook
     let ipc = super::ipc::load(dir, &tasks)?; // issue 5: SysV IPC
     Ok(Images {
+        cgroups,
         dir: dir.to_path_buf(),
         inventory,
         tasks,

@@ -7,6 +7,7 @@
 //! and lets it go. If anything fails after the clone, the new task is
 //! killed: a restore never leaves a half-restored tree running.
 
+pub mod cgroups; // cgroup membership and properties (issue 6)
 pub mod child;
 pub mod creds;
 pub mod ipc; // SysV IPC objects (issue 5)
@@ -46,6 +47,12 @@ pub struct RestoreOptions {
     /// Detach from the restored tree and exit (CRIU's -d).
     pub detach: bool,
     pub pidfile: Option<PathBuf>,
+    // >>> issue 6
+    /// `--manage-cgroups`.
+    pub manage_cgroups: cgroups::Mode,
+    /// `--cgroup-root`.
+    pub cgroup_roots: Vec<crate::cgroupfs::CgroupRoot>,
+    // <<< issue 6
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when
@@ -54,7 +61,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let imgs = load::load(&opts.dir)?;
     debug!("images loaded and verified");
     let root_pid = imgs.tasks[0].pid;
-    restore_tree(&imgs).map_err(|e| e.for_pid(root_pid, "restore"))?;
+    // >>> issue 6 hook: the cgroups, resolved before any process exists
+    let cg = cgroups::plan(
+        imgs.cgroups.as_ref(),
+        &cgroups::task_sets(&imgs),
+        opts.manage_cgroups,
+        &opts.cgroup_roots,
+    )?;
+    // <<< issue 6 hook
+    restore_tree(&imgs, &cg).map_err(|e| e.for_pid(root_pid, "restore"))?;
     debug!("{}", crate::ptrace::remote::STATS);
     let pid = root_pid;
     if let Some(pf) = &opts.pidfile {
@@ -133,7 +148,7 @@ impl Drop for NewTree {
     }
 }
 
-fn restore_tree(imgs: &Images) -> Result<()> {
+fn restore_tree(imgs: &Images, cg: &cgroups::CgroupPlan) -> Result<()> {
     check_all_free(imgs)?;
     // >>> issue 5: SysV IPC objects, checked and created before any task
     // (removed again on failure by the guard's Drop; restore/ipc.rs)
@@ -172,6 +187,8 @@ fn restore_tree(imgs: &Images) -> Result<()> {
     }
     let sessions = plan_sessions(imgs)?;
     let root_plan = nest(imgs, &plans, &sessions, 0);
+    // Dropped after `guard`: cgroups made here go once the tasks are dead.
+    let made_cgroups = cg.prepare()?; // issue 6 hook
     let mut guard = NewTree {
         pids: imgs
             .tasks
@@ -204,12 +221,26 @@ fn restore_tree(imgs: &Images) -> Result<()> {
         }
     }
     debug!("{} tasks created", guard.pids.len());
+    // >>> issue 6 hook: into their cgroups before they run any code of
+    // their own or get their threads
+    for t in &imgs.tasks {
+        cg.move_task(t.pid, t.tc().cg_set)?;
+    }
+    // <<< issue 6 hook
     let mut held = Vec::new();
     let mut shmem = memory::ShmemRegistry::default();
     for (t, (plan, file_fds, exe_fd)) in imgs.tasks.iter().zip(&plans) {
         held.push(take_over(
             imgs, t, plan, file_fds, *exe_fd, &mut shmem, &ipc,
         )?);
+        // >>> issue 6 hook: a thread dumped in a cgroup of its own
+        for (tid, core) in &t.threads {
+            let id = core.thread_core.as_ref().and_then(|c| c.cg_set);
+            if id.is_some() && id != t.tc().cg_set {
+                cg.move_thread(*tid, id, t.tc().cg_set)?;
+            }
+        }
+        // <<< issue 6 hook
     }
     ipc.finish()?; // issue 5: segments removed at dump time are removed again
     drop(shared);
@@ -223,6 +254,12 @@ fn restore_tree(imgs: &Images) -> Result<()> {
         task.detach()?;
     }
     guard.armed = false;
+    // >>> issue 6 hook
+    made_cgroups.keep();
+    if let Err(e) = cg.finish() {
+        warn!("{e}");
+    }
+    // <<< issue 6 hook
     Ok(())
 }
 

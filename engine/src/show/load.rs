@@ -201,6 +201,8 @@ pub struct ImageSet {
     /// Bytes buffered in pipes and fifos (pipes-data.img, fifo-data.img),
     /// by pipe id (inode): (bytes, pipe size if known).
     pub pipe_data: BTreeMap<u32, (u64, Option<u32>)>,
+    /// cgroup.img (issue 6); None when the directory has none.
+    pub cgroups: Option<Part<pb::CgroupEntry>>,
     /// Every file of the directory but the manifest, in natural order.
     pub files: Vec<DirFile>,
     /// Every problem found, each naming its file.
@@ -690,11 +692,41 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         }
     }
 
+    // >>> issue 6: cgroup.img, and every task's set in it
+    let cgroups = match ld.one::<pb::CgroupEntry>("cgroup.img", Magic::Cgroup) {
+        Err(Absent::Missing(_)) => None,
+        other => Some(other),
+    };
+    if let Some(Err(e)) = &cgroups {
+        problems.push(e.to_string());
+    }
+    for t in &tasks {
+        for th in &t.threads {
+            let Ok(core) = &th.core else { continue };
+            let ids = [
+                core.tc.as_ref().and_then(|tc| tc.cg_set),
+                core.thread_core.as_ref().and_then(|tc| tc.cg_set),
+            ];
+            for id in ids.into_iter().flatten() {
+                let known = match &cgroups {
+                    Some(Ok(cg)) => cg.sets.iter().any(|s| s.id == id),
+                    Some(Err(_)) => true, // reported already
+                    None => false,
+                };
+                let p = format!("core-{}.img: cgroup set {id} is not in cgroup.img", th.tid);
+                if !known && !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+        }
+    }
+    // <<< issue 6
     // >>> issue 5: SysV IPC objects
     let ipc_names: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
     let sysvipc = super::ipc::load(dir, &ipc_names, &mut problems);
     // <<< issue 5
     let mut set = ImageSet {
+        cgroups,
         sysvipc,
         dir: dir.display().to_string(),
         manifest,
