@@ -47,6 +47,10 @@ enum Cmd {
         /// Accepted for CRIU compatibility: the tree's terminal is left as is.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        /// The largest unlinked file still open or mapped whose contents
+        /// are copied into the images, in bytes (K, M, G suffixes allowed).
+        #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+        ghost_limit: u64,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -76,6 +80,21 @@ enum Cmd {
     Check,
 }
 
+/// A size in bytes with an optional K, M or G suffix (powers of 1024), as
+/// CRIU's --ghost-limit takes it.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (a number of bytes, K, M or G)"))
+}
+
 fn init_log(l: &LogOpts) -> Result<(), String> {
     let level = l.verbosity.unwrap_or(2).min(4);
     match &l.log_file {
@@ -97,6 +116,7 @@ fn main() -> ExitCode {
             dir,
             leave_running,
             shell_job: _,
+            ghost_limit,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -108,6 +128,7 @@ fn main() -> ExitCode {
                 pid,
                 dir: dir.clone(),
                 leave_running,
+                ghost_limit,
             });
             (
                 "dump",

@@ -9,6 +9,8 @@
 pub mod core;
 pub mod files;
 pub mod freeze;
+pub mod ghost; // unlinked files (issue 5)
+pub mod memfd; // memfd objects (issue 5)
 pub mod memory;
 pub mod regs;
 pub mod signals; // pending signals (issue 3)
@@ -34,6 +36,9 @@ pub struct DumpOptions {
     pub pid: Pid,
     pub dir: PathBuf,
     pub leave_running: bool,
+    /// The largest unlinked file whose contents are copied (CRIU's
+    /// --ghost-limit).
+    pub ghost_limit: u64,
 }
 
 /// What was dumped, for the summary line.
@@ -57,9 +62,11 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     }
     let dir = ImageDir::create(&opts.dir)?;
     let mut tree = freeze::freeze_tree(pid)?;
+    let mut files = FileTable::default();
+    files.ghost.limit = opts.ghost_limit; // issue 5
     let mut ctx = DumpCtx {
         dir: &dir,
-        files: FileTable::default(),
+        files,
         ns: NsIds::default(),
         next_pages_id: 1,
         next_files_id: 1,
@@ -115,6 +122,11 @@ impl DumpCtx<'_> {
     fn finish(&mut self) -> Result<()> {
         let dir = self.dir;
         dir.write_image("files.img", &self.files.entries)?;
+        // >>> issue 5: memfd objects and ghost files (dump/memfd.rs, dump/ghost.rs)
+        self.stats.shmem_pages +=
+            memfd::write_images(dir, &self.files.memfd, &mut self.next_pages_id)?;
+        ghost::write_images(dir, &self.files.ghost)?;
+        // <<< issue 5
         let pipe_data: Vec<(pb::PipeDataEntry, &[u8])> = self
             .files
             .pipe_data
@@ -363,6 +375,9 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             } as u32;
             e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, files)? as u64;
             e.fdflags = Some(fdflags);
+            if files.memfd.is_memfd_file(e.shmid as u32) {
+                e.status |= memory::VMA_AREA_MEMFD; // issue 5, as CRIU marks them
+            }
         }
         vma_entries.push(e);
         kinds.push((kind, v.read));

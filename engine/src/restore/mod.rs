@@ -9,7 +9,10 @@
 
 pub mod child;
 pub mod creds;
+pub mod engine_files; // memfd objects and unlinked files (issue 5)
+pub mod ghost; // unlinked files (issue 5)
 pub mod load;
+pub mod memfd; // memfd objects (issue 5)
 pub mod memory;
 pub mod signals; // pending signals (issue 3)
 pub mod timers; // itimers and POSIX timers (issue 3)
@@ -121,7 +124,12 @@ impl Drop for NewTree {
 
 fn restore_tree(imgs: &Images) -> Result<()> {
     check_all_free(imgs)?;
-    let shared = shared_files(imgs)?;
+    // >>> issue 5: memfd objects and unlinked files, made by the engine and
+    // handed to the tasks like shared files (restore/engine_files.rs)
+    let mut engine_files = engine_files::EngineFiles::create(imgs)?;
+    let mut shared = shared_files(imgs)?;
+    shared.append(&mut engine_files.descriptions);
+    // <<< issue 5
     // Plans for every live task, then nested: children inside parents.
     let mut plans = Vec::with_capacity(imgs.tasks.len());
     let mut pipes = Vec::with_capacity(imgs.tasks.len());
@@ -191,6 +199,7 @@ fn restore_tree(imgs: &Images) -> Result<()> {
     for (t, (plan, file_fds, exe_fd)) in imgs.tasks.iter().zip(&plans) {
         held.push(take_over(imgs, t, plan, file_fds, *exe_fd, &mut shmem)?);
     }
+    engine_files.seal_late(root)?; // issue 5: seals that wait for the mappings
     drop(shared);
     // Let them all go, children first.
     // (A task dumped stopped is in its group stop already: take_over,
@@ -324,10 +333,14 @@ fn child_plan(
         if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0
             && !file_fds.contains_key(&(v.shmid as u32))
         {
-            let reg = imgs.reg(v.shmid as u32);
             let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32;
+            // issue 5: a memfd or unlinked file is opened from the engine's fd
+            let path = match engine_files::helper_path(imgs, shared, v.shmid as u32) {
+                Some(p) => p,
+                None => cstr(pid, "mapping", &imgs.reg(v.shmid as u32).name)?,
+            };
             file_fds.insert(v.shmid as u32, helper_fd_base + helper_files.len() as RawFd);
-            helper_files.push((cstr(pid, "mapping", &reg.name)?, flags));
+            helper_files.push((path, flags));
         }
     }
     let exe = imgs.reg(t.mm.exe_file_id);
@@ -404,6 +417,9 @@ fn shared_files(imgs: &Images) -> Result<BTreeMap<u32, OwnedFd>> {
     let mut out = BTreeMap::new();
     let mut pipes: BTreeMap<u32, (OwnedFd, OwnedFd)> = BTreeMap::new();
     for (id, tasks) in &users {
+        if engine_files::is_engine_made(imgs, *id) {
+            continue; // issue 5: restore/engine_files.rs makes these
+        }
         let file = imgs.file(*id);
         let pid = *tasks.first().expect("one user at least");
         let is_shared = match &file.pipe {

@@ -1,0 +1,166 @@
+//! Unlinked files still open or mapped (nlink 0, "/path (deleted)"):
+//! CRIU's ghost files. Their contents exist nowhere but in the open inode,
+//! so they are copied into ghost-file-ID.img (a ghost_file_entry, then the
+//! raw contents), and every fd or mapping of them becomes an ordinary REG
+//! file entry under the old path plus a remap-fpath.img entry that points
+//! it at the ghost. One ghost per inode, however many fds, mappings and
+//! processes reach it. The restore recreates the file, opens what it needs
+//! and unlinks it again.
+//!
+//! Copying is bounded (`--ghost-limit`, CRIU's option, 1 MiB by default):
+//! an unlinked file is usually a small lock or scratch file, and a big one
+//! would silently bloat every image.
+
+use std::collections::BTreeMap;
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+
+use super::files::FileTable;
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+use crate::imgdir::ImageDir;
+
+/// CRIU's default ghost limit.
+pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
+
+struct Ghost {
+    id: u32,
+    entry: pb::GhostFileEntry,
+    data: Vec<u8>,
+}
+
+/// The ghost files of one dump, by (device, inode).
+pub struct GhostTable {
+    /// The largest file copied (bytes).
+    pub limit: u64,
+    by_inode: BTreeMap<(u64, u64), usize>,
+    ghosts: Vec<Ghost>,
+    remaps: Vec<pb::RemapFilePathEntry>,
+}
+
+impl Default for GhostTable {
+    fn default() -> Self {
+        GhostTable {
+            limit: DEFAULT_GHOST_LIMIT,
+            by_inode: BTreeMap::new(),
+            ghosts: Vec::new(),
+            remaps: Vec::new(),
+        }
+    }
+}
+
+/// Whether the fd or mapping behind `meta` is an unlinked regular file.
+pub fn is_ghost(meta: &Metadata) -> bool {
+    meta.nlink() == 0 && meta.file_type().is_file()
+}
+
+impl FileTable {
+    /// A REG entry (the path it had, its flags and offset) for one open
+    /// file description or mapping of the unlinked file `proc_path`
+    /// reaches, remapped to that file's ghost.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_ghost(
+        &mut self,
+        pid: Pid,
+        what: &str,
+        proc_path: &str,
+        link: &[u8],
+        meta: &Metadata,
+        flags: u32,
+        pos: u64,
+    ) -> Result<u32> {
+        let name = link.strip_suffix(b" (deleted)").unwrap_or(link);
+        let ghost_id = self.ghost.ghost(pid, what, proc_path, link, meta)?;
+        let id = self.add_reg(name, flags, pos, Some(meta));
+        self.ghost.remaps.push(pb::RemapFilePathEntry {
+            orig_id: id,
+            remap_id: ghost_id,
+            remap_type: Some(pb::RemapType::Ghost as i32),
+        });
+        Ok(id)
+    }
+}
+
+impl GhostTable {
+    fn ghost(
+        &mut self,
+        pid: Pid,
+        what: &str,
+        proc_path: &str,
+        link: &[u8],
+        meta: &Metadata,
+    ) -> Result<u32> {
+        if let Some(&i) = self.by_inode.get(&(meta.dev(), meta.ino())) {
+            return Ok(self.ghosts[i].id);
+        }
+        let ctx = || format!("pid {pid}: {what} ({})", String::from_utf8_lossy(link));
+        if meta.size() > self.limit {
+            return Err(Error::unsupported(
+                pid,
+                format!("{what} ({})", String::from_utf8_lossy(link)),
+                format!(
+                    "the file was unlinked and its {} bytes would have to be copied into the images, \
+                     more than the ghost limit of {} bytes; raise it with --ghost-limit",
+                    meta.size(),
+                    self.limit
+                ),
+            ));
+        }
+        let mut data = Vec::with_capacity(meta.size() as usize);
+        std::fs::File::open(proc_path)
+            .and_then(|f| f.take(meta.size()).read_to_end(&mut data))
+            .map_err(|e| Error::io(proc_path, format!("{}: reading its contents", ctx()), e))?;
+        if data.len() as u64 != meta.size() {
+            return Err(Error::task(
+                pid,
+                format!("{what} ({})", String::from_utf8_lossy(link)),
+                format!("read {} of its {} bytes", data.len(), meta.size()),
+            ));
+        }
+        let id = self.ghosts.len() as u32 + 1;
+        let tv = |s: i64, ns: i64| pb::Timeval {
+            tv_sec: s as u64,
+            tv_usec: (ns / 1000) as u64,
+        };
+        self.ghosts.push(Ghost {
+            id,
+            entry: pb::GhostFileEntry {
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mode: meta.mode(),
+                dev: Some(meta.dev() as u32),
+                ino: Some(meta.ino()),
+                rdev: None,
+                atim: Some(tv(meta.atime(), meta.atime_nsec())),
+                mtim: Some(tv(meta.mtime(), meta.mtime_nsec())),
+                chunks: None,
+                size: Some(meta.size()),
+                symlnk_target: None,
+            },
+            data,
+        });
+        self.by_inode
+            .insert((meta.dev(), meta.ino()), self.ghosts.len() - 1);
+        debug!(
+            "pid {pid}: {what} is unlinked file {}, {} bytes: ghost {id}",
+            String::from_utf8_lossy(link),
+            meta.size()
+        );
+        Ok(id)
+    }
+}
+
+/// ghost-file-ID.img for every ghost and remap-fpath.img.
+pub fn write_images(dir: &ImageDir, table: &GhostTable) -> Result<()> {
+    if table.ghosts.is_empty() {
+        return Ok(());
+    }
+    for g in &table.ghosts {
+        dir.write_with_payloads(
+            &format!("ghost-file-{:x}.img", g.id),
+            &[(g.entry.clone(), g.data.as_slice())],
+        )?;
+    }
+    dir.write_image("remap-fpath.img", &table.remaps)
+}

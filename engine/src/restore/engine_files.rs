@@ -1,0 +1,109 @@
+//! Files the engine makes itself and hands to the tasks: memfd objects
+//! (`memfd`) and unlinked files (`ghost`). Neither can be opened by a path,
+//! so a task cannot open them for itself.
+//!
+//! The engine makes each object once, then one open file description per
+//! file id of files.img (each fd's description, and one per mapping), by
+//! reopening its own fd of the object through /proc/self/fd with the
+//! dumped flags and moving it to the dumped offset. Fds reach the tasks as
+//! shared files do (`FdSource::Inject`, pidfd_getfd); mappings are made
+//! from a helper fd the task opens from /proc/ENGINE/fd/N. Every fd and
+//! mapping of an object, in every task, is thus that one object again.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::load::Images;
+use super::{ghost, memfd};
+use crate::error::{Error, Result};
+
+/// The engine's descriptions and the objects behind them.
+pub struct EngineFiles {
+    /// By file id: the open file description each fd or mapping gets.
+    pub descriptions: BTreeMap<u32, OwnedFd>,
+    /// memfd objects with seals to add once every task has mapped them.
+    late_seals: Vec<memfd::Made>,
+}
+
+/// Whether file `id` is made by the engine (not opened by path).
+pub fn is_engine_made(imgs: &Images, id: u32) -> bool {
+    imgs.files.get(&id).is_some_and(|f| f.memfd.is_some()) || imgs.ghosts.remap.contains_key(&id)
+}
+
+/// The path a task opens to get its own description of engine-made file
+/// `id` (for a mapping), if it is one.
+pub fn helper_path(imgs: &Images, shared: &BTreeMap<u32, OwnedFd>, id: u32) -> Option<CString> {
+    if !is_engine_made(imgs, id) {
+        return None;
+    }
+    let fd = shared.get(&id)?;
+    CString::new(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())).ok()
+}
+
+impl EngineFiles {
+    pub fn create(imgs: &Images) -> Result<EngineFiles> {
+        let pid = imgs.tasks[0].pid;
+        let mut memfds = BTreeMap::new();
+        for (id, e) in &imgs.memfds {
+            memfds.insert(*id, memfd::create(imgs, e)?);
+        }
+        let mut ghosts = BTreeMap::new();
+        for (gid, (e, data)) in &imgs.ghosts.files {
+            let orig = imgs
+                .ghosts
+                .remap
+                .iter()
+                .find(|(_, g)| *g == gid)
+                .map(|(f, _)| imgs.reg(*f).name.as_str())
+                .expect("validated: every ghost is named by a remap");
+            ghosts.insert(*gid, ghost::create(pid, *gid, orig, e, data)?);
+        }
+        let mut descriptions = BTreeMap::new();
+        for (id, f) in &imgs.files {
+            let (object, flags, pos, what) = if let Some(m) = &f.memfd {
+                let made = &memfds[&m.inode_id];
+                (&made.fd, m.flags, m.pos, format!("memfd {:?}", made.name))
+            } else if let Some(gid) = imgs.ghosts.remap.get(id) {
+                let reg = imgs.reg(*id);
+                (&ghosts[gid], reg.flags, reg.pos, format!("unlinked file {}", reg.name))
+            } else {
+                continue;
+            };
+            descriptions.insert(*id, reopen(pid, object, flags, pos, &format!("file {id} ({what})"))?);
+        }
+        Ok(EngineFiles {
+            descriptions,
+            late_seals: memfds.into_values().filter(|m| m.late_seals != 0).collect(),
+        })
+    }
+
+    /// Seals that had to wait until every mapping exists (F_SEAL_FUTURE_WRITE).
+    pub fn seal_late(&self, pid: i32) -> Result<()> {
+        for m in &self.late_seals {
+            memfd::add_seals(&m.fd, m.late_seals).map_err(|e| {
+                Error::sys(pid, format!("memfd {:?}: F_ADD_SEALS {:#x}", m.name, m.late_seals), e)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A new open file description of `object` with open(2) `flags`, at `pos`.
+fn reopen(pid: i32, object: &OwnedFd, flags: u32, pos: u64, what: &str) -> Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", object.as_raw_fd());
+    let flags = flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    let fd = nix::fcntl::open(
+        path.as_str(),
+        nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC | libc::O_NOCTTY),
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys(pid, format!("{what}: open through {path}"), e))?;
+    // SAFETY: `fd` is a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if pos != 0 {
+        nix::unistd::lseek(fd.as_raw_fd(), pos as i64, nix::unistd::Whence::SeekSet)
+            .map_err(|e| Error::sys(pid, format!("{what}: seek to {pos}"), e))?;
+    }
+    Ok(fd)
+}

@@ -1,0 +1,168 @@
+//! Unlinked files (CRIU's ghost files): validating remap-fpath.img and
+//! ghost-file-ID.img, and making each file again.
+//!
+//! The engine creates the file on the filesystem it was on (at its old
+//! path when nothing is there, else beside it under a temporary name),
+//! writes its contents, gives it its owner, mode and times, and unlinks it
+//! at once: every fd and mapping is then opened from the engine's fd of it
+//! (`engine_files`), so nothing of it stays visible in the directory, even
+//! if the restore fails later. /proc/PID/fd/N reads "PATH (deleted)" again.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::images::{pb, ImageError, ImageReader, Magic};
+
+/// The ghost files of an image directory.
+#[derive(Debug, Default)]
+pub struct Ghosts {
+    /// By ghost id: the entry and the contents.
+    pub files: BTreeMap<u32, (pb::GhostFileEntry, Vec<u8>)>,
+    /// File id (a REG entry) -> ghost id.
+    pub remap: BTreeMap<u32, u32>,
+}
+
+fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Image(ImageError::invalid(path, reason))
+}
+
+/// remap-fpath.img and the ghost files it names, checked against files.img.
+pub fn load(dir: &Path, files: &BTreeMap<u32, pb::FileEntry>) -> Result<Ghosts> {
+    let path = dir.join("remap-fpath.img");
+    let mut out = Ghosts::default();
+    if !path.exists() {
+        return Ok(out);
+    }
+    for r in crate::images::read_all::<pb::RemapFilePathEntry>(&path, Magic::RemapFpath)? {
+        if r.remap_type != Some(pb::RemapType::Ghost as i32) {
+            return Err(bad(
+                &path,
+                format!(
+                    "file {}: remap type {:?} cannot be restored yet (only ghost files)",
+                    r.orig_id, r.remap_type
+                ),
+            ));
+        }
+        if files.get(&r.orig_id).and_then(|f| f.reg.as_ref()).is_none() {
+            return Err(bad(
+                &path,
+                format!(
+                    "file {} is remapped, but files.img has no regular file with that id",
+                    r.orig_id
+                ),
+            ));
+        }
+        if out.remap.insert(r.orig_id, r.remap_id).is_some() {
+            return Err(bad(&path, format!("file {} is remapped twice", r.orig_id)));
+        }
+        if !out.files.contains_key(&r.remap_id) {
+            let g = load_one(dir, r.remap_id)?;
+            out.files.insert(r.remap_id, g);
+        }
+    }
+    Ok(out)
+}
+
+fn load_one(dir: &Path, id: u32) -> Result<(pb::GhostFileEntry, Vec<u8>)> {
+    let path = dir.join(format!("ghost-file-{id:x}.img"));
+    let len = std::fs::metadata(&path)
+        .map_err(|e| Error::Image(ImageError::io(&path, "stat", e)))?
+        .len();
+    let mut r = ImageReader::open(&path, Magic::GhostFile)?;
+    let e: pb::GhostFileEntry = r
+        .read_entry()?
+        .ok_or_else(|| bad(&path, "no ghost_file_entry"))?;
+    if e.chunks == Some(true) || e.symlnk_target.is_some() {
+        return Err(bad(
+            &path,
+            "chunked ghost files and ghost symlinks cannot be restored yet",
+        ));
+    }
+    if e.mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(bad(
+            &path,
+            format!("mode {:#o} is not a regular file", e.mode),
+        ));
+    }
+    let size = e.size.ok_or_else(|| bad(&path, "no size"))?;
+    let rest = len - r.offset();
+    if rest != size {
+        return Err(bad(
+            &path,
+            format!("the file was {size} bytes but the image holds {rest} bytes of it"),
+        ));
+    }
+    let mut data = vec![0u8; size as usize];
+    r.read_raw(&mut data)?;
+    Ok((e, data))
+}
+
+/// Unlinks the file on drop unless it was unlinked already.
+struct Linked(Option<PathBuf>);
+
+impl Drop for Linked {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Make ghost `id` again, named after `orig` (the path it had), and unlink
+/// it; returns the engine's read-write fd of it.
+pub fn create(pid: i32, id: u32, orig: &str, e: &pb::GhostFileEntry, data: &[u8]) -> Result<OwnedFd> {
+    let what = || format!("unlinked file {orig} (ghost {id})");
+    let open = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(p)
+    };
+    let first = PathBuf::from(orig);
+    let (f, at) = match open(&first) {
+        Ok(f) => (f, first),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let alt = PathBuf::from(format!("{orig}.cr.{id:x}.ghost"));
+            (
+                open(&alt).map_err(|err| {
+                    Error::io(&alt, format!("pid {pid}: {}: creating it", what()), err)
+                })?,
+                alt,
+            )
+        }
+        Err(err) => {
+            return Err(Error::io(
+                &first,
+                format!("pid {pid}: {}: creating it again", what()),
+                err,
+            ))
+        }
+    };
+    let mut link = Linked(Some(at.clone()));
+    let io = |op: &str, err| Error::io(&at, format!("pid {pid}: {}: {op}", what()), err);
+    f.write_all_at(data, 0).map_err(|err| io("writing", err))?;
+    let sys = |op: &str, err| Error::sys(pid, format!("{}: {op}", what()), err);
+    nix::unistd::fchown(f.as_raw_fd(), Some(e.uid.into()), Some(e.gid.into()))
+        .map_err(|err| sys("fchown", err))?;
+    nix::sys::stat::fchmod(
+        f.as_raw_fd(),
+        nix::sys::stat::Mode::from_bits_truncate(e.mode & 0o7777),
+    )
+    .map_err(|err| sys("fchmod", err))?;
+    let ts = |t: &Option<pb::Timeval>| match t {
+        Some(t) => nix::sys::time::TimeSpec::new(t.tv_sec as i64, (t.tv_usec * 1000) as i64),
+        None => nix::sys::time::TimeSpec::UTIME_OMIT,
+    };
+    nix::sys::stat::futimens(f.as_raw_fd(), &ts(&e.atim), &ts(&e.mtim))
+        .map_err(|err| sys("futimens", err))?;
+    std::fs::remove_file(&at).map_err(|err| io("unlinking it again", err))?;
+    link.0 = None;
+    debug!("pid {pid}: {} made again at {}", what(), at.display());
+    Ok(f.into())
+}
