@@ -315,5 +315,12 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    // >>> issue 5: memfd, POSIX shm, unlinked files, shared file mappings
+    Case {
+        name: "memfd",
+        program: Program::C("memfd"),
+        ..Case::DEFAULT
+    },
+    // <<< issue 5: memfd, POSIX shm, unlinked files, shared file mappings
     // <<< issue 5
 ];
