@@ -321,6 +321,30 @@ pub static CASES: &[Case] = &[
         program: Program::C("memfd"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "file_shared_child",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=file"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "posix_shm_child",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=shm"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "posix_shm_unlinked",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=shm", "--unlink_it=1"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unlinked_file",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=file", "--unlink_it=1"],
+        ..Case::DEFAULT
+    },
     // <<< issue 5: memfd, POSIX shm, unlinked files, shared file mappings
     // <<< issue 5
 ];

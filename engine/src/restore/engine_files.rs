@@ -4,8 +4,10 @@
 //!
 //! The engine makes each object once, then one open file description per
 //! file id of files.img (each fd's description, and one per mapping), by
-//! reopening its own fd of the object through /proc/self/fd with the
-//! dumped flags and moving it to the dumped offset. Fds reach the tasks as
+//! opening the object again with the dumped flags (a memfd through
+//! /proc/self/fd; a ghost file by its path, before it is unlinked, so that
+//! flags such as O_NOFOLLOW apply as they did) and moving it to the
+//! dumped offset. Fds reach the tasks as
 //! shared files do (`FdSource::Inject`, pidfd_getfd); mappings are made
 //! from a helper fd the task opens from /proc/ENGINE/fd/N. Every fd and
 //! mapping of an object, in every task, is thus that one object again.
@@ -13,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use super::load::Images;
 use super::{ghost, memfd};
@@ -59,18 +62,24 @@ impl EngineFiles {
                 .expect("validated: every ghost is named by a remap");
             ghosts.insert(*gid, ghost::create(pid, *gid, orig, e, data)?);
         }
+        let proc_path = |fd: &OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
         let mut descriptions = BTreeMap::new();
         for (id, f) in &imgs.files {
             let (object, flags, pos, what) = if let Some(m) = &f.memfd {
                 let made = &memfds[&m.inode_id];
-                (&made.fd, m.flags, m.pos, format!("memfd {:?}", made.name))
+                let what = format!("memfd {:?}", made.name);
+                (proc_path(&made.fd), m.flags, m.pos, what)
             } else if let Some(gid) = imgs.ghosts.remap.get(id) {
                 let reg = imgs.reg(*id);
-                (&ghosts[gid], reg.flags, reg.pos, format!("unlinked file {}", reg.name))
+                let path = ghosts[gid].1.path().to_path_buf();
+                (path, reg.flags, reg.pos, format!("unlinked file {}", reg.name))
             } else {
                 continue;
             };
-            descriptions.insert(*id, reopen(pid, object, flags, pos, &format!("file {id} ({what})"))?);
+            descriptions.insert(*id, reopen(pid, &object, flags, pos, &format!("file {id} ({what})"))?);
+        }
+        for (_, (_, linked)) in ghosts {
+            linked.unlink(pid)?;
         }
         Ok(EngineFiles {
             descriptions,
@@ -89,16 +98,16 @@ impl EngineFiles {
     }
 }
 
-/// A new open file description of `object` with open(2) `flags`, at `pos`.
-fn reopen(pid: i32, object: &OwnedFd, flags: u32, pos: u64, what: &str) -> Result<OwnedFd> {
-    let path = format!("/proc/self/fd/{}", object.as_raw_fd());
+/// A new open file description of the file at `path` (a ghost's name, or
+/// /proc/self/fd/N of a memfd) with open(2) `flags`, at `pos`.
+fn reopen(pid: i32, path: &Path, flags: u32, pos: u64, what: &str) -> Result<OwnedFd> {
     let flags = flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
     let fd = nix::fcntl::open(
-        path.as_str(),
+        path,
         nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC | libc::O_NOCTTY),
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| Error::sys(pid, format!("{what}: open through {path}"), e))?;
+    .map_err(|e| Error::sys(pid, format!("{what}: open through {}", path.display()), e))?;
     // SAFETY: `fd` is a fresh fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     if pos != 0 {

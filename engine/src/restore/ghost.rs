@@ -3,10 +3,10 @@
 //!
 //! The engine creates the file on the filesystem it was on (at its old
 //! path when nothing is there, else beside it under a temporary name),
-//! writes its contents, gives it its owner, mode and times, and unlinks it
-//! at once: every fd and mapping is then opened from the engine's fd of it
-//! (`engine_files`), so nothing of it stays visible in the directory, even
-//! if the restore fails later. /proc/PID/fd/N reads "PATH (deleted)" again.
+//! writes its contents, gives it its owner, mode and times, opens every
+//! description the tasks need from it (`engine_files`) and unlinks it, all
+//! before any task exists: nothing of it stays in the directory, even if
+//! the restore fails later. /proc/PID/fd/N reads "PATH (deleted)" again.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -100,8 +100,22 @@ fn load_one(dir: &Path, id: u32) -> Result<(pb::GhostFileEntry, Vec<u8>)> {
     Ok((e, data))
 }
 
-/// Unlinks the file on drop unless it was unlinked already.
-struct Linked(Option<PathBuf>);
+/// A ghost file made again and still linked: its path, until `unlink`
+/// (or drop, on an error path) removes it.
+pub struct Linked(Option<PathBuf>);
+
+impl Linked {
+    pub fn path(&self) -> &Path {
+        self.0.as_deref().expect("not unlinked yet")
+    }
+
+    /// Remove the name; the open fds keep the file.
+    pub fn unlink(mut self, pid: i32) -> Result<()> {
+        let p = self.0.take().expect("not unlinked yet");
+        std::fs::remove_file(&p)
+            .map_err(|e| Error::io(&p, format!("pid {pid}: unlinking a restored ghost file"), e))
+    }
+}
 
 impl Drop for Linked {
     fn drop(&mut self) {
@@ -111,9 +125,17 @@ impl Drop for Linked {
     }
 }
 
-/// Make ghost `id` again, named after `orig` (the path it had), and unlink
-/// it; returns the engine's read-write fd of it.
-pub fn create(pid: i32, id: u32, orig: &str, e: &pb::GhostFileEntry, data: &[u8]) -> Result<OwnedFd> {
+/// Make ghost `id` again, named after `orig` (the path it had); returns
+/// the engine's read-write fd of it and its name, to be unlinked once the
+/// descriptions are opened (by path, so flags like O_NOFOLLOW apply as
+/// they did).
+pub fn create(
+    pid: i32,
+    id: u32,
+    orig: &str,
+    e: &pb::GhostFileEntry,
+    data: &[u8],
+) -> Result<(OwnedFd, Linked)> {
     let what = || format!("unlinked file {orig} (ghost {id})");
     let open = |p: &Path| {
         std::fs::OpenOptions::new()
@@ -144,7 +166,7 @@ pub fn create(pid: i32, id: u32, orig: &str, e: &pb::GhostFileEntry, data: &[u8]
             ))
         }
     };
-    let mut link = Linked(Some(at.clone()));
+    let link = Linked(Some(at.clone()));
     let io = |op: &str, err| Error::io(&at, format!("pid {pid}: {}: {op}", what()), err);
     f.write_all_at(data, 0).map_err(|err| io("writing", err))?;
     let sys = |op: &str, err| Error::sys(pid, format!("{}: {op}", what()), err);
@@ -161,8 +183,6 @@ pub fn create(pid: i32, id: u32, orig: &str, e: &pb::GhostFileEntry, data: &[u8]
     };
     nix::sys::stat::futimens(f.as_raw_fd(), &ts(&e.atim), &ts(&e.mtim))
         .map_err(|err| sys("futimens", err))?;
-    std::fs::remove_file(&at).map_err(|err| io("unlinking it again", err))?;
-    link.0 = None;
     debug!("pid {pid}: {} made again at {}", what(), at.display());
-    Ok(f.into())
+    Ok((f.into(), link))
 }
