@@ -345,6 +345,16 @@ pub static CASES: &[Case] = &[
         args: &["--kind=file", "--unlink_it=1"],
         ..Case::DEFAULT
     },
+    Case {
+        // 16 KiB unlinked: over the limit, the dump must refuse it and
+        // leave the tree running as it was.
+        name: "unlinked_file_over_ghost_limit",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=file", "--unlink_it=1"],
+        dump_opts: &["--ghost-limit=8K"],
+        crfail: true,
+        ..Case::DEFAULT
+    },
     // <<< issue 5: memfd, POSIX shm, unlinked files, shared file mappings
     // <<< issue 5
 ];
