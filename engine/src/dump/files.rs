@@ -401,7 +401,10 @@ fn dump_path_fd(
     if meta.file_type().is_socket() {
         return Err(unsupported_fd(pid, fd, link, "sockets"));
     }
-    Ok((pb::FdTypes::Reg, table.add_reg(link, flags, info.pos, Some(&meta))))
+    Ok((
+        pb::FdTypes::Reg,
+        table.add_reg(link, flags, info.pos, Some(&meta)),
+    ))
 }
 
 /// One end of a pipe. Both ends get the same pipe_id (the pipe's inode);

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs::Metadata;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use super::files::FileTable;
 use crate::error::{Error, Pid, Result};
@@ -108,7 +108,11 @@ impl GhostTable {
             ));
         }
         let mut data = Vec::with_capacity(meta.size() as usize);
-        std::fs::File::open(proc_path)
+        // O_NOATIME: reading it must not change the live file.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(proc_path)
             .and_then(|f| f.take(meta.size()).read_to_end(&mut data))
             .map_err(|e| Error::io(proc_path, format!("{}: reading its contents", ctx()), e))?;
         if data.len() as u64 != meta.size() {

@@ -71,7 +71,13 @@ fn shmem_dev() -> Option<u64> {
 /// `proc_path`) is a memfd. A hugetlbfs memfd (MFD_HUGETLB) has the name
 /// but not the shmem device: it is refused. A real file that was named
 /// `/memfd:...` and deleted is not a memfd.
-pub fn is_memfd(pid: Pid, what: &str, proc_path: &str, link: &[u8], meta: &Metadata) -> Result<bool> {
+pub fn is_memfd(
+    pid: Pid,
+    what: &str,
+    proc_path: &str,
+    link: &[u8],
+    meta: &Metadata,
+) -> Result<bool> {
     const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
     if memfd_name(link).is_none() {
         return Ok(false);

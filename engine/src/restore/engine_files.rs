@@ -41,7 +41,12 @@ pub fn helper_path(imgs: &Images, shared: &BTreeMap<u32, OwnedFd>, id: u32) -> O
         return None;
     }
     let fd = shared.get(&id)?;
-    CString::new(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())).ok()
+    CString::new(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        fd.as_raw_fd()
+    ))
+    .ok()
 }
 
 impl EngineFiles {
@@ -72,11 +77,19 @@ impl EngineFiles {
             } else if let Some(gid) = imgs.ghosts.remap.get(id) {
                 let reg = imgs.reg(*id);
                 let path = ghosts[gid].1.path().to_path_buf();
-                (path, reg.flags, reg.pos, format!("unlinked file {}", reg.name))
+                (
+                    path,
+                    reg.flags,
+                    reg.pos,
+                    format!("unlinked file {}", reg.name),
+                )
             } else {
                 continue;
             };
-            descriptions.insert(*id, reopen(pid, &object, flags, pos, &format!("file {id} ({what})"))?);
+            descriptions.insert(
+                *id,
+                reopen(pid, &object, flags, pos, &format!("file {id} ({what})"))?,
+            );
         }
         for (_, (_, linked)) in ghosts {
             linked.unlink(pid)?;
@@ -91,7 +104,11 @@ impl EngineFiles {
     pub fn seal_late(&self, pid: i32) -> Result<()> {
         for m in &self.late_seals {
             memfd::add_seals(&m.fd, m.late_seals).map_err(|e| {
-                Error::sys(pid, format!("memfd {:?}: F_ADD_SEALS {:#x}", m.name, m.late_seals), e)
+                Error::sys(
+                    pid,
+                    format!("memfd {:?}: F_ADD_SEALS {:#x}", m.name, m.late_seals),
+                    e,
+                )
             })?;
         }
         Ok(())

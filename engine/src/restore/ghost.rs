@@ -58,9 +58,8 @@ pub fn load(dir: &Path, files: &BTreeMap<u32, pb::FileEntry>) -> Result<Ghosts> 
         if out.remap.insert(r.orig_id, r.remap_id).is_some() {
             return Err(bad(&path, format!("file {} is remapped twice", r.orig_id)));
         }
-        if !out.files.contains_key(&r.remap_id) {
-            let g = load_one(dir, r.remap_id)?;
-            out.files.insert(r.remap_id, g);
+        if let std::collections::btree_map::Entry::Vacant(e) = out.files.entry(r.remap_id) {
+            e.insert(load_one(dir, r.remap_id)?);
         }
     }
     Ok(out)
@@ -185,4 +184,84 @@ pub fn create(
         .map_err(|err| sys("futimens", err))?;
     debug!("pid {pid}: {} made again at {}", what(), at.display());
     Ok((f.into(), link))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::{framing, ImageWriter};
+
+    fn reg_file(id: u32) -> pb::FileEntry {
+        pb::FileEntry {
+            r#type: pb::FdTypes::Reg as i32,
+            id,
+            reg: Some(pb::RegFileEntry {
+                id,
+                name: "/tmp/x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn write_ghost(dir: &Path, id: u32, size: u64, data: &[u8]) {
+        let mut w =
+            ImageWriter::create(dir.join(format!("ghost-file-{id:x}.img")), Magic::GhostFile)
+                .unwrap();
+        w.write_entry(&pb::GhostFileEntry {
+            mode: libc::S_IFREG | 0o600,
+            size: Some(size),
+            ..Default::default()
+        })
+        .unwrap();
+        w.write_raw(data).unwrap();
+        w.finish().unwrap();
+    }
+
+    fn write_remap(dir: &Path, orig_id: u32, remap_id: u32) {
+        framing::write_image(
+            dir.join("remap-fpath.img"),
+            Magic::RemapFpath,
+            &[pb::RemapFilePathEntry {
+                orig_id,
+                remap_id,
+                remap_type: Some(pb::RemapType::Ghost as i32),
+            }],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn loads_a_good_ghost() {
+        let dir = tempfile::tempdir().unwrap();
+        write_ghost(dir.path(), 1, 5, b"hello");
+        write_remap(dir.path(), 7, 1);
+        let files = BTreeMap::from([(7, reg_file(7))]);
+        let g = load(dir.path(), &files).unwrap();
+        assert_eq!(g.remap[&7], 1);
+        assert_eq!(g.files[&1].1, b"hello");
+    }
+
+    #[test]
+    fn refuses_contents_of_the_wrong_size() {
+        let dir = tempfile::tempdir().unwrap();
+        write_ghost(dir.path(), 1, 6, b"hello");
+        write_remap(dir.path(), 7, 1);
+        let files = BTreeMap::from([(7, reg_file(7))]);
+        let e = load(dir.path(), &files).unwrap_err().to_string();
+        assert!(e.contains("6 bytes") && e.contains("holds 5"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_remap_of_a_missing_file_or_ghost() {
+        let dir = tempfile::tempdir().unwrap();
+        write_remap(dir.path(), 7, 1);
+        let e = load(dir.path(), &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("no regular file"), "{e}");
+        let files = BTreeMap::from([(7, reg_file(7))]);
+        assert!(
+            load(dir.path(), &files).is_err(),
+            "ghost-file-1.img is missing"
+        );
+    }
 }

@@ -330,7 +330,9 @@ pub fn load(dir: &Path) -> Result<Images> {
                 ));
             }
             prev_end = v.end;
-            let memfd = files.get(&(v.shmid as u32)).is_some_and(|f| f.memfd.is_some()); // issue 5
+            let memfd = files
+                .get(&(v.shmid as u32))
+                .is_some_and(|f| f.memfd.is_some()); // issue 5
             if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 && !memfd {
                 need_file(
                     v.shmid as u32,

@@ -186,8 +186,103 @@ fn fill(imgs: &Images, set: &PageSet, f: &File, size: u64, what: &str) -> Result
         let n = e.nr_pages as usize * PAGE as usize;
         let keep = n.min(size.saturating_sub(e.vaddr) as usize);
         f.write_all_at(&data[off..off + keep], e.vaddr)
-            .map_err(|err| Error::io(&path, format!("{what}: writing offset {:#x}", e.vaddr), err))?;
+            .map_err(|err| {
+                Error::io(&path, format!("{what}: writing offset {:#x}", e.vaddr), err)
+            })?;
         off += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::framing;
+
+    fn inode(size: u64) -> pb::MemfdInodeEntry {
+        pb::MemfdInodeEntry {
+            name: "m".into(),
+            size,
+            shmid: 42,
+            inode_id: 1,
+            ..Default::default()
+        }
+    }
+
+    fn setup(dir: &Path, e: pb::MemfdInodeEntry, pages: &[(u64, u32)]) {
+        framing::write_image(dir.join("memfd.img"), Magic::MemfdInode, &[e]).unwrap();
+        let mut w =
+            crate::images::ImageWriter::create(dir.join("pagemap-shmem-42.img"), Magic::Pagemap)
+                .unwrap();
+        w.write_entry(&pb::PagemapHead { pages_id: 3 }).unwrap();
+        for &(vaddr, nr_pages) in pages {
+            w.write_entry(&pb::PagemapEntry {
+                vaddr,
+                nr_pages,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    fn pagemap(dir: &Path, name: &str) -> Result<PageSet> {
+        let mut r = crate::images::ImageReader::open(dir.join(name), Magic::Pagemap)?;
+        let head: pb::PagemapHead = r.read_entry()?.unwrap();
+        let mut entries = Vec::new();
+        while let Some(e) = r.read_entry::<pb::PagemapEntry>()? {
+            entries.push(e);
+        }
+        Ok(PageSet {
+            pages_id: head.pages_id,
+            entries,
+        })
+    }
+
+    fn memfd_file(inode_id: u32) -> BTreeMap<u32, pb::FileEntry> {
+        BTreeMap::from([(
+            5,
+            pb::FileEntry {
+                r#type: pb::FdTypes::Memfd as i32,
+                id: 5,
+                memfd: Some(pb::MemfdFileEntry {
+                    id: 5,
+                    inode_id,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )])
+    }
+
+    #[test]
+    fn loads_contents_into_shmem() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2 pages and a bit: the third page is partly inside.
+        setup(dir.path(), inode(2 * PAGE + 10), &[(0, 1), (2 * PAGE, 1)]);
+        let mut shmem = BTreeMap::new();
+        let m = load(dir.path(), &memfd_file(1), &mut shmem, pagemap).unwrap();
+        assert_eq!(m[&1].name, "m");
+        assert_eq!(shmem[&42].total_pages(), 2);
+    }
+
+    #[test]
+    fn refuses_pages_past_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        setup(dir.path(), inode(PAGE), &[(PAGE, 1)]);
+        let e = load(dir.path(), &memfd_file(1), &mut BTreeMap::new(), pagemap)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_file_of_an_unknown_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        setup(dir.path(), inode(PAGE), &[]);
+        let e = load(dir.path(), &memfd_file(9), &mut BTreeMap::new(), pagemap)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inode 9"), "{e}");
+    }
 }
