@@ -118,7 +118,9 @@ impl EngineFiles {
 /// A new open file description of the file at `path` (a ghost's name, or
 /// /proc/self/fd/N of a memfd) with open(2) `flags`, at `pos`.
 fn reopen(pid: i32, path: &Path, flags: u32, pos: u64, what: &str) -> Result<OwnedFd> {
-    let flags = flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    // O_TMPFILE (with its O_DIRECTORY) made the file; it cannot open one.
+    let flags = flags as i32
+        & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC | libc::O_TMPFILE);
     let fd = nix::fcntl::open(
         path,
         nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC | libc::O_NOCTTY),
