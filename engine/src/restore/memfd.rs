@@ -129,7 +129,13 @@ pub fn create(imgs: &Images, e: &pb::MemfdInodeEntry) -> Result<Made> {
     let sys = |op: &str, err| Error::sys(pid, format!("{}: {op}", what()), err);
     let name = CString::new(e.name.as_str()).map_err(|_| sys("name", nix::errno::Errno::EINVAL))?;
     use nix::sys::memfd::MemFdCreateFlag as F;
-    let fd = nix::sys::memfd::memfd_create(&name, F::MFD_CLOEXEC | F::MFD_ALLOW_SEALING)
+    // MFD_EXEC: executable like a memfd of old, whatever vm.memfd_noexec
+    // says; the dumped mode and seals (F_SEAL_EXEC) follow. Kernels before
+    // 6.3 do not know the flag.
+    const MFD_EXEC: F = F::from_bits_retain(0x10);
+    let base = F::MFD_CLOEXEC | F::MFD_ALLOW_SEALING;
+    let fd = nix::sys::memfd::memfd_create(&name, base | MFD_EXEC)
+        .or_else(|_| nix::sys::memfd::memfd_create(&name, base))
         .map_err(|err| sys("memfd_create", err))?;
     let f = File::from(fd);
     f.set_len(e.size)
