@@ -10,8 +10,9 @@
  *      read-write mapping of all of it, and a MAP_PRIVATE mapping of its
  *      first 4 pages whose page 1 was written (copied on write).
  *   B  "ckpt-zdtm-B", sealed F_SEAL_WRITE|GROW|SHRINK|SEAL, then mapped
- *      MAP_SHARED read-only, then its fd closed: only the mapping holds
- *      it; mprotect to writable must fail (EACCES) as before.
+ *      MAP_SHARED read-only and MAP_PRIVATE read-write (page 1 written,
+ *      copied on write), then its fd closed: only the mappings hold it;
+ *      mprotect of the shared one to writable must fail (EACCES) as before.
  *   C  "ckpt-zdtm-C", mapped MAP_SHARED read-write and then sealed
  *      F_SEAL_FUTURE_WRITE: the mapping stays writable, pwrite and new
  *      writable shared mappings fail with EPERM.
@@ -54,7 +55,7 @@ const char *test_doc = "Check that memfd objects stay one object through fds and
 
 static int failed;
 static int a1, a2, cfd;
-static uint8_t *ams, *amp, *bm, *cm;
+static uint8_t *ams, *amp, *bm, *bp, *cm;
 static uint8_t expect_a[A_SIZE];
 
 static const int a_pages[] = { 0, 1, 17, 63 };
@@ -131,6 +132,7 @@ static void check_state(const char *when)
 	check_name(ams, a1, "/memfd:ckpt-zdtm-A (deleted)");
 	check_name(amp, a2, "/memfd:ckpt-zdtm-A (deleted)");
 	check_name(bm, -1, "/memfd:ckpt-zdtm-B (deleted)");
+	check_name(bp, -1, "/memfd:ckpt-zdtm-B (deleted)");
 	check_name(cm, cfd, "/memfd:ckpt-zdtm-C (deleted)");
 
 	test_check(fstat(a1, &st) == 0 && st.st_size == A_SIZE && (st.st_mode & 07777) == 0640 &&
@@ -154,6 +156,9 @@ static void check_state(const char *when)
 
 	zdtm_fill_seeded(page, PS, 200);
 	test_check(!memcmp(bm, page, PS) && !memcmp(bm + 2 * PS, page, PS), "%s: B's contents", when);
+	test_check(!memcmp(bp, page, PS) && !memcmp(bp + 2 * PS, page, PS), "%s: B's private mapping", when);
+	zdtm_fill_seeded(page, PS, 201);
+	test_check(!memcmp(bp + PS, page, PS), "%s: B's private page", when);
 	test_check(mprotect(bm, B_SIZE, PROT_READ | PROT_WRITE) < 0 && errno == EACCES,
 		   "%s: B (sealed) could be made writable", when);
 
@@ -235,10 +240,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	bm = mmap(NULL, B_SIZE, PROT_READ, MAP_SHARED, bfd, 0);
-	if (bm == MAP_FAILED) {
+	bp = mmap(NULL, B_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, bfd, 0);
+	if (bm == MAP_FAILED || bp == MAP_FAILED) {
 		pr_perror("mmap B");
 		return 1;
 	}
+	zdtm_fill_seeded(bp + PS, PS, 201);
 	close(bfd);
 
 	cfd = memfd_create("ckpt-zdtm-C", MFD_ALLOW_SEALING);
