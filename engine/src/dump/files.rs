@@ -379,11 +379,11 @@ fn dump_path_fd(
     // >>> issue 5: memfd objects and unlinked files (dump/memfd.rs, dump/ghost.rs)
     let what = format!("fd {fd}");
     if super::memfd::is_memfd(pid, &what, &proc_path, link, &meta)? {
-        let id = table.add_memfd(pid, &what, &proc_path, link, &meta, flags, info.pos)?;
+        let id = table.add_memfd(pid, &what, &proc_path, link, &meta, flags, Some(info.pos))?;
         return Ok((pb::FdTypes::Memfd, id));
     }
     if super::ghost::is_ghost(&meta) {
-        let id = table.add_ghost(pid, &what, &proc_path, link, &meta, flags, info.pos)?;
+        let id = table.add_ghost(pid, &what, &proc_path, link, &meta, flags, Some(info.pos))?;
         return Ok((pb::FdTypes::Reg, id));
     }
     // <<< issue 5
@@ -552,10 +552,10 @@ pub fn dump_mapped_file(
             .map_err(|e| Error::io(&p, format!("pid {pid}: stat of a mapped file"), e))?;
         let what = format!("mapping {start:#x}-{end:#x}");
         if super::memfd::is_memfd(pid, &what, &p, &link, &meta)? {
-            return table.add_memfd(pid, &what, &p, &link, &meta, flags, 0);
+            return table.add_memfd(pid, &what, &p, &link, &meta, flags, None);
         }
         if super::ghost::is_ghost(&meta) {
-            return table.add_ghost(pid, &what, &p, &link, &meta, flags, 0);
+            return table.add_ghost(pid, &what, &p, &link, &meta, flags, None);
         }
         // <<< issue 5
         return Err(Error::unsupported(

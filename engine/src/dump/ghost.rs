@@ -37,6 +37,9 @@ pub struct GhostTable {
     by_inode: BTreeMap<(u64, u64), usize>,
     ghosts: Vec<Ghost>,
     remaps: Vec<pb::RemapFilePathEntry>,
+    /// The entry of the mappings of a ghost with given open flags (ghost
+    /// id, flags): mappings share one, as for memfd objects.
+    mapping_ids: BTreeMap<(u32, u32), u32>,
 }
 
 impl Default for GhostTable {
@@ -46,6 +49,7 @@ impl Default for GhostTable {
             by_inode: BTreeMap::new(),
             ghosts: Vec::new(),
             remaps: Vec::new(),
+            mapping_ids: BTreeMap::new(),
         }
     }
 }
@@ -57,8 +61,8 @@ pub fn is_ghost(meta: &Metadata) -> bool {
 
 impl FileTable {
     /// A REG entry (the path it had, its flags and offset) for one open
-    /// file description or mapping of the unlinked file `proc_path`
-    /// reaches, remapped to that file's ghost.
+    /// file description of the unlinked file `proc_path` reaches, remapped
+    /// to that file's ghost: an fd (at offset `pos`) or mappings (`None`).
     #[allow(clippy::too_many_arguments)]
     pub fn add_ghost(
         &mut self,
@@ -68,11 +72,19 @@ impl FileTable {
         link: &[u8],
         meta: &Metadata,
         flags: u32,
-        pos: u64,
+        pos: Option<u64>,
     ) -> Result<u32> {
         let name = link.strip_suffix(b" (deleted)").unwrap_or(link);
         let ghost_id = self.ghost.ghost(pid, what, proc_path, link, meta)?;
-        let id = self.add_reg(name, flags, pos, Some(meta));
+        if pos.is_none() {
+            if let Some(&id) = self.ghost.mapping_ids.get(&(ghost_id, flags)) {
+                return Ok(id);
+            }
+        }
+        let id = self.add_reg(name, flags, pos.unwrap_or(0), Some(meta));
+        if pos.is_none() {
+            self.ghost.mapping_ids.insert((ghost_id, flags), id);
+        }
         self.ghost.remaps.push(pb::RemapFilePathEntry {
             orig_id: id,
             remap_id: ghost_id,

@@ -37,6 +37,11 @@ pub struct MemfdTable {
     inodes: Vec<Inode>,
     /// File ids of MEMFD entries (to mark their mappings).
     file_ids: std::collections::BTreeSet<u32>,
+    /// The entry of the mappings of an object with given open flags
+    /// (inode id, flags): mappings share one (each task opens its own
+    /// description from it at restore), so the engine needs one fd per
+    /// object and flags, not one per mapping.
+    mapping_ids: BTreeMap<(u32, u32), u32>,
 }
 
 impl MemfdTable {
@@ -98,8 +103,8 @@ pub fn is_memfd(
 }
 
 impl FileTable {
-    /// A MEMFD file entry for one open file description (an fd, or the
-    /// file of one mapping) of the memfd that `proc_path` reaches.
+    /// A MEMFD file entry for one open file description of the memfd that
+    /// `proc_path` reaches: an fd (at offset `pos`) or mappings (`None`).
     #[allow(clippy::too_many_arguments)]
     pub fn add_memfd(
         &mut self,
@@ -109,9 +114,14 @@ impl FileTable {
         link: &[u8],
         meta: &Metadata,
         flags: u32,
-        pos: u64,
+        pos: Option<u64>,
     ) -> Result<u32> {
         let inode_id = self.memfd.inode(pid, what, proc_path, link, meta)?;
+        if pos.is_none() {
+            if let Some(&id) = self.memfd.mapping_ids.get(&(inode_id, flags)) {
+                return Ok(id);
+            }
+        }
         let id = self.next_id();
         self.entries.push(pb::FileEntry {
             r#type: pb::FdTypes::Memfd as i32,
@@ -119,13 +129,16 @@ impl FileTable {
             memfd: Some(pb::MemfdFileEntry {
                 id,
                 flags,
-                pos,
+                pos: pos.unwrap_or(0),
                 fown: pb::FownEntry::default(),
                 inode_id,
             }),
             ..Default::default()
         });
         self.memfd.file_ids.insert(id);
+        if pos.is_none() {
+            self.memfd.mapping_ids.insert((inode_id, flags), id);
+        }
         Ok(id)
     }
 }
