@@ -120,11 +120,16 @@ impl GhostTable {
             ));
         }
         let mut data = Vec::with_capacity(meta.size() as usize);
-        // O_NOATIME: reading it must not change the live file.
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOATIME)
-            .open(proc_path)
+        // O_NOATIME: reading it must not change the live file (EPERM
+        // without CAP_FOWNER over it: then as well as we can).
+        let open = |flags| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(proc_path)
+        };
+        open(libc::O_NOATIME)
+            .or_else(|_| open(0))
             .and_then(|f| f.take(meta.size()).read_to_end(&mut data))
             .map_err(|e| Error::io(proc_path, format!("{}: reading its contents", ctx()), e))?;
         if data.len() as u64 != meta.size() {

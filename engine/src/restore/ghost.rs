@@ -231,6 +231,55 @@ mod tests {
         .unwrap();
     }
 
+    fn ghost_entry() -> pb::GhostFileEntry {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        pb::GhostFileEntry {
+            uid,
+            gid,
+            mode: libc::S_IFREG | 0o640,
+            size: Some(5),
+            ..Default::default()
+        }
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn made_at_its_old_path_or_beside_it_and_never_left_behind() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let orig = dir.path().join("f");
+        let orig = orig.to_str().unwrap();
+        let (fd, linked) = create(1, 1, orig, &ghost_entry(), b"hello").unwrap();
+        assert_eq!(linked.path(), Path::new(orig));
+        linked.unlink(1).unwrap();
+        assert!(names_in(dir.path()).is_empty());
+        let mut s = String::new();
+        std::fs::File::from(fd).read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+
+        // Something else is at the old path now: it is left alone.
+        std::fs::write(orig, "other").unwrap();
+        let (_fd, linked) = create(1, 2, orig, &ghost_entry(), b"hello").unwrap();
+        assert_eq!(linked.path(), Path::new(&format!("{orig}.cr.2.ghost")));
+        drop(linked); // an error path: the name goes away
+        assert_eq!(names_in(dir.path()), ["f"]);
+        assert_eq!(std::fs::read_to_string(orig).unwrap(), "other");
+
+        // No room at all: an error, and nothing is touched.
+        std::fs::write(format!("{orig}.cr.3.ghost"), "x").unwrap();
+        assert!(create(1, 3, orig, &ghost_entry(), b"hello").is_err());
+        assert_eq!(names_in(dir.path()), ["f", "f.cr.3.ghost"]);
+    }
+
     #[test]
     fn loads_a_good_ghost() {
         let dir = tempfile::tempdir().unwrap();
