@@ -355,6 +355,11 @@ pub static CASES: &[Case] = &[
         crfail: true,
         ..Case::DEFAULT
     },
+    Case {
+        name: "exe_unlinked",
+        program: Program::C("exe_unlinked"),
+        ..Case::DEFAULT
+    },
     // <<< issue 5: memfd, POSIX shm, unlinked files, shared file mappings
     // <<< issue 5
 ];

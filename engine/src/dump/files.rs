@@ -525,10 +525,19 @@ pub fn dump_fs(pid: Pid, umask: u32, table: &mut FileTable) -> Result<pb::FsEntr
 pub fn dump_exe(pid: Pid, table: &mut FileTable) -> Result<u32> {
     let exe = read_link(pid, "exe")?;
     if exe.ends_with(b" (deleted)") {
+        // >>> issue 5: a deleted executable is a ghost file like any other
+        // (its text mappings are the same inode, so the same ghost).
+        let p = format!("/proc/{pid}/exe");
+        let meta = std::fs::metadata(&p)
+            .map_err(|e| Error::io(&p, format!("pid {pid}: stat of the executable"), e))?;
+        if super::ghost::is_ghost(&meta) {
+            return table.add_ghost(pid, "exe", &p, &exe, &meta, libc::O_RDONLY as u32, None);
+        }
+        // <<< issue 5
         return Err(Error::unsupported(
             pid,
             format!("exe {}", String::from_utf8_lossy(&exe)),
-            "the executable was deleted; unlinked files are not supported yet",
+            "the executable was deleted but is still linked elsewhere (or is a memfd); that cannot be restored yet",
         ));
     }
     Ok(table.add_reg(&exe, libc::O_RDONLY as u32, 0, None))

@@ -345,7 +345,12 @@ fn child_plan(
     }
     let exe = imgs.reg(t.mm.exe_file_id);
     let exe_fd = helper_fd_base + helper_files.len() as RawFd;
-    helper_files.push((cstr(pid, "exe", &exe.name)?, libc::O_RDONLY));
+    // issue 5: a deleted executable is opened from the engine's fd
+    let exe_path = match engine_files::helper_path(imgs, shared, t.mm.exe_file_id) {
+        Some(p) => p,
+        None => cstr(pid, "exe", &exe.name)?,
+    };
+    helper_files.push((exe_path, libc::O_RDONLY));
     let sigactions = tc
         .sigactions
         .iter()
