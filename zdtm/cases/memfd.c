@@ -144,6 +144,8 @@ static void check_state(const char *when)
 	test_check(lseek(a1, 0, SEEK_CUR) == 5000, "%s: a1 offset %ld", when, (long)lseek(a1, 0, SEEK_CUR));
 	test_check(lseek(a2, 0, SEEK_CUR) == 100, "%s: a2 offset %ld", when, (long)lseek(a2, 0, SEEK_CUR));
 	test_check((fcntl(a1, F_GETFL) & O_ACCMODE) == O_RDWR, "%s: a1 flags %#x", when, fcntl(a1, F_GETFL));
+	test_check(fcntl(a1, F_GETFD) == 0 && fcntl(a2, F_GETFD) == FD_CLOEXEC && fcntl(cfd, F_GETFD) == FD_CLOEXEC,
+		   "%s: FD_CLOEXEC: a1 %d, a2 %d, c %d", when, fcntl(a1, F_GETFD), fcntl(a2, F_GETFD), fcntl(cfd, F_GETFD));
 	test_check((fcntl(a2, F_GETFL) & O_ACCMODE) == O_RDONLY, "%s: a2 flags %#x", when, fcntl(a2, F_GETFL));
 
 	test_check(pread(a2, buf, A_SIZE, 0) == A_SIZE && !memcmp(buf, expect_a, A_SIZE), "%s: A read through a2",
@@ -215,7 +217,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", a1);
-	a2 = open(path, O_RDONLY);
+	a2 = open(path, O_RDONLY | O_CLOEXEC);
 	if (a2 < 0 || lseek(a2, 100, SEEK_SET) != 100) {
 		pr_perror("reopen A");
 		return 1;
@@ -248,7 +250,7 @@ int main(int argc, char **argv)
 	zdtm_fill_seeded(bp + PS, PS, 201);
 	close(bfd);
 
-	cfd = memfd_create("ckpt-zdtm-C", MFD_ALLOW_SEALING);
+	cfd = memfd_create("ckpt-zdtm-C", MFD_ALLOW_SEALING | MFD_CLOEXEC);
 	if (cfd < 0 || ftruncate(cfd, C_SIZE)) {
 		pr_perror("memfd C");
 		return 1;

@@ -119,6 +119,9 @@ static void check_state(const char *when, pid_t child_pid)
 			   "%s: the fd is not the file at %s", when, path);
 	test_check(lseek(fd, 0, SEEK_CUR) == POS, "%s: offset %ld", when, (long)lseek(fd, 0, SEEK_CUR));
 	test_check((fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR, "%s: flags %#x", when, fcntl(fd, F_GETFL));
+	/* shm_open sets FD_CLOEXEC, open(2) was not asked to */
+	test_check(fcntl(fd, F_GETFD) == (shm_name[0] ? FD_CLOEXEC : 0), "%s: FD_CLOEXEC is %d", when,
+		   fcntl(fd, F_GETFD));
 
 	struct {
 		pid_t pid;

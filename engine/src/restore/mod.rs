@@ -551,13 +551,14 @@ fn inject_shared_files(r: &mut Remote<'_>, plan: &ChildPlan) -> Result<()> {
             )?;
             r.call(libc::SYS_close, &[got], "close")?;
         }
-        if cloexec {
-            r.call(
-                libc::SYS_fcntl,
-                &[fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64],
-                "fcntl(F_SETFD)",
-            )?;
-        }
+        // Both ways: pidfd_getfd sets FD_CLOEXEC, and when it lands on
+        // `fd` itself no dup2 clears it.
+        let fd_flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+        r.call(
+            libc::SYS_fcntl,
+            &[fd as u64, libc::F_SETFD as u64, fd_flags as u64],
+            "fcntl(F_SETFD)",
+        )?;
     }
     r.call(
         libc::SYS_close,
