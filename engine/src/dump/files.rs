@@ -530,15 +530,20 @@ pub fn dump_exe(pid: Pid, table: &mut FileTable) -> Result<u32> {
         let p = format!("/proc/{pid}/exe");
         let meta = std::fs::metadata(&p)
             .map_err(|e| Error::io(&p, format!("pid {pid}: stat of the executable"), e))?;
-        if super::ghost::is_ghost(&meta) {
+        let memfd = super::memfd::is_memfd(pid, "exe", &p, &exe, &meta)?;
+        if !memfd && super::ghost::is_ghost(&meta) {
             return table.add_ghost(pid, "exe", &p, &exe, &meta, libc::O_RDONLY as u32, None);
         }
-        // <<< issue 5
         return Err(Error::unsupported(
             pid,
             format!("exe {}", String::from_utf8_lossy(&exe)),
-            "the executable was deleted but is still linked elsewhere (or is a memfd); that cannot be restored yet",
+            if memfd {
+                "a memfd as the executable (fexecve) cannot be restored yet"
+            } else {
+                "the executable was deleted but is still linked elsewhere; that cannot be restored yet"
+            },
         ));
+        // <<< issue 5
     }
     Ok(table.add_reg(&exe, libc::O_RDONLY as u32, 0, None))
 }
