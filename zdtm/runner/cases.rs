@@ -358,6 +358,13 @@ pub static CASES: &[Case] = &[
     Case {
         name: "exe_unlinked",
         program: Program::C("exe_unlinked"),
+        args: &["--how=unlink"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "exe_memfd",
+        program: Program::C("exe_unlinked"),
+        args: &["--how=memfd"],
         ..Case::DEFAULT
     },
     // <<< issue 5: memfd, POSIX shm, unlinked files, shared file mappings

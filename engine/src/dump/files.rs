@@ -530,18 +530,20 @@ pub fn dump_exe(pid: Pid, table: &mut FileTable) -> Result<u32> {
         let p = format!("/proc/{pid}/exe");
         let meta = std::fs::metadata(&p)
             .map_err(|e| Error::io(&p, format!("pid {pid}: stat of the executable"), e))?;
-        let memfd = super::memfd::is_memfd(pid, "exe", &p, &exe, &meta)?;
-        if !memfd && super::ghost::is_ghost(&meta) {
-            return table.add_ghost(pid, "exe", &p, &exe, &meta, libc::O_RDONLY as u32, None);
+        // A memfd (fexecve) likewise is the memfd of its text mappings.
+        let flags = libc::O_RDONLY as u32;
+        if super::memfd::is_memfd(pid, "exe", &p, &exe, &meta)? {
+            let id = table.add_memfd(pid, "exe", &p, &exe, &meta, flags, None)?;
+            table.memfd.set_exe(pid, id);
+            return Ok(id);
+        }
+        if super::ghost::is_ghost(&meta) {
+            return table.add_ghost(pid, "exe", &p, &exe, &meta, flags, None);
         }
         return Err(Error::unsupported(
             pid,
             format!("exe {}", String::from_utf8_lossy(&exe)),
-            if memfd {
-                "a memfd as the executable (fexecve) cannot be restored yet"
-            } else {
-                "the executable was deleted but is still linked elsewhere; that cannot be restored yet"
-            },
+            "the executable was deleted but is still linked elsewhere; that cannot be restored yet",
         ));
         // <<< issue 5
     }

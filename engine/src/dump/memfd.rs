@@ -35,8 +35,12 @@ struct Inode {
 pub struct MemfdTable {
     by_ino: BTreeMap<u64, usize>,
     inodes: Vec<Inode>,
-    /// File ids of MEMFD entries (to mark their mappings).
-    file_ids: std::collections::BTreeSet<u32>,
+    /// Inode id of every MEMFD entry, by file id.
+    file_ids: BTreeMap<u32, u32>,
+    /// Objects some fd or mapping can write to (by inode id).
+    writable: std::collections::BTreeSet<u32>,
+    /// Tasks whose executable is a memfd: (pid, file id).
+    exes: Vec<(Pid, u32)>,
     /// The entry of the mappings of an object with given open flags
     /// (inode id, flags): mappings share one (each task opens its own
     /// description from it at restore), so the engine needs one fd per
@@ -46,7 +50,32 @@ pub struct MemfdTable {
 
 impl MemfdTable {
     pub fn is_memfd_file(&self, id: u32) -> bool {
-        self.file_ids.contains(&id)
+        self.file_ids.contains_key(&id)
+    }
+
+    /// File `id` is the executable of `pid`.
+    pub fn set_exe(&mut self, pid: Pid, id: u32) {
+        self.exes.push((pid, id));
+    }
+
+    /// The kernel makes a file a task's executable (PR_SET_MM_MAP) only
+    /// while nothing has it open for writing; exec itself does not ask.
+    /// Such a tree cannot be restored: say so now, not at restore.
+    fn check_exes(&self) -> Result<()> {
+        for &(pid, id) in &self.exes {
+            let inode = self.file_ids[&id];
+            if self.writable.contains(&inode) {
+                // Inode ids are 1 + the index (see `inode`).
+                let name = &self.inodes[inode as usize - 1].entry.name;
+                return Err(Error::unsupported(
+                    pid,
+                    format!("exe /memfd:{name}"),
+                    "the executable memfd is also open for writing (an fd or a writable shared mapping); \
+                     the kernel refuses such a file as a restored task's executable",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -135,7 +164,10 @@ impl FileTable {
             }),
             ..Default::default()
         });
-        self.memfd.file_ids.insert(id);
+        self.memfd.file_ids.insert(id, inode_id);
+        if flags as i32 & libc::O_ACCMODE != libc::O_RDONLY {
+            self.memfd.writable.insert(inode_id);
+        }
         if pos.is_none() {
             self.memfd.mapping_ids.insert((inode_id, flags), id);
         }
@@ -200,6 +232,7 @@ pub fn write_images(dir: &ImageDir, table: &MemfdTable, next_pages_id: &mut u32)
     if table.inodes.is_empty() {
         return Ok(0);
     }
+    table.check_exes()?;
     let mut pages = 0;
     for inode in &table.inodes {
         let id = *next_pages_id;

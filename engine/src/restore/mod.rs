@@ -343,12 +343,11 @@ fn child_plan(
             helper_files.push((path, flags));
         }
     }
-    let exe = imgs.reg(t.mm.exe_file_id);
     let exe_fd = helper_fd_base + helper_files.len() as RawFd;
-    // issue 5: a deleted executable is opened from the engine's fd
+    // issue 5: a deleted executable or a memfd is opened from the engine's fd
     let exe_path = match engine_files::helper_path(imgs, shared, t.mm.exe_file_id) {
         Some(p) => p,
-        None => cstr(pid, "exe", &exe.name)?,
+        None => cstr(pid, "exe", &imgs.reg(t.mm.exe_file_id).name)?,
     };
     helper_files.push((exe_path, libc::O_RDONLY));
     let sigactions = tc
