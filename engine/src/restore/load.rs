@@ -318,10 +318,7 @@ pub fn load(dir: &Path) -> Result<Images> {
         need_file(fs.cwd_id, "cwd".into(), &format!("fs-{pid}.img"))?;
         need_file(fs.root_id, "root".into(), &format!("fs-{pid}.img"))?;
         // issue 5: the executable may be a memfd (fexecve)
-        if !files
-            .get(&mm.exe_file_id)
-            .is_some_and(|f| f.memfd.is_some())
-        {
+        if files.get(&mm.exe_file_id).is_none_or(|f| f.memfd.is_none()) {
             need_file(mm.exe_file_id, "exe".into(), &mm_name)?;
         }
         let mut prev_end = 0;
