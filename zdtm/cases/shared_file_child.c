@@ -7,7 +7,8 @@
  *   --unlink      unlink it (unlink or shm_unlink) after the fork, while
  *                 it is open and mapped: it lives on only in its inode
  *
- * The file has 4 pages of data; the parent keeps it open O_RDWR at offset
+ * The file has 8 pages: 0-3 and 6 written, 4, 5 and 7 holes (so only the
+ * data is stored for an unlinked one); pages 0-3 are mapped. The parent keeps it open O_RDWR at offset
  * 1234 (the child shares that description), both map it MAP_SHARED
  * read-write, and the parent also maps it MAP_PRIVATE with page 0 written
  * (copied on write).
@@ -47,6 +48,7 @@ TEST_OPTION(unlink_it, bool, "unlink the file while it is open and mapped", 0);
 #define PS 4096
 #define PAGES 4
 #define SIZE (PAGES * PS)
+#define FILE_SIZE (2 * SIZE)
 #define POS 1234
 
 static int failed;
@@ -111,7 +113,7 @@ static void check_state(const char *when, pid_t child_pid)
 		return;
 	}
 	test_check(S_ISREG(st.st_mode) && (st.st_mode & 07777) == 0600 && st.st_uid == getuid() &&
-			   st.st_size == SIZE && st.st_nlink == (unlink_it ? 0 : 1),
+			   st.st_size == FILE_SIZE && st.st_nlink == (unlink_it ? 0 : 1),
 		   "%s: mode %o uid %d size %ld nlink %ld", when, st.st_mode, st.st_uid, (long)st.st_size,
 		   (long)st.st_nlink);
 	if (!unlink_it)
@@ -136,6 +138,14 @@ static void check_state(const char *when, pid_t child_pid)
 			   maps[i].pid, maps[i].addr, name, ino);
 	}
 
+	for (i = PAGES; i < 2 * PAGES; i++) {
+		if (i == 6)
+			zdtm_fill_seeded(page, PS, 16);
+		else
+			memset(page, 0, PS);
+		test_check(pread(fd, buf, PS, i * PS) == PS && !memcmp(buf, page, PS), "%s: page %d through the fd",
+			   when, i);
+	}
 	for (i = 0; i < PAGES; i++) {
 		zdtm_fill_seeded(page, PS, 10 + i);
 		test_check(pread(fd, buf, PS, i * PS) == PS && !memcmp(buf, page, PS), "%s: page %d through the fd",
@@ -203,6 +213,11 @@ int main(int argc, char **argv)
 			pr_perror("pwrite");
 			goto err;
 		}
+	}
+	zdtm_fill_seeded(page, PS, 16);
+	if (pwrite(fd, page, PS, 6 * PS) != PS || ftruncate(fd, FILE_SIZE)) {
+		pr_perror("pwrite/ftruncate");
+		goto err;
 	}
 	shm = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	priv = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);

@@ -1,7 +1,8 @@
 //! Unlinked files still open or mapped (nlink 0, "/path (deleted)"):
 //! CRIU's ghost files. Their contents exist nowhere but in the open inode,
-//! so they are copied into ghost-file-ID.img (a ghost_file_entry, then the
-//! raw contents), and every fd or mapping of them becomes an ordinary REG
+//! so they are copied into ghost-file-ID.img (a ghost_file_entry, then
+//! the data as chunks: ghost_chunk_entry {len, off} and the bytes, holes
+//! left out, found with SEEK_DATA/SEEK_HOLE), and every fd or mapping of them becomes an ordinary REG
 //! file entry under the old path plus a remap-fpath.img entry that points
 //! it at the ghost. One ghost per inode, however many fds, mappings and
 //! processes reach it. The restore recreates the file, opens what it needs
@@ -13,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::Metadata;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use super::files::FileTable;
@@ -27,7 +27,8 @@ pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 struct Ghost {
     id: u32,
     entry: pb::GhostFileEntry,
-    data: Vec<u8>,
+    /// The data, by offset; holes are not there.
+    chunks: Vec<(u64, Vec<u8>)>,
 }
 
 /// The ghost files of one dump, by (device, inode).
@@ -119,7 +120,6 @@ impl GhostTable {
                 ),
             ));
         }
-        let mut data = Vec::with_capacity(meta.size() as usize);
         // O_NOATIME: reading it must not change the live file (EPERM
         // without CAP_FOWNER over it: then as well as we can).
         let open = |flags| {
@@ -128,17 +128,11 @@ impl GhostTable {
                 .custom_flags(flags)
                 .open(proc_path)
         };
-        open(libc::O_NOATIME)
+        let f = open(libc::O_NOATIME)
             .or_else(|_| open(0))
-            .and_then(|f| f.take(meta.size()).read_to_end(&mut data))
+            .map_err(|e| Error::io(proc_path, format!("{}: opening it", ctx()), e))?;
+        let chunks = read_chunks(&f, meta.size())
             .map_err(|e| Error::io(proc_path, format!("{}: reading its contents", ctx()), e))?;
-        if data.len() as u64 != meta.size() {
-            return Err(Error::task(
-                pid,
-                format!("{what} ({})", String::from_utf8_lossy(link)),
-                format!("read {} of its {} bytes", data.len(), meta.size()),
-            ));
-        }
         let id = self.ghosts.len() as u32 + 1;
         let tv = |s: i64, ns: i64| pb::Timeval {
             tv_sec: s as u64,
@@ -155,11 +149,11 @@ impl GhostTable {
                 rdev: None,
                 atim: Some(tv(meta.atime(), meta.atime_nsec())),
                 mtim: Some(tv(meta.mtime(), meta.mtime_nsec())),
-                chunks: None,
+                chunks: Some(true),
                 size: Some(meta.size()),
                 symlnk_target: None,
             },
-            data,
+            chunks,
         });
         self.by_inode
             .insert((meta.dev(), meta.ino()), self.ghosts.len() - 1);
@@ -172,16 +166,55 @@ impl GhostTable {
     }
 }
 
+/// The data of the first `size` bytes of `f`, by offset, holes left out
+/// (the whole of it where the filesystem cannot tell holes).
+fn read_chunks(f: &std::fs::File, size: u64) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut off = 0u64;
+    while off < size {
+        let data = match lseek(fd, off as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole after `off`
+            Err(_) if off == 0 => 0,                // no SEEK_DATA here
+            Err(e) => return Err(e.into()),
+        };
+        if data >= size {
+            break;
+        }
+        let hole = lseek(fd, data as i64, Whence::SeekHole).map_or(size, |h| h as u64);
+        let end = hole.clamp(data + 1, size);
+        let mut buf = vec![0u8; (end - data) as usize];
+        f.read_exact_at(&mut buf, data)?;
+        out.push((data, buf));
+        off = end;
+    }
+    Ok(out)
+}
+
 /// ghost-file-ID.img for every ghost and remap-fpath.img.
 pub fn write_images(dir: &ImageDir, table: &GhostTable) -> Result<()> {
     if table.ghosts.is_empty() {
         return Ok(());
     }
     for g in &table.ghosts {
-        dir.write_with_payloads(
-            &format!("ghost-file-{:x}.img", g.id),
-            &[(g.entry.clone(), g.data.as_slice())],
-        )?;
+        let chunks: Vec<(pb::GhostChunkEntry, &[u8])> = g
+            .chunks
+            .iter()
+            .map(|(off, data)| {
+                (
+                    pb::GhostChunkEntry {
+                        len: data.len() as u64,
+                        off: *off,
+                    },
+                    data.as_slice(),
+                )
+            })
+            .collect();
+        dir.write_head_with_payloads(&format!("ghost-file-{:x}.img", g.id), &g.entry, &chunks)?;
     }
     dir.write_image("remap-fpath.img", &table.remaps)
 }

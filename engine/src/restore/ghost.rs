@@ -20,7 +20,7 @@ use crate::images::{pb, ImageError, ImageReader, Magic};
 #[derive(Debug, Default)]
 pub struct Ghosts {
     /// By ghost id: the entry and the contents.
-    pub files: BTreeMap<u32, (pb::GhostFileEntry, Vec<u8>)>,
+    pub files: BTreeMap<u32, (pb::GhostFileEntry, Chunks)>,
     /// File id (a REG entry) -> ghost id.
     pub remap: BTreeMap<u32, u32>,
 }
@@ -65,7 +65,10 @@ pub fn load(dir: &Path, files: &BTreeMap<u32, pb::FileEntry>) -> Result<Ghosts> 
     Ok(out)
 }
 
-fn load_one(dir: &Path, id: u32) -> Result<(pb::GhostFileEntry, Vec<u8>)> {
+/// A ghost's data, by offset (holes are not there).
+pub type Chunks = Vec<(u64, Vec<u8>)>;
+
+fn load_one(dir: &Path, id: u32) -> Result<(pb::GhostFileEntry, Chunks)> {
     let path = dir.join(format!("ghost-file-{id:x}.img"));
     let len = std::fs::metadata(&path)
         .map_err(|e| Error::Image(ImageError::io(&path, "stat", e)))?
@@ -74,11 +77,8 @@ fn load_one(dir: &Path, id: u32) -> Result<(pb::GhostFileEntry, Vec<u8>)> {
     let e: pb::GhostFileEntry = r
         .read_entry()?
         .ok_or_else(|| bad(&path, "no ghost_file_entry"))?;
-    if e.chunks == Some(true) || e.symlnk_target.is_some() {
-        return Err(bad(
-            &path,
-            "chunked ghost files and ghost symlinks cannot be restored yet",
-        ));
+    if e.symlnk_target.is_some() {
+        return Err(bad(&path, "ghost symlinks cannot be restored yet"));
     }
     if e.mode & libc::S_IFMT != libc::S_IFREG {
         return Err(bad(
@@ -87,16 +87,38 @@ fn load_one(dir: &Path, id: u32) -> Result<(pb::GhostFileEntry, Vec<u8>)> {
         ));
     }
     let size = e.size.ok_or_else(|| bad(&path, "no size"))?;
-    let rest = len - r.offset();
-    if rest != size {
-        return Err(bad(
-            &path,
-            format!("the file was {size} bytes but the image holds {rest} bytes of it"),
-        ));
+    if e.chunks != Some(true) {
+        // The contents, whole, to the end of the file.
+        let rest = len - r.offset();
+        if rest != size {
+            return Err(bad(
+                &path,
+                format!("the file was {size} bytes but the image holds {rest} bytes of it"),
+            ));
+        }
+        let mut data = vec![0u8; size as usize];
+        r.read_raw(&mut data)?;
+        return Ok((e, vec![(0, data)]));
     }
-    let mut data = vec![0u8; size as usize];
-    r.read_raw(&mut data)?;
-    Ok((e, data))
+    let mut chunks = Vec::new();
+    let mut end = 0u64;
+    while let Some(c) = r.read_entry::<pb::GhostChunkEntry>()? {
+        let past = c.off.checked_add(c.len).filter(|&p| p <= size);
+        let Some(past) = past.filter(|_| c.off >= end && c.len <= len - r.offset()) else {
+            return Err(bad(
+                &path,
+                format!(
+                    "chunk of {} bytes at offset {} overlaps another, lies outside the file's {size} bytes or runs past the image",
+                    c.len, c.off
+                ),
+            ));
+        };
+        let mut data = vec![0u8; c.len as usize];
+        r.read_raw(&mut data)?;
+        chunks.push((c.off, data));
+        end = past;
+    }
+    Ok((e, chunks))
 }
 
 /// A ghost file made again and still linked: its path, until `unlink`
@@ -133,7 +155,7 @@ pub fn create(
     id: u32,
     orig: &str,
     e: &pb::GhostFileEntry,
-    data: &[u8],
+    chunks: &Chunks,
 ) -> Result<(OwnedFd, Linked)> {
     let what = || format!("unlinked file {orig} (ghost {id})");
     let open = |p: &Path| {
@@ -167,7 +189,12 @@ pub fn create(
     };
     let link = Linked(Some(at.clone()));
     let io = |op: &str, err| Error::io(&at, format!("pid {pid}: {}: {op}", what()), err);
-    f.write_all_at(data, 0).map_err(|err| io("writing", err))?;
+    for (off, data) in chunks {
+        f.write_all_at(data, *off)
+            .map_err(|err| io("writing", err))?;
+    }
+    f.set_len(e.size.unwrap_or(0))
+        .map_err(|err| io("setting its size", err))?;
     let sys = |op: &str, err| Error::sys(pid, format!("{}: {op}", what()), err);
     nix::unistd::fchown(f.as_raw_fd(), Some(e.uid.into()), Some(e.gid.into()))
         .map_err(|err| sys("fchown", err))?;
@@ -258,7 +285,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let orig = dir.path().join("f");
         let orig = orig.to_str().unwrap();
-        let (fd, linked) = create(1, 1, orig, &ghost_entry(), b"hello").unwrap();
+        let hello = vec![(0, b"hello".to_vec())];
+        let (fd, linked) = create(1, 1, orig, &ghost_entry(), &hello).unwrap();
         assert_eq!(linked.path(), Path::new(orig));
         linked.unlink(1).unwrap();
         assert!(names_in(dir.path()).is_empty());
@@ -268,7 +296,7 @@ mod tests {
 
         // Something else is at the old path now: it is left alone.
         std::fs::write(orig, "other").unwrap();
-        let (_fd, linked) = create(1, 2, orig, &ghost_entry(), b"hello").unwrap();
+        let (_fd, linked) = create(1, 2, orig, &ghost_entry(), &hello).unwrap();
         assert_eq!(linked.path(), Path::new(&format!("{orig}.cr.2.ghost")));
         drop(linked); // an error path: the name goes away
         assert_eq!(names_in(dir.path()), ["f"]);
@@ -276,7 +304,7 @@ mod tests {
 
         // No room at all: an error, and nothing is touched.
         std::fs::write(format!("{orig}.cr.3.ghost"), "x").unwrap();
-        assert!(create(1, 3, orig, &ghost_entry(), b"hello").is_err());
+        assert!(create(1, 3, orig, &ghost_entry(), &hello).is_err());
         assert_eq!(names_in(dir.path()), ["f", "f.cr.3.ghost"]);
     }
 
@@ -288,7 +316,45 @@ mod tests {
         let files = BTreeMap::from([(7, reg_file(7))]);
         let g = load(dir.path(), &files).unwrap();
         assert_eq!(g.remap[&7], 1);
-        assert_eq!(g.files[&1].1, b"hello");
+        assert_eq!(g.files[&1].1, [(0, b"hello".to_vec())]);
+    }
+
+    fn write_chunked(dir: &Path, size: u64, chunks: &[(u64, &[u8])]) {
+        let mut w = ImageWriter::create(dir.join("ghost-file-1.img"), Magic::GhostFile).unwrap();
+        w.write_entry(&pb::GhostFileEntry {
+            mode: libc::S_IFREG | 0o600,
+            size: Some(size),
+            chunks: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        for (off, data) in chunks {
+            w.write_entry(&pb::GhostChunkEntry {
+                len: data.len() as u64,
+                off: *off,
+            })
+            .unwrap();
+            w.write_raw(data).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn chunks_are_loaded_and_checked() {
+        let files = BTreeMap::from([(7, reg_file(7))]);
+        let dir = tempfile::tempdir().unwrap();
+        write_remap(dir.path(), 7, 1);
+        write_chunked(dir.path(), 100, &[(0, b"ab"), (50, b"cd")]);
+        let g = load(dir.path(), &files).unwrap();
+        assert_eq!(g.files[&1].1, [(0, b"ab".to_vec()), (50, b"cd".to_vec())]);
+        for bad in [
+            &[(0, &b"ab"[..]), (1, b"cd")][..],
+            &[(99, b"cd")],
+            &[(50, b"cd"), (0, b"ab")],
+        ] {
+            write_chunked(dir.path(), 100, bad);
+            assert!(load(dir.path(), &files).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
