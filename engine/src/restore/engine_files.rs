@@ -56,43 +56,34 @@ impl EngineFiles {
         for (id, e) in &imgs.memfds {
             memfds.insert(*id, memfd::create(imgs, e)?);
         }
-        let mut ghosts = BTreeMap::new();
-        for (gid, (e, data)) in &imgs.ghosts.files {
-            let orig = imgs
+        let mut descriptions = BTreeMap::new();
+        // One ghost at a time, unlinked once its descriptions are open, so
+        // that two unlinked files of one path both get that path again.
+        for (gid, (e, chunks)) in &imgs.ghosts.files {
+            let users: Vec<u32> = imgs
                 .ghosts
                 .remap
                 .iter()
-                .find(|(_, g)| *g == gid)
-                .map(|(f, _)| imgs.reg(*f).name.as_str())
-                .expect("validated: every ghost is named by a remap");
-            ghosts.insert(*gid, ghost::create(pid, *gid, orig, e, data)?);
-        }
-        let proc_path = |fd: &OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        let mut descriptions = BTreeMap::new();
-        for (id, f) in &imgs.files {
-            let (object, flags, pos, what) = if let Some(m) = &f.memfd {
-                let made = &memfds[&m.inode_id];
-                let what = format!("memfd {:?}", made.name);
-                (proc_path(&made.fd), m.flags, m.pos, what)
-            } else if let Some(gid) = imgs.ghosts.remap.get(id) {
-                let reg = imgs.reg(*id);
-                let path = ghosts[gid].1.path().to_path_buf();
-                (
-                    path,
-                    reg.flags,
-                    reg.pos,
-                    format!("unlinked file {}", reg.name),
-                )
-            } else {
-                continue;
-            };
-            descriptions.insert(
-                *id,
-                reopen(pid, &object, flags, pos, &format!("file {id} ({what})"))?,
-            );
-        }
-        for (_, (_, linked)) in ghosts {
+                .filter(|(_, g)| *g == gid)
+                .map(|(f, _)| *f)
+                .collect();
+            let orig = &imgs.reg(users[0]).name; // validated: one remap at least
+            let (_fd, linked) = ghost::create(pid, *gid, orig, e, chunks)?;
+            for id in users {
+                let reg = imgs.reg(id);
+                let what = format!("file {id} (unlinked file {})", reg.name);
+                let d = reopen(pid, linked.path(), reg.flags, reg.pos, &what)?;
+                descriptions.insert(id, d);
+            }
             linked.unlink(pid)?;
+        }
+        for (id, f) in &imgs.files {
+            if let Some(m) = &f.memfd {
+                let made = &memfds[&m.inode_id];
+                let path = PathBuf::from(format!("/proc/self/fd/{}", made.fd.as_raw_fd()));
+                let what = format!("file {id} (memfd {:?})", made.name);
+                descriptions.insert(*id, reopen(pid, &path, m.flags, m.pos, &what)?);
+            }
         }
         Ok(EngineFiles {
             descriptions,
