@@ -7,14 +7,15 @@
 //! opening the object again with the dumped flags (a memfd through
 //! /proc/self/fd; a ghost file by its path, before it is unlinked, so that
 //! flags such as O_NOFOLLOW apply as they did) and moving it to the
-//! dumped offset. Fds reach the tasks as
-//! shared files do (`FdSource::Inject`, pidfd_getfd); mappings are made
-//! from a helper fd the task opens from /proc/ENGINE/fd/N. Every fd and
-//! mapping of an object, in every task, is thus that one object again.
+//! dumped offset. Fds reach the tasks as shared files do
+//! (`FdSource::Inject`, pidfd_getfd); mappings are made from a helper fd
+//! the task opens from /proc/ENGINE/fd/N. Every fd and mapping of an
+//! object, in every task, is thus that one object again.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::load::Images;
@@ -112,14 +113,20 @@ fn reopen(pid: i32, path: &Path, flags: u32, pos: u64, what: &str) -> Result<Own
     // O_TMPFILE (with its O_DIRECTORY) made the file; it cannot open one.
     let flags = flags as i32
         & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC | libc::O_TMPFILE);
-    let fd = nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC | libc::O_NOCTTY),
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| Error::sys(pid, format!("{what}: open through {}", path.display()), e))?;
-    // SAFETY: `fd` is a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let acc = flags & libc::O_ACCMODE;
+    let fd: OwnedFd = std::fs::OpenOptions::new()
+        .read(acc != libc::O_WRONLY)
+        .write(acc != libc::O_RDONLY)
+        .custom_flags(flags | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            Error::io(
+                path,
+                format!("pid {pid}: {what}: opening it again with flags {flags:#o}"),
+                e,
+            )
+        })?
+        .into();
     if pos != 0 {
         nix::unistd::lseek(fd.as_raw_fd(), pos as i64, nix::unistd::Whence::SeekSet)
             .map_err(|e| Error::sys(pid, format!("{what}: seek to {pos}"), e))?;

@@ -259,8 +259,10 @@ mod tests {
     }
 
     fn ghost_entry() -> pb::GhostFileEntry {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         pb::GhostFileEntry {
             uid,
             gid,
