@@ -51,6 +51,13 @@ enum Cmd {
         /// are copied into the images, in bytes (K, M, G suffixes allowed).
         #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
         ghost_limit: u64,
+        // >>> issue 6
+        /// Freeze the tree through this freezer cgroup (a cgroup directory,
+        /// or a path in the freezer hierarchy) before seizing it, so a tree
+        /// that keeps forking can be stopped.
+        #[arg(long, value_name = "PATH")]
+        freeze_cgroup: Option<String>,
+        // <<< issue 6
         #[command(flatten)]
         log: LogOpts,
     },
@@ -67,6 +74,19 @@ enum Cmd {
         /// Accepted for CRIU compatibility.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        // >>> issue 6
+        /// What to do with cgroups (CRIU's modes): ignore, none, props,
+        /// soft (the default, also without a value), full, strict.
+        #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
+        manage_cgroups: Option<ckpt::restore::cgroups::Mode>,
+        /// Put the restored tree's cgroups under this root:
+        /// `[controller:]/path` (no controller: every hierarchy without its
+        /// own; cgroup2 is `cgroup2` or `unified`); the tree's own cgroup
+        /// (the deepest one holding all its tasks) becomes the new root.
+        /// May be given more than once.
+        #[arg(long, value_name = "[CONTROLLER:]/PATH")]
+        cgroup_root: Vec<ckpt::cgroupfs::CgroupRoot>,
+        // <<< issue 6
         #[command(flatten)]
         log: LogOpts,
     },
@@ -117,6 +137,7 @@ fn main() -> ExitCode {
             leave_running,
             shell_job: _,
             ghost_limit,
+            freeze_cgroup,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -129,6 +150,7 @@ fn main() -> ExitCode {
                 dir: dir.clone(),
                 leave_running,
                 ghost_limit,
+                freeze_cgroup,
             });
             (
                 "dump",
@@ -152,6 +174,8 @@ fn main() -> ExitCode {
             detach,
             pidfile,
             shell_job: _,
+            manage_cgroups,
+            cgroup_root,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -162,6 +186,8 @@ fn main() -> ExitCode {
                 dir,
                 detach,
                 pidfile,
+                manage_cgroups: manage_cgroups.unwrap_or_default(),
+                cgroup_roots: cgroup_root,
             });
             ("restore", r.map_err(|e| e.to_string()))
         }

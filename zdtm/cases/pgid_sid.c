@@ -242,19 +242,8 @@ int main(int argc, char **argv)
 	}
 	close(pfd[1]);
 
-	for (i = 1; i < NPROC; i++) {
-		struct ident id;
-
-		if (read_data(pfd[0], (unsigned char *)&id, sizeof(id)) || id.idx <= R || id.idx >= NPROC) {
-			pr_err("a process did not report (%d of %d read)\n", i - 1, NPROC - 1);
-			return 1;
-		}
-		all[id.idx] = id;
-	}
-	if (read(pfd[0], &i, 1) != 0) {
-		pr_err("the identity pipe has more data or an error\n");
+	if (test_collect_records(pfd[0], all, sizeof(all[0]), NPROC - 1, R + 1, NPROC))
 		return 1;
-	}
 	close(pfd[0]);
 	for (i = 0; i < NPROC; i++) {
 		pid_t ppid, pgid, sid;

@@ -17,6 +17,9 @@
  *                flag is not otherwise needed)
  *   name         PR_SET_NAME "ckpt-rlim.root" (PR_GET_NAME, /proc/self/comm)
  *
+ * It also holds fd 600, above its own NOFILE limit (allowed: the limit only
+ * stops new fds), which must come back.
+ *
  * then forks a child, which inherits all of that (its subreaper flag is 0)
  * and sets
  *   pdeathsig    PR_SET_PDEATHSIG SIGUSR2 (with a handler counting it: its
@@ -358,6 +361,9 @@ static void __attribute__((noreturn)) child(int wfd, int use_cpu)
 	_exit(failed ? 1 : 0);
 }
 
+#define HIGH_FD 600
+static struct stat high_st;
+
 int main(int argc, char **argv)
 {
 	struct attrs before, after;
@@ -366,6 +372,11 @@ int main(int argc, char **argv)
 
 	test_init(argc, argv);
 
+	/* an fd above the NOFILE limit set below (517): kept, and restored */
+	if (dup2(1, HIGH_FD) != HIGH_FD || fstat(HIGH_FD, &high_st)) {
+		pr_perror("dup2 to fd %d", HIGH_FD);
+		return 1;
+	}
 	if (set_attrs(&use_cpu) || get_attrs(&before, use_cpu) || took("root", &before))
 		return 1;
 	if (before.subreaper != 1 || before.pdeathsig != 0 || strcmp(before.name, ROOT_NAME)) {
@@ -430,6 +441,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	compare("root", &before, &after);
+	{
+		struct stat st;
+
+		test_check(fstat(HIGH_FD, &st) == 0 && st.st_ino == high_st.st_ino && st.st_dev == high_st.st_dev,
+			   "fd %d (above the NOFILE limit) is gone or another file after restore", HIGH_FD);
+	}
 	check_umask_acts("root", before.umask);
 
 	if (kill(pid, SIGTERM))

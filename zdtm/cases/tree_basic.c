@@ -268,20 +268,8 @@ int main(int argc, char **argv)
 	all[0] = me;
 
 	/* everyone's identity, then EOF: every write end is closed */
-	for (i = 1; i < NPROC; i++) {
-		struct ident id;
-
-		if (read_data(pfd[0], (unsigned char *)&id, sizeof(id)) || id.idx < 1 || id.idx >= NPROC ||
-		    all[id.idx].pid) {
-			pr_err("a child did not report its identity (%d of %d read)\n", i - 1, NPROC - 1);
-			return 1;
-		}
-		all[id.idx] = id;
-	}
-	if (read(pfd[0], &i, 1) != 0) {
-		pr_err("the identity pipe has more data or an error\n");
+	if (test_collect_records(pfd[0], all, sizeof(all[0]), NPROC - 1, 1, NPROC))
 		return 1;
-	}
 	close(pfd[0]);
 	for (i = 0; i < NPROC; i++)
 		test_msg("process %d: pid %d ppid %d pgid %d sid %d\n", i, all[i].pid, all[i].ppid, all[i].pgid,

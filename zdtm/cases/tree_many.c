@@ -210,20 +210,8 @@ int main(int argc, char **argv)
 		return 1;
 	close(pfd[1]);
 
-	for (i = 1; i < (int)procs; i++) {
-		struct ident id;
-
-		if (read_data(pfd[0], (unsigned char *)&id, sizeof(id)) || id.idx < 1 || id.idx >= (int)procs ||
-		    all[id.idx].pid) {
-			pr_err("a process did not report (%d of %u read)\n", i - 1, procs - 1);
-			return 1;
-		}
-		all[id.idx] = id;
-	}
-	if (read(pfd[0], &i, 1) != 0) {
-		pr_err("the identity pipe has more data or an error\n");
+	if (test_collect_records(pfd[0], all, sizeof(all[0]), procs - 1, 1, procs))
 		return 1;
-	}
 	close(pfd[0]);
 	all[0] = me;
 	for (i = 1; i < (int)procs; i++)

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -178,4 +179,43 @@ int write_data(int fd, const unsigned char *buf, int len)
 		len -= n;
 	}
 	return 0;
+}
+
+int test_collect_records(int fd, void *table, size_t size, int n, int first, int limit)
+{
+	unsigned char rec[256], *seen;
+	int i, idx;
+	char c;
+
+	if (size > sizeof(rec) || size < sizeof(int) || limit <= first) {
+		pr_err("test_collect_records: bad record size %zu or range %d..%d\n", size, first, limit);
+		return -1;
+	}
+	seen = calloc(limit - first, 1);
+	if (!seen) {
+		pr_perror("calloc");
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if (read_data(fd, rec, size)) {
+			pr_err("only %d of %d records arrived\n", i, n);
+			goto err;
+		}
+		memcpy(&idx, rec, sizeof(idx));
+		if (idx < first || idx >= limit || seen[idx - first]) {
+			pr_err("record %d has index %d (out of %d..%d, or twice)\n", i, idx, first, limit - 1);
+			goto err;
+		}
+		seen[idx - first] = 1;
+		memcpy((unsigned char *)table + (size_t)idx * size, rec, size);
+	}
+	if (read(fd, &c, 1) != 0) {
+		pr_err("more than %d records, or a read error\n", n);
+		goto err;
+	}
+	free(seen);
+	return 0;
+err:
+	free(seen);
+	return -1;
 }

@@ -213,6 +213,13 @@ extern void zdtm_fill_seeded(void *buf, size_t len, uint64_t seed);
 extern int set_nonblock(int fd, int on);
 /* read/write exactly len bytes (retrying short transfers and EINTR); 0 or -1 */
 extern int read_data(int fd, unsigned char *buf, int len);
+/*
+ * Collects `n` records of `size` bytes from `fd` (a pipe every process of a
+ * tree reports into), each starting with an int index in [first, limit),
+ * into table[index]; each index at most once; then expects end-of-file
+ * (every writer has closed). Returns 0, or -1 after a message.
+ */
+extern int test_collect_records(int fd, void *table, size_t size, int n, int first, int limit);
 extern int write_data(int fd, const unsigned char *buf, int len);
 
 #endif /* ZDTM_ZDTMTST_H */

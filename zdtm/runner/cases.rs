@@ -119,6 +119,10 @@ pub struct Case {
     /// Limit for each step: start, each engine command, stop.
     pub timeout: Duration,
     pub xfail: Option<Xfail>,
+    /// The tree forks and reaps short-lived children all the time (issue
+    /// 6): the runner's tree checks compare only the processes that exist
+    /// both before and after (the root among them).
+    pub forks: bool,
 }
 
 impl Case {
@@ -138,6 +142,7 @@ impl Case {
         between: None,
         timeout: Duration::from_secs(30),
         xfail: None,
+        forks: false,
     };
 }
 
@@ -368,5 +373,198 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     // <<< issue 5: memfd, POSIX shm, unlinked files, shared file mappings
+    Case {
+        name: "sid_orphans",
+        program: Program::C("sid_orphans"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "seccomp",
+        program: Program::C("seccomp"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "loginuid",
+        program: Program::C("loginuid"),
+        suid: true,
+        ..Case::DEFAULT
+    },
     // <<< issue 5
+    // >>> issue 6: cgroups (programs: zdtm/cases/cgroup_*.c; hooks below)
+    Case {
+        name: "cgroup_pids",
+        program: Program::C("cgroup_limits"),
+        args: &["--v1=pids"],
+        feature: Some(has_v1_pids),
+        ..CGROUP_CASE
+    },
+    Case {
+        name: "cgroup_v2",
+        program: Program::C("cgroup_limits"),
+        args: &["--v2"],
+        feature: Some(has_v2),
+        ..CGROUP_CASE
+    },
+    Case {
+        name: "cgroup_deleted",
+        program: Program::C("cgroup_limits"),
+        args: &["--v1=pids", "--v2"],
+        feature: Some(has_v1_pids_and_v2),
+        between: Some(remove_case_cgroups),
+        ..CGROUP_CASE
+    },
+    Case {
+        name: "cgroup_v1_props",
+        program: Program::C("cgroup_limits"),
+        args: &["--v1=pids,memory,cpu,cpuset,devices"],
+        feature: Some(has_v1_all),
+        between: Some(remove_case_cgroups),
+        ..CGROUP_CASE
+    },
+    Case {
+        name: "cgroup_threads",
+        program: Program::C("cgroup_threads"),
+        feature: Some(has_v2),
+        between: Some(remove_case_cgroups),
+        ..CGROUP_CASE
+    },
+    Case {
+        name: "cgroup_tree",
+        program: Program::C("cgroup_tree"),
+        feature: Some(has_v2),
+        ..CGROUP_CASE
+    },
+    Case {
+        name: "cgroup_root",
+        program: Program::C("cgroup_tree"),
+        args: &["--newroot=/zdtm.{uniq}"],
+        restore_opts: &[
+            "--cgroup-root=pids:/zdtm.{uniq}",
+            "--cgroup-root=cgroup2:/zdtm.{uniq}",
+        ],
+        feature: Some(has_v1_pids_and_v2),
+        between: Some(mark_restored),
+        ..CGROUP_CASE
+    },
+    Case {
+        name: "cgroup_freeze",
+        program: Program::C("cgroup_freeze"),
+        args: &["--cg=/zdtm.{uniq}"],
+        dump_opts: &["--freeze-cgroup=/zdtm.{uniq}"],
+        feature: Some(has_freezer),
+        forks: true,
+        ..CGROUP_CASE
+    },
+    // <<< issue 6
 ];
+
+// >>> issue 6: cgroup cases
+/// Cgroup cases create cgroups (root only) and must not see each other's.
+const CGROUP_CASE: Case = Case {
+    suid: true,
+    excl: true,
+    flavors: &[Flavor::H],
+    ..Case::DEFAULT
+};
+
+fn has_cgroup_fs(v1_ctl: Option<&str>) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines().any(|l| {
+        let post = l.split_once(" - ").map_or("", |p| p.1);
+        let mut w = post.split(' ');
+        let (fstype, super_opts) = (w.next().unwrap_or(""), w.nth(1).unwrap_or(""));
+        match v1_ctl {
+            Some(c) => fstype == "cgroup" && super_opts.split(',').any(|o| o == c),
+            None => fstype == "cgroup2",
+        }
+    })
+}
+
+fn has_v1_pids() -> Result<(), String> {
+    has_cgroup_fs(Some("pids"))
+        .then_some(())
+        .ok_or_else(|| "no cgroup v1 pids hierarchy is mounted".into())
+}
+
+fn has_v2() -> Result<(), String> {
+    has_cgroup_fs(None)
+        .then_some(())
+        .ok_or_else(|| "no cgroup2 hierarchy is mounted".into())
+}
+
+fn has_freezer() -> Result<(), String> {
+    (has_cgroup_fs(Some("freezer")) || has_cgroup_fs(None))
+        .then_some(())
+        .ok_or_else(|| "no freezer hierarchy (v1 freezer or cgroup2) is mounted".into())
+}
+
+fn has_v1_all() -> Result<(), String> {
+    for c in ["pids", "memory", "cpu", "cpuset", "devices"] {
+        if !has_cgroup_fs(Some(c)) {
+            return Err(format!("no cgroup v1 {c} hierarchy is mounted"));
+        }
+    }
+    Ok(())
+}
+
+fn has_v1_pids_and_v2() -> Result<(), String> {
+    has_v1_pids().and_then(|_| has_v2())
+}
+
+/// The root pid of the case, from its pidfile (`NAME.pid`) in the work dir.
+fn case_pid(dir: &std::path::Path) -> Result<i32, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.ends_with(".pid") && !n.starts_with("restore-") {
+            let t = std::fs::read_to_string(e.path()).map_err(|e| format!("{n}: {e}"))?;
+            return t.trim().parse().map_err(|_| format!("{n} holds {t:?}"));
+        }
+    }
+    Err(format!("no pidfile in {}", dir.display()))
+}
+
+/// Between dump and restore: remove the now empty cgroups the case
+/// created (`zdtm.*.<pid>` and what is inside), so the restore must
+/// recreate them with their properties. Moves nothing: a cgroup that
+/// still holds a task cannot be removed, and that fails the trial.
+pub(crate) fn remove_case_cgroups(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
+    let pid = case_pid(dir)?;
+    let suffix = format!(".{pid}");
+    let mine: Vec<_> = crate::cgroups::zdtm_dirs()
+        .into_iter()
+        .filter(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+        })
+        .collect();
+    if mine.is_empty() {
+        return Err(format!("no zdtm.*{suffix} cgroup to remove"));
+    }
+    let mut all: Vec<std::path::PathBuf> = crate::cgroups::zdtm_dirs()
+        .into_iter()
+        .chain(mine.iter().flat_map(|d| {
+            std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+        }))
+        .filter(|d| mine.iter().any(|m| d.starts_with(m)))
+        .collect();
+    all.sort();
+    all.dedup();
+    for d in all.iter().rev() {
+        std::fs::remove_dir(d).map_err(|e| format!("rmdir {}: {e}", d.display()))?;
+    }
+    Ok(())
+}
+/// Between dump and restore: tell the program (through a file in its
+/// working directory) that it is being restored, not left running, so it
+/// expects the new cgroup root.
+fn mark_restored(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
+    let f = dir.join("cgroup_root.restored");
+    std::fs::write(&f, "").map_err(|e| format!("{}: {e}", f.display()))
+}
+// <<< issue 6

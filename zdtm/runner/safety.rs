@@ -28,9 +28,13 @@
 #[allow(dead_code)]
 #[path = "cases.rs"]
 mod cases;
+#[path = "cgroups.rs"]
+mod cgroups; // issue 6
 #[allow(dead_code)]
 #[path = "procfs.rs"]
 mod procfs;
+#[path = "safety_cgroups.rs"]
+mod safety_cgroups; // issue 6
 #[allow(dead_code)]
 #[path = "trial.rs"]
 mod trial;
@@ -166,6 +170,38 @@ fn main() {
             variant: Variant::LeaveRunning,
             body: restore_pid_taken,
         },
+        Spec {
+            name: "restore/child-pid-taken",
+            case: || case_named("tree_basic"),
+            variant: Variant::Once,
+            body: restore_child_pid_taken,
+        },
+        // >>> issue 6: cgroups (safety_cgroups.rs)
+        Spec {
+            name: "restore/cgroup-bad-path",
+            case: || case_named("cgroup_pids"),
+            variant: Variant::Once,
+            body: safety_cgroups::restore_bad_path,
+        },
+        Spec {
+            name: "restore/cgroup-move-fails",
+            case: || case_named("cgroup_v1_props"),
+            variant: Variant::Once,
+            body: safety_cgroups::restore_move_fails,
+        },
+        Spec {
+            name: "dump/freeze-cgroup-enospc",
+            case: || case_named("cgroup_freeze"),
+            variant: Variant::Once,
+            body: safety_cgroups::dump_freeze_enospc,
+        },
+        Spec {
+            name: "dump/frozen-cgroup",
+            case: || case_named("cgroup_freeze"),
+            variant: Variant::Once,
+            body: safety_cgroups::dump_frozen,
+        },
+        // <<< issue 6
     ];
     let cfg = std::sync::Arc::new(Config::from_env());
     let trials = specs
@@ -1207,6 +1243,70 @@ fn restore_pid_taken(run: &mut Run) -> Result<Outcome, String> {
         ));
     }
     check_unharmed(run, &before, "after the refused restore")?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// Starts `sleep 60` with PID `want` (through ns_last_pid; retried, since
+/// other processes may take it first).
+fn spawn_with_pid(want: i32) -> Result<std::process::Child, String> {
+    for _ in 0..50 {
+        fs::write("/proc/sys/kernel/ns_last_pid", (want - 1).to_string())
+            .map_err(|e| format!("ns_last_pid: {e}"))?;
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .map_err(|e| format!("spawning sleep: {e}"))?;
+        if child.id() as i32 == want {
+            return Ok(child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Err(format!("could not start a process with PID {want}"))
+}
+
+/// Dump a tree (it dies), start an unrelated process on one child's PID,
+/// restore: refused naming that PID and its holder, nothing of the tree
+/// runs; once the PID is free again the restore works.
+fn restore_child_pid_taken(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    let child = *tree
+        .keys()
+        .filter(|&&p| p != pid)
+        .max()
+        .ok_or("the tree has no child process")?;
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))
+        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    let mut holder = spawn_with_pid(child)?;
+    run.note(format!("pid {child} (a child of the tree) taken by sleep"));
+    let img = run.path("img-1");
+    let args = restore_args(run, &img, "restore-taken");
+    let out = expect_failure(run, "restore-taken", &img, args);
+    let checked = out.and_then(|out| {
+        expect_pid("restore-taken", &out, child)?;
+        expect_mentions("restore-taken", &out, &[&["sleep"]])?;
+        expect_nothing_restored(run, pid, "restore-taken")
+    });
+    let _ = holder.kill();
+    let _ = holder.wait();
+    checked?;
+
+    let st: ExitStatus = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "restore with the PID free again failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    run.check_tree(&tree, &stopped, "after restoring with the PID free")?;
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
 }

@@ -91,6 +91,11 @@ pub fn run(case: &Case, variant: Variant, cfg: &Config) -> Result<Completion, Fa
     }
 
     let mut run = Run::new(case, variant, cfg);
+    // >>> issue 6: cgroups of the trial (cgroups.rs)
+    if case.suid {
+        run.cg_before = Some(crate::cgroups::zdtm_dirs());
+    }
+    // <<< issue 6
     let result = run.execute();
     run.cleanup();
     let xfail = case.xfail.filter(|x| x.applies_to(variant));
@@ -204,6 +209,8 @@ pub(crate) struct Run<'a> {
     trace: Vec<String>,
     /// Engine logs and console outputs, in order, for the failure report.
     engine_files: Vec<PathBuf>,
+    /// `zdtm.*` cgroups that existed before the trial (issue 6).
+    pub(crate) cg_before: Option<BTreeSet<PathBuf>>,
 }
 
 impl<'a> Run<'a> {
@@ -218,7 +225,16 @@ impl<'a> Run<'a> {
             trace: Vec::new(),
             engine_files: Vec::new(),
             label: None,
+            cg_before: None,
         }
+    }
+
+    /// Case arguments and engine options: `{dir}` is the work directory,
+    /// `{uniq}` its name (unique, usable as a cgroup name; issue 6).
+    fn subst(&self, s: &str) -> String {
+        let uniq = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        s.replace("{dir}", &self.dir.to_string_lossy())
+            .replace("{uniq}", &uniq)
     }
 
     fn name(&self) -> &'a str {
@@ -387,12 +403,7 @@ impl<'a> Run<'a> {
         cmd.arg0(format!("./{name}"))
             .arg(format!("--pidfile={name}.pid"))
             .arg(format!("--outfile={name}.out"))
-            .args(
-                self.case
-                    .args
-                    .iter()
-                    .map(|a| a.replace("{dir}", &self.dir.to_string_lossy())),
-            )
+            .args(self.case.args.iter().map(|a| self.subst(a)))
             .current_dir(&self.dir)
             .process_group(0)
             .stdin(Stdio::null())
@@ -489,7 +500,7 @@ impl<'a> Run<'a> {
         if self.variant == Variant::LeaveRunning {
             args.push("--leave-running".into());
         }
-        args.extend(self.case.dump_opts.iter().map(Into::into));
+        args.extend(self.case.dump_opts.iter().map(|o| self.subst(o).into()));
         self.engine(&format!("dump-{n}"), &img, args)
     }
 
@@ -506,7 +517,7 @@ impl<'a> Run<'a> {
             self.path(&format!("restore-{n}.log")).into(),
             "-v4".into(),
         ];
-        args.extend(self.case.restore_opts.iter().map(Into::into));
+        args.extend(self.case.restore_opts.iter().map(|o| self.subst(o).into()));
         self.engine(&format!("restore-{n}"), &img, args)
     }
 
@@ -600,8 +611,15 @@ impl<'a> Run<'a> {
                 )),
                 Some(_) => {}
             }
-            let now = procfs::snapshot(pid);
-            problems.extend(procfs::diff_trees(before, &now));
+            let mut now = procfs::snapshot(pid);
+            // >>> issue 6: a tree that forks on its own
+            let mut before = before.clone();
+            if self.case.forks {
+                before.retain(|p, _| *p == pid || now.contains_key(p));
+                now.retain(|p, _| *p == pid || before.contains_key(p));
+            }
+            // <<< issue 6
+            problems.extend(procfs::diff_trees(&before, &now));
             for (p, t) in stopped_threads(&now).difference(stopped_before) {
                 problems.push(format!("pid {p} thread {t} is left stopped"));
             }
@@ -685,6 +703,20 @@ impl<'a> Run<'a> {
                 mounts.join(", ")
             ));
         }
+        // >>> issue 6: no cgroup of the trial may remain
+        if self.cg_before.is_some() {
+            let left = self.own_cgroups();
+            if !left.is_empty() {
+                return Err(format!(
+                    "cgroups remain after the verdict: {}",
+                    left.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        // <<< issue 6
         self.pid = None;
         Ok(())
     }
@@ -695,6 +727,7 @@ impl<'a> Run<'a> {
         if self.dir.as_os_str().is_empty() {
             return;
         }
+        self.cleanup_cgroups(); // issue 6
         let kill_all = |pid: Option<i32>, dir: &Path| -> Vec<i32> {
             let mut victims: BTreeSet<i32> = pid
                 .map(|p| procfs::members(p).iter().map(|s| s.pid).collect())
@@ -730,6 +763,34 @@ impl<'a> Run<'a> {
         }
         // Zombies re-parented to us outside the session.
         procfs::reap_zombies(sid, &self.known);
+    }
+
+    /// The cgroups of this trial (see cgroups.rs for the naming rule).
+    fn own_cgroups(&self) -> Vec<PathBuf> {
+        let Some(before) = &self.cg_before else {
+            return Vec::new();
+        };
+        let uniq = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        let mut pids = self.known.clone();
+        pids.extend(self.pid);
+        crate::cgroups::owned(before, &uniq, self.name(), &pids)
+    }
+
+    /// Removes the `zdtm.*` cgroups the trial created (issue 6), killing
+    /// what is in them.
+    fn cleanup_cgroups(&mut self) {
+        if self.cg_before.is_none() {
+            return;
+        }
+        let new = self.own_cgroups();
+        if new.is_empty() {
+            return;
+        }
+        let failed = crate::cgroups::remove(&new);
+        self.note(format!("cleanup: removed cgroups {new:?}"));
+        if !failed.is_empty() {
+            self.note(format!("cleanup: could not remove cgroups: {failed:?}"));
+        }
     }
 
     /// Removes the work directory of a passing trial unless ZDTM_KEEP is

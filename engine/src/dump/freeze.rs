@@ -22,6 +22,19 @@ const MAX_PASSES: usize = 64;
 
 /// Every thread of `pid`, seized; the leader first, then by TID.
 pub fn freeze_threads(pid: Pid) -> Result<Vec<Seized>> {
+    freeze_threads_with(pid, &mut BTreeMap::new())
+}
+
+/// Take a thread out of `pre` (seized already through its freezer cgroup,
+/// issue 6) or seize it now.
+fn take_or_seize(pre: &mut BTreeMap<Pid, Seized>, tid: Pid) -> Result<Seized> {
+    match pre.remove(&tid) {
+        Some(s) => Ok(s),
+        None => Seized::seize(tid),
+    }
+}
+
+fn freeze_threads_with(pid: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Vec<Seized>> {
     let leader = stat::read(pid)?;
     if leader.state == 'Z' {
         let tids = proc::tids(pid).unwrap_or_default();
@@ -32,14 +45,14 @@ pub fn freeze_threads(pid: Pid) -> Result<Vec<Seized>> {
         ));
     }
     let mut held: BTreeMap<Pid, Seized> = BTreeMap::new();
-    held.insert(pid, Seized::seize(pid)?);
+    held.insert(pid, take_or_seize(pre, pid)?);
     for _ in 0..MAX_PASSES {
         let mut new = false;
         for tid in proc::tids(pid)? {
             if held.contains_key(&tid) {
                 continue;
             }
-            match Seized::seize(tid) {
+            match take_or_seize(pre, tid) {
                 Ok(s) => {
                     held.insert(tid, s);
                     new = true;
@@ -154,6 +167,13 @@ pub struct FrozenProc {
 /// Freeze the tree rooted at `root`, parents before children: a frozen
 /// process cannot fork, so once it is held its list of children is final.
 pub fn freeze_tree(root: Pid) -> Result<Vec<FrozenProc>> {
+    freeze_tree_with(root, &mut BTreeMap::new())
+}
+
+/// [`freeze_tree`], taking threads already seized (through the freezer
+/// cgroup, issue 6) from `pre`; what is left in `pre` afterwards is not
+/// part of the tree.
+pub fn freeze_tree_with(root: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Vec<FrozenProc>> {
     let mut out: Vec<FrozenProc> = Vec::new();
     let mut queue = std::collections::VecDeque::from([(root, 0)]);
     while let Some((pid, ppid)) = queue.pop_front() {
@@ -167,7 +187,10 @@ pub fn freeze_tree(root: Pid) -> Result<Vec<FrozenProc>> {
             });
             continue;
         }
-        let threads = match freeze_threads(pid) {
+        // issue 6: a frozen task would never stop (dump/cgroups.rs)
+        let threads = match crate::dump::cgroups::check_not_frozen(pid)
+            .and_then(|()| freeze_threads_with(pid, pre))
+        {
             Ok(t) => t,
             Err(e) => {
                 // Leave everything as it was: detach what we hold.

@@ -6,6 +6,7 @@
 //! scratch mapping is removed by `ScratchSession`'s Drop, and the image
 //! directory only appears (by rename) once it is complete and synced.
 
+pub mod cgroups; // cgroup membership and properties (issue 6)
 pub mod core;
 pub mod files;
 pub mod freeze;
@@ -13,6 +14,7 @@ pub mod ghost; // unlinked files (issue 5)
 pub mod memfd; // memfd objects (issue 5)
 pub mod memory;
 pub mod regs;
+pub mod seccomp;
 pub mod signals; // pending signals (issue 3)
 pub mod timers; // itimers and POSIX timers (issue 3)
 
@@ -39,6 +41,8 @@ pub struct DumpOptions {
     /// The largest unlinked file whose contents are copied (CRIU's
     /// --ghost-limit).
     pub ghost_limit: u64,
+    /// Freeze the tree through this freezer cgroup first (issue 6).
+    pub freeze_cgroup: Option<String>,
 }
 
 /// What was dumped, for the summary line.
@@ -61,10 +65,23 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         return Err(Error::task(pid, "dump", "the task is a zombie or dead"));
     }
     let dir = ImageDir::create(&opts.dir)?;
-    let mut tree = freeze::freeze_tree(pid)?;
     let mut files = FileTable::default();
     files.ghost.limit = opts.ghost_limit; // issue 5
+                                          // >>> issue 6 hook: freezing through the freezer cgroup (dump/cgroups.rs)
+    let mut cgroups = cgroups::CgroupDump::new()?;
+    let (mut pre, _freezer) = match &opts.freeze_cgroup {
+        Some(spec) => {
+            let (held, fz) = cgroups::seize_cgroup(spec)?;
+            cgroups.set_freezer_orig(fz.file.clone(), fz.orig.clone());
+            (held, Some(fz))
+        }
+        None => (BTreeMap::new(), None),
+    };
+    let mut tree = freeze::freeze_tree_with(pid, &mut pre)?;
+    drop(pre); // threads of the cgroup outside the tree go on
+               // <<< issue 6 hook
     let mut ctx = DumpCtx {
+        cgroups,
         dir: &dir,
         files,
         ns: NsIds::default(),
@@ -73,6 +90,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         pstree: Vec::new(),
         root_ids: None,
         shmem_done: Default::default(),
+        seccomp: Default::default(),
         stats: DumpStats::default(),
     };
     for p in tree.iter_mut() {
@@ -84,7 +102,10 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     }
     ctx.finish()?;
     let stats = ctx.stats;
-    debug!("pid {pid}: images written");
+    debug!(
+        "pid {pid}: images written; {}",
+        crate::ptrace::remote::STATS
+    );
     dir.commit()?;
     debug!("pid {pid}: image directory committed");
     if opts.leave_running {
@@ -109,7 +130,9 @@ struct DumpCtx<'a> {
     root_ids: Option<pb::TaskKobjIdsEntry>,
     /// Shared memory objects already dumped (by shmid).
     shmem_done: std::collections::BTreeSet<u64>,
+    seccomp: seccomp::SeccompTable,
     stats: DumpStats,
+    cgroups: cgroups::CgroupDump, // issue 6
 }
 
 impl DumpCtx<'_> {
@@ -121,6 +144,7 @@ impl DumpCtx<'_> {
 
     fn finish(&mut self) -> Result<()> {
         let dir = self.dir;
+        self.cgroups.write(dir)?; // issue 6
         dir.write_image("files.img", &self.files.entries)?;
         // >>> issue 5: memfd objects and ghost files (dump/memfd.rs, dump/ghost.rs)
         self.stats.shmem_pages +=
@@ -146,6 +170,9 @@ impl DumpCtx<'_> {
         if !pipe_data.is_empty() {
             dir.write_with_payloads("pipes-data.img", &pipe_data)?;
         }
+        if let Some(e) = self.seccomp.entry() {
+            dir.write_image("seccomp.img", &[e])?;
+        }
         dir.write_image("pstree.img", &self.pstree)?;
         dir.write_image(
             "inventory.img",
@@ -155,6 +182,7 @@ impl DumpCtx<'_> {
                 root_ids: self.root_ids,
                 ns_per_id: Some(true),
                 lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+                root_cg_set: self.cgroups.root_set(), // issue 6
                 ..Default::default()
             }],
         )
@@ -265,19 +293,6 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let syscall_ip = find_syscall_insn(&mem, &ranges)?;
     debug!("pid {pid}: remote syscalls at {syscall_ip:#x}");
 
-    for t in threads.iter() {
-        let st = status::read_task(pid, t.tid)?;
-        if st.seccomp != 0 {
-            return Err(Error::unsupported(
-                t.tid,
-                format!(
-                    "seccomp mode {} ({} filters)",
-                    st.seccomp, st.seccomp_filters
-                ),
-                "seccomp is not supported yet; restoring without it would silently drop the policy",
-            ));
-        }
-    }
     let stopped = threads[0].kind == StopKind::GroupStop;
     let mut snaps = Vec::with_capacity(threads.len());
     for t in threads.iter() {
@@ -337,6 +352,17 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         tc.signals_p = Some(signals::dump_queue(snap.tid, false)?);
     }
     // <<< issue 3 hook
+    for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
+        if snap.status.seccomp as i32 == seccomp::SECCOMP_MODE_FILTER {
+            tc.seccomp_filter = Some(ctx.seccomp.dump_thread(snap.tid)?);
+        }
+    }
+    // >>> issue 6 hook: cgroup sets of the process and of each thread
+    task_core.cg_set = Some(ctx.cgroups.task_set(pid, pid)?);
+    for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
+        tc.cg_set = Some(ctx.cgroups.task_set(pid, snap.tid)?);
+    }
+    // <<< issue 6 hook
     debug!("pid {pid}: task state read");
     let files = &mut ctx.files;
     let fdinfos = files::dump_fds(pid, files)?;

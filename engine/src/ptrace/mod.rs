@@ -129,6 +129,36 @@ impl Seized {
         Ok(s)
     }
 
+    // >>> issue 6: seizing a frozen cgroup (dump/cgroups.rs)
+    /// PTRACE_SEIZE + PTRACE_INTERRUPT without waiting: a task frozen by
+    /// its freezer cgroup takes the stop only once the cgroup is thawed.
+    /// Finish with [`Seized::wait_seized`].
+    pub fn seize_nowait(tid: Pid) -> Result<()> {
+        let opts = ptrace::Options::from_bits_retain(O_SUSPEND_SECCOMP);
+        if let Err(e) = ptrace::seize(npid(tid), opts) {
+            if e == nix::errno::Errno::EINVAL {
+                ptrace::seize(npid(tid), ptrace::Options::empty())
+                    .ctx(tid, || "PTRACE_SEIZE".into())?;
+            } else {
+                return Err(Error::sys(tid, "PTRACE_SEIZE", e));
+            }
+        }
+        ptrace::interrupt(npid(tid)).ctx(tid, || "PTRACE_INTERRUPT".into())
+    }
+
+    /// The second half of [`Seized::seize_nowait`]: wait for the stop.
+    pub fn wait_seized(tid: Pid) -> Result<Seized> {
+        let kind = wait_event_stop(tid)?;
+        let regs = raw::get_regs(npid(tid)).ctx(tid, || "reading registers".into())?;
+        Ok(Seized {
+            tid,
+            regs,
+            kind,
+            detached: false,
+        })
+    }
+    // <<< issue 6
+
     /// Adopt a task that stopped itself under PTRACE_TRACEME, or a thread
     /// auto-attached at creation (restore).
     pub fn adopt_stopped(tid: Pid) -> Result<Seized> {

@@ -28,6 +28,94 @@ use super::{Seized, ALL_SIGNALS_BLOCKED};
 use crate::error::{Error, Result, SysContext};
 use crate::sys::ptrace as raw;
 
+/// The code a batch runs (`Remote::batch`), position independent:
+///
+/// ```text
+/// start: mov rax, [rbx]        ; table entry: nr, 6 arguments, result
+///        cmp rax, -1
+///        je done
+///        mov rdi, [rbx+8];  mov rsi, [rbx+16]; mov rdx, [rbx+24]
+///        mov r10, [rbx+32]; mov r8, [rbx+40];  mov r9, [rbx+48]
+///        syscall
+///        mov [rbx+56], rax
+///        add rbx, 64
+///        jmp start
+/// done:  write(r12, &byte, 1); close(r12)   ; tell the engine
+/// park:  pause(); jmp park                   ; until PTRACE_INTERRUPT
+/// byte:  .byte 0x2a
+/// ```
+pub const BATCH_CODE: [u8; 87] = [
+    0x48, 0x8b, 0x03, 0x48, 0x83, 0xf8, 0xff, 0x74, 0x24, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73,
+    0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b,
+    0x30, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x83, 0xc3, 0x40, 0xeb, 0xd3, 0xb8, 0x01, 0x00,
+    0x00, 0x00, 0x4c, 0x89, 0xe7, 0x48, 0x8d, 0x35, 0x01, 0x00, 0x00, 0x00, 0xba, 0x01, 0x00, 0x00,
+    0x00, 0x0f, 0x05, 0xb8, 0x03, 0x00, 0x00, 0x00, 0x4c, 0x89, 0xe7, 0x0f, 0x05, 0xb8, 0x22, 0x00,
+    0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7, 0x2a,
+];
+
+/// One call of a batch: the syscall number and six arguments.
+pub type Call = (i64, [u64; 6]);
+
+/// Bytes per batch table entry: nr, six arguments, result.
+pub const BATCH_ENTRY: usize = 64;
+const BATCH_TIMEOUT_MS: i32 = 10_000;
+
+/// poll() for input (or hang-up) on `fd` with a time limit.
+fn wait_readable(fd: &std::os::fd::OwnedFd, ms: i32) -> bool {
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let t = nix::poll::PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(nix::poll::PollTimeout::ZERO);
+        match nix::poll::poll(&mut fds, t) {
+            Ok(0) => return false,
+            Ok(_) => {
+                // The byte, or EOF if the task died.
+                let mut b = [0u8; 1];
+                return matches!(
+                    nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(fd), &mut b),
+                    Ok(1)
+                );
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Remote calls made by this engine process, one by one and in batches,
+/// for the debug log (the per-task cost of dump and restore is mostly
+/// these round trips).
+pub static STATS: RemoteStats = RemoteStats {
+    calls: std::sync::atomic::AtomicU64::new(0),
+    batches: std::sync::atomic::AtomicU64::new(0),
+    batched_calls: std::sync::atomic::AtomicU64::new(0),
+};
+
+pub struct RemoteStats {
+    pub calls: std::sync::atomic::AtomicU64,
+    pub batches: std::sync::atomic::AtomicU64,
+    pub batched_calls: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Display for RemoteStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::sync::atomic::Ordering::Relaxed;
+        write!(
+            f,
+            "{} remote syscalls one by one, {} batches of {} calls",
+            self.calls.load(Relaxed),
+            self.batches.load(Relaxed),
+            self.batched_calls.load(Relaxed)
+        )
+    }
+}
+
 pub struct Remote<'a> {
     task: &'a mut Seized,
     syscall_ip: u64,
@@ -89,6 +177,9 @@ impl<'a> Remote<'a> {
     /// errno on failure), like the kernel does.
     pub fn raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
         let tid = self.task.tid;
+        STATS
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut regs = self.task.regs;
         regs.rax = nr as u64;
         regs.orig_rax = u64::MAX;
@@ -152,6 +243,118 @@ impl<'a> Remote<'a> {
                 }
             }
         }
+    }
+
+    /// Runs `calls` inside the task in one go and returns their raw
+    /// results: `BATCH_CODE` (already at `code`, an executable page of the
+    /// task) walks the table written at `table` (room for `capacity`
+    /// entries), then tells the engine through a pipe and parks in pause()
+    /// until PTRACE_INTERRUPT takes it back into a ptrace stop.
+    ///
+    /// One run costs one remote call (a pipe) and one
+    /// PTRACE_CONT/PTRACE_INTERRUPT round trip, instead of two ptrace stops
+    /// per call: worth it from a handful of calls on. No signal is
+    /// generated, so the task's signal state is untouched, as with `raw`.
+    /// Only for calls that cannot block (every signal is blocked).
+    pub fn batch(
+        &mut self,
+        mem: &TaskMem,
+        code: u64,
+        table: u64,
+        capacity: usize,
+        calls: &[Call],
+    ) -> Result<Vec<i64>> {
+        let tid = self.task.tid;
+        let mut out = Vec::with_capacity(calls.len());
+        // One entry for closing the pipe's read end, one for the terminator.
+        for chunk in calls.chunks(capacity.saturating_sub(2).max(1)) {
+            STATS
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            STATS
+                .batched_calls
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            // The pipe is made by the task and its read end taken by the
+            // engine (root may take fds from any task; an unprivileged task
+            // may not take one from the engine).
+            self.call(
+                libc::SYS_pipe2,
+                &[table, libc::O_CLOEXEC as u64],
+                "pipe2 for a batch of remote syscalls",
+            )?;
+            let mut fds = [0u8; 8];
+            mem.read(table, &mut fds)?;
+            let task_rd = u32::from_le_bytes(fds[..4].try_into().expect("4 bytes")) as u64;
+            let done_fd = u32::from_le_bytes(fds[4..].try_into().expect("4 bytes")) as u64;
+            let rd = match crate::sys::take_fd(mem.pid(), task_rd as i32) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = self.raw(libc::SYS_close, &[task_rd]);
+                    let _ = self.raw(libc::SYS_close, &[done_fd]);
+                    return Err(Error::sys(tid, "pidfd_getfd of the batch pipe", e));
+                }
+            };
+            let mut t = Vec::with_capacity((chunk.len() + 2) * BATCH_ENTRY);
+            let mut entry = |nr: i64, args: &[u64; 6]| {
+                t.extend_from_slice(&nr.to_le_bytes());
+                for a in args {
+                    t.extend_from_slice(&a.to_le_bytes());
+                }
+                t.extend_from_slice(&0u64.to_le_bytes());
+            };
+            entry(libc::SYS_close, &[task_rd, 0, 0, 0, 0, 0]);
+            for (nr, args) in chunk {
+                entry(*nr, args);
+            }
+            entry(-1, &[0; 6]);
+            mem.write(table, &t)?;
+            let mut regs = self.task.regs;
+            regs.rip = code;
+            regs.rbx = table;
+            regs.r12 = done_fd;
+            regs.orig_rax = u64::MAX;
+            regs.eflags &= !0x100;
+            raw::set_regs(self.task.npid(), &regs).ctx(tid, || {
+                "setting registers for a batch of remote syscalls".into()
+            })?;
+            ptrace::cont(self.task.npid(), None)
+                .ctx(tid, || "PTRACE_CONT into a batch of remote syscalls".into())?;
+            let finished = wait_readable(&rd, BATCH_TIMEOUT_MS);
+            // Back into a ptrace stop whatever happened.
+            ptrace::interrupt(self.task.npid()).ctx(tid, || {
+                "PTRACE_INTERRUPT after a batch of remote syscalls".into()
+            })?;
+            super::wait_event_stop(tid)?;
+            if !finished {
+                return Err(Error::task(
+                    tid,
+                    "batch of remote syscalls",
+                    format!("did not finish within {BATCH_TIMEOUT_MS} ms"),
+                ));
+            }
+            let mut res = vec![0u8; t.len()];
+            mem.read(table, &mut res)?;
+            let result = |i: usize| {
+                let at = i * BATCH_ENTRY + BATCH_ENTRY - 8;
+                i64::from_le_bytes(res[at..at + 8].try_into().expect("8 bytes"))
+            };
+            out.extend((1..=chunk.len()).map(result));
+        }
+        Ok(out)
+    }
+
+    /// A fresh private anonymous mapping in the task (at `addr` with
+    /// MAP_FIXED_NOREPLACE, or wherever the kernel likes if `addr` is 0).
+    pub fn mmap_anon(&mut self, addr: u64, len: u64, prot: i32, what: &str) -> Result<u64> {
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        if addr != 0 {
+            flags |= libc::MAP_FIXED_NOREPLACE;
+        }
+        self.call(
+            libc::SYS_mmap,
+            &[addr, len, prot as u64, flags as u64, u64::MAX, 0],
+            &format!("mmap of {what}"),
+        )
     }
 
     /// Like `raw`, but a negative result becomes an error naming `what`.

@@ -4,7 +4,7 @@
 //! (Drop), so a dump never leaves anything behind in the task.
 
 use super::mem::TaskMem;
-use super::remote::Remote;
+use super::remote::{Remote, BATCH_CODE, BATCH_ENTRY};
 use super::Seized;
 use crate::error::Result;
 
@@ -17,28 +17,30 @@ pub struct ScratchSession<'a> {
     /// The page was mapped by this session (and is unmapped by it), rather
     /// than borrowed from the session of another thread of the process.
     owned: bool,
+    /// Pages for batches of calls (code, table, data), mapped on first use
+    /// and always by this session.
+    batch_area: Option<u64>,
 }
+
+/// The batch area: one page of code, two of table, one of data.
+const BATCH_PAGES: u64 = 4;
+const PAGE: u64 = 4096;
 
 impl<'a> ScratchSession<'a> {
     pub fn open(task: &'a mut Seized, syscall_ip: u64, mem: &'a TaskMem) -> Result<Self> {
         let mut remote = Remote::new(task, syscall_ip)?;
-        let addr = remote.call(
-            libc::SYS_mmap,
-            &[
-                0,
-                SCRATCH_SIZE,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-            "mmap of the scratch page",
+        let addr = remote.mmap_anon(
+            0,
+            SCRATCH_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            "the scratch page",
         )?;
         Ok(ScratchSession {
             remote: Some(remote),
             mem,
             addr,
             owned: true,
+            batch_area: None,
         })
     }
 
@@ -55,6 +57,7 @@ impl<'a> ScratchSession<'a> {
             mem,
             addr,
             owned: false,
+            batch_area: None,
         })
     }
 
@@ -69,6 +72,42 @@ impl<'a> ScratchSession<'a> {
     /// Raw result (negative errno), for calls whose failure is an answer.
     pub fn raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
         self.remote().raw(nr, args)
+    }
+
+    fn batch_area(&mut self) -> Result<u64> {
+        if let Some(a) = self.batch_area {
+            return Ok(a);
+        }
+        let r = self.remote.as_mut().expect("session is open");
+        let area = r.mmap_anon(
+            0,
+            BATCH_PAGES * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            "the batch area",
+        )?;
+        self.batch_area = Some(area);
+        // Code pages are never writable in the task (the engine writes
+        // through /proc/PID/mem), which also suits memory-deny-write-execute.
+        self.mem.write(area, &BATCH_CODE)?;
+        r.call(
+            libc::SYS_mprotect,
+            &[area, PAGE, (libc::PROT_READ | libc::PROT_EXEC) as u64],
+            "mprotect of the batch code page",
+        )?;
+        Ok(area)
+    }
+
+    /// A page the calls of a batch may read from and write to.
+    pub fn batch_data(&mut self) -> Result<u64> {
+        Ok(self.batch_area()? + 3 * PAGE)
+    }
+
+    /// Run `calls` in one go (`Remote::batch`); raw results in order.
+    pub fn batch(&mut self, calls: &[crate::ptrace::remote::Call]) -> Result<Vec<i64>> {
+        let area = self.batch_area()?;
+        let capacity = (2 * PAGE) as usize / BATCH_ENTRY;
+        let mem = self.mem;
+        self.remote().batch(mem, area, area + PAGE, capacity, calls)
     }
 
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
@@ -87,6 +126,13 @@ impl<'a> ScratchSession<'a> {
     pub fn close(mut self) -> Result<()> {
         let addr = self.addr;
         let mut remote = self.remote.take().expect("session is open");
+        if let Some(area) = self.batch_area.take() {
+            remote.call(
+                libc::SYS_munmap,
+                &[area, BATCH_PAGES * PAGE],
+                "munmap of the batch area",
+            )?;
+        }
         if self.owned {
             remote.call(
                 libc::SYS_munmap,
@@ -100,7 +146,13 @@ impl<'a> ScratchSession<'a> {
 
 impl Drop for ScratchSession<'_> {
     fn drop(&mut self) {
-        if let Some(mut r) = self.remote.take().filter(|_| self.owned) {
+        let Some(mut r) = self.remote.take() else {
+            return;
+        };
+        if let Some(area) = self.batch_area.take() {
+            let _ = r.raw(libc::SYS_munmap, &[area, BATCH_PAGES * PAGE]);
+        }
+        if self.owned {
             let _ = r.raw(libc::SYS_munmap, &[self.addr, SCRATCH_SIZE]);
             // Remote's own Drop restores registers and mask.
         }

@@ -88,6 +88,8 @@ pub struct ChildPlan {
     pub rlimits: Vec<(u32, u64, u64)>,
     pub comm: CString,
     pub personality: Option<u64>,
+    /// The audit login uid (u32::MAX: unset), if the image has one.
+    pub loginuid: Option<u32>,
     /// (signal, action) for every signal that is not SIG_DFL.
     pub sigactions: Vec<(i32, KernelSigaction)>,
     /// The engine's fd number of this task's error pipe (inherited down the
@@ -95,8 +97,24 @@ pub struct ChildPlan {
     pub err_pipe: RawFd,
     /// Children this task forks itself, so they are its children.
     pub children: Vec<ChildPlan>,
+    /// Forked by its parent before the parent's own setsid, to stay in the
+    /// session the parent was born in (restore/sessions.rs).
+    pub early: bool,
+    /// Helpers that recreate a session or group whose leader is gone and
+    /// fork some of this task's children (restore/sessions.rs).
+    pub helpers: Vec<HelperPlan>,
     /// Zombie children: their pid, wait status, name and credentials.
     pub zombies: Vec<ZombiePlan>,
+}
+
+/// A helper process with a dead leader's PID (restore/sessions.rs).
+#[derive(Debug, Clone)]
+pub struct HelperPlan {
+    pub pid: i32,
+    /// setsid() (a session and its group) or only setpgid(0, 0).
+    pub setsid: bool,
+    /// Forked with CLONE_PARENT: children of the helper's parent.
+    pub children: Vec<ChildPlan>,
 }
 
 impl ChildPlan {
@@ -251,13 +269,27 @@ pub fn run(plan: &ChildPlan) -> ! {
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
+    // Room for every fd the task had (up to the hard limit, which needs no
+    // privilege), until the engine sets the dumped limit at the end.
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
     let pid = plan.pid;
     let early = plan.err_pipe;
     let zero = nix::unistd::Pid::from_raw(0);
     let npid = nix::unistd::Pid::from_raw;
 
-    // Session and process group first, so the children forked below
-    // inherit them.
+    // Children that stay in the session this task was born in, before it
+    // leaves it.
+    for c in plan.children.iter().filter(|c| c.early) {
+        fork_child(plan, c, 0);
+    }
+    // Session and process group, so the children forked below inherit them.
     if plan.sid == pid {
         check(early, nix::unistd::setsid().map(|_| ()), || {
             format!("pid {pid}: setsid")
@@ -267,27 +299,48 @@ pub fn run(plan: &ChildPlan) -> ! {
             format!("pid {pid}: setpgid")
         });
     } else if nix::unistd::getpgrp() != npid(plan.pgid) {
-        check(early, nix::unistd::setpgid(zero, npid(plan.pgid)), || {
+        check(early, join_group(plan.pgid), || {
             format!("pid {pid}: join process group {}", plan.pgid)
         });
+    }
+    for h in &plan.helpers {
+        let r = sys::clone3_with_pid(h.pid, 0, libc::SIGCHLD as u64);
+        if check(early, r, || format!("pid {pid}: fork of helper {}", h.pid)) == 0 {
+            let r = if h.setsid {
+                nix::unistd::setsid().map(|_| ())
+            } else {
+                nix::unistd::setpgid(zero, zero)
+            };
+            check(early, r, || {
+                format!("helper {} (for pid {pid}): setsid/setpgid", h.pid)
+            });
+            for c in &h.children {
+                fork_child(plan, c, libc::CLONE_PARENT as u64);
+            }
+            // SAFETY: the helper's work is done.
+            unsafe { libc::_exit(0) };
+        }
+        // Its children exist once it has exited; reap it (it is no task
+        // of the image).
+        let st = nix::sys::wait::waitpid(npid(h.pid), None);
+        match st {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => {}
+            // It wrote why into the error pipe.
+            // SAFETY: giving up.
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 1)) => unsafe { libc::_exit(1) },
+            _ => fail(
+                early,
+                &format!("pid {pid}: helper {} failed", h.pid),
+                Errno::ECHILD,
+            ),
+        }
     }
 
     // Children, forked by their own parent with their old PIDs. A child
     // that leads a group gets it from here too, so the group exists before
     // a later sibling asks to join it.
-    for c in &plan.children {
-        let r = sys::clone3_with_pid(c.pid, 0, libc::SIGCHLD as u64);
-        match check(early, r, || format!("pid {pid}: fork of child {}", c.pid)) {
-            0 => run(c),
-            _ if c.pgid == c.pid && c.sid != c.pid => {
-                check(
-                    early,
-                    nix::unistd::setpgid(npid(c.pid), npid(c.pid)),
-                    || format!("pid {pid}: setpgid of child {}", c.pid),
-                );
-            }
-            _ => {}
-        }
+    for c in plan.children.iter().filter(|c| !c.early) {
+        fork_child(plan, c, 0);
     }
     for z in &plan.zombies {
         let (zpid, status) = (z.pid, z.status);
@@ -412,6 +465,12 @@ pub fn run(plan: &ChildPlan) -> ! {
     }
     let _ = sys::prctl(libc::PR_SET_NAME, plan.comm.as_ptr() as u64, 0, 0, 0);
     for &(res, cur, max) in &plan.rlimits {
+        if res == libc::RLIMIT_NOFILE {
+            // Set by the engine at the very end (restore/mod.rs): a task
+            // may hold fds above its own limit, and the engine still has
+            // fds to put in and take out.
+            continue;
+        }
         let lim = libc::rlimit {
             rlim_cur: cur,
             rlim_max: max,
@@ -429,6 +488,15 @@ pub fn run(plan: &ChildPlan) -> ! {
         });
     }
 
+    if let Some(uid) = plan.loginuid {
+        check(efd, set_loginuid(uid), || {
+            format!(
+                "pid {}: loginuid {uid} (needs CAP_AUDIT_CONTROL and a mutable loginuid)",
+                plan.pid
+            )
+        });
+    }
+
     for (sig, act) in &plan.sigactions {
         check(efd, sys::rt_sigaction(*sig, Some(act)), || {
             format!("pid {}: sigaction for signal {}", plan.pid, sig)
@@ -442,6 +510,86 @@ pub fn run(plan: &ChildPlan) -> ! {
     loop {
         // SAFETY: pause has no arguments.
         unsafe { libc::pause() };
+    }
+}
+
+/// Forks (clone3 with `flags`) the task of `c`, which runs its plan.
+fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64) {
+    let (pid, early) = (plan.pid, plan.err_pipe);
+    let npid = nix::unistd::Pid::from_raw;
+    // clone3 wants no exit signal with CLONE_PARENT: the child gets the
+    // caller's (SIGCHLD), for its real parent.
+    let sig = if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    };
+    let r = sys::clone3_with_pid(c.pid, flags, sig);
+    match check(early, r, || format!("pid {pid}: fork of child {}", c.pid)) {
+        0 => run(c),
+        _ if c.pgid == c.pid && c.sid != c.pid && flags & libc::CLONE_PARENT as u64 == 0 => {
+            check(
+                early,
+                nix::unistd::setpgid(npid(c.pid), npid(c.pid)),
+                || format!("pid {pid}: setpgid of child {}", c.pid),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// setpgid(0, pgid) into a group led elsewhere in the tree: the tasks are
+/// created concurrently, so the group may not exist yet; wait for it,
+/// within bounds.
+fn join_group(pgid: i32) -> nix::Result<()> {
+    let zero = nix::unistd::Pid::from_raw(0);
+    let mut tries = 0;
+    loop {
+        match nix::unistd::setpgid(zero, nix::unistd::Pid::from_raw(pgid)) {
+            Err(Errno::EPERM | Errno::ESRCH) if tries < 5000 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// /proc/self/loginuid can only be written by the task itself. Unchanged
+/// values are not written, which needs no privilege at all.
+fn set_loginuid(uid: u32) -> nix::Result<()> {
+    const PATH: &[u8] = b"/proc/self/loginuid\0";
+    // Formatted by hand: this runs in a forked child of the engine, where
+    // only async-signal-safe work is allowed (no allocation).
+    let mut text = [0u8; 10];
+    let mut at = text.len();
+    let mut v = uid;
+    loop {
+        at -= 1;
+        text[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let want = &text[at..];
+    // SAFETY: PATH is NUL-terminated; the buffers are ours with the
+    // lengths passed; the fd is closed on every path.
+    unsafe {
+        let fd = Errno::result(libc::open(
+            PATH.as_ptr().cast(),
+            libc::O_RDWR | libc::O_CLOEXEC,
+        ))?;
+        let mut cur = [0u8; 16];
+        let n = libc::read(fd, cur.as_mut_ptr().cast(), cur.len());
+        let r = if n >= 0 && cur[..n as usize].trim_ascii_end() == want {
+            Ok(())
+        } else {
+            // At offset 0: the kernel refuses a write anywhere else.
+            Errno::result(libc::pwrite(fd, want.as_ptr().cast(), want.len(), 0)).map(|_| ())
+        };
+        libc::close(fd);
+        r
     }
 }
 

@@ -74,6 +74,10 @@ pub struct Images {
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
     pub ghosts: super::ghost::Ghosts,
     // <<< issue 5
+    /// seccomp.img's filters (empty without one).
+    pub seccomp: Vec<pb::SeccompFilter>,
+    /// cgroup.img, if the images have one (issue 6).
+    pub cgroups: Option<pb::CgroupEntry>,
 }
 
 /// A task that had exited but was not yet reaped by its parent.
@@ -196,6 +200,22 @@ pub fn load(dir: &Path) -> Result<Images> {
             return Err(bad(&dir.join("files.img"), "duplicate file id"));
         }
     }
+    let seccomp: Vec<pb::SeccompFilter> = if dir.join("seccomp.img").exists() {
+        let e: pb::SeccompEntry = read_one(dir, "seccomp.img", Magic::Seccomp)?;
+        e.seccomp_filters
+    } else {
+        Vec::new()
+    };
+    let check_seccomp = |path: &Path, c: &pb::CoreEntry| -> Result<()> {
+        match c
+            .thread_core
+            .as_ref()
+            .and_then(|t| super::seccomp::check(t, &seccomp))
+        {
+            Some(why) => Err(bad(path, why)),
+            None => Ok(()),
+        }
+    };
     let mut tasks = Vec::new();
     let mut shmem = BTreeMap::new();
     let mut zombies = Vec::new();
@@ -243,6 +263,7 @@ pub fn load(dir: &Path) -> Result<Images> {
         // >>> issue 3 hook: pending signals and timers can be queued/armed
         super::signals::check_core(&core).map_err(|why| bad(&core_path, why))?;
         // <<< issue 3 hook
+        check_seccomp(&core_path, &core)?;
         if p.threads.first() != Some(&p.pid) {
             return Err(bad(
                 &dir.join("pstree.img"),
@@ -269,6 +290,7 @@ pub fn load(dir: &Path) -> Result<Images> {
                 return Err(bad(&path, "missing thread core"));
             }
             super::signals::check_core(&c).map_err(|why| bad(&path, why))?; // issue 3 hook
+            check_seccomp(&path, &c)?;
             threads.push((tid as i32, c));
         }
         let mm_name = format!("mm-{pid}.img");
@@ -423,7 +445,9 @@ pub fn load(dir: &Path) -> Result<Images> {
         }
     }
     let pipe_data = read_pipe_data(dir)?;
+    let cgroups = super::cgroups::load(dir, &tasks)?; // issue 6 hook
     Ok(Images {
+        cgroups,
         dir: dir.to_path_buf(),
         inventory,
         tasks,
@@ -433,5 +457,6 @@ pub fn load(dir: &Path) -> Result<Images> {
         zombies,
         memfds,
         ghosts,
+        seccomp,
     })
 }

@@ -7,6 +7,7 @@
 //! and lets it go. If anything fails after the clone, the new task is
 //! killed: a restore never leaves a half-restored tree running.
 
+pub mod cgroups; // cgroup membership and properties (issue 6)
 pub mod child;
 pub mod creds;
 pub mod engine_files; // memfd objects and unlinked files (issue 5)
@@ -14,6 +15,8 @@ pub mod ghost; // unlinked files (issue 5)
 pub mod load;
 pub mod memfd; // memfd objects (issue 5)
 pub mod memory;
+pub mod seccomp;
+pub mod sessions;
 pub mod signals; // pending signals (issue 3)
 pub mod timers; // itimers and POSIX timers (issue 3)
 
@@ -37,7 +40,7 @@ use crate::ptrace::remote::{find_syscall_insn, Remote};
 use crate::ptrace::Seized;
 use crate::sys::{self, KernelSigaction};
 
-use child::{ChildPlan, FdPlan, FdSource};
+use child::{ChildPlan, FdPlan, FdSource, HelperPlan};
 use load::{Images, TaskImages};
 
 #[derive(Debug, Clone)]
@@ -46,6 +49,12 @@ pub struct RestoreOptions {
     /// Detach from the restored tree and exit (CRIU's -d).
     pub detach: bool,
     pub pidfile: Option<PathBuf>,
+    // >>> issue 6
+    /// `--manage-cgroups`.
+    pub manage_cgroups: cgroups::Mode,
+    /// `--cgroup-root`.
+    pub cgroup_roots: Vec<crate::cgroupfs::CgroupRoot>,
+    // <<< issue 6
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when
@@ -54,7 +63,16 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let imgs = load::load(&opts.dir)?;
     debug!("images loaded and verified");
     let root_pid = imgs.tasks[0].pid;
-    restore_tree(&imgs).map_err(|e| e.for_pid(root_pid, "restore"))?;
+    // >>> issue 6 hook: the cgroups, resolved before any process exists
+    let cg = cgroups::plan(
+        imgs.cgroups.as_ref(),
+        &cgroups::task_sets(&imgs),
+        opts.manage_cgroups,
+        &opts.cgroup_roots,
+    )?;
+    // <<< issue 6 hook
+    restore_tree(&imgs, &cg).map_err(|e| e.for_pid(root_pid, "restore"))?;
+    debug!("{}", crate::ptrace::remote::STATS);
     let pid = root_pid;
     if let Some(pf) = &opts.pidfile {
         std::fs::write(pf, pid.to_string())
@@ -118,11 +136,21 @@ impl Drop for NewTree {
                     _ => {}
                 }
             }
+            // The others were reparented when their parent died; they are
+            // not ours to reap, but none may still be running when the
+            // engine reports the failure.
+            for &pid in &self.pids {
+                while std::time::Instant::now() < deadline
+                    && crate::proc::stat::read(pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            }
         }
     }
 }
 
-fn restore_tree(imgs: &Images) -> Result<()> {
+fn restore_tree(imgs: &Images, cg: &cgroups::CgroupPlan) -> Result<()> {
     check_all_free(imgs)?;
     // >>> issue 5: memfd objects and unlinked files, made by the engine and
     // handed to the tasks like shared files (restore/engine_files.rs)
@@ -160,8 +188,10 @@ fn restore_tree(imgs: &Images) -> Result<()> {
         plans.push((plan, file_fds, exe_fd));
         pipes.push((rd, wr));
     }
-    check_groups(imgs)?;
-    let root_plan = nest(imgs, &plans, 0);
+    let sessions = plan_sessions(imgs)?;
+    let root_plan = nest(imgs, &plans, &sessions, 0);
+    // Dropped after `guard`: cgroups made here go once the tasks are dead.
+    let made_cgroups = cg.prepare()?; // issue 6 hook
     let mut guard = NewTree {
         pids: imgs
             .tasks
@@ -194,10 +224,24 @@ fn restore_tree(imgs: &Images) -> Result<()> {
         }
     }
     debug!("{} tasks created", guard.pids.len());
+    // >>> issue 6 hook: into their cgroups before they run any code of
+    // their own or get their threads
+    for t in &imgs.tasks {
+        cg.move_task(t.pid, t.tc().cg_set)?;
+    }
+    // <<< issue 6 hook
     let mut held = Vec::new();
     let mut shmem = memory::ShmemRegistry::default();
     for (t, (plan, file_fds, exe_fd)) in imgs.tasks.iter().zip(&plans) {
         held.push(take_over(imgs, t, plan, file_fds, *exe_fd, &mut shmem)?);
+        // >>> issue 6 hook: a thread dumped in a cgroup of its own
+        for (tid, core) in &t.threads {
+            let id = core.thread_core.as_ref().and_then(|c| c.cg_set);
+            if id.is_some() && id != t.tc().cg_set {
+                cg.move_thread(*tid, id, t.tc().cg_set)?;
+            }
+        }
+        // <<< issue 6 hook
     }
     engine_files.seal_late(root)?; // issue 5: seals that wait for the mappings
     drop(shared);
@@ -211,49 +255,102 @@ fn restore_tree(imgs: &Images) -> Result<()> {
         task.detach()?;
     }
     guard.armed = false;
+    // >>> issue 6 hook
+    made_cgroups.keep();
+    if let Err(e) = cg.finish() {
+        warn!("{e}");
+    }
+    // <<< issue 6 hook
     Ok(())
 }
 
-/// The plan of task `i` with its children's plans inside it.
+/// The plan of task `i` with its children's plans inside it: forked by
+/// itself (early or not) or by one of its helpers.
 fn nest(
     imgs: &Images,
     plans: &[(ChildPlan, BTreeMap<u32, RawFd>, Option<RawFd>)],
+    sessions: &sessions::Plan,
     i: usize,
 ) -> ChildPlan {
+    use sessions::Creator;
     let mut p = plans[i].0.clone();
     let pid = imgs.tasks[i].pid;
-    p.children = imgs
-        .tasks
+    p.helpers = sessions
+        .helpers
         .iter()
-        .enumerate()
-        .filter(|(_, t)| t.pstree.ppid as i32 == pid && t.pid != pid)
-        .map(|(j, _)| nest(imgs, plans, j))
+        .filter(|h| h.parent == pid)
+        .map(|h| HelperPlan {
+            pid: h.pid,
+            setsid: h.setsid,
+            children: Vec::new(),
+        })
         .collect();
+    for (j, t) in imgs.tasks.iter().enumerate() {
+        if t.pstree.ppid as i32 != pid || t.pid == pid {
+            continue;
+        }
+        let mut c = nest(imgs, plans, sessions, j);
+        match sessions.creator[&t.pid] {
+            Creator::Parent => p.children.push(c),
+            Creator::ParentEarly => {
+                c.early = true;
+                p.children.push(c);
+            }
+            Creator::Helper(h) => p
+                .helpers
+                .iter_mut()
+                .find(|x| x.pid == h)
+                .expect("the helper belongs to the parent")
+                .children
+                .push(c),
+        }
+    }
     p
 }
 
-/// Sessions and groups the restore can rebuild: a task leads its own
-/// session or is in its parent's; its group is its own, its parent's, or
-/// one led by an older sibling (which exists by the time it is forked).
-fn check_groups(imgs: &Images) -> Result<()> {
-    let by_pid: BTreeMap<i32, &TaskImages> = imgs.tasks.iter().map(|t| (t.pid, t)).collect();
-    for t in &imgs.tasks[1..] {
-        let (pid, sid, pgid) = (t.pid, t.pstree.sid as i32, t.pstree.pgid as i32);
-        let parent = by_pid[&(t.pstree.ppid as i32)];
-        let ok_sid = sid == pid || sid == parent.pstree.sid as i32;
-        let older_sibling = imgs.tasks.iter().take_while(|o| o.pid != pid).any(|o| {
-            o.pid == pgid && o.pstree.ppid == t.pstree.ppid && o.pstree.pgid as i32 == o.pid
-        });
-        let ok_pgid = pgid == pid || pgid == parent.pstree.pgid as i32 || older_sibling;
-        if !ok_sid || !ok_pgid {
-            return Err(Error::unsupported(
-                pid,
-                format!("session {sid}, process group {pgid}"),
-                "this session/group layout (a leader that is not the task itself, its parent or an older sibling) cannot be restored yet",
-            ));
-        }
+/// Who creates each task (restore/sessions.rs), and the helpers' PIDs must
+/// be free like every other.
+fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
+    let layout: Vec<sessions::Layout> = imgs
+        .tasks
+        .iter()
+        .map(|t| sessions::Layout {
+            pid: t.pid,
+            ppid: t.pstree.ppid as i32,
+            sid: t.pstree.sid as i32,
+            pgid: t.pstree.pgid as i32,
+        })
+        .collect();
+    let taken = imgs
+        .tasks
+        .iter()
+        .map(|t| t.pid)
+        .chain(imgs.zombies.iter().map(|z| z.pid))
+        .collect();
+    let plan = sessions::plan(&layout, &taken).map_err(|(pid, why)| {
+        let t = layout
+            .iter()
+            .find(|t| t.pid == pid)
+            .expect("a task of the image");
+        Error::unsupported(
+            pid,
+            format!("session {}, process group {}", t.sid, t.pgid),
+            format!("this layout cannot be restored: {why}"),
+        )
+    })?;
+    for h in &plan.helpers {
+        check_pid_free(h.pid).map_err(|e| {
+            Error::task(
+                h.pid,
+                "restore",
+                format!(
+                    "the {} whose leader is gone needs a helper with its PID: {e}",
+                    if h.setsid { "session" } else { "process group" }
+                ),
+            )
+        })?;
     }
-    Ok(())
+    Ok(plan)
 }
 
 fn check_pid_free(pid: Pid) -> Result<()> {
@@ -392,9 +489,12 @@ fn child_plan(
         rlimits,
         comm: cstr(pid, "comm", &tc.comm)?,
         personality: Some(tc.personality as u64),
+        loginuid: tc.loginuid,
         sigactions,
         err_pipe: -1,
         children: Vec::new(),
+        early: false,
+        helpers: Vec::new(),
         zombies: Vec::new(),
     };
     Ok((plan, file_fds, Some(exe_fd)))
@@ -672,7 +772,7 @@ fn take_over(
         unregister_rseq(&mut r, pid)?;
         let ip = memory::reset_address_space(&mut r, t, ip)?;
         debug!("pid {pid}: address space reset");
-        let scratch = map_scratch(&mut r, t)?;
+        let scratch = map_scratch(&mut r, &mem, t)?;
         memory::map_and_fill(&mut r, imgs, t, file_fds, shmem, &mem, scratch)?;
         debug!("pid {pid}: memory restored");
         inject_shared_files(&mut r, plan)?;
@@ -698,6 +798,19 @@ fn take_over(
     // timers (restore/signals.rs, restore/timers.rs); before credentials.
     signals::restore(&mut task, &mut threads, ip, &mem, scratch, t)?;
     // <<< issue 3 hook
+    // Seccomp, while the task still has the privileges to install filters.
+    {
+        let mut r = Remote::new(&mut task, ip)?;
+        set_nofile(&mut r, &mem, scratch, t)?;
+        seccomp::install(&mut r, pid, &mem, t.thread(), &imgs.seccomp)?;
+        r.abandon();
+    }
+    for (th, (tid, core)) in threads.iter_mut().zip(&t.threads) {
+        let mut r = Remote::new(th, ip)?;
+        let tcore = core.thread_core.as_ref().expect("validated");
+        seccomp::install(&mut r, *tid, &mem, tcore, &imgs.seccomp)?;
+        r.abandon();
+    }
     // Credentials last, thread by thread (they are per-thread in the
     // kernel), and what a credential change resets after them.
     {
@@ -722,11 +835,17 @@ fn take_over(
         after_creds(&mut r, t)?;
         r.call(
             libc::SYS_munmap,
-            &[scratch, 4096],
-            "munmap of the scratch page",
+            &[scratch, SCRATCH_LEN],
+            "munmap of the scratch area",
         )?;
-        for fd in file_fds.values().chain(exe_fd.iter()) {
-            r.call(libc::SYS_close, &[*fd as u64], "close of a helper fd")?;
+        // The helper fds are one run above every fd of the task's own.
+        let helpers = file_fds.values().chain(exe_fd.iter());
+        if let (Some(lo), Some(hi)) = (helpers.clone().min(), helpers.max()) {
+            r.call(
+                libc::SYS_close_range,
+                &[*lo as u64, *hi as u64, 0],
+                "close_range of the helper fds",
+            )?;
         }
         r.abandon();
     }
@@ -814,23 +933,40 @@ fn unregister_rseq(r: &mut Remote<'_>, pid: Pid) -> Result<()> {
     Ok(())
 }
 
-/// One page for syscall arguments, in a hole of the restored layout.
-fn map_scratch(r: &mut Remote<'_>, t: &TaskImages) -> Result<u64> {
+/// The engine's area in a task being restored, in a hole of the restored
+/// layout: one page for syscall arguments, then a batch area (one page of
+/// code, two of table, one of data; `Remote::batch`).
+pub const SCRATCH_LEN: u64 = 5 * 4096;
+
+fn map_scratch(r: &mut Remote<'_>, mem: &TaskMem, t: &TaskImages) -> Result<u64> {
     let busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-    let at = memory::find_hole(&busy, 4096)
+    let at = memory::find_hole(&busy, SCRATCH_LEN)
         .ok_or_else(|| Error::task(t.pid, "scratch page", "no room in the address space"))?;
+    let at = r.mmap_anon(
+        at,
+        SCRATCH_LEN,
+        libc::PROT_READ | libc::PROT_WRITE,
+        "the scratch area",
+    )?;
+    mem.write(at + 4096, &crate::ptrace::remote::BATCH_CODE)?;
     r.call(
-        libc::SYS_mmap,
-        &[
-            at,
-            4096,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-            u64::MAX,
-            0,
-        ],
-        "mmap of the scratch page",
-    )
+        libc::SYS_mprotect,
+        &[at + 4096, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64],
+        "mprotect of the batch code page",
+    )?;
+    Ok(at)
+}
+
+/// Runs `calls` in the task in one go through the scratch area's batch
+/// code; raw results in order.
+pub fn batch(
+    r: &mut Remote<'_>,
+    mem: &TaskMem,
+    scratch: u64,
+    calls: &[crate::ptrace::remote::Call],
+) -> Result<Vec<i64>> {
+    let capacity = 2 * 4096 / crate::ptrace::remote::BATCH_ENTRY;
+    r.batch(mem, scratch + 4096, scratch + 2 * 4096, capacity, calls)
 }
 
 /// mm fields (code/data/brk/stack/arg/env ranges, auxv, exe) in one
@@ -937,6 +1073,30 @@ fn restore_thread(
             "rseq registration",
         )?;
     }
+    Ok(())
+}
+
+/// RLIMIT_NOFILE, last of the fd work (restore/child.rs leaves it open).
+fn set_nofile(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, t: &TaskImages) -> Result<()> {
+    let Some(l) = t
+        .tc()
+        .rlimits
+        .as_ref()
+        .and_then(|r| r.rlimits.get(libc::RLIMIT_NOFILE as usize))
+    else {
+        return Ok(());
+    };
+    let mut b = l.cur.to_le_bytes().to_vec();
+    b.extend_from_slice(&l.max.to_le_bytes());
+    mem.write(scratch, &b)?;
+    r.call(
+        libc::SYS_prlimit64,
+        &[0, libc::RLIMIT_NOFILE as u64, scratch, 0],
+        &format!(
+            "prlimit64(RLIMIT_NOFILE, {}/{}) (raising the hard limit needs CAP_SYS_RESOURCE)",
+            l.cur, l.max
+        ),
+    )?;
     Ok(())
 }
 

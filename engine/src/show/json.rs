@@ -69,6 +69,11 @@ pub fn render(set: &ImageSet) -> Value {
         "tasks".into(),
         Value::Array(set.tasks.iter().map(|t| task(set, t)).collect()),
     );
+    // >>> issue 6
+    if let Some(cg) = &set.cgroups {
+        root.insert("cgroups".into(), part(cg, |c| cgroups(set, c)));
+    }
+    // <<< issue 6
     root.insert(
         "files".into(),
         Value::Array(
@@ -207,6 +212,7 @@ fn task_core(tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) -> Value {
         "oom_score_adj": tc.oom_score_adj,
         "loginuid": tc.loginuid,
         "child_subreaper": tc.child_subreaper,
+        "cg_set": tc.cg_set, // issue 6
         "membarrier_registration_mask": tc.membarrier_registration_mask.map(|m| hex(m as u64)),
         "rlimits": tc.rlimits.as_ref().map(|rl| rl.rlimits.iter().enumerate().map(|(i, r)| json!({
             "name": names::rlimit_name(i),
@@ -436,6 +442,9 @@ fn task(set: &ImageSet, t: &Task) -> Value {
             None => json!({ "error": format!("core-{}.img has no task core", t.pid()) }),
         }),
     );
+    if t.is_zombie() {
+        return Value::Object(m);
+    }
     m.insert("ids".into(), part(&t.ids, ids));
     m.insert(
         "fs".into(),
@@ -484,3 +493,37 @@ fn belongs(name: &str, t: &Task) -> bool {
             .any(|th| name == format!("core-{}.img", th.tid))
         || t.fdinfo_name.as_deref() == Some(name)
 }
+
+// >>> issue 6
+fn cgroups(set: &ImageSet, cg: &pb::CgroupEntry) -> Value {
+    fn dirs(parent: &str, d: &[pb::CgroupDirEntry], out: &mut Vec<Value>) {
+        for e in d {
+            let path = format!("{parent}/{}", e.dir_name.trim_matches('/'));
+            out.push(json!({
+                "path": path,
+                "mode": e.dir_perms.as_ref().map(|p| format!("{:04o}", p.mode)),
+                "uid": e.dir_perms.as_ref().map(|p| p.uid),
+                "gid": e.dir_perms.as_ref().map(|p| p.gid),
+                "properties": e.properties.iter().map(|p| json!({ "name": p.name, "value": p.value })).collect::<Vec<_>>(),
+            }));
+            dirs(&path, &e.children, out);
+        }
+    }
+    json!({
+        "sets": cg.sets.iter().map(|s| json!({
+            "id": s.id,
+            "used_by": model::cgroup_set_users(set, s.id),
+            "members": s.ctls.iter().map(|m| json!({
+                "hierarchy": m.name,
+                "path": m.path,
+                "cgns_prefix": m.cgns_prefix,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "hierarchies": cg.controllers.iter().map(|c| {
+            let mut d = Vec::new();
+            dirs("", &c.dirs, &mut d);
+            json!({ "names": c.cnames, "threaded": c.is_threaded, "dirs": d })
+        }).collect::<Vec<_>>(),
+    })
+}
+// <<< issue 6

@@ -132,6 +132,17 @@ pub struct Task {
 }
 
 impl Task {
+    /// A zombie has a core image only: its exit status for its parent.
+    pub fn is_zombie(&self) -> bool {
+        self.threads.first().is_some_and(|th| {
+            th.core
+                .as_ref()
+                .is_ok_and(|c| c.tc.as_ref().is_some_and(|tc| tc.task_state == 2))
+        })
+    }
+}
+
+impl Task {
     pub fn pid(&self) -> u32 {
         self.tree.pid
     }
@@ -195,6 +206,8 @@ pub struct ImageSet {
     pub memfds: BTreeMap<u64, pb::MemfdInodeEntry>,
     pub ghosts: BTreeMap<u32, u32>,
     // <<< issue 5
+    /// cgroup.img (issue 6); None when the directory has none.
+    pub cgroups: Option<Part<pb::CgroupEntry>>,
     /// Every file of the directory but the manifest, in natural order.
     pub files: Vec<DirFile>,
     /// Every problem found, each naming its file.
@@ -653,6 +666,7 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
                 problems.push(e.to_string());
             }
         }
+        let zombie = task.is_zombie();
         for e in [
             task.ids.as_ref().err(),
             task.mm.as_ref().err(),
@@ -662,6 +676,7 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         ]
         .into_iter()
         .flatten()
+        .filter(|_| !zombie)
         {
             if !problems.contains(&e.to_string()) {
                 problems.push(e.to_string());
@@ -724,7 +739,37 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         .map(|l| l.into_iter().map(|r| (r.orig_id, r.remap_id)).collect())
         .unwrap_or_default();
     // <<< issue 5
+    // >>> issue 6: cgroup.img, and every task's set in it
+    let cgroups = match ld.one::<pb::CgroupEntry>("cgroup.img", Magic::Cgroup) {
+        Err(Absent::Missing(_)) => None,
+        other => Some(other),
+    };
+    if let Some(Err(e)) = &cgroups {
+        problems.push(e.to_string());
+    }
+    for t in &tasks {
+        for th in &t.threads {
+            let Ok(core) = &th.core else { continue };
+            let ids = [
+                core.tc.as_ref().and_then(|tc| tc.cg_set),
+                core.thread_core.as_ref().and_then(|tc| tc.cg_set),
+            ];
+            for id in ids.into_iter().flatten() {
+                let known = match &cgroups {
+                    Some(Ok(cg)) => cg.sets.iter().any(|s| s.id == id),
+                    Some(Err(_)) => true, // reported already
+                    None => false,
+                };
+                let p = format!("core-{}.img: cgroup set {id} is not in cgroup.img", th.tid);
+                if !known && !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+        }
+    }
+    // <<< issue 6
     let mut set = ImageSet {
+        cgroups,
         dir: dir.display().to_string(),
         manifest,
         inventory,

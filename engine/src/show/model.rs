@@ -499,3 +499,27 @@ pub fn fd_sharers(set: &ImageSet, task: &Task, fd: &pb::FdinfoEntry) -> Vec<Stri
     }
     out
 }
+
+// >>> issue 6
+/// The tasks and threads of the image whose cgroup set is `id`, as
+/// "pid 100", "thread 101".
+pub fn cgroup_set_users(set: &ImageSet, id: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &set.tasks {
+        for (i, th) in t.threads.iter().enumerate() {
+            let Ok(core) = &th.core else { continue };
+            let task_set = core.tc.as_ref().and_then(|tc| tc.cg_set);
+            let thread_set = core.thread_core.as_ref().and_then(|tc| tc.cg_set);
+            if i == 0 && task_set.or(thread_set) == Some(id) {
+                out.push(format!("pid {}", th.tid));
+            } else if i > 0
+                && thread_set == Some(id)
+                && thread_set != t.tc().and_then(|tc| tc.cg_set)
+            {
+                out.push(format!("thread {}", th.tid));
+            }
+        }
+    }
+    out
+}
+// <<< issue 6

@@ -481,6 +481,18 @@ pub fn rlimit_value(i: usize, v: u64) -> String {
 
 // ---------------------------------------------------------------- tasks
 
+/// A wait status as waitpid reports it: "exited with 7", "killed by SIGKILL".
+pub fn wait_status(st: u32) -> String {
+    match st & 0x7f {
+        0 => format!("exited with {}", (st >> 8) & 0xff),
+        sig => format!(
+            "killed by {}{}",
+            signal(sig),
+            if st & 0x80 != 0 { " (core dumped)" } else { "" }
+        ),
+    }
+}
+
 pub fn task_state(s: u32) -> String {
     match s {
         1 => "alive".into(),

@@ -302,6 +302,7 @@ fn write_sample(dir: &Path) {
             flags: 0x40_0100,
             blk_sigset: 1 << (libc::SIGUSR1 - 1),
             comm: "server".into(),
+            cg_set: Some(1),
             timers: Some(pb::TaskTimersEntry {
                 real: pb::ItimerEntry {
                     isec: 1,
@@ -375,6 +376,7 @@ fn write_sample(dir: &Path) {
             task_state: 3,
             stop_signo: Some(libc::SIGSTOP as u32),
             comm: "helper".into(),
+            cg_set: Some(2),
             rlimits: Some(rlimits()),
             sigactions: vec![pb::SaEntry::default(); 62],
             ..Default::default()
@@ -732,6 +734,78 @@ fn write_sample(dir: &Path) {
     )
     .unwrap();
 
+    // Cgroups (issue 6): the two tasks in different cgroups, with limits.
+    let member = |name: &str, path: &str| pb::CgMemberEntry {
+        name: name.into(),
+        path: path.into(),
+        cgns_prefix: None,
+    };
+    let prop = |name: &str, value: &str| pb::CgroupPropEntry {
+        name: name.into(),
+        value: value.into(),
+        perms: None,
+    };
+    let perms = Some(pb::CgroupPerms {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    });
+    write_image(
+        dir.join("cgroup.img"),
+        Magic::Cgroup,
+        &[pb::CgroupEntry {
+            sets: vec![
+                pb::CgSetEntry {
+                    id: 1,
+                    ctls: vec![member("pids", "/app"), member("unified", "/app/leaf")],
+                },
+                pb::CgSetEntry {
+                    id: 2,
+                    ctls: vec![member("pids", "/app/kid"), member("unified", "/app/leaf")],
+                },
+            ],
+            controllers: vec![
+                pb::CgControllerEntry {
+                    cnames: vec!["pids".into()],
+                    dirs: vec![pb::CgroupDirEntry {
+                        dir_name: "app".into(),
+                        children: vec![pb::CgroupDirEntry {
+                            dir_name: "kid".into(),
+                            children: vec![],
+                            properties: vec![prop("pids.max", "5")],
+                            dir_perms: perms,
+                        }],
+                        properties: vec![prop("pids.max", "37")],
+                        dir_perms: perms,
+                    }],
+                    is_threaded: None,
+                },
+                pb::CgControllerEntry {
+                    cnames: vec!["unified".into()],
+                    dirs: vec![pb::CgroupDirEntry {
+                        dir_name: "app".into(),
+                        children: vec![pb::CgroupDirEntry {
+                            dir_name: "leaf".into(),
+                            children: vec![],
+                            properties: vec![
+                                prop("memory.max", "268435456"),
+                                prop("cpu.max", "50000 100000"),
+                            ],
+                            dir_perms: perms,
+                        }],
+                        properties: vec![
+                            prop("cgroup.subtree_control", "cpu memory"),
+                            prop("cgroup.max.descendants", "5"),
+                        ],
+                        dir_perms: perms,
+                    }],
+                    is_threaded: None,
+                },
+            ],
+        }],
+    )
+    .unwrap();
+
     let mut m = Manifest::new();
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -835,4 +909,24 @@ fn run_exit_status() {
     std::fs::remove_file(tmp.path().join(format!("mm-{PID}.img"))).unwrap();
     assert!(super::run(tmp.path(), false).is_err());
     assert!(super::run(&tmp.path().join("nope"), false).is_err());
+}
+
+/// A task whose cgroup set is not in cgroup.img is a problem (issue 6).
+#[test]
+fn cgroup_set_missing() {
+    let tmp = sample();
+    let p = tmp.path().join("cgroup.img");
+    let mut cg: pb::CgroupEntry = crate::images::read_one(&p, Magic::Cgroup).unwrap();
+    cg.sets.retain(|s| s.id == 1);
+    write_image(&p, Magic::Cgroup, &[cg]).unwrap();
+    let set = load_labeled(tmp.path());
+    assert!(
+        set.problems
+            .iter()
+            .any(|p| p == &format!("core-{CHILD}.img: cgroup set 2 is not in cgroup.img")),
+        "{:?}",
+        set.problems
+    );
+    let text = render_text(&set);
+    assert!(text.contains("set 1 (pid 100)"), "{text}");
 }

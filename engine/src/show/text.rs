@@ -93,6 +93,12 @@ pub fn render(set: &ImageSet) -> String {
         out.blank();
         task(&mut out, set, t);
     }
+    // >>> issue 6
+    if set.cgroups.is_some() {
+        out.blank();
+        cgroups(&mut out, set);
+    }
+    // <<< issue 6
     out.blank();
     files(&mut out, set);
     out.blank();
@@ -262,6 +268,10 @@ fn task(out: &mut Out, set: &ImageSet, t: &Task) {
         },
         None => {}
     }
+    if t.is_zombie() {
+        // Nothing else was dumped for it.
+        return;
+    }
     match &t.ids {
         Ok(ids) => out.kv(2, "ids", model::ids_text(ids)),
         Err(e) => out.kv(2, "ids", format!("(cannot show: {e})")),
@@ -301,7 +311,9 @@ fn task(out: &mut Out, set: &ImageSet, t: &Task) {
 
 fn task_core(out: &mut Out, tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) {
     let mut state = names::task_state(tc.task_state);
-    if tc.task_state == 2 || tc.exit_code != 0 {
+    if tc.task_state == 2 {
+        state += &format!(", {}", names::wait_status(tc.exit_code));
+    } else if tc.exit_code != 0 {
         state += &format!(", exit code {}", tc.exit_code);
     }
     if let Some(s) = tc.stop_signo {
@@ -321,6 +333,9 @@ fn task_core(out: &mut Out, tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) {
     }
     if let Some(s) = tc.child_subreaper {
         out.kv(2, "subreaper", if s { "yes" } else { "no" });
+    }
+    if let Some(cg) = tc.cg_set {
+        out.kv(2, "cgroup set", cg.to_string()); // issue 6
     }
     if let Some(m) = tc.membarrier_registration_mask.filter(|&m| m != 0) {
         out.kv(2, "membarrier", format!("{m:#x}"));
@@ -792,3 +807,90 @@ fn files(out: &mut Out, set: &ImageSet) {
     }
     out.table(2, &rows, &[false, true, false, true, false]);
 }
+
+// >>> issue 6
+/// cgroup.img: each set (which tasks use it, which hierarchy -> which
+/// path), then per hierarchy the saved directories with their properties.
+fn cgroups(out: &mut Out, set: &ImageSet) {
+    out.line(
+        0,
+        format!("Cgroups (cgroup.img){}", damaged_mark(set, "cgroup.img")),
+    );
+    let cg = match &set.cgroups {
+        Some(Ok(cg)) => cg,
+        Some(Err(e)) => return cannot(out, 2, e),
+        None => return,
+    };
+    for s in &cg.sets {
+        let users = model::cgroup_set_users(set, s.id);
+        out.line(
+            2,
+            format!(
+                "set {}{}",
+                s.id,
+                if users.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", users.join(", "))
+                }
+            ),
+        );
+        let rows: Vec<Vec<String>> = s
+            .ctls
+            .iter()
+            .map(|m| {
+                let mut path = m.path.clone();
+                if let Some(p) = m.cgns_prefix.filter(|&p| p > 0) {
+                    path += &format!(
+                        "  (cgroup namespace root {})",
+                        m.path.get(..p as usize).unwrap_or(&m.path)
+                    );
+                }
+                vec![m.name.clone(), path]
+            })
+            .collect();
+        out.table(4, &rows, &[]);
+    }
+    for c in &cg.controllers {
+        out.line(
+            2,
+            format!(
+                "hierarchy {}{}",
+                c.cnames.join(","),
+                if c.is_threaded == Some(true) {
+                    " (threaded)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        if c.dirs.is_empty() {
+            out.line(4, "(no directories below the root)");
+        }
+        cgroup_dirs(out, 4, "", &c.dirs);
+    }
+}
+
+fn cgroup_dirs(out: &mut Out, indent: usize, parent: &str, dirs: &[pb::CgroupDirEntry]) {
+    for d in dirs {
+        let path = format!("{parent}/{}", d.dir_name.trim_matches('/'));
+        let perms = d
+            .dir_perms
+            .as_ref()
+            .map(|p| format!("  mode {:04o}, owner {}:{}", p.mode, p.uid, p.gid))
+            .unwrap_or_default();
+        out.line(indent, format!("{path}{perms}"));
+        for p in &d.properties {
+            let value = if p.value.contains('\n') {
+                p.value.lines().collect::<Vec<_>>().join("; ")
+            } else if p.value.is_empty() {
+                "\"\"".to_string()
+            } else {
+                p.value.clone()
+            };
+            out.line(indent + 4, format!("{} = {value}", p.name));
+        }
+        cgroup_dirs(out, indent, &path, &d.children);
+    }
+}
+// <<< issue 6

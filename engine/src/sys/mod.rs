@@ -166,3 +166,20 @@ impl Drop for Mmap {
         }
     }
 }
+
+/// A copy of fd `fd` of process `pid` (pidfd_open + pidfd_getfd), close-on-exec.
+pub fn take_fd(pid: i32, fd: i32) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscalls; the returned fds are fresh and ours.
+    unsafe {
+        let pidfd = nix::errno::Errno::result(libc::syscall(libc::SYS_pidfd_open, pid, 0))?;
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        let got = nix::errno::Errno::result(libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            fd,
+            0,
+        ))?;
+        Ok(std::os::fd::OwnedFd::from_raw_fd(got as i32))
+    }
+}

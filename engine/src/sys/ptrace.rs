@@ -115,3 +115,52 @@ pub fn set_sigmask(tid: Pid, mask: u64) -> nix::Result<()> {
     };
     Errno::result(r).map(|_| ())
 }
+
+const PTRACE_SECCOMP_GET_FILTER: u32 = 0x420c;
+const PTRACE_SECCOMP_GET_METADATA: u32 = 0x420d;
+/// BPF_MAXINSNS: no filter is longer.
+const BPF_MAXINSNS: usize = 4096;
+/// sizeof(struct sock_filter).
+pub const SOCK_FILTER_SIZE: usize = 8;
+
+/// The `index`-th seccomp filter of a stopped tracee (0 is the newest),
+/// as raw `struct sock_filter[]`; `None` past the oldest one.
+pub fn get_seccomp_filter(tid: Pid, index: u64) -> nix::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; BPF_MAXINSNS * SOCK_FILTER_SIZE];
+    // SAFETY: `buf` holds BPF_MAXINSNS instructions, the most a filter has;
+    // the kernel writes the filter's instructions into it and returns
+    // their count.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER as _,
+            tid.as_raw(),
+            index as *mut libc::c_void,
+            buf.as_mut_ptr(),
+        )
+    };
+    match Errno::result(r) {
+        Ok(n) => {
+            buf.truncate(n as usize * SOCK_FILTER_SIZE);
+            Ok(Some(buf))
+        }
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The SECCOMP_FILTER_FLAG_* the `index`-th filter was installed with
+/// (only LOG and SPEC_ALLOW are remembered by the kernel).
+pub fn get_seccomp_flags(tid: Pid, index: u64) -> nix::Result<u64> {
+    let mut md = [index, 0u64]; // struct seccomp_metadata { filter_off, flags }
+                                // SAFETY: `md` is a 16-byte struct seccomp_metadata; the kernel reads
+                                // filter_off and writes flags.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_METADATA as _,
+            tid.as_raw(),
+            std::mem::size_of_val(&md) as *mut libc::c_void,
+            md.as_mut_ptr(),
+        )
+    };
+    Errno::result(r).map(|_| md[1])
+}

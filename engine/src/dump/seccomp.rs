@@ -1,0 +1,128 @@
+//! Seccomp filters, per thread (seccomp.img).
+//!
+//! The kernel keeps a chain of filters per thread; threads forked or
+//! cloned after a filter was installed share it. The image keeps every
+//! distinct filter once, each naming the filter installed before it
+//! (`prev`), and each thread names the newest filter of its chain. Two
+//! filters are "the same" when their programs, flags and earlier chains
+//! are: that is all a restore can reproduce, and all a program can see.
+//!
+//! The engine seizes with PTRACE_O_SUSPEND_SECCOMP (ptrace/mod.rs), so its
+//! own remote syscalls are never filtered, on dump or on restore.
+
+use nix::unistd::Pid as NixPid;
+
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+use crate::sys::ptrace::{get_seccomp_filter, get_seccomp_flags};
+
+pub const SECCOMP_MODE_STRICT: i32 = 1;
+pub const SECCOMP_MODE_FILTER: i32 = 2;
+
+/// Every distinct filter of the dump, in seccomp.img order.
+#[derive(Debug, Default)]
+pub struct SeccompTable {
+    pub filters: Vec<pb::SeccompFilter>,
+}
+
+impl SeccompTable {
+    /// Reads the filter chain of stopped thread `tid` (in filter mode) and
+    /// returns the index of its newest filter in the table.
+    pub fn dump_thread(&mut self, tid: Pid) -> Result<u32> {
+        let ntid = NixPid::from_raw(tid);
+        // Newest first, as the kernel numbers them.
+        let mut chain = Vec::new();
+        for index in 0.. {
+            let what = || format!("seccomp filter {index}");
+            let Some(prog) = get_seccomp_filter(ntid, index).map_err(|e| {
+                Error::sys(tid, format!("{}: PTRACE_SECCOMP_GET_FILTER", what()), e)
+            })?
+            else {
+                break;
+            };
+            let flags = get_seccomp_flags(ntid, index).map_err(|e| {
+                Error::sys(tid, format!("{}: PTRACE_SECCOMP_GET_METADATA", what()), e)
+            })?;
+            chain.push((prog, flags as u32));
+        }
+        if chain.is_empty() {
+            return Err(Error::task(
+                tid,
+                "seccomp",
+                "the thread is in filter mode but has no filter",
+            ));
+        }
+        let mut prev: Option<u32> = None;
+        for (prog, flags) in chain.into_iter().rev() {
+            let entry = pb::SeccompFilter {
+                filter: prog,
+                prev,
+                flags: Some(flags),
+            };
+            let at = match self.filters.iter().position(|f| *f == entry) {
+                Some(i) => i,
+                None => {
+                    self.filters.push(entry);
+                    self.filters.len() - 1
+                }
+            };
+            prev = Some(at as u32);
+        }
+        Ok(prev.expect("the chain is not empty"))
+    }
+
+    pub fn entry(&self) -> Option<pb::SeccompEntry> {
+        (!self.filters.is_empty()).then(|| pb::SeccompEntry {
+            seccomp_filters: self.filters.clone(),
+        })
+    }
+}
+
+/// The chain ending at `newest`, oldest first: the order to install it in.
+/// `None` if an index is out of range or the chain loops (a damaged image);
+/// a valid image only points backwards.
+pub fn chain(filters: &[pb::SeccompFilter], newest: u32) -> Option<Vec<&pb::SeccompFilter>> {
+    let mut out = Vec::new();
+    let mut at = Some(newest);
+    while let Some(i) = at {
+        let f = filters.get(i as usize)?;
+        if let Some(p) = f.prev {
+            if p >= i {
+                return None;
+            }
+        }
+        out.push(f);
+        at = f.prev;
+    }
+    out.reverse();
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(byte: u8, prev: Option<u32>) -> pb::SeccompFilter {
+        pb::SeccompFilter {
+            filter: vec![byte; 8],
+            prev,
+            flags: Some(0),
+        }
+    }
+
+    #[test]
+    fn chain_is_oldest_first() {
+        let fs = vec![f(1, None), f(2, Some(0)), f(3, Some(1)), f(4, Some(0))];
+        let c: Vec<u8> = chain(&fs, 2).unwrap().iter().map(|f| f.filter[0]).collect();
+        assert_eq!(c, vec![1, 2, 3]);
+        let c: Vec<u8> = chain(&fs, 3).unwrap().iter().map(|f| f.filter[0]).collect();
+        assert_eq!(c, vec![1, 4]);
+    }
+
+    #[test]
+    fn damaged_chains_are_refused() {
+        assert!(chain(&[f(1, Some(0))], 0).is_none());
+        assert!(chain(&[f(1, None)], 1).is_none());
+        assert!(chain(&[f(1, Some(1)), f(2, Some(0))], 1).is_none());
+    }
+}

@@ -1,0 +1,765 @@
+//! Cgroups at restore time (issue 6).
+//!
+//! `check` validates `cgroup.img` with the other images (load.rs), before
+//! anything exists. `plan` resolves it against this machine's hierarchies
+//! and the options (`--manage-cgroups`, `--cgroup-root`), still before
+//! any process exists, so a restore that cannot put its tasks back into
+//! their cgroups fails without creating one. `prepare` creates the missing
+//! cgroups (parents first) with their properties; the engine then moves
+//! every new task into its cgroups right after the tree is created and
+//! before any task runs its own code again or gets its threads (threads
+//! inherit; a thread dumped in another cgroup is moved after it is
+//! created, still before it runs). A failed restore removes the cgroups it
+//! created.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::cgroupfs::{self, CgroupRoot, Hierarchy};
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+
+/// CRIU's `--manage-cgroups` modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Do nothing with cgroups at all: not even membership.
+    Ignore,
+    /// Membership only; every cgroup must exist already.
+    None,
+    /// Membership, and the properties of every cgroup, which must exist.
+    Props,
+    /// Create missing cgroups with their properties, leave existing ones
+    /// alone (the default).
+    #[default]
+    Soft,
+    /// Create missing cgroups, and restore the properties of all.
+    Full,
+    /// The tree's cgroups must not exist; create them all.
+    Strict,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Ignore => "ignore",
+            Mode::None => "none",
+            Mode::Props => "props",
+            Mode::Soft => "soft",
+            Mode::Full => "full",
+            Mode::Strict => "strict",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Mode, String> {
+        Ok(match s {
+            "ignore" => Mode::Ignore,
+            "none" => Mode::None,
+            "props" => Mode::Props,
+            "soft" => Mode::Soft,
+            "full" => Mode::Full,
+            "strict" => Mode::Strict,
+            _ => {
+                return Err(format!(
+                    "unknown cgroup mode {s:?} (ignore, none, props, soft, full, strict)"
+                ))
+            }
+        })
+    }
+}
+
+fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Image(crate::images::ImageError::invalid(path, reason))
+}
+
+/// Validate `cgroup.img` (at `path`): set ids, member names and paths,
+/// directory names, property names.
+pub fn check(cg: &pb::CgroupEntry, path: &Path) -> Result<()> {
+    let mut ids = std::collections::BTreeSet::new();
+    for s in &cg.sets {
+        if s.id == 0 || !ids.insert(s.id) {
+            return Err(bad(
+                path,
+                format!("cgroup set id {} is zero or repeated", s.id),
+            ));
+        }
+        for m in &s.ctls {
+            if m.name.is_empty() || m.name.contains(['\0', '/']) {
+                return Err(bad(
+                    path,
+                    format!("set {}: bad controller name {:?}", s.id, m.name),
+                ));
+            }
+            cgroupfs::check_path(&m.path)
+                .map_err(|why| bad(path, format!("set {}, {}: {why}", s.id, m.name)))?;
+            if m.cgns_prefix.is_some_and(|p| p as usize > m.path.len()) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "set {}, {}: cgroup namespace prefix longer than the path",
+                        s.id, m.name
+                    ),
+                ));
+            }
+        }
+    }
+    fn dirs(d: &[pb::CgroupDirEntry], path: &Path, ctl: &str, depth: usize) -> Result<()> {
+        if depth > 64 {
+            return Err(bad(
+                path,
+                format!("{ctl}: cgroup directories nested too deep"),
+            ));
+        }
+        for e in d {
+            cgroupfs::check_dir_name(&e.dir_name)
+                .map_err(|why| bad(path, format!("{ctl}: {why}")))?;
+            for p in &e.properties {
+                if !cgroupfs::is_known_property(&p.name) {
+                    return Err(bad(
+                        path,
+                        format!("{ctl}: {}: unknown property {:?}", e.dir_name, p.name),
+                    ));
+                }
+                if p.value.contains('\0') {
+                    return Err(bad(
+                        path,
+                        format!("{ctl}: {}: {} has a NUL in its value", e.dir_name, p.name),
+                    ));
+                }
+                if p.name == "devices.list" {
+                    cgroupfs::parse_devices_list(&p.value)
+                        .map_err(|why| bad(path, format!("{ctl}: {}: {why}", e.dir_name)))?;
+                }
+            }
+            dirs(&e.children, path, ctl, depth + 1)?;
+        }
+        Ok(())
+    }
+    for c in &cg.controllers {
+        if c.cnames.is_empty() {
+            return Err(bad(path, "a controller entry without names"));
+        }
+        dirs(&c.dirs, path, &c.cnames.join(","), 0)?;
+    }
+    Ok(())
+}
+
+/// Read and validate `cgroup.img` (if the images have one) and check that
+/// every task's and thread's cgroup set is in it.
+pub fn load(dir: &Path, tasks: &[super::load::TaskImages]) -> Result<Option<pb::CgroupEntry>> {
+    let path = dir.join("cgroup.img");
+    let cg = if path.exists() {
+        let mut v: Vec<pb::CgroupEntry> =
+            crate::images::read_all(&path, crate::images::Magic::Cgroup)?;
+        if v.len() != 1 {
+            return Err(bad(
+                &path,
+                format!("expected exactly one entry, found {}", v.len()),
+            ));
+        }
+        let cg = v.remove(0);
+        check(&cg, &path)?;
+        Some(cg)
+    } else {
+        None
+    };
+    for t in tasks {
+        let leader = (t.pid, t.tc().cg_set);
+        let threads = t
+            .threads
+            .iter()
+            .map(|(tid, c)| (*tid, c.thread_core.as_ref().and_then(|tc| tc.cg_set)));
+        for (tid, id) in std::iter::once(leader).chain(threads) {
+            let Some(id) = id else { continue };
+            if !cg
+                .as_ref()
+                .is_some_and(|cg| cg.sets.iter().any(|s| s.id == id))
+            {
+                return Err(bad(
+                    &dir.join(format!("core-{tid}.img")),
+                    format!("cgroup set {id} is not in cgroup.img"),
+                ));
+            }
+        }
+    }
+    Ok(cg)
+}
+
+/// (pid or tid, cgroup set) of every task and thread of the image.
+pub fn task_sets(imgs: &super::load::Images) -> Vec<(Pid, u32)> {
+    let mut out = Vec::new();
+    for t in &imgs.tasks {
+        out.extend(t.tc().cg_set.map(|id| (t.pid, id)));
+        for (tid, c) in &t.threads {
+            out.extend(
+                c.thread_core
+                    .as_ref()
+                    .and_then(|tc| tc.cg_set)
+                    .map(|id| (*tid, id)),
+            );
+        }
+    }
+    out
+}
+
+/// One cgroup directory the restore creates or configures.
+#[derive(Debug, Clone)]
+struct DirPlan {
+    /// On this machine, after `--cgroup-root`.
+    dir: PathBuf,
+    v2: bool,
+    perms: Option<pb::CgroupPerms>,
+    props: Vec<pb::CgroupPropEntry>,
+    /// Whether it is at or below the tree's own cgroup (strict mode).
+    in_tree: bool,
+}
+
+/// The cgroup part of a restore, resolved against this machine.
+#[derive(Debug, Default)]
+pub struct CgroupPlan {
+    mode: Mode,
+    /// set id -> (dir, v2) of each membership.
+    sets: BTreeMap<u32, Vec<(PathBuf, bool)>>,
+    /// Parents first.
+    dirs: Vec<DirPlan>,
+}
+
+/// Flatten the nested dir entries into (path, entry) pairs, parents first.
+fn flatten<'a>(
+    parent: &str,
+    d: &'a [pb::CgroupDirEntry],
+    out: &mut Vec<(String, &'a pb::CgroupDirEntry)>,
+) {
+    for e in d {
+        let p = format!(
+            "{}/{}",
+            parent.trim_end_matches('/'),
+            e.dir_name.trim_matches('/')
+        );
+        out.push((p.clone(), e));
+        flatten(&p, &e.children, out);
+    }
+}
+
+/// Resolve the image's cgroups against this machine. `cg` is the content
+/// of cgroup.img (None if the images have none); `task_sets` the cg_set
+/// of every task and thread, with the pid for messages.
+pub fn plan(
+    cg: Option<&pb::CgroupEntry>,
+    task_sets: &[(Pid, u32)],
+    mode: Mode,
+    roots: &[CgroupRoot],
+) -> Result<CgroupPlan> {
+    let mut plan = CgroupPlan {
+        mode,
+        ..Default::default()
+    };
+    let Some(cg) = cg.filter(|_| mode != Mode::Ignore) else {
+        return Ok(plan);
+    };
+    let hs = cgroupfs::hierarchies()?;
+    let hier = |name: &str, pid: Pid| -> Result<&Hierarchy> {
+        cgroupfs::find(&hs, name).ok_or_else(|| {
+            Error::unsupported(
+                pid,
+                format!("cgroup hierarchy {name}"),
+                "it is not mounted on this machine; mount it or restore with --manage-cgroups=ignore",
+            )
+        })
+    };
+    for r in roots {
+        if let Some(c) = &r.controller {
+            if !hs
+                .iter()
+                .any(|h| h.has(c) || h.name() == *c || (h.v2 && c == "cgroup2"))
+            {
+                return Err(Error::Usage(format!(
+                    "--cgroup-root {c}:{}: no mounted hierarchy has controller {c}",
+                    r.path
+                )));
+            }
+        }
+    }
+    // The tree's own cgroup in each hierarchy: what --cgroup-root replaces.
+    let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in &cg.sets {
+        for m in &s.ctls {
+            by_name.entry(&m.name).or_default().push(&m.path);
+        }
+    }
+    let base: BTreeMap<&str, String> = by_name
+        .iter()
+        .map(|(n, ps)| (*n, cgroupfs::common_ancestor(ps.iter().copied())))
+        .collect();
+    let map = |name: &str, path: &str| -> String {
+        let b = base.get(name).map_or("/", |b| b.as_str());
+        cgroupfs::map_path(path, b, cgroupfs::root_for(roots, name))
+    };
+    let under = |path: &str, b: &str| {
+        b == "/" || path == b || path.starts_with(&format!("{}/", b.trim_end_matches('/')))
+    };
+    for s in &cg.sets {
+        let mut v = Vec::new();
+        for m in &s.ctls {
+            if let Some(p) = m.cgns_prefix.filter(|&p| p > 0) {
+                warn!(
+                    "cgroup set {}: {} {} was seen from a cgroup namespace rooted at {}; cgroup namespaces are not restored, so the task will see the full path",
+                    s.id,
+                    m.name,
+                    m.path,
+                    m.path.get(..p as usize).unwrap_or(&m.path)
+                );
+            }
+            let pid = task_sets.iter().find(|t| t.1 == s.id).map_or(0, |t| t.0);
+            let h = hier(&m.name, pid)?;
+            v.push((h.dir(&map(&m.name, &m.path)), h.v2));
+        }
+        plan.sets.insert(s.id, v);
+    }
+    for &(pid, id) in task_sets {
+        if !plan.sets.contains_key(&id) {
+            return Err(Error::Image(crate::images::ImageError::invalid(
+                "cgroup.img",
+                format!("pid {pid}: cgroup set {id} is not in cgroup.img"),
+            )));
+        }
+    }
+    for c in &cg.controllers {
+        let name = c.cnames.join(",");
+        let Ok(h) = hier(&name, 0) else {
+            // Dirs of a hierarchy no task is in: nothing to do there.
+            if by_name.contains_key(name.as_str()) {
+                hier(&name, 0)?;
+            }
+            continue;
+        };
+        let b = base
+            .get(name.as_str())
+            .map_or("/".to_string(), |b| b.clone());
+        let remapped = cgroupfs::root_for(roots, &name).is_some();
+        let mut flat = Vec::new();
+        flatten("/", &c.dirs, &mut flat);
+        for (path, e) in flat {
+            let in_tree = under(&path, &b);
+            // Ancestors of the tree's cgroup do not move with it.
+            if remapped && !in_tree {
+                continue;
+            }
+            plan.dirs.push(DirPlan {
+                dir: h.dir(&map(&name, &path)),
+                v2: h.v2,
+                perms: e.dir_perms,
+                props: e.properties.clone(),
+                in_tree,
+            });
+        }
+    }
+    // What the mode requires of the machine, checked before any process.
+    for d in &plan.dirs {
+        let exists = d.dir.is_dir();
+        match mode {
+            Mode::None | Mode::Props if !exists => {
+                return Err(Error::io(
+                    &d.dir,
+                    format!("--manage-cgroups={mode}: the cgroup must exist"),
+                    std::io::ErrorKind::NotFound.into(),
+                ))
+            }
+            Mode::Strict if exists && d.in_tree => {
+                return Err(Error::io(
+                    &d.dir,
+                    "--manage-cgroups=strict: the cgroup must not exist",
+                    std::io::ErrorKind::AlreadyExists.into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if matches!(mode, Mode::None | Mode::Props) {
+        for (dir, _) in plan.sets.values().flatten() {
+            if !dir.is_dir() {
+                return Err(Error::io(
+                    dir,
+                    format!("--manage-cgroups={mode}: the cgroup must exist"),
+                    std::io::ErrorKind::NotFound.into(),
+                ));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Cgroups the restore created; removed again (children first) when the
+/// restore fails, unless kept. Also the frozen cgroups it thawed to put
+/// tasks into them (a frozen task never reaches the engine's ptrace stop):
+/// frozen again when it is dropped, whatever happened.
+pub struct Created {
+    dirs: Vec<PathBuf>,
+    keep: bool,
+    thawed: Vec<(PathBuf, bool)>,
+}
+
+impl Created {
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        for (file, v2) in &self.thawed {
+            let _ = std::fs::write(file, if *v2 { "1" } else { "FROZEN" });
+        }
+        if self.keep {
+            return;
+        }
+        for d in self.dirs.iter().rev() {
+            // The killed tasks may take a moment to leave it.
+            for _ in 0..200 {
+                match std::fs::remove_dir(d) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+fn write(file: &Path, value: &str) -> Result<()> {
+    std::fs::write(file, value)
+        .map_err(|e| Error::io(file, format!("writing {value:?} to a cgroup file"), e))
+}
+
+/// Write one property back unless it already has the value.
+fn set_prop(dir: &Path, p: &pb::CgroupPropEntry) -> Result<()> {
+    let file = dir.join(&p.name);
+    if p.name == "freezer.state" || p.name == "cgroup.freeze" {
+        return Ok(()); // after the tasks are back (CgroupPlan::finish)
+    }
+    let cur = cgroupfs::read_prop(&file).map_err(|_| {
+        Error::io(
+            &file,
+            format!(
+                "restoring {}={:?}: the file is missing (controller not enabled in the parent's cgroup.subtree_control?)",
+                p.name, p.value
+            ),
+            std::io::ErrorKind::NotFound.into(),
+        )
+    })?;
+    if cur.trim() == p.value.trim() {
+        return Ok(());
+    }
+    match p.name.as_str() {
+        "cgroup.subtree_control" => {
+            let want: Vec<&str> = p.value.split_whitespace().collect();
+            let have: Vec<&str> = cur.split_whitespace().collect();
+            let mut ops: Vec<String> = want
+                .iter()
+                .filter(|c| !have.contains(c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            ops.extend(
+                have.iter()
+                    .filter(|c| !want.contains(c))
+                    .map(|c| format!("-{c}")),
+            );
+            write(&file, &ops.join(" "))
+        }
+        "devices.list" => {
+            let rules = cgroupfs::parse_devices_list(&p.value)
+                .map_err(|why| Error::io(&file, why, std::io::ErrorKind::InvalidData.into()))?;
+            write(&dir.join("devices.deny"), "a")?;
+            for r in rules {
+                write(&dir.join("devices.allow"), &r.to_string())?;
+            }
+            Ok(())
+        }
+        "cpuset.cpus" | "cpuset.mems" if p.value.trim().is_empty() => Ok(()),
+        _ => write(&file, &p.value),
+    }
+}
+
+impl CgroupPlan {
+    /// Create the missing cgroups (parents first) and restore properties
+    /// as the mode says. Runs before any process is created.
+    pub fn prepare(&self) -> Result<Created> {
+        let mut made = Created {
+            dirs: Vec::new(),
+            keep: false,
+            thawed: Vec::new(),
+        };
+        if self.mode == Mode::Ignore {
+            return Ok(made);
+        }
+        if self.mode != Mode::None {
+            self.create(&mut made)?;
+        }
+        for (dir, v2) in self.sets.values().flatten() {
+            thaw_for_restore(dir, *v2, &mut made)?;
+        }
+        Ok(made)
+    }
+
+    fn create(&self, made: &mut Created) -> Result<()> {
+        let all_dirs = self
+            .dirs
+            .iter()
+            .map(|d| d.dir.clone())
+            .chain(self.sets.values().flatten().map(|(d, _)| d.clone()))
+            .collect::<Vec<_>>();
+        for d in &self.dirs {
+            let mut created = false;
+            if !d.dir.is_dir() {
+                mkdir_p(&d.dir, made)?;
+                created = true;
+                if let Some(p) = &d.perms {
+                    let _ = std::fs::set_permissions(
+                        &d.dir,
+                        std::fs::Permissions::from_mode(p.mode & 0o7777),
+                    );
+                    let _ = std::os::unix::fs::chown(&d.dir, Some(p.uid), Some(p.gid));
+                }
+            }
+            let props = match self.mode {
+                Mode::Props | Mode::Full => true,
+                Mode::Soft | Mode::Strict => created,
+                Mode::Ignore | Mode::None => false,
+            };
+            if props {
+                for p in &d.props {
+                    set_prop(&d.dir, p)?;
+                }
+            }
+            debug!(
+                "cgroup {}: {}{}",
+                d.dir.display(),
+                if created { "created" } else { "exists" },
+                if props { ", properties restored" } else { "" }
+            );
+        }
+        // Membership targets not among the dumped dirs (a --cgroup-root
+        // that does not exist yet, say).
+        for d in all_dirs {
+            if !d.is_dir() {
+                mkdir_p(&d, made)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Move a new task into the cgroups of set `id` (all its threads: it
+    /// has one at this point).
+    pub fn move_task(&self, pid: Pid, id: Option<u32>) -> Result<()> {
+        self.move_to(pid, id, None, "cgroup.procs", "cgroup.procs")
+    }
+
+    /// Move one thread, created in its leader's cgroups (set `leader`),
+    /// into those of set `id` where they differ (v1 hierarchies are per
+    /// thread; in cgroup2 only threaded cgroups are).
+    pub fn move_thread(&self, tid: Pid, id: Option<u32>, leader: Option<u32>) -> Result<()> {
+        self.move_to(tid, id, leader, "tasks", "cgroup.threads")
+    }
+
+    fn move_to(
+        &self,
+        pid: Pid,
+        id: Option<u32>,
+        from: Option<u32>,
+        v1: &str,
+        v2: &str,
+    ) -> Result<()> {
+        let Some(id) = id.filter(|_| self.mode != Mode::Ignore) else {
+            return Ok(());
+        };
+        let Some(set) = self.sets.get(&id) else {
+            return Ok(()); // images without cgroup.img: validated in plan()
+        };
+        let already = from.and_then(|f| self.sets.get(&f));
+        for (dir, is_v2) in set {
+            if already.is_some_and(|a| a.iter().any(|(d, _)| d == dir)) {
+                continue;
+            }
+            let file = dir.join(if *is_v2 { v2 } else { v1 });
+            std::fs::write(&file, pid.to_string()).map_err(|e| {
+                Error::task(
+                    pid,
+                    format!("moving into cgroup {}", dir.display()),
+                    format!("writing to {}: {e}", file.display()),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Once every task is back: freeze the cgroups that were frozen.
+    pub fn finish(&self) -> Result<()> {
+        if matches!(self.mode, Mode::Ignore | Mode::None) {
+            return Ok(());
+        }
+        for d in &self.dirs {
+            for p in &d.props {
+                let frozen = cgroupfs::is_frozen_value(&p.value);
+                if (p.name == "freezer.state" || p.name == "cgroup.freeze") && frozen {
+                    let v = if d.v2 { "1" } else { "FROZEN" };
+                    write(&d.dir.join(&p.name), v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A membership cgroup that is frozen now: thaw it for the restore (and
+/// have `made` freeze it again). One frozen by an ancestor cannot be
+/// thawed from here: refused, before any process exists.
+fn thaw_for_restore(dir: &Path, v2: bool, made: &mut Created) -> Result<()> {
+    let (file, is_frozen): (PathBuf, fn(&Path) -> bool) = if v2 {
+        (dir.join("cgroup.freeze"), |d| {
+            cgroupfs::read_prop(&d.join("cgroup.events"))
+                .is_ok_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
+        })
+    } else {
+        (dir.join("freezer.state"), |d| {
+            cgroupfs::read_prop(&d.join("freezer.state"))
+                .is_ok_and(|v| cgroupfs::is_frozen_value(&v))
+        })
+    };
+    if !file.exists() || !is_frozen(dir) || made.thawed.iter().any(|(f, _)| *f == file) {
+        return Ok(());
+    }
+    // Frozen itself, not (only) through an ancestor.
+    let own = if v2 {
+        cgroupfs::read_prop(&file).is_ok_and(|v| v.trim() == "1")
+    } else {
+        match cgroupfs::read_prop(&dir.join("freezer.self_freezing")) {
+            Ok(v) => v.trim() == "1",
+            Err(_) => true,
+        }
+    };
+    if own {
+        write(&file, if v2 { "0" } else { "THAWED" })?;
+        made.thawed.push((file.clone(), v2));
+        debug!("cgroup {}: frozen, thawed for the restore", dir.display());
+    }
+    for _ in 0..200 {
+        if !is_frozen(dir) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(Error::io(
+        dir,
+        "the cgroup is frozen (by an ancestor cgroup); a task restored into it could not be set up",
+        std::io::ErrorKind::WouldBlock.into(),
+    ))
+}
+
+fn mkdir_p(dir: &Path, made: &mut Created) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_dir() {
+        missing.push(d.to_path_buf());
+        d = match d.parent() {
+            Some(p) => p,
+            None => break,
+        };
+    }
+    for m in missing.into_iter().rev() {
+        match std::fs::create_dir(&m) {
+            Ok(()) => made.dirs.push(m),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(&m, "creating a cgroup", e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!("soft".parse::<Mode>().unwrap(), Mode::Soft);
+        assert_eq!("ignore".parse::<Mode>().unwrap(), Mode::Ignore);
+        assert!("bogus".parse::<Mode>().is_err());
+        assert_eq!(Mode::default(), Mode::Soft);
+        for m in [
+            Mode::Ignore,
+            Mode::None,
+            Mode::Props,
+            Mode::Soft,
+            Mode::Full,
+            Mode::Strict,
+        ] {
+            assert_eq!(m.to_string().parse::<Mode>().unwrap(), m);
+        }
+    }
+
+    fn entry(path: &str, props: &[(&str, &str)]) -> pb::CgroupEntry {
+        pb::CgroupEntry {
+            sets: vec![pb::CgSetEntry {
+                id: 1,
+                ctls: vec![pb::CgMemberEntry {
+                    name: "pids".into(),
+                    path: path.into(),
+                    cgns_prefix: None,
+                }],
+            }],
+            controllers: vec![pb::CgControllerEntry {
+                cnames: vec!["pids".into()],
+                dirs: vec![pb::CgroupDirEntry {
+                    dir_name: "a".into(),
+                    children: vec![],
+                    properties: props
+                        .iter()
+                        .map(|(n, v)| pb::CgroupPropEntry {
+                            name: n.to_string(),
+                            value: v.to_string(),
+                            perms: None,
+                        })
+                        .collect(),
+                    dir_perms: None,
+                }],
+                is_threaded: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let p = Path::new("cgroup.img");
+        assert!(check(&entry("/a", &[("pids.max", "5")]), p).is_ok());
+        let e = check(&entry("/a/../b", &[]), p).unwrap_err().to_string();
+        assert!(e.contains("cgroup.img") && e.contains(".."), "{e}");
+        let e = check(&entry("/a", &[("release_agent", "/x")]), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown property"), "{e}");
+        assert!(check(&entry("/a", &[("devices.list", "q 1:2 r")]), p).is_err());
+        let mut bad_dir = entry("/a", &[]);
+        bad_dir.controllers[0].dirs[0].dir_name = "..".into();
+        assert!(check(&bad_dir, p).is_err());
+        let mut dup = entry("/a", &[]);
+        dup.sets.push(dup.sets[0].clone());
+        assert!(check(&dup, p).is_err());
+    }
+
+    #[test]
+    fn flattening() {
+        let mut e = entry("/a", &[]);
+        e.controllers[0].dirs[0].children.push(pb::CgroupDirEntry {
+            dir_name: "b".into(),
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        flatten("/", &e.controllers[0].dirs, &mut out);
+        let paths: Vec<&str> = out.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/a", "/a/b"]);
+    }
+}
