@@ -150,6 +150,26 @@ impl ImageDir {
         Ok(())
     }
 
+    /// Write an image that starts with `head` and goes on with entries each
+    /// followed by raw bytes (ghost-file-ID.img with chunks: the
+    /// ghost_file_entry, then ghost_chunk_entry + contents pairs).
+    pub fn write_head_with_payloads<H: prost::Message, M: prost::Message>(
+        &self,
+        name: &str,
+        head: &H,
+        entries: &[(M, &[u8])],
+    ) -> Result<()> {
+        let mut w = ImageWriter::create(self.path(name), Self::magic_of(name)?)?;
+        w.write_entry(head)?;
+        for (e, raw) in entries {
+            w.write_entry(e)?;
+            w.write_raw(raw)?;
+        }
+        let d = w.finish_unsynced()?;
+        self.manifest.borrow_mut().add_digest(name, d);
+        Ok(())
+    }
+
     /// Write an image entry by entry through `f`, for layouts that mix
     /// message types and raw bytes (ipcns-msg: a queue entry, then each
     /// message's entry and bytes).

@@ -47,6 +47,10 @@ enum Cmd {
         /// Accepted for CRIU compatibility: the tree's terminal is left as is.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        /// The largest unlinked file still open or mapped whose contents
+        /// are copied into the images, in bytes (K, M, G suffixes allowed).
+        #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+        ghost_limit: u64,
         // >>> issue 6
         /// Freeze the tree through this freezer cgroup (a cgroup directory,
         /// or a path in the freezer hierarchy) before seizing it, so a tree
@@ -101,6 +105,21 @@ enum Cmd {
     Check,
 }
 
+/// A size in bytes with an optional K, M or G suffix (powers of 1024), as
+/// CRIU's --ghost-limit takes it.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (a number of bytes, K, M or G)"))
+}
+
 fn init_log(l: &LogOpts) -> Result<(), String> {
     let level = l.verbosity.unwrap_or(2).min(4);
     match &l.log_file {
@@ -122,6 +141,7 @@ fn main() -> ExitCode {
             dir,
             leave_running,
             shell_job: _,
+            ghost_limit,
             freeze_cgroup,
             ipc_ids,
             log,
@@ -135,6 +155,7 @@ fn main() -> ExitCode {
                 pid,
                 dir: dir.clone(),
                 leave_running,
+                ghost_limit,
                 freeze_cgroup,
                 ipc_ids,
             });
@@ -192,5 +213,23 @@ fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("8K"), Ok(8192));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
     }
 }

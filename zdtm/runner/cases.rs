@@ -320,6 +320,59 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    // >>> issue 5: memfd, POSIX shm, unlinked files, shared file mappings
+    Case {
+        name: "memfd",
+        program: Program::C("memfd"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "file_shared_child",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=file"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "posix_shm_child",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=shm"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "posix_shm_unlinked",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=shm", "--unlink_it=1"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unlinked_file",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=file", "--unlink_it=1"],
+        ..Case::DEFAULT
+    },
+    Case {
+        // 16 KiB unlinked: over the limit, the dump must refuse it and
+        // leave the tree running as it was.
+        name: "unlinked_file_over_ghost_limit",
+        program: Program::C("shared_file_child"),
+        args: &["--kind=file", "--unlink_it=1"],
+        dump_opts: &["--ghost-limit=8K"],
+        crfail: true,
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "exe_unlinked",
+        program: Program::C("exe_unlinked"),
+        args: &["--how=unlink"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "exe_memfd",
+        program: Program::C("exe_unlinked"),
+        args: &["--how=memfd"],
+        ..Case::DEFAULT
+    },
+    // <<< issue 5: memfd, POSIX shm, unlinked files, shared file mappings
     Case {
         name: "sid_orphans",
         program: Program::C("sid_orphans"),

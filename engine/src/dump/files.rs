@@ -24,6 +24,10 @@ pub struct FileTable {
     /// (pid, fd, file id, type) of every fd of the tasks dumped so far, to
     /// find open files shared between processes.
     pub seen: Vec<(Pid, i32, u32, i32)>,
+    // >>> issue 5: memfd objects and unlinked files (dump/memfd.rs, dump/ghost.rs)
+    pub memfd: super::memfd::MemfdTable,
+    pub ghost: super::ghost::GhostTable,
+    // <<< issue 5
     next_id: u32,
 }
 
@@ -147,10 +151,7 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
         let link = link.as_bytes();
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
         let (ftype, id) = match fd_kind(link) {
-            FdKind::Path => (
-                pb::FdTypes::Reg,
-                dump_path_fd(pid, fd, link, flags, &info, table)?,
-            ),
+            FdKind::Path => dump_path_fd(pid, fd, link, flags, &info, table)?,
             FdKind::Pipe(ino) => (pb::FdTypes::Pipe, dump_pipe(pid, fd, ino, flags, table)?),
             FdKind::AnonInode("[eventfd]") => {
                 let counter =
@@ -363,7 +364,7 @@ fn refresh_timerfd(pid: Pid, fd: i32) -> Result<()> {
 }
 // <<< issue 3
 
-/// A regular file, directory or device.
+/// A regular file, directory or device (or a memfd, or an unlinked file).
 fn dump_path_fd(
     pid: Pid,
     fd: i32,
@@ -371,16 +372,27 @@ fn dump_path_fd(
     flags: u32,
     info: &fdinfo::FdInfo,
     table: &mut FileTable,
-) -> Result<u32> {
+) -> Result<(pb::FdTypes, u32)> {
     let proc_path = format!("/proc/{pid}/fd/{fd}");
     let meta = std::fs::metadata(&proc_path)
         .map_err(|e| Error::io(&proc_path, format!("pid {pid}: fd {fd}: stat"), e))?;
+    // >>> issue 5: memfd objects and unlinked files (dump/memfd.rs, dump/ghost.rs)
+    let what = format!("fd {fd}");
+    if super::memfd::is_memfd(pid, &what, &proc_path, link, &meta)? {
+        let id = table.add_memfd(pid, &what, &proc_path, link, &meta, flags, Some(info.pos))?;
+        return Ok((pb::FdTypes::Memfd, id));
+    }
+    if super::ghost::is_ghost(&meta) {
+        let id = table.add_ghost(pid, &what, &proc_path, link, &meta, flags, Some(info.pos))?;
+        return Ok((pb::FdTypes::Reg, id));
+    }
+    // <<< issue 5
     if meta.nlink() == 0 || link.ends_with(b" (deleted)") {
         return Err(unsupported_fd(
             pid,
             fd,
             link,
-            "open files that were unlinked",
+            "unlinked files other than regular files, and deleted files still linked elsewhere,",
         ));
     }
     if meta.file_type().is_fifo() {
@@ -389,7 +401,10 @@ fn dump_path_fd(
     if meta.file_type().is_socket() {
         return Err(unsupported_fd(pid, fd, link, "sockets"));
     }
-    Ok(table.add_reg(link, flags, info.pos, Some(&meta)))
+    Ok((
+        pb::FdTypes::Reg,
+        table.add_reg(link, flags, info.pos, Some(&meta)),
+    ))
 }
 
 /// One end of a pipe. Both ends get the same pipe_id (the pipe's inode);
@@ -510,11 +525,27 @@ pub fn dump_fs(pid: Pid, umask: u32, table: &mut FileTable) -> Result<pb::FsEntr
 pub fn dump_exe(pid: Pid, table: &mut FileTable) -> Result<u32> {
     let exe = read_link(pid, "exe")?;
     if exe.ends_with(b" (deleted)") {
+        // >>> issue 5: a deleted executable is a ghost file like any other
+        // (its text mappings are the same inode, so the same ghost).
+        let p = format!("/proc/{pid}/exe");
+        let meta = std::fs::metadata(&p)
+            .map_err(|e| Error::io(&p, format!("pid {pid}: stat of the executable"), e))?;
+        // A memfd (fexecve) likewise is the memfd of its text mappings.
+        let flags = libc::O_RDONLY as u32;
+        if super::memfd::is_memfd(pid, "exe", &p, &exe, &meta)? {
+            let id = table.add_memfd(pid, "exe", &p, &exe, &meta, flags, None)?;
+            table.memfd.set_exe(pid, id);
+            return Ok(id);
+        }
+        if super::ghost::is_ghost(&meta) {
+            return table.add_ghost(pid, "exe", &p, &exe, &meta, flags, None);
+        }
         return Err(Error::unsupported(
             pid,
             format!("exe {}", String::from_utf8_lossy(&exe)),
-            "the executable was deleted; unlinked files are not supported yet",
+            "the executable was deleted but is still linked elsewhere; that cannot be restored yet",
         ));
+        // <<< issue 5
     }
     Ok(table.add_reg(&exe, libc::O_RDONLY as u32, 0, None))
 }
@@ -531,13 +562,25 @@ pub fn dump_mapped_file(
     let name = format!("map_files/{start:x}-{end:x}");
     let link = read_link(pid, &name)?;
     if link.ends_with(b" (deleted)") {
+        // >>> issue 5: mappings of memfd objects and unlinked files
+        let p = format!("/proc/{pid}/{name}");
+        let meta = std::fs::metadata(&p)
+            .map_err(|e| Error::io(&p, format!("pid {pid}: stat of a mapped file"), e))?;
+        let what = format!("mapping {start:#x}-{end:#x}");
+        if super::memfd::is_memfd(pid, &what, &p, &link, &meta)? {
+            return table.add_memfd(pid, &what, &p, &link, &meta, flags, None);
+        }
+        if super::ghost::is_ghost(&meta) {
+            return table.add_ghost(pid, &what, &p, &link, &meta, flags, None);
+        }
+        // <<< issue 5
         return Err(Error::unsupported(
             pid,
             format!(
                 "mapping {start:#x}-{end:#x} of {}",
                 String::from_utf8_lossy(&link)
             ),
-            "mappings of unlinked files are not supported yet",
+            "mappings of deleted files that are not regular files or are still linked elsewhere are not supported yet",
         ));
     }
     let p = format!("/proc/{pid}/{name}");

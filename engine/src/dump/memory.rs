@@ -508,14 +508,25 @@ impl Reader<'_> {
 /// zero pages are skipped too. The pagemap is indexed by offset in the
 /// object. Returns the object's size.
 pub fn dump_shmem_object(pid: Pid, start: u64, end: u64, sink: &mut PageSink) -> Result<u64> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::FileExt;
     let path = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
     let f = std::fs::File::open(&path)
         .map_err(|e| Error::io(&path, format!("pid {pid}: opening shared memory"), e))?;
+    dump_shmem_file(pid, &path, &f, sink)
+}
+
+/// The contents of shmem file `f` (opened from `path`, named in errors),
+/// as [`dump_shmem_object`] stores them; also used for memfd objects.
+pub fn dump_shmem_file(
+    pid: Pid,
+    path: &str,
+    f: &std::fs::File,
+    sink: &mut PageSink,
+) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
     let size = f
         .metadata()
-        .map_err(|e| Error::io(&path, format!("pid {pid}: stat of shared memory"), e))?
+        .map_err(|e| Error::io(path, format!("pid {pid}: stat of shared memory"), e))?
         .len();
     let seek = |off: u64, whence: i32| -> Option<u64> {
         // SAFETY: lseek on a file we own.
@@ -536,7 +547,7 @@ pub fn dump_shmem_object(pid: Pid, start: u64, end: u64, sink: &mut PageSink) ->
             let n = n.min((size - at) as usize);
             f.read_exact_at(&mut buf[..n], at).map_err(|e| {
                 Error::io(
-                    &path,
+                    path,
                     format!("pid {pid}: reading shared memory at {at:#x}"),
                     e,
                 )

@@ -10,7 +10,9 @@ pub mod cgroups; // cgroup membership and properties (issue 6)
 pub mod core;
 pub mod files;
 pub mod freeze;
+pub mod ghost; // unlinked files (issue 5)
 pub mod ipc; // SysV IPC objects (issue 5)
+pub mod memfd; // memfd objects (issue 5)
 pub mod memory;
 pub mod regs;
 pub mod seccomp;
@@ -37,6 +39,9 @@ pub struct DumpOptions {
     pub pid: Pid,
     pub dir: PathBuf,
     pub leave_running: bool,
+    /// The largest unlinked file whose contents are copied (CRIU's
+    /// --ghost-limit).
+    pub ghost_limit: u64,
     /// Freeze the tree through this freezer cgroup first (issue 6).
     pub freeze_cgroup: Option<String>,
     /// SysV IPC objects to dump whoever used them, "shm:ID" etc. (issue 5).
@@ -64,7 +69,9 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     }
     let ipc_explicit = ipc::parse_ids(&opts.ipc_ids)?; // issue 5
     let dir = ImageDir::create(&opts.dir)?;
-    // >>> issue 6 hook: freezing through the freezer cgroup (dump/cgroups.rs)
+    let mut files = FileTable::default();
+    files.ghost.limit = opts.ghost_limit; // issue 5
+                                          // >>> issue 6 hook: freezing through the freezer cgroup (dump/cgroups.rs)
     let mut cgroups = cgroups::CgroupDump::new()?;
     let (mut pre, _freezer) = match &opts.freeze_cgroup {
         Some(spec) => {
@@ -80,7 +87,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     let mut ctx = DumpCtx {
         cgroups,
         dir: &dir,
-        files: FileTable::default(),
+        files,
         ns: NsIds::default(),
         next_pages_id: 1,
         next_files_id: 1,
@@ -160,6 +167,11 @@ impl DumpCtx<'_> {
         let dir = self.dir;
         self.cgroups.write(dir)?; // issue 6
         dir.write_image("files.img", &self.files.entries)?;
+        // >>> issue 5: memfd objects and ghost files (dump/memfd.rs, dump/ghost.rs)
+        self.stats.shmem_pages +=
+            memfd::write_images(dir, &self.files.memfd, &mut self.next_pages_id)?;
+        ghost::write_images(dir, &self.files.ghost)?;
+        // <<< issue 5
         let pipe_data: Vec<(pb::PipeDataEntry, &[u8])> = self
             .files
             .pipe_data
@@ -412,6 +424,9 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             } as u32;
             e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, files)? as u64;
             e.fdflags = Some(fdflags);
+            if files.memfd.is_memfd_file(e.shmid as u32) {
+                e.status |= memory::VMA_AREA_MEMFD; // issue 5, as CRIU marks them
+            }
         }
         vma_entries.push(e);
         kinds.push((kind, v.read));

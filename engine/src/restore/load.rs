@@ -70,6 +70,10 @@ pub struct Images {
     /// pipes-data.img: pipe id -> (pipe size, buffered bytes).
     pub pipe_data: BTreeMap<u32, (u32, Vec<u8>)>,
     pub zombies: Vec<Zombie>,
+    // >>> issue 5: memfd objects (by inode id) and unlinked files
+    pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
+    pub ghosts: super::ghost::Ghosts,
+    // <<< issue 5
     /// seccomp.img's filters (empty without one).
     pub seccomp: Vec<pb::SeccompFilter>,
     /// cgroup.img, if the images have one (issue 6).
@@ -217,6 +221,10 @@ pub fn load(dir: &Path) -> Result<Images> {
     let mut tasks = Vec::new();
     let mut shmem = BTreeMap::new();
     let mut zombies = Vec::new();
+    // >>> issue 5: memfd objects and unlinked files (restore/memfd.rs, restore/ghost.rs)
+    let memfds = super::memfd::load(dir, &files, &mut shmem, read_pagemap)?;
+    let ghosts = super::ghost::load(dir, &files)?;
+    // <<< issue 5
     for p in pstree {
         let pid = p.pid as i32;
         let core_name = format!("core-{pid}.img");
@@ -315,6 +323,7 @@ pub fn load(dir: &Path) -> Result<Images> {
                         Ok(pb::FdTypes::Eventpoll) => f.epfd.is_some(),
                         Ok(pb::FdTypes::Signalfd) => f.sgfd.is_some(),
                         Ok(pb::FdTypes::Timerfd) => f.tfd.is_some(),
+                        Ok(pb::FdTypes::Memfd) => f.memfd.is_some(), // issue 5
                         _ => false,
                     }
             });
@@ -332,7 +341,10 @@ pub fn load(dir: &Path) -> Result<Images> {
         }
         need_file(fs.cwd_id, "cwd".into(), &format!("fs-{pid}.img"))?;
         need_file(fs.root_id, "root".into(), &format!("fs-{pid}.img"))?;
-        need_file(mm.exe_file_id, "exe".into(), &mm_name)?;
+        // issue 5: the executable may be a memfd (fexecve)
+        if files.get(&mm.exe_file_id).is_none_or(|f| f.memfd.is_none()) {
+            need_file(mm.exe_file_id, "exe".into(), &mm_name)?;
+        }
         let mut prev_end = 0;
         for v in &mm.vmas {
             if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 || v.start < prev_end {
@@ -345,7 +357,10 @@ pub fn load(dir: &Path) -> Result<Images> {
                 ));
             }
             prev_end = v.end;
-            if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+            let memfd = files
+                .get(&(v.shmid as u32))
+                .is_some_and(|f| f.memfd.is_some()); // issue 5
+            if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 && !memfd {
                 need_file(
                     v.shmid as u32,
                     format!("mapping {:#x}-{:#x}", v.start, v.end),
@@ -443,6 +458,8 @@ pub fn load(dir: &Path) -> Result<Images> {
         shmem,
         pipe_data,
         zombies,
+        memfds,
+        ghosts,
         seccomp,
         ipc,
     })

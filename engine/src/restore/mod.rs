@@ -10,8 +10,11 @@
 pub mod cgroups; // cgroup membership and properties (issue 6)
 pub mod child;
 pub mod creds;
+pub mod engine_files; // memfd objects and unlinked files (issue 5)
+pub mod ghost; // unlinked files (issue 5)
 pub mod ipc; // SysV IPC objects (issue 5)
 pub mod load;
+pub mod memfd; // memfd objects (issue 5)
 pub mod memory;
 pub mod seccomp;
 pub mod sessions;
@@ -154,7 +157,12 @@ fn restore_tree(imgs: &Images, cg: &cgroups::CgroupPlan) -> Result<()> {
     // (removed again on failure by the guard's Drop; restore/ipc.rs)
     let ipc = ipc::prepare(imgs)?;
     // <<< issue 5
-    let shared = shared_files(imgs)?;
+    // >>> issue 5: memfd objects and unlinked files, made by the engine and
+    // handed to the tasks like shared files (restore/engine_files.rs)
+    let mut engine_files = engine_files::EngineFiles::create(imgs)?;
+    let mut shared = shared_files(imgs)?;
+    shared.append(&mut engine_files.descriptions);
+    // <<< issue 5
     // Plans for every live task, then nested: children inside parents.
     let mut plans = Vec::with_capacity(imgs.tasks.len());
     let mut pipes = Vec::with_capacity(imgs.tasks.len());
@@ -243,6 +251,7 @@ fn restore_tree(imgs: &Images, cg: &cgroups::CgroupPlan) -> Result<()> {
         // <<< issue 6 hook
     }
     ipc.finish()?; // issue 5: segments removed at dump time are removed again
+    engine_files.seal_late(root)?; // issue 5: seals that wait for the mappings
     drop(shared);
     // Let them all go, children first.
     // (A task dumped stopped is in its group stop already: take_over,
@@ -429,15 +438,23 @@ fn child_plan(
         if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0
             && !file_fds.contains_key(&(v.shmid as u32))
         {
-            let reg = imgs.reg(v.shmid as u32);
             let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32;
+            // issue 5: a memfd or unlinked file is opened from the engine's fd
+            let path = match engine_files::helper_path(imgs, shared, v.shmid as u32) {
+                Some(p) => p,
+                None => cstr(pid, "mapping", &imgs.reg(v.shmid as u32).name)?,
+            };
             file_fds.insert(v.shmid as u32, helper_fd_base + helper_files.len() as RawFd);
-            helper_files.push((cstr(pid, "mapping", &reg.name)?, flags));
+            helper_files.push((path, flags));
         }
     }
-    let exe = imgs.reg(t.mm.exe_file_id);
     let exe_fd = helper_fd_base + helper_files.len() as RawFd;
-    helper_files.push((cstr(pid, "exe", &exe.name)?, libc::O_RDONLY));
+    // issue 5: a deleted executable or a memfd is opened from the engine's fd
+    let exe_path = match engine_files::helper_path(imgs, shared, t.mm.exe_file_id) {
+        Some(p) => p,
+        None => cstr(pid, "exe", &imgs.reg(t.mm.exe_file_id).name)?,
+    };
+    helper_files.push((exe_path, libc::O_RDONLY));
     let sigactions = tc
         .sigactions
         .iter()
@@ -512,6 +529,9 @@ fn shared_files(imgs: &Images) -> Result<BTreeMap<u32, OwnedFd>> {
     let mut out = BTreeMap::new();
     let mut pipes: BTreeMap<u32, (OwnedFd, OwnedFd)> = BTreeMap::new();
     for (id, tasks) in &users {
+        if engine_files::is_engine_made(imgs, *id) {
+            continue; // issue 5: restore/engine_files.rs makes these
+        }
         let file = imgs.file(*id);
         let pid = *tasks.first().expect("one user at least");
         let is_shared = match &file.pipe {
@@ -638,13 +658,14 @@ fn inject_shared_files(r: &mut Remote<'_>, plan: &ChildPlan) -> Result<()> {
             )?;
             r.call(libc::SYS_close, &[got], "close")?;
         }
-        if cloexec {
-            r.call(
-                libc::SYS_fcntl,
-                &[fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64],
-                "fcntl(F_SETFD)",
-            )?;
-        }
+        // Both ways: pidfd_getfd sets FD_CLOEXEC, and when it lands on
+        // `fd` itself no dup2 clears it.
+        let fd_flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+        r.call(
+            libc::SYS_fcntl,
+            &[fd as u64, libc::F_SETFD as u64, fd_flags as u64],
+            "fcntl(F_SETFD)",
+        )?;
     }
     r.call(
         libc::SYS_close,

@@ -201,6 +201,11 @@ pub struct ImageSet {
     /// Bytes buffered in pipes and fifos (pipes-data.img, fifo-data.img),
     /// by pipe id (inode): (bytes, pipe size if known).
     pub pipe_data: BTreeMap<u32, (u64, Option<u32>)>,
+    // >>> issue 5: memfd objects (memfd.img, by inode id) and ghost files
+    // (remap-fpath.img: file id -> ghost id)
+    pub memfds: BTreeMap<u64, pb::MemfdInodeEntry>,
+    pub ghosts: BTreeMap<u32, u32>,
+    // <<< issue 5
     /// cgroup.img (issue 6); None when the directory has none.
     pub cgroups: Option<Part<pb::CgroupEntry>>,
     /// Every file of the directory but the manifest, in natural order.
@@ -245,6 +250,29 @@ impl ImageSet {
                 None => v.extra.push(("buffered".into(), "nothing".into())),
             }
         }
+        // >>> issue 5: a memfd's name and object; an unlinked file's ghost
+        if let Some(i) = f
+            .memfd
+            .as_ref()
+            .and_then(|m| self.memfds.get(&(m.inode_id as u64)))
+        {
+            v.path = format!("/memfd:{}", i.name);
+            v.extra.push((
+                "memfd inode".into(),
+                format!("{}, {}", i.inode_id, names::human(i.size)),
+            ));
+            v.extra.push((
+                "seals".into(),
+                names::flags(i.seals as u64, MEMFD_SEALS, "none"),
+            ));
+        }
+        if let Some(g) = self.ghosts.get(&f.id) {
+            v.extra.push((
+                "unlinked".into(),
+                format!("contents in ghost-file-{g:x}.img"),
+            ));
+        }
+        // <<< issue 5
         v
     }
 
@@ -276,6 +304,16 @@ impl ImageSet {
         }
     }
 }
+
+// issue 5: F_SEAL_* names.
+const MEMFD_SEALS: names::Flags = &[
+    (0x1, "F_SEAL_SEAL"),
+    (0x2, "F_SEAL_SHRINK"),
+    (0x4, "F_SEAL_GROW"),
+    (0x8, "F_SEAL_WRITE"),
+    (0x10, "F_SEAL_FUTURE_WRITE"),
+    (0x20, "F_SEAL_EXEC"),
+];
 
 /// A file entry of files.img, described for people.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -692,6 +730,17 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         }
     }
 
+    // >>> issue 5: memfd objects and ghost files (a bad image is reported by
+    // the generic scan)
+    let memfds = ld
+        .all::<pb::MemfdInodeEntry>("memfd.img", Magic::MemfdInode)
+        .map(|l| l.into_iter().map(|e| (e.inode_id, e)).collect())
+        .unwrap_or_default();
+    let ghosts = ld
+        .all::<pb::RemapFilePathEntry>("remap-fpath.img", Magic::RemapFpath)
+        .map(|l| l.into_iter().map(|r| (r.orig_id, r.remap_id)).collect())
+        .unwrap_or_default();
+    // <<< issue 5
     // >>> issue 6: cgroup.img, and every task's set in it
     let cgroups = match ld.one::<pb::CgroupEntry>("cgroup.img", Magic::Cgroup) {
         Err(Absent::Missing(_)) => None,
@@ -736,6 +785,8 @@ pub fn load(dir: &Path) -> crate::Result<ImageSet> {
         tasks,
         shmem,
         pipe_data,
+        memfds,
+        ghosts,
         files,
         problems,
     };

@@ -1,0 +1,135 @@
+//! Files the engine makes itself and hands to the tasks: memfd objects
+//! (`memfd`) and unlinked files (`ghost`). Neither can be opened by a path,
+//! so a task cannot open them for itself.
+//!
+//! The engine makes each object once, then one open file description per
+//! file id of files.img (each fd's description, and one per mapping), by
+//! opening the object again with the dumped flags (a memfd through
+//! /proc/self/fd; a ghost file by its path, before it is unlinked, so that
+//! flags such as O_NOFOLLOW apply as they did) and moving it to the
+//! dumped offset. Fds reach the tasks as shared files do
+//! (`FdSource::Inject`, pidfd_getfd); mappings are made from a helper fd
+//! the task opens from /proc/ENGINE/fd/N. Every fd and mapping of an
+//! object, in every task, is thus that one object again.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::load::Images;
+use super::{ghost, memfd};
+use crate::error::{Error, Result};
+
+/// The engine's descriptions and the objects behind them.
+pub struct EngineFiles {
+    /// By file id: the open file description each fd or mapping gets.
+    pub descriptions: BTreeMap<u32, OwnedFd>,
+    /// memfd objects with seals to add once every task has mapped them.
+    late_seals: Vec<memfd::Made>,
+}
+
+/// Whether file `id` is made by the engine (not opened by path).
+pub fn is_engine_made(imgs: &Images, id: u32) -> bool {
+    imgs.files.get(&id).is_some_and(|f| f.memfd.is_some()) || imgs.ghosts.remap.contains_key(&id)
+}
+
+/// The path a task opens to get its own description of engine-made file
+/// `id` (for a mapping), if it is one.
+pub fn helper_path(imgs: &Images, shared: &BTreeMap<u32, OwnedFd>, id: u32) -> Option<CString> {
+    if !is_engine_made(imgs, id) {
+        return None;
+    }
+    let fd = shared.get(&id)?;
+    CString::new(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        fd.as_raw_fd()
+    ))
+    .ok()
+}
+
+impl EngineFiles {
+    pub fn create(imgs: &Images) -> Result<EngineFiles> {
+        let pid = imgs.tasks[0].pid;
+        let mut memfds = BTreeMap::new();
+        for (id, e) in &imgs.memfds {
+            memfds.insert(*id, memfd::create(imgs, e)?);
+        }
+        let mut descriptions = BTreeMap::new();
+        // One ghost at a time, unlinked once its descriptions are open, so
+        // that two unlinked files of one path both get that path again.
+        for (gid, (e, chunks)) in &imgs.ghosts.files {
+            let users: Vec<u32> = imgs
+                .ghosts
+                .remap
+                .iter()
+                .filter(|(_, g)| *g == gid)
+                .map(|(f, _)| *f)
+                .collect();
+            let orig = &imgs.reg(users[0]).name; // validated: one remap at least
+            let (_fd, linked) = ghost::create(pid, *gid, orig, e, chunks)?;
+            for id in users {
+                let reg = imgs.reg(id);
+                let what = format!("file {id} (unlinked file {})", reg.name);
+                let d = reopen(pid, linked.path(), reg.flags, reg.pos, &what)?;
+                descriptions.insert(id, d);
+            }
+            linked.unlink(pid)?;
+        }
+        for (id, f) in &imgs.files {
+            if let Some(m) = &f.memfd {
+                let made = &memfds[&m.inode_id];
+                let path = PathBuf::from(format!("/proc/self/fd/{}", made.fd.as_raw_fd()));
+                let what = format!("file {id} (memfd {:?})", made.name);
+                descriptions.insert(*id, reopen(pid, &path, m.flags, m.pos, &what)?);
+            }
+        }
+        Ok(EngineFiles {
+            descriptions,
+            late_seals: memfds.into_values().filter(|m| m.late_seals != 0).collect(),
+        })
+    }
+
+    /// Seals that had to wait until every mapping exists (F_SEAL_FUTURE_WRITE).
+    pub fn seal_late(&self, pid: i32) -> Result<()> {
+        for m in &self.late_seals {
+            memfd::add_seals(&m.fd, m.late_seals).map_err(|e| {
+                Error::sys(
+                    pid,
+                    format!("memfd {:?}: F_ADD_SEALS {:#x}", m.name, m.late_seals),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A new open file description of the file at `path` (a ghost's name, or
+/// /proc/self/fd/N of a memfd) with open(2) `flags`, at `pos`.
+fn reopen(pid: i32, path: &Path, flags: u32, pos: u64, what: &str) -> Result<OwnedFd> {
+    // O_TMPFILE (with its O_DIRECTORY) made the file; it cannot open one.
+    let flags = flags as i32
+        & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC | libc::O_TMPFILE);
+    let acc = flags & libc::O_ACCMODE;
+    let fd: OwnedFd = std::fs::OpenOptions::new()
+        .read(acc != libc::O_WRONLY)
+        .write(acc != libc::O_RDONLY)
+        .custom_flags(flags | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            Error::io(
+                path,
+                format!("pid {pid}: {what}: opening it again with flags {flags:#o}"),
+                e,
+            )
+        })?
+        .into();
+    if pos != 0 {
+        nix::unistd::lseek(fd.as_raw_fd(), pos as i64, nix::unistd::Whence::SeekSet)
+            .map_err(|e| Error::sys(pid, format!("{what}: seek to {pos}"), e))?;
+    }
+    Ok(fd)
+}
