@@ -28,7 +28,7 @@ pub fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<Vec<pb::SaEntry>> {
         .collect();
     // One batch: 62 queries would otherwise be 124 ptrace stops.
     let data = s.batch_data()?;
-    let calls: Vec<(i64, [u64; 6])> = sigs
+    let calls: Vec<crate::ptrace::remote::Call> = sigs
         .iter()
         .enumerate()
         .map(|(i, &sig)| {

@@ -53,6 +53,9 @@ pub const BATCH_CODE: [u8; 87] = [
     0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7, 0x2a,
 ];
 
+/// One call of a batch: the syscall number and six arguments.
+pub type Call = (i64, [u64; 6]);
+
 /// Bytes per batch table entry: nr, six arguments, result.
 pub const BATCH_ENTRY: usize = 64;
 const BATCH_TIMEOUT_MS: i32 = 10_000;
@@ -259,7 +262,7 @@ impl<'a> Remote<'a> {
         code: u64,
         table: u64,
         capacity: usize,
-        calls: &[(i64, [u64; 6])],
+        calls: &[Call],
     ) -> Result<Vec<i64>> {
         let tid = self.task.tid;
         let mut out = Vec::with_capacity(calls.len());

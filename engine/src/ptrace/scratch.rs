@@ -103,7 +103,7 @@ impl<'a> ScratchSession<'a> {
     }
 
     /// Run `calls` in one go (`Remote::batch`); raw results in order.
-    pub fn batch(&mut self, calls: &[(i64, [u64; 6])]) -> Result<Vec<i64>> {
+    pub fn batch(&mut self, calls: &[crate::ptrace::remote::Call]) -> Result<Vec<i64>> {
         let area = self.batch_area()?;
         let capacity = (2 * PAGE) as usize / BATCH_ENTRY;
         let mem = self.mem;

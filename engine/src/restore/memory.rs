@@ -185,6 +185,7 @@ pub fn map_and_fill(
             has_pages[i] = true;
         }
     }
+    let mut maps: Vec<(&pb::VmaEntry, crate::ptrace::remote::Call)> = Vec::new();
     for (i, v) in t.mm.vmas.iter().enumerate() {
         if is_special(v) {
             continue;
@@ -207,42 +208,65 @@ pub fn map_and_fill(
             (u64::MAX, 0)
         };
         let flags = v.flags as u64 | libc::MAP_FIXED as u64;
-        let got = r.call(
-            libc::SYS_mmap,
-            &[v.start, v.end - v.start, prot as u64, flags, fd, off],
-            &format!("mmap {:#x}-{:#x}", v.start, v.end),
-        )?;
-        if got != v.start {
+        maps.push((
+            v,
+            (
+                libc::SYS_mmap,
+                [v.start, v.end - v.start, prot as u64, flags, fd, off],
+            ),
+        ));
+    }
+    // The plain mappings in one batch (they are independent of each other).
+    let calls: Vec<_> = maps.iter().map(|(_, c)| *c).collect();
+    for ((v, _), got) in maps.iter().zip(super::batch(r, mem, scratch, &calls)?) {
+        if got != v.start as i64 {
             return Err(Error::task(
                 pid,
                 format!("mapping {:#x}-{:#x}", v.start, v.end),
-                format!("mmap placed it at {got:#x}"),
+                if (-4095..0).contains(&got) {
+                    format!("mmap: {}", nix::errno::Errno::from_raw(-got as i32))
+                } else {
+                    format!("mmap placed it at {got:#x}")
+                },
             ));
         }
     }
     // Private pages.
     write_pages(pid, &pages_file, &t.pages.entries, Some)?;
-    // Final protections and advice.
+    // Final protections and advice, in one batch.
+    let mut calls: Vec<(&pb::VmaEntry, &'static str, crate::ptrace::remote::Call)> = Vec::new();
     for (i, v) in t.mm.vmas.iter().enumerate() {
         if is_special(v) {
             continue;
         }
+        let len = v.end - v.start;
         if has_pages[i] && write_prot(v) != v.prot {
-            r.call(
-                libc::SYS_mprotect,
-                &[v.start, v.end - v.start, v.prot as u64],
-                &format!("mprotect {:#x}-{:#x}", v.start, v.end),
-            )?;
+            calls.push((
+                v,
+                "mprotect",
+                (libc::SYS_mprotect, [v.start, len, v.prot as u64, 0, 0, 0]),
+            ));
         }
         let madv = v.madv.unwrap_or(0);
-        for bit in 0..64u64 {
-            if madv & (1 << bit) != 0 {
-                r.call(
-                    libc::SYS_madvise,
-                    &[v.start, v.end - v.start, bit],
-                    &format!("madvise({bit}) {:#x}-{:#x}", v.start, v.end),
-                )?;
-            }
+        for bit in (0..64u64).filter(|b| madv & (1 << b) != 0) {
+            calls.push((
+                v,
+                "madvise",
+                (libc::SYS_madvise, [v.start, len, bit, 0, 0, 0]),
+            ));
+        }
+    }
+    let list: Vec<_> = calls.iter().map(|c| c.2).collect();
+    for ((v, what, c), got) in calls.iter().zip(super::batch(r, mem, scratch, &list)?) {
+        if got < 0 {
+            return Err(Error::sys(
+                pid,
+                format!(
+                    "{what}({}) {:#x}-{:#x} (in the task)",
+                    c.1[2], v.start, v.end
+                ),
+                nix::errno::Errno::from_raw(-got as i32),
+            ));
         }
     }
     Ok(())
@@ -320,7 +344,7 @@ fn map_shared_anon(
         // Create the whole object elsewhere, move this window into place,
         // drop the rest of the temporary mapping (the object keeps its size).
         let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-        busy.push((scratch, scratch + 4096));
+        busy.push((scratch, scratch + super::SCRATCH_LEN));
         let hole = find_hole(&busy, size)
             .ok_or_else(|| Error::task(pid, what.clone(), "no room to create the object"))?;
         r.call(

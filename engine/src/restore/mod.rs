@@ -751,7 +751,7 @@ fn take_over(
         unregister_rseq(&mut r, pid)?;
         let ip = memory::reset_address_space(&mut r, t, ip)?;
         debug!("pid {pid}: address space reset");
-        let scratch = map_scratch(&mut r, t)?;
+        let scratch = map_scratch(&mut r, &mem, t)?;
         memory::map_and_fill(&mut r, imgs, t, file_fds, shmem, &mem, scratch)?;
         debug!("pid {pid}: memory restored");
         inject_shared_files(&mut r, plan)?;
@@ -814,11 +814,17 @@ fn take_over(
         after_creds(&mut r, t)?;
         r.call(
             libc::SYS_munmap,
-            &[scratch, 4096],
-            "munmap of the scratch page",
+            &[scratch, SCRATCH_LEN],
+            "munmap of the scratch area",
         )?;
-        for fd in file_fds.values().chain(exe_fd.iter()) {
-            r.call(libc::SYS_close, &[*fd as u64], "close of a helper fd")?;
+        // The helper fds are one run above every fd of the task's own.
+        let helpers = file_fds.values().chain(exe_fd.iter());
+        if let (Some(lo), Some(hi)) = (helpers.clone().min(), helpers.max()) {
+            r.call(
+                libc::SYS_close_range,
+                &[*lo as u64, *hi as u64, 0],
+                "close_range of the helper fds",
+            )?;
         }
         r.abandon();
     }
@@ -906,17 +912,40 @@ fn unregister_rseq(r: &mut Remote<'_>, pid: Pid) -> Result<()> {
     Ok(())
 }
 
-/// One page for syscall arguments, in a hole of the restored layout.
-fn map_scratch(r: &mut Remote<'_>, t: &TaskImages) -> Result<u64> {
+/// The engine's area in a task being restored, in a hole of the restored
+/// layout: one page for syscall arguments, then a batch area (one page of
+/// code, two of table, one of data; `Remote::batch`).
+pub const SCRATCH_LEN: u64 = 5 * 4096;
+
+fn map_scratch(r: &mut Remote<'_>, mem: &TaskMem, t: &TaskImages) -> Result<u64> {
     let busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-    let at = memory::find_hole(&busy, 4096)
+    let at = memory::find_hole(&busy, SCRATCH_LEN)
         .ok_or_else(|| Error::task(t.pid, "scratch page", "no room in the address space"))?;
-    r.mmap_anon(
+    let at = r.mmap_anon(
         at,
-        4096,
+        SCRATCH_LEN,
         libc::PROT_READ | libc::PROT_WRITE,
-        "the scratch page",
-    )
+        "the scratch area",
+    )?;
+    mem.write(at + 4096, &crate::ptrace::remote::BATCH_CODE)?;
+    r.call(
+        libc::SYS_mprotect,
+        &[at + 4096, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64],
+        "mprotect of the batch code page",
+    )?;
+    Ok(at)
+}
+
+/// Runs `calls` in the task in one go through the scratch area's batch
+/// code; raw results in order.
+pub fn batch(
+    r: &mut Remote<'_>,
+    mem: &TaskMem,
+    scratch: u64,
+    calls: &[crate::ptrace::remote::Call],
+) -> Result<Vec<i64>> {
+    let capacity = 2 * 4096 / crate::ptrace::remote::BATCH_ENTRY;
+    r.batch(mem, scratch + 4096, scratch + 2 * 4096, capacity, calls)
 }
 
 /// mm fields (code/data/brk/stack/arg/env ranges, auxv, exe) in one
