@@ -447,6 +447,31 @@ pub fn is_frozen_value(v: &str) -> bool {
     matches!(v.trim(), "FROZEN" | "FREEZING" | "1")
 }
 
+/// `ckpt check`: the mounted hierarchies, in a line.
+pub fn probe() -> std::result::Result<String, String> {
+    let hs = hierarchies().map_err(|e| e.to_string())?;
+    if hs.is_empty() {
+        return Err("no cgroup hierarchy is mounted".into());
+    }
+    let v1: Vec<String> = hs.iter().filter(|h| !h.v2).map(Hierarchy::name).collect();
+    let mut parts = Vec::new();
+    if !v1.is_empty() {
+        parts.push(format!("v1: {}", v1.join(" ")));
+    }
+    if let Some(h) = hs.iter().find(|h| h.v2) {
+        let ctls = std::fs::read_to_string(h.mount.join("cgroup.controllers")).unwrap_or_default();
+        parts.push(format!(
+            "cgroup2 at {} ({})",
+            h.mount.display(),
+            match ctls.trim() {
+                "" => "no controllers",
+                c => c,
+            }
+        ));
+    }
+    Ok(parts.join("; "))
+}
+
 pub fn read_prop(path: &Path) -> Result<String> {
     std::fs::read_to_string(path)
         .map(|s| s.trim_end_matches('\n').to_string())

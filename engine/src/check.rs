@@ -167,6 +167,14 @@ pub fn run() -> i32 {
             why: "raising hard rlimits",
             result: cap_sys_resource(),
         },
+        // >>> issue 6
+        Probe {
+            name: "cgroups",
+            required: false,
+            why: "cgroup membership, limits, --freeze-cgroup",
+            result: crate::cgroupfs::probe(),
+        },
+        // <<< issue 6
     ];
     let mut ok = true;
     for p in &probes {

@@ -6,13 +6,16 @@
  * v1 freezer if mounted, else cgroup2); the program creates it and joins
  * it, and the runner gives the same PATH to `ckpt dump --freeze-cgroup`.
  *
- * The root maps a shared counter page and forks a spawner, which forks
+ * The root maps a shared counter page and forks a spawner, which moves
+ * itself into the child cgroup PATH/kids (the freezer freezes the whole
+ * subtree, so the dump must seize tasks of child cgroups too) and forks
  * short-lived children without pause (each lives up to a millisecond, at
  * most four at a time, reaped as they exit, so the tree changes all the
  * time and holds zombies now and then) and counts them. After SIGTERM the
  * root checks that
  *   - the freezer is thawed (a dump that left it frozen would also hang
- *     the case), and that it and the spawner are still in the cgroup;
+ *     the case), and that it is still in PATH and the spawner in
+ *     PATH/kids;
  *   - the spawner still forks: the counter moves on within 3 seconds;
  * then stops the spawner (which reaps every child and exits 0 unless a
  * fork failed) and removes the cgroup.
@@ -82,7 +85,7 @@ static int spawner(volatile unsigned long *counter)
 
 int main(int argc, char **argv)
 {
-	char mnt[512], own[512], ownpath[1024], dir[1024], have[512], state[64];
+	char mnt[512], own[512], ownpath[1024], dir[1024], kids[1100], kidpath[600], have[512], state[64];
 	const char *ctl = "freezer";
 	volatile unsigned long *counter;
 	unsigned long c1, c2;
@@ -103,8 +106,11 @@ int main(int argc, char **argv)
 	}
 	snprintf(ownpath, sizeof(ownpath), "%s%s", mnt, strcmp(own, "/") ? own : "");
 	snprintf(dir, sizeof(dir), "%s%s", mnt, cg);
-	if (mkdir(dir, 0755) || cg_join(dir, 0)) {
+	snprintf(kids, sizeof(kids), "%s/kids", dir);
+	snprintf(kidpath, sizeof(kidpath), "%s/kids", cg);
+	if (mkdir(dir, 0755) || mkdir(kids, 0755) || cg_join(dir, 0)) {
 		pr_perror("creating/joining %s", dir);
+		cg_rmdir(kids);
 		cg_rmdir(dir);
 		fail("setting up the freezer cgroup");
 		return 1;
@@ -115,8 +121,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	sp = fork();
-	if (sp == 0)
+	if (sp == 0) {
+		if (cg_join(kids, 0)) {
+			pr_perror("joining %s", kids);
+			_exit(3);
+		}
 		_exit(spawner(counter));
+	}
 	if (sp < 0) {
 		fail("fork");
 		return 1;
@@ -133,8 +144,8 @@ int main(int argc, char **argv)
 	else
 		test_check(0, "reading the freezer state of %s: %m", dir);
 	test_check(!cg_self(ctl, have, sizeof(have)) && !strcmp(have, cg), "the root is in %s, not %s", have, cg);
-	test_check(!cg_of(sp, ctl, have, sizeof(have)) && !strcmp(have, cg), "the spawner is in %s, not %s", have,
-		   cg);
+	test_check(!cg_of(sp, ctl, have, sizeof(have)) && !strcmp(have, kidpath), "the spawner is in %s, not %s",
+		   have, kidpath);
 	c1 = *counter;
 	for (i = 0; i < 3000 && *counter < c1 + 10; i++)
 		usleep(1000);
@@ -145,7 +156,7 @@ int main(int argc, char **argv)
 	test_check(test_wait_exit(sp, &status, 10) == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		   "the spawner failed (status %x)", status);
 	cg_join(ownpath, 0);
-	if (cg_rmdir(dir))
+	if (cg_rmdir(kids) || cg_rmdir(dir))
 		test_check(0, "rmdir %s: %m", dir);
 	if (failed)
 		fail("the forking tree did not survive");

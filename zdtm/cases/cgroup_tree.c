@@ -190,8 +190,14 @@ static void kid_sig(int s)
 static int kid(int idx, int ready_fd)
 {
 	char before[2048], after[2048];
+	sigset_t term, old;
 	int restored;
 
+	/* SIGTERM only inside sigsuspend: no window between test and sleep. */
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, &old);
+	sigdelset(&old, SIGTERM);
 	signal(SIGTERM, kid_sig);
 	if (join(idx)) {
 		pr_perror("child %d: joining its cgroup", idx);
@@ -203,7 +209,7 @@ static int kid(int idx, int ready_fd)
 		return 1;
 	close(ready_fd);
 	while (!kid_term)
-		pause();
+		sigsuspend(&old);
 	restored = access(MARK, F_OK) == 0;
 	if (restored && newroot) {
 		/* The same place relative to the new root. */

@@ -409,9 +409,30 @@ impl Drop for Freezer {
     }
 }
 
-/// Every task (thread) id in the cgroup of `freezer` file.
+/// Every task (thread) id in the cgroup of `freezer` file and in the
+/// cgroups below it (the freezer freezes them all).
 fn cgroup_tids(freezer: &Path) -> Result<Vec<Pid>> {
     let dir = freezer.parent().expect("a file in a cgroup dir");
+    let mut out = tids_in(dir)?;
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(tids_in(&e.path()).unwrap_or_default());
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The task (thread) ids directly in cgroup `dir`.
+fn tids_in(dir: &Path) -> Result<Vec<Pid>> {
     // v1: `tasks` lists every thread; v2: processes, then their threads.
     let v1 = dir.join("tasks");
     let read = |p: &Path| -> Result<Vec<Pid>> {

@@ -301,6 +301,7 @@ pub fn plan(
     let under = |path: &str, b: &str| {
         b == "/" || path == b || path.starts_with(&format!("{}/", b.trim_end_matches('/')))
     };
+    let mut missing_warned = std::collections::BTreeSet::new();
     for s in &cg.sets {
         let mut v = Vec::new();
         for m in &s.ctls {
@@ -314,6 +315,21 @@ pub fn plan(
                 );
             }
             let pid = task_sets.iter().find(|t| t.1 == s.id).map_or(0, |t| t.0);
+            // Only the root of a hierarchy this machine does not mount
+            // (an image of a hybrid machine on a pure cgroup2 one): the
+            // membership means nothing here.
+            let only_roots = by_name
+                .get(m.name.as_str())
+                .is_some_and(|ps| ps.iter().all(|p| *p == "/"));
+            if only_roots && cgroupfs::find(&hs, &m.name).is_none() {
+                if missing_warned.insert(m.name.clone()) {
+                    warn!(
+                        "cgroup hierarchy {} is not mounted here; the tree was in its root only, so it is skipped",
+                        m.name
+                    );
+                }
+                continue;
+            }
             let h = hier(&m.name, pid)?;
             v.push((h.dir(&map(&m.name, &m.path)), h.v2));
         }
@@ -330,8 +346,12 @@ pub fn plan(
     for c in &cg.controllers {
         let name = c.cnames.join(",");
         let Ok(h) = hier(&name, 0) else {
-            // Dirs of a hierarchy no task is in: nothing to do there.
-            if by_name.contains_key(name.as_str()) {
+            // Dirs of a hierarchy no task is in below its root: nothing
+            // to do there.
+            if by_name
+                .get(name.as_str())
+                .is_some_and(|ps| ps.iter().any(|p| *p != "/"))
+            {
                 hier(&name, 0)?;
             }
             continue;
