@@ -375,8 +375,9 @@ pub fn load(dir: &Path) -> Result<Images> {
             });
             // >>> issue 5: an entry has its pages in the file, or is shared
             // with the parent (checked against the parent below)
-            let ok =
-                ok && (crate::dump::memory::entry_present(e) || crate::dump::memory::entry_cow(e));
+            let cow = crate::dump::memory::entry_cow(e);
+            let both = cow && e.flags.unwrap_or(0) & crate::dump::memory::PE_PRESENT != 0;
+            let ok = ok && !both && (crate::dump::memory::entry_present(e) || cow);
             // <<< issue 5
             if !ok || e.vaddr % PAGE != 0 || e.nr_pages == 0 {
                 return Err(bad(
