@@ -364,32 +364,57 @@ pub fn write_unshared(imgs: &Images, t: &TaskImages, plan: &CowPlan, mem: &TaskM
         .map(|(i, x)| (x.pid, (i, offsets(x))))
         .collect();
     let mut files: BTreeMap<usize, std::fs::File> = BTreeMap::new();
-    let mut page = vec![0u8; PAGE as usize];
+    let mut buf = Vec::new();
     let mut written = 0u64;
+    // Runs of pages that are consecutive both in the task and in one
+    // ancestor's pages file: one read and one write each.
+    let mut run: Option<(usize, u64, u64, u64)> = None; // owner, file offset, address, pages
+    let mut flush = |run: (usize, u64, u64, u64)| -> Result<()> {
+        let (owner, off, addr, n) = run;
+        let path = imgs.path(&imgs.tasks[owner].pages.pages_file());
+        let f = match files.entry(owner) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(
+                std::fs::File::open(&path).map_err(|err| Error::io(&path, "opening pages", err))?,
+            ),
+        };
+        buf.resize((n * PAGE) as usize, 0);
+        f.read_exact_at(&mut buf, off).map_err(|err| {
+            Error::io(
+                &path,
+                format!("pid {}: reading an ancestor's pages for {addr:#x}", t.pid),
+                err,
+            )
+        })?;
+        mem.write(addr, &buf)?;
+        written += n;
+        Ok(())
+    };
+    const MAX_RUN: u64 = 1024;
     for e in todo {
         for n in 0..e.nr_pages as u64 {
             let addr = e.vaddr + n * PAGE;
-            let Some((owner, off)) = resolve(imgs, &index, t.pid, addr) else {
-                continue;
-            };
-            let path = imgs.path(&imgs.tasks[owner].pages.pages_file());
-            let f = match files.entry(owner) {
-                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::btree_map::Entry::Vacant(v) => v.insert(
-                    std::fs::File::open(&path)
-                        .map_err(|err| Error::io(&path, "opening pages", err))?,
-                ),
-            };
-            f.read_exact_at(&mut page, off).map_err(|err| {
-                Error::io(
-                    &path,
-                    format!("pid {}: reading the parent's page for {addr:#x}", t.pid),
-                    err,
-                )
-            })?;
-            mem.write(addr, &page)?;
-            written += 1;
+            let found = resolve(imgs, &index, t.pid, addr);
+            match (found, &mut run) {
+                (Some((o, off)), Some((ro, roff, ra, rn)))
+                    if o == *ro
+                        && off == *roff + *rn * PAGE
+                        && addr == *ra + *rn * PAGE
+                        && *rn < MAX_RUN =>
+                {
+                    *rn += 1
+                }
+                _ => {
+                    if let Some(r) = run.take() {
+                        flush(r)?;
+                    }
+                    run = found.map(|(o, off)| (o, off, addr, 1));
+                }
+            }
         }
+    }
+    if let Some(r) = run.take() {
+        flush(r)?;
     }
     debug!(
         "pid {}: {written} pages shared with the parent written as copies (not shareable here)",
