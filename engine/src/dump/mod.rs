@@ -399,9 +399,9 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             // pinning a copy-on-write shared anonymous page unshares it
             // (Linux 5.19+): the dump would give this task private copies
             // of everything it shares with its parent and children, and
-            // its children nothing left to share. /proc/PID/mem does not
-            // pin.
-            readable: readable && !(kind == VmaKind::AnonPrivate && in_tree_with_others),
+            // its children nothing left to share (written pages of file
+            // mappings too). /proc/PID/mem does not pin.
+            readable: readable && !in_tree_with_others,
             // <<< issue 5
             sink: 0,
             base: 0,

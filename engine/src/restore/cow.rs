@@ -122,6 +122,12 @@ pub fn plan(imgs: &Images, engine: &[(u64, u64)]) -> Result<Vec<CowPlan>> {
     };
     let mut order: Vec<usize> = (0..imgs.tasks.len()).collect();
     order.sort_by_key(|&i| depth(i));
+    let mut children: BTreeMap<i32, Vec<&TaskImages>> = BTreeMap::new();
+    for c in &imgs.tasks {
+        if c.pstree.ppid as i32 != c.pid {
+            children.entry(c.pstree.ppid as i32).or_default().push(c);
+        }
+    }
     let mut plans = vec![CowPlan::default(); imgs.tasks.len()];
     for &i in &order {
         let t = &imgs.tasks[i];
@@ -129,11 +135,7 @@ pub fn plan(imgs: &Images, engine: &[(u64, u64)]) -> Result<Vec<CowPlan>> {
             .get(&(t.pstree.ppid as i32))
             .map(|&p| plans[p].held.clone())
             .unwrap_or_default();
-        let children: Vec<&TaskImages> = imgs
-            .tasks
-            .iter()
-            .filter(|c| c.pstree.ppid as i32 == t.pid && c.pid != t.pid)
-            .collect();
+        let children = children.get(&t.pid).map_or(&[][..], |v| &v[..]);
         let mut keep = Vec::new();
         let mut premap = Vec::new();
         for v in t.mm.vmas.iter().filter(|v| cow_eligible(v)) {
