@@ -8,6 +8,9 @@
  *	 |   (reader 1 also forks grandchild 6, which never writes it either)
  *	 +- writer 5 (writes WRITER_PAGES pages of the region after the fork)
  *
+ * Reader 2 also drops ZAP_PAGES pages of its view of the region
+ * (MADV_DONTNEED) after the fork: they must still read as zeros in it
+ * after restore, and only in it.
  * Before forking, the root maps a 32 MiB private anonymous region (with a
  * PROT_NONE page on each side so that it is one VMA of its own) and a
  * 4 MiB piece of brk heap (sbrk), and fills both with a pattern.
@@ -47,6 +50,9 @@ const char *test_doc = "Check that private memory inherited across fork and neve
 #define GRANDCHILD 6
 #define PRIV_SLACK_KB 1024UL
 #define WAIT_SECS 30
+#define ZAPPER 2
+#define ZAP_FIRST 4000UL
+#define ZAP_PAGES 3UL
 
 static uint8_t *region, *heap;
 static pid_t pids[NPROC];
@@ -95,6 +101,19 @@ static int check_contents(int idx)
 	for (p = 0; p < REGION_PAGES; p++) {
 		uint64_t seed = (idx == WRITER && written_by_writer(p)) ? 2 : 1;
 
+		if (idx == ZAPPER && p >= ZAP_FIRST && p < ZAP_FIRST + ZAP_PAGES) {
+			unsigned long w;
+
+			for (w = 0; w < PS / 8; w++)
+				if (((uint64_t *)(region + p * PS))[w])
+					break;
+			if (w < PS / 8) {
+				test_msg("FAILED: process %d: dropped region page %lu is not zero\n", idx, p);
+				bad = 1;
+				break;
+			}
+			continue;
+		}
 		if (!page_ok(region + p * PS, p, seed)) {
 			test_msg("FAILED: process %d: region page %lu differs\n", idx, p);
 			bad = 1;
@@ -196,6 +215,8 @@ static void __attribute__((noreturn)) leaf(int idx, int wfd)
 	if (idx == WRITER)
 		for (i = 0; i < WRITER_PAGES; i++)
 			fill_page(region + (17 + i * 509UL) * PS, 17 + i * 509UL, 2);
+	if (idx == ZAPPER && madvise(region + ZAP_FIRST * PS, ZAP_PAGES * PS, MADV_DONTNEED))
+		_exit(1);
 	pids[idx] = getpid();
 	if (write(wfd, &idx, sizeof(idx)) != sizeof(idx) || write(wfd, &pids[idx], sizeof(pid_t)) != sizeof(pid_t))
 		_exit(1);
