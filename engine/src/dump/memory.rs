@@ -371,6 +371,7 @@ pub fn dump_pages_cow(
             free: free_bufs,
             out: to_writer,
             cow,
+            pin_ok: true,
         };
         let read_result = jobs.iter().try_for_each(|job| {
             let sink = job.sink;
@@ -398,6 +399,9 @@ struct Reader<'a> {
     out: std::sync::mpsc::SyncSender<Chunk>,
     /// Pages shared with the parent, not stored (issue 5).
     cow: &'a CowMarks,
+    /// The chunk being copied has no page another process maps too, so
+    /// process_vm_readv may read it (issue 5).
+    pin_ok: bool,
 }
 
 impl Reader<'_> {
@@ -440,6 +444,18 @@ impl Reader<'_> {
                     }
                 }
             }
+            // >>> issue 5: process_vm_readv pins the pages it reads, and
+            // pinning a copy-on-write shared anonymous page unshares it
+            // (Linux 5.19+): the dump would give the task private copies of
+            // what it shares with its parent or children (and them nothing
+            // left to share). /proc/PID/mem does not pin: it reads chunks
+            // that have a page mapped by another process too.
+            let shared = self.words.iter().any(|&w| {
+                let f = PageFlags(w);
+                f.present() && !f.exclusive() && !f.file_or_shared_anon()
+            });
+            self.pin_ok = !shared;
+            // <<< issue 5
             self.copy_runs(&runs, job, pm, hash)?;
             addr = end;
         }
@@ -481,7 +497,7 @@ impl Reader<'_> {
                 i += 1;
             }
             let bytes = (used * PAGE) as usize;
-            let got = if job.readable {
+            let got = if job.readable && self.pin_ok {
                 read_vm(self.pid, &mut buf[..bytes], &iov).unwrap_or(0)
             } else {
                 0

@@ -381,8 +381,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         vma_entries.push(e);
         kinds.push((kind, v.read));
     }
-    let in_tree_with_others = p.ppid != 0 || ctx.cow_parents.contains(&pid); // issue 5
-                                                                             // Private memory, through page tables, into this task's pages file.
+    // Private memory, through page tables, into this task's pages file.
     let private_id = ctx.pages_id();
     let mut sinks = vec![memory::PageSink {
         pages: dir.pages_writer(private_id)?,
@@ -395,14 +394,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         .map(|(e, &(kind, readable))| memory::VmaJob {
             entry: e,
             kind,
-            // >>> issue 5: process_vm_readv pins the pages it reads, and
-            // pinning a copy-on-write shared anonymous page unshares it
-            // (Linux 5.19+): the dump would give this task private copies
-            // of everything it shares with its parent and children, and
-            // its children nothing left to share (written pages of file
-            // mappings too). /proc/PID/mem does not pin.
-            readable: readable && !in_tree_with_others,
-            // <<< issue 5
+            readable,
             sink: 0,
             base: 0,
         })
