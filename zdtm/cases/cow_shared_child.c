@@ -208,6 +208,15 @@ static int check_sharing(const char *when, int check)
 	return bad;
 }
 
+/* one write (atomic in a pipe): the children report concurrently */
+static int report(int wfd, int idx)
+{
+	int msg[2] = { idx, (int)getpid() };
+
+	pids[idx] = getpid();
+	return write(wfd, msg, sizeof(msg)) == sizeof(msg) ? 0 : -1;
+}
+
 static void __attribute__((noreturn)) leaf(int idx, int wfd)
 {
 	int i;
@@ -217,8 +226,7 @@ static void __attribute__((noreturn)) leaf(int idx, int wfd)
 			fill_page(region + (17 + i * 509UL) * PS, 17 + i * 509UL, 2);
 	if (idx == ZAPPER && madvise(region + ZAP_FIRST * PS, ZAP_PAGES * PS, MADV_DONTNEED))
 		_exit(1);
-	pids[idx] = getpid();
-	if (write(wfd, &idx, sizeof(idx)) != sizeof(idx) || write(wfd, &pids[idx], sizeof(pid_t)) != sizeof(pid_t))
+	if (report(wfd, idx))
 		_exit(1);
 	close(wfd);
 	test_waitsig();
@@ -236,8 +244,7 @@ static void __attribute__((noreturn)) reader1(int wfd)
 	}
 	if (gc == 0)
 		leaf(GRANDCHILD, wfd);
-	pids[1] = getpid();
-	if (write(wfd, (int[]){ 1 }, sizeof(int)) != sizeof(int) || write(wfd, &pids[1], sizeof(pid_t)) != sizeof(pid_t))
+	if (report(wfd, 1))
 		_exit(1);
 	close(wfd);
 	test_waitsig();
@@ -298,15 +305,13 @@ int main(int argc, char **argv)
 	}
 	close(pfd[1]);
 	for (n = 1; n < NPROC; n++) {
-		int idx;
-		pid_t pid;
+		int msg[2];
 
-		if (read_data(pfd[0], (unsigned char *)&idx, sizeof(idx)) || idx < 1 || idx >= NPROC ||
-		    read_data(pfd[0], (unsigned char *)&pid, sizeof(pid))) {
+		if (read_data(pfd[0], (unsigned char *)msg, sizeof(msg)) || msg[0] < 1 || msg[0] >= NPROC) {
 			pr_err("a child did not report (%d of %d)\n", n - 1, NPROC - 1);
 			return 1;
 		}
-		pids[idx] = pid;
+		pids[msg[0]] = msg[1];
 	}
 	close(pfd[0]);
 	if (check_sharing("before the dump", 1)) {
