@@ -8,6 +8,9 @@
  *	 |   (reader 1 also forks grandchild 6, which never writes it either)
  *	 +- writer 5 (writes WRITER_PAGES pages of the region after the fork)
  *
+ * A 1 MiB region, filled and then made read-only before the forks, must
+ * come back with its contents and read-only in everyone.
+ *
  * Reader 2 also drops ZAP_PAGES pages of its view of the region
  * (MADV_DONTNEED) after the fork: they must still read as zeros in it
  * after restore, and only in it.
@@ -54,7 +57,9 @@ const char *test_doc = "Check that private memory inherited across fork and neve
 #define ZAP_FIRST 4000UL
 #define ZAP_PAGES 3UL
 
-static uint8_t *region, *heap;
+#define RO_PAGES 256UL
+
+static uint8_t *region, *heap, *ro;
 static pid_t pids[NPROC];
 
 static uint64_t word(uint64_t page, uint64_t w, uint64_t seed)
@@ -92,6 +97,26 @@ static int written_by_writer(unsigned long page)
 	return 0;
 }
 
+/* the read-only region is one r--p mapping */
+static int ro_is_readonly(void)
+{
+	char line[512], perms[8];
+	unsigned long s, e;
+	int ok = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx %7s", &s, &e, perms) == 3 && s <= (unsigned long)ro &&
+		    (unsigned long)ro < e) {
+			ok = !strcmp(perms, "r--p") && e >= (unsigned long)ro + RO_PAGES * PS;
+			break;
+		}
+	fclose(f);
+	return ok;
+}
+
 /* contents as process idx must see them; 0 if all is well */
 static int check_contents(int idx)
 {
@@ -119,6 +144,16 @@ static int check_contents(int idx)
 			bad = 1;
 			break;
 		}
+	}
+	for (p = 0; p < RO_PAGES; p++)
+		if (!page_ok(ro + p * PS, p, 4)) {
+			test_msg("FAILED: process %d: read-only page %lu differs\n", idx, p);
+			bad = 1;
+			break;
+		}
+	if (!ro_is_readonly()) {
+		test_msg("FAILED: process %d: the read-only region is not r--p\n", idx);
+		bad = 1;
 	}
 	for (p = 0; p < HEAP_PAGES; p++)
 		if (!page_ok(heap + p * PS, p, 3)) {
@@ -284,6 +319,17 @@ int main(int argc, char **argv)
 		fill_page(region + p * PS, p, 1);
 	for (p = 0; p < HEAP_PAGES; p++)
 		fill_page(heap + p * PS, p, 3);
+	ro = mmap(NULL, RO_PAGES * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ro == MAP_FAILED) {
+		pr_perror("mmap");
+		return 1;
+	}
+	for (p = 0; p < RO_PAGES; p++)
+		fill_page(ro + p * PS, p, 4);
+	if (mprotect(ro, RO_PAGES * PS, PROT_READ)) {
+		pr_perror("mprotect");
+		return 1;
+	}
 	if (pipe(pfd)) {
 		pr_perror("pipe");
 		return 1;
