@@ -316,6 +316,11 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "cow_shared_child",
+        program: Program::C("cow_shared_child"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "pipe_shared_child",
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT

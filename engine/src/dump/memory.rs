@@ -44,6 +44,15 @@ pub const VMA_AREA_UPROBES: u32 = 1 << 17;
 
 /// PagemapEntry.flags: the pages are in the pages file.
 pub const PE_PRESENT: u32 = 1 << 2;
+// >>> issue 5: COW sharing with the parent
+/// PagemapEntry.flags, a ckpt extension (CRIU defines bits 0-2 only; crit
+/// shows this one as a number): the pages are the very pages of the
+/// parent process at the same address (still copy-on-write shared since
+/// the fork), so they are not stored here; restore makes them shared
+/// again by forking the task from a parent that already holds them. Never
+/// set together with PE_PRESENT.
+pub const PE_COW_PARENT: u32 = 1 << 16;
+// <<< issue 5
 
 /// madvise() advice that shows in smaps VmFlags and that restore re-applies;
 /// VmaEntry.madv holds `1 << advice`.
@@ -235,8 +244,13 @@ impl PagemapBuilder {
         });
     }
 
+    /// Pages in the pages file (issue 5: COW entries have none there).
     pub fn total_pages(&self) -> u64 {
-        self.entries.iter().map(|e| e.nr_pages as u64).sum()
+        self.entries
+            .iter()
+            .filter(|e| entry_present(e))
+            .map(|e| e.nr_pages as u64)
+            .sum()
     }
 }
 
@@ -310,6 +324,20 @@ pub fn dump_pages(
     jobs: &[VmaJob<'_>],
     sinks: &mut [PageSink],
 ) -> Result<()> {
+    dump_pages_cow(pid, mem, pagemap, zero_pfn, jobs, sinks, &CowMarks::new())
+}
+
+/// [`dump_pages`], leaving out the pages `cow` marks as shared with the
+/// parent (issue 5); the caller adds their entries ([`cow_entries`]).
+pub fn dump_pages_cow(
+    pid: Pid,
+    mem: &TaskMem,
+    pagemap: &PagemapReader,
+    zero_pfn: Option<u64>,
+    jobs: &[VmaJob<'_>],
+    sinks: &mut [PageSink],
+    cow: &CowMarks,
+) -> Result<()> {
     let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<Chunk>(BUFFERS);
     let (to_reader, free_bufs) = std::sync::mpsc::channel::<Vec<u8>>();
     for _ in 0..BUFFERS {
@@ -342,6 +370,8 @@ pub fn dump_pages(
             words: Vec::new(),
             free: free_bufs,
             out: to_writer,
+            cow,
+            pin_ok: true,
         };
         let read_result = jobs.iter().try_for_each(|job| {
             let sink = job.sink;
@@ -367,6 +397,11 @@ struct Reader<'a> {
     words: Vec<u64>,
     free: std::sync::mpsc::Receiver<Vec<u8>>,
     out: std::sync::mpsc::SyncSender<Chunk>,
+    /// Pages shared with the parent, not stored (issue 5).
+    cow: &'a CowMarks,
+    /// The chunk being copied has no page another process maps too, so
+    /// process_vm_readv may read it (issue 5).
+    pin_ok: bool,
 }
 
 impl Reader<'_> {
@@ -380,6 +415,12 @@ impl Reader<'_> {
         const CHUNK_PAGES: u64 = 1 << 16;
         pm.seal();
         let vma = job.entry;
+        // >>> issue 5: pages still shared with the parent are not stored
+        let marks = self
+            .cow
+            .get(&vma.start)
+            .filter(|m| m.len() as u64 == (vma.end - vma.start) / PAGE);
+        // <<< issue 5
         let mut addr = vma.start;
         while addr < vma.end {
             let end = (addr + CHUNK_PAGES * PAGE).min(vma.end);
@@ -394,14 +435,27 @@ impl Reader<'_> {
                 })?;
             let mut runs: Vec<(u64, u64)> = Vec::new();
             for (i, &w) in self.words.iter().enumerate() {
-                if wanted(job.kind, w, self.zero_pfn) {
-                    let a = addr + i as u64 * PAGE;
+                let a = addr + i as u64 * PAGE;
+                let cow = marks.is_some_and(|m| m[((a - vma.start) / PAGE) as usize]);
+                if !cow && wanted(job.kind, w, self.zero_pfn) {
                     match runs.last_mut() {
                         Some((s, n)) if *s + *n * PAGE == a => *n += 1,
                         _ => runs.push((a, 1)),
                     }
                 }
             }
+            // >>> issue 5: process_vm_readv pins the pages it reads, and
+            // pinning a copy-on-write shared anonymous page unshares it
+            // (Linux 5.19+): the dump would give the task private copies of
+            // what it shares with its parent or children (and them nothing
+            // left to share). /proc/PID/mem does not pin: it reads chunks
+            // that have a page mapped by another process too.
+            let shared = self.words.iter().any(|&w| {
+                let f = PageFlags(w);
+                f.present() && !f.exclusive() && !f.file_or_shared_anon()
+            });
+            self.pin_ok = !shared;
+            // <<< issue 5
             self.copy_runs(&runs, job, pm, hash)?;
             addr = end;
         }
@@ -443,7 +497,7 @@ impl Reader<'_> {
                 i += 1;
             }
             let bytes = (used * PAGE) as usize;
-            let got = if job.readable {
+            let got = if job.readable && self.pin_ok {
                 read_vm(self.pid, &mut buf[..bytes], &iov).unwrap_or(0)
             } else {
                 0
@@ -569,3 +623,179 @@ pub fn dump_shmem_file(
     }
     Ok(size)
 }
+
+// >>> issue 5: COW sharing with the parent -----------------------------------
+//
+// A child that never wrote to private memory it inherited across fork
+// still shares those pages with its parent. Such pages are found by their
+// PFN (the same physical page at the same address in the parent, and not
+// mapped exclusively) and recorded as PE_COW_PARENT entries instead of
+// being stored again; restore shares them again by forking (restore/cow.rs).
+// Only the parent is compared: a grandchild shares with its parent, which
+// shares with its own, so chains work. Both tasks are frozen for the whole
+// dump, so the parent's pages still hold what was stored for it.
+
+/// Pages of a task shared with its parent: by VMA start, one flag per page.
+pub type CowMarks = std::collections::BTreeMap<u64, Vec<bool>>;
+
+/// Whether a mapping can hold pages shared with the parent: plain private
+/// anonymous memory, which restore can create and fill before the fork.
+/// Stacks, growsdown, noreserve and locked mappings and memory that a
+/// fork does not pass on (MADV_DONTFORK, MADV_WIPEONFORK) cannot.
+pub fn cow_eligible(e: &pb::VmaEntry) -> bool {
+    let odd =
+        (libc::MAP_GROWSDOWN | libc::MAP_NORESERVE | libc::MAP_LOCKED | libc::MAP_SHARED) as u32;
+    let special = VMA_AREA_STACK
+        | VMA_AREA_VDSO
+        | VMA_AREA_VVAR
+        | VMA_AREA_VSYSCALL
+        | VMA_AREA_SYSVIPC
+        | VMA_AREA_MEMFD
+        | VMA_FILE_PRIVATE
+        | VMA_FILE_SHARED
+        | VMA_ANON_SHARED;
+    let no_fork = (1u64 << libc::MADV_DONTFORK) | (1 << 18); // MADV_WIPEONFORK
+    e.status & VMA_ANON_PRIVATE != 0
+        && e.status & special == 0
+        && e.flags & odd == 0
+        && e.flags & libc::MAP_ANONYMOUS as u32 != 0
+        && e.madv.unwrap_or(0) & no_fork == 0
+}
+
+/// The parent's mapping that `child` can share pages with: eligible, with
+/// the same range, protection and flags. `parent` is sorted by address.
+pub fn cow_pair<'a>(child: &pb::VmaEntry, parent: &'a [pb::VmaEntry]) -> Option<&'a pb::VmaEntry> {
+    if !cow_eligible(child) {
+        return None;
+    }
+    let i = parent
+        .binary_search_by_key(&child.start, |p| p.start)
+        .ok()?;
+    let p = &parent[i];
+    (p.end == child.end && p.prot == child.prot && p.flags == child.flags && cow_eligible(p))
+        .then_some(p)
+}
+
+/// Whether an entry's pages are in the pages file (PE_PRESENT, or an old
+/// image without flags).
+pub fn entry_present(e: &pb::PagemapEntry) -> bool {
+    match e.flags {
+        Some(f) => f & PE_PRESENT != 0 && f & PE_COW_PARENT == 0,
+        None => e.in_parent != Some(true),
+    }
+}
+
+/// Whether an entry stands for pages shared with the parent.
+pub fn entry_cow(e: &pb::PagemapEntry) -> bool {
+    e.flags.is_some_and(|f| f & PE_COW_PARENT != 0)
+}
+
+/// The pages of `pid`'s eligible mappings that are the very pages of its
+/// parent `ppid` at the same address. Anything unreadable (PFNs hidden,
+/// the parent gone) just means no sharing: the pages are stored as usual.
+pub fn find_cow_pages(
+    pid: Pid,
+    ppid: Pid,
+    vmas: &[pb::VmaEntry],
+    parent_vmas: &[pb::VmaEntry],
+    zero_pfn: Option<u64>,
+) -> CowMarks {
+    const CHUNK_PAGES: u64 = 1 << 16;
+    let mut marks = CowMarks::new();
+    let (Ok(mine), Ok(theirs)) = (PagemapReader::open(pid), PagemapReader::open(ppid)) else {
+        return marks;
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    'vma: for v in vmas.iter().filter(|v| cow_pair(v, parent_vmas).is_some()) {
+        let mut m = Vec::with_capacity(((v.end - v.start) / PAGE) as usize);
+        let mut at = v.start;
+        while at < v.end {
+            let end = (at + CHUNK_PAGES * PAGE).min(v.end);
+            // The parent first: a page it has exclusively now cannot be
+            // the child's (and a PFN freed and reused in between would
+            // have to move into the child's table within microseconds).
+            if theirs.read_range(at, end, &mut b).is_err()
+                || mine.read_range(at, end, &mut a).is_err()
+            {
+                continue 'vma;
+            }
+            m.extend(a.iter().zip(&b).map(|(&x, &y)| {
+                let (x, y) = (PageFlags(x), PageFlags(y));
+                x.present()
+                    && y.present()
+                    && !x.exclusive()
+                    && !y.exclusive()
+                    && x.pfn().is_some_and(|p| p != 0)
+                    && x.pfn() == y.pfn()
+                    && x.pfn() != zero_pfn
+            }));
+            at = end;
+        }
+        if m.iter().any(|&c| c) {
+            marks.insert(v.start, m);
+        }
+    }
+    marks
+}
+
+/// PE_COW_PARENT entries for `marks`: runs of marked pages, never across
+/// two mappings.
+pub fn cow_entries(marks: &CowMarks) -> Vec<pb::PagemapEntry> {
+    let mut out: Vec<pb::PagemapEntry> = Vec::new();
+    for (&start, m) in marks {
+        let mut run: Option<(u64, u32)> = None;
+        for (i, &c) in m.iter().chain([&false]).enumerate() {
+            match (c, &mut run) {
+                (true, Some((_, n))) if *n < u32::MAX => *n += 1,
+                (true, _) => {
+                    if let Some((a, n)) = run.take() {
+                        out.push(cow_entry(a, n));
+                    }
+                    run = Some((start + i as u64 * PAGE, 1));
+                }
+                (false, _) => {
+                    if let Some((a, n)) = run.take() {
+                        out.push(cow_entry(a, n));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn cow_entry(vaddr: u64, nr_pages: u32) -> pb::PagemapEntry {
+    pb::PagemapEntry {
+        vaddr,
+        nr_pages,
+        in_parent: None,
+        flags: Some(PE_COW_PARENT),
+    }
+}
+
+/// Add `cow` entries to the stored ones, in address order (they never
+/// overlap: a marked page is not stored).
+pub fn merge_cow_entries(entries: &mut Vec<pb::PagemapEntry>, cow: Vec<pb::PagemapEntry>) {
+    if cow.is_empty() {
+        return;
+    }
+    entries.extend(cow);
+    entries.sort_by_key(|e| e.vaddr);
+}
+
+#[cfg(test)]
+mod issue5_tests {
+    use super::*;
+
+    #[test]
+    fn cow_runs() {
+        let mut marks = CowMarks::new();
+        marks.insert(0x1000, vec![true, true, false, true]);
+        marks.insert(0x5000, vec![true]);
+        let e = cow_entries(&marks);
+        let got: Vec<(u64, u32)> = e.iter().map(|e| (e.vaddr, e.nr_pages)).collect();
+        assert_eq!(got, vec![(0x1000, 2), (0x4000, 1), (0x5000, 1)]);
+        assert!(e.iter().all(|e| entry_cow(e) && !entry_present(e)));
+    }
+}
+// <<< issue 5 -------------------------------------------------------------------

@@ -100,6 +100,12 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
             explicit: ipc_explicit,
             ..Default::default()
         }, // issue 5
+        cow_vmas: Default::default(),
+        cow_parents: tree
+            .iter()
+            .filter(|c| c.zombie.is_none())
+            .map(|c| c.ppid)
+            .collect(),
     };
     for p in tree.iter_mut() {
         if p.zombie.is_some() {
@@ -154,6 +160,13 @@ struct DumpCtx<'a> {
     cgroups: cgroups::CgroupDump, // issue 6
     /// SysV segments mapped by the tree (issue 5).
     ipc: ipc::IpcUse,
+    // >>> issue 5: COW sharing with the parent
+    /// The mappings of every dumped process with children in the tree, for
+    /// finding the pages its children still share with it.
+    cow_vmas: BTreeMap<Pid, Vec<pb::VmaEntry>>,
+    /// Processes with live children in the tree.
+    cow_parents: std::collections::BTreeSet<Pid>,
+    // <<< issue 5
 }
 
 impl DumpCtx<'_> {
@@ -450,7 +463,18 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         })
         .collect();
     let pagemap = PagemapReader::open(pid)?;
-    memory::dump_pages(pid, &mem, &pagemap, memory::zero_pfn(), &jobs, &mut sinks)?;
+    let zero_pfn = memory::zero_pfn();
+    // >>> issue 5: pages still shared with the parent are not stored again
+    let cow = match ctx.cow_vmas.get(&p.ppid) {
+        Some(parent) => memory::find_cow_pages(pid, p.ppid, &vma_entries, parent, zero_pfn),
+        None => memory::CowMarks::new(),
+    };
+    if ctx.cow_parents.contains(&pid) {
+        let eligible = vma_entries.iter().filter(|v| memory::cow_eligible(v));
+        ctx.cow_vmas.insert(pid, eligible.cloned().collect());
+    }
+    // <<< issue 5
+    memory::dump_pages_cow(pid, &mem, &pagemap, zero_pfn, &jobs, &mut sinks, &cow)?;
     drop(jobs);
     // Shared anonymous memory: each object once per dump, whoever maps it.
     for (e, &(kind, _)) in vma_entries.iter().zip(&kinds) {
@@ -475,8 +499,16 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     debug!("pid {pid}: pages copied");
     ctx.stats.vmas += vma_entries.len();
     let mut sinks = sinks.into_iter();
-    let private = sinks.next().expect("sink 0 exists");
+    let mut private = sinks.next().expect("sink 0 exists");
     ctx.stats.pages += private.pm.total_pages();
+    // >>> issue 5
+    let cow = memory::cow_entries(&cow);
+    let shared: u64 = cow.iter().map(|e| e.nr_pages as u64).sum();
+    if shared > 0 {
+        debug!("pid {pid}: {shared} pages shared with parent {}", p.ppid);
+    }
+    memory::merge_cow_entries(&mut private.pm.entries, cow);
+    // <<< issue 5
     dir.finish_pages(private.pages)?;
     dir.write_pagemap(
         &format!("pagemap-{pid}.img"),

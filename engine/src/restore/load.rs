@@ -26,8 +26,13 @@ pub struct PageSet {
 }
 
 impl PageSet {
+    /// Pages in the pages file: PE_COW_PARENT entries (issue 5) have none.
     pub fn total_pages(&self) -> u64 {
-        self.entries.iter().map(|e| e.nr_pages as u64).sum()
+        self.entries
+            .iter()
+            .filter(|e| crate::dump::memory::entry_present(e))
+            .map(|e| e.nr_pages as u64)
+            .sum()
     }
     pub fn pages_file(&self) -> String {
         format!("pages-{}.img", self.pages_id)
@@ -387,6 +392,12 @@ pub fn load(dir: &Path) -> Result<Images> {
                     && v.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
                     && v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) == 0
             });
+            // >>> issue 5: an entry has its pages in the file, or is shared
+            // with the parent (checked against the parent below)
+            let cow = crate::dump::memory::entry_cow(e);
+            let both = cow && e.flags.unwrap_or(0) & crate::dump::memory::PE_PRESENT != 0;
+            let ok = ok && !both && (crate::dump::memory::entry_present(e) || cow);
+            // <<< issue 5
             if !ok || e.vaddr % PAGE != 0 || e.nr_pages == 0 {
                 return Err(bad(
                     &pm_path,
@@ -446,6 +457,9 @@ pub fn load(dir: &Path) -> Result<Images> {
             ));
         }
     }
+    // >>> issue 5
+    check_cow_entries(dir, &tasks)?;
+    // <<< issue 5
     let pipe_data = read_pipe_data(dir)?;
     let cgroups = super::cgroups::load(dir, &tasks)?; // issue 6 hook
     let ipc = super::ipc::load(dir, &tasks)?; // issue 5: SysV IPC
@@ -464,3 +478,42 @@ pub fn load(dir: &Path) -> Result<Images> {
         ipc,
     })
 }
+
+// >>> issue 5: COW sharing with the parent -----------------------------------
+
+/// Pages marked as shared with the parent (PE_COW_PARENT) must lie in one
+/// plain private anonymous mapping whose identical range the parent has:
+/// their content is the parent's at the same address.
+fn check_cow_entries(dir: &Path, tasks: &[TaskImages]) -> Result<()> {
+    use crate::dump::memory::{cow_pair, entry_cow};
+    for t in tasks {
+        let pm_path = dir.join(format!("pagemap-{}.img", t.pid));
+        let parent = tasks.iter().find(|p| p.pid == t.pstree.ppid as i32);
+        for e in t.pages.entries.iter().filter(|e| entry_cow(e)) {
+            let end = e.vaddr + e.nr_pages as u64 * PAGE;
+            let vma =
+                t.mm.vmas
+                    .iter()
+                    .find(|v| v.start <= e.vaddr && end <= v.end);
+            let why = match (vma, parent) {
+                (_, None) => Some("the task has no parent in the image"),
+                (None, _) => Some("they lie in no mapping"),
+                (Some(v), Some(p)) if cow_pair(v, &p.mm.vmas).is_none() => Some(
+                    "their mapping is not private anonymous memory that the parent has at the same range with the same protection and flags",
+                ),
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Err(bad(
+                    &pm_path,
+                    format!(
+                        "pages {:#x}-{end:#x} are marked shared with the parent (PE_COW_PARENT), but {why}",
+                        e.vaddr
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+// <<< issue 5 -------------------------------------------------------------------

@@ -67,7 +67,12 @@ pub fn find_hole(busy: &[(u64, u64)], len: u64) -> Option<u64> {
 }
 
 /// Steps 1 and 2. Returns the new address of the `syscall` instruction.
-pub fn reset_address_space(r: &mut Remote<'_>, t: &TaskImages, syscall_ip: u64) -> Result<u64> {
+pub fn reset_address_space(
+    r: &mut Remote<'_>,
+    t: &TaskImages,
+    syscall_ip: u64,
+    cow: &super::cow::CowPlan,
+) -> Result<u64> {
     let pid = t.pid;
     let cur = maps::read_maps(pid)?;
     let group: Vec<&maps::Vma> = cur
@@ -83,6 +88,23 @@ pub fn reset_address_space(r: &mut Remote<'_>, t: &TaskImages, syscall_ip: u64) 
     // munmap calls instead of one per inherited mapping (munmap ignores
     // the holes in a range).
     let mut kept: Vec<(u64, u64)> = group.iter().map(|v| (v.start, v.end)).collect();
+    // >>> issue 5: memory shared with the parent or the children stays
+    for &(s, e) in &cow.held {
+        let covered = cur
+            .iter()
+            .filter(|v| v.start < e && s < v.end)
+            .map(|v| v.end.min(e) - v.start.max(s))
+            .sum::<u64>();
+        if covered != e - s {
+            return Err(Error::task(
+                pid,
+                format!("shared private memory {s:#x}-{e:#x}"),
+                "the new task does not hold it",
+            ));
+        }
+        kept.push((s, e));
+    }
+    // <<< issue 5
     kept.sort_unstable();
     let mut from = 0u64;
     for (start, end) in kept.iter().copied().chain([(TASK_SIZE, TASK_SIZE)]) {
@@ -163,6 +185,8 @@ fn write_prot(v: &pb::VmaEntry) -> u32 {
 }
 
 /// Steps 3 and 4. `file_fds` maps file ids to the fds the child opened.
+// The task, its images and every piece of restore state it draws on.
+#[allow(clippy::too_many_arguments)]
 pub fn map_and_fill(
     r: &mut Remote<'_>,
     imgs: &Images,
@@ -171,6 +195,7 @@ pub fn map_and_fill(
     shmem: &mut ShmemRegistry,
     mem: &TaskMem,
     scratch: u64,
+    cow: &super::cow::CowPlan,
 ) -> Result<()> {
     let pid = t.pid;
     let pages_file = open_pages(imgs, &t.pages)?;
@@ -197,6 +222,11 @@ pub fn map_and_fill(
             map_shared_anon(r, imgs, t, v, shmem, mem, scratch)?;
             continue;
         }
+        // >>> issue 5: held memory is in place with its content already
+        if cow.holds(v.start, v.end) {
+            continue;
+        }
+        // <<< issue 5
         let prot = if has_pages[i] { write_prot(v) } else { v.prot };
         let (fd, off) = if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
             let fd = *file_fds.get(&(v.shmid as u32)).ok_or_else(|| {
@@ -234,8 +264,13 @@ pub fn map_and_fill(
             ));
         }
     }
-    // Private pages.
-    write_pages(pid, &pages_file, &t.pages.entries, Some)?;
+    // Private pages (issue 5: not into held memory, whose pages the task
+    // wrote itself; pages shared with the parent that could not be held
+    // are copied from the ancestor that has them).
+    write_pages(pid, &pages_file, &t.pages.entries, |a| {
+        (!cow.holds_addr(a)).then_some(a)
+    })?;
+    super::cow::write_unshared(imgs, t, cow, mem)?;
     // Final protections and advice, in one batch.
     let mut calls: Vec<(&pb::VmaEntry, &'static str, crate::ptrace::remote::Call)> = Vec::new();
     for (i, v) in t.mm.vmas.iter().enumerate() {
@@ -243,7 +278,10 @@ pub fn map_and_fill(
             continue;
         }
         let len = v.end - v.start;
-        if has_pages[i] && write_prot(v) != v.prot {
+        // issue 5: held memory was mapped read-write
+        let held =
+            cow.holds(v.start, v.end) && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        if held || (has_pages[i] && write_prot(v) != v.prot) {
             calls.push((
                 v,
                 "mprotect",
@@ -416,7 +454,7 @@ fn map_shared_anon(
 
 fn open_pages(imgs: &Images, set: &PageSet) -> Result<Mmap> {
     let path = imgs.path(&set.pages_file());
-    if set.entries.is_empty() {
+    if set.total_pages() == 0 {
         return Ok(Mmap::empty());
     }
     let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening pages", e))?;
@@ -436,14 +474,17 @@ fn write_pages(
     let mut ranges: Vec<(&[u8], u64)> = Vec::with_capacity(entries.len());
     let mut off = 0usize;
     for e in entries {
+        // issue 5: entries without data (shared with the parent) take no
+        // room in the pages file; present ones `to_addr` declines (in
+        // memory the task filled itself) are skipped.
+        if !crate::dump::memory::entry_present(e) {
+            continue;
+        }
         let len = e.nr_pages as usize * PAGE as usize;
-        let addr = to_addr(e.vaddr).ok_or_else(|| {
-            Error::task(
-                pid,
-                format!("pages at {:#x}", e.vaddr),
-                "outside of their mapping",
-            )
-        })?;
+        let Some(addr) = to_addr(e.vaddr) else {
+            off += len;
+            continue;
+        };
         // Split big runs so both threads get work even for one huge VMA.
         let mut a = 0usize;
         while a < len {

@@ -9,6 +9,7 @@
 
 pub mod cgroups; // cgroup membership and properties (issue 6)
 pub mod child;
+pub mod cow; // private memory shared with the parent (issue 5)
 pub mod creds;
 pub mod engine_files; // memfd objects and unlinked files (issue 5)
 pub mod ghost; // unlinked files (issue 5)
@@ -194,7 +195,6 @@ fn restore_tree(imgs: &Images, cg: &cgroups::CgroupPlan) -> Result<()> {
         pipes.push((rd, wr));
     }
     let sessions = plan_sessions(imgs)?;
-    let root_plan = nest(imgs, &plans, &sessions, 0);
     // Dropped after `guard`: cgroups made here go once the tasks are dead.
     let made_cgroups = cg.prepare()?; // issue 6 hook
     let mut guard = NewTree {
@@ -206,6 +206,30 @@ fn restore_tree(imgs: &Images, cg: &cgroups::CgroupPlan) -> Result<()> {
             .collect(),
         armed: true,
     };
+    // >>> issue 5: which task holds which shared memory before it forks.
+    // The engine's layout is looked at again right before the clone: a
+    // region that collides with a mapping made meanwhile is planned again
+    // without it (its pages are then written, as before).
+    let mut busy = cow::engine_mappings()?;
+    let mut tries = 0;
+    let root_plan = loop {
+        let cows = cow::plan(imgs, &busy)?;
+        for ((plan, _, _), c) in plans.iter_mut().zip(cows.iter()) {
+            plan.cow = c.clone();
+        }
+        let root_plan = nest(imgs, &plans, &sessions, 0);
+        let now = cow::engine_mappings()?;
+        if !cow::collides(&cows, &now) {
+            break root_plan;
+        }
+        tries += 1;
+        busy.extend(now);
+        if tries >= 3 {
+            // Give up sharing rather than risk it: everything is busy.
+            busy = vec![(0, u64::MAX)];
+        }
+    };
+    // <<< issue 5
     let root = imgs.tasks[0].pid;
     let got = sys::clone3_with_pid(root, 0, libc::SIGCHLD as u64).map_err(|e| match e {
         nix::errno::Errno::EEXIST => Error::task(root, "restore", format!("PID {root} is taken")),
@@ -504,6 +528,7 @@ fn child_plan(
         early: false,
         helpers: Vec::new(),
         zombies: Vec::new(),
+        cow: Default::default(),
     };
     Ok((plan, file_fds, Some(exe_fd)))
 }
@@ -779,10 +804,10 @@ fn take_over(
     let (ip, scratch) = {
         let mut r = Remote::new(&mut task, ip)?;
         unregister_rseq(&mut r, pid)?;
-        let ip = memory::reset_address_space(&mut r, t, ip)?;
+        let ip = memory::reset_address_space(&mut r, t, ip, &plan.cow)?;
         debug!("pid {pid}: address space reset");
         let scratch = map_scratch(&mut r, &mem, t)?;
-        memory::map_and_fill(&mut r, imgs, t, file_fds, shmem, &mem, scratch)?;
+        memory::map_and_fill(&mut r, imgs, t, file_fds, shmem, &mem, scratch, &plan.cow)?;
         debug!("pid {pid}: memory restored");
         ipc.in_task(&mut r, t, &mem, scratch)?; // issue 5: semaphore pids, last sender
         inject_shared_files(&mut r, plan)?;

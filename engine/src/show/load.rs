@@ -98,6 +98,23 @@ impl PageSet {
     }
 }
 
+// >>> issue 5: pages shared with the parent (PE_COW_PARENT)
+impl PageSet {
+    /// Pages recorded as the parent's own (still shared copy-on-write
+    /// since the fork), between `start` and `end`; none are stored here.
+    pub fn cow_pages_in(&self, start: u64, end: u64) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| crate::dump::memory::entry_cow(e))
+            .map(|e| {
+                let (s, t) = (e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE);
+                (t.min(end)).saturating_sub(s.max(start)) / PAGE
+            })
+            .sum()
+    }
+}
+// <<< issue 5
+
 /// PE_PRESENT, or an old image without flags (and not in_parent).
 fn stored(e: &pb::PagemapEntry) -> bool {
     match e.flags {

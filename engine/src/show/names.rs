@@ -775,7 +775,13 @@ pub fn madv(bits: u64) -> Vec<String> {
 pub fn pagemap_flags(f: u32) -> String {
     flags(
         f as u64,
-        &[(1, "PE_PARENT"), (2, "PE_LAZY"), (4, "PE_PRESENT")],
+        &[
+            (1, "PE_PARENT"),
+            (2, "PE_LAZY"),
+            (4, "PE_PRESENT"),
+            // ckpt's own (issue 5): the parent's page, shared since fork
+            (1 << 16, "PE_COW_PARENT"),
+        ],
         "none",
     )
 }

@@ -634,6 +634,11 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
             if all > pm.stored_pages() {
                 stored.push(format!("{} shared", pages(all - pm.stored_pages())));
             }
+            // issue 5
+            let cow = pm.cow_pages_in(0, u64::MAX);
+            if cow > 0 {
+                stored.push(format!("{} shared with parent (not stored)", pages(cow)));
+            }
         }
         Err(e) => stored.push(format!("unknown ({e})")),
     }
@@ -659,7 +664,16 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
     ]];
     for v in &mm.vmas {
         let n = set.vma_pages(t, v);
-        let vm = model::vma(set, t, v);
+        let mut vm = model::vma(set, t, v);
+        // >>> issue 5
+        if let Ok(pm) = &t.pagemap {
+            let cow = pm.cow_pages_in(v.start, v.end);
+            if cow > 0 {
+                vm.notes
+                    .insert(0, format!("{} shared with parent", pages(cow)));
+            }
+        }
+        // <<< issue 5
         rows.push(vec![
             format!("{:012x}-{:012x}", v.start, v.end),
             human(v.end.saturating_sub(v.start)),
