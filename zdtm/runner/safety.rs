@@ -1216,16 +1216,11 @@ fn restore_damaged(run: &mut Run, corrupt: Corrupt) -> Result<Outcome, String> {
     expect_mentions("restore-bad", &out, &groups)?;
     expect_nothing_restored(run, pid, "restore-bad")?;
 
-    let st: ExitStatus = run.engine_restore(1)?;
-    if !st.success() {
-        return Err(format!(
-            "restore of the intact image failed ({st}): {}",
-            console(run, "restore-1").trim()
-        ));
-    }
-    run.check_tree(&tree, &stopped, "after restoring the intact image")?;
-    run.stop_and_verify()?;
-    Ok(Outcome::Passed)
+    restore_and_verify(
+        run,
+        "restore of the intact image",
+        Some((&tree, &stopped, "after restoring the intact image")),
+    )
 }
 
 /// dump --leave-running, then restore while the original still holds the
@@ -1319,16 +1314,11 @@ fn restore_child_pid_taken(run: &mut Run) -> Result<Outcome, String> {
     let _ = holder.wait();
     checked?;
 
-    let st: ExitStatus = run.engine_restore(1)?;
-    if !st.success() {
-        return Err(format!(
-            "restore with the PID free again failed ({st}): {}",
-            console(run, "restore-1").trim()
-        ));
-    }
-    run.check_tree(&tree, &stopped, "after restoring with the PID free")?;
-    run.stop_and_verify()?;
-    Ok(Outcome::Passed)
+    restore_and_verify(
+        run,
+        "restore with the PID free again",
+        Some((&tree, &stopped, "after restoring with the PID free")),
+    )
 }
 
 // >>> issue 5: SysV IPC ids and keys taken at restore time
@@ -1483,15 +1473,7 @@ fn restore_sysvipc_taken(run: &mut Run) -> Result<Outcome, String> {
             ));
         }
     }
-    let st = run.engine_restore(1)?;
-    if !st.success() {
-        return Err(format!(
-            "restore without the intruder failed ({st}): {}",
-            console(run, "restore-1").trim()
-        ));
-    }
-    run.stop_and_verify()?;
-    Ok(Outcome::Passed)
+    restore_and_verify(run, "restore without the intruder", None)
 }
 
 /// Dump sysv_shm, remove its keyed segments (so the restore must create
@@ -1546,15 +1528,7 @@ fn restore_sysvipc_rollback(run: &mut Run) -> Result<Outcome, String> {
             "the failed restore left SysV objects behind: before {before:x?}, after {after:x?}"
         ));
     }
-    let st = run.engine_restore(1)?;
-    if !st.success() {
-        return Err(format!(
-            "restore with the log back failed ({st}): {}",
-            console(run, "restore-1").trim()
-        ));
-    }
-    run.stop_and_verify()?;
-    Ok(Outcome::Passed)
+    restore_and_verify(run, "restore with the log back", None)
 }
 
 /// The segment contents of ipcns-shm-N.img cut short (manifest updated,
@@ -1586,3 +1560,25 @@ fn truncate_ipcns_shm_resealed(
     ))
 }
 // <<< issue 5
+
+/// The last step of a trial that had a restore refused: restore the intact
+/// image (`what` says which), check the tree against `check` if given, and
+/// let the program judge itself.
+fn restore_and_verify(
+    run: &mut Run,
+    what: &str,
+    check: Option<(&procfs::Tree, &BTreeSet<(i32, i32)>, &str)>,
+) -> Result<Outcome, String> {
+    let st: ExitStatus = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "{what} failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    if let Some((tree, stopped, when)) = check {
+        run.check_tree(tree, stopped, when)?;
+    }
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
