@@ -1564,10 +1564,13 @@ fn truncate_ipcns_shm_resealed(
 /// The last step of a trial that had a restore refused: restore the intact
 /// image (`what` says which), check the tree against `check` if given, and
 /// let the program judge itself.
+/// The tree as it was, its stopped threads, and when it is checked.
+type TreeCheck<'a> = (&'a procfs::Tree, &'a BTreeSet<(i32, i32)>, &'a str);
+
 fn restore_and_verify(
     run: &mut Run,
     what: &str,
-    check: Option<(&procfs::Tree, &BTreeSet<(i32, i32)>, &str)>,
+    check: Option<TreeCheck<'_>>,
 ) -> Result<Outcome, String> {
     let st: ExitStatus = run.engine_restore(1)?;
     if !st.success() {
