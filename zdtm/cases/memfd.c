@@ -70,34 +70,10 @@ static void build_expect(void)
 	zdtm_fill_seeded(expect_a + A_PAGES * PS, 100, 999);
 }
 
-/* the /proc/self/maps line starting at addr: inode and name */
-static int map_line(void *addr, unsigned long *ino, char *name, size_t nlen)
-{
-	char line[512];
-	FILE *f = fopen("/proc/self/maps", "r");
-	int found = -1;
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start;
-		int off = 0;
-
-		if (sscanf(line, "%lx-%*x %*s %*s %*s %lu %n", &start, ino, &off) >= 2 && start == (unsigned long)addr) {
-			snprintf(name, nlen, "%s", line + off);
-			name[strcspn(name, "\n")] = 0;
-			found = 0;
-			break;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
 static void check_name(void *addr, int fd, const char *want)
 {
-	char link[256], path[64], name[256];
-	unsigned long ino;
+	char link[256], path[64];
+	struct test_map m;
 	struct stat st;
 	ssize_t n;
 
@@ -107,13 +83,13 @@ static void check_name(void *addr, int fd, const char *want)
 		link[n < 0 ? 0 : n] = 0;
 		test_check(!strcmp(link, want), "fd %d links to \"%s\", expected \"%s\"", fd, link, want);
 	}
-	if (map_line(addr, &ino, name, sizeof(name))) {
+	if (test_find_map(getpid(), (unsigned long)addr, &m)) {
 		test_check(0, "no mapping at %p", addr);
 		return;
 	}
-	test_check(!strcmp(name, want), "mapping %p is \"%s\", expected \"%s\"", addr, name, want);
+	test_check(!strcmp(m.name, want), "mapping %p is \"%s\", expected \"%s\"", addr, m.name, want);
 	if (fd >= 0 && fstat(fd, &st) == 0)
-		test_check(st.st_ino == ino, "mapping %p: inode %lu, fd %d: inode %lu", addr, ino, fd,
+		test_check(st.st_ino == m.ino, "mapping %p: inode %lu, fd %d: inode %lu", addr, m.ino, fd,
 			   (unsigned long)st.st_ino);
 }
 

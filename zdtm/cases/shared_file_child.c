@@ -68,37 +68,11 @@ static void cleanup(void)
 	unlinked = 1;
 }
 
-/* inode and name of the /proc/PID/maps line starting at addr */
-static int map_line(pid_t pid, void *addr, unsigned long *ino, char *name, size_t nlen)
-{
-	char line[PATH_MAX + 128], mpath[64];
-	FILE *f;
-	int found = -1;
-
-	snprintf(mpath, sizeof(mpath), "/proc/%d/maps", pid);
-	f = fopen(mpath, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start;
-		int off = 0;
-
-		if (sscanf(line, "%lx-%*x %*s %*s %*s %lu %n", &start, ino, &off) >= 2 && start == (unsigned long)addr) {
-			snprintf(name, nlen, "%s", line + off);
-			name[strcspn(name, "\n")] = 0;
-			found = 0;
-			break;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
 static void check_state(const char *when, pid_t child_pid)
 {
-	char want[PATH_MAX + 16], link[PATH_MAX + 16], name[PATH_MAX + 16], p[64];
+	char want[PATH_MAX + 16], link[PATH_MAX + 16], p[64];
+	struct test_map m;
 	uint8_t buf[SIZE], page[PS];
-	unsigned long ino;
 	struct stat st, pst;
 	ssize_t n;
 	int i;
@@ -130,12 +104,12 @@ static void check_state(const char *when, pid_t child_pid)
 		void *addr;
 	} maps[] = { { getpid(), shm }, { getpid(), priv }, { child_pid, shm } };
 	for (i = 0; i < 3; i++) {
-		if (map_line(maps[i].pid, maps[i].addr, &ino, name, sizeof(name))) {
+		if (test_find_map(maps[i].pid, (unsigned long)maps[i].addr, &m)) {
 			test_check(0, "%s: pid %d has no mapping at %p", when, maps[i].pid, maps[i].addr);
 			continue;
 		}
-		test_check(!strcmp(name, want) && ino == st.st_ino, "%s: pid %d: mapping %p is %s (inode %lu)", when,
-			   maps[i].pid, maps[i].addr, name, ino);
+		test_check(!strcmp(m.name, want) && m.ino == st.st_ino, "%s: pid %d: mapping %p is %s (inode %lu)", when,
+			   maps[i].pid, maps[i].addr, m.name, m.ino);
 	}
 
 	for (i = PAGES; i < 2 * PAGES; i++) {

@@ -189,34 +189,9 @@ static void __attribute__((noreturn)) child(void)
 	_exit(bad);
 }
 
-/* the line of /proc/PID/maps that starts at addr: size, perms, inode */
-static int find_map(pid_t pid, unsigned long addr, unsigned long *size, char *perms, unsigned long *ino)
-{
-	char path[64], line[512];
-	FILE *f;
-	int found = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start, end;
-
-		if (sscanf(line, "%lx-%lx %7s %*s %*s %lu", &start, &end, perms, ino) == 4 && start == addr) {
-			*size = end - start;
-			found = 0;
-			break;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
 int main(int argc, char **argv)
 {
-	unsigned long psize, csize, pino, cino;
-	char pperms[8], cperms[8];
+	struct test_map pm, cm;
 	int n, status, failed = 0;
 	pid_t pid;
 
@@ -261,14 +236,13 @@ int main(int argc, char **argv)
 	}
 	if (check_data("parent"))
 		failed = 1;
-	if (find_map(getpid(), (unsigned long)shm, &psize, pperms, &pino) ||
-	    find_map(pid, (unsigned long)shm, &csize, cperms, &cino)) {
+	if (test_find_map(getpid(), (unsigned long)shm, &pm) || test_find_map(pid, (unsigned long)shm, &cm)) {
 		test_msg("FAILED: the region is not at %p in the parent or in the child (pid %d)\n", shm, pid);
 		failed = 1;
-	} else if (psize != PAGES * PS || csize != psize || strcmp(pperms, "rw-s") || strcmp(cperms, pperms) ||
-		   pino != cino) {
-		test_msg("FAILED: the region: parent %lu bytes %s inode %lu, child %lu bytes %s inode %lu\n", psize,
-			 pperms, pino, csize, cperms, cino);
+	} else if (pm.end - pm.start != PAGES * PS || cm.end - cm.start != pm.end - pm.start ||
+		   strcmp(pm.perms, "rw-s") || strcmp(cm.perms, pm.perms) || pm.ino != cm.ino) {
+		test_msg("FAILED: the region: parent %lu bytes %s inode %lu, child %lu bytes %s inode %lu\n",
+			 pm.end - pm.start, pm.perms, pm.ino, cm.end - cm.start, cm.perms, cm.ino);
 		failed = 1;
 	}
 	for (n = ROUNDS_BEFORE + 1; n <= ROUNDS_BEFORE + ROUNDS_AFTER; n++)

@@ -157,43 +157,17 @@ static void __attribute__((noreturn)) child(void)
 	_exit(bad);
 }
 
-/* the mapping of pid starting at addr: its size, perms and inode */
-static int find_map(pid_t pid, void *addr, unsigned long *size, char *perms, unsigned long *ino)
-{
-	char path[64], line[512];
-	FILE *f;
-	int found = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start, end;
-
-		if (sscanf(line, "%lx-%lx %7s %*s %*s %lu", &start, &end, perms, ino) == 4 &&
-		    start == (unsigned long)addr) {
-			*size = end - start;
-			found = 0;
-			break;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
 static void check_map(pid_t pid, void *addr, unsigned long size, const char *perms, int id)
 {
-	unsigned long got_size, ino;
-	char got_perms[8];
+	struct test_map m;
 
-	if (find_map(pid, addr, &got_size, got_perms, &ino)) {
+	if (test_find_map(pid, (unsigned long)addr, &m)) {
 		test_check(0, "pid %d: no mapping at %p (segment %d)", pid, addr, id);
 		return;
 	}
-	test_check(got_size == size && !strcmp(got_perms, perms) && ino == (unsigned long)id,
+	test_check(m.end - m.start == size && !strcmp(m.perms, perms) && m.ino == (unsigned long)id,
 		   "pid %d: mapping at %p: %lu bytes %s inode %lu, expected %lu bytes %s inode %d", pid, addr,
-		   got_size, got_perms, ino, size, perms, id);
+		   m.end - m.start, m.perms, m.ino, size, perms, id);
 }
 
 static void check_seg(int id, key_t key, size_t size, int mode, int dest)

@@ -63,6 +63,7 @@
 #include <string.h>
 #include <errno.h>
 #include <unistd.h>
+#include <limits.h>
 #include <sys/types.h>
 
 #define INPROGRESS ".inprogress"
@@ -220,6 +221,15 @@ extern int read_data(int fd, unsigned char *buf, int len);
  * (every writer has closed). Returns 0, or -1 after a message.
  */
 extern int test_collect_records(int fd, void *table, size_t size, int n, int first, int limit);
+
+/* The /proc/PID/maps line of a mapping: range, perms, inode, name. */
+struct test_map {
+	unsigned long start, end, ino;
+	char perms[8];
+	char name[PATH_MAX];
+};
+/* Fills *m from pid's mapping that starts at addr; 0 if there is one. */
+extern int test_find_map(pid_t pid, unsigned long addr, struct test_map *m);
 extern int write_data(int fd, const unsigned char *buf, int len);
 
 /*
