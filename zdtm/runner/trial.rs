@@ -256,6 +256,7 @@ impl<'a> Run<'a> {
             let status = self.engine_dump(n)?;
             if !status.success() {
                 if self.case.crfail && status.code().is_some() {
+                    self.expect_crfail_reason(&format!("dump-{n}"))?;
                     self.note(format!("dump {n} failed, as expected for a crfail case"));
                     self.check_tree(&before, &stopped_before, "after the failed dump")?;
                     failed_as_expected = true;
@@ -282,6 +283,7 @@ impl<'a> Run<'a> {
             let status = self.engine_restore(n)?;
             if !status.success() {
                 if self.case.crfail && status.code().is_some() {
+                    self.expect_crfail_reason(&format!("restore-{n}"))?;
                     self.note(format!("restore {n} failed, as expected for a crfail case"));
                     self.wait_tree_gone(SETTLE).map_err(|left| {
                         format!("restore {n} failed as expected, but left processes: {left}")
@@ -307,6 +309,22 @@ impl<'a> Run<'a> {
             );
         }
         self.stop_and_verify()
+    }
+
+    /// A crfail case's engine command failed: for the expected reason?
+    fn expect_crfail_reason(&self, what: &str) -> Result<(), String> {
+        let Some(want) = self.case.crfail_reason else {
+            return Ok(());
+        };
+        let console = fs::read_to_string(self.path(&format!("{what}.console"))).unwrap_or_default();
+        if console.contains(want) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} failed, but not for the expected reason (\"{want}\"): {}",
+                console.trim()
+            ))
+        }
     }
 
     /// Creates the work directory and copies the program into it.
