@@ -328,37 +328,21 @@ fn dump_timerfd(pid: Pid, fd: i32, flags: u32, table: &mut FileTable) -> Result<
 }
 /// timerfd_gettime on fd `fd` of `pid` (through pidfd_getfd).
 fn refresh_timerfd(pid: Pid, fd: i32) -> Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     let what = || format!("fd {fd} (timerfd)");
-    // SAFETY: pidfd_open/pidfd_getfd return new fds we own; timerfd_gettime
-    // writes one itimerspec.
-    unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
-        if pidfd < 0 {
-            return Err(Error::sys(
-                pid,
-                format!("{}: pidfd_open", what()),
-                nix::errno::Errno::last(),
-            ));
-        }
-        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
-        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
-        if copy < 0 {
-            return Err(Error::sys(
-                pid,
-                format!("{}: pidfd_getfd", what()),
-                nix::errno::Errno::last(),
-            ));
-        }
-        let copy = OwnedFd::from_raw_fd(copy as i32);
+    let copy = crate::sys::take_fd(pid, fd)
+        .map_err(|e| Error::sys(pid, format!("{}: pidfd_getfd", what()), e))?;
+    // SAFETY: timerfd_gettime writes one itimerspec into `its`.
+    let r = unsafe {
         let mut its: libc::itimerspec = std::mem::zeroed();
-        if libc::timerfd_gettime(copy.as_raw_fd(), &mut its) < 0 {
-            return Err(Error::sys(
-                pid,
-                format!("{}: timerfd_gettime", what()),
-                nix::errno::Errno::last(),
-            ));
-        }
+        libc::timerfd_gettime(copy.as_raw_fd(), &mut its)
+    };
+    if r < 0 {
+        return Err(Error::sys(
+            pid,
+            format!("{}: timerfd_gettime", what()),
+            nix::errno::Errno::last(),
+        ));
     }
     Ok(())
 }
