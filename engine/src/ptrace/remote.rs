@@ -343,6 +343,20 @@ impl<'a> Remote<'a> {
         Ok(out)
     }
 
+    /// Puts `BATCH_CODE` into the page at `page` (mapped by the caller)
+    /// and makes it executable. The code page is never writable in the
+    /// task (the engine writes through /proc/PID/mem), which also suits
+    /// memory-deny-write-execute.
+    pub fn install_batch_code(&mut self, mem: &TaskMem, page: u64) -> Result<()> {
+        mem.write(page, &BATCH_CODE)?;
+        self.call(
+            libc::SYS_mprotect,
+            &[page, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64],
+            "mprotect of the batch code page",
+        )?;
+        Ok(())
+    }
+
     /// A fresh private anonymous mapping in the task (at `addr` with
     /// MAP_FIXED_NOREPLACE, or wherever the kernel likes if `addr` is 0).
     pub fn mmap_anon(&mut self, addr: u64, len: u64, prot: i32, what: &str) -> Result<u64> {

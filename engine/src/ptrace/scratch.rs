@@ -4,7 +4,7 @@
 //! (Drop), so a dump never leaves anything behind in the task.
 
 use super::mem::TaskMem;
-use super::remote::{Remote, BATCH_CODE, BATCH_ENTRY};
+use super::remote::{Remote, BATCH_ENTRY};
 use super::Seized;
 use crate::error::Result;
 
@@ -86,14 +86,7 @@ impl<'a> ScratchSession<'a> {
             "the batch area",
         )?;
         self.batch_area = Some(area);
-        // Code pages are never writable in the task (the engine writes
-        // through /proc/PID/mem), which also suits memory-deny-write-execute.
-        self.mem.write(area, &BATCH_CODE)?;
-        r.call(
-            libc::SYS_mprotect,
-            &[area, PAGE, (libc::PROT_READ | libc::PROT_EXEC) as u64],
-            "mprotect of the batch code page",
-        )?;
+        r.install_batch_code(self.mem, area)?;
         Ok(area)
     }
 

@@ -983,12 +983,7 @@ fn map_scratch(r: &mut Remote<'_>, mem: &TaskMem, t: &TaskImages) -> Result<u64>
         libc::PROT_READ | libc::PROT_WRITE,
         "the scratch area",
     )?;
-    mem.write(at + 4096, &crate::ptrace::remote::BATCH_CODE)?;
-    r.call(
-        libc::SYS_mprotect,
-        &[at + 4096, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64],
-        "mprotect of the batch code page",
-    )?;
+    r.install_batch_code(mem, at + 4096)?;
     Ok(at)
 }
 
