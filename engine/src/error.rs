@@ -102,6 +102,31 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Put the object an error is about in front of what failed ("file id
+    /// 4 (shared by pids [7, 8]): eventfd"), for errors that name a task.
+    pub fn context(self, object: impl std::fmt::Display) -> Error {
+        match self {
+            Error::Sys { pid, what, errno } => Error::Sys {
+                pid,
+                what: format!("{object}: {what}"),
+                errno,
+            },
+            Error::Unsupported { pid, what, reason } => Error::Unsupported {
+                pid,
+                what: format!("{object}: {what}"),
+                reason,
+            },
+            Error::Task { pid, what, reason } => Error::Task {
+                pid,
+                what: format!("{object}: {what}"),
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Attach pid/object context to a `nix` result.
 pub trait SysContext<T> {
     fn ctx(self, pid: Pid, what: impl FnOnce() -> String) -> Result<T>;

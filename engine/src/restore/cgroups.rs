@@ -244,6 +244,71 @@ fn flatten<'a>(
     }
 }
 
+/// Cgroup membership and properties: resolved against this machine before
+/// anything exists, cgroups made before the tree, every task put into its
+/// cgroups right after its clone (before it runs code of its own or has
+/// threads), each thread dumped in a cgroup of its own moved there.
+pub const KIND: super::stage::Kind = super::stage::Kind {
+    name: "cgroups",
+    validate: super::stage::no_checks,
+    new: |imgs, opts| {
+        let plan = plan(
+            imgs.cgroups.as_ref(),
+            &task_sets(imgs),
+            opts.manage_cgroups,
+            &opts.cgroup_roots,
+        )?;
+        Ok(Box::new(Cgroups { plan, made: None }))
+    },
+};
+
+struct Cgroups {
+    plan: CgroupPlan,
+    /// Removed again by its Drop unless the tree was released.
+    made: Option<Created>,
+}
+
+impl super::stage::Restorer for Cgroups {
+    fn create(&mut self, _: &super::load::Images, _: &mut super::stage::EngineFds) -> Result<()> {
+        self.made = Some(self.plan.prepare()?);
+        Ok(())
+    }
+
+    fn tree_created(&mut self, imgs: &super::load::Images) -> Result<()> {
+        for t in &imgs.tasks {
+            self.plan.move_task(t.pid, t.tc().cg_set)?;
+        }
+        Ok(())
+    }
+
+    fn in_task(
+        &mut self,
+        stage: super::stage::TaskStage,
+        cx: &mut super::stage::TaskCx<'_>,
+    ) -> Result<()> {
+        if stage != super::stage::TaskStage::Threads {
+            return Ok(());
+        }
+        let t = cx.t;
+        for (tid, core) in &t.threads {
+            let id = core.thread_core.as_ref().and_then(|c| c.cg_set);
+            if id.is_some() && id != t.tc().cg_set {
+                self.plan.move_thread(*tid, id, t.tc().cg_set)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn released(&mut self) {
+        if let Some(made) = self.made.take() {
+            made.keep();
+        }
+        if let Err(e) = self.plan.finish() {
+            warn!("{e}");
+        }
+    }
+}
+
 /// Resolve the image's cgroups against this machine. `cg` is the content
 /// of cgroup.img (None if the images have none); `task_sets` the cg_set
 /// of every task and thread, with the pid for messages.

@@ -14,48 +14,39 @@ use nix::errno::Errno;
 
 use crate::sys::{self, KernelSigaction};
 
+/// How a task makes one of its files for itself, in the cloned child
+/// (each kind of file has one: `restore/files/`). It runs in a forked copy
+/// of the engine: no allocation but for error messages.
+pub trait OpenFd: std::fmt::Debug + Send + Sync {
+    /// Makes the file; returns some fd number holding it.
+    fn open(&self, cx: &mut ChildFds) -> nix::Result<RawFd>;
+    /// What it is, for an error message.
+    fn describe(&self) -> String;
+    /// Made after every other fd of the task (an epoll set: the files it
+    /// watches must exist).
+    fn after_others(&self) -> bool {
+        false
+    }
+}
+
+/// What the fds a child makes share while it makes them.
+pub struct ChildFds {
+    /// The error fd: every fd the task uses is below it.
+    pub efd: RawFd,
+    /// Objects made for two fds at once (the two ends of a pipe), by
+    /// (fd type, object id), kept above `efd` until every fd is made.
+    pub pairs: Vec<((i32, u64), RawFd, RawFd)>,
+}
+
 /// What an fd is made from.
 #[derive(Debug, Clone)]
 pub enum FdSource {
-    /// A path opened with the dumped open(2) flags (access mode, O_APPEND,
-    /// O_NONBLOCK, ...) and moved to the dumped offset.
-    Open {
-        path: CString,
-        flags: i32,
-        pos: u64,
-    },
-    /// One end of a pipe; both ends in this task share `pipe_id`. The first
-    /// end to be created refills the pipe with `data`.
-    Pipe {
-        pipe_id: u32,
-        flags: i32,
-        size: u32,
-        data: Vec<u8>,
-    },
-    Eventfd {
-        counter: u64,
-        flags: i32,
-    },
-    /// Created after every other fd, so its targets exist: (fd, events, data).
-    Epoll {
-        flags: i32,
-        targets: Vec<(RawFd, u32, u64)>,
-    },
-    /// An open file shared with other processes of the tree: the engine
-    /// holds it at `engine_fd` and puts it into the task later
-    /// (pidfd_getfd); the child leaves the slot empty.
-    Inject {
-        engine_fd: RawFd,
-    },
-    // >>> issue 3: signalfd and timerfd (see the end of this file)
-    /// A signalfd reading the signals of `mask` (bit n-1 = signal n).
-    Signalfd {
-        mask: u64,
-        flags: i32,
-    },
-    /// A timerfd with the time it had left and its unread expirations.
-    Timerfd(TimerfdPlan),
-    // <<< issue 3
+    /// Made by the task itself.
+    Open(std::sync::Arc<dyn OpenFd>),
+    /// An open file shared with other processes of the tree, or one only
+    /// the engine can make: the engine holds it at `engine_fd` and puts it
+    /// into the task later (pidfd_getfd); the child leaves the slot empty.
+    Inject { engine_fd: RawFd },
 }
 
 /// One file descriptor to create in the new task.
@@ -81,6 +72,11 @@ pub struct ChildPlan {
     /// (mapped files, the exe); they land at `helper_fd_base + index`.
     pub helper_files: Vec<(CString, i32)>,
     pub helper_fd_base: RawFd,
+    /// Where the helper fd of each mapped file lands, by file id (for the
+    /// engine's memory rebuild; the child opens `helper_files` only).
+    pub mapped_fds: std::collections::BTreeMap<u32, RawFd>,
+    /// Where the executable's helper fd lands.
+    pub exe_fd: Option<RawFd>,
     pub cwd: Option<CString>,
     pub root: Option<CString>,
     pub umask: u32,
@@ -143,7 +139,7 @@ fn check<T>(err_fd: RawFd, r: nix::Result<T>, what: impl FnOnce() -> String) -> 
     }
 }
 
-fn open_at_least(path: &CString, flags: i32, min_fd: RawFd) -> nix::Result<RawFd> {
+pub fn open_at_least(path: &CString, flags: i32, min_fd: RawFd) -> nix::Result<RawFd> {
     let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
     // SAFETY: `path` is a valid NUL-terminated string.
     let fd = Errno::result(unsafe { libc::open(path.as_ptr(), flags | libc::O_NOCTTY) })?;
@@ -156,18 +152,6 @@ fn open_at_least(path: &CString, flags: i32, min_fd: RawFd) -> nix::Result<RawFd
     moved
 }
 
-fn describe(s: &FdSource) -> String {
-    match s {
-        FdSource::Open { path, .. } => format!("open {path:?}"),
-        FdSource::Pipe { pipe_id, .. } => format!("pipe {pipe_id}"),
-        FdSource::Eventfd { .. } => "eventfd".into(),
-        FdSource::Epoll { .. } => "epoll".into(),
-        FdSource::Inject { .. } => "shared file".into(),
-        FdSource::Signalfd { .. } => "signalfd".into(),
-        FdSource::Timerfd(_) => "timerfd".into(),
-    }
-}
-
 /// Move `fd` to `want` (dup2 + close) unless it is there already.
 fn place(efd: RawFd, pid: i32, fd: RawFd, want: RawFd) -> RawFd {
     if fd == want {
@@ -177,87 +161,6 @@ fn place(efd: RawFd, pid: i32, fd: RawFd, want: RawFd) -> RawFd {
     let r = Errno::result(unsafe { libc::dup2(fd, want) });
     unsafe { libc::close(fd) };
     check(efd, r, || format!("pid {pid}: fd {want}: dup2"))
-}
-
-/// Create the file behind one fd; returns some fd number holding it.
-fn make_fd(src: &FdSource, efd: RawFd, pipes: &mut Vec<(u32, RawFd, RawFd)>) -> nix::Result<RawFd> {
-    // SAFETY (whole function): plain syscalls on fds we create and own,
-    // with buffers of the lengths we pass.
-    match src {
-        FdSource::Inject { .. } => Err(Errno::EINVAL),
-        FdSource::Open { path, flags, pos } => {
-            let fd = open_at_least(path, *flags, 0)?;
-            if *pos != 0 {
-                Errno::result(unsafe { libc::lseek(fd, *pos as i64, libc::SEEK_SET) })?;
-            }
-            Ok(fd)
-        }
-        FdSource::Pipe {
-            pipe_id,
-            flags,
-            size,
-            data,
-        } => {
-            let (r, w) = match pipes.iter().find(|p| p.0 == *pipe_id) {
-                Some(&(_, r, w)) => (r, w),
-                None => {
-                    let mut p = [0i32; 2];
-                    Errno::result(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) })?;
-                    // Keep both ends above every fd the task uses.
-                    let r = Errno::result(unsafe {
-                        libc::fcntl(p[0], libc::F_DUPFD_CLOEXEC, efd + 1)
-                    })?;
-                    let w = Errno::result(unsafe {
-                        libc::fcntl(p[1], libc::F_DUPFD_CLOEXEC, efd + 1)
-                    })?;
-                    unsafe {
-                        libc::close(p[0]);
-                        libc::close(p[1]);
-                    }
-                    if *size != 0 {
-                        unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, *size as i32) };
-                    }
-                    let mut off = 0;
-                    while off < data.len() {
-                        let n = Errno::result(unsafe {
-                            libc::write(w, data[off..].as_ptr().cast(), data.len() - off)
-                        })?;
-                        off += n as usize;
-                    }
-                    pipes.push((*pipe_id, r, w));
-                    (r, w)
-                }
-            };
-            let end = if flags & libc::O_ACCMODE == libc::O_WRONLY {
-                w
-            } else {
-                r
-            };
-            let fd = Errno::result(unsafe { libc::fcntl(end, libc::F_DUPFD, 0) })?;
-            Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFL, *flags & libc::O_NONBLOCK) })?;
-            Ok(fd)
-        }
-        FdSource::Eventfd { counter, flags } => {
-            let fd = Errno::result(unsafe {
-                libc::eventfd(0, flags & (libc::EFD_NONBLOCK | libc::EFD_SEMAPHORE))
-            })?;
-            if *counter != 0 {
-                let v = counter.to_ne_bytes();
-                Errno::result(unsafe { libc::write(fd, v.as_ptr().cast(), 8) })?;
-            }
-            Ok(fd)
-        }
-        FdSource::Epoll { targets, .. } => {
-            let fd = Errno::result(unsafe { libc::epoll_create1(0) })?;
-            for &(tfd, events, data) in targets {
-                let mut ev = libc::epoll_event { events, u64: data };
-                Errno::result(unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, tfd, &mut ev) })?;
-            }
-            Ok(fd)
-        }
-        FdSource::Signalfd { mask, flags } => make_signalfd(*mask, *flags),
-        FdSource::Timerfd(t) => make_timerfd(t),
-    }
 }
 
 /// Runs in the cloned child; never returns. `err_pipe` is the write end of
@@ -408,11 +311,16 @@ pub fn run(plan: &ChildPlan) -> ! {
     // Files, in ascending fd order: the lowest free fd is never above the
     // one we fill next, so dup2 + close lands each where it belongs. Epoll
     // sets come last, when the files they watch exist.
-    let mut pipes: Vec<(u32, RawFd, RawFd)> = Vec::new();
+    let mut cx = ChildFds {
+        efd,
+        pairs: Vec::new(),
+    };
     for pass in 0..2 {
         for f in &plan.fds {
-            let is_epoll = matches!(f.source, FdSource::Epoll { .. });
-            if (pass == 0) == is_epoll || matches!(f.source, FdSource::Inject { .. }) {
+            let FdSource::Open(src) = &f.source else {
+                continue;
+            };
+            if (pass == 0) == src.after_others() {
                 continue;
             }
             let fd = match f.share_with {
@@ -424,13 +332,8 @@ pub fn run(plan: &ChildPlan) -> ! {
                     })
                 }
                 None => {
-                    let fd = check(efd, make_fd(&f.source, efd, &mut pipes), || {
-                        format!(
-                            "pid {}: fd {}: creating {}",
-                            plan.pid,
-                            f.fd,
-                            describe(&f.source)
-                        )
+                    let fd = check(efd, src.open(&mut cx), || {
+                        format!("pid {}: fd {}: creating {}", plan.pid, f.fd, src.describe())
                     });
                     place(efd, plan.pid, fd, f.fd)
                 }
@@ -652,212 +555,3 @@ pub fn rlimit_name(res: u32) -> &'static str {
     ];
     NAMES.get(res as usize).copied().unwrap_or("?")
 }
-
-// >>> issue 3: signalfd and timerfd ------------------------------------------
-
-/// A timerfd as dumped from its fdinfo.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TimerfdPlan {
-    pub clockid: i32,
-    /// O_NONBLOCK of the open file (TFD_NONBLOCK).
-    pub flags: i32,
-    /// TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET of the last settime.
-    pub settime_flags: i32,
-    /// Time left until the next expiry, (seconds, nanoseconds).
-    pub value: (u64, u64),
-    pub interval: (u64, u64),
-    /// Expirations not read yet.
-    pub ticks: u64,
-    /// The clock's reading at dump time, if it can be compared with now
-    /// (same boot, or a wall clock): the time since counts, as it did
-    /// for the clock.
-    pub dumped_now: Option<u64>,
-}
-
-const TFD_TIMER_ABSTIME: i32 = 1;
-/// `_IOW('T', 0, u64)`: set the unread expiration count (CONFIG_CHECKPOINT_RESTORE).
-const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
-const NSEC: u64 = 1_000_000_000;
-
-/// How to recreate a signalfd or timerfd file entry, if it is one.
-pub fn signalfd_timerfd_source(file: &crate::images::pb::FileEntry) -> Option<FdSource> {
-    if let Some(s) = &file.sgfd {
-        return Some(FdSource::Signalfd {
-            mask: s.sigmask,
-            flags: s.flags as i32,
-        });
-    }
-    let boot = crate::dump::timers::boot_id();
-    file.tfd.as_ref().map(|t| {
-        let same_line = crate::dump::timers::comparable(
-            t.clockid as i32,
-            t.ckpt_boot_id.as_deref(),
-            boot.as_deref(),
-        );
-        FdSource::Timerfd(TimerfdPlan {
-            dumped_now: t.ckpt_clock_now.filter(|_| same_line),
-            clockid: t.clockid as i32,
-            flags: t.flags as i32,
-            settime_flags: t.settime_flags as i32,
-            value: (t.vsec, t.vnsec),
-            interval: (t.isec, t.insec),
-            ticks: t.ticks,
-        })
-    })
-}
-
-/// Create a signalfd or timerfd in the engine (a file shared by several
-/// restored tasks, handed to them with pidfd_getfd), close-on-exec.
-pub fn make_signalfd_timerfd(src: &FdSource) -> nix::Result<RawFd> {
-    let fd = match src {
-        FdSource::Signalfd { mask, flags } => make_signalfd(*mask, *flags)?,
-        FdSource::Timerfd(t) => make_timerfd(t)?,
-        _ => return Err(Errno::EINVAL),
-    };
-    // SAFETY: fcntl on the fd we just created.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok(fd)
-}
-
-fn make_signalfd(mask: u64, flags: i32) -> nix::Result<RawFd> {
-    let m = mask;
-    // SAFETY: signalfd4 reads 8 bytes of mask from `m`.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_signalfd4,
-            -1,
-            &m as *const u64,
-            8usize,
-            flags & libc::O_NONBLOCK,
-        )
-    };
-    Errno::result(fd).map(|fd| fd as RawFd)
-}
-
-/// `value` as timerfd_settime wants it: relative, or with
-/// TFD_TIMER_ABSTIME the time left added to the clock's now.
-pub fn timerfd_value(settime_flags: i32, value: (u64, u64), now: (u64, u64)) -> (u64, u64) {
-    if settime_flags & TFD_TIMER_ABSTIME == 0 || value == (0, 0) {
-        return value;
-    }
-    let ns = value.1 + now.1;
-    (value.0 + now.0 + ns / NSEC, ns % NSEC)
-}
-
-fn make_timerfd(t: &TimerfdPlan) -> nix::Result<RawFd> {
-    use crate::dump::timers::{clock_now_ns, ns, sec_nsec, timerfd_after};
-    // SAFETY (whole function): timerfd calls on the fd we create, with
-    // structs of the sizes the kernel expects.
-    let fd = Errno::result(unsafe { libc::timerfd_create(t.clockid, t.flags & libc::O_NONBLOCK) })?;
-    let close_on_err = |e: Errno| {
-        unsafe { libc::close(fd) };
-        e
-    };
-    // The time since the dump counts (when it can be known), one read of
-    // the clock for that and for an absolute deadline.
-    let now = clock_now_ns(t.clockid);
-    let elapsed = match (t.dumped_now, now) {
-        (Some(then), Some(now)) => now as i128 - then as i128,
-        _ => 0,
-    };
-    let (value, ticks) = timerfd_after(
-        ns(t.value.0, t.value.1),
-        ns(t.interval.0, t.interval.1),
-        t.ticks,
-        elapsed,
-    );
-    if value != 0 || t.interval != (0, 0) {
-        if t.settime_flags & TFD_TIMER_ABSTIME != 0 && value != 0 && now.is_none() {
-            return Err(close_on_err(Errno::EINVAL));
-        }
-        let (vs, vn) = timerfd_value(t.settime_flags, sec_nsec(value), sec_nsec(now.unwrap_or(0)));
-        let its = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: t.interval.0 as i64,
-                tv_nsec: t.interval.1 as i64,
-            },
-            it_value: libc::timespec {
-                tv_sec: vs as i64,
-                tv_nsec: vn as i64,
-            },
-        };
-        Errno::result(unsafe {
-            libc::timerfd_settime(fd, t.settime_flags, &its, std::ptr::null_mut())
-        })
-        .map_err(close_on_err)?;
-    }
-    if ticks != 0 {
-        Errno::result(unsafe { libc::ioctl(fd, TFD_IOC_SET_TICKS, &ticks as *const u64) })
-            .map_err(close_on_err)?;
-    }
-    Ok(fd)
-}
-
-#[cfg(test)]
-mod issue3_tests {
-    use super::*;
-
-    #[test]
-    fn timerfd_values() {
-        assert_eq!(timerfd_value(0, (5, 7), (100, 999_999_999)), (5, 7));
-        assert_eq!(
-            timerfd_value(TFD_TIMER_ABSTIME, (5, 7), (100, 999_999_999)),
-            (106, 6)
-        );
-        // Disarmed stays disarmed.
-        assert_eq!(timerfd_value(TFD_TIMER_ABSTIME, (0, 0), (100, 5)), (0, 0));
-    }
-
-    #[test]
-    fn timerfd_roundtrip() {
-        let plan = TimerfdPlan {
-            clockid: libc::CLOCK_MONOTONIC,
-            flags: libc::O_NONBLOCK,
-            settime_flags: TFD_TIMER_ABSTIME,
-            value: (100, 0),
-            interval: (2, 500),
-            ticks: 3,
-            dumped_now: None,
-        };
-        let fd = make_timerfd(&plan).unwrap();
-        let me = std::process::id() as i32;
-        let info = crate::proc::fdinfo::read_fdinfo(me, fd).unwrap();
-        let tf = info.timerfd().unwrap().unwrap();
-        assert_eq!(tf.clockid, libc::CLOCK_MONOTONIC);
-        assert_eq!(tf.ticks, 3);
-        assert_eq!(tf.settime_flags, TFD_TIMER_ABSTIME as u32);
-        assert_eq!(tf.it_interval, (2, 500));
-        assert!(tf.it_value.0 >= 98 && tf.it_value.0 <= 100, "{tf:?}");
-        unsafe { libc::close(fd) };
-        // Dumped 15 s ago (same boot): a 10 s one-shot expired meanwhile.
-        let now = crate::dump::timers::clock_now_ns(libc::CLOCK_MONOTONIC).unwrap();
-        let fd = make_timerfd(&TimerfdPlan {
-            dumped_now: Some(now.saturating_sub(15_000_000_000)),
-            value: (10, 0),
-            interval: (0, 0),
-            ..plan
-        })
-        .unwrap();
-        let tf = crate::proc::fdinfo::read_fdinfo(me, fd)
-            .unwrap()
-            .timerfd()
-            .unwrap()
-            .unwrap();
-        assert_eq!((tf.ticks, tf.it_value), (4, (0, 0)), "{tf:?}");
-        unsafe { libc::close(fd) };
-        let fd = make_timerfd(&plan).unwrap();
-        assert_ne!(info.flags & libc::O_NONBLOCK as u32, 0);
-        let mut buf = [0u8; 8];
-        // SAFETY: reading 8 bytes into buf.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 8) };
-        assert_eq!(n, 8);
-        assert_eq!(u64::from_ne_bytes(buf), 3);
-        unsafe { libc::close(fd) };
-
-        let sfd = make_signalfd(1 << 11 | 1 << 33, 0).unwrap();
-        let info = crate::proc::fdinfo::read_fdinfo(me, sfd).unwrap();
-        assert_eq!(info.signalfd_sigmask(), Some(Ok(1 << 11 | 1 << 33)));
-        unsafe { libc::close(sfd) };
-    }
-}
-// <<< issue 3 ----------------------------------------------------------------

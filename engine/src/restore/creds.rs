@@ -7,6 +7,9 @@
 //! uids, then securebits (needs CAP_SETPCAP effective), then the final
 //! capability sets and the ambient ones.
 
+use super::load::{Images, TaskImages};
+use super::stage::{Kind, Restorer, TaskCx, TaskStage};
+use super::RestoreOptions;
 use crate::error::Result;
 use crate::images::pb;
 use crate::ptrace::mem::TaskMem;
@@ -131,6 +134,72 @@ pub fn restore_creds(
             libc::SYS_prctl,
             &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
             "prctl(PR_SET_NO_NEW_PRIVS)",
+        )?;
+    }
+    Ok(())
+}
+
+/// Credentials, thread by thread (they are per thread in the kernel), and
+/// what a credential change resets after them: the parent-death signal
+/// (per thread), the child subreaper flag and the dumpable flag.
+pub const KIND: Kind = Kind {
+    name: "credentials",
+    validate: super::stage::no_checks,
+    new: |_: &Images, _: &RestoreOptions| Ok(Box::new(Creds)),
+};
+
+struct Creds;
+
+impl Restorer for Creds {
+    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+        if stage != TaskStage::Creds {
+            return Ok(());
+        }
+        let t = cx.t;
+        cx.in_leader(|r, mem, scratch| match &t.thread().creds {
+            Some(c) => restore_creds(r, mem, scratch, c),
+            None => Ok(()),
+        })?;
+        cx.in_threads(|r, mem, scratch, _, core| {
+            let tcore = core.thread_core.as_ref().expect("validated");
+            if let Some(c) = &tcore.creds {
+                restore_creds(r, mem, scratch, c)?;
+            }
+            set_pdeath(r, tcore)
+        })?;
+        cx.in_leader(|r, _, _| {
+            set_pdeath(r, t.thread())?;
+            after_creds(r, t)
+        })
+    }
+}
+
+/// The parent-death signal is per thread and reset by a credential change.
+fn set_pdeath(r: &mut Remote<'_>, th: &pb::ThreadCoreEntry) -> Result<()> {
+    if let Some(sig) = th.pdeath_sig.filter(|&s| s != 0) {
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_PDEATHSIG as u64, sig as u64],
+            "prctl(PR_SET_PDEATHSIG)",
+        )?;
+    }
+    Ok(())
+}
+
+/// Process-wide settings that a credential change would reset.
+fn after_creds(r: &mut Remote<'_>, t: &TaskImages) -> Result<()> {
+    if t.tc().child_subreaper == Some(true) {
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_CHILD_SUBREAPER as u64, 1],
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+        )?;
+    }
+    if let Some(d) = t.mm.dumpable {
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_DUMPABLE as u64, d as u64],
+            "prctl(PR_SET_DUMPABLE)",
         )?;
     }
     Ok(())

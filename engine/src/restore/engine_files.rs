@@ -13,45 +13,61 @@
 //! object, in every task, is thus that one object again.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::load::Images;
+use super::stage::{EngineFds, Kind, Restorer};
 use super::{ghost, memfd};
 use crate::error::{Error, Result};
 
-/// The engine's descriptions and the objects behind them.
-pub struct EngineFiles {
-    /// By file id: the open file description each fd or mapping gets.
-    pub descriptions: BTreeMap<u32, OwnedFd>,
-    /// memfd objects with seals to add once every task has mapped them.
+/// Made before any task exists; the descriptions join the engine's fds
+/// for the tasks ([`EngineFds`]), reached through no path.
+pub const KIND: Kind = Kind {
+    name: "memfd objects and unlinked files",
+    validate: super::stage::no_checks,
+    new: |_, _| Ok(Box::new(Made::default())),
+};
+
+#[derive(Default)]
+struct Made {
     late_seals: Vec<memfd::Made>,
+    root: i32,
 }
 
-/// Whether file `id` is made by the engine (not opened by path).
-pub fn is_engine_made(imgs: &Images, id: u32) -> bool {
-    imgs.files.get(&id).is_some_and(|f| f.memfd.is_some()) || imgs.ghosts.remap.contains_key(&id)
-}
-
-/// The path a task opens to get its own description of engine-made file
-/// `id` (for a mapping), if it is one.
-pub fn helper_path(imgs: &Images, shared: &BTreeMap<u32, OwnedFd>, id: u32) -> Option<CString> {
-    if !is_engine_made(imgs, id) {
-        return None;
+impl Restorer for Made {
+    fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
+        let (descriptions, late_seals) = make(imgs)?;
+        for (id, fd) in descriptions {
+            fds.pathless.insert(id);
+            fds.descriptions.insert(id, fd);
+        }
+        self.late_seals = late_seals;
+        self.root = imgs.tasks[0].pid;
+        Ok(())
     }
-    let fd = shared.get(&id)?;
-    CString::new(format!(
-        "/proc/{}/fd/{}",
-        std::process::id(),
-        fd.as_raw_fd()
-    ))
-    .ok()
+
+    /// Seals that had to wait until every mapping exists.
+    fn finish(&mut self, _: &Images) -> Result<()> {
+        for m in &self.late_seals {
+            memfd::add_seals(&m.fd, m.late_seals).map_err(|e| {
+                Error::sys(
+                    self.root,
+                    format!("memfd {:?}: F_ADD_SEALS {:#x}", m.name, m.late_seals),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
 
-impl EngineFiles {
-    pub fn create(imgs: &Images) -> Result<EngineFiles> {
+/// Every object once, then one open file description per file id of
+/// files.img that refers to one; and the memfd objects with seals to add
+/// once every task has mapped them.
+fn make(imgs: &Images) -> Result<(BTreeMap<u32, OwnedFd>, Vec<memfd::Made>)> {
+    {
         let pid = imgs.tasks[0].pid;
         let mut memfds = BTreeMap::new();
         for (id, e) in &imgs.memfds {
@@ -86,24 +102,8 @@ impl EngineFiles {
                 descriptions.insert(*id, reopen(pid, &path, m.flags, m.pos, &what)?);
             }
         }
-        Ok(EngineFiles {
-            descriptions,
-            late_seals: memfds.into_values().filter(|m| m.late_seals != 0).collect(),
-        })
-    }
-
-    /// Seals that had to wait until every mapping exists (F_SEAL_FUTURE_WRITE).
-    pub fn seal_late(&self, pid: i32) -> Result<()> {
-        for m in &self.late_seals {
-            memfd::add_seals(&m.fd, m.late_seals).map_err(|e| {
-                Error::sys(
-                    pid,
-                    format!("memfd {:?}: F_ADD_SEALS {:#x}", m.name, m.late_seals),
-                    e,
-                )
-            })?;
-        }
-        Ok(())
+        let late = memfds.into_values().filter(|m| m.late_seals != 0);
+        Ok((descriptions, late.collect()))
     }
 }
 

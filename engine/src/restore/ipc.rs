@@ -498,6 +498,46 @@ fn set_next_id(root: Pid, kind: Kind, id: i32) -> Result<()> {
     })
 }
 
+/// SysV IPC objects: made (or found intact) before any task exists, put
+/// back in the state the tasks left them in from inside the tasks, and
+/// removed again if the restore fails.
+pub const KIND: super::stage::Kind = super::stage::Kind {
+    name: "SysV IPC",
+    validate: super::stage::no_checks,
+    new: |_, _| Ok(Box::new(Ipc(None))),
+};
+
+struct Ipc(Option<IpcRestore>);
+
+impl super::stage::Restorer for Ipc {
+    fn create(&mut self, imgs: &Images, _: &mut super::stage::EngineFds) -> Result<()> {
+        self.0 = Some(prepare(imgs)?);
+        Ok(())
+    }
+
+    fn in_task(
+        &mut self,
+        stage: super::stage::TaskStage,
+        cx: &mut super::stage::TaskCx<'_>,
+    ) -> Result<()> {
+        match &self.0 {
+            Some(ipc) if stage == super::stage::TaskStage::Objects => {
+                let t = cx.t;
+                cx.in_leader(|r, mem, scratch| ipc.in_task(r, t, mem, scratch))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Segments removed at dump time are removed again.
+    fn finish(&mut self, _: &Images) -> Result<()> {
+        match &mut self.0 {
+            Some(ipc) => ipc.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Check every dumped object against the live namespace, then create the
 /// ones that are gone. Nothing is created if any check fails.
 pub fn prepare(imgs: &Images) -> Result<IpcRestore> {
@@ -748,7 +788,7 @@ impl IpcRestore {
 
     /// Every task has attached its segments: remove again those that were
     /// removed at dump time. The objects stay.
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(&mut self) -> Result<()> {
         for &id in &self.rmid_after {
             sys::shmctl_cmd(id, sys::IPC_RMID).map_err(|e| {
                 Error::sys(self.root, format!("SysV segment {id}: IPC_RMID again"), e)

@@ -110,6 +110,10 @@ impl Images {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+    /// An image of the directory found wrong, naming the file.
+    pub fn bad(&self, name: &str, reason: impl std::fmt::Display) -> Error {
+        bad(&self.dir.join(name), reason)
+    }
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -198,11 +202,6 @@ pub fn load(dir: &Path) -> Result<Images> {
                 format!("file {} is REG without reg entry", f.id),
             ));
         }
-        // >>> issue 3 hook: timerfd times are valid
-        if let Some(why) = f.tfd.as_ref().and_then(super::timers::check_timerfd) {
-            return Err(bad(&dir.join("files.img"), format!("file {}: {why}", f.id)));
-        }
-        // <<< issue 3 hook
         if files.insert(f.id, f).is_some() {
             return Err(bad(&dir.join("files.img"), "duplicate file id"));
         }
@@ -212,16 +211,6 @@ pub fn load(dir: &Path) -> Result<Images> {
         e.seccomp_filters
     } else {
         Vec::new()
-    };
-    let check_seccomp = |path: &Path, c: &pb::CoreEntry| -> Result<()> {
-        match c
-            .thread_core
-            .as_ref()
-            .and_then(|t| super::seccomp::check(t, &seccomp))
-        {
-            Some(why) => Err(bad(path, why)),
-            None => Ok(()),
-        }
     };
     let mut tasks = Vec::new();
     let mut shmem = BTreeMap::new();
@@ -267,10 +256,6 @@ pub fn load(dir: &Path) -> Result<Images> {
         if core.tc.is_none() || core.thread_core.is_none() {
             return Err(bad(&core_path, "missing task or thread core"));
         }
-        // >>> issue 3 hook: pending signals and timers can be queued/armed
-        super::signals::check_core(&core).map_err(|why| bad(&core_path, why))?;
-        // <<< issue 3 hook
-        check_seccomp(&core_path, &core)?;
         if p.threads.first() != Some(&p.pid) {
             return Err(bad(
                 &dir.join("pstree.img"),
@@ -296,8 +281,6 @@ pub fn load(dir: &Path) -> Result<Images> {
             if c.thread_core.is_none() {
                 return Err(bad(&path, "missing thread core"));
             }
-            super::signals::check_core(&c).map_err(|why| bad(&path, why))?; // issue 3 hook
-            check_seccomp(&path, &c)?;
             threads.push((tid as i32, c));
         }
         let mm_name = format!("mm-{pid}.img");
@@ -317,33 +300,6 @@ pub fn load(dir: &Path) -> Result<Images> {
                 )),
             }
         };
-        for fd in &fdinfo {
-            let f = files.get(&fd.id);
-            let ok = f.is_some_and(|f| {
-                f.r#type == fd.r#type
-                    && match pb::FdTypes::try_from(f.r#type) {
-                        Ok(pb::FdTypes::Reg) => f.reg.is_some(),
-                        Ok(pb::FdTypes::Pipe) => f.pipe.is_some(),
-                        Ok(pb::FdTypes::Eventfd) => f.efd.is_some(),
-                        Ok(pb::FdTypes::Eventpoll) => f.epfd.is_some(),
-                        Ok(pb::FdTypes::Signalfd) => f.sgfd.is_some(),
-                        Ok(pb::FdTypes::Timerfd) => f.tfd.is_some(),
-                        Ok(pb::FdTypes::Memfd) => f.memfd.is_some(), // issue 5
-                        _ => false,
-                    }
-            });
-            if !ok {
-                return Err(bad(
-                    &dir.join(&fd_name),
-                    format!(
-                        "fd {} refers to file id {} of type {}, which files.img does not have (or this engine cannot restore)",
-                        fd.fd,
-                        fd.id,
-                        pb::FdTypes::try_from(fd.r#type).map_or("?".into(), |t| format!("{t:?}"))
-                    ),
-                ));
-            }
-        }
         need_file(fs.cwd_id, "cwd".into(), &format!("fs-{pid}.img"))?;
         need_file(fs.root_id, "root".into(), &format!("fs-{pid}.img"))?;
         // issue 5: the executable may be a memfd (fexecve)

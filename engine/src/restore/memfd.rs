@@ -200,6 +200,37 @@ fn fill(imgs: &Images, set: &PageSet, f: &File, size: u64, what: &str) -> Result
     Ok(())
 }
 
+/// A memfd's fds: checked here, made by the engine (`engine_files.rs`),
+/// never by a task itself.
+pub struct MemfdFile;
+
+impl super::files::FdKind for MemfdFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Memfd
+    }
+
+    fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String> {
+        match &f.memfd {
+            Some(_) => Ok(()),
+            None => Err("MEMFD without memfd entry".into()),
+        }
+    }
+
+    fn source(
+        &self,
+        _imgs: &Images,
+        pid: i32,
+        fd: &pb::FdinfoEntry,
+        _f: &pb::FileEntry,
+    ) -> Result<std::sync::Arc<dyn super::child::OpenFd>> {
+        Err(Error::task(
+            pid,
+            format!("fd {} (memfd)", fd.fd),
+            "a memfd is made by the engine, and the engine has none for it",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

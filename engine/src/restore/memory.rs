@@ -19,16 +19,165 @@ use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid as NixPid;
 
 use super::load::{Images, PageSet, TaskImages};
+use super::stage::{Kind, Restorer, TaskCx, TaskStage};
+use super::RestoreOptions;
 use crate::dump::memory::{
     PAGE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
     VMA_FILE_SHARED,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::proc::maps::{self, SpecialVma};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
 use crate::sys::Mmap;
+
+pub const KIND: Kind = Kind {
+    name: "memory",
+    validate: super::stage::no_checks,
+    new: |_: &Images, _: &RestoreOptions| Ok(Box::new(Memory::default())),
+};
+
+/// The address space of every task: its mappings and pages, shared
+/// anonymous memory (one object for every task that maps it), private
+/// memory shared copy-on-write with the parent (`cow`), and the mm fields.
+#[derive(Default)]
+struct Memory {
+    shmem: ShmemRegistry,
+    /// The engine's own mappings that memory shared with children must
+    /// avoid (None until the tree is planned).
+    busy: Option<Vec<(u64, u64)>>,
+    cows: Vec<super::cow::CowPlan>,
+    tries: u32,
+}
+
+impl Restorer for Memory {
+    /// Which task holds which shared memory before it forks.
+    fn plan_tree(&mut self, imgs: &Images, plans: &mut [super::child::ChildPlan]) -> Result<()> {
+        let busy = match self.busy.take() {
+            Some(b) => b,
+            None => super::cow::engine_mappings()?,
+        };
+        self.cows = super::cow::plan(imgs, &busy)?;
+        self.busy = Some(busy);
+        for (plan, c) in plans.iter_mut().zip(&self.cows) {
+            plan.cow = c.clone();
+        }
+        Ok(())
+    }
+
+    /// The engine's layout is looked at again right before the clone: a
+    /// region that collides with a mapping made meanwhile is planned again
+    /// without it (its pages are then written, as before).
+    fn plan_holds(&mut self) -> Result<bool> {
+        let now = super::cow::engine_mappings()?;
+        if !super::cow::collides(&self.cows, &now) {
+            return Ok(true);
+        }
+        self.tries += 1;
+        let busy = self.busy.get_or_insert_with(Vec::new);
+        busy.extend(now);
+        if self.tries >= 3 {
+            // Give up sharing rather than risk it: everything is busy.
+            *busy = vec![(0, u64::MAX)];
+        }
+        Ok(false)
+    }
+
+    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+        let (imgs, t, plan) = (cx.imgs, cx.t, cx.plan);
+        match stage {
+            TaskStage::AddressSpace => {
+                let ip = cx.ip;
+                cx.ip = cx.in_leader(|r, _, _| {
+                    unregister_rseq(r, t.pid)?;
+                    reset_address_space(r, t, ip, &plan.cow)
+                })?;
+                debug!("pid {}: address space reset", t.pid);
+                Ok(())
+            }
+            TaskStage::Memory => {
+                let shmem = &mut self.shmem;
+                cx.in_leader(|r, mem, scratch| {
+                    map_and_fill(r, imgs, t, &plan.mapped_fds, shmem, mem, scratch, &plan.cow)
+                })?;
+                debug!("pid {}: memory restored", t.pid);
+                Ok(())
+            }
+            TaskStage::Mm => {
+                cx.in_leader(|r, mem, scratch| restore_mm(r, mem, scratch, t, plan.exe_fd))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+
+/// The child inherited the engine's rseq registration; the kernel would
+/// keep writing to that (soon foreign) address. Unregister it first.
+fn unregister_rseq(r: &mut Remote<'_>, pid: Pid) -> Result<()> {
+    if let Some(c) = crate::dump::core::rseq_config(pid) {
+        r.call(
+            libc::SYS_rseq,
+            &[
+                c.rseq_abi_pointer,
+                c.rseq_abi_size as u64,
+                RSEQ_FLAG_UNREGISTER,
+                c.signature as u64,
+            ],
+            "rseq unregister of the engine's registration",
+        )?;
+    }
+    Ok(())
+}
+
+/// mm fields (code/data/brk/stack/arg/env ranges, auxv, exe) in one
+/// PR_SET_MM_MAP, which needs no CAP_SYS_RESOURCE.
+fn restore_mm(
+    r: &mut Remote<'_>,
+    mem: &TaskMem,
+    scratch: u64,
+    t: &TaskImages,
+    exe_fd: Option<RawFd>,
+) -> Result<()> {
+    let mm = &t.mm;
+    let auxv: Vec<u8> = mm
+        .mm_saved_auxv
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let auxv_at = scratch + 256;
+    let mut b = Vec::with_capacity(104);
+    for v in [
+        mm.mm_start_code,
+        mm.mm_end_code,
+        mm.mm_start_data,
+        mm.mm_end_data,
+        mm.mm_start_brk,
+        mm.mm_brk,
+        mm.mm_start_stack,
+        mm.mm_arg_start,
+        mm.mm_arg_end,
+        mm.mm_env_start,
+        mm.mm_env_end,
+        auxv_at,
+    ] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(exe_fd.map_or(u32::MAX, |f| f as u32)).to_le_bytes());
+    mem.write(scratch, &b)?;
+    mem.write(auxv_at, &auxv)?;
+    const PR_SET_MM: u64 = 35;
+    const PR_SET_MM_MAP: u64 = 14;
+    r.call(
+        libc::SYS_prctl,
+        &[PR_SET_MM, PR_SET_MM_MAP, scratch, b.len() as u64, 0],
+        "prctl(PR_SET_MM_MAP)",
+    )?;
+    Ok(())
+}
 
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 

@@ -12,6 +12,50 @@ use crate::images::pb;
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
 
+use super::load::Images;
+use super::stage::{Kind, Restorer, TaskCx, TaskStage};
+use super::RestoreOptions;
+
+pub const KIND: Kind = Kind {
+    name: "seccomp",
+    validate,
+    new: |_: &Images, _: &RestoreOptions| Ok(Box::new(Seccomp)),
+};
+
+/// Every thread's seccomp state can be installed again.
+fn validate(imgs: &Images) -> Result<()> {
+    for t in &imgs.tasks {
+        let cores =
+            std::iter::once((t.pid, &t.core)).chain(t.threads.iter().map(|(tid, c)| (*tid, c)));
+        for (tid, core) in cores {
+            if let Some(why) = core
+                .thread_core
+                .as_ref()
+                .and_then(|th| check(th, &imgs.seccomp))
+            {
+                return Err(imgs.bad(&format!("core-{tid}.img"), why));
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Seccomp;
+
+impl Restorer for Seccomp {
+    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+        if stage != TaskStage::Seccomp {
+            return Ok(());
+        }
+        let (imgs, t) = (cx.imgs, cx.t);
+        cx.in_leader(|r, mem, _| install(r, t.pid, mem, t.thread(), &imgs.seccomp))?;
+        cx.in_threads(|r, mem, _, tid, core| {
+            let tcore = core.thread_core.as_ref().expect("validated");
+            install(r, tid, mem, tcore, &imgs.seccomp)
+        })
+    }
+}
+
 const SECCOMP_SET_MODE_STRICT: u64 = 0;
 const SECCOMP_SET_MODE_FILTER: u64 = 1;
 /// The flags the kernel remembers per filter and lets us set again.

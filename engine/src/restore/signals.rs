@@ -35,7 +35,99 @@ use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
 use crate::ptrace::Seized;
 
-use super::load::TaskImages;
+use super::child::ChildPlan;
+use super::load::{Images, TaskImages};
+use super::stage::{EngineFds, Kind, Restorer, TaskCx, TaskStage};
+use super::RestoreOptions;
+use crate::sys::KernelSigaction;
+
+/// Signal handlers (set by the new task itself), pending signals and
+/// timers, and the group stop of a task dumped stopped.
+pub const KIND: Kind = Kind {
+    name: "signals and timers",
+    validate,
+    new: |_: &Images, _: &RestoreOptions| Ok(Box::new(Signals)),
+};
+
+/// Every core image's pending signals and timers can be queued and armed.
+fn validate(imgs: &Images) -> Result<()> {
+    for t in &imgs.tasks {
+        let cores =
+            std::iter::once((t.pid, &t.core)).chain(t.threads.iter().map(|(tid, c)| (*tid, c)));
+        for (tid, core) in cores {
+            check_core(core).map_err(|why| imgs.bad(&format!("core-{tid}.img"), why))?;
+        }
+    }
+    Ok(())
+}
+
+struct Signals;
+
+impl Restorer for Signals {
+    fn plan(
+        &self,
+        _imgs: &Images,
+        t: &TaskImages,
+        _fds: &EngineFds,
+        plan: &mut ChildPlan,
+    ) -> Result<()> {
+        plan.sigactions = t
+            .tc()
+            .sigactions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, sa)| {
+                // Entries are for signals 1..=64 without SIGKILL and SIGSTOP.
+                let sig = sa_signal(i);
+                (sa.sigaction != 0 || sa.flags != 0 || sa.mask != 0).then_some((
+                    sig,
+                    KernelSigaction {
+                        handler: sa.sigaction,
+                        flags: sa.flags,
+                        restorer: sa.restorer,
+                        mask: sa.mask,
+                    },
+                ))
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+        match stage {
+            // Queued again in order, then the timers; before credentials.
+            TaskStage::Signals => restore(
+                &mut cx.task,
+                &mut cx.threads,
+                cx.ip,
+                &cx.mem,
+                cx.scratch,
+                cx.t,
+            ),
+            // Before any pending signal can be delivered.
+            TaskStage::Stop if cx.t.tc().task_state == crate::dump::core::TASK_STOPPED => {
+                enter_group_stop(&mut cx.task, &mut cx.threads)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Signal number of the i-th SaEntry (1..=64, skipping 9 and 19).
+pub fn sa_signal(i: usize) -> i32 {
+    let mut sig = 0;
+    let mut n = 0;
+    loop {
+        sig += 1;
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        if n == i {
+            return sig;
+        }
+        n += 1;
+    }
+}
 
 /// Check one queue of an image (called by load.rs before anything runs).
 pub fn check_queue(q: Option<&pb::SignalQueueEntry>) -> std::result::Result<(), String> {

@@ -1,0 +1,342 @@
+//! Open files, cwd and root of every task.
+//!
+//! A file used by one task only is made by the task itself right after
+//! its clone (`child.rs`), from what its kind says ([`FdKind::source`]).
+//! A file several tasks share (inherited across fork: a shared offset, a
+//! pipe between parent and child) is made once by the engine
+//! ([`FdKind::open_in_engine`]) and every task takes it with pidfd_getfd,
+//! so they share it again; so are the files only the engine can make
+//! (memfds, unlinked files: `engine_files.rs`).
+//!
+//! Each kind of file is one module here with an [`FdKind`], registered in
+//! [`FD_KINDS`]; nothing else names the kinds.
+
+mod epoll;
+mod eventfd;
+mod pipe;
+mod reg;
+mod signalfd;
+pub mod timerfd;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use super::child::{ChildPlan, FdPlan, FdSource, OpenFd};
+use super::load::{Images, TaskImages};
+use super::stage::{EngineFds, Kind, Restorer, TaskCx, TaskStage};
+use super::RestoreOptions;
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+use crate::ptrace::remote::Remote;
+
+/// Every kind of file the restore knows, by its files.img type.
+pub static FD_KINDS: &[&dyn FdKind] = &[
+    &reg::Reg,
+    &pipe::Pipe,
+    &eventfd::Eventfd,
+    &epoll::Epoll,
+    &signalfd::Signalfd,
+    &timerfd::Timerfd,
+    &super::memfd::MemfdFile,
+];
+
+/// The kind that restores files of `type` (files.img), if there is one.
+pub fn kind_of(r#type: i32) -> Option<&'static dyn FdKind> {
+    FD_KINDS
+        .iter()
+        .copied()
+        .find(|k| k.fd_type() as i32 == r#type)
+}
+
+/// Objects made for two files at once by the engine (the two ends of one
+/// pipe), by (fd type, object id).
+pub type EnginePairs = BTreeMap<(i32, u64), (OwnedFd, OwnedFd)>;
+
+/// One kind of file descriptor, on the restore side.
+pub trait FdKind: Sync {
+    /// The files.img type it restores.
+    fn fd_type(&self) -> pb::FdTypes;
+
+    /// Why the file entry cannot be restored by this kind, if so (its
+    /// part of the entry is missing or unusable).
+    fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String>;
+
+    /// How a task makes the file for itself. `fd` is the descriptor that
+    /// refers to it.
+    fn source(
+        &self,
+        imgs: &Images,
+        pid: Pid,
+        fd: &pb::FdinfoEntry,
+        f: &pb::FileEntry,
+    ) -> Result<Arc<dyn OpenFd>>;
+
+    /// The object several files of this kind are parts of (a pipe, of its
+    /// ends): such files are shared between tasks as one, if their tasks,
+    /// together, are more than one.
+    fn object(&self, _f: &pb::FileEntry) -> Option<u64> {
+        None
+    }
+
+    /// One open file description of the file, made by the engine, for a
+    /// file several tasks share.
+    fn open_in_engine(
+        &self,
+        _imgs: &Images,
+        pid: Pid,
+        f: &pb::FileEntry,
+        _pairs: &mut EnginePairs,
+    ) -> Result<OwnedFd> {
+        Err(Error::unsupported(
+            pid,
+            pb::FdTypes::try_from(f.r#type).map_or("?".into(), |t| format!("{t:?}")),
+            "this kind of file cannot be shared between restored processes yet",
+        ))
+    }
+}
+
+/// Every fd of the image refers to a file entry of its own type that a
+/// kind can restore, and each entry is usable.
+fn validate(imgs: &Images) -> Result<()> {
+    for f in imgs.files.values() {
+        if let Some(k) = kind_of(f.r#type) {
+            k.check(f)
+                .map_err(|why| imgs.bad("files.img", format!("file {}: {why}", f.id)))?;
+        }
+    }
+    for t in &imgs.tasks {
+        let fd_name = format!("fdinfo-{}.img", t.ids.files_id);
+        for fd in &t.fdinfo {
+            let ok = imgs.files.get(&fd.id).is_some_and(|f| {
+                f.r#type == fd.r#type && kind_of(f.r#type).is_some_and(|k| k.check(f).is_ok())
+            });
+            if !ok {
+                return Err(imgs.bad(
+                    &fd_name,
+                    format!(
+                        "fd {} refers to file id {} of type {}, which files.img does not have (or this engine cannot restore)",
+                        fd.fd,
+                        fd.id,
+                        pb::FdTypes::try_from(fd.r#type).map_or("?".into(), |t| format!("{t:?}"))
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub const KIND: Kind = Kind {
+    name: "files",
+    validate,
+    new: |_: &Images, _: &RestoreOptions| Ok(Box::new(Files)),
+};
+
+struct Files;
+
+impl Restorer for Files {
+    /// The files several tasks share, once each.
+    fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
+        shared_files(imgs, fds)
+    }
+
+    fn plan(
+        &self,
+        imgs: &Images,
+        t: &TaskImages,
+        fds: &EngineFds,
+        plan: &mut ChildPlan,
+    ) -> Result<()> {
+        plan_files(imgs, t, fds, plan)
+    }
+
+    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+        if stage != TaskStage::Files {
+            return Ok(());
+        }
+        let plan = cx.plan;
+        cx.in_leader(|r, _, _| inject_shared_files(r, plan))
+    }
+}
+
+/// The task's fds, the files the engine needs open in it while it
+/// rebuilds memory (mapped files and the executable, above every fd of
+/// its own), its cwd, root and umask.
+fn plan_files(
+    imgs: &Images,
+    t: &TaskImages,
+    engine: &EngineFds,
+    plan: &mut ChildPlan,
+) -> Result<()> {
+    let pid = t.pid;
+    let mut fdinfo = t.fdinfo.clone();
+    fdinfo.sort_by_key(|f| f.fd);
+    for f in &fdinfo {
+        let (source, share_with) = match engine.descriptions.get(&f.id) {
+            Some(engine_fd) => (
+                FdSource::Inject {
+                    engine_fd: engine_fd.as_raw_fd(),
+                },
+                None,
+            ),
+            None => {
+                let file = imgs.file(f.id);
+                let kind = kind_of(file.r#type).expect("validated");
+                (
+                    FdSource::Open(kind.source(imgs, pid, f, file)?),
+                    fdinfo
+                        .iter()
+                        .find(|o| o.id == f.id && o.fd < f.fd)
+                        .map(|o| o.fd as RawFd),
+                )
+            }
+        };
+        plan.fds.push(FdPlan {
+            fd: f.fd as RawFd,
+            source,
+            cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+            share_with,
+        });
+    }
+    let max_fd = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2);
+    plan.helper_fd_base = (max_fd + 1).max(3);
+    for v in &t.mm.vmas {
+        let id = v.shmid as u32;
+        if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0
+            && !plan.mapped_fds.contains_key(&id)
+        {
+            let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32;
+            let path = match engine.map_path(id) {
+                Some(p) => p,
+                None => super::cstr(pid, "mapping", &imgs.reg(id).name)?,
+            };
+            let at = plan.helper_fd_base + plan.helper_files.len() as RawFd;
+            plan.mapped_fds.insert(id, at);
+            plan.helper_files.push((path, flags));
+        }
+    }
+    // A deleted executable or a memfd is opened from the engine's fd.
+    let exe_path = match engine.map_path(t.mm.exe_file_id) {
+        Some(p) => p,
+        None => super::cstr(pid, "exe", &imgs.reg(t.mm.exe_file_id).name)?,
+    };
+    plan.exe_fd = Some(plan.helper_fd_base + plan.helper_files.len() as RawFd);
+    plan.helper_files.push((exe_path, libc::O_RDONLY));
+    plan.cwd = Some(super::cstr(pid, "cwd", &imgs.reg(t.fs.cwd_id).name)?);
+    plan.root = Some(super::cstr(pid, "root", &imgs.reg(t.fs.root_id).name)?);
+    plan.umask = t.fs.umask.unwrap_or(0o022);
+    Ok(())
+}
+
+/// Open files used by more than one task: the engine makes each once.
+/// Keyed by file id; files the engine holds already are left alone.
+fn shared_files(imgs: &Images, engine: &mut EngineFds) -> Result<()> {
+    let mut users: BTreeMap<u32, BTreeSet<i32>> = BTreeMap::new();
+    for t in &imgs.tasks {
+        for f in &t.fdinfo {
+            users.entry(f.id).or_default().insert(t.pid);
+        }
+    }
+    // Parts of one object (the ends of a pipe) are shared if, together,
+    // they are in more than one task.
+    let mut object_users: BTreeMap<(i32, u64), BTreeSet<i32>> = BTreeMap::new();
+    for (id, tasks) in &users {
+        let f = imgs.file(*id);
+        if let Some(o) = kind_of(f.r#type).and_then(|k| k.object(f)) {
+            object_users.entry((f.r#type, o)).or_default().extend(tasks);
+        }
+    }
+    let mut pairs = EnginePairs::new();
+    for (id, tasks) in &users {
+        if engine.descriptions.contains_key(id) {
+            continue;
+        }
+        let file = imgs.file(*id);
+        let kind = kind_of(file.r#type).expect("validated");
+        let pid = *tasks.first().expect("one user at least");
+        let is_shared = match kind.object(file) {
+            Some(o) => object_users[&(file.r#type, o)].len() > 1,
+            None => tasks.len() > 1,
+        };
+        if !is_shared {
+            continue;
+        }
+        let fd = kind
+            .open_in_engine(imgs, pid, file, &mut pairs)
+            .map_err(|e| e.context(format!("file id {id} (shared by pids {tasks:?})")))?;
+        engine.descriptions.insert(*id, fd);
+    }
+    Ok(())
+}
+
+/// Put the shared files into the task (pidfd_getfd from the engine), in
+/// ascending fd order so no placement clobbers a slot still to fill.
+fn inject_shared_files(r: &mut Remote<'_>, plan: &ChildPlan) -> Result<()> {
+    let mut todo: Vec<(RawFd, RawFd, bool)> = plan
+        .fds
+        .iter()
+        .filter_map(|f| match f.source {
+            FdSource::Inject { engine_fd } => Some((f.fd, engine_fd, f.cloexec)),
+            _ => None,
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    todo.sort();
+    let me = std::process::id() as u64;
+    let pidfd = r.call(libc::SYS_pidfd_open, &[me, 0], "pidfd_open of the engine")?;
+    // Out of the way of every fd the task will have.
+    let high = (plan.err_fd() + 1) as u64;
+    let pidfd_high = r.call(
+        libc::SYS_fcntl,
+        &[pidfd, libc::F_DUPFD_CLOEXEC as u64, high],
+        "moving the engine's pidfd",
+    )?;
+    r.call(libc::SYS_close, &[pidfd], "close")?;
+    for (fd, engine_fd, cloexec) in todo {
+        let got = r.call(
+            libc::SYS_pidfd_getfd,
+            &[pidfd_high, engine_fd as u64, 0],
+            &format!("pidfd_getfd of shared file for fd {fd}"),
+        )?;
+        if got != fd as u64 {
+            r.call(
+                libc::SYS_dup2,
+                &[got, fd as u64],
+                &format!("dup2 to fd {fd}"),
+            )?;
+            r.call(libc::SYS_close, &[got], "close")?;
+        }
+        // Both ways: pidfd_getfd sets FD_CLOEXEC, and when it lands on
+        // `fd` itself no dup2 clears it.
+        let fd_flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+        r.call(
+            libc::SYS_fcntl,
+            &[fd as u64, libc::F_SETFD as u64, fd_flags as u64],
+            "fcntl(F_SETFD)",
+        )?;
+    }
+    r.call(
+        libc::SYS_close,
+        &[pidfd_high],
+        "close of the engine's pidfd",
+    )?;
+    Ok(())
+}
+
+/// `flags` of an fd as fcntl(F_SETFL) takes them: O_NONBLOCK only, the
+/// other status flags are the object's.
+fn nonblock(flags: u32) -> i32 {
+    flags as i32 & libc::O_NONBLOCK
+}
+
+/// A path as the child takes it, naming the pid and the object if it
+/// cannot be one.
+fn path(pid: Pid, what: &str, s: &str) -> Result<CString> {
+    super::cstr(pid, what, s)
+}
+
+use crate::dump::memory::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};

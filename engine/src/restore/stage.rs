@@ -1,0 +1,242 @@
+//! The stages of a restore and the one interface every kind of kernel
+//! object plugs into them with.
+//!
+//! A restore goes through these stages, in order (`restore::restore` is
+//! the driver):
+//!
+//! 1. **Validate** ([`Kind::validate`]): every image is read and checked
+//!    (`load`), each kind checks its own part. Nothing exists yet.
+//! 2. **Objects** ([`Restorer::create`]): the objects the engine makes
+//!    itself, before any task: SysV IPC objects, memfd objects, unlinked
+//!    files, files shared between tasks, cgroups.
+//! 3. **Plan** ([`Restorer::plan`], [`Restorer::plan_tree`]): what each
+//!    new task does for itself right after its clone (its [`ChildPlan`]),
+//!    and which task forks which.
+//! 4. **Tree** ([`Restorer::tree_created`]): every task is cloned with its
+//!    PID, has set itself up and waits; none has run code of its own.
+//! 5. **Tasks** ([`Restorer::in_task`]): the engine takes each task over
+//!    and goes through the [`TaskStage`]s in it, from the address space to
+//!    the registers.
+//! 6. **Release** ([`Restorer::finish`], then [`Restorer::released`]):
+//!    last fixes that need every task ready, then the tree runs.
+//!
+//! A failure at any stage kills every task made so far; a kind undoes what
+//! it made in its `Drop`, unless it was told [`Restorer::released`].
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::child::ChildPlan;
+use super::load::{Images, TaskImages};
+use super::RestoreOptions;
+use crate::error::{Pid, Result};
+use crate::images::pb;
+use crate::ptrace::mem::TaskMem;
+use crate::ptrace::remote::Remote;
+use crate::ptrace::Seized;
+
+/// The steps the engine takes in each task, in this order. Each kind does
+/// its part of a step for the task (and its threads) in
+/// [`Restorer::in_task`]; the driver itself only maps and removes its
+/// scratch area (after `AddressSpace`, before `Stop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TaskStage {
+    /// The address space inherited from the engine goes (the vDSO group
+    /// moves to its dumped place); `TaskCx::ip` may change.
+    AddressSpace,
+    /// Every mapping with its contents.
+    Memory,
+    /// In-task parts of objects the engine made (semaphore values a task
+    /// set last, a queue's last message).
+    Objects,
+    /// Open files the engine holds go into the task.
+    Files,
+    /// mm fields, auxv and the executable.
+    Mm,
+    /// The other threads exist, each with its per-thread kernel state.
+    Threads,
+    /// Pending signals and timers.
+    Signals,
+    /// Limits that had to wait until the engine's own fd work was done.
+    Limits,
+    /// Seccomp filters, while the task still has the privilege.
+    Seccomp,
+    /// Credentials, and what a credential change resets.
+    Creds,
+    /// A task dumped stopped enters its group stop.
+    Stop,
+    /// Masks, FPU state and registers of every thread; attributes set
+    /// from outside.
+    Final,
+}
+
+impl TaskStage {
+    pub const ALL: [TaskStage; 12] = [
+        TaskStage::AddressSpace,
+        TaskStage::Memory,
+        TaskStage::Objects,
+        TaskStage::Files,
+        TaskStage::Mm,
+        TaskStage::Threads,
+        TaskStage::Signals,
+        TaskStage::Limits,
+        TaskStage::Seccomp,
+        TaskStage::Creds,
+        TaskStage::Stop,
+        TaskStage::Final,
+    ];
+}
+
+/// Open file descriptions the engine holds for the tasks, by file id of
+/// files.img: files shared between tasks and files only the engine can
+/// make. A task takes each of its own with pidfd_getfd (the `Files`
+/// stage) or, to map one, opens it through /proc/ENGINE/fd/N.
+#[derive(Default)]
+pub struct EngineFds {
+    pub descriptions: BTreeMap<u32, OwnedFd>,
+    /// Files that no path names (memfds, unlinked files): a mapping of
+    /// one is made from the engine's description, not from a path.
+    pub pathless: std::collections::BTreeSet<u32>,
+}
+
+impl EngineFds {
+    /// The path a task opens to map file `id`, if only the engine's
+    /// description reaches it.
+    pub fn map_path(&self, id: u32) -> Option<std::ffi::CString> {
+        if !self.pathless.contains(&id) {
+            return None;
+        }
+        let fd = self.descriptions.get(&id)?;
+        std::ffi::CString::new(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            fd.as_raw_fd()
+        ))
+        .ok()
+    }
+}
+
+/// One task during the `Tasks` stage: seized, with its images, its plan
+/// and the engine's handles on it.
+pub struct TaskCx<'a> {
+    pub imgs: &'a Images,
+    pub t: &'a TaskImages,
+    pub plan: &'a ChildPlan,
+    pub task: Seized,
+    /// The other threads, in the order of `t.threads`, once the
+    /// `Threads` stage made them.
+    pub threads: Vec<Seized>,
+    pub mem: TaskMem,
+    /// The `syscall` instruction remote calls run on.
+    pub ip: u64,
+    /// The engine's scratch area in the task (0 before `Memory`).
+    pub scratch: u64,
+}
+
+impl TaskCx<'_> {
+    pub fn pid(&self) -> Pid {
+        self.t.pid
+    }
+
+    /// Runs `f` with remote calls in the leader.
+    pub fn in_leader<R>(
+        &mut self,
+        f: impl FnOnce(&mut Remote<'_>, &TaskMem, u64) -> Result<R>,
+    ) -> Result<R> {
+        let mut r = Remote::new(&mut self.task, self.ip)?;
+        let out = f(&mut r, &self.mem, self.scratch)?;
+        r.abandon();
+        Ok(out)
+    }
+
+    /// Runs `f` with remote calls in every other thread, with its tid and
+    /// its core image.
+    pub fn in_threads(
+        &mut self,
+        mut f: impl FnMut(&mut Remote<'_>, &TaskMem, u64, Pid, &pb::CoreEntry) -> Result<()>,
+    ) -> Result<()> {
+        for (th, (tid, core)) in self.threads.iter_mut().zip(&self.t.threads) {
+            let mut r = Remote::new(th, self.ip)?;
+            f(&mut r, &self.mem, self.scratch, *tid, core)?;
+            r.abandon();
+        }
+        Ok(())
+    }
+}
+
+/// One kind of kernel object, on the restore side. Every method has a
+/// default that does nothing, so a kind implements the stages it takes
+/// part in. What a kind made and must undo if the restore fails, it undoes
+/// in its `Drop` (the driver drops the kinds after it killed the tasks).
+pub trait Restorer {
+    /// Objects: make what the engine makes itself before any task exists.
+    /// Descriptions meant for the tasks go into `fds`.
+    fn create(&mut self, _imgs: &Images, _fds: &mut EngineFds) -> Result<()> {
+        Ok(())
+    }
+
+    /// Plan: add this kind's part to what task `t` does for itself.
+    fn plan(
+        &self,
+        _imgs: &Images,
+        _t: &TaskImages,
+        _fds: &EngineFds,
+        _plan: &mut ChildPlan,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Plan: tree-wide decisions over every task's plan (in the order of
+    /// `imgs.tasks`), made right before the tree is created. A plan that
+    /// depends on the engine's own state is checked again with
+    /// [`Restorer::plan_holds`] after the driver built the tree's plan.
+    fn plan_tree(&mut self, _imgs: &Images, _plans: &mut [ChildPlan]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the tree-wide plan still holds (checked right before the
+    /// clone; `plan_tree` runs again when it does not).
+    fn plan_holds(&mut self) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// Tree: every task exists and waits; none has run code of its own.
+    fn tree_created(&mut self, _imgs: &Images) -> Result<()> {
+        Ok(())
+    }
+
+    /// Tasks: this kind's part of `stage` in one task.
+    fn in_task(&mut self, _stage: TaskStage, _cx: &mut TaskCx<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Release: every task is ready and still held; last fixes.
+    fn finish(&mut self, _imgs: &Images) -> Result<()> {
+        Ok(())
+    }
+
+    /// The tree runs: what was made stays.
+    fn released(&mut self) {}
+}
+
+/// A kind's registration: its name, its image checks and how it starts.
+pub struct Kind {
+    pub name: &'static str,
+    /// Validate: this kind's checks of the loaded images (no process
+    /// exists yet). A problem names the image file.
+    pub validate: fn(&Images) -> Result<()>,
+    /// Its restore state for these images and options.
+    pub new: fn(&Images, &RestoreOptions) -> Result<Box<dyn Restorer>>,
+}
+
+/// For kinds with nothing to check beyond what the loader checks.
+pub fn no_checks(_: &Images) -> Result<()> {
+    Ok(())
+}
+
+/// The fds a task's plan puts above all its own fds for the engine's use
+/// while it rebuilds memory (mapped files, the executable).
+pub fn helper_fd_range(plan: &ChildPlan) -> Option<(RawFd, RawFd)> {
+    let n = plan.helper_files.len() as RawFd;
+    (n > 0).then(|| (plan.helper_fd_base, plan.helper_fd_base + n - 1))
+}

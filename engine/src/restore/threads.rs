@@ -1,0 +1,164 @@
+//! Threads: every thread but the leader is created from inside the leader
+//! with its old TID, and every thread gets its per-thread kernel state
+//! (name, clear-tid address, robust list, alternate stack, rseq) and, last
+//! of all, its signal mask, FPU state and registers.
+
+use super::load::Images;
+use super::stage::{Kind, Restorer, TaskCx, TaskStage};
+use super::RestoreOptions;
+use crate::dump::regs::{regs_from_pb, restart_regs};
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+use crate::ptrace::mem::TaskMem;
+use crate::ptrace::remote::Remote;
+use crate::ptrace::Seized;
+
+pub const KIND: Kind = Kind {
+    name: "threads",
+    validate: super::stage::no_checks,
+    new: |_: &Images, _: &RestoreOptions| Ok(Box::new(Threads)),
+};
+
+struct Threads;
+
+impl Restorer for Threads {
+    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+        match stage {
+            TaskStage::Threads => {
+                let t = cx.t;
+                let made = cx.in_leader(|r, mem, scratch| {
+                    // From the leader, while it still has the privileges
+                    // clone3 with set_tid needs.
+                    let mut made = Vec::with_capacity(t.threads.len());
+                    for (tid, _) in &t.threads {
+                        made.push(clone_thread(r, mem, scratch, *tid)?);
+                    }
+                    restore_thread(r, mem, scratch, t.info(), t.thread())?;
+                    Ok(made)
+                })?;
+                cx.threads = made;
+                if !t.threads.is_empty() {
+                    debug!("pid {}: {} threads created", t.pid, t.threads.len());
+                }
+                cx.in_threads(|r, mem, scratch, _, core| {
+                    let info = core.thread_info.as_ref().expect("validated");
+                    let tcore = core.thread_core.as_ref().expect("validated");
+                    restore_thread(r, mem, scratch, info, tcore)
+                })
+            }
+            TaskStage::Final => {
+                let t = cx.t;
+                for (th, (_, core)) in cx.threads.iter_mut().zip(&t.threads) {
+                    let info = core.thread_info.as_ref().expect("validated");
+                    let tcore = core.thread_core.as_ref().expect("validated");
+                    set_final_state(th, info, tcore.blk_sigset.unwrap_or(0))?;
+                }
+                let blk = t.thread().blk_sigset.unwrap_or(t.tc().blk_sigset);
+                set_final_state(&mut cx.task, t.info(), blk)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn set_final_state(th: &mut Seized, info: &pb::ThreadInfoX86, blk: u64) -> Result<()> {
+    th.set_sigmask(blk)?;
+    if let Some(x) = &info.fpregs.ckpt_xsave_raw {
+        th.set_xstate(x)?;
+    }
+    th.set_regs(&restart_regs(regs_from_pb(&info.gpregs)))
+}
+
+/// Create thread `tid` from inside the leader (clone3 with set_tid). The
+/// new thread is auto-attached (PTRACE_O_TRACECLONE) and stays stopped
+/// before it runs a single instruction; its registers are set later.
+fn clone_thread(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, tid: Pid) -> Result<Seized> {
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    let args_at = scratch + 1024;
+    let tid_at = args_at + 128;
+    let mut args = [0u64; 11];
+    args[0] = flags;
+    args[8] = tid_at; // set_tid
+    args[9] = 1; // set_tid_size
+    let bytes: Vec<u8> = args.iter().flat_map(|v| v.to_le_bytes()).collect();
+    mem.write(args_at, &bytes)?;
+    mem.write(tid_at, &(tid as u32).to_le_bytes())?;
+    let got = r.call(
+        libc::SYS_clone3,
+        &[args_at, bytes.len() as u64],
+        &format!("clone3 of thread {tid}"),
+    )?;
+    if got != tid as u64 {
+        return Err(Error::task(
+            tid,
+            "thread",
+            format!("clone3 created thread {got} instead"),
+        ));
+    }
+    Seized::adopt_stopped(tid)
+}
+
+/// Per-thread kernel state that needs a call from inside the thread.
+fn restore_thread(
+    r: &mut Remote<'_>,
+    mem: &TaskMem,
+    scratch: u64,
+    info: &pb::ThreadInfoX86,
+    th: &pb::ThreadCoreEntry,
+) -> Result<()> {
+    if let Some(comm) = &th.comm {
+        let mut name = comm.as_bytes().to_vec();
+        name.truncate(15);
+        name.push(0);
+        mem.write(scratch + 2048, &name)?;
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_NAME as u64, scratch + 2048],
+            "prctl(PR_SET_NAME)",
+        )?;
+    }
+    r.call(
+        libc::SYS_set_tid_address,
+        &[info.clear_tid_addr],
+        "set_tid_address",
+    )?;
+    if th.futex_rla != 0 {
+        r.call(
+            libc::SYS_set_robust_list,
+            &[th.futex_rla, th.futex_rla_len as u64],
+            "set_robust_list",
+        )?;
+    }
+    if let Some(sas) = &th.sas {
+        // A disabled stack is set too: the leader inherited the
+        // engine's own alternate stack (Rust's guard-page handler), which
+        // is unmapped now; SA_ONSTACK handlers would crash on it.
+        {
+            let mut b = Vec::with_capacity(24);
+            b.extend_from_slice(&sas.ss_sp.to_le_bytes());
+            b.extend_from_slice(&(sas.ss_flags & !(libc::SS_ONSTACK as u32)).to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&sas.ss_size.to_le_bytes());
+            mem.write(scratch, &b)?;
+            r.call(libc::SYS_sigaltstack, &[scratch, 0], "sigaltstack")?;
+        }
+    }
+    if let Some(rs) = &th.rseq_entry {
+        r.call(
+            libc::SYS_rseq,
+            &[
+                rs.rseq_abi_pointer,
+                rs.rseq_abi_size as u64,
+                0,
+                rs.signature as u64,
+            ],
+            "rseq registration",
+        )?;
+    }
+    Ok(())
+}
