@@ -47,7 +47,6 @@ pub enum FdSource {
     Inject {
         engine_fd: RawFd,
     },
-    // >>> issue 3: signalfd and timerfd (see the end of this file)
     /// A signalfd reading the signals of `mask` (bit n-1 = signal n).
     Signalfd {
         mask: u64,
@@ -55,7 +54,6 @@ pub enum FdSource {
     },
     /// A timerfd with the time it had left and its unread expirations.
     Timerfd(TimerfdPlan),
-    // <<< issue 3
 }
 
 /// One file descriptor to create in the new task.
@@ -105,9 +103,8 @@ pub struct ChildPlan {
     pub helpers: Vec<HelperPlan>,
     /// Zombie children: their pid, wait status, name and credentials.
     pub zombies: Vec<ZombiePlan>,
-    // >>> issue 5: private memory shared with the children (restore/cow.rs)
+    /// Private memory shared with the children (restore/cow.rs).
     pub cow: super::cow::CowPlan,
-    // <<< issue 5
 }
 
 /// A helper process with a dead leader's PID (restore/sessions.rs).
@@ -287,12 +284,11 @@ pub fn run(plan: &ChildPlan) -> ! {
     let zero = nix::unistd::Pid::from_raw(0);
     let npid = nix::unistd::Pid::from_raw;
 
-    // >>> issue 5: memory shared with the children exists before any of
+    // Memory shared with the children exists before any of
     // them (early ones, helpers' and zombies included) is forked.
     if let Err((what, e)) = super::cow::prepare(&plan.cow) {
         fail(early, &format!("pid {pid}: {what}"), e);
     }
-    // <<< issue 5
     // Children that stay in the session this task was born in, before it
     // leaves it.
     for c in plan.children.iter().filter(|c| c.early) {
@@ -653,7 +649,7 @@ pub fn rlimit_name(res: u32) -> &'static str {
     NAMES.get(res as usize).copied().unwrap_or("?")
 }
 
-// >>> issue 3: signalfd and timerfd ------------------------------------------
+// signalfd and timerfd ------------------------------------------------------
 
 /// A timerfd as dumped from its fdinfo.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -794,7 +790,7 @@ fn make_timerfd(t: &TimerfdPlan) -> nix::Result<RawFd> {
 }
 
 #[cfg(test)]
-mod issue3_tests {
+mod timerfd_tests {
     use super::*;
 
     #[test]
@@ -860,4 +856,3 @@ mod issue3_tests {
         unsafe { libc::close(sfd) };
     }
 }
-// <<< issue 3 ----------------------------------------------------------------
