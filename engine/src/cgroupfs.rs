@@ -1,4 +1,4 @@
-//! The cgroup filesystems of this machine (issue 6): which hierarchies are
+//! The cgroup filesystems of this machine: which hierarchies are
 //! mounted where, which property files of a cgroup matter to programs, and
 //! the small pure pieces of logic shared by dump, restore and show (path
 //! checks, `--cgroup-root` parsing and path mapping, `devices.list`).

@@ -151,7 +151,7 @@ pub fn run() -> i32 {
             why: "restoring monotonic clocks",
             result: file_exists("/proc/self/ns/time"),
         },
-        // issue 5: SysV objects get their ids back through next_id
+        // SysV objects get their ids back through next_id.
         Probe {
             name: "SysV IPC ids",
             required: false,
@@ -167,14 +167,12 @@ pub fn run() -> i32 {
             why: "raising hard rlimits",
             result: cap_sys_resource(),
         },
-        // >>> issue 6
         Probe {
             name: "cgroups",
             required: false,
             why: "cgroup membership, limits, --freeze-cgroup",
             result: crate::cgroupfs::probe(),
         },
-        // <<< issue 6
     ];
     let mut ok = true;
     for p in &probes {

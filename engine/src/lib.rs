@@ -2,7 +2,7 @@
 
 #[macro_use]
 pub mod log;
-pub mod cgroupfs; // issue 6
+pub mod cgroupfs;
 pub mod check;
 pub mod dump;
 pub mod error;

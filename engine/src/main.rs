@@ -51,13 +51,11 @@ enum Cmd {
         /// are copied into the images, in bytes (K, M, G suffixes allowed).
         #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
         ghost_limit: u64,
-        // >>> issue 6
         /// Freeze the tree through this freezer cgroup (a cgroup directory,
         /// or a path in the freezer hierarchy) before seizing it, so a tree
         /// that keeps forking can be stopped.
         #[arg(long, value_name = "PATH")]
         freeze_cgroup: Option<String>,
-        // <<< issue 6
         /// Also dump this SysV IPC object (shm:ID, sem:ID or msg:ID; may
         /// be repeated or comma-separated): for objects the tree created
         /// but never used, which the dump cannot tell are the tree's.
@@ -79,7 +77,6 @@ enum Cmd {
         /// Accepted for CRIU compatibility.
         #[arg(short = 'j', long)]
         shell_job: bool,
-        // >>> issue 6
         /// What to do with cgroups (CRIU's modes): ignore, none, props,
         /// soft (the default, also without a value), full, strict.
         #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
@@ -91,7 +88,6 @@ enum Cmd {
         /// May be given more than once.
         #[arg(long, value_name = "[CONTROLLER:]/PATH")]
         cgroup_root: Vec<ckpt::cgroupfs::CgroupRoot>,
-        // <<< issue 6
         #[command(flatten)]
         log: LogOpts,
     },

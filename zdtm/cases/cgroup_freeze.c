@@ -1,6 +1,6 @@
 /*
  * cgroup_freeze: a tree that keeps forking is checkpointed through its
- * freezer cgroup (`dump --freeze-cgroup`, issue 6).
+ * freezer cgroup (`dump --freeze-cgroup`).
  *
  * --cg=PATH: the freezer cgroup, a path inside the freezer hierarchy (the
  * v1 freezer if mounted, else cgroup2); the program creates it and joins

@@ -1,6 +1,6 @@
 /*
  * cgroup_limits: a task's cgroups and their limits survive
- * checkpoint/restore (issue 6).
+ * checkpoint/restore.
  *
  * --v1=CTL[,CTL...]  for each v1 controller, create
  *           <CTL hierarchy>/<own cgroup>/zdtm.<prog>.<pid>, set its

@@ -1,6 +1,6 @@
 /*
  * cgroup_threads: threads of one process in different threaded cgroup2
- * cgroups come back each in its own (issue 6).
+ * cgroups come back each in its own.
  *
  * The process creates zdtm.<prog>.<pid> below its own cgroup2 cgroup with
  * two children m and w of cgroup.type "threaded" (which makes the parent

@@ -1,6 +1,6 @@
 /*
  * cgroup_tree: a process tree whose members sit in different cgroups
- * comes back with each process in its own cgroups (issue 6).
+ * comes back with each process in its own cgroups.
  *
  * In the v1 pids hierarchy (if mounted) and in cgroup2, the root creates
  * zdtm.<prog>.<pid> below its own cgroup (the tree's cgroup, BASE) with

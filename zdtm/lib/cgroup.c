@@ -1,4 +1,4 @@
-/* cgroup helpers for the zdtm cases of issue 6; see cgroup.h. */
+/* cgroup helpers for the zdtm cgroup cases; see cgroup.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * cgroup.h - cgroup helpers for the zdtm cases of issue 6.
+ * cgroup.h - cgroup helpers for the zdtm cgroup cases.
  *
  * Hierarchies are found in /proc/self/mountinfo, never assumed: a v1
  * hierarchy by one of its controllers ("pids", "freezer") or its name

@@ -122,9 +122,9 @@ pub struct Case {
     /// Limit for each step: start, each engine command, stop.
     pub timeout: Duration,
     pub xfail: Option<Xfail>,
-    /// The tree forks and reaps short-lived children all the time (issue
-    /// 6): the runner's tree checks compare only the processes that exist
-    /// both before and after (the root among them).
+    /// The tree forks and reaps short-lived children all the time:
+    /// the runner's tree checks compare only the processes that exist both
+    /// before and after (the root among them).
     pub forks: bool,
 }
 
@@ -197,7 +197,7 @@ pub static CASES: &[Case] = &[
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-rust-mem")),
         ..Case::DEFAULT
     },
-    // >>> issues 3 (signals and timers) and 4 (threads)
+    // Signals, timers and threads.
     Case {
         name: "sigaction_all",
         program: Program::C("sigaction_all"),
@@ -273,13 +273,12 @@ pub static CASES: &[Case] = &[
         name: "thread_leader_exit",
         program: Program::C("thread_leader_exit"),
         xfail: Some(Xfail {
-            reason: "runner: a zombie thread-group leader counts as a dead process (start, check_tree); engine: refuses zombie leaders (issue 4)",
+            reason: "runner: a zombie thread-group leader counts as a dead process (start, check_tree); engine: refuses zombie leaders",
             variants: &[],
         }),
         ..Case::DEFAULT
     },
-    // <<< issues 3 and 4
-    // >>> issue 5: process trees and task attributes
+    // Process trees and task attributes.
     Case {
         name: "tree_basic",
         program: Program::C("tree_basic"),
@@ -329,7 +328,7 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
-    // >>> issue 5: memfd, POSIX shm, unlinked files, shared file mappings
+    // memfd, POSIX shm, unlinked files, shared file mappings.
     Case {
         name: "memfd",
         program: Program::C("memfd"),
@@ -382,7 +381,6 @@ pub static CASES: &[Case] = &[
         args: &["--how=memfd"],
         ..Case::DEFAULT
     },
-    // <<< issue 5: memfd, POSIX shm, unlinked files, shared file mappings
     Case {
         name: "sid_orphans",
         program: Program::C("sid_orphans"),
@@ -399,7 +397,7 @@ pub static CASES: &[Case] = &[
         suid: true,
         ..Case::DEFAULT
     },
-    // SysV IPC (issue 5): the *_recreate rows remove the objects between
+    // SysV IPC: the *_recreate rows remove the objects between
     // dump and restore, so the restore must create them again with their
     // ids, keys and contents.
     Case {
@@ -424,8 +422,7 @@ pub static CASES: &[Case] = &[
         between: Some(remove_sysvipc),
         ..Case::DEFAULT
     },
-    // <<< issue 5
-    // >>> issue 6: cgroups (programs: zdtm/cases/cgroup_*.c; hooks below)
+    // Cgroups (programs: zdtm/cases/cgroup_*.c; hooks below).
     Case {
         name: "cgroup_pids",
         program: Program::C("cgroup_limits"),
@@ -490,10 +487,8 @@ pub static CASES: &[Case] = &[
         forks: true,
         ..CGROUP_CASE
     },
-    // <<< issue 6
 ];
 
-// >>> issue 6: cgroup cases
 /// Cgroup cases create cgroups (root only) and must not see each other's.
 const CGROUP_CASE: Case = Case {
     suid: true,
@@ -602,8 +597,7 @@ fn mark_restored(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
     let f = dir.join("cgroup_root.restored");
     std::fs::write(&f, "").map_err(|e| format!("{}: {e}", f.display()))
 }
-// <<< issue 6
-// >>> issue 5
+
 /// Between-hook: remove the SysV objects the case listed in `sysvipc.ids`
 /// (lines "shm ID", "sem ID", "msg ID"); each must exist and go.
 fn remove_sysvipc(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
@@ -618,4 +612,3 @@ fn remove_sysvipc(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
     }
     Ok(())
 }
-// <<< issue 5

@@ -1,4 +1,4 @@
-//! Cgroups a trial leaves behind (issue 6).
+//! Cgroups a trial leaves behind.
 //!
 //! Cases that create cgroups name them `zdtm.<case>.<pid>` (pid: a
 //! process of the case, normally its root) or `zdtm.<uniq>` (the work

@@ -15,7 +15,7 @@
 //! - `ZDTM_BIN_DIR`: run the C programs from this directory.
 
 mod cases;
-mod cgroups; // issue 6
+mod cgroups;
 mod procfs;
 mod trial;
 

@@ -210,7 +210,7 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-// >>> issue 5: SysV IPC objects of a case
+// SysV IPC objects of a case.
 
 /// The kinds of SysV IPC objects, as named in /proc/sysvipc/.
 pub const SYSVIPC_KINDS: [&str; 3] = ["shm", "sem", "msg"];
@@ -270,4 +270,3 @@ pub fn sysvipc_remove(kind: &str, id: i32) -> Result<(), String> {
     }
     Ok(())
 }
-// <<< issue 5

@@ -29,12 +29,12 @@
 #[path = "cases.rs"]
 mod cases;
 #[path = "cgroups.rs"]
-mod cgroups; // issue 6
+mod cgroups;
 #[allow(dead_code)]
 #[path = "procfs.rs"]
 mod procfs;
 #[path = "safety_cgroups.rs"]
-mod safety_cgroups; // issue 6
+mod safety_cgroups;
 #[allow(dead_code)]
 #[path = "trial.rs"]
 mod trial;
@@ -176,7 +176,7 @@ fn main() {
             variant: Variant::Once,
             body: restore_child_pid_taken,
         },
-        // >>> issue 6: cgroups (safety_cgroups.rs)
+        // Cgroups (safety_cgroups.rs).
         Spec {
             name: "restore/cgroup-bad-path",
             case: || case_named("cgroup_pids"),
@@ -201,8 +201,7 @@ fn main() {
             variant: Variant::Once,
             body: safety_cgroups::dump_frozen,
         },
-        // <<< issue 6
-        // >>> issue 5
+        // SysV IPC.
         Spec {
             name: "restore/sysvipc-id-or-key-taken",
             case: || case_named("sysv_sem_msg"),
@@ -221,7 +220,6 @@ fn main() {
             variant: Variant::Once,
             body: restore_sysvipc_rollback,
         },
-        // <<< issue 5
     ];
     let cfg = std::sync::Arc::new(Config::from_env());
     let trials = specs
@@ -1321,7 +1319,8 @@ fn restore_child_pid_taken(run: &mut Run) -> Result<Outcome, String> {
     )
 }
 
-// >>> issue 5: SysV IPC ids and keys taken at restore time
+// ---------------------------------------------------------------------------
+// SysV IPC ids and keys taken at restore time
 
 /// The SysV objects (kind, id) an image directory holds, read from its
 /// ipcns-{shm,sem,msg}-N.img.
@@ -1559,7 +1558,6 @@ fn truncate_ipcns_shm_resealed(
         vec![vec![name], vec!["truncated".into(), "expected".into()]],
     ))
 }
-// <<< issue 5
 
 /// The last step of a trial that had a restore refused: restore the intact
 /// image (`what` says which), check the tree against `check` if given, and

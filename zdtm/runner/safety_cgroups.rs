@@ -1,4 +1,4 @@
-//! Safety trials for cgroups (issue 6), part of `cargo test --test safety`:
+//! Safety trials for cgroups, part of `cargo test --test safety`:
 //!
 //! - `restore/cgroup-bad-path`: a cgroup path with `..` in cgroup.img is
 //!   refused before any process exists, naming the file and the problem;

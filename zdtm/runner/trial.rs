@@ -91,11 +91,11 @@ pub fn run(case: &Case, variant: Variant, cfg: &Config) -> Result<Completion, Fa
     }
 
     let mut run = Run::new(case, variant, cfg);
-    // >>> issue 6: cgroups of the trial (cgroups.rs)
+    // Note the cgroups that exist before the trial, to find its own after
+    // (cgroups.rs).
     if case.suid {
         run.cg_before = Some(crate::cgroups::zdtm_dirs());
     }
-    // <<< issue 6
     let result = run.execute();
     run.cleanup();
     let xfail = case.xfail.filter(|x| x.applies_to(variant));
@@ -209,7 +209,7 @@ pub(crate) struct Run<'a> {
     trace: Vec<String>,
     /// Engine logs and console outputs, in order, for the failure report.
     engine_files: Vec<PathBuf>,
-    /// `zdtm.*` cgroups that existed before the trial (issue 6).
+    /// `zdtm.*` cgroups that existed before the trial.
     pub(crate) cg_before: Option<BTreeSet<PathBuf>>,
 }
 
@@ -230,7 +230,7 @@ impl<'a> Run<'a> {
     }
 
     /// Case arguments and engine options: `{dir}` is the work directory,
-    /// `{uniq}` its name (unique, usable as a cgroup name; issue 6).
+    /// `{uniq}` its name (unique, usable as a cgroup name).
     fn subst(&self, s: &str) -> String {
         let uniq = self.dir.file_name().unwrap_or_default().to_string_lossy();
         s.replace("{dir}", &self.dir.to_string_lossy())
@@ -630,13 +630,13 @@ impl<'a> Run<'a> {
                 Some(_) => {}
             }
             let mut now = procfs::snapshot(pid);
-            // >>> issue 6: a tree that forks on its own
+            // A tree that forks on its own: compare only the processes that
+            // exist both before and after.
             let mut before = before.clone();
             if self.case.forks {
                 before.retain(|p, _| *p == pid || now.contains_key(p));
                 now.retain(|p, _| *p == pid || before.contains_key(p));
             }
-            // <<< issue 6
             problems.extend(procfs::diff_trees(&before, &now));
             for (p, t) in stopped_threads(&now).difference(stopped_before) {
                 problems.push(format!("pid {p} thread {t} is left stopped"));
@@ -721,7 +721,7 @@ impl<'a> Run<'a> {
                 mounts.join(", ")
             ));
         }
-        // >>> issue 6: no cgroup of the trial may remain
+        // No cgroup of the trial may remain.
         if self.cg_before.is_some() {
             let left = self.own_cgroups();
             if !left.is_empty() {
@@ -734,8 +734,7 @@ impl<'a> Run<'a> {
                 ));
             }
         }
-        // <<< issue 6
-        // >>> issue 5: SysV IPC objects keyed on the work dir (ftok) must
+        // SysV IPC objects keyed on the work dir (ftok) must
         // be gone; cleanup() removes them either way.
         let ipc = procfs::sysvipc_of_dir(&self.dir);
         if !ipc.is_empty() {
@@ -743,7 +742,6 @@ impl<'a> Run<'a> {
                 "SysV IPC objects of the case remain after the verdict (kind, key, id): {ipc:x?}"
             ));
         }
-        // <<< issue 5
         self.pid = None;
         Ok(())
     }
@@ -754,7 +752,7 @@ impl<'a> Run<'a> {
         if self.dir.as_os_str().is_empty() {
             return;
         }
-        self.cleanup_cgroups(); // issue 6
+        self.cleanup_cgroups();
         let kill_all = |pid: Option<i32>, dir: &Path| -> Vec<i32> {
             let mut victims: BTreeSet<i32> = pid
                 .map(|p| procfs::members(p).iter().map(|s| s.pid).collect())
@@ -773,12 +771,11 @@ impl<'a> Run<'a> {
         };
         let pid = self.pid;
         let dir = self.dir.clone();
-        // >>> issue 5: leftover SysV objects of a failed case (removing one a
+        // Leftover SysV objects of a failed case (removing one a
         // live process still uses is harmless: it goes when they detach).
         for (kind, _, id) in procfs::sysvipc_of_dir(&dir) {
             let _ = procfs::sysvipc_remove(kind, id);
         }
-        // <<< issue 5
         let first = kill_all(pid, &dir);
         if first.is_empty() {
             return;
@@ -809,7 +806,7 @@ impl<'a> Run<'a> {
         crate::cgroups::owned(before, &uniq, self.name(), &pids)
     }
 
-    /// Removes the `zdtm.*` cgroups the trial created (issue 6), killing
+    /// Removes the `zdtm.*` cgroups the trial created, killing
     /// what is in them.
     fn cleanup_cgroups(&mut self) {
         if self.cg_before.is_none() {

@@ -1,4 +1,4 @@
-//! Cgroups at dump time (issue 6): every task's membership in every
+//! Cgroups at dump time: every task's membership in every
 //! mounted hierarchy (v1 controllers, named v1 hierarchies, cgroup2) as
 //! CRIU's cgroup sets, and the properties of every cgroup directory those
 //! tasks are in and of its ancestors below the hierarchy root, into

@@ -24,10 +24,10 @@ pub struct FileTable {
     /// (pid, fd, file id, type) of every fd of the tasks dumped so far, to
     /// find open files shared between processes.
     pub seen: Vec<(Pid, i32, u32, i32)>,
-    // >>> issue 5: memfd objects and unlinked files (dump/memfd.rs, dump/ghost.rs)
+    /// memfd objects (dump/memfd.rs).
     pub memfd: super::memfd::MemfdTable,
+    /// Unlinked files (dump/ghost.rs).
     pub ghost: super::ghost::GhostTable,
-    // <<< issue 5
     next_id: u32,
 }
 
@@ -200,7 +200,6 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
                 });
                 (pb::FdTypes::Eventpoll, id)
             }
-            // >>> issue 3: signalfd and timerfd
             FdKind::AnonInode("[signalfd]") => (
                 pb::FdTypes::Signalfd,
                 dump_signalfd(pid, fd, flags, &info, table)?,
@@ -208,7 +207,6 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
             FdKind::AnonInode("[timerfd]") => {
                 (pb::FdTypes::Timerfd, dump_timerfd(pid, fd, flags, table)?)
             }
-            // <<< issue 3
             FdKind::AnonInode(name) => {
                 return Err(unsupported_fd(
                     pid,
@@ -272,7 +270,8 @@ fn fdinfo_field<T>(
     }
 }
 
-// >>> issue 3: signalfd and timerfd, from their fdinfo.
+// signalfd and timerfd, from their fdinfo.
+
 fn dump_signalfd(
     pid: Pid,
     fd: i32,
@@ -346,7 +345,6 @@ fn refresh_timerfd(pid: Pid, fd: i32) -> Result<()> {
     }
     Ok(())
 }
-// <<< issue 3
 
 /// A regular file, directory or device (or a memfd, or an unlinked file).
 fn dump_path_fd(
@@ -360,7 +358,7 @@ fn dump_path_fd(
     let proc_path = format!("/proc/{pid}/fd/{fd}");
     let meta = std::fs::metadata(&proc_path)
         .map_err(|e| Error::io(&proc_path, format!("pid {pid}: fd {fd}: stat"), e))?;
-    // >>> issue 5: memfd objects and unlinked files (dump/memfd.rs, dump/ghost.rs)
+    // memfd objects and unlinked files (dump/memfd.rs, dump/ghost.rs).
     let what = format!("fd {fd}");
     if super::memfd::is_memfd(pid, &what, &proc_path, link, &meta)? {
         let id = table.add_memfd(pid, &what, &proc_path, link, &meta, flags, Some(info.pos))?;
@@ -370,7 +368,6 @@ fn dump_path_fd(
         let id = table.add_ghost(pid, &what, &proc_path, link, &meta, flags, Some(info.pos))?;
         return Ok((pb::FdTypes::Reg, id));
     }
-    // <<< issue 5
     if meta.nlink() == 0 || link.ends_with(b" (deleted)") {
         return Err(unsupported_fd(
             pid,
@@ -509,7 +506,7 @@ pub fn dump_fs(pid: Pid, umask: u32, table: &mut FileTable) -> Result<pb::FsEntr
 pub fn dump_exe(pid: Pid, table: &mut FileTable) -> Result<u32> {
     let exe = read_link(pid, "exe")?;
     if exe.ends_with(b" (deleted)") {
-        // >>> issue 5: a deleted executable is a ghost file like any other
+        // A deleted executable is a ghost file like any other
         // (its text mappings are the same inode, so the same ghost).
         let p = format!("/proc/{pid}/exe");
         let meta = std::fs::metadata(&p)
@@ -529,7 +526,6 @@ pub fn dump_exe(pid: Pid, table: &mut FileTable) -> Result<u32> {
             format!("exe {}", String::from_utf8_lossy(&exe)),
             "the executable was deleted but is still linked elsewhere; that cannot be restored yet",
         ));
-        // <<< issue 5
     }
     Ok(table.add_reg(&exe, libc::O_RDONLY as u32, 0, None))
 }
@@ -546,7 +542,7 @@ pub fn dump_mapped_file(
     let name = format!("map_files/{start:x}-{end:x}");
     let link = read_link(pid, &name)?;
     if link.ends_with(b" (deleted)") {
-        // >>> issue 5: mappings of memfd objects and unlinked files
+        // Mappings of memfd objects and unlinked files.
         let p = format!("/proc/{pid}/{name}");
         let meta = std::fs::metadata(&p)
             .map_err(|e| Error::io(&p, format!("pid {pid}: stat of a mapped file"), e))?;
@@ -557,7 +553,6 @@ pub fn dump_mapped_file(
         if super::ghost::is_ghost(&meta) {
             return table.add_ghost(pid, &what, &p, &link, &meta, flags, None);
         }
-        // <<< issue 5
         return Err(Error::unsupported(
             pid,
             format!(

@@ -25,8 +25,8 @@ pub fn freeze_threads(pid: Pid) -> Result<Vec<Seized>> {
     freeze_threads_with(pid, &mut BTreeMap::new())
 }
 
-/// Take a thread out of `pre` (seized already through its freezer cgroup,
-/// issue 6) or seize it now.
+/// Take a thread out of `pre` (seized already through its freezer cgroup)
+/// or seize it now.
 fn take_or_seize(pre: &mut BTreeMap<Pid, Seized>, tid: Pid) -> Result<Seized> {
     match pre.remove(&tid) {
         Some(s) => Ok(s),
@@ -171,7 +171,7 @@ pub fn freeze_tree(root: Pid) -> Result<Vec<FrozenProc>> {
 }
 
 /// [`freeze_tree`], taking threads already seized (through the freezer
-/// cgroup, issue 6) from `pre`; what is left in `pre` afterwards is not
+/// cgroup) from `pre`; what is left in `pre` afterwards is not
 /// part of the tree.
 pub fn freeze_tree_with(root: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Vec<FrozenProc>> {
     let mut out: Vec<FrozenProc> = Vec::new();
@@ -187,7 +187,7 @@ pub fn freeze_tree_with(root: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Ve
             });
             continue;
         }
-        // issue 6: a frozen task would never stop (dump/cgroups.rs)
+        // A task frozen by its cgroup would never stop (dump/cgroups.rs).
         let threads = match crate::dump::cgroups::check_not_frozen(pid)
             .and_then(|()| freeze_threads_with(pid, pre))
         {

@@ -44,7 +44,6 @@ pub const VMA_AREA_UPROBES: u32 = 1 << 17;
 
 /// PagemapEntry.flags: the pages are in the pages file.
 pub const PE_PRESENT: u32 = 1 << 2;
-// >>> issue 5: COW sharing with the parent
 /// PagemapEntry.flags, a ckpt extension (CRIU defines bits 0-2 only; crit
 /// shows this one as a number): the pages are the very pages of the
 /// parent process at the same address (still copy-on-write shared since
@@ -52,7 +51,6 @@ pub const PE_PRESENT: u32 = 1 << 2;
 /// again by forking the task from a parent that already holds them. Never
 /// set together with PE_PRESENT.
 pub const PE_COW_PARENT: u32 = 1 << 16;
-// <<< issue 5
 
 /// madvise() advice that shows in smaps VmFlags and that restore re-applies;
 /// VmaEntry.madv holds `1 << advice`.
@@ -244,7 +242,7 @@ impl PagemapBuilder {
         });
     }
 
-    /// Pages in the pages file (issue 5: COW entries have none there).
+    /// Pages in the pages file (COW entries have none there).
     pub fn total_pages(&self) -> u64 {
         self.entries
             .iter()
@@ -328,7 +326,7 @@ pub fn dump_pages(
 }
 
 /// [`dump_pages`], leaving out the pages `cow` marks as shared with the
-/// parent (issue 5); the caller adds their entries ([`cow_entries`]).
+/// parent; the caller adds their entries ([`cow_entries`]).
 pub fn dump_pages_cow(
     pid: Pid,
     mem: &TaskMem,
@@ -397,10 +395,10 @@ struct Reader<'a> {
     words: Vec<u64>,
     free: std::sync::mpsc::Receiver<Vec<u8>>,
     out: std::sync::mpsc::SyncSender<Chunk>,
-    /// Pages shared with the parent, not stored (issue 5).
+    /// Pages shared with the parent, not stored.
     cow: &'a CowMarks,
     /// The chunk being copied has no page another process maps too, so
-    /// process_vm_readv may read it (issue 5).
+    /// process_vm_readv may read it.
     pin_ok: bool,
 }
 
@@ -415,12 +413,11 @@ impl Reader<'_> {
         const CHUNK_PAGES: u64 = 1 << 16;
         pm.seal();
         let vma = job.entry;
-        // >>> issue 5: pages still shared with the parent are not stored
+        // Pages still shared with the parent are not stored.
         let marks = self
             .cow
             .get(&vma.start)
             .filter(|m| m.len() as u64 == (vma.end - vma.start) / PAGE);
-        // <<< issue 5
         let mut addr = vma.start;
         while addr < vma.end {
             let end = (addr + CHUNK_PAGES * PAGE).min(vma.end);
@@ -444,7 +441,7 @@ impl Reader<'_> {
                     }
                 }
             }
-            // >>> issue 5: process_vm_readv pins the pages it reads, and
+            // process_vm_readv pins the pages it reads, and
             // pinning a copy-on-write shared anonymous page unshares it
             // (Linux 5.19+): the dump would give the task private copies of
             // what it shares with its parent or children (and them nothing
@@ -455,7 +452,6 @@ impl Reader<'_> {
                 f.present() && !f.exclusive() && !f.file_or_shared_anon()
             });
             self.pin_ok = !shared;
-            // <<< issue 5
             self.copy_runs(&runs, job, pm, hash)?;
             addr = end;
         }
@@ -624,7 +620,7 @@ pub fn dump_shmem_file(
     Ok(size)
 }
 
-// >>> issue 5: COW sharing with the parent -----------------------------------
+// COW sharing with the parent -----------------------------------------------
 //
 // A child that never wrote to private memory it inherited across fork
 // still shares those pages with its parent. Such pages are found by their
@@ -784,7 +780,7 @@ pub fn merge_cow_entries(entries: &mut Vec<pb::PagemapEntry>, cow: Vec<pb::Pagem
 }
 
 #[cfg(test)]
-mod issue5_tests {
+mod cow_tests {
     use super::*;
 
     #[test]
@@ -798,4 +794,3 @@ mod issue5_tests {
         assert!(e.iter().all(|e| entry_cow(e) && !entry_present(e)));
     }
 }
-// <<< issue 5 -------------------------------------------------------------------

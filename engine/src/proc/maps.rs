@@ -125,7 +125,7 @@ impl Vma {
     }
 
     /// A System V shared memory segment (`/SYSV0000abcd (deleted)`, the
-    /// key in hex). The inode is the shm id, which may be 0 (issue 5).
+    /// key in hex). The inode is the shm id, which may be 0.
     pub fn is_sysv_shm(&self) -> bool {
         self.shared
             && self
@@ -363,7 +363,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert!(v[5].is_shared_anon() && !v[5].is_anon());
 
         assert!(v[6].is_sysv_shm());
-        // Segment id 0 shows inode 0 (issue 5).
+        // Segment id 0 shows inode 0.
         let id0 = parse_maps(
             "7f0000102000-7f0000103000 rw-s 00000000 00:01 0          /SYSV5eed0001 (deleted)\n",
         )

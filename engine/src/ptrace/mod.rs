@@ -129,7 +129,6 @@ impl Seized {
         Ok(s)
     }
 
-    // >>> issue 6: seizing a frozen cgroup (dump/cgroups.rs)
     /// PTRACE_SEIZE + PTRACE_INTERRUPT without waiting: a task frozen by
     /// its freezer cgroup takes the stop only once the cgroup is thawed.
     /// Finish with [`Seized::wait_seized`].
@@ -157,7 +156,6 @@ impl Seized {
             detached: false,
         })
     }
-    // <<< issue 6
 
     /// Adopt a task that stopped itself under PTRACE_TRACEME, or a thread
     /// auto-attached at creation (restore).

@@ -1,4 +1,4 @@
-//! Cgroups at restore time (issue 6).
+//! Cgroups at restore time.
 //!
 //! `check` validates `cgroup.img` with the other images (load.rs), before
 //! anything exists. `plan` resolves it against this machine's hierarchies

@@ -101,9 +101,8 @@ pub struct ChildPlan {
     pub helpers: Vec<HelperPlan>,
     /// Zombie children: their pid, wait status, name and credentials.
     pub zombies: Vec<ZombiePlan>,
-    // >>> issue 5: private memory shared with the children (restore/cow.rs)
+    /// Private memory shared with the children (restore/cow.rs).
     pub cow: super::cow::CowPlan,
-    // <<< issue 5
 }
 
 /// A helper process with a dead leader's PID (restore/sessions.rs).
@@ -190,12 +189,11 @@ pub fn run(plan: &ChildPlan) -> ! {
     let zero = nix::unistd::Pid::from_raw(0);
     let npid = nix::unistd::Pid::from_raw;
 
-    // >>> issue 5: memory shared with the children exists before any of
+    // Memory shared with the children exists before any of
     // them (early ones, helpers' and zombies included) is forked.
     if let Err((what, e)) = super::cow::prepare(&plan.cow) {
         fail(early, &format!("pid {pid}: {what}"), e);
     }
-    // <<< issue 5
     // Children that stay in the session this task was born in, before it
     // leaves it.
     for c in plan.children.iter().filter(|c| c.early) {

@@ -1,4 +1,4 @@
-//! Private memory shared with the parent across fork (issue 5).
+//! Private memory shared with the parent across fork.
 //!
 //! A dump records pages a child never wrote after fork as PE_COW_PARENT
 //! entries (dump/memory.rs): same page as the parent's at that address.
@@ -210,7 +210,7 @@ pub fn plan(imgs: &Images, engine: &[(u64, u64)]) -> Result<Vec<CowPlan>> {
 pub fn engine_mappings() -> Result<Vec<(u64, u64)>> {
     const HEAP_ROOM: u64 = 1 << 30;
     // Debug knob: restore as if nothing could be held (every shared page
-    // copied into every process, as before issue 5).
+    // copied into every process).
     if std::env::var_os("CKPT_NO_COW").is_some() {
         return Ok(vec![(0, u64::MAX)]);
     }

@@ -237,7 +237,7 @@ pub fn reset_address_space(
     // munmap calls instead of one per inherited mapping (munmap ignores
     // the holes in a range).
     let mut kept: Vec<(u64, u64)> = group.iter().map(|v| (v.start, v.end)).collect();
-    // >>> issue 5: memory shared with the parent or the children stays
+    // Memory shared with the parent or the children stays.
     for &(s, e) in &cow.held {
         let covered = cur
             .iter()
@@ -253,7 +253,6 @@ pub fn reset_address_space(
         }
         kept.push((s, e));
     }
-    // <<< issue 5
     kept.sort_unstable();
     let mut from = 0u64;
     for (start, end) in kept.iter().copied().chain([(TASK_SIZE, TASK_SIZE)]) {
@@ -359,9 +358,8 @@ pub fn map_and_fill(
             has_pages[i] = true;
         }
     }
-    // >>> issue 5: SysV segments first, attached whole (restore/ipc.rs)
+    // SysV segments first, attached whole (restore/ipc.rs).
     super::ipc::attach_shm(r, imgs, t)?;
-    // <<< issue 5
     let mut maps: Vec<(&pb::VmaEntry, crate::ptrace::remote::Call)> = Vec::new();
     for (i, v) in t.mm.vmas.iter().enumerate() {
         if is_special(v) || super::ipc::is_sysv(v) {
@@ -371,11 +369,10 @@ pub fn map_and_fill(
             map_shared_anon(r, imgs, t, v, shmem, mem, scratch)?;
             continue;
         }
-        // >>> issue 5: held memory is in place with its content already
+        // Held memory is in place with its content already.
         if cow.holds(v.start, v.end) {
             continue;
         }
-        // <<< issue 5
         let prot = if has_pages[i] { write_prot(v) } else { v.prot };
         let (fd, off) = if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
             let fd = *file_fds.get(&(v.shmid as u32)).ok_or_else(|| {
@@ -413,7 +410,7 @@ pub fn map_and_fill(
             ));
         }
     }
-    // Private pages (issue 5: not into held memory, whose pages the task
+    // Private pages (not into held memory, whose pages the task
     // wrote itself; pages shared with the parent that could not be held
     // are copied from the ancestor that has them).
     write_pages(pid, &pages_file, &t.pages.entries, |a| {
@@ -427,7 +424,7 @@ pub fn map_and_fill(
             continue;
         }
         let len = v.end - v.start;
-        // issue 5: held memory was mapped read-write
+        // Held memory was mapped read-write.
         let held =
             cow.holds(v.start, v.end) && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32;
         if held || (has_pages[i] && write_prot(v) != v.prot) {
@@ -623,7 +620,7 @@ fn write_pages(
     let mut ranges: Vec<(&[u8], u64)> = Vec::with_capacity(entries.len());
     let mut off = 0usize;
     for e in entries {
-        // issue 5: entries without data (shared with the parent) take no
+        // Entries without data (shared with the parent) take no
         // room in the pages file; present ones `to_addr` declines (in
         // memory the task filled itself) are skipped.
         if !crate::dump::memory::entry_present(e) {

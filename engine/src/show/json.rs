@@ -69,11 +69,9 @@ pub fn render(set: &ImageSet) -> Value {
         "tasks".into(),
         Value::Array(set.tasks.iter().map(|t| task(set, t)).collect()),
     );
-    // >>> issue 6
     if let Some(cg) = &set.cgroups {
         root.insert("cgroups".into(), part(cg, |c| cgroups(set, c)));
     }
-    // <<< issue 6
     root.insert(
         "files".into(),
         Value::Array(
@@ -94,7 +92,7 @@ pub fn render(set: &ImageSet) -> Value {
         ),
     );
     if !set.sysvipc.is_empty() {
-        root.insert("sysvipc".into(), super::ipc::json(&set.sysvipc)); // issue 5
+        root.insert("sysvipc".into(), super::ipc::json(&set.sysvipc));
     }
     root.insert("problems".into(), json!(set.problems));
     Value::Object(root)
@@ -215,7 +213,7 @@ fn task_core(tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) -> Value {
         "oom_score_adj": tc.oom_score_adj,
         "loginuid": tc.loginuid,
         "child_subreaper": tc.child_subreaper,
-        "cg_set": tc.cg_set, // issue 6
+        "cg_set": tc.cg_set,
         "membarrier_registration_mask": tc.membarrier_registration_mask.map(|m| hex(m as u64)),
         "rlimits": tc.rlimits.as_ref().map(|rl| rl.rlimits.iter().enumerate().map(|(i, r)| json!({
             "name": names::rlimit_name(i),
@@ -497,7 +495,6 @@ fn belongs(name: &str, t: &Task) -> bool {
         || t.fdinfo_name.as_deref() == Some(name)
 }
 
-// >>> issue 6
 fn cgroups(set: &ImageSet, cg: &pb::CgroupEntry) -> Value {
     fn dirs(parent: &str, d: &[pb::CgroupDirEntry], out: &mut Vec<Value>) {
         for e in d {
@@ -529,4 +526,3 @@ fn cgroups(set: &ImageSet, cg: &pb::CgroupEntry) -> Value {
         }).collect::<Vec<_>>(),
     })
 }
-// <<< issue 6

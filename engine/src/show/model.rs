@@ -442,7 +442,7 @@ pub fn vma(set: &ImageSet, _task: &Task, v: &pb::VmaEntry) -> VmaView {
         notes.push(p.clone());
         file = Some(p);
     } else if v.status & VMA_AREA_SYSVIPC != 0 {
-        notes.push(format!("SysV shm id {}", v.shmid)); // issue 5
+        notes.push(format!("SysV shm id {}", v.shmid));
     } else if v.status & VMA_ANON_SHARED != 0 {
         match set.shmem.get(&v.shmid) {
             Some(Ok(pm)) if pm.pages_id != 0 => {
@@ -502,7 +502,6 @@ pub fn fd_sharers(set: &ImageSet, task: &Task, fd: &pb::FdinfoEntry) -> Vec<Stri
     out
 }
 
-// >>> issue 6
 /// The tasks and threads of the image whose cgroup set is `id`, as
 /// "pid 100", "thread 101".
 pub fn cgroup_set_users(set: &ImageSet, id: u32) -> Vec<String> {
@@ -524,4 +523,3 @@ pub fn cgroup_set_users(set: &ImageSet, id: u32) -> Vec<String> {
     }
     out
 }
-// <<< issue 6

@@ -779,7 +779,7 @@ pub fn pagemap_flags(f: u32) -> String {
             (1, "PE_PARENT"),
             (2, "PE_LAZY"),
             (4, "PE_PRESENT"),
-            // ckpt's own (issue 5): the parent's page, shared since fork
+            // ckpt's own: the parent's page, shared since fork
             (1 << 16, "PE_COW_PARENT"),
         ],
         "none",

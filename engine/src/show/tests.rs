@@ -734,7 +734,7 @@ fn write_sample(dir: &Path) {
     )
     .unwrap();
 
-    // Cgroups (issue 6): the two tasks in different cgroups, with limits.
+    // Cgroups: the two tasks in different cgroups, with limits.
     let member = |name: &str, path: &str| pb::CgMemberEntry {
         name: name.into(),
         path: path.into(),
@@ -911,7 +911,7 @@ fn run_exit_status() {
     assert!(super::run(&tmp.path().join("nope"), false).is_err());
 }
 
-/// A task whose cgroup set is not in cgroup.img is a problem (issue 6).
+/// A task whose cgroup set is not in cgroup.img is a problem.
 #[test]
 fn cgroup_set_missing() {
     let tmp = sample();

@@ -93,20 +93,17 @@ pub fn render(set: &ImageSet) -> String {
         out.blank();
         task(&mut out, set, t);
     }
-    // >>> issue 6
     if set.cgroups.is_some() {
         out.blank();
         cgroups(&mut out, set);
     }
-    // <<< issue 6
-    // >>> issue 5: SysV IPC objects, when there are any
+    // SysV IPC objects, when there are any.
     if !set.sysvipc.is_empty() {
         out.blank();
         for (indent, l) in super::ipc::text(&set.sysvipc) {
             out.line(indent, l);
         }
     }
-    // <<< issue 5
     out.blank();
     files(&mut out, set);
     out.blank();
@@ -343,7 +340,7 @@ fn task_core(out: &mut Out, tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) {
         out.kv(2, "subreaper", if s { "yes" } else { "no" });
     }
     if let Some(cg) = tc.cg_set {
-        out.kv(2, "cgroup set", cg.to_string()); // issue 6
+        out.kv(2, "cgroup set", cg.to_string());
     }
     if let Some(m) = tc.membarrier_registration_mask.filter(|&m| m != 0) {
         out.kv(2, "membarrier", format!("{m:#x}"));
@@ -634,7 +631,6 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
             if all > pm.stored_pages() {
                 stored.push(format!("{} shared", pages(all - pm.stored_pages())));
             }
-            // issue 5
             let cow = pm.cow_pages_in(0, u64::MAX);
             if cow > 0 {
                 stored.push(format!("{} shared with parent (not stored)", pages(cow)));
@@ -665,7 +661,6 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
     for v in &mm.vmas {
         let n = set.vma_pages(t, v);
         let mut vm = model::vma(set, t, v);
-        // >>> issue 5
         if let Ok(pm) = &t.pagemap {
             let cow = pm.cow_pages_in(v.start, v.end);
             if cow > 0 {
@@ -673,7 +668,6 @@ fn memory(out: &mut Out, set: &ImageSet, t: &Task) {
                     .insert(0, format!("{} shared with parent", pages(cow)));
             }
         }
-        // <<< issue 5
         rows.push(vec![
             format!("{:012x}-{:012x}", v.start, v.end),
             human(v.end.saturating_sub(v.start)),
@@ -830,7 +824,6 @@ fn files(out: &mut Out, set: &ImageSet) {
     out.table(2, &rows, &[false, true, false, true, false]);
 }
 
-// >>> issue 6
 /// cgroup.img: each set (which tasks use it, which hierarchy -> which
 /// path), then per hierarchy the saved directories with their properties.
 fn cgroups(out: &mut Out, set: &ImageSet) {
@@ -915,4 +908,3 @@ fn cgroup_dirs(out: &mut Out, indent: usize, parent: &str, dirs: &[pb::CgroupDir
         cgroup_dirs(out, indent, &path, &d.children);
     }
 }
-// <<< issue 6

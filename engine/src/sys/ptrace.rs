@@ -151,9 +151,10 @@ pub fn get_seccomp_filter(tid: Pid, index: u64) -> nix::Result<Option<Vec<u8>>> 
 /// The SECCOMP_FILTER_FLAG_* the `index`-th filter was installed with
 /// (only LOG and SPEC_ALLOW are remembered by the kernel).
 pub fn get_seccomp_flags(tid: Pid, index: u64) -> nix::Result<u64> {
-    let mut md = [index, 0u64]; // struct seccomp_metadata { filter_off, flags }
-                                // SAFETY: `md` is a 16-byte struct seccomp_metadata; the kernel reads
-                                // filter_off and writes flags.
+    // struct seccomp_metadata { filter_off, flags }
+    let mut md = [index, 0u64];
+    // SAFETY: `md` is a 16-byte struct seccomp_metadata; the kernel reads
+    // filter_off and writes flags.
     let r = unsafe {
         libc::ptrace(
             PTRACE_SECCOMP_GET_METADATA as _,
