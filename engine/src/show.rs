@@ -17,7 +17,7 @@
 //! Loading ([`load`]) and rendering ([`render_text`], [`render_json`])
 //! are separate; rendering is a pure function of the loaded images.
 
-mod ipc; // SysV IPC objects
+mod ipc;
 mod json;
 mod load;
 mod model;

@@ -8,6 +8,7 @@ pub mod framing;
 pub mod magic;
 pub mod manifest;
 pub mod pb;
+pub mod set;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

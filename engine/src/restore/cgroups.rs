@@ -147,24 +147,21 @@ pub fn check(cg: &pb::CgroupEntry, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Read and validate `cgroup.img` (if the images have one) and check that
-/// every task's and thread's cgroup set is in it.
-pub fn load(dir: &Path, tasks: &[super::load::TaskImages]) -> Result<Option<pb::CgroupEntry>> {
+/// Validate `cgroup.img` as the loader read it (if the images have one)
+/// and check that every task's and thread's cgroup set is in it.
+pub fn load(
+    dir: &Path,
+    part: Option<&crate::images::set::Part<pb::CgroupEntry>>,
+    tasks: &[super::load::TaskImages],
+) -> Result<Option<pb::CgroupEntry>> {
     let path = dir.join("cgroup.img");
-    let cg = if path.exists() {
-        let mut v: Vec<pb::CgroupEntry> =
-            crate::images::read_all(&path, crate::images::Magic::Cgroup)?;
-        if v.len() != 1 {
-            return Err(bad(
-                &path,
-                format!("expected exactly one entry, found {}", v.len()),
-            ));
+    let cg = match part {
+        Some(p) => {
+            let cg = super::load::require(dir, "cgroup.img", p)?.clone();
+            check(&cg, &path)?;
+            Some(cg)
         }
-        let cg = v.remove(0);
-        check(&cg, &path)?;
-        Some(cg)
-    } else {
-        None
+        None => None,
     };
     for t in tasks {
         let leader = (t.pid, t.tc().cg_set);

@@ -14,7 +14,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::images::{pb, ImageError, ImageReader, Magic};
+use crate::images::set::{Chunks, ImageSet};
+use crate::images::{pb, ImageError};
 
 /// The ghost files of an image directory.
 #[derive(Debug, Default)]
@@ -29,96 +30,32 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Image(ImageError::invalid(path, reason))
 }
 
-/// remap-fpath.img and the ghost files it names, checked against files.img.
-pub fn load(dir: &Path, files: &BTreeMap<u32, pb::FileEntry>) -> Result<Ghosts> {
+/// remap-fpath.img and the ghost files it names, as the loader read them,
+/// checked against files.img.
+pub fn from_set(
+    dir: &Path,
+    set: &ImageSet,
+    files: &BTreeMap<u32, pb::FileEntry>,
+) -> Result<Ghosts> {
     let path = dir.join("remap-fpath.img");
     let mut out = Ghosts::default();
-    if !path.exists() {
-        return Ok(out);
-    }
-    for r in crate::images::read_all::<pb::RemapFilePathEntry>(&path, Magic::RemapFpath)? {
-        if r.remap_type != Some(pb::RemapType::Ghost as i32) {
+    for (&orig, &gid) in &set.ghosts {
+        if files.get(&orig).and_then(|f| f.reg.as_ref()).is_none() {
             return Err(bad(
                 &path,
-                format!(
-                    "file {}: remap type {:?} cannot be restored yet (only ghost files)",
-                    r.orig_id, r.remap_type
-                ),
+                format!("file {orig} is remapped, but files.img has no regular file with that id"),
             ));
         }
-        if files.get(&r.orig_id).and_then(|f| f.reg.as_ref()).is_none() {
-            return Err(bad(
-                &path,
-                format!(
-                    "file {} is remapped, but files.img has no regular file with that id",
-                    r.orig_id
-                ),
-            ));
-        }
-        if out.remap.insert(r.orig_id, r.remap_id).is_some() {
-            return Err(bad(&path, format!("file {} is remapped twice", r.orig_id)));
-        }
-        if let std::collections::btree_map::Entry::Vacant(e) = out.files.entry(r.remap_id) {
-            e.insert(load_one(dir, r.remap_id)?);
+        out.remap.insert(orig, gid);
+        if let std::collections::btree_map::Entry::Vacant(e) = out.files.entry(gid) {
+            let name = format!("ghost-file-{gid:x}.img");
+            match set.ghost_files.get(&gid) {
+                Some(part) => e.insert(super::load::require(dir, &name, part)?.clone()),
+                None => return Err(bad(&dir.join(name), "missing")),
+            };
         }
     }
     Ok(out)
-}
-
-/// A ghost's data, by offset (holes are not there).
-pub type Chunks = Vec<(u64, Vec<u8>)>;
-
-fn load_one(dir: &Path, id: u32) -> Result<(pb::GhostFileEntry, Chunks)> {
-    let path = dir.join(format!("ghost-file-{id:x}.img"));
-    let len = std::fs::metadata(&path)
-        .map_err(|e| Error::Image(ImageError::io(&path, "stat", e)))?
-        .len();
-    let mut r = ImageReader::open(&path, Magic::GhostFile)?;
-    let e: pb::GhostFileEntry = r
-        .read_entry()?
-        .ok_or_else(|| bad(&path, "no ghost_file_entry"))?;
-    if e.symlnk_target.is_some() {
-        return Err(bad(&path, "ghost symlinks cannot be restored yet"));
-    }
-    if e.mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(bad(
-            &path,
-            format!("mode {:#o} is not a regular file", e.mode),
-        ));
-    }
-    let size = e.size.ok_or_else(|| bad(&path, "no size"))?;
-    if e.chunks != Some(true) {
-        // The contents, whole, to the end of the file.
-        let rest = len - r.offset();
-        if rest != size {
-            return Err(bad(
-                &path,
-                format!("the file was {size} bytes but the image holds {rest} bytes of it"),
-            ));
-        }
-        let mut data = vec![0u8; size as usize];
-        r.read_raw(&mut data)?;
-        return Ok((e, vec![(0, data)]));
-    }
-    let mut chunks = Vec::new();
-    let mut end = 0u64;
-    while let Some(c) = r.read_entry::<pb::GhostChunkEntry>()? {
-        let past = c.off.checked_add(c.len).filter(|&p| p <= size);
-        let Some(past) = past.filter(|_| c.off >= end && c.len <= len - r.offset()) else {
-            return Err(bad(
-                &path,
-                format!(
-                    "chunk of {} bytes at offset {} overlaps another, lies outside the file's {size} bytes or runs past the image",
-                    c.len, c.off
-                ),
-            ));
-        };
-        let mut data = vec![0u8; c.len as usize];
-        r.read_raw(&mut data)?;
-        chunks.push((c.off, data));
-        end = past;
-    }
-    Ok((e, chunks))
 }
 
 /// A ghost file made again and still linked: its path, until `unlink`
@@ -216,6 +153,10 @@ pub fn create(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(dir: &Path, files: &BTreeMap<u32, pb::FileEntry>) -> Result<Ghosts> {
+        from_set(dir, &ImageSet::read(dir)?, files)
+    }
     use crate::images::{framing, ImageWriter};
 
     fn reg_file(id: u32) -> pb::FileEntry {

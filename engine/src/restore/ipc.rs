@@ -60,7 +60,8 @@ use std::path::{Path, PathBuf};
 use super::load::{Images, TaskImages};
 use crate::dump::memory::{PAGE, VMA_AREA_SYSVIPC};
 use crate::error::{Error, Pid, Result};
-use crate::images::{self, pb, ImageError, Magic};
+use crate::images::set::SysvIpc;
+use crate::images::{pb, ImageError};
 use crate::proc::sysvipc::{self, Perm, SHM_DEST, SHM_LOCKED};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
@@ -110,15 +111,11 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Image(ImageError::invalid(path, reason))
 }
 
-/// Size of a message a queue can plausibly hold (msgmax is at most
-/// INT_MAX, but no queue holds more than msgmnb bytes; 64 MiB is far above
-/// anything a kernel default allows).
-const MAX_IPC_BYTES: u64 = 64 << 20;
-
-/// Read and check ipcns-{shm,sem,msg}-N.img of the tree's IPC namespace,
+/// Check ipcns-{shm,sem,msg}-N.img of the tree's IPC namespace, as the
+/// loader read them,
 /// and that every SysV mapping of every task refers to a segment of the
 /// image and lies inside it.
-pub fn load(dir: &Path, tasks: &[TaskImages]) -> Result<IpcImages> {
+pub fn from_set(dir: &Path, ipc: &SysvIpc, tasks: &[TaskImages]) -> Result<IpcImages> {
     let mut out = IpcImages::default();
     let Some(root) = tasks.first() else {
         return Ok(out);
@@ -136,109 +133,73 @@ pub fn load(dir: &Path, tasks: &[TaskImages]) -> Result<IpcImages> {
         }
     }
     let shm_path = dir.join(format!("ipcns-shm-{ns}.img"));
-    if shm_path.exists() {
-        let mut r = images::ImageReader::open(&shm_path, Magic::IpcnsShm)?;
-        while let Some(e) = r.read_entry::<pb::IpcShmEntry>()? {
-            if e.in_pagemaps == Some(true) {
-                return Err(bad(
-                    &shm_path,
-                    format!(
-                        "segment {}: contents in pagemaps (CRIU's newer layout) are not supported",
-                        e.desc.id
-                    ),
-                ));
-            }
-            let offset = r.offset();
-            r.skip_raw(e.size.div_ceil(4) * 4)?;
-            out.shm.push(ShmImage {
-                size: e.size,
-                desc: e.desc,
-                path: shm_path.clone(),
-                offset,
-            });
+    for seg in ipc.shm.iter().filter(|s| s.ns == ns) {
+        let e = &seg.entry;
+        if e.in_pagemaps == Some(true) {
+            return Err(bad(
+                &shm_path,
+                format!(
+                    "segment {}: contents in pagemaps (CRIU's newer layout) are not supported",
+                    e.desc.id
+                ),
+            ));
         }
+        out.shm.push(ShmImage {
+            size: e.size,
+            desc: e.desc,
+            path: seg.path.clone(),
+            offset: seg.offset,
+        });
     }
     let sem_path = dir.join(format!("ipcns-sem-{ns}.img"));
-    if sem_path.exists() {
-        let mut r = images::ImageReader::open(&sem_path, Magic::IpcnsSem)?;
-        while let Some(e) = r.read_entry::<pb::IpcSemEntry>()? {
-            let n = e.nsems as usize;
-            if n == 0 || n > 65536 || (!e.ckpt_sempid.is_empty() && e.ckpt_sempid.len() != n) {
+    for set in ipc.sem.iter().filter(|s| s.ns == ns) {
+        let e = &set.entry;
+        let n = e.nsems as usize;
+        if n == 0 || n > 65536 || (!e.ckpt_sempid.is_empty() && e.ckpt_sempid.len() != n) {
+            return Err(bad(
+                &sem_path,
+                format!(
+                    "semaphore set {}: {n} semaphores, {} pids",
+                    e.desc.id,
+                    e.ckpt_sempid.len()
+                ),
+            ));
+        }
+        if let Some(v) = set.values.iter().find(|&&v| v > 32767) {
+            return Err(bad(
+                &sem_path,
+                format!(
+                    "semaphore set {}: value {v} is above SEMVMX (32767)",
+                    e.desc.id
+                ),
+            ));
+        }
+        out.sem.push(SemImage {
+            desc: e.desc,
+            values: set.values.clone(),
+            sempids: e.ckpt_sempid.clone(),
+        });
+    }
+    let msg_path = dir.join(format!("ipcns-msg-{ns}.img"));
+    for q in ipc.msg.iter().filter(|q| q.ns == ns) {
+        let e = &q.entry;
+        for (i, (mtype, _)) in q.msgs.iter().enumerate() {
+            if *mtype == 0 || *mtype > i64::MAX as u64 {
                 return Err(bad(
-                    &sem_path,
+                    &msg_path,
                     format!(
-                        "semaphore set {}: {n} semaphores, {} pids",
-                        e.desc.id,
-                        e.ckpt_sempid.len()
-                    ),
-                ));
-            }
-            let mut raw = vec![0u8; (n * 2).div_ceil(8) * 8];
-            r.read_raw(&mut raw)?;
-            let values = raw[..n * 2]
-                .chunks(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect::<Vec<_>>();
-            if let Some(v) = values.iter().find(|&&v| v > 32767) {
-                return Err(bad(
-                    &sem_path,
-                    format!(
-                        "semaphore set {}: value {v} is above SEMVMX (32767)",
+                        "queue {}: message {i} has type {mtype}, not a positive long",
                         e.desc.id
                     ),
                 ));
             }
-            out.sem.push(SemImage {
-                desc: e.desc,
-                values,
-                sempids: e.ckpt_sempid,
-            });
         }
-    }
-    let msg_path = dir.join(format!("ipcns-msg-{ns}.img"));
-    if msg_path.exists() {
-        let mut r = images::ImageReader::open(&msg_path, Magic::IpcnsMsg)?;
-        while let Some(e) = r.read_entry::<pb::IpcMsgEntry>()? {
-            let mut msgs = Vec::new();
-            let mut total = 0u64;
-            for i in 0..e.qnum {
-                let m: pb::IpcMsg = r.read_entry()?.ok_or_else(|| {
-                    bad(
-                        &msg_path,
-                        format!(
-                            "queue {}: ends after {i} of its {} messages",
-                            e.desc.id, e.qnum
-                        ),
-                    )
-                })?;
-                total += m.msize as u64;
-                if total > MAX_IPC_BYTES {
-                    return Err(bad(
-                        &msg_path,
-                        format!("queue {}: {total} bytes is implausible", e.desc.id),
-                    ));
-                }
-                let mut raw = vec![0u8; (m.msize as usize).div_ceil(8) * 8];
-                r.read_raw(&mut raw)?;
-                raw.truncate(m.msize as usize);
-                if m.mtype == 0 || m.mtype > i64::MAX as u64 {
-                    return Err(bad(
-                        &msg_path,
-                        format!(
-                            "queue {}: message {i} has type {}, not a positive long",
-                            e.desc.id, m.mtype
-                        ),
-                    ));
-                }
-                msgs.push((m.mtype, raw));
-            }
-            out.msg.push(MsgImage {
-                desc: e.desc,
-                qbytes: e.qbytes,
-                msgs,
-                lspid: e.ckpt_lspid,
-            });
-        }
+        out.msg.push(MsgImage {
+            desc: e.desc,
+            qbytes: e.qbytes,
+            msgs: q.msgs.clone(),
+            lspid: e.ckpt_lspid,
+        });
     }
     // Ids are unique per kind; keys too, but for IPC_PRIVATE.
     fn unique<'a>(
@@ -908,6 +869,19 @@ pub fn is_sysv(v: &pb::VmaEntry) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::images::set::ImageSet;
+    use crate::images::Magic;
+
+    /// Reads the images as the restore does, through the one loader, which
+    /// refuses what it cannot read.
+    fn load(dir: &Path, tasks: &[TaskImages]) -> Result<IpcImages> {
+        let set = ImageSet::read(dir)?;
+        if let Some(p) = set.problems.iter().find(|p| p.contains("ipcns")) {
+            return Err(bad(dir, p));
+        }
+        from_set(dir, &set.sysvipc, tasks)
+    }
 
     fn desc(id: u32, key: u32) -> pb::IpcDescEntry {
         pb::IpcDescEntry {

@@ -1,43 +1,29 @@
-//! Reading and validating an image directory before anything is created.
+//! Checking an image directory before anything is created.
 //!
-//! Every check a restore depends on happens here: the manifest (every file
-//! present, sizes and checksums match), the framing and decoding of every
-//! image, and the cross-references (every fd names a file entry, every
-//! file-backed mapping names a file, every pagemap entry lies inside a
-//! mapping that can hold it, every pages file has exactly the pages its
-//! pagemap lists). A problem is reported with the file and what is wrong.
+//! The directory is read by the one loader `show` uses too
+//! ([`ImageSet::read`]): the manifest (every file present, sizes and
+//! checksums match), the framing and decoding of every image, and the
+//! cross-references every reader needs (every fd names a file entry,
+//! every file-backed mapping names a file, every pagemap entry lies inside
+//! a private mapping, every pages file has exactly the pages its pagemaps
+//! list). A restore refuses a directory with any problem the loader found,
+//! then checks what it needs beyond that (registers, the tree's shape,
+//! pages shared with the parent, each kind's own objects) and builds the
+//! [`Images`] the stages work from. A problem is reported with the file
+//! and what is wrong.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::dump::core::TASK_DEAD;
 use crate::dump::memory::{
-    PAGE, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
-    VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+    PAGE, VMA_ANON_PRIVATE, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
+    VMA_FILE_SHARED,
 };
 use crate::error::{Error, Result};
-use crate::images::{self, pb, ImageError, Magic, Manifest};
-
-/// A pagemap image and the pages file it refers to.
-#[derive(Debug, Default, Clone)]
-pub struct PageSet {
-    pub pages_id: u32,
-    pub entries: Vec<pb::PagemapEntry>,
-}
-
-impl PageSet {
-    /// Pages in the pages file: PE_COW_PARENT entries (issue 5) have none.
-    pub fn total_pages(&self) -> u64 {
-        self.entries
-            .iter()
-            .filter(|e| crate::dump::memory::entry_present(e))
-            .map(|e| e.nr_pages as u64)
-            .sum()
-    }
-    pub fn pages_file(&self) -> String {
-        format!("pages-{}.img", self.pages_id)
-    }
-}
+use crate::images::set::{Absent, ImageSet, ManifestStatus, Part};
+pub use crate::images::set::PageSet;
+use crate::images::{pb, ImageError, Manifest, ManifestError};
 
 #[derive(Debug, Clone)]
 pub struct TaskImages {
@@ -71,19 +57,21 @@ pub struct Images {
     pub inventory: pb::InventoryEntry,
     pub tasks: Vec<TaskImages>,
     pub files: BTreeMap<u32, pb::FileEntry>,
+    /// Shared memory objects (anonymous shared memory, memfd objects) by
+    /// shmid.
     pub shmem: BTreeMap<u64, PageSet>,
     /// pipes-data.img: pipe id -> (pipe size, buffered bytes).
     pub pipe_data: BTreeMap<u32, (u32, Vec<u8>)>,
     pub zombies: Vec<Zombie>,
-    // >>> issue 5: memfd objects (by inode id) and unlinked files
+    /// memfd objects, by inode id.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
+    /// Unlinked files.
     pub ghosts: super::ghost::Ghosts,
-    // <<< issue 5
     /// seccomp.img's filters (empty without one).
     pub seccomp: Vec<pb::SeccompFilter>,
-    /// cgroup.img, if the images have one (issue 6).
+    /// cgroup.img, if the images have one.
     pub cgroups: Option<pb::CgroupEntry>,
-    /// SysV IPC objects (issue 5, restore/ipc.rs).
+    /// SysV IPC objects of the tree's IPC namespace.
     pub ipc: super::ipc::IpcImages,
 }
 
@@ -120,66 +108,48 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Image(ImageError::invalid(path, reason))
 }
 
-fn read_all<M: prost::Message + Default>(dir: &Path, name: &str, magic: Magic) -> Result<Vec<M>> {
-    Ok(images::read_all::<M>(&dir.join(name), magic)?)
-}
-
-fn read_one<M: prost::Message + Default>(dir: &Path, name: &str, magic: Magic) -> Result<M> {
-    let mut v = read_all::<M>(dir, name, magic)?;
-    match v.len() {
-        1 => Ok(v.remove(0)),
-        n => Err(bad(
-            &dir.join(name),
-            format!("expected exactly one entry, found {n}"),
-        )),
+/// What an image the loader could not read says to a restore.
+pub fn require<'a, T>(dir: &Path, name: &str, part: &'a Part<T>) -> Result<&'a T> {
+    match part {
+        Ok(v) => Ok(v),
+        Err(Absent::Missing(_)) => Err(bad(&dir.join(name), "missing")),
+        Err(Absent::Bad(why)) => Err(bad(dir, why)),
     }
 }
 
-fn read_pagemap(dir: &Path, name: &str) -> Result<PageSet> {
-    let path = dir.join(name);
-    let mut r = images::ImageReader::open(&path, Magic::Pagemap)?;
-    let head: pb::PagemapHead = r
-        .read_entry()?
-        .ok_or_else(|| bad(&path, "missing pagemap_head entry"))?;
-    let mut entries = Vec::new();
-    while let Some(e) = r.read_entry::<pb::PagemapEntry>()? {
-        entries.push(e);
-    }
-    Ok(PageSet {
-        pages_id: head.pages_id,
-        entries,
-    })
-}
-
-/// pipes-data.img, if there is one: each entry is followed by its bytes.
-fn read_pipe_data(dir: &Path) -> Result<BTreeMap<u32, (u32, Vec<u8>)>> {
-    let path = dir.join("pipes-data.img");
-    let mut out = BTreeMap::new();
-    if !path.exists() {
-        return Ok(out);
-    }
-    let mut r = images::ImageReader::open(&path, Magic::PipesData)?;
-    while let Some(e) = r.read_entry::<pb::PipeDataEntry>()? {
-        if e.bytes > 64 << 20 {
-            return Err(bad(
-                &path,
-                format!(
-                    "pipe {}: {} bytes of data is implausible",
-                    e.pipe_id, e.bytes
-                ),
-            ));
-        }
-        let mut data = vec![0u8; e.bytes as usize];
-        r.read_raw(&mut data)?;
-        out.insert(e.pipe_id, (e.size.unwrap_or(0), data));
-    }
-    Ok(out)
-}
-
-/// Load and validate everything in `dir`.
+/// Read `dir` with the one loader and check everything a restore needs.
 pub fn load(dir: &Path) -> Result<Images> {
-    Manifest::verify_dir(dir).map_err(|e| Error::Image(e.into()))?;
-    let inventory: pb::InventoryEntry = read_one(dir, "inventory.img", Magic::Inventory)?;
+    let set = ImageSet::read(dir)?;
+    match &set.manifest {
+        ManifestStatus::Ok { .. } => {}
+        // The manifest's own check says why there is none.
+        ManifestStatus::Absent => Manifest::verify(dir).map_err(|e| Error::Image(e.into()))?,
+        ManifestStatus::Problems(ps) => {
+            return Err(Error::Image(
+                ManifestError {
+                    dir: dir.to_path_buf(),
+                    problems: ps.clone(),
+                }
+                .into(),
+            ))
+        }
+    }
+    if let Some(first) = set.problems.first() {
+        let more = set.problems.len() - 1;
+        return Err(bad(
+            dir,
+            if more == 0 {
+                first.clone()
+            } else {
+                format!("{first} (and {more} more problems: `ckpt show` lists them)")
+            },
+        ));
+    }
+    from_set(dir, set)
+}
+
+fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
+    let inventory = require(dir, "inventory.img", &set.inventory)?.clone();
     if inventory.img_version != 2 {
         return Err(bad(
             &dir.join("inventory.img"),
@@ -189,40 +159,28 @@ pub fn load(dir: &Path) -> Result<Images> {
             ),
         ));
     }
-    let pstree: Vec<pb::PstreeEntry> = read_all(dir, "pstree.img", Magic::Pstree)?;
+    let pstree = require(dir, "pstree.img", &set.pstree)?;
     if pstree.is_empty() {
         return Err(bad(&dir.join("pstree.img"), "no tasks in the tree"));
     }
-    let files_list: Vec<pb::FileEntry> = read_all(dir, "files.img", Magic::Files)?;
-    let mut files = BTreeMap::new();
-    for f in files_list {
-        if f.r#type == pb::FdTypes::Reg as i32 && f.reg.is_none() {
-            return Err(bad(
-                &dir.join("files.img"),
-                format!("file {} is REG without reg entry", f.id),
-            ));
-        }
-        if files.insert(f.id, f).is_some() {
-            return Err(bad(&dir.join("files.img"), "duplicate file id"));
-        }
-    }
-    let seccomp: Vec<pb::SeccompFilter> = if dir.join("seccomp.img").exists() {
-        let e: pb::SeccompEntry = read_one(dir, "seccomp.img", Magic::Seccomp)?;
-        e.seccomp_filters
-    } else {
-        Vec::new()
+    let files = require(dir, "files.img", &set.files_img)?.clone();
+    let seccomp = match &set.seccomp {
+        Some(p) => require(dir, "seccomp.img", p)?.seccomp_filters.clone(),
+        None => Vec::new(),
     };
-    let mut tasks = Vec::new();
     let mut shmem = BTreeMap::new();
+    for (shmid, part) in &set.shmem {
+        let name = format!("pagemap-shmem-{shmid}.img");
+        shmem.insert(*shmid, require(dir, &name, part)?.clone());
+    }
+    let memfds = super::memfd::check(dir, &set, &files)?;
+    let ghosts = super::ghost::from_set(dir, &set, &files)?;
+    let mut tasks = Vec::new();
     let mut zombies = Vec::new();
-    // >>> issue 5: memfd objects and unlinked files (restore/memfd.rs, restore/ghost.rs)
-    let memfds = super::memfd::load(dir, &files, &mut shmem, read_pagemap)?;
-    let ghosts = super::ghost::load(dir, &files)?;
-    // <<< issue 5
-    for p in pstree {
+    for (p, t) in pstree.iter().zip(&set.tasks) {
         let pid = p.pid as i32;
         let core_name = format!("core-{pid}.img");
-        let core: pb::CoreEntry = read_one(dir, &core_name, Magic::Core)?;
+        let core = require(dir, &core_name, &t.threads[0].core)?.clone();
         let core_path = dir.join(&core_name);
         if core.mtype != pb::core_entry::March::X8664 as i32 {
             return Err(bad(&core_path, "not an x86_64 image"));
@@ -239,21 +197,8 @@ pub fn load(dir: &Path) -> Result<Images> {
             });
             continue;
         }
-        let Some(info) = &core.thread_info else {
-            return Err(bad(&core_path, "no thread_info (registers)"));
-        };
-        if info
-            .fpregs
-            .ckpt_xsave_raw
-            .as_ref()
-            .is_none_or(|x| x.len() < 576)
-        {
-            return Err(bad(
-                &core_path,
-                "no raw xsave area (ckpt_xsave_raw); images from other engines are not restorable yet",
-            ));
-        }
-        if core.tc.is_none() || core.thread_core.is_none() {
+        check_registers(&core_path, &core)?;
+        if core.tc.is_none() {
             return Err(bad(&core_path, "missing task or thread core"));
         }
         if p.threads.first() != Some(&p.pid) {
@@ -268,28 +213,22 @@ pub fn load(dir: &Path) -> Result<Images> {
         let mut threads = Vec::new();
         for &tid in &p.threads[1..] {
             let name = format!("core-{tid}.img");
-            let path = dir.join(&name);
-            let c: pb::CoreEntry = read_one(dir, &name, Magic::Core)?;
-            match &c.thread_info {
-                Some(i)
-                    if i.fpregs
-                        .ckpt_xsave_raw
-                        .as_ref()
-                        .is_some_and(|x| x.len() >= 576) => {}
-                _ => return Err(bad(&path, "no registers or no raw xsave area")),
-            }
-            if c.thread_core.is_none() {
-                return Err(bad(&path, "missing thread core"));
-            }
+            let th = t.threads.iter().find(|th| th.tid == tid);
+            let c = match th {
+                Some(th) => require(dir, &name, &th.core)?.clone(),
+                None => return Err(bad(&dir.join(name), "missing")),
+            };
+            check_registers(&dir.join(&name), &c)?;
             threads.push((tid as i32, c));
         }
         let mm_name = format!("mm-{pid}.img");
-        let mm: pb::MmEntry = read_one(dir, &mm_name, Magic::Mm)?;
-        let ids: pb::TaskKobjIdsEntry = read_one(dir, &format!("ids-{pid}.img"), Magic::Ids)?;
-        let fs: pb::FsEntry = read_one(dir, &format!("fs-{pid}.img"), Magic::Fs)?;
+        let mm = require(dir, &mm_name, &t.mm)?.clone();
+        let ids = require(dir, &format!("ids-{pid}.img"), &t.ids)?.clone();
+        let fs = require(dir, &format!("fs-{pid}.img"), &t.fs)?.clone();
         let fd_name = format!("fdinfo-{}.img", ids.files_id);
-        let fdinfo: Vec<pb::FdinfoEntry> = read_all(dir, &fd_name, Magic::Fdinfo)?;
-        let pages = read_pagemap(dir, &format!("pagemap-{pid}.img"))?;
+        let fdinfo = require(dir, &fd_name, &t.fdinfo)?.clone();
+        let pm_name = format!("pagemap-{pid}.img");
+        let pages = require(dir, &pm_name, &t.pagemap)?.clone();
 
         let need_file = |id: u32, what: String, img: &str| -> Result<()> {
             match files.get(&id) {
@@ -300,46 +239,25 @@ pub fn load(dir: &Path) -> Result<Images> {
                 )),
             }
         };
+        let is_memfd = |id: u32| files.get(&id).is_some_and(|f| f.memfd.is_some());
         need_file(fs.cwd_id, "cwd".into(), &format!("fs-{pid}.img"))?;
         need_file(fs.root_id, "root".into(), &format!("fs-{pid}.img"))?;
-        // issue 5: the executable may be a memfd (fexecve)
-        if files.get(&mm.exe_file_id).is_none_or(|f| f.memfd.is_none()) {
+        // The executable may be a memfd (fexecve).
+        if !is_memfd(mm.exe_file_id) {
             need_file(mm.exe_file_id, "exe".into(), &mm_name)?;
         }
-        let mut prev_end = 0;
         for v in &mm.vmas {
-            if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 || v.start < prev_end {
-                return Err(bad(
-                    &dir.join(&mm_name),
-                    format!(
-                        "mapping {:#x}-{:#x} is malformed or overlaps the previous one",
-                        v.start, v.end
-                    ),
-                ));
-            }
-            prev_end = v.end;
-            let memfd = files
-                .get(&(v.shmid as u32))
-                .is_some_and(|f| f.memfd.is_some()); // issue 5
-            if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 && !memfd {
+            if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 && !is_memfd(v.shmid as u32) {
                 need_file(
                     v.shmid as u32,
                     format!("mapping {:#x}-{:#x}", v.start, v.end),
                     &mm_name,
                 )?;
             }
-            if v.status & VMA_ANON_SHARED != 0 && !shmem.contains_key(&v.shmid) {
-                let name = format!("pagemap-shmem-{}.img", v.shmid);
-                let set = if dir.join(&name).exists() {
-                    read_pagemap(dir, &name)?
-                } else {
-                    PageSet::default()
-                };
-                shmem.insert(v.shmid, set);
-            }
         }
-        // Every private page must land in a private mapping.
-        let pm_path = dir.join(format!("pagemap-{pid}.img"));
+        // Every private page lands in a private mapping; an entry has its
+        // pages in the pages file or is shared with the parent (checked
+        // against the parent below), never both.
         for e in &pages.entries {
             let end = e.vaddr + e.nr_pages as u64 * PAGE;
             let ok = mm.vmas.iter().any(|v| {
@@ -348,22 +266,19 @@ pub fn load(dir: &Path) -> Result<Images> {
                     && v.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
                     && v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) == 0
             });
-            // >>> issue 5: an entry has its pages in the file, or is shared
-            // with the parent (checked against the parent below)
             let cow = crate::dump::memory::entry_cow(e);
             let both = cow && e.flags.unwrap_or(0) & crate::dump::memory::PE_PRESENT != 0;
             let ok = ok && !both && (crate::dump::memory::entry_present(e) || cow);
-            // <<< issue 5
             if !ok || e.vaddr % PAGE != 0 || e.nr_pages == 0 {
                 return Err(bad(
-                    &pm_path,
-                    format!("pages {:#x}-{end:#x} do not lie inside one private mapping of mm-{pid}.img", e.vaddr),
+                    &dir.join(&pm_name),
+                    format!("pages {:#x}-{end:#x} do not lie inside one private mapping of {mm_name}", e.vaddr),
                 ));
             }
         }
         tasks.push(TaskImages {
             pid,
-            pstree: p,
+            pstree: p.clone(),
             core,
             mm,
             pages,
@@ -372,27 +287,6 @@ pub fn load(dir: &Path) -> Result<Images> {
             ids,
             threads,
         });
-    }
-    // Pages files hold exactly the pages their pagemaps list.
-    let sets = tasks.iter().map(|t| &t.pages).chain(shmem.values());
-    for set in sets {
-        if set.entries.is_empty() && set.pages_id == 0 {
-            continue;
-        }
-        let p = dir.join(set.pages_file());
-        let len = std::fs::metadata(&p)
-            .map_err(|e| Error::Image(ImageError::io(&p, "stat", e)))?
-            .len();
-        if len != set.total_pages() * PAGE {
-            return Err(bad(
-                &p,
-                format!(
-                    "holds {len} bytes but its pagemap lists {} pages ({} bytes)",
-                    set.total_pages(),
-                    set.total_pages() * PAGE
-                ),
-            ));
-        }
     }
     // The tree: one root (ppid 0) first, every other task's parent a live
     // task of the image.
@@ -413,14 +307,15 @@ pub fn load(dir: &Path) -> Result<Images> {
             ));
         }
     }
-    // >>> issue 5
     check_cow_entries(dir, &tasks)?;
-    // <<< issue 5
-    let pipe_data = read_pipe_data(dir)?;
-    let cgroups = super::cgroups::load(dir, &tasks)?; // issue 6 hook
-    let ipc = super::ipc::load(dir, &tasks)?; // issue 5: SysV IPC
+    let pipe_data = set
+        .pipe_data
+        .iter()
+        .map(|(id, d)| (*id, (d.size.unwrap_or(0), d.bytes.clone())))
+        .collect();
+    let cgroups = super::cgroups::load(dir, set.cgroups.as_ref(), &tasks)?;
+    let ipc = super::ipc::from_set(dir, &set.sysvipc, &tasks)?;
     Ok(Images {
-        cgroups,
         dir: dir.to_path_buf(),
         inventory,
         tasks,
@@ -431,11 +326,33 @@ pub fn load(dir: &Path) -> Result<Images> {
         memfds,
         ghosts,
         seccomp,
+        cgroups,
         ipc,
     })
 }
 
-// >>> issue 5: COW sharing with the parent -----------------------------------
+/// A live thread's core image has its registers with the raw xsave area
+/// ckpt restores them from, and its thread core.
+fn check_registers(path: &Path, c: &pb::CoreEntry) -> Result<()> {
+    match &c.thread_info {
+        Some(i)
+            if i.fpregs
+                .ckpt_xsave_raw
+                .as_ref()
+                .is_some_and(|x| x.len() >= 576) => {}
+        Some(_) => {
+            return Err(bad(
+                path,
+                "no raw xsave area (ckpt_xsave_raw); images from other engines are not restorable yet",
+            ))
+        }
+        None => return Err(bad(path, "no thread_info (registers)")),
+    }
+    if c.thread_core.is_none() {
+        return Err(bad(path, "missing thread core"));
+    }
+    Ok(())
+}
 
 /// Pages marked as shared with the parent (PE_COW_PARENT) must lie in one
 /// plain private anonymous mapping whose identical range the parent has:
@@ -472,4 +389,3 @@ fn check_cow_entries(dir: &Path, tasks: &[TaskImages]) -> Result<()> {
     }
     Ok(())
 }
-// <<< issue 5 -------------------------------------------------------------------

@@ -25,10 +25,11 @@ use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 
-use super::load::{Images, PageSet};
+use super::load::Images;
+use crate::images::set::{ImageSet, PageSet};
 use crate::dump::memory::PAGE;
 use crate::error::{Error, Result};
-use crate::images::{self, pb, ImageError, Magic};
+use crate::images::{pb, ImageError};
 
 /// The longest name memfd_create accepts (NAME_MAX minus "memfd:").
 const MAX_NAME: usize = 249;
@@ -40,62 +41,52 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Image(ImageError::invalid(path, reason))
 }
 
-/// memfd.img, checked against files.img, with each object's contents
-/// (pagemap-shmem-SHMID.img) added to `shmem` so the common pages check
-/// covers them. By inode id.
-pub fn load(
+/// memfd.img as the loader read it, checked against files.img; each
+/// object's contents (pagemap-shmem-SHMID.img) must lie inside its size.
+pub fn check(
     dir: &Path,
+    set: &ImageSet,
     files: &BTreeMap<u32, pb::FileEntry>,
-    shmem: &mut BTreeMap<u64, PageSet>,
-    read_pagemap: impl Fn(&Path, &str) -> Result<PageSet>,
 ) -> Result<BTreeMap<u32, pb::MemfdInodeEntry>> {
     let path = dir.join("memfd.img");
     let mut out = BTreeMap::new();
-    if path.exists() {
-        for e in images::read_all::<pb::MemfdInodeEntry>(&path, Magic::MemfdInode)? {
-            let what = format!("memfd inode {} ({:?})", e.inode_id, e.name);
-            if e.name.len() > MAX_NAME || e.name.contains('\0') {
-                return Err(bad(&path, format!("{what}: not a valid memfd name")));
-            }
-            if e.seals & !KNOWN_SEALS != 0 {
-                return Err(bad(&path, format!("{what}: unknown seals {:#x}", e.seals)));
-            }
-            if e.hugetlb_flag.unwrap_or(0) != 0 {
+    for (&id, e) in &set.memfds {
+        let what = format!("memfd inode {} ({:?})", e.inode_id, e.name);
+        if e.name.len() > MAX_NAME || e.name.contains('\0') {
+            return Err(bad(&path, format!("{what}: not a valid memfd name")));
+        }
+        if e.seals & !KNOWN_SEALS != 0 {
+            return Err(bad(&path, format!("{what}: unknown seals {:#x}", e.seals)));
+        }
+        if e.hugetlb_flag.unwrap_or(0) != 0 {
+            return Err(bad(
+                &path,
+                format!("{what}: hugetlb memfd objects cannot be restored yet"),
+            ));
+        }
+        let shmid = e.shmid as u64;
+        let name = format!("pagemap-shmem-{shmid}.img");
+        let pages = match set.shmem.get(&shmid) {
+            Some(part) => super::load::require(dir, &name, part)?.clone(),
+            None => PageSet::default(),
+        };
+        if set.memfds.values().filter(|o| o.shmid as u64 == shmid).count() > 1 {
+            return Err(bad(&path, format!("{what}: shmid {shmid} is used twice")));
+        }
+        let limit = e.size.div_ceil(PAGE) * PAGE;
+        for p in &pages.entries {
+            let end = p.vaddr.checked_add(p.nr_pages as u64 * PAGE);
+            if p.vaddr % PAGE != 0 || p.nr_pages == 0 || end.is_none_or(|end| end > limit) {
                 return Err(bad(
-                    &path,
-                    format!("{what}: hugetlb memfd objects cannot be restored yet"),
+                    &dir.join(&name),
+                    format!(
+                        "{what}: pages at offset {:#x} ({} pages) lie outside its {} bytes",
+                        p.vaddr, p.nr_pages, e.size
+                    ),
                 ));
             }
-            let shmid = e.shmid as u64;
-            if shmem.contains_key(&shmid) {
-                return Err(bad(&path, format!("{what}: shmid {shmid} is used twice")));
-            }
-            let name = format!("pagemap-shmem-{shmid}.img");
-            let set = if dir.join(&name).exists() {
-                read_pagemap(dir, &name)?
-            } else {
-                PageSet::default()
-            };
-            let limit = e.size.div_ceil(PAGE) * PAGE;
-            for p in &set.entries {
-                let end = p.vaddr.checked_add(p.nr_pages as u64 * PAGE);
-                if p.vaddr % PAGE != 0 || p.nr_pages == 0 || end.is_none_or(|end| end > limit) {
-                    return Err(bad(
-                        &dir.join(&name),
-                        format!(
-                            "{what}: pages at offset {:#x} ({} pages) lie outside its {} bytes",
-                            p.vaddr, p.nr_pages, e.size
-                        ),
-                    ));
-                }
-            }
-            shmem.insert(shmid, set);
-            let id = u32::try_from(e.inode_id)
-                .map_err(|_| bad(&path, format!("{what}: inode id out of range")))?;
-            if out.insert(id, e).is_some() {
-                return Err(bad(&path, format!("inode id {id} is used twice")));
-            }
         }
+        out.insert(id, e.clone());
     }
     for f in files.values() {
         if let Some(m) = &f.memfd {
@@ -234,6 +225,15 @@ impl super::files::FdKind for MemfdFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Loads memfd.img as the restore does: through the one loader.
+    fn load(
+        dir: &Path,
+        files: &BTreeMap<u32, pb::FileEntry>,
+    ) -> Result<(BTreeMap<u32, pb::MemfdInodeEntry>, ImageSet)> {
+        let set = ImageSet::read(dir)?;
+        Ok((check(dir, &set, files)?, set))
+    }
     use crate::images::framing;
 
     fn inode(size: u64) -> pb::MemfdInodeEntry {
@@ -263,19 +263,6 @@ mod tests {
         w.finish().unwrap();
     }
 
-    fn pagemap(dir: &Path, name: &str) -> Result<PageSet> {
-        let mut r = crate::images::ImageReader::open(dir.join(name), Magic::Pagemap)?;
-        let head: pb::PagemapHead = r.read_entry()?.unwrap();
-        let mut entries = Vec::new();
-        while let Some(e) = r.read_entry::<pb::PagemapEntry>()? {
-            entries.push(e);
-        }
-        Ok(PageSet {
-            pages_id: head.pages_id,
-            entries,
-        })
-    }
-
     fn memfd_file(inode_id: u32) -> BTreeMap<u32, pb::FileEntry> {
         BTreeMap::from([(
             5,
@@ -297,17 +284,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // 2 pages and a bit: the third page is partly inside.
         setup(dir.path(), inode(2 * PAGE + 10), &[(0, 1), (2 * PAGE, 1)]);
-        let mut shmem = BTreeMap::new();
-        let m = load(dir.path(), &memfd_file(1), &mut shmem, pagemap).unwrap();
+        let (m, set) = load(dir.path(), &memfd_file(1)).unwrap();
         assert_eq!(m[&1].name, "m");
-        assert_eq!(shmem[&42].total_pages(), 2);
+        assert_eq!(set.shmem[&42].as_ref().unwrap().stored_pages(), 2);
     }
 
     #[test]
     fn refuses_pages_past_the_size() {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path(), inode(PAGE), &[(PAGE, 1)]);
-        let e = load(dir.path(), &memfd_file(1), &mut BTreeMap::new(), pagemap)
+        let e = load(dir.path(), &memfd_file(1))
             .unwrap_err()
             .to_string();
         assert!(e.contains("outside"), "{e}");
@@ -317,7 +303,7 @@ mod tests {
     fn refuses_a_file_of_an_unknown_inode() {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path(), inode(PAGE), &[]);
-        let e = load(dir.path(), &memfd_file(9), &mut BTreeMap::new(), pagemap)
+        let e = load(dir.path(), &memfd_file(9))
             .unwrap_err()
             .to_string();
         assert!(e.contains("inode 9"), "{e}");

@@ -600,7 +600,7 @@ fn map_shared_anon(
 
 fn open_pages(imgs: &Images, set: &PageSet) -> Result<Mmap> {
     let path = imgs.path(&set.pages_file());
-    if set.total_pages() == 0 {
+    if set.stored_pages() == 0 {
         return Ok(Mmap::empty());
     }
     let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening pages", e))?;

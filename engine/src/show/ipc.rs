@@ -1,141 +1,13 @@
 //! The SysV IPC objects of an image directory (ipcns-shm/sem/msg-N.img),
 //! for `ckpt show`: ids, keys, owners, modes, sizes, semaphore values and
-//! message counts. Read on its own (not through restore::ipc), so that a
-//! damaged file is shown as far as it reads, with the problem named.
-
-use std::path::Path;
+//! message counts, as the loader (`images::set`) read them.
 
 use serde_json::{json, Value};
 
-use crate::images::{pb, ImageReader, Magic};
+use crate::images::pb;
+use crate::images::set::SysvIpc;
 
 use super::names::human;
-
-#[derive(Debug, Clone, Default)]
-pub struct SysvIpc {
-    /// (namespace id, entry, stored bytes)
-    pub shm: Vec<(u32, pb::IpcShmEntry)>,
-    /// (namespace id, entry, values)
-    pub sem: Vec<(u32, pb::IpcSemEntry, Vec<u16>)>,
-    /// (namespace id, entry, (mtype, size) per message)
-    pub msg: Vec<(u32, pb::IpcMsgEntry, Vec<MsgSize>)>,
-}
-
-/// A message's type and size.
-pub type MsgSize = (u64, u32);
-
-impl SysvIpc {
-    pub fn is_empty(&self) -> bool {
-        self.shm.is_empty() && self.sem.is_empty() && self.msg.is_empty()
-    }
-}
-
-/// The namespace id of `ipcns-KIND-N.img`.
-fn ns_of(name: &str, kind: &str) -> Option<u32> {
-    name.strip_prefix(&format!("ipcns-{kind}-"))?
-        .strip_suffix(".img")?
-        .parse()
-        .ok()
-}
-
-/// Reads every ipcns-{shm,sem,msg}-N.img of `dir`; problems go to
-/// `problems`, each naming its file.
-pub fn load(dir: &Path, names: &[String], problems: &mut Vec<String>) -> SysvIpc {
-    let mut out = SysvIpc::default();
-    for name in names {
-        let path = dir.join(name);
-        let r = if let Some(ns) = ns_of(name, "shm") {
-            load_shm(&path, ns, &mut out)
-        } else if let Some(ns) = ns_of(name, "sem") {
-            load_sem(&path, ns, &mut out)
-        } else if let Some(ns) = ns_of(name, "msg") {
-            load_msg(&path, ns, &mut out)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = r {
-            // Named by file, as the other sections name theirs.
-            problems.push(e.to_string().replace(&format!("{}/", dir.display()), ""));
-        }
-    }
-    out
-}
-
-type R = crate::images::Result<()>;
-
-fn load_shm(path: &Path, ns: u32, out: &mut SysvIpc) -> R {
-    let mut r = ImageReader::open(path, Magic::IpcnsShm)?;
-    while let Some(e) = r.read_entry::<pb::IpcShmEntry>()? {
-        if e.in_pagemaps != Some(true) {
-            r.skip_raw(e.size.div_ceil(4) * 4)?;
-        }
-        out.shm.push((ns, e));
-    }
-    Ok(())
-}
-
-fn load_sem(path: &Path, ns: u32, out: &mut SysvIpc) -> R {
-    let mut r = ImageReader::open(path, Magic::IpcnsSem)?;
-    while let Some(e) = r.read_entry::<pb::IpcSemEntry>()? {
-        let n = e.nsems as usize;
-        let mut raw = vec![0u8; (n * 2).div_ceil(8) * 8];
-        r.read_raw(&mut raw)?;
-        let vals = raw[..n * 2]
-            .chunks(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        out.sem.push((ns, e, vals));
-    }
-    Ok(())
-}
-
-fn load_msg(path: &Path, ns: u32, out: &mut SysvIpc) -> R {
-    let mut r = ImageReader::open(path, Magic::IpcnsMsg)?;
-    while let Some(e) = r.read_entry::<pb::IpcMsgEntry>()? {
-        let mut msgs = Vec::new();
-        for _ in 0..e.qnum {
-            let Some(m) = r.read_entry::<pb::IpcMsg>()? else {
-                break;
-            };
-            r.skip_raw((m.msize as u64).div_ceil(8) * 8)?;
-            msgs.push((m.mtype, m.msize));
-        }
-        out.msg.push((ns, e, msgs));
-    }
-    Ok(())
-}
-
-/// Every SysV mapping of every task refers to a segment of the images and
-/// lies inside it (as restore checks).
-pub fn cross_check(set: &super::ImageSet) -> Vec<String> {
-    const SYSVIPC: u32 = 1 << 10;
-    let mut out = Vec::new();
-    for t in &set.tasks {
-        let Ok(mm) = &t.mm else { continue };
-        for v in mm.vmas.iter().filter(|v| v.status & SYSVIPC != 0) {
-            let seg = set
-                .sysvipc
-                .shm
-                .iter()
-                .find(|(_, e)| e.desc.id as u64 == v.shmid);
-            let what = format!(
-                "mm-{}.img: SysV mapping {:#x}-{:#x} refers to segment {}",
-                t.pid(),
-                v.start,
-                v.end,
-                v.shmid
-            );
-            match seg {
-                None => out.push(format!("{what}, which no ipcns-shm image has")),
-                Some((_, e)) if v.pgoff + (v.end - v.start) > e.size.div_ceil(4096) * 4096 => {
-                    out.push(format!("{what}, which is only {} bytes", e.size))
-                }
-                _ => {}
-            }
-        }
-    }
-    out
-}
 
 /// SHM_DEST / SHM_LOCKED, shown after the mode.
 fn mode_text(mode: u32) -> String {
@@ -164,7 +36,8 @@ fn desc_text(d: &pb::IpcDescEntry) -> String {
 /// The text section: (indent, line) pairs.
 pub fn text(ipc: &SysvIpc) -> Vec<(usize, String)> {
     let mut out = vec![(0, "SysV IPC objects (ipcns-*.img)".to_string())];
-    for (ns, e) in &ipc.shm {
+    for seg in &ipc.shm {
+        let (ns, e) = (seg.ns, &seg.entry);
         out.push((
             2,
             format!(
@@ -175,8 +48,9 @@ pub fn text(ipc: &SysvIpc) -> Vec<(usize, String)> {
             ),
         ));
     }
-    for (ns, e, vals) in &ipc.sem {
-        let v: Vec<String> = vals.iter().map(u16::to_string).collect();
+    for set in &ipc.sem {
+        let (ns, e) = (set.ns, &set.entry);
+        let v: Vec<String> = set.values.iter().map(u16::to_string).collect();
         out.push((
             2,
             format!(
@@ -188,8 +62,9 @@ pub fn text(ipc: &SysvIpc) -> Vec<(usize, String)> {
             ),
         ));
     }
-    for (ns, e, msgs) in &ipc.msg {
-        let bytes: u64 = msgs.iter().map(|m| m.1 as u64).sum();
+    for q in &ipc.msg {
+        let (ns, e, msgs) = (q.ns, &q.entry, &q.msgs);
+        let bytes: u64 = msgs.iter().map(|m| m.1.len() as u64).sum();
         let types: Vec<String> = msgs.iter().map(|m| m.0.to_string()).collect();
         out.push((
             2,
@@ -220,16 +95,19 @@ fn desc_json(d: &pb::IpcDescEntry) -> Value {
 
 pub fn json(ipc: &SysvIpc) -> Value {
     json!({
-        "shm": ipc.shm.iter().map(|(ns, e)| json!({
-            "ns": ns, "desc": desc_json(&e.desc), "size": e.size,
+        "shm": ipc.shm.iter().map(|s| json!({
+            "ns": s.ns, "desc": desc_json(&s.entry.desc), "size": s.entry.size,
         })).collect::<Vec<_>>(),
-        "sem": ipc.sem.iter().map(|(ns, e, v)| json!({
-            "ns": ns, "desc": desc_json(&e.desc), "values": v, "pids": e.ckpt_sempid,
+        "sem": ipc.sem.iter().map(|s| json!({
+            "ns": s.ns, "desc": desc_json(&s.entry.desc), "values": s.values,
+            "pids": s.entry.ckpt_sempid,
         })).collect::<Vec<_>>(),
-        "msg": ipc.msg.iter().map(|(ns, e, m)| json!({
-            "ns": ns, "desc": desc_json(&e.desc), "qbytes": e.qbytes,
-            "messages": m.iter().map(|(t, s)| json!({ "mtype": t, "size": s })).collect::<Vec<_>>(),
-            "lspid": e.ckpt_lspid,
+        "msg": ipc.msg.iter().map(|q| json!({
+            "ns": q.ns, "desc": desc_json(&q.entry.desc), "qbytes": q.entry.qbytes,
+            "messages": q.msgs.iter()
+                .map(|(t, text)| json!({ "mtype": t, "size": text.len() }))
+                .collect::<Vec<_>>(),
+            "lspid": q.entry.ckpt_lspid,
         })).collect::<Vec<_>>(),
     })
 }
@@ -237,7 +115,8 @@ pub fn json(ipc: &SysvIpc) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::ImageWriter;
+    use crate::images::set::ImageSet;
+    use crate::images::{ImageWriter, Magic};
 
     fn desc(id: u32, key: u32, mode: u32) -> pb::IpcDescEntry {
         pb::IpcDescEntry {
@@ -290,13 +169,15 @@ mod tests {
             w.write_raw(&vec![0u8; n.div_ceil(8) * 8]).unwrap();
         }
         w.finish().unwrap();
-        let names: Vec<String> = ["ipcns-msg-2.img", "ipcns-sem-2.img", "ipcns-shm-2.img"]
-            .map(String::from)
-            .to_vec();
-        let mut problems = Vec::new();
-        let ipc = load(d.path(), &names, &mut problems);
+        let set = ImageSet::read(d.path()).unwrap();
+        let ipc = &set.sysvipc;
+        let problems: Vec<&String> = set
+            .problems
+            .iter()
+            .filter(|p| p.contains("ipcns"))
+            .collect();
         assert!(problems.is_empty(), "{problems:?}");
-        let lines: Vec<String> = text(&ipc).into_iter().map(|(_, l)| l).collect();
+        let lines: Vec<String> = text(ipc).into_iter().map(|(_, l)| l).collect();
         let all = lines.join("\n");
         assert!(all.contains("shm 5"), "{all}");
         assert!(all.contains("SHM_DEST"), "{all}");
@@ -306,7 +187,7 @@ mod tests {
             all.contains("2 messages") && all.contains("types 2 7"),
             "{all}"
         );
-        let j = json(&ipc);
+        let j = json(ipc);
         assert_eq!(j["sem"][0]["values"], json!([3, 5, 7]));
         assert_eq!(j["msg"][0]["lspid"], json!(11));
 
@@ -315,11 +196,11 @@ mod tests {
         let len = std::fs::metadata(&p).unwrap().len();
         let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         f.set_len(len - 4).unwrap();
-        let mut problems = Vec::new();
-        load(d.path(), &names, &mut problems);
+        let set = ImageSet::read(d.path()).unwrap();
         assert!(
-            problems.iter().any(|p| p.contains("ipcns-sem-2.img")),
-            "{problems:?}"
+            set.problems.iter().any(|p| p.contains("ipcns-sem-2.img")),
+            "{:?}",
+            set.problems
         );
     }
 }
