@@ -7,16 +7,12 @@
 
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::images::task::{TASK_ALIVE, TASK_STOPPED};
 use crate::proc::{self, limits, stat::Stat, status::Status};
 use crate::ptrace::scratch::ScratchSession;
 use crate::ptrace::Regs;
 
 use super::regs::{regs_to_pb, xsave_to_pb};
-
-/// CRIU's TaskCoreEntry.task_state values.
-pub const TASK_ALIVE: u32 = 0x1;
-pub const TASK_DEAD: u32 = 0x2;
-pub const TASK_STOPPED: u32 = 0x3;
 
 const PR_GET_TID_ADDRESS: u64 = 40;
 const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;

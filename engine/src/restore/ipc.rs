@@ -58,8 +58,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::load::{Images, TaskImages};
-use crate::dump::memory::{PAGE, VMA_AREA_SYSVIPC};
 use crate::error::{Error, Pid, Result};
+use crate::images::pagemap::PAGE;
+use crate::images::vma::VMA_AREA_SYSVIPC;
 use crate::images::{self, pb, ImageError, Magic};
 use crate::proc::sysvipc::{self, Perm, SHM_DEST, SHM_LOCKED};
 use crate::ptrace::mem::TaskMem;

@@ -10,12 +10,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::dump::core::TASK_DEAD;
-use crate::dump::memory::{
-    PAGE, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+use crate::error::{Error, Result};
+use crate::images::pagemap::{entry_cow, entry_present, PAGE, PE_PRESENT};
+use crate::images::task::TASK_DEAD;
+use crate::images::vma::{
+    cow_pair, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
     VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 };
-use crate::error::{Error, Result};
 use crate::images::{self, pb, ImageError, Magic, Manifest};
 
 /// A pagemap image and the pages file it refers to.
@@ -30,7 +31,7 @@ impl PageSet {
     pub fn total_pages(&self) -> u64 {
         self.entries
             .iter()
-            .filter(|e| crate::dump::memory::entry_present(e))
+            .filter(|e| entry_present(e))
             .map(|e| e.nr_pages as u64)
             .sum()
     }
@@ -394,9 +395,9 @@ pub fn load(dir: &Path) -> Result<Images> {
             });
             // >>> issue 5: an entry has its pages in the file, or is shared
             // with the parent (checked against the parent below)
-            let cow = crate::dump::memory::entry_cow(e);
-            let both = cow && e.flags.unwrap_or(0) & crate::dump::memory::PE_PRESENT != 0;
-            let ok = ok && !both && (crate::dump::memory::entry_present(e) || cow);
+            let cow = entry_cow(e);
+            let both = cow && e.flags.unwrap_or(0) & PE_PRESENT != 0;
+            let ok = ok && !both && (entry_present(e) || cow);
             // <<< issue 5
             if !ok || e.vaddr % PAGE != 0 || e.nr_pages == 0 {
                 return Err(bad(
@@ -485,7 +486,6 @@ pub fn load(dir: &Path) -> Result<Images> {
 /// plain private anonymous mapping whose identical range the parent has:
 /// their content is the parent's at the same address.
 fn check_cow_entries(dir: &Path, tasks: &[TaskImages]) -> Result<()> {
-    use crate::dump::memory::{cow_pair, entry_cow};
     for t in tasks {
         let pm_path = dir.join(format!("pagemap-{}.img", t.pid));
         let parent = tasks.iter().find(|p| p.pid == t.pstree.ppid as i32);

@@ -26,8 +26,8 @@ use std::path::Path;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 
 use super::load::{Images, PageSet};
-use crate::dump::memory::PAGE;
 use crate::error::{Error, Result};
+use crate::images::pagemap::PAGE;
 use crate::images::{self, pb, ImageError, Magic};
 
 /// The longest name memfd_create accepts (NAME_MAX minus "memfd:").

@@ -19,12 +19,13 @@ use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid as NixPid;
 
 use super::load::{Images, PageSet, TaskImages};
-use crate::dump::memory::{
-    PAGE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
+use crate::error::{Error, Result};
+use crate::images::pagemap::{entry_present, PAGE};
+use crate::images::pb;
+use crate::images::vma::{
+    VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
     VMA_FILE_SHARED,
 };
-use crate::error::{Error, Result};
-use crate::images::pb;
 use crate::proc::maps::{self, SpecialVma};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
@@ -477,7 +478,7 @@ fn write_pages(
         // issue 5: entries without data (shared with the parent) take no
         // room in the pages file; present ones `to_addr` declines (in
         // memory the task filled itself) are skipped.
-        if !crate::dump::memory::entry_present(e) {
+        if !entry_present(e) {
             continue;
         }
         let len = e.nr_pages as usize * PAGE as usize;

@@ -32,10 +32,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid as NixPid;
 
-use crate::dump::memory::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};
 use crate::dump::regs::{regs_from_pb, restart_regs};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::images::task::TASK_STOPPED;
+use crate::images::vma::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};
 use crate::proc::maps::{self, SpecialVma};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::{find_syscall_insn, Remote};
@@ -886,7 +887,7 @@ fn take_over(
     }
     // >>> issue 3 hook: a stopped task stops now, before any pending signal
     // can be delivered (restore/signals.rs)
-    if t.tc().task_state == crate::dump::core::TASK_STOPPED {
+    if t.tc().task_state == TASK_STOPPED {
         signals::enter_group_stop(&mut task, &mut threads)?;
     }
     // <<< issue 3 hook

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::images::pagemap::PAGE;
 use crate::images::{pb, ImageReader, Magic};
 
 use super::names::human;
@@ -127,7 +128,7 @@ pub fn cross_check(set: &super::ImageSet) -> Vec<String> {
             );
             match seg {
                 None => out.push(format!("{what}, which no ipcns-shm image has")),
-                Some((_, e)) if v.pgoff + (v.end - v.start) > e.size.div_ceil(4096) * 4096 => {
+                Some((_, e)) if v.pgoff + (v.end - v.start) > e.size.div_ceil(PAGE) * PAGE => {
                     out.push(format!("{what}, which is only {} bytes", e.size))
                 }
                 _ => {}

@@ -19,12 +19,14 @@ use crate::images::{
     MANIFEST_NAME, MAX_ENTRY_SIZE,
 };
 
-use super::names::{
-    self, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+use crate::images::pagemap::{entry_cow, entry_present, PAGE};
+use crate::images::task::TASK_DEAD;
+use crate::images::vma::{
+    VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
     VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 };
 
-pub const PAGE: u64 = 4096;
+use super::names;
 
 /// Why an image is not there to show.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +76,7 @@ impl PageSet {
     pub fn stored_pages(&self) -> u64 {
         self.entries
             .iter()
-            .filter(|e| stored(e))
+            .filter(|e| entry_present(e))
             .map(|e| e.nr_pages as u64)
             .sum()
     }
@@ -84,7 +86,7 @@ impl PageSet {
     pub fn pages_in(&self, start: u64, end: u64) -> u64 {
         self.entries
             .iter()
-            .filter(|e| stored(e))
+            .filter(|e| entry_present(e))
             .map(|e| {
                 let (s, t) = (e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE);
                 let (s, t) = (s.max(start), t.min(end));
@@ -105,7 +107,7 @@ impl PageSet {
     pub fn cow_pages_in(&self, start: u64, end: u64) -> u64 {
         self.entries
             .iter()
-            .filter(|e| crate::dump::memory::entry_cow(e))
+            .filter(|e| entry_cow(e))
             .map(|e| {
                 let (s, t) = (e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE);
                 (t.min(end)).saturating_sub(s.max(start)) / PAGE
@@ -114,14 +116,6 @@ impl PageSet {
     }
 }
 // <<< issue 5
-
-/// PE_PRESENT, or an old image without flags (and not in_parent).
-fn stored(e: &pb::PagemapEntry) -> bool {
-    match e.flags {
-        Some(f) => f & 4 != 0,
-        None => e.in_parent != Some(true),
-    }
-}
 
 /// One thread: its core image.
 #[derive(Clone, Debug)]
@@ -154,7 +148,7 @@ impl Task {
         self.threads.first().is_some_and(|th| {
             th.core
                 .as_ref()
-                .is_ok_and(|c| c.tc.as_ref().is_some_and(|tc| tc.task_state == 2))
+                .is_ok_and(|c| c.tc.as_ref().is_some_and(|tc| tc.task_state == TASK_DEAD))
         })
     }
 }
