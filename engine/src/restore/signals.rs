@@ -232,7 +232,7 @@ fn restore_overruns(
     st: &mut TimerState,
 ) -> Result<()> {
     let pid = t.pid;
-    let boot = crate::dump::timers::boot_id();
+    let boot = crate::proc::boot_id::boot_id();
     for pt in timers
         .iter()
         .filter(|pt| super::timers::overrun_restorable(pt))

@@ -34,13 +34,14 @@
 //! on (those before the dump are not readable); with a restored overrun
 //! count that signal comes first in its queue.
 
-use crate::dump::timers::{
-    boot_id, clock_now_ns, elapsed_since, itimer_check, itimer_is_zero, itimer_to_bytes,
-    itimerspec_to_bytes, ns, posix_timer_check, posix_value_after, sec_nsec, sigevent_bytes,
-    ITIMER_PROF, ITIMER_REAL, ITIMER_VIRTUAL,
-};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::kernel::clock::{clock_now_ns, elapsed_since, ns, sec_nsec};
+use crate::kernel::timers::{
+    itimer_check, itimer_is_zero, itimer_to_bytes, itimerspec_to_bytes, posix_timer_check,
+    posix_value_after, sigevent_bytes, ITIMER_PROF, ITIMER_REAL, ITIMER_VIRTUAL,
+};
+use crate::proc::boot_id::boot_id;
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
 
