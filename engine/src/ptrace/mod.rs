@@ -7,7 +7,9 @@
 
 pub mod mem;
 pub mod remote;
+pub mod rseq;
 pub mod scratch;
+pub mod siginfo;
 
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;

@@ -954,7 +954,7 @@ const RSEQ_FLAG_UNREGISTER: u64 = 1;
 /// The child inherited the engine's rseq registration; the kernel would
 /// keep writing to that (soon foreign) address. Unregister it first.
 fn unregister_rseq(r: &mut Remote<'_>, pid: Pid) -> Result<()> {
-    if let Some(c) = crate::dump::core::rseq_config(pid) {
+    if let Some(c) = crate::ptrace::rseq::rseq_config(pid) {
         r.call(
             libc::SYS_rseq,
             &[

@@ -28,11 +28,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::dump::signals::{peek_queue, Siginfo, SI_TIMER};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
+use crate::ptrace::siginfo::{peek_queue, Siginfo, SI_TIMER};
 use crate::ptrace::Seized;
 
 use super::load::TaskImages;
