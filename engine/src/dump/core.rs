@@ -9,11 +9,10 @@ use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::images::task::{TASK_ALIVE, TASK_STOPPED};
 use crate::proc::{self, limits, stat::Stat, status::Status};
+use crate::ptrace::regs::{regs_to_pb, xsave_to_pb};
 use crate::ptrace::rseq::rseq_config;
 use crate::ptrace::scratch::ScratchSession;
 use crate::ptrace::Regs;
-
-use super::regs::{regs_to_pb, xsave_to_pb};
 
 const PR_GET_TID_ADDRESS: u64 = 40;
 

@@ -14,7 +14,6 @@ pub mod ghost; // unlinked files (issue 5)
 pub mod ipc; // SysV IPC objects (issue 5)
 pub mod memfd; // memfd objects (issue 5)
 pub mod memory;
-pub mod regs;
 pub mod seccomp;
 pub mod signals; // pending signals (issue 3)
 pub mod timers; // itimers and POSIX timers (issue 3)

@@ -4,4 +4,5 @@
 //! functions where possible, so that both sides agree by construction.
 
 pub mod clock;
+pub mod restart;
 pub mod timers;

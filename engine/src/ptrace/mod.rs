@@ -6,6 +6,7 @@
 //! mremap, credentials) both use.
 
 pub mod mem;
+pub mod regs;
 pub mod remote;
 pub mod rseq;
 pub mod scratch;

@@ -32,13 +32,14 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid as NixPid;
 
-use crate::dump::regs::{regs_from_pb, restart_regs};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::images::task::TASK_STOPPED;
 use crate::images::vma::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};
+use crate::kernel::restart::restart_regs;
 use crate::proc::maps::{self, SpecialVma};
 use crate::ptrace::mem::TaskMem;
+use crate::ptrace::regs::regs_from_pb;
 use crate::ptrace::remote::{find_syscall_insn, Remote};
 use crate::ptrace::Seized;
 use crate::sys::{self, KernelSigaction};

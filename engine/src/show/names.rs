@@ -17,6 +17,7 @@ use crate::images::vma::{
     VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
     VMA_FILE_SHARED,
 };
+use crate::kernel::restart::{ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK};
 
 /// Flag tables: (bit mask, name).
 pub type Flags = &'static [(u64, &'static str)];
@@ -891,10 +892,10 @@ pub fn syscall(nr: u64) -> String {
 /// stopped inside a syscall reports in ax.
 pub fn restart_code(ax: u64) -> Option<&'static str> {
     match ax as i64 {
-        -512 => Some("ERESTARTSYS"),
-        -513 => Some("ERESTARTNOINTR"),
-        -514 => Some("ERESTARTNOHAND"),
-        -516 => Some("ERESTART_RESTARTBLOCK"),
+        ERESTARTSYS => Some("ERESTARTSYS"),
+        ERESTARTNOINTR => Some("ERESTARTNOINTR"),
+        ERESTARTNOHAND => Some("ERESTARTNOHAND"),
+        ERESTART_RESTARTBLOCK => Some("ERESTART_RESTARTBLOCK"),
         _ => None,
     }
 }
