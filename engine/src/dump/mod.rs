@@ -26,6 +26,7 @@ use crate::images::pb;
 use crate::images::task::TASK_DEAD;
 use crate::images::vma::{cow_eligible, VMA_AREA_MEMFD};
 use crate::imgdir::ImageDir;
+use crate::kernel::seccomp::SECCOMP_MODE_FILTER;
 use crate::proc::{self, maps, pagemap::PagemapReader, stat, status};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::find_syscall_insn;
@@ -388,7 +389,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     }
     // <<< issue 3 hook
     for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
-        if snap.status.seccomp as i32 == seccomp::SECCOMP_MODE_FILTER {
+        if snap.status.seccomp as i32 == SECCOMP_MODE_FILTER {
             tc.seccomp_filter = Some(ctx.seccomp.dump_thread(snap.tid)?);
         }
     }

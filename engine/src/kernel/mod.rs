@@ -5,4 +5,5 @@
 
 pub mod clock;
 pub mod restart;
+pub mod seccomp;
 pub mod timers;

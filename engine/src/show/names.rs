@@ -18,6 +18,7 @@ use crate::images::vma::{
     VMA_FILE_SHARED,
 };
 use crate::kernel::restart::{ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK};
+use crate::kernel::seccomp::{SECCOMP_MODE_FILTER, SECCOMP_MODE_STRICT};
 
 /// Flag tables: (bit mask, name).
 pub type Flags = &'static [(u64, &'static str)];
@@ -565,8 +566,8 @@ pub fn sched_policy(p: u32) -> String {
 pub fn seccomp_mode(m: i32) -> String {
     match m {
         0 => "disabled".into(),
-        1 => "strict".into(),
-        2 => "filter".into(),
+        SECCOMP_MODE_STRICT => "strict".into(),
+        SECCOMP_MODE_FILTER => "filter".into(),
         v => format!("mode {v}"),
     }
 }
