@@ -8,6 +8,7 @@ pub mod dump;
 pub mod error;
 pub mod images;
 pub mod imgdir;
+pub mod kernel;
 pub mod proc;
 pub mod ptrace;
 pub mod restore;

@@ -7,19 +7,14 @@
 
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::images::task::{TASK_ALIVE, TASK_STOPPED};
 use crate::proc::{self, limits, stat::Stat, status::Status};
+use crate::ptrace::regs::{regs_to_pb, xsave_to_pb};
+use crate::ptrace::rseq::rseq_config;
 use crate::ptrace::scratch::ScratchSession;
 use crate::ptrace::Regs;
 
-use super::regs::{regs_to_pb, xsave_to_pb};
-
-/// CRIU's TaskCoreEntry.task_state values.
-pub const TASK_ALIVE: u32 = 0x1;
-pub const TASK_DEAD: u32 = 0x2;
-pub const TASK_STOPPED: u32 = 0x3;
-
 const PR_GET_TID_ADDRESS: u64 = 40;
-const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
 
 /// Signal handlers of every catchable signal, via rt_sigaction in the task.
 pub fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<Vec<pb::SaEntry>> {
@@ -89,34 +84,6 @@ pub fn creds_from_status(st: &Status, secbits: u32) -> pb::CredsEntry {
         no_new_privs: Some(st.no_new_privs as u32),
         ..Default::default()
     }
-}
-
-pub fn rseq_config(tid: Pid) -> Option<pb::RseqEntry> {
-    #[repr(C)]
-    #[derive(Default)]
-    struct Conf {
-        ptr: u64,
-        size: u32,
-        sig: u32,
-        flags: u32,
-        pad: u32,
-    }
-    let mut c = Conf::default();
-    // SAFETY: the kernel writes at most size_of::<Conf>() bytes into `c`.
-    let r = unsafe {
-        libc::ptrace(
-            PTRACE_GET_RSEQ_CONFIGURATION as _,
-            tid,
-            std::mem::size_of::<Conf>(),
-            &mut c as *mut Conf,
-        )
-    };
-    (r > 0 && c.ptr != 0).then_some(pb::RseqEntry {
-        rseq_abi_pointer: c.ptr,
-        rseq_abi_size: c.size,
-        signature: c.sig,
-        rseq_cs_pointer: None,
-    })
 }
 
 fn robust_list(tid: Pid) -> Result<(u64, u32)> {

@@ -318,8 +318,8 @@ fn dump_timerfd(pid: Pid, fd: i32, flags: u32, table: &mut FileTable) -> Result<
             vnsec: t.it_value.1,
             isec: t.it_interval.0,
             insec: t.it_interval.1,
-            ckpt_clock_now: super::timers::clock_now_ns(t.clockid),
-            ckpt_boot_id: super::timers::boot_id(),
+            ckpt_clock_now: crate::kernel::clock::clock_now_ns(t.clockid),
+            ckpt_boot_id: crate::proc::boot_id::boot_id(),
         }),
         ..Default::default()
     });

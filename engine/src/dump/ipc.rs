@@ -51,9 +51,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::dump::memory::{VMA_AREA_REGULAR, VMA_AREA_SYSVIPC};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::images::vma::{VMA_AREA_REGULAR, VMA_AREA_SYSVIPC};
 use crate::imgdir::ImageDir;
 use crate::proc::maps::Vma;
 use crate::proc::sysvipc::{self, Perm};

@@ -17,40 +17,18 @@
 use nix::sys::uio::RemoteIoVec;
 
 use crate::error::{Error, Pid, Result};
+use crate::images::pagemap::{entry_present, PAGE, PE_COW_PARENT, PE_PRESENT};
 use crate::images::pb;
+use crate::images::vma::{
+    cow_pair, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_HEAP, VMA_AREA_REGULAR, VMA_AREA_STACK,
+    VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::imgdir::PagesWriter;
 use crate::proc::maps::{SpecialVma, Vma};
 use crate::proc::pagemap::{PageFlags, PagemapReader};
 use crate::ptrace::mem::{read_vm, TaskMem};
-
-pub const PAGE: u64 = 4096;
-
-// CRIU's VmaEntry.status bits (criu/include/image.h).
-pub const VMA_AREA_REGULAR: u32 = 1 << 0;
-pub const VMA_AREA_STACK: u32 = 1 << 1;
-pub const VMA_AREA_VSYSCALL: u32 = 1 << 2;
-pub const VMA_AREA_VDSO: u32 = 1 << 3;
-pub const VMA_AREA_HEAP: u32 = 1 << 5;
-pub const VMA_FILE_PRIVATE: u32 = 1 << 6;
-pub const VMA_FILE_SHARED: u32 = 1 << 7;
-pub const VMA_ANON_SHARED: u32 = 1 << 8;
-pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
-pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-pub const VMA_AREA_VVAR: u32 = 1 << 12;
-pub const VMA_AREA_MEMFD: u32 = 1 << 14;
-pub const VMA_AREA_UPROBES: u32 = 1 << 17;
-
-/// PagemapEntry.flags: the pages are in the pages file.
-pub const PE_PRESENT: u32 = 1 << 2;
-/// PagemapEntry.flags, a ckpt extension (CRIU defines bits 0-2 only; crit
-/// shows this one as a number): the pages are the very pages of the
-/// parent process at the same address (still copy-on-write shared since
-/// the fork), so they are not stored here; restore makes them shared
-/// again by forking the task from a parent that already holds them. Never
-/// set together with PE_PRESENT.
-pub const PE_COW_PARENT: u32 = 1 << 16;
 
 /// madvise() advice that shows in smaps VmFlags and that restore re-applies;
 /// VmaEntry.madv holds `1 << advice`.
@@ -634,58 +612,6 @@ pub fn dump_shmem_file(
 /// Pages of a task shared with its parent: by VMA start, one flag per page.
 pub type CowMarks = std::collections::BTreeMap<u64, Vec<bool>>;
 
-/// Whether a mapping can hold pages shared with the parent: plain private
-/// anonymous memory, which restore can create and fill before the fork.
-/// Stacks, growsdown, noreserve and locked mappings and memory that a
-/// fork does not pass on (MADV_DONTFORK, MADV_WIPEONFORK) cannot.
-pub fn cow_eligible(e: &pb::VmaEntry) -> bool {
-    let odd =
-        (libc::MAP_GROWSDOWN | libc::MAP_NORESERVE | libc::MAP_LOCKED | libc::MAP_SHARED) as u32;
-    let special = VMA_AREA_STACK
-        | VMA_AREA_VDSO
-        | VMA_AREA_VVAR
-        | VMA_AREA_VSYSCALL
-        | VMA_AREA_SYSVIPC
-        | VMA_AREA_MEMFD
-        | VMA_FILE_PRIVATE
-        | VMA_FILE_SHARED
-        | VMA_ANON_SHARED;
-    let no_fork = (1u64 << libc::MADV_DONTFORK) | (1 << 18); // MADV_WIPEONFORK
-    e.status & VMA_ANON_PRIVATE != 0
-        && e.status & special == 0
-        && e.flags & odd == 0
-        && e.flags & libc::MAP_ANONYMOUS as u32 != 0
-        && e.madv.unwrap_or(0) & no_fork == 0
-}
-
-/// The parent's mapping that `child` can share pages with: eligible, with
-/// the same range, protection and flags. `parent` is sorted by address.
-pub fn cow_pair<'a>(child: &pb::VmaEntry, parent: &'a [pb::VmaEntry]) -> Option<&'a pb::VmaEntry> {
-    if !cow_eligible(child) {
-        return None;
-    }
-    let i = parent
-        .binary_search_by_key(&child.start, |p| p.start)
-        .ok()?;
-    let p = &parent[i];
-    (p.end == child.end && p.prot == child.prot && p.flags == child.flags && cow_eligible(p))
-        .then_some(p)
-}
-
-/// Whether an entry's pages are in the pages file (PE_PRESENT, or an old
-/// image without flags).
-pub fn entry_present(e: &pb::PagemapEntry) -> bool {
-    match e.flags {
-        Some(f) => f & PE_PRESENT != 0 && f & PE_COW_PARENT == 0,
-        None => e.in_parent != Some(true),
-    }
-}
-
-/// Whether an entry stands for pages shared with the parent.
-pub fn entry_cow(e: &pb::PagemapEntry) -> bool {
-    e.flags.is_some_and(|f| f & PE_COW_PARENT != 0)
-}
-
 /// The pages of `pid`'s eligible mappings that are the very pages of its
 /// parent `ppid` at the same address. Anything unreadable (PFNs hidden,
 /// the parent gone) just means no sharing: the pages are stored as usual.
@@ -782,6 +708,7 @@ pub fn merge_cow_entries(entries: &mut Vec<pb::PagemapEntry>, cow: Vec<pb::Pagem
 #[cfg(test)]
 mod cow_tests {
     use super::*;
+    use crate::images::pagemap::entry_cow;
 
     #[test]
     fn cow_runs() {

@@ -14,7 +14,6 @@ pub mod ghost; // unlinked files (issue 5)
 pub mod ipc; // SysV IPC objects (issue 5)
 pub mod memfd; // memfd objects (issue 5)
 pub mod memory;
-pub mod regs;
 pub mod seccomp;
 pub mod signals; // pending signals (issue 3)
 pub mod timers; // itimers and POSIX timers (issue 3)
@@ -24,7 +23,10 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::images::task::TASK_DEAD;
+use crate::images::vma::{cow_eligible, VMA_AREA_MEMFD};
 use crate::imgdir::ImageDir;
+use crate::kernel::seccomp::SECCOMP_MODE_FILTER;
 use crate::proc::{self, maps, pagemap::PagemapReader, stat, status};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::find_syscall_insn;
@@ -235,7 +237,7 @@ fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
         &[pb::CoreEntry {
             mtype: pb::core_entry::March::X8664 as i32,
             tc: Some(pb::TaskCoreEntry {
-                task_state: core::TASK_DEAD,
+                task_state: TASK_DEAD,
                 exit_code: p.zombie.unwrap_or(0),
                 comm: st.comm.clone(),
                 ..Default::default()
@@ -387,7 +389,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     }
     // <<< issue 3 hook
     for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
-        if snap.status.seccomp as i32 == seccomp::SECCOMP_MODE_FILTER {
+        if snap.status.seccomp as i32 == SECCOMP_MODE_FILTER {
             tc.seccomp_filter = Some(ctx.seccomp.dump_thread(snap.tid)?);
         }
     }
@@ -438,7 +440,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, files)? as u64;
             e.fdflags = Some(fdflags);
             if files.memfd.is_memfd_file(e.shmid as u32) {
-                e.status |= memory::VMA_AREA_MEMFD; // issue 5, as CRIU marks them
+                e.status |= VMA_AREA_MEMFD; // issue 5, as CRIU marks them
             }
         }
         vma_entries.push(e);
@@ -470,7 +472,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         None => memory::CowMarks::new(),
     };
     if ctx.cow_parents.contains(&pid) {
-        let eligible = vma_entries.iter().filter(|v| memory::cow_eligible(v));
+        let eligible = vma_entries.iter().filter(|v| cow_eligible(v));
         ctx.cow_vmas.insert(pid, eligible.cloned().collect());
     }
     // <<< issue 5

@@ -7,8 +7,11 @@
 pub mod framing;
 pub mod magic;
 pub mod manifest;
+pub mod pagemap;
 pub mod pb;
 pub mod set;
+pub mod task;
+pub mod vma;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub mod auxv;
+pub mod boot_id;
 pub mod cgroup;
 pub mod fdinfo;
 pub mod limits;

@@ -6,8 +6,11 @@
 //! mremap, credentials) both use.
 
 pub mod mem;
+pub mod regs;
 pub mod remote;
+pub mod rseq;
 pub mod scratch;
+pub mod siginfo;
 
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;

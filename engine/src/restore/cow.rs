@@ -33,8 +33,9 @@ use std::os::unix::fs::FileExt;
 use nix::errno::Errno;
 
 use super::load::{Images, TaskImages};
-use crate::dump::memory::{cow_eligible, entry_cow, entry_present, PAGE};
 use crate::error::{Error, Result};
+use crate::images::pagemap::{entry_cow, entry_present, PAGE};
+use crate::images::vma::cow_eligible;
 use crate::ptrace::mem::TaskMem;
 
 /// What one task does with shared memory before it forks, and what the
@@ -428,8 +429,9 @@ pub fn write_unshared(imgs: &Images, t: &TaskImages, plan: &CowPlan, mem: &TaskM
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dump::memory::{PE_COW_PARENT, PE_PRESENT, VMA_ANON_PRIVATE, VMA_AREA_REGULAR};
+    use crate::images::pagemap::{PE_COW_PARENT, PE_PRESENT};
     use crate::images::pb;
+    use crate::images::vma::{VMA_ANON_PRIVATE, VMA_AREA_REGULAR};
     use crate::restore::load::PageSet;
 
     fn task(pid: i32, ppid: i32, vmas: &[(u64, u64)], pages: &[(u64, u32, u32)]) -> TaskImages {

@@ -153,6 +153,7 @@ pub fn create(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::Magic;
 
     fn load(dir: &Path, files: &BTreeMap<u32, pb::FileEntry>) -> Result<Ghosts> {
         from_set(dir, &ImageSet::read(dir)?, files)

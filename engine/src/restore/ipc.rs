@@ -58,9 +58,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::load::{Images, TaskImages};
-use crate::dump::memory::{PAGE, VMA_AREA_SYSVIPC};
 use crate::error::{Error, Pid, Result};
+use crate::images::pagemap::PAGE;
 use crate::images::set::SysvIpc;
+use crate::images::vma::VMA_AREA_SYSVIPC;
 use crate::images::{pb, ImageError};
 use crate::proc::sysvipc::{self, Perm, SHM_DEST, SHM_LOCKED};
 use crate::ptrace::mem::TaskMem;

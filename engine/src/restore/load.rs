@@ -15,14 +15,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::dump::core::TASK_DEAD;
-use crate::dump::memory::{
-    PAGE, VMA_ANON_PRIVATE, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
+use crate::error::{Error, Result};
+use crate::images::pagemap::PAGE;
+pub use crate::images::set::PageSet;
+use crate::images::set::{Absent, ImageSet, ManifestStatus, Part};
+use crate::images::task::TASK_DEAD;
+use crate::images::vma::{
+    VMA_ANON_PRIVATE, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
     VMA_FILE_SHARED,
 };
-use crate::error::{Error, Result};
-use crate::images::set::{Absent, ImageSet, ManifestStatus, Part};
-pub use crate::images::set::PageSet;
 use crate::images::{pb, ImageError, Manifest, ManifestError};
 
 #[derive(Debug, Clone)]
@@ -149,7 +150,7 @@ pub fn load(dir: &Path) -> Result<Images> {
 }
 
 fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
-    let inventory = require(dir, "inventory.img", &set.inventory)?.clone();
+    let inventory = *require(dir, "inventory.img", &set.inventory)?;
     if inventory.img_version != 2 {
         return Err(bad(
             &dir.join("inventory.img"),
@@ -223,8 +224,8 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         }
         let mm_name = format!("mm-{pid}.img");
         let mm = require(dir, &mm_name, &t.mm)?.clone();
-        let ids = require(dir, &format!("ids-{pid}.img"), &t.ids)?.clone();
-        let fs = require(dir, &format!("fs-{pid}.img"), &t.fs)?.clone();
+        let ids = *require(dir, &format!("ids-{pid}.img"), &t.ids)?;
+        let fs = *require(dir, &format!("fs-{pid}.img"), &t.fs)?;
         let fd_name = format!("fdinfo-{}.img", ids.files_id);
         let fdinfo = require(dir, &fd_name, &t.fdinfo)?.clone();
         let pm_name = format!("pagemap-{pid}.img");
@@ -266,13 +267,16 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
                     && v.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
                     && v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) == 0
             });
-            let cow = crate::dump::memory::entry_cow(e);
-            let both = cow && e.flags.unwrap_or(0) & crate::dump::memory::PE_PRESENT != 0;
-            let ok = ok && !both && (crate::dump::memory::entry_present(e) || cow);
+            let cow = crate::images::pagemap::entry_cow(e);
+            let both = cow && e.flags.unwrap_or(0) & crate::images::pagemap::PE_PRESENT != 0;
+            let ok = ok && !both && (crate::images::pagemap::entry_present(e) || cow);
             if !ok || e.vaddr % PAGE != 0 || e.nr_pages == 0 {
                 return Err(bad(
                     &dir.join(&pm_name),
-                    format!("pages {:#x}-{end:#x} do not lie inside one private mapping of {mm_name}", e.vaddr),
+                    format!(
+                        "pages {:#x}-{end:#x} do not lie inside one private mapping of {mm_name}",
+                        e.vaddr
+                    ),
                 ));
             }
         }
@@ -340,12 +344,10 @@ fn check_registers(path: &Path, c: &pb::CoreEntry) -> Result<()> {
                 .ckpt_xsave_raw
                 .as_ref()
                 .is_some_and(|x| x.len() >= 576) => {}
-        Some(_) => {
-            return Err(bad(
-                path,
-                "no raw xsave area (ckpt_xsave_raw); images from other engines are not restorable yet",
-            ))
-        }
+        Some(_) => return Err(bad(
+            path,
+            "no raw xsave area (ckpt_xsave_raw); images from other engines are not restorable yet",
+        )),
         None => return Err(bad(path, "no thread_info (registers)")),
     }
     if c.thread_core.is_none() {
@@ -358,7 +360,8 @@ fn check_registers(path: &Path, c: &pb::CoreEntry) -> Result<()> {
 /// plain private anonymous mapping whose identical range the parent has:
 /// their content is the parent's at the same address.
 fn check_cow_entries(dir: &Path, tasks: &[TaskImages]) -> Result<()> {
-    use crate::dump::memory::{cow_pair, entry_cow};
+    use crate::images::pagemap::entry_cow;
+    use crate::images::vma::cow_pair;
     for t in tasks {
         let pm_path = dir.join(format!("pagemap-{}.img", t.pid));
         let parent = tasks.iter().find(|p| p.pid == t.pstree.ppid as i32);

@@ -26,9 +26,9 @@ use std::path::Path;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 
 use super::load::Images;
-use crate::images::set::{ImageSet, PageSet};
-use crate::dump::memory::PAGE;
 use crate::error::{Error, Result};
+use crate::images::pagemap::PAGE;
+use crate::images::set::{ImageSet, PageSet};
 use crate::images::{pb, ImageError};
 
 /// The longest name memfd_create accepts (NAME_MAX minus "memfd:").
@@ -70,7 +70,13 @@ pub fn check(
             Some(part) => super::load::require(dir, &name, part)?.clone(),
             None => PageSet::default(),
         };
-        if set.memfds.values().filter(|o| o.shmid as u64 == shmid).count() > 1 {
+        if set
+            .memfds
+            .values()
+            .filter(|o| o.shmid as u64 == shmid)
+            .count()
+            > 1
+        {
             return Err(bad(&path, format!("{what}: shmid {shmid} is used twice")));
         }
         let limit = e.size.div_ceil(PAGE) * PAGE;
@@ -225,6 +231,7 @@ impl super::files::FdKind for MemfdFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::Magic;
 
     /// Loads memfd.img as the restore does: through the one loader.
     fn load(
@@ -293,9 +300,7 @@ mod tests {
     fn refuses_pages_past_the_size() {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path(), inode(PAGE), &[(PAGE, 1)]);
-        let e = load(dir.path(), &memfd_file(1))
-            .unwrap_err()
-            .to_string();
+        let e = load(dir.path(), &memfd_file(1)).unwrap_err().to_string();
         assert!(e.contains("outside"), "{e}");
     }
 
@@ -303,9 +308,7 @@ mod tests {
     fn refuses_a_file_of_an_unknown_inode() {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path(), inode(PAGE), &[]);
-        let e = load(dir.path(), &memfd_file(9))
-            .unwrap_err()
-            .to_string();
+        let e = load(dir.path(), &memfd_file(9)).unwrap_err().to_string();
         assert!(e.contains("inode 9"), "{e}");
     }
 }

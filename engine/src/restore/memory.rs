@@ -21,12 +21,13 @@ use nix::unistd::Pid as NixPid;
 use super::load::{Images, PageSet, TaskImages};
 use super::stage::{Kind, Restorer, TaskCx, TaskStage};
 use super::RestoreOptions;
-use crate::dump::memory::{
-    PAGE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
+use crate::error::{Error, Pid, Result};
+use crate::images::pagemap::{entry_present, PAGE};
+use crate::images::pb;
+use crate::images::vma::{
+    VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
     VMA_FILE_SHARED,
 };
-use crate::error::{Error, Pid, Result};
-use crate::images::pb;
 use crate::proc::maps::{self, SpecialVma};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
@@ -117,7 +118,7 @@ const RSEQ_FLAG_UNREGISTER: u64 = 1;
 /// The child inherited the engine's rseq registration; the kernel would
 /// keep writing to that (soon foreign) address. Unregister it first.
 fn unregister_rseq(r: &mut Remote<'_>, pid: Pid) -> Result<()> {
-    if let Some(c) = crate::dump::core::rseq_config(pid) {
+    if let Some(c) = crate::ptrace::rseq::rseq_config(pid) {
         r.call(
             libc::SYS_rseq,
             &[
@@ -623,7 +624,7 @@ fn write_pages(
         // Entries without data (shared with the parent) take no
         // room in the pages file; present ones `to_addr` declines (in
         // memory the task filled itself) are skipped.
-        if !crate::dump::memory::entry_present(e) {
+        if !entry_present(e) {
             continue;
         }
         let len = e.nr_pages as usize * PAGE as usize;

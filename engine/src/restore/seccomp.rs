@@ -6,9 +6,9 @@
 //! PTRACE_O_SUSPEND_SECCOMP keeps the engine's later remote calls
 //! unfiltered, and the filters take effect when the engine detaches.
 
-use crate::dump::seccomp::{chain, SECCOMP_MODE_FILTER, SECCOMP_MODE_STRICT};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::kernel::seccomp::{chain, SECCOMP_MODE_FILTER, SECCOMP_MODE_STRICT};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
 

@@ -28,11 +28,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::dump::signals::{peek_queue, Siginfo, SI_TIMER};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
+use crate::ptrace::siginfo::{peek_queue, Siginfo, SI_TIMER};
 use crate::ptrace::Seized;
 
 use super::child::ChildPlan;
@@ -105,7 +105,7 @@ impl Restorer for Signals {
                 cx.t,
             ),
             // Before any pending signal can be delivered.
-            TaskStage::Stop if cx.t.tc().task_state == crate::dump::core::TASK_STOPPED => {
+            TaskStage::Stop if cx.t.tc().task_state == crate::images::task::TASK_STOPPED => {
                 enter_group_stop(&mut cx.task, &mut cx.threads)
             }
             _ => Ok(()),
@@ -324,7 +324,7 @@ fn restore_overruns(
     st: &mut TimerState,
 ) -> Result<()> {
     let pid = t.pid;
-    let boot = crate::dump::timers::boot_id();
+    let boot = crate::proc::boot_id::boot_id();
     for pt in timers
         .iter()
         .filter(|pt| super::timers::overrun_restorable(pt))

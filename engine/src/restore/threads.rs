@@ -6,10 +6,11 @@
 use super::load::Images;
 use super::stage::{Kind, Restorer, TaskCx, TaskStage};
 use super::RestoreOptions;
-use crate::dump::regs::{regs_from_pb, restart_regs};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::kernel::restart::restart_regs;
 use crate::ptrace::mem::TaskMem;
+use crate::ptrace::regs::regs_from_pb;
 use crate::ptrace::remote::Remote;
 use crate::ptrace::Seized;
 

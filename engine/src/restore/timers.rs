@@ -34,13 +34,14 @@
 //! on (those before the dump are not readable); with a restored overrun
 //! count that signal comes first in its queue.
 
-use crate::dump::timers::{
-    boot_id, clock_now_ns, elapsed_since, itimer_check, itimer_is_zero, itimer_to_bytes,
-    itimerspec_to_bytes, ns, posix_timer_check, posix_value_after, sec_nsec, sigevent_bytes,
-    ITIMER_PROF, ITIMER_REAL, ITIMER_VIRTUAL,
-};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::kernel::clock::{clock_now_ns, elapsed_since, ns, sec_nsec};
+use crate::kernel::timers::{
+    itimer_check, itimer_is_zero, itimer_to_bytes, itimerspec_to_bytes, posix_timer_check,
+    posix_value_after, sigevent_bytes, ITIMER_PROF, ITIMER_REAL, ITIMER_VIRTUAL,
+};
+use crate::proc::boot_id::boot_id;
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
 
@@ -335,7 +336,7 @@ pub fn restore_overrun(
             return Ok(false);
         };
         let t0 = t0 as u64;
-        let before = crate::dump::signals::peek_queue(peek_tid, shared)?.len();
+        let before = crate::ptrace::siginfo::peek_queue(peek_tid, shared)?.len();
         mem.write(
             scratch + TIME_AT,
             &itimerspec_to_bytes(pt.isec, pt.insec, t0 / 1_000_000_000, t0 % 1_000_000_000),
@@ -356,7 +357,7 @@ pub fn restore_overrun(
             None => take_signal(lr, mem, scratch, pt)?,
         };
         if got != pt.si_signo as u64
-            || si.code() != crate::dump::signals::SI_TIMER
+            || si.code() != crate::ptrace::siginfo::SI_TIMER
             || si.timer_id() != pt.it_id as i32
         {
             return Err(Error::task(
@@ -393,7 +394,7 @@ pub fn restore_overrun(
         }
     }
     if pending {
-        let before = crate::dump::signals::peek_queue(peek_tid, shared)?.len();
+        let before = crate::ptrace::siginfo::peek_queue(peek_tid, shared)?.len();
         wait_queued(peek_tid, shared, before, pt.it_id)?;
     }
     Ok(true)
@@ -422,7 +423,7 @@ fn take_signal(
     mem: &TaskMem,
     scratch: u64,
     pt: &pb::PosixTimerEntry,
-) -> Result<(u64, crate::dump::signals::Siginfo, u64)> {
+) -> Result<(u64, crate::ptrace::siginfo::Siginfo, u64)> {
     mem.write(scratch + SET_AT, &(1u64 << (pt.si_signo - 1)).to_ne_bytes())?;
     mem.write(scratch + TIMEOUT_AT, &[0u8; 16])?;
     let got = r.call(
@@ -430,21 +431,21 @@ fn take_signal(
         &[scratch + SET_AT, scratch + INFO_AT, scratch + TIMEOUT_AT, 8],
         &format!("rt_sigtimedwait for the signal of POSIX timer {}", pt.it_id),
     )?;
-    let mut si = [0u8; crate::dump::signals::SIGINFO_SIZE];
+    let mut si = [0u8; crate::ptrace::siginfo::SIGINFO_SIZE];
     mem.read(scratch + INFO_AT, &mut si)?;
     let n = r.call(
         libc::SYS_timer_getoverrun,
         &[pt.it_id as u64],
         "timer_getoverrun",
     )?;
-    Ok((got, crate::dump::signals::Siginfo(si), n))
+    Ok((got, crate::ptrace::siginfo::Siginfo(si), n))
 }
 
 /// Wait until a queue of `tid` holds more than `before` signals.
 pub fn wait_queued(tid: Pid, shared: bool, before: usize, timer: u32) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
-        if crate::dump::signals::peek_queue(tid, shared)?.len() > before {
+        if crate::ptrace::siginfo::peek_queue(tid, shared)?.len() > before {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {

@@ -6,6 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::images::pagemap::PAGE;
 use crate::images::pb;
 
 use super::load::{fd_type_name, Absent, ImageSet, ManifestStatus, Part, Task};
@@ -344,7 +345,7 @@ fn mm(set: &ImageSet, t: &Task, mm: &pb::MmEntry) -> Value {
                 "madvise": strings(v.madv.map(names::madv).unwrap_or_default()),
                 "fdflags": v.fdflags.map(|f| strings(names::open_flag_list(f))),
                 "stored_pages": stored,
-                "stored_bytes": stored * 4096,
+                "stored_bytes": stored * PAGE,
             })
         })
         .collect();
@@ -354,7 +355,7 @@ fn mm(set: &ImageSet, t: &Task, mm: &pb::MmEntry) -> Value {
             "pages_file": format!("pages-{}.img", pm.pages_id),
             "entries": pm.entries.len(),
             "stored_pages": pm.stored_pages(),
-            "stored_bytes": pm.stored_pages() * 4096,
+            "stored_bytes": pm.stored_pages() * PAGE,
         })
     });
     json!({

@@ -18,7 +18,7 @@ pub use crate::images::set::{
 };
 
 use super::names;
-use crate::dump::memory::VMA_ANON_SHARED;
+use crate::images::vma::VMA_ANON_SHARED;
 
 /// Reads everything in `dir` that `show` shows. Fails only when the
 /// directory itself cannot be listed; every other problem is recorded in
@@ -97,11 +97,7 @@ impl ImageSet {
             }
         }
         // A memfd's name and object; an unlinked file's ghost.
-        if let Some(i) = f
-            .memfd
-            .as_ref()
-            .and_then(|m| self.memfds.get(&m.inode_id))
-        {
+        if let Some(i) = f.memfd.as_ref().and_then(|m| self.memfds.get(&m.inode_id)) {
             v.path = format!("/memfd:{}", i.name);
             v.extra.push((
                 "memfd inode".into(),

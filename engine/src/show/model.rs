@@ -433,6 +433,9 @@ pub struct VmaView {
 }
 
 pub fn vma(set: &ImageSet, _task: &Task, v: &pb::VmaEntry) -> VmaView {
+    use crate::images::vma::{
+        VMA_ANON_SHARED, VMA_AREA_SYSVIPC, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+    };
     use names::*;
     let kind = vma_kind(v.status);
     let mut notes = Vec::new();

@@ -7,6 +7,19 @@
 
 use std::fmt::Write as _;
 
+use crate::images::pagemap::{PAGE, PE_COW_PARENT, PE_LAZY, PE_PARENT, PE_PRESENT};
+use crate::images::task::{
+    TASK_ALIVE, TASK_DEAD, TASK_HELPER, TASK_STOPPED, TASK_THREAD, TASK_ZOMBIE,
+};
+use crate::images::vma::{
+    VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_AIORING, VMA_AREA_HEAP, VMA_AREA_MEMFD,
+    VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_AREA_SOCKET, VMA_AREA_STACK, VMA_AREA_SYSVIPC,
+    VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
+    VMA_FILE_SHARED,
+};
+use crate::kernel::restart::{ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK};
+use crate::kernel::seccomp::{SECCOMP_MODE_FILTER, SECCOMP_MODE_STRICT};
+
 /// Flag tables: (bit mask, name).
 pub type Flags = &'static [(u64, &'static str)];
 
@@ -88,7 +101,7 @@ pub fn nanoseconds(ns: u64) -> String {
 /// "1 page (4 KiB)", "3 pages (12 KiB)".
 pub fn pages(n: u64) -> String {
     let s = if n == 1 { "" } else { "s" };
-    format!("{n} page{s} ({})", human(n * 4096))
+    format!("{n} page{s} ({})", human(n * PAGE))
 }
 
 /// Seconds and a sub-second part of `unit_per_sec` units: "0s", "1.5s",
@@ -495,12 +508,12 @@ pub fn wait_status(st: u32) -> String {
 
 pub fn task_state(s: u32) -> String {
     match s {
-        1 => "alive".into(),
-        2 => "dead".into(),
-        3 => "stopped".into(),
-        4 => "helper".into(),
-        5 => "thread".into(),
-        6 => "zombie".into(),
+        TASK_ALIVE => "alive".into(),
+        TASK_DEAD => "dead".into(),
+        TASK_STOPPED => "stopped".into(),
+        TASK_HELPER => "helper".into(),
+        TASK_THREAD => "thread".into(),
+        TASK_ZOMBIE => "zombie".into(),
         v => format!("state {v}"),
     }
 }
@@ -553,8 +566,8 @@ pub fn sched_policy(p: u32) -> String {
 pub fn seccomp_mode(m: i32) -> String {
     match m {
         0 => "disabled".into(),
-        1 => "strict".into(),
-        2 => "filter".into(),
+        SECCOMP_MODE_STRICT => "strict".into(),
+        SECCOMP_MODE_FILTER => "filter".into(),
         v => format!("mode {v}"),
     }
 }
@@ -668,25 +681,6 @@ pub const MAP_FLAGS: Flags = &[
     (libc::MAP_FIXED_NOREPLACE as u64, "MAP_FIXED_NOREPLACE"),
 ];
 
-// CRIU's VmaEntry.status bits (criu/include/image.h); the dump engine's
-// copies are in dump::memory.
-pub const VMA_AREA_REGULAR: u32 = 1 << 0;
-pub const VMA_AREA_STACK: u32 = 1 << 1;
-pub const VMA_AREA_VSYSCALL: u32 = 1 << 2;
-pub const VMA_AREA_VDSO: u32 = 1 << 3;
-pub const VMA_AREA_HEAP: u32 = 1 << 5;
-pub const VMA_FILE_PRIVATE: u32 = 1 << 6;
-pub const VMA_FILE_SHARED: u32 = 1 << 7;
-pub const VMA_ANON_SHARED: u32 = 1 << 8;
-pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
-pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-pub const VMA_AREA_SOCKET: u32 = 1 << 11;
-pub const VMA_AREA_VVAR: u32 = 1 << 12;
-pub const VMA_AREA_AIORING: u32 = 1 << 13;
-pub const VMA_AREA_MEMFD: u32 = 1 << 14;
-pub const VMA_AREA_UPROBES: u32 = 1 << 17;
-pub const VMA_AREA_SHSTK: u32 = 1 << 18;
-
 pub const VMA_STATUS: Flags = &[
     (VMA_AREA_REGULAR as u64, "VMA_AREA_REGULAR"),
     (VMA_AREA_STACK as u64, "VMA_AREA_STACK"),
@@ -776,11 +770,11 @@ pub fn pagemap_flags(f: u32) -> String {
     flags(
         f as u64,
         &[
-            (1, "PE_PARENT"),
-            (2, "PE_LAZY"),
-            (4, "PE_PRESENT"),
+            (PE_PARENT as u64, "PE_PARENT"),
+            (PE_LAZY as u64, "PE_LAZY"),
+            (PE_PRESENT as u64, "PE_PRESENT"),
             // ckpt's own: the parent's page, shared since fork
-            (1 << 16, "PE_COW_PARENT"),
+            (PE_COW_PARENT as u64, "PE_COW_PARENT"),
         ],
         "none",
     )
@@ -899,10 +893,10 @@ pub fn syscall(nr: u64) -> String {
 /// stopped inside a syscall reports in ax.
 pub fn restart_code(ax: u64) -> Option<&'static str> {
     match ax as i64 {
-        -512 => Some("ERESTARTSYS"),
-        -513 => Some("ERESTARTNOINTR"),
-        -514 => Some("ERESTARTNOHAND"),
-        -516 => Some("ERESTART_RESTARTBLOCK"),
+        ERESTARTSYS => Some("ERESTARTSYS"),
+        ERESTARTNOINTR => Some("ERESTARTNOINTR"),
+        ERESTARTNOHAND => Some("ERESTARTNOHAND"),
+        ERESTART_RESTARTBLOCK => Some("ERESTART_RESTARTBLOCK"),
         _ => None,
     }
 }

@@ -11,15 +11,15 @@ use std::path::Path;
 
 use crate::images::{pb, write_image, ImageWriter, Magic, Manifest, IMAGES_V1_1};
 
-use super::names::{
+use super::{load, render_json, render_text};
+use crate::images::pagemap::PAGE;
+use crate::images::vma::{
     VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_HEAP, VMA_AREA_REGULAR, VMA_AREA_STACK,
     VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 };
-use super::{load, render_json, render_text};
 
 const PID: u32 = 100;
 const CHILD: u32 = 105;
-const PAGE: u64 = 4096;
 
 fn ids(files_id: u32) -> pb::TaskKobjIdsEntry {
     pb::TaskKobjIdsEntry {

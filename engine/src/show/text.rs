@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
+use crate::images::pagemap::PAGE;
 use crate::images::pb;
+use crate::images::task::TASK_DEAD;
 
 use super::load::{fd_type_name, Absent, ImageSet, ManifestStatus, Task, Thread};
 use super::model::{self, SigInfo};
@@ -316,7 +318,7 @@ fn task(out: &mut Out, set: &ImageSet, t: &Task) {
 
 fn task_core(out: &mut Out, tc: &pb::TaskCoreEntry, core: &pb::CoreEntry) {
     let mut state = names::task_state(tc.task_state);
-    if tc.task_state == 2 {
+    if tc.task_state == TASK_DEAD {
         state += &format!(", {}", names::wait_status(tc.exit_code));
     } else if tc.exit_code != 0 {
         state += &format!(", exit code {}", tc.exit_code);
@@ -789,8 +791,8 @@ fn files(out: &mut Out, set: &ImageSet) {
     for f in &set.files {
         let entries = match (f.entries, f.magic.as_deref()) {
             (Some(n), _) => n.to_string(),
-            (None, Some("RAW")) if f.size % 4096 == 0 && f.name.starts_with("pages-") => {
-                names::count(f.size / 4096, "page")
+            (None, Some("RAW")) if f.size % PAGE == 0 && f.name.starts_with("pages-") => {
+                names::count(f.size / PAGE, "page")
             }
             (None, Some("RAW")) => "raw".into(),
             _ => "-".into(),

@@ -23,8 +23,9 @@ use crate::images::{
 
 pub use sysvipc::{MsgQueue, SemSet, ShmSegment, SysvIpc};
 
-use crate::dump::memory::{
-    PAGE, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+use crate::images::pagemap::PAGE;
+use crate::images::vma::{
+    VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
     VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 };
 
@@ -85,7 +86,7 @@ impl PageSet {
     pub fn cow_pages_in(&self, start: u64, end: u64) -> u64 {
         self.entries
             .iter()
-            .filter(|e| crate::dump::memory::entry_cow(e))
+            .filter(|e| crate::images::pagemap::entry_cow(e))
             .map(|e| {
                 let (s, t) = (e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE);
                 (t.min(end)).saturating_sub(s.max(start)) / PAGE
@@ -124,7 +125,7 @@ impl PageSet {
 
 /// Whether an entry's pages are in the pages file.
 fn stored(e: &pb::PagemapEntry) -> bool {
-    crate::dump::memory::entry_present(e)
+    crate::images::pagemap::entry_present(e)
 }
 
 /// One thread: its core image.
@@ -186,7 +187,6 @@ impl Task {
         })
     }
 }
-
 
 /// Bytes buffered in a pipe or fifo (pipes-data.img, fifo-data.img).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -327,7 +327,11 @@ impl Loader<'_> {
         images::read_one(self.dir.join(name), magic).map_err(|e| self.absent(name, e))
     }
 
-    pub(crate) fn all<M: prost::Message + Default>(&self, name: &str, magic: Magic) -> Part<Vec<M>> {
+    pub(crate) fn all<M: prost::Message + Default>(
+        &self,
+        name: &str,
+        magic: Magic,
+    ) -> Part<Vec<M>> {
         images::read_all(self.dir.join(name), magic).map_err(|e| self.absent(name, e))
     }
 
@@ -856,4 +860,3 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
     }
     out
 }
-

@@ -339,4 +339,4 @@ fn path(pid: Pid, what: &str, s: &str) -> Result<CString> {
     super::cstr(pid, what, s)
 }
 
-use crate::dump::memory::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};
+use crate::images::vma::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};

@@ -58,8 +58,8 @@ impl FdKind for Timerfd {
 
 fn plan_of(f: &pb::FileEntry) -> TimerfdPlan {
     let t = f.tfd.as_ref().expect("validated");
-    let boot = crate::dump::timers::boot_id();
-    let same_line = crate::dump::timers::comparable(
+    let boot = crate::proc::boot_id::boot_id();
+    let same_line = crate::kernel::clock::comparable(
         t.clockid as i32,
         t.ckpt_boot_id.as_deref(),
         boot.as_deref(),
@@ -120,7 +120,8 @@ pub fn timerfd_value(settime_flags: i32, value: (u64, u64), now: (u64, u64)) -> 
 }
 
 fn make_timerfd(t: &TimerfdPlan) -> nix::Result<RawFd> {
-    use crate::dump::timers::{clock_now_ns, ns, sec_nsec, timerfd_after};
+    use crate::kernel::clock::{clock_now_ns, ns, sec_nsec};
+    use crate::kernel::timers::timerfd_after;
     // SAFETY (whole function): timerfd calls on the fd we create, with
     // structs of the sizes the kernel expects.
     let fd = Errno::result(unsafe { libc::timerfd_create(t.clockid, t.flags & libc::O_NONBLOCK) })?;
@@ -205,7 +206,7 @@ mod tests {
         assert!(tf.it_value.0 >= 98 && tf.it_value.0 <= 100, "{tf:?}");
         unsafe { libc::close(fd) };
         // Dumped 15 s ago (same boot): a 10 s one-shot expired meanwhile.
-        let now = crate::dump::timers::clock_now_ns(libc::CLOCK_MONOTONIC).unwrap();
+        let now = crate::kernel::clock::clock_now_ns(libc::CLOCK_MONOTONIC).unwrap();
         let fd = make_timerfd(&TimerfdPlan {
             dumped_now: Some(now.saturating_sub(15_000_000_000)),
             value: (10, 0),

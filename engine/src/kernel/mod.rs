@@ -1,0 +1,9 @@
+//! Kernel semantics that dump and restore both rely on and that belong
+//! to neither side: how clocks are read and compared across boots, the
+//! layout and rules of the timer syscalls' structs, and the like. Pure
+//! functions where possible, so that both sides agree by construction.
+
+pub mod clock;
+pub mod restart;
+pub mod seccomp;
+pub mod timers;
