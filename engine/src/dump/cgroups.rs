@@ -550,6 +550,38 @@ pub fn check_not_frozen(pid: Pid) -> Result<()> {
     Ok(())
 }
 
+/// The cgroup set of every task and thread, and cgroup.img with the
+/// directories of the tree's cgroups and their properties.
+pub const KIND: super::kind::Kind = super::kind::Kind {
+    name: "cgroups",
+    new: |env| {
+        let mut cg = CgroupDump::new()?;
+        if let Some(fz) = env.freezer {
+            // The engine froze it: the value to restore is the one before.
+            cg.set_freezer_orig(fz.file.clone(), fz.orig.clone());
+        }
+        Ok(Box::new(cg))
+    },
+};
+
+impl super::kind::Dumper for CgroupDump {
+    fn task(&mut self, p: &mut super::kind::ProcCx<'_>) -> Result<()> {
+        p.task_core.cg_set = Some(self.task_set(p.pid, p.pid)?);
+        for (tid, _, tc) in p.threads.iter_mut() {
+            tc.cg_set = Some(self.task_set(p.pid, *tid)?);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, cx: &super::kind::FinishCx<'_>) -> Result<()> {
+        self.write(cx.dir)
+    }
+
+    fn inventory(&self, inv: &mut pb::InventoryEntry) {
+        inv.root_cg_set = self.root_set();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -354,6 +354,38 @@ pub fn dump(
     Ok(stats)
 }
 
+/// SysV IPC objects the tree uses: its segments' mappings are claimed
+/// here (their contents are stored once per segment, with the objects).
+pub const KIND: super::kind::Kind = super::kind::Kind {
+    name: "SysV IPC",
+    new: |env| {
+        Ok(Box::new(IpcUse {
+            explicit: parse_ids(&env.opts.ipc_ids)?,
+            ..Default::default()
+        }))
+    },
+};
+
+impl super::kind::Dumper for IpcUse {
+    fn vma(&mut self, pid: Pid, v: &Vma, e: &mut pb::VmaEntry) -> Result<bool> {
+        if !v.is_sysv_shm() {
+            return Ok(false);
+        }
+        sysv_vma(pid, v, e, self)?;
+        Ok(true)
+    }
+
+    fn finish(&mut self, cx: &super::kind::FinishCx<'_>) -> Result<()> {
+        let ns_id = cx.root_ids.and_then(|i| i.ipc_ns_id).unwrap_or(1);
+        let s = dump(cx.dir, cx.root, &cx.pids, self, ns_id)?;
+        debug!(
+            "pid {}: SysV IPC: {} segments, {} semaphore sets, {} queues",
+            cx.root, s.shm, s.sem, s.msg
+        );
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

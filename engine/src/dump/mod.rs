@@ -1,22 +1,27 @@
 //! `ckpt dump`: freeze a task, write everything the kernel knows about it
 //! into a CRIU-format image directory, then kill it or let it go on.
 //!
+//! The dump goes through the stages of `kind.rs`; each kind of kernel
+//! object beyond a process's core, files and memory takes part through
+//! the one interface there ([`kind::Dumper`]) and one line in [`KINDS`].
+//!
 //! Safety rule: whatever fails, the target ends up running exactly as
 //! before. Every seized thread is detached by `Seized`'s Drop, every
 //! scratch mapping is removed by `ScratchSession`'s Drop, and the image
 //! directory only appears (by rename) once it is complete and synced.
 
-pub mod cgroups; // cgroup membership and properties (issue 6)
+pub mod cgroups;
 pub mod core;
 pub mod files;
 pub mod freeze;
-pub mod ghost; // unlinked files (issue 5)
-pub mod ipc; // SysV IPC objects (issue 5)
-pub mod memfd; // memfd objects (issue 5)
+pub mod ghost;
+pub mod ipc;
+pub mod kind;
+pub mod memfd;
 pub mod memory;
 pub mod seccomp;
-pub mod signals; // pending signals (issue 3)
-pub mod timers; // itimers and POSIX timers (issue 3)
+pub mod signals;
+pub mod timers;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,7 +31,6 @@ use crate::images::pb;
 use crate::images::task::TASK_DEAD;
 use crate::images::vma::{cow_eligible, VMA_AREA_MEMFD};
 use crate::imgdir::ImageDir;
-use crate::kernel::seccomp::SECCOMP_MODE_FILTER;
 use crate::proc::{self, maps, pagemap::PagemapReader, stat, status};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::find_syscall_insn;
@@ -34,7 +38,18 @@ use crate::ptrace::scratch::ScratchSession;
 use crate::ptrace::StopKind;
 
 use files::FileTable;
+use kind::{DumpEnv, Dumper, FinishCx, Kind, ProcCx};
 use memory::{classify, PagemapBuilder, VmaKind};
+
+/// Every kind of kernel object the dump knows beyond a process's core,
+/// files and memory, in the order each takes its part of a step.
+pub static KINDS: &[Kind] = &[
+    timers::KIND,
+    signals::KIND,
+    seccomp::KIND,
+    cgroups::KIND,
+    ipc::KIND,
+];
 
 #[derive(Debug, Clone)]
 pub struct DumpOptions {
@@ -44,9 +59,9 @@ pub struct DumpOptions {
     /// The largest unlinked file whose contents are copied (CRIU's
     /// --ghost-limit).
     pub ghost_limit: u64,
-    /// Freeze the tree through this freezer cgroup first (issue 6).
+    /// Freeze the tree through this freezer cgroup first.
     pub freeze_cgroup: Option<String>,
-    /// SysV IPC objects to dump whoever used them, "shm:ID" etc. (issue 5).
+    /// SysV IPC objects to dump whoever used them, "shm:ID" etc.
     pub ipc_ids: Vec<String>,
 }
 
@@ -69,25 +84,30 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     if st.state == 'Z' || st.state == 'X' {
         return Err(Error::task(pid, "dump", "the task is a zombie or dead"));
     }
-    let ipc_explicit = ipc::parse_ids(&opts.ipc_ids)?; // issue 5
     let dir = ImageDir::create(&opts.dir)?;
     let mut files = FileTable::default();
-    files.ghost.limit = opts.ghost_limit; // issue 5
-                                          // >>> issue 6 hook: freezing through the freezer cgroup (dump/cgroups.rs)
-    let mut cgroups = cgroups::CgroupDump::new()?;
-    let (mut pre, _freezer) = match &opts.freeze_cgroup {
+    files.ghost.limit = opts.ghost_limit;
+    // Freeze: through the freezer cgroup first, if asked; its threads
+    // outside the tree go on once the tree's are seized.
+    let (mut pre, freezer) = match &opts.freeze_cgroup {
         Some(spec) => {
             let (held, fz) = cgroups::seize_cgroup(spec)?;
-            cgroups.set_freezer_orig(fz.file.clone(), fz.orig.clone());
             (held, Some(fz))
         }
         None => (BTreeMap::new(), None),
     };
     let mut tree = freeze::freeze_tree_with(pid, &mut pre)?;
-    drop(pre); // threads of the cgroup outside the tree go on
-               // <<< issue 6 hook
+    drop(pre);
+    let env = DumpEnv {
+        opts,
+        freezer: freezer.as_ref(),
+    };
+    let mut kinds = Vec::with_capacity(KINDS.len());
+    for k in KINDS {
+        kinds.push((k.new)(&env).map_err(|e| e.context(k.name))?);
+    }
     let mut ctx = DumpCtx {
-        cgroups,
+        kinds,
         dir: &dir,
         files,
         ns: NsIds::default(),
@@ -96,12 +116,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         pstree: Vec::new(),
         root_ids: None,
         shmem_done: Default::default(),
-        seccomp: Default::default(),
         stats: DumpStats::default(),
-        ipc: ipc::IpcUse {
-            explicit: ipc_explicit,
-            ..Default::default()
-        }, // issue 5
         cow_vmas: Default::default(),
         cow_parents: tree
             .iter()
@@ -116,18 +131,8 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
             dump_process(p, &mut ctx)?;
         }
     }
-    // >>> issue 5: SysV IPC objects the tree uses (dump/ipc.rs)
-    {
-        let pids = tree.iter().map(|p| p.pid).collect();
-        let ns_id = ctx.root_ids.and_then(|i| i.ipc_ns_id).unwrap_or(1);
-        let s = ipc::dump(&dir, pid, &pids, &ctx.ipc, ns_id)?;
-        debug!(
-            "pid {pid}: SysV IPC: {} segments, {} semaphore sets, {} queues",
-            s.shm, s.sem, s.msg
-        );
-    }
-    // <<< issue 5
-    ctx.finish()?;
+    let pids = tree.iter().map(|p| p.pid).collect();
+    ctx.finish(pid, pids)?;
     let stats = ctx.stats;
     debug!(
         "pid {pid}: images written; {}",
@@ -157,18 +162,14 @@ struct DumpCtx<'a> {
     root_ids: Option<pb::TaskKobjIdsEntry>,
     /// Shared memory objects already dumped (by shmid).
     shmem_done: std::collections::BTreeSet<u64>,
-    seccomp: seccomp::SeccompTable,
     stats: DumpStats,
-    cgroups: cgroups::CgroupDump, // issue 6
-    /// SysV segments mapped by the tree (issue 5).
-    ipc: ipc::IpcUse,
-    // >>> issue 5: COW sharing with the parent
+    kinds: Vec<Box<dyn Dumper>>,
+    // Pages still shared with the parent are not stored again:
     /// The mappings of every dumped process with children in the tree, for
     /// finding the pages its children still share with it.
     cow_vmas: BTreeMap<Pid, Vec<pb::VmaEntry>>,
     /// Processes with live children in the tree.
     cow_parents: std::collections::BTreeSet<Pid>,
-    // <<< issue 5
 }
 
 impl DumpCtx<'_> {
@@ -178,15 +179,22 @@ impl DumpCtx<'_> {
         id
     }
 
-    fn finish(&mut self) -> Result<()> {
+    /// Objects: each kind's images, then the tree-wide ones.
+    fn finish(&mut self, root: Pid, pids: std::collections::BTreeSet<Pid>) -> Result<()> {
         let dir = self.dir;
-        self.cgroups.write(dir)?; // issue 6
+        let cx = FinishCx {
+            dir,
+            root,
+            pids,
+            root_ids: self.root_ids,
+        };
+        for k in self.kinds.iter_mut() {
+            k.finish(&cx)?;
+        }
         dir.write_image("files.img", &self.files.entries)?;
-        // >>> issue 5: memfd objects and ghost files (dump/memfd.rs, dump/ghost.rs)
         self.stats.shmem_pages +=
             memfd::write_images(dir, &self.files.memfd, &mut self.next_pages_id)?;
         ghost::write_images(dir, &self.files.ghost)?;
-        // <<< issue 5
         let pipe_data: Vec<(pb::PipeDataEntry, &[u8])> = self
             .files
             .pipe_data
@@ -206,22 +214,19 @@ impl DumpCtx<'_> {
         if !pipe_data.is_empty() {
             dir.write_with_payloads("pipes-data.img", &pipe_data)?;
         }
-        if let Some(e) = self.seccomp.entry() {
-            dir.write_image("seccomp.img", &[e])?;
-        }
         dir.write_image("pstree.img", &self.pstree)?;
-        dir.write_image(
-            "inventory.img",
-            &[pb::InventoryEntry {
-                img_version: 2,
-                fdinfo_per_id: Some(true),
-                root_ids: self.root_ids,
-                ns_per_id: Some(true),
-                lsmtype: Some(pb::Lsmtype::NoLsm as i32),
-                root_cg_set: self.cgroups.root_set(), // issue 6
-                ..Default::default()
-            }],
-        )
+        let mut inv = pb::InventoryEntry {
+            img_version: 2,
+            fdinfo_per_id: Some(true),
+            root_ids: self.root_ids,
+            ns_per_id: Some(true),
+            lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+            ..Default::default()
+        };
+        for k in &self.kinds {
+            k.inventory(&mut inv);
+        }
+        dir.write_image("inventory.img", &[inv])
     }
 }
 
@@ -349,9 +354,9 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         let (leader, rest) = threads.split_first_mut().expect("the leader is there");
         let mut s = ScratchSession::open(leader, syscall_ip, &mem)?;
         let mut tc = core::dump_task_core(pid, stopped, snaps[0].blk, &stat, &mut s)?;
-        // >>> issue 3 hook: timers (dump/timers.rs)
-        tc.timers = Some(timers::dump_timers(pid, &mut s)?);
-        // <<< issue 3 hook
+        for k in ctx.kinds.iter_mut() {
+            k.in_task(pid, &mut s, &mut tc)?;
+        }
         let l = &snaps[0];
         let mut parts = vec![core::dump_thread(
             l.tid, &l.regs, &l.xstate, l.blk, &l.stat, &l.status, &mut s,
@@ -379,26 +384,23 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         (tc, parts, brk, dumpable)
     };
 
-    // >>> issue 3 hook: pending signals (dump/signals.rs), read after the
-    // remote calls so that a signal that arrived meanwhile is included.
+    // State read from outside, after the remote calls.
     let mut task_core = task_core;
-    task_core.signals_s = Some(signals::dump_queue(pid, true)?);
     let mut thread_parts = thread_parts;
-    for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
-        tc.signals_p = Some(signals::dump_queue(snap.tid, false)?);
-    }
-    // <<< issue 3 hook
-    for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
-        if snap.status.seccomp as i32 == SECCOMP_MODE_FILTER {
-            tc.seccomp_filter = Some(ctx.seccomp.dump_thread(snap.tid)?);
+    {
+        let mut p = ProcCx {
+            pid,
+            task_core: &mut task_core,
+            threads: snaps
+                .iter()
+                .zip(thread_parts.iter_mut())
+                .map(|(snap, (_, tc))| (snap.tid, &snap.status, tc))
+                .collect(),
+        };
+        for k in ctx.kinds.iter_mut() {
+            k.task(&mut p)?;
         }
     }
-    // >>> issue 6 hook: cgroup sets of the process and of each thread
-    task_core.cg_set = Some(ctx.cgroups.task_set(pid, pid)?);
-    for (snap, (_, tc)) in snaps.iter().zip(thread_parts.iter_mut()) {
-        tc.cg_set = Some(ctx.cgroups.task_set(pid, snap.tid)?);
-    }
-    // <<< issue 6 hook
     debug!("pid {pid}: task state read");
     let files = &mut ctx.files;
     let fdinfos = files::dump_fds(pid, files)?;
@@ -422,15 +424,18 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let mut kinds = Vec::new();
     for v in &vmas {
         let (mut e, kind) = classify(v);
-        // >>> issue 5: SysV shm mappings (dump/ipc.rs); contents are
-        // dumped once per segment with the IPC objects.
-        if v.is_sysv_shm() {
-            ipc::sysv_vma(pid, v, &mut e, &mut ctx.ipc)?;
+        let mut claimed = false;
+        for k in ctx.kinds.iter_mut() {
+            if k.vma(pid, v, &mut e)? {
+                claimed = true;
+                break;
+            }
+        }
+        if claimed {
             vma_entries.push(e);
             kinds.push((kind, v.read));
             continue;
         }
-        // <<< issue 5
         if matches!(kind, VmaKind::FilePrivate | VmaKind::FileShared) {
             let fdflags = if kind == VmaKind::FileShared && v.has_flag("mw") {
                 libc::O_RDWR
@@ -440,7 +445,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             e.shmid = files::dump_mapped_file(pid, v.start, v.end, fdflags, files)? as u64;
             e.fdflags = Some(fdflags);
             if files.memfd.is_memfd_file(e.shmid as u32) {
-                e.status |= VMA_AREA_MEMFD; // issue 5, as CRIU marks them
+                e.status |= VMA_AREA_MEMFD; // as CRIU marks them
             }
         }
         vma_entries.push(e);
@@ -466,7 +471,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         .collect();
     let pagemap = PagemapReader::open(pid)?;
     let zero_pfn = memory::zero_pfn();
-    // >>> issue 5: pages still shared with the parent are not stored again
+    // Pages still shared with the parent are not stored again.
     let cow = match ctx.cow_vmas.get(&p.ppid) {
         Some(parent) => memory::find_cow_pages(pid, p.ppid, &vma_entries, parent, zero_pfn),
         None => memory::CowMarks::new(),
@@ -475,7 +480,6 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         let eligible = vma_entries.iter().filter(|v| cow_eligible(v));
         ctx.cow_vmas.insert(pid, eligible.cloned().collect());
     }
-    // <<< issue 5
     memory::dump_pages_cow(pid, &mem, &pagemap, zero_pfn, &jobs, &mut sinks, &cow)?;
     drop(jobs);
     // Shared anonymous memory: each object once per dump, whoever maps it.
@@ -503,14 +507,12 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let mut sinks = sinks.into_iter();
     let mut private = sinks.next().expect("sink 0 exists");
     ctx.stats.pages += private.pm.total_pages();
-    // >>> issue 5
     let cow = memory::cow_entries(&cow);
     let shared: u64 = cow.iter().map(|e| e.nr_pages as u64).sum();
     if shared > 0 {
         debug!("pid {pid}: {shared} pages shared with parent {}", p.ppid);
     }
     memory::merge_cow_entries(&mut private.pm.entries, cow);
-    // <<< issue 5
     dir.finish_pages(private.pages)?;
     dir.write_pagemap(
         &format!("pagemap-{pid}.img"),

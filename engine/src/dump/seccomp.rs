@@ -74,3 +74,28 @@ impl SeccompTable {
         })
     }
 }
+
+/// Seccomp filters of every thread in filter mode, each filter stored
+/// once in seccomp.img however many threads share it.
+pub const KIND: super::kind::Kind = super::kind::Kind {
+    name: "seccomp",
+    new: |_| Ok(Box::new(SeccompTable::default())),
+};
+
+impl super::kind::Dumper for SeccompTable {
+    fn task(&mut self, p: &mut super::kind::ProcCx<'_>) -> Result<()> {
+        for (tid, status, tc) in p.threads.iter_mut() {
+            if status.seccomp as i32 == crate::kernel::seccomp::SECCOMP_MODE_FILTER {
+                tc.seccomp_filter = Some(self.dump_thread(*tid)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, cx: &super::kind::FinishCx<'_>) -> Result<()> {
+        if let Some(e) = self.entry() {
+            cx.dir.write_image("seccomp.img", &[e])?;
+        }
+        Ok(())
+    }
+}

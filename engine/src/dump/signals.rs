@@ -41,6 +41,25 @@ pub fn dump_queue(tid: Pid, shared: bool) -> Result<pb::SignalQueueEntry> {
     Ok(queue_entry(&q))
 }
 
+/// Pending signals: the process-wide queue and each thread's own, read
+/// after the remote calls so that a signal that arrived meanwhile is in.
+pub const KIND: super::kind::Kind = super::kind::Kind {
+    name: "pending signals",
+    new: |_| Ok(Box::new(Signals)),
+};
+
+struct Signals;
+
+impl super::kind::Dumper for Signals {
+    fn task(&mut self, p: &mut super::kind::ProcCx<'_>) -> Result<()> {
+        p.task_core.signals_s = Some(dump_queue(p.pid, true)?);
+        for (tid, _, tc) in p.threads.iter_mut() {
+            tc.signals_p = Some(dump_queue(*tid, false)?);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

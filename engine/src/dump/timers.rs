@@ -109,6 +109,27 @@ pub fn dump_timers(pid: Pid, s: &mut ScratchSession<'_>) -> Result<pb::TaskTimer
     })
 }
 
+/// itimers and POSIX timers, asked in the task (timer_gettime,
+/// getitimer, timer_getoverrun).
+pub const KIND: super::kind::Kind = super::kind::Kind {
+    name: "timers",
+    new: |_| Ok(Box::new(Timers)),
+};
+
+struct Timers;
+
+impl super::kind::Dumper for Timers {
+    fn in_task(
+        &mut self,
+        pid: Pid,
+        s: &mut ScratchSession<'_>,
+        tc: &mut pb::TaskCoreEntry,
+    ) -> Result<()> {
+        tc.timers = Some(dump_timers(pid, s)?);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
