@@ -19,7 +19,6 @@ mod signalfd;
 pub mod timerfd;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
@@ -29,6 +28,7 @@ use super::stage::{EngineFds, Kind, Restorer, TaskCx, TaskStage};
 use super::RestoreOptions;
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::images::vma::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};
 use crate::ptrace::remote::Remote;
 
 /// Every kind of file the restore knows, by its files.img type.
@@ -332,11 +332,3 @@ fn inject_shared_files(r: &mut Remote<'_>, plan: &ChildPlan) -> Result<()> {
 fn nonblock(flags: u32) -> i32 {
     flags as i32 & libc::O_NONBLOCK
 }
-
-/// A path as the child takes it, naming the pid and the object if it
-/// cannot be one.
-fn path(pid: Pid, what: &str, s: &str) -> Result<CString> {
-    super::cstr(pid, what, s)
-}
-
-use crate::images::vma::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};

@@ -51,7 +51,7 @@ impl FdKind for Reg {
             }
         }
         Ok(Arc::new(Open {
-            path: super::path(pid, "fd", &reg.name)?,
+            path: crate::restore::cstr(pid, "fd", &reg.name)?,
             flags: reg.flags as i32,
             pos: reg.pos,
         }))
