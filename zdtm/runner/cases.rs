@@ -204,6 +204,11 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "sigaction_default",
+        program: Program::C("sigaction_default"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "sigpending",
         program: Program::C("sigpending"),
         ..Case::DEFAULT

@@ -407,8 +407,20 @@ pub fn run(plan: &ChildPlan) -> ! {
         });
     }
 
-    for (sig, act) in &plan.sigactions {
-        check(efd, sys::rt_sigaction(*sig, Some(act)), || {
+    // Every signal's action, the default ones too: this task is a copy of
+    // the engine, whose own actions (SIGPIPE ignored, handlers for SIGSEGV
+    // and SIGBUS at addresses that will not be mapped) it must not keep.
+    let default = KernelSigaction::default();
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let act = plan
+            .sigactions
+            .iter()
+            .find(|(s, _)| *s == sig)
+            .map_or(&default, |(_, a)| a);
+        check(efd, sys::rt_sigaction(sig, Some(act)), || {
             format!("pid {}: sigaction for signal {}", plan.pid, sig)
         });
     }
