@@ -57,6 +57,59 @@ pub struct ImageDir {
     tmp: PathBuf,
     manifest: RefCell<Manifest>,
     committed: bool,
+    /// An exclusive flock on the temporary directory for as long as the
+    /// dump runs: how a later run tells a live dump's temporary from one
+    /// a killed dump left behind ([`remove_stale`]).
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// The temporary directory of a dump into `dir`, made by process `pid`.
+fn tmp_name(name: &str, pid: u32) -> String {
+    format!(".{name}.ckpt-tmp-{pid}")
+}
+
+/// The pid in a temporary directory's name, if `name` is one.
+fn tmp_pid(name: &str) -> Option<u32> {
+    let (head, pid) = name.rsplit_once(".ckpt-tmp-")?;
+    (head.starts_with('.') && head.len() > 1).then_some(())?;
+    pid.parse().ok()
+}
+
+/// Removes the temporaries in `parent` of dumps that died without
+/// cleaning up (a SIGKILLed dump cannot): those no live dump holds locked.
+/// Each removal is reported, since it frees the memory of a process that
+/// was being dumped.
+fn remove_stale(parent: &Path) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(tmp_pid) else {
+            continue;
+        };
+        let path = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let Ok(lock) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        else {
+            continue; // a dump in progress
+        };
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => info!(
+                "{}: removed the temporary image directory of a dump (pid {pid}) that did not finish",
+                path.display()
+            ),
+            Err(e) => warn!(
+                "{}: the temporary image directory of a dump (pid {pid}) that did not finish: removing it: {e}",
+                path.display()
+            ),
+        }
+        drop(lock);
+    }
 }
 
 impl ImageDir {
@@ -79,19 +132,37 @@ impl ImageDir {
         let name = dir
             .file_name()
             .ok_or_else(|| Error::Usage(format!("{}: not a directory name", dir.display())))?;
-        let tmp = parent.join(format!(
-            ".{}.ckpt-tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        remove_stale(&parent);
+        let tmp = parent.join(tmp_name(&name.to_string_lossy(), std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)
             .map_err(|e| Error::io(&tmp, "creating the temporary image directory", e))?;
+        let lock = std::fs::File::open(&tmp)
+            .map_err(|e| Error::io(&tmp, "opening the temporary image directory", e))
+            .and_then(|f| {
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+                    |(_, e)| {
+                        Error::io(
+                            &tmp,
+                            "locking the temporary image directory",
+                            std::io::Error::from(e),
+                        )
+                    },
+                )
+            });
+        let lock = match lock {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
         Ok(ImageDir {
             final_path: dir.to_path_buf(),
             tmp,
             manifest: RefCell::new(Manifest::new()),
             committed: false,
+            _lock: lock,
         })
     }
 
@@ -253,5 +324,38 @@ impl Drop for ImageDir {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names() {
+        assert_eq!(tmp_pid(&tmp_name("img", 42)), Some(42));
+        assert_eq!(tmp_pid(".a.b.ckpt-tmp-7"), Some(7));
+        assert_eq!(tmp_pid("img.ckpt-tmp-7"), None);
+        assert_eq!(tmp_pid(".ckpt-tmp-7"), None);
+        assert_eq!(tmp_pid(".img.ckpt-tmp-x"), None);
+    }
+
+    #[test]
+    fn stale_temporaries_go_live_ones_stay() {
+        let d = tempfile::tempdir().unwrap();
+        // A dump in progress, what a SIGKILLed dump leaves (a temporary
+        // with pages in it), and a file that only looks like one.
+        let live = ImageDir::create(&d.path().join("busy")).unwrap();
+        let stale = d.path().join(tmp_name("old", 999_999));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("pages-1.img"), [7u8; 4096]).unwrap();
+        let not_dir = d.path().join(tmp_name("file", 5));
+        std::fs::write(&not_dir, "x").unwrap();
+        assert!(stale.exists());
+
+        let _next = ImageDir::create(&d.path().join("new")).unwrap();
+        assert!(!stale.exists(), "the stale temporary is still there");
+        assert!(live.tmp.exists(), "a live dump's temporary was removed");
+        assert!(not_dir.exists());
     }
 }
