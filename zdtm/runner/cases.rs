@@ -253,6 +253,11 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "epoll_tree",
+        program: Program::C("epoll_tree"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "threads_fds",
         program: Program::C("threads_fds"),
         ..Case::DEFAULT

@@ -49,7 +49,14 @@ impl FdDumper for Epoll {
     }
 
     fn check_task(&self, pid: Pid, table: &FileTable, fds: &[pb::FdinfoEntry]) -> Result<()> {
-        for f in table.entries.iter().filter_map(|e| e.epfd.as_ref()) {
+        // This task's own epoll sets: those of tasks dumped before are
+        // checked against their own fds.
+        let own = table
+            .entries
+            .iter()
+            .filter(|e| fds.iter().any(|fd| fd.id == e.id))
+            .filter_map(|e| e.epfd.as_ref());
+        for f in own {
             for t in &f.tfd {
                 if !fds.iter().any(|e| e.fd == t.tfd) {
                     return Err(Error::unsupported(
