@@ -207,10 +207,7 @@ impl super::files::FdKind for MemfdFile {
     }
 
     fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String> {
-        match &f.memfd {
-            Some(_) => Ok(()),
-            None => Err("MEMFD without memfd entry".into()),
-        }
+        super::files::need_part(&f.memfd, "MEMFD")
     }
 
     fn source(

@@ -21,10 +21,7 @@ impl FdKind for Epoll {
     }
 
     fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String> {
-        match &f.epfd {
-            Some(_) => Ok(()),
-            None => Err("EVENTPOLL without eventpoll entry".into()),
-        }
+        super::need_part(&f.epfd, "EVENTPOLL")
     }
 
     fn source(

@@ -19,10 +19,7 @@ impl FdKind for Eventfd {
     }
 
     fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String> {
-        match &f.efd {
-            Some(_) => Ok(()),
-            None => Err("EVENTFD without eventfd entry".into()),
-        }
+        super::need_part(&f.efd, "EVENTFD")
     }
 
     fn source(

@@ -97,6 +97,14 @@ pub trait FdKind: Sync {
     }
 }
 
+/// For [`FdKind::check`]: a file entry of type `name` must carry its part.
+pub fn need_part<T>(part: &Option<T>, name: &str) -> std::result::Result<(), String> {
+    match part {
+        Some(_) => Ok(()),
+        None => Err(format!("{name} without its {} entry", name.to_lowercase())),
+    }
+}
+
 /// Every fd of the image refers to a file entry of its own type that a
 /// kind can restore, and each entry is usable.
 fn validate(imgs: &Images) -> Result<()> {

@@ -22,10 +22,7 @@ impl FdKind for Pipe {
     }
 
     fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String> {
-        match &f.pipe {
-            Some(_) => Ok(()),
-            None => Err("PIPE without pipe entry".into()),
-        }
+        super::need_part(&f.pipe, "PIPE")
     }
 
     fn source(

@@ -21,10 +21,7 @@ impl FdKind for Reg {
     }
 
     fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String> {
-        match &f.reg {
-            Some(_) => Ok(()),
-            None => Err("REG without reg entry".into()),
-        }
+        super::need_part(&f.reg, "REG")
     }
 
     /// The file must still be the size it was (a file that shrank or grew

@@ -19,10 +19,7 @@ impl FdKind for Signalfd {
     }
 
     fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String> {
-        match &f.sgfd {
-            Some(_) => Ok(()),
-            None => Err("SIGNALFD without signalfd entry".into()),
-        }
+        super::need_part(&f.sgfd, "SIGNALFD")
     }
 
     fn source(
