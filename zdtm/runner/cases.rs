@@ -338,6 +338,17 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    // UNIX socket pairs: queued data, shutdown, options, across fork.
+    Case {
+        name: "unix_socketpair",
+        program: Program::C("unix_socketpair"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_socketpair_child",
+        program: Program::C("unix_socketpair_child"),
+        ..Case::DEFAULT
+    },
     // memfd, POSIX shm, unlinked files, shared file mappings.
     Case {
         name: "memfd",
