@@ -272,8 +272,18 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
                 .push(("peer".into(), format!("socket:[{}]", u.peer)));
         }
         if !u.name.is_empty() {
-            v.extra
-                .push(("name".into(), String::from_utf8_lossy(&u.name).into_owned()));
+            let name = match u.name.strip_prefix(b"\0") {
+                Some(abs) => format!("@{}", String::from_utf8_lossy(abs)),
+                None => String::from_utf8_lossy(&u.name)
+                    .trim_end_matches('\0')
+                    .to_string(),
+            };
+            let how = if crate::sys::unix_sock::autobound(&u.name) {
+                " (autobind)"
+            } else {
+                ""
+            };
+            v.extra.push(("name".into(), format!("{name}{how}")));
         }
         let shut = match u.shutdown.unwrap_or(0) & 3 {
             0 => None,

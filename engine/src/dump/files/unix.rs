@@ -204,7 +204,10 @@ fn check_shape(d: &UnixDiag) -> std::result::Result<u32, String> {
     if let Some(name) = d.name.as_deref().filter(|n| !n.is_empty() && !autobound(n)) {
         let shown = match name.strip_prefix(b"\0") {
             Some(abs) => format!("@{}", String::from_utf8_lossy(abs)),
-            None => String::from_utf8_lossy(name).into_owned(),
+            // A path may come with the terminating zero it was bound with.
+            None => String::from_utf8_lossy(name)
+                .trim_end_matches('\0')
+                .to_string(),
         };
         return Err(format!("UNIX socket bound to {shown}: not supported yet"));
     }
@@ -343,8 +346,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(check_shape(&d), Ok(6));
-        d.name = Some(b"/tmp/s".to_vec());
-        assert!(check_shape(&d).unwrap_err().contains("bound to /tmp/s"));
+        d.name = Some(b"/tmp/s\0".to_vec());
+        assert!(check_shape(&d)
+            .unwrap_err()
+            .ends_with("bound to /tmp/s: not supported yet"));
         d.name = Some(b"\0abs".to_vec());
         assert!(check_shape(&d).unwrap_err().contains("bound to @abs"));
         d.name = Some(b"\0a1b2c".to_vec());
