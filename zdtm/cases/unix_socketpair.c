@@ -5,7 +5,7 @@
  *   st     SOCK_STREAM; 3000 bytes queued st[0] -> st[1] and 500 bytes
  *          st[1] -> st[0]; then st[0] is shut down for writing; st[1] is
  *          O_NONBLOCK and has SO_RCVBUF set
- *   dg     SOCK_DGRAM; messages of 1, 100, 4000 and 37 bytes queued
+ *   dg     SOCK_DGRAM; messages of 1, 100, 4000, 70000 and 37 bytes queued
  *          dg[0] -> dg[1], of 7 and 2000 bytes dg[1] -> dg[0]; dg[0] has
  *          SO_SNDBUF set; dg[1] is also dup'ed to `dup_fd`
  *   sp     SOCK_SEQPACKET; SO_PASSCRED on sp[0], whose queue stays empty;
@@ -43,7 +43,9 @@ static int sabotaged(const char *what)
 
 #define ST_DOWN 3000
 #define ST_UP 500
-static const int dg_down[] = { 1, 100, 4000, 37 };
+static const int dg_down[] = { 1, 100, 4000, 70000, 37 };
+#define N_DOWN ((int)(sizeof(dg_down) / sizeof(dg_down[0])))
+#define MSG_MAX 80000
 static const int dg_up[] = { 7, 2000 };
 #define SP_BYTES 300
 
@@ -67,7 +69,7 @@ static int sockopt(int fd, int opt)
 /* the next message of fd, which must be `len` bytes from `seed` */
 static void expect_msg(int fd, const char *what, int len, int seed)
 {
-	uint8_t buf[8192], want[8192];
+	static uint8_t buf[MSG_MAX], want[MSG_MAX];
 	ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 
 	fill(want, len, seed);
@@ -97,7 +99,7 @@ static void expect_bytes(int fd, const char *what, int len, int seed)
 
 static int send_msg(int fd, int len, int seed)
 {
-	uint8_t buf[8192];
+	static uint8_t buf[MSG_MAX];
 
 	fill(buf, len, seed);
 	if (send(fd, buf, len, MSG_DONTWAIT) != len) {
@@ -159,7 +161,7 @@ int main(int argc, char **argv)
 		pr_perror("shutdown");
 		return 1;
 	}
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < N_DOWN; i++)
 		if (send_msg(dg[0], dg_down[i], 10 + i))
 			return 1;
 	for (i = 0; i < 2; i++)
@@ -204,8 +206,8 @@ int main(int argc, char **argv)
 		failed = 1;
 
 	/* datagrams: each with its size, in order; the first through the dup */
-	for (i = 0; i < 4; i++) {
-		int j = sabotaged("order") ? 3 - i : i;
+	for (i = 0; i < N_DOWN; i++) {
+		int j = sabotaged("order") ? N_DOWN - 1 - i : i;
 
 		expect_msg(i ? dg[1] : dup_fd, "dg[1]", dg_down[j], 10 + j);
 	}
