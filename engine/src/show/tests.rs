@@ -966,6 +966,7 @@ fn unix_socket_queues() {
         w.write_entry(&pb::SkPacketEntry {
             id_for: id,
             length: m.len() as u32,
+            scm: vec![],
         })
         .unwrap();
         w.write_raw(m).unwrap();

@@ -172,6 +172,7 @@ impl FdDumper for Unix {
                     pb::SkPacketEntry {
                         id_for: *id,
                         length: m.len() as u32,
+                        scm: vec![],
                     },
                     m.as_slice(),
                 )

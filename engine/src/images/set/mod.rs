@@ -599,6 +599,15 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
                     ),
                 ));
             }
+            if !e.scm.is_empty() {
+                return Err(ImageError::invalid(
+                    &path,
+                    format!(
+                        "socket file {}: a queued message carries ancillary data (file descriptors), which cannot be restored yet",
+                        e.id_for
+                    ),
+                ));
+            }
             let mut bytes = vec![0u8; e.length as usize];
             r.read_raw(&mut bytes)?;
             out.push((e.id_for, bytes));
