@@ -9,7 +9,8 @@
  *          dg[0] -> dg[1], of 7 and 2000 bytes dg[1] -> dg[0]; dg[0] has
  *          SO_SNDBUF set; dg[1] is also dup'ed to `dup_fd`
  *   sp     SOCK_SEQPACKET; SO_PASSCRED on sp[0], whose queue stays empty;
- *          one 300-byte message queued sp[0] -> sp[1]
+ *          one 300-byte message queued sp[0] -> sp[1]; SO_RCVTIMEO of
+ *          2.5 s on sp[1]
  *
  * After SIGTERM: every queued byte reads back in order, each message with
  * its own size; st[1] reads EOF after the data and st[0] cannot write; the
@@ -146,6 +147,14 @@ int main(int argc, char **argv)
 		pr_perror("SO_PASSCRED");
 		return 1;
 	}
+	{
+		struct timeval tv = { 2, 500000 };
+
+		if (setsockopt(sp[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv))) {
+			pr_perror("SO_RCVTIMEO");
+			return 1;
+		}
+	}
 	rcvbuf = sockopt(st[1], SO_RCVBUF);
 	sndbuf = sockopt(dg[0], SO_SNDBUF);
 	if (set_nonblock(st[1], 1))
@@ -190,6 +199,14 @@ int main(int argc, char **argv)
 	test_check(sockopt(sp[0], SO_PASSCRED) == 1 && sockopt(sp[1], SO_PASSCRED) == 0,
 		   "SO_PASSCRED is %d and %d, expected 1 and 0", sockopt(sp[0], SO_PASSCRED),
 		   sockopt(sp[1], SO_PASSCRED));
+	{
+		struct timeval tv = {};
+		socklen_t l = sizeof(tv);
+
+		test_check(!getsockopt(sp[1], SOL_SOCKET, SO_RCVTIMEO, &tv, &l) && tv.tv_sec == 2 &&
+				   tv.tv_usec == 500000,
+			   "SO_RCVTIMEO of sp[1] is %ld.%06ld s, expected 2.5", (long)tv.tv_sec, (long)tv.tv_usec);
+	}
 	test_check(!fstat(dup_fd, &a) && !fstat(dg[1], &b) && a.st_ino == b.st_ino,
 		   "the dup of dg[1] is another socket");
 
