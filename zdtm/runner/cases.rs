@@ -338,6 +338,58 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    // UNIX socket pairs: queued data, shutdown, options, across fork.
+    Case {
+        name: "unix_socketpair",
+        program: Program::C("unix_socketpair"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_socketpair_child",
+        program: Program::C("unix_socketpair_child"),
+        ..Case::DEFAULT
+    },
+    // Sockets the dump refuses, naming them; the tree goes on.
+    Case {
+        name: "unix_refused_bound",
+        program: Program::C("unix_refused"),
+        args: &["--kind=bound"],
+        crfail: true,
+        crfail_reason: Some("bound to"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_refused_listen",
+        program: Program::C("unix_refused"),
+        args: &["--kind=listen"],
+        crfail: true,
+        crfail_reason: Some("listening UNIX"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_refused_unconnected",
+        program: Program::C("unix_refused"),
+        args: &["--kind=unconnected"],
+        crfail: true,
+        crfail_reason: Some("unconnected UNIX"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_refused_rights",
+        program: Program::C("unix_refused"),
+        args: &["--kind=rights"],
+        crfail: true,
+        crfail_reason: Some("file descriptors or credentials"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_refused_inet",
+        program: Program::C("unix_refused"),
+        args: &["--kind=inet"],
+        crfail: true,
+        crfail_reason: Some("INET sockets"),
+        ..Case::DEFAULT
+    },
     // memfd, POSIX shm, unlinked files, shared file mappings.
     Case {
         name: "memfd",

@@ -63,6 +63,8 @@ pub struct Images {
     pub shmem: BTreeMap<u64, PageSet>,
     /// pipes-data.img: pipe id -> (pipe size, buffered bytes).
     pub pipe_data: BTreeMap<u32, (u32, Vec<u8>)>,
+    /// sk-queues.img: socket file id -> the messages queued for it.
+    pub sk_queues: BTreeMap<u32, Vec<Vec<u8>>>,
     pub zombies: Vec<Zombie>,
     /// memfd objects, by inode id.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
@@ -326,6 +328,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         files,
         shmem,
         pipe_data,
+        sk_queues: set.sk_queues.clone(),
         zombies,
         memfds,
         ghosts,

@@ -96,6 +96,21 @@ impl ImageSet {
                 None => v.extra.push(("buffered".into(), "nothing".into())),
             }
         }
+        if f.usk.is_some() {
+            let q = self.sk_queues.get(&f.id);
+            let bytes: usize = q.map_or(0, |q| q.iter().map(Vec::len).sum());
+            v.extra.push((
+                "queued".into(),
+                match q {
+                    None => "nothing".into(),
+                    Some(q) => format!(
+                        "{} in {}",
+                        names::count(bytes as u64, "byte"),
+                        names::count(q.len() as u64, "message")
+                    ),
+                },
+            ));
+        }
         // A memfd's name and object; an unlinked file's ghost.
         if let Some(i) = f.memfd.as_ref().and_then(|m| self.memfds.get(&m.inode_id)) {
             v.path = format!("/memfd:{}", i.name);
@@ -235,6 +250,61 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
     } else if let Some(n) = &f.nsf {
         v.path = format!("namespace file (ns id {})", n.ns_id);
         v.flags = Some(n.flags);
+    } else if let Some(u) = &f.usk {
+        v.path = format!("socket:[{}]", u.ino);
+        v.flags = Some(u.flags);
+        let ty = match u.r#type as i32 {
+            libc::SOCK_STREAM => "stream".to_string(),
+            libc::SOCK_DGRAM => "datagram".to_string(),
+            libc::SOCK_SEQPACKET => "seqpacket".to_string(),
+            t => format!("type {t}"),
+        };
+        v.extra.push(("unix socket".into(), ty));
+        let state = match u.state {
+            1 => "established".to_string(),
+            7 => "closed".to_string(),
+            10 => "listening".to_string(),
+            s => format!("state {s}"),
+        };
+        v.extra.push(("state".into(), state));
+        if u.peer != 0 {
+            v.extra
+                .push(("peer".into(), format!("socket:[{}]", u.peer)));
+        }
+        if !u.name.is_empty() {
+            let name = match u.name.strip_prefix(b"\0") {
+                Some(abs) => format!("@{}", String::from_utf8_lossy(abs)),
+                None => String::from_utf8_lossy(&u.name)
+                    .trim_end_matches('\0')
+                    .to_string(),
+            };
+            let how = if crate::sys::unix_sock::autobound(&u.name) {
+                " (autobind)"
+            } else {
+                ""
+            };
+            v.extra.push(("name".into(), format!("{name}{how}")));
+        }
+        let shut = match u.shutdown.unwrap_or(0) & 3 {
+            0 => None,
+            1 => Some("read"),
+            2 => Some("write"),
+            _ => Some("read and write"),
+        };
+        if let Some(s) = shut {
+            v.extra.push(("shut down".into(), s.into()));
+        }
+        v.extra.push((
+            "buffers".into(),
+            format!(
+                "send {}, receive {}",
+                names::human(u.opts.so_sndbuf as u64),
+                names::human(u.opts.so_rcvbuf as u64)
+            ),
+        ));
+        if u.opts.so_passcred == Some(true) {
+            v.extra.push(("SO_PASSCRED".into(), "on".into()));
+        }
     } else if f.ext.is_some() {
         v.path = "external file".into();
     }

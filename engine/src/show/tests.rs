@@ -930,3 +930,67 @@ fn cgroup_set_missing() {
     let text = render_text(&set);
     assert!(text.contains("set 1 (pid 100)"), "{text}");
 }
+
+/// A UNIX socket pair with messages queued (sk-queues.img): shown with
+/// its peer and queue; data queued for a file that is no socket is a
+/// problem.
+#[test]
+fn unix_socket_queues() {
+    let tmp = sample();
+    let p = tmp.path().join("files.img");
+    let mut r = crate::images::ImageReader::open(&p, Magic::Files).unwrap();
+    let mut files: Vec<pb::FileEntry> = Vec::new();
+    while let Some(f) = r.read_entry().unwrap() {
+        files.push(f);
+    }
+    let sock = |id: u32, ino: u32, peer: u32| pb::FileEntry {
+        r#type: pb::FdTypes::Unixsk as i32,
+        id,
+        usk: Some(pb::UnixSkEntry {
+            id,
+            ino,
+            r#type: libc::SOCK_DGRAM as u32,
+            state: 1,
+            peer,
+            shutdown: Some(2),
+            name: b"\0abcde".to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    files.push(sock(40, 900, 901));
+    files.push(sock(41, 901, 900));
+    write_image(&p, Magic::Files, &files).unwrap();
+    let mut w = ImageWriter::create(tmp.path().join("sk-queues.img"), Magic::SkQueues).unwrap();
+    for (id, m) in [(40, &b"ab"[..]), (40, b"cde"), (1, b"x")] {
+        w.write_entry(&pb::SkPacketEntry {
+            id_for: id,
+            length: m.len() as u32,
+            scm: vec![],
+        })
+        .unwrap();
+        w.write_raw(m).unwrap();
+    }
+    w.finish().unwrap();
+    let set = load_labeled(tmp.path());
+    assert_eq!(set.sk_queues[&40], [b"ab".to_vec(), b"cde".to_vec()]);
+    assert!(
+        set.problems
+            .iter()
+            .any(|p| p == "sk-queues.img: data queued for file id 1, which is not a UNIX socket"),
+        "{:?}",
+        set.problems
+    );
+    let v = set.describe(set.file(40).unwrap());
+    assert_eq!(v.path, "socket:[900]");
+    let extra: Vec<String> = v.extra.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    for want in [
+        "unix socket: datagram",
+        "peer: socket:[901]",
+        "name: @abcde (autobind)",
+        "shut down: write",
+        "queued: 5 bytes in 2 messages",
+    ] {
+        assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
+    }
+}

@@ -16,6 +16,7 @@ mod pipe;
 mod reg;
 mod signalfd;
 mod timerfd;
+mod unix;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -40,6 +41,8 @@ pub struct FileTable {
     pub memfd: crate::dump::memfd::MemfdTable,
     /// Unlinked files (dump/ghost.rs).
     pub ghost: crate::dump::ghost::GhostTable,
+    /// UNIX sockets and their queues.
+    pub unix: unix::UnixTable,
     next_id: u32,
 }
 
@@ -94,6 +97,7 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &epoll::Epoll,
     &signalfd::Signalfd,
     &timerfd::Timerfd,
+    &unix::Unix,
 ];
 
 /// One kind of file descriptor, on the dump side.
@@ -110,6 +114,17 @@ pub trait FdDumper: Sync {
     fn check_task(&self, _pid: Pid, _table: &FileTable, _fds: &[pb::FdinfoEntry]) -> Result<()> {
         Ok(())
     }
+
+    /// Once every task is dumped: refuses what only the whole tree tells
+    /// (a socket's peer outside it), and writes this kind's own images.
+    fn finish(&self, _table: &FileTable, _dir: &crate::imgdir::ImageDir) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Every kind's [`FdDumper::finish`].
+pub fn finish(table: &FileTable, dir: &crate::imgdir::ImageDir) -> Result<()> {
+    FD_DUMPERS.iter().try_for_each(|d| d.finish(table, dir))
 }
 
 /// What an fd's /proc link names.
@@ -407,12 +422,12 @@ mod tests {
             b"anon_inode:[eventpoll]",
             b"anon_inode:[signalfd]",
             b"anon_inode:[timerfd]",
+            b"socket:[9]",
         ] {
             assert_eq!(claimants(l), 1, "{}", String::from_utf8_lossy(l));
         }
         for l in [
-            &b"socket:[9]"[..],
-            b"anon_inode:inotify",
+            &b"anon_inode:inotify"[..],
             b"anon_inode:[io_uring]",
             b"net:[4026531840]",
         ] {

@@ -215,6 +215,9 @@ pub struct ImageSet {
     pub shmem: BTreeMap<u64, Part<PageSet>>,
     /// Data buffered in pipes and fifos, by pipe id (inode).
     pub pipe_data: BTreeMap<u32, PipeData>,
+    /// sk-queues.img: what is queued for reception on each socket, by
+    /// the socket's file id, message by message, in order.
+    pub sk_queues: BTreeMap<u32, Vec<Vec<u8>>>,
     /// memfd.img, by inode id; empty without one.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
     /// remap-fpath.img: file id -> ghost id.
@@ -579,6 +582,48 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         }
     }
 
+    let mut sk_queues: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    let read = || -> images::Result<Vec<(u32, Vec<u8>)>> {
+        let path = dir.join("sk-queues.img");
+        let mut r = ImageReader::open(&path, Magic::SkQueues)?;
+        let mut out = Vec::new();
+        let mut total = 0u64;
+        while let Some(e) = r.read_entry::<pb::SkPacketEntry>()? {
+            total += e.length as u64;
+            if total > MAX_QUEUED_BYTES {
+                return Err(ImageError::invalid(
+                    &path,
+                    format!(
+                        "socket file {}: {total} bytes queued is implausible",
+                        e.id_for
+                    ),
+                ));
+            }
+            if !e.scm.is_empty() {
+                return Err(ImageError::invalid(
+                    &path,
+                    format!(
+                        "socket file {}: a queued message carries ancillary data (file descriptors), which cannot be restored yet",
+                        e.id_for
+                    ),
+                ));
+            }
+            let mut bytes = vec![0u8; e.length as usize];
+            r.read_raw(&mut bytes)?;
+            out.push((e.id_for, bytes));
+        }
+        Ok(out)
+    };
+    match read().map_err(|e| ld.absent("sk-queues.img", e)) {
+        Ok(list) => {
+            for (id, m) in list {
+                sk_queues.entry(id).or_default().push(m);
+            }
+        }
+        Err(Absent::Missing(_)) => {}
+        Err(e) => problems.push(e.to_string()),
+    }
+
     let mut shmem = BTreeMap::new();
     let mut shmem_part = |shmid: u64, problems: &mut Vec<String>| {
         if let std::collections::btree_map::Entry::Vacant(slot) = shmem.entry(shmid) {
@@ -678,6 +723,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         tasks,
         shmem,
         pipe_data,
+        sk_queues,
         memfds,
         ghosts,
         ghost_files,
@@ -802,6 +848,16 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
                     }
                 }
             }
+        }
+    }
+    // Queued data belongs to a socket of files.img.
+    for id in set.sk_queues.keys() {
+        match set.file(*id) {
+            Some(f) if f.usk.is_some() => {}
+            Some(_) => out.push(format!(
+                "sk-queues.img: data queued for file id {id}, which is not a UNIX socket"
+            )),
+            None => need(*id, "queued data".into(), "sk-queues.img", &mut out),
         }
     }
     // Every task's and thread's cgroup set is in cgroup.img.

@@ -17,6 +17,7 @@ mod pipe;
 mod reg;
 mod signalfd;
 pub mod timerfd;
+mod unix;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -39,6 +40,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &epoll::Epoll,
     &signalfd::Signalfd,
     &timerfd::Timerfd,
+    &unix::Unix,
     &super::memfd::MemfdFile,
 ];
 

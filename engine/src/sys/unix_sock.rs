@@ -1,0 +1,343 @@
+//! UNIX domain sockets as the kernel describes them: sock_diag (the one
+//! place that tells a socket's peer inode and shutdown state), socket
+//! options, and reading a receive queue without taking anything from it.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_PEER: u32 = 0x04;
+const UDIAG_SHOW_ICONS: u32 = 0x08;
+const UDIAG_SHOW_RQLEN: u32 = 0x10;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
+const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
+const NLMSG_HDRLEN: usize = 16;
+const UNIX_DIAG_MSG_LEN: usize = 16;
+
+/// Whether `name` is one the kernel gave (autobind: an abstract name of
+/// five hex digits, given on a bind with no name, or when a socket with
+/// SO_PASSCRED sends). A restore has the kernel give one again, which is
+/// another name: nobody could know it in advance anyway.
+pub fn autobound(name: &[u8]) -> bool {
+    name.len() == 6 && name[0] == 0 && name[1..].iter().all(|c| c.is_ascii_hexdigit())
+}
+
+/// One UNIX socket, as sock_diag reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnixDiag {
+    pub ino: u32,
+    /// SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET.
+    pub r#type: u8,
+    /// TCP_ESTABLISHED (1), TCP_CLOSE (7), TCP_LISTEN (10).
+    pub state: u8,
+    /// The peer's inode; None for no peer.
+    pub peer: Option<u32>,
+    /// The bound address (abstract ones start with a zero byte); None
+    /// when unbound.
+    pub name: Option<Vec<u8>>,
+    /// Bytes queued for reception (stream, seqpacket: all of them;
+    /// datagram: the first message only), and the send queue's length.
+    pub rqlen: Option<(u32, u32)>,
+    /// Connections waiting to be accepted (a listening socket).
+    pub icons: usize,
+    /// The socket's own shutdown bits (1 = receive, 2 = send).
+    pub shutdown: u8,
+}
+
+/// The request for the one socket with inode `ino`.
+pub fn unix_diag_request(ino: u32, seq: u32) -> Vec<u8> {
+    let len = (NLMSG_HDRLEN + 24) as u32;
+    let mut b = Vec::with_capacity(len as usize);
+    b.extend_from_slice(&len.to_ne_bytes());
+    b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    // unix_diag_req
+    b.push(libc::AF_UNIX as u8);
+    b.push(0);
+    b.extend_from_slice(&0u16.to_ne_bytes());
+    b.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    b.extend_from_slice(&ino.to_ne_bytes());
+    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    b.extend_from_slice(&show.to_ne_bytes());
+    // No cookie: look the socket up by inode alone.
+    b.extend_from_slice(&u32::MAX.to_ne_bytes());
+    b.extend_from_slice(&u32::MAX.to_ne_bytes());
+    b
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The socket in a sock_diag reply: Ok(None) when the kernel has no UNIX
+/// socket of that inode (ENOENT); Err(errno) for any other error; Err(EIO)
+/// for a reply that does not parse.
+pub fn parse_unix_reply(b: &[u8]) -> Result<Option<UnixDiag>, Errno> {
+    let bad = Err(Errno::EIO);
+    let Some(len) = u32_at(b, 0).map(|l| l as usize) else {
+        return bad;
+    };
+    let Some(ty) = u16_at(b, 4) else { return bad };
+    if len < NLMSG_HDRLEN || len > b.len() {
+        return bad;
+    }
+    let b = &b[..len];
+    if ty == libc::NLMSG_ERROR as u16 {
+        let code = u32_at(b, NLMSG_HDRLEN)
+            .map(|c| c as i32)
+            .ok_or(Errno::EIO)?;
+        return match -code {
+            0 => bad,
+            libc::ENOENT => Ok(None),
+            e => Err(Errno::from_raw(e)),
+        };
+    }
+    if ty != SOCK_DIAG_BY_FAMILY || len < NLMSG_HDRLEN + UNIX_DIAG_MSG_LEN {
+        return bad;
+    }
+    let m = &b[NLMSG_HDRLEN..];
+    let mut d = UnixDiag {
+        r#type: m[1],
+        state: m[2],
+        ino: u32_at(m, 4).ok_or(Errno::EIO)?,
+        ..Default::default()
+    };
+    let mut a = &m[UNIX_DIAG_MSG_LEN..];
+    while a.len() >= 4 {
+        let alen = u16_at(a, 0).unwrap_or(0) as usize;
+        let atype = u16_at(a, 2).unwrap_or(0) & 0x3fff;
+        if alen < 4 || alen > a.len() {
+            return bad;
+        }
+        let v = &a[4..alen];
+        match atype {
+            UNIX_DIAG_NAME => d.name = Some(v.to_vec()),
+            UNIX_DIAG_PEER => d.peer = u32_at(v, 0).filter(|&p| p != 0),
+            UNIX_DIAG_ICONS => d.icons = v.len() / 4,
+            UNIX_DIAG_RQLEN => {
+                d.rqlen = Some((
+                    u32_at(v, 0).ok_or(Errno::EIO)?,
+                    u32_at(v, 4).ok_or(Errno::EIO)?,
+                ))
+            }
+            UNIX_DIAG_SHUTDOWN => d.shutdown = v.first().copied().unwrap_or(0),
+            _ => {}
+        }
+        a = &a[((alen + 3) & !3).min(a.len())..];
+    }
+    Ok(Some(d))
+}
+
+/// The UNIX socket with inode `ino` in the engine's network namespace,
+/// or None if there is none.
+pub fn unix_diag(ino: u32) -> nix::Result<Option<UnixDiag>> {
+    // SAFETY: socket takes integers; the fd is fresh and ours.
+    let nl = unsafe {
+        OwnedFd::from_raw_fd(Errno::result(libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        ))?)
+    };
+    let req = unix_diag_request(ino, 1);
+    // SAFETY: send reads `req.len()` bytes of `req`; a netlink socket with
+    // no address sends to the kernel.
+    let n =
+        Errno::result(unsafe { libc::send(nl.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) })?;
+    if n as usize != req.len() {
+        return Err(Errno::EIO);
+    }
+    let mut buf = vec![0u8; 16 << 10];
+    // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+    let n = Errno::result(unsafe {
+        libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+    })?;
+    parse_unix_reply(&buf[..n as usize])
+}
+
+/// An int socket option.
+pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, opt: i32) -> nix::Result<i32> {
+    let mut v: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `v`.
+    Errno::result(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&mut v as *mut i32).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
+pub fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> nix::Result<()> {
+    // SAFETY: the kernel reads one int from `v`.
+    Errno::result(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// SO_SNDTIMEO / SO_RCVTIMEO as (seconds, microseconds).
+pub fn getsockopt_timeval(fd: BorrowedFd<'_>, opt: i32) -> nix::Result<(u64, u64)> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `tv`.
+    Errno::result(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((tv.tv_sec as u64, tv.tv_usec as u64))
+}
+
+/// One peek at the receive queue from the socket's peek offset: (bytes
+/// copied into `buf`, the message's full length past the offset with
+/// `trunc` (datagrams), the recvmsg flags). EAGAIN when nothing more is
+/// queued.
+pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8], trunc: bool) -> nix::Result<(usize, usize, i32)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (no name, no control buffer).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: the kernel writes at most `buf.len()` bytes through the one
+    // iovec, and no ancillary data (no control buffer: it says so with
+    // MSG_CTRUNC instead, and installs no fd in the engine).
+    let n = Errno::result(unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | if trunc { libc::MSG_TRUNC } else { 0 },
+        )
+    })?;
+    Ok(((n as usize).min(buf.len()), n as usize, msg.msg_flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(t: u16, v: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&t.to_ne_bytes());
+        a.extend_from_slice(v);
+        while a.len() % 4 != 0 {
+            a.push(0);
+        }
+        a
+    }
+
+    fn reply(ty: u16, body: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+        b.extend_from_slice(&ty.to_ne_bytes());
+        b.extend_from_slice(&[0; 10]);
+        b.extend_from_slice(body);
+        b
+    }
+
+    #[test]
+    fn a_connected_socket_with_its_attributes() {
+        let mut body = vec![libc::AF_UNIX as u8, libc::SOCK_SEQPACKET as u8, 1, 0];
+        body.extend_from_slice(&1234u32.to_ne_bytes());
+        body.extend_from_slice(&[0xff; 8]);
+        body.extend(attr(UNIX_DIAG_PEER, &1235u32.to_ne_bytes()));
+        let mut rq = 70u32.to_ne_bytes().to_vec();
+        rq.extend_from_slice(&0u32.to_ne_bytes());
+        body.extend(attr(UNIX_DIAG_RQLEN, &rq));
+        body.extend(attr(UNIX_DIAG_SHUTDOWN, &[2]));
+        let d = parse_unix_reply(&reply(SOCK_DIAG_BY_FAMILY, &body))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d,
+            UnixDiag {
+                ino: 1234,
+                r#type: libc::SOCK_SEQPACKET as u8,
+                state: 1,
+                peer: Some(1235),
+                name: None,
+                rqlen: Some((70, 0)),
+                icons: 0,
+                shutdown: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn a_bound_listening_socket() {
+        let mut body = vec![libc::AF_UNIX as u8, libc::SOCK_STREAM as u8, 10, 0];
+        body.extend_from_slice(&9u32.to_ne_bytes());
+        body.extend_from_slice(&[0xff; 8]);
+        body.extend(attr(UNIX_DIAG_NAME, b"/tmp/s"));
+        let mut ic = 5u32.to_ne_bytes().to_vec();
+        ic.extend_from_slice(&6u32.to_ne_bytes());
+        body.extend(attr(UNIX_DIAG_ICONS, &ic));
+        let d = parse_unix_reply(&reply(SOCK_DIAG_BY_FAMILY, &body))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.name.as_deref(), Some(&b"/tmp/s"[..]));
+        assert_eq!((d.state, d.icons, d.peer), (10, 2, None));
+    }
+
+    #[test]
+    fn errors_and_garbage() {
+        let err = |e: i32| reply(libc::NLMSG_ERROR as u16, &(-e).to_ne_bytes());
+        assert_eq!(parse_unix_reply(&err(libc::ENOENT)), Ok(None));
+        assert_eq!(parse_unix_reply(&err(libc::EPERM)), Err(Errno::EPERM));
+        assert_eq!(parse_unix_reply(&[1, 2, 3]), Err(Errno::EIO));
+        let mut short = reply(SOCK_DIAG_BY_FAMILY, &[0; 8]);
+        assert_eq!(parse_unix_reply(&short), Err(Errno::EIO));
+        short[0] = 200;
+        assert_eq!(parse_unix_reply(&short), Err(Errno::EIO));
+        // An attribute longer than the message.
+        let mut body = vec![1, 1, 1, 0, 1, 0, 0, 0];
+        body.extend_from_slice(&[0; 8]);
+        body.extend_from_slice(&[40, 0, 2, 0]);
+        assert_eq!(
+            parse_unix_reply(&reply(SOCK_DIAG_BY_FAMILY, &body)),
+            Err(Errno::EIO)
+        );
+    }
+
+    #[test]
+    fn the_request_asks_for_one_inode() {
+        let r = unix_diag_request(77, 3);
+        assert_eq!(r.len(), 40);
+        assert_eq!(u32_at(&r, 0), Some(40));
+        assert_eq!(u16_at(&r, 4), Some(SOCK_DIAG_BY_FAMILY));
+        assert_eq!(r[16], libc::AF_UNIX as u8);
+        assert_eq!(u32_at(&r, 24), Some(77));
+    }
+}
