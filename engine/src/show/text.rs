@@ -61,13 +61,17 @@ impl Out {
                 if i > 0 {
                     line.push_str("  ");
                 }
-                let w = width[i];
+                // Padded by hand: a format width above 65535 (the thread
+                // list of a task with thousands of threads) panics.
+                let pad = " ".repeat(width[i] - c.chars().count());
                 if right.get(i).copied().unwrap_or(false) {
-                    let _ = write!(line, "{c:>w$}");
+                    line.push_str(&pad);
+                    line.push_str(c);
                 } else if last {
                     line.push_str(c);
                 } else {
-                    let _ = write!(line, "{c:<w$}");
+                    line.push_str(c);
+                    line.push_str(&pad);
                 }
             }
             self.line(indent, line.trim_end());
@@ -908,5 +912,24 @@ fn cgroup_dirs(out: &mut Out, indent: usize, parent: &str, dirs: &[pb::CgroupDir
             out.line(indent + 4, format!("{} = {value}", p.name));
         }
         cgroup_dirs(out, indent, &path, &d.children);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_of_any_width() {
+        let mut out = Out { s: String::new() };
+        let long = "1".repeat(70_000);
+        let rows = vec![
+            vec!["a".to_string(), long.clone(), "x".to_string()],
+            vec!["bb".to_string(), "2".to_string(), "y".to_string()],
+        ];
+        out.table(2, &rows, &[false, true, false]);
+        let lines: Vec<&str> = out.s.lines().collect();
+        assert_eq!(lines[0], format!("  a   {long}  x"));
+        assert_eq!(lines[1], format!("  bb  {}2  y", " ".repeat(69_999)));
     }
 }
