@@ -135,8 +135,18 @@ impl ImageDir {
         remove_stale(&parent);
         let tmp = parent.join(tmp_name(&name.to_string_lossy(), std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir(&tmp)
-            .map_err(|e| Error::io(&tmp, "creating the temporary image directory", e))?;
+        // Private whatever the umask: images hold process memory and
+        // secrets (0700 asked for, and set again past the umask).
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&tmp)
+                .and_then(|()| {
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(|e| Error::io(&tmp, "creating the temporary image directory", e))?;
+        }
         let lock = std::fs::File::open(&tmp)
             .map_err(|e| Error::io(&tmp, "opening the temporary image directory", e))
             .and_then(|f| {
@@ -298,8 +308,22 @@ impl ImageDir {
         images::framing::sync_fs(&self.tmp)?;
         self.manifest.borrow().write(&self.tmp)?;
         images::framing::sync_dir(&self.tmp)?;
-        if self.final_path.exists() {
-            // An empty directory the user made for us: rename replaces it.
+        if let Ok(made) = std::fs::metadata(&self.final_path) {
+            // An empty directory the user made for us: rename replaces it,
+            // and the images take its mode and owner, as the user chose.
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let keep = std::fs::Permissions::from_mode(made.mode() & 0o7777);
+            std::fs::set_permissions(&self.tmp, keep)
+                .and_then(|()| {
+                    std::os::unix::fs::chown(&self.tmp, Some(made.uid()), Some(made.gid()))
+                })
+                .map_err(|e| {
+                    Error::io(
+                        &self.tmp,
+                        "giving the images the directory's mode and owner",
+                        e,
+                    )
+                })?;
             std::fs::remove_dir(&self.final_path).map_err(|e| {
                 Error::io(&self.final_path, "replacing the empty image directory", e)
             })?;
@@ -330,6 +354,37 @@ impl Drop for ImageDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::pb;
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn image_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        let dir = ImageDir::create(&img).unwrap();
+        assert_eq!(mode(&dir.tmp), 0o700);
+        dir.write_image("pstree.img", &[pb::PstreeEntry::default()])
+            .unwrap();
+        dir.commit().unwrap();
+        assert_eq!(mode(&img), 0o700);
+        assert_eq!(mode(&img.join("pstree.img")), 0o600);
+        assert_eq!(mode(&img.join(crate::images::MANIFEST_NAME)), 0o600);
+
+        // A directory the user made keeps its mode.
+        let mine = d.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let dir = ImageDir::create(&mine).unwrap();
+        dir.write_image("pstree.img", &[pb::PstreeEntry::default()])
+            .unwrap();
+        dir.commit().unwrap();
+        assert_eq!(mode(&mine), 0o750);
+    }
 
     #[test]
     fn temporary_names() {

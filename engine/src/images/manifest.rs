@@ -298,7 +298,17 @@ impl Manifest {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(MANIFEST_NAME);
         let tmp = dir.join(format!("{MANIFEST_NAME}.tmp"));
-        let mut f = File::create(&tmp).map_err(|e| ImageError::io(&tmp, "create", e))?;
+        // Private like the images it vouches for, whatever the umask.
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| ImageError::io(&tmp, "create", e))?
+        };
         f.write_all(self.to_text().as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|e| ImageError::io(&tmp, "write", e))?;
