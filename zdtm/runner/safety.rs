@@ -12,6 +12,8 @@
 //! - A PID that is taken at restore time is reported with the PID and the
 //!   process holding it; nothing is half-restored.
 //! - Every error names the pid, the object and the reason.
+//! - Whatever kills the engine during a restore, SIGKILL included, no
+//!   half-restored task outlives it, and the PIDs are free again.
 //!
 //! Each rule is one or more named trials that drive the real engine (the
 //! `ckpt` binary of this package, or `ZDTM_ENGINE`) against real zdtm
@@ -175,6 +177,12 @@ fn main() {
             case: || case_named("tree_basic"),
             variant: Variant::Once,
             body: restore_child_pid_taken,
+        },
+        Spec {
+            name: "restore/engine-killed",
+            case: || case_named("tree_32"),
+            variant: Variant::Once,
+            body: restore_engine_killed,
         },
         // Cgroups (safety_cgroups.rs).
         Spec {
@@ -1317,6 +1325,165 @@ fn restore_child_pid_taken(run: &mut Run) -> Result<Outcome, String> {
         "restore with the PID free again",
         Some((&tree, &stopped, "after restoring with the PID free")),
     )
+}
+
+// ---------------------------------------------------------------------------
+// The engine killed during a restore
+
+/// A moment of a restore to SIGKILL the engine at: its name, and whether
+/// the restore got there, from the engine's log so far, the root's PID
+/// and the number of tasks.
+type KillPoint = (&'static str, fn(&str, i32, usize) -> bool);
+
+const KILL_POINTS: &[KillPoint] = &[
+    ("as soon as the root exists", |_, root, _| {
+        procfs::stat(root).is_some()
+    }),
+    ("once every task has set itself up", |log, _, _| {
+        log.contains(" tasks created")
+    }),
+    ("once the first task is taken over", |log, _, _| {
+        log.contains(": ready")
+    }),
+    ("half-way through the take-over", |log, _, n| {
+        log.matches(": ready").count() >= n / 2
+    }),
+];
+
+/// Dump a tree (it dies); restore it again and again, SIGKILLing the
+/// engine at each of `KILL_POINTS`: each time, within a few seconds, no
+/// process of the tree and no copy of the engine may be left. Then the
+/// restore works and the program passes.
+fn restore_engine_killed(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    let caps_before = capabilities(&tree);
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))
+        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    let img = run.path("img-1");
+    for (i, (when, reached)) in KILL_POINTS.iter().enumerate() {
+        let what = format!("restore-killed-{i}");
+        let args = restore_args(run, &img, &what);
+        let (mut engine, _) = run.spawn_engine(&what, args)?;
+        let log = run.path(&format!("{what}.log"));
+        let got_there = trial::poll(Duration::from_secs(60), || {
+            if matches!(engine.try_wait(), Ok(Some(_))) {
+                return Some(false);
+            }
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            reached(&text, pid, tree.len()).then_some(true)
+        });
+        let _ = engine.kill();
+        let st = engine
+            .wait()
+            .map_err(|e| format!("{what}: waiting for the engine: {e}"))?;
+        match got_there {
+            Some(true) if st.signal() == Some(libc::SIGKILL) => {}
+            _ => {
+                return Err(format!(
+                    "{what}: the engine ended ({st}) before it could be killed {when}: {}",
+                    console(run, &what).trim()
+                ))
+            }
+        }
+        run.note(format!("{what}: engine SIGKILLed {when}"));
+        expect_nothing_left(run, pid, &tree, &format!("the engine was SIGKILLed {when}"))?;
+    }
+    let st = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "the restore after the killed ones failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    // What the restore holds on to until the release (CAP_KILL) is gone.
+    let caps_after = capabilities(&tree);
+    if caps_after != caps_before {
+        return Err(format!(
+            "capabilities differ after the restore: before {caps_before:?}, after {caps_after:?}"
+        ));
+    }
+    run.check_tree(
+        &tree,
+        &stopped,
+        "after the restores whose engine was killed",
+    )?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// Every capability set of every task of `tree`, by PID.
+fn capabilities(tree: &procfs::Tree) -> Vec<(i32, Vec<String>)> {
+    tree.keys()
+        .map(|&p| {
+            let sets = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+                .iter()
+                .map(|k| format!("{k} {}", procfs::status_field(p, k).unwrap_or_default()))
+                .collect();
+            (p, sets)
+        })
+        .collect()
+}
+
+/// Within a few seconds of the engine's death, no task of `tree` (root
+/// `pid`) may be left, not even a zombie (ours are reaped), and no stray
+/// program of the case or copy of the engine in the tree's session may
+/// run.
+fn expect_nothing_left(
+    run: &mut Run,
+    pid: i32,
+    tree: &procfs::Tree,
+    when: &str,
+) -> Result<(), String> {
+    let known = run.known.clone();
+    let engine = run.cfg.engine.clone();
+    let mut left = Vec::new();
+    let gone = trial::poll(Duration::from_secs(5), || {
+        procfs::reap_zombies(pid, &known);
+        // A task of the tree holds its PID until it is reaped, by us once
+        // its parent is dead: the next restore needs every PID free.
+        left = procfs::all_processes()
+            .into_iter()
+            .filter(|s| {
+                tree.contains_key(&s.pid)
+                    || !s.is_zombie()
+                        && procfs::exe(s.pid).is_some_and(|e| {
+                            e.starts_with(&run.dir) || (e == engine && s.session == pid)
+                        })
+            })
+            .collect();
+        left.is_empty().then_some(())
+    });
+    if gone.is_none() {
+        let shown: Vec<String> = left
+            .iter()
+            .map(|s| {
+                format!(
+                    "pid {} ({}, parent {}, exe {:?}, {} resident)",
+                    s.pid,
+                    s.state,
+                    s.ppid,
+                    procfs::exe(s.pid),
+                    procfs::status_field(s.pid, "VmRSS").unwrap_or_default()
+                )
+            })
+            .collect();
+        for s in &left {
+            let _ = kill(Pid::from_raw(s.pid), Signal::SIGKILL);
+        }
+        return Err(format!(
+            "{when}, tasks of the restore outlived it by 5 s: {}",
+            shown.join("; ")
+        ));
+    }
+    run.note(format!("{when}: nothing of the tree is left"));
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
