@@ -184,6 +184,12 @@ fn main() {
             variant: Variant::Once,
             body: restore_engine_killed,
         },
+        Spec {
+            name: "restore/no-extra-fds",
+            case: || case_named("tree_32"),
+            variant: Variant::Once,
+            body: restore_no_extra_fds,
+        },
         // Cgroups (safety_cgroups.rs).
         Spec {
             name: "restore/cgroup-bad-path",
@@ -1414,6 +1420,93 @@ fn restore_engine_killed(run: &mut Run) -> Result<Outcome, String> {
         &stopped,
         "after the restores whose engine was killed",
     )?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// Every fd of every task of `tree`: its number and what it is (a pipe's
+/// inode number left out, it changes), by PID.
+fn fd_tables(tree: &procfs::Tree) -> Vec<(i32, Vec<String>)> {
+    tree.keys()
+        .map(|&p| {
+            let mut fds: Vec<String> = fs::read_dir(format!("/proc/{p}/fd"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| {
+                            let to = fs::read_link(e.path()).unwrap_or_default();
+                            let to = to.to_string_lossy();
+                            let kind = to.split_once(":[").map_or(&*to, |(k, _)| k);
+                            format!("{} {kind}", e.file_name().to_string_lossy())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            fds.sort();
+            (p, fds)
+        })
+        .collect()
+}
+
+/// Dump a tree with --leave-running, then dump it (it dies) and restore
+/// it five times: every task has the fds it had, no more (the engine's
+/// own pipes stay its own).
+fn restore_no_extra_fds(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    let before = fd_tables(&tree);
+    let img0 = run.path("img-0");
+    let args = dump_args(run, pid, &img0, "dump-0", &["--leave-running"]);
+    let st = run.engine("dump-0", &img0, args)?;
+    if !st.success() {
+        return Err(format!("dump 0 --leave-running failed ({st})"));
+    }
+    let after = fd_tables(&tree);
+    if after != before {
+        return Err(format!(
+            "fds differ after dump --leave-running: before {before:?}, after {after:?}"
+        ));
+    }
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))
+        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    for round in 0..5 {
+        let st = run.engine_restore(1)?;
+        if !st.success() {
+            return Err(format!(
+                "restore {round} failed ({st}): {}",
+                console(run, "restore-1").trim()
+            ));
+        }
+        let after = fd_tables(&tree);
+        let differ: Vec<String> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a)
+            .map(|((p, b), (_, a))| format!("pid {p}: before {b:?}, after {a:?}"))
+            .collect();
+        if !differ.is_empty() {
+            return Err(format!(
+                "restore {round}: fds differ from the dumped tree's: {}",
+                differ.join("; ")
+            ));
+        }
+        run.note(format!(
+            "restore {round}: every task has its own fds, no more"
+        ));
+        if round < 4 {
+            for &p in tree.keys() {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            expect_nothing_left(run, pid, &tree, &format!("after restore {round}"))?;
+            let _ = fs::remove_file(run.path("restore-1.pid"));
+        }
+    }
+    run.check_tree(&tree, &stopped, "after the fifth restore")?;
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
 }
