@@ -185,6 +185,12 @@ fn main() {
             body: restore_engine_killed,
         },
         Spec {
+            name: "restore/engine-killed-sessions",
+            case: || case_named("sid_orphans"),
+            variant: Variant::Once,
+            body: restore_engine_killed,
+        },
+        Spec {
             name: "restore/no-extra-fds",
             case: || case_named("tree_32"),
             variant: Variant::Once,
@@ -1366,6 +1372,7 @@ fn restore_engine_killed(run: &mut Run) -> Result<Outcome, String> {
     let tree = run.snapshot(pid);
     let stopped = trial::stopped_threads(&tree);
     let caps_before = capabilities(&tree);
+    let ids = image_pids(&tree);
     let st = run.engine_dump(1)?;
     if !st.success() {
         return Err(format!("dump 1 failed ({st})"));
@@ -1374,32 +1381,46 @@ fn restore_engine_killed(run: &mut Run) -> Result<Outcome, String> {
         .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
     let img = run.path("img-1");
     for (i, (when, reached)) in KILL_POINTS.iter().enumerate() {
-        let what = format!("restore-killed-{i}");
-        let args = restore_args(run, &img, &what);
-        let (mut engine, _) = run.spawn_engine(&what, args)?;
-        let log = run.path(&format!("{what}.log"));
-        let got_there = trial::poll(Duration::from_secs(60), || {
-            if matches!(engine.try_wait(), Ok(Some(_))) {
-                return Some(false);
+        // A small tree may be restored before the engine can be caught at
+        // a late point: then the restored tree goes and it is tried again.
+        for attempt in 0.. {
+            let what = format!("restore-killed-{i}-{attempt}");
+            let args = restore_args(run, &img, &what);
+            let (mut engine, _) = run.spawn_engine(&what, args)?;
+            let log = run.path(&format!("{what}.log"));
+            let end = std::time::Instant::now() + Duration::from_secs(60);
+            let got_there = loop {
+                if matches!(engine.try_wait(), Ok(Some(_))) || std::time::Instant::now() > end {
+                    break false;
+                }
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                if reached(&text, pid, tree.len()) {
+                    break true;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            let _ = engine.kill();
+            let st = engine
+                .wait()
+                .map_err(|e| format!("{what}: waiting for the engine: {e}"))?;
+            if got_there && st.signal() == Some(libc::SIGKILL) {
+                run.note(format!("{what}: engine SIGKILLed {when}"));
+                expect_nothing_left(run, pid, &ids, &format!("the engine was SIGKILLed {when}"))?;
+                break;
             }
-            let text = fs::read_to_string(&log).unwrap_or_default();
-            reached(&text, pid, tree.len()).then_some(true)
-        });
-        let _ = engine.kill();
-        let st = engine
-            .wait()
-            .map_err(|e| format!("{what}: waiting for the engine: {e}"))?;
-        match got_there {
-            Some(true) if st.signal() == Some(libc::SIGKILL) => {}
-            _ => {
+            if !st.success() || attempt == 4 {
                 return Err(format!(
                     "{what}: the engine ended ({st}) before it could be killed {when}: {}",
                     console(run, &what).trim()
-                ))
+                ));
             }
+            run.note(format!("{what}: restored before it could be killed {when}"));
+            for &p in tree.keys() {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            expect_nothing_left(run, pid, &ids, "after killing the restored tree")?;
+            let _ = fs::remove_file(run.path(&format!("{what}.pid")));
         }
-        run.note(format!("{what}: engine SIGKILLed {when}"));
-        expect_nothing_left(run, pid, &tree, &format!("the engine was SIGKILLed {when}"))?;
     }
     let st = run.engine_restore(1)?;
     if !st.success() {
@@ -1456,6 +1477,7 @@ fn restore_no_extra_fds(run: &mut Run) -> Result<Outcome, String> {
     let tree = run.snapshot(pid);
     let stopped = trial::stopped_threads(&tree);
     let before = fd_tables(&tree);
+    let ids = image_pids(&tree);
     let img0 = run.path("img-0");
     let args = dump_args(run, pid, &img0, "dump-0", &["--leave-running"]);
     let st = run.engine("dump-0", &img0, args)?;
@@ -1502,7 +1524,7 @@ fn restore_no_extra_fds(run: &mut Run) -> Result<Outcome, String> {
             for &p in tree.keys() {
                 let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             }
-            expect_nothing_left(run, pid, &tree, &format!("after restore {round}"))?;
+            expect_nothing_left(run, pid, &ids, &format!("after restore {round}"))?;
             let _ = fs::remove_file(run.path("restore-1.pid"));
         }
     }
@@ -1524,27 +1546,54 @@ fn capabilities(tree: &procfs::Tree) -> Vec<(i32, Vec<String>)> {
         .collect()
 }
 
-/// Within a few seconds of the engine's death, no task of `tree` (root
-/// `pid`) may be left, not even a zombie (ours are reaped), and no stray
-/// program of the case or copy of the engine in the tree's session may
-/// run.
+/// The PIDs a restore of `tree` takes: its tasks', and those of the
+/// leaders of their groups and sessions (a helper takes one whose leader
+/// is gone). Read while the tree runs.
+fn image_pids(tree: &procfs::Tree) -> BTreeSet<i32> {
+    let mut ids: BTreeSet<i32> = tree.keys().copied().collect();
+    for &p in tree.keys() {
+        let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
+        // state ppid pgrp session
+        ids.extend(
+            after
+                .split(' ')
+                .skip(2)
+                .take(2)
+                .filter_map(|f| f.parse::<i32>().ok()),
+        );
+    }
+    ids
+}
+
+/// Within a few seconds of the engine's death, none of the PIDs `ids` of
+/// the tree of root `pid` may be taken, not even by a zombie (ours are
+/// reaped), and no stray program of the case or copy of the engine in
+/// the tree's session may run.
 fn expect_nothing_left(
     run: &mut Run,
     pid: i32,
-    tree: &procfs::Tree,
+    ids: &BTreeSet<i32>,
     when: &str,
 ) -> Result<(), String> {
-    let known = run.known.clone();
     let engine = run.cfg.engine.clone();
+    let me = std::process::id() as i32;
     let mut left = Vec::new();
     let gone = trial::poll(Duration::from_secs(5), || {
-        procfs::reap_zombies(pid, &known);
         // A task of the tree holds its PID until it is reaped, by us once
         // its parent is dead: the next restore needs every PID free.
+        for &p in ids {
+            if procfs::stat(p).is_some_and(|s| s.ppid == me && s.is_zombie()) {
+                let _ = nix::sys::wait::waitpid(
+                    Pid::from_raw(p),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+        }
         left = procfs::all_processes()
             .into_iter()
             .filter(|s| {
-                tree.contains_key(&s.pid)
+                ids.contains(&s.pid)
                     || !s.is_zombie()
                         && procfs::exe(s.pid).is_some_and(|e| {
                             e.starts_with(&run.dir) || (e == engine && s.session == pid)

@@ -9,7 +9,8 @@
 //! takes part through the one interface of `stage.rs` ([`stage::Restorer`])
 //! and one line in [`KINDS`]; this driver names none of them. If anything
 //! fails after the clone, every new task is killed: a restore never leaves
-//! a half-restored tree running.
+//! a half-restored tree running. If the engine itself is killed, each new
+//! task dies with its parent until the release (`child::tie_to_parent`).
 
 pub mod cgroups;
 pub mod child;
