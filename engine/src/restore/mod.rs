@@ -239,14 +239,22 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<()> {
         k.tree_created(imgs)?;
     }
 
-    // Tasks.
+    // Tasks. Each stays held with its context, an open /proc/PID/mem
+    // included, until the release: room for a tree of thousands.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let mut held = Vec::with_capacity(imgs.tasks.len());
     for (t, plan) in imgs.tasks.iter().zip(&plans) {
         held.push(take_over(imgs, t, plan, &mut kinds)?);
     }
 
     // Release. Every task is ready, so the last settings that would let a
-    // task outlive the engine (its dumped parent-death signal) come now,
+    // task outlive the engine (its dumped parent-death signal, the end of
+    // its extra CAP_KILL) come now,
     // parents first: should the engine die half-way, the tasks set so far
     // are the top of the tree, whose root then lives on, and no parent
     // death kills anything, so the whole ready tree runs. Then the tree

@@ -218,8 +218,10 @@ pub trait Restorer {
     /// parents before children): what may only be set when nothing can
     /// fail any more. Until then a new task dies with its parent, so that
     /// no half-restored task outlives the engine (`child::tie_to_parent`);
-    /// its dumped parent-death signal comes here. Its registers are final:
-    /// a remote call puts them back (`Remote::finish`).
+    /// its dumped parent-death signal and its final capabilities (without
+    /// the CAP_KILL it needs to kill its children) come here. Its
+    /// registers are final and the scratch area is gone: remote calls put
+    /// the registers back (`Remote::finish`) and bring their own memory.
     fn release_task(&mut self, _cx: &mut TaskCx<'_>) -> Result<()> {
         Ok(())
     }
