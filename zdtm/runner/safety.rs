@@ -12,6 +12,8 @@
 //! - A PID that is taken at restore time is reported with the PID and the
 //!   process holding it; nothing is half-restored.
 //! - Every error names the pid, the object and the reason.
+//! - Whatever kills the engine during a restore, SIGKILL included, no
+//!   half-restored task outlives it, and the PIDs are free again.
 //!
 //! Each rule is one or more named trials that drive the real engine (the
 //! `ckpt` binary of this package, or `ZDTM_ENGINE`) against real zdtm
@@ -175,6 +177,24 @@ fn main() {
             case: || case_named("tree_basic"),
             variant: Variant::Once,
             body: restore_child_pid_taken,
+        },
+        Spec {
+            name: "restore/engine-killed",
+            case: || case_named("tree_32"),
+            variant: Variant::Once,
+            body: restore_engine_killed,
+        },
+        Spec {
+            name: "restore/engine-killed-sessions",
+            case: || case_named("sid_orphans"),
+            variant: Variant::Once,
+            body: restore_engine_killed,
+        },
+        Spec {
+            name: "restore/no-extra-fds",
+            case: || case_named("tree_32"),
+            variant: Variant::Once,
+            body: restore_no_extra_fds,
         },
         // Cgroups (safety_cgroups.rs).
         Spec {
@@ -1317,6 +1337,295 @@ fn restore_child_pid_taken(run: &mut Run) -> Result<Outcome, String> {
         "restore with the PID free again",
         Some((&tree, &stopped, "after restoring with the PID free")),
     )
+}
+
+// ---------------------------------------------------------------------------
+// The engine killed during a restore
+
+/// A moment of a restore to SIGKILL the engine at: its name, and whether
+/// the restore got there, from the engine's log so far, the root's PID
+/// and the number of tasks.
+type KillPoint = (&'static str, fn(&str, i32, usize) -> bool);
+
+const KILL_POINTS: &[KillPoint] = &[
+    ("as soon as the root exists", |_, root, _| {
+        procfs::stat(root).is_some()
+    }),
+    ("once every task has set itself up", |log, _, _| {
+        log.contains(" tasks created")
+    }),
+    ("once the first task is taken over", |log, _, _| {
+        log.contains(": ready")
+    }),
+    ("half-way through the take-over", |log, _, n| {
+        log.matches(": ready").count() >= n / 2
+    }),
+];
+
+/// Dump a tree (it dies); restore it again and again, SIGKILLing the
+/// engine at each of `KILL_POINTS`: each time, within a few seconds, no
+/// process of the tree and no copy of the engine may be left. Then the
+/// restore works and the program passes.
+fn restore_engine_killed(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    let caps_before = capabilities(&tree);
+    let ids = image_pids(&tree);
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))
+        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    let img = run.path("img-1");
+    for (i, (when, reached)) in KILL_POINTS.iter().enumerate() {
+        // A small tree may be restored before the engine can be caught at
+        // a late point: then the restored tree goes and it is tried again.
+        for attempt in 0.. {
+            let what = format!("restore-killed-{i}-{attempt}");
+            let args = restore_args(run, &img, &what);
+            let (mut engine, _) = run.spawn_engine(&what, args)?;
+            let log = run.path(&format!("{what}.log"));
+            let end = std::time::Instant::now() + Duration::from_secs(60);
+            let got_there = loop {
+                if matches!(engine.try_wait(), Ok(Some(_))) || std::time::Instant::now() > end {
+                    break false;
+                }
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                if reached(&text, pid, tree.len()) {
+                    break true;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            let _ = engine.kill();
+            let st = engine
+                .wait()
+                .map_err(|e| format!("{what}: waiting for the engine: {e}"))?;
+            if got_there && st.signal() == Some(libc::SIGKILL) {
+                run.note(format!("{what}: engine SIGKILLed {when}"));
+                expect_nothing_left(run, pid, &ids, &format!("the engine was SIGKILLed {when}"))?;
+                break;
+            }
+            if !st.success() || attempt == 4 {
+                return Err(format!(
+                    "{what}: the engine ended ({st}) before it could be killed {when}: {}",
+                    console(run, &what).trim()
+                ));
+            }
+            run.note(format!("{what}: restored before it could be killed {when}"));
+            for &p in tree.keys() {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            expect_nothing_left(run, pid, &ids, "after killing the restored tree")?;
+            let _ = fs::remove_file(run.path(&format!("{what}.pid")));
+        }
+    }
+    let st = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "the restore after the killed ones failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    // What the restore holds on to until the release (CAP_KILL) is gone.
+    let caps_after = capabilities(&tree);
+    if caps_after != caps_before {
+        return Err(format!(
+            "capabilities differ after the restore: before {caps_before:?}, after {caps_after:?}"
+        ));
+    }
+    run.check_tree(
+        &tree,
+        &stopped,
+        "after the restores whose engine was killed",
+    )?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// Every fd of every task of `tree`: its number and what it is (a pipe's
+/// inode number left out, it changes), by PID.
+fn fd_tables(tree: &procfs::Tree) -> Vec<(i32, Vec<String>)> {
+    tree.keys()
+        .map(|&p| {
+            let mut fds: Vec<String> = fs::read_dir(format!("/proc/{p}/fd"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| {
+                            let to = fs::read_link(e.path()).unwrap_or_default();
+                            let to = to.to_string_lossy();
+                            let kind = to.split_once(":[").map_or(&*to, |(k, _)| k);
+                            format!("{} {kind}", e.file_name().to_string_lossy())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            fds.sort();
+            (p, fds)
+        })
+        .collect()
+}
+
+/// Dump a tree with --leave-running, then dump it (it dies) and restore
+/// it five times: every task has the fds it had, no more (the engine's
+/// own pipes stay its own).
+fn restore_no_extra_fds(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    let before = fd_tables(&tree);
+    let ids = image_pids(&tree);
+    let img0 = run.path("img-0");
+    let args = dump_args(run, pid, &img0, "dump-0", &["--leave-running"]);
+    let st = run.engine("dump-0", &img0, args)?;
+    if !st.success() {
+        return Err(format!("dump 0 --leave-running failed ({st})"));
+    }
+    let after = fd_tables(&tree);
+    if after != before {
+        return Err(format!(
+            "fds differ after dump --leave-running: before {before:?}, after {after:?}"
+        ));
+    }
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))
+        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    for round in 0..5 {
+        let st = run.engine_restore(1)?;
+        if !st.success() {
+            return Err(format!(
+                "restore {round} failed ({st}): {}",
+                console(run, "restore-1").trim()
+            ));
+        }
+        let after = fd_tables(&tree);
+        let differ: Vec<String> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a)
+            .map(|((p, b), (_, a))| format!("pid {p}: before {b:?}, after {a:?}"))
+            .collect();
+        if !differ.is_empty() {
+            return Err(format!(
+                "restore {round}: fds differ from the dumped tree's: {}",
+                differ.join("; ")
+            ));
+        }
+        run.note(format!(
+            "restore {round}: every task has its own fds, no more"
+        ));
+        if round < 4 {
+            for &p in tree.keys() {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            expect_nothing_left(run, pid, &ids, &format!("after restore {round}"))?;
+            let _ = fs::remove_file(run.path("restore-1.pid"));
+        }
+    }
+    run.check_tree(&tree, &stopped, "after the fifth restore")?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// Every capability set of every task of `tree`, by PID.
+fn capabilities(tree: &procfs::Tree) -> Vec<(i32, Vec<String>)> {
+    tree.keys()
+        .map(|&p| {
+            let sets = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+                .iter()
+                .map(|k| format!("{k} {}", procfs::status_field(p, k).unwrap_or_default()))
+                .collect();
+            (p, sets)
+        })
+        .collect()
+}
+
+/// The PIDs a restore of `tree` takes: its tasks', and those of the
+/// leaders of their groups and sessions (a helper takes one whose leader
+/// is gone). Read while the tree runs.
+fn image_pids(tree: &procfs::Tree) -> BTreeSet<i32> {
+    let mut ids: BTreeSet<i32> = tree.keys().copied().collect();
+    for &p in tree.keys() {
+        let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
+        // state ppid pgrp session
+        ids.extend(
+            after
+                .split(' ')
+                .skip(2)
+                .take(2)
+                .filter_map(|f| f.parse::<i32>().ok()),
+        );
+    }
+    ids
+}
+
+/// Within a few seconds of the engine's death, none of the PIDs `ids` of
+/// the tree of root `pid` may be taken, not even by a zombie (ours are
+/// reaped), and no stray program of the case or copy of the engine in
+/// the tree's session may run.
+fn expect_nothing_left(
+    run: &mut Run,
+    pid: i32,
+    ids: &BTreeSet<i32>,
+    when: &str,
+) -> Result<(), String> {
+    let engine = run.cfg.engine.clone();
+    let me = std::process::id() as i32;
+    let mut left = Vec::new();
+    let gone = trial::poll(Duration::from_secs(5), || {
+        // A task of the tree holds its PID until it is reaped, by us once
+        // its parent is dead: the next restore needs every PID free.
+        for &p in ids {
+            if procfs::stat(p).is_some_and(|s| s.ppid == me && s.is_zombie()) {
+                let _ = nix::sys::wait::waitpid(
+                    Pid::from_raw(p),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+        }
+        left = procfs::all_processes()
+            .into_iter()
+            .filter(|s| {
+                ids.contains(&s.pid)
+                    || !s.is_zombie()
+                        && procfs::exe(s.pid).is_some_and(|e| {
+                            e.starts_with(&run.dir) || (e == engine && s.session == pid)
+                        })
+            })
+            .collect();
+        left.is_empty().then_some(())
+    });
+    if gone.is_none() {
+        let shown: Vec<String> = left
+            .iter()
+            .map(|s| {
+                format!(
+                    "pid {} ({}, parent {}, exe {:?}, {} resident)",
+                    s.pid,
+                    s.state,
+                    s.ppid,
+                    procfs::exe(s.pid),
+                    procfs::status_field(s.pid, "VmRSS").unwrap_or_default()
+                )
+            })
+            .collect();
+        for s in &left {
+            let _ = kill(Pid::from_raw(s.pid), Signal::SIGKILL);
+        }
+        return Err(format!(
+            "{when}, tasks of the restore outlived it by 5 s: {}",
+            shown.join("; ")
+        ));
+    }
+    run.note(format!("{when}: nothing of the tree is left"));
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

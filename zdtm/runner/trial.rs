@@ -197,7 +197,7 @@ fn verdict(log: &str) -> Result<(), String> {
 pub(crate) struct Run<'a> {
     case: &'a Case,
     variant: Variant,
-    cfg: &'a Config,
+    pub(crate) cfg: &'a Config,
     pub(crate) dir: PathBuf,
     /// The root of the case's tree, once the pidfile was read.
     pub(crate) pid: Option<i32>,
@@ -545,14 +545,37 @@ impl<'a> Run<'a> {
         &mut self,
         what: &str,
         img: &Path,
-        mut args: Vec<OsString>,
+        args: Vec<OsString>,
     ) -> Result<ExitStatus, String> {
-        args.extend(self.cfg.engine_opts.iter().map(Into::into));
         if what.starts_with("dump") {
             // CRIU wants -D to exist; an engine that writes a temporary
             // directory and renames it into place can rename over it.
             fs::create_dir(img).map_err(|e| format!("create {}: {e}", img.display()))?;
         }
+        let (mut child, cmdline) = self.spawn_engine(what, args)?;
+        let t0 = Instant::now();
+        let timeout = self.case.timeout;
+        let status = wait_child(&mut child, timeout).map_err(|e| e.to_string())?;
+        let took = t0.elapsed();
+        match status {
+            None => Err(format!(
+                "{what} did not finish within {timeout:?} and was killed: {cmdline}"
+            )),
+            Some(st) => {
+                self.note(format!("{what}: {st} after {took:.2?}: {cmdline}"));
+                Ok(st)
+            }
+        }
+    }
+
+    /// Starts one engine command and returns it running, with its command
+    /// line; its files are named as with [`Run::engine`].
+    pub(crate) fn spawn_engine(
+        &mut self,
+        what: &str,
+        mut args: Vec<OsString>,
+    ) -> Result<(Child, String), String> {
+        args.extend(self.cfg.engine_opts.iter().map(Into::into));
         let log = self.path(&format!("{what}.log"));
         let console = self.path(&format!("{what}.console"));
         self.engine_files.push(log);
@@ -575,22 +598,10 @@ impl<'a> Run<'a> {
                 .join(" ")
         );
         no_inherited_fds(&mut cmd);
-        let t0 = Instant::now();
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.cfg.engine.display()))?;
-        let timeout = self.case.timeout;
-        let status = wait_child(&mut child, timeout).map_err(|e| e.to_string())?;
-        let took = t0.elapsed();
-        match status {
-            None => Err(format!(
-                "{what} did not finish within {timeout:?} and was killed: {cmdline}"
-            )),
-            Some(st) => {
-                self.note(format!("{what}: {st} after {took:.2?}: {cmdline}"));
-                Ok(st)
-            }
-        }
+        Ok((child, cmdline))
     }
 
     /// Waits until no process of the case is left, reaping the zombies that

@@ -60,10 +60,15 @@ pub type Call = (i64, [u64; 6]);
 pub const BATCH_ENTRY: usize = 64;
 const BATCH_TIMEOUT_MS: i32 = 10_000;
 
-/// poll() for input (or hang-up) on `fd` with a time limit.
+/// Waits, with a time limit, until the batch in the task is over: its
+/// byte came through `fd` and then the end of file, once the task closed
+/// the write end, its last syscall. The byte alone is not enough: the
+/// task would often be interrupted between its write and its close, and
+/// keep the pipe's write end for good.
 fn wait_readable(fd: &std::os::fd::OwnedFd, ms: i32) -> bool {
     use std::os::fd::AsFd;
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+    let mut got = false;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let mut fds = [nix::poll::PollFd::new(
@@ -75,12 +80,14 @@ fn wait_readable(fd: &std::os::fd::OwnedFd, ms: i32) -> bool {
         match nix::poll::poll(&mut fds, t) {
             Ok(0) => return false,
             Ok(_) => {
-                // The byte, or EOF if the task died.
+                // The byte, then EOF (only EOF if the task died).
                 let mut b = [0u8; 1];
-                return matches!(
-                    nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(fd), &mut b),
-                    Ok(1)
-                );
+                match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(fd), &mut b) {
+                    Ok(1) => got = true,
+                    Ok(_) => return got,
+                    Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                    Err(_) => return false,
+                }
             }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return false,

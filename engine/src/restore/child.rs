@@ -162,10 +162,29 @@ fn place(efd: RawFd, pid: i32, fd: RawFd, want: RawFd) -> RawFd {
     check(efd, r, || format!("pid {pid}: fd {want}: dup2"))
 }
 
+/// Ties the calling task's life to `parent`, the task that cloned it: a
+/// task of a restore in progress must not outlive the engine, whatever
+/// kills it (SIGKILL included), and a half-made task ignores every other
+/// signal. The engine is the root's parent, each task the parent of those
+/// it forks, so the engine's death takes the whole tree down, one
+/// generation after the other. The engine sets the dumped parent-death
+/// signal when it lets the tree go. If the parent died before the prctl,
+/// nothing would ever send the signal: give up at once.
+pub fn tie_to_parent(parent: i32) {
+    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0);
+    if nix::unistd::getppid().as_raw() != parent {
+        // SAFETY: the parent is gone; so is the restore.
+        unsafe { libc::_exit(1) };
+    }
+}
+
 /// Runs in the cloned child; never returns. `err_pipe` is the write end of
 /// a pipe to the engine: an error message is written there before exiting,
 /// and the pipe is closed (EOF) on success, right before the child stops.
-pub fn run(plan: &ChildPlan) -> ! {
+/// `parent` is the PID of the task that cloned it (the engine for the
+/// root).
+pub fn run(plan: &ChildPlan, parent: i32) -> ! {
+    tie_to_parent(parent);
     // Block everything until the engine sets the final mask: a signal now
     // would run a handler in an address space that does not exist yet.
     // SAFETY: sigprocmask with a full set.
@@ -216,6 +235,7 @@ pub fn run(plan: &ChildPlan) -> ! {
     for h in &plan.helpers {
         let r = sys::clone3_with_pid(h.pid, 0, libc::SIGCHLD as u64);
         if check(early, r, || format!("pid {pid}: fork of helper {}", h.pid)) == 0 {
+            tie_to_parent(pid);
             let r = if h.setsid {
                 nix::unistd::setsid().map(|_| ())
             } else {
@@ -435,7 +455,9 @@ pub fn run(plan: &ChildPlan) -> ! {
     }
 }
 
-/// Forks (clone3 with `flags`) the task of `c`, which runs its plan.
+/// Forks (clone3 with `flags`) the task of `c`, which runs its plan. With
+/// CLONE_PARENT (from a helper) its parent is the helper's, `plan`'s task,
+/// as without.
 fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64) {
     let (pid, early) = (plan.pid, plan.err_pipe);
     let npid = nix::unistd::Pid::from_raw;
@@ -448,7 +470,7 @@ fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64) {
     };
     let r = sys::clone3_with_pid(c.pid, flags, sig);
     match check(early, r, || format!("pid {pid}: fork of child {}", c.pid)) {
-        0 => run(c),
+        0 => run(c, pid),
         _ if c.pgid == c.pid && c.sid != c.pid && flags & libc::CLONE_PARENT as u64 == 0 => {
             check(
                 early,

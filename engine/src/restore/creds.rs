@@ -18,6 +18,7 @@ use crate::ptrace::remote::Remote;
 const SECBIT_KEEP_CAPS: u64 = 1 << 4;
 const CAP_V3: u32 = 0x2008_0522;
 const CAP_LAST: u32 = 63;
+const CAP_KILL: u64 = 1 << 5;
 
 fn cap64(v: &[u32]) -> u64 {
     v.first().copied().unwrap_or(0) as u64 | (v.get(1).copied().unwrap_or(0) as u64) << 32
@@ -64,11 +65,14 @@ fn is_full_root(c: &pb::CredsEntry) -> bool {
         && c.secbits == 0
 }
 
+/// Sets the credentials `c`, with the capabilities `keep` in the effective
+/// and permitted sets on top of the dumped ones (dropped at the release).
 pub fn restore_creds(
     r: &mut Remote<'_>,
     mem: &TaskMem,
     scratch: u64,
     c: &pb::CredsEntry,
+    keep: u64,
 ) -> Result<()> {
     if is_full_root(c) {
         return Ok(());
@@ -108,13 +112,14 @@ pub fn restore_creds(
     let full = crate::proc::status::read(std::process::id() as i32)
         .map(|s| s.cap_prm)
         .unwrap_or(!0);
-    capset(r, mem, scratch, full & bnd | prm, full & bnd | prm, inh)?;
+    let wide = full & (bnd | keep) | prm;
+    capset(r, mem, scratch, wide, wide, inh)?;
     r.call(
         libc::SYS_prctl,
         &[libc::PR_SET_SECUREBITS as u64, c.secbits as u64],
         "prctl(PR_SET_SECUREBITS)",
     )?;
-    capset(r, mem, scratch, eff, prm, inh)?;
+    capset(r, mem, scratch, eff | keep, prm | keep, inh)?;
     let amb = cap64(&c.cap_amb);
     for cap in 0..=CAP_LAST {
         if amb & (1 << cap) != 0 {
@@ -142,6 +147,15 @@ pub fn restore_creds(
 /// Credentials, thread by thread (they are per thread in the kernel), and
 /// what a credential change resets after them: the parent-death signal
 /// (per thread), the child subreaper flag and the dumpable flag.
+///
+/// Until the release a task must die with its parent
+/// (`child::tie_to_parent`), so the leader's parent-death signal is
+/// SIGKILL again after the change cleared it, and the leader keeps
+/// CAP_KILL: the kernel sends a parent-death signal with the dying
+/// parent's credentials, and the children it must kill may still have the
+/// engine's (root), or other uids than its own. Both go at the release,
+/// when every task is ready: CAP_KILL is dropped and the dumped signal
+/// set.
 pub const KIND: Kind = Kind {
     name: "credentials",
     validate: super::stage::no_checks,
@@ -157,20 +171,50 @@ impl Restorer for Creds {
         }
         let t = cx.t;
         cx.in_leader(|r, mem, scratch| match &t.thread().creds {
-            Some(c) => restore_creds(r, mem, scratch, c),
+            Some(c) => restore_creds(r, mem, scratch, c, CAP_KILL),
             None => Ok(()),
         })?;
         cx.in_threads(|r, mem, scratch, _, core| {
             let tcore = core.thread_core.as_ref().expect("validated");
             if let Some(c) = &tcore.creds {
-                restore_creds(r, mem, scratch, c)?;
+                restore_creds(r, mem, scratch, c, 0)?;
             }
             set_pdeath(r, tcore)
         })?;
         cx.in_leader(|r, _, _| {
-            set_pdeath(r, t.thread())?;
+            r.call(
+                libc::SYS_prctl,
+                &[libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64],
+                "prctl(PR_SET_PDEATHSIG, SIGKILL) until the release",
+            )?;
             after_creds(r, t)
         })
+    }
+
+    fn release_task(&mut self, cx: &mut TaskCx<'_>) -> Result<()> {
+        let t = cx.t;
+        let c = t.thread().creds.as_ref().filter(|c| !is_full_root(c));
+        let sig = t.thread().pdeath_sig.unwrap_or(0);
+        let mut r = Remote::new(&mut cx.task, cx.ip)?;
+        if let Some(c) = c {
+            // The scratch area is gone with the helper fds; a page of its
+            // own for capset's arguments.
+            let page = r.mmap_anon(
+                0,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                "a page for capset",
+            )?;
+            let (eff, prm, inh) = (cap64(&c.cap_eff), cap64(&c.cap_prm), cap64(&c.cap_inh));
+            capset(&mut r, &cx.mem, page, eff, prm, inh)?;
+            r.call(libc::SYS_munmap, &[page, 4096], "munmap of the capset page")?;
+        }
+        r.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_PDEATHSIG as u64, sig as u64],
+            &format!("prctl(PR_SET_PDEATHSIG, {sig}), the dumped parent-death signal"),
+        )?;
+        r.finish()
     }
 }
 

@@ -9,7 +9,8 @@
 //! takes part through the one interface of `stage.rs` ([`stage::Restorer`])
 //! and one line in [`KINDS`]; this driver names none of them. If anything
 //! fails after the clone, every new task is killed: a restore never leaves
-//! a half-restored tree running.
+//! a half-restored tree running. If the engine itself is killed, each new
+//! task dies with its parent until the release (`child::tie_to_parent`).
 
 pub mod cgroups;
 pub mod child;
@@ -52,17 +53,19 @@ use stage::{EngineFds, Kind, Restorer, TaskCx, TaskStage};
 /// Every kind of kernel object the restore knows, in the order it goes
 /// through each stage (where two kinds take part in one stage, the earlier
 /// one's part comes first: the threads exist before cgroups move them,
-/// registers are set before the attributes set from outside).
+/// registers are set before the attributes set from outside, the last
+/// remote call of the release (credentials) before a stopped task enters
+/// its group stop).
 pub static KINDS: &[Kind] = &[
     memory::KIND,
     ipc::KIND,
     engine_files::KIND,
     files::KIND,
     threads::KIND,
-    signals::KIND,
     task::KIND,
     seccomp::KIND,
     creds::KIND,
+    signals::KIND,
     cgroups::KIND,
 ];
 
@@ -209,12 +212,13 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<()> {
 
     // Tree.
     let root = imgs.tasks[0].pid;
+    let engine = std::process::id() as Pid;
     let got = crate::sys::clone3_with_pid(root, 0, libc::SIGCHLD as u64).map_err(|e| match e {
         nix::errno::Errno::EEXIST => Error::task(root, "restore", format!("PID {root} is taken")),
         e => Error::sys(root, "clone3 with set_tid", e),
     })?;
     if got == 0 {
-        child::run(&root_plan);
+        child::run(&root_plan, engine);
     }
     // Each task closes its pipe when it has set itself up (or writes why it
     // could not); ours are the read ends.
@@ -235,23 +239,42 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<()> {
         k.tree_created(imgs)?;
     }
 
-    // Tasks.
+    // Tasks. Each stays held with its context, an open /proc/PID/mem
+    // included, until the release: room for a tree of thousands.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let mut held = Vec::with_capacity(imgs.tasks.len());
     for (t, plan) in imgs.tasks.iter().zip(&plans) {
         held.push(take_over(imgs, t, plan, &mut kinds)?);
     }
 
-    // Release: children first. (A task dumped stopped is in its group
-    // stop already; detaching leaves it stopped.)
+    // Release. Every task is ready, so the last settings that would let a
+    // task outlive the engine (its dumped parent-death signal, the end of
+    // its extra CAP_KILL) come now,
+    // parents first: should the engine die half-way, the tasks set so far
+    // are the top of the tree, whose root then lives on, and no parent
+    // death kills anything, so the whole ready tree runs. Then the tree
+    // is let go, children first. (A task dumped stopped is in its group
+    // stop by then; detaching leaves it stopped.)
     for k in kinds.iter_mut() {
         k.finish(imgs)?;
     }
+    held.sort_by_key(|cx| depth(imgs, cx.t));
+    for cx in held.iter_mut() {
+        for k in kinds.iter_mut() {
+            k.release_task(cx)?;
+        }
+    }
     drop(fds);
-    for (task, threads) in held.into_iter().rev() {
-        for th in threads {
+    for cx in held.into_iter().rev() {
+        for th in cx.threads {
             th.detach()?;
         }
-        task.detach()?;
+        cx.task.detach()?;
     }
     guard.armed = false;
     for k in kinds.iter_mut() {
@@ -293,15 +316,29 @@ fn tree_plan(imgs: &Images, t: &TaskImages) -> Result<ChildPlan> {
     })
 }
 
+/// How far below the root task `t` is (the root: 0).
+fn depth(imgs: &Images, t: &TaskImages) -> usize {
+    let mut d = 0;
+    let mut ppid = t.pstree.ppid as Pid;
+    while let Some(p) = imgs.tasks.iter().find(|p| p.pid == ppid) {
+        d += 1;
+        ppid = p.pstree.ppid as Pid;
+        if d > imgs.tasks.len() {
+            break;
+        }
+    }
+    d
+}
+
 /// Take over one task that set itself up and waits in pause(), and go
-/// through the task stages in it. The task stays seized; the caller lets
-/// the whole tree go at once.
-fn take_over(
-    imgs: &Images,
-    t: &TaskImages,
-    plan: &ChildPlan,
+/// through the task stages in it. The task stays seized, with its context
+/// kept for the release; the caller lets the whole tree go at once.
+fn take_over<'a>(
+    imgs: &'a Images,
+    t: &'a TaskImages,
+    plan: &'a ChildPlan,
     kinds: &mut [Box<dyn Restorer>],
-) -> Result<(Seized, Vec<Seized>)> {
+) -> Result<TaskCx<'a>> {
     let pid = t.pid;
     let task = Seized::seize_with(pid, nix::sys::ptrace::Options::PTRACE_O_TRACECLONE)?;
     let mem = TaskMem::open(pid)?;
@@ -325,7 +362,7 @@ fn take_over(
     for stage in TaskStage::ALL {
         match stage {
             TaskStage::Memory => cx.scratch = map_scratch(&mut cx)?,
-            TaskStage::Stop => remove_scratch(&mut cx)?,
+            TaskStage::Final => remove_scratch(&mut cx)?,
             _ => {}
         }
         for k in kinds.iter_mut() {
@@ -333,7 +370,7 @@ fn take_over(
         }
     }
     debug!("pid {pid}: ready");
-    Ok((cx.task, cx.threads))
+    Ok(cx)
 }
 
 /// The engine's area in a task being restored, in a hole of the restored

@@ -23,8 +23,11 @@
 //! is queued as a copy (an ordinary queued signal: the timer may then
 //! queue a second one instead of counting an overrun).
 //!
-//! A stopped task is put into its group stop here too
-//! ([`enter_group_stop`]), before any pending signal could be delivered.
+//! A stopped task is put into its group stop at the release
+//! (`Restorer::release_task`), after the last remote call in it (the
+//! credentials' release), since a remote call would take it out of it;
+//! every signal is blocked for the moment, so that no pending signal is
+//! delivered ([`enter_group_stop`]).
 
 use std::collections::BTreeSet;
 
@@ -104,12 +107,32 @@ impl Restorer for Signals {
                 cx.scratch,
                 cx.t,
             ),
-            // Before any pending signal can be delivered.
-            TaskStage::Stop if cx.t.tc().task_state == crate::images::task::TASK_STOPPED => {
-                enter_group_stop(&mut cx.task, &mut cx.threads)
-            }
             _ => Ok(()),
         }
+    }
+
+    fn release_task(&mut self, cx: &mut TaskCx<'_>) -> Result<()> {
+        if cx.t.tc().task_state != crate::images::task::TASK_STOPPED {
+            return Ok(());
+        }
+        // The final masks are set: block everything again while the task
+        // takes its stop, so that it dequeues SIGSTOP and nothing else.
+        let masks = std::iter::once(&cx.task)
+            .chain(cx.threads.iter())
+            .map(|th| {
+                let m = th.sigmask()?;
+                th.set_sigmask(crate::ptrace::ALL_SIGNALS_BLOCKED)?;
+                Ok(m)
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        enter_group_stop(&mut cx.task, &mut cx.threads)?;
+        for (th, m) in std::iter::once(&cx.task)
+            .chain(cx.threads.iter())
+            .zip(masks)
+        {
+            th.set_sigmask(m)?;
+        }
+        Ok(())
     }
 }
 

@@ -17,8 +17,10 @@
 //! 5. **Tasks** ([`Restorer::in_task`]): the engine takes each task over
 //!    and goes through the [`TaskStage`]s in it, from the address space to
 //!    the registers.
-//! 6. **Release** ([`Restorer::finish`], then [`Restorer::released`]):
-//!    last fixes that need every task ready, then the tree runs.
+//! 6. **Release** ([`Restorer::finish`], [`Restorer::release_task`], then
+//!    [`Restorer::released`]): last fixes that need every task ready, the
+//!    settings that would let a task outlive the engine, then the tree
+//!    runs.
 //!
 //! A failure at any stage kills every task made so far; a kind undoes what
 //! it made in its `Drop`, unless it was told [`Restorer::released`].
@@ -38,7 +40,7 @@ use crate::ptrace::Seized;
 /// The steps the engine takes in each task, in this order. Each kind does
 /// its part of a step for the task (and its threads) in
 /// [`Restorer::in_task`]; the driver itself only maps and removes its
-/// scratch area (after `AddressSpace`, before `Stop`).
+/// scratch area (after `AddressSpace`, before `Final`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TaskStage {
     /// The address space inherited from the engine goes (the vDSO group
@@ -63,15 +65,13 @@ pub enum TaskStage {
     Seccomp,
     /// Credentials, and what a credential change resets.
     Creds,
-    /// A task dumped stopped enters its group stop.
-    Stop,
     /// Masks, FPU state and registers of every thread; attributes set
     /// from outside.
     Final,
 }
 
 impl TaskStage {
-    pub const ALL: [TaskStage; 12] = [
+    pub const ALL: [TaskStage; 11] = [
         TaskStage::AddressSpace,
         TaskStage::Memory,
         TaskStage::Objects,
@@ -82,7 +82,6 @@ impl TaskStage {
         TaskStage::Limits,
         TaskStage::Seccomp,
         TaskStage::Creds,
-        TaskStage::Stop,
         TaskStage::Final,
     ];
 }
@@ -212,6 +211,18 @@ pub trait Restorer {
 
     /// Release: every task is ready and still held; last fixes.
     fn finish(&mut self, _imgs: &Images) -> Result<()> {
+        Ok(())
+    }
+
+    /// Release, in one task, once every task is ready (after `finish`;
+    /// parents before children): what may only be set when nothing can
+    /// fail any more. Until then a new task dies with its parent, so that
+    /// no half-restored task outlives the engine (`child::tie_to_parent`);
+    /// its dumped parent-death signal and its final capabilities (without
+    /// the CAP_KILL it needs to kill its children) come here. Its
+    /// registers are final and the scratch area is gone: remote calls put
+    /// the registers back (`Remote::finish`) and bring their own memory.
+    fn release_task(&mut self, _cx: &mut TaskCx<'_>) -> Result<()> {
         Ok(())
     }
 
