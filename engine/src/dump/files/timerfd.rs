@@ -20,9 +20,21 @@ impl FdDumper for Timerfd {
         // timer re-armed) when it is read or asked: fdinfo would show it
         // disarmed. Ask it (timerfd_gettime on a copy of the fd, which is what
         // the task's own timerfd_gettime would do), then read fdinfo again.
-        refresh_timerfd(fd.pid, fd.fd)?;
-        let info = &fdinfo::read_fdinfo(fd.pid, fd.fd)?;
-        let t = fd.field("timerfd", "clockid", info.timerfd())?;
+        // A periodic timer can expire again between the two (a 10 ms one
+        // on a loaded machine does): fdinfo then shows it expired, not
+        // moved on, which reads as disarmed. Ask again until both agree; a
+        // timer that is really disarmed says so to timerfd_gettime too.
+        let mut tries = 0;
+        let t = loop {
+            let armed = refresh_timerfd(fd.pid, fd.fd)?;
+            let info = &fdinfo::read_fdinfo(fd.pid, fd.fd)?;
+            let t = fd.field("timerfd", "clockid", info.timerfd())?;
+            let expired_meanwhile = armed && t.it_value == (0, 0) && t.it_interval != (0, 0);
+            tries += 1;
+            if !expired_meanwhile || tries >= 100 {
+                break t;
+            }
+        };
         let id = table.next_id();
         table.entries.push(pb::FileEntry {
             r#type: pb::FdTypes::Timerfd as i32,
@@ -47,17 +59,16 @@ impl FdDumper for Timerfd {
     }
 }
 
-/// timerfd_gettime on fd `fd` of `pid` (through pidfd_getfd).
-fn refresh_timerfd(pid: Pid, fd: i32) -> Result<()> {
+/// timerfd_gettime on fd `fd` of `pid` (through pidfd_getfd); whether the
+/// timer is armed.
+fn refresh_timerfd(pid: Pid, fd: i32) -> Result<bool> {
     use std::os::fd::AsRawFd;
     let what = || format!("fd {fd} (timerfd)");
     let copy = crate::sys::take_fd(pid, fd)
         .map_err(|e| Error::sys(pid, format!("{}: pidfd_getfd", what()), e))?;
     // SAFETY: timerfd_gettime writes one itimerspec into `its`.
-    let r = unsafe {
-        let mut its: libc::itimerspec = std::mem::zeroed();
-        libc::timerfd_gettime(copy.as_raw_fd(), &mut its)
-    };
+    let mut its: libc::itimerspec = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::timerfd_gettime(copy.as_raw_fd(), &mut its) };
     if r < 0 {
         return Err(Error::sys(
             pid,
@@ -65,5 +76,5 @@ fn refresh_timerfd(pid: Pid, fd: i32) -> Result<()> {
             nix::errno::Errno::last(),
         ));
     }
-    Ok(())
+    Ok(its.it_value.tv_sec != 0 || its.it_value.tv_nsec != 0)
 }
