@@ -338,6 +338,12 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    // Named pipes (FIFOs): data in flight, flags, paths.
+    Case {
+        name: "fifo",
+        program: Program::C("fifo"),
+        ..Case::DEFAULT
+    },
     // UNIX socket pairs: queued data, shutdown, options, across fork.
     Case {
         name: "unix_socketpair",
