@@ -12,6 +12,13 @@
  * a FIFO with the path's inode; FIONREAD shows the bytes in flight, they
  * read back in order, the FIFO is empty then, and new data written flows
  * through (wa to ra, b to itself).
+ *
+ * --kind=WHAT:
+ *   child     a child (fork) holds the same three open files until the
+ *             parent is done: the FIFOs are shared between processes
+ *   unlinked  fifo.a is unlinked before the dump, which must refuse it
+ *             (naming it); after SIGTERM all still works, path checks of a
+ *             aside
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +28,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "zdtmtst.h"
@@ -30,6 +38,15 @@ const char *test_doc = "Check that named pipes (FIFOs) are restored with the dat
 #define A_BYTES 5000
 #define B_BYTES 3000
 #define NEW_BYTES 700
+#define WAIT_SECS 15
+
+static char *kind;
+TEST_OPTION(kind, string, "child or unlinked", 0);
+
+static int is_kind(const char *what)
+{
+	return kind && !strcmp(kind, what);
+}
 
 static int failed;
 
@@ -106,6 +123,8 @@ int main(int argc, char **argv)
 	enum { RA, WA, B, NFDS };
 	uint8_t a_data[A_BYTES], b_data[B_BYTES], fresh[NEW_BYTES];
 	size_t i;
+	pid_t pid = -1;
+	int status;
 
 	test_init(argc, argv);
 
@@ -132,11 +151,26 @@ int main(int argc, char **argv)
 	zdtm_fill_seeded(fresh, NEW_BYTES, 3);
 	if (write_data(fds[WA].fd, a_data, A_BYTES) || write_data(fds[B].fd, b_data, B_BYTES))
 		return 1;
+	if (is_kind("unlinked") && unlink(a_path)) {
+		pr_perror("unlink %s", a_path);
+		return 1;
+	}
 	for (i = 0; i < NFDS; i++) {
 		fds[i].getfl = fcntl(fds[i].fd, F_GETFL);
 		if (fds[i].getfl < 0 || fd_link(fds[i].fd, fds[i].link)) {
 			pr_perror("fcntl or readlink of %s", fds[i].what);
 			return 1;
+		}
+	}
+	if (is_kind("child")) {
+		pid = fork();
+		if (pid < 0) {
+			pr_perror("fork");
+			return 1;
+		}
+		if (pid == 0) {
+			test_waitsig();
+			_exit(0);
 		}
 	}
 
@@ -152,6 +186,8 @@ int main(int argc, char **argv)
 		test_check(fl == f->getfl, "%s: F_GETFL is %#o, was %#o", f->what, fl, f->getfl);
 		test_check(!fd_link(f->fd, link) && !strcmp(link, f->link), "%s: the fd names %s, was %s",
 			   f->what, link, f->link);
+		if (is_kind("unlinked") && f->path == a_path)
+			continue;
 		test_check(!fstat(f->fd, &st_fd) && !stat(f->path, &st_path) && S_ISFIFO(st_fd.st_mode) &&
 				   st_fd.st_ino == st_path.st_ino && st_fd.st_dev == st_path.st_dev,
 			   "%s: the fd is not the FIFO %s", f->what, f->path);
@@ -174,6 +210,14 @@ int main(int argc, char **argv)
 	else
 		failed = 1;
 
+	if (pid > 0) {
+		if (kill(pid, SIGTERM))
+			test_msg("FAILED: kill(child %d): %s\n", pid, strerror(errno)), failed = 1;
+		else if (test_wait_exit(pid, &status, WAIT_SECS))
+			test_msg("FAILED: waitpid(child %d): %s\n", pid, strerror(errno)), failed = 1;
+		else
+			test_check(WIFEXITED(status) && !WEXITSTATUS(status), "child: status %#x", status);
+	}
 	for (i = 0; i < NFDS; i++)
 		close(fds[i].fd);
 	unlink(a_path);
