@@ -87,13 +87,13 @@ impl ImageSet {
             v.path = r.name.clone();
             v.flags = Some(r.flags);
         }
-        let pipe_id = f
+        let data = f
             .pipe
             .as_ref()
-            .map(|p| p.pipe_id)
-            .or(f.fifo.as_ref().map(|p| p.pipe_id));
-        if let Some(id) = pipe_id {
-            match self.pipe_data.get(&id) {
+            .map(|p| self.pipe_data.get(&p.pipe_id))
+            .or(f.fifo.as_ref().map(|p| self.fifo_data.get(&p.pipe_id)));
+        if let Some(data) = data {
+            match data {
                 Some(d) => {
                     let bytes = d.bytes.len() as u64;
                     v.extra

@@ -133,7 +133,7 @@ impl End {
                 ))
             }
         }
-        let (size, data) = imgs.pipe_data.get(&p.pipe_id).cloned().unwrap_or_default();
+        let (size, data) = imgs.fifo_data.get(&p.pipe_id).cloned().unwrap_or_default();
         Ok(End {
             pipe_id: p.pipe_id,
             name: name.clone(),
