@@ -126,10 +126,10 @@ impl End {
                 ))
             }
             Err(e) => {
-                return Err(Error::io(
-                    name,
-                    format!("pid {pid}: {what}: the named pipe (FIFO) it had open"),
-                    e,
+                return Err(Error::task(
+                    pid,
+                    format!("{what} ({name})"),
+                    format!("the named pipe (FIFO) it had open is gone ({e})"),
                 ))
             }
         }
