@@ -338,6 +338,26 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    // Named pipes (FIFOs): data in flight, flags, paths.
+    Case {
+        name: "fifo",
+        program: Program::C("fifo"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "fifo_shared_child",
+        program: Program::C("fifo"),
+        args: &["--kind=child"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "fifo_refused_unlinked",
+        program: Program::C("fifo"),
+        args: &["--kind=unlinked"],
+        crfail: true,
+        crfail_reason: Some("FIFOs) whose path was removed"),
+        ..Case::DEFAULT
+    },
     // UNIX socket pairs: queued data, shutdown, options, across fork.
     Case {
         name: "unix_socketpair",

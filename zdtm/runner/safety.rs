@@ -234,6 +234,13 @@ fn main() {
             variant: Variant::Once,
             body: |r| restore_damaged(r, truncate_ipcns_shm_resealed),
         },
+        // Files reopened by path.
+        Spec {
+            name: "restore/fifo-path-replaced",
+            case: || case_named("fifo"),
+            variant: Variant::Once,
+            body: restore_fifo_replaced,
+        },
         Spec {
             name: "restore/sysvipc-created-then-failed",
             case: || case_named("sysv_shm"),
@@ -1891,4 +1898,59 @@ fn restore_and_verify(
     }
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
+}
+
+/// A named pipe replaced by a regular file between dump and restore: the
+/// restore is refused naming the path, nothing is created; with a FIFO
+/// there again, the restore goes through and the case passes.
+fn restore_fifo_replaced(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))
+        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    let img = run.path("img-1");
+    let files: Vec<pb::FileEntry> = images::read_all(img.join("files.img"), Magic::Files)
+        .map_err(|e| format!("files.img: {e}"))?;
+    let path = files
+        .iter()
+        .filter_map(|f| f.fifo.as_ref()?.regf_id)
+        .filter_map(|id| files.iter().find(|f| f.id == id)?.reg.as_ref())
+        .map(|r| PathBuf::from(&r.name))
+        .next()
+        .ok_or("test setup: no FIFO in files.img")?;
+    let meta = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    fs::remove_file(&path)
+        .and_then(|()| fs::write(&path, b"not a fifo"))
+        .map_err(|e| format!("replacing {}: {e}", path.display()))?;
+    run.note(format!("{} replaced by a regular file", path.display()));
+    let args = restore_args(run, &img, "restore-bad");
+    let out = expect_failure(run, "restore-bad", &img, args)?;
+    let name = path.to_string_lossy().into_owned();
+    expect_mentions(
+        "restore-bad",
+        &out,
+        &[&[name.as_str()], &["named pipe (FIFO)"]],
+    )?;
+    expect_nothing_restored(run, pid, "restore-bad")?;
+
+    let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL in a path");
+    fs::remove_file(&path).map_err(|e| format!("remove {}: {e}", path.display()))?;
+    nix::unistd::mkfifo(
+        c.as_c_str(),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| format!("mkfifo {}: {e}", path.display()))?;
+    std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid()))
+        .map_err(|e| format!("chown {}: {e}", path.display()))?;
+    restore_and_verify(
+        run,
+        "restore with the FIFO there again",
+        Some((&tree, &stopped, "after restoring with the FIFO there again")),
+    )
 }

@@ -485,6 +485,7 @@ mod tests {
             files: Default::default(),
             shmem: Default::default(),
             pipe_data: Default::default(),
+            fifo_data: Default::default(),
             sk_queues: Default::default(),
             zombies: vec![],
             seccomp: vec![],

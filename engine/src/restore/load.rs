@@ -63,6 +63,8 @@ pub struct Images {
     pub shmem: BTreeMap<u64, PageSet>,
     /// pipes-data.img: pipe id -> (pipe size, buffered bytes).
     pub pipe_data: BTreeMap<u32, (u32, Vec<u8>)>,
+    /// fifo-data.img, likewise.
+    pub fifo_data: BTreeMap<u32, (u32, Vec<u8>)>,
     /// sk-queues.img: socket file id -> the messages queued for it.
     pub sk_queues: BTreeMap<u32, Vec<Vec<u8>>>,
     pub zombies: Vec<Zombie>,
@@ -314,11 +316,12 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         }
     }
     check_cow_entries(dir, &tasks)?;
-    let pipe_data = set
-        .pipe_data
-        .iter()
-        .map(|(id, d)| (*id, (d.size.unwrap_or(0), d.bytes.clone())))
-        .collect();
+    let data = |m: &BTreeMap<u32, crate::images::set::PipeData>| {
+        m.iter()
+            .map(|(id, d)| (*id, (d.size.unwrap_or(0), d.bytes.clone())))
+            .collect()
+    };
+    let (pipe_data, fifo_data) = (data(&set.pipe_data), data(&set.fifo_data));
     let cgroups = super::cgroups::load(dir, set.cgroups.as_ref(), &tasks)?;
     let ipc = super::ipc::from_set(dir, &set.sysvipc, &tasks)?;
     Ok(Images {
@@ -328,6 +331,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         files,
         shmem,
         pipe_data,
+        fifo_data,
         sk_queues: set.sk_queues.clone(),
         zombies,
         memfds,

@@ -77,13 +77,23 @@ impl ImageSet {
     /// data buffered in a pipe).
     pub fn describe(&self, f: &pb::FileEntry) -> FileView {
         let mut v = describe_file(f);
-        let pipe_id = f
+        // A FIFO's path and flags are in the REG entry it names.
+        if let Some(r) = f
+            .fifo
+            .as_ref()
+            .and_then(|p| self.file(p.regf_id?))
+            .and_then(|e| e.reg.as_ref())
+        {
+            v.path = r.name.clone();
+            v.flags = Some(r.flags);
+        }
+        let data = f
             .pipe
             .as_ref()
-            .map(|p| p.pipe_id)
-            .or(f.fifo.as_ref().map(|p| p.pipe_id));
-        if let Some(id) = pipe_id {
-            match self.pipe_data.get(&id) {
+            .map(|p| self.pipe_data.get(&p.pipe_id))
+            .or(f.fifo.as_ref().map(|p| self.fifo_data.get(&p.pipe_id)));
+        if let Some(data) = data {
+            match data {
                 Some(d) => {
                     let bytes = d.bytes.len() as u64;
                     v.extra
@@ -204,6 +214,7 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
         v.flags = Some(p.flags);
     } else if let Some(p) = &f.fifo {
         v.path = format!("fifo:[{}]", p.pipe_id);
+        v.extra.push(("pipe id".into(), p.pipe_id.to_string()));
     } else if let Some(e) = &f.efd {
         v.path = "anon_inode:[eventfd]".into();
         v.flags = Some(e.flags);

@@ -994,3 +994,64 @@ fn unix_socket_queues() {
         assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
     }
 }
+
+/// A FIFO end: shown by the path of its REG entry, with its flags and the
+/// bytes of fifo-data.img; a FIFO whose inode number is a pipe's has its
+/// own data, not the pipe's.
+#[test]
+fn fifo_with_data() {
+    let tmp = sample();
+    let p = tmp.path().join("files.img");
+    let mut r = crate::images::ImageReader::open(&p, Magic::Files).unwrap();
+    let mut files: Vec<pb::FileEntry> = Vec::new();
+    while let Some(f) = r.read_entry().unwrap() {
+        files.push(f);
+    }
+    let flags = (libc::O_RDONLY | libc::O_NONBLOCK) as u32;
+    files.push(pb::FileEntry {
+        r#type: pb::FdTypes::Reg as i32,
+        id: 50,
+        reg: Some(pb::RegFileEntry {
+            id: 50,
+            flags,
+            name: "/tmp/the.fifo".into(),
+            mode: Some(libc::S_IFIFO | 0o600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    files.push(pb::FileEntry {
+        r#type: pb::FdTypes::Fifo as i32,
+        id: 51,
+        fifo: Some(pb::FifoEntry {
+            id: 51,
+            pipe_id: 777,
+            regf_id: Some(50),
+            wait_writer: None,
+        }),
+        ..Default::default()
+    });
+    write_image(&p, Magic::Files, &files).unwrap();
+    let mut w = ImageWriter::create(tmp.path().join("fifo-data.img"), Magic::FifoData).unwrap();
+    w.write_entry(&pb::PipeDataEntry {
+        pipe_id: 777,
+        bytes: 5,
+        size: Some(8192),
+    })
+    .unwrap();
+    w.write_raw(b"hello").unwrap();
+    w.finish().unwrap();
+    let set = load_labeled(tmp.path());
+    assert_eq!(set.fifo_data[&777].bytes, b"hello");
+    assert_eq!(set.pipe_data[&777].bytes, b"abc");
+    let v = set.describe(set.file(51).unwrap());
+    assert_eq!(
+        (v.kind.as_str(), v.path.as_str()),
+        ("FIFO", "/tmp/the.fifo")
+    );
+    assert_eq!(v.flags, Some(flags));
+    let extra: Vec<String> = v.extra.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    for want in ["pipe id: 777", "buffered: 5 bytes", "pipe size: 8 KiB"] {
+        assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
+    }
+}

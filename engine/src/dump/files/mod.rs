@@ -12,6 +12,7 @@
 
 mod epoll;
 mod eventfd;
+mod fifo;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -34,6 +35,8 @@ pub struct FileTable {
     pub entries: Vec<pb::FileEntry>,
     /// Buffered data of every pipe, by pipe id: (pipe size, bytes).
     pub pipe_data: std::collections::BTreeMap<u64, (u32, Vec<u8>)>,
+    /// Buffered data of every FIFO, by inode (fifo-data.img).
+    pub fifo_data: fifo::FifoData,
     /// (pid, fd, file id, type) of every fd of the tasks dumped so far, to
     /// find open files shared between processes.
     pub seen: Vec<(Pid, i32, u32, i32)>,
@@ -91,6 +94,7 @@ impl FileTable {
 
 /// Every kind of fd the dump knows, asked in this order.
 pub static FD_DUMPERS: &[&dyn FdDumper] = &[
+    &fifo::Fifo,
     &reg::Reg,
     &pipe::Pipe,
     &eventfd::Eventfd,
@@ -104,6 +108,12 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
 pub trait FdDumper: Sync {
     /// Whether this kind dumps the fd whose /proc link is `link`.
     fn claims(&self, link: &FdLink<'_>) -> bool;
+
+    /// Whether this kind dumps `fd`, for a kind its link alone does not
+    /// tell (a FIFO's link is a path, like a regular file's).
+    fn claims_fd(&self, fd: &FdCx<'_>) -> bool {
+        self.claims(&fd.kind)
+    }
 
     /// Adds the fd's file entry (and any payload, e.g. pipe data) to the
     /// table; returns its (fd type, file id).
@@ -276,7 +286,7 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
         };
         let dumper = FD_DUMPERS
             .iter()
-            .find(|d| d.claims(&cx.kind))
+            .find(|d| d.claims_fd(&cx))
             .ok_or_else(|| unclaimed(&cx))?;
         let (ftype, id) = dumper.dump(&cx, table)?;
         out.push(pb::FdinfoEntry {

@@ -7,7 +7,7 @@
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::{FdCx, FdDumper, FdLink, FileTable};
-use crate::error::{Error, Pid, Result};
+use crate::error::{Error, Result};
 use crate::images::pb;
 
 pub struct Pipe;
@@ -34,19 +34,19 @@ impl FdDumper for Pipe {
             ..Default::default()
         });
         if let std::collections::btree_map::Entry::Vacant(e) = table.pipe_data.entry(ino) {
-            e.insert(peek_pipe(fd.pid, fd.fd)?);
+            e.insert(peek_pipe(fd)?);
         }
         Ok((pb::FdTypes::Pipe, id))
     }
 }
 
-/// (pipe size, buffered bytes) of the pipe behind `fd` of `pid`: a second
+/// (pipe size, buffered bytes) of the pipe or FIFO behind `fd`: a second
 /// reader opened through /proc, and tee(2) into a pipe of ours, which
 /// copies the data without taking it from the task's pipe.
-fn peek_pipe(pid: Pid, fd: i32) -> Result<(u32, Vec<u8>)> {
+pub(super) fn peek_pipe(fd: &FdCx<'_>) -> Result<(u32, Vec<u8>)> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let path = format!("/proc/{pid}/fd/{fd}");
-    let what = || format!("fd {fd} (pipe)");
+    let (pid, path) = (fd.pid, fd.proc_path());
+    let what = || format!("fd {} ({})", fd.fd, String::from_utf8_lossy(fd.link));
     let src = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

@@ -2,8 +2,8 @@
 //! with their offset, since the restore reopens them by that name. A memfd
 //! or an unlinked regular file has no name to reopen, so its contents are
 //! dumped instead (dump/memfd.rs, dump/ghost.rs). What cannot be reopened
-//! as it was (a deleted file still linked elsewhere, a FIFO, a socket
-//! bound in the filesystem) is refused.
+//! as it was (a deleted file still linked elsewhere, a socket bound in the
+//! filesystem) is refused. FIFOs are claimed before this (fifo.rs).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
@@ -36,9 +36,6 @@ impl FdDumper for Reg {
             return Err(fd.unsupported(
                 "unlinked files other than regular files, and deleted files still linked elsewhere,",
             ));
-        }
-        if meta.file_type().is_fifo() {
-            return Err(fd.unsupported("named pipes (FIFOs)"));
         }
         if meta.file_type().is_socket() {
             return Err(fd.unsupported("sockets"));

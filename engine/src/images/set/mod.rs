@@ -213,8 +213,12 @@ pub struct ImageSet {
     /// pagemap-shmem-<shmid>.img of every shared anonymous mapping and
     /// every memfd object; a missing one means no stored pages.
     pub shmem: BTreeMap<u64, Part<PageSet>>,
-    /// Data buffered in pipes and fifos, by pipe id (inode).
+    /// Data buffered in pipes (pipes-data.img), by pipe id (inode).
     pub pipe_data: BTreeMap<u32, PipeData>,
+    /// Data buffered in FIFOs (fifo-data.img), by pipe id: apart from the
+    /// pipes', since a FIFO's inode (of its filesystem) may have the number
+    /// of a pipe's (of pipefs).
+    pub fifo_data: BTreeMap<u32, PipeData>,
     /// sk-queues.img: what is queued for reception on each socket, by
     /// the socket's file id, message by message, in order.
     pub sk_queues: BTreeMap<u32, Vec<Vec<u8>>>,
@@ -549,10 +553,10 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         tasks.push(task);
     }
 
-    let mut pipe_data = BTreeMap::new();
-    for (name, magic) in [
-        ("pipes-data.img", Magic::PipesData),
-        ("fifo-data.img", Magic::FifoData),
+    let (mut pipe_data, mut fifo_data) = (BTreeMap::new(), BTreeMap::new());
+    for (name, magic, into) in [
+        ("pipes-data.img", Magic::PipesData, &mut pipe_data),
+        ("fifo-data.img", Magic::FifoData, &mut fifo_data),
     ] {
         let read = || -> images::Result<Vec<(u32, PipeData)>> {
             let path = dir.join(name);
@@ -576,7 +580,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
             Ok(out)
         };
         match read().map_err(|e| ld.absent(name, e)) {
-            Ok(list) => pipe_data.extend(list),
+            Ok(list) => into.extend(list),
             Err(Absent::Missing(_)) => {}
             Err(e) => problems.push(e.to_string()),
         }
@@ -723,6 +727,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         tasks,
         shmem,
         pipe_data,
+        fifo_data,
         sk_queues,
         memfds,
         ghosts,

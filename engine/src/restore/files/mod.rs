@@ -13,6 +13,7 @@
 
 mod epoll;
 mod eventfd;
+mod fifo;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -36,6 +37,7 @@ use crate::ptrace::remote::Remote;
 pub static FD_KINDS: &[&dyn FdKind] = &[
     &reg::Reg,
     &pipe::Pipe,
+    &fifo::Fifo,
     &eventfd::Eventfd,
     &epoll::Epoll,
     &signalfd::Signalfd,

@@ -1,0 +1,83 @@
+//! Named pipes (FIFOs), as CRIU writes them: a FIFO entry per open file
+//! description, with the pipe's inode as pipe_id and a REG entry of its
+//! own (regf_id) for the path, open flags and mode, since the restore
+//! reopens the FIFO by that path. Its buffered data is read once per FIFO
+//! (two fds of one FIFO share it) without taking it from the task, as a
+//! pipe's is, and goes to fifo-data.img.
+//!
+//! A FIFO whose path is gone cannot be reopened, so it is refused.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use super::{FdCx, FdDumper, FdLink, FileTable};
+use crate::error::{Error, Result};
+use crate::images::pb;
+use crate::imgdir::ImageDir;
+
+pub struct Fifo;
+
+/// Buffered data of every FIFO, by inode: (pipe size, bytes).
+pub type FifoData = BTreeMap<u64, (u32, Vec<u8>)>;
+
+impl FdDumper for Fifo {
+    /// A FIFO's link is a path like a regular file's: only the stat of the
+    /// fd tells them apart.
+    fn claims(&self, _link: &FdLink<'_>) -> bool {
+        false
+    }
+
+    fn claims_fd(&self, fd: &FdCx<'_>) -> bool {
+        matches!(fd.kind, FdLink::Path)
+            && std::fs::metadata(fd.proc_path()).is_ok_and(|m| m.file_type().is_fifo())
+    }
+
+    fn dump(&self, fd: &FdCx<'_>, table: &mut FileTable) -> Result<(pb::FdTypes, u32)> {
+        let proc_path = fd.proc_path();
+        let meta = std::fs::metadata(&proc_path)
+            .map_err(|e| Error::io(&proc_path, format!("pid {}: fd {}: stat", fd.pid, fd.fd), e))?;
+        if meta.nlink() == 0 || fd.link.ends_with(b" (deleted)") {
+            return Err(fd.unsupported("named pipes (FIFOs) whose path was removed"));
+        }
+        let ino = meta.ino();
+        let regf_id = table.add_reg(fd.link, fd.flags, 0, Some(&meta));
+        let id = table.next_id();
+        table.entries.push(pb::FileEntry {
+            r#type: pb::FdTypes::Fifo as i32,
+            id,
+            fifo: Some(pb::FifoEntry {
+                id,
+                pipe_id: ino as u32,
+                regf_id: Some(regf_id),
+                wait_writer: None,
+            }),
+            ..Default::default()
+        });
+        if let std::collections::btree_map::Entry::Vacant(e) = table.fifo_data.entry(ino) {
+            e.insert(super::pipe::peek_pipe(fd)?);
+        }
+        Ok((pb::FdTypes::Fifo, id))
+    }
+
+    fn finish(&self, table: &FileTable, dir: &ImageDir) -> Result<()> {
+        let entries: Vec<(pb::PipeDataEntry, &[u8])> = table
+            .fifo_data
+            .iter()
+            .filter(|(_, (_, data))| !data.is_empty())
+            .map(|(&ino, (size, data))| {
+                (
+                    pb::PipeDataEntry {
+                        pipe_id: ino as u32,
+                        bytes: data.len() as u32,
+                        size: Some(*size),
+                    },
+                    data.as_slice(),
+                )
+            })
+            .collect();
+        if !entries.is_empty() {
+            dir.write_with_payloads("fifo-data.img", &entries)?;
+        }
+        Ok(())
+    }
+}
