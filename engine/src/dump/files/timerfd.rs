@@ -20,19 +20,26 @@ impl FdDumper for Timerfd {
         // timer re-armed) when it is read or asked: fdinfo would show it
         // disarmed. Ask it (timerfd_gettime on a copy of the fd, which is what
         // the task's own timerfd_gettime would do), then read fdinfo again.
-        // A periodic timer can expire again between the two (a 10 ms one
-        // on a loaded machine does): fdinfo then shows it expired, not
-        // moved on, which reads as disarmed. Ask again until both agree; a
-        // timer that is really disarmed says so to timerfd_gettime too.
+        // A periodic timer whose time is up reads as 0 left, like a
+        // disarmed one, until the kernel has handled the expiry and the
+        // timer is asked again: between timerfd_gettime and the fdinfo
+        // read, or before the expiry is handled at all (a 10 ms timer on a
+        // loaded machine). Ask again, giving the kernel a moment when
+        // timerfd_gettime saw 0 too; a timer that is really disarmed (with
+        // an interval set, which timerfd_settime allows) reads 0 every
+        // time and is taken as disarmed after 20 tries.
         let mut tries = 0;
         let t = loop {
             let armed = refresh_timerfd(fd.pid, fd.fd)?;
             let info = &fdinfo::read_fdinfo(fd.pid, fd.fd)?;
             let t = fd.field("timerfd", "clockid", info.timerfd())?;
-            let expired_meanwhile = armed && t.it_value == (0, 0) && t.it_interval != (0, 0);
+            let up = t.it_value == (0, 0) && t.it_interval != (0, 0);
             tries += 1;
-            if !expired_meanwhile || tries >= 100 {
+            if !up || tries >= 20 {
                 break t;
+            }
+            if !armed {
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         };
         let id = table.next_id();
