@@ -1210,6 +1210,17 @@ fn expect_nothing_restored(run: &mut Run, pid: i32, what: &str) -> Result<(), St
     Ok(())
 }
 
+/// Dump 1 of the started case; the tree must be gone after it (the
+/// engine kills what it dumped).
+fn dump_1(run: &mut Run) -> Result<(), String> {
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))
+        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))
+}
+
 /// Dump (the target dies), restore a damaged copy (must fail, name the file
 /// and the problem, create nothing), then restore the intact image (must
 /// work, and the program must pass).
@@ -1218,12 +1229,7 @@ fn restore_damaged(run: &mut Run, corrupt: Corrupt) -> Result<Outcome, String> {
     let pid = run.pid.expect("started");
     let tree = run.snapshot(pid);
     let stopped = trial::stopped_threads(&tree);
-    let st = run.engine_dump(1)?;
-    if !st.success() {
-        return Err(format!("dump 1 failed ({st})"));
-    }
-    run.wait_tree_gone(Duration::from_secs(30))
-        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    dump_1(run)?;
     run.note("dump 1: tree gone");
 
     let img = run.path("img-1");
@@ -1319,12 +1325,7 @@ fn restore_child_pid_taken(run: &mut Run) -> Result<Outcome, String> {
         .filter(|&&p| p != pid)
         .max()
         .ok_or("the tree has no child process")?;
-    let st = run.engine_dump(1)?;
-    if !st.success() {
-        return Err(format!("dump 1 failed ({st})"));
-    }
-    run.wait_tree_gone(Duration::from_secs(30))
-        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    dump_1(run)?;
     let mut holder = spawn_with_pid(child)?;
     run.note(format!("pid {child} (a child of the tree) taken by sleep"));
     let img = run.path("img-1");
@@ -1380,12 +1381,7 @@ fn restore_engine_killed(run: &mut Run) -> Result<Outcome, String> {
     let stopped = trial::stopped_threads(&tree);
     let caps_before = capabilities(&tree);
     let ids = image_pids(&tree);
-    let st = run.engine_dump(1)?;
-    if !st.success() {
-        return Err(format!("dump 1 failed ({st})"));
-    }
-    run.wait_tree_gone(Duration::from_secs(30))
-        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    dump_1(run)?;
     let img = run.path("img-1");
     for (i, (when, reached)) in KILL_POINTS.iter().enumerate() {
         // A small tree may be restored before the engine can be caught at
@@ -1497,12 +1493,7 @@ fn restore_no_extra_fds(run: &mut Run) -> Result<Outcome, String> {
             "fds differ after dump --leave-running: before {before:?}, after {after:?}"
         ));
     }
-    let st = run.engine_dump(1)?;
-    if !st.success() {
-        return Err(format!("dump 1 failed ({st})"));
-    }
-    run.wait_tree_gone(Duration::from_secs(30))
-        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    dump_1(run)?;
     for round in 0..5 {
         let st = run.engine_restore(1)?;
         if !st.success() {
@@ -1731,12 +1722,7 @@ fn intruder_sem(key: i32, id: Option<i32>) -> Result<i32, String> {
 fn restore_sysvipc_taken(run: &mut Run) -> Result<Outcome, String> {
     run.start()?;
     let pid = run.pid.expect("started");
-    let st = run.engine_dump(1)?;
-    if !st.success() {
-        return Err(format!("dump 1 failed ({st})"));
-    }
-    run.wait_tree_gone(Duration::from_secs(10))
-        .map_err(|left| format!("the dumped tree is still there: {left}"))?;
+    dump_1(run)?;
     let ids =
         fs::read_to_string(run.path("sysvipc.ids")).map_err(|e| format!("sysvipc.ids: {e}"))?;
     let semid: i32 = ids
@@ -1799,12 +1785,7 @@ fn restore_sysvipc_taken(run: &mut Run) -> Result<Outcome, String> {
 fn restore_sysvipc_rollback(run: &mut Run) -> Result<Outcome, String> {
     run.start()?;
     let pid = run.pid.expect("started");
-    let st = run.engine_dump(1)?;
-    if !st.success() {
-        return Err(format!("dump 1 failed ({st})"));
-    }
-    run.wait_tree_gone(Duration::from_secs(10))
-        .map_err(|left| format!("the dumped tree is still there: {left}"))?;
+    dump_1(run)?;
     let ids =
         fs::read_to_string(run.path("sysvipc.ids")).map_err(|e| format!("sysvipc.ids: {e}"))?;
     for id in ids
@@ -1908,12 +1889,7 @@ fn restore_fifo_replaced(run: &mut Run) -> Result<Outcome, String> {
     let pid = run.pid.expect("started");
     let tree = run.snapshot(pid);
     let stopped = trial::stopped_threads(&tree);
-    let st = run.engine_dump(1)?;
-    if !st.success() {
-        return Err(format!("dump 1 failed ({st})"));
-    }
-    run.wait_tree_gone(Duration::from_secs(30))
-        .map_err(|left| format!("dump 1 exited 0, but the tree is still there: {left}"))?;
+    dump_1(run)?;
     let img = run.path("img-1");
     let files: Vec<pb::FileEntry> = images::read_all(img.join("files.img"), Magic::Files)
         .map_err(|e| format!("files.img: {e}"))?;
