@@ -20,10 +20,7 @@ use crate::images::pagemap::PAGE;
 pub use crate::images::set::PageSet;
 use crate::images::set::{Absent, ImageSet, ManifestStatus, Part};
 use crate::images::task::TASK_DEAD;
-use crate::images::vma::{
-    VMA_ANON_PRIVATE, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
-    VMA_FILE_SHARED,
-};
+use crate::images::vma::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};
 use crate::images::{pb, ImageError, Manifest, ManifestError};
 
 #[derive(Debug, Clone)]
@@ -260,26 +257,16 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
                 )?;
             }
         }
-        // Every private page lands in a private mapping; an entry has its
-        // pages in the pages file or is shared with the parent (checked
-        // against the parent below), never both.
+        // The loader checked where the pages lie; a restore also needs
+        // each entry's pages here or in the parent (not in a parent image
+        // of an incremental dump, nor lazy).
         for e in &pages.entries {
-            let end = e.vaddr + e.nr_pages as u64 * PAGE;
-            let ok = mm.vmas.iter().any(|v| {
-                v.start <= e.vaddr
-                    && end <= v.end
-                    && v.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
-                    && v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) == 0
-            });
-            let cow = crate::images::pagemap::entry_cow(e);
-            let both = cow && e.flags.unwrap_or(0) & crate::images::pagemap::PE_PRESENT != 0;
-            let ok = ok && !both && (crate::images::pagemap::entry_present(e) || cow);
-            if !ok || e.vaddr % PAGE != 0 || e.nr_pages == 0 {
+            if !crate::images::pagemap::entry_present(e) && !crate::images::pagemap::entry_cow(e) {
                 return Err(bad(
                     &dir.join(&pm_name),
                     format!(
-                        "pages {:#x}-{end:#x} do not lie inside one private mapping of {mm_name}",
-                        e.vaddr
+                        "pages at {:#x} ({} pages) are neither stored here nor shared with the parent (flags {:?}): incremental and lazy images cannot be restored yet",
+                        e.vaddr, e.nr_pages, e.flags
                     ),
                 ));
             }

@@ -23,7 +23,7 @@ use crate::images::{
 
 pub use sysvipc::{MsgQueue, SemSet, ShmSegment, SysvIpc};
 
-use crate::images::pagemap::PAGE;
+use crate::images::pagemap::{PAGE, PE_COW_PARENT, PE_PRESENT};
 use crate::images::vma::{
     VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
     VMA_FILE_PRIVATE, VMA_FILE_SHARED,
@@ -838,7 +838,15 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
             if let Ok(pm) = &t.pagemap {
                 let pm_name = format!("pagemap-{pid}.img");
                 for e in &pm.entries {
-                    let end = e.vaddr + e.nr_pages as u64 * PAGE;
+                    let what = format!("{pm_name}: pages at {:#x} ({} pages)", e.vaddr, e.nr_pages);
+                    let Some(end) = (e.nr_pages as u64)
+                        .checked_mul(PAGE)
+                        .and_then(|n| e.vaddr.checked_add(n))
+                        .filter(|_| e.nr_pages != 0 && e.vaddr % PAGE == 0)
+                    else {
+                        out.push(format!("{what}: not a page-aligned, non-empty range"));
+                        continue;
+                    };
                     let ok = mm.vmas.iter().any(|v| {
                         v.start <= e.vaddr
                             && end <= v.end
@@ -849,6 +857,12 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
                         out.push(format!(
                             "{pm_name}: pages {:#x}-{end:#x} do not lie inside one private mapping of {mm_name}",
                             e.vaddr
+                        ));
+                    }
+                    let flags = e.flags.unwrap_or(0);
+                    if flags & PE_PRESENT != 0 && flags & PE_COW_PARENT != 0 {
+                        out.push(format!(
+                            "{what}: marked both stored here and shared with the parent"
                         ));
                     }
                 }
