@@ -101,6 +101,27 @@ pub trait FdKind: Sync {
     }
 }
 
+/// For [`FdKind::open_in_engine`] of a file that needs nothing from the
+/// other fds of a task: the task's own way of making it, run in the
+/// engine, close-on-exec like every fd the engine holds for the tasks.
+pub fn open_here(pid: Pid, src: &dyn OpenFd) -> Result<OwnedFd> {
+    let mut cx = super::child::ChildFds {
+        efd: -1,
+        pairs: Vec::new(),
+    };
+    let fd = src
+        .open(&mut cx)
+        .map_err(|e| Error::sys(pid, src.describe(), e))?;
+    // SAFETY: a fresh fd the engine owns from here on.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| Error::sys(pid, format!("{}: FD_CLOEXEC", src.describe()), e))?;
+    Ok(fd)
+}
+
 /// For [`FdKind::check`]: a file entry of type `name` must carry its part.
 pub fn need_part<T>(part: &Option<T>, name: &str) -> std::result::Result<(), String> {
     match part {

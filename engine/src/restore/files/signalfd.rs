@@ -1,12 +1,12 @@
 //! signalfd: a new one reading the same signals.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
 
 use super::{EnginePairs, FdKind};
-use crate::error::{Error, Pid, Result};
+use crate::error::{Pid, Result};
 use crate::images::pb;
 use crate::restore::child::{ChildFds, OpenFd};
 use crate::restore::load::Images;
@@ -39,11 +39,7 @@ impl FdKind for Signalfd {
         f: &pb::FileEntry,
         _pairs: &mut EnginePairs,
     ) -> Result<OwnedFd> {
-        let m = mask_of(f);
-        let fd = make_signalfd(m.mask, m.flags | libc::O_CLOEXEC)
-            .map_err(|e| Error::sys(pid, m.describe(), e))?;
-        // SAFETY: a fresh fd we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        super::open_here(pid, &mask_of(f))
     }
 }
 

@@ -2,13 +2,13 @@
 //! time since the dump counted where the clock allows) and its unread
 //! expirations (TFD_IOC_SET_TICKS).
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
 
 use super::{EnginePairs, FdKind};
-use crate::error::{Error, Pid, Result};
+use crate::error::{Pid, Result};
 use crate::images::pb;
 use crate::restore::child::{ChildFds, OpenFd};
 use crate::restore::load::Images;
@@ -47,12 +47,7 @@ impl FdKind for Timerfd {
         f: &pb::FileEntry,
         _pairs: &mut EnginePairs,
     ) -> Result<OwnedFd> {
-        let plan = plan_of(f);
-        let fd = make_timerfd(&plan).map_err(|e| Error::sys(pid, plan.describe(), e))?;
-        // SAFETY: a fresh fd we own; close-on-exec, as every fd the engine
-        // holds for the tasks.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        super::open_here(pid, &plan_of(f))
     }
 }
 
