@@ -103,6 +103,52 @@ fn wait_event_stop(tid: Pid) -> Result<StopKind> {
     ))
 }
 
+/// `PF_KTHREAD` in /proc/PID/stat's flags.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// Why the kernel would not let us trace `tid`, in the user's terms: a bare
+/// "PTRACE_SEIZE: EPERM" does not tell a kernel thread from pid 1, from
+/// ckpt's own process inside the tree, or from a task another ckpt (or a
+/// debugger) is already tracing.
+fn seize_refused(tid: Pid, errno: nix::errno::Errno) -> Error {
+    use crate::proc::{stat, status};
+    let what = "PTRACE_SEIZE";
+    if errno != nix::errno::Errno::EPERM {
+        return Error::sys(tid, what, errno);
+    }
+    let me = std::process::id() as Pid;
+    let st = status::read_task(tid, tid).ok();
+    let tgid = st.as_ref().map_or(tid, |s| s.tgid);
+    let reason = if tgid == me {
+        "this is ckpt's own process: a tree that contains the dumping ckpt \
+         (for example the shell it runs from) cannot be dumped"
+            .to_string()
+    } else if stat::read_task(tgid, tid).is_ok_and(|s| s.flags & PF_KTHREAD != 0) {
+        "this is a kernel thread; only user processes can be dumped".to_string()
+    } else if tgid == 1 {
+        "this is the init process (pid 1) of ckpt's pid namespace, which the \
+         kernel does not let anyone trace; dump a tree below it"
+            .to_string()
+    } else if let Some(tracer) = st.map(|s| s.tracer_pid).filter(|&t| t != 0) {
+        let comm = stat::read(tracer).map(|s| s.comm).unwrap_or_default();
+        let ours = std::fs::read_link(format!("/proc/{tracer}/exe")).ok()
+            == std::fs::read_link("/proc/self/exe").ok();
+        if ours {
+            format!(
+                "another ckpt (pid {tracer}) is dumping or restoring this tree; \
+                 wait for it to finish"
+            )
+        } else {
+            format!("already traced by pid {tracer} ({comm}), a debugger or tracer; detach it first")
+        }
+    } else {
+        "the kernel refused to trace it (EPERM): check kernel.yama.ptrace_scope \
+         and the security modules' policy"
+            .to_string()
+    };
+    Error::task(tid, what, reason)
+}
+
 impl Seized {
     /// PTRACE_SEIZE + PTRACE_INTERRUPT one thread and wait for the stop.
     pub fn seize(tid: Pid) -> Result<Seized> {
@@ -117,7 +163,7 @@ impl Seized {
             if e == nix::errno::Errno::EINVAL {
                 ptrace::seize(npid(tid), extra).ctx(tid, || "PTRACE_SEIZE".into())?;
             } else {
-                return Err(Error::sys(tid, "PTRACE_SEIZE", e));
+                return Err(seize_refused(tid, e));
             }
         }
         let mut s = Seized {
@@ -142,7 +188,7 @@ impl Seized {
                 ptrace::seize(npid(tid), ptrace::Options::empty())
                     .ctx(tid, || "PTRACE_SEIZE".into())?;
             } else {
-                return Err(Error::sys(tid, "PTRACE_SEIZE", e));
+                return Err(seize_refused(tid, e));
             }
         }
         ptrace::interrupt(npid(tid)).ctx(tid, || "PTRACE_INTERRUPT".into())

@@ -400,9 +400,18 @@ pub fn map_and_fill(
     let calls: Vec<_> = maps.iter().map(|(_, c)| *c).collect();
     for ((v, _), got) in maps.iter().zip(super::batch(r, mem, scratch, &calls)?) {
         if got != v.start as i64 {
+            let file = if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+                let id = v.shmid as u32;
+                match imgs.files.get(&id).and_then(|f| f.reg.as_ref()) {
+                    Some(reg) => format!(" of file {} (id {id})", reg.name),
+                    None => format!(" of file id {id}"),
+                }
+            } else {
+                String::new()
+            };
             return Err(Error::task(
                 pid,
-                format!("mapping {:#x}-{:#x}", v.start, v.end),
+                format!("mapping {:#x}-{:#x}{file}", v.start, v.end),
                 if (-4095..0).contains(&got) {
                     format!("mmap: {}", nix::errno::Errno::from_raw(-got as i32))
                 } else {

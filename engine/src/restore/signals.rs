@@ -35,7 +35,7 @@ use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::Remote;
-use crate::ptrace::siginfo::{peek_queue, Siginfo, SI_TIMER};
+use crate::ptrace::siginfo::{Siginfo, SI_TIMER};
 use crate::ptrace::Seized;
 
 use super::child::ChildPlan;
@@ -296,9 +296,8 @@ fn restore_queue(
                 continue;
             }
             if st.fired.insert(pt.it_id) {
-                let before = peek_queue(tid, shared)?.len();
                 super::timers::fire_now(lr, mem, scratch, pt)?;
-                super::timers::wait_queued(tid, shared, before, pt.it_id)?;
+                super::timers::wait_queued(tid, shared, pt.it_id)?;
                 debug!(
                     "tid {tid}: ({which}) timer {} queued its own {}",
                     pt.it_id,

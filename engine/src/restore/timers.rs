@@ -336,7 +336,6 @@ pub fn restore_overrun(
             return Ok(false);
         };
         let t0 = t0 as u64;
-        let before = crate::ptrace::siginfo::peek_queue(peek_tid, shared)?.len();
         mem.write(
             scratch + TIME_AT,
             &itimerspec_to_bytes(pt.isec, pt.insec, t0 / 1_000_000_000, t0 % 1_000_000_000),
@@ -351,7 +350,7 @@ pub fn restore_overrun(
             ],
             &format!("timer_settime of POSIX timer {} (overrun)", pt.it_id),
         )?;
-        wait_queued(peek_tid, shared, before, pt.it_id)?;
+        wait_queued(peek_tid, shared, pt.it_id)?;
         let (got, si, now_n) = match r.as_deref_mut() {
             Some(r) => take_signal(r, mem, scratch, pt)?,
             None => take_signal(lr, mem, scratch, pt)?,
@@ -394,8 +393,7 @@ pub fn restore_overrun(
         }
     }
     if pending {
-        let before = crate::ptrace::siginfo::peek_queue(peek_tid, shared)?.len();
-        wait_queued(peek_tid, shared, before, pt.it_id)?;
+        wait_queued(peek_tid, shared, pt.it_id)?;
     }
     Ok(true)
 }
@@ -441,11 +439,20 @@ fn take_signal(
     Ok((got, crate::ptrace::siginfo::Siginfo(si), n))
 }
 
-/// Wait until a queue of `tid` holds more than `before` signals.
-pub fn wait_queued(tid: Pid, shared: bool, before: usize, timer: u32) -> Result<()> {
+/// Wait until a queue of `tid` holds the signal of POSIX timer `timer`.
+///
+/// A timer queues at most one signal at a time (later expiries only count
+/// overruns), so its presence is what to wait for: a count taken before
+/// arming can already include the signal on a loaded machine, and then
+/// no second one ever comes.
+pub fn wait_queued(tid: Pid, shared: bool, timer: u32) -> Result<()> {
+    use crate::ptrace::siginfo::{peek_queue, SI_TIMER};
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
-        if crate::ptrace::siginfo::peek_queue(tid, shared)?.len() > before {
+        if peek_queue(tid, shared)?
+            .iter()
+            .any(|si| si.code() == SI_TIMER && si.timer_id() == timer as i32)
+        {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {

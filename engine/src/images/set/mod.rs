@@ -360,6 +360,33 @@ impl Loader<'_> {
     }
 }
 
+/// The kernel's PID_MAX_LIMIT on 64-bit: no pid is larger.
+const PID_MAX_LIMIT: u32 = 4 << 20;
+
+/// A pstree entry whose ids cannot be pids (a damaged or edited image
+/// would otherwise surface as a file name such as `core--1.img`).
+fn pstree_entry_problem(p: &pb::PstreeEntry) -> Option<String> {
+    let valid = |v: u32| (1..=PID_MAX_LIMIT).contains(&v);
+    if !valid(p.pid) {
+        return Some(format!("pid {} is not a pid (1..={PID_MAX_LIMIT})", p.pid as i32));
+    }
+    // The root's parent is 0 (outside the tree).
+    if p.ppid != 0 && !valid(p.ppid) {
+        return Some(format!("parent {} is not a pid", p.ppid as i32));
+    }
+    // Session and group 0 are real: tasks the kernel starts (usermode
+    // helpers) inherit them.
+    for (what, v) in [("process group", p.pgid), ("session", p.sid)] {
+        if v != 0 && !valid(v) {
+            return Some(format!("{what} {} is not a pid", v as i32));
+        }
+    }
+    if let Some(&t) = p.threads.iter().find(|&&t| !valid(t)) {
+        return Some(format!("thread {} is not a pid", t as i32));
+    }
+    None
+}
+
 impl ImageSet {
     /// Reads everything in `dir`. Fails only when the directory itself
     /// cannot be listed; every other problem is recorded in the result.
@@ -369,8 +396,14 @@ impl ImageSet {
 }
 
 fn read(dir: &Path) -> crate::Result<ImageSet> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| crate::Error::io(dir, "listing the image directory", e))?;
+    let rd = std::fs::read_dir(dir).map_err(|e| {
+        let what = match e.kind() {
+            std::io::ErrorKind::NotFound => "the image directory does not exist",
+            std::io::ErrorKind::NotADirectory => "not a directory (give the image directory)",
+            _ => "listing the image directory",
+        };
+        crate::Error::io(dir, what, e)
+    })?;
     let mut names: Vec<(String, u64)> = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| crate::Error::io(dir, "listing the image directory", e))?;
@@ -486,6 +519,10 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
     let mut tasks = Vec::new();
     for (p, in_pstree) in tree {
         let pid = p.pid;
+        if let Some(why) = pstree_entry_problem(&p) {
+            problems.push(format!("pstree.img: task {pid}: {why}"));
+            continue;
+        }
         if !seen.insert(pid) {
             problems.push(format!("pstree.img: pid {pid} appears twice"));
             continue;
