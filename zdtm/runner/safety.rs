@@ -37,6 +37,8 @@ mod cgroups;
 mod procfs;
 #[path = "safety_cgroups.rs"]
 mod safety_cgroups;
+#[path = "safety_faults.rs"]
+mod safety_faults;
 #[allow(dead_code)]
 #[path = "trial.rs"]
 mod trial;
@@ -240,6 +242,18 @@ fn main() {
             case: || case_named("fifo"),
             variant: Variant::Once,
             body: restore_fifo_replaced,
+        },
+        Spec {
+            name: "dump/fault-points",
+            case: || case_named("sid_orphans"),
+            variant: Variant::Once,
+            body: safety_faults::dump_fault_points,
+        },
+        Spec {
+            name: "restore/fault-points",
+            case: || case_named("sid_orphans"),
+            variant: Variant::Once,
+            body: safety_faults::restore_fault_points,
         },
         Spec {
             name: "restore/sysvipc-created-then-failed",

@@ -211,6 +211,8 @@ pub(crate) struct Run<'a> {
     engine_files: Vec<PathBuf>,
     /// `zdtm.*` cgroups that existed before the trial.
     pub(crate) cg_before: Option<BTreeSet<PathBuf>>,
+    /// Extra environment of the engine commands (a fault point to fail at).
+    pub(crate) engine_env: Vec<(String, String)>,
 }
 
 impl<'a> Run<'a> {
@@ -226,6 +228,7 @@ impl<'a> Run<'a> {
             engine_files: Vec::new(),
             label: None,
             cg_before: None,
+            engine_env: Vec::new(),
         }
     }
 
@@ -584,13 +587,18 @@ impl<'a> Run<'a> {
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.cfg.engine);
         cmd.args(&args)
+            .envs(self.engine_env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
         let cmdline = format!(
-            "{} {}",
+            "{}{} {}",
+            self.engine_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v} "))
+                .collect::<String>(),
             self.cfg.engine.display(),
             args.iter()
                 .map(|a| a.to_string_lossy())

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::error::{Error, Pid, Result};
+use crate::fault;
 use crate::images::pb;
 use crate::images::task::TASK_DEAD;
 use crate::images::vma::{cow_eligible, VMA_AREA_MEMFD};
@@ -98,6 +99,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     };
     let mut tree = freeze::freeze_tree_with(pid, &mut pre)?;
     drop(pre);
+    fault::check(pid, "dump-frozen")?;
     let env = DumpEnv {
         opts,
         freezer: freezer.as_ref(),
@@ -133,11 +135,13 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     }
     let pids = tree.iter().map(|p| p.pid).collect();
     ctx.finish(pid, pids)?;
+    fault::check(pid, "dump-objects")?;
     let stats = ctx.stats;
     debug!(
         "pid {pid}: images written; {}",
         crate::ptrace::remote::STATS
     );
+    fault::check(pid, "dump-commit")?;
     dir.commit()?;
     debug!("pid {pid}: image directory committed");
     if opts.leave_running {
@@ -358,6 +362,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         for k in ctx.kinds.iter_mut() {
             k.in_task(pid, &mut s, &mut tc)?;
         }
+        fault::check(pid, "dump-remote")?;
         let l = &snaps[0];
         let mut parts = vec![core::dump_thread(
             l.tid, &l.regs, &l.xstate, l.blk, &l.stat, &l.status, &mut s,
@@ -403,8 +408,10 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         }
     }
     debug!("pid {pid}: task state read");
+    fault::check(pid, "dump-state")?;
     let files = &mut ctx.files;
     let fdinfos = files::dump_fds(pid, files)?;
+    fault::check(pid, "dump-files")?;
     // Epoll sets are rebuilt inside their task from its fd numbers: one
     // shared with another process cannot be rebuilt there.
     for e in &fdinfos {
@@ -577,5 +584,5 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         threads: tids,
     });
     ctx.stats.tasks += 1;
-    Ok(())
+    fault::check(pid, "dump-memory")
 }

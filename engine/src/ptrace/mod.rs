@@ -139,7 +139,9 @@ fn seize_refused(tid: Pid, errno: nix::errno::Errno) -> Error {
                  wait for it to finish"
             )
         } else {
-            format!("already traced by pid {tracer} ({comm}), a debugger or tracer; detach it first")
+            format!(
+                "already traced by pid {tracer} ({comm}), a debugger or tracer; detach it first"
+            )
         }
     } else {
         "the kernel refused to trace it (EPERM): check kernel.yama.ptrace_scope \

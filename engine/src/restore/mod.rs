@@ -41,6 +41,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid as NixPid;
 
 use crate::error::{Error, Pid, Result};
+use crate::fault;
 use crate::proc::maps::{self, SpecialVma};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::{find_syscall_insn, Remote};
@@ -91,6 +92,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     }
     debug!("images loaded and verified");
     let root_pid = imgs.tasks[0].pid;
+    fault::check(root_pid, "restore-validated")?;
     restore_tree(&imgs, opts).map_err(|e| e.for_pid(root_pid, "restore"))?;
     debug!("{}", crate::ptrace::remote::STATS);
     let pid = root_pid;
@@ -171,6 +173,7 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<()> {
     for k in kinds.iter_mut() {
         k.create(imgs, &mut fds)?;
     }
+    fault::check(imgs.tasks[0].pid, "restore-objects")?;
 
     // Plan: what each task does for itself, then who forks whom.
     let mut plans = Vec::with_capacity(imgs.tasks.len());
@@ -238,6 +241,7 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<()> {
     for k in kinds.iter_mut() {
         k.tree_created(imgs)?;
     }
+    fault::check(root, "restore-tree")?;
 
     // Tasks. Each stays held with its context, an open /proc/PID/mem
     // included, until the release: room for a tree of thousands.
@@ -260,17 +264,25 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<()> {
     // death kills anything, so the whole ready tree runs. Then the tree
     // is let go, children first. (A task dumped stopped is in its group
     // stop by then; detaching leaves it stopped.)
+    fault::check(root, "restore-tasks")?;
     for k in kinds.iter_mut() {
         k.finish(imgs)?;
     }
     held.sort_by_key(|cx| depth(imgs, cx.t));
-    for cx in held.iter_mut() {
+    let half = held.len().div_ceil(2);
+    for (i, cx) in held.iter_mut().enumerate() {
+        if i == half {
+            fault::check(root, "restore-release")?;
+        }
         for k in kinds.iter_mut() {
             k.release_task(cx)?;
         }
     }
     drop(fds);
-    for cx in held.into_iter().rev() {
+    for (i, cx) in held.into_iter().rev().enumerate() {
+        if i == half {
+            fault::check(root, "restore-detach")?;
+        }
         for th in cx.threads {
             th.detach()?;
         }
@@ -368,6 +380,7 @@ fn take_over<'a>(
         for k in kinds.iter_mut() {
             k.in_task(stage, &mut cx)?;
         }
+        fault::check(pid, &fault::task_stage_point(&format!("{stage:?}")))?;
     }
     debug!("pid {pid}: ready");
     Ok(cx)

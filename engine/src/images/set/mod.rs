@@ -368,7 +368,10 @@ const PID_MAX_LIMIT: u32 = 4 << 20;
 fn pstree_entry_problem(p: &pb::PstreeEntry) -> Option<String> {
     let valid = |v: u32| (1..=PID_MAX_LIMIT).contains(&v);
     if !valid(p.pid) {
-        return Some(format!("pid {} is not a pid (1..={PID_MAX_LIMIT})", p.pid as i32));
+        return Some(format!(
+            "pid {} is not a pid (1..={PID_MAX_LIMIT})",
+            p.pid as i32
+        ));
     }
     // The root's parent is 0 (outside the tree).
     if p.ppid != 0 && !valid(p.ppid) {
