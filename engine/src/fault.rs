@@ -6,7 +6,12 @@
 //!
 //! The points are compiled in and cost one comparison each; without the
 //! variable none fires.
+//!
+//! They are also where a dump gives up once the `ckpt` that started it is
+//! gone ([`abandon`], see `dump/worker.rs`): every point is a place where
+//! failing is safe.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Pid, Result};
@@ -60,9 +65,30 @@ fn wanted() -> Option<&'static str> {
         .as_deref()
 }
 
+static ABANDONED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the work under way to give up at its next point. Async-signal-safe.
+pub fn abandon() {
+    ABANDONED.store(true, Ordering::Relaxed);
+}
+
+/// Fails when the work was abandoned; long loops (page copying) call it
+/// between steps.
+pub fn abandoned(pid: Pid) -> Result<()> {
+    if ABANDONED.load(Ordering::Relaxed) {
+        return Err(Error::task(
+            pid,
+            "dump",
+            "the ckpt process that started it was killed: abandoned, the tree left as it was",
+        ));
+    }
+    Ok(())
+}
+
 /// Fails with an error naming `pid` and the point when `CKPT_FAULT` names
-/// `point`.
+/// `point`, or when the work was abandoned.
 pub fn check(pid: Pid, point: &str) -> Result<()> {
+    abandoned(pid)?;
     match wanted() {
         Some(w) if w == point => Err(Error::task(
             pid,

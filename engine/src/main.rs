@@ -146,18 +146,19 @@ fn main() -> ExitCode {
                 eprintln!("Error: {e}");
                 return ExitCode::from(1);
             }
-            let t = std::time::Instant::now();
-            let r = dump::dump(&DumpOptions {
-                pid,
-                dir: dir.clone(),
-                leave_running,
-                ghost_limit,
-                freeze_cgroup,
-                ipc_ids,
-            });
-            (
-                "dump",
-                r.map(|s| {
+            let code = dump::worker::run(|| {
+                let t = std::time::Instant::now();
+                let r = dump::dump(&DumpOptions {
+                    pid,
+                    dir: dir.clone(),
+                    leave_running,
+                    ghost_limit,
+                    freeze_cgroup,
+                    ipc_ids,
+                });
+                finish(
+                    "dump",
+                    r.map(|s| {
                     ckpt::info!(
                         "dumped {} task(s), {} mappings, {} private + {} shared pages into {} in {:.3}s",
                         s.tasks,
@@ -167,10 +168,12 @@ fn main() -> ExitCode {
                         dir.display(),
                         t.elapsed().as_secs_f64()
                     );
-                    0
-                })
-                .map_err(|e| e.to_string()),
-            )
+                        0
+                    })
+                    .map_err(|e| e.to_string()),
+                )
+            });
+            return ExitCode::from(code.clamp(0, 255) as u8);
         }
         Cmd::Restore {
             dir,
@@ -200,14 +203,19 @@ fn main() -> ExitCode {
         ),
         Cmd::Check => ("check", Ok(check::run())),
     };
+    ExitCode::from(finish(what, result).clamp(0, 255) as u8)
+}
+
+/// The exit code of a command, its error reported.
+fn finish(what: &str, result: Result<i32, String>) -> i32 {
     match result {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Ok(code) => code,
         Err(e) => {
             ckpt::error!("{what} failed: {e}");
             if !ckpt::log::is_stderr() || !ckpt::log::enabled(1) {
                 eprintln!("Error ({what}): {e}");
             }
-            ExitCode::from(1)
+            1
         }
     }
 }

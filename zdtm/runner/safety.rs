@@ -256,6 +256,12 @@ fn main() {
             body: safety_faults::restore_fault_points,
         },
         Spec {
+            name: "kill/1gib",
+            case: safety_faults::mem_1gib_case,
+            variant: Variant::Once,
+            body: safety_faults::killed_1gib,
+        },
+        Spec {
             name: "restore/sysvipc-created-then-failed",
             case: || case_named("sysv_shm"),
             variant: Variant::Once,

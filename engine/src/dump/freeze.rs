@@ -176,7 +176,22 @@ pub fn freeze_tree(root: Pid) -> Result<Vec<FrozenProc>> {
 pub fn freeze_tree_with(root: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Vec<FrozenProc>> {
     let mut out: Vec<FrozenProc> = Vec::new();
     let mut queue = std::collections::VecDeque::from([(root, 0)]);
+    // The engine's own processes: seizing the launcher that waits for us
+    // would hang both.
+    let own = [
+        Some(std::process::id() as Pid),
+        crate::dump::worker::launcher(),
+    ];
     while let Some((pid, ppid)) = queue.pop_front() {
+        if own.contains(&Some(pid)) {
+            let _ = thaw_tree(out);
+            return Err(Error::task(
+                pid,
+                "dump",
+                "this is ckpt's own process: a tree that contains the dumping ckpt \
+                 (for example the shell it runs from) cannot be dumped",
+            ));
+        }
         let st = stat::read(pid)?;
         if st.state == 'Z' && pid != root {
             out.push(FrozenProc {
@@ -188,7 +203,8 @@ pub fn freeze_tree_with(root: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Ve
             continue;
         }
         // A task frozen by its cgroup would never stop (dump/cgroups.rs).
-        let threads = match crate::dump::cgroups::check_not_frozen(pid)
+        let threads = match crate::fault::abandoned(pid)
+            .and_then(|()| crate::dump::cgroups::check_not_frozen(pid))
             .and_then(|()| freeze_threads_with(pid, pre))
         {
             Ok(t) => t,

@@ -455,6 +455,7 @@ impl Reader<'_> {
         }
         let mut i = 0;
         while i < pieces.len() {
+            crate::fault::abandoned(self.pid)?;
             let mut buf = self
                 .free
                 .recv()

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod seccomp;
 pub mod signals;
 pub mod timers;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

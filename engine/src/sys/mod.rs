@@ -185,3 +185,34 @@ pub fn take_fd(pid: i32, fd: i32) -> nix::Result<std::os::fd::OwnedFd> {
         Ok(std::os::fd::OwnedFd::from_raw_fd(got as i32))
     }
 }
+
+/// `fork(2)` of the whole engine, for the dump's worker process.
+///
+/// Only for a single-threaded caller: the child of a multi-threaded
+/// process may only call async-signal-safe functions.
+pub fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
+    debug_assert!(
+        std::fs::read_dir("/proc/self/task").map_or(true, |d| d.count() == 1),
+        "fork_single_threaded called with threads running"
+    );
+    // SAFETY: the caller is single-threaded (checked above in debug
+    // builds), so the child's copy of every lock and allocator state is
+    // consistent and it may run any code.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Makes `sigs` call `handler` (which must be async-signal-safe), with
+/// SA_RESTART so that no system call of the engine fails with EINTR.
+pub fn set_flag_handler(sigs: &[nix::sys::signal::Signal], handler: extern "C" fn(i32)) {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let act = SigAction::new(
+        SigHandler::Handler(handler),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for &s in sigs {
+        // SAFETY: the handler is a plain function the caller vouches is
+        // async-signal-safe (it stores to an atomic).
+        let _ = unsafe { sigaction(s, &act) };
+    }
+}
