@@ -88,6 +88,10 @@ enum Cmd {
         /// May be given more than once.
         #[arg(long, value_name = "[CONTROLLER:]/PATH")]
         cgroup_root: Vec<ckpt::cgroupfs::CgroupRoot>,
+        /// Restore what the images ask for even when an unprivileged user
+        /// owns them or others can write them (README: "Trusting images").
+        #[arg(long)]
+        trust_images: bool,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
             shell_job: _,
             manage_cgroups,
             cgroup_root,
+            trust_images,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -194,6 +199,7 @@ fn main() -> ExitCode {
                 pidfile,
                 manage_cgroups: manage_cgroups.unwrap_or_default(),
                 cgroup_roots: cgroup_root,
+                trust_images,
             });
             ("restore", r.map_err(|e| e.to_string()))
         }

@@ -39,6 +39,8 @@ mod procfs;
 mod safety_cgroups;
 #[path = "safety_faults.rs"]
 mod safety_faults;
+#[path = "safety_trust.rs"]
+mod safety_trust;
 #[allow(dead_code)]
 #[path = "trial.rs"]
 mod trial;
@@ -260,6 +262,12 @@ fn main() {
             case: safety_faults::mem_1gib_case,
             variant: Variant::Once,
             body: safety_faults::killed_1gib,
+        },
+        Spec {
+            name: "restore/untrusted-images",
+            case: zdtm_sleep_case,
+            variant: Variant::Once,
+            body: safety_trust::restore_untrusted,
         },
         Spec {
             name: "restore/sysvipc-created-then-failed",

@@ -30,6 +30,7 @@ pub mod stage;
 pub mod task;
 pub mod threads;
 pub mod timers;
+pub mod trust;
 
 use std::ffi::CString;
 use std::io::Read;
@@ -80,6 +81,9 @@ pub struct RestoreOptions {
     pub manage_cgroups: cgroups::Mode,
     /// `--cgroup-root`.
     pub cgroup_roots: Vec<crate::cgroupfs::CgroupRoot>,
+    /// `--trust-images`: restore what the images ask for even when an
+    /// unprivileged user could have written them (`trust.rs`).
+    pub trust_images: bool,
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when
@@ -87,6 +91,7 @@ pub struct RestoreOptions {
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Validate.
     let imgs = load::load(&opts.dir)?;
+    trust::check(&imgs, opts.trust_images)?;
     for k in KINDS {
         (k.validate)(&imgs).map_err(|e| e.context(k.name))?;
     }
