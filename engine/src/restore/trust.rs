@@ -179,7 +179,7 @@ fn check_paths_absolute(imgs: &Images) -> Result<()> {
         if let Some(r) = &f.reg {
             if !r.name.starts_with('/') {
                 return Err(Error::Image(crate::images::ImageError::invalid(
-                    &imgs.dir.join("files.img"),
+                    imgs.dir.join("files.img"),
                     format!(
                         "file id {}: path {:?} is relative; it would be resolved against \
                          ckpt's own working directory",
@@ -309,7 +309,7 @@ pub fn check(imgs: &Images, trust: bool) -> Result<()> {
     let refused = probe_as(uid, &groups, primary, &file_paths(imgs))?;
     if let Some(first) = refused.first() {
         return Err(Error::Image(crate::images::ImageError::invalid(
-            &imgs.dir.join("files.img"),
+            imgs.dir.join("files.img"),
             format!(
                 "uid {uid}, who owns the images, may not open {first}{}: {why_trust}",
                 if refused.len() > 1 {
