@@ -39,6 +39,8 @@ mod procfs;
 mod safety_cgroups;
 #[path = "safety_faults.rs"]
 mod safety_faults;
+#[path = "safety_fuzz.rs"]
+mod safety_fuzz;
 #[path = "safety_trust.rs"]
 mod safety_trust;
 #[allow(dead_code)]
@@ -268,6 +270,12 @@ fn main() {
             case: zdtm_sleep_case,
             variant: Variant::Once,
             body: safety_trust::restore_untrusted,
+        },
+        Spec {
+            name: "restore/fuzz-loader",
+            case: || case_named("pipe_shared_child"),
+            variant: Variant::Once,
+            body: safety_fuzz::fuzz_loader,
         },
         Spec {
             name: "restore/sysvipc-created-then-failed",
