@@ -41,6 +41,8 @@ mod safety_cgroups;
 mod safety_faults;
 #[path = "safety_fuzz.rs"]
 mod safety_fuzz;
+#[path = "safety_messages.rs"]
+mod safety_messages;
 #[path = "safety_trust.rs"]
 mod safety_trust;
 #[allow(dead_code)]
@@ -276,6 +278,12 @@ fn main() {
             case: || case_named("pipe_shared_child"),
             variant: Variant::Once,
             body: safety_fuzz::fuzz_loader,
+        },
+        Spec {
+            name: "dump/refusals-say-why",
+            case: mem_case,
+            variant: Variant::Once,
+            body: safety_messages::dump_refusals_say_why,
         },
         Spec {
             name: "restore/sysvipc-created-then-failed",
