@@ -286,6 +286,12 @@ fn main() {
             body: safety_messages::dump_refusals_say_why,
         },
         Spec {
+            name: "restore/mmap-names-the-file",
+            case: mem_case,
+            variant: Variant::Once,
+            body: safety_messages::restore_mmap_names_the_file,
+        },
+        Spec {
             name: "restore/sysvipc-created-then-failed",
             case: || case_named("sysv_shm"),
             variant: Variant::Once,

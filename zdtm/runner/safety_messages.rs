@@ -133,3 +133,58 @@ pub fn dump_refusals_say_why(run: &mut Run) -> Result<Outcome, String> {
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
 }
+
+/// The program's first file mapping made shared and writable over a file
+/// opened read-only: the restore's mmap fails (EACCES), and the message
+/// must name the file, not only the address.
+fn mmap_failure_names_the_file(run: &mut Run, img: &Path, pid: i32) -> Result<(), String> {
+    let bad = run.path("img-mmap");
+    copy_dir(img, &bad)?;
+    let name = format!("mm-{pid}.img");
+    let p = bad.join(&name);
+    let mut mm: pb::MmEntry = images::read_one(&p, Magic::Mm).map_err(|e| e.to_string())?;
+    let files: Vec<pb::FileEntry> =
+        images::read_all(bad.join("files.img"), Magic::Files).map_err(|e| e.to_string())?;
+    let v = mm
+        .vmas
+        .iter_mut()
+        .find(|v| {
+            v.status & ckpt::images::vma::VMA_FILE_PRIVATE != 0
+                && v.prot & libc::PROT_EXEC as u32 != 0
+        })
+        .ok_or("test setup: no executable file mapping")?;
+    let file = files
+        .iter()
+        .find(|f| f.id as u64 == v.shmid)
+        .and_then(|f| f.reg.as_ref())
+        .map(|r| r.name.clone())
+        .ok_or("test setup: no file entry for the mapping")?;
+    v.status =
+        (v.status & !ckpt::images::vma::VMA_FILE_PRIVATE) | ckpt::images::vma::VMA_FILE_SHARED;
+    v.flags = (v.flags & !(libc::MAP_PRIVATE as u32)) | libc::MAP_SHARED as u32;
+    v.prot |= libc::PROT_WRITE as u32;
+    v.fdflags = Some(libc::O_RDONLY as u32);
+    let d = images::write_image(&p, Magic::Mm, &[mm]).map_err(|e| e.to_string())?;
+    reseal(&bad, &name, d)?;
+    let args = restore_args(run, &bad, "restore-mmap");
+    let out = expect_failure(run, "restore-mmap", &bad, args)?;
+    expect_mentions("restore-mmap", &out, &[&[file.as_str()]])?;
+    expect_nothing_restored(run, pid, "restore-mmap")
+}
+
+/// `restore/mmap-names-the-file`: see [`mmap_failure_names_the_file`];
+/// the intact image then restores.
+pub fn restore_mmap_names_the_file(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    dump_1(run)?;
+    let img = run.path("img-1");
+    mmap_failure_names_the_file(run, &img, pid)?;
+    restore_and_verify(
+        run,
+        "restore of the intact image",
+        Some((&tree, &stopped, "after the refused restore")),
+    )
+}
