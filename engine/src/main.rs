@@ -136,7 +136,7 @@ fn main() -> ExitCode {
             pid,
             dir,
             leave_running,
-            shell_job: _,
+            shell_job,
             ghost_limit,
             freeze_cgroup,
             ipc_ids,
@@ -154,6 +154,7 @@ fn main() -> ExitCode {
                 ghost_limit,
                 freeze_cgroup,
                 ipc_ids,
+                shell_job,
             });
             (
                 "dump",

@@ -369,6 +369,13 @@ pub static CASES: &[Case] = &[
         program: Program::C("unix_socketpair_child"),
         ..Case::DEFAULT
     },
+    // A pty pair in the tree: number, termios, window, packet mode, lock,
+    // data queued both ways, the master shared with a child.
+    Case {
+        name: "pty_pair",
+        program: Program::C("pty_pair"),
+        ..Case::DEFAULT
+    },
     // Sockets the dump refuses, naming them; the tree goes on.
     Case {
         name: "unix_refused_bound",

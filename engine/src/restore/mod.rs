@@ -30,6 +30,7 @@ pub mod stage;
 pub mod task;
 pub mod threads;
 pub mod timers;
+pub mod tty;
 
 use std::ffi::CString;
 use std::io::Read;
@@ -60,6 +61,7 @@ pub static KINDS: &[Kind] = &[
     memory::KIND,
     ipc::KIND,
     engine_files::KIND,
+    tty::KIND,
     files::KIND,
     threads::KIND,
     task::KIND,
