@@ -5,6 +5,9 @@
 //! tasks as a shared file does (pidfd_getfd); a master can only be made
 //! once, so one open file description of it is all there can be.
 //!
+//! A /dev/tty open is made by the engine too (see
+//! `sys::tty::open_dev_tty_via`): several tasks may share it.
+//!
 //! The engine keeps one slave open of its own for the pty's whole restore:
 //! the session leader makes it its controlling terminal right after its
 //! setsid (`ChildPlan::tty`), and a task of the foreground group makes its
@@ -289,6 +292,28 @@ impl Restorer for Ttys {
                     .map_err(|e| sys(&format!("opening the slave for file {id}"), e))?;
                 fds.descriptions.insert(id, fd);
             }
+            // /dev/tty opens of the tasks whose controlling terminal it is.
+            let sid = mi.sid;
+            for t in imgs
+                .tasks
+                .iter()
+                .filter(|t| sid != 0 && t.pstree.sid == sid)
+            {
+                for fd in &t.fdinfo {
+                    let f = imgs.file(fd.id);
+                    let is_ctty = f.tty.as_ref().is_some_and(|x| {
+                        info(imgs, x.tty_info_id).r#type == pb::TtyType::Ctty as i32
+                    });
+                    if !is_ctty || fds.descriptions.contains_key(&fd.id) {
+                        continue;
+                    }
+                    let flags = file_flags(imgs, fd.id)
+                        & (libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK);
+                    let d = t::open_dev_tty_via(slave.as_raw_fd(), flags)
+                        .map_err(|e| sys(&format!("opening /dev/tty for file {}", fd.id), e))?;
+                    fds.descriptions.insert(fd.id, d);
+                }
+            }
             if mi.packet_mode {
                 t::set_packet(m, true).map_err(|e| sys("TIOCPKT", e))?;
             }
@@ -348,31 +373,5 @@ impl Restorer for Ttys {
             }
         }
         Ok(())
-    }
-}
-
-/// How a task opens /dev/tty: its controlling terminal, set by then.
-#[derive(Debug)]
-pub struct DevTty {
-    pub flags: i32,
-}
-
-impl super::child::OpenFd for DevTty {
-    fn open(&self, _cx: &mut super::child::ChildFds) -> nix::Result<RawFd> {
-        let flags =
-            (self.flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK)) | libc::O_NOCTTY;
-        nix::fcntl::open(
-            c"/dev/tty",
-            nix::fcntl::OFlag::from_bits_retain(flags),
-            nix::sys::stat::Mode::empty(),
-        )
-        .map(|fd| {
-            use std::os::fd::IntoRawFd;
-            fd.into_raw_fd()
-        })
-    }
-
-    fn describe(&self) -> String {
-        "/dev/tty".into()
     }
 }

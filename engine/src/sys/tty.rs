@@ -172,3 +172,58 @@ pub fn write_all(fd: RawFd, data: &[u8]) -> nix::Result<()> {
     }
     Ok(())
 }
+
+/// A /dev/tty open file description whose terminal is `slave`'s, as a
+/// task of a session with that controlling terminal would have opened it:
+/// a short-lived child makes the terminal its own (setsid, TIOCSCTTY),
+/// opens /dev/tty and hands it over (pidfd_getfd); its session ends with
+/// it, which leaves a pty as it was (no hangup), nobody's terminal again.
+pub fn open_dev_tty_via(slave: RawFd, flags: i32) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let (val_r, val_w) = nix::unistd::pipe()?;
+    let (done_r, done_w) = nix::unistd::pipe()?;
+    // SAFETY: the child runs only async-signal-safe syscalls on fds it
+    // inherited and buffers of its own, then _exit; the parent owns every
+    // fd it wraps.
+    unsafe {
+        let pid = Errno::result(libc::fork())?;
+        if pid == 0 {
+            libc::close(done_w.as_raw_fd());
+            let ok = libc::setsid() >= 0 && libc::ioctl(slave, libc::TIOCSCTTY, 0) == 0;
+            let v: i32 = if ok {
+                libc::open(c"/dev/tty".as_ptr(), flags | libc::O_NOCTTY)
+            } else {
+                -1
+            };
+            let v = if v >= 0 { v } else { -Errno::last_raw() };
+            libc::write(val_w.as_raw_fd(), (&v as *const i32).cast(), 4);
+            let mut b = 0u8;
+            libc::read(done_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+        drop(val_w);
+        drop(done_r);
+        let mut v: i32 = 0;
+        let n = libc::read(val_r.as_raw_fd(), (&mut v as *mut i32).cast(), 4);
+        let got = if n != 4 {
+            Err(Errno::EIO)
+        } else if v < 0 {
+            Err(Errno::from_raw(-v))
+        } else {
+            Errno::result(libc::syscall(libc::SYS_pidfd_open, pid, 0)).and_then(|pidfd| {
+                let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
+                Errno::result(libc::syscall(
+                    libc::SYS_pidfd_getfd,
+                    pidfd.as_raw_fd(),
+                    v,
+                    0,
+                ))
+                .map(|fd| OwnedFd::from_raw_fd(fd as i32))
+            })
+        };
+        drop(done_w);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        got
+    }
+}

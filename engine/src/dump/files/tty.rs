@@ -193,6 +193,21 @@ impl FdDumper for Tty {
         for &pid in &pids {
             stats.push(crate::proc::stat::read(pid)?);
         }
+        // A pty's master outside the tree: the terminal the tree was
+        // started from, most likely.
+        for p in tt.ptys.values() {
+            if let (None, Some(s)) = (&p.master, &p.slave) {
+                return Err(Error::unsupported(
+                    s.pid,
+                    s.what.clone(),
+                    if tt.shell_job {
+                        "the terminal is outside the tree (its master is not held by the tree): reattaching such a terminal (--shell-job) is not supported yet".to_string()
+                    } else {
+                        "the terminal is outside the tree (its master is not held by the tree): a tree started from a terminal needs --shell-job".to_string()
+                    },
+                ));
+            }
+        }
         // Every controlling terminal in the tree is a pty of it.
         for s in &stats {
             if s.tty_nr == 0 {
@@ -202,11 +217,15 @@ impl FdDumper for Tty {
             let inside = pts_index(major, minor)
                 .and_then(|n| tt.ptys.get(&n))
                 .is_some_and(|p| p.master.is_some());
-            if !inside && !tt.shell_job {
+            if !inside {
+                let name = match pts_index(major, minor) {
+                    Some(n) => format!("/dev/pts/{n}"),
+                    None => format!("device {major}:{minor}"),
+                };
                 return Err(Error::unsupported(
                     s.pid,
-                    format!("controlling terminal (device {major}:{minor})"),
-                    "the terminal is outside the tree (its master is not held by the tree): dump with --shell-job to attach the restored tree to the terminal the restore runs on",
+                    format!("controlling terminal {name}"),
+                    "the terminal is outside the tree: reattaching the tree to another terminal (--shell-job) is not supported yet",
                 ));
             }
         }
@@ -232,12 +251,7 @@ impl FdDumper for Tty {
         }
         for (&n, p) in &tt.ptys {
             let Some(m) = &p.master else {
-                let s = p.slave.as_ref().expect("one side at least");
-                return Err(Error::unsupported(
-                    s.pid,
-                    s.what.clone(),
-                    format!("pty {n}'s master is outside the tree (a terminal the tree was started from?): not supported yet"),
-                ));
+                unreachable!("refused above")
             };
             let (info, queued) = dump_pty(n, m, p.slave.as_ref(), &stats)?;
             let mut slave_info = info.clone();

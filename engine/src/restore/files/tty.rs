@@ -1,7 +1,6 @@
-//! Terminal files. A pty's master and slave files are made by the engine
-//! (`restore/tty.rs`), as a task could not: the master must be the one of
-//! the pty made with its state. A /dev/tty open is the task's own, once
-//! its controlling terminal is set.
+//! Terminal files: every one is made by the engine (`restore/tty.rs`), as
+//! a task could not: a master must be the one of the pty made with its
+//! state, a /dev/tty open may be shared.
 
 use std::sync::Arc;
 
@@ -10,7 +9,6 @@ use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::restore::child::OpenFd;
 use crate::restore::load::Images;
-use crate::restore::tty::DevTty;
 
 pub struct Tty;
 
@@ -25,21 +23,16 @@ impl FdKind for Tty {
 
     fn source(
         &self,
-        imgs: &Images,
+        _imgs: &Images,
         pid: Pid,
         fd: &pb::FdinfoEntry,
         f: &pb::FileEntry,
     ) -> Result<Arc<dyn OpenFd>> {
         let t = f.tty.as_ref().expect("validated");
-        match imgs.tty_info.get(&t.tty_info_id) {
-            Some(i) if i.r#type == pb::TtyType::Ctty as i32 => Ok(Arc::new(DevTty {
-                flags: t.flags as i32,
-            })),
-            _ => Err(Error::task(
-                pid,
-                format!("fd {} (tty {})", fd.fd, t.tty_info_id),
-                "the engine has not made this terminal file",
-            )),
-        }
+        Err(Error::task(
+            pid,
+            format!("fd {} (tty {})", fd.fd, t.tty_info_id),
+            "the engine has not made this terminal file",
+        ))
     }
 }
