@@ -12,7 +12,8 @@
  *
  * After SIGTERM: the same pts number, the same settings, the slave reads
  * the whole line and not the partial one until a newline is typed, the
- * master reads the output after the packet-mode byte, new data goes both
+ * master reads the output after the packet-mode byte, the slave belongs to
+ * the case's user, new data goes both
  * ways, and the child's master is the same one.
  */
 #include <errno.h>
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -55,6 +57,7 @@ int main(int argc, char **argv)
 	struct winsize ws = { .ws_row = 33, .ws_col = 111, .ws_xpixel = 1000, .ws_ypixel = 2000 }, ws2;
 	char buf[256], path[64];
 	pid_t child;
+	struct stat st;
 
 	test_init(argc, argv);
 
@@ -111,6 +114,8 @@ int main(int argc, char **argv)
 	v = 0;
 	test_check(!ioctl(m, TIOCGPTLCK, &v) && v == 1, "lock %d", v);
 	test_check(fcntl(m, F_GETFL) & O_NONBLOCK, "the master lost O_NONBLOCK");
+	test_check(!fstat(s, &st) && st.st_uid == getuid() && st.st_gid == getgid(), "the slave belongs to %d:%d",
+		   (int)st.st_uid, (int)st.st_gid);
 	test_check(!(fcntl(s, F_GETFL) & O_NONBLOCK), "the slave became O_NONBLOCK");
 
 	n = read_now(s, buf, sizeof(buf));

@@ -267,6 +267,22 @@ impl Restorer for Ttys {
             let m = master.as_raw_fd();
             t::set_locked(m, false).map_err(|e| sys("TIOCSPTLCK", e))?;
             let slave = open_slave(got, libc::O_RDWR).map_err(|e| sys("opening its slave", e))?;
+            // devpts gives the slave to whoever opened the master: to the
+            // owner of the task holding it, not to the engine.
+            let owner = spec.master_files.first().and_then(|&id| {
+                imgs.tasks
+                    .iter()
+                    .find(|t| t.fdinfo.iter().any(|f| f.id == id))
+                    .and_then(|t| t.thread().creds.as_ref())
+            });
+            if let Some(c) = owner {
+                nix::unistd::fchown(
+                    slave.as_raw_fd(),
+                    Some(nix::unistd::Uid::from_raw(c.fsuid)),
+                    Some(nix::unistd::Gid::from_raw(c.fsgid)),
+                )
+                .map_err(|e| sys(&format!("chown to {}:{}", c.fsuid, c.fsgid), e))?;
+            }
             let ws = mi.winsize.as_ref().expect("validated");
             let ws = libc::winsize {
                 ws_row: ws.ws_row as u16,
