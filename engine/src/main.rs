@@ -177,7 +177,7 @@ fn main() -> ExitCode {
             dir,
             detach,
             pidfile,
-            shell_job: _,
+            shell_job,
             manage_cgroups,
             cgroup_root,
             log,
@@ -192,6 +192,7 @@ fn main() -> ExitCode {
                 pidfile,
                 manage_cgroups: manage_cgroups.unwrap_or_default(),
                 cgroup_roots: cgroup_root,
+                shell_job,
             });
             ("restore", r.map_err(|e| e.to_string()))
         }

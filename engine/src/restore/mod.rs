@@ -81,6 +81,9 @@ pub struct RestoreOptions {
     pub manage_cgroups: cgroups::Mode,
     /// `--cgroup-root`.
     pub cgroup_roots: Vec<crate::cgroupfs::CgroupRoot>,
+    /// `--shell-job`: a terminal the tree had outside it is the one the
+    /// restore runs on (its stdin).
+    pub shell_job: bool,
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when

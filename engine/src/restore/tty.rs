@@ -29,8 +29,41 @@ use crate::sys::tty as t;
 pub const KIND: Kind = Kind {
     name: "terminals",
     validate,
-    new: |_, _| Ok(Box::new(Ttys::default())),
+    new,
 };
+
+/// The terminals the tree had outside it (dumped with --shell-job).
+fn external(imgs: &Images) -> impl Iterator<Item = &pb::TtyInfoEntry> {
+    imgs.tty_info
+        .values()
+        .filter(|i| i.r#type == pb::TtyType::ExtTty as i32)
+}
+
+fn new(imgs: &Images, opts: &super::RestoreOptions) -> Result<Box<dyn Restorer>> {
+    if let Some(i) = external(imgs).next() {
+        if !opts.shell_job {
+            return Err(imgs.bad(
+                "tty-info.img",
+                format!(
+                    "tty {} (pts {}) was the tree's terminal outside it (dumped with --shell-job): restore with --shell-job to give the tree this terminal",
+                    i.id,
+                    i.pty.as_ref().map_or(0, |p| p.index)
+                ),
+            ));
+        }
+        if !nix::unistd::isatty(0).unwrap_or(false) {
+            return Err(Error::task(
+                imgs.tasks[0].pid,
+                "--shell-job",
+                "the restore's stdin is not a terminal, so there is none to give the tree",
+            ));
+        }
+    }
+    Ok(Box::new(Ttys {
+        shell_job: opts.shell_job,
+        ..Default::default()
+    }))
+}
 
 /// A pty of the image: its two ttys' info ids and the files of each.
 #[derive(Default, Debug)]
@@ -45,7 +78,7 @@ struct PtySpec {
 fn ptys(imgs: &Images) -> std::result::Result<BTreeMap<u32, PtySpec>, String> {
     let mut out: BTreeMap<u32, PtySpec> = BTreeMap::new();
     for i in imgs.tty_info.values() {
-        if i.r#type == pb::TtyType::Ctty as i32 {
+        if i.r#type == pb::TtyType::Ctty as i32 || i.r#type == pb::TtyType::ExtTty as i32 {
             continue;
         }
         if i.r#type != pb::TtyType::Pty as i32 {
@@ -152,6 +185,7 @@ fn validate(imgs: &Images) -> Result<()> {
             if !ptys
                 .values()
                 .any(|s| info(imgs, s.master.expect("checked")).sid == sid)
+                && !external(imgs).any(|i| i.sid == sid)
             {
                 return Err(imgs.bad(
                     &format!("fdinfo-{}.img", t.ids.files_id),
@@ -177,6 +211,7 @@ struct Made {
 #[derive(Default)]
 struct Ttys {
     made: Vec<Made>,
+    shell_job: bool,
 }
 
 /// Opens /dev/ptmx until it gives pts number `want` (the kernel hands out
@@ -240,6 +275,44 @@ fn ktermios(e: &pb::TermiosEntry) -> t::KTermios {
         lflag: e.c_lflag,
         line: e.c_line as u8,
         cc,
+    }
+}
+
+impl Ttys {
+    /// --shell-job: files of the terminal outside the tree are opened
+    /// again from the restore's stdin; /dev/tty opens of its session are
+    /// the engine's own /dev/tty, the same terminal.
+    fn external_files(&self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
+        let ext: Vec<&pb::TtyInfoEntry> = external(imgs).collect();
+        for t in &imgs.tasks {
+            for fd in &t.fdinfo {
+                let Some(tf) = &imgs.file(fd.id).tty else {
+                    continue;
+                };
+                if fds.descriptions.contains_key(&fd.id) {
+                    continue;
+                }
+                let i = info(imgs, tf.tty_info_id);
+                let path = if i.r#type == pb::TtyType::ExtTty as i32 {
+                    "/proc/self/fd/0"
+                } else if i.r#type == pb::TtyType::Ctty as i32
+                    && ext.iter().any(|e| e.sid == t.pstree.sid)
+                {
+                    "/dev/tty"
+                } else {
+                    continue;
+                };
+                let d = open_tty(path, file_flags(imgs, fd.id)).map_err(|e| {
+                    Error::sys(
+                        t.pid,
+                        format!("fd {} (--shell-job): opening {path}", fd.fd),
+                        e,
+                    )
+                })?;
+                fds.descriptions.insert(fd.id, d);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -359,6 +432,30 @@ impl Restorer for Ttys {
                 sid: mi.sid as i32,
                 pgrp: mi.pgrp as i32,
             });
+        }
+        if self.shell_job {
+            self.external_files(imgs, fds)?;
+        }
+        Ok(())
+    }
+
+    /// With --shell-job, the tree's group comes back as the foreground one
+    /// of the restore's terminal if it was of its own.
+    fn finish(&mut self, imgs: &Images) -> Result<()> {
+        if !self.shell_job {
+            return Ok(());
+        }
+        for i in external(imgs) {
+            let pgrp = i.pgrp as i32;
+            if pgrp > 0 && imgs.tasks.iter().any(|t| t.pstree.pgid as i32 == pgrp) {
+                t::set_foreground_of_mine(0, pgrp).map_err(|e| {
+                    Error::sys(
+                        pgrp,
+                        format!("--shell-job: making process group {pgrp} the foreground one of the restore's terminal"),
+                        e,
+                    )
+                })?;
+            }
         }
         Ok(())
     }

@@ -227,3 +227,16 @@ pub fn open_dev_tty_via(slave: RawFd, flags: i32) -> nix::Result<std::os::fd::Ow
         got
     }
 }
+
+/// tcsetpgrp on the caller's own controlling terminal `fd`, with SIGTTOU
+/// blocked so that a caller not in the foreground is not stopped by it.
+pub fn set_foreground_of_mine(fd: RawFd, pgrp: i32) -> nix::Result<()> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old))?;
+    let r = set_foreground(fd, pgrp);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    r
+}

@@ -196,15 +196,11 @@ impl FdDumper for Tty {
         // A pty's master outside the tree: the terminal the tree was
         // started from, most likely.
         for p in tt.ptys.values() {
-            if let (None, Some(s)) = (&p.master, &p.slave) {
+            if let (None, Some(s), false) = (&p.master, &p.slave, tt.shell_job) {
                 return Err(Error::unsupported(
                     s.pid,
                     s.what.clone(),
-                    if tt.shell_job {
-                        "the terminal is outside the tree (its master is not held by the tree): reattaching such a terminal (--shell-job) is not supported yet".to_string()
-                    } else {
-                        "the terminal is outside the tree (its master is not held by the tree): a tree started from a terminal needs --shell-job".to_string()
-                    },
+                    "the terminal is outside the tree (its master is not held by the tree): a tree started from a terminal needs --shell-job",
                 ));
             }
         }
@@ -217,7 +213,7 @@ impl FdDumper for Tty {
             let inside = pts_index(major, minor)
                 .and_then(|n| tt.ptys.get(&n))
                 .is_some_and(|p| p.master.is_some());
-            if !inside {
+            if !inside && !tt.shell_job {
                 let name = match pts_index(major, minor) {
                     Some(n) => format!("/dev/pts/{n}"),
                     None => format!("device {major}:{minor}"),
@@ -225,7 +221,7 @@ impl FdDumper for Tty {
                 return Err(Error::unsupported(
                     s.pid,
                     format!("controlling terminal {name}"),
-                    "the terminal is outside the tree: reattaching the tree to another terminal (--shell-job) is not supported yet",
+                    "the terminal is outside the tree: a tree started from a terminal needs --shell-job",
                 ));
             }
         }
@@ -251,7 +247,8 @@ impl FdDumper for Tty {
         }
         for (&n, p) in &tt.ptys {
             let Some(m) = &p.master else {
-                unreachable!("refused above")
+                infos.push(external(n, p, &stats));
+                continue;
             };
             let (info, queued) = dump_pty(n, m, p.slave.as_ref(), &stats)?;
             let mut slave_info = info.clone();
@@ -287,6 +284,23 @@ impl FdDumper for Tty {
             dir.write_image("tty-data.img", &data)?;
         }
         Ok(())
+    }
+}
+
+/// A pty whose master is outside the tree (--shell-job): the restore
+/// gives its files the terminal it runs on. Its session and foreground
+/// group are those a task of the tree sees, if it is their terminal.
+fn external(n: u32, p: &Pty, stats: &[crate::proc::stat::Stat]) -> pb::TtyInfoEntry {
+    let rdev = p.slave_rdev;
+    let of = stats.iter().find(|s| s.tty_nr as u32 == rdev);
+    pb::TtyInfoEntry {
+        id: p.slave_info,
+        r#type: pb::TtyType::ExtTty as i32,
+        sid: of.map_or(0, |s| s.session as u32),
+        pgrp: of.map_or(0, |s| s.tpgid.max(0) as u32),
+        rdev,
+        pty: Some(pb::TtyPtyEntry { index: n }),
+        ..Default::default()
     }
 }
 
