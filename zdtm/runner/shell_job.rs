@@ -11,7 +11,12 @@
 //! and the pts, and the job goes on; a restore of a --shell-job image
 //! without it is refused before anything is created.
 //!
-//! Needs root, `setsid` (util-linux) and `sh`; says it skips otherwise.
+//! The same with `vim` editing a file: text typed before the dump is an
+//! unsaved buffer; after the restore more is typed and `:wq` must write
+//! both.
+//!
+//! Needs root, `setsid` (util-linux) and `sh` (and `vim` for its part,
+//! installed by ci/setup.sh); says it skips otherwise.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -75,6 +80,7 @@ impl Pty {
 fn shell(on: &Pty, script: &str) -> Child {
     Command::new("setsid")
         .args(["-c", "sh", "-c", script])
+        .env("TERM", "xterm")
         .stdin(on.stdio())
         .stdout(on.stdio())
         .stderr(on.stdio())
@@ -242,5 +248,60 @@ fn main() {
         got.contains("two\r\ntwo\r\n"),
         "restored cat does not echo: {got:?}"
     );
-    println!("shell_job: ok");
+    println!("shell_job: cat ok");
+    drop(reap);
+    vim(dir.path());
+}
+
+/// vim as the shell's job: an unsaved buffer survives and `:wq` writes it.
+fn vim(dir: &std::path::Path) {
+    if Command::new("vim").arg("--version").output().is_err() {
+        println!("shell_job: vim part skipped (no vim; ci/setup.sh installs it)");
+        return;
+    }
+    let file = dir.join("edited.txt");
+    let img = dir.join("img-vim");
+    let (file_s, img_s) = (file.to_str().unwrap(), img.to_str().unwrap());
+    let mut a = pty();
+    let sh = shell(
+        &a,
+        &format!(
+            "set -m; HOME={} vim -N -u NONE -i NONE -n {file_s}; exec sleep 1000",
+            dir.display()
+        ),
+    );
+    let mut reap = Reaper(vec![], vec![sh]);
+    let vim = child_named(reap.1[0].id(), "vim").expect("the shell's vim");
+    reap.0.push(vim);
+    // Its first screen, then the insertion echoed.
+    a.read_until("\x1b[", 5);
+    std::thread::sleep(Duration::from_millis(500));
+    a.type_line("ihello from before\x1b");
+    a.read_until("before", 5);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, err) = ckpt(&["dump", "-t", &vim.to_string(), "-D", img_s, "--shell-job"]);
+    assert!(ok, "dump --shell-job of vim failed: {err}");
+    assert!(!file.exists(), "vim wrote the file before :wq");
+    let mut b = pty();
+    let sh2 = shell(
+        &b,
+        &format!("{CKPT} restore --shell-job -d -D {img_s}; echo restored $?; exec sleep 1000"),
+    );
+    reap.1.push(sh2);
+    let got = b.read_until("restored ", 10);
+    let got = got + &b.read_until("\n", 2);
+    assert!(
+        got.contains("restored 0"),
+        "restore --shell-job of vim: {got}"
+    );
+    b.type_line("A and after\x1b:wq\r");
+    let end = Instant::now() + Duration::from_secs(10);
+    let want = "hello from before and after\n";
+    while Instant::now() < end && std::fs::read_to_string(&file).ok().as_deref() != Some(want) {
+        b.read_until("never", 0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&file).ok();
+    assert_eq!(text.as_deref(), Some(want), "what the restored vim wrote");
+    println!("shell_job: vim ok");
 }
