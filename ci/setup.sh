@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and running the suite needs on a fresh Debian 12
 # machine: a C toolchain (build-essential: gcc, make, libc headers) for the
-# zdtm programs and pkg-config; vim and tmux for the terminal tests (shell_job);
+# zdtm programs and pkg-config; vim and tmux for the terminal tests (terminals);
 # and, optionally, Debian's criu package for
 # its `crit` tool, which the image-format compatibility test runs on ckpt's
 # images (the test skips itself where crit is missing, so failing to

@@ -1,4 +1,5 @@
-//! `--shell-job` with a real shell job (`cargo test --test shell_job`).
+//! Real interactive programs on terminals (`cargo test --test terminals`):
+//! `--shell-job` with a real shell job, and a tmux server.
 //!
 //! A zdtm program leads its own session, so a job started from a terminal
 //! outside the tree cannot be one. Here the test owns two ptys: on the
@@ -15,8 +16,15 @@
 //! unsaved buffer; after the restore more is typed and `:wq` must write
 //! both.
 //!
-//! Needs root, `setsid` (util-linux) and `sh` (and `vim` for its part,
-//! installed by ci/setup.sh); says it skips otherwise.
+//! A detached tmux server with a shell in its pane (a pty the server
+//! holds, the shell a session leader on it): a command typed, the server's
+//! tree dumped and restored, `tmux capture-pane` must show the same screen
+//! and a new command must run. tmux clients reach the server through its
+//! listening UNIX socket: where the engine refuses that socket, the tmux
+//! part says it skips, naming the refusal.
+//!
+//! Needs root, `setsid` (util-linux) and `sh` (and `vim`, `tmux` for their
+//! parts, installed by ci/setup.sh); says it skips otherwise.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -158,11 +166,11 @@ impl Drop for Reaper {
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
-        println!("shell_job: skipped (needs root)");
+        println!("terminals: skipped (needs root)");
         return;
     }
     if Command::new("setsid").arg("--version").output().is_err() {
-        println!("shell_job: skipped (no setsid from util-linux)");
+        println!("terminals: skipped (no setsid from util-linux)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -248,15 +256,103 @@ fn main() {
         got.contains("two\r\ntwo\r\n"),
         "restored cat does not echo: {got:?}"
     );
-    println!("shell_job: cat ok");
+    println!("terminals: cat ok");
     drop(reap);
     vim(dir.path());
+    tmux(dir.path());
+}
+
+fn tmux_cmd(sock: &str, dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("tmux")
+        .args(["-S", sock, "-f", "/dev/null"])
+        .args(args)
+        .env("TERM", "xterm")
+        .env("HOME", dir)
+        .env("SHELL", "/bin/sh")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tmux");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The pane's screen once it shows `want` (or after 5 s).
+fn screen_with(sock: &str, dir: &std::path::Path, want: &str) -> String {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, s) = tmux_cmd(sock, dir, &["capture-pane", "-p"]);
+        if s.contains(want) || Instant::now() > end {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A detached tmux server: same screen after a restore, and a new command
+/// runs.
+fn tmux(dir: &std::path::Path) {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("terminals: tmux part skipped (no tmux; ci/setup.sh installs it)");
+        return;
+    }
+    let sock = dir.join("tmux.sock");
+    let sock = sock.to_str().unwrap();
+    let img = dir.join("img-tmux");
+    let img = img.to_str().unwrap();
+    let (ok, _) = tmux_cmd(
+        sock,
+        dir,
+        &["new-session", "-d", "-x", "80", "-y", "24", "sh"],
+    );
+    assert!(ok, "tmux new-session");
+    let (_, pid) = tmux_cmd(sock, dir, &["display", "-p", "#{pid}"]);
+    let server: i32 = pid.trim().parse().expect("the server's pid");
+    let reap = Reaper(vec![server], vec![]);
+    tmux_cmd(sock, dir, &["send-keys", "echo before-$((6*7))", "Enter"]);
+    let before = screen_with(sock, dir, "before-42");
+    assert!(
+        before.contains("before-42"),
+        "the pane did not run the command: {before}"
+    );
+    let (ok, err) = ckpt(&["dump", "-t", &server.to_string(), "-D", img]);
+    if !ok && err.contains("UNIX") && err.contains("not supported yet") {
+        println!(
+            "terminals: tmux part skipped: the engine refuses the server's socket: {}",
+            err.trim()
+        );
+        tmux_cmd(sock, dir, &["kill-server"]);
+        return;
+    }
+    assert!(ok, "dump of the tmux server failed: {err}");
+    let end = Instant::now() + Duration::from_secs(5);
+    while stat(server).is_some() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ok, err) = ckpt(&["restore", "-d", "-D", img]);
+    assert!(ok, "restore of the tmux server failed: {err}");
+    let after = screen_with(sock, dir, "before-42");
+    assert_eq!(
+        after.trim_end(),
+        before.trim_end(),
+        "the pane's screen changed"
+    );
+    tmux_cmd(sock, dir, &["send-keys", "echo after-$((6*8))", "Enter"]);
+    let now = screen_with(sock, dir, "after-48");
+    assert!(
+        now.contains("after-48"),
+        "the restored pane did not run a new command: {now}"
+    );
+    tmux_cmd(sock, dir, &["kill-server"]);
+    drop(reap);
+    println!("terminals: tmux ok");
 }
 
 /// vim as the shell's job: an unsaved buffer survives and `:wq` writes it.
 fn vim(dir: &std::path::Path) {
     if Command::new("vim").arg("--version").output().is_err() {
-        println!("shell_job: vim part skipped (no vim; ci/setup.sh installs it)");
+        println!("terminals: vim part skipped (no vim; ci/setup.sh installs it)");
         return;
     }
     let file = dir.join("edited.txt");
@@ -303,5 +399,5 @@ fn vim(dir: &std::path::Path) {
     }
     let text = std::fs::read_to_string(&file).ok();
     assert_eq!(text.as_deref(), Some(want), "what the restored vim wrote");
-    println!("shell_job: vim ok");
+    println!("terminals: vim ok");
 }
