@@ -140,7 +140,7 @@ fn main() -> ExitCode {
             pid,
             dir,
             leave_running,
-            shell_job: _,
+            shell_job,
             ghost_limit,
             freeze_cgroup,
             ipc_ids,
@@ -159,6 +159,7 @@ fn main() -> ExitCode {
                     ghost_limit,
                     freeze_cgroup,
                     ipc_ids,
+                    shell_job,
                 });
                 finish(
                     "dump",
@@ -183,7 +184,7 @@ fn main() -> ExitCode {
             dir,
             detach,
             pidfile,
-            shell_job: _,
+            shell_job,
             manage_cgroups,
             cgroup_root,
             trust_images,
@@ -200,6 +201,7 @@ fn main() -> ExitCode {
                 manage_cgroups: manage_cgroups.unwrap_or_default(),
                 cgroup_roots: cgroup_root,
                 trust_images,
+                shell_job,
             });
             ("restore", r.map_err(|e| e.to_string()))
         }

@@ -369,6 +369,56 @@ pub static CASES: &[Case] = &[
         program: Program::C("unix_socketpair_child"),
         ..Case::DEFAULT
     },
+    // A pty pair in the tree: number, termios, window, packet mode, lock,
+    // data queued both ways, the master shared with a child.
+    Case {
+        name: "pty_pair",
+        program: Program::C("pty_pair"),
+        ..Case::DEFAULT
+    },
+    // A session leader's controlling pty, a foreground and a background
+    // group, /dev/tty opens.
+    Case {
+        name: "pty_ctty",
+        program: Program::C("pty_ctty"),
+        ..Case::DEFAULT
+    },
+    // Terminals the dump refuses, naming them; the tree goes on.
+    Case {
+        name: "tty_refused_external",
+        program: Program::C("tty_refused"),
+        args: &["--kind=external"],
+        crfail: true,
+        crfail_reason: Some("outside the tree"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "tty_refused_console",
+        program: Program::C("tty_refused"),
+        args: &["--kind=console"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("system console"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "tty_refused_vt",
+        program: Program::C("tty_refused"),
+        args: &["--kind=vt"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("virtual consoles"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "tty_refused_serial",
+        program: Program::C("tty_refused"),
+        args: &["--kind=serial"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("serial terminals"),
+        ..Case::DEFAULT
+    },
     // Sockets the dump refuses, naming them; the tree goes on.
     Case {
         name: "unix_refused_bound",

@@ -65,6 +65,8 @@ pub struct DumpOptions {
     pub freeze_cgroup: Option<String>,
     /// SysV IPC objects to dump whoever used them, "shm:ID" etc.
     pub ipc_ids: Vec<String>,
+    /// `--shell-job`: the tree's terminal may be outside it.
+    pub shell_job: bool,
 }
 
 /// What was dumped, for the summary line.
@@ -89,6 +91,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     let dir = ImageDir::create(&opts.dir)?;
     let mut files = FileTable::default();
     files.ghost.limit = opts.ghost_limit;
+    files.tty.shell_job = opts.shell_job;
     // Freeze: through the freezer cgroup first, if asked; its threads
     // outside the tree go on once the tree's are seized.
     let (mut pre, freezer) = match &opts.freeze_cgroup {

@@ -7,3 +7,4 @@ pub mod clock;
 pub mod restart;
 pub mod seccomp;
 pub mod timers;
+pub mod tty;

@@ -103,6 +103,18 @@ pub struct ChildPlan {
     pub zombies: Vec<ZombiePlan>,
     /// Private memory shared with the children (restore/cow.rs).
     pub cow: super::cow::CowPlan,
+    /// Its controlling terminal and foreground group (restore/tty.rs).
+    pub tty: TtyPlan,
+}
+
+/// What a task does for its session's terminal, with the engine's fd of
+/// the terminal (inherited in the clone, closed with the engine's others).
+#[derive(Debug, Clone, Default)]
+pub struct TtyPlan {
+    /// A session leader: makes this its controlling terminal after setsid.
+    pub ctty: Option<RawFd>,
+    /// Makes this group (its own, by then) the foreground one.
+    pub fg: Option<(RawFd, i32)>,
 }
 
 /// A helper process with a dead leader's PID (restore/sessions.rs).
@@ -230,6 +242,17 @@ pub fn run(plan: &ChildPlan, parent: i32) -> ! {
     } else if nix::unistd::getpgrp() != npid(plan.pgid) {
         check(early, join_group(plan.pgid), || {
             format!("pid {pid}: join process group {}", plan.pgid)
+        });
+    }
+    // The session's terminal, before any child in the session exists.
+    if let Some(fd) = plan.tty.ctty {
+        check(early, sys::tty::set_ctty(fd, false), || {
+            format!("pid {pid}: TIOCSCTTY (its controlling terminal)")
+        });
+    }
+    if let Some((fd, pgrp)) = plan.tty.fg {
+        check(early, sys::tty::set_foreground(fd, pgrp), || {
+            format!("pid {pid}: TIOCSPGRP {pgrp} (the terminal's foreground group)")
         });
     }
     for h in &plan.helpers {

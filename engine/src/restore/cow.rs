@@ -487,6 +487,8 @@ mod tests {
             pipe_data: Default::default(),
             fifo_data: Default::default(),
             sk_queues: Default::default(),
+            tty_info: Default::default(),
+            tty_data: Default::default(),
             zombies: vec![],
             seccomp: vec![],
             memfds: Default::default(),

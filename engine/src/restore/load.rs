@@ -64,6 +64,10 @@ pub struct Images {
     pub fifo_data: BTreeMap<u32, (u32, Vec<u8>)>,
     /// sk-queues.img: socket file id -> the messages queued for it.
     pub sk_queues: BTreeMap<u32, Vec<Vec<u8>>>,
+    /// tty-info.img, by id.
+    pub tty_info: BTreeMap<u32, pb::TtyInfoEntry>,
+    /// tty-data.img: tty id -> what a read on it returns next.
+    pub tty_data: BTreeMap<u32, Vec<u8>>,
     pub zombies: Vec<Zombie>,
     /// memfd objects, by inode id.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
@@ -320,6 +324,8 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         pipe_data,
         fifo_data,
         sk_queues: set.sk_queues.clone(),
+        tty_info: set.tty_info.clone(),
+        tty_data: set.tty_data.clone(),
         zombies,
         memfds,
         ghosts,

@@ -31,6 +31,7 @@ pub mod task;
 pub mod threads;
 pub mod timers;
 pub mod trust;
+pub mod tty;
 
 use std::ffi::CString;
 use std::io::Read;
@@ -62,6 +63,7 @@ pub static KINDS: &[Kind] = &[
     memory::KIND,
     ipc::KIND,
     engine_files::KIND,
+    tty::KIND,
     files::KIND,
     threads::KIND,
     task::KIND,
@@ -84,6 +86,9 @@ pub struct RestoreOptions {
     /// `--trust-images`: restore what the images ask for even when an
     /// unprivileged user could have written them (`trust.rs`).
     pub trust_images: bool,
+    /// `--shell-job`: a terminal the tree had outside it is the one the
+    /// restore runs on (its stdin).
+    pub shell_job: bool,
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when

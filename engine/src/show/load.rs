@@ -121,6 +121,57 @@ impl ImageSet {
                 },
             ));
         }
+        // A terminal: which one, and its own state from tty-info.img.
+        if let Some(t) = &f.tty {
+            match self.tty_info.get(&t.tty_info_id) {
+                Some(i) => {
+                    let (major, minor) = (libc::major(i.rdev as u64), libc::minor(i.rdev as u64));
+                    let index = i.pty.as_ref().map(|p| p.index);
+                    v.path = match (pb::TtyType::try_from(i.r#type), index) {
+                        (Ok(pb::TtyType::Ctty), _) => "/dev/tty".into(),
+                        (Ok(pb::TtyType::Pty), Some(n)) if major == 5 && minor == 2 => {
+                            format!("/dev/ptmx (master of pty {n})")
+                        }
+                        (Ok(pb::TtyType::Pty), Some(n)) => format!("/dev/pts/{n}"),
+                        (ty, _) => format!(
+                            "{} tty {major}:{minor}",
+                            ty.map_or("unknown".into(), |t| format!("{t:?}"))
+                        ),
+                    };
+                    v.extra.push(("tty".into(), i.id.to_string()));
+                    if i.sid != 0 {
+                        v.extra.push((
+                            "controlling terminal of".into(),
+                            format!("session {}, foreground group {}", i.sid, i.pgrp),
+                        ));
+                    }
+                    if let Some(w) = &i.winsize {
+                        v.extra
+                            .push(("window".into(), format!("{}x{}", w.ws_row, w.ws_col)));
+                    }
+                    let mut modes = Vec::new();
+                    if i.packet_mode {
+                        modes.push("packet mode");
+                    }
+                    if i.locked {
+                        modes.push("locked");
+                    }
+                    if i.exclusive {
+                        modes.push("exclusive");
+                    }
+                    if !modes.is_empty() {
+                        v.extra.push(("modes".into(), modes.join(", ")));
+                    }
+                    if let Some(d) = self.tty_data.get(&i.id) {
+                        v.extra.push((
+                            "queued to read".into(),
+                            names::count(d.len() as u64, "byte"),
+                        ));
+                    }
+                }
+                None => v.extra.push(("tty".into(), "not in tty-info.img".into())),
+            }
+        }
         // A memfd's name and object; an unlinked file's ghost.
         if let Some(i) = f.memfd.as_ref().and_then(|m| self.memfds.get(&m.inode_id)) {
             v.path = format!("/memfd:{}", i.name);

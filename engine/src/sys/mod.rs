@@ -4,6 +4,7 @@
 
 pub mod ipc;
 pub mod ptrace;
+pub mod tty;
 pub mod unix_sock;
 
 use nix::errno::Errno;

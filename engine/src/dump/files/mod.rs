@@ -17,6 +17,7 @@ mod pipe;
 mod reg;
 mod signalfd;
 mod timerfd;
+mod tty;
 mod unix;
 
 use std::ffi::OsString;
@@ -46,6 +47,8 @@ pub struct FileTable {
     pub ghost: crate::dump::ghost::GhostTable,
     /// UNIX sockets and their queues.
     pub unix: unix::UnixTable,
+    /// Terminals.
+    pub tty: tty::TtyTable,
     next_id: u32,
 }
 
@@ -95,6 +98,7 @@ impl FileTable {
 /// Every kind of fd the dump knows, asked in this order.
 pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &fifo::Fifo,
+    &tty::Tty,
     &reg::Reg,
     &pipe::Pipe,
     &eventfd::Eventfd,

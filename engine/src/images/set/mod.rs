@@ -222,6 +222,10 @@ pub struct ImageSet {
     /// sk-queues.img: what is queued for reception on each socket, by
     /// the socket's file id, message by message, in order.
     pub sk_queues: BTreeMap<u32, Vec<Vec<u8>>>,
+    /// tty-info.img, by id; empty without one.
+    pub tty_info: BTreeMap<u32, pb::TtyInfoEntry>,
+    /// tty-data.img: what a read on each tty (by tty-info id) returns next.
+    pub tty_data: BTreeMap<u32, Vec<u8>>,
     /// memfd.img, by inode id; empty without one.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
     /// remap-fpath.img: file id -> ghost id.
@@ -668,6 +672,30 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         Err(e) => problems.push(e.to_string()),
     }
 
+    let mut tty_info = BTreeMap::new();
+    match ld.all::<pb::TtyInfoEntry>("tty-info.img", Magic::TtyInfo) {
+        Ok(list) => {
+            for e in list {
+                let id = e.id;
+                if tty_info.insert(id, e).is_some() {
+                    problems.push(format!("tty-info.img: tty id {id} is used twice"));
+                }
+            }
+        }
+        Err(Absent::Missing(_)) => {}
+        Err(e) => problems.push(e.to_string()),
+    }
+    let mut tty_data: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    match ld.all::<pb::TtyDataEntry>("tty-data.img", Magic::TtyData) {
+        Ok(list) => {
+            for e in list {
+                tty_data.entry(e.tty_id).or_default().extend(e.data);
+            }
+        }
+        Err(Absent::Missing(_)) => {}
+        Err(e) => problems.push(e.to_string()),
+    }
+
     let mut shmem = BTreeMap::new();
     let mut shmem_part = |shmid: u64, problems: &mut Vec<String>| {
         if let std::collections::btree_map::Entry::Vacant(slot) = shmem.entry(shmid) {
@@ -769,6 +797,8 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         pipe_data,
         fifo_data,
         sk_queues,
+        tty_info,
+        tty_data,
         memfds,
         ghosts,
         ghost_files,
@@ -917,6 +947,27 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
                 "sk-queues.img: data queued for file id {id}, which is not a UNIX socket"
             )),
             None => need(*id, "queued data".into(), "sk-queues.img", &mut out),
+        }
+    }
+    // Terminals: every tty file names a tty of tty-info.img, and queued
+    // data belongs to one.
+    if let Ok(files) = &set.files_img {
+        for f in files.values() {
+            if let Some(t) = &f.tty {
+                if !set.tty_info.contains_key(&t.tty_info_id) {
+                    out.push(format!(
+                        "files.img: tty file {} names tty {}, which tty-info.img does not have",
+                        f.id, t.tty_info_id
+                    ));
+                }
+            }
+        }
+    }
+    for id in set.tty_data.keys() {
+        if !set.tty_info.contains_key(id) {
+            out.push(format!(
+                "tty-data.img: data queued for tty {id}, which tty-info.img does not have"
+            ));
         }
     }
     // Every task's and thread's cgroup set is in cgroup.img.

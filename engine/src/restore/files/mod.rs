@@ -18,6 +18,7 @@ mod pipe;
 mod reg;
 mod signalfd;
 pub mod timerfd;
+mod tty;
 mod unix;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +44,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &signalfd::Signalfd,
     &timerfd::Timerfd,
     &unix::Unix,
+    &tty::Tty,
     &super::memfd::MemfdFile,
 ];
 
