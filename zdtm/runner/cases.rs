@@ -381,6 +381,11 @@ pub static CASES: &[Case] = &[
         program: Program::C("unix_listen"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "unix_options",
+        program: Program::C("unix_options"),
+        ..Case::DEFAULT
+    },
     // One UNIX socket of each kind (unix_sockets.c), checkpointed.
     Case {
         name: "unix_sockets_bound",

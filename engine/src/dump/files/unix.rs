@@ -234,11 +234,6 @@ impl FdDumper for Unix {
         };
         let peek_off = us::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
             .map_err(|e| sys("SO_PEEK_OFF", e))?;
-        if peek_off >= 0 {
-            return Err(no(
-                "UNIX socket with SO_PEEK_OFF set: not supported yet".into()
-            ));
-        }
         let int = |opt: i32, name: &str| {
             us::getsockopt_int(s, libc::SOL_SOCKET, opt).map_err(|e| sys(name, e))
         };
@@ -254,12 +249,15 @@ impl FdDumper for Unix {
             so_rcv_tmo_sec: rcv_s,
             so_rcv_tmo_usec: rcv_us,
             so_passcred: Some(int(libc::SO_PASSCRED, "SO_PASSCRED")? != 0),
+            so_passsec: Some(int(libc::SO_PASSSEC, "SO_PASSSEC")? != 0),
+            reuseaddr: Some(int(libc::SO_REUSEADDR, "SO_REUSEADDR")? != 0),
+            so_keepalive: Some(int(libc::SO_KEEPALIVE, "SO_KEEPALIVE")? != 0),
             ..Default::default()
         };
         // A listener, or a stream never connected, has nothing to read.
         let readable = d.r#type as i32 == libc::SOCK_DGRAM || d.state == TCP_ESTABLISHED;
         let queue = if readable {
-            read_queue(pid, &what, s, &d)?
+            read_queue(pid, &what, s, &d, peek_off)?
         } else {
             Vec::new()
         };
@@ -287,6 +285,7 @@ impl FdDumper for Unix {
                 file_perms: bound.perms,
                 name_dir: bound.name_dir,
                 deleted: bound.deleted.then_some(true),
+                peek_off: (peek_off >= 0).then_some(peek_off),
             }),
             ..Default::default()
         });
@@ -420,13 +419,19 @@ fn peer_name(ino: u32) -> String {
 
 /// What is queued for reception on `s`, message by message (a stream: one
 /// run of bytes), read with MSG_PEEK from offset 0 on; SO_PEEK_OFF is put
-/// back to "off" (as it was) whatever happens.
-fn read_queue(pid: Pid, what: &str, s: BorrowedFd<'_>, d: &UnixDiag) -> Result<Vec<Vec<u8>>> {
+/// back as it was (`peek_off`) whatever happens.
+fn read_queue(
+    pid: Pid,
+    what: &str,
+    s: BorrowedFd<'_>,
+    d: &UnixDiag,
+    peek_off: i32,
+) -> Result<Vec<Vec<u8>>> {
     let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
     us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
         .map_err(|e| sys("SO_PEEK_OFF", e))?;
     let got = peek_all(pid, what, s, d);
-    let back = us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)
+    let back = us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, peek_off)
         .map_err(|e| sys("putting SO_PEEK_OFF back", e));
     let got = got?;
     back?;

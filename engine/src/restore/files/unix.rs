@@ -70,6 +70,9 @@ struct EndSpec {
     shutdown: i32,
     /// What is queued for reception on it, message by message.
     queue: Vec<Vec<u8>>,
+    /// Its autobind name, tried again first.
+    name: Vec<u8>,
+    peek_off: Option<i32>,
 }
 
 /// Both ends of a pair, the one of the smaller inode first.
@@ -124,6 +127,8 @@ fn pair_of(imgs: &Images, pid: Pid, f: &pb::FileEntry) -> Result<(Pair, usize)> 
             opts: u.opts.clone(),
             shutdown: u.shutdown.unwrap_or(0) & 3,
             queue: imgs.sk_queues.get(&f.id).cloned().unwrap_or_default(),
+            name: u.name.clone(),
+            peek_off: u.peek_off,
         }
     };
     let (a, b) = (spec(f), spec(peer));
@@ -307,6 +312,20 @@ fn send_all(fd: RawFd, m: &[u8], stream: bool) -> nix::Result<()> {
     }
 }
 
+/// The options that are flags: SO_PASSSEC, SO_REUSEADDR, SO_KEEPALIVE.
+fn set_flags(fd: RawFd, o: &pb::SkOptsEntry) -> nix::Result<()> {
+    for (on, opt) in [
+        (o.so_passsec, libc::SO_PASSSEC),
+        (o.reuseaddr, libc::SO_REUSEADDR),
+        (o.so_keepalive, libc::SO_KEEPALIVE),
+    ] {
+        if on == Some(true) {
+            setsockopt_raw(fd, opt, &1i32)?;
+        }
+    }
+    Ok(())
+}
+
 /// The pair, made and filled: options, then the queued data (each end's
 /// sent from the other), then SO_PASSCRED and the shutdown state.
 fn make_pair(p: &Pair) -> nix::Result<[RawFd; 2]> {
@@ -327,6 +346,7 @@ fn make_pair(p: &Pair) -> nix::Result<[RawFd; 2]> {
             set_buf(*fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, o.so_rcvbuf)?;
             set_timeout(*fd, libc::SO_SNDTIMEO, o.so_snd_tmo_sec, o.so_snd_tmo_usec)?;
             set_timeout(*fd, libc::SO_RCVTIMEO, o.so_rcv_tmo_sec, o.so_rcv_tmo_usec)?;
+            set_flags(*fd, o)?;
         }
         for (i, e) in p.ends.iter().enumerate() {
             for m in &e.queue {
@@ -334,16 +354,16 @@ fn make_pair(p: &Pair) -> nix::Result<[RawFd; 2]> {
             }
         }
         for (fd, e) in sv.iter().zip(&p.ends) {
+            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
             if e.autobind {
-                // bind with the family alone: the kernel picks a name.
-                let sa = libc::AF_UNIX as libc::sa_family_t;
-                Errno::result(unsafe {
-                    libc::bind(
-                        *fd,
-                        (&sa as *const libc::sa_family_t).cast(),
-                        std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t,
-                    )
-                })?;
+                // The name it had if it is free, else one the kernel picks.
+                match us::bind(b, &e.name) {
+                    Err(Errno::EADDRINUSE) => us::bind(b, b"")?,
+                    r => r?,
+                }
+            }
+            if let Some(off) = e.peek_off {
+                us::setsockopt_int(b, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
             }
             if e.opts.so_passcred == Some(true) {
                 setsockopt_raw(*fd, libc::SO_PASSCRED, &1i32)?;
@@ -672,6 +692,10 @@ impl Web {
                 us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
                     .map_err(|e| s.err("SO_PASSCRED", e))?;
             }
+            if let Some(off) = s.u.peek_off {
+                us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
+                    .map_err(|e| s.err("SO_PEEK_OFF", e))?;
+            }
             us::shutdown(fd.as_fd(), s.u.shutdown.unwrap_or(0))
                 .map_err(|e| s.err("shutdown", e))?;
             nix::fcntl::fcntl(
@@ -776,5 +800,6 @@ fn set_opts(s: &Sk<'_>, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
         us::setsockopt_timeval(fd, libc::SO_RCVTIMEO, o.so_rcv_tmo_sec, o.so_rcv_tmo_usec)
             .map_err(|e| s.err("SO_RCVTIMEO", e))?;
     }
+    set_flags(raw, o).map_err(|e| s.err("SO_PASSSEC, SO_REUSEADDR or SO_KEEPALIVE", e))?;
     Ok(())
 }
