@@ -386,6 +386,13 @@ pub static CASES: &[Case] = &[
         program: Program::C("unix_options"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "unix_ext",
+        program: Program::C("unix_ext"),
+        dump_opts: &["--ext-unix-sk"],
+        restore_opts: &["--ext-unix-sk"],
+        ..Case::DEFAULT
+    },
     // One UNIX socket of each kind (unix_sockets.c), checkpointed.
     Case {
         name: "unix_sockets_bound",

@@ -63,6 +63,10 @@ pub struct DumpOptions {
     pub freeze_cgroup: Option<String>,
     /// SysV IPC objects to dump whoever used them, "shm:ID" etc.
     pub ipc_ids: Vec<String>,
+    /// A UNIX socket whose peer is outside the tree is dumped, to be
+    /// connected again to the peer's name at restore (CRIU's
+    /// --ext-unix-sk).
+    pub ext_unix_sk: bool,
 }
 
 /// What was dumped, for the summary line.
@@ -87,6 +91,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     let dir = ImageDir::create(&opts.dir)?;
     let mut files = FileTable::default();
     files.ghost.limit = opts.ghost_limit;
+    files.unix.ext_unix_sk = opts.ext_unix_sk;
     // Freeze: through the freezer cgroup first, if asked; its threads
     // outside the tree go on once the tree's are seized.
     let (mut pre, freezer) = match &opts.freeze_cgroup {
@@ -191,7 +196,7 @@ impl DumpCtx<'_> {
         for k in self.kinds.iter_mut() {
             k.finish(&cx)?;
         }
-        files::finish(&self.files, dir)?;
+        files::finish(&mut self.files, dir)?;
         dir.write_image("files.img", &self.files.entries)?;
         self.stats.shmem_pages +=
             memfd::write_images(dir, &self.files.memfd, &mut self.next_pages_id)?;

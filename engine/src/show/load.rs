@@ -311,6 +311,12 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
         if u.state == 10 {
             v.extra.push(("backlog".into(), u.backlog.to_string()));
         }
+        if u.uflags & 1 != 0 {
+            v.extra.push((
+                "outside the tree".into(),
+                "connected to again by name".into(),
+            ));
+        }
         let shut = match u.shutdown.unwrap_or(0) & 3 {
             0 => None,
             1 => Some("read"),

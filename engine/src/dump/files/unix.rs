@@ -36,6 +36,8 @@ pub struct UnixTable {
     socks: BTreeMap<u32, Seen>,
     /// (file id of the receiving end, one message or run of bytes).
     queues: Vec<(u32, Vec<u8>)>,
+    /// --ext-unix-sk: a peer outside the tree is connected to again.
+    pub ext_unix_sk: bool,
     /// The listener of every connection waiting to be accepted, by the
     /// client's inode; asked once, when first needed.
     waiting: Option<BTreeMap<u32, u32>>,
@@ -51,13 +53,15 @@ struct Seen {
     r#type: u8,
     /// Bound to a name the kernel did not choose.
     named: bool,
-    /// Datagrams are queued on it.
+    /// Data is queued on it.
     queued: bool,
     /// Waiting in the backlog of `peer`.
     pending: bool,
     listening: bool,
     /// A listener: the clients whose connections wait in its backlog.
     icons: Vec<u32>,
+    /// An entry of its own for a peer outside the tree (--ext-unix-sk).
+    external: bool,
 }
 
 fn socket_ino(link: &str) -> Option<u32> {
@@ -303,6 +307,7 @@ impl FdDumper for Unix {
                 pending,
                 listening,
                 icons: d.icons,
+                external: false,
             },
         );
         Ok((pb::FdTypes::Unixsk, id))
@@ -332,6 +337,87 @@ impl FdDumper for Unix {
     }
 }
 
+/// CRIU's uflags bit of a socket outside the tree, connected to again.
+const USK_EXTERN: u32 = 1;
+
+/// With --ext-unix-sk, an entry (no fd refers to it) for each peer outside
+/// the tree that a socket of the tree is connected to: the restore
+/// connects the socket to the peer's name again. The peer must have a
+/// name (an absolute path or an abstract name), and nothing may be queued
+/// on the socket from it: that data could not be sent again.
+pub fn external_peers(table: &mut super::FileTable) -> Result<()> {
+    if !table.unix.ext_unix_sk {
+        return Ok(());
+    }
+    let outside: Vec<(u32, Seen)> = table
+        .unix
+        .socks
+        .values()
+        .filter(|s| s.peer != 0 && !table.unix.socks.contains_key(&s.peer))
+        .map(|s| (s.peer, s.clone()))
+        .collect();
+    for (peer, s) in outside {
+        if table.unix.socks.contains_key(&peer) {
+            continue; // two sockets of the tree with one peer outside
+        }
+        let no = |reason: String| Error::unsupported(s.pid, s.what.clone(), reason);
+        let d = us::unix_diag(peer)
+            .map_err(|e| {
+                Error::sys(
+                    s.pid,
+                    format!("{}: sock_diag of its peer socket:[{peer}]", s.what),
+                    e,
+                )
+            })?
+            .ok_or_else(|| no(format!("its peer socket:[{peer}] outside the tree is gone")))?;
+        let name = d.name.clone().unwrap_or_default();
+        if name.is_empty() || name[0] != 0 && name[0] != b'/' {
+            return Err(no(format!(
+                "UNIX socket whose peer socket:[{peer}] outside the dumped tree has no name to connect to again{}: not supported",
+                if name.is_empty() { String::new() } else { format!(" ({} is relative)", shown(&name)) }
+            )));
+        }
+        if s.queued {
+            return Err(no(format!(
+                "UNIX socket with data queued from its peer socket:[{peer}] ({}) outside the dumped tree: not supported yet",
+                shown(&name)
+            )));
+        }
+        let id = table.next_id();
+        table.entries.push(pb::FileEntry {
+            r#type: pb::FdTypes::Unixsk as i32,
+            id,
+            usk: Some(pb::UnixSkEntry {
+                id,
+                ino: peer,
+                r#type: d.r#type as u32,
+                state: d.state as u32,
+                uflags: USK_EXTERN,
+                name: name.clone(),
+                shutdown: Some(d.shutdown as i32 & 3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        table.unix.socks.insert(
+            peer,
+            Seen {
+                pid: s.pid,
+                what: format!("socket:[{peer}] ({}) outside the tree", shown(&name)),
+                peer: 0,
+                r#type: d.r#type,
+                named: true,
+                queued: false,
+                pending: false,
+                listening: d.state == TCP_LISTEN,
+                icons: vec![],
+                external: true,
+            },
+        );
+    }
+    Ok(())
+}
+
 /// Why the restore could not make a socket of this type again, if so.
 fn check_shape(d: &UnixDiag) -> std::result::Result<(), String> {
     if !matches!(
@@ -358,13 +444,15 @@ fn check_peers(socks: &BTreeMap<u32, Seen>) -> Result<()> {
         if s.peer != 0 {
             let Some(p) = socks.get(&s.peer) else {
                 return Err(no(format!(
-                    "UNIX socket whose peer socket:[{}]{} is outside the dumped tree: not supported yet",
+                    "UNIX socket whose peer socket:[{}]{} is outside the dumped tree: not supported without --ext-unix-sk",
                     s.peer,
                     peer_name(s.peer)
                 )));
             };
             let fits = p.r#type == s.r#type
-                && if s.pending {
+                && if p.external {
+                    true
+                } else if s.pending {
                     p.listening
                 } else {
                     p.peer == *ino || (s.r#type as i32 == libc::SOCK_DGRAM && p.named)
@@ -393,7 +481,7 @@ fn check_peers(socks: &BTreeMap<u32, Seen>) -> Result<()> {
             }
         }
     }
-    for (ino, s) in socks.iter().filter(|(_, s)| s.listening) {
+    for (ino, s) in socks.iter().filter(|(_, s)| s.listening && !s.external) {
         let from_tree = waiting.get(ino).copied().unwrap_or(0);
         if from_tree < s.icons.len() {
             return Err(Error::unsupported(
@@ -511,6 +599,7 @@ mod tests {
             pending: false,
             listening: false,
             icons: vec![],
+            external: false,
         }
     }
 

@@ -185,6 +185,12 @@ impl FdKind for Unix {
                 u.ino
             ));
         }
+        if u.uflags & USK_EXTERN != 0 && u.name.is_empty() {
+            return Err(format!(
+                "socket:[{}]: outside the tree, with no name to connect to",
+                u.ino
+            ));
+        }
         if u.state as u8 == TCP_LISTEN && u.peer != 0 {
             return Err(format!("socket:[{}]: listening, with a peer", u.ino));
         }
@@ -427,6 +433,18 @@ impl OpenFd for End {
     }
 }
 
+/// CRIU's uflags bit of a socket outside the tree, connected to again.
+const USK_EXTERN: u32 = 1;
+
+fn shown(name: &[u8]) -> String {
+    match name.strip_prefix(b"\0") {
+        Some(abs) => format!("@{}", String::from_utf8_lossy(abs)),
+        None => String::from_utf8_lossy(name)
+            .trim_end_matches('\0')
+            .to_string(),
+    }
+}
+
 pub const KIND: Kind = Kind {
     name: "unix sockets",
     validate: |_| Ok(()),
@@ -537,6 +555,14 @@ impl Web {
             return Ok(BTreeMap::new());
         }
         let by_ino: BTreeMap<u32, &Sk<'_>> = web.iter().map(|s| (s.u.ino, s)).collect();
+        // Peers outside the tree (--ext-unix-sk), reached by their names.
+        let external: BTreeMap<u32, &pb::UnixSkEntry> = imgs
+            .files
+            .values()
+            .filter_map(|f| f.usk.as_ref())
+            .filter(|u| u.uflags & USK_EXTERN != 0)
+            .map(|u| (u.ino, u))
+            .collect();
         let mut out: BTreeMap<u32, OwnedFd> = BTreeMap::new();
 
         // Connections that were accepted from a listener of the tree: the
@@ -656,6 +682,24 @@ impl Web {
             })
             .collect();
         clients.sort_by_key(|s| s.id);
+        let mut outside: Vec<&Sk<'_>> = web
+            .iter()
+            .filter(|s| external.contains_key(&s.u.peer))
+            .collect();
+        outside.sort_by_key(|s| s.id);
+        for s in outside {
+            let p = external[&s.u.peer];
+            us::connect(socks[&s.u.ino].as_fd(), &p.name).map_err(|e| {
+                s.err(
+                    &format!(
+                        "connect to its peer outside the tree, socket:[{}] ({})",
+                        p.ino,
+                        shown(&p.name)
+                    ),
+                    e,
+                )
+            })?;
+        }
         for s in clients {
             let p = by_ino[&s.u.peer];
             us::connect(socks[&s.u.ino].as_fd(), &p.address())
