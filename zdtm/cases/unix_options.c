@@ -8,12 +8,17 @@
  *          SO_PEEK_OFF set to 0 (nothing peeked); two datagrams queued
  *   l      a listening SOCK_STREAM socket bound to "sk.optl" with
  *          SO_KEEPALIVE
+ *   owner  st[1] is owned (F_SETOWN_EX) by the process, with F_SETSIG
+ *          SIGUSR2; l by the process group
  *
  * After SIGTERM: the options read back, on each socket only where set;
  * st[1]'s SO_PEEK_OFF is 30, a peek gives bytes 30.. of the stream, a read
- * gives bytes 0..; dg's offset is 0 and it peeks its first datagram.
+ * gives bytes 0..; dg's offset is 0 and it peeks its first datagram; the
+ * owners and signal read back, st[0] has none.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,6 +51,14 @@ static int set(int fd, int opt, int v)
 		return -1;
 	}
 	return 0;
+}
+
+/* F_GETOWN_EX of fd is (type, pid) */
+static int owned_by(int fd, int type, pid_t pid)
+{
+	struct f_owner_ex o = { -1, -1 };
+
+	return !fcntl(fd, F_GETOWN_EX, &o) && o.type == type && o.pid == pid;
 }
 
 static socklen_t addr_of(struct sockaddr_un *a, const char *path)
@@ -86,6 +99,14 @@ int main(int argc, char **argv)
 	    set(st[1], SO_PEEK_OFF, 0) || set(dg, SO_REUSEADDR, 1) || set(dg, SO_PEEK_OFF, 0) ||
 	    set(l, SO_KEEPALIVE, 1))
 		return 1;
+	{
+		struct f_owner_ex o = { F_OWNER_PID, getpid() }, g = { F_OWNER_PGRP, getpgrp() };
+
+		if (fcntl(st[1], F_SETOWN_EX, &o) || fcntl(st[1], F_SETSIG, SIGUSR2) || fcntl(l, F_SETOWN_EX, &g)) {
+			pr_perror("F_SETOWN_EX");
+			return 1;
+		}
+	}
 	if (write(st[0], buf, sizeof(buf)) != sizeof(buf) || recv(st[1], got, 30, MSG_PEEK) != 30) {
 		pr_perror("write/peek");
 		return 1;
@@ -122,6 +143,11 @@ int main(int argc, char **argv)
 	test_check(n == 3 && !memcmp(got, "one", 3), "dg: the peek gave %d bytes, expected \"one\"", n);
 	test_check(sockopt(l, SO_KEEPALIVE) == 1 && sockopt(l, SO_REUSEADDR) == 0, "l: SO_KEEPALIVE %d, REUSEADDR %d",
 		   sockopt(l, SO_KEEPALIVE), sockopt(l, SO_REUSEADDR));
+
+	test_check(owned_by(st[1], F_OWNER_PID, getpid()) && fcntl(st[1], F_GETSIG) == SIGUSR2,
+		   "st[1]: not owned by the process with SIGUSR2 (signal %d)", fcntl(st[1], F_GETSIG));
+	test_check(owned_by(l, F_OWNER_PGRP, getpgrp()), "l: not owned by the process group");
+	test_check(fcntl(st[0], F_GETOWN) == 0 && fcntl(st[0], F_GETSIG) == 0, "st[0] got an owner");
 
 	unlink("sk.opts");
 	unlink("sk.optl");
