@@ -780,7 +780,7 @@ impl Web {
                 let copy = fd.try_clone().map_err(|e| {
                     Error::io("socket", format!("pid {}: {}: a copy", s.pid, s.what()), e)
                 })?;
-                self.owned.push((copy, s.u.fown.clone(), s.pid, s.what()));
+                self.owned.push((copy, s.u.fown, s.pid, s.what()));
             }
             out.insert(s.id, fd);
         }
