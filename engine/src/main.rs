@@ -61,6 +61,10 @@ enum Cmd {
         /// but never used, which the dump cannot tell are the tree's.
         #[arg(long = "ipc-id", value_name = "KIND:ID", value_delimiter = ',')]
         ipc_ids: Vec<String>,
+        /// Dump UNIX sockets whose peer is outside the tree; the restore
+        /// connects them again to the peer's name (CRIU's option).
+        #[arg(long)]
+        ext_unix_sk: bool,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -77,6 +81,10 @@ enum Cmd {
         /// Accepted for CRIU compatibility.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        /// Accepted for CRIU compatibility: the images say which UNIX
+        /// sockets are connected again to a peer outside the tree.
+        #[arg(long)]
+        ext_unix_sk: bool,
         /// What to do with cgroups (CRIU's modes): ignore, none, props,
         /// soft (the default, also without a value), full, strict.
         #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
@@ -144,6 +152,7 @@ fn main() -> ExitCode {
             ghost_limit,
             freeze_cgroup,
             ipc_ids,
+            ext_unix_sk,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -160,6 +169,7 @@ fn main() -> ExitCode {
                     freeze_cgroup,
                     ipc_ids,
                     shell_job,
+                    ext_unix_sk,
                 });
                 finish(
                     "dump",
@@ -185,6 +195,7 @@ fn main() -> ExitCode {
             detach,
             pidfile,
             shell_job,
+            ext_unix_sk: _,
             manage_cgroups,
             cgroup_root,
             trust_images,

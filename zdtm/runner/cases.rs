@@ -419,34 +419,69 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("serial terminals"),
         ..Case::DEFAULT
     },
+    // Bound UNIX sockets (paths, removed paths, abstract names, autobind);
+    // listeners with accepted and waiting connections, datagram clients.
+    Case {
+        name: "unix_bound",
+        program: Program::C("unix_bound"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_listen",
+        program: Program::C("unix_listen"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_options",
+        program: Program::C("unix_options"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_ext",
+        program: Program::C("unix_ext"),
+        dump_opts: &["--ext-unix-sk"],
+        restore_opts: &["--ext-unix-sk"],
+        ..Case::DEFAULT
+    },
+    // One UNIX socket of each kind (unix_sockets.c), checkpointed.
+    Case {
+        name: "unix_sockets_bound",
+        program: Program::C("unix_sockets"),
+        args: &["--kind=bound"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_sockets_listen",
+        program: Program::C("unix_sockets"),
+        args: &["--kind=listen"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_sockets_unconnected",
+        program: Program::C("unix_sockets"),
+        args: &["--kind=unconnected"],
+        ..Case::DEFAULT
+    },
     // Sockets the dump refuses, naming them; the tree goes on.
     Case {
-        name: "unix_refused_bound",
-        program: Program::C("unix_refused"),
-        args: &["--kind=bound"],
+        name: "unix_refused_pending_data",
+        program: Program::C("unix_sockets"),
+        args: &["--kind=pending_data"],
         crfail: true,
-        crfail_reason: Some("bound to"),
+        crfail_reason: Some("has not accepted yet"),
         ..Case::DEFAULT
     },
     Case {
-        name: "unix_refused_listen",
-        program: Program::C("unix_refused"),
-        args: &["--kind=listen"],
+        name: "unix_refused_outside",
+        program: Program::C("unix_sockets"),
+        args: &["--kind=outside"],
         crfail: true,
-        crfail_reason: Some("listening UNIX"),
-        ..Case::DEFAULT
-    },
-    Case {
-        name: "unix_refused_unconnected",
-        program: Program::C("unix_refused"),
-        args: &["--kind=unconnected"],
-        crfail: true,
-        crfail_reason: Some("unconnected UNIX"),
+        crfail_reason: Some("is outside the dumped tree"),
         ..Case::DEFAULT
     },
     Case {
         name: "unix_refused_rights",
-        program: Program::C("unix_refused"),
+        program: Program::C("unix_sockets"),
         args: &["--kind=rights"],
         crfail: true,
         crfail_reason: Some("file descriptors or credentials"),
@@ -454,7 +489,7 @@ pub static CASES: &[Case] = &[
     },
     Case {
         name: "unix_refused_inet",
-        program: Program::C("unix_refused"),
+        program: Program::C("unix_sockets"),
         args: &["--kind=inet"],
         crfail: true,
         crfail_reason: Some("INET sockets"),

@@ -67,6 +67,10 @@ pub struct DumpOptions {
     pub ipc_ids: Vec<String>,
     /// `--shell-job`: the tree's terminal may be outside it.
     pub shell_job: bool,
+    /// A UNIX socket whose peer is outside the tree is dumped, to be
+    /// connected again to the peer's name at restore (CRIU's
+    /// --ext-unix-sk).
+    pub ext_unix_sk: bool,
 }
 
 /// What was dumped, for the summary line.
@@ -92,6 +96,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     let mut files = FileTable::default();
     files.ghost.limit = opts.ghost_limit;
     files.tty.shell_job = opts.shell_job;
+    files.unix.ext_unix_sk = opts.ext_unix_sk;
     // Freeze: through the freezer cgroup first, if asked; its threads
     // outside the tree go on once the tree's are seized.
     let (mut pre, freezer) = match &opts.freeze_cgroup {
@@ -199,7 +204,7 @@ impl DumpCtx<'_> {
         for k in self.kinds.iter_mut() {
             k.finish(&cx)?;
         }
-        files::finish(&self.files, dir)?;
+        files::finish(&mut self.files, dir)?;
         dir.write_image("files.img", &self.files.entries)?;
         self.stats.shmem_pages +=
             memfd::write_images(dir, &self.files.memfd, &mut self.next_pages_id)?;

@@ -64,6 +64,7 @@ pub static KINDS: &[Kind] = &[
     ipc::KIND,
     engine_files::KIND,
     tty::KIND,
+    files::UNIX_SOCKETS,
     files::KIND,
     threads::KIND,
     task::KIND,

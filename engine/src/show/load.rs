@@ -346,6 +346,27 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
                 ""
             };
             v.extra.push(("name".into(), format!("{name}{how}")));
+            if let Some(d) = &u.name_dir {
+                v.extra.push(("bound in".into(), d.clone()));
+            }
+            if let Some(p) = &u.file_perms {
+                v.extra.push((
+                    "file".into(),
+                    format!("mode {:o}, owner {}:{}", p.mode, p.uid, p.gid),
+                ));
+            }
+            if u.deleted == Some(true) {
+                v.extra.push(("file".into(), "removed".into()));
+            }
+        }
+        if u.state == 10 {
+            v.extra.push(("backlog".into(), u.backlog.to_string()));
+        }
+        if u.uflags & 1 != 0 {
+            v.extra.push((
+                "outside the tree".into(),
+                "connected to again by name".into(),
+            ));
         }
         let shut = match u.shutdown.unwrap_or(0) & 3 {
             0 => None,
@@ -364,8 +385,18 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
                 names::human(u.opts.so_rcvbuf as u64)
             ),
         ));
-        if u.opts.so_passcred == Some(true) {
-            v.extra.push(("SO_PASSCRED".into(), "on".into()));
+        for (on, name) in [
+            (u.opts.so_passcred, "SO_PASSCRED"),
+            (u.opts.so_passsec, "SO_PASSSEC"),
+            (u.opts.reuseaddr, "SO_REUSEADDR"),
+            (u.opts.so_keepalive, "SO_KEEPALIVE"),
+        ] {
+            if on == Some(true) {
+                v.extra.push((name.into(), "on".into()));
+            }
+        }
+        if let Some(off) = u.peek_off {
+            v.extra.push(("SO_PEEK_OFF".into(), off.to_string()));
         }
     } else if f.ext.is_some() {
         v.path = "external file".into();

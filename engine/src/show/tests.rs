@@ -960,6 +960,22 @@ fn unix_socket_queues() {
     };
     files.push(sock(40, 900, 901));
     files.push(sock(41, 901, 900));
+    let mut listener = sock(42, 902, 0);
+    if let Some(u) = listener.usk.as_mut() {
+        u.r#type = libc::SOCK_STREAM as u32;
+        u.state = 10;
+        u.backlog = 7;
+        u.name = b"sk.listen\0".to_vec();
+        u.name_dir = Some("/tmp/work".into());
+        u.file_perms = Some(pb::FilePermsEntry {
+            mode: 0o640,
+            uid: 5,
+            gid: 6,
+        });
+        u.opts.so_keepalive = Some(true);
+        u.peek_off = Some(3);
+    }
+    files.push(listener);
     write_image(&p, Magic::Files, &files).unwrap();
     let mut w = ImageWriter::create(tmp.path().join("sk-queues.img"), Magic::SkQueues).unwrap();
     for (id, m) in [(40, &b"ab"[..]), (40, b"cde"), (1, b"x")] {
@@ -990,6 +1006,20 @@ fn unix_socket_queues() {
         "name: @abcde (autobind)",
         "shut down: write",
         "queued: 5 bytes in 2 messages",
+    ] {
+        assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
+    }
+    let v = set.describe(set.file(42).unwrap());
+    let extra: Vec<String> = v.extra.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    for want in [
+        "unix socket: stream",
+        "state: listening",
+        "name: sk.listen",
+        "bound in: /tmp/work",
+        "file: mode 640, owner 5:6",
+        "backlog: 7",
+        "SO_KEEPALIVE: on",
+        "SO_PEEK_OFF: 3",
     ] {
         assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
     }

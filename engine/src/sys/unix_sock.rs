@@ -8,10 +8,12 @@ use nix::errno::Errno;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_VFS: u32 = 0x02;
 const UDIAG_SHOW_PEER: u32 = 0x04;
 const UDIAG_SHOW_ICONS: u32 = 0x08;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
@@ -43,28 +45,38 @@ pub struct UnixDiag {
     /// Bytes queued for reception (stream, seqpacket: all of them;
     /// datagram: the first message only), and the send queue's length.
     pub rqlen: Option<(u32, u32)>,
-    /// Connections waiting to be accepted (a listening socket).
-    pub icons: usize,
+    /// The inodes of the clients whose connections wait to be accepted (a
+    /// listening socket), in the order accept() takes them.
+    pub icons: Vec<u32>,
+    /// The inode and device of the file a path-bound socket made.
+    pub vfs: Option<(u32, u32)>,
     /// The socket's own shutdown bits (1 = receive, 2 = send).
     pub shutdown: u8,
 }
 
 /// The request for the one socket with inode `ino`.
 pub fn unix_diag_request(ino: u32, seq: u32) -> Vec<u8> {
+    request(libc::NLM_F_REQUEST as u16, u32::MAX, ino, seq)
+}
+
+/// `states`: a bit mask of the socket states asked for; `ino` is ignored
+/// by a dump (NLM_F_DUMP).
+fn request(flags: u16, states: u32, ino: u32, seq: u32) -> Vec<u8> {
     let len = (NLMSG_HDRLEN + 24) as u32;
     let mut b = Vec::with_capacity(len as usize);
     b.extend_from_slice(&len.to_ne_bytes());
     b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    b.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
     b.extend_from_slice(&seq.to_ne_bytes());
     b.extend_from_slice(&0u32.to_ne_bytes());
     // unix_diag_req
     b.push(libc::AF_UNIX as u8);
     b.push(0);
     b.extend_from_slice(&0u16.to_ne_bytes());
-    b.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    b.extend_from_slice(&states.to_ne_bytes());
     b.extend_from_slice(&ino.to_ne_bytes());
-    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    let show =
+        UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
     b.extend_from_slice(&show.to_ne_bytes());
     // No cookie: look the socket up by inode alone.
     b.extend_from_slice(&u32::MAX.to_ne_bytes());
@@ -124,7 +136,18 @@ pub fn parse_unix_reply(b: &[u8]) -> Result<Option<UnixDiag>, Errno> {
         match atype {
             UNIX_DIAG_NAME => d.name = Some(v.to_vec()),
             UNIX_DIAG_PEER => d.peer = u32_at(v, 0).filter(|&p| p != 0),
-            UNIX_DIAG_ICONS => d.icons = v.len() / 4,
+            UNIX_DIAG_ICONS => {
+                d.icons = v
+                    .chunks_exact(4)
+                    .map(|c| u32::from_ne_bytes(c.try_into().expect("4 bytes")))
+                    .collect()
+            }
+            UNIX_DIAG_VFS => {
+                d.vfs = Some((
+                    u32_at(v, 0).ok_or(Errno::EIO)?,
+                    u32_at(v, 4).ok_or(Errno::EIO)?,
+                ))
+            }
             UNIX_DIAG_RQLEN => {
                 d.rqlen = Some((
                     u32_at(v, 0).ok_or(Errno::EIO)?,
@@ -139,18 +162,18 @@ pub fn parse_unix_reply(b: &[u8]) -> Result<Option<UnixDiag>, Errno> {
     Ok(Some(d))
 }
 
-/// The UNIX socket with inode `ino` in the engine's network namespace,
-/// or None if there is none.
-pub fn unix_diag(ino: u32) -> nix::Result<Option<UnixDiag>> {
+fn diag_socket() -> nix::Result<OwnedFd> {
     // SAFETY: socket takes integers; the fd is fresh and ours.
-    let nl = unsafe {
+    Ok(unsafe {
         OwnedFd::from_raw_fd(Errno::result(libc::socket(
             libc::AF_NETLINK,
             libc::SOCK_RAW | libc::SOCK_CLOEXEC,
             libc::NETLINK_SOCK_DIAG,
         ))?)
-    };
-    let req = unix_diag_request(ino, 1);
+    })
+}
+
+fn send_request(nl: &OwnedFd, req: &[u8]) -> nix::Result<()> {
     // SAFETY: send reads `req.len()` bytes of `req`; a netlink socket with
     // no address sends to the kernel.
     let n =
@@ -158,12 +181,56 @@ pub fn unix_diag(ino: u32) -> nix::Result<Option<UnixDiag>> {
     if n as usize != req.len() {
         return Err(Errno::EIO);
     }
-    let mut buf = vec![0u8; 16 << 10];
+    Ok(())
+}
+
+fn recv_reply(nl: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
     // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
     let n = Errno::result(unsafe {
         libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
     })?;
-    parse_unix_reply(&buf[..n as usize])
+    Ok(n as usize)
+}
+
+/// The UNIX socket with inode `ino` in the engine's network namespace,
+/// or None if there is none.
+pub fn unix_diag(ino: u32) -> nix::Result<Option<UnixDiag>> {
+    let nl = diag_socket()?;
+    send_request(&nl, &unix_diag_request(ino, 1))?;
+    let mut buf = vec![0u8; 16 << 10];
+    let n = recv_reply(&nl, &mut buf)?;
+    parse_unix_reply(&buf[..n])
+}
+
+/// Every listening UNIX socket of the engine's network namespace, with
+/// the connections waiting in its backlog.
+pub fn unix_listeners() -> nix::Result<Vec<UnixDiag>> {
+    let nl = diag_socket()?;
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    send_request(&nl, &request(flags, 1 << 10, 0, 1))?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = recv_reply(&nl, &mut buf)?;
+        let mut b = &buf[..n];
+        if b.is_empty() {
+            return Err(Errno::EIO);
+        }
+        while b.len() >= NLMSG_HDRLEN {
+            let len = u32_at(b, 0).unwrap_or(0) as usize;
+            let ty = u16_at(b, 4).unwrap_or(0);
+            if len < NLMSG_HDRLEN || len > b.len() {
+                return Err(Errno::EIO);
+            }
+            if ty == libc::NLMSG_DONE as u16 {
+                return Ok(out);
+            }
+            if let Some(d) = parse_unix_reply(&b[..len])? {
+                out.push(d);
+            }
+            b = &b[((len + 3) & !3).min(b.len())..];
+        }
+    }
 }
 
 /// An int socket option.
@@ -243,6 +310,188 @@ pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8], trunc: bool) -> nix::Result<(usi
     Ok(((n as usize).min(buf.len()), n as usize, msg.msg_flags))
 }
 
+/// A sockaddr_un holding `name` exactly as sock_diag gave it (a path,
+/// with or without its terminating zero, or an abstract name starting
+/// with a zero byte), and its length: binding with it gives the socket
+/// that same name back.
+fn sockaddr(name: &[u8]) -> nix::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if name.len() > a.sun_path.len() {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+    Ok((a, len as libc::socklen_t))
+}
+
+/// A connected pair of UNIX sockets of `type`, close-on-exec.
+pub fn socketpair(r#type: i32) -> nix::Result<(OwnedFd, OwnedFd)> {
+    let mut sv = [0i32; 2];
+    // SAFETY: the kernel writes two fds into `sv`; they are fresh and ours.
+    unsafe {
+        Errno::result(libc::socketpair(
+            libc::AF_UNIX,
+            r#type | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        ))?;
+        Ok((OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])))
+    }
+}
+
+/// A new UNIX socket of `type`, close-on-exec.
+pub fn socket(r#type: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: socket takes integers; the fd is fresh and ours.
+    Ok(unsafe {
+        OwnedFd::from_raw_fd(Errno::result(libc::socket(
+            libc::AF_UNIX,
+            r#type | libc::SOCK_CLOEXEC,
+            0,
+        ))?)
+    })
+}
+
+/// Bind to `name` (see [`sockaddr`]); an empty name asks the kernel for
+/// an abstract one (autobind).
+pub fn bind(fd: BorrowedFd<'_>, name: &[u8]) -> nix::Result<()> {
+    let (a, len) = sockaddr(name)?;
+    // SAFETY: the kernel reads `len` bytes of `a`, which has them.
+    Errno::result(unsafe {
+        libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len)
+    })
+    .map(drop)
+}
+
+pub fn connect(fd: BorrowedFd<'_>, name: &[u8]) -> nix::Result<()> {
+    let (a, len) = sockaddr(name)?;
+    // SAFETY: the kernel reads `len` bytes of `a`, which has them.
+    Errno::result(unsafe {
+        libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len)
+    })
+    .map(drop)
+}
+
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> nix::Result<()> {
+    // SAFETY: integers only.
+    Errno::result(unsafe { libc::listen(fd.as_raw_fd(), backlog) }).map(drop)
+}
+
+/// The next connection of a listening socket, close-on-exec, without
+/// waiting.
+pub fn accept(fd: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    // SAFETY: no address is asked for; the fd is fresh and ours.
+    Ok(unsafe {
+        OwnedFd::from_raw_fd(Errno::result(libc::accept4(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        ))?)
+    })
+}
+
+/// Send `m` whole without waiting, to `to` if given (a datagram to a
+/// bound socket), else to the peer.
+pub fn send(fd: BorrowedFd<'_>, m: &[u8], to: Option<&[u8]>) -> nix::Result<()> {
+    let addr = to.map(sockaddr).transpose()?;
+    let (ptr, len) = match &addr {
+        Some((a, l)) => ((a as *const libc::sockaddr_un).cast(), *l),
+        None => (std::ptr::null(), 0),
+    };
+    let mut off = 0;
+    loop {
+        // SAFETY: the kernel reads `m.len() - off` bytes from `m[off..]`
+        // and `len` bytes of the address, which are there.
+        let n = Errno::result(unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                m[off..].as_ptr().cast(),
+                m.len() - off,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                ptr,
+                len,
+            )
+        })? as usize;
+        off += n;
+        if off >= m.len() {
+            return Ok(());
+        }
+        if n == 0 {
+            return Err(Errno::EMSGSIZE);
+        }
+    }
+}
+
+pub fn shutdown(fd: BorrowedFd<'_>, bits: i32) -> nix::Result<()> {
+    let how = match bits & 3 {
+        1 => libc::SHUT_RD,
+        2 => libc::SHUT_WR,
+        3 => libc::SHUT_RDWR,
+        _ => return Ok(()),
+    };
+    // SAFETY: integers only.
+    Errno::result(unsafe { libc::shutdown(fd.as_raw_fd(), how) }).map(drop)
+}
+
+/// SO_SNDTIMEO / SO_RCVTIMEO.
+pub fn setsockopt_timeval(fd: BorrowedFd<'_>, opt: i32, sec: u64, usec: u64) -> nix::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: sec as libc::time_t,
+        tv_usec: usec as libc::suseconds_t,
+    };
+    // SAFETY: the kernel reads one timeval from `tv`.
+    Errno::result(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+const F_SETSIG: i32 = 10;
+const F_GETSIG: i32 = 11;
+const F_SETOWN_EX: i32 = 15;
+const F_GETOWN_EX: i32 = 16;
+const F_GETOWNER_UIDS: i32 = 17;
+
+#[repr(C)]
+struct FOwnerEx {
+    r#type: i32,
+    pid: i32,
+}
+
+/// The owner of an open file (F_SETOWN): (F_OWNER_TID/PID/PGRP, its id,
+/// the signal sent instead of SIGIO or 0, and the uid and euid the owner
+/// was set with, where the kernel tells them).
+pub fn owner(fd: BorrowedFd<'_>) -> nix::Result<(i32, i32, i32, (u32, u32))> {
+    let mut o = FOwnerEx { r#type: 0, pid: 0 };
+    // SAFETY: the kernel writes one f_owner_ex into `o`.
+    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut o as *mut FOwnerEx) })?;
+    // SAFETY: integers only.
+    let sig = Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) })?;
+    let mut uids = [0u32; 2];
+    // SAFETY: the kernel writes two uid_t into `uids` (a kernel without
+    // CONFIG_CHECKPOINT_RESTORE refuses, and 0 stays).
+    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWNER_UIDS, uids.as_mut_ptr()) };
+    Ok((o.r#type, o.pid, sig, (uids[0], uids[1])))
+}
+
+pub fn set_owner(fd: BorrowedFd<'_>, r#type: i32, pid: i32, sig: i32) -> nix::Result<()> {
+    let o = FOwnerEx { r#type, pid };
+    // SAFETY: the kernel reads one f_owner_ex from `o`.
+    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &o as *const FOwnerEx) })?;
+    // SAFETY: integers only.
+    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, sig) }).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,7 +538,8 @@ mod tests {
                 peer: Some(1235),
                 name: None,
                 rqlen: Some((70, 0)),
-                icons: 0,
+                icons: vec![],
+                vfs: None,
                 shutdown: 2,
             }
         );
@@ -308,7 +558,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(d.name.as_deref(), Some(&b"/tmp/s"[..]));
-        assert_eq!((d.state, d.icons, d.peer), (10, 2, None));
+        assert_eq!((d.state, d.icons, d.peer), (10, vec![5, 6], None));
     }
 
     #[test]

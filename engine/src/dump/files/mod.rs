@@ -137,7 +137,9 @@ pub trait FdDumper: Sync {
 }
 
 /// Every kind's [`FdDumper::finish`].
-pub fn finish(table: &FileTable, dir: &crate::imgdir::ImageDir) -> Result<()> {
+pub fn finish(table: &mut FileTable, dir: &crate::imgdir::ImageDir) -> Result<()> {
+    // Entries of their own for the peers outside the tree (--ext-unix-sk).
+    unix::external_peers(table)?;
     FD_DUMPERS.iter().try_for_each(|d| d.finish(table, dir))
 }
 

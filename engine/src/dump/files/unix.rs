@@ -1,17 +1,19 @@
-//! UNIX domain sockets, for now only unbound connected pairs whose two
-//! ends are both in the tree (socketpair, across fork and dup). Each end
-//! is a file entry of type UNIXSK naming its peer by inode; what is queued
-//! for reception on an end goes to sk-queues.img, one entry per message
-//! (per run of bytes for a stream), without taking it from the task: the
-//! queue is peeked through a copy of the fd with SO_PEEK_OFF, which is put
-//! back as it was.
+//! UNIX domain sockets. Each socket an fd refers to is a file entry of
+//! type UNIXSK naming its peer by inode, its name, and, bound to a path,
+//! the file's mode and owner (or that the path was removed). A client
+//! whose connection waits in a listener's backlog names the listener as
+//! its peer, as CRIU writes it. What is queued for reception on a
+//! socket goes to sk-queues.img, one entry per message (per run of bytes
+//! for a stream), without taking it from the task: the queue is peeked
+//! through a copy of the fd with SO_PEEK_OFF, which is put back as it was.
 //!
-//! Everything else about sockets (bound or listening ones, a peer outside
-//! the tree, file descriptors or credentials in flight, other families) is
-//! refused, naming the fd.
+//! What the restore could not make again (a peer outside the tree, file
+//! descriptors or credentials in flight, data sent on a connection not
+//! yet accepted, other families) is refused, naming the fd.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use nix::errno::Errno;
 
@@ -22,6 +24,7 @@ use crate::imgdir::ImageDir;
 use crate::sys::unix_sock::{self as us, autobound, UnixDiag};
 
 const TCP_LISTEN: u8 = 10;
+const TCP_ESTABLISHED: u8 = 1;
 
 pub struct Unix;
 
@@ -33,14 +36,32 @@ pub struct UnixTable {
     socks: BTreeMap<u32, Seen>,
     /// (file id of the receiving end, one message or run of bytes).
     queues: Vec<(u32, Vec<u8>)>,
+    /// --ext-unix-sk: a peer outside the tree is connected to again.
+    pub ext_unix_sk: bool,
+    /// The listener of every connection waiting to be accepted, by the
+    /// client's inode; asked once, when first needed.
+    waiting: Option<BTreeMap<u32, u32>>,
 }
 
+#[derive(Debug, Clone)]
 struct Seen {
     pid: Pid,
     /// "fd N (socket:[INO])".
     what: String,
+    /// In the image: for a client waiting to be accepted, its listener.
     peer: u32,
     r#type: u8,
+    /// Bound to a name the kernel did not choose.
+    named: bool,
+    /// Data is queued on it.
+    queued: bool,
+    /// Waiting in the backlog of `peer`.
+    pending: bool,
+    listening: bool,
+    /// A listener: the clients whose connections wait in its backlog.
+    icons: Vec<u32>,
+    /// An entry of its own for a peer outside the tree (--ext-unix-sk).
+    external: bool,
 }
 
 fn socket_ino(link: &str) -> Option<u32> {
@@ -66,6 +87,81 @@ fn type_name(t: u8) -> &'static str {
         libc::SOCK_DGRAM => "datagram",
         libc::SOCK_SEQPACKET => "seqpacket",
         _ => "unknown type",
+    }
+}
+
+impl UnixTable {
+    /// The listener in whose backlog the connection of client `ino`
+    /// waits, if it does.
+    fn listener_of(&mut self, ino: u32) -> nix::Result<Option<u32>> {
+        if self.waiting.is_none() {
+            let mut m = BTreeMap::new();
+            for l in us::unix_listeners()? {
+                for i in &l.icons {
+                    m.insert(*i, l.ino);
+                }
+            }
+            self.waiting = Some(m);
+        }
+        Ok(self.waiting.as_ref().and_then(|m| m.get(&ino).copied()))
+    }
+}
+
+/// A name as a person reads it: a path, or @ and an abstract name.
+fn shown(name: &[u8]) -> String {
+    match name.strip_prefix(b"\0") {
+        Some(abs) => format!("@{}", String::from_utf8_lossy(abs)),
+        // A path may come with the terminating zero it was bound with.
+        None => String::from_utf8_lossy(name)
+            .trim_end_matches('\0')
+            .to_string(),
+    }
+}
+
+/// Where a path-bound socket's file is: its mode and owner, the
+/// directory a relative name was bound in (taken to be the task's cwd),
+/// or that the path no longer leads to it (removed, or another file there
+/// now): the restore binds it there and removes the path again.
+struct BoundPath {
+    perms: Option<pb::FilePermsEntry>,
+    name_dir: Option<String>,
+    deleted: bool,
+}
+
+fn bound_path(
+    pid: Pid,
+    name: &[u8],
+    vfs: Option<(u32, u32)>,
+) -> std::result::Result<BoundPath, String> {
+    let path = shown(name);
+    let (at, name_dir) = if path.starts_with('/') {
+        (format!("/proc/{pid}/root{path}"), None)
+    } else {
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .map_err(|e| format!("bound to the relative path {path}: its cwd: {e}"))?;
+        (
+            format!("/proc/{pid}/cwd/{path}"),
+            Some(cwd.to_string_lossy().into_owned()),
+        )
+    };
+    let here = std::fs::symlink_metadata(&at)
+        .ok()
+        .filter(|m| m.file_type().is_socket() && vfs.is_some_and(|(ino, _)| m.ino() == ino as u64));
+    match here {
+        Some(m) => Ok(BoundPath {
+            perms: Some(pb::FilePermsEntry {
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            }),
+            name_dir,
+            deleted: false,
+        }),
+        None => Ok(BoundPath {
+            perms: None,
+            name_dir,
+            deleted: true,
+        }),
     }
 }
 
@@ -99,14 +195,58 @@ impl FdDumper for Unix {
             .ok_or_else(|| {
                 no("UNIX socket sock_diag does not know (in another network namespace?): not supported yet".into())
             })?;
-        let peer = check_shape(&d).map_err(no)?;
+        check_shape(&d).map_err(no)?;
+        let listening = d.state == TCP_LISTEN;
+        let mut peer = d.peer.unwrap_or(0);
+        let mut pending = false;
+        // A connection not accepted yet: its peer, the socket the
+        // listener made for it, has no inode (no file), so sock_diag says
+        // none; the listener names the client among its waiting ones.
+        if d.peer.is_none() && d.state == TCP_ESTABLISHED && d.r#type as i32 != libc::SOCK_DGRAM {
+            if let Some(l) = table
+                .unix
+                .listener_of(ino)
+                .map_err(|e| sys("sock_diag of the listening sockets", e))?
+            {
+                // What it sent is in the new socket's queue, which no fd
+                // reaches.
+                if d.rqlen.is_some_and(|(_, out)| out > 0) {
+                    return Err(no(format!(
+                        "UNIX socket that sent data on a connection socket:[{l}] has not accepted yet: not supported yet"
+                    )));
+                }
+                peer = l;
+                pending = true;
+            }
+        }
+        // (A datagram socket others connected to is "established" too.)
+        if peer == 0 && d.state == TCP_ESTABLISHED && d.r#type as i32 != libc::SOCK_DGRAM {
+            return Err(no(format!(
+                "UNIX {} socket whose peer is closed: not supported yet",
+                type_name(d.r#type)
+            )));
+        }
+        let name = d.name.clone().unwrap_or_default();
+        let bound = if name.first().is_some_and(|&c| c != 0) {
+            bound_path(pid, &name, d.vfs).map_err(no)?
+        } else {
+            BoundPath {
+                perms: None,
+                name_dir: None,
+                deleted: false,
+            }
+        };
         let peek_off = us::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
             .map_err(|e| sys("SO_PEEK_OFF", e))?;
-        if peek_off >= 0 {
-            return Err(no(
-                "UNIX socket with SO_PEEK_OFF set: not supported yet".into()
-            ));
-        }
+        let (o_type, o_pid, o_sig, (o_uid, o_euid)) =
+            us::owner(s).map_err(|e| sys("F_GETOWN_EX", e))?;
+        let fown = pb::FownEntry {
+            uid: o_uid,
+            euid: o_euid,
+            signum: o_sig as u32,
+            pid_type: o_type as u32,
+            pid: o_pid as u32,
+        };
         let int = |opt: i32, name: &str| {
             us::getsockopt_int(s, libc::SOL_SOCKET, opt).map_err(|e| sys(name, e))
         };
@@ -122,9 +262,18 @@ impl FdDumper for Unix {
             so_rcv_tmo_sec: rcv_s,
             so_rcv_tmo_usec: rcv_us,
             so_passcred: Some(int(libc::SO_PASSCRED, "SO_PASSCRED")? != 0),
+            so_passsec: Some(int(libc::SO_PASSSEC, "SO_PASSSEC")? != 0),
+            reuseaddr: Some(int(libc::SO_REUSEADDR, "SO_REUSEADDR")? != 0),
+            so_keepalive: Some(int(libc::SO_KEEPALIVE, "SO_KEEPALIVE")? != 0),
             ..Default::default()
         };
-        let queue = read_queue(pid, &what, s, &d)?;
+        // A listener, or a stream never connected, has nothing to read.
+        let readable = d.r#type as i32 == libc::SOCK_DGRAM || d.state == TCP_ESTABLISHED;
+        let queue = if readable {
+            read_queue(pid, &what, s, &d, peek_off)?
+        } else {
+            Vec::new()
+        };
         let id = table.next_id();
         table.entries.push(pb::FileEntry {
             r#type: pb::FdTypes::Unixsk as i32,
@@ -136,18 +285,24 @@ impl FdDumper for Unix {
                 state: d.state as u32,
                 flags: fd.flags,
                 uflags: 0,
-                backlog: 0,
+                backlog: if listening {
+                    d.rqlen.map_or(0, |(_, max)| max)
+                } else {
+                    0
+                },
                 peer,
-                fown: pb::FownEntry::default(),
+                fown,
                 opts,
-                name: d.name.clone().unwrap_or_default(),
+                name: name.clone(),
                 shutdown: Some(d.shutdown as i32 & 3),
-                file_perms: None,
-                name_dir: None,
-                deleted: None,
+                file_perms: bound.perms,
+                name_dir: bound.name_dir,
+                deleted: bound.deleted.then_some(true),
+                peek_off: (peek_off >= 0).then_some(peek_off),
             }),
             ..Default::default()
         });
+        let queued = !queue.is_empty();
         table.unix.queues.extend(queue.into_iter().map(|m| (id, m)));
         table.unix.socks.insert(
             ino,
@@ -156,6 +311,12 @@ impl FdDumper for Unix {
                 what,
                 peer,
                 r#type: d.r#type,
+                named: !name.is_empty() && !autobound(&name),
+                queued,
+                pending,
+                listening,
+                icons: d.icons,
+                external: false,
             },
         );
         Ok((pb::FdTypes::Unixsk, id))
@@ -185,8 +346,89 @@ impl FdDumper for Unix {
     }
 }
 
-/// The peer of a socket this dump can take, or why not.
-fn check_shape(d: &UnixDiag) -> std::result::Result<u32, String> {
+/// CRIU's uflags bit of a socket outside the tree, connected to again.
+const USK_EXTERN: u32 = 1;
+
+/// With --ext-unix-sk, an entry (no fd refers to it) for each peer outside
+/// the tree that a socket of the tree is connected to: the restore
+/// connects the socket to the peer's name again. The peer must have a
+/// name (an absolute path or an abstract name), and nothing may be queued
+/// on the socket from it: that data could not be sent again.
+pub fn external_peers(table: &mut super::FileTable) -> Result<()> {
+    if !table.unix.ext_unix_sk {
+        return Ok(());
+    }
+    let outside: Vec<(u32, Seen)> = table
+        .unix
+        .socks
+        .values()
+        .filter(|s| s.peer != 0 && !table.unix.socks.contains_key(&s.peer))
+        .map(|s| (s.peer, s.clone()))
+        .collect();
+    for (peer, s) in outside {
+        if table.unix.socks.contains_key(&peer) {
+            continue; // two sockets of the tree with one peer outside
+        }
+        let no = |reason: String| Error::unsupported(s.pid, s.what.clone(), reason);
+        let d = us::unix_diag(peer)
+            .map_err(|e| {
+                Error::sys(
+                    s.pid,
+                    format!("{}: sock_diag of its peer socket:[{peer}]", s.what),
+                    e,
+                )
+            })?
+            .ok_or_else(|| no(format!("its peer socket:[{peer}] outside the tree is gone")))?;
+        let name = d.name.clone().unwrap_or_default();
+        if name.is_empty() || name[0] != 0 && name[0] != b'/' {
+            return Err(no(format!(
+                "UNIX socket whose peer socket:[{peer}] outside the dumped tree has no name to connect to again{}: not supported",
+                if name.is_empty() { String::new() } else { format!(" ({} is relative)", shown(&name)) }
+            )));
+        }
+        if s.queued {
+            return Err(no(format!(
+                "UNIX socket with data queued from its peer socket:[{peer}] ({}) outside the dumped tree: not supported yet",
+                shown(&name)
+            )));
+        }
+        let id = table.next_id();
+        table.entries.push(pb::FileEntry {
+            r#type: pb::FdTypes::Unixsk as i32,
+            id,
+            usk: Some(pb::UnixSkEntry {
+                id,
+                ino: peer,
+                r#type: d.r#type as u32,
+                state: d.state as u32,
+                uflags: USK_EXTERN,
+                name: name.clone(),
+                shutdown: Some(d.shutdown as i32 & 3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        table.unix.socks.insert(
+            peer,
+            Seen {
+                pid: s.pid,
+                what: format!("socket:[{peer}] ({}) outside the tree", shown(&name)),
+                peer: 0,
+                r#type: d.r#type,
+                named: true,
+                queued: false,
+                pending: false,
+                listening: d.state == TCP_LISTEN,
+                icons: vec![],
+                external: true,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Why the restore could not make a socket of this type again, if so.
+fn check_shape(d: &UnixDiag) -> std::result::Result<(), String> {
     if !matches!(
         d.r#type as i32,
         libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
@@ -196,63 +438,97 @@ fn check_shape(d: &UnixDiag) -> std::result::Result<u32, String> {
             d.r#type
         ));
     }
-    if d.state == TCP_LISTEN {
-        return Err(format!(
-            "listening UNIX {} socket: not supported yet",
-            type_name(d.r#type)
-        ));
-    }
-    if let Some(name) = d.name.as_deref().filter(|n| !n.is_empty() && !autobound(n)) {
-        let shown = match name.strip_prefix(b"\0") {
-            Some(abs) => format!("@{}", String::from_utf8_lossy(abs)),
-            // A path may come with the terminating zero it was bound with.
-            None => String::from_utf8_lossy(name)
-                .trim_end_matches('\0')
-                .to_string(),
-        };
-        return Err(format!("UNIX socket bound to {shown}: not supported yet"));
-    }
-    d.peer.ok_or_else(|| {
-        format!(
-            "unconnected UNIX {} socket (or its peer is closed): not supported yet",
-            type_name(d.r#type)
-        )
-    })
+    Ok(())
 }
 
-/// Every socket's peer is a socket of the tree whose peer it is, of its
-/// type: a pair made by socketpair, which the restore can make again.
+/// Every socket's peer is a socket of the tree the restore can connect
+/// it to again: the other end of a pair (socketpair, or a connection
+/// accepted), a listener it waits to be accepted by, or a bound datagram
+/// socket; and every connection waiting in a listener's backlog comes
+/// from a socket of the tree.
 fn check_peers(socks: &BTreeMap<u32, Seen>) -> Result<()> {
+    let mut waiting: BTreeMap<u32, usize> = BTreeMap::new();
     for (ino, s) in socks {
         let no = |reason: String| Error::unsupported(s.pid, s.what.clone(), reason);
-        match socks.get(&s.peer) {
-            None => {
+        if s.peer != 0 {
+            let Some(p) = socks.get(&s.peer) else {
                 return Err(no(format!(
-                    "UNIX socket whose peer socket:[{}] is outside the dumped tree: not supported yet",
-                    s.peer
-                )))
-            }
-            Some(p) if p.peer != *ino || p.r#type != s.r#type => {
+                    "UNIX socket whose peer socket:[{}]{} is outside the dumped tree: not supported without --ext-unix-sk",
+                    s.peer,
+                    peer_name(s.peer)
+                )));
+            };
+            let fits = p.r#type == s.r#type
+                && if p.external {
+                    true
+                } else if s.pending {
+                    p.listening
+                } else {
+                    p.peer == *ino || (s.r#type as i32 == libc::SOCK_DGRAM && p.named)
+                };
+            if !fits {
                 return Err(no(format!(
                     "UNIX socket connected to socket:[{}] ({}), which is connected elsewhere: not supported yet",
                     s.peer, p.what
-                )))
+                )));
             }
-            Some(_) => {}
+            if s.pending {
+                *waiting.entry(s.peer).or_default() += 1;
+            }
+        }
+        // Datagrams are queued again by sending them to its name, or from
+        // the other end of its pair.
+        if s.queued && !s.named && s.r#type as i32 == libc::SOCK_DGRAM {
+            let pair = socks.get(&s.peer).is_some_and(|p| p.peer == *ino)
+                && !socks.iter().any(|(i, o)| {
+                    *i != s.peer && *i != *ino && (o.peer == *ino || o.peer == s.peer)
+                });
+            if !pair {
+                return Err(no(
+                    "unnamed UNIX datagram socket with messages queued, not one end of a pair: not supported yet".into(),
+                ));
+            }
+        }
+    }
+    for (ino, s) in socks.iter().filter(|(_, s)| s.listening && !s.external) {
+        let from_tree = waiting.get(ino).copied().unwrap_or(0);
+        if from_tree < s.icons.len() {
+            return Err(Error::unsupported(
+                s.pid,
+                s.what.clone(),
+                format!(
+                    "listening UNIX socket with {} connection(s) from outside the dumped tree waiting to be accepted: not supported yet",
+                    s.icons.len() - from_tree
+                ),
+            ));
         }
     }
     Ok(())
 }
 
+/// " (NAME)" of a socket outside the tree, if it is bound.
+fn peer_name(ino: u32) -> String {
+    match us::unix_diag(ino) {
+        Ok(Some(UnixDiag { name: Some(n), .. })) if !n.is_empty() => format!(" ({})", shown(&n)),
+        _ => String::new(),
+    }
+}
+
 /// What is queued for reception on `s`, message by message (a stream: one
 /// run of bytes), read with MSG_PEEK from offset 0 on; SO_PEEK_OFF is put
-/// back to "off" (as it was) whatever happens.
-fn read_queue(pid: Pid, what: &str, s: BorrowedFd<'_>, d: &UnixDiag) -> Result<Vec<Vec<u8>>> {
+/// back as it was (`peek_off`) whatever happens.
+fn read_queue(
+    pid: Pid,
+    what: &str,
+    s: BorrowedFd<'_>,
+    d: &UnixDiag,
+    peek_off: i32,
+) -> Result<Vec<Vec<u8>>> {
     let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
     us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
         .map_err(|e| sys("SO_PEEK_OFF", e))?;
     let got = peek_all(pid, what, s, d);
-    let back = us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)
+    let back = us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, peek_off)
         .map_err(|e| sys("putting SO_PEEK_OFF back", e));
     let got = got?;
     back?;
@@ -327,6 +603,12 @@ mod tests {
             what: "fd 3 (socket:[1])".into(),
             peer,
             r#type: t as u8,
+            named: false,
+            queued: false,
+            pending: false,
+            listening: false,
+            icons: vec![],
+            external: false,
         }
     }
 
@@ -338,6 +620,12 @@ mod tests {
     }
 
     #[test]
+    fn names_shown() {
+        assert_eq!(shown(b"/tmp/s\0"), "/tmp/s");
+        assert_eq!(shown(b"\0abs"), "@abs");
+    }
+
+    #[test]
     fn shapes_refused() {
         let mut d = UnixDiag {
             ino: 5,
@@ -346,28 +634,15 @@ mod tests {
             peer: Some(6),
             ..Default::default()
         };
-        assert_eq!(check_shape(&d), Ok(6));
-        d.name = Some(b"/tmp/s\0".to_vec());
-        assert!(check_shape(&d)
-            .unwrap_err()
-            .ends_with("bound to /tmp/s: not supported yet"));
-        d.name = Some(b"\0abs".to_vec());
-        assert!(check_shape(&d).unwrap_err().contains("bound to @abs"));
-        d.name = Some(b"\0a1b2c".to_vec());
-        assert_eq!(check_shape(&d), Ok(6));
-        d.name = Some(b"\0a1b2g".to_vec());
-        assert!(check_shape(&d).is_err());
-        d.name = None;
-        d.state = TCP_LISTEN;
-        assert!(check_shape(&d).unwrap_err().contains("listening"));
-        d.state = 7;
-        d.peer = None;
-        assert!(check_shape(&d).unwrap_err().contains("unconnected"));
+        assert_eq!(check_shape(&d), Ok(()));
+        d.r#type = libc::SOCK_RAW as u8;
+        assert!(check_shape(&d).unwrap_err().contains("of type"));
     }
 
     #[test]
     fn peers_must_pair_up() {
         let st = libc::SOCK_STREAM;
+        let dg = libc::SOCK_DGRAM;
         let mut m = BTreeMap::from([(1, seen(2, st)), (2, seen(1, st))]);
         assert!(check_peers(&m).is_ok());
         m.insert(3, seen(9, st));
@@ -375,7 +650,32 @@ mod tests {
         assert!(e.contains("socket:[9] is outside"), "{e}");
         m.insert(3, seen(1, st));
         assert!(check_peers(&m).is_err());
-        let m = BTreeMap::from([(1, seen(2, st)), (2, seen(1, libc::SOCK_DGRAM))]);
+        let m = BTreeMap::from([(1, seen(2, st)), (2, seen(1, dg))]);
+        assert!(check_peers(&m).is_err());
+        // Datagram clients of a bound socket, which is connected to none.
+        let mut server = seen(0, dg);
+        server.named = true;
+        let mut m = BTreeMap::from([(1, server), (2, seen(1, dg)), (3, seen(1, dg))]);
+        assert!(check_peers(&m).is_ok());
+        m.get_mut(&1).unwrap().named = false;
+        assert!(check_peers(&m).is_err());
+        // A listener with one connection waiting from the tree, one not.
+        let mut l = seen(0, st);
+        l.listening = true;
+        l.icons = vec![7, 8];
+        let mut c = seen(1, st);
+        c.pending = true;
+        let mut m = BTreeMap::from([(1, l), (2, c)]);
+        let e = check_peers(&m).unwrap_err().to_string();
+        assert!(e.contains("1 connection(s) from outside"), "{e}");
+        m.get_mut(&1).unwrap().icons.pop();
+        assert!(check_peers(&m).is_ok());
+        // Messages queued on an unnamed datagram socket others send to.
+        let mut a = seen(2, dg);
+        a.queued = true;
+        let mut m = BTreeMap::from([(1, a), (2, seen(1, dg))]);
+        assert!(check_peers(&m).is_ok());
+        m.insert(3, seen(1, dg));
         assert!(check_peers(&m).is_err());
     }
 }

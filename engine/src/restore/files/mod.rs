@@ -21,6 +21,10 @@ pub mod timerfd;
 mod tty;
 mod unix;
 
+/// The UNIX sockets the engine makes before the files (bound, listening,
+/// connected by name).
+pub const UNIX_SOCKETS: Kind = unix::KIND;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;

@@ -1,11 +1,26 @@
-//! UNIX socket pairs: both ends are made together by socketpair, by the
-//! task that holds them or by the engine when the ends are in several
-//! tasks. What was queued for reception on each end is sent again from
-//! the other end (message by message, so datagram and seqpacket
-//! boundaries stay), before the shutdown state is put back (a shut-down
-//! end could not be written into any more).
+//! UNIX sockets.
+//!
+//! A pair whose ends have no name (a socketpair) is made together by
+//! socketpair, by the task that holds them or by the engine when the ends
+//! are in several tasks. What was queued for reception on each end is
+//! sent again from the other end (message by message, so datagram and
+//! seqpacket boundaries stay), before the shutdown state is put back (a
+//! shut-down end could not be written into any more).
+//!
+//! Every other socket (bound, listening, connected by name: the
+//! [`Web`]) is made by the engine, before any task exists, in the order
+//! the connections need: each socket is bound (its file given the dumped
+//! mode and owner, removed again if the path was), datagrams queued on a
+//! bound socket are sent to its name, listeners listen, the connections
+//! that were accepted are connected and accepted again, then those that
+//! wait to be, in the order of their file ids, then datagram sockets are
+//! connected to their peers. The tasks take their sockets from the
+//! engine.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -15,9 +30,40 @@ use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::restore::child::{ChildFds, OpenFd};
 use crate::restore::load::Images;
-use crate::sys::unix_sock::autobound;
+use crate::restore::stage::{EngineFds, Kind, Restorer};
+use crate::sys::unix_sock::{self as us, autobound};
 
 pub struct Unix;
+
+const TCP_LISTEN: u8 = 10;
+
+/// Whether `f` is one end of a pair socketpair makes again: both ends
+/// name each other, neither is bound to a name of its own choosing
+/// (autobind is), neither listens, and no other socket names either as
+/// its peer.
+fn is_pair(imgs: &Images, f: &pb::FileEntry) -> bool {
+    let Some(me) = &f.usk else { return false };
+    // An owner (F_SETOWN) is set once its task exists: by the engine.
+    let plain = |u: &pb::UnixSkEntry| {
+        (u.name.is_empty() || autobound(&u.name))
+            && u.state as u8 != TCP_LISTEN
+            && u.peer != 0
+            && u.fown.pid == 0
+            && u.fown.signum == 0
+    };
+    if !plain(me) {
+        return false;
+    }
+    let mut other = None;
+    for u in imgs.files.values().filter_map(|o| o.usk.as_ref()) {
+        if u.ino == me.peer {
+            other = Some(u);
+        } else if u.ino != me.ino && (u.peer == me.ino || u.peer == me.peer) {
+            return false;
+        }
+    }
+    other.is_some_and(|o| plain(o) && o.peer == me.ino && o.r#type == me.r#type)
+}
 
 /// One end of a pair, as it is to be made.
 #[derive(Debug)]
@@ -29,6 +75,9 @@ struct EndSpec {
     shutdown: i32,
     /// What is queued for reception on it, message by message.
     queue: Vec<Vec<u8>>,
+    /// Its autobind name, tried again first.
+    name: Vec<u8>,
+    peek_off: Option<i32>,
 }
 
 /// Both ends of a pair, the one of the smaller inode first.
@@ -83,6 +132,8 @@ fn pair_of(imgs: &Images, pid: Pid, f: &pb::FileEntry) -> Result<(Pair, usize)> 
             opts: u.opts.clone(),
             shutdown: u.shutdown.unwrap_or(0) & 3,
             queue: imgs.sk_queues.get(&f.id).cloned().unwrap_or_default(),
+            name: u.name.clone(),
+            peek_off: u.peek_off,
         }
     };
     let (a, b) = (spec(f), spec(peer));
@@ -123,11 +174,30 @@ impl FdKind for Unix {
                 u.ino, u.r#type
             ));
         }
-        if !(u.name.is_empty() || autobound(&u.name)) || u.peer == 0 {
+        if u.name.len() > 108 {
             return Err(format!(
-                "socket:[{}]: only unbound connected pairs can be restored yet",
+                "socket:[{}]: a name of {} bytes",
+                u.ino,
+                u.name.len()
+            ));
+        }
+        if u.name.first().is_some_and(|&c| c != 0)
+            && u.name.contains(&b'/')
+            && u.name_dir.as_deref().is_some_and(|d| !d.starts_with('/'))
+        {
+            return Err(format!(
+                "socket:[{}]: name_dir is not an absolute path",
                 u.ino
             ));
+        }
+        if u.uflags & USK_EXTERN != 0 && u.name.is_empty() {
+            return Err(format!(
+                "socket:[{}]: outside the tree, with no name to connect to",
+                u.ino
+            ));
+        }
+        if u.state as u8 == TCP_LISTEN && u.peer != 0 {
+            return Err(format!("socket:[{}]: listening, with a peer", u.ino));
         }
         Ok(())
     }
@@ -139,6 +209,14 @@ impl FdKind for Unix {
         _fd: &pb::FdinfoEntry,
         f: &pb::FileEntry,
     ) -> Result<Arc<dyn OpenFd>> {
+        if !is_pair(imgs, f) {
+            // The engine made it (`Web`); the files stage injects it.
+            return Err(Error::task(
+                pid,
+                format!("file {} (socket:[{}])", f.id, usk(f).ino),
+                "a UNIX socket the engine should have made",
+            ));
+        }
         let (pair, which) = pair_of(imgs, pid, f)?;
         Ok(Arc::new(End {
             pair,
@@ -148,7 +226,10 @@ impl FdKind for Unix {
     }
 
     fn object(&self, f: &pb::FileEntry) -> Option<u64> {
-        f.usk.as_ref().map(|u| u.ino.min(u.peer) as u64)
+        f.usk
+            .as_ref()
+            .filter(|u| u.peer != 0)
+            .map(|u| u.ino.min(u.peer) as u64)
     }
 
     fn open_in_engine(
@@ -242,6 +323,20 @@ fn send_all(fd: RawFd, m: &[u8], stream: bool) -> nix::Result<()> {
     }
 }
 
+/// The options that are flags: SO_PASSSEC, SO_REUSEADDR, SO_KEEPALIVE.
+fn set_flags(fd: RawFd, o: &pb::SkOptsEntry) -> nix::Result<()> {
+    for (on, opt) in [
+        (o.so_passsec, libc::SO_PASSSEC),
+        (o.reuseaddr, libc::SO_REUSEADDR),
+        (o.so_keepalive, libc::SO_KEEPALIVE),
+    ] {
+        if on == Some(true) {
+            setsockopt_raw(fd, opt, &1i32)?;
+        }
+    }
+    Ok(())
+}
+
 /// The pair, made and filled: options, then the queued data (each end's
 /// sent from the other), then SO_PASSCRED and the shutdown state.
 fn make_pair(p: &Pair) -> nix::Result<[RawFd; 2]> {
@@ -262,6 +357,7 @@ fn make_pair(p: &Pair) -> nix::Result<[RawFd; 2]> {
             set_buf(*fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, o.so_rcvbuf)?;
             set_timeout(*fd, libc::SO_SNDTIMEO, o.so_snd_tmo_sec, o.so_snd_tmo_usec)?;
             set_timeout(*fd, libc::SO_RCVTIMEO, o.so_rcv_tmo_sec, o.so_rcv_tmo_usec)?;
+            set_flags(*fd, o)?;
         }
         for (i, e) in p.ends.iter().enumerate() {
             for m in &e.queue {
@@ -269,16 +365,16 @@ fn make_pair(p: &Pair) -> nix::Result<[RawFd; 2]> {
             }
         }
         for (fd, e) in sv.iter().zip(&p.ends) {
+            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
             if e.autobind {
-                // bind with the family alone: the kernel picks a name.
-                let sa = libc::AF_UNIX as libc::sa_family_t;
-                Errno::result(unsafe {
-                    libc::bind(
-                        *fd,
-                        (&sa as *const libc::sa_family_t).cast(),
-                        std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t,
-                    )
-                })?;
+                // The name it had if it is free, else one the kernel picks.
+                match us::bind(b, &e.name) {
+                    Err(Errno::EADDRINUSE) => us::bind(b, b"")?,
+                    r => r?,
+                }
+            }
+            if let Some(off) = e.peek_off {
+                us::setsockopt_int(b, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
             }
             if e.opts.so_passcred == Some(true) {
                 setsockopt_raw(*fd, libc::SO_PASSCRED, &1i32)?;
@@ -340,4 +436,447 @@ impl OpenFd for End {
     fn describe(&self) -> String {
         format!("socket:[{}]", self.pair.ends[self.which].ino)
     }
+}
+
+/// CRIU's uflags bit of a socket outside the tree, connected to again.
+const USK_EXTERN: u32 = 1;
+
+fn shown(name: &[u8]) -> String {
+    match name.strip_prefix(b"\0") {
+        Some(abs) => format!("@{}", String::from_utf8_lossy(abs)),
+        None => String::from_utf8_lossy(name)
+            .trim_end_matches('\0')
+            .to_string(),
+    }
+}
+
+pub const KIND: Kind = Kind {
+    name: "unix sockets",
+    validate: |_| Ok(()),
+    new: |_, _| Ok(Box::new(Web::default())),
+};
+
+/// The UNIX sockets that are not plain pairs, made by the engine; the
+/// files it bound, removed again should the restore fail.
+#[derive(Default)]
+pub struct Web {
+    bound: Vec<PathBuf>,
+    released: bool,
+    /// Sockets with an owner, set once every task exists: a copy of the
+    /// socket, its owner, and the task and socket to name in errors.
+    owned: Vec<(OwnedFd, pb::FownEntry, Pid, String)>,
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        if !self.released {
+            for p in &self.bound {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+impl Restorer for Web {
+    fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
+        let made = self.build(imgs)?;
+        for (id, fd) in made {
+            fds.descriptions.insert(id, fd);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _imgs: &Images) -> Result<()> {
+        for (fd, o, pid, what) in &self.owned {
+            us::set_owner(fd.as_fd(), o.pid_type as i32, o.pid as i32, o.signum as i32).map_err(
+                |e| {
+                    Error::sys(
+                        *pid,
+                        format!(
+                            "{what}: F_SETOWN_EX to {} {} (F_OWNER type {})",
+                            "pid", o.pid, o.pid_type
+                        ),
+                        e,
+                    )
+                },
+            )?;
+        }
+        self.owned.clear();
+        Ok(())
+    }
+
+    fn released(&mut self) {
+        self.released = true;
+    }
+}
+
+/// A socket of the web: its entry, and the task to name in errors.
+struct Sk<'a> {
+    id: u32,
+    pid: Pid,
+    u: &'a pb::UnixSkEntry,
+}
+
+impl Sk<'_> {
+    fn what(&self) -> String {
+        format!("file {} (socket:[{}])", self.id, self.u.ino)
+    }
+
+    fn err(&self, op: &str, e: Errno) -> Error {
+        Error::sys(self.pid, format!("{}: {op}", self.what()), e)
+    }
+
+    fn listening(&self) -> bool {
+        self.u.state as u8 == TCP_LISTEN
+    }
+
+    /// A name of its own choosing (not the kernel's).
+    fn named(&self) -> bool {
+        !self.u.name.is_empty() && !autobound(&self.u.name)
+    }
+
+    /// The address to reach it by from the engine: its abstract name, or
+    /// its path made absolute (the peer's address a connected socket
+    /// reports is the bound one, however it was reached).
+    fn address(&self) -> Vec<u8> {
+        match self.path() {
+            Some(p) => p.into_os_string().into_encoded_bytes(),
+            None => self.u.name.clone(),
+        }
+    }
+
+    fn path(&self) -> Option<PathBuf> {
+        let n = &self.u.name;
+        if n.first().is_none_or(|&c| c == 0) {
+            return None;
+        }
+        let n = String::from_utf8_lossy(n)
+            .trim_end_matches('\0')
+            .to_string();
+        Some(match &self.u.name_dir {
+            Some(d) if !n.starts_with('/') => PathBuf::from(d).join(n),
+            _ => PathBuf::from(n),
+        })
+    }
+}
+
+impl Web {
+    fn build(&mut self, imgs: &Images) -> Result<BTreeMap<u32, OwnedFd>> {
+        let mut pid_of: BTreeMap<u32, Pid> = BTreeMap::new();
+        for t in &imgs.tasks {
+            for fd in &t.fdinfo {
+                pid_of.entry(fd.id).or_insert(t.pid);
+            }
+        }
+        let web: Vec<Sk<'_>> = imgs
+            .files
+            .values()
+            .filter(|f| f.usk.is_some() && pid_of.contains_key(&f.id) && !is_pair(imgs, f))
+            .map(|f| Sk {
+                id: f.id,
+                pid: pid_of[&f.id],
+                u: usk(f),
+            })
+            .collect();
+        if web.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let by_ino: BTreeMap<u32, &Sk<'_>> = web.iter().map(|s| (s.u.ino, s)).collect();
+        // Peers outside the tree (--ext-unix-sk), reached by their names.
+        let external: BTreeMap<u32, &pb::UnixSkEntry> = imgs
+            .files
+            .values()
+            .filter_map(|f| f.usk.as_ref())
+            .filter(|u| u.uflags & USK_EXTERN != 0)
+            .map(|u| (u.ino, u))
+            .collect();
+        let mut out: BTreeMap<u32, OwnedFd> = BTreeMap::new();
+
+        // Connections that were accepted from a listener of the tree: the
+        // accepted end carries the listener's name, the client none.
+        let mut accepted: BTreeMap<u32, (u32, u32)> = BTreeMap::new(); // accepted ino -> (listener, client)
+        for a in &web {
+            let Some(c) = by_ino.get(&a.u.peer) else {
+                continue;
+            };
+            if a.listening()
+                || c.named()
+                || c.u.peer != a.u.ino
+                || a.u.r#type as i32 == libc::SOCK_DGRAM
+            {
+                continue;
+            }
+            if let Some(l) = web.iter().find(|l| {
+                l.listening()
+                    && l.u.r#type == a.u.r#type
+                    && l.u.name == a.u.name
+                    && !a.u.name.is_empty()
+            }) {
+                accepted.insert(a.u.ino, (l.u.ino, c.u.ino));
+            }
+        }
+        // Connected pairs of the web made by socketpair (stream or
+        // seqpacket whose listener is gone): their names are not kept.
+        let mut paired: BTreeMap<u32, u32> = BTreeMap::new();
+        for a in &web {
+            let Some(b) = by_ino.get(&a.u.peer) else {
+                continue;
+            };
+            if a.u.r#type as i32 != libc::SOCK_DGRAM
+                && !a.listening()
+                && b.u.peer == a.u.ino
+                && !accepted.contains_key(&a.u.ino)
+                && !accepted.contains_key(&b.u.ino)
+                && !accepted
+                    .values()
+                    .any(|(_, c)| *c == a.u.ino || *c == b.u.ino)
+                && a.u.ino < b.u.ino
+            {
+                paired.insert(a.u.ino, b.u.ino);
+            }
+        }
+
+        // Every socket, with its options and name; datagrams queued on a
+        // bound one are sent to it now, before it connects anywhere.
+        let mut socks: BTreeMap<u32, OwnedFd> = BTreeMap::new();
+        for (a, b) in &paired {
+            let sa = by_ino[a];
+            let (x, y) = us::socketpair(sa.u.r#type as i32).map_err(|e| sa.err("socketpair", e))?;
+            socks.insert(*a, x);
+            socks.insert(*b, y);
+        }
+        for s in &web {
+            if accepted.contains_key(&s.u.ino) {
+                continue;
+            }
+            if let std::collections::btree_map::Entry::Vacant(v) = socks.entry(s.u.ino) {
+                v.insert(us::socket(s.u.r#type as i32).map_err(|e| s.err("socket", e))?);
+            }
+            let fd = socks[&s.u.ino].as_fd();
+            set_opts(s, fd)?;
+            if !s.u.name.is_empty() && !paired.values().chain(paired.keys()).any(|i| *i == s.u.ino)
+            {
+                self.bind(s, fd)?;
+            }
+            if s.u.r#type as i32 == libc::SOCK_DGRAM && s.named() {
+                let q = imgs.sk_queues.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
+                if !q.is_empty() {
+                    let t = us::socket(libc::SOCK_DGRAM).map_err(|e| s.err("socket", e))?;
+                    for m in q {
+                        us::send(t.as_fd(), m, Some(&s.address()))
+                            .map_err(|e| s.err("queueing its datagrams again", e))?;
+                    }
+                }
+            }
+            if s.u.deleted == Some(true) {
+                if let Some(p) = s.path() {
+                    std::fs::remove_file(&p).map_err(|e| {
+                        Error::io(
+                            &p,
+                            format!("pid {}: {}: removing its path again", s.pid, s.what()),
+                            e,
+                        )
+                    })?;
+                    self.bound.retain(|b| *b != p);
+                }
+            }
+            if s.listening() {
+                us::listen(fd, s.u.backlog as i32).map_err(|e| s.err("listen", e))?;
+            }
+        }
+
+        // Connections: the accepted ones first (accept() gives the rest
+        // after them), in file id order.
+        let mut acc: Vec<(u32, u32, u32)> =
+            accepted.iter().map(|(a, (l, c))| (*a, *l, *c)).collect();
+        acc.sort_by_key(|(_, _, c)| by_ino[c].id);
+        for (a, l, c) in acc {
+            let (sa, sl, sc) = (by_ino[&a], by_ino[&l], by_ino[&c]);
+            us::connect(socks[&c].as_fd(), &sl.address())
+                .map_err(|e| sc.err("connect to its listener", e))?;
+            let fd =
+                us::accept(socks[&l].as_fd()).map_err(|e| sa.err("accept from its listener", e))?;
+            set_opts(sa, fd.as_fd())?;
+            socks.insert(a, fd);
+        }
+        let mut clients: Vec<&Sk<'_>> = web
+            .iter()
+            .filter(|s| {
+                by_ino.get(&s.u.peer).is_some_and(|p| {
+                    (p.listening() && !accepted.contains_key(&s.u.ino))
+                        || (s.u.r#type as i32 == libc::SOCK_DGRAM && p.named())
+                })
+            })
+            .collect();
+        clients.sort_by_key(|s| s.id);
+        let mut outside: Vec<&Sk<'_>> = web
+            .iter()
+            .filter(|s| external.contains_key(&s.u.peer))
+            .collect();
+        outside.sort_by_key(|s| s.id);
+        for s in outside {
+            let p = external[&s.u.peer];
+            us::connect(socks[&s.u.ino].as_fd(), &p.name).map_err(|e| {
+                s.err(
+                    &format!(
+                        "connect to its peer outside the tree, socket:[{}] ({})",
+                        p.ino,
+                        shown(&p.name)
+                    ),
+                    e,
+                )
+            })?;
+        }
+        for s in clients {
+            let p = by_ino[&s.u.peer];
+            us::connect(socks[&s.u.ino].as_fd(), &p.address())
+                .map_err(|e| s.err(&format!("connect to socket:[{}]", p.u.ino), e))?;
+        }
+
+        // Connected streams get their queues back from their peers, then
+        // every socket its last options and shutdown state.
+        for s in &web {
+            if s.u.r#type as i32 == libc::SOCK_DGRAM {
+                continue;
+            }
+            let q = imgs.sk_queues.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
+            if q.is_empty() {
+                continue;
+            }
+            let from = socks
+                .get(&s.u.peer)
+                .filter(|_| by_ino.get(&s.u.peer).is_some_and(|p| p.u.peer == s.u.ino))
+                .ok_or_else(|| {
+                    Error::task(
+                        s.pid,
+                        s.what(),
+                        "data queued, and no peer in the image to send it",
+                    )
+                })?;
+            for m in q {
+                us::send(from.as_fd(), m, None).map_err(|e| s.err("queueing its data again", e))?;
+            }
+        }
+        for s in &web {
+            let fd = socks.remove(&s.u.ino).expect("made above");
+            if s.u.opts.so_passcred == Some(true) {
+                us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
+                    .map_err(|e| s.err("SO_PASSCRED", e))?;
+            }
+            if let Some(off) = s.u.peek_off {
+                us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
+                    .map_err(|e| s.err("SO_PEEK_OFF", e))?;
+            }
+            us::shutdown(fd.as_fd(), s.u.shutdown.unwrap_or(0))
+                .map_err(|e| s.err("shutdown", e))?;
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_retain(
+                    super::nonblock(s.u.flags),
+                )),
+            )
+            .map_err(|e| s.err("flags", e))?;
+            if s.u.fown.pid != 0 || s.u.fown.signum != 0 {
+                let copy = fd.try_clone().map_err(|e| {
+                    Error::io("socket", format!("pid {}: {}: a copy", s.pid, s.what()), e)
+                })?;
+                self.owned.push((copy, s.u.fown, s.pid, s.what()));
+            }
+            out.insert(s.id, fd);
+        }
+        Ok(out)
+    }
+
+    /// Bind `fd` to the socket's name: a path (a stale socket file left
+    /// there by the dumped socket is replaced; the new one gets the
+    /// dumped mode and owner), an abstract name, or an autobind name
+    /// (the same one if it is free).
+    fn bind(&mut self, s: &Sk<'_>, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        let name = &s.u.name;
+        if name[0] == 0 {
+            return match us::bind(fd, name) {
+                Err(Errno::EADDRINUSE) if autobound(name) => us::bind(fd, b""),
+                r => r,
+            }
+            .map_err(|e| {
+                s.err(
+                    &format!("bind to @{}", String::from_utf8_lossy(&name[1..])),
+                    e,
+                )
+            });
+        }
+        let path = s.path().expect("a path");
+        let io = |what: &str, e: std::io::Error| {
+            Error::io(&path, format!("pid {}: {}: {what}", s.pid, s.what()), e)
+        };
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
+            if !m.file_type().is_socket() {
+                return Err(Error::task(
+                    s.pid,
+                    s.what(),
+                    format!(
+                        "its path {} is taken by a file that is not a socket",
+                        path.display()
+                    ),
+                ));
+            }
+            // A socket file nobody listens on any more is stale.
+            let probe = us::socket(s.u.r#type as i32).map_err(|e| s.err("socket", e))?;
+            let dir_name = path.as_os_str().as_encoded_bytes();
+            match us::connect(probe.as_fd(), dir_name) {
+                Err(Errno::ECONNREFUSED) => std::fs::remove_file(&path)
+                    .map_err(|e| io("removing the stale socket file", e))?,
+                _ => {
+                    return Err(Error::task(
+                        s.pid,
+                        s.what(),
+                        format!("its path {} is in use by a live socket", path.display()),
+                    ))
+                }
+            }
+        }
+        // Bound as it was (a relative name from its directory), so that
+        // getsockname gives the same name.
+        let cwd = match &s.u.name_dir {
+            Some(d) if name[0] != b'/' => {
+                let back = std::env::current_dir().map_err(|e| io("the engine's cwd", e))?;
+                std::env::set_current_dir(d).map_err(|e| io("chdir to its directory", e))?;
+                Some(back)
+            }
+            _ => None,
+        };
+        let r = us::bind(fd, name);
+        if let Some(back) = cwd {
+            std::env::set_current_dir(&back).map_err(|e| io("chdir back", e))?;
+        }
+        r.map_err(|e| s.err(&format!("bind to {}", path.display()), e))?;
+        self.bound.push(path.clone());
+        if let Some(p) = &s.u.file_perms {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(p.mode))
+                .map_err(|e| io("chmod", e))?;
+            std::os::unix::fs::lchown(&path, Some(p.uid), Some(p.gid))
+                .map_err(|e| io("chown", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Buffer sizes and timeouts.
+fn set_opts(s: &Sk<'_>, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    let o = &s.u.opts;
+    let raw = fd.as_raw_fd();
+    set_buf(raw, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, o.so_sndbuf)
+        .map_err(|e| s.err("SO_SNDBUF", e))?;
+    set_buf(raw, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, o.so_rcvbuf)
+        .map_err(|e| s.err("SO_RCVBUF", e))?;
+    if o.so_snd_tmo_sec != 0 || o.so_snd_tmo_usec != 0 {
+        us::setsockopt_timeval(fd, libc::SO_SNDTIMEO, o.so_snd_tmo_sec, o.so_snd_tmo_usec)
+            .map_err(|e| s.err("SO_SNDTIMEO", e))?;
+    }
+    if o.so_rcv_tmo_sec != 0 || o.so_rcv_tmo_usec != 0 {
+        us::setsockopt_timeval(fd, libc::SO_RCVTIMEO, o.so_rcv_tmo_sec, o.so_rcv_tmo_usec)
+            .map_err(|e| s.err("SO_RCVTIMEO", e))?;
+    }
+    set_flags(raw, o).map_err(|e| s.err("SO_PASSSEC, SO_REUSEADDR or SO_KEEPALIVE", e))?;
+    Ok(())
 }

@@ -1,17 +1,24 @@
 /*
- * unix_refused: a socket of a kind the engine does not checkpoint yet; the
- * dump must refuse it (naming it) and the process must go on as before.
+ * unix_sockets: one socket of a kind; those the engine checkpoints come
+ * back working, the others the dump must refuse (naming them) and the
+ * process goes on as before.
  *
  * --kind=WHAT:
- *   bound       a UNIX datagram socket bound to a path
- *   listen      a listening UNIX stream socket
- *   unconnected a UNIX datagram socket, neither bound nor connected
- *   rights      a UNIX stream pair with a file descriptor in flight
- *   inet        an INET datagram socket
+ *   bound        a UNIX datagram socket bound to a path
+ *   listen       a listening UNIX stream socket
+ *   unconnected  a UNIX datagram socket, neither bound nor connected
+ *   pending_data (refused) a client of a listening socket that sent 5
+ *                bytes on its connection, not accepted yet
+ *   outside      (refused) a UNIX stream socket whose peer is held by a
+ *                process outside the tree
+ *   rights       (refused) a UNIX stream pair with a file descriptor in
+ *                flight
+ *   inet         (refused) an INET datagram socket
  *
  * After SIGTERM the socket still works: the bound one receives from a new
- * socket, the listening one accepts, the fd in flight is received and is
- * the pipe it was.
+ * socket, the listening one accepts, the waiting connection is accepted
+ * with its bytes, the outside peer echoes, the fd in flight is received
+ * and is the pipe it was.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -22,6 +29,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "zdtmtst.h"
@@ -29,7 +37,7 @@
 const char *test_doc = "Check that sockets the engine cannot checkpoint are refused, unharmed";
 
 static char *kind;
-TEST_OPTION(kind, string, "bound, listen, unconnected, rights or inet", 1);
+TEST_OPTION(kind, string, "bound, listen, unconnected, pending_data, outside, rights or inet", 1);
 
 static int failed;
 
@@ -50,18 +58,60 @@ int main(int argc, char **argv)
 	test_init(argc, argv);
 	unlink("sk.bound");
 	len = unix_addr(&a, "sk.bound");
-	if (!strcmp(kind, "bound") || !strcmp(kind, "listen")) {
-		int listening = !strcmp(kind, "listen");
+	if (!strcmp(kind, "bound") || !strcmp(kind, "listen") || !strcmp(kind, "pending_data")) {
+		int listening = strcmp(kind, "bound");
 
 		sk = socket(AF_UNIX, listening ? SOCK_STREAM : SOCK_DGRAM, 0);
 		if (sk < 0 || bind(sk, (struct sockaddr *)&a, len) || (listening && listen(sk, 4))) {
 			pr_perror("socket");
 			return 1;
 		}
+		if (!strcmp(kind, "pending_data")) {
+			c = socket(AF_UNIX, SOCK_STREAM, 0);
+			if (c < 0 || connect(c, (struct sockaddr *)&a, len) || write(c, "early", 5) != 5) {
+				pr_perror("client");
+				return 1;
+			}
+		}
+	} else if (!strcmp(kind, "outside")) {
+		pid_t pid;
+
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
+			pr_perror("socketpair");
+			return 1;
+		}
+		/* the peer's holder: a grandchild whose parent is gone */
+		pid = fork();
+		if (pid < 0) {
+			pr_perror("fork");
+			return 1;
+		}
+		if (pid == 0) {
+			if (fork() == 0) {
+				close(sv[0]);
+				/* echo one byte, then go when the peer closes */
+				while (read(sv[1], buf, 1) == 1)
+					if (write(sv[1], buf, 1) != 1)
+						break;
+				_exit(0);
+			}
+			_exit(0);
+		}
+		waitpid(pid, NULL, 0);
+		close(sv[1]);
+		sk = sv[0];
 	} else if (!strcmp(kind, "unconnected")) {
 		sk = socket(AF_UNIX, SOCK_DGRAM, 0);
 	} else if (!strcmp(kind, "inet")) {
 		sk = socket(AF_INET, SOCK_DGRAM, 0);
+	} else if (!strcmp(kind, "pending_data")) {
+		c = accept(sk, NULL, NULL);
+		test_check(c >= 0 && recv(c, buf, sizeof(buf), MSG_DONTWAIT) == 5 && !memcmp(buf, "early", 5),
+			   "the waiting connection lost its bytes");
+	} else if (!strcmp(kind, "outside")) {
+		test_check(write(sk, "o", 1) == 1 && read(sk, buf, 1) == 1 && buf[0] == 'o',
+			   "the outside peer does not echo");
+		close(sk);
 	} else if (!strcmp(kind, "rights")) {
 		char cbuf[CMSG_SPACE(sizeof(int))];
 		struct iovec iov = { "r", 1 };
@@ -106,6 +156,14 @@ int main(int argc, char **argv)
 		test_check(!connect(s, (struct sockaddr *)&a, len), "connect to the listening socket");
 		c = accept(sk, NULL, NULL);
 		test_check(c >= 0, "accept");
+	} else if (!strcmp(kind, "pending_data")) {
+		c = accept(sk, NULL, NULL);
+		test_check(c >= 0 && recv(c, buf, sizeof(buf), MSG_DONTWAIT) == 5 && !memcmp(buf, "early", 5),
+			   "the waiting connection lost its bytes");
+	} else if (!strcmp(kind, "outside")) {
+		test_check(write(sk, "o", 1) == 1 && read(sk, buf, 1) == 1 && buf[0] == 'o',
+			   "the outside peer does not echo");
+		close(sk);
 	} else if (!strcmp(kind, "rights")) {
 		char cbuf[CMSG_SPACE(sizeof(int))];
 		struct iovec iov = { buf, 1 };
