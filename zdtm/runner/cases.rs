@@ -402,12 +402,17 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("file descriptors or credentials"),
         ..Case::DEFAULT
     },
+    // INET sockets.
     Case {
-        name: "unix_refused_inet",
-        program: Program::C("unix_refused"),
-        args: &["--kind=inet"],
-        crfail: true,
-        crfail_reason: Some("INET sockets"),
+        name: "inet_tcp4",
+        program: Program::C("inet_tcp"),
+        args: &["--family=4"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp6",
+        program: Program::C("inet_tcp"),
+        args: &["--family=6"],
         ..Case::DEFAULT
     },
     // memfd, POSIX shm, unlinked files, shared file mappings.

@@ -487,6 +487,7 @@ mod tests {
             pipe_data: Default::default(),
             fifo_data: Default::default(),
             sk_queues: Default::default(),
+            sk_queue_addrs: Default::default(),
             zombies: vec![],
             seccomp: vec![],
             memfds: Default::default(),

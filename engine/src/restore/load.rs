@@ -64,6 +64,9 @@ pub struct Images {
     pub fifo_data: BTreeMap<u32, (u32, Vec<u8>)>,
     /// sk-queues.img: socket file id -> the messages queued for it.
     pub sk_queues: BTreeMap<u32, Vec<Vec<u8>>>,
+    /// sk-queues.img: the source address of each datagram, for INET
+    /// sockets (same order).
+    pub sk_queue_addrs: BTreeMap<u32, Vec<Option<Vec<u8>>>>,
     pub zombies: Vec<Zombie>,
     /// memfd objects, by inode id.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
@@ -320,6 +323,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         pipe_data,
         fifo_data,
         sk_queues: set.sk_queues.clone(),
+        sk_queue_addrs: set.sk_queue_addrs.clone(),
         zombies,
         memfds,
         ghosts,

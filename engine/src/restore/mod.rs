@@ -60,6 +60,7 @@ pub static KINDS: &[Kind] = &[
     memory::KIND,
     ipc::KIND,
     engine_files::KIND,
+    files::inet::KIND,
     files::KIND,
     threads::KIND,
     task::KIND,

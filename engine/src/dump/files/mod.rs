@@ -13,6 +13,7 @@
 mod epoll;
 mod eventfd;
 mod fifo;
+mod inet;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -46,6 +47,8 @@ pub struct FileTable {
     pub ghost: crate::dump::ghost::GhostTable,
     /// UNIX sockets and their queues.
     pub unix: unix::UnixTable,
+    /// INET sockets' queued datagrams.
+    pub inet: inet::InetTable,
     next_id: u32,
 }
 
@@ -101,6 +104,7 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &epoll::Epoll,
     &signalfd::Signalfd,
     &timerfd::Timerfd,
+    &inet::Inet,
     &unix::Unix,
 ];
 

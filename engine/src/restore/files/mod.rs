@@ -14,6 +14,7 @@
 mod epoll;
 mod eventfd;
 mod fifo;
+pub mod inet;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -43,6 +44,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &signalfd::Signalfd,
     &timerfd::Timerfd,
     &unix::Unix,
+    &inet::Inet,
     &super::memfd::MemfdFile,
 ];
 
