@@ -415,6 +415,34 @@ pub static CASES: &[Case] = &[
         args: &["--family=6"],
         ..Case::DEFAULT
     },
+    Case {
+        name: "inet_udp4",
+        program: Program::C("inet_udp"),
+        args: &["--family=4"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_udp6",
+        program: Program::C("inet_udp"),
+        args: &["--family=6"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_refused_established4",
+        program: Program::C("inet_refused"),
+        args: &["--family=4"],
+        crfail: true,
+        crfail_reason: Some("TCP connection 127.0.0.1:"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_refused_established6",
+        program: Program::C("inet_refused"),
+        args: &["--family=6"],
+        crfail: true,
+        crfail_reason: Some("established TCP connections are not supported yet"),
+        ..Case::DEFAULT
+    },
     // memfd, POSIX shm, unlinked files, shared file mappings.
     Case {
         name: "memfd",
