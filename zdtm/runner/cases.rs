@@ -428,6 +428,11 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "netlink",
+        program: Program::C("netlink"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "inet_refused_established4",
         program: Program::C("inet_refused"),
         args: &["--family=4"],

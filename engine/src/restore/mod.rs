@@ -61,6 +61,7 @@ pub static KINDS: &[Kind] = &[
     ipc::KIND,
     engine_files::KIND,
     files::inet::KIND,
+    files::netlink::KIND,
     files::KIND,
     threads::KIND,
     task::KIND,

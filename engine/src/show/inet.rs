@@ -72,3 +72,38 @@ pub fn describe(i: &pb::InetSkEntry, v: &mut FileView) {
         ),
     ));
 }
+
+/// A netlink socket's file entry.
+pub fn describe_netlink(n: &pb::NetlinkSkEntry, v: &mut FileView) {
+    v.path = format!("socket:[{}]", n.ino);
+    v.flags = Some(n.flags);
+    let proto = match n.protocol as i32 {
+        libc::NETLINK_ROUTE => "ROUTE".to_string(),
+        libc::NETLINK_AUDIT => "AUDIT".to_string(),
+        libc::NETLINK_KOBJECT_UEVENT => "KOBJECT_UEVENT".to_string(),
+        libc::NETLINK_GENERIC => "GENERIC".to_string(),
+        libc::NETLINK_SOCK_DIAG => "SOCK_DIAG".to_string(),
+        p => format!("protocol {p}"),
+    };
+    v.extra.push(("netlink socket".into(), proto));
+    v.extra.push(("port id".into(), n.portid.to_string()));
+    let groups: Vec<String> = n
+        .groups
+        .iter()
+        .enumerate()
+        .flat_map(|(w, bits)| {
+            (0..32)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| (w * 32 + b + 1).to_string())
+        })
+        .collect();
+    if !groups.is_empty() {
+        v.extra.push(("groups".into(), groups.join(" ")));
+    }
+    if n.state != 0 {
+        v.extra.push((
+            "peer".into(),
+            format!("port id {}, group {}", n.dst_portid, n.dst_group),
+        ));
+    }
+}

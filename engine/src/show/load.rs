@@ -267,6 +267,8 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
         v.flags = Some(n.flags);
     } else if let Some(i) = &f.isk {
         super::inet::describe(i, &mut v);
+    } else if let Some(n) = &f.nlsk {
+        super::inet::describe_netlink(n, &mut v);
     } else if let Some(u) = &f.usk {
         v.path = format!("socket:[{}]", u.ino);
         v.flags = Some(u.flags);

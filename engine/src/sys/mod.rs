@@ -4,6 +4,7 @@
 
 pub mod inet_sock;
 pub mod ipc;
+pub mod netlink_sock;
 pub mod ptrace;
 pub mod unix_sock;
 

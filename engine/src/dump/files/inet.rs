@@ -199,14 +199,14 @@ impl FdDumper for Inet {
     }
 }
 
-type OptResult<T> = std::result::Result<T, (&'static str, Errno)>;
+pub(super) type OptResult<T> = std::result::Result<T, (&'static str, Errno)>;
 
 fn int(s: BorrowedFd<'_>, level: i32, opt: i32, name: &'static str) -> OptResult<i32> {
     getsockopt_int(s, level, opt).map_err(|e| (name, e))
 }
 
 /// The socket-level options; keepalive timings of a TCP socket too.
-fn sock_opts(s: BorrowedFd<'_>, tcp: bool) -> OptResult<pb::SkOptsEntry> {
+pub(super) fn sock_opts(s: BorrowedFd<'_>, tcp: bool) -> OptResult<pb::SkOptsEntry> {
     let sol = |opt, name| int(s, libc::SOL_SOCKET, opt, name);
     let (snd_s, snd_us) =
         getsockopt_timeval(s, libc::SO_SNDTIMEO).map_err(|e| ("SO_SNDTIMEO", e))?;

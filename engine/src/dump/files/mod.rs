@@ -14,6 +14,7 @@ mod epoll;
 mod eventfd;
 mod fifo;
 mod inet;
+mod netlink;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -105,6 +106,7 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &signalfd::Signalfd,
     &timerfd::Timerfd,
     &inet::Inet,
+    &netlink::Netlink,
     &unix::Unix,
 ];
 

@@ -15,6 +15,7 @@ mod epoll;
 mod eventfd;
 mod fifo;
 pub mod inet;
+pub mod netlink;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -45,6 +46,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &timerfd::Timerfd,
     &unix::Unix,
     &inet::Inet,
+    &netlink::Netlink,
     &super::memfd::MemfdFile,
 ];
 
