@@ -10,11 +10,15 @@
  *   bnd    bound to the loopback address, neither listening nor connected;
  *          TCP_CORK, SO_SNDBUF set, SO_RCVTIMEO 3.25 s
  *   raw    created, nothing else (IPv6: IPV6_V6ONLY off)
+ *   tw     (--timewait) listening without SO_REUSEADDR; a connection it
+ *          accepted was closed from its side first, so its port is held
+ *          in TIME-WAIT
  *
  * After SIGTERM: the addresses, listening state, backlog, flags and
  * options read back; which buffer sizes were set by hand too (SO_BUF_LOCK);
  * nothing waits on lst; `raw` connects to lst and bytes go both ways over
- * the accepted connection; another socket of this uid joins lst's port
+ * the accepted connection; tw listens on its port without SO_REUSEADDR
+ * (the TIME-WAIT did not keep the restore from binding it); another socket of this uid joins lst's port
  * with SO_REUSEPORT, one without it is refused; bnd can listen on its port.
  */
 #include <arpa/inet.h>
@@ -39,6 +43,8 @@ const char *test_doc = "Check that TCP sockets not connected keep addresses, sta
 
 static int family = 4;
 TEST_OPTION(family, int, "4 or 6", 0);
+static int timewait;
+TEST_OPTION(timewait, bool, "also a listening socket whose port a closed connection holds in TIME-WAIT", 0);
 
 static int failed;
 
@@ -119,6 +125,9 @@ int main(int argc, char **argv)
 {
 	struct sockaddr_storage lst_name, bnd_name, now;
 	socklen_t lst_len, bnd_len, now_len;
+	struct sockaddr_storage tw_name;
+	socklen_t tw_len;
+	int tw, tw_cli, tw_srv;
 	int lst, bnd, raw, rcvbuf, sndbuf, raw_rcvbuf, c, other;
 	int ip_level, tos_opt;
 	struct timeval tv = { 3, 250000 }, tv_was, tv_now;
@@ -156,6 +165,23 @@ int main(int argc, char **argv)
 	if (name_of(lst, &lst_name, &lst_len) || name_of(bnd, &bnd_name, &bnd_len)) {
 		pr_perror("getsockname");
 		return 1;
+	}
+	tw = timewait ? tcp_socket() : -1;
+	tw_cli = timewait ? tcp_socket() : -1;
+	if (timewait && (tw < 0 || tw_cli < 0 || bind_loopback(tw, 0) || listen(tw, 2) || name_of(tw, &tw_name, &tw_len) ||
+	    connect(tw_cli, (struct sockaddr *)&tw_name, tw_len))) {
+		pr_perror("tw");
+		return 1;
+	}
+	if (timewait) {
+		tw_srv = accept(tw, NULL, NULL);
+		if (tw_srv < 0) {
+			pr_perror("accept");
+			return 1;
+		}
+		close(tw_srv);
+		usleep(20000);
+		close(tw_cli);
 	}
 	rcvbuf = getopt_int(lst, SOL_SOCKET, SO_RCVBUF);
 	/* As the kernel keeps it: in its clock ticks. */
@@ -201,6 +227,13 @@ int main(int argc, char **argv)
 	if (family == 6) {
 		test_check(getopt_int(lst, IPPROTO_IPV6, IPV6_V6ONLY) == 1, "lst lost IPV6_V6ONLY");
 		test_check(getopt_int(raw, IPPROTO_IPV6, IPV6_V6ONLY) == 0, "raw got IPV6_V6ONLY");
+	}
+
+	if (timewait) {
+		test_check(!name_of(tw, &now, &now_len) && now_len == tw_len && !memcmp(&now, &tw_name, tw_len),
+			   "tw is bound elsewhere now (port %d, was %d)", port_of(&now), port_of(&tw_name));
+		test_check(getopt_int(tw, SOL_SOCKET, SO_ACCEPTCONN) == 1, "tw does not listen");
+		test_check(getopt_int(tw, SOL_SOCKET, SO_REUSEADDR) == 0, "tw got SO_REUSEADDR");
 	}
 
 	/* The bound one. */

@@ -6,7 +6,7 @@
 //! not yet connected anywhere else.
 //!
 //! So it goes in steps over all the sockets: each is made with its options
-//! and bound (SO_REUSEADDR on for the bind, as CRIU does, so that the
+//! and bound (SO_REUSEADDR on for the bind and listen, as CRIU does, so that the
 //! dumped tree's closed connections still in TIME-WAIT do not hold the
 //! port); then the queues are filled, each datagram from a socket of the
 //! tree bound to its source, or else from a temporary one bound there;
@@ -207,10 +207,16 @@ fn make_all(imgs: &Images) -> Result<Vec<(u32, OwnedFd)>> {
             let fd = s.fd.as_fd();
             setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
                 .map_err(|e| s.err("SO_REUSEADDR", e))?;
-            is::bind(fd, &local).map_err(|e| s.err("bind", e))?;
-            let reuse = i.opts.reuseaddr.unwrap_or(false) as i32;
-            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse)
-                .map_err(|e| s.err("SO_REUSEADDR", e))?;
+            is::bind(fd, &local).map_err(|e| match e {
+                Errno::EADDRINUSE => Error::task(
+                    s.pid,
+                    format!("socket:[{}] (file {})", i.ino, s.id),
+                    format!(
+                        "cannot bind {local} again: in use by another socket, or (without SO_REUSEADDR) by a closed connection in TIME-WAIT"
+                    ),
+                ),
+                e => s.err("bind", e),
+            })?;
         }
         socks.push(s);
     }
@@ -223,6 +229,10 @@ fn make_all(imgs: &Images) -> Result<Vec<(u32, OwnedFd)>> {
         if s.i.state == TCP_LISTEN {
             is::listen(fd, s.i.backlog as i32).map_err(|e| s.err("listen", e))?;
         }
+        // Only now: listen() looks for conflicts on the port again.
+        let reuse = s.i.opts.reuseaddr.unwrap_or(false) as i32;
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse)
+            .map_err(|e| s.err("SO_REUSEADDR", e))?;
         let fl = s.i.flags as i32 & libc::O_NONBLOCK;
         nix::fcntl::fcntl(
             std::os::fd::AsRawFd::as_raw_fd(&s.fd),
