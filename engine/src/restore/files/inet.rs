@@ -6,9 +6,9 @@
 //! not yet connected anywhere else.
 //!
 //! So it goes in steps over all the sockets: each is made with its options
-//! and bound (SO_REUSEADDR on for the bind and listen, as CRIU does, so that the
-//! dumped tree's closed connections still in TIME-WAIT do not hold the
-//! port); then the queues are filled, each datagram from a socket of the
+//! and bound (SO_REUSEADDR on for the bind and listen, as CRIU does; a
+//! port still held by the dumped tree's own closed connections in
+//! TIME-WAIT is freed by dropping them with sock_diag); then the queues are filled, each datagram from a socket of the
 //! tree bound to its source, or else from a temporary one bound there;
 //! then UDP sockets are connected and TCP ones listen.
 
@@ -207,7 +207,19 @@ fn make_all(imgs: &Images) -> Result<Vec<(u32, OwnedFd)>> {
             let fd = s.fd.as_fd();
             setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
                 .map_err(|e| s.err("SO_REUSEADDR", e))?;
-            is::bind(fd, &local).map_err(|e| match e {
+            let mut bound = is::bind(fd, &local);
+            if bound == Err(Errno::EADDRINUSE) && i.proto as i32 == libc::IPPROTO_TCP {
+                // The tree's own closed connections, kept in TIME-WAIT,
+                // hold a port the socket had bound: drop them, as if the
+                // socket had stayed (the dumped tree had the port).
+                let gone = crate::sys::inet_diag::destroy_time_wait(local.ip(), local.port())
+                    .map_err(|e| s.err("dropping the TIME-WAIT connections of its port", e))?;
+                if gone > 0 {
+                    debug!("{local}: {gone} connection(s) in TIME-WAIT dropped");
+                    bound = is::bind(fd, &local);
+                }
+            }
+            bound.map_err(|e| match e {
                 Errno::EADDRINUSE => Error::task(
                     s.pid,
                     format!("socket:[{}] (file {})", i.ino, s.id),
