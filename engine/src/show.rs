@@ -17,6 +17,7 @@
 //! Loading ([`load`]) and rendering ([`render_text`], [`render_json`])
 //! are separate; rendering is a pure function of the loaded images.
 
+mod inet;
 mod ipc;
 mod json;
 mod load;

@@ -487,12 +487,62 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("file descriptors or credentials"),
         ..Case::DEFAULT
     },
+    // INET sockets.
     Case {
-        name: "unix_refused_inet",
-        program: Program::C("unix_sockets"),
-        args: &["--kind=inet"],
+        name: "inet_tcp4",
+        program: Program::C("inet_tcp"),
+        args: &["--family=4"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp6",
+        program: Program::C("inet_tcp"),
+        args: &["--family=6"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp4_timewait",
+        program: Program::C("inet_tcp"),
+        args: &["--family=4", "--timewait"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp6_timewait",
+        program: Program::C("inet_tcp"),
+        args: &["--family=6", "--timewait"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_udp4",
+        program: Program::C("inet_udp"),
+        args: &["--family=4"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_udp6",
+        program: Program::C("inet_udp"),
+        args: &["--family=6"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "netlink",
+        program: Program::C("netlink"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_refused_established4",
+        program: Program::C("inet_refused"),
+        args: &["--family=4"],
         crfail: true,
-        crfail_reason: Some("INET sockets"),
+        crfail_reason: Some("TCP connection 127.0.0.1:"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_refused_established6",
+        program: Program::C("inet_refused"),
+        args: &["--family=6"],
+        crfail: true,
+        crfail_reason: Some("established TCP connections are not supported yet"),
         ..Case::DEFAULT
     },
     // memfd, POSIX shm, unlinked files, shared file mappings.

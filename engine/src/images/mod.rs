@@ -5,6 +5,7 @@
 //! says what is wrong with it (and at which byte offset, where that helps).
 
 pub mod framing;
+pub mod inet;
 pub mod magic;
 pub mod manifest;
 pub mod pagemap;

@@ -489,6 +489,7 @@ mod tests {
             sk_queues: Default::default(),
             tty_info: Default::default(),
             tty_data: Default::default(),
+            sk_queue_addrs: Default::default(),
             zombies: vec![],
             seccomp: vec![],
             memfds: Default::default(),

@@ -68,6 +68,9 @@ pub struct Images {
     pub tty_info: BTreeMap<u32, pb::TtyInfoEntry>,
     /// tty-data.img: tty id -> what a read on it returns next.
     pub tty_data: BTreeMap<u32, Vec<u8>>,
+    /// sk-queues.img: the source address of each datagram, for INET
+    /// sockets (same order).
+    pub sk_queue_addrs: BTreeMap<u32, Vec<Option<Vec<u8>>>>,
     pub zombies: Vec<Zombie>,
     /// memfd objects, by inode id.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
@@ -326,6 +329,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         sk_queues: set.sk_queues.clone(),
         tty_info: set.tty_info.clone(),
         tty_data: set.tty_data.clone(),
+        sk_queue_addrs: set.sk_queue_addrs.clone(),
         zombies,
         memfds,
         ghosts,

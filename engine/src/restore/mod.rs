@@ -65,6 +65,8 @@ pub static KINDS: &[Kind] = &[
     engine_files::KIND,
     tty::KIND,
     files::UNIX_SOCKETS,
+    files::inet::KIND,
+    files::netlink::KIND,
     files::KIND,
     threads::KIND,
     task::KIND,

@@ -106,7 +106,11 @@ impl ImageSet {
                 None => v.extra.push(("buffered".into(), "nothing".into())),
             }
         }
-        if f.usk.is_some() {
+        if f.usk.is_some()
+            || f.isk
+                .as_ref()
+                .is_some_and(|i| i.r#type == libc::SOCK_DGRAM as u32)
+        {
             let q = self.sk_queues.get(&f.id);
             let bytes: usize = q.map_or(0, |q| q.iter().map(Vec::len).sum());
             v.extra.push((
@@ -312,6 +316,10 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
     } else if let Some(n) = &f.nsf {
         v.path = format!("namespace file (ns id {})", n.ns_id);
         v.flags = Some(n.flags);
+    } else if let Some(i) = &f.isk {
+        super::inet::describe(i, &mut v);
+    } else if let Some(n) = &f.nlsk {
+        super::inet::describe_netlink(n, &mut v);
     } else if let Some(u) = &f.usk {
         v.path = format!("socket:[{}]", u.ino);
         v.flags = Some(u.flags);

@@ -983,6 +983,7 @@ fn unix_socket_queues() {
             id_for: id,
             length: m.len() as u32,
             scm: vec![],
+            addr: None,
         })
         .unwrap();
         w.write_raw(m).unwrap();
@@ -993,7 +994,7 @@ fn unix_socket_queues() {
     assert!(
         set.problems
             .iter()
-            .any(|p| p == "sk-queues.img: data queued for file id 1, which is not a UNIX socket"),
+            .any(|p| p == "sk-queues.img: data queued for file id 1, which is not a UNIX socket or an INET datagram socket"),
         "{:?}",
         set.problems
     );
@@ -1082,6 +1083,134 @@ fn fifo_with_data() {
     assert_eq!(v.flags, Some(flags));
     let extra: Vec<String> = v.extra.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     for want in ["pipe id: 777", "buffered: 5 bytes", "pipe size: 8 KiB"] {
+        assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
+    }
+}
+
+/// INET and netlink sockets: shown with their protocol, state, addresses,
+/// options and queued datagrams.
+#[test]
+fn inet_and_netlink_sockets() {
+    use crate::images::inet::addr_words;
+    let tmp = sample();
+    let p = tmp.path().join("files.img");
+    let mut r = crate::images::ImageReader::open(&p, Magic::Files).unwrap();
+    let mut files: Vec<pb::FileEntry> = Vec::new();
+    while let Some(f) = r.read_entry().unwrap() {
+        files.push(f);
+    }
+    let lo6: std::net::IpAddr = "::1".parse().unwrap();
+    files.push(pb::FileEntry {
+        r#type: pb::FdTypes::Inetsk as i32,
+        id: 50,
+        isk: Some(pb::InetSkEntry {
+            id: 50,
+            ino: 700,
+            family: libc::AF_INET6 as u32,
+            r#type: libc::SOCK_DGRAM as u32,
+            proto: libc::IPPROTO_UDP as u32,
+            state: 1,
+            src_port: 5000,
+            dst_port: 6000,
+            src_addr: addr_words(&lo6),
+            dst_addr: addr_words(&lo6),
+            opts: pb::SkOptsEntry {
+                so_rcvbuf: 2048,
+                so_sndbuf: 4096,
+                reuseaddr: Some(true),
+                so_buf_lock: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    files.push(pb::FileEntry {
+        r#type: pb::FdTypes::Inetsk as i32,
+        id: 51,
+        isk: Some(pb::InetSkEntry {
+            id: 51,
+            ino: 701,
+            family: libc::AF_INET as u32,
+            r#type: libc::SOCK_STREAM as u32,
+            proto: libc::IPPROTO_TCP as u32,
+            state: 10,
+            src_port: 8080,
+            src_addr: vec![0x0100_007f],
+            backlog: 128,
+            tcp_opts: Some(pb::TcpOptsEntry {
+                nodelay: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    files.push(pb::FileEntry {
+        r#type: pb::FdTypes::Netlinksk as i32,
+        id: 52,
+        nlsk: Some(pb::NetlinkSkEntry {
+            id: 52,
+            ino: 702,
+            protocol: libc::NETLINK_ROUTE as u32,
+            portid: 1234,
+            groups: vec![1, 1 << 3],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    write_image(&p, Magic::Files, &files).unwrap();
+    let mut w = ImageWriter::create(tmp.path().join("sk-queues.img"), Magic::SkQueues).unwrap();
+    let from: std::net::SocketAddr = "[::1]:6000".parse().unwrap();
+    for m in [&b"ab"[..], b"cde"] {
+        w.write_entry(&pb::SkPacketEntry {
+            id_for: 50,
+            length: m.len() as u32,
+            scm: vec![],
+            addr: Some(crate::sys::inet_sock::to_bytes(&from)),
+        })
+        .unwrap();
+        w.write_raw(m).unwrap();
+    }
+    w.finish().unwrap();
+    let set = load_labeled(tmp.path());
+    // (The manifest does not know the files rewritten here.)
+    assert!(
+        !set.problems.iter().any(|p| p.contains("queued for")),
+        "{:?}",
+        set.problems
+    );
+    let shown = |id: u32| {
+        let v = set.describe(set.file(id).unwrap());
+        let extra: Vec<String> = v.extra.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        (v.path, extra)
+    };
+    let (path, extra) = shown(50);
+    assert_eq!(path, "socket:[700]");
+    for want in [
+        "inet socket: UDP over IPv6",
+        "state: ESTABLISHED",
+        "local: [::1]:5000",
+        "peer: [::1]:6000",
+        "options: SO_REUSEADDR",
+        "buffers: send 4 KiB (tuned), receive 2 KiB",
+        "queued: 5 bytes in 2 messages",
+    ] {
+        assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
+    }
+    let (_, extra) = shown(51);
+    for want in [
+        "inet socket: TCP over IPv4",
+        "state: LISTEN",
+        "local: 127.0.0.1:8080",
+        "backlog: 128",
+        "options: TCP_NODELAY",
+    ] {
+        assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
+    }
+    assert!(!extra.iter().any(|e| e.starts_with("queued")), "{extra:?}");
+    let (_, extra) = shown(52);
+    for want in ["netlink socket: ROUTE", "port id: 1234", "groups: 1 36"] {
         assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
     }
 }

@@ -2,7 +2,10 @@
 //! wrap. Every function here is a thin, typed wrapper with a SAFETY note;
 //! nothing else in the engine calls `libc::syscall` or `libc::ptrace`.
 
+pub mod inet_diag;
+pub mod inet_sock;
 pub mod ipc;
+pub mod netlink_sock;
 pub mod ptrace;
 pub mod tty;
 pub mod unix_sock;

@@ -13,6 +13,8 @@
 mod epoll;
 mod eventfd;
 mod fifo;
+mod inet;
+mod netlink;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -49,6 +51,8 @@ pub struct FileTable {
     pub unix: unix::UnixTable,
     /// Terminals.
     pub tty: tty::TtyTable,
+    /// INET sockets' queued datagrams.
+    pub inet: inet::InetTable,
     next_id: u32,
 }
 
@@ -105,6 +109,8 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &epoll::Epoll,
     &signalfd::Signalfd,
     &timerfd::Timerfd,
+    &inet::Inet,
+    &netlink::Netlink,
     &unix::Unix,
 ];
 

@@ -334,10 +334,12 @@ impl FdDumper for Unix {
                         id_for: *id,
                         length: m.len() as u32,
                         scm: vec![],
+                        addr: None,
                     },
                     m.as_slice(),
                 )
             })
+            .chain(table.inet.queue_entries())
             .collect();
         if !entries.is_empty() {
             dir.write_with_payloads("sk-queues.img", &entries)?;

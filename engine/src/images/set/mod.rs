@@ -226,6 +226,9 @@ pub struct ImageSet {
     pub tty_info: BTreeMap<u32, pb::TtyInfoEntry>,
     /// tty-data.img: what a read on each tty (by tty-info id) returns next.
     pub tty_data: BTreeMap<u32, Vec<u8>>,
+    /// The source address (a sockaddr) of each datagram of sk_queues, in
+    /// the same order, for INET sockets.
+    pub sk_queue_addrs: BTreeMap<u32, Vec<Option<Vec<u8>>>>,
     /// memfd.img, by inode id; empty without one.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
     /// remap-fpath.img: file id -> ghost id.
@@ -631,7 +634,10 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
     }
 
     let mut sk_queues: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
-    let read = || -> images::Result<Vec<(u32, Vec<u8>)>> {
+    let mut sk_queue_addrs: BTreeMap<u32, Vec<Option<Vec<u8>>>> = BTreeMap::new();
+    // (socket file id, bytes, source address)
+    type Queued = (u32, Vec<u8>, Option<Vec<u8>>);
+    let read = || -> images::Result<Vec<Queued>> {
         let path = dir.join("sk-queues.img");
         let mut r = ImageReader::open(&path, Magic::SkQueues)?;
         let mut out = Vec::new();
@@ -658,14 +664,15 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
             }
             let mut bytes = vec![0u8; e.length as usize];
             r.read_raw(&mut bytes)?;
-            out.push((e.id_for, bytes));
+            out.push((e.id_for, bytes, e.addr));
         }
         Ok(out)
     };
     match read().map_err(|e| ld.absent("sk-queues.img", e)) {
         Ok(list) => {
-            for (id, m) in list {
+            for (id, m, addr) in list {
                 sk_queues.entry(id).or_default().push(m);
+                sk_queue_addrs.entry(id).or_default().push(addr);
             }
         }
         Err(Absent::Missing(_)) => {}
@@ -799,6 +806,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         sk_queues,
         tty_info,
         tty_data,
+        sk_queue_addrs,
         memfds,
         ghosts,
         ghost_files,
@@ -943,8 +951,9 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
     for id in set.sk_queues.keys() {
         match set.file(*id) {
             Some(f) if f.usk.is_some() => {}
+            Some(f) if f.isk.as_ref().is_some_and(|i| i.r#type == libc::SOCK_DGRAM as u32) => {}
             Some(_) => out.push(format!(
-                "sk-queues.img: data queued for file id {id}, which is not a UNIX socket"
+                "sk-queues.img: data queued for file id {id}, which is not a UNIX socket or an INET datagram socket"
             )),
             None => need(*id, "queued data".into(), "sk-queues.img", &mut out),
         }

@@ -14,6 +14,8 @@
 mod epoll;
 mod eventfd;
 mod fifo;
+pub mod inet;
+pub mod netlink;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -49,6 +51,8 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &timerfd::Timerfd,
     &unix::Unix,
     &tty::Tty,
+    &inet::Inet,
+    &netlink::Netlink,
     &super::memfd::MemfdFile,
 ];
 

@@ -1,0 +1,341 @@
+//! INET and INET6 sockets: TCP sockets not connected (fresh, bound or
+//! listening) and UDP sockets (bound or not, connected or not) with the
+//! datagrams queued for them. Each is a file entry of type INETSK; its
+//! queued datagrams go to sk-queues.img with their source addresses, read
+//! without taking them from the task (a copy of the fd peeks with
+//! SO_PEEK_OFF, put back as it was).
+//!
+//! A TCP socket in any other state (a live connection, or one being made
+//! or torn down) is refused, naming its addresses: its sequence numbers
+//! and queues cannot be taken yet. So are other protocols (raw sockets,
+//! SCTP, UDP-Lite), a listening socket with connections not accepted yet,
+//! and addresses scoped to an interface.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::errno::Errno;
+
+use super::{FdCx, FdDumper, FdLink, FileTable};
+use crate::error::{Error, Pid, Result};
+use crate::images::inet::{addr_words, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::images::pb;
+use crate::sys::inet_sock as is;
+use crate::sys::unix_sock::{getsockopt_int, getsockopt_timeval, setsockopt_int};
+
+pub struct Inet;
+
+/// The datagrams queued on the INET sockets of a dump.
+#[derive(Default)]
+pub struct InetTable {
+    /// (file id of the receiving socket, the datagram, its source as a
+    /// sockaddr).
+    queues: Vec<(u32, Vec<u8>, Vec<u8>)>,
+}
+
+impl InetTable {
+    /// sk-queues.img entries, with their payloads.
+    pub fn queue_entries(&self) -> impl Iterator<Item = (pb::SkPacketEntry, &[u8])> {
+        self.queues.iter().map(|(id, m, from)| {
+            (
+                pb::SkPacketEntry {
+                    id_for: *id,
+                    length: m.len() as u32,
+                    scm: vec![],
+                    addr: Some(from.clone()),
+                },
+                m.as_slice(),
+            )
+        })
+    }
+}
+
+fn socket_ino(link: &str) -> Option<u32> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+impl FdDumper for Inet {
+    /// An INET socket's link is the same "socket:[INO]" as any other's:
+    /// the fd itself says its family.
+    fn claims(&self, _link: &FdLink<'_>) -> bool {
+        false
+    }
+
+    fn claims_fd(&self, fd: &FdCx<'_>) -> bool {
+        let FdLink::Other(link) = fd.kind else {
+            return false;
+        };
+        if socket_ino(link).is_none() {
+            return false;
+        }
+        let Ok(sock) = crate::sys::take_fd(fd.pid, fd.fd) else {
+            // The socket kind that claims it will say why it cannot be
+            // taken.
+            return false;
+        };
+        matches!(
+            getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN),
+            Ok(libc::AF_INET | libc::AF_INET6)
+        )
+    }
+
+    fn dump(&self, fd: &FdCx<'_>, table: &mut FileTable) -> Result<(pb::FdTypes, u32)> {
+        let pid = fd.pid;
+        let FdLink::Other(link) = fd.kind else {
+            unreachable!("claimed sockets only")
+        };
+        let ino = socket_ino(link).expect("claimed");
+        let what = format!("fd {} ({link})", fd.fd);
+        let sock = crate::sys::take_fd(pid, fd.fd)
+            .map_err(|e| Error::sys(pid, format!("{what}: pidfd_getfd"), e))?;
+        let s = sock.as_fd();
+        let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
+        let no = |reason: String| Error::unsupported(pid, what.clone(), reason);
+        let sol = |opt: i32, name: &str| {
+            getsockopt_int(s, libc::SOL_SOCKET, opt).map_err(|e| sys(name, e))
+        };
+        let family = sol(libc::SO_DOMAIN, "SO_DOMAIN")?;
+        let r#type = sol(libc::SO_TYPE, "SO_TYPE")?;
+        let proto = sol(libc::SO_PROTOCOL, "SO_PROTOCOL")?;
+        let tcp = match (r#type, proto) {
+            (libc::SOCK_STREAM, libc::IPPROTO_TCP) => true,
+            (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => false,
+            _ => {
+                return Err(no(format!(
+                    "INET socket of type {type} and protocol {proto}: only TCP and UDP sockets are supported"
+                )))
+            }
+        };
+        let local = is::local_addr(s).map_err(|e| sys("getsockname", e))?;
+        let peer = is::peer_addr(s).map_err(|e| sys("getpeername", e))?;
+        let shown = |a: &Option<SocketAddr>| a.map_or("nothing".to_string(), |a| a.to_string());
+        let (state, backlog) = if tcp {
+            let info = is::tcp_info(s).map_err(|e| sys("TCP_INFO", e))?;
+            match info.state as u32 {
+                TCP_CLOSE => (TCP_CLOSE, 0),
+                TCP_LISTEN if info.unaccepted > 0 => {
+                    return Err(no(format!(
+                        "TCP socket listening on {local} with {} connections not accepted yet: not supported yet",
+                        info.unaccepted
+                    )))
+                }
+                TCP_LISTEN => (TCP_LISTEN, info.backlog),
+                st => {
+                    return Err(no(format!(
+                        "TCP connection {local} -> {} ({}): established TCP connections are not supported yet (CRIU dumps them only with --tcp-established)",
+                        shown(&peer),
+                        state_name(st)
+                    )))
+                }
+            }
+        } else if peer.is_some() {
+            (TCP_ESTABLISHED, 0)
+        } else {
+            (TCP_CLOSE, 0)
+        };
+        for a in [Some(local), peer].into_iter().flatten() {
+            if let SocketAddr::V6(v6) = a {
+                if v6.scope_id() != 0 {
+                    return Err(no(format!(
+                        "INET6 socket with the interface-scoped address {a}: not supported yet"
+                    )));
+                }
+            }
+        }
+        let peek_off = sol(libc::SO_PEEK_OFF, "SO_PEEK_OFF")?;
+        if peek_off >= 0 && !tcp {
+            return Err(no(
+                "UDP socket with SO_PEEK_OFF set: not supported yet".into()
+            ));
+        }
+        let opts = sock_opts(s, tcp).map_err(|(name, e)| sys(name, e))?;
+        let (ip_opts, v6only) = ip_opts(s, family).map_err(|(name, e)| sys(name, e))?;
+        let tcp_opts = if tcp {
+            Some(tcp_opts(s).map_err(|(name, e)| sys(name, e))?)
+        } else {
+            None
+        };
+        let queue = if tcp {
+            Vec::new()
+        } else {
+            read_queue(pid, &what, s)?
+        };
+        let id = table.next_id();
+        table.entries.push(pb::FileEntry {
+            r#type: pb::FdTypes::Inetsk as i32,
+            id,
+            isk: Some(pb::InetSkEntry {
+                id,
+                ino,
+                family: family as u32,
+                r#type: r#type as u32,
+                proto: proto as u32,
+                state,
+                src_port: local.port() as u32,
+                dst_port: peer.map_or(0, |p| p.port() as u32),
+                flags: fd.flags,
+                backlog,
+                src_addr: addr_words(&local.ip()),
+                dst_addr: peer.map_or_else(Vec::new, |p| addr_words(&p.ip())),
+                fown: pb::FownEntry::default(),
+                opts,
+                v6only,
+                ip_opts: Some(ip_opts),
+                ifname: None,
+                ns_id: None,
+                shutdown: None,
+                tcp_opts,
+            }),
+            ..Default::default()
+        });
+        table
+            .inet
+            .queues
+            .extend(queue.into_iter().map(|(m, from)| (id, m, from)));
+        Ok((pb::FdTypes::Inetsk, id))
+    }
+}
+
+pub(super) type OptResult<T> = std::result::Result<T, (&'static str, Errno)>;
+
+fn int(s: BorrowedFd<'_>, level: i32, opt: i32, name: &'static str) -> OptResult<i32> {
+    getsockopt_int(s, level, opt).map_err(|e| (name, e))
+}
+
+/// The socket-level options; keepalive timings of a TCP socket too.
+pub(super) fn sock_opts(s: BorrowedFd<'_>, tcp: bool) -> OptResult<pb::SkOptsEntry> {
+    let sol = |opt, name| int(s, libc::SOL_SOCKET, opt, name);
+    let (snd_s, snd_us) =
+        getsockopt_timeval(s, libc::SO_SNDTIMEO).map_err(|e| ("SO_SNDTIMEO", e))?;
+    let (rcv_s, rcv_us) =
+        getsockopt_timeval(s, libc::SO_RCVTIMEO).map_err(|e| ("SO_RCVTIMEO", e))?;
+    let keep = |opt, name| -> OptResult<Option<u32>> {
+        if tcp {
+            Ok(Some(int(s, libc::IPPROTO_TCP, opt, name)? as u32))
+        } else {
+            Ok(None)
+        }
+    };
+    Ok(pb::SkOptsEntry {
+        so_sndbuf: sol(libc::SO_SNDBUF, "SO_SNDBUF")? as u32,
+        so_rcvbuf: sol(libc::SO_RCVBUF, "SO_RCVBUF")? as u32,
+        so_snd_tmo_sec: snd_s,
+        so_snd_tmo_usec: snd_us,
+        so_rcv_tmo_sec: rcv_s,
+        so_rcv_tmo_usec: rcv_us,
+        reuseaddr: Some(sol(libc::SO_REUSEADDR, "SO_REUSEADDR")? != 0),
+        so_reuseport: Some(sol(libc::SO_REUSEPORT, "SO_REUSEPORT")? != 0),
+        so_priority: Some(sol(libc::SO_PRIORITY, "SO_PRIORITY")? as u32),
+        so_broadcast: Some(sol(libc::SO_BROADCAST, "SO_BROADCAST")? != 0),
+        so_keepalive: Some(sol(libc::SO_KEEPALIVE, "SO_KEEPALIVE")? != 0),
+        so_buf_lock: Some(sol(libc::SO_BUF_LOCK, "SO_BUF_LOCK")? as u32),
+        tcp_keepcnt: keep(libc::TCP_KEEPCNT, "TCP_KEEPCNT")?,
+        tcp_keepidle: keep(libc::TCP_KEEPIDLE, "TCP_KEEPIDLE")?,
+        tcp_keepintvl: keep(libc::TCP_KEEPINTVL, "TCP_KEEPINTVL")?,
+        ..Default::default()
+    })
+}
+
+/// IP-level options, and IPV6_V6ONLY of an INET6 socket.
+fn ip_opts(s: BorrowedFd<'_>, family: i32) -> OptResult<(pb::IpOptsEntry, Option<bool>)> {
+    if family == libc::AF_INET6 {
+        let v6 = |opt, name| int(s, libc::IPPROTO_IPV6, opt, name);
+        return Ok((
+            pb::IpOptsEntry {
+                freebind: Some(v6(libc::IPV6_FREEBIND, "IPV6_FREEBIND")? != 0),
+                tos: Some(v6(libc::IPV6_TCLASS, "IPV6_TCLASS")? as u32),
+                ..Default::default()
+            },
+            Some(v6(libc::IPV6_V6ONLY, "IPV6_V6ONLY")? != 0),
+        ));
+    }
+    let ip = |opt, name| int(s, libc::IPPROTO_IP, opt, name);
+    Ok((
+        pb::IpOptsEntry {
+            freebind: Some(ip(libc::IP_FREEBIND, "IP_FREEBIND")? != 0),
+            tos: Some(ip(libc::IP_TOS, "IP_TOS")? as u32),
+            ..Default::default()
+        },
+        None,
+    ))
+}
+
+fn tcp_opts(s: BorrowedFd<'_>) -> OptResult<pb::TcpOptsEntry> {
+    let tcp = |opt, name| int(s, libc::IPPROTO_TCP, opt, name);
+    Ok(pb::TcpOptsEntry {
+        cork: Some(tcp(libc::TCP_CORK, "TCP_CORK")? != 0),
+        nodelay: Some(tcp(libc::TCP_NODELAY, "TCP_NODELAY")? != 0),
+        keepcnt: Some(tcp(libc::TCP_KEEPCNT, "TCP_KEEPCNT")? as u32),
+        keepidle: Some(tcp(libc::TCP_KEEPIDLE, "TCP_KEEPIDLE")? as u32),
+        keepintvl: Some(tcp(libc::TCP_KEEPINTVL, "TCP_KEEPINTVL")? as u32),
+    })
+}
+
+/// The datagrams queued for reception on a UDP socket, in order, each with
+/// its source as a sockaddr; SO_PEEK_OFF is put back to "off" (as it was)
+/// whatever happens.
+fn read_queue(pid: Pid, what: &str, s: BorrowedFd<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
+    setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(|e| sys("SO_PEEK_OFF", e))?;
+    let got = peek_all(pid, what, s);
+    let back = setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)
+        .map_err(|e| sys("putting SO_PEEK_OFF back", e));
+    let got = got?;
+    back?;
+    Ok(got)
+}
+
+fn peek_all(pid: Pid, what: &str, s: BorrowedFd<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let (got, full, from) = match is::peek_datagram(s, &mut buf) {
+            Err(Errno::EAGAIN) => break,
+            Err(e) => return Err(sys("peeking at its receive queue", e)),
+            Ok(r) => r,
+        };
+        if full > got {
+            // Larger than the buffer: again, whole, from where it starts.
+            setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, bytes as i32)
+                .map_err(|e| sys("SO_PEEK_OFF", e))?;
+            buf.resize(full, 0);
+            continue;
+        }
+        if full == 0 {
+            // A peek offset cannot step over a datagram of no bytes.
+            return Err(Error::unsupported(
+                pid,
+                what.to_string(),
+                "UDP socket with an empty datagram queued: not supported yet",
+            ));
+        }
+        let from = from.ok_or_else(|| {
+            Error::task(
+                pid,
+                what.to_string(),
+                "a queued datagram has no INET source address",
+            )
+        })?;
+        out.push((buf[..got].to_vec(), is::to_bytes(&from)));
+        bytes += got;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inet_claims_no_link_by_itself() {
+        for l in [&b"socket:[9]"[..], b"/x", b"pipe:[1]"] {
+            assert!(!Inet.claims(&FdLink::of(l)));
+        }
+        assert_eq!(socket_ino("socket:[77]"), Some(77));
+    }
+}

@@ -1,0 +1,547 @@
+//! INET and INET6 sockets (TCP not connected, UDP). The engine makes every
+//! one of them before any task exists and each task takes its own with
+//! pidfd_getfd, because the sockets of a tree depend on each other: a
+//! datagram queued on one is sent again from the socket it came from, so
+//! its source address is the one it had, which needs that socket bound and
+//! not yet connected anywhere else.
+//!
+//! So it goes in steps over all the sockets: each is made with its options
+//! and bound (SO_REUSEADDR on for the bind and listen, as CRIU does; a
+//! port still held by the dumped tree's own closed connections in
+//! TIME-WAIT is freed by dropping them with sock_diag); then the queues are filled, each datagram from a socket of the
+//! tree bound to its source, or else from a temporary one bound there;
+//! then UDP sockets are connected and TCP ones listen.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+
+use super::FdKind;
+use crate::error::{Error, Pid, Result};
+use crate::images::inet::{addrs, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::images::pb;
+use crate::restore::child::OpenFd;
+use crate::restore::load::Images;
+use crate::restore::stage::{EngineFds, Kind, Restorer};
+use crate::sys::inet_sock as is;
+use crate::sys::unix_sock::setsockopt_int;
+
+pub struct Inet;
+
+fn isk(f: &pb::FileEntry) -> &pb::InetSkEntry {
+    f.isk.as_ref().expect("validated")
+}
+
+/// Why an inet_sk_entry cannot be restored, if so.
+fn check_entry(i: &pb::InetSkEntry) -> std::result::Result<(), String> {
+    let what = format!("socket:[{}]", i.ino);
+    if !matches!(i.family as i32, libc::AF_INET | libc::AF_INET6) {
+        return Err(format!("{what}: family {} is not INET", i.family));
+    }
+    let tcp = match (i.r#type as i32, i.proto as i32) {
+        (libc::SOCK_STREAM, libc::IPPROTO_TCP) => true,
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => false,
+        (t, p) => {
+            return Err(format!(
+                "{what}: type {t} and protocol {p}: only TCP and UDP sockets can be restored"
+            ))
+        }
+    };
+    let Some((_, peer)) = addrs(i) else {
+        return Err(format!(
+            "{what}: its addresses or ports do not make {} addresses",
+            if i.family as i32 == libc::AF_INET {
+                "INET"
+            } else {
+                "INET6"
+            }
+        ));
+    };
+    let ok = match (tcp, i.state) {
+        (true, TCP_CLOSE) | (true, TCP_LISTEN) => peer.is_none(),
+        (false, TCP_CLOSE) => peer.is_none(),
+        (false, TCP_ESTABLISHED) => peer.is_some(),
+        _ => false,
+    };
+    if !ok {
+        return Err(format!(
+            "{what}: a {} socket in state {}{}: cannot be restored yet",
+            if tcp { "TCP" } else { "UDP" },
+            state_name(i.state),
+            if peer.is_some() { " with a peer" } else { "" }
+        ));
+    }
+    Ok(())
+}
+
+impl FdKind for Inet {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Inetsk
+    }
+
+    fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String> {
+        match &f.isk {
+            None => Err("INETSK without its inet_sk entry".into()),
+            Some(i) => check_entry(i),
+        }
+    }
+
+    fn source(
+        &self,
+        _imgs: &Images,
+        pid: Pid,
+        fd: &pb::FdinfoEntry,
+        f: &pb::FileEntry,
+    ) -> Result<Arc<dyn OpenFd>> {
+        // `KIND` made every one in the engine, before any plan.
+        Err(Error::task(
+            pid,
+            format!("fd {} (socket:[{}])", fd.fd, isk(f).ino),
+            "an INET socket the engine did not make",
+        ))
+    }
+}
+
+/// Each socket's queued datagrams come with their source addresses.
+fn validate(imgs: &Images) -> Result<()> {
+    for (id, q) in &imgs.sk_queues {
+        let Some(i) = imgs.files.get(id).and_then(|f| f.isk.as_ref()) else {
+            continue;
+        };
+        let addrs = imgs.sk_queue_addrs.get(id);
+        for n in 0..q.len() {
+            let from = addrs
+                .and_then(|a| a.get(n))
+                .and_then(|a| a.as_deref())
+                .and_then(is::from_bytes);
+            if from.is_none() {
+                return Err(imgs.bad(
+                    "sk-queues.img",
+                    format!(
+                        "datagram {} queued for socket:[{}] (file {id}) has no INET source address",
+                        n + 1,
+                        i.ino
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub const KIND: Kind = Kind {
+    name: "INET sockets",
+    validate,
+    new: |_, _| Ok(Box::new(Made)),
+};
+
+struct Made;
+
+impl Restorer for Made {
+    fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
+        for (id, fd) in make_all(imgs)? {
+            fds.descriptions.insert(id, fd);
+        }
+        Ok(())
+    }
+}
+
+/// One socket being made.
+struct Sock<'a> {
+    id: u32,
+    /// A task that holds it, to name in errors.
+    pid: Pid,
+    i: &'a pb::InetSkEntry,
+    local: SocketAddr,
+    peer: Option<SocketAddr>,
+    fd: OwnedFd,
+}
+
+impl Sock<'_> {
+    fn err(&self, op: &str, e: Errno) -> Error {
+        Error::sys(
+            self.pid,
+            format!(
+                "socket:[{}] (file {}, {}): {op}",
+                self.i.ino, self.id, self.local
+            ),
+            e,
+        )
+    }
+}
+
+fn make_all(imgs: &Images) -> Result<Vec<(u32, OwnedFd)>> {
+    // A task that holds each file, and its filesystem ids.
+    let mut holder: BTreeMap<u32, (Pid, u32, u32)> = BTreeMap::new();
+    for t in &imgs.tasks {
+        let ids = t
+            .thread()
+            .creds
+            .as_ref()
+            .map_or((0, 0), |c| (c.fsuid, c.fsgid));
+        for f in &t.fdinfo {
+            holder.entry(f.id).or_insert((t.pid, ids.0, ids.1));
+        }
+    }
+    let mut socks = Vec::new();
+    for (id, f) in &imgs.files {
+        let (Some(i), Some(&(pid, uid, gid))) = (&f.isk, holder.get(id)) else {
+            continue;
+        };
+        let (local, peer) = addrs(i).expect("validated");
+        let fd = is::socket_owned(uid, gid, i.family as i32, i.r#type as i32, i.proto as i32)
+            .map_err(|e| Error::sys(pid, format!("socket:[{}]: socket", i.ino), e))?;
+        let s = Sock {
+            id: *id,
+            pid,
+            i,
+            local,
+            peer,
+            fd,
+        };
+        set_options(&s)?;
+        if local.port() != 0 || !local.ip().is_unspecified() {
+            let fd = s.fd.as_fd();
+            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+                .map_err(|e| s.err("SO_REUSEADDR", e))?;
+            let mut bound = is::bind(fd, &local);
+            if bound == Err(Errno::EADDRINUSE) && i.proto as i32 == libc::IPPROTO_TCP {
+                // The tree's own closed connections, kept in TIME-WAIT,
+                // hold a port the socket had bound: drop them, as if the
+                // socket had stayed (the dumped tree had the port).
+                let gone = crate::sys::inet_diag::destroy_time_wait(local.ip(), local.port())
+                    .map_err(|e| s.err("dropping the TIME-WAIT connections of its port", e))?;
+                if gone > 0 {
+                    debug!("{local}: {gone} connection(s) in TIME-WAIT dropped");
+                    bound = is::bind(fd, &local);
+                }
+            }
+            bound.map_err(|e| match e {
+                Errno::EADDRINUSE => Error::task(
+                    s.pid,
+                    format!("socket:[{}] (file {})", i.ino, s.id),
+                    format!(
+                        "cannot bind {local} again: in use by another socket, or (without SO_REUSEADDR) by a closed connection in TIME-WAIT"
+                    ),
+                ),
+                e => s.err("bind", e),
+            })?;
+        }
+        socks.push(s);
+    }
+    fill_queues(imgs, &socks)?;
+    for s in &socks {
+        let fd = s.fd.as_fd();
+        if let Some(peer) = s.peer {
+            is::connect(fd, &peer).map_err(|e| s.err(&format!("connect to {peer}"), e))?;
+        }
+        if s.i.state == TCP_LISTEN {
+            is::listen(fd, s.i.backlog as i32).map_err(|e| s.err("listen", e))?;
+        }
+        // Only now: listen() looks for conflicts on the port again.
+        let reuse = s.i.opts.reuseaddr.unwrap_or(false) as i32;
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse)
+            .map_err(|e| s.err("SO_REUSEADDR", e))?;
+        let fl = s.i.flags as i32 & libc::O_NONBLOCK;
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&s.fd),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_retain(fl)),
+        )
+        .map_err(|e| s.err("O_NONBLOCK", e))?;
+    }
+    Ok(socks.into_iter().map(|s| (s.id, s.fd)).collect())
+}
+
+/// The options of the image, before the bind (IPV6_V6ONLY can only be set
+/// then).
+fn set_options(s: &Sock<'_>) -> Result<()> {
+    let fd = s.fd.as_fd();
+    let o = &s.i.opts;
+    let set = |level: i32, opt: i32, v: i32, name: &str| {
+        setsockopt_int(fd, level, opt, v).map_err(|e| s.err(name, e))
+    };
+    let sol = libc::SOL_SOCKET;
+    let v6 = s.i.family as i32 == libc::AF_INET6;
+    if v6 {
+        set(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            s.i.v6only.unwrap_or(false) as i32,
+            "IPV6_V6ONLY",
+        )?;
+    }
+    if let Some(ip) = &s.i.ip_opts {
+        if ip.freebind == Some(true) {
+            let (level, opt) = if v6 {
+                (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND)
+            } else {
+                (libc::IPPROTO_IP, libc::IP_FREEBIND)
+            };
+            set(level, opt, 1, "IP_FREEBIND")?;
+        }
+        if let Some(tos) = ip.tos.filter(|&t| t != 0) {
+            let (level, opt, name) = if v6 {
+                (libc::IPPROTO_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS")
+            } else {
+                (libc::IPPROTO_IP, libc::IP_TOS, "IP_TOS")
+            };
+            set(level, opt, tos as i32, name)?;
+        }
+    }
+    if o.so_reuseport == Some(true) {
+        set(sol, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
+    }
+    if o.so_broadcast == Some(true) {
+        set(sol, libc::SO_BROADCAST, 1, "SO_BROADCAST")?;
+    }
+    if let Some(p) = o.so_priority.filter(|&p| p != 0) {
+        set(sol, libc::SO_PRIORITY, p as i32, "SO_PRIORITY")?;
+    }
+    // Only the sizes set by hand: the kernel tunes the others (CRIU's
+    // images without SO_BUF_LOCK: both, as CRIU does).
+    let lock = o.so_buf_lock.unwrap_or(3);
+    if lock & 1 != 0 {
+        set(
+            sol,
+            libc::SO_SNDBUFFORCE,
+            (o.so_sndbuf / 2) as i32,
+            "SO_SNDBUFFORCE",
+        )?;
+    }
+    if lock & 2 != 0 {
+        set(
+            sol,
+            libc::SO_RCVBUFFORCE,
+            (o.so_rcvbuf / 2) as i32,
+            "SO_RCVBUFFORCE",
+        )?;
+    }
+    if let Some(l) = o.so_buf_lock {
+        set(sol, libc::SO_BUF_LOCK, l as i32, "SO_BUF_LOCK")?;
+    }
+    for (opt, sec, usec, name) in [
+        (
+            libc::SO_SNDTIMEO,
+            o.so_snd_tmo_sec,
+            o.so_snd_tmo_usec,
+            "SO_SNDTIMEO",
+        ),
+        (
+            libc::SO_RCVTIMEO,
+            o.so_rcv_tmo_sec,
+            o.so_rcv_tmo_usec,
+            "SO_RCVTIMEO",
+        ),
+    ] {
+        if sec != 0 || usec != 0 {
+            is::setsockopt_timeval(fd, opt, sec, usec).map_err(|e| s.err(name, e))?;
+        }
+    }
+    if o.so_keepalive == Some(true) {
+        set(sol, libc::SO_KEEPALIVE, 1, "SO_KEEPALIVE")?;
+    }
+    let t = s.i.tcp_opts.unwrap_or_default();
+    let tcp = libc::IPPROTO_TCP;
+    let keep = [
+        (
+            libc::TCP_KEEPCNT,
+            t.keepcnt.or(o.tcp_keepcnt),
+            "TCP_KEEPCNT",
+        ),
+        (
+            libc::TCP_KEEPIDLE,
+            t.keepidle.or(o.tcp_keepidle),
+            "TCP_KEEPIDLE",
+        ),
+        (
+            libc::TCP_KEEPINTVL,
+            t.keepintvl.or(o.tcp_keepintvl),
+            "TCP_KEEPINTVL",
+        ),
+    ];
+    if s.i.proto as i32 == libc::IPPROTO_TCP {
+        for (opt, v, name) in keep {
+            if let Some(v) = v {
+                set(tcp, opt, v as i32, name)?;
+            }
+        }
+        if t.nodelay == Some(true) {
+            set(tcp, libc::TCP_NODELAY, 1, "TCP_NODELAY")?;
+        }
+        if t.cork == Some(true) {
+            set(tcp, libc::TCP_CORK, 1, "TCP_CORK")?;
+        }
+    }
+    Ok(())
+}
+
+/// `a` with a v4-mapped INET6 address as the INET one it stands for.
+fn plain(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        a => a,
+    }
+}
+
+/// Where a sender of `family` reaches `target`, bound to `local`.
+fn destination(local: SocketAddr, family: i32) -> SocketAddr {
+    let ip = match (family, plain(local).ip()) {
+        (libc::AF_INET, IpAddr::V4(v4)) if !v4.is_unspecified() => IpAddr::V4(v4),
+        (libc::AF_INET, _) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        (_, IpAddr::V6(v6)) if !v6.is_unspecified() => IpAddr::V6(v6),
+        _ => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    SocketAddr::new(ip, local.port())
+}
+
+/// Every datagram sent again, in order, from its source address. The
+/// engine's thread stays on one CPU meanwhile: loopback delivers each
+/// through the sending CPU's backlog, and two backlogs could reorder.
+fn fill_queues(imgs: &Images, socks: &[Sock<'_>]) -> Result<()> {
+    if !socks
+        .iter()
+        .any(|s| imgs.sk_queues.get(&s.id).is_some_and(|q| !q.is_empty()))
+    {
+        return Ok(());
+    }
+    let me = nix::unistd::Pid::from_raw(0);
+    let was = nix::sched::sched_getaffinity(me).ok();
+    if let Some(set) = &was {
+        let cpu = (0..nix::sched::CpuSet::count()).find(|&c| set.is_set(c).unwrap_or(false));
+        if let Some(cpu) = cpu {
+            let mut one = nix::sched::CpuSet::new();
+            if one.set(cpu).is_ok() {
+                let _ = nix::sched::sched_setaffinity(me, &one);
+            }
+        }
+    }
+    let r = socks.iter().try_for_each(|t| fill_one(imgs, socks, t));
+    if let Some(set) = &was {
+        let _ = nix::sched::sched_setaffinity(me, set);
+    }
+    r
+}
+
+fn fill_one(imgs: &Images, socks: &[Sock<'_>], t: &Sock<'_>) -> Result<()> {
+    let Some(q) = imgs.sk_queues.get(&t.id) else {
+        return Ok(());
+    };
+    let addrs = &imgs.sk_queue_addrs[&t.id];
+    for (m, from) in q.iter().zip(addrs) {
+        let from = plain(is::from_bytes(from.as_deref().expect("validated")).expect("validated"));
+        let family = if from.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let sender = socks.iter().find(|s| {
+            s.i.proto as i32 == libc::IPPROTO_UDP
+                && s.i.family as i32 == family
+                && (s.local == from
+                    || (s.local.ip().is_unspecified() && s.local.port() == from.port()))
+        });
+        let to = destination(t.local, family);
+        let what = |e: Errno| {
+            t.err(
+                &format!("sending its queued datagram from {from} again to {to}"),
+                e,
+            )
+        };
+        match sender {
+            Some(s) => is::send_to(s.fd.as_fd(), m, &to).map_err(what)?,
+            None => {
+                let tmp = temporary_sender(family, from).map_err(what)?;
+                is::send_to(tmp.as_fd(), m, &to).map_err(what)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A UDP socket bound to `from`, which no socket of the tree is.
+fn temporary_sender(family: i32, from: SocketAddr) -> nix::Result<OwnedFd> {
+    let fd = is::socket(family, libc::SOCK_DGRAM, libc::IPPROTO_UDP)?;
+    let b: BorrowedFd<'_> = fd.as_fd();
+    setsockopt_int(b, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let (level, opt) = if family == libc::AF_INET6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_FREEBIND)
+    };
+    setsockopt_int(b, level, opt, 1)?;
+    is::bind(b, &from)?;
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::inet::addr_words;
+
+    fn entry(tcp: bool, state: u32, local: &str, peer: Option<&str>) -> pb::InetSkEntry {
+        let l: SocketAddr = local.parse().unwrap();
+        let p: Option<SocketAddr> = peer.map(|p| p.parse().unwrap());
+        pb::InetSkEntry {
+            ino: 5,
+            family: if l.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            } as u32,
+            r#type: if tcp {
+                libc::SOCK_STREAM
+            } else {
+                libc::SOCK_DGRAM
+            } as u32,
+            proto: if tcp {
+                libc::IPPROTO_TCP
+            } else {
+                libc::IPPROTO_UDP
+            } as u32,
+            state,
+            src_port: l.port() as u32,
+            src_addr: addr_words(&l.ip()),
+            dst_port: p.map_or(0, |p| p.port() as u32),
+            dst_addr: p.map_or_else(Vec::new, |p| addr_words(&p.ip())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entries_checked() {
+        assert!(check_entry(&entry(true, TCP_LISTEN, "127.0.0.1:80", None)).is_ok());
+        assert!(check_entry(&entry(true, TCP_CLOSE, "[::]:0", None)).is_ok());
+        assert!(check_entry(&entry(false, TCP_ESTABLISHED, "[::1]:5", Some("[::1]:6"))).is_ok());
+        let e = check_entry(&entry(
+            true,
+            TCP_ESTABLISHED,
+            "127.0.0.1:1",
+            Some("127.0.0.1:2"),
+        ));
+        assert!(e.unwrap_err().contains("TCP socket in state ESTABLISHED"));
+        assert!(check_entry(&entry(false, TCP_ESTABLISHED, "127.0.0.1:1", None)).is_err());
+        let mut bad = entry(false, TCP_CLOSE, "127.0.0.1:1", None);
+        bad.src_addr = vec![1, 2];
+        assert!(check_entry(&bad).is_err());
+        bad = entry(false, TCP_CLOSE, "127.0.0.1:1", None);
+        bad.src_port = 70000;
+        assert!(check_entry(&bad).is_err());
+    }
+
+    #[test]
+    fn destinations() {
+        let d = |l: &str, f| destination(l.parse().unwrap(), f).to_string();
+        assert_eq!(d("0.0.0.0:9", libc::AF_INET), "127.0.0.1:9");
+        assert_eq!(d("10.1.2.3:9", libc::AF_INET), "10.1.2.3:9");
+        assert_eq!(d("[::]:9", libc::AF_INET), "127.0.0.1:9");
+        assert_eq!(d("[::]:9", libc::AF_INET6), "[::1]:9");
+        assert_eq!(d("[::ffff:127.0.0.2]:9", libc::AF_INET), "127.0.0.2:9");
+        assert_eq!(d("[fd00::1]:9", libc::AF_INET6), "[fd00::1]:9");
+    }
+}

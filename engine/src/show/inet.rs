@@ -1,0 +1,109 @@
+//! How `show` prints an INET socket's file entry.
+
+use super::names;
+use super::FileView;
+use crate::images::inet::{addrs, proto_name, state_name};
+use crate::images::pb;
+
+pub fn describe(i: &pb::InetSkEntry, v: &mut FileView) {
+    v.path = format!("socket:[{}]", i.ino);
+    v.flags = Some(i.flags);
+    v.extra.push(("inet socket".into(), proto_name(i)));
+    v.extra.push(("state".into(), state_name(i.state)));
+    match addrs(i) {
+        Some((local, peer)) => {
+            v.extra.push(("local".into(), local.to_string()));
+            if let Some(p) = peer {
+                v.extra.push(("peer".into(), p.to_string()));
+            }
+        }
+        None => v.extra.push(("addresses".into(), "(not valid)".into())),
+    }
+    if i.state == crate::images::inet::TCP_LISTEN {
+        v.extra.push(("backlog".into(), i.backlog.to_string()));
+    }
+    let o = &i.opts;
+    let mut on: Vec<&str> = Vec::new();
+    let flags = [
+        (o.reuseaddr, "SO_REUSEADDR"),
+        (o.so_reuseport, "SO_REUSEPORT"),
+        (o.so_broadcast, "SO_BROADCAST"),
+        (o.so_keepalive, "SO_KEEPALIVE"),
+        (i.v6only, "IPV6_V6ONLY"),
+        (i.ip_opts.as_ref().and_then(|p| p.freebind), "IP_FREEBIND"),
+        (i.tcp_opts.as_ref().and_then(|t| t.nodelay), "TCP_NODELAY"),
+        (i.tcp_opts.as_ref().and_then(|t| t.cork), "TCP_CORK"),
+    ];
+    for (f, name) in flags {
+        if f == Some(true) {
+            on.push(name);
+        }
+    }
+    if !on.is_empty() {
+        v.extra.push(("options".into(), on.join(" ")));
+    }
+    if o.so_keepalive == Some(true) {
+        if let Some(t) = &i.tcp_opts {
+            v.extra.push((
+                "keepalive".into(),
+                format!(
+                    "idle {}s, interval {}s, {} probes",
+                    t.keepidle.unwrap_or(0),
+                    t.keepintvl.unwrap_or(0),
+                    t.keepcnt.unwrap_or(0)
+                ),
+            ));
+        }
+    }
+    if let Some(tos) = i.ip_opts.as_ref().and_then(|p| p.tos).filter(|&t| t != 0) {
+        v.extra.push(("tos".into(), format!("{tos:#04x}")));
+    }
+    let lock = o.so_buf_lock.unwrap_or(3);
+    let buf = |size: u32, bit: u32| {
+        let how = if lock & bit != 0 { "" } else { " (tuned)" };
+        format!("{}{how}", names::human(size as u64))
+    };
+    v.extra.push((
+        "buffers".into(),
+        format!(
+            "send {}, receive {}",
+            buf(o.so_sndbuf, 1),
+            buf(o.so_rcvbuf, 2)
+        ),
+    ));
+}
+
+/// A netlink socket's file entry.
+pub fn describe_netlink(n: &pb::NetlinkSkEntry, v: &mut FileView) {
+    v.path = format!("socket:[{}]", n.ino);
+    v.flags = Some(n.flags);
+    let proto = match n.protocol as i32 {
+        libc::NETLINK_ROUTE => "ROUTE".to_string(),
+        libc::NETLINK_AUDIT => "AUDIT".to_string(),
+        libc::NETLINK_KOBJECT_UEVENT => "KOBJECT_UEVENT".to_string(),
+        libc::NETLINK_GENERIC => "GENERIC".to_string(),
+        libc::NETLINK_SOCK_DIAG => "SOCK_DIAG".to_string(),
+        p => format!("protocol {p}"),
+    };
+    v.extra.push(("netlink socket".into(), proto));
+    v.extra.push(("port id".into(), n.portid.to_string()));
+    let groups: Vec<String> = n
+        .groups
+        .iter()
+        .enumerate()
+        .flat_map(|(w, bits)| {
+            (0..32)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| (w * 32 + b + 1).to_string())
+        })
+        .collect();
+    if !groups.is_empty() {
+        v.extra.push(("groups".into(), groups.join(" ")));
+    }
+    if n.state != 0 {
+        v.extra.push((
+            "peer".into(),
+            format!("port id {}, group {}", n.dst_portid, n.dst_group),
+        ));
+    }
+}

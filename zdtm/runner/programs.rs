@@ -1,0 +1,281 @@
+//! Whole programs people run, checkpointed and restored by the engine
+//! (`cargo test --test programs`): each trial starts the program as it is
+//! installed on the machine, uses it, dumps it, restores it and uses it
+//! again. They need root and the program; a trial without either is
+//! reported ignored, with the reason (ci/setup.sh installs the programs).
+//!
+//! - `http_server`: `python3 -m http.server`, bound to 127.0.0.1 on a free
+//!   port, as an unprivileged user in a session of its own, serves a file
+//!   before the dump and the same file after the restore.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The uid and gid the programs run as (those of the zdtm cases).
+const UID: u32 = 18943;
+const GID: u32 = 58467;
+
+fn main() {
+    let args = Arguments::from_args();
+    let root = nix::unistd::geteuid().is_root();
+    if root && !args.list {
+        // The restored program, once the engine detaches, becomes our
+        // child, so it can be reaped.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            eprintln!("programs: PR_SET_CHILD_SUBREAPER failed: {e}");
+        }
+    }
+    let python = find_python();
+    let why_not = if !root {
+        Some("needs root".to_string())
+    } else if python.is_none() {
+        Some("no python3 on this machine (ci/setup.sh installs it)".to_string())
+    } else {
+        None
+    };
+    let trial = Trial::test("http_server", move || {
+        http_server(python.as_deref().expect("checked"))
+    });
+    let trial = match why_not {
+        Some(why) => {
+            eprintln!("programs: http_server ignored: {why}");
+            trial.with_ignored_flag(true)
+        }
+        None => trial,
+    };
+    libtest_mimic::run(&args, vec![trial]).exit();
+}
+
+/// The system's python3 first: a shim (pyenv) would be another program
+/// than the one that serves.
+fn find_python() -> Option<PathBuf> {
+    let sys = PathBuf::from("/usr/bin/python3");
+    if sys.exists() {
+        return Some(sys);
+    }
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("python3"))
+            .find(|p| p.exists())
+    })
+}
+
+fn engine() -> PathBuf {
+    std::env::var_os("ZDTM_ENGINE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ckpt").into())
+}
+
+/// Kills and reaps what it holds when the trial ends, however it ends.
+struct Cleanup {
+    child: Option<Child>,
+    restored: Option<i32>,
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(pid) = self.restored.take() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        }
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// GET `path` over a new connection; the body of a 200 response.
+fn get(addr: SocketAddr, path: &str) -> Result<Vec<u8>, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| format!("send: {e}"))?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)
+        .map_err(|e| format!("reading the response: {e}"))?;
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("a response without a header")?;
+    let head = String::from_utf8_lossy(&resp[..end]).to_string();
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("response: {}", head.lines().next().unwrap_or("")));
+    }
+    Ok(resp[end + 4..].to_vec())
+}
+
+fn wait_serving(addr: SocketAddr, child: &mut Child) -> Result<(), String> {
+    let t0 = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("the server exited first: {st}"));
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            return Err(format!("nothing listens on {addr} after 15 s"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run_engine(dir: &Path, log: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(engine())
+        .args(args)
+        .args(["-o", &dir.join(log).to_string_lossy(), "-v4"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run the engine: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let logged = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+    let tail: Vec<&str> = logged.lines().rev().take(15).collect();
+    Err(format!(
+        "engine {args:?}: {}\n{}\n---- tail of {log} ----\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ))
+}
+
+fn http_server(python: &Path) -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("ckpt-programs-http.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).map_err(|e| format!("{}: {e}", www.display()))?;
+    let mut clean = Cleanup {
+        child: None,
+        restored: None,
+        dir: dir.clone(),
+        keep: true,
+    };
+    for d in [&dir, &www] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+    }
+    // 300 KiB that no two trials share.
+    let body: Vec<u8> = (0..300 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ std::process::id() as u8)
+        .collect();
+    std::fs::write(www.join("data.bin"), &body).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(www.join("data.bin"), std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .arg("--directory")
+    .arg(&www)
+    .current_dir(&www)
+    .stdin(Stdio::null())
+    .stdout(log.try_clone().map_err(|e| e.to_string())?)
+    .stderr(log)
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .env("LANG", "C.UTF-8")
+    .env("HOME", &www)
+    .uid(UID)
+    .gid(GID);
+    // SAFETY: setsid is async-signal-safe. A session of its own, as a
+    // daemon has.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
+    let pid = child.id() as i32;
+    let child = clean.child.insert(child);
+    wait_serving(addr, child)?;
+    let got = get(addr, "/data.bin")?;
+    if got != body {
+        return Err(format!("before the dump: {} bytes served, not the file", got.len()).into());
+    }
+
+    let img = dir.join("img");
+    let pid_s = pid.to_string();
+    run_engine(
+        &dir,
+        "dump.log",
+        &["dump", "-t", &pid_s, "-D", &img.to_string_lossy()],
+    )?;
+    // Reaped, so its PID is free for the restore.
+    let mut child = clean.child.take().expect("started");
+    let st = child.wait().map_err(|e| e.to_string())?;
+    if st.code().is_some() {
+        return Err(format!("the dump did not kill the server: {st}").into());
+    }
+    if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+        return Err(format!("something still listens on {addr} after the dump").into());
+    }
+    let pidfile = dir.join("restore.pid");
+    run_engine(
+        &dir,
+        "restore.log",
+        &[
+            "restore",
+            "-D",
+            &img.to_string_lossy(),
+            "-d",
+            "--pidfile",
+            &pidfile.to_string_lossy(),
+        ],
+    )?;
+    clean.restored = Some(pid);
+    let restored: i32 = std::fs::read_to_string(&pidfile)
+        .map_err(|e| e.to_string())?
+        .trim()
+        .parse()
+        .map_err(|e| format!("pidfile: {e}"))?;
+    if restored != pid {
+        return Err(format!("restored as pid {restored}, not {pid}").into());
+    }
+    for n in 1..=3 {
+        let got =
+            get(addr, "/data.bin").map_err(|e| format!("after the restore, fetch {n}: {e}"))?;
+        if got != body {
+            return Err(format!(
+                "after the restore, fetch {n}: {} bytes served, not the file",
+                got.len()
+            )
+            .into());
+        }
+    }
+    clean.keep = false;
+    Ok(())
+}
