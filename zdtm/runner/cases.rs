@@ -338,6 +338,17 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "pipe_full",
+        program: Program::C("pipe_full"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "pipe_full_child",
+        program: Program::C("pipe_full"),
+        args: &["--kind=child"],
+        ..Case::DEFAULT
+    },
     // Named pipes (FIFOs): data in flight, flags, paths.
     Case {
         name: "fifo",
