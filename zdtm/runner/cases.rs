@@ -349,6 +349,20 @@ pub static CASES: &[Case] = &[
         args: &["--kind=child"],
         ..Case::DEFAULT
     },
+    // Owners and signals of open files (F_SETOWN_EX, F_SETSIG, O_ASYNC).
+    Case {
+        name: "fown",
+        program: Program::C("fown"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "fown_refused_outside",
+        program: Program::C("fown"),
+        args: &["--outside"],
+        crfail: true,
+        crfail_reason: Some("process 1, which is not in the dumped tree"),
+        ..Case::DEFAULT
+    },
     // Named pipes (FIFOs): data in flight, flags, paths.
     Case {
         name: "fifo",

@@ -191,6 +191,7 @@ impl DumpCtx<'_> {
         for k in self.kinds.iter_mut() {
             k.finish(&cx)?;
         }
+        files::fown::check_owners(&self.files, &self.pstree)?;
         files::finish(&self.files, dir)?;
         dir.write_image("files.img", &self.files.entries)?;
         self.stats.shmem_pages +=

@@ -319,6 +319,10 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
     } else if f.ext.is_some() {
         v.path = "external file".into();
     }
+    if let Some(o) = crate::images::fown::fown(f).filter(|o| crate::images::fown::is_set(o)) {
+        v.extra
+            .push(("owner".into(), crate::images::fown::describe(o)));
+    }
     v
 }
 

@@ -2,6 +2,7 @@
 //! wrap. Every function here is a thin, typed wrapper with a SAFETY note;
 //! nothing else in the engine calls `libc::syscall` or `libc::ptrace`.
 
+pub mod fown;
 pub mod ipc;
 pub mod ptrace;
 pub mod unix_sock;

@@ -13,6 +13,7 @@
 mod epoll;
 mod eventfd;
 mod fifo;
+pub mod fown;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -46,6 +47,8 @@ pub struct FileTable {
     pub ghost: crate::dump::ghost::GhostTable,
     /// UNIX sockets and their queues.
     pub unix: unix::UnixTable,
+    /// Owners of open files (F_SETOWN), checked against the whole tree.
+    pub owners: Vec<fown::SeenOwner>,
     next_id: u32,
 }
 
@@ -289,6 +292,7 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
             .find(|d| d.claims_fd(&cx))
             .ok_or_else(|| unclaimed(&cx))?;
         let (ftype, id) = dumper.dump(&cx, table)?;
+        fown::record(&cx, id, table)?;
         out.push(pb::FdinfoEntry {
             id,
             flags: fd_flags,
