@@ -349,6 +349,13 @@ pub static CASES: &[Case] = &[
         args: &["--kind=child"],
         ..Case::DEFAULT
     },
+    Case {
+        name: "fdt_shared",
+        program: Program::C("fdt_shared"),
+        crfail: true,
+        crfail_reason: Some("fd table shared between processes"),
+        ..Case::DEFAULT
+    },
     // Owners and signals of open files (F_SETOWN_EX, F_SETSIG, O_ASYNC).
     Case {
         name: "fown",

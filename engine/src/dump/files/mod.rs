@@ -47,6 +47,8 @@ pub struct FileTable {
     pub ghost: crate::dump::ghost::GhostTable,
     /// UNIX sockets and their queues.
     pub unix: unix::UnixTable,
+    /// Every process whose fds are dumped so far.
+    pub processes: Vec<Pid>,
     /// Owners of open files (F_SETOWN), checked against the whole tree.
     pub owners: Vec<fown::SeenOwner>,
     next_id: u32,
@@ -246,8 +248,31 @@ fn unclaimed(fd: &FdCx<'_>) -> Error {
     }
 }
 
+/// 0 when pid1 and pid2 use one fd table.
+fn kcmp_files(pid1: Pid, pid2: Pid) -> Option<i32> {
+    const KCMP_FILES: i32 = 2;
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILES, 0, 0) };
+    (r >= 0).then_some(r as i32)
+}
+
 /// Dump the fds of `pid`: returns fdinfo entries and adds files to `table`.
 pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>> {
+    // Two processes with one fd table (clone with CLONE_FILES but not
+    // CLONE_THREAD) would come back with two: an fd one of them opens
+    // after the restore would not be the other's.
+    if let Some(other) = table
+        .processes
+        .iter()
+        .find(|&&q| kcmp_files(q, pid) == Some(0))
+    {
+        return Err(Error::unsupported(
+            pid,
+            format!("its fd table, shared with pid {other}"),
+            "an fd table shared between processes (CLONE_FILES without CLONE_THREAD) cannot be restored yet",
+        ));
+    }
+    table.processes.push(pid);
     let fds = fdinfo::list_fds(pid)?;
     let mut out: Vec<pb::FdinfoEntry> = Vec::new();
     for fd in fds {
