@@ -356,6 +356,19 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("fd table shared between processes"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "pidfd",
+        program: Program::C("pidfd"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "pidfd_refused_reaped",
+        program: Program::C("pidfd"),
+        args: &["--reaped"],
+        crfail: true,
+        crfail_reason: Some("pidfds of tasks that have exited and been reaped"),
+        ..Case::DEFAULT
+    },
     // Owners and signals of open files (F_SETOWN_EX, F_SETSIG, O_ASYNC).
     Case {
         name: "fown",

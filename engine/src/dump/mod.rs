@@ -192,6 +192,7 @@ impl DumpCtx<'_> {
             k.finish(&cx)?;
         }
         files::fown::check_owners(&self.files, &self.pstree)?;
+        files::pidfd::check_targets(&self.files, &self.pstree)?;
         files::finish(&self.files, dir)?;
         dir.write_image("files.img", &self.files.entries)?;
         self.stats.shmem_pages +=

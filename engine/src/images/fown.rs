@@ -25,6 +25,7 @@ macro_rules! with_kinds {
             .or_else(|| f.usk.$get().map(|$x| $e))
             .or_else(|| f.memfd.$get().map(|$x| $e))
             .or_else(|| f.tty.$get().map(|$x| $e))
+            .or_else(|| f.pidfd.$get().map(|$x| $e))
     }};
 }
 
@@ -56,6 +57,9 @@ pub fn fown_mut(f: &mut pb::FileEntry) -> Option<&mut pb::FownEntry> {
         return Some(&mut x.fown);
     }
     if let Some(x) = f.tty.as_mut() {
+        return Some(&mut x.fown);
+    }
+    if let Some(x) = f.pidfd.as_mut() {
         return Some(&mut x.fown);
     }
     None

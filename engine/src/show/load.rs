@@ -316,6 +316,10 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
         if u.opts.so_passcred == Some(true) {
             v.extra.push(("SO_PASSCRED".into(), "on".into()));
         }
+    } else if let Some(p) = &f.pidfd {
+        v.path = "anon_inode:[pidfd]".into();
+        v.flags = Some(p.flags);
+        v.extra.push(("pid".into(), p.nspid.to_string()));
     } else if f.ext.is_some() {
         v.path = "external file".into();
     }

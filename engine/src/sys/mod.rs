@@ -186,3 +186,10 @@ pub fn take_fd(pid: i32, fd: i32) -> nix::Result<std::os::fd::OwnedFd> {
         Ok(std::os::fd::OwnedFd::from_raw_fd(got as i32))
     }
 }
+
+/// `pidfd_open(2)`: a new pidfd of `pid`; the caller owns the fd.
+pub fn pidfd_open(pid: i32, flags: u32) -> nix::Result<std::os::fd::RawFd> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    Errno::result(r).map(|fd| fd as std::os::fd::RawFd)
+}

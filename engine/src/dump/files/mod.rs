@@ -14,6 +14,7 @@ mod epoll;
 mod eventfd;
 mod fifo;
 pub mod fown;
+pub mod pidfd;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -47,6 +48,8 @@ pub struct FileTable {
     pub ghost: crate::dump::ghost::GhostTable,
     /// UNIX sockets and their queues.
     pub unix: unix::UnixTable,
+    /// pidfds, checked against the whole tree.
+    pub pidfds: Vec<pidfd::SeenPidfd>,
     /// Every process whose fds are dumped so far.
     pub processes: Vec<Pid>,
     /// Owners of open files (F_SETOWN), checked against the whole tree.
@@ -107,6 +110,7 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &signalfd::Signalfd,
     &timerfd::Timerfd,
     &unix::Unix,
+    &pidfd::Pidfd,
 ];
 
 /// One kind of file descriptor, on the dump side.
@@ -462,6 +466,7 @@ mod tests {
             b"anon_inode:[signalfd]",
             b"anon_inode:[timerfd]",
             b"socket:[9]",
+            b"anon_inode:[pidfd]",
         ] {
             assert_eq!(claimants(l), 1, "{}", String::from_utf8_lossy(l));
         }

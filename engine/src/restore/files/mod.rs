@@ -15,6 +15,7 @@ mod epoll;
 mod eventfd;
 mod fifo;
 mod fown;
+mod pidfd;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -44,6 +45,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &signalfd::Signalfd,
     &timerfd::Timerfd,
     &unix::Unix,
+    &pidfd::Pidfd,
     &super::memfd::MemfdFile,
 ];
 
