@@ -369,6 +369,30 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("pidfds of tasks that have exited and been reaped"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "file_locks_refused_flock",
+        program: Program::C("file_locks"),
+        args: &["--kind=flock"],
+        crfail: true,
+        crfail_reason: Some("file locks are not supported yet"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "file_locks_refused_posix",
+        program: Program::C("file_locks"),
+        args: &["--kind=posix"],
+        crfail: true,
+        crfail_reason: Some("file locks are not supported yet"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "file_locks_refused_ofd",
+        program: Program::C("file_locks"),
+        args: &["--kind=ofd"],
+        crfail: true,
+        crfail_reason: Some("file locks are not supported yet"),
+        ..Case::DEFAULT
+    },
     // Owners and signals of open files (F_SETOWN_EX, F_SETSIG, O_ASYNC).
     Case {
         name: "fown",
