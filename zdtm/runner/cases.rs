@@ -338,6 +338,75 @@ pub static CASES: &[Case] = &[
         program: Program::C("pipe_shared_child"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "pipe_full",
+        program: Program::C("pipe_full"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "pipe_full_child",
+        program: Program::C("pipe_full"),
+        args: &["--kind=child"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "fdt_shared",
+        program: Program::C("fdt_shared"),
+        crfail: true,
+        crfail_reason: Some("fd table shared between processes"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "pidfd",
+        program: Program::C("pidfd"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "pidfd_refused_reaped",
+        program: Program::C("pidfd"),
+        args: &["--reaped"],
+        crfail: true,
+        crfail_reason: Some("pidfds of tasks that have exited and been reaped"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "file_locks_refused_flock",
+        program: Program::C("file_locks"),
+        args: &["--kind=flock"],
+        crfail: true,
+        crfail_reason: Some("file locks are not supported yet"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "file_locks_refused_posix",
+        program: Program::C("file_locks"),
+        args: &["--kind=posix"],
+        crfail: true,
+        crfail_reason: Some("file locks are not supported yet"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "file_locks_refused_ofd",
+        program: Program::C("file_locks"),
+        args: &["--kind=ofd"],
+        crfail: true,
+        crfail_reason: Some("file locks are not supported yet"),
+        ..Case::DEFAULT
+    },
+    // Owners and signals of open files (F_SETOWN_EX, F_SETSIG, O_ASYNC).
+    Case {
+        name: "fown",
+        program: Program::C("fown"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "fown_refused_outside",
+        program: Program::C("fown"),
+        args: &["--outside"],
+        crfail: true,
+        crfail_reason: Some("process 1, which is not in the dumped tree"),
+        ..Case::DEFAULT
+    },
     // Named pipes (FIFOs): data in flight, flags, paths.
     Case {
         name: "fifo",

@@ -204,30 +204,13 @@ impl DumpCtx<'_> {
         for k in self.kinds.iter_mut() {
             k.finish(&cx)?;
         }
+        files::fown::check_owners(&self.files, &self.pstree)?;
+        files::pidfd::check_targets(&self.files, &self.pstree)?;
         files::finish(&mut self.files, dir)?;
         dir.write_image("files.img", &self.files.entries)?;
         self.stats.shmem_pages +=
             memfd::write_images(dir, &self.files.memfd, &mut self.next_pages_id)?;
         ghost::write_images(dir, &self.files.ghost)?;
-        let pipe_data: Vec<(pb::PipeDataEntry, &[u8])> = self
-            .files
-            .pipe_data
-            .iter()
-            .filter(|(_, (_, data))| !data.is_empty())
-            .map(|(&pipe_id, (size, data))| {
-                (
-                    pb::PipeDataEntry {
-                        pipe_id: pipe_id as u32,
-                        bytes: data.len() as u32,
-                        size: Some(*size),
-                    },
-                    data.as_slice(),
-                )
-            })
-            .collect();
-        if !pipe_data.is_empty() {
-            dir.write_with_payloads("pipes-data.img", &pipe_data)?;
-        }
         dir.write_image("pstree.img", &self.pstree)?;
         let mut inv = pb::InventoryEntry {
             img_version: 2,

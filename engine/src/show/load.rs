@@ -406,8 +406,16 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
         if let Some(off) = u.peek_off {
             v.extra.push(("SO_PEEK_OFF".into(), off.to_string()));
         }
+    } else if let Some(p) = &f.pidfd {
+        v.path = "anon_inode:[pidfd]".into();
+        v.flags = Some(p.flags);
+        v.extra.push(("pid".into(), p.nspid.to_string()));
     } else if f.ext.is_some() {
         v.path = "external file".into();
+    }
+    if let Some(o) = crate::images::fown::fown(f).filter(|o| crate::images::fown::is_set(o)) {
+        v.extra
+            .push(("owner".into(), crate::images::fown::describe(o)));
     }
     v
 }

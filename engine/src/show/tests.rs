@@ -1214,3 +1214,35 @@ fn inet_and_netlink_sockets() {
         assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
     }
 }
+
+/// A pidfd with an owner and a signal: the pid it refers to and who gets
+/// the signal are printed.
+#[test]
+fn pidfd_and_owner_are_described() {
+    let f = pb::FileEntry {
+        r#type: pb::FdTypes::Pidfd as i32,
+        id: 40,
+        pidfd: Some(pb::PidfdEntry {
+            id: 40,
+            ino: 1234,
+            flags: (libc::O_RDWR | libc::O_NONBLOCK) as u32,
+            nspid: 321,
+            fown: pb::FownEntry {
+                uid: 1000,
+                euid: 1000,
+                signum: libc::SIGUSR1 as u32,
+                pid_type: crate::images::fown::OWNER_PGRP,
+                pid: 300,
+            },
+        }),
+        ..Default::default()
+    };
+    let v = super::load::describe_file(&f);
+    assert_eq!(v.path, "anon_inode:[pidfd]");
+    let extra: std::collections::BTreeMap<_, _> = v.extra.into_iter().collect();
+    assert_eq!(extra["pid"], "321");
+    assert_eq!(
+        extra["owner"],
+        "process group 300, signal 10, set by uid 1000 euid 1000"
+    );
+}

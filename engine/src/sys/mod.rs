@@ -4,6 +4,7 @@
 
 pub mod inet_diag;
 pub mod inet_sock;
+pub mod fown;
 pub mod ipc;
 pub mod netlink_sock;
 pub mod ptrace;
@@ -219,4 +220,11 @@ pub fn set_flag_handler(sigs: &[nix::sys::signal::Signal], handler: extern "C" f
         // async-signal-safe (it stores to an atomic).
         let _ = unsafe { sigaction(s, &act) };
     }
+}
+
+/// `pidfd_open(2)`: a new pidfd of `pid`; the caller owns the fd.
+pub fn pidfd_open(pid: i32, flags: u32) -> nix::Result<std::os::fd::RawFd> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    Errno::result(r).map(|fd| fd as std::os::fd::RawFd)
 }

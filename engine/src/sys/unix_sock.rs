@@ -456,42 +456,6 @@ pub fn setsockopt_timeval(fd: BorrowedFd<'_>, opt: i32, sec: u64, usec: u64) -> 
     .map(drop)
 }
 
-const F_SETSIG: i32 = 10;
-const F_GETSIG: i32 = 11;
-const F_SETOWN_EX: i32 = 15;
-const F_GETOWN_EX: i32 = 16;
-const F_GETOWNER_UIDS: i32 = 17;
-
-#[repr(C)]
-struct FOwnerEx {
-    r#type: i32,
-    pid: i32,
-}
-
-/// The owner of an open file (F_SETOWN): (F_OWNER_TID/PID/PGRP, its id,
-/// the signal sent instead of SIGIO or 0, and the uid and euid the owner
-/// was set with, where the kernel tells them).
-pub fn owner(fd: BorrowedFd<'_>) -> nix::Result<(i32, i32, i32, (u32, u32))> {
-    let mut o = FOwnerEx { r#type: 0, pid: 0 };
-    // SAFETY: the kernel writes one f_owner_ex into `o`.
-    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut o as *mut FOwnerEx) })?;
-    // SAFETY: integers only.
-    let sig = Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) })?;
-    let mut uids = [0u32; 2];
-    // SAFETY: the kernel writes two uid_t into `uids` (a kernel without
-    // CONFIG_CHECKPOINT_RESTORE refuses, and 0 stays).
-    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWNER_UIDS, uids.as_mut_ptr()) };
-    Ok((o.r#type, o.pid, sig, (uids[0], uids[1])))
-}
-
-pub fn set_owner(fd: BorrowedFd<'_>, r#type: i32, pid: i32, sig: i32) -> nix::Result<()> {
-    let o = FOwnerEx { r#type, pid };
-    // SAFETY: the kernel reads one f_owner_ex from `o`.
-    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &o as *const FOwnerEx) })?;
-    // SAFETY: integers only.
-    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, sig) }).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,24 +60,6 @@ impl FdDumper for Fifo {
     }
 
     fn finish(&self, table: &FileTable, dir: &ImageDir) -> Result<()> {
-        let entries: Vec<(pb::PipeDataEntry, &[u8])> = table
-            .fifo_data
-            .iter()
-            .filter(|(_, (_, data))| !data.is_empty())
-            .map(|(&ino, (size, data))| {
-                (
-                    pb::PipeDataEntry {
-                        pipe_id: ino as u32,
-                        bytes: data.len() as u32,
-                        size: Some(*size),
-                    },
-                    data.as_slice(),
-                )
-            })
-            .collect();
-        if !entries.is_empty() {
-            dir.write_with_payloads("fifo-data.img", &entries)?;
-        }
-        Ok(())
+        super::pipe::write_data(dir, "fifo-data.img", &table.fifo_data)
     }
 }

@@ -15,6 +15,8 @@ mod eventfd;
 mod fifo;
 mod inet;
 mod netlink;
+pub mod fown;
+pub mod pidfd;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -53,6 +55,12 @@ pub struct FileTable {
     pub tty: tty::TtyTable,
     /// INET sockets' queued datagrams.
     pub inet: inet::InetTable,
+    /// pidfds, checked against the whole tree.
+    pub pidfds: Vec<pidfd::SeenPidfd>,
+    /// Every process whose fds are dumped so far.
+    pub processes: Vec<Pid>,
+    /// Owners of open files (F_SETOWN), checked against the whole tree.
+    pub owners: Vec<fown::SeenOwner>,
     next_id: u32,
 }
 
@@ -112,6 +120,7 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &inet::Inet,
     &netlink::Netlink,
     &unix::Unix,
+    &pidfd::Pidfd,
 ];
 
 /// One kind of file descriptor, on the dump side.
@@ -255,12 +264,53 @@ fn unclaimed(fd: &FdCx<'_>) -> Error {
     }
 }
 
+/// 0 when pid1 and pid2 use one fd table.
+fn kcmp_files(pid1: Pid, pid2: Pid) -> Option<i32> {
+    const KCMP_FILES: i32 = 2;
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILES, 0, 0) };
+    (r >= 0).then_some(r as i32)
+}
+
+/// File locks (flock, POSIX, OFD: fdinfo's `lock` lines, which name the
+/// locks this fd's open file or this process holds) are not dumped yet:
+/// a restore without them would let another process take what the tree
+/// believes it holds.
+fn refuse_locks(pid: Pid, fd: i32, info: &fdinfo::FdInfo) -> Result<()> {
+    let Some(lock) = info.get("lock") else {
+        return Ok(());
+    };
+    let link = fdinfo::read_fd_link(pid, fd).unwrap_or_default();
+    let lock = lock.split_whitespace().collect::<Vec<_>>().join(" ");
+    Err(Error::unsupported(
+        pid,
+        format!("fd {fd} ({})", link.to_string_lossy()),
+        format!("it holds a file lock ({lock}); file locks are not supported yet"),
+    ))
+}
+
 /// Dump the fds of `pid`: returns fdinfo entries and adds files to `table`.
 pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>> {
+    // Two processes with one fd table (clone with CLONE_FILES but not
+    // CLONE_THREAD) would come back with two: an fd one of them opens
+    // after the restore would not be the other's.
+    if let Some(other) = table
+        .processes
+        .iter()
+        .find(|&&q| kcmp_files(q, pid) == Some(0))
+    {
+        return Err(Error::unsupported(
+            pid,
+            format!("its fd table, shared with pid {other}"),
+            "an fd table shared between processes (CLONE_FILES without CLONE_THREAD) cannot be restored yet",
+        ));
+    }
+    table.processes.push(pid);
     let fds = fdinfo::list_fds(pid)?;
     let mut out: Vec<pb::FdinfoEntry> = Vec::new();
     for fd in fds {
         let info = fdinfo::read_fdinfo(pid, fd)?;
+        refuse_locks(pid, fd, &info)?;
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let fd_flags = if cloexec { FD_CLOEXEC_FLAG } else { 0 };
         // Same open file description as an fd we already have, here or in
@@ -301,6 +351,7 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
             .find(|d| d.claims_fd(&cx))
             .ok_or_else(|| unclaimed(&cx))?;
         let (ftype, id) = dumper.dump(&cx, table)?;
+        fown::record(&cx, id, table)?;
         out.push(pb::FdinfoEntry {
             id,
             flags: fd_flags,
@@ -445,6 +496,7 @@ mod tests {
             b"anon_inode:[signalfd]",
             b"anon_inode:[timerfd]",
             b"socket:[9]",
+            b"anon_inode:[pidfd]",
         ] {
             assert_eq!(claimants(l), 1, "{}", String::from_utf8_lossy(l));
         }

@@ -2,15 +2,47 @@
 //! as pipe_id so the restore makes them one pipe again. The data buffered
 //! in the pipe is read once per pipe, without taking it from the task
 //! (tee into a pipe of ours), and goes to pipes-data.img with the pipe's
-//! size.
+//! size. An empty pipe has an entry too when its size is not the default
+//! one: a size set with F_SETPIPE_SZ is state the program relies on.
 
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::{FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Result};
 use crate::images::pb;
+use crate::imgdir::ImageDir;
 
 pub struct Pipe;
+
+/// The size of a new pipe (16 pages).
+const DEFAULT_PIPE_SIZE: u32 = 16 * 4096;
+
+/// pipes-data.img or fifo-data.img entries of `data` (by inode: size,
+/// bytes): every pipe with data or with a size of its own.
+pub(super) fn write_data(
+    dir: &ImageDir,
+    name: &str,
+    data: &std::collections::BTreeMap<u64, (u32, Vec<u8>)>,
+) -> Result<()> {
+    let entries: Vec<(pb::PipeDataEntry, &[u8])> = data
+        .iter()
+        .filter(|(_, (size, bytes))| !bytes.is_empty() || *size != DEFAULT_PIPE_SIZE)
+        .map(|(&ino, (size, bytes))| {
+            (
+                pb::PipeDataEntry {
+                    pipe_id: ino as u32,
+                    bytes: bytes.len() as u32,
+                    size: Some(*size),
+                },
+                bytes.as_slice(),
+            )
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    dir.write_with_payloads(name, &entries)
+}
 
 impl FdDumper for Pipe {
     fn claims(&self, link: &FdLink<'_>) -> bool {
@@ -37,6 +69,10 @@ impl FdDumper for Pipe {
             e.insert(peek_pipe(fd)?);
         }
         Ok((pb::FdTypes::Pipe, id))
+    }
+
+    fn finish(&self, table: &FileTable, dir: &ImageDir) -> Result<()> {
+        write_data(dir, "pipes-data.img", &table.pipe_data)
     }
 }
 
@@ -68,7 +104,18 @@ pub(super) fn peek_pipe(fd: &FdCx<'_>) -> Result<(u32, Vec<u8>)> {
             return Err(Error::sys(pid, what(), last()));
         }
         let (rd, wr) = (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1]));
-        libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, size);
+        // As large as the task's pipe, or tee would copy only part of a
+        // full one.
+        if libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, size) < 0 {
+            return Err(Error::sys(
+                pid,
+                format!(
+                    "{}: a pipe of its size ({size} bytes) to copy its data",
+                    what()
+                ),
+                last(),
+            ));
+        }
         let n = libc::tee(
             src.as_raw_fd(),
             wr.as_raw_fd(),

@@ -238,15 +238,6 @@ impl FdDumper for Unix {
         };
         let peek_off = us::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
             .map_err(|e| sys("SO_PEEK_OFF", e))?;
-        let (o_type, o_pid, o_sig, (o_uid, o_euid)) =
-            us::owner(s).map_err(|e| sys("F_GETOWN_EX", e))?;
-        let fown = pb::FownEntry {
-            uid: o_uid,
-            euid: o_euid,
-            signum: o_sig as u32,
-            pid_type: o_type as u32,
-            pid: o_pid as u32,
-        };
         let int = |opt: i32, name: &str| {
             us::getsockopt_int(s, libc::SOL_SOCKET, opt).map_err(|e| sys(name, e))
         };
@@ -291,7 +282,8 @@ impl FdDumper for Unix {
                     0
                 },
                 peer,
-                fown,
+                // Filled in for every kind by fown.rs.
+                fown: pb::FownEntry::default(),
                 opts,
                 name: name.clone(),
                 shutdown: Some(d.shutdown as i32 & 3),

@@ -619,6 +619,17 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
                         ),
                     ));
                 }
+                if e.size.is_some_and(|s| e.bytes > s) {
+                    return Err(ImageError::invalid(
+                        &path,
+                        format!(
+                            "pipe {}: {} bytes of data do not fit its size of {}",
+                            e.pipe_id,
+                            e.bytes,
+                            e.size.unwrap_or_default()
+                        ),
+                    ));
+                }
                 let mut bytes = vec![0u8; e.bytes as usize];
                 r.read_raw(&mut bytes)?;
                 let size = e.size;

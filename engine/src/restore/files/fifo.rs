@@ -156,7 +156,12 @@ impl End {
         // SAFETY (whole function): fcntl and write on the fd we just
         // opened, from a buffer of the length we pass.
         if self.size != 0 {
-            unsafe { libc::fcntl(h, libc::F_SETPIPE_SZ, self.size as i32) };
+            if let Err(e) =
+                Errno::result(unsafe { libc::fcntl(h, libc::F_SETPIPE_SZ, self.size as i32) })
+            {
+                unsafe { libc::close(h) };
+                return Err(e);
+            }
         }
         let mut off = 0;
         while off < self.data.len() {

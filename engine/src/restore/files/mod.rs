@@ -16,6 +16,8 @@ mod eventfd;
 mod fifo;
 pub mod inet;
 pub mod netlink;
+mod fown;
+mod pidfd;
 mod pipe;
 mod reg;
 mod signalfd;
@@ -53,6 +55,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &tty::Tty,
     &inet::Inet,
     &netlink::Netlink,
+    &pidfd::Pidfd,
     &super::memfd::MemfdFile,
 ];
 
@@ -147,6 +150,8 @@ fn validate(imgs: &Images) -> Result<()> {
         if let Some(k) = kind_of(f.r#type) {
             k.check(f)
                 .map_err(|why| imgs.bad("files.img", format!("file {}: {why}", f.id)))?;
+            fown::check(imgs, f)
+                .map_err(|why| imgs.bad("files.img", format!("file {}: {why}", f.id)))?;
         }
     }
     for t in &imgs.tasks {
@@ -195,12 +200,20 @@ impl Restorer for Files {
         plan_files(imgs, t, fds, plan)
     }
 
+    /// Owners of open files, once every thread they may name exists.
+    fn finish(&mut self, imgs: &Images) -> Result<()> {
+        fown::restore_all(imgs)
+    }
+
     fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
         if stage != TaskStage::Files {
             return Ok(());
         }
-        let plan = cx.plan;
-        cx.in_leader(|r, _, _| inject_shared_files(r, plan))
+        let (plan, imgs, t) = (cx.plan, cx.imgs, cx.t);
+        cx.in_leader(|r, _, _| {
+            inject_shared_files(r, plan)?;
+            fown::set_async(r, imgs, t)
+        })
     }
 }
 

@@ -60,10 +60,11 @@ impl FdKind for Pipe {
                 .map_err(|e| Error::sys(pid, "pipe", e))?;
             if let Some((size, data)) = imgs.pipe_data.get(&p.pipe_id) {
                 if *size != 0 {
-                    let _ = nix::fcntl::fcntl(
+                    nix::fcntl::fcntl(
                         w.as_raw_fd(),
                         nix::fcntl::FcntlArg::F_SETPIPE_SZ(*size as i32),
-                    );
+                    )
+                    .map_err(|e| Error::sys(pid, format!("pipe {}: size {size}", p.pipe_id), e))?;
                 }
                 nix::unistd::write(&w, data)
                     .map_err(|e| Error::sys(pid, "refilling the pipe", e))?;
@@ -119,7 +120,7 @@ impl OpenFd for End {
                     libc::close(p[1]);
                 }
                 if self.size != 0 {
-                    unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, self.size as i32) };
+                    Errno::result(unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, self.size as i32) })?;
                 }
                 let data = &self.data;
                 let mut off = 0;

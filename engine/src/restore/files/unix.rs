@@ -43,13 +43,10 @@ const TCP_LISTEN: u8 = 10;
 /// its peer.
 fn is_pair(imgs: &Images, f: &pb::FileEntry) -> bool {
     let Some(me) = &f.usk else { return false };
-    // An owner (F_SETOWN) is set once its task exists: by the engine.
     let plain = |u: &pb::UnixSkEntry| {
         (u.name.is_empty() || autobound(&u.name))
             && u.state as u8 != TCP_LISTEN
             && u.peer != 0
-            && u.fown.pid == 0
-            && u.fown.signum == 0
     };
     if !plain(me) {
         return false;
@@ -462,9 +459,6 @@ pub const KIND: Kind = Kind {
 pub struct Web {
     bound: Vec<PathBuf>,
     released: bool,
-    /// Sockets with an owner, set once every task exists: a copy of the
-    /// socket, its owner, and the task and socket to name in errors.
-    owned: Vec<(OwnedFd, pb::FownEntry, Pid, String)>,
 }
 
 impl Drop for Web {
@@ -483,25 +477,6 @@ impl Restorer for Web {
         for (id, fd) in made {
             fds.descriptions.insert(id, fd);
         }
-        Ok(())
-    }
-
-    fn finish(&mut self, _imgs: &Images) -> Result<()> {
-        for (fd, o, pid, what) in &self.owned {
-            us::set_owner(fd.as_fd(), o.pid_type as i32, o.pid as i32, o.signum as i32).map_err(
-                |e| {
-                    Error::sys(
-                        *pid,
-                        format!(
-                            "{what}: F_SETOWN_EX to {} {} (F_OWNER type {})",
-                            "pid", o.pid, o.pid_type
-                        ),
-                        e,
-                    )
-                },
-            )?;
-        }
-        self.owned.clear();
         Ok(())
     }
 
@@ -776,12 +751,6 @@ impl Web {
                 )),
             )
             .map_err(|e| s.err("flags", e))?;
-            if s.u.fown.pid != 0 || s.u.fown.signum != 0 {
-                let copy = fd.try_clone().map_err(|e| {
-                    Error::io("socket", format!("pid {}: {}: a copy", s.pid, s.what()), e)
-                })?;
-                self.owned.push((copy, s.u.fown, s.pid, s.what()));
-            }
             out.insert(s.id, fd);
         }
         Ok(out)

@@ -1,0 +1,100 @@
+//! pidfds (pidfd_open, CLONE_PIDFD): the pid they refer to, from fdinfo's
+//! `NSpid`, which must be a process of the tree; the restore opens a pidfd
+//! of the same pid again.
+//!
+//! Refused: a pidfd of a task already reaped (its pid is gone), of a
+//! thread (PIDFD_THREAD), or shared between processes (the task it refers
+//! to may not exist yet when the engine would make the shared one).
+
+use super::{FdCx, FdDumper, FdLink, FileTable};
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+use crate::imgdir::ImageDir;
+
+pub struct Pidfd;
+
+/// A pidfd seen at dump time, to be checked against the whole tree.
+pub struct SeenPidfd {
+    pub pid: Pid,
+    pub fd: i32,
+    pub target: i32,
+}
+
+impl FdDumper for Pidfd {
+    fn claims(&self, link: &FdLink<'_>) -> bool {
+        *link == FdLink::AnonInode("[pidfd]")
+    }
+
+    fn dump(&self, fd: &FdCx<'_>, table: &mut FileTable) -> Result<(pb::FdTypes, u32)> {
+        let nspid = fd
+            .info
+            .get("NSpid")
+            .or(fd.info.get("Pid"))
+            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.parse::<i32>().ok());
+        let Some(nspid) = nspid else {
+            return Err(fd.field::<()>("pidfd", "NSpid", None).unwrap_err());
+        };
+        if nspid <= 0 {
+            return Err(fd.unsupported("pidfds of tasks that have exited and been reaped"));
+        }
+        if fd.flags & libc::O_EXCL as u32 != 0 {
+            return Err(fd.unsupported("pidfds of threads (PIDFD_THREAD)"));
+        }
+        let id = table.next_id();
+        table.entries.push(pb::FileEntry {
+            r#type: pb::FdTypes::Pidfd as i32,
+            id,
+            pidfd: Some(pb::PidfdEntry {
+                id,
+                ino: fd.info.ino as u32,
+                flags: fd.flags,
+                nspid,
+                fown: pb::FownEntry::default(),
+            }),
+            ..Default::default()
+        });
+        table.pidfds.push(SeenPidfd {
+            pid: fd.pid,
+            fd: fd.fd,
+            target: nspid,
+        });
+        Ok((pb::FdTypes::Pidfd, id))
+    }
+
+    /// A pidfd in several processes is refused.
+    fn finish(&self, table: &FileTable, _dir: &ImageDir) -> Result<()> {
+        for p in &table.pidfds {
+            let id = table
+                .seen
+                .iter()
+                .find(|s| s.0 == p.pid && s.1 == p.fd)
+                .map(|s| s.2);
+            if let Some(other) = table.seen.iter().find(|s| Some(s.2) == id && s.0 != p.pid) {
+                return Err(Error::unsupported(
+                    p.pid,
+                    format!("fd {} (pidfd of pid {})", p.fd, p.target),
+                    format!(
+                        "a pidfd shared with another process (pid {}, fd {}) is not supported yet",
+                        other.0, other.1
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every pidfd refers to a process of the tree.
+pub fn check_targets(table: &FileTable, pstree: &[pb::PstreeEntry]) -> Result<()> {
+    for p in &table.pidfds {
+        if !pstree.iter().any(|t| t.pid as i32 == p.target) {
+            return Err(Error::unsupported(
+                p.pid,
+                format!("fd {} (pidfd of pid {})", p.fd, p.target),
+                "a pidfd of a process outside the dumped tree cannot be restored",
+            ));
+        }
+    }
+    Ok(())
+}
