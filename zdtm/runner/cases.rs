@@ -504,6 +504,14 @@ pub static CASES: &[Case] = &[
         between: Some(remove_sysvipc),
         ..Case::DEFAULT
     },
+    // Namespaces of the tree's own.
+    Case {
+        name: "uts_ipc_ns",
+        program: Program::C("uts_ipc_ns"),
+        suid: true,
+        flavors: &[Flavor::H],
+        ..Case::DEFAULT
+    },
     // Cgroups (programs: zdtm/cases/cgroup_*.c; hooks below).
     Case {
         name: "cgroup_pids",
