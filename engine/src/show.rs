@@ -22,6 +22,7 @@ mod json;
 mod load;
 mod model;
 pub mod names;
+mod ns;
 mod text;
 
 #[cfg(test)]
