@@ -512,6 +512,36 @@ pub static CASES: &[Case] = &[
         flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
+    Case {
+        name: "ns_refused_nested",
+        program: Program::C("ns_refused"),
+        args: &["--kind=nested"],
+        suid: true,
+        flavors: &[Flavor::H],
+        crfail: true,
+        crfail_reason: Some("namespaces created inside the tree are not supported"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_net",
+        program: Program::C("ns_refused"),
+        args: &["--kind=net"],
+        suid: true,
+        flavors: &[Flavor::H],
+        crfail: true,
+        crfail_reason: Some("net namespace net:["),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_time",
+        program: Program::C("ns_refused"),
+        args: &["--kind=time"],
+        suid: true,
+        flavors: &[Flavor::H],
+        crfail: true,
+        crfail_reason: Some("time namespace"),
+        ..Case::DEFAULT
+    },
     // Cgroups (programs: zdtm/cases/cgroup_*.c; hooks below).
     Case {
         name: "cgroup_pids",
