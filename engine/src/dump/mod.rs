@@ -575,6 +575,15 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         .iter()
         .map(|t| v(t.tid, "thread").map(|t| t as u32))
         .collect::<Result<_>>()?;
+    // A POSIX timer's thread as the tree sees it (/proc/PID/timers gives
+    // the engine's view).
+    if let Some(t) = task_core.timers.as_mut() {
+        for p in &mut t.posix {
+            if let Some(tid) = p.notify_thread_id {
+                p.notify_thread_id = Some(v(tid, "POSIX timer's thread")?);
+            }
+        }
+    }
     let mut task_core = Some(task_core);
     for (snap, (info, thread_core)) in snaps.iter().zip(thread_parts) {
         let leader = snap.tid == pid;
