@@ -513,6 +513,13 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "timens",
+        program: Program::C("timens"),
+        suid: true,
+        flavors: &[Flavor::H],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "ns_refused_nested",
         program: Program::C("ns_refused"),
         args: &["--kind=nested"],

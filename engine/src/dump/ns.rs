@@ -1,5 +1,6 @@
 //! Which namespaces a tree lives in, and the images of those it owns
-//! (`utsns-N.img`, `pidns-N.img`; the IPC namespace's are dump/ipc.rs's).
+//! (`utsns-N.img`, `timens-N.img`, `pidns-N.img`; the IPC namespace's are
+//! dump/ipc.rs's).
 //!
 //! A restore rebuilds a namespace only one way: its root creates it, and
 //! every task of the tree inherits it. So a tree is dumped when, for every
@@ -26,7 +27,7 @@ use super::freeze::FrozenProc;
 
 /// Namespace kinds a tree may have its own of, because the restore makes
 /// them anew.
-const OWN_OK: [&str; 4] = ["uts", "ipc", "pid", "cgroup"];
+const OWN_OK: [&str; 5] = ["uts", "ipc", "pid", "cgroup", "time"];
 
 /// What the restore cannot make yet, and why.
 fn not_yet(kind: &str) -> &'static str {
@@ -34,7 +35,6 @@ fn not_yet(kind: &str) -> &'static str {
         "mnt" | "net" | "user" => {
             "mount, network and user namespaces other than the host's are not supported yet"
         }
-        "time" | "time_for_children" => "time namespaces are not supported yet",
         _ => "this kind of namespace is not supported yet",
     }
 }
@@ -205,6 +205,10 @@ impl TreeNs {
             let id = ids.uts_ns_id.unwrap_or(0);
             dir.write_image(&format!("utsns-{id}.img"), &[uts])?;
         }
+        if self.owns("time") {
+            let id = ids.time_ns_id.unwrap_or(0);
+            dir.write_image(&format!("timens-{id}.img"), &[time_offsets(root)?])?;
+        }
         if self.owns("pid") {
             let id = ids.pid_ns_id.unwrap_or(0);
             dir.write_image(
@@ -214,6 +218,40 @@ impl TreeNs {
         }
         Ok(())
     }
+}
+
+/// The clock offsets of `pid`'s time namespace (/proc/PID/timens_offsets:
+/// "monotonic SECS NSECS", "boottime SECS NSECS"). Negative seconds are
+/// stored as their two's complement, as CRIU does.
+fn time_offsets(pid: Pid) -> Result<pb::TimensEntry> {
+    let path = format!("/proc/{pid}/timens_offsets");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io(&path, format!("pid {pid}: its time namespace's offsets"), e))?;
+    let mut out = pb::TimensEntry::default();
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match w[..] {
+            [clock, s, ns] => s
+                .parse::<i64>()
+                .ok()
+                .zip(ns.parse::<u64>().ok())
+                .map(|v| (clock, v)),
+            _ => None,
+        };
+        let Some((clock, (secs, nsecs))) = parsed else {
+            return Err(Error::task(pid, path, format!("cannot parse {line:?}")));
+        };
+        let ts = pb::Timespec {
+            tv_sec: secs as u64,
+            tv_nsec: nsecs,
+        };
+        match clock {
+            "monotonic" => out.monotonic = ts,
+            "boottime" => out.boottime = ts,
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Host name and domain name of `pid`'s UTS namespace: uname(2) answers

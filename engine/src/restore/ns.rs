@@ -1,7 +1,7 @@
 //! The tree's own namespaces (see dump/ns.rs for which a dump holds): a
 //! UTS namespace with its host and domain names, an IPC namespace with
-//! its sysctls (the objects in it are restore/ipc.rs's), a pid namespace
-//! whose init is the tree's root.
+//! its sysctls (the objects in it are restore/ipc.rs's), a time namespace
+//! with its clock offsets, a pid namespace whose init is the tree's root.
 //!
 //! # How they are made
 //!
@@ -48,6 +48,8 @@ pub struct NsImages {
     pub ipc: Option<pb::IpcVarEntry>,
     /// The root is the init of a new pid namespace.
     pub pid: bool,
+    /// A new time namespace with these offsets.
+    pub time: Option<pb::TimensEntry>,
 }
 
 impl NsImages {
@@ -55,6 +57,11 @@ impl NsImages {
         let mut f = CloneFlags::empty();
         f.set(CloneFlags::CLONE_NEWUTS, self.uts.is_some());
         f.set(CloneFlags::CLONE_NEWIPC, self.ipc.is_some());
+        // Where the engine's children go: the root and every helper.
+        f.set(
+            CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+            self.time.is_some(),
+        );
         f
     }
 }
@@ -74,6 +81,7 @@ pub fn from_set(dir: &Path, set: &ImageSet, tasks: &[TaskImages]) -> Result<NsIm
             let theirs = match kind {
                 "uts" => t.ids.uts_ns_id,
                 "ipc" => t.ids.ipc_ns_id,
+                "time" => t.ids.time_ns_id,
                 _ => t.ids.pid_ns_id,
             };
             if theirs != id {
@@ -155,12 +163,17 @@ pub fn from_set(dir: &Path, set: &ImageSet, tasks: &[TaskImages]) -> Result<NsIm
         ns.pid.keys().copied().collect(),
         ids.pid_ns_id,
     )?;
-    if let Some((&k, _)) = ns.time.iter().next() {
-        return Err(bad(
-            &dir.join(format!("timens-{k}.img")),
-            "time namespaces are not supported yet",
-        ));
+    if let Some(id) = ids.time_ns_id.filter(|id| ns.time.contains_key(id)) {
+        part("time", Some(id))?;
+        let name = format!("timens-{id}.img");
+        out.time = Some(*super::load::require(dir, &name, &ns.time[&id])?);
     }
+    check_left(
+        "time",
+        "timens",
+        ns.time.keys().copied().collect(),
+        ids.time_ns_id,
+    )?;
     Ok(out)
 }
 
@@ -199,6 +212,24 @@ fn enter(imgs: &Images) -> Result<()> {
     }
     if let Some(v) = &ns.ipc {
         set_ipc_vars(root, v)?;
+    }
+    if let Some(t) = &ns.time {
+        // Settable only until a task is in the namespace: now.
+        let path = "/proc/self/timens_offsets";
+        let text = format!(
+            "monotonic {} {}\nboottime {} {}\n",
+            t.monotonic.tv_sec as i64,
+            t.monotonic.tv_nsec,
+            t.boottime.tv_sec as i64,
+            t.boottime.tv_nsec
+        );
+        std::fs::write(path, &text).map_err(|e| {
+            Error::io(
+                path,
+                format!("pid {root}: time namespace offsets {text:?}"),
+                e,
+            )
+        })?;
     }
     Ok(())
 }
