@@ -23,6 +23,7 @@ mod json;
 mod load;
 mod model;
 pub mod names;
+mod ns;
 mod text;
 
 #[cfg(test)]

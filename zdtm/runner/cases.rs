@@ -708,6 +708,51 @@ pub static CASES: &[Case] = &[
         between: Some(remove_sysvipc),
         ..Case::DEFAULT
     },
+    // Namespaces of the tree's own.
+    Case {
+        name: "uts_ipc_ns",
+        program: Program::C("uts_ipc_ns"),
+        suid: true,
+        flavors: &[Flavor::H],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "timens",
+        program: Program::C("timens"),
+        suid: true,
+        flavors: &[Flavor::H],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_nested",
+        program: Program::C("ns_refused"),
+        args: &["--kind=nested"],
+        suid: true,
+        flavors: &[Flavor::H],
+        crfail: true,
+        crfail_reason: Some("namespaces created inside the tree are not supported"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_net",
+        program: Program::C("ns_refused"),
+        args: &["--kind=net"],
+        suid: true,
+        flavors: &[Flavor::H],
+        crfail: true,
+        crfail_reason: Some("net namespace net:["),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_time",
+        program: Program::C("ns_refused"),
+        args: &["--kind=time"],
+        suid: true,
+        flavors: &[Flavor::H],
+        crfail: true,
+        crfail_reason: Some("time namespace"),
+        ..Case::DEFAULT
+    },
     // Cgroups (programs: zdtm/cases/cgroup_*.c; hooks below).
     Case {
         name: "cgroup_pids",

@@ -29,11 +29,14 @@
 //! restore keeps the markers it can (semaphore pids, the last sender of a
 //! queue: see restore/ipc.rs) so that the next dump finds the same objects.
 //!
-//! A tree in an IPC namespace of its own would be dumped whole (every
-//! object there is the tree's), but the restore does not create
-//! namespaces yet: such a tree is refused if its namespace holds any SysV
-//! object (looked at from a helper thread that joins it), and dumped as
-//! before if the namespace is empty.
+//! A tree in an IPC namespace of its own is dumped whole: every object
+//! there is the tree's, and so are the namespace's limits (the IPC
+//! sysctls, `ipcns-var-N.img`). /proc/sysvipc, the sysctls and the IPC
+//! calls all answer for the calling thread's namespace, so the engine's
+//! thread joins the tree's for the dump and goes back after it (setns of
+//! an IPC namespace changes only the calling thread). Pids the objects keep
+//! (semaphore pids, a queue's last sender) are written as the tree sees
+//! them when it has a pid namespace of its own.
 //!
 //! # Reading contents without changing anything
 //!
@@ -139,32 +142,6 @@ fn desc(p: &Perm) -> pb::IpcDescEntry {
     }
 }
 
-/// The number of SysV objects in `pid`'s IPC namespace: /proc/sysvipc
-/// shows the namespace of the reader, so a helper thread joins it
-/// (setns(CLONE_NEWIPC) changes only the calling thread) and reads there.
-fn count_in_ns(pid: Pid) -> Result<usize> {
-    let path = format!("/proc/{pid}/ns/ipc");
-    let ns = std::fs::File::open(&path)
-        .map_err(|e| Error::io(&path, format!("pid {pid}: its IPC namespace"), e))?;
-    std::thread::scope(|s| {
-        s.spawn(|| -> Result<usize> {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWIPC)
-                .map_err(|e| Error::sys(pid, "setns into its IPC namespace", e))?;
-            Ok(sysvipc::read_shm(pid)?.len()
-                + sysvipc::read_sem(pid)?.len()
-                + sysvipc::read_msg(pid)?.len())
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(Error::task(
-                pid,
-                "IPC namespace",
-                "the helper thread panicked",
-            ))
-        })
-    })
-}
-
 /// Zero bytes that pad `n` up to a multiple of `align`.
 fn pad(n: u64, align: u64) -> Vec<u8> {
     vec![0u8; (n.div_ceil(align) * align - n) as usize]
@@ -172,37 +149,120 @@ fn pad(n: u64, align: u64) -> Vec<u8> {
 
 /// Dump the objects the tree uses (see the module doc). `root` is the
 /// tree's root, `pids` every task of it (zombies too), `ns_id` the id of
-/// its IPC namespace in this dump.
+/// its IPC namespace in this dump, `vpids` the tree's pids in its own pid
+/// namespace (empty: the host's).
 pub fn dump(
     dir: &ImageDir,
     root: Pid,
     pids: &BTreeSet<Pid>,
     used: &IpcUse,
     ns_id: u32,
+    vpids: &BTreeMap<Pid, Pid>,
 ) -> Result<IpcStats> {
     let ours = crate::proc::ns::ns_id(std::process::id() as i32, "ipc")?;
     let theirs = crate::proc::ns::ns_id(root, "ipc")?;
-    if ours != theirs {
-        if let Some((&id, &(pid, at))) = used.shm.iter().next() {
-            return Err(Error::unsupported(
-                pid,
-                format!("SysV segment {id} mapped at {at:#x}"),
-                "the tree has an IPC namespace of its own, which ckpt cannot restore yet",
-            ));
-        }
-        let n = count_in_ns(root)?;
-        if n > 0 {
-            return Err(Error::unsupported(
-                root,
-                format!("IPC namespace ipc:[{theirs}] ({n} SysV objects)"),
-                "the tree has an IPC namespace of its own, which ckpt cannot restore yet",
-            ));
-        }
-        debug!("pid {root}: own IPC namespace without SysV objects: nothing to dump");
-        return Ok(IpcStats::default());
+    let vpid = |p: Pid| vpids.get(&p).copied().unwrap_or(p);
+    if ours == theirs {
+        return dump_objects(dir, root, pids, used, ns_id, false, &vpid);
     }
+    let path = format!("/proc/{root}/ns/ipc");
+    let ns = std::fs::File::open(&path)
+        .map_err(|e| Error::io(&path, format!("pid {root}: its IPC namespace"), e))?;
+    let _back = InNs::enter(root, &ns)?;
+    dir.write_image(&format!("ipcns-var-{ns_id}.img"), &[read_vars(root)?])?;
+    dump_objects(dir, root, pids, used, ns_id, true, &vpid)
+}
+
+/// The engine's thread inside another IPC namespace, until dropped.
+struct InNs(std::fs::File);
+
+impl InNs {
+    fn enter(pid: Pid, ns: &std::fs::File) -> Result<InNs> {
+        let own = "/proc/thread-self/ns/ipc";
+        let back = std::fs::File::open(own)
+            .map_err(|e| Error::io(own, format!("pid {pid}: the engine's IPC namespace"), e))?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWIPC)
+            .map_err(|e| Error::sys(pid, "setns into its IPC namespace", e))?;
+        Ok(InNs(back))
+    }
+}
+
+impl Drop for InNs {
+    fn drop(&mut self) {
+        if let Err(e) = nix::sched::setns(&self.0, nix::sched::CloneFlags::CLONE_NEWIPC) {
+            warn!("back to the engine's IPC namespace: {e}");
+        }
+    }
+}
+
+/// The IPC sysctls of the caller's IPC namespace (kernel.sem, msg*, shm*,
+/// fs.mqueue.*).
+fn read_vars(root: Pid) -> Result<pb::IpcVarEntry> {
+    let read = |name: &str| -> Result<String> {
+        let path = format!("/proc/sys/{name}");
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| Error::io(&path, format!("pid {root}: its IPC namespace's {name}"), e))
+    };
+    let num = |name: &str| -> Result<u64> {
+        let v = read(name)?;
+        v.parse().map_err(|_| {
+            Error::task(
+                root,
+                format!("/proc/sys/{name}"),
+                format!("{v:?} is not a number"),
+            )
+        })
+    };
+    let opt = |name: &str| num(name).ok().map(|v| v as u32);
+    let sem = read("kernel/sem")?;
+    let sem_ctls: Vec<u32> = sem
+        .split_whitespace()
+        .map(|w| w.parse::<u32>())
+        .collect::<std::result::Result<_, _>>()
+        .ok()
+        .filter(|v: &Vec<u32>| v.len() == 4)
+        .ok_or_else(|| {
+            Error::task(
+                root,
+                "/proc/sys/kernel/sem",
+                format!("{sem:?} is not four numbers"),
+            )
+        })?;
+    Ok(pb::IpcVarEntry {
+        sem_ctls,
+        msg_ctlmax: num("kernel/msgmax")? as u32,
+        msg_ctlmnb: num("kernel/msgmnb")? as u32,
+        msg_ctlmni: num("kernel/msgmni")? as u32,
+        auto_msgmni: opt("kernel/auto_msgmni").unwrap_or(0),
+        shm_ctlmax: num("kernel/shmmax")?,
+        shm_ctlall: num("kernel/shmall")?,
+        shm_ctlmni: num("kernel/shmmni")? as u32,
+        shm_rmid_forced: num("kernel/shm_rmid_forced")? as u32,
+        mq_queues_max: num("fs/mqueue/queues_max")? as u32,
+        mq_msg_max: num("fs/mqueue/msg_max")? as u32,
+        mq_msgsize_max: num("fs/mqueue/msgsize_max")? as u32,
+        mq_msg_default: opt("fs/mqueue/msg_default"),
+        mq_msgsize_default: opt("fs/mqueue/msgsize_default"),
+        msg_next_id: None,
+        sem_next_id: None,
+        shm_next_id: None,
+    })
+}
+
+/// The objects of the caller's IPC namespace: those the tree uses, or
+/// every one (`whole`: the namespace is the tree's).
+fn dump_objects(
+    dir: &ImageDir,
+    root: Pid,
+    pids: &BTreeSet<Pid>,
+    used: &IpcUse,
+    ns_id: u32,
+    whole: bool,
+    vpid: &dyn Fn(Pid) -> Pid,
+) -> Result<IpcStats> {
     let mut stats = IpcStats::default();
-    let touched = |p: Pid| p > 0 && pids.contains(&p);
+    let touched = |p: Pid| whole || (p > 0 && pids.contains(&p));
     let named = |kind: &str, id: i32| used.explicit.contains(&(kind, id));
     for &(kind, id) in &used.explicit {
         let there = match kind {
@@ -287,7 +347,7 @@ pub fn dump(
                 w.write_entry(&pb::IpcSemEntry {
                     desc: desc(&s.perm),
                     nsems: s.nsems,
-                    ckpt_sempid: sempids.clone(),
+                    ckpt_sempid: sempids.iter().map(|&p| vpid(p)).collect(),
                 })?;
                 let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
                 w.write_raw(&bytes)?;
@@ -336,7 +396,7 @@ pub fn dump(
                     desc: desc(&q.perm),
                     qbytes: ds.qbytes as u32,
                     qnum: msgs.len() as u32,
-                    ckpt_lspid: (ds.lspid > 0).then_some(ds.lspid),
+                    ckpt_lspid: (ds.lspid > 0).then(|| vpid(ds.lspid)),
                 })?;
                 for (mtype, text) in msgs {
                     w.write_entry(&pb::IpcMsg {
@@ -377,7 +437,7 @@ impl super::kind::Dumper for IpcUse {
 
     fn finish(&mut self, cx: &super::kind::FinishCx<'_>) -> Result<()> {
         let ns_id = cx.root_ids.and_then(|i| i.ipc_ns_id).unwrap_or(1);
-        let s = dump(cx.dir, cx.root, &cx.pids, self, ns_id)?;
+        let s = dump(cx.dir, cx.root, &cx.pids, self, ns_id, cx.vpids)?;
         debug!(
             "pid {}: SysV IPC: {} segments, {} semaphore sets, {} queues",
             cx.root, s.shm, s.sem, s.msg

@@ -51,6 +51,9 @@ pub struct FinishCx<'a> {
     pub pids: std::collections::BTreeSet<Pid>,
     /// The root task's ids (namespaces).
     pub root_ids: Option<pb::TaskKobjIdsEntry>,
+    /// Host pid -> pid in the tree's own pid namespace (empty: the tree
+    /// is in the engine's).
+    pub vpids: &'a std::collections::BTreeMap<Pid, Pid>,
 }
 
 /// One kind of kernel object, on the dump side. Every method has a

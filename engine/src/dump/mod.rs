@@ -19,6 +19,7 @@ pub mod ipc;
 pub mod kind;
 pub mod memfd;
 pub mod memory;
+pub mod ns;
 pub mod seccomp;
 pub mod signals;
 pub mod timers;
@@ -109,6 +110,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     let mut tree = freeze::freeze_tree_with(pid, &mut pre)?;
     drop(pre);
     fault::check(pid, "dump-frozen")?;
+    let treens = ns::TreeNs::check(&tree)?;
     let env = DumpEnv {
         opts,
         freezer: freezer.as_ref(),
@@ -122,6 +124,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         dir: &dir,
         files,
         ns: NsIds::default(),
+        treens,
         next_pages_id: 1,
         next_files_id: 1,
         pstree: Vec::new(),
@@ -169,6 +172,8 @@ struct DumpCtx<'a> {
     dir: &'a ImageDir,
     files: FileTable,
     ns: NsIds,
+    /// The tree's namespaces and its pids in its own pid namespace.
+    treens: ns::TreeNs,
     next_pages_id: u32,
     next_files_id: u32,
     pstree: Vec<pb::PstreeEntry>,
@@ -200,12 +205,16 @@ impl DumpCtx<'_> {
             root,
             pids,
             root_ids: self.root_ids,
+            vpids: self.treens.vpids(),
         };
         for k in self.kinds.iter_mut() {
             k.finish(&cx)?;
         }
         files::fown::check_owners(&self.files, &self.pstree)?;
         files::pidfd::check_targets(&self.files, &self.pstree)?;
+        if let Some(ids) = &self.root_ids {
+            self.treens.write_images(dir, root, ids)?;
+        }
         files::finish(&mut self.files, dir)?;
         dir.write_image("files.img", &self.files.entries)?;
         self.stats.shmem_pages +=
@@ -234,8 +243,15 @@ fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
     let creds = status::read(p.pid)
         .ok()
         .map(|s| core::creds_from_status(&s, 0));
+    let v = |pid: Pid, what: &str| ctx.treens.vpid(p.pid, pid, what);
+    let (vpid, vppid, vpgid, vsid) = (
+        v(p.pid, "pid")?,
+        v(p.ppid, "parent")?,
+        v(st.pgrp, "process group")?,
+        v(st.session, "session")?,
+    );
     ctx.dir.write_image(
-        &format!("core-{}.img", p.pid),
+        &format!("core-{vpid}.img"),
         &[pb::CoreEntry {
             mtype: pb::core_entry::March::X8664 as i32,
             tc: Some(pb::TaskCoreEntry {
@@ -252,11 +268,11 @@ fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
         }],
     )?;
     ctx.pstree.push(pb::PstreeEntry {
-        pid: p.pid as u32,
-        ppid: p.ppid as u32,
-        pgid: st.pgrp as u32,
-        sid: st.session as u32,
-        threads: vec![p.pid as u32],
+        pid: vpid as u32,
+        ppid: vppid as u32,
+        pgid: vpgid as u32,
+        sid: vsid as u32,
+        threads: vec![vpid as u32],
     });
     ctx.stats.tasks += 1;
     Ok(())
@@ -514,8 +530,10 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     }
     memory::merge_cow_entries(&mut private.pm.entries, cow);
     dir.finish_pages(private.pages)?;
+    let v = |of: Pid, what: &str| ctx.treens.vpid(pid, of, what);
+    let vpid = v(pid, "pid")?;
     dir.write_pagemap(
-        &format!("pagemap-{pid}.img"),
+        &format!("pagemap-{vpid}.img"),
         private_id,
         &private.pm.entries,
     )?;
@@ -551,7 +569,20 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     if ctx.root_ids.is_none() {
         ctx.root_ids = Some(ids);
     }
-    let tids: Vec<u32> = snaps.iter().map(|t| t.tid as u32).collect();
+    let v = |of: Pid, what: &str| ctx.treens.vpid(pid, of, what);
+    let tids: Vec<u32> = snaps
+        .iter()
+        .map(|t| v(t.tid, "thread").map(|t| t as u32))
+        .collect::<Result<_>>()?;
+    // A POSIX timer's thread as the tree sees it (/proc/PID/timers gives
+    // the engine's view).
+    if let Some(t) = task_core.timers.as_mut() {
+        for p in &mut t.posix {
+            if let Some(tid) = p.notify_thread_id {
+                p.notify_thread_id = Some(v(tid, "POSIX timer's thread")?);
+            }
+        }
+    }
     let mut task_core = Some(task_core);
     for (snap, (info, thread_core)) in snaps.iter().zip(thread_parts) {
         let leader = snap.tid == pid;
@@ -562,17 +593,18 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             ids: leader.then_some(ids),
             thread_core: Some(thread_core),
         };
-        dir.write_image(&format!("core-{}.img", snap.tid), &[core])?;
+        let vtid = v(snap.tid, "thread")?;
+        dir.write_image(&format!("core-{vtid}.img"), &[core])?;
     }
-    dir.write_image(&format!("mm-{pid}.img"), &[mm])?;
-    dir.write_image(&format!("ids-{pid}.img"), &[ids])?;
-    dir.write_image(&format!("fs-{pid}.img"), &[fs])?;
+    dir.write_image(&format!("mm-{vpid}.img"), &[mm])?;
+    dir.write_image(&format!("ids-{vpid}.img"), &[ids])?;
+    dir.write_image(&format!("fs-{vpid}.img"), &[fs])?;
     dir.write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
     ctx.pstree.push(pb::PstreeEntry {
-        pid: pid as u32,
-        ppid: p.ppid as u32,
-        pgid: stat.pgrp as u32,
-        sid: stat.session as u32,
+        pid: vpid as u32,
+        ppid: v(p.ppid, "parent")? as u32,
+        pgid: v(stat.pgrp, "process group")? as u32,
+        sid: v(stat.session, "session")? as u32,
         threads: tids,
     });
     ctx.stats.tasks += 1;

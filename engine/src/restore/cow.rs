@@ -496,6 +496,7 @@ mod tests {
             ghosts: Default::default(),
             cgroups: None,
             ipc: Default::default(),
+            ns: Default::default(),
         }
     }
 

@@ -82,6 +82,8 @@ pub struct Images {
     pub cgroups: Option<pb::CgroupEntry>,
     /// SysV IPC objects of the tree's IPC namespace.
     pub ipc: super::ipc::IpcImages,
+    /// The root's namespaces the restore makes anew.
+    pub ns: super::ns::NsImages,
 }
 
 /// A task that had exited but was not yet reaped by its parent.
@@ -318,6 +320,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
     let (pipe_data, fifo_data) = (data(&set.pipe_data), data(&set.fifo_data));
     let cgroups = super::cgroups::load(dir, set.cgroups.as_ref(), &tasks)?;
     let ipc = super::ipc::from_set(dir, &set.sysvipc, &tasks)?;
+    let ns = super::ns::from_set(dir, &set, &tasks)?;
     Ok(Images {
         dir: dir.to_path_buf(),
         inventory,
@@ -336,6 +339,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         seccomp,
         cgroups,
         ipc,
+        ns,
     })
 }
 

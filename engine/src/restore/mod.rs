@@ -23,6 +23,7 @@ pub mod ipc;
 pub mod load;
 pub mod memfd;
 pub mod memory;
+pub mod ns;
 pub mod seccomp;
 pub mod sessions;
 pub mod signals;
@@ -60,6 +61,7 @@ use stage::{EngineFds, Kind, Restorer, TaskCx, TaskStage};
 /// remote call of the release (credentials) before a stopped task enters
 /// its group stop).
 pub static KINDS: &[Kind] = &[
+    ns::KIND,
     memory::KIND,
     ipc::KIND,
     engine_files::KIND,
@@ -106,9 +108,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     debug!("images loaded and verified");
     let root_pid = imgs.tasks[0].pid;
     fault::check(root_pid, "restore-validated")?;
-    restore_tree(&imgs, opts).map_err(|e| e.for_pid(root_pid, "restore"))?;
+    // The root's pid here: another than the image's in a new pid
+    // namespace.
+    let pid = restore_tree(&imgs, opts).map_err(|e| e.for_pid(root_pid, "restore"))?;
     debug!("{}", crate::ptrace::remote::STATS);
-    let pid = root_pid;
     if let Some(pf) = &opts.pidfile {
         std::fs::write(pf, pid.to_string())
             .map_err(|e| Error::io(pf, format!("pid {pid}: writing the pidfile"), e))?;
@@ -174,7 +177,8 @@ impl Drop for NewTree {
 /// Everything from the objects the engine makes to the release of the
 /// tree. The kinds are dropped last, once every task made here is dead if
 /// the restore failed: what they made goes after the tasks that used it.
-fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<()> {
+/// Returns the root's pid in the engine's pid namespace.
+fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<Pid> {
     let mut kinds: Vec<Box<dyn Restorer>> = Vec::with_capacity(KINDS.len());
     for k in KINDS {
         kinds.push((k.new)(imgs, opts).map_err(|e| e.context(k.name))?);
@@ -228,14 +232,62 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<()> {
 
     // Tree.
     let root = imgs.tasks[0].pid;
-    let engine = std::process::id() as Pid;
-    let got = crate::sys::clone3_with_pid(root, 0, libc::SIGCHLD as u64).map_err(|e| match e {
+    // A parent outside the task's pid namespace is pid 0 to it.
+    let engine = if imgs.ns.pid {
+        0
+    } else {
+        std::process::id() as Pid
+    };
+    let got = crate::sys::clone3_with_pid(root, ns::root_clone_flags(imgs), libc::SIGCHLD as u64)
+        .map_err(|e| match e {
         nix::errno::Errno::EEXIST => Error::task(root, "restore", format!("PID {root} is taken")),
         e => Error::sys(root, "clone3 with set_tid", e),
     })?;
     if got == 0 {
         child::run(&root_plan, engine);
     }
+    // In a new pid namespace the rest runs in a driver inside it
+    // (restore/ns.rs).
+    let helper_pids: Vec<Pid> = sessions.helpers.iter().map(|h| h.pid).collect();
+    match ns::fork_driver(imgs, got, &helper_pids)? {
+        ns::Driver::Here => {}
+        ns::Driver::Outside { pid, report } => {
+            // The image's pids mean nothing here: the driver's guard and
+            // the init's death clean up.
+            guard.armed = false;
+            // The tasks' error pipes are the driver's to read: without our
+            // copies of their write ends.
+            drop(pipes);
+            // What the kinds made is the driver's to keep or undo: the
+            // engine's copies of their state must not undo it.
+            std::mem::forget(std::mem::take(&mut kinds));
+            ns::wait_driver(root, got, pid, report)?;
+            return Ok(got);
+        }
+        ns::Driver::Inside { report } => {
+            let r = take_over_tree(imgs, &plans, pipes, &mut kinds, fds, &mut guard);
+            if r.is_err() {
+                drop(guard);
+            }
+            drop(kinds);
+            ns::report_and_exit(report, r);
+        }
+    }
+    take_over_tree(imgs, &plans, pipes, &mut kinds, fds, &mut guard)?;
+    Ok(got)
+}
+
+/// From the tree made to the tree let go (the stages *Tree*, after the
+/// clone, to *Release*).
+fn take_over_tree(
+    imgs: &Images,
+    plans: &[ChildPlan],
+    pipes: Vec<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+    kinds: &mut [Box<dyn Restorer>],
+    fds: EngineFds,
+    guard: &mut NewTree,
+) -> Result<()> {
+    let root = imgs.tasks[0].pid;
     // Each task closes its pipe when it has set itself up (or writes why it
     // could not); ours are the read ends.
     let readers: Vec<_> = pipes.into_iter().map(|(rd, _wr)| rd).collect();
@@ -265,8 +317,8 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<()> {
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
     let mut held = Vec::with_capacity(imgs.tasks.len());
-    for (t, plan) in imgs.tasks.iter().zip(&plans) {
-        held.push(take_over(imgs, t, plan, &mut kinds)?);
+    for (t, plan) in imgs.tasks.iter().zip(plans) {
+        held.push(take_over(imgs, t, plan, kinds)?);
     }
 
     // Release. Every task is ready, so the last settings that would let a
@@ -456,8 +508,12 @@ pub fn batch(
     r.batch(mem, scratch + 4096, scratch + 2 * 4096, capacity, calls)
 }
 
-/// Every PID and TID the image needs must be free before anything starts.
+/// Every PID and TID the image needs must be free before anything starts
+/// (in a new pid namespace, every one is).
 fn check_all_free(imgs: &Images) -> Result<()> {
+    if imgs.ns.pid {
+        return Ok(());
+    }
     for t in &imgs.tasks {
         check_pid_free(t.pid)?;
         for (tid, _) in &t.threads {
@@ -539,7 +595,7 @@ fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
             format!("this layout cannot be restored: {why}"),
         )
     })?;
-    for h in &plan.helpers {
+    for h in plan.helpers.iter().filter(|_| !imgs.ns.pid) {
         check_pid_free(h.pid).map_err(|e| {
             Error::task(
                 h.pid,

@@ -95,6 +95,9 @@ pub fn render(set: &ImageSet) -> Value {
     if !set.sysvipc.is_empty() {
         root.insert("sysvipc".into(), super::ipc::json(&set.sysvipc));
     }
+    if !set.namespaces.is_empty() {
+        root.insert("namespaces".into(), super::ns::json(set));
+    }
     root.insert("problems".into(), json!(set.problems));
     Value::Object(root)
 }

@@ -103,6 +103,14 @@ pub fn render(set: &ImageSet) -> String {
         out.blank();
         cgroups(&mut out, set);
     }
+    // The tree's own namespaces, when it has any.
+    let ns = super::ns::text(set);
+    if !ns.is_empty() {
+        out.blank();
+        for (indent, l) in ns {
+            out.line(indent, l);
+        }
+    }
     // SysV IPC objects, when there are any.
     if !set.sysvipc.is_empty() {
         out.blank();

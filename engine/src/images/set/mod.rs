@@ -10,7 +10,10 @@
 //! problem, and checks what it needs beyond that, before it creates
 //! anything.
 
+mod ns;
 mod sysvipc;
+
+pub use ns::Namespaces;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -241,6 +244,8 @@ pub struct ImageSet {
     pub seccomp: Option<Part<pb::SeccompEntry>>,
     /// SysV IPC objects (ipcns-{shm,sem,msg}-N.img).
     pub sysvipc: SysvIpc,
+    /// The tree's own namespaces (utsns-N.img, ipcns-var-N.img, ...).
+    pub namespaces: Namespaces,
     /// Every file of the directory but the manifest, in natural order
     /// (`show` adds what a scan of each file finds).
     pub files: Vec<DirFile>,
@@ -804,6 +809,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
     }
     let ipc_names: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
     let sysvipc = sysvipc::read(&ld, &ipc_names, &mut problems);
+    let namespaces = ns::read(&ld, &ipc_names, &mut problems);
     let mut set = ImageSet {
         dir: dir.display().to_string(),
         manifest,
@@ -824,6 +830,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         cgroups,
         seccomp,
         sysvipc,
+        namespaces,
         files,
         problems,
     };

@@ -1,0 +1,430 @@
+//! The tree's own namespaces (see dump/ns.rs for which a dump holds): a
+//! UTS namespace with its host and domain names, an IPC namespace with
+//! its sysctls (the objects in it are restore/ipc.rs's), a time namespace
+//! with its clock offsets, a pid namespace whose init is the tree's root.
+//!
+//! # How they are made
+//!
+//! Before any object or task exists, the engine's thread leaves its own
+//! namespaces for new ones (unshare of UTS and IPC namespaces changes only
+//! the calling thread; of a pid namespace, only where its next children
+//! go) and sets them up: names, sysctls. So the SysV objects the next kind
+//! makes land in the tree's IPC namespace, with their ids (`*_next_id` is
+//! the namespace's own), and the root, cloned next, is born into every new
+//! namespace; every other task inherits them before it runs a line of its
+//! own. A new pid namespace is made by the root's clone itself
+//! (CLONE_NEWPID), since the namespace's first process is its init.
+//!
+//! # A new pid namespace
+//!
+//! The images hold the pids the tasks had inside it, which only mean
+//! something there: the root's children are forked with them from inside
+//! (clone3's set_tid in the innermost namespace), but the engine's every
+//! later step (ptrace, /proc/PID, cgroup.procs, pidfds) names tasks by pid
+//! in its own namespace. So once the root exists, the engine forks a
+//! driver into the new namespace, with a pid no task of the image needs;
+//! the driver mounts a /proc of that namespace in a mount namespace of its
+//! own and does the rest of the restore there, where the image's pids are
+//! the real ones. The engine waits for it, and kills the namespace's init
+//! (which kills the namespace) if it fails: the driver, being inside,
+//! cannot kill the init.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+
+use super::load::{Images, TaskImages};
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+use crate::images::set::ImageSet;
+
+/// The namespaces of the image's root that the restore makes anew.
+#[derive(Debug, Clone, Default)]
+pub struct NsImages {
+    pub uts: Option<pb::UtsnsEntry>,
+    pub ipc: Option<pb::IpcVarEntry>,
+    /// The root is the init of a new pid namespace.
+    pub pid: bool,
+    /// A new time namespace with these offsets.
+    pub time: Option<pb::TimensEntry>,
+}
+
+impl NsImages {
+    fn flags(&self) -> CloneFlags {
+        let mut f = CloneFlags::empty();
+        f.set(CloneFlags::CLONE_NEWUTS, self.uts.is_some());
+        f.set(CloneFlags::CLONE_NEWIPC, self.ipc.is_some());
+        // Where the engine's children go: the root and every helper.
+        f.set(
+            CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+            self.time.is_some(),
+        );
+        f
+    }
+}
+
+fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Image(crate::images::ImageError::invalid(path, reason))
+}
+
+/// Picks the root's namespace images and checks that every task is in
+/// the root's namespaces of those kinds, and that no image is left over.
+pub fn from_set(dir: &Path, set: &ImageSet, tasks: &[TaskImages]) -> Result<NsImages> {
+    let ns = &set.namespaces;
+    let root = &tasks[0];
+    let ids = &root.ids;
+    let part = |kind: &str, id: Option<u32>| -> Result<Option<u32>> {
+        for t in tasks {
+            let theirs = match kind {
+                "uts" => t.ids.uts_ns_id,
+                "ipc" => t.ids.ipc_ns_id,
+                "time" => t.ids.time_ns_id,
+                _ => t.ids.pid_ns_id,
+            };
+            if theirs != id {
+                return Err(bad(
+                    &dir.join(format!("ids-{}.img", t.pid)),
+                    format!(
+                        "pid {}: {kind} namespace {theirs:?} differs from the root's ({id:?}); \
+                         namespaces made inside the tree are not supported",
+                        t.pid
+                    ),
+                ));
+            }
+        }
+        Ok(id)
+    };
+    let mut out = NsImages::default();
+    let check_left = |kind: &str, file: &str, keys: Vec<u32>, own: Option<u32>| -> Result<()> {
+        match keys.into_iter().find(|k| Some(*k) != own) {
+            Some(k) => Err(bad(
+                &dir.join(format!("{file}-{k}.img")),
+                format!("no task is in {kind} namespace {k}"),
+            )),
+            None => Ok(()),
+        }
+    };
+    if let Some(id) = ids.uts_ns_id.filter(|id| ns.uts.contains_key(id)) {
+        part("uts", Some(id))?;
+        let name = format!("utsns-{id}.img");
+        out.uts = Some(super::load::require(dir, &name, &ns.uts[&id])?.clone());
+    }
+    check_left(
+        "UTS",
+        "utsns",
+        ns.uts.keys().copied().collect(),
+        ids.uts_ns_id,
+    )?;
+    if let Some(id) = ids.ipc_ns_id.filter(|id| ns.ipc.contains_key(id)) {
+        part("ipc", Some(id))?;
+        let name = format!("ipcns-var-{id}.img");
+        let v = super::load::require(dir, &name, &ns.ipc[&id])?.clone();
+        if v.sem_ctls.len() != 4 {
+            return Err(bad(
+                &dir.join(&name),
+                format!("sem_ctls has {} numbers, not 4", v.sem_ctls.len()),
+            ));
+        }
+        out.ipc = Some(v);
+    }
+    check_left(
+        "IPC",
+        "ipcns-var",
+        ns.ipc.keys().copied().collect(),
+        ids.ipc_ns_id,
+    )?;
+    if let Some(id) = ids.pid_ns_id.filter(|id| ns.pid.contains_key(id)) {
+        part("pid", Some(id))?;
+        let name = format!("pidns-{id}.img");
+        let e = super::load::require(dir, &name, &ns.pid[&id])?;
+        if let Some(key) = &e.ext_key {
+            return Err(bad(
+                &dir.join(&name),
+                format!("external pid namespace {key:?} is not supported"),
+            ));
+        }
+        if root.pid != 1 {
+            return Err(bad(
+                &dir.join("pstree.img"),
+                format!(
+                    "the root is pid {}, not 1, the init of its pid namespace (pidns-{id}.img)",
+                    root.pid
+                ),
+            ));
+        }
+        out.pid = true;
+    }
+    check_left(
+        "pid",
+        "pidns",
+        ns.pid.keys().copied().collect(),
+        ids.pid_ns_id,
+    )?;
+    if let Some(id) = ids.time_ns_id.filter(|id| ns.time.contains_key(id)) {
+        part("time", Some(id))?;
+        let name = format!("timens-{id}.img");
+        out.time = Some(*super::load::require(dir, &name, &ns.time[&id])?);
+    }
+    check_left(
+        "time",
+        "timens",
+        ns.time.keys().copied().collect(),
+        ids.time_ns_id,
+    )?;
+    Ok(out)
+}
+
+/// Namespaces: the engine's thread enters the tree's new ones before any
+/// other kind makes anything.
+pub const KIND: super::stage::Kind = super::stage::Kind {
+    name: "namespaces",
+    validate: super::stage::no_checks,
+    new: |_, _| Ok(Box::new(Namespaces)),
+};
+
+struct Namespaces;
+
+impl super::stage::Restorer for Namespaces {
+    fn create(&mut self, imgs: &Images, _: &mut super::stage::EngineFds) -> Result<()> {
+        enter(imgs)
+    }
+}
+
+/// unshare and set up, in the engine's thread (module doc).
+fn enter(imgs: &Images) -> Result<()> {
+    let ns = &imgs.ns;
+    let root = imgs.tasks[0].pid;
+    let flags = ns.flags();
+    if flags.is_empty() {
+        return Ok(());
+    }
+    nix::sched::unshare(flags)
+        .map_err(|e| Error::sys(root, format!("unshare of new namespaces ({flags:?})"), e))?;
+    if let Some(u) = &ns.uts {
+        nix::unistd::sethostname(&u.nodename)
+            .map_err(|e| Error::sys(root, format!("sethostname {:?}", u.nodename), e))?;
+        set_domainname(&u.domainname)
+            .map_err(|e| Error::sys(root, format!("setdomainname {:?}", u.domainname), e))?;
+        debug!("UTS namespace: {} ({})", u.nodename, u.domainname);
+    }
+    if let Some(v) = &ns.ipc {
+        set_ipc_vars(root, v)?;
+    }
+    if let Some(t) = &ns.time {
+        // Settable only until a task is in the namespace: now.
+        let path = "/proc/self/timens_offsets";
+        let text = format!(
+            "monotonic {} {}\nboottime {} {}\n",
+            t.monotonic.tv_sec as i64,
+            t.monotonic.tv_nsec,
+            t.boottime.tv_sec as i64,
+            t.boottime.tv_nsec
+        );
+        std::fs::write(path, &text).map_err(|e| {
+            Error::io(
+                path,
+                format!("pid {root}: time namespace offsets {text:?}"),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The kernel's domain name of the calling thread's UTS namespace.
+fn set_domainname(name: &str) -> nix::Result<()> {
+    let path = "/proc/sys/kernel/domainname";
+    // The sysctl answers for the writer's UTS namespace.
+    std::fs::write(path, name).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+}
+
+/// The IPC sysctls of the calling thread's (new) IPC namespace.
+fn set_ipc_vars(root: Pid, v: &pb::IpcVarEntry) -> Result<()> {
+    let s = &v.sem_ctls;
+    let mut vars: Vec<(&str, String)> = vec![
+        ("kernel/sem", format!("{} {} {} {}", s[0], s[1], s[2], s[3])),
+        ("kernel/msgmax", v.msg_ctlmax.to_string()),
+        ("kernel/msgmnb", v.msg_ctlmnb.to_string()),
+        ("kernel/msgmni", v.msg_ctlmni.to_string()),
+        ("kernel/shmmax", v.shm_ctlmax.to_string()),
+        ("kernel/shmall", v.shm_ctlall.to_string()),
+        ("kernel/shmmni", v.shm_ctlmni.to_string()),
+        ("kernel/shm_rmid_forced", v.shm_rmid_forced.to_string()),
+        ("fs/mqueue/queues_max", v.mq_queues_max.to_string()),
+        ("fs/mqueue/msg_max", v.mq_msg_max.to_string()),
+        ("fs/mqueue/msgsize_max", v.mq_msgsize_max.to_string()),
+    ];
+    if let Some(d) = v.mq_msg_default {
+        vars.push(("fs/mqueue/msg_default", d.to_string()));
+    }
+    if let Some(d) = v.mq_msgsize_default {
+        vars.push(("fs/mqueue/msgsize_default", d.to_string()));
+    }
+    for (name, value) in vars {
+        let path = format!("/proc/sys/{name}");
+        let same = std::fs::read_to_string(&path)
+            .is_ok_and(|cur| cur.split_whitespace().eq(value.split_whitespace()));
+        if same {
+            continue;
+        }
+        std::fs::write(&path, &value).map_err(|e| {
+            Error::io(
+                &path,
+                format!("pid {root}: IPC namespace sysctl {name} = {value}"),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Where the rest of the restore runs once the root exists.
+pub enum Driver {
+    /// Here: the tree is in the engine's pid namespace.
+    Here,
+    /// In the forked driver, inside the new pid namespace; `report` is
+    /// where it says how the restore ended.
+    Inside { report: OwnedFd },
+    /// In the engine, which waits for the driver (`pid`) and reads its
+    /// report.
+    Outside { pid: Pid, report: OwnedFd },
+}
+
+/// The highest pid below pid_max that no task, thread, zombie or helper
+/// of the image needs: the driver's, while it lives.
+fn driver_pid(imgs: &Images, helpers: &[Pid]) -> Pid {
+    let max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<Pid>().ok())
+        .unwrap_or(32768);
+    let taken = |p: Pid| {
+        helpers.contains(&p)
+            || imgs.zombies.iter().any(|z| z.pid == p)
+            || imgs
+                .tasks
+                .iter()
+                .any(|t| t.pid == p || t.threads.iter().any(|(tid, _)| *tid == p))
+    };
+    (2..max).rev().find(|&p| !taken(p)).unwrap_or(max - 1)
+}
+
+/// The root's clone flags: a new pid namespace is made by the root's
+/// clone itself, since any earlier child of the engine (a helper making a
+/// SysV object) would be the namespace's init.
+pub fn root_clone_flags(imgs: &Images) -> u64 {
+    if imgs.ns.pid {
+        libc::CLONE_NEWPID as u64
+    } else {
+        0
+    }
+}
+
+/// Once the root is cloned (`root_host`, as the engine sees it): with a
+/// new pid namespace, forks the driver into it (module doc).
+pub fn fork_driver(imgs: &Images, root_host: Pid, helpers: &[Pid]) -> Result<Driver> {
+    if !imgs.ns.pid {
+        return Ok(Driver::Here);
+    }
+    let root = imgs.tasks[0].pid;
+    let path = format!("/proc/{root_host}/ns/pid");
+    let ns = std::fs::File::open(&path)
+        .map_err(|e| Error::io(&path, format!("pid {root}: its new pid namespace"), e))?;
+    // Only where the engine's next children go changes.
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWPID)
+        .map_err(|e| Error::sys(root, "setns into its new pid namespace", e))?;
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys(root, "pipe for the driver's report", e))?;
+    let pid = driver_pid(imgs, helpers);
+    let got = crate::sys::clone3_with_pid(pid, 0, libc::SIGCHLD as u64).map_err(|e| {
+        Error::sys(
+            root,
+            format!("fork of the driver (pid {pid}) into the pid namespace"),
+            e,
+        )
+    })?;
+    if got != 0 {
+        drop(wr);
+        return Ok(Driver::Outside {
+            pid: got,
+            report: rd,
+        });
+    }
+    drop(rd);
+    // The driver: dies with the engine, sees the namespace's pids.
+    // Its parent is outside: pid 0 here.
+    super::child::tie_to_parent(0);
+    let r = own_proc().map_err(|(what, e)| Error::sys(root, format!("the driver: {what}"), e));
+    if let Err(e) = r {
+        report_and_exit(wr, Err(e));
+    }
+    Ok(Driver::Inside { report: wr })
+}
+
+/// A mount namespace of the driver's own with a /proc of its pid
+/// namespace.
+fn own_proc() -> std::result::Result<(), (&'static str, Errno)> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| ("unshare(CLONE_NEWNS)", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| ("making its mounts slaves", e))?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| ("mount of /proc", e))
+}
+
+/// The driver's end: its verdict through the pipe, then exit.
+pub fn report_and_exit(report: OwnedFd, r: Result<()>) -> ! {
+    let mut f = std::fs::File::from(report);
+    let code = match r {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = f.write_all(e.to_string().as_bytes());
+            1
+        }
+    };
+    drop(f);
+    // No destructor of the engine's state runs: the engine's copy is the
+    // one that owns it.
+    std::process::exit(code)
+}
+
+/// The engine's side: waits for the driver; on failure kills the
+/// namespace (its init, `root_host`, is the engine's child) and returns
+/// the driver's error.
+pub fn wait_driver(root: Pid, root_host: Pid, pid: Pid, report: OwnedFd) -> Result<()> {
+    let mut msg = String::new();
+    let _ = std::fs::File::from(report).read_to_string(&mut msg);
+    let st = loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Err(Errno::EINTR) => continue,
+            r => break r,
+        }
+    };
+    let ok = matches!(st, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) && msg.is_empty();
+    if ok {
+        return Ok(());
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(root_host),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(root_host), None);
+    if msg.is_empty() {
+        msg = format!("the driver in the new pid namespace ended with {st:?}");
+    }
+    Err(Error::task(root, "restore in its pid namespace", msg))
+}

@@ -1,0 +1,90 @@
+/*
+ * ns_refused: trees in namespaces the restore cannot make are refused at
+ * dump time, and go on unharmed.
+ *
+ * --kind=nested: a child of the test task enters a UTS namespace of its
+ *   own (a namespace made inside the tree);
+ * --kind=net: the test task, the tree's root, enters a network namespace
+ *   of its own;
+ * --kind=time: the test task makes a time namespace for its children and
+ *   forks one into it.
+ *
+ * After SIGTERM the task checks that its child is still alive and that
+ * the names it set are still there.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "zdtmtst.h"
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+const char *test_doc = "Check that namespaces the restore cannot make are refused at dump";
+
+static char *kind = "nested";
+TEST_OPTION(kind, string, "nested, net or time", 0);
+
+int main(int argc, char **argv)
+{
+	int p[2], status;
+	pid_t child;
+	char c;
+
+	test_init(argc, argv);
+	if (pipe(p)) {
+		pr_perror("pipe");
+		return 1;
+	}
+	if (!strcmp(kind, "net") && unshare(CLONE_NEWNET)) {
+		pr_perror("unshare(CLONE_NEWNET)");
+		return 1;
+	}
+	if (!strcmp(kind, "time") && unshare(CLONE_NEWTIME)) {
+		pr_perror("unshare(CLONE_NEWTIME)");
+		return 1;
+	}
+	child = fork();
+	if (child < 0) {
+		pr_perror("fork");
+		return 1;
+	}
+	if (child == 0) {
+		struct utsname u;
+
+		if (!strcmp(kind, "nested") &&
+		    (unshare(CLONE_NEWUTS) || sethostname("zdtm-nested", 11)))
+			_exit(2);
+		close(p[0]);
+		if (write(p[1], "r", 1) != 1)
+			_exit(3);
+		while (test_go())
+			pause();
+		if (!strcmp(kind, "nested") && (uname(&u) || strcmp(u.nodename, "zdtm-nested")))
+			_exit(4);
+		_exit(0);
+	}
+	close(p[1]);
+	if (read(p[0], &c, 1) != 1) {
+		pr_perror("the child did not start");
+		return 1;
+	}
+
+	test_daemon();
+	test_waitsig();
+
+	kill(child, SIGTERM);
+	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status)) {
+		errno = 0;
+		fail("the child ended with status %#x", status);
+		return 1;
+	}
+	pass();
+	return 0;
+}
