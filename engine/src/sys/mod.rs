@@ -2,9 +2,9 @@
 //! wrap. Every function here is a thin, typed wrapper with a SAFETY note;
 //! nothing else in the engine calls `libc::syscall` or `libc::ptrace`.
 
+pub mod fown;
 pub mod inet_diag;
 pub mod inet_sock;
-pub mod fown;
 pub mod ipc;
 pub mod netlink_sock;
 pub mod ptrace;

@@ -13,9 +13,9 @@
 mod epoll;
 mod eventfd;
 mod fifo;
+pub mod fown;
 mod inet;
 mod netlink;
-pub mod fown;
 pub mod pidfd;
 mod pipe;
 mod reg;

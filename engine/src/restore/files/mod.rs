@@ -14,9 +14,9 @@
 mod epoll;
 mod eventfd;
 mod fifo;
+mod fown;
 pub mod inet;
 pub mod netlink;
-mod fown;
 mod pidfd;
 mod pipe;
 mod reg;

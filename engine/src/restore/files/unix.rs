@@ -44,9 +44,7 @@ const TCP_LISTEN: u8 = 10;
 fn is_pair(imgs: &Images, f: &pb::FileEntry) -> bool {
     let Some(me) = &f.usk else { return false };
     let plain = |u: &pb::UnixSkEntry| {
-        (u.name.is_empty() || autobound(&u.name))
-            && u.state as u8 != TCP_LISTEN
-            && u.peer != 0
+        (u.name.is_empty() || autobound(&u.name)) && u.state as u8 != TCP_LISTEN && u.peer != 0
     };
     if !plain(me) {
         return false;
