@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::proc::cgroup::CgroupLine;
 
-/// The name ckpt gives the cgroup v2 hierarchy in images (the v2 line of
-/// `/proc/PID/cgroup` has no controller list).
-pub const V2_NAME: &str = "unified";
+/// The name of the cgroup v2 hierarchy in images: the empty string, as
+/// CRIU writes it (the v2 line of `/proc/PID/cgroup` has no controller
+/// list).
+pub const V2_NAME: &str = "";
 
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]

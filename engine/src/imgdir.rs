@@ -207,7 +207,7 @@ impl ImageDir {
         let mut w = ImageWriter::create(self.path(name), Self::magic_of(name)?)?;
         w.write_entry(&images::pb::PagemapHead { pages_id })?;
         for e in entries {
-            w.write_entry(e)?;
+            w.write_entry(&images::pagemap::with_both_counts(e))?;
         }
         let d = w.finish_unsynced()?;
         self.manifest.borrow_mut().add_digest(name, d);

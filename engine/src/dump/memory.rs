@@ -8,7 +8,9 @@
 //!   file's content and comes back by mapping the file again;
 //! - shared anonymous: the shmem object's pages, once per object, into its
 //!   own pagemap-shmem-ID.img;
-//! - shared file-backed, vDSO, vvar: none.
+//! - the vDSO: all of it (for CRIU, which reads it; ckpt's restore
+//!   keeps the new kernel's);
+//! - shared file-backed, vvar: none.
 //!
 //! Pages that map the kernel's zero page are skipped without reading them;
 //! pages whose content is all zero are skipped after reading. Both come back
@@ -17,7 +19,7 @@
 use nix::sys::uio::RemoteIoVec;
 
 use crate::error::{Error, Pid, Result};
-use crate::images::pagemap::{entry_present, PAGE, PE_COW_PARENT, PE_PRESENT};
+use crate::images::pagemap::{entry_present, PAGE, PE_COW_PARENT, PE_PARENT, PE_PRESENT};
 use crate::images::pb;
 use crate::images::vma::{
     cow_pair, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_HEAP, VMA_AREA_REGULAR, VMA_AREA_STACK,
@@ -91,17 +93,23 @@ pub fn classify(v: &Vma) -> (pb::VmaEntry, VmaKind) {
     }
     let mut status = VMA_AREA_REGULAR;
     let special = v.is_special();
+    // The kernel's own mappings are private anonymous memory to CRIU,
+    // which maps them as such (and then moves the real ones in place).
+    let kernels = libc::MAP_ANONYMOUS as u32;
     let kind = match special {
         Some(SpecialVma::Vsyscall) => {
-            status = VMA_AREA_VSYSCALL;
+            status = VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE;
+            flags |= kernels;
             VmaKind::Vsyscall
         }
         Some(SpecialVma::Vdso) => {
-            status |= VMA_AREA_VDSO;
+            status |= VMA_AREA_VDSO | VMA_ANON_PRIVATE;
+            flags |= kernels;
             VmaKind::Vdso
         }
         Some(SpecialVma::Vvar) | Some(SpecialVma::VvarVclock) => {
-            status |= VMA_AREA_VVAR;
+            status |= VMA_AREA_VVAR | VMA_ANON_PRIVATE;
+            flags |= kernels;
             VmaKind::Vvar
         }
         _ => {
@@ -213,6 +221,7 @@ impl PagemapBuilder {
             }
         }
         self.entries.push(pb::PagemapEntry {
+            nr_pages64: None,
             vaddr,
             nr_pages,
             in_parent: None,
@@ -238,6 +247,9 @@ fn wanted(kind: VmaKind, word: u64, zero_pfn: Option<u64>) -> bool {
             (f.present() && (f.pfn().is_none() || f.pfn() != zero_pfn)) || f.swapped()
         }
         VmaKind::FilePrivate => (f.present() && !f.file_or_shared_anon()) || f.swapped(),
+        // All of it, as CRIU stores it: an engine that restores the image
+        // on another kernel reads the dumped vDSO to know its symbols.
+        VmaKind::Vdso => true,
         _ => false,
     }
 }
@@ -689,10 +701,11 @@ pub fn cow_entries(marks: &CowMarks) -> Vec<pb::PagemapEntry> {
 
 fn cow_entry(vaddr: u64, nr_pages: u32) -> pb::PagemapEntry {
     pb::PagemapEntry {
+        nr_pages64: None,
         vaddr,
         nr_pages,
         in_parent: None,
-        flags: Some(PE_COW_PARENT),
+        flags: Some(PE_COW_PARENT | PE_PARENT),
     }
 }
 

@@ -221,10 +221,14 @@ impl DumpCtx<'_> {
             memfd::write_images(dir, &self.files.memfd, &mut self.next_pages_id)?;
         ghost::write_images(dir, &self.files.ghost)?;
         dir.write_image("pstree.img", &self.pstree)?;
+        // CRIU's meaning: the ids of the process that dumped, which a
+        // restore compares the root's with to know what the root gets of
+        // its own (a namespace that differs; never its memory or files).
+        let dumper = task_ids(std::process::id() as Pid, self.next_files_id, &mut self.ns)?;
         let mut inv = pb::InventoryEntry {
             img_version: 2,
             fdinfo_per_id: Some(true),
-            root_ids: self.root_ids,
+            root_ids: Some(dumper),
             ns_per_id: Some(true),
             lsmtype: Some(pb::Lsmtype::NoLsm as i32),
             ..Default::default()
@@ -476,7 +480,12 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let jobs: Vec<_> = vma_entries
         .iter()
         .zip(&kinds)
-        .filter(|(_, (kind, _))| matches!(kind, VmaKind::AnonPrivate | VmaKind::FilePrivate))
+        .filter(|(_, (kind, _))| {
+            matches!(
+                kind,
+                VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
+            )
+        })
         .map(|(e, &(kind, readable))| memory::VmaJob {
             entry: e,
             kind,
@@ -552,11 +561,9 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         mm_env_start: stat.env_start,
         mm_env_end: stat.env_end,
         exe_file_id,
-        mm_saved_auxv: auxv
-            .iter()
-            .flat_map(|&(k, v)| [k, v])
-            .chain([0, 0])
-            .collect(),
+        // Without the AT_NULL pair, as CRIU writes it (it takes at most
+        // 44 words on x86): the kernel ends the vector it is given itself.
+        mm_saved_auxv: auxv.iter().flat_map(|&(k, v)| [k, v]).collect(),
         vmas: vma_entries,
         dumpable: Some(dumpable as i32),
         aios: vec![],

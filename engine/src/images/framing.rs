@@ -807,6 +807,7 @@ mod tests {
     fn pagemap_entry() -> impl Strategy<Value = pb::PagemapEntry> {
         (any::<u64>(), any::<u32>(), prop::option::of(0u32..8)).prop_map(|(vaddr, nr, flags)| {
             pb::PagemapEntry {
+                nr_pages64: None,
                 vaddr,
                 nr_pages: nr,
                 in_parent: None,

@@ -301,6 +301,7 @@ mod crit_tests {
             ImageWriter::create(dir.join(format!("pagemap-{pid}.img")), Magic::Pagemap).unwrap();
         w.write_entry(&pb::PagemapHead { pages_id: 1 }).unwrap();
         w.write_entry(&pb::PagemapEntry {
+            nr_pages64: None,
             vaddr: 0x7ffd_0002_0000,
             nr_pages: 1,
             in_parent: None,

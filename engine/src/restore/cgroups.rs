@@ -87,7 +87,8 @@ pub fn check(cg: &pb::CgroupEntry, path: &Path) -> Result<()> {
             ));
         }
         for m in &s.ctls {
-            if m.name.is_empty() || m.name.contains(['\0', '/']) {
+            // The empty name is cgroup v2's.
+            if m.name.contains(['\0', '/']) {
                 return Err(bad(
                     path,
                     format!("set {}: bad controller name {:?}", s.id, m.name),

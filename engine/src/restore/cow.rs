@@ -463,6 +463,7 @@ mod tests {
                 entries: pages
                     .iter()
                     .map(|&(vaddr, nr_pages, f)| pb::PagemapEntry {
+                        nr_pages64: None,
                         vaddr,
                         nr_pages,
                         in_parent: None,

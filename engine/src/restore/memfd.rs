@@ -258,6 +258,7 @@ mod tests {
         w.write_entry(&pb::PagemapHead { pages_id: 3 }).unwrap();
         for &(vaddr, nr_pages) in pages {
             w.write_entry(&pb::PagemapEntry {
+                nr_pages64: None,
                 vaddr,
                 nr_pages,
                 ..Default::default()

@@ -423,8 +423,16 @@ pub fn map_and_fill(
     // Private pages (not into held memory, whose pages the task
     // wrote itself; pages shared with the parent that could not be held
     // are copied from the ancestor that has them).
+    // The dumped vDSO's pages are for other engines: this task keeps the
+    // running kernel's (moved into place by `reset_address_space`).
+    let vdso: Vec<(u64, u64)> =
+        t.mm.vmas
+            .iter()
+            .filter(|v| v.status & VMA_AREA_VDSO != 0)
+            .map(|v| (v.start, v.end))
+            .collect();
     write_pages(pid, &pages_file, &t.pages.entries, |a| {
-        (!cow.holds_addr(a)).then_some(a)
+        (!cow.holds_addr(a) && !vdso.iter().any(|&(s, e)| s <= a && a < e)).then_some(a)
     })?;
     super::cow::write_unshared(imgs, t, cow, mem)?;
     // Final protections and advice, in one batch.

@@ -226,6 +226,7 @@ fn pagemap(dir: &Path, name: &str, pages_id: u32, entries: &[(u64, u32)]) {
     w.write_entry(&pb::PagemapHead { pages_id }).unwrap();
     for &(vaddr, nr_pages) in entries {
         w.write_entry(&pb::PagemapEntry {
+            nr_pages64: None,
             vaddr,
             nr_pages,
             in_parent: None,

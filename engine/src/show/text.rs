@@ -875,7 +875,7 @@ fn cgroups(out: &mut Out, set: &ImageSet) {
                         m.path.get(..p as usize).unwrap_or(&m.path)
                     );
                 }
-                vec![m.name.clone(), path]
+                vec![hierarchy_name(&m.name), path]
             })
             .collect();
         out.table(4, &rows, &[]);
@@ -885,7 +885,7 @@ fn cgroups(out: &mut Out, set: &ImageSet) {
             2,
             format!(
                 "hierarchy {}{}",
-                c.cnames.join(","),
+                hierarchy_name(&c.cnames.join(",")),
                 if c.is_threaded == Some(true) {
                     " (threaded)"
                 } else {
@@ -920,6 +920,16 @@ fn cgroup_dirs(out: &mut Out, indent: usize, parent: &str, dirs: &[pb::CgroupDir
             out.line(indent + 4, format!("{} = {value}", p.name));
         }
         cgroup_dirs(out, indent, &path, &d.children);
+    }
+}
+
+/// A hierarchy's name as images spell it, with cgroup v2's (the empty
+/// string, as CRIU writes it) made visible.
+fn hierarchy_name(name: &str) -> String {
+    if name == crate::cgroupfs::V2_NAME {
+        "cgroup2".into()
+    } else {
+        name.to_string()
     }
 }
 
