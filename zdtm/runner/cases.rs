@@ -724,6 +724,13 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "pidns_init",
+        program: Program::C("pidns_init"),
+        suid: true,
+        flavors: &[Flavor::H],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "ns_refused_nested",
         program: Program::C("ns_refused"),
         args: &["--kind=nested"],
