@@ -724,6 +724,13 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "pidns_init",
+        program: Program::C("pidns_init"),
+        suid: true,
+        flavors: &[Flavor::H],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "ns_refused_nested",
         program: Program::C("ns_refused"),
         args: &["--kind=nested"],
@@ -795,6 +802,13 @@ pub static CASES: &[Case] = &[
         name: "cgroup_tree",
         program: Program::C("cgroup_tree"),
         feature: Some(has_v2),
+        ..CGROUP_CASE
+    },
+    Case {
+        name: "cgroup_ns",
+        program: Program::C("cgroup_ns"),
+        feature: Some(has_v2),
+        between: Some(remove_case_cgroups),
         ..CGROUP_CASE
     },
     Case {
@@ -902,18 +916,20 @@ pub(crate) fn remove_case_cgroups(dir: &std::path::Path, _cycle: usize) -> Resul
     if mine.is_empty() {
         return Err(format!("no zdtm.*{suffix} cgroup to remove"));
     }
-    let mut all: Vec<std::path::PathBuf> = crate::cgroups::zdtm_dirs()
-        .into_iter()
-        .chain(mine.iter().flat_map(|d| {
-            std::fs::read_dir(d)
+    // Every cgroup below them, at any depth; children before parents.
+    let mut all: Vec<std::path::PathBuf> = Vec::new();
+    let mut todo = mine.clone();
+    while let Some(d) = todo.pop() {
+        todo.extend(
+            std::fs::read_dir(&d)
                 .into_iter()
                 .flatten()
                 .flatten()
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path())
-        }))
-        .filter(|d| mine.iter().any(|m| d.starts_with(m)))
-        .collect();
+                .map(|e| e.path()),
+        );
+        all.push(d);
+    }
     all.sort();
     all.dedup();
     for d in all.iter().rev() {

@@ -144,21 +144,53 @@ pub type Tree = BTreeMap<i32, TaskInfo>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskInfo {
+    /// Its pid and thread ids in the runner's namespace (not compared).
+    pub host: i32,
+    pub host_threads: Vec<i32>,
+    /// Its thread ids as the tree sees them.
     pub threads: Vec<i32>,
     pub uid: String,
     pub gid: String,
     pub groups: String,
 }
 
+/// The pid of `tid` (a thread of `pid`) in its own, innermost pid
+/// namespace (the last of NSpid): what the tree itself sees, and what a
+/// restore keeps, whether or not the tree has a pid namespace of its own.
+pub fn inner_pid(pid: i32, tid: i32) -> i32 {
+    let path = if pid == tid {
+        format!("/proc/{pid}/status")
+    } else {
+        format!("/proc/{pid}/task/{tid}/status")
+    };
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_ascii_whitespace().last()?.parse().ok())
+        })
+        .unwrap_or(tid)
+}
+
+/// How many pid namespaces deep `pid` is (entries of NSpid; 0 if gone).
+pub fn pid_ns_depth(pid: i32) -> usize {
+    status_field(pid, "NSpid").map_or(0, |v| v.split(' ').count())
+}
+
+/// The case's processes by the pids they see (see [`inner_pid`]).
 pub fn snapshot(sid: i32) -> Tree {
     members(sid)
         .into_iter()
         .map(|s| {
             let f = |k| status_field(s.pid, k).unwrap_or_default();
+            let host_threads = threads(s.pid);
             (
-                s.pid,
+                inner_pid(s.pid, s.pid),
                 TaskInfo {
-                    threads: threads(s.pid),
+                    host: s.pid,
+                    threads: host_threads.iter().map(|&t| inner_pid(s.pid, t)).collect(),
+                    host_threads,
                     uid: f("Uid"),
                     gid: f("Gid"),
                     groups: f("Groups"),

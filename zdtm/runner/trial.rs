@@ -251,9 +251,11 @@ impl<'a> Run<'a> {
     fn execute(&mut self) -> Result<(), String> {
         self.prepare()?;
         self.start()?;
-        let pid = self.pid.expect("started");
         let mut failed_as_expected = false;
         for n in 1..=self.variant.cycles() {
+            // A new pid namespace's init comes back with another pid
+            // outside it (check_restored).
+            let pid = self.pid.expect("started");
             let before = self.snapshot(pid);
             let stopped_before = stopped_threads(&before);
             let status = self.engine_dump(n)?;
@@ -501,7 +503,7 @@ impl<'a> Run<'a> {
 
     pub(crate) fn snapshot(&mut self, pid: i32) -> Tree {
         let t = procfs::snapshot(pid);
-        self.known.extend(t.keys().copied());
+        self.known.extend(t.values().map(|i| i.host));
         t
     }
 
@@ -653,8 +655,9 @@ impl<'a> Run<'a> {
             // exist both before and after.
             let mut before = before.clone();
             if self.case.forks {
-                before.retain(|p, _| *p == pid || now.contains_key(p));
-                now.retain(|p, _| *p == pid || before.contains_key(p));
+                let root = procfs::inner_pid(pid, pid);
+                before.retain(|p, _| *p == root || now.contains_key(p));
+                now.retain(|p, _| *p == root || before.contains_key(p));
             }
             problems.extend(procfs::diff_trees(&before, &now));
             for (p, t) in stopped_threads(&now).difference(stopped_before) {
@@ -680,6 +683,24 @@ impl<'a> Run<'a> {
         let pid = self.pid.expect("started");
         let pf = self.path(&format!("restore-{n}.pid"));
         if let Ok(text) = fs::read_to_string(&pf) {
+            // The init of a pid namespace of the tree's own keeps its pid
+            // inside (1) and every pid of the tree there (check_tree), but
+            // not the one the runner sees: follow it.
+            let me = std::process::id() as i32;
+            let new_init = text.trim().parse::<i32>().ok().filter(|&p| {
+                p != pid
+                    && procfs::pid_ns_depth(p) > procfs::pid_ns_depth(me)
+                    && procfs::inner_pid(p, p) == 1
+            });
+            if let Some(p) = new_init {
+                self.note(format!(
+                    "restore {n}: the pid namespace's init is pid {p} outside it now"
+                ));
+                self.known.insert(p);
+                self.known.extend(procfs::members(p).iter().map(|s| s.pid));
+                self.pid = Some(p);
+                return self.check_tree(before, stopped_before, &format!("after restore {n}"));
+            }
             if text.trim() != pid.to_string() {
                 return Err(format!(
                     "restore {n} wrote '{}' into its --pidfile, expected {pid}",
@@ -944,8 +965,8 @@ pub(crate) fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
 pub(crate) fn stopped_threads(tree: &Tree) -> BTreeSet<(i32, i32)> {
     let mut set = BTreeSet::new();
     for (&pid, info) in tree {
-        for &tid in &info.threads {
-            if procfs::task_stat(pid, tid).is_some_and(|s| s.is_stopped()) {
+        for (&tid, &host) in info.threads.iter().zip(&info.host_threads) {
+            if procfs::task_stat(info.host, host).is_some_and(|s| s.is_stopped()) {
                 set.insert((pid, tid));
             }
         }

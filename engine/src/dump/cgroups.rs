@@ -290,10 +290,15 @@ fn add_cgns_prefixes(pid: Pid, tid: Pid, set: &mut [(String, String, Option<u32>
 }
 
 /// The length of the cgroup namespace root within `full`, given the path
-/// the task itself sees (`seen`); None when they do not fit together.
+/// the task itself sees (`seen`); None when they do not fit together. A
+/// namespace rooted at the hierarchy's root is 0, not None: the restore
+/// tells a task in a namespace of its own by the prefix being there.
 pub fn cgns_prefix(full: &str, seen: &str) -> Option<u32> {
     if seen == "/" {
         return Some(if full == "/" { 0 } else { full.len() as u32 });
+    }
+    if seen == full {
+        return Some(0);
     }
     full.strip_suffix(seen)
         .filter(|root| root.is_empty() || !root.ends_with('/'))
@@ -590,7 +595,7 @@ mod tests {
         assert_eq!(p("/a/b/c", "/c"), Some(4));
         assert_eq!(p("/a/b", "/"), Some(4));
         assert_eq!(p("/", "/"), Some(0));
-        assert_eq!(p("/a/b", "/a/b"), None); // same view: no namespace root
+        assert_eq!(p("/a/b", "/a/b"), Some(0)); // rooted at the hierarchy's root
         assert_eq!(p("/a/bc", "/c"), None);
         assert_eq!(p("/x", "/y"), None);
     }

@@ -223,6 +223,9 @@ pub struct CgroupPlan {
     sets: BTreeMap<u32, Vec<(PathBuf, bool)>>,
     /// Parents first.
     dirs: Vec<DirPlan>,
+    /// set id -> (dir, v2) of the root of the cgroup namespace its tasks
+    /// were in, in each hierarchy (empty: the host's cgroup namespace).
+    cgns_roots: BTreeMap<u32, Vec<(PathBuf, bool)>>,
 }
 
 /// Flatten the nested dir entries into (path, entry) pairs, parents first.
@@ -284,6 +287,9 @@ impl super::stage::Restorer for Cgroups {
         stage: super::stage::TaskStage,
         cx: &mut super::stage::TaskCx<'_>,
     ) -> Result<()> {
+        if stage == super::stage::TaskStage::Objects {
+            return self.enter_cgns(cx);
+        }
         if stage != super::stage::TaskStage::Threads {
             return Ok(());
         }
@@ -304,6 +310,70 @@ impl super::stage::Restorer for Cgroups {
         if let Err(e) = self.plan.finish() {
             warn!("{e}");
         }
+    }
+}
+
+impl Cgroups {
+    /// A tree in a cgroup namespace of its own (the dump allows only one,
+    /// the root's, shared by every task): the root makes a new one while
+    /// it stands in the cgroups that were the namespace's root, so that it
+    /// is rooted there, and goes back to its own cgroups; every other task
+    /// joins the root's (through a pidfd of it). Before the Threads stage,
+    /// so the threads are born in it.
+    fn enter_cgns(&mut self, cx: &mut super::stage::TaskCx<'_>) -> Result<()> {
+        let root = &cx.imgs.tasks[0];
+        let Some(roots) = root
+            .tc()
+            .cg_set
+            .and_then(|id| self.plan.cgns_roots.get(&id))
+        else {
+            return Ok(());
+        };
+        let pid = cx.pid();
+        if pid != root.pid {
+            let root_pid = root.pid;
+            return cx.in_leader(|r, _, _| {
+                let fd = r.call(
+                    libc::SYS_pidfd_open,
+                    &[root_pid as u64, 0],
+                    &format!(
+                        "pidfd_open of the root (pid {root_pid}) to join its cgroup namespace"
+                    ),
+                )?;
+                let res = r.call(
+                    libc::SYS_setns,
+                    &[fd, libc::CLONE_NEWCGROUP as u64],
+                    &format!("setns into the cgroup namespace of the root (pid {root_pid})"),
+                );
+                r.call(libc::SYS_close, &[fd], "close of the root's pidfd")?;
+                res.map(|_| ())
+            });
+        }
+        if self.plan.mode != Mode::Ignore {
+            for (dir, _) in roots {
+                let file = dir.join("cgroup.procs");
+                std::fs::write(&file, pid.to_string()).map_err(|e| {
+                    Error::task(
+                        pid,
+                        format!("cgroup namespace root {}", dir.display()),
+                        format!(
+                            "moving the task there to unshare the namespace: writing to {}: {e}",
+                            file.display()
+                        ),
+                    )
+                })?;
+            }
+        }
+        cx.in_leader(|r, _, _| {
+            r.call(
+                libc::SYS_unshare,
+                &[libc::CLONE_NEWCGROUP as u64],
+                "unshare of a new cgroup namespace",
+            )
+            .map(|_| ())
+        })?;
+        debug!("pid {pid}: cgroup namespace rooted at {roots:?}");
+        self.plan.move_task(pid, root.tc().cg_set)
     }
 }
 
@@ -367,16 +437,8 @@ pub fn plan(
     let mut missing_warned = std::collections::BTreeSet::new();
     for s in &cg.sets {
         let mut v = Vec::new();
+        let mut ns_roots = Vec::new();
         for m in &s.ctls {
-            if let Some(p) = m.cgns_prefix.filter(|&p| p > 0) {
-                warn!(
-                    "cgroup set {}: {} {} was seen from a cgroup namespace rooted at {}; cgroup namespaces are not restored, so the task will see the full path",
-                    s.id,
-                    m.name,
-                    m.path,
-                    m.path.get(..p as usize).unwrap_or(&m.path)
-                );
-            }
             let pid = task_sets.iter().find(|t| t.1 == s.id).map_or(0, |t| t.0);
             // Only the root of a hierarchy this machine does not mount
             // (an image of a hybrid machine on a pure cgroup2 one): the
@@ -395,8 +457,19 @@ pub fn plan(
             }
             let h = hier(&m.name, pid)?;
             v.push((h.dir(&map(&m.name, &m.path)), h.v2));
+            if let Some(p) = m.cgns_prefix {
+                // check() made sure the prefix fits in the path.
+                let root = match &m.path[..p as usize] {
+                    "" => "/",
+                    r => r,
+                };
+                ns_roots.push((h.dir(&map(&m.name, root)), h.v2));
+            }
         }
         plan.sets.insert(s.id, v);
+        if !ns_roots.is_empty() {
+            plan.cgns_roots.insert(s.id, ns_roots);
+        }
     }
     for &(pid, id) in task_sets {
         if !plan.sets.contains_key(&id) {
