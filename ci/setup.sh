@@ -3,7 +3,8 @@
 # machine: a C toolchain (build-essential: gcc, make, libc headers) for the
 # zdtm programs and pkg-config; vim and tmux for the terminal tests
 # (terminals); python3, whose http.server the `programs` test dumps and
-# restores; and, optionally, Debian's criu package for
+# restores; postgresql (server, initdb and psql; it makes the postgres
+# user) for the PostgreSQL trials of the same test; and, optionally, Debian's criu package for
 # its `crit` tool, which the image-format compatibility test runs on ckpt's
 # images (the test skips itself where crit is missing, so failing to
 # install it only warns). Idempotent: installs only what is missing.
@@ -15,8 +16,9 @@ echo "ci/setup.sh: checking build dependencies"
 missing=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # vim and tmux: the real interactive sessions of the terminal tests;
-# python3: the http.server the programs test dumps and restores.
-for pkg in build-essential pkg-config vim tmux python3; do
+# python3: the http.server the programs test dumps and restores;
+# postgresql: the server the programs test dumps and restores.
+for pkg in build-essential pkg-config vim tmux python3 postgresql; do
 	if have_pkg "$pkg"; then
 		echo "  $pkg: installed"
 	else

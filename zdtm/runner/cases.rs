@@ -258,6 +258,11 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "epoll_shared_pipe",
+        program: Program::C("epoll_shared_pipe"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "threads_fds",
         program: Program::C("threads_fds"),
         ..Case::DEFAULT

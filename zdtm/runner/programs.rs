@@ -7,6 +7,10 @@
 //! - `http_server`: `python3 -m http.server`, bound to 127.0.0.1 on a free
 //!   port, as an unprivileged user in a session of its own, serves a file
 //!   before the dump and the same file after the restore.
+//! - `postgres_idle`, `postgres_tcp_client`: a PostgreSQL server and its
+//!   processes (`postgres.rs`).
+
+mod postgres;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -45,14 +49,43 @@ fn main() {
     let trial = Trial::test("http_server", move || {
         http_server(python.as_deref().expect("checked"))
     });
-    let trial = match why_not {
+    let mut trials = vec![ignore_unless(trial, why_not)];
+
+    let pg = if root {
+        postgres::find()
+    } else {
+        Err("needs root".to_string())
+    };
+    let pg2 = pg.clone();
+    let idle = Trial::test("postgres_idle", move || {
+        postgres::idle(pg2.as_ref().expect("checked"))
+    });
+    trials.push(ignore_unless(idle, pg.as_ref().err().cloned()));
+    let why_not = match &pg {
+        Err(why) => Some(why.clone()),
+        // Listing the trials need not run the engine.
+        Ok(_) if !args.list && !postgres::tcp_established() => Some(
+            "`ckpt dump --help` offers no --tcp-established: established TCP connections cannot be dumped yet"
+                .to_string(),
+        ),
+        Ok(_) => None,
+    };
+    let tcp = Trial::test("postgres_tcp_client", move || {
+        postgres::tcp_client(pg.as_ref().expect("checked"))
+    });
+    trials.push(ignore_unless(tcp, why_not));
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// The trial, or the trial marked ignored with the reason said.
+fn ignore_unless(trial: Trial, why_not: Option<String>) -> Trial {
+    match why_not {
         Some(why) => {
-            eprintln!("programs: http_server ignored: {why}");
+            eprintln!("programs: {} ignored: {why}", trial.name());
             trial.with_ignored_flag(true)
         }
         None => trial,
-    };
-    libtest_mimic::run(&args, vec![trial]).exit();
+    }
 }
 
 /// The system's python3 first: a shim (pyenv) would be another program

@@ -34,6 +34,9 @@ use crate::proc::fdinfo;
 
 pub const FD_CLOEXEC_FLAG: u32 = libc::FD_CLOEXEC as u32;
 
+/// (pid, fd, file id, type) of an fd dumped already.
+type SeenFd = (Pid, i32, u32, i32);
+
 /// files.img under construction, shared by all tasks of a dump.
 #[derive(Default)]
 pub struct FileTable {
@@ -45,6 +48,11 @@ pub struct FileTable {
     /// (pid, fd, file id, type) of every fd of the tasks dumped so far, to
     /// find open files shared between processes.
     pub seen: Vec<(Pid, i32, u32, i32)>,
+    /// The same by the (mnt_id, ino) of the file: only fds of one inode on
+    /// one mount can be one open file description, so kcmp is asked about
+    /// those alone, not about every pair (a task with thousands of pipes
+    /// would cost millions of kcmp calls).
+    by_inode: std::collections::HashMap<(u64, u64), Vec<SeenFd>>,
     /// memfd objects (dump/memfd.rs).
     pub memfd: crate::dump::memfd::MemfdTable,
     /// Unlinked files (dump/ghost.rs).
@@ -315,17 +323,12 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
         let fd_flags = if cloexec { FD_CLOEXEC_FLAG } else { 0 };
         // Same open file description as an fd we already have, here or in
         // a task dumped before (inherited across fork)?
-        let same = out
-            .iter()
-            .find(|e| kcmp_file(pid, e.fd as i32, pid, fd) == Some(0))
-            .map(|e| (e.id, e.r#type))
-            .or_else(|| {
-                table
-                    .seen
-                    .iter()
-                    .find(|s| kcmp_file(s.0, s.1, pid, fd) == Some(0))
-                    .map(|s| (s.2, s.3))
-            });
+        let key = (info.mnt_id, info.ino);
+        let same = table.by_inode.get(&key).and_then(|c| {
+            c.iter()
+                .find(|s| kcmp_file(s.0, s.1, pid, fd) == Some(0))
+                .map(|s| (s.2, s.3))
+        });
         if let Some((id, r#type)) = same {
             out.push(pb::FdinfoEntry {
                 id,
@@ -334,6 +337,11 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
                 fd: fd as u32,
                 xattr_security_selinux: None,
             });
+            table
+                .by_inode
+                .entry(key)
+                .or_default()
+                .push((pid, fd, id, r#type));
             continue;
         }
         let link: OsString = fdinfo::read_fd_link(pid, fd)?;
@@ -352,6 +360,11 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
             .ok_or_else(|| unclaimed(&cx))?;
         let (ftype, id) = dumper.dump(&cx, table)?;
         fown::record(&cx, id, table)?;
+        table
+            .by_inode
+            .entry(key)
+            .or_default()
+            .push((pid, fd, id, ftype as i32));
         out.push(pb::FdinfoEntry {
             id,
             flags: fd_flags,

@@ -210,8 +210,9 @@ impl Restorer for Files {
             return Ok(());
         }
         let (plan, imgs, t) = (cx.plan, cx.imgs, cx.t);
-        cx.in_leader(|r, _, _| {
+        cx.in_leader(|r, mem, scratch| {
             inject_shared_files(r, plan)?;
+            epoll::watch_injected(r, mem, scratch, imgs, t, plan)?;
             fown::set_async(r, imgs, t)
         })
     }
