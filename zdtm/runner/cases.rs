@@ -598,6 +598,23 @@ pub static CASES: &[Case] = &[
         program: Program::C("netlink"),
         ..Case::DEFAULT
     },
+    // Packet sockets: binding, options, memberships, fanout; rings refused.
+    Case {
+        name: "packet_sock",
+        program: Program::C("packet_sock"),
+        args: &["--kind=plain"],
+        suid: true,
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "packet_refused_ring",
+        program: Program::C("packet_sock"),
+        args: &["--kind=ring"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("mapped ring (PACKET_RX_RING)"),
+        ..Case::DEFAULT
+    },
     Case {
         name: "inet_refused_established4",
         program: Program::C("inet_refused"),
