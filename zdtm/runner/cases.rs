@@ -553,7 +553,15 @@ pub static CASES: &[Case] = &[
         program: Program::C("unix_sockets"),
         args: &["--kind=rights"],
         crfail: true,
-        crfail_reason: Some("file descriptors or credentials"),
+        crfail_reason: Some("1 file descriptor(s) in flight in its queue (SCM_RIGHTS: pipe:["),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_refused_creds",
+        program: Program::C("unix_sockets"),
+        args: &["--kind=creds"],
+        crfail: true,
+        crfail_reason: Some("each with its sender's credentials (SCM_CREDENTIALS"),
         ..Case::DEFAULT
     },
     // INET sockets.
