@@ -13,12 +13,16 @@
  *                process outside the tree
  *   rights       (refused) a UNIX stream pair with a file descriptor in
  *                flight
+ *   creds        (refused) a UNIX datagram pair whose receiving end has
+ *                SO_PASSCRED, with a message queued (and its sender's
+ *                credentials)
  *   inet         (refused) an INET datagram socket
  *
  * After SIGTERM the socket still works: the bound one receives from a new
  * socket, the listening one accepts, the waiting connection is accepted
  * with its bytes, the outside peer echoes, the fd in flight is received
- * and is the pipe it was.
+ * and is the pipe it was, the queued message comes with this process's
+ * credentials.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -37,7 +41,7 @@
 const char *test_doc = "Check that sockets the engine cannot checkpoint are refused, unharmed";
 
 static char *kind;
-TEST_OPTION(kind, string, "bound, listen, unconnected, pending_data, outside, rights or inet", 1);
+TEST_OPTION(kind, string, "bound, listen, unconnected, pending_data, outside, rights, creds or inet", 1);
 
 static int failed;
 
@@ -133,6 +137,15 @@ int main(int argc, char **argv)
 		}
 		close(p[1]);
 		sk = sv[1];
+	} else if (!strcmp(kind, "creds")) {
+		int on = 1;
+
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) ||
+		    setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) || send(sv[0], "c", 1, 0) != 1) {
+			pr_perror("socketpair with SO_PASSCRED");
+			return 1;
+		}
+		sk = sv[1];
 	} else {
 		pr_err("unknown --kind=%s\n", kind);
 		return 1;
@@ -178,6 +191,20 @@ int main(int argc, char **argv)
 			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
 		test_check(fd >= 0 && write(fd, "x", 1) == 1 && read(p[0], buf, 1) == 1,
 			   "the fd in flight is not the pipe");
+	} else if (!strcmp(kind, "creds")) {
+		char cbuf[CMSG_SPACE(sizeof(struct ucred))];
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+				     .msg_controllen = sizeof(cbuf) };
+		struct cmsghdr *cm;
+		struct ucred u = { .pid = -1 };
+
+		test_check(recvmsg(sk, &mh, MSG_DONTWAIT) == 1 && buf[0] == 'c', "recvmsg of the queued message");
+		cm = CMSG_FIRSTHDR(&mh);
+		if (cm && cm->cmsg_type == SCM_CREDENTIALS)
+			memcpy(&u, CMSG_DATA(cm), sizeof(u));
+		test_check(u.pid == getpid() && u.uid == getuid() && u.gid == getgid(),
+			   "the message came with pid %d uid %d gid %d", u.pid, u.uid, u.gid);
 	} else {
 		int t = -1;
 		socklen_t l = sizeof(t);

@@ -558,7 +558,15 @@ pub static CASES: &[Case] = &[
         program: Program::C("unix_sockets"),
         args: &["--kind=rights"],
         crfail: true,
-        crfail_reason: Some("file descriptors or credentials"),
+        crfail_reason: Some("1 file descriptor(s) in flight in its queue (SCM_RIGHTS: pipe:["),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "unix_refused_creds",
+        program: Program::C("unix_sockets"),
+        args: &["--kind=creds"],
+        crfail: true,
+        crfail_reason: Some("each with its sender's credentials (SCM_CREDENTIALS"),
         ..Case::DEFAULT
     },
     // INET sockets.
@@ -601,6 +609,23 @@ pub static CASES: &[Case] = &[
     Case {
         name: "netlink",
         program: Program::C("netlink"),
+        ..Case::DEFAULT
+    },
+    // Packet sockets: binding, options, memberships, fanout; rings refused.
+    Case {
+        name: "packet_sock",
+        program: Program::C("packet_sock"),
+        args: &["--kind=plain"],
+        suid: true,
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "packet_refused_ring",
+        program: Program::C("packet_sock"),
+        args: &["--kind=ring"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("mapped ring (PACKET_RX_RING)"),
         ..Case::DEFAULT
     },
     Case {

@@ -28,6 +28,7 @@ macro_rules! with_kinds {
             .or_else(|| f.pidfd.$get().map(|$x| $e))
             .or_else(|| f.isk.$get().map(|$x| $e))
             .or_else(|| f.nlsk.$get().map(|$x| $e))
+            .or_else(|| f.psk.$get().map(|$x| $e))
     }};
 }
 
@@ -68,6 +69,9 @@ pub fn fown_mut(f: &mut pb::FileEntry) -> Option<&mut pb::FownEntry> {
         return Some(&mut x.fown);
     }
     if let Some(x) = f.nlsk.as_mut() {
+        return Some(&mut x.fown);
+    }
+    if let Some(x) = f.psk.as_mut() {
         return Some(&mut x.fown);
     }
     None

@@ -69,6 +69,7 @@ pub static KINDS: &[Kind] = &[
     files::UNIX_SOCKETS,
     files::inet::KIND,
     files::netlink::KIND,
+    files::packet::KIND,
     files::KIND,
     threads::KIND,
     task::KIND,

@@ -107,3 +107,117 @@ pub fn describe_netlink(n: &pb::NetlinkSkEntry, v: &mut FileView) {
         ));
     }
 }
+
+/// A packet socket's file entry.
+pub fn describe_packet(p: &pb::PacketSockEntry, v: &mut FileView) {
+    v.path = match p.ino {
+        Some(ino) => format!("socket:[{ino}]"),
+        None => "packet socket".into(),
+    };
+    v.flags = Some(p.flags);
+    let ty = match p.r#type as i32 {
+        libc::SOCK_RAW => "raw".to_string(),
+        libc::SOCK_DGRAM => "datagram".to_string(),
+        t => format!("type {t}"),
+    };
+    let proto = match p.protocol {
+        0 => "none".to_string(),
+        3 => "ETH_P_ALL".to_string(),
+        0x0800 => "ETH_P_IP".to_string(),
+        0x0806 => "ETH_P_ARP".to_string(),
+        0x86dd => "ETH_P_IPV6".to_string(),
+        n => format!("{n:#06x}"),
+    };
+    v.extra
+        .push(("packet socket".into(), format!("{ty}, protocol {proto}")));
+    v.extra.push((
+        "interface".into(),
+        if p.ifindex == 0 {
+            "any".into()
+        } else {
+            format!("index {}", p.ifindex)
+        },
+    ));
+    v.extra
+        .push(("version".into(), format!("TPACKET_V{}", p.version + 1)));
+    let mut on: Vec<&str> = Vec::new();
+    for (f, name) in [
+        (p.aux_data, "PACKET_AUXDATA"),
+        (p.orig_dev, "PACKET_ORIGDEV"),
+        (p.vnet_hdr, "PACKET_VNET_HDR"),
+        (p.loss, "PACKET_LOSS"),
+    ] {
+        if f {
+            on.push(name);
+        }
+    }
+    if !on.is_empty() {
+        v.extra.push(("options".into(), on.join(" ")));
+    }
+    if p.reserve != 0 {
+        v.extra.push(("reserve".into(), p.reserve.to_string()));
+    }
+    if p.timestamp != 0 {
+        v.extra
+            .push(("timestamp".into(), format!("{:#x}", p.timestamp)));
+    }
+    if p.copy_thresh != 0 {
+        v.extra
+            .push(("copy threshold".into(), p.copy_thresh.to_string()));
+    }
+    let members: Vec<String> = p
+        .mclist
+        .iter()
+        .map(|m| {
+            let ty = match m.r#type {
+                0 => "multicast",
+                1 => "promisc",
+                2 => "allmulti",
+                3 => "unicast",
+                _ => "type?",
+            };
+            let addr: Vec<String> = m.addr.iter().map(|b| format!("{b:02x}")).collect();
+            if addr.is_empty() {
+                format!("{ty} on index {}", m.index)
+            } else {
+                format!("{ty} {} on index {}", addr.join(":"), m.index)
+            }
+        })
+        .collect();
+    if !members.is_empty() {
+        v.extra.push(("memberships".into(), members.join("; ")));
+    }
+    if let Some(f) = p.fanout.filter(|&f| f != 0xffff_ffff) {
+        let ty = match (f >> 16) & 0xff {
+            0 => "hash".to_string(),
+            1 => "lb".to_string(),
+            2 => "cpu".to_string(),
+            3 => "rollover".to_string(),
+            4 => "rnd".to_string(),
+            5 => "qm".to_string(),
+            6 => "cbpf".to_string(),
+            7 => "ebpf".to_string(),
+            t => format!("type {t}"),
+        };
+        let flags = f >> 24;
+        v.extra.push((
+            "fanout".into(),
+            if flags == 0 {
+                format!("group {}, {ty}", f & 0xffff)
+            } else {
+                format!("group {}, {ty}, flags {flags:#x}", f & 0xffff)
+            },
+        ));
+    }
+    for (r, name) in [(&p.rx_ring, "rx ring"), (&p.tx_ring, "tx ring")] {
+        if let Some(r) = r {
+            v.extra.push((
+                name.into(),
+                format!(
+                    "{} blocks of {}, {} frames of {}",
+                    r.block_nr, r.block_size, r.frame_nr, r.frame_size
+                ),
+            ));
+        }
+    }
+}

@@ -320,6 +320,8 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
         super::inet::describe(i, &mut v);
     } else if let Some(n) = &f.nlsk {
         super::inet::describe_netlink(n, &mut v);
+    } else if let Some(p) = &f.psk {
+        super::inet::describe_packet(p, &mut v);
     } else if let Some(u) = &f.usk {
         v.path = format!("socket:[{}]", u.ino);
         v.flags = Some(u.flags);

@@ -1216,6 +1216,47 @@ fn inet_and_netlink_sockets() {
     }
 }
 
+/// A packet socket: its type, protocol, interface, options, memberships
+/// and fanout group are printed.
+#[test]
+fn packet_socket_is_described() {
+    let f = pb::FileEntry {
+        r#type: pb::FdTypes::Packetsk as i32,
+        id: 60,
+        psk: Some(pb::PacketSockEntry {
+            id: 60,
+            r#type: libc::SOCK_RAW as u32,
+            protocol: 3,
+            ifindex: 1,
+            version: 1,
+            aux_data: true,
+            orig_dev: true,
+            mclist: vec![pb::PacketMclist {
+                index: 1,
+                r#type: 1,
+                addr: vec![],
+            }],
+            fanout: Some(0x8000_0007),
+            ino: Some(900),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let v = super::load::describe_file(&f);
+    assert_eq!(v.path, "socket:[900]");
+    let extra: Vec<String> = v.extra.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    for want in [
+        "packet socket: raw, protocol ETH_P_ALL",
+        "interface: index 1",
+        "version: TPACKET_V2",
+        "options: PACKET_AUXDATA PACKET_ORIGDEV",
+        "memberships: promisc on index 1",
+        "fanout: group 7, hash, flags 0x80",
+    ] {
+        assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
+    }
+}
+
 /// A pidfd with an owner and a signal: the pid it refers to and who gets
 /// the signal are printed.
 #[test]

@@ -284,30 +284,86 @@ pub fn getsockopt_timeval(fd: BorrowedFd<'_>, opt: i32) -> nix::Result<(u64, u64
     Ok((tv.tv_sec as u64, tv.tv_usec as u64))
 }
 
+/// What came with one peeked message besides its bytes.
+#[derive(Debug, Default)]
+pub struct Ancillary {
+    /// SCM_RIGHTS: copies of the files in flight, installed in the engine
+    /// by the peek (close-on-exec); they close when dropped.
+    pub rights: Vec<OwnedFd>,
+    /// SCM_CREDENTIALS: (pid, uid, gid) of the sender.
+    pub creds: Option<(i32, u32, u32)>,
+    /// Any other control message (SCM_SECURITY...): its type.
+    pub other: Vec<i32>,
+    /// The control buffer was too small for all of it.
+    pub truncated: bool,
+}
+
 /// One peek at the receive queue from the socket's peek offset: (bytes
 /// copied into `buf`, the message's full length past the offset with
-/// `trunc` (datagrams), the recvmsg flags). EAGAIN when nothing more is
-/// queued.
-pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8], trunc: bool) -> nix::Result<(usize, usize, i32)> {
+/// `trunc` (datagrams), the recvmsg flags, the ancillary data). EAGAIN
+/// when nothing more is queued. The files in flight a peek installs in
+/// the engine are given back as owned fds, to be named and closed.
+pub fn peek_ancillary(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    trunc: bool,
+) -> nix::Result<(usize, usize, i32, Ancillary)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // SAFETY: an all-zero msghdr is valid (no name, no control buffer).
+    // Room for SCM_MAX_FD (253) fds and the credentials.
+    let mut cbuf = vec![0u64; 512];
+    // SAFETY: an all-zero msghdr is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.len() * 8;
     // SAFETY: the kernel writes at most `buf.len()` bytes through the one
-    // iovec, and no ancillary data (no control buffer: it says so with
-    // MSG_CTRUNC instead, and installs no fd in the engine).
+    // iovec and at most `msg_controllen` bytes of control messages into
+    // `cbuf`, which has them.
     let n = Errno::result(unsafe {
         libc::recvmsg(
             fd.as_raw_fd(),
             &mut msg,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT | if trunc { libc::MSG_TRUNC } else { 0 },
+            libc::MSG_PEEK
+                | libc::MSG_DONTWAIT
+                | libc::MSG_CMSG_CLOEXEC
+                | if trunc { libc::MSG_TRUNC } else { 0 },
         )
     })?;
-    Ok(((n as usize).min(buf.len()), n as usize, msg.msg_flags))
+    let mut anc = Ancillary {
+        truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        ..Default::default()
+    };
+    // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes of the
+    // buffer the kernel filled; each payload is read unaligned, and every
+    // fd of an SCM_RIGHTS message is fresh in the engine, owned here.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            let len = (*c).cmsg_len as usize - (data as usize - c as usize);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                    for i in 0..len / 4 {
+                        let f = std::ptr::read_unaligned(data.cast::<i32>().add(i));
+                        anc.rights.push(OwnedFd::from_raw_fd(f));
+                    }
+                }
+                (libc::SOL_SOCKET, libc::SCM_CREDENTIALS)
+                    if len >= std::mem::size_of::<libc::ucred>() =>
+                {
+                    let u = std::ptr::read_unaligned(data.cast::<libc::ucred>());
+                    anc.creds = Some((u.pid, u.uid, u.gid));
+                }
+                (_, t) => anc.other.push(t),
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(((n as usize).min(buf.len()), n as usize, msg.msg_flags, anc))
 }
 
 /// A sockaddr_un holding `name` exactly as sock_diag gave it (a path,

@@ -16,6 +16,7 @@ mod fifo;
 pub mod fown;
 mod inet;
 mod netlink;
+mod packet;
 pub mod pidfd;
 mod pipe;
 mod reg;
@@ -127,6 +128,7 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &timerfd::Timerfd,
     &inet::Inet,
     &netlink::Netlink,
+    &packet::Packet,
     &unix::Unix,
     &pidfd::Pidfd,
 ];

@@ -9,10 +9,14 @@
 //!
 //! What the restore could not make again (a peer outside the tree, file
 //! descriptors or credentials in flight, data sent on a connection not
-//! yet accepted, other families) is refused, naming the fd.
+//! yet accepted, other families) is refused, naming the fd. A peek of
+//! files in flight installs copies of them in the engine: they are named
+//! in the refusal and closed. Data sent on a connection not accepted yet
+//! sits in the queue of a socket no fd reaches; the kernel gives it only
+//! to accept(), which would change the tree, so it is refused too.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use nix::errno::Errno;
@@ -529,6 +533,41 @@ fn read_queue(
     Ok(got)
 }
 
+/// Why a queued message's ancillary data cannot be queued again, naming
+/// what it carries: the files in flight (by the link of the engine's
+/// copies, which the peek installed and which close here) or the sender's
+/// credentials a receiver with SO_PASSCRED gets with every message.
+fn refuse_ancillary(anc: &us::Ancillary) -> Option<String> {
+    if !anc.rights.is_empty() {
+        let names: Vec<String> = anc
+            .rights
+            .iter()
+            .map(|f| {
+                std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                    .map_or_else(|_| "?".into(), |p| p.to_string_lossy().into_owned())
+            })
+            .collect();
+        return Some(format!(
+            "UNIX socket with {} file descriptor(s) in flight in its queue (SCM_RIGHTS: {}): not supported yet",
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    if let Some((pid, uid, gid)) = anc.creds {
+        return Some(format!(
+            "UNIX socket with SO_PASSCRED and messages queued, each with its sender's credentials (SCM_CREDENTIALS, the first pid {pid} uid {uid} gid {gid}): not supported yet"
+        ));
+    }
+    if let Some(t) = anc.other.first() {
+        return Some(format!(
+            "UNIX socket with ancillary data of type {t} in its queued messages (SO_PASSSEC?): not supported yet"
+        ));
+    }
+    anc.truncated.then(|| {
+        "UNIX socket with more ancillary data in a queued message than a peek can hold: not supported yet".into()
+    })
+}
+
 fn peek_all(pid: Pid, what: &str, s: BorrowedFd<'_>, d: &UnixDiag) -> Result<Vec<Vec<u8>>> {
     let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
     let no = |reason: &str| Error::unsupported(pid, what.to_string(), reason.to_string());
@@ -542,15 +581,13 @@ fn peek_all(pid: Pid, what: &str, s: BorrowedFd<'_>, d: &UnixDiag) -> Result<Vec
         if total.is_some_and(|t| bytes >= t) {
             break;
         }
-        let (got, full, flags) = match us::peek(s, &mut buf, !stream) {
+        let (got, full, _, anc) = match us::peek_ancillary(s, &mut buf, !stream) {
             Err(Errno::EAGAIN) => break,
             Err(e) => return Err(sys("peeking at its receive queue", e)),
             Ok(r) => r,
         };
-        if flags & libc::MSG_CTRUNC != 0 {
-            return Err(no(
-                "UNIX socket with file descriptors or credentials (SO_PASSCRED) in its queued messages: not supported yet",
-            ));
+        if let Some(why) = refuse_ancillary(&anc) {
+            return Err(no(&why));
         }
         if !stream && full > got {
             // A message larger than the buffer: again, whole, from where

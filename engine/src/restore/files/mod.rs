@@ -17,6 +17,7 @@ mod fifo;
 mod fown;
 pub mod inet;
 pub mod netlink;
+pub mod packet;
 mod pidfd;
 mod pipe;
 mod reg;
@@ -55,6 +56,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &tty::Tty,
     &inet::Inet,
     &netlink::Netlink,
+    &packet::Packet,
     &pidfd::Pidfd,
     &super::memfd::MemfdFile,
 ];
