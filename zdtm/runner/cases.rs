@@ -370,6 +370,27 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "inotify",
+        program: Program::C("inotify"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inotify_refused_queued",
+        program: Program::C("inotify"),
+        args: &["--queued"],
+        crfail: true,
+        crfail_reason: Some("inotify events are queued"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inotify_refused_unlinked",
+        program: Program::C("inotify"),
+        args: &["--unlinked"],
+        crfail: true,
+        crfail_reason: Some("watches on unlinked files cannot be restored"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "file_locks_refused_flock",
         program: Program::C("file_locks"),
         args: &["--kind=flock"],

@@ -14,7 +14,9 @@ mod epoll;
 mod eventfd;
 mod fifo;
 pub mod fown;
+mod fsnotify;
 mod inet;
+mod inotify;
 mod netlink;
 pub mod pidfd;
 mod pipe;
@@ -121,6 +123,7 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &netlink::Netlink,
     &unix::Unix,
     &pidfd::Pidfd,
+    &inotify::Inotify,
 ];
 
 /// One kind of file descriptor, on the dump side.
@@ -497,14 +500,11 @@ mod tests {
             b"anon_inode:[timerfd]",
             b"socket:[9]",
             b"anon_inode:[pidfd]",
+            b"anon_inode:inotify",
         ] {
             assert_eq!(claimants(l), 1, "{}", String::from_utf8_lossy(l));
         }
-        for l in [
-            &b"anon_inode:inotify"[..],
-            b"anon_inode:[io_uring]",
-            b"net:[4026531840]",
-        ] {
+        for l in [&b"anon_inode:[io_uring]"[..], b"net:[4026531840]"] {
             assert_eq!(claimants(l), 0, "{}", String::from_utf8_lossy(l));
         }
     }

@@ -16,6 +16,7 @@ mod eventfd;
 mod fifo;
 mod fown;
 pub mod inet;
+mod inotify;
 pub mod netlink;
 mod pidfd;
 mod pipe;
@@ -56,6 +57,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &inet::Inet,
     &netlink::Netlink,
     &pidfd::Pidfd,
+    &inotify::Inotify,
     &super::memfd::MemfdFile,
 ];
 
