@@ -391,6 +391,13 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "file_locks_held",
+        program: Program::C("file_locks_held"),
+        dump_opts: &["--file-locks"],
+        restore_opts: &["--file-locks"],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "file_locks_refused_flock",
         program: Program::C("file_locks"),
         args: &["--kind=flock"],
