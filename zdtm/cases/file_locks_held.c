@@ -8,6 +8,9 @@
  *               [30, EOF); an OFD write lock on [0, 5) through another
  *               description of the parent
  *   child.file  the child's POSIX write lock on [0, EOF)
+ * and a second child blocked in F_SETLKW for a write lock on posix.file
+ * [10, 20): a waiter, not a holder (the freeze interrupts its request,
+ * which it makes again after the restore).
  *
  * After SIGTERM a checker process (new descriptions of its own) finds:
  *  - LOCK_EX on flock.file refused, LOCK_SH granted;
@@ -15,10 +18,13 @@
  *    write lock there; [20, 30) is free; a read lock on [30, 40) is
  *    granted but a write lock there refused; an OFD write on [0, 5)
  *    refused (F_OFD_GETLK reports a write lock, pid -1), on [5, 10) free;
- *  - F_GETLK on child.file reports the child's lock, from 0 to EOF.
+ *  - F_GETLK on child.file reports the child's lock, from 0 to EOF;
+ * then the parent unlocks [10, 20) and the waiter gets its lock.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -105,8 +111,8 @@ static int run_check(pid_t parent, pid_t child)
 
 int main(int argc, char **argv)
 {
-	int f, p, ofd, c, r, status, go[2], ready[2];
-	pid_t child;
+	int f, p, ofd, c, r, status, go[2], ready[2], got[2];
+	pid_t child, waiter;
 	char x;
 
 	test_init(argc, argv);
@@ -114,7 +120,7 @@ int main(int argc, char **argv)
 	f = open_file("flock.file");
 	p = open_file("posix.file");
 	ofd = open("posix.file", O_RDWR);
-	if (f < 0 || p < 0 || ofd < 0 || pipe(go) || pipe(ready)) {
+	if (f < 0 || p < 0 || ofd < 0 || pipe(go) || pipe(ready) || pipe(got)) {
 		pr_perror("open");
 		return 1;
 	}
@@ -143,9 +149,42 @@ int main(int argc, char **argv)
 		pr_perror("the child did not lock");
 		return 1;
 	}
+	waiter = fork();
+	if (waiter < 0) {
+		pr_perror("fork");
+		return 1;
+	}
+	if (waiter == 0) {
+		int w = open("posix.file", O_RDWR);
+
+		if (w < 0 || lk(w, F_SETLKW, F_WRLCK, 10, 10))
+			_exit(1);
+		if (write(got[1], "w", 1) != 1)
+			_exit(1);
+		_exit(0);
+	}
 	r = run_check(getpid(), child);
 	if (r) {
 		pr_err("the locks are not as expected before the dump (check %d)\n", r);
+		return 1;
+	}
+	/* the waiter is queued behind the parent's lock */
+	for (r = 0; r < 1000; r++) {
+		char line[256];
+		int waiting = 0;
+		FILE *l = fopen("/proc/locks", "r");
+
+		while (l && fgets(line, sizeof(line), l))
+			if (strstr(line, "->") && atoi(strstr(line, "WRITE") ? strstr(line, "WRITE") + 5 : "0") == waiter)
+				waiting = 1;
+		if (l)
+			fclose(l);
+		if (waiting)
+			break;
+		usleep(1000);
+	}
+	if (r == 1000) {
+		pr_err("the waiter does not wait\n");
 		return 1;
 	}
 
@@ -154,6 +193,17 @@ int main(int argc, char **argv)
 
 	r = run_check(getpid(), child);
 	test_check(r == 0, "lock check %d failed after restore", r);
+	{
+		struct pollfd pf = { .fd = got[0], .events = POLLIN };
+
+		test_check(poll(&pf, 1, 0) == 0, "the waiter got the lock while the parent held it");
+		if (lk(p, F_SETLK, F_UNLCK, 10, 10))
+			test_check(0, "unlock");
+		test_check(poll(&pf, 1, 5000) == 1 && read(got[0], &x, 1) == 1,
+			   "the waiter did not get the lock once it was free");
+		test_check(waitpid(waiter, &status, 0) == waiter && WIFEXITED(status) && !WEXITSTATUS(status),
+			   "the waiter failed");
+	}
 	if (write(go[1], "q", 1) != 1 || waitpid(child, &status, 0) != child)
 		test_check(0, "the child is gone");
 	if (failed) {
