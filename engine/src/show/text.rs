@@ -930,25 +930,6 @@ fn cgroup_dirs(out: &mut Out, indent: usize, parent: &str, dirs: &[pb::CgroupDir
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_cells_of_any_width() {
-        let mut out = Out { s: String::new() };
-        let long = "1".repeat(70_000);
-        let rows = vec![
-            vec!["a".to_string(), long.clone(), "x".to_string()],
-            vec!["bb".to_string(), "2".to_string(), "y".to_string()],
-        ];
-        out.table(2, &rows, &[false, true, false]);
-        let lines: Vec<&str> = out.s.lines().collect();
-        assert_eq!(lines[0], format!("  a   {long}  x"));
-        assert_eq!(lines[1], format!("  bb  {}2  y", " ".repeat(69_999)));
-    }
-}
-
 /// One entry of filelocks.img.
 fn file_lock(l: &crate::images::pb::FileLockEntry) -> String {
     let kind = match l.flag {
@@ -972,4 +953,23 @@ fn file_lock(l: &crate::images::pb::FileLockEntry) -> String {
         format!(" [{}, {})", l.start, l.start + l.len)
     };
     format!("{kind} {mode}{range}: pid {} fd {}", l.pid, l.fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_of_any_width() {
+        let mut out = Out { s: String::new() };
+        let long = "1".repeat(70_000);
+        let rows = vec![
+            vec!["a".to_string(), long.clone(), "x".to_string()],
+            vec!["bb".to_string(), "2".to_string(), "y".to_string()],
+        ];
+        out.table(2, &rows, &[false, true, false]);
+        let lines: Vec<&str> = out.s.lines().collect();
+        assert_eq!(lines[0], format!("  a   {long}  x"));
+        assert_eq!(lines[1], format!("  bb  {}2  y", " ".repeat(69_999)));
+    }
 }
