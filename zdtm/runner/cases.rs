@@ -391,6 +391,21 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "fanotify",
+        program: Program::C("fanotify"),
+        suid: true,
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "fanotify_refused_fsmark",
+        program: Program::C("fanotify"),
+        args: &["--fsmark"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("a mark on a whole filesystem"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "file_locks_held",
         program: Program::C("file_locks_held"),
         dump_opts: &["--file-locks"],

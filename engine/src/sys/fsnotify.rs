@@ -71,3 +71,16 @@ pub fn inotify_add_watch_as(fd: RawFd, wd: i32, path: &CStr, mask: u32) -> nix::
     }
     Ok(())
 }
+
+/// `fanotify_init(2)`; the fd is the caller's (a restored task's own fd).
+pub fn fanotify_init(flags: u32, event_f_flags: u32) -> nix::Result<RawFd> {
+    // SAFETY: integer arguments only.
+    Errno::result(unsafe { libc::fanotify_init(flags, event_f_flags) })
+}
+
+/// `fanotify_mark(2)` on `path` (absolute).
+pub fn fanotify_mark(fd: RawFd, flags: u32, mask: u64, path: &CStr) -> nix::Result<()> {
+    // SAFETY: reads the NUL-terminated `path`.
+    Errno::result(unsafe { libc::fanotify_mark(fd, flags, mask, libc::AT_FDCWD, path.as_ptr()) })
+        .map(drop)
+}

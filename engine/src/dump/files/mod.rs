@@ -12,6 +12,7 @@
 
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod fifo;
 pub mod file_lock;
 pub mod fown;
@@ -127,6 +128,7 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &unix::Unix,
     &pidfd::Pidfd,
     &inotify::Inotify,
+    &fanotify::Fanotify,
 ];
 
 /// One kind of file descriptor, on the dump side.
@@ -489,6 +491,7 @@ mod tests {
             b"socket:[9]",
             b"anon_inode:[pidfd]",
             b"anon_inode:inotify",
+            b"anon_inode:[fanotify]",
         ] {
             assert_eq!(claimants(l), 1, "{}", String::from_utf8_lossy(l));
         }

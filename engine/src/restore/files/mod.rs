@@ -13,6 +13,7 @@
 
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod fifo;
 mod fown;
 pub mod inet;
@@ -58,6 +59,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &netlink::Netlink,
     &pidfd::Pidfd,
     &inotify::Inotify,
+    &fanotify::Fanotify,
     &super::memfd::MemfdFile,
 ];
 
