@@ -42,6 +42,14 @@ impl FdDumper for Inotify {
                 "{what}: watch {} (inode {} on dev {:#x})",
                 w.wd, w.ino, w.sdev
             );
+            let known = libc::IN_ALL_EVENTS | libc::IN_ONESHOT | libc::IN_EXCL_UNLINK;
+            if w.mask & !known != 0 {
+                return Err(Error::unsupported(
+                    fd.pid,
+                    watch,
+                    format!("watch flags {:#x} cannot be restored", w.mask & !known),
+                ));
+            }
             let path = super::fsnotify::handle_path(
                 fd.pid,
                 &watch,
