@@ -375,6 +375,49 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "inotify",
+        program: Program::C("inotify"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inotify_refused_queued",
+        program: Program::C("inotify"),
+        args: &["--queued"],
+        crfail: true,
+        crfail_reason: Some("inotify events are queued"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inotify_refused_unlinked",
+        program: Program::C("inotify"),
+        args: &["--unlinked"],
+        crfail: true,
+        crfail_reason: Some("watches on unlinked files cannot be restored"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "fanotify",
+        program: Program::C("fanotify"),
+        suid: true,
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "fanotify_refused_fsmark",
+        program: Program::C("fanotify"),
+        args: &["--fsmark"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("a mark on a whole filesystem"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "file_locks_held",
+        program: Program::C("file_locks_held"),
+        dump_opts: &["--file-locks"],
+        restore_opts: &["--file-locks"],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "file_locks_refused_flock",
         program: Program::C("file_locks"),
         args: &["--kind=flock"],

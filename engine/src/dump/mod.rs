@@ -72,6 +72,8 @@ pub struct DumpOptions {
     /// connected again to the peer's name at restore (CRIU's
     /// --ext-unix-sk).
     pub ext_unix_sk: bool,
+    /// `--file-locks`: dump the file locks the tree holds.
+    pub file_locks: bool,
 }
 
 /// What was dumped, for the summary line.
@@ -98,6 +100,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     files.ghost.limit = opts.ghost_limit;
     files.tty.shell_job = opts.shell_job;
     files.unix.ext_unix_sk = opts.ext_unix_sk;
+    files.locks.enabled = opts.file_locks;
     // Freeze: through the freezer cgroup first, if asked; its threads
     // outside the tree go on once the tree's are seized.
     let (mut pre, freezer) = match &opts.freeze_cgroup {

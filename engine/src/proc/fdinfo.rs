@@ -59,6 +59,39 @@ pub struct InotifyWatch {
     pub f_handle: Vec<u8>,
 }
 
+/// fanotify: the group (`fanotify flags:.. event-flags:..`) and its marks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FanotifyInfo {
+    /// fanotify_init's flags and event_f_flags.
+    pub flags: u32,
+    pub event_flags: u32,
+    pub marks: Vec<FanotifyMark>,
+}
+
+/// What a fanotify mark is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FanotifyTarget {
+    Inode {
+        ino: u64,
+        fhandle_type: i32,
+        f_handle: Vec<u8>,
+    },
+    Mount {
+        mnt_id: u32,
+    },
+    /// A whole filesystem (FAN_MARK_FILESYSTEM), by its device only.
+    Filesystem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanotifyMark {
+    pub target: FanotifyTarget,
+    pub sdev: u32,
+    pub mflags: u32,
+    pub mask: u32,
+    pub ignored_mask: u32,
+}
+
 /// Split `k1:v1 k2:v2 ...` (all numbers hex) into pairs.
 fn kv_words(s: &str) -> impl Iterator<Item = (&str, &str)> {
     s.split_ascii_whitespace().filter_map(|w| w.split_once(':'))
@@ -193,6 +226,69 @@ impl FdInfo {
             })
             .collect()
     }
+}
+
+impl FdInfo {
+    /// fanotify: the group and its marks, one per `fanotify` line after
+    /// the first.
+    pub fn fanotify(&self) -> Option<Result<FanotifyInfo, String>> {
+        let mut lines = self.get_all("fanotify");
+        let head = lines.next()?;
+        Some((|| {
+            let mut info = FanotifyInfo::default();
+            for (k, x) in kv_words(head) {
+                match k {
+                    "flags" => info.flags = hex64(x, k)? as u32,
+                    "event-flags" => info.event_flags = hex64(x, k)? as u32,
+                    _ => {}
+                }
+            }
+            for line in lines {
+                let (mut ino, mut mnt_id, mut ftype, mut handle) = (None, None, 0, Vec::new());
+                let (mut sdev, mut mflags, mut mask, mut ignored_mask) = (0, 0, 0, 0);
+                for (k, x) in kv_words(line) {
+                    match k {
+                        "ino" => ino = Some(hex64(x, k)?),
+                        "mnt_id" => mnt_id = Some(hex64(x, k)? as u32),
+                        "sdev" => sdev = hex64(x, k)? as u32,
+                        "mflags" => mflags = hex64(x, k)? as u32,
+                        "mask" => mask = hex64(x, k)? as u32,
+                        "ignored_mask" => ignored_mask = hex64(x, k)? as u32,
+                        "fhandle-type" => ftype = hex64(x, k)? as i32,
+                        "f_handle" => handle = hex_bytes(x)?,
+                        _ => {}
+                    }
+                }
+                let target = match (ino, mnt_id) {
+                    (Some(ino), _) => FanotifyTarget::Inode {
+                        ino,
+                        fhandle_type: ftype,
+                        f_handle: handle,
+                    },
+                    (None, Some(mnt_id)) => FanotifyTarget::Mount { mnt_id },
+                    (None, None) => FanotifyTarget::Filesystem,
+                };
+                info.marks.push(FanotifyMark {
+                    target,
+                    sdev,
+                    mflags,
+                    mask,
+                    ignored_mask,
+                });
+            }
+            Ok(info)
+        })())
+    }
+}
+
+fn hex_bytes(x: &str) -> Result<Vec<u8>, String> {
+    if x.len() % 2 != 0 || !x.is_ascii() {
+        return Err(format!("bad f_handle {x:?}"));
+    }
+    (0..x.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&x[i..i + 2], 16).map_err(|_| format!("bad f_handle {x:?}")))
+        .collect()
 }
 
 /// Parse the text of `/proc/PID/fdinfo/N`.
@@ -350,6 +446,26 @@ mod tests {
                 f_handle: vec![0xa7, 0xc4, 0x03, 0, 0, 0, 0, 0],
             }]
         );
+
+        let fa = parse("pos:\t0\nflags:\t02004002\nmnt_id:\t17\nino:\t1038\nfanotify flags:3 event-flags:8000\nfanotify sdev:fe00000 mflags:0 mask:1 ignored_mask:0\nfanotify ino:98e433 sdev:fe00000 mflags:40 mask:0 ignored_mask:20 fhandle-bytes:8 fhandle-type:1 f_handle:33e49800b66e13d4\nfanotify mnt_id:1b mflags:0 mask:20 ignored_mask:0\n").unwrap();
+        let fa = fa.fanotify().unwrap().unwrap();
+        assert_eq!((fa.flags, fa.event_flags, fa.marks.len()), (3, 0x8000, 3));
+        assert_eq!(fa.marks[0].target, FanotifyTarget::Filesystem);
+        assert_eq!(
+            fa.marks[1],
+            FanotifyMark {
+                target: FanotifyTarget::Inode {
+                    ino: 0x98e433,
+                    fhandle_type: 1,
+                    f_handle: vec![0x33, 0xe4, 0x98, 0, 0xb6, 0x6e, 0x13, 0xd4]
+                },
+                sdev: 0xfe00000,
+                mflags: 0x40,
+                mask: 0,
+                ignored_mask: 0x20
+            }
+        );
+        assert_eq!(fa.marks[2].target, FanotifyTarget::Mount { mnt_id: 0x1b });
 
         let lk = parse("pos:\t0\nflags:\t02\nmnt_id:\t27\nino:\t5\nlock:\t1: POSIX  ADVISORY  WRITE 5348 fe:00:123 0 EOF\n").unwrap();
         assert_eq!(

@@ -498,6 +498,7 @@ mod tests {
             cgroups: None,
             ipc: Default::default(),
             ns: Default::default(),
+            file_locks: vec![],
         }
     }
 

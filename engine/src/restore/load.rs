@@ -84,6 +84,8 @@ pub struct Images {
     pub ipc: super::ipc::IpcImages,
     /// The root's namespaces the restore makes anew.
     pub ns: super::ns::NsImages,
+    /// filelocks.img.
+    pub file_locks: Vec<pb::FileLockEntry>,
 }
 
 /// A task that had exited but was not yet reaped by its parent.
@@ -345,6 +347,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         cgroups,
         ipc,
         ns,
+        file_locks: set.file_locks.clone(),
     })
 }
 

@@ -17,6 +17,7 @@ pub mod child;
 pub mod cow;
 pub mod creds;
 pub mod engine_files;
+pub mod file_lock;
 pub mod files;
 pub mod ghost;
 pub mod ipc;
@@ -71,6 +72,7 @@ pub static KINDS: &[Kind] = &[
     files::netlink::KIND,
     files::packet::KIND,
     files::KIND,
+    file_lock::KIND,
     threads::KIND,
     task::KIND,
     seccomp::KIND,
@@ -95,6 +97,8 @@ pub struct RestoreOptions {
     /// `--shell-job`: a terminal the tree had outside it is the one the
     /// restore runs on (its stdin).
     pub shell_job: bool,
+    /// `--file-locks`: take the images' file locks again.
+    pub file_locks: bool,
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when
@@ -440,6 +444,10 @@ fn take_over<'a>(
     for stage in TaskStage::ALL {
         match stage {
             TaskStage::Memory => cx.scratch = map_scratch(&mut cx)?,
+            // The files the engine opened in the task to map them and to
+            // set its executable go once they served, before any POSIX
+            // lock is taken (a close of any fd of the inode drops them).
+            TaskStage::Threads => close_helper_fds(&mut cx)?,
             TaskStage::Final => remove_scratch(&mut cx)?,
             _ => {}
         }
@@ -474,23 +482,30 @@ fn map_scratch(cx: &mut TaskCx<'_>) -> Result<u64> {
     })
 }
 
-/// The scratch area goes, and so do the helper fds, one run above every
-/// fd of the task's own.
+/// The helper fds, one run above every fd of the task's own.
+fn close_helper_fds(cx: &mut TaskCx<'_>) -> Result<()> {
+    let Some((lo, hi)) = stage::helper_fd_range(cx.plan) else {
+        return Ok(());
+    };
+    cx.in_leader(|r, _, _| {
+        r.call(
+            libc::SYS_close_range,
+            &[lo as u64, hi as u64, 0],
+            "close_range of the helper fds",
+        )?;
+        Ok(())
+    })
+}
+
+/// The scratch area goes.
 fn remove_scratch(cx: &mut TaskCx<'_>) -> Result<()> {
-    let (scratch, helpers) = (cx.scratch, stage::helper_fd_range(cx.plan));
+    let scratch = cx.scratch;
     cx.in_leader(|r, _, _| {
         r.call(
             libc::SYS_munmap,
             &[scratch, SCRATCH_LEN],
             "munmap of the scratch area",
         )?;
-        if let Some((lo, hi)) = helpers {
-            r.call(
-                libc::SYS_close_range,
-                &[lo as u64, hi as u64, 0],
-                "close_range of the helper fds",
-            )?;
-        }
         Ok(())
     })?;
     cx.scratch = 0;

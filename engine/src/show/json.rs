@@ -98,6 +98,24 @@ pub fn render(set: &ImageSet) -> Value {
     if !set.namespaces.is_empty() {
         root.insert("namespaces".into(), super::ns::json(set));
     }
+    if !set.file_locks.is_empty() {
+        root.insert(
+            "file_locks".into(),
+            set.file_locks
+                .iter()
+                .map(|l| {
+                    json!({
+                        "kind": match l.flag { 1 => "posix", 2 => "flock", 4 => "ofd", _ => "unknown" },
+                        "type": l.r#type,
+                        "pid": l.pid,
+                        "fd": l.fd,
+                        "start": l.start,
+                        "len": l.len,
+                    })
+                })
+                .collect(),
+        );
+    }
     root.insert("problems".into(), json!(set.problems));
     Value::Object(root)
 }

@@ -306,6 +306,68 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
         v.flags = Some(t.flags);
         v.extra.push(("clock".into(), names::clock(t.clockid)));
         v.extra.push(("ticks".into(), t.ticks.to_string()));
+    } else if let Some(i) = &f.ify {
+        v.path = "anon_inode:inotify".into();
+        v.flags = Some(i.flags);
+        let watched: Vec<String> =
+            i.wd.iter()
+                .map(|w| {
+                    format!(
+                        "wd {} {} (inode {}) mask {:#x}{}",
+                        w.wd,
+                        w.f_handle.path.as_deref().unwrap_or("?"),
+                        w.i_ino,
+                        w.mask,
+                        if w.ignored_mask != 0 {
+                            format!(" ignored {:#x}", w.ignored_mask)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect();
+        v.extra.push((
+            "watches".into(),
+            if watched.is_empty() {
+                "nothing".into()
+            } else {
+                watched.join("; ")
+            },
+        ));
+    } else if let Some(a) = &f.ffy {
+        v.path = "anon_inode:[fanotify]".into();
+        v.flags = Some(a.flags);
+        v.extra.push((
+            "init".into(),
+            format!("flags {:#x} event flags {:#o}", a.faflags, a.evflags),
+        ));
+        let marks: Vec<String> = a
+            .mark
+            .iter()
+            .map(|m| {
+                let on = match (&m.ie, &m.me) {
+                    (Some(ie), _) => format!(
+                        "{} (inode {})",
+                        ie.f_handle.path.as_deref().unwrap_or("?"),
+                        ie.i_ino
+                    ),
+                    (None, Some(me)) => format!("mount {}", me.mnt_id),
+                    _ => "?".into(),
+                };
+                format!(
+                    "{on} mask {:#x} ignored {:#x} flags {:#x}",
+                    m.mask, m.ignored_mask, m.mflags
+                )
+            })
+            .collect();
+        v.extra.push((
+            "marks".into(),
+            if marks.is_empty() {
+                "nothing".into()
+            } else {
+                marks.join("; ")
+            },
+        ));
     } else if let Some(m) = &f.memfd {
         v.path = format!("memfd (inode {})", m.inode_id);
         v.flags = Some(m.flags);

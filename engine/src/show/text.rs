@@ -118,6 +118,13 @@ pub fn render(set: &ImageSet) -> String {
             out.line(indent, l);
         }
     }
+    if !set.file_locks.is_empty() {
+        out.blank();
+        out.line(0, format!("File locks ({})", set.file_locks.len()));
+        for l in &set.file_locks {
+            out.line(2, file_lock(l));
+        }
+    }
     out.blank();
     files(&mut out, set);
     out.blank();
@@ -931,6 +938,31 @@ fn hierarchy_name(name: &str) -> String {
     } else {
         name.to_string()
     }
+}
+
+/// One entry of filelocks.img.
+fn file_lock(l: &crate::images::pb::FileLockEntry) -> String {
+    let kind = match l.flag {
+        1 => "POSIX".to_string(),
+        2 => "flock".to_string(),
+        4 => "OFD".to_string(),
+        k => format!("kind {k:#x}"),
+    };
+    let mode = match (l.flag, l.r#type) {
+        (2, 0) => "shared".to_string(),
+        (2, 1) => "exclusive".to_string(),
+        (_, 0) => "read".to_string(),
+        (_, 1) => "write".to_string(),
+        (_, t) => format!("type {t}"),
+    };
+    let range = if l.flag == 2 {
+        String::new()
+    } else if l.len == 0 {
+        format!(" [{}, EOF)", l.start)
+    } else {
+        format!(" [{}, {})", l.start, l.start + l.len)
+    };
+    format!("{kind} {mode}{range}: pid {} fd {}", l.pid, l.fd)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! nothing else in the engine calls `libc::syscall` or `libc::ptrace`.
 
 pub mod fown;
+pub mod fsnotify;
 pub mod inet_diag;
 pub mod inet_sock;
 pub mod ipc;

@@ -12,9 +12,13 @@
 
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod fifo;
+pub mod file_lock;
 pub mod fown;
+mod fsnotify;
 mod inet;
+mod inotify;
 mod netlink;
 mod packet;
 pub mod pidfd;
@@ -70,6 +74,8 @@ pub struct FileTable {
     pub processes: Vec<Pid>,
     /// Owners of open files (F_SETOWN), checked against the whole tree.
     pub owners: Vec<fown::SeenOwner>,
+    /// File locks (--file-locks).
+    pub locks: file_lock::LockTable,
     next_id: u32,
 }
 
@@ -131,6 +137,8 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &packet::Packet,
     &unix::Unix,
     &pidfd::Pidfd,
+    &inotify::Inotify,
+    &fanotify::Fanotify,
 ];
 
 /// One kind of file descriptor, on the dump side.
@@ -165,6 +173,7 @@ pub trait FdDumper: Sync {
 pub fn finish(table: &mut FileTable, dir: &crate::imgdir::ImageDir) -> Result<()> {
     // Entries of their own for the peers outside the tree (--ext-unix-sk).
     unix::external_peers(table)?;
+    file_lock::finish(table, dir)?;
     FD_DUMPERS.iter().try_for_each(|d| d.finish(table, dir))
 }
 
@@ -282,23 +291,6 @@ fn kcmp_files(pid1: Pid, pid2: Pid) -> Option<i32> {
     (r >= 0).then_some(r as i32)
 }
 
-/// File locks (flock, POSIX, OFD: fdinfo's `lock` lines, which name the
-/// locks this fd's open file or this process holds) are not dumped yet:
-/// a restore without them would let another process take what the tree
-/// believes it holds.
-fn refuse_locks(pid: Pid, fd: i32, info: &fdinfo::FdInfo) -> Result<()> {
-    let Some(lock) = info.get("lock") else {
-        return Ok(());
-    };
-    let link = fdinfo::read_fd_link(pid, fd).unwrap_or_default();
-    let lock = lock.split_whitespace().collect::<Vec<_>>().join(" ");
-    Err(Error::unsupported(
-        pid,
-        format!("fd {fd} ({})", link.to_string_lossy()),
-        format!("it holds a file lock ({lock}); file locks are not supported yet"),
-    ))
-}
-
 /// Dump the fds of `pid`: returns fdinfo entries and adds files to `table`.
 pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>> {
     // Two processes with one fd table (clone with CLONE_FILES but not
@@ -320,7 +312,6 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
     let mut out: Vec<pb::FdinfoEntry> = Vec::new();
     for fd in fds {
         let info = fdinfo::read_fdinfo(pid, fd)?;
-        refuse_locks(pid, fd, &info)?;
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let fd_flags = if cloexec { FD_CLOEXEC_FLAG } else { 0 };
         // Same open file description as an fd we already have, here or in
@@ -331,6 +322,7 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
                 .find(|s| kcmp_file(s.0, s.1, pid, fd) == Some(0))
                 .map(|s| (s.2, s.3))
         });
+        file_lock::note(pid, fd, &info, same.is_none(), table)?;
         if let Some((id, r#type)) = same {
             out.push(pb::FdinfoEntry {
                 id,
@@ -378,6 +370,7 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
     table
         .seen
         .extend(out.iter().map(|e| (pid, e.fd as i32, e.id, e.r#type)));
+    file_lock::check_task(pid, table)?;
     for d in FD_DUMPERS {
         d.check_task(pid, table, &out)?;
     }
@@ -512,14 +505,12 @@ mod tests {
             b"anon_inode:[timerfd]",
             b"socket:[9]",
             b"anon_inode:[pidfd]",
+            b"anon_inode:inotify",
+            b"anon_inode:[fanotify]",
         ] {
             assert_eq!(claimants(l), 1, "{}", String::from_utf8_lossy(l));
         }
-        for l in [
-            &b"anon_inode:inotify"[..],
-            b"anon_inode:[io_uring]",
-            b"net:[4026531840]",
-        ] {
+        for l in [&b"anon_inode:[io_uring]"[..], b"net:[4026531840]"] {
             assert_eq!(claimants(l), 0, "{}", String::from_utf8_lossy(l));
         }
     }

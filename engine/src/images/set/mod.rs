@@ -242,6 +242,8 @@ pub struct ImageSet {
     pub cgroups: Option<Part<pb::CgroupEntry>>,
     /// seccomp.img; None when the directory has none.
     pub seccomp: Option<Part<pb::SeccompEntry>>,
+    /// filelocks.img (empty without one).
+    pub file_locks: Vec<pb::FileLockEntry>,
     /// SysV IPC objects (ipcns-{shm,sem,msg}-N.img).
     pub sysvipc: SysvIpc,
     /// The tree's own namespaces (utsns-N.img, ipcns-var-N.img, ...).
@@ -813,6 +815,14 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
     if let Some(Err(e)) = &seccomp {
         problems.push(e.to_string());
     }
+    let file_locks = match ld.all::<pb::FileLockEntry>("filelocks.img", Magic::FileLocks) {
+        Ok(l) => l,
+        Err(Absent::Missing(_)) => Vec::new(),
+        Err(e) => {
+            problems.push(e.to_string());
+            Vec::new()
+        }
+    };
     let ipc_names: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
     let sysvipc = sysvipc::read(&ld, &ipc_names, &mut problems);
     let namespaces = ns::read(&ld, &ipc_names, &mut problems);
@@ -835,6 +845,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         ghost_files,
         cgroups,
         seccomp,
+        file_locks,
         sysvipc,
         namespaces,
         files,

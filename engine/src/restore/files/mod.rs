@@ -13,9 +13,11 @@
 
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod fifo;
 mod fown;
 pub mod inet;
+mod inotify;
 pub mod netlink;
 pub mod packet;
 mod pidfd;
@@ -58,6 +60,8 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &netlink::Netlink,
     &packet::Packet,
     &pidfd::Pidfd,
+    &inotify::Inotify,
+    &fanotify::Fanotify,
     &super::memfd::MemfdFile,
 ];
 
