@@ -65,6 +65,10 @@ enum Cmd {
         /// connects them again to the peer's name (CRIU's option).
         #[arg(long)]
         ext_unix_sk: bool,
+        /// Dump established TCP connections (in repair mode, their packets
+        /// blocked until the restore; CRIU's option).
+        #[arg(long)]
+        tcp_established: bool,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -85,6 +89,10 @@ enum Cmd {
         /// sockets are connected again to a peer outside the tree.
         #[arg(long)]
         ext_unix_sk: bool,
+        /// Restore the established TCP connections of the images (CRIU's
+        /// option; without it such images are refused).
+        #[arg(long)]
+        tcp_established: bool,
         /// What to do with cgroups (CRIU's modes): ignore, none, props,
         /// soft (the default, also without a value), full, strict.
         #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
@@ -153,6 +161,7 @@ fn main() -> ExitCode {
             freeze_cgroup,
             ipc_ids,
             ext_unix_sk,
+            tcp_established,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -170,6 +179,7 @@ fn main() -> ExitCode {
                     ipc_ids,
                     shell_job,
                     ext_unix_sk,
+                    tcp_established,
                 });
                 finish(
                     "dump",
@@ -196,6 +206,7 @@ fn main() -> ExitCode {
             pidfile,
             shell_job,
             ext_unix_sk: _,
+            tcp_established,
             manage_cgroups,
             cgroup_root,
             trust_images,
@@ -213,6 +224,7 @@ fn main() -> ExitCode {
                 cgroup_roots: cgroup_root,
                 trust_images,
                 shell_job,
+                tcp_established,
             });
             ("restore", r.map_err(|e| e.to_string()))
         }

@@ -598,6 +598,41 @@ pub static CASES: &[Case] = &[
         program: Program::C("netlink"),
         ..Case::DEFAULT
     },
+    // Established TCP connections (--tcp-established): between two
+    // processes of the tree, and to a peer outside it, with full queues
+    // and bytes never sent both ways.
+    Case {
+        name: "inet_tcp_conn4",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=4", "--mode=pair"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp_conn6",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=6", "--mode=pair"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp_conn_ext4",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=4", "--mode=ext"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp_conn_ext6",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=6", "--mode=ext"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
     Case {
         name: "inet_refused_established4",
         program: Program::C("inet_refused"),

@@ -94,6 +94,9 @@ pub struct RestoreOptions {
     /// `--shell-job`: a terminal the tree had outside it is the one the
     /// restore runs on (its stdin).
     pub shell_job: bool,
+    /// `--tcp-established`: images with established TCP connections are
+    /// restored (refused without it).
+    pub tcp_established: bool,
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when

@@ -8,6 +8,7 @@ pub mod inet_sock;
 pub mod ipc;
 pub mod netlink_sock;
 pub mod ptrace;
+pub mod tcp_repair;
 pub mod tty;
 pub mod unix_sock;
 
