@@ -623,6 +623,7 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=ext"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        between: Some(let_peer_probe),
         ..Case::DEFAULT
     },
     Case {
@@ -631,6 +632,7 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=ext"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        between: Some(let_peer_probe),
         ..Case::DEFAULT
     },
     Case {
@@ -959,6 +961,14 @@ pub(crate) fn remove_case_cgroups(dir: &std::path::Path, _cycle: usize) -> Resul
 /// Between dump and restore: tell the program (through a file in its
 /// working directory) that it is being restored, not left running, so it
 /// expects the new cgroup root.
+/// Time for the peer outside the tree to probe the closed window of the
+/// dumped end (the probe timer starts at 200 ms): without the network
+/// lock the probe meets no socket, and the reset ends the connection.
+fn let_peer_probe(_dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
+    std::thread::sleep(Duration::from_millis(1500));
+    Ok(())
+}
+
 fn mark_restored(dir: &std::path::Path, _cycle: usize) -> Result<(), String> {
     let f = dir.join("cgroup_root.restored");
     std::fs::write(&f, "").map_err(|e| format!("{}: {e}", f.display()))
