@@ -216,6 +216,11 @@ pub(crate) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// The case being run.
+    pub(crate) fn case(&self) -> &'a Case {
+        self.case
+    }
+
     pub(crate) fn new(case: &'a Case, variant: Variant, cfg: &'a Config) -> Run<'a> {
         Run {
             case,

@@ -19,8 +19,8 @@
 //! (`finish`): then repair mode is turned off and the part of the send
 //! queue that was never sent is sent as new data. The network lock the
 //! dump left is lifted once the tree runs; a restore that fails closes
-//! the sockets still in repair mode, so the peers hear nothing, and lifts
-//! it too.
+//! the sockets still in repair mode, so the peers hear nothing, and keeps
+//! it for the next attempt.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -243,9 +243,17 @@ impl Made {
 
 impl Drop for Made {
     fn drop(&mut self) {
-        // The sockets still in repair mode close without a word.
+        // A restore that failed: the sockets still in repair mode close
+        // without a word, and the lock stays (as CRIU leaves it), so the
+        // peers keep their connections for another restore.
         self.repaired.clear();
-        self.unlock();
+        if let Some(t) = self.lock.take() {
+            if netlock::is_locked(&t) {
+                warn!(
+                    "the network lock stays for another restore of these images (nft delete table inet {t} lifts it)"
+                );
+            }
+        }
     }
 }
 
