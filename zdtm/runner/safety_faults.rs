@@ -42,7 +42,7 @@ pub fn dump_fault_points(run: &mut Run) -> Result<Outcome, String> {
     for (i, point) in fault::DUMP_POINTS.iter().enumerate() {
         let what = format!("dump-fault-{i}");
         let img = run.path(&format!("img-fault-{i}"));
-        let args = dump_args(run, pid, &img, &what, run.case().dump_opts);
+        let args = dump_args(run, pid, &img, &what, run.case.dump_opts);
         let out = with_fault(run, point, |run| expect_failure(run, &what, &img, args))?;
         expect_point_named(&what, &out, point)?;
         expect_pid(&what, &out, pid)?;
@@ -86,7 +86,7 @@ pub fn restore_fault_points(run: &mut Run) -> Result<Outcome, String> {
         }
         let what = format!("restore-fault-{i}");
         let mut args = restore_args(run, &img, &what);
-        args.extend(run.case().restore_opts.iter().map(Into::into));
+        args.extend(run.case.restore_opts.iter().map(Into::into));
         let out = with_fault(run, point, |run| expect_failure(run, &what, &img, args))?;
         expect_point_named(&what, &out, point)?;
         expect_nothing_left(run, pid, &ids, &format!("the restore failed at {point}"))?;

@@ -195,7 +195,7 @@ fn verdict(log: &str) -> Result<(), String> {
 /// The state of one trial. The safety tests (zdtm/runner/safety.rs) drive
 /// it step by step, hence the crate-visible parts.
 pub(crate) struct Run<'a> {
-    case: &'a Case,
+    pub(crate) case: &'a Case,
     variant: Variant,
     pub(crate) cfg: &'a Config,
     pub(crate) dir: PathBuf,
@@ -216,11 +216,6 @@ pub(crate) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    /// The case being run.
-    pub(crate) fn case(&self) -> &'a Case {
-        self.case
-    }
-
     pub(crate) fn new(case: &'a Case, variant: Variant, cfg: &'a Config) -> Run<'a> {
         Run {
             case,
