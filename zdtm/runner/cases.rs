@@ -636,6 +636,22 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "inet_tcp_conn_half4",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=4", "--mode=half"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp_conn_half6",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=6", "--mode=half"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "inet_refused_established4",
         program: Program::C("inet_refused"),
         args: &["--family=4"],
@@ -648,7 +664,7 @@ pub static CASES: &[Case] = &[
         program: Program::C("inet_refused"),
         args: &["--family=6"],
         crfail: true,
-        crfail_reason: Some("established TCP connections are not supported yet"),
+        crfail_reason: Some("established TCP connections are dumped only with --tcp-established"),
         ..Case::DEFAULT
     },
     // memfd, POSIX shm, unlinked files, shared file mappings.

@@ -24,7 +24,9 @@ use nix::errno::Errno;
 
 use super::{FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Pid, Result};
-use crate::images::inet::{addr_words, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::images::inet::{
+    addr_words, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LISTEN,
+};
 use crate::images::pb;
 use crate::kernel::netlock::NetLock;
 use crate::sys::inet_sock as is;
@@ -183,12 +185,21 @@ impl FdDumper for Inet {
                     )))
                 }
                 TCP_LISTEN => (TCP_LISTEN, info.backlog),
-                TCP_ESTABLISHED if table.inet.tcp_established && peer.is_some() => {
-                    (TCP_ESTABLISHED, 0)
+                st @ (TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2)
+                    if table.inet.tcp_established && peer.is_some() =>
+                {
+                    (st, 0)
+                }
+                st @ (TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2) => {
+                    return Err(no(format!(
+                        "TCP connection {local} -> {} ({}): established TCP connections are dumped only with --tcp-established",
+                        shown(&peer),
+                        state_name(st)
+                    )))
                 }
                 st => {
                     return Err(no(format!(
-                        "TCP connection {local} -> {} ({}): established TCP connections are not supported yet (CRIU dumps them only with --tcp-established)",
+                        "TCP connection {local} -> {} ({}): not supported yet (only established connections, and those whose own side alone is shut down)",
                         shown(&peer),
                         state_name(st)
                     )))
@@ -248,8 +259,8 @@ impl FdDumper for Inet {
                 .try_clone_to_owned()
                 .map_err(|e| sys("dup", Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
             table.inet.repaired.push(mine);
-            let (entry, inq, outq) =
-                read_stream(s).map_err(|(op, e)| Error::sys(pid, format!("{what}: {op}"), e))?;
+            let (entry, inq, outq) = read_stream(s, state)
+                .map_err(|(op, e)| Error::sys(pid, format!("{what}: {op}"), e))?;
             debug!(
                 "pid {pid}: {what}: in seq {} len {}, out seq {} len {} ({} unsent)",
                 entry.inq_seq,
@@ -283,7 +294,8 @@ impl FdDumper for Inet {
                 ip_opts: Some(ip_opts),
                 ifname: None,
                 ns_id: None,
-                shutdown: None,
+                shutdown: matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2)
+                    .then_some(pb::SkShutdown::Write as i32),
                 tcp_opts,
             }),
             ..Default::default()
@@ -306,7 +318,10 @@ impl FdDumper for Inet {
 
 /// A connection's state in repair mode: its entry, receive queue and send
 /// queue.
-fn read_stream(s: BorrowedFd<'_>) -> OptResult<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>)> {
+/// A connection whose own side is shut down (FIN-WAIT) counts its FIN in
+/// the send queue's sequence numbers and lengths; the entry has the data
+/// alone, and inet_sk_entry's `shutdown` says the FIN is to be sent again.
+fn read_stream(s: BorrowedFd<'_>, state: u32) -> OptResult<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>)> {
     let set_q = |q| tr::set_queue(s, q).map_err(|e| ("TCP_REPAIR_QUEUE", e));
     set_q(tr::Queue::Recv)?;
     let inq_seq = tr::queue_seq(s).map_err(|e| ("TCP_QUEUE_SEQ (receive queue)", e))?;
@@ -317,6 +332,21 @@ fn read_stream(s: BorrowedFd<'_>) -> OptResult<(pb::TcpStreamEntry, Vec<u8>, Vec
     let outq_seq = tr::queue_seq(s).map_err(|e| ("TCP_QUEUE_SEQ (send queue)", e))?;
     let outq_len = tr::outq_len(s).map_err(|e| ("SIOCOUTQ", e))?;
     let unsq_len = tr::unsent_len(s).map_err(|e| ("SIOCOUTQNSD", e))?;
+    let fin = matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2);
+    let (outq_seq, outq_len, unsq_len) = if fin {
+        let fin_acked = state == TCP_FIN_WAIT2;
+        (
+            outq_seq.wrapping_sub(1),
+            if fin_acked {
+                outq_len
+            } else {
+                outq_len.saturating_sub(1)
+            },
+            unsq_len.saturating_sub(1),
+        )
+    } else {
+        (outq_seq, outq_len, unsq_len)
+    };
     let outq =
         tr::peek_queue(s, outq_len as usize).map_err(|e| ("peeking at the send queue", e))?;
     set_q(tr::Queue::None)?;

@@ -31,7 +31,9 @@ use nix::errno::Errno;
 
 use super::FdKind;
 use crate::error::{Error, Pid, Result};
-use crate::images::inet::{addrs, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::images::inet::{
+    addrs, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LISTEN,
+};
 use crate::images::pb;
 use crate::images::set::TcpStream;
 use crate::kernel::netlock;
@@ -75,7 +77,7 @@ fn check_entry(i: &pb::InetSkEntry) -> std::result::Result<(), String> {
     };
     let ok = match (tcp, i.state) {
         (true, TCP_CLOSE) | (true, TCP_LISTEN) => peer.is_none(),
-        (true, TCP_ESTABLISHED) => peer.is_some(),
+        (true, TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2) => peer.is_some(),
         (false, TCP_CLOSE) => peer.is_none(),
         (false, TCP_ESTABLISHED) => peer.is_some(),
         _ => false,
@@ -220,6 +222,9 @@ struct Repaired {
     fd: OwnedFd,
     /// The part of the send queue never sent.
     unsent: Vec<u8>,
+    /// Its side was shut down, the FIN not sent yet: shut down after the
+    /// bytes never sent.
+    shut_after: bool,
 }
 
 struct Made {
@@ -288,6 +293,10 @@ impl Restorer for Made {
                     }
                     Err(e) => return Err(err("sending the data never sent", e)),
                 }
+            }
+            if r.shut_after {
+                crate::sys::unix_sock::shutdown(fd, pb::SkShutdown::Write as i32)
+                    .map_err(|e| err("shutting its side down", e))?;
             }
         }
         self.repaired.clear();
@@ -390,7 +399,7 @@ fn make_all(imgs: &Images, repaired: &mut Vec<Repaired>) -> Result<Vec<(u32, Own
         let fd = s.fd.as_fd();
         if is_connection(s.i) {
             let t = &imgs.tcp_streams[&s.i.ino];
-            let unsent = resume_stream(s, t)?;
+            let (unsent, shut_after) = resume_stream(s, t)?;
             repaired.push(Repaired {
                 pid: s.pid,
                 what: format!(
@@ -405,6 +414,7 @@ fn make_all(imgs: &Images, repaired: &mut Vec<Repaired>) -> Result<Vec<(u32, Own
                     .try_clone()
                     .map_err(|e| s.err("dup", Errno::from_raw(e.raw_os_error().unwrap_or(0))))?,
                 unsent,
+                shut_after,
             });
         } else if let Some(peer) = s.peer {
             is::connect(fd, &peer).map_err(|e| s.err(&format!("connect to {peer}"), e))?;
@@ -431,9 +441,11 @@ fn make_all(imgs: &Images, repaired: &mut Vec<Repaired>) -> Result<Vec<(u32, Own
 }
 
 /// A connection in repair mode, as the stream image has it: sequence
-/// numbers, connect, negotiated options, queues, window. Returns the part
-/// of the send queue never sent, which goes out after repair mode.
-fn resume_stream(s: &Sock<'_>, t: &TcpStream) -> Result<Vec<u8>> {
+/// numbers, connect, negotiated options, queues, window; a side shut down
+/// sends its FIN again (as sent already, in repair mode, if the bytes
+/// before it were). Returns the part of the send queue never sent, which
+/// goes out after repair mode, and whether a shutdown follows it.
+fn resume_stream(s: &Sock<'_>, t: &TcpStream) -> Result<(Vec<u8>, bool)> {
     let fd = s.fd.as_fd();
     let e = &t.entry;
     let peer = s.peer.expect("validated");
@@ -506,7 +518,17 @@ fn resume_stream(s: &Sock<'_>, t: &TcpStream) -> Result<Vec<u8>> {
     let lock = o.so_buf_lock.unwrap_or(3);
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BUF_LOCK, lock as i32)
         .map_err(|err| s.err("SO_BUF_LOCK", err))?;
-    Ok(t.outq[sent..].to_vec())
+    let shut =
+        s.i.shutdown
+            .is_some_and(|b| b & pb::SkShutdown::Write as i32 != 0)
+            && matches!(s.i.state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2);
+    if shut && unsent == 0 {
+        q(tr::Queue::Send)?;
+        crate::sys::unix_sock::shutdown(fd, pb::SkShutdown::Write as i32)
+            .map_err(|err| s.err("shutdown in repair mode", err))?;
+        q(tr::Queue::None)?;
+    }
+    Ok((t.outq[sent..].to_vec(), shut && unsent > 0))
 }
 
 /// `data` into the queue selected in repair mode, in pieces the kernel
