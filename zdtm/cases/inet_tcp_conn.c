@@ -13,6 +13,11 @@
  * its kernel keeps probing the closed window of the dumped end: without
  * the network lock the probe meets no socket and resets the connection.
  *
+ * --mode=exthalf: as ext, but the test's end writes nothing and shuts its
+ * side down at once: its FIN was sent and acknowledged (FIN-WAIT-2), and
+ * the outside peer, in CLOSE-WAIT, must still see the end of the stream
+ * and reach the test with what it writes.
+ *
  * --mode=half: as pair, then S shuts its sending side down (C has read
  * nothing, so the FIN waits behind the queued bytes): S is FIN-WAIT, C
  * CLOSE-WAIT once the FIN arrives, or both still ESTABLISHED with the FIN
@@ -47,7 +52,7 @@ const char *test_doc = "Check established TCP connections with queued and unsent
 static int family = 4;
 TEST_OPTION(family, int, "4 or 6", 0);
 static char *mode = "pair";
-TEST_OPTION(mode, string, "pair, ext or half", 0);
+TEST_OPTION(mode, string, "pair, ext, exthalf or half", 0);
 
 #define WAIT_SECS 20
 #define BUFSZ 8192
@@ -236,7 +241,10 @@ static void __attribute__((noreturn)) outside(int s)
 	if (get_file("tcp.go", 110) < 0)
 		_exit(1);
 	want = get_file("tcp.from_c", 1);
-	ok = want >= 0 && !drain(s, 0, want, "after", 0, "the outside peer") && !write_all(s, "back");
+	if (!strcmp(mode, "exthalf"))
+		ok = want == 0 && !drain(s, 0, 0, NULL, 1, "the outside peer") && !write_all(s, "back");
+	else
+		ok = want >= 0 && !drain(s, 0, want, "after", 0, "the outside peer") && !write_all(s, "back");
 	put_file("tcp.result", ok ? 1 : 0);
 	/* Stay until the test has read the answer. */
 	get_file("tcp.done", 30);
@@ -248,12 +256,13 @@ int main(int argc, char **argv)
 	struct sockaddr_storage ss;
 	struct shared *sh;
 	socklen_t len;
-	int af, lst, cli, srv, small = BUFSZ, ext, half, status;
+	int af, lst, cli, srv, small = BUFSZ, ext, half, rshut, status;
 	uint64_t from_c;
 	pid_t pid;
 
 	test_init(argc, argv);
-	ext = !strcmp(mode, "ext");
+	rshut = !strcmp(mode, "exthalf");
+	ext = rshut || !strcmp(mode, "ext");
 	half = !strcmp(mode, "half");
 	if (!ext && !half && strcmp(mode, "pair")) {
 		pr_err("unknown --mode=%s\n", mode);
@@ -338,7 +347,30 @@ int main(int argc, char **argv)
 	} else {
 		close(srv);
 	}
-	from_c = fill(cli, 0);
+	if (rshut) {
+		struct tcp_info ti;
+		socklen_t tl = sizeof(ti);
+		int i;
+
+		/* The test's side shut down at once: its FIN is sent and
+		 * acknowledged (FIN-WAIT-2), the outside peer in CLOSE-WAIT. */
+		from_c = 0;
+		if (shutdown(cli, SHUT_WR)) {
+			pr_perror("shutdown");
+			return 1;
+		}
+		for (i = 0; i < 200; i++) {
+			if (!getsockopt(cli, IPPROTO_TCP, TCP_INFO, &ti, &tl) && ti.tcpi_state == TCP_FIN_WAIT2)
+				break;
+			usleep(10000);
+		}
+		if (ti.tcpi_state != TCP_FIN_WAIT2) {
+			pr_err("C is in state %d, not FIN-WAIT-2\n", ti.tcpi_state);
+			return 1;
+		}
+	} else {
+		from_c = fill(cli, 0);
+	}
 	if (from_c == (uint64_t)-1) {
 		pr_perror("writing on C");
 		return 1;
@@ -370,7 +402,11 @@ int main(int argc, char **argv)
 
 		put_file("tcp.go", 1);
 		test_check(!drain(cli, 1, from_s, NULL, 0, "C"), "C did not get what the outside peer wrote");
-		test_check(!write_all(cli, "after"), "write on C");
+		if (!rshut)
+			test_check(!write_all(cli, "after"), "write on C");
+		else
+			test_check(send(cli, "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE,
+				   "C, shut down for writing, is not any more");
 		res = get_file("tcp.result", WAIT_SECS);
 		test_check(res == 1, "the outside peer did not get what C wrote (%lld)", (long long)res);
 		test_check(!drain(cli, 1, 0, "back", 0, "C"), "C did not get the answer");

@@ -652,6 +652,24 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "inet_tcp_conn_exthalf4",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=4", "--mode=exthalf"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        between: Some(let_peer_probe),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp_conn_exthalf6",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=6", "--mode=exthalf"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        between: Some(let_peer_probe),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "inet_refused_established4",
         program: Program::C("inet_refused"),
         args: &["--family=4"],
