@@ -102,9 +102,6 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     files.tty.shell_job = opts.shell_job;
     files.unix.ext_unix_sk = opts.ext_unix_sk;
     files.inet.tcp_established = opts.tcp_established;
-    if opts.tcp_established {
-        files.inet.lock = Some(crate::kernel::netlock::NetLock::new(pid));
-    }
     // Freeze: through the freezer cgroup first, if asked; its threads
     // outside the tree go on once the tree's are seized.
     let (mut pre, freezer) = match &opts.freeze_cgroup {
@@ -118,6 +115,13 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     drop(pre);
     fault::check(pid, "dump-frozen")?;
     let treens = ns::TreeNs::check(&tree)?;
+    if opts.tcp_established {
+        // Named after the root's pid as the images have it, which the
+        // restore knows.
+        files.inet.lock = Some(crate::kernel::netlock::NetLock::new(
+            treens.vpid(pid, pid, "root")?,
+        ));
+    }
     let env = DumpEnv {
         opts,
         freezer: freezer.as_ref(),

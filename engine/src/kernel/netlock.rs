@@ -5,6 +5,8 @@
 //! the queues read in repair mode do not change. The rules live in an
 //! nftables table of their own, `inet ckpt-PID` (PID the dumped root),
 //! which the restore of the same tree removes; it is made with nft(8).
+//! (PID is the root's pid as the images hold it: in the tree's own pid
+//! namespace, if it has one.)
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};

@@ -812,13 +812,17 @@ mod tests {
         assert!(check_entry(&entry(true, TCP_LISTEN, "127.0.0.1:80", None)).is_ok());
         assert!(check_entry(&entry(true, TCP_CLOSE, "[::]:0", None)).is_ok());
         assert!(check_entry(&entry(false, TCP_ESTABLISHED, "[::1]:5", Some("[::1]:6"))).is_ok());
-        let e = check_entry(&entry(
-            true,
-            TCP_ESTABLISHED,
-            "127.0.0.1:1",
-            Some("127.0.0.1:2"),
-        ));
-        assert!(e.unwrap_err().contains("TCP socket in state ESTABLISHED"));
+        for st in [TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2] {
+            assert!(check_entry(&entry(true, st, "127.0.0.1:1", Some("127.0.0.1:2"))).is_ok());
+            assert!(check_entry(&entry(true, st, "127.0.0.1:1", None)).is_err());
+        }
+        // Connecting, and the peer's side closed.
+        for (st, name) in [(2, "SYN-SENT"), (8, "CLOSE-WAIT")] {
+            let e = check_entry(&entry(true, st, "127.0.0.1:1", Some("127.0.0.1:2")));
+            assert!(e
+                .unwrap_err()
+                .contains(&format!("TCP socket in state {name}")));
+        }
         assert!(check_entry(&entry(false, TCP_ESTABLISHED, "127.0.0.1:1", None)).is_err());
         let mut bad = entry(false, TCP_CLOSE, "127.0.0.1:1", None);
         bad.src_addr = vec![1, 2];
