@@ -17,8 +17,10 @@ missing=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # vim and tmux: the real interactive sessions of the terminal tests;
 # python3: the http.server the programs test dumps and restores;
-# postgresql: the server the programs test dumps and restores.
-for pkg in build-essential pkg-config vim tmux python3 postgresql; do
+# postgresql: the server the programs test dumps and restores;
+# nftables: nft, through which --tcp-established blocks the dumped
+# connections' packets (the network lock).
+for pkg in build-essential pkg-config vim tmux python3 postgresql nftables; do
 	if have_pkg "$pkg"; then
 		echo "  $pkg: installed"
 	else

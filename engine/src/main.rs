@@ -69,6 +69,10 @@ enum Cmd {
         /// it a tree holding one is refused (CRIU's option).
         #[arg(short = 'l', long)]
         file_locks: bool,
+        /// Dump established TCP connections (in repair mode, their packets
+        /// blocked until the restore; CRIU's option).
+        #[arg(long)]
+        tcp_established: bool,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -93,6 +97,10 @@ enum Cmd {
         /// restore of images holding locks without it is refused.
         #[arg(short = 'l', long)]
         file_locks: bool,
+        /// Restore the established TCP connections of the images (CRIU's
+        /// option; without it such images are refused).
+        #[arg(long)]
+        tcp_established: bool,
         /// What to do with cgroups (CRIU's modes): ignore, none, props,
         /// soft (the default, also without a value), full, strict.
         #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
@@ -162,6 +170,7 @@ fn main() -> ExitCode {
             ipc_ids,
             ext_unix_sk,
             file_locks,
+            tcp_established,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -180,6 +189,7 @@ fn main() -> ExitCode {
                     shell_job,
                     ext_unix_sk,
                     file_locks,
+                    tcp_established,
                 });
                 finish(
                     "dump",
@@ -207,6 +217,7 @@ fn main() -> ExitCode {
             shell_job,
             ext_unix_sk: _,
             file_locks,
+            tcp_established,
             manage_cgroups,
             cgroup_root,
             trust_images,
@@ -225,6 +236,7 @@ fn main() -> ExitCode {
                 trust_images,
                 shell_job,
                 file_locks,
+                tcp_established,
             });
             ("restore", r.map_err(|e| e.to_string()))
         }

@@ -261,6 +261,24 @@ fn main() {
             variant: Variant::Once,
             body: safety_faults::restore_fault_points,
         },
+        // The same with established TCP connections: a failed dump takes
+        // them out of repair mode and lifts the network lock (the peer
+        // outside the tree keeps its connection); a failed restore leaves
+        // the lock for the next one, which resumes them unharmed.
+        Spec {
+            name: "dump/fault-points-tcp",
+            case: || case_named("inet_tcp_conn_ext4"),
+            variant: Variant::Once,
+            body: safety_faults::dump_fault_points,
+        },
+        Spec {
+            name: "restore/fault-points-tcp",
+            // Both ends in the tree: the checks after each failure take
+            // any process of the program for a leftover of the restore.
+            case: || case_named("inet_tcp_conn4"),
+            variant: Variant::Once,
+            body: safety_faults::restore_fault_points,
+        },
         Spec {
             name: "kill/1gib",
             case: safety_faults::mem_1gib_case,

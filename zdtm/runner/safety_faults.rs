@@ -14,6 +14,7 @@
 use super::*;
 
 use ckpt::fault;
+use ckpt::kernel::netlock;
 use ckpt::restore::stage::TaskStage;
 
 fn with_fault<T>(run: &mut Run, point: &str, f: impl FnOnce(&mut Run) -> T) -> T {
@@ -41,10 +42,16 @@ pub fn dump_fault_points(run: &mut Run) -> Result<Outcome, String> {
     for (i, point) in fault::DUMP_POINTS.iter().enumerate() {
         let what = format!("dump-fault-{i}");
         let img = run.path(&format!("img-fault-{i}"));
-        let args = dump_args(run, pid, &img, &what, &[]);
+        let args = dump_args(run, pid, &img, &what, run.case.dump_opts);
         let out = with_fault(run, point, |run| expect_failure(run, &what, &img, args))?;
         expect_point_named(&what, &out, point)?;
         expect_pid(&what, &out, pid)?;
+        let lock = netlock::table_name(pid);
+        if netlock::is_locked(&lock) {
+            return Err(format!(
+                "{what}: the network lock (nft table inet {lock}) is still there after the dump failed at {point}"
+            ));
+        }
         check_unharmed(run, &before, &format!("after the dump failed at {point}"))?;
         expect_no_image(&img, &run.path(""), &[])?;
         run.note(format!(
@@ -78,7 +85,8 @@ pub fn restore_fault_points(run: &mut Run) -> Result<Outcome, String> {
             ));
         }
         let what = format!("restore-fault-{i}");
-        let args = restore_args(run, &img, &what);
+        let mut args = restore_args(run, &img, &what);
+        args.extend(run.case.restore_opts.iter().map(Into::into));
         let out = with_fault(run, point, |run| expect_failure(run, &what, &img, args))?;
         expect_point_named(&what, &out, point)?;
         expect_nothing_left(run, pid, &ids, &format!("the restore failed at {point}"))?;

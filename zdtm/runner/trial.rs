@@ -195,7 +195,7 @@ fn verdict(log: &str) -> Result<(), String> {
 /// The state of one trial. The safety tests (zdtm/runner/safety.rs) drive
 /// it step by step, hence the crate-visible parts.
 pub(crate) struct Run<'a> {
-    case: &'a Case,
+    pub(crate) case: &'a Case,
     variant: Variant,
     pub(crate) cfg: &'a Config,
     pub(crate) dir: PathBuf,

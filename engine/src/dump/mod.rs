@@ -74,6 +74,9 @@ pub struct DumpOptions {
     pub ext_unix_sk: bool,
     /// `--file-locks`: dump the file locks the tree holds.
     pub file_locks: bool,
+    /// Established TCP connections are dumped, through repair mode and
+    /// under the network lock (CRIU's --tcp-established).
+    pub tcp_established: bool,
 }
 
 /// What was dumped, for the summary line.
@@ -101,6 +104,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     files.tty.shell_job = opts.shell_job;
     files.unix.ext_unix_sk = opts.ext_unix_sk;
     files.locks.enabled = opts.file_locks;
+    files.inet.tcp_established = opts.tcp_established;
     // Freeze: through the freezer cgroup first, if asked; its threads
     // outside the tree go on once the tree's are seized.
     let (mut pre, freezer) = match &opts.freeze_cgroup {
@@ -114,6 +118,13 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     drop(pre);
     fault::check(pid, "dump-frozen")?;
     let treens = ns::TreeNs::check(&tree)?;
+    if opts.tcp_established {
+        // Named after the root's pid as the images have it, which the
+        // restore knows.
+        files.inet.lock = Some(crate::kernel::netlock::NetLock::new(
+            treens.vpid(pid, pid, "root")?,
+        ));
+    }
     let env = DumpEnv {
         opts,
         freezer: freezer.as_ref(),
@@ -151,7 +162,10 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     let pids = tree.iter().map(|p| p.pid).collect();
     ctx.finish(pid, pids)?;
     fault::check(pid, "dump-objects")?;
-    let stats = ctx.stats;
+    let stats = std::mem::take(&mut ctx.stats);
+    // Its connections, in repair mode until the end.
+    let mut conns = std::mem::take(&mut ctx.files.inet);
+    drop(ctx);
     debug!(
         "pid {pid}: images written; {}",
         crate::ptrace::remote::STATS
@@ -161,11 +175,17 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     debug!("pid {pid}: image directory committed");
     if opts.leave_running {
         info!("pid {pid}: dump done, leaving it running");
+        conns
+            .resume()
+            .map_err(|e| Error::task(pid, "TCP connections", e))?;
         freeze::thaw_tree(tree)?;
     } else {
         info!("pid {pid}: dump done, killing it");
+        // Its connections vanish with it, still in repair mode and locked.
+        conns.hand_over();
         freeze::kill_tree(tree)?;
     }
+    drop(conns);
     Ok(stats)
 }
 

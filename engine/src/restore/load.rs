@@ -71,6 +71,8 @@ pub struct Images {
     /// sk-queues.img: the source address of each datagram, for INET
     /// sockets (same order).
     pub sk_queue_addrs: BTreeMap<u32, Vec<Option<Vec<u8>>>>,
+    /// tcp-stream-INO.img of every TCP connection, by socket inode.
+    pub tcp_streams: BTreeMap<u32, crate::images::set::TcpStream>,
     pub zombies: Vec<Zombie>,
     /// memfd objects, by inode id.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
@@ -340,6 +342,11 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         tty_info: set.tty_info.clone(),
         tty_data: set.tty_data.clone(),
         sk_queue_addrs: set.sk_queue_addrs.clone(),
+        tcp_streams: set
+            .tcp_streams
+            .iter()
+            .filter_map(|(k, v)| Some((*k, v.as_ref().ok()?.clone())))
+            .collect(),
         zombies,
         memfds,
         ghosts,

@@ -99,6 +99,9 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     /// `--file-locks`: take the images' file locks again.
     pub file_locks: bool,
+    /// `--tcp-established`: images with established TCP connections are
+    /// restored (refused without it).
+    pub tcp_established: bool,
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when

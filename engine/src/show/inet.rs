@@ -4,6 +4,8 @@ use super::names;
 use super::FileView;
 use crate::images::inet::{addrs, proto_name, state_name};
 use crate::images::pb;
+use crate::images::set::{Part, TcpStream};
+use crate::sys::tcp_repair as tr;
 
 pub fn describe(i: &pb::InetSkEntry, v: &mut FileView) {
     v.path = format!("socket:[{}]", i.ino);
@@ -71,6 +73,61 @@ pub fn describe(i: &pb::InetSkEntry, v: &mut FileView) {
             buf(o.so_rcvbuf, 2)
         ),
     ));
+}
+
+/// A TCP connection's stream (tcp-stream-INO.img): its sequence numbers,
+/// queued bytes, negotiated options and window.
+pub fn describe_stream(t: &Part<TcpStream>, v: &mut FileView) {
+    let t = match t {
+        Ok(t) => t,
+        Err(e) => {
+            v.extra.push(("tcp stream".into(), format!("({e})")));
+            return;
+        }
+    };
+    let e = &t.entry;
+    let unsent = e.unsq_len.unwrap_or(0) as u64;
+    v.extra.push((
+        "receive queue".into(),
+        format!(
+            "{}, next sequence number {}",
+            names::count(e.inq_len as u64, "byte"),
+            e.inq_seq
+        ),
+    ));
+    v.extra.push((
+        "send queue".into(),
+        format!(
+            "{} ({} never sent), next sequence number {}",
+            names::count(e.outq_len as u64, "byte"),
+            unsent,
+            e.outq_seq
+        ),
+    ));
+    let mut opts = vec![format!("mss {}", e.mss_clamp)];
+    if e.opt_mask & tr::TCPI_OPT_WSCALE != 0 {
+        opts.push(format!(
+            "window scale {} (send) {} (receive)",
+            e.snd_wscale,
+            e.rcv_wscale.unwrap_or(0)
+        ));
+    }
+    if e.opt_mask & tr::TCPI_OPT_SACK != 0 {
+        opts.push("sack".into());
+    }
+    if e.opt_mask & tr::TCPI_OPT_TIMESTAMPS != 0 {
+        opts.push(format!("timestamps (now {})", e.timestamp.unwrap_or(0)));
+    }
+    v.extra.push(("tcp options".into(), opts.join(", ")));
+    if let (Some(snd), Some(rcv)) = (e.snd_wnd, e.rcv_wnd) {
+        v.extra.push((
+            "window".into(),
+            format!(
+                "send {snd}, receive {rcv}, largest {}",
+                e.max_window.unwrap_or(0)
+            ),
+        ));
+    }
 }
 
 /// A netlink socket's file entry.

@@ -125,6 +125,9 @@ impl ImageSet {
                 },
             ));
         }
+        if let Some(t) = f.isk.as_ref().and_then(|i| self.tcp_streams.get(&i.ino)) {
+            super::inet::describe_stream(t, &mut v);
+        }
         // A terminal: which one, and its own state from tty-info.img.
         if let Some(t) = &f.tty {
             match self.tty_info.get(&t.tty_info_id) {

@@ -1160,7 +1160,46 @@ fn inet_and_netlink_sockets() {
         }),
         ..Default::default()
     });
+    files.push(pb::FileEntry {
+        r#type: pb::FdTypes::Inetsk as i32,
+        id: 53,
+        isk: Some(pb::InetSkEntry {
+            id: 53,
+            ino: 0x2a3,
+            family: libc::AF_INET as u32,
+            r#type: libc::SOCK_STREAM as u32,
+            proto: libc::IPPROTO_TCP as u32,
+            state: 1,
+            src_port: 40000,
+            src_addr: vec![0x0100_007f],
+            dst_port: 8080,
+            dst_addr: vec![0x0100_007f],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     write_image(&p, Magic::Files, &files).unwrap();
+    let mut w =
+        ImageWriter::create(tmp.path().join("tcp-stream-2a3.img"), Magic::TcpStream).unwrap();
+    w.write_entry(&pb::TcpStreamEntry {
+        inq_len: 3,
+        inq_seq: 1000,
+        outq_len: 5,
+        outq_seq: 2000,
+        opt_mask: 7,
+        snd_wscale: 7,
+        mss_clamp: 65483,
+        rcv_wscale: Some(6),
+        timestamp: Some(42),
+        unsq_len: Some(2),
+        snd_wnd: Some(512),
+        rcv_wnd: Some(1024),
+        max_window: Some(4096),
+        ..Default::default()
+    })
+    .unwrap();
+    w.write_raw(b"abc12345").unwrap();
+    w.finish().unwrap();
     let mut w = ImageWriter::create(tmp.path().join("sk-queues.img"), Magic::SkQueues).unwrap();
     let from: std::net::SocketAddr = "[::1]:6000".parse().unwrap();
     for m in [&b"ab"[..], b"cde"] {
@@ -1210,6 +1249,18 @@ fn inet_and_netlink_sockets() {
         assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
     }
     assert!(!extra.iter().any(|e| e.starts_with("queued")), "{extra:?}");
+    let (_, extra) = shown(53);
+    for want in [
+        "state: ESTABLISHED",
+        "peer: 127.0.0.1:8080",
+        "receive queue: 3 bytes, next sequence number 1000",
+        "send queue: 5 bytes (2 never sent), next sequence number 2000",
+        "tcp options: mss 65483, window scale 7 (send) 6 (receive), sack, timestamps (now 42)",
+        "window: send 512, receive 1024, largest 4096",
+    ] {
+        assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
+    }
+    assert_eq!(set.tcp_streams[&0x2a3].as_ref().unwrap().outq, b"12345");
     let (_, extra) = shown(52);
     for want in ["netlink socket: ROUTE", "port id: 1234", "groups: 1 36"] {
         assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");

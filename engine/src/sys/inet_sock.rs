@@ -128,6 +128,11 @@ pub struct TcpInfo {
     pub unaccepted: u32,
     /// Listening: the backlog listen() was given (capped by somaxconn).
     pub backlog: u32,
+    /// TCPI_OPT_* bits agreed at the handshake.
+    pub options: u8,
+    /// Window scales: ours for sending, and for receiving.
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
 }
 
 pub fn tcp_info(fd: BorrowedFd<'_>) -> nix::Result<TcpInfo> {
@@ -153,6 +158,9 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> nix::Result<TcpInfo> {
         state: b[0],
         unaccepted: u32_at(24),
         backlog: u32_at(28),
+        options: b[5],
+        snd_wscale: b[6] & 0xf,
+        rcv_wscale: b[6] >> 4,
     })
 }
 

@@ -5,35 +5,97 @@
 //! without taking them from the task (a copy of the fd peeks with
 //! SO_PEEK_OFF, put back as it was).
 //!
-//! A TCP socket in any other state (a live connection, or one being made
-//! or torn down) is refused, naming its addresses: its sequence numbers
-//! and queues cannot be taken yet. So are other protocols (raw sockets,
+//! An established TCP connection is dumped only with --tcp-established
+//! (refused otherwise, naming its addresses): its packets are blocked by
+//! the network lock (`kernel/netlock.rs`), the socket is put in repair
+//! mode through the engine's copy, and its sequence numbers, queues,
+//! negotiated options and window go to tcp-stream-INO.img. The socket
+//! stays in repair mode until the dump ends: taken out of it again when
+//! the tree goes on (or the dump fails), closed in it with the killed tree
+//! so that it vanishes without a word to the peer. A connection being made
+//! or torn down is refused. So are other protocols (raw sockets,
 //! SCTP, UDP-Lite), a listening socket with connections not accepted yet,
 //! and addresses scoped to an interface.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
 use super::{FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Pid, Result};
-use crate::images::inet::{addr_words, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::images::inet::{
+    addr_words, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LISTEN,
+};
 use crate::images::pb;
+use crate::kernel::netlock::NetLock;
 use crate::sys::inet_sock as is;
+use crate::sys::tcp_repair as tr;
 use crate::sys::unix_sock::{getsockopt_int, getsockopt_timeval, setsockopt_int};
 
 pub struct Inet;
 
-/// The datagrams queued on the INET sockets of a dump.
+/// The datagrams queued on the INET sockets of a dump, and its TCP
+/// connections.
 #[derive(Default)]
 pub struct InetTable {
     /// (file id of the receiving socket, the datagram, its source as a
     /// sockaddr).
     queues: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    /// `--tcp-established`.
+    pub tcp_established: bool,
+    /// The network lock, once a connection is found.
+    pub lock: Option<NetLock>,
+    /// The engine's copies of the sockets put in repair mode.
+    repaired: Vec<OwnedFd>,
+    /// Each connection's state, by socket inode, with its receive and
+    /// send queues.
+    streams: Vec<(u32, pb::TcpStreamEntry, Vec<u8>, Vec<u8>)>,
+    /// The tree was killed: its connections stay in repair mode (so they
+    /// close silently) and locked until the restore.
+    handed_over: bool,
+}
+
+impl Drop for InetTable {
+    fn drop(&mut self) {
+        if self.handed_over {
+            if let Some(l) = self.lock.take() {
+                l.keep();
+            }
+            return;
+        }
+        if let Err(e) = self.resume() {
+            warn!("{e}");
+        }
+    }
 }
 
 impl InetTable {
+    /// The dumped connections go on: out of repair mode, then unlocked.
+    pub fn resume(&mut self) -> std::result::Result<(), String> {
+        let mut err = None;
+        for s in self.repaired.drain(..) {
+            if let Err(e) = tr::set_repair(s.as_fd(), false) {
+                let what = is::local_addr(s.as_fd()).map_or("?".into(), |a| a.to_string());
+                err.get_or_insert(format!(
+                    "TCP connection from {what}: taking it out of repair mode: {e}"
+                ));
+            }
+        }
+        if let Some(mut l) = self.lock.take() {
+            if let Err(e) = l.release() {
+                err.get_or_insert(e);
+            }
+        }
+        err.map_or(Ok(()), Err)
+    }
+
+    /// The tree is killed: its connections vanish in repair mode, and the
+    /// lock stays for the restore.
+    pub fn hand_over(&mut self) {
+        self.handed_over = true;
+    }
+
     /// sk-queues.img entries, with their payloads.
     pub fn queue_entries(&self) -> impl Iterator<Item = (pb::SkPacketEntry, &[u8])> {
         self.queues.iter().map(|(id, m, from)| {
@@ -123,9 +185,21 @@ impl FdDumper for Inet {
                     )))
                 }
                 TCP_LISTEN => (TCP_LISTEN, info.backlog),
+                st @ (TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2)
+                    if table.inet.tcp_established && peer.is_some() =>
+                {
+                    (st, 0)
+                }
+                st @ (TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2) => {
+                    return Err(no(format!(
+                        "TCP connection {local} -> {} ({}): established TCP connections are dumped only with --tcp-established",
+                        shown(&peer),
+                        state_name(st)
+                    )))
+                }
                 st => {
                     return Err(no(format!(
-                        "TCP connection {local} -> {} ({}): established TCP connections are not supported yet (CRIU dumps them only with --tcp-established)",
+                        "TCP connection {local} -> {} ({}): not supported yet (only established connections, and those whose own side alone is shut down)",
                         shown(&peer),
                         state_name(st)
                     )))
@@ -163,6 +237,40 @@ impl FdDumper for Inet {
         } else {
             read_queue(pid, &what, s)?
         };
+        if tcp && state != TCP_CLOSE && state != TCP_LISTEN {
+            let peer = peer.expect("connected");
+            if peek_off >= 0 {
+                return Err(no(
+                    "TCP connection with SO_PEEK_OFF set: not supported yet".into()
+                ));
+            }
+            let what = format!("{what}: TCP connection {local} -> {peer}");
+            let lock = table
+                .inet
+                .lock
+                .as_mut()
+                .expect("the dump sets the lock up with --tcp-established");
+            lock.block(local, peer)
+                .map_err(|e| Error::task(pid, what.clone(), e))?;
+            tr::set_repair(s, true).map_err(|e| sys("TCP_REPAIR", e))?;
+            // From here on the dump's end takes it out of repair mode
+            // again, whatever happens.
+            let mine = s
+                .try_clone_to_owned()
+                .map_err(|e| sys("dup", Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+            table.inet.repaired.push(mine);
+            let (entry, inq, outq) = read_stream(s, state)
+                .map_err(|(op, e)| Error::sys(pid, format!("{what}: {op}"), e))?;
+            debug!(
+                "pid {pid}: {what}: in seq {} len {}, out seq {} len {} ({} unsent)",
+                entry.inq_seq,
+                entry.inq_len,
+                entry.outq_seq,
+                entry.outq_len,
+                entry.unsq_len.unwrap_or(0)
+            );
+            table.inet.streams.push((ino, entry, inq, outq));
+        }
         let id = table.next_id();
         table.entries.push(pb::FileEntry {
             r#type: pb::FdTypes::Inetsk as i32,
@@ -186,7 +294,8 @@ impl FdDumper for Inet {
                 ip_opts: Some(ip_opts),
                 ifname: None,
                 ns_id: None,
-                shutdown: None,
+                shutdown: matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2)
+                    .then_some(pb::SkShutdown::Write as i32),
                 tcp_opts,
             }),
             ..Default::default()
@@ -197,6 +306,83 @@ impl FdDumper for Inet {
             .extend(queue.into_iter().map(|(m, from)| (id, m, from)));
         Ok((pb::FdTypes::Inetsk, id))
     }
+
+    fn finish(&self, table: &FileTable, dir: &crate::imgdir::ImageDir) -> Result<()> {
+        for (ino, e, inq, outq) in &table.inet.streams {
+            let raw: Vec<u8> = inq.iter().chain(outq).copied().collect();
+            dir.write_with_payloads(&format!("tcp-stream-{ino:x}.img"), &[(*e, raw.as_slice())])?;
+        }
+        Ok(())
+    }
+}
+
+/// A connection's state in repair mode: its entry, receive queue and send
+/// queue.
+/// A connection whose own side is shut down (FIN-WAIT) counts its FIN in
+/// the send queue's sequence numbers and lengths; the entry has the data
+/// alone, and inet_sk_entry's `shutdown` says the FIN is to be sent again.
+fn read_stream(s: BorrowedFd<'_>, state: u32) -> OptResult<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>)> {
+    let set_q = |q| tr::set_queue(s, q).map_err(|e| ("TCP_REPAIR_QUEUE", e));
+    set_q(tr::Queue::Recv)?;
+    let inq_seq = tr::queue_seq(s).map_err(|e| ("TCP_QUEUE_SEQ (receive queue)", e))?;
+    let inq_len = tr::inq_len(s).map_err(|e| ("SIOCINQ", e))?;
+    let inq =
+        tr::peek_queue(s, inq_len as usize).map_err(|e| ("peeking at the receive queue", e))?;
+    set_q(tr::Queue::Send)?;
+    let outq_seq = tr::queue_seq(s).map_err(|e| ("TCP_QUEUE_SEQ (send queue)", e))?;
+    let outq_len = tr::outq_len(s).map_err(|e| ("SIOCOUTQ", e))?;
+    let unsq_len = tr::unsent_len(s).map_err(|e| ("SIOCOUTQNSD", e))?;
+    let fin = matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2);
+    let (outq_seq, outq_len, unsq_len) = if fin {
+        let fin_acked = state == TCP_FIN_WAIT2;
+        (
+            outq_seq.wrapping_sub(1),
+            if fin_acked {
+                outq_len
+            } else {
+                outq_len.saturating_sub(1)
+            },
+            unsq_len.saturating_sub(1),
+        )
+    } else {
+        (outq_seq, outq_len, unsq_len)
+    };
+    let outq =
+        tr::peek_queue(s, outq_len as usize).map_err(|e| ("peeking at the send queue", e))?;
+    set_q(tr::Queue::None)?;
+    let info = is::tcp_info(s).map_err(|e| ("TCP_INFO", e))?;
+    let opt_mask = info.options as u32;
+    let mss_clamp = tr::mss(s).map_err(|e| ("TCP_MAXSEG", e))?;
+    let timestamp = if opt_mask & tr::TCPI_OPT_TIMESTAMPS != 0 {
+        Some(tr::timestamp(s).map_err(|e| ("TCP_TIMESTAMP", e))?)
+    } else {
+        None
+    };
+    let w = tr::window(s).map_err(|e| ("TCP_REPAIR_WINDOW", e))?;
+    let tcp = |opt, name| int(s, libc::IPPROTO_TCP, opt, name);
+    Ok((
+        pb::TcpStreamEntry {
+            inq_len,
+            inq_seq,
+            outq_len,
+            outq_seq,
+            opt_mask,
+            snd_wscale: info.snd_wscale as u32,
+            mss_clamp,
+            rcv_wscale: Some(info.rcv_wscale as u32),
+            timestamp,
+            cork: Some(tcp(libc::TCP_CORK, "TCP_CORK")? != 0),
+            nodelay: Some(tcp(libc::TCP_NODELAY, "TCP_NODELAY")? != 0),
+            unsq_len: Some(unsq_len),
+            snd_wl1: Some(w.snd_wl1),
+            snd_wnd: Some(w.snd_wnd),
+            max_window: Some(w.max_window),
+            rcv_wnd: Some(w.rcv_wnd),
+            rcv_wup: Some(w.rcv_wup),
+        },
+        inq,
+        outq,
+    ))
 }
 
 pub(super) type OptResult<T> = std::result::Result<T, (&'static str, Errno)>;

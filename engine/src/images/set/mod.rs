@@ -199,6 +199,16 @@ pub struct PipeData {
     pub size: Option<u32>,
 }
 
+/// A TCP connection's state and queues (tcp-stream-INO.img).
+#[derive(Clone, Debug)]
+pub struct TcpStream {
+    pub entry: pb::TcpStreamEntry,
+    /// The receive queue, read next by the task.
+    pub inq: Vec<u8>,
+    /// The send queue: sent and not acknowledged, then never sent.
+    pub outq: Vec<u8>,
+}
+
 /// An unlinked file's data, by offset (holes are not there).
 pub type Chunks = Vec<(u64, Vec<u8>)>;
 
@@ -238,6 +248,9 @@ pub struct ImageSet {
     pub ghosts: BTreeMap<u32, u32>,
     /// ghost-file-<id>.img of every ghost id remap-fpath.img names.
     pub ghost_files: BTreeMap<u32, Part<(pb::GhostFileEntry, Chunks)>>,
+    /// tcp-stream-INO.img of every TCP socket of files.img that has a
+    /// connection, by socket inode.
+    pub tcp_streams: BTreeMap<u32, Part<TcpStream>>,
     /// cgroup.img; None when the directory has none.
     pub cgroups: Option<Part<pb::CgroupEntry>>,
     /// seccomp.img; None when the directory has none.
@@ -801,6 +814,26 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         Err(Absent::Missing(_)) => {}
         Err(e) => problems.push(e.to_string()),
     }
+    let mut tcp_streams = BTreeMap::new();
+    if let Ok(files) = &files_img {
+        for f in files.values() {
+            let Some(i) = &f.isk else { continue };
+            if i.proto as i32 != libc::IPPROTO_TCP
+                || matches!(
+                    i.state,
+                    crate::images::inet::TCP_CLOSE | crate::images::inet::TCP_LISTEN
+                )
+            {
+                continue;
+            }
+            let name = format!("tcp-stream-{:x}.img", i.ino);
+            let part = read_tcp_stream(&dir.join(&name)).map_err(|e| ld.absent(&name, e));
+            if let Err(e) = &part {
+                problems.push(e.to_string());
+            }
+            tcp_streams.insert(i.ino, part);
+        }
+    }
     let cgroups = match ld.one::<pb::CgroupEntry>("cgroup.img", Magic::Cgroup) {
         Err(Absent::Missing(_)) => None,
         other => Some(other),
@@ -843,6 +876,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         memfds,
         ghosts,
         ghost_files,
+        tcp_streams,
         cgroups,
         seccomp,
         file_locks,
@@ -861,6 +895,39 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
 /// ghost-file-ID.img: the entry and the file's data, checked against the
 /// size the entry gives (contents whole to the end of the image, or in
 /// chunks that neither overlap nor run past the file).
+fn read_tcp_stream(path: &Path) -> images::Result<TcpStream> {
+    let bad = |why: String| ImageError::invalid(path, why);
+    let mut r = ImageReader::open(path, Magic::TcpStream)?;
+    let e: pb::TcpStreamEntry = r
+        .read_entry()?
+        .ok_or_else(|| bad("no tcp_stream_entry".into()))?;
+    if e.inq_len as u64 + e.outq_len as u64 > MAX_QUEUED_BYTES {
+        return Err(bad(format!(
+            "{} + {} bytes queued is implausible",
+            e.inq_len, e.outq_len
+        )));
+    }
+    if e.unsq_len.unwrap_or(0) > e.outq_len {
+        return Err(bad(format!(
+            "{} bytes never sent of a send queue of {}",
+            e.unsq_len.unwrap_or(0),
+            e.outq_len
+        )));
+    }
+    let mut inq = vec![0u8; e.inq_len as usize];
+    r.read_raw(&mut inq)?;
+    let mut outq = vec![0u8; e.outq_len as usize];
+    r.read_raw(&mut outq)?;
+    if r.read_entry::<pb::TcpStreamEntry>()?.is_some() {
+        return Err(bad("more than one tcp_stream_entry".into()));
+    }
+    Ok(TcpStream {
+        entry: e,
+        inq,
+        outq,
+    })
+}
+
 fn read_ghost(path: &Path) -> images::Result<(pb::GhostFileEntry, Chunks)> {
     let bad = |why: String| ImageError::invalid(path, why);
     let len = std::fs::metadata(path)

@@ -11,6 +11,16 @@
 //! TIME-WAIT is freed by dropping them with sock_diag); then the queues are filled, each datagram from a socket of the
 //! tree bound to its source, or else from a temporary one bound there;
 //! then UDP sockets are connected and TCP ones listen.
+//!
+//! An established TCP connection (tcp-stream-INO.img, restored only with
+//! --tcp-established) is made in repair mode: bound, its sequence numbers
+//! set, "connected" without a packet, its negotiated options, queues and
+//! window set. It stays in repair mode, silent, until every task is ready
+//! (`finish`): then repair mode is turned off and the part of the send
+//! queue that was never sent is sent as new data. The network lock the
+//! dump left is lifted once the tree runs; a restore that fails closes
+//! the sockets still in repair mode, so the peers hear nothing, and keeps
+//! it for the next attempt.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,12 +31,17 @@ use nix::errno::Errno;
 
 use super::FdKind;
 use crate::error::{Error, Pid, Result};
-use crate::images::inet::{addrs, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::images::inet::{
+    addrs, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LISTEN,
+};
 use crate::images::pb;
+use crate::images::set::TcpStream;
+use crate::kernel::netlock;
 use crate::restore::child::OpenFd;
 use crate::restore::load::Images;
 use crate::restore::stage::{EngineFds, Kind, Restorer};
 use crate::sys::inet_sock as is;
+use crate::sys::tcp_repair as tr;
 use crate::sys::unix_sock::setsockopt_int;
 
 pub struct Inet;
@@ -62,6 +77,7 @@ fn check_entry(i: &pb::InetSkEntry) -> std::result::Result<(), String> {
     };
     let ok = match (tcp, i.state) {
         (true, TCP_CLOSE) | (true, TCP_LISTEN) => peer.is_none(),
+        (true, TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2) => peer.is_some(),
         (false, TCP_CLOSE) => peer.is_none(),
         (false, TCP_ESTABLISHED) => peer.is_some(),
         _ => false,
@@ -105,8 +121,46 @@ impl FdKind for Inet {
     }
 }
 
-/// Each socket's queued datagrams come with their source addresses.
+/// Whether the entry is a TCP connection (with a tcp-stream image).
+fn is_connection(i: &pb::InetSkEntry) -> bool {
+    i.proto as i32 == libc::IPPROTO_TCP && !matches!(i.state, TCP_CLOSE | TCP_LISTEN)
+}
+
+/// Why a connection's stream cannot be restored, if so.
+fn check_stream(t: &TcpStream) -> std::result::Result<(), String> {
+    let e = &t.entry;
+    if e.opt_mask & tr::TCPI_OPT_WSCALE != 0
+        && (e.snd_wscale > 14 || e.rcv_wscale.unwrap_or(0) > 14)
+    {
+        return Err(format!(
+            "window scales {} and {} are over 14",
+            e.snd_wscale,
+            e.rcv_wscale.unwrap_or(0)
+        ));
+    }
+    if e.mss_clamp == 0 || e.mss_clamp > 65535 {
+        return Err(format!("MSS clamp {} is not a segment size", e.mss_clamp));
+    }
+    Ok(())
+}
+
+/// Each socket's queued datagrams come with their source addresses; each
+/// TCP connection's stream is one that can be restored.
 fn validate(imgs: &Images) -> Result<()> {
+    for f in imgs.files.values() {
+        let Some(i) = &f.isk else { continue };
+        if !is_connection(i) {
+            continue;
+        }
+        let name = format!("tcp-stream-{:x}.img", i.ino);
+        let Some(t) = imgs.tcp_streams.get(&i.ino) else {
+            return Err(imgs.bad(
+                &name,
+                format!("missing, for the TCP connection socket:[{}]", i.ino),
+            ));
+        };
+        check_stream(t).map_err(|e| imgs.bad(&name, format!("socket:[{}]: {e}", i.ino)))?;
+    }
     for (id, q) in &imgs.sk_queues {
         let Some(i) = imgs.files.get(id).and_then(|f| f.isk.as_ref()) else {
             continue;
@@ -135,17 +189,122 @@ fn validate(imgs: &Images) -> Result<()> {
 pub const KIND: Kind = Kind {
     name: "INET sockets",
     validate,
-    new: |_, _| Ok(Box::new(Made)),
+    new: |imgs, opts| {
+        let conn = imgs
+            .files
+            .values()
+            .filter_map(|f| f.isk.as_ref())
+            .find(|i| is_connection(i));
+        let lock = match conn {
+            Some(i) if !opts.tcp_established => {
+                let (l, p) = addrs(i).expect("validated");
+                return Err(Error::Usage(format!(
+                    "{}: socket:[{}] is the TCP connection {l} -> {}: restored only with --tcp-established",
+                    imgs.dir.display(),
+                    i.ino,
+                    p.map_or("?".into(), |p| p.to_string())
+                )));
+            }
+            Some(_) => imgs.tasks.first().map(|t| netlock::table_name(t.pid)),
+            None => None,
+        };
+        Ok(Box::new(Made {
+            repaired: Vec::new(),
+            lock,
+        }))
+    },
 };
 
-struct Made;
+/// A connection made in repair mode, waiting for `finish`.
+struct Repaired {
+    pid: Pid,
+    what: String,
+    fd: OwnedFd,
+    /// The part of the send queue never sent.
+    unsent: Vec<u8>,
+    /// Its side was shut down, the FIN not sent yet: shut down after the
+    /// bytes never sent.
+    shut_after: bool,
+}
+
+struct Made {
+    repaired: Vec<Repaired>,
+    /// The network lock's table, to lift at the end.
+    lock: Option<String>,
+}
+
+impl Made {
+    fn unlock(&mut self) {
+        if let Some(t) = self.lock.take() {
+            if netlock::is_locked(&t) {
+                match netlock::unlock(&t) {
+                    Ok(()) => debug!("network lock {t} lifted"),
+                    Err(e) => warn!("{e}"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        // A restore that failed: the sockets still in repair mode close
+        // without a word, and the lock stays (as CRIU leaves it), so the
+        // peers keep their connections for another restore.
+        self.repaired.clear();
+        if let Some(t) = self.lock.take() {
+            if netlock::is_locked(&t) {
+                warn!(
+                    "the network lock stays for another restore of these images (nft delete table inet {t} lifts it)"
+                );
+            }
+        }
+    }
+}
 
 impl Restorer for Made {
     fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
-        for (id, fd) in make_all(imgs)? {
+        for (id, fd) in make_all(imgs, &mut self.repaired)? {
             fds.descriptions.insert(id, fd);
         }
         Ok(())
+    }
+
+    fn finish(&mut self, _imgs: &Images) -> Result<()> {
+        for r in &self.repaired {
+            let fd = r.fd.as_fd();
+            let err = |op: &str, e: Errno| Error::sys(r.pid, format!("{}: {op}", r.what), e);
+            tr::set_repair(fd, false).map_err(|e| err("leaving repair mode", e))?;
+            let mut left = r.unsent.as_slice();
+            while !left.is_empty() {
+                match tr::send_some(fd, left) {
+                    Ok(n) => left = &left[n..],
+                    Err(Errno::EAGAIN) => {
+                        // Room the kernel did not give yet: a larger
+                        // buffer, as the dumped socket had it full.
+                        let now = crate::sys::unix_sock::getsockopt_int(
+                            fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_SNDBUF,
+                        )
+                        .map_err(|e| err("SO_SNDBUF", e))?;
+                        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, now)
+                            .map_err(|e| err("SO_SNDBUFFORCE", e))?;
+                    }
+                    Err(e) => return Err(err("sending the data never sent", e)),
+                }
+            }
+            if r.shut_after {
+                crate::sys::unix_sock::shutdown(fd, pb::SkShutdown::Write as i32)
+                    .map_err(|e| err("shutting its side down", e))?;
+            }
+        }
+        self.repaired.clear();
+        Ok(())
+    }
+
+    fn released(&mut self) {
+        self.unlock();
     }
 }
 
@@ -173,7 +332,7 @@ impl Sock<'_> {
     }
 }
 
-fn make_all(imgs: &Images) -> Result<Vec<(u32, OwnedFd)>> {
+fn make_all(imgs: &Images, repaired: &mut Vec<Repaired>) -> Result<Vec<(u32, OwnedFd)>> {
     // A task that holds each file, and its filesystem ids.
     let mut holder: BTreeMap<u32, (Pid, u32, u32)> = BTreeMap::new();
     for t in &imgs.tasks {
@@ -203,6 +362,9 @@ fn make_all(imgs: &Images) -> Result<Vec<(u32, OwnedFd)>> {
             fd,
         };
         set_options(&s)?;
+        if is_connection(i) {
+            tr::set_repair(s.fd.as_fd(), true).map_err(|e| s.err("TCP_REPAIR", e))?;
+        }
         if local.port() != 0 || !local.ip().is_unspecified() {
             let fd = s.fd.as_fd();
             setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
@@ -235,13 +397,36 @@ fn make_all(imgs: &Images) -> Result<Vec<(u32, OwnedFd)>> {
     fill_queues(imgs, &socks)?;
     for s in &socks {
         let fd = s.fd.as_fd();
-        if let Some(peer) = s.peer {
+        if is_connection(s.i) {
+            let t = &imgs.tcp_streams[&s.i.ino];
+            let (unsent, shut_after) = resume_stream(s, t)?;
+            repaired.push(Repaired {
+                pid: s.pid,
+                what: format!(
+                    "socket:[{}] (file {}, TCP connection {} -> {})",
+                    s.i.ino,
+                    s.id,
+                    s.local,
+                    s.peer.expect("validated")
+                ),
+                fd: s
+                    .fd
+                    .try_clone()
+                    .map_err(|e| s.err("dup", Errno::from_raw(e.raw_os_error().unwrap_or(0))))?,
+                unsent,
+                shut_after,
+            });
+        } else if let Some(peer) = s.peer {
             is::connect(fd, &peer).map_err(|e| s.err(&format!("connect to {peer}"), e))?;
         }
         if s.i.state == TCP_LISTEN {
             is::listen(fd, s.i.backlog as i32).map_err(|e| s.err("listen", e))?;
         }
-        // Only now: listen() looks for conflicts on the port again.
+    }
+    for s in &socks {
+        let fd = s.fd.as_fd();
+        // Only now: listen() looks for conflicts on the port again, with
+        // the connections accepted from it bound there too.
         let reuse = s.i.opts.reuseaddr.unwrap_or(false) as i32;
         setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse)
             .map_err(|e| s.err("SO_REUSEADDR", e))?;
@@ -253,6 +438,115 @@ fn make_all(imgs: &Images) -> Result<Vec<(u32, OwnedFd)>> {
         .map_err(|e| s.err("O_NONBLOCK", e))?;
     }
     Ok(socks.into_iter().map(|s| (s.id, s.fd)).collect())
+}
+
+/// A connection in repair mode, as the stream image has it: sequence
+/// numbers, connect, negotiated options, queues, window; a side shut down
+/// sends its FIN again (as sent already, in repair mode, if the bytes
+/// before it were). Returns the part of the send queue never sent, which
+/// goes out after repair mode, and whether a shutdown follows it.
+fn resume_stream(s: &Sock<'_>, t: &TcpStream) -> Result<(Vec<u8>, bool)> {
+    let fd = s.fd.as_fd();
+    let e = &t.entry;
+    let peer = s.peer.expect("validated");
+    let q = |q: tr::Queue| tr::set_queue(fd, q).map_err(|err| s.err("TCP_REPAIR_QUEUE", err));
+    q(tr::Queue::Recv)?;
+    tr::set_queue_seq(fd, e.inq_seq.wrapping_sub(e.inq_len))
+        .map_err(|err| s.err("TCP_QUEUE_SEQ (receive queue)", err))?;
+    q(tr::Queue::Send)?;
+    tr::set_queue_seq(fd, e.outq_seq.wrapping_sub(e.outq_len))
+        .map_err(|err| s.err("TCP_QUEUE_SEQ (send queue)", err))?;
+    q(tr::Queue::None)?;
+    is::connect(fd, &peer)
+        .map_err(|err| s.err(&format!("connect to {peer} in repair mode"), err))?;
+    let mut opts = vec![(tr::TCPOPT_MAXSEG, e.mss_clamp)];
+    if e.opt_mask & tr::TCPI_OPT_SACK != 0 {
+        opts.push((tr::TCPOPT_SACK_PERM, 0));
+    }
+    if e.opt_mask & tr::TCPI_OPT_WSCALE != 0 {
+        opts.push((
+            tr::TCPOPT_WINDOW,
+            e.snd_wscale | (e.rcv_wscale.unwrap_or(0) << 16),
+        ));
+    }
+    if e.opt_mask & tr::TCPI_OPT_TIMESTAMPS != 0 {
+        opts.push((tr::TCPOPT_TIMESTAMP, 0));
+    }
+    tr::set_options(fd, &opts).map_err(|err| s.err("TCP_REPAIR_OPTIONS", err))?;
+    if let Some(ts) = e.timestamp {
+        tr::set_timestamp(fd, ts).map_err(|err| s.err("TCP_TIMESTAMP", err))?;
+    }
+    // The queues need the room they had: the dumped sizes, or more.
+    let o = &s.i.opts;
+    let force = |opt, name, want: u32, have: u32| {
+        let v = (have / 2).max(want);
+        setsockopt_int(fd, libc::SOL_SOCKET, opt, v as i32).map_err(|err| s.err(name, err))
+    };
+    force(
+        libc::SO_RCVBUFFORCE,
+        "SO_RCVBUFFORCE",
+        e.inq_len,
+        o.so_rcvbuf,
+    )?;
+    force(
+        libc::SO_SNDBUFFORCE,
+        "SO_SNDBUFFORCE",
+        e.outq_len,
+        o.so_sndbuf,
+    )?;
+    let unsent = e.unsq_len.unwrap_or(0) as usize;
+    let sent = t.outq.len() - unsent;
+    q(tr::Queue::Recv)?;
+    fill_stream(s, &t.inq, "receive")?;
+    q(tr::Queue::Send)?;
+    fill_stream(s, &t.outq[..sent], "send")?;
+    q(tr::Queue::None)?;
+    if let (Some(snd_wl1), Some(snd_wnd), Some(max_window), Some(rcv_wnd), Some(rcv_wup)) =
+        (e.snd_wl1, e.snd_wnd, e.max_window, e.rcv_wnd, e.rcv_wup)
+    {
+        let w = tr::Window {
+            snd_wl1,
+            snd_wnd,
+            max_window,
+            rcv_wnd,
+            rcv_wup,
+        };
+        tr::set_window(fd, &w).map_err(|err| s.err("TCP_REPAIR_WINDOW", err))?;
+    }
+    // Autotuning again, if the dumped socket had it (CRIU's images
+    // without SO_BUF_LOCK: both sizes stay locked, as CRIU does).
+    let lock = o.so_buf_lock.unwrap_or(3);
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BUF_LOCK, lock as i32)
+        .map_err(|err| s.err("SO_BUF_LOCK", err))?;
+    let shut =
+        s.i.shutdown
+            .is_some_and(|b| b & pb::SkShutdown::Write as i32 != 0)
+            && matches!(s.i.state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2);
+    if shut && unsent == 0 {
+        q(tr::Queue::Send)?;
+        crate::sys::unix_sock::shutdown(fd, pb::SkShutdown::Write as i32)
+            .map_err(|err| s.err("shutdown in repair mode", err))?;
+        q(tr::Queue::None)?;
+    }
+    Ok((t.outq[sent..].to_vec(), shut && unsent > 0))
+}
+
+/// `data` into the queue selected in repair mode, in pieces the kernel
+/// takes (halved while it has no memory for one).
+fn fill_stream(s: &Sock<'_>, data: &[u8], which: &str) -> Result<()> {
+    let fd = s.fd.as_fd();
+    let mut chunk = data.len().clamp(1, 64 << 10);
+    let mut left = data;
+    while !left.is_empty() {
+        let n = chunk.min(left.len());
+        match tr::send_some(fd, &left[..n]) {
+            Ok(0) => return Err(s.err(&format!("filling its {which} queue"), Errno::EIO)),
+            Ok(k) => left = &left[k..],
+            Err(Errno::ENOMEM | Errno::EAGAIN) if chunk > 1 => chunk /= 2,
+            Err(e) => return Err(s.err(&format!("filling its {which} queue"), e)),
+        }
+    }
+    Ok(())
 }
 
 /// The options of the image, before the bind (IPV6_V6ONLY can only be set
@@ -518,13 +812,17 @@ mod tests {
         assert!(check_entry(&entry(true, TCP_LISTEN, "127.0.0.1:80", None)).is_ok());
         assert!(check_entry(&entry(true, TCP_CLOSE, "[::]:0", None)).is_ok());
         assert!(check_entry(&entry(false, TCP_ESTABLISHED, "[::1]:5", Some("[::1]:6"))).is_ok());
-        let e = check_entry(&entry(
-            true,
-            TCP_ESTABLISHED,
-            "127.0.0.1:1",
-            Some("127.0.0.1:2"),
-        ));
-        assert!(e.unwrap_err().contains("TCP socket in state ESTABLISHED"));
+        for st in [TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2] {
+            assert!(check_entry(&entry(true, st, "127.0.0.1:1", Some("127.0.0.1:2"))).is_ok());
+            assert!(check_entry(&entry(true, st, "127.0.0.1:1", None)).is_err());
+        }
+        // Connecting, and the peer's side closed.
+        for (st, name) in [(2, "SYN-SENT"), (8, "CLOSE-WAIT")] {
+            let e = check_entry(&entry(true, st, "127.0.0.1:1", Some("127.0.0.1:2")));
+            assert!(e
+                .unwrap_err()
+                .contains(&format!("TCP socket in state {name}")));
+        }
         assert!(check_entry(&entry(false, TCP_ESTABLISHED, "127.0.0.1:1", None)).is_err());
         let mut bad = entry(false, TCP_CLOSE, "127.0.0.1:1", None);
         bad.src_addr = vec![1, 2];

@@ -1,0 +1,430 @@
+/*
+ * inet_tcp_conn: an established TCP connection over loopback (--family=4
+ * or 6), dumped and restored with --tcp-established.
+ *
+ * --mode=pair: the test holds one end (C), a child of the tree the other
+ * (S, accepted from a listener L the test keeps). Both sides write, not
+ * reading, until the kernel takes no more: each receive queue is full and
+ * each send queue holds bytes never sent (small buffers, a closed window).
+ *
+ * --mode=ext: the same, with the test holding the listener and the
+ * accepted end, and the client end held by a process outside the tree (a
+ * grandchild in a session of its own). Between the dump and the restore
+ * its kernel keeps probing the closed window of the dumped end: without
+ * the network lock the probe meets no socket and resets the connection.
+ *
+ * --mode=exthalf: as ext, but the test's end writes nothing and shuts its
+ * side down at once: its FIN was sent and acknowledged (FIN-WAIT-2), and
+ * the outside peer, in CLOSE-WAIT, must still see the end of the stream
+ * and reach the test with what it writes.
+ *
+ * --mode=half: as pair, then S shuts its sending side down (C has read
+ * nothing, so the FIN waits behind the queued bytes): S is FIN-WAIT, C
+ * CLOSE-WAIT once the FIN arrives, or both still ESTABLISHED with the FIN
+ * unsent.
+ *
+ * After SIGTERM each side reads everything the other wrote, byte for byte
+ * (a pattern of its own per direction) and nothing more, then a last
+ * message goes each way (not from S in half mode: there C must read the
+ * end of the stream).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "zdtmtst.h"
+
+const char *test_doc = "Check established TCP connections with queued and unsent data (--tcp-established)";
+
+static int family = 4;
+TEST_OPTION(family, int, "4 or 6", 0);
+static char *mode = "pair";
+TEST_OPTION(mode, string, "pair, ext, exthalf or half", 0);
+
+#define WAIT_SECS 20
+#define BUFSZ 8192
+
+static int failed;
+
+/* Byte k of the stream in direction d (0: C to S, 1: S to C). */
+static uint8_t pat(int d, uint64_t k)
+{
+	return (uint8_t)(k * 131 + (k >> 9) + d * 71 + 5);
+}
+
+/* Writes the pattern of direction d until the kernel takes no more. */
+static uint64_t fill(int fd, int d)
+{
+	uint8_t buf[1024];
+	uint64_t n = 0;
+	int i, idle = 0;
+
+	set_nonblock(fd, 1);
+	/* A little time for the window to close and the queues to settle. */
+	while (idle < 20) {
+		ssize_t r;
+
+		for (i = 0; i < (int)sizeof(buf); i++)
+			buf[i] = pat(d, n + i);
+		r = write(fd, buf, sizeof(buf));
+		if (r > 0) {
+			n += r;
+			idle = 0;
+			continue;
+		}
+		if (r < 0 && errno != EAGAIN)
+			return (uint64_t)-1;
+		idle++;
+		usleep(10000);
+	}
+	set_nonblock(fd, 0);
+	return n;
+}
+
+/* Reads exactly `want` bytes of direction d's pattern; then `tail` if
+ * not NULL, and then, with eof, the end of the stream. Returns 0 if so. */
+static int drain(int fd, int d, uint64_t want, const char *tail, int eof, const char *who)
+{
+	uint8_t buf[4096];
+	uint64_t got = 0;
+	size_t tl = tail ? strlen(tail) : 0, tgot = 0;
+	char tbuf[64];
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	time_t end = time(NULL) + WAIT_SECS;
+
+	while (got < want) {
+		ssize_t r, i;
+		size_t ask = sizeof(buf);
+
+		if (want - got < ask)
+			ask = want - got;
+		if (poll(&p, 1, 1000) < 0 || time(NULL) > end) {
+			test_msg("%s: only %llu of %llu bytes arrived\n", who, (unsigned long long)got,
+				 (unsigned long long)want);
+			return -1;
+		}
+		if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		r = recv(fd, buf, ask, MSG_DONTWAIT);
+		if (r < 0 && errno == EAGAIN)
+			continue;
+		if (r <= 0) {
+			test_msg("%s: the stream ended after %llu of %llu bytes (errno %d)\n", who,
+				 (unsigned long long)got, (unsigned long long)want, r < 0 ? errno : 0);
+			return -1;
+		}
+		for (i = 0; i < r; i++)
+			if (buf[i] != pat(d, got + i)) {
+				test_msg("%s: byte %llu is %#x, not %#x\n", who, (unsigned long long)(got + i), buf[i],
+					 pat(d, got + i));
+				return -1;
+			}
+		got += r;
+	}
+	while (tgot < tl) {
+		ssize_t r;
+
+		if (poll(&p, 1, 1000) < 0 || time(NULL) > end)
+			break;
+		r = recv(fd, tbuf + tgot, tl - tgot, MSG_DONTWAIT);
+		if (r > 0)
+			tgot += r;
+		else if (r == 0 || errno != EAGAIN)
+			break;
+	}
+	if (tgot != tl || (tl && memcmp(tbuf, tail, tl))) {
+		test_msg("%s: %zu bytes after the %llu queued ones, not \"%s\"\n", who, tgot, (unsigned long long)want,
+			 tail);
+		return -1;
+	}
+	if (eof) {
+		ssize_t r = -1;
+
+		while (time(NULL) <= end) {
+			if (poll(&p, 1, 1000) < 0)
+				break;
+			r = recv(fd, tbuf, 1, MSG_DONTWAIT);
+			if (r >= 0 || errno != EAGAIN)
+				break;
+		}
+		if (r != 0) {
+			test_msg("%s: no end of stream after the data (%zd, errno %d)\n", who, r, errno);
+			return -1;
+		}
+	} else {
+		/* Nothing more. */
+		if (recv(fd, tbuf, 1, MSG_DONTWAIT) != -1 || errno != EAGAIN) {
+			test_msg("%s: more bytes than were written\n", who);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int write_all(int fd, const char *m)
+{
+	return write(fd, m, strlen(m)) == (ssize_t)strlen(m) ? 0 : -1;
+}
+
+/* What the two sides share (anonymous shared memory; in ext mode the
+ * outside peer's counts go through files instead). */
+struct shared {
+	uint64_t from_s;
+	uint64_t from_c;
+	int s_ready;
+};
+
+static int put_file(const char *name, uint64_t v)
+{
+	char tmp[64], buf[32];
+	int fd, n;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		return -1;
+	n = snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+	if (write(fd, buf, n) != n)
+		return -1;
+	close(fd);
+	return rename(tmp, name);
+}
+
+/* The number in `name`, waiting for it; -1 if it does not come. */
+static int64_t get_file(const char *name, int secs)
+{
+	char buf[32];
+	int i, fd;
+
+	for (i = 0; i < secs * 100; i++) {
+		fd = open(name, O_RDONLY);
+		if (fd >= 0) {
+			ssize_t r = read(fd, buf, sizeof(buf) - 1);
+
+			close(fd);
+			if (r > 0) {
+				buf[r] = 0;
+				return strtoll(buf, NULL, 10);
+			}
+		}
+		usleep(10000);
+	}
+	return -1;
+}
+
+/* The outside peer (ext mode): fills, tells its count, waits for the test
+ * to say go, checks what C wrote, answers, says how it went. */
+static void __attribute__((noreturn)) outside(int s)
+{
+	uint64_t n;
+	int64_t want;
+	int ok;
+
+	setsid();
+	alarm(120);
+	n = fill(s, 1);
+	if (n == (uint64_t)-1 || put_file("tcp.from_s", n))
+		_exit(1);
+	if (get_file("tcp.go", 110) < 0)
+		_exit(1);
+	want = get_file("tcp.from_c", 1);
+	if (!strcmp(mode, "exthalf"))
+		ok = want == 0 && !drain(s, 0, 0, NULL, 1, "the outside peer") && !write_all(s, "back");
+	else
+		ok = want >= 0 && !drain(s, 0, want, "after", 0, "the outside peer") && !write_all(s, "back");
+	put_file("tcp.result", ok ? 1 : 0);
+	/* Stay until the test has read the answer. */
+	get_file("tcp.done", 30);
+	_exit(0);
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_storage ss;
+	struct shared *sh;
+	socklen_t len;
+	int af, lst, cli, srv, small = BUFSZ, ext, half, rshut, status;
+	uint64_t from_c;
+	pid_t pid;
+
+	test_init(argc, argv);
+	rshut = !strcmp(mode, "exthalf");
+	ext = rshut || !strcmp(mode, "ext");
+	half = !strcmp(mode, "half");
+	if (!ext && !half && strcmp(mode, "pair")) {
+		pr_err("unknown --mode=%s\n", mode);
+		return 1;
+	}
+	unlink("tcp.from_s");
+	unlink("tcp.from_c");
+	unlink("tcp.go");
+	unlink("tcp.result");
+	unlink("tcp.done");
+	sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED) {
+		pr_perror("mmap");
+		return 1;
+	}
+	af = family == 6 ? AF_INET6 : AF_INET;
+	memset(&ss, 0, sizeof(ss));
+	if (af == AF_INET6) {
+		((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
+		((struct sockaddr_in6 *)&ss)->sin6_addr = in6addr_loopback;
+		len = sizeof(struct sockaddr_in6);
+	} else {
+		((struct sockaddr_in *)&ss)->sin_family = AF_INET;
+		((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof(struct sockaddr_in);
+	}
+	lst = socket(af, SOCK_STREAM, 0);
+	cli = socket(af, SOCK_STREAM, 0);
+	if (lst < 0 || cli < 0 || setsockopt(lst, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) ||
+	    setsockopt(lst, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)) ||
+	    setsockopt(cli, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) ||
+	    setsockopt(cli, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)) || bind(lst, (struct sockaddr *)&ss, len) ||
+	    listen(lst, 1) || getsockname(lst, (struct sockaddr *)&ss, &len) ||
+	    connect(cli, (struct sockaddr *)&ss, len)) {
+		pr_perror("connection");
+		return 1;
+	}
+	srv = accept(lst, NULL, NULL);
+	if (srv < 0) {
+		pr_perror("accept");
+		return 1;
+	}
+
+	pid = fork();
+	if (pid < 0) {
+		pr_perror("fork");
+		return 1;
+	}
+	if (pid == 0) {
+		if (ext) {
+			/* The outside peer is the client; the test keeps the
+			 * listener and the accepted end. */
+			close(srv);
+			close(lst);
+			if (fork() == 0)
+				outside(cli);
+			_exit(0);
+		}
+		close(cli);
+		close(lst);
+		sh->from_s = fill(srv, 1);
+		if (half && shutdown(srv, SHUT_WR))
+			sh->from_s = (uint64_t)-1;
+		__atomic_store_n(&sh->s_ready, 1, __ATOMIC_SEQ_CST);
+		test_waitsig();
+		if (drain(srv, 0, sh->from_c, "after", 0, "S"))
+			_exit(1);
+		/* In half mode C keeps its end open until S is done. */
+		if (half)
+			_exit(0);
+		if (write_all(srv, "back"))
+			_exit(1);
+		/* Open until C has checked there is nothing more. */
+		if (drain(srv, 0, 0, NULL, 1, "S"))
+			_exit(1);
+		_exit(0);
+	}
+	if (ext) {
+		/* C is the test's end from here on. */
+		close(cli);
+		cli = srv;
+	} else {
+		close(srv);
+	}
+	if (rshut) {
+		struct tcp_info ti;
+		socklen_t tl = sizeof(ti);
+		int i;
+
+		/* The test's side shut down at once: its FIN is sent and
+		 * acknowledged (FIN-WAIT-2), the outside peer in CLOSE-WAIT. */
+		from_c = 0;
+		if (shutdown(cli, SHUT_WR)) {
+			pr_perror("shutdown");
+			return 1;
+		}
+		for (i = 0; i < 200; i++) {
+			if (!getsockopt(cli, IPPROTO_TCP, TCP_INFO, &ti, &tl) && ti.tcpi_state == TCP_FIN_WAIT2)
+				break;
+			usleep(10000);
+		}
+		if (ti.tcpi_state != TCP_FIN_WAIT2) {
+			pr_err("C is in state %d, not FIN-WAIT-2\n", ti.tcpi_state);
+			return 1;
+		}
+	} else {
+		from_c = fill(cli, 0);
+	}
+	if (from_c == (uint64_t)-1) {
+		pr_perror("writing on C");
+		return 1;
+	}
+	if (ext) {
+		waitpid(pid, NULL, 0);
+		if (put_file("tcp.from_c", from_c) || get_file("tcp.from_s", WAIT_SECS) < 0) {
+			pr_err("the outside peer did not start\n");
+			return 1;
+		}
+	} else {
+		int i;
+
+		for (i = 0; i < WAIT_SECS * 100 && !__atomic_load_n(&sh->s_ready, __ATOMIC_SEQ_CST); i++)
+			usleep(10000);
+		if (!sh->s_ready || sh->from_s == (uint64_t)-1) {
+			pr_err("the child did not fill its side\n");
+			return 1;
+		}
+	}
+	sh->from_c = from_c;
+	test_msg("C wrote %llu bytes\n", (unsigned long long)from_c);
+
+	test_daemon();
+	test_waitsig();
+
+	if (ext) {
+		int64_t from_s = get_file("tcp.from_s", 1), res;
+
+		put_file("tcp.go", 1);
+		test_check(!drain(cli, 1, from_s, NULL, 0, "C"), "C did not get what the outside peer wrote");
+		if (!rshut)
+			test_check(!write_all(cli, "after"), "write on C");
+		else
+			test_check(send(cli, "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE,
+				   "C, shut down for writing, is not any more");
+		res = get_file("tcp.result", WAIT_SECS);
+		test_check(res == 1, "the outside peer did not get what C wrote (%lld)", (long long)res);
+		test_check(!drain(cli, 1, 0, "back", 0, "C"), "C did not get the answer");
+		put_file("tcp.done", 1);
+	} else {
+		kill(pid, SIGTERM);
+		test_check(!write_all(cli, "after"), "write on C");
+		test_check(!drain(cli, 1, sh->from_s, half ? NULL : "back", half, "C"), "C did not get what S wrote");
+		if (!half)
+			close(cli);
+		test_check(test_wait_exit(pid, &status, WAIT_SECS) == 0 && WIFEXITED(status) && !WEXITSTATUS(status),
+			   "S did not get what C wrote");
+	}
+	if (failed) {
+		errno = 0;
+		fail("the TCP connection lost, changed or reset its bytes");
+		return 1;
+	}
+	pass();
+	return 0;
+}
