@@ -384,23 +384,15 @@ impl Server {
         }
     }
 
-    fn restore(&mut self) -> Result<(), String> {
+    fn restore(&mut self, opts: &[&str]) -> Result<(), String> {
         let pidfile = self.dir.join("restore.pid");
         let img = self.dir.join("img");
-        run_engine(
-            &self.dir,
-            "restore.log",
-            &[
-                "restore",
-                "-D",
-                &img.to_string_lossy(),
-                "-d",
-                "--pidfile",
-                &pidfile.to_string_lossy(),
-            ],
-        )?;
+        let (img, pidfile) = (img.to_string_lossy(), pidfile.to_string_lossy());
+        let mut args = vec!["restore", "-D", &img, "-d", "--pidfile", &pidfile];
+        args.extend_from_slice(opts);
+        run_engine(&self.dir, "restore.log", &args)?;
         self.restored = true;
-        let restored: i32 = std::fs::read_to_string(&pidfile)
+        let restored: i32 = std::fs::read_to_string(&*pidfile)
             .map_err(|e| e.to_string())?
             .trim()
             .parse()
@@ -473,7 +465,7 @@ pub fn idle(pg: &Install) -> Result<(), Failed> {
     let sum = "SELECT count(*), sum(id), md5(string_agg(v, ',' ORDER BY id)) FROM before_dump";
     let want = s.psql_unix(sum)?;
     s.dump(&[], 0)?;
-    s.restore()?;
+    s.restore(&[])?;
     expect("over TCP after the restore", s.psql_tcp(sum), &want)?;
     expect(
         "over the UNIX socket after the restore",
@@ -611,7 +603,7 @@ pub fn tcp_client(pg: &Install) -> Result<(), Failed> {
     check_query(&mut w, "INSERT INTO shared VALUES (3)", &[], b'T')?;
     check_query(&mut w, "SELECT sum(x)::text FROM mine", &["5050"], b'T')?;
     s.dump(&["--tcp-established"], 1)?;
-    s.restore()?;
+    s.restore(&["--tcp-established"])?;
     check_query(&mut w, "SELECT sum(x)::text FROM mine", &["5050"], b'T')
         .map_err(|e| format!("the same connection after the restore: {e}"))?;
     check_query(&mut w, "COMMIT", &[], b'I')?;
