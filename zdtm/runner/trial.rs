@@ -38,6 +38,9 @@ const TAIL: usize = 40;
 pub struct Config {
     /// ZDTM_ENGINE, or the `ckpt` binary of this package.
     pub engine: PathBuf,
+    /// ZDTM_RESTORE_ENGINE: another engine for the restores (images of
+    /// one engine restored by another); the dump engine by default.
+    pub restore_engine: Option<PathBuf>,
     /// ZDTM_ENGINE_OPTS: extra options for every engine command.
     pub engine_opts: Vec<String>,
     /// ZDTM_BIN_DIR at run time, else the one build.rs set.
@@ -55,6 +58,7 @@ impl Config {
             engine: var("ZDTM_ENGINE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| env!("CARGO_BIN_EXE_ckpt").into()),
+            restore_engine: var("ZDTM_RESTORE_ENGINE").map(PathBuf::from),
             engine_opts: std::env::var("ZDTM_ENGINE_OPTS")
                 .unwrap_or_default()
                 .split_whitespace()
@@ -587,7 +591,11 @@ impl<'a> Run<'a> {
         self.engine_files.push(console.clone());
         let out = File::create(&console).map_err(|e| format!("create {what}.console: {e}"))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(&self.cfg.engine);
+        let engine = match &self.cfg.restore_engine {
+            Some(e) if what.starts_with("restore") => e,
+            _ => &self.cfg.engine,
+        };
+        let mut cmd = Command::new(engine);
         cmd.args(&args)
             .envs(self.engine_env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
@@ -601,7 +609,7 @@ impl<'a> Run<'a> {
                 .iter()
                 .map(|(k, v)| format!("{k}={v} "))
                 .collect::<String>(),
-            self.cfg.engine.display(),
+            engine.display(),
             args.iter()
                 .map(|a| a.to_string_lossy())
                 .collect::<Vec<_>>()
@@ -610,7 +618,7 @@ impl<'a> Run<'a> {
         no_inherited_fds(&mut cmd);
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.cfg.engine.display()))?;
+            .map_err(|e| format!("cannot run {}: {e}", engine.display()))?;
         Ok((child, cmdline))
     }
 

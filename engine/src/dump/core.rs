@@ -181,7 +181,8 @@ pub fn dump_thread(
     let (policy, prio) = sched(tid);
     let info = pb::ThreadInfoX86 {
         clear_tid_addr,
-        gpregs: regs_to_pb(regs),
+        // Rewound, as CRIU writes them (kernel/restart.rs).
+        gpregs: regs_to_pb(&crate::kernel::restart::rewound(*regs)),
         fpregs: xsave_to_pb(xstate),
         tls: vec![],
     };

@@ -146,6 +146,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         shmem_done: Default::default(),
         stats: DumpStats::default(),
         cow_vmas: Default::default(),
+        cow_pages: 0,
         cow_parents: tree
             .iter()
             .filter(|c| c.zombie.is_none())
@@ -211,6 +212,9 @@ struct DumpCtx<'a> {
     cow_vmas: BTreeMap<Pid, Vec<pb::VmaEntry>>,
     /// Processes with live children in the tree.
     cow_parents: std::collections::BTreeSet<Pid>,
+    /// Pages written as shared with the parent (PE_COW_PARENT), which
+    /// only ckpt restores: the image version says so.
+    cow_pages: u64,
 }
 
 impl DumpCtx<'_> {
@@ -249,7 +253,11 @@ impl DumpCtx<'_> {
         // its own (a namespace that differs; never its memory or files).
         let dumper = task_ids(std::process::id() as Pid, self.next_files_id, &mut self.ns)?;
         let mut inv = pb::InventoryEntry {
-            img_version: 2,
+            img_version: if self.cow_pages > 0 {
+                crate::images::magic::IMAGES_CKPT_COW
+            } else {
+                crate::images::magic::IMAGES_V1_1
+            },
             fdinfo_per_id: Some(true),
             root_ids: Some(dumper),
             ns_per_id: Some(true),
@@ -557,6 +565,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     ctx.stats.pages += private.pm.total_pages();
     let cow = memory::cow_entries(&cow);
     let shared: u64 = cow.iter().map(|e| e.nr_pages as u64).sum();
+    ctx.cow_pages += shared;
     if shared > 0 {
         debug!("pid {pid}: {shared} pages shared with parent {}", p.ppid);
     }

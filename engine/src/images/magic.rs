@@ -24,6 +24,11 @@ pub const RAW_IMAGE_MAGIC: u32 = 0x0;
 /// `inventory_entry.img_version` of every image set ckpt writes
 /// (CRTOOLS_IMAGES_V1_1: the images have the common head magic).
 pub const IMAGES_V1_1: u32 = 2;
+/// `img_version` of an image set that needs ckpt: some of its pages are
+/// shared with the parent process (PE_COW_PARENT). Any other value than
+/// 1 and 2 makes CRIU refuse the set whole ("Not supported images
+/// version"), where it would otherwise restore holes instead of pages.
+pub const IMAGES_CKPT_COW: u32 = 0x636b_7031;
 
 /// How an image file starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -22,7 +22,18 @@ pub const ERESTART_RESTARTBLOCK: i64 = -516;
 /// For a relative nanosleep/clock_nanosleep the kernel wrote the time
 /// still to sleep into `rem` when it was interrupted; the restarted call
 /// sleeps that (`req := rem`), not the whole interval again.
-pub fn restart_regs(mut r: Regs) -> Regs {
+pub fn restart_regs(r: Regs) -> Regs {
+    let mut r = rewound(r);
+    r.orig_rax = u64::MAX;
+    r
+}
+
+/// The registers of a thread stopped in an interruptible system call, set
+/// back to run the call again (see [`restart_regs`]), with `orig_rax`
+/// kept: what a dump writes, as CRIU writes it, so that an image restored
+/// by any engine runs the call again. Registers rewound already are left
+/// as they are (their rax is a system call number, not -ERESTART*).
+pub fn rewound(mut r: Regs) -> Regs {
     let rax = r.rax as i64;
     if (r.orig_rax as i64) < 0 {
         return r;
@@ -45,7 +56,6 @@ pub fn restart_regs(mut r: Regs) -> Regs {
         r.rax = r.orig_rax;
         r.rip -= 2;
     }
-    r.orig_rax = u64::MAX;
     r
 }
 
@@ -106,5 +116,19 @@ mod tests {
         let n = restart_regs(r);
         assert_eq!(n.rip, 0x5000);
         assert_eq!(n.rax, ERESTARTSYS as u64);
+    }
+
+    #[test]
+    fn rewinding_twice_is_rewinding_once() {
+        let mut r = zero();
+        r.orig_rax = libc::SYS_read as u64;
+        r.rax = ERESTARTSYS as u64;
+        r.rip = 0x1002;
+        let once = rewound(r);
+        assert_eq!(once.orig_rax, libc::SYS_read as u64);
+        let twice = restart_regs(once);
+        assert_eq!(twice.rip, 0x1000);
+        assert_eq!(twice.rax, libc::SYS_read as u64);
+        assert_eq!(twice.orig_rax, u64::MAX);
     }
 }

@@ -3,6 +3,8 @@
 //! The xsave area is stored twice: decoded into CRIU's fields (so crit and
 //! CRIU can read it) and raw in `ckpt_xsave_raw`, which is what ckpt
 //! restores from, so no state component is lost whatever this CPU has.
+//! Images without the raw area (CRIU's, or edited with crit) are restored
+//! from CRIU's fields, laid over the new thread's own area.
 
 use crate::images::pb;
 use crate::ptrace::Regs;
@@ -107,13 +109,129 @@ pub fn xsave_to_pb(x: &[u8]) -> pb::UserX86FpregsEntry {
         e.padding = words(x, 416, 24);
     }
     if x.len() >= 576 + 256 {
-        e.xsave = Some(pb::UserX86XsaveEntry {
+        let mut xs = pb::UserX86XsaveEntry {
             xstate_bv: u64_at(x, 512),
-            ymmh_space: words(x, 576, 64),
             ..Default::default()
-        });
+        };
+        for c in COMPONENTS {
+            if let Some((off, size)) = component(c.bit).filter(|&(o, n)| o + n <= x.len()) {
+                let b = &x[off..off + size];
+                match (c.field)(&mut xs) {
+                    Words::W32(v) => *v = b.chunks(4).map(|w| u32_at(w, 0)).collect(),
+                    Words::W64(v) => *v = b.chunks(8).map(|w| u64_at(w, 0)).collect(),
+                }
+            }
+        }
+        e.xsave = Some(xs);
     }
     e
+}
+
+/// A field of CRIU's xsave entry, as 32- or 64-bit words.
+enum Words<'a> {
+    W32(&'a mut Vec<u32>),
+    W64(&'a mut Vec<u64>),
+}
+
+/// An xsave state component CRIU keeps in a field of its own.
+struct Component {
+    bit: u32,
+    field: fn(&mut pb::UserX86XsaveEntry) -> Words<'_>,
+}
+
+/// AVX, MPX, AVX-512 and PKRU: the components CRIU's entry has fields for.
+const COMPONENTS: &[Component] = &[
+    Component {
+        bit: 2,
+        field: |x| Words::W32(&mut x.ymmh_space),
+    },
+    Component {
+        bit: 3,
+        field: |x| Words::W64(&mut x.bndreg_state),
+    },
+    Component {
+        bit: 4,
+        field: |x| Words::W64(&mut x.bndcsr_state),
+    },
+    Component {
+        bit: 5,
+        field: |x| Words::W64(&mut x.opmask_reg),
+    },
+    Component {
+        bit: 6,
+        field: |x| Words::W64(&mut x.zmm_upper),
+    },
+    Component {
+        bit: 7,
+        field: |x| Words::W64(&mut x.hi16_zmm),
+    },
+    Component {
+        bit: 9,
+        field: |x| Words::W32(&mut x.pkru),
+    },
+];
+
+/// Where state component `bit` lies in the standard (not compacted)
+/// xsave format of this CPU, and its size; `None` when the CPU lacks it.
+fn component(bit: u32) -> Option<(usize, usize)> {
+    let (size, off, _, _) = crate::sys::cpuid(0xd, bit);
+    (size != 0 && off != 0).then_some((off as usize, size as usize))
+}
+
+/// The xsave area for a thread of an image that has only CRIU's fields:
+/// `own` (the new thread's area, of the size this kernel wants) with the
+/// legacy region, the header and every component CRIU keeps written over
+/// it. Components the image marks in use but this CPU lacks, or CRIU has
+/// no field for, are left at their initial state.
+pub fn xsave_from_pb(e: &pb::UserX86FpregsEntry, own: &[u8]) -> Vec<u8> {
+    let mut x = own.to_vec();
+    if x.len() < 576 {
+        return x;
+    }
+    let put16 =
+        |x: &mut Vec<u8>, o: usize, v: u32| x[o..o + 2].copy_from_slice(&(v as u16).to_le_bytes());
+    let put_words = |x: &mut Vec<u8>, o: usize, w: &[u32], max: usize| {
+        for (i, v) in w.iter().take(max).enumerate() {
+            x[o + 4 * i..o + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    };
+    put16(&mut x, 0, e.cwd);
+    put16(&mut x, 2, e.swd);
+    put16(&mut x, 4, e.twd);
+    put16(&mut x, 6, e.fop);
+    x[8..16].copy_from_slice(&e.rip.to_le_bytes());
+    x[16..24].copy_from_slice(&e.rdp.to_le_bytes());
+    x[24..28].copy_from_slice(&e.mxcsr.to_le_bytes());
+    x[28..32].copy_from_slice(&e.mxcsr_mask.to_le_bytes());
+    put_words(&mut x, 32, &e.st_space, 32);
+    put_words(&mut x, 160, &e.xmm_space, 64);
+    // x87 and SSE are always written; the rest where the image has them.
+    let mut bv = 0b11u64;
+    if let Some(xs) = &e.xsave {
+        let mut xs = xs.clone();
+        for c in COMPONENTS {
+            let Some((off, size)) = component(c.bit).filter(|&(o, n)| o + n <= x.len()) else {
+                continue;
+            };
+            if xs.xstate_bv & (1 << c.bit) == 0 {
+                continue;
+            }
+            let bytes: Vec<u8> = match (c.field)(&mut xs) {
+                Words::W32(v) => v.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                Words::W64(v) => v.iter().flat_map(|w| w.to_le_bytes()).collect(),
+            };
+            if bytes.len() < size {
+                continue;
+            }
+            x[off..off + size].copy_from_slice(&bytes[..size]);
+            bv |= 1 << c.bit;
+        }
+        bv &= xs.xstate_bv | 0b11;
+    }
+    x[512..520].copy_from_slice(&bv.to_le_bytes());
+    // Standard format: no compaction.
+    x[520..528].fill(0);
+    x
 }
 
 #[cfg(test)]

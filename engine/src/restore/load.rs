@@ -169,11 +169,12 @@ pub fn load(dir: &Path) -> Result<Images> {
 
 fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
     let inventory = *require(dir, "inventory.img", &set.inventory)?;
-    if inventory.img_version != 2 {
+    use crate::images::magic::{IMAGES_CKPT_COW, IMAGES_V1_1};
+    if inventory.img_version != IMAGES_V1_1 && inventory.img_version != IMAGES_CKPT_COW {
         return Err(bad(
             &dir.join("inventory.img"),
             format!(
-                "image version {} is not supported (expected 2)",
+                "image version {} is not supported (expected {IMAGES_V1_1}, or {IMAGES_CKPT_COW:#x} with pages shared with the parent)",
                 inventory.img_version
             ),
         ));
@@ -358,19 +359,22 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
     })
 }
 
-/// A live thread's core image has its registers with the raw xsave area
-/// ckpt restores them from, and its thread core.
+/// A live thread's core image has its registers (the FPU state raw, as
+/// ckpt writes it, or in CRIU's fields only) and its thread core.
 fn check_registers(path: &Path, c: &pb::CoreEntry) -> Result<()> {
     match &c.thread_info {
         Some(i)
             if i.fpregs
                 .ckpt_xsave_raw
                 .as_ref()
-                .is_some_and(|x| x.len() >= 576) => {}
-        Some(_) => return Err(bad(
-            path,
-            "no raw xsave area (ckpt_xsave_raw); images from other engines are not restorable yet",
-        )),
+                .is_some_and(|x| x.len() < 576) =>
+        {
+            return Err(bad(
+                path,
+                "the raw xsave area (ckpt_xsave_raw) is shorter than an xsave header",
+            ))
+        }
+        Some(_) => {}
         None => return Err(bad(path, "no thread_info (registers)")),
     }
     if c.thread_core.is_none() {

@@ -271,22 +271,29 @@ pub fn reset_address_space(
             .iter()
             .filter(|v| v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR) != 0)
             .collect();
-    let sizes = |g: &[(u64, u64)]| g.iter().map(|(s, e)| e - s).collect::<Vec<_>>();
     let cur_ranges: Vec<(u64, u64)> = group.iter().map(|v| (v.start, v.end)).collect();
     let dumped_ranges: Vec<(u64, u64)> = dumped.iter().map(|v| (v.start, v.end)).collect();
-    if sizes(&cur_ranges) != sizes(&dumped_ranges) {
-        return Err(Error::unsupported(
-            pid,
-            format!("vDSO layout {dumped_ranges:x?}"),
-            format!(
-                "this kernel's vDSO/vvar layout ({cur_ranges:x?}) differs from the dumped one; restore needs the same kernel"
-            ),
-        ));
-    }
     let vdso_idx = group
         .iter()
         .position(|v| matches!(v.is_special(), Some(SpecialVma::Vdso)))
         .ok_or_else(|| Error::task(pid, "vDSO", "the new task has no [vdso]"))?;
+    let dumped_vdso = dumped
+        .iter()
+        .find(|v| v.status & VMA_AREA_VDSO != 0)
+        .map(|v| v.start);
+    // Where each running mapping goes; the layouts must match block for
+    // block (CRIU writes [vvar] and [vvar_vclock] as one mapping).
+    let targets = vdso_targets(&cur_ranges, &dumped_ranges)
+        .filter(|t| dumped_vdso == Some(t[vdso_idx]))
+        .ok_or_else(|| {
+            Error::unsupported(
+                pid,
+                format!("vDSO layout {dumped_ranges:x?}"),
+                format!(
+                    "this kernel's vDSO/vvar layout ({cur_ranges:x?}) differs from the dumped one; restore needs the same kernel"
+                ),
+            )
+        })?;
     let ip_off = syscall_ip - cur_ranges[vdso_idx].0;
     let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     busy.extend(cur_ranges.iter().copied());
@@ -317,7 +324,7 @@ pub fn reset_address_space(
     }
     for (i, &range) in cur_ranges.iter().enumerate() {
         let from = tmp + (range.0 - cur_ranges[0].0);
-        let to = dumped_ranges[i].0;
+        let to = targets[i];
         mremap(r, (from, from + (range.1 - range.0)), to)?;
         if i == vdso_idx {
             ip = to + ip_off;
@@ -326,6 +333,33 @@ pub fn reset_address_space(
     }
     debug!("pid {pid}: vDSO group moved to {:#x}", dumped_ranges[0].0);
     Ok(ip)
+}
+
+/// The address each of `cur` (the running vDSO group, sorted) moves to
+/// so that it lies as in `dumped`: both cut into blocks of adjacent
+/// mappings, which must have the same sizes in the same order.
+fn vdso_targets(cur: &[(u64, u64)], dumped: &[(u64, u64)]) -> Option<Vec<u64>> {
+    fn blocks(g: &[(u64, u64)]) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &(s, e) in g {
+            match out.last_mut() {
+                Some(last) if last.1 == s => last.1 = e,
+                _ => out.push((s, e)),
+            }
+        }
+        out
+    }
+    let (cb, db) = (blocks(cur), blocks(dumped));
+    let size = |b: &[(u64, u64)]| b.iter().map(|(s, e)| e - s).collect::<Vec<_>>();
+    if size(&cb) != size(&db) {
+        return None;
+    }
+    cur.iter()
+        .map(|r| {
+            let b = cb.iter().position(|b| b.0 <= r.0 && r.1 <= b.1)?;
+            Some(db[b].0 + (r.0 - cb[b].0))
+        })
+        .collect()
 }
 
 /// What a VMA needs while pages are written into it.
@@ -737,4 +771,29 @@ fn writev_all(pid: i32, batch: &mut Vec<(&[u8], u64)>) -> Result<()> {
     }
     batch.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vdso_targets;
+
+    #[test]
+    fn vdso_group_moves_block_by_block() {
+        // This kernel: [vvar] 16 KiB, [vvar_vclock] 8 KiB, [vdso] 8 KiB.
+        let cur = [(0x10000, 0x14000), (0x14000, 0x16000), (0x16000, 0x18000)];
+        // CRIU writes the two vvar mappings as one.
+        let criu = [(0x70000, 0x76000), (0x76000, 0x78000)];
+        assert_eq!(
+            vdso_targets(&cur, &criu),
+            Some(vec![0x70000, 0x74000, 0x76000])
+        );
+        // ckpt writes them as the kernel has them.
+        let ckpt = [(0x70000, 0x74000), (0x74000, 0x76000), (0x76000, 0x78000)];
+        assert_eq!(
+            vdso_targets(&cur, &ckpt),
+            Some(vec![0x70000, 0x74000, 0x76000])
+        );
+        // Another kernel's layout.
+        assert_eq!(vdso_targets(&cur, &[(0x70000, 0x72000)]), None);
+    }
 }

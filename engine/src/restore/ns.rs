@@ -168,10 +168,12 @@ pub fn from_set(dir: &Path, set: &ImageSet, tasks: &[TaskImages]) -> Result<NsIm
         let name = format!("timens-{id}.img");
         out.time = Some(*super::load::require(dir, &name, &ns.time[&id])?);
     }
+    // timens-0.img is no namespace: CRIU writes its clocks at dump time
+    // there for every tree (namespace ids start at 1).
     check_left(
         "time",
         "timens",
-        ns.time.keys().copied().collect(),
+        ns.time.keys().copied().filter(|&k| k != 0).collect(),
         ids.time_ns_id,
     )?;
     Ok(out)

@@ -64,8 +64,12 @@ impl Restorer for Threads {
 
 fn set_final_state(th: &mut Seized, info: &pb::ThreadInfoX86, blk: u64) -> Result<()> {
     th.set_sigmask(blk)?;
-    if let Some(x) = &info.fpregs.ckpt_xsave_raw {
-        th.set_xstate(x)?;
+    match &info.fpregs.ckpt_xsave_raw {
+        Some(x) => th.set_xstate(x)?,
+        None => {
+            let own = th.xstate()?;
+            th.set_xstate(&crate::ptrace::regs::xsave_from_pb(&info.fpregs, &own))?;
+        }
     }
     th.set_regs(&restart_regs(regs_from_pb(&info.gpregs)))
 }

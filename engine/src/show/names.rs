@@ -874,6 +874,9 @@ pub fn img_version(v: u32) -> String {
     match v {
         1 => "v1 (1)".into(),
         2 => "v1.1 (2)".into(),
+        crate::images::magic::IMAGES_CKPT_COW => {
+            "v1.1 with pages shared with the parent (ckpt only)".into()
+        }
         v => format!("{v} (unknown)"),
     }
 }

@@ -231,3 +231,11 @@ pub fn pidfd_open(pid: i32, flags: u32) -> nix::Result<std::os::fd::RawFd> {
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     Errno::result(r).map(|fd| fd as std::os::fd::RawFd)
 }
+
+/// CPUID leaf `leaf`, sub-leaf `sub`: (eax, ebx, ecx, edx).
+pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
+    // SAFETY: every x86-64 CPU has CPUID, which only reads.
+    #[allow(unused_unsafe)]
+    let r = unsafe { std::arch::x86_64::__cpuid_count(leaf, sub) };
+    (r.eax, r.ebx, r.ecx, r.edx)
+}

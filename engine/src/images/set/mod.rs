@@ -1091,8 +1091,11 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
                 core.thread_core.as_ref().and_then(|tc| tc.cg_set),
             ];
             for id in ids.into_iter().flatten() {
+                // CRIU leaves out the set that is its own cgroups (the
+                // inventory's root_cg_set): such tasks stay where born.
+                let dumpers = set.inventory.as_ref().ok().and_then(|i| i.root_cg_set);
                 let known = match &set.cgroups {
-                    Some(Ok(cg)) => cg.sets.iter().any(|s| s.id == id),
+                    Some(Ok(cg)) => cg.sets.iter().any(|s| s.id == id) || dumpers == Some(id),
                     Some(Err(_)) => true, // reported already
                     // CRIU writes none when every task's cgroups are its
                     // own: the tasks stay where the restore makes them.
