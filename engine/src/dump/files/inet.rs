@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
-use super::{FdCx, FdDumper, FdLink, FileTable};
+use super::{socket_ino, FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Pid, Result};
 use crate::images::inet::{
     addr_words, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LISTEN,
@@ -112,13 +112,6 @@ impl InetTable {
     }
 }
 
-fn socket_ino(link: &str) -> Option<u32> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
 impl FdDumper for Inet {
     /// An INET socket's link is the same "socket:[INO]" as any other's:
     /// the fd itself says its family.
@@ -127,21 +120,7 @@ impl FdDumper for Inet {
     }
 
     fn claims_fd(&self, fd: &FdCx<'_>) -> bool {
-        let FdLink::Other(link) = fd.kind else {
-            return false;
-        };
-        if socket_ino(link).is_none() {
-            return false;
-        }
-        let Ok(sock) = crate::sys::take_fd(fd.pid, fd.fd) else {
-            // The socket kind that claims it will say why it cannot be
-            // taken.
-            return false;
-        };
-        matches!(
-            getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN),
-            Ok(libc::AF_INET | libc::AF_INET6)
-        )
+        super::socket_of_domain(fd, &[libc::AF_INET, libc::AF_INET6])
     }
 
     fn dump(&self, fd: &FdCx<'_>, table: &mut FileTable) -> Result<(pb::FdTypes, u32)> {

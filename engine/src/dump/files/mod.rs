@@ -141,6 +141,33 @@ pub static FD_DUMPERS: &[&dyn FdDumper] = &[
     &fanotify::Fanotify,
 ];
 
+/// The inode of a socket fd, from its link "socket:[INO]".
+pub(super) fn socket_ino(link: &str) -> Option<u32> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Whether `fd` is a socket of one of `domains`: every socket's link is
+/// the same "socket:[INO]", so the socket itself (SO_DOMAIN) says. A
+/// socket the engine cannot take is left to the kind that claims it,
+/// which says why.
+pub(super) fn socket_of_domain(fd: &FdCx<'_>, domains: &[i32]) -> bool {
+    let FdLink::Other(link) = fd.kind else {
+        return false;
+    };
+    if socket_ino(link).is_none() {
+        return false;
+    }
+    let Ok(sock) = crate::sys::take_fd(fd.pid, fd.fd) else {
+        return false;
+    };
+    use std::os::fd::AsFd;
+    crate::sys::unix_sock::getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .is_ok_and(|d| domains.contains(&d))
+}
+
 /// One kind of file descriptor, on the dump side.
 pub trait FdDumper: Sync {
     /// Whether this kind dumps the fd whose /proc link is `link`.

@@ -8,20 +8,13 @@ use std::os::fd::AsFd;
 use nix::errno::Errno;
 
 use super::inet::sock_opts;
-use super::{FdCx, FdDumper, FdLink, FileTable};
+use super::{socket_ino, FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Result};
 use crate::images::pb;
 use crate::sys::netlink_sock as nl;
 use crate::sys::unix_sock::getsockopt_int;
 
 pub struct Netlink;
-
-fn socket_ino(link: &str) -> Option<u32> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
 
 impl FdDumper for Netlink {
     /// Its link is "socket:[INO]" like any socket's: the fd says.
@@ -30,16 +23,7 @@ impl FdDumper for Netlink {
     }
 
     fn claims_fd(&self, fd: &FdCx<'_>) -> bool {
-        let FdLink::Other(link) = fd.kind else {
-            return false;
-        };
-        if socket_ino(link).is_none() {
-            return false;
-        }
-        let Ok(sock) = crate::sys::take_fd(fd.pid, fd.fd) else {
-            return false;
-        };
-        getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_NETLINK)
+        super::socket_of_domain(fd, &[libc::AF_NETLINK])
     }
 
     fn dump(&self, fd: &FdCx<'_>, table: &mut FileTable) -> Result<(pb::FdTypes, u32)> {

@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use nix::errno::Errno;
 
 use super::inet::sock_opts;
-use super::{FdCx, FdDumper, FdLink, FileTable};
+use super::{socket_ino, FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Result};
 use crate::images::pb;
 use crate::sys::packet_sock::{self as ps, PDI_AUXDATA, PDI_LOSS, PDI_ORIGDEV, PDI_VNETHDR};
@@ -24,13 +24,6 @@ pub struct Packet;
 /// PACKET_FANOUT_CBPF: from this type on a BPF program picks the socket.
 const FANOUT_CBPF: u32 = 6;
 
-fn socket_ino(link: &str) -> Option<u32> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
 impl FdDumper for Packet {
     /// Its link is "socket:[INO]" like any socket's: the fd says.
     fn claims(&self, _link: &FdLink<'_>) -> bool {
@@ -38,16 +31,7 @@ impl FdDumper for Packet {
     }
 
     fn claims_fd(&self, fd: &FdCx<'_>) -> bool {
-        let FdLink::Other(link) = fd.kind else {
-            return false;
-        };
-        if socket_ino(link).is_none() {
-            return false;
-        }
-        let Ok(sock) = crate::sys::take_fd(fd.pid, fd.fd) else {
-            return false;
-        };
-        getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_PACKET)
+        super::socket_of_domain(fd, &[libc::AF_PACKET])
     }
 
     fn dump(&self, fd: &FdCx<'_>, table: &mut FileTable) -> Result<(pb::FdTypes, u32)> {

@@ -21,7 +21,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use nix::errno::Errno;
 
-use super::{FdCx, FdDumper, FdLink, FileTable};
+use super::{socket_ino, FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::imgdir::ImageDir;
@@ -66,13 +66,6 @@ struct Seen {
     icons: Vec<u32>,
     /// An entry of its own for a peer outside the tree (--ext-unix-sk).
     external: bool,
-}
-
-fn socket_ino(link: &str) -> Option<u32> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
 }
 
 fn family_name(domain: i32) -> String {

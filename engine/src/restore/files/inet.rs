@@ -22,7 +22,6 @@
 //! the sockets still in repair mode, so the peers hear nothing, and keeps
 //! it for the next attempt.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -333,18 +332,7 @@ impl Sock<'_> {
 }
 
 fn make_all(imgs: &Images, repaired: &mut Vec<Repaired>) -> Result<Vec<(u32, OwnedFd)>> {
-    // A task that holds each file, and its filesystem ids.
-    let mut holder: BTreeMap<u32, (Pid, u32, u32)> = BTreeMap::new();
-    for t in &imgs.tasks {
-        let ids = t
-            .thread()
-            .creds
-            .as_ref()
-            .map_or((0, 0), |c| (c.fsuid, c.fsgid));
-        for f in &t.fdinfo {
-            holder.entry(f.id).or_insert((t.pid, ids.0, ids.1));
-        }
-    }
+    let holder = super::holders(imgs);
     let mut socks = Vec::new();
     for (id, f) in &imgs.files {
         let (Some(i), Some(&(pid, uid, gid))) = (&f.isk, holder.get(id)) else {

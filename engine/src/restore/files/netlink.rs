@@ -3,7 +3,6 @@
 //! pidfd_getfd: bound to their port id and groups, connected if they were,
 //! with their options.
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
@@ -62,17 +61,7 @@ struct Made;
 
 impl Restorer for Made {
     fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
-        let mut holder: BTreeMap<u32, (Pid, u32, u32)> = BTreeMap::new();
-        for t in &imgs.tasks {
-            let ids = t
-                .thread()
-                .creds
-                .as_ref()
-                .map_or((0, 0), |c| (c.fsuid, c.fsgid));
-            for f in &t.fdinfo {
-                holder.entry(f.id).or_insert((t.pid, ids.0, ids.1));
-            }
-        }
+        let holder = super::holders(imgs);
         for (id, f) in &imgs.files {
             let (Some(n), Some(&(pid, uid, gid))) = (&f.nlsk, holder.get(id)) else {
                 continue;

@@ -5,7 +5,6 @@
 //! protocol and interface, the memberships, and the fanout group last
 //! (the kernel lets only a bound socket join one).
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
@@ -92,17 +91,7 @@ struct Made;
 
 impl Restorer for Made {
     fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
-        let mut holder: BTreeMap<u32, (Pid, u32, u32)> = BTreeMap::new();
-        for t in &imgs.tasks {
-            let ids = t
-                .thread()
-                .creds
-                .as_ref()
-                .map_or((0, 0), |c| (c.fsuid, c.fsgid));
-            for f in &t.fdinfo {
-                holder.entry(f.id).or_insert((t.pid, ids.0, ids.1));
-            }
-        }
+        let holder = super::holders(imgs);
         for (id, f) in &imgs.files {
             let (Some(p), Some(&(pid, uid, gid))) = (&f.psk, holder.get(id)) else {
                 continue;
