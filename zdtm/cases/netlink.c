@@ -8,10 +8,13 @@
  *   gen    NETLINK_GENERIC, SOCK_DGRAM, never bound
  *   own    NETLINK_ROUTE bound to a port id chosen here, connected to the
  *          kernel (port id 0)
+ *   q      NETLINK_ROUTE that asked for a dump of the links and read none
+ *          of the reply: the kernel's messages wait in its queue
  *
  * After SIGTERM: the port ids, groups, types and options read back; rt
  * still answers an RTM_GETLINK dump request (the kernel's reply for lo
- * comes back to its port id); gen and own are not bound elsewhere.
+ * comes back to its port id); gen and own are not bound elsewhere; q
+ * reads the whole link dump it asked for, lo in it, up to NLMSG_DONE.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -63,7 +66,7 @@ int main(int argc, char **argv)
 {
 	struct sockaddr_nl a, rt_name, own_name, now;
 	uint32_t groups[2], groups_now[2];
-	int rt, gen, own, rcvbuf, v;
+	int rt, gen, own, q, rcvbuf, v, seen_lo, done;
 	struct {
 		struct nlmsghdr h;
 		struct ifinfomsg i;
@@ -75,7 +78,8 @@ int main(int argc, char **argv)
 	rt = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
 	gen = socket(AF_NETLINK, SOCK_DGRAM, NETLINK_GENERIC);
 	own = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
-	if (rt < 0 || gen < 0 || own < 0) {
+	q = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+	if (rt < 0 || gen < 0 || own < 0 || q < 0) {
 		pr_perror("socket");
 		return 1;
 	}
@@ -115,6 +119,20 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	rcvbuf = getopt_int(rt, SOL_SOCKET, SO_RCVBUF);
+
+	/* The kernel answers at once: its reply waits in q's queue. */
+	memset(&req, 0, sizeof(req));
+	req.h.nlmsg_len = sizeof(req);
+	req.h.nlmsg_type = RTM_GETLINK;
+	req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req.h.nlmsg_seq = 77;
+	req.i.ifi_family = AF_UNSPEC;
+	memset(&a, 0, sizeof(a));
+	a.nl_family = AF_NETLINK;
+	if (sendto(q, &req, sizeof(req), 0, (struct sockaddr *)&a, sizeof(a)) != sizeof(req)) {
+		pr_perror("sendto q");
+		return 1;
+	}
 
 	test_daemon();
 	test_waitsig();
@@ -165,6 +183,30 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
+
+	/* q: the whole dump it asked for, lo in it, then NLMSG_DONE. */
+	seen_lo = done = 0;
+	set_nonblock(q, 1);
+	while (!done) {
+		struct nlmsghdr *h;
+
+		n = recv(q, buf, sizeof(buf), 0);
+		if (n < (ssize_t)sizeof(struct nlmsghdr)) {
+			test_check(0, "q: the queued link dump ended early (%zd, errno %d)", n, errno);
+			break;
+		}
+		for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+			test_check(h->nlmsg_seq == 77, "q: a message of sequence %u", h->nlmsg_seq);
+			if (h->nlmsg_type == NLMSG_DONE) {
+				done = 1;
+				break;
+			}
+			if (h->nlmsg_type == RTM_NEWLINK && ((struct ifinfomsg *)NLMSG_DATA(h))->ifi_index == 1)
+				seen_lo = 1;
+		}
+	}
+	test_check(seen_lo, "q: lo is not in the queued link dump");
+	test_check(recv(q, buf, sizeof(buf), 0) < 0 && errno == EAGAIN, "q: more queued after NLMSG_DONE");
 
 	if (failed)
 		fail("netlink sockets changed");

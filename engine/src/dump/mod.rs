@@ -166,6 +166,8 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     let stats = std::mem::take(&mut ctx.stats);
     // Its connections, in repair mode until the end.
     let mut conns = std::mem::take(&mut ctx.files.inet);
+    // Messages taken off netlink queues, put back unless the tree dies.
+    let mut netlink = std::mem::take(&mut ctx.files.netlink);
     drop(ctx);
     debug!(
         "pid {pid}: images written; {}",
@@ -179,14 +181,17 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         conns
             .resume()
             .map_err(|e| Error::task(pid, "TCP connections", e))?;
+        netlink.put_back()?;
         freeze::thaw_tree(tree)?;
     } else {
         info!("pid {pid}: dump done, killing it");
         // Its connections vanish with it, still in repair mode and locked.
         conns.hand_over();
+        netlink.hand_over();
         freeze::kill_tree(tree)?;
     }
     drop(conns);
+    drop(netlink);
     Ok(stats)
 }
 

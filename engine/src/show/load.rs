@@ -107,6 +107,7 @@ impl ImageSet {
             }
         }
         if f.usk.is_some()
+            || f.nlsk.is_some()
             || f.isk
                 .as_ref()
                 .is_some_and(|i| i.r#type == libc::SOCK_DGRAM as u32)

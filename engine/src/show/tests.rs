@@ -995,7 +995,7 @@ fn unix_socket_queues() {
     assert!(
         set.problems
             .iter()
-            .any(|p| p == "sk-queues.img: data queued for file id 1, which is not a UNIX socket or an INET datagram socket"),
+            .any(|p| p == "sk-queues.img: data queued for file id 1, which is not a UNIX socket, an INET datagram socket or a netlink socket"),
         "{:?}",
         set.problems
     );

@@ -113,20 +113,75 @@ pub fn connect(fd: BorrowedFd<'_>, portid: u32, group: u32) -> nix::Result<()> {
     .map(drop)
 }
 
-/// Whether anything is queued for reception (peeked, left there).
-pub fn has_queued(fd: BorrowedFd<'_>) -> nix::Result<bool> {
-    let mut b = [0u8; 1];
-    // SAFETY: the kernel writes at most one byte into `b`.
-    match Errno::result(unsafe {
+/// Takes the next message off the receive queue, whole, with its sender's
+/// (port id, group); None when the queue is empty. Netlink cannot peek
+/// past the first message, so reading the queue means taking it.
+pub fn take(fd: BorrowedFd<'_>) -> nix::Result<Option<(Vec<u8>, u32, u32)>> {
+    // SAFETY: a zero-length buffer; MSG_TRUNC makes the kernel say the
+    // message's full length without writing any of it.
+    let len = match Errno::result(unsafe {
         libc::recv(
             fd.as_raw_fd(),
-            b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
         )
     }) {
-        Err(Errno::EAGAIN) => Ok(false),
-        Err(e) => Err(e),
-        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(n) => n as usize,
+    };
+    let mut buf = vec![0u8; len];
+    // SAFETY: plain data, zero is valid.
+    let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    let mut alen = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `buf` and at most
+    // `alen` bytes into `a`.
+    let got = Errno::result(unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            len,
+            libc::MSG_DONTWAIT,
+            (&mut a as *mut libc::sockaddr_nl).cast(),
+            &mut alen,
+        )
+    })? as usize;
+    buf.truncate(got);
+    Ok(Some((buf, a.nl_pid, a.nl_groups)))
+}
+
+/// Queues `msg` on the socket bound to `portid` (the sender's own port id
+/// when it sends to itself), without waiting for room.
+pub fn send_to(fd: BorrowedFd<'_>, portid: u32, msg: &[u8]) -> nix::Result<()> {
+    // SAFETY: plain data, zero is valid.
+    let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    a.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    a.nl_pid = portid;
+    // SAFETY: the kernel reads `msg.len()` bytes of `msg` and one
+    // sockaddr_nl from `a`.
+    let n = Errno::result(unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            libc::MSG_DONTWAIT,
+            (&a as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    })? as usize;
+    if n != msg.len() {
+        return Err(Errno::EMSGSIZE);
     }
+    Ok(())
+}
+
+/// A sockaddr_nl as bytes, as sk-queues.img keeps a message's sender.
+pub fn addr_bytes(portid: u32, group: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12);
+    out.extend_from_slice(&(libc::AF_NETLINK as u16).to_ne_bytes());
+    out.extend_from_slice(&0u16.to_ne_bytes());
+    out.extend_from_slice(&portid.to_ne_bytes());
+    out.extend_from_slice(&group.to_ne_bytes());
+    out
 }

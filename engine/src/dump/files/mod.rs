@@ -68,6 +68,8 @@ pub struct FileTable {
     pub tty: tty::TtyTable,
     /// INET sockets' queued datagrams.
     pub inet: inet::InetTable,
+    /// Netlink sockets' queued messages.
+    pub netlink: netlink::NetlinkTable,
     /// pidfds, checked against the whole tree.
     pub pidfds: Vec<pidfd::SeenPidfd>,
     /// Every process whose fds are dumped so far.

@@ -329,6 +329,7 @@ impl FdDumper for Unix {
                 )
             })
             .chain(table.inet.queue_entries())
+            .chain(table.netlink.queue_entries())
             .collect();
         if !entries.is_empty() {
             dir.write_with_payloads("sk-queues.img", &entries)?;

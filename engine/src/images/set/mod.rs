@@ -1055,8 +1055,13 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
         match set.file(*id) {
             Some(f) if f.usk.is_some() => {}
             Some(f) if f.isk.as_ref().is_some_and(|i| i.r#type == libc::SOCK_DGRAM as u32) => {}
+            // Put back by sending them to itself, which needs a port id.
+            Some(f) if f.nlsk.as_ref().is_some_and(|n| n.portid != 0) => {}
+            Some(f) if f.nlsk.is_some() => out.push(format!(
+                "sk-queues.img: messages queued for the netlink socket of file id {id}, which has no port id"
+            )),
             Some(_) => out.push(format!(
-                "sk-queues.img: data queued for file id {id}, which is not a UNIX socket or an INET datagram socket"
+                "sk-queues.img: data queued for file id {id}, which is not a UNIX socket, an INET datagram socket or a netlink socket"
             )),
             None => need(*id, "queued data".into(), "sk-queues.img", &mut out),
         }

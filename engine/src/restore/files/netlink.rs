@@ -1,7 +1,9 @@
 //! Netlink sockets, made by the engine before any task (as the task's
 //! filesystem ids, like INET sockets) and taken by their tasks with
 //! pidfd_getfd: bound to their port id and groups, connected if they were,
-//! with their options.
+//! with their options, and with the messages that were queued on them
+//! sent again from the socket to itself (so they say they came from its
+//! own port id, not the kernel's: dump/files/netlink.rs says why).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -66,7 +68,8 @@ impl Restorer for Made {
             let (Some(n), Some(&(pid, uid, gid))) = (&f.nlsk, holder.get(id)) else {
                 continue;
             };
-            let fd = make(n, uid, gid).map_err(|(op, e)| {
+            let queue = imgs.sk_queues.get(id).map(Vec::as_slice).unwrap_or(&[]);
+            let fd = make(n, uid, gid, queue).map_err(|(op, e)| {
                 Error::sys(
                     pid,
                     format!(
@@ -86,6 +89,7 @@ fn make(
     n: &pb::NetlinkSkEntry,
     uid: u32,
     gid: u32,
+    queue: &[Vec<u8>],
 ) -> Result<OwnedFd, (&'static str, nix::errno::Errno)> {
     let ty = n.sk_type.map_or(libc::SOCK_RAW, |t| t as i32);
     let fd = crate::sys::inet_sock::socket_owned(uid, gid, libc::AF_NETLINK, ty, n.protocol as i32)
@@ -135,6 +139,9 @@ fn make(
     }
     if n.portid != 0 || n.groups.iter().any(|&g| g != 0) {
         nl::bind(s, n.portid, &n.groups).map_err(|e| ("bind", e))?;
+    }
+    for m in queue {
+        nl::send_to(s, n.portid, m).map_err(|e| ("queueing its messages again", e))?;
     }
     if n.state != 0 {
         nl::connect(s, n.dst_portid, n.dst_group).map_err(|e| ("connect", e))?;
