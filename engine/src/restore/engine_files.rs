@@ -85,6 +85,13 @@ fn make(imgs: &Images) -> Result<(BTreeMap<u32, OwnedFd>, Vec<memfd::Made>)> {
                 .map(|(f, _)| *f)
                 .collect();
             let orig = &imgs.reg(users[0]).name; // validated: one remap at least
+            if e.mode & libc::S_IFMT == libc::S_IFIFO {
+                let linked = ghost::create_fifo(pid, *gid, orig, e)?;
+                let ends = super::files::fifo_ghost_ends(imgs, pid, linked.path(), &users)?;
+                descriptions.extend(ends);
+                linked.unlink(pid)?;
+                continue;
+            }
             let (_fd, linked) = ghost::create(pid, *gid, orig, e, chunks)?;
             for id in users {
                 let reg = imgs.reg(id);

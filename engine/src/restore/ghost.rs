@@ -55,6 +55,29 @@ pub fn from_set(
             };
         }
     }
+    // A FIFO's ghost stands for the path of FIFO ends only, and only a
+    // FIFO's ghost does: either way round the end could not be opened.
+    let fifo_path = |id: u32| {
+        files
+            .values()
+            .any(|f| f.fifo.as_ref().and_then(|p| p.regf_id) == Some(id))
+    };
+    for (orig, gid) in &out.remap {
+        let is_fifo = out.files[gid].0.mode & libc::S_IFMT == libc::S_IFIFO;
+        if is_fifo != fifo_path(*orig) {
+            return Err(bad(
+                &path,
+                format!(
+                    "file {orig} is remapped to ghost {gid}, {}",
+                    if is_fifo {
+                        "a FIFO, but it is not the path of a FIFO's ends"
+                    } else {
+                        "a regular file, but it is the path of a FIFO's ends"
+                    }
+                ),
+            ));
+        }
+    }
     Ok(out)
 }
 
@@ -81,6 +104,68 @@ impl Drop for Linked {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Make the FIFO of ghost `id` again, named after `orig` (the path it
+/// had, or beside it when that is taken), with its owner, mode and times;
+/// its ends are opened by that name before it is unlinked.
+pub fn create_fifo(pid: i32, id: u32, orig: &str, e: &pb::GhostFileEntry) -> Result<Linked> {
+    use nix::sys::stat::{Mode, UtimensatFlags};
+    let what = || format!("unlinked FIFO {orig} (ghost {id})");
+    let make = |p: &Path| nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o600));
+    let first = PathBuf::from(orig);
+    let at = match make(&first) {
+        Ok(()) => first,
+        Err(nix::errno::Errno::EEXIST) => {
+            let alt = PathBuf::from(format!("{orig}.cr.{id:x}.ghost"));
+            make(&alt).map_err(|err| {
+                Error::io(
+                    &alt,
+                    format!("pid {pid}: {}: creating it", what()),
+                    err.into(),
+                )
+            })?;
+            alt
+        }
+        Err(err) => {
+            return Err(Error::io(
+                &first,
+                format!("pid {pid}: {}: creating it again", what()),
+                err.into(),
+            ))
+        }
+    };
+    let link = Linked(Some(at.clone()));
+    let sys = |op: &str, err| Error::sys(pid, format!("{}: {op}", what()), err);
+    nix::unistd::fchownat(
+        None,
+        &at,
+        Some(e.uid.into()),
+        Some(e.gid.into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|err| sys("chown", err))?;
+    nix::sys::stat::fchmodat(
+        None,
+        &at,
+        Mode::from_bits_truncate(e.mode & 0o7777),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|err| sys("chmod", err))?;
+    let ts = |t: &Option<pb::Timeval>| match t {
+        Some(t) => nix::sys::time::TimeSpec::new(t.tv_sec as i64, (t.tv_usec * 1000) as i64),
+        None => nix::sys::time::TimeSpec::UTIME_OMIT,
+    };
+    nix::sys::stat::utimensat(
+        None,
+        &at,
+        &ts(&e.atim),
+        &ts(&e.mtim),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|err| sys("utimensat", err))?;
+    debug!("pid {pid}: {} made again at {}", what(), at.display());
+    Ok(link)
 }
 
 /// Make ghost `id` again, named after `orig` (the path it had); returns

@@ -197,6 +197,13 @@ impl ImageSet {
                 format!("contents in ghost-file-{g:x}.img"),
             ));
         }
+        // An unlinked FIFO: its path entry is the ghost.
+        if let Some(g) = f.fifo.as_ref().and_then(|p| self.ghosts.get(&p.regf_id?)) {
+            v.extra.push((
+                "unlinked".into(),
+                format!("made again from ghost-file-{g:x}.img"),
+            ));
+        }
         v
     }
 

@@ -32,6 +32,8 @@ mod unix;
 /// connected by name).
 pub const UNIX_SOCKETS: Kind = unix::KIND;
 
+pub use fifo::open_ghost_ends as fifo_ghost_ends;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
