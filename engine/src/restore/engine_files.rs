@@ -1,6 +1,7 @@
 //! Files the engine makes itself and hands to the tasks: memfd objects
-//! (`memfd`) and unlinked files (`ghost`). Neither can be opened by a path,
-//! so a task cannot open them for itself.
+//! (`memfd`), unlinked files (`ghost`) and pidfds of reaped tasks
+//! (`files/pidfd.rs`). None can be opened by a path, so a task cannot
+//! open them for itself.
 //!
 //! The engine makes each object once, then one open file description per
 //! file id of files.img (each fd's description, and one per mapping), by
@@ -109,6 +110,8 @@ fn make(imgs: &Images) -> Result<(BTreeMap<u32, OwnedFd>, Vec<memfd::Made>)> {
                 descriptions.insert(*id, reopen(pid, &path, m.flags, m.pos, &what)?);
             }
         }
+        // pidfds of tasks reaped before the dump.
+        descriptions.extend(super::files::dead_pidfds(imgs)?);
         let late = memfds.into_values().filter(|m| m.late_seals != 0);
         Ok((descriptions, late.collect()))
     }
