@@ -386,6 +386,50 @@ mod tests {
         }
     }
 
+    fn write_fifo_ghost(dir: &Path, data: &[u8]) {
+        let mut w = ImageWriter::create(dir.join("ghost-file-1.img"), Magic::GhostFile).unwrap();
+        w.write_entry(&pb::GhostFileEntry {
+            mode: libc::S_IFIFO | 0o600,
+            ..Default::default()
+        })
+        .unwrap();
+        w.write_raw(data).unwrap();
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn a_fifo_ghost_stands_for_the_path_of_fifo_ends_only() {
+        let fifo = pb::FileEntry {
+            r#type: pb::FdTypes::Fifo as i32,
+            id: 8,
+            fifo: Some(pb::FifoEntry {
+                id: 8,
+                pipe_id: 99,
+                regf_id: Some(7),
+                wait_writer: None,
+            }),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        write_remap(dir.path(), 7, 1);
+        write_fifo_ghost(dir.path(), b"");
+        let files = BTreeMap::from([(7, reg_file(7)), (8, fifo)]);
+        let g = load(dir.path(), &files).unwrap();
+        assert!(g.files[&1].1.is_empty());
+        // Without the FIFO entry the remapped file would be opened as a
+        // regular one.
+        let alone = BTreeMap::from([(7, reg_file(7))]);
+        let e = load(dir.path(), &alone).unwrap_err().to_string();
+        assert!(e.contains("not the path of a FIFO"), "{e}");
+        // A FIFO's ghost has no contents.
+        write_fifo_ghost(dir.path(), b"data");
+        assert!(load(dir.path(), &files).is_err());
+        // And a regular file's ghost is not a FIFO's path.
+        write_ghost(dir.path(), 1, 5, b"hello");
+        let e = load(dir.path(), &files).unwrap_err().to_string();
+        assert!(e.contains("is the path of a FIFO"), "{e}");
+    }
+
     #[test]
     fn refuses_contents_of_the_wrong_size() {
         let dir = tempfile::tempdir().unwrap();
