@@ -2,7 +2,7 @@
 //! (PIDFD_GET_INFO), and the stand-in process the restore makes so that a
 //! new pidfd refers to a process that has died that way and was reaped.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
@@ -96,4 +96,11 @@ pub fn fork_stand_in(status: i32, go: BorrowedFd<'_>) -> nix::Result<i32> {
         }
         libc::_exit(libc::WEXITSTATUS(status));
     }
+}
+
+/// `pidfd_open(2)` of `pid`, owned.
+pub fn open(pid: i32, flags: u32) -> nix::Result<OwnedFd> {
+    let fd = super::pidfd_open(pid, flags)?;
+    // SAFETY: a fresh fd the kernel just gave us, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

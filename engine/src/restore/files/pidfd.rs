@@ -11,7 +11,7 @@
 //! gives the exit status.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -133,15 +133,14 @@ pub fn make_dead(imgs: &Images) -> Result<Vec<(u32, OwnedFd)>> {
             .iter()
             .map(|f| {
                 let flags = f.pidfd.as_ref().expect("checked").flags & libc::O_NONBLOCK as u32;
-                let fd = crate::sys::pidfd_open(child, flags).map_err(|e| {
+                let fd = crate::sys::pidfd::open(child, flags).map_err(|e| {
                     Error::sys(
                         root,
                         format!("{}: pidfd_open of stand-in {child}", what()),
                         e,
                     )
                 })?;
-                // SAFETY: a fresh fd we own (pidfds are close-on-exec).
-                Ok((f.id, unsafe { OwnedFd::from_raw_fd(fd) }))
+                Ok((f.id, fd))
             })
             .collect();
         // Go, whatever happened: the stand-in holds a copy of the write
