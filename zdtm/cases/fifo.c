@@ -16,9 +16,9 @@
  * --kind=WHAT:
  *   child     a child (fork) holds the same three open files until the
  *             parent is done: the FIFOs are shared between processes
- *   unlinked  fifo.a is unlinked before the dump, which must refuse it
- *             (naming it); after SIGTERM all still works, path checks of a
- *             aside
+ *   unlinked  fifo.a is unlinked before the dump (still open, data in
+ *             it): after SIGTERM ra and wa are still one FIFO (same
+ *             inode, no link left) and nothing is at its path
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -186,11 +186,23 @@ int main(int argc, char **argv)
 		test_check(fl == f->getfl, "%s: F_GETFL is %#o, was %#o", f->what, fl, f->getfl);
 		test_check(!fd_link(f->fd, link) && !strcmp(link, f->link), "%s: the fd names %s, was %s",
 			   f->what, link, f->link);
-		if (is_kind("unlinked") && f->path == a_path)
+		if (is_kind("unlinked") && f->path == a_path) {
+			test_check(!fstat(f->fd, &st_fd) && S_ISFIFO(st_fd.st_mode) && st_fd.st_nlink == 0,
+				   "%s: the fd is not an unlinked FIFO", f->what);
 			continue;
+		}
 		test_check(!fstat(f->fd, &st_fd) && !stat(f->path, &st_path) && S_ISFIFO(st_fd.st_mode) &&
 				   st_fd.st_ino == st_path.st_ino && st_fd.st_dev == st_path.st_dev,
 			   "%s: the fd is not the FIFO %s", f->what, f->path);
+	}
+	if (is_kind("unlinked")) {
+		struct stat ra, wa, p;
+
+		test_check(!fstat(fds[RA].fd, &ra) && !fstat(fds[WA].fd, &wa) && ra.st_ino == wa.st_ino &&
+				   ra.st_dev == wa.st_dev,
+			   "ra, wa: no longer one FIFO");
+		test_check(stat(a_path, &p) && errno == ENOENT, "%s: something is at the unlinked FIFO's path",
+			   a_path);
 	}
 	test_check(fds[RA].getfl & O_NONBLOCK, "ra: was not O_NONBLOCK before the dump");
 	test_check(!(fds[WA].getfl & O_NONBLOCK) && !(fds[B].getfl & O_NONBLOCK),

@@ -13,16 +13,22 @@
  * the child; the pidfd then polls readable, and waitid(P_PIDFD) reaps the
  * child with the signal as its cause.
  *
- * --reaped: a third child C has exited and been reaped, its pidfd still
- * open: the dump must refuse it, naming it, and the tree goes on.
+ * --reaped: a third child C has exited (code 7) and been reaped; two
+ * pidfds of it are still open (c, c2). After SIGTERM both name pid -1 and
+ * are one process (one pidfs inode), poll readable and hung up, a signal
+ * through them fails with ESRCH, waitid(P_PIDFD) finds no child, and
+ * PIDFD_GET_INFO gives exit code 7 where the kernel gave it before.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,6 +74,45 @@ static pid_t fdinfo_pid(int fd)
 	return pid;
 }
 
+/* struct pidfd_info, first version (Linux 6.13) */
+struct pidfd_info_v0 {
+	uint64_t mask, cgroupid;
+	uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+	int32_t exit_code;
+};
+#define PIDFD_INFO_EXIT_ (1ULL << 3)
+#define PIDFD_GET_INFO_ _IOWR(0xFF, 11, struct pidfd_info_v0)
+
+/* the exit status PIDFD_GET_INFO gives, or -1 */
+static int info_exit(int fd)
+{
+	struct pidfd_info_v0 info = { .mask = PIDFD_INFO_EXIT_ };
+
+	if (ioctl(fd, PIDFD_GET_INFO_, &info) || !(info.mask & PIDFD_INFO_EXIT_))
+		return -1;
+	return info.exit_code;
+}
+
+static void check_reaped(const char *what, int fd, int exit_before)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	siginfo_t si;
+	int r;
+
+	test_check(fdinfo_pid(fd) == -1, "%s: the pidfd of the reaped child names pid %d", what, fdinfo_pid(fd));
+	test_check(poll(&p, 1, 0) == 1 && (p.revents & POLLIN) && (p.revents & POLLHUP),
+		   "%s: the pidfd polls %#x, not readable and hung up", what, p.revents);
+	errno = 0;
+	r = syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0);
+	test_check(r == -1 && errno == ESRCH, "%s: pidfd_send_signal gave %d (errno %d), not ESRCH", what, r, errno);
+	errno = 0;
+	r = waitid(P_PIDFD, fd, &si, WEXITED | WNOHANG);
+	test_check(r == -1 && errno == ECHILD, "%s: waitid(P_PIDFD) gave %d (errno %d), not ECHILD", what, r, errno);
+	if (exit_before != -1)
+		test_check(info_exit(fd) == exit_before, "%s: PIDFD_GET_INFO gives exit status %#x, was %#x", what,
+			   info_exit(fd), exit_before);
+}
+
 static void __attribute__((noreturn)) sleeper(void)
 {
 	for (;;)
@@ -92,7 +137,8 @@ static void end_child(const char *what, int fd, pid_t pid)
 
 int main(int argc, char **argv)
 {
-	int fd_a, fd_b = -1, fd_self, fd_c = -1;
+	int fd_a, fd_b = -1, fd_self, fd_c = -1, fd_c2 = -1, exit_c = -1;
+	struct stat st_c, st_c2;
 	pid_t a, b, c;
 
 	test_init(argc, argv);
@@ -123,12 +169,15 @@ int main(int argc, char **argv)
 	if (reaped) {
 		c = fork();
 		if (c == 0)
-			_exit(0);
+			_exit(7);
 		fd_c = pidfd_open(c, 0);
-		if (c < 0 || fd_c < 0 || waitpid(c, NULL, 0) != c) {
+		fd_c2 = pidfd_open(c, PIDFD_NONBLOCK);
+		if (c < 0 || fd_c < 0 || fd_c2 < 0 || waitpid(c, NULL, 0) != c) {
 			pr_perror("child c");
 			return 1;
 		}
+		exit_c = info_exit(fd_c);
+		test_msg("PIDFD_GET_INFO of the reaped child: %#x\n", exit_c);
 	}
 
 	test_daemon();
@@ -140,8 +189,13 @@ int main(int argc, char **argv)
 	test_check(!(fcntl(fd_b, F_GETFL) & O_NONBLOCK), "b: PIDFD_NONBLOCK appeared");
 	end_child("a", fd_a, a);
 	end_child("b", fd_b, b);
-	if (reaped)
-		test_check(fdinfo_pid(fd_c) == -1, "c: the pidfd of the reaped child names pid %d", fdinfo_pid(fd_c));
+	if (reaped) {
+		check_reaped("c", fd_c, exit_c);
+		check_reaped("c2", fd_c2, exit_c);
+		test_check(fcntl(fd_c2, F_GETFL) & O_NONBLOCK, "c2: PIDFD_NONBLOCK is lost");
+		test_check(!fstat(fd_c, &st_c) && !fstat(fd_c2, &st_c2) && st_c.st_ino == st_c2.st_ino,
+			   "c, c2: no longer pidfds of one process");
+	}
 
 	if (failed) {
 		errno = 0;

@@ -263,6 +263,19 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "epoll_closed_target",
+        program: Program::C("epoll_closed_target"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "epoll_refused_elsewhere",
+        program: Program::C("epoll_closed_target"),
+        args: &["--kind=elsewhere"],
+        crfail: true,
+        crfail_reason: Some("open at no other fd of the process"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "threads_fds",
         program: Program::C("threads_fds"),
         ..Case::DEFAULT
@@ -367,11 +380,9 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
-        name: "pidfd_refused_reaped",
+        name: "pidfd_reaped",
         program: Program::C("pidfd"),
         args: &["--reaped"],
-        crfail: true,
-        crfail_reason: Some("pidfds of tasks that have exited and been reaped"),
         ..Case::DEFAULT
     },
     Case {
@@ -468,11 +479,9 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
-        name: "fifo_refused_unlinked",
+        name: "fifo_unlinked",
         program: Program::C("fifo"),
         args: &["--kind=unlinked"],
-        crfail: true,
-        crfail_reason: Some("FIFOs) whose path was removed"),
         ..Case::DEFAULT
     },
     // UNIX socket pairs: queued data, shutdown, options, across fork.

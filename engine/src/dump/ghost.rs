@@ -6,7 +6,8 @@
 //! file entry under the old path plus a remap-fpath.img entry that points
 //! it at the ghost. One ghost per inode, however many fds, mappings and
 //! processes reach it. The restore recreates the file, opens what it needs
-//! and unlinks it again.
+//! and unlinks it again. An unlinked FIFO is a ghost too, with no
+//! contents (as CRIU writes it: the entry alone, of FIFO mode).
 //!
 //! Copying is bounded (`--ghost-limit`, CRIU's option, 1 MiB by default):
 //! an unlinked file is usually a small lock or scratch file, and a big one
@@ -14,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::Metadata;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 use super::files::FileTable;
 use crate::error::{Error, Pid, Result};
@@ -107,6 +108,40 @@ impl GhostTable {
         if let Some(&i) = self.by_inode.get(&(meta.dev(), meta.ino())) {
             return Ok(self.ghosts[i].id);
         }
+        let tv = |s: i64, ns: i64| pb::Timeval {
+            tv_sec: s as u64,
+            tv_usec: (ns / 1000) as u64,
+        };
+        let mut entry = pb::GhostFileEntry {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode(),
+            dev: Some(meta.dev() as u32),
+            ino: Some(meta.ino()),
+            rdev: None,
+            atim: Some(tv(meta.atime(), meta.atime_nsec())),
+            mtim: Some(tv(meta.mtime(), meta.mtime_nsec())),
+            chunks: None,
+            size: None,
+            symlnk_target: None,
+        };
+        let id = self.ghosts.len() as u32 + 1;
+        if meta.file_type().is_fifo() {
+            // Nothing to copy: its data is the FIFO's (fifo-data.img), and
+            // opening it here could block or steal a reader's place.
+            self.ghosts.push(Ghost {
+                id,
+                entry,
+                chunks: Vec::new(),
+            });
+            self.by_inode
+                .insert((meta.dev(), meta.ino()), self.ghosts.len() - 1);
+            debug!(
+                "pid {pid}: {what} is unlinked FIFO {}: ghost {id}",
+                String::from_utf8_lossy(link)
+            );
+            return Ok(id);
+        }
         let ctx = || format!("pid {pid}: {what} ({})", String::from_utf8_lossy(link));
         if meta.size() > self.limit {
             return Err(Error::unsupported(
@@ -133,28 +168,9 @@ impl GhostTable {
             .map_err(|e| Error::io(proc_path, format!("{}: opening it", ctx()), e))?;
         let chunks = read_chunks(&f, meta.size())
             .map_err(|e| Error::io(proc_path, format!("{}: reading its contents", ctx()), e))?;
-        let id = self.ghosts.len() as u32 + 1;
-        let tv = |s: i64, ns: i64| pb::Timeval {
-            tv_sec: s as u64,
-            tv_usec: (ns / 1000) as u64,
-        };
-        self.ghosts.push(Ghost {
-            id,
-            entry: pb::GhostFileEntry {
-                uid: meta.uid(),
-                gid: meta.gid(),
-                mode: meta.mode(),
-                dev: Some(meta.dev() as u32),
-                ino: Some(meta.ino()),
-                rdev: None,
-                atim: Some(tv(meta.atime(), meta.atime_nsec())),
-                mtim: Some(tv(meta.mtime(), meta.mtime_nsec())),
-                chunks: Some(true),
-                size: Some(meta.size()),
-                symlnk_target: None,
-            },
-            chunks,
-        });
+        entry.chunks = Some(true);
+        entry.size = Some(meta.size());
+        self.ghosts.push(Ghost { id, entry, chunks });
         self.by_inode
             .insert((meta.dev(), meta.ino()), self.ghosts.len() - 1);
         debug!(

@@ -1,6 +1,7 @@
 //! Files the engine makes itself and hands to the tasks: memfd objects
-//! (`memfd`) and unlinked files (`ghost`). Neither can be opened by a path,
-//! so a task cannot open them for itself.
+//! (`memfd`), unlinked files (`ghost`) and pidfds of reaped tasks
+//! (`files/pidfd.rs`). None can be opened by a path, so a task cannot
+//! open them for itself.
 //!
 //! The engine makes each object once, then one open file description per
 //! file id of files.img (each fd's description, and one per mapping), by
@@ -85,6 +86,13 @@ fn make(imgs: &Images) -> Result<(BTreeMap<u32, OwnedFd>, Vec<memfd::Made>)> {
                 .map(|(f, _)| *f)
                 .collect();
             let orig = &imgs.reg(users[0]).name; // validated: one remap at least
+            if e.mode & libc::S_IFMT == libc::S_IFIFO {
+                let linked = ghost::create_fifo(pid, *gid, orig, e)?;
+                let ends = super::files::fifo_ghost_ends(imgs, pid, linked.path(), &users)?;
+                descriptions.extend(ends);
+                linked.unlink(pid)?;
+                continue;
+            }
             let (_fd, linked) = ghost::create(pid, *gid, orig, e, chunks)?;
             for id in users {
                 let reg = imgs.reg(id);
@@ -102,6 +110,8 @@ fn make(imgs: &Images) -> Result<(BTreeMap<u32, OwnedFd>, Vec<memfd::Made>)> {
                 descriptions.insert(*id, reopen(pid, &path, m.flags, m.pos, &what)?);
             }
         }
+        // pidfds of tasks reaped before the dump.
+        descriptions.extend(super::files::dead_pidfds(imgs)?);
         let late = memfds.into_values().filter(|m| m.late_seals != 0);
         Ok((descriptions, late.collect()))
     }

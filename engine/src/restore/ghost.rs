@@ -55,6 +55,29 @@ pub fn from_set(
             };
         }
     }
+    // A FIFO's ghost stands for the path of FIFO ends only, and only a
+    // FIFO's ghost does: either way round the end could not be opened.
+    let fifo_path = |id: u32| {
+        files
+            .values()
+            .any(|f| f.fifo.as_ref().and_then(|p| p.regf_id) == Some(id))
+    };
+    for (orig, gid) in &out.remap {
+        let is_fifo = out.files[gid].0.mode & libc::S_IFMT == libc::S_IFIFO;
+        if is_fifo != fifo_path(*orig) {
+            return Err(bad(
+                &path,
+                format!(
+                    "file {orig} is remapped to ghost {gid}, {}",
+                    if is_fifo {
+                        "a FIFO, but it is not the path of a FIFO's ends"
+                    } else {
+                        "a regular file, but it is the path of a FIFO's ends"
+                    }
+                ),
+            ));
+        }
+    }
     Ok(out)
 }
 
@@ -81,6 +104,68 @@ impl Drop for Linked {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Make the FIFO of ghost `id` again, named after `orig` (the path it
+/// had, or beside it when that is taken), with its owner, mode and times;
+/// its ends are opened by that name before it is unlinked.
+pub fn create_fifo(pid: i32, id: u32, orig: &str, e: &pb::GhostFileEntry) -> Result<Linked> {
+    use nix::sys::stat::{Mode, UtimensatFlags};
+    let what = || format!("unlinked FIFO {orig} (ghost {id})");
+    let make = |p: &Path| nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o600));
+    let first = PathBuf::from(orig);
+    let at = match make(&first) {
+        Ok(()) => first,
+        Err(nix::errno::Errno::EEXIST) => {
+            let alt = PathBuf::from(format!("{orig}.cr.{id:x}.ghost"));
+            make(&alt).map_err(|err| {
+                Error::io(
+                    &alt,
+                    format!("pid {pid}: {}: creating it", what()),
+                    err.into(),
+                )
+            })?;
+            alt
+        }
+        Err(err) => {
+            return Err(Error::io(
+                &first,
+                format!("pid {pid}: {}: creating it again", what()),
+                err.into(),
+            ))
+        }
+    };
+    let link = Linked(Some(at.clone()));
+    let sys = |op: &str, err| Error::sys(pid, format!("{}: {op}", what()), err);
+    nix::unistd::fchownat(
+        None,
+        &at,
+        Some(e.uid.into()),
+        Some(e.gid.into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|err| sys("chown", err))?;
+    nix::sys::stat::fchmodat(
+        None,
+        &at,
+        Mode::from_bits_truncate(e.mode & 0o7777),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|err| sys("chmod", err))?;
+    let ts = |t: &Option<pb::Timeval>| match t {
+        Some(t) => nix::sys::time::TimeSpec::new(t.tv_sec as i64, (t.tv_usec * 1000) as i64),
+        None => nix::sys::time::TimeSpec::UTIME_OMIT,
+    };
+    nix::sys::stat::utimensat(
+        None,
+        &at,
+        &ts(&e.atim),
+        &ts(&e.mtim),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|err| sys("utimensat", err))?;
+    debug!("pid {pid}: {} made again at {}", what(), at.display());
+    Ok(link)
 }
 
 /// Make ghost `id` again, named after `orig` (the path it had); returns
@@ -299,6 +384,50 @@ mod tests {
             write_chunked(dir.path(), 100, bad);
             assert!(load(dir.path(), &files).is_err(), "{bad:?}");
         }
+    }
+
+    fn write_fifo_ghost(dir: &Path, data: &[u8]) {
+        let mut w = ImageWriter::create(dir.join("ghost-file-1.img"), Magic::GhostFile).unwrap();
+        w.write_entry(&pb::GhostFileEntry {
+            mode: libc::S_IFIFO | 0o600,
+            ..Default::default()
+        })
+        .unwrap();
+        w.write_raw(data).unwrap();
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn a_fifo_ghost_stands_for_the_path_of_fifo_ends_only() {
+        let fifo = pb::FileEntry {
+            r#type: pb::FdTypes::Fifo as i32,
+            id: 8,
+            fifo: Some(pb::FifoEntry {
+                id: 8,
+                pipe_id: 99,
+                regf_id: Some(7),
+                wait_writer: None,
+            }),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        write_remap(dir.path(), 7, 1);
+        write_fifo_ghost(dir.path(), b"");
+        let files = BTreeMap::from([(7, reg_file(7)), (8, fifo)]);
+        let g = load(dir.path(), &files).unwrap();
+        assert!(g.files[&1].1.is_empty());
+        // Without the FIFO entry the remapped file would be opened as a
+        // regular one.
+        let alone = BTreeMap::from([(7, reg_file(7))]);
+        let e = load(dir.path(), &alone).unwrap_err().to_string();
+        assert!(e.contains("not the path of a FIFO"), "{e}");
+        // A FIFO's ghost has no contents.
+        write_fifo_ghost(dir.path(), b"data");
+        assert!(load(dir.path(), &files).is_err());
+        // And a regular file's ghost is not a FIFO's path.
+        write_ghost(dir.path(), 1, 5, b"hello");
+        let e = load(dir.path(), &files).unwrap_err().to_string();
+        assert!(e.contains("is the path of a FIFO"), "{e}");
     }
 
     #[test]

@@ -198,6 +198,13 @@ impl ImageSet {
                 format!("contents in ghost-file-{g:x}.img"),
             ));
         }
+        // An unlinked FIFO: its path entry is the ghost.
+        if let Some(g) = f.fifo.as_ref().and_then(|p| self.ghosts.get(&p.regf_id?)) {
+            v.extra.push((
+                "unlinked".into(),
+                format!("made again from ghost-file-{g:x}.img"),
+            ));
+        }
         v
     }
 
@@ -477,7 +484,18 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
     } else if let Some(p) = &f.pidfd {
         v.path = "anon_inode:[pidfd]".into();
         v.flags = Some(p.flags);
-        v.extra.push(("pid".into(), p.nspid.to_string()));
+        if p.nspid == -1 {
+            v.extra.push(("pid".into(), "reaped".into()));
+            let died = match p.attr.as_ref().and_then(|a| a.exit_code) {
+                Some(st) if libc::WIFEXITED(st) => format!("exit {}", libc::WEXITSTATUS(st)),
+                Some(st) if libc::WIFSIGNALED(st) => format!("signal {}", libc::WTERMSIG(st)),
+                Some(st) => format!("status {st:#x}"),
+                None => "unknown".into(),
+            };
+            v.extra.push(("died by".into(), died));
+        } else {
+            v.extra.push(("pid".into(), p.nspid.to_string()));
+        }
     } else if f.ext.is_some() {
         v.path = "external file".into();
     }

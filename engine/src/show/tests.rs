@@ -1327,6 +1327,7 @@ fn pidfd_and_owner_are_described() {
                 pid_type: crate::images::fown::OWNER_PGRP,
                 pid: 300,
             },
+            attr: None,
         }),
         ..Default::default()
     };
@@ -1338,4 +1339,30 @@ fn pidfd_and_owner_are_described() {
         extra["owner"],
         "process group 300, signal 10, set by uid 1000 euid 1000"
     );
+}
+
+/// A pidfd of a reaped task: how it died.
+#[test]
+fn pidfd_of_a_reaped_task_is_described() {
+    let f = pb::FileEntry {
+        r#type: pb::FdTypes::Pidfd as i32,
+        id: 41,
+        pidfd: Some(pb::PidfdEntry {
+            id: 41,
+            ino: 99,
+            flags: libc::O_RDWR as u32,
+            nspid: -1,
+            fown: pb::FownEntry::default(),
+            attr: Some(pb::PidfsAttrEntry {
+                exit_code: Some(7 << 8),
+                ino: None,
+                dump_pid: None,
+            }),
+        }),
+        ..Default::default()
+    };
+    let extra: std::collections::BTreeMap<_, _> =
+        super::load::describe_file(&f).extra.into_iter().collect();
+    assert_eq!(extra["pid"], "reaped");
+    assert_eq!(extra["died by"], "exit 7");
 }

@@ -9,6 +9,7 @@ pub mod inet_sock;
 pub mod ipc;
 pub mod netlink_sock;
 pub mod packet_sock;
+pub mod pidfd;
 pub mod ptrace;
 pub mod tcp_repair;
 pub mod tty;
@@ -238,4 +239,42 @@ pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
     #[allow(unused_unsafe)]
     let r = unsafe { std::arch::x86_64::__cpuid_count(leaf, sub) };
     (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// `kcmp(pid1, pid2, KCMP_EPOLL_TFD, fd, {efd, tfd, toff})`: whether fd
+/// `fd` of `pid1` is the file the epoll set at `efd` of `pid2` watches as
+/// its `toff`-th target registered under fd number `tfd` (0: the same).
+pub fn kcmp_epoll_tfd(
+    pid1: i32,
+    fd: i32,
+    pid2: i32,
+    efd: i32,
+    tfd: i32,
+    toff: u32,
+) -> nix::Result<i32> {
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    const KCMP_EPOLL_TFD: i32 = 7;
+    let slot = Slot {
+        efd: efd as u32,
+        tfd: tfd as u32,
+        toff,
+    };
+    // SAFETY: the kernel only reads the slot, a live borrow of the right
+    // layout (struct kcmp_epoll_slot).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1,
+            pid2,
+            KCMP_EPOLL_TFD,
+            fd,
+            &slot as *const Slot,
+        )
+    };
+    Errno::result(r).map(|r| r as i32)
 }

@@ -5,7 +5,12 @@
 //! (two fds of one FIFO share it) without taking it from the task, as a
 //! pipe's is, and goes to fifo-data.img.
 //!
-//! A FIFO whose path is gone cannot be reopened, so it is refused.
+//! A FIFO whose path is gone (unlinked, still open) is a ghost, as
+//! CRIU has it: its REG entry is remapped (remap-fpath.img) to a ghost
+//! file of FIFO mode, which holds no contents (the data goes to
+//! fifo-data.img as any FIFO's); the restore makes the FIFO again, opens
+//! its ends and unlinks it. One still linked under another name is
+//! refused: which name it has now is not known.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -36,11 +41,17 @@ impl FdDumper for Fifo {
         let proc_path = fd.proc_path();
         let meta = std::fs::metadata(&proc_path)
             .map_err(|e| Error::io(&proc_path, format!("pid {}: fd {}: stat", fd.pid, fd.fd), e))?;
-        if meta.nlink() == 0 || fd.link.ends_with(b" (deleted)") {
-            return Err(fd.unsupported("named pipes (FIFOs) whose path was removed"));
-        }
         let ino = meta.ino();
-        let regf_id = table.add_reg(fd.link, fd.flags, 0, Some(&meta));
+        let regf_id = if meta.nlink() == 0 {
+            let what = format!("fd {}", fd.fd);
+            table.add_ghost(fd.pid, &what, &proc_path, fd.link, &meta, fd.flags, Some(0))?
+        } else if fd.link.ends_with(b" (deleted)") {
+            return Err(fd.unsupported(
+                "named pipes (FIFOs) whose path was removed but that are linked under another name",
+            ));
+        } else {
+            table.add_reg(fd.link, fd.flags, 0, Some(&meta))
+        };
         let id = table.next_id();
         table.entries.push(pb::FileEntry {
             r#type: pb::FdTypes::Fifo as i32,

@@ -2,9 +2,14 @@
 //! `NSpid`, which must be a process of the tree; the restore opens a pidfd
 //! of the same pid again.
 //!
-//! Refused: a pidfd of a task already reaped (its pid is gone), of a
-//! thread (PIDFD_THREAD), or shared between processes (the task it refers
-//! to may not exist yet when the engine would make the shared one).
+//! A pidfd of a task already reaped (fdinfo says pid -1) refers to no
+//! process of the tree: as CRIU does, it is dumped with how the task died
+//! (PIDFD_GET_INFO's exit status, where the kernel kept it), and the
+//! restore makes a stand-in process die that way.
+//!
+//! Refused: a pidfd of a thread (PIDFD_THREAD), or a live one shared
+//! between processes (the task it refers to may not exist yet when the
+//! engine would make the shared one).
 
 use super::{FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Pid, Result};
@@ -35,30 +40,54 @@ impl FdDumper for Pidfd {
         let Some(nspid) = nspid else {
             return Err(fd.field::<()>("pidfd", "NSpid", None).unwrap_err());
         };
-        if nspid <= 0 {
-            return Err(fd.unsupported("pidfds of tasks that have exited and been reaped"));
-        }
         if fd.flags & libc::O_EXCL as u32 != 0 {
             return Err(fd.unsupported("pidfds of threads (PIDFD_THREAD)"));
         }
+        let attr = if nspid == -1 {
+            let copy = crate::sys::take_fd(fd.pid, fd.fd).map_err(|e| {
+                Error::sys(fd.pid, format!("fd {} (pidfd of a reaped task)", fd.fd), e)
+            })?;
+            let exit_code = crate::sys::pidfd::exit_status(std::os::fd::AsFd::as_fd(&copy));
+            if let Some(st) = exit_code.filter(|&s| !crate::sys::pidfd::reproducible(s)) {
+                return Err(Error::unsupported(
+                    fd.pid,
+                    format!("fd {} (pidfd of a reaped task)", fd.fd),
+                    format!("its task died with status {st:#x}, neither an exit nor a signal"),
+                ));
+            }
+            Some(pb::PidfsAttrEntry {
+                exit_code,
+                ino: None,
+                dump_pid: None,
+            })
+        } else if nspid <= 0 {
+            return Err(fd.unsupported(&format!("pidfds of pid {nspid}")));
+        } else {
+            None
+        };
         let id = table.next_id();
         table.entries.push(pb::FileEntry {
             r#type: pb::FdTypes::Pidfd as i32,
             id,
             pidfd: Some(pb::PidfdEntry {
                 id,
-                ino: fd.info.ino as u32,
+                ino: fd.info.ino,
                 flags: fd.flags,
                 nspid,
                 fown: pb::FownEntry::default(),
+                attr,
             }),
             ..Default::default()
         });
-        table.pidfds.push(SeenPidfd {
-            pid: fd.pid,
-            fd: fd.fd,
-            target: nspid,
-        });
+        // A reaped task's pidfd is made by the engine, for any number of
+        // processes, and refers to no task of the tree.
+        if nspid > 0 {
+            table.pidfds.push(SeenPidfd {
+                pid: fd.pid,
+                fd: fd.fd,
+                target: nspid,
+            });
+        }
         Ok((pb::FdTypes::Pidfd, id))
     }
 

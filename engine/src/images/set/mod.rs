@@ -940,8 +940,18 @@ fn read_ghost(path: &Path) -> images::Result<(pb::GhostFileEntry, Chunks)> {
     if e.symlnk_target.is_some() {
         return Err(bad("ghost symlinks cannot be restored yet".into()));
     }
+    if e.mode & libc::S_IFMT == libc::S_IFIFO {
+        // A FIFO's ghost is the entry alone: its data is in fifo-data.img.
+        if e.chunks == Some(true) || e.size.is_some_and(|s| s != 0) || r.offset() != len {
+            return Err(bad("a FIFO's ghost with contents".into()));
+        }
+        return Ok((e, Vec::new()));
+    }
     if e.mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(bad(format!("mode {:#o} is not a regular file", e.mode)));
+        return Err(bad(format!(
+            "mode {:#o} is neither a regular file nor a FIFO",
+            e.mode
+        )));
     }
     let size = e.size.ok_or_else(|| bad("no size".into()))?;
     if e.chunks != Some(true) {

@@ -85,6 +85,51 @@ impl FdKind for Fifo {
     }
 }
 
+/// The open ends of an unlinked FIFO made again at `path` (its ghost,
+/// not yet unlinked), by file id: every FIFO entry whose path entry is one
+/// of `regs`. The engine holds them, close-on-exec, for the tasks; a
+/// helper holds both sides while they are opened and refills the FIFO.
+pub fn open_ghost_ends(
+    imgs: &Images,
+    pid: Pid,
+    path: &std::path::Path,
+    regs: &[u32],
+) -> Result<Vec<(u32, OwnedFd)>> {
+    let path = path.to_string_lossy();
+    let mut helper: Option<OwnedFd> = None;
+    let mut out = Vec::new();
+    for f in imgs.files.values() {
+        let Some(regf) = f.fifo.as_ref().and_then(|p| p.regf_id) else {
+            continue;
+        };
+        if !regs.contains(&regf) {
+            continue;
+        }
+        let reg = imgs.reg(regf);
+        let what = format!("file {} (unlinked FIFO {})", f.id, reg.name);
+        let end = End::at(imgs, pid, &what, f, reg, &path)?;
+        if helper.is_none() {
+            let h = end
+                .helper(0)
+                .map_err(|e| Error::sys(pid, format!("{what}: refilling it"), e))?;
+            // SAFETY: a fresh fd we own.
+            helper = Some(unsafe { OwnedFd::from_raw_fd(h) });
+        }
+        let fd = end
+            .open_end(0)
+            .map_err(|e| Error::sys(pid, format!("{what}: open"), e))?;
+        // SAFETY: a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| Error::sys(pid, format!("{what}: fcntl"), e))?;
+        out.push((f.id, fd));
+    }
+    Ok(out)
+}
+
 /// One end of a FIFO, as it is to be opened; all ends of one FIFO share
 /// `pipe_id`.
 #[derive(Debug)]
@@ -133,11 +178,24 @@ impl End {
                 ))
             }
         }
+        End::at(imgs, pid, what, f, reg, name)
+    }
+
+    /// The end `f` is, to be opened at `path` (its REG entry `reg`).
+    fn at(
+        imgs: &Images,
+        pid: Pid,
+        what: &str,
+        f: &pb::FileEntry,
+        reg: &pb::RegFileEntry,
+        path: &str,
+    ) -> Result<End> {
+        let p = f.fifo.as_ref().expect("validated");
         let (size, data) = imgs.fifo_data.get(&p.pipe_id).cloned().unwrap_or_default();
         Ok(End {
             pipe_id: p.pipe_id,
-            name: name.clone(),
-            path: crate::restore::cstr(pid, what, name)?,
+            name: path.to_owned(),
+            path: crate::restore::cstr(pid, what, path)?,
             flags: reg.flags as i32,
             size,
             data,

@@ -32,6 +32,9 @@ mod unix;
 /// connected by name).
 pub const UNIX_SOCKETS: Kind = unix::KIND;
 
+pub use fifo::open_ghost_ends as fifo_ghost_ends;
+pub use pidfd::make_dead as dead_pidfds;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
