@@ -11,9 +11,9 @@
  *                bytes on its connection, not accepted yet
  *   outside      (refused) a UNIX stream socket whose peer is held by a
  *                process outside the tree
- *   rights       (refused) a UNIX stream pair with a file descriptor in
+ *   rights       a UNIX stream pair with a file descriptor in
  *                flight
- *   creds        (refused) a UNIX datagram pair whose receiving end has
+ *   creds        a UNIX datagram pair whose receiving end has
  *                SO_PASSCRED, with a message queued (and its sender's
  *                credentials)
  *   inet         (refused) an INET datagram socket
