@@ -620,6 +620,14 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "unix_refused_pending_closed",
+        program: Program::C("unix_sockets"),
+        args: &["--kind=pending_closed"],
+        crfail: true,
+        crfail_reason: Some("whose client closed its end"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "unix_refused_outside",
         program: Program::C("unix_sockets"),
         args: &["--kind=outside"],
