@@ -9,11 +9,13 @@
  *   unconnected  a UNIX datagram socket, neither bound nor connected
  *   pending_data (refused) a client of a listening socket that sent 5
  *                bytes on its connection, not accepted yet
+ *   pending_closed (refused) the same, and then the client closed its
+ *                socket
  *   outside      (refused) a UNIX stream socket whose peer is held by a
  *                process outside the tree
- *   rights       (refused) a UNIX stream pair with a file descriptor in
+ *   rights       a UNIX stream pair with a file descriptor in
  *                flight
- *   creds        (refused) a UNIX datagram pair whose receiving end has
+ *   creds        a UNIX datagram pair whose receiving end has
  *                SO_PASSCRED, with a message queued (and its sender's
  *                credentials)
  *   inet         (refused) an INET datagram socket
@@ -41,7 +43,7 @@
 const char *test_doc = "Check that sockets the engine cannot checkpoint are refused, unharmed";
 
 static char *kind;
-TEST_OPTION(kind, string, "bound, listen, unconnected, pending_data, outside, rights, creds or inet", 1);
+TEST_OPTION(kind, string, "bound, listen, unconnected, pending_data, pending_closed, outside, rights, creds or inet", 1);
 
 static int failed;
 
@@ -62,7 +64,8 @@ int main(int argc, char **argv)
 	test_init(argc, argv);
 	unlink("sk.bound");
 	len = unix_addr(&a, "sk.bound");
-	if (!strcmp(kind, "bound") || !strcmp(kind, "listen") || !strcmp(kind, "pending_data")) {
+	if (!strcmp(kind, "bound") || !strcmp(kind, "listen") || !strcmp(kind, "pending_data") ||
+	    !strcmp(kind, "pending_closed")) {
 		int listening = strcmp(kind, "bound");
 
 		sk = socket(AF_UNIX, listening ? SOCK_STREAM : SOCK_DGRAM, 0);
@@ -70,12 +73,14 @@ int main(int argc, char **argv)
 			pr_perror("socket");
 			return 1;
 		}
-		if (!strcmp(kind, "pending_data")) {
+		if (!strcmp(kind, "pending_data") || !strcmp(kind, "pending_closed")) {
 			c = socket(AF_UNIX, SOCK_STREAM, 0);
 			if (c < 0 || connect(c, (struct sockaddr *)&a, len) || write(c, "early", 5) != 5) {
 				pr_perror("client");
 				return 1;
 			}
+			if (!strcmp(kind, "pending_closed"))
+				close(c);
 		}
 	} else if (!strcmp(kind, "outside")) {
 		pid_t pid;
@@ -169,10 +174,12 @@ int main(int argc, char **argv)
 		test_check(!connect(s, (struct sockaddr *)&a, len), "connect to the listening socket");
 		c = accept(sk, NULL, NULL);
 		test_check(c >= 0, "accept");
-	} else if (!strcmp(kind, "pending_data")) {
+	} else if (!strcmp(kind, "pending_data") || !strcmp(kind, "pending_closed")) {
 		c = accept(sk, NULL, NULL);
 		test_check(c >= 0 && recv(c, buf, sizeof(buf), MSG_DONTWAIT) == 5 && !memcmp(buf, "early", 5),
 			   "the waiting connection lost its bytes");
+		if (!strcmp(kind, "pending_closed"))
+			test_check(recv(c, buf, sizeof(buf), MSG_DONTWAIT) == 0, "no EOF after the bytes of a closed client");
 	} else if (!strcmp(kind, "outside")) {
 		test_check(write(sk, "o", 1) == 1 && read(sk, buf, 1) == 1 && buf[0] == 'o',
 			   "the outside peer does not echo");

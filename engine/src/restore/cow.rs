@@ -491,6 +491,7 @@ mod tests {
             tty_info: Default::default(),
             tty_data: Default::default(),
             sk_queue_addrs: Default::default(),
+            sk_queue_scm: Default::default(),
             tcp_streams: Default::default(),
             zombies: vec![],
             seccomp: vec![],

@@ -71,6 +71,9 @@ pub struct Images {
     /// sk-queues.img: the source address of each datagram, for INET
     /// sockets (same order).
     pub sk_queue_addrs: BTreeMap<u32, Vec<Option<Vec<u8>>>>,
+    /// sk-queues.img: the files in flight and credentials of each message
+    /// (same order).
+    pub sk_queue_scm: BTreeMap<u32, Vec<crate::images::set::Ancillary>>,
     /// tcp-stream-INO.img of every TCP connection, by socket inode.
     pub tcp_streams: BTreeMap<u32, crate::images::set::TcpStream>,
     pub zombies: Vec<Zombie>,
@@ -343,6 +346,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         tty_info: set.tty_info.clone(),
         tty_data: set.tty_data.clone(),
         sk_queue_addrs: set.sk_queue_addrs.clone(),
+        sk_queue_scm: set.sk_queue_scm.clone(),
         tcp_streams: set
             .tcp_streams
             .iter()

@@ -126,6 +126,24 @@ impl ImageSet {
                 },
             ));
         }
+        // Files in flight and senders' credentials with the queued messages.
+        if let Some(q) = self.sk_queue_scm.get(&f.id) {
+            let rights: Vec<String> = q
+                .iter()
+                .flat_map(|a| a.rights.iter().map(|r| format!("file {r}")))
+                .collect();
+            if !rights.is_empty() {
+                v.extra.push(("in flight".into(), rights.join(", ")));
+            }
+            let creds: Vec<String> = q
+                .iter()
+                .filter_map(|a| a.creds)
+                .map(|(pid, uid, gid)| format!("pid {pid} uid {uid} gid {gid}"))
+                .collect();
+            if !creds.is_empty() {
+                v.extra.push(("senders".into(), creds.join(", ")));
+            }
+        }
         if let Some(t) = f.isk.as_ref().and_then(|i| self.tcp_streams.get(&i.ino)) {
             super::inet::describe_stream(t, &mut v);
         }

@@ -980,10 +980,24 @@ fn unix_socket_queues() {
     write_image(&p, Magic::Files, &files).unwrap();
     let mut w = ImageWriter::create(tmp.path().join("sk-queues.img"), Magic::SkQueues).unwrap();
     for (id, m) in [(40, &b"ab"[..]), (40, b"cde"), (1, b"x")] {
+        // The second message carries a file in flight and its sender.
+        let with = m == b"cde";
         w.write_entry(&pb::SkPacketEntry {
             id_for: id,
             length: m.len() as u32,
-            scm: vec![],
+            scm: if with {
+                vec![pb::ScmEntry {
+                    r#type: libc::SCM_RIGHTS as u32,
+                    rights: vec![42],
+                }]
+            } else {
+                vec![]
+            },
+            ucred: with.then_some(pb::SkUcredEntry {
+                uid: 8,
+                gid: 9,
+                pid: 7,
+            }),
             addr: None,
         })
         .unwrap();
@@ -992,6 +1006,7 @@ fn unix_socket_queues() {
     w.finish().unwrap();
     let set = load_labeled(tmp.path());
     assert_eq!(set.sk_queues[&40], [b"ab".to_vec(), b"cde".to_vec()]);
+    assert_eq!(set.sk_queue_scm[&40][1].rights, [42]);
     assert!(
         set.problems
             .iter()
@@ -1008,6 +1023,8 @@ fn unix_socket_queues() {
         "name: @abcde (autobind)",
         "shut down: write",
         "queued: 5 bytes in 2 messages",
+        "in flight: file 42",
+        "senders: pid 7 uid 8 gid 9",
     ] {
         assert!(extra.iter().any(|e| e == want), "{want} in {extra:?}");
     }
@@ -1207,6 +1224,7 @@ fn inet_and_netlink_sockets() {
             id_for: 50,
             length: m.len() as u32,
             scm: vec![],
+            ucred: None,
             addr: Some(crate::sys::inet_sock::to_bytes(&from)),
         })
         .unwrap();

@@ -2,7 +2,7 @@
 //! place that tells a socket's peer inode and shutdown state), socket
 //! options, and reading a receive queue without taking anything from it.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
@@ -479,6 +479,132 @@ pub fn send(fd: BorrowedFd<'_>, m: &[u8], to: Option<&[u8]>) -> nix::Result<()> 
         if n == 0 {
             return Err(Errno::EMSGSIZE);
         }
+    }
+}
+
+/// Room for the control messages of one message: SCM_MAX_FD (253) fds
+/// and the credentials, in 8-byte words.
+const CMSG_WORDS: usize = 160;
+
+/// Sends `m` whole (a stream: in as many pieces as it takes) with the
+/// files `rights` in flight (SCM_RIGHTS) and the credentials `creds`
+/// (pid, uid, gid: SCM_CREDENTIALS), both with the first piece, to `to`
+/// if given. Allocates nothing, so a freshly cloned child can run it.
+pub fn send_scm(
+    fd: RawFd,
+    m: &[u8],
+    rights: &[RawFd],
+    creds: Option<(i32, u32, u32)>,
+    to: Option<&[u8]>,
+) -> nix::Result<()> {
+    if rights.len() > 253 {
+        return Err(Errno::ETOOMANYREFS);
+    }
+    let addr = match to {
+        Some(t) => Some(sockaddr(t)?),
+        None => None,
+    };
+    let mut cbuf = [0u64; CMSG_WORDS];
+    let mut clen = 0usize;
+    // SAFETY: an all-zero msghdr is valid; the CMSG_* walk writes the
+    // headers and payloads within `cbuf`, which has room for 253 fds and
+    // one ucred (checked above), and sendmsg reads the iovec, the address
+    // and `clen` bytes of `cbuf`, all of which live to its return.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        if !rights.is_empty() {
+            let n = std::mem::size_of_val(rights) as u32;
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(n) as _;
+            std::ptr::copy_nonoverlapping(
+                rights.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(c),
+                n as usize,
+            );
+            clen += libc::CMSG_SPACE(n) as usize;
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        if let Some((pid, uid, gid)) = creds {
+            let n = std::mem::size_of::<libc::ucred>() as u32;
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_CREDENTIALS;
+            (*c).cmsg_len = libc::CMSG_LEN(n) as _;
+            let u = libc::ucred { pid, uid, gid };
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::ucred>(), u);
+            clen += libc::CMSG_SPACE(n) as usize;
+        }
+        let mut off = 0usize;
+        loop {
+            let mut iov = libc::iovec {
+                iov_base: m[off..].as_ptr() as *mut libc::c_void,
+                iov_len: m.len() - off,
+            };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if let Some((a, l)) = &addr {
+                msg.msg_name = (a as *const libc::sockaddr_un) as *mut libc::c_void;
+                msg.msg_namelen = *l;
+            }
+            msg.msg_controllen = if off == 0 { clen } else { 0 };
+            if msg.msg_controllen == 0 {
+                msg.msg_control = std::ptr::null_mut();
+            }
+            let n = Errno::result(libc::sendmsg(
+                fd,
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ))? as usize;
+            off += n;
+            if off >= m.len() {
+                return Ok(());
+            }
+            if n == 0 {
+                return Err(Errno::EMSGSIZE);
+            }
+        }
+    }
+}
+
+/// [`send_scm`] with the credentials of `creds` (pid, uid, gid) as the
+/// kernel lets them be sent: it takes another pid only if that pid
+/// exists. So the message is sent by a short-lived child of the engine
+/// made with that very pid (clone3 with set_tid), which exits at once:
+/// the message keeps the pid, the pid is free again for the task the
+/// restore makes with it, and a receiver reads that number. A pid in
+/// use already (a process outside the tree) is sent as it is.
+pub fn send_scm_as(
+    fd: RawFd,
+    m: &[u8],
+    rights: &[RawFd],
+    creds: (i32, u32, u32),
+    to: Option<&[u8]>,
+) -> nix::Result<()> {
+    match super::clone3_with_pid(creds.0, 0, libc::SIGCHLD as u64) {
+        Ok(0) => {
+            let code = match send_scm(fd, m, rights, Some(creds), to) {
+                Ok(()) => 0,
+                Err(e) => e as i32,
+            };
+            // SAFETY: the child of a fork leaves at once, running nothing
+            // of the engine's (no atexit handlers, no buffers flushed).
+            unsafe { libc::_exit(code) }
+        }
+        Ok(child) => {
+            let mut status = 0;
+            // SAFETY: waits for the one child made above.
+            Errno::result(unsafe { libc::waitpid(child, &mut status, 0) })?;
+            match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+                (true, 0) => Ok(()),
+                (true, e) => Err(Errno::from_raw(e)),
+                _ => Err(Errno::ECHILD),
+            }
+        }
+        Err(Errno::EEXIST) => send_scm(fd, m, rights, Some(creds), to),
+        Err(e) => Err(e),
     }
 }
 

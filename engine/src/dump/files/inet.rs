@@ -104,6 +104,7 @@ impl InetTable {
                     id_for: *id,
                     length: m.len() as u32,
                     scm: vec![],
+                    ucred: None,
                     addr: Some(from.clone()),
                 },
                 m.as_slice(),

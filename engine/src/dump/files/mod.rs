@@ -406,6 +406,59 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
     Ok(out)
 }
 
+/// A file in flight (SCM_RIGHTS) in a socket's queue, whose copy the
+/// engine holds (`fd`, from a peek): its file id, the one of a task's fd
+/// if it is the same open file description (kcmp), or an entry of its
+/// own no fd refers to, made by the kind that claims it. The engine keeps
+/// the copy open to the end of the dump, so that kcmp can compare the
+/// fds of the tasks dumped after it with it. `whose` names the socket.
+pub(super) fn dump_in_flight(
+    whose: &str,
+    fd: std::os::fd::OwnedFd,
+    table: &mut FileTable,
+) -> Result<(pb::FdTypes, u32)> {
+    use std::os::fd::AsRawFd;
+    let me = std::process::id() as Pid;
+    let raw = fd.as_raw_fd();
+    let ctx = |e: Error| e.context(format!("a file in flight to {whose}"));
+    let info = fdinfo::read_fdinfo(me, raw).map_err(|e| ctx(e.into()))?;
+    let key = (info.mnt_id, info.ino);
+    let same = table.by_inode.get(&key).and_then(|c| {
+        c.iter()
+            .find(|s| kcmp_file(s.0, s.1, me, raw) == Some(0))
+            .map(|s| (s.2, s.3))
+    });
+    let (ftype, id) = match same {
+        Some((id, t)) => (pb::FdTypes::try_from(t).unwrap_or(pb::FdTypes::Und), id),
+        None => {
+            let link: OsString = fdinfo::read_fd_link(me, raw).map_err(|e| ctx(e.into()))?;
+            let link = link.as_bytes();
+            let cx = FdCx {
+                pid: me,
+                fd: raw,
+                link,
+                kind: FdLink::of(link),
+                flags: info.flags & !(libc::O_CLOEXEC as u32),
+                info: &info,
+            };
+            let dumper = FD_DUMPERS
+                .iter()
+                .find(|d| d.claims_fd(&cx))
+                .ok_or_else(|| ctx(unclaimed(&cx)))?;
+            let (ftype, id) = dumper.dump(&cx, table).map_err(ctx)?;
+            fown::record(&cx, id, table).map_err(ctx)?;
+            (ftype, id)
+        }
+    };
+    table
+        .by_inode
+        .entry(key)
+        .or_default()
+        .push((me, raw, id, ftype as i32));
+    table.unix.held.push(fd);
+    Ok((ftype, id))
+}
+
 fn read_link(pid: Pid, name: &str) -> Result<Vec<u8>> {
     let p = format!("/proc/{pid}/{name}");
     std::fs::read_link(&p)

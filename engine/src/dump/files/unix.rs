@@ -7,16 +7,24 @@
 //! for a stream), without taking it from the task: the queue is peeked
 //! through a copy of the fd with SO_PEEK_OFF, which is put back as it was.
 //!
-//! What the restore could not make again (a peer outside the tree, file
-//! descriptors or credentials in flight, data sent on a connection not
-//! yet accepted, other families) is refused, naming the fd. A peek of
-//! files in flight installs copies of them in the engine: they are named
-//! in the refusal and closed. Data sent on a connection not accepted yet
-//! sits in the queue of a socket no fd reaches; the kernel gives it only
-//! to accept(), which would change the tree, so it is refused too.
+//! Files in flight (SCM_RIGHTS) come with the peek as copies installed
+//! in the engine; each is dumped by the kind that claims it, as a file
+//! entry no fd refers to (or the entry of a task's fd, if it is the same
+//! open file), and the message names them by file id. The sender's
+//! credentials, which a receiver with SO_PASSCRED gets, go with it too.
+//! A socket in flight must be one end of a pair whose other end is in the
+//! tree, with no files in flight in its queues: a chain of sockets in
+//! flight (or a loop, which only the kernel's garbage collector ends) is
+//! refused.
+//!
+//! What the restore could not make again (a peer outside the tree, data
+//! sent on a connection not yet accepted, other families) is refused,
+//! naming the fd. Data sent on a connection not accepted yet sits in the
+//! queue of a socket no fd reaches; the kernel gives it only to accept(),
+//! which would change the tree, so it is refused too.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use nix::errno::Errno;
@@ -32,14 +40,25 @@ const TCP_ESTABLISHED: u8 = 1;
 
 pub struct Unix;
 
+/// (file id of the receiving end, one message or run of bytes, the ids of
+/// the files in flight with it, its sender's (pid, uid, gid)).
+type Queued = (u32, Vec<u8>, Vec<u32>, Option<(i32, u32, u32)>);
+
 /// The sockets of a dump, to pair their ends once every task is dumped,
 /// and their queues.
 #[derive(Default)]
 pub struct UnixTable {
     /// By inode.
     socks: BTreeMap<u32, Seen>,
-    /// (file id of the receiving end, one message or run of bytes).
-    queues: Vec<(u32, Vec<u8>)>,
+    /// (file id of the receiving end, one message or run of bytes, the
+    /// ids of the files in flight with it, its sender's credentials).
+    queues: Vec<Queued>,
+    /// The engine's copies of the files in flight, open to the end of the
+    /// dump (see `dump_in_flight`).
+    pub held: Vec<std::os::fd::OwnedFd>,
+    /// While the files in flight to a socket are dumped: that socket's
+    /// task and name, for a socket in flight to be named by.
+    flight: Option<(Pid, String)>,
     /// --ext-unix-sk: a peer outside the tree is connected to again.
     pub ext_unix_sk: bool,
     /// The listener of every connection waiting to be accepted, by the
@@ -66,6 +85,10 @@ struct Seen {
     icons: Vec<u32>,
     /// An entry of its own for a peer outside the tree (--ext-unix-sk).
     external: bool,
+    /// In flight in another socket's queue, held by no fd.
+    in_flight: bool,
+    /// Files are in flight in its queue.
+    rights: bool,
 }
 
 fn family_name(domain: i32) -> String {
@@ -173,10 +196,15 @@ impl FdDumper for Unix {
             unreachable!("claimed sockets only")
         };
         let ino = socket_ino(link).expect("claimed");
-        let what = format!("fd {} ({link})", fd.fd);
-        let no = |reason: String| Error::unsupported(pid, what.clone(), reason);
-        let sock = crate::sys::take_fd(pid, fd.fd)
+        // A socket in flight is named by the socket it is in flight to,
+        // and its errors by that socket's task.
+        let (pid, what, in_flight) = match &table.unix.flight {
+            Some((p, to)) => (*p, format!("{link}, in flight to {to}"), true),
+            None => (pid, format!("fd {} ({link})", fd.fd), false),
+        };
+        let sock = crate::sys::take_fd(fd.pid, fd.fd)
             .map_err(|e| Error::sys(pid, format!("{what}: pidfd_getfd"), e))?;
+        let no = |reason: String| Error::unsupported(pid, what.clone(), reason);
         let s = sock.as_fd();
         let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
         let domain = us::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN)
@@ -257,11 +285,36 @@ impl FdDumper for Unix {
         };
         // A listener, or a stream never connected, has nothing to read.
         let readable = d.r#type as i32 == libc::SOCK_DGRAM || d.state == TCP_ESTABLISHED;
-        let queue = if readable {
+        let peeked = if readable {
             read_queue(pid, &what, s, &d, peek_off)?
         } else {
             Vec::new()
         };
+        if let Some(why) = refuse_creds(pid, &peeked) {
+            return Err(no(why));
+        }
+        let rights = peeked.iter().any(|p| !p.rights.is_empty());
+        if rights && in_flight {
+            return Err(no(
+                "UNIX socket in flight whose own queue has file descriptors in flight (a chain or loop of sockets in flight): not supported".into(),
+            ));
+        }
+        let mut queue = Vec::with_capacity(peeked.len());
+        for p in peeked {
+            let mut ids = Vec::with_capacity(p.rights.len());
+            if !p.rights.is_empty() {
+                table.unix.flight = Some((pid, what.clone()));
+                let whose = format!("pid {pid} {what}");
+                let dumped: Result<Vec<u32>> = p
+                    .rights
+                    .into_iter()
+                    .map(|f| super::dump_in_flight(&whose, f, table).map(|(_, id)| id))
+                    .collect();
+                table.unix.flight = None;
+                ids = dumped?;
+            }
+            queue.push((p.data, ids, p.creds));
+        }
         let id = table.next_id();
         table.entries.push(pb::FileEntry {
             r#type: pb::FdTypes::Unixsk as i32,
@@ -292,7 +345,10 @@ impl FdDumper for Unix {
             ..Default::default()
         });
         let queued = !queue.is_empty();
-        table.unix.queues.extend(queue.into_iter().map(|m| (id, m)));
+        table
+            .unix
+            .queues
+            .extend(queue.into_iter().map(|(m, r, c)| (id, m, r, c)));
         table.unix.socks.insert(
             ino,
             Seen {
@@ -304,8 +360,19 @@ impl FdDumper for Unix {
                 queued,
                 pending,
                 listening,
-                icons: d.icons,
+                // A client gone (closed) is 0, whatever inode the kernel
+                // still gives it.
+                icons: d
+                    .icons
+                    .iter()
+                    .map(|&i| match us::unix_diag(i) {
+                        Ok(None) => 0,
+                        _ => i,
+                    })
+                    .collect(),
                 external: false,
+                in_flight,
+                rights,
             },
         );
         Ok((pb::FdTypes::Unixsk, id))
@@ -317,13 +384,25 @@ impl FdDumper for Unix {
             .unix
             .queues
             .iter()
-            .map(|(id, m)| {
+            .map(|(id, m, rights, creds)| {
                 (
                     pb::SkPacketEntry {
                         id_for: *id,
                         length: m.len() as u32,
-                        scm: vec![],
+                        scm: if rights.is_empty() {
+                            vec![]
+                        } else {
+                            vec![pb::ScmEntry {
+                                r#type: libc::SCM_RIGHTS as u32,
+                                rights: rights.clone(),
+                            }]
+                        },
                         addr: None,
+                        ucred: creds.map(|(pid, uid, gid)| pb::SkUcredEntry {
+                            uid,
+                            gid,
+                            pid: pid as u32,
+                        }),
                     },
                     m.as_slice(),
                 )
@@ -413,6 +492,8 @@ pub fn external_peers(table: &mut super::FileTable) -> Result<()> {
                 listening: d.state == TCP_LISTEN,
                 icons: vec![],
                 external: true,
+                in_flight: false,
+                rights: false,
             },
         );
     }
@@ -442,6 +523,26 @@ fn check_peers(socks: &BTreeMap<u32, Seen>) -> Result<()> {
     let mut waiting: BTreeMap<u32, usize> = BTreeMap::new();
     for (ino, s) in socks {
         let no = |reason: String| Error::unsupported(s.pid, s.what.clone(), reason);
+        if s.in_flight {
+            let pair = socks.get(&s.peer).is_some_and(|p| {
+                p.peer == *ino && !p.named && !p.listening && !p.pending && !p.external
+            }) && !s.named
+                && !s.pending
+                && !socks.iter().any(|(i, o)| {
+                    *i != s.peer && *i != *ino && (o.peer == *ino || o.peer == s.peer)
+                });
+            if !pair {
+                return Err(no(
+                    "UNIX socket in flight that is not one end of a pair (socketpair) whose other end is in the tree: not supported yet".into(),
+                ));
+            }
+            if socks.get(&s.peer).is_some_and(|p| p.rights) {
+                return Err(no(format!(
+                    "UNIX socket in flight whose peer socket:[{}] has file descriptors in flight in its queue: not supported yet",
+                    s.peer
+                )));
+            }
+        }
         if s.peer != 0 {
             let Some(p) = socks.get(&s.peer) else {
                 return Err(no(format!(
@@ -484,6 +585,19 @@ fn check_peers(socks: &BTreeMap<u32, Seen>) -> Result<()> {
     }
     for (ino, s) in socks.iter().filter(|(_, s)| s.listening && !s.external) {
         let from_tree = waiting.get(ino).copied().unwrap_or(0);
+        // A client that closed its end is 0 among the waiting ones: what
+        // it sent, if anything, is in a socket no fd reaches, which only
+        // accept() gives (as CRIU, refused).
+        let closed = s.icons.iter().filter(|&&i| i == 0).count();
+        if closed > 0 {
+            return Err(Error::unsupported(
+                s.pid,
+                s.what.clone(),
+                format!(
+                    "listening UNIX socket with {closed} connection(s) waiting to be accepted whose client closed its end (any data it sent can only be read by accept()): not supported yet"
+                ),
+            ));
+        }
         if from_tree < s.icons.len() {
             return Err(Error::unsupported(
                 s.pid,
@@ -506,6 +620,17 @@ fn peer_name(ino: u32) -> String {
     }
 }
 
+/// One message queued (a stream: a run of bytes that came with the same
+/// ancillary data).
+struct Peeked {
+    data: Vec<u8>,
+    /// The engine's copies of the files in flight with it, which the peek
+    /// installed.
+    rights: Vec<std::os::fd::OwnedFd>,
+    /// Its sender's (pid, uid, gid), which a receiver with SO_PASSCRED gets.
+    creds: Option<(i32, u32, u32)>,
+}
+
 /// What is queued for reception on `s`, message by message (a stream: one
 /// run of bytes), read with MSG_PEEK from offset 0 on; SO_PEEK_OFF is put
 /// back as it was (`peek_off`) whatever happens.
@@ -515,7 +640,7 @@ fn read_queue(
     s: BorrowedFd<'_>,
     d: &UnixDiag,
     peek_off: i32,
-) -> Result<Vec<Vec<u8>>> {
+) -> Result<Vec<Peeked>> {
     let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
     us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
         .map_err(|e| sys("SO_PEEK_OFF", e))?;
@@ -527,31 +652,30 @@ fn read_queue(
     Ok(got)
 }
 
-/// Why a queued message's ancillary data cannot be queued again, naming
-/// what it carries: the files in flight (by the link of the engine's
-/// copies, which the peek installed and which close here) or the sender's
-/// credentials a receiver with SO_PASSCRED gets with every message.
+/// Why the senders' credentials of the messages cannot be given again, if
+/// so: the restore sends each message from a process with its sender's
+/// pid, made in the engine's pid namespace, where the pids the peek gave
+/// are (and 0 is a sender that namespace does not see).
+fn refuse_creds(pid: Pid, q: &[Peeked]) -> Option<String> {
+    let first = q.iter().find_map(|p| p.creds)?;
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    if ns("self") != ns(&pid.to_string()) {
+        return Some(format!(
+            "UNIX socket with SO_PASSCRED and messages queued with their senders' credentials (pid {} uid {} gid {}), in a tree with a pid namespace of its own: not supported yet",
+            first.0, first.1, first.2
+        ));
+    }
+    q.iter().filter_map(|p| p.creds).find(|c| c.0 <= 0).map(|c| {
+        format!(
+            "UNIX socket with SO_PASSCRED and a message queued from a sender outside the engine's pid namespace (pid {} uid {} gid {}): not supported yet",
+            c.0, c.1, c.2
+        )
+    })
+}
+
+/// Why a queued message's ancillary data cannot be queued again: a kind
+/// other than files in flight and credentials, or more than a peek holds.
 fn refuse_ancillary(anc: &us::Ancillary) -> Option<String> {
-    if !anc.rights.is_empty() {
-        let names: Vec<String> = anc
-            .rights
-            .iter()
-            .map(|f| {
-                std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
-                    .map_or_else(|_| "?".into(), |p| p.to_string_lossy().into_owned())
-            })
-            .collect();
-        return Some(format!(
-            "UNIX socket with {} file descriptor(s) in flight in its queue (SCM_RIGHTS: {}): not supported yet",
-            names.len(),
-            names.join(", ")
-        ));
-    }
-    if let Some((pid, uid, gid)) = anc.creds {
-        return Some(format!(
-            "UNIX socket with SO_PASSCRED and messages queued, each with its sender's credentials (SCM_CREDENTIALS, the first pid {pid} uid {uid} gid {gid}): not supported yet"
-        ));
-    }
     if let Some(t) = anc.other.first() {
         return Some(format!(
             "UNIX socket with ancillary data of type {t} in its queued messages (SO_PASSSEC?): not supported yet"
@@ -562,13 +686,13 @@ fn refuse_ancillary(anc: &us::Ancillary) -> Option<String> {
     })
 }
 
-fn peek_all(pid: Pid, what: &str, s: BorrowedFd<'_>, d: &UnixDiag) -> Result<Vec<Vec<u8>>> {
+fn peek_all(pid: Pid, what: &str, s: BorrowedFd<'_>, d: &UnixDiag) -> Result<Vec<Peeked>> {
     let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
     let no = |reason: &str| Error::unsupported(pid, what.to_string(), reason.to_string());
     let stream = d.r#type as i32 == libc::SOCK_STREAM;
     // Stream and seqpacket: sock_diag gives the bytes of the whole queue.
     let total = (d.r#type as i32 != libc::SOCK_DGRAM).then(|| d.rqlen.map_or(0, |r| r.0 as usize));
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut out: Vec<Peeked> = Vec::new();
     let mut bytes = 0usize;
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -602,9 +726,21 @@ fn peek_all(pid: Pid, what: &str, s: BorrowedFd<'_>, d: &UnixDiag) -> Result<Vec
                 "UNIX socket with an empty message queued: not supported yet",
             ));
         }
+        // A run of a stream goes on while nothing comes with its bytes.
         match out.last_mut() {
-            Some(run) if stream => run.extend_from_slice(&buf[..got]),
-            _ => out.push(buf[..got].to_vec()),
+            Some(run)
+                if stream
+                    && run.rights.is_empty()
+                    && anc.rights.is_empty()
+                    && run.creds == anc.creds =>
+            {
+                run.data.extend_from_slice(&buf[..got])
+            }
+            _ => out.push(Peeked {
+                data: buf[..got].to_vec(),
+                rights: anc.rights,
+                creds: anc.creds,
+            }),
         }
         bytes += got;
     }
@@ -634,6 +770,8 @@ mod tests {
             listening: false,
             icons: vec![],
             external: false,
+            in_flight: false,
+            rights: false,
         }
     }
 
@@ -695,6 +833,11 @@ mod tests {
         assert!(e.contains("1 connection(s) from outside"), "{e}");
         m.get_mut(&1).unwrap().icons.pop();
         assert!(check_peers(&m).is_ok());
+        // A connection waiting whose client closed.
+        m.get_mut(&1).unwrap().icons.push(0);
+        let e = check_peers(&m).unwrap_err().to_string();
+        assert!(e.contains("whose client closed its end"), "{e}");
+        m.get_mut(&1).unwrap().icons.pop();
         // Messages queued on an unnamed datagram socket others send to.
         let mut a = seen(2, dg);
         a.queued = true;
@@ -702,5 +845,18 @@ mod tests {
         assert!(check_peers(&m).is_ok());
         m.insert(3, seen(1, dg));
         assert!(check_peers(&m).is_err());
+        // A socket in flight: one end of a pair, whose peer has no files
+        // in flight; not a client of a listener.
+        let mut f = seen(2, st);
+        f.in_flight = true;
+        let mut m = BTreeMap::from([(1, f), (2, seen(1, st))]);
+        assert!(check_peers(&m).is_ok());
+        m.get_mut(&2).unwrap().rights = true;
+        let e = check_peers(&m).unwrap_err().to_string();
+        assert!(e.contains("has file descriptors in flight"), "{e}");
+        m.get_mut(&2).unwrap().rights = false;
+        m.get_mut(&2).unwrap().named = true;
+        let e = check_peers(&m).unwrap_err().to_string();
+        assert!(e.contains("not one end of a pair"), "{e}");
     }
 }

@@ -212,6 +212,15 @@ pub struct TcpStream {
 /// An unlinked file's data, by offset (holes are not there).
 pub type Chunks = Vec<(u64, Vec<u8>)>;
 
+/// What came with one queued message besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ancillary {
+    /// SCM_RIGHTS: the files in flight, by file id.
+    pub rights: Vec<u32>,
+    /// SCM_CREDENTIALS: (pid, uid, gid) of the sender.
+    pub creds: Option<(i32, u32, u32)>,
+}
+
 /// Everything an image directory holds, read as far as it reads.
 #[derive(Clone, Debug)]
 pub struct ImageSet {
@@ -242,6 +251,9 @@ pub struct ImageSet {
     /// The source address (a sockaddr) of each datagram of sk_queues, in
     /// the same order, for INET sockets.
     pub sk_queue_addrs: BTreeMap<u32, Vec<Option<Vec<u8>>>>,
+    /// What came with each message of sk_queues besides its bytes, in the
+    /// same order.
+    pub sk_queue_scm: BTreeMap<u32, Vec<Ancillary>>,
     /// memfd.img, by inode id; empty without one.
     pub memfds: BTreeMap<u32, pb::MemfdInodeEntry>,
     /// remap-fpath.img: file id -> ghost id.
@@ -672,8 +684,9 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
 
     let mut sk_queues: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
     let mut sk_queue_addrs: BTreeMap<u32, Vec<Option<Vec<u8>>>> = BTreeMap::new();
-    // (socket file id, bytes, source address)
-    type Queued = (u32, Vec<u8>, Option<Vec<u8>>);
+    let mut sk_queue_scm: BTreeMap<u32, Vec<Ancillary>> = BTreeMap::new();
+    // (socket file id, bytes, source address, ancillary data)
+    type Queued = (u32, Vec<u8>, Option<Vec<u8>>, Ancillary);
     let read = || -> images::Result<Vec<Queued>> {
         let path = dir.join("sk-queues.img");
         let mut r = ImageReader::open(&path, Magic::SkQueues)?;
@@ -690,26 +703,56 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
                     ),
                 ));
             }
-            if !e.scm.is_empty() {
+            let mut anc = Ancillary {
+                rights: Vec::new(),
+                creds: e.ucred.map(|u| (u.pid as i32, u.uid, u.gid)),
+            };
+            if anc.creds.is_some_and(|c| c.0 <= 0) {
                 return Err(ImageError::invalid(
                     &path,
                     format!(
-                        "socket file {}: a queued message carries ancillary data (file descriptors), which cannot be restored yet",
-                        e.id_for
+                        "socket file {}: a queued message from sender pid {}",
+                        e.id_for,
+                        e.ucred.map_or(0, |u| u.pid)
                     ),
                 ));
             }
+            for scm in &e.scm {
+                if scm.r#type != libc::SCM_RIGHTS as u32 || !anc.rights.is_empty() {
+                    return Err(ImageError::invalid(
+                        &path,
+                        format!(
+                            "socket file {}: a queued message carries ancillary data of type {}{}, which cannot be restored",
+                            e.id_for,
+                            scm.r#type,
+                            if scm.r#type == libc::SCM_RIGHTS as u32 { " twice" } else { "" }
+                        ),
+                    ));
+                }
+                if scm.rights.is_empty() || scm.rights.len() > 253 {
+                    return Err(ImageError::invalid(
+                        &path,
+                        format!(
+                            "socket file {}: a queued message with {} files in flight (1 to 253)",
+                            e.id_for,
+                            scm.rights.len()
+                        ),
+                    ));
+                }
+                anc.rights = scm.rights.clone();
+            }
             let mut bytes = vec![0u8; e.length as usize];
             r.read_raw(&mut bytes)?;
-            out.push((e.id_for, bytes, e.addr));
+            out.push((e.id_for, bytes, e.addr, anc));
         }
         Ok(out)
     };
     match read().map_err(|e| ld.absent("sk-queues.img", e)) {
         Ok(list) => {
-            for (id, m, addr) in list {
+            for (id, m, addr, anc) in list {
                 sk_queues.entry(id).or_default().push(m);
                 sk_queue_addrs.entry(id).or_default().push(addr);
+                sk_queue_scm.entry(id).or_default().push(anc);
             }
         }
         Err(Absent::Missing(_)) => {}
@@ -873,6 +916,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         tty_info,
         tty_data,
         sk_queue_addrs,
+        sk_queue_scm,
         memfds,
         ghosts,
         ghost_files,
@@ -1057,6 +1101,26 @@ fn cross_check(set: &ImageSet) -> Vec<String> {
                         ));
                     }
                 }
+            }
+        }
+    }
+    // Files in flight are in files.img; only UNIX sockets carry them.
+    for (id, q) in &set.sk_queue_scm {
+        for a in q {
+            for r in &a.rights {
+                need(
+                    *r,
+                    format!("a file in flight to file id {id}"),
+                    "sk-queues.img",
+                    &mut out,
+                );
+            }
+            if (!a.rights.is_empty() || a.creds.is_some())
+                && set.file(*id).is_some_and(|f| f.usk.is_none())
+            {
+                out.push(format!(
+                    "sk-queues.img: ancillary data queued for file id {id}, which is not a UNIX socket"
+                ));
             }
         }
     }

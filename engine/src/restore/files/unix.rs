@@ -16,6 +16,14 @@
 //! wait to be, in the order of their file ids, then datagram sockets are
 //! connected to their peers. The tasks take their sockets from the
 //! engine.
+//!
+//! Files in flight (SCM_RIGHTS) are made by the engine first, each with
+//! the other parts of its object (a pipe's other end, a pair's other
+//! end), and sent again with their messages; a message with its sender's
+//! credentials (SCM_CREDENTIALS) is sent by a short-lived process with
+//! the sender's pid (before the tree exists, so the pid is free). A pair
+//! with such messages in its queues is made by the engine too, since the
+//! task that makes a pair for itself could not send them.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -69,10 +77,71 @@ struct EndSpec {
     /// The socket's own shutdown bits (1 = receive, 2 = send).
     shutdown: i32,
     /// What is queued for reception on it, message by message.
-    queue: Vec<Vec<u8>>,
+    queue: Vec<QMsg>,
     /// Its autobind name, tried again first.
     name: Vec<u8>,
     peek_off: Option<i32>,
+}
+
+/// One message to queue again: its bytes, the engine's fds of the files
+/// in flight with it, its sender's credentials.
+#[derive(Debug)]
+struct QMsg {
+    data: Vec<u8>,
+    fds: Vec<RawFd>,
+    creds: Option<(i32, u32, u32)>,
+}
+
+/// The engine's open files in flight, by file id.
+type Flight = BTreeMap<u32, OwnedFd>;
+
+/// The messages queued for file `id`, the files in flight with them taken
+/// from `flight`.
+fn queue_of(imgs: &Images, pid: Pid, id: u32, flight: &Flight) -> Result<Vec<QMsg>> {
+    let Some(q) = imgs.sk_queues.get(&id) else {
+        return Ok(Vec::new());
+    };
+    let anc = imgs.sk_queue_scm.get(&id);
+    q.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let a = anc.and_then(|a| a.get(i)).cloned().unwrap_or_default();
+            let fds = a
+                .rights
+                .iter()
+                .map(|r| {
+                    flight.get(r).map(|f| f.as_raw_fd()).ok_or_else(|| {
+                        Error::task(
+                            pid,
+                            format!("file {id}"),
+                            format!("file {r} in flight in its queue was not made"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<RawFd>>>()?;
+            Ok(QMsg {
+                data: m.clone(),
+                fds,
+                creds: a.creds,
+            })
+        })
+        .collect()
+}
+
+/// Whether messages queued on file `id` carry files in flight or their
+/// senders' credentials: only the engine can send them again.
+fn has_ancillary(imgs: &Images, id: u32) -> bool {
+    imgs.sk_queue_scm
+        .get(&id)
+        .is_some_and(|q| q.iter().any(|a| !a.rights.is_empty() || a.creds.is_some()))
+}
+
+/// Sends `m` again, as its sender did (see `us::send_scm_as`).
+fn resend(fd: RawFd, m: &QMsg, to: Option<&[u8]>) -> nix::Result<()> {
+    match m.creds {
+        Some(c) => us::send_scm_as(fd, &m.data, &m.fds, c, to),
+        None => us::send_scm(fd, &m.data, &m.fds, None, to),
+    }
 }
 
 /// Both ends of a pair, the one of the smaller inode first.
@@ -93,7 +162,7 @@ fn usk(f: &pb::FileEntry) -> &pb::UnixSkEntry {
 }
 
 /// The pair `f` is an end of, and which end it is.
-fn pair_of(imgs: &Images, pid: Pid, f: &pb::FileEntry) -> Result<(Pair, usize)> {
+fn pair_of(imgs: &Images, pid: Pid, f: &pb::FileEntry, flight: &Flight) -> Result<(Pair, usize)> {
     let me = usk(f);
     let what = || format!("file {} (socket:[{}])", f.id, me.ino);
     let peer = imgs
@@ -118,20 +187,20 @@ fn pair_of(imgs: &Images, pid: Pid, f: &pb::FileEntry) -> Result<(Pair, usize)> 
             ),
         ));
     }
-    let spec = |f: &pb::FileEntry| {
+    let spec = |f: &pb::FileEntry| -> Result<EndSpec> {
         let u = usk(f);
-        EndSpec {
+        Ok(EndSpec {
             ino: u.ino,
             // The kernel gave it a name (check: only such a name).
             autobind: !u.name.is_empty(),
             opts: u.opts.clone(),
             shutdown: u.shutdown.unwrap_or(0) & 3,
-            queue: imgs.sk_queues.get(&f.id).cloned().unwrap_or_default(),
+            queue: queue_of(imgs, pid, f.id, flight)?,
             name: u.name.clone(),
             peek_off: u.peek_off,
-        }
+        })
     };
-    let (a, b) = (spec(f), spec(peer));
+    let (a, b) = (spec(f)?, spec(peer)?);
     Ok(if a.ino < b.ino {
         (
             Pair {
@@ -212,7 +281,7 @@ impl FdKind for Unix {
                 "a UNIX socket the engine should have made",
             ));
         }
-        let (pair, which) = pair_of(imgs, pid, f)?;
+        let (pair, which) = pair_of(imgs, pid, f, &Flight::new())?;
         Ok(Arc::new(End {
             pair,
             which,
@@ -234,7 +303,21 @@ impl FdKind for Unix {
         f: &pb::FileEntry,
         pairs: &mut EnginePairs,
     ) -> Result<OwnedFd> {
-        let (pair, which) = pair_of(imgs, pid, f)?;
+        pair_in_engine(imgs, pid, f, pairs, &Flight::new())
+    }
+}
+
+/// One end of a pair, made by the engine (`FdKind::open_in_engine`),
+/// with the files in flight in its queues taken from `flight`.
+fn pair_in_engine(
+    imgs: &Images,
+    pid: Pid,
+    f: &pb::FileEntry,
+    pairs: &mut EnginePairs,
+    flight: &Flight,
+) -> Result<OwnedFd> {
+    {
+        let (pair, which) = pair_of(imgs, pid, f, flight)?;
         let key = pair.key();
         let what = || format!("socket:[{}]", pair.ends[which].ino);
         if let std::collections::btree_map::Entry::Vacant(slot) = pairs.entry(key) {
@@ -356,7 +439,12 @@ fn make_pair(p: &Pair) -> nix::Result<[RawFd; 2]> {
         }
         for (i, e) in p.ends.iter().enumerate() {
             for m in &e.queue {
-                send_all(sv[1 - i], m, stream)?;
+                // (Only the engine has messages with more than bytes.)
+                if m.fds.is_empty() && m.creds.is_none() {
+                    send_all(sv[1 - i], &m.data, stream)?;
+                } else {
+                    resend(sv[1 - i], m, None)?;
+                }
             }
         }
         for (fd, e) in sv.iter().zip(&p.ends) {
@@ -471,7 +559,8 @@ impl Drop for Web {
 
 impl Restorer for Web {
     fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
-        let made = self.build(imgs)?;
+        let flight = in_flight(imgs, fds)?;
+        let made = self.build(imgs, &flight)?;
         for (id, fd) in made {
             fds.descriptions.insert(id, fd);
         }
@@ -481,6 +570,93 @@ impl Restorer for Web {
     fn released(&mut self) {
         self.released = true;
     }
+}
+
+/// The files in flight in the queues, made by the engine before the
+/// sockets they are sent to again. The parts of one object (a pipe's
+/// ends, a pair's ends) are made together, so that a task's fd to the
+/// other part meets the one in flight: every part a task holds is left in
+/// `fds` for the task to take, as is every pair of the tree with files in
+/// flight in its queues (the engine sends them, the task could not).
+fn in_flight(imgs: &Images, fds: &mut EngineFds) -> Result<Flight> {
+    let holder = super::holders(imgs);
+    let mut flight = Flight::new();
+    let mut pairs = EnginePairs::new();
+    let wanted: Vec<(u32, u32)> = imgs
+        .sk_queue_scm
+        .iter()
+        .flat_map(|(to, q)| {
+            q.iter()
+                .flat_map(move |a| a.rights.iter().map(move |r| (*r, *to)))
+        })
+        .collect();
+    let pid_of = |id: u32, to: u32| {
+        holder
+            .get(&id)
+            .or_else(|| holder.get(&to))
+            .map_or(0, |h| h.0)
+    };
+    let dup = |pid: Pid, id: u32, fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| Error::io("dup", format!("pid {pid}: file {id}, in flight"), e))
+    };
+    for (id, to) in wanted {
+        let f = imgs.file(id);
+        let kind = super::kind_of(f.r#type).expect("validated");
+        let group: Vec<u32> = match kind.object(f) {
+            Some(o) => imgs
+                .files
+                .values()
+                .filter(|g| g.r#type == f.r#type && kind.object(g) == Some(o))
+                .map(|g| g.id)
+                .collect(),
+            None => vec![id],
+        };
+        for g in group {
+            if flight.contains_key(&g) {
+                continue;
+            }
+            let pid = pid_of(g, to);
+            if let Some(fd) = fds.descriptions.get(&g) {
+                flight.insert(g, dup(pid, g, fd)?);
+                continue;
+            }
+            let fd = kind
+                .open_in_engine(imgs, pid, imgs.file(g), &mut pairs)
+                .map_err(|e| {
+                    e.context(format!(
+                        "file {g}, {} file {to}'s queue",
+                        if g == id {
+                            "in flight in"
+                        } else {
+                            "a part of a file in flight in"
+                        }
+                    ))
+                })?;
+            if holder.contains_key(&g) {
+                fds.descriptions.insert(g, dup(pid, g, &fd)?);
+            }
+            flight.insert(g, fd);
+        }
+    }
+    for f in imgs.files.values() {
+        let Some((pid, _, _)) = holder.get(&f.id).copied() else {
+            continue;
+        };
+        if fds.descriptions.contains_key(&f.id) || !is_pair(imgs, f) {
+            continue;
+        }
+        let peer = imgs
+            .files
+            .values()
+            .find(|o| o.usk.as_ref().is_some_and(|u| u.ino == usk(f).peer))
+            .map_or(0, |o| o.id);
+        if has_ancillary(imgs, f.id) || has_ancillary(imgs, peer) {
+            let fd = pair_in_engine(imgs, pid, f, &mut pairs, &flight)?;
+            fds.descriptions.insert(f.id, fd);
+        }
+    }
+    Ok(flight)
 }
 
 /// A socket of the web: its entry, and the task to name in errors.
@@ -534,7 +710,7 @@ impl Sk<'_> {
 }
 
 impl Web {
-    fn build(&mut self, imgs: &Images) -> Result<BTreeMap<u32, OwnedFd>> {
+    fn build(&mut self, imgs: &Images, flight: &Flight) -> Result<BTreeMap<u32, OwnedFd>> {
         let mut pid_of: BTreeMap<u32, Pid> = BTreeMap::new();
         for t in &imgs.tasks {
             for fd in &t.fdinfo {
@@ -632,11 +808,11 @@ impl Web {
                 self.bind(s, fd)?;
             }
             if s.u.r#type as i32 == libc::SOCK_DGRAM && s.named() {
-                let q = imgs.sk_queues.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
+                let q = queue_of(imgs, s.pid, s.id, flight)?;
                 if !q.is_empty() {
                     let t = us::socket(libc::SOCK_DGRAM).map_err(|e| s.err("socket", e))?;
                     for m in q {
-                        us::send(t.as_fd(), m, Some(&s.address()))
+                        resend(t.as_raw_fd(), &m, Some(&s.address()))
                             .map_err(|e| s.err("queueing its datagrams again", e))?;
                     }
                 }
@@ -712,7 +888,7 @@ impl Web {
             if s.u.r#type as i32 == libc::SOCK_DGRAM {
                 continue;
             }
-            let q = imgs.sk_queues.get(&s.id).map(Vec::as_slice).unwrap_or(&[]);
+            let q = queue_of(imgs, s.pid, s.id, flight)?;
             if q.is_empty() {
                 continue;
             }
@@ -727,7 +903,8 @@ impl Web {
                     )
                 })?;
             for m in q {
-                us::send(from.as_fd(), m, None).map_err(|e| s.err("queueing its data again", e))?;
+                resend(from.as_raw_fd(), &m, None)
+                    .map_err(|e| s.err("queueing its data again", e))?;
             }
         }
         for s in &web {
