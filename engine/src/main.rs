@@ -73,6 +73,11 @@ enum Cmd {
         /// blocked until the restore; CRIU's option).
         #[arg(long)]
         tcp_established: bool,
+        /// Write images CRIU restores too: every process's pages in full,
+        /// none marked as shared with the parent (larger images; ckpt's
+        /// restore shares such pages again by comparing them).
+        #[arg(long)]
+        criu_compatible: bool,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
             ext_unix_sk,
             file_locks,
             tcp_established,
+            criu_compatible,
             log,
         } => {
             if let Err(e) = init_log(&log) {
@@ -190,6 +196,7 @@ fn main() -> ExitCode {
                     ext_unix_sk,
                     file_locks,
                     tcp_established,
+                    criu_compatible,
                 });
                 finish(
                     "dump",

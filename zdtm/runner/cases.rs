@@ -351,6 +351,14 @@ pub static CASES: &[Case] = &[
         program: Program::C("cow_shared_child"),
         ..Case::DEFAULT
     },
+    // Images as CRIU writes them (every process's pages stored): the
+    // restore must find the sharing again by content.
+    Case {
+        name: "cow_shared_child_criu_compatible",
+        program: Program::C("cow_shared_child"),
+        dump_opts: &["--criu-compatible"],
+        ..Case::DEFAULT
+    },
     Case {
         name: "pipe_shared_child",
         program: Program::C("pipe_shared_child"),

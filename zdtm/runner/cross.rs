@@ -53,27 +53,14 @@ const CROSS_CASES: &[&str] = &[
 const KNOWN: &[(&str, &str)] = &[
     (
         "criu-to-ckpt/threads_basic",
-        "a thread's cgroup set that CRIU leaves out of cgroup.img",
+        "CRIU's dump records a thread interrupted in a timed wait (nanosleep, poll, a futex \
+         with a timeout) as returning EINTR, without the time left: CRIU's own restore of \
+         those images fails the same way",
     ),
     (
         "criu-to-ckpt/threads_fds",
-        "a thread's cgroup set that CRIU leaves out of cgroup.img",
-    ),
-    (
-        "ckpt-to-criu/tree_basic",
-        "pages shared with the parent: ckpt marks the image version so that CRIU refuses it",
-    ),
-    (
-        "ckpt-to-criu/cow_shared_child",
-        "pages shared with the parent: ckpt marks the image version so that CRIU refuses it",
-    ),
-    (
-        "criu-to-ckpt/cow_shared_child",
-        "ckpt does not share again the pages CRIU stored once per process",
-    ),
-    (
-        "ckpt-to-criu/pipe_shared_child",
-        "pages shared with the parent: ckpt marks the image version so that CRIU refuses it",
+        "CRIU's dump records a thread interrupted in epoll_wait or poll as returning EINTR: \
+         CRIU's own restore of those images fails the same way",
     ),
     (
         "ckpt-to-criu/timerfd",
@@ -85,25 +72,38 @@ const KNOWN: &[(&str, &str)] = &[
     ),
     (
         "ckpt-to-criu/posix_timers",
-        "an absolute (TIMER_ABSTIME) timer comes back off its time",
+        "CRIU's posix_timer_entry has no field for TIMER_ABSTIME (the timer comes back \
+         relative, off by the downtime) and CRIU cannot give back an overrun count: \
+         CRIU's own restore of its images fails the same way",
+    ),
+    (
+        "criu-to-ckpt/posix_timers",
+        "CRIU's posix_timer_entry has no field for TIMER_ABSTIME: the timer stored \
+         relative comes back off by the downtime (passes only when that is short)",
     ),
     (
         "ckpt-to-criu/sigaction_all",
-        "CRIU does not restore SIGTRAP's disposition",
+        "ckpt writes SIGTRAP's SIG_IGN in sigactions[4]; CRIU's restore leaves SIGTRAP \
+         at SIG_DFL (CRIU's own images of it fail the same way)",
     ),
     (
         "criu-to-ckpt/sigaction_all",
-        "CRIU does not dump SIGTRAP's disposition",
+        "CRIU dumps SIGTRAP's disposition as SIG_DFL (sigactions[4] sigaction 0)",
     ),
     (
         "ckpt-to-criu/sigpending",
-        "pending signals differ after CRIU restores ckpt's images",
+        "ckpt writes the pending SIGTRAP; CRIU's restore drops it (every other signal, \
+         its order and siginfo come back)",
     ),
     (
         "criu-to-ckpt/sigpending",
-        "pending signals differ after ckpt restores CRIU's images",
+        "CRIU refuses to dump a thread with a pending SIGTRAP",
     ),
 ];
+
+/// Known failures that depend on timing (how long the dump and restore
+/// take): a pass is no reason to remove them.
+const UNSTABLE: &[&str] = &["criu-to-ckpt/posix_timers"];
 
 /// CRIU mounts its cgroup yard under the images directory and, when a
 /// restore fails, can leave it mounted; later suites would see those
@@ -163,12 +163,18 @@ fn main() {
             .iter()
             .find(|c| c.name == *name)
             .unwrap_or_else(|| panic!("cross case {name} is not in the case table"));
-        // Root, so that CRIU may dump it.
-        let case: &'static Case = Box::leak(Box::new(Case {
-            suid: true,
-            ..*case
-        }));
         for (dir, dumper_is_ckpt) in [("ckpt-to-criu", true), ("criu-to-ckpt", false)] {
+            // Root, so that CRIU may dump it; ckpt writes what CRIU reads.
+            let case: &'static Case = Box::leak(Box::new(Case {
+                suid: true,
+                dump_opts: if dumper_is_ckpt {
+                    let opts = case.dump_opts.iter().copied();
+                    Box::leak(opts.chain(["--criu-compatible"]).collect())
+                } else {
+                    case.dump_opts
+                },
+                ..*case
+            }));
             let cfg = criu.clone().map(|criu| {
                 let (dump, restore) = if dumper_is_ckpt {
                     (ckpt.clone(), criu)
@@ -186,7 +192,7 @@ fn main() {
             });
             let name = format!("{dir}/{}", case.name);
             let known = KNOWN.iter().find(|(n, _)| *n == name).map(|(_, why)| *why);
-            trials.push(Trial::ignorable_test(name, move || {
+            trials.push(Trial::ignorable_test(name.clone(), move || {
                 let cfg = match &cfg {
                     Err(why) => return Ok(Completion::ignored_with(why.clone())),
                     Ok(cfg) => cfg,
@@ -198,6 +204,7 @@ fn main() {
                         "xfail: {why} (failed as expected: {})",
                         e.message().unwrap_or("").lines().next().unwrap_or("")
                     ))),
+                    (Ok(c), Some(_)) if UNSTABLE.contains(&name.as_str()) => Ok(c),
                     (Ok(_), Some(why)) => Err(format!(
                         "passes now, though listed as failing ({why}): remove it from KNOWN"
                     )

@@ -77,6 +77,10 @@ pub struct DumpOptions {
     /// Established TCP connections are dumped, through repair mode and
     /// under the network lock (CRIU's --tcp-established).
     pub tcp_established: bool,
+    /// Images CRIU restores as well: every process's pages stored in
+    /// full, none recorded as shared with the parent (ckpt's restore
+    /// shares them again by comparing with the parent's, as CRIU does).
+    pub criu_compatible: bool,
 }
 
 /// What was dumped, for the summary line.
@@ -149,7 +153,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         cow_pages: 0,
         cow_parents: tree
             .iter()
-            .filter(|c| c.zombie.is_none())
+            .filter(|c| c.zombie.is_none() && !opts.criu_compatible)
             .map(|c| c.ppid)
             .collect(),
     };

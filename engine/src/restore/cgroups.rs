@@ -148,6 +148,42 @@ pub fn check(cg: &pb::CgroupEntry, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// CRIU leaves out of cgroup.img the set that is its own cgroups (the
+/// inventory's `root_cg_set`) and writes no `cg_set` for a process in it,
+/// yet still names that set in each of its threads' cores. Such a process
+/// stays where the restore makes it, so its threads stay with it: the
+/// set is forgotten where cgroup.img does not have it.
+pub fn forget_dumpers_set(
+    cg: Option<&pb::CgroupEntry>,
+    dumpers: Option<u32>,
+    tasks: &mut [super::load::TaskImages],
+) {
+    let Some(dumpers) = dumpers else { return };
+    if cg.is_some_and(|cg| cg.sets.iter().any(|s| s.id == dumpers)) {
+        return;
+    }
+    let forget = |id: &mut Option<u32>, own: Option<u32>| {
+        if *id == Some(dumpers) {
+            *id = own;
+        }
+    };
+    for t in tasks {
+        let Some(tc) = t.core.tc.as_mut() else {
+            continue;
+        };
+        forget(&mut tc.cg_set, None);
+        let own = tc.cg_set;
+        if let Some(th) = t.core.thread_core.as_mut() {
+            forget(&mut th.cg_set, own);
+        }
+        for (_, c) in &mut t.threads {
+            if let Some(th) = c.thread_core.as_mut() {
+                forget(&mut th.cg_set, own);
+            }
+        }
+    }
+}
+
 /// Validate `cgroup.img` as the loader read it (if the images have one)
 /// and check that every task's and thread's cgroup set is in it.
 pub fn load(

@@ -91,12 +91,149 @@ fn offsets(t: &TaskImages) -> Vec<u64> {
         .collect()
 }
 
-/// Whether `t` has COW entries inside `start..end`.
-fn has_cow_in(t: &TaskImages, (start, end): (u64, u64)) -> bool {
+/// Whether `t` has pages shared with its parent inside `start..end`:
+/// COW entries, or stored pages found equal to the parent's (`same`).
+fn has_cow_in(t: &TaskImages, same: &[(u64, u64)], (start, end): (u64, u64)) -> bool {
     t.pages
         .entries
         .iter()
         .any(|e| entry_cow(e) && start <= e.vaddr && e.vaddr < end)
+        || overlaps((start, end), same)
+}
+
+/// `start..end` without the ranges of `cut` (sorted, disjoint).
+fn minus(start: u64, end: u64, cut: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for &(s, e) in cut {
+        if e <= at || s >= end {
+            continue;
+        }
+        if s > at {
+            out.push((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
+}
+
+/// Images that store every process's pages in full (CRIU's, or ckpt's
+/// with `--criu-compatible`) say nothing of what a child still shared
+/// with its parent. As CRIU's restore does, such sharing is found again
+/// by content: per task, the ranges of its stored pages, in a mapping the
+/// parent has alike, equal to the parent's stored page at the same
+/// address. Images with COW entries say it themselves: nothing is
+/// compared there (an empty list per task).
+fn same_as_parent(imgs: &Images) -> Result<Vec<Vec<(u64, u64)>>> {
+    let mut out = vec![Vec::new(); imgs.tasks.len()];
+    if imgs
+        .tasks
+        .iter()
+        .any(|t| t.pages.entries.iter().any(entry_cow))
+    {
+        return Ok(out);
+    }
+    let index: BTreeMap<i32, usize> = imgs
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.pid, i))
+        .collect();
+    // Stored runs of a task, sorted: (start, end, offset in its pages file).
+    let runs = |t: &TaskImages| -> Vec<(u64, u64, u64)> {
+        let mut v: Vec<_> = t
+            .pages
+            .entries
+            .iter()
+            .zip(offsets(t))
+            .filter(|(e, _)| entry_present(e))
+            .map(|(e, off)| (e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE, off))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let open = |t: &TaskImages| {
+        let name = t.pages.pages_file();
+        std::fs::File::open(imgs.path(&name)).map_err(|e| imgs.bad(&name, e))
+    };
+    for (i, t) in imgs.tasks.iter().enumerate() {
+        let Some(&pi) = index.get(&(t.pstree.ppid as i32)) else {
+            continue;
+        };
+        let p = &imgs.tasks[pi];
+        let mut parent_vmas: Vec<_> = p.mm.vmas.clone();
+        parent_vmas.sort_by_key(|v| v.start);
+        let mut vmas: Vec<(u64, u64)> =
+            t.mm.vmas
+                .iter()
+                .filter(|v| crate::images::vma::cow_pair(v, &parent_vmas).is_some())
+                .map(|v| (v.start, v.end))
+                .collect();
+        vmas.sort_unstable();
+        if vmas.is_empty() {
+            continue;
+        }
+        let (mine, theirs) = (runs(t), runs(p));
+        let (mut fm, mut fp) = (None, None);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut same: Vec<(u64, u64)> = Vec::new();
+        // Sorted and disjoint: only the ones overlapping `s..e`.
+        fn over<T: Copy>(v: &[T], s: u64, e: u64, r: fn(T) -> (u64, u64)) -> &[T] {
+            let from = v.partition_point(|&x| r(x).1 <= s);
+            let to = v.partition_point(|&x| r(x).0 < e);
+            &v[from..to.max(from)]
+        }
+        for &(ms, me, moff) in &mine {
+            for &(vs, ve) in over(&vmas, ms, me, |x| x) {
+                for &(ps, pe, poff) in over(&theirs, ms, me, |x: (u64, u64, u64)| (x.0, x.1)) {
+                    let (s, e) = (vs.max(ms).max(ps), ve.min(me).min(pe));
+                    if s >= e {
+                        continue;
+                    }
+                    let fm = match &mut fm {
+                        Some(f) => f,
+                        None => fm.insert(open(t)?),
+                    };
+                    let fp = match &mut fp {
+                        Some(f) => f,
+                        None => fp.insert(open(p)?),
+                    };
+                    const CHUNK: u64 = 1 << 20;
+                    let mut at = s;
+                    while at < e {
+                        let n = (e - at).min(CHUNK) as usize;
+                        a.resize(n, 0);
+                        b.resize(n, 0);
+                        fm.read_exact_at(&mut a, moff + (at - ms))
+                            .map_err(|err| imgs.bad(&t.pages.pages_file(), err))?;
+                        fp.read_exact_at(&mut b, poff + (at - ps))
+                            .map_err(|err| imgs.bad(&p.pages.pages_file(), err))?;
+                        for (k, (x, y)) in a
+                            .chunks(PAGE as usize)
+                            .zip(b.chunks(PAGE as usize))
+                            .enumerate()
+                        {
+                            if x != y {
+                                continue;
+                            }
+                            let pg = at + k as u64 * PAGE;
+                            match same.last_mut() {
+                                Some(last) if last.1 == pg => last.1 = pg + PAGE,
+                                _ => same.push((pg, pg + PAGE)),
+                            }
+                        }
+                        at += n as u64;
+                    }
+                }
+            }
+        }
+        same.sort_unstable();
+        out[i] = same;
+    }
+    Ok(out)
 }
 
 /// One plan per task of `imgs.tasks` (same order). `engine` is the engine
@@ -129,6 +266,7 @@ pub fn plan(imgs: &Images, engine: &[(u64, u64)]) -> Result<Vec<CowPlan>> {
             children.entry(c.pstree.ppid as i32).or_default().push(c);
         }
     }
+    let same = same_as_parent(imgs)?;
     let mut plans = vec![CowPlan::default(); imgs.tasks.len()];
     for &i in &order {
         let t = &imgs.tasks[i];
@@ -144,10 +282,14 @@ pub fn plan(imgs: &Images, engine: &[(u64, u64)]) -> Result<Vec<CowPlan>> {
             if overlaps(r, engine) {
                 continue;
             }
-            let mine = has_cow_in(t, r);
+            let mine = has_cow_in(t, &same[i], r);
             if mine && parent_held.contains(&r) {
                 keep.push(r);
-            } else if !mine && children.iter().any(|c| has_cow_in(c, r)) {
+            } else if !mine
+                && children
+                    .iter()
+                    .any(|c| has_cow_in(c, &same[index[&c.pid]], r))
+            {
                 premap.push(r);
             }
         }
@@ -172,7 +314,12 @@ pub fn plan(imgs: &Images, engine: &[(u64, u64)]) -> Result<Vec<CowPlan>> {
                     continue;
                 }
                 if entry_present(en) {
-                    fill.push((es, off, ee - es));
+                    // Pages equal to the parent's stay the parent's.
+                    let own = if kept { &same[i][..] } else { &[][..] };
+                    // An entry may span two mappings (CRIU's do).
+                    for (fs, fe) in minus(es.max(s), ee.min(e), own) {
+                        fill.push((fs, off + (fs - es), fe - fs));
+                    }
                 }
                 if kept && es > at {
                     zero.push((at, es));

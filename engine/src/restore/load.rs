@@ -331,6 +331,11 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
             .collect()
     };
     let (pipe_data, fifo_data) = (data(&set.pipe_data), data(&set.fifo_data));
+    super::cgroups::forget_dumpers_set(
+        set.cgroups.as_ref().and_then(|p| p.as_ref().ok()),
+        inventory.root_cg_set,
+        &mut tasks,
+    );
     let cgroups = super::cgroups::load(dir, set.cgroups.as_ref(), &tasks)?;
     let ipc = super::ipc::from_set(dir, &set.sysvipc, &tasks)?;
     let ns = super::ns::from_set(dir, &set, &tasks)?;

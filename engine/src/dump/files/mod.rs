@@ -58,6 +58,11 @@ pub struct FileTable {
     /// those alone, not about every pair (a task with thousands of pipes
     /// would cost millions of kcmp calls).
     by_inode: std::collections::HashMap<(u64, u64), Vec<SeenFd>>,
+    /// The file entry of each executable (by device and inode) dumped so
+    /// far: processes running one share it, as in CRIU's images, whose
+    /// restore looks for memory shared with the parent only between
+    /// processes with the same `exe_file_id`.
+    exes: std::collections::HashMap<(u64, u64), u32>,
     /// memfd objects (dump/memfd.rs).
     pub memfd: crate::dump::memfd::MemfdTable,
     /// Unlinked files (dump/ghost.rs).
@@ -514,7 +519,16 @@ pub fn dump_exe(pid: Pid, table: &mut FileTable) -> Result<u32> {
             "the executable was deleted but is still linked elsewhere; that cannot be restored yet",
         ));
     }
-    Ok(table.add_reg(&exe, libc::O_RDONLY as u32, 0, None))
+    let p = format!("/proc/{pid}/exe");
+    let meta = std::fs::metadata(&p)
+        .map_err(|e| Error::io(&p, format!("pid {pid}: stat of the executable"), e))?;
+    let key = (meta.dev(), meta.ino());
+    if let Some(&id) = table.exes.get(&key) {
+        return Ok(id);
+    }
+    let id = table.add_reg(&exe, libc::O_RDONLY as u32, 0, None);
+    table.exes.insert(key, id);
+    Ok(id)
 }
 
 /// A file behind a mapping (read through /proc/PID/map_files, which names
