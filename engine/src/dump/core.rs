@@ -153,30 +153,130 @@ pub fn dump_thread(
     status: &Status,
     s: &mut ScratchSession<'_>,
 ) -> Result<(pb::ThreadInfoX86, pb::ThreadCoreEntry)> {
-    s.call(
-        libc::SYS_prctl,
-        &[PR_GET_TID_ADDRESS, s.addr],
-        "prctl(PR_GET_TID_ADDRESS)",
-    )?;
-    let clear_tid_addr = s.read_u64(0)?;
-    s.call(libc::SYS_sigaltstack, &[0, s.addr], "sigaltstack query")?;
-    let mut ss = [0u8; 24];
-    s.read(0, &mut ss)?;
-    let ss_sp = u64::from_le_bytes(ss[0..8].try_into().unwrap());
-    let ss_flags = u32::from_le_bytes(ss[8..12].try_into().unwrap());
-    let ss_size = u64::from_le_bytes(ss[16..24].try_into().unwrap());
-    s.call(
-        libc::SYS_prctl,
-        &[libc::PR_GET_PDEATHSIG as u64, s.addr],
-        "prctl(PR_GET_PDEATHSIG)",
-    )?;
-    let mut pd = [0u8; 4];
-    s.read(0, &mut pd)?;
-    let secbits = s.call(
-        libc::SYS_prctl,
-        &[libc::PR_GET_SECUREBITS as u64],
-        "prctl(PR_GET_SECUREBITS)",
-    )? as u32;
+    let calls = thread_calls(s.addr);
+    let mut got = [0i64; THREAD_CALLS];
+    for (g, ((nr, args), what)) in got.iter_mut().zip(calls) {
+        *g = s.call(nr, &args, what)? as i64;
+    }
+    let mut slot = [0u8; THREAD_SLOT as usize];
+    s.read(0, &mut slot)?;
+    thread_parts(tid, regs, xstate, blk, stat, status, &slot, &got)
+}
+
+/// What a thread looks like from outside, read before any remote call.
+pub struct ThreadSnap {
+    pub tid: Pid,
+    pub regs: Regs,
+    pub xstate: Vec<u8>,
+    pub blk: u64,
+    pub stat: Stat,
+    pub status: Status,
+}
+
+/// Bytes of scratch memory the calls of [`thread_calls`] write to.
+pub const THREAD_SLOT: u64 = 64;
+const THREAD_CALLS: usize = 4;
+
+/// What each thread is asked from inside (its answers in its slot of the
+/// scratch page, at `slot`): the clear-tid address (at 0), its alternate
+/// stack (at 8), its parent-death signal (at 32) and securebits (the
+/// result of the last call).
+fn thread_calls(slot: u64) -> [(crate::ptrace::remote::Call, &'static str); THREAD_CALLS] {
+    [
+        (
+            (libc::SYS_prctl, [PR_GET_TID_ADDRESS, slot, 0, 0, 0, 0]),
+            "prctl(PR_GET_TID_ADDRESS)",
+        ),
+        (
+            (libc::SYS_sigaltstack, [0, slot + 8, 0, 0, 0, 0]),
+            "sigaltstack query",
+        ),
+        (
+            (
+                libc::SYS_prctl,
+                [libc::PR_GET_PDEATHSIG as u64, slot + 32, 0, 0, 0, 0],
+            ),
+            "prctl(PR_GET_PDEATHSIG)",
+        ),
+        (
+            (
+                libc::SYS_prctl,
+                [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+            ),
+            "prctl(PR_GET_SECUREBITS)",
+        ),
+    ]
+}
+
+/// Every thread but the leader: [`dump_thread`] for each, their calls
+/// made in all of them at once (`Remote::raw_each`), a wave of threads at
+/// a time, each in its own slot of the leader's scratch page at `page`.
+pub fn dump_threads(
+    threads: &mut [crate::ptrace::Seized],
+    snaps: &[ThreadSnap],
+    syscall_ip: u64,
+    mem: &crate::ptrace::mem::TaskMem,
+    page: u64,
+) -> Result<Vec<(pb::ThreadInfoX86, pb::ThreadCoreEntry)>> {
+    use crate::ptrace::remote::Remote;
+    const WAVE: usize = (crate::ptrace::scratch::SCRATCH_SIZE / THREAD_SLOT) as usize;
+    let mut out = Vec::with_capacity(threads.len());
+    for (ths, snaps) in threads.chunks_mut(WAVE).zip(snaps.chunks(WAVE)) {
+        let mut remotes = ths
+            .iter_mut()
+            .map(|t| Remote::new(t, syscall_ip))
+            .collect::<Result<Vec<_>>>()?;
+        let calls: Vec<_> = (0..remotes.len())
+            .map(|k| thread_calls(page + k as u64 * THREAD_SLOT))
+            .collect();
+        let mut got = vec![[0i64; THREAD_CALLS]; remotes.len()];
+        for step in 0..THREAD_CALLS {
+            let these: Vec<_> = calls.iter().map(|c| Some(c[step].0)).collect();
+            let res = Remote::raw_each(&mut remotes, &these)?;
+            for (k, r) in res.into_iter().enumerate() {
+                let r = r.expect("every thread makes every call");
+                if (-4095..0).contains(&r) {
+                    return Err(Error::sys(
+                        snaps[k].tid,
+                        format!("{} (in the task)", calls[k][step].1),
+                        nix::errno::Errno::from_raw(-r as i32),
+                    ));
+                }
+                got[k][step] = r;
+            }
+        }
+        Remote::finish_each(remotes)?;
+        let mut slots = vec![0u8; snaps.len() * THREAD_SLOT as usize];
+        mem.read(page, &mut slots)?;
+        for (k, sn) in snaps.iter().enumerate() {
+            let slot = &slots[k * THREAD_SLOT as usize..][..THREAD_SLOT as usize];
+            out.push(thread_parts(
+                sn.tid, &sn.regs, &sn.xstate, sn.blk, &sn.stat, &sn.status, slot, &got[k],
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+/// A thread's images from what /proc, ptrace and its calls told.
+#[allow(clippy::too_many_arguments)]
+fn thread_parts(
+    tid: Pid,
+    regs: &Regs,
+    xstate: &[u8],
+    blk: u64,
+    stat: &Stat,
+    status: &Status,
+    slot: &[u8],
+    got: &[i64; THREAD_CALLS],
+) -> Result<(pb::ThreadInfoX86, pb::ThreadCoreEntry)> {
+    let word = |at: usize| u64::from_le_bytes(slot[at..at + 8].try_into().expect("8 bytes"));
+    let clear_tid_addr = word(0);
+    let ss_sp = word(8);
+    let ss_flags = u32::from_le_bytes(slot[16..20].try_into().expect("4 bytes"));
+    let ss_size = word(24);
+    let pd = u32::from_le_bytes(slot[32..36].try_into().expect("4 bytes"));
+    let secbits = got[3] as u32;
     let (futex_rla, futex_rla_len) = robust_list(tid)?;
     let (policy, prio) = sched(tid);
     let info = pb::ThreadInfoX86 {
@@ -198,7 +298,7 @@ pub fn dump_thread(
             ss_size,
             ss_flags,
         }),
-        pdeath_sig: Some(u32::from_le_bytes(pd)),
+        pdeath_sig: Some(pd),
         creds: Some(creds_from_status(status, secbits)),
         seccomp_mode: Some(status.seccomp as i32),
         comm: Some(stat.comm.clone()),

@@ -361,15 +361,6 @@ fn task_ids(pid: Pid, id: u32, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
 
 /// What a thread looked like when it was stopped, before the engine's
 /// remote calls touched its signal mask.
-struct ThreadSnap {
-    tid: Pid,
-    regs: crate::ptrace::Regs,
-    xstate: Vec<u8>,
-    blk: u64,
-    stat: stat::Stat,
-    status: status::Status,
-}
-
 fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
     let dir = ctx.dir;
     let threads = &mut p.threads[..];
@@ -394,7 +385,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let stopped = threads[0].kind == StopKind::GroupStop;
     let mut snaps = Vec::with_capacity(threads.len());
     for t in threads.iter() {
-        snaps.push(ThreadSnap {
+        snaps.push(core::ThreadSnap {
             tid: t.tid,
             regs: t.regs,
             xstate: t.xstate()?,
@@ -425,19 +416,13 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
             &[libc::PR_GET_DUMPABLE as u64],
             "prctl(PR_GET_DUMPABLE)",
         )?;
-        for (t, snap) in rest.iter_mut().zip(&snaps[1..]) {
-            let mut ts = ScratchSession::borrow(t, syscall_ip, &mem, s.addr)?;
-            parts.push(core::dump_thread(
-                snap.tid,
-                &snap.regs,
-                &snap.xstate,
-                snap.blk,
-                &snap.stat,
-                &snap.status,
-                &mut ts,
-            )?);
-            ts.close()?;
-        }
+        parts.extend(core::dump_threads(
+            rest,
+            &snaps[1..],
+            syscall_ip,
+            &mem,
+            s.addr,
+        )?);
         s.close()?;
         (tc, parts, brk, dumpable)
     };

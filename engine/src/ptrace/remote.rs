@@ -183,6 +183,76 @@ impl<'a> Remote<'a> {
     /// Execute syscall `nr` with `args`; returns the raw result (negative
     /// errno on failure), like the kernel does.
     pub fn raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+        self.set_call(nr, args)?;
+        // Entry stop, then exit stop (events such as PTRACE_EVENT_CLONE
+        // come between the two).
+        self.run_to_syscall_stop(nr, "entry")?;
+        self.run_to_syscall_stop(nr, "exit")?;
+        self.call_result(nr)
+    }
+
+    /// Runs one syscall in each of several threads at once: the `i`th
+    /// call (if any) in `remotes[i]`; raw results in the same places.
+    ///
+    /// Each remote call costs two round trips between the engine and a
+    /// stopped thread, and the time goes in waking and scheduling both
+    /// sides rather than in the calls; resuming every thread before
+    /// waiting for any lets those round trips overlap (on every CPU, and
+    /// with the engine's own work), where one call after the other pays
+    /// each in full.
+    pub fn raw_each(
+        remotes: &mut [Remote<'_>],
+        calls: &[Option<Call>],
+    ) -> Result<Vec<Option<i64>>> {
+        let mut started = Vec::new();
+        for (i, (r, c)) in remotes.iter_mut().zip(calls).enumerate() {
+            if let Some((nr, args)) = c {
+                r.set_call(*nr, args)?;
+                r.resume_syscall(*nr, "entry")?;
+                started.push(i);
+            }
+        }
+        for &i in &started {
+            let nr = calls[i].expect("started").0;
+            remotes[i].wait_syscall_stop(nr)?;
+            remotes[i].resume_syscall(nr, "exit")?;
+        }
+        let mut out = vec![None; remotes.len()];
+        for &i in &started {
+            let nr = calls[i].expect("started").0;
+            remotes[i].wait_syscall_stop(nr)?;
+            out[i] = Some(remotes[i].call_result(nr)?);
+        }
+        Ok(out)
+    }
+
+    /// [`Remote::finish`] for several threads, their round trips
+    /// overlapping as in [`Remote::raw_each`].
+    pub fn finish_each(mut remotes: Vec<Remote<'_>>) -> Result<()> {
+        for r in &remotes {
+            ptrace::interrupt(r.task.npid()).ctx(r.task.tid, || {
+                "PTRACE_INTERRUPT after remote syscalls".into()
+            })?;
+        }
+        for r in &remotes {
+            ptrace::cont(r.task.npid(), None)
+                .ctx(r.task.tid, || "PTRACE_CONT after remote syscalls".into())?;
+        }
+        for r in remotes.iter_mut() {
+            super::wait_event_stop(r.task.tid)?;
+            // Back in its interrupt stop: the rest needs no round trip.
+            r.finished = true;
+            let regs = r.task.regs;
+            raw::set_regs(r.task.npid(), &regs).ctx(r.task.tid, || {
+                "restoring registers after remote syscalls".into()
+            })?;
+            r.task.set_sigmask(r.saved_mask)?;
+        }
+        Ok(())
+    }
+
+    /// Registers for syscall `nr` at the syscall instruction.
+    fn set_call(&mut self, nr: i64, args: &[u64]) -> Result<()> {
         let tid = self.task.tid;
         STATS
             .calls
@@ -204,24 +274,34 @@ impl<'a> Remote<'a> {
             *slot = a;
         }
         raw::set_regs(self.task.npid(), &regs)
-            .ctx(tid, || format!("setting registers for remote syscall {nr}"))?;
-        // Entry stop, then exit stop (events such as PTRACE_EVENT_CLONE
-        // come between the two).
-        self.run_to_syscall_stop(nr, "entry")?;
-        self.run_to_syscall_stop(nr, "exit")?;
-        let after = raw::get_regs(self.task.npid())
-            .ctx(tid, || format!("reading result of remote syscall {nr}"))?;
+            .ctx(tid, || format!("setting registers for remote syscall {nr}"))
+    }
+
+    /// The raw result of the call that just left its exit stop.
+    fn call_result(&mut self, nr: i64) -> Result<i64> {
+        let after = raw::get_regs(self.task.npid()).ctx(self.task.tid, || {
+            format!("reading result of remote syscall {nr}")
+        })?;
         Ok(after.rax as i64)
     }
 
-    /// Resume with PTRACE_SYSCALL until the next syscall stop. Every
-    /// signal is blocked meanwhile (`new`), so a SIGTRAP stop can only be
-    /// a syscall stop (the options may lack PTRACE_O_TRACESYSGOOD).
+    /// Resume with PTRACE_SYSCALL until the next syscall stop.
     fn run_to_syscall_stop(&mut self, nr: i64, which: &str) -> Result<()> {
-        let tid = self.task.tid;
-        ptrace::syscall(self.task.npid(), None).ctx(tid, || {
+        self.resume_syscall(nr, which)?;
+        self.wait_syscall_stop(nr)
+    }
+
+    fn resume_syscall(&mut self, nr: i64, which: &str) -> Result<()> {
+        ptrace::syscall(self.task.npid(), None).ctx(self.task.tid, || {
             format!("PTRACE_SYSCALL to the {which} of remote syscall {nr}")
-        })?;
+        })
+    }
+
+    /// Wait for the syscall stop the thread was resumed to. Every signal
+    /// is blocked meanwhile (`new`), so a SIGTRAP stop can only be a
+    /// syscall stop (the options may lack PTRACE_O_TRACESYSGOOD).
+    fn wait_syscall_stop(&mut self, nr: i64) -> Result<()> {
+        let tid = self.task.tid;
         loop {
             let st = waitpid(self.task.npid(), Some(WaitPidFlag::__WALL))
                 .ctx(tid, || format!("waiting for remote syscall {nr}"))?;

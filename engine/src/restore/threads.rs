@@ -11,7 +11,7 @@ use crate::images::pb;
 use crate::kernel::restart::restart_regs;
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::regs::regs_from_pb;
-use crate::ptrace::remote::Remote;
+use crate::ptrace::remote::{Call, Remote};
 use crate::ptrace::Seized;
 
 pub const KIND: Kind = Kind {
@@ -41,11 +41,7 @@ impl Restorer for Threads {
                 if !t.threads.is_empty() {
                     debug!("pid {}: {} threads created", t.pid, t.threads.len());
                 }
-                cx.in_threads(|r, mem, scratch, _, core| {
-                    let info = core.thread_info.as_ref().expect("validated");
-                    let tcore = core.thread_core.as_ref().expect("validated");
-                    restore_thread(r, mem, scratch, info, tcore)
-                })
+                restore_threads(cx)
             }
             TaskStage::Final => {
                 let t = cx.t;
@@ -109,6 +105,130 @@ fn clone_thread(r: &mut Remote<'_>, mem: &TaskMem, scratch: u64, tid: Pid) -> Re
 }
 
 /// Per-thread kernel state that needs a call from inside the thread.
+/// Threads set up at once (`Remote::raw_each`), each with its own slot
+/// of this many bytes for its name and alternate stack in the scratch
+/// area's batch table (two pages, unused outside a batch).
+const SLOT: u64 = 64;
+const SLOTS_AT: u64 = 2 * 4096;
+const WAVE: usize = (2 * 4096 / SLOT) as usize;
+
+/// Every thread but the leader gets its per-thread state, a wave of
+/// threads at a time, each thread's calls in order.
+fn restore_threads(cx: &mut TaskCx<'_>) -> Result<()> {
+    let t = cx.t;
+    let (mem, scratch, ip) = (&cx.mem, cx.scratch, cx.ip);
+    for (ths, cores) in cx.threads.chunks_mut(WAVE).zip(t.threads.chunks(WAVE)) {
+        let mut plans = Vec::with_capacity(ths.len());
+        for (k, (_, core)) in cores.iter().enumerate() {
+            let info = core.thread_info.as_ref().expect("validated");
+            let tcore = core.thread_core.as_ref().expect("validated");
+            plans.push(thread_calls(
+                mem,
+                scratch + SLOTS_AT + k as u64 * SLOT,
+                info,
+                tcore,
+            )?);
+        }
+        let mut remotes = ths
+            .iter_mut()
+            .map(|th| Remote::new(th, ip))
+            .collect::<Result<Vec<_>>>()?;
+        let steps = plans.iter().map(Vec::len).max().unwrap_or(0);
+        for step in 0..steps {
+            let calls: Vec<Option<Call>> = plans.iter().map(|p| p.get(step).map(|c| c.0)).collect();
+            let got = Remote::raw_each(&mut remotes, &calls)?;
+            for ((res, plan), (tid, _)) in got.iter().zip(&plans).zip(cores) {
+                if let (Some(r), Some((_, what))) = (res, plan.get(step)) {
+                    if (-4095..0).contains(r) {
+                        return Err(Error::sys(
+                            *tid,
+                            format!("{what} (in the task)"),
+                            nix::errno::Errno::from_raw(-*r as i32),
+                        ));
+                    }
+                }
+            }
+        }
+        for r in remotes {
+            r.abandon();
+        }
+    }
+    Ok(())
+}
+
+/// The calls that give a thread its state (as `restore_thread` makes
+/// them), with their data written at `slot` (`SLOT` bytes).
+fn thread_calls(
+    mem: &TaskMem,
+    slot: u64,
+    info: &pb::ThreadInfoX86,
+    th: &pb::ThreadCoreEntry,
+) -> Result<Vec<(Call, &'static str)>> {
+    let mut calls = Vec::new();
+    if let Some(comm) = &th.comm {
+        let mut name = comm.as_bytes().to_vec();
+        name.truncate(15);
+        name.push(0);
+        mem.write(slot, &name)?;
+        calls.push((
+            (
+                libc::SYS_prctl,
+                [libc::PR_SET_NAME as u64, slot, 0, 0, 0, 0],
+            ),
+            "prctl(PR_SET_NAME)",
+        ));
+    }
+    calls.push((
+        (
+            libc::SYS_set_tid_address,
+            [info.clear_tid_addr, 0, 0, 0, 0, 0],
+        ),
+        "set_tid_address",
+    ));
+    if th.futex_rla != 0 {
+        calls.push((
+            (
+                libc::SYS_set_robust_list,
+                [th.futex_rla, th.futex_rla_len as u64, 0, 0, 0, 0],
+            ),
+            "set_robust_list",
+        ));
+    }
+    if let Some(sas) = &th.sas {
+        // As in `restore_thread`: a disabled stack is set too.
+        let at = slot + 16;
+        mem.write(at, &sigaltstack_bytes(sas))?;
+        calls.push(((libc::SYS_sigaltstack, [at, 0, 0, 0, 0, 0]), "sigaltstack"));
+    }
+    if let Some(rs) = &th.rseq_entry {
+        calls.push((
+            (
+                libc::SYS_rseq,
+                [
+                    rs.rseq_abi_pointer,
+                    rs.rseq_abi_size as u64,
+                    0,
+                    rs.signature as u64,
+                    0,
+                    0,
+                ],
+            ),
+            "rseq registration",
+        ));
+    }
+    Ok(calls)
+}
+
+/// A `stack_t` for sigaltstack, never marked as in use.
+fn sigaltstack_bytes(sas: &pb::ThreadSasEntry) -> Vec<u8> {
+    let mut b = Vec::with_capacity(24);
+    b.extend_from_slice(&sas.ss_sp.to_le_bytes());
+    b.extend_from_slice(&(sas.ss_flags & !(libc::SS_ONSTACK as u32)).to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&sas.ss_size.to_le_bytes());
+    b
+}
+
 fn restore_thread(
     r: &mut Remote<'_>,
     mem: &TaskMem,
@@ -143,15 +263,8 @@ fn restore_thread(
         // A disabled stack is set too: the leader inherited the
         // engine's own alternate stack (Rust's guard-page handler), which
         // is unmapped now; SA_ONSTACK handlers would crash on it.
-        {
-            let mut b = Vec::with_capacity(24);
-            b.extend_from_slice(&sas.ss_sp.to_le_bytes());
-            b.extend_from_slice(&(sas.ss_flags & !(libc::SS_ONSTACK as u32)).to_le_bytes());
-            b.extend_from_slice(&0u32.to_le_bytes());
-            b.extend_from_slice(&sas.ss_size.to_le_bytes());
-            mem.write(scratch, &b)?;
-            r.call(libc::SYS_sigaltstack, &[scratch, 0], "sigaltstack")?;
-        }
+        mem.write(scratch, &sigaltstack_bytes(sas))?;
+        r.call(libc::SYS_sigaltstack, &[scratch, 0], "sigaltstack")?;
     }
     if let Some(rs) = &th.rseq_entry {
         r.call(
