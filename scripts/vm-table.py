@@ -61,8 +61,18 @@ def main():
             continue
         rel = open(os.path.join(d, "kernel")).read().strip() if os.path.exists(os.path.join(d, "kernel")) else "?"
         secs = open(os.path.join(d, "seconds")).read().strip() if os.path.exists(os.path.join(d, "seconds")) else "?"
+        total = None
+        out = os.path.join(d, "zdtm.out")
+        if os.path.exists(out):
+            m = re.search(r"^running (\d+) tests?$", open(out, errors="replace").read(), re.M)
+            total = int(m.group(1)) if m else None
         if not data[k]:
             notes[k] = f"no results (guest did not finish; see {d}/console.log), {secs}s"
+        elif not os.path.exists(os.path.join(d, "zdtm.rc")):
+            notes[k] = (
+                f"{rel}, {secs}s, stopped before the suite finished "
+                f"({len(data[k])} of {total or '?'} trials ran; failure reasons are printed only at the end)"
+            )
         else:
             notes[k] = f"{rel}, {secs}s"
     names = []
