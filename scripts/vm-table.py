@@ -14,20 +14,27 @@ LINE = re.compile(r"^test (\S+)\s+\.\.\. (ok|FAILED|ignored)(?:, (.*))?$")
 
 
 def first_reason(block):
-    for line in block:
-        line = line.strip()
-        if line and not line.startswith("----"):
+    """The engine's own error line if the block has one, else its first line."""
+    lines = [l.strip() for l in block if l.strip() and not l.startswith("----")]
+    for line in lines:
+        if line.startswith("Error ("):
             return line
-    return ""
+    return lines[0] if lines else ""
 
 
 def parse(d):
     res = {}
-    path = os.path.join(d, "zdtm.out")
-    if not os.path.exists(path):
-        return res
-    with open(path, errors="replace") as f:
-        lines = f.read().splitlines()
+    # zdtm.N.out: earlier runs that a continued run (-c) carried on.
+    parts = sorted(
+        (p for p in os.listdir(d) if re.fullmatch(r"zdtm\.\d+\.out", p)),
+        key=lambda p: int(p.split(".")[1]),
+    )
+    lines = []
+    for p in parts + ["zdtm.out"]:
+        path = os.path.join(d, p)
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                lines += f.read().splitlines()
     for line in lines:
         m = LINE.match(line)
         if m:
@@ -62,16 +69,16 @@ def main():
         rel = open(os.path.join(d, "kernel")).read().strip() if os.path.exists(os.path.join(d, "kernel")) else "?"
         secs = open(os.path.join(d, "seconds")).read().strip() if os.path.exists(os.path.join(d, "seconds")) else "?"
         total = None
-        out = os.path.join(d, "zdtm.out")
-        if os.path.exists(out):
-            m = re.search(r"^running (\d+) tests?$", open(out, errors="replace").read(), re.M)
-            total = int(m.group(1)) if m else None
+        if os.path.exists(os.path.join(d, "trials")):
+            done = os.path.join(d, "done")
+            total = sum(1 for _ in open(os.path.join(d, "trials")))
+            total += sum(1 for _ in open(done)) if os.path.exists(done) else 0
         if not data[k]:
             notes[k] = f"no results (guest did not finish; see {d}/console.log), {secs}s"
         elif not os.path.exists(os.path.join(d, "zdtm.rc")):
             notes[k] = (
                 f"{rel}, {secs}s, stopped before the suite finished "
-                f"({len(data[k])} of {total or '?'} trials ran; failure reasons are printed only at the end)"
+                f"({len(data[k])} of {total or '?'} trials ran; see console.log)"
             )
         else:
             notes[k] = f"{rel}, {secs}s"
