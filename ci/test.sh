@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What CI runs (.ci/run): setup, formatting, lints, then every test target:
 # unit tests and the zdtm conformance suite (which needs root; as another
-# user its cases are reported ignored). Every check runs even when an
+# user its cases are reported ignored); with CKPT_VM_MATRIX=1 also the
+# suite on other kernels in VMs (scripts/vm-test). Every check runs even when an
 # earlier one failed, so one run reports everything; the exit status is
 # non-zero if any failed.
 set -uo pipefail
@@ -33,6 +34,11 @@ step() {
 step cargo fmt --all -- --check
 step cargo clippy --all-targets -- -D warnings
 step cargo test --all-targets
+# The kernel matrix (scripts/vm-test): the suite in emulated guests of
+# Debian's 6.1 and 6.12 and this machine's kernel; long, so only on demand.
+if [ "${CKPT_VM_MATRIX:-0}" = 1 ]; then
+	step scripts/vm-test ${CKPT_VM_KERNELS:-6.1 6.12 6.18}
+fi
 
 echo
 if ((${#failed[@]})); then

@@ -199,7 +199,12 @@ impl FdDumper for Inet {
                 }
             }
         }
-        let peek_off = sol(libc::SO_PEEK_OFF, "SO_PEEK_OFF")?;
+        // TCP has a peek offset only since Linux 6.9; before, getsockopt
+        // says EOPNOTSUPP and no TCP socket can have one set: it is off.
+        let peek_off = match getsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF) {
+            Err(Errno::EOPNOTSUPP) if tcp => -1,
+            r => r.map_err(|e| sys("SO_PEEK_OFF", e))?,
+        };
         if peek_off >= 0 && !tcp {
             return Err(no(
                 "UDP socket with SO_PEEK_OFF set: not supported yet".into()
