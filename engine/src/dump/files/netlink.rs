@@ -82,6 +82,7 @@ impl NetlinkTable {
                         length: m.len() as u32,
                         scm: vec![],
                         addr: Some(nl::addr_bytes(*portid, *group)),
+                        ucred: None,
                     },
                     m.as_slice(),
                 )
