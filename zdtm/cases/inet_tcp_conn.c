@@ -23,10 +23,29 @@
  * CLOSE-WAIT once the FIN arrives, or both still ESTABLISHED with the FIN
  * unsent.
  *
+ * --mode=closewait: as pair, but S writes a little (all of it taken by
+ * C's kernel, none read) and shuts its side down at once: S is FIN-WAIT-2
+ * and C, which has not read the end of the stream, CLOSE-WAIT; then C
+ * fills as in pair mode, and after the restore writes more, which S must
+ * still receive.
+ *
+ * --mode=extclosewait: as ext, but the outside peer writes a little and
+ * shuts its side down first: the test's end is in CLOSE-WAIT with the
+ * peer's bytes and FIN unread, and fills the other way.
+ *
+ * --mode=lastack: as closewait, with a firewall rule (nft, a table of the
+ * test's own) dropping every packet from C to S: S's bytes and FIN reach
+ * C but are never acknowledged (S stays FIN-WAIT-1), and C writes a
+ * little and shuts its side down too: LAST-ACK, its bytes and FIN never
+ * acknowledged either. After the restore each side checks its state, then
+ * the rule goes and the retransmissions finish the connection.
+ *
  * After SIGTERM each side reads everything the other wrote, byte for byte
  * (a pattern of its own per direction) and nothing more, then a last
  * message goes each way (not from S in half mode: there C must read the
- * end of the stream).
+ * end of the stream; in the closing modes, each reads the end of the
+ * stream exactly where the other's FIN was). In the closing modes each
+ * side first checks (TCP_INFO) that its state is still the one it had.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,6 +54,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,12 +72,16 @@ const char *test_doc = "Check established TCP connections with queued and unsent
 static int family = 4;
 TEST_OPTION(family, int, "4 or 6", 0);
 static char *mode = "pair";
-TEST_OPTION(mode, string, "pair, ext, exthalf or half", 0);
+TEST_OPTION(mode, string, "pair, ext, exthalf, half, closewait, extclosewait or lastack", 0);
 
 #define WAIT_SECS 20
 #define BUFSZ 8192
+/* What a side writes before its FIN in the closing modes: a little, that
+ * the other side's kernel takes whole. */
+#define LITTLE 3000
 
 static int failed;
+static int half, closewait, lastack;
 
 /* Byte k of the stream in direction d (0: C to S, 1: S to C). */
 static uint8_t pat(int d, uint64_t k)
@@ -179,12 +203,104 @@ static int write_all(int fd, const char *m)
 	return write(fd, m, strlen(m)) == (ssize_t)strlen(m) ? 0 : -1;
 }
 
+/* Writes the first n bytes of direction d's pattern; n, or -1. */
+static uint64_t write_pattern(int fd, int d, uint64_t n)
+{
+	uint8_t buf[LITTLE];
+	uint64_t i;
+
+	if (n > sizeof(buf))
+		return (uint64_t)-1;
+	for (i = 0; i < n; i++)
+		buf[i] = pat(d, i);
+	return write(fd, buf, n) == (ssize_t)n ? n : (uint64_t)-1;
+}
+
+static int tcp_state(int fd)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl))
+		return -1;
+	return ti.tcpi_state;
+}
+
+static const char *state_name(int st)
+{
+	static const char *names[] = { "?",		"ESTABLISHED", "SYN-SENT",  "SYN-RECV",
+				       "FIN-WAIT-1",	"FIN-WAIT-2",  "TIME-WAIT", "CLOSE",
+				       "CLOSE-WAIT",	"LAST-ACK",    "LISTEN",    "CLOSING" };
+
+	return st > 0 && st < (int)(sizeof(names) / sizeof(names[0])) ? names[st] : "?";
+}
+
+/* Waits up to two seconds for fd to be in state st; 0 if it is. */
+static int wait_state(int fd, int st, const char *who)
+{
+	int i, now = -1;
+
+	for (i = 0; i < 200; i++) {
+		now = tcp_state(fd);
+		if (now == st)
+			return 0;
+		usleep(10000);
+	}
+	test_msg("%s is in state %s, not %s\n", who, state_name(now), state_name(st));
+	return -1;
+}
+
+/* The test's own firewall table (lastack mode). */
+static char nft_table[64];
+
+static int nft(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int nft(const char *fmt, ...)
+{
+	char cmd[512];
+	int n;
+	va_list ap;
+
+	n = snprintf(cmd, sizeof(cmd), "PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH nft ");
+	va_start(ap, fmt);
+	vsnprintf(cmd + n, sizeof(cmd) - n, fmt, ap);
+	va_end(ap);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Drops every packet from port `from` to port `to` on loopback. */
+static int drop_flow(int from, int to)
+{
+	snprintf(nft_table, sizeof(nft_table), "zdtm_tcp_%d", getpid());
+	return nft("add table inet %s", nft_table) ||
+	       nft("'add chain inet %s out { type filter hook output priority 0 ; }'", nft_table) ||
+	       nft("add rule inet %s out tcp sport %d tcp dport %d drop", nft_table, from, to);
+}
+
+static void undrop(void)
+{
+	if (nft_table[0] && !nft("delete table inet %s", nft_table))
+		nft_table[0] = 0;
+}
+
+static int port_of(int fd, int peer)
+{
+	struct sockaddr_storage a;
+	socklen_t l = sizeof(a);
+
+	if ((peer ? getpeername : getsockname)(fd, (struct sockaddr *)&a, &l))
+		return -1;
+	return ntohs(a.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a)->sin6_port
+					     : ((struct sockaddr_in *)&a)->sin_port);
+}
+
 /* What the two sides share (anonymous shared memory; in ext mode the
  * outside peer's counts go through files instead). */
 struct shared {
 	uint64_t from_s;
 	uint64_t from_c;
 	int s_ready;
+	/* S has checked its state after the restore (closing modes). */
+	int s_checked;
 };
 
 static int put_file(const char *name, uint64_t v)
@@ -235,13 +351,24 @@ static void __attribute__((noreturn)) outside(int s)
 
 	setsid();
 	alarm(120);
-	n = fill(s, 1);
+	if (!strcmp(mode, "extclosewait")) {
+		/* A little, then the end of the stream: the test's end goes
+		 * CLOSE-WAIT, and this one FIN-WAIT-2. */
+		n = write_pattern(s, 1, LITTLE);
+		if (n == (uint64_t)-1 || shutdown(s, SHUT_WR))
+			_exit(1);
+	} else {
+		n = fill(s, 1);
+	}
 	if (n == (uint64_t)-1 || put_file("tcp.from_s", n))
 		_exit(1);
 	if (get_file("tcp.go", 110) < 0)
 		_exit(1);
 	want = get_file("tcp.from_c", 1);
-	if (!strcmp(mode, "exthalf"))
+	if (!strcmp(mode, "extclosewait"))
+		/* Its side is shut down: nothing goes back. */
+		ok = want >= 0 && !drain(s, 0, want, "after", 0, "the outside peer");
+	else if (!strcmp(mode, "exthalf"))
 		ok = want == 0 && !drain(s, 0, 0, NULL, 1, "the outside peer") && !write_all(s, "back");
 	else
 		ok = want >= 0 && !drain(s, 0, want, "after", 0, "the outside peer") && !write_all(s, "back");
@@ -251,20 +378,79 @@ static void __attribute__((noreturn)) outside(int s)
 	_exit(0);
 }
 
+/* S, the child's end in the pair modes. */
+static void __attribute__((noreturn)) serve(struct shared *sh, int srv)
+{
+	int closing = closewait || lastack;
+
+	if (closing) {
+		/* A little, then its FIN: taken by C's kernel, not read. */
+		sh->from_s = write_pattern(srv, 1, LITTLE);
+		if (sh->from_s == (uint64_t)-1 || shutdown(srv, SHUT_WR) ||
+		    wait_state(srv, lastack ? TCP_FIN_WAIT1 : TCP_FIN_WAIT2, "S"))
+			sh->from_s = (uint64_t)-1;
+	} else {
+		sh->from_s = fill(srv, 1);
+		if (half && shutdown(srv, SHUT_WR))
+			sh->from_s = (uint64_t)-1;
+	}
+	__atomic_store_n(&sh->s_ready, 1, __ATOMIC_SEQ_CST);
+	test_waitsig();
+	if (closing) {
+		int want = lastack ? TCP_FIN_WAIT1 : TCP_FIN_WAIT2, now = tcp_state(srv);
+
+		if (now != want) {
+			test_msg("S is in state %s after the restore, not %s\n", state_name(now), state_name(want));
+			_exit(1);
+		}
+		__atomic_store_n(&sh->s_checked, 1, __ATOMIC_SEQ_CST);
+	}
+	if (lastack)
+		/* C's bytes, then the end of the stream where its FIN was. */
+		_exit(drain(srv, 0, sh->from_c, NULL, 1, "S") ? 1 : 0);
+	if (drain(srv, 0, sh->from_c, "after", 0, "S"))
+		_exit(1);
+	/* In half mode C keeps its end open until S is done. */
+	if (half)
+		_exit(0);
+	/* Its side is shut down: C closes once it has read everything. */
+	if (closewait)
+		_exit(drain(srv, 0, 0, NULL, 1, "S") ? 1 : 0);
+	if (write_all(srv, "back"))
+		_exit(1);
+	/* Open until C has checked there is nothing more. */
+	if (drain(srv, 0, 0, NULL, 1, "S"))
+		_exit(1);
+	_exit(0);
+}
+
+static int wait_flag(int *flag)
+{
+	int i;
+
+	for (i = 0; i < WAIT_SECS * 100 && !__atomic_load_n(flag, __ATOMIC_SEQ_CST); i++)
+		usleep(10000);
+	return __atomic_load_n(flag, __ATOMIC_SEQ_CST) ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
 	struct sockaddr_storage ss;
 	struct shared *sh;
 	socklen_t len;
-	int af, lst, cli, srv, small = BUFSZ, ext, half, rshut, status;
+	int af, lst, cli, srv, small = BUFSZ, ext, rshut, extcw, status, closing, c_state = 0;
 	uint64_t from_c;
 	pid_t pid;
 
 	test_init(argc, argv);
 	rshut = !strcmp(mode, "exthalf");
-	ext = rshut || !strcmp(mode, "ext");
+	extcw = !strcmp(mode, "extclosewait");
+	ext = rshut || extcw || !strcmp(mode, "ext");
 	half = !strcmp(mode, "half");
-	if (!ext && !half && strcmp(mode, "pair")) {
+	closewait = !strcmp(mode, "closewait");
+	lastack = !strcmp(mode, "lastack");
+	closing = closewait || lastack;
+	if (!ext && !half && !closing && strcmp(mode, "pair")) {
 		pr_err("unknown --mode=%s\n", mode);
 		return 1;
 	}
@@ -305,6 +491,11 @@ int main(int argc, char **argv)
 		pr_perror("accept");
 		return 1;
 	}
+	if (lastack && drop_flow(port_of(cli, 0), port_of(cli, 1))) {
+		pr_err("nft: cannot drop the packets from C to S\n");
+		undrop();
+		return 1;
+	}
 
 	pid = fork();
 	if (pid < 0) {
@@ -323,22 +514,7 @@ int main(int argc, char **argv)
 		}
 		close(cli);
 		close(lst);
-		sh->from_s = fill(srv, 1);
-		if (half && shutdown(srv, SHUT_WR))
-			sh->from_s = (uint64_t)-1;
-		__atomic_store_n(&sh->s_ready, 1, __ATOMIC_SEQ_CST);
-		test_waitsig();
-		if (drain(srv, 0, sh->from_c, "after", 0, "S"))
-			_exit(1);
-		/* In half mode C keeps its end open until S is done. */
-		if (half)
-			_exit(0);
-		if (write_all(srv, "back"))
-			_exit(1);
-		/* Open until C has checked there is nothing more. */
-		if (drain(srv, 0, 0, NULL, 1, "S"))
-			_exit(1);
-		_exit(0);
+		serve(sh, srv);
 	}
 	if (ext) {
 		/* C is the test's end from here on. */
@@ -347,11 +523,22 @@ int main(int argc, char **argv)
 	} else {
 		close(srv);
 	}
+	if (closing) {
+		/* S's bytes and FIN first. */
+		if (wait_flag(&sh->s_ready) || sh->from_s == (uint64_t)-1) {
+			pr_err("the child did not write and shut down its side\n");
+			undrop();
+			return 1;
+		}
+	}
+	if (closing || extcw) {
+		if (wait_state(cli, TCP_CLOSE_WAIT, "C")) {
+			pr_err("C did not get the peer's FIN\n");
+			undrop();
+			return 1;
+		}
+	}
 	if (rshut) {
-		struct tcp_info ti;
-		socklen_t tl = sizeof(ti);
-		int i;
-
 		/* The test's side shut down at once: its FIN is sent and
 		 * acknowledged (FIN-WAIT-2), the outside peer in CLOSE-WAIT. */
 		from_c = 0;
@@ -359,20 +546,21 @@ int main(int argc, char **argv)
 			pr_perror("shutdown");
 			return 1;
 		}
-		for (i = 0; i < 200; i++) {
-			if (!getsockopt(cli, IPPROTO_TCP, TCP_INFO, &ti, &tl) && ti.tcpi_state == TCP_FIN_WAIT2)
-				break;
-			usleep(10000);
-		}
-		if (ti.tcpi_state != TCP_FIN_WAIT2) {
-			pr_err("C is in state %d, not FIN-WAIT-2\n", ti.tcpi_state);
+		if (wait_state(cli, TCP_FIN_WAIT2, "C")) {
+			pr_err("C is not FIN-WAIT-2\n");
 			return 1;
 		}
+	} else if (lastack) {
+		/* A little, never acknowledged, then its FIN. */
+		from_c = write_pattern(cli, 0, LITTLE);
+		if (from_c != (uint64_t)-1 && (shutdown(cli, SHUT_WR) || wait_state(cli, TCP_LAST_ACK, "C")))
+			from_c = (uint64_t)-1;
 	} else {
 		from_c = fill(cli, 0);
 	}
 	if (from_c == (uint64_t)-1) {
 		pr_perror("writing on C");
+		undrop();
 		return 1;
 	}
 	if (ext) {
@@ -381,27 +569,30 @@ int main(int argc, char **argv)
 			pr_err("the outside peer did not start\n");
 			return 1;
 		}
-	} else {
-		int i;
-
-		for (i = 0; i < WAIT_SECS * 100 && !__atomic_load_n(&sh->s_ready, __ATOMIC_SEQ_CST); i++)
-			usleep(10000);
-		if (!sh->s_ready || sh->from_s == (uint64_t)-1) {
-			pr_err("the child did not fill its side\n");
-			return 1;
-		}
+	} else if (wait_flag(&sh->s_ready) || sh->from_s == (uint64_t)-1) {
+		pr_err("the child did not fill its side\n");
+		undrop();
+		return 1;
 	}
 	sh->from_c = from_c;
-	test_msg("C wrote %llu bytes\n", (unsigned long long)from_c);
+	if (closing || extcw)
+		c_state = tcp_state(cli);
+	test_msg("C wrote %llu bytes (state %s)\n", (unsigned long long)from_c, state_name(tcp_state(cli)));
 
 	test_daemon();
 	test_waitsig();
 
+	if (c_state) {
+		int now = tcp_state(cli);
+
+		test_check(now == c_state, "C is in state %s after the restore, not %s", state_name(now),
+			   state_name(c_state));
+	}
 	if (ext) {
 		int64_t from_s = get_file("tcp.from_s", 1), res;
 
 		put_file("tcp.go", 1);
-		test_check(!drain(cli, 1, from_s, NULL, 0, "C"), "C did not get what the outside peer wrote");
+		test_check(!drain(cli, 1, from_s, NULL, extcw, "C"), "C did not get what the outside peer wrote");
 		if (!rshut)
 			test_check(!write_all(cli, "after"), "write on C");
 		else
@@ -409,17 +600,30 @@ int main(int argc, char **argv)
 				   "C, shut down for writing, is not any more");
 		res = get_file("tcp.result", WAIT_SECS);
 		test_check(res == 1, "the outside peer did not get what C wrote (%lld)", (long long)res);
-		test_check(!drain(cli, 1, 0, "back", 0, "C"), "C did not get the answer");
+		if (!extcw)
+			test_check(!drain(cli, 1, 0, "back", 0, "C"), "C did not get the answer");
 		put_file("tcp.done", 1);
 	} else {
 		kill(pid, SIGTERM);
-		test_check(!write_all(cli, "after"), "write on C");
-		test_check(!drain(cli, 1, sh->from_s, half ? NULL : "back", half, "C"), "C did not get what S wrote");
+		if (closing) {
+			/* S checks its state before anything moves it on. */
+			test_check(!wait_flag(&sh->s_checked), "S did not find its state as it was");
+			undrop();
+			test_check(!nft_table[0], "nft: cannot remove the table %s", nft_table);
+		}
+		if (lastack)
+			test_check(send(cli, "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE,
+				   "C, shut down for writing, is not any more");
+		else
+			test_check(!write_all(cli, "after"), "write on C");
+		test_check(!drain(cli, 1, sh->from_s, half || closing ? NULL : "back", half || closing, "C"),
+			   "C did not get what S wrote");
 		if (!half)
 			close(cli);
 		test_check(test_wait_exit(pid, &status, WAIT_SECS) == 0 && WIFEXITED(status) && !WEXITSTATUS(status),
 			   "S did not get what C wrote");
 	}
+	undrop();
 	if (failed) {
 		errno = 0;
 		fail("the TCP connection lost, changed or reset its bytes");

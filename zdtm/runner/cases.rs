@@ -783,6 +783,62 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "inet_tcp_conn_closewait4",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=4", "--mode=closewait"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp_conn_closewait6",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=6", "--mode=closewait"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp_conn_extclosewait4",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=4", "--mode=extclosewait"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        between: Some(let_peer_probe),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inet_tcp_conn_extclosewait6",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=6", "--mode=extclosewait"],
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        between: Some(let_peer_probe),
+        ..Case::DEFAULT
+    },
+    // The program drops C's packets with an nft table of its own (root),
+    // kept in the net namespace the tree runs in.
+    Case {
+        name: "inet_tcp_conn_lastack4",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=4", "--mode=lastack"],
+        suid: true,
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    // The program drops C's packets with an nft table of its own (root),
+    // kept in the net namespace the tree runs in.
+    Case {
+        name: "inet_tcp_conn_lastack6",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=6", "--mode=lastack"],
+        suid: true,
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "inet_refused_established4",
         program: Program::C("inet_refused"),
         args: &["--family=4"],

@@ -10,7 +10,44 @@ pub const TCP_ESTABLISHED: u32 = 1;
 pub const TCP_FIN_WAIT1: u32 = 4;
 pub const TCP_FIN_WAIT2: u32 = 5;
 pub const TCP_CLOSE: u32 = 7;
+pub const TCP_CLOSE_WAIT: u32 = 8;
+pub const TCP_LAST_ACK: u32 = 9;
 pub const TCP_LISTEN: u32 = 10;
+pub const TCP_CLOSING: u32 = 11;
+
+/// Where a connection in `state` is in closing: whether its own FIN was
+/// sent (or queued), whether the peer acknowledged it, and whether the
+/// peer's FIN arrived. Each FIN takes a sequence number, which
+/// tcp-stream images leave out (the queues' sequence numbers are those of
+/// the data alone) and a restore makes again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fins {
+    pub sent: bool,
+    pub acked: bool,
+    pub received: bool,
+}
+
+pub fn fins(state: u32) -> Fins {
+    let sent = matches!(
+        state,
+        TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSING
+    );
+    Fins {
+        sent,
+        acked: state == TCP_FIN_WAIT2,
+        received: matches!(state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING),
+    }
+}
+
+/// The states of a connection that a dump takes and a restore makes:
+/// established, and either side or both closed, until a FIN is sent and
+/// acknowledged both ways.
+pub fn is_synchronized(state: u32) -> bool {
+    matches!(
+        state,
+        TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING
+    )
+}
 
 /// The state's name, as ss(8) prints it.
 pub fn state_name(state: u32) -> String {
@@ -82,6 +119,27 @@ pub fn proto_name(i: &pb::InetSkEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fins_of_the_closing_states() {
+        let f = |sent, acked, received| Fins {
+            sent,
+            acked,
+            received,
+        };
+        assert_eq!(fins(TCP_ESTABLISHED), f(false, false, false));
+        assert_eq!(fins(TCP_FIN_WAIT1), f(true, false, false));
+        assert_eq!(fins(TCP_FIN_WAIT2), f(true, true, false));
+        assert_eq!(fins(TCP_CLOSE_WAIT), f(false, false, true));
+        assert_eq!(fins(TCP_LAST_ACK), f(true, false, true));
+        assert_eq!(fins(TCP_CLOSING), f(true, false, true));
+        for st in [2, 3, 6, TCP_CLOSE, TCP_LISTEN] {
+            assert!(!is_synchronized(st), "{}", state_name(st));
+        }
+        for st in [1, 4, 5, 8, 9, 11] {
+            assert!(is_synchronized(st), "{}", state_name(st));
+        }
+    }
 
     #[test]
     fn words_round_trip() {

@@ -7,5 +7,6 @@ pub mod clock;
 pub mod netlock;
 pub mod restart;
 pub mod seccomp;
+pub mod tcp_segment;
 pub mod timers;
 pub mod tty;

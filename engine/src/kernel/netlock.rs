@@ -11,6 +11,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 
+/// The firewall mark of the packets the restore makes up for a locked
+/// connection (a received FIN, the ACK of a sent one): the lock lets them
+/// through. CRIU's value, so that either tool's lock passes the other's.
+pub const MARK: u32 = 0xC114;
+
 /// The name of the table that locks the connections of the tree rooted at
 /// `root`.
 pub fn table_name(root: i32) -> String {
@@ -106,7 +111,9 @@ impl NetLock {
             script.push_str(&format!(
                 "add table inet {t}\ndelete table inet {t}\nadd table inet {t}\n\
                  add chain inet {t} input {{ type filter hook input priority -150 ; policy accept ; }}\n\
-                 add chain inet {t} output {{ type filter hook output priority -150 ; policy accept ; }}\n"
+                 add chain inet {t} output {{ type filter hook output priority -150 ; policy accept ; }}\n\
+                 add rule inet {t} input meta mark {MARK:#x} accept\n\
+                 add rule inet {t} output meta mark {MARK:#x} accept\n"
             ));
         }
         script.push_str(&rules(&self.table, local, peer));

@@ -10,6 +10,7 @@ pub mod ipc;
 pub mod netlink_sock;
 pub mod packet_sock;
 pub mod pidfd;
+pub mod raw_sock;
 pub mod ptrace;
 pub mod tcp_repair;
 pub mod tty;

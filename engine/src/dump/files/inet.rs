@@ -25,7 +25,7 @@ use nix::errno::Errno;
 use super::{socket_ino, FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Pid, Result};
 use crate::images::inet::{
-    addr_words, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LISTEN,
+    addr_words, fins, is_synchronized, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
 };
 use crate::images::pb;
 use crate::kernel::netlock::NetLock;
@@ -165,23 +165,24 @@ impl FdDumper for Inet {
                     )))
                 }
                 TCP_LISTEN => (TCP_LISTEN, info.backlog),
-                st @ (TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2)
-                    if table.inet.tcp_established && peer.is_some() =>
+                st if is_synchronized(st as u32)
+                    && table.inet.tcp_established
+                    && peer.is_some() =>
                 {
-                    (st, 0)
+                    (st as u32, 0)
                 }
-                st @ (TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2) => {
+                st if is_synchronized(st as u32) => {
                     return Err(no(format!(
                         "TCP connection {local} -> {} ({}): established TCP connections are dumped only with --tcp-established",
                         shown(&peer),
-                        state_name(st)
+                        state_name(st as u32)
                     )))
                 }
                 st => {
                     return Err(no(format!(
-                        "TCP connection {local} -> {} ({}): not supported yet (only established connections, and those whose own side alone is shut down)",
+                        "TCP connection {local} -> {} ({}): not supported yet (only established connections, and those being closed until both FINs are acknowledged)",
                         shown(&peer),
-                        state_name(st)
+                        state_name(st as u32)
                     )))
                 }
             }
@@ -279,8 +280,7 @@ impl FdDumper for Inet {
                 ip_opts: Some(ip_opts),
                 ifname: None,
                 ns_id: None,
-                shutdown: matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2)
-                    .then_some(pb::SkShutdown::Write as i32),
+                shutdown: tcp.then(|| shutdown_of(state)).flatten(),
                 tcp_opts,
             }),
             ..Default::default()
@@ -301,11 +301,23 @@ impl FdDumper for Inet {
     }
 }
 
+/// sk_shutdown as a connection in `state` has it: its sending side shut
+/// down once its FIN is queued, its receiving side once the peer's came.
+fn shutdown_of(state: u32) -> Option<i32> {
+    let f = fins(state);
+    let b = (f.received as i32 * pb::SkShutdown::Read as i32)
+        | (f.sent as i32 * pb::SkShutdown::Write as i32);
+    (b != 0).then_some(b)
+}
+
 /// A connection's state in repair mode: its entry, receive queue and send
 /// queue.
-/// A connection whose own side is shut down (FIN-WAIT) counts its FIN in
-/// the send queue's sequence numbers and lengths; the entry has the data
-/// alone, and inet_sk_entry's `shutdown` says the FIN is to be sent again.
+/// The kernel counts a FIN in the sequence numbers: its own (FIN-WAIT,
+/// CLOSING, LAST-ACK) in the send queue's, and in its length until the
+/// peer acknowledges it (and in the part not sent, until it is sent); the
+/// peer's (CLOSE-WAIT, CLOSING, LAST-ACK) in the receive queue's (and in
+/// the receive window's last update). The entry has the data alone; the
+/// state says which FINs a restore makes again.
 fn read_stream(s: BorrowedFd<'_>, state: u32) -> OptResult<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>)> {
     let set_q = |q| tr::set_queue(s, q).map_err(|e| ("TCP_REPAIR_QUEUE", e));
     set_q(tr::Queue::Recv)?;
@@ -317,9 +329,9 @@ fn read_stream(s: BorrowedFd<'_>, state: u32) -> OptResult<(pb::TcpStreamEntry, 
     let outq_seq = tr::queue_seq(s).map_err(|e| ("TCP_QUEUE_SEQ (send queue)", e))?;
     let outq_len = tr::outq_len(s).map_err(|e| ("SIOCOUTQ", e))?;
     let unsq_len = tr::unsent_len(s).map_err(|e| ("SIOCOUTQNSD", e))?;
-    let fin = matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2);
-    let (outq_seq, outq_len, unsq_len) = if fin {
-        let fin_acked = state == TCP_FIN_WAIT2;
+    let fin = fins(state);
+    let (outq_seq, outq_len, unsq_len) = if fin.sent {
+        let fin_acked = fin.acked;
         (
             outq_seq.wrapping_sub(1),
             if fin_acked {
@@ -343,7 +355,20 @@ fn read_stream(s: BorrowedFd<'_>, state: u32) -> OptResult<(pb::TcpStreamEntry, 
     } else {
         None
     };
-    let w = tr::window(s).map_err(|e| ("TCP_REPAIR_WINDOW", e))?;
+    let mut w = tr::window(s).map_err(|e| ("TCP_REPAIR_WINDOW", e))?;
+    let inq_seq = if fin.received {
+        // The window's last update came after the FIN, most likely: it
+        // starts at the FIN instead, one byte wider, as the restored
+        // socket has not taken the FIN yet.
+        let data_end = inq_seq.wrapping_sub(1);
+        if w.rcv_wup == inq_seq {
+            w.rcv_wup = data_end;
+            w.rcv_wnd = w.rcv_wnd.wrapping_add(1);
+        }
+        data_end
+    } else {
+        inq_seq
+    };
     let tcp = |opt, name| int(s, libc::IPPROTO_TCP, opt, name);
     Ok((
         pb::TcpStreamEntry {

@@ -30,9 +30,8 @@ use nix::errno::Errno;
 
 use super::FdKind;
 use crate::error::{Error, Pid, Result};
-use crate::images::inet::{
-    addrs, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LISTEN,
-};
+use super::inet_fin::{self, Step};
+use crate::images::inet::{addrs, is_synchronized, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN};
 use crate::images::pb;
 use crate::images::set::TcpStream;
 use crate::kernel::netlock;
@@ -76,7 +75,7 @@ fn check_entry(i: &pb::InetSkEntry) -> std::result::Result<(), String> {
     };
     let ok = match (tcp, i.state) {
         (true, TCP_CLOSE) | (true, TCP_LISTEN) => peer.is_none(),
-        (true, TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2) => peer.is_some(),
+        (true, st) if is_synchronized(st) => peer.is_some(),
         (false, TCP_CLOSE) => peer.is_none(),
         (false, TCP_ESTABLISHED) => peer.is_some(),
         _ => false,
@@ -126,8 +125,9 @@ fn is_connection(i: &pb::InetSkEntry) -> bool {
 }
 
 /// Why a connection's stream cannot be restored, if so.
-fn check_stream(t: &TcpStream) -> std::result::Result<(), String> {
+fn check_stream(state: u32, t: &TcpStream) -> std::result::Result<(), String> {
     let e = &t.entry;
+    inet_fin::check(state, e)?;
     if e.opt_mask & tr::TCPI_OPT_WSCALE != 0
         && (e.snd_wscale > 14 || e.rcv_wscale.unwrap_or(0) > 14)
     {
@@ -158,7 +158,7 @@ fn validate(imgs: &Images) -> Result<()> {
                 format!("missing, for the TCP connection socket:[{}]", i.ino),
             ));
         };
-        check_stream(t).map_err(|e| imgs.bad(&name, format!("socket:[{}]: {e}", i.ino)))?;
+        check_stream(i.state, t).map_err(|e| imgs.bad(&name, format!("socket:[{}]: {e}", i.ino)))?;
     }
     for (id, q) in &imgs.sk_queues {
         let Some(i) = imgs.files.get(id).and_then(|f| f.isk.as_ref()) else {
@@ -221,9 +221,10 @@ struct Repaired {
     fd: OwnedFd,
     /// The part of the send queue never sent.
     unsent: Vec<u8>,
-    /// Its side was shut down, the FIN not sent yet: shut down after the
-    /// bytes never sent.
-    shut_after: bool,
+    /// What is left of closing it again once the bytes never sent are
+    /// (its own FIN goes after them, and what came after its FIN).
+    after: Vec<Step>,
+    peer: inet_fin::Peer,
 }
 
 struct Made {
@@ -293,9 +294,9 @@ impl Restorer for Made {
                     Err(e) => return Err(err("sending the data never sent", e)),
                 }
             }
-            if r.shut_after {
-                crate::sys::unix_sock::shutdown(fd, pb::SkShutdown::Write as i32)
-                    .map_err(|e| err("shutting its side down", e))?;
+            for &step in &r.after {
+                inet_fin::run(fd, step, &r.peer, false)
+                    .map_err(|e| Error::task(r.pid, r.what.clone(), e))?;
             }
         }
         self.repaired.clear();
@@ -387,7 +388,7 @@ fn make_all(imgs: &Images, repaired: &mut Vec<Repaired>) -> Result<Vec<(u32, Own
         let fd = s.fd.as_fd();
         if is_connection(s.i) {
             let t = &imgs.tcp_streams[&s.i.ino];
-            let (unsent, shut_after) = resume_stream(s, t)?;
+            let (unsent, after, peer) = resume_stream(s, t)?;
             repaired.push(Repaired {
                 pid: s.pid,
                 what: format!(
@@ -402,7 +403,8 @@ fn make_all(imgs: &Images, repaired: &mut Vec<Repaired>) -> Result<Vec<(u32, Own
                     .try_clone()
                     .map_err(|e| s.err("dup", Errno::from_raw(e.raw_os_error().unwrap_or(0))))?,
                 unsent,
-                shut_after,
+                after,
+                peer,
             });
         } else if let Some(peer) = s.peer {
             is::connect(fd, &peer).map_err(|e| s.err(&format!("connect to {peer}"), e))?;
@@ -429,11 +431,11 @@ fn make_all(imgs: &Images, repaired: &mut Vec<Repaired>) -> Result<Vec<(u32, Own
 }
 
 /// A connection in repair mode, as the stream image has it: sequence
-/// numbers, connect, negotiated options, queues, window; a side shut down
-/// sends its FIN again (as sent already, in repair mode, if the bytes
-/// before it were). Returns the part of the send queue never sent, which
-/// goes out after repair mode, and whether a shutdown follows it.
-fn resume_stream(s: &Sock<'_>, t: &TcpStream) -> Result<(Vec<u8>, bool)> {
+/// numbers, connect, negotiated options, queues, window; then its FINs
+/// (`inet_fin`), up to its own if bytes never sent must go before it.
+/// Returns the part of the send queue never sent, which goes out after
+/// repair mode, and the steps of closing it left for then.
+fn resume_stream(s: &Sock<'_>, t: &TcpStream) -> Result<(Vec<u8>, Vec<Step>, inet_fin::Peer)> {
     let fd = s.fd.as_fd();
     let e = &t.entry;
     let peer = s.peer.expect("validated");
@@ -506,17 +508,31 @@ fn resume_stream(s: &Sock<'_>, t: &TcpStream) -> Result<(Vec<u8>, bool)> {
     let lock = o.so_buf_lock.unwrap_or(3);
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BUF_LOCK, lock as i32)
         .map_err(|err| s.err("SO_BUF_LOCK", err))?;
-    let shut =
-        s.i.shutdown
-            .is_some_and(|b| b & pb::SkShutdown::Write as i32 != 0)
-            && matches!(s.i.state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2);
-    if shut && unsent == 0 {
-        q(tr::Queue::Send)?;
-        crate::sys::unix_sock::shutdown(fd, pb::SkShutdown::Write as i32)
-            .map_err(|err| s.err("shutdown in repair mode", err))?;
-        q(tr::Queue::None)?;
+    let fin = inet_fin::Peer::of(s.local, peer, e);
+    let mut steps = inet_fin::steps(s.i.state);
+    // Its own FIN waits for the bytes never sent, and what came after it
+    // waits for it.
+    let now = match steps.iter().position(|&st| st == Step::Shut) {
+        Some(at) if unsent > 0 => at,
+        _ => steps.len(),
+    };
+    let after = steps.split_off(now);
+    for step in steps {
+        inet_fin::run(fd, step, &fin, true).map_err(|err| {
+            Error::task(
+                s.pid,
+                format!(
+                    "socket:[{}] (file {}, TCP connection {} -> {peer}, {})",
+                    s.i.ino,
+                    s.id,
+                    s.local,
+                    state_name(s.i.state)
+                ),
+                err,
+            )
+        })?;
     }
-    Ok((t.outq[sent..].to_vec(), shut && unsent > 0))
+    Ok((t.outq[sent..].to_vec(), after, fin))
 }
 
 /// `data` into the queue selected in repair mode, in pieces the kernel
@@ -800,12 +816,12 @@ mod tests {
         assert!(check_entry(&entry(true, TCP_LISTEN, "127.0.0.1:80", None)).is_ok());
         assert!(check_entry(&entry(true, TCP_CLOSE, "[::]:0", None)).is_ok());
         assert!(check_entry(&entry(false, TCP_ESTABLISHED, "[::1]:5", Some("[::1]:6"))).is_ok());
-        for st in [TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2] {
+        for st in [TCP_ESTABLISHED, 4, 5, 8, 9, 11] {
             assert!(check_entry(&entry(true, st, "127.0.0.1:1", Some("127.0.0.1:2"))).is_ok());
             assert!(check_entry(&entry(true, st, "127.0.0.1:1", None)).is_err());
         }
         // Connecting, and the peer's side closed.
-        for (st, name) in [(2, "SYN-SENT"), (8, "CLOSE-WAIT")] {
+        for (st, name) in [(2, "SYN-SENT"), (6, "TIME-WAIT")] {
             let e = check_entry(&entry(true, st, "127.0.0.1:1", Some("127.0.0.1:2")));
             assert!(e
                 .unwrap_err()

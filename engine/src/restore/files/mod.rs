@@ -17,6 +17,7 @@ mod fanotify;
 mod fifo;
 mod fown;
 pub mod inet;
+mod inet_fin;
 mod inotify;
 pub mod netlink;
 pub mod packet;
