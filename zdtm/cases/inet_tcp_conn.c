@@ -408,14 +408,15 @@ static void __attribute__((noreturn)) serve(struct shared *sh, int srv)
 	if (lastack)
 		/* C's bytes, then the end of the stream where its FIN was. */
 		_exit(drain(srv, 0, sh->from_c, NULL, 1, "S") ? 1 : 0);
+	/* Its side is shut down: C closes once it has read everything, so
+	 * the end of the stream follows "after". */
+	if (closewait)
+		_exit(drain(srv, 0, sh->from_c, "after", 1, "S") ? 1 : 0);
 	if (drain(srv, 0, sh->from_c, "after", 0, "S"))
 		_exit(1);
 	/* In half mode C keeps its end open until S is done. */
 	if (half)
 		_exit(0);
-	/* Its side is shut down: C closes once it has read everything. */
-	if (closewait)
-		_exit(drain(srv, 0, 0, NULL, 1, "S") ? 1 : 0);
 	if (write_all(srv, "back"))
 		_exit(1);
 	/* Open until C has checked there is nothing more. */
