@@ -40,6 +40,13 @@
  * acknowledged either. After the restore each side checks its state, then
  * the rule goes and the retransmissions finish the connection.
  *
+ * --mode=closing: as lastack, but the rules drop the packets where they
+ * arrive, both ways, while each side writes a little and shuts down (so
+ * each FIN is sent and not received); then C's packets go through: S gets
+ * C's bytes and FIN, which do not acknowledge its own, and is CLOSING,
+ * while C, which hears nothing from S, stays FIN-WAIT-1 with its FIN sent
+ * and not acknowledged.
+ *
  * After SIGTERM each side reads everything the other wrote, byte for byte
  * (a pattern of its own per direction) and nothing more, then a last
  * message goes each way (not from S in half mode: there C must read the
@@ -72,7 +79,7 @@ const char *test_doc = "Check established TCP connections with queued and unsent
 static int family = 4;
 TEST_OPTION(family, int, "4 or 6", 0);
 static char *mode = "pair";
-TEST_OPTION(mode, string, "pair, ext, exthalf, half, closewait, extclosewait or lastack", 0);
+TEST_OPTION(mode, string, "pair, ext, exthalf, half, closewait, extclosewait, lastack or closing", 0);
 
 #define WAIT_SECS 20
 #define BUFSZ 8192
@@ -81,7 +88,7 @@ TEST_OPTION(mode, string, "pair, ext, exthalf, half, closewait, extclosewait or 
 #define LITTLE 3000
 
 static int failed;
-static int half, closewait, lastack;
+static int half, closewait, lastack, closing_mode;
 
 /* Byte k of the stream in direction d (0: C to S, 1: S to C). */
 static uint8_t pat(int d, uint64_t k)
@@ -250,8 +257,9 @@ static int wait_state(int fd, int st, const char *who)
 	return -1;
 }
 
-/* The test's own firewall table (lastack mode). */
-static char nft_table[64];
+/* The test's own firewall tables (lastack and closing modes): [0] drops
+ * the packets from C to S, [1] those from S to C. */
+static char nft_table[2][64];
 
 static int nft(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int nft(const char *fmt, ...)
@@ -267,19 +275,29 @@ static int nft(const char *fmt, ...)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
-/* Drops every packet from port `from` to port `to` on loopback. */
-static int drop_flow(int from, int to)
+/* Drops every packet from port `from` to port `to` on loopback with
+ * table t, where it leaves (hook output: the sender's TCP counts it as not
+ * sent) or where it arrives (hook input: sent, never received). */
+static int drop_flow(int t, int from, int to, const char *hook)
 {
-	snprintf(nft_table, sizeof(nft_table), "zdtm_tcp_%d", getpid());
-	return nft("add table inet %s", nft_table) ||
-	       nft("'add chain inet %s out { type filter hook output priority 0 ; }'", nft_table) ||
-	       nft("add rule inet %s out tcp sport %d tcp dport %d drop", nft_table, from, to);
+	char *name = nft_table[t];
+
+	snprintf(name, sizeof(nft_table[t]), "zdtm_tcp_%d_%d", getpid(), t);
+	return nft("add table inet %s", name) ||
+	       nft("'add chain inet %s c { type filter hook %s priority 0 ; }'", name, hook) ||
+	       nft("add rule inet %s c tcp sport %d tcp dport %d drop", name, from, to);
+}
+
+static void undrop_one(int t)
+{
+	if (nft_table[t][0] && !nft("delete table inet %s", nft_table[t]))
+		nft_table[t][0] = 0;
 }
 
 static void undrop(void)
 {
-	if (nft_table[0] && !nft("delete table inet %s", nft_table))
-		nft_table[0] = 0;
+	undrop_one(0);
+	undrop_one(1);
 }
 
 static int port_of(int fd, int peer)
@@ -301,6 +319,8 @@ struct shared {
 	int s_ready;
 	/* S has checked its state after the restore (closing modes). */
 	int s_checked;
+	/* S is CLOSING (closing mode). */
+	int s_closing;
 };
 
 static int put_file(const char *name, uint64_t v)
@@ -381,13 +401,14 @@ static void __attribute__((noreturn)) outside(int s)
 /* S, the child's end in the pair modes. */
 static void __attribute__((noreturn)) serve(struct shared *sh, int srv)
 {
-	int closing = closewait || lastack;
+	int closing = closewait || lastack || closing_mode;
+	int want = closewait ? TCP_FIN_WAIT2 : closing_mode ? TCP_CLOSING : TCP_FIN_WAIT1;
 
 	if (closing) {
 		/* A little, then its FIN: taken by C's kernel, not read. */
 		sh->from_s = write_pattern(srv, 1, LITTLE);
 		if (sh->from_s == (uint64_t)-1 || shutdown(srv, SHUT_WR) ||
-		    wait_state(srv, lastack ? TCP_FIN_WAIT1 : TCP_FIN_WAIT2, "S"))
+		    wait_state(srv, closewait ? TCP_FIN_WAIT2 : TCP_FIN_WAIT1, "S"))
 			sh->from_s = (uint64_t)-1;
 	} else {
 		sh->from_s = fill(srv, 1);
@@ -395,9 +416,21 @@ static void __attribute__((noreturn)) serve(struct shared *sh, int srv)
 			sh->from_s = (uint64_t)-1;
 	}
 	__atomic_store_n(&sh->s_ready, 1, __ATOMIC_SEQ_CST);
+	if (closing_mode) {
+		/* C's bytes and FIN come once C lets them through; they do not
+		 * acknowledge S's FIN, which C never got: CLOSING. */
+		int i;
+
+		for (i = 0; i < WAIT_SECS * 100 && tcp_state(srv) != TCP_CLOSING; i++)
+			usleep(10000);
+		if (tcp_state(srv) == TCP_CLOSING)
+			__atomic_store_n(&sh->s_closing, 1, __ATOMIC_SEQ_CST);
+		else
+			test_msg("S is in state %s, not CLOSING\n", state_name(tcp_state(srv)));
+	}
 	test_waitsig();
 	if (closing) {
-		int want = lastack ? TCP_FIN_WAIT1 : TCP_FIN_WAIT2, now = tcp_state(srv);
+		int now = tcp_state(srv);
 
 		if (now != want) {
 			test_msg("S is in state %s after the restore, not %s\n", state_name(now), state_name(want));
@@ -405,7 +438,7 @@ static void __attribute__((noreturn)) serve(struct shared *sh, int srv)
 		}
 		__atomic_store_n(&sh->s_checked, 1, __ATOMIC_SEQ_CST);
 	}
-	if (lastack)
+	if (lastack || closing_mode)
 		/* C's bytes, then the end of the stream where its FIN was. */
 		_exit(drain(srv, 0, sh->from_c, NULL, 1, "S") ? 1 : 0);
 	/* Its side is shut down: C closes once it has read everything, so
@@ -450,7 +483,8 @@ int main(int argc, char **argv)
 	half = !strcmp(mode, "half");
 	closewait = !strcmp(mode, "closewait");
 	lastack = !strcmp(mode, "lastack");
-	closing = closewait || lastack;
+	closing_mode = !strcmp(mode, "closing");
+	closing = closewait || lastack || closing_mode;
 	if (!ext && !half && !closing && strcmp(mode, "pair")) {
 		pr_err("unknown --mode=%s\n", mode);
 		return 1;
@@ -492,8 +526,10 @@ int main(int argc, char **argv)
 		pr_perror("accept");
 		return 1;
 	}
-	if (lastack && drop_flow(port_of(cli, 0), port_of(cli, 1))) {
-		pr_err("nft: cannot drop the packets from C to S\n");
+	if ((lastack && drop_flow(0, port_of(cli, 0), port_of(cli, 1), "output")) ||
+	    (closing_mode && (drop_flow(0, port_of(cli, 0), port_of(cli, 1), "input") ||
+			      drop_flow(1, port_of(cli, 1), port_of(cli, 0), "input")))) {
+		pr_err("nft: cannot drop the packets of the connection\n");
 		undrop();
 		return 1;
 	}
@@ -532,7 +568,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (closing || extcw) {
+	if ((closing && !closing_mode) || extcw) {
 		if (wait_state(cli, TCP_CLOSE_WAIT, "C")) {
 			pr_err("C did not get the peer's FIN\n");
 			undrop();
@@ -551,11 +587,18 @@ int main(int argc, char **argv)
 			pr_err("C is not FIN-WAIT-2\n");
 			return 1;
 		}
-	} else if (lastack) {
+	} else if (lastack || closing_mode) {
 		/* A little, never acknowledged, then its FIN. */
 		from_c = write_pattern(cli, 0, LITTLE);
-		if (from_c != (uint64_t)-1 && (shutdown(cli, SHUT_WR) || wait_state(cli, TCP_LAST_ACK, "C")))
+		if (from_c != (uint64_t)-1 &&
+		    (shutdown(cli, SHUT_WR) || wait_state(cli, lastack ? TCP_LAST_ACK : TCP_FIN_WAIT1, "C")))
 			from_c = (uint64_t)-1;
+		if (closing_mode && from_c != (uint64_t)-1) {
+			/* C's bytes and FIN reach S now, S's never reach C. */
+			undrop_one(0);
+			if (nft_table[0][0] || wait_flag(&sh->s_closing))
+				from_c = (uint64_t)-1;
+		}
 	} else {
 		from_c = fill(cli, 0);
 	}
@@ -610,9 +653,10 @@ int main(int argc, char **argv)
 			/* S checks its state before anything moves it on. */
 			test_check(!wait_flag(&sh->s_checked), "S did not find its state as it was");
 			undrop();
-			test_check(!nft_table[0], "nft: cannot remove the table %s", nft_table);
+			test_check(!nft_table[0][0] && !nft_table[1][0], "nft: cannot remove the tables %s %s",
+				   nft_table[0], nft_table[1]);
 		}
-		if (lastack)
+		if (lastack || closing_mode)
 			test_check(send(cli, "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE,
 				   "C, shut down for writing, is not any more");
 		else

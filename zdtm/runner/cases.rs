@@ -838,6 +838,26 @@ pub static CASES: &[Case] = &[
         restore_opts: &["--tcp-established"],
         ..Case::DEFAULT
     },
+    // As lastack: the program's own nft tables hold the FINs back.
+    Case {
+        name: "inet_tcp_conn_closing4",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=4", "--mode=closing"],
+        suid: true,
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
+    // As lastack: the program's own nft tables hold the FINs back.
+    Case {
+        name: "inet_tcp_conn_closing6",
+        program: Program::C("inet_tcp_conn"),
+        args: &["--family=6", "--mode=closing"],
+        suid: true,
+        dump_opts: &["--tcp-established"],
+        restore_opts: &["--tcp-established"],
+        ..Case::DEFAULT
+    },
     Case {
         name: "inet_refused_established4",
         program: Program::C("inet_refused"),

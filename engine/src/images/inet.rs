@@ -45,7 +45,12 @@ pub fn fins(state: u32) -> Fins {
 pub fn is_synchronized(state: u32) -> bool {
     matches!(
         state,
-        TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING
+        TCP_ESTABLISHED
+            | TCP_FIN_WAIT1
+            | TCP_FIN_WAIT2
+            | TCP_CLOSE_WAIT
+            | TCP_LAST_ACK
+            | TCP_CLOSING
     )
 }
 

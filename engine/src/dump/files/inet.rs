@@ -12,10 +12,13 @@
 //! negotiated options and window go to tcp-stream-INO.img. The socket
 //! stays in repair mode until the dump ends: taken out of it again when
 //! the tree goes on (or the dump fails), closed in it with the killed tree
-//! so that it vanishes without a word to the peer. A connection being made
-//! or torn down is refused. So are other protocols (raw sockets,
-//! SCTP, UDP-Lite), a listening socket with connections not accepted yet,
-//! and addresses scoped to an interface.
+//! so that it vanishes without a word to the peer. A connection being
+//! closed is dumped too, in any state up to both FINs acknowledged
+//! (FIN-WAIT-1/2, CLOSE-WAIT, LAST-ACK, CLOSING): the stream image leaves
+//! its FINs out of the sequence numbers, and its state says which to make
+//! again. A connection being made, or in TIME-WAIT, is refused. So are
+//! other protocols (raw sockets, SCTP, UDP-Lite), a listening socket with
+//! connections not accepted yet, and addresses scoped to an interface.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -165,24 +168,24 @@ impl FdDumper for Inet {
                     )))
                 }
                 TCP_LISTEN => (TCP_LISTEN, info.backlog),
-                st if is_synchronized(st as u32)
+                st if is_synchronized(st)
                     && table.inet.tcp_established
                     && peer.is_some() =>
                 {
-                    (st as u32, 0)
+                    (st, 0)
                 }
-                st if is_synchronized(st as u32) => {
+                st if is_synchronized(st) => {
                     return Err(no(format!(
                         "TCP connection {local} -> {} ({}): established TCP connections are dumped only with --tcp-established",
                         shown(&peer),
-                        state_name(st as u32)
+                        state_name(st)
                     )))
                 }
                 st => {
                     return Err(no(format!(
                         "TCP connection {local} -> {} ({}): not supported yet (only established connections, and those being closed until both FINs are acknowledged)",
                         shown(&peer),
-                        state_name(st as u32)
+                        state_name(st)
                     )))
                 }
             }

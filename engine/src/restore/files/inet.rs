@@ -17,7 +17,8 @@
 //! set, "connected" without a packet, its negotiated options, queues and
 //! window set. It stays in repair mode, silent, until every task is ready
 //! (`finish`): then repair mode is turned off and the part of the send
-//! queue that was never sent is sent as new data. The network lock the
+//! queue that was never sent is sent as new data. A connection being
+//! closed gets its FINs again (`inet_fin`). The network lock the
 //! dump left is lifted once the tree runs; a restore that fails closes
 //! the sockets still in repair mode, so the peers hear nothing, and keeps
 //! it for the next attempt.
@@ -28,10 +29,12 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 
+use super::inet_fin::{self, Step};
 use super::FdKind;
 use crate::error::{Error, Pid, Result};
-use super::inet_fin::{self, Step};
-use crate::images::inet::{addrs, is_synchronized, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::images::inet::{
+    addrs, is_synchronized, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
+};
 use crate::images::pb;
 use crate::images::set::TcpStream;
 use crate::kernel::netlock;
@@ -158,7 +161,8 @@ fn validate(imgs: &Images) -> Result<()> {
                 format!("missing, for the TCP connection socket:[{}]", i.ino),
             ));
         };
-        check_stream(i.state, t).map_err(|e| imgs.bad(&name, format!("socket:[{}]: {e}", i.ino)))?;
+        check_stream(i.state, t)
+            .map_err(|e| imgs.bad(&name, format!("socket:[{}]: {e}", i.ino)))?;
     }
     for (id, q) in &imgs.sk_queues {
         let Some(i) = imgs.files.get(id).and_then(|f| f.isk.as_ref()) else {

@@ -146,8 +146,9 @@ pub fn run(fd: BorrowedFd<'_>, step: Step, p: &Peer, repair: bool) -> Result<(),
                     },
                 )
             };
-            let packet = seg::packet(&s)
-                .ok_or_else(|| format!("{what}: {} and {} are not of one IP version", s.from, s.to))?;
+            let packet = seg::packet(&s).ok_or_else(|| {
+                format!("{what}: {} and {} are not of one IP version", s.from, s.to)
+            })?;
             raw_sock::send_ip_packet(&packet, seg::plain(p.local.ip()), netlock::MARK)
                 .map_err(|e: Errno| format!("sending {what} through a raw socket: {e}"))?;
             await_state(fd, want).map_err(|got| {
@@ -213,9 +214,7 @@ mod tests {
             TCP_LAST_ACK,
             TCP_CLOSING,
         ] {
-            let end = steps(st)
-                .into_iter()
-                .fold(TCP_ESTABLISHED, next_state);
+            let end = steps(st).into_iter().fold(TCP_ESTABLISHED, next_state);
             assert_eq!(end, st, "{}", state_name(st));
             // The FINs the state has, and no others.
             let f = fins(st);
