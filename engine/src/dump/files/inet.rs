@@ -157,7 +157,7 @@ impl FdDumper for Inet {
         let local = is::local_addr(s).map_err(|e| sys("getsockname", e))?;
         let peer = is::peer_addr(s).map_err(|e| sys("getpeername", e))?;
         let shown = |a: &Option<SocketAddr>| a.map_or("nothing".to_string(), |a| a.to_string());
-        let (state, backlog) = if tcp {
+        let (mut state, backlog) = if tcp {
             let info = is::tcp_info(s).map_err(|e| sys("TCP_INFO", e))?;
             match info.state as u32 {
                 TCP_CLOSE => (TCP_CLOSE, 0),
@@ -248,8 +248,16 @@ impl FdDumper for Inet {
                 .try_clone_to_owned()
                 .map_err(|e| sys("dup", Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
             table.inet.repaired.push(mine);
-            let (entry, inq, outq) = read_stream(s, state)
-                .map_err(|(op, e)| Error::sys(pid, format!("{what}: {op}"), e))?;
+            let (now, entry, inq, outq) =
+                read_stream(s).map_err(|(op, e)| Error::sys(pid, format!("{what}: {op}"), e))?;
+            if now != state {
+                debug!(
+                    "pid {pid}: {what}: {} when locked, {} before",
+                    state_name(now),
+                    state_name(state)
+                );
+                state = now;
+            }
             debug!(
                 "pid {pid}: {what}: in seq {} len {}, out seq {} len {} ({} unsent)",
                 entry.inq_seq,
@@ -321,7 +329,18 @@ fn shutdown_of(state: u32) -> Option<i32> {
 /// peer's (CLOSE-WAIT, CLOSING, LAST-ACK) in the receive queue's (and in
 /// the receive window's last update). The entry has the data alone; the
 /// state says which FINs a restore makes again.
-fn read_stream(s: BorrowedFd<'_>, state: u32) -> OptResult<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>)> {
+///
+/// Returns the state too, as it is in repair mode behind the network lock
+/// (a FIN may have come since the first look).
+fn read_stream(s: BorrowedFd<'_>) -> OptResult<(u32, pb::TcpStreamEntry, Vec<u8>, Vec<u8>)> {
+    let info = is::tcp_info(s).map_err(|e| ("TCP_INFO", e))?;
+    let state = info.state as u32;
+    if !is_synchronized(state) {
+        return Err((
+            "TCP_INFO: the connection left the states that can be dumped",
+            Errno::EAGAIN,
+        ));
+    }
     let set_q = |q| tr::set_queue(s, q).map_err(|e| ("TCP_REPAIR_QUEUE", e));
     set_q(tr::Queue::Recv)?;
     let inq_seq = tr::queue_seq(s).map_err(|e| ("TCP_QUEUE_SEQ (receive queue)", e))?;
@@ -332,25 +351,22 @@ fn read_stream(s: BorrowedFd<'_>, state: u32) -> OptResult<(pb::TcpStreamEntry, 
     let outq_seq = tr::queue_seq(s).map_err(|e| ("TCP_QUEUE_SEQ (send queue)", e))?;
     let outq_len = tr::outq_len(s).map_err(|e| ("SIOCOUTQ", e))?;
     let unsq_len = tr::unsent_len(s).map_err(|e| ("SIOCOUTQNSD", e))?;
-    let fin = fins(state);
-    let (outq_seq, outq_len, unsq_len) = if fin.sent {
-        let fin_acked = fin.acked;
-        (
-            outq_seq.wrapping_sub(1),
-            if fin_acked {
-                outq_len
-            } else {
-                outq_len.saturating_sub(1)
-            },
-            unsq_len.saturating_sub(1),
-        )
-    } else {
-        (outq_seq, outq_len, unsq_len)
-    };
+    let w = tr::window(s).map_err(|e| ("TCP_REPAIR_WINDOW", e))?;
+    let c = without_fins(
+        state,
+        Counters {
+            inq_seq,
+            outq_seq,
+            outq_len,
+            unsq_len,
+            rcv_wup: w.rcv_wup,
+            rcv_wnd: w.rcv_wnd,
+        },
+    );
+    let (inq_seq, outq_seq, outq_len, unsq_len) = (c.inq_seq, c.outq_seq, c.outq_len, c.unsq_len);
     let outq =
         tr::peek_queue(s, outq_len as usize).map_err(|e| ("peeking at the send queue", e))?;
     set_q(tr::Queue::None)?;
-    let info = is::tcp_info(s).map_err(|e| ("TCP_INFO", e))?;
     let opt_mask = info.options as u32;
     let mss_clamp = tr::mss(s).map_err(|e| ("TCP_MAXSEG", e))?;
     let timestamp = if opt_mask & tr::TCPI_OPT_TIMESTAMPS != 0 {
@@ -358,22 +374,9 @@ fn read_stream(s: BorrowedFd<'_>, state: u32) -> OptResult<(pb::TcpStreamEntry, 
     } else {
         None
     };
-    let mut w = tr::window(s).map_err(|e| ("TCP_REPAIR_WINDOW", e))?;
-    let inq_seq = if fin.received {
-        // The window's last update came after the FIN, most likely: it
-        // starts at the FIN instead, one byte wider, as the restored
-        // socket has not taken the FIN yet.
-        let data_end = inq_seq.wrapping_sub(1);
-        if w.rcv_wup == inq_seq {
-            w.rcv_wup = data_end;
-            w.rcv_wnd = w.rcv_wnd.wrapping_add(1);
-        }
-        data_end
-    } else {
-        inq_seq
-    };
     let tcp = |opt, name| int(s, libc::IPPROTO_TCP, opt, name);
     Ok((
+        state,
         pb::TcpStreamEntry {
             inq_len,
             inq_seq,
@@ -390,12 +393,55 @@ fn read_stream(s: BorrowedFd<'_>, state: u32) -> OptResult<(pb::TcpStreamEntry, 
             snd_wl1: Some(w.snd_wl1),
             snd_wnd: Some(w.snd_wnd),
             max_window: Some(w.max_window),
-            rcv_wnd: Some(w.rcv_wnd),
-            rcv_wup: Some(w.rcv_wup),
+            rcv_wnd: Some(c.rcv_wnd),
+            rcv_wup: Some(c.rcv_wup),
         },
         inq,
         outq,
     ))
+}
+
+/// The counters of a connection that its FINs take part in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Counters {
+    /// After the last byte received (TCP_QUEUE_SEQ of the receive queue).
+    inq_seq: u32,
+    /// After the last byte queued to send.
+    outq_seq: u32,
+    /// Not acknowledged yet (SIOCOUTQ).
+    outq_len: u32,
+    /// Never sent (SIOCOUTQNSD).
+    unsq_len: u32,
+    /// Where the receive window was last announced, and its size.
+    rcv_wup: u32,
+    rcv_wnd: u32,
+}
+
+/// The counters without the FINs of a connection in `state`: its own
+/// takes a sequence number after its data, is in the send queue's length
+/// until acknowledged and in the part never sent until sent (it is the
+/// last thing queued, so it is there if anything is); the peer's takes
+/// one after the bytes received, and the window was most likely announced
+/// after it: it starts at the FIN instead, one byte wider, as the
+/// restored socket has not taken the FIN yet when the window is set.
+fn without_fins(state: u32, c: Counters) -> Counters {
+    let f = fins(state);
+    let mut out = c;
+    if f.sent {
+        out.outq_seq = c.outq_seq.wrapping_sub(1);
+        if !f.acked {
+            out.outq_len = c.outq_len.saturating_sub(1);
+        }
+        out.unsq_len = c.unsq_len.saturating_sub(1);
+    }
+    if f.received {
+        out.inq_seq = c.inq_seq.wrapping_sub(1);
+        if c.rcv_wup == c.inq_seq {
+            out.rcv_wup = out.inq_seq;
+            out.rcv_wnd = c.rcv_wnd.wrapping_add(1);
+        }
+    }
+    out
 }
 
 pub(super) type OptResult<T> = std::result::Result<T, (&'static str, Errno)>;
@@ -529,6 +575,56 @@ fn peek_all(pid: Pid, what: &str, s: BorrowedFd<'_>) -> Result<Vec<(Vec<u8>, Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fins_left_out_of_the_counters() {
+        use crate::images::inet::*;
+        let raw = Counters {
+            inq_seq: 1001,
+            outq_seq: 5001,
+            outq_len: 301,
+            unsq_len: 0,
+            rcv_wup: 1001,
+            rcv_wnd: 100,
+        };
+        assert_eq!(without_fins(TCP_ESTABLISHED, raw), raw);
+        // The peer's FIN: one sequence number, and the window from it.
+        let cw = without_fins(TCP_CLOSE_WAIT, raw);
+        assert_eq!((cw.inq_seq, cw.rcv_wup, cw.rcv_wnd), (1000, 1000, 101));
+        assert_eq!((cw.outq_seq, cw.outq_len), (5001, 301));
+        // A window announced before the FIN stays.
+        let early = without_fins(
+            TCP_CLOSE_WAIT,
+            Counters {
+                rcv_wup: 900,
+                ..raw
+            },
+        );
+        assert_eq!((early.rcv_wup, early.rcv_wnd), (900, 100));
+        // Its own FIN, sent and not acknowledged, both.
+        for st in [TCP_LAST_ACK, TCP_CLOSING] {
+            let c = without_fins(st, raw);
+            assert_eq!(
+                (c.inq_seq, c.outq_seq, c.outq_len, c.unsq_len),
+                (1000, 5000, 300, 0)
+            );
+        }
+        // Not sent yet: in the part never sent.
+        let w1 = without_fins(
+            TCP_FIN_WAIT1,
+            Counters {
+                unsq_len: 41,
+                ..raw
+            },
+        );
+        assert_eq!(
+            (w1.outq_seq, w1.outq_len, w1.unsq_len, w1.inq_seq),
+            (5000, 300, 40, 1001)
+        );
+        // Acknowledged: nothing left in the queue.
+        let w2 = without_fins(TCP_FIN_WAIT2, Counters { outq_len: 0, ..raw });
+        assert_eq!((w2.outq_seq, w2.outq_len), (5000, 0));
+    }
 
     #[test]
     fn inet_claims_no_link_by_itself() {
