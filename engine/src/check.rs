@@ -560,8 +560,10 @@ mod tests {
         let mut names: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
         for n in &names {
             assert!(
-                n.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-'),
+                n.bytes().all(|b| b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b == b'_'
+                    || b == b'-'),
                 "{n}"
             );
         }

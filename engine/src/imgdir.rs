@@ -491,6 +491,92 @@ mod tests {
         assert_eq!(mode(&mine), 0o750);
     }
 
+    fn names(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn images_join_other_files_and_never_old_images() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::fs::write(img.join("dump.log"), "the log").unwrap();
+        let dir = ImageDir::create(&img).unwrap();
+        assert!(dir.tmp.starts_with(&img), "the temporary is inside");
+        dir.write_image("pstree.img", &[pb::PstreeEntry::default()])
+            .unwrap();
+        dir.write_image("inventory.img", &[pb::InventoryEntry::default()])
+            .unwrap();
+        // Nothing is there before the commit.
+        assert_eq!(
+            names(&img).iter().filter(|n| !n.starts_with('.')).count(),
+            1
+        );
+        dir.commit().unwrap();
+        assert_eq!(
+            names(&img),
+            ["ckpt.manifest", "dump.log", "inventory.img", "pstree.img"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(img.join("dump.log")).unwrap(),
+            "the log"
+        );
+        assert_eq!(mode(&img), 0o750);
+        assert_eq!(mode(&img.join("pstree.img")), 0o600);
+        Manifest::verify(&img).unwrap();
+
+        // Now it holds images: refused, naming them, and left alone.
+        let e = ImageDir::create(&img).err().expect("refused");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("holds images already") && msg.contains("inventory.img"),
+            "{msg}"
+        );
+        assert_eq!(
+            names(&img),
+            ["ckpt.manifest", "dump.log", "inventory.img", "pstree.img"]
+        );
+        // A manifest alone is enough to refuse.
+        let m = d.path().join("m");
+        std::fs::create_dir(&m).unwrap();
+        std::fs::write(m.join(crate::images::MANIFEST_NAME), "").unwrap();
+        assert!(ImageDir::create(&m).is_err());
+    }
+
+    #[test]
+    fn a_failed_dump_leaves_the_directory_as_it_was() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        std::fs::write(img.join("dump.log"), "x").unwrap();
+        let dir = ImageDir::create(&img).unwrap();
+        dir.write_image("pstree.img", &[pb::PstreeEntry::default()])
+            .unwrap();
+        drop(dir);
+        assert_eq!(names(&img), ["dump.log"]);
+        // A move that cannot finish (a file in the way) takes back what
+        // it moved.
+        let dir = ImageDir::create(&img).unwrap();
+        dir.write_image("pstree.img", &[pb::PstreeEntry::default()])
+            .unwrap();
+        dir.write_image("inventory.img", &[pb::InventoryEntry::default()])
+            .unwrap();
+        std::fs::write(img.join("pstree.img"), "in the way").unwrap();
+        assert!(dir.commit().is_err());
+        assert_eq!(names(&img), ["dump.log", "pstree.img"]);
+        assert_eq!(
+            std::fs::read_to_string(img.join("pstree.img")).unwrap(),
+            "in the way"
+        );
+    }
+
     #[test]
     fn temporary_names() {
         assert_eq!(tmp_pid(&tmp_name("img", 42)), Some(42));

@@ -432,7 +432,162 @@ fn finish(what: &str, result: Result<i32, String>) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ckpt").chain(args.iter().copied()))
+    }
+
+    fn dump(args: &[&str]) -> Cmd {
+        let mut v = vec!["dump", "-t", "1", "-D", "img"];
+        v.extend_from_slice(args);
+        parse(&v).unwrap_or_else(|e| panic!("{args:?}: {e}")).cmd
+    }
+
+    fn log_of(cmd: &Cmd) -> &LogOpts {
+        match cmd {
+            Cmd::Dump { log, .. } | Cmd::Restore { log, .. } => log,
+            _ => panic!("no log options"),
+        }
+    }
+
+    #[test]
+    fn verbosity_spellings() {
+        assert_eq!(parse_verbosity("0"), Ok(0));
+        assert_eq!(parse_verbosity("3"), Ok(3));
+        assert_eq!(parse_verbosity("9"), Ok(4));
+        assert_eq!(parse_verbosity("v"), Ok(4));
+        assert_eq!(parse_verbosity("vvv"), Ok(4));
+        assert!(parse_verbosity("").is_err());
+        assert!(parse_verbosity("x").is_err());
+        assert!(parse_verbosity("-1").is_err());
+        for (args, want) in [
+            (&["-v"][..], Some(4)),
+            (&["-v2"], Some(2)),
+            (&["-vv"], Some(4)),
+            (&["-vvvv"], Some(4)),
+            (&["--verbosity=1"], Some(1)),
+            (&["--verbosity"], Some(4)),
+            (&[], None),
+        ] {
+            assert_eq!(log_of(&dump(args)).verbosity, want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("0"), Ok(0));
+        assert_eq!(parse_timeout("10"), Ok(10));
+        assert!(parse_timeout("-1").is_err());
+        assert!(parse_timeout("1.5").is_err());
+        assert!(parse_timeout("100000").is_err());
+        match dump(&[]) {
+            Cmd::Dump { timeout, .. } => assert_eq!(timeout, DEFAULT_TIMEOUT),
+            _ => unreachable!(),
+        }
+        match dump(&["--timeout", "3"]) {
+            Cmd::Dump { timeout, .. } => assert_eq!(timeout, 3),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn files_go_to_the_work_directory() {
+        let img = Path::new("/srv/img");
+        let w = Path::new("/var/log/ckpt");
+        let f = |work: Option<&Path>, file: &str| in_work_dir(img, work, Path::new(file));
+        assert_eq!(f(None, "dump.log"), Path::new("/srv/img/dump.log"));
+        assert_eq!(f(Some(w), "dump.log"), Path::new("/var/log/ckpt/dump.log"));
+        assert_eq!(f(None, "/tmp/x.log"), Path::new("/tmp/x.log"));
+        assert_eq!(f(Some(w), "/tmp/x.log"), Path::new("/tmp/x.log"));
+        assert_eq!(f(None, "sub/r.pid"), Path::new("/srv/img/sub/r.pid"));
+        // A relative images directory stays relative to where ckpt runs.
+        assert_eq!(
+            in_work_dir(Path::new("img"), None, Path::new("d.log")),
+            Path::new("img/d.log")
+        );
+    }
+
+    #[test]
+    fn criu_options_are_known() {
+        // Every option CRIU users pass, in CRIU's spelling.
+        let c = dump(&[
+            "--manage-cgroups",
+            "--file-locks",
+            "--tcp-established",
+            "--ext-unix-sk",
+            "--no-default-config",
+            "--log-file",
+            "d.log",
+            "--verbosity=4",
+            "--timeout",
+            "5",
+            "--pidfile",
+            "p",
+            "-W",
+            "/tmp",
+            "--shell-job",
+            "--leave-running",
+        ]);
+        let Cmd::Dump {
+            manage_cgroups,
+            file_locks,
+            tcp_established,
+            ext_unix_sk,
+            pidfile,
+            log,
+            ..
+        } = &c
+        else {
+            unreachable!()
+        };
+        assert_eq!(*manage_cgroups, Some(ckpt::restore::cgroups::Mode::Soft));
+        assert!(*file_locks && *tcp_established && *ext_unix_sk);
+        assert_eq!(pidfile.as_deref(), Some(Path::new("p")));
+        assert!(log.no_default_config);
+        assert_eq!(log.work_dir.as_deref(), Some(Path::new("/tmp")));
+        assert_eq!(log.log_file.as_deref(), Some(Path::new("d.log")));
+        assert!(parse(&["dump", "--tree", "1", "--images-dir", "i"]).is_ok());
+        assert!(parse(&["dump", "-t", "1", "-D", "i", "--manage-cgroups=full"]).is_ok());
+        assert!(parse(&["dump", "-t", "1", "-D", "i", "--manage-cgroups=bogus"]).is_err());
+        assert!(parse(&[
+            "restore",
+            "--images-dir",
+            "i",
+            "--work-dir",
+            "w",
+            "--log-file",
+            "r.log",
+            "--no-default-config",
+            "--manage-cgroups",
+            "-vvv"
+        ])
+        .is_ok());
+        assert!(parse(&["check", "--feature", "timens"]).is_ok());
+        assert!(parse(&["check", "--all"]).is_ok());
+    }
+
+    #[test]
+    fn missing_features_are_named() {
+        let Cmd::Dump {
+            log, link_remap, ..
+        } = dump(&["--link-remap"])
+        else {
+            unreachable!()
+        };
+        let e = refuse_missing(&log, link_remap).unwrap_err();
+        assert!(
+            e.contains("--link-remap") && e.contains("not supported"),
+            "{e}"
+        );
+        let yard = dump(&["--cgroup-yard", "/y"]);
+        let e = refuse_missing(log_of(&yard), false).unwrap_err();
+        assert!(
+            e.contains("--cgroup-yard /y") && e.contains("not supported"),
+            "{e}"
+        );
+        assert!(refuse_missing(log_of(&dump(&[])), false).is_ok());
+    }
 
     #[test]
     fn sizes() {

@@ -41,29 +41,40 @@ use cases::{Case, Variant, CASES};
 
 /// The cases whose dumps go through crit: between them they write most
 /// kinds of image (memory and pages, threads, a tree, pipes with data,
-/// timerfd, POSIX timers and itimers, pending signals, UNIX sockets with
-/// queues, a file lock, an unlinked file, a memfd, SysV IPC, cgroups).
+/// POSIX timers and itimers, pending signals, UNIX sockets with queues
+/// and files in flight, a file lock, an unlinked file, memfd objects, SysV
+/// IPC, cgroups), in about a minute on an idle machine.
 const CRIT_CASES: &[&str] = &[
     "mem",
     "threads_basic",
     "tree_basic",
     "pipe_shared_child",
-    "timerfd",
     "posix_timers",
-    "itimers",
     "sigpending",
     "unix_sockets_rights",
     "file_locks_held",
     "unlinked_file",
     "memfd",
     "sysv_sem_msg",
-    "cgroup_pids",
 ];
 
 /// Trials known to fail, with why: each still runs, a failure shows as
 /// ignored with the reason, and a pass fails the trial so that the entry
 /// is removed.
-const KNOWN: &[(&str, &str)] = &[];
+const KNOWN: &[(&str, &str)] = &[
+    (
+        "crit/posix_timers",
+        "a TIMER_ABSTIME POSIX timer is kept exact by the clock reading at dump in \
+         posix_timer_entry fields 1000/1001 (ckpt's), which crit drops; CRIU's fields alone \
+         hold it relative, so it comes back off by the time between dump and restore, as \
+         CRIU's own images do (the cross test's criu-to-ckpt/posix_timers)",
+    ),
+    (
+        "crit/memfd",
+        "Debian's crit is CRIU 3.17's, whose memfd_inode_entry has no mode (field 9, CRIU \
+         4.0): it drops the mode, and the memfd comes back with memfd_create's 0777",
+    ),
+];
 
 /// The crit to use: `ZDTM_CRIT`, else /usr/bin/crit, if it runs.
 fn crit() -> Result<PathBuf, String> {
@@ -111,6 +122,35 @@ fn crit_decodes(name: &str) -> bool {
     name.ends_with(".img") && !name.starts_with("pages-")
 }
 
+/// One image through crit and back: Some(what changed) if the bytes
+/// crit wrote differ from ckpt's.
+fn one_file(img: &Path, copy: &Path, json: &Path, name: &str) -> Result<Option<String>, String> {
+    let from = img.join(name);
+    let to = copy.join(name);
+    let j = json.join(format!("{name}.json"));
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    run_crit(&[
+        os("decode"),
+        os("-i"),
+        from.as_os_str(),
+        os("-o"),
+        j.as_os_str(),
+        os("--pretty"),
+    ])
+    .map_err(|e| format!("crit cannot decode {name} of ckpt's dump: {e}"))?;
+    run_crit(&[
+        os("encode"),
+        os("-i"),
+        j.as_os_str(),
+        os("-o"),
+        to.as_os_str(),
+    ])
+    .map_err(|e| format!("crit cannot encode {name} back from its own JSON: {e}"))?;
+    let a = std::fs::read(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let b = std::fs::read(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+    Ok((a != b).then(|| format!("{name} ({} -> {} bytes)", a.len(), b.len())))
+}
+
 /// The between-hook: `img-N` goes through crit into `img-N.crit`, then
 /// the two swap names, so the restore reads crit's copy and the original
 /// stays beside it (`img-N.orig`) for comparison.
@@ -128,43 +168,43 @@ fn round_trip(dir: &Path, n: usize) -> Result<(), String> {
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     names.sort();
-    let mut decoded = 0;
+    // crit is a Python program: its runs go four at a time.
+    let todo: Vec<&String> = names
+        .iter()
+        .filter(|n| n.as_str() != "ckpt.manifest") // see the module doc
+        .collect();
+    for name in todo.iter().filter(|n| !crit_decodes(n)) {
+        std::fs::copy(img.join(name), copy.join(name)).map_err(|e| format!("copy {name}: {e}"))?;
+    }
+    let through: Vec<&String> = todo.into_iter().filter(|n| crit_decodes(n)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<Option<String>, String>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(name) = through.get(i) else { break };
+                        out.push(one_file(&img, &copy, &json, name));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("crit worker panicked"))
+            .collect()
+    });
+    let decoded = results.len();
     let mut changed = Vec::new();
-    for name in &names {
-        let from = img.join(name);
-        let to = copy.join(name);
-        if name == "ckpt.manifest" {
-            continue; // see the module doc
-        }
-        if !crit_decodes(name) {
-            std::fs::copy(&from, &to).map_err(|e| format!("copy {name}: {e}"))?;
-            continue;
-        }
-        let j = json.join(format!("{name}.json"));
-        run_crit(&[
-            "decode".as_ref(),
-            "-i".as_ref(),
-            from.as_os_str(),
-            "-o".as_ref(),
-            j.as_os_str(),
-            "--pretty".as_ref(),
-        ])
-        .map_err(|e| format!("crit cannot decode {name} of ckpt's dump: {e}"))?;
-        run_crit(&[
-            "encode".as_ref(),
-            "-i".as_ref(),
-            j.as_os_str(),
-            "-o".as_ref(),
-            to.as_os_str(),
-        ])
-        .map_err(|e| format!("crit cannot encode {name} back from its own JSON: {e}"))?;
-        decoded += 1;
-        let a = std::fs::read(&from).map_err(|e| e.to_string())?;
-        let b = std::fs::read(&to).map_err(|e| e.to_string())?;
-        if a != b {
-            changed.push(format!("{name} ({} -> {} bytes)", a.len(), b.len()));
+    for r in results {
+        if let Some(c) = r? {
+            changed.push(c);
         }
     }
+    changed.sort();
     if decoded == 0 {
         return Err(format!("{}: no image for crit to decode", img.display()));
     }

@@ -965,18 +965,49 @@ fn dir_state(dir: &Path) -> Result<Vec<EntryState>, String> {
     Ok(v)
 }
 
-/// Dump into a directory that already holds something: refused, the
-/// directory untouched, the target untouched.
+/// Dump into a directory that already holds other files (CRIU users keep
+/// the dump's log there): accepted, the images appear beside the files,
+/// which stay as they were. Into one that holds images already: refused,
+/// the directory untouched, the target untouched.
 fn dump_non_empty_dir(run: &mut Run) -> Result<Outcome, String> {
     run.start()?;
     let pid = run.pid.expect("started");
     let before = capture(run, pid)?;
-    let img = run.path("img-full");
+
+    // Other files: a log-like file, and a subdirectory whose contents only
+    // look like images.
+    let img = run.path("img-others");
     fs::create_dir(&img).map_err(|e| format!("create {}: {e}", img.display()))?;
     fs::write(img.join("precious.txt"), b"not an image\n").map_err(|e| e.to_string())?;
     fs::create_dir(img.join("sub")).map_err(|e| e.to_string())?;
     fs::write(img.join("sub/inventory.img"), b"not an image either\n")
         .map_err(|e| e.to_string())?;
+    let others = dir_state(&img)?;
+    let args = dump_args(run, pid, &img, "others-dump", &["--leave-running"]);
+    let st = run.engine("others-dump", &img, args)?;
+    if !st.success() {
+        return Err(format!(
+            "a dump into a directory holding other files failed ({st}): {}",
+            console(run, "others-dump")
+        ));
+    }
+    Manifest::verify(&img).map_err(|e| format!("the images beside other files: {e}"))?;
+    let now = dir_state(&img)?;
+    let kept: Vec<_> = now.iter().filter(|e| others.contains(e)).collect();
+    if kept.len() != others.len() {
+        return Err(format!(
+            "the dump changed the other files of {}: now {}",
+            img.display(),
+            show_paths(&walk(&img))
+        ));
+    }
+    check_unharmed(run, &before, "after the dump beside other files")?;
+
+    // Images already there (what a dump before left).
+    let img = run.path("img-full");
+    fs::create_dir(&img).map_err(|e| format!("create {}: {e}", img.display()))?;
+    fs::write(img.join("precious.txt"), b"not an image\n").map_err(|e| e.to_string())?;
+    fs::write(img.join("inventory.img"), b"an old image\n").map_err(|e| e.to_string())?;
     let state = dir_state(&img)?;
 
     let args = dump_args(run, pid, &img, "dump-nonempty", &[]);
@@ -987,7 +1018,8 @@ fn dump_non_empty_dir(run: &mut Run) -> Result<Outcome, String> {
         &out,
         &[
             &[&*img.to_string_lossy()],
-            &["not empty", "non-empty", "nonempty"],
+            &["inventory.img"],
+            &["holds images already"],
         ],
     )?;
     if dir_state(&img)? != state {
@@ -997,7 +1029,11 @@ fn dump_non_empty_dir(run: &mut Run) -> Result<Outcome, String> {
             show_paths(&walk(&img))
         ));
     }
-    expect_no_image(&run.path("no-such-dir"), &run.dir, &[&img])?;
+    expect_no_image(
+        &run.path("no-such-dir"),
+        &run.dir,
+        &[&img, &run.path("img-others")],
+    )?;
     check_unharmed(run, &before, "after the refused dump")?;
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
@@ -1034,13 +1070,13 @@ fn dump_errors_name_the_pid(run: &mut Run) -> Result<Outcome, String> {
         problems.push(e);
     }
 
-    // A non-empty image directory.
+    // An image directory that holds images already.
     let img = run.path("img-full");
     fs::create_dir(&img).map_err(|e| format!("create {}: {e}", img.display()))?;
-    fs::write(img.join("precious.txt"), b"not an image\n").map_err(|e| e.to_string())?;
+    fs::write(img.join("inventory.img"), b"an old image\n").map_err(|e| e.to_string())?;
     let args = dump_args(run, pid, &img, "nonempty-dump", &[]);
     let out = expect_failure(run, "nonempty-dump", &img, args)?;
-    if let Err(e) = expect_pid("the dump into a non-empty directory", &out, pid) {
+    if let Err(e) = expect_pid("the dump into a directory holding images", &out, pid) {
         problems.push(e);
     }
 
