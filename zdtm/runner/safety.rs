@@ -127,6 +127,12 @@ fn main() {
             body: dump_non_empty_dir,
         },
         Spec {
+            name: "dump/timeout",
+            case: vfork_wait_case,
+            variant: Variant::Once,
+            body: dump_timeout,
+        },
+        Spec {
             name: "dump/errors-name-the-pid",
             case: zdtm_sleep_case,
             variant: Variant::Once,
@@ -369,6 +375,15 @@ fn mem_case() -> Case {
 /// The zdtm `sleep` program.
 fn zdtm_sleep_case() -> Case {
     case_named("sleep")
+}
+
+/// `vfork_wait`: a parent held in vfork() (state D), no row of the table.
+fn vfork_wait_case() -> Case {
+    Case {
+        name: "vfork_wait",
+        program: Program::C("vfork_wait"),
+        ..Case::DEFAULT
+    }
 }
 
 /// coreutils sleep, copied into the work directory; the trial starts it
@@ -1040,6 +1055,54 @@ fn dump_non_empty_dir(run: &mut Run) -> Result<Outcome, String> {
     )?;
     check_unharmed(run, &before, "after the refused dump")?;
     run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// `--timeout` bounds the freeze: a parent held in vfork() takes no
+/// ptrace stop, so the dump must give up once the timeout has passed, not
+/// hang, naming the thread, its state and the option; the tree runs on as
+/// it was (still in its vfork, nothing stopped or traced).
+fn dump_timeout(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    trial::poll(Duration::from_secs(5), || {
+        procfs::stat(pid).filter(|s| s.state == 'D').map(|_| ())
+    })
+    .ok_or_else(|| format!("pid {pid} did not get to wait in vfork() (state D)"))?;
+    // Not `capture`: it waits for a task sleeping in S.
+    let tree = run.snapshot(pid);
+    let before = Target {
+        pid,
+        stopped: trial::stopped_threads(&tree),
+        tree,
+        maps: maps(pid)?,
+        starttime: starttime(pid).ok_or_else(|| format!("pid {pid}: cannot read its stat"))?,
+    };
+    let img = run.path("img-timeout");
+    let args = dump_args(run, pid, &img, "timeout-dump", &["--timeout", "1"]);
+    let t0 = std::time::Instant::now();
+    let out = expect_failure(run, "timeout-dump", &img, args)?;
+    let took = t0.elapsed();
+    if took < Duration::from_secs(1) || took > Duration::from_secs(8) {
+        return Err(format!(
+            "the dump with --timeout 1 gave up after {took:?}: {}",
+            out.trim()
+        ));
+    }
+    expect_pid("the dump that timed out", &out, pid)?;
+    expect_mentions(
+        "the dump that timed out",
+        &out,
+        &[&["--timeout"], &["state d"]],
+    )?;
+    check_unharmed(run, &before, "after the dump that timed out")?;
+    expect_no_image(&img, &run.dir, &[])?;
+    if procfs::stat(pid).map(|s| s.state) != Some('D') {
+        return Err(format!(
+            "pid {pid} left its vfork() wait after the failed dump"
+        ));
+    }
+    // The program never gets past its vfork(); the cleanup kills the tree.
     Ok(Outcome::Passed)
 }
 
