@@ -1,11 +1,25 @@
 //! Writing an image directory atomically.
 //!
-//! Images are written into a temporary sibling directory (same
-//! filesystem); `commit` syncs them all (syncfs), writes the manifest
-//! (fsynced), fsyncs the directory and renames it into place, then fsyncs
-//! the parent. A dump that fails or crashes part way never leaves a
-//! directory under the requested name that looks complete; the temporary
-//! one is removed on drop.
+//! Images are written into a temporary directory on the same filesystem;
+//! `commit` syncs them all (syncfs), writes the manifest (fsynced) and
+//! puts them in place, so a dump that fails or crashes part way never
+//! leaves a directory under the requested name that looks complete. The
+//! temporary directory is removed on drop. Two ways, by what `-D DIR` is:
+//!
+//! - **DIR does not exist**: the temporary is a sibling (`.DIR.ckpt-tmp-PID`)
+//!   renamed to DIR as a whole, then the parent is fsynced.
+//! - **DIR exists** (empty, or holding other files: CRIU users keep the
+//!   dump's log there, `-o dump.log` being relative to it): the temporary
+//!   is inside DIR (`.images.ckpt-tmp-PID`); each image file is renamed
+//!   into DIR (never over a file), the manifest after them, DIR fsynced,
+//!   and inventory.img last of all. Neither ckpt nor CRIU reads a
+//!   directory without inventory.img as images, so until that last rename
+//!   DIR holds no image set; after it, the whole set. A failure part way
+//!   removes the files it moved in. DIR keeps its inode, mode and owner
+//!   (a shell whose working directory it is stays in it).
+//!
+//! A DIR that holds images already (an image file, or a manifest) is
+//! refused: the new images would mix with the old ones, or destroy them.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -55,6 +69,9 @@ impl PagesWriter {
 pub struct ImageDir {
     final_path: PathBuf,
     tmp: PathBuf,
+    /// The temporary is inside the existing `final_path` (see the module
+    /// doc), not a sibling of it.
+    inside: bool,
     manifest: RefCell<Manifest>,
     committed: bool,
     /// An exclusive flock on the temporary directory for as long as the
@@ -113,25 +130,42 @@ fn remove_stale(parent: &Path) {
 }
 
 impl ImageDir {
-    /// Prepare to write `dir`, which must not exist or be empty.
+    /// Prepare to write `dir`, which must not exist or must hold no
+    /// images (other files, such as the dump's log, may be there).
     pub fn create(dir: &Path) -> Result<ImageDir> {
-        if dir.exists() {
-            let mut it = std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, "reading the image directory", e))?;
-            if it.next().is_some() {
+        let inside = dir.exists();
+        let dir = if inside {
+            // `-D .` or `-D ..` has no name to make a sibling of; and the
+            // renames below want one spelling of the directory.
+            dir.canonicalize()
+                .map_err(|e| Error::io(dir, "resolving the image directory", e))?
+        } else {
+            dir.to_path_buf()
+        };
+        if inside {
+            let old = images_in(&dir)?;
+            if !old.is_empty() {
                 return Err(Error::Usage(format!(
-                    "{}: the image directory is not empty; give a new or empty directory",
-                    dir.display()
+                    "{}: the directory holds images already ({}{}): a dump would mix \
+                     its images with them; remove them or give another directory",
+                    dir.display(),
+                    old.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                    if old.len() > 3 { ", ..." } else { "" }
                 )));
             }
         }
+        let dir = dir.as_path();
         let parent = match dir.parent() {
+            _ if inside => dir.to_path_buf(),
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = dir
-            .file_name()
-            .ok_or_else(|| Error::Usage(format!("{}: not a directory name", dir.display())))?;
+        let name = if inside {
+            std::ffi::OsStr::new("images")
+        } else {
+            dir.file_name()
+                .ok_or_else(|| Error::Usage(format!("{}: not a directory name", dir.display())))?
+        };
         remove_stale(&parent);
         let tmp = parent.join(tmp_name(&name.to_string_lossy(), std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
@@ -170,6 +204,7 @@ impl ImageDir {
         Ok(ImageDir {
             final_path: dir.to_path_buf(),
             tmp,
+            inside,
             manifest: RefCell::new(Manifest::new()),
             committed: false,
             _lock: lock,
@@ -308,6 +343,9 @@ impl ImageDir {
         images::framing::sync_fs(&self.tmp)?;
         self.manifest.borrow().write(&self.tmp)?;
         images::framing::sync_dir(&self.tmp)?;
+        if self.inside {
+            return self.move_in();
+        }
         if let Ok(made) = std::fs::metadata(&self.final_path) {
             // An empty directory the user made for us: rename replaces it,
             // and the images take its mode and owner, as the user chose.
@@ -341,6 +379,73 @@ impl ImageDir {
         }
         Ok(())
     }
+}
+
+impl ImageDir {
+    /// The commit of a temporary inside the existing directory: every
+    /// file renamed in, the manifest after the images, inventory.img last
+    /// (see the module doc). A failure removes what it moved in.
+    fn move_in(mut self) -> Result<()> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.tmp)
+            .and_then(|rd| {
+                rd.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .map_err(|e| Error::io(&self.tmp, "listing the temporary image directory", e))?;
+        // Images first, then the manifest, then inventory.img.
+        names.sort_by_key(|n| (n == INVENTORY, n == images::MANIFEST_NAME, n.clone()));
+        let mut moved: Vec<&str> = Vec::new();
+        let r = (|| -> Result<()> {
+            for name in &names {
+                if name == INVENTORY {
+                    images::framing::sync_dir(&self.final_path)?;
+                }
+                let to = self.final_path.join(name);
+                nix::fcntl::renameat2(
+                    None,
+                    &self.tmp.join(name),
+                    None,
+                    &to,
+                    nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+                )
+                .map_err(|e| {
+                    Error::io(&to, "moving the image into place", std::io::Error::from(e))
+                })?;
+                moved.push(name);
+            }
+            Ok(images::framing::sync_dir(&self.final_path)?)
+        })();
+        if let Err(e) = r {
+            for name in moved {
+                let _ = std::fs::remove_file(self.final_path.join(name));
+            }
+            return Err(e);
+        }
+        self.committed = true;
+        let _ = std::fs::remove_dir(&self.tmp);
+        Ok(())
+    }
+}
+
+/// The file whose presence makes a directory an image set, for ckpt and
+/// CRIU alike: moved in last.
+const INVENTORY: &str = "inventory.img";
+
+/// The names in `dir` that are images (or ckpt's manifest): what a dump
+/// must not write among.
+fn images_in(dir: &Path) -> Result<Vec<String>> {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, "reading the image directory", e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            n == images::MANIFEST_NAME
+                || n.ends_with(".img")
+                || ImageKind::of_file_name(n).is_some()
+        })
+        .collect();
+    found.sort();
+    Ok(found)
 }
 
 impl Drop for ImageDir {
@@ -384,6 +489,92 @@ mod tests {
             .unwrap();
         dir.commit().unwrap();
         assert_eq!(mode(&mine), 0o750);
+    }
+
+    fn names(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn images_join_other_files_and_never_old_images() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::fs::write(img.join("dump.log"), "the log").unwrap();
+        let dir = ImageDir::create(&img).unwrap();
+        assert!(dir.tmp.starts_with(&img), "the temporary is inside");
+        dir.write_image("pstree.img", &[pb::PstreeEntry::default()])
+            .unwrap();
+        dir.write_image("inventory.img", &[pb::InventoryEntry::default()])
+            .unwrap();
+        // Nothing is there before the commit.
+        assert_eq!(
+            names(&img).iter().filter(|n| !n.starts_with('.')).count(),
+            1
+        );
+        dir.commit().unwrap();
+        assert_eq!(
+            names(&img),
+            ["ckpt.manifest", "dump.log", "inventory.img", "pstree.img"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(img.join("dump.log")).unwrap(),
+            "the log"
+        );
+        assert_eq!(mode(&img), 0o750);
+        assert_eq!(mode(&img.join("pstree.img")), 0o600);
+        Manifest::verify(&img).unwrap();
+
+        // Now it holds images: refused, naming them, and left alone.
+        let e = ImageDir::create(&img).err().expect("refused");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("holds images already") && msg.contains("inventory.img"),
+            "{msg}"
+        );
+        assert_eq!(
+            names(&img),
+            ["ckpt.manifest", "dump.log", "inventory.img", "pstree.img"]
+        );
+        // A manifest alone is enough to refuse.
+        let m = d.path().join("m");
+        std::fs::create_dir(&m).unwrap();
+        std::fs::write(m.join(crate::images::MANIFEST_NAME), "").unwrap();
+        assert!(ImageDir::create(&m).is_err());
+    }
+
+    #[test]
+    fn a_failed_dump_leaves_the_directory_as_it_was() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        std::fs::write(img.join("dump.log"), "x").unwrap();
+        let dir = ImageDir::create(&img).unwrap();
+        dir.write_image("pstree.img", &[pb::PstreeEntry::default()])
+            .unwrap();
+        drop(dir);
+        assert_eq!(names(&img), ["dump.log"]);
+        // A move that cannot finish (a file in the way) takes back what
+        // it moved.
+        let dir = ImageDir::create(&img).unwrap();
+        dir.write_image("pstree.img", &[pb::PstreeEntry::default()])
+            .unwrap();
+        dir.write_image("inventory.img", &[pb::InventoryEntry::default()])
+            .unwrap();
+        std::fs::write(img.join("pstree.img"), "in the way").unwrap();
+        assert!(dir.commit().is_err());
+        assert_eq!(names(&img), ["dump.log", "pstree.img"]);
+        assert_eq!(
+            std::fs::read_to_string(img.join("pstree.img")).unwrap(),
+            "in the way"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (`dump -t PID -D DIR`, `restore -D DIR -d`, `--leave-running`, `-o`,
 //! `-v`), so people and scripts that know CRIU can use ckpt as it is.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -22,15 +22,38 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The options every command of CRIU's takes, spelled as CRIU spells them.
 #[derive(Args, Clone)]
 struct LogOpts {
-    /// Write the log to this file (relative paths are relative to the
-    /// current directory) instead of stderr.
+    /// Write the log to this file instead of stderr. A relative path is
+    /// relative to the work directory (-W), which is the images directory
+    /// unless given, as in CRIU.
     #[arg(short = 'o', long = "log-file", value_name = "FILE")]
     log_file: Option<PathBuf>,
-    /// Verbosity: -v alone is 4 (debug); -vN picks 0 (silent) to 4.
-    #[arg(short = 'v', value_name = "N", num_args = 0..=1, default_missing_value = "4")]
+    /// Verbosity: -v alone (or --verbosity) is 4 (debug); -vN or
+    /// --verbosity=N picks 0 (silent) to 4; CRIU's -vv... is accepted.
+    #[arg(
+        short = 'v',
+        long = "verbosity",
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "4",
+        value_parser = parse_verbosity
+    )]
     verbosity: Option<u8>,
+    /// The directory relative log and pid files go to (CRIU's work
+    /// directory); the images directory by default.
+    #[arg(short = 'W', long = "work-dir", value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Accepted for CRIU compatibility: ckpt reads no configuration files,
+    /// default or other.
+    #[arg(long)]
+    no_default_config: bool,
+    /// CRIU's cgroup yard (hierarchies CRIU would otherwise mount itself):
+    /// ckpt mounts none, it works on the hierarchies the machine has
+    /// mounted, so a yard is refused with a message saying so.
+    #[arg(long, value_name = "PATH")]
+    cgroup_yard: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -78,6 +101,26 @@ enum Cmd {
         /// restore shares such pages again by comparing them).
         #[arg(long)]
         criu_compatible: bool,
+        /// Give up freezing the tree after this many seconds (a task
+        /// that does not stop, in uninterruptible sleep say), as CRIU's
+        /// --timeout; the tree is then let go as it was.
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT, value_parser = parse_timeout)]
+        timeout: u64,
+        /// CRIU writes a pid file on dump only for its page server or
+        /// lazy-pages daemon, which ckpt does not have: accepted, and
+        /// nothing is written (a warning says so).
+        #[arg(long, value_name = "FILE")]
+        pidfile: Option<PathBuf>,
+        /// Accepted for CRIU compatibility: the dump always records every
+        /// task's cgroups with their properties; the mode is the
+        /// restore's to apply.
+        #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
+        manage_cgroups: Option<ckpt::restore::cgroups::Mode>,
+        /// CRIU's link remaps (linking a file removed from its path back
+        /// under a temporary name): not supported, refused with a message
+        /// (ckpt copies unlinked files as ghost files, see --ghost-limit).
+        #[arg(long)]
+        link_remap: bool,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -130,8 +173,68 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Report which kernel features ckpt needs and whether this machine has them.
-    Check,
+    /// Report which kernel features ckpt needs and whether this machine
+    /// has them; `--feature NAME` checks one feature in CRIU's spelling
+    /// (`--feature list` lists them), exiting 0 only when it is there.
+    Check {
+        #[arg(long, value_name = "NAME")]
+        feature: Option<String>,
+        /// Also probe every feature of `--feature list` (CRIU's --all).
+        #[arg(long, alias = "extra")]
+        all: bool,
+    },
+}
+
+/// CRIU's default for --timeout, in seconds.
+const DEFAULT_TIMEOUT: u64 = 10;
+
+/// --timeout: whole seconds; 0 waits without a limit.
+fn parse_timeout(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|&n| n <= 24 * 3600)
+        .ok_or_else(|| format!("{s:?} is not a timeout (whole seconds, at most a day; 0: none)"))
+}
+
+/// -vN, --verbosity=N, or CRIU's -vv... (clap hands over what follows the
+/// first v). Levels above 4 are 4: there is nothing more to say.
+fn parse_verbosity(s: &str) -> Result<u8, String> {
+    if !s.is_empty() && s.bytes().all(|b| b == b'v') {
+        return Ok(4);
+    }
+    s.parse::<u32>()
+        .map(|n| n.min(4) as u8)
+        .map_err(|_| format!("{s:?} is not a verbosity (0 to 4, or more v's)"))
+}
+
+/// Where a file named on the command line goes: as CRIU resolves it, in
+/// the work directory (-W), which is the images directory unless given;
+/// an absolute path stays as it is.
+fn in_work_dir(images: &Path, work: Option<&Path>, file: &Path) -> PathBuf {
+    work.unwrap_or(images).join(file)
+}
+
+/// CRIU options whose feature ckpt does not have: refused before anything
+/// is done, saying which feature is missing.
+fn refuse_missing(log: &LogOpts, link_remap: bool) -> Result<(), String> {
+    if let Some(yard) = &log.cgroup_yard {
+        return Err(format!(
+            "--cgroup-yard {}: cgroup yards are not supported: ckpt mounts no cgroup \
+             hierarchies of its own, it uses those mounted on this machine \
+             (/proc/self/mountinfo); drop the option",
+            yard.display()
+        ));
+    }
+    if link_remap {
+        return Err(
+            "--link-remap: link remaps are not supported: ckpt cannot link a file \
+                    removed from its path back into the filesystem; it copies unlinked files \
+                    into the images as ghost files (up to --ghost-limit) and refuses, naming \
+                    it, a file removed from one path but linked under another; drop the option"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// A size in bytes with an optional K, M or G suffix (powers of 1024), as
@@ -149,17 +252,51 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size (a number of bytes, K, M or G)"))
 }
 
-fn init_log(l: &LogOpts) -> Result<(), String> {
+/// Opens the log (-o, resolved in the work directory) and sets the level.
+/// When the log goes into an images directory that does not exist yet,
+/// the directory is made (private) to hold it, as CRIU wants it made.
+fn init_log(l: &LogOpts, images: &Path) -> Result<(), String> {
     let level = l.verbosity.unwrap_or(2).min(4);
     match &l.log_file {
         Some(p) => {
-            let f = std::fs::File::create(p)
-                .map_err(|e| format!("{}: cannot create log file: {e}", p.display()))?;
+            let path = in_work_dir(images, l.work_dir.as_deref(), p);
+            if l.work_dir.is_none() && p.is_relative() && !images.exists() {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(images)
+                    .map_err(|e| {
+                        format!(
+                            "{}: cannot create the images directory for the log file {}: {e}",
+                            images.display(),
+                            p.display()
+                        )
+                    })?;
+            }
+            // Private like the images it may sit among (CRIU's mode too).
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("{}: cannot create log file: {e}", path.display()))?;
             log::init(level, Box::new(f), false);
         }
         None => log::init(level, Box::new(std::io::stderr()), true),
     }
     Ok(())
+}
+
+/// [`init_log`] and [`refuse_missing`], an error printed: what every
+/// command does first.
+fn start(l: &LogOpts, images: &Path, link_remap: bool) -> Result<(), ExitCode> {
+    let r = refuse_missing(l, link_remap).and_then(|()| init_log(l, images));
+    r.map_err(|e| {
+        eprintln!("Error: {e}");
+        ExitCode::from(1)
+    })
 }
 
 fn main() -> ExitCode {
@@ -177,11 +314,27 @@ fn main() -> ExitCode {
             file_locks,
             tcp_established,
             criu_compatible,
+            timeout,
+            pidfile,
+            manage_cgroups,
+            link_remap,
             log,
         } => {
-            if let Err(e) = init_log(&log) {
-                eprintln!("Error: {e}");
-                return ExitCode::from(1);
+            if let Err(code) = start(&log, &dir, link_remap) {
+                return code;
+            }
+            if let Some(mode) = manage_cgroups {
+                ckpt::debug!(
+                    "--manage-cgroups={mode}: the dump records every cgroup of the tree with \
+                     its properties whatever the mode; the restore applies one"
+                );
+            }
+            if let Some(p) = &pidfile {
+                ckpt::warn!(
+                    "--pidfile {}: on dump CRIU writes it only for its page server or \
+                     lazy-pages daemon, which ckpt does not have; nothing is written",
+                    p.display()
+                );
             }
             let code = dump::worker::run(|| {
                 let t = std::time::Instant::now();
@@ -197,6 +350,7 @@ fn main() -> ExitCode {
                     file_locks,
                     tcp_established,
                     criu_compatible,
+                    timeout: (timeout > 0).then(|| std::time::Duration::from_secs(timeout)),
                 });
                 finish(
                     "dump",
@@ -230,10 +384,10 @@ fn main() -> ExitCode {
             trust_images,
             log,
         } => {
-            if let Err(e) = init_log(&log) {
-                eprintln!("Error: {e}");
-                return ExitCode::from(1);
+            if let Err(code) = start(&log, &dir, false) {
+                return code;
             }
+            let pidfile = pidfile.map(|p| in_work_dir(&dir, log.work_dir.as_deref(), &p));
             let r = restore::restore(&RestoreOptions {
                 dir,
                 detach,
@@ -251,7 +405,13 @@ fn main() -> ExitCode {
             "show",
             show::run(&dir, json).map(|_| 0).map_err(|e| e.to_string()),
         ),
-        Cmd::Check => ("check", Ok(check::run())),
+        Cmd::Check { feature, all } => (
+            "check",
+            Ok(match feature {
+                Some(name) => check::feature(&name),
+                None => check::run(all),
+            }),
+        ),
     };
     ExitCode::from(finish(what, result).clamp(0, 255) as u8)
 }
@@ -272,7 +432,162 @@ fn finish(what: &str, result: Result<i32, String>) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ckpt").chain(args.iter().copied()))
+    }
+
+    fn dump(args: &[&str]) -> Cmd {
+        let mut v = vec!["dump", "-t", "1", "-D", "img"];
+        v.extend_from_slice(args);
+        parse(&v).unwrap_or_else(|e| panic!("{args:?}: {e}")).cmd
+    }
+
+    fn log_of(cmd: &Cmd) -> &LogOpts {
+        match cmd {
+            Cmd::Dump { log, .. } | Cmd::Restore { log, .. } => log,
+            _ => panic!("no log options"),
+        }
+    }
+
+    #[test]
+    fn verbosity_spellings() {
+        assert_eq!(parse_verbosity("0"), Ok(0));
+        assert_eq!(parse_verbosity("3"), Ok(3));
+        assert_eq!(parse_verbosity("9"), Ok(4));
+        assert_eq!(parse_verbosity("v"), Ok(4));
+        assert_eq!(parse_verbosity("vvv"), Ok(4));
+        assert!(parse_verbosity("").is_err());
+        assert!(parse_verbosity("x").is_err());
+        assert!(parse_verbosity("-1").is_err());
+        for (args, want) in [
+            (&["-v"][..], Some(4)),
+            (&["-v2"], Some(2)),
+            (&["-vv"], Some(4)),
+            (&["-vvvv"], Some(4)),
+            (&["--verbosity=1"], Some(1)),
+            (&["--verbosity"], Some(4)),
+            (&[], None),
+        ] {
+            assert_eq!(log_of(&dump(args)).verbosity, want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("0"), Ok(0));
+        assert_eq!(parse_timeout("10"), Ok(10));
+        assert!(parse_timeout("-1").is_err());
+        assert!(parse_timeout("1.5").is_err());
+        assert!(parse_timeout("100000").is_err());
+        match dump(&[]) {
+            Cmd::Dump { timeout, .. } => assert_eq!(timeout, DEFAULT_TIMEOUT),
+            _ => unreachable!(),
+        }
+        match dump(&["--timeout", "3"]) {
+            Cmd::Dump { timeout, .. } => assert_eq!(timeout, 3),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn files_go_to_the_work_directory() {
+        let img = Path::new("/srv/img");
+        let w = Path::new("/var/log/ckpt");
+        let f = |work: Option<&Path>, file: &str| in_work_dir(img, work, Path::new(file));
+        assert_eq!(f(None, "dump.log"), Path::new("/srv/img/dump.log"));
+        assert_eq!(f(Some(w), "dump.log"), Path::new("/var/log/ckpt/dump.log"));
+        assert_eq!(f(None, "/tmp/x.log"), Path::new("/tmp/x.log"));
+        assert_eq!(f(Some(w), "/tmp/x.log"), Path::new("/tmp/x.log"));
+        assert_eq!(f(None, "sub/r.pid"), Path::new("/srv/img/sub/r.pid"));
+        // A relative images directory stays relative to where ckpt runs.
+        assert_eq!(
+            in_work_dir(Path::new("img"), None, Path::new("d.log")),
+            Path::new("img/d.log")
+        );
+    }
+
+    #[test]
+    fn criu_options_are_known() {
+        // Every option CRIU users pass, in CRIU's spelling.
+        let c = dump(&[
+            "--manage-cgroups",
+            "--file-locks",
+            "--tcp-established",
+            "--ext-unix-sk",
+            "--no-default-config",
+            "--log-file",
+            "d.log",
+            "--verbosity=4",
+            "--timeout",
+            "5",
+            "--pidfile",
+            "p",
+            "-W",
+            "/tmp",
+            "--shell-job",
+            "--leave-running",
+        ]);
+        let Cmd::Dump {
+            manage_cgroups,
+            file_locks,
+            tcp_established,
+            ext_unix_sk,
+            pidfile,
+            log,
+            ..
+        } = &c
+        else {
+            unreachable!()
+        };
+        assert_eq!(*manage_cgroups, Some(ckpt::restore::cgroups::Mode::Soft));
+        assert!(*file_locks && *tcp_established && *ext_unix_sk);
+        assert_eq!(pidfile.as_deref(), Some(Path::new("p")));
+        assert!(log.no_default_config);
+        assert_eq!(log.work_dir.as_deref(), Some(Path::new("/tmp")));
+        assert_eq!(log.log_file.as_deref(), Some(Path::new("d.log")));
+        assert!(parse(&["dump", "--tree", "1", "--images-dir", "i"]).is_ok());
+        assert!(parse(&["dump", "-t", "1", "-D", "i", "--manage-cgroups=full"]).is_ok());
+        assert!(parse(&["dump", "-t", "1", "-D", "i", "--manage-cgroups=bogus"]).is_err());
+        assert!(parse(&[
+            "restore",
+            "--images-dir",
+            "i",
+            "--work-dir",
+            "w",
+            "--log-file",
+            "r.log",
+            "--no-default-config",
+            "--manage-cgroups",
+            "-vvv"
+        ])
+        .is_ok());
+        assert!(parse(&["check", "--feature", "timens"]).is_ok());
+        assert!(parse(&["check", "--all"]).is_ok());
+    }
+
+    #[test]
+    fn missing_features_are_named() {
+        let Cmd::Dump {
+            log, link_remap, ..
+        } = dump(&["--link-remap"])
+        else {
+            unreachable!()
+        };
+        let e = refuse_missing(&log, link_remap).unwrap_err();
+        assert!(
+            e.contains("--link-remap") && e.contains("not supported"),
+            "{e}"
+        );
+        let yard = dump(&["--cgroup-yard", "/y"]);
+        let e = refuse_missing(log_of(&yard), false).unwrap_err();
+        assert!(
+            e.contains("--cgroup-yard /y") && e.contains("not supported"),
+            "{e}"
+        );
+        assert!(refuse_missing(log_of(&dump(&[])), false).is_ok());
+    }
 
     #[test]
     fn sizes() {

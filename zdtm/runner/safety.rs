@@ -127,6 +127,12 @@ fn main() {
             body: dump_non_empty_dir,
         },
         Spec {
+            name: "dump/timeout",
+            case: vfork_wait_case,
+            variant: Variant::Once,
+            body: dump_timeout,
+        },
+        Spec {
             name: "dump/errors-name-the-pid",
             case: zdtm_sleep_case,
             variant: Variant::Once,
@@ -369,6 +375,15 @@ fn mem_case() -> Case {
 /// The zdtm `sleep` program.
 fn zdtm_sleep_case() -> Case {
     case_named("sleep")
+}
+
+/// `vfork_wait`: a parent held in vfork() (state D), no row of the table.
+fn vfork_wait_case() -> Case {
+    Case {
+        name: "vfork_wait",
+        program: Program::C("vfork_wait"),
+        ..Case::DEFAULT
+    }
 }
 
 /// coreutils sleep, copied into the work directory; the trial starts it
@@ -965,18 +980,53 @@ fn dir_state(dir: &Path) -> Result<Vec<EntryState>, String> {
     Ok(v)
 }
 
-/// Dump into a directory that already holds something: refused, the
-/// directory untouched, the target untouched.
+/// Dump into a directory that already holds other files (CRIU users keep
+/// the dump's log there): accepted, the images appear beside the files,
+/// which stay as they were. Into one that holds images already: refused,
+/// the directory untouched, the target untouched.
 fn dump_non_empty_dir(run: &mut Run) -> Result<Outcome, String> {
     run.start()?;
     let pid = run.pid.expect("started");
     let before = capture(run, pid)?;
-    let img = run.path("img-full");
+
+    // Other files: a log-like file, and a subdirectory whose contents only
+    // look like images.
+    let img = run.path("img-others");
     fs::create_dir(&img).map_err(|e| format!("create {}: {e}", img.display()))?;
     fs::write(img.join("precious.txt"), b"not an image\n").map_err(|e| e.to_string())?;
     fs::create_dir(img.join("sub")).map_err(|e| e.to_string())?;
     fs::write(img.join("sub/inventory.img"), b"not an image either\n")
         .map_err(|e| e.to_string())?;
+    // The files, not the directory itself (whose mtime the images change).
+    let others: Vec<EntryState> = dir_state(&img)?
+        .into_iter()
+        .filter(|e| e.0 != img)
+        .collect();
+    let args = dump_args(run, pid, &img, "others-dump", &["--leave-running"]);
+    let st = run.engine("others-dump", &img, args)?;
+    if !st.success() {
+        return Err(format!(
+            "a dump into a directory holding other files failed ({st}): {}",
+            console(run, "others-dump")
+        ));
+    }
+    Manifest::verify(&img).map_err(|e| format!("the images beside other files: {e}"))?;
+    let now = dir_state(&img)?;
+    let kept: Vec<_> = now.iter().filter(|e| others.contains(e)).collect();
+    if kept.len() != others.len() {
+        return Err(format!(
+            "the dump changed the other files of {}: now {}",
+            img.display(),
+            show_paths(&walk(&img))
+        ));
+    }
+    check_unharmed(run, &before, "after the dump beside other files")?;
+
+    // Images already there (what a dump before left).
+    let img = run.path("img-full");
+    fs::create_dir(&img).map_err(|e| format!("create {}: {e}", img.display()))?;
+    fs::write(img.join("precious.txt"), b"not an image\n").map_err(|e| e.to_string())?;
+    fs::write(img.join("inventory.img"), b"an old image\n").map_err(|e| e.to_string())?;
     let state = dir_state(&img)?;
 
     let args = dump_args(run, pid, &img, "dump-nonempty", &[]);
@@ -987,7 +1037,8 @@ fn dump_non_empty_dir(run: &mut Run) -> Result<Outcome, String> {
         &out,
         &[
             &[&*img.to_string_lossy()],
-            &["not empty", "non-empty", "nonempty"],
+            &["inventory.img"],
+            &["holds images already"],
         ],
     )?;
     if dir_state(&img)? != state {
@@ -997,9 +1048,61 @@ fn dump_non_empty_dir(run: &mut Run) -> Result<Outcome, String> {
             show_paths(&walk(&img))
         ));
     }
-    expect_no_image(&run.path("no-such-dir"), &run.dir, &[&img])?;
+    expect_no_image(
+        &run.path("no-such-dir"),
+        &run.dir,
+        &[&img, &run.path("img-others")],
+    )?;
     check_unharmed(run, &before, "after the refused dump")?;
     run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// `--timeout` bounds the freeze: a parent held in vfork() takes no
+/// ptrace stop, so the dump must give up once the timeout has passed, not
+/// hang, naming the thread, its state and the option; the tree runs on as
+/// it was (still in its vfork, nothing stopped or traced).
+fn dump_timeout(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    trial::poll(Duration::from_secs(5), || {
+        procfs::stat(pid).filter(|s| s.state == 'D').map(|_| ())
+    })
+    .ok_or_else(|| format!("pid {pid} did not get to wait in vfork() (state D)"))?;
+    // Not `capture`: it waits for a task sleeping in S.
+    let tree = run.snapshot(pid);
+    let before = Target {
+        pid,
+        stopped: trial::stopped_threads(&tree),
+        tree,
+        maps: maps(pid)?,
+        starttime: starttime(pid).ok_or_else(|| format!("pid {pid}: cannot read its stat"))?,
+    };
+    let img = run.path("img-timeout");
+    let args = dump_args(run, pid, &img, "timeout-dump", &["--timeout", "1"]);
+    let t0 = std::time::Instant::now();
+    let out = expect_failure(run, "timeout-dump", &img, args)?;
+    let took = t0.elapsed();
+    if took < Duration::from_secs(1) || took > Duration::from_secs(8) {
+        return Err(format!(
+            "the dump with --timeout 1 gave up after {took:?}: {}",
+            out.trim()
+        ));
+    }
+    expect_pid("the dump that timed out", &out, pid)?;
+    expect_mentions(
+        "the dump that timed out",
+        &out,
+        &[&["--timeout"], &["state d"]],
+    )?;
+    check_unharmed(run, &before, "after the dump that timed out")?;
+    expect_no_image(&img, &run.dir, &[])?;
+    if procfs::stat(pid).map(|s| s.state) != Some('D') {
+        return Err(format!(
+            "pid {pid} left its vfork() wait after the failed dump"
+        ));
+    }
+    // The program never gets past its vfork(); the cleanup kills the tree.
     Ok(Outcome::Passed)
 }
 
@@ -1034,13 +1137,13 @@ fn dump_errors_name_the_pid(run: &mut Run) -> Result<Outcome, String> {
         problems.push(e);
     }
 
-    // A non-empty image directory.
+    // An image directory that holds images already.
     let img = run.path("img-full");
     fs::create_dir(&img).map_err(|e| format!("create {}: {e}", img.display()))?;
-    fs::write(img.join("precious.txt"), b"not an image\n").map_err(|e| e.to_string())?;
+    fs::write(img.join("inventory.img"), b"an old image\n").map_err(|e| e.to_string())?;
     let args = dump_args(run, pid, &img, "nonempty-dump", &[]);
     let out = expect_failure(run, "nonempty-dump", &img, args)?;
-    if let Err(e) = expect_pid("the dump into a non-empty directory", &out, pid) {
+    if let Err(e) = expect_pid("the dump into a directory holding images", &out, pid) {
         problems.push(e);
     }
 

@@ -369,7 +369,9 @@ impl Freezer {
         }
     }
 
-    fn freeze(file: PathBuf) -> Result<Freezer> {
+    /// Freezes and waits until the kernel says frozen, until `deadline`
+    /// (--timeout), or FREEZE_TIMEOUT without one.
+    fn freeze(file: PathBuf, deadline: crate::ptrace::Deadline) -> Result<Freezer> {
         let orig = cgroupfs::read_prop(&file)?;
         let mut f = Freezer {
             file,
@@ -378,7 +380,7 @@ impl Freezer {
         };
         f.write(true)?;
         f.frozen = true;
-        let end = Instant::now() + FREEZE_TIMEOUT;
+        let end = deadline.unwrap_or_else(|| Instant::now() + FREEZE_TIMEOUT);
         while !f.is_frozen()? {
             if Instant::now() > end {
                 return Err(Error::io(
@@ -386,7 +388,7 @@ impl Freezer {
                     "freezing",
                     std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        format!("the cgroup is not frozen after {FREEZE_TIMEOUT:?}"),
+                        "the cgroup is not frozen before the freeze timeout (--timeout) ran out",
                     ),
                 ));
             }
@@ -467,9 +469,12 @@ fn tids_in(dir: &Path) -> Result<Vec<Pid>> {
 /// and collect the ptrace stops. Returns the seized threads by tid and the
 /// freezer guard (already back to its original state unless that was
 /// frozen, in which case the guard refreezes it when dropped).
-pub fn seize_cgroup(spec: &str) -> Result<(BTreeMap<Pid, Seized>, Freezer)> {
+pub fn seize_cgroup(
+    spec: &str,
+    deadline: crate::ptrace::Deadline,
+) -> Result<(BTreeMap<Pid, Seized>, Freezer)> {
     let file = freezer_of(spec)?;
-    let mut fz = Freezer::freeze(file)?;
+    let mut fz = Freezer::freeze(file, deadline)?;
     debug!("freezer {} frozen (was {:?})", fz.file.display(), fz.orig);
     let tids = cgroup_tids(&fz.file)?;
     let mut pending = Vec::new();
@@ -493,7 +498,7 @@ pub fn seize_cgroup(spec: &str) -> Result<(BTreeMap<Pid, Seized>, Freezer)> {
     }
     let mut held = BTreeMap::new();
     for tid in pending {
-        match Seized::wait_seized(tid) {
+        match Seized::wait_seized(tid, deadline) {
             Ok(s) => {
                 held.insert(tid, s);
             }

@@ -14,7 +14,7 @@ use nix::unistd::Pid as NixPid;
 
 use crate::error::{Error, Pid, Result};
 use crate::proc::{self, stat};
-use crate::ptrace::Seized;
+use crate::ptrace::{Deadline, Seized};
 
 /// Upper bound on seize passes; each pass can only find threads created
 /// by threads that were still running during the previous one.
@@ -22,19 +22,23 @@ const MAX_PASSES: usize = 64;
 
 /// Every thread of `pid`, seized; the leader first, then by TID.
 pub fn freeze_threads(pid: Pid) -> Result<Vec<Seized>> {
-    freeze_threads_with(pid, &mut BTreeMap::new())
+    freeze_threads_with(pid, &mut BTreeMap::new(), None)
 }
 
 /// Take a thread out of `pre` (seized already through its freezer cgroup)
 /// or seize it now.
-fn take_or_seize(pre: &mut BTreeMap<Pid, Seized>, tid: Pid) -> Result<Seized> {
+fn take_or_seize(pre: &mut BTreeMap<Pid, Seized>, tid: Pid, deadline: Deadline) -> Result<Seized> {
     match pre.remove(&tid) {
         Some(s) => Ok(s),
-        None => Seized::seize(tid),
+        None => Seized::seize_until(tid, nix::sys::ptrace::Options::empty(), deadline),
     }
 }
 
-fn freeze_threads_with(pid: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Vec<Seized>> {
+fn freeze_threads_with(
+    pid: Pid,
+    pre: &mut BTreeMap<Pid, Seized>,
+    deadline: Deadline,
+) -> Result<Vec<Seized>> {
     let leader = stat::read(pid)?;
     if leader.state == 'Z' {
         let tids = proc::tids(pid).unwrap_or_default();
@@ -45,14 +49,14 @@ fn freeze_threads_with(pid: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Vec<
         ));
     }
     let mut held: BTreeMap<Pid, Seized> = BTreeMap::new();
-    held.insert(pid, take_or_seize(pre, pid)?);
+    held.insert(pid, take_or_seize(pre, pid, deadline)?);
     for _ in 0..MAX_PASSES {
         let mut new = false;
         for tid in proc::tids(pid)? {
             if held.contains_key(&tid) {
                 continue;
             }
-            match take_or_seize(pre, tid) {
+            match take_or_seize(pre, tid, deadline) {
                 Ok(s) => {
                     held.insert(tid, s);
                     new = true;
@@ -167,13 +171,18 @@ pub struct FrozenProc {
 /// Freeze the tree rooted at `root`, parents before children: a frozen
 /// process cannot fork, so once it is held its list of children is final.
 pub fn freeze_tree(root: Pid) -> Result<Vec<FrozenProc>> {
-    freeze_tree_with(root, &mut BTreeMap::new())
+    freeze_tree_with(root, &mut BTreeMap::new(), None)
 }
 
 /// [`freeze_tree`], taking threads already seized (through the freezer
 /// cgroup) from `pre`; what is left in `pre` afterwards is not
 /// part of the tree.
-pub fn freeze_tree_with(root: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Vec<FrozenProc>> {
+/// Threads that do not stop before `deadline` fail it (--timeout).
+pub fn freeze_tree_with(
+    root: Pid,
+    pre: &mut BTreeMap<Pid, Seized>,
+    deadline: Deadline,
+) -> Result<Vec<FrozenProc>> {
     let mut out: Vec<FrozenProc> = Vec::new();
     let mut queue = std::collections::VecDeque::from([(root, 0)]);
     // The engine's own processes: seizing the launcher that waits for us
@@ -205,7 +214,7 @@ pub fn freeze_tree_with(root: Pid, pre: &mut BTreeMap<Pid, Seized>) -> Result<Ve
         // A task frozen by its cgroup would never stop (dump/cgroups.rs).
         let threads = match crate::fault::abandoned(pid)
             .and_then(|()| crate::dump::cgroups::check_not_frozen(pid))
-            .and_then(|()| freeze_threads_with(pid, pre))
+            .and_then(|()| freeze_threads_with(pid, pre, deadline))
         {
             Ok(t) => t,
             Err(e) => {

@@ -81,6 +81,9 @@ pub struct DumpOptions {
     /// full, none recorded as shared with the parent (ckpt's restore
     /// shares them again by comparing with the parent's, as CRIU does).
     pub criu_compatible: bool,
+    /// How long freezing the tree may take (CRIU's --timeout); None: as
+    /// long as it takes.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What was dumped, for the summary line.
@@ -111,14 +114,15 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     files.inet.tcp_established = opts.tcp_established;
     // Freeze: through the freezer cgroup first, if asked; its threads
     // outside the tree go on once the tree's are seized.
+    let deadline = opts.timeout.map(|t| std::time::Instant::now() + t);
     let (mut pre, freezer) = match &opts.freeze_cgroup {
         Some(spec) => {
-            let (held, fz) = cgroups::seize_cgroup(spec)?;
+            let (held, fz) = cgroups::seize_cgroup(spec, deadline)?;
             (held, Some(fz))
         }
         None => (BTreeMap::new(), None),
     };
-    let mut tree = freeze::freeze_tree_with(pid, &mut pre)?;
+    let mut tree = freeze::freeze_tree_with(pid, &mut pre, deadline)?;
     drop(pre);
     fault::check(pid, "dump-frozen")?;
     let treens = ns::TreeNs::check(&tree)?;

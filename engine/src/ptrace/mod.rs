@@ -12,6 +12,8 @@ pub mod rseq;
 pub mod scratch;
 pub mod siginfo;
 
+use std::time::{Duration, Instant};
+
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -49,13 +51,50 @@ fn npid(p: Pid) -> NixPid {
     NixPid::from_raw(p)
 }
 
+/// When freezing gives up (the dump's --timeout): a task in
+/// uninterruptible sleep takes no stop until it wakes, which may be never.
+/// None waits as long as it takes.
+pub type Deadline = Option<Instant>;
+
+/// The next wait status of `tid`, waiting no later than `deadline`. With
+/// a deadline the wait polls (a blocking waitpid cannot be bounded without
+/// a signal), briefly at first: a stop normally comes within microseconds.
+fn wait_until(tid: Pid, deadline: Deadline) -> Result<WaitStatus> {
+    let Some(end) = deadline else {
+        return waitpid(npid(tid), Some(WaitPidFlag::__WALL))
+            .ctx(tid, || "waiting for the ptrace stop".into());
+    };
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let st = waitpid(npid(tid), Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG))
+            .ctx(tid, || "waiting for the ptrace stop".into())?;
+        if st != WaitStatus::StillAlive {
+            return Ok(st);
+        }
+        if Instant::now() >= end {
+            let state = crate::proc::stat::read(tid)
+                .map(|s| format!("state {}", s.state))
+                .unwrap_or_else(|_| "state unknown".into());
+            return Err(Error::task(
+                tid,
+                "freeze",
+                format!(
+                    "the thread did not stop before the freeze timeout (--timeout) ran out \
+                     ({state}; a task in uninterruptible sleep, D, stops only once it wakes)"
+                ),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
 /// Wait until `tid` is in a ptrace stop; signals that arrive first are
 /// delivered (the task handles them) and we wait again, as CRIU does, so
 /// that freezing never swallows a signal.
-fn wait_event_stop(tid: Pid) -> Result<StopKind> {
+fn wait_event_stop(tid: Pid, deadline: Deadline) -> Result<StopKind> {
     for _ in 0..256 {
-        let st = waitpid(npid(tid), Some(WaitPidFlag::__WALL))
-            .ctx(tid, || "waiting for the ptrace stop".into())?;
+        let st = wait_until(tid, deadline)?;
         match st {
             WaitStatus::PtraceEvent(_, sig, ev) if ev == PTRACE_EVENT_STOP => {
                 let kind = match sig {
@@ -160,6 +199,12 @@ impl Seized {
     /// Like `seize`, with extra ptrace options (the restore traces clones
     /// to catch the threads it creates).
     pub fn seize_with(tid: Pid, extra: ptrace::Options) -> Result<Seized> {
+        Self::seize_until(tid, extra, None)
+    }
+
+    /// Like `seize_with`, giving up at `deadline` if the thread does not
+    /// stop by then (the dump's --timeout).
+    pub fn seize_until(tid: Pid, extra: ptrace::Options, deadline: Deadline) -> Result<Seized> {
         let opts = ptrace::Options::from_bits_retain(O_SUSPEND_SECCOMP) | extra;
         if let Err(e) = ptrace::seize(npid(tid), opts) {
             if e == nix::errno::Errno::EINVAL {
@@ -175,7 +220,7 @@ impl Seized {
             detached: false,
         };
         ptrace::interrupt(npid(tid)).ctx(tid, || "PTRACE_INTERRUPT".into())?;
-        s.kind = wait_event_stop(tid)?;
+        s.kind = wait_event_stop(tid, deadline)?;
         s.regs = raw::get_regs(npid(tid)).ctx(tid, || "reading registers".into())?;
         Ok(s)
     }
@@ -197,8 +242,8 @@ impl Seized {
     }
 
     /// The second half of [`Seized::seize_nowait`]: wait for the stop.
-    pub fn wait_seized(tid: Pid) -> Result<Seized> {
-        let kind = wait_event_stop(tid)?;
+    pub fn wait_seized(tid: Pid, deadline: Deadline) -> Result<Seized> {
+        let kind = wait_event_stop(tid, deadline)?;
         let regs = raw::get_regs(npid(tid)).ctx(tid, || "reading registers".into())?;
         Ok(Seized {
             tid,

@@ -239,7 +239,7 @@ impl<'a> Remote<'a> {
                 .ctx(r.task.tid, || "PTRACE_CONT after remote syscalls".into())?;
         }
         for r in remotes.iter_mut() {
-            super::wait_event_stop(r.task.tid)?;
+            super::wait_event_stop(r.task.tid, None)?;
             // Back in its interrupt stop: the rest needs no round trip.
             r.finished = true;
             let regs = r.task.regs;
@@ -411,7 +411,7 @@ impl<'a> Remote<'a> {
             ptrace::interrupt(self.task.npid()).ctx(tid, || {
                 "PTRACE_INTERRUPT after a batch of remote syscalls".into()
             })?;
-            super::wait_event_stop(tid)?;
+            super::wait_event_stop(tid, None)?;
             if !finished {
                 return Err(Error::task(
                     tid,
@@ -495,7 +495,7 @@ impl<'a> Remote<'a> {
             .ctx(tid, || "PTRACE_INTERRUPT after remote syscalls".into())?;
         ptrace::cont(self.task.npid(), None)
             .ctx(tid, || "PTRACE_CONT after remote syscalls".into())?;
-        super::wait_event_stop(tid).map(|_| ())
+        super::wait_event_stop(tid, None).map(|_| ())
     }
 
     /// Finish without restoring anything: the restore sets final state itself.

@@ -279,3 +279,40 @@ pub fn kcmp_epoll_tfd(
     };
     Errno::result(r).map(|r| r as i32)
 }
+
+/// A child of the caller that only waits to be killed, for the probes of
+/// `ckpt check` that need a task to seize. The caller kills and reaps it.
+pub fn fork_paused_child() -> nix::Result<i32> {
+    // SAFETY: the child only calls pause(2) (async-signal-safe) until it
+    // is killed, so forking a caller with threads is fine.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => loop {
+            nix::unistd::pause();
+        },
+        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
+    }
+}
+
+/// Whether the kernel has the PAGEMAP_SCAN ioctl (Linux 6.7+) on an open
+/// /proc/PID/pagemap: an argument it must reject gives EINVAL if it
+/// does, ENOTTY if it does not.
+pub fn pagemap_scan_known(pagemap: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    // PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg), 96 bytes; an
+    // all-zero one has a bad size.
+    const PAGEMAP_SCAN: u64 = 0xc060_6610;
+    let arg = [0u64; 12];
+    // SAFETY: the kernel reads at most the 96 bytes of `arg`, and rejects
+    // them.
+    let r = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN as _, arg.as_ptr()) };
+    r == 0 || Errno::last() != Errno::ENOTTY
+}
+
+/// `timerfd_create(2)`: a new timerfd of `clockid`, owned.
+pub fn timerfd_create(clockid: i32, flags: i32) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: integer arguments only.
+    let fd = Errno::result(unsafe { libc::timerfd_create(clockid, flags) })?;
+    // SAFETY: the fd was just created and is ours alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
