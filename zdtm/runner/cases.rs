@@ -375,11 +375,23 @@ pub static CASES: &[Case] = &[
         args: &["--kind=child"],
         ..Case::DEFAULT
     },
+    // An fd table shared by a parent and its child (CLONE_FILES without
+    // CLONE_THREAD), the child having a child of its own with its own
+    // table.
     Case {
         name: "fdt_shared",
         program: Program::C("fdt_shared"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "fdt_shared_siblings_refused",
+        program: Program::C("fdt_shared"),
+        args: &["--layout=siblings"],
         crfail: true,
-        crfail_reason: Some("fd table shared between processes"),
+        // Two siblings share a table their parent does not have: the
+        // restore rebuilds a shared table only by cloning the sharer
+        // from the table's owner, its parent.
+        crfail_reason: Some("can only be restored when shared with the parent"),
         ..Case::DEFAULT
     },
     Case {
