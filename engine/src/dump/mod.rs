@@ -611,7 +611,10 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let mut ids = task_ids(pid, id, &mut ctx.ns)?;
     if let Some(owner) = table_of {
         ids.files_id = ctx.fd_tables[&owner];
-        debug!("pid {pid}: shares the fd table of pid {owner} (files id {})", ids.files_id);
+        debug!(
+            "pid {pid}: shares the fd table of pid {owner} (files id {})",
+            ids.files_id
+        );
     }
     ctx.fd_tables.insert(pid, ids.files_id);
     if ctx.root_ids.is_none() {

@@ -295,7 +295,12 @@ fn plan_files(
         .iter()
         .find(|o| o.pid == owner_pid)
         .expect("validated");
-    let max_fd = owner.fdinfo.iter().map(|f| f.fd as RawFd).max().unwrap_or(2);
+    let max_fd = owner
+        .fdinfo
+        .iter()
+        .map(|f| f.fd as RawFd)
+        .max()
+        .unwrap_or(2);
     let sharers = || {
         imgs.tasks
             .iter()
