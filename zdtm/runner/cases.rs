@@ -453,7 +453,7 @@ pub static CASES: &[Case] = &[
         program: Program::C("file_locks"),
         args: &["--kind=flock"],
         crfail: true,
-        crfail_reason: Some("file locks are not supported yet"),
+        crfail_reason: Some("file locks are not supported yet without --file-locks"),
         ..Case::DEFAULT
     },
     Case {
@@ -461,7 +461,7 @@ pub static CASES: &[Case] = &[
         program: Program::C("file_locks"),
         args: &["--kind=posix"],
         crfail: true,
-        crfail_reason: Some("file locks are not supported yet"),
+        crfail_reason: Some("file locks are not supported yet without --file-locks"),
         ..Case::DEFAULT
     },
     Case {
@@ -469,7 +469,7 @@ pub static CASES: &[Case] = &[
         program: Program::C("file_locks"),
         args: &["--kind=ofd"],
         crfail: true,
-        crfail_reason: Some("file locks are not supported yet"),
+        crfail_reason: Some("file locks are not supported yet without --file-locks"),
         ..Case::DEFAULT
     },
     // Owners and signals of open files (F_SETOWN_EX, F_SETSIG, O_ASYNC).
