@@ -1,7 +1,7 @@
 /*
- * file_locks: a tree holding file locks on a regular file. ckpt does not
- * dump locks yet, so the dump must refuse the tree, naming the lock, and
- * the tree goes on holding it.
+ * file_locks: a tree holding file locks on a regular file. Without
+ * --file-locks (which these rows do not pass) the dump must refuse the
+ * tree, naming the lock, and the tree goes on holding it.
  *
  *   --kind=flock  flock(LOCK_EX)
  *   --kind=posix  fcntl(F_SETLK) write lock on bytes 10-19

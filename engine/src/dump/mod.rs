@@ -149,6 +149,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         treens,
         next_pages_id: 1,
         next_files_id: 1,
+        fd_tables: BTreeMap::new(),
         pstree: Vec::new(),
         root_ids: None,
         shmem_done: Default::default(),
@@ -213,6 +214,9 @@ struct DumpCtx<'a> {
     treens: ns::TreeNs,
     next_pages_id: u32,
     next_files_id: u32,
+    /// The files id of every process dumped so far: a process sharing
+    /// its parent's fd table has the parent's (CRIU's files_id).
+    fd_tables: BTreeMap<Pid, u32>,
     pstree: Vec<pb::PstreeEntry>,
     root_ids: Option<pb::TaskKobjIdsEntry>,
     /// Shared memory objects already dumped (by shmid).
@@ -451,7 +455,13 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     debug!("pid {pid}: task state read");
     fault::check(pid, "dump-state")?;
     let files = &mut ctx.files;
-    let fdinfos = files::dump_fds(pid, files)?;
+    // A table shared with the parent is the parent's: its fds are dumped
+    // once, with it.
+    let table_of = files::fd_table(pid, p.ppid, files)?;
+    let fdinfos = match table_of {
+        None => files::dump_fds(pid, files)?,
+        Some(_) => Vec::new(),
+    };
     fault::check(pid, "dump-files")?;
     // Epoll sets are rebuilt inside their task from its fd numbers: one
     // shared with another process cannot be rebuilt there.
@@ -600,9 +610,17 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         thp_disabled: None,
     };
 
-    let files_id = ctx.next_files_id;
+    let id = ctx.next_files_id;
     ctx.next_files_id += 1;
-    let ids = task_ids(pid, files_id, &mut ctx.ns)?;
+    let mut ids = task_ids(pid, id, &mut ctx.ns)?;
+    if let Some(owner) = table_of {
+        ids.files_id = ctx.fd_tables[&owner];
+        debug!(
+            "pid {pid}: shares the fd table of pid {owner} (files id {})",
+            ids.files_id
+        );
+    }
+    ctx.fd_tables.insert(pid, ids.files_id);
     if ctx.root_ids.is_none() {
         ctx.root_ids = Some(ids);
     }
@@ -636,7 +654,9 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     dir.write_image(&format!("mm-{vpid}.img"), &[mm])?;
     dir.write_image(&format!("ids-{vpid}.img"), &[ids])?;
     dir.write_image(&format!("fs-{vpid}.img"), &[fs])?;
-    dir.write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
+    if table_of.is_none() {
+        dir.write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
+    }
     ctx.pstree.push(pb::PstreeEntry {
         pid: vpid as u32,
         ppid: v(p.ppid, "parent")? as u32,

@@ -77,6 +77,15 @@ pub struct ChildPlan {
     pub mapped_fds: std::collections::BTreeMap<u32, RawFd>,
     /// Where the executable's helper fd lands.
     pub exe_fd: Option<RawFd>,
+    /// Cloned with CLONE_FILES into the fd table of the task that forks
+    /// it (CLONE_FILES without CLONE_THREAD), which owns the table: this
+    /// task makes, moves and closes no fd in it; its `helper_files` are
+    /// opened by the owner (`table_helpers`), at `helper_fd_base`.
+    pub shares_files: bool,
+    /// For the owner of a shared table: the helper files of the tasks
+    /// sharing it, opened right above its error fd, one run after the
+    /// other (restore/files/mod.rs computes the same places).
+    pub table_helpers: Vec<(CString, i32)>,
     pub cwd: Option<CString>,
     pub root: Option<CString>,
     pub umask: u32,
@@ -196,6 +205,13 @@ pub fn tie_to_parent(parent: i32) {
 /// `parent` is the PID of the task that cloned it (the engine for the
 /// root).
 pub fn run(plan: &ChildPlan, parent: i32) -> ! {
+    run_with(plan, parent, plan.err_pipe)
+}
+
+/// [`run`], reporting errors to `early` (a task sharing its parent's fd
+/// table reports to its parent through a pipe of the parent's: see
+/// [`fork_sharer`]).
+fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
     tie_to_parent(parent);
     // Block everything until the engine sets the final mask: a signal now
     // would run a handler in an address space that does not exist yet.
@@ -216,7 +232,6 @@ pub fn run(plan: &ChildPlan, parent: i32) -> ! {
         }
     }
     let pid = plan.pid;
-    let early = plan.err_pipe;
     let zero = nix::unistd::Pid::from_raw(0);
     let npid = nix::unistd::Pid::from_raw;
 
@@ -228,7 +243,7 @@ pub fn run(plan: &ChildPlan, parent: i32) -> ! {
     // Children that stay in the session this task was born in, before it
     // leaves it.
     for c in plan.children.iter().filter(|c| c.early) {
-        fork_child(plan, c, 0);
+        fork_child(plan, c, 0, early);
     }
     // Session and process group, so the children forked below inherit them.
     if plan.sid == pid {
@@ -268,7 +283,7 @@ pub fn run(plan: &ChildPlan, parent: i32) -> ! {
                 format!("helper {} (for pid {pid}): setsid/setpgid", h.pid)
             });
             for c in &h.children {
-                fork_child(plan, c, libc::CLONE_PARENT as u64);
+                fork_child(plan, c, libc::CLONE_PARENT as u64, early);
             }
             // SAFETY: the helper's work is done.
             unsafe { libc::_exit(0) };
@@ -293,7 +308,7 @@ pub fn run(plan: &ChildPlan, parent: i32) -> ! {
     // that leads a group gets it from here too, so the group exists before
     // a later sibling asks to join it.
     for c in plan.children.iter().filter(|c| !c.early) {
-        fork_child(plan, c, 0);
+        fork_child(plan, c, 0, early);
     }
     for z in &plan.zombies {
         let (zpid, status) = (z.pid, z.status);
@@ -338,65 +353,13 @@ pub fn run(plan: &ChildPlan, parent: i32) -> ! {
         while libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) > 0 {}
     }
 
-    let efd = plan.err_fd();
-    // SAFETY: dup2/close on integer fds in our own single-threaded child.
-    unsafe {
-        if libc::dup2(early, efd) < 0 {
-            libc::_exit(2);
-        }
-        libc::fcntl(efd, libc::F_SETFD, libc::FD_CLOEXEC);
-    }
-    let _ = sys::close_range(0, efd as u32 - 1);
-    let _ = sys::close_range(efd as u32 + 1, u32::MAX);
-
-    // Files, in ascending fd order: the lowest free fd is never above the
-    // one we fill next, so dup2 + close lands each where it belongs. Epoll
-    // sets come last, when the files they watch exist.
-    let mut cx = ChildFds {
-        efd,
-        pairs: Vec::new(),
+    // The fds: a task sharing its parent's table leaves it alone (the
+    // owner fills it once every sharer is set up).
+    let efd = if plan.shares_files {
+        early
+    } else {
+        make_fds(plan, early)
     };
-    for pass in 0..2 {
-        for f in &plan.fds {
-            let FdSource::Open(src) = &f.source else {
-                continue;
-            };
-            if (pass == 0) == src.after_others() {
-                continue;
-            }
-            let fd = match f.share_with {
-                Some(src) => {
-                    // SAFETY: integer fds we own.
-                    let r = Errno::result(unsafe { libc::dup2(src, f.fd) });
-                    check(efd, r, || {
-                        format!("pid {}: fd {}: dup2 of fd {src}", plan.pid, f.fd)
-                    })
-                }
-                None => {
-                    let fd = check(efd, src.open(&mut cx), || {
-                        format!("pid {}: fd {}: creating {}", plan.pid, f.fd, src.describe())
-                    });
-                    place(efd, plan.pid, fd, f.fd)
-                }
-            };
-            if f.cloexec {
-                // SAFETY: fcntl on our fd.
-                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-            }
-        }
-    }
-    // Pipe ends that no fd of this task holds (kept while the other end
-    // was created) go away with everything else above the error fd.
-    let _ = sys::close_range(efd as u32 + 1, u32::MAX);
-    for (i, (path, flags)) in plan.helper_files.iter().enumerate() {
-        let want = plan.helper_fd_base + i as RawFd;
-        let fd = check(efd, open_at_least(path, *flags, want), || {
-            format!("pid {}: open {:?} for memory restore", plan.pid, path)
-        });
-        if fd != want {
-            fail(efd, "helper fd landed at the wrong number", Errno::EBADFD);
-        }
-    }
 
     if let Some(cwd) = &plan.cwd {
         check(efd, nix::unistd::chdir(cwd.as_c_str()), || {
@@ -478,12 +441,95 @@ pub fn run(plan: &ChildPlan, parent: i32) -> ! {
     }
 }
 
+/// Fills the task's own fd table: every fd of its plan, then the helper
+/// files above them, then those of the tasks sharing it; the engine's fds
+/// go. Returns the error fd, which the error pipe `early` moved to.
+fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
+    let efd = plan.err_fd();
+    // SAFETY: dup2/close on integer fds in our own single-threaded child.
+    unsafe {
+        if libc::dup2(early, efd) < 0 {
+            libc::_exit(2);
+        }
+        libc::fcntl(efd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    let _ = sys::close_range(0, efd as u32 - 1);
+    let _ = sys::close_range(efd as u32 + 1, u32::MAX);
+
+    // Files, in ascending fd order: the lowest free fd is never above the
+    // one we fill next, so dup2 + close lands each where it belongs. Epoll
+    // sets come last, when the files they watch exist.
+    let mut cx = ChildFds {
+        efd,
+        pairs: Vec::new(),
+    };
+    for pass in 0..2 {
+        for f in &plan.fds {
+            let FdSource::Open(src) = &f.source else {
+                continue;
+            };
+            if (pass == 0) == src.after_others() {
+                continue;
+            }
+            let fd = match f.share_with {
+                Some(src) => {
+                    // SAFETY: integer fds we own.
+                    let r = Errno::result(unsafe { libc::dup2(src, f.fd) });
+                    check(efd, r, || {
+                        format!("pid {}: fd {}: dup2 of fd {src}", plan.pid, f.fd)
+                    })
+                }
+                None => {
+                    let fd = check(efd, src.open(&mut cx), || {
+                        format!("pid {}: fd {}: creating {}", plan.pid, f.fd, src.describe())
+                    });
+                    place(efd, plan.pid, fd, f.fd)
+                }
+            };
+            if f.cloexec {
+                // SAFETY: fcntl on our fd.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+    // Pipe ends that no fd of this task holds (kept while the other end
+    // was created) go away with everything else above the error fd.
+    let _ = sys::close_range(efd as u32 + 1, u32::MAX);
+    for (i, (path, flags)) in plan.helper_files.iter().enumerate() {
+        let want = plan.helper_fd_base + i as RawFd;
+        let fd = check(efd, open_at_least(path, *flags, want), || {
+            format!("pid {}: open {:?} for memory restore", plan.pid, path)
+        });
+        if fd != want {
+            fail(efd, "helper fd landed at the wrong number", Errno::EBADFD);
+        }
+    }
+    // The helper files of the tasks sharing this table, above the error
+    // fd.
+    for (i, (path, flags)) in plan.table_helpers.iter().enumerate() {
+        let want = efd + 1 + i as RawFd;
+        let fd = check(efd, open_at_least(path, *flags, want), || {
+            format!(
+                "pid {}: open {:?} for the memory restore of a task sharing its fd table",
+                plan.pid, path
+            )
+        });
+        if fd != want {
+            fail(efd, "helper fd landed at the wrong number", Errno::EBADFD);
+        }
+    }
+    efd
+}
+
 /// Forks (clone3 with `flags`) the task of `c`, which runs its plan. With
 /// CLONE_PARENT (from a helper) its parent is the helper's, `plan`'s task,
-/// as without.
-fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64) {
-    let (pid, early) = (plan.pid, plan.err_pipe);
+/// as without. `early` is where the forking task reports errors.
+fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64, early: RawFd) {
+    let pid = plan.pid;
     let npid = nix::unistd::Pid::from_raw;
+    if c.shares_files {
+        return fork_sharer(plan, c, early);
+    }
     // clone3 wants no exit signal with CLONE_PARENT: the child gets the
     // caller's (SIGCHLD), for its real parent.
     let sig = if flags & libc::CLONE_PARENT as u64 != 0 {
@@ -503,6 +549,89 @@ fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64) {
         }
         _ => {}
     }
+}
+
+/// Forks the task of `c` into this task's fd table (CLONE_FILES) and
+/// waits until it has set itself up: until then the table holds what the
+/// sharer still needs (the engine's fds: its children's error pipes, its
+/// terminal), which the owner's own fd work closes. The sharer reports
+/// to a pipe made here, whose write end it closes when done; as both
+/// ends are in the one table, that close is the end of file. A sharer
+/// that died without a word is noticed by polling for its exit.
+fn fork_sharer(plan: &ChildPlan, c: &ChildPlan, early: RawFd) {
+    let pid = plan.pid;
+    let npid = nix::unistd::Pid::from_raw;
+    let mut p = [0 as RawFd; 2];
+    // SAFETY: pipe() fills the two-int array we pass.
+    let r = Errno::result(unsafe { libc::pipe(p.as_mut_ptr()) });
+    check(early, r, || {
+        format!("pid {pid}: pipe for child {} (sharing its fd table)", c.pid)
+    });
+    let (rd, wr) = (p[0], p[1]);
+    let flags = libc::CLONE_FILES as u64;
+    let r = sys::clone3_with_pid(c.pid, flags, libc::SIGCHLD as u64);
+    if check(early, r, || {
+        format!("pid {pid}: fork of child {} with CLONE_FILES", c.pid)
+    }) == 0
+    {
+        run_with(c, pid, wr);
+    }
+    if c.pgid == c.pid && c.sid != c.pid {
+        check(
+            early,
+            nix::unistd::setpgid(npid(c.pid), npid(c.pid)),
+            || format!("pid {pid}: setpgid of child {}", c.pid),
+        );
+    }
+    let mut buf = [0u8; 512];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: rd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd of ours.
+        let n = unsafe { libc::poll(&mut pfd, 1, 50) };
+        if n > 0 {
+            // SAFETY: reading into our buffer.
+            let got = unsafe { libc::read(rd, buf.as_mut_ptr().cast(), buf.len()) };
+            if got == 0 {
+                break;
+            }
+            if got > 0 {
+                // Its reason, as it wrote it, is ours to report.
+                // SAFETY: writing our buffer to our error pipe; giving up.
+                unsafe {
+                    libc::write(early, buf.as_ptr().cast(), got as usize);
+                    libc::_exit(1)
+                }
+            }
+            continue;
+        }
+        // SAFETY: waitid into a zeroed siginfo; WNOWAIT leaves it be.
+        let dead = unsafe {
+            let mut si: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                c.pid as u32,
+                &mut si,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            ) == 0
+                && si.si_pid() == c.pid
+        };
+        if dead {
+            fail(
+                early,
+                &format!(
+                    "pid {pid}: child {} (sharing its fd table) died while setting itself up",
+                    c.pid
+                ),
+                Errno::ECHILD,
+            );
+        }
+    }
+    // SAFETY: our end; the sharer closed the other.
+    unsafe { libc::close(rd) };
 }
 
 /// setpgid(0, pgid) into a group led elsewhere in the tree: the tasks are

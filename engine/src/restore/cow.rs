@@ -621,6 +621,7 @@ mod tests {
             fdinfo: vec![],
             fs: Default::default(),
             ids: Default::default(),
+            fd_table_owner: None,
             threads: vec![],
         }
     }

@@ -965,6 +965,7 @@ mod tests {
                 ipc_ns_id: Some(ns),
                 ..Default::default()
             },
+            fd_table_owner: None,
             threads: vec![],
         }
     }

@@ -33,6 +33,11 @@ pub struct TaskImages {
     pub fdinfo: Vec<pb::FdinfoEntry>,
     pub fs: pb::FsEntry,
     pub ids: pb::TaskKobjIdsEntry,
+    /// The task whose fd table this one shares (CLONE_FILES without
+    /// CLONE_THREAD): the top of its chain of parents with the same
+    /// files id, which restores the fds and forks this task into the
+    /// table. A sharer's `fdinfo` is empty: the fds are the owner's.
+    pub fd_table_owner: Option<i32>,
     /// The other threads: (tid, core with thread_info and thread_core).
     pub threads: Vec<(i32, pb::CoreEntry)>,
 }
@@ -124,6 +129,45 @@ impl Images {
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Image(ImageError::invalid(path, reason))
+}
+
+/// Tasks with one files id share one fd table. ckpt rebuilds a table
+/// shared by a task and its descendants along a chain of parents that
+/// all share it (the sharer is cloned with CLONE_FILES by its parent):
+/// the top of the chain owns it and restores its fds; the others get no
+/// fds of their own. Any other layout is refused here, before any process
+/// exists, naming the tasks.
+fn fd_tables(dir: &Path, tasks: &mut [TaskImages]) -> Result<()> {
+    let files_id: BTreeMap<i32, u32> = tasks.iter().map(|t| (t.pid, t.ids.files_id)).collect();
+    let mut owners: BTreeMap<u32, i32> = BTreeMap::new();
+    // Parents come before their children (the loader checked the tree,
+    // the dump writes it top-down); a chain is walked up anyway.
+    for t in tasks.iter() {
+        let ppid = t.pstree.ppid as i32;
+        if files_id.get(&ppid) == Some(&t.ids.files_id) {
+            continue;
+        }
+        if let Some(&other) = owners.get(&t.ids.files_id) {
+            return Err(bad(
+                &dir.join(format!("ids-{}.img", t.pid)),
+                format!(
+                    "pid {} shares the fd table (files id {}) of pid {other}, but its parent \
+                     {ppid} does not: only a table shared along a chain of parents and \
+                     children can be restored",
+                    t.pid, t.ids.files_id
+                ),
+            ));
+        }
+        owners.insert(t.ids.files_id, t.pid);
+    }
+    for t in tasks.iter_mut() {
+        let owner = owners[&t.ids.files_id];
+        if owner != t.pid {
+            t.fd_table_owner = Some(owner);
+            t.fdinfo.clear();
+        }
+    }
+    Ok(())
 }
 
 /// What an image the loader could not read says to a restore.
@@ -302,6 +346,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
             fdinfo,
             fs,
             ids,
+            fd_table_owner: None,
             threads,
         });
     }
@@ -324,6 +369,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
             ));
         }
     }
+    fd_tables(dir, &mut tasks)?;
     check_cow_entries(dir, &tasks)?;
     let data = |m: &BTreeMap<u32, crate::images::set::PipeData>| {
         m.iter()

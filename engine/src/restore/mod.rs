@@ -614,6 +614,24 @@ fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
             format!("this layout cannot be restored: {why}"),
         )
     })?;
+    // A task sharing its parent's fd table is cloned into it by the
+    // parent itself: a helper forking it (CLONE_PARENT) has a table of
+    // its own.
+    for t in &imgs.tasks {
+        if let (Some(owner), Some(sessions::Creator::Helper(h))) =
+            (t.fd_table_owner, plan.creator.get(&t.pid))
+        {
+            return Err(Error::unsupported(
+                t.pid,
+                format!("its fd table, shared with pid {owner}"),
+                format!(
+                    "a task sharing its parent's fd table must be forked by its parent, but \
+                     its session {} or process group {} needs a helper ({h}) to create it",
+                    t.pstree.sid, t.pstree.pgid
+                ),
+            ));
+        }
+    }
     for h in plan.helpers.iter().filter(|_| !imgs.ns.pid) {
         check_pid_free(h.pid).map_err(|e| {
             Error::task(

@@ -488,8 +488,16 @@ pub fn fd_sharers(set: &ImageSet, task: &Task, fd: &pb::FdinfoEntry) -> Vec<Stri
         own.sort_unstable();
         out.extend(own.into_iter().map(|n| format!("fd {n}")));
     }
-    for other in &set.tasks {
+    for (i, other) in set.tasks.iter().enumerate() {
         if other.pid() == task.pid() || other.fdinfo_name == task.fdinfo_name {
+            continue;
+        }
+        // A table shared by several tasks is named once, by its first.
+        if other.fdinfo_name.is_some()
+            && set.tasks[..i]
+                .iter()
+                .any(|o| o.fdinfo_name == other.fdinfo_name)
+        {
             continue;
         }
         if let Ok(fds) = &other.fdinfo {

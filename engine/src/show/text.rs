@@ -719,6 +719,17 @@ fn fds(out: &mut Out, set: &ImageSet, t: &Task) {
             damaged_mark(set, "files.img")
         ),
     );
+    // A task sharing another's fd table (CLONE_FILES): shown once, with
+    // the first task that uses it.
+    if let Some(owner) = set
+        .tasks
+        .iter()
+        .take_while(|o| o.pid() != t.pid())
+        .find(|o| t.fdinfo_name.is_some() && o.fdinfo_name == t.fdinfo_name)
+    {
+        out.line(4, format!("the fd table of pid {}, shared", owner.pid()));
+        return;
+    }
     let fds = match &t.fdinfo {
         Ok(f) => f,
         Err(e) => {

@@ -77,7 +77,8 @@ pub struct FileTable {
     pub netlink: netlink::NetlinkTable,
     /// pidfds, checked against the whole tree.
     pub pidfds: Vec<pidfd::SeenPidfd>,
-    /// Every process whose fds are dumped so far.
+    /// Every process dumped so far, to find fd tables shared between
+    /// them.
     pub processes: Vec<Pid>,
     /// Owners of open files (F_SETOWN), checked against the whole tree.
     pub owners: Vec<fown::SeenOwner>,
@@ -325,23 +326,40 @@ fn kcmp_files(pid1: Pid, pid2: Pid) -> Option<i32> {
     (r >= 0).then_some(r as i32)
 }
 
-/// Dump the fds of `pid`: returns fdinfo entries and adds files to `table`.
-pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>> {
-    // Two processes with one fd table (clone with CLONE_FILES but not
-    // CLONE_THREAD) would come back with two: an fd one of them opens
-    // after the restore would not be the other's.
-    if let Some(other) = table
-        .processes
-        .iter()
-        .find(|&&q| kcmp_files(q, pid) == Some(0))
-    {
-        return Err(Error::unsupported(
-            pid,
-            format!("its fd table, shared with pid {other}"),
-            "an fd table shared between processes (CLONE_FILES without CLONE_THREAD) cannot be restored yet",
-        ));
+/// Whose fd table `pid` uses: `None` for a table of its own, or its
+/// parent `ppid` when the two share one (clone with CLONE_FILES but not
+/// CLONE_THREAD), the only layout the restore rebuilds: the parent
+/// restores the fds and clones the sharer with CLONE_FILES. A table
+/// shared with another process of the tree is refused, naming both. The
+/// tree is dumped parents first, so the parent is known already; in a
+/// chain (a sharer's child sharing too) every task's files id is the top
+/// one's.
+pub fn fd_table(pid: Pid, ppid: Pid, table: &mut FileTable) -> Result<Option<Pid>> {
+    let shared = table.processes.contains(&ppid) && kcmp_files(ppid, pid) == Some(0);
+    if !shared {
+        if let Some(other) = table
+            .processes
+            .iter()
+            .find(|&&q| kcmp_files(q, pid) == Some(0))
+        {
+            return Err(Error::unsupported(
+                pid,
+                format!("its fd table, shared with pid {other}"),
+                format!(
+                    "an fd table (CLONE_FILES without CLONE_THREAD) can only be restored \
+                     when shared with the parent, and pid {other} is not the parent of pid {pid} \
+                     (its parent {ppid} has a table of its own)"
+                ),
+            ));
+        }
     }
     table.processes.push(pid);
+    Ok(shared.then_some(ppid))
+}
+
+/// Dump the fds of `pid`: returns fdinfo entries and adds files to `table`.
+/// Called once per fd table, in the task that owns it ([`fd_table`]).
+pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>> {
     let fds = fdinfo::list_fds(pid)?;
     let mut out: Vec<pb::FdinfoEntry> = Vec::new();
     for fd in fds {

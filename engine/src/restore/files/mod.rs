@@ -285,21 +285,76 @@ fn plan_files(
             share_with,
         });
     }
-    let max_fd = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2);
-    plan.helper_fd_base = (max_fd + 1).max(3);
+    // The helper fds go above every fd of the table, which a task sharing
+    // its parent's table has none of its own in: the owner's, then its own
+    // error fd, then each sharer's in turn, all opened by the owner (a
+    // sharer makes no fd: the table is the owner's to fill), each closed
+    // by the engine in its own task once it served.
+    let owner_pid = t.fd_table_owner.unwrap_or(pid);
+    let owner = imgs
+        .tasks
+        .iter()
+        .find(|o| o.pid == owner_pid)
+        .expect("validated");
+    let max_fd = owner
+        .fdinfo
+        .iter()
+        .map(|f| f.fd as RawFd)
+        .max()
+        .unwrap_or(2);
+    let sharers = || {
+        imgs.tasks
+            .iter()
+            .filter(move |s| s.fd_table_owner == Some(owner_pid))
+    };
+    let base = (max_fd + 1).max(3);
+    let (files, mapped) = helper_files(imgs, t, engine)?;
+    plan.shares_files = t.fd_table_owner.is_some();
+    plan.helper_fd_base = if plan.shares_files {
+        let mut at = base + helper_files(imgs, owner, engine)?.0.len() as RawFd + 1;
+        for s in sharers().take_while(|s| s.pid != pid) {
+            at += helper_files(imgs, s, engine)?.0.len() as RawFd;
+        }
+        at
+    } else {
+        for s in sharers() {
+            plan.table_helpers.extend(helper_files(imgs, s, engine)?.0);
+        }
+        base
+    };
+    for (i, id) in mapped.into_iter().enumerate() {
+        plan.mapped_fds.insert(id, plan.helper_fd_base + i as RawFd);
+    }
+    plan.exe_fd = Some(plan.helper_fd_base + files.len() as RawFd - 1);
+    plan.helper_files = files;
+    plan.cwd = Some(super::cstr(pid, "cwd", &imgs.reg(t.fs.cwd_id).name)?);
+    plan.root = Some(super::cstr(pid, "root", &imgs.reg(t.fs.root_id).name)?);
+    plan.umask = t.fs.umask.unwrap_or(0o022);
+    Ok(())
+}
+
+/// The files the engine needs open in task `t` while it rebuilds its
+/// memory: each mapped file once, then the executable (last); and the
+/// file ids of the mapped ones, in that order.
+#[allow(clippy::type_complexity)]
+fn helper_files(
+    imgs: &Images,
+    t: &TaskImages,
+    engine: &EngineFds,
+) -> Result<(Vec<(std::ffi::CString, i32)>, Vec<u32>)> {
+    let pid = t.pid;
+    let mut files = Vec::new();
+    let mut ids: Vec<u32> = Vec::new();
     for v in &t.mm.vmas {
         let id = v.shmid as u32;
-        if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0
-            && !plan.mapped_fds.contains_key(&id)
-        {
+        if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 && !ids.contains(&id) {
             let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32;
             let path = match engine.map_path(id) {
                 Some(p) => p,
                 None => super::cstr(pid, "mapping", &imgs.reg(id).name)?,
             };
-            let at = plan.helper_fd_base + plan.helper_files.len() as RawFd;
-            plan.mapped_fds.insert(id, at);
-            plan.helper_files.push((path, flags));
+            ids.push(id);
+            files.push((path, flags));
         }
     }
     // A deleted executable or a memfd is opened from the engine's fd.
@@ -307,12 +362,8 @@ fn plan_files(
         Some(p) => p,
         None => super::cstr(pid, "exe", &imgs.reg(t.mm.exe_file_id).name)?,
     };
-    plan.exe_fd = Some(plan.helper_fd_base + plan.helper_files.len() as RawFd);
-    plan.helper_files.push((exe_path, libc::O_RDONLY));
-    plan.cwd = Some(super::cstr(pid, "cwd", &imgs.reg(t.fs.cwd_id).name)?);
-    plan.root = Some(super::cstr(pid, "root", &imgs.reg(t.fs.root_id).name)?);
-    plan.umask = t.fs.umask.unwrap_or(0o022);
-    Ok(())
+    files.push((exe_path, libc::O_RDONLY));
+    Ok((files, ids))
 }
 
 /// Open files used by more than one task: the engine makes each once.
