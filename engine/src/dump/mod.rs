@@ -19,6 +19,8 @@ pub mod ipc;
 pub mod kind;
 pub mod memfd;
 pub mod memory;
+pub mod mntns;
+pub mod netns;
 pub mod ns;
 pub mod seccomp;
 pub mod signals;
@@ -122,6 +124,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     drop(pre);
     fault::check(pid, "dump-frozen")?;
     let treens = ns::TreeNs::check(&tree)?;
+    files.vpids = treens.vpids().clone();
     if opts.tcp_established {
         // Named after the root's pid as the images have it, which the
         // restore knows.
