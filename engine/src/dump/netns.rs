@@ -165,3 +165,30 @@ fn in_netns<T: Send>(
         })
     })
 }
+
+/// The engine's thread in the tree's network namespace for the rest of
+/// the dump: the sockets it makes to ask the kernel about the tree's
+/// (sock_diag answers for the asker's namespace) and the network lock's
+/// nft (a child inherits the thread's namespace) must be there. Back to
+/// the engine's own when dropped.
+pub struct Entered {
+    back: std::fs::File,
+}
+
+pub fn enter(pid: Pid) -> Result<Entered> {
+    let open = |path: &str| {
+        std::fs::File::open(path)
+            .map_err(|e| Error::io(path, format!("pid {pid}: a network namespace"), e))
+    };
+    let back = open("/proc/thread-self/ns/net")?;
+    let ns = open(&format!("/proc/{pid}/ns/net"))?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::sys(pid, "setns into its network namespace", e))?;
+    Ok(Entered { back })
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let _ = nix::sched::setns(&self.back, nix::sched::CloneFlags::CLONE_NEWNET);
+    }
+}
