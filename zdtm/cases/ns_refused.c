@@ -5,7 +5,8 @@
  * --kind=nested: a child of the test task enters a UTS namespace of its
  *   own (a namespace made inside the tree);
  * --kind=net: the test task, the tree's root, enters a network namespace
- *   of its own;
+ *   of its own and gives it a route (10.0.0.0/8 through lo): more than the
+ *   bare namespace with only its loopback device that the restore makes;
  * --kind=time: the test task makes a time namespace for its children and
  *   forks one into it.
  *
@@ -13,9 +14,14 @@
  * the names it set are still there.
  */
 #include <errno.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +37,39 @@ const char *test_doc = "Check that namespaces the restore cannot make are refuse
 static char *kind = "nested";
 TEST_OPTION(kind, string, "nested, net or time", 0);
 
+/* lo up, then a route the kernel does not make: 10.0.0.0/8 through lo */
+static int add_route(void)
+{
+	struct sockaddr_in *sin;
+	struct rtentry rt;
+	struct ifreq ifr;
+	int sk, ret = -1;
+
+	sk = socket(AF_INET, SOCK_DGRAM, 0);
+	if (sk < 0)
+		return -1;
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(sk, SIOCGIFFLAGS, &ifr))
+		goto out;
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(sk, SIOCSIFFLAGS, &ifr))
+		goto out;
+	memset(&rt, 0, sizeof(rt));
+	sin = (struct sockaddr_in *)&rt.rt_dst;
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(0x0a000000);
+	sin = (struct sockaddr_in *)&rt.rt_genmask;
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(0xff000000);
+	rt.rt_flags = RTF_UP;
+	rt.rt_dev = "lo";
+	ret = ioctl(sk, SIOCADDRT, &rt);
+out:
+	close(sk);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	int p[2], status;
@@ -42,8 +81,8 @@ int main(int argc, char **argv)
 		pr_perror("pipe");
 		return 1;
 	}
-	if (!strcmp(kind, "net") && unshare(CLONE_NEWNET)) {
-		pr_perror("unshare(CLONE_NEWNET)");
+	if (!strcmp(kind, "net") && (unshare(CLONE_NEWNET) || add_route())) {
+		pr_perror("unshare(CLONE_NEWNET) or the route in it");
 		return 1;
 	}
 	if (!strcmp(kind, "time") && unshare(CLONE_NEWTIME)) {

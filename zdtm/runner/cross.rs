@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Completion, Trial};
 
-use cases::{Case, Variant, CASES};
+use cases::{Case, Flavor, Variant, CASES};
 
 /// What each direction is tried on: memory, threads, a tree with pages
 /// shared copy-on-write, pipes with data, eventfd and timerfd, POSIX
@@ -197,7 +197,7 @@ fn main() {
                     Err(why) => return Ok(Completion::ignored_with(why.clone())),
                     Ok(cfg) => cfg,
                 };
-                let r = trial::run(case, Variant::Once, cfg);
+                let r = trial::run(case, Flavor::H, Variant::Once, cfg);
                 unmount_yards();
                 match (r, known) {
                     (Err(e), Some(why)) => Ok(Completion::ignored_with(format!(

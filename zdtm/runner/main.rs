@@ -2,7 +2,11 @@
 //!
 //! Every row of the case table yields three trials: `NAME` (dump + restore),
 //! `NAME/iter3` (three dump/restore cycles) and `NAME/leave-running` (dump
-//! with --leave-running, the original is verified). libtest-mimic provides
+//! with --leave-running, the original is verified), in the host's
+//! namespaces (the `h` flavour). A case that may run in the `ns` flavour
+//! (new pid, mount, net, ipc and uts namespaces, `ZDTM_NEWNS=1`) also
+//! yields `NAME/ns` and `NAME/ns/iter3`: the flavour's name goes between
+//! the case name and the variant suffix. libtest-mimic provides
 //! the usual test-binary command line: a substring filter, `--exact`,
 //! `--list`, `--ignored`, `--test-threads`.
 //!
@@ -23,7 +27,7 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Completion, Trial};
 
-use cases::{Variant, CASES};
+use cases::{Flavor, CASES};
 
 fn main() {
     let args = Arguments::from_args();
@@ -39,16 +43,21 @@ fn main() {
     let cfg = Arc::new(trial::Config::from_env());
     let mut trials = Vec::new();
     for case in CASES {
-        for variant in Variant::ALL {
-            let cfg = Arc::clone(&cfg);
-            let name = format!("{}{}", case.name, variant.suffix());
-            let t = Trial::ignorable_test(name, move || {
-                if !root {
-                    return Ok(Completion::ignored_with("needs root"));
-                }
-                trial::run(case, variant, &cfg)
-            });
-            trials.push(t.with_ignored_flag(case.noauto));
+        for flavor in [Flavor::H, Flavor::Ns] {
+            if !case.flavors.contains(&flavor) {
+                continue;
+            }
+            for &variant in flavor.variants() {
+                let cfg = Arc::clone(&cfg);
+                let name = format!("{}{}{}", case.name, flavor.suffix(), variant.suffix());
+                let t = Trial::ignorable_test(name, move || {
+                    if !root {
+                        return Ok(Completion::ignored_with("needs root"));
+                    }
+                    trial::run(case, flavor, variant, &cfg)
+                });
+                trials.push(t.with_ignored_flag(case.noauto));
+            }
         }
     }
     libtest_mimic::run(&args, trials).exit();

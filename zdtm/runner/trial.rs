@@ -76,10 +76,21 @@ impl Config {
 }
 
 /// Runs one trial of `case` (the harness has already checked for root).
-pub fn run(case: &Case, variant: Variant, cfg: &Config) -> Result<Completion, Failed> {
-    if !case.flavors.contains(&Flavor::H) {
+pub fn run(
+    case: &Case,
+    flavor: Flavor,
+    variant: Variant,
+    cfg: &Config,
+) -> Result<Completion, Failed> {
+    if !case.flavors.contains(&flavor) {
+        return Ok(Completion::ignored_with(format!(
+            "the case does not run in the {} flavour",
+            flavor.label()
+        )));
+    }
+    if flavor == Flavor::Uns {
         return Ok(Completion::ignored_with(
-            "runs only in the ns/uns flavours, which the runner does not run yet",
+            "the runner does not run the uns flavour yet",
         ));
     }
     if let Some(gate) = case.feature {
@@ -95,6 +106,7 @@ pub fn run(case: &Case, variant: Variant, cfg: &Config) -> Result<Completion, Fa
     }
 
     let mut run = Run::new(case, variant, cfg);
+    run.flavor = flavor;
     // Note the cgroups that exist before the trial, to find its own after
     // (cgroups.rs).
     if case.suid {
@@ -200,6 +212,8 @@ fn verdict(log: &str) -> Result<(), String> {
 /// it step by step, hence the crate-visible parts.
 pub(crate) struct Run<'a> {
     pub(crate) case: &'a Case,
+    /// `H` unless set after [`Run::new`].
+    pub(crate) flavor: Flavor,
     variant: Variant,
     pub(crate) cfg: &'a Config,
     pub(crate) dir: PathBuf,
@@ -223,6 +237,7 @@ impl<'a> Run<'a> {
     pub(crate) fn new(case: &'a Case, variant: Variant, cfg: &'a Config) -> Run<'a> {
         Run {
             case,
+            flavor: Flavor::H,
             variant,
             cfg,
             dir: PathBuf::new(),
@@ -375,12 +390,12 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        let stem = format!(
-            "{}.{}.{}",
-            self.name(),
-            self.label.as_deref().unwrap_or(self.variant.label()),
-            std::process::id()
-        );
+        let label = match (&self.label, self.flavor) {
+            (Some(l), _) => l.clone(),
+            (None, Flavor::H) => self.variant.label().to_string(),
+            (None, f) => format!("{}-{}", f.label(), self.variant.label()),
+        };
+        let stem = format!("{}.{label}.{}", self.name(), std::process::id());
         let dir = loop {
             let n = SEQ.fetch_add(1, Ordering::Relaxed);
             let d = base.join(format!("{stem}.{n}"));
@@ -442,6 +457,11 @@ impl<'a> Run<'a> {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .env("LANG", "C");
+        if self.flavor == Flavor::Ns {
+            // zdtm/lib/ns.c: the program re-executes itself as the init of
+            // new namespaces; the pidfile names that init (as seen here).
+            cmd.env("ZDTM_NEWNS", "1");
+        }
         if !self.case.suid {
             let groups: Vec<String> = TEST_GROUPS.iter().map(u32::to_string).collect();
             cmd.env("ZDTM_UID", TEST_UID.to_string())
@@ -482,6 +502,17 @@ impl<'a> Run<'a> {
             ));
         }
         if !self.case.suid {
+            // In the ns flavour the namespace's init stays root; the test
+            // it started (its only child once the inner launcher is gone)
+            // drops the credentials.
+            let pid = match self.flavor {
+                Flavor::H => pid,
+                _ => procfs::all_processes()
+                    .into_iter()
+                    .find(|s| s.ppid == pid)
+                    .map(|s| s.pid)
+                    .ok_or_else(|| format!("the namespace's init {pid} has no child: no test"))?,
+            };
             let want = [
                 ("Uid", vec![TEST_UID; 4]),
                 ("Gid", vec![TEST_GID; 4]),

@@ -19,6 +19,8 @@ pub mod ipc;
 pub mod kind;
 pub mod memfd;
 pub mod memory;
+pub mod mntns;
+pub mod netns;
 pub mod ns;
 pub mod seccomp;
 pub mod signals;
@@ -126,6 +128,11 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     drop(pre);
     fault::check(pid, "dump-frozen")?;
     let treens = ns::TreeNs::check(&tree)?;
+    files.vpids = treens.vpids().clone();
+    let _in_netns = match treens.owns("net") {
+        true => Some(netns::enter(pid)?),
+        false => None,
+    };
     if opts.tcp_established {
         // Named after the root's pid as the images have it, which the
         // restore knows.
@@ -285,6 +292,17 @@ impl DumpCtx<'_> {
             k.inventory(&mut inv);
         }
         dir.write_image("inventory.img", &[inv])
+    }
+}
+
+/// The innermost of a task's two-level NSpgid or NSsid (the group or
+/// session as a tree with a pid namespace of its own sees it): known even
+/// when its leader is gone, unlike a leader's NSpid. None without a
+/// second level, or for a group or session outside that namespace (0).
+fn inner_id(levels: &[i32]) -> Option<Pid> {
+    match levels {
+        [_, v] if *v > 0 => Some(*v),
+        _ => None,
     }
 }
 
@@ -660,8 +678,8 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     ctx.pstree.push(pb::PstreeEntry {
         pid: vpid as u32,
         ppid: v(p.ppid, "parent")? as u32,
-        pgid: v(stat.pgrp, "process group")? as u32,
-        sid: v(stat.session, "session")? as u32,
+        pgid: inner_id(&status.ns_pgid).map_or_else(|| v(stat.pgrp, "process group"), Ok)? as u32,
+        sid: inner_id(&status.ns_sid).map_or_else(|| v(stat.session, "session"), Ok)? as u32,
         threads: tids,
     });
     ctx.stats.tasks += 1;

@@ -6,10 +6,14 @@
 //! every task of the tree inherits it. So a tree is dumped when, for every
 //! kind of namespace, all its tasks share the root's, and the root's is
 //! either the engine's (the host's: the restore puts the tree in its own)
-//! or one the restore can make anew. Anything else — a task that went into
-//! a namespace of its own below the root, or a root in a mount, network or
-//! user namespace other than the host's — is refused here, naming the task
-//! and the namespace, rather than restored somewhere else.
+//! or one the restore can make anew. Mount and network namespaces can be
+//! made anew only in the shape the zdtm `ns` flavour gives them (a
+//! private copy of the host's mounts with a /proc of its own: mntns.rs;
+//! only an untouched loopback device: netns.rs), which those modules
+//! check. Anything else — a task that went into a namespace of its own
+//! below the root, a root in a user namespace other than the host's, a
+//! mount or network namespace of another shape — is refused here, naming
+//! the task and the namespace, rather than restored somewhere else.
 //!
 //! A tree whose root is the init of a pid namespace of its own is dumped
 //! with the pids its tasks have in that namespace (CRIU's virtual pids):
@@ -27,14 +31,12 @@ use super::freeze::FrozenProc;
 
 /// Namespace kinds a tree may have its own of, because the restore makes
 /// them anew.
-const OWN_OK: [&str; 5] = ["uts", "ipc", "pid", "cgroup", "time"];
+const OWN_OK: [&str; 7] = ["uts", "ipc", "pid", "cgroup", "time", "mnt", "net"];
 
 /// What the restore cannot make yet, and why.
 fn not_yet(kind: &str) -> &'static str {
     match kind {
-        "mnt" | "net" | "user" => {
-            "mount, network and user namespaces other than the host's are not supported yet"
-        }
+        "user" => "user namespaces other than the host's are not supported yet",
         _ => "this kind of namespace is not supported yet",
     }
 }
@@ -49,6 +51,10 @@ pub struct TreeNs {
     /// thread of the tree; empty when the tree is in the engine's pid
     /// namespace.
     vpids: BTreeMap<Pid, Pid>,
+    /// mountpoints-N.img of a mount namespace of the tree's own.
+    mounts: Option<Vec<pb::MntEntry>>,
+    /// netdev-N.img of a network namespace of the tree's own.
+    net: Option<super::netns::NetNs>,
 }
 
 fn links(pid: Pid) -> Result<BTreeMap<String, u64>> {
@@ -148,10 +154,21 @@ impl TreeNs {
                 ));
             }
         }
+        let own = |k: &str| root.get(k) != engine.get(k);
+        let mounts = match own("mnt") {
+            true => Some(super::mntns::check(root_pid, root["mnt"])?),
+            false => None,
+        };
+        let net = match own("net") {
+            true => Some(super::netns::check(root_pid, root["net"])?),
+            false => None,
+        };
         Ok(TreeNs {
             root,
             engine,
             vpids,
+            mounts,
+            net,
         })
     }
 
@@ -192,7 +209,8 @@ impl TreeNs {
         }
     }
 
-    /// utsns-N.img and pidns-N.img of the namespaces the tree owns, N as
+    /// utsns-N.img, timens-N.img, mountpoints-N.img, netns-N.img with
+    /// netdev-N.img and pidns-N.img of the namespaces the tree owns, N as
     /// in the root's ids.
     pub fn write_images(
         &self,
@@ -208,6 +226,15 @@ impl TreeNs {
         if self.owns("time") {
             let id = ids.time_ns_id.unwrap_or(0);
             dir.write_image(&format!("timens-{id}.img"), &[time_offsets(root)?])?;
+        }
+        if let Some(mounts) = &self.mounts {
+            let id = ids.mnt_ns_id.unwrap_or(0);
+            dir.write_image(&format!("mountpoints-{id}.img"), mounts)?;
+        }
+        if let Some(net) = &self.net {
+            let id = ids.net_ns_id.unwrap_or(0);
+            dir.write_image(&format!("netns-{id}.img"), &[pb::NetnsEntry::default()])?;
+            dir.write_image(&format!("netdev-{id}.img"), &net.devices)?;
         }
         if self.owns("pid") {
             let id = ids.pid_ns_id.unwrap_or(0);

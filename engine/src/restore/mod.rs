@@ -24,6 +24,8 @@ pub mod ipc;
 pub mod load;
 pub mod memfd;
 pub mod memory;
+pub mod mntns;
+pub mod netns;
 pub mod ns;
 pub mod seccomp;
 pub mod sessions;

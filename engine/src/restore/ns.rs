@@ -1,7 +1,9 @@
 //! The tree's own namespaces (see dump/ns.rs for which a dump holds): a
 //! UTS namespace with its host and domain names, an IPC namespace with
 //! its sysctls (the objects in it are restore/ipc.rs's), a time namespace
-//! with its clock offsets, a pid namespace whose init is the tree's root.
+//! with its clock offsets, a pid namespace whose init is the tree's root,
+//! a mount namespace (restore/mntns.rs) and a network namespace
+//! (restore/netns.rs) in the shape the zdtm `ns` flavour gives them.
 //!
 //! # How they are made
 //!
@@ -50,6 +52,10 @@ pub struct NsImages {
     pub pid: bool,
     /// A new time namespace with these offsets.
     pub time: Option<pb::TimensEntry>,
+    /// A new mount namespace (its mounts as the dump found them).
+    pub mnt: Option<Vec<pb::MntEntry>>,
+    /// A new network namespace with these devices.
+    pub net: Option<Vec<pb::NetDeviceEntry>>,
 }
 
 impl NsImages {
@@ -82,6 +88,8 @@ pub fn from_set(dir: &Path, set: &ImageSet, tasks: &[TaskImages]) -> Result<NsIm
                 "uts" => t.ids.uts_ns_id,
                 "ipc" => t.ids.ipc_ns_id,
                 "time" => t.ids.time_ns_id,
+                "mnt" => t.ids.mnt_ns_id,
+                "net" => t.ids.net_ns_id,
                 _ => t.ids.pid_ns_id,
             };
             if theirs != id {
@@ -168,6 +176,49 @@ pub fn from_set(dir: &Path, set: &ImageSet, tasks: &[TaskImages]) -> Result<NsIm
         let name = format!("timens-{id}.img");
         out.time = Some(*super::load::require(dir, &name, &ns.time[&id])?);
     }
+    if let Some(id) = ids.mnt_ns_id.filter(|id| ns.mnt.contains_key(id)) {
+        part("mnt", Some(id))?;
+        let name = format!("mountpoints-{id}.img");
+        let m = super::load::require(dir, &name, &ns.mnt[&id])?.clone();
+        super::mntns::validate(&dir.join(&name), &m)?;
+        out.mnt = Some(m);
+    }
+    check_left(
+        "mount",
+        "mountpoints",
+        ns.mnt.keys().copied().collect(),
+        ids.mnt_ns_id,
+    )?;
+    if let Some(id) = ids.net_ns_id.filter(|id| ns.net.contains_key(id)) {
+        part("net", Some(id))?;
+        let name = format!("netns-{id}.img");
+        let e = super::load::require(dir, &name, &ns.net[&id])?;
+        if let Some(key) = &e.ext_key {
+            return Err(bad(
+                &dir.join(&name),
+                format!("external network namespace {key:?} is not supported"),
+            ));
+        }
+        let name = format!("netdev-{id}.img");
+        let Some(devs) = ns.netdev.get(&id) else {
+            return Err(bad(&dir.join(&name), "missing: the namespace's devices"));
+        };
+        let devs = super::load::require(dir, &name, devs)?.clone();
+        super::netns::validate(&dir.join(&name), &devs)?;
+        out.net = Some(devs);
+    }
+    check_left(
+        "network",
+        "netns",
+        ns.net.keys().copied().collect(),
+        ids.net_ns_id,
+    )?;
+    check_left(
+        "network",
+        "netdev",
+        ns.netdev.keys().copied().collect(),
+        ids.net_ns_id,
+    )?;
     // timens-0.img is no namespace: CRIU writes its clocks at dump time
     // there for every tree (namespace ids start at 1).
     check_left(
@@ -199,6 +250,16 @@ impl super::stage::Restorer for Namespaces {
 fn enter(imgs: &Images) -> Result<()> {
     let ns = &imgs.ns;
     let root = imgs.tasks[0].pid;
+    if let Some(devs) = &ns.net {
+        super::netns::enter(root, devs)?;
+    }
+    if ns.mnt.is_some() {
+        super::mntns::enter(root)?;
+        if !ns.pid {
+            // No driver in a pid namespace to do it (fork_driver).
+            super::mntns::mount_proc().map_err(|e| Error::sys(root, "mount of its /proc", e))?;
+        }
+    }
     let flags = ns.flags();
     if flags.is_empty() {
         return Ok(());
@@ -358,7 +419,14 @@ pub fn fork_driver(imgs: &Images, root_host: Pid, helpers: &[Pid]) -> Result<Dri
     // The driver: dies with the engine, sees the namespace's pids.
     // Its parent is outside: pid 0 here.
     super::child::tie_to_parent(0);
-    let r = own_proc().map_err(|(what, e)| Error::sys(root, format!("the driver: {what}"), e));
+    // The tree's mount namespace is the driver's too: its /proc is the
+    // tree's. Without one, the driver's own.
+    let r = if imgs.ns.mnt.is_some() {
+        super::mntns::mount_proc()
+            .map_err(|e| Error::sys(root, "the driver: mount of the tree's /proc", e))
+    } else {
+        own_proc().map_err(|(what, e)| Error::sys(root, format!("the driver: {what}"), e))
+    };
     if let Err(e) = r {
         report_and_exit(wr, Err(e));
     }

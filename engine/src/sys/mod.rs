@@ -7,6 +7,7 @@ pub mod fsnotify;
 pub mod inet_diag;
 pub mod inet_sock;
 pub mod ipc;
+pub mod netdev;
 pub mod netlink_sock;
 pub mod packet_sock;
 pub mod pidfd;

@@ -140,13 +140,13 @@ pub fn note(
                 };
                 if can {
                     table.locks.pending.remove(&key);
-                    table.locks.entries.push(entry(&key.1, pid, fd));
+                    table.locks.entries.push(entry(&key.1, table.vpid(pid), fd));
                     table.locks.posix_done.insert(key);
                 } else {
                     table.locks.pending.entry(key).or_insert(fd);
                 }
             }
-            _ if new_file => table.locks.entries.push(entry(&l, pid, fd)),
+            _ if new_file => table.locks.entries.push(entry(&l, table.vpid(pid), fd)),
             _ => {}
         }
     }

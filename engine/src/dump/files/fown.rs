@@ -31,12 +31,15 @@ pub(super) fn record(fd: &FdCx<'_>, id: u32, table: &mut FileTable) -> Result<()
     if o.pid == 0 && o.sig == 0 {
         return Ok(());
     }
+    // F_GETOWN_EX answers in the engine's pid namespace; the images keep
+    // the pid the tree sees.
+    let owner = table.vpid(o.pid);
     let entry = pb::FownEntry {
         uid: o.uids[0],
         euid: o.uids[1],
         signum: o.sig as u32,
         pid_type: o.r#type as u32,
-        pid: o.pid as u32,
+        pid: owner as u32,
     };
     let at = table
         .entries
@@ -64,7 +67,7 @@ pub(super) fn record(fd: &FdCx<'_>, id: u32, table: &mut FileTable) -> Result<()
             fd: fd.fd,
             link: String::from_utf8_lossy(fd.link).into_owned(),
             r#type: o.r#type as u32,
-            owner: o.pid,
+            owner,
         });
     }
     Ok(())

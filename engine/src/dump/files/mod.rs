@@ -84,10 +84,19 @@ pub struct FileTable {
     pub owners: Vec<fown::SeenOwner>,
     /// File locks (--file-locks).
     pub locks: file_lock::LockTable,
+    /// Host pid -> pid in the tree's own pid namespace (empty without
+    /// one): what the images keep of lock and F_SETOWN owners.
+    pub vpids: std::collections::BTreeMap<Pid, Pid>,
     next_id: u32,
 }
 
 impl FileTable {
+    /// The pid the tree sees for host pid `pid` (the same without a pid
+    /// namespace of its own, or for a pid outside it).
+    pub fn vpid(&self, pid: Pid) -> Pid {
+        self.vpids.get(&pid).copied().unwrap_or(pid)
+    }
+
     pub fn next_id(&mut self) -> u32 {
         self.next_id += 1;
         self.next_id

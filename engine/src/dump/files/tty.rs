@@ -250,7 +250,11 @@ impl FdDumper for Tty {
                 infos.push(external(n, p, &stats));
                 continue;
             };
-            let (info, queued) = dump_pty(n, m, p.slave.as_ref(), &stats)?;
+            let (mut info, queued) = dump_pty(n, m, p.slave.as_ref(), &stats)?;
+            // The ioctls answer in the engine's pid namespace; the images
+            // keep the pids the tree sees.
+            info.sid = table.vpid(info.sid as Pid) as u32;
+            info.pgrp = table.vpid(info.pgrp as Pid) as u32;
             let mut slave_info = info.clone();
             slave_info.id = p.slave_info;
             slave_info.rdev = if p.slave_rdev != 0 {

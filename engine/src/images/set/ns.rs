@@ -1,5 +1,6 @@
 //! The namespaces an image directory holds: `utsns-N.img`,
-//! `ipcns-var-N.img`, `pidns-N.img`, `timens-N.img` (N: the namespace's id
+//! `ipcns-var-N.img`, `pidns-N.img`, `timens-N.img`, `mountpoints-N.img`,
+//! `netns-N.img` with `netdev-N.img` (N: the namespace's id
 //! in the dump, as in the tasks' ids). A namespace of the tree's own has
 //! its image; a task whose namespace has none lives in the restoring
 //! engine's (the host's).
@@ -17,11 +18,21 @@ pub struct Namespaces {
     pub ipc: BTreeMap<u32, Part<pb::IpcVarEntry>>,
     pub pid: BTreeMap<u32, Part<pb::PidnsEntry>>,
     pub time: BTreeMap<u32, Part<pb::TimensEntry>>,
+    /// A mount namespace's mounts, in the order they were made.
+    pub mnt: BTreeMap<u32, Part<Vec<pb::MntEntry>>>,
+    pub net: BTreeMap<u32, Part<pb::NetnsEntry>>,
+    /// A network namespace's devices.
+    pub netdev: BTreeMap<u32, Part<Vec<pb::NetDeviceEntry>>>,
 }
 
 impl Namespaces {
     pub fn is_empty(&self) -> bool {
-        self.uts.is_empty() && self.ipc.is_empty() && self.pid.is_empty() && self.time.is_empty()
+        self.uts.is_empty()
+            && self.ipc.is_empty()
+            && self.pid.is_empty()
+            && self.time.is_empty()
+            && self.mnt.is_empty()
+            && self.net.is_empty()
     }
 }
 
@@ -57,6 +68,12 @@ pub(super) fn read(ld: &Loader<'_>, names: &[String], problems: &mut Vec<String>
             keep(&mut out.pid, id, ld.one(name, Magic::Pidns), problems);
         } else if let Some(id) = id_of(name, "timens-") {
             keep(&mut out.time, id, ld.one(name, Magic::Timens), problems);
+        } else if let Some(id) = id_of(name, "mountpoints-") {
+            keep(&mut out.mnt, id, ld.all(name, Magic::Mnts), problems);
+        } else if let Some(id) = id_of(name, "netns-") {
+            keep(&mut out.net, id, ld.one(name, Magic::Netns), problems);
+        } else if let Some(id) = id_of(name, "netdev-") {
+            keep(&mut out.netdev, id, ld.all(name, Magic::Netdev), problems);
         }
     }
     out

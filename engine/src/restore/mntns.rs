@@ -1,0 +1,67 @@
+//! A mount namespace of the tree's own (see dump/mntns.rs for the shape
+//! a dump holds): the engine's thread unshares a new one before any
+//! object or task exists, so it is a copy of the host's mounts as they
+//! are now, and makes every mount private, as zdtm/lib/ns.c does; the
+//! tree's /proc, an instance of its pid namespace, is mounted on /proc
+//! by the first process inside that namespace (the driver,
+//! restore/ns.rs), or by the engine itself when the tree has no pid
+//! namespace of its own.
+//!
+//! Full mount namespaces (mounts of the tree's own, bind mounts) extend
+//! this module: `mountpoints-N.img` already lists every mount, in the
+//! order they were made.
+
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+
+use crate::error::{Error, Pid, Result};
+use crate::images::pb;
+
+/// Checks mountpoints-N.img against what the restore makes: the
+/// namespace's last mount is its own /proc.
+pub fn validate(path: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
+    let bad = |why: String| Error::Image(crate::images::ImageError::invalid(path, why));
+    match mounts.last() {
+        Some(m) if m.fstype == 1 && m.mountpoint == "/proc" => Ok(()),
+        Some(m) => Err(bad(format!(
+            "the last mount is {} (fstype {}), not a /proc of the namespace's own; \
+             mounts of the tree's own are not supported yet",
+            m.mountpoint, m.fstype
+        ))),
+        None => Err(bad("no mounts".into())),
+    }
+}
+
+/// In the engine's thread (single-threaded by now: unshare of a mount
+/// namespace needs a file system context of its own): the new
+/// namespace, all private.
+pub fn enter(root: Pid) -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| Error::sys(root, "unshare of a new mount namespace", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::sys(
+            root,
+            "making the mounts of its new mount namespace private",
+            e,
+        )
+    })
+}
+
+/// A new proc instance of the caller's pid namespace on /proc.
+pub fn mount_proc() -> nix::Result<()> {
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+}
