@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Completion, Trial};
 
-use cases::{Case, Variant, CASES};
+use cases::{Case, Flavor, Variant, CASES};
 
 /// The cases whose dumps go through crit: between them they write most
 /// kinds of image (memory and pages, threads, a tree, pipes with data,
@@ -291,7 +291,7 @@ fn main() {
             if let Err(why) = &crit {
                 return Ok(Completion::ignored_with(why.clone()));
             }
-            let r = trial::run(case, Variant::Once, &cfg);
+            let r = trial::run(case, Flavor::H, Variant::Once, &cfg);
             match (r, known) {
                 (Err(e), Some(why)) => Ok(Completion::ignored_with(format!(
                     "xfail: {why} (failed as expected: {})",
