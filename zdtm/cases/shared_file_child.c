@@ -30,6 +30,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -161,7 +162,13 @@ int main(int argc, char **argv)
 	test_init(argc, argv);
 
 	if (!strcmp(kind, "shm")) {
-		snprintf(shm_name, sizeof(shm_name), "/ckpt-zdtm-%d", getpid());
+		/* The pid alone is not unique: in the ns flavour every trial's
+		 * test is pid 3, and /dev/shm is the host's. */
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		snprintf(shm_name, sizeof(shm_name), "/ckpt-zdtm-%d-%lx", getpid(),
+			 (unsigned long)ts.tv_sec * 1000000000UL + (unsigned long)ts.tv_nsec);
 		snprintf(path, sizeof(path), "/dev/shm%s", shm_name);
 		fd = shm_open(shm_name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	} else if (!strcmp(kind, "file")) {
