@@ -24,6 +24,8 @@
 mod cases;
 #[path = "cgroups.rs"]
 mod cgroups;
+#[path = "known.rs"]
+mod known;
 #[allow(dead_code)]
 #[path = "procfs.rs"]
 mod procfs;
@@ -37,7 +39,7 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Completion, Trial};
 
-use cases::{Case, Flavor, Variant, CASES};
+use cases::{Case, Flavor, Variant};
 
 /// The cases whose dumps go through crit: between them they write most
 /// kinds of image (memory and pages, threads, a tree, pipes with data,
@@ -258,23 +260,11 @@ fn round_trip(dir: &Path, n: usize) -> Result<(), String> {
 
 fn main() {
     let args = Arguments::from_args();
-    let root = nix::unistd::geteuid().is_root();
-    if root && !args.list {
-        // As in the zdtm runner: restored orphans become our children.
-        let _ = nix::sys::prctl::set_child_subreaper(true);
-    }
-    let crit = if root && !args.list {
-        crit()
-    } else {
-        Err("needs root".into())
-    };
+    let crit = known::setup(&args, crit);
     let cfg = Arc::new(trial::Config::from_env());
     let mut trials = Vec::new();
     for name in CRIT_CASES {
-        let case = CASES
-            .iter()
-            .find(|c| c.name == *name)
-            .unwrap_or_else(|| panic!("crit case {name} is not in the case table"));
+        let case = known::case("crit", name);
         assert!(
             case.between.is_none(),
             "crit case {name} has a between-hook of its own"
@@ -286,23 +276,12 @@ fn main() {
         let cfg = Arc::clone(&cfg);
         let crit = crit.clone();
         let name = format!("crit/{}", case.name);
-        let known = KNOWN.iter().find(|(n, _)| *n == name).map(|(_, why)| *why);
-        trials.push(Trial::ignorable_test(name, move || {
+        trials.push(Trial::ignorable_test(name.clone(), move || {
             if let Err(why) = &crit {
                 return Ok(Completion::ignored_with(why.clone()));
             }
             let r = trial::run(case, Flavor::H, Variant::Once, &cfg);
-            match (r, known) {
-                (Err(e), Some(why)) => Ok(Completion::ignored_with(format!(
-                    "xfail: {why} (failed as expected: {})",
-                    e.message().unwrap_or("").lines().next().unwrap_or("")
-                ))),
-                (Ok(_), Some(why)) => Err(format!(
-                    "passes now, though listed as failing ({why}): remove it from KNOWN"
-                )
-                .into()),
-                (r, None) => r,
-            }
+            known::judge(r, KNOWN, &name, false)
         }));
     }
     libtest_mimic::run(&args, trials).exit();

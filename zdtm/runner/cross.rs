@@ -15,6 +15,8 @@
 mod cases;
 #[path = "cgroups.rs"]
 mod cgroups;
+#[path = "known.rs"]
+mod known;
 #[allow(dead_code)]
 #[path = "procfs.rs"]
 mod procfs;
@@ -27,7 +29,7 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Completion, Trial};
 
-use cases::{Case, Flavor, Variant, CASES};
+use cases::{Case, Flavor, Variant};
 
 /// What each direction is tried on: memory, threads, a tree with pages
 /// shared copy-on-write, pipes with data, eventfd and timerfd, POSIX
@@ -145,24 +147,12 @@ fn criu() -> Result<PathBuf, String> {
 
 fn main() {
     let args = Arguments::from_args();
-    let root = nix::unistd::geteuid().is_root();
-    if root && !args.list {
-        // As in the zdtm runner: restored orphans become our children.
-        let _ = nix::sys::prctl::set_child_subreaper(true);
-    }
-    let criu = if root && !args.list {
-        criu()
-    } else {
-        Err("needs root".into())
-    };
+    let criu = known::setup(&args, criu);
     let ckpt = PathBuf::from(env!("CARGO_BIN_EXE_ckpt"));
     let base = trial::Config::from_env();
     let mut trials = Vec::new();
     for name in CROSS_CASES {
-        let case = CASES
-            .iter()
-            .find(|c| c.name == *name)
-            .unwrap_or_else(|| panic!("cross case {name} is not in the case table"));
+        let case = known::case("cross", name);
         for (dir, dumper_is_ckpt) in [("ckpt-to-criu", true), ("criu-to-ckpt", false)] {
             // Root, so that CRIU may dump it; ckpt writes what CRIU reads.
             let case: &'static Case = Box::leak(Box::new(Case {
@@ -191,7 +181,6 @@ fn main() {
                 })
             });
             let name = format!("{dir}/{}", case.name);
-            let known = KNOWN.iter().find(|(n, _)| *n == name).map(|(_, why)| *why);
             trials.push(Trial::ignorable_test(name.clone(), move || {
                 let cfg = match &cfg {
                     Err(why) => return Ok(Completion::ignored_with(why.clone())),
@@ -199,18 +188,7 @@ fn main() {
                 };
                 let r = trial::run(case, Flavor::H, Variant::Once, cfg);
                 unmount_yards();
-                match (r, known) {
-                    (Err(e), Some(why)) => Ok(Completion::ignored_with(format!(
-                        "xfail: {why} (failed as expected: {})",
-                        e.message().unwrap_or("").lines().next().unwrap_or("")
-                    ))),
-                    (Ok(c), Some(_)) if UNSTABLE.contains(&name.as_str()) => Ok(c),
-                    (Ok(_), Some(why)) => Err(format!(
-                        "passes now, though listed as failing ({why}): remove it from KNOWN"
-                    )
-                    .into()),
-                    (r, None) => r,
-                }
+                known::judge(r, KNOWN, &name, UNSTABLE.contains(&name.as_str()))
             }));
         }
     }

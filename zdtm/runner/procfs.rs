@@ -184,12 +184,20 @@ pub fn snapshot(sid: i32) -> Tree {
         .into_iter()
         .map(|s| {
             let f = |k| status_field(s.pid, k).unwrap_or_default();
-            let host_threads = threads(s.pid);
+            // In the order of the ids the tree sees: host tids wrap at
+            // pid_max, so the host's order of the same threads differs
+            // from one incarnation of the tree to the next.
+            let mut pairs: Vec<(i32, i32)> = threads(s.pid)
+                .into_iter()
+                .map(|t| (inner_pid(s.pid, t), t))
+                .collect();
+            pairs.sort_unstable();
+            let (threads, host_threads) = pairs.into_iter().unzip();
             (
                 inner_pid(s.pid, s.pid),
                 TaskInfo {
                     host: s.pid,
-                    threads: host_threads.iter().map(|&t| inner_pid(s.pid, t)).collect(),
+                    threads,
                     host_threads,
                     uid: f("Uid"),
                     gid: f("Gid"),
@@ -208,9 +216,20 @@ pub fn diff_trees(before: &Tree, after: &Tree) -> Vec<String> {
             None => out.push(format!("pid {pid} is missing")),
             Some(a) => {
                 if a.threads != b.threads {
+                    let gone: Vec<_> = b
+                        .threads
+                        .iter()
+                        .filter(|t| !a.threads.contains(t))
+                        .collect();
+                    let new: Vec<_> = a
+                        .threads
+                        .iter()
+                        .filter(|t| !b.threads.contains(t))
+                        .collect();
                     out.push(format!(
-                        "pid {pid}: threads were {:?}, now {:?}",
-                        b.threads, a.threads
+                        "pid {pid}: {} threads before, {} now; missing {gone:?}, new {new:?}",
+                        b.threads.len(),
+                        a.threads.len()
                     ));
                 }
                 for (what, x, y) in [

@@ -951,6 +951,8 @@ impl<'a> Run<'a> {
             let label = f.file_name().unwrap_or_default().to_string_lossy();
             show(&mut r, &format!("tail of {label}"), f, TAIL);
         }
+        // Again at the end, where a report cut to its tail still has it.
+        let _ = writeln!(r, "---- failure ----\n{msg}");
         r
     }
 }
