@@ -7,6 +7,9 @@ struct Probe {
     name: &'static str,
     required: bool,
     why: &'static str,
+    /// What ckpt does on a kernel without it: the fallback it uses, or
+    /// what fails.
+    if_missing: &'static str,
     result: Result<String, String>,
 }
 
@@ -84,6 +87,38 @@ fn pagemap_scan() -> Result<String, String> {
     }
 }
 
+/// `prctl(PR_TIMER_CREATE_RESTORE_IDS, GET)`: 0 or 1 on a kernel that has
+/// it (Linux 6.15+), EINVAL before.
+fn timer_restore_ids() -> Result<String, String> {
+    use crate::restore::timers::PR_TIMER_CREATE_RESTORE_IDS;
+    const GET: u64 = 2;
+    crate::sys::prctl(PR_TIMER_CREATE_RESTORE_IDS as i32, GET, 0, 0, 0)
+        .map(|_| "prctl(PR_TIMER_CREATE_RESTORE_IDS) answers".to_string())
+        .map_err(|e| format!("prctl(PR_TIMER_CREATE_RESTORE_IDS): {e}"))
+}
+
+/// A TCP socket put into repair mode and out again.
+fn tcp_repair() -> Result<String, String> {
+    use std::os::fd::AsFd;
+    let s = crate::sys::inet_sock::socket(libc::AF_INET, libc::SOCK_STREAM, 0)
+        .map_err(|e| format!("socket: {e}"))?;
+    crate::sys::tcp_repair::set_repair(s.as_fd(), true)
+        .and_then(|()| crate::sys::tcp_repair::set_repair(s.as_fd(), false))
+        .map(|()| "a socket goes into repair mode and out".to_string())
+        .map_err(|e| format!("setsockopt(TCP_REPAIR): {e}"))
+}
+
+/// SO_PEEK_OFF on a UNIX stream socket.
+fn unix_peek_off() -> Result<String, String> {
+    use crate::sys::unix_sock::{getsockopt_int, setsockopt_int, socketpair};
+    use std::os::fd::AsFd;
+    let (a, _b) = socketpair(libc::SOCK_STREAM).map_err(|e| format!("socketpair: {e}"))?;
+    setsockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .and_then(|()| getsockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF))
+        .map(|v| format!("set on a UNIX socket and read back ({v})"))
+        .map_err(|e| format!("SO_PEEK_OFF on a UNIX socket: {e}"))
+}
+
 /// Print the table (with `all`, CRIU's features too); 0 if everything
 /// required is there.
 pub fn run(all: bool) -> i32 {
@@ -92,48 +127,77 @@ pub fn run(all: bool) -> i32 {
             name: "ptrace",
             required: true,
             why: "freezing tasks, registers, remote syscalls",
+            if_missing: "every dump and restore fails",
             result: ptrace_seize_probe(),
         },
         Probe {
             name: "clone3 set_tid",
             required: true,
             why: "restoring PIDs",
-            result: file_exists("/proc/sys/kernel/ns_last_pid"),
+            if_missing: "every restore fails (clone3 with set_tid is Linux 5.5+)",
+            result: clone3_set_tid(),
         },
         Probe {
             name: "map_files",
             required: true,
             why: "naming mapped files exactly",
+            if_missing: "file mappings cannot be named: dumps fail",
             result: file_exists("/proc/self/map_files"),
         },
         Probe {
             name: "kcmp",
             required: true,
             why: "finding shared file descriptions",
+            if_missing: "shared file descriptions cannot be told apart: dumps fail",
             result: file_exists("/proc/self/fdinfo"),
         },
         Probe {
             name: "vdso layout",
             required: true,
             why: "moving [vvar]/[vvar_vclock]/[vdso] back",
+            if_missing: "images restore only on a kernel with the same [vvar]/[vdso] layout",
             result: vdso_layout(),
         },
         Probe {
             name: "timers",
             required: false,
             why: "POSIX timers (/proc/PID/timers)",
+            if_missing: "POSIX timers cannot be read: dumps fail",
             result: file_exists("/proc/self/timers"),
+        },
+        Probe {
+            name: "timer IDs",
+            required: false,
+            why: "POSIX timers created with their old IDs",
+            if_missing: "timers are created in ID order, deleting the ones in between (Linux < 6.15)",
+            result: timer_restore_ids(),
+        },
+        Probe {
+            name: "TCP_REPAIR",
+            required: false,
+            why: "established TCP connections",
+            if_missing: "established and half-closed TCP connections cannot be dumped",
+            result: tcp_repair(),
+        },
+        Probe {
+            name: "SO_PEEK_OFF",
+            required: false,
+            why: "UNIX socket queues read in place",
+            if_missing: "UNIX sockets with queued data cannot be dumped",
+            result: unix_peek_off(),
         },
         Probe {
             name: "PAGEMAP_SCAN",
             required: false,
             why: "dirty tracking for incremental dumps",
+            if_missing: "no dirty tracking: incremental dumps are refused",
             result: pagemap_scan(),
         },
         Probe {
             name: "userfaultfd",
             required: false,
             why: "write-protect dirty tracking",
+            if_missing: "no dirty tracking: incremental dumps are refused",
             result: file_exists("/proc/sys/vm/unprivileged_userfaultfd")
                 .or_else(|_| file_exists("/dev/userfaultfd")),
         },
@@ -141,6 +205,7 @@ pub fn run(all: bool) -> i32 {
             name: "time namespaces",
             required: false,
             why: "restoring monotonic clocks",
+            if_missing: "a tree with a time namespace of its own cannot be dumped or restored",
             result: file_exists("/proc/self/ns/time"),
         },
         // SysV objects get their ids back through next_id.
@@ -148,6 +213,7 @@ pub fn run(all: bool) -> i32 {
             name: "SysV IPC ids",
             required: false,
             why: "recreating SysV IPC objects with their ids",
+            if_missing: "SysV IPC objects cannot get their ids back: their restore fails",
             result: file_exists("/proc/sys/kernel/shm_next_id")
                 .and_then(|_| file_exists("/proc/sys/kernel/sem_next_id"))
                 .and_then(|_| file_exists("/proc/sys/kernel/msg_next_id"))
@@ -157,12 +223,14 @@ pub fn run(all: bool) -> i32 {
             name: "CAP_SYS_RESOURCE",
             required: false,
             why: "raising hard rlimits",
+            if_missing: "a hard rlimit above the restoring engine's own cannot be set: that restore fails naming the limit",
             result: cap_sys_resource(),
         },
         Probe {
             name: "cgroups",
             required: false,
             why: "cgroup membership, limits, --freeze-cgroup",
+            if_missing: "cgroup membership is neither dumped nor restored; --freeze-cgroup fails",
             result: crate::cgroupfs::probe(),
         },
     ];
@@ -178,6 +246,9 @@ pub fn run(all: bool) -> i32 {
             }
         };
         println!("{mark} {:<18} {:<45} {}", p.name, p.why, text);
+        if p.result.is_err() {
+            println!("     {:<18} without it: {}", "", p.if_missing);
+        }
     }
     if all {
         println!();
