@@ -8,7 +8,9 @@
  *   of its own and gives it a route (10.0.0.0/8 through lo): more than the
  *   bare namespace with only its loopback device that the restore makes;
  * --kind=time: the test task makes a time namespace for its children and
- *   forks one into it.
+ *   forks one into it;
+ * --kind=nestedpid: a child of the test task makes a pid namespace for its
+ *   children and forks its init (a pid namespace nested in the tree's).
  *
  * After SIGTERM the task checks that its child is still alive and that
  * the names it set are still there.
@@ -35,7 +37,7 @@
 const char *test_doc = "Check that namespaces the restore cannot make are refused at dump";
 
 static char *kind = "nested";
-TEST_OPTION(kind, string, "nested, net or time", 0);
+TEST_OPTION(kind, string, "nested, net, time or nestedpid", 0);
 
 /* lo up, then a route the kernel does not make: 10.0.0.0/8 through lo */
 static int add_route(void)
@@ -96,10 +98,25 @@ int main(int argc, char **argv)
 	}
 	if (child == 0) {
 		struct utsname u;
+		pid_t init = 0;
+		int st;
 
 		if (!strcmp(kind, "nested") &&
 		    (unshare(CLONE_NEWUTS) || sethostname("zdtm-nested", 11)))
 			_exit(2);
+		if (!strcmp(kind, "nestedpid")) {
+			if (unshare(CLONE_NEWPID))
+				_exit(2);
+			init = fork();
+			if (init < 0)
+				_exit(2);
+			if (init == 0) {
+				if (getpid() != 1)
+					_exit(5);
+				for (;;)
+					pause();
+			}
+		}
 		close(p[0]);
 		if (write(p[1], "r", 1) != 1)
 			_exit(3);
@@ -107,6 +124,14 @@ int main(int argc, char **argv)
 			pause();
 		if (!strcmp(kind, "nested") && (uname(&u) || strcmp(u.nodename, "zdtm-nested")))
 			_exit(4);
+		if (init > 0) {
+			/* still its init's parent, the init still alive */
+			if (waitpid(init, &st, WNOHANG) != 0)
+				_exit(6);
+			kill(init, SIGKILL);
+			if (waitpid(init, &st, 0) != init || !WIFSIGNALED(st))
+				_exit(7);
+		}
 		_exit(0);
 	}
 	close(p[1]);

@@ -62,6 +62,20 @@ static void self_exe(char *buf, size_t size)
 	buf[n] = '\0';
 }
 
+/*
+ * Run this program again through /proc/self/exe, not by its path: a
+ * program that runs from a memfd or an unlinked file has no path to exec.
+ */
+static void exec_self(const char *exe, char **argv)
+{
+	extern char **environ;
+	int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0)
+		fexecve(fd, argv, environ);
+	execv(exe, argv);
+}
+
 static int lo_up(void)
 {
 	struct ifreq ifr;
@@ -108,7 +122,7 @@ static void __attribute__((noreturn)) ns_exec_init(const char *exe, char **argv,
 	snprintf(buf, sizeof(buf), "%d", status_fd);
 	setenv(STATUS_FD_ENV, buf, 1);
 	setenv("ZDTM_NEWNS", "2", 1);
-	execv(exe, argv);
+	exec_self(exe, argv);
 	fprintf(stderr, "ns: can't exec %s: %s\n", exe, strerror(errno));
 	_exit(1);
 }
@@ -227,7 +241,7 @@ void ns_init(int argc, char **argv)
 		sigaction(SIGCHLD, &sa, NULL);
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		setenv("ZDTM_NEWNS", "3", 1);
-		execv(exe, argv);
+		exec_self(exe, argv);
 		fprintf(stderr, "ns init: can't exec %s: %s\n", exe, strerror(errno));
 		_exit(1);
 	}

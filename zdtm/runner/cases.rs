@@ -435,8 +435,6 @@ pub static CASES: &[Case] = &[
         name: "pidfd_reaped",
         program: Program::C("pidfd"),
         args: &["--reaped"],
-        // ns: a pidfd of a reaped child comes back with pidfd_send_signal giving EINVAL, not ESRCH, in a pid namespace of the tree's own; not investigated yet
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
@@ -631,7 +629,8 @@ pub static CASES: &[Case] = &[
         name: "unix_scm_creds",
         program: Program::C("unix_scm_creds"),
         suid: true,
-        // ns: queued SCM_CREDENTIALS in a tree with its own pid namespace are refused at dump (not supported yet)
+        // ns: queued SCM_CREDENTIALS in a tree with its own pid namespace are refused at dump: the restore
+        // queues messages before the root's clone makes the pid namespace their senders' pids belong to
         flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
@@ -681,7 +680,8 @@ pub static CASES: &[Case] = &[
         name: "unix_sockets_creds",
         program: Program::C("unix_sockets"),
         args: &["--kind=creds"],
-        // ns: queued SCM_CREDENTIALS in a tree with its own pid namespace are refused at dump (not supported yet)
+        // ns: queued SCM_CREDENTIALS in a tree with its own pid namespace are refused at dump: the restore
+        // queues messages before the root's clone makes the pid namespace their senders' pids belong to
         flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
@@ -814,8 +814,6 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=half"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // ns: the third dump finds the restored half-closed connection in CLOSE-WAIT; not investigated yet
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
@@ -824,8 +822,6 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=half"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // ns: the third dump finds the restored half-closed connection in CLOSE-WAIT; not investigated yet
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
@@ -962,8 +958,6 @@ pub static CASES: &[Case] = &[
     Case {
         name: "memfd",
         program: Program::C("memfd"),
-        // ns: the restore maps pathless files through /proc/ENGINE_PID/fd, which the tree's own /proc (mounted by the driver) does not show
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
@@ -982,16 +976,12 @@ pub static CASES: &[Case] = &[
         name: "posix_shm_unlinked",
         program: Program::C("shared_file_child"),
         args: &["--kind=shm", "--unlink_it=1"],
-        // ns: the restore maps pathless files through /proc/ENGINE_PID/fd, which the tree's own /proc does not show
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
         name: "unlinked_file",
         program: Program::C("shared_file_child"),
         args: &["--kind=file", "--unlink_it=1"],
-        // ns: the restore maps pathless files through /proc/ENGINE_PID/fd, which the tree's own /proc does not show
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
@@ -1009,16 +999,12 @@ pub static CASES: &[Case] = &[
         name: "exe_unlinked",
         program: Program::C("exe_unlinked"),
         args: &["--how=unlink"],
-        // ns: the restore reaches pathless files through /proc/ENGINE_PID/fd, which the tree's own /proc does not show
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
         name: "exe_memfd",
         program: Program::C("exe_unlinked"),
         args: &["--how=memfd"],
-        // ns: the restore reaches pathless files through /proc/ENGINE_PID/fd, which the tree's own /proc does not show
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
@@ -1071,6 +1057,8 @@ pub static CASES: &[Case] = &[
         name: "uts_ipc_ns",
         program: Program::C("uts_ipc_ns"),
         suid: true,
+        // ns: the flavour's init is the tree's root, so the UTS and IPC namespaces the case makes are
+        // made inside the tree, which the dump refuses (a namespace below the root's)
         flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
@@ -1078,6 +1066,8 @@ pub static CASES: &[Case] = &[
         name: "timens",
         program: Program::C("timens"),
         suid: true,
+        // ns: the flavour's init is the tree's root, so the time namespace the case makes for its children
+        // is made inside the tree, which the dump refuses (time_for_children below the root's)
         flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
@@ -1085,6 +1075,8 @@ pub static CASES: &[Case] = &[
         name: "pidns_init",
         program: Program::C("pidns_init"),
         suid: true,
+        // ns: its launcher makes the pid namespace itself, as the flavour's launcher does too: a second
+        // unshare(CLONE_NEWPID) before a fork gives EINVAL; the case is a whole pid namespace in h already
         flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
@@ -1093,9 +1085,19 @@ pub static CASES: &[Case] = &[
         program: Program::C("ns_refused"),
         args: &["--kind=nested"],
         suid: true,
-        flavors: &[Flavor::H],
+        flavors: &[Flavor::H, Flavor::Ns],
         crfail: true,
         crfail_reason: Some("namespaces created inside the tree are not supported"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_nestedpid",
+        program: Program::C("ns_refused"),
+        args: &["--kind=nestedpid"],
+        suid: true,
+        flavors: &[Flavor::H, Flavor::Ns],
+        crfail: true,
+        crfail_reason: Some("nested pid namespaces"),
         ..Case::DEFAULT
     },
     Case {
@@ -1103,6 +1105,8 @@ pub static CASES: &[Case] = &[
         program: Program::C("ns_refused"),
         args: &["--kind=net"],
         suid: true,
+        // ns: the flavour's init is the tree's root, so the case's network namespace is below the root's
+        // and refused as made inside the tree, before the route it is meant to be refused for
         flavors: &[Flavor::H],
         crfail: true,
         crfail_reason: Some("it has the IPv4 route"),
@@ -1113,7 +1117,7 @@ pub static CASES: &[Case] = &[
         program: Program::C("ns_refused"),
         args: &["--kind=time"],
         suid: true,
-        flavors: &[Flavor::H],
+        flavors: &[Flavor::H, Flavor::Ns],
         crfail: true,
         crfail_reason: Some("time namespace"),
         ..Case::DEFAULT
@@ -1139,6 +1143,9 @@ pub static CASES: &[Case] = &[
         args: &["--v1=pids", "--v2"],
         feature: Some(has_v1_pids_and_v2),
         between: Some(remove_case_cgroups),
+        // ns: it names its cgroups after its pid, 3 in every ns trial, so an ns trial finds the cgroups
+        // of the one before it (EEXIST at setup)
+        flavors: &[Flavor::H],
         ..CGROUP_CASE
     },
     Case {
@@ -1147,6 +1154,9 @@ pub static CASES: &[Case] = &[
         args: &["--v1=pids,memory,cpu,cpuset,devices"],
         feature: Some(has_v1_all),
         between: Some(remove_case_cgroups),
+        // ns: it names its cgroups after its pid, 3 in every ns trial, so an ns trial finds the cgroups
+        // of the one before it (EEXIST at setup)
+        flavors: &[Flavor::H],
         ..CGROUP_CASE
     },
     Case {
@@ -1154,6 +1164,9 @@ pub static CASES: &[Case] = &[
         program: Program::C("cgroup_threads"),
         feature: Some(has_v2),
         between: Some(remove_case_cgroups),
+        // ns: it names its cgroups after its pid, 3 in every ns trial, so an ns trial finds the cgroups
+        // of the one before it (EEXIST at setup)
+        flavors: &[Flavor::H],
         ..CGROUP_CASE
     },
     Case {
@@ -1167,6 +1180,9 @@ pub static CASES: &[Case] = &[
         program: Program::C("cgroup_ns"),
         feature: Some(has_v2),
         between: Some(remove_case_cgroups),
+        // ns: the flavour's init is the tree's root, so the cgroup namespace the case makes is made inside
+        // the tree, which the dump refuses
+        flavors: &[Flavor::H],
         ..CGROUP_CASE
     },
     Case {
@@ -1179,6 +1195,9 @@ pub static CASES: &[Case] = &[
         ],
         feature: Some(has_v1_pids_and_v2),
         between: Some(mark_restored),
+        // ns: the restore under the new cgroup root fails on hugetlb.1GB.max missing (the controller not
+        // enabled in the new root's parent for the ns trial); not investigated yet
+        flavors: &[Flavor::H],
         ..CGROUP_CASE
     },
     Case {
@@ -1193,10 +1212,12 @@ pub static CASES: &[Case] = &[
 ];
 
 /// Cgroup cases create cgroups (root only) and must not see each other's.
+/// The tree's cgroups are the host's in the ns flavour too (no cgroup
+/// namespace of the flavour's own).
 const CGROUP_CASE: Case = Case {
     suid: true,
     excl: true,
-    flavors: &[Flavor::H],
+    flavors: &[Flavor::H, Flavor::Ns],
     ..Case::DEFAULT
 };
 

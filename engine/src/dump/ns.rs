@@ -94,7 +94,24 @@ impl TreeNs {
                 if want == Some(ino) {
                     continue;
                 }
-                let why = if kind.ends_with("_for_children") {
+                // A pid namespace below the root's: every task in it has
+                // a pid at each level, which the images (one pid a task)
+                // and the restore (set_tid of one level) cannot give back.
+                let nested_pid = "nested pid namespaces (a pid at each level, as CRIU's \
+                                  pstree keeps them) are not supported yet";
+                let why = if base == "pid" && kind.ends_with("_for_children") {
+                    format!(
+                        "it made a new pid namespace for its children ({kind}:[{ino}]) \
+                         inside the root's pid:[{}]; {nested_pid}",
+                        want.unwrap_or(0)
+                    )
+                } else if base == "pid" && p.pid != root_pid {
+                    format!(
+                        "it is in pid:[{ino}], a pid namespace made inside the tree below \
+                         the root's pid:[{}]; {nested_pid}",
+                        want.unwrap_or(0)
+                    )
+                } else if kind.ends_with("_for_children") {
                     format!(
                         "it made a new {base} namespace for its children ({kind}:[{ino}]); \
                          namespaces created inside the tree are not supported yet"

@@ -70,7 +70,7 @@ pub struct ChildPlan {
     pub fds: Vec<FdPlan>,
     /// Files the engine needs open in the task while it rebuilds memory
     /// (mapped files, the exe); they land at `helper_fd_base + index`.
-    pub helper_files: Vec<(CString, i32)>,
+    pub helper_files: Vec<HelperFile>,
     pub helper_fd_base: RawFd,
     /// Where the helper fd of each mapped file lands, by file id (for the
     /// engine's memory rebuild; the child opens `helper_files` only).
@@ -85,7 +85,7 @@ pub struct ChildPlan {
     /// For the owner of a shared table: the helper files of the tasks
     /// sharing it, opened right above its error fd, one run after the
     /// other (restore/files/mod.rs computes the same places).
-    pub table_helpers: Vec<(CString, i32)>,
+    pub table_helpers: Vec<HelperFile>,
     pub cwd: Option<CString>,
     pub root: Option<CString>,
     pub umask: u32,
@@ -114,6 +114,21 @@ pub struct ChildPlan {
     pub cow: super::cow::CowPlan,
     /// Its controlling terminal and foreground group (restore/tty.rs).
     pub tty: TtyPlan,
+}
+
+/// A file the engine needs open in the task while it rebuilds memory.
+#[derive(Debug, Clone)]
+pub struct HelperFile {
+    /// Opened with `flags`; for a file only the engine's description
+    /// reaches, `/proc/self/fd/N` of that description.
+    pub path: CString,
+    pub flags: i32,
+    /// The engine's fd of a file no path reaches (a memfd, an unlinked
+    /// file): the task inherits it in its clone and reopens it through
+    /// its own /proc/self before the engine's fds go. A path through the
+    /// engine's /proc/PID would not do: a tree with a pid namespace of its
+    /// own mounts a /proc where the engine has no pid.
+    pub engine_fd: Option<RawFd>,
 }
 
 /// What a task does for its session's terminal, with the engine's fd of
@@ -446,6 +461,29 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
 /// go. Returns the error fd, which the error pipe `early` moved to.
 fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
     let efd = plan.err_fd();
+    // Helper files only an engine fd reaches are reopened while this
+    // task still holds its inherited copy of that fd, above every fd the
+    // task will use, and moved into place at the end.
+    let helpers: Vec<&HelperFile> = plan
+        .helper_files
+        .iter()
+        .chain(&plan.table_helpers)
+        .collect();
+    let above = efd + 1 + plan.table_helpers.len() as RawFd;
+    let early_opened: Vec<Option<RawFd>> = helpers
+        .iter()
+        .map(|h| {
+            h.engine_fd.map(|n| {
+                check(early, open_at_least(&h.path, h.flags, above), || {
+                    format!(
+                        "pid {}: reopen of the engine's fd {n} ({:?}) for memory restore",
+                        plan.pid, h.path
+                    )
+                })
+            })
+        })
+        .collect();
+    let keep: Vec<RawFd> = early_opened.iter().flatten().copied().collect();
     // SAFETY: dup2/close on integer fds in our own single-threaded child.
     unsafe {
         if libc::dup2(early, efd) < 0 {
@@ -454,7 +492,7 @@ fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
         libc::fcntl(efd, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     let _ = sys::close_range(0, efd as u32 - 1);
-    let _ = sys::close_range(efd as u32 + 1, u32::MAX);
+    close_above(efd, &keep);
 
     // Files, in ascending fd order: the lowest free fd is never above the
     // one we fill next, so dup2 + close lands each where it belongs. Epoll
@@ -494,24 +532,34 @@ fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
     }
     // Pipe ends that no fd of this task holds (kept while the other end
     // was created) go away with everything else above the error fd.
-    let _ = sys::close_range(efd as u32 + 1, u32::MAX);
-    for (i, (path, flags)) in plan.helper_files.iter().enumerate() {
-        let want = plan.helper_fd_base + i as RawFd;
-        let fd = check(efd, open_at_least(path, *flags, want), || {
-            format!("pid {}: open {:?} for memory restore", plan.pid, path)
-        });
-        if fd != want {
-            fail(efd, "helper fd landed at the wrong number", Errno::EBADFD);
-        }
-    }
-    // The helper files of the tasks sharing this table, above the error
-    // fd.
-    for (i, (path, flags)) in plan.table_helpers.iter().enumerate() {
-        let want = efd + 1 + i as RawFd;
-        let fd = check(efd, open_at_least(path, *flags, want), || {
+    close_above(efd, &keep);
+    // The helper files, then those of the tasks sharing this table
+    // above the error fd.
+    let n_own = plan.helper_files.len();
+    for (i, (h, opened)) in helpers.iter().zip(&early_opened).enumerate() {
+        let want = if i < n_own {
+            plan.helper_fd_base + i as RawFd
+        } else {
+            efd + 1 + (i - n_own) as RawFd
+        };
+        let fd = match opened {
+            // SAFETY: dup2/close on integer fds we own.
+            Some(fd) => unsafe {
+                let r = Errno::result(libc::dup2(*fd, want));
+                libc::close(*fd);
+                r
+            },
+            None => open_at_least(&h.path, h.flags, want),
+        };
+        let fd = check(efd, fd, || {
+            let whose = if i < n_own {
+                ""
+            } else {
+                " of a task sharing its fd table"
+            };
             format!(
-                "pid {}: open {:?} for the memory restore of a task sharing its fd table",
-                plan.pid, path
+                "pid {}: open {:?} for the memory restore{whose}",
+                plan.pid, h.path
             )
         });
         if fd != want {
@@ -519,6 +567,20 @@ fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
         }
     }
     efd
+}
+
+/// Closes every fd above `fd` but those in `keep`.
+fn close_above(fd: RawFd, keep: &[RawFd]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut from = fd as u32 + 1;
+    for k in keep.into_iter().map(|k| k as u32) {
+        if k > from {
+            let _ = sys::close_range(from, k - 1);
+        }
+        from = from.max(k + 1);
+    }
+    let _ = sys::close_range(from, u32::MAX);
 }
 
 /// Forks (clone3 with `flags`) the task of `c`, which runs its plan. With

@@ -10,7 +10,8 @@
 //! flags such as O_NOFOLLOW apply as they did) and moving it to the
 //! dumped offset. Fds reach the tasks as shared files do
 //! (`FdSource::Inject`, pidfd_getfd); mappings are made from a helper fd
-//! the task opens from /proc/ENGINE/fd/N. Every fd and mapping of an
+//! the task reopens from its inherited copy of the engine's fd
+//! (/proc/self/fd/N, restore/child.rs). Every fd and mapping of an
 //! object, in every task, is thus that one object again.
 
 use std::collections::BTreeMap;
@@ -35,17 +36,54 @@ pub const KIND: Kind = Kind {
 struct Made {
     late_seals: Vec<memfd::Made>,
     root: i32,
+    /// The engine's fds held for the pidfds of reaped tasks, by file id,
+    /// until the driver makes them (`tree_created`).
+    dead_places: BTreeMap<u32, std::os::fd::RawFd>,
 }
 
 impl Restorer for Made {
     fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
         let (descriptions, late_seals) = make(imgs)?;
+        if imgs.ns.pid {
+            for id in dead_pidfd_ids(imgs) {
+                if let Some(fd) = descriptions.get(&id) {
+                    self.dead_places.insert(id, fd.as_raw_fd());
+                }
+            }
+        }
         for (id, fd) in descriptions {
             fds.pathless.insert(id);
             fds.descriptions.insert(id, fd);
         }
         self.late_seals = late_seals;
         self.root = imgs.tasks[0].pid;
+        Ok(())
+    }
+
+    /// In a pid namespace of the tree's own, the pidfds of reaped tasks
+    /// are made now, by the driver inside it (restore/ns.rs), over the
+    /// places `create` held: a pidfd's process must be in the pid
+    /// namespace of the task using it or one below (the kernel's
+    /// access_pidfd_pidns), or pidfd_send_signal gives EINVAL, not ESRCH;
+    /// and before the root's clone that namespace does not exist.
+    fn tree_created(&mut self, imgs: &Images) -> Result<()> {
+        if !imgs.ns.pid {
+            return Ok(());
+        }
+        for (id, fd) in super::files::dead_pidfds(imgs)? {
+            let Some(&place) = self.dead_places.get(&id) else {
+                continue;
+            };
+            nix::unistd::dup2(fd.as_raw_fd(), place).map_err(|e| {
+                Error::sys(
+                    self.root,
+                    format!(
+                        "file {id}: dup2 of the pidfd of a reaped task to its place, fd {place}"
+                    ),
+                    e,
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -110,11 +148,34 @@ fn make(imgs: &Images) -> Result<(BTreeMap<u32, OwnedFd>, Vec<memfd::Made>)> {
                 descriptions.insert(*id, reopen(pid, &path, m.flags, m.pos, &what)?);
             }
         }
-        // pidfds of tasks reaped before the dump.
-        descriptions.extend(super::files::dead_pidfds(imgs)?);
+        // pidfds of tasks reaped before the dump; in a pid namespace of
+        // the tree's own, places held for them (`Made::tree_created`).
+        if imgs.ns.pid {
+            for id in dead_pidfd_ids(imgs) {
+                let hold = std::fs::File::open("/dev/null").map_err(|e| {
+                    Error::io(
+                        "/dev/null",
+                        format!("pid {pid}: file {id}: the place of a pidfd of a reaped task"),
+                        e,
+                    )
+                })?;
+                descriptions.insert(id, hold.into());
+            }
+        } else {
+            descriptions.extend(super::files::dead_pidfds(imgs)?);
+        }
         let late = memfds.into_values().filter(|m| m.late_seals != 0);
         Ok((descriptions, late.collect()))
     }
+}
+
+/// The file ids of pidfds of tasks reaped before the dump.
+fn dead_pidfd_ids(imgs: &Images) -> Vec<u32> {
+    imgs.files
+        .iter()
+        .filter(|(_, f)| f.pidfd.as_ref().is_some_and(|p| p.nspid == -1))
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// A new open file description of the file at `path` (a ghost's name, or

@@ -89,7 +89,8 @@ impl TaskStage {
 /// Open file descriptions the engine holds for the tasks, by file id of
 /// files.img: files shared between tasks and files only the engine can
 /// make. A task takes each of its own with pidfd_getfd (the `Files`
-/// stage) or, to map one, opens it through /proc/ENGINE/fd/N.
+/// stage) or, to map one, reopens its inherited copy of the engine's fd
+/// through /proc/self/fd/N.
 #[derive(Default)]
 pub struct EngineFds {
     pub descriptions: BTreeMap<u32, OwnedFd>,
@@ -99,19 +100,14 @@ pub struct EngineFds {
 }
 
 impl EngineFds {
-    /// The path a task opens to map file `id`, if only the engine's
-    /// description reaches it.
-    pub fn map_path(&self, id: u32) -> Option<std::ffi::CString> {
+    /// The engine's fd a task reopens to map file `id`, if only the
+    /// engine's description reaches it (the task inherits the engine's
+    /// fds in its clone: restore/child.rs).
+    pub fn map_fd(&self, id: u32) -> Option<RawFd> {
         if !self.pathless.contains(&id) {
             return None;
         }
-        let fd = self.descriptions.get(&id)?;
-        std::ffi::CString::new(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            fd.as_raw_fd()
-        ))
-        .ok()
+        Some(self.descriptions.get(&id)?.as_raw_fd())
     }
 }
 

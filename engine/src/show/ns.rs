@@ -1,6 +1,7 @@
 //! The tree's own namespaces (utsns-N.img, ipcns-var-N.img, pidns-N.img,
-//! timens-N.img) for `ckpt show`: what each holds and which tasks are in
-//! it. Tasks in no namespace image of a kind are in the host's.
+//! timens-N.img, mountpoints-N.img, netns-N.img with netdev-N.img) for
+//! `ckpt show`: what each holds and which tasks are in it. Tasks in no
+//! namespace image of a kind are in the host's.
 
 use serde_json::{json, Value};
 
@@ -17,6 +18,8 @@ fn members(set: &ImageSet, kind: &str, id: u32) -> Vec<u32> {
                     "uts" => ids.uts_ns_id,
                     "ipc" => ids.ipc_ns_id,
                     "pid" => ids.pid_ns_id,
+                    "mnt" => ids.mnt_ns_id,
+                    "net" => ids.net_ns_id,
                     _ => ids.time_ns_id,
                 };
                 theirs == Some(id)
@@ -122,7 +125,212 @@ pub fn text(set: &ImageSet) -> Vec<(usize, String)> {
             ),
         ));
     }
+    for (&id, part) in &ns.mnt {
+        match part {
+            Ok(mounts) => {
+                out.push((
+                    2,
+                    format!(
+                        "mnt ns {id}: {} mounts, as a tree  ({})",
+                        mounts.len(),
+                        tasks_text(&members(set, "mnt", id))
+                    ),
+                ));
+                for (depth, m) in mount_tree(mounts) {
+                    out.push((4 + 2 * depth, mount_line(m)));
+                }
+            }
+            Err(e) => out.push((2, format!("mnt ns {id}: {e}"))),
+        }
+    }
+    for (&id, part) in &ns.net {
+        let what = match part {
+            Ok(n) => match &n.ext_key {
+                Some(k) => format!("external, key {k:?}"),
+                None => "made by the restore".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        out.push((
+            2,
+            format!(
+                "net ns {id}: {what}  ({})",
+                tasks_text(&members(set, "net", id))
+            ),
+        ));
+        match ns.netdev.get(&id) {
+            Some(Ok(devs)) => {
+                for d in devs {
+                    out.push((4, device_line(d)));
+                }
+                // No ifaddr/route image: only what the kernel gives a
+                // new namespace's devices.
+                out.push((4, "addresses and routes: the kernel's defaults for its devices (lo: 127.0.0.1/8, ::1/128)".to_string()));
+            }
+            Some(Err(e)) => out.push((4, e.to_string())),
+            None => out.push((4, format!("no netdev-{id}.img"))),
+        }
+    }
     out
+}
+
+/// The name of an fstype code (`fsname` for one CRIU has no code for).
+fn fstype_name(m: &pb::MntEntry) -> String {
+    match pb::Fstype::try_from(m.fstype as i32) {
+        Ok(pb::Fstype::Unsupported) | Err(_) => m
+            .fsname
+            .clone()
+            .unwrap_or_else(|| format!("fstype {}", m.fstype)),
+        Ok(f) => f.as_str_name().to_lowercase(),
+    }
+}
+
+/// The MS_* flags of a mount, as mount(8) names them.
+fn ms_flags(flags: u32) -> String {
+    let names = [
+        (libc::MS_RDONLY, "ro"),
+        (libc::MS_NOSUID, "nosuid"),
+        (libc::MS_NODEV, "nodev"),
+        (libc::MS_NOEXEC, "noexec"),
+        (libc::MS_NOATIME, "noatime"),
+        (libc::MS_NODIRATIME, "nodiratime"),
+        (libc::MS_RELATIME, "relatime"),
+        (libc::MS_STRICTATIME, "strictatime"),
+    ];
+    let mut out: Vec<&str> = vec![if flags & libc::MS_RDONLY as u32 != 0 {
+        "ro"
+    } else {
+        "rw"
+    }];
+    out.extend(
+        names
+            .iter()
+            .skip(1)
+            .filter(|(f, _)| flags & *f as u32 != 0)
+            .map(|(_, n)| *n),
+    );
+    out.join(",")
+}
+
+fn mount_line(m: &pb::MntEntry) -> String {
+    let mut line = format!(
+        "{} {} {} ({}) [{}]",
+        m.mnt_id,
+        m.mountpoint,
+        fstype_name(m),
+        m.source,
+        ms_flags(m.flags)
+    );
+    if m.root != "/" {
+        line.push_str(&format!(" root {}", m.root));
+    }
+    if !m.options.is_empty() {
+        line.push_str(&format!(" sb {}", m.options));
+    }
+    if let Some(p) = m.shared_id {
+        line.push_str(&format!(" shared:{p}"));
+    }
+    if let Some(p) = m.master_id {
+        line.push_str(&format!(" master:{p}"));
+    }
+    if m.ext_key.is_some() || m.ext_mount == Some(true) {
+        line.push_str(&format!(
+            " external {:?}",
+            m.ext_key.as_deref().unwrap_or("")
+        ));
+    }
+    line
+}
+
+/// The mounts in depth-first order under their parents (a mount whose
+/// parent is not in the image is a top), each with its depth; each
+/// mount's children in the order they were made.
+fn mount_tree(mounts: &[pb::MntEntry]) -> Vec<(usize, &pb::MntEntry)> {
+    let ids: std::collections::BTreeSet<u32> = mounts.iter().map(|m| m.mnt_id).collect();
+    let mut out = Vec::with_capacity(mounts.len());
+    let mut seen = std::collections::BTreeSet::new();
+    fn walk<'a>(
+        all: &'a [pb::MntEntry],
+        m: &'a pb::MntEntry,
+        depth: usize,
+        seen: &mut std::collections::BTreeSet<u32>,
+        out: &mut Vec<(usize, &'a pb::MntEntry)>,
+    ) {
+        if !seen.insert(m.mnt_id) {
+            return;
+        }
+        out.push((depth, m));
+        for c in all
+            .iter()
+            .filter(|c| c.parent_mnt_id == m.mnt_id && c.mnt_id != m.mnt_id)
+        {
+            walk(all, c, depth + 1, seen, out);
+        }
+    }
+    for m in mounts {
+        if !ids.contains(&m.parent_mnt_id) || m.parent_mnt_id == m.mnt_id {
+            walk(mounts, m, 0, &mut seen, &mut out);
+        }
+    }
+    // A cycle of parents has no top: shown flat at the end.
+    for m in mounts {
+        if !seen.contains(&m.mnt_id) {
+            seen.insert(m.mnt_id);
+            out.push((0, m));
+        }
+    }
+    out
+}
+
+fn iff_flags(flags: u32) -> String {
+    let names = [
+        (libc::IFF_UP, "UP"),
+        (libc::IFF_BROADCAST, "BROADCAST"),
+        (libc::IFF_LOOPBACK, "LOOPBACK"),
+        (libc::IFF_POINTOPOINT, "POINTOPOINT"),
+        (libc::IFF_RUNNING, "RUNNING"),
+        (libc::IFF_NOARP, "NOARP"),
+        (libc::IFF_PROMISC, "PROMISC"),
+        (libc::IFF_MULTICAST, "MULTICAST"),
+    ];
+    let known: Vec<&str> = names
+        .iter()
+        .filter(|(f, _)| flags & *f as u32 != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let rest = flags & !names.iter().fold(0, |a, (f, _)| a | *f as u32);
+    match (known.is_empty(), rest) {
+        (true, 0) => "none".to_string(),
+        (false, 0) => known.join(","),
+        (_, r) => {
+            let mut k = known;
+            let r = format!("{r:#x}");
+            k.push(&r);
+            k.join(",")
+        }
+    }
+}
+
+fn device_type(d: &pb::NetDeviceEntry) -> String {
+    pb::NdType::try_from(d.r#type)
+        .map(|t| t.as_str_name().to_lowercase())
+        .unwrap_or_else(|_| format!("type {}", d.r#type))
+}
+
+fn device_line(d: &pb::NetDeviceEntry) -> String {
+    let mut line = format!(
+        "link {} {}: {}  mtu {}  <{}>",
+        d.ifindex,
+        d.name,
+        device_type(d),
+        d.mtu,
+        iff_flags(d.flags)
+    );
+    if let Some(a) = d.address.as_ref().filter(|a| !a.is_empty()) {
+        let hex: Vec<String> = a.iter().map(|b| format!("{b:02x}")).collect();
+        line.push_str(&format!("  address {}", hex.join(":")));
+    }
+    line
 }
 
 /// The JSON section.
@@ -168,7 +376,49 @@ pub fn json(set: &ImageSet) -> Value {
             })
         })
         .collect();
-    json!({ "uts": uts, "ipc": ipc, "pid": pid })
+    let mnt: Vec<Value> = ns
+        .mnt
+        .iter()
+        .map(|(&id, p)| {
+            json!({
+                "id": id,
+                "tasks": members(set, "mnt", id),
+                "value": ok(p.as_ref().map(|ms| Value::Array(mount_tree(ms).into_iter().map(|(depth, m)| json!({
+                    "depth": depth, "mnt_id": m.mnt_id, "parent_mnt_id": m.parent_mnt_id,
+                    "mountpoint": m.mountpoint, "fstype": fstype_name(m), "source": m.source,
+                    "root": m.root, "flags": ms_flags(m.flags), "options": m.options,
+                    "shared_id": m.shared_id, "master_id": m.master_id, "ext_key": m.ext_key,
+                })).collect())).map_err(|e| e.to_string())),
+            })
+        })
+        .collect();
+    let net: Vec<Value> = ns
+        .net
+        .iter()
+        .map(|(&id, p)| {
+            let devices = match ns.netdev.get(&id) {
+                Some(Ok(ds)) => Value::Array(
+                    ds.iter()
+                        .map(|d| {
+                            json!({
+                                "ifindex": d.ifindex, "name": d.name, "type": device_type(d),
+                                "mtu": d.mtu, "flags": iff_flags(d.flags),
+                                "address": d.address.as_ref().map(|a| a.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
+                            })
+                        })
+                        .collect(),
+                ),
+                Some(Err(e)) => json!({ "problem": e.to_string() }),
+                None => json!({ "problem": format!("no netdev-{id}.img") }),
+            };
+            json!({
+                "id": id,
+                "tasks": members(set, "net", id),
+                "value": ok(p.as_ref().map(|n| json!({"ext_key": n.ext_key, "devices": devices})).map_err(|e| e.to_string())),
+            })
+        })
+        .collect();
+    json!({ "uts": uts, "ipc": ipc, "pid": pid, "mnt": mnt, "net": net })
 }
 
 #[cfg(test)]
@@ -201,5 +451,101 @@ mod tests {
         assert!(all.contains("pid ns 4: made by the restore"), "{all}");
         let j = json(&set);
         assert_eq!(j["uts"][0]["value"]["nodename"], "box");
+    }
+
+    fn mnt(id: u32, parent: u32, point: &str, fstype: i32, source: &str) -> pb::MntEntry {
+        pb::MntEntry {
+            fstype: fstype as u32,
+            mnt_id: id,
+            root_dev: 0,
+            parent_mnt_id: parent,
+            flags: (libc::MS_NOSUID | libc::MS_RELATIME) as u32,
+            root: "/".into(),
+            mountpoint: point.into(),
+            source: source.into(),
+            options: "rw".into(),
+            sb_flags: Some(0),
+            ..Default::default()
+        }
+    }
+
+    /// A mount namespace as the `ns` flavour leaves it (out of order in
+    /// the image, one filesystem without a code) and its network
+    /// namespace with `lo`.
+    fn mnt_and_net() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = ImageWriter::create(d.path().join("mountpoints-5.img"), Magic::Mnts).unwrap();
+        let mut ext4 = mnt(20, 1, "/", 0, "/dev/vda1");
+        ext4.fsname = Some("ext4".into());
+        ext4.flags = libc::MS_RELATIME as u32;
+        let mut bind = mnt(24, 20, "/srv", 0, "/dev/vda1");
+        bind.fsname = Some("ext4".into());
+        bind.root = "/var/srv".into();
+        bind.flags |= libc::MS_RDONLY as u32;
+        for m in [
+            ext4,
+            mnt(21, 20, "/dev", pb::Fstype::Devtmpfs as i32, "udev"),
+            mnt(22, 21, "/dev/pts", pb::Fstype::Devpts as i32, "devpts"),
+            mnt(23, 20, "/sys", pb::Fstype::Sysfs as i32, "sysfs"),
+            bind,
+            mnt(30, 20, "/proc", pb::Fstype::Proc as i32, "proc"),
+        ] {
+            w.write_entry(&m).unwrap();
+        }
+        w.finish().unwrap();
+        let mut w = ImageWriter::create(d.path().join("netns-6.img"), Magic::Netns).unwrap();
+        w.write_entry(&pb::NetnsEntry::default()).unwrap();
+        w.finish().unwrap();
+        let mut w = ImageWriter::create(d.path().join("netdev-6.img"), Magic::Netdev).unwrap();
+        w.write_entry(&pb::NetDeviceEntry {
+            r#type: pb::NdType::Loopback as i32,
+            ifindex: 1,
+            mtu: 65536,
+            flags: (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as u32,
+            name: "lo".into(),
+            address: Some(vec![0; 6]),
+        })
+        .unwrap();
+        w.finish().unwrap();
+        d
+    }
+
+    #[test]
+    fn mount_tree_and_network_text() {
+        let d = mnt_and_net();
+        let set = ImageSet::read(d.path()).unwrap();
+        let bad: Vec<&String> = set
+            .problems
+            .iter()
+            .filter(|p| p.contains("ns-") || p.contains("mountpoints") || p.contains("netdev"))
+            .collect();
+        assert!(bad.is_empty(), "{bad:?}");
+        let lines: Vec<String> = text(&set)
+            .into_iter()
+            .map(|(i, l)| format!("{}{l}", " ".repeat(i)))
+            .collect();
+        insta::assert_snapshot!("mnt_net_text", lines.join("\n"));
+    }
+
+    #[test]
+    fn mount_tree_and_network_json() {
+        let d = mnt_and_net();
+        let set = ImageSet::read(d.path()).unwrap();
+        let j = json(&set);
+        insta::assert_json_snapshot!("mnt_net_json", json!({"mnt": j["mnt"], "net": j["net"]}));
+    }
+
+    #[test]
+    fn a_mount_whose_parent_is_missing_is_a_top() {
+        let ms = [
+            mnt(3, 2, "/a/b", 5, "x"),
+            mnt(2, 9, "/a", 5, "x"),
+            mnt(4, 4, "/c", 5, "x"),
+        ];
+        let t: Vec<(usize, u32)> = mount_tree(&ms)
+            .into_iter()
+            .map(|(d, m)| (d, m.mnt_id))
+            .collect();
+        assert_eq!(t, vec![(0, 2), (1, 3), (0, 4)]);
     }
 }

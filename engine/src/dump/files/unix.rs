@@ -661,7 +661,7 @@ fn refuse_creds(pid: Pid, q: &[Peeked]) -> Option<String> {
     let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
     if ns("self") != ns(&pid.to_string()) {
         return Some(format!(
-            "UNIX socket with SO_PASSCRED and messages queued with their senders' credentials (pid {} uid {} gid {}), in a tree with a pid namespace of its own: not supported yet",
+            "UNIX socket with SO_PASSCRED and messages queued with their senders' credentials (pid {} uid {} gid {}), in a tree with a pid namespace of its own: the restore queues them again before it makes the tree, when that namespace, where the senders' pids are, does not exist yet; not supported yet",
             first.0, first.1, first.2
         ));
     }

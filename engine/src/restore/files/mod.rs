@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use super::child::{ChildPlan, FdPlan, FdSource, OpenFd};
+use super::child::{ChildPlan, FdPlan, FdSource, HelperFile, OpenFd};
 use super::load::{Images, TaskImages};
 use super::stage::{EngineFds, Kind, Restorer, TaskCx, TaskStage};
 use super::RestoreOptions;
@@ -336,33 +336,38 @@ fn plan_files(
 /// The files the engine needs open in task `t` while it rebuilds its
 /// memory: each mapped file once, then the executable (last); and the
 /// file ids of the mapped ones, in that order.
-#[allow(clippy::type_complexity)]
 fn helper_files(
     imgs: &Images,
     t: &TaskImages,
     engine: &EngineFds,
-) -> Result<(Vec<(std::ffi::CString, i32)>, Vec<u32>)> {
+) -> Result<(Vec<HelperFile>, Vec<u32>)> {
     let pid = t.pid;
+    // A deleted file or a memfd is reopened from the engine's fd.
+    let helper = |id: u32, what: &str, flags: i32| -> Result<HelperFile> {
+        Ok(match engine.map_fd(id) {
+            Some(n) => HelperFile {
+                path: std::ffi::CString::new(format!("/proc/self/fd/{n}")).expect("no NUL"),
+                flags,
+                engine_fd: Some(n),
+            },
+            None => HelperFile {
+                path: super::cstr(pid, what, &imgs.reg(id).name)?,
+                flags,
+                engine_fd: None,
+            },
+        })
+    };
     let mut files = Vec::new();
     let mut ids: Vec<u32> = Vec::new();
     for v in &t.mm.vmas {
         let id = v.shmid as u32;
         if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 && !ids.contains(&id) {
             let flags = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32;
-            let path = match engine.map_path(id) {
-                Some(p) => p,
-                None => super::cstr(pid, "mapping", &imgs.reg(id).name)?,
-            };
             ids.push(id);
-            files.push((path, flags));
+            files.push(helper(id, "mapping", flags)?);
         }
     }
-    // A deleted executable or a memfd is opened from the engine's fd.
-    let exe_path = match engine.map_path(t.mm.exe_file_id) {
-        Some(p) => p,
-        None => super::cstr(pid, "exe", &imgs.reg(t.mm.exe_file_id).name)?,
-    };
-    files.push((exe_path, libc::O_RDONLY));
+    files.push(helper(t.mm.exe_file_id, "exe", libc::O_RDONLY)?);
     Ok((files, ids))
 }
 

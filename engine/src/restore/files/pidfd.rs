@@ -3,7 +3,9 @@
 //! forked later): the open waits for it, within bounds.
 //!
 //! A pidfd of a task reaped before the dump (pid -1) is made by the
-//! engine before any task exists, as CRIU does: a stand-in child is
+//! engine before any task exists, as CRIU does (in a pid namespace of the
+//! tree's own, by the driver inside it once the tree exists, so that the
+//! stand-in is in the namespace: restore/engine_files.rs): a stand-in child is
 //! forked, every pidfd of that process (one pidfs inode) is opened on
 //! it, and it dies with the dumped status and is reaped. Its pid number is
 //! free again before the tree is cloned; the pidfds poll readable and
