@@ -16,9 +16,18 @@
 //! closed is dumped too, in any state up to both FINs acknowledged
 //! (FIN-WAIT-1/2, CLOSE-WAIT, LAST-ACK, CLOSING): the stream image leaves
 //! its FINs out of the sequence numbers, and its state says which to make
-//! again. A connection being made, or in TIME-WAIT, is refused. So are
-//! other protocols (raw sockets, SCTP, UDP-Lite), a listening socket with
-//! connections not accepted yet, and addresses scoped to an interface.
+//! again.
+//!
+//! A connection being made, or in TIME-WAIT, is refused. So are other
+//! protocols (raw sockets, SCTP, UDP-Lite), and addresses scoped to an
+//! interface. So is a listening socket with connections not accepted
+//! yet, as CRIU refuses it ("in-flight connection"): a connection in an
+//! accept queue has no fd to put in repair mode, accepting it in the task
+//! cannot be undone if the dump fails or the tree goes on, and nothing
+//! but a connection's own handshake puts one into an accept queue, with
+//! sequence numbers the kernel picks (only a tc BPF program validating
+//! its own SYN cookies, Linux 6.9's bpf_sk_assign_tcp_reqsk, could make
+//! one with given numbers).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -163,7 +172,7 @@ impl FdDumper for Inet {
                 TCP_CLOSE => (TCP_CLOSE, 0),
                 TCP_LISTEN if info.unaccepted > 0 => {
                     return Err(no(format!(
-                        "TCP socket listening on {local} with {} connections not accepted yet: not supported yet",
+                        "TCP socket listening on {local} with {} connections not accepted yet: cannot be dumped (the kernel has no way to put a connection back into an accept queue with its sequence numbers, and taking them out of it here could not be undone for a dump that fails or leaves the tree running); the program must accept them first",
                         info.unaccepted
                     )))
                 }
