@@ -293,7 +293,16 @@ impl FdDumper for Inet {
                 flags: fd.flags,
                 backlog,
                 src_addr: addr_words(&local.ip()),
-                dst_addr: peer.map_or_else(Vec::new, |p| addr_words(&p.ip())),
+                // No peer: the family's unspecified address, port 0, as
+                // CRIU writes it (its restore wants both addresses of
+                // the family's length).
+                dst_addr: addr_words(&peer.map_or_else(
+                    || match local {
+                        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                    },
+                    |p| p.ip(),
+                )),
                 fown: pb::FownEntry::default(),
                 opts,
                 v6only,
