@@ -141,19 +141,28 @@ fn dump(nl: &OwnedFd, msg: u16, seq: u32) -> nix::Result<Vec<Found>> {
 }
 
 /// The rules of the calling thread's network namespace (each as its table
-/// and chain), and its tables.
+/// and chain), and its tables. A kernel without nfnetlink
+/// (EPROTONOSUPPORT) or without its nftables subsystem (EINVAL for a
+/// well-formed request) has none.
 pub fn ruleset() -> nix::Result<(Vec<Found>, Vec<Found>)> {
     // SAFETY: socket takes integers; the fd is fresh and ours.
-    let nl = unsafe {
-        OwnedFd::from_raw_fd(Errno::result(libc::socket(
+    let nl = match Errno::result(unsafe {
+        libc::socket(
             libc::AF_NETLINK,
             libc::SOCK_RAW | libc::SOCK_CLOEXEC,
             libc::NETLINK_NETFILTER,
-        ))?)
+        )
+    }) {
+        Err(Errno::EPROTONOSUPPORT) => return Ok((vec![], vec![])),
+        // SAFETY: the fd is fresh and ours.
+        r => unsafe { OwnedFd::from_raw_fd(r?) },
     };
-    let rules = dump(&nl, NFT_MSG_GETRULE, 1)?;
-    let tables = dump(&nl, NFT_MSG_GETTABLE, 2)?;
-    Ok((rules, tables))
+    let got = dump(&nl, NFT_MSG_GETRULE, 1)
+        .and_then(|rules| Ok((rules, dump(&nl, NFT_MSG_GETTABLE, 2)?)));
+    match got {
+        Err(Errno::EINVAL) => Ok((vec![], vec![])),
+        r => r,
+    }
 }
 
 #[cfg(test)]
