@@ -10,7 +10,12 @@
  * --kind=time: the test task makes a time namespace for its children and
  *   forks one into it;
  * --kind=nestedpid: a child of the test task makes a pid namespace for its
- *   children and forks its init (a pid namespace nested in the tree's).
+ *   children and forks its init (a pid namespace nested in the tree's);
+ * --kind=nft: the root enters a network namespace of its own (only lo,
+ *   down) and gives it an nftables table with a chain and a rule;
+ * --kind=nft_table: the same with an empty table (no chain, no rule).
+ *
+ * After SIGTERM the nft kinds check that their table is still there.
  *
  * After SIGTERM the task checks that its child is still alive and that
  * the names it set are still there.
@@ -37,7 +42,7 @@
 const char *test_doc = "Check that namespaces the restore cannot make are refused at dump";
 
 static char *kind = "nested";
-TEST_OPTION(kind, string, "nested, net, time or nestedpid", 0);
+TEST_OPTION(kind, string, "nested, net, time, nestedpid, nft or nft_table", 0);
 
 /* lo up, then a route the kernel does not make: 10.0.0.0/8 through lo */
 static int add_route(void)
@@ -86,6 +91,22 @@ int main(int argc, char **argv)
 	if (!strcmp(kind, "net") && (unshare(CLONE_NEWNET) || add_route())) {
 		pr_perror("unshare(CLONE_NEWNET) or the route in it");
 		return 1;
+	}
+	if (!strncmp(kind, "nft", 3)) {
+		const char *make = !strcmp(kind, "nft") ?
+			"nft add table inet zdtm_nft && "
+			"nft 'add chain inet zdtm_nft input { type filter hook input priority 0; }' && "
+			"nft add rule inet zdtm_nft input tcp dport 4242 accept" :
+			"nft add table ip zdtm_nft_empty";
+
+		if (unshare(CLONE_NEWNET)) {
+			pr_perror("unshare(CLONE_NEWNET)");
+			return 1;
+		}
+		if (system(make)) {
+			pr_err("could not make the nftables table (%s)\n", make);
+			return 1;
+		}
 	}
 	if (!strcmp(kind, "time") && unshare(CLONE_NEWTIME)) {
 		pr_perror("unshare(CLONE_NEWTIME)");
@@ -143,6 +164,17 @@ int main(int argc, char **argv)
 	test_daemon();
 	test_waitsig();
 
+	if (!strcmp(kind, "nft") &&
+	    system("nft list chain inet zdtm_nft input | grep -q 'dport 4242 accept'")) {
+		errno = 0;
+		fail("the nftables rule is gone");
+		return 1;
+	}
+	if (!strcmp(kind, "nft_table") && system("nft list table ip zdtm_nft_empty >/dev/null")) {
+		errno = 0;
+		fail("the nftables table is gone");
+		return 1;
+	}
 	kill(child, SIGTERM);
 	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status)) {
 		errno = 0;

@@ -4,8 +4,9 @@
 //! (127.0.0.1/8 and ::1) and nothing else. The dump checks that shape and
 //! refuses anything else, naming the task, the namespace and the first
 //! difference: a namespace with more devices, addresses, routes or
-//! firewall tables needs the full network namespace support that is not
-//! written yet, and must not come back as a bare one.
+//! firewall tables (iptables, or any nftables table or rule) needs the
+//! full network namespace support that is not written yet, and must not
+//! come back as a bare one.
 //!
 //! Images, as CRIU has them: `netns-N.img` (the namespace; no sysctls
 //! yet) and `netdev-N.img` (its devices: only `lo` so far, with its flags
@@ -103,7 +104,35 @@ pub fn check(pid: Pid, ino: u64) -> Result<NetNs> {
             return Err(refuse(pid, ino, format!("it has the {f} table {t:?}")));
         }
     }
-    let lo = in_netns(pid, |sock| {
+    // nftables: any rule, or else any table, even empty (its chains and
+    // sets would not come back either).
+    let (rules, tables) = in_netns(pid, "its nftables ruleset (nfnetlink)", |_| {
+        crate::sys::nftables::ruleset()
+    })?;
+    if let Some(r) = rules.first() {
+        return Err(refuse(
+            pid,
+            ino,
+            format!(
+                "its nftables ruleset is not empty: {} rule(s), the first in table {} {} (chain {})",
+                rules.len(),
+                r.family,
+                r.table,
+                r.chain.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
+    if let Some(t) = tables.first() {
+        return Err(refuse(
+            pid,
+            ino,
+            format!(
+                "its nftables ruleset is not empty: it has the table {} {}",
+                t.family, t.table
+            ),
+        ));
+    }
+    let lo = in_netns(pid, "its loopback device (ioctl)", |sock| {
         let name = "lo";
         let flags = crate::sys::netdev::flags(sock, name)?;
         let mtu = crate::sys::netdev::mtu(sock, name)?;
@@ -142,6 +171,7 @@ pub fn check(pid: Pid, ino: u64) -> Result<NetNs> {
 /// only the calling thread).
 fn in_netns<T: Send>(
     pid: Pid,
+    what: &str,
     f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> nix::Result<T> + Send,
 ) -> Result<T> {
     let path = format!("/proc/{pid}/ns/net");
@@ -153,7 +183,7 @@ fn in_netns<T: Send>(
                 .map_err(|e| Error::sys(pid, "setns into its network namespace", e))?;
             let sock = crate::sys::netdev::inet_dgram()
                 .map_err(|e| Error::sys(pid, "socket in its network namespace", e))?;
-            f(sock.as_fd()).map_err(|e| Error::sys(pid, "its loopback device (ioctl)", e))
+            f(sock.as_fd()).map_err(|e| Error::sys(pid, what, e))
         })
         .join()
         .unwrap_or_else(|_| {

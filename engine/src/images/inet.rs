@@ -17,9 +17,9 @@ pub const TCP_CLOSING: u32 = 11;
 
 /// Where a connection in `state` is in closing: whether its own FIN was
 /// sent (or queued), whether the peer acknowledged it, and whether the
-/// peer's FIN arrived. Each FIN takes a sequence number, which
-/// tcp-stream images leave out (the queues' sequence numbers are those of
-/// the data alone) and a restore makes again.
+/// peer's FIN arrived. Each FIN takes a sequence number; tcp-stream
+/// images count it as CRIU does (see `data_seqs`), and a restore makes
+/// the FINs again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fins {
     pub sent: bool,
@@ -37,6 +37,35 @@ pub fn fins(state: u32) -> Fins {
         acked: state == TCP_FIN_WAIT2,
         received: matches!(state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING),
     }
+}
+
+/// A tcp-stream entry of a connection in `state` with the sequence
+/// numbers of its data alone, as a connection rebuilt in repair mode
+/// (ESTABLISHED, before its FINs are made again) has them.
+///
+/// The image follows CRIU's convention (soccr's dump and restore): the
+/// queues' sequence numbers are the kernel's, FINs counted (`inq_seq`
+/// after the peer's FIN once it came, `outq_seq` after its own once
+/// queued), while the lengths count data only (the FIN is taken out of
+/// `outq_len` and `unsq_len` while it is in them), and the window is as
+/// the kernel had it. So each FIN is one sequence number to take off
+/// here; and a receive window last announced at the peer's FIN starts one
+/// earlier, one wider, as the rebuilt socket has not taken the FIN yet
+/// when its window is set.
+pub fn data_seqs(state: u32, e: &pb::TcpStreamEntry) -> pb::TcpStreamEntry {
+    let f = fins(state);
+    let mut out = *e;
+    if f.sent {
+        out.outq_seq = e.outq_seq.wrapping_sub(1);
+    }
+    if f.received {
+        out.inq_seq = e.inq_seq.wrapping_sub(1);
+        if e.rcv_wup == Some(e.inq_seq) {
+            out.rcv_wup = Some(out.inq_seq);
+            out.rcv_wnd = e.rcv_wnd.map(|w| w.wrapping_add(1));
+        }
+    }
+    out
 }
 
 /// The states of a connection that a dump takes and a restore makes:

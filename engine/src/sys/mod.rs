@@ -9,6 +9,7 @@ pub mod inet_sock;
 pub mod ipc;
 pub mod netdev;
 pub mod netlink_sock;
+pub mod nftables;
 pub mod packet_sock;
 pub mod pidfd;
 pub mod ptrace;

@@ -14,11 +14,20 @@
 //! the tree goes on (or the dump fails), closed in it with the killed tree
 //! so that it vanishes without a word to the peer. A connection being
 //! closed is dumped too, in any state up to both FINs acknowledged
-//! (FIN-WAIT-1/2, CLOSE-WAIT, LAST-ACK, CLOSING): the stream image leaves
-//! its FINs out of the sequence numbers, and its state says which to make
-//! again. A connection being made, or in TIME-WAIT, is refused. So are
-//! other protocols (raw sockets, SCTP, UDP-Lite), a listening socket with
-//! connections not accepted yet, and addresses scoped to an interface.
+//! (FIN-WAIT-1/2, CLOSE-WAIT, LAST-ACK, CLOSING): the stream image counts
+//! its FINs in the sequence numbers but not in the queues' lengths, as
+//! CRIU's do, and its state says which to make again.
+//!
+//! A connection being made, or in TIME-WAIT, is refused. So are other
+//! protocols (raw sockets, SCTP, UDP-Lite), and addresses scoped to an
+//! interface. So is a listening socket with connections not accepted
+//! yet, as CRIU refuses it ("in-flight connection"): a connection in an
+//! accept queue has no fd to put in repair mode, accepting it in the task
+//! cannot be undone if the dump fails or the tree goes on, and nothing
+//! but a connection's own handshake puts one into an accept queue, with
+//! sequence numbers the kernel picks (only a tc BPF program validating
+//! its own SYN cookies, Linux 6.9's bpf_sk_assign_tcp_reqsk, could make
+//! one with given numbers).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -163,7 +172,7 @@ impl FdDumper for Inet {
                 TCP_CLOSE => (TCP_CLOSE, 0),
                 TCP_LISTEN if info.unaccepted > 0 => {
                     return Err(no(format!(
-                        "TCP socket listening on {local} with {} connections not accepted yet: not supported yet",
+                        "TCP socket listening on {local} with {} connections not accepted yet: cannot be dumped (the kernel has no way to put a connection back into an accept queue with its sequence numbers, and taking them out of it here could not be undone for a dump that fails or leaves the tree running); the program must accept them first",
                         info.unaccepted
                     )))
                 }
@@ -284,7 +293,16 @@ impl FdDumper for Inet {
                 flags: fd.flags,
                 backlog,
                 src_addr: addr_words(&local.ip()),
-                dst_addr: peer.map_or_else(Vec::new, |p| addr_words(&p.ip())),
+                // No peer: the family's unspecified address, port 0, as
+                // CRIU writes it (its restore wants both addresses of
+                // the family's length).
+                dst_addr: addr_words(&peer.map_or_else(
+                    || match local {
+                        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                    },
+                    |p| p.ip(),
+                )),
                 fown: pb::FownEntry::default(),
                 opts,
                 v6only,
@@ -326,9 +344,10 @@ fn shutdown_of(state: u32) -> Option<i32> {
 /// The kernel counts a FIN in the sequence numbers: its own (FIN-WAIT,
 /// CLOSING, LAST-ACK) in the send queue's, and in its length until the
 /// peer acknowledges it (and in the part not sent, until it is sent); the
-/// peer's (CLOSE-WAIT, CLOSING, LAST-ACK) in the receive queue's (and in
-/// the receive window's last update). The entry has the data alone; the
-/// state says which FINs a restore makes again.
+/// peer's (CLOSE-WAIT, CLOSING, LAST-ACK) in the receive queue's. The
+/// entry keeps the FINs in the sequence numbers and takes them out of the
+/// lengths, as CRIU's images do; the state says which FINs a restore
+/// makes again.
 ///
 /// Returns the state too, as it is in repair mode behind the network lock
 /// (a FIN may have come since the first look).
@@ -417,29 +436,20 @@ struct Counters {
     rcv_wnd: u32,
 }
 
-/// The counters without the FINs of a connection in `state`: its own
-/// takes a sequence number after its data, is in the send queue's length
-/// until acknowledged and in the part never sent until sent (it is the
-/// last thing queued, so it is there if anything is); the peer's takes
-/// one after the bytes received, and the window was most likely announced
-/// after it: it starts at the FIN instead, one byte wider, as the
-/// restored socket has not taken the FIN yet when the window is set.
+/// The counters as a tcp-stream image has them (CRIU's convention,
+/// `images::inet::data_seqs`): the sequence numbers and the window as
+/// the kernel has them, FINs counted; the lengths of data alone. Its own
+/// FIN is the last thing queued: in the send queue's length until the
+/// peer acknowledges it, and in the part never sent until it is sent (so
+/// there if anything is).
 fn without_fins(state: u32, c: Counters) -> Counters {
     let f = fins(state);
     let mut out = c;
     if f.sent {
-        out.outq_seq = c.outq_seq.wrapping_sub(1);
         if !f.acked {
             out.outq_len = c.outq_len.saturating_sub(1);
         }
         out.unsq_len = c.unsq_len.saturating_sub(1);
-    }
-    if f.received {
-        out.inq_seq = c.inq_seq.wrapping_sub(1);
-        if c.rcv_wup == c.inq_seq {
-            out.rcv_wup = out.inq_seq;
-            out.rcv_wnd = c.rcv_wnd.wrapping_add(1);
-        }
     }
     out
 }
@@ -577,7 +587,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fins_left_out_of_the_counters() {
+    fn fins_left_out_of_the_lengths_only() {
         use crate::images::inet::*;
         let raw = Counters {
             inq_seq: 1001,
@@ -588,25 +598,15 @@ mod tests {
             rcv_wnd: 100,
         };
         assert_eq!(without_fins(TCP_ESTABLISHED, raw), raw);
-        // The peer's FIN: one sequence number, and the window from it.
-        let cw = without_fins(TCP_CLOSE_WAIT, raw);
-        assert_eq!((cw.inq_seq, cw.rcv_wup, cw.rcv_wnd), (1000, 1000, 101));
-        assert_eq!((cw.outq_seq, cw.outq_len), (5001, 301));
-        // A window announced before the FIN stays.
-        let early = without_fins(
-            TCP_CLOSE_WAIT,
-            Counters {
-                rcv_wup: 900,
-                ..raw
-            },
-        );
-        assert_eq!((early.rcv_wup, early.rcv_wnd), (900, 100));
-        // Its own FIN, sent and not acknowledged, both.
+        // The peer's FIN: in the sequence numbers and the window, as CRIU
+        // keeps it.
+        assert_eq!(without_fins(TCP_CLOSE_WAIT, raw), raw);
+        // Its own FIN, sent and not acknowledged: out of the length only.
         for st in [TCP_LAST_ACK, TCP_CLOSING] {
             let c = without_fins(st, raw);
             assert_eq!(
                 (c.inq_seq, c.outq_seq, c.outq_len, c.unsq_len),
-                (1000, 5000, 300, 0)
+                (1001, 5001, 300, 0)
             );
         }
         // Not sent yet: in the part never sent.
@@ -619,11 +619,35 @@ mod tests {
         );
         assert_eq!(
             (w1.outq_seq, w1.outq_len, w1.unsq_len, w1.inq_seq),
-            (5000, 300, 40, 1001)
+            (5001, 300, 40, 1001)
         );
         // Acknowledged: nothing left in the queue.
         let w2 = without_fins(TCP_FIN_WAIT2, Counters { outq_len: 0, ..raw });
-        assert_eq!((w2.outq_seq, w2.outq_len), (5000, 0));
+        assert_eq!((w2.outq_seq, w2.outq_len), (5001, 0));
+        // What the restore takes the FINs out of again.
+        for st in [
+            TCP_ESTABLISHED,
+            TCP_CLOSE_WAIT,
+            TCP_LAST_ACK,
+            TCP_CLOSING,
+            TCP_FIN_WAIT1,
+        ] {
+            let c = without_fins(st, raw);
+            let e = pb::TcpStreamEntry {
+                inq_seq: c.inq_seq,
+                outq_seq: c.outq_seq,
+                outq_len: c.outq_len,
+                rcv_wup: Some(c.rcv_wup),
+                rcv_wnd: Some(c.rcv_wnd),
+                ..Default::default()
+            };
+            let d = data_seqs(st, &e);
+            let f = fins(st);
+            assert_eq!(d.inq_seq, 1001 - f.received as u32, "{}", state_name(st));
+            assert_eq!(d.outq_seq, 5001 - f.sent as u32, "{}", state_name(st));
+            let (wup, wnd) = if f.received { (1000, 101) } else { (1001, 100) };
+            assert_eq!((d.rcv_wup, d.rcv_wnd), (Some(wup), Some(wnd)));
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use super::inet_fin::{self, Step};
 use super::FdKind;
 use crate::error::{Error, Pid, Result};
 use crate::images::inet::{
-    addrs, is_synchronized, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
+    addrs, data_seqs, is_synchronized, state_name, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
 };
 use crate::images::pb;
 use crate::images::set::TcpStream;
@@ -441,7 +441,9 @@ fn make_all(imgs: &Images, repaired: &mut Vec<Repaired>) -> Result<Vec<(u32, Own
 /// repair mode, and the steps of closing it left for then.
 fn resume_stream(s: &Sock<'_>, t: &TcpStream) -> Result<(Vec<u8>, Vec<Step>, inet_fin::Peer)> {
     let fd = s.fd.as_fd();
-    let e = &t.entry;
+    // The image counts the FINs in the sequence numbers (CRIU's way);
+    // the rebuilt connection has none until they are made again.
+    let e = &data_seqs(s.i.state, &t.entry);
     let peer = s.peer.expect("validated");
     let q = |q: tr::Queue| tr::set_queue(fd, q).map_err(|err| s.err("TCP_REPAIR_QUEUE", err));
     q(tr::Queue::Recv)?;

@@ -1,0 +1,217 @@
+//! nftables over nfnetlink, read only: the tables and rules of the
+//! calling thread's network namespace. A dump refuses a namespace of the
+//! tree's own whose ruleset is not empty (it would come back without it),
+//! and asks the kernel itself rather than nft(8), which may be missing.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+
+const NLMSG_HDRLEN: usize = 16;
+/// NETLINK_NETFILTER's subsystem of nftables, and its requests.
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETRULE: u16 = 7;
+/// The first attribute of a table (its name) and of a rule (its table).
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+
+/// One table, or the place of one rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// nft's name of the family (`inet`, `ip`, `ip6`, ...).
+    pub family: &'static str,
+    pub table: String,
+    /// The rule's chain (for a rule).
+    pub chain: Option<String>,
+}
+
+/// nft's name for an NFPROTO_* family.
+pub fn family_name(f: u8) -> &'static str {
+    match f {
+        1 => "inet",
+        2 => "ip",
+        3 => "arp",
+        5 => "netdev",
+        7 => "bridge",
+        10 => "ip6",
+        _ => "unknown",
+    }
+}
+
+fn request(msg: u16, seq: u32) -> Vec<u8> {
+    let len = (NLMSG_HDRLEN + 4) as u32;
+    let mut b = Vec::with_capacity(len as usize);
+    b.extend_from_slice(&len.to_ne_bytes());
+    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+    b.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    // nfgenmsg: every family (NFPROTO_UNSPEC), NFNETLINK_V0, res_id 0.
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    b
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The string attribute `want` of an nfnetlink message body (after its
+/// nfgenmsg).
+fn attr(mut a: &[u8], want: u16) -> Option<String> {
+    while a.len() >= 4 {
+        let len = u16::from_ne_bytes([a[0], a[1]]) as usize;
+        let ty = u16::from_ne_bytes([a[2], a[3]]) & 0x3fff;
+        if len < 4 || len > a.len() {
+            return None;
+        }
+        if ty == want {
+            let v = &a[4..len];
+            let v = v.split(|&c| c == 0).next().unwrap_or(v);
+            return Some(String::from_utf8_lossy(v).into_owned());
+        }
+        a = &a[((len + 3) & !3).min(a.len())..];
+    }
+    None
+}
+
+/// The objects of a dump's replies in `msgs`; true once it is done.
+fn parse(msgs: &[u8], rules: bool, out: &mut Vec<Found>) -> nix::Result<bool> {
+    let mut m = msgs;
+    while m.len() >= NLMSG_HDRLEN {
+        let len = u32_at(m, 0).ok_or(Errno::EIO)? as usize;
+        let ty = u16::from_ne_bytes([m[4], m[5]]);
+        if len < NLMSG_HDRLEN || len > m.len() {
+            return Err(Errno::EIO);
+        }
+        match ty as i32 {
+            libc::NLMSG_DONE => return Ok(true),
+            libc::NLMSG_ERROR => {
+                let code = u32_at(m, NLMSG_HDRLEN).ok_or(Errno::EIO)? as i32;
+                if code == 0 {
+                    return Ok(true);
+                }
+                return Err(Errno::from_raw(-code));
+            }
+            _ => {}
+        }
+        let body = &m[NLMSG_HDRLEN..len];
+        if body.len() >= 4 {
+            let (family, attrs) = (body[0], &body[4..]);
+            let table = attr(
+                attrs,
+                if rules {
+                    NFTA_RULE_TABLE
+                } else {
+                    NFTA_TABLE_NAME
+                },
+            );
+            if let Some(table) = table {
+                out.push(Found {
+                    family: family_name(family),
+                    table,
+                    chain: rules.then(|| attr(attrs, NFTA_RULE_CHAIN)).flatten(),
+                });
+            }
+        }
+        m = &m[((len + 3) & !3).min(m.len())..];
+    }
+    Ok(false)
+}
+
+fn dump(nl: &OwnedFd, msg: u16, seq: u32) -> nix::Result<Vec<Found>> {
+    let b = request(msg, seq);
+    // SAFETY: send reads `b.len()` bytes of `b`; no address: the kernel.
+    let n = Errno::result(unsafe { libc::send(nl.as_raw_fd(), b.as_ptr().cast(), b.len(), 0) })?;
+    if n as usize != b.len() {
+        return Err(Errno::EIO);
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+        let n = Errno::result(unsafe {
+            libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+        })? as usize;
+        if n == 0 || parse(&buf[..n], msg == NFT_MSG_GETRULE, &mut out)? {
+            return Ok(out);
+        }
+    }
+}
+
+/// The rules of the calling thread's network namespace (each as its table
+/// and chain), and its tables. A kernel without nfnetlink
+/// (EPROTONOSUPPORT) or without its nftables subsystem (EINVAL for a
+/// well-formed request) has none.
+pub fn ruleset() -> nix::Result<(Vec<Found>, Vec<Found>)> {
+    // SAFETY: socket takes integers; the fd is fresh and ours.
+    let nl = match Errno::result(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    }) {
+        Err(Errno::EPROTONOSUPPORT) => return Ok((vec![], vec![])),
+        // SAFETY: the fd is fresh and ours.
+        r => unsafe { OwnedFd::from_raw_fd(r?) },
+    };
+    let got = dump(&nl, NFT_MSG_GETRULE, 1)
+        .and_then(|rules| Ok((rules, dump(&nl, NFT_MSG_GETTABLE, 2)?)));
+    match got {
+        Err(Errno::EINVAL) => Ok((vec![], vec![])),
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(family: u8, attrs: &[(u16, &str)]) -> Vec<u8> {
+        let mut body = vec![family, 0, 0, 0];
+        for (ty, s) in attrs {
+            let v = [s.as_bytes(), &[0]].concat();
+            body.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+            body.extend_from_slice(&ty.to_ne_bytes());
+            body.extend_from_slice(&v);
+            while body.len() % 4 != 0 {
+                body.push(0);
+            }
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+        b.extend_from_slice(&[0; 12]);
+        b.extend(body);
+        b
+    }
+
+    #[test]
+    fn rules_and_tables_parsed() {
+        let mut m = msg(
+            1,
+            &[(NFTA_RULE_TABLE, "filter"), (NFTA_RULE_CHAIN, "input")],
+        );
+        m.extend(msg(10, &[(NFTA_RULE_TABLE, "t6")]));
+        let mut done = vec![0u8; 20];
+        done[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        done[4..6].copy_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
+        m.extend(done);
+        let mut out = Vec::new();
+        assert_eq!(parse(&m, true, &mut out), Ok(true));
+        assert_eq!(
+            out[0],
+            Found {
+                family: "inet",
+                table: "filter".into(),
+                chain: Some("input".into())
+            }
+        );
+        assert_eq!((out[1].family, out[1].table.as_str()), ("ip6", "t6"));
+        let mut tables = Vec::new();
+        let t = msg(2, &[(NFTA_TABLE_NAME, "nat")]);
+        assert_eq!(parse(&t, false, &mut tables), Ok(false));
+        assert_eq!((tables[0].family, tables[0].chain.clone()), ("ip", None));
+    }
+}
