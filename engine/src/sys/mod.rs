@@ -10,6 +10,7 @@ pub mod ipc;
 pub mod netdev;
 pub mod netlink_sock;
 pub mod packet_sock;
+pub mod pagemap_scan;
 pub mod pidfd;
 pub mod ptrace;
 pub mod raw_sock;

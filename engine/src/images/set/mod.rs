@@ -382,27 +382,28 @@ impl Loader<'_> {
     }
 
     pub(crate) fn pagemap(&self, name: &str) -> Part<PageSet> {
-        let read = || -> images::Result<PageSet> {
-            let mut r = images::ImageReader::open(self.dir.join(name), Magic::Pagemap)?;
-            let head: pb::PagemapHead = r
-                .read_entry()?
-                .ok_or_else(|| ImageError::invalid(self.dir.join(name), "no pagemap_head entry"))?;
-            let entries = r
-                .entries()
-                .map(|e| {
-                    e.and_then(|e| {
-                        images::pagemap::one_count(e)
-                            .map_err(|why| ImageError::invalid(self.dir.join(name), why))
-                    })
-                })
-                .collect::<images::Result<Vec<pb::PagemapEntry>>>()?;
-            Ok(PageSet {
-                pages_id: head.pages_id,
-                entries,
-            })
-        };
-        read().map_err(|e| self.absent(name, e))
+        read_pagemap(&self.dir.join(name)).map_err(|e| self.absent(name, e))
     }
+}
+
+/// Read one pagemap image: its head and entries (each with one page count).
+pub fn read_pagemap(path: &Path) -> images::Result<PageSet> {
+    let mut r = images::ImageReader::open(path, Magic::Pagemap)?;
+    let head: pb::PagemapHead = r
+        .read_entry()?
+        .ok_or_else(|| ImageError::invalid(path, "no pagemap_head entry"))?;
+    let entries = r
+        .entries()
+        .map(|e| {
+            e.and_then(|e| {
+                images::pagemap::one_count(e).map_err(|why| ImageError::invalid(path, why))
+            })
+        })
+        .collect::<images::Result<Vec<pb::PagemapEntry>>>()?;
+    Ok(PageSet {
+        pages_id: head.pages_id,
+        entries,
+    })
 }
 
 /// The kernel's PID_MAX_LIMIT on 64-bit: no pid is larger.
