@@ -173,6 +173,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     };
     let mut tree = freeze::freeze_tree_with(pid, &mut pre, deadline)?;
     drop(pre);
+    debug!("pid {pid}: tree frozen, {} processes", tree.len());
     fault::check(pid, "dump-frozen")?;
     let treens = ns::TreeNs::check(&tree)?;
     files.vpids = treens.vpids().clone();
