@@ -307,6 +307,10 @@ pub static CASES: &[Case] = &[
         name: "threads_basic",
         program: Program::C("threads_basic"),
         pre_dump: true,
+        xfail: Some(Xfail {
+            reason: "the pre-dump's freeze interrupts the timed sleeps (nanosleep, poll, timed futex), which go on through restart_syscall; the later dump records that, and the kernel's restart block it relies on cannot be restored, so those threads' sleeps end early",
+            variants: &[Variant::PreDump],
+        }),
         ..Case::DEFAULT
     },
     Case {
@@ -410,6 +414,10 @@ pub static CASES: &[Case] = &[
         name: "cow_shared_child",
         program: Program::C("cow_shared_child"),
         pre_dump: true,
+        xfail: Some(Xfail {
+            reason: "an incremental dump records no copy-on-write sharing with the parent process: each process's pages are its own (stored or in the parent image), restored intact but unshared",
+            variants: &[Variant::PreDump],
+        }),
         ..Case::DEFAULT
     },
     // Images as CRIU writes them (every process's pages stored): the
