@@ -528,10 +528,14 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
             }
             m
         });
+    // A pre-dump (images/chain.rs) holds memory and the tree only: the
+    // images of the rest are not missing there.
+    let pre_dump = inventory.as_ref().is_ok_and(|i| i.pre_dump_mode.is_some());
+    let expected = |e: &Absent| !(pre_dump && matches!(e, Absent::Missing(_)));
     for part in [
         inventory.as_ref().err(),
         pstree.as_ref().err(),
-        files_img.as_ref().err(),
+        files_img.as_ref().err().filter(|e| expected(e)),
     ]
     .into_iter()
     .flatten()
@@ -600,6 +604,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
             .map(|i| format!("fdinfo-{}.img", i.files_id));
         let fdinfo = match &fdinfo_name {
             Some(n) => ld.all(n, Magic::Fdinfo),
+            None if pre_dump => Err(Absent::Missing(format!("fdinfo of pid {pid}"))),
             None => Err(Absent::Bad(format!(
                 "pid {pid}: the files id is unknown ({ids_name} cannot be read), so are its fds"
             ))),
@@ -617,16 +622,18 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         };
         for t in &task.threads {
             if let Err(e) = &t.core {
-                problems.push(e.to_string());
+                if expected(e) {
+                    problems.push(e.to_string());
+                }
             }
         }
         let zombie = task.is_zombie();
         for e in [
-            task.ids.as_ref().err(),
+            task.ids.as_ref().err().filter(|e| expected(e)),
             task.mm.as_ref().err(),
             task.pagemap.as_ref().err(),
-            task.fs.as_ref().err(),
-            task.fdinfo.as_ref().err(),
+            task.fs.as_ref().err().filter(|e| expected(e)),
+            task.fdinfo.as_ref().err().filter(|e| expected(e)),
         ]
         .into_iter()
         .flatten()
