@@ -232,6 +232,17 @@ impl ImageDir {
         Ok(())
     }
 
+    /// Write a file of ckpt's own that is no CRIU image (text), listed in
+    /// the manifest like the images.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(name);
+        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, "writing", e))?;
+        self.manifest
+            .borrow_mut()
+            .add_digest(name, images::FileDigest::of_bytes(bytes));
+        Ok(())
+    }
+
     /// Write a pagemap image: its head, then the entries.
     pub fn write_pagemap(
         &self,

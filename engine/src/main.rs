@@ -121,6 +121,39 @@ enum Cmd {
         /// (ckpt copies unlinked files as ghost files, see --ghost-limit).
         #[arg(long)]
         link_remap: bool,
+        /// Store only the pages written since this pre-dump (relative to
+        /// the image directory unless absolute); the others are recorded
+        /// as in it, through a `parent` link (CRIU's option).
+        #[arg(long, value_name = "DIR")]
+        prev_images_dir: Option<PathBuf>,
+        /// Keep tracking the tree's writes after the dump, so that it can
+        /// be the parent of the next one (CRIU's option).
+        #[arg(long)]
+        track_mem: bool,
+        #[command(flatten)]
+        log: LogOpts,
+    },
+    /// Copy the memory of the tree rooted at PID into DIR while it goes on
+    /// running, and track its writes: a later `dump --prev-images-dir`
+    /// stores only the pages written since (CRIU's pre-dump).
+    PreDump {
+        #[arg(short = 't', long = "tree", value_name = "PID")]
+        pid: i32,
+        #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
+        dir: PathBuf,
+        /// A previous pre-dump: this one stores only the pages written
+        /// since, and links to it.
+        #[arg(long, value_name = "DIR")]
+        prev_images_dir: Option<PathBuf>,
+        /// Accepted for CRIU compatibility: a pre-dump always tracks.
+        #[arg(long)]
+        track_mem: bool,
+        /// Freeze the tree through this freezer cgroup first.
+        #[arg(long, value_name = "PATH")]
+        freeze_cgroup: Option<String>,
+        /// Give up freezing the tree after this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT, value_parser = parse_timeout)]
+        timeout: u64,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -318,6 +351,8 @@ fn main() -> ExitCode {
             pidfile,
             manage_cgroups,
             link_remap,
+            prev_images_dir,
+            track_mem,
             log,
         } => {
             if let Err(code) = start(&log, &dir, link_remap) {
@@ -351,6 +386,9 @@ fn main() -> ExitCode {
                     tcp_established,
                     criu_compatible,
                     timeout: (timeout > 0).then(|| std::time::Duration::from_secs(timeout)),
+                    pre_dump: false,
+                    prev_images_dir,
+                    track_mem,
                 });
                 finish(
                     "dump",
@@ -364,6 +402,47 @@ fn main() -> ExitCode {
                         dir.display(),
                         t.elapsed().as_secs_f64()
                     );
+                        0
+                    })
+                    .map_err(|e| e.to_string()),
+                )
+            });
+            return ExitCode::from(code.clamp(0, 255) as u8);
+        }
+        Cmd::PreDump {
+            pid,
+            dir,
+            prev_images_dir,
+            track_mem: _,
+            freeze_cgroup,
+            timeout,
+            log,
+        } => {
+            if let Err(code) = start(&log, &dir, false) {
+                return code;
+            }
+            let code = dump::worker::run(|| {
+                let t = std::time::Instant::now();
+                let r = dump::dump(&DumpOptions {
+                    freeze_cgroup,
+                    timeout: (timeout > 0).then(|| std::time::Duration::from_secs(timeout)),
+                    pre_dump: true,
+                    prev_images_dir,
+                    track_mem: true,
+                    leave_running: true,
+                    ..DumpOptions::new(pid, dir.clone())
+                });
+                finish(
+                    "pre-dump",
+                    r.map(|s| {
+                        ckpt::info!(
+                            "pre-dumped {} task(s), {} mappings, {} pages into {} in {:.3}s",
+                            s.tasks,
+                            s.vmas,
+                            s.pages,
+                            dir.display(),
+                            t.elapsed().as_secs_f64()
+                        );
                         0
                     })
                     .map_err(|e| e.to_string()),

@@ -69,10 +69,19 @@ pub enum Variant {
     Iter3,
     /// Dump with --leave-running; the original goes on and is verified.
     LeaveRunning,
+    /// Pre-dump, let the tree run (and write) ~100 ms, dump with
+    /// --prev-images-dir, restore, verify. Only for cases with
+    /// `pre_dump` (memory-heavy ones), to keep the suite's cost down.
+    PreDump,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::Once, Variant::Iter3, Variant::LeaveRunning];
+    pub const ALL: [Variant; 4] = [
+        Variant::Once,
+        Variant::Iter3,
+        Variant::LeaveRunning,
+        Variant::PreDump,
+    ];
 
     /// Appended to the case name to form the trial name.
     pub fn suffix(self) -> &'static str {
@@ -80,6 +89,7 @@ impl Variant {
             Variant::Once => "",
             Variant::Iter3 => "/iter3",
             Variant::LeaveRunning => "/leave-running",
+            Variant::PreDump => "/pre-dump",
         }
     }
 
@@ -89,6 +99,7 @@ impl Variant {
             Variant::Once => "once",
             Variant::Iter3 => "iter3",
             Variant::LeaveRunning => "leave-running",
+            Variant::PreDump => "pre-dump",
         }
     }
 
@@ -158,6 +169,9 @@ pub struct Case {
     /// the runner's tree checks compare only the processes that exist both
     /// before and after (the root among them).
     pub forks: bool,
+    /// Also run the `pre-dump` variant (incremental dump after a
+    /// pre-dump): memory-heavy cases, trees, threads, shared memory.
+    pub pre_dump: bool,
 }
 
 impl Case {
@@ -179,6 +193,7 @@ impl Case {
         timeout: Duration::from_secs(30),
         xfail: None,
         forks: false,
+        pre_dump: false,
     };
 }
 
@@ -197,11 +212,19 @@ pub static CASES: &[Case] = &[
     Case {
         name: "maps",
         program: Program::C("maps"),
+        pre_dump: true,
         ..Case::DEFAULT
     },
     Case {
         name: "mem",
         program: Program::C("mem"),
+        pre_dump: true,
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "mem_dirty",
+        program: Program::C("mem_dirty"),
+        pre_dump: true,
         ..Case::DEFAULT
     },
     Case {
@@ -227,6 +250,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "rust_mem",
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-rust-mem")),
+        pre_dump: true,
         ..Case::DEFAULT
     },
     // Signals, timers and threads.
@@ -282,6 +306,11 @@ pub static CASES: &[Case] = &[
     Case {
         name: "threads_basic",
         program: Program::C("threads_basic"),
+        pre_dump: true,
+        xfail: Some(Xfail {
+            reason: "the pre-dump's freeze interrupts the timed sleeps (nanosleep, poll, timed futex), which go on through restart_syscall; the later dump records that, and the kernel's restart block it relies on cannot be restored, so those threads' sleeps end early",
+            variants: &[Variant::PreDump],
+        }),
         ..Case::DEFAULT
     },
     Case {
@@ -327,6 +356,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "threads_rust",
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-threads-rust")),
+        pre_dump: true,
         ..Case::DEFAULT
     },
     Case {
@@ -342,6 +372,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "tree_basic",
         program: Program::C("tree_basic"),
+        pre_dump: true,
         ..Case::DEFAULT
     },
     Case {
@@ -376,11 +407,17 @@ pub static CASES: &[Case] = &[
     Case {
         name: "shm_shared_child",
         program: Program::C("shm_shared_child"),
+        pre_dump: true,
         ..Case::DEFAULT
     },
     Case {
         name: "cow_shared_child",
         program: Program::C("cow_shared_child"),
+        pre_dump: true,
+        xfail: Some(Xfail {
+            reason: "an incremental dump records no copy-on-write sharing with the parent process: each process's pages are its own (stored or in the parent image), restored intact but unshared",
+            variants: &[Variant::PreDump],
+        }),
         ..Case::DEFAULT
     },
     // Images as CRIU writes them (every process's pages stored): the
@@ -998,6 +1035,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "posix_shm_child",
         program: Program::C("shared_file_child"),
+        pre_dump: true,
         args: &["--kind=shm"],
         ..Case::DEFAULT
     },
@@ -1058,6 +1096,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "sysv_shm",
         program: Program::C("sysv_shm"),
+        pre_dump: true,
         ..Case::DEFAULT
     },
     Case {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Completion, Trial};
 
-use cases::{Flavor, CASES};
+use cases::{Flavor, Variant, CASES};
 
 fn main() {
     let args = Arguments::from_args();
@@ -48,6 +48,9 @@ fn main() {
                 continue;
             }
             for &variant in flavor.variants() {
+                if variant == Variant::PreDump && !case.pre_dump {
+                    continue;
+                }
                 let cfg = Arc::clone(&cfg);
                 let name = format!("{}{}{}", case.name, flavor.suffix(), variant.suffix());
                 let t = Trial::ignorable_test(name, move || {

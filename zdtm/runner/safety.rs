@@ -103,6 +103,24 @@ fn main() {
     }
     let specs: Vec<Spec> = vec![
         Spec {
+            name: "dump/prev-images-missing",
+            case: mem_case,
+            variant: Variant::Once,
+            body: dump_prev_missing,
+        },
+        Spec {
+            name: "dump/prev-images-other-tree",
+            case: mem_case,
+            variant: Variant::Once,
+            body: dump_prev_other_tree,
+        },
+        Spec {
+            name: "restore/prev-images-missing",
+            case: mem_case,
+            variant: Variant::Once,
+            body: restore_prev_missing,
+        },
+        Spec {
             name: "dump/enospc",
             case: mem_case,
             variant: Variant::Once,
@@ -844,6 +862,154 @@ fn dump_enospc(run: &mut Run) -> Result<Outcome, String> {
     checks?;
     unmounted?;
     run.note("tmpfs unmounted");
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// The arguments of a pre-dump of `pid` into `img`.
+fn pre_dump_args(run: &Run, pid: i32, img: &Path, what: &str) -> Vec<OsString> {
+    let mut v = dump_args(run, pid, img, what, &[]);
+    v[0] = "pre-dump".into();
+    v
+}
+
+/// Whether `pid` has a userfaultfd open (the pre-dump's write tracking).
+fn has_uffd(pid: i32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+        d.filter_map(|e| e.ok()).any(|e| {
+            fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[userfaultfd]")
+        })
+    })
+}
+
+/// A dump whose parent image does not exist is refused, naming it; the
+/// tree runs on as before.
+fn dump_prev_missing(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let before = capture(run, pid)?;
+    let img = run.path("img-1");
+    let what = "dump-prev-missing";
+    let args = dump_args(
+        run,
+        pid,
+        &img,
+        what,
+        &["--prev-images-dir", "../img-pre-none"],
+    );
+    let out = expect_failure(run, what, &img, args)?;
+    let p = pid.to_string();
+    expect_mentions(what, &out, &[&["img-pre-none"], &[&p], &["parent"]])?;
+    check_unharmed(run, &before, "after the refused dump")?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// A dump whose parent image is a pre-dump of another tree is refused;
+/// both trees run on, the other one still tracked.
+fn dump_prev_other_tree(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let child = Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn sleep: {e}"))?;
+    let other = child.id() as i32;
+    let _guard = ChildGuard(Some(child));
+    let pre = run.path("img-pre-other");
+    let args = pre_dump_args(run, other, &pre, "pre-dump-other");
+    let st = run.engine("pre-dump-other", &pre, args)?;
+    if !st.success() {
+        return Err(format!(
+            "the pre-dump of pid {other} failed ({st}): {}",
+            console(run, "pre-dump-other").trim()
+        ));
+    }
+    if !has_uffd(other) {
+        return Err(format!(
+            "after its pre-dump, pid {other} has no write-tracking userfaultfd"
+        ));
+    }
+    let before = capture(run, pid)?;
+    let img = run.path("img-1");
+    let what = "dump-prev-other";
+    let args = dump_args(
+        run,
+        pid,
+        &img,
+        what,
+        &["--prev-images-dir", "../img-pre-other"],
+    );
+    let out = expect_failure(run, what, &img, args)?;
+    let p = pid.to_string();
+    expect_mentions(what, &out, &[&["another tree"], &[&p], &["img-pre-other"]])?;
+    check_unharmed(run, &before, "after the refused dump")?;
+    if procfs::stat(other).is_none_or(|s| s.is_stopped() || s.is_zombie()) || !has_uffd(other) {
+        return Err(format!(
+            "after the refused dump, the other tree (pid {other}) is not running and tracked as before"
+        ));
+    }
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// A restore whose parent image has gone is refused before anything is
+/// created, naming the parent; with the parent back, it restores.
+fn restore_prev_missing(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let pre = run.path("img-pre-1");
+    let args = pre_dump_args(run, pid, &pre, "pre-dump-1");
+    let st = run.engine("pre-dump-1", &pre, args)?;
+    if !st.success() {
+        return Err(format!(
+            "the pre-dump failed ({st}): {}",
+            console(run, "pre-dump-1").trim()
+        ));
+    }
+    let img = run.path("img-1");
+    let args = dump_args(
+        run,
+        pid,
+        &img,
+        "dump-1",
+        &["--prev-images-dir", "../img-pre-1"],
+    );
+    let st = run.engine("dump-1", &img, args)?;
+    if !st.success() {
+        return Err(format!(
+            "the dump failed ({st}): {}",
+            console(run, "dump-1").trim()
+        ));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))?;
+    let away = run.path("img-pre-away");
+    fs::rename(&pre, &away).map_err(|e| format!("rename {}: {e}", pre.display()))?;
+    let what = "restore-missing";
+    let args: Vec<OsString> = vec![
+        "restore".into(),
+        "-D".into(),
+        img.clone().into(),
+        "-d".into(),
+        "-o".into(),
+        run.path(&format!("{what}.log")).into(),
+        "-v4".into(),
+    ];
+    let out = expect_failure(run, what, &img, args)?;
+    expect_mentions(what, &out, &[&["img-pre-1"], &["parent"]])?;
+    if procfs::stat(pid).is_some() {
+        return Err(format!("the refused restore left pid {pid} behind"));
+    }
+    fs::rename(&away, &pre).map_err(|e| format!("rename {}: {e}", away.display()))?;
+    let st = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "the restore with its parent back failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
     run.stop_and_verify()?;
     Ok(Outcome::Passed)
 }

@@ -277,6 +277,9 @@ impl<'a> Run<'a> {
             let pid = self.pid.expect("started");
             let before = self.snapshot(pid);
             let stopped_before = stopped_threads(&before);
+            if self.variant == Variant::PreDump {
+                self.pre_dump(n, &before, &stopped_before)?;
+            }
             let status = self.engine_dump(n)?;
             if !status.success() {
                 if self.case.crfail && status.code().is_some() {
@@ -558,8 +561,43 @@ impl<'a> Run<'a> {
         if self.variant == Variant::LeaveRunning {
             args.push("--leave-running".into());
         }
+        if self.variant == Variant::PreDump {
+            // Relative to -D, as CRIU takes it.
+            args.push("--prev-images-dir".into());
+            args.push(format!("../img-pre-{n}").into());
+        }
         args.extend(self.case.dump_opts.iter().map(|o| self.subst(o).into()));
         self.engine(&format!("dump-{n}"), &img, args)
+    }
+
+    /// The pre-dump variant's first step: pre-dump the tree into
+    /// img-pre-N, check it runs on as before, and let it run (and write)
+    /// for a while before the dump.
+    fn pre_dump(
+        &mut self,
+        n: usize,
+        before: &Tree,
+        stopped_before: &BTreeSet<(i32, i32)>,
+    ) -> Result<(), String> {
+        let pid = self.pid.expect("started");
+        let img = self.path(&format!("img-pre-{n}"));
+        let args: Vec<OsString> = vec![
+            "pre-dump".into(),
+            "-t".into(),
+            pid.to_string().into(),
+            "-D".into(),
+            img.clone().into(),
+            "-o".into(),
+            self.path(&format!("pre-dump-{n}.log")).into(),
+            "-v4".into(),
+        ];
+        let status = self.engine(&format!("pre-dump-{n}"), &img, args)?;
+        if !status.success() {
+            return Err(format!("pre-dump {n} failed ({status})"));
+        }
+        self.check_tree(before, stopped_before, "after the pre-dump")?;
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(())
     }
 
     pub(crate) fn engine_restore(&mut self, n: usize) -> Result<ExitStatus, String> {
@@ -587,7 +625,7 @@ impl<'a> Run<'a> {
         img: &Path,
         args: Vec<OsString>,
     ) -> Result<ExitStatus, String> {
-        if what.starts_with("dump") {
+        if what.starts_with("dump") || what.starts_with("pre-dump") {
             // CRIU wants -D to exist; an engine that writes a temporary
             // directory and renames it into place can rename over it.
             fs::create_dir(img).map_err(|e| format!("create {}: {e}", img.display()))?;

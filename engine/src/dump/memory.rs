@@ -312,11 +312,30 @@ pub fn dump_pages(
     jobs: &[VmaJob<'_>],
     sinks: &mut [PageSink],
 ) -> Result<()> {
-    dump_pages_cow(pid, mem, pagemap, zero_pfn, jobs, sinks, &CowMarks::new())
+    dump_pages_cow(
+        pid,
+        mem,
+        pagemap,
+        zero_pfn,
+        jobs,
+        sinks,
+        &CowMarks::new(),
+        &ParentMarks::new(),
+    )
+    .map(drop)
 }
 
+/// Pages of each mapping (by its start, one flag per page) that an
+/// incremental dump may record as in the parent image: not written since
+/// the parent's dump, and held by it. Only those the dump would store
+/// are recorded so (a page now gone or back to the file's is a hole).
+pub type ParentMarks = std::collections::BTreeMap<u64, Vec<bool>>;
+
 /// [`dump_pages`], leaving out the pages `cow` marks as shared with the
-/// parent; the caller adds their entries ([`cow_entries`]).
+/// parent (the caller adds their entries, [`cow_entries`]) and those
+/// `parent` marks as in the parent image (returned as in-parent entries
+/// of sink 0, in address order).
+#[allow(clippy::too_many_arguments)]
 pub fn dump_pages_cow(
     pid: Pid,
     mem: &TaskMem,
@@ -325,7 +344,8 @@ pub fn dump_pages_cow(
     jobs: &[VmaJob<'_>],
     sinks: &mut [PageSink],
     cow: &CowMarks,
-) -> Result<()> {
+    parent: &ParentMarks,
+) -> Result<Vec<pb::PagemapEntry>> {
     let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<Chunk>(BUFFERS);
     let (to_reader, free_bufs) = std::sync::mpsc::channel::<Vec<u8>>();
     for _ in 0..BUFFERS {
@@ -359,12 +379,15 @@ pub fn dump_pages_cow(
             free: free_bufs,
             out: to_writer,
             cow,
+            parent,
+            in_parent: Vec::new(),
             pin_ok: true,
         };
         let read_result = jobs.iter().try_for_each(|job| {
             let sink = job.sink;
             reader.dump_vma(pagemap, job, builders[sink], hashers[sink])
         });
+        let in_parent = std::mem::take(&mut reader.in_parent);
         drop(reader);
         let write_result = writer.join().unwrap_or_else(|_| {
             Err(Error::task(
@@ -374,7 +397,11 @@ pub fn dump_pages_cow(
             ))
         });
         // A write error (ENOSPC...) is the real cause when both failed.
-        write_result.and(read_result)
+        write_result.and(read_result)?;
+        Ok(in_parent
+            .into_iter()
+            .map(|(a, n)| crate::images::chain::in_parent_entry(a, n))
+            .collect())
     })
 }
 
@@ -387,6 +414,10 @@ struct Reader<'a> {
     out: std::sync::mpsc::SyncSender<Chunk>,
     /// Pages shared with the parent, not stored.
     cow: &'a CowMarks,
+    /// Pages that may be in the parent image.
+    parent: &'a ParentMarks,
+    /// Runs of pages recorded as in the parent image (address, pages).
+    in_parent: Vec<(u64, u32)>,
     /// The chunk being copied has no page another process maps too, so
     /// process_vm_readv may read it.
     pin_ok: bool,
@@ -408,6 +439,10 @@ impl Reader<'_> {
             .cow
             .get(&vma.start)
             .filter(|m| m.len() as u64 == (vma.end - vma.start) / PAGE);
+        let parent = self
+            .parent
+            .get(&vma.start)
+            .filter(|m| m.len() as u64 == (vma.end - vma.start) / PAGE && job.sink == 0);
         let mut addr = vma.start;
         while addr < vma.end {
             let end = (addr + CHUNK_PAGES * PAGE).min(vma.end);
@@ -423,7 +458,17 @@ impl Reader<'_> {
             let mut runs: Vec<(u64, u64)> = Vec::new();
             for (i, &w) in self.words.iter().enumerate() {
                 let a = addr + i as u64 * PAGE;
-                let cow = marks.is_some_and(|m| m[((a - vma.start) / PAGE) as usize]);
+                let i = ((a - vma.start) / PAGE) as usize;
+                let cow = marks.is_some_and(|m| m[i]);
+                if !cow && parent.is_some_and(|m| m[i]) && wanted(job.kind, w, self.zero_pfn) {
+                    match self.in_parent.last_mut() {
+                        Some((s, n)) if *s + *n as u64 * PAGE == a && *n < u32::MAX && i > 0 => {
+                            *n += 1
+                        }
+                        _ => self.in_parent.push((a, 1)),
+                    }
+                    continue;
+                }
                 if !cow && wanted(job.kind, w, self.zero_pfn) {
                     match runs.last_mut() {
                         Some((s, n)) if *s + *n * PAGE == a => *n += 1,

@@ -25,6 +25,7 @@ pub mod ns;
 pub mod seccomp;
 pub mod signals;
 pub mod timers;
+pub mod uffd_wp;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -32,9 +33,9 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Pid, Result};
 use crate::fault;
-use crate::images::pb;
 use crate::images::task::TASK_DEAD;
 use crate::images::vma::{cow_eligible, VMA_AREA_MEMFD};
+use crate::images::{chain, pb};
 use crate::imgdir::ImageDir;
 use crate::proc::{self, maps, pagemap::PagemapReader, stat, status};
 use crate::ptrace::mem::TaskMem;
@@ -86,6 +87,44 @@ pub struct DumpOptions {
     /// How long freezing the tree may take (CRIU's --timeout); None: as
     /// long as it takes.
     pub timeout: Option<std::time::Duration>,
+    /// `pre-dump`: only the memory (pagemaps, pages, mm, the tree), with
+    /// write tracking started; the tree always goes on running.
+    pub pre_dump: bool,
+    /// CRIU's --prev-images-dir (relative to the image directory unless
+    /// absolute): pages not written since that pre-dump are recorded as
+    /// in it rather than stored again.
+    pub prev_images_dir: Option<PathBuf>,
+    /// CRIU's --track-mem: leave write tracking on after this dump, so
+    /// that it can be the parent of the next one (always on for a
+    /// pre-dump).
+    pub track_mem: bool,
+}
+
+impl DumpOptions {
+    /// The options of a plain dump of `pid` into `dir`.
+    pub fn new(pid: Pid, dir: PathBuf) -> Self {
+        DumpOptions {
+            pid,
+            dir,
+            leave_running: false,
+            ghost_limit: 1 << 20,
+            freeze_cgroup: None,
+            ipc_ids: Vec::new(),
+            shell_job: false,
+            ext_unix_sk: false,
+            file_locks: false,
+            tcp_established: false,
+            criu_compatible: false,
+            timeout: None,
+            pre_dump: false,
+            prev_images_dir: None,
+            track_mem: false,
+        }
+    }
+
+    fn tracks(&self) -> bool {
+        self.pre_dump || self.track_mem
+    }
 }
 
 /// What was dumped, for the summary line.
@@ -107,8 +146,16 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     if st.state == 'Z' || st.state == 'X' {
         return Err(Error::task(pid, "dump", "the task is a zombie or dead"));
     }
+    // The parent first: a dump that cannot use it touches nothing.
+    let parent = match &opts.prev_images_dir {
+        Some(prev) => Some(open_parent(pid, st.start_time, &opts.dir, prev)?),
+        None => None,
+    };
     let dir = ImageDir::create(&opts.dir)?;
     let mut files = FileTable::default();
+    if let Some(l) = &parent {
+        files.parked = l.tracked.iter().map(|t| t.fd).collect();
+    }
     files.ghost.limit = opts.ghost_limit;
     files.tty.shell_job = opts.shell_job;
     files.unix.ext_unix_sk = opts.ext_unix_sk;
@@ -126,6 +173,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     };
     let mut tree = freeze::freeze_tree_with(pid, &mut pre, deadline)?;
     drop(pre);
+    debug!("pid {pid}: tree frozen, {} processes", tree.len());
     fault::check(pid, "dump-frozen")?;
     let treens = ns::TreeNs::check(&tree)?;
     files.vpids = treens.vpids().clone();
@@ -145,7 +193,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         freezer: freezer.as_ref(),
     };
     let mut kinds = Vec::with_capacity(KINDS.len());
-    for k in KINDS {
+    for k in KINDS.iter().filter(|_| !opts.pre_dump) {
         kinds.push((k.new)(&env).map_err(|e| e.context(k.name))?);
     }
     let mut ctx = DumpCtx {
@@ -165,20 +213,47 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         cow_pages: 0,
         cow_parents: tree
             .iter()
-            .filter(|c| c.zombie.is_none() && !opts.criu_compatible)
+            .filter(|c| {
+                c.zombie.is_none()
+                    && !opts.criu_compatible
+                    && !opts.pre_dump
+                    && opts.prev_images_dir.is_none()
+            })
             .map(|c| c.ppid)
             .collect(),
+        opts,
+        parent,
+        arm: Vec::new(),
+        tracked: Vec::new(),
     };
     for p in tree.iter_mut() {
         if p.zombie.is_some() {
-            dump_zombie(p, &mut ctx)?;
+            if !opts.pre_dump {
+                dump_zombie(p, &mut ctx)?;
+            }
+        } else if opts.pre_dump {
+            pre_dump_process(p, &mut ctx)?;
         } else {
             dump_process(p, &mut ctx)?;
         }
     }
     let pids = tree.iter().map(|p| p.pid).collect();
-    ctx.finish(pid, pids)?;
+    if opts.pre_dump {
+        ctx.finish_pre_dump()?;
+    } else {
+        ctx.finish(pid, pids)?;
+    }
     fault::check(pid, "dump-objects")?;
+    // Write tracking, last: nothing above can fail with it armed.
+    if opts.tracks() {
+        ctx.arm_tracking(&mut tree)?;
+    }
+    let old_parked: Vec<chain::Tracked> = ctx
+        .parent
+        .as_ref()
+        .map(|l| l.tracked.clone())
+        .unwrap_or_default();
+    let armed = std::mem::take(&mut ctx.tracked);
     let stats = std::mem::take(&mut ctx.stats);
     // Its connections, in repair mode until the end.
     let mut conns = std::mem::take(&mut ctx.files.inet);
@@ -189,10 +264,21 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         "pid {pid}: images written; {}",
         crate::ptrace::remote::STATS
     );
-    fault::check(pid, "dump-commit")?;
-    dir.commit()?;
+    let committed = fault::check(pid, "dump-commit").and_then(|()| dir.commit());
+    if let Err(e) = committed {
+        // The tree as it was: tracking made by this dump goes again.
+        uffd_wp::disarm(&mut tree, &armed, &old_parked);
+        return Err(e);
+    }
     debug!("pid {pid}: image directory committed");
-    if opts.leave_running {
+    if !opts.tracks() && opts.leave_running {
+        // The parent's tracking is done with: close it.
+        uffd_wp::close_parked(&mut tree, &old_parked);
+    }
+    if opts.pre_dump {
+        info!("pid {pid}: pre-dump done, the tree goes on with its writes tracked");
+        freeze::thaw_tree(tree)?;
+    } else if opts.leave_running {
         info!("pid {pid}: dump done, leaving it running");
         conns
             .resume()
@@ -239,6 +325,25 @@ struct DumpCtx<'a> {
     /// Pages written as shared with the parent (PE_COW_PARENT), which
     /// only ckpt restores: the image version says so.
     cow_pages: u64,
+    opts: &'a DumpOptions,
+    /// The parent image of an incremental dump.
+    parent: Option<chain::Layer>,
+    /// Processes whose writes are to be tracked after this dump.
+    arm: Vec<ArmJob>,
+    /// Where the tracking of each process is, once armed.
+    tracked: Vec<chain::Tracked>,
+}
+
+/// One process to start tracking in, once its images are written.
+struct ArmJob {
+    pid: Pid,
+    vpid: Pid,
+    syscall_ip: u64,
+    /// The private writable mappings.
+    ranges: Vec<(u64, u64)>,
+    /// The uffd a previous pre-dump parked in it, still there.
+    existing: Option<i32>,
+    start_time: u64,
 }
 
 impl DumpCtx<'_> {
@@ -291,7 +396,8 @@ impl DumpCtx<'_> {
         for k in &self.kinds {
             k.inventory(&mut inv);
         }
-        dir.write_image("inventory.img", &[inv])
+        dir.write_image("inventory.img", &[inv])?;
+        self.link_parent()
     }
 }
 
@@ -395,17 +501,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     let status = status::read(pid)?;
     let vmas = maps::read_smaps(pid)?;
     let mem = TaskMem::open(pid)?;
-    let mut ranges: Vec<(u64, u64)> = vmas
-        .iter()
-        .filter(|v| matches!(v.is_special(), Some(maps::SpecialVma::Vdso)))
-        .map(|v| (v.start, v.end))
-        .collect();
-    ranges.extend(
-        vmas.iter()
-            .filter(|v| v.exec && v.read && v.is_special().is_none())
-            .map(|v| (v.start, v.end)),
-    );
-    let syscall_ip = find_syscall_insn(&mem, &ranges)?;
+    let syscall_ip = syscall_ip(&vmas, &mem)?;
     debug!("pid {pid}: remote syscalls at {syscall_ip:#x}");
 
     let stopped = threads[0].kind == StopKind::GroupStop;
@@ -528,42 +624,17 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         vma_entries.push(e);
         kinds.push((kind, v.read));
     }
-    // Private memory, through page tables, into this task's pages file.
-    let private_id = ctx.pages_id();
-    let mut sinks = vec![memory::PageSink {
-        pages: dir.pages_writer(private_id)?,
-        pm: PagemapBuilder::default(),
-    }];
-    let jobs: Vec<_> = vma_entries
-        .iter()
-        .zip(&kinds)
-        .filter(|(_, (kind, _))| {
-            matches!(
-                kind,
-                VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
-            )
-        })
-        .map(|(e, &(kind, readable))| memory::VmaJob {
-            entry: e,
-            kind,
-            readable,
-            sink: 0,
-            base: 0,
-        })
-        .collect();
-    let pagemap = PagemapReader::open(pid)?;
-    let zero_pfn = memory::zero_pfn();
-    // Pages still shared with the parent are not stored again.
-    let cow = match ctx.cow_vmas.get(&p.ppid) {
-        Some(parent) => memory::find_cow_pages(pid, p.ppid, &vma_entries, parent, zero_pfn),
-        None => memory::CowMarks::new(),
-    };
-    if ctx.cow_parents.contains(&pid) {
-        let eligible = vma_entries.iter().filter(|v| cow_eligible(v));
-        ctx.cow_vmas.insert(pid, eligible.cloned().collect());
-    }
-    memory::dump_pages_cow(pid, &mem, &pagemap, zero_pfn, &jobs, &mut sinks, &cow)?;
-    drop(jobs);
+    let vpid = ctx.treens.vpid(pid, pid, "pid")?;
+    dump_private_memory(
+        pid,
+        p.ppid,
+        vpid,
+        &vma_entries,
+        &kinds,
+        &mem,
+        syscall_ip,
+        ctx,
+    )?;
     // Shared anonymous memory: each object once per dump, whoever maps it.
     for (e, &(kind, _)) in vma_entries.iter().zip(&kinds) {
         if kind != VmaKind::AnonShared || ctx.shmem_done.contains(&e.shmid) {
@@ -586,25 +657,6 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     }
     debug!("pid {pid}: pages copied");
     ctx.stats.vmas += vma_entries.len();
-    let mut sinks = sinks.into_iter();
-    let mut private = sinks.next().expect("sink 0 exists");
-    ctx.stats.pages += private.pm.total_pages();
-    let cow = memory::cow_entries(&cow);
-    let shared: u64 = cow.iter().map(|e| e.nr_pages as u64).sum();
-    ctx.cow_pages += shared;
-    if shared > 0 {
-        debug!("pid {pid}: {shared} pages shared with parent {}", p.ppid);
-    }
-    memory::merge_cow_entries(&mut private.pm.entries, cow);
-    dir.finish_pages(private.pages)?;
-    let v = |of: Pid, what: &str| ctx.treens.vpid(pid, of, what);
-    let vpid = v(pid, "pid")?;
-    dir.write_pagemap(
-        &format!("pagemap-{vpid}.img"),
-        private_id,
-        &private.pm.entries,
-    )?;
-
     let auxv = proc::auxv::read(pid)?;
     let mm = pb::MmEntry {
         mm_start_code: stat.start_code,
@@ -684,4 +736,370 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     });
     ctx.stats.tasks += 1;
     fault::check(pid, "dump-memory")
+}
+
+/// A `syscall` instruction in the task (its vDSO first) for remote calls.
+fn syscall_ip(vmas: &[maps::Vma], mem: &TaskMem) -> Result<u64> {
+    let mut ranges: Vec<(u64, u64)> = vmas
+        .iter()
+        .filter(|v| matches!(v.is_special(), Some(maps::SpecialVma::Vdso)))
+        .map(|v| (v.start, v.end))
+        .collect();
+    ranges.extend(
+        vmas.iter()
+            .filter(|v| v.exec && v.read && v.is_special().is_none())
+            .map(|v| (v.start, v.end)),
+    );
+    find_syscall_insn(mem, &ranges)
+}
+
+/// The parent image of an incremental dump (`prev` relative to `dir`
+/// unless absolute): a pre-dump of this very tree, whose root is `root`
+/// started at `start_time`.
+fn open_parent(
+    root: Pid,
+    start_time: u64,
+    dir: &std::path::Path,
+    prev: &std::path::Path,
+) -> Result<chain::Layer> {
+    let path = if prev.is_absolute() {
+        prev.to_path_buf()
+    } else {
+        dir.join(prev)
+    };
+    let what = format!("parent images {}", prev.display());
+    let layer =
+        chain::Layer::open(&path).map_err(|e| Error::task(root, what.clone(), e.to_string()))?;
+    let root_rec = layer
+        .root_vpid()
+        .and_then(|v| layer.tracked.iter().find(|t| t.vpid == v).copied());
+    match root_rec {
+        Some(t) if t.pid == root && t.start_time == start_time => Ok(layer),
+        Some(t) => Err(Error::task(
+            root,
+            what,
+            format!(
+                "they are of another tree (its root was pid {} started at tick {}; this root started at tick {start_time})",
+                t.pid, t.start_time
+            ),
+        )),
+        None => Err(Error::task(
+            root,
+            what,
+            format!(
+                "{} records no write tracking of the tree's root",
+                chain::TRACK_FILE
+            ),
+        )),
+    }
+}
+
+/// Private memory, through page tables, into the task's pages file and
+/// pagemap; pages still shared with the parent process, and (in an
+/// incremental dump) pages not written since the parent image, are not
+/// stored again.
+#[allow(clippy::too_many_arguments)]
+fn dump_private_memory(
+    pid: Pid,
+    ppid: Pid,
+    vpid: Pid,
+    vma_entries: &[pb::VmaEntry],
+    kinds: &[(VmaKind, bool)],
+    mem: &TaskMem,
+    syscall_ip: u64,
+    ctx: &mut DumpCtx<'_>,
+) -> Result<()> {
+    let dir = ctx.dir;
+    let private_id = ctx.pages_id();
+    let mut sinks = vec![memory::PageSink {
+        pages: dir.pages_writer(private_id)?,
+        pm: PagemapBuilder::default(),
+    }];
+    let jobs: Vec<_> = vma_entries
+        .iter()
+        .zip(kinds)
+        .filter(|(_, (kind, _))| {
+            matches!(
+                kind,
+                VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
+            )
+        })
+        .map(|(e, &(kind, readable))| memory::VmaJob {
+            entry: e,
+            kind,
+            readable,
+            sink: 0,
+            base: 0,
+        })
+        .collect();
+    let pagemap = PagemapReader::open(pid)?;
+    let zero_pfn = memory::zero_pfn();
+    // Pages still shared with the parent are not stored again.
+    let cow = match ctx.cow_vmas.get(&ppid) {
+        Some(parent) => memory::find_cow_pages(pid, ppid, vma_entries, parent, zero_pfn),
+        None => memory::CowMarks::new(),
+    };
+    if ctx.cow_parents.contains(&pid) {
+        let eligible = vma_entries.iter().filter(|v| cow_eligible(v));
+        ctx.cow_vmas.insert(pid, eligible.cloned().collect());
+    }
+    let start_time = stat::read(pid)?.start_time;
+    let (parent, existing) = parent_marks(pid, vpid, start_time, vma_entries, &pagemap, ctx)?;
+    let in_parent = memory::dump_pages_cow(
+        pid, mem, &pagemap, zero_pfn, &jobs, &mut sinks, &cow, &parent,
+    )?;
+    drop(jobs);
+    let mut private = sinks.pop().expect("sink 0 exists");
+    ctx.stats.pages += private.pm.total_pages();
+    let cow = memory::cow_entries(&cow);
+    let shared: u64 = cow.iter().map(|e| e.nr_pages as u64).sum();
+    ctx.cow_pages += shared;
+    if shared > 0 {
+        debug!("pid {pid}: {shared} pages shared with parent {ppid}");
+    }
+    let kept: u64 = in_parent.iter().map(|e| e.nr_pages as u64).sum();
+    if ctx.parent.is_some() {
+        debug!(
+            "pid {pid}: {} pages written since the parent image stored, {kept} pages left in it",
+            private.pm.total_pages()
+        );
+    }
+    memory::merge_cow_entries(&mut private.pm.entries, cow);
+    memory::merge_cow_entries(&mut private.pm.entries, in_parent);
+    dir.finish_pages(private.pages)?;
+    dir.write_pagemap(
+        &format!("pagemap-{vpid}.img"),
+        private_id,
+        &private.pm.entries,
+    )?;
+    if ctx.opts.tracks() {
+        ctx.arm.push(ArmJob {
+            pid,
+            vpid,
+            syscall_ip,
+            ranges: vma_entries
+                .iter()
+                .filter(|v| uffd_wp::trackable(v))
+                .map(|v| (v.start, v.end))
+                .collect(),
+            existing,
+            start_time,
+        });
+    }
+    Ok(())
+}
+
+/// The pages of `pid` an incremental dump may leave in the parent image
+/// (see [`memory::ParentMarks`]), and the uffd the parent parked in it if
+/// it is still there. Nothing for a process the parent does not track
+/// (forked since, or its pid reused): it is dumped whole.
+fn parent_marks(
+    pid: Pid,
+    vpid: Pid,
+    start_time: u64,
+    vmas: &[pb::VmaEntry],
+    pagemap: &PagemapReader,
+    ctx: &mut DumpCtx<'_>,
+) -> Result<(memory::ParentMarks, Option<i32>)> {
+    let mut marks = memory::ParentMarks::new();
+    let Some(parent) = ctx.parent.as_mut() else {
+        return Ok((marks, None));
+    };
+    let rec = parent
+        .tracked
+        .iter()
+        .find(|t| t.pid == pid && t.vpid == vpid && t.start_time == start_time)
+        .copied();
+    let Some(rec) = rec else {
+        debug!("pid {pid}: not tracked by the parent image: dumped whole");
+        return Ok((marks, None));
+    };
+    if !uffd_wp::is_uffd(pid, rec.fd) {
+        warn!(
+            "pid {pid}: fd {} is no longer the write-tracking userfaultfd (closed by the task, or an exec?): dumped whole",
+            rec.fd
+        );
+        return Ok((marks, None));
+    }
+    let perr = |e: crate::images::ImageError| Error::task(pid, "parent images", e.to_string());
+    let pvmas = parent.vmas(vpid).map_err(perr)?;
+    let held = match parent.pagemap(vpid).map_err(perr)? {
+        Some((set, _)) => chain::held_ranges(&set.entries),
+        None => return Ok((marks, Some(rec.fd))),
+    };
+    use crate::images::vma::{VMA_ANON_PRIVATE, VMA_FILE_PRIVATE};
+    let backing = |v: &pb::VmaEntry| v.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE);
+    for v in vmas.iter().filter(|v| uffd_wp::trackable(v)) {
+        let same = pvmas.iter().any(|p| {
+            p.start == v.start
+                && p.end == v.end
+                && p.pgoff == v.pgoff
+                && p.flags == v.flags
+                && backing(p) == backing(v)
+        });
+        if !same {
+            continue;
+        }
+        let Some(written) = uffd_wp::written(pid, pagemap, v.start, v.end)? else {
+            continue;
+        };
+        let page = crate::images::pagemap::PAGE;
+        let n = ((v.end - v.start) / page) as usize;
+        let mut m = vec![false; n];
+        let mut set = |s: u64, e: u64, to: bool| {
+            let (s, e) = (s.max(v.start), e.min(v.end));
+            if s < e {
+                let a = ((s - v.start) / page) as usize;
+                let b = ((e - v.start) / page) as usize;
+                m[a..b].iter_mut().for_each(|x| *x = to);
+            }
+        };
+        for &(s, e) in &held {
+            set(s, e, true);
+        }
+        for &(s, e) in &written {
+            set(s, e, false);
+        }
+        if m.iter().any(|&x| x) {
+            marks.insert(v.start, m);
+        }
+    }
+    Ok((marks, Some(rec.fd)))
+}
+
+/// A pre-dump of one process: its mappings and private memory, and its
+/// place in the tree; nothing else (the tree goes on running, and the
+/// dump that follows writes the rest).
+fn pre_dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
+    let pid = p.threads[0].tid;
+    let stat = stat::read(pid)?;
+    let status = status::read(pid)?;
+    let vmas = maps::read_smaps(pid)?;
+    let mem = TaskMem::open(pid)?;
+    let syscall_ip = syscall_ip(&vmas, &mem)?;
+    let (vma_entries, kinds): (Vec<_>, Vec<_>) = vmas
+        .iter()
+        .map(|v| {
+            let (e, kind) = classify(v);
+            (e, (kind, v.read))
+        })
+        .unzip();
+    let vpid = ctx.treens.vpid(pid, pid, "pid")?;
+    dump_private_memory(
+        pid,
+        p.ppid,
+        vpid,
+        &vma_entries,
+        &kinds,
+        &mem,
+        syscall_ip,
+        ctx,
+    )?;
+    ctx.stats.vmas += vma_entries.len();
+    ctx.dir.write_image(
+        &format!("mm-{vpid}.img"),
+        &[pb::MmEntry {
+            vmas: vma_entries,
+            ..Default::default()
+        }],
+    )?;
+    let v = |of: Pid, what: &str| ctx.treens.vpid(pid, of, what);
+    let tids: Vec<u32> = p
+        .threads
+        .iter()
+        .map(|t| v(t.tid, "thread").map(|t| t as u32))
+        .collect::<Result<_>>()?;
+    ctx.pstree.push(pb::PstreeEntry {
+        pid: vpid as u32,
+        ppid: v(p.ppid, "parent")? as u32,
+        pgid: inner_id(&status.ns_pgid).map_or_else(|| v(stat.pgrp, "process group"), Ok)? as u32,
+        sid: inner_id(&status.ns_sid).map_or_else(|| v(stat.session, "session"), Ok)? as u32,
+        threads: tids,
+    });
+    ctx.stats.tasks += 1;
+    fault::check(pid, "dump-memory")
+}
+
+impl DumpCtx<'_> {
+    /// The tree-wide images of a pre-dump.
+    fn finish_pre_dump(&mut self) -> Result<()> {
+        self.dir.write_image("pstree.img", &self.pstree)?;
+        let inv = pb::InventoryEntry {
+            img_version: crate::images::magic::IMAGES_V1_1,
+            fdinfo_per_id: Some(true),
+            ns_per_id: Some(true),
+            lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+            pre_dump_mode: Some(chain::PRE_DUMP_READ),
+            ..Default::default()
+        };
+        self.dir.write_image("inventory.img", &[inv])?;
+        self.link_parent()
+    }
+
+    /// CRIU's `parent` link, as given, for a dump with a parent image.
+    fn link_parent(&self) -> Result<()> {
+        let Some(prev) = &self.opts.prev_images_dir else {
+            return Ok(());
+        };
+        let link = self.dir.path(chain::PARENT_LINK);
+        std::os::unix::fs::symlink(prev, &link)
+            .map_err(|e| Error::io(&link, "linking to the parent images", e))
+    }
+
+    /// Start tracking writes in every process dumped (`arm`), write
+    /// protecting what was just copied; the record goes into the images.
+    /// On failure, the tracking made here is undone.
+    fn arm_tracking(&mut self, tree: &mut [freeze::FrozenProc]) -> Result<()> {
+        let jobs = std::mem::take(&mut self.arm);
+        for job in &jobs {
+            let r = arm_one(job, tree);
+            match r {
+                Ok(fd) => self.tracked.push(chain::Tracked {
+                    pid: job.pid,
+                    vpid: job.vpid,
+                    fd,
+                    start_time: job.start_time,
+                }),
+                Err(e) => {
+                    let old: Vec<_> = self
+                        .parent
+                        .as_ref()
+                        .map(|l| l.tracked.clone())
+                        .unwrap_or_default();
+                    uffd_wp::disarm(tree, &self.tracked, &old);
+                    return Err(e);
+                }
+            }
+        }
+        let text = chain::track_text(&self.tracked);
+        self.dir.write_file(chain::TRACK_FILE, text.as_bytes())
+    }
+}
+
+fn arm_one(job: &ArmJob, tree: &mut [freeze::FrozenProc]) -> Result<i32> {
+    let pid = job.pid;
+    let p = tree
+        .iter_mut()
+        .find(|p| p.pid == pid)
+        .ok_or_else(|| Error::task(pid, "write tracking", "not in the frozen tree"))?;
+    let leader = p
+        .threads
+        .first_mut()
+        .ok_or_else(|| Error::task(pid, "write tracking", "no thread"))?;
+    let mem = TaskMem::open(pid)?;
+    let mut s = ScratchSession::open(leader, job.syscall_ip, &mem)?;
+    let (fd, made) = uffd_wp::arm(pid, &mut s, job.existing, &job.ranges)?;
+    let closed = s.close();
+    let protected = closed.and_then(|()| {
+        let pagemap = PagemapReader::open(pid)?;
+        uffd_wp::write_protect(pid, &pagemap, &job.ranges)
+    });
+    if let Err(e) = protected {
+        // Made now, or reused and maybe protected again: either way it
+        // no longer tells what was written since the parent.
+        debug!("pid {pid}: write tracking failed (fd {fd}, new: {made})");
+        uffd_wp::close_in(p, fd);
+        return Err(e);
+    }
+    Ok(fd)
 }

@@ -4,6 +4,7 @@
 //! Every error of this layer is an [`ImageError`] that names the file and
 //! says what is wrong with it (and at which byte offset, where that helps).
 
+pub mod chain;
 pub mod fown;
 pub mod framing;
 pub mod inet;

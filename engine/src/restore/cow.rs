@@ -623,6 +623,7 @@ mod tests {
             ids: Default::default(),
             fd_table_owner: None,
             threads: vec![],
+            parent_runs: vec![],
         }
     }
 
@@ -649,6 +650,7 @@ mod tests {
             ipc: Default::default(),
             ns: Default::default(),
             file_locks: vec![],
+            parent_files: vec![],
         }
     }
 

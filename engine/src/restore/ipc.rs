@@ -967,6 +967,7 @@ mod tests {
             },
             fd_table_owner: None,
             threads: vec![],
+            parent_runs: vec![],
         }
     }
 

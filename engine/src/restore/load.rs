@@ -40,6 +40,9 @@ pub struct TaskImages {
     pub fd_table_owner: Option<i32>,
     /// The other threads: (tid, core with thread_info and thread_core).
     pub threads: Vec<(i32, pb::CoreEntry)>,
+    /// Where the pages its pagemap has in the parent image are (files in
+    /// [`Images::parent_files`]).
+    pub parent_runs: Vec<crate::images::chain::ParentRun>,
 }
 
 impl TaskImages {
@@ -96,6 +99,9 @@ pub struct Images {
     pub ns: super::ns::NsImages,
     /// filelocks.img.
     pub file_locks: Vec<pb::FileLockEntry>,
+    /// The pages files of parent images that hold pages of the tasks
+    /// (incremental dumps).
+    pub parent_files: Vec<PathBuf>,
 }
 
 /// A task that had exited but was not yet reaped by its parent.
@@ -324,14 +330,17 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
             }
         }
         // The loader checked where the pages lie; a restore also needs
-        // each entry's pages here or in the parent (not in a parent image
-        // of an incremental dump, nor lazy).
+        // each entry's pages here, in the parent process, or in a parent
+        // image (resolved below), not lazy.
         for e in &pages.entries {
-            if !crate::images::pagemap::entry_present(e) && !crate::images::pagemap::entry_cow(e) {
+            if !crate::images::pagemap::entry_present(e)
+                && !crate::images::pagemap::entry_cow(e)
+                && !crate::images::chain::in_parent(e)
+            {
                 return Err(bad(
                     &dir.join(&pm_name),
                     format!(
-                        "pages at {:#x} ({} pages) are neither stored here nor shared with the parent (flags {:?}): incremental and lazy images cannot be restored yet",
+                        "pages at {:#x} ({} pages) are neither stored here, nor shared with the parent, nor in a parent image (flags {:?}): lazy images cannot be restored yet",
                         e.vaddr, e.nr_pages, e.flags
                     ),
                 ));
@@ -348,6 +357,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
             ids,
             fd_table_owner: None,
             threads,
+            parent_runs: Vec::new(),
         });
     }
     // The tree: one root (ppid 0) first, every other task's parent a live
@@ -371,6 +381,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
     }
     fd_tables(dir, &mut tasks)?;
     check_cow_entries(dir, &tasks)?;
+    let parent_files = resolve_parents(dir, &mut tasks)?;
     let data = |m: &BTreeMap<u32, crate::images::set::PipeData>| {
         m.iter()
             .map(|(id, d)| (*id, (d.size.unwrap_or(0), d.bytes.clone())))
@@ -411,7 +422,37 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         ipc,
         ns,
         file_locks: set.file_locks.clone(),
+        parent_files,
     })
+}
+
+/// Incremental images: find every page a task's pagemap leaves in the
+/// parent image, through the chain of `parent` links, each parent checked
+/// against its manifest, before anything is created.
+fn resolve_parents(dir: &Path, tasks: &mut [TaskImages]) -> Result<Vec<PathBuf>> {
+    use crate::images::chain::{in_parent, Chain};
+    if !tasks.iter().any(|t| t.pages.entries.iter().any(in_parent)) {
+        return Ok(Vec::new());
+    }
+    let mut chain = Chain::open(dir)?;
+    let root = tasks.first().map(|t| t.pid);
+    if let Some(l) = chain.layers.first() {
+        if l.root_vpid() != root {
+            return Err(bad(
+                &dir.join(crate::images::chain::PARENT_LINK),
+                format!(
+                    "the parent image {} is of another tree (root pid {:?}, here {:?})",
+                    l.dir.display(),
+                    l.root_vpid(),
+                    root
+                ),
+            ));
+        }
+    }
+    for t in tasks.iter_mut() {
+        t.parent_runs = chain.resolve(t.pid, &t.pages.entries)?;
+    }
+    Ok(chain.files)
 }
 
 /// A live thread's core image has its registers (the FPU state raw, as

@@ -469,6 +469,10 @@ pub fn map_and_fill(
         (!cow.holds_addr(a) && !vdso.iter().any(|&(s, e)| s <= a && a < e)).then_some(a)
     })?;
     super::cow::write_unshared(imgs, t, cow, mem)?;
+    // Pages in a parent image (incremental dumps), also into memory held
+    // from the parent process: the task's own entries say what its pages
+    // are there.
+    write_parent_pages(imgs, t, &vdso)?;
     // Final protections and advice, in one batch.
     let mut calls: Vec<(&pb::VmaEntry, &'static str, crate::ptrace::remote::Call)> = Vec::new();
     for (i, v) in t.mm.vmas.iter().enumerate() {
@@ -648,6 +652,50 @@ fn map_shared_anon(
         }
     }
     Ok(())
+}
+
+/// The pages of `t` its pagemap leaves in parent images, from their pages
+/// files (resolved and checked by the loader).
+fn write_parent_pages(imgs: &Images, t: &TaskImages, vdso: &[(u64, u64)]) -> Result<()> {
+    if t.parent_runs.is_empty() {
+        return Ok(());
+    }
+    let mut maps = Vec::with_capacity(imgs.parent_files.len());
+    for path in &imgs.parent_files {
+        let f =
+            std::fs::File::open(path).map_err(|e| Error::io(path, "opening parent pages", e))?;
+        maps.push(Mmap::map(&f).map_err(|e| Error::io(path, "mapping parent pages", e))?);
+    }
+    let mut ranges: Vec<(&[u8], u64)> = Vec::with_capacity(t.parent_runs.len());
+    for r in &t.parent_runs {
+        if vdso.iter().any(|&(s, e)| s <= r.vaddr && r.vaddr < e) {
+            continue;
+        }
+        let data = maps[r.file].as_slice();
+        let (a, b) = (r.offset as usize, (r.offset + r.len) as usize);
+        let Some(bytes) = data.get(a..b) else {
+            return Err(Error::io(
+                &imgs.parent_files[r.file],
+                format!("pages of pid {} at {:#x}", t.pid, r.vaddr),
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "beyond the end of the file",
+                ),
+            ));
+        };
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let n = (bytes.len() - at).min(WRITE_PIECE);
+            ranges.push((&bytes[at..at + n], r.vaddr + at as u64));
+            at += n;
+        }
+    }
+    debug!(
+        "pid {}: {} pages from parent images",
+        t.pid,
+        t.parent_runs.iter().map(|r| r.len / PAGE).sum::<u64>()
+    );
+    write_ranges(t.pid, &ranges)
 }
 
 fn open_pages(imgs: &Images, set: &PageSet) -> Result<Mmap> {

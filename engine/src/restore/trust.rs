@@ -42,7 +42,9 @@ fn image_owner(dir: &Path) -> Result<Option<(u32, BTreeSet<u32>)>> {
     let mut check = |p: &Path| -> Result<()> {
         let md = std::fs::symlink_metadata(p)
             .map_err(|e| Error::io(p, "reading its owner and mode", e))?;
-        if md.mode() & 0o022 != 0 {
+        // A symbolic link (`parent`, to the parent images) has no mode
+        // of its own; what it points to is checked as images itself.
+        if md.mode() & 0o022 != 0 && !md.file_type().is_symlink() {
             return Err(bad(
                 p,
                 format!(
@@ -263,7 +265,32 @@ pub fn check(imgs: &Images, trust: bool) -> Result<()> {
     if trust {
         return Ok(());
     }
-    let Some((uid, file_gids)) = image_owner(&imgs.dir)? else {
+    // The parent images of an incremental dump are images too.
+    let mut dirs = vec![imgs.dir.clone()];
+    for f in &imgs.parent_files {
+        if let Some(d) = f.parent().filter(|d| !dirs.iter().any(|x| x == d)) {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    let mut owner: Option<(u32, BTreeSet<u32>)> = None;
+    for d in &dirs {
+        match (image_owner(d)?, &mut owner) {
+            (None, _) => {}
+            (Some(o), None) => owner = Some(o),
+            (Some((u, g)), Some((uid, gids))) => {
+                if u != *uid {
+                    return Err(Error::Image(crate::images::ImageError::invalid(
+                        d,
+                        format!(
+                            "these parent images belong to uid {u}, the images to uid {uid}: pass --trust-images if they are trusted"
+                        ),
+                    )));
+                }
+                gids.extend(g);
+            }
+        }
+    }
+    let Some((uid, file_gids)) = owner else {
         return Ok(());
     };
     let dir_gid = std::fs::metadata(&imgs.dir)

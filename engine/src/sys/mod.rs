@@ -11,6 +11,7 @@ pub mod netdev;
 pub mod netlink_sock;
 pub mod nftables;
 pub mod packet_sock;
+pub mod pagemap_scan;
 pub mod pidfd;
 pub mod ptrace;
 pub mod raw_sock;

@@ -46,6 +46,10 @@ type SeenFd = (Pid, i32, u32, i32);
 #[derive(Default)]
 pub struct FileTable {
     pub entries: Vec<pb::FileEntry>,
+    /// fd numbers a parent image parked its write-tracking userfaultfd
+    /// at (dump/uffd_wp.rs): a userfaultfd there is the engine's, not
+    /// the task's, and is not dumped.
+    pub parked: std::collections::BTreeSet<i32>,
     /// Buffered data of every pipe, by pipe id: (pipe size, bytes).
     pub pipe_data: std::collections::BTreeMap<u64, (u32, Vec<u8>)>,
     /// Buffered data of every FIFO, by inode (fifo-data.img).
@@ -372,6 +376,10 @@ pub fn dump_fds(pid: Pid, table: &mut FileTable) -> Result<Vec<pb::FdinfoEntry>>
     let fds = fdinfo::list_fds(pid)?;
     let mut out: Vec<pb::FdinfoEntry> = Vec::new();
     for fd in fds {
+        if table.parked.contains(&fd) && crate::dump::uffd_wp::is_uffd(pid, fd) {
+            debug!("pid {pid}: fd {fd} is the write-tracking userfaultfd: not dumped");
+            continue;
+        }
         let info = fdinfo::read_fdinfo(pid, fd)?;
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let fd_flags = if cloexec { FD_CLOEXEC_FLAG } else { 0 };

@@ -382,27 +382,28 @@ impl Loader<'_> {
     }
 
     pub(crate) fn pagemap(&self, name: &str) -> Part<PageSet> {
-        let read = || -> images::Result<PageSet> {
-            let mut r = images::ImageReader::open(self.dir.join(name), Magic::Pagemap)?;
-            let head: pb::PagemapHead = r
-                .read_entry()?
-                .ok_or_else(|| ImageError::invalid(self.dir.join(name), "no pagemap_head entry"))?;
-            let entries = r
-                .entries()
-                .map(|e| {
-                    e.and_then(|e| {
-                        images::pagemap::one_count(e)
-                            .map_err(|why| ImageError::invalid(self.dir.join(name), why))
-                    })
-                })
-                .collect::<images::Result<Vec<pb::PagemapEntry>>>()?;
-            Ok(PageSet {
-                pages_id: head.pages_id,
-                entries,
-            })
-        };
-        read().map_err(|e| self.absent(name, e))
+        read_pagemap(&self.dir.join(name)).map_err(|e| self.absent(name, e))
     }
+}
+
+/// Read one pagemap image: its head and entries (each with one page count).
+pub fn read_pagemap(path: &Path) -> images::Result<PageSet> {
+    let mut r = images::ImageReader::open(path, Magic::Pagemap)?;
+    let head: pb::PagemapHead = r
+        .read_entry()?
+        .ok_or_else(|| ImageError::invalid(path, "no pagemap_head entry"))?;
+    let entries = r
+        .entries()
+        .map(|e| {
+            e.and_then(|e| {
+                images::pagemap::one_count(e).map_err(|why| ImageError::invalid(path, why))
+            })
+        })
+        .collect::<images::Result<Vec<pb::PagemapEntry>>>()?;
+    Ok(PageSet {
+        pages_id: head.pages_id,
+        entries,
+    })
 }
 
 /// The kernel's PID_MAX_LIMIT on 64-bit: no pid is larger.
@@ -527,10 +528,14 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
             }
             m
         });
+    // A pre-dump (images/chain.rs) holds memory and the tree only: the
+    // images of the rest are not missing there.
+    let pre_dump = inventory.as_ref().is_ok_and(|i| i.pre_dump_mode.is_some());
+    let expected = |e: &Absent| !(pre_dump && matches!(e, Absent::Missing(_)));
     for part in [
         inventory.as_ref().err(),
         pstree.as_ref().err(),
-        files_img.as_ref().err(),
+        files_img.as_ref().err().filter(|e| expected(e)),
     ]
     .into_iter()
     .flatten()
@@ -599,6 +604,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
             .map(|i| format!("fdinfo-{}.img", i.files_id));
         let fdinfo = match &fdinfo_name {
             Some(n) => ld.all(n, Magic::Fdinfo),
+            None if pre_dump => Err(Absent::Missing(format!("fdinfo of pid {pid}"))),
             None => Err(Absent::Bad(format!(
                 "pid {pid}: the files id is unknown ({ids_name} cannot be read), so are its fds"
             ))),
@@ -616,16 +622,18 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         };
         for t in &task.threads {
             if let Err(e) = &t.core {
-                problems.push(e.to_string());
+                if expected(e) {
+                    problems.push(e.to_string());
+                }
             }
         }
         let zombie = task.is_zombie();
         for e in [
-            task.ids.as_ref().err(),
+            task.ids.as_ref().err().filter(|e| expected(e)),
             task.mm.as_ref().err(),
             task.pagemap.as_ref().err(),
-            task.fs.as_ref().err(),
-            task.fdinfo.as_ref().err(),
+            task.fs.as_ref().err().filter(|e| expected(e)),
+            task.fdinfo.as_ref().err().filter(|e| expected(e)),
         ]
         .into_iter()
         .flatten()
