@@ -33,23 +33,26 @@ pub fn validate(path: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
     }
 }
 
-/// In the engine's thread (single-threaded by now: unshare of a mount
-/// namespace needs a file system context of its own): the new
-/// namespace, all private.
-pub fn enter(root: Pid) -> Result<()> {
+/// A new mount namespace for the calling thread, every mount in it made
+/// `propagation` (MS_REC): MS_PRIVATE for the tree's own namespace, which
+/// must not see the host's later mounts; MS_SLAVE for the driver's private
+/// /proc, which only needs to keep its own mount from reaching the host.
+/// The engine calls it single-threaded (unshare of a mount namespace needs
+/// a file system context of its own); `who` names the caller in errors.
+pub fn unshare_mounts(root: Pid, propagation: MsFlags, who: &str) -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| Error::sys(root, "unshare of a new mount namespace", e))?;
+        .map_err(|e| Error::sys(root, format!("{who}: unshare of a new mount namespace"), e))?;
     mount(
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        MsFlags::MS_REC | propagation,
         None::<&str>,
     )
     .map_err(|e| {
         Error::sys(
             root,
-            "making the mounts of its new mount namespace private",
+            format!("{who}: setting the propagation of its new mount namespace"),
             e,
         )
     })

@@ -36,6 +36,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::errno::Errno;
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
 use super::load::{Images, TaskImages};
@@ -254,7 +255,7 @@ fn enter(imgs: &Images) -> Result<()> {
         super::netns::enter(root, devs)?;
     }
     if ns.mnt.is_some() {
-        super::mntns::enter(root)?;
+        super::mntns::unshare_mounts(root, MsFlags::MS_PRIVATE, "the tree's mount namespace")?;
         if !ns.pid {
             // No driver in a pid namespace to do it (fork_driver).
             super::mntns::mount_proc().map_err(|e| Error::sys(root, "mount of its /proc", e))?;
@@ -425,35 +426,15 @@ pub fn fork_driver(imgs: &Images, root_host: Pid, helpers: &[Pid]) -> Result<Dri
         super::mntns::mount_proc()
             .map_err(|e| Error::sys(root, "the driver: mount of the tree's /proc", e))
     } else {
-        own_proc().map_err(|(what, e)| Error::sys(root, format!("the driver: {what}"), e))
+        super::mntns::unshare_mounts(root, MsFlags::MS_SLAVE, "the driver").and_then(|()| {
+            super::mntns::mount_proc()
+                .map_err(|e| Error::sys(root, "the driver: mount of its own /proc", e))
+        })
     };
     if let Err(e) = r {
         report_and_exit(wr, Err(e));
     }
     Ok(Driver::Inside { report: wr })
-}
-
-/// A mount namespace of the driver's own with a /proc of its pid
-/// namespace.
-fn own_proc() -> std::result::Result<(), (&'static str, Errno)> {
-    use nix::mount::{mount, MsFlags};
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| ("unshare(CLONE_NEWNS)", e))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|e| ("making its mounts slaves", e))?;
-    mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| ("mount of /proc", e))
 }
 
 /// The driver's end: its verdict through the pipe, then exit.
