@@ -2,14 +2,13 @@
 //! but kept in TIME-WAIT, and dropping them (SOCK_DESTROY), so that a
 //! restored listening socket can have its port again.
 
-use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
 use nix::errno::Errno;
+use std::net::IpAddr;
+
+use super::netlink::{self, NLMSG_HDRLEN};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const SOCK_DESTROY: u16 = 21;
-const NLMSG_HDRLEN: usize = 16;
 const TCP_TIME_WAIT: u32 = 6;
 /// inet_diag_sockid: sport, dport, src[4], dst[4], if, cookie[2].
 const SOCKID_LEN: usize = 48;
@@ -32,25 +31,6 @@ fn request(ty: u16, flags: u16, family: u8, id: &[u8; SOCKID_LEN]) -> Vec<u8> {
     b
 }
 
-fn send(fd: &OwnedFd, b: &[u8]) -> nix::Result<()> {
-    // SAFETY: send reads `b.len()` bytes of `b`; no address: the kernel.
-    let n = Errno::result(unsafe { libc::send(fd.as_raw_fd(), b.as_ptr().cast(), b.len(), 0) })?;
-    if n as usize != b.len() {
-        return Err(Errno::EIO);
-    }
-    Ok(())
-}
-
-fn recv(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
-    // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
-    Errno::result(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) })
-        .map(|n| n as usize)
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The sockids of TIME-WAIT connections whose local end is `ip` (any
 /// address if unspecified) and `port`, from a dump's replies.
 fn matching(
@@ -59,76 +39,53 @@ fn matching(
     port: u16,
     out: &mut Vec<[u8; SOCKID_LEN]>,
 ) -> nix::Result<bool> {
-    let mut m = msgs;
-    while m.len() >= NLMSG_HDRLEN {
-        let len = u32_at(m, 0).ok_or(Errno::EIO)? as usize;
-        let ty = u16::from_ne_bytes([m[4], m[5]]);
-        if len < NLMSG_HDRLEN || len > m.len() {
-            return Err(Errno::EIO);
+    netlink::walk(msgs, |body| {
+        if body.len() < 4 + SOCKID_LEN {
+            return;
         }
-        match ty as i32 {
-            libc::NLMSG_DONE => return Ok(true),
-            libc::NLMSG_ERROR => {
-                let code = u32_at(m, NLMSG_HDRLEN).ok_or(Errno::EIO)? as i32;
-                return Err(Errno::from_raw(-code));
-            }
-            _ => {}
+        let id: [u8; SOCKID_LEN] = body[4..4 + SOCKID_LEN].try_into().expect("length");
+        let sport = u16::from_be_bytes([id[0], id[1]]);
+        let src_ok = match ip {
+            IpAddr::V4(a) if !a.is_unspecified() => id[4..8] == a.octets(),
+            IpAddr::V6(a) if !a.is_unspecified() => id[4..20] == a.octets(),
+            _ => true,
+        };
+        if sport == port && src_ok {
+            out.push(id);
         }
-        let body = &m[NLMSG_HDRLEN..len];
-        if body.len() >= 4 + SOCKID_LEN {
-            let id: [u8; SOCKID_LEN] = body[4..4 + SOCKID_LEN].try_into().expect("length");
-            let sport = u16::from_be_bytes([id[0], id[1]]);
-            let src_ok = match ip {
-                IpAddr::V4(a) if !a.is_unspecified() => id[4..8] == a.octets(),
-                IpAddr::V6(a) if !a.is_unspecified() => id[4..20] == a.octets(),
-                _ => true,
-            };
-            if sport == port && src_ok {
-                out.push(id);
-            }
-        }
-        m = &m[((len + 3) & !3).min(m.len())..];
-    }
-    Ok(false)
+    })
 }
 
 /// Drops the TIME-WAIT connections of local address `ip`:`port`; returns
 /// how many there were.
 pub fn destroy_time_wait(ip: IpAddr, port: u16) -> nix::Result<usize> {
-    // SAFETY: socket takes integers; the fd is fresh and ours.
-    let nl = unsafe {
-        OwnedFd::from_raw_fd(Errno::result(libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        ))?)
-    };
+    let nl = netlink::socket(libc::NETLINK_SOCK_DIAG)?;
     let family = if ip.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     } as u8;
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    send(
+    netlink::send(
         &nl,
         &request(SOCK_DIAG_BY_FAMILY, flags, family, &[0; SOCKID_LEN]),
     )?;
     let mut ids = Vec::new();
     let mut buf = vec![0u8; 32 << 10];
     loop {
-        let n = recv(&nl, &mut buf)?;
+        let n = netlink::recv(&nl, &mut buf)?;
         if n == 0 || matching(&buf[..n], &ip, port, &mut ids)? {
             break;
         }
     }
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
     for id in &ids {
-        send(&nl, &request(SOCK_DESTROY, flags, family, id))?;
-        let n = recv(&nl, &mut buf)?;
-        // The ack: an NLMSG_ERROR of code 0, or the error; a connection
+        netlink::send(&nl, &request(SOCK_DESTROY, flags, family, id))?;
+        let n = netlink::recv(&nl, &mut buf)?;
+        // The ack (an NLMSG_ERROR of code 0) or the error; a connection
         // gone meanwhile (ENOENT) is as good.
-        match matching(&buf[..n], &ip, port, &mut Vec::new()) {
-            Err(Errno::UnknownErrno) | Ok(_) | Err(Errno::ENOENT) => {}
+        match netlink::walk(&buf[..n], |_| {}) {
+            Ok(_) | Err(Errno::ENOENT) => {}
             Err(e) => return Err(e),
         }
     }

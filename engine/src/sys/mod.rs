@@ -8,6 +8,7 @@ pub mod inet_diag;
 pub mod inet_sock;
 pub mod ipc;
 pub mod netdev;
+pub mod netlink;
 pub mod netlink_sock;
 pub mod nftables;
 pub mod packet_sock;

@@ -3,11 +3,11 @@
 //! tree's own whose ruleset is not empty (it would come back without it),
 //! and asks the kernel itself rather than nft(8), which may be missing.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
 
-const NLMSG_HDRLEN: usize = 16;
+use super::netlink::{self, NLMSG_HDRLEN};
 /// NETLINK_NETFILTER's subsystem of nftables, and its requests.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
@@ -53,10 +53,6 @@ fn request(msg: u16, seq: u32) -> Vec<u8> {
     b
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The string attribute `want` of an nfnetlink message body (after its
 /// nfgenmsg).
 fn attr(mut a: &[u8], want: u16) -> Option<String> {
@@ -78,62 +74,32 @@ fn attr(mut a: &[u8], want: u16) -> Option<String> {
 
 /// The objects of a dump's replies in `msgs`; true once it is done.
 fn parse(msgs: &[u8], rules: bool, out: &mut Vec<Found>) -> nix::Result<bool> {
-    let mut m = msgs;
-    while m.len() >= NLMSG_HDRLEN {
-        let len = u32_at(m, 0).ok_or(Errno::EIO)? as usize;
-        let ty = u16::from_ne_bytes([m[4], m[5]]);
-        if len < NLMSG_HDRLEN || len > m.len() {
-            return Err(Errno::EIO);
+    netlink::walk(msgs, |body| {
+        if body.len() < 4 {
+            return;
         }
-        match ty as i32 {
-            libc::NLMSG_DONE => return Ok(true),
-            libc::NLMSG_ERROR => {
-                let code = u32_at(m, NLMSG_HDRLEN).ok_or(Errno::EIO)? as i32;
-                if code == 0 {
-                    return Ok(true);
-                }
-                return Err(Errno::from_raw(-code));
-            }
-            _ => {}
+        let (family, attrs) = (body[0], &body[4..]);
+        let name = if rules {
+            NFTA_RULE_TABLE
+        } else {
+            NFTA_TABLE_NAME
+        };
+        if let Some(table) = attr(attrs, name) {
+            out.push(Found {
+                family: family_name(family),
+                table,
+                chain: rules.then(|| attr(attrs, NFTA_RULE_CHAIN)).flatten(),
+            });
         }
-        let body = &m[NLMSG_HDRLEN..len];
-        if body.len() >= 4 {
-            let (family, attrs) = (body[0], &body[4..]);
-            let table = attr(
-                attrs,
-                if rules {
-                    NFTA_RULE_TABLE
-                } else {
-                    NFTA_TABLE_NAME
-                },
-            );
-            if let Some(table) = table {
-                out.push(Found {
-                    family: family_name(family),
-                    table,
-                    chain: rules.then(|| attr(attrs, NFTA_RULE_CHAIN)).flatten(),
-                });
-            }
-        }
-        m = &m[((len + 3) & !3).min(m.len())..];
-    }
-    Ok(false)
+    })
 }
 
 fn dump(nl: &OwnedFd, msg: u16, seq: u32) -> nix::Result<Vec<Found>> {
-    let b = request(msg, seq);
-    // SAFETY: send reads `b.len()` bytes of `b`; no address: the kernel.
-    let n = Errno::result(unsafe { libc::send(nl.as_raw_fd(), b.as_ptr().cast(), b.len(), 0) })?;
-    if n as usize != b.len() {
-        return Err(Errno::EIO);
-    }
+    netlink::send(nl, &request(msg, seq))?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
-        let n = Errno::result(unsafe {
-            libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-        })? as usize;
+        let n = netlink::recv(nl, &mut buf)?;
         if n == 0 || parse(&buf[..n], msg == NFT_MSG_GETRULE, &mut out)? {
             return Ok(out);
         }
@@ -145,17 +111,9 @@ fn dump(nl: &OwnedFd, msg: u16, seq: u32) -> nix::Result<Vec<Found>> {
 /// (EPROTONOSUPPORT) or without its nftables subsystem (EINVAL for a
 /// well-formed request) has none.
 pub fn ruleset() -> nix::Result<(Vec<Found>, Vec<Found>)> {
-    // SAFETY: socket takes integers; the fd is fresh and ours.
-    let nl = match Errno::result(unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
-        )
-    }) {
+    let nl = match netlink::socket(libc::NETLINK_NETFILTER) {
         Err(Errno::EPROTONOSUPPORT) => return Ok((vec![], vec![])),
-        // SAFETY: the fd is fresh and ours.
-        r => unsafe { OwnedFd::from_raw_fd(r?) },
+        r => r?,
     };
     let got = dump(&nl, NFT_MSG_GETRULE, 1)
         .and_then(|rules| Ok((rules, dump(&nl, NFT_MSG_GETTABLE, 2)?)));

@@ -1,0 +1,110 @@
+//! Netlink requests to the kernel (sock_diag, nfnetlink): the socket, one
+//! send, one receive, and the walk over the messages of a reply, which
+//! every netlink user of the engine needs the same way.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+
+/// The length of `struct nlmsghdr`.
+pub const NLMSG_HDRLEN: usize = 16;
+
+/// A netlink socket of `protocol` (NETLINK_SOCK_DIAG, NETLINK_NETFILTER).
+pub fn socket(protocol: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: socket takes integers; the fd it returns is fresh and ours.
+    let fd = Errno::result(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    })?;
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends one request to the kernel, whole.
+pub fn send(fd: &OwnedFd, b: &[u8]) -> nix::Result<()> {
+    // SAFETY: send reads `b.len()` bytes of `b`; no address: the kernel.
+    let n = Errno::result(unsafe { libc::send(fd.as_raw_fd(), b.as_ptr().cast(), b.len(), 0) })?;
+    if n as usize != b.len() {
+        return Err(Errno::EIO);
+    }
+    Ok(())
+}
+
+/// Receives one datagram of replies into `buf`.
+pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
+    // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+    Errno::result(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) })
+        .map(|n| n as usize)
+}
+
+/// A native-endian u32 at `at`, if `b` holds one there.
+pub fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Calls `each` with the body (after the header) of every message in
+/// `msgs`, one datagram of replies. Ok(true) once the reply is complete:
+/// NLMSG_DONE, or an NLMSG_ERROR of code 0 (an acknowledgement); another
+/// NLMSG_ERROR is its errno; a malformed message is EIO.
+pub fn walk(msgs: &[u8], mut each: impl FnMut(&[u8])) -> nix::Result<bool> {
+    let mut m = msgs;
+    while m.len() >= NLMSG_HDRLEN {
+        let len = u32_at(m, 0).ok_or(Errno::EIO)? as usize;
+        let ty = u16::from_ne_bytes([m[4], m[5]]);
+        if len < NLMSG_HDRLEN || len > m.len() {
+            return Err(Errno::EIO);
+        }
+        match ty as i32 {
+            libc::NLMSG_DONE => return Ok(true),
+            libc::NLMSG_ERROR => {
+                return match u32_at(m, NLMSG_HDRLEN).ok_or(Errno::EIO)? as i32 {
+                    0 => Ok(true),
+                    code => Err(Errno::from_raw(-code)),
+                };
+            }
+            _ => each(&m[NLMSG_HDRLEN..len]),
+        }
+        m = &m[((len + 3) & !3).min(m.len())..];
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(ty: u16, body: &[u8]) -> Vec<u8> {
+        let mut b = ((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes().to_vec();
+        b.extend_from_slice(&ty.to_ne_bytes());
+        b.extend_from_slice(&[0; 10]);
+        b.extend_from_slice(body);
+        while b.len() % 4 != 0 {
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn bodies_then_done_ack_error_and_bad_length() {
+        let mut m = msg(20, b"abc");
+        m.extend(msg(20, b"defgh"));
+        let mut seen = Vec::new();
+        assert_eq!(walk(&m, |b| seen.push(b.to_vec())), Ok(false));
+        assert_eq!(seen, [b"abc".to_vec(), b"defgh".to_vec()]);
+        m.extend(msg(libc::NLMSG_DONE as u16, &[0; 4]));
+        m.extend(msg(20, b"after"));
+        seen.clear();
+        assert_eq!(walk(&m, |b| seen.push(b.to_vec())), Ok(true));
+        assert_eq!(seen.len(), 2, "nothing after NLMSG_DONE");
+        let ack = msg(libc::NLMSG_ERROR as u16, &0i32.to_ne_bytes());
+        assert_eq!(walk(&ack, |_| {}), Ok(true));
+        let err = msg(libc::NLMSG_ERROR as u16, &(-libc::ENOENT).to_ne_bytes());
+        assert_eq!(walk(&err, |_| {}), Err(Errno::ENOENT));
+        let mut bad = msg(20, b"abcd");
+        bad[0..4].copy_from_slice(&64u32.to_ne_bytes());
+        assert_eq!(walk(&bad, |_| {}), Err(Errno::EIO));
+    }
+}
