@@ -307,10 +307,6 @@ pub static CASES: &[Case] = &[
         name: "threads_basic",
         program: Program::C("threads_basic"),
         pre_dump: true,
-        xfail: Some(Xfail {
-            reason: "the pre-dump's freeze interrupts the timed sleeps (nanosleep, poll, timed futex), which go on through restart_syscall; the later dump records that, and the kernel's restart block it relies on cannot be restored, so those threads' sleeps end early",
-            variants: &[Variant::PreDump],
-        }),
         ..Case::DEFAULT
     },
     Case {

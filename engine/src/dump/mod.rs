@@ -37,6 +37,7 @@ use crate::images::task::TASK_DEAD;
 use crate::images::vma::{cow_eligible, VMA_AREA_MEMFD};
 use crate::images::{chain, pb};
 use crate::imgdir::ImageDir;
+use crate::kernel::restart;
 use crate::proc::{self, maps, pagemap::PagemapReader, stat, status};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::find_syscall_insn;
@@ -225,6 +226,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         parent,
         arm: Vec::new(),
         tracked: Vec::new(),
+        restarts: Vec::new(),
     };
     for p in tree.iter_mut() {
         if p.zombie.is_some() {
@@ -332,6 +334,9 @@ struct DumpCtx<'a> {
     arm: Vec<ArmJob>,
     /// Where the tracking of each process is, once armed.
     tracked: Vec<chain::Tracked>,
+    /// Calls a pre-dump's freeze interrupted that go on through
+    /// `restart_syscall` (kernel/restart.rs).
+    restarts: Vec<chain::RestartCall>,
 }
 
 /// One process to start tracking in, once its images are written.
@@ -506,10 +511,11 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
 
     let stopped = threads[0].kind == StopKind::GroupStop;
     let mut snaps = Vec::with_capacity(threads.len());
+    let known = ctx.parent.as_ref().map_or(&[][..], |l| &l.restarts[..]);
     for t in threads.iter() {
         snaps.push(core::ThreadSnap {
             tid: t.tid,
-            regs: t.regs,
+            regs: restart::with_known_call(t.regs, t.tid, known),
             xstate: t.xstate()?,
             blk: t.sigmask()?,
             stat: stat::read_task(pid, t.tid)?,
@@ -1003,6 +1009,13 @@ fn pre_dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result
             ..Default::default()
         }],
     )?;
+    let known = ctx.parent.as_ref().map_or(&[][..], |l| &l.restarts[..]);
+    let calls: Vec<_> = p
+        .threads
+        .iter()
+        .filter_map(|t| restart::record(t.tid, &t.regs, known))
+        .collect();
+    ctx.restarts.extend(calls);
     let v = |of: Pid, what: &str| ctx.treens.vpid(pid, of, what);
     let tids: Vec<u32> = p
         .threads
@@ -1033,6 +1046,10 @@ impl DumpCtx<'_> {
             ..Default::default()
         };
         self.dir.write_image("inventory.img", &[inv])?;
+        if !self.restarts.is_empty() {
+            let text = chain::restart_text(&self.restarts);
+            self.dir.write_file(chain::RESTART_FILE, text.as_bytes())?;
+        }
         self.link_parent()
     }
 

@@ -11,7 +11,10 @@
 //!
 //! A pre-dump also records, in [`TRACK_FILE`], where it left the write
 //! tracking in each process (the userfaultfd it parked there, see
-//! dump/uffd_wp.rs), for the next dump to find and close it.
+//! dump/uffd_wp.rs), for the next dump to find and close it; and, in
+//! [`RESTART_FILE`], the system calls its freeze interrupted that the
+//! kernel goes on with through `restart_syscall`, whose number the next
+//! dump could not see otherwise.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,9 @@ pub const PARENT_LINK: &str = "parent";
 /// A pre-dump's record of the write tracking it left in each process
 /// (text, one line per process; listed in the manifest like the images).
 pub const TRACK_FILE: &str = "uffd-wp-track.txt";
+/// A pre-dump's record of the interrupted calls its threads go on with
+/// through `restart_syscall` (text, one line per thread; in the manifest).
+pub const RESTART_FILE: &str = "restart-calls.txt";
 /// inventory.pre_dump_mode of a pre-dump: CRIU's PRE_DUMP_READ (pages
 /// copied with process_vm_readv, as ckpt does).
 pub const PRE_DUMP_READ: u32 = 2;
@@ -124,11 +130,84 @@ pub fn parse_track(text: &str, path: &Path) -> Result<Vec<Tracked>, ImageError> 
     Ok(out)
 }
 
+/// A system call a pre-dump's freeze interrupted with
+/// ERESTART_RESTARTBLOCK. The kernel resumes such a call through
+/// `restart_syscall`, after which the thread's registers no longer name
+/// it; a later dump that finds the thread still there, at the same
+/// instruction with the same arguments, takes the call from here
+/// (kernel/restart.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartCall {
+    /// The thread on the host (the record is of a live tree).
+    pub tid: i32,
+    /// The interrupted call's number.
+    pub nr: i64,
+    /// Where the thread resumes: just after its `syscall` instruction.
+    pub rip: u64,
+    /// The call's six argument registers (rdi, rsi, rdx, r10, r8, r9).
+    pub args: [u64; 6],
+}
+
+/// The text of [`RESTART_FILE`].
+pub fn restart_text(calls: &[RestartCall]) -> String {
+    let mut s = String::from("# tid nr rip rdi rsi rdx r10 r8 r9 (hex)\n");
+    for c in calls {
+        s.push_str(&format!("{} {} {:x}", c.tid, c.nr, c.rip));
+        for a in c.args {
+            s.push_str(&format!(" {a:x}"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Parse [`RESTART_FILE`] (`path` for errors).
+pub fn parse_restart(text: &str, path: &Path) -> Result<Vec<RestartCall>, ImageError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let bad = || ImageError::invalid(path, format!("line {}: {line:?}", i + 1));
+        if f.len() != 9 {
+            return Err(bad());
+        }
+        let hex = |s: &str| u64::from_str_radix(s, 16).map_err(|_| bad());
+        let mut args = [0u64; 6];
+        for (a, s) in args.iter_mut().zip(&f[3..]) {
+            *a = hex(s)?;
+        }
+        out.push(RestartCall {
+            tid: f[0].parse().map_err(|_| bad())?,
+            nr: f[1].parse().map_err(|_| bad())?,
+            rip: hex(f[2])?,
+            args,
+        });
+    }
+    Ok(out)
+}
+
+/// A text file of a layer, or nothing if the layer has none.
+fn read_optional(path: &Path) -> Result<Option<String>, ImageError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ImageError::Io {
+            path: path.to_path_buf(),
+            op: "reading",
+            source: e,
+        }),
+    }
+}
+
 /// One pre-dump directory of a chain, checked against its manifest.
 pub struct Layer {
     pub dir: PathBuf,
     pub pstree: Vec<pb::PstreeEntry>,
     pub tracked: Vec<Tracked>,
+    pub restarts: Vec<RestartCall>,
     pagemaps: BTreeMap<i32, Option<(PageSet, u64)>>,
 }
 
@@ -157,21 +236,20 @@ impl Layer {
         }
         let pstree: Vec<pb::PstreeEntry> = super::read_all(dir.join("pstree.img"), Magic::Pstree)?;
         let track_path = dir.join(TRACK_FILE);
-        let tracked = match std::fs::read_to_string(&track_path) {
-            Ok(t) => parse_track(&t, &track_path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(ImageError::Io {
-                    path: track_path,
-                    op: "reading",
-                    source: e,
-                })
-            }
+        let tracked = match read_optional(&track_path)? {
+            Some(t) => parse_track(&t, &track_path)?,
+            None => Vec::new(),
+        };
+        let restart_path = dir.join(RESTART_FILE);
+        let restarts = match read_optional(&restart_path)? {
+            Some(t) => parse_restart(&t, &restart_path)?,
+            None => Vec::new(),
         };
         Ok(Layer {
             dir: dir.to_path_buf(),
             pstree,
             tracked,
+            restarts,
             pagemaps: BTreeMap::new(),
         })
     }
@@ -423,5 +501,19 @@ mod tests {
         let p = Path::new("x");
         assert_eq!(parse_track(&track_text(&t), p).unwrap(), t);
         assert!(parse_track("1 2 3", p).is_err());
+    }
+
+    #[test]
+    fn restart_round_trip() {
+        let c = vec![RestartCall {
+            tid: 31,
+            nr: 35,
+            rip: 0x7f00_0000_1002,
+            args: [1, u64::MAX, 0, 4, 5, 0xdead],
+        }];
+        let p = Path::new("x");
+        assert_eq!(parse_restart(&restart_text(&c), p).unwrap(), c);
+        assert!(parse_restart("31 35 zz 0 0 0 0 0 0", p).is_err());
+        assert!(parse_restart("31 35 10", p).is_err());
     }
 }

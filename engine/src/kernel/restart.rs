@@ -2,6 +2,7 @@
 //! thread's rax mean, and how to restart the interrupted call in a thread
 //! that a restore recreates (where the kernel's own restart state is gone).
 
+use crate::images::chain::RestartCall;
 use crate::ptrace::Regs;
 
 /// Linux's -ERESTART* codes, seen in rax when a thread is stopped inside a
@@ -57,6 +58,52 @@ pub fn rewound(mut r: Regs) -> Regs {
         r.rip -= 2;
     }
     r
+}
+
+fn args(r: &Regs) -> [u64; 6] {
+    [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]
+}
+
+/// The record a pre-dump keeps of thread `tid`, stopped with registers
+/// `r`, if it was interrupted with ERESTART_RESTARTBLOCK: the kernel will
+/// go on with the call through `restart_syscall`, after which only this
+/// record tells which call it was (`known`, the parent image's records,
+/// names one already seen going through it).
+pub fn record(tid: i32, r: &Regs, known: &[RestartCall]) -> Option<RestartCall> {
+    if r.rax as i64 != ERESTART_RESTARTBLOCK || (r.orig_rax as i64) < 0 {
+        return None;
+    }
+    let nr = match r.orig_rax as i64 {
+        libc::SYS_restart_syscall => find(tid, r, known)?.nr,
+        nr => nr,
+    };
+    Some(RestartCall {
+        tid,
+        nr,
+        rip: r.rip,
+        args: args(r),
+    })
+}
+
+/// The registers of thread `tid` with the call a `restart_syscall`
+/// stands for put back, where `known` (the parent image's records) saw
+/// the thread interrupted at the same instruction with the same
+/// arguments. [`rewound`] can then run that call again in a restored
+/// thread, as for a call interrupted once; without a record the call
+/// stays `restart_syscall`, which in a new thread fails with EINTR.
+pub fn with_known_call(mut r: Regs, tid: i32, known: &[RestartCall]) -> Regs {
+    if r.rax as i64 == ERESTART_RESTARTBLOCK && r.orig_rax as i64 == libc::SYS_restart_syscall {
+        if let Some(c) = find(tid, &r, known) {
+            r.orig_rax = c.nr as u64;
+        }
+    }
+    r
+}
+
+fn find<'a>(tid: i32, r: &Regs, known: &'a [RestartCall]) -> Option<&'a RestartCall> {
+    known
+        .iter()
+        .find(|c| c.tid == tid && c.rip == r.rip && c.args == args(r))
 }
 
 #[cfg(test)]
@@ -116,6 +163,49 @@ mod tests {
         let n = restart_regs(r);
         assert_eq!(n.rip, 0x5000);
         assert_eq!(n.rax, ERESTARTSYS as u64);
+    }
+
+    fn sleeping(nr: i64) -> Regs {
+        let mut r = zero();
+        r.orig_rax = nr as u64;
+        r.rax = ERESTART_RESTARTBLOCK as u64;
+        r.rip = 0x4002;
+        r.rdi = 0x7000;
+        r.rsi = 0x7010;
+        r
+    }
+
+    #[test]
+    fn a_restart_syscall_goes_back_to_the_recorded_call() {
+        let first = record(7, &sleeping(libc::SYS_nanosleep), &[]).expect("recorded");
+        assert_eq!(first.nr, libc::SYS_nanosleep);
+        // Interrupted again, now in restart_syscall: the chain names it.
+        let again = sleeping(libc::SYS_restart_syscall);
+        let second = record(7, &again, &[first]).expect("still recorded");
+        assert_eq!(second.nr, libc::SYS_nanosleep);
+        let r = rewound(with_known_call(again, 7, &[second]));
+        assert_eq!(r.rax, libc::SYS_nanosleep as u64);
+        assert_eq!(r.rdi, 0x7010, "sleeps what is left (rem)");
+        assert_eq!(r.rip, 0x4000);
+    }
+
+    #[test]
+    fn a_restart_syscall_unknown_or_elsewhere_stays() {
+        let first = record(7, &sleeping(libc::SYS_nanosleep), &[]).expect("recorded");
+        let mut moved = sleeping(libc::SYS_restart_syscall);
+        moved.rip = 0x5002;
+        assert_eq!(record(7, &moved, &[first]), None);
+        let kept = with_known_call(moved, 7, &[first]);
+        assert_eq!(kept.orig_rax, libc::SYS_restart_syscall as u64);
+        let other_thread = with_known_call(sleeping(libc::SYS_restart_syscall), 8, &[first]);
+        assert_eq!(other_thread.orig_rax, libc::SYS_restart_syscall as u64);
+        let mut plain = sleeping(libc::SYS_read);
+        plain.rax = ERESTARTSYS as u64;
+        assert_eq!(
+            record(7, &plain, &[]),
+            None,
+            "the kernel restarts it itself"
+        );
     }
 
     #[test]
