@@ -44,6 +44,13 @@ pub enum Error {
         what: String,
         source: std::io::Error,
     },
+    /// The connection to a page server, or from a dump to one, failed.
+    #[error("page server {peer}: {what}: {reason}")]
+    PageServer {
+        peer: String,
+        what: String,
+        reason: String,
+    },
     /// Bad command-line usage or options.
     #[error("{0}")]
     Usage(String),

@@ -30,6 +30,7 @@ use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::error::{Error, Result};
 use crate::images::{self, ImageKind, ImageWriter, Magic, Manifest};
+use crate::pageserver;
 
 /// pages-N.img: raw page contents. The file and its checksum are separate
 /// halves so the dump can write on one thread and hash on another (the
@@ -42,20 +43,51 @@ pub struct PagesWriter {
 /// The file half of a [`PagesWriter`].
 pub struct PagesFile {
     path: PathBuf,
-    file: std::fs::File,
+    to: PagesTo,
     size: u64,
+}
+
+/// Where a pages image goes: a file of the image directory, or a page
+/// server (`dump --page-server`), where it has a number.
+enum PagesTo {
+    File(std::fs::File),
+    Server(SharedClient, u32),
+}
+
+/// The page-server connection of a dump, used by the writer thread of
+/// each process's pages and by the main thread.
+type SharedClient = std::sync::Arc<std::sync::Mutex<pageserver::Client>>;
+
+fn lock(c: &SharedClient) -> std::sync::MutexGuard<'_, pageserver::Client> {
+    // A writer thread that panicked holding it leaves a connection that is
+    // no worse than one whose send failed.
+    c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PagesFile {
     /// Append `data` (the caller hashes it).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         use std::io::Write;
-        self.file
-            .write_all(data)
-            .map_err(|e| Error::io(&self.path, "writing pages", e))?;
+        match &mut self.to {
+            PagesTo::File(f) => f
+                .write_all(data)
+                .map_err(|e| Error::io(&self.path, "writing pages", e))?,
+            PagesTo::Server(c, n) => lock(c).data(*n, &file_name(&self.path), data)?,
+        }
         self.size += data.len() as u64;
         Ok(())
     }
+
+    /// The bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 impl PagesWriter {
@@ -74,6 +106,8 @@ pub struct ImageDir {
     inside: bool,
     manifest: RefCell<Manifest>,
     committed: bool,
+    /// Where the pages go instead of files here (`dump --page-server`).
+    page_server: Option<SharedClient>,
     /// An exclusive flock on the temporary directory for as long as the
     /// dump runs: how a later run tells a live dump's temporary from one
     /// a killed dump left behind ([`remove_stale`]).
@@ -207,6 +241,7 @@ impl ImageDir {
             inside,
             manifest: RefCell::new(Manifest::new()),
             committed: false,
+            page_server: None,
             _lock: lock,
         })
     }
@@ -312,38 +347,43 @@ impl ImageDir {
         Ok(())
     }
 
+    /// Send the pages images to this page server instead of writing them
+    /// here; the manifest still lists them (see pageserver.rs).
+    pub fn send_pages_to(&mut self, c: pageserver::Client) {
+        self.page_server = Some(std::sync::Arc::new(std::sync::Mutex::new(c)));
+    }
+
     pub fn pages_writer(&self, id: u32) -> Result<PagesWriter> {
-        let path = self.path(&format!("pages-{id}.img"));
-        let file = std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "creating pages image", e))?;
+        let name = format!("pages-{id}.img");
+        let path = self.path(&name);
+        let to = match &self.page_server {
+            Some(c) => PagesTo::Server(c.clone(), lock(c).open(&name)?),
+            None => PagesTo::File(
+                std::fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, "creating pages image", e))?,
+            ),
+        };
         Ok(PagesWriter {
-            out: PagesFile {
-                path,
-                file,
-                size: 0,
-            },
+            out: PagesFile { path, to, size: 0 },
             hash: Xxh3Default::new(),
         })
     }
 
     pub fn finish_pages(&self, w: PagesWriter) -> Result<()> {
         let PagesWriter { out, hash } = w;
-        let name = out
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.manifest.borrow_mut().add_digest(
-            name,
-            images::FileDigest {
-                size: out.size,
-                xxh3: hash.digest128(),
-            },
-        );
+        let name = file_name(&out.path);
+        let digest = images::FileDigest {
+            size: out.size,
+            xxh3: hash.digest128(),
+        };
+        if let PagesTo::Server(c, n) = &out.to {
+            lock(c).close(*n, &name, digest.size, digest.xxh3)?;
+        }
+        self.manifest.borrow_mut().add_digest(name, digest);
         Ok(())
     }
 
@@ -351,6 +391,11 @@ impl ImageDir {
     /// durable (a dump of hundreds of processes writes thousands of files;
     /// an fsync each costs seconds on a disk).
     pub fn commit(mut self) -> Result<()> {
+        // The pages first: a directory here that looks complete must not
+        // stand for pages the server did not keep.
+        if let Some(c) = &self.page_server {
+            lock(c).finish()?;
+        }
         images::framing::sync_fs(&self.tmp)?;
         self.manifest.borrow().write(&self.tmp)?;
         images::framing::sync_dir(&self.tmp)?;

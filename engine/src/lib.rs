@@ -10,6 +10,7 @@ pub mod fault;
 pub mod images;
 pub mod imgdir;
 pub mod kernel;
+pub mod pageserver;
 pub mod proc;
 pub mod ptrace;
 pub mod restore;

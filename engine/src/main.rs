@@ -56,6 +56,31 @@ struct LogOpts {
     cgroup_yard: Option<PathBuf>,
 }
 
+/// Sending a dump's pages to a page server (CRIU's spelling).
+#[derive(Args, Clone)]
+struct PageServerOpts {
+    /// Send the pages to the page server at --address and --port instead
+    /// of writing them into the images directory; the other images are
+    /// written here as usual (`ckpt page-server` on the other side).
+    #[arg(long, requires_all = ["address", "port"])]
+    page_server: bool,
+    /// The page server's address.
+    #[arg(long, value_name = "ADDR", requires = "page_server")]
+    address: Option<String>,
+    /// The page server's port.
+    #[arg(long, value_name = "PORT", requires = "page_server")]
+    port: Option<u16>,
+}
+
+impl PageServerOpts {
+    fn target(self) -> Option<(String, u16)> {
+        match (self.page_server, self.address, self.port) {
+            (true, Some(a), Some(p)) => Some((a, p)),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Checkpoint the process tree rooted at PID into DIR.
@@ -131,6 +156,22 @@ enum Cmd {
         #[arg(long)]
         track_mem: bool,
         #[command(flatten)]
+        page_server: PageServerOpts,
+        #[command(flatten)]
+        log: LogOpts,
+    },
+    /// Receive the pages of one dump (`dump --page-server`) into DIR,
+    /// which appears once they have all arrived and check out; then exit.
+    PageServer {
+        #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
+        dir: PathBuf,
+        /// The address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+        address: String,
+        /// The port to listen on (0: any free one, printed on stdout).
+        #[arg(long, value_name = "PORT")]
+        port: u16,
+        #[command(flatten)]
         log: LogOpts,
     },
     /// Copy the memory of the tree rooted at PID into DIR while it goes on
@@ -154,6 +195,8 @@ enum Cmd {
         /// Give up freezing the tree after this many seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT, value_parser = parse_timeout)]
         timeout: u64,
+        #[command(flatten)]
+        page_server: PageServerOpts,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -353,6 +396,7 @@ fn main() -> ExitCode {
             link_remap,
             prev_images_dir,
             track_mem,
+            page_server,
             log,
         } => {
             if let Err(code) = start(&log, &dir, link_remap) {
@@ -366,8 +410,9 @@ fn main() -> ExitCode {
             }
             if let Some(p) = &pidfile {
                 ckpt::warn!(
-                    "--pidfile {}: on dump CRIU writes it only for its page server or \
-                     lazy-pages daemon, which ckpt does not have; nothing is written",
+                    "--pidfile {}: on dump CRIU writes it only for a page server or \
+                     lazy-pages daemon the dump runs, which ckpt does not have (its page \
+                     server is `ckpt page-server`); nothing is written",
                     p.display()
                 );
             }
@@ -389,6 +434,7 @@ fn main() -> ExitCode {
                     pre_dump: false,
                     prev_images_dir,
                     track_mem,
+                    page_server: page_server.target(),
                 });
                 finish(
                     "dump",
@@ -416,6 +462,7 @@ fn main() -> ExitCode {
             track_mem: _,
             freeze_cgroup,
             timeout,
+            page_server,
             log,
         } => {
             if let Err(code) = start(&log, &dir, false) {
@@ -430,6 +477,7 @@ fn main() -> ExitCode {
                     prev_images_dir,
                     track_mem: true,
                     leave_running: true,
+                    page_server: page_server.target(),
                     ..DumpOptions::new(pid, dir.clone())
                 });
                 finish(
@@ -480,6 +528,17 @@ fn main() -> ExitCode {
             });
             ("restore", r.map_err(|e| e.to_string()))
         }
+        Cmd::PageServer {
+            dir,
+            address,
+            port,
+            log,
+        } => {
+            if let Err(code) = start(&log, &dir, false) {
+                return code;
+            }
+            ("page-server", page_server(&dir, &address, port))
+        }
         Cmd::Show { dir, json } => (
             "show",
             show::run(&dir, json).map(|_| 0).map_err(|e| e.to_string()),
@@ -493,6 +552,25 @@ fn main() -> ExitCode {
         ),
     };
     ExitCode::from(finish(what, result).clamp(0, 255) as u8)
+}
+
+/// `ckpt page-server`: one dump's pages into `dir`.
+fn page_server(dir: &Path, address: &str, port: u16) -> Result<i32, String> {
+    use ckpt::pageserver;
+    let l = pageserver::listen(address, port).map_err(|e| e.to_string())?;
+    let at = l.local_addr().map_err(|e| e.to_string())?;
+    // On stdout, so that a script that asked for any port learns which.
+    println!("ckpt page-server: listening on {at}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let got = pageserver::serve(&l, dir).map_err(|e| e.to_string())?;
+    ckpt::info!(
+        "received {} pages images, {} bytes, into {}",
+        got.files,
+        got.bytes,
+        dir.display()
+    );
+    Ok(0)
 }
 
 /// The exit code of a command, its error reported.
@@ -584,6 +662,45 @@ mod tests {
         assert_eq!(
             in_work_dir(Path::new("img"), None, Path::new("d.log")),
             Path::new("img/d.log")
+        );
+    }
+
+    #[test]
+    fn page_server_options_go_together() {
+        let ok = ["--page-server", "--address", "10.0.0.2", "--port", "9000"];
+        for cmd in [
+            &["dump", "-t", "1", "-D", "i"][..],
+            &["pre-dump", "-t", "1", "-D", "i"],
+        ] {
+            let args: Vec<&str> = cmd.iter().chain(&ok).copied().collect();
+            assert!(parse(&args).is_ok(), "{args:?}");
+            let alone: Vec<&str> = cmd.iter().chain(&ok[..1]).copied().collect();
+            assert!(
+                parse(&alone).is_err(),
+                "--page-server needs --address and --port"
+            );
+            let no_flag: Vec<&str> = cmd.iter().chain(&ok[1..]).copied().collect();
+            assert!(parse(&no_flag).is_err(), "--address alone means nothing");
+        }
+        match parse(
+            &["dump", "-t", "1", "-D", "i"]
+                .iter()
+                .chain(&ok)
+                .copied()
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .cmd
+        {
+            Cmd::Dump { page_server, .. } => {
+                assert_eq!(page_server.target(), Some(("10.0.0.2".to_string(), 9000)))
+            }
+            _ => panic!("not a dump"),
+        }
+        assert!(parse(&["page-server", "-D", "d", "--port", "0"]).is_ok());
+        assert!(
+            parse(&["page-server", "-D", "d"]).is_err(),
+            "a port is needed"
         );
     }
 

@@ -43,6 +43,8 @@ mod safety_faults;
 mod safety_fuzz;
 #[path = "safety_messages.rs"]
 mod safety_messages;
+#[path = "safety_pageserver.rs"]
+mod safety_pageserver;
 #[path = "safety_trust.rs"]
 mod safety_trust;
 #[allow(dead_code)]
@@ -119,6 +121,18 @@ fn main() {
             case: mem_case,
             variant: Variant::Once,
             body: restore_prev_missing,
+        },
+        Spec {
+            name: "dump/page-server",
+            case: mem_case,
+            variant: Variant::Once,
+            body: safety_pageserver::dump_page_server,
+        },
+        Spec {
+            name: "dump/page-server-fails",
+            case: mem_case,
+            variant: Variant::Once,
+            body: safety_pageserver::dump_page_server_fails,
         },
         Spec {
             name: "dump/enospc",

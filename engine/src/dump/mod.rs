@@ -99,6 +99,9 @@ pub struct DumpOptions {
     /// that it can be the parent of the next one (always on for a
     /// pre-dump).
     pub track_mem: bool,
+    /// Send the pages to the page server at this address and port
+    /// (pageserver.rs) instead of writing them into `dir`.
+    pub page_server: Option<(String, u16)>,
 }
 
 impl DumpOptions {
@@ -120,6 +123,7 @@ impl DumpOptions {
             pre_dump: false,
             prev_images_dir: None,
             track_mem: false,
+            page_server: None,
         }
     }
 
@@ -152,7 +156,14 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         Some(prev) => Some(open_parent(pid, st.start_time, &opts.dir, prev)?),
         None => None,
     };
-    let dir = ImageDir::create(&opts.dir)?;
+    let mut dir = ImageDir::create(&opts.dir)?;
+    // Before the tree is touched: a server that cannot be reached stops
+    // nothing.
+    if let Some((address, port)) = &opts.page_server {
+        let c = crate::pageserver::Client::connect(address, *port)?;
+        crate::info!("sending the pages to the page server at {}", c.peer());
+        dir.send_pages_to(c);
+    }
     let mut files = FileTable::default();
     if let Some(l) = &parent {
         files.parked = l.tracked.iter().map(|t| t.fd).collect();

@@ -1,0 +1,213 @@
+//! Page-server trials, part of `cargo test --test safety`:
+//!
+//! - `dump/page-server`: `ckpt page-server` on a loopback port receives
+//!   the pages of a dump (`dump --page-server`); the dump's own directory
+//!   holds none, the server's holds them all; put together, the two
+//!   restore and the program finds its memory intact.
+//! - `dump/page-server-fails`: a server that cannot be reached, and one
+//!   that hangs up part way through the pages: each dump fails naming the
+//!   page server, leaves no image, and the tree runs on as before.
+
+use super::*;
+
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::time::Instant;
+
+fn pages_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("pages-") && n.ends_with(".img"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `ckpt page-server` into `dir` on a free loopback port: running, with
+/// the port it printed.
+fn start_server(run: &mut Run, dir: &Path, what: &str) -> Result<(ChildGuard, u16), String> {
+    let args: Vec<OsString> = vec![
+        "page-server".into(),
+        "-D".into(),
+        dir.into(),
+        "--address".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        "0".into(),
+        "-o".into(),
+        run.path(&format!("{what}.log")).into(),
+        "-v4".into(),
+    ];
+    let (child, cmdline) = run.spawn_engine(what, args)?;
+    run.note(format!("{what}: started: {cmdline}"));
+    let guard = ChildGuard(Some(child));
+    let t0 = Instant::now();
+    loop {
+        let out = console(run, what);
+        let port = out
+            .lines()
+            .find_map(|l| l.strip_prefix("ckpt page-server: listening on "))
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.trim().parse().ok());
+        if let Some(port) = port {
+            return Ok((guard, port));
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "{what} did not say which port it listens on within 10 s: {}",
+                out.trim()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn page_server_args(port: u16) -> [String; 5] {
+    [
+        "--page-server".into(),
+        "--address".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+    ]
+}
+
+pub fn dump_page_server(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let srv = run.path("img-srv");
+    let (mut server, port) = start_server(run, &srv, "page-server")?;
+    let img = run.path("img-1");
+    let extra = page_server_args(port);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let args = dump_args(run, pid, &img, "dump-1", &extra);
+    let st = run.engine("dump-1", &img, args)?;
+    if !st.success() {
+        return Err(format!(
+            "the dump to the page server failed ({st}): {}",
+            console(run, "dump-1").trim()
+        ));
+    }
+    let mut child = server.0.take().expect("running");
+    let st = trial::wait_child(&mut child, Duration::from_secs(30))
+        .map_err(|e| format!("waiting for the page server: {e}"))?;
+    match st {
+        Some(st) if st.success() => {}
+        Some(st) => {
+            return Err(format!(
+                "the page server failed ({st}): {}",
+                console(run, "page-server").trim()
+            ))
+        }
+        None => return Err("the page server did not exit after the dump".into()),
+    }
+    let here = pages_files(&img);
+    if !here.is_empty() {
+        return Err(format!(
+            "the dump wrote pages into its own directory: {}",
+            show_paths(&here)
+        ));
+    }
+    let there = pages_files(&srv);
+    let bytes: u64 = there
+        .iter()
+        .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    // `mem` fills most of its 48 MiB with random data: that must have
+    // travelled (the restore's manifest check then holds it to the byte).
+    if bytes < 40 << 20 {
+        return Err(format!(
+            "the page server holds {bytes} bytes of pages ({}), less than the program's 40 MiB and more of random data",
+            show_paths(&there)
+        ));
+    }
+    run.note(format!(
+        "the page server received {} files, {bytes} bytes",
+        there.len()
+    ));
+    run.wait_tree_gone(Duration::from_secs(30))?;
+    for p in &there {
+        let to = img.join(p.file_name().expect("a file"));
+        fs::copy(p, &to).map_err(|e| format!("copy {} to {}: {e}", p.display(), to.display()))?;
+    }
+    let st = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "the restore of the dump's images with the server's pages failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// A listener that takes one connection, reads `keep` bytes of it and
+/// hangs up: a page server that dies part way.
+fn hang_up_after(keep: u64) -> Result<(u16, std::thread::JoinHandle<u64>), String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
+    let port = l.local_addr().map_err(|e| e.to_string())?.port();
+    let h = std::thread::spawn(move || {
+        let Ok((s, _)) = l.accept() else { return 0 };
+        let mut r = std::io::BufReader::new(s);
+        let mut got = 0u64;
+        while got < keep {
+            match r.fill_buf() {
+                Ok([]) | Err(_) => break,
+                Ok(b) => {
+                    let n = b.len().min((keep - got) as usize);
+                    r.consume(n);
+                    got += n as u64;
+                }
+            }
+        }
+        got
+    });
+    Ok((port, h))
+}
+
+pub fn dump_page_server_fails(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let before = capture(run, pid)?;
+    let p = pid.to_string();
+
+    // Nothing listens on the port: refused before the tree is touched.
+    let gone = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
+    let port = gone.local_addr().map_err(|e| e.to_string())?.port();
+    drop(gone);
+    let img = run.path("img-unreachable");
+    let what = "dump-unreachable";
+    let extra = page_server_args(port);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let args = dump_args(run, pid, &img, what, &extra);
+    let out = expect_failure(run, what, &img, args)?;
+    let addr = format!("127.0.0.1:{port}");
+    expect_mentions(what, &out, &[&["page server"], &[&addr], &[&p]])?;
+    check_unharmed(run, &before, "after the dump to no page server")?;
+    expect_no_image(&img, &run.dir.clone(), &[])?;
+
+    // The server hangs up after 4 MiB of the 48.
+    let (port, server) = hang_up_after(4 << 20)?;
+    let img = run.path("img-cut");
+    let what = "dump-cut";
+    let extra = page_server_args(port);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let args = dump_args(run, pid, &img, what, &extra);
+    let out = expect_failure(run, what, &img, args)?;
+    let got = server.join().unwrap_or(0);
+    run.note(format!("the hanging-up server read {got} bytes"));
+    let addr = format!("127.0.0.1:{port}");
+    expect_mentions(what, &out, &[&["page server"], &[&addr], &[&p]])?;
+    check_unharmed(run, &before, "after the dump whose page server hung up")?;
+    expect_no_image(&img, &run.dir.clone(), &[])?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
