@@ -107,8 +107,15 @@ pub fn track_text(t: &[Tracked]) -> String {
     s
 }
 
-/// Parse [`TRACK_FILE`] (`path` for errors).
-pub fn parse_track(text: &str, path: &Path) -> Result<Vec<Tracked>, ImageError> {
+/// The records of a text file of a layer: a line each, of `fields`
+/// fields split on whitespace (`#` comments and blank lines skipped),
+/// which `make` turns into a record or refuses; `path` for errors.
+fn parse_lines<T>(
+    text: &str,
+    path: &Path,
+    fields: usize,
+    make: impl Fn(&[&str]) -> Option<T>,
+) -> Result<Vec<T>, ImageError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -116,18 +123,29 @@ pub fn parse_track(text: &str, path: &Path) -> Result<Vec<Tracked>, ImageError> 
             continue;
         }
         let f: Vec<&str> = line.split_whitespace().collect();
-        let bad = || ImageError::invalid(path, format!("line {}: {line:?}", i + 1));
-        if f.len() != 4 {
-            return Err(bad());
+        match (f.len() == fields).then(|| make(&f)).flatten() {
+            Some(t) => out.push(t),
+            None => {
+                return Err(ImageError::invalid(
+                    path,
+                    format!("line {}: {line:?}", i + 1),
+                ))
+            }
         }
-        out.push(Tracked {
-            pid: f[0].parse().map_err(|_| bad())?,
-            vpid: f[1].parse().map_err(|_| bad())?,
-            fd: f[2].parse().map_err(|_| bad())?,
-            start_time: f[3].parse().map_err(|_| bad())?,
-        });
     }
     Ok(out)
+}
+
+/// Parse [`TRACK_FILE`] (`path` for errors).
+pub fn parse_track(text: &str, path: &Path) -> Result<Vec<Tracked>, ImageError> {
+    parse_lines(text, path, 4, |f| {
+        Some(Tracked {
+            pid: f[0].parse().ok()?,
+            vpid: f[1].parse().ok()?,
+            fd: f[2].parse().ok()?,
+            start_time: f[3].parse().ok()?,
+        })
+    })
 }
 
 /// A system call a pre-dump's freeze interrupted with
@@ -163,30 +181,19 @@ pub fn restart_text(calls: &[RestartCall]) -> String {
 
 /// Parse [`RESTART_FILE`] (`path` for errors).
 pub fn parse_restart(text: &str, path: &Path) -> Result<Vec<RestartCall>, ImageError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let bad = || ImageError::invalid(path, format!("line {}: {line:?}", i + 1));
-        if f.len() != 9 {
-            return Err(bad());
-        }
-        let hex = |s: &str| u64::from_str_radix(s, 16).map_err(|_| bad());
+    parse_lines(text, path, 9, |f| {
+        let hex = |s: &str| u64::from_str_radix(s, 16).ok();
         let mut args = [0u64; 6];
         for (a, s) in args.iter_mut().zip(&f[3..]) {
             *a = hex(s)?;
         }
-        out.push(RestartCall {
-            tid: f[0].parse().map_err(|_| bad())?,
-            nr: f[1].parse().map_err(|_| bad())?,
+        Some(RestartCall {
+            tid: f[0].parse().ok()?,
+            nr: f[1].parse().ok()?,
             rip: hex(f[2])?,
             args,
-        });
-    }
-    Ok(out)
+        })
+    })
 }
 
 /// A text file of a layer, or nothing if the layer has none.
