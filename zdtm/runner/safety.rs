@@ -129,6 +129,12 @@ fn main() {
             body: safety_pageserver::dump_page_server,
         },
         Spec {
+            name: "pre-dump/page-server",
+            case: mem_case,
+            variant: Variant::Once,
+            body: safety_pageserver::pre_dump_page_server,
+        },
+        Spec {
             name: "dump/page-server-fails",
             case: mem_case,
             variant: Variant::Once,

@@ -4,6 +4,8 @@
 //!   the pages of a dump (`dump --page-server`); the dump's own directory
 //!   holds none, the server's holds them all; put together, the two
 //!   restore and the program finds its memory intact.
+//! - `pre-dump/page-server`: a pre-dump and the dump after it, each
+//!   through a page server; the chain, put together, restores.
 //! - `dump/page-server-fails`: a server that cannot be reached, and one
 //!   that hangs up part way through the pages: each dump fails naming the
 //!   page server, leaves no image, and the tree runs on as before.
@@ -80,20 +82,37 @@ fn page_server_args(port: u16) -> [String; 5] {
     ]
 }
 
-pub fn dump_page_server(run: &mut Run) -> Result<Outcome, String> {
-    run.start()?;
+/// One dump (`cmd`: "dump" or "pre-dump", with `extra` options) of the
+/// case's tree into `img` with its pages sent to a page server writing
+/// `srv`: both must succeed, `img` must hold no pages and `srv` at least
+/// `min_bytes` of them; returns the server's pages files.
+fn dump_through(
+    run: &mut Run,
+    cmd: &str,
+    img: &Path,
+    srv: &Path,
+    extra: &[&str],
+    min_bytes: u64,
+) -> Result<Vec<PathBuf>, String> {
     let pid = run.pid.expect("started");
-    let srv = run.path("img-srv");
-    let (mut server, port) = start_server(run, &srv, "page-server")?;
-    let img = run.path("img-1");
-    let extra = page_server_args(port);
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let args = dump_args(run, pid, &img, "dump-1", &extra);
-    let st = run.engine("dump-1", &img, args)?;
+    let name = srv
+        .file_name()
+        .expect("a name")
+        .to_string_lossy()
+        .into_owned();
+    let server_what = format!("server-{name}");
+    let (mut server, port) = start_server(run, srv, &server_what)?;
+    let what = format!("{cmd}-{name}");
+    let ps = page_server_args(port);
+    let mut all: Vec<&str> = ps.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    let mut args = dump_args(run, pid, img, &what, &all);
+    args[0] = cmd.into();
+    let st = run.engine(&what, img, args)?;
     if !st.success() {
         return Err(format!(
-            "the dump to the page server failed ({st}): {}",
-            console(run, "dump-1").trim()
+            "the {cmd} to the page server failed ({st}): {}",
+            console(run, &what).trim()
         ));
     }
     let mut child = server.0.take().expect("running");
@@ -104,44 +123,88 @@ pub fn dump_page_server(run: &mut Run) -> Result<Outcome, String> {
         Some(st) => {
             return Err(format!(
                 "the page server failed ({st}): {}",
-                console(run, "page-server").trim()
+                console(run, &server_what).trim()
             ))
         }
         None => return Err("the page server did not exit after the dump".into()),
     }
-    let here = pages_files(&img);
+    let here = pages_files(img);
     if !here.is_empty() {
         return Err(format!(
-            "the dump wrote pages into its own directory: {}",
+            "the {cmd} wrote pages into its own directory: {}",
             show_paths(&here)
         ));
     }
-    let there = pages_files(&srv);
+    let there = pages_files(srv);
     let bytes: u64 = there
         .iter()
         .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
         .sum();
-    // `mem` fills most of its 48 MiB with random data: that must have
-    // travelled (the restore's manifest check then holds it to the byte).
-    if bytes < 40 << 20 {
+    if bytes < min_bytes {
         return Err(format!(
-            "the page server holds {bytes} bytes of pages ({}), less than the program's 40 MiB and more of random data",
+            "after the {cmd}, the page server holds {bytes} bytes of pages ({}), less than {min_bytes}",
             show_paths(&there)
         ));
     }
     run.note(format!(
-        "the page server received {} files, {bytes} bytes",
+        "{cmd}: the page server received {} files, {bytes} bytes",
         there.len()
     ));
-    run.wait_tree_gone(Duration::from_secs(30))?;
-    for p in &there {
-        let to = img.join(p.file_name().expect("a file"));
+    Ok(there)
+}
+
+fn copy_into(files: &[PathBuf], dir: &Path) -> Result<(), String> {
+    for p in files {
+        let to = dir.join(p.file_name().expect("a file"));
         fs::copy(p, &to).map_err(|e| format!("copy {} to {}: {e}", p.display(), to.display()))?;
     }
+    Ok(())
+}
+
+/// `mem` fills most of its 48 MiB with random data: that much must
+/// travel (the restore's manifest check then holds it to the byte).
+const MEM_BYTES: u64 = 40 << 20;
+
+pub fn dump_page_server(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let (img, srv) = (run.path("img-1"), run.path("img-srv"));
+    let pages = dump_through(run, "dump", &img, &srv, &[], MEM_BYTES)?;
+    run.wait_tree_gone(Duration::from_secs(30))?;
+    copy_into(&pages, &img)?;
     let st = run.engine_restore(1)?;
     if !st.success() {
         return Err(format!(
             "the restore of the dump's images with the server's pages failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// A pre-dump and the dump after it, both through page servers: the dump
+/// needs only the pre-dump's pagemaps, not its pages, and sends only what
+/// was written since; put together, the chain restores.
+pub fn pre_dump_page_server(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let (pre, pre_srv) = (run.path("img-pre-1"), run.path("img-pre-srv"));
+    let pre_pages = dump_through(run, "pre-dump", &pre, &pre_srv, &[], MEM_BYTES)?;
+    let (img, srv) = (run.path("img-1"), run.path("img-srv"));
+    let pages = dump_through(
+        run,
+        "dump",
+        &img,
+        &srv,
+        &["--prev-images-dir", "../img-pre-1"],
+        0,
+    )?;
+    run.wait_tree_gone(Duration::from_secs(30))?;
+    copy_into(&pre_pages, &pre)?;
+    copy_into(&pages, &img)?;
+    let st = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "the restore of the chain with the servers' pages failed ({st}): {}",
             console(run, "restore-1").trim()
         ));
     }

@@ -773,20 +773,36 @@ fn syscall_ip(vmas: &[maps::Vma], mem: &TaskMem) -> Result<u64> {
 /// The parent image of an incremental dump (`prev` relative to `dir`
 /// unless absolute): a pre-dump of this very tree, whose root is `root`
 /// started at `start_time`.
+/// Where `--prev-images-dir prev` is: relative to the images directory
+/// `dir`, which need not exist yet (`-D img --prev-images-dir ../pre`,
+/// CRIU's usual spelling): its own `..` is then taken away by hand, as
+/// the kernel cannot resolve it.
+fn parent_path(dir: &std::path::Path, prev: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    if prev.is_absolute() {
+        return prev.to_path_buf();
+    }
+    let mut parts = prev.components();
+    if !dir.exists() && parts.next() == Some(Component::ParentDir) {
+        let up = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+        return up.join(parts.as_path());
+    }
+    dir.join(prev)
+}
+
 fn open_parent(
     root: Pid,
     start_time: u64,
     dir: &std::path::Path,
     prev: &std::path::Path,
 ) -> Result<chain::Layer> {
-    let path = if prev.is_absolute() {
-        prev.to_path_buf()
-    } else {
-        dir.join(prev)
-    };
+    let path = parent_path(dir, prev);
     let what = format!("parent images {}", prev.display());
-    let layer =
-        chain::Layer::open(&path).map_err(|e| Error::task(root, what.clone(), e.to_string()))?;
+    let layer = chain::Layer::open_for_dump(&path)
+        .map_err(|e| Error::task(root, what.clone(), e.to_string()))?;
     let root_rec = layer
         .root_vpid()
         .and_then(|v| layer.tracked.iter().find(|t| t.vpid == v).copied());
@@ -1130,4 +1146,28 @@ fn arm_one(job: &ArmJob, tree: &mut [freeze::FrozenProc]) -> Result<i32> {
         return Err(e);
     }
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_path;
+    use std::path::Path;
+
+    #[test]
+    fn parent_images_relative_to_a_directory_not_made_yet() {
+        let t = tempfile::tempdir().unwrap();
+        let new = t.path().join("img");
+        assert_eq!(parent_path(&new, Path::new("../pre")), t.path().join("pre"));
+        assert_eq!(
+            parent_path(Path::new("img"), Path::new("../pre")),
+            Path::new("./pre")
+        );
+        assert_eq!(
+            parent_path(&new, Path::new("/abs/pre")),
+            Path::new("/abs/pre")
+        );
+        std::fs::create_dir(&new).unwrap();
+        assert_eq!(parent_path(&new, Path::new("../pre")), new.join("../pre"));
+        assert_eq!(parent_path(&new, Path::new("pre")), new.join("pre"));
+    }
 }

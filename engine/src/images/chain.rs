@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::pagemap::{entry_present, PAGE, PE_COW_PARENT, PE_PARENT, PE_PRESENT};
 use super::set::{read_pagemap, PageSet};
-use super::{pb, ImageError, Magic, Manifest};
+use super::{pb, ImageError, Magic, Manifest, ManifestProblem};
 
 /// The link from an incremental image directory to its parent.
 pub const PARENT_LINK: &str = "parent";
@@ -215,13 +215,34 @@ pub struct Layer {
     pub pstree: Vec<pb::PstreeEntry>,
     pub tracked: Vec<Tracked>,
     pub restarts: Vec<RestartCall>,
+    /// The files of the layer as its manifest lists them (checked).
+    manifest: Manifest,
     pagemaps: BTreeMap<i32, Option<(PageSet, u64)>>,
+}
+
+/// `pages-N.img`: what a dump may have sent to a page server.
+fn is_pages_file(name: &str) -> bool {
+    name.strip_prefix("pages-")
+        .and_then(|n| n.strip_suffix(".img"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl Layer {
     /// Open the pre-dump at `dir`: it must exist, match its manifest
     /// (every file's checksum), and be a pre-dump.
     pub fn open(dir: &Path) -> Result<Layer, ImageError> {
+        Layer::open_with(dir, false)
+    }
+
+    /// Open the pre-dump at `dir` as the parent of a dump, which needs its
+    /// pagemaps but not its pages: the pages files may be missing (a
+    /// pre-dump that sent them to a page server); every file that is
+    /// there must still match the manifest.
+    pub fn open_for_dump(dir: &Path) -> Result<Layer, ImageError> {
+        Layer::open_with(dir, true)
+    }
+
+    fn open_with(dir: &Path, pages_away: bool) -> Result<Layer, ImageError> {
         let md = std::fs::metadata(dir).map_err(|e| ImageError::Io {
             path: dir.to_path_buf(),
             op: "the parent image directory",
@@ -233,7 +254,17 @@ impl Layer {
                 "the parent images are not a directory",
             ));
         }
-        Manifest::verify(dir).map_err(|e| ImageError::invalid(dir, e))?;
+        let manifest = Manifest::read(dir)?;
+        if let Err(mut e) = manifest.check(dir) {
+            if pages_away {
+                e.problems.retain(
+                    |p| !matches!(p, ManifestProblem::Missing { name } if is_pages_file(name)),
+                );
+            }
+            if !e.problems.is_empty() {
+                return Err(ImageError::invalid(dir, e));
+            }
+        }
         let inv: pb::InventoryEntry = super::read_one(dir.join("inventory.img"), Magic::Inventory)?;
         if inv.pre_dump_mode.is_none() {
             return Err(ImageError::invalid(
@@ -257,6 +288,7 @@ impl Layer {
             pstree,
             tracked,
             restarts,
+            manifest,
             pagemaps: BTreeMap::new(),
         })
     }
@@ -273,11 +305,14 @@ impl Layer {
             let known = self.pstree.iter().any(|p| p.pid as i32 == vpid);
             let got = if known {
                 let set = read_pagemap(&self.dir.join(format!("pagemap-{vpid}.img")))?;
-                let pages = self.dir.join(set.pages_file());
-                let size = match std::fs::metadata(&pages) {
-                    Ok(m) => m.len(),
-                    Err(_) if set.stored_pages() == 0 => 0,
-                    Err(e) => {
+                let name = set.pages_file();
+                let pages = self.dir.join(&name);
+                // The manifest's size: the file may be at a page server.
+                let size = match (self.manifest.get(&name), std::fs::metadata(&pages)) {
+                    (Some(d), _) => d.size,
+                    (None, Ok(m)) => m.len(),
+                    (None, Err(_)) if set.stored_pages() == 0 => 0,
+                    (None, Err(e)) => {
                         return Err(ImageError::Io {
                             path: pages,
                             op: "the pages file",
