@@ -69,6 +69,36 @@ else
 	fi
 fi
 
+# The reference CRIU 4.2 build beside the repository (../shared/reference,
+# where this machine kind has it): the cross-restore test (ckpt's images
+# restored by CRIU and CRIU's by ckpt) and scripts/bench* run it. Its
+# runtime libraries come from Debian packages (its README); optional like
+# crit: without them the cross test says it is skipping.
+criu_ref="$(dirname "$0")/../../shared/reference/criu-4.2/criu"
+if [ -x "$criu_ref" ] && ldd "$criu_ref" 2>/dev/null | grep -q "not found"; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "ci/setup.sh: warning: the reference CRIU's libraries are missing and installing them needs root; the cross test will be skipped" >&2
+	else
+		libs=(libprotobuf-c1 libnl-3-200 libnet1 libbsd0 libgnutls30 libnftables1 libuuid1)
+		echo "  reference CRIU: libraries missing, installing ${libs[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		apt_opts=(-o Acquire::Retries=1 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30)
+		ok=1
+		if [ -z "${apt_updated:-}" ]; then
+			timeout 300 apt-get "${apt_opts[@]}" update </dev/null || ok=0
+			apt_updated=1
+		fi
+		((ok)) && { timeout 600 apt-get "${apt_opts[@]}" install -y --no-install-recommends "${libs[@]}" </dev/null || ok=0; }
+		if ((ok)) && ! ldd "$criu_ref" | grep -q "not found"; then
+			echo "  reference CRIU: $("$criu_ref" --version 2>&1 | head -n 1)"
+		else
+			echo "ci/setup.sh: warning: could not install the reference CRIU's libraries; the cross test will be skipped" >&2
+		fi
+	fi
+elif [ -x "$criu_ref" ]; then
+	echo "  reference CRIU: $("$criu_ref" --version 2>&1 | head -n 1)"
+fi
+
 # The Rust toolchain comes with the machine; it cannot be downloaded here.
 if ! command -v cargo >/dev/null 2>&1; then
 	echo "ci/setup.sh: cargo is not on PATH (nor in ~/.cargo/bin)" >&2
