@@ -230,6 +230,18 @@ pub fn serve(listener: &TcpListener, dir: &Path) -> Result<Received> {
     r
 }
 
+/// One frame as received.
+struct Frame {
+    kind: u8,
+    file: u32,
+    buf: Vec<u8>,
+}
+
+/// Frames in flight between the receiving and the storing thread.
+const IN_FLIGHT: usize = 4;
+
+/// Receives on this thread and stores (hash, write) on another, so that
+/// the two copies of each byte (socket to buffer, buffer to file) overlap.
 fn receive(input: &mut impl Read, peer: SocketAddr, images: ImageDir) -> Result<Received> {
     let mut got = Received::default();
     let mut hello = [0u8; 8];
@@ -237,23 +249,67 @@ fn receive(input: &mut impl Read, peer: SocketAddr, images: ImageDir) -> Result<
     if &hello != HELLO {
         return Err(err(peer, "reading the greeting", "not a ckpt dump"));
     }
-    let mut open: HashMap<u32, (String, PagesWriter)> = HashMap::new();
-    let mut buf = Vec::new();
-    loop {
-        let mut head = [0u8; 9];
-        read_exact(input, &mut head, peer, "reading a frame", &got)?;
-        let kind = head[0];
-        let file = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
-        let len = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes"));
-        if len > MAX_FRAME {
-            return Err(err(
+    let (to_store, frames) = std::sync::mpsc::sync_channel::<Frame>(IN_FLIGHT);
+    let (back, pool) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let store = scope.spawn(move || store(images, frames, back, peer));
+        let read = (|| -> Result<()> {
+            loop {
+                let mut head = [0u8; 9];
+                read_exact(input, &mut head, peer, "reading a frame", &got)?;
+                let kind = head[0];
+                let file = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
+                let len = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes"));
+                if len > MAX_FRAME {
+                    return Err(err(
+                        peer,
+                        "reading a frame",
+                        format!("frame of {len} bytes"),
+                    ));
+                }
+                let mut buf = pool.try_recv().unwrap_or_default();
+                buf.resize(len as usize, 0);
+                read_exact(input, &mut buf, peer, "reading a frame", &got)?;
+                match kind {
+                    DATA => got.bytes += u64::from(len),
+                    CLOSE => got.files += 1,
+                    _ => {}
+                }
+                // The store has stopped (it failed): its error is the one.
+                if to_store.send(Frame { kind, file, buf }).is_err() || kind == END {
+                    return Ok(());
+                }
+            }
+        })();
+        drop(to_store);
+        let stored = store.join().unwrap_or_else(|_| {
+            Err(err(
                 peer,
-                "reading a frame",
-                format!("frame of {len} bytes"),
-            ));
+                "storing the pages",
+                "the storing thread panicked",
+            ))
+        });
+        match (stored, read) {
+            (Err(e), _) | (Ok(None), Err(e)) => Err(e),
+            (Ok(Some(g)), Ok(())) => Ok(g),
+            (Ok(Some(_)), Err(e)) => Err(e),
+            (Ok(None), Ok(())) => Err(err(peer, "storing the pages", "the transfer stopped")),
         }
-        buf.resize(len as usize, 0);
-        read_exact(input, &mut buf, peer, "reading a frame", &got)?;
+    })
+}
+
+/// The storing half of [`receive`]: the files, their checks, the commit.
+/// `Ok(None)`: the frames stopped before the end (the receiving half says
+/// why).
+fn store(
+    images: ImageDir,
+    frames: std::sync::mpsc::Receiver<Frame>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+    peer: SocketAddr,
+) -> Result<Option<Received>> {
+    let mut got = Received::default();
+    let mut open: HashMap<u32, (String, PagesWriter)> = HashMap::new();
+    for Frame { kind, file, buf } in frames {
         match kind {
             OPEN => {
                 let name = String::from_utf8_lossy(&buf).into_owned();
@@ -305,7 +361,7 @@ fn receive(input: &mut impl Read, peer: SocketAddr, images: ImageDir) -> Result<
                     return Err(err(peer, name, "the dump ended with the file incomplete"));
                 }
                 images.commit()?;
-                return Ok(got);
+                return Ok(Some(got));
             }
             k => {
                 return Err(err(
@@ -315,7 +371,9 @@ fn receive(input: &mut impl Read, peer: SocketAddr, images: ImageDir) -> Result<
                 ))
             }
         }
+        let _ = back.send(buf);
     }
+    Ok(None)
 }
 
 fn read_exact(
