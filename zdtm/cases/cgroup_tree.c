@@ -3,7 +3,7 @@
  * comes back with each process in its own cgroups.
  *
  * In the v1 pids hierarchy (if mounted) and in cgroup2, the root creates
- * zdtm.<prog>.<pid> below its own cgroup (the tree's cgroup, BASE) with
+ * zdtm.<uniq> (cg_name()) below its own cgroup (the tree's cgroup, BASE) with
  * three children a, b and c:
  *
  *	BASE            v1: pids.max=29   v2: cgroup.max.descendants=4
@@ -27,7 +27,6 @@
  * directory created (in either place) is removed.
  */
 #include <errno.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,7 +228,10 @@ int main(int argc, char **argv)
 	char c;
 
 	test_init(argc, argv);
-	snprintf(name, sizeof(name), "zdtm.%s.%d", basename(argv[0]), getpid());
+	if (cg_name(name, sizeof(name))) {
+		fail("cg_name: %m");
+		return 1;
+	}
 	have_v1 = !cg_mount("pids", mnt1, sizeof(mnt1)) && !cg_self("pids", own1, sizeof(own1));
 	if (cg_mount(NULL, mnt2, sizeof(mnt2)) || cg_self(NULL, own2, sizeof(own2))) {
 		fail("no cgroup2 hierarchy");

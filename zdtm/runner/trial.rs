@@ -918,9 +918,7 @@ impl<'a> Run<'a> {
             return Vec::new();
         };
         let uniq = self.dir.file_name().unwrap_or_default().to_string_lossy();
-        let mut pids = self.known.clone();
-        pids.extend(self.pid);
-        crate::cgroups::owned(before, &uniq, self.name(), &pids)
+        crate::cgroups::owned(before, &uniq)
     }
 
     /// Removes the `zdtm.*` cgroups the trial created, killing
