@@ -299,11 +299,13 @@ fn sets_props(mode: Mode, exists: bool) -> bool {
 /// was not asked to); a parent that does not exist and was not dumped is
 /// made by the restore, which enables them there. `subtree_control`
 /// reads the file of an existing cgroup (None: the cgroup does not
-/// exist). Returns what to enable where.
+/// exist); `pid_below` names a task restored at or below a cgroup, for
+/// the message. Returns what to enable where.
 fn enablement(
     dirs: &[DirPlan],
     mode: Mode,
     subtree_control: impl Fn(&Path) -> Option<String>,
+    pid_below: impl Fn(&Path) -> Pid,
 ) -> Result<BTreeMap<PathBuf, BTreeSet<String>>> {
     let mut enable: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     for d in dirs.iter().filter(|d| d.v2) {
@@ -334,14 +336,14 @@ fn enablement(
                 let have: BTreeSet<&str> = have.split_whitespace().collect();
                 let missing: Vec<&str> = need.difference(&have).copied().collect();
                 if !missing.is_empty() {
-                    return Err(Error::io(
-                        p,
+                    return Err(Error::unsupported(
+                        pid_below(&d.dir),
+                        format!("cgroup {}", p.display()),
                         format!(
                             "restoring the properties of {} needs controller(s) {} enabled in the cgroup.subtree_control of this existing cgroup, which the restore does not change",
                             d.dir.display(),
                             missing.join(" ")
                         ),
-                        std::io::ErrorKind::NotFound.into(),
                     ));
                 }
                 break;
@@ -354,6 +356,21 @@ fn enablement(
         }
     }
     Ok(enable)
+}
+
+/// A task (or thread) restored into a cgroup2 cgroup that `at` accepts.
+fn pid_in(
+    sets: &BTreeMap<u32, Vec<(PathBuf, bool)>>,
+    task_sets: &[(Pid, u32)],
+    at: impl Fn(&Path) -> bool,
+) -> Option<Pid> {
+    task_sets
+        .iter()
+        .find(|(_, id)| {
+            sets.get(id)
+                .is_some_and(|v| v.iter().any(|(d, v2)| *v2 && at(d)))
+        })
+        .map(|t| t.0)
 }
 
 /// cgroup2's no-internal-processes rule: a cgroup other than the
@@ -369,13 +386,9 @@ fn check_no_internal_processes(
     task_sets: &[(Pid, u32)],
 ) -> Result<()> {
     for (dir, ctls) in enable {
-        let Some((id, _)) = sets
-            .iter()
-            .find(|(_, v)| v.iter().any(|(d, v2)| *v2 && d == dir))
-        else {
+        let Some(pid) = pid_in(sets, task_sets, |d| d == dir) else {
             continue;
         };
-        let pid = task_sets.iter().find(|t| t.1 == *id).map_or(0, |t| t.0);
         return Err(Error::unsupported(
             pid,
             format!("cgroup {}", dir.display()),
@@ -673,10 +686,15 @@ pub fn plan(
             });
         }
     }
-    plan.enable = enablement(&plan.dirs, mode, |d| {
-        d.is_dir()
-            .then(|| cgroupfs::read_prop(&d.join("cgroup.subtree_control")).unwrap_or_default())
-    })?;
+    plan.enable = enablement(
+        &plan.dirs,
+        mode,
+        |d| {
+            d.is_dir()
+                .then(|| cgroupfs::read_prop(&d.join("cgroup.subtree_control")).unwrap_or_default())
+        },
+        |below| pid_in(&plan.sets, task_sets, |d| d.starts_with(below)).unwrap_or(0),
+    )?;
     check_no_internal_processes(&plan.enable, &plan.sets, task_sets)?;
     // What the mode requires of the machine, checked before any process.
     for d in &plan.dirs {
@@ -1118,32 +1136,39 @@ mod tests {
             ),
             v2_dir("/cg/new/root/leaf", &[("pids.max", "41")]),
         ];
-        let en = enablement(&dirs, Mode::Soft, machine).unwrap();
+        let en = enablement(&dirs, Mode::Soft, machine, |_| 0).unwrap();
         let got: Vec<(&str, Vec<&str>)> = en
             .iter()
             .map(|(d, c)| (d.to_str().unwrap(), c.iter().map(|s| s.as_str()).collect()))
             .collect();
         assert_eq!(got, [("/cg/new", vec!["hugetlb", "pids"])]);
         // Nothing to enable where the properties are not written.
-        assert!(enablement(&dirs, Mode::None, machine).unwrap().is_empty());
+        assert!(enablement(&dirs, Mode::None, machine, |_| 0)
+            .unwrap()
+            .is_empty());
         // Only core properties: nothing needed.
         let core = [v2_dir("/cg/new/x", &[("cgroup.max.depth", "2")])];
-        assert!(enablement(&core, Mode::Soft, machine).unwrap().is_empty());
+        assert!(enablement(&core, Mode::Soft, machine, |_| 0)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn existing_parent_without_the_controller() {
         let dirs = [v2_dir("/cg/old/x", &[("memory.max", "1")])];
-        let e = enablement(&dirs, Mode::Soft, machine)
+        let e = enablement(&dirs, Mode::Soft, machine, |_| 9)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("/cg/old") && e.contains("memory"), "{e}");
+        assert!(
+            e.contains("pid 9") && e.contains("/cg/old") && e.contains("memory"),
+            "{e}"
+        );
     }
 
     #[test]
     fn no_internal_processes() {
         let dirs = [v2_dir("/cg/new/child", &[("hugetlb.2MB.max", "max")])];
-        let en = enablement(&dirs, Mode::Soft, machine).unwrap();
+        let en = enablement(&dirs, Mode::Soft, machine, |_| 0).unwrap();
         let mut sets = BTreeMap::new();
         sets.insert(1, vec![(PathBuf::from("/cg/new"), true)]);
         sets.insert(2, vec![(PathBuf::from("/cg/new/child"), true)]);
