@@ -751,7 +751,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn check_restored(
+    /// After a successful restore `n`: the tree is as `before` (the pid
+    /// of a pid namespace's init followed to its new value).
+    pub(crate) fn check_restored(
         &mut self,
         n: usize,
         before: &Tree,
