@@ -2,9 +2,10 @@
  * cgroup_freeze: a tree that keeps forking is checkpointed through its
  * freezer cgroup (`dump --freeze-cgroup`).
  *
- * --cg=PATH: the freezer cgroup, a path inside the freezer hierarchy (the
- * v1 freezer if mounted, else cgroup2); the program creates it and joins
- * it, and the runner gives the same PATH to `ckpt dump --freeze-cgroup`.
+ * The freezer cgroup PATH is /zdtm.<uniq> (cg_name()) at the top of the
+ * freezer hierarchy (the v1 freezer if mounted, else cgroup2); the program
+ * creates it and joins it, and the runner gives the same PATH to `ckpt dump
+ * --freeze-cgroup`.
  *
  * The root maps a shared counter page and forks a spawner, which moves
  * itself into the child cgroup PATH/kids (the freezer freezes the whole
@@ -38,8 +39,8 @@
 
 const char *test_doc = "Check that a forking tree is dumped through its freezer cgroup";
 
-static char *cg;
-TEST_OPTION(cg, string, "freezer cgroup path inside the freezer hierarchy", 1);
+/* The freezer cgroup as a path inside the freezer hierarchy. */
+static char cg[300];
 
 #define MAX_KIDS 4
 
@@ -93,6 +94,11 @@ int main(int argc, char **argv)
 	int status, i;
 
 	test_init(argc, argv);
+	cg[0] = '/';
+	if (cg_name(cg + 1, sizeof(cg) - 1)) {
+		fail("cg_name: %m");
+		return 1;
+	}
 	if (cg_mount(ctl, mnt, sizeof(mnt))) {
 		ctl = NULL; /* cgroup2 */
 		if (cg_mount(NULL, mnt, sizeof(mnt))) {

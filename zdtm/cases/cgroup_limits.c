@@ -3,7 +3,7 @@
  * checkpoint/restore.
  *
  * --v1=CTL[,CTL...]  for each v1 controller, create
- *           <CTL hierarchy>/<own cgroup>/zdtm.<prog>.<pid>, set its
+ *           <CTL hierarchy>/<own cgroup>/zdtm.<uniq> (cg_name()), set its
  *           properties there and join it:
  *             pids     pids.max=37
  *             memory   memory.limit_in_bytes=256M, soft_limit_in_bytes=128M,
@@ -11,7 +11,7 @@
  *             cpu      cpu.shares=512, cfs_period_us=50000, cfs_quota_us=25000
  *             cpuset   cpuset.cpus=0, cpuset.mems=0
  *             devices  deny all, allow c 1:3 rwm and c 1:5 rw (devices.list)
- * --v2      create the nested cgroup2 pair zdtm.<prog>.<pid>/leaf: the
+ * --v2      create the nested cgroup2 pair zdtm.<uniq>/leaf: the
  *           parent gets cgroup.max.descendants=5 and, if a controller of
  *           pids, memory, hugetlb can be enabled, cgroup.subtree_control
  *           +CTL (enabled in the own cgroup first when needed, and left
@@ -33,7 +33,6 @@
  * --sabotage (debug): change one limit after SIGTERM, to see the check fail.
  */
 #include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,7 +259,10 @@ int main(int argc, char **argv)
 	pid_t pid;
 
 	test_init(argc, argv);
-	snprintf(name, sizeof(name), "zdtm.%s.%d", basename(argv[0]), getpid());
+	if (cg_name(name, sizeof(name))) {
+		fail("cg_name: %m");
+		return 1;
+	}
 	if ((v1 && setup_v1()) || (v2 && setup_v2())) {
 		cleanup();
 		fail("setting up the cgroups");

@@ -3,7 +3,7 @@
  * cgroup paths after the restore, rooted where its namespace was.
  *
  * In the v1 pids hierarchy (if mounted) and in cgroup2 the root creates,
- * below its own cgroup, BASE = zdtm.cgroup_ns.<pid> with
+ * below its own cgroup, BASE = zdtm.<uniq> (cg_name()) with
  *
  *	BASE
  *	 +- ns          the namespace's root; child K2 moves here
@@ -23,7 +23,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -201,7 +200,10 @@ int main(int argc, char **argv)
 	runner = getppid(); /* the launcher's parent */
 	host_ns = ns_of(0);
 	test_init(argc, argv);
-	snprintf(name, sizeof(name), "zdtm.%s.%d", basename(argv[0]), getpid());
+	if (cg_name(name, sizeof(name))) {
+		fail("cg_name: %m");
+		return 1;
+	}
 	have_v1 = !cg_mount("pids", mnt1, sizeof(mnt1)) && !cg_self("pids", own1, sizeof(own1));
 	if (cg_mount(NULL, mnt2, sizeof(mnt2)) || cg_self(NULL, own2, sizeof(own2))) {
 		fail("no cgroup2 hierarchy");

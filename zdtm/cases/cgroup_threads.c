@@ -2,7 +2,7 @@
  * cgroup_threads: threads of one process in different threaded cgroup2
  * cgroups come back each in its own.
  *
- * The process creates zdtm.<prog>.<pid> below its own cgroup2 cgroup with
+ * The process creates zdtm.<uniq> (cg_name()) below its own cgroup2 cgroup with
  * two children m and w of cgroup.type "threaded" (which makes the parent
  * a "domain threaded" cgroup), moves itself into m and starts a thread
  * that moves itself into w (cgroup.threads). After SIGTERM the main thread
@@ -11,11 +11,10 @@
  * the thread, moves back and removes the cgroups.
  *
  * If the v1 pids hierarchy is mounted (v1 membership is per thread), the
- * same is done there: zdtm.<prog>.<pid>/m for the process, /w for the
+ * same is done there: zdtm.<uniq>/m for the process, /w for the
  * thread (through `tasks`), checked the same way.
  */
 #include <errno.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,7 +137,10 @@ int main(int argc, char **argv)
 		fail("no cgroup2 hierarchy");
 		return 1;
 	}
-	snprintf(name, sizeof(name), "zdtm.%s.%d", basename(argv[0]), getpid());
+	if (cg_name(name, sizeof(name))) {
+		fail("cg_name: %m");
+		return 1;
+	}
 	snprintf(own, sizeof(own), "%s%s", mnt, strcmp(self, "/") ? self : "");
 	snprintf(dir, sizeof(dir), "%s/%s", own, name);
 	snprintf(dm, sizeof(dm), "%s/m", dir);

@@ -3,7 +3,7 @@
  * comes back with each process in its own cgroups.
  *
  * In the v1 pids hierarchy (if mounted) and in cgroup2, the root creates
- * zdtm.<prog>.<pid> below its own cgroup (the tree's cgroup, BASE) with
+ * zdtm.<uniq> (cg_name()) below its own cgroup (the tree's cgroup, BASE) with
  * three children a, b and c:
  *
  *	BASE            v1: pids.max=29   v2: cgroup.max.descendants=4
@@ -22,12 +22,14 @@
  * BASE must be PATH (the tree moved under the new root, with its
  * properties recreated there), and the children check against their new
  * place. Without the file (--leave-running) BASE is the original one.
+ * PATH may lie below cgroups that do not exist, named cg_name() + ".<word>"
+ * (the restore makes them, and must enable in their cgroup.subtree_control
+ * the controllers of BASE's properties); the case removes them too.
  *
  * Before the verdict everything moves back to its own cgroups and every
  * directory created (in either place) is removed.
  */
 #include <errno.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +140,26 @@ static void rmdirs(int v2, int restored)
 		pr_perror("rmdir %s", d);
 }
 
+/* The parents of PATH that are the case's own (see above), deepest first. */
+static void rm_newroot_parents(int v2)
+{
+	char p[1024], d[2048];
+	char *slash;
+
+	if (!newroot)
+		return;
+	snprintf(p, sizeof(p), "%s", newroot);
+	while ((slash = strrchr(p, '/')) && slash != p) {
+		*slash = '\0';
+		slash = strrchr(p, '/');
+		if (!slash || strncmp(slash + 1, name, strlen(name)) || slash[1 + strlen(name)] != '.')
+			break;
+		dir_of(d, sizeof(d), v2, p, NULL);
+		if (cg_rmdir(d))
+			pr_perror("rmdir %s", d);
+	}
+}
+
 static void cleanup(void)
 {
 	char d[1024];
@@ -146,11 +168,13 @@ static void cleanup(void)
 		dir_of(d, sizeof(d), 0, own1, NULL);
 		cg_join(d, 0);
 		rmdirs(0, 1);
+		rm_newroot_parents(0);
 		rmdirs(0, 0);
 	}
 	dir_of(d, sizeof(d), 1, own2, NULL);
 	cg_join(d, 0);
 	rmdirs(1, 1);
+	rm_newroot_parents(1);
 	rmdirs(1, 0);
 }
 
@@ -229,7 +253,10 @@ int main(int argc, char **argv)
 	char c;
 
 	test_init(argc, argv);
-	snprintf(name, sizeof(name), "zdtm.%s.%d", basename(argv[0]), getpid());
+	if (cg_name(name, sizeof(name))) {
+		fail("cg_name: %m");
+		return 1;
+	}
 	have_v1 = !cg_mount("pids", mnt1, sizeof(mnt1)) && !cg_self("pids", own1, sizeof(own1));
 	if (cg_mount(NULL, mnt2, sizeof(mnt2)) || cg_self(NULL, own2, sizeof(own2))) {
 		fail("no cgroup2 hierarchy");

@@ -7,6 +7,8 @@
  * set is checked against its own task's fds (the child has no fd at that
  * number, which must not matter). After restore the parent writes into
  * the pipe and the set must report the read end readable with its data.
+ * The parent reports ready only once the child has closed its fds (a dump
+ * before that would find the epoll set shared by the two).
  */
 #include <string.h>
 #include <sys/epoll.h>
@@ -21,7 +23,8 @@ const char *test_doc = "Check an epoll set in a parent whose child does not have
 
 int main(int argc, char **argv)
 {
-	int p[2], ep, status, n;
+	int p[2], ready[2], ep, status, n;
+	char c;
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0x1234 };
 	pid_t child;
 
@@ -32,6 +35,8 @@ int main(int argc, char **argv)
 	ep = epoll_create1(0);
 	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, RD, &ev))
 		return pr_perror("epoll"), 1;
+	if (pipe(ready))
+		return pr_perror("pipe"), 1;
 	child = test_fork();
 	if (child < 0)
 		return pr_perror("fork"), 1;
@@ -39,9 +44,19 @@ int main(int argc, char **argv)
 		close(RD);
 		close(p[1]);
 		close(ep);
+		close(ready[0]);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		close(ready[1]);
 		test_waitsig();
 		_exit(0);
 	}
+	close(ready[1]);
+	if (read(ready[0], &c, 1) != 1) {
+		fail("the child did not close its fds");
+		return 1;
+	}
+	close(ready[0]);
 
 	test_daemon();
 	test_waitsig();

@@ -141,6 +141,22 @@ int cg_join(const char *dir, pid_t pid)
 	return cg_set(dir, "cgroup.procs", v);
 }
 
+int cg_name(char *buf, size_t len)
+{
+	char cwd[4096];
+	const char *base;
+
+	if (!getcwd(cwd, sizeof(cwd)))
+		return -1;
+	base = strrchr(cwd, '/');
+	base = base ? base + 1 : cwd;
+	if (!*base || snprintf(buf, len, "zdtm.%s", base) >= (int)len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
 int cg_rmdir(const char *dir)
 {
 	if (rmdir(dir) && errno != ENOENT)

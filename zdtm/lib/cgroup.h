@@ -4,8 +4,8 @@
  * Hierarchies are found in /proc/self/mountinfo, never assumed: a v1
  * hierarchy by one of its controllers ("pids", "freezer") or its name
  * ("name=systemd"), cgroup2 by passing NULL. Cases name the cgroups they
- * create "zdtm.<something unique>" and remove them before their verdict:
- * the runner fails a trial that leaves a zdtm.* cgroup behind.
+ * create with cg_name() and remove them before their verdict: the runner
+ * fails a trial that leaves such a cgroup behind, and removes it.
  */
 #ifndef ZDTM_CGROUP_H
 #define ZDTM_CGROUP_H
@@ -13,6 +13,18 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/*
+ * The name of the cgroup a case creates: "zdtm.<basename of the work
+ * directory>" (the runner starts every case in a work directory of its own,
+ * named uniquely, and substitutes the same name for {uniq} in the case
+ * table). Not the pid: in the ns flavour every case's root is pid 3 of its
+ * namespace, so a case's h and ns trials, or two cases, would collide; and
+ * the runner, which removes what a trial leaves behind (cgroups.rs), knows
+ * the work directory but not the pids inside a pid namespace. A case that
+ * needs a second top-level cgroup names it cg_name() + ".<word>". Call it
+ * before any chdir. 0, or -1 with errno.
+ */
+int cg_name(char *buf, size_t len);
 /* Mount point of hierarchy `ctl` (NULL: cgroup2) into buf; -1 if none. */
 int cg_mount(const char *ctl, char *buf, size_t len);
 /* The caller's cgroup in hierarchy `ctl` (NULL: cgroup2), "/a/b"; -1 if none. */

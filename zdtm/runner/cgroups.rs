@@ -1,14 +1,17 @@
 //! Cgroups a trial leaves behind.
 //!
-//! Cases that create cgroups name them `zdtm.<case>.<pid>` (pid: a
-//! process of the case, normally its root) or `zdtm.<uniq>` (the work
-//! directory's name, `{uniq}` in the case table), anywhere in any mounted
-//! hierarchy. After a trial, such a cgroup of the trial that is still
-//! there fails it, and the runner removes it (killing what is inside), so
-//! a failed trial does not poison the next. The names tie a cgroup to
-//! its trial, so trials running side by side (the safety tests do) never
-//! touch each other's; cgroups that existed before the trial are left
-//! alone in any case.
+//! Cases that create cgroups name them `zdtm.<uniq>`, where `<uniq>` is
+//! the name of the trial's work directory (zdtm/lib/cgroup.c's `cg_name()`
+//! derives it from its working directory; the case table's `{uniq}`), or
+//! `zdtm.<uniq>.<word>` for a second one, anywhere in any mounted
+//! hierarchy. Not pids: the runner cannot see them inside a pid
+//! namespace, and every ns trial's root is pid 3 of its own. After a
+//! trial, such a cgroup of the trial that is still there fails it, and
+//! the runner removes it (killing what is inside), so a failed trial does
+//! not poison the next. Work directory names are unique (one per trial,
+//! with the runner's pid and a sequence number), so trials running side by
+//! side (the safety tests do) never touch each other's; cgroups that
+//! existed before the trial are left alone in any case.
 //!
 //! Like procfs.rs, this deliberately shares no code with the engine.
 
@@ -65,27 +68,25 @@ pub fn zdtm_dirs() -> BTreeSet<PathBuf> {
     out
 }
 
-/// The cgroups of one trial that exist now and did not in `before`:
-/// named `zdtm.<uniq>` or `zdtm.<case>.<pid>` for one of `pids`.
-pub fn owned(
-    before: &BTreeSet<PathBuf>,
-    uniq: &str,
-    case: &str,
-    pids: &BTreeSet<i32>,
-) -> Vec<PathBuf> {
+/// Whether a cgroup directory name is one of trial `uniq`'s:
+/// `zdtm.<uniq>` or `zdtm.<uniq>.<word>`. A work directory name ends in a
+/// sequence number, so no other trial's `<uniq>` is `<uniq>.<word>`.
+pub fn is_owned_name(name: &str, uniq: &str) -> bool {
+    name.strip_prefix(PREFIX)
+        .and_then(|r| r.strip_prefix(uniq))
+        .is_some_and(|r| {
+            r.is_empty()
+                || r.strip_prefix('.')
+                    .is_some_and(|w| !w.is_empty() && !w.contains('.'))
+        })
+}
+
+/// The cgroups of one trial that exist now and did not in `before`
+/// (named as [`is_owned_name`] says).
+pub fn owned(before: &BTreeSet<PathBuf>, uniq: &str) -> Vec<PathBuf> {
     let mine = |d: &Path| {
-        let Some(n) = d.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            return false;
-        };
-        let Some(rest) = n.strip_prefix(PREFIX) else {
-            return false;
-        };
-        rest == uniq
-            || rest
-                .strip_prefix(case)
-                .and_then(|r| r.strip_prefix('.'))
-                .and_then(|p| p.parse::<i32>().ok())
-                .is_some_and(|p| pids.contains(&p))
+        d.file_name()
+            .is_some_and(|n| is_owned_name(&n.to_string_lossy(), uniq))
     };
     let all = zdtm_dirs();
     let top: Vec<PathBuf> = all

@@ -262,6 +262,12 @@ fn main() {
             body: safety_cgroups::restore_move_fails,
         },
         Spec {
+            name: "restore/cgroup-root-internal-processes",
+            case: || case_named("cgroup_tree"),
+            variant: Variant::Once,
+            body: safety_cgroups::restore_root_internal_processes,
+        },
+        Spec {
             name: "dump/freeze-cgroup-enospc",
             case: || case_named("cgroup_freeze"),
             variant: Variant::Once,

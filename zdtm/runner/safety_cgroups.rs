@@ -6,6 +6,12 @@
 //!   cgroup (a recreated v1 cpuset without CPUs) fails, kills what it
 //!   created and removes the cgroups it made (the intact image then
 //!   restores fine, which it could not if the broken cgroup were left);
+//! - `restore/cgroup-root-internal-processes`: an ns-flavour tree (its
+//!   init in the runner's cgroup2 cgroup, which enables controllers for
+//!   the case's cgroup below) restored with `--cgroup-root` for cgroup2
+//!   would need the init in a new cgroup with those controllers enabled,
+//!   which cgroup2 forbids: refused before any process exists, with the
+//!   reason, and no cgroup made; the restore without it then works;
 //! - `dump/freeze-cgroup-enospc`: a dump through the freezer cgroup that
 //!   fails (no space for the images) leaves the cgroup thawed and the
 //!   forking tree running as before;
@@ -60,6 +66,86 @@ pub fn restore_move_fails(run: &mut Run) -> Result<Outcome, String> {
     restore_damaged(run, cpuset_without_cpus)
 }
 
+pub fn restore_root_internal_processes(run: &mut Run) -> Result<Outcome, String> {
+    if let Some(o) = cgroup_case("cgroup_tree", run)? {
+        return Ok(o);
+    }
+    let own = fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .ok_or("the runner has no cgroup2 cgroup")?;
+    let mnt = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            if !post.starts_with("cgroup2 ") {
+                return None;
+            }
+            Some(PathBuf::from(pre.split(' ').nth(4)?.replace("\\040", " ")))
+        })
+        .ok_or("no cgroup2 hierarchy is mounted")?;
+    let ctl = fs::read_to_string(
+        mnt.join(own.trim_start_matches('/'))
+            .join("cgroup.subtree_control"),
+    )
+    .unwrap_or_default();
+    if ctl.trim().is_empty() {
+        return Ok(Outcome::Ignored(format!(
+            "the runner's cgroup2 cgroup {own} enables no controller: the case's cgroups need none, and the restore has nothing to refuse"
+        )));
+    }
+    run.flavor = crate::cases::Flavor::Ns;
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    dump_1(run)?;
+    run.note("dump 1: tree gone");
+    let img = run.path("img-1");
+    let uniq = run
+        .dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let newroot = format!("/zdtm.{uniq}.new");
+    let mut args = restore_args(run, &img, "restore-newroot");
+    args.push(format!("--cgroup-root=cgroup2:{newroot}").into());
+    let out = expect_failure(run, "restore-newroot", &img, args)?;
+    expect_mentions(
+        "restore-newroot",
+        &out,
+        &[
+            &["pid 1:"],
+            &[&newroot],
+            &["no processes"],
+            &["subtree_control"],
+        ],
+    )?;
+    expect_nothing_restored(run, pid, "restore-newroot")?;
+    if let Some(d) = crate::cgroups::zdtm_dirs()
+        .into_iter()
+        .find(|d| d.ends_with(&newroot[1..]))
+    {
+        return Err(format!(
+            "the refused restore left the cgroup {}",
+            d.display()
+        ));
+    }
+    let st = run.engine_restore(1)?;
+    if !st.success() {
+        return Err(format!(
+            "the restore without --cgroup-root failed ({st}): {}",
+            console(run, "restore-1").trim()
+        ));
+    }
+    run.check_restored(1, &tree, &stopped)?;
+    run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
 /// The case's cgroups are removed (as the cgroup_deleted hook does) and the
 /// cpuset directory's cpuset.cpus is emptied in cgroup.img: the restore
 /// recreates it without CPUs, and no task can join it (ENOSPC).
@@ -90,7 +176,7 @@ fn cpuset_without_cpus(dir: &Path, pid: i32) -> Result<(String, Vec<Vec<String>>
     }
     let d = images::write_image(&p, Magic::Cgroup, &[cg]).map_err(|e| e.to_string())?;
     reseal(dir, "cgroup.img", d)?;
-    // The case dir (its parent) holds the pidfile the hook reads.
+    // The hook finds the case's cgroups by the work dir's (the parent's) name.
     let work = dir.parent().ok_or("no work dir")?;
     cases::remove_case_cgroups(work, 1)?;
     Ok((

@@ -751,7 +751,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn check_restored(
+    /// After a successful restore `n`: the tree is as `before` (the pid
+    /// of a pid namespace's init followed to its new value).
+    pub(crate) fn check_restored(
         &mut self,
         n: usize,
         before: &Tree,
@@ -918,9 +920,7 @@ impl<'a> Run<'a> {
             return Vec::new();
         };
         let uniq = self.dir.file_name().unwrap_or_default().to_string_lossy();
-        let mut pids = self.known.clone();
-        pids.extend(self.pid);
-        crate::cgroups::owned(before, &uniq, self.name(), &pids)
+        crate::cgroups::owned(before, &uniq)
     }
 
     /// Removes the `zdtm.*` cgroups the trial created, killing

@@ -12,7 +12,7 @@
 //! created, still before it runs). A failed restore removes the cgroups it
 //! created.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -262,6 +262,143 @@ pub struct CgroupPlan {
     /// set id -> (dir, v2) of the root of the cgroup namespace its tasks
     /// were in, in each hierarchy (empty: the host's cgroup namespace).
     cgns_roots: BTreeMap<u32, Vec<(PathBuf, bool)>>,
+    /// cgroup2 cgroups the restore makes that were not dumped (the new
+    /// root of a `--cgroup-root` and its missing parents) -> controllers
+    /// to enable in their cgroup.subtree_control, so that the dumped
+    /// cgroups below them get the files of their properties. Parents
+    /// first (paths sort so).
+    enable: BTreeMap<PathBuf, BTreeSet<String>>,
+}
+
+/// The cgroup2 controller a property belongs to (`hugetlb.2MB.max`:
+/// hugetlb), None for the core `cgroup.*` files.
+fn v2_controller(prop: &str) -> Option<&str> {
+    match prop.split_once('.') {
+        Some(("cgroup", _)) | None => None,
+        Some((c, _)) => Some(c),
+    }
+}
+
+/// Whether the restore writes the properties of `d` in this mode.
+fn sets_props(mode: Mode, exists: bool) -> bool {
+    match mode {
+        Mode::Props | Mode::Full => true,
+        Mode::Soft | Mode::Strict => !exists,
+        Mode::Ignore | Mode::None => false,
+    }
+}
+
+/// For every cgroup2 cgroup whose properties the restore writes, the
+/// controllers those properties need (each file exists only when its
+/// controller is enabled in the parent's cgroup.subtree_control, and a
+/// cgroup's own subtree_control can only name controllers so enabled):
+/// walk up its parents until one provides them. A dumped parent whose
+/// properties are written provides them itself (its subtree_control is
+/// among them); an existing cgroup the restore does not write must
+/// already enable them (else refused: the restore changes no cgroup it
+/// was not asked to); a parent that does not exist and was not dumped is
+/// made by the restore, which enables them there. `subtree_control`
+/// reads the file of an existing cgroup (None: the cgroup does not
+/// exist); `pid_below` names a task restored at or below a cgroup, for
+/// the message. Returns what to enable where.
+fn enablement(
+    dirs: &[DirPlan],
+    mode: Mode,
+    subtree_control: impl Fn(&Path) -> Option<String>,
+    pid_below: impl Fn(&Path) -> Pid,
+) -> Result<BTreeMap<PathBuf, BTreeSet<String>>> {
+    let mut enable: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+    for d in dirs.iter().filter(|d| d.v2) {
+        if !sets_props(mode, subtree_control(&d.dir).is_some()) {
+            continue;
+        }
+        let mut need: BTreeSet<&str> = d
+            .props
+            .iter()
+            .filter_map(|p| v2_controller(&p.name))
+            .collect();
+        need.extend(
+            d.props
+                .iter()
+                .filter(|p| p.name == "cgroup.subtree_control")
+                .flat_map(|p| p.value.split_whitespace()),
+        );
+        if need.is_empty() {
+            continue;
+        }
+        let mut up = d.dir.parent();
+        while let Some(p) = up {
+            let existing = subtree_control(p);
+            if dirs.iter().any(|x| x.dir == p) && sets_props(mode, existing.is_some()) {
+                break;
+            }
+            if let Some(have) = existing {
+                let have: BTreeSet<&str> = have.split_whitespace().collect();
+                let missing: Vec<&str> = need.difference(&have).copied().collect();
+                if !missing.is_empty() {
+                    return Err(Error::unsupported(
+                        pid_below(&d.dir),
+                        format!("cgroup {}", p.display()),
+                        format!(
+                            "restoring the properties of {} needs controller(s) {} enabled in the cgroup.subtree_control of this existing cgroup, which the restore does not change",
+                            d.dir.display(),
+                            missing.join(" ")
+                        ),
+                    ));
+                }
+                break;
+            }
+            enable
+                .entry(p.to_path_buf())
+                .or_default()
+                .extend(need.iter().map(|c| c.to_string()));
+            up = p.parent();
+        }
+    }
+    Ok(enable)
+}
+
+/// A task (or thread) restored into a cgroup2 cgroup that `at` accepts.
+fn pid_in(
+    sets: &BTreeMap<u32, Vec<(PathBuf, bool)>>,
+    task_sets: &[(Pid, u32)],
+    at: impl Fn(&Path) -> bool,
+) -> Option<Pid> {
+    task_sets
+        .iter()
+        .find(|(_, id)| {
+            sets.get(id)
+                .is_some_and(|v| v.iter().any(|(d, v2)| *v2 && at(d)))
+        })
+        .map(|t| t.0)
+}
+
+/// cgroup2's no-internal-processes rule: a cgroup other than the
+/// hierarchy's root that has controllers enabled for its children cannot
+/// hold processes. A cgroup the restore makes and enables controllers in
+/// (see [`enablement`]) that is also where a task goes is such a plan:
+/// refused before any process exists. It happens when the tree sat in the
+/// root (whose children had controllers the root enabled) and
+/// `--cgroup-root` moves it into an ordinary cgroup.
+fn check_no_internal_processes(
+    enable: &BTreeMap<PathBuf, BTreeSet<String>>,
+    sets: &BTreeMap<u32, Vec<(PathBuf, bool)>>,
+    task_sets: &[(Pid, u32)],
+) -> Result<()> {
+    for (dir, ctls) in enable {
+        let Some(pid) = pid_in(sets, task_sets, |d| d == dir) else {
+            continue;
+        };
+        return Err(Error::unsupported(
+            pid,
+            format!("cgroup {}", dir.display()),
+            format!(
+                "the task would be restored into it, and the cgroups dumped below it need controller(s) {} enabled in its cgroup.subtree_control; cgroup2 allows no processes in a cgroup with controllers enabled for its children unless it is the hierarchy's root (the task was in the root of its cgroups when dumped; restore without --cgroup-root for cgroup2, or with a root that is the hierarchy's)",
+                ctls.iter().cloned().collect::<Vec<_>>().join(" ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Flatten the nested dir entries into (path, entry) pairs, parents first.
@@ -549,6 +686,16 @@ pub fn plan(
             });
         }
     }
+    plan.enable = enablement(
+        &plan.dirs,
+        mode,
+        |d| {
+            d.is_dir()
+                .then(|| cgroupfs::read_prop(&d.join("cgroup.subtree_control")).unwrap_or_default())
+        },
+        |below| pid_in(&plan.sets, task_sets, |d| d.starts_with(below)).unwrap_or(0),
+    )?;
+    check_no_internal_processes(&plan.enable, &plan.sets, task_sets)?;
     // What the mode requires of the machine, checked before any process.
     for d in &plan.dirs {
         let exists = d.dir.is_dir();
@@ -704,6 +851,16 @@ impl CgroupPlan {
             .map(|d| d.dir.clone())
             .chain(self.sets.values().flatten().map(|(d, _)| d.clone()))
             .collect::<Vec<_>>();
+        for (dir, ctls) in &self.enable {
+            mkdir_p(dir, made)?;
+            let ops: Vec<String> = ctls.iter().map(|c| format!("+{c}")).collect();
+            write(&dir.join("cgroup.subtree_control"), &ops.join(" "))?;
+            debug!(
+                "cgroup {}: made, {} enabled for the cgroups below",
+                dir.display(),
+                ops.join(" ")
+            );
+        }
         for d in &self.dirs {
             let mut created = false;
             if !d.dir.is_dir() {
@@ -717,11 +874,7 @@ impl CgroupPlan {
                     let _ = std::os::unix::fs::chown(&d.dir, Some(p.uid), Some(p.gid));
                 }
             }
-            let props = match self.mode {
-                Mode::Props | Mode::Full => true,
-                Mode::Soft | Mode::Strict => created,
-                Mode::Ignore | Mode::None => false,
-            };
+            let props = sets_props(self.mode, !created);
             if props {
                 for p in &d.props {
                     set_prop(&d.dir, p)?;
@@ -940,6 +1093,94 @@ mod tests {
         let mut dup = entry("/a", &[]);
         dup.sets.push(dup.sets[0].clone());
         assert!(check(&dup, p).is_err());
+    }
+
+    fn v2_dir(dir: &str, props: &[(&str, &str)]) -> DirPlan {
+        DirPlan {
+            dir: PathBuf::from(dir),
+            v2: true,
+            perms: None,
+            props: props
+                .iter()
+                .map(|(n, v)| pb::CgroupPropEntry {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                    perms: None,
+                })
+                .collect(),
+            in_tree: true,
+        }
+    }
+
+    /// A machine where only /cg (subtree_control "hugetlb pids") and
+    /// /cg/old (none) exist.
+    fn machine(d: &Path) -> Option<String> {
+        match d.to_str()? {
+            "/cg" => Some("hugetlb pids".into()),
+            "/cg/old" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn enabling_in_made_parents() {
+        // --cgroup-root moved the tree to /cg/new/root: /cg/new is made by
+        // the restore and must enable what the dumped cgroups need.
+        let dirs = [
+            v2_dir(
+                "/cg/new/root",
+                &[
+                    ("hugetlb.2MB.max", "max"),
+                    ("cgroup.subtree_control", "pids"),
+                ],
+            ),
+            v2_dir("/cg/new/root/leaf", &[("pids.max", "41")]),
+        ];
+        let en = enablement(&dirs, Mode::Soft, machine, |_| 0).unwrap();
+        let got: Vec<(&str, Vec<&str>)> = en
+            .iter()
+            .map(|(d, c)| (d.to_str().unwrap(), c.iter().map(|s| s.as_str()).collect()))
+            .collect();
+        assert_eq!(got, [("/cg/new", vec!["hugetlb", "pids"])]);
+        // Nothing to enable where the properties are not written.
+        assert!(enablement(&dirs, Mode::None, machine, |_| 0)
+            .unwrap()
+            .is_empty());
+        // Only core properties: nothing needed.
+        let core = [v2_dir("/cg/new/x", &[("cgroup.max.depth", "2")])];
+        assert!(enablement(&core, Mode::Soft, machine, |_| 0)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn existing_parent_without_the_controller() {
+        let dirs = [v2_dir("/cg/old/x", &[("memory.max", "1")])];
+        let e = enablement(&dirs, Mode::Soft, machine, |_| 9)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pid 9") && e.contains("/cg/old") && e.contains("memory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_internal_processes() {
+        let dirs = [v2_dir("/cg/new/child", &[("hugetlb.2MB.max", "max")])];
+        let en = enablement(&dirs, Mode::Soft, machine, |_| 0).unwrap();
+        let mut sets = BTreeMap::new();
+        sets.insert(1, vec![(PathBuf::from("/cg/new"), true)]);
+        sets.insert(2, vec![(PathBuf::from("/cg/new/child"), true)]);
+        let e = check_no_internal_processes(&en, &sets, &[(7, 2), (5, 1)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pid 5") && e.contains("/cg/new") && e.contains("hugetlb"),
+            "{e}"
+        );
+        sets.remove(&1);
+        assert!(check_no_internal_processes(&en, &sets, &[(7, 2)]).is_ok());
     }
 
     #[test]
