@@ -2,8 +2,9 @@
 //!
 //! - `dump/page-server`: `ckpt page-server` on a loopback port receives
 //!   the pages of a dump (`dump --page-server`); the dump's own directory
-//!   holds none, the server's holds them all; put together, the two
-//!   restore and the program finds its memory intact.
+//!   holds none (a restore of it alone is refused, saying where they
+//!   are), the server's holds them all; put together, the two restore
+//!   and the program finds its memory intact.
 //! - `pre-dump/page-server`: a pre-dump and the dump after it, each
 //!   through a page server; the chain, put together, restores.
 //! - `dump/page-server-fails`: a server that cannot be reached, and one
@@ -170,6 +171,12 @@ pub fn dump_page_server(run: &mut Run) -> Result<Outcome, String> {
     let (img, srv) = (run.path("img-1"), run.path("img-srv"));
     let pages = dump_through(run, "dump", &img, &srv, &[], MEM_BYTES)?;
     run.wait_tree_gone(Duration::from_secs(30))?;
+    // Without the server's half, the restore refuses and says where the
+    // pages are.
+    let what = "restore-without-pages";
+    let args = restore_args(run, &img, what);
+    let out = expect_failure(run, what, &img, args)?;
+    expect_mentions(what, &out, &[&["pages-1.img"], &["page server"]])?;
     copy_into(&pages, &img)?;
     let st = run.engine_restore(1)?;
     if !st.success() {

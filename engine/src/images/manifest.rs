@@ -125,6 +125,16 @@ impl fmt::Display for ManifestError {
             }
             write!(f, "{p}")?;
         }
+        let pages_away = self.problems.iter().any(|p| {
+            matches!(p, ManifestProblem::Missing { name }
+                if name.starts_with("pages-") && name.ends_with(".img"))
+        });
+        if pages_away {
+            f.write_str(
+                " (a dump with --page-server leaves its pages files with the page \
+                 server: copy them into this directory)",
+            )?;
+        }
         Ok(())
     }
 }
