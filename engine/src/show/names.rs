@@ -625,6 +625,41 @@ pub fn auxv_is_number(t: u64) -> bool {
     matches!(t, 4..=6 | 8 | 11..=14 | 17 | 23 | 27 | 28 | 51)
 }
 
+// ---------------------------------------------------------------- fsnotify
+
+/// inotify watch masks: events, then the flags the kernel keeps with the
+/// watch. IN_ALL_EVENTS first, so that a watch on everything reads so.
+pub const INOTIFY_MASK: Flags = &[
+    (libc::IN_ALL_EVENTS as u64, "IN_ALL_EVENTS"),
+    (libc::IN_ACCESS as u64, "IN_ACCESS"),
+    (libc::IN_MODIFY as u64, "IN_MODIFY"),
+    (libc::IN_ATTRIB as u64, "IN_ATTRIB"),
+    (libc::IN_CLOSE_WRITE as u64, "IN_CLOSE_WRITE"),
+    (libc::IN_CLOSE_NOWRITE as u64, "IN_CLOSE_NOWRITE"),
+    (libc::IN_OPEN as u64, "IN_OPEN"),
+    (libc::IN_MOVED_FROM as u64, "IN_MOVED_FROM"),
+    (libc::IN_MOVED_TO as u64, "IN_MOVED_TO"),
+    (libc::IN_CREATE as u64, "IN_CREATE"),
+    (libc::IN_DELETE as u64, "IN_DELETE"),
+    (libc::IN_DELETE_SELF as u64, "IN_DELETE_SELF"),
+    (libc::IN_MOVE_SELF as u64, "IN_MOVE_SELF"),
+    (libc::IN_UNMOUNT as u64, "IN_UNMOUNT"),
+    (libc::IN_Q_OVERFLOW as u64, "IN_Q_OVERFLOW"),
+    (libc::IN_IGNORED as u64, "IN_IGNORED"),
+    (libc::IN_ONLYDIR as u64, "IN_ONLYDIR"),
+    (libc::IN_DONT_FOLLOW as u64, "IN_DONT_FOLLOW"),
+    (libc::IN_EXCL_UNLINK as u64, "IN_EXCL_UNLINK"),
+    (libc::IN_MASK_CREATE as u64, "IN_MASK_CREATE"),
+    (libc::IN_MASK_ADD as u64, "IN_MASK_ADD"),
+    (libc::IN_ISDIR as u64, "IN_ISDIR"),
+    (libc::IN_ONESHOT as u64, "IN_ONESHOT"),
+];
+
+/// "IN_MODIFY|IN_ONESHOT": an inotify mask by name ("0" for none).
+pub fn inotify_mask(mask: u32) -> String {
+    flags(mask as u64, INOTIFY_MASK, "0")
+}
+
 // ---------------------------------------------------------------- memory
 
 /// "r-xp": protections and sharing as /proc/PID/maps shows them.
