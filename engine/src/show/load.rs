@@ -384,8 +384,10 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
                     _ => "?".into(),
                 };
                 format!(
-                    "{on} mask {:#x} ignored {:#x} flags {:#x}",
-                    m.mask, m.ignored_mask, m.mflags
+                    "{on} mask {} ignored {} flags {}",
+                    names::fanotify_mask(m.mask as u64),
+                    names::fanotify_mask(m.ignored_mask as u64),
+                    names::flags(m.mflags as u64, names::FANOTIFY_MARK_FLAGS, "0")
                 )
             })
             .collect();
