@@ -26,13 +26,16 @@ const UNLINKED: &str = " (deleted)";
 
 /// The ghost file (by id) that the watch `w` on an unlinked file is on;
 /// None for a watch by path.
-fn ghost_of(imgs: &Images, w: &pb::InotifyWdEntry) -> std::result::Result<Option<u32>, String> {
+fn ghost_of(
+    ghosts: &crate::restore::ghost::Ghosts,
+    w: &pb::InotifyWdEntry,
+) -> std::result::Result<Option<u32>, String> {
     let path = w.f_handle.path.as_deref().unwrap_or("");
     if !path.ends_with(UNLINKED) {
         return Ok(None);
     }
     let dev = crate::sys::fsnotify::user_dev(w.s_dev) as u32;
-    imgs.ghosts
+    ghosts
         .files
         .iter()
         .find(|(_, (e, _))| {
@@ -59,7 +62,7 @@ fn on_ghosts(imgs: &Images) -> Result<BTreeMap<u32, Vec<u32>>> {
         let pid = holders.get(id).map_or(imgs.tasks[0].pid, |h| h.0);
         let mut ghosts = Vec::new();
         for w in &e.wd {
-            match ghost_of(imgs, w) {
+            match ghost_of(&imgs.ghosts, w) {
                 Ok(Some(g)) => ghosts.push(g),
                 Ok(None) => {}
                 Err(why) => return Err(Error::unsupported(pid, format!("inotify file {id}"), why)),
@@ -98,7 +101,7 @@ pub fn make_on_ghosts(
         let pid = holders.get(&id).map_or(imgs.tasks[0].pid, |h| h.0);
         let mut watches = Vec::with_capacity(e.wd.len());
         for w in &e.wd {
-            let (path, follow) = match ghost_of(imgs, w).expect("validated") {
+            let (path, follow) = match ghost_of(&imgs.ghosts, w).expect("validated") {
                 Some(g) => {
                     let fd = opened.get(&g).expect("watched_ghosts opened it");
                     (format!("/proc/self/fd/{}", fd.as_raw_fd()), true)
@@ -260,5 +263,72 @@ impl OpenFd for Watches {
             })
             .collect();
         format!("inotify instance watching [{}]", w.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::ghost::Ghosts;
+
+    fn watch(path: &str, s_dev: u32, ino: u64) -> pb::InotifyWdEntry {
+        pb::InotifyWdEntry {
+            id: 1,
+            i_ino: ino,
+            mask: libc::IN_MODIFY,
+            ignored_mask: 0,
+            s_dev,
+            wd: 2,
+            f_handle: pb::FhEntry {
+                path: Some(path.into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn ghosts(mode: u32, dev: u32, ino: u64) -> Ghosts {
+        let mut g = Ghosts::default();
+        let e = pb::GhostFileEntry {
+            mode,
+            dev: Some(dev),
+            ino: Some(ino),
+            ..Default::default()
+        };
+        g.files.insert(5, (e, Vec::new()));
+        g
+    }
+
+    #[test]
+    fn a_watch_on_an_unlinked_file_is_on_the_ghost_of_its_inode() {
+        // Kernel dev 0:0x2d (fdinfo's sdev) is userspace dev 0x2d.
+        let g = ghosts(libc::S_IFREG | 0o644, 0x2d, 77);
+        assert_eq!(
+            ghost_of(&g, &watch("/d/f (deleted)", 0x2d, 77)),
+            Ok(Some(5))
+        );
+        // A watch by path is on no ghost, even of its inode.
+        assert_eq!(ghost_of(&g, &watch("/d/f", 0x2d, 77)), Ok(None));
+        // Major 8 minor 1: 0x800001 in the kernel, 0x801 for stat.
+        let g = ghosts(libc::S_IFREG | 0o644, 0x801, 77);
+        assert_eq!(
+            ghost_of(&g, &watch("/d/f (deleted)", 0x80_0001, 77)),
+            Ok(Some(5))
+        );
+        // Another inode, another device, or a FIFO's ghost: refused,
+        // naming the watch, never taken for the path it had.
+        for (g, w) in [
+            (&g, watch("/d/f (deleted)", 0x80_0001, 78)),
+            (&g, watch("/d/f (deleted)", 0x2d, 77)),
+            (
+                &ghosts(libc::S_IFIFO | 0o644, 0x801, 77),
+                watch("/d/f (deleted)", 0x80_0001, 77),
+            ),
+        ] {
+            let e = ghost_of(g, &w).unwrap_err();
+            assert!(
+                e.contains("watch 2") && e.contains("no regular ghost"),
+                "{e}"
+            );
+        }
     }
 }
