@@ -17,6 +17,9 @@
  *    wd 2; closing `hold` gives IN_DELETE_SELF and IN_IGNORED on wd 2;
  *  - a new watch gets wd 3.
  *
+ *   --mapped       f is held by a shared mapping instead of an fd: after
+ *                  restore the mapping holds "hello", and unmapping it
+ *                  gives IN_DELETE_SELF and IN_IGNORED on wd 2.
  *   --refuse=open  wd 2 also watches IN_OPEN, which copying the file into
  *                  the images would generate: the dump must refuse it.
  *   --refuse=dir   wd 1 also watches IN_OPEN (without IN_EXCL_UNLINK),
@@ -30,6 +33,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +43,8 @@ const char *test_doc = "Check that inotify watches on unlinked files are restore
 
 static char *refuse = "";
 TEST_OPTION(refuse, string, "open or dir: a mask the dump refuses", 0);
+static int mapped;
+TEST_OPTION(mapped, bool, "hold the unlinked file by a mapping, not an fd", 0);
 
 #define DIR_ "inotify_unlinked.dir"
 
@@ -147,7 +153,7 @@ int main(int argc, char **argv)
 	uint32_t dir_mask = IN_CREATE | IN_DELETE | IN_MODIFY;
 	uint32_t file_mask = IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF;
 	struct inotify_event ev;
-	char name[NAME_MAX + 1], buf[8];
+	char name[NAME_MAX + 1], buf[8], *map = NULL;
 	int a, hold, w, seen_attrib = 0, seen_delete = 0;
 	struct stat st;
 
@@ -180,6 +186,16 @@ int main(int argc, char **argv)
 		pr_perror("inotify_add_watch");
 		return 1;
 	}
+	if (mapped) {
+		map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, hold, 0);
+		if (map == MAP_FAILED) {
+			pr_perror("mmap");
+			return 1;
+		}
+		/* IN_CLOSE_* is not watched: this close is no event */
+		close(hold);
+		hold = -1;
+	}
 	if (unlink(DIR_ "/f")) {
 		pr_perror("unlink");
 		return 1;
@@ -211,6 +227,14 @@ int main(int argc, char **argv)
 		test_check(!strcmp(after, before), "watches (wd:mask) were\n%s  and are\n%s", before, after);
 	else
 		test_check(0, "the inotify fd is gone");
+	if (mapped) {
+		test_check(!memcmp(map, "hello", 5), "the mapping of f does not hold hello");
+		expect_none(a);
+		munmap(map, 4096);
+		expect(a, 2, IN_DELETE_SELF, "");
+		expect(a, 2, IN_IGNORED, "");
+		goto done;
+	}
 	if (fstat(hold, &st) == 0) {
 		test_check(st.st_nlink == 0, "f has %lu links, wanted none", (unsigned long)st.st_nlink);
 		test_check(watch_ino(a, 2) == st.st_ino, "wd 2 is on inode %lx, f is %lx", watch_ino(a, 2),
@@ -228,6 +252,7 @@ int main(int argc, char **argv)
 	close(hold);
 	expect(a, 2, IN_DELETE_SELF, "");
 	expect(a, 2, IN_IGNORED, "");
+done:
 	expect_none(a);
 	w = inotify_add_watch(a, ".", IN_CREATE);
 	test_check(w == 3, "a new watch got wd %d, wanted 3", w);

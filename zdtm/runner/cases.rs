@@ -493,6 +493,13 @@ pub static CASES: &[Case] = &[
         program: Program::C("inotify_unlinked"),
         ..Case::DEFAULT
     },
+    // The same file held by a shared mapping only.
+    Case {
+        name: "inotify_unlinked_mapped",
+        program: Program::C("inotify_unlinked"),
+        args: &["--mapped"],
+        ..Case::DEFAULT
+    },
     Case {
         name: "inotify_unlinked_refused_open",
         program: Program::C("inotify_unlinked"),
