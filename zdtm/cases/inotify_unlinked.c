@@ -20,6 +20,10 @@
  *   --mapped       f is held by a shared mapping instead of an fd: after
  *                  restore the mapping holds "hello", and unmapping it
  *                  gives IN_DELETE_SELF and IN_IGNORED on wd 2.
+ *   --shared       a child holds A too (not f): the one instance is made
+ *                  once and is both processes' again; the child checks
+ *                  A's watches after restore and adds one (wd 3), so the
+ *                  parent's new one is wd 4.
  *   --refuse=open  wd 2 also watches IN_OPEN, which copying the file into
  *                  the images would generate: the dump must refuse it.
  *   --refuse=dir   wd 1 also watches IN_OPEN (without IN_EXCL_UNLINK),
@@ -34,6 +38,7 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +48,8 @@ const char *test_doc = "Check that inotify watches on unlinked files are restore
 
 static char *refuse = "";
 TEST_OPTION(refuse, string, "open or dir: a mask the dump refuses", 0);
+static int shared;
+TEST_OPTION(shared, bool, "a child holds the inotify fd too", 0);
 static int mapped;
 TEST_OPTION(mapped, bool, "hold the unlinked file by a mapping, not an fd", 0);
 
@@ -154,7 +161,8 @@ int main(int argc, char **argv)
 	uint32_t file_mask = IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF;
 	struct inotify_event ev;
 	char name[NAME_MAX + 1], buf[8], *map = NULL;
-	int a, hold, w, seen_attrib = 0, seen_delete = 0;
+	int a, hold, w, seen_attrib = 0, seen_delete = 0, go[2], status;
+	pid_t child = -1;
 	struct stat st;
 
 	test_init(argc, argv);
@@ -219,6 +227,35 @@ int main(int argc, char **argv)
 		pr_perror("fdinfo");
 		return 1;
 	}
+	if (shared) {
+		if (pipe(go)) {
+			pr_perror("pipe");
+			return 1;
+		}
+		child = fork();
+		if (child < 0) {
+			pr_perror("fork");
+			return 1;
+		}
+		if (child == 0) {
+			/* A's, not f's: the parent's close still ends f */
+			if (hold >= 0)
+				close(hold);
+			if (map)
+				munmap(map, 4096);
+			close(go[1]);
+			if (read(go[0], buf, 1) != 1)
+				_exit(1);
+			/* after restore: the same watches */
+			if (watches(a, after, sizeof(after)) || strcmp(after, before))
+				_exit(2);
+			/* and the one instance: the parent's next watch is wd 4 */
+			if (inotify_add_watch(a, "/", IN_DELETE_SELF) != 3)
+				_exit(3);
+			_exit(0);
+		}
+		close(go[0]);
+	}
 
 	test_daemon();
 	test_waitsig();
@@ -227,6 +264,11 @@ int main(int argc, char **argv)
 		test_check(!strcmp(after, before), "watches (wd:mask) were\n%s  and are\n%s", before, after);
 	else
 		test_check(0, "the inotify fd is gone");
+	if (child > 0) {
+		test_check(write(go[1], "g", 1) == 1, "telling the child: %m");
+		test_check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			   "the child found A changed or not shared (status %#x)", status);
+	}
 	if (mapped) {
 		test_check(!memcmp(map, "hello", 5), "the mapping of f does not hold hello");
 		expect_none(a);
@@ -255,7 +297,7 @@ int main(int argc, char **argv)
 done:
 	expect_none(a);
 	w = inotify_add_watch(a, ".", IN_CREATE);
-	test_check(w == 3, "a new watch got wd %d, wanted 3", w);
+	test_check(w == (shared ? 4 : 3), "a new watch got wd %d, wanted %d", w, shared ? 4 : 3);
 
 	if (failed) {
 		errno = 0;

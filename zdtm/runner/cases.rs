@@ -500,6 +500,13 @@ pub static CASES: &[Case] = &[
         args: &["--mapped"],
         ..Case::DEFAULT
     },
+    // The instance shared with a child (made once, by the engine).
+    Case {
+        name: "inotify_unlinked_shared",
+        program: Program::C("inotify_unlinked"),
+        args: &["--shared"],
+        ..Case::DEFAULT
+    },
     Case {
         name: "inotify_unlinked_refused_open",
         program: Program::C("inotify_unlinked"),
