@@ -25,7 +25,7 @@
  *    IN_OPEN and IN_CLOSE_WRITE on B's wd 1.
  *
  *   --queued    leave an event queued: the dump must refuse it.
- *   --unlinked  also watch a file that is unlinked (kept open): refused.
+ * (Watches on unlinked files: inotify_unlinked.c.)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,8 +46,6 @@ const char *test_doc = "Check that inotify watches are restored";
 
 static int queued;
 TEST_OPTION(queued, bool, "leave an event queued (the dump refuses)", 0);
-static int unlinked;
-TEST_OPTION(unlinked, bool, "watch an unlinked file (the dump refuses)", 0);
 
 #define DIR_ "inotify.dir"
 
@@ -131,7 +129,7 @@ static void expect_none(int fd, const char *which)
 int main(int argc, char **argv)
 {
 	static char before_a[4096], before_b[4096], after[4096];
-	int a, b, w, fl_a, fl_b, fd_a, fd_b, tmp, hold = -1;
+	int a, b, w, fl_a, fl_b, fd_a, fd_b, tmp;
 	struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_NOW } };
 	int ready[2], go[2], status;
 	pid_t child;
@@ -175,16 +173,6 @@ int main(int argc, char **argv)
 	}
 	expect(a, "A", 3, IN_IGNORED, "");
 	expect_none(a, "A");
-	if (unlinked) {
-		hold = open(DIR_ "/gone", O_CREAT | O_RDWR | O_TRUNC, 0644);
-		if (hold < 0 || inotify_add_watch(a, DIR_ "/gone", IN_MODIFY) != 6 || unlink(DIR_ "/gone")) {
-			pr_perror("unlinked watch");
-			return 1;
-		}
-		/* seen by the directory's watch */
-		expect(a, "A", 1, IN_CREATE, "gone");
-		expect(a, "A", 1, IN_DELETE, "gone");
-	}
 	if (queued && (tmp = open(DIR_ "/f1", O_WRONLY)) >= 0) {
 		if (write(tmp, "q", 1) != 1)
 			pr_perror("write");
@@ -264,7 +252,7 @@ int main(int argc, char **argv)
 	expect(a, "A", 5, IN_ATTRIB, "");
 	expect_none(a, "A");
 	w = inotify_add_watch(a, DIR_ "/gap", IN_OPEN);
-	test_check(w == (unlinked ? 7 : 6), "a new watch got wd %d, wanted %d", w, unlinked ? 7 : 6);
+	test_check(w == 6, "a new watch got wd %d, wanted 6", w);
 
 	/* B is the child's too: its opening shows in the parent's B */
 	if (write(go[1], "g", 1) != 1 || read(ready[0], &c, 1) != 1)
@@ -275,8 +263,6 @@ int main(int argc, char **argv)
 	test_check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		   "child failed");
 
-	if (hold >= 0)
-		close(hold);
 	if (failed) {
 		errno = 0;
 		fail("inotify state was not restored");

@@ -483,12 +483,42 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("inotify events are queued"),
         ..Case::DEFAULT
     },
+    // A watch on a file since unlinked, kept open: a ghost file.
     Case {
-        name: "inotify_refused_unlinked",
-        program: Program::C("inotify"),
-        args: &["--unlinked"],
+        name: "inotify_unlinked",
+        program: Program::C("inotify_unlinked"),
+        ..Case::DEFAULT
+    },
+    // The same file held by a shared mapping only.
+    Case {
+        name: "inotify_unlinked_mapped",
+        program: Program::C("inotify_unlinked"),
+        args: &["--mapped"],
+        ..Case::DEFAULT
+    },
+    // The instance shared with a child (made once, by the engine).
+    Case {
+        name: "inotify_unlinked_shared",
+        program: Program::C("inotify_unlinked"),
+        args: &["--shared"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inotify_unlinked_refused_open",
+        program: Program::C("inotify_unlinked"),
+        args: &["--refuse=open"],
         crfail: true,
-        crfail_reason: Some("watches on unlinked files cannot be restored"),
+        // Copying the file into the images opens it: the watch would see it.
+        crfail_reason: Some("its mask has IN_OPEN"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "inotify_unlinked_refused_dir",
+        program: Program::C("inotify_unlinked"),
+        args: &["--refuse=dir"],
+        crfail: true,
+        // The directory's watch (no IN_EXCL_UNLINK) would see the copy.
+        crfail_reason: Some("without IN_EXCL_UNLINK"),
         ..Case::DEFAULT
     },
     Case {

@@ -12,6 +12,12 @@
 //! Copying is bounded (`--ghost-limit`, CRIU's option, 1 MiB by default):
 //! an unlinked file is usually a small lock or scratch file, and a big one
 //! would silently bloat every image.
+//!
+//! The contents are read when the images are written, once every task is
+//! dumped and every check passed (the tree is still frozen): reading opens
+//! the file, which inotify watches of it may see (dump/files/inotify.rs
+//! refuses those that would), and a dump refused later must not have
+//! opened it.
 
 use std::collections::BTreeMap;
 use std::fs::Metadata;
@@ -28,8 +34,17 @@ pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 struct Ghost {
     id: u32,
     entry: pb::GhostFileEntry,
-    /// The data, by offset; holes are not there.
-    chunks: Vec<(u64, Vec<u8>)>,
+    /// Where the contents are read from (/proc/PID/fd/N or map_files),
+    /// with the pid and what it is for messages, and the link ("PATH
+    /// (deleted)"); none for a FIFO.
+    source: Option<Source>,
+}
+
+struct Source {
+    pid: Pid,
+    what: String,
+    proc_path: String,
+    link: String,
 }
 
 /// The ghost files of one dump, by (device, inode).
@@ -132,7 +147,7 @@ impl GhostTable {
             self.ghosts.push(Ghost {
                 id,
                 entry,
-                chunks: Vec::new(),
+                source: None,
             });
             self.by_inode
                 .insert((meta.dev(), meta.ino()), self.ghosts.len() - 1);
@@ -142,7 +157,6 @@ impl GhostTable {
             );
             return Ok(id);
         }
-        let ctx = || format!("pid {pid}: {what} ({})", String::from_utf8_lossy(link));
         if meta.size() > self.limit {
             return Err(Error::unsupported(
                 pid,
@@ -155,22 +169,18 @@ impl GhostTable {
                 ),
             ));
         }
-        // O_NOATIME: reading it must not change the live file (EPERM
-        // without CAP_FOWNER over it: then as well as we can).
-        let open = |flags| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(flags)
-                .open(proc_path)
-        };
-        let f = open(libc::O_NOATIME)
-            .or_else(|_| open(0))
-            .map_err(|e| Error::io(proc_path, format!("{}: opening it", ctx()), e))?;
-        let chunks = read_chunks(&f, meta.size())
-            .map_err(|e| Error::io(proc_path, format!("{}: reading its contents", ctx()), e))?;
         entry.chunks = Some(true);
         entry.size = Some(meta.size());
-        self.ghosts.push(Ghost { id, entry, chunks });
+        self.ghosts.push(Ghost {
+            id,
+            entry,
+            source: Some(Source {
+                pid,
+                what: what.to_string(),
+                proc_path: proc_path.to_string(),
+                link: String::from_utf8_lossy(link).into_owned(),
+            }),
+        });
         self.by_inode
             .insert((meta.dev(), meta.ino()), self.ghosts.len() - 1);
         debug!(
@@ -180,6 +190,52 @@ impl GhostTable {
         );
         Ok(id)
     }
+}
+
+impl GhostTable {
+    /// Whether the inode `ino` of device `dev` (userspace dev_t) is a
+    /// ghost: open or mapped by a process of the tree.
+    pub fn holds(&self, dev: u64, ino: u64) -> bool {
+        self.by_inode.contains_key(&(dev, ino))
+    }
+
+    /// The link ("PATH (deleted)") of an unlinked regular file whose
+    /// directory is the inode `ino` of device `dev`, if there is one: the
+    /// directory the link names, looked up from the root of the process
+    /// that holds the file.
+    pub fn in_directory(&self, dev: u64, ino: u64) -> Option<&str> {
+        self.ghosts.iter().find_map(|g| {
+            let src = g.source.as_ref()?;
+            let path = src.link.strip_suffix(" (deleted)").unwrap_or(&src.link);
+            let parent = std::path::Path::new(path).parent()?;
+            let at = format!("/proc/{}/root{}", src.pid, parent.display());
+            let st = std::fs::metadata(at).ok()?;
+            (st.dev() == dev && st.ino() == ino).then_some(src.link.as_str())
+        })
+    }
+}
+
+/// The contents of a ghost, read now.
+fn read_source(src: &Source, size: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+    let ctx = || format!("pid {}: {} ({})", src.pid, src.what, src.link);
+    // O_NOATIME: reading it must not change the live file (EPERM
+    // without CAP_FOWNER over it: then as well as we can).
+    let open = |flags| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(&src.proc_path)
+    };
+    let f = open(libc::O_NOATIME)
+        .or_else(|_| open(0))
+        .map_err(|e| Error::io(&src.proc_path, format!("{}: opening it", ctx()), e))?;
+    read_chunks(&f, size).map_err(|e| {
+        Error::io(
+            &src.proc_path,
+            format!("{}: reading its contents", ctx()),
+            e,
+        )
+    })
 }
 
 /// The data of the first `size` bytes of `f`, by offset, holes left out
@@ -217,8 +273,11 @@ pub fn write_images(dir: &ImageDir, table: &GhostTable) -> Result<()> {
         return Ok(());
     }
     for g in &table.ghosts {
-        let chunks: Vec<(pb::GhostChunkEntry, &[u8])> = g
-            .chunks
+        let data = match &g.source {
+            Some(src) => read_source(src, g.entry.size.unwrap_or(0))?,
+            None => Vec::new(),
+        };
+        let chunks: Vec<(pb::GhostChunkEntry, &[u8])> = data
             .iter()
             .map(|(off, data)| {
                 (

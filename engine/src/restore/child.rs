@@ -7,7 +7,7 @@
 //! takes over from there (memory, credentials, registers) with remote
 //! syscalls. Nothing here allocates after the fork except error messages.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 
 use nix::errno::Errno;
@@ -160,11 +160,8 @@ impl ChildPlan {
 
 fn fail(err_fd: RawFd, what: &str, e: Errno) -> ! {
     let msg = format!("{what}: {e}");
-    // SAFETY: writing a byte buffer to a pipe fd we own; _exit never returns.
-    unsafe {
-        libc::write(err_fd, msg.as_ptr().cast(), msg.len());
-        libc::_exit(1)
-    }
+    let _ = sys::fd::write(err_fd, msg.as_bytes());
+    sys::process::exit_now(1)
 }
 
 fn check<T>(err_fd: RawFd, r: nix::Result<T>, what: impl FnOnce() -> String) -> T {
@@ -176,14 +173,12 @@ fn check<T>(err_fd: RawFd, r: nix::Result<T>, what: impl FnOnce() -> String) -> 
 
 pub fn open_at_least(path: &CString, flags: i32, min_fd: RawFd) -> nix::Result<RawFd> {
     let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-    // SAFETY: `path` is a valid NUL-terminated string.
-    let fd = Errno::result(unsafe { libc::open(path.as_ptr(), flags | libc::O_NOCTTY) })?;
+    let fd = sys::fd::open(path, flags)?;
     if fd >= min_fd {
         return Ok(fd);
     }
-    // SAFETY: fcntl/close on an fd we just opened.
-    let moved = Errno::result(unsafe { libc::fcntl(fd, libc::F_DUPFD, min_fd) });
-    unsafe { libc::close(fd) };
+    let moved = sys::fd::dup_at_least(fd, min_fd);
+    sys::fd::close(fd);
     moved
 }
 
@@ -192,9 +187,8 @@ fn place(efd: RawFd, pid: i32, fd: RawFd, want: RawFd) -> RawFd {
     if fd == want {
         return fd;
     }
-    // SAFETY: integer fds we own.
-    let r = Errno::result(unsafe { libc::dup2(fd, want) });
-    unsafe { libc::close(fd) };
+    let r = sys::fd::dup2(fd, want);
+    sys::fd::close(fd);
     check(efd, r, || format!("pid {pid}: fd {want}: dup2"))
 }
 
@@ -209,8 +203,8 @@ fn place(efd: RawFd, pid: i32, fd: RawFd, want: RawFd) -> RawFd {
 pub fn tie_to_parent(parent: i32) {
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0);
     if nix::unistd::getppid().as_raw() != parent {
-        // SAFETY: the parent is gone; so is the restore.
-        unsafe { libc::_exit(1) };
+        // The parent is gone; so is the restore.
+        sys::process::exit_now(1);
     }
 }
 
@@ -230,22 +224,10 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
     tie_to_parent(parent);
     // Block everything until the engine sets the final mask: a signal now
     // would run a handler in an address space that does not exist yet.
-    // SAFETY: sigprocmask with a full set.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-    }
+    sys::signal::block_all();
     // Room for every fd the task had (up to the hard limit, which needs no
     // privilege), until the engine sets the dumped limit at the end.
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    sys::process::raise_nofile();
     let pid = plan.pid;
     let zero = nix::unistd::Pid::from_raw(0);
     let npid = nix::unistd::Pid::from_raw;
@@ -300,8 +282,8 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
             for c in &h.children {
                 fork_child(plan, c, libc::CLONE_PARENT as u64, early);
             }
-            // SAFETY: the helper's work is done.
-            unsafe { libc::_exit(0) };
+            // The helper's work is done.
+            sys::process::exit_now(0);
         }
         // Its children exist once it has exited; reap it (it is no task
         // of the image).
@@ -309,8 +291,7 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
         match st {
             Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => {}
             // It wrote why into the error pipe.
-            // SAFETY: giving up.
-            Ok(nix::sys::wait::WaitStatus::Exited(_, 1)) => unsafe { libc::_exit(1) },
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 1)) => sys::process::exit_now(1),
             _ => fail(
                 early,
                 &format!("pid {pid}: helper {} failed", h.pid),
@@ -332,41 +313,17 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
             let _ = sys::prctl(libc::PR_SET_NAME, z.comm.as_ptr() as u64, 0, 0, 0);
             if let Some((uids, gids, groups)) = &z.ids {
                 // The parent's waitid reports the dead child's uid.
-                // SAFETY: plain credential syscalls in the child.
-                unsafe {
-                    libc::setgroups(groups.len(), groups.as_ptr());
-                    libc::setresgid(gids[0], gids[1], gids[2]);
-                    libc::setresuid(uids[0], uids[1], uids[2]);
-                }
+                sys::process::set_ids(uids, gids, groups);
             }
             become_zombie(status);
         }
         // Wait until it is dead, without reaping it: its exit status is
         // for the restored program's own waitpid.
-        // SAFETY: waitid into a zeroed siginfo.
-        let r = Errno::result(unsafe {
-            let mut si: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                zpid as u32,
-                &mut si,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        });
+        let r = sys::process::exited_unreaped(zpid, true);
         check(early, r, || format!("pid {pid}: waiting for zombie {zpid}"));
     }
     // The SIGCHLDs of those deaths are ours, not the program's.
-    // SAFETY: sigtimedwait with a zero timeout only dequeues.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        let ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        while libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) > 0 {}
-    }
+    sys::signal::drain_sigchld();
 
     // The fds: a task sharing its parent's table leaves it alone (the
     // owner fills it once every sharer is set up).
@@ -388,11 +345,9 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
             });
         }
     }
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(plan.umask as libc::mode_t) };
+    sys::process::set_umask(plan.umask);
     if let Some(p) = plan.personality {
-        // SAFETY: integer syscall.
-        unsafe { libc::personality(p as libc::c_ulong) };
+        sys::process::set_personality(p);
     }
     let _ = sys::prctl(libc::PR_SET_NAME, plan.comm.as_ptr() as u64, 0, 0, 0);
     for &(res, cur, max) in &plan.rlimits {
@@ -402,12 +357,7 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
             // fds to put in and take out.
             continue;
         }
-        let lim = libc::rlimit {
-            rlim_cur: cur,
-            rlim_max: max,
-        };
-        // SAFETY: `lim` is a valid rlimit struct.
-        let r = Errno::result(unsafe { libc::setrlimit(res as _, &lim) });
+        let r = sys::process::set_rlimit(res, cur, max);
         check(efd, r, || {
             format!(
                 "pid {}: rlimit {} = {}/{} (raising a hard limit needs CAP_SYS_RESOURCE)",
@@ -446,14 +396,11 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
         });
     }
 
-    // SAFETY: closing our end of the error pipe signals success (EOF).
-    unsafe { libc::close(efd) };
+    // Closing our end of the error pipe signals success (EOF).
+    sys::fd::close(efd);
     // Wait for the engine to seize us. Every signal is blocked, so pause()
     // only ends when the engine replaces our registers.
-    loop {
-        // SAFETY: pause has no arguments.
-        unsafe { libc::pause() };
-    }
+    sys::process::pause_forever()
 }
 
 /// Fills the task's own fd table: every fd of its plan, then the helper
@@ -484,13 +431,10 @@ fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
         })
         .collect();
     let keep: Vec<RawFd> = early_opened.iter().flatten().copied().collect();
-    // SAFETY: dup2/close on integer fds in our own single-threaded child.
-    unsafe {
-        if libc::dup2(early, efd) < 0 {
-            libc::_exit(2);
-        }
-        libc::fcntl(efd, libc::F_SETFD, libc::FD_CLOEXEC);
+    if sys::fd::dup2(early, efd).is_err() {
+        sys::process::exit_now(2);
     }
+    let _ = sys::fd::set_cloexec(efd);
     let _ = sys::close_range(0, efd as u32 - 1);
     close_above(efd, &keep);
 
@@ -511,8 +455,7 @@ fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
             }
             let fd = match f.share_with {
                 Some(src) => {
-                    // SAFETY: integer fds we own.
-                    let r = Errno::result(unsafe { libc::dup2(src, f.fd) });
+                    let r = sys::fd::dup2(src, f.fd);
                     check(efd, r, || {
                         format!("pid {}: fd {}: dup2 of fd {src}", plan.pid, f.fd)
                     })
@@ -525,8 +468,7 @@ fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
                 }
             };
             if f.cloexec {
-                // SAFETY: fcntl on our fd.
-                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                let _ = sys::fd::set_cloexec(fd);
             }
         }
     }
@@ -543,12 +485,11 @@ fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
             efd + 1 + (i - n_own) as RawFd
         };
         let fd = match opened {
-            // SAFETY: dup2/close on integer fds we own.
-            Some(fd) => unsafe {
-                let r = Errno::result(libc::dup2(*fd, want));
-                libc::close(*fd);
+            Some(fd) => {
+                let r = sys::fd::dup2(*fd, want);
+                sys::fd::close(*fd);
                 r
-            },
+            }
             None => open_at_least(&h.path, h.flags, want),
         };
         let fd = check(efd, fd, || {
@@ -623,13 +564,10 @@ fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64, early: RawFd) {
 fn fork_sharer(plan: &ChildPlan, c: &ChildPlan, early: RawFd) {
     let pid = plan.pid;
     let npid = nix::unistd::Pid::from_raw;
-    let mut p = [0 as RawFd; 2];
-    // SAFETY: pipe() fills the two-int array we pass.
-    let r = Errno::result(unsafe { libc::pipe(p.as_mut_ptr()) });
-    check(early, r, || {
+    let r = sys::fd::pipe();
+    let (rd, wr) = check(early, r, || {
         format!("pid {pid}: pipe for child {} (sharing its fd table)", c.pid)
     });
-    let (rd, wr) = (p[0], p[1]);
     let flags = libc::CLONE_FILES as u64;
     let r = sys::clone3_with_pid(c.pid, flags, libc::SIGCHLD as u64);
     if check(early, r, || {
@@ -647,40 +585,19 @@ fn fork_sharer(plan: &ChildPlan, c: &ChildPlan, early: RawFd) {
     }
     let mut buf = [0u8; 512];
     loop {
-        let mut pfd = libc::pollfd {
-            fd: rd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one pollfd of ours.
-        let n = unsafe { libc::poll(&mut pfd, 1, 50) };
-        if n > 0 {
-            // SAFETY: reading into our buffer.
-            let got = unsafe { libc::read(rd, buf.as_mut_ptr().cast(), buf.len()) };
-            if got == 0 {
-                break;
-            }
-            if got > 0 {
-                // Its reason, as it wrote it, is ours to report.
-                // SAFETY: writing our buffer to our error pipe; giving up.
-                unsafe {
-                    libc::write(early, buf.as_ptr().cast(), got as usize);
-                    libc::_exit(1)
+        if sys::fd::poll_in(rd, 50).unwrap_or(false) {
+            match sys::fd::read(rd, &mut buf) {
+                Ok(0) => break,
+                Ok(got) => {
+                    // Its reason, as it wrote it, is ours to report.
+                    let _ = sys::fd::write(early, &buf[..got]);
+                    sys::process::exit_now(1)
                 }
+                Err(_) => {}
             }
             continue;
         }
-        // SAFETY: waitid into a zeroed siginfo; WNOWAIT leaves it be.
-        let dead = unsafe {
-            let mut si: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                c.pid as u32,
-                &mut si,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            ) == 0
-                && si.si_pid() == c.pid
-        };
+        let dead = sys::process::exited_unreaped(c.pid, false).unwrap_or(false);
         if dead {
             fail(
                 early,
@@ -692,8 +609,8 @@ fn fork_sharer(plan: &ChildPlan, c: &ChildPlan, early: RawFd) {
             );
         }
     }
-    // SAFETY: our end; the sharer closed the other.
-    unsafe { libc::close(rd) };
+    // Our end; the sharer closed the other.
+    sys::fd::close(rd);
 }
 
 /// setpgid(0, pgid) into a group led elsewhere in the tree: the tasks are
@@ -731,24 +648,16 @@ fn set_loginuid(uid: u32) -> nix::Result<()> {
         }
     }
     let want = &text[at..];
-    // SAFETY: PATH is NUL-terminated; the buffers are ours with the
-    // lengths passed; the fd is closed on every path.
-    unsafe {
-        let fd = Errno::result(libc::open(
-            PATH.as_ptr().cast(),
-            libc::O_RDWR | libc::O_CLOEXEC,
-        ))?;
-        let mut cur = [0u8; 16];
-        let n = libc::read(fd, cur.as_mut_ptr().cast(), cur.len());
-        let r = if n >= 0 && cur[..n as usize].trim_ascii_end() == want {
-            Ok(())
-        } else {
-            // At offset 0: the kernel refuses a write anywhere else.
-            Errno::result(libc::pwrite(fd, want.as_ptr().cast(), want.len(), 0)).map(|_| ())
-        };
-        libc::close(fd);
-        r
-    }
+    let path = CStr::from_bytes_with_nul(PATH).expect("NUL-terminated");
+    let fd = sys::fd::open(path, libc::O_RDWR | libc::O_CLOEXEC)?;
+    let mut cur = [0u8; 16];
+    let r = match sys::fd::read(fd, &mut cur) {
+        Ok(n) if cur[..n].trim_ascii_end() == want => Ok(()),
+        // At offset 0: the kernel refuses a write anywhere else.
+        _ => sys::fd::pwrite(fd, want, 0).map(drop),
+    };
+    sys::fd::close(fd);
+    r
 }
 
 /// A zombie child to recreate.
@@ -764,20 +673,7 @@ pub struct ZombiePlan {
 
 /// End the way the dumped zombie ended: exit code or signal.
 fn become_zombie(status: u32) -> ! {
-    let status = status as i32;
-    // SAFETY: async-signal-safe calls in a child about to die.
-    unsafe {
-        if libc::WIFSIGNALED(status) {
-            let sig = libc::WTERMSIG(status);
-            libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            libc::kill(libc::getpid(), sig);
-        }
-        libc::_exit(libc::WEXITSTATUS(status))
-    }
+    sys::signal::die_like(status as i32)
 }
 
 pub fn rlimit_name(res: u32) -> &'static str {

@@ -1,5 +1,6 @@
 //! Files the engine makes itself and hands to the tasks: memfd objects
-//! (`memfd`), unlinked files (`ghost`) and pidfds of reaped tasks
+//! (`memfd`), unlinked files (`ghost`), inotify instances watching
+//! unlinked files (`files/inotify.rs`) and pidfds of reaped tasks
 //! (`files/pidfd.rs`). None can be opened by a path, so a task cannot
 //! open them for itself.
 //!
@@ -28,7 +29,7 @@ use crate::error::{Error, Result};
 /// for the tasks ([`EngineFds`]), reached through no path.
 pub const KIND: Kind = Kind {
     name: "memfd objects and unlinked files",
-    validate: super::stage::no_checks,
+    validate: super::files::validate_ghost_watches,
     new: |_, _| Ok(Box::new(Made::default())),
 };
 
@@ -113,6 +114,9 @@ fn make(imgs: &Images) -> Result<(BTreeMap<u32, OwnedFd>, Vec<memfd::Made>)> {
             memfds.insert(*id, memfd::create(imgs, e)?);
         }
         let mut descriptions = BTreeMap::new();
+        let watched = super::files::watched_ghosts(imgs)?;
+        // O_PATH fds of the ghosts inotify watches are on, by ghost id.
+        let mut for_watches = BTreeMap::new();
         // One ghost at a time, unlinked once its descriptions are open, so
         // that two unlinked files of one path both get that path again.
         for (gid, (e, chunks)) in &imgs.ghosts.files {
@@ -138,8 +142,27 @@ fn make(imgs: &Images) -> Result<(BTreeMap<u32, OwnedFd>, Vec<memfd::Made>)> {
                 let d = reopen(pid, linked.path(), reg.flags, reg.pos, &what)?;
                 descriptions.insert(id, d);
             }
+            if watched.contains(gid) {
+                let at = linked.path();
+                let o: OwnedFd = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(at)
+                    .map_err(|e| {
+                        Error::io(
+                            at,
+                            format!("pid {pid}: ghost {gid}: O_PATH open for inotify watches"),
+                            e,
+                        )
+                    })?
+                    .into();
+                for_watches.insert(*gid, o);
+            }
             linked.unlink(pid)?;
         }
+        // inotify instances watching ghosts: every ghost is made and
+        // unlinked by now, so their watches see none of it.
+        descriptions.extend(super::files::inotify_on_ghosts(imgs, &for_watches)?);
         for (id, f) in &imgs.files {
             if let Some(m) = &f.memfd {
                 let made = &memfds[&m.inode_id];

@@ -342,13 +342,13 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
             i.wd.iter()
                 .map(|w| {
                     format!(
-                        "wd {} {} (inode {}) mask {:#x}{}",
+                        "wd {} {} (inode {}) mask {}{}",
                         w.wd,
                         w.f_handle.path.as_deref().unwrap_or("?"),
                         w.i_ino,
-                        w.mask,
+                        names::inotify_mask(w.mask),
                         if w.ignored_mask != 0 {
-                            format!(" ignored {:#x}", w.ignored_mask)
+                            format!(" ignored {}", names::inotify_mask(w.ignored_mask))
                         } else {
                             String::new()
                         }
@@ -384,8 +384,10 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
                     _ => "?".into(),
                 };
                 format!(
-                    "{on} mask {:#x} ignored {:#x} flags {:#x}",
-                    m.mask, m.ignored_mask, m.mflags
+                    "{on} mask {} ignored {} flags {}",
+                    names::fanotify_mask(m.mask as u64),
+                    names::fanotify_mask(m.ignored_mask as u64),
+                    names::flags(m.mflags as u64, names::FANOTIFY_MARK_FLAGS, "0")
                 )
             })
             .collect();

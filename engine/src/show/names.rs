@@ -625,6 +625,86 @@ pub fn auxv_is_number(t: u64) -> bool {
     matches!(t, 4..=6 | 8 | 11..=14 | 17 | 23 | 27 | 28 | 51)
 }
 
+// ---------------------------------------------------------------- fsnotify
+
+/// inotify watch masks: events, then the flags the kernel keeps with the
+/// watch. IN_ALL_EVENTS first, so that a watch on everything reads so.
+pub const INOTIFY_MASK: Flags = &[
+    (libc::IN_ALL_EVENTS as u64, "IN_ALL_EVENTS"),
+    (libc::IN_ACCESS as u64, "IN_ACCESS"),
+    (libc::IN_MODIFY as u64, "IN_MODIFY"),
+    (libc::IN_ATTRIB as u64, "IN_ATTRIB"),
+    (libc::IN_CLOSE_WRITE as u64, "IN_CLOSE_WRITE"),
+    (libc::IN_CLOSE_NOWRITE as u64, "IN_CLOSE_NOWRITE"),
+    (libc::IN_OPEN as u64, "IN_OPEN"),
+    (libc::IN_MOVED_FROM as u64, "IN_MOVED_FROM"),
+    (libc::IN_MOVED_TO as u64, "IN_MOVED_TO"),
+    (libc::IN_CREATE as u64, "IN_CREATE"),
+    (libc::IN_DELETE as u64, "IN_DELETE"),
+    (libc::IN_DELETE_SELF as u64, "IN_DELETE_SELF"),
+    (libc::IN_MOVE_SELF as u64, "IN_MOVE_SELF"),
+    (libc::IN_UNMOUNT as u64, "IN_UNMOUNT"),
+    (libc::IN_Q_OVERFLOW as u64, "IN_Q_OVERFLOW"),
+    (libc::IN_IGNORED as u64, "IN_IGNORED"),
+    (libc::IN_ONLYDIR as u64, "IN_ONLYDIR"),
+    (libc::IN_DONT_FOLLOW as u64, "IN_DONT_FOLLOW"),
+    (libc::IN_EXCL_UNLINK as u64, "IN_EXCL_UNLINK"),
+    (libc::IN_MASK_CREATE as u64, "IN_MASK_CREATE"),
+    (libc::IN_MASK_ADD as u64, "IN_MASK_ADD"),
+    (libc::IN_ISDIR as u64, "IN_ISDIR"),
+    (libc::IN_ONESHOT as u64, "IN_ONESHOT"),
+];
+
+/// "IN_MODIFY|IN_ONESHOT": an inotify mask by name ("0" for none).
+pub fn inotify_mask(mask: u32) -> String {
+    flags(mask as u64, INOTIFY_MASK, "0")
+}
+
+/// fanotify event masks (marks and ignored masks).
+pub const FANOTIFY_MASK: Flags = &[
+    (libc::FAN_ACCESS, "FAN_ACCESS"),
+    (libc::FAN_MODIFY, "FAN_MODIFY"),
+    (libc::FAN_ATTRIB, "FAN_ATTRIB"),
+    (libc::FAN_CLOSE_WRITE, "FAN_CLOSE_WRITE"),
+    (libc::FAN_CLOSE_NOWRITE, "FAN_CLOSE_NOWRITE"),
+    (libc::FAN_OPEN, "FAN_OPEN"),
+    (libc::FAN_MOVED_FROM, "FAN_MOVED_FROM"),
+    (libc::FAN_MOVED_TO, "FAN_MOVED_TO"),
+    (libc::FAN_CREATE, "FAN_CREATE"),
+    (libc::FAN_DELETE, "FAN_DELETE"),
+    (libc::FAN_DELETE_SELF, "FAN_DELETE_SELF"),
+    (libc::FAN_MOVE_SELF, "FAN_MOVE_SELF"),
+    (libc::FAN_OPEN_EXEC, "FAN_OPEN_EXEC"),
+    (libc::FAN_Q_OVERFLOW, "FAN_Q_OVERFLOW"),
+    (libc::FAN_FS_ERROR, "FAN_FS_ERROR"),
+    (libc::FAN_OPEN_PERM, "FAN_OPEN_PERM"),
+    (libc::FAN_ACCESS_PERM, "FAN_ACCESS_PERM"),
+    (libc::FAN_OPEN_EXEC_PERM, "FAN_OPEN_EXEC_PERM"),
+    (libc::FAN_RENAME, "FAN_RENAME"),
+    (libc::FAN_EVENT_ON_CHILD, "FAN_EVENT_ON_CHILD"),
+    (libc::FAN_ONDIR, "FAN_ONDIR"),
+];
+
+/// "FAN_OPEN|FAN_ONDIR": a fanotify mask by name ("0" for none).
+pub fn fanotify_mask(mask: u64) -> String {
+    flags(mask, FANOTIFY_MASK, "0")
+}
+
+/// fanotify mark flags as a mark keeps them (fanotify_mark's flags).
+pub const FANOTIFY_MARK_FLAGS: Flags = &[
+    (libc::FAN_MARK_DONT_FOLLOW as u64, "FAN_MARK_DONT_FOLLOW"),
+    (libc::FAN_MARK_ONLYDIR as u64, "FAN_MARK_ONLYDIR"),
+    (libc::FAN_MARK_MOUNT as u64, "FAN_MARK_MOUNT"),
+    (libc::FAN_MARK_FILESYSTEM as u64, "FAN_MARK_FILESYSTEM"),
+    (libc::FAN_MARK_IGNORED_MASK as u64, "FAN_MARK_IGNORED_MASK"),
+    (
+        libc::FAN_MARK_IGNORED_SURV_MODIFY as u64,
+        "FAN_MARK_IGNORED_SURV_MODIFY",
+    ),
+    (libc::FAN_MARK_EVICTABLE as u64, "FAN_MARK_EVICTABLE"),
+    (libc::FAN_MARK_IGNORE as u64, "FAN_MARK_IGNORE"),
+];
+
 // ---------------------------------------------------------------- memory
 
 /// "r-xp": protections and sharing as /proc/PID/maps shows them.
@@ -1066,6 +1146,24 @@ mod tests {
         assert_eq!(caps(1 << 21 | 1), "CAP_CHOWN, CAP_SYS_ADMIN");
         assert_eq!(caps(u64::MAX).split(" + ").next(), Some("all"));
         assert_eq!(cap_words(&[0xffff_ffff, 0x1ff]), 0x1ff_ffff_ffff);
+    }
+
+    #[test]
+    fn fsnotify_masks() {
+        assert_eq!(inotify_mask(0), "0");
+        assert_eq!(
+            inotify_mask(libc::IN_MODIFY | libc::IN_EXCL_UNLINK | libc::IN_ONESHOT),
+            "IN_MODIFY|IN_EXCL_UNLINK|IN_ONESHOT"
+        );
+        assert_eq!(
+            inotify_mask(libc::IN_ALL_EVENTS | libc::IN_DONT_FOLLOW),
+            "IN_ALL_EVENTS|IN_DONT_FOLLOW"
+        );
+        assert_eq!(inotify_mask(libc::IN_ACCESS | 0x1000), "IN_ACCESS|0x1000");
+        assert_eq!(
+            fanotify_mask(libc::FAN_OPEN | libc::FAN_ONDIR),
+            "FAN_OPEN|FAN_ONDIR"
+        );
     }
 
     #[test]

@@ -221,6 +221,25 @@ fn reg(id: u32, name: &str, flags: i32, pos: u64, mode: u32, size: Option<u64>) 
     }
 }
 
+/// An inotify watch of the sample, on inode `ino` at `path`.
+fn watch(wd: u32, path: &str, ino: u64, mask: u32) -> pb::InotifyWdEntry {
+    pb::InotifyWdEntry {
+        id: 34,
+        i_ino: ino,
+        mask,
+        ignored_mask: 0,
+        s_dev: 0x80_0001,
+        wd,
+        f_handle: pb::FhEntry {
+            bytes: 8,
+            r#type: 1,
+            handle: vec![0; 16],
+            path: Some(path.into()),
+            mnt_id: None,
+        },
+    }
+}
+
 fn pagemap(dir: &Path, name: &str, pages_id: u32, entries: &[(u64, u32)]) {
     let mut w = ImageWriter::create(dir.join(name), Magic::Pagemap).unwrap();
     w.write_entry(&pb::PagemapHead { pages_id }).unwrap();
@@ -669,6 +688,57 @@ fn write_sample(dir: &Path) {
                 }),
                 ..Default::default()
             },
+            // Watches on a directory and on a file since unlinked.
+            pb::FileEntry {
+                r#type: pb::FdTypes::Inotify as i32,
+                id: 34,
+                ify: Some(pb::InotifyFileEntry {
+                    id: 34,
+                    flags: libc::O_NONBLOCK as u32,
+                    fown: pb::FownEntry::default(),
+                    wd: vec![
+                        watch(1, "/srv", 2, libc::IN_CREATE | libc::IN_DELETE),
+                        watch(
+                            2,
+                            "/srv/scratch (deleted)",
+                            77,
+                            libc::IN_MODIFY | libc::IN_DELETE_SELF | libc::IN_ONESHOT,
+                        ),
+                    ],
+                }),
+                ..Default::default()
+            },
+            pb::FileEntry {
+                r#type: pb::FdTypes::Fanotify as i32,
+                id: 35,
+                ffy: Some(pb::FanotifyFileEntry {
+                    id: 35,
+                    flags: libc::O_RDONLY as u32,
+                    fown: pb::FownEntry::default(),
+                    faflags: 0,
+                    evflags: libc::O_RDONLY as u32,
+                    mark: vec![pb::FanotifyMarkEntry {
+                        id: 35,
+                        r#type: pb::MarkType::Inode as i32,
+                        mflags: libc::FAN_MARK_DONT_FOLLOW,
+                        mask: (libc::FAN_OPEN | libc::FAN_CLOSE_WRITE) as u32,
+                        ignored_mask: libc::FAN_ACCESS as u32,
+                        s_dev: 0x80_0001,
+                        ie: Some(pb::FanotifyInodeMarkEntry {
+                            i_ino: 12,
+                            f_handle: pb::FhEntry {
+                                bytes: 8,
+                                r#type: 1,
+                                handle: vec![0; 16],
+                                path: Some("/etc/server.conf".into()),
+                                mnt_id: None,
+                            },
+                        }),
+                        me: None,
+                    }],
+                }),
+                ..Default::default()
+            },
         ],
     )
     .unwrap();
@@ -679,6 +749,8 @@ fn write_sample(dir: &Path) {
             30 | 31 => pb::FdTypes::Pipe,
             32 => pb::FdTypes::Eventfd,
             33 => pb::FdTypes::Eventpoll,
+            34 => pb::FdTypes::Inotify,
+            35 => pb::FdTypes::Fanotify,
             _ => pb::FdTypes::Reg,
         } as i32,
         fd,
@@ -696,6 +768,8 @@ fn write_sample(dir: &Path) {
             fd(3, 5, true),
             fd(32, 6, false),
             fd(33, 7, true),
+            fd(34, 8, true),
+            fd(35, 9, false),
         ],
     )
     .unwrap();

@@ -11,6 +11,12 @@ use nix::errno::Errno;
 /// instance gets (CONFIG_CHECKPOINT_RESTORE).
 const INOTIFY_IOC_SETNEXTWD: libc::c_ulong = 0x4004_4900;
 
+/// The userspace dev_t (as stat gives it) of a kernel dev_t (as fdinfo
+/// prints an inode's `sdev`: 12 bits of major, 20 of minor).
+pub fn user_dev(sdev: u32) -> u64 {
+    libc::makedev(sdev >> 20, sdev & 0xf_ffff)
+}
+
 /// Bytes queued for reading on `fd` (FIONREAD).
 pub fn queued_bytes(fd: BorrowedFd<'_>) -> nix::Result<i32> {
     let mut n: libc::c_int = 0;

@@ -2,6 +2,7 @@
 //! wrap. Every function here is a thin, typed wrapper with a SAFETY note;
 //! nothing else in the engine calls `libc::syscall` or `libc::ptrace`.
 
+pub mod fd;
 pub mod fown;
 pub mod fsnotify;
 pub mod inet_diag;
@@ -14,8 +15,10 @@ pub mod nftables;
 pub mod packet_sock;
 pub mod pagemap_scan;
 pub mod pidfd;
+pub mod process;
 pub mod ptrace;
 pub mod raw_sock;
+pub mod signal;
 pub mod tcp_repair;
 pub mod tty;
 pub mod unix_sock;

@@ -79,6 +79,8 @@ pub struct FileTable {
     pub inet: inet::InetTable,
     /// Netlink sockets' queued messages.
     pub netlink: netlink::NetlinkTable,
+    /// inotify watches, checked against the whole tree's ghost files.
+    pub watches: Vec<inotify::SeenWatch>,
     /// pidfds, checked against the whole tree.
     pub pidfds: Vec<pidfd::SeenPidfd>,
     /// Every process dumped so far, to find fd tables shared between
