@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net.h"
 #include "zdtmtst.h"
 
 #ifndef SO_BUF_LOCK
@@ -67,27 +68,6 @@ static int setopt(int fd, int level, int opt, int v)
 	return 0;
 }
 
-static socklen_t loopback(struct sockaddr_storage *ss, int port)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (family == 6) {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-
-		a->sin6_family = AF_INET6;
-		a->sin6_addr = in6addr_loopback;
-		a->sin6_port = htons(port);
-		return sizeof(*a);
-	}
-	{
-		struct sockaddr_in *a = (struct sockaddr_in *)ss;
-
-		a->sin_family = AF_INET;
-		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		a->sin_port = htons(port);
-		return sizeof(*a);
-	}
-}
-
 static int port_of(struct sockaddr_storage *ss)
 {
 	return ntohs(family == 6 ? ((struct sockaddr_in6 *)ss)->sin6_port : ((struct sockaddr_in *)ss)->sin_port);
@@ -109,10 +89,12 @@ static int tcp_socket(void)
 	return fd;
 }
 
-static int bind_loopback(int fd, int port)
+/* Binds fd to the loopback address of --family, on a port of the kernel's
+ * choosing. */
+static int bind_loopback(int fd)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = loopback(&ss, port);
+	socklen_t len = test_loopback_addr(family == 6 ? AF_INET6 : AF_INET, &ss);
 
 	if (bind(fd, (struct sockaddr *)&ss, len)) {
 		pr_perror("bind");
@@ -155,12 +137,12 @@ int main(int argc, char **argv)
 		return 1;
 	if (family == 6 && (setopt(lst, IPPROTO_IPV6, IPV6_V6ONLY, 1) || setopt(raw, IPPROTO_IPV6, IPV6_V6ONLY, 0)))
 		return 1;
-	if (bind_loopback(lst, 0) || listen(lst, 7) || set_nonblock(lst, 1)) {
+	if (bind_loopback(lst) || listen(lst, 7) || set_nonblock(lst, 1)) {
 		pr_perror("listen");
 		return 1;
 	}
 	if (setopt(bnd, IPPROTO_TCP, TCP_CORK, 1) || setopt(bnd, SOL_SOCKET, SO_SNDBUF, 60000) ||
-	    setsockopt(bnd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) || bind_loopback(bnd, 0))
+	    setsockopt(bnd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) || bind_loopback(bnd))
 		return 1;
 	if (name_of(lst, &lst_name, &lst_len) || name_of(bnd, &bnd_name, &bnd_len)) {
 		pr_perror("getsockname");
@@ -168,7 +150,7 @@ int main(int argc, char **argv)
 	}
 	tw = timewait ? tcp_socket() : -1;
 	tw_cli = timewait ? tcp_socket() : -1;
-	if (timewait && (tw < 0 || tw_cli < 0 || bind_loopback(tw, 0) || listen(tw, 2) || name_of(tw, &tw_name, &tw_len) ||
+	if (timewait && (tw < 0 || tw_cli < 0 || bind_loopback(tw) || listen(tw, 2) || name_of(tw, &tw_name, &tw_len) ||
 	    connect(tw_cli, (struct sockaddr *)&tw_name, tw_len))) {
 		pr_perror("tw");
 		return 1;

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net.h"
 #include "zdtmtst.h"
 
 const char *test_doc = "Check that connections in a listening socket's accept queue are refused, unharmed";
@@ -44,16 +45,7 @@ int main(int argc, char **argv)
 
 	test_init(argc, argv);
 	af = family == 6 ? AF_INET6 : AF_INET;
-	memset(&ss, 0, sizeof(ss));
-	if (af == AF_INET6) {
-		((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
-		((struct sockaddr_in6 *)&ss)->sin6_addr = in6addr_loopback;
-		len = sizeof(struct sockaddr_in6);
-	} else {
-		((struct sockaddr_in *)&ss)->sin_family = AF_INET;
-		((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		len = sizeof(struct sockaddr_in);
-	}
+	len = test_loopback_addr(af, &ss);
 	lst = socket(af, SOCK_STREAM, 0);
 	if (lst < 0 || bind(lst, (struct sockaddr *)&ss, len) || listen(lst, 8) ||
 	    getsockname(lst, (struct sockaddr *)&ss, &len)) {

@@ -72,6 +72,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net.h"
 #include "zdtmtst.h"
 
 const char *test_doc = "Check established TCP connections with queued and unsent data (--tcp-established)";
@@ -500,16 +501,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	af = family == 6 ? AF_INET6 : AF_INET;
-	memset(&ss, 0, sizeof(ss));
-	if (af == AF_INET6) {
-		((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
-		((struct sockaddr_in6 *)&ss)->sin6_addr = in6addr_loopback;
-		len = sizeof(struct sockaddr_in6);
-	} else {
-		((struct sockaddr_in *)&ss)->sin_family = AF_INET;
-		((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		len = sizeof(struct sockaddr_in);
-	}
+	len = test_loopback_addr(af, &ss);
 	lst = socket(af, SOCK_STREAM, 0);
 	cli = socket(af, SOCK_STREAM, 0);
 	if (lst < 0 || cli < 0 || setsockopt(lst, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) ||

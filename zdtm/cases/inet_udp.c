@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net.h"
 #include "zdtmtst.h"
 
 const char *test_doc = "Check that UDP sockets keep their addresses, connection and queued datagrams";
@@ -67,20 +68,7 @@ static int udp_bound(struct addr *a)
 {
 	int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0);
 
-	memset(&a->ss, 0, sizeof(a->ss));
-	if (family == 6) {
-		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&a->ss;
-
-		s->sin6_family = AF_INET6;
-		s->sin6_addr = in6addr_loopback;
-		a->len = sizeof(*s);
-	} else {
-		struct sockaddr_in *s = (struct sockaddr_in *)&a->ss;
-
-		s->sin_family = AF_INET;
-		s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		a->len = sizeof(*s);
-	}
+	a->len = test_loopback_addr(family == 6 ? AF_INET6 : AF_INET, &a->ss);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&a->ss, a->len) || getsockname(fd, (struct sockaddr *)&a->ss, &a->len)) {
 		pr_perror("UDP socket");
 		return -1;

@@ -21,7 +21,10 @@
 //! closed gets its FINs again (`inet_fin`). The network lock the
 //! dump left is lifted once the tree runs; a restore that fails closes
 //! the sockets still in repair mode, so the peers hear nothing, and keeps
-//! it for the next attempt.
+//! it for the next attempt. Where the sockets are made in a network
+//! namespace that has no lock (one the restore made anew: the dump's went
+//! with the old one), the restore locks the connections there first
+//! (`lock_here`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -268,6 +271,9 @@ impl Drop for Made {
 
 impl Restorer for Made {
     fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
+        if let Some(t) = &self.lock {
+            lock_here(imgs, t)?;
+        }
         for (id, fd) in make_all(imgs, &mut self.repaired)? {
             fds.descriptions.insert(id, fd);
         }
@@ -310,6 +316,44 @@ impl Restorer for Made {
     fn released(&mut self) {
         self.unlock();
     }
+}
+
+/// The network lock over every connection of the images, in the network
+/// namespace the sockets are made in, if `table` is not there already.
+/// A connection in repair mode still answers what it receives: the peer's
+/// FIN, made again for a connection in CLOSE-WAIT, is acknowledged a few
+/// milliseconds later, and if the peer's socket is not made yet (the other
+/// end of a connection inside the tree, made after it), the kernel answers
+/// that ACK with a reset, which leaves the connection CLOSE. The lock drops
+/// the ACK, as it drops every packet of the connections until the tree
+/// runs, and lets the segments the restore makes up through (its mark).
+fn lock_here(imgs: &Images, table: &str) -> Result<()> {
+    if netlock::is_locked(table) {
+        return Ok(());
+    }
+    let root = imgs.tasks[0].pid;
+    let mut lock = netlock::NetLock::new(root);
+    for f in imgs.files.values() {
+        let Some(i) = f.isk.as_ref().filter(|i| is_connection(i)) else {
+            continue;
+        };
+        let (local, peer) = addrs(i).expect("validated");
+        let peer = peer.expect("validated");
+        lock.block(local, peer).map_err(|e| {
+            Error::task(
+                root,
+                format!("socket:[{}] (TCP connection {local} -> {peer})", i.ino),
+                e,
+            )
+        })?;
+    }
+    debug!(
+        "network lock {}: made in the network namespace of the restore, which had none",
+        lock.table()
+    );
+    // Lifted with the dump's, once the tree runs (`released`).
+    lock.keep();
+    Ok(())
 }
 
 /// One socket being made.
