@@ -231,6 +231,12 @@ fn main() {
             body: restore_child_pid_taken,
         },
         Spec {
+            name: "restore/ghost-path-taken-dir-watched",
+            case: || case_named("inotify_unlinked"),
+            variant: Variant::Once,
+            body: restore_ghost_path_taken_dir_watched,
+        },
+        Spec {
             name: "restore/engine-killed",
             case: || case_named("tree_32"),
             variant: Variant::Once,
@@ -1717,6 +1723,53 @@ fn restore_child_pid_taken(run: &mut Run) -> Result<Outcome, String> {
         run,
         "restore with the PID free again",
         Some((&tree, &stopped, "after restoring with the PID free")),
+    )
+}
+
+/// The unlinked file of inotify_unlinked has its path taken before the
+/// restore: made again beside it, it would show in its directory's watch
+/// (no IN_EXCL_UNLINK) under the other name. The restore refuses, naming
+/// the pid, the file and the watch, before any process exists, and
+/// leaves the directory as it found it; with the path free it works.
+fn restore_ghost_path_taken_dir_watched(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    dump_1(run)?;
+    let dir = run.path("inotify_unlinked.dir");
+    let taken = dir.join("f");
+    std::fs::write(&taken, "other").map_err(|e| format!("{}: {e}", taken.display()))?;
+    run.note(format!("{} taken", taken.display()));
+    let img = run.path("img-1");
+    let args = restore_args(run, &img, "restore-taken");
+    let out = expect_failure(run, "restore-taken", &img, args);
+    let checked = out.and_then(|out| {
+        expect_pid("restore-taken", &out, pid)?;
+        expect_mentions(
+            "restore-taken",
+            &out,
+            &[&["f.cr.1.ghost"], &["IN_EXCL_UNLINK"], &["watch 1"]],
+        )?;
+        expect_nothing_restored(run, pid, "restore-taken")?;
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        if names != ["f"] || std::fs::read(&taken).ok().as_deref() != Some(b"other".as_slice()) {
+            return Err(format!(
+                "the failed restore left {names:?} in {}, not f as it was",
+                dir.display()
+            ));
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_file(&taken);
+    checked?;
+    restore_and_verify(
+        run,
+        "restore with the path free again",
+        Some((&tree, &stopped, "after restoring with the path free")),
     )
 }
 

@@ -136,6 +136,18 @@ fn make(imgs: &Images) -> Result<(BTreeMap<u32, OwnedFd>, Vec<memfd::Made>)> {
                 continue;
             }
             let (_fd, linked) = ghost::create(pid, *gid, orig, e, chunks)?;
+            if linked.path() != Path::new(orig) {
+                if let Some(why) = super::files::renamed_ghost_seen(&imgs.files, orig) {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!("unlinked file {orig} (ghost {gid})"),
+                        format!(
+                            "its path is taken, so it is made again as {}, and {why}",
+                            linked.path().display()
+                        ),
+                    ));
+                }
+            }
             for id in users {
                 let reg = imgs.reg(id);
                 let what = format!("file {id} (unlinked file {})", reg.name);

@@ -137,6 +137,39 @@ pub fn make_on_ghosts(
     Ok(out)
 }
 
+/// Events of a file that the kernel reports to a watch of its directory
+/// too, under the file's name, even once it is unlinked (unless the watch
+/// has IN_EXCL_UNLINK).
+const CHILD_EVENTS: u32 = libc::IN_ACCESS
+    | libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_CLOSE_NOWRITE
+    | libc::IN_OPEN;
+
+/// Why unlinked file `orig`, made again under another name (`orig` is
+/// taken), would not be what it was: a watch of its directory without
+/// IN_EXCL_UNLINK would report its events under the other name. None
+/// if no watch of `files` would.
+pub fn renamed_ghost_seen(files: &BTreeMap<u32, pb::FileEntry>, orig: &str) -> Option<String> {
+    let dir = std::path::Path::new(orig).parent()?;
+    files.iter().find_map(|(id, f)| {
+        f.ify.as_ref()?.wd.iter().find_map(|w| {
+            let on = std::path::Path::new(w.f_handle.path.as_deref()?);
+            (on == dir && w.mask & CHILD_EVENTS != 0 && w.mask & libc::IN_EXCL_UNLINK == 0).then(
+                || {
+                    format!(
+                        "inotify watch {} (file {id}) of {} has no IN_EXCL_UNLINK: \
+                         it would see the file's events under the other name",
+                        w.wd,
+                        dir.display()
+                    )
+                },
+            )
+        })
+    })
+}
+
 /// What the mask of a watch may hold: events and the flags the kernel
 /// keeps with the watch (IN_ONESHOT, IN_EXCL_UNLINK).
 const WATCH_MASK: u32 = libc::IN_ALL_EVENTS | libc::IN_ONESHOT | libc::IN_EXCL_UNLINK;
@@ -296,6 +329,29 @@ mod tests {
         };
         g.files.insert(5, (e, Vec::new()));
         g
+    }
+
+    #[test]
+    fn a_ghost_under_another_name_is_refused_if_its_directory_is_watched() {
+        let ify = |path: &str, mask: u32| pb::FileEntry {
+            r#type: pb::FdTypes::Inotify as i32,
+            id: 9,
+            ify: Some(pb::InotifyFileEntry {
+                id: 9,
+                wd: vec![pb::InotifyWdEntry {
+                    mask,
+                    ..watch(path, 0x2d, 1)
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let seen = |path, mask| renamed_ghost_seen(&BTreeMap::from([(9, ify(path, mask))]), "/d/f");
+        let e = seen("/d", libc::IN_MODIFY).unwrap();
+        assert!(e.contains("watch 2 (file 9) of /d"), "{e}");
+        assert_eq!(seen("/d", libc::IN_MODIFY | libc::IN_EXCL_UNLINK), None);
+        assert_eq!(seen("/d", libc::IN_CREATE | libc::IN_DELETE), None);
+        assert_eq!(seen("/e", libc::IN_MODIFY), None);
     }
 
     #[test]

@@ -34,7 +34,9 @@ mod unix;
 pub const UNIX_SOCKETS: Kind = unix::KIND;
 
 pub use fifo::open_ghost_ends as fifo_ghost_ends;
-pub use inotify::{make_on_ghosts as inotify_on_ghosts, validate_ghost_watches, watched_ghosts};
+pub use inotify::{
+    make_on_ghosts as inotify_on_ghosts, renamed_ghost_seen, validate_ghost_watches, watched_ghosts,
+};
 pub use pidfd::make_dead as dead_pidfds;
 
 use std::collections::{BTreeMap, BTreeSet};
