@@ -21,7 +21,14 @@
 //! sent on a connection not yet accepted, other families) is refused,
 //! naming the fd. Data sent on a connection not accepted yet sits in the
 //! queue of a socket no fd reaches; the kernel gives it only to accept(),
-//! which would change the tree, so it is refused too.
+//! which would change the tree, so it is refused too. Nothing else reads
+//! it (Linux 6.18): unix_diag tells the pending sockets (UNIX_DIAG_ICONS)
+//! and how many bytes wait (UNIX_DIAG_RQLEN), never the bytes; SIOCUNIXFILE
+//! opens only the path a socket is bound to; pidfd_getfd and MSG_PEEK need
+//! an fd, which the pending socket gets only from accept(); and no call
+//! puts an accepted socket back into the listener's queue, so accepting it
+//! in the task or the engine could not be undone for a dump that fails or
+//! leaves the tree running.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
