@@ -469,13 +469,42 @@ pub fn wait_driver(root: Pid, root_host: Pid, pid: Pid, report: OwnedFd) -> Resu
     if ok {
         return Ok(());
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(root_host),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(root_host), None);
+    use nix::sys::wait::{WaitPidFlag, WaitStatus};
+    let init = nix::unistd::Pid::from_raw(root_host);
+    // A driver killed without a word is most often the namespace's end:
+    // its init (the tree's root) exited, and the kernel killed everything
+    // else in it. Its status is then the news, not the driver's SIGKILL.
+    // The init finishes exiting only once the driver is reaped (above):
+    // give it a moment.
+    let silent = msg.is_empty();
+    let mut init_ended = None;
+    for _ in 0..if silent { 200 } else { 1 } {
+        init_ended = match nix::sys::wait::waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                Some(format!("exited with code {code} (its own log may say why)"))
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(format!("was killed by {sig}")),
+            Ok(WaitStatus::StillAlive) => None,
+            _ => break,
+        };
+        if init_ended.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if init_ended.is_none() {
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(init, None);
+    }
     if msg.is_empty() {
-        msg = format!("the driver in the new pid namespace ended with {st:?}");
+        msg = match init_ended {
+            Some(how) => format!(
+                "the tree's root (pid {root}, host pid {root_host}, the namespace's init) {how} \
+                 before the restore was done, which ended the namespace and the driver in it \
+                 (host pid {pid})"
+            ),
+            None => format!("the driver in the new pid namespace ended with {st:?}"),
+        };
     }
     Err(Error::task(root, "restore in its pid namespace", msg))
 }
