@@ -167,7 +167,18 @@ fn fd_tables(dir: &Path, tasks: &mut [TaskImages]) -> Result<()> {
         owners.insert(t.ids.files_id, t.pid);
     }
     for t in tasks.iter_mut() {
-        let owner = owners[&t.ids.files_id];
+        // Every sharer's chain of parents ends at an owner, unless the
+        // parents loop (a damaged pstree.img the tree check let through).
+        let Some(&owner) = owners.get(&t.ids.files_id) else {
+            return Err(bad(
+                &dir.join(format!("ids-{}.img", t.pid)),
+                format!(
+                    "pid {} shares the fd table (files id {}) of its parent {}, but no task up \
+                     that chain of parents has it of its own (do the parents loop?)",
+                    t.pid, t.ids.files_id, t.pstree.ppid
+                ),
+            ));
+        };
         if owner != t.pid {
             t.fd_table_owner = Some(owner);
             t.fdinfo.clear();
@@ -514,4 +525,50 @@ fn check_cow_entries(dir: &Path, tasks: &[TaskImages]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(pid: i32, ppid: u32, files_id: u32) -> TaskImages {
+        TaskImages {
+            pid,
+            pstree: pb::PstreeEntry {
+                pid: pid as u32,
+                ppid,
+                ..Default::default()
+            },
+            core: Default::default(),
+            mm: Default::default(),
+            pages: PageSet::default(),
+            fdinfo: vec![Default::default()],
+            fs: Default::default(),
+            ids: pb::TaskKobjIdsEntry {
+                files_id,
+                ..Default::default()
+            },
+            fd_table_owner: None,
+            threads: Vec::new(),
+            parent_runs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn fd_table_shared_down_a_chain() {
+        let mut t = vec![task(1, 0, 5), task(2, 1, 5), task(3, 2, 7)];
+        fd_tables(Path::new("img"), &mut t).unwrap();
+        assert_eq!(t[0].fd_table_owner, None);
+        assert_eq!(t[1].fd_table_owner, Some(1));
+        assert!(t[1].fdinfo.is_empty(), "a sharer's fds are the owner's");
+        assert_eq!(t[2].fd_table_owner, None);
+    }
+
+    #[test]
+    fn fd_table_of_parents_in_a_loop_is_an_error_not_a_panic() {
+        // Damaged pstree: 1 and 2 are each other's parent, one table.
+        let mut t = vec![task(1, 2, 5), task(2, 1, 5)];
+        let e = fd_tables(Path::new("img"), &mut t).unwrap_err().to_string();
+        assert!(e.contains("ids-1.img") && e.contains("loop"), "{e}");
+    }
 }
