@@ -73,14 +73,19 @@ pub enum Variant {
     /// --prev-images-dir, restore, verify. Only for cases with
     /// `pre_dump` (memory-heavy ones), to keep the suite's cost down.
     PreDump,
+    /// Dump with the pages sent to a page server (`ckpt page-server` on
+    /// loopback), its pages put with the other images, restore, verify.
+    /// For the same cases as [`Variant::PreDump`].
+    PageServer,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Once,
         Variant::Iter3,
         Variant::LeaveRunning,
         Variant::PreDump,
+        Variant::PageServer,
     ];
 
     /// Appended to the case name to form the trial name.
@@ -90,6 +95,7 @@ impl Variant {
             Variant::Iter3 => "/iter3",
             Variant::LeaveRunning => "/leave-running",
             Variant::PreDump => "/pre-dump",
+            Variant::PageServer => "/page-server",
         }
     }
 
@@ -100,6 +106,7 @@ impl Variant {
             Variant::Iter3 => "iter3",
             Variant::LeaveRunning => "leave-running",
             Variant::PreDump => "pre-dump",
+            Variant::PageServer => "page-server",
         }
     }
 

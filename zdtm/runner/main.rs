@@ -48,7 +48,7 @@ fn main() {
                 continue;
             }
             for &variant in flavor.variants() {
-                if variant == Variant::PreDump && !case.pre_dump {
+                if matches!(variant, Variant::PreDump | Variant::PageServer) && !case.pre_dump {
                     continue;
                 }
                 let cfg = Arc::clone(&cfg);

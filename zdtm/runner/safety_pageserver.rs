@@ -15,73 +15,6 @@ use super::*;
 
 use std::io::BufRead;
 use std::net::TcpListener;
-use std::time::Instant;
-
-fn pages_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("pages-") && n.ends_with(".img"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// `ckpt page-server` into `dir` on a free loopback port: running, with
-/// the port it printed.
-fn start_server(run: &mut Run, dir: &Path, what: &str) -> Result<(ChildGuard, u16), String> {
-    let args: Vec<OsString> = vec![
-        "page-server".into(),
-        "-D".into(),
-        dir.into(),
-        "--address".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        "0".into(),
-        "-o".into(),
-        run.path(&format!("{what}.log")).into(),
-        "-v4".into(),
-    ];
-    let (child, cmdline) = run.spawn_engine(what, args)?;
-    run.note(format!("{what}: started: {cmdline}"));
-    let guard = ChildGuard(Some(child));
-    let t0 = Instant::now();
-    loop {
-        let out = console(run, what);
-        let port = out
-            .lines()
-            .find_map(|l| l.strip_prefix("ckpt page-server: listening on "))
-            .and_then(|a| a.rsplit_once(':'))
-            .and_then(|(_, p)| p.trim().parse().ok());
-        if let Some(port) = port {
-            return Ok((guard, port));
-        }
-        if t0.elapsed() > Duration::from_secs(10) {
-            return Err(format!(
-                "{what} did not say which port it listens on within 10 s: {}",
-                out.trim()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn page_server_args(port: u16) -> [String; 5] {
-    [
-        "--page-server".into(),
-        "--address".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        port.to_string(),
-    ]
-}
 
 /// One dump (`cmd`: "dump" or "pre-dump", with `extra` options) of the
 /// case's tree into `img` with its pages sent to a page server writing
@@ -102,9 +35,9 @@ fn dump_through(
         .to_string_lossy()
         .into_owned();
     let server_what = format!("server-{name}");
-    let (mut server, port) = start_server(run, srv, &server_what)?;
+    let server = run.start_page_server(srv, &server_what)?;
     let what = format!("{cmd}-{name}");
-    let ps = page_server_args(port);
+    let ps = server.dump_args();
     let mut all: Vec<&str> = ps.iter().map(String::as_str).collect();
     all.extend_from_slice(extra);
     let mut args = dump_args(run, pid, img, &what, &all);
@@ -116,27 +49,14 @@ fn dump_through(
             console(run, &what).trim()
         ));
     }
-    let mut child = server.0.take().expect("running");
-    let st = trial::wait_child(&mut child, Duration::from_secs(30))
-        .map_err(|e| format!("waiting for the page server: {e}"))?;
-    match st {
-        Some(st) if st.success() => {}
-        Some(st) => {
-            return Err(format!(
-                "the page server failed ({st}): {}",
-                console(run, &server_what).trim()
-            ))
-        }
-        None => return Err("the page server did not exit after the dump".into()),
-    }
-    let here = pages_files(img);
+    let there = run.finish_page_server(server)?;
+    let here = trial::pages_files(img);
     if !here.is_empty() {
         return Err(format!(
             "the {cmd} wrote pages into its own directory: {}",
             show_paths(&here)
         ));
     }
-    let there = pages_files(srv);
     let bytes: u64 = there
         .iter()
         .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
@@ -255,7 +175,7 @@ pub fn dump_page_server_fails(run: &mut Run) -> Result<Outcome, String> {
     drop(gone);
     let img = run.path("img-unreachable");
     let what = "dump-unreachable";
-    let extra = page_server_args(port);
+    let extra = trial::page_server_args(port);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let args = dump_args(run, pid, &img, what, &extra);
     let out = expect_failure(run, what, &img, args)?;
@@ -268,7 +188,7 @@ pub fn dump_page_server_fails(run: &mut Run) -> Result<Outcome, String> {
     let (port, server) = hang_up_after(4 << 20)?;
     let img = run.path("img-cut");
     let what = "dump-cut";
-    let extra = page_server_args(port);
+    let extra = trial::page_server_args(port);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let args = dump_args(run, pid, &img, what, &extra);
     let out = expect_failure(run, what, &img, args)?;

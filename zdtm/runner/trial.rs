@@ -567,7 +567,37 @@ impl<'a> Run<'a> {
             args.push(format!("../img-pre-{n}").into());
         }
         args.extend(self.case.dump_opts.iter().map(|o| self.subst(o).into()));
-        self.engine(&format!("dump-{n}"), &img, args)
+        if self.variant != Variant::PageServer {
+            return self.engine(&format!("dump-{n}"), &img, args);
+        }
+        // The pages go to a page server writing img-srv-N; once both are
+        // done they join the other images, as a user moving them would.
+        let server = self.start_page_server(
+            &self.path(&format!("img-srv-{n}")),
+            &format!("page-server-{n}"),
+        )?;
+        args.extend(server.dump_args().into_iter().map(Into::into));
+        let status = self.engine(&format!("dump-{n}"), &img, args)?;
+        if !status.success() {
+            return Ok(status);
+        }
+        let pages = self.finish_page_server(server)?;
+        if !pages_files(&img).is_empty() {
+            return Err(format!(
+                "dump {n} wrote pages files into {} too",
+                img.display()
+            ));
+        }
+        for p in &pages {
+            let to = img.join(p.file_name().expect("a file"));
+            fs::copy(p, &to)
+                .map_err(|e| format!("copy {} to {}: {e}", p.display(), to.display()))?;
+        }
+        self.note(format!(
+            "{} pages files from page-server-{n} put into img-{n}",
+            pages.len()
+        ));
+        Ok(status)
     }
 
     /// The pre-dump variant's first step: pre-dump the tree into
@@ -1061,4 +1091,128 @@ pub(crate) fn describe(left: &[procfs::Stat]) -> String {
         .map(|s| format!("pid {} (state {}, parent {})", s.pid, s.state, s.ppid))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+// ---------------------------------------------------------------------------
+// Page servers (`ckpt page-server`), for the page-server variant and the
+// safety trials
+
+/// The `pages-N.img` files in `dir`, sorted.
+pub(crate) fn pages_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("pages-") && n.ends_with(".img"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The dump options that send the pages to a page server on loopback
+/// port `port`.
+pub(crate) fn page_server_args(port: u16) -> [String; 5] {
+    [
+        "--page-server".into(),
+        "--address".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+    ]
+}
+
+/// A running `ckpt page-server` on a loopback port; killed if dropped
+/// before [`Run::finish_page_server`].
+pub(crate) struct PageServer {
+    child: Option<Child>,
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
+    what: String,
+}
+
+impl PageServer {
+    /// The dump options that send the pages to it.
+    pub(crate) fn dump_args(&self) -> [String; 5] {
+        page_server_args(self.port)
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Starts `ckpt page-server` into `dir` on a free loopback port
+    /// (its files are `<what>.log` and `<what>.console`).
+    pub(crate) fn start_page_server(
+        &mut self,
+        dir: &Path,
+        what: &str,
+    ) -> Result<PageServer, String> {
+        let args: Vec<OsString> = vec![
+            "page-server".into(),
+            "-D".into(),
+            dir.into(),
+            "--address".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            "0".into(),
+            "-o".into(),
+            self.path(&format!("{what}.log")).into(),
+            "-v4".into(),
+        ];
+        let (child, cmdline) = self.spawn_engine(what, args)?;
+        self.note(format!("{what}: started: {cmdline}"));
+        let mut server = PageServer {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            port: 0,
+            what: what.to_string(),
+        };
+        let console = self.path(&format!("{what}.console"));
+        let port = poll(Duration::from_secs(10), || {
+            fs::read_to_string(&console)
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("ckpt page-server: listening on "))
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.trim().parse().ok())
+        });
+        server.port = port.ok_or_else(|| {
+            format!(
+                "{what} did not say which port it listens on within 10 s: {}",
+                fs::read_to_string(&console).unwrap_or_default().trim()
+            )
+        })?;
+        Ok(server)
+    }
+
+    /// Waits for a page server whose dump has ended: it must exit 0;
+    /// returns the pages files it wrote.
+    pub(crate) fn finish_page_server(&mut self, mut s: PageServer) -> Result<Vec<PathBuf>, String> {
+        let mut child = s.child.take().expect("running");
+        let st = wait_child(&mut child, Duration::from_secs(30))
+            .map_err(|e| format!("waiting for {}: {e}", s.what))?;
+        let console = self.path(&format!("{}.console", s.what));
+        match st {
+            Some(st) if st.success() => Ok(pages_files(&s.dir)),
+            Some(st) => Err(format!(
+                "{} failed ({st}): {}",
+                s.what,
+                fs::read_to_string(&console).unwrap_or_default().trim()
+            )),
+            None => Err(format!("{} did not exit after the dump", s.what)),
+        }
+    }
 }
