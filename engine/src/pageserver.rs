@@ -25,6 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::images::set::pages_file_id;
 use crate::imgdir::{ImageDir, PagesWriter};
 
 const HELLO: &[u8; 8] = b"CKPTPGS1";
@@ -102,22 +103,24 @@ impl Client {
                 // The server stops reading when it refuses something, and
                 // says why before it closes: that is the reason to give.
                 match self.answer(Duration::from_secs(2)) {
-                    Some(msg) => Err(err(self.peer, "storing the pages", msg)),
-                    None => Err(err(self.peer, what, e)),
+                    Err(Some(msg)) => Err(err(self.peer, "storing the pages", msg)),
+                    _ => Err(err(self.peer, what, e)),
                 }
             }
         }
     }
 
-    /// The server's error message, if it sent one within `wait`.
-    fn answer(&mut self, wait: Duration) -> Option<String> {
+    /// The server's answer within `wait`, up to its close: Ok for `K`,
+    /// its message for `E`, None for nothing (or nothing readable).
+    fn answer(&mut self, wait: Duration) -> Result<(), Option<String>> {
         let s = self.out.get_mut();
         let _ = s.set_read_timeout(Some(wait));
         let mut answer = Vec::new();
         let _ = s.take(4096).read_to_end(&mut answer);
         match answer.split_first() {
-            Some((b'E', msg)) => Some(String::from_utf8_lossy(msg).into_owned()),
-            _ => None,
+            Some((b'K', _)) => Ok(()),
+            Some((b'E', msg)) => Err(Some(String::from_utf8_lossy(msg).into_owned())),
+            _ => Err(None),
         }
     }
 
@@ -161,26 +164,14 @@ impl Client {
         self.out
             .flush()
             .map_err(|e| err(self.peer, "ending the transfer", e))?;
-        let s = self.out.get_mut();
-        let _ = s.set_read_timeout(Some(ACK_TIMEOUT));
-        let mut answer = [0u8; 1];
-        match s.read(&mut answer) {
-            Ok(1) if answer[0] == b'K' => Ok(()),
-            Ok(1) if answer[0] == b'E' => {
-                let mut msg = Vec::new();
-                let _ = s.take(4096).read_to_end(&mut msg);
-                Err(err(
-                    self.peer,
-                    "storing the pages",
-                    String::from_utf8_lossy(&msg),
-                ))
-            }
-            _ => Err(err(
+        self.answer(ACK_TIMEOUT).map_err(|msg| {
+            err(
                 self.peer,
                 "storing the pages",
-                "the page server closed the connection without confirming",
-            )),
-        }
+                msg.as_deref()
+                    .unwrap_or("the page server closed the connection without confirming"),
+            )
+        })
     }
 }
 
@@ -313,7 +304,7 @@ fn store(
         match kind {
             OPEN => {
                 let name = String::from_utf8_lossy(&buf).into_owned();
-                let id = pages_id(&name).ok_or_else(|| {
+                let id = pages_file_id(&name).ok_or_else(|| {
                     err(
                         peer,
                         "opening a file",
@@ -400,13 +391,6 @@ fn read_exact(
     })
 }
 
-/// N of `pages-N.img`: the only names a page server writes.
-fn pages_id(name: &str) -> Option<u32> {
-    let n = name.strip_prefix("pages-")?.strip_suffix(".img")?;
-    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
-    n.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,12 +405,12 @@ mod tests {
 
     #[test]
     fn pages_names() {
-        assert_eq!(pages_id("pages-12.img"), Some(12));
-        assert_eq!(pages_id("pages-.img"), None);
-        assert_eq!(pages_id("pages-1.img/../x"), None);
-        assert_eq!(pages_id("../pages-1.img"), None);
-        assert_eq!(pages_id("core-1.img"), None);
-        assert_eq!(pages_id("pages-+1.img"), None);
+        assert_eq!(pages_file_id("pages-12.img"), Some(12));
+        assert_eq!(pages_file_id("pages-.img"), None);
+        assert_eq!(pages_file_id("pages-1.img/../x"), None);
+        assert_eq!(pages_file_id("../pages-1.img"), None);
+        assert_eq!(pages_file_id("core-1.img"), None);
+        assert_eq!(pages_file_id("pages-+1.img"), None);
     }
 
     #[test]

@@ -104,12 +104,7 @@ pub fn restore_root_internal_processes(run: &mut Run) -> Result<Outcome, String>
     dump_1(run)?;
     run.note("dump 1: tree gone");
     let img = run.path("img-1");
-    let uniq = run
-        .dir
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
+    let uniq = run.uniq();
     let newroot = format!("/zdtm.{uniq}.new");
     let mut args = restore_args(run, &img, "restore-newroot");
     args.push(format!("--cgroup-root=cgroup2:{newroot}").into());
@@ -203,12 +198,7 @@ pub fn dump_freeze_enospc(run: &mut Run) -> Result<Outcome, String> {
         Err(e) => return Err(format!("mount tmpfs on {}: {e}", mnt.display())),
     };
     let img = mnt.join("img");
-    let uniq = run
-        .dir
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
+    let uniq = run.uniq();
     let cg = format!("/zdtm.{uniq}");
     let freeze = format!("--freeze-cgroup={cg}");
     let checks = (|| {
@@ -248,12 +238,7 @@ pub fn dump_freeze_enospc(run: &mut Run) -> Result<Outcome, String> {
 
 /// The freezer file of the cgroup_freeze case's cgroup (`zdtm.<uniq>`).
 fn case_freezer(run: &Run) -> Result<PathBuf, String> {
-    let uniq = run
-        .dir
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
+    let uniq = run.uniq();
     let name = format!("zdtm.{uniq}");
     crate::cgroups::zdtm_dirs()
         .into_iter()

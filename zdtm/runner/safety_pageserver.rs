@@ -74,14 +74,6 @@ fn dump_through(
     Ok(there)
 }
 
-fn copy_into(files: &[PathBuf], dir: &Path) -> Result<(), String> {
-    for p in files {
-        let to = dir.join(p.file_name().expect("a file"));
-        fs::copy(p, &to).map_err(|e| format!("copy {} to {}: {e}", p.display(), to.display()))?;
-    }
-    Ok(())
-}
-
 /// `mem` fills most of its 48 MiB with random data: that much must
 /// travel (the restore's manifest check then holds it to the byte).
 const MEM_BYTES: u64 = 40 << 20;
@@ -97,7 +89,7 @@ pub fn dump_page_server(run: &mut Run) -> Result<Outcome, String> {
     let args = restore_args(run, &img, what);
     let out = expect_failure(run, what, &img, args)?;
     expect_mentions(what, &out, &[&["pages-1.img"], &["page server"]])?;
-    copy_into(&pages, &img)?;
+    trial::copy_into(&pages, &img)?;
     let st = run.engine_restore(1)?;
     if !st.success() {
         return Err(format!(
@@ -126,8 +118,8 @@ pub fn pre_dump_page_server(run: &mut Run) -> Result<Outcome, String> {
         0,
     )?;
     run.wait_tree_gone(Duration::from_secs(30))?;
-    copy_into(&pre_pages, &pre)?;
-    copy_into(&pages, &img)?;
+    trial::copy_into(&pre_pages, &pre)?;
+    trial::copy_into(&pages, &img)?;
     let st = run.engine_restore(1)?;
     if !st.success() {
         return Err(format!(

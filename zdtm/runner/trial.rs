@@ -251,12 +251,21 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The work directory's name: unique, usable as a cgroup name (the
+    /// case table's `{uniq}`; the cases' cg_name() is `zdtm.<uniq>`).
+    pub(crate) fn uniq(&self) -> String {
+        self.dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// Case arguments and engine options: `{dir}` is the work directory,
     /// `{uniq}` its name (unique, usable as a cgroup name).
     fn subst(&self, s: &str) -> String {
-        let uniq = self.dir.file_name().unwrap_or_default().to_string_lossy();
         s.replace("{dir}", &self.dir.to_string_lossy())
-            .replace("{uniq}", &uniq)
+            .replace("{uniq}", &self.uniq())
     }
 
     fn name(&self) -> &'a str {
@@ -588,11 +597,7 @@ impl<'a> Run<'a> {
                 img.display()
             ));
         }
-        for p in &pages {
-            let to = img.join(p.file_name().expect("a file"));
-            fs::copy(p, &to)
-                .map_err(|e| format!("copy {} to {}: {e}", p.display(), to.display()))?;
-        }
+        copy_into(&pages, &img)?;
         self.note(format!(
             "{} pages files from page-server-{n} put into img-{n}",
             pages.len()
@@ -949,8 +954,7 @@ impl<'a> Run<'a> {
         let Some(before) = &self.cg_before else {
             return Vec::new();
         };
-        let uniq = self.dir.file_name().unwrap_or_default().to_string_lossy();
-        crate::cgroups::owned(before, &uniq)
+        crate::cgroups::owned(before, &self.uniq())
     }
 
     /// Removes the `zdtm.*` cgroups the trial created, killing
@@ -1106,13 +1110,24 @@ pub(crate) fn pages_files(dir: &Path) -> Vec<PathBuf> {
                 .filter(|p| {
                     p.file_name()
                         .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("pages-") && n.ends_with(".img"))
+                        .and_then(ckpt::images::set::pages_file_id)
+                        .is_some()
                 })
                 .collect()
         })
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// Copies `files` into `dir` (a page server's pages files joining the
+/// dump's other images, as a user moving them would).
+pub(crate) fn copy_into(files: &[PathBuf], dir: &Path) -> Result<(), String> {
+    for p in files {
+        let to = dir.join(p.file_name().expect("a file"));
+        fs::copy(p, &to).map_err(|e| format!("copy {} to {}: {e}", p.display(), to.display()))?;
+    }
+    Ok(())
 }
 
 /// The dump options that send the pages to a page server on loopback

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::pagemap::{entry_present, PAGE, PE_COW_PARENT, PE_PARENT, PE_PRESENT};
-use super::set::{read_pagemap, PageSet};
+use super::set::{pages_file_id, read_pagemap, PageSet};
 use super::{pb, ImageError, Magic, Manifest, ManifestProblem};
 
 /// The link from an incremental image directory to its parent.
@@ -220,13 +220,6 @@ pub struct Layer {
     pagemaps: BTreeMap<i32, Option<(PageSet, u64)>>,
 }
 
-/// `pages-N.img`: what a dump may have sent to a page server.
-fn is_pages_file(name: &str) -> bool {
-    name.strip_prefix("pages-")
-        .and_then(|n| n.strip_suffix(".img"))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
 impl Layer {
     /// Open the pre-dump at `dir`: it must exist, match its manifest
     /// (every file's checksum), and be a pre-dump.
@@ -258,7 +251,7 @@ impl Layer {
         if let Err(mut e) = manifest.check(dir) {
             if pages_away {
                 e.problems.retain(
-                    |p| !matches!(p, ManifestProblem::Missing { name } if is_pages_file(name)),
+                    |p| !matches!(p, ManifestProblem::Missing { name } if pages_file_id(name).is_some()),
                 );
             }
             if !e.problems.is_empty() {

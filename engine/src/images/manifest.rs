@@ -127,7 +127,7 @@ impl fmt::Display for ManifestError {
         }
         let pages_away = self.problems.iter().any(|p| {
             matches!(p, ManifestProblem::Missing { name }
-                if name.starts_with("pages-") && name.ends_with(".img"))
+                if super::set::pages_file_id(name).is_some())
         });
         if pages_away {
             f.write_str(

@@ -78,6 +78,15 @@ pub struct PageSet {
     pub entries: Vec<pb::PagemapEntry>,
 }
 
+/// N of a pages file's name, `pages-N.img` ([`PageSet::pages_file`]):
+/// the files a dump may send to a page server, and the only names a
+/// page server writes.
+pub fn pages_file_id(name: &str) -> Option<u32> {
+    let n = name.strip_prefix("pages-")?.strip_suffix(".img")?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
+    n.parse().ok()
+}
+
 impl PageSet {
     /// The pages file its entries' pages are in.
     pub fn pages_file(&self) -> String {
