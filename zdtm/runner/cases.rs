@@ -699,9 +699,6 @@ pub static CASES: &[Case] = &[
         name: "unix_scm_creds",
         program: Program::C("unix_scm_creds"),
         suid: true,
-        // ns: queued SCM_CREDENTIALS in a tree with its own pid namespace are refused at dump: the restore
-        // queues messages before the root's clone makes the pid namespace their senders' pids belong to
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
@@ -755,9 +752,6 @@ pub static CASES: &[Case] = &[
         name: "unix_sockets_creds",
         program: Program::C("unix_sockets"),
         args: &["--kind=creds"],
-        // ns: queued SCM_CREDENTIALS in a tree with its own pid namespace are refused at dump: the restore
-        // queues messages before the root's clone makes the pid namespace their senders' pids belong to
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     // Sockets the dump refuses, naming them; the tree goes on.

@@ -569,6 +569,125 @@ pub fn send_scm(
     }
 }
 
+/// The senders' pids of the messages queued on `sock` that start at the
+/// byte offsets `offsets`, as a task of the pid namespace `pidns` sees
+/// them (0: a sender that namespace does not see).
+///
+/// A receiver is told its sender's pid in its own pid namespace, and the
+/// engine's peek answered in the engine's: a sender that has exited has no
+/// /proc entry left to translate its pid by. So a grandchild of the engine
+/// born into `pidns` peeks again, one byte at each offset (set with
+/// SO_PEEK_OFF, which the caller puts back).
+pub fn peek_pids_in(
+    sock: BorrowedFd<'_>,
+    pidns: BorrowedFd<'_>,
+    offsets: &[i32],
+) -> nix::Result<Vec<i32>> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // Everything the children touch exists before the fork: the engine
+    // may have threads, so they only make system calls.
+    let mut cbuf = [0u64; CMSG_WORDS];
+    let mut byte = [0u8; 1];
+    // SAFETY: the child and its child only make system calls on memory
+    // allocated before the fork (no allocation, no lock), then _exit.
+    let child = Errno::result(unsafe { libc::fork() })?;
+    if child == 0 {
+        // SAFETY: as above; setns changes only where this child's
+        // children are born.
+        unsafe {
+            if libc::setns(pidns.as_raw_fd(), libc::CLONE_NEWPID) != 0 {
+                libc::_exit(Errno::last() as i32);
+            }
+            let gc = libc::fork();
+            if gc < 0 {
+                libc::_exit(Errno::last() as i32);
+            }
+            if gc == 0 {
+                for &off in offsets {
+                    let pid = peek_pid_at(sock.as_raw_fd(), off, &mut byte, &mut cbuf);
+                    if pid < 0 {
+                        libc::_exit(-pid);
+                    }
+                    let w = libc::write(wr.as_raw_fd(), (&pid as *const i32).cast(), 4);
+                    if w != 4 {
+                        libc::_exit(libc::EIO);
+                    }
+                }
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            if libc::waitpid(gc, &mut status, 0) != gc || !libc::WIFEXITED(status) {
+                libc::_exit(libc::ECHILD);
+            }
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+    }
+    drop(wr);
+    let mut got = Vec::with_capacity(offsets.len() * 4);
+    let read = std::io::Read::read_to_end(&mut std::fs::File::from(rd), &mut got);
+    let mut status = 0;
+    // SAFETY: waits for the one child forked above.
+    Errno::result(unsafe { libc::waitpid(child, &mut status, 0) })?;
+    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, 0) => {}
+        (true, e) => return Err(Errno::from_raw(e)),
+        _ => return Err(Errno::ECHILD),
+    }
+    read.map_err(|_| Errno::EIO)?;
+    if got.len() != offsets.len() * 4 {
+        return Err(Errno::EIO);
+    }
+    Ok(got
+        .chunks_exact(4)
+        .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// One byte peeked at offset `off` of `fd`'s queue: its sender's pid, 0
+/// without credentials, or -errno. System calls only (see peek_pids_in).
+///
+/// # Safety
+/// `byte` and `cbuf` are the caller's, alive for the call.
+unsafe fn peek_pid_at(
+    fd: RawFd,
+    off: i32,
+    byte: &mut [u8; 1],
+    cbuf: &mut [u64; CMSG_WORDS],
+) -> i32 {
+    let off_len = std::mem::size_of::<i32>() as libc::socklen_t;
+    if libc::setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_PEEK_OFF,
+        (&off as *const i32).cast(),
+        off_len,
+    ) != 0
+    {
+        return -(Errno::last() as i32);
+    }
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(cbuf);
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+    if libc::recvmsg(fd, &mut msg, flags) < 0 {
+        return -(Errno::last() as i32);
+    }
+    let mut c = libc::CMSG_FIRSTHDR(&msg);
+    while !c.is_null() {
+        if ((*c).cmsg_level, (*c).cmsg_type) == (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) {
+            return std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::ucred>()).pid;
+        }
+        c = libc::CMSG_NXTHDR(&msg, c);
+    }
+    0
+}
+
 /// [`send_scm`] with the credentials of `creds` (pid, uid, gid) as the
 /// kernel lets them be sent: it takes another pid only if that pid
 /// exists. So the message is sent by a short-lived child of the engine

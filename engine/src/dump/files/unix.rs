@@ -297,7 +297,7 @@ impl FdDumper for Unix {
         } else {
             Vec::new()
         };
-        if let Some(why) = refuse_creds(pid, &peeked) {
+        if let Some(why) = refuse_creds(&peeked) {
             return Err(no(why));
         }
         let rights = peeked.iter().any(|p| !p.rights.is_empty());
@@ -651,7 +651,7 @@ fn read_queue(
     let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
     us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
         .map_err(|e| sys("SO_PEEK_OFF", e))?;
-    let got = peek_all(pid, what, s, d);
+    let got = peek_all(pid, what, s, d).and_then(|q| senders_in_own_ns(pid, what, s, q));
     let back = us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, peek_off)
         .map_err(|e| sys("putting SO_PEEK_OFF back", e));
     let got = got?;
@@ -659,23 +659,58 @@ fn read_queue(
     Ok(got)
 }
 
+/// `q` with its senders' pids as the socket's task sees them, when that
+/// task is in a pid namespace other than the engine's: its receiver
+/// would be told those, and the restore gives them back there.
+fn senders_in_own_ns(
+    pid: Pid,
+    what: &str,
+    s: BorrowedFd<'_>,
+    mut q: Vec<Peeked>,
+) -> Result<Vec<Peeked>> {
+    if q.iter().all(|p| p.creds.is_none()) {
+        return Ok(q);
+    }
+    let ns_of = |p: &str| std::fs::metadata(format!("/proc/{p}/ns/pid")).map(|m| m.ino());
+    let task_ns = ns_of(&pid.to_string())
+        .map_err(|e| Error::io(format!("/proc/{pid}/ns/pid"), what.to_string(), e))?;
+    if ns_of("self").ok() == Some(task_ns) {
+        return Ok(q);
+    }
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/pid"))
+        .map_err(|e| Error::io(format!("/proc/{pid}/ns/pid"), what.to_string(), e))?;
+    let mut offsets = Vec::new();
+    let mut at = 0usize;
+    for p in &q {
+        if p.creds.is_some() {
+            offsets.push(at as i32);
+        }
+        at += p.data.len();
+    }
+    let pids = us::peek_pids_in(s, ns.as_fd(), &offsets).map_err(|e| {
+        Error::sys(
+            pid,
+            format!("{what}: its queued messages' senders, seen from its pid namespace"),
+            e,
+        )
+    })?;
+    for (p, v) in q.iter_mut().filter(|p| p.creds.is_some()).zip(pids) {
+        if let Some(c) = p.creds.as_mut() {
+            c.0 = v;
+        }
+    }
+    Ok(q)
+}
+
 /// Why the senders' credentials of the messages cannot be given again, if
 /// so: the restore sends each message from a process with its sender's
-/// pid, made in the engine's pid namespace, where the pids the peek gave
-/// are (and 0 is a sender that namespace does not see).
-fn refuse_creds(pid: Pid, q: &[Peeked]) -> Option<String> {
-    let first = q.iter().find_map(|p| p.creds)?;
-    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
-    if ns("self") != ns(&pid.to_string()) {
-        return Some(format!(
-            "UNIX socket with SO_PASSCRED and messages queued with their senders' credentials (pid {} uid {} gid {}), in a tree with a pid namespace of its own: the restore queues them again before it makes the tree, when that namespace, where the senders' pids are, does not exist yet; not supported yet",
-            first.0, first.1, first.2
-        ));
-    }
+/// pid (in the tree's pid namespace, as the socket's task sees it), and
+/// 0 is a sender that namespace does not see.
+fn refuse_creds(q: &[Peeked]) -> Option<String> {
     q.iter().filter_map(|p| p.creds).find(|c| c.0 <= 0).map(|c| {
         format!(
-            "UNIX socket with SO_PASSCRED and a message queued from a sender outside the engine's pid namespace (pid {} uid {} gid {}): not supported yet",
-            c.0, c.1, c.2
+            "UNIX socket with SO_PASSCRED and a message queued from a sender outside its task's pid namespace (uid {} gid {}): not supported yet",
+            c.1, c.2
         )
     })
 }

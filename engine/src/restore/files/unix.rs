@@ -23,7 +23,8 @@
 //! credentials (SCM_CREDENTIALS) is sent by a short-lived process with
 //! the sender's pid (before the tree exists, so the pid is free). A pair
 //! with such messages in its queues is made by the engine too, since the
-//! task that makes a pair for itself could not send them.
+//! task that makes a pair for itself could not send them. In a tree with
+//! a pid namespace of its own those queues wait for the tree ([`Step`]).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -303,7 +304,7 @@ impl FdKind for Unix {
         f: &pb::FileEntry,
         pairs: &mut EnginePairs,
     ) -> Result<OwnedFd> {
-        pair_in_engine(imgs, pid, f, pairs, &Flight::new())
+        pair_in_engine(imgs, pid, f, pairs, &Flight::new(), None)
     }
 }
 
@@ -315,15 +316,42 @@ fn pair_in_engine(
     f: &pb::FileEntry,
     pairs: &mut EnginePairs,
     flight: &Flight,
+    late: Option<&mut Vec<Step>>,
 ) -> Result<OwnedFd> {
     {
         let (pair, which) = pair_of(imgs, pid, f, flight)?;
         let key = pair.key();
-        let what = || format!("socket:[{}]", pair.ends[which].ino);
+        let ino = pair.ends[which].ino;
+        let what = || format!("socket:[{ino}]");
         if let std::collections::btree_map::Entry::Vacant(slot) = pairs.entry(key) {
-            let [a, b] = make_pair(&pair).map_err(|e| Error::sys(pid, what(), e))?;
-            // SAFETY: make_pair's fds are fresh and now ours alone.
-            slot.insert(unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) });
+            let wait = pair.ends.iter().any(|e| waits_for_ns(imgs, &e.queue));
+            let [a, b] = if wait {
+                new_pair(pair.r#type)
+            } else {
+                make_pair(&pair)
+            }
+            .map_err(|e| Error::sys(pid, what(), e))?;
+            // SAFETY: the pair's fds are fresh and now ours alone.
+            let (a, b) = unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) };
+            if wait {
+                let late = late.ok_or_else(|| {
+                    Error::unsupported(
+                        pid,
+                        what(),
+                        "a pair in flight with its senders' credentials queued, in a tree with a pid namespace of its own: not supported yet",
+                    )
+                })?;
+                let dup = |fd: &OwnedFd| {
+                    fd.try_clone()
+                        .map_err(|e| Error::io("dup", format!("pid {pid}: {}", what()), e))
+                };
+                late.push(Step::Pair {
+                    pid,
+                    fds: [dup(&a)?, dup(&b)?],
+                    pair: Box::new(pair),
+                });
+            }
+            slot.insert((a, b));
         }
         let (a, b) = &pairs[&key];
         let end = if which == 0 { a } else { b };
@@ -418,17 +446,34 @@ fn set_flags(fd: RawFd, o: &pb::SkOptsEntry) -> nix::Result<()> {
 /// The pair, made and filled: options, then the queued data (each end's
 /// sent from the other), then SO_PASSCRED and the shutdown state.
 fn make_pair(p: &Pair) -> nix::Result<[RawFd; 2]> {
+    let sv = new_pair(p.r#type)?;
+    if let Err(e) = fill_pair(sv, p) {
+        unsafe {
+            libc::close(sv[0]);
+            libc::close(sv[1]);
+        }
+        return Err(e);
+    }
+    Ok(sv)
+}
+
+fn new_pair(r#type: i32) -> nix::Result<[RawFd; 2]> {
     let mut sv = [0i32; 2];
     Errno::result(unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            p.r#type | libc::SOCK_CLOEXEC,
+            r#type | libc::SOCK_CLOEXEC,
             0,
             sv.as_mut_ptr(),
         )
     })?;
+    Ok(sv)
+}
+
+/// Gives a new pair its options, queues, names and shutdown state.
+fn fill_pair(sv: [RawFd; 2], p: &Pair) -> nix::Result<()> {
     let stream = p.r#type == libc::SOCK_STREAM;
-    let fill = || -> nix::Result<()> {
+    {
         for (fd, e) in sv.iter().zip(&p.ends) {
             let o = &e.opts;
             set_buf(*fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, o.so_sndbuf)?;
@@ -470,16 +515,8 @@ fn make_pair(p: &Pair) -> nix::Result<[RawFd; 2]> {
             };
             Errno::result(unsafe { libc::shutdown(*fd, how) })?;
         }
-        Ok(())
-    };
-    if let Err(e) = fill() {
-        unsafe {
-            libc::close(sv[0]);
-            libc::close(sv[1]);
-        }
-        return Err(e);
     }
-    Ok(sv)
+    Ok(())
 }
 
 /// One end of a pair, made by the task itself; both ends in one task
@@ -545,6 +582,94 @@ pub const KIND: Kind = Kind {
 pub struct Web {
     bound: Vec<PathBuf>,
     released: bool,
+    /// What waits for the tree (see [`Step`]), in order.
+    late: Vec<Step>,
+    /// The files in flight the late queues send.
+    flight: Flight,
+}
+
+/// Work on a socket put off until the tree exists. In a tree with a pid
+/// namespace of its own, a queued message's sender is a pid of that
+/// namespace, which only a process inside it can name (the kernel takes
+/// SCM_CREDENTIALS' pid in the sender's namespace and tells the receiver
+/// its own view of it); the engine's driver is in there once the tree is
+/// made (restore/ns.rs). So such a queue is sent then, and what must
+/// follow it (the peek offset, the shutdown state) waits with it.
+enum Step {
+    /// A pair to give its options, queues and state (`fill_pair`).
+    Pair {
+        pid: Pid,
+        fds: [OwnedFd; 2],
+        pair: Box<Pair>,
+    },
+    /// Messages to send from `from` (to the address `to`).
+    Send {
+        pid: Pid,
+        what: String,
+        from: OwnedFd,
+        to: Option<Vec<u8>>,
+        queue: Vec<QMsg>,
+    },
+    /// The last settings of a socket whose queue waited.
+    Finish {
+        pid: Pid,
+        what: String,
+        fd: OwnedFd,
+        peek_off: Option<i32>,
+        shutdown: i32,
+    },
+}
+
+/// Whether queue `q` waits for the tree's pid namespace (see [`Step`]).
+fn waits_for_ns(imgs: &Images, q: &[QMsg]) -> bool {
+    imgs.ns.pid && q.iter().any(|m| m.creds.is_some())
+}
+
+impl Step {
+    fn run(&self) -> Result<()> {
+        match self {
+            Step::Pair { pid, fds, pair } => {
+                fill_pair([fds[0].as_raw_fd(), fds[1].as_raw_fd()], pair).map_err(|e| {
+                    Error::sys(
+                        *pid,
+                        format!(
+                            "socket:[{}]: its queues, in its pid namespace",
+                            pair.ends[0].ino
+                        ),
+                        e,
+                    )
+                })
+            }
+            Step::Send {
+                pid,
+                what,
+                from,
+                to,
+                queue,
+            } => {
+                for m in queue {
+                    resend(from.as_raw_fd(), m, to.as_deref()).map_err(|e| {
+                        Error::sys(*pid, format!("{what}: queueing its data again"), e)
+                    })?;
+                }
+                Ok(())
+            }
+            Step::Finish {
+                pid,
+                what,
+                fd,
+                peek_off,
+                shutdown,
+            } => {
+                let err = |op: &str, e| Error::sys(*pid, format!("{what}: {op}"), e);
+                if let Some(off) = peek_off {
+                    us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, *off)
+                        .map_err(|e| err("SO_PEEK_OFF", e))?;
+                }
+                us::shutdown(fd.as_fd(), *shutdown).map_err(|e| err("shutdown", e))
+            }
+        }
+    }
 }
 
 impl Drop for Web {
@@ -559,11 +684,24 @@ impl Drop for Web {
 
 impl Restorer for Web {
     fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
-        let flight = in_flight(imgs, fds)?;
+        let mut late = Vec::new();
+        let flight = in_flight(imgs, fds, &mut late)?;
+        self.late = late;
         let made = self.build(imgs, &flight)?;
         for (id, fd) in made {
             fds.descriptions.insert(id, fd);
         }
+        if !self.late.is_empty() {
+            self.flight = flight;
+        }
+        Ok(())
+    }
+
+    fn tree_created(&mut self, _imgs: &Images) -> Result<()> {
+        for step in std::mem::take(&mut self.late) {
+            step.run()?;
+        }
+        self.flight.clear();
         Ok(())
     }
 
@@ -578,7 +716,7 @@ impl Restorer for Web {
 /// other part meets the one in flight: every part a task holds is left in
 /// `fds` for the task to take, as is every pair of the tree with files in
 /// flight in its queues (the engine sends them, the task could not).
-fn in_flight(imgs: &Images, fds: &mut EngineFds) -> Result<Flight> {
+fn in_flight(imgs: &Images, fds: &mut EngineFds, late: &mut Vec<Step>) -> Result<Flight> {
     let holder = super::holders(imgs);
     let mut flight = Flight::new();
     let mut pairs = EnginePairs::new();
@@ -652,7 +790,7 @@ fn in_flight(imgs: &Images, fds: &mut EngineFds) -> Result<Flight> {
             .find(|o| o.usk.as_ref().is_some_and(|u| u.ino == usk(f).peer))
             .map_or(0, |o| o.id);
         if has_ancillary(imgs, f.id) || has_ancillary(imgs, peer) {
-            let fd = pair_in_engine(imgs, pid, f, &mut pairs, &flight)?;
+            let fd = pair_in_engine(imgs, pid, f, &mut pairs, &flight, Some(&mut *late))?;
             fds.descriptions.insert(f.id, fd);
         }
     }
@@ -787,6 +925,7 @@ impl Web {
 
         // Every socket, with its options and name; datagrams queued on a
         // bound one are sent to it now, before it connects anywhere.
+        let mut finish_late: std::collections::BTreeSet<u32> = Default::default();
         let mut socks: BTreeMap<u32, OwnedFd> = BTreeMap::new();
         for (a, b) in &paired {
             let sa = by_ino[a];
@@ -809,7 +948,17 @@ impl Web {
             }
             if s.u.r#type as i32 == libc::SOCK_DGRAM && s.named() {
                 let q = queue_of(imgs, s.pid, s.id, flight)?;
-                if !q.is_empty() {
+                if waits_for_ns(imgs, &q) {
+                    let t = us::socket(libc::SOCK_DGRAM).map_err(|e| s.err("socket", e))?;
+                    finish_late.insert(s.u.ino);
+                    self.late.push(Step::Send {
+                        pid: s.pid,
+                        what: s.what(),
+                        from: t,
+                        to: Some(s.address()),
+                        queue: q,
+                    });
+                } else if !q.is_empty() {
                     let t = us::socket(libc::SOCK_DGRAM).map_err(|e| s.err("socket", e))?;
                     for m in q {
                         resend(t.as_raw_fd(), &m, Some(&s.address()))
@@ -902,6 +1051,19 @@ impl Web {
                         "data queued, and no peer in the image to send it",
                     )
                 })?;
+            if waits_for_ns(imgs, &q) {
+                finish_late.extend([s.u.ino, s.u.peer]);
+                self.late.push(Step::Send {
+                    pid: s.pid,
+                    what: s.what(),
+                    from: from
+                        .try_clone()
+                        .map_err(|e| Error::io("dup", format!("pid {}: {}", s.pid, s.what()), e))?,
+                    to: None,
+                    queue: q,
+                });
+                continue;
+            }
             for m in q {
                 resend(from.as_raw_fd(), &m, None)
                     .map_err(|e| s.err("queueing its data again", e))?;
@@ -913,12 +1075,24 @@ impl Web {
                 us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
                     .map_err(|e| s.err("SO_PASSCRED", e))?;
             }
-            if let Some(off) = s.u.peek_off {
-                us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
-                    .map_err(|e| s.err("SO_PEEK_OFF", e))?;
+            if finish_late.contains(&s.u.ino) {
+                self.late.push(Step::Finish {
+                    pid: s.pid,
+                    what: s.what(),
+                    fd: fd
+                        .try_clone()
+                        .map_err(|e| Error::io("dup", format!("pid {}: {}", s.pid, s.what()), e))?,
+                    peek_off: s.u.peek_off,
+                    shutdown: s.u.shutdown.unwrap_or(0),
+                });
+            } else {
+                if let Some(off) = s.u.peek_off {
+                    us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
+                        .map_err(|e| s.err("SO_PEEK_OFF", e))?;
+                }
+                us::shutdown(fd.as_fd(), s.u.shutdown.unwrap_or(0))
+                    .map_err(|e| s.err("shutdown", e))?;
             }
-            us::shutdown(fd.as_fd(), s.u.shutdown.unwrap_or(0))
-                .map_err(|e| s.err("shutdown", e))?;
             nix::fcntl::fcntl(
                 fd.as_raw_fd(),
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_retain(
