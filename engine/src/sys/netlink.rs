@@ -45,6 +45,28 @@ pub fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
+/// A native-endian u16 at `at`, if `b` holds one there.
+pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+/// The attributes (type without its nested/byte-order bits, value) in
+/// `a`, the tail of a message after its fixed part; EIO for one whose
+/// length runs past the end.
+pub fn attrs(mut a: &[u8]) -> nix::Result<Vec<(u16, &[u8])>> {
+    let mut out = Vec::new();
+    while a.len() >= 4 {
+        let len = u16_at(a, 0).ok_or(Errno::EIO)? as usize;
+        let ty = u16_at(a, 2).ok_or(Errno::EIO)? & 0x3fff;
+        if len < 4 || len > a.len() {
+            return Err(Errno::EIO);
+        }
+        out.push((ty, &a[4..len]));
+        a = &a[((len + 3) & !3).min(a.len())..];
+    }
+    Ok(out)
+}
+
 /// Calls `each` with the body (after the header) of every message in
 /// `msgs`, one datagram of replies. Ok(true) once the reply is complete:
 /// NLMSG_DONE, or an NLMSG_ERROR of code 0 (an acknowledgement); another
@@ -106,5 +128,42 @@ mod tests {
         let mut bad = msg(20, b"abcd");
         bad[0..4].copy_from_slice(&64u32.to_ne_bytes());
         assert_eq!(walk(&bad, |_| {}), Err(Errno::EIO));
+    }
+
+    fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
+        let mut b = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
+        b.extend_from_slice(&ty.to_ne_bytes());
+        b.extend_from_slice(v);
+        while b.len() % 4 != 0 {
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn attributes_padded_nested_bit_cleared_and_bad_length() {
+        let mut a = attr(1, b"abcde");
+        a.extend(attr(0x8000 | 2, &7u32.to_ne_bytes()));
+        a.extend(attr(3, b""));
+        let got = attrs(&a).unwrap();
+        assert_eq!(
+            got,
+            [
+                (1, &b"abcde"[..]),
+                (2, &7u32.to_ne_bytes()[..]),
+                (3, &b""[..])
+            ]
+        );
+        let mut bad = attr(1, b"ab");
+        bad[0..2].copy_from_slice(&40u16.to_ne_bytes());
+        assert_eq!(attrs(&bad), Err(Errno::EIO));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn walk_and_attrs_never_panic(b in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = walk(&b, |m| { let _ = attrs(m); });
+            let _ = attrs(&b);
+        }
     }
 }

@@ -55,21 +55,13 @@ fn request(msg: u16, seq: u32) -> Vec<u8> {
 
 /// The string attribute `want` of an nfnetlink message body (after its
 /// nfgenmsg).
-fn attr(mut a: &[u8], want: u16) -> Option<String> {
-    while a.len() >= 4 {
-        let len = u16::from_ne_bytes([a[0], a[1]]) as usize;
-        let ty = u16::from_ne_bytes([a[2], a[3]]) & 0x3fff;
-        if len < 4 || len > a.len() {
-            return None;
-        }
-        if ty == want {
-            let v = &a[4..len];
-            let v = v.split(|&c| c == 0).next().unwrap_or(v);
-            return Some(String::from_utf8_lossy(v).into_owned());
-        }
-        a = &a[((len + 3) & !3).min(a.len())..];
-    }
-    None
+fn attr(a: &[u8], want: u16) -> Option<String> {
+    let (_, v) = netlink::attrs(a)
+        .ok()?
+        .into_iter()
+        .find(|(t, _)| *t == want)?;
+    let v = v.split(|&c| c == 0).next().unwrap_or(v);
+    Some(String::from_utf8_lossy(v).into_owned())
 }
 
 /// The objects of a dump's replies in `msgs`; true once it is done.

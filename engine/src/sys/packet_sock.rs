@@ -2,12 +2,13 @@
 //! place that lists a socket's memberships and rings), the address it is
 //! bound to, and the calls that make one again.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
 
+use super::netlink::{self, u16_at, u32_at, NLMSG_HDRLEN};
+
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_HDRLEN: usize = 16;
 const PACKET_DIAG_MSG_LEN: usize = 16;
 
 const PACKET_SHOW_INFO: u32 = 0x01;
@@ -58,14 +59,6 @@ pub struct PacketDiag {
     pub filter: bool,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The dump request for every packet socket (packet_diag answers dumps
 /// only).
 pub fn request(seq: u32) -> Vec<u8> {
@@ -100,26 +93,18 @@ fn ring(v: &[u8]) -> Option<[u32; 7]> {
     Some(r)
 }
 
-/// One message of a packet_diag reply (its netlink header included).
-pub fn parse_msg(b: &[u8]) -> Result<PacketDiag, Errno> {
-    if b.len() < NLMSG_HDRLEN + PACKET_DIAG_MSG_LEN {
+/// One packet_diag_msg with its attributes (a reply's body).
+pub fn parse_msg(m: &[u8]) -> Result<PacketDiag, Errno> {
+    if m.len() < PACKET_DIAG_MSG_LEN {
         return Err(Errno::EIO);
     }
-    let m = &b[NLMSG_HDRLEN..];
     let mut d = PacketDiag {
         r#type: m[1],
         num: u16_at(m, 2).ok_or(Errno::EIO)?,
         ino: u32_at(m, 4).ok_or(Errno::EIO)?,
         ..Default::default()
     };
-    let mut a = &m[PACKET_DIAG_MSG_LEN..];
-    while a.len() >= 4 {
-        let alen = u16_at(a, 0).unwrap_or(0) as usize;
-        let atype = u16_at(a, 2).unwrap_or(0) & 0x3fff;
-        if alen < 4 || alen > a.len() {
-            return Err(Errno::EIO);
-        }
-        let v = &a[4..alen];
+    for (atype, v) in netlink::attrs(&m[PACKET_DIAG_MSG_LEN..])? {
         match atype {
             PACKET_DIAG_INFO => {
                 let f = |i: usize| u32_at(v, i * 4).ok_or(Errno::EIO);
@@ -147,57 +132,30 @@ pub fn parse_msg(b: &[u8]) -> Result<PacketDiag, Errno> {
             PACKET_DIAG_FILTER => d.filter = !v.is_empty(),
             _ => {}
         }
-        a = &a[((alen + 3) & !3).min(a.len())..];
     }
     Ok(d)
 }
 
 /// The packet socket of inode `ino` in the engine's network namespace.
 pub fn packet_diag(ino: u32) -> nix::Result<Option<PacketDiag>> {
-    // SAFETY: socket takes integers; the fd is fresh and ours.
-    let nl = unsafe {
-        OwnedFd::from_raw_fd(Errno::result(libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        ))?)
-    };
-    let req = request(1);
-    // SAFETY: send reads `req.len()` bytes of `req`.
-    let n =
-        Errno::result(unsafe { libc::send(nl.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) })?;
-    if n as usize != req.len() {
-        return Err(Errno::EIO);
-    }
+    let nl = netlink::socket(libc::NETLINK_SOCK_DIAG)?;
+    netlink::send(&nl, &request(1))?;
     let mut buf = vec![0u8; 64 << 10];
     let mut found = None;
     loop {
-        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
-        let n = Errno::result(unsafe {
-            libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-        })? as usize;
-        let mut b = &buf[..n];
-        if b.is_empty() {
+        let n = netlink::recv(&nl, &mut buf)?;
+        if n == 0 {
             return Err(Errno::EIO);
         }
-        while b.len() >= NLMSG_HDRLEN {
-            let len = u32_at(b, 0).unwrap_or(0) as usize;
-            let ty = u16_at(b, 4).unwrap_or(0);
-            if len < NLMSG_HDRLEN || len > b.len() {
-                return Err(Errno::EIO);
-            }
-            if ty == libc::NLMSG_DONE as u16 {
-                return Ok(found);
-            }
-            if ty == libc::NLMSG_ERROR as u16 {
-                let code = u32_at(b, NLMSG_HDRLEN).map_or(-libc::EIO, |c| c as i32);
-                return Err(Errno::from_raw(-code));
-            }
-            let d = parse_msg(&b[..len])?;
-            if d.ino == ino {
-                found = Some(d);
-            }
-            b = &b[((len + 3) & !3).min(b.len())..];
+        let mut bad = Ok(());
+        let done = netlink::walk(&buf[..n], |m| match parse_msg(m) {
+            Ok(d) if d.ino == ino => found = Some(d),
+            Ok(_) => {}
+            Err(e) => bad = Err(e),
+        })?;
+        bad?;
+        if done {
+            return Ok(found);
         }
     }
 }
@@ -284,18 +242,13 @@ mod tests {
         mc.extend_from_slice(&[0; 32]);
         body.extend(attr(PACKET_DIAG_MCLIST, &mc));
         body.extend(attr(PACKET_DIAG_FANOUT, &0x0003_0007u32.to_ne_bytes()));
-        let mut b = Vec::new();
-        b.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
-        b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        b.extend_from_slice(&[0; 10]);
-        b.extend_from_slice(&body);
-        let d = parse_msg(&b).unwrap();
+        let d = parse_msg(&body).unwrap();
         assert_eq!((d.ino, d.num, d.ifindex, d.version), (77, 3, 1, 1));
         assert_eq!(d.flags, PDI_AUXDATA | PDI_ORIGDEV);
         assert_eq!(d.mclist, vec![(1, 1, 1, vec![])]);
         assert_eq!(d.fanout, Some(0x0003_0007));
         assert_eq!((d.rx_ring, d.filter), (None, false));
-        assert_eq!(parse_msg(&b[..20]), Err(Errno::EIO));
+        assert_eq!(parse_msg(&body[..4]), Err(Errno::EIO));
     }
 
     #[test]

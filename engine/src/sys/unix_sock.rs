@@ -6,6 +6,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
+use super::netlink::{self, u16_at, u32_at, NLMSG_HDRLEN};
+
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_NAME: u32 = 0x01;
 const UDIAG_SHOW_VFS: u32 = 0x02;
@@ -18,7 +20,6 @@ const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
-const NLMSG_HDRLEN: usize = 16;
 const UNIX_DIAG_MSG_LEN: usize = 16;
 
 /// Whether `name` is one the kernel gave (autobind: an abstract name of
@@ -84,14 +85,6 @@ fn request(flags: u16, states: u32, ino: u32, seq: u32) -> Vec<u8> {
     b
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The socket in a sock_diag reply: Ok(None) when the kernel has no UNIX
 /// socket of that inode (ENOENT); Err(errno) for any other error; Err(EIO)
 /// for a reply that does not parse.
@@ -115,24 +108,24 @@ pub fn parse_unix_reply(b: &[u8]) -> Result<Option<UnixDiag>, Errno> {
             e => Err(Errno::from_raw(e)),
         };
     }
-    if ty != SOCK_DIAG_BY_FAMILY || len < NLMSG_HDRLEN + UNIX_DIAG_MSG_LEN {
+    if ty != SOCK_DIAG_BY_FAMILY {
         return bad;
     }
-    let m = &b[NLMSG_HDRLEN..];
+    parse_unix_msg(&b[NLMSG_HDRLEN..]).map(Some)
+}
+
+/// One unix_diag_msg with its attributes (a reply's body).
+fn parse_unix_msg(m: &[u8]) -> Result<UnixDiag, Errno> {
+    if m.len() < UNIX_DIAG_MSG_LEN {
+        return Err(Errno::EIO);
+    }
     let mut d = UnixDiag {
         r#type: m[1],
         state: m[2],
         ino: u32_at(m, 4).ok_or(Errno::EIO)?,
         ..Default::default()
     };
-    let mut a = &m[UNIX_DIAG_MSG_LEN..];
-    while a.len() >= 4 {
-        let alen = u16_at(a, 0).unwrap_or(0) as usize;
-        let atype = u16_at(a, 2).unwrap_or(0) & 0x3fff;
-        if alen < 4 || alen > a.len() {
-            return bad;
-        }
-        let v = &a[4..alen];
+    for (atype, v) in netlink::attrs(&m[UNIX_DIAG_MSG_LEN..])? {
         match atype {
             UNIX_DIAG_NAME => d.name = Some(v.to_vec()),
             UNIX_DIAG_PEER => d.peer = u32_at(v, 0).filter(|&p| p != 0),
@@ -157,78 +150,41 @@ pub fn parse_unix_reply(b: &[u8]) -> Result<Option<UnixDiag>, Errno> {
             UNIX_DIAG_SHUTDOWN => d.shutdown = v.first().copied().unwrap_or(0),
             _ => {}
         }
-        a = &a[((alen + 3) & !3).min(a.len())..];
     }
-    Ok(Some(d))
-}
-
-fn diag_socket() -> nix::Result<OwnedFd> {
-    // SAFETY: socket takes integers; the fd is fresh and ours.
-    Ok(unsafe {
-        OwnedFd::from_raw_fd(Errno::result(libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        ))?)
-    })
-}
-
-fn send_request(nl: &OwnedFd, req: &[u8]) -> nix::Result<()> {
-    // SAFETY: send reads `req.len()` bytes of `req`; a netlink socket with
-    // no address sends to the kernel.
-    let n =
-        Errno::result(unsafe { libc::send(nl.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) })?;
-    if n as usize != req.len() {
-        return Err(Errno::EIO);
-    }
-    Ok(())
-}
-
-fn recv_reply(nl: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
-    // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
-    let n = Errno::result(unsafe {
-        libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-    })?;
-    Ok(n as usize)
+    Ok(d)
 }
 
 /// The UNIX socket with inode `ino` in the engine's network namespace,
 /// or None if there is none.
 pub fn unix_diag(ino: u32) -> nix::Result<Option<UnixDiag>> {
-    let nl = diag_socket()?;
-    send_request(&nl, &unix_diag_request(ino, 1))?;
+    let nl = netlink::socket(libc::NETLINK_SOCK_DIAG)?;
+    netlink::send(&nl, &unix_diag_request(ino, 1))?;
     let mut buf = vec![0u8; 16 << 10];
-    let n = recv_reply(&nl, &mut buf)?;
+    let n = netlink::recv(&nl, &mut buf)?;
     parse_unix_reply(&buf[..n])
 }
 
 /// Every listening UNIX socket of the engine's network namespace, with
 /// the connections waiting in its backlog.
 pub fn unix_listeners() -> nix::Result<Vec<UnixDiag>> {
-    let nl = diag_socket()?;
+    let nl = netlink::socket(libc::NETLINK_SOCK_DIAG)?;
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    send_request(&nl, &request(flags, 1 << 10, 0, 1))?;
+    netlink::send(&nl, &request(flags, 1 << 10, 0, 1))?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = recv_reply(&nl, &mut buf)?;
-        let mut b = &buf[..n];
-        if b.is_empty() {
+        let n = netlink::recv(&nl, &mut buf)?;
+        if n == 0 {
             return Err(Errno::EIO);
         }
-        while b.len() >= NLMSG_HDRLEN {
-            let len = u32_at(b, 0).unwrap_or(0) as usize;
-            let ty = u16_at(b, 4).unwrap_or(0);
-            if len < NLMSG_HDRLEN || len > b.len() {
-                return Err(Errno::EIO);
-            }
-            if ty == libc::NLMSG_DONE as u16 {
-                return Ok(out);
-            }
-            if let Some(d) = parse_unix_reply(&b[..len])? {
-                out.push(d);
-            }
-            b = &b[((len + 3) & !3).min(b.len())..];
+        let mut bad = Ok(());
+        let done = netlink::walk(&buf[..n], |m| match parse_unix_msg(m) {
+            Ok(d) => out.push(d),
+            Err(e) => bad = Err(e),
+        })?;
+        bad?;
+        if done {
+            return Ok(out);
         }
     }
 }
