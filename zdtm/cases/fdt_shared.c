@@ -15,12 +15,12 @@
  *   - G finds its fd 101 (a pipe with its data) and no fd 100; R has no
  *     fd 101.
  *
- *   --layout=siblings: R forks A, which clones B with CLONE_FILES and
- *   CLONE_PARENT: two siblings share a table that their parent R does
- *   not have. The restore cannot rebuild that (the sharer must be a
- *   child of the table's owner), so the dump must refuse it, naming both,
- *   and the tree goes on: after SIGTERM A and B must still share a table
- *   (kcmp).
+ *   --layout=siblings: R forks A, which puts a pipe with data at fd 100
+ *   and clones B with CLONE_FILES and CLONE_PARENT: two siblings share a
+ *   table that their parent R does not have. After SIGTERM A and B still
+ *   share a table (kcmp, checked by R, which has no fd 100), B finds A's
+ *   pipe at fd 100 with its data, and a pipe A opens after the restore
+ *   is at the same fd in B.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -228,17 +228,40 @@ static int siblings_layout(void)
 		return 1;
 	}
 	if (pids[0] == 0) {
-		pid_t b = syscall(SYS_clone, CLONE_FILES | CLONE_PARENT | SIGCHLD, 0, NULL, NULL, 0);
+		int after[2];
+		pid_t b;
 
+		if (!pipe_at(R_FD, r_data) || pipe(after))
+			_exit(2);
+		b = syscall(SYS_clone, CLONE_FILES | CLONE_PARENT | SIGCHLD, 0, NULL, NULL, 0);
 		if (b < 0)
 			_exit(3);
 		if (b == 0) {
+			struct msg m;
+
 			test_waitsig();
-			_exit(0);
+			test_check(is_fifo(R_FD), "sibling B: fd %d of the shared table is not A's pipe", R_FD);
+			test_check(has_data(R_FD, r_data), "sibling B: A's pipe at fd %d lost its data", R_FD);
+			if (read(after[0], &m, sizeof(m)) != sizeof(m))
+				_exit(5);
+			test_check(ino_of(m.fd) == m.ino, "sibling B: fd %d A opened after the restore is not its pipe",
+				   m.fd);
+			_exit(failed);
 		}
 		if (write(ready[1], &b, sizeof(b)) != sizeof(b))
 			_exit(4);
 		test_waitsig();
+		{
+			int p[2];
+			struct msg m;
+
+			if (pipe(p))
+				_exit(6);
+			m.fd = p[0];
+			m.ino = ino_of(p[0]);
+			if (write(after[1], &m, sizeof(m)) != sizeof(m))
+				_exit(7);
+		}
 		_exit(0);
 	}
 	if (read(ready[0], &pids[1], sizeof(pids[1])) != sizeof(pids[1])) {
@@ -251,6 +274,7 @@ static int siblings_layout(void)
 
 	test_check(syscall(SYS_kcmp, pids[0], pids[1], KCMP_FILES, 0, 0) == 0,
 		   "pids %d and %d no longer share an fd table", pids[0], pids[1]);
+	test_check(is_closed(R_FD), "the parent has fd %d of its children's table", R_FD);
 	for (i = 0; i < 2; i++) {
 		kill(pids[i], SIGTERM);
 		if (test_wait_exit(pids[i], &status, WAIT_SECS))

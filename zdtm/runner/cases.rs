@@ -455,15 +455,12 @@ pub static CASES: &[Case] = &[
         program: Program::C("fdt_shared"),
         ..Case::DEFAULT
     },
+    // Two siblings share a table their parent does not have: the owner
+    // clones the other with CLONE_FILES and CLONE_PARENT.
     Case {
-        name: "fdt_shared_siblings_refused",
+        name: "fdt_shared_siblings",
         program: Program::C("fdt_shared"),
         args: &["--layout=siblings"],
-        crfail: true,
-        // Two siblings share a table their parent does not have: the
-        // restore rebuilds a shared table only by cloning the sharer
-        // from the table's owner, its parent.
-        crfail_reason: Some("can only be restored when shared with the parent"),
         ..Case::DEFAULT
     },
     Case {

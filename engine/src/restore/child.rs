@@ -102,6 +102,10 @@ pub struct ChildPlan {
     pub err_pipe: RawFd,
     /// Children this task forks itself, so they are its children.
     pub children: Vec<ChildPlan>,
+    /// Its siblings that share its fd table (it owns the table): it forks
+    /// them with CLONE_FILES and CLONE_PARENT, so they are its parent's
+    /// children in its table.
+    pub siblings: Vec<ChildPlan>,
     /// Forked by its parent before the parent's own setsid, to stay in the
     /// session the parent was born in (restore/sessions.rs).
     pub early: bool,
@@ -305,6 +309,9 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
     // a later sibling asks to join it.
     for c in plan.children.iter().filter(|c| !c.early) {
         fork_child(plan, c, 0, early);
+    }
+    for s in &plan.siblings {
+        fork_sharer(plan, s, early, Some(parent));
     }
     for z in &plan.zombies {
         let (zpid, status) = (z.pid, z.status);
@@ -531,7 +538,7 @@ fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64, early: RawFd) {
     let pid = plan.pid;
     let npid = nix::unistd::Pid::from_raw;
     if c.shares_files {
-        return fork_sharer(plan, c, early);
+        return fork_sharer(plan, c, early, None);
     }
     // clone3 wants no exit signal with CLONE_PARENT: the child gets the
     // caller's (SIGCHLD), for its real parent.
@@ -560,23 +567,32 @@ fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64, early: RawFd) {
 /// terminal), which the owner's own fd work closes. The sharer reports
 /// to a pipe made here, whose write end it closes when done; as both
 /// ends are in the one table, that close is the end of file. A sharer
-/// that died without a word is noticed by polling for its exit.
-fn fork_sharer(plan: &ChildPlan, c: &ChildPlan, early: RawFd) {
+/// that died without a word is noticed by polling its pidfd. A sibling
+/// (`parent`: the parent both have) is forked with CLONE_PARENT too.
+fn fork_sharer(plan: &ChildPlan, c: &ChildPlan, early: RawFd, parent: Option<i32>) {
     let pid = plan.pid;
     let npid = nix::unistd::Pid::from_raw;
+    let who = if parent.is_some() { "sibling" } else { "child" };
     let r = sys::fd::pipe();
     let (rd, wr) = check(early, r, || {
-        format!("pid {pid}: pipe for child {} (sharing its fd table)", c.pid)
+        format!("pid {pid}: pipe for {who} {} (sharing its fd table)", c.pid)
     });
-    let flags = libc::CLONE_FILES as u64;
-    let r = sys::clone3_with_pid(c.pid, flags, libc::SIGCHLD as u64);
+    let (flags, sig) = match parent {
+        // clone3 wants no exit signal with CLONE_PARENT (see fork_child).
+        Some(_) => ((libc::CLONE_FILES | libc::CLONE_PARENT) as u64, 0),
+        None => (libc::CLONE_FILES as u64, libc::SIGCHLD as u64),
+    };
+    let r = sys::clone3_with_pid(c.pid, flags, sig);
     if check(early, r, || {
-        format!("pid {pid}: fork of child {} with CLONE_FILES", c.pid)
+        format!("pid {pid}: fork of {who} {} with CLONE_FILES", c.pid)
     }) == 0
     {
-        run_with(c, pid, wr);
+        run_with(c, parent.unwrap_or(pid), wr);
     }
-    if c.pgid == c.pid && c.sid != c.pid {
+    let r = sys::pidfd_open(c.pid, 0);
+    let pidfd = check(early, r, || format!("pid {pid}: pidfd of {who} {}", c.pid));
+    // Only a parent may set a child's group; a sibling sets its own.
+    if parent.is_none() && c.pgid == c.pid && c.sid != c.pid {
         check(
             early,
             nix::unistd::setpgid(npid(c.pid), npid(c.pid)),
@@ -597,12 +613,12 @@ fn fork_sharer(plan: &ChildPlan, c: &ChildPlan, early: RawFd) {
             }
             continue;
         }
-        let dead = sys::process::exited_unreaped(c.pid, false).unwrap_or(false);
-        if dead {
+        // A pidfd polls readable once its process has exited.
+        if sys::fd::poll_in(pidfd, 0).unwrap_or(false) {
             fail(
                 early,
                 &format!(
-                    "pid {pid}: child {} (sharing its fd table) died while setting itself up",
+                    "pid {pid}: {who} {} (sharing its fd table) died while setting itself up",
                     c.pid
                 ),
                 Errno::ECHILD,
@@ -611,6 +627,7 @@ fn fork_sharer(plan: &ChildPlan, c: &ChildPlan, early: RawFd) {
     }
     // Our end; the sharer closed the other.
     sys::fd::close(rd);
+    sys::fd::close(pidfd);
 }
 
 /// setpgid(0, pgid) into a group led elsewhere in the tree: the tasks are

@@ -139,7 +139,8 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
 
 /// Tasks with one files id share one fd table. ckpt rebuilds a table
 /// shared by a task and its descendants along a chain of parents that
-/// all share it (the sharer is cloned with CLONE_FILES by its parent):
+/// all share it (the sharer is cloned with CLONE_FILES by its parent),
+/// and by siblings of the top one (cloned by it with CLONE_PARENT too):
 /// the top of the chain owns it and restores its fds; the others get no
 /// fds of their own. Any other layout is refused here, before any process
 /// exists, naming the tasks.
@@ -148,18 +149,26 @@ fn fd_tables(dir: &Path, tasks: &mut [TaskImages]) -> Result<()> {
     let mut owners: BTreeMap<u32, i32> = BTreeMap::new();
     // Parents come before their children (the loader checked the tree,
     // the dump writes it top-down); a chain is walked up anyway.
+    let ppid_of: BTreeMap<i32, u32> = tasks.iter().map(|t| (t.pid, t.pstree.ppid)).collect();
+    let mut siblings: BTreeMap<i32, i32> = BTreeMap::new();
     for t in tasks.iter() {
         let ppid = t.pstree.ppid as i32;
         if files_id.get(&ppid) == Some(&t.ids.files_id) {
             continue;
         }
         if let Some(&other) = owners.get(&t.ids.files_id) {
+            // The owner's sibling: cloned by it with CLONE_PARENT.
+            if ppid_of.get(&other) == Some(&t.pstree.ppid) {
+                siblings.insert(t.pid, other);
+                continue;
+            }
             return Err(bad(
                 &dir.join(format!("ids-{}.img", t.pid)),
                 format!(
                     "pid {} shares the fd table (files id {}) of pid {other}, but its parent \
-                     {ppid} does not: only a table shared along a chain of parents and \
-                     children can be restored",
+                     {ppid} does not, nor is pid {other} its sibling: only a table shared along \
+                     a chain of parents and children, and with the siblings of the top one, \
+                     can be restored",
                     t.pid, t.ids.files_id
                 ),
             ));
@@ -167,6 +176,11 @@ fn fd_tables(dir: &Path, tasks: &mut [TaskImages]) -> Result<()> {
         owners.insert(t.ids.files_id, t.pid);
     }
     for t in tasks.iter_mut() {
+        if let Some(&owner) = siblings.get(&t.pid) {
+            t.fd_table_owner = Some(owner);
+            t.fdinfo.clear();
+            continue;
+        }
         // Every sharer's chain of parents ends at an owner, unless the
         // parents loop (a damaged pstree.img the tree check let through).
         let Some(&owner) = owners.get(&t.ids.files_id) else {

@@ -564,7 +564,17 @@ fn nest(imgs: &Images, plans: &[ChildPlan], sessions: &sessions::Plan, i: usize)
         })
         .collect();
     for (j, t) in imgs.tasks.iter().enumerate() {
-        if t.pstree.ppid as i32 != pid || t.pid == pid {
+        if t.pid == pid {
+            continue;
+        }
+        if is_sibling_sharer(imgs, t) {
+            // Forked by the owner of its fd table, its sibling.
+            if t.fd_table_owner == Some(pid) {
+                p.siblings.push(nest(imgs, plans, sessions, j));
+            }
+            continue;
+        }
+        if t.pstree.ppid as i32 != pid {
             continue;
         }
         let mut c = nest(imgs, plans, sessions, j);
@@ -584,6 +594,17 @@ fn nest(imgs: &Images, plans: &[ChildPlan], sessions: &sessions::Plan, i: usize)
         }
     }
     p
+}
+
+/// Whether `t` shares the fd table of a sibling (its owner), not its
+/// parent's.
+fn is_sibling_sharer(imgs: &Images, t: &TaskImages) -> bool {
+    t.fd_table_owner.is_some_and(|o| o != t.pstree.ppid as i32)
+        && imgs
+            .tasks
+            .iter()
+            .find(|o| Some(o.pid) == t.fd_table_owner)
+            .is_some_and(|o| o.pstree.ppid == t.pstree.ppid)
 }
 
 /// Who creates each task (restore/sessions.rs), and the helpers' PIDs must
@@ -618,7 +639,39 @@ fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
     })?;
     // A task sharing its parent's fd table is cloned into it by the
     // parent itself: a helper forking it (CLONE_PARENT) has a table of
-    // its own.
+    // its own. One sharing its sibling's is cloned by that sibling, after
+    // its parent's setsid: both must be plain children of their parent.
+    for t in imgs.tasks.iter().filter(|t| is_sibling_sharer(imgs, t)) {
+        let owner = t.fd_table_owner.expect("a sharer");
+        let owner_sid = imgs
+            .tasks
+            .iter()
+            .find(|o| o.pid == owner)
+            .map_or(0, |o| o.pstree.sid);
+        // Born in its sibling's session, it can stay there or start one.
+        if t.pstree.sid != owner_sid && t.pstree.sid as Pid != t.pid {
+            return Err(Error::unsupported(
+                t.pid,
+                format!("its fd table, shared with its sibling {owner}"),
+                format!(
+                    "a task sharing its sibling's fd table is forked by that sibling, in its                      session {owner_sid}, and cannot join its own session {}",
+                    t.pstree.sid
+                ),
+            ));
+        }
+        for who in [t.pid, owner] {
+            if !matches!(plan.creator.get(&who), Some(sessions::Creator::Parent)) {
+                return Err(Error::unsupported(
+                    t.pid,
+                    format!("its fd table, shared with its sibling {owner}"),
+                    format!(
+                        "a task sharing its sibling's fd table is forked by that sibling, but                          the session {} or process group {} of pid {who} needs it made                          another way (by a helper, or before its parent's setsid)",
+                        t.pstree.sid, t.pstree.pgid
+                    ),
+                ));
+            }
+        }
+    }
     for t in &imgs.tasks {
         if let (Some(owner), Some(sessions::Creator::Helper(h))) =
             (t.fd_table_owner, plan.creator.get(&t.pid))

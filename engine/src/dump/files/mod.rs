@@ -341,35 +341,44 @@ fn kcmp_files(pid1: Pid, pid2: Pid) -> Option<i32> {
     (r >= 0).then_some(r as i32)
 }
 
-/// Whose fd table `pid` uses: `None` for a table of its own, or its
-/// parent `ppid` when the two share one (clone with CLONE_FILES but not
-/// CLONE_THREAD), the only layout the restore rebuilds: the parent
-/// restores the fds and clones the sharer with CLONE_FILES. A table
-/// shared with another process of the tree is refused, naming both. The
-/// tree is dumped parents first, so the parent is known already; in a
-/// chain (a sharer's child sharing too) every task's files id is the top
-/// one's.
+/// Whose fd table `pid` uses: `None` for a table of its own, or the
+/// process it shares one with (clone with CLONE_FILES but not
+/// CLONE_THREAD): its parent `ppid`, or a sibling that owns the table
+/// (their parent has a table of its own). The restore rebuilds those
+/// layouts: the owner restores the fds and clones the sharer with
+/// CLONE_FILES (and CLONE_PARENT for a sibling). A table shared with
+/// another process of the tree is refused, naming both. The tree is
+/// dumped parents first, and siblings in order, so the owner is known
+/// already; in a chain (a sharer's child sharing too) every task's files
+/// id is the top one's.
 pub fn fd_table(pid: Pid, ppid: Pid, table: &mut FileTable) -> Result<Option<Pid>> {
     let shared = table.processes.contains(&ppid) && kcmp_files(ppid, pid) == Some(0);
-    if !shared {
-        if let Some(other) = table
-            .processes
-            .iter()
-            .find(|&&q| kcmp_files(q, pid) == Some(0))
-        {
-            return Err(Error::unsupported(
-                pid,
-                format!("its fd table, shared with pid {other}"),
-                format!(
-                    "an fd table (CLONE_FILES without CLONE_THREAD) can only be restored \
-                     when shared with the parent, and pid {other} is not the parent of pid {pid} \
-                     (its parent {ppid} has a table of its own)"
-                ),
-            ));
-        }
+    if shared {
+        table.processes.push(pid);
+        return Ok(Some(ppid));
     }
-    table.processes.push(pid);
-    Ok(shared.then_some(ppid))
+    let Some(&other) = table
+        .processes
+        .iter()
+        .find(|&&q| kcmp_files(q, pid) == Some(0))
+    else {
+        table.processes.push(pid);
+        return Ok(None);
+    };
+    let parent_of = |q: Pid| crate::proc::stat::read(q).map(|s| s.ppid);
+    if parent_of(other)? == ppid {
+        table.processes.push(pid);
+        return Ok(Some(other));
+    }
+    Err(Error::unsupported(
+        pid,
+        format!("its fd table, shared with pid {other}"),
+        format!(
+            "an fd table (CLONE_FILES without CLONE_THREAD) can only be restored when \
+             shared with the parent or a sibling, and pid {other} is neither to pid {pid} \
+             (its parent {ppid} has a table of its own)"
+        ),
+    ))
 }
 
 /// Dump the fds of `pid`: returns fdinfo entries and adds files to `table`.
