@@ -153,10 +153,21 @@ pub fn dump_thread(
     status: &Status,
     s: &mut ScratchSession<'_>,
 ) -> Result<(pb::ThreadInfoX86, pb::ThreadCoreEntry)> {
+    // In one batch (the leader's session has its batch area from the
+    // sigaction queries): about two round trips instead of eight stops.
     let calls = thread_calls(s.addr);
+    let raw: Vec<crate::ptrace::remote::Call> = calls.iter().map(|c| c.0).collect();
+    let results = s.batch(&raw)?;
     let mut got = [0i64; THREAD_CALLS];
-    for (g, ((nr, args), what)) in got.iter_mut().zip(calls) {
-        *g = s.call(nr, &args, what)? as i64;
+    for ((g, &r), (_, what)) in got.iter_mut().zip(&results).zip(calls) {
+        if (-4095..0).contains(&r) {
+            return Err(Error::sys(
+                tid,
+                format!("{what} (in the task)"),
+                nix::errno::Errno::from_raw(-r as i32),
+            ));
+        }
+        *g = r;
     }
     let mut slot = [0u8; THREAD_SLOT as usize];
     s.read(0, &mut slot)?;

@@ -268,6 +268,8 @@ pub struct CgroupPlan {
     /// cgroups below them get the files of their properties. Parents
     /// first (paths sort so).
     enable: BTreeMap<PathBuf, BTreeSet<String>>,
+    /// This machine's hierarchies, to tell which cgroups a task is in.
+    hierarchies: Vec<Hierarchy>,
 }
 
 /// The cgroup2 controller a property belongs to (`hugetlb.2MB.max`:
@@ -728,6 +730,7 @@ pub fn plan(
             }
         }
     }
+    plan.hierarchies = hs;
     Ok(plan)
 }
 
@@ -900,21 +903,49 @@ impl CgroupPlan {
     /// Move a new task into the cgroups of set `id` (all its threads: it
     /// has one at this point).
     pub fn move_task(&self, pid: Pid, id: Option<u32>) -> Result<()> {
-        self.move_to(pid, id, None, "cgroup.procs", "cgroup.procs")
+        // A new task is in the cgroups it was forked in (the engine's,
+        // most often the ones it is restored into): writing a cgroup.procs
+        // file costs a synchronize_rcu (~10 ms) even when the task stays
+        // where it is, so only the cgroups it is not in are written.
+        let here = self.dirs_of(pid);
+        self.move_to(pid, id, &here, "cgroup.procs", "cgroup.procs")
     }
 
     /// Move one thread, created in its leader's cgroups (set `leader`),
     /// into those of set `id` where they differ (v1 hierarchies are per
     /// thread; in cgroup2 only threaded cgroups are).
     pub fn move_thread(&self, tid: Pid, id: Option<u32>, leader: Option<u32>) -> Result<()> {
-        self.move_to(tid, id, leader, "tasks", "cgroup.threads")
+        let here: Vec<PathBuf> = leader
+            .and_then(|f| self.sets.get(&f))
+            .map(|a| a.iter().map(|(d, _)| d.clone()).collect())
+            .unwrap_or_default();
+        self.move_to(tid, id, &here, "tasks", "cgroup.threads")
     }
 
+    /// The directories of the cgroups task `pid` is in now, in the
+    /// hierarchies this machine mounts (none when /proc says nothing
+    /// usable: then every membership is written).
+    fn dirs_of(&self, pid: Pid) -> Vec<PathBuf> {
+        let Ok(lines) = crate::proc::cgroup::read(pid) else {
+            return Vec::new();
+        };
+        lines
+            .iter()
+            .filter_map(|l| {
+                let h = self.hierarchies.iter().find(|h| h.matches(l))?;
+                let inside = l.path.strip_prefix(h.root.trim_end_matches('/'))?;
+                (inside.is_empty() || inside.starts_with('/')).then(|| h.dir(&l.path))
+            })
+            .collect()
+    }
+
+    /// Write `pid` into the cgroups of set `id`, but for those in `here`
+    /// (where it is already).
     fn move_to(
         &self,
         pid: Pid,
         id: Option<u32>,
-        from: Option<u32>,
+        here: &[PathBuf],
         v1: &str,
         v2: &str,
     ) -> Result<()> {
@@ -924,9 +955,8 @@ impl CgroupPlan {
         let Some(set) = self.sets.get(&id) else {
             return Ok(()); // images without cgroup.img: validated in plan()
         };
-        let already = from.and_then(|f| self.sets.get(&f));
         for (dir, is_v2) in set {
-            if already.is_some_and(|a| a.iter().any(|(d, _)| d == dir)) {
+            if here.contains(dir) {
                 continue;
             }
             let file = dir.join(if *is_v2 { v2 } else { v1 });

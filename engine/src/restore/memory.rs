@@ -313,8 +313,18 @@ pub fn reset_address_space(
             &format!("mremap {:#x}-{:#x} -> {to:#x}", from.0, from.1),
         )
     };
+    // Straight to the targets when none of them overlaps the group where
+    // it is now (the usual case: two random places), else through the
+    // hole so that no move clobbers a mapping still to move. Each move
+    // is a remote call, two ptrace stops.
+    let overlaps = |a: (u64, u64), b: (u64, u64)| a.0 < b.1 && b.0 < a.1;
+    let direct = cur_ranges.iter().zip(&targets).all(|(&c, &to)| {
+        let moved = (to, to + (c.1 - c.0));
+        cur_ranges.iter().all(|&other| !overlaps(moved, other))
+    });
+    let base = if direct { cur_ranges[0].0 } else { tmp };
     let mut ip = syscall_ip;
-    for (i, &range) in cur_ranges.iter().enumerate() {
+    for (i, &range) in cur_ranges.iter().enumerate().filter(|_| !direct) {
         let to = tmp + (range.0 - cur_ranges[0].0);
         mremap(r, range, to)?;
         if i == vdso_idx {
@@ -323,7 +333,7 @@ pub fn reset_address_space(
         }
     }
     for (i, &range) in cur_ranges.iter().enumerate() {
-        let from = tmp + (range.0 - cur_ranges[0].0);
+        let from = base + (range.0 - cur_ranges[0].0);
         let to = targets[i];
         mremap(r, (from, from + (range.1 - range.0)), to)?;
         if i == vdso_idx {

@@ -436,6 +436,7 @@ fn take_over<'a>(
         .map(|v| (v.start, v.end))
         .collect();
     let ip = find_syscall_insn(&mem, &vdso)?;
+    debug!("pid {pid}: seized");
     let mut cx = TaskCx {
         imgs,
         t,
@@ -459,6 +460,7 @@ fn take_over<'a>(
         for k in kinds.iter_mut() {
             k.in_task(stage, &mut cx)?;
         }
+        debug!("pid {pid}: stage {stage:?} done");
         fault::check(pid, &fault::task_stage_point(&format!("{stage:?}")))?;
     }
     debug!("pid {pid}: ready");

@@ -195,7 +195,7 @@ fn thread_calls(
         ));
     }
     if let Some(sas) = &th.sas {
-        // As in `restore_thread`: a disabled stack is set too.
+        // A disabled stack is set too (see `restore_thread`).
         let at = slot + 16;
         mem.write(at, &sigaltstack_bytes(sas))?;
         calls.push(((libc::SYS_sigaltstack, [at, 0, 0, 0, 0, 0]), "sigaltstack"));
@@ -229,6 +229,9 @@ fn sigaltstack_bytes(sas: &pb::ThreadSasEntry) -> Vec<u8> {
     b
 }
 
+/// The leader's own per-thread state: the calls of [`thread_calls`], in
+/// one batch (`super::batch`) when there are more than two, which costs
+/// about what two single remote calls cost.
 fn restore_thread(
     r: &mut Remote<'_>,
     mem: &TaskMem,
@@ -236,47 +239,27 @@ fn restore_thread(
     info: &pb::ThreadInfoX86,
     th: &pb::ThreadCoreEntry,
 ) -> Result<()> {
-    if let Some(comm) = &th.comm {
-        let mut name = comm.as_bytes().to_vec();
-        name.truncate(15);
-        name.push(0);
-        mem.write(scratch + 2048, &name)?;
-        r.call(
-            libc::SYS_prctl,
-            &[libc::PR_SET_NAME as u64, scratch + 2048],
-            "prctl(PR_SET_NAME)",
-        )?;
-    }
-    r.call(
-        libc::SYS_set_tid_address,
-        &[info.clear_tid_addr],
-        "set_tid_address",
-    )?;
-    if th.futex_rla != 0 {
-        r.call(
-            libc::SYS_set_robust_list,
-            &[th.futex_rla, th.futex_rla_len as u64],
-            "set_robust_list",
-        )?;
-    }
-    if let Some(sas) = &th.sas {
-        // A disabled stack is set too: the leader inherited the
-        // engine's own alternate stack (Rust's guard-page handler), which
-        // is unmapped now; SA_ONSTACK handlers would crash on it.
-        mem.write(scratch, &sigaltstack_bytes(sas))?;
-        r.call(libc::SYS_sigaltstack, &[scratch, 0], "sigaltstack")?;
-    }
-    if let Some(rs) = &th.rseq_entry {
-        r.call(
-            libc::SYS_rseq,
-            &[
-                rs.rseq_abi_pointer,
-                rs.rseq_abi_size as u64,
-                0,
-                rs.signature as u64,
-            ],
-            "rseq registration",
-        )?;
+    // A disabled alternate stack is set too: the leader inherited the
+    // engine's own (Rust's guard-page handler), which is unmapped now;
+    // SA_ONSTACK handlers would crash on it.
+    let calls = thread_calls(mem, scratch + 2048, info, th)?;
+    let results = if calls.len() > 2 {
+        let raw: Vec<Call> = calls.iter().map(|c| c.0).collect();
+        super::batch(r, mem, scratch, &raw)?
+    } else {
+        calls
+            .iter()
+            .map(|((nr, args), _)| r.raw(*nr, args))
+            .collect::<Result<Vec<_>>>()?
+    };
+    for (res, (_, what)) in results.iter().zip(&calls) {
+        if (-4095..0).contains(res) {
+            return Err(Error::sys(
+                r.tid(),
+                format!("{what} (in the task)"),
+                nix::errno::Errno::from_raw(-*res as i32),
+            ));
+        }
     }
     Ok(())
 }

@@ -446,7 +446,8 @@ fn inject_shared_files(r: &mut Remote<'_>, plan: &ChildPlan) -> Result<()> {
             &[pidfd_high, engine_fd as u64, 0],
             &format!("pidfd_getfd of shared file for fd {fd}"),
         )?;
-        if got != fd as u64 {
+        let moved = got != fd as u64;
+        if moved {
             r.call(
                 libc::SYS_dup2,
                 &[got, fd as u64],
@@ -454,14 +455,16 @@ fn inject_shared_files(r: &mut Remote<'_>, plan: &ChildPlan) -> Result<()> {
             )?;
             r.call(libc::SYS_close, &[got], "close")?;
         }
-        // Both ways: pidfd_getfd sets FD_CLOEXEC, and when it lands on
-        // `fd` itself no dup2 clears it.
-        let fd_flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
-        r.call(
-            libc::SYS_fcntl,
-            &[fd as u64, libc::F_SETFD as u64, fd_flags as u64],
-            "fcntl(F_SETFD)",
-        )?;
+        // pidfd_getfd sets FD_CLOEXEC and dup2 clears it: a call only
+        // where that is not what the fd had (each costs two ptrace stops).
+        if cloexec == moved {
+            let fd_flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+            r.call(
+                libc::SYS_fcntl,
+                &[fd as u64, libc::F_SETFD as u64, fd_flags as u64],
+                "fcntl(F_SETFD)",
+            )?;
+        }
     }
     r.call(
         libc::SYS_close,
