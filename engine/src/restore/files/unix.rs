@@ -813,6 +813,12 @@ impl Sk<'_> {
         Error::sys(self.pid, format!("{}: {op}", self.what()), e)
     }
 
+    /// A copy of `fd` for work that waits ([`Step`]).
+    fn dup(&self, fd: &OwnedFd) -> Result<OwnedFd> {
+        fd.try_clone()
+            .map_err(|e| Error::io("dup", format!("pid {}: {}", self.pid, self.what()), e))
+    }
+
     fn listening(&self) -> bool {
         self.u.state as u8 == TCP_LISTEN
     }
@@ -1056,9 +1062,7 @@ impl Web {
                 self.late.push(Step::Send {
                     pid: s.pid,
                     what: s.what(),
-                    from: from
-                        .try_clone()
-                        .map_err(|e| Error::io("dup", format!("pid {}: {}", s.pid, s.what()), e))?,
+                    from: s.dup(from)?,
                     to: None,
                     queue: q,
                 });
@@ -1079,9 +1083,7 @@ impl Web {
                 self.late.push(Step::Finish {
                     pid: s.pid,
                     what: s.what(),
-                    fd: fd
-                        .try_clone()
-                        .map_err(|e| Error::io("dup", format!("pid {}: {}", s.pid, s.what()), e))?,
+                    fd: s.dup(&fd)?,
                     peek_off: s.u.peek_off,
                     shutdown: s.u.shutdown.unwrap_or(0),
                 });
