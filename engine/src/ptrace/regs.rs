@@ -178,6 +178,17 @@ fn component(bit: u32) -> Option<(usize, usize)> {
     (size != 0 && off != 0).then_some((off as usize, size as usize))
 }
 
+/// The state components in use in `bv` (an xsave header's xstate_bv)
+/// that an area built by [`xsave_from_pb`] on this CPU cannot hold: this
+/// CPU lacks them, or CRIU's fields have no place for them.
+pub fn components_lost(bv: u64) -> u64 {
+    let kept = COMPONENTS
+        .iter()
+        .filter(|c| component(c.bit).is_some())
+        .fold(0b11u64, |m, c| m | 1 << c.bit);
+    bv & !kept
+}
+
 /// The xsave area for a thread of an image that has only CRIU's fields:
 /// `own` (the new thread's area, of the size this kernel wants) with the
 /// legacy region, the header and every component CRIU keeps written over
