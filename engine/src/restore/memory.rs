@@ -332,12 +332,7 @@ pub fn reset_address_space(
         );
         return Ok(ip);
     }
-    let dumped: Vec<(u64, u64)> =
-        t.mm.vmas
-            .iter()
-            .filter(|v| v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR) != 0)
-            .map(|v| (v.start, v.end))
-            .collect();
+    let dumped = super::vdso::dumped_group(t);
     // Where each running mapping goes; the layouts match block for block
     // (CRIU writes [vvar] and [vvar_vclock] as one mapping): validation
     // (`restore/vdso.rs`) planned a proxy otherwise.

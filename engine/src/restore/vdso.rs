@@ -111,14 +111,18 @@ pub fn validate(imgs: &Images) -> Result<()> {
     plan_all(imgs).map(|_| ())
 }
 
+/// The dumped vDSO group's ranges ([vvar] pages and [vdso]), in order.
+pub fn dumped_group(t: &TaskImages) -> Vec<(u64, u64)> {
+    t.mm.vmas
+        .iter()
+        .filter(|v| v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR) != 0)
+        .map(|v| (v.start, v.end))
+        .collect()
+}
+
 fn plan(imgs: &Images, t: &TaskImages, cur: &ThisKernel) -> Result<Option<Proxy>> {
     let pid = t.pid;
-    let group: Vec<(u64, u64)> =
-        t.mm.vmas
-            .iter()
-            .filter(|v| v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR) != 0)
-            .map(|v| (v.start, v.end))
-            .collect();
+    let group = dumped_group(t);
     let Some(dumped) = t.mm.vmas.iter().find(|v| v.status & VMA_AREA_VDSO != 0) else {
         // Nothing to move or to proxy (a task that had unmapped it).
         return Ok(None);
