@@ -155,7 +155,7 @@ pub fn run(all: bool) -> i32 {
             name: "vdso layout",
             required: true,
             why: "moving [vvar]/[vvar_vclock]/[vdso] back",
-            if_missing: "images restore only on a kernel with the same [vvar]/[vdso] layout",
+            if_missing: "images from another vDSO layout restore through a copy of the dumped vDSO that jumps into this one",
             result: vdso_layout(),
         },
         Probe {

@@ -77,15 +77,21 @@ pub enum Variant {
     /// loopback), its pages put with the other images, restore, verify.
     /// For the same cases as [`Variant::PreDump`].
     PageServer,
+    /// Two dump/restore cycles, each restore with the dumped vDSO
+    /// remapped as on another kernel (`CKPT_VDSO=proxy`: a copy of the
+    /// dumped vDSO whose functions jump into this kernel's, placed
+    /// elsewhere), then verify. For the cases with `vdso`.
+    VdsoProxy,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Once,
         Variant::Iter3,
         Variant::LeaveRunning,
         Variant::PreDump,
         Variant::PageServer,
+        Variant::VdsoProxy,
     ];
 
     /// Appended to the case name to form the trial name.
@@ -96,6 +102,7 @@ impl Variant {
             Variant::LeaveRunning => "/leave-running",
             Variant::PreDump => "/pre-dump",
             Variant::PageServer => "/page-server",
+            Variant::VdsoProxy => "/vdso-proxy",
         }
     }
 
@@ -107,6 +114,7 @@ impl Variant {
             Variant::LeaveRunning => "leave-running",
             Variant::PreDump => "pre-dump",
             Variant::PageServer => "page-server",
+            Variant::VdsoProxy => "vdso-proxy",
         }
     }
 
@@ -114,6 +122,7 @@ impl Variant {
     pub fn cycles(self) -> usize {
         match self {
             Variant::Iter3 => 3,
+            Variant::VdsoProxy => 2,
             _ => 1,
         }
     }
@@ -179,6 +188,10 @@ pub struct Case {
     /// Also run the `pre-dump` variant (incremental dump after a
     /// pre-dump): memory-heavy cases, trees, threads, shared memory.
     pub pre_dump: bool,
+    /// Also run the `vdso-proxy` variant: cases whose programs call the
+    /// vDSO (clock_gettime, gettimeofday) after a restore, in one task,
+    /// threads and a tree.
+    pub vdso: bool,
 }
 
 impl Case {
@@ -201,6 +214,7 @@ impl Case {
         xfail: None,
         forks: false,
         pre_dump: false,
+        vdso: false,
     };
 }
 
@@ -226,6 +240,7 @@ pub static CASES: &[Case] = &[
         name: "mem",
         program: Program::C("mem"),
         pre_dump: true,
+        vdso: true,
         ..Case::DEFAULT
     },
     Case {
@@ -237,6 +252,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "sleep",
         program: Program::C("sleep"),
+        vdso: true,
         ..Case::DEFAULT
     },
     Case {
@@ -314,6 +330,7 @@ pub static CASES: &[Case] = &[
         name: "threads_basic",
         program: Program::C("threads_basic"),
         pre_dump: true,
+        vdso: true,
         ..Case::DEFAULT
     },
     Case {
@@ -376,6 +393,7 @@ pub static CASES: &[Case] = &[
         name: "tree_basic",
         program: Program::C("tree_basic"),
         pre_dump: true,
+        vdso: true,
         ..Case::DEFAULT
     },
     Case {

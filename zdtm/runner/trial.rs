@@ -247,7 +247,11 @@ impl<'a> Run<'a> {
             engine_files: Vec::new(),
             label: None,
             cg_before: None,
-            engine_env: Vec::new(),
+            engine_env: if variant == Variant::VdsoProxy {
+                vec![("CKPT_VDSO".into(), "proxy".into())]
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -10,3 +10,4 @@ pub mod seccomp;
 pub mod tcp_segment;
 pub mod timers;
 pub mod tty;
+pub mod vdso;

@@ -178,6 +178,21 @@ fn component(bit: u32) -> Option<(usize, usize)> {
     (size != 0 && off != 0).then_some((off as usize, size as usize))
 }
 
+/// The state components in use in `bv` (an xsave header's xstate_bv)
+/// that an area built by [`xsave_from_pb`] on this CPU cannot hold: this
+/// CPU lacks them, or CRIU's fields have no place for them. MPX (bits 3
+/// and 4: Linux has not supported it since 5.6) and PKRU (bit 9: without
+/// protection keys on this CPU no page has a key the register would
+/// guard) are dropped without loss.
+pub fn components_lost(bv: u64) -> u64 {
+    const HARMLESS: u64 = 1 << 3 | 1 << 4 | 1 << 9;
+    let kept = COMPONENTS
+        .iter()
+        .filter(|c| component(c.bit).is_some())
+        .fold(0b11u64 | HARMLESS, |m, c| m | 1 << c.bit);
+    bv & !kept
+}
+
 /// The xsave area for a thread of an image that has only CRIU's fields:
 /// `own` (the new thread's area, of the size this kernel wants) with the
 /// legacy region, the header and every component CRIU keeps written over

@@ -5,7 +5,9 @@
 //!    vDSO group ([vvar], [vvar_vclock], [vdso]), whose `syscall`
 //!    instruction the remote calls run on;
 //! 2. move the vDSO group to the dumped addresses (libc holds pointers
-//!    into it), via a temporary place so no move clobbers another;
+//!    into it), via a temporary place so no move clobbers another; or,
+//!    where this kernel's vDSO differs from the dumped one, map the dumped
+//!    vDSO's copy back with jumps into this kernel's (`restore/vdso.rs`);
 //! 3. map every dumped VMA at its address (writable for now where pages
 //!    must be written);
 //! 4. copy the pages in with process_vm_writev straight from the mapped
@@ -35,8 +37,19 @@ use crate::sys::Mmap;
 
 pub const KIND: Kind = Kind {
     name: "memory",
-    validate: super::stage::no_checks,
-    new: |_: &Images, _: &RestoreOptions| Ok(Box::new(Memory::default())),
+    validate: super::vdso::validate,
+    new: |imgs: &Images, _: &RestoreOptions| {
+        let proxies = imgs
+            .tasks
+            .iter()
+            .zip(super::vdso::plan_all(imgs)?)
+            .filter_map(|(t, p)| Some((t.pid, p?)))
+            .collect();
+        Ok(Box::new(Memory {
+            proxies,
+            ..Default::default()
+        }))
+    },
 };
 
 /// The address space of every task: its mappings and pages, shared
@@ -50,6 +63,8 @@ struct Memory {
     busy: Option<Vec<(u64, u64)>>,
     cows: Vec<super::cow::CowPlan>,
     tries: u32,
+    /// The tasks whose dumped vDSO is remapped (`restore/vdso.rs`).
+    proxies: BTreeMap<Pid, super::vdso::Proxy>,
 }
 
 impl Restorer for Memory {
@@ -90,9 +105,10 @@ impl Restorer for Memory {
         match stage {
             TaskStage::AddressSpace => {
                 let ip = cx.ip;
-                cx.ip = cx.in_leader(|r, _, _| {
+                let proxy = self.proxies.get(&t.pid);
+                cx.ip = cx.in_leader(|r, mem, _| {
                     unregister_rseq(r, t.pid)?;
-                    reset_address_space(r, t, ip, &plan.cow)
+                    reset_address_space(r, mem, t, ip, &plan.cow, proxy)
                 })?;
                 debug!("pid {}: address space reset", t.pid);
                 Ok(())
@@ -219,9 +235,11 @@ pub fn find_hole(busy: &[(u64, u64)], len: u64) -> Option<u64> {
 /// Steps 1 and 2. Returns the new address of the `syscall` instruction.
 pub fn reset_address_space(
     r: &mut Remote<'_>,
+    mem: &TaskMem,
     t: &TaskImages,
     syscall_ip: u64,
     cow: &super::cow::CowPlan,
+    proxy: Option<&super::vdso::Proxy>,
 ) -> Result<u64> {
     let pid = t.pid;
     let cur = maps::read_maps(pid)?;
@@ -266,89 +284,132 @@ pub fn reset_address_space(
         }
         from = from.max(end);
     }
-    let dumped: Vec<&pb::VmaEntry> =
-        t.mm.vmas
-            .iter()
-            .filter(|v| v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR) != 0)
-            .collect();
     let cur_ranges: Vec<(u64, u64)> = group.iter().map(|v| (v.start, v.end)).collect();
-    let dumped_ranges: Vec<(u64, u64)> = dumped.iter().map(|v| (v.start, v.end)).collect();
     let vdso_idx = group
         .iter()
         .position(|v| matches!(v.is_special(), Some(SpecialVma::Vdso)))
         .ok_or_else(|| Error::task(pid, "vDSO", "the new task has no [vdso]"))?;
-    let dumped_vdso = dumped
-        .iter()
-        .find(|v| v.status & VMA_AREA_VDSO != 0)
-        .map(|v| v.start);
-    // Where each running mapping goes; the layouts must match block for
-    // block (CRIU writes [vvar] and [vvar_vclock] as one mapping).
-    let targets = vdso_targets(&cur_ranges, &dumped_ranges)
-        .filter(|t| dumped_vdso == Some(t[vdso_idx]))
-        .ok_or_else(|| {
-            Error::unsupported(
-                pid,
-                format!("vDSO layout {dumped_ranges:x?}"),
-                format!(
-                    "this kernel's vDSO/vvar layout ({cur_ranges:x?}) differs from the dumped one; restore needs the same kernel"
-                ),
-            )
-        })?;
     let ip_off = syscall_ip - cur_ranges[vdso_idx].0;
     let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     busy.extend(cur_ranges.iter().copied());
     let span = cur_ranges.last().unwrap().1 - cur_ranges[0].0;
-    let tmp =
-        find_hole(&busy, span).ok_or_else(|| Error::task(pid, "vDSO", "no room to move it"))?;
-    let mremap = |r: &mut Remote<'_>, from: (u64, u64), to: u64| -> Result<u64> {
+    let hole =
+        || find_hole(&busy, span).ok_or_else(|| Error::task(pid, "vDSO", "no room to move it"));
+    if let Some(p) = proxy {
+        // This kernel's group stays whole (its code reaches its vvar pages
+        // at fixed distances), out of the way of every dumped mapping.
+        let clash = cur_ranges
+            .iter()
+            .any(|&(s, e)| t.mm.vmas.iter().any(|v| s < v.end && v.start < e));
+        let (mut ip, mut base) = (syscall_ip, cur_ranges[vdso_idx].0);
+        if clash {
+            let to = hole()?;
+            let moved: Vec<u64> = cur_ranges
+                .iter()
+                .map(|r| to + (r.0 - cur_ranges[0].0))
+                .collect();
+            ip = move_group(r, &cur_ranges, &moved, vdso_idx, ip_off)?;
+            base = moved[vdso_idx];
+        }
+        let len = p.end - p.start;
+        r.mmap_anon(
+            p.start,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            "the dumped vDSO's copy",
+        )?;
+        mem.write(p.start, &p.patched(base))?;
         r.call(
-            libc::SYS_mremap,
-            &[
-                from.0,
-                from.1 - from.0,
-                from.1 - from.0,
-                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
-                to,
-            ],
-            &format!("mremap {:#x}-{:#x} -> {to:#x}", from.0, from.1),
+            libc::SYS_mprotect,
+            &[p.start, len, p.prot as u64],
+            "mprotect of the dumped vDSO's copy",
+        )?;
+        info!(
+            "pid {pid}: vDSO remapped: this kernel's vDSO at {base:#x}, the dumped one's copy at {:#x} jumps there ({} functions: {})",
+            p.start,
+            p.jumps.len(),
+            p.jumps.iter().map(|j| j.names.join("/")).collect::<Vec<_>>().join(", ")
+        );
+        return Ok(ip);
+    }
+    let dumped = super::vdso::dumped_group(t);
+    // Where each running mapping goes; the layouts match block for block
+    // (CRIU writes [vvar] and [vvar_vclock] as one mapping): validation
+    // (`restore/vdso.rs`) planned a proxy otherwise.
+    let targets = vdso_targets(&cur_ranges, &dumped).ok_or_else(|| {
+        Error::unsupported(
+            pid,
+            format!("vDSO layout {dumped:x?}"),
+            format!("this kernel's vDSO/vvar layout ({cur_ranges:x?}) differs from the dumped one"),
         )
-    };
+    })?;
     // Straight to the targets when none of them overlaps the group where
-    // it is now (the usual case: two random places), else through the
-    // hole so that no move clobbers a mapping still to move. Each move
+    // it is now (the usual case: two random places), else via a temporary
+    // place so that no move clobbers a mapping still to move. Each move
     // is a remote call, two ptrace stops.
     let overlaps = |a: (u64, u64), b: (u64, u64)| a.0 < b.1 && b.0 < a.1;
     let direct = cur_ranges.iter().zip(&targets).all(|(&c, &to)| {
         let moved = (to, to + (c.1 - c.0));
         cur_ranges.iter().all(|&other| !overlaps(moved, other))
     });
-    let base = if direct { cur_ranges[0].0 } else { tmp };
-    let mut ip = syscall_ip;
-    for (i, &range) in cur_ranges.iter().enumerate().filter(|_| !direct) {
-        let to = tmp + (range.0 - cur_ranges[0].0);
-        mremap(r, range, to)?;
+    if direct {
+        let ip = move_group(r, &cur_ranges, &targets, vdso_idx, ip_off)?;
+        debug!("pid {pid}: vDSO group moved to {:#x}", targets[0]);
+        return Ok(ip);
+    }
+    let tmp: Vec<u64> = {
+        let to = hole()?;
+        cur_ranges
+            .iter()
+            .map(|r| to + (r.0 - cur_ranges[0].0))
+            .collect()
+    };
+    move_group(r, &cur_ranges, &tmp, vdso_idx, ip_off)?;
+    let at_tmp: Vec<(u64, u64)> = cur_ranges
+        .iter()
+        .zip(&tmp)
+        .map(|(r, &to)| (to, to + (r.1 - r.0)))
+        .collect();
+    let ip = move_group(r, &at_tmp, &targets, vdso_idx, ip_off)?;
+    debug!("pid {pid}: vDSO group moved to {:#x}", targets[0]);
+    Ok(ip)
+}
+
+/// Moves each of `from` (the vDSO group) to its address in `to`; returns
+/// the new address of the `syscall` instruction the remote calls use
+/// (`ip_off` into the `[vdso]`, `from[vdso_idx]`).
+fn move_group(
+    r: &mut Remote<'_>,
+    from: &[(u64, u64)],
+    to: &[u64],
+    vdso_idx: usize,
+    ip_off: u64,
+) -> Result<u64> {
+    let mut ip = from[vdso_idx].0 + ip_off;
+    for (i, (&(s, e), &to)) in from.iter().zip(to).enumerate() {
+        r.call(
+            libc::SYS_mremap,
+            &[
+                s,
+                e - s,
+                e - s,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                to,
+            ],
+            &format!("mremap {s:#x}-{e:#x} -> {to:#x}"),
+        )?;
         if i == vdso_idx {
             ip = to + ip_off;
             r.set_syscall_ip(ip);
         }
     }
-    for (i, &range) in cur_ranges.iter().enumerate() {
-        let from = base + (range.0 - cur_ranges[0].0);
-        let to = targets[i];
-        mremap(r, (from, from + (range.1 - range.0)), to)?;
-        if i == vdso_idx {
-            ip = to + ip_off;
-            r.set_syscall_ip(ip);
-        }
-    }
-    debug!("pid {pid}: vDSO group moved to {:#x}", dumped_ranges[0].0);
     Ok(ip)
 }
 
 /// The address each of `cur` (the running vDSO group, sorted) moves to
 /// so that it lies as in `dumped`: both cut into blocks of adjacent
 /// mappings, which must have the same sizes in the same order.
-fn vdso_targets(cur: &[(u64, u64)], dumped: &[(u64, u64)]) -> Option<Vec<u64>> {
+pub(super) fn vdso_targets(cur: &[(u64, u64)], dumped: &[(u64, u64)]) -> Option<Vec<u64>> {
     fn blocks(g: &[(u64, u64)]) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();
         for &(s, e) in g {

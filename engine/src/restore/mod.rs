@@ -36,6 +36,7 @@ pub mod threads;
 pub mod timers;
 pub mod trust;
 pub mod tty;
+pub mod vdso;
 
 use std::ffi::CString;
 use std::io::Read;
@@ -474,7 +475,10 @@ pub const SCRATCH_LEN: u64 = 5 * 4096;
 
 fn map_scratch(cx: &mut TaskCx<'_>) -> Result<u64> {
     let t = cx.t;
-    let busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    // Clear of the restored layout and of what the task holds now (this
+    // kernel's vDSO group, where it stays beside a remapped dumped vDSO).
+    let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    busy.extend(maps::read_maps(t.pid)?.iter().map(|v| (v.start, v.end)));
     let at = memory::find_hole(&busy, SCRATCH_LEN)
         .ok_or_else(|| Error::task(t.pid, "scratch page", "no room in the address space"))?;
     cx.in_leader(|r, mem, _| {

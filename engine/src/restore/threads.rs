@@ -60,10 +60,37 @@ impl Restorer for Threads {
 
 fn set_final_state(th: &mut Seized, info: &pb::ThreadInfoX86, blk: u64) -> Result<()> {
     th.set_sigmask(blk)?;
+    let own = th.xstate()?;
     match &info.fpregs.ckpt_xsave_raw {
-        Some(x) => th.set_xstate(x)?,
-        None => {
-            let own = th.xstate()?;
+        Some(x) if x.len() == own.len() => th.set_xstate(x)?,
+        raw => {
+            // No raw area, or one of another CPU's size (a dump from
+            // another machine): CRIU's fields, component by component, at
+            // this CPU's offsets.
+            if let Some(x) = raw {
+                let bv = u64::from_le_bytes(x[512..520].try_into().expect("validated"));
+                let lost = crate::ptrace::regs::components_lost(bv);
+                // A thread in a system call (through a libc wrapper) holds
+                // no live vector state: the C ABI clobbers it across the
+                // call. Elsewhere the lost registers may be in use.
+                if lost != 0 && info.gpregs.orig_ax as i64 == -1 {
+                    return Err(Error::unsupported(
+                        th.tid,
+                        "FPU state",
+                        format!(
+                            "its xsave area ({} bytes, components {bv:#x}) uses components {lost:#x} this CPU lacks ({} bytes), outside a system call",
+                            x.len(),
+                            own.len()
+                        ),
+                    ));
+                }
+                if lost != 0 {
+                    debug!(
+                        "tid {}: xsave components {lost:#x} dropped (not on this CPU; the thread is in a system call)",
+                        th.tid
+                    );
+                }
+            }
             th.set_xstate(&crate::ptrace::regs::xsave_from_pb(&info.fpregs, &own))?;
         }
     }
