@@ -77,15 +77,20 @@ pub enum Variant {
     /// loopback), its pages put with the other images, restore, verify.
     /// For the same cases as [`Variant::PreDump`].
     PageServer,
+    /// Restore with `--lazy-pages`: the tree runs while the lazy-pages
+    /// daemon still fills its private anonymous memory. For every case of
+    /// the host flavour but those with a [`Case::no_lazy`] reason.
+    Lazy,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Once,
         Variant::Iter3,
         Variant::LeaveRunning,
         Variant::PreDump,
         Variant::PageServer,
+        Variant::Lazy,
     ];
 
     /// Appended to the case name to form the trial name.
@@ -96,6 +101,7 @@ impl Variant {
             Variant::LeaveRunning => "/leave-running",
             Variant::PreDump => "/pre-dump",
             Variant::PageServer => "/page-server",
+            Variant::Lazy => "/lazy",
         }
     }
 
@@ -107,6 +113,7 @@ impl Variant {
             Variant::LeaveRunning => "leave-running",
             Variant::PreDump => "pre-dump",
             Variant::PageServer => "page-server",
+            Variant::Lazy => "lazy",
         }
     }
 
@@ -179,6 +186,8 @@ pub struct Case {
     /// Also run the `pre-dump` variant (incremental dump after a
     /// pre-dump): memory-heavy cases, trees, threads, shared memory.
     pub pre_dump: bool,
+    /// Why the `lazy` variant does not apply to this case (None: it runs).
+    pub no_lazy: Option<&'static str>,
 }
 
 impl Case {
@@ -201,6 +210,7 @@ impl Case {
         xfail: None,
         forks: false,
         pre_dump: false,
+        no_lazy: None,
     };
 }
 

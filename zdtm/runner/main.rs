@@ -51,6 +51,9 @@ fn main() {
                 if matches!(variant, Variant::PreDump | Variant::PageServer) && !case.pre_dump {
                     continue;
                 }
+                if variant == Variant::Lazy && case.no_lazy.is_some() {
+                    continue;
+                }
                 let cfg = Arc::clone(&cfg);
                 let name = format!("{}{}{}", case.name, flavor.suffix(), variant.suffix());
                 let t = Trial::ignorable_test(name, move || {
