@@ -40,6 +40,14 @@ fn ioctl<T>(fd: BorrowedFd<'_>, req: u64, arg: &mut T) -> Result<(), Errno> {
     Errno::result(r).map(|_| ())
 }
 
+/// `userfaultfd(2)` of the caller's own mm (for `ckpt check`'s probe).
+pub fn create(flags: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: integer argument; the returned fd is fresh and ours.
+    let r = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
+    // SAFETY: a new fd the kernel just gave us, owned by no one else.
+    Errno::result(r).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// The API handshake with `features`.
 pub fn api(fd: BorrowedFd<'_>, features: u64) -> Result<(), Errno> {
     let mut a = [UFFD_API, features, 0u64];
