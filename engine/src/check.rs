@@ -196,10 +196,17 @@ pub fn run(all: bool) -> i32 {
         Probe {
             name: "userfaultfd",
             required: false,
-            why: "write-protect dirty tracking",
-            if_missing: "no dirty tracking: incremental dumps are refused",
+            why: "write-protect dirty tracking; lazy restore",
+            if_missing: "no dirty tracking: incremental dumps are refused; no --lazy-pages",
             result: file_exists("/proc/sys/vm/unprivileged_userfaultfd")
                 .or_else(|_| file_exists("/dev/userfaultfd")),
+        },
+        Probe {
+            name: "userfaultfd lazy pages",
+            required: false,
+            why: "restore --lazy-pages (missing-page faults, fork/remap/remove/unmap events)",
+            if_missing: "restore --lazy-pages fails",
+            result: uffd_lazy(),
         },
         Probe {
             name: "time namespaces",
@@ -363,13 +370,13 @@ const FEATURES: &[Feature] = &[
     },
     Feature {
         name: "uffd",
-        about: "userfaultfd: ckpt has no lazy pages",
-        probe: None,
+        about: "userfaultfd for restore --lazy-pages",
+        probe: Some(uffd_lazy),
     },
     Feature {
         name: "uffd-noncoop",
-        about: "userfaultfd: ckpt has no lazy pages",
-        probe: None,
+        about: "userfaultfd fork/remap/remove/unmap events, which restore --lazy-pages asks for",
+        probe: Some(uffd_lazy),
     },
     Feature {
         name: "can_map_vdso",
@@ -570,6 +577,19 @@ fn seccomp_filters() -> Result<String, String> {
             )),
         }
     })
+}
+
+/// What `restore --lazy-pages` asks of userfaultfd, asked of a userfaultfd
+/// of the engine's own (the restore makes one in each task, with the
+/// engine's privilege; the API handshake is the engine's).
+fn uffd_lazy() -> Result<String, String> {
+    use crate::sys::uffd;
+    use std::os::fd::AsFd;
+    let fd = uffd::create(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .map_err(|e| format!("userfaultfd: {e}"))?;
+    uffd::api(fd.as_fd(), uffd::FEATURES)
+        .map_err(|e| format!("UFFDIO_API with the fork/remap/remove/unmap events: {e}"))?;
+    Ok("missing-page faults with fork/remap/remove/unmap events".into())
 }
 
 fn loginuid() -> Result<String, String> {

@@ -225,6 +225,12 @@ enum Cmd {
         /// option; without it such images are refused).
         #[arg(long)]
         tcp_established: bool,
+        /// Start the tree before its private anonymous memory is in: a
+        /// daemon the restore leaves behind fills it on demand (page
+        /// faults, through userfaultfd) and in the background, then exits
+        /// (README: "Lazy restore").
+        #[arg(long)]
+        lazy_pages: bool,
         /// What to do with cgroups (CRIU's modes): ignore, none, props,
         /// soft (the default, also without a value), full, strict.
         #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
@@ -506,6 +512,7 @@ fn main() -> ExitCode {
             ext_unix_sk: _,
             file_locks,
             tcp_established,
+            lazy_pages,
             manage_cgroups,
             cgroup_root,
             trust_images,
@@ -525,6 +532,7 @@ fn main() -> ExitCode {
                 shell_job,
                 file_locks,
                 tcp_established,
+                lazy_pages,
             });
             ("restore", r.map_err(|e| e.to_string()))
         }

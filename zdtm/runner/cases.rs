@@ -82,16 +82,21 @@ pub enum Variant {
     /// dumped vDSO whose functions jump into this kernel's, placed
     /// elsewhere), then verify. For the cases with `vdso`.
     VdsoProxy,
+    /// Restore with `--lazy-pages`: the tree runs while the lazy-pages
+    /// daemon still fills its private anonymous memory. For every case of
+    /// the host flavour but those with a [`Case::no_lazy`] reason.
+    Lazy,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Once,
         Variant::Iter3,
         Variant::LeaveRunning,
         Variant::PreDump,
         Variant::PageServer,
         Variant::VdsoProxy,
+        Variant::Lazy,
     ];
 
     /// Appended to the case name to form the trial name.
@@ -103,6 +108,7 @@ impl Variant {
             Variant::PreDump => "/pre-dump",
             Variant::PageServer => "/page-server",
             Variant::VdsoProxy => "/vdso-proxy",
+            Variant::Lazy => "/lazy",
         }
     }
 
@@ -115,6 +121,7 @@ impl Variant {
             Variant::PreDump => "pre-dump",
             Variant::PageServer => "page-server",
             Variant::VdsoProxy => "vdso-proxy",
+            Variant::Lazy => "lazy",
         }
     }
 
@@ -192,6 +199,8 @@ pub struct Case {
     /// vDSO (clock_gettime, gettimeofday) after a restore, in one task,
     /// threads and a tree.
     pub vdso: bool,
+    /// Why the `lazy` variant does not apply to this case (None: it runs).
+    pub no_lazy: Option<&'static str>,
 }
 
 impl Case {
@@ -215,6 +224,7 @@ impl Case {
         forks: false,
         pre_dump: false,
         vdso: false,
+        no_lazy: None,
     };
 }
 

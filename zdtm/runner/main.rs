@@ -54,6 +54,9 @@ fn main() {
                 if variant == Variant::VdsoProxy && !case.vdso {
                     continue;
                 }
+                if variant == Variant::Lazy && case.no_lazy.is_some() {
+                    continue;
+                }
                 let cfg = Arc::clone(&cfg);
                 let name = format!("{}{}{}", case.name, flavor.suffix(), variant.suffix());
                 let t = Trial::ignorable_test(name, move || {

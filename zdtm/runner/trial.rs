@@ -652,6 +652,9 @@ impl<'a> Run<'a> {
             self.path(&format!("restore-{n}.log")).into(),
             "-v4".into(),
         ];
+        if self.variant == Variant::Lazy {
+            args.push("--lazy-pages".into());
+        }
         args.extend(self.case.restore_opts.iter().map(|o| self.subst(o).into()));
         self.engine(&format!("restore-{n}"), &img, args)
     }

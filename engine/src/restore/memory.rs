@@ -24,11 +24,11 @@ use super::load::{Images, PageSet, TaskImages};
 use super::stage::{Kind, Restorer, TaskCx, TaskStage};
 use super::RestoreOptions;
 use crate::error::{Error, Pid, Result};
-use crate::images::pagemap::{entry_present, PAGE};
+use crate::images::pagemap::PAGE;
 use crate::images::pb;
 use crate::images::vma::{
-    VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
-    VMA_FILE_SHARED,
+    VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+    VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 };
 use crate::proc::maps::{self, SpecialVma};
 use crate::ptrace::mem::TaskMem;
@@ -38,7 +38,7 @@ use crate::sys::Mmap;
 pub const KIND: Kind = Kind {
     name: "memory",
     validate: super::vdso::validate,
-    new: |imgs: &Images, _: &RestoreOptions| {
+    new: |imgs: &Images, opts: &RestoreOptions| {
         let proxies = imgs
             .tasks
             .iter()
@@ -47,6 +47,7 @@ pub const KIND: Kind = Kind {
             .collect();
         Ok(Box::new(Memory {
             proxies,
+            lazy_pages: opts.lazy_pages,
             ..Default::default()
         }))
     },
@@ -65,9 +66,29 @@ struct Memory {
     tries: u32,
     /// The tasks whose dumped vDSO is remapped (`restore/vdso.rs`).
     proxies: BTreeMap<Pid, super::vdso::Proxy>,
+    /// `--lazy-pages`, and the daemon once started (restore/lazy.rs).
+    lazy_pages: bool,
+    lazy: Option<super::lazy::Daemon>,
 }
 
 impl Restorer for Memory {
+    /// The lazy-pages daemon is forked now, while the engine is one
+    /// thread and holds the loaded images.
+    fn create(&mut self, imgs: &Images, _: &mut super::stage::EngineFds) -> Result<()> {
+        if self.lazy_pages {
+            self.lazy = Some(super::lazy::Daemon::start(imgs)?);
+        }
+        Ok(())
+    }
+
+    /// Every task's userfaultfd is with the daemon: it may finish.
+    fn finish(&mut self, imgs: &Images) -> Result<()> {
+        match &mut self.lazy {
+            Some(d) => d.go(imgs.tasks[0].pid),
+            None => Ok(()),
+        }
+    }
+
     /// Which task holds which shared memory before it forks.
     fn plan_tree(&mut self, imgs: &Images, plans: &mut [super::child::ChildPlan]) -> Result<()> {
         let busy = match self.busy.take() {
@@ -115,8 +136,15 @@ impl Restorer for Memory {
             }
             TaskStage::Memory => {
                 let shmem = &mut self.shmem;
+                let lazy = self.lazy.as_mut();
                 cx.in_leader(|r, mem, scratch| {
-                    map_and_fill(r, imgs, t, &plan.mapped_fds, shmem, mem, scratch, &plan.cow)
+                    let cx = FillCx {
+                        file_fds: &plan.mapped_fds,
+                        mem,
+                        scratch,
+                        cow: &plan.cow,
+                    };
+                    map_and_fill(r, imgs, t, shmem, &cx, lazy)
                 })?;
                 debug!("pid {}: memory restored", t.pid);
                 Ok(())
@@ -438,19 +466,27 @@ fn write_prot(v: &pb::VmaEntry) -> u32 {
     v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
 }
 
-/// Steps 3 and 4. `file_fds` maps file ids to the fds the child opened.
-// The task, its images and every piece of restore state it draws on.
-#[allow(clippy::too_many_arguments)]
+/// What `map_and_fill` draws on besides the images: the fds the child
+/// opened for its file mappings (by file id), its memory, the scratch
+/// area and the memory it shares with its parent.
+pub struct FillCx<'a> {
+    pub file_fds: &'a BTreeMap<u32, RawFd>,
+    pub mem: &'a TaskMem,
+    pub scratch: u64,
+    pub cow: &'a super::cow::CowPlan,
+}
+
+/// Steps 3 and 4; with `lazy`, the lazy mappings' own pages are left to
+/// the lazy-pages daemon.
 pub fn map_and_fill(
     r: &mut Remote<'_>,
     imgs: &Images,
     t: &TaskImages,
-    file_fds: &BTreeMap<u32, RawFd>,
     shmem: &mut ShmemRegistry,
-    mem: &TaskMem,
-    scratch: u64,
-    cow: &super::cow::CowPlan,
+    cx: &FillCx<'_>,
+    lazy: Option<&mut super::lazy::Daemon>,
 ) -> Result<()> {
+    let (file_fds, mem, scratch, cow) = (cx.file_fds, cx.mem, cx.scratch, cx.cow);
     let pid = t.pid;
     let pages_file = open_pages(imgs, &t.pages)?;
     // Which VMAs get pages (so they are mapped writable first).
@@ -536,14 +572,26 @@ pub fn map_and_fill(
             .filter(|v| v.status & VMA_AREA_VDSO != 0)
             .map(|v| (v.start, v.end))
             .collect();
+    let lazy_vmas = match lazy {
+        Some(_) => lazy_mappings(t, cow),
+        None => Vec::new(),
+    };
+    let within = |set: &[(u64, u64)], a: u64| set.iter().any(|&(s, e)| s <= a && a < e);
     write_pages(pid, &pages_file, &t.pages.entries, |a| {
-        (!cow.holds_addr(a) && !vdso.iter().any(|&(s, e)| s <= a && a < e)).then_some(a)
+        (!cow.holds_addr(a) && !within(&vdso, a) && !within(&lazy_vmas, a)).then_some(a)
     })?;
     super::cow::write_unshared(imgs, t, cow, mem)?;
     // Pages in a parent image (incremental dumps), also into memory held
     // from the parent process: the task's own entries say what its pages
     // are there.
     write_parent_pages(imgs, t, &vdso)?;
+    if let Some(d) = lazy {
+        // Registered last: nothing the engine writes may fault on them.
+        let refused = register_lazy(r, imgs, t, &lazy_vmas, d)?;
+        write_pages(pid, &pages_file, &t.pages.entries, |a| {
+            within(&refused, a).then_some(a)
+        })?;
+    }
     // Final protections and advice, in one batch.
     let mut calls: Vec<(&pb::VmaEntry, &'static str, crate::ptrace::remote::Call)> = Vec::new();
     for (i, v) in t.mm.vmas.iter().enumerate() {
@@ -584,6 +632,108 @@ pub fn map_and_fill(
         }
     }
     Ok(())
+}
+
+/// The mappings of `t` a lazy restore fills after the tree runs: private
+/// anonymous ones (not huge pages) with pages of their own in the pages
+/// file, none of it held from the parent process; a mapping that shares
+/// a pagemap entry with another mapping stays eager.
+fn lazy_mappings(t: &TaskImages, cow: &super::cow::CowPlan) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> =
+        t.mm.vmas
+            .iter()
+            .filter(|v| {
+                v.status & VMA_ANON_PRIVATE != 0
+                    && v.status & VMA_ANON_SHARED == 0
+                    && !is_special(v)
+                    && !super::ipc::is_sysv(v)
+                    && v.flags & libc::MAP_HUGETLB as u32 == 0
+                    && !cow.held.iter().any(|&(s, e)| s < v.end && v.start < e)
+            })
+            .map(|v| (v.start, v.end))
+            .collect();
+    let mut with_pages = vec![false; out.len()];
+    for (vaddr, len, _) in super::lazy::present_runs(&t.pages.entries) {
+        let end = vaddr + len;
+        for i in 0..out.len() {
+            let (s, e) = out[i];
+            if s < end && vaddr < e {
+                // An entry reaching out of a lazy mapping: no lazy pages
+                // there at all (the entry goes in whole, eagerly).
+                if vaddr < s || e < end {
+                    with_pages[i] = false;
+                    out[i] = (0, 0);
+                } else if out[i] != (0, 0) {
+                    with_pages[i] = true;
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .zip(with_pages)
+        .filter(|&(r, w)| w && r != (0, 0))
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// The task's userfaultfd for lazy pages: made in the task (it serves its
+/// creator's mm), taken by the engine, closed in the task, registered over
+/// `ranges` from here and handed to the daemon. Returns the ranges the
+/// kernel refused to register, whose pages the caller writes now.
+fn register_lazy(
+    r: &mut Remote<'_>,
+    imgs: &Images,
+    t: &TaskImages,
+    ranges: &[(u64, u64)],
+    d: &mut super::lazy::Daemon,
+) -> Result<Vec<(u64, u64)>> {
+    use crate::sys::uffd;
+    use std::os::fd::AsFd;
+    let pid = t.pid;
+    let fd = r.call(
+        libc::SYS_userfaultfd,
+        &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64],
+        "userfaultfd for lazy pages (it needs CAP_SYS_PTRACE when vm.unprivileged_userfaultfd is 0)",
+    )?;
+    let taken = crate::sys::take_fd(pid, fd as i32);
+    r.call(
+        libc::SYS_close,
+        &[fd],
+        "close of the lazy-pages userfaultfd",
+    )?;
+    let uffd = taken.map_err(|e| Error::sys(pid, "pidfd_getfd of its userfaultfd", e))?;
+    uffd::api(uffd.as_fd(), uffd::FEATURES).map_err(|e| {
+        Error::sys(
+            pid,
+            "UFFDIO_API with the fork, remap, remove and unmap events (lazy pages)",
+            e,
+        )
+    })?;
+    let mut registered = Vec::with_capacity(ranges.len());
+    let mut refused = Vec::new();
+    for &(s, e) in ranges {
+        match uffd::register_missing(uffd.as_fd(), s, e - s) {
+            Ok(()) => registered.push((s, e)),
+            Err(err) => {
+                debug!("pid {pid}: mapping {s:#x}-{e:#x} not lazy: UFFDIO_REGISTER: {err}");
+                refused.push((s, e));
+            }
+        }
+    }
+    let pidfd = crate::sys::pidfd::open(pid, 0)
+        .map_err(|e| Error::sys(pid, "pidfd_open for the lazy-pages daemon", e))?;
+    let idx = imgs
+        .tasks
+        .iter()
+        .position(|x| x.pid == pid)
+        .ok_or_else(|| Error::task(pid, "lazy pages", "not a task of the images"))?;
+    d.hand_over(pid, idx, &registered, uffd, pidfd)?;
+    debug!(
+        "pid {pid}: {} mappings lazy, {} refused",
+        registered.len(),
+        refused.len()
+    );
+    Ok(refused)
 }
 
 /// Shared anonymous memory objects already recreated in this restore: by
@@ -769,7 +919,7 @@ fn write_parent_pages(imgs: &Images, t: &TaskImages, vdso: &[(u64, u64)]) -> Res
     write_ranges(t.pid, &ranges)
 }
 
-fn open_pages(imgs: &Images, set: &PageSet) -> Result<Mmap> {
+pub(super) fn open_pages(imgs: &Images, set: &PageSet) -> Result<Mmap> {
     let path = imgs.path(&set.pages_file());
     if set.stored_pages() == 0 {
         return Ok(Mmap::empty());
@@ -789,19 +939,14 @@ fn write_pages(
 ) -> Result<()> {
     let data = src.as_slice();
     let mut ranges: Vec<(&[u8], u64)> = Vec::with_capacity(entries.len());
-    let mut off = 0usize;
-    for e in entries {
-        // Entries without data (shared with the parent) take no
-        // room in the pages file; present ones `to_addr` declines (in
-        // memory the task filled itself) are skipped.
-        if !entry_present(e) {
-            continue;
-        }
-        let len = e.nr_pages as usize * PAGE as usize;
-        let Some(addr) = to_addr(e.vaddr) else {
-            off += len;
+    // Entries without data (shared with the parent) take no room in the
+    // pages file; present ones `to_addr` declines (in memory the task
+    // filled itself, or lazy memory) are skipped.
+    for (vaddr, len, off) in super::lazy::present_runs(entries) {
+        let Some(addr) = to_addr(vaddr) else {
             continue;
         };
+        let (len, off) = (len as usize, off as usize);
         // Split big runs so both threads get work even for one huge VMA.
         let mut a = 0usize;
         while a < len {
@@ -809,7 +954,6 @@ fn write_pages(
             ranges.push((&data[off + a..off + a + n], addr + a as u64));
             a += n;
         }
-        off += len;
     }
     let total: usize = ranges.iter().map(|(s, _)| s.len()).sum();
     if total < PARALLEL_MIN {

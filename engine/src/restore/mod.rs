@@ -21,6 +21,7 @@ pub mod file_lock;
 pub mod files;
 pub mod ghost;
 pub mod ipc;
+pub mod lazy;
 pub mod load;
 pub mod memfd;
 pub mod memory;
@@ -105,6 +106,9 @@ pub struct RestoreOptions {
     /// `--tcp-established`: images with established TCP connections are
     /// restored (refused without it).
     pub tcp_established: bool,
+    /// `--lazy-pages`: private anonymous memory is filled on demand and in
+    /// the background after the tree runs (restore/lazy.rs).
+    pub lazy_pages: bool,
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when

@@ -76,3 +76,12 @@ pub fn pwrite(fd: RawFd, buf: &[u8], off: i64) -> nix::Result<usize> {
     Errno::result(unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), off) })
         .map(|n| n as usize)
 }
+
+/// Ownership of an fd the kernel just installed for the caller (one
+/// received with SCM_RIGHTS), which nothing else owns.
+pub fn own(fd: RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller passes an fd freshly installed for it and owned
+    // by nothing else, so exactly one OwnedFd closes it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}

@@ -21,6 +21,7 @@ pub mod raw_sock;
 pub mod signal;
 pub mod tcp_repair;
 pub mod tty;
+pub mod uffd;
 pub mod unix_sock;
 
 use nix::errno::Errno;
@@ -230,6 +231,17 @@ pub fn set_flag_handler(sigs: &[nix::sys::signal::Signal], handler: extern "C" f
     for &s in sigs {
         // SAFETY: the handler is a plain function the caller vouches is
         // async-signal-safe (it stores to an atomic).
+        let _ = unsafe { sigaction(s, &act) };
+    }
+}
+
+/// Makes `sigs` ignored (the lazy-pages daemon outlives the terminal and
+/// any stray SIGTERM meant for the engine).
+pub fn ignore_signals(sigs: &[nix::sys::signal::Signal]) {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let act = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for &s in sigs {
+        // SAFETY: ignoring a signal installs no handler code at all.
         let _ = unsafe { sigaction(s, &act) };
     }
 }

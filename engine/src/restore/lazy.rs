@@ -1,0 +1,776 @@
+//! Lazy restore (`ckpt restore --lazy-pages`): the tree's private anonymous
+//! memory is not copied before the tree runs but filled by a daemon, on
+//! demand (page faults) and in the background, through userfaultfd.
+//!
+//! - The daemon is forked from the engine (twice, so that it is nobody's
+//!   child and `-d` returns at once) when the restore makes its objects,
+//!   before any task exists; it already holds the loaded images. It lives
+//!   until every lazy page is in, then closes its userfaultfds (which
+//!   unregisters every range: later faults are ordinary ones) and exits.
+//! - In the `Memory` stage each task creates a userfaultfd (a remote
+//!   syscall: a userfaultfd serves the mm of its creator); the engine takes
+//!   it (pidfd_getfd), closes the task's copy, does the API handshake and
+//!   registers the lazy mappings for missing-page faults from outside
+//!   (ioctls on a userfaultfd act on its mm, whoever calls them), and hands
+//!   it with a pidfd of the task to the daemon over a socket. The daemon
+//!   serves faults from then on: later stages of the restore may touch
+//!   lazy memory (the kernel writing the rseq area, /proc/PID/mem).
+//! - Which memory is lazy: private anonymous mappings with pages in the
+//!   task's own pages file. Everything else is copied before the tree runs
+//!   as in a plain restore: file mappings, shared memory (anonymous, SysV,
+//!   memfd), memory shared copy-on-write with the parent process
+//!   (restore/cow.rs), pages that live in a parent image of a pre-dump
+//!   chain (written before the registration: a write through /proc or
+//!   process_vm_writev into a registered hole would wait for the daemon),
+//!   and any mapping the kernel refuses to register.
+//! - A fault copies the pages of the image in the aligned
+//!   [`FAULT_WINDOW`] around the address (clamped to what the image has
+//!   there; a hole gets the zero page); the background fills the rest in
+//!   runs of [`BACKGROUND_RUN`], reading the faults between runs.
+//! - The tree may fork, mremap, MADV_DONTNEED or unmap memory not filled
+//!   yet: the userfaultfd reports each (UFFD_FEATURE_EVENT_*), and the
+//!   daemon follows: a forked child's mm gets its own userfaultfd and the
+//!   same pages still to fill, moved memory is filled at its new place,
+//!   dropped or unmapped memory is not filled at all.
+//! - Errors: if the daemon cannot fill a page (a damaged or vanished
+//!   pages file, an unexpected ioctl error), it kills the tasks it was
+//!   handed (SIGKILL through their pidfds) rather than let them run on
+//!   wrong memory, and logs why. It ignores SIGINT, SIGTERM and SIGHUP. A
+//!   daemon killed with SIGKILL cannot do that: its userfaultfds are
+//!   released, and the kernel then fills the remaining pages with zeros
+//!   (userfaultfd_release): do not SIGKILL it.
+
+use std::collections::BTreeMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+
+use super::load::Images;
+use crate::error::{Error, Pid, Result};
+use crate::images::pagemap::PAGE;
+use crate::sys::uffd;
+use crate::sys::Mmap;
+
+/// The bytes a fault brings in around its address (aligned).
+pub const FAULT_WINDOW: u64 = 256 << 10;
+/// The bytes of one background copy (the faults wait at most that long).
+pub const BACKGROUND_RUN: u64 = 4 << 20;
+
+/// A run of pages to fill: `len` bytes at `addr` from offset `off` of
+/// pages file `src`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub addr: u64,
+    pub len: u64,
+    pub src: usize,
+    pub off: u64,
+}
+
+/// The pages of one mm still to fill, by address (runs never overlap).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    runs: BTreeMap<u64, (u64, usize, u64)>,
+}
+
+impl Plan {
+    pub fn insert(&mut self, p: Piece) {
+        if p.len > 0 {
+            self.take_range(p.addr, p.addr + p.len);
+            self.runs.insert(p.addr, (p.addr + p.len, p.src, p.off));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.runs.iter().map(|(s, (e, _, _))| e - s).sum()
+    }
+
+    /// Removes and returns what the plan has in `[a, b)`, in address order.
+    pub fn take_range(&mut self, a: u64, b: u64) -> Vec<Piece> {
+        let mut out = Vec::new();
+        if a >= b {
+            return out;
+        }
+        // The run that starts before `a` and reaches into the range.
+        let first = self
+            .runs
+            .range(..a)
+            .next_back()
+            .filter(|(_, &(e, _, _))| e > a)
+            .map(|(&s, _)| s);
+        let keys: Vec<u64> = first
+            .into_iter()
+            .chain(self.runs.range(a..b).map(|(&s, _)| s))
+            .collect();
+        for s in keys {
+            let (e, src, off) = self.runs.remove(&s).expect("key just listed");
+            let (cs, ce) = (s.max(a), e.min(b));
+            if s < cs {
+                self.runs.insert(s, (cs, src, off));
+            }
+            if ce < e {
+                self.runs.insert(ce, (e, src, off + (ce - s)));
+            }
+            out.push(Piece {
+                addr: cs,
+                len: ce - cs,
+                src,
+                off: off + (cs - s),
+            });
+        }
+        out
+    }
+
+    /// What a fault at `addr` brings in: the plan's pages in the aligned
+    /// window of `window` bytes (a power of two) around it, the run with
+    /// the faulting page first.
+    pub fn take_fault(&mut self, addr: u64, window: u64) -> Vec<Piece> {
+        let a = addr & !(window - 1);
+        let mut got = self.take_range(a, a.saturating_add(window));
+        if let Some(i) = got
+            .iter()
+            .position(|p| p.addr <= addr && addr < p.addr + p.len)
+        {
+            got[..=i].rotate_right(1);
+        }
+        got
+    }
+
+    /// The next background run: at most `max` bytes of the lowest run.
+    pub fn take_next(&mut self, max: u64) -> Option<Piece> {
+        let (&s, &(e, _, _)) = self.runs.iter().next()?;
+        self.take_range(s, s + (e - s).min(max)).pop()
+    }
+
+    /// The tree moved `[from, from+len)` to `to` (mremap): what was to
+    /// fill there is to fill at the new place; what was at the new place
+    /// is gone.
+    pub fn remap(&mut self, from: u64, to: u64, len: u64) {
+        let moved = self.take_range(from, from.saturating_add(len));
+        self.take_range(to, to.saturating_add(len));
+        for p in moved {
+            self.insert(Piece {
+                addr: p.addr - from + to,
+                ..p
+            });
+        }
+    }
+}
+
+/// Runs of `entries` whose pages are in the pages file: (address, bytes,
+/// offset in the file), in file order.
+pub fn present_runs(
+    entries: &[crate::images::pb::PagemapEntry],
+) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+    let mut off = 0u64;
+    entries
+        .iter()
+        .filter(|e| crate::images::pagemap::entry_present(e))
+        .map(move |e| {
+            let len = e.nr_pages as u64 * PAGE;
+            let r = (e.vaddr, len, off);
+            off += len;
+            r
+        })
+}
+
+/// The plan of task `t`'s pages inside `ranges` (the lazy mappings), from
+/// its pages file `src`.
+pub fn task_plan(
+    entries: &[crate::images::pb::PagemapEntry],
+    ranges: &[(u64, u64)],
+    src: usize,
+) -> Plan {
+    let mut plan = Plan::default();
+    for (vaddr, len, off) in present_runs(entries) {
+        for &(s, e) in ranges {
+            let (a, b) = (vaddr.max(s), (vaddr + len).min(e));
+            if a < b {
+                plan.insert(Piece {
+                    addr: a,
+                    len: b - a,
+                    src,
+                    off: off + (a - vaddr),
+                });
+            }
+        }
+    }
+    plan
+}
+
+/// The engine's end of the daemon.
+pub struct Daemon {
+    sock: OwnedFd,
+    pid: Pid,
+}
+
+const MSG_TASK: u8 = b'T';
+const MSG_GO: u8 = b'G';
+const MSG_ACK: u8 = b'A';
+
+impl Daemon {
+    /// Fork the daemon (the engine must be single-threaded).
+    pub fn start(imgs: &Images) -> Result<Daemon> {
+        let root = imgs.tasks[0].pid;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::sys(root, "lazy pages: socketpair", e))?;
+        match crate::sys::fork_single_threaded()
+            .map_err(|e| Error::sys(root, "lazy pages: fork of the daemon", e))?
+        {
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(theirs);
+                let _ = nix::sys::wait::waitpid(child, None);
+                let mut b = [0u8; 4];
+                let n = nix::sys::socket::recv(ours.as_raw_fd(), &mut b, MsgFlags::empty())
+                    .map_err(|e| Error::sys(root, "lazy pages: hello from the daemon", e))?;
+                if n != 4 {
+                    return Err(Error::task(root, "lazy pages", "the daemon did not start"));
+                }
+                let pid = i32::from_ne_bytes(b);
+                info!("lazy pages: daemon is pid {pid}");
+                Ok(Daemon { sock: ours, pid })
+            }
+            nix::unistd::ForkResult::Child => {
+                drop(ours);
+                // The daemon is the grandchild: the engine reaps the child.
+                let code = match crate::sys::fork_single_threaded() {
+                    Ok(nix::unistd::ForkResult::Child) => daemon_main(imgs, theirs),
+                    Ok(nix::unistd::ForkResult::Parent { .. }) => 0,
+                    Err(_) => 1,
+                };
+                std::process::exit(code)
+            }
+        }
+    }
+
+    /// Hand the userfaultfd of task `idx` (registered over `ranges`) and a
+    /// pidfd of it to the daemon.
+    pub fn hand_over(
+        &mut self,
+        pid: Pid,
+        idx: usize,
+        ranges: &[(u64, u64)],
+        uffd: OwnedFd,
+        pidfd: OwnedFd,
+    ) -> Result<()> {
+        let mut b = vec![MSG_TASK];
+        b.extend_from_slice(&(idx as u32).to_ne_bytes());
+        for &(s, e) in ranges {
+            b.extend_from_slice(&s.to_ne_bytes());
+            b.extend_from_slice(&e.to_ne_bytes());
+        }
+        let fds = [uffd.as_raw_fd(), pidfd.as_raw_fd()];
+        sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[IoSlice::new(&b)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| {
+            Error::sys(
+                pid,
+                format!(
+                    "lazy pages: handing the userfaultfd to the daemon (pid {})",
+                    self.pid
+                ),
+                e,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Every task is handed over: the daemon may finish once all is in.
+    /// Fails if the daemon is gone.
+    pub fn go(&mut self, root: Pid) -> Result<()> {
+        let what = format!("lazy pages: the daemon (pid {})", self.pid);
+        nix::sys::socket::send(self.sock.as_raw_fd(), &[MSG_GO], MsgFlags::MSG_NOSIGNAL)
+            .map_err(|e| Error::sys(root, what.clone(), e))?;
+        let mut b = [0u8; 1];
+        let n = nix::sys::socket::recv(self.sock.as_raw_fd(), &mut b, MsgFlags::empty())
+            .map_err(|e| Error::sys(root, what.clone(), e))?;
+        if n != 1 || b[0] != MSG_ACK {
+            return Err(Error::task(root, what, "it died (see its log)"));
+        }
+        Ok(())
+    }
+}
+
+/// One mm the daemon fills.
+struct Mm {
+    uffd: OwnedFd,
+    plan: Plan,
+    /// Faults to answer again once pending events are read (the copy
+    /// said the mm was changing).
+    retry: Vec<u64>,
+    what: String,
+}
+
+struct Fatal(String);
+
+/// The daemon: never returns into the engine. Its exit code.
+fn daemon_main(imgs: &Images, sock: OwnedFd) -> i32 {
+    let _ = nix::unistd::setsid();
+    crate::sys::ignore_signals(&[
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGPIPE,
+    ]);
+    // Nobody reads the engine's standard output once it is gone; the log
+    // goes on where the engine's goes.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+        if !crate::log::is_stderr() {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
+        }
+    }
+    let me = std::process::id() as i32;
+    if nix::sys::socket::send(sock.as_raw_fd(), &me.to_ne_bytes(), MsgFlags::MSG_NOSIGNAL).is_err()
+    {
+        return 1;
+    }
+    let mut d = Served {
+        imgs,
+        sources: (0..imgs.tasks.len()).map(|_| None).collect(),
+        mms: Vec::new(),
+        pidfds: Vec::new(),
+        copied: 0,
+        faults: 0,
+    };
+    let t0 = std::time::Instant::now();
+    match d.run(&sock) {
+        Ok(true) => {
+            info!(
+                "lazy pages: all in after {:?}: {} MiB copied, {} faults",
+                t0.elapsed(),
+                d.copied >> 20,
+                d.faults
+            );
+            0
+        }
+        Ok(false) => 0,
+        Err(Fatal(why)) => {
+            error!("lazy pages: {why}; killing the restored tasks");
+            for p in &d.pidfds {
+                let _ = uffd::pidfd_kill(p.as_fd(), libc::SIGKILL);
+            }
+            let _ = nix::sys::socket::send(sock.as_raw_fd(), b"X", MsgFlags::MSG_NOSIGNAL);
+            1
+        }
+    }
+}
+
+struct Served<'a> {
+    imgs: &'a Images,
+    /// Each task's pages file, mapped when its first mm arrives.
+    sources: Vec<Option<Mmap>>,
+    mms: Vec<Mm>,
+    pidfds: Vec<OwnedFd>,
+    copied: u64,
+    faults: u64,
+}
+
+impl Served<'_> {
+    /// Serve until everything is in (true) or the restore failed (false).
+    fn run(&mut self, sock: &OwnedFd) -> std::result::Result<bool, Fatal> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut go = false;
+        let mut ctl = true;
+        let mut msgs = Vec::new();
+        loop {
+            let busy = self.mms.iter().any(|m| !m.plan.is_empty());
+            if go && !busy {
+                return Ok(true);
+            }
+            if !ctl && !go {
+                return Ok(false);
+            }
+            let revents: Vec<bool> = {
+                let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(self.mms.len() + 1);
+                if ctl {
+                    pfds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
+                }
+                for m in &self.mms {
+                    pfds.push(PollFd::new(m.uffd.as_fd(), PollFlags::POLLIN));
+                }
+                let t = if busy {
+                    PollTimeout::ZERO
+                } else {
+                    PollTimeout::NONE
+                };
+                match poll(&mut pfds, t) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => return Err(Fatal(format!("poll: {e}"))),
+                }
+                pfds.iter()
+                    .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+                    .collect()
+            };
+            let mut ready = revents.into_iter();
+            if ctl && ready.next() == Some(true) {
+                match self.control(sock)? {
+                    Control::Task => {}
+                    Control::Go => {
+                        go = true;
+                        let _ = nix::sys::socket::send(
+                            sock.as_raw_fd(),
+                            &[MSG_ACK],
+                            MsgFlags::MSG_NOSIGNAL,
+                        );
+                    }
+                    Control::Closed => ctl = false,
+                }
+            }
+            let ready: Vec<bool> = ready.collect();
+            for (i, _) in ready.iter().enumerate().filter(|(_, &r)| r) {
+                msgs.clear();
+                match uffd::read_msgs(self.mms[i].uffd.as_fd(), &mut msgs) {
+                    Ok(()) => {}
+                    // The mm is gone (its tasks exited).
+                    Err(Errno::ESRCH) => self.mms[i].plan = Plan::default(),
+                    Err(e) => {
+                        return Err(Fatal(format!(
+                            "{}: reading the userfaultfd: {e}",
+                            self.mms[i].what
+                        )))
+                    }
+                }
+                for m in msgs.clone() {
+                    self.event(i, &m)?;
+                }
+            }
+            for i in 0..self.mms.len() {
+                for addr in std::mem::take(&mut self.mms[i].retry) {
+                    self.fault(i, addr)?;
+                }
+            }
+            if let Some(i) = self.mms.iter().position(|m| !m.plan.is_empty()) {
+                if let Some(p) = self.mms[i].plan.take_next(BACKGROUND_RUN) {
+                    self.fill(i, p)?;
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, sock: &OwnedFd) -> std::result::Result<Control, Fatal> {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let (n, fds) = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => {
+                let mut fds = Vec::new();
+                for c in m
+                    .cmsgs()
+                    .map_err(|e| Fatal(format!("control message: {e}")))?
+                {
+                    if let ControlMessageOwned::ScmRights(f) = c {
+                        fds.extend(f);
+                    }
+                }
+                (m.bytes, fds)
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => return Ok(Control::Task),
+            Err(_) => return Ok(Control::Closed),
+        };
+        // SAFETY-free ownership: these fds were just installed for us.
+        let fds: Vec<OwnedFd> = fds.into_iter().map(crate::sys::fd::own).collect();
+        if n == 0 {
+            return Ok(Control::Closed);
+        }
+        match buf[0] {
+            MSG_GO => Ok(Control::Go),
+            MSG_TASK if n >= 5 && (n - 5) % 16 == 0 && fds.len() == 2 => {
+                let idx = u32::from_ne_bytes(buf[1..5].try_into().unwrap()) as usize;
+                let ranges: Vec<(u64, u64)> = buf[5..n]
+                    .chunks_exact(16)
+                    .map(|c| {
+                        (
+                            u64::from_ne_bytes(c[..8].try_into().unwrap()),
+                            u64::from_ne_bytes(c[8..].try_into().unwrap()),
+                        )
+                    })
+                    .collect();
+                let t = self
+                    .imgs
+                    .tasks
+                    .get(idx)
+                    .ok_or_else(|| Fatal(format!("task index {idx} out of range")))?;
+                if self.sources[idx].is_none() {
+                    let m = super::memory::open_pages(self.imgs, &t.pages)
+                        .map_err(|e| Fatal(e.to_string()))?;
+                    self.sources[idx] = Some(m);
+                }
+                let mut fds = fds.into_iter();
+                let (uffd, pidfd) = (fds.next().unwrap(), fds.next().unwrap());
+                self.pidfds.push(pidfd);
+                let plan = task_plan(&t.pages.entries, &ranges, idx);
+                debug!(
+                    "lazy pages: pid {}: {} MiB in {} mappings",
+                    t.pid,
+                    plan.bytes() >> 20,
+                    ranges.len()
+                );
+                self.mms.push(Mm {
+                    uffd,
+                    plan,
+                    retry: Vec::new(),
+                    what: format!("pid {}", t.pid),
+                });
+                Ok(Control::Task)
+            }
+            _ => Err(Fatal(format!("a bad control message ({n} bytes)"))),
+        }
+    }
+
+    fn event(&mut self, i: usize, m: &uffd::Msg) -> std::result::Result<(), Fatal> {
+        match m.event {
+            uffd::EVENT_PAGEFAULT => {
+                self.faults += 1;
+                self.fault(i, m.arg[1] & !(PAGE - 1))?;
+            }
+            uffd::EVENT_FORK => {
+                let child = Mm {
+                    uffd: uffd::fork_fd(m),
+                    plan: self.mms[i].plan.clone(),
+                    retry: Vec::new(),
+                    what: format!("a child forked by {}", self.mms[i].what),
+                };
+                debug!("lazy pages: {}", child.what);
+                self.mms.push(child);
+            }
+            uffd::EVENT_REMAP => {
+                let [from, to, len] = m.arg;
+                self.mms[i].plan.remap(from, to, len);
+            }
+            uffd::EVENT_REMOVE | uffd::EVENT_UNMAP => {
+                let [start, end, _] = m.arg;
+                self.mms[i].plan.take_range(start, end);
+            }
+            e => {
+                return Err(Fatal(format!(
+                    "{}: unexpected userfaultfd event {e:#x}",
+                    self.mms[i].what
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Answer a fault at `addr` (page-aligned) of mm `i`.
+    fn fault(&mut self, i: usize, addr: u64) -> std::result::Result<(), Fatal> {
+        let pieces = self.mms[i].plan.take_fault(addr, FAULT_WINDOW);
+        let mut covered = false;
+        for p in pieces {
+            covered |= p.addr <= addr && addr < p.addr + p.len;
+            if !self.fill(i, p)? && p.addr <= addr && addr < p.addr + p.len {
+                self.mms[i].retry.push(addr);
+            }
+        }
+        if covered {
+            return Ok(());
+        }
+        // A hole (or a page already filled meanwhile): zeros, or a wake.
+        let fd = self.mms[i].uffd.as_fd();
+        match uffd::zeropage(fd, addr, PAGE) {
+            (_, None) => Ok(()),
+            (_, Some(Errno::EEXIST)) => {
+                let _ = uffd::wake(fd, addr, PAGE);
+                Ok(())
+            }
+            (_, Some(Errno::EAGAIN)) => {
+                self.mms[i].retry.push(addr);
+                Ok(())
+            }
+            // The mapping or the mm is gone: nobody waits for it.
+            (_, Some(Errno::ENOENT | Errno::ESRCH | Errno::EINVAL)) => Ok(()),
+            (_, Some(e)) => Err(Fatal(format!(
+                "{}: zero page at {addr:#x}: {e}",
+                self.mms[i].what
+            ))),
+        }
+    }
+
+    /// Copy piece `p` into mm `i`. False if the mm was changing and the
+    /// rest went back into the plan.
+    fn fill(&mut self, i: usize, p: Piece) -> std::result::Result<bool, Fatal> {
+        let Some(src) = self.sources.get(p.src).and_then(|s| s.as_ref()) else {
+            return Err(Fatal(format!("no pages file for piece {p:?}")));
+        };
+        let Some(data) = src.as_slice().get(p.off as usize..(p.off + p.len) as usize) else {
+            return Err(Fatal(format!(
+                "{}: pages at {:#x} are beyond the end of their pages file",
+                self.mms[i].what, p.addr
+            )));
+        };
+        let mm = &mut self.mms[i];
+        let mut done = 0u64;
+        while done < p.len {
+            let (n, err) = uffd::copy(mm.uffd.as_fd(), p.addr + done, &data[done as usize..]);
+            done += n;
+            self.copied += n;
+            match err {
+                None => {}
+                _ if n > 0 => {}
+                // A page already there (written by the restore itself).
+                Some(Errno::EEXIST) => done += PAGE,
+                Some(Errno::EAGAIN) => {
+                    mm.plan.insert(Piece {
+                        addr: p.addr + done,
+                        len: p.len - done,
+                        off: p.off + done,
+                        ..p
+                    });
+                    return Ok(false);
+                }
+                // The mapping is gone, or the whole mm.
+                Some(Errno::ENOENT | Errno::EINVAL) => return Ok(true),
+                Some(Errno::ESRCH) => {
+                    mm.plan = Plan::default();
+                    return Ok(true);
+                }
+                Some(e) => {
+                    return Err(Fatal(format!(
+                        "{}: copying pages to {:#x}: {e}",
+                        mm.what,
+                        p.addr + done
+                    )))
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+enum Control {
+    Task,
+    Go,
+    Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn piece(addr: u64, len: u64, off: u64) -> Piece {
+        Piece {
+            addr,
+            len,
+            src: 0,
+            off,
+        }
+    }
+
+    #[test]
+    fn fault_takes_the_window_around_the_address_faulting_run_first() {
+        let mut p = Plan::default();
+        p.insert(piece(0x10000, 0x4000, 0));
+        p.insert(piece(0x20000, 0x80000, 0x4000));
+        let got = p.take_fault(0x52000, 0x40000);
+        // Window 0x40000-0x80000, inside the second run.
+        assert_eq!(got, vec![piece(0x40000, 0x40000, 0x24000)]);
+        let got = p.take_fault(0x11000, 0x40000);
+        assert_eq!(
+            got,
+            vec![piece(0x10000, 0x4000, 0), piece(0x20000, 0x20000, 0x4000)]
+        );
+        // The end of the second run, then nothing is left.
+        assert_eq!(
+            p.take_fault(0x90000, 0x40000),
+            vec![piece(0x80000, 0x20000, 0x64000)]
+        );
+        assert!(p.is_empty());
+        assert_eq!(p.take_fault(0x90000, 0x40000), vec![]);
+    }
+
+    #[test]
+    fn remap_moves_what_is_left() {
+        let mut p = Plan::default();
+        p.insert(piece(0x10000, 0x10000, 0));
+        p.take_range(0x10000, 0x11000);
+        p.remap(0x10000, 0x100000, 0x10000);
+        assert_eq!(p.take_next(u64::MAX), Some(piece(0x101000, 0xf000, 0x1000)));
+        assert!(p.is_empty());
+    }
+
+    /// A page-granular model: address page -> file page, or none.
+    fn model(p: &Plan) -> BTreeMap<u64, u64> {
+        let mut m = BTreeMap::new();
+        for (&s, &(e, _, off)) in &p.runs {
+            for a in (s..e).step_by(PAGE as usize) {
+                m.insert(a, off + (a - s));
+            }
+        }
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Taking windows never loses, duplicates or shifts a page, always
+        /// brings the faulting page first if the plan has it, and stays
+        /// in the window.
+        #[test]
+        fn windows_partition_the_plan(
+            runs in prop::collection::vec((0u64..512, 1u64..64), 0..12),
+            faults in prop::collection::vec(0u64..600, 1..40),
+            wshift in 0u32..6,
+        ) {
+            let mut plan = Plan::default();
+            let mut off = 0;
+            for (start, n) in runs {
+                plan.insert(piece(start * PAGE, n * PAGE, off * PAGE));
+                off += n;
+            }
+            let mut want = model(&plan);
+            let window = PAGE << wshift;
+            for f in faults {
+                let addr = f * PAGE;
+                let had = want.contains_key(&addr);
+                let got = plan.take_fault(addr, window);
+                if had {
+                    prop_assert!(got[0].addr <= addr && addr < got[0].addr + got[0].len);
+                }
+                for p in &got {
+                    prop_assert!(p.addr & !(window - 1) == addr & !(window - 1));
+                    for k in 0..p.len / PAGE {
+                        let a = p.addr + k * PAGE;
+                        prop_assert_eq!(want.remove(&a), Some(p.off + k * PAGE));
+                    }
+                }
+                prop_assert_eq!(&model(&plan), &want);
+            }
+            while let Some(p) = plan.take_next(3 * PAGE) {
+                prop_assert!(p.len <= 3 * PAGE);
+                for k in 0..p.len / PAGE {
+                    prop_assert_eq!(want.remove(&(p.addr + k * PAGE)), Some(p.off + k * PAGE));
+                }
+            }
+            prop_assert!(want.is_empty());
+        }
+    }
+}
