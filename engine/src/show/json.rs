@@ -58,6 +58,9 @@ pub fn render(set: &ImageSet) -> Value {
                             "pgid": t.tree.pgid,
                             "sid": t.tree.sid,
                             "threads": threads,
+                            "ns_pid": t.tree.ns_pid,
+                            "ns_pgid": t.tree.ns_pgid,
+                            "ns_sid": t.tree.ns_sid,
                             "comm": t.comm(),
                             "depth": depth,
                         })
