@@ -166,7 +166,7 @@ pub fn engine_pidfd(
     root: &mut super::child::ChildPlan,
 ) -> Result<Option<std::os::fd::OwnedFd>> {
     use std::os::fd::AsRawFd;
-    if plans.iter().all(|p| p.ns_pid.is_empty()) {
+    if plans.iter().all(|p| p.ns_pid.len() < 2) {
         return Ok(None);
     }
     let above = plans
@@ -184,7 +184,7 @@ pub fn engine_pidfd(
         )
     })?;
     let n = high.as_raw_fd();
-    for p in plans.iter_mut().filter(|p| !p.ns_pid.is_empty()) {
+    for p in plans.iter_mut().filter(|p| p.ns_pid.len() > 1) {
         p.engine_pidfd = Some(n);
     }
     set_in(root, n);
@@ -192,7 +192,7 @@ pub fn engine_pidfd(
 }
 
 fn set_in(p: &mut super::child::ChildPlan, fd: i32) {
-    if !p.ns_pid.is_empty() {
+    if p.ns_pid.len() > 1 {
         p.engine_pidfd = Some(fd);
     }
     for c in p
