@@ -19,6 +19,13 @@
 //! with the pids its tasks have in that namespace (CRIU's virtual pids):
 //! those are what the tree sees and what the restore gives back, while the
 //! pids seen from outside need not be kept.
+//!
+//! Pid namespaces nested below the root's (a task that unshared or cloned
+//! one for its children) are the exception to the rule above: a task in
+//! one has a pid at every level from the root's namespace down (NSpid),
+//! all kept (pstree.img `ns_pid`, `ns_pgid`, `ns_sid`), and the restore
+//! makes each namespace by cloning its init (restore/pidns.rs).
+//! `pid_levels` says which nestings can be rebuilt.
 
 use std::collections::BTreeMap;
 
