@@ -189,6 +189,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     fault::check(pid, "dump-frozen")?;
     let treens = ns::TreeNs::check(&tree)?;
     files.vpids = treens.vpids().clone();
+    files.root = pid;
     let _in_netns = match treens.owns("net") {
         true => Some(netns::enter(pid)?),
         false => None,
@@ -387,6 +388,9 @@ impl DumpCtx<'_> {
         if let Some(ids) = &self.root_ids {
             self.treens.write_images(dir, root, ids)?;
         }
+        let ns = &mut self.ns;
+        self.treens
+            .write_nested_pidns(dir, |ino| ns.get("pid", ino))?;
         files::finish(&mut self.files, dir)?;
         dir.write_image("files.img", &self.files.entries)?;
         self.stats.shmem_pages +=
@@ -417,31 +421,13 @@ impl DumpCtx<'_> {
     }
 }
 
-/// The innermost of a task's two-level NSpgid or NSsid (the group or
-/// session as a tree with a pid namespace of its own sees it): known even
-/// when its leader is gone, unlike a leader's NSpid. None without a
-/// second level, or for a group or session outside that namespace (0).
-fn inner_id(levels: &[i32]) -> Option<Pid> {
-    match levels {
-        [_, v] if *v > 0 => Some(*v),
-        _ => None,
-    }
-}
-
 /// A zombie: only its exit status, which its parent has not collected.
 fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
     let st = stat::read(p.pid)?;
     // Its credentials still show (the parent's waitid reports si_uid).
-    let creds = status::read(p.pid)
-        .ok()
-        .map(|s| core::creds_from_status(&s, 0));
-    let v = |pid: Pid, what: &str| ctx.treens.vpid(p.pid, pid, what);
-    let (vpid, vppid, vpgid, vsid) = (
-        v(p.pid, "pid")?,
-        v(p.ppid, "parent")?,
-        v(st.pgrp, "process group")?,
-        v(st.session, "session")?,
-    );
+    let status = status::read(p.pid).ok();
+    let creds = status.as_ref().map(|s| core::creds_from_status(s, 0));
+    let vpid = ctx.treens.vpid(p.pid, p.pid, "pid")?;
     ctx.dir.write_image(
         &format!("core-{vpid}.img"),
         &[pb::CoreEntry {
@@ -459,13 +445,10 @@ fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
             ..Default::default()
         }],
     )?;
-    ctx.pstree.push(pb::PstreeEntry {
-        pid: vpid as u32,
-        ppid: vppid as u32,
-        pgid: vpgid as u32,
-        sid: vsid as u32,
-        threads: vec![vpid as u32],
-    });
+    let entry = ctx
+        .treens
+        .pstree_entry(p.pid, p.ppid, &st, status.as_ref(), vec![vpid as u32])?;
+    ctx.pstree.push(entry);
     ctx.stats.tasks += 1;
     Ok(())
 }
@@ -744,13 +727,10 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     if table_of.is_none() {
         dir.write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
     }
-    ctx.pstree.push(pb::PstreeEntry {
-        pid: vpid as u32,
-        ppid: v(p.ppid, "parent")? as u32,
-        pgid: inner_id(&status.ns_pgid).map_or_else(|| v(stat.pgrp, "process group"), Ok)? as u32,
-        sid: inner_id(&status.ns_sid).map_or_else(|| v(stat.session, "session"), Ok)? as u32,
-        threads: tids,
-    });
+    let entry = ctx
+        .treens
+        .pstree_entry(pid, p.ppid, &stat, Some(&status), tids)?;
+    ctx.pstree.push(entry);
     ctx.stats.tasks += 1;
     fault::check(pid, "dump-memory")
 }
@@ -1049,13 +1029,10 @@ fn pre_dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result
         .iter()
         .map(|t| v(t.tid, "thread").map(|t| t as u32))
         .collect::<Result<_>>()?;
-    ctx.pstree.push(pb::PstreeEntry {
-        pid: vpid as u32,
-        ppid: v(p.ppid, "parent")? as u32,
-        pgid: inner_id(&status.ns_pgid).map_or_else(|| v(stat.pgrp, "process group"), Ok)? as u32,
-        sid: inner_id(&status.ns_sid).map_or_else(|| v(stat.session, "session"), Ok)? as u32,
-        threads: tids,
-    });
+    let entry = ctx
+        .treens
+        .pstree_entry(pid, p.ppid, &stat, Some(&status), tids)?;
+    ctx.pstree.push(entry);
     ctx.stats.tasks += 1;
     fault::check(pid, "dump-memory")
 }

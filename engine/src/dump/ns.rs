@@ -19,6 +19,13 @@
 //! with the pids its tasks have in that namespace (CRIU's virtual pids):
 //! those are what the tree sees and what the restore gives back, while the
 //! pids seen from outside need not be kept.
+//!
+//! Pid namespaces nested below the root's (a task that unshared or cloned
+//! one for its children) are the exception to the rule above: a task in
+//! one has a pid at every level from the root's namespace down (NSpid),
+//! all kept (pstree.img `ns_pid`, `ns_pgid`, `ns_sid`), and the restore
+//! makes each namespace by cloning its init (restore/pidns.rs).
+//! `pid_levels` says which nestings can be rebuilt.
 
 use std::collections::BTreeMap;
 
@@ -51,6 +58,14 @@ pub struct TreeNs {
     /// thread of the tree; empty when the tree is in the engine's pid
     /// namespace.
     vpids: BTreeMap<Pid, Pid>,
+    /// Host pid -> pids from the root's pid namespace down to its own,
+    /// for every task and thread in a pid namespace below the root's.
+    levels: BTreeMap<Pid, Vec<Pid>>,
+    /// NSpid's index of the root's pid namespace.
+    top: usize,
+    /// The pid namespaces below the root's (inodes), each with its init
+    /// in the tree.
+    nested_pid: Vec<u64>,
     /// mountpoints-N.img of a mount namespace of the tree's own.
     mounts: Option<Vec<pb::MntEntry>>,
     /// netdev-N.img of a network namespace of the tree's own.
@@ -94,24 +109,11 @@ impl TreeNs {
                 if want == Some(ino) {
                     continue;
                 }
-                // A pid namespace below the root's: every task in it has
-                // a pid at each level, which the images (one pid a task)
-                // and the restore (set_tid of one level) cannot give back.
-                let nested_pid = "nested pid namespaces (a pid at each level, as CRIU's \
-                                  pstree keeps them) are not supported yet";
-                let why = if base == "pid" && kind.ends_with("_for_children") {
-                    format!(
-                        "it made a new pid namespace for its children ({kind}:[{ino}]) \
-                         inside the root's pid:[{}]; {nested_pid}",
-                        want.unwrap_or(0)
-                    )
-                } else if base == "pid" && p.pid != root_pid {
-                    format!(
-                        "it is in pid:[{ino}], a pid namespace made inside the tree below \
-                         the root's pid:[{}]; {nested_pid}",
-                        want.unwrap_or(0)
-                    )
-                } else if kind.ends_with("_for_children") {
+                // Pid namespaces below the root's: pid_levels checks them.
+                if base == "pid" {
+                    continue;
+                }
+                let why = if kind.ends_with("_for_children") {
                     format!(
                         "it made a new {base} namespace for its children ({kind}:[{ino}]); \
                          namespaces created inside the tree are not supported yet"
@@ -132,45 +134,12 @@ impl TreeNs {
                 ));
             }
         }
-        let mut vpids = BTreeMap::new();
-        if root.get("pid") != engine.get("pid") {
-            for p in tree {
-                let tids: Vec<Pid> = if p.threads.is_empty() {
-                    vec![p.pid]
-                } else {
-                    p.threads.iter().map(|t| t.tid).collect()
-                };
-                for tid in tids {
-                    let st = status::read_task(p.pid, tid)?;
-                    let v = match st.ns_pid[..] {
-                        [_, v] => v,
-                        _ => {
-                            return Err(Error::unsupported(
-                                tid,
-                                format!("pid namespace pid:[{}]", root["pid"]),
-                                format!(
-                                    "its pids {:?} are not one level below the engine's; \
-                                     nested pid namespaces are not supported yet",
-                                    st.ns_pid
-                                ),
-                            ))
-                        }
-                    };
-                    vpids.insert(tid, v);
-                }
-            }
-            if vpids.get(&root_pid) != Some(&1) {
-                return Err(Error::unsupported(
-                    root_pid,
-                    format!("pid namespace pid:[{}]", root["pid"]),
-                    format!(
-                        "the root is pid {} there, not the namespace's init: \
-                         only a whole pid namespace can be dumped",
-                        vpids.get(&root_pid).copied().unwrap_or(0)
-                    ),
-                ));
-            }
-        }
+        let own_pid = root.get("pid") != engine.get("pid");
+        let pids = pid_levels(tree, &root, own_pid)?;
+        let vpids = match own_pid {
+            true => pids.levels.iter().map(|(&h, l)| (h, l[0])).collect(),
+            false => BTreeMap::new(),
+        };
         let own = |k: &str| root.get(k) != engine.get(k);
         let mounts = match own("mnt") {
             true => Some(super::mntns::check(root_pid, root["mnt"])?),
@@ -184,6 +153,9 @@ impl TreeNs {
             root,
             engine,
             vpids,
+            top: pids.top,
+            levels: pids.levels,
+            nested_pid: pids.nested,
             mounts,
             net,
         })
@@ -193,6 +165,27 @@ impl TreeNs {
     /// in the engine's).
     pub fn vpids(&self) -> &BTreeMap<Pid, Pid> {
         &self.vpids
+    }
+
+    /// The pids of host pid `pid` from the root's pid namespace down to
+    /// its own, when that is below the root's (`None` in the root's).
+    pub fn levels(&self, pid: Pid) -> Option<&[Pid]> {
+        self.levels
+            .get(&pid)
+            .filter(|l| l.len() > 1)
+            .map(|l| &l[..])
+    }
+
+    /// From an NSpgid or NSsid line (ids from the engine's namespace
+    /// down): the ids from the root's namespace down; `None` when the
+    /// line does not reach it.
+    pub fn from_root_level<'a>(&self, ids: &'a [i32]) -> Option<&'a [i32]> {
+        ids.get(self.top..).filter(|l| !l.is_empty())
+    }
+
+    /// The pid namespaces below the root's (inodes).
+    pub fn nested_pid_ns(&self) -> &[u64] {
+        &self.nested_pid
     }
 
     /// Whether the tree has a namespace of this kind of its own.
@@ -212,10 +205,9 @@ impl TreeNs {
         }
         // A task of the namespace outside the tree cannot be: the init's
         // children are all in the tree. Only pids from outside are left.
-        let inside = status::read(pid).ok().and_then(|s| match s.ns_pid[..] {
-            [_, v] => Some(v),
-            _ => None,
-        });
+        let inside = status::read(pid)
+            .ok()
+            .and_then(|s| s.ns_pid.get(self.top).copied());
         match inside {
             Some(v) => Ok(v),
             None => Err(Error::unsupported(
@@ -224,6 +216,62 @@ impl TreeNs {
                 "it lies outside the tree's pid namespace (give the namespace's init a session of its own: setsid)",
             )),
         }
+    }
+
+    /// The pstree.img entry of host pid `pid` (`ppid` its parent), with
+    /// its ids at every level below the root's pid namespace when it is
+    /// in a nested one. The group and session come from NSpgid and NSsid
+    /// when the status can be read (known even when their leader is
+    /// gone), from /proc/PID/stat otherwise (a zombie's status may be
+    /// gone).
+    pub fn pstree_entry(
+        &self,
+        pid: Pid,
+        ppid: Pid,
+        stat: &crate::proc::stat::Stat,
+        st: Option<&status::Status>,
+        threads: Vec<u32>,
+    ) -> Result<pb::PstreeEntry> {
+        let v = |of: Pid, what: &str| self.vpid(pid, of, what);
+        let ids = |line: fn(&status::Status) -> &Vec<i32>| -> Vec<u32> {
+            st.and_then(|s| self.from_root_level(line(s)))
+                .map(|l| l.iter().map(|&x| x as u32).collect())
+                .unwrap_or_default()
+        };
+        let (pgids, sids) = (ids(|s| &s.ns_pgid), ids(|s| &s.ns_sid));
+        let pgid = match pgids.first() {
+            Some(&g) if g > 0 => g,
+            _ => v(stat.pgrp, "process group")? as u32,
+        };
+        let sid = match sids.first() {
+            Some(&g) if g > 0 => g,
+            _ => v(stat.session, "session")? as u32,
+        };
+        let mut e = pb::PstreeEntry {
+            pid: v(pid, "pid")? as u32,
+            ppid: v(ppid, "parent")? as u32,
+            pgid,
+            sid,
+            threads,
+            ..Default::default()
+        };
+        if let Some(l) = self.levels(pid) {
+            e.ns_pid = l.iter().map(|&x| x as u32).collect();
+            let want = l.len();
+            if pgids.len() != want || sids.len() != want {
+                return Err(Error::task(
+                    pid,
+                    "its pid namespace levels",
+                    format!(
+                        "NSpid {l:?} but NSpgid {pgids:?} and NSsid {sids:?} from the root's \
+                         namespace down"
+                    ),
+                ));
+            }
+            e.ns_pgid = pgids;
+            e.ns_sid = sids;
+        }
+        Ok(e)
     }
 
     /// utsns-N.img, timens-N.img, mountpoints-N.img, netns-N.img with
@@ -262,6 +310,184 @@ impl TreeNs {
         }
         Ok(())
     }
+
+    /// pidns-N.img of every pid namespace below the root's, N as in the
+    /// ids of the tasks in it (`id_of` maps an inode to it).
+    pub fn write_nested_pidns(
+        &self,
+        dir: &ImageDir,
+        mut id_of: impl FnMut(u64) -> u32,
+    ) -> Result<()> {
+        for &ino in &self.nested_pid {
+            let id = id_of(ino);
+            dir.write_image(
+                &format!("pidns-{id}.img"),
+                &[pb::PidnsEntry { ext_key: None }],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The tree's pids at every pid namespace level from the root's down.
+struct PidLevels {
+    /// NSpid's index of the root's namespace (NSpid starts at the
+    /// engine's /proc's).
+    top: usize,
+    /// Host pid -> pids from the root's namespace down to its own, for
+    /// every task and thread.
+    levels: BTreeMap<Pid, Vec<Pid>>,
+    /// Pid namespaces below the root's (inodes), in tree order.
+    nested: Vec<u64>,
+}
+
+/// The pids of every task at each level from the root's pid namespace
+/// down (NSpid), checked for what the restore can rebuild: the root is
+/// in the engine's pid namespace or the init of one a level below it;
+/// every other task is in its parent's pid namespace or is the init of a
+/// new one a level below its parent's (made by its parent's clone or
+/// unshare); a task whose `pid_for_children` is not its own pid
+/// namespace has its init among its children. Threads below the root's
+/// namespace are refused for now (the restore makes them with one
+/// level).
+fn pid_levels(tree: &[FrozenProc], root: &BTreeMap<String, u64>, own: bool) -> Result<PidLevels> {
+    let root_pid = tree[0].pid;
+    let root_ns = root["pid"];
+    let pid_ns = |p: &FrozenProc| -> Result<Option<(u64, u64)>> {
+        if p.zombie.is_some() {
+            return Ok(None);
+        }
+        let l = links(p.pid)?;
+        Ok(l.get("pid")
+            .copied()
+            .zip(l.get("pid_for_children").copied()))
+    };
+    let st = status::read(root_pid)?;
+    let top = st.ns_pid.len().saturating_sub(1);
+    if own && top != 1 {
+        return Err(Error::unsupported(
+            root_pid,
+            format!("pid namespace pid:[{root_ns}]"),
+            format!(
+                "its pids {:?} put the root {top} pid namespace levels below the engine's;                  only a root in the engine's pid namespace or one a level below it is supported",
+                st.ns_pid
+            ),
+        ));
+    }
+    if own && st.ns_pid.get(top) != Some(&1) {
+        return Err(Error::unsupported(
+            root_pid,
+            format!("pid namespace pid:[{root_ns}]"),
+            format!(
+                "the root is pid {} there, not the namespace's init: \
+                 only a whole pid namespace can be dumped",
+                st.ns_pid.get(top).copied().unwrap_or(0)
+            ),
+        ));
+    }
+    let mut out = PidLevels {
+        top,
+        levels: BTreeMap::new(),
+        nested: Vec::new(),
+    };
+    let mut ns_of: BTreeMap<Pid, (u64, u64)> = BTreeMap::new();
+    for p in tree {
+        let st = match p.pid == root_pid {
+            true => st.clone(),
+            false => status::read(p.pid)?,
+        };
+        let l: Vec<Pid> = st.ns_pid.get(top..).unwrap_or_default().to_vec();
+        let ns = pid_ns(p)?;
+        let ino = ns.map_or(0, |n| n.0);
+        let what = format!("pid namespace pid:[{ino}]");
+        if l.is_empty() {
+            return Err(Error::unsupported(
+                p.pid,
+                what,
+                format!(
+                    "its pids {:?} do not reach the root's pid namespace",
+                    st.ns_pid
+                ),
+            ));
+        }
+        if p.pid != root_pid {
+            let parent = out.levels.get(&p.ppid).map_or(&[][..], |v| &v[..]);
+            let same = l.len() == parent.len()
+                && match (ns, ns_of.get(&p.ppid)) {
+                    (Some(a), Some(b)) => a.0 == b.0,
+                    _ => true,
+                };
+            let init = l.len() == parent.len() + 1 && l.last() == Some(&1);
+            if init && p.zombie.is_some() {
+                return Err(Error::unsupported(
+                    p.pid,
+                    what,
+                    "it is the dead init of a pid namespace made inside the tree (a zombie): \
+                     not supported",
+                ));
+            }
+            if init {
+                out.nested.push(ino);
+            } else if !same {
+                return Err(Error::unsupported(
+                    p.pid,
+                    what,
+                    format!(
+                        "its pids {l:?} (from the root's pid namespace down) do not follow its \
+                         parent {}'s {parent:?}: a task is in its parent's pid namespace or is \
+                         the init of one a level below it (a task forked after setns into \
+                         another pid namespace is not supported)",
+                        p.ppid
+                    ),
+                ));
+            }
+        }
+        if l.len() > 1 && p.threads.len() > 1 {
+            return Err(Error::unsupported(
+                p.pid,
+                what,
+                format!(
+                    "it has {} threads in a pid namespace below the root's (pids {l:?}): \
+                     threads of nested pid namespaces are not supported yet",
+                    p.threads.len()
+                ),
+            ));
+        }
+        for t in p.threads.iter().filter(|t| t.tid != p.pid) {
+            let tl = match own {
+                true => status::read_task(p.pid, t.tid)?
+                    .ns_pid
+                    .get(top..)
+                    .unwrap_or_default()
+                    .to_vec(),
+                false => vec![t.tid],
+            };
+            out.levels.insert(t.tid, tl);
+        }
+        out.levels.insert(p.pid, l);
+        if let Some(n) = ns {
+            ns_of.insert(p.pid, n);
+        }
+    }
+    for p in tree {
+        let Some(&(mine, children)) = ns_of.get(&p.pid) else {
+            continue;
+        };
+        let has_init = tree
+            .iter()
+            .any(|c| c.ppid == p.pid && ns_of.get(&c.pid).map(|n| n.0) == Some(children));
+        if children != mine && !has_init {
+            return Err(Error::unsupported(
+                p.pid,
+                format!("pid namespace pid_for_children:[{children}]"),
+                format!(
+                    "it made a new pid namespace for its children inside its own pid:[{mine}], \
+                     and no child of it is that namespace's init (yet): not supported"
+                ),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The clock offsets of `pid`'s time namespace (/proc/PID/timens_offsets:

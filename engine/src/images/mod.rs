@@ -187,6 +187,7 @@ mod crit_tests {
                 pgid: pid,
                 sid: 1,
                 threads: vec![pid, pid + 1],
+                ..Default::default()
             }],
         )
         .unwrap();

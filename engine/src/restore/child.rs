@@ -64,9 +64,20 @@ pub struct FdPlan {
 /// Everything the child does for itself.
 #[derive(Debug, Clone, Default)]
 pub struct ChildPlan {
+    /// Its pid, session and group in the root's pid namespace (how the
+    /// engine names it).
     pub pid: i32,
     pub sid: i32,
     pub pgid: i32,
+    /// Its pids from the root's pid namespace down to its own (`[pid]`
+    /// in the root's: restore/pidns.rs).
+    pub ns_pid: Vec<i32>,
+    /// Its group as its own pid namespace sees it (0: the leader is
+    /// outside it).
+    pub local_pgid: i32,
+    /// Below the root's pid namespace: the inherited pidfd of the engine
+    /// it keeps at this number (restore/pidns.rs `engine_pidfd`).
+    pub engine_pidfd: Option<RawFd>,
     pub fds: Vec<FdPlan>,
     /// Files the engine needs open in the task while it rebuilds memory
     /// (mapped files, the exe); they land at `helper_fd_base + index`.
@@ -156,6 +167,48 @@ pub struct HelperPlan {
 }
 
 impl ChildPlan {
+    /// Its pids from the root's pid namespace down.
+    fn pids(&self) -> &[i32] {
+        match self.ns_pid.is_empty() {
+            true => std::slice::from_ref(&self.pid),
+            false => &self.ns_pid,
+        }
+    }
+
+    /// Its pid in its own pid namespace.
+    pub fn local_pid(&self) -> i32 {
+        self.pids()[self.level()]
+    }
+
+    /// Its pid namespace's level below the root's (0: the root's).
+    fn level(&self) -> usize {
+        self.ns_pid.len().saturating_sub(1)
+    }
+
+    /// The pid of a child with pids `levels` (from the root's namespace
+    /// down) as this task sees it.
+    fn pid_of_child(&self, levels: &[i32]) -> i32 {
+        levels[self.level().min(levels.len() - 1)]
+    }
+
+    /// `c`'s clone flags: CLONE_NEWPID for the init of a pid namespace
+    /// below this task's.
+    fn pidns_flag(&self, c: &ChildPlan) -> u64 {
+        match c.level() > self.level() {
+            true => libc::CLONE_NEWPID as u64,
+            false => 0,
+        }
+    }
+
+    /// This task's pid as its child `c` sees it: 0 from a pid namespace
+    /// below its own (the parent of an init is outside).
+    fn pid_for(&self, c: &ChildPlan) -> i32 {
+        match c.level() > self.level() {
+            true => 0,
+            false => self.local_pid(),
+        }
+    }
+
     /// The fd the error pipe is moved to: above every fd the task uses.
     pub fn err_fd(&self) -> RawFd {
         self.helper_fd_base + self.helper_files.len() as RawFd
@@ -255,9 +308,12 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
         check(early, nix::unistd::setpgid(zero, zero), || {
             format!("pid {pid}: setpgid")
         });
-    } else if nix::unistd::getpgrp() != npid(plan.pgid) {
-        check(early, join_group(plan.pgid), || {
-            format!("pid {pid}: join process group {}", plan.pgid)
+    } else if nix::unistd::getpgrp() != npid(plan.local_pgid) {
+        check(early, join_group(plan.local_pgid), || {
+            format!(
+                "pid {pid}: join process group {} ({} in its pid namespace)",
+                plan.pgid, plan.local_pgid
+            )
         });
     }
     // The session's terminal, before any child in the session exists.
@@ -315,7 +371,7 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
     }
     for z in &plan.zombies {
         let (zpid, status) = (z.pid, z.status);
-        let r = sys::clone3_with_pid(zpid, 0, libc::SIGCHLD as u64);
+        let r = sys::clone3_with_pids(&z.ns_pid, 0, libc::SIGCHLD as u64);
         if check(early, r, || format!("pid {pid}: fork of zombie {zpid}")) == 0 {
             let _ = sys::prctl(libc::PR_SET_NAME, z.comm.as_ptr() as u64, 0, 0, 0);
             if let Some((uids, gids, groups)) = &z.ids {
@@ -326,7 +382,7 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
         }
         // Wait until it is dead, without reaping it: its exit status is
         // for the restored program's own waitpid.
-        let r = sys::process::exited_unreaped(zpid, true);
+        let r = sys::process::exited_unreaped(plan.pid_of_child(&z.ns_pid), true);
         check(early, r, || format!("pid {pid}: waiting for zombie {zpid}"));
     }
     // The SIGCHLDs of those deaths are ours, not the program's.
@@ -437,7 +493,12 @@ fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
             })
         })
         .collect();
-    let keep: Vec<RawFd> = early_opened.iter().flatten().copied().collect();
+    let keep: Vec<RawFd> = early_opened
+        .iter()
+        .flatten()
+        .copied()
+        .chain(plan.engine_pidfd)
+        .collect();
     if sys::fd::dup2(early, efd).is_err() {
         sys::process::exit_now(2);
     }
@@ -547,15 +608,14 @@ fn fork_child(plan: &ChildPlan, c: &ChildPlan, flags: u64, early: RawFd) {
     } else {
         libc::SIGCHLD as u64
     };
-    let r = sys::clone3_with_pid(c.pid, flags, sig);
+    let r = sys::clone3_with_pids(c.pids(), flags | plan.pidns_flag(c), sig);
+    let local = npid(plan.pid_of_child(c.pids()));
     match check(early, r, || format!("pid {pid}: fork of child {}", c.pid)) {
-        0 => run(c, pid),
+        0 => run(c, plan.pid_for(c)),
         _ if c.pgid == c.pid && c.sid != c.pid && flags & libc::CLONE_PARENT as u64 == 0 => {
-            check(
-                early,
-                nix::unistd::setpgid(npid(c.pid), npid(c.pid)),
-                || format!("pid {pid}: setpgid of child {}", c.pid),
-            );
+            check(early, nix::unistd::setpgid(local, local), || {
+                format!("pid {pid}: setpgid of child {}", c.pid)
+            });
         }
         _ => {}
     }
@@ -578,26 +638,29 @@ fn fork_sharer(plan: &ChildPlan, c: &ChildPlan, early: RawFd, parent: Option<i32
         format!("pid {pid}: pipe for {who} {} (sharing its fd table)", c.pid)
     });
     let (flags, sig) = match parent {
-        // clone3 wants no exit signal with CLONE_PARENT (see fork_child).
+        // clone3 wants no exit signal with CLONE_PARENT (see fork_child);
+        // a sibling is in this task's pid namespace (restore/mod.rs).
         Some(_) => ((libc::CLONE_FILES | libc::CLONE_PARENT) as u64, 0),
-        None => (libc::CLONE_FILES as u64, libc::SIGCHLD as u64),
+        None => (
+            libc::CLONE_FILES as u64 | plan.pidns_flag(c),
+            libc::SIGCHLD as u64,
+        ),
     };
-    let r = sys::clone3_with_pid(c.pid, flags, sig);
+    let r = sys::clone3_with_pids(c.pids(), flags, sig);
     if check(early, r, || {
         format!("pid {pid}: fork of {who} {} with CLONE_FILES", c.pid)
     }) == 0
     {
-        run_with(c, parent.unwrap_or(pid), wr);
+        run_with(c, parent.unwrap_or_else(|| plan.pid_for(c)), wr);
     }
-    let r = sys::pidfd_open(c.pid, 0);
+    let local = npid(plan.pid_of_child(c.pids()));
+    let r = sys::pidfd_open(local.as_raw(), 0);
     let pidfd = check(early, r, || format!("pid {pid}: pidfd of {who} {}", c.pid));
     // Only a parent may set a child's group; a sibling sets its own.
     if parent.is_none() && c.pgid == c.pid && c.sid != c.pid {
-        check(
-            early,
-            nix::unistd::setpgid(npid(c.pid), npid(c.pid)),
-            || format!("pid {pid}: setpgid of child {}", c.pid),
-        );
+        check(early, nix::unistd::setpgid(local, local), || {
+            format!("pid {pid}: setpgid of child {}", c.pid)
+        });
     }
     let mut buf = [0u8; 512];
     loop {
@@ -681,6 +744,8 @@ fn set_loginuid(uid: u32) -> nix::Result<()> {
 #[derive(Debug, Clone)]
 pub struct ZombiePlan {
     pub pid: i32,
+    /// Its pids from the root's pid namespace down to its own.
+    pub ns_pid: Vec<i32>,
     /// The wait status its parent will collect.
     pub status: u32,
     pub comm: CString,

@@ -115,6 +115,8 @@ pub struct Zombie {
     pub status: u32,
     pub comm: String,
     pub creds: Option<pb::CredsEntry>,
+    /// Its pids from the root's pid namespace down (restore/pidns.rs).
+    pub ns_pid: Vec<i32>,
 }
 
 impl Images {
@@ -292,6 +294,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
                 status: tc.exit_code,
                 comm: tc.comm.clone(),
                 creds: core.thread_core.as_ref().and_then(|t| t.creds.clone()),
+                ns_pid: super::pidns::levels(p),
             });
             continue;
         }
@@ -420,7 +423,8 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
     );
     let cgroups = super::cgroups::load(dir, set.cgroups.as_ref(), &tasks)?;
     let ipc = super::ipc::from_set(dir, &set.sysvipc, &tasks)?;
-    let ns = super::ns::from_set(dir, &set, &tasks)?;
+    let nested_pid = super::pidns::check(dir, &set, &tasks, &zombies)?;
+    let ns = super::ns::from_set(dir, &set, &tasks, &nested_pid)?;
     Ok(Images {
         dir: dir.to_path_buf(),
         inventory,

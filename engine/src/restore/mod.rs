@@ -28,6 +28,7 @@ pub mod memory;
 pub mod mntns;
 pub mod netns;
 pub mod ns;
+pub mod pidns;
 pub mod seccomp;
 pub mod sessions;
 pub mod signals;
@@ -231,7 +232,7 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<Pid> {
             .collect(),
         armed: true,
     };
-    let root_plan = loop {
+    let mut root_plan = loop {
         for k in kinds.iter_mut() {
             k.plan_tree(imgs, &mut plans)?;
         }
@@ -244,6 +245,7 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<Pid> {
             break root_plan;
         }
     };
+    let _engine_pidfd = pidns::engine_pidfd(&mut plans, &mut root_plan)?;
 
     // Tree.
     let root = imgs.tasks[0].pid;
@@ -385,6 +387,7 @@ fn tree_plan(imgs: &Images, t: &TaskImages) -> Result<ChildPlan> {
         .map(|z| {
             Ok(child::ZombiePlan {
                 pid: z.pid,
+                ns_pid: z.ns_pid.clone(),
                 status: z.status,
                 comm: cstr(z.pid, "comm", &z.comm)?,
                 ids: z.creds.as_ref().map(|c| {
@@ -401,6 +404,8 @@ fn tree_plan(imgs: &Images, t: &TaskImages) -> Result<ChildPlan> {
         pid: t.pid,
         sid: t.pstree.sid as i32,
         pgid: t.pstree.pgid as i32,
+        ns_pid: pidns::levels(&t.pstree),
+        local_pgid: pidns::local(&t.pstree.ns_pgid, t.pstree.pgid),
         umask: 0o022,
         err_pipe: -1,
         zombies,
@@ -658,6 +663,18 @@ fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
             .iter()
             .find(|o| o.pid == owner)
             .map_or(0, |o| o.pstree.sid);
+        let nested = |pid: Pid| {
+            imgs.tasks
+                .iter()
+                .any(|o| o.pid == pid && !o.pstree.ns_pid.is_empty())
+        };
+        if nested(t.pid) || nested(owner) {
+            return Err(Error::unsupported(
+                t.pid,
+                format!("its fd table, shared with its sibling {owner}"),
+                "a table shared by siblings in a nested pid namespace: not supported yet",
+            ));
+        }
         // Born in its sibling's session, it can stay there or start one.
         if t.pstree.sid != owner_sid && t.pstree.sid as Pid != t.pid {
             return Err(Error::unsupported(
@@ -693,6 +710,29 @@ fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
                     "a task sharing its parent's fd table must be forked by its parent, but \
                      its session {} or process group {} needs a helper ({h}) to create it",
                     t.pstree.sid, t.pstree.pgid
+                ),
+            ));
+        }
+    }
+    // A helper is forked with one pid level: none below the root's pid
+    // namespace yet, nor forking a task there.
+    for t in &imgs.tasks {
+        let helper = match plan.creator.get(&t.pid) {
+            Some(sessions::Creator::Helper(h)) => Some(*h),
+            _ => plan
+                .helpers
+                .iter()
+                .find(|h| h.parent == t.pid)
+                .map(|h| h.pid),
+        };
+        if let (Some(h), false) = (helper, t.pstree.ns_pid.is_empty()) {
+            return Err(Error::unsupported(
+                t.pid,
+                format!("session {}, process group {}", t.pstree.sid, t.pstree.pgid),
+                format!(
+                    "it is in a pid namespace below the root's (pids {:?}) and its session or \
+                     group needs a helper ({h}), which is not supported there yet",
+                    t.pstree.ns_pid
                 ),
             ));
         }

@@ -79,7 +79,15 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
 
 /// Picks the root's namespace images and checks that every task is in
 /// the root's namespaces of those kinds, and that no image is left over.
-pub fn from_set(dir: &Path, set: &ImageSet, tasks: &[TaskImages]) -> Result<NsImages> {
+///
+/// Pid namespaces below the root's are restore/pidns.rs's (`nested_pid`,
+/// their ids): the tasks in them are not in the root's.
+pub fn from_set(
+    dir: &Path,
+    set: &ImageSet,
+    tasks: &[TaskImages],
+    nested_pid: &std::collections::BTreeSet<u32>,
+) -> Result<NsImages> {
     let ns = &set.namespaces;
     let root = &tasks[0];
     let ids = &root.ids;
@@ -93,7 +101,9 @@ pub fn from_set(dir: &Path, set: &ImageSet, tasks: &[TaskImages]) -> Result<NsIm
                 "net" => t.ids.net_ns_id,
                 _ => t.ids.pid_ns_id,
             };
-            if theirs != id {
+            // Tasks in nested pid namespaces: restore/pidns.rs.
+            let nested = kind == "pid" && !t.pstree.ns_pid.is_empty();
+            if theirs != id && !nested {
                 return Err(bad(
                     &dir.join(format!("ids-{}.img", t.pid)),
                     format!(
@@ -169,7 +179,11 @@ pub fn from_set(dir: &Path, set: &ImageSet, tasks: &[TaskImages]) -> Result<NsIm
     check_left(
         "pid",
         "pidns",
-        ns.pid.keys().copied().collect(),
+        ns.pid
+            .keys()
+            .copied()
+            .filter(|k| !nested_pid.contains(k))
+            .collect(),
         ids.pid_ns_id,
     )?;
     if let Some(id) = ids.time_ns_id.filter(|id| ns.time.contains_key(id)) {

@@ -52,7 +52,7 @@ pub fn render(set: &ImageSet) -> Value {
                     .map(|(depth, t)| {
                         let mut threads = t.tree.threads.clone();
                         threads.sort_unstable();
-                        json!({
+                        let mut v = json!({
                             "pid": t.tree.pid,
                             "ppid": t.tree.ppid,
                             "pgid": t.tree.pgid,
@@ -60,7 +60,15 @@ pub fn render(set: &ImageSet) -> Value {
                             "threads": threads,
                             "comm": t.comm(),
                             "depth": depth,
-                        })
+                        });
+                        // Below the root's pid namespace: the ids at
+                        // every level from the root's down.
+                        if !t.tree.ns_pid.is_empty() {
+                            v["ns_pid"] = json!(t.tree.ns_pid);
+                            v["ns_pgid"] = json!(t.tree.ns_pgid);
+                            v["ns_sid"] = json!(t.tree.ns_sid);
+                        }
+                        v
                     })
                     .collect(),
             ),

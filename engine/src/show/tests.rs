@@ -293,6 +293,7 @@ fn write_sample(dir: &Path) {
                 pgid: PID,
                 sid: PID,
                 threads: vec![PID, PID + 1],
+                ..Default::default()
             },
             pb::PstreeEntry {
                 pid: CHILD,
@@ -300,6 +301,7 @@ fn write_sample(dir: &Path) {
                 pgid: PID,
                 sid: PID,
                 threads: vec![CHILD],
+                ..Default::default()
             },
         ],
     )

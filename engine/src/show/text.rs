@@ -240,14 +240,27 @@ fn tree(out: &mut Out, set: &ImageSet) {
         }
         out.line(2, "tasks found from their core images:");
     }
-    let mut rows = vec![vec![
+    // Tasks in pid namespaces below the root's: their pid, group and
+    // session at each level, from the root's namespace down.
+    let nested = set.tasks.iter().any(|t| !t.tree.ns_pid.is_empty());
+    let mut header = vec![
         "PID".to_string(),
         "PPID".into(),
         "PGID".into(),
         "SID".into(),
         "THREADS".into(),
-        "COMM".into(),
-    ]];
+    ];
+    if nested {
+        header.push("PID/PGID/SID BY LEVEL".into());
+    }
+    header.push("COMM".into());
+    let mut rows = vec![header];
+    let by_level = |v: &[u32]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
     for (depth, t) in model::tree_order(&set.tasks) {
         let p = &t.tree;
         let threads = if p.threads.len() <= 1 {
@@ -264,14 +277,26 @@ fn tree(out: &mut Out, set: &ImageSet) {
                     .join(", ")
             )
         };
-        rows.push(vec![
+        let mut row = vec![
             format!("{}{}", "  ".repeat(depth), p.pid),
             p.ppid.to_string(),
             p.pgid.to_string(),
             p.sid.to_string(),
             threads,
-            t.comm().unwrap_or("?").to_string(),
-        ]);
+        ];
+        if nested {
+            row.push(match p.ns_pid.is_empty() {
+                true => "-".into(),
+                false => format!(
+                    "{} {} {}",
+                    by_level(&p.ns_pid),
+                    by_level(&p.ns_pgid),
+                    by_level(&p.ns_sid)
+                ),
+            });
+        }
+        row.push(t.comm().unwrap_or("?").to_string());
+        rows.push(row);
     }
     out.table(2, &rows, &[]);
 }

@@ -32,6 +32,14 @@ use nix::errno::Errno;
 /// `fork()`. The child starts with a copy of the caller's address space
 /// (no `CLONE_VM`), so it can run ordinary Rust code until it stops itself.
 pub fn clone3_with_pid(pid: i32, flags: u64, exit_signal: u64) -> nix::Result<i32> {
+    clone3_with_pids(&[pid], flags, exit_signal)
+}
+
+/// [`clone3_with_pid`] for a task in nested pid namespaces: `levels` are
+/// its pids from the outermost level to be kept down to its own
+/// namespace (set_tid takes them innermost first). With CLONE_NEWPID in
+/// `flags`, the last is 1: the child is the new namespace's init.
+pub fn clone3_with_pids(levels: &[i32], flags: u64, exit_signal: u64) -> nix::Result<i32> {
     #[repr(C)]
     #[derive(Default)]
     struct CloneArgs {
@@ -47,12 +55,19 @@ pub fn clone3_with_pid(pid: i32, flags: u64, exit_signal: u64) -> nix::Result<i3
         set_tid_size: u64,
         cgroup: u64,
     }
-    let tids: [libc::pid_t; 1] = [pid];
+    // No allocation: forked copies of the engine call this.
+    let mut tids = [0 as libc::pid_t; 32];
+    if levels.is_empty() || levels.len() > tids.len() {
+        return Err(Errno::EINVAL);
+    }
+    for (slot, &pid) in tids.iter_mut().zip(levels.iter().rev()) {
+        *slot = pid;
+    }
     let args = CloneArgs {
         flags,
         exit_signal,
         set_tid: tids.as_ptr() as u64,
-        set_tid_size: 1,
+        set_tid_size: levels.len() as u64,
         ..Default::default()
     };
     // SAFETY: `args` and `tids` outlive the call; without CLONE_VM the child

@@ -98,6 +98,14 @@ pub fn fork_stand_in(status: i32, go: BorrowedFd<'_>) -> nix::Result<i32> {
     }
 }
 
+/// [`open`], at fd `min` or the lowest free above it.
+pub fn open_at_least(pid: i32, min: i32) -> nix::Result<OwnedFd> {
+    let fd = open(pid, 0)?;
+    let high = super::fd::dup_at_least(fd.as_raw_fd(), min)?;
+    // SAFETY: a fresh fd F_DUPFD just gave us, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(high) })
+}
+
 /// `pidfd_open(2)` of `pid`, owned.
 pub fn open(pid: i32, flags: u32) -> nix::Result<OwnedFd> {
     let fd = super::pidfd_open(pid, flags)?;

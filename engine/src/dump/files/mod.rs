@@ -93,6 +93,9 @@ pub struct FileTable {
     /// Host pid -> pid in the tree's own pid namespace (empty without
     /// one): what the images keep of lock and F_SETOWN owners.
     pub vpids: std::collections::BTreeMap<Pid, Pid>,
+    /// The tree's root (host pid): the images' pids are as its pid
+    /// namespace sees them.
+    pub root: Pid,
     next_id: u32,
 }
 

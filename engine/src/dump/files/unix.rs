@@ -293,7 +293,7 @@ impl FdDumper for Unix {
         // A listener, or a stream never connected, has nothing to read.
         let readable = d.r#type as i32 == libc::SOCK_DGRAM || d.state == TCP_ESTABLISHED;
         let peeked = if readable {
-            read_queue(pid, &what, s, &d, peek_off)?
+            read_queue(pid, &what, s, &d, peek_off, table.root)?
         } else {
             Vec::new()
         };
@@ -647,11 +647,12 @@ fn read_queue(
     s: BorrowedFd<'_>,
     d: &UnixDiag,
     peek_off: i32,
+    root: Pid,
 ) -> Result<Vec<Peeked>> {
     let sys = |op: &str, e: Errno| Error::sys(pid, format!("{what}: {op}"), e);
     us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
         .map_err(|e| sys("SO_PEEK_OFF", e))?;
-    let got = peek_all(pid, what, s, d).and_then(|q| senders_in_own_ns(pid, what, s, q));
+    let got = peek_all(pid, what, s, d).and_then(|q| senders_in_tree_ns(pid, what, s, q, root));
     let back = us::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, peek_off)
         .map_err(|e| sys("putting SO_PEEK_OFF back", e));
     let got = got?;
@@ -659,26 +660,40 @@ fn read_queue(
     Ok(got)
 }
 
-/// `q` with its senders' pids as the socket's task sees them, when that
-/// task is in a pid namespace other than the engine's: its receiver
-/// would be told those, and the restore gives them back there.
-fn senders_in_own_ns(
+/// `q` with its senders' pids as the tree's root sees them, when the
+/// root is in a pid namespace other than the engine's: the images keep
+/// pids as the root's namespace sees them, and the restore sends the
+/// messages from there. A socket's task in a namespace nested below the
+/// root's is refused: a sender only that namespace sees could not be
+/// given back.
+fn senders_in_tree_ns(
     pid: Pid,
     what: &str,
     s: BorrowedFd<'_>,
     mut q: Vec<Peeked>,
+    root: Pid,
 ) -> Result<Vec<Peeked>> {
     if q.iter().all(|p| p.creds.is_none()) {
         return Ok(q);
     }
-    let ns_of = |p: &str| std::fs::metadata(format!("/proc/{p}/ns/pid")).map(|m| m.ino());
-    let task_ns = ns_of(&pid.to_string())
-        .map_err(|e| Error::io(format!("/proc/{pid}/ns/pid"), what.to_string(), e))?;
-    if ns_of("self").ok() == Some(task_ns) {
+    let ns_of = |p: &str| {
+        std::fs::metadata(format!("/proc/{p}/ns/pid"))
+            .map(|m| m.ino())
+            .map_err(|e| Error::io(format!("/proc/{p}/ns/pid"), what.to_string(), e))
+    };
+    let tree_ns = ns_of(&root.to_string())?;
+    if ns_of(&pid.to_string())? != tree_ns {
+        return Err(Error::unsupported(
+            pid,
+            what.to_string(),
+            "UNIX socket with SO_PASSCRED and messages queued with their senders' credentials, held in a pid namespace nested below the tree root's: not supported yet",
+        ));
+    }
+    if ns_of("self")? == tree_ns {
         return Ok(q);
     }
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/pid"))
-        .map_err(|e| Error::io(format!("/proc/{pid}/ns/pid"), what.to_string(), e))?;
+    let ns = std::fs::File::open(format!("/proc/{root}/ns/pid"))
+        .map_err(|e| Error::io(format!("/proc/{root}/ns/pid"), what.to_string(), e))?;
     let mut offsets = Vec::new();
     let mut at = 0usize;
     for p in &q {

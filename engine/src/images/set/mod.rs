@@ -442,6 +442,43 @@ fn pstree_entry_problem(p: &pb::PstreeEntry) -> Option<String> {
     if let Some(&t) = p.threads.iter().find(|&&t| !valid(t)) {
         return Some(format!("thread {} is not a pid", t as i32));
     }
+    ns_levels_problem(p)
+}
+
+/// The levels of a task in a pid namespace below the root's: one pid,
+/// group and session at each, the first the same as `pid`, `pgid`,
+/// `sid`; 33 at most (the kernel nests 32 pid namespaces).
+fn ns_levels_problem(p: &pb::PstreeEntry) -> Option<String> {
+    let n = p.ns_pid.len();
+    if n == 0 {
+        return match p.ns_pgid.is_empty() && p.ns_sid.is_empty() && p.tids.is_empty() {
+            true => None,
+            false => Some("ns_pgid, ns_sid or tids without ns_pid".into()),
+        };
+    }
+    if !(2..=33).contains(&n) {
+        return Some(format!(
+            "ns_pid {:?}: a task below the root's pid namespace has 2 to 33 levels",
+            p.ns_pid
+        ));
+    }
+    if p.ns_pid[0] != p.pid || p.ns_pid.iter().any(|&v| !(1..=PID_MAX_LIMIT).contains(&v)) {
+        return Some(format!(
+            "ns_pid {:?} does not start with its pid {} or holds a non-pid",
+            p.ns_pid, p.pid
+        ));
+    }
+    for (what, levels, first) in [
+        ("ns_pgid", &p.ns_pgid, p.pgid),
+        ("ns_sid", &p.ns_sid, p.sid),
+    ] {
+        if levels.len() != n || levels[0] != first {
+            return Some(format!(
+                "{what} {levels:?} does not match ns_pid {:?} (one id a level, the first {first})",
+                p.ns_pid
+            ));
+        }
+    }
     None
 }
 

@@ -427,11 +427,20 @@ fn inject_shared_files(r: &mut Remote<'_>, plan: &ChildPlan) -> Result<()> {
         })
         .collect();
     if todo.is_empty() {
+        if let Some(fd) = plan.engine_pidfd {
+            r.call(libc::SYS_close, &[fd as u64], "close of the engine's pidfd")?;
+        }
         return Ok(());
     }
     todo.sort();
-    let me = std::process::id() as u64;
-    let pidfd = r.call(libc::SYS_pidfd_open, &[me, 0], "pidfd_open of the engine")?;
+    let pidfd = match plan.engine_pidfd {
+        // Below the root's pid namespace: the engine has no pid there.
+        Some(fd) => fd as u64,
+        None => {
+            let me = std::process::id() as u64;
+            r.call(libc::SYS_pidfd_open, &[me, 0], "pidfd_open of the engine")?
+        }
+    };
     // Out of the way of every fd the task will have.
     let high = (plan.err_fd() + 1) as u64;
     let pidfd_high = r.call(
