@@ -5,7 +5,11 @@
 use std::path::{Path, PathBuf};
 
 pub fn generate() {
-    let proto_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
+    // Read at run time: a build script compiled for one checkout may be
+    // run again for another that shares its target directory.
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo");
+    let proto_dir = Path::new(&manifest).join("proto");
     println!("cargo:rerun-if-changed=proto");
 
     let mut files: Vec<PathBuf> = std::fs::read_dir(&proto_dir)

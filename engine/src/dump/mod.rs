@@ -492,6 +492,38 @@ fn task_ids(pid: Pid, id: u32, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
 
 /// What a thread looked like when it was stopped, before the engine's
 /// remote calls touched its signal mask.
+/// What a task in a pid namespace nested below the root's may not hold
+/// yet: the restore hands these pids to the task as the root's namespace
+/// sees them, where the task would need its own namespace's (an owner
+/// of an open file, the thread a POSIX timer signals, a controlling
+/// terminal's groups).
+fn refuse_nested_pids(pid: Pid, core: &pb::TaskCoreEntry, files: &files::FileTable) -> Result<()> {
+    let no = |what: String, why: &str| {
+        Err(Error::unsupported(
+            pid,
+            what,
+            format!("{why}, in a task of a pid namespace nested below the tree root's: not supported yet"),
+        ))
+    };
+    if let Some(o) = files.owners.iter().find(|o| o.pid == pid && o.owner != 0) {
+        return no(
+            format!("fd {} ({})", o.fd, o.link),
+            "an owner set with F_SETOWN",
+        );
+    }
+    let timers = core.timers.as_ref().map_or(&[][..], |t| &t.posix[..]);
+    if let Some(t) = timers.iter().find(|t| t.notify_thread_id.is_some()) {
+        return no(
+            format!("POSIX timer {}", t.it_id),
+            "a timer that signals one thread (SIGEV_THREAD_ID)",
+        );
+    }
+    if crate::proc::stat::read(pid)?.tty_nr != 0 {
+        return no("its controlling terminal".into(), "a controlling terminal");
+    }
+    Ok(())
+}
+
 fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
     let dir = ctx.dir;
     let threads = &mut p.threads[..];
@@ -588,6 +620,9 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
                 "epoll sets shared between processes are not supported yet",
             ));
         }
+    }
+    if ctx.treens.levels(pid).is_some() {
+        refuse_nested_pids(pid, &task_core, files)?;
     }
     let fs = files::dump_fs(pid, status.umask.unwrap_or(0o022), files)?;
     let exe_file_id = files::dump_exe(pid, files)?;
