@@ -497,7 +497,12 @@ fn task_ids(pid: Pid, id: u32, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
 /// sees them, where the task would need its own namespace's (an owner
 /// of an open file, the thread a POSIX timer signals, a controlling
 /// terminal's groups).
-fn refuse_nested_pids(pid: Pid, core: &pb::TaskCoreEntry, files: &files::FileTable) -> Result<()> {
+fn refuse_nested_pids(
+    pid: Pid,
+    core: &pb::TaskCoreEntry,
+    files: &files::FileTable,
+    fds: &[pb::FdinfoEntry],
+) -> Result<()> {
     let no = |what: String, why: &str| {
         Err(Error::unsupported(
             pid,
@@ -516,6 +521,21 @@ fn refuse_nested_pids(pid: Pid, core: &pb::TaskCoreEntry, files: &files::FileTab
         return no(
             format!("POSIX timer {}", t.it_id),
             "a timer that signals one thread (SIGEV_THREAD_ID)",
+        );
+    }
+    // The restore's driver inside the tree's own pid namespace makes a
+    // reaped task's pidfd after the root's clone, which a task below
+    // cannot inherit.
+    let reaped = |id: u32| {
+        files
+            .entries
+            .iter()
+            .any(|e| e.id == id && e.pidfd.as_ref().is_some_and(|p| p.nspid == -1))
+    };
+    if let Some(f) = fds.iter().find(|f| !files.vpids.is_empty() && reaped(f.id)) {
+        return no(
+            format!("fd {} (pidfd of a reaped task)", f.fd),
+            "a pidfd of a reaped task, in a tree with a pid namespace of its own",
         );
     }
     if crate::proc::stat::read(pid)?.tty_nr != 0 {
@@ -622,7 +642,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         }
     }
     if ctx.treens.levels(pid).is_some() {
-        refuse_nested_pids(pid, &task_core, files)?;
+        refuse_nested_pids(pid, &task_core, files, &fdinfos)?;
     }
     let fs = files::dump_fs(pid, status.umask.unwrap_or(0o022), files)?;
     let exe_file_id = files::dump_exe(pid, files)?;

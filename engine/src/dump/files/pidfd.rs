@@ -31,12 +31,16 @@ impl FdDumper for Pidfd {
     }
 
     fn dump(&self, fd: &FdCx<'_>, table: &mut FileTable) -> Result<(pb::FdTypes, u32)> {
+        // NSpid lists the target's pid from the engine's namespace down to
+        // its own; the images keep it as the tree's root sees it (a target
+        // in a nested namespace included). -1: reaped.
         let nspid = fd
             .info
             .get("NSpid")
             .or(fd.info.get("Pid"))
-            .and_then(|v| v.split_whitespace().last())
-            .and_then(|v| v.parse::<i32>().ok());
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(|host| if host > 0 { table.vpid(host) } else { host });
         let Some(nspid) = nspid else {
             return Err(fd.field::<()>("pidfd", "NSpid", None).unwrap_err());
         };
