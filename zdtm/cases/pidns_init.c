@@ -177,17 +177,7 @@ static void run_m(int fd)
 
 static int reap(pid_t pid, const char *name, int code)
 {
-	int status;
-
-	if (test_wait_exit(pid, &status, WAIT_SECS)) {
-		pr_perror("%s (pid %d): not reaped by the init", name, pid);
-		return 0;
-	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != code) {
-		pr_err("%s (pid %d): status 0x%x, want exit %d\n", name, pid, status, code);
-		return 0;
-	}
-	return 1;
+	return test_wait_exit_code(pid, name, code, WAIT_SECS, "the init");
 }
 
 int main(int argc, char **argv)

@@ -401,6 +401,21 @@ int test_wait_exit(pid_t pid, int *status, int secs)
 	return -1;
 }
 
+int test_wait_exit_code(pid_t pid, const char *name, int code, int secs, const char *by)
+{
+	int status;
+
+	if (test_wait_exit(pid, &status, secs)) {
+		pr_perror("%s (pid %d): not reaped by %s", name, pid, by);
+		return 0;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != code) {
+		pr_err("%s (pid %d): status 0x%x, want exit %d\n", name, pid, status, code);
+		return 0;
+	}
+	return 1;
+}
+
 int test_sysvipc_lock(void)
 {
 	int fd = open("/run/lock/ckpt-sysvipc.lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644);

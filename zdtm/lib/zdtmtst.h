@@ -97,6 +97,11 @@ extern int test_go(void);
  * Returns 0 with *status filled when the child exited in time.
  */
 int test_wait_exit(pid_t pid, int *status, int secs);
+/*
+ * test_wait_exit, then the child `name` must have exited with `code`:
+ * 1 if so, else 0 with the reason logged (`by`: who was to reap it).
+ */
+int test_wait_exit_code(pid_t pid, const char *name, int code, int secs, const char *by);
 
 /*
  * A check that records a failure and goes on, so one run reports every
