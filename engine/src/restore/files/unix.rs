@@ -660,16 +660,26 @@ impl Step {
                 fd,
                 peek_off,
                 shutdown,
-            } => {
-                let err = |op: &str, e| Error::sys(*pid, format!("{what}: {op}"), e);
-                if let Some(off) = peek_off {
-                    us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, *off)
-                        .map_err(|e| err("SO_PEEK_OFF", e))?;
-                }
-                us::shutdown(fd.as_fd(), *shutdown).map_err(|e| err("shutdown", e))
-            }
+            } => finish_socket(*pid, what, fd.as_fd(), *peek_off, *shutdown),
         }
     }
+}
+
+/// The last settings of a socket, after its queue: the peek offset, and
+/// the shutdown state (a shut-down end could not be written into).
+fn finish_socket(
+    pid: Pid,
+    what: &str,
+    fd: std::os::fd::BorrowedFd<'_>,
+    peek_off: Option<i32>,
+    shutdown: i32,
+) -> Result<()> {
+    let err = |op: &str, e| Error::sys(pid, format!("{what}: {op}"), e);
+    if let Some(off) = peek_off {
+        us::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
+            .map_err(|e| err("SO_PEEK_OFF", e))?;
+    }
+    us::shutdown(fd, shutdown).map_err(|e| err("shutdown", e))
 }
 
 impl Drop for Web {
@@ -1088,12 +1098,13 @@ impl Web {
                     shutdown: s.u.shutdown.unwrap_or(0),
                 });
             } else {
-                if let Some(off) = s.u.peek_off {
-                    us::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
-                        .map_err(|e| s.err("SO_PEEK_OFF", e))?;
-                }
-                us::shutdown(fd.as_fd(), s.u.shutdown.unwrap_or(0))
-                    .map_err(|e| s.err("shutdown", e))?;
+                finish_socket(
+                    s.pid,
+                    &s.what(),
+                    fd.as_fd(),
+                    s.u.peek_off,
+                    s.u.shutdown.unwrap_or(0),
+                )?;
             }
             nix::fcntl::fcntl(
                 fd.as_raw_fd(),
