@@ -341,6 +341,7 @@ impl<'a> Run<'a> {
                     }
                 ));
             }
+            self.check_variant_took_effect(n)?;
             self.check_restored(n, &before, &stopped_before)?;
         }
         if self.case.crfail && !failed_as_expected && self.variant != Variant::LeaveRunning {
@@ -637,6 +638,36 @@ impl<'a> Run<'a> {
         self.check_tree(before, stopped_before, "after the pre-dump")?;
         std::thread::sleep(Duration::from_millis(100));
         Ok(())
+    }
+
+    /// A variant whose restore option could silently do nothing proves it
+    /// did something, from the restore's -v4 log: `lazy`, that some
+    /// mapping was left to the lazy-pages daemon; `vdso-proxy`, that a
+    /// vDSO was remapped.
+    fn check_variant_took_effect(&self, n: usize) -> Result<(), String> {
+        /// "pid N: K mappings lazy, M refused" with K > 0.
+        fn some_lazy(l: &str) -> bool {
+            l.split_once(" mappings lazy")
+                .and_then(|(head, _)| head.rsplit(' ').next())
+                .is_some_and(|k| k != "0")
+        }
+        fn remapped(l: &str) -> bool {
+            l.contains("vDSO remapped")
+        }
+        let (what, took): (&str, fn(&str) -> bool) = match self.variant {
+            Variant::Lazy => ("no mapping was made lazy", some_lazy),
+            Variant::VdsoProxy => ("no vDSO was remapped", remapped),
+            _ => return Ok(()),
+        };
+        let log = self.path(&format!("restore-{n}.log"));
+        let text = std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        if text.lines().any(took) {
+            return Ok(());
+        }
+        Err(format!(
+            "restore {n} succeeded, but {what} ({})",
+            log.display()
+        ))
     }
 
     pub(crate) fn engine_restore(&mut self, n: usize) -> Result<ExitStatus, String> {
