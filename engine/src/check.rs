@@ -45,6 +45,19 @@ fn ptrace_seize_probe() -> Result<String, String> {
     })
 }
 
+fn cpu() -> Result<String, String> {
+    let c = crate::kernel::cpu::this();
+    let xcr0 = c.xfeatures_mask.unwrap_or(0);
+    if xcr0 == 0 {
+        return Err("XCR0 is 0".into());
+    }
+    yes(format!(
+        "{}, xsave components {xcr0:#x}, xsave area {} bytes",
+        c.model_id.unwrap_or_default(),
+        c.xsave_size.unwrap_or(0)
+    ))
+}
+
 fn file_exists(p: &str) -> Result<String, String> {
     if fs::metadata(p).is_ok() {
         yes(p)
@@ -157,6 +170,13 @@ pub fn run(all: bool) -> i32 {
             why: "moving [vvar]/[vvar_vclock]/[vdso] back",
             if_missing: "images from another vDSO layout restore through a copy of the dumped vDSO that jumps into this one",
             result: vdso_layout(),
+        },
+        Probe {
+            name: "cpu",
+            required: false,
+            why: "the CPU images record (cpuinfo.img): a restore refuses images of a CPU with more",
+            if_missing: "XSAVE is off: threads' extended register state cannot be saved",
+            result: cpu(),
         },
         Probe {
             name: "timers",

@@ -231,6 +231,12 @@ enum Cmd {
         /// (README: "Lazy restore").
         #[arg(long)]
         lazy_pages: bool,
+        /// What of the CPU the images were dumped on this one must have
+        /// (CRIU's option): `fpu` (xsave state components), `ins`
+        /// (instruction sets), `cpu` (every feature bit and the vendor),
+        /// `all`, or `none`; comma-separated.
+        #[arg(long, value_name = "CAPS", default_value = "fpu,ins")]
+        cpu_cap: ckpt::kernel::cpu::CpuCap,
         /// What to do with cgroups (CRIU's modes): ignore, none, props,
         /// soft (the default, also without a value), full, strict.
         #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
@@ -513,6 +519,7 @@ fn main() -> ExitCode {
             file_locks,
             tcp_established,
             lazy_pages,
+            cpu_cap,
             manage_cgroups,
             cgroup_root,
             trust_images,
@@ -533,6 +540,7 @@ fn main() -> ExitCode {
                 file_locks,
                 tcp_established,
                 lazy_pages,
+                cpu_cap,
             });
             ("restore", r.map_err(|e| e.to_string()))
         }

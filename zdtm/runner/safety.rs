@@ -213,6 +213,12 @@ fn main() {
             body: |r| restore_damaged(r, bump_image_version),
         },
         Spec {
+            name: "restore/cpu-lacks-features",
+            case: mem_case,
+            variant: Variant::Once,
+            body: |r| restore_damaged(r, cpu_of_the_future),
+        },
+        Spec {
             name: "restore/pagemap-outside-mappings",
             case: mem_case,
             variant: Variant::Once,
@@ -1501,6 +1507,51 @@ fn bump_image_version(dir: &Path, _pid: i32) -> Result<(String, Vec<Vec<String>>
             old + 1
         ),
         vec![vec!["inventory.img".into()], vec!["version".into()]],
+    ))
+}
+
+/// cpuinfo.img claims an xsave component and an instruction set this CPU
+/// lacks (the highest XCR0 bit it has not, and a bit of CPUID.7.0:EBX it
+/// has clear): refused before any process exists, naming both.
+fn cpu_of_the_future(dir: &Path, _pid: i32) -> Result<(String, Vec<Vec<String>>), String> {
+    let p = dir.join("cpuinfo.img");
+    let mut cpu: pb::CpuinfoEntry =
+        images::read_one(&p, Magic::Cpuinfo).map_err(|e| e.to_string())?;
+    let x = cpu
+        .x86_entry
+        .first_mut()
+        .ok_or("cpuinfo.img without an x86 entry")?;
+    let xcr0 = x
+        .xfeatures_mask
+        .ok_or("cpuinfo.img without xfeatures_mask")?;
+    let component = (2..63)
+        .rev()
+        .find(|b| xcr0 & (1 << b) == 0)
+        .ok_or("XCR0 is full")?;
+    x.xfeatures_mask = Some(xcr0 | 1 << component);
+    // Instruction sets of one vendor's CPUs only: Xeon Phi's (CPUID.7.0:
+    // EBX, word 9) and AMD's (CPUID.80000001:ECX, word 6); every CPU
+    // lacks one of them.
+    let (word, bit, name) = [
+        (9, 26, "avx512pf"),
+        (9, 27, "avx512er"),
+        (6, 11, "xop"),
+        (6, 16, "fma4"),
+    ]
+    .into_iter()
+    .find(|&(w, b, _)| x.capability[w] & (1 << b) == 0)
+    .ok_or("this CPU has every instruction set the test would claim")?;
+    x.capability[word] |= 1 << bit;
+    let d = images::write_image(&p, Magic::Cpuinfo, &[cpu]).map_err(|e| e.to_string())?;
+    reseal(dir, "cpuinfo.img", d)?;
+    Ok((
+        format!("cpuinfo.img: xsave component {component} and {name} added (manifest updated)"),
+        vec![
+            vec!["cpuinfo.img".into()],
+            vec![name.into()],
+            vec![format!("{:#x}", 1u64 << component)],
+            vec!["--cpu-cap".into()],
+        ],
     ))
 }
 

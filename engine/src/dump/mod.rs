@@ -417,6 +417,12 @@ impl DumpCtx<'_> {
             k.inventory(&mut inv);
         }
         dir.write_image("inventory.img", &[inv])?;
+        // What the tree's code may have chosen its instructions by: a
+        // restore on a CPU without them refuses (kernel/cpu.rs).
+        let cpu = pb::CpuinfoEntry {
+            x86_entry: vec![crate::kernel::cpu::this()],
+        };
+        dir.write_image("cpuinfo.img", &[cpu])?;
         self.link_parent()
     }
 }

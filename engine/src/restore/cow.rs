@@ -647,6 +647,7 @@ mod tests {
             memfds: Default::default(),
             ghosts: Default::default(),
             cgroups: None,
+            cpu: None,
             ipc: Default::default(),
             ns: Default::default(),
             file_locks: vec![],

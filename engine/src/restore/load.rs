@@ -93,6 +93,8 @@ pub struct Images {
     pub seccomp: Vec<pb::SeccompFilter>,
     /// cgroup.img, if the images have one.
     pub cgroups: Option<pb::CgroupEntry>,
+    /// cpuinfo.img's CPU, if the images have one.
+    pub cpu: Option<pb::CpuinfoX86Entry>,
     /// SysV IPC objects of the tree's IPC namespace.
     pub ipc: super::ipc::IpcImages,
     /// The root's namespaces the restore makes anew.
@@ -133,6 +135,31 @@ impl Images {
     pub fn bad(&self, name: &str, reason: impl std::fmt::Display) -> Error {
         bad(&self.dir.join(name), reason)
     }
+}
+
+/// The images' CPU against this one (kernel/cpu.rs), with the checks
+/// of `--cpu-cap`, before anything is created.
+pub fn check_cpu(imgs: &Images, cap: crate::kernel::cpu::CpuCap) -> Result<()> {
+    use crate::kernel::cpu;
+    let Some(img) = &imgs.cpu else {
+        crate::debug!("no cpuinfo.img: the CPU is not checked");
+        return Ok(());
+    };
+    let here = cpu::this();
+    let m = cpu::missing(img, &here, cap);
+    if m.is_empty() {
+        return Ok(());
+    }
+    let name = |e: &pb::CpuinfoX86Entry| e.model_id.clone().unwrap_or_else(|| "unnamed".into());
+    Err(imgs.bad(
+        "cpuinfo.img",
+        format!(
+            "the images were dumped on a CPU ({}) with {m}, which this CPU ({}) lacks: \
+             the restored program would fault where it uses them (--cpu-cap none restores anyway)",
+            name(img),
+            name(&here)
+        ),
+    ))
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -422,6 +449,21 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         &mut tasks,
     );
     let cgroups = super::cgroups::load(dir, set.cgroups.as_ref(), &tasks)?;
+    let cpu = match &set.cpuinfo {
+        Some(part) => Some(
+            require(dir, "cpuinfo.img", part)?
+                .x86_entry
+                .first()
+                .cloned()
+                .ok_or_else(|| {
+                    bad(
+                        &dir.join("cpuinfo.img"),
+                        "no x86 entry: images of a CPU of another architecture",
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let ipc = super::ipc::from_set(dir, &set.sysvipc, &tasks)?;
     let nested_pid = super::pidns::check(dir, &set, &tasks, &zombies)?;
     let ns = super::ns::from_set(dir, &set, &tasks, &nested_pid)?;
@@ -448,6 +490,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         ghosts,
         seccomp,
         cgroups,
+        cpu,
         ipc,
         ns,
         file_locks: set.file_locks.clone(),

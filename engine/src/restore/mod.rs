@@ -110,6 +110,8 @@ pub struct RestoreOptions {
     /// `--lazy-pages`: private anonymous memory is filled on demand and in
     /// the background after the tree runs (restore/lazy.rs).
     pub lazy_pages: bool,
+    /// `--cpu-cap`: what of the images' CPU this one must have.
+    pub cpu_cap: crate::kernel::cpu::CpuCap,
 }
 
 /// Restore the tree; returns the exit code for the engine: 0 when
@@ -117,6 +119,7 @@ pub struct RestoreOptions {
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Validate.
     let imgs = load::load(&opts.dir)?;
+    load::check_cpu(&imgs, opts.cpu_cap)?;
     trust::check(&imgs, opts.trust_images)?;
     for k in KINDS {
         (k.validate)(&imgs).map_err(|e| e.context(k.name))?;

@@ -2,6 +2,7 @@
 //! wrap. Every function here is a thin, typed wrapper with a SAFETY note;
 //! nothing else in the engine calls `libc::syscall` or `libc::ptrace`.
 
+pub mod cpu;
 pub mod fd;
 pub mod fown;
 pub mod fsnotify;

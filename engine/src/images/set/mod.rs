@@ -274,6 +274,9 @@ pub struct ImageSet {
     pub tcp_streams: BTreeMap<u32, Part<TcpStream>>,
     /// cgroup.img; None when the directory has none.
     pub cgroups: Option<Part<pb::CgroupEntry>>,
+    /// cpuinfo.img; None when the directory has none (CRIU writes one
+    /// only with --cpu-cap).
+    pub cpuinfo: Option<Part<pb::CpuinfoEntry>>,
     /// seccomp.img; None when the directory has none.
     pub seccomp: Option<Part<pb::SeccompEntry>>,
     /// filelocks.img (empty without one).
@@ -938,6 +941,13 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
     if let Some(Err(e)) = &cgroups {
         problems.push(e.to_string());
     }
+    let cpuinfo = match ld.one::<pb::CpuinfoEntry>("cpuinfo.img", Magic::Cpuinfo) {
+        Err(Absent::Missing(_)) => None,
+        other => Some(other),
+    };
+    if let Some(Err(e)) = &cpuinfo {
+        problems.push(e.to_string());
+    }
     let seccomp = match ld.one::<pb::SeccompEntry>("seccomp.img", Magic::Seccomp) {
         Err(Absent::Missing(_)) => None,
         other => Some(other),
@@ -976,6 +986,7 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         ghost_files,
         tcp_streams,
         cgroups,
+        cpuinfo,
         seccomp,
         file_locks,
         sysvipc,
