@@ -15,7 +15,11 @@
  *   supported nesting is pidns_nested's);
  * --kind=nft: the root enters a network namespace of its own (only lo,
  *   down) and gives it an nftables table with a chain and a rule;
- * --kind=nft_table: the same with an empty table (no chain, no rule).
+ * --kind=nft_table: the same with an empty table (no chain, no rule);
+ * --kind=cgroup_back: a child of the test task makes a cgroup namespace
+ *   of its own and forks a grandchild, which goes back into the test
+ *   task's (the host's) with setns: a namespace the restore cannot put a
+ *   task back into from one made inside the tree.
  *
  * After SIGTERM the nft kinds check that their table is still there.
  *
@@ -23,6 +27,7 @@
  * the names it set are still there.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <pthread.h>
 #include <net/route.h>
@@ -45,6 +50,7 @@
 const char *test_doc = "Check that namespaces the restore cannot make are refused at dump";
 
 static char *kind = "nested";
+static int host_cgns = -1;
 static void *sleeper(void *arg)
 {
 	for (;;)
@@ -52,7 +58,7 @@ static void *sleeper(void *arg)
 	return arg;
 }
 
-TEST_OPTION(kind, string, "nested, net, time, nestedpid_thread, nft or nft_table", 0);
+TEST_OPTION(kind, string, "nested, net, time, nestedpid_thread, nft, nft_table or cgroup_back", 0);
 
 /* lo up, then a route the kernel does not make: 10.0.0.0/8 through lo */
 static int add_route(void)
@@ -122,6 +128,11 @@ int main(int argc, char **argv)
 		pr_perror("unshare(CLONE_NEWTIME)");
 		return 1;
 	}
+	host_cgns = open("/proc/self/ns/cgroup", O_RDONLY);
+	if (host_cgns < 0) {
+		pr_perror("open /proc/self/ns/cgroup");
+		return 1;
+	}
 	child = fork();
 	if (child < 0) {
 		pr_perror("fork");
@@ -135,6 +146,19 @@ int main(int argc, char **argv)
 		if (!strcmp(kind, "nested") &&
 		    (unshare(CLONE_NEWUTS) || sethostname("zdtm-nested", 11)))
 			_exit(2);
+		if (!strcmp(kind, "cgroup_back")) {
+			if (unshare(CLONE_NEWCGROUP))
+				_exit(2);
+			init = fork();
+			if (init < 0)
+				_exit(2);
+			if (init == 0) {
+				if (setns(host_cgns, CLONE_NEWCGROUP))
+					_exit(5);
+				for (;;)
+					pause();
+			}
+		}
 		if (!strcmp(kind, "nestedpid_thread")) {
 			if (unshare(CLONE_NEWPID))
 				_exit(2);

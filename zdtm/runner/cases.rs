@@ -1211,6 +1211,16 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "ns_refused_cgroup_back",
+        program: Program::C("ns_refused"),
+        args: &["--kind=cgroup_back"],
+        suid: true,
+        flavors: &[Flavor::H, Flavor::Ns],
+        crfail: true,
+        crfail_reason: Some("it went back into the engine's (the host's) cgroup namespace"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "pidns_nested",
         program: Program::C("pidns_nested"),
         suid: true,
@@ -1320,9 +1330,8 @@ pub static CASES: &[Case] = &[
         program: Program::C("cgroup_ns"),
         feature: Some(has_v2),
         between: Some(remove_case_cgroups),
-        // ns: the flavour's init is the tree's root, so the cgroup namespace the case makes is made inside
-        // the tree, which the dump refuses
-        flavors: &[Flavor::H],
+        // ns: the flavour's init is the tree's root and stays in the host's cgroup namespace; the
+        // namespace the case makes is then one made inside the tree, by a task below the root.
         ..CGROUP_CASE
     },
     Case {

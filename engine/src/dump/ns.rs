@@ -76,6 +76,49 @@ fn links(pid: Pid) -> Result<BTreeMap<String, u64>> {
     Ok(proc::ns::ns_ids(pid)?.into_iter().collect())
 }
 
+/// Cgroup namespaces made inside the tree. The restore rebuilds one the
+/// way it was made: its first task (its *leader*, the one whose parent is
+/// in another) unshares it standing in the cgroups that were its roots,
+/// and the leader's descendants in it join it. So each namespace other
+/// than the root's must have one leader, every task in it descends from
+/// that leader, and none is the engine's (a task that went back to the
+/// host's namespace, with setns, could not be put back there: the restore
+/// makes namespaces, it does not reach outside the tree). Cgroup
+/// namespaces are not nested in one another (each is a view rooted at a
+/// cgroup), so a namespace made inside another needs nothing more.
+fn cgroup_leaders(tree: &[FrozenProc], engine: &BTreeMap<String, u64>) -> Result<()> {
+    let mut ns_of: BTreeMap<Pid, u64> = BTreeMap::new();
+    let mut leaders: BTreeMap<u64, Pid> = BTreeMap::new();
+    for p in tree.iter().filter(|p| p.zombie.is_none()) {
+        let Some(&ino) = links(p.pid)?.get("cgroup") else {
+            continue;
+        };
+        ns_of.insert(p.pid, ino);
+        if p.pid == tree[0].pid || ns_of.get(&p.ppid) == Some(&ino) {
+            leaders.entry(ino).or_insert(p.pid);
+            continue;
+        }
+        let refuse = |why: String| {
+            Error::unsupported(p.pid, format!("cgroup namespace cgroup:[{ino}]"), why)
+        };
+        if engine.get("cgroup") == Some(&ino) {
+            return Err(refuse(
+                "it went back into the engine's (the host's) cgroup namespace from its parent's; \
+                 the restore can only make cgroup namespaces anew"
+                    .into(),
+            ));
+        }
+        if let Some(first) = leaders.insert(ino, p.pid) {
+            return Err(refuse(format!(
+                "pid {first} is in it too without being its ancestor in that namespace \
+                 (a task joined it with setns); only a namespace made by one task and \
+                 inherited by its descendants can be rebuilt"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl TreeNs {
     /// Checks every live task of `tree` (the root first) against the
     /// rules of the module doc.
@@ -109,8 +152,9 @@ impl TreeNs {
                 if want == Some(ino) {
                     continue;
                 }
-                // Pid namespaces below the root's: pid_levels checks them.
-                if base == "pid" {
+                // Pid namespaces below the root's: pid_levels checks them;
+                // cgroup namespaces made below the root: cgroup_leaders.
+                if base == "pid" || (base == "cgroup" && p.pid != root_pid) {
                     continue;
                 }
                 let why = if kind.ends_with("_for_children") {
@@ -134,6 +178,7 @@ impl TreeNs {
                 ));
             }
         }
+        cgroup_leaders(tree, &engine)?;
         let own_pid = root.get("pid") != engine.get("pid");
         let pids = pid_levels(tree, &root, own_pid)?;
         let vpids = match own_pid {

@@ -426,7 +426,7 @@ fn flatten<'a>(
 /// threads), each thread dumped in a cgroup of its own moved there.
 pub const KIND: super::stage::Kind = super::stage::Kind {
     name: "cgroups",
-    validate: super::stage::no_checks,
+    validate: |imgs| cgns_roles(imgs).map(|_| ()),
     new: |imgs, opts| {
         let plan = plan(
             imgs.cgroups.as_ref(),
@@ -434,12 +434,71 @@ pub const KIND: super::stage::Kind = super::stage::Kind {
             opts.manage_cgroups,
             &opts.cgroup_roots,
         )?;
-        Ok(Box::new(Cgroups { plan, made: None }))
+        Ok(Box::new(Cgroups {
+            plan,
+            cgns: cgns_roles(imgs)?,
+            made: None,
+        }))
     },
 };
 
+/// A task's part in making its cgroup namespace again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CgnsRole {
+    /// The first task in a namespace of the tree's own: it makes it.
+    Leader,
+    /// Joins the namespace its leader (this pid, an ancestor) made.
+    Member(Pid),
+}
+
+/// Each task's role for the cgroup namespaces of the tree's own: those
+/// whose id (ids-PID.img) is not the dumper's (inventory.img root_ids).
+/// The first task of each in tree order (parents first) is its leader;
+/// the others must descend from it (dump/ns.rs made sure), or the images
+/// are refused here, before anything is created.
+fn cgns_roles(imgs: &super::load::Images) -> Result<BTreeMap<Pid, CgnsRole>> {
+    let host = imgs
+        .inventory
+        .root_ids
+        .as_ref()
+        .and_then(|r| r.cgroup_ns_id);
+    let mut leaders: BTreeMap<u32, Pid> = BTreeMap::new();
+    let mut roles = BTreeMap::new();
+    let parent: BTreeMap<Pid, Pid> = imgs
+        .tasks
+        .iter()
+        .map(|t| (t.pid, t.pstree.ppid as Pid))
+        .collect();
+    for t in &imgs.tasks {
+        let Some(id) = t.ids.cgroup_ns_id.filter(|&id| Some(id) != host) else {
+            continue;
+        };
+        let Some(&leader) = leaders.get(&id) else {
+            leaders.insert(id, t.pid);
+            roles.insert(t.pid, CgnsRole::Leader);
+            continue;
+        };
+        let mut up = parent.get(&t.pid).copied();
+        while let Some(p) = up.filter(|&p| p != leader) {
+            up = parent.get(&p).copied();
+        }
+        if up != Some(leader) {
+            return Err(imgs.bad(
+                &format!("ids-{}.img", t.pid),
+                format!(
+                    "pid {}: in cgroup namespace {id}, made by pid {leader}, which is not its ancestor",
+                    t.pid
+                ),
+            ));
+        }
+        roles.insert(t.pid, CgnsRole::Member(leader));
+    }
+    Ok(roles)
+}
+
 struct Cgroups {
     plan: CgroupPlan,
+    cgns: BTreeMap<Pid, CgnsRole>,
     /// Removed again by its Drop unless the tree was released.
     made: Option<Created>,
 }
@@ -489,38 +548,43 @@ impl super::stage::Restorer for Cgroups {
 }
 
 impl Cgroups {
-    /// A tree in a cgroup namespace of its own (the dump allows only one,
-    /// the root's, shared by every task): the root makes a new one while
-    /// it stands in the cgroups that were the namespace's root, so that it
-    /// is rooted there, and goes back to its own cgroups; every other task
-    /// joins the root's (through a pidfd of it). Before the Threads stage,
-    /// so the threads are born in it.
+    /// A cgroup namespace of the tree's own (`cgns_roles`): its leader
+    /// makes a new one while it stands in the cgroups that were the
+    /// namespace's root, so that it is rooted there, and goes back to its
+    /// own cgroups; the leader's descendants in it join it (through a
+    /// pidfd of the leader, which the task order, parents first, has
+    /// already put in it). Before the Threads stage, so the threads are
+    /// born in it.
     fn enter_cgns(&mut self, cx: &mut super::stage::TaskCx<'_>) -> Result<()> {
-        let root = &cx.imgs.tasks[0];
-        let Some(roots) = root
-            .tc()
-            .cg_set
-            .and_then(|id| self.plan.cgns_roots.get(&id))
-        else {
+        let pid = cx.pid();
+        let leader = match self.cgns.get(&pid) {
+            None => return Ok(()),
+            Some(CgnsRole::Member(leader)) => *leader,
+            Some(CgnsRole::Leader) => pid,
+        };
+        let set = |p: Pid| {
+            cx.imgs
+                .tasks
+                .iter()
+                .find(|t| t.pid == p)
+                .and_then(|t| t.tc().cg_set)
+        };
+        let Some(roots) = set(leader).and_then(|id| self.plan.cgns_roots.get(&id)) else {
             return Ok(());
         };
-        let pid = cx.pid();
-        if pid != root.pid {
-            let root_pid = root.pid;
+        if pid != leader {
             return cx.in_leader(|r, _, _| {
                 let fd = r.call(
                     libc::SYS_pidfd_open,
-                    &[root_pid as u64, 0],
-                    &format!(
-                        "pidfd_open of the root (pid {root_pid}) to join its cgroup namespace"
-                    ),
+                    &[leader as u64, 0],
+                    &format!("pidfd_open of pid {leader} to join its cgroup namespace"),
                 )?;
                 let res = r.call(
                     libc::SYS_setns,
                     &[fd, libc::CLONE_NEWCGROUP as u64],
-                    &format!("setns into the cgroup namespace of the root (pid {root_pid})"),
+                    &format!("setns into the cgroup namespace of pid {leader}"),
                 );
-                r.call(libc::SYS_close, &[fd], "close of the root's pidfd")?;
+                r.call(libc::SYS_close, &[fd], "close of the pidfd")?;
                 res.map(|_| ())
             });
         }
@@ -548,7 +612,7 @@ impl Cgroups {
             .map(|_| ())
         })?;
         debug!("pid {pid}: cgroup namespace rooted at {roots:?}");
-        self.plan.move_task(pid, root.tc().cg_set)
+        self.plan.move_task(pid, set(pid))
     }
 }
 
