@@ -4,6 +4,7 @@
 //! functions where possible, so that both sides agree by construction.
 
 pub mod clock;
+pub mod netconf;
 pub mod netlock;
 pub mod restart;
 pub mod seccomp;

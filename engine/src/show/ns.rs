@@ -504,6 +504,7 @@ mod tests {
             flags: (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as u32,
             name: "lo".into(),
             address: Some(vec![0; 6]),
+            ..Default::default()
         })
         .unwrap();
         w.finish().unwrap();
