@@ -4,6 +4,7 @@
 //! Messages are kept whole (header first) as iproute2's `ip ... save`
 //! keeps them, so a restore replays what the dump read.
 
+use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 
 use super::netlink::{self, u16_at, u32_at, Msg, NLMSG_HDRLEN};
@@ -34,12 +35,21 @@ const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_LINK_NETNSID: u16 = 37;
 const VETH_INFO_PEER: u16 = 1;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
 const IFA_FLAGS: u16 = 8;
 pub const IFA_F_NODAD: u32 = 0x02;
 pub const IFA_F_TENTATIVE: u32 = 0x40;
 pub const RTPROT_KERNEL: u8 = 2;
 pub const RT_TABLE_LOCAL: u8 = 255;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
 const RTA_TABLE: u16 = 15;
+const FRA_SRC: u16 = 2;
+const FRA_DST: u16 = 1;
+const FRA_PRIORITY: u16 = 6;
+const FRA_TABLE: u16 = 15;
 const RTM_F_CLONED: u32 = 0x200;
 
 /// The IFF_* flags a restore sets on a link (the others are the kernel's
@@ -188,6 +198,17 @@ pub struct Addr {
     pub flags: u32,
     pub scope: u8,
     pub index: u32,
+    /// IFA_LOCAL, else IFA_ADDRESS.
+    pub addr: Option<IpAddr>,
+}
+
+/// An address attribute of `family`'s length.
+fn ip(family: u8, v: &[u8]) -> Option<IpAddr> {
+    match family as i32 {
+        libc::AF_INET => Some(IpAddr::from(<[u8; 4]>::try_from(v.get(..4)?).ok()?)),
+        libc::AF_INET6 => Some(IpAddr::from(<[u8; 16]>::try_from(v.get(..16)?).ok()?)),
+        _ => None,
+    }
 }
 
 pub fn parse_addr(m: &[u8]) -> nix::Result<Addr> {
@@ -199,10 +220,14 @@ pub fn parse_addr(m: &[u8]) -> nix::Result<Addr> {
         flags: *b.get(2).ok_or(eio)? as u32,
         scope: *b.get(3).ok_or(eio)?,
         index: u32_at(b, 4).ok_or(eio)?,
+        addr: None,
     };
     for (ty, v) in netlink::attrs(b.get(IFADDRMSG_LEN..).ok_or(eio)?)? {
-        if ty == IFA_FLAGS {
-            a.flags = u32_at(v, 0).ok_or(eio)?;
+        match ty {
+            IFA_FLAGS => a.flags = u32_at(v, 0).ok_or(eio)?,
+            IFA_LOCAL => a.addr = ip(a.family, v),
+            IFA_ADDRESS if a.addr.is_none() => a.addr = ip(a.family, v),
+            _ => {}
         }
     }
     Ok(a)
@@ -242,6 +267,9 @@ pub struct Route {
     /// RTA_TABLE when there, else rtm_table.
     pub table: u32,
     pub flags: u32,
+    pub dst: Option<IpAddr>,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
 }
 
 pub fn parse_route(m: &[u8]) -> nix::Result<Route> {
@@ -254,10 +282,17 @@ pub fn parse_route(m: &[u8]) -> nix::Result<Route> {
         protocol: *b.get(5).ok_or(eio)?,
         route_type: *b.get(7).ok_or(eio)?,
         flags: u32_at(b, 8).ok_or(eio)?,
+        dst: None,
+        gateway: None,
+        oif: None,
     };
     for (ty, v) in netlink::attrs(b.get(RTMSG_LEN..).ok_or(eio)?)? {
-        if ty == RTA_TABLE {
-            r.table = u32_at(v, 0).ok_or(eio)?;
+        match ty {
+            RTA_TABLE => r.table = u32_at(v, 0).ok_or(eio)?,
+            RTA_DST => r.dst = ip(r.family, v),
+            RTA_GATEWAY => r.gateway = ip(r.family, v),
+            RTA_OIF => r.oif = u32_at(v, 0),
+            _ => {}
         }
     }
     Ok(r)
@@ -283,6 +318,44 @@ pub fn own_routes(fd: &OwnedFd, family: u8) -> nix::Result<Vec<Vec<u8>>> {
         }
     }
     Ok(out)
+}
+
+/// A rule as RTM_NEWRULE gives it (fib_rule_hdr and the attributes
+/// `ckpt show` prints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub family: u8,
+    pub src: Option<(IpAddr, u8)>,
+    pub dst: Option<(IpAddr, u8)>,
+    pub priority: u32,
+    pub table: u32,
+}
+
+pub fn parse_rule(m: &[u8]) -> nix::Result<Rule> {
+    let eio = nix::errno::Errno::EIO;
+    let b = m.get(NLMSG_HDRLEN..).ok_or(eio)?;
+    let (family, dst_len, src_len) = (
+        *b.first().ok_or(eio)?,
+        *b.get(1).ok_or(eio)?,
+        *b.get(2).ok_or(eio)?,
+    );
+    let mut r = Rule {
+        family,
+        src: None,
+        dst: None,
+        priority: 0,
+        table: *b.get(4).ok_or(eio)? as u32,
+    };
+    for (ty, v) in netlink::attrs(b.get(RTMSG_LEN..).ok_or(eio)?)? {
+        match ty {
+            FRA_SRC => r.src = ip(family, v).map(|a| (a, src_len)),
+            FRA_DST => r.dst = ip(family, v).map(|a| (a, dst_len)),
+            FRA_PRIORITY => r.priority = u32_at(v, 0).ok_or(eio)?,
+            FRA_TABLE => r.table = u32_at(v, 0).ok_or(eio)?,
+            _ => {}
+        }
+    }
+    Ok(r)
 }
 
 /// The body (after the header) of a whole message: what two rules are
