@@ -245,21 +245,29 @@ int test_rule_add(const char *src, int src_len, unsigned table, unsigned prio)
 	return talk(&r, "rule");
 }
 
-int test_sysctl_set(const char *path, const char *val)
+/* /proc/sys/PATH opened with flags, or -1 (logged). */
+static int sysctl_open(const char *path, int flags)
 {
 	char p[256];
-	int fd, n;
+	int fd;
 
 	snprintf(p, sizeof(p), "/proc/sys/%s", path);
-	fd = open(p, O_WRONLY);
-	if (fd < 0) {
+	fd = open(p, flags);
+	if (fd < 0)
 		pr_perror("open %s", p);
+	return fd;
+}
+
+int test_sysctl_set(const char *path, const char *val)
+{
+	int fd = sysctl_open(path, O_WRONLY), n;
+
+	if (fd < 0)
 		return -1;
-	}
 	n = write(fd, val, strlen(val));
 	close(fd);
 	if (n != (int)strlen(val)) {
-		pr_perror("write %s = %s", p, val);
+		pr_perror("write %s = %s", path, val);
 		return -1;
 	}
 	return 0;
@@ -267,19 +275,14 @@ int test_sysctl_set(const char *path, const char *val)
 
 int test_sysctl_get(const char *path, char *buf, int len)
 {
-	char p[256];
-	int fd, n;
+	int fd = sysctl_open(path, O_RDONLY), n;
 
-	snprintf(p, sizeof(p), "/proc/sys/%s", path);
-	fd = open(p, O_RDONLY);
-	if (fd < 0) {
-		pr_perror("open %s", p);
+	if (fd < 0)
 		return -1;
-	}
 	n = read(fd, buf, len - 1);
 	close(fd);
 	if (n < 0) {
-		pr_perror("read %s", p);
+		pr_perror("read %s", path);
 		return -1;
 	}
 	buf[n] = '\0';

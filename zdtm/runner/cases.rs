@@ -1283,27 +1283,16 @@ pub static CASES: &[Case] = &[
         flavors: &[Flavor::Ns],
         ..Case::DEFAULT
     },
-    // Established TCP between the addresses of a veth pair the tree made
-    // (ns only, as net_veth_addr).
+    // Established TCP between the addresses of a veth pair (NET_TCP_VETH).
     Case {
         name: "net_tcp_veth4",
-        program: Program::C("inet_tcp_conn"),
         args: &["--family=4", "--mode=pair", "--veth=1"],
-        suid: true,
-        flavors: &[Flavor::Ns],
-        dump_opts: &["--tcp-established"],
-        restore_opts: &["--tcp-established"],
-        ..Case::DEFAULT
+        ..NET_TCP_VETH
     },
     Case {
         name: "net_tcp_veth6",
-        program: Program::C("inet_tcp_conn"),
         args: &["--family=6", "--mode=pair", "--veth=1"],
-        suid: true,
-        flavors: &[Flavor::Ns],
-        dump_opts: &["--tcp-established"],
-        restore_opts: &["--tcp-established"],
-        ..Case::DEFAULT
+        ..NET_TCP_VETH
     },
     Case {
         name: "ns_refused_time",
@@ -1400,6 +1389,17 @@ pub static CASES: &[Case] = &[
         ..CGROUP_CASE
     },
 ];
+
+/// Established TCP between the addresses of a veth pair the tree made
+/// (ns only: in `h` the case would change the host's network).
+const NET_TCP_VETH: Case = Case {
+    program: Program::C("inet_tcp_conn"),
+    suid: true,
+    flavors: &[Flavor::Ns],
+    dump_opts: &["--tcp-established"],
+    restore_opts: &["--tcp-established"],
+    ..Case::DEFAULT
+};
 
 /// Cgroup cases create cgroups (root only) and must not see each other's.
 /// The tree's cgroups are the host's in the ns flavour too (no cgroup

@@ -127,9 +127,7 @@ fn read_inside() -> nix::Result<std::result::Result<NetNs, String>> {
         .into_iter()
         .filter(|m| crate::sys::netlink::msg_type(m) == rtnl::RTM_NEWADDR)
         .collect();
-    let mut rules = rtnl::dump(&nl, rtnl::RTM_GETRULE, libc::AF_INET as u8)?;
-    rules.extend(rtnl::dump(&nl, rtnl::RTM_GETRULE, libc::AF_INET6 as u8)?);
-    rules.retain(|m| crate::sys::netlink::msg_type(m) == rtnl::RTM_NEWRULE);
+    let rules = rtnl::rules(&nl)?;
     let conf = |(dir, names): (String, &[&str])| netconf::read(&dir, names);
     let group = |g: netconf::Group| netconf::read(g.dir, g.names);
     Ok(Ok(NetNs {
@@ -150,7 +148,7 @@ fn read_inside() -> nix::Result<std::result::Result<NetNs, String>> {
         ),
         route6: rtnl::save(
             rtnl::ROUTE_MAGIC,
-            &rtnl::own_routes(&nl, libc::AF_INET6 as u8)?,
+            &rtnl::no_v6(rtnl::own_routes(&nl, libc::AF_INET6 as u8))?,
         ),
         rule: rtnl::save(rtnl::ROUTE_MAGIC, &rules),
         nftables: None,

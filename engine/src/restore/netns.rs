@@ -21,7 +21,6 @@ use std::path::Path;
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::kernel::netconf;
-use crate::sys::netlink;
 use crate::sys::rtnetlink::{self as rtnl, Link};
 
 /// A network namespace as its images have it, checked.
@@ -204,18 +203,12 @@ pub fn enter(root: Pid, net: &NetImages) -> Result<()> {
     conf(root, netconf::ipv4("default"), &e.def_conf4)?;
     conf(root, netconf::ipv6("all"), &e.all_conf6)?;
     conf(root, netconf::ipv6("default"), &e.def_conf6)?;
-    let g = netconf::UNIX;
-    sysctls(
-        root,
-        "unix sysctls",
-        netconf::write(g.dir, g.names, &e.unix_conf),
-    )?;
-    let g = netconf::CORE;
-    sysctls(
-        root,
-        "core sysctls",
-        netconf::write(g.dir, g.names, &e.ckpt_core_conf),
-    )?;
+    for (g, values) in [
+        (netconf::UNIX, &e.unix_conf),
+        (netconf::CORE, &e.ckpt_core_conf),
+    ] {
+        sysctls(root, "sysctls", netconf::write(g.dir, g.names, values))?;
+    }
     links(root, &nl, &net.devices)?;
     for m in &net.addrs {
         add_addr(root, &nl, m)?;
@@ -335,12 +328,7 @@ fn rules(root: Pid, nl: &OwnedFd, want: &[Vec<u8>]) -> Result<()> {
         return Ok(());
     }
     let err = |what: &str, e| Error::sys(root, format!("network namespace: {what} a rule"), e);
-    let mut have =
-        rtnl::dump(nl, rtnl::RTM_GETRULE, libc::AF_INET as u8).map_err(|e| err("listing", e))?;
-    have.extend(
-        rtnl::dump(nl, rtnl::RTM_GETRULE, libc::AF_INET6 as u8).map_err(|e| err("listing", e))?,
-    );
-    have.retain(|m| netlink::msg_type(m) == rtnl::RTM_NEWRULE);
+    let have = rtnl::rules(nl).map_err(|e| err("listing", e))?;
     let same = |a: &[u8], b: &[u8]| rtnl::body(a) == rtnl::body(b);
     for m in have.iter().filter(|h| !want.iter().any(|w| same(w, h))) {
         rtnl::replay(nl, m, rtnl::RTM_DELRULE, 0).map_err(|e| err("deleting", e))?;

@@ -358,6 +358,23 @@ pub fn parse_rule(m: &[u8]) -> nix::Result<Rule> {
     Ok(r)
 }
 
+/// EAFNOSUPPORT of an IPv6 request (a kernel without IPv6, or booted
+/// with ipv6.disable=1) is no IPv6 object.
+pub fn no_v6(r: nix::Result<Vec<Vec<u8>>>) -> nix::Result<Vec<Vec<u8>>> {
+    match r {
+        Err(nix::errno::Errno::EAFNOSUPPORT) => Ok(vec![]),
+        r => r,
+    }
+}
+
+/// Every rule, IPv4 then IPv6, whole.
+pub fn rules(fd: &OwnedFd) -> nix::Result<Vec<Vec<u8>>> {
+    let mut out = dump(fd, RTM_GETRULE, libc::AF_INET as u8)?;
+    out.extend(no_v6(dump(fd, RTM_GETRULE, libc::AF_INET6 as u8))?);
+    out.retain(|m| netlink::msg_type(m) == RTM_NEWRULE);
+    Ok(out)
+}
+
 /// The body (after the header) of a whole message: what two rules are
 /// compared by.
 pub fn body(m: &[u8]) -> &[u8] {
