@@ -143,12 +143,24 @@ pub fn validate(
     let mut routes = load("route", rtnl::ROUTE_MAGIC, rtnl::RTM_NEWROUTE)?;
     routes.extend(load("route6", rtnl::ROUTE_MAGIC, rtnl::RTM_NEWROUTE)?);
     for m in &routes {
-        rtnl::parse_route(m).map_err(|e| {
+        let r = rtnl::parse_route(m).map_err(|e| {
             bad(
                 &dir.join(format!("route-{id}.img")),
                 format!("a malformed route ({e})"),
             )
         })?;
+        let six = if r.family as i32 == libc::AF_INET6 {
+            "6"
+        } else {
+            ""
+        };
+        let path = dir.join(format!("route{six}-{id}.img"));
+        if let Some(o) = r.oif.filter(|o| !indexes.contains(o)) {
+            return Err(bad(
+                &path,
+                format!("a route out of device index {o}, which netdev-{id}.img does not have"),
+            ));
+        }
     }
     let rules = load("rule", rtnl::ROUTE_MAGIC, rtnl::RTM_NEWRULE)?;
     let nftables = match raw.get("nftables") {
