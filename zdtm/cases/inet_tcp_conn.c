@@ -73,6 +73,7 @@
 #include <unistd.h>
 
 #include "net.h"
+#include "netdev.h"
 #include "zdtmtst.h"
 
 const char *test_doc = "Check established TCP connections with queued and unsent data (--tcp-established)";
@@ -81,6 +82,8 @@ static int family = 4;
 TEST_OPTION(family, int, "4 or 6", 0);
 static char *mode = "pair";
 TEST_OPTION(mode, string, "pair, ext, exthalf, half, closewait, extclosewait, lastack or closing", 0);
+static int veth;
+TEST_OPTION(veth, int, "1: between the two addresses of a veth pair the case makes (ns flavour)", 0);
 
 #define WAIT_SECS 20
 #define BUFSZ 8192
@@ -274,6 +277,29 @@ static int nft(const char *fmt, ...)
 	vsnprintf(cmd + n, sizeof(cmd) - n, fmt, ap);
 	va_end(ap);
 	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* With --veth: a veth pair zt0 - zt1 with an address on each (IPv6
+ * ones nodad), the listener's address (zt1's) in ss and cli bound to
+ * zt0's, so the connection runs between the addresses the tree made. */
+static int veth_addrs(int af, struct sockaddr_storage *ss, int cli)
+{
+	struct sockaddr_storage c = *ss;
+	const char *a0 = af == AF_INET6 ? "fd00:88::1" : "10.88.0.1";
+	const char *a1 = af == AF_INET6 ? "fd00:88::2" : "10.88.0.2";
+	int plen = af == AF_INET6 ? 64 : 24, six = af == AF_INET6;
+	void *d1 = six ? (void *)&((struct sockaddr_in6 *)ss)->sin6_addr : (void *)&((struct sockaddr_in *)ss)->sin_addr;
+	void *d0 = six ? (void *)&((struct sockaddr_in6 *)&c)->sin6_addr : (void *)&((struct sockaddr_in *)&c)->sin_addr;
+
+	if (cli < 0 || test_veth_create("zt0", "zt1") || test_link_set("zt0", 0, NULL, 1) ||
+	    test_link_set("zt1", 0, NULL, 1) || test_addr_add("zt0", af, a0, plen, 1) ||
+	    test_addr_add("zt1", af, a1, plen, 1) || inet_pton(af, a1, d1) != 1 || inet_pton(af, a0, d0) != 1)
+		return -1;
+	if (bind(cli, (struct sockaddr *)&c, six ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in))) {
+		pr_perror("bind to %s", a0);
+		return -1;
+	}
+	return 0;
 }
 
 /* Drops every packet from port `from` to port `to` on loopback with
@@ -504,6 +530,10 @@ int main(int argc, char **argv)
 	len = test_loopback_addr(af, &ss);
 	lst = socket(af, SOCK_STREAM, 0);
 	cli = socket(af, SOCK_STREAM, 0);
+	if (veth && (veth_addrs(af, &ss, cli) || lst < 0)) {
+		pr_err("veth pair and its addresses\n");
+		return 1;
+	}
 	if (lst < 0 || cli < 0 || setsockopt(lst, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) ||
 	    setsockopt(lst, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)) ||
 	    setsockopt(cli, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) ||

@@ -5,8 +5,11 @@
  * --kind=nested: a child of the test task enters a UTS namespace of its
  *   own (a namespace made inside the tree);
  * --kind=net: the test task, the tree's root, enters a network namespace
- *   of its own and gives it a route (10.0.0.0/8 through lo): more than the
- *   bare namespace with only its loopback device that the restore makes;
+ *   of its own and gives it a route (10.0.0.0/8 through lo). Supported
+ *   since network namespaces are kept whole (the row expects a pass, and
+ *   the route is checked after the restore);
+ * --kind=bridge: the same namespace with a bridge device in it, a kind of
+ *   device the restore does not make;
  * --kind=time: the test task makes a time namespace for its children and
  *   forks one into it;
  * --kind=nestedpid_thread: a child of the test task makes a pid namespace
@@ -15,7 +18,8 @@
  *   supported nesting is pidns_nested's);
  * --kind=nft: the root enters a network namespace of its own (only lo,
  *   down) and gives it an nftables table with a chain and a rule;
- * --kind=nft_table: the same with an empty table (no chain, no rule);
+ * --kind=nft_table: the same with an empty table (no chain, no rule).
+ *   Both supported now too (the ruleset is kept): the rows expect a pass;
  * --kind=cgroup_back: a child of the test task makes a cgroup namespace
  *   of its own and forks a grandchild, which goes back into the test
  *   task's (the host's) with setns: a namespace the restore cannot put a
@@ -42,6 +46,7 @@
 #include <unistd.h>
 
 #include "zdtmtst.h"
+#include "netdev.h"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -58,7 +63,7 @@ static void *sleeper(void *arg)
 	return arg;
 }
 
-TEST_OPTION(kind, string, "nested, net, time, nestedpid_thread, nft, nft_table or cgroup_back", 0);
+TEST_OPTION(kind, string, "nested, net, bridge, time, nestedpid_thread, nft, nft_table or cgroup_back", 0);
 
 /* lo up, then a route the kernel does not make: 10.0.0.0/8 through lo */
 static int add_route(void)
@@ -104,10 +109,12 @@ int main(int argc, char **argv)
 		pr_perror("pipe");
 		return 1;
 	}
-	if (!strcmp(kind, "net") && (unshare(CLONE_NEWNET) || add_route())) {
+	if ((!strcmp(kind, "net") || !strcmp(kind, "bridge")) && (unshare(CLONE_NEWNET) || add_route())) {
 		pr_perror("unshare(CLONE_NEWNET) or the route in it");
 		return 1;
 	}
+	if (!strcmp(kind, "bridge") && test_link_add("zb0", "bridge"))
+		return 1;
 	if (!strncmp(kind, "nft", 3)) {
 		const char *make = !strcmp(kind, "nft") ?
 			"nft add table inet zdtm_nft && "
@@ -202,6 +209,11 @@ int main(int argc, char **argv)
 	test_daemon();
 	test_waitsig();
 
+	if (!strcmp(kind, "net") && system("grep -q '^lo\t0000000A' /proc/self/net/route")) {
+		errno = 0;
+		fail("the route 10.0.0.0/8 through lo is gone");
+		return 1;
+	}
 	if (!strcmp(kind, "nft") &&
 	    system("nft list chain inet zdtm_nft input | grep -q 'dport 4242 accept'")) {
 		errno = 0;

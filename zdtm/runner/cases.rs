@@ -1237,39 +1237,72 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("threads of nested pid namespaces are not supported yet"),
         ..Case::DEFAULT
     },
+    // A network namespace the root makes in the `h` flavour (in `ns` the
+    // flavour's init is the root, so the case's namespace would be below
+    // the root's and refused as made inside the tree): a route, an
+    // nftables ruleset, an empty table; each checked after the restore.
     Case {
-        name: "ns_refused_net",
+        name: "netns_route",
         program: Program::C("ns_refused"),
         args: &["--kind=net"],
         suid: true,
-        // ns: the flavour's init is the tree's root, so the case's network namespace is below the root's
-        // and refused as made inside the tree, before the route it is meant to be refused for
         flavors: &[Flavor::H],
-        crfail: true,
-        crfail_reason: Some("it has the IPv4 route"),
         ..Case::DEFAULT
     },
     Case {
-        name: "ns_refused_nft",
+        name: "netns_nft",
         program: Program::C("ns_refused"),
         args: &["--kind=nft"],
         suid: true,
         flavors: &[Flavor::H],
-        crfail: true,
-        crfail_reason: Some(
-            "its nftables ruleset is not empty: 1 rule(s), the first in table inet zdtm_nft (chain input)",
-        ),
         ..Case::DEFAULT
     },
     Case {
-        name: "ns_refused_nft_table",
+        name: "netns_nft_table",
         program: Program::C("ns_refused"),
         args: &["--kind=nft_table"],
         suid: true,
         flavors: &[Flavor::H],
-        crfail: true,
-        crfail_reason: Some("its nftables ruleset is not empty: it has the table ip zdtm_nft_empty"),
         ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_bridge",
+        program: Program::C("ns_refused"),
+        args: &["--kind=bridge"],
+        suid: true,
+        // ns: as netns_route
+        flavors: &[Flavor::H],
+        crfail: true,
+        crfail_reason: Some("it has the network device zb0 of kind bridge"),
+        ..Case::DEFAULT
+    },
+    // The network namespace the `ns` flavour gives the tree, configured
+    // by the case (ns only: in `h` the case would change the host's).
+    Case {
+        name: "net_veth_addr",
+        program: Program::C("net_veth_addr"),
+        suid: true,
+        flavors: &[Flavor::Ns],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "net_veth_nft",
+        program: Program::C("net_veth_addr"),
+        args: &["--nft=1"],
+        suid: true,
+        flavors: &[Flavor::Ns],
+        ..Case::DEFAULT
+    },
+    // Established TCP between the addresses of a veth pair (NET_TCP_VETH).
+    Case {
+        name: "net_tcp_veth4",
+        args: &["--family=4", "--mode=pair", "--veth=1"],
+        ..NET_TCP_VETH
+    },
+    Case {
+        name: "net_tcp_veth6",
+        args: &["--family=6", "--mode=pair", "--veth=1"],
+        ..NET_TCP_VETH
     },
     Case {
         name: "ns_refused_time",
@@ -1365,6 +1398,17 @@ pub static CASES: &[Case] = &[
         ..CGROUP_CASE
     },
 ];
+
+/// Established TCP between the addresses of a veth pair the tree made
+/// (ns only: in `h` the case would change the host's network).
+const NET_TCP_VETH: Case = Case {
+    program: Program::C("inet_tcp_conn"),
+    suid: true,
+    flavors: &[Flavor::Ns],
+    dump_opts: &["--tcp-established"],
+    restore_opts: &["--tcp-established"],
+    ..Case::DEFAULT
+};
 
 /// Cgroup cases create cgroups (root only) and must not see each other's.
 /// The tree's cgroups are the host's in the ns flavour too (no cgroup

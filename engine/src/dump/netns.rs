@@ -1,27 +1,36 @@
-//! A network namespace of the tree's own, in the shape the `ns` flavour
-//! gives it (zdtm/lib/ns.c): a new namespace with only its loopback
-//! device, up, holding the addresses and routes the kernel gives it
-//! (127.0.0.1/8 and ::1) and nothing else. The dump checks that shape and
-//! refuses anything else, naming the task, the namespace and the first
-//! difference: a namespace with more devices, addresses, routes or
-//! firewall tables (iptables, or any nftables table or rule) needs the
-//! full network namespace support that is not written yet, and must not
-//! come back as a bare one.
+//! A network namespace of the tree's own: its links (loopback, and veth
+//! pairs with both ends inside), their flags, MTU, MAC and sysctls; its
+//! addresses, routes and rules; the namespace's sysctls; its nftables
+//! ruleset. What it holds beyond that (another kind of device, a veth
+//! whose other end is outside, a bridge port, legacy iptables tables) is
+//! refused, naming the task, the namespace and the object: it would not
+//! come back.
 //!
-//! Images, as CRIU has them: `netns-N.img` (the namespace; no sysctls
-//! yet) and `netdev-N.img` (its devices: only `lo` so far, with its flags
-//! and MTU), N the namespace's id in the tasks' ids. Addresses and routes
-//! are the kernel's defaults, so no ifaddr/route image is written; the
-//! restore (restore/netns.rs) checks the devices and brings `lo` up.
-
-use std::os::fd::AsFd;
+//! Images, as CRIU has them (N the namespace's id in the tasks' ids):
+//! `netns-N.img` (the sysctls of `all`, `default`, unix and core),
+//! `netdev-N.img` (one entry per device, with its own sysctls),
+//! `ifaddr-N.img`, `route-N.img`, `route6-N.img`, `rule-N.img`
+//! (rtnetlink messages as the kernel gave them, in iproute2's `ip ...
+//! save` format; only the routes the kernel does not make by itself for
+//! an address) and `nftables-N.img` (`nft list ruleset`, when there is
+//! one). restore/netns.rs makes them again in that order.
 
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::kernel::netconf;
+use crate::sys::rtnetlink::{self as rtnl, Link};
 
 /// What the dump keeps of the namespace.
 pub struct NetNs {
+    pub entry: pb::NetnsEntry,
     pub devices: Vec<pb::NetDeviceEntry>,
+    /// ifaddr-N.img, route-N.img, route6-N.img, rule-N.img.
+    pub ifaddr: Vec<u8>,
+    pub route: Vec<u8>,
+    pub route6: Vec<u8>,
+    pub rule: Vec<u8>,
+    /// nftables-N.img, for a namespace with a ruleset.
+    pub nftables: Option<String>,
 }
 
 fn refuse(pid: Pid, ino: u64, why: impl Into<String>) -> Error {
@@ -29,7 +38,7 @@ fn refuse(pid: Pid, ino: u64, why: impl Into<String>) -> Error {
         pid,
         format!("net namespace net:[{ino}]"),
         format!(
-            "{}; only a new network namespace with nothing but its loopback device is supported yet",
+            "{}; only loopback and veth pairs with both ends in the namespace are supported",
             why.into()
         ),
     )
@@ -42,138 +51,173 @@ fn net_file(pid: Pid, file: &str) -> Result<String> {
         .map_err(|e| Error::io(&path, format!("pid {pid}: its network namespace"), e))
 }
 
+/// The image entry of `l`, one of the namespace's `links`; Err says why
+/// it cannot be kept.
+fn device(l: &Link, links: &[Link]) -> std::result::Result<pb::NetDeviceEntry, String> {
+    let name = &l.name;
+    if let Some(m) = l.master {
+        return Err(format!(
+            "its network device {name} is enslaved to device {m} (bridges and bonds are not supported yet)"
+        ));
+    }
+    let (ty, peer) = match l.kind.as_deref() {
+        None if l.hw_type == libc::ARPHRD_LOOPBACK => (pb::NdType::Loopback, None),
+        Some("veth") => {
+            if l.link_netnsid.is_some() {
+                return Err(format!(
+                    "the other end of its veth device {name} is in another network namespace \
+                     (an external veth is not supported yet)"
+                ));
+            }
+            let peer = l
+                .link
+                .filter(|p| links.iter().any(|o| o.index == *p && o.index != l.index))
+                .ok_or_else(|| {
+                    format!("its veth device {name} has no other end in the namespace")
+                })?;
+            (pb::NdType::Veth, Some(peer))
+        }
+        kind => {
+            return Err(format!(
+                "it has the network device {name} of kind {} (type {})",
+                kind.unwrap_or("?"),
+                l.hw_type
+            ))
+        }
+    };
+    Ok(pb::NetDeviceEntry {
+        r#type: ty as i32,
+        ifindex: l.index,
+        mtu: l.mtu,
+        flags: l.flags,
+        name: name.clone(),
+        address: l.address.clone(),
+        conf4: {
+            let (dir, names) = netconf::ipv4(name);
+            netconf::read(&dir, names)
+        },
+        conf6: {
+            let (dir, names) = netconf::ipv6(name);
+            netconf::read(&dir, names)
+        },
+        peer_ifindex: peer,
+        peer_nsid: None,
+        master: None,
+    })
+}
+
+/// Everything read from inside the namespace: the images but the
+/// ruleset's text, or why a device is refused.
+fn read_inside() -> nix::Result<std::result::Result<NetNs, String>> {
+    let nl = rtnl::socket()?;
+    let mut links = Vec::new();
+    for m in rtnl::dump(&nl, rtnl::RTM_GETLINK, libc::AF_UNSPEC as u8)? {
+        if crate::sys::netlink::msg_type(&m) == rtnl::RTM_NEWLINK {
+            links.push(rtnl::parse_link(&m)?);
+        }
+    }
+    let mut devices = Vec::new();
+    for l in &links {
+        match device(l, &links) {
+            Ok(d) => devices.push(d),
+            Err(why) => return Ok(Err(why)),
+        }
+    }
+    let addrs: Vec<Vec<u8>> = rtnl::dump(&nl, rtnl::RTM_GETADDR, libc::AF_UNSPEC as u8)?
+        .into_iter()
+        .filter(|m| crate::sys::netlink::msg_type(m) == rtnl::RTM_NEWADDR)
+        .collect();
+    let rules = rtnl::rules(&nl)?;
+    let conf = |(dir, names): (String, &[&str])| netconf::read(&dir, names);
+    let group = |g: netconf::Group| netconf::read(g.dir, g.names);
+    Ok(Ok(NetNs {
+        entry: pb::NetnsEntry {
+            def_conf4: conf(netconf::ipv4("default")),
+            all_conf4: conf(netconf::ipv4("all")),
+            def_conf6: conf(netconf::ipv6("default")),
+            all_conf6: conf(netconf::ipv6("all")),
+            unix_conf: group(netconf::UNIX),
+            ckpt_core_conf: group(netconf::CORE),
+            ..Default::default()
+        },
+        devices,
+        ifaddr: rtnl::save(rtnl::IFADDR_MAGIC, &addrs),
+        route: rtnl::save(
+            rtnl::ROUTE_MAGIC,
+            &rtnl::own_routes(&nl, libc::AF_INET as u8)?,
+        ),
+        route6: rtnl::save(
+            rtnl::ROUTE_MAGIC,
+            &rtnl::no_v6(rtnl::own_routes(&nl, libc::AF_INET6 as u8))?,
+        ),
+        rule: rtnl::save(rtnl::ROUTE_MAGIC, &rules),
+        nftables: None,
+    }))
+}
+
 /// Checks the network namespace `ino` of `pid` (the tree's root) and
 /// returns what the images keep of it.
 pub fn check(pid: Pid, ino: u64) -> Result<NetNs> {
-    // Devices: /proc/PID/net/dev, two header lines, then "name: stats".
-    let dev = net_file(pid, "dev")?;
-    let names: Vec<String> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
-        .collect();
-    if let Some(other) = names.iter().find(|n| *n != "lo") {
-        return Err(refuse(
-            pid,
-            ino,
-            format!("it has the network device {other:?}"),
-        ));
-    }
-    if names.is_empty() {
-        return Err(refuse(pid, ino, "it has no loopback device"));
-    }
-    // IPv4 routes of the main table: none (lo's are in the local table).
-    if let Some(l) = net_file(pid, "route")?.lines().nth(1) {
-        return Err(refuse(
-            pid,
-            ino,
-            format!("it has the IPv4 route {:?}", l.trim()),
-        ));
-    }
-    // IPv6: only ::1 on lo, and only routes through lo.
-    if let Ok(text) = net_file(pid, "if_inet6") {
-        for l in text.lines() {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            if w.first() != Some(&"00000000000000000000000000000001") || w.last() != Some(&"lo") {
-                return Err(refuse(
-                    pid,
-                    ino,
-                    format!("it has the IPv6 address {:?}", l.trim()),
-                ));
-            }
-        }
-    }
-    if let Ok(text) = net_file(pid, "ipv6_route") {
-        if let Some(l) = text
-            .lines()
-            .find(|l| l.split_whitespace().last() != Some("lo"))
-        {
-            return Err(refuse(
-                pid,
-                ino,
-                format!("it has the IPv6 route {:?}", l.trim()),
-            ));
-        }
-    }
-    // Legacy firewall tables, once made in the namespace.
+    // Legacy firewall tables, once made in the namespace: not kept (CRIU
+    // runs iptables-save; the nftables ruleset below is what is kept).
     for f in ["ip_tables_names", "ip6_tables_names"] {
         if let Some(t) = net_file(pid, f)
             .ok()
             .and_then(|t| t.lines().next().map(String::from))
         {
-            return Err(refuse(pid, ino, format!("it has the {f} table {t:?}")));
+            return Err(refuse(
+                pid,
+                ino,
+                format!("it has the legacy {f} table {t:?} (only nftables rulesets are kept)"),
+            ));
         }
     }
-    // nftables: any rule, or else any table, even empty (its chains and
-    // sets would not come back either).
-    let (rules, tables) = in_netns(pid, "its nftables ruleset (nfnetlink)", |_| {
-        crate::sys::nftables::ruleset()
-    })?;
-    if let Some(r) = rules.first() {
-        return Err(refuse(
-            pid,
-            ino,
-            format!(
-                "its nftables ruleset is not empty: {} rule(s), the first in table {} {} (chain {})",
-                rules.len(),
-                r.family,
-                r.table,
-                r.chain.as_deref().unwrap_or("?")
-            ),
-        ));
-    }
+    let mut net = in_netns(
+        pid,
+        "its links, addresses, routes and rules (rtnetlink)",
+        read_inside,
+    )?
+    .map_err(|why| refuse(pid, ino, why))?;
+    let (_, tables) = in_netns(
+        pid,
+        "its nftables ruleset (nfnetlink)",
+        crate::sys::nftables::ruleset,
+    )?;
     if let Some(t) = tables.first() {
-        return Err(refuse(
-            pid,
-            ino,
-            format!(
-                "its nftables ruleset is not empty: it has the table {} {}",
-                t.family, t.table
-            ),
-        ));
-    }
-    let lo = in_netns(pid, "its loopback device (ioctl)", |sock| {
-        let name = "lo";
-        let flags = crate::sys::netdev::flags(sock, name)?;
-        let mtu = crate::sys::netdev::mtu(sock, name)?;
-        let ifindex = crate::sys::netdev::index(sock, name)?;
-        let v4 = crate::sys::netdev::ipv4_addr(sock, name)?;
-        Ok((flags, mtu, ifindex, v4))
-    })?;
-    let (flags, mtu, ifindex, v4) = lo;
-    let up = flags & libc::IFF_UP as u32 != 0;
-    let want_v4 = if up { Some([127, 0, 0, 1]) } else { None };
-    if v4 != want_v4 {
-        return Err(refuse(
-            pid,
-            ino,
-            format!("its loopback device has the IPv4 address {v4:?}, not {want_v4:?}"),
-        ));
+        let text = in_netns(pid, "its nftables ruleset (nft)", || {
+            Ok(crate::sys::nftables::list_ruleset())
+        })?
+        .map_err(|e| {
+            refuse(
+                pid,
+                ino,
+                format!(
+                    "its nftables ruleset (table {} {} and {} more) cannot be read: {e}",
+                    t.family,
+                    t.table,
+                    tables.len() - 1
+                ),
+            )
+        })?;
+        net.nftables = Some(text);
     }
     debug!(
-        "pid {pid}: net:[{ino}] has only lo ({}, mtu {mtu})",
-        if up { "up" } else { "down" }
+        "pid {pid}: net:[{ino}]: {} device(s) ({}), {} table(s)",
+        net.devices.len(),
+        net.devices
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        tables.len()
     );
-    Ok(NetNs {
-        devices: vec![pb::NetDeviceEntry {
-            r#type: pb::NdType::Loopback as i32,
-            ifindex,
-            mtu,
-            flags,
-            name: "lo".into(),
-            address: None,
-        }],
-    })
+    Ok(net)
 }
 
-/// Runs `f` with a datagram socket of `pid`'s network namespace, in a
-/// short-lived thread that joins it (setns of a network namespace changes
-/// only the calling thread).
-fn in_netns<T: Send>(
-    pid: Pid,
-    what: &str,
-    f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> nix::Result<T> + Send,
-) -> Result<T> {
+/// Runs `f` in a short-lived thread that joins `pid`'s network namespace
+/// (setns of a network namespace changes only the calling thread; what
+/// `f` opens, sockets and /proc/sys/net, answers for that namespace).
+fn in_netns<T: Send>(pid: Pid, what: &str, f: impl FnOnce() -> nix::Result<T> + Send) -> Result<T> {
     let path = format!("/proc/{pid}/ns/net");
     let ns = std::fs::File::open(&path)
         .map_err(|e| Error::io(&path, format!("pid {pid}: its network namespace"), e))?;
@@ -181,9 +225,7 @@ fn in_netns<T: Send>(
         s.spawn(|| -> Result<T> {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| Error::sys(pid, "setns into its network namespace", e))?;
-            let sock = crate::sys::netdev::inet_dgram()
-                .map_err(|e| Error::sys(pid, "socket in its network namespace", e))?;
-            f(sock.as_fd()).map_err(|e| Error::sys(pid, what, e))
+            f().map_err(|e| Error::sys(pid, what, e))
         })
         .join()
         .unwrap_or_else(|_| {

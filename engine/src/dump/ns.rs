@@ -320,7 +320,8 @@ impl TreeNs {
     }
 
     /// utsns-N.img, timens-N.img, mountpoints-N.img, netns-N.img with
-    /// netdev-N.img and pidns-N.img of the namespaces the tree owns, N as
+    /// netdev-N.img, ifaddr-N.img, route-N.img, route6-N.img, rule-N.img
+    /// and nftables-N.img, and pidns-N.img of the namespaces the tree owns, N as
     /// in the root's ids.
     pub fn write_images(
         &self,
@@ -343,8 +344,15 @@ impl TreeNs {
         }
         if let Some(net) = &self.net {
             let id = ids.net_ns_id.unwrap_or(0);
-            dir.write_image(&format!("netns-{id}.img"), &[pb::NetnsEntry::default()])?;
+            dir.write_image(&format!("netns-{id}.img"), std::slice::from_ref(&net.entry))?;
             dir.write_image(&format!("netdev-{id}.img"), &net.devices)?;
+            dir.write_file(&format!("ifaddr-{id}.img"), &net.ifaddr)?;
+            dir.write_file(&format!("route-{id}.img"), &net.route)?;
+            dir.write_file(&format!("route6-{id}.img"), &net.route6)?;
+            dir.write_file(&format!("rule-{id}.img"), &net.rule)?;
+            if let Some(text) = &net.nftables {
+                dir.write_file(&format!("nftables-{id}.img"), text.as_bytes())?;
+            }
         }
         if self.owns("pid") {
             let id = ids.pid_ns_id.unwrap_or(0);

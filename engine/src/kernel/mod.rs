@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod cpu;
+pub mod netconf;
 pub mod netlock;
 pub mod restart;
 pub mod seccomp;

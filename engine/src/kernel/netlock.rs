@@ -11,6 +11,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 
+use crate::sys::nftables::apply as nft;
+
 /// The firewall mark of the packets the restore makes up for a locked
 /// connection (a received FIN, the ACK of a sent one): the lock lets them
 /// through. CRIU's value, so that either tool's lock passes the other's.
@@ -20,32 +22,6 @@ pub const MARK: u32 = 0xC114;
 /// `root`.
 pub fn table_name(root: i32) -> String {
     format!("ckpt-{root}")
-}
-
-/// Runs `nft -f -` on `script`; Err with what nft said.
-fn nft(script: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft (the nftables package): {e}"))?;
-    let wrote = child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(script.as_bytes());
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "nft failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    wrote.map_err(|e| format!("nft: writing its rules: {e}"))
 }
 
 /// An address as the packets carry it: a v4-mapped INET6 address is the

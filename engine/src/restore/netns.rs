@@ -1,58 +1,352 @@
-//! A network namespace of the tree's own (see dump/netns.rs for the
-//! shape a dump holds): the engine's thread unshares a new one before
-//! any object exists, so the sockets the engine makes for the tree land
-//! in it, and sets its loopback device's flags (up, as the dump found
-//! it). The tasks inherit it from the root.
+//! A network namespace of the tree's own (see dump/netns.rs for what a
+//! dump holds): the engine's thread unshares a new one before any object
+//! exists, so the sockets the engine makes for the tree land in it (and
+//! can bind the tree's addresses), and makes it as the images have it:
+//! the namespace's sysctls (`all`, then `default`, unix, core); the veth
+//! pairs with their indexes, names, MTUs and MACs; each device's MTU and
+//! MAC and sysctls, then its flags (up); the addresses (an address past
+//! duplicate detection at dump time comes back with IFA_F_NODAD, usable
+//! at once); the routes; the rules (the new namespace's default rules
+//! not in the image removed); the nftables ruleset. The tasks inherit the
+//! namespace from the root.
 //!
-//! Full network namespaces (more devices, addresses, routes) extend this
-//! module: netdev-N.img already lists every device.
+//! Everything is checked by [`validate`] before any process exists: the
+//! device kinds, both ends of every veth, the raw images' format, and
+//! that each address and route names a device of the image.
 
-use std::os::fd::AsFd;
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
+use crate::kernel::netconf;
+use crate::sys::rtnetlink::{self as rtnl, Link};
 
-/// Checks netdev-N.img against what the restore makes: only a loopback
-/// device named `lo`.
-pub fn validate(path: &Path, devices: &[pb::NetDeviceEntry]) -> Result<()> {
-    let bad = |why: String| Error::Image(crate::images::ImageError::invalid(path, why));
+/// A network namespace as its images have it, checked.
+#[derive(Debug, Clone, Default)]
+pub struct NetImages {
+    pub entry: pb::NetnsEntry,
+    pub devices: Vec<pb::NetDeviceEntry>,
+    /// RTM_NEWADDR messages, whole.
+    pub addrs: Vec<Vec<u8>>,
+    /// RTM_NEWROUTE messages, IPv4 then IPv6.
+    pub routes: Vec<Vec<u8>>,
+    /// RTM_NEWRULE messages.
+    pub rules: Vec<Vec<u8>>,
+    pub nftables: Option<String>,
+}
+
+fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Image(crate::images::ImageError::invalid(path, why))
+}
+
+/// Checks the devices of netdev-N.img (`path`) against what the restore
+/// makes: `lo`, and veth pairs with both ends in the image.
+fn validate_devices(path: &Path, devices: &[pb::NetDeviceEntry]) -> Result<()> {
+    let by_index: BTreeMap<u32, &pb::NetDeviceEntry> =
+        devices.iter().map(|d| (d.ifindex, d)).collect();
+    if by_index.len() != devices.len() {
+        return Err(bad(path, "two devices with the same index"));
+    }
     for d in devices {
-        if d.r#type != pb::NdType::Loopback as i32 || d.name != "lo" {
-            return Err(bad(format!(
-                "device {:?} (type {}): only the loopback device is supported yet",
-                d.name, d.r#type
-            )));
+        let ty = pb::NdType::try_from(d.r#type).ok();
+        match ty {
+            Some(pb::NdType::Loopback) if d.name == "lo" => {}
+            Some(pb::NdType::Veth) => {
+                let peer = d.peer_ifindex.and_then(|p| by_index.get(&p));
+                match peer {
+                    Some(p)
+                        if p.r#type == pb::NdType::Veth as i32
+                            && p.peer_ifindex == Some(d.ifindex)
+                            && p.ifindex != d.ifindex => {}
+                    _ => {
+                        return Err(bad(
+                            path,
+                            format!(
+                                "veth {:?} (index {}): its other end (index {:?}) is not a veth of this image naming it back",
+                                d.name, d.ifindex, d.peer_ifindex
+                            ),
+                        ))
+                    }
+                }
+                if d.peer_nsid.is_some() {
+                    return Err(bad(
+                        path,
+                        format!("veth {:?}: an other end in another namespace is not supported", d.name),
+                    ));
+                }
+            }
+            _ => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "device {:?} (type {}): only the loopback device lo and veth pairs are supported",
+                        d.name, d.r#type
+                    ),
+                ))
+            }
+        }
+        if d.name.is_empty() || d.name.len() >= libc::IFNAMSIZ || d.name.contains('/') {
+            return Err(bad(
+                path,
+                format!("device name {:?} is not a valid one", d.name),
+            ));
+        }
+        if d.ifindex == 0 || d.master.is_some() {
+            return Err(bad(
+                path,
+                format!("device {:?}: index 0 or a master device", d.name),
+            ));
         }
     }
-    if devices.is_empty() {
-        return Err(bad("no loopback device".into()));
+    if !devices.iter().any(|d| d.name == "lo") {
+        return Err(bad(path, "no loopback device"));
     }
     Ok(())
 }
 
-/// In the engine's thread: the new namespace, its loopback device as
-/// the image has it.
-pub fn enter(root: Pid, devices: &[pb::NetDeviceEntry]) -> Result<()> {
+/// Checks the images of network namespace `id` in `dir` and returns them.
+/// `raw` holds the raw images by prefix (absent ones are empty).
+pub fn validate(
+    dir: &Path,
+    id: u32,
+    entry: &pb::NetnsEntry,
+    devices: &[pb::NetDeviceEntry],
+    raw: &BTreeMap<&str, Vec<u8>>,
+) -> Result<NetImages> {
+    validate_devices(&dir.join(format!("netdev-{id}.img")), devices)?;
+    let indexes: Vec<u32> = devices.iter().map(|d| d.ifindex).collect();
+    let load = |prefix: &str, magic: u32, ty: u16| -> Result<Vec<Vec<u8>>> {
+        let path = dir.join(format!("{prefix}-{id}.img"));
+        let b = raw.get(prefix).map(Vec::as_slice).unwrap_or(&[]);
+        rtnl::load(b, magic, ty).map_err(|why| bad(&path, why))
+    };
+    let addrs = load("ifaddr", rtnl::IFADDR_MAGIC, rtnl::RTM_NEWADDR)?;
+    for m in &addrs {
+        let a = rtnl::parse_addr(m).map_err(|e| {
+            bad(
+                &dir.join(format!("ifaddr-{id}.img")),
+                format!("a malformed address ({e})"),
+            )
+        })?;
+        if !indexes.contains(&a.index) {
+            return Err(bad(
+                &dir.join(format!("ifaddr-{id}.img")),
+                format!(
+                    "an address on device index {}, which netdev-{id}.img does not have",
+                    a.index
+                ),
+            ));
+        }
+    }
+    let mut routes = load("route", rtnl::ROUTE_MAGIC, rtnl::RTM_NEWROUTE)?;
+    routes.extend(load("route6", rtnl::ROUTE_MAGIC, rtnl::RTM_NEWROUTE)?);
+    for m in &routes {
+        let r = rtnl::parse_route(m).map_err(|e| {
+            bad(
+                &dir.join(format!("route-{id}.img")),
+                format!("a malformed route ({e})"),
+            )
+        })?;
+        let six = if r.family as i32 == libc::AF_INET6 {
+            "6"
+        } else {
+            ""
+        };
+        let path = dir.join(format!("route{six}-{id}.img"));
+        if let Some(o) = r.oif.filter(|o| !indexes.contains(o)) {
+            return Err(bad(
+                &path,
+                format!("a route out of device index {o}, which netdev-{id}.img does not have"),
+            ));
+        }
+    }
+    let rules = load("rule", rtnl::ROUTE_MAGIC, rtnl::RTM_NEWRULE)?;
+    let nftables = match raw.get("nftables") {
+        Some(b) if !b.is_empty() => Some(String::from_utf8(b.clone()).map_err(|_| {
+            bad(
+                &dir.join(format!("nftables-{id}.img")),
+                "not text (nft's ruleset)",
+            )
+        })?),
+        _ => None,
+    };
+    Ok(NetImages {
+        entry: entry.clone(),
+        devices: devices.to_vec(),
+        addrs,
+        routes,
+        rules,
+        nftables,
+    })
+}
+
+/// The link of image entry `d`.
+fn link_of(d: &pb::NetDeviceEntry) -> Link {
+    Link {
+        index: d.ifindex,
+        flags: d.flags,
+        name: d.name.clone(),
+        mtu: d.mtu,
+        address: d.address.clone(),
+        ..Link::default()
+    }
+}
+
+fn sysctls(root: Pid, what: &str, r: std::result::Result<(), String>) -> Result<()> {
+    r.map_err(|e| Error::task(root, format!("network namespace: {what}"), e))
+}
+
+/// Writes a group of conf sysctls (`(dir, names)` of netconf).
+fn conf(root: Pid, (dir, names): (String, &[&str]), values: &[pb::SysctlEntry]) -> Result<()> {
+    sysctls(root, "sysctls", netconf::write(&dir, names, values))
+}
+
+/// In the engine's thread: the new namespace, made as `net` has it
+/// (module doc).
+pub fn enter(root: Pid, net: &NetImages) -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| Error::sys(root, "unshare of a new network namespace", e))?;
-    let sock = crate::sys::netdev::inet_dgram()
-        .map_err(|e| Error::sys(root, "socket in its new network namespace", e))?;
-    for d in devices {
-        let up = libc::IFF_UP as u32;
-        if d.flags & up == 0 {
-            continue;
+    let nl = rtnl::socket()
+        .map_err(|e| Error::sys(root, "rtnetlink socket in its new network namespace", e))?;
+    let e = &net.entry;
+    conf(root, netconf::ipv4("all"), &e.all_conf4)?;
+    conf(root, netconf::ipv4("default"), &e.def_conf4)?;
+    conf(root, netconf::ipv6("all"), &e.all_conf6)?;
+    conf(root, netconf::ipv6("default"), &e.def_conf6)?;
+    for (g, values) in [
+        (netconf::UNIX, &e.unix_conf),
+        (netconf::CORE, &e.ckpt_core_conf),
+    ] {
+        sysctls(root, "sysctls", netconf::write(g.dir, g.names, values))?;
+    }
+    links(root, &nl, &net.devices)?;
+    for m in &net.addrs {
+        add_addr(root, &nl, m)?;
+    }
+    for m in &net.routes {
+        match rtnl::replay(&nl, m, rtnl::RTM_NEWROUTE, create()) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(Error::sys(
+                    root,
+                    format!("network namespace: a route ({:?})", rtnl::parse_route(m)),
+                    e,
+                ))
+            }
         }
-        let now = crate::sys::netdev::flags(sock.as_fd(), &d.name)
-            .map_err(|e| Error::sys(root, format!("flags of its network device {}", d.name), e))?;
-        crate::sys::netdev::set_flags(sock.as_fd(), &d.name, now | up).map_err(|e| {
+    }
+    rules(root, &nl, &net.rules)?;
+    if let Some(text) = &net.nftables {
+        crate::sys::nftables::apply(text)
+            .map_err(|e| Error::task(root, "network namespace: its nftables ruleset", e))?;
+    }
+    debug!(
+        "network namespace: {} device(s), {} address(es), {} route(s), {} rule(s){}",
+        net.devices.len(),
+        net.addrs.len(),
+        net.routes.len(),
+        net.rules.len(),
+        if net.nftables.is_some() {
+            ", nftables"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn create() -> u16 {
+    (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16
+}
+
+/// The devices: each veth pair made once (from its end of lower index),
+/// then every device's MTU, MAC, sysctls, and last its flags.
+fn links(root: Pid, nl: &OwnedFd, devices: &[pb::NetDeviceEntry]) -> Result<()> {
+    for d in devices {
+        let Some(p) = d.peer_ifindex.filter(|&p| p > d.ifindex) else {
+            continue;
+        };
+        let peer = devices.iter().find(|x| x.ifindex == p).expect("validated");
+        rtnl::create_veth(nl, &link_of(d), &link_of(peer)).map_err(|e| {
             Error::sys(
                 root,
-                format!("bringing its network device {} up", d.name),
+                format!(
+                    "network namespace: veth pair {} (index {}) - {} (index {p})",
+                    d.name, d.ifindex, peer.name
+                ),
                 e,
             )
         })?;
-        debug!("network namespace: {} up", d.name);
+    }
+    for d in devices {
+        // Down first: the MAC of a running device cannot change. lo's
+        // (all zeroes) cannot be set at all.
+        let lo = d.r#type == pb::NdType::Loopback as i32;
+        let down = Link {
+            flags: 0,
+            address: d.address.clone().filter(|_| !lo),
+            ..link_of(d)
+        };
+        let what = format!("network namespace: device {} (index {})", d.name, d.ifindex);
+        rtnl::set_link(nl, &down)
+            .map_err(|e| Error::sys(root, format!("{what}: MTU {}, address", d.mtu), e))?;
+        conf(root, netconf::ipv4(&d.name), &d.conf4)?;
+        conf(root, netconf::ipv6(&d.name), &d.conf6)?;
+        rtnl::set_link(
+            nl,
+            &Link {
+                address: None,
+                ..link_of(d)
+            },
+        )
+        .map_err(|e| Error::sys(root, format!("{what}: flags {:#x}", d.flags), e))?;
+        debug!(
+            "network namespace: {} (index {}, flags {:#x}, mtu {})",
+            d.name, d.ifindex, d.flags, d.mtu
+        );
+    }
+    Ok(())
+}
+
+/// One address; one the kernel made already (lo's, a link-local one) is
+/// there.
+fn add_addr(root: Pid, nl: &OwnedFd, m: &[u8]) -> Result<()> {
+    let a =
+        rtnl::parse_addr(m).map_err(|e| Error::sys(root, "network namespace: an address", e))?;
+    let msg = match a.flags & rtnl::IFA_F_TENTATIVE {
+        0 => {
+            rtnl::with_nodad(m).map_err(|e| Error::sys(root, "network namespace: an address", e))?
+        }
+        _ => m.to_vec(),
+    };
+    match rtnl::replay(nl, &msg, rtnl::RTM_NEWADDR, create()) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(Error::sys(
+            root,
+            format!("network namespace: address {a:?}"),
+            e,
+        )),
+    }
+}
+
+/// The rules: the new namespace's own (its defaults) not in the image
+/// are deleted, the image's not there are added.
+fn rules(root: Pid, nl: &OwnedFd, want: &[Vec<u8>]) -> Result<()> {
+    if want.is_empty() {
+        // An image without rules (rule-N.img empty or absent): the
+        // kernel's defaults stand.
+        return Ok(());
+    }
+    let err = |what: &str, e| Error::sys(root, format!("network namespace: {what} a rule"), e);
+    let have = rtnl::rules(nl).map_err(|e| err("listing", e))?;
+    let same = |a: &[u8], b: &[u8]| rtnl::body(a) == rtnl::body(b);
+    for m in have.iter().filter(|h| !want.iter().any(|w| same(w, h))) {
+        rtnl::replay(nl, m, rtnl::RTM_DELRULE, 0).map_err(|e| err("deleting", e))?;
+    }
+    for m in want.iter().filter(|w| !have.iter().any(|h| same(w, h))) {
+        rtnl::replay(nl, m, rtnl::RTM_NEWRULE, create()).map_err(|e| err("adding", e))?;
     }
     Ok(())
 }

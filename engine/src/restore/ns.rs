@@ -55,8 +55,8 @@ pub struct NsImages {
     pub time: Option<pb::TimensEntry>,
     /// A new mount namespace (its mounts as the dump found them).
     pub mnt: Option<Vec<pb::MntEntry>>,
-    /// A new network namespace with these devices.
-    pub net: Option<Vec<pb::NetDeviceEntry>>,
+    /// A new network namespace made as these images have it.
+    pub net: Option<super::netns::NetImages>,
 }
 
 impl NsImages {
@@ -218,9 +218,13 @@ pub fn from_set(
         let Some(devs) = ns.netdev.get(&id) else {
             return Err(bad(&dir.join(&name), "missing: the namespace's devices"));
         };
-        let devs = super::load::require(dir, &name, devs)?.clone();
-        super::netns::validate(&dir.join(&name), &devs)?;
-        out.net = Some(devs);
+        let devs = super::load::require(dir, &name, devs)?;
+        let mut raw = std::collections::BTreeMap::new();
+        for (prefix, part) in ns.netraw.get(&id).into_iter().flatten() {
+            let name = format!("{prefix}-{id}.img");
+            raw.insert(*prefix, super::load::require(dir, &name, part)?.clone());
+        }
+        out.net = Some(super::netns::validate(dir, id, e, devs, &raw)?);
     }
     check_left(
         "network",
@@ -234,6 +238,11 @@ pub fn from_set(
         ns.netdev.keys().copied().collect(),
         ids.net_ns_id,
     )?;
+    for (k, files) in &ns.netraw {
+        if let Some(prefix) = files.keys().next() {
+            check_left("network", prefix, vec![*k], ids.net_ns_id)?;
+        }
+    }
     // timens-0.img is no namespace: CRIU writes its clocks at dump time
     // there for every tree (namespace ids start at 1).
     check_left(
@@ -265,8 +274,8 @@ impl super::stage::Restorer for Namespaces {
 fn enter(imgs: &Images) -> Result<()> {
     let ns = &imgs.ns;
     let root = imgs.tasks[0].pid;
-    if let Some(devs) = &ns.net {
-        super::netns::enter(root, devs)?;
+    if let Some(net) = &ns.net {
+        super::netns::enter(root, net)?;
     }
     if ns.mnt.is_some() {
         super::mntns::unshare_mounts(root, MsFlags::MS_PRIVATE, "the tree's mount namespace")?;

@@ -1,5 +1,6 @@
 //! The tree's own namespaces (utsns-N.img, ipcns-var-N.img, pidns-N.img,
-//! timens-N.img, mountpoints-N.img, netns-N.img with netdev-N.img) for
+//! timens-N.img, mountpoints-N.img, netns-N.img with netdev-N.img and
+//! the ifaddr, route, route6, rule and nftables images) for
 //! `ckpt show`: what each holds and which tasks are in it. Tasks in no
 //! namespace image of a kind are in the host's.
 
@@ -163,9 +164,15 @@ pub fn text(set: &ImageSet) -> Vec<(usize, String)> {
                 for d in devs {
                     out.push((4, device_line(d)));
                 }
-                // No ifaddr/route image: only what the kernel gives a
-                // new namespace's devices.
-                out.push((4, "addresses and routes: the kernel's defaults for its devices (lo: 127.0.0.1/8, ::1/128)".to_string()));
+                for (what, lines) in net_config(ns, id, devs) {
+                    match lines {
+                        Ok(lines) => {
+                            out.push((4, format!("{what}: {}", lines.len())));
+                            out.extend(lines.into_iter().map(|l| (6, l)));
+                        }
+                        Err(e) => out.push((4, format!("{what}: {e}"))),
+                    }
+                }
             }
             Some(Err(e)) => out.push((4, e.to_string())),
             None => out.push((4, format!("no netdev-{id}.img"))),
@@ -330,7 +337,114 @@ fn device_line(d: &pb::NetDeviceEntry) -> String {
         let hex: Vec<String> = a.iter().map(|b| format!("{b:02x}")).collect();
         line.push_str(&format!("  address {}", hex.join(":")));
     }
+    if let Some(p) = d.peer_ifindex {
+        line.push_str(&format!("  peer {p}"));
+    }
     line
+}
+
+/// The addresses, routes, rules and nftables tables of network
+/// namespace `id` (devices `devs`), each as `ip`'s or nft's words, or
+/// the problem with its image. Absent images hold none.
+fn net_config(
+    ns: &crate::images::set::Namespaces,
+    id: u32,
+    devs: &[pb::NetDeviceEntry],
+) -> Vec<(&'static str, Result<Vec<String>, String>)> {
+    use crate::sys::rtnetlink as rtnl;
+    let dev = |i: u32| {
+        devs.iter()
+            .find(|d| d.ifindex == i)
+            .map_or(format!("index {i}"), |d| d.name.clone())
+    };
+    let raw = |prefix: &str| -> Result<Vec<u8>, String> {
+        match ns.netraw.get(&id).and_then(|m| m.get(prefix)) {
+            None => Ok(vec![]),
+            Some(Ok(b)) => Ok(b.clone()),
+            Some(Err(e)) => Err(e.to_string()),
+        }
+    };
+    let msgs = |prefix: &str, magic: u32, ty: u16| -> Result<Vec<Vec<u8>>, String> {
+        rtnl::load(&raw(prefix)?, magic, ty).map_err(|e| format!("{prefix}-{id}.img: {e}"))
+    };
+    let each = |ms: Vec<Vec<u8>>,
+                f: &dyn Fn(&[u8]) -> nix::Result<String>|
+     -> Result<Vec<String>, String> {
+        ms.iter()
+            .map(|m| f(m).map_err(|e| format!("a malformed message ({e})")))
+            .collect()
+    };
+    let addrs = msgs("ifaddr", rtnl::IFADDR_MAGIC, rtnl::RTM_NEWADDR).and_then(|ms| {
+        each(ms, &|m| {
+            let a = rtnl::parse_addr(m)?;
+            let addr = a.addr.map_or("?".to_string(), |x| x.to_string());
+            let nodad = if a.flags & rtnl::IFA_F_NODAD != 0 {
+                " nodad"
+            } else {
+                ""
+            };
+            Ok(format!(
+                "{addr}/{} dev {} scope {}{nodad}",
+                a.prefix,
+                dev(a.index),
+                a.scope
+            ))
+        })
+    });
+    let routes = msgs("route", rtnl::ROUTE_MAGIC, rtnl::RTM_NEWROUTE).and_then(|mut v4| {
+        v4.extend(msgs("route6", rtnl::ROUTE_MAGIC, rtnl::RTM_NEWROUTE)?);
+        each(v4, &|m| {
+            let r = rtnl::parse_route(m)?;
+            let mut l = match r.dst {
+                Some(d) => format!("{d}/{}", r.dst_len),
+                None => "default".to_string(),
+            };
+            if let Some(g) = r.gateway {
+                l.push_str(&format!(" via {g}"));
+            }
+            if let Some(o) = r.oif {
+                l.push_str(&format!(" dev {}", dev(o)));
+            }
+            l.push_str(&format!(" table {} proto {}", r.table, r.protocol));
+            Ok(l)
+        })
+    });
+    let rules = msgs("rule", rtnl::ROUTE_MAGIC, rtnl::RTM_NEWRULE).and_then(|ms| {
+        each(ms, &|m| {
+            let r = rtnl::parse_rule(m)?;
+            let side = |s: Option<(std::net::IpAddr, u8)>| {
+                s.map_or("all".to_string(), |(a, l)| format!("{a}/{l}"))
+            };
+            let v = if r.family as i32 == libc::AF_INET6 {
+                "v6 "
+            } else {
+                ""
+            };
+            let to = r
+                .dst
+                .map_or(String::new(), |d| format!(" to {}", side(Some(d))));
+            Ok(format!(
+                "{v}{}: from {}{to} lookup {}",
+                r.priority,
+                side(r.src),
+                r.table
+            ))
+        })
+    });
+    let nft = raw("nftables").and_then(|b| {
+        let text = String::from_utf8(b).map_err(|_| format!("nftables-{id}.img: not text"))?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("table "))
+            .map(|l| l.trim_end_matches(" {").to_string())
+            .collect())
+    });
+    vec![
+        ("addresses", addrs),
+        ("routes", routes),
+        ("rules", rules),
+        ("nftables", nft),
+    ]
 }
 
 /// The JSON section.
@@ -404,6 +518,7 @@ pub fn json(set: &ImageSet) -> Value {
                                 "ifindex": d.ifindex, "name": d.name, "type": device_type(d),
                                 "mtu": d.mtu, "flags": iff_flags(d.flags),
                                 "address": d.address.as_ref().map(|a| a.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
+                                "peer_ifindex": d.peer_ifindex,
                             })
                         })
                         .collect(),
@@ -414,7 +529,15 @@ pub fn json(set: &ImageSet) -> Value {
             json!({
                 "id": id,
                 "tasks": members(set, "net", id),
-                "value": ok(p.as_ref().map(|n| json!({"ext_key": n.ext_key, "devices": devices})).map_err(|e| e.to_string())),
+                "value": ok(p.as_ref().map(|n| {
+                    let mut v = json!({"ext_key": n.ext_key, "devices": devices});
+                    if let Some(Ok(ds)) = ns.netdev.get(&id) {
+                        for (what, lines) in net_config(ns, id, ds) {
+                            v[what] = lines.map_or_else(|e| json!({ "problem": e }), |l| json!(l));
+                        }
+                    }
+                    v
+                }).map_err(|e| e.to_string())),
             })
         })
         .collect();
@@ -504,10 +627,59 @@ mod tests {
             flags: (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as u32,
             name: "lo".into(),
             address: Some(vec![0; 6]),
+            ..Default::default()
+        })
+        .unwrap();
+        w.write_entry(&pb::NetDeviceEntry {
+            r#type: pb::NdType::Veth as i32,
+            ifindex: 2,
+            mtu: 1400,
+            flags: (libc::IFF_UP | libc::IFF_BROADCAST) as u32,
+            name: "zv0".into(),
+            address: Some(vec![2, 0x11, 0x22, 0x33, 0x44, 0x55]),
+            peer_ifindex: Some(3),
+            ..Default::default()
         })
         .unwrap();
         w.finish().unwrap();
+        net_raw(d.path());
         d
+    }
+
+    /// ifaddr/route/rule/nftables images of namespace 6: an address and a
+    /// route on zv0, a rule, a table.
+    fn net_raw(dir: &std::path::Path) {
+        use crate::sys::netlink::Msg;
+        use crate::sys::rtnetlink as rtnl;
+        let mut ifa = Msg::new(rtnl::RTM_NEWADDR, 0, 1, &[2, 24, 0x80, 0, 2, 0, 0, 0]);
+        ifa.attr(2, &[10, 77, 0, 1]);
+        let mut rt = Msg::new(
+            rtnl::RTM_NEWROUTE,
+            0,
+            1,
+            &[2, 16, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0],
+        );
+        rt.attr(1, &[10, 78, 0, 0])
+            .attr(5, &[10, 77, 0, 2])
+            .attr(4, &2u32.to_ne_bytes());
+        let mut ru = Msg::new(
+            rtnl::RTM_NEWRULE,
+            0,
+            1,
+            &[2, 0, 24, 0, 100, 0, 0, 0, 1, 0, 0, 0],
+        );
+        ru.attr(2, &[10, 77, 0, 0]).attr(6, &1000u32.to_ne_bytes());
+        for (name, b) in [
+            (
+                "ifaddr-6.img",
+                rtnl::save(rtnl::IFADDR_MAGIC, &[ifa.done()]),
+            ),
+            ("route-6.img", rtnl::save(rtnl::ROUTE_MAGIC, &[rt.done()])),
+            ("rule-6.img", rtnl::save(rtnl::ROUTE_MAGIC, &[ru.done()])),
+            ("nftables-6.img", b"table inet zdtm_nt {\n}\n".to_vec()),
+        ] {
+            std::fs::write(dir.join(name), b).unwrap();
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod pidfd;
 pub mod process;
 pub mod ptrace;
 pub mod raw_sock;
+pub mod rtnetlink;
 pub mod signal;
 pub mod tcp_repair;
 pub mod tty;

@@ -1,6 +1,7 @@
-//! Netlink requests to the kernel (sock_diag, nfnetlink): the socket, one
-//! send, one receive, and the walk over the messages of a reply, which
-//! every netlink user of the engine needs the same way.
+//! Netlink requests to the kernel (sock_diag, nfnetlink, rtnetlink): the
+//! socket, one send, one receive, the walk over the messages of a reply,
+//! and the building of a request (header, attributes, nests), which every
+//! netlink user of the engine needs the same way.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -72,6 +73,12 @@ pub fn attrs(mut a: &[u8]) -> nix::Result<Vec<(u16, &[u8])>> {
 /// NLMSG_DONE, or an NLMSG_ERROR of code 0 (an acknowledgement); another
 /// NLMSG_ERROR is its errno; a malformed message is EIO.
 pub fn walk(msgs: &[u8], mut each: impl FnMut(&[u8])) -> nix::Result<bool> {
+    walk_whole(msgs, |m| each(&m[NLMSG_HDRLEN..]))
+}
+
+/// As [`walk`], with every message whole (its header first): what a
+/// dump keeps as the kernel gave it.
+pub fn walk_whole(msgs: &[u8], mut each: impl FnMut(&[u8])) -> nix::Result<bool> {
     let mut m = msgs;
     while m.len() >= NLMSG_HDRLEN {
         let len = u32_at(m, 0).ok_or(Errno::EIO)? as usize;
@@ -87,11 +94,130 @@ pub fn walk(msgs: &[u8], mut each: impl FnMut(&[u8])) -> nix::Result<bool> {
                     code => Err(Errno::from_raw(-code)),
                 };
             }
-            _ => each(&m[NLMSG_HDRLEN..len]),
+            _ => each(&m[..len]),
         }
         m = &m[((len + 3) & !3).min(m.len())..];
     }
     Ok(false)
+}
+
+/// The type of the whole message `m` (0 for one too short).
+pub fn msg_type(m: &[u8]) -> u16 {
+    u16_at(m, 4).unwrap_or(0)
+}
+
+/// A request being built: its header (length patched by [`Msg::done`]),
+/// a fixed part, then attributes.
+pub struct Msg {
+    b: Vec<u8>,
+    nests: Vec<usize>,
+}
+
+impl Msg {
+    /// A message of type `ty` with NLM_F_REQUEST and `flags`, sequence
+    /// `seq`, its fixed part `fixed`.
+    pub fn new(ty: u16, flags: u16, seq: u32, fixed: &[u8]) -> Msg {
+        let mut b = Vec::with_capacity(256);
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&ty.to_ne_bytes());
+        b.extend_from_slice(&(libc::NLM_F_REQUEST as u16 | flags).to_ne_bytes());
+        b.extend_from_slice(&seq.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        let mut m = Msg { b, nests: vec![] };
+        m.raw(fixed);
+        m
+    }
+
+    /// A copy of the whole message `whole` (as a dump gave it) turned into
+    /// a request of type `ty` with `flags`, sequence `seq`.
+    pub fn from_whole(whole: &[u8], ty: u16, flags: u16, seq: u32) -> Msg {
+        let mut m = Msg::new(ty, flags, seq, &[]);
+        m.raw(whole.get(NLMSG_HDRLEN..).unwrap_or(&[]));
+        m
+    }
+
+    /// Appends `v`, padded to 4 bytes.
+    fn raw(&mut self, v: &[u8]) {
+        self.b.extend_from_slice(v);
+        while self.b.len() % 4 != 0 {
+            self.b.push(0);
+        }
+    }
+
+    /// The bytes after the header so far (the fixed part, then attributes).
+    pub fn body_mut(&mut self) -> &mut [u8] {
+        &mut self.b[NLMSG_HDRLEN..]
+    }
+
+    /// Appends the attribute `ty` = `v`.
+    pub fn attr(&mut self, ty: u16, v: &[u8]) -> &mut Msg {
+        self.b
+            .extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+        self.b.extend_from_slice(&ty.to_ne_bytes());
+        self.raw(v);
+        self
+    }
+
+    /// Opens the nested attribute `ty`; [`Msg::end`] closes it.
+    pub fn begin(&mut self, ty: u16) -> &mut Msg {
+        self.nests.push(self.b.len());
+        self.b.extend_from_slice(&0u16.to_ne_bytes());
+        self.b.extend_from_slice(&ty.to_ne_bytes());
+        self
+    }
+
+    /// Appends raw bytes inside an open nest (a fixed part in a nest,
+    /// such as veth's peer ifinfomsg).
+    pub fn fixed(&mut self, v: &[u8]) -> &mut Msg {
+        self.raw(v);
+        self
+    }
+
+    /// Closes the innermost open nest.
+    pub fn end(&mut self) -> &mut Msg {
+        if let Some(at) = self.nests.pop() {
+            let len = (self.b.len() - at) as u16;
+            self.b[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+        self
+    }
+
+    /// The message, its length set.
+    pub fn done(mut self) -> Vec<u8> {
+        while !self.nests.is_empty() {
+            self.end();
+        }
+        let len = self.b.len() as u32;
+        self.b[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.b
+    }
+}
+
+/// Sends `req` (a dump request) and returns every message of the reply,
+/// whole, in order.
+pub fn dump(fd: &OwnedFd, req: &[u8]) -> nix::Result<Vec<Vec<u8>>> {
+    send(fd, req)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = recv(fd, &mut buf)?;
+        if n == 0 || walk_whole(&buf[..n], |m| out.push(m.to_vec()))? {
+            return Ok(out);
+        }
+    }
+}
+
+/// Sends `req` (with NLM_F_ACK) and waits for the kernel's answer: Ok
+/// for its acknowledgement, its errno otherwise.
+pub fn ack(fd: &OwnedFd, req: &[u8]) -> nix::Result<()> {
+    send(fd, req)?;
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = recv(fd, &mut buf)?;
+        if n == 0 || walk(&buf[..n], |_| {})? {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
-//! nftables over nfnetlink, read only: the tables and rules of the
-//! calling thread's network namespace. A dump refuses a namespace of the
-//! tree's own whose ruleset is not empty (it would come back without it),
-//! and asks the kernel itself rather than nft(8), which may be missing.
+//! nftables of the calling thread's network namespace: its tables and
+//! rules over nfnetlink, read only (the kernel itself, so that a dump
+//! learns whether there is a ruleset to keep even where nft(8) is
+//! missing); and the ruleset as nft(8) prints and reads it, which a
+//! network namespace of the tree's own keeps as text (CRIU's
+//! nftables-N.img) and the network lock is written in.
 
 use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
 
@@ -38,6 +41,52 @@ pub fn family_name(f: u8) -> &'static str {
         10 => "ip6",
         _ => "unknown",
     }
+}
+
+/// Runs `nft -f -` on `script` in the calling thread's network namespace
+/// (the child inherits it); Err with what nft said.
+pub fn apply(script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft (the nftables package): {e}"))?;
+    let wrote = child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes());
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "nft failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    wrote.map_err(|e| format!("nft: writing its rules: {e}"))
+}
+
+/// `nft list ruleset` of the calling thread's network namespace: the
+/// text `nft -f` reads back (CRIU's nftables-N.img); Err with what nft
+/// said.
+pub fn list_ruleset() -> Result<String, String> {
+    let out = Command::new("nft")
+        .args(["list", "ruleset"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run nft (the nftables package): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "nft list ruleset failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("nft list ruleset: not text: {e}"))
 }
 
 fn request(msg: u16, seq: u32) -> Vec<u8> {

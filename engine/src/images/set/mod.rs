@@ -393,6 +393,12 @@ impl Loader<'_> {
         images::read_all(self.dir.join(name), magic).map_err(|e| self.absent(name, e))
     }
 
+    /// A raw image (no magic of CRIU's, no entries) whole.
+    pub(crate) fn raw(&self, name: &str) -> Part<Vec<u8>> {
+        let path = self.dir.join(name);
+        std::fs::read(&path).map_err(|e| self.absent(name, ImageError::io(&path, "reading", e)))
+    }
+
     pub(crate) fn pagemap(&self, name: &str) -> Part<PageSet> {
         read_pagemap(&self.dir.join(name)).map_err(|e| self.absent(name, e))
     }

@@ -1,6 +1,7 @@
 //! The namespaces an image directory holds: `utsns-N.img`,
 //! `ipcns-var-N.img`, `pidns-N.img`, `timens-N.img`, `mountpoints-N.img`,
-//! `netns-N.img` with `netdev-N.img` (N: the namespace's id
+//! `netns-N.img` with `netdev-N.img` and the raw ifaddr, route, route6,
+//! rule and nftables images (N: the namespace's id
 //! in the dump, as in the tasks' ids). A namespace of the tree's own has
 //! its image; a task whose namespace has none lives in the restoring
 //! engine's (the host's).
@@ -23,7 +24,13 @@ pub struct Namespaces {
     pub net: BTreeMap<u32, Part<pb::NetnsEntry>>,
     /// A network namespace's devices.
     pub netdev: BTreeMap<u32, Part<Vec<pb::NetDeviceEntry>>>,
+    /// A network namespace's raw images (ifaddr, route, route6, rule,
+    /// nftables), by namespace id then file prefix.
+    pub netraw: BTreeMap<u32, BTreeMap<&'static str, Part<Vec<u8>>>>,
 }
+
+/// The raw images of a network namespace, `PREFIX-N.img`.
+pub const NET_RAW: [&str; 5] = ["ifaddr", "route", "route6", "rule", "nftables"];
 
 impl Namespaces {
     pub fn is_empty(&self) -> bool {
@@ -74,6 +81,15 @@ pub(super) fn read(ld: &Loader<'_>, names: &[String], problems: &mut Vec<String>
             keep(&mut out.net, id, ld.one(name, Magic::Netns), problems);
         } else if let Some(id) = id_of(name, "netdev-") {
             keep(&mut out.netdev, id, ld.all(name, Magic::Netdev), problems);
+        } else if let Some((prefix, id)) = NET_RAW
+            .iter()
+            .find_map(|p| Some((*p, id_of(name, &format!("{p}-"))?)))
+        {
+            let part = ld.raw(name);
+            if let Err(e) = &part {
+                problems.push(e.to_string());
+            }
+            out.netraw.entry(id).or_default().insert(prefix, part);
         }
     }
     out
