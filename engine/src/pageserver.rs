@@ -19,7 +19,7 @@
 //! a temporary directory, as every image directory is (imgdir.rs).
 
 use std::collections::HashMap;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -37,6 +37,18 @@ const END: u8 = 4;
 const MAX_FRAME: u32 = 16 << 20;
 /// How long the dump waits for the server to put the pages in place.
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// The socket buffers of both ends: a whole frame of the dump (2 MiB)
+/// and then some in flight, so that neither side waits on the other's
+/// wakeup between frames.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Ask for `SOCKET_BUFFER`-sized socket buffers (the kernel caps them at
+/// net.core.[rw]mem_max; a smaller buffer is slower, not wrong).
+fn big_buffers(s: &impl std::os::fd::AsFd) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(s, sockopt::SndBuf, &SOCKET_BUFFER);
+    let _ = setsockopt(s, sockopt::RcvBuf, &SOCKET_BUFFER);
+}
 
 fn err(peer: impl std::fmt::Display, what: &str, reason: impl std::fmt::Display) -> Error {
     Error::PageServer {
@@ -50,7 +62,9 @@ fn err(peer: impl std::fmt::Display, what: &str, reason: impl std::fmt::Display)
 /// (the writer thread of each process's pages and the main thread).
 pub struct Client {
     peer: SocketAddr,
-    out: BufWriter<TcpStream>,
+    /// Unbuffered: each frame goes out in one writev (head and payload),
+    /// the payload straight from the dump's buffer.
+    out: TcpStream,
     next_file: u32,
     /// A send failed: the connection is unusable, and the first error is
     /// the one the dump reports.
@@ -69,10 +83,12 @@ impl Client {
         for a in &addrs {
             match TcpStream::connect_timeout(a, Duration::from_secs(10)) {
                 Ok(s) => {
+                    // Frames are whole writes: nothing waits for more.
                     let _ = s.set_nodelay(true);
+                    big_buffers(&s);
                     let mut c = Client {
                         peer: *a,
-                        out: BufWriter::with_capacity(1 << 20, s),
+                        out: s,
                         next_file: 0,
                         broken: false,
                     };
@@ -93,10 +109,27 @@ impl Client {
     }
 
     fn send(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        self.send_vectored(&mut [IoSlice::new(bytes)], what)
+    }
+
+    /// Send all of `parts`, in as few writes as the socket takes.
+    fn send_vectored(&mut self, mut parts: &mut [IoSlice<'_>], what: &str) -> Result<()> {
         if self.broken {
             return Err(err(self.peer, what, "the connection failed earlier"));
         }
-        match self.out.write_all(bytes) {
+        let sent = (|| {
+            IoSlice::advance_slices(&mut parts, 0);
+            while !parts.is_empty() {
+                match self.out.write_vectored(parts) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => IoSlice::advance_slices(&mut parts, n),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })();
+        match sent {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.broken = true;
@@ -113,7 +146,7 @@ impl Client {
     /// The server's answer within `wait`, up to its close: Ok for `K`,
     /// its message for `E`, None for nothing (or nothing readable).
     fn answer(&mut self, wait: Duration) -> Result<(), Option<String>> {
-        let s = self.out.get_mut();
+        let s = &mut self.out;
         let _ = s.set_read_timeout(Some(wait));
         let mut answer = Vec::new();
         let _ = s.take(4096).read_to_end(&mut answer);
@@ -129,8 +162,7 @@ impl Client {
         head[0] = kind;
         head[1..5].copy_from_slice(&file.to_le_bytes());
         head[5..9].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.send(&head, what)?;
-        self.send(payload, what)
+        self.send_vectored(&mut [IoSlice::new(&head), IoSlice::new(payload)], what)
     }
 
     /// Start file `name`; the number names it in the frames that follow.
@@ -161,9 +193,6 @@ impl Client {
     /// pages in place (or says why it could not).
     pub fn finish(&mut self) -> Result<()> {
         self.frame(END, 0, &[], "ending the transfer")?;
-        self.out
-            .flush()
-            .map_err(|e| err(self.peer, "ending the transfer", e))?;
         self.answer(ACK_TIMEOUT).map_err(|msg| {
             err(
                 self.peer,
@@ -185,8 +214,12 @@ pub struct Received {
 /// Listen on `address:port` (port 0: any free port; the listener says
 /// which).
 pub fn listen(address: &str, port: u16) -> Result<TcpListener> {
-    TcpListener::bind((address, port))
-        .map_err(|e| err(format!("{address}:{port}"), "listening for a dump", e))
+    let l = TcpListener::bind((address, port))
+        .map_err(|e| err(format!("{address}:{port}"), "listening for a dump", e))?;
+    // Set on the listener, the accepted socket starts with them (and a
+    // window scale to match).
+    big_buffers(&l);
+    Ok(l)
 }
 
 /// Take one dump's pages on `listener` into `dir`, which is written
@@ -200,7 +233,9 @@ pub fn serve(listener: &TcpListener, dir: &Path) -> Result<Received> {
     let mut answer = stream
         .try_clone()
         .map_err(|e| err(peer, "setting up the connection", e))?;
-    let mut input = BufReader::with_capacity(1 << 20, stream);
+    // Unbuffered: a frame's head is one small read, its payload one read
+    // straight into the buffer it is hashed and written from.
+    let mut input = stream;
     let r = receive(&mut input, peer, images);
     match &r {
         Ok(_) => {
@@ -212,9 +247,7 @@ pub fn serve(listener: &TcpListener, dir: &Path) -> Result<Received> {
             // resets the connection, and the message would be lost.
             let _ = answer.write_all(format!("E{e}").as_bytes());
             let _ = answer.shutdown(std::net::Shutdown::Write);
-            let _ = input
-                .get_ref()
-                .set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = input.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = std::io::copy(&mut input, &mut std::io::sink());
         }
     }
@@ -466,7 +499,6 @@ mod tests {
         let mut c = Client::connect("127.0.0.1", port).unwrap();
         let f = c.open("pages-1.img").unwrap();
         c.data(f, "pages-1.img", &[1u8; 8192]).unwrap();
-        c.out.flush().unwrap();
         drop(c);
         let e = h.join().unwrap().unwrap_err().to_string();
         assert!(e.contains("closed before the dump ended"), "{e}");
