@@ -38,19 +38,6 @@ const END: u8 = 4;
 const MAX_FRAME: u32 = 16 << 20;
 /// How long the dump waits for the server to put the pages in place.
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
-/// The socket buffers of both ends: a whole frame of the dump (2 MiB)
-/// and then some in flight, so that neither side waits on the other's
-/// wakeup between frames.
-const SOCKET_BUFFER: usize = 8 << 20;
-
-/// Ask for `SOCKET_BUFFER`-sized socket buffers (the kernel caps them at
-/// net.core.[rw]mem_max; a smaller buffer is slower, not wrong).
-fn big_buffers(s: &impl std::os::fd::AsFd) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let _ = setsockopt(s, sockopt::SndBuf, &SOCKET_BUFFER);
-    let _ = setsockopt(s, sockopt::RcvBuf, &SOCKET_BUFFER);
-}
-
 fn err(peer: impl std::fmt::Display, what: &str, reason: impl std::fmt::Display) -> Error {
     Error::PageServer {
         peer: peer.to_string(),
@@ -86,7 +73,6 @@ impl Client {
                 Ok(s) => {
                     // Frames are whole writes: nothing waits for more.
                     let _ = s.set_nodelay(true);
-                    big_buffers(&s);
                     let mut c = Client {
                         peer: *a,
                         out: s,
@@ -204,12 +190,8 @@ pub struct Received {
 /// Listen on `address:port` (port 0: any free port; the listener says
 /// which).
 pub fn listen(address: &str, port: u16) -> Result<TcpListener> {
-    let l = TcpListener::bind((address, port))
-        .map_err(|e| err(format!("{address}:{port}"), "listening for a dump", e))?;
-    // Set on the listener, the accepted socket starts with them (and a
-    // window scale to match).
-    big_buffers(&l);
-    Ok(l)
+    TcpListener::bind((address, port))
+        .map_err(|e| err(format!("{address}:{port}"), "listening for a dump", e))
 }
 
 /// Take one dump's pages on `listener` into `dir`, which is written
@@ -573,7 +555,6 @@ impl RemotePages {
         let mut s = TcpStream::connect_timeout(&peer, Duration::from_secs(10))
             .map_err(|e| err(peer, "connecting to the page server", e))?;
         let _ = s.set_nodelay(true);
-        big_buffers(&s);
         let what = "reading the list of pages images";
         s.write_all(LAZY_HELLO)
             .map_err(|e| err(peer, "greeting the page server", e))?;
@@ -683,11 +664,19 @@ mod tests {
     use super::*;
     use xxhash_rust::xxh3::xxh3_128;
 
-    fn server(dir: &Path) -> (u16, std::thread::JoinHandle<Result<Received>>) {
+    /// `serve` (or `serve_pages`) of `dir` on a loopback port, on a thread.
+    fn on_loopback<T: Send + 'static>(
+        dir: &Path,
+        serve: fn(&TcpListener, &Path) -> Result<T>,
+    ) -> (u16, std::thread::JoinHandle<Result<T>>) {
         let l = listen("127.0.0.1", 0).unwrap();
         let port = l.local_addr().unwrap().port();
         let dir = dir.to_path_buf();
         (port, std::thread::spawn(move || serve(&l, &dir)))
+    }
+
+    fn server(dir: &Path) -> (u16, std::thread::JoinHandle<Result<Received>>) {
+        on_loopback(dir, serve)
     }
 
     #[test]
@@ -787,10 +776,7 @@ mod tests {
     }
 
     fn lazy_server(dir: &Path) -> (u16, std::thread::JoinHandle<Result<Sent>>) {
-        let l = listen("127.0.0.1", 0).unwrap();
-        let port = l.local_addr().unwrap().port();
-        let dir = dir.to_path_buf();
-        (port, std::thread::spawn(move || serve_pages(&l, &dir)))
+        on_loopback(dir, serve_pages)
     }
 
     #[test]
