@@ -573,14 +573,19 @@ fn main() -> ExitCode {
 /// pages to one lazy restore.
 fn page_server(dir: &Path, address: &str, port: u16, lazy: bool) -> Result<i32, String> {
     use ckpt::pageserver;
+    // The images to serve are checked before anyone is told to connect.
+    let pages = match lazy {
+        true => Some(pageserver::ServedPages::open(dir).map_err(|e| e.to_string())?),
+        false => None,
+    };
     let l = pageserver::listen(address, port).map_err(|e| e.to_string())?;
     let at = l.local_addr().map_err(|e| e.to_string())?;
     // On stdout, so that a script that asked for any port learns which.
     println!("ckpt page-server: listening on {at}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    if lazy {
-        let sent = pageserver::serve_pages(&l, dir).map_err(|e| e.to_string())?;
+    if let Some(pages) = pages {
+        let sent = pageserver::serve_pages(&l, &pages).map_err(|e| e.to_string())?;
         ckpt::info!(
             "served {} bytes of {} in {} requests",
             sent.bytes,

@@ -404,46 +404,48 @@ const LAZY_END: u32 = u32::MAX;
 
 /// The pages images of an image directory, as a page server serves them
 /// to a lazy restore: in manifest order, checked against the manifest
-/// when the server starts (so that what it serves is what the dump wrote),
-/// mapped for the session.
-struct Served {
+/// before the server listens (so that what it serves is what the dump
+/// wrote), mapped for the session.
+pub struct ServedPages {
     names: Vec<String>,
     digests: Vec<FileDigest>,
     maps: Vec<crate::sys::Mmap>,
 }
 
-fn served(dir: &Path) -> Result<Served> {
-    let manifest = crate::images::Manifest::read(dir)?;
-    let mut out = Served {
-        names: Vec::new(),
-        digests: Vec::new(),
-        maps: Vec::new(),
-    };
-    for (name, want) in manifest.iter() {
-        if pages_file_id(name).is_none() {
-            continue;
+impl ServedPages {
+    pub fn open(dir: &Path) -> Result<ServedPages> {
+        let manifest = crate::images::Manifest::read(dir)?;
+        let mut out = ServedPages {
+            names: Vec::new(),
+            digests: Vec::new(),
+            maps: Vec::new(),
+        };
+        for (name, want) in manifest.iter() {
+            if pages_file_id(name).is_none() {
+                continue;
+            }
+            let path = dir.join(name);
+            let have = crate::images::hash_file(&path)?;
+            if have != want {
+                return Err(Error::io(
+                    &path,
+                    "checking the pages image against the manifest",
+                    std::io::Error::other(format!(
+                        "{} bytes with xxh3 {:032x}, the manifest says {} bytes with xxh3 {:032x}",
+                        have.size, have.xxh3, want.size, want.xxh3
+                    )),
+                ));
+            }
+            let f = std::fs::File::open(&path)
+                .map_err(|e| Error::io(&path, "opening the pages image", e))?;
+            let map = crate::sys::Mmap::map(&f)
+                .map_err(|e| Error::io(&path, "mapping the pages image", e))?;
+            out.names.push(name.to_string());
+            out.digests.push(want);
+            out.maps.push(map);
         }
-        let path = dir.join(name);
-        let have = crate::images::hash_file(&path)?;
-        if have != want {
-            return Err(Error::io(
-                &path,
-                "checking the pages image against the manifest",
-                std::io::Error::other(format!(
-                    "{} bytes with xxh3 {:032x}, the manifest says {} bytes with xxh3 {:032x}",
-                    have.size, have.xxh3, want.size, want.xxh3
-                )),
-            ));
-        }
-        let f = std::fs::File::open(&path)
-            .map_err(|e| Error::io(&path, "opening the pages image", e))?;
-        let map = crate::sys::Mmap::map(&f)
-            .map_err(|e| Error::io(&path, "mapping the pages image", e))?;
-        out.names.push(name.to_string());
-        out.digests.push(want);
-        out.maps.push(map);
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// What a page server sent a lazy restore.
@@ -453,13 +455,11 @@ pub struct Sent {
     pub bytes: u64,
 }
 
-/// Serve the pages images of `dir` (checked against its manifest first)
-/// to one lazy restore on `listener`: the list of them (name, size,
-/// xxh3-128, which the restore checks against its own manifest), then
-/// each requested range with its xxh3-64, until the restore ends the
-/// session or hangs up.
-pub fn serve_pages(listener: &TcpListener, dir: &Path) -> Result<Sent> {
-    let files = served(dir)?;
+/// Serve `files` to one lazy restore on `listener`: the list of them
+/// (name, size, xxh3-128, which the restore checks against its own
+/// manifest), then each requested range with its xxh3-64, until the
+/// restore ends the session or hangs up.
+pub fn serve_pages(listener: &TcpListener, files: &ServedPages) -> Result<Sent> {
     let (mut s, peer) = listener
         .accept()
         .map_err(|e| err("-", "accepting a lazy restore's connection", e))?;
@@ -776,7 +776,7 @@ mod tests {
     }
 
     fn lazy_server(dir: &Path) -> (u16, std::thread::JoinHandle<Result<Sent>>) {
-        on_loopback(dir, serve_pages)
+        on_loopback(dir, |l, d| serve_pages(l, &ServedPages::open(d)?))
     }
 
     #[test]
@@ -824,8 +824,7 @@ mod tests {
     fn a_server_whose_pages_changed_does_not_start() {
         let (t, _) = pages_dir(&[1u8; 8192]);
         std::fs::write(t.path().join("pages-1.img"), [3u8; 8192]).unwrap();
-        let l = listen("127.0.0.1", 0).unwrap();
-        let e = serve_pages(&l, t.path()).unwrap_err().to_string();
+        let e = ServedPages::open(t.path()).err().unwrap().to_string();
         assert!(e.contains("pages-1.img") && e.contains("manifest"), "{e}");
     }
 
