@@ -162,9 +162,15 @@ enum Cmd {
     },
     /// Receive the pages of one dump (`dump --page-server`) into DIR,
     /// which appears once they have all arrived and check out; then exit.
+    /// With --lazy-pages, serve DIR's pages to one lazy restore instead.
     PageServer {
         #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
         dir: PathBuf,
+        /// Serve the pages images of DIR (checked against its manifest
+        /// first) to one lazy restore, range by range as it asks, instead
+        /// of receiving a dump's (CRIU's `page-server --lazy-pages`).
+        #[arg(long)]
+        lazy_pages: bool,
         /// The address to listen on.
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
         address: String,
@@ -546,6 +552,7 @@ fn main() -> ExitCode {
         }
         Cmd::PageServer {
             dir,
+            lazy_pages,
             address,
             port,
             log,
@@ -553,7 +560,7 @@ fn main() -> ExitCode {
             if let Err(code) = start(&log, &dir, false) {
                 return code;
             }
-            ("page-server", page_server(&dir, &address, port))
+            ("page-server", page_server(&dir, &address, port, lazy_pages))
         }
         Cmd::Show { dir, json } => (
             "show",
@@ -570,15 +577,31 @@ fn main() -> ExitCode {
     ExitCode::from(finish(what, result).clamp(0, 255) as u8)
 }
 
-/// `ckpt page-server`: one dump's pages into `dir`.
-fn page_server(dir: &Path, address: &str, port: u16) -> Result<i32, String> {
+/// `ckpt page-server`: one dump's pages into `dir`, or (`lazy`) `dir`'s
+/// pages to one lazy restore.
+fn page_server(dir: &Path, address: &str, port: u16, lazy: bool) -> Result<i32, String> {
     use ckpt::pageserver;
+    // The images to serve are checked before anyone is told to connect.
+    let pages = match lazy {
+        true => Some(pageserver::ServedPages::open(dir).map_err(|e| e.to_string())?),
+        false => None,
+    };
     let l = pageserver::listen(address, port).map_err(|e| e.to_string())?;
     let at = l.local_addr().map_err(|e| e.to_string())?;
     // On stdout, so that a script that asked for any port learns which.
     println!("ckpt page-server: listening on {at}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    if let Some(pages) = pages {
+        let sent = pageserver::serve_pages(&l, &pages).map_err(|e| e.to_string())?;
+        ckpt::info!(
+            "served {} bytes of {} in {} requests",
+            sent.bytes,
+            dir.display(),
+            sent.requests
+        );
+        return Ok(0);
+    }
     let got = pageserver::serve(&l, dir).map_err(|e| e.to_string())?;
     ckpt::info!(
         "received {} pages images, {} bytes, into {}",

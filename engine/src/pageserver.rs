@@ -19,12 +19,13 @@
 //! a temporary directory, as every image directory is (imgdir.rs).
 
 use std::collections::HashMap;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::images::framing::FileDigest;
 use crate::images::set::pages_file_id;
 use crate::imgdir::{ImageDir, PagesWriter};
 
@@ -37,7 +38,6 @@ const END: u8 = 4;
 const MAX_FRAME: u32 = 16 << 20;
 /// How long the dump waits for the server to put the pages in place.
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
-
 fn err(peer: impl std::fmt::Display, what: &str, reason: impl std::fmt::Display) -> Error {
     Error::PageServer {
         peer: peer.to_string(),
@@ -50,7 +50,9 @@ fn err(peer: impl std::fmt::Display, what: &str, reason: impl std::fmt::Display)
 /// (the writer thread of each process's pages and the main thread).
 pub struct Client {
     peer: SocketAddr,
-    out: BufWriter<TcpStream>,
+    /// Unbuffered: each frame goes out in one writev (head and payload),
+    /// the payload straight from the dump's buffer.
+    out: TcpStream,
     next_file: u32,
     /// A send failed: the connection is unusable, and the first error is
     /// the one the dump reports.
@@ -69,10 +71,11 @@ impl Client {
         for a in &addrs {
             match TcpStream::connect_timeout(a, Duration::from_secs(10)) {
                 Ok(s) => {
+                    // Frames are whole writes: nothing waits for more.
                     let _ = s.set_nodelay(true);
                     let mut c = Client {
                         peer: *a,
-                        out: BufWriter::with_capacity(1 << 20, s),
+                        out: s,
                         next_file: 0,
                         broken: false,
                     };
@@ -93,10 +96,16 @@ impl Client {
     }
 
     fn send(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        self.send_vectored(&mut [IoSlice::new(bytes)], what)
+    }
+
+    /// Send all of `parts`, in as few writes as the socket takes.
+    fn send_vectored(&mut self, parts: &mut [IoSlice<'_>], what: &str) -> Result<()> {
         if self.broken {
             return Err(err(self.peer, what, "the connection failed earlier"));
         }
-        match self.out.write_all(bytes) {
+        let sent = write_all_vectored(&mut self.out, parts);
+        match sent {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.broken = true;
@@ -113,7 +122,7 @@ impl Client {
     /// The server's answer within `wait`, up to its close: Ok for `K`,
     /// its message for `E`, None for nothing (or nothing readable).
     fn answer(&mut self, wait: Duration) -> Result<(), Option<String>> {
-        let s = self.out.get_mut();
+        let s = &mut self.out;
         let _ = s.set_read_timeout(Some(wait));
         let mut answer = Vec::new();
         let _ = s.take(4096).read_to_end(&mut answer);
@@ -129,8 +138,7 @@ impl Client {
         head[0] = kind;
         head[1..5].copy_from_slice(&file.to_le_bytes());
         head[5..9].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.send(&head, what)?;
-        self.send(payload, what)
+        self.send_vectored(&mut [IoSlice::new(&head), IoSlice::new(payload)], what)
     }
 
     /// Start file `name`; the number names it in the frames that follow.
@@ -161,9 +169,6 @@ impl Client {
     /// pages in place (or says why it could not).
     pub fn finish(&mut self) -> Result<()> {
         self.frame(END, 0, &[], "ending the transfer")?;
-        self.out
-            .flush()
-            .map_err(|e| err(self.peer, "ending the transfer", e))?;
         self.answer(ACK_TIMEOUT).map_err(|msg| {
             err(
                 self.peer,
@@ -200,7 +205,9 @@ pub fn serve(listener: &TcpListener, dir: &Path) -> Result<Received> {
     let mut answer = stream
         .try_clone()
         .map_err(|e| err(peer, "setting up the connection", e))?;
-    let mut input = BufReader::with_capacity(1 << 20, stream);
+    // Unbuffered: a frame's head is one small read, its payload one read
+    // straight into the buffer it is hashed and written from.
+    let mut input = stream;
     let r = receive(&mut input, peer, images);
     match &r {
         Ok(_) => {
@@ -212,9 +219,7 @@ pub fn serve(listener: &TcpListener, dir: &Path) -> Result<Received> {
             // resets the connection, and the message would be lost.
             let _ = answer.write_all(format!("E{e}").as_bytes());
             let _ = answer.shutdown(std::net::Shutdown::Write);
-            let _ = input
-                .get_ref()
-                .set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = input.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = std::io::copy(&mut input, &mut std::io::sink());
         }
     }
@@ -391,16 +396,287 @@ fn read_exact(
     })
 }
 
+/// The greeting of a lazy restore asking for pages (`ckpt page-server
+/// --lazy-pages`), rather than of a dump sending them.
+const LAZY_HELLO: &[u8; 8] = b"CKPTPGL1";
+/// A request's file number that ends the session.
+const LAZY_END: u32 = u32::MAX;
+
+/// The pages images of an image directory, as a page server serves them
+/// to a lazy restore: in manifest order, checked against the manifest
+/// before the server listens (so that what it serves is what the dump
+/// wrote), mapped for the session.
+pub struct ServedPages {
+    names: Vec<String>,
+    digests: Vec<FileDigest>,
+    maps: Vec<crate::sys::Mmap>,
+}
+
+impl ServedPages {
+    pub fn open(dir: &Path) -> Result<ServedPages> {
+        let manifest = crate::images::Manifest::read(dir)?;
+        let mut out = ServedPages {
+            names: Vec::new(),
+            digests: Vec::new(),
+            maps: Vec::new(),
+        };
+        for (name, want) in manifest.iter() {
+            if pages_file_id(name).is_none() {
+                continue;
+            }
+            let path = dir.join(name);
+            let have = crate::images::hash_file(&path)?;
+            if have != want {
+                return Err(Error::io(
+                    &path,
+                    "checking the pages image against the manifest",
+                    std::io::Error::other(format!(
+                        "{} bytes with xxh3 {:032x}, the manifest says {} bytes with xxh3 {:032x}",
+                        have.size, have.xxh3, want.size, want.xxh3
+                    )),
+                ));
+            }
+            let f = std::fs::File::open(&path)
+                .map_err(|e| Error::io(&path, "opening the pages image", e))?;
+            let map = crate::sys::Mmap::map(&f)
+                .map_err(|e| Error::io(&path, "mapping the pages image", e))?;
+            out.names.push(name.to_string());
+            out.digests.push(want);
+            out.maps.push(map);
+        }
+        Ok(out)
+    }
+}
+
+/// What a page server sent a lazy restore.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+/// Serve `files` to one lazy restore on `listener`: the list of them
+/// (name, size, xxh3-128, which the restore checks against its own
+/// manifest), then each requested range with its xxh3-64, until the
+/// restore ends the session or hangs up.
+pub fn serve_pages(listener: &TcpListener, files: &ServedPages) -> Result<Sent> {
+    let (mut s, peer) = listener
+        .accept()
+        .map_err(|e| err("-", "accepting a lazy restore's connection", e))?;
+    let _ = s.set_nodelay(true);
+    let mut hello = [0u8; 8];
+    s.read_exact(&mut hello)
+        .map_err(|e| err(peer, "reading the greeting", e))?;
+    if &hello != LAZY_HELLO {
+        return Err(err(peer, "reading the greeting", "not a ckpt lazy restore"));
+    }
+    let mut list = (files.names.len() as u32).to_le_bytes().to_vec();
+    for (name, d) in files.names.iter().zip(&files.digests) {
+        list.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        list.extend_from_slice(name.as_bytes());
+        list.extend_from_slice(&d.size.to_le_bytes());
+        list.extend_from_slice(&d.xxh3.to_le_bytes());
+    }
+    s.write_all(&list)
+        .map_err(|e| err(peer, "sending the list of pages images", e))?;
+    let mut sent = Sent::default();
+    loop {
+        let mut req = [0u8; 16];
+        match s.read_exact(&mut req) {
+            Ok(()) => {}
+            // The restore has everything, or is gone: either way, done.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(sent),
+            Err(e) => return Err(err(peer, "reading a request", e)),
+        }
+        let file = u32::from_le_bytes(req[..4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(req[4..8].try_into().expect("4 bytes"));
+        let off = u64::from_le_bytes(req[8..].try_into().expect("8 bytes"));
+        if file == LAZY_END {
+            return Ok(sent);
+        }
+        let data = files
+            .maps
+            .get(file as usize)
+            .and_then(|m| m.as_slice().get(off as usize..)?.get(..len as usize))
+            .filter(|_| len <= MAX_FRAME);
+        let Some(data) = data else {
+            let why = format!("no {len} bytes at offset {off} of pages image number {file}");
+            let _ = s.write_all(format!("E{why}").as_bytes());
+            return Err(err(peer, "serving pages", why));
+        };
+        let mut head = [0u8; 13];
+        head[0] = b'D';
+        head[1..5].copy_from_slice(&len.to_le_bytes());
+        head[5..].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(data).to_le_bytes());
+        let mut parts = [IoSlice::new(&head), IoSlice::new(data)];
+        write_all_vectored(&mut s, &mut parts).map_err(|e| err(peer, "sending pages", e))?;
+        sent.requests += 1;
+        sent.bytes += u64::from(len);
+    }
+}
+
+/// Write all of `parts`, in as few writes as the socket takes.
+fn write_all_vectored(out: &mut impl Write, mut parts: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        match out.write_vectored(parts) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A lazy restore's connection to the page server holding its pages
+/// (`restore --lazy-pages --page-server`).
+pub struct RemotePages {
+    peer: SocketAddr,
+    s: TcpStream,
+    /// The server's pages images by name: their number and size.
+    files: HashMap<String, (u32, u64)>,
+}
+
+impl RemotePages {
+    /// Connect to the page server at `address:port` and check that it
+    /// holds exactly the pages images `manifest` (the restore's) lists.
+    pub fn connect(
+        address: &str,
+        port: u16,
+        manifest: &crate::images::Manifest,
+    ) -> Result<RemotePages> {
+        let target = format!("{address}:{port}");
+        let peer = (address, port)
+            .to_socket_addrs()
+            .map_err(|e| err(&target, "resolving the page server's address", e))?
+            .next()
+            .ok_or_else(|| err(&target, "resolving the page server's address", "no address"))?;
+        let mut s = TcpStream::connect_timeout(&peer, Duration::from_secs(10))
+            .map_err(|e| err(peer, "connecting to the page server", e))?;
+        let _ = s.set_nodelay(true);
+        let what = "reading the list of pages images";
+        s.write_all(LAZY_HELLO)
+            .map_err(|e| err(peer, "greeting the page server", e))?;
+        let mut n = [0u8; 4];
+        s.read_exact(&mut n).map_err(|e| err(peer, what, e))?;
+        let mut files = HashMap::new();
+        for i in 0..u32::from_le_bytes(n) {
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).map_err(|e| err(peer, what, e))?;
+            let mut name = vec![0u8; u16::from_le_bytes(len) as usize];
+            let mut d = [0u8; 24];
+            s.read_exact(&mut name)
+                .and_then(|()| s.read_exact(&mut d))
+                .map_err(|e| err(peer, what, e))?;
+            let size = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+            let xxh3 = u128::from_le_bytes(d[8..].try_into().expect("16 bytes"));
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if let Some(want) = manifest.get(&name) {
+                if (want.size, want.xxh3) != (size, xxh3) {
+                    return Err(err(
+                        peer,
+                        &name,
+                        format!(
+                            "the page server has {size} bytes with xxh3 {xxh3:032x}, the \
+                             images here say {} bytes with xxh3 {:032x}: pages of another dump",
+                            want.size, want.xxh3
+                        ),
+                    ));
+                }
+            }
+            files.insert(name, (i, size));
+        }
+        for (name, _) in manifest.iter() {
+            if pages_file_id(name).is_some() && !files.contains_key(name) {
+                return Err(err(peer, name, "the page server does not have it"));
+            }
+        }
+        Ok(RemotePages { peer, s, files })
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Fill `buf` with the bytes of pages image `name` from `off`, checked
+    /// against the xxh3-64 the server sent with them.
+    pub fn fetch(&mut self, name: &str, off: u64, buf: &mut [u8]) -> Result<()> {
+        let what = format!("fetching {} bytes at offset {off} of {name}", buf.len());
+        let &(file, size) = self
+            .files
+            .get(name)
+            .ok_or_else(|| err(self.peer, &what, "the page server does not have it"))?;
+        if buf.len() > MAX_FRAME as usize || off + buf.len() as u64 > size {
+            return Err(err(self.peer, &what, format!("the file has {size} bytes")));
+        }
+        let mut req = [0u8; 16];
+        req[..4].copy_from_slice(&file.to_le_bytes());
+        req[4..8].copy_from_slice(&(buf.len() as u32).to_le_bytes());
+        req[8..].copy_from_slice(&off.to_le_bytes());
+        let mut head = [0u8; 13];
+        let got = self
+            .s
+            .write_all(&req)
+            .and_then(|()| self.s.read_exact(&mut head[..1]));
+        let gone = |e: std::io::Error| {
+            use std::io::ErrorKind::*;
+            match e.kind() {
+                UnexpectedEof => "the page server closed the connection".to_string(),
+                BrokenPipe | ConnectionReset => {
+                    format!("the page server closed the connection ({e})")
+                }
+                _ => e.to_string(),
+            }
+        };
+        got.map_err(|e| err(self.peer, &what, gone(e)))?;
+        if head[0] != b'D' {
+            let mut msg = Vec::new();
+            let _ = (&mut self.s).take(4096).read_to_end(&mut msg);
+            return Err(err(self.peer, &what, String::from_utf8_lossy(&msg)));
+        }
+        self.s
+            .read_exact(&mut head[1..])
+            .and_then(|()| self.s.read_exact(buf))
+            .map_err(|e| err(self.peer, &what, gone(e)))?;
+        let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
+        let sum = u64::from_le_bytes(head[5..].try_into().expect("8 bytes"));
+        if len as usize != buf.len() || xxhash_rust::xxh3::xxh3_64(buf) != sum {
+            return Err(err(
+                self.peer,
+                &what,
+                "the bytes arrived changed (xxh3 mismatch)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// End the session: the page server exits.
+    pub fn end(mut self) {
+        let mut req = [0u8; 16];
+        req[..4].copy_from_slice(&LAZY_END.to_le_bytes());
+        let _ = self.s.write_all(&req);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use xxhash_rust::xxh3::xxh3_128;
 
-    fn server(dir: &Path) -> (u16, std::thread::JoinHandle<Result<Received>>) {
+    /// `serve` (or `serve_pages`) of `dir` on a loopback port, on a thread.
+    fn on_loopback<T: Send + 'static>(
+        dir: &Path,
+        serve: fn(&TcpListener, &Path) -> Result<T>,
+    ) -> (u16, std::thread::JoinHandle<Result<T>>) {
         let l = listen("127.0.0.1", 0).unwrap();
         let port = l.local_addr().unwrap().port();
         let dir = dir.to_path_buf();
         (port, std::thread::spawn(move || serve(&l, &dir)))
+    }
+
+    fn server(dir: &Path) -> (u16, std::thread::JoinHandle<Result<Received>>) {
+        on_loopback(dir, serve)
     }
 
     #[test]
@@ -466,7 +742,6 @@ mod tests {
         let mut c = Client::connect("127.0.0.1", port).unwrap();
         let f = c.open("pages-1.img").unwrap();
         c.data(f, "pages-1.img", &[1u8; 8192]).unwrap();
-        c.out.flush().unwrap();
         drop(c);
         let e = h.join().unwrap().unwrap_err().to_string();
         assert!(e.contains("closed before the dump ended"), "{e}");
@@ -486,6 +761,105 @@ mod tests {
         assert!(e.contains("not a pages image"), "{e}");
         assert!(h.join().unwrap().is_err());
         assert!(!t.path().join("escape.img").exists());
+    }
+
+    /// An image directory with pages-1.img (`data`) and its manifest.
+    fn pages_dir(data: &[u8]) -> (tempfile::TempDir, crate::images::Manifest) {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("pages-1.img"), data).unwrap();
+        std::fs::write(t.path().join("core-1.img"), b"not pages").unwrap();
+        let mut m = crate::images::Manifest::new();
+        m.add_file(t.path(), "pages-1.img").unwrap();
+        m.add_file(t.path(), "core-1.img").unwrap();
+        m.write(t.path()).unwrap();
+        (t, m)
+    }
+
+    fn lazy_server(dir: &Path) -> (u16, std::thread::JoinHandle<Result<Sent>>) {
+        on_loopback(dir, |l, d| serve_pages(l, &ServedPages::open(d)?))
+    }
+
+    #[test]
+    fn a_lazy_restore_fetches_checked_ranges() {
+        let data: Vec<u8> = (0..64 * 4096).map(|i| (i * 13 % 251) as u8).collect();
+        let (t, m) = pages_dir(&data);
+        let (port, h) = lazy_server(t.path());
+        let mut r = RemotePages::connect("127.0.0.1", port, &m).unwrap();
+        let mut buf = vec![0u8; 5 * 4096];
+        r.fetch("pages-1.img", 7 * 4096, &mut buf).unwrap();
+        assert_eq!(buf, data[7 * 4096..12 * 4096]);
+        let mut end = vec![0u8; 4096];
+        r.fetch("pages-1.img", 63 * 4096, &mut end).unwrap();
+        assert_eq!(end, data[63 * 4096..]);
+        // Beyond the end: refused here, before asking.
+        let e = r.fetch("pages-1.img", 63 * 4096, &mut buf).unwrap_err();
+        assert!(e.to_string().contains("the file has"), "{e}");
+        r.end();
+        assert_eq!(
+            h.join().unwrap().unwrap(),
+            Sent {
+                requests: 2,
+                bytes: 6 * 4096
+            }
+        );
+    }
+
+    #[test]
+    fn pages_of_another_dump_are_refused() {
+        let (t, _) = pages_dir(&[1u8; 8192]);
+        let (_, other) = pages_dir(&[2u8; 8192]);
+        let (port, h) = lazy_server(t.path());
+        let e = RemotePages::connect("127.0.0.1", port, &other)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("pages-1.img") && e.contains("pages of another dump"),
+            "{e}"
+        );
+        h.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_server_whose_pages_changed_does_not_start() {
+        let (t, _) = pages_dir(&[1u8; 8192]);
+        std::fs::write(t.path().join("pages-1.img"), [3u8; 8192]).unwrap();
+        let e = ServedPages::open(t.path()).err().unwrap().to_string();
+        assert!(e.contains("pages-1.img") && e.contains("manifest"), "{e}");
+    }
+
+    #[test]
+    fn a_cut_connection_names_the_server_and_the_missing_pages() {
+        let (t, m) = pages_dir(&[1u8; 8192]);
+        let l = listen("127.0.0.1", 0).unwrap();
+        let port = l.local_addr().unwrap().port();
+        // A server that lists the pages, then dies.
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut hello = [0u8; 8];
+            s.read_exact(&mut hello).unwrap();
+            let d = m.get("pages-1.img").unwrap();
+            let mut list = 1u32.to_le_bytes().to_vec();
+            list.extend_from_slice(&11u16.to_le_bytes());
+            list.extend_from_slice(b"pages-1.img");
+            list.extend_from_slice(&d.size.to_le_bytes());
+            list.extend_from_slice(&d.xxh3.to_le_bytes());
+            s.write_all(&list).unwrap();
+        });
+        let m = crate::images::Manifest::read(t.path()).unwrap();
+        let mut r = RemotePages::connect("127.0.0.1", port, &m).unwrap();
+        h.join().unwrap();
+        let mut buf = vec![0u8; 4096];
+        let e = r
+            .fetch("pages-1.img", 4096, &mut buf)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("127.0.0.1:{port}"))
+                && e.contains("4096 bytes at offset 4096 of pages-1.img")
+                && e.contains("closed the connection"),
+            "{e}"
+        );
     }
 
     #[test]
