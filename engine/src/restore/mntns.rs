@@ -506,11 +506,135 @@ fn propagation(
     Ok(())
 }
 
-/// How many mounts of mountpoints-N.img the tree made itself (after its
-/// /proc; the copies are marked).
+/// How many mounts of mountpoints-N.img the tree made itself: all but
+/// the copies (marked) and its /proc. An image without marks has none.
 pub fn own_count(mounts: &[pb::MntEntry]) -> usize {
-    match mounts.iter().position(|m| m.ext_mount != Some(true)) {
-        Some(p) if p > 0 => mounts.len() - p - 1,
-        _ => 0,
+    if !mounts.iter().any(|m| m.ext_mount == Some(true)) {
+        return 0;
+    }
+    let own = mounts.iter().filter(|m| m.ext_mount != Some(true)).count();
+    own.saturating_sub(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: u32, parent: u32, point: &str, fstype: u32, dev: u32, root: &str) -> pb::MntEntry {
+        pb::MntEntry {
+            fstype,
+            mnt_id: id,
+            root_dev: dev,
+            parent_mnt_id: parent,
+            root: root.into(),
+            mountpoint: point.into(),
+            source: "none".into(),
+            ..Default::default()
+        }
+    }
+
+    fn copy(e: pb::MntEntry) -> pb::MntEntry {
+        pb::MntEntry {
+            ext_mount: Some(true),
+            ..e
+        }
+    }
+
+    /// The host's root and /proc copied, the namespace's /proc, then the
+    /// tree's: a tmpfs, a bind of a directory of it, a bind of a host
+    /// directory, a sysfs.
+    fn image() -> Vec<pb::MntEntry> {
+        vec![
+            copy(m(1, 0, "/", 0, 8, "/")),
+            copy(m(2, 1, "/proc", FS_PROC, 20, "/")),
+            m(3, 2, "/proc", FS_PROC, 21, "/"),
+            m(4, 1, "/mnt", FS_TMPFS, 30, "/"),
+            m(5, 1, "/srv", FS_TMPFS, 30, "/sub"),
+            m(6, 1, "/opt", 0, 8, "/var/lib"),
+            m(7, 1, "/sys2", 2, 31, "/"),
+        ]
+    }
+
+    fn plan_of(mounts: &[pb::MntEntry]) -> std::result::Result<Vec<Option<Make>>, String> {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(crate::dump::mntns::tmpfs_image(30)), b"").unwrap();
+        plan(&d.path().join("mountpoints-1.img"), d.path(), mounts)
+            .map(|p| p.make)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_mount_of_the_tree_has_a_way_to_be_made() {
+        assert_eq!(
+            plan_of(&image()).unwrap(),
+            vec![
+                None,
+                None,
+                None,
+                Some(Make::Tmpfs),
+                Some(Make::Bind(3)),
+                Some(Make::Bind(0)),
+                Some(Make::Fresh)
+            ]
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_made_is_refused_naming_the_mount() {
+        let mut no_tar = image();
+        no_tar[3].root_dev = 99;
+        no_tar[4].root_dev = 99;
+        let e = plan_of(&no_tar).unwrap_err();
+        assert!(
+            e.contains("mount 4 on /mnt") && e.contains("tmpfs-dev-99.tar.gz.img is missing"),
+            "{e}"
+        );
+
+        let mut lost = image();
+        lost[5].root_dev = 77;
+        let e = plan_of(&lost).unwrap_err();
+        assert!(
+            e.contains("mount 6 on /opt") && e.contains("source mount is not in the image"),
+            "{e}"
+        );
+
+        let mut orphan = image();
+        orphan[6].parent_mnt_id = 9;
+        assert!(plan_of(&orphan)
+            .unwrap_err()
+            .contains("parent mount is not before it"));
+
+        let mut slave = image();
+        slave[4].master_id = Some(5);
+        assert!(plan_of(&slave).unwrap_err().contains("master peer group 5"));
+
+        let mut device = image();
+        device[6] = m(7, 1, "/data", 0, 40, "/");
+        device[6].source = "/nonexistent/blockdev".into();
+        assert!(plan_of(&device)
+            .unwrap_err()
+            .contains("not a block device on this machine"));
+
+        let mut under_proc = image();
+        under_proc[6].mountpoint = "/proc/sys".into();
+        assert!(plan_of(&under_proc).unwrap_err().contains("/proc"));
+
+        let mut no_proc = image();
+        no_proc.remove(2);
+        assert!(plan_of(&no_proc)
+            .unwrap_err()
+            .contains("no /proc of the namespace's own"));
+    }
+
+    #[test]
+    fn own_mounts_are_counted_after_the_copies() {
+        assert_eq!(own_count(&image()), 4);
+        assert_eq!(own_count(&image()[..3]), 0);
+        // After a restore with a pid namespace: the /proc comes last.
+        let mut restored = image();
+        let p = restored.remove(2);
+        restored.push(p);
+        assert_eq!(own_count(&restored), 4);
+        assert_eq!(plan_of(&restored).unwrap().iter().flatten().count(), 4);
     }
 }
