@@ -219,15 +219,13 @@ fn sb_data(m: &pb::MntEntry) -> String {
         .join(",")
 }
 
-fn fs_name(m: &pb::MntEntry) -> Option<&str> {
-    Some(match m.fstype {
-        2 => "sysfs",
-        5 => "tmpfs",
-        12 => "cgroup",
-        14 => "mqueue",
-        23 => "cgroup2",
-        _ => return m.fsname.as_deref(),
-    })
+/// The file system type to mount: CRIU's code's name (its enum names
+/// are the kernel's, upper-cased), `fsname` for one without a code.
+fn fs_name(m: &pb::MntEntry) -> Option<String> {
+    match pb::Fstype::try_from(m.fstype as i32) {
+        Ok(pb::Fstype::Unsupported) | Err(_) => m.fsname.clone(),
+        Ok(f) => Some(f.as_str_name().to_lowercase()),
+    }
 }
 
 /// An O_PATH fd of what `path` names now.
@@ -328,7 +326,7 @@ pub fn make(root: Pid, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
             _ => mount(
                 Some(m.source.as_str()),
                 target,
-                fs_name(m),
+                fs_name(m).as_deref(),
                 MsFlags::empty(),
                 Some(sb_data(m).as_str()),
             ),
