@@ -1228,6 +1228,18 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "ns_refused_ramfs",
+        program: Program::C("ns_refused"),
+        args: &["--kind=ramfs"],
+        suid: true,
+        // ns only: the case mounts in a mount namespace of the tree's own, which the flavour gives it
+        // (in h its mount would be the host's)
+        flavors: &[Flavor::Ns],
+        crfail: true,
+        crfail_reason: Some("a ramfs file system is not one the restore can make again"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "ns_refused_nested",
         program: Program::C("ns_refused"),
         args: &["--kind=nested"],

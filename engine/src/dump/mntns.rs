@@ -351,7 +351,7 @@ fn own_mount(pid: Pid, ino: u64, tree: &[MountInfo], i: usize) -> Result<Made> {
         Made::Device
     } else {
         return Err(no(format!(
-            "a {} file system is neither kept in memory, nor the kernel's, nor on a block device the restore could mount again",
+            "a {} file system is not one the restore can make again (tmpfs with its contents, sysfs, mqueue, cgroup, or a block device's)",
             m.fstype
         )));
     };
