@@ -23,7 +23,10 @@
  * --kind=cgroup_back: a child of the test task makes a cgroup namespace
  *   of its own and forks a grandchild, which goes back into the test
  *   task's (the host's) with setns: a namespace the restore cannot put a
- *   task back into from one made inside the tree.
+ *   task back into from one made inside the tree;
+ * --kind=ramfs: the root mounts a ramfs (in the ns flavour's mount
+ *   namespace), a file system whose contents the dump does not save;
+ *   after SIGTERM its file is still there.
  *
  * After SIGTERM the nft kinds check that their table is still there.
  *
@@ -37,6 +40,9 @@
 #include <net/route.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -128,6 +134,20 @@ int main(int argc, char **argv)
 		}
 		if (system(make)) {
 			pr_err("could not make the nftables table (%s)\n", make);
+			return 1;
+		}
+	}
+	if (!strcmp(kind, "ramfs")) {
+		int fd;
+
+		if ((mkdir("ns_refused.ramfs", 0755) && errno != EEXIST) ||
+		    mount("zdtm_ramfs", "ns_refused.ramfs", "ramfs", 0, NULL)) {
+			pr_perror("mount ramfs");
+			return 1;
+		}
+		fd = open("ns_refused.ramfs/kept", O_CREAT | O_WRONLY, 0600);
+		if (fd < 0 || close(fd)) {
+			pr_perror("create ns_refused.ramfs/kept");
 			return 1;
 		}
 	}
@@ -224,6 +244,16 @@ int main(int argc, char **argv)
 		errno = 0;
 		fail("the nftables table is gone");
 		return 1;
+	}
+	if (!strcmp(kind, "ramfs")) {
+		if (access("ns_refused.ramfs/kept", F_OK)) {
+			fail("the ramfs's file is gone");
+			return 1;
+		}
+		if (umount2("ns_refused.ramfs", MNT_DETACH) || rmdir("ns_refused.ramfs")) {
+			fail("clean up of the ramfs");
+			return 1;
+		}
 	}
 	kill(child, SIGTERM);
 	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status)) {

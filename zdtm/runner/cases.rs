@@ -1201,6 +1201,45 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "mnt_tmpfs",
+        program: Program::C("mnt_tmpfs"),
+        suid: true,
+        // ns only: the case mounts in a mount namespace of the tree's own, which the flavour gives it
+        // (in h its mounts would be the host's)
+        flavors: &[Flavor::Ns],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "mnt_bind",
+        program: Program::C("mnt_bind"),
+        suid: true,
+        // ns only: the case mounts in a mount namespace of the tree's own, which the flavour gives it
+        // (in h its mounts would be the host's)
+        flavors: &[Flavor::Ns],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "mnt_propagation",
+        program: Program::C("mnt_propagation"),
+        suid: true,
+        // ns only: the case mounts in a mount namespace of the tree's own, which the flavour gives it
+        // (in h its mounts would be the host's)
+        flavors: &[Flavor::Ns],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_ramfs",
+        program: Program::C("ns_refused"),
+        args: &["--kind=ramfs"],
+        suid: true,
+        // ns only: the case mounts in a mount namespace of the tree's own, which the flavour gives it
+        // (in h its mount would be the host's)
+        flavors: &[Flavor::Ns],
+        crfail: true,
+        crfail_reason: Some("a ramfs file system is not one the restore can make again"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "ns_refused_nested",
         program: Program::C("ns_refused"),
         args: &["--kind=nested"],

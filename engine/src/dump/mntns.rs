@@ -1,29 +1,40 @@
-//! A mount namespace of the tree's own, in the shape the `ns` flavour
-//! gives it (zdtm/lib/ns.c): a private copy of the host's mounts, made
-//! when the namespace was, with a new proc instance mounted on /proc
-//! right after. The restore (restore/mntns.rs) makes the same: a private
-//! copy of the host's mounts as they are then, and a /proc of the tree's
-//! pid namespace.
+//! A mount namespace of the tree's own. It starts in the shape the
+//! `ns` flavour gives it (zdtm/lib/ns.c): a private copy of the host's
+//! mounts, made when the namespace was, with a new proc instance mounted
+//! on /proc right after; then come the mounts the tree made itself.
 //!
 //! The kernel lists a namespace's mounts in the order they were made
-//! (by their unique mount ids), so the namespace's own /proc is the last
-//! mount of a tree that made none of its own, and the mounts before it
-//! are the copies. The dump checks, and refuses otherwise naming the
-//! task, the namespace and the first difference:
-//! - the last mount is a proc on /proc that is not the host's;
-//! - no mount propagates (shared or slave): ns.c makes them all private,
+//! (by their unique mount ids), so the mounts before the namespace's
+//! own /proc (the first proc on /proc that is not the host's) are the
+//! copies, and those after it the tree's. The dump checks, and refuses
+//! otherwise naming the task, the namespace, the mount and the reason:
+//! - no copy propagates (shared or slave): ns.c makes them all private,
 //!   and the restore makes them so;
 //! - a copy whose mount point the host still has matches the host's
 //!   mount there (fs type, source, root, options): a tree that remounted
-//!   one would not get it back. A copy the host no longer has (unmounted
-//!   there since the namespace was made) is left out by the restore,
-//!   whose copy is of the host as it is then; nor is a mount the host
-//!   made since a difference. Mounts the tree made itself, bind mounts
-//!   or moved ones belong to full mount namespace support (the next step,
-//!   which extends this module and mountpoints-N.img).
+//!   one would not get it back. The copies are marked `ext_mount` in the
+//!   image: the host's, not saved. A mount before the /proc that the
+//!   host does not have is either a copy the host has unmounted since,
+//!   left out by the restore (whose copy is of the host as it is then),
+//!   or, in a tree restored before, a mount of the tree's: the restore's
+//!   engine makes those before the tree's pid namespace exists to mount
+//!   its /proc in. It is taken as the tree's when it can be remade;
+//! - each mount of the tree's own is one the restore can make again: a
+//!   bind of an earlier mount of the same file system whose root holds
+//!   its root (the host's copies or the tree's own; directories or
+//!   files); a tmpfs, whose contents are saved as CRIU does, a gzipped
+//!   tar in `tmpfs-dev-N.tar.gz.img` (N the `root_dev`; made with tar(1)
+//!   through /proc/PID/root, the directory checked to be that mount);
+//!   sysfs, mqueue or cgroup, mounted fresh; or a file system on a block
+//!   device, which the restore mounts from its source again (checked to
+//!   be there at both ends). Propagation is kept (`shared_id`,
+//!   `master_id`, MS_UNBINDABLE in `flags` as CRIU does) when a slave's
+//!   master group is in the namespace. Refused: mounts on or below
+//!   /proc, moved mounts (a parent made after its child), binds whose
+//!   source mount is gone, other file systems.
 //!
 //! The image is CRIU's: `mountpoints-N.img`, one `mnt_entry` per mount,
-//! N the namespace's id in the tasks' ids.
+//! in the order they were made, N the namespace's id in the tasks' ids.
 
 use std::path::Path;
 
@@ -36,7 +47,7 @@ fn refuse(pid: Pid, ino: u64, why: impl Into<String>) -> Error {
         pid,
         format!("mnt namespace mnt:[{ino}]"),
         format!(
-            "{}; only a private copy of the host's mounts with a /proc of its own is supported yet",
+            "{}; supported: a private copy of the host's mounts, a /proc of its own, then mounts the tree made",
             why.into()
         ),
     )
@@ -104,13 +115,19 @@ fn entry(m: &MountInfo) -> pb::MntEntry {
         // The kernel's internal dev_t, as CRIU stores it.
         root_dev: (m.major << 20) | m.minor,
         parent_mnt_id: m.parent_id as u32,
-        flags: ms_flags(&m.options),
+        // CRIU keeps unbindable among the flags.
+        flags: ms_flags(&m.options)
+            | if m.unbindable() {
+                libc::MS_UNBINDABLE as u32
+            } else {
+                0
+            },
         root: m.root.to_string_lossy().into_owned(),
         mountpoint: m.mount_point.to_string_lossy().into_owned(),
         source: m.source.clone(),
         options: m.super_options.clone(),
-        shared_id: None,
-        master_id: None,
+        shared_id: m.shared().map(|g| g as u32),
+        master_id: m.master().map(|g| g as u32),
         with_plugin: None,
         ext_mount: None,
         fsname: (code == 0).then(|| m.fstype.clone()),
@@ -125,56 +142,117 @@ fn entry(m: &MountInfo) -> pb::MntEntry {
     }
 }
 
+/// A mount namespace of the tree's own as the dump writes it: its
+/// mountpoints-N.img entries and, for each tmpfs the tree mounted, its
+/// contents as a tar (`tmpfs-dev-N.tar.gz.img`, N its `root_dev`).
+pub struct MountNs {
+    pub entries: Vec<pb::MntEntry>,
+    pub tmpfs: Vec<(u32, Vec<u8>)>,
+}
+
+impl MountNs {
+    /// mountpoints-`id`.img and the tmpfs tars.
+    pub fn write(&self, dir: &crate::imgdir::ImageDir, id: u32) -> Result<()> {
+        dir.write_image(&format!("mountpoints-{id}.img"), &self.entries)?;
+        for (dev, tar) in &self.tmpfs {
+            dir.write_file(&tmpfs_image(*dev), tar)?;
+        }
+        Ok(())
+    }
+}
+
+/// CRIU's name for the contents of the tmpfs whose `root_dev` is `dev`.
+pub fn tmpfs_image(dev: u32) -> String {
+    format!("tmpfs-dev-{dev}.tar.gz.img")
+}
+
+/// File systems the restore mounts anew, empty (their contents are the
+/// kernel's): the tree's mounts of these need nothing saved.
+pub const FRESH: &[&str] = &["proc", "sysfs", "mqueue", "cgroup", "cgroup2"];
+
 /// Checks the mount namespace `ino` of `pid` (the tree's root) against
-/// the engine's (the host's) and returns its mountpoints-N.img entries.
-pub fn check(pid: Pid, ino: u64) -> Result<Vec<pb::MntEntry>> {
+/// the engine's (the host's) and returns what the dump writes of it.
+pub fn check(pid: Pid, ino: u64) -> Result<MountNs> {
     let tree = mountinfo::read(pid)?;
     let host = mountinfo::read(std::process::id() as Pid)?;
     let proc_dir = Path::new("/proc");
-    let Some(last) = tree.last() else {
-        return Err(refuse(pid, ino, "it has no mounts"));
+    // The flavour's /proc: the first proc instance on /proc that is not
+    // the host's; the mounts before it are the copies, those after it
+    // the tree's own.
+    let host_proc = |m: &MountInfo| {
+        host.iter()
+            .any(|h| h.fstype == "proc" && (h.major, h.minor) == (m.major, m.minor))
     };
-    if last.fstype != "proc" || last.mount_point != proc_dir {
-        let why = match tree
-            .iter()
-            .rposition(|m| m.fstype == "proc" && m.mount_point == proc_dir)
-        {
-            Some(i) => format!(
-                "{} was mounted in it after its /proc; mounts of the tree's own are not supported yet",
-                describe(&tree[i + 1])
-            ),
-            None => format!(
-                "its last mount is {}, not a /proc of its own",
-                describe(last)
+    let Some(p) = tree
+        .iter()
+        .position(|m| m.fstype == "proc" && m.mount_point == proc_dir && !host_proc(m))
+    else {
+        let why = match tree.last() {
+            None => "it has no mounts".to_string(),
+            Some(l) if l.fstype == "proc" && l.mount_point == proc_dir => {
+                "its /proc is the host's proc, not a new instance".to_string()
+            }
+            Some(l) => format!(
+                "it has no /proc of its own (its last mount is {})",
+                describe(l)
             ),
         };
         return Err(refuse(pid, ino, why));
-    }
-    if host
-        .iter()
-        .any(|h| h.fstype == "proc" && (h.major, h.minor) == (last.major, last.minor))
-    {
-        return Err(refuse(
-            pid,
-            ino,
-            "its /proc is the host's proc, not a new instance",
-        ));
-    }
-    for m in &tree {
-        if let Some(p) = m.shared().or(m.master()) {
-            return Err(refuse(
-                pid,
-                ino,
-                format!(
-                    "{} propagates (peer group {p}); the flavour's mounts are private",
-                    describe(m)
-                ),
-            ));
+    };
+    let copies = &tree[..p];
+    let on_host = check_copies(pid, ino, copies, &host)?;
+    let mut entries = Vec::with_capacity(tree.len());
+    let mut tmpfs = Vec::new();
+    let mut own = 0;
+    for (i, m) in tree.iter().enumerate() {
+        let made = match i.cmp(&p) {
+            std::cmp::Ordering::Equal => None,
+            std::cmp::Ordering::Greater => Some(own_mount(pid, ino, &tree, i)?),
+            // Not on the host: the tree's when it can be remade (module
+            // doc), else a copy the host has unmounted since.
+            std::cmp::Ordering::Less if !on_host[i] => own_mount(pid, ino, &tree, i).ok(),
+            std::cmp::Ordering::Less => None,
+        };
+        let Some(made) = made else {
+            if let Some(g) = m.shared().or(m.master()).filter(|_| i != p) {
+                return Err(refuse(
+                    pid,
+                    ino,
+                    format!(
+                        "{} propagates (peer group {g}); the flavour's copies of the host's mounts are private",
+                        describe(m)
+                    ),
+                ));
+            }
+            entries.push(if i == p { entry(m) } else { copy_entry(m) });
+            continue;
+        };
+        if made == Made::Tmpfs {
+            tmpfs.push((entry(m).root_dev, tmpfs_tar(pid, ino, m)?));
         }
+        entries.push(entry(m));
+        own += 1;
     }
-    // Copies against the host's mounts at the same point (the k-th mount
-    // on a point against the host's k-th there).
-    let copies = &tree[..tree.len() - 1];
+    debug!(
+        "pid {pid}: mnt:[{ino}]: {} mounts, {own} of them the tree's ({} tmpfs)",
+        tree.len(),
+        tmpfs.len()
+    );
+    Ok(MountNs { entries, tmpfs })
+}
+
+/// A copy of the host's mount: the restore takes the host's as it is then.
+fn copy_entry(m: &MountInfo) -> pb::MntEntry {
+    pb::MntEntry {
+        ext_mount: Some(true),
+        ..entry(m)
+    }
+}
+
+/// Copies against the host's mounts at the same point (the k-th mount
+/// on a point against the host's k-th there): whether the host has each.
+fn check_copies(pid: Pid, ino: u64, copies: &[MountInfo], host: &[MountInfo]) -> Result<Vec<bool>> {
+    let mut on_host = Vec::with_capacity(copies.len());
     for (i, m) in copies.iter().enumerate() {
         let k = copies[..i]
             .iter()
@@ -185,12 +263,11 @@ pub fn check(pid: Pid, ino: u64) -> Result<Vec<pb::MntEntry>> {
             .filter(|h| h.mount_point == m.mount_point)
             .nth(k)
         else {
-            debug!(
-                "pid {pid}: mnt:[{ino}]: {} is no longer on the host",
-                describe(m)
-            );
+            debug!("pid {pid}: mnt:[{ino}]: {} is not on the host", describe(m));
+            on_host.push(false);
             continue;
         };
+        on_host.push(true);
         let same = h.fstype == m.fstype
             && h.source == m.source
             && h.root == m.root
@@ -207,9 +284,152 @@ pub fn check(pid: Pid, ino: u64) -> Result<Vec<pb::MntEntry>> {
             ));
         }
     }
-    debug!(
-        "pid {pid}: mnt:[{ino}] is a private copy of the host's mounts with its own /proc ({} mounts)",
-        tree.len()
-    );
-    Ok(tree.iter().map(entry).collect())
+    Ok(on_host)
+}
+
+/// How the restore remakes a mount of the tree's own.
+#[derive(Debug, PartialEq, Eq)]
+enum Made {
+    /// A bind mount of an earlier mount of the same file system.
+    Bind,
+    /// A new tmpfs filled from its tar.
+    Tmpfs,
+    /// A new instance of one of [`FRESH`].
+    Fresh,
+    /// A block-device file system mounted from its source again.
+    Device,
+}
+
+/// The bind source of `tree[i]` among the mounts before it: the latest
+/// mount of the same file system whose root holds `tree[i]`'s root.
+pub fn bind_source(tree: &[MountInfo], i: usize) -> Option<&MountInfo> {
+    let m = &tree[i];
+    tree[..i]
+        .iter()
+        .rev()
+        .find(|s| (s.major, s.minor) == (m.major, m.minor) && m.root.starts_with(&s.root))
+}
+
+/// Checks the `i`-th mount of `tree` (one the tree made) can be remade
+/// and says how.
+fn own_mount(pid: Pid, ino: u64, tree: &[MountInfo], i: usize) -> Result<Made> {
+    let m = &tree[i];
+    let no = |why: String| refuse_own(pid, ino, m, why);
+    if Path::new("/proc").starts_with(&m.mount_point) || m.mount_point.starts_with("/proc") {
+        return Err(no(
+            "it covers or lies below the namespace's /proc, which the restore mounts last".into(),
+        ));
+    }
+    if !tree[..i].iter().any(|o| o.mnt_id == m.parent_id) {
+        return Err(no(format!(
+            "its parent mount {} was made after it (a moved mount)",
+            m.parent_id
+        )));
+    }
+    if let Some(g) = m.master() {
+        if !tree.iter().any(|o| o.shared() == Some(g)) {
+            return Err(no(format!(
+                "it is a slave of peer group {g}, which no mount of the namespace is in"
+            )));
+        }
+    }
+    if m.unbindable() && (m.shared().is_some() || m.master().is_some()) {
+        return Err(no("it is unbindable and propagates".into()));
+    }
+    let made = if bind_source(tree, i).is_some() {
+        Made::Bind
+    } else if m.root != Path::new("/") {
+        return Err(no(format!(
+            "it is a bind mount of {} whose source mount is not in the namespace",
+            m.root.display()
+        )));
+    } else if m.fstype == "tmpfs" {
+        Made::Tmpfs
+    } else if FRESH.contains(&m.fstype.as_str()) {
+        Made::Fresh
+    } else if is_block_device(&m.source) {
+        Made::Device
+    } else {
+        return Err(no(format!(
+            "a {} file system is not one the restore can make again (tmpfs with its contents, sysfs, mqueue, cgroup, or a block device's)",
+            m.fstype
+        )));
+    };
+    Ok(made)
+}
+
+fn is_block_device(source: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    source.starts_with('/')
+        && std::fs::metadata(source).is_ok_and(|md| md.file_type().is_block_device())
+}
+
+fn refuse_own(pid: Pid, ino: u64, m: &MountInfo, why: String) -> Error {
+    Error::unsupported(
+        pid,
+        format!(
+            "mnt namespace mnt:[{ino}]: mount {} {}",
+            m.mnt_id,
+            describe(m)
+        ),
+        why,
+    )
+}
+
+/// The contents of the tree's tmpfs `m` as a gzipped tar (CRIU's
+/// tmpfs-dev-N.tar.gz.img), read through the root's /proc/PID/root; the
+/// directory opened must be that mount (not one mounted over it).
+fn tmpfs_tar(pid: Pid, ino: u64, m: &MountInfo) -> Result<Vec<u8>> {
+    let path = Path::new(&format!("/proc/{pid}/root"))
+        .join(m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point));
+    let dir = std::fs::File::open(&path)
+        .map_err(|e| Error::io(&path, format!("pid {pid}: the tmpfs {}", describe(m)), e))?;
+    use std::os::fd::AsRawFd;
+    let me = std::process::id() as Pid;
+    let got = crate::proc::fdinfo::read_fdinfo(me, dir.as_raw_fd())?.mnt_id;
+    if got != m.mnt_id {
+        return Err(refuse_own(
+            pid,
+            ino,
+            m,
+            format!("another mount ({got}) covers it, so its contents cannot be read"),
+        ));
+    }
+    let at = format!("/proc/{me}/fd/{}", dir.as_raw_fd());
+    let out = std::process::Command::new("tar")
+        .args([
+            "--create",
+            "--gzip",
+            "--no-unquote",
+            "--no-wildcards",
+            "--one-file-system",
+            "--check-links",
+            "--preserve-permissions",
+            "--sparse",
+            "--numeric-owner",
+            "--directory",
+            &at,
+            ".",
+        ])
+        .output()
+        .map_err(|e| {
+            Error::io(
+                "tar",
+                format!("pid {pid}: saving the tmpfs {}", describe(m)),
+                e,
+            )
+        })?;
+    if !out.status.success() {
+        return Err(refuse_own(
+            pid,
+            ino,
+            m,
+            format!(
+                "tar of its contents failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(out.stdout)
 }

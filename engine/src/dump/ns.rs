@@ -67,7 +67,7 @@ pub struct TreeNs {
     /// in the tree.
     nested_pid: Vec<u64>,
     /// mountpoints-N.img of a mount namespace of the tree's own.
-    mounts: Option<Vec<pb::MntEntry>>,
+    mounts: Option<super::mntns::MountNs>,
     /// netdev-N.img of a network namespace of the tree's own.
     net: Option<super::netns::NetNs>,
 }
@@ -340,7 +340,7 @@ impl TreeNs {
         }
         if let Some(mounts) = &self.mounts {
             let id = ids.mnt_ns_id.unwrap_or(0);
-            dir.write_image(&format!("mountpoints-{id}.img"), mounts)?;
+            mounts.write(dir, id)?;
         }
         if let Some(net) = &self.net {
             let id = ids.net_ns_id.unwrap_or(0);

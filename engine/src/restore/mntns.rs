@@ -1,5 +1,5 @@
-//! A mount namespace of the tree's own (see dump/mntns.rs for the shape
-//! a dump holds): the engine's thread unshares a new one before any
+//! A mount namespace of the tree's own (see dump/mntns.rs for what a
+//! dump holds): the engine's thread unshares a new one before any
 //! object or task exists, so it is a copy of the host's mounts as they
 //! are now, and makes every mount private, as zdtm/lib/ns.c does; the
 //! tree's /proc, an instance of its pid namespace, is mounted on /proc
@@ -7,9 +7,23 @@
 //! restore/ns.rs), or by the engine itself when the tree has no pid
 //! namespace of its own.
 //!
-//! Full mount namespaces (mounts of the tree's own, bind mounts) extend
-//! this module: `mountpoints-N.img` already lists every mount, in the
-//! order they were made.
+//! The mounts the tree made itself are then made by the engine's thread
+//! (`make`), once every other namespace is unshared (a sysfs or mqueue
+//! is of the namespaces of its mounter), before any task exists and opens
+//! a file through them. In three passes:
+//! 1. in the order they were made, all private (so nothing propagates
+//!    twice): a bind from an O_PATH fd of its source mount's root (the
+//!    copies opened before any mount covers them), non-recursive, its
+//!    children come after; a tmpfs with its superblock options, filled
+//!    with tar(1) from its `tmpfs-dev-N.tar.gz.img` right away, while
+//!    nothing covers it; sysfs, mqueue, cgroup anew; a block device from
+//!    its source. A mount point missing on a tmpfs (tar leaves out what
+//!    a mount covered) is made;
+//! 2. the per-mount flags (ro, nosuid, nodev, noexec, atime), once every
+//!    child exists, and a read-only superblock;
+//! 3. propagation, as CRIU does: MOVE_MOUNT_SET_GROUP from a member of
+//!    the peer group (or of the master's, then MS_SLAVE) whose root holds
+//!    the mount's root, else MS_SHARED for a group's first; MS_UNBINDABLE.
 
 use std::path::Path;
 
@@ -17,21 +31,6 @@ use nix::mount::{mount, MsFlags};
 
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
-
-/// Checks mountpoints-N.img against what the restore makes: the
-/// namespace's last mount is its own /proc.
-pub fn validate(path: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
-    let bad = |why: String| Error::Image(crate::images::ImageError::invalid(path, why));
-    match mounts.last() {
-        Some(m) if m.fstype == 1 && m.mountpoint == "/proc" => Ok(()),
-        Some(m) => Err(bad(format!(
-            "the last mount is {} (fstype {}), not a /proc of the namespace's own; \
-             mounts of the tree's own are not supported yet",
-            m.mountpoint, m.fstype
-        ))),
-        None => Err(bad("no mounts".into())),
-    }
-}
 
 /// A new mount namespace for the calling thread, every mount in it made
 /// `propagation` (MS_REC): MS_PRIVATE for the tree's own namespace, which
@@ -67,4 +66,573 @@ pub fn mount_proc() -> nix::Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
+}
+
+/// How the restore remakes a mount the tree made (module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Make {
+    /// A bind of the mount at this index of the image, `root` below its root.
+    Bind(usize),
+    /// A new tmpfs, filled from tmpfs-dev-N.tar.gz.img.
+    Tmpfs,
+    /// A new instance of sysfs, mqueue or cgroup.
+    Fresh,
+    /// The block device in `source` mounted again.
+    Device,
+}
+
+/// The mounts of a namespace image: the host's copies (marked), the
+/// index of its own /proc, and the tree's own mounts, before or after
+/// it (dump/mntns.rs), with how each is made.
+struct Plan {
+    /// By index in the image: how the tree's own are made (None: a
+    /// copy, or the /proc).
+    make: Vec<Option<Make>>,
+}
+
+const FS_PROC: u32 = 1;
+const FS_TMPFS: u32 = 5;
+/// sysfs, cgroup, mqueue, cgroup2 (CRIU's codes): mounted anew, empty.
+const FS_FRESH: &[u32] = &[2, 12, 14, 23];
+
+fn describe(m: &pb::MntEntry) -> String {
+    format!(
+        "mount {} on {} ({} {} root {})",
+        m.mnt_id,
+        m.mountpoint,
+        m.fsname
+            .clone()
+            .unwrap_or_else(|| format!("fstype {}", m.fstype)),
+        m.source,
+        m.root
+    )
+}
+
+/// Builds the plan of mountpoints-N.img (`path`) and checks it against
+/// what the restore can make: the tmpfs tars are in `dir`, the block
+/// devices on this machine.
+fn plan(path: &Path, dir: &Path, mounts: &[pb::MntEntry]) -> Result<Plan> {
+    let bad = |why: String| Error::Image(crate::images::ImageError::invalid(path, why));
+    // Images before the copies were marked: all but the last are copies.
+    let marked = mounts.iter().any(|m| m.ext_mount == Some(true));
+    let proc_at = match marked {
+        true => mounts.iter().position(|m| {
+            m.ext_mount != Some(true) && m.fstype == FS_PROC && m.mountpoint == "/proc"
+        }),
+        false => mounts
+            .len()
+            .checked_sub(1)
+            .filter(|&l| mounts[l].fstype == FS_PROC && mounts[l].mountpoint == "/proc"),
+    }
+    .ok_or_else(|| bad("no /proc of the namespace's own".into()))?;
+    let mut make = Vec::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let no = |why: &str| bad(format!("{}: {why}", describe(m)));
+        if m.ext_mount == Some(true) && i > proc_at {
+            return Err(no(
+                "a copy of the host's mounts after the namespace's /proc",
+            ));
+        }
+        if (!marked && i < proc_at) || m.ext_mount == Some(true) || i == proc_at {
+            make.push(None);
+            continue;
+        }
+        let point = Path::new(&m.mountpoint);
+        if !point.is_absolute()
+            || point.starts_with("/proc")
+            || Path::new("/proc").starts_with(point)
+        {
+            return Err(no(
+                "its mount point is not absolute or covers or lies below /proc",
+            ));
+        }
+        if !mounts[..i].iter().any(|o| o.mnt_id == m.parent_mnt_id) {
+            return Err(no("its parent mount is not before it"));
+        }
+        if let Some(g) = m.master_id {
+            if !mounts.iter().any(|o| o.shared_id == Some(g)) {
+                return Err(no(&format!(
+                    "its master peer group {g} has no mount in the namespace"
+                )));
+            }
+        }
+        let root = Path::new(&m.root);
+        let source = mounts[..i]
+            .iter()
+            .rposition(|s| s.root_dev == m.root_dev && root.starts_with(&s.root));
+        let how = match source {
+            Some(s) if s == proc_at || mounts[s].fstype == FS_PROC => {
+                return Err(no("a bind mount of a proc, which the restore mounts in the tree's pid namespace later"))
+            }
+            Some(s) => Make::Bind(s),
+            None if m.root != "/" => return Err(no("a bind mount whose source mount is not in the image")),
+            None if m.fstype == FS_TMPFS => {
+                let tar = dir.join(crate::dump::mntns::tmpfs_image(m.root_dev));
+                if !tar.is_file() {
+                    return Err(no(&format!("{} is missing: the tmpfs's contents", tar.display())));
+                }
+                Make::Tmpfs
+            }
+            None if FS_FRESH.contains(&m.fstype) => Make::Fresh,
+            None if m.fstype == FS_PROC => {
+                return Err(no("a second proc of the namespace's own is not supported"))
+            }
+            None => {
+                use std::os::unix::fs::FileTypeExt;
+                let dev = std::fs::metadata(&m.source).map(|md| md.file_type().is_block_device());
+                if !m.source.starts_with('/') || !matches!(dev, Ok(true)) {
+                    return Err(no(&format!(
+                        "its source {} is not a block device on this machine",
+                        m.source
+                    )));
+                }
+                Make::Device
+            }
+        };
+        make.push(Some(how));
+    }
+    Ok(Plan { make })
+}
+
+/// Checks mountpoints-N.img (`path`, tars in `dir`) against what the
+/// restore makes, before any process exists.
+pub fn validate(path: &Path, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
+    plan(path, dir, mounts).map(drop)
+}
+
+/// The per-mount MS_* flags a remount of a mount takes.
+const MNT_FLAGS: u32 = (libc::MS_RDONLY
+    | libc::MS_NOSUID
+    | libc::MS_NODEV
+    | libc::MS_NOEXEC
+    | libc::MS_NOATIME
+    | libc::MS_NODIRATIME
+    | libc::MS_RELATIME
+    | libc::MS_STRICTATIME) as u32;
+
+/// Superblock options without ro/rw, which the flags carry.
+fn sb_data(m: &pb::MntEntry) -> String {
+    m.options
+        .split(',')
+        .filter(|o| !o.is_empty() && *o != "ro" && *o != "rw")
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The file system type to mount: CRIU's code's name (its enum names
+/// are the kernel's, upper-cased), `fsname` for one without a code.
+fn fs_name(m: &pb::MntEntry) -> Option<String> {
+    match pb::Fstype::try_from(m.fstype as i32) {
+        Ok(pb::Fstype::Unsupported) | Err(_) => m.fsname.clone(),
+        Ok(f) => Some(f.as_str_name().to_lowercase()),
+    }
+}
+
+/// An O_PATH fd of what `path` names now.
+fn open_path(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn fd_path(f: &std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", f.as_raw_fd())
+}
+
+/// Makes the tree's own mounts of `mounts` (mountpoints-N.img, tars in
+/// `dir`) in the calling thread's new mount namespace, in the order they
+/// were made, all private; then sets their per-mount flags and their
+/// propagation (module doc). `root` names the tree in errors.
+pub fn make(root: Pid, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
+    let img = dir.join("mountpoints.img");
+    let plan = plan(&img, dir, mounts)?;
+    let own: Vec<(usize, Make)> = plan
+        .make
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.map(|h| (i, h)))
+        .collect();
+    if own.is_empty() {
+        return Ok(());
+    }
+    let err = |m: &pb::MntEntry, what: &str, e: nix::errno::Errno| {
+        Error::sys(root, format!("mnt namespace: {}: {what}", describe(m)), e)
+    };
+    let ioerr = |m: &pb::MntEntry, what: &str, e: std::io::Error| {
+        Error::io(
+            &m.mountpoint,
+            format!("pid {root}: mnt namespace: {}: {what}", describe(m)),
+            e,
+        )
+    };
+    // O_PATH fds of each mount's root, by index: the copies a bind takes
+    // from now (before any mount of the tree's covers them), the tree's as
+    // they are made.
+    let mut fds: Vec<Option<std::fs::File>> = (0..mounts.len()).map(|_| None).collect();
+    for &(_, how) in &own {
+        if let Make::Bind(s) = how {
+            if plan.make[s].is_none() && fds[s].is_none() {
+                let m = &mounts[s];
+                fds[s] = Some(
+                    open_path(Path::new(&m.mountpoint))
+                        .map_err(|e| ioerr(m, "opening the host's copy", e))?,
+                );
+            }
+        }
+    }
+    for &(i, how) in &own {
+        let m = &mounts[i];
+        let target = Path::new(&m.mountpoint);
+        let source = match how {
+            Make::Bind(s) => {
+                let from = fds[s].as_ref().expect("source mounts are opened before");
+                let rel = Path::new(&m.root)
+                    .strip_prefix(&mounts[s].root)
+                    .expect("checked by plan");
+                let src = if rel.as_os_str().is_empty() {
+                    from.try_clone()
+                        .map_err(|e| ioerr(m, "dup of its source", e))?
+                } else {
+                    open_path(&Path::new(&fd_path(from)).join(rel))
+                        .map_err(|e| ioerr(m, "opening its source", e))?
+                };
+                Some(src)
+            }
+            _ => None,
+        };
+        if std::fs::symlink_metadata(target).is_err() {
+            // A mount point on a tmpfs of the tree: tar leaves out what
+            // other file systems covered.
+            let is_dir = source
+                .as_ref()
+                .is_none_or(|s| std::fs::metadata(fd_path(s)).is_ok_and(|md| md.is_dir()));
+            let r = match is_dir {
+                true => std::fs::create_dir(target),
+                false => std::fs::File::create(target).map(drop),
+            };
+            r.map_err(|e| ioerr(m, "creating its mount point", e))?;
+        }
+        let r = match (how, &source) {
+            (Make::Bind(_), Some(src)) => mount(
+                Some(fd_path(src).as_str()),
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+            _ => mount(
+                Some(m.source.as_str()),
+                target,
+                fs_name(m).as_deref(),
+                MsFlags::empty(),
+                Some(sb_data(m).as_str()),
+            ),
+        };
+        r.map_err(|e| err(m, "mount", e))?;
+        if how == Make::Tmpfs {
+            fill_tmpfs(root, dir, m)?;
+        }
+        fds[i] = Some(open_path(target).map_err(|e| ioerr(m, "opening it once mounted", e))?);
+        debug!("pid {root}: mnt namespace: made {} ({how:?})", describe(m));
+    }
+    // Flags once every child exists: a read-only parent takes no mount
+    // point or tar.
+    for &(i, how) in &own {
+        let m = &mounts[i];
+        let at = fd_path(fds[i].as_ref().expect("made above"));
+        let flags = MsFlags::from_bits_truncate((m.flags & MNT_FLAGS) as _);
+        mount(
+            None::<&str>,
+            at.as_str(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+            None::<&str>,
+        )
+        .map_err(|e| err(m, "remount with its flags", e))?;
+        let sb_ro = m.sb_flags.unwrap_or(0) & libc::MS_RDONLY as u32 != 0;
+        if sb_ro && !matches!(how, Make::Bind(_)) {
+            mount(
+                None::<&str>,
+                at.as_str(),
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                Some(sb_data(m).as_str()),
+            )
+            .map_err(|e| err(m, "remount of its superblock read-only", e))?;
+        }
+    }
+    let own: Vec<usize> = own.iter().map(|&(i, _)| i).collect();
+    propagation(root, mounts, &own, &fds)
+}
+
+/// Extracts tmpfs-dev-N.tar.gz.img into the tmpfs just mounted at `m`'s
+/// mount point (nothing covers it yet).
+fn fill_tmpfs(root: Pid, dir: &Path, m: &pb::MntEntry) -> Result<()> {
+    let tar = dir.join(crate::dump::mntns::tmpfs_image(m.root_dev));
+    let input = std::fs::File::open(&tar).map_err(|e| {
+        Error::io(
+            &tar,
+            format!("pid {root}: the contents of {}", describe(m)),
+            e,
+        )
+    })?;
+    let out = std::process::Command::new("tar")
+        .args([
+            "--extract",
+            "--gzip",
+            "--no-unquote",
+            "--no-wildcards",
+            "--numeric-owner",
+            "--preserve-permissions",
+            "--directory",
+        ])
+        .arg(&m.mountpoint)
+        .stdin(input)
+        .output()
+        .map_err(|e| Error::io("tar", format!("pid {root}: filling {}", describe(m)), e))?;
+    if !out.status.success() {
+        return Err(Error::Image(crate::images::ImageError::invalid(
+            &tar,
+            format!(
+                "tar could not extract it into {} ({}): {}",
+                describe(m),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// Peer groups, masters and unbindable mounts of the tree's own mounts
+/// (`own`, indexes in `mounts`; `fds` their roots). A mount joins a peer group or
+/// its master's through a member whose root holds its own
+/// (MOVE_MOUNT_SET_GROUP, which takes only private mounts), so members
+/// are taken widest root first, and a slave waits for its master group.
+fn propagation(
+    root: Pid,
+    mounts: &[pb::MntEntry],
+    own: &[usize],
+    fds: &[Option<std::fs::File>],
+) -> Result<()> {
+    use std::os::fd::AsFd;
+    let mut pending = own.to_vec();
+    pending.sort_by_key(|&i| Path::new(&mounts[i].root).components().count());
+    // Mounts whose propagation is set, and are shared.
+    let mut done: Vec<usize> = Vec::new();
+    let member = |done: &[usize], group: u32, m: &pb::MntEntry| {
+        done.iter().copied().find(|&d| {
+            mounts[d].shared_id == Some(group)
+                && mounts[d].root_dev == m.root_dev
+                && Path::new(&m.root).starts_with(&mounts[d].root)
+        })
+    };
+    let fd = |i: usize| fds[i].as_ref().expect("made").as_fd();
+    let set = |i: usize, flag: MsFlags, what: &str| {
+        mount(
+            None::<&str>,
+            fd_path(fds[i].as_ref().expect("made")).as_str(),
+            None::<&str>,
+            flag,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            Error::sys(
+                root,
+                format!("mnt namespace: {}: {what}", describe(&mounts[i])),
+                e,
+            )
+        })
+    };
+    let join = |from: usize, to: usize| {
+        crate::sys::move_mount_set_group(fd(from), fd(to)).map_err(|e| {
+            Error::sys(
+                root,
+                format!(
+                    "mnt namespace: {}: joining the peer group of {}",
+                    describe(&mounts[to]),
+                    describe(&mounts[from])
+                ),
+                e,
+            )
+        })
+    };
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut left = Vec::new();
+        for i in pending {
+            let m = &mounts[i];
+            if let Some(peer) = m.shared_id.and_then(|g| member(&done, g, m)) {
+                join(peer, i)?;
+            } else if let Some(g) = m.master_id {
+                let Some(master) = member(&done, g, m) else {
+                    left.push(i);
+                    continue;
+                };
+                join(master, i)?;
+                set(i, MsFlags::MS_SLAVE, "making it a slave")?;
+                if m.shared_id.is_some() {
+                    set(i, MsFlags::MS_SHARED, "making it shared")?;
+                }
+            } else if m.shared_id.is_some() {
+                set(i, MsFlags::MS_SHARED, "making it shared")?;
+            }
+            if m.flags & libc::MS_UNBINDABLE as u32 != 0 {
+                set(i, MsFlags::MS_UNBINDABLE, "making it unbindable")?;
+            }
+            if m.shared_id.is_some() {
+                done.push(i);
+            }
+        }
+        if left.len() == before {
+            let m = &mounts[left[0]];
+            return Err(Error::unsupported(
+                root,
+                format!("mnt namespace: {}", describe(m)),
+                format!(
+                    "no mount of its master peer group {} has a root that holds its root {}",
+                    m.master_id.unwrap_or(0),
+                    m.root
+                ),
+            ));
+        }
+        pending = left;
+    }
+    Ok(())
+}
+
+/// How many mounts of mountpoints-N.img the tree made itself: all but
+/// the copies (marked) and its /proc. An image without marks has none.
+pub fn own_count(mounts: &[pb::MntEntry]) -> usize {
+    if !mounts.iter().any(|m| m.ext_mount == Some(true)) {
+        return 0;
+    }
+    let own = mounts.iter().filter(|m| m.ext_mount != Some(true)).count();
+    own.saturating_sub(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: u32, parent: u32, point: &str, fstype: u32, dev: u32, root: &str) -> pb::MntEntry {
+        pb::MntEntry {
+            fstype,
+            mnt_id: id,
+            root_dev: dev,
+            parent_mnt_id: parent,
+            root: root.into(),
+            mountpoint: point.into(),
+            source: "none".into(),
+            ..Default::default()
+        }
+    }
+
+    fn copy(e: pb::MntEntry) -> pb::MntEntry {
+        pb::MntEntry {
+            ext_mount: Some(true),
+            ..e
+        }
+    }
+
+    /// The host's root and /proc copied, the namespace's /proc, then the
+    /// tree's: a tmpfs, a bind of a directory of it, a bind of a host
+    /// directory, a sysfs.
+    fn image() -> Vec<pb::MntEntry> {
+        vec![
+            copy(m(1, 0, "/", 0, 8, "/")),
+            copy(m(2, 1, "/proc", FS_PROC, 20, "/")),
+            m(3, 2, "/proc", FS_PROC, 21, "/"),
+            m(4, 1, "/mnt", FS_TMPFS, 30, "/"),
+            m(5, 1, "/srv", FS_TMPFS, 30, "/sub"),
+            m(6, 1, "/opt", 0, 8, "/var/lib"),
+            m(7, 1, "/sys2", 2, 31, "/"),
+        ]
+    }
+
+    fn plan_of(mounts: &[pb::MntEntry]) -> std::result::Result<Vec<Option<Make>>, String> {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(crate::dump::mntns::tmpfs_image(30)), b"").unwrap();
+        plan(&d.path().join("mountpoints-1.img"), d.path(), mounts)
+            .map(|p| p.make)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_mount_of_the_tree_has_a_way_to_be_made() {
+        assert_eq!(
+            plan_of(&image()).unwrap(),
+            vec![
+                None,
+                None,
+                None,
+                Some(Make::Tmpfs),
+                Some(Make::Bind(3)),
+                Some(Make::Bind(0)),
+                Some(Make::Fresh)
+            ]
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_made_is_refused_naming_the_mount() {
+        let mut no_tar = image();
+        no_tar[3].root_dev = 99;
+        no_tar[4].root_dev = 99;
+        let e = plan_of(&no_tar).unwrap_err();
+        assert!(
+            e.contains("mount 4 on /mnt") && e.contains("tmpfs-dev-99.tar.gz.img is missing"),
+            "{e}"
+        );
+
+        let mut lost = image();
+        lost[5].root_dev = 77;
+        let e = plan_of(&lost).unwrap_err();
+        assert!(
+            e.contains("mount 6 on /opt") && e.contains("source mount is not in the image"),
+            "{e}"
+        );
+
+        let mut orphan = image();
+        orphan[6].parent_mnt_id = 9;
+        assert!(plan_of(&orphan)
+            .unwrap_err()
+            .contains("parent mount is not before it"));
+
+        let mut slave = image();
+        slave[4].master_id = Some(5);
+        assert!(plan_of(&slave).unwrap_err().contains("master peer group 5"));
+
+        let mut device = image();
+        device[6] = m(7, 1, "/data", 0, 40, "/");
+        device[6].source = "/nonexistent/blockdev".into();
+        assert!(plan_of(&device)
+            .unwrap_err()
+            .contains("not a block device on this machine"));
+
+        let mut under_proc = image();
+        under_proc[6].mountpoint = "/proc/sys".into();
+        assert!(plan_of(&under_proc).unwrap_err().contains("/proc"));
+
+        let mut no_proc = image();
+        no_proc.remove(2);
+        assert!(plan_of(&no_proc)
+            .unwrap_err()
+            .contains("no /proc of the namespace's own"));
+    }
+
+    #[test]
+    fn own_mounts_are_counted_after_the_copies() {
+        assert_eq!(own_count(&image()), 4);
+        assert_eq!(own_count(&image()[..3]), 0);
+        // After a restore with a pid namespace: the /proc comes last.
+        let mut restored = image();
+        let p = restored.remove(2);
+        restored.push(p);
+        assert_eq!(own_count(&restored), 4);
+        assert_eq!(plan_of(&restored).unwrap().iter().flatten().count(), 4);
+    }
 }

@@ -195,7 +195,7 @@ pub fn from_set(
         part("mnt", Some(id))?;
         let name = format!("mountpoints-{id}.img");
         let m = super::load::require(dir, &name, &ns.mnt[&id])?.clone();
-        super::mntns::validate(&dir.join(&name), &m)?;
+        super::mntns::validate(&dir.join(&name), dir, &m)?;
         out.mnt = Some(m);
     }
     check_left(
@@ -270,8 +270,21 @@ impl super::stage::Restorer for Namespaces {
     }
 }
 
-/// unshare and set up, in the engine's thread (module doc).
+/// unshare and set up, in the engine's thread (module doc); then the
+/// tree's own mounts, last, so that its sysfs and mqueue mounts are of
+/// the new network and IPC namespaces, and before any task is planned
+/// or made (their files may be on them). With a pid namespace of the
+/// tree's, its /proc comes after them (the driver's): dump/mntns.rs
+/// takes that order too.
 fn enter(imgs: &Images) -> Result<()> {
+    unshare_all(imgs)?;
+    match &imgs.ns.mnt {
+        Some(m) => super::mntns::make(imgs.tasks[0].pid, &imgs.path(""), m),
+        None => Ok(()),
+    }
+}
+
+fn unshare_all(imgs: &Images) -> Result<()> {
     let ns = &imgs.ns;
     let root = imgs.tasks[0].pid;
     if let Some(net) = &ns.net {

@@ -299,6 +299,22 @@ pub fn check(imgs: &Images, trust: bool) -> Result<()> {
     let groups = groups_of(uid, file_gids);
     let why_trust =
         "the images belong to an unprivileged user; pass --trust-images if they are trusted";
+    // A mount could put any file of the host over any other; an
+    // unprivileged user could make none of them.
+    if let Some(m) = imgs
+        .ns
+        .mnt
+        .as_ref()
+        .filter(|m| super::mntns::own_count(m) > 0)
+    {
+        return Err(Error::Image(crate::images::ImageError::invalid(
+            &imgs.dir,
+            format!(
+                "the tree's mount namespace has {} mount(s) of its own, which uid {uid}, who owns the images, cannot make: {why_trust}",
+                super::mntns::own_count(m)
+            ),
+        )));
+    }
     for t in &imgs.tasks {
         let threads =
             std::iter::once((t.pid, &t.core)).chain(t.threads.iter().map(|(tid, c)| (*tid, c)));

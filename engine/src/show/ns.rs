@@ -234,19 +234,34 @@ fn mount_line(m: &pb::MntEntry) -> String {
     if !m.options.is_empty() {
         line.push_str(&format!(" sb {}", m.options));
     }
-    if let Some(p) = m.shared_id {
-        line.push_str(&format!(" shared:{p}"));
-    }
-    if let Some(p) = m.master_id {
-        line.push_str(&format!(" master:{p}"));
-    }
-    if m.ext_key.is_some() || m.ext_mount == Some(true) {
+    line.push_str(&format!(" {}", propagation(m)));
+    if m.ext_key.is_some() {
         line.push_str(&format!(
             " external {:?}",
             m.ext_key.as_deref().unwrap_or("")
         ));
+    } else if m.ext_mount == Some(true) {
+        line.push_str(" (the host's, copied at restore)");
     }
     line
+}
+
+/// A mount's propagation as mountinfo spells it (`private` for none).
+fn propagation(m: &pb::MntEntry) -> String {
+    let mut out = Vec::new();
+    if let Some(p) = m.shared_id {
+        out.push(format!("shared:{p}"));
+    }
+    if let Some(p) = m.master_id {
+        out.push(format!("master:{p}"));
+    }
+    if m.flags & libc::MS_UNBINDABLE as u32 != 0 {
+        out.push("unbindable".into());
+    }
+    if out.is_empty() {
+        out.push("private".into());
+    }
+    out.join(" ")
 }
 
 /// The mounts in depth-first order under their parents (a mount whose
@@ -502,6 +517,7 @@ pub fn json(set: &ImageSet) -> Value {
                     "mountpoint": m.mountpoint, "fstype": fstype_name(m), "source": m.source,
                     "root": m.root, "flags": ms_flags(m.flags), "options": m.options,
                     "shared_id": m.shared_id, "master_id": m.master_id, "ext_key": m.ext_key,
+                    "propagation": propagation(m), "host_copy": m.ext_mount == Some(true),
                 })).collect())).map_err(|e| e.to_string())),
             })
         })
@@ -605,6 +621,21 @@ mod tests {
         bind.fsname = Some("ext4".into());
         bind.root = "/var/srv".into();
         bind.flags |= libc::MS_RDONLY as u32;
+        bind.ext_mount = Some(true);
+        // The tree's own: a shared tmpfs, its peer, a read-only slave and
+        // an unbindable tmpfs.
+        let mut shared = mnt(40, 20, "/mnt/a", pb::Fstype::Tmpfs as i32, "scratch");
+        shared.root_dev = 0x2a;
+        shared.options = "rw,size=4096k,mode=755".into();
+        shared.shared_id = Some(3);
+        let mut peer = shared.clone();
+        (peer.mnt_id, peer.mountpoint) = (41, "/mnt/b".into());
+        let mut slave = shared.clone();
+        (slave.mnt_id, slave.mountpoint, slave.root) = (42, "/mnt/s".into(), "/sub".into());
+        (slave.shared_id, slave.master_id) = (None, Some(3));
+        slave.flags |= (libc::MS_RDONLY | libc::MS_NOEXEC) as u32;
+        let mut unbindable = mnt(43, 20, "/mnt/u", pb::Fstype::Tmpfs as i32, "tmpfs");
+        unbindable.flags |= libc::MS_UNBINDABLE as u32;
         for m in [
             ext4,
             mnt(21, 20, "/dev", pb::Fstype::Devtmpfs as i32, "udev"),
@@ -612,6 +643,10 @@ mod tests {
             mnt(23, 20, "/sys", pb::Fstype::Sysfs as i32, "sysfs"),
             bind,
             mnt(30, 20, "/proc", pb::Fstype::Proc as i32, "proc"),
+            shared.clone(),
+            peer,
+            slave,
+            unbindable,
         ] {
             w.write_entry(&m).unwrap();
         }

@@ -352,3 +352,30 @@ pub fn timerfd_create(clockid: i32, flags: i32) -> nix::Result<std::os::fd::Owne
     // SAFETY: the fd was just created and is ours alone.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// `move_mount(2)` with MOVE_MOUNT_SET_GROUP (Linux 5.15): the private
+/// mount `to` joins the peer group of `from` and becomes a slave of its
+/// master, as CRIU restores sharing. Both are O_PATH fds of mount roots
+/// on one superblock, `from`'s root holding `to`'s.
+pub fn move_mount_set_group(
+    from: std::os::fd::BorrowedFd<'_>,
+    to: std::os::fd::BorrowedFd<'_>,
+) -> nix::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x04;
+    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+    const MOVE_MOUNT_SET_GROUP: u32 = 0x100;
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall; the paths are static empty C strings and the
+    // fds are borrowed for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            c"".as_ptr(),
+            to.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH | MOVE_MOUNT_SET_GROUP,
+        )
+    };
+    nix::errno::Errno::result(r).map(drop)
+}
