@@ -1183,6 +1183,16 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "userns_maps",
+        program: Program::C("userns_maps"),
+        args: &["--filename=userns_maps.file"],
+        suid: true,
+        // ns, uns: the flavour's init is the tree's root, so the user namespace the case makes is
+        // one below the root's, made inside the tree, which the dump refuses
+        flavors: &[Flavor::H],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "timens",
         program: Program::C("timens"),
         suid: true,

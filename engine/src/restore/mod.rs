@@ -38,6 +38,7 @@ pub mod threads;
 pub mod timers;
 pub mod trust;
 pub mod tty;
+pub mod userns;
 pub mod vdso;
 
 use std::ffi::CString;
@@ -255,8 +256,7 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<Pid> {
     } else {
         std::process::id() as Pid
     };
-    let got = crate::sys::clone3_with_pid(root, ns::root_clone_flags(imgs), libc::SIGCHLD as u64)
-        .map_err(|e| match e {
+    let got = ns::clone_root(imgs).map_err(|e| match e {
         nix::errno::Errno::EEXIST => Error::task(root, "restore", format!("PID {root} is taken")),
         e => Error::sys(root, "clone3 with set_tid", e),
     })?;

@@ -36,6 +36,12 @@ pub fn validate(path: &Path, devices: &[pb::NetDeviceEntry]) -> Result<()> {
 pub fn enter(root: Pid, devices: &[pb::NetDeviceEntry]) -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| Error::sys(root, "unshare of a new network namespace", e))?;
+    set_up(root, devices)
+}
+
+/// The devices of the calling thread's (new) network namespace, as
+/// `devices` has them.
+pub fn set_up(root: Pid, devices: &[pb::NetDeviceEntry]) -> Result<()> {
     let sock = crate::sys::netdev::inet_dgram()
         .map_err(|e| Error::sys(root, "socket in its new network namespace", e))?;
     for d in devices {

@@ -1,6 +1,6 @@
 //! The namespaces an image directory holds: `utsns-N.img`,
 //! `ipcns-var-N.img`, `pidns-N.img`, `timens-N.img`, `mountpoints-N.img`,
-//! `netns-N.img` with `netdev-N.img` (N: the namespace's id
+//! `netns-N.img` with `netdev-N.img`, `userns-N.img` (N: the namespace's id
 //! in the dump, as in the tasks' ids). A namespace of the tree's own has
 //! its image; a task whose namespace has none lives in the restoring
 //! engine's (the host's).
@@ -23,6 +23,8 @@ pub struct Namespaces {
     pub net: BTreeMap<u32, Part<pb::NetnsEntry>>,
     /// A network namespace's devices.
     pub netdev: BTreeMap<u32, Part<Vec<pb::NetDeviceEntry>>>,
+    /// A user namespace's maps.
+    pub user: BTreeMap<u32, Part<pb::UsernsEntry>>,
 }
 
 impl Namespaces {
@@ -33,6 +35,7 @@ impl Namespaces {
             && self.time.is_empty()
             && self.mnt.is_empty()
             && self.net.is_empty()
+            && self.user.is_empty()
     }
 }
 
@@ -72,6 +75,8 @@ pub(super) fn read(ld: &Loader<'_>, names: &[String], problems: &mut Vec<String>
             keep(&mut out.mnt, id, ld.all(name, Magic::Mnts), problems);
         } else if let Some(id) = id_of(name, "netns-") {
             keep(&mut out.net, id, ld.one(name, Magic::Netns), problems);
+        } else if let Some(id) = id_of(name, "userns-") {
+            keep(&mut out.user, id, ld.one(name, Magic::Userns), problems);
         } else if let Some(id) = id_of(name, "netdev-") {
             keep(&mut out.netdev, id, ld.all(name, Magic::Netdev), problems);
         }
