@@ -467,11 +467,13 @@ fn root_clone_flags(imgs: &Images) -> u64 {
 }
 
 /// The root's clone (`clone3_with_pid`'s answers): through
-/// restore/userns.rs's launcher when the tree has a user namespace.
-pub fn clone_root(imgs: &Images) -> nix::Result<i32> {
+/// restore/userns.rs's launcher when the tree has a user namespace, which
+/// puts a pidfd of its own at `engine_pidfd` for the tasks and closes its
+/// copies of their `err_pipes`.
+pub fn clone_root(imgs: &Images, engine_pidfd: Option<i32>, err_pipes: &[i32]) -> nix::Result<i32> {
     let root = imgs.tasks[0].pid;
     match imgs.ns.user {
-        Some(_) => super::userns::clone_root(root, root_clone_flags(imgs)),
+        Some(_) => super::userns::clone_root(root, root_clone_flags(imgs), engine_pidfd, err_pipes),
         None => crate::sys::clone3_with_pid(root, root_clone_flags(imgs), libc::SIGCHLD as u64),
     }
 }
@@ -528,19 +530,25 @@ pub fn fork_driver(imgs: &Images, root_host: Pid, helpers: &[Pid]) -> Result<Dri
 }
 
 /// The driver's end: its verdict through the pipe, then exit.
-pub fn report_and_exit(report: OwnedFd, r: Result<()>) -> ! {
+pub fn report_and_exit(to: OwnedFd, r: Result<()>) -> ! {
+    let code = report(to, &r);
+    // No destructor of the engine's state runs: the engine's copy is the
+    // one that owns it.
+    std::process::exit(code)
+}
+
+/// The driver's verdict through the pipe; its exit code. Written before
+/// a failed restore kills the tree: the init's death kills the driver too,
+/// and the engine would be left guessing.
+pub fn report(report: OwnedFd, r: &Result<()>) -> i32 {
     let mut f = std::fs::File::from(report);
-    let code = match r {
+    match r {
         Ok(()) => 0,
         Err(e) => {
             let _ = f.write_all(e.to_string().as_bytes());
             1
         }
-    };
-    drop(f);
-    // No destructor of the engine's state runs: the engine's copy is the
-    // one that owns it.
-    std::process::exit(code)
+    }
 }
 
 /// The engine's side: waits for the driver; on failure kills the
@@ -591,7 +599,7 @@ pub fn wait_driver(root: Pid, root_host: Pid, pid: Pid, report: OwnedFd) -> Resu
             Some(how) => format!(
                 "the tree's root (pid {root}, host pid {root_host}, the namespace's init) {how} \
                  before the restore was done, which ended the namespace and the driver in it \
-                 (host pid {pid})"
+                 (host pid {pid}, {st:?})"
             ),
             None => format!("the driver in the new pid namespace ended with {st:?}"),
         };

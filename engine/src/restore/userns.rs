@@ -26,7 +26,14 @@
 //!    namespace) and CLONE_NEWPID, so the pid namespace is owned by the
 //!    user namespace too. In the engine's pid namespace the launcher
 //!    clones the root with the engine's powers (set_tid there needs them)
-//!    and the root enters the user namespace itself before anything else.
+//!    and the root enters the user namespace itself before anything else
+//!    (and the launcher after it).
+//! 4. The launcher stays, in the user namespace, as the source of the
+//!    files the tasks share (restore/files: pidfd_getfd from the engine),
+//!    until the restore is over (`done`): a task in the namespace may not
+//!    take fds from the engine, which is outside, but may from a process
+//!    in it with no more powers than its own. The tasks' pidfd of "the
+//!    engine" (restore/pidns.rs `engine_pidfd`) names the launcher.
 //!
 //! Credentials in the images are as the tree sees them (dump/userns.rs):
 //! restore/creds.rs sets them inside the namespace, where they mean the
@@ -106,6 +113,19 @@ struct Made {
 
 /// What `make` leaves for `clone_root`: a restore makes one tree.
 static MADE: Mutex<Option<Made>> = Mutex::new(None);
+
+/// The launcher, alive until `done`.
+static LAUNCHER: Mutex<Option<Pid>> = Mutex::new(None);
+
+/// The restore is over (or failed): the launcher goes.
+pub fn done() {
+    let pid = LAUNCHER.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(pid) = pid {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+}
 
 /// The other namespaces the holder made, to be entered by the engine's
 /// thread: (flag, fd).
@@ -257,10 +277,18 @@ fn set_up(
     Ok(out)
 }
 
-/// Step 3 of the module doc: clones the root (pid `root`, `flags` with
-/// CLONE_NEWPID or not) through a launcher. Like `clone3_with_pid`:
-/// `Ok(0)` in the root, its pid in the engine.
-pub fn clone_root(root: Pid, flags: u64) -> nix::Result<i32> {
+/// Steps 3 and 4 of the module doc: clones the root (pid `root`, `flags`
+/// with CLONE_NEWPID or not) through a launcher, which puts a pidfd of
+/// itself at `pidfd_at` first. Its copies of the tasks' `err_pipes` it
+/// closes after the clone: their end is how the engine knows a task is
+/// set up. Like `clone3_with_pid`: `Ok(0)` in the root, its pid in the
+/// engine.
+pub fn clone_root(
+    root: Pid,
+    flags: u64,
+    pidfd_at: Option<i32>,
+    err_pipes: &[i32],
+) -> nix::Result<i32> {
     use nix::errno::Errno;
     let made = MADE.lock().unwrap_or_else(|p| p.into_inner()).take();
     let Some(made) = made else {
@@ -270,30 +298,50 @@ pub fn clone_root(root: Pid, flags: u64) -> nix::Result<i32> {
     let launcher = crate::sys::fork_restore_child()?;
     if launcher == 0 {
         drop(rd);
-        let r = launch(&made, root, flags);
+        let r = launch(&made, root, flags, pidfd_at);
         let v: i32 = match r {
             Ok(0) => return Ok(0),
             Ok(pid) => pid,
             Err(e) => -(e as i32),
         };
         let _ = nix::unistd::write(&wr, &v.to_le_bytes());
-        crate::sys::process::exit_now(0);
+        drop(wr);
+        if v < 0 {
+            crate::sys::process::exit_now(1);
+        }
+        for &fd in err_pipes {
+            crate::sys::fd::close(fd);
+        }
+        // The tasks' source of shared files, until `done` kills it.
+        loop {
+            nix::unistd::pause();
+        }
     }
     drop(wr);
+    *LAUNCHER.lock().unwrap_or_else(|p| p.into_inner()) = Some(launcher);
     let mut b = [0u8; 4];
     let got = std::fs::File::from(rd).read_exact(&mut b);
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(launcher), None);
-    got.map_err(|_| Errno::ECHILD)?;
+    if got.is_err() {
+        done();
+        return Err(Errno::ECHILD);
+    }
     match i32::from_le_bytes(b) {
         v if v > 0 => Ok(v),
-        v => Err(Errno::from_raw(-v)),
+        v => {
+            done();
+            Err(Errno::from_raw(-v))
+        }
     }
 }
 
 /// The launcher: its namespaces, then the root's clone. Returns 0 in
 /// the root.
-fn launch(made: &Made, root: Pid, flags: u64) -> nix::Result<i32> {
+fn launch(made: &Made, root: Pid, flags: u64, pidfd_at: Option<i32>) -> nix::Result<i32> {
     crate::restore::child::tie_to_parent(nix::unistd::getppid().as_raw());
+    if let Some(n) = pidfd_at {
+        let me = crate::sys::pidfd::open(nix::unistd::getpid().as_raw(), 0)?;
+        crate::sys::fd::dup2(me.as_raw_fd(), n)?;
+    }
     if let Some(t) = &made.time {
         nix::sched::setns(t, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))?;
     }
@@ -304,9 +352,9 @@ fn launch(made: &Made, root: Pid, flags: u64) -> nix::Result<i32> {
     // CLONE_PARENT takes the launcher's exit signal (SIGCHLD): clone3
     // wants none of its own with it.
     let got = crate::sys::clone3_with_pid(root, flags | libc::CLONE_PARENT as u64, 0)?;
-    if got == 0 && !own_pid {
-        if let Err(e) = nix::sched::setns(&made.user, CloneFlags::CLONE_NEWUSER) {
-            let _ = e;
+    if !own_pid {
+        // The root, and the launcher (step 4), into the namespace.
+        if nix::sched::setns(&made.user, CloneFlags::CLONE_NEWUSER).is_err() && got == 0 {
             crate::sys::process::exit_now(1);
         }
     }
