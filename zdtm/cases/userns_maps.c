@@ -104,18 +104,6 @@ static int same_map(const char *got, const char *want)
 	return na == nb && !memcmp(a, b, na * sizeof(a[0]));
 }
 
-static int write_file(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY);
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -1;
-}
-
 /* The helper outside: maps the test task once it is in its namespace. */
 static int map_from_outside(pid_t task, int go)
 {
@@ -124,13 +112,13 @@ static int map_from_outside(pid_t task, int go)
 	if (read(go, &c, 1) != 1)
 		return 1;
 	snprintf(path, sizeof(path), "/proc/%d/setgroups", task);
-	if (write_file(path, "deny"))
+	if (test_write_file(path, "deny"))
 		return 2;
 	snprintf(path, sizeof(path), "/proc/%d/uid_map", task);
-	if (write_file(path, UID_MAP))
+	if (test_write_file(path, UID_MAP))
 		return 3;
 	snprintf(path, sizeof(path), "/proc/%d/gid_map", task);
-	if (write_file(path, GID_MAP))
+	if (test_write_file(path, GID_MAP))
 		return 4;
 	return 0;
 }

@@ -136,18 +136,6 @@ static void __attribute__((noreturn)) ns_exec_init(const char *exe, char **argv,
 	_exit(1);
 }
 
-static int write_text(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -1;
-}
-
 /*
  * The caller enters a new user namespace; a child of it, outside, writes
  * the maps (a process cannot give itself more than its own id).
@@ -172,12 +160,12 @@ static void ns_enter_userns(void)
 		if (read(go[0], &c, 1) != 1)
 			_exit(1);
 		snprintf(path, sizeof(path), "/proc/%d/uid_map", self);
-		if (write_text(path, USERNS_UID_MAP)) {
+		if (test_write_file(path, USERNS_UID_MAP)) {
 			fprintf(stderr, "ns: can't write %s: %s\n", path, strerror(errno));
 			_exit(1);
 		}
 		snprintf(path, sizeof(path), "/proc/%d/gid_map", self);
-		if (write_text(path, USERNS_GID_MAP)) {
+		if (test_write_file(path, USERNS_GID_MAP)) {
 			fprintf(stderr, "ns: can't write %s: %s\n", path, strerror(errno));
 			_exit(1);
 		}
