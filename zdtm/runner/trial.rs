@@ -856,7 +856,7 @@ impl<'a> Run<'a> {
                         return Err(format!("after restore {n}: {}", problems.join("; ")));
                     }
                     self.note(format!(
-                        "restore {n}: its user namespace has the flavour's maps and owns its                          other namespaces"
+                        "restore {n}: its user namespace has the flavour's maps and owns the others"
                     ));
                 }
                 return self.check_tree(before, stopped_before, &format!("after restore {n}"));
