@@ -460,7 +460,7 @@ const FEATURES: &[Feature] = &[
     },
     Feature {
         name: "ns_get_userns",
-        about: "user namespaces other than the host's are refused at dump",
+        about: "which user namespace owns the tree's namespaces (dump of a user namespace)",
         probe: None,
     },
     Feature {

@@ -155,8 +155,9 @@ int main(int argc, char **argv)
 		pr_perror("unshare(CLONE_NEWTIME)");
 		return 1;
 	}
-	host_cgns = open("/proc/self/ns/cgroup", O_RDONLY);
-	if (host_cgns < 0) {
+	if (!strcmp(kind, "cgroup_back"))
+		host_cgns = open("/proc/self/ns/cgroup", O_RDONLY);
+	if (!strcmp(kind, "cgroup_back") && host_cgns < 0) {
 		pr_perror("open /proc/self/ns/cgroup");
 		return 1;
 	}
@@ -221,6 +222,8 @@ int main(int argc, char **argv)
 		_exit(0);
 	}
 	close(p[1]);
+	if (host_cgns >= 0)
+		close(host_cgns); /* the child keeps its copy */
 	if (read(p[0], &c, 1) != 1) {
 		pr_perror("the child did not start");
 		return 1;

@@ -53,18 +53,6 @@ struct msg {
 	char text[64];
 };
 
-static int write_file(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY);
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -1;
-}
-
 static int same_words(const char *path, const char *want)
 {
 	char buf[128], norm[128];
@@ -102,7 +90,7 @@ static int next_id(const char *kind, int id)
 
 	snprintf(path, sizeof(path), "/proc/sys/kernel/%s_next_id", kind);
 	snprintf(val, sizeof(val), "%d", id);
-	return write_file(path, val);
+	return test_write_file(path, val);
 }
 
 static ino_t host_uts, host_ipc;
@@ -178,8 +166,8 @@ int main(int argc, char **argv)
 		pr_perror("sethostname/setdomainname");
 		return 1;
 	}
-	if (write_file("/proc/sys/kernel/msgmnb", MSGMNB) || write_file("/proc/sys/kernel/sem", SEMCTL) ||
-	    write_file("/proc/sys/kernel/shmmni", SHMMNI)) {
+	if (test_write_file("/proc/sys/kernel/msgmnb", MSGMNB) || test_write_file("/proc/sys/kernel/sem", SEMCTL) ||
+	    test_write_file("/proc/sys/kernel/shmmni", SHMMNI)) {
 		pr_perror("IPC sysctls");
 		return 1;
 	}

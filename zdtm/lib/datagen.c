@@ -219,3 +219,16 @@ err:
 	free(seen);
 	return -1;
 }
+
+/* Writes the whole string val to the file at path (a /proc or sysctl knob). */
+int test_write_file(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = write(fd, val, strlen(val));
+	close(fd);
+	return n == (ssize_t)strlen(val) ? 0 : -1;
+}

@@ -14,9 +14,16 @@
  *   SIGTERM to the test, and when every process of the namespace is gone it
  *   publishes the log (if the test did not) and unlinks the pidfiles.
  *
+ * The "uns" flavour (ZDTM_USERNS=1 as well): before the other namespaces
+ * the outer launcher unshares a user namespace, which thus owns them, and
+ * a short-lived child of it, still outside, writes its maps (USERNS_UID_MAP,
+ * USERNS_GID_MAP). Unlike CRIU's zdtm, whose maps shift every id (and
+ * whose runner opens up its directories for that), ids below 65536 map to
+ * themselves: the cases keep writing the runner's root-owned work
+ * directories and run as ZDTM_UID; only the ids above are shifted.
+ *
  * Not yet supported compared with CRIU's zdtm: no pivot_root into ZDTM_ROOT
- * (the host's root directory is kept, in a private mount namespace), no
- * user namespace ("uns" flavour).
+ * (the host's root directory is kept, in a private mount namespace).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +46,8 @@
 
 #define NS_FLAGS (CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
 #define STATUS_FD_ENV "ZDTM_NS_STATUS_FD"
+#define USERNS_UID_MAP "0 0 65536\n65536 200000 65536\n"
+#define USERNS_GID_MAP "0 0 65536\n65536 300000 65536\n"
 
 char *ns_inner_pidfile(void)
 {
@@ -127,10 +136,58 @@ static void __attribute__((noreturn)) ns_exec_init(const char *exe, char **argv,
 	_exit(1);
 }
 
+/*
+ * The caller enters a new user namespace; a child of it, outside, writes
+ * the maps (a process cannot give itself more than its own id).
+ */
+static void ns_enter_userns(void)
+{
+	int go[2], status;
+	char path[64], c;
+	pid_t self = getpid(), pid;
+
+	if (pipe2(go, O_CLOEXEC)) {
+		fprintf(stderr, "ns: pipe: %s\n", strerror(errno));
+		exit(1);
+	}
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "ns: fork: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (pid == 0) {
+		close(go[1]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(1);
+		snprintf(path, sizeof(path), "/proc/%d/uid_map", self);
+		if (test_write_file(path, USERNS_UID_MAP)) {
+			fprintf(stderr, "ns: can't write %s: %s\n", path, strerror(errno));
+			_exit(1);
+		}
+		snprintf(path, sizeof(path), "/proc/%d/gid_map", self);
+		if (test_write_file(path, USERNS_GID_MAP)) {
+			fprintf(stderr, "ns: can't write %s: %s\n", path, strerror(errno));
+			_exit(1);
+		}
+		_exit(0);
+	}
+	close(go[0]);
+	if (unshare(CLONE_NEWUSER)) {
+		fprintf(stderr, "ns: can't create a user namespace: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (write(go[1], "g", 1) != 1 || waitpid(pid, &status, 0) != pid || status) {
+		fprintf(stderr, "ns: the user namespace was not mapped (status %#x)\n", status);
+		exit(1);
+	}
+	close(go[1]);
+}
+
 void ns_create(int argc, char **argv)
 {
 	char exe[PATH_MAX];
 	int pfd[2], status = -1;
+	char *val;
 	ssize_t n;
 	pid_t pid;
 
@@ -141,6 +198,9 @@ void ns_create(int argc, char **argv)
 		fprintf(stderr, "ns: pipe: %s\n", strerror(errno));
 		exit(1);
 	}
+	val = getenv("ZDTM_USERNS");
+	if (val && !strcmp(val, "1"))
+		ns_enter_userns();
 	if (unshare(NS_FLAGS)) {
 		fprintf(stderr, "ns: can't create namespaces: %s\n", strerror(errno));
 		exit(1);

@@ -236,6 +236,8 @@ struct test_map {
 /* Fills *m from pid's mapping that starts at addr; 0 if there is one. */
 extern int test_find_map(pid_t pid, unsigned long addr, struct test_map *m);
 extern int write_data(int fd, const unsigned char *buf, int len);
+/* The whole of val into the file at path: 0, or -1 with errno. */
+extern int test_write_file(const char *path, const char *val);
 
 /*
  * Hold ckpt's SysV IPC lock (/run/lock/ckpt-sysvipc.lock, flock) while

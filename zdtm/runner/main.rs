@@ -43,7 +43,7 @@ fn main() {
     let cfg = Arc::new(trial::Config::from_env());
     let mut trials = Vec::new();
     for case in CASES {
-        for flavor in [Flavor::H, Flavor::Ns] {
+        for flavor in [Flavor::H, Flavor::Ns, Flavor::Uns] {
             if !case.flavors.contains(&flavor) {
                 continue;
             }

@@ -321,3 +321,71 @@ pub fn sysvipc_remove(kind: &str, id: i32) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The maps zdtm/lib/ns.c gives the `uns` flavour's user namespace, as
+/// /proc/PID/uid_map and gid_map show them (numbers only).
+pub const UNS_UID_MAP: [[u64; 3]; 2] = [[0, 0, 65536], [65536, 200000, 65536]];
+pub const UNS_GID_MAP: [[u64; 3]; 2] = [[0, 0, 65536], [65536, 300000, 65536]];
+
+/// What is wrong with `pid`'s user namespace for the `uns` flavour: it
+/// must be one of its own (not the runner's), with the flavour's maps, and
+/// own the pid, mount, network, IPC and UTS namespaces of `pid`.
+pub fn userns_problems(pid: i32) -> Vec<String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let ino = |p: &str| fs::metadata(p).map(|m| m.ino()).ok();
+    let user = format!("/proc/{pid}/ns/user");
+    let Some(mine) = ino(&user) else {
+        return vec![format!("cannot stat {user}")];
+    };
+    if Some(mine) == ino("/proc/self/ns/user") {
+        out.push(format!("pid {pid} is in the runner's user namespace"));
+    }
+    let maps = |name: &str| -> Vec<[u64; 3]> {
+        fs::read_to_string(format!("/proc/{pid}/{name}"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let n: Vec<u64> = l
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                [0, 1, 2].map(|i| n.get(i).copied().unwrap_or(u64::MAX))
+            })
+            .collect()
+    };
+    for (name, want) in [("uid_map", UNS_UID_MAP), ("gid_map", UNS_GID_MAP)] {
+        let got = maps(name);
+        if got != want {
+            out.push(format!("pid {pid}: {name} is {got:?}, not {want:?}"));
+        }
+    }
+    for kind in ["pid", "mnt", "net", "ipc", "uts"] {
+        let path = format!("/proc/{pid}/ns/{kind}");
+        let Ok(f) = fs::File::open(&path) else {
+            out.push(format!("cannot open {path}"));
+            continue;
+        };
+        // SAFETY: NS_GET_USERNS takes no argument and returns a new fd,
+        // closed below.
+        let fd = unsafe { libc::ioctl(f.as_raw_fd(), 0xb701 as _) };
+        if fd < 0 {
+            out.push(format!(
+                "NS_GET_USERNS of {path}: {}",
+                std::io::Error::last_os_error()
+            ));
+            continue;
+        }
+        let owner = ino(&format!("/proc/self/fd/{fd}"));
+        // SAFETY: `fd` is ours, from the ioctl above.
+        unsafe { libc::close(fd) };
+        if owner != Some(mine) {
+            out.push(format!(
+                "pid {pid}: its {kind} namespace is owned by user:[{}], not by its user:[{mine}]",
+                owner.unwrap_or(0)
+            ));
+        }
+    }
+    out
+}

@@ -88,11 +88,6 @@ pub fn run(
             flavor.label()
         )));
     }
-    if flavor == Flavor::Uns {
-        return Ok(Completion::ignored_with(
-            "the runner does not run the uns flavour yet",
-        ));
-    }
     if let Some(gate) = case.feature {
         if let Err(reason) = gate() {
             return Ok(Completion::ignored_with(reason));
@@ -474,10 +469,14 @@ impl<'a> Run<'a> {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .env("LANG", "C");
-        if self.flavor == Flavor::Ns {
+        if matches!(self.flavor, Flavor::Ns | Flavor::Uns) {
             // zdtm/lib/ns.c: the program re-executes itself as the init of
             // new namespaces; the pidfile names that init (as seen here).
             cmd.env("ZDTM_NEWNS", "1");
+        }
+        if self.flavor == Flavor::Uns {
+            // ns.c: a user namespace that owns the others.
+            cmd.env("ZDTM_USERNS", "1");
         }
         if !self.case.suid {
             let groups: Vec<String> = TEST_GROUPS.iter().map(u32::to_string).collect();
@@ -851,6 +850,15 @@ impl<'a> Run<'a> {
                 self.known.insert(p);
                 self.known.extend(procfs::members(p).iter().map(|s| s.pid));
                 self.pid = Some(p);
+                if self.flavor == Flavor::Uns {
+                    let problems = procfs::userns_problems(p);
+                    if !problems.is_empty() {
+                        return Err(format!("after restore {n}: {}", problems.join("; ")));
+                    }
+                    self.note(format!(
+                        "restore {n}: its user namespace has the flavour's maps and owns the others"
+                    ));
+                }
                 return self.check_tree(before, stopped_before, &format!("after restore {n}"));
             }
             if text.trim() != pid.to_string() {

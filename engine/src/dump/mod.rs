@@ -26,6 +26,7 @@ pub mod seccomp;
 pub mod signals;
 pub mod timers;
 pub mod uffd_wp;
+pub mod userns;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -432,7 +433,11 @@ fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
     let st = stat::read(p.pid)?;
     // Its credentials still show (the parent's waitid reports si_uid).
     let status = status::read(p.pid).ok();
-    let creds = status.as_ref().map(|s| core::creds_from_status(s, 0));
+    let creds = status.as_ref().map(|s| {
+        let mut c = core::creds_from_status(s, 0);
+        ctx.treens.creds_inside(&mut c);
+        c
+    });
     let vpid = ctx.treens.vpid(p.pid, p.pid, "pid")?;
     ctx.dir.write_image(
         &format!("core-{vpid}.img"),
@@ -770,8 +775,11 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         }
     }
     let mut task_core = Some(task_core);
-    for (snap, (info, thread_core)) in snaps.iter().zip(thread_parts) {
+    for (snap, (info, mut thread_core)) in snaps.iter().zip(thread_parts) {
         let leader = snap.tid == pid;
+        if let Some(c) = thread_core.creds.as_mut() {
+            ctx.treens.creds_inside(c);
+        }
         let core = pb::CoreEntry {
             mtype: pb::core_entry::March::X8664 as i32,
             thread_info: Some(info),

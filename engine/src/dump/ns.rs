@@ -11,9 +11,13 @@
 //! private copy of the host's mounts with a /proc of its own: mntns.rs;
 //! only an untouched loopback device: netns.rs), which those modules
 //! check. Anything else — a task that went into a namespace of its own
-//! below the root, a root in a user namespace other than the host's, a
-//! mount or network namespace of another shape — is refused here, naming
-//! the task and the namespace, rather than restored somewhere else.
+//! below the root, a mount or network namespace of another shape — is
+//! refused here, naming the task and the namespace, rather than restored
+//! somewhere else.
+//!
+//! A user namespace of the tree's own (userns.rs) is one a level below the
+//! engine's, and every other namespace the tree owns must be owned by it:
+//! the restore makes them all from inside it.
 //!
 //! A tree whose root is the init of a pid namespace of its own is dumped
 //! with the pids its tasks have in that namespace (CRIU's virtual pids):
@@ -38,14 +42,11 @@ use super::freeze::FrozenProc;
 
 /// Namespace kinds a tree may have its own of, because the restore makes
 /// them anew.
-const OWN_OK: [&str; 7] = ["uts", "ipc", "pid", "cgroup", "time", "mnt", "net"];
+const OWN_OK: [&str; 8] = ["uts", "ipc", "pid", "cgroup", "time", "mnt", "net", "user"];
 
 /// What the restore cannot make yet, and why.
-fn not_yet(kind: &str) -> &'static str {
-    match kind {
-        "user" => "user namespaces other than the host's are not supported yet",
-        _ => "this kind of namespace is not supported yet",
-    }
+fn not_yet(_kind: &str) -> &'static str {
+    "this kind of namespace is not supported yet"
 }
 
 /// The namespaces of a frozen tree, checked.
@@ -70,6 +71,8 @@ pub struct TreeNs {
     mounts: Option<super::mntns::MountNs>,
     /// netdev-N.img of a network namespace of the tree's own.
     net: Option<super::netns::NetNs>,
+    /// userns-N.img of a user namespace of the tree's own.
+    user: Option<pb::UsernsEntry>,
 }
 
 fn links(pid: Pid) -> Result<BTreeMap<String, u64>> {
@@ -194,6 +197,17 @@ impl TreeNs {
             true => Some(super::netns::check(root_pid, root["net"])?),
             false => None,
         };
+        let user = match own("user") {
+            true => {
+                let theirs: Vec<&str> = root
+                    .keys()
+                    .filter(|k| *k != "user" && own(k))
+                    .map(|k| k.as_str())
+                    .collect();
+                Some(super::userns::check(root_pid, &engine, &theirs)?)
+            }
+            false => None,
+        };
         Ok(TreeNs {
             root,
             engine,
@@ -203,7 +217,17 @@ impl TreeNs {
             nested_pid: pids.nested,
             mounts,
             net,
+            user,
         })
+    }
+
+    /// Credentials as the tree sees them (CRIU's: read inside the task),
+    /// from the engine's view (/proc/PID/status), through the uid and gid
+    /// maps of the tree's user namespace.
+    pub fn creds_inside(&self, c: &mut pb::CredsEntry) {
+        if let Some(u) = &self.user {
+            super::userns::to_inside(u, c);
+        }
     }
 
     /// Host pid -> pid in the tree's own pid namespace (empty: the tree is
@@ -353,6 +377,10 @@ impl TreeNs {
             if let Some(text) = &net.nftables {
                 dir.write_file(&format!("nftables-{id}.img"), text.as_bytes())?;
             }
+        }
+        if let Some(u) = &self.user {
+            let id = ids.user_ns_id.unwrap_or(0);
+            dir.write_image(&format!("userns-{id}.img"), std::slice::from_ref(u))?;
         }
         if self.owns("pid") {
             let id = ids.pid_ns_id.unwrap_or(0);

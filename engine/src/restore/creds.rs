@@ -67,12 +67,15 @@ fn is_full_root(c: &pb::CredsEntry) -> bool {
 
 /// Sets the credentials `c`, with the capabilities `keep` in the effective
 /// and permitted sets on top of the dumped ones (dropped at the release).
+/// `groups`: whether the supplementary groups can be set (not in a user
+/// namespace whose setgroups is "deny", where they stay as inherited).
 pub fn restore_creds(
     r: &mut Remote<'_>,
     mem: &TaskMem,
     scratch: u64,
     c: &pb::CredsEntry,
     keep: u64,
+    groups: bool,
 ) -> Result<()> {
     if is_full_root(c) {
         return Ok(());
@@ -89,13 +92,15 @@ pub fn restore_creds(
         &[libc::PR_SET_SECUREBITS as u64, SECBIT_KEEP_CAPS],
         "prctl(PR_SET_SECUREBITS, KEEP_CAPS)",
     )?;
-    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
-    mem.write(scratch, &groups)?;
-    r.call(
-        libc::SYS_setgroups,
-        &[c.groups.len() as u64, scratch],
-        "setgroups",
-    )?;
+    if groups {
+        let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        mem.write(scratch, &groups)?;
+        r.call(
+            libc::SYS_setgroups,
+            &[c.groups.len() as u64, scratch],
+            "setgroups",
+        )?;
+    }
     r.call(
         libc::SYS_setresgid,
         &[c.gid as u64, c.egid as u64, c.sgid as u64],
@@ -159,10 +164,20 @@ pub fn restore_creds(
 pub const KIND: Kind = Kind {
     name: "credentials",
     validate: super::stage::no_checks,
-    new: |_: &Images, _: &RestoreOptions| Ok(Box::new(Creds)),
+    new: |imgs: &Images, _: &RestoreOptions| {
+        let deny = imgs
+            .ns
+            .user
+            .as_ref()
+            .is_some_and(|u| u.ckpt_setgroups_deny == Some(true));
+        Ok(Box::new(Creds { groups: !deny }))
+    },
 };
 
-struct Creds;
+/// `groups`: restore_creds's.
+struct Creds {
+    groups: bool,
+}
 
 impl Restorer for Creds {
     fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
@@ -170,14 +185,15 @@ impl Restorer for Creds {
             return Ok(());
         }
         let t = cx.t;
+        let groups = self.groups;
         cx.in_leader(|r, mem, scratch| match &t.thread().creds {
-            Some(c) => restore_creds(r, mem, scratch, c, CAP_KILL),
+            Some(c) => restore_creds(r, mem, scratch, c, CAP_KILL, groups),
             None => Ok(()),
         })?;
         cx.in_threads(|r, mem, scratch, _, core| {
             let tcore = core.thread_core.as_ref().expect("validated");
             if let Some(c) = &tcore.creds {
-                restore_creds(r, mem, scratch, c, 0)?;
+                restore_creds(r, mem, scratch, c, 0, groups)?;
             }
             set_pdeath(r, tcore)
         })?;

@@ -41,6 +41,11 @@ use crate::images::pb;
 pub fn unshare_mounts(root: Pid, propagation: MsFlags, who: &str) -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| Error::sys(root, format!("{who}: unshare of a new mount namespace"), e))?;
+    set_propagation(root, propagation, who)
+}
+
+/// `propagation` for every mount of the calling thread's mount namespace.
+pub fn set_propagation(root: Pid, propagation: MsFlags, who: &str) -> Result<()> {
     mount(
         None::<&str>,
         "/",

@@ -38,6 +38,7 @@ pub mod threads;
 pub mod timers;
 pub mod trust;
 pub mod tty;
+pub mod userns;
 pub mod vdso;
 
 use std::ffi::CString;
@@ -129,7 +130,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     fault::check(root_pid, "restore-validated")?;
     // The root's pid here: another than the image's in a new pid
     // namespace.
-    let pid = restore_tree(&imgs, opts).map_err(|e| e.for_pid(root_pid, "restore"))?;
+    let r = restore_tree(&imgs, opts);
+    // The user namespace's launcher, done serving files (restore/userns.rs).
+    userns::done();
+    let pid = r.map_err(|e| e.for_pid(root_pid, "restore"))?;
     debug!("{}", crate::ptrace::remote::STATS);
     if let Some(pf) = &opts.pidfile {
         std::fs::write(pf, pid.to_string())
@@ -248,7 +252,7 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<Pid> {
             break root_plan;
         }
     };
-    let _engine_pidfd = pidns::engine_pidfd(&mut plans, &mut root_plan)?;
+    let engine_pidfd = pidns::engine_pidfd(&mut plans, &mut root_plan, imgs.ns.user.is_some())?;
 
     // Tree.
     let root = imgs.tasks[0].pid;
@@ -258,8 +262,9 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<Pid> {
     } else {
         std::process::id() as Pid
     };
-    let got = crate::sys::clone3_with_pid(root, ns::root_clone_flags(imgs), libc::SIGCHLD as u64)
-        .map_err(|e| match e {
+    let err_pipes: Vec<i32> = plans.iter().map(|p| p.err_pipe).collect();
+    let pidfd_at = engine_pidfd.as_ref().map(|f| f.as_raw_fd());
+    let got = ns::clone_root(imgs, pidfd_at, &err_pipes).map_err(|e| match e {
         nix::errno::Errno::EEXIST => Error::task(root, "restore", format!("PID {root} is taken")),
         e => Error::sys(root, "clone3 with set_tid", e),
     })?;
@@ -286,11 +291,14 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<Pid> {
         }
         ns::Driver::Inside { report } => {
             let r = take_over_tree(imgs, &plans, pipes, &mut kinds, fds, &mut guard);
+            let code = ns::report(report, &r);
             if r.is_err() {
                 drop(guard);
             }
             drop(kinds);
-            ns::report_and_exit(report, r);
+            // No destructor of the engine's state runs: the engine's copy
+            // is the one that owns it.
+            std::process::exit(code);
         }
     }
     take_over_tree(imgs, &plans, pipes, &mut kinds, fds, &mut guard)?;

@@ -208,6 +208,13 @@ fn conf(root: Pid, (dir, names): (String, &[&str]), values: &[pb::SysctlEntry]) 
 pub fn enter(root: Pid, net: &NetImages) -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| Error::sys(root, "unshare of a new network namespace", e))?;
+    set_up(root, net)
+}
+
+/// The calling thread's (new) network namespace, made as `net` has it:
+/// by `enter`, or after joining one a user namespace's holder made
+/// (restore/userns.rs).
+pub fn set_up(root: Pid, net: &NetImages) -> Result<()> {
     let nl = rtnl::socket()
         .map_err(|e| Error::sys(root, "rtnetlink socket in its new network namespace", e))?;
     let e = &net.entry;

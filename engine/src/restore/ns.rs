@@ -3,7 +3,8 @@
 //! its sysctls (the objects in it are restore/ipc.rs's), a time namespace
 //! with its clock offsets, a pid namespace whose init is the tree's root,
 //! a mount namespace (restore/mntns.rs) and a network namespace
-//! (restore/netns.rs) in the shape the zdtm `ns` flavour gives them.
+//! (restore/netns.rs) in the shape the zdtm `ns` flavour gives them, and a
+//! user namespace (restore/userns.rs) that owns all of them.
 //!
 //! # How they are made
 //!
@@ -57,6 +58,8 @@ pub struct NsImages {
     pub mnt: Option<Vec<pb::MntEntry>>,
     /// A new network namespace made as these images have it.
     pub net: Option<super::netns::NetImages>,
+    /// A new user namespace with these maps, made first.
+    pub user: Option<pb::UsernsEntry>,
 }
 
 impl NsImages {
@@ -99,6 +102,7 @@ pub fn from_set(
                 "time" => t.ids.time_ns_id,
                 "mnt" => t.ids.mnt_ns_id,
                 "net" => t.ids.net_ns_id,
+                "user" => t.ids.user_ns_id,
                 _ => t.ids.pid_ns_id,
             };
             // Tasks in nested pid namespaces: restore/pidns.rs.
@@ -243,6 +247,19 @@ pub fn from_set(
             check_left("network", prefix, vec![*k], ids.net_ns_id)?;
         }
     }
+    if let Some(id) = ids.user_ns_id.filter(|id| ns.user.contains_key(id)) {
+        part("user", Some(id))?;
+        let name = format!("userns-{id}.img");
+        let u = super::load::require(dir, &name, &ns.user[&id])?.clone();
+        super::userns::validate(&dir.join(&name), &u)?;
+        out.user = Some(u);
+    }
+    check_left(
+        "user",
+        "userns",
+        ns.user.keys().copied().collect(),
+        ids.user_ns_id,
+    )?;
     // timens-0.img is no namespace: CRIU writes its clocks at dump time
     // there for every tree (namespace ids start at 1).
     check_left(
@@ -287,22 +304,76 @@ fn enter(imgs: &Images) -> Result<()> {
 fn unshare_all(imgs: &Images) -> Result<()> {
     let ns = &imgs.ns;
     let root = imgs.tasks[0].pid;
+    if let Some(u) = &ns.user {
+        return enter_user(imgs, u);
+    }
     if let Some(net) = &ns.net {
         super::netns::enter(root, net)?;
     }
     if ns.mnt.is_some() {
         super::mntns::unshare_mounts(root, MsFlags::MS_PRIVATE, "the tree's mount namespace")?;
-        if !ns.pid {
-            // No driver in a pid namespace to do it (fork_driver).
-            super::mntns::mount_proc().map_err(|e| Error::sys(root, "mount of its /proc", e))?;
-        }
     }
     let flags = ns.flags();
-    if flags.is_empty() {
-        return Ok(());
+    if !flags.is_empty() {
+        nix::sched::unshare(flags)
+            .map_err(|e| Error::sys(root, format!("unshare of new namespaces ({flags:?})"), e))?;
     }
-    nix::sched::unshare(flags)
-        .map_err(|e| Error::sys(root, format!("unshare of new namespaces ({flags:?})"), e))?;
+    set_up(imgs)
+}
+
+/// `enter` with a user namespace of the tree's own: its holder makes the
+/// other namespaces in it, the engine's thread joins them
+/// (restore/userns.rs).
+fn enter_user(imgs: &Images, u: &pb::UsernsEntry) -> Result<()> {
+    let ns = &imgs.ns;
+    let root = imgs.tasks[0].pid;
+    let mut flags = ns.flags();
+    flags.set(CloneFlags::CLONE_NEWNET, ns.net.is_some());
+    flags.set(CloneFlags::CLONE_NEWNS, ns.mnt.is_some());
+    let entered = super::userns::make(
+        root,
+        u,
+        flags,
+        ns.time.as_ref().map(offsets_text).as_deref(),
+    )?;
+    for (flag, fd) in entered {
+        if flag == CloneFlags::CLONE_NEWNS {
+            // A mount namespace is entered by a thread with its own
+            // root and cwd.
+            nix::sched::unshare(CloneFlags::CLONE_FS)
+                .map_err(|e| Error::sys(root, "unshare of the engine thread's fs", e))?;
+        }
+        nix::sched::setns(&fd, flag)
+            .map_err(|e| Error::sys(root, format!("setns into its new namespace ({flag:?})"), e))?;
+    }
+    if let Some(net) = &ns.net {
+        super::netns::set_up(root, net)?;
+    }
+    if ns.mnt.is_some() {
+        super::mntns::set_propagation(root, MsFlags::MS_PRIVATE, "the tree's mount namespace")?;
+    }
+    set_up(imgs)
+}
+
+/// /proc/PID/timens_offsets' text for a time namespace's offsets.
+fn offsets_text(t: &pb::TimensEntry) -> String {
+    format!(
+        "monotonic {} {}\nboottime {} {}\n",
+        t.monotonic.tv_sec as i64,
+        t.monotonic.tv_nsec,
+        t.boottime.tv_sec as i64,
+        t.boottime.tv_nsec
+    )
+}
+
+/// What `enter` sets up in the namespaces the engine's thread is now in.
+fn set_up(imgs: &Images) -> Result<()> {
+    let ns = &imgs.ns;
+    let root = imgs.tasks[0].pid;
+    if ns.mnt.is_some() && !ns.pid {
+        // No driver in a pid namespace to do it (fork_driver).
+        super::mntns::mount_proc().map_err(|e| Error::sys(root, "mount of its /proc", e))?;
+    }
     if let Some(u) = &ns.uts {
         nix::unistd::sethostname(&u.nodename)
             .map_err(|e| Error::sys(root, format!("sethostname {:?}", u.nodename), e))?;
@@ -313,16 +384,11 @@ fn unshare_all(imgs: &Images) -> Result<()> {
     if let Some(v) = &ns.ipc {
         set_ipc_vars(root, v)?;
     }
-    if let Some(t) = &ns.time {
-        // Settable only until a task is in the namespace: now.
+    if let Some(t) = ns.time.as_ref().filter(|_| ns.user.is_none()) {
+        // Settable only until a task is in the namespace: now. (With a
+        // user namespace, restore/userns.rs wrote them.)
         let path = "/proc/self/timens_offsets";
-        let text = format!(
-            "monotonic {} {}\nboottime {} {}\n",
-            t.monotonic.tv_sec as i64,
-            t.monotonic.tv_nsec,
-            t.boottime.tv_sec as i64,
-            t.boottime.tv_nsec
-        );
+        let text = offsets_text(t);
         std::fs::write(path, &text).map_err(|e| {
             Error::io(
                 path,
@@ -414,11 +480,23 @@ fn driver_pid(imgs: &Images, helpers: &[Pid]) -> Pid {
 /// The root's clone flags: a new pid namespace is made by the root's
 /// clone itself, since any earlier child of the engine (a helper making a
 /// SysV object) would be the namespace's init.
-pub fn root_clone_flags(imgs: &Images) -> u64 {
+fn root_clone_flags(imgs: &Images) -> u64 {
     if imgs.ns.pid {
         libc::CLONE_NEWPID as u64
     } else {
         0
+    }
+}
+
+/// The root's clone (`clone3_with_pid`'s answers): through
+/// restore/userns.rs's launcher when the tree has a user namespace, which
+/// puts a pidfd of its own at `engine_pidfd` for the tasks and closes its
+/// copies of their `err_pipes`.
+pub fn clone_root(imgs: &Images, engine_pidfd: Option<i32>, err_pipes: &[i32]) -> nix::Result<i32> {
+    let root = imgs.tasks[0].pid;
+    match imgs.ns.user {
+        Some(_) => super::userns::clone_root(root, root_clone_flags(imgs), engine_pidfd, err_pipes),
+        None => crate::sys::clone3_with_pid(root, root_clone_flags(imgs), libc::SIGCHLD as u64),
     }
 }
 
@@ -474,19 +552,25 @@ pub fn fork_driver(imgs: &Images, root_host: Pid, helpers: &[Pid]) -> Result<Dri
 }
 
 /// The driver's end: its verdict through the pipe, then exit.
-pub fn report_and_exit(report: OwnedFd, r: Result<()>) -> ! {
+pub fn report_and_exit(to: OwnedFd, r: Result<()>) -> ! {
+    let code = report(to, &r);
+    // No destructor of the engine's state runs: the engine's copy is the
+    // one that owns it.
+    std::process::exit(code)
+}
+
+/// The driver's verdict through the pipe; its exit code. Written before
+/// a failed restore kills the tree: the init's death kills the driver too,
+/// and the engine would be left guessing.
+pub fn report(report: OwnedFd, r: &Result<()>) -> i32 {
     let mut f = std::fs::File::from(report);
-    let code = match r {
+    match r {
         Ok(()) => 0,
         Err(e) => {
             let _ = f.write_all(e.to_string().as_bytes());
             1
         }
-    };
-    drop(f);
-    // No destructor of the engine's state runs: the engine's copy is the
-    // one that owns it.
-    std::process::exit(code)
+    }
 }
 
 /// The engine's side: waits for the driver; on failure kills the
@@ -537,7 +621,7 @@ pub fn wait_driver(root: Pid, root_host: Pid, pid: Pid, report: OwnedFd) -> Resu
             Some(how) => format!(
                 "the tree's root (pid {root}, host pid {root_host}, the namespace's init) {how} \
                  before the restore was done, which ended the namespace and the driver in it \
-                 (host pid {pid})"
+                 (host pid {pid}, {st:?})"
             ),
             None => format!("the driver in the new pid namespace ended with {st:?}"),
         };

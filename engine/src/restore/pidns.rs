@@ -161,12 +161,17 @@ pub fn check(
 /// before the root's clone at a number above every fd any task uses,
 /// inherited down the tree and kept by each of them (`engine_pidfd`)
 /// until the files are in. The fd is the engine's to close.
+///
+/// `every`: every task takes it (a tree in a user namespace of its own,
+/// whose files come from restore/userns.rs's launcher, which puts a pidfd
+/// of its own at the same number).
 pub fn engine_pidfd(
     plans: &mut [super::child::ChildPlan],
     root: &mut super::child::ChildPlan,
+    every: bool,
 ) -> Result<Option<std::os::fd::OwnedFd>> {
     use std::os::fd::AsRawFd;
-    if plans.iter().all(|p| p.ns_pid.len() < 2) {
+    if !every && plans.iter().all(|p| p.ns_pid.len() < 2) {
         return Ok(None);
     }
     let above = plans
@@ -184,15 +189,15 @@ pub fn engine_pidfd(
         )
     })?;
     let n = high.as_raw_fd();
-    for p in plans.iter_mut().filter(|p| p.ns_pid.len() > 1) {
+    for p in plans.iter_mut().filter(|p| every || p.ns_pid.len() > 1) {
         p.engine_pidfd = Some(n);
     }
-    set_in(root, n);
+    set_in(root, n, every);
     Ok(Some(high))
 }
 
-fn set_in(p: &mut super::child::ChildPlan, fd: i32) {
-    if p.ns_pid.len() > 1 {
+fn set_in(p: &mut super::child::ChildPlan, fd: i32, every: bool) {
+    if every || p.ns_pid.len() > 1 {
         p.engine_pidfd = Some(fd);
     }
     for c in p
@@ -200,6 +205,6 @@ fn set_in(p: &mut super::child::ChildPlan, fd: i32) {
         .iter_mut()
         .chain(p.helpers.iter_mut().flat_map(|h| h.children.iter_mut()))
     {
-        set_in(c, fd);
+        set_in(c, fd, every);
     }
 }

@@ -1,6 +1,6 @@
 //! The tree's own namespaces (utsns-N.img, ipcns-var-N.img, pidns-N.img,
 //! timens-N.img, mountpoints-N.img, netns-N.img with netdev-N.img and
-//! the ifaddr, route, route6, rule and nftables images) for
+//! the ifaddr, route, route6, rule and nftables images, userns-N.img) for
 //! `ckpt show`: what each holds and which tasks are in it. Tasks in no
 //! namespace image of a kind are in the host's.
 
@@ -21,6 +21,7 @@ fn members(set: &ImageSet, kind: &str, id: u32) -> Vec<u32> {
                     "pid" => ids.pid_ns_id,
                     "mnt" => ids.mnt_ns_id,
                     "net" => ids.net_ns_id,
+                    "user" => ids.user_ns_id,
                     _ => ids.time_ns_id,
                 };
                 theirs == Some(id)
@@ -88,6 +89,28 @@ pub fn text(set: &ImageSet) -> Vec<(usize, String)> {
                 tasks_text(&members(set, "ipc", id))
             ),
         ));
+    }
+    for (&id, part) in &ns.user {
+        out.push((
+            2,
+            format!("user ns {id}:  ({})", tasks_text(&members(set, "user", id))),
+        ));
+        match part {
+            Ok(u) => {
+                for (name, map) in [("uid_map", &u.uid_map), ("gid_map", &u.gid_map)] {
+                    out.push((4, format!("{name} (inside  outside  count)")));
+                    for e in map {
+                        out.push((6, format!("{} {} {}", e.first, e.lower_first, e.count)));
+                    }
+                }
+                let sg = match u.ckpt_setgroups_deny {
+                    Some(true) => "deny",
+                    _ => "allow",
+                };
+                out.push((4, format!("setgroups {sg}")));
+            }
+            Err(e) => out.push((4, e.to_string())),
+        }
     }
     for (&id, part) in &ns.pid {
         let what = match part {
@@ -557,7 +580,27 @@ pub fn json(set: &ImageSet) -> Value {
             })
         })
         .collect();
-    json!({ "uts": uts, "ipc": ipc, "pid": pid, "mnt": mnt, "net": net })
+    let extents = |m: &[pb::UidGidExtent]| -> Vec<Value> {
+        m.iter()
+            .map(|e| json!({"first": e.first, "lower_first": e.lower_first, "count": e.count}))
+            .collect()
+    };
+    let user: Vec<Value> = ns
+        .user
+        .iter()
+        .map(|(&id, p)| {
+            json!({
+                "id": id,
+                "tasks": members(set, "user", id),
+                "value": ok(p.as_ref().map(|u| json!({
+                    "uid_map": extents(&u.uid_map),
+                    "gid_map": extents(&u.gid_map),
+                    "setgroups_deny": u.ckpt_setgroups_deny == Some(true),
+                })).map_err(|e| e.to_string())),
+            })
+        })
+        .collect();
+    json!({ "uts": uts, "ipc": ipc, "pid": pid, "mnt": mnt, "net": net, "user": user })
 }
 
 #[cfg(test)]
@@ -590,6 +633,32 @@ mod tests {
         assert!(all.contains("pid ns 4: made by the restore"), "{all}");
         let j = json(&set);
         assert_eq!(j["uts"][0]["value"]["nodename"], "box");
+    }
+
+    /// A user namespace as the userns_maps case leaves it.
+    #[test]
+    fn shows_a_user_namespace_and_its_maps() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = ImageWriter::create(d.path().join("userns-9.img"), Magic::Userns).unwrap();
+        let ext = |first, lower_first, count| pb::UidGidExtent {
+            first,
+            lower_first,
+            count,
+        };
+        w.write_entry(&pb::UsernsEntry {
+            uid_map: vec![ext(0, 0, 1), ext(1, 200000, 5000)],
+            gid_map: vec![ext(0, 0, 1), ext(1, 300000, 5000)],
+            ckpt_setgroups_deny: Some(true),
+        })
+        .unwrap();
+        w.finish().unwrap();
+        let set = ImageSet::read(d.path()).unwrap();
+        let lines: Vec<String> = text(&set)
+            .into_iter()
+            .map(|(i, l)| format!("{}{l}", " ".repeat(i)))
+            .collect();
+        insta::assert_snapshot!("userns_text", lines.join("\n"));
+        insta::assert_json_snapshot!("userns_json", json(&set)["user"]);
     }
 
     fn mnt(id: u32, parent: u32, point: &str, fstype: i32, source: &str) -> pb::MntEntry {

@@ -379,3 +379,41 @@ pub fn move_mount_set_group(
     };
     nix::errno::Errno::result(r).map(drop)
 }
+
+/// What `ns_get` asks of a namespace fd (linux/nsfs.h).
+#[derive(Debug, Clone, Copy)]
+pub enum NsGet {
+    /// NS_GET_USERNS: the user namespace that owns it.
+    Owner,
+    /// NS_GET_PARENT: the parent of a user or pid namespace.
+    Parent,
+}
+
+/// An fd of the namespace that owns `ns` or of its parent (`what`);
+/// EPERM when that lies outside the caller's user namespace.
+pub fn ns_get(ns: std::os::fd::BorrowedFd<'_>, what: NsGet) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    const NS_GET_USERNS: u64 = 0xb701;
+    const NS_GET_PARENT: u64 = 0xb702;
+    let req = match what {
+        NsGet::Owner => NS_GET_USERNS,
+        NsGet::Parent => NS_GET_PARENT,
+    };
+    // SAFETY: both ioctls take no argument and return a new fd, owned
+    // by the caller from here on.
+    let fd = Errno::result(unsafe { libc::ioctl(ns.as_raw_fd(), req as _) })?;
+    // SAFETY: `fd` is a new fd nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fork(2)` for a caller that may have threads: `Ok(0)` in the child,
+/// which, as the child of `clone3_with_pid`, only runs what a restore
+/// child runs (its own copy of the engine's memory, no lock taken by
+/// another thread at the fork) and ends with `_exit`.
+pub fn fork_restore_child() -> nix::Result<i32> {
+    // SAFETY: the child's contract is clone3_with_pid's (see there).
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => Ok(0),
+        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
+    }
+}

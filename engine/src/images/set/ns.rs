@@ -1,7 +1,7 @@
 //! The namespaces an image directory holds: `utsns-N.img`,
 //! `ipcns-var-N.img`, `pidns-N.img`, `timens-N.img`, `mountpoints-N.img`,
 //! `netns-N.img` with `netdev-N.img` and the raw ifaddr, route, route6,
-//! rule and nftables images (N: the namespace's id
+//! rule and nftables images, `userns-N.img` (N: the namespace's id
 //! in the dump, as in the tasks' ids). A namespace of the tree's own has
 //! its image; a task whose namespace has none lives in the restoring
 //! engine's (the host's).
@@ -27,6 +27,8 @@ pub struct Namespaces {
     /// A network namespace's raw images (ifaddr, route, route6, rule,
     /// nftables), by namespace id then file prefix.
     pub netraw: BTreeMap<u32, BTreeMap<&'static str, Part<Vec<u8>>>>,
+    /// A user namespace's maps.
+    pub user: BTreeMap<u32, Part<pb::UsernsEntry>>,
 }
 
 /// The raw images of a network namespace, `PREFIX-N.img`.
@@ -40,6 +42,7 @@ impl Namespaces {
             && self.time.is_empty()
             && self.mnt.is_empty()
             && self.net.is_empty()
+            && self.user.is_empty()
     }
 }
 
@@ -79,6 +82,8 @@ pub(super) fn read(ld: &Loader<'_>, names: &[String], problems: &mut Vec<String>
             keep(&mut out.mnt, id, ld.all(name, Magic::Mnts), problems);
         } else if let Some(id) = id_of(name, "netns-") {
             keep(&mut out.net, id, ld.one(name, Magic::Netns), problems);
+        } else if let Some(id) = id_of(name, "userns-") {
+            keep(&mut out.user, id, ld.one(name, Magic::Userns), problems);
         } else if let Some(id) = id_of(name, "netdev-") {
             keep(&mut out.netdev, id, ld.all(name, Magic::Netdev), problems);
         } else if let Some((prefix, id)) = NET_RAW
