@@ -204,7 +204,33 @@ impl TreeNs {
                     .filter(|k| *k != "user" && own(k))
                     .map(|k| k.as_str())
                     .collect();
-                Some(super::userns::check(root_pid, &engine, &theirs)?)
+                let u = super::userns::check(root_pid, &engine, &theirs)?;
+                // Without a pid namespace of its own, the tree's tasks and
+                // threads must be made with their pids in the host's,
+                // which only the host's user namespace may ask for
+                // (clone3 set_tid needs CAP_SYS_ADMIN there), and a task
+                // inside cannot.
+                if !own("pid") {
+                    let more = tree
+                        .iter()
+                        .find(|p| p.pid != root_pid || p.threads.len() > 1);
+                    if let Some(p) = more {
+                        return Err(Error::unsupported(
+                            p.pid,
+                            format!("user namespace user:[{}]", root["user"]),
+                            format!(
+                                "the tree's user namespace comes without a pid namespace of its own \
+                                 and the tree has {} (pid {}{}): tasks inside cannot be made with \
+                                 their pids in the host's pid namespace; only a single-threaded \
+                                 root is supported so",
+                                if p.pid != root_pid { "another process" } else { "threads" },
+                                p.pid,
+                                if p.pid != root_pid { "" } else { "'s threads" }
+                            ),
+                        ));
+                    }
+                }
+                Some(u)
             }
             false => None,
         };
