@@ -476,7 +476,7 @@ fn pid_levels(tree: &[FrozenProc], root: &BTreeMap<String, u64>, own: bool) -> R
             root_pid,
             format!("pid namespace pid:[{root_ns}]"),
             format!(
-                "its pids {:?} put the root {top} pid namespace levels below the engine's;                  only a root in the engine's pid namespace or one a level below it is supported",
+                "its pids {:?} put the root {top} pid namespace levels below the engine's; only a root in the engine's pid namespace or one a level below it is supported",
                 st.ns_pid
             ),
         ));

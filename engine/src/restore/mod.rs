@@ -692,7 +692,7 @@ fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
                 t.pid,
                 format!("its fd table, shared with its sibling {owner}"),
                 format!(
-                    "a task sharing its sibling's fd table is forked by that sibling, in its                      session {owner_sid}, and cannot join its own session {}",
+                    "a task sharing its sibling's fd table is forked by that sibling, in its session {owner_sid}, and cannot join its own session {}",
                     t.pstree.sid
                 ),
             ));
@@ -703,7 +703,7 @@ fn plan_sessions(imgs: &Images) -> Result<sessions::Plan> {
                     t.pid,
                     format!("its fd table, shared with its sibling {owner}"),
                     format!(
-                        "a task sharing its sibling's fd table is forked by that sibling, but                          the session {} or process group {} of pid {who} needs it made                          another way (by a helper, or before its parent's setsid)",
+                        "a task sharing its sibling's fd table is forked by that sibling, but the session {} or process group {} of pid {who} needs it made another way (by a helper, or before its parent's setsid)",
                         t.pstree.sid, t.pstree.pgid
                     ),
                 ));
