@@ -9,7 +9,8 @@
 //! loaded at all. So the dump records the CPU in CRIU's `cpuinfo.img`,
 //! and the restore, before it creates any process, refuses images of a
 //! CPU with xsave components (`fpu`) or instruction sets (`ins`) this one
-//! lacks, naming them. `--cpu-cap` (CRIU's option) picks the checks;
+//! lacks, naming them (not MPX or PKRU, which a thread's restore drops
+//! without loss: `ptrace::regs::XFEATURES_DROPPABLE`). `--cpu-cap` (CRIU's option) picks the checks;
 //! `none` restores anyway.
 //!
 //! `capability` holds CRIU's first layout (`capability_ver` 1): twelve
@@ -319,7 +320,9 @@ fn vendor_name(v: i32) -> String {
 pub fn missing(img: &pb::CpuinfoX86Entry, here: &pb::CpuinfoX86Entry, cap: CpuCap) -> Missing {
     let mut m = Missing::default();
     if cap.fpu {
-        m.xfeatures = img.xfeatures_mask.unwrap_or(0) & !here.xfeatures_mask.unwrap_or(0);
+        m.xfeatures = img.xfeatures_mask.unwrap_or(0)
+            & !here.xfeatures_mask.unwrap_or(0)
+            & !crate::ptrace::regs::XFEATURES_DROPPABLE;
     }
     let word = |e: &pb::CpuinfoX86Entry, i: usize| {
         if e.capability_ver == CAPABILITY_VER {
@@ -392,6 +395,13 @@ mod tests {
     }
 
     #[test]
+    fn mpx_and_pkru_are_not_missed() {
+        // A TCG guest's XCR0 (x87, SSE, AVX, MPX, PKRU) on a host without
+        // MPX and PKRU.
+        assert!(missing(&cpu(0x21f, &[]), &cpu(0x7, &[]), CpuCap::default()).is_empty());
+    }
+
+    #[test]
     fn cpu_check_names_other_bits_and_the_vendor() {
         let img = cpu(0x3, &[(4, 1 << 31)]);
         let mut here = cpu(0x3, &[]);
@@ -443,7 +453,7 @@ mod tests {
             let img = pb::CpuinfoX86Entry { capability_ver: 1, capability: a.clone(), xfeatures_mask: Some(xa), ..Default::default() };
             let here = pb::CpuinfoX86Entry { capability_ver: 1, capability: b.clone(), xfeatures_mask: Some(xb), ..Default::default() };
             let m = missing(&img, &here, "all".parse().unwrap());
-            prop_assert_eq!(m.xfeatures, xa & !xb);
+            prop_assert_eq!(m.xfeatures, xa & !xb & !crate::ptrace::regs::XFEATURES_DROPPABLE);
             let lost_bits: usize = a.iter().zip(&b).map(|(x, y)| (x & !y).count_ones() as usize).sum();
             prop_assert_eq!(m.features.len(), lost_bits);
             prop_assert!(missing(&img, &img, "all".parse().unwrap()).is_empty());

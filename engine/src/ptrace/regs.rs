@@ -178,14 +178,18 @@ fn component(bit: u32) -> Option<(usize, usize)> {
     (size != 0 && off != 0).then_some((off as usize, size as usize))
 }
 
+/// xsave state components a CPU without them may drop without loss: MPX
+/// (bits 3 and 4: Linux has not supported it since 5.6) and PKRU (bit 9:
+/// without protection keys on this CPU no page has a key the register
+/// would guard).
+pub const XFEATURES_DROPPABLE: u64 = 1 << 3 | 1 << 4 | 1 << 9;
+
 /// The state components in use in `bv` (an xsave header's xstate_bv)
 /// that an area built by [`xsave_from_pb`] on this CPU cannot hold: this
-/// CPU lacks them, or CRIU's fields have no place for them. MPX (bits 3
-/// and 4: Linux has not supported it since 5.6) and PKRU (bit 9: without
-/// protection keys on this CPU no page has a key the register would
-/// guard) are dropped without loss.
+/// CPU lacks them, or CRIU's fields have no place for them, except
+/// [`XFEATURES_DROPPABLE`].
 pub fn components_lost(bv: u64) -> u64 {
-    const HARMLESS: u64 = 1 << 3 | 1 << 4 | 1 << 9;
+    const HARMLESS: u64 = XFEATURES_DROPPABLE;
     let kept = COMPONENTS
         .iter()
         .filter(|c| component(c.bit).is_some())
