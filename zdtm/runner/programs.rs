@@ -9,8 +9,11 @@
 //!   before the dump and the same file after the restore.
 //! - `postgres_idle`, `postgres_tcp_client`: a PostgreSQL server and its
 //!   processes (`postgres.rs`).
+//! - `unshare_tree`: a shell script in new pid, uts, ipc and mount
+//!   namespaces made by util-linux's `unshare` (`unshare_tree.rs`).
 
 mod postgres;
+mod unshare_tree;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -74,6 +77,9 @@ fn main() {
         postgres::tcp_client(pg.as_ref().expect("checked"))
     });
     trials.push(ignore_unless(tcp, why_not));
+    let why_not = (!root).then(|| "needs root".to_string());
+    let unshare = Trial::test("unshare_tree", || unshare_tree::run(run_engine));
+    trials.push(ignore_unless(unshare, why_not));
     libtest_mimic::run(&args, trials).exit();
 }
 

@@ -313,6 +313,16 @@ impl TreeNs {
         }
     }
 
+    /// Whether host pid `pid` lies outside the tree's own pid namespace
+    /// (no pid there), the tree having one.
+    fn lies_outside(&self, pid: Pid) -> bool {
+        !self.vpids.is_empty()
+            && !self.vpids.contains_key(&pid)
+            && status::read(pid)
+                .ok()
+                .is_none_or(|s| s.ns_pid.get(self.top).is_none())
+    }
+
     /// The pstree.img entry of host pid `pid` (`ppid` its parent), with
     /// its ids at every level below the root's pid namespace when it is
     /// in a nested one. The group and session come from NSpgid and NSsid
@@ -334,13 +344,25 @@ impl TreeNs {
                 .unwrap_or_default()
         };
         let (pgids, sids) = (ids(|s| &s.ns_pgid), ids(|s| &s.ns_sid));
+        // A group or session led from outside the tree's own pid
+        // namespace (an init started by `unshare --pid --fork` stays in
+        // unshare's) reads 0 inside it, as getpgrp() and getsid() there
+        // say, and is kept so: the restore leaves such tasks in the
+        // engine's, which reads 0 inside too.
+        let outside = |of: Pid, what: &str| -> Result<u32> {
+            match v(of, what) {
+                Ok(p) => Ok(p as u32),
+                Err(_) if self.lies_outside(of) => Ok(0),
+                Err(e) => Err(e),
+            }
+        };
         let pgid = match pgids.first() {
             Some(&g) if g > 0 => g,
-            _ => v(stat.pgrp, "process group")? as u32,
+            _ => outside(stat.pgrp, "process group")?,
         };
         let sid = match sids.first() {
             Some(&g) if g > 0 => g,
-            _ => v(stat.session, "session")? as u32,
+            _ => outside(stat.session, "session")?,
         };
         let mut e = pb::PstreeEntry {
             pid: v(pid, "pid")? as u32,

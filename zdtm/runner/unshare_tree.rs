@@ -1,0 +1,163 @@
+//! `unshare_tree`: the by-hand check of the namespaces issue, as a trial.
+//! util-linux's `unshare --pid --fork --uts --ipc --mount-proc` runs a
+//! shell script that sets a hostname, makes a SysV segment, queue and
+//! semaphore set, and starts a few processes (one with children of its
+//! own). The tree's init stays in `unshare`'s process group and session,
+//! outside its pid namespace (nobody calls setsid), as anyone trying this
+//! by hand gets. The init is dumped by its pid as seen from outside,
+//! restored with `-d`, and inside the restored namespaces the hostname,
+//! the SysV objects (ids, keys, modes, sizes) and every process (pid in
+//! the namespace, parent, group, session, command) must read as before.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::Failed;
+
+const SCRIPT: &str = "hostname ckpt-unshare-tree && ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null \
+                      && ipcmk -S 3 >/dev/null && { sleep 1000 & (sleep 1001 & sleep 1002 & wait) & } \
+                      && exec sleep 1003";
+
+/// How many processes the namespace holds once the script has started
+/// them all.
+const PROCS: usize = 5;
+
+/// What the namespace looks like from inside: hostname, `ipcs` lines
+/// without the times, and `pid ppid pgid sid comm` of each process but
+/// the one reading it.
+fn inside(init: i32) -> Result<String, String> {
+    let run = |flags: &[&str], cmd: &str| -> Result<String, String> {
+        let out = Command::new("nsenter")
+            .arg("-t")
+            .arg(init.to_string())
+            .args(flags)
+            .args(["sh", "-c", cmd])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("nsenter: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "nsenter {flags:?} {cmd}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let host = run(&["-u"], "hostname")?;
+    let ipcs = run(&["-i"], "ipcs -m; ipcs -q; ipcs -s")?;
+    let ps = run(
+        &["-p", "-m"],
+        // Builtins only, no pipeline: the reading shell is the one
+        // process of the namespace that is not the tree's.
+        "for d in /proc/[0-9]*; do [ \"${d#/proc/}\" = \"$$\" ] || \
+         { read -r pid comm st ppid pgid sid rest < $d/stat && echo $pid $ppid $pgid $sid $comm; }; \
+         done",
+    )?;
+    Ok(format!("hostname: {host}{ipcs}{ps}"))
+}
+
+fn count_procs(view: &str) -> usize {
+    view.lines()
+        .filter(|l| l.split(' ').count() == 5 && l.ends_with(')'))
+        .count()
+}
+
+pub fn run(engine_run: impl Fn(&Path, &str, &[&str]) -> Result<(), String>) -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("ckpt-programs-unshare.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut unshare = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--uts",
+            "--ipc",
+            "--mount-proc",
+            "sh",
+            "-c",
+            SCRIPT,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start unshare: {e}"))?;
+    let outer = unshare.id() as i32;
+    let mut clean = super::Cleanup {
+        child: None,
+        restored: None,
+        dir: dir.clone(),
+        keep: true,
+    };
+    // The init: unshare's child, pid 1 of the new namespace.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (init, before) = loop {
+        let kids = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+            .unwrap_or_default();
+        if let Some(init) = kids.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            if let Ok(v) = inside(init) {
+                if count_procs(&v) == PROCS {
+                    break (init, v);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = unshare.kill();
+            let _ = unshare.wait();
+            return Err("the unshared tree did not start its processes in 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    clean.child = Some(unshare);
+    if !before.contains("ckpt-unshare-tree") || before.matches("0x").count() < 3 {
+        return Err(format!("before the dump, inside:\n{before}").into());
+    }
+    let img = dir.join("img");
+    engine_run(
+        &dir,
+        "dump.log",
+        &[
+            "dump",
+            "-t",
+            &init.to_string(),
+            "-D",
+            &img.to_string_lossy(),
+        ],
+    )?;
+    let mut unshare = clean.child.take().expect("started");
+    let st = unshare.wait().map_err(|e| e.to_string())?;
+    if st.success() {
+        return Err(
+            format!("unshare ended well after the dump ({st}): was its init killed?").into(),
+        );
+    }
+    let pidfile = dir.join("restore.pid");
+    engine_run(
+        &dir,
+        "restore.log",
+        &[
+            "restore",
+            "-D",
+            &img.to_string_lossy(),
+            "-d",
+            "--pidfile",
+            &pidfile.to_string_lossy(),
+        ],
+    )?;
+    let restored: i32 = std::fs::read_to_string(&pidfile)
+        .map_err(|e| format!("{}: {e}", pidfile.display()))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("pidfile: {e}"))?;
+    clean.restored = Some(restored);
+    let after = inside(restored)?;
+    if after != before {
+        return Err(format!(
+            "inside the restored namespaces:\n{after}\nbefore the dump:\n{before}"
+        )
+        .into());
+    }
+    clean.keep = false;
+    Ok(())
+}
