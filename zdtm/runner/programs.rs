@@ -78,7 +78,7 @@ fn main() {
     });
     trials.push(ignore_unless(tcp, why_not));
     let why_not = (!root).then(|| "needs root".to_string());
-    let unshare = Trial::test("unshare_tree", || unshare_tree::run(run_engine));
+    let unshare = Trial::test("unshare_tree", unshare_tree::run);
     trials.push(ignore_unless(unshare, why_not));
     libtest_mimic::run(&args, trials).exit();
 }
@@ -200,6 +200,29 @@ fn run_engine(dir: &Path, log: &str, args: &[&str]) -> Result<(), String> {
     ))
 }
 
+/// `ckpt restore -D IMG -d --pidfile`: the restored root's pid (as this
+/// process sees it) from the pidfile.
+fn restore_detached(dir: &Path, img: &Path) -> Result<i32, String> {
+    let pidfile = dir.join("restore.pid");
+    run_engine(
+        dir,
+        "restore.log",
+        &[
+            "restore",
+            "-D",
+            &img.to_string_lossy(),
+            "-d",
+            "--pidfile",
+            &pidfile.to_string_lossy(),
+        ],
+    )?;
+    std::fs::read_to_string(&pidfile)
+        .map_err(|e| format!("{}: {e}", pidfile.display()))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{}: {e}", pidfile.display()))
+}
+
 fn http_server(python: &Path) -> Result<(), Failed> {
     let dir = std::env::temp_dir().join(format!("ckpt-programs-http.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -282,25 +305,8 @@ fn http_server(python: &Path) -> Result<(), Failed> {
     if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
         return Err(format!("something still listens on {addr} after the dump").into());
     }
-    let pidfile = dir.join("restore.pid");
-    run_engine(
-        &dir,
-        "restore.log",
-        &[
-            "restore",
-            "-D",
-            &img.to_string_lossy(),
-            "-d",
-            "--pidfile",
-            &pidfile.to_string_lossy(),
-        ],
-    )?;
     clean.restored = Some(pid);
-    let restored: i32 = std::fs::read_to_string(&pidfile)
-        .map_err(|e| e.to_string())?
-        .trim()
-        .parse()
-        .map_err(|e| format!("pidfile: {e}"))?;
+    let restored = restore_detached(&dir, &img)?;
     if restored != pid {
         return Err(format!("restored as pid {restored}, not {pid}").into());
     }

@@ -9,7 +9,6 @@
 //! the SysV objects (ids, keys, modes, sizes) and every process (pid in
 //! the namespace, parent, group, session, command) must read as before.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,7 +63,7 @@ fn count_procs(view: &str) -> usize {
         .count()
 }
 
-pub fn run(engine_run: impl Fn(&Path, &str, &[&str]) -> Result<(), String>) -> Result<(), Failed> {
+pub fn run() -> Result<(), Failed> {
     let dir = std::env::temp_dir().join(format!("ckpt-programs-unshare.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -114,7 +113,7 @@ pub fn run(engine_run: impl Fn(&Path, &str, &[&str]) -> Result<(), String>) -> R
         return Err(format!("before the dump, inside:\n{before}").into());
     }
     let img = dir.join("img");
-    engine_run(
+    super::run_engine(
         &dir,
         "dump.log",
         &[
@@ -132,24 +131,7 @@ pub fn run(engine_run: impl Fn(&Path, &str, &[&str]) -> Result<(), String>) -> R
             format!("unshare ended well after the dump ({st}): was its init killed?").into(),
         );
     }
-    let pidfile = dir.join("restore.pid");
-    engine_run(
-        &dir,
-        "restore.log",
-        &[
-            "restore",
-            "-D",
-            &img.to_string_lossy(),
-            "-d",
-            "--pidfile",
-            &pidfile.to_string_lossy(),
-        ],
-    )?;
-    let restored: i32 = std::fs::read_to_string(&pidfile)
-        .map_err(|e| format!("{}: {e}", pidfile.display()))?
-        .trim()
-        .parse()
-        .map_err(|e| format!("pidfile: {e}"))?;
+    let restored = super::restore_detached(&dir, &img)?;
     clean.restored = Some(restored);
     let after = inside(restored)?;
     if after != before {

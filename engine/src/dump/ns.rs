@@ -289,38 +289,30 @@ impl TreeNs {
     }
 
     /// The pid of host pid `pid` in the tree's pid namespace. `what`
-    /// names the field for the error of a pid outside it (a session or
-    /// group led from outside the namespace).
+    /// names the field for the error of a pid outside it.
     pub fn vpid(&self, of: Pid, pid: Pid, what: &str) -> Result<Pid> {
         if self.vpids.is_empty() || pid == 0 {
             return Ok(pid);
         }
-        if let Some(&v) = self.vpids.get(&pid) {
-            return Ok(v);
-        }
-        // A task of the namespace outside the tree cannot be: the init's
-        // children are all in the tree. Only pids from outside are left.
-        let inside = status::read(pid)
-            .ok()
-            .and_then(|s| s.ns_pid.get(self.top).copied());
-        match inside {
-            Some(v) => Ok(v),
-            None => Err(Error::unsupported(
+        self.inside(pid).ok_or_else(|| {
+            Error::unsupported(
                 of,
                 format!("{what} {pid}"),
-                "it lies outside the tree's pid namespace (give the namespace's init a session of its own: setsid)",
-            )),
-        }
+                "it lies outside the tree's pid namespace",
+            )
+        })
     }
 
-    /// Whether host pid `pid` lies outside the tree's own pid namespace
-    /// (no pid there), the tree having one.
-    fn lies_outside(&self, pid: Pid) -> bool {
-        !self.vpids.is_empty()
-            && !self.vpids.contains_key(&pid)
-            && status::read(pid)
+    /// The pid of host pid `pid` in the tree's own pid namespace, None
+    /// when it has none there (it lies outside). A task of the namespace
+    /// outside the tree cannot be: the init's children are all in the
+    /// tree; a group or session may have a leader gone from the tree.
+    fn inside(&self, pid: Pid) -> Option<Pid> {
+        self.vpids.get(&pid).copied().or_else(|| {
+            status::read(pid)
                 .ok()
-                .is_none_or(|s| s.ns_pid.get(self.top).is_none())
+                .and_then(|s| s.ns_pid.get(self.top).copied())
+        })
     }
 
     /// The pstree.img entry of host pid `pid` (`ppid` its parent), with
@@ -349,20 +341,19 @@ impl TreeNs {
         // unshare's) reads 0 inside it, as getpgrp() and getsid() there
         // say, and is kept so: the restore leaves such tasks in the
         // engine's, which reads 0 inside too.
-        let outside = |of: Pid, what: &str| -> Result<u32> {
-            match v(of, what) {
-                Ok(p) => Ok(p as u32),
-                Err(_) if self.lies_outside(of) => Ok(0),
-                Err(e) => Err(e),
+        let group = |of: Pid| -> u32 {
+            match self.vpids.is_empty() {
+                true => of as u32,
+                false => self.inside(of).unwrap_or(0) as u32,
             }
         };
         let pgid = match pgids.first() {
             Some(&g) if g > 0 => g,
-            _ => outside(stat.pgrp, "process group")?,
+            _ => group(stat.pgrp),
         };
         let sid = match sids.first() {
             Some(&g) if g > 0 => g,
-            _ => outside(stat.session, "session")?,
+            _ => group(stat.session),
         };
         let mut e = pb::PstreeEntry {
             pid: v(pid, "pid")? as u32,
