@@ -11,7 +11,9 @@
  *     the mount     FAN_OPEN (FAN_MARK_MOUNT)
  * Nothing is queued when the state is ready.
  *
- * After restore: the "fanotify" lines of /proc/self/fdinfo are as before,
+ * After restore: the "fanotify" lines of /proc/self/fdinfo are as before
+ * (a mount mark's mount id read as its mount point: a new mount namespace
+ * gives the mount another id),
  * F_GETFL/F_GETFD too, nothing is queued; then writing f1, opening f2 and
  * opening a file on the tmpfs give, for this process, FAN_OPEN, FAN_MODIFY
  * and FAN_CLOSE_WRITE on f1, FAN_OPEN on the tmpfs file and nothing on f2.
@@ -40,11 +42,34 @@ TEST_OPTION(fsmark, bool, "also mark a whole filesystem (the dump refuses)", 0);
 
 static int failed;
 
+/*
+ * The mount point of mount `id` in this mount namespace: a mount made
+ * again in a new mount namespace has another id (ids are the kernel's),
+ * so a mount mark is compared by where it is.
+ */
+static void mount_point(int id, char *out, size_t size)
+{
+	char line[1024], point[512];
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	int mid;
+
+	snprintf(out, size, "?");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%d %*d %*s %*s %511s", &mid, point) == 2 && mid == id) {
+			snprintf(out, size, "%s", point);
+			break;
+		}
+	fclose(f);
+}
+
 static int fdinfo_marks(int fd, char *out, size_t size)
 {
-	char path[64], line[512];
+	char path[64], line[512], point[512], rest[512];
 	size_t len = 0;
 	FILE *f;
+	int mid;
 
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
 	f = fopen(path, "r");
@@ -53,6 +78,10 @@ static int fdinfo_marks(int fd, char *out, size_t size)
 	out[0] = '\0';
 	while (fgets(line, sizeof(line), f))
 		if (!strncmp(line, "fanotify ", 9)) {
+			if (sscanf(line, "fanotify mnt_id:%x %511[^\n]", &mid, rest) == 2) {
+				mount_point(mid, point, sizeof(point));
+				snprintf(line, sizeof(line), "fanotify mount:%.200s %.200s\n", point, rest);
+			}
 			if (len + strlen(line) + 1 > size)
 				break;
 			strcpy(out + len, line);

@@ -103,6 +103,48 @@ static int lo_up(void)
 	return ret;
 }
 
+/*
+ * Detaches the copies of other trials' mounts (under the work root, the
+ * parent of this trial's directory, the cwd): trials run side by side,
+ * and a mount another one makes and unmounts while this tree runs would
+ * stay in this tree's copy of the host's mounts, its mount point gone
+ * by the time the tree is restored.
+ */
+static int detach_neighbours(void)
+{
+	char cwd[PATH_MAX], root[PATH_MAX], line[4096], point[PATH_MAX];
+	static char points[64][PATH_MAX];
+	size_t rl, cl;
+	int n = 0, i;
+	char *slash;
+	FILE *f;
+
+	if (!getcwd(cwd, sizeof(cwd)))
+		return -1;
+	strcpy(root, cwd);
+	slash = strrchr(root, '/');
+	if (!slash || slash == root)
+		return 0;
+	slash[1] = '\0';
+	rl = strlen(root);
+	cl = strlen(cwd);
+	f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f) && n < 64) {
+		if (sscanf(line, "%*d %*d %*s %*s %4095s", point) != 1)
+			continue;
+		if (strncmp(point, root, rl) || (!strncmp(point, cwd, cl) && (point[cl] == '/' || !point[cl])))
+			continue;
+		strcpy(points[n++], point);
+	}
+	fclose(f);
+	/* children before their parents: mountinfo lists parents first */
+	for (i = n - 1; i >= 0; i--)
+		umount2(points[i], MNT_DETACH);
+	return 0;
+}
+
 static void __attribute__((noreturn)) ns_exec_init(const char *exe, char **argv, int status_fd)
 {
 	char buf[16];
@@ -113,6 +155,10 @@ static void __attribute__((noreturn)) ns_exec_init(const char *exe, char **argv,
 	}
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) {
 		fprintf(stderr, "ns: can't make / private: %s\n", strerror(errno));
+		_exit(1);
+	}
+	if (detach_neighbours()) {
+		fprintf(stderr, "ns: can't detach other trials' mounts: %s\n", strerror(errno));
 		_exit(1);
 	}
 	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) {

@@ -577,8 +577,6 @@ pub static CASES: &[Case] = &[
         name: "fanotify",
         program: Program::C("fanotify"),
         suid: true,
-        // ns: it mounts a tmpfs in its mount namespace; mounts of the tree's own are refused until full mount namespaces
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
@@ -588,8 +586,6 @@ pub static CASES: &[Case] = &[
         suid: true,
         crfail: true,
         crfail_reason: Some("a mark on a whole filesystem"),
-        // ns: it mounts a tmpfs in its mount namespace, which is refused before the mark it is meant to be refused for
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     Case {
@@ -1004,10 +1000,6 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // ns: its nft tables live in the tree's network namespace, which the
-        // flavour rebuilds with loopback only (the dump does not carry nft
-        // rules yet), so the FINs it holds back are let go at restore
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     // The program drops C's packets with an nft table of its own (root),
@@ -1019,10 +1011,6 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // ns: its nft tables live in the tree's network namespace, which the
-        // flavour rebuilds with loopback only (the dump does not carry nft
-        // rules yet), so the FINs it holds back are let go at restore
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     // As lastack: the program's own nft tables hold the FINs back.
@@ -1033,10 +1021,6 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // ns: its nft tables live in the tree's network namespace, which the
-        // flavour rebuilds with loopback only (the dump does not carry nft
-        // rules yet), so the FINs it holds back are let go at restore
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     // As lastack: the program's own nft tables hold the FINs back.
@@ -1047,10 +1031,6 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // ns: its nft tables live in the tree's network namespace, which the
-        // flavour rebuilds with loopback only (the dump does not carry nft
-        // rules yet), so the FINs it holds back are let go at restore
-        flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
     // Connections waiting in a listening socket's accept queue: the

@@ -376,6 +376,26 @@ fn refuse_own(pid: Pid, ino: u64, m: &MountInfo, why: String) -> Error {
     )
 }
 
+/// A detached copy of the mount `dir` is the root of, made from a
+/// short-lived thread that joins `pid`'s mount namespace (the kernel
+/// clones only mounts of the caller's own; setns of a mount namespace
+/// needs a thread with its own fs_struct, hence the unshare).
+fn detached_copy(pid: Pid, dir: &std::fs::File) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::sched::CloneFlags;
+    use std::os::fd::AsFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(CloneFlags::CLONE_FS)?;
+            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)?;
+            crate::sys::clone_mount(dir.as_fd())
+        })
+        .join()
+        .unwrap_or(Err(nix::errno::Errno::EINTR))
+    })
+}
+
 /// The contents of the tree's tmpfs `m` as a gzipped tar (CRIU's
 /// tmpfs-dev-N.tar.gz.img), read through the root's /proc/PID/root; the
 /// directory opened must be that mount (not one mounted over it).
@@ -395,7 +415,17 @@ fn tmpfs_tar(pid: Pid, ino: u64, m: &MountInfo) -> Result<Vec<u8>> {
             format!("another mount ({got}) covers it, so its contents cannot be read"),
         ));
     }
-    let at = format!("/proc/{me}/fd/{}", dir.as_raw_fd());
+    // tar reads a detached copy of the mount: fanotify marks of the tree
+    // on the mount itself see none of it (inode marks and inotify watches
+    // on its files still would).
+    let copy = detached_copy(pid, &dir);
+    let at = match &copy {
+        Ok(c) => format!("/proc/{me}/fd/{}", c.as_raw_fd()),
+        Err(e) => {
+            debug!("pid {pid}: tmpfs {}: read in place: {e}", describe(m));
+            format!("/proc/{me}/fd/{}", dir.as_raw_fd())
+        }
+    };
     let out = std::process::Command::new("tar")
         .args([
             "--create",

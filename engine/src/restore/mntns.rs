@@ -254,6 +254,7 @@ fn fd_path(f: &std::fs::File) -> String {
 pub fn make(root: Pid, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
     let img = dir.join("mountpoints.img");
     let plan = plan(&img, dir, mounts)?;
+    detach_new_copies(root, mounts)?;
     let own: Vec<(usize, Make)> = plan
         .make
         .iter()
@@ -505,6 +506,56 @@ fn propagation(
             ));
         }
         pending = left;
+    }
+    Ok(())
+}
+
+/// Detaches the copies of host mounts the tree did not have: the new
+/// namespace is a copy of the host's mounts as they are now, and a mount
+/// the host made since the dump (another container's, a test's) is none
+/// of the tree's. Compared by mount point, the k-th mount on a point
+/// against the image's k-th copy there; a mount whose parent goes goes
+/// with it. Images without marked copies are left as they are.
+fn detach_new_copies(root: Pid, mounts: &[pb::MntEntry]) -> Result<()> {
+    use std::collections::{HashMap, HashSet};
+    if !mounts.iter().any(|m| m.ext_mount == Some(true)) {
+        return Ok(());
+    }
+    let mut had: HashMap<&Path, usize> = HashMap::new();
+    for m in mounts.iter().filter(|m| m.ext_mount == Some(true)) {
+        *had.entry(Path::new(&m.mountpoint)).or_default() += 1;
+    }
+    let now = crate::proc::mountinfo::read(nix::unistd::gettid().as_raw())?;
+    let mut seen: HashMap<&Path, usize> = HashMap::new();
+    let mut gone = HashSet::new();
+    for m in &now {
+        let k = seen.entry(m.mount_point.as_path()).or_default();
+        *k += 1;
+        if *k <= had.get(m.mount_point.as_path()).copied().unwrap_or(0) {
+            continue;
+        }
+        let parent_goes = gone.contains(&m.parent_id);
+        gone.insert(m.mnt_id);
+        if parent_goes {
+            continue;
+        }
+        nix::mount::umount2(&m.mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+            Error::sys(
+                root,
+                format!(
+                    "mnt namespace: detaching {} ({} {}), a host mount made since the dump",
+                    m.mount_point.display(),
+                    m.fstype,
+                    m.source
+                ),
+                e,
+            )
+        })?;
+        debug!(
+            "pid {root}: mnt namespace: {} ({}) detached: not in the images",
+            m.mount_point.display(),
+            m.fstype
+        );
     }
     Ok(())
 }

@@ -380,6 +380,28 @@ pub fn move_mount_set_group(
     nix::errno::Errno::result(r).map(drop)
 }
 
+/// `open_tree(2)` with OPEN_TREE_CLONE of the mount whose root `dir`
+/// is: a detached copy of that one mount (not its children), on the same
+/// superblock. The kernel clones only mounts of the caller's own mount
+/// namespace (EINVAL otherwise, and for an unbindable mount).
+pub fn clone_mount(dir: std::os::fd::BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    const OPEN_TREE_CLONE: u32 = 1;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: plain syscall; the path is a static empty C string and the
+    // fd is borrowed for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32 | libc::O_CLOEXEC as u32,
+        )
+    };
+    let fd = nix::errno::Errno::result(r)?;
+    // SAFETY: the kernel just made this fd, and it is ours alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// What `ns_get` asks of a namespace fd (linux/nsfs.h).
 #[derive(Debug, Clone, Copy)]
 pub enum NsGet {

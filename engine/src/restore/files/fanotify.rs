@@ -47,7 +47,7 @@ impl FdKind for Fanotify {
 
     fn source(
         &self,
-        _imgs: &Images,
+        imgs: &Images,
         pid: Pid,
         _fd: &pb::FdinfoEntry,
         f: &pb::FileEntry,
@@ -61,6 +61,24 @@ impl FdKind for Fanotify {
                     ie.f_handle.path.clone().expect("validated"),
                     FAN_MARK_DONT_FOLLOW,
                 ),
+                (None, Some(me)) if imgs.ns.mnt.is_some() => {
+                    // The tree's own mount namespace, made again: the
+                    // mount is where the dump found it, under a new id.
+                    let mp = imgs
+                        .ns
+                        .mnt
+                        .iter()
+                        .flatten()
+                        .find(|x| x.mnt_id == me.mnt_id)
+                        .ok_or_else(|| {
+                            Error::task(
+                                pid,
+                                format!("fanotify mark on mount {}", me.mnt_id),
+                                "no such mount in the tree's mount namespace (mountpoints-N.img)",
+                            )
+                        })?;
+                    (mp.mountpoint.clone(), FAN_MARK_MOUNT)
+                }
                 (None, Some(me)) => {
                     if mounts.is_none() {
                         mounts = Some(crate::proc::mountinfo::read(std::process::id() as i32)?);
