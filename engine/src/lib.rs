@@ -6,6 +6,7 @@ pub mod cgroupfs;
 pub mod check;
 pub mod dump;
 pub mod error;
+pub mod external;
 pub mod fault;
 pub mod images;
 pub mod imgdir;

@@ -121,6 +121,11 @@ enum Cmd {
         /// blocked until the restore; CRIU's option).
         #[arg(long)]
         tcp_established: bool,
+        /// An object reaching outside the tree, dumped as it is inside
+        /// (CRIU's option; may be repeated): `veth[IFNAME]`, a veth device
+        /// of the tree's network namespace whose other end is in another.
+        #[arg(long, value_name = "KIND[KEY]")]
+        external: Vec<ckpt::external::External>,
         /// Write images CRIU restores too: every process's pages in full,
         /// none marked as shared with the parent (larger images; ckpt's
         /// restore shares such pages again by comparing them).
@@ -231,6 +236,12 @@ enum Cmd {
         /// option; without it such images are refused).
         #[arg(long)]
         tcp_established: bool,
+        /// Where an object that reached outside the tree goes (CRIU's
+        /// option; may be repeated): `veth[IFNAME]:OUTNAME[@BRIDGE]` makes
+        /// the veth IFNAME's other end again as OUTNAME in this network
+        /// namespace, up, and a port of BRIDGE if given.
+        #[arg(long, value_name = "KIND[KEY]:VALUE")]
+        external: Vec<ckpt::external::External>,
         /// Start the tree before its private anonymous memory is in: a
         /// daemon the restore leaves behind fills it on demand (page
         /// faults, through userfaultfd) and in the background, then exits
@@ -407,6 +418,7 @@ fn main() -> ExitCode {
             ext_unix_sk,
             file_locks,
             tcp_established,
+            external,
             criu_compatible,
             timeout,
             pidfile,
@@ -447,6 +459,7 @@ fn main() -> ExitCode {
                     ext_unix_sk,
                     file_locks,
                     tcp_established,
+                    external,
                     criu_compatible,
                     timeout: (timeout > 0).then(|| std::time::Duration::from_secs(timeout)),
                     pre_dump: false,
@@ -524,6 +537,7 @@ fn main() -> ExitCode {
             ext_unix_sk: _,
             file_locks,
             tcp_established,
+            external,
             lazy_pages,
             cpu_cap,
             manage_cgroups,
@@ -545,6 +559,7 @@ fn main() -> ExitCode {
                 shell_job,
                 file_locks,
                 tcp_established,
+                external,
                 lazy_pages,
                 cpu_cap,
             });

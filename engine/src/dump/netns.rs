@@ -1,10 +1,17 @@
-//! A network namespace of the tree's own: its links (loopback, and veth
-//! pairs with both ends inside), their flags, MTU, MAC and sysctls; its
-//! addresses, routes and rules; the namespace's sysctls; its nftables
-//! ruleset. What it holds beyond that (another kind of device, a veth
-//! whose other end is outside, a bridge port, legacy iptables tables) is
-//! refused, naming the task, the namespace and the object: it would not
-//! come back.
+//! A network namespace of the tree's own: its links (loopback, veth
+//! pairs with both ends inside, and veths whose other end is in another
+//! namespace when declared with `--external veth[IFNAME]`), their flags,
+//! MTU, MAC and sysctls; its addresses, routes and rules; the namespace's
+//! sysctls; its nftables ruleset. What it holds beyond that (another kind
+//! of device, an undeclared veth whose other end is outside, a bridge
+//! port, legacy iptables tables) is refused, naming the task, the
+//! namespace and the object: it would not come back.
+//!
+//! Of an external veth only the end inside is kept (as CRIU keeps it: a
+//! VETH entry without peer_ifindex), with the name the other end had
+//! (ckpt_peer_name, for `ckpt show` and the messages): the other end and
+//! its namespace belong to whoever made them, and the restore makes that
+//! end again where `--external veth[IFNAME]:OUTNAME[@BRIDGE]` says.
 //!
 //! Images, as CRIU has them (N the namespace's id in the tasks' ids):
 //! `netns-N.img` (the sysctls of `all`, `default`, unix and core),
@@ -16,6 +23,7 @@
 //! one). restore/netns.rs makes them again in that order.
 
 use crate::error::{Error, Pid, Result};
+use crate::external::External;
 use crate::images::pb;
 use crate::kernel::netconf;
 use crate::sys::rtnetlink::{self as rtnl, Link};
@@ -38,7 +46,8 @@ fn refuse(pid: Pid, ino: u64, why: impl Into<String>) -> Error {
         pid,
         format!("net namespace net:[{ino}]"),
         format!(
-            "{}; only loopback and veth pairs with both ends in the namespace are supported",
+            "{}; only loopback, veth pairs with both ends in the namespace and veths \
+             declared with --external veth[IFNAME] are supported",
             why.into()
         ),
     )
@@ -52,30 +61,49 @@ fn net_file(pid: Pid, file: &str) -> Result<String> {
 }
 
 /// The image entry of `l`, one of the namespace's `links`; Err says why
-/// it cannot be kept.
-fn device(l: &Link, links: &[Link]) -> std::result::Result<pb::NetDeviceEntry, String> {
+/// it cannot be kept. `outside`: for a veth whose other end is in another
+/// namespace, that end as its namespace has it (when it could be read);
+/// `declared`: the veths of `--external veth[IFNAME]`.
+fn device(
+    l: &Link,
+    links: &[Link],
+    outside: Option<&Link>,
+    declared: &[&str],
+) -> std::result::Result<pb::NetDeviceEntry, String> {
     let name = &l.name;
     if let Some(m) = l.master {
         return Err(format!(
             "its network device {name} is enslaved to device {m} (bridges and bonds are not supported yet)"
         ));
     }
+    let mut peer_name = None;
     let (ty, peer) = match l.kind.as_deref() {
         None if l.hw_type == libc::ARPHRD_LOOPBACK => (pb::NdType::Loopback, None),
         Some("veth") => {
-            if l.link_netnsid.is_some() {
-                return Err(format!(
-                    "the other end of its veth device {name} is in another network namespace \
-                     (an external veth is not supported yet)"
-                ));
+            if let Some(nsid) = l.link_netnsid {
+                let other = match outside {
+                    Some(o) => format!("{} (index {})", o.name, o.index),
+                    None => format!("index {}", l.link.unwrap_or(0)),
+                };
+                if !declared.contains(&name.as_str()) {
+                    return Err(format!(
+                        "the other end of its veth device {name}, {other}, is in another network \
+                         namespace (nsid {nsid}); declare it with --external veth[{name}] to dump \
+                         {name} (the restore then makes the other end again where \
+                         --external veth[{name}]:OUTNAME[@BRIDGE] says)"
+                    ));
+                }
+                peer_name = outside.map(|o| o.name.clone());
+                (pb::NdType::Veth, None)
+            } else {
+                let peer = l
+                    .link
+                    .filter(|p| links.iter().any(|o| o.index == *p && o.index != l.index))
+                    .ok_or_else(|| {
+                        format!("its veth device {name} has no other end in the namespace")
+                    })?;
+                (pb::NdType::Veth, Some(peer))
             }
-            let peer = l
-                .link
-                .filter(|p| links.iter().any(|o| o.index == *p && o.index != l.index))
-                .ok_or_else(|| {
-                    format!("its veth device {name} has no other end in the namespace")
-                })?;
-            (pb::NdType::Veth, Some(peer))
         }
         kind => {
             return Err(format!(
@@ -103,12 +131,13 @@ fn device(l: &Link, links: &[Link]) -> std::result::Result<pb::NetDeviceEntry, S
         peer_ifindex: peer,
         peer_nsid: None,
         master: None,
+        ckpt_peer_name: peer_name,
     })
 }
 
 /// Everything read from inside the namespace: the images but the
 /// ruleset's text, or why a device is refused.
-fn read_inside() -> nix::Result<std::result::Result<NetNs, String>> {
+fn read_inside(declared: &[&str]) -> nix::Result<std::result::Result<NetNs, String>> {
     let nl = rtnl::socket()?;
     let mut links = Vec::new();
     for m in rtnl::dump(&nl, rtnl::RTM_GETLINK, libc::AF_UNSPEC as u8)? {
@@ -116,9 +145,26 @@ fn read_inside() -> nix::Result<std::result::Result<NetNs, String>> {
             links.push(rtnl::parse_link(&m)?);
         }
     }
+    for d in declared {
+        if !links
+            .iter()
+            .any(|l| l.name == *d && l.kind.as_deref() == Some("veth") && l.link_netnsid.is_some())
+        {
+            return Ok(Err(format!(
+                "--external veth[{d}]: it has no veth device {d} whose other end is in \
+                 another network namespace"
+            )));
+        }
+    }
     let mut devices = Vec::new();
     for l in &links {
-        match device(l, &links) {
+        // The other end of an external veth, read where it is (the
+        // namespace the kernel knows as the veth's link netnsid).
+        let outside = match (l.link_netnsid, l.link) {
+            (Some(nsid), Some(index)) => rtnl::link_in(&nl, nsid, index).ok(),
+            _ => None,
+        };
+        match device(l, &links, outside.as_ref(), declared) {
             Ok(d) => devices.push(d),
             Err(why) => return Ok(Err(why)),
         }
@@ -156,8 +202,12 @@ fn read_inside() -> nix::Result<std::result::Result<NetNs, String>> {
 }
 
 /// Checks the network namespace `ino` of `pid` (the tree's root) and
-/// returns what the images keep of it.
-pub fn check(pid: Pid, ino: u64) -> Result<NetNs> {
+/// returns what the images keep of it; `external`: the dump's
+/// `--external` declarations.
+pub fn check(pid: Pid, ino: u64, external: &[External]) -> Result<NetNs> {
+    let declared: Vec<&str> = crate::external::veths(external)
+        .map(|(inner, _, _)| inner)
+        .collect();
     // Legacy firewall tables, once made in the namespace: not kept (CRIU
     // runs iptables-save; the nftables ruleset below is what is kept).
     for f in ["ip_tables_names", "ip6_tables_names"] {
@@ -175,7 +225,7 @@ pub fn check(pid: Pid, ino: u64) -> Result<NetNs> {
     let mut net = in_netns(
         pid,
         "its links, addresses, routes and rules (rtnetlink)",
-        read_inside,
+        || read_inside(&declared),
     )?
     .map_err(|why| refuse(pid, ino, why))?;
     let (_, tables) = in_netns(

@@ -125,7 +125,7 @@ fn cgroup_leaders(tree: &[FrozenProc], engine: &BTreeMap<String, u64>) -> Result
 impl TreeNs {
     /// Checks every live task of `tree` (the root first) against the
     /// rules of the module doc.
-    pub fn check(tree: &[FrozenProc]) -> Result<TreeNs> {
+    pub fn check(tree: &[FrozenProc], external: &[crate::external::External]) -> Result<TreeNs> {
         let engine = links(std::process::id() as Pid)?;
         let root_pid = tree[0].pid;
         let all = links(root_pid)?;
@@ -194,8 +194,18 @@ impl TreeNs {
             false => None,
         };
         let net = match own("net") {
-            true => Some(super::netns::check(root_pid, root["net"])?),
-            false => None,
+            true => Some(super::netns::check(root_pid, root["net"], external)?),
+            false => match crate::external::veths(external).next() {
+                Some((inner, _, _)) => {
+                    return Err(Error::Usage(format!(
+                        "--external veth[{inner}]: pid {root_pid} has no network namespace \
+                         of its own (it is in the engine's, net:[{}]), so none of its devices \
+                         is dumped",
+                        root["net"]
+                    )))
+                }
+                None => None,
+            },
         };
         let user = match own("user") {
             true => {

@@ -108,6 +108,9 @@ pub struct RestoreOptions {
     /// `--tcp-established`: images with established TCP connections are
     /// restored (refused without it).
     pub tcp_established: bool,
+    /// `--external`: where the objects that reached outside the tree go
+    /// (a veth's other end, restore/netns.rs).
+    pub external: Vec<crate::external::External>,
     /// `--lazy-pages`: private anonymous memory is filled on demand and in
     /// the background after the tree runs (restore/lazy.rs).
     pub lazy_pages: bool,
@@ -119,7 +122,8 @@ pub struct RestoreOptions {
 /// detached, else the restored root's own exit status.
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Validate.
-    let imgs = load::load(&opts.dir)?;
+    let mut imgs = load::load(&opts.dir)?;
+    netns::externals(&opts.dir, imgs.ns.net.as_mut(), &opts.external)?;
     load::check_cpu(&imgs, opts.cpu_cap)?;
     trust::check(&imgs, opts.trust_images)?;
     for k in KINDS {

@@ -15,7 +15,7 @@
 //! that each address and route names a device of the image.
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::{Error, Pid, Result};
@@ -35,6 +35,10 @@ pub struct NetImages {
     /// RTM_NEWRULE messages.
     pub rules: Vec<Vec<u8>>,
     pub nftables: Option<String>,
+    /// The namespace's id in the images.
+    pub id: u32,
+    /// Where the external veths' other ends go (`externals`).
+    pub outside: Vec<Outside>,
 }
 
 fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
@@ -54,6 +58,12 @@ fn validate_devices(path: &Path, devices: &[pb::NetDeviceEntry]) -> Result<()> {
         match ty {
             Some(pb::NdType::Loopback) if d.name == "lo" => {}
             Some(pb::NdType::Veth) => {
+                if d.peer_ifindex.is_none() && d.peer_nsid.is_none() {
+                    // Its other end was outside the tree (CRIU's external
+                    // veth): made where --external says (`externals`).
+                    check_device(path, d)?;
+                    continue;
+                }
                 let peer = d.peer_ifindex.and_then(|p| by_index.get(&p));
                 match peer {
                     Some(p)
@@ -87,22 +97,169 @@ fn validate_devices(path: &Path, devices: &[pb::NetDeviceEntry]) -> Result<()> {
                 ))
             }
         }
-        if d.name.is_empty() || d.name.len() >= libc::IFNAMSIZ || d.name.contains('/') {
-            return Err(bad(
-                path,
-                format!("device name {:?} is not a valid one", d.name),
-            ));
-        }
-        if d.ifindex == 0 || d.master.is_some() {
-            return Err(bad(
-                path,
-                format!("device {:?}: index 0 or a master device", d.name),
-            ));
-        }
+        check_device(path, d)?;
     }
     if !devices.iter().any(|d| d.name == "lo") {
         return Err(bad(path, "no loopback device"));
     }
+    Ok(())
+}
+
+/// The checks of every device: its name and index, no master.
+fn check_device(path: &Path, d: &pb::NetDeviceEntry) -> Result<()> {
+    if d.name.is_empty() || d.name.len() >= libc::IFNAMSIZ || d.name.contains('/') {
+        return Err(bad(
+            path,
+            format!("device name {:?} is not a valid one", d.name),
+        ));
+    }
+    if d.ifindex == 0 || d.master.is_some() {
+        return Err(bad(
+            path,
+            format!("device {:?}: index 0 or a master device", d.name),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `d` is a veth whose other end was outside the tree.
+pub fn is_external(d: &pb::NetDeviceEntry) -> bool {
+    d.r#type == pb::NdType::Veth as i32 && d.peer_ifindex.is_none() && d.peer_nsid.is_none()
+}
+
+/// The other end of an external veth, as `--external
+/// veth[IFNAME]:OUTNAME[@BRIDGE]` places it: in the network namespace the
+/// engine ran in when the restore started (the namespace's file and an
+/// rtnetlink socket of it, opened then).
+#[derive(Debug, Clone)]
+pub struct Outside {
+    /// The inner end's index in the image.
+    pub inner: u32,
+    pub outer: String,
+    /// The bridge's index, and name.
+    pub bridge: Option<(u32, String)>,
+    pub ns: std::sync::Arc<OwnedFd>,
+    pub nl: std::sync::Arc<OwnedFd>,
+}
+
+/// Matches the external veths of `net` (`dir`'s network namespace `id`)
+/// with the restore's `--external` declarations and checks, in the
+/// engine's network namespace, that each OUTNAME is free and each BRIDGE
+/// is a bridge: all before any process exists. Every external veth needs
+/// a declaration, and every declaration a veth.
+pub fn externals(
+    dir: &Path,
+    net: Option<&mut NetImages>,
+    external: &[crate::external::External],
+) -> Result<()> {
+    let declared: Vec<_> = crate::external::veths(external).collect();
+    let Some(net) = net else {
+        return match declared.first() {
+            Some((inner, _, _)) => Err(Error::Usage(format!(
+                "--external veth[{inner}]: the images in {} have no network namespace of \
+                 the tree's own, so no veth to make",
+                dir.display()
+            ))),
+            None => Ok(()),
+        };
+    };
+    let path = dir.join(format!("netdev-{}.img", net.id));
+    let usage = |s: String| Error::Usage(s);
+    for (inner, _, _) in &declared {
+        if !net
+            .devices
+            .iter()
+            .any(|d| d.name == *inner && is_external(d))
+        {
+            return Err(usage(format!(
+                "--external veth[{inner}]: {} has no veth {inner} whose other end was \
+                 outside the tree",
+                path.display()
+            )));
+        }
+    }
+    let ext: Vec<&pb::NetDeviceEntry> = net.devices.iter().filter(|d| is_external(d)).collect();
+    if ext.is_empty() {
+        return Ok(());
+    }
+    let here = "/proc/thread-self/ns/net";
+    let ns = std::fs::File::open(here)
+        .map_err(|e| Error::io(here, "the engine's network namespace", e))?;
+    let ns = std::sync::Arc::new(OwnedFd::from(ns));
+    let nl = std::sync::Arc::new(
+        rtnl::socket()
+            .map_err(|e| Error::sys(0, "rtnetlink socket in the engine's network namespace", e))?,
+    );
+    let mut outs: Vec<Outside> = Vec::new();
+    for d in ext {
+        let name = &d.name;
+        let was = d
+            .ckpt_peer_name
+            .as_deref()
+            .map(|p| format!(" ({p} there)"))
+            .unwrap_or_default();
+        let Some((_, outer, bridge)) = declared.iter().find(|(i, _, _)| *i == name) else {
+            return Err(usage(format!(
+                "{}: the other end of veth {name} was outside the tree{was}; say where it \
+                 goes with --external veth[{name}]:OUTNAME[@BRIDGE]",
+                path.display()
+            )));
+        };
+        let Some(outer) = outer else {
+            return Err(usage(format!(
+                "--external veth[{name}]: name the other end to make in this network \
+                 namespace, --external veth[{name}]:OUTNAME[@BRIDGE]"
+            )));
+        };
+        let ask = |n: &str| {
+            rtnl::link_by_name(&nl, n).map_err(|e| {
+                Error::sys(
+                    0,
+                    format!("--external veth[{name}]: looking for device {n} here"),
+                    e,
+                )
+            })
+        };
+        if outs.iter().any(|o| o.outer == *outer) {
+            return Err(usage(format!(
+                "--external veth[{name}]:{outer}: {outer} is named for another veth too"
+            )));
+        }
+        if let Some(l) = ask(outer)? {
+            return Err(usage(format!(
+                "--external veth[{name}]:{outer}: a device {outer} (index {}) exists \
+                 already in this network namespace; pick a free name or remove it",
+                l.index
+            )));
+        }
+        let bridge = match bridge {
+            None => None,
+            Some(b) => match ask(b)? {
+                Some(l) if l.kind.as_deref() == Some("bridge") => Some((l.index, b.to_string())),
+                Some(l) => {
+                    return Err(usage(format!(
+                        "--external veth[{name}]:{outer}@{b}: device {b} is no bridge \
+                         (kind {})",
+                        l.kind.as_deref().unwrap_or("none")
+                    )))
+                }
+                None => {
+                    return Err(usage(format!(
+                        "--external veth[{name}]:{outer}@{b}: there is no bridge {b} in \
+                         this network namespace"
+                    )))
+                }
+            },
+        };
+        outs.push(Outside {
+            inner: d.ifindex,
+            outer: outer.to_string(),
+            bridge,
+            ns: ns.clone(),
+            nl: nl.clone(),
+        });
+    }
+    net.outside = outs;
     Ok(())
 }
 
@@ -179,6 +336,8 @@ pub fn validate(
         routes,
         rules,
         nftables,
+        id,
+        outside: Vec::new(),
     })
 }
 
@@ -205,16 +364,17 @@ fn conf(root: Pid, (dir, names): (String, &[&str]), values: &[pb::SysctlEntry]) 
 
 /// In the engine's thread: the new namespace, made as `net` has it
 /// (module doc).
-pub fn enter(root: Pid, net: &NetImages) -> Result<()> {
+pub fn enter(root: Pid, net: &NetImages, before_links: &dyn Fn() -> Result<()>) -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| Error::sys(root, "unshare of a new network namespace", e))?;
-    set_up(root, net)
+    set_up(root, net, before_links)
 }
 
 /// The calling thread's (new) network namespace, made as `net` has it:
 /// by `enter`, or after joining one a user namespace's holder made
-/// (restore/userns.rs).
-pub fn set_up(root: Pid, net: &NetImages) -> Result<()> {
+/// (restore/userns.rs). `before_links` runs in it before any link is
+/// made (the network lock of the images' connections).
+pub fn set_up(root: Pid, net: &NetImages, before_links: &dyn Fn() -> Result<()>) -> Result<()> {
     let nl = rtnl::socket()
         .map_err(|e| Error::sys(root, "rtnetlink socket in its new network namespace", e))?;
     let e = &net.entry;
@@ -228,7 +388,8 @@ pub fn set_up(root: Pid, net: &NetImages) -> Result<()> {
     ] {
         sysctls(root, "sysctls", netconf::write(g.dir, g.names, values))?;
     }
-    links(root, &nl, &net.devices)?;
+    before_links()?;
+    links(root, &nl, &net.devices, &net.outside)?;
     for m in &net.addrs {
         add_addr(root, &nl, m)?;
     }
@@ -270,7 +431,28 @@ fn create() -> u16 {
 
 /// The devices: each veth pair made once (from its end of lower index),
 /// then every device's MTU, MAC, sysctls, and last its flags.
-fn links(root: Pid, nl: &OwnedFd, devices: &[pb::NetDeviceEntry]) -> Result<()> {
+fn links(
+    root: Pid,
+    nl: &OwnedFd,
+    devices: &[pb::NetDeviceEntry],
+    outside: &[Outside],
+) -> Result<()> {
+    for o in outside {
+        let d = devices
+            .iter()
+            .find(|d| d.ifindex == o.inner)
+            .expect("matched");
+        rtnl::create_veth_out(nl, &link_of(d), &o.outer, o.ns.as_fd()).map_err(|e| {
+            Error::sys(
+                root,
+                format!(
+                    "network namespace: veth {} (index {}) with its other end {} outside",
+                    d.name, d.ifindex, o.outer
+                ),
+                e,
+            )
+        })?;
+    }
     for d in devices {
         let Some(p) = d.peer_ifindex.filter(|&p| p > d.ifindex) else {
             continue;
@@ -314,6 +496,45 @@ fn links(root: Pid, nl: &OwnedFd, devices: &[pb::NetDeviceEntry]) -> Result<()> 
             d.name, d.ifindex, d.flags, d.mtu
         );
     }
+    for o in outside {
+        outer_up(root, o)?;
+    }
+    Ok(())
+}
+
+/// The other end of an external veth, outside: a port of its bridge, if
+/// any, and up.
+fn outer_up(root: Pid, o: &Outside) -> Result<()> {
+    let what = format!(
+        "network namespace: the other end {} of a veth, outside",
+        o.outer
+    );
+    let l = rtnl::link_by_name(&o.nl, &o.outer)
+        .map_err(|e| Error::sys(root, what.clone(), e))?
+        .ok_or_else(|| Error::task(root, what.clone(), "it is gone"))?;
+    if let Some((b, name)) = &o.bridge {
+        rtnl::set_master(&o.nl, l.index, *b)
+            .map_err(|e| Error::sys(root, format!("{what}: joining bridge {name}"), e))?;
+    }
+    rtnl::set_link(
+        &o.nl,
+        &Link {
+            index: l.index,
+            // The kernel's flags for a new veth (MULTICAST), and up.
+            flags: l.flags | libc::IFF_UP as u32,
+            ..Link::default()
+        },
+    )
+    .map_err(|e| Error::sys(root, format!("{what}: up"), e))?;
+    debug!(
+        "network namespace: {} (index {}) outside{}, up",
+        o.outer,
+        l.index,
+        o.bridge
+            .as_ref()
+            .map(|(_, b)| format!(", port of {b}"))
+            .unwrap_or_default()
+    );
     Ok(())
 }
 

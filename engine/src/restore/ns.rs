@@ -308,7 +308,7 @@ fn unshare_all(imgs: &Images) -> Result<()> {
         return enter_user(imgs, u);
     }
     if let Some(net) = &ns.net {
-        super::netns::enter(root, net)?;
+        super::netns::enter(root, net, &|| super::files::inet::lock_before_links(imgs))?;
     }
     if ns.mnt.is_some() {
         super::mntns::unshare_mounts(root, MsFlags::MS_PRIVATE, "the tree's mount namespace")?;
@@ -347,7 +347,7 @@ fn enter_user(imgs: &Images, u: &pb::UsernsEntry) -> Result<()> {
             .map_err(|e| Error::sys(root, format!("setns into its new namespace ({flag:?})"), e))?;
     }
     if let Some(net) = &ns.net {
-        super::netns::set_up(root, net)?;
+        super::netns::set_up(root, net, &|| super::files::inet::lock_before_links(imgs))?;
     }
     if ns.mnt.is_some() {
         super::mntns::set_propagation(root, MsFlags::MS_PRIVATE, "the tree's mount namespace")?;

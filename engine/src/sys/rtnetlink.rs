@@ -5,7 +5,7 @@
 //! keeps them, so a restore replays what the dump read.
 
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use super::netlink::{self, u16_at, u32_at, Msg, NLMSG_HDRLEN};
 
@@ -33,7 +33,9 @@ const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
+const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_LINK_NETNSID: u16 = 37;
+const IFLA_TARGET_NETNSID: u16 = 46;
 const VETH_INFO_PEER: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -168,6 +170,61 @@ pub fn create_veth(fd: &OwnedFd, a: &Link, b: &Link) -> nix::Result<()> {
     m.begin(IFLA_INFO_DATA).begin(VETH_INFO_PEER);
     m.fixed(&ifinfo(b.index, 0, 0));
     link_attrs(&mut m, b);
+    netlink::ack(fd, &m.done())
+}
+
+/// Creates the veth pair `inner` (here, with its index, name, MTU and
+/// address) - `outer` (named, in the network namespace `outer_ns`, with
+/// an index the kernel picks there), both down.
+pub fn create_veth_out(
+    fd: &OwnedFd,
+    inner: &Link,
+    outer: &str,
+    outer_ns: BorrowedFd,
+) -> nix::Result<()> {
+    let flags = (libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    let mut m = Msg::new(RTM_NEWLINK, flags, 3, &ifinfo(inner.index, 0, 0));
+    link_attrs(&mut m, inner);
+    m.begin(IFLA_LINKINFO).attr(IFLA_INFO_KIND, b"veth\0");
+    m.begin(IFLA_INFO_DATA).begin(VETH_INFO_PEER);
+    m.fixed(&ifinfo(0, 0, 0));
+    m.attr(IFLA_IFNAME, &[outer.as_bytes(), &[0]].concat());
+    m.attr(IFLA_NET_NS_FD, &outer_ns.as_raw_fd().to_ne_bytes());
+    netlink::ack(fd, &m.done())
+}
+
+/// The link named `name` of the socket's namespace, if there is one.
+pub fn link_by_name(fd: &OwnedFd, name: &str) -> nix::Result<Option<Link>> {
+    let mut m = Msg::new(RTM_GETLINK, libc::NLM_F_ACK as u16, 5, &ifinfo(0, 0, 0));
+    m.attr(IFLA_IFNAME, &[name.as_bytes(), &[0]].concat());
+    match netlink::dump(fd, &m.done()) {
+        Ok(msgs) => msgs
+            .iter()
+            .find(|m| netlink::msg_type(m) == RTM_NEWLINK)
+            .map(|m| parse_link(m))
+            .transpose(),
+        Err(nix::errno::Errno::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The link of index `index` in the namespace the socket's knows as
+/// `nsid` (a veth's IFLA_LINK_NETNSID): where its other end is.
+pub fn link_in(fd: &OwnedFd, nsid: i32, index: u32) -> nix::Result<Link> {
+    let mut m = Msg::new(RTM_GETLINK, libc::NLM_F_ACK as u16, 6, &ifinfo(index, 0, 0));
+    m.attr(IFLA_TARGET_NETNSID, &nsid.to_ne_bytes());
+    let msgs = netlink::dump(fd, &m.done())?;
+    let m = msgs
+        .iter()
+        .find(|m| netlink::msg_type(m) == RTM_NEWLINK)
+        .ok_or(nix::errno::Errno::ENODEV)?;
+    parse_link(m)
+}
+
+/// Makes the link `index` a port of the bridge (or other master) `master`.
+pub fn set_master(fd: &OwnedFd, index: u32, master: u32) -> nix::Result<()> {
+    let mut m = Msg::new(RTM_NEWLINK, libc::NLM_F_ACK as u16, 7, &ifinfo(index, 0, 0));
+    m.attr(IFLA_MASTER, &master.to_ne_bytes());
     netlink::ack(fd, &m.done())
 }
 

@@ -318,6 +318,23 @@ impl Restorer for Made {
     }
 }
 
+/// The network lock of the images' connections, taken in the tree's new
+/// network namespace before any of its links is up (restore/netns.rs):
+/// a peer outside, through a veth, retransmitting into the namespace
+/// while its socket is not made yet would otherwise be answered with a
+/// reset. The stage's own `lock_here` then finds it taken.
+pub fn lock_before_links(imgs: &Images) -> Result<()> {
+    let any = imgs
+        .files
+        .values()
+        .filter_map(|f| f.isk.as_ref())
+        .any(is_connection);
+    match (any, imgs.tasks.first()) {
+        (true, Some(root)) => lock_here(imgs, &netlock::table_name(root.pid)),
+        _ => Ok(()),
+    }
+}
+
 /// The network lock over every connection of the images, in the network
 /// namespace the sockets are made in, if `table` is not there already.
 /// A connection in repair mode still answers what it receives: the peer's
