@@ -207,8 +207,8 @@ pub struct Case {
 }
 
 impl Case {
-    /// The defaults of a row: unprivileged, automatic, the `h` and `ns`
-    /// flavours (`UNS` adds `uns`).
+    /// The defaults of a row: unprivileged, automatic, the `h`, `ns`
+    /// and `uns` flavours.
     pub const DEFAULT: Case = Case {
         name: "",
         program: Program::C(""),
@@ -218,7 +218,7 @@ impl Case {
         crfail_reason: None,
         excl: false,
         noauto: false,
-        flavors: &[Flavor::H, Flavor::Ns],
+        flavors: &[Flavor::H, Flavor::Ns, Flavor::Uns],
         dump_opts: &[],
         restore_opts: &[],
         feature: None,
@@ -231,11 +231,6 @@ impl Case {
         no_lazy: None,
     };
 }
-
-/// The flavours of a row that also runs in a user namespace: a sample of
-/// the suite (memory, threads, trees, pipes, unix sockets, timers,
-/// sessions, files, SysV IPC, zombies, credentials, signals).
-pub const UNS: &[Flavor] = &[Flavor::H, Flavor::Ns, Flavor::Uns];
 
 /// Credentials of unprivileged cases (the values CRIU's zdtm.py uses for
 /// the uid and gid).
@@ -260,7 +255,6 @@ pub static CASES: &[Case] = &[
         program: Program::C("mem"),
         pre_dump: true,
         vdso: true,
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
@@ -278,7 +272,6 @@ pub static CASES: &[Case] = &[
     Case {
         name: "file",
         program: Program::C("file"),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
@@ -289,20 +282,20 @@ pub static CASES: &[Case] = &[
     Case {
         name: "uid",
         program: Program::C("uid"),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
         name: "rust_mem",
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-rust-mem")),
         pre_dump: true,
+        // uns: the Rust cases' launcher (zdtm/lib in Rust) makes no user namespace
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // Signals, timers and threads.
     Case {
         name: "sigaction_all",
         program: Program::C("sigaction_all"),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
@@ -334,14 +327,12 @@ pub static CASES: &[Case] = &[
         name: "itimers",
         program: Program::C("itimers"),
         timeout: Duration::from_secs(60),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
         name: "posix_timers",
         program: Program::C("posix_timers"),
         timeout: Duration::from_secs(60),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
@@ -356,7 +347,6 @@ pub static CASES: &[Case] = &[
         program: Program::C("threads_basic"),
         pre_dump: true,
         vdso: true,
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
@@ -403,6 +393,8 @@ pub static CASES: &[Case] = &[
         name: "threads_rust",
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-threads-rust")),
         pre_dump: true,
+        // uns: the Rust cases' launcher (zdtm/lib in Rust) makes no user namespace
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -420,19 +412,16 @@ pub static CASES: &[Case] = &[
         program: Program::C("tree_basic"),
         pre_dump: true,
         vdso: true,
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
         name: "zombie",
         program: Program::C("zombie"),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
         name: "pgid_sid",
         program: Program::C("pgid_sid"),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
@@ -458,6 +447,9 @@ pub static CASES: &[Case] = &[
         name: "shm_shared_child",
         program: Program::C("shm_shared_child"),
         pre_dump: true,
+        // uns: a task opens a shared mapping's object through /proc/PID/map_files, which needs
+        // CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -486,7 +478,6 @@ pub static CASES: &[Case] = &[
     Case {
         name: "pipe_full",
         program: Program::C("pipe_full"),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
@@ -501,6 +492,8 @@ pub static CASES: &[Case] = &[
     Case {
         name: "fdt_shared",
         program: Program::C("fdt_shared"),
+        // uns: the tasks sharing an fd table both close the launcher's pidfd in it (EBADF); to fix
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // Two siblings share a table their parent does not have: the owner
@@ -509,6 +502,8 @@ pub static CASES: &[Case] = &[
         name: "fdt_shared_siblings",
         program: Program::C("fdt_shared"),
         args: &["--layout=siblings"],
+        // uns: the tasks sharing an fd table both close the launcher's pidfd in it (EBADF); to fix
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -520,6 +515,9 @@ pub static CASES: &[Case] = &[
         name: "pidfd_reaped",
         program: Program::C("pidfd"),
         args: &["--reaped"],
+        // uns: the stand-in of the reaped task's pidfd is not made inside a user namespace (the
+        // restored pidfd names pid 0)
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -577,6 +575,8 @@ pub static CASES: &[Case] = &[
         name: "fanotify",
         program: Program::C("fanotify"),
         suid: true,
+        // uns: fanotify_init needs CAP_SYS_ADMIN in the initial user namespace
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -586,6 +586,8 @@ pub static CASES: &[Case] = &[
         suid: true,
         crfail: true,
         crfail_reason: Some("a mark on a whole filesystem"),
+        // uns: fanotify_init needs CAP_SYS_ADMIN in the initial user namespace
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -662,7 +664,6 @@ pub static CASES: &[Case] = &[
     Case {
         name: "unix_socketpair_child",
         program: Program::C("unix_socketpair_child"),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     // A pty pair in the tree: number, termios, window, packet mode, lock,
@@ -828,41 +829,62 @@ pub static CASES: &[Case] = &[
         name: "inet_tcp4",
         program: Program::C("inet_tcp"),
         args: &["--family=4"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_tcp6",
         program: Program::C("inet_tcp"),
         args: &["--family=6"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_tcp4_timewait",
         program: Program::C("inet_tcp"),
         args: &["--family=4", "--timewait"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_tcp6_timewait",
         program: Program::C("inet_tcp"),
         args: &["--family=6", "--timewait"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_udp4",
         program: Program::C("inet_udp"),
         args: &["--family=4"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_udp6",
         program: Program::C("inet_udp"),
         args: &["--family=6"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "netlink",
         program: Program::C("netlink"),
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // Packet sockets: binding, options, memberships, fanout; rings refused.
@@ -891,6 +913,9 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=pair"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -899,6 +924,9 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=pair"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -908,6 +936,9 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -917,6 +948,9 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -925,6 +959,9 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=half"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -933,6 +970,9 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=half"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -963,6 +1003,9 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=closewait"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -971,6 +1014,9 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=closewait"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -980,6 +1026,9 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -989,6 +1038,9 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // The program drops C's packets with an nft table of its own (root),
@@ -1000,6 +1052,9 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // The program drops C's packets with an nft table of its own (root),
@@ -1011,6 +1066,9 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // As lastack: the program's own nft tables hold the FINs back.
@@ -1021,6 +1079,9 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // As lastack: the program's own nft tables hold the FINs back.
@@ -1031,6 +1092,9 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
+        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
+        // yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // Connections waiting in a listening socket's accept queue: the
@@ -1130,7 +1194,6 @@ pub static CASES: &[Case] = &[
     Case {
         name: "sid_orphans",
         program: Program::C("sid_orphans"),
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {
@@ -1142,6 +1205,8 @@ pub static CASES: &[Case] = &[
         name: "loginuid",
         program: Program::C("loginuid"),
         suid: true,
+        // uns: after the restore the case dies of SIGPIPE; not looked into yet
+        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // SysV IPC: the *_recreate rows remove the objects between
@@ -1151,7 +1216,6 @@ pub static CASES: &[Case] = &[
         name: "sysv_shm",
         program: Program::C("sysv_shm"),
         pre_dump: true,
-        flavors: UNS,
         ..Case::DEFAULT
     },
     Case {

@@ -539,7 +539,21 @@ fn detach_new_copies(root: Pid, mounts: &[pb::MntEntry]) -> Result<()> {
         if parent_goes {
             continue;
         }
-        nix::mount::umount2(&m.mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+        match nix::mount::umount2(&m.mount_point, nix::mount::MntFlags::MNT_DETACH) {
+            // Copied into a namespace of a user namespace of the tree's,
+            // the host's mounts are locked together (mount_namespaces(7)):
+            // such a copy stays, as it did before the dump.
+            Err(nix::errno::Errno::EINVAL) => {
+                debug!(
+                    "pid {root}: mnt namespace: {} ({}) not in the images, locked: kept",
+                    m.mount_point.display(),
+                    m.fstype
+                );
+                continue;
+            }
+            r => r,
+        }
+        .map_err(|e| {
             Error::sys(
                 root,
                 format!(
