@@ -12,7 +12,7 @@
 //!   bridge that is not there or an outer name that is taken are refused;
 //!   then dump with `--tcp-established`, restore in A with
 //!   `veth[eth0]:vA@br0`, and the same connection carries data both ways
-//!   (no reset).
+//!   (no reset), what the client sent while the tree was down included.
 //! - `veth_migrate`: the migration between two hosts: the tree is
 //!   dumped in host A and restored in host B (`veth[eth0]:vB@br0`); a
 //!   client in B reaches it at the same address, and its answer shows the
@@ -306,10 +306,28 @@ pub fn tcp() -> Result<(), Failed> {
         let args: Vec<&str> = base.iter().copied().chain(more).collect();
         must_say(&h.refused(&a, &args)?, &words)?;
     }
+    // Sent while nothing answers at the server's address: the client
+    // retransmits it until the restored connection takes it (a reset on
+    // the way, from the restored namespace before its socket is made,
+    // would fail the read).
+    c.write_all(b"mid")
+        .map_err(|e| format!("sending while dumped: {e}"))?;
     h.restore(
         &a,
         &["--tcp-established", "--external", "veth[eth0]:vA@br0"],
     )?;
+    c.set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(|e| e.to_string())?;
+    let mut got = [0u8; 5];
+    c.read_exact(&mut got)
+        .map_err(|e| format!("reading the answer to what was sent while dumped: {e}"))?;
+    if &got != b"1:MID" {
+        return Err(format!(
+            "the answer to \"mid\" is {:?}",
+            String::from_utf8_lossy(&got)
+        )
+        .into());
+    }
     // The same connection, both ways.
     ask(&mut c, "three", "1:THREE")?;
     ask(&mut c, "four", "1:FOUR")?;
