@@ -11,7 +11,7 @@
 //!   processes (`postgres.rs`).
 //! - `unshare_tree`: a shell script in new pid, uts, ipc and mount
 //!   namespaces made by util-linux's `unshare` (`unshare_tree.rs`).
-//! - `veth_tcp`, `veth_migrate`: a server in a network namespace of its
+//! - `veth_tcp`, `veth_migrate`, `veth_migrate_userns`: a server in a network namespace of its
 //!   own with a veth to a "host" namespace (`--external veth[...]`), a
 //!   TCP connection through it kept across dump and restore, and the
 //!   tree moved to another "host" (`veth_ext.rs`).
@@ -95,6 +95,10 @@ fn main() {
     ));
     trials.push(ignore_unless(
         Trial::test("veth_migrate", veth_ext::migrate),
+        why_not.clone(),
+    ));
+    trials.push(ignore_unless(
+        Trial::test("veth_migrate_userns", veth_ext::migrate_userns),
         why_not,
     ));
     libtest_mimic::run(&args, trials).exit();

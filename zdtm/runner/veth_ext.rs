@@ -17,6 +17,8 @@
 //!   dumped in host A and restored in host B (`veth[eth0]:vB@br0`); a
 //!   client in B reaches it at the same address, and its answer shows the
 //!   server's state came along (the number of connections it served).
+//! - `veth_migrate_userns`: the same, the tree's network namespace owned
+//!   by a user namespace of its own (`unshare --user --map-root-user`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -104,12 +106,20 @@ impl Hosts {
         Ok(h)
     }
 
-    /// The server in a network namespace of its own, its eth0 paired
-    /// with `vA`, a port of host `host`'s bridge. Returns its pid.
-    fn start_tree(&mut self, host: &str) -> Result<i32, String> {
+    /// The server in a network namespace of its own (owned by a user
+    /// namespace of its own too with `userns`, root mapped to root), its
+    /// eth0 paired with `vA`, a port of host `host`'s bridge. Returns its
+    /// pid.
+    fn start_tree(&mut self, host: &str, userns: bool) -> Result<i32, String> {
+        let user: &[&str] = match userns {
+            true => &["--user", "--map-root-user"],
+            false => &[],
+        };
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{host}"))
-            .args(["unshare", "--net", "/usr/bin/python3", "-c", SERVER])
+            .arg("unshare")
+            .args(user)
+            .args(["--net", "/usr/bin/python3", "-c", SERVER])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -258,7 +268,7 @@ pub fn tcp() -> Result<(), Failed> {
     let t = Instant::now();
     let mut h = Hosts::new("veth-tcp", &["A"])?;
     let a = h.names[0].clone();
-    let pid = h.start_tree(&a)?;
+    let pid = h.start_tree(&a, false)?;
     let mut c = connect(&a)?;
     ask(&mut c, "one", "1:ONE")?;
     let img = path_str(&h.img());
@@ -339,10 +349,20 @@ pub fn tcp() -> Result<(), Failed> {
 }
 
 pub fn migrate() -> Result<(), Failed> {
+    migrate_tree("veth-migrate", false)
+}
+
+/// `veth_migrate_userns`: the same with the tree's network namespace
+/// owned by a user namespace of the tree's.
+pub fn migrate_userns() -> Result<(), Failed> {
+    migrate_tree("veth-migrate-uns", true)
+}
+
+fn migrate_tree(trial: &str, userns: bool) -> Result<(), Failed> {
     let t = Instant::now();
-    let mut h = Hosts::new("veth-migrate", &["A", "B"])?;
+    let mut h = Hosts::new(trial, &["A", "B"])?;
     let (a, b) = (h.names[0].clone(), h.names[1].clone());
-    let pid = h.start_tree(&a)?;
+    let pid = h.start_tree(&a, userns)?;
     {
         let mut c = connect(&a)?;
         ask(&mut c, "in a", "1:IN A")?;
@@ -365,7 +385,16 @@ pub fn migrate() -> Result<(), Failed> {
         ],
     )?;
     h.reap_dumped()?;
-    h.restore(&b, &["--external", "veth[eth0]:vB@br0"])?;
+    let restored = h.restore(&b, &["--external", "veth[eth0]:vB@br0"])?;
+    let user_of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    if userns == (user_of(&restored.to_string()) == user_of("self")) {
+        return Err(format!(
+            "the restored server's user namespace is {:?}, this one's {:?} (userns: {userns})",
+            user_of(&restored.to_string()),
+            user_of("self")
+        )
+        .into());
+    }
     // In B, at the same address: the server's second connection.
     let mut c = connect(&b)?;
     ask(&mut c, "in b", "2:IN B")?;
@@ -374,7 +403,7 @@ pub fn migrate() -> Result<(), Failed> {
         return Err("the server still answers in host A".into());
     }
     let took = t.elapsed();
-    eprintln!("veth_migrate: {took:?}");
+    eprintln!("{trial}: {took:?}");
     if took > Duration::from_secs(10) {
         return Err(format!("the trial took {took:?}").into());
     }
