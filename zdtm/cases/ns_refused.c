@@ -10,6 +10,9 @@
  *   the route is checked after the restore);
  * --kind=bridge: the same namespace with a bridge device in it, a kind of
  *   device the restore does not make;
+ * --kind=veth_out: the same namespace with a veth zo0 whose other end is
+ *   in the namespace the test started in (undeclared: the dump names the
+ *   device and --external veth[zo0]);
  * --kind=time: the test task makes a time namespace for its children and
  *   forks one into it;
  * --kind=nestedpid_thread: a child of the test task makes a pid namespace
@@ -69,7 +72,7 @@ static void *sleeper(void *arg)
 	return arg;
 }
 
-TEST_OPTION(kind, string, "nested, net, bridge, time, nestedpid_thread, nft, nft_table or cgroup_back", 0);
+TEST_OPTION(kind, string, "nested, net, bridge, veth_out, time, nestedpid_thread, nft, nft_table or cgroup_back", 0);
 
 /* lo up, then a route the kernel does not make: 10.0.0.0/8 through lo */
 static int add_route(void)
@@ -115,12 +118,33 @@ int main(int argc, char **argv)
 		pr_perror("pipe");
 		return 1;
 	}
-	if ((!strcmp(kind, "net") || !strcmp(kind, "bridge")) && (unshare(CLONE_NEWNET) || add_route())) {
+	int outside = -1;
+	if (!strcmp(kind, "veth_out")) {
+		outside = open("/proc/self/ns/net", O_RDONLY);
+		if (outside < 0) {
+			pr_perror("open /proc/self/ns/net");
+			return 1;
+		}
+	}
+	if ((!strcmp(kind, "net") || !strcmp(kind, "bridge") || outside >= 0) &&
+	    (unshare(CLONE_NEWNET) || add_route())) {
 		pr_perror("unshare(CLONE_NEWNET) or the route in it");
 		return 1;
 	}
 	if (!strcmp(kind, "bridge") && test_link_add("zb0", "bridge"))
 		return 1;
+	if (outside >= 0) {
+		char cmd[128];
+
+		/* ip inherits the fd: the other end goes where the test began */
+		snprintf(cmd, sizeof(cmd), "ip link add zo0 type veth peer name zo%d netns /proc/self/fd/%d",
+			 (int)getpid(), outside);
+		if (system(cmd)) {
+			pr_err("%s failed\n", cmd);
+			return 1;
+		}
+		close(outside);
+	}
 	if (!strncmp(kind, "nft", 3)) {
 		const char *make = !strcmp(kind, "nft") ?
 			"nft add table inet zdtm_nft && "

@@ -1396,6 +1396,17 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("it has the network device zb0 of kind bridge"),
         ..Case::DEFAULT
     },
+    Case {
+        name: "ns_refused_veth_out",
+        program: Program::C("ns_refused"),
+        args: &["--kind=veth_out"],
+        suid: true,
+        // ns: as netns_route
+        flavors: &[Flavor::H],
+        crfail: true,
+        crfail_reason: Some("declare it with --external veth[zo0]"),
+        ..Case::DEFAULT
+    },
     // The network namespace the `ns` flavour gives the tree, configured
     // by the case (ns only: in `h` the case would change the host's).
     Case {

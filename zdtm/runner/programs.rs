@@ -11,9 +11,14 @@
 //!   processes (`postgres.rs`).
 //! - `unshare_tree`: a shell script in new pid, uts, ipc and mount
 //!   namespaces made by util-linux's `unshare` (`unshare_tree.rs`).
+//! - `veth_tcp`, `veth_migrate`, `veth_migrate_userns`: a server in a network namespace of its
+//!   own with a veth to a "host" namespace (`--external veth[...]`), a
+//!   TCP connection through it kept across dump and restore, and the
+//!   tree moved to another "host" (`veth_ext.rs`).
 
 mod postgres;
 mod unshare_tree;
+mod veth_ext;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -79,7 +84,23 @@ fn main() {
     trials.push(ignore_unless(tcp, why_not));
     let why_not = (!root).then(|| "needs root".to_string());
     let unshare = Trial::test("unshare_tree", unshare_tree::run);
-    trials.push(ignore_unless(unshare, why_not));
+    trials.push(ignore_unless(unshare, why_not.clone()));
+    let why_not = why_not.or_else(|| {
+        (!Path::new("/usr/bin/python3").exists())
+            .then(|| "no /usr/bin/python3 (the server inside)".to_string())
+    });
+    trials.push(ignore_unless(
+        Trial::test("veth_tcp", veth_ext::tcp),
+        why_not.clone(),
+    ));
+    trials.push(ignore_unless(
+        Trial::test("veth_migrate", veth_ext::migrate),
+        why_not.clone(),
+    ));
+    trials.push(ignore_unless(
+        Trial::test("veth_migrate_userns", veth_ext::migrate_userns),
+        why_not,
+    ));
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -181,7 +202,21 @@ fn wait_serving(addr: SocketAddr, child: &mut Child) -> Result<(), String> {
 }
 
 fn run_engine(dir: &Path, log: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(engine())
+    run_engine_in(None, dir, log, args)
+}
+
+/// [`run_engine`], in the network namespace `/run/netns/NETNS` when
+/// given (nsenter).
+fn run_engine_in(netns: Option<&str>, dir: &Path, log: &str, args: &[&str]) -> Result<(), String> {
+    let mut cmd = match netns {
+        Some(n) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{n}")).arg(engine());
+            c
+        }
+        None => Command::new(engine()),
+    };
+    let out = cmd
         .args(args)
         .args(["-o", &dir.join(log).to_string_lossy(), "-v4"])
         .stdin(Stdio::null())
@@ -203,19 +238,22 @@ fn run_engine(dir: &Path, log: &str, args: &[&str]) -> Result<(), String> {
 /// `ckpt restore -D IMG -d --pidfile`: the restored root's pid (as this
 /// process sees it) from the pidfile.
 fn restore_detached(dir: &Path, img: &Path) -> Result<i32, String> {
+    restore_detached_in(None, dir, img, &[])
+}
+
+/// [`restore_detached`] with `more` options, in the network namespace
+/// `/run/netns/NETNS` when given.
+fn restore_detached_in(
+    netns: Option<&str>,
+    dir: &Path,
+    img: &Path,
+    more: &[&str],
+) -> Result<i32, String> {
     let pidfile = dir.join("restore.pid");
-    run_engine(
-        dir,
-        "restore.log",
-        &[
-            "restore",
-            "-D",
-            &img.to_string_lossy(),
-            "-d",
-            "--pidfile",
-            &pidfile.to_string_lossy(),
-        ],
-    )?;
+    let (img_s, pid_s) = (img.to_string_lossy(), pidfile.to_string_lossy());
+    let mut args = vec!["restore", "-D", &img_s, "-d", "--pidfile", &pid_s];
+    args.extend(more);
+    run_engine_in(netns, dir, "restore.log", &args)?;
     std::fs::read_to_string(&pidfile)
         .map_err(|e| format!("{}: {e}", pidfile.display()))?
         .trim()

@@ -578,3 +578,73 @@ fn rules(root: Pid, nl: &OwnedFd, want: &[Vec<u8>]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::external::External;
+
+    fn dev(ty: pb::NdType, index: u32, name: &str, peer: Option<u32>) -> pb::NetDeviceEntry {
+        pb::NetDeviceEntry {
+            r#type: ty as i32,
+            ifindex: index,
+            mtu: 1500,
+            name: name.into(),
+            peer_ifindex: peer,
+            ..Default::default()
+        }
+    }
+
+    fn images() -> NetImages {
+        NetImages {
+            devices: vec![
+                dev(pb::NdType::Loopback, 1, "lo", None),
+                dev(pb::NdType::Veth, 2, "a", Some(3)),
+                dev(pb::NdType::Veth, 3, "b", Some(2)),
+                pb::NetDeviceEntry {
+                    ckpt_peer_name: Some("vA".into()),
+                    ..dev(pb::NdType::Veth, 4, "eth0", None)
+                },
+            ],
+            id: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn external_veth_is_a_veth_without_peer() {
+        let net = images();
+        let p = Path::new("netdev-7.img");
+        validate_devices(p, &net.devices).unwrap();
+        let ext: Vec<bool> = net.devices.iter().map(is_external).collect();
+        assert_eq!(ext, [false, false, false, true]);
+        // A peer index naming no device is still refused.
+        let mut bad = net.devices.clone();
+        bad[3].peer_ifindex = Some(9);
+        assert!(validate_devices(p, &bad).is_err());
+    }
+
+    #[test]
+    fn externals_need_their_declaration_and_no_more() {
+        let dir = Path::new("/nonexistent-images");
+        let veth = |s: &str| s.parse::<External>().unwrap();
+        let err = |ext: &[External]| {
+            let mut net = images();
+            externals(dir, Some(&mut net), ext).unwrap_err().to_string()
+        };
+        let e = err(&[]);
+        assert!(
+            e.contains("veth eth0") && e.contains("vA") && e.contains("--external veth[eth0]:"),
+            "{e}"
+        );
+        let e = err(&[veth("veth[a]:x")]);
+        assert!(e.contains("no veth a whose other end"), "{e}");
+        let e = err(&[veth("veth[eth0]")]);
+        assert!(e.contains("name the other end"), "{e}");
+        let e = externals(dir, None, &[veth("veth[eth0]:x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no network namespace"), "{e}");
+        assert!(externals(dir, None, &[]).is_ok());
+    }
+}

@@ -378,6 +378,12 @@ fn device_line(d: &pb::NetDeviceEntry) -> String {
     if let Some(p) = d.peer_ifindex {
         line.push_str(&format!("  peer {p}"));
     }
+    if crate::restore::netns::is_external(d) {
+        line.push_str(&format!(
+            "  external, other end {} outside",
+            d.ckpt_peer_name.as_deref().unwrap_or("(name unknown)")
+        ));
+    }
     line
 }
 
@@ -558,6 +564,8 @@ pub fn json(set: &ImageSet) -> Value {
                                 "mtu": d.mtu, "flags": iff_flags(d.flags),
                                 "address": d.address.as_ref().map(|a| a.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
                                 "peer_ifindex": d.peer_ifindex,
+                                "external": crate::restore::netns::is_external(d),
+                                "peer_name": d.ckpt_peer_name,
                             })
                         })
                         .collect(),
@@ -742,6 +750,18 @@ mod tests {
             name: "zv0".into(),
             address: Some(vec![2, 0x11, 0x22, 0x33, 0x44, 0x55]),
             peer_ifindex: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+        // A veth whose other end was outside (--external veth[eth0]).
+        w.write_entry(&pb::NetDeviceEntry {
+            r#type: pb::NdType::Veth as i32,
+            ifindex: 4,
+            mtu: 1500,
+            flags: (libc::IFF_UP | libc::IFF_BROADCAST) as u32,
+            name: "eth0".into(),
+            address: Some(vec![2, 0x11, 0x22, 0x33, 0x44, 0x66]),
+            ckpt_peer_name: Some("vA".into()),
             ..Default::default()
         })
         .unwrap();
