@@ -492,8 +492,6 @@ pub static CASES: &[Case] = &[
     Case {
         name: "fdt_shared",
         program: Program::C("fdt_shared"),
-        // uns: the tasks sharing an fd table both close the launcher's pidfd in it (EBADF); to fix
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // Two siblings share a table their parent does not have: the owner
@@ -502,8 +500,6 @@ pub static CASES: &[Case] = &[
         name: "fdt_shared_siblings",
         program: Program::C("fdt_shared"),
         args: &["--layout=siblings"],
-        // uns: the tasks sharing an fd table both close the launcher's pidfd in it (EBADF); to fix
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {

@@ -189,7 +189,12 @@ pub fn engine_pidfd(
         )
     })?;
     let n = high.as_raw_fd();
-    for p in plans.iter_mut().filter(|p| every || p.ns_pid.len() > 1) {
+    // A task in another's fd table (`shares_files`) touches no fd in it:
+    // the table's owner takes its files and closes the pidfd, once.
+    for p in plans
+        .iter_mut()
+        .filter(|p| (every || p.ns_pid.len() > 1) && !p.shares_files)
+    {
         p.engine_pidfd = Some(n);
     }
     set_in(root, n, every);
@@ -197,7 +202,7 @@ pub fn engine_pidfd(
 }
 
 fn set_in(p: &mut super::child::ChildPlan, fd: i32, every: bool) {
-    if every || p.ns_pid.len() > 1 {
+    if (every || p.ns_pid.len() > 1) && !p.shares_files {
         p.engine_pidfd = Some(fd);
     }
     for c in p
