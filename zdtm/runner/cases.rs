@@ -447,8 +447,8 @@ pub static CASES: &[Case] = &[
         name: "shm_shared_child",
         program: Program::C("shm_shared_child"),
         pre_dump: true,
-        // uns: a task opens a shared mapping's object through /proc/PID/map_files, which needs
-        // CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -825,62 +825,41 @@ pub static CASES: &[Case] = &[
         name: "inet_tcp4",
         program: Program::C("inet_tcp"),
         args: &["--family=4"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_tcp6",
         program: Program::C("inet_tcp"),
         args: &["--family=6"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_tcp4_timewait",
         program: Program::C("inet_tcp"),
         args: &["--family=4", "--timewait"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_tcp6_timewait",
         program: Program::C("inet_tcp"),
         args: &["--family=6", "--timewait"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_udp4",
         program: Program::C("inet_udp"),
         args: &["--family=4"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "inet_udp6",
         program: Program::C("inet_udp"),
         args: &["--family=6"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
         name: "netlink",
         program: Program::C("netlink"),
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // Packet sockets: binding, options, memberships, fanout; rings refused.
@@ -909,8 +888,8 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=pair"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -920,8 +899,8 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=pair"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -932,8 +911,8 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -944,8 +923,8 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -955,8 +934,8 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=half"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -966,8 +945,8 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=half"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -999,8 +978,8 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=closewait"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -1010,8 +989,8 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=closewait"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -1022,8 +1001,8 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -1034,8 +1013,8 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -1048,8 +1027,8 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -1062,8 +1041,8 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -1075,8 +1054,8 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
@@ -1088,8 +1067,8 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a task's pidfd_getfd of a socket from the launcher fails with EPERM; not understood
-        // yet
+        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
+        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
         flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },

@@ -358,6 +358,14 @@ fn launch(made: &Made, root: Pid, flags: u64, pidfd_at: Option<i32>) -> nix::Res
             crate::sys::process::exit_now(1);
         }
     }
+    if got != 0 {
+        // The tasks take their shared files from the launcher with
+        // pidfd_getfd, a ptrace access check: from inside the user
+        // namespace it passes only for a dumpable process (the launcher's
+        // memory was made outside, where no capability of theirs counts),
+        // which the launcher was not (found by hand: EPERM).
+        nix::sys::prctl::set_dumpable(true)?;
+    }
     Ok(got)
 }
 
