@@ -66,6 +66,9 @@ fn threads_for(groups: usize) -> usize {
 /// order (parents first).
 fn deal(imgs: &Images, n: usize) -> Vec<Vec<usize>> {
     let mut out = vec![Vec::new(); n];
+    if n == 0 {
+        return out;
+    }
     let mut owner_of = std::collections::BTreeMap::new();
     let mut next = 0;
     for (i, t) in imgs.tasks.iter().enumerate() {
@@ -100,8 +103,14 @@ pub fn run(
     depths: &[usize],
 ) -> Result<()> {
     let root = imgs.tasks[0].pid;
-    let n = threads_for(groups(imgs));
+    // In a pid namespace of the tree's own the driver runs inside it
+    // (restore/ns.rs), where a thread of its would take a pid of the
+    // namespace that a task or thread of the images may need: the
+    // driver's one thread takes every task there, one after the other.
+    let inline = imgs.ns.pid;
+    let n = if inline { 0 } else { threads_for(groups(imgs)) };
     let lists = deal(imgs, n);
+    let everyone: Vec<usize> = (0..imgs.tasks.len()).collect();
     let max_depth = depths.iter().copied().max().unwrap_or(0);
     let kinds = RwLock::new(kinds);
     let shared = Shared {
@@ -111,6 +120,7 @@ pub fn run(
         depths,
     };
     let shared = &shared;
+    let mut here = Vec::new();
     std::thread::scope(|scope| {
         let (done_tx, done_rx) = channel::<Outcome>();
         let mut steps: Vec<Sender<Step>> = Vec::with_capacity(n);
@@ -126,7 +136,10 @@ pub fn run(
                 .map_err(|e| Error::io("thread", format!("pid {root}: a restore thread"), e))?;
         }
         drop(done_tx);
-        let all = |step: Step| -> Result<()> {
+        let mut all = |step: Step| -> Result<()> {
+            if inline {
+                return do_step(shared, &everyone, &mut here, step).map_err(|(_, e)| e);
+            }
             for tx in &steps {
                 // A thread that is gone failed and said so already.
                 let _ = tx.send(step);
@@ -193,57 +206,7 @@ pub fn run(
 fn worker<'a>(sh: &Shared<'a>, mine: Vec<usize>, steps: Receiver<Step>, done: Sender<Outcome>) {
     let mut held: Vec<(usize, TaskCx<'a>)> = Vec::with_capacity(mine.len());
     for step in steps {
-        let kinds = sh.kinds.read().unwrap_or_else(|e| e.into_inner());
-        let kinds: &[Box<dyn Restorer>] = &kinds;
-        let mut out: Outcome = Ok(());
-        match step {
-            Step::Seize => {
-                for &i in &mine {
-                    match super::take_over(sh.imgs, i, &sh.plans[i]) {
-                        Ok(cx) => held.push((i, cx)),
-                        Err(e) => {
-                            out = Err((i, e));
-                            break;
-                        }
-                    }
-                }
-            }
-            Step::Stage(s) => {
-                for (i, cx) in held.iter_mut() {
-                    if let Err(e) = super::run_stage(s, cx, kinds) {
-                        out = Err((*i, e));
-                        break;
-                    }
-                }
-            }
-            Step::Release(d) => {
-                'tasks: for (i, cx) in held.iter_mut().filter(|(i, _)| sh.depths[*i] == d) {
-                    for k in kinds {
-                        if let Err(e) = k.release_task(cx) {
-                            out = Err((*i, e));
-                            break 'tasks;
-                        }
-                    }
-                }
-            }
-            Step::Detach(d) => {
-                let (go, stay): (Vec<_>, Vec<_>) =
-                    held.drain(..).partition(|(i, _)| sh.depths[*i] == d);
-                held = stay;
-                'go: for (i, cx) in go.into_iter().rev() {
-                    for th in cx.threads {
-                        if let Err(e) = th.detach() {
-                            out = Err((i, e));
-                            break 'go;
-                        }
-                    }
-                    if let Err(e) = cx.task.detach() {
-                        out = Err((i, e));
-                        break;
-                    }
-                }
-            }
-        }
+        let out = do_step(sh, &mine, &mut held, step);
         let failed = out.is_err();
         if done.send(out).is_err() || failed {
             // The driver gave up, or this thread's tasks are let go (their
@@ -251,4 +214,65 @@ fn worker<'a>(sh: &Shared<'a>, mine: Vec<usize>, steps: Receiver<Step>, done: Se
             break;
         }
     }
+}
+
+/// One step in the tasks `mine`, held in `held` once seized.
+fn do_step<'a>(
+    sh: &Shared<'a>,
+    mine: &[usize],
+    held: &mut Vec<(usize, TaskCx<'a>)>,
+    step: Step,
+) -> Outcome {
+    let kinds = sh.kinds.read().unwrap_or_else(|e| e.into_inner());
+    let kinds: &[Box<dyn Restorer>] = &kinds;
+    let mut out: Outcome = Ok(());
+    match step {
+        Step::Seize => {
+            for &i in mine {
+                match super::take_over(sh.imgs, i, &sh.plans[i]) {
+                    Ok(cx) => held.push((i, cx)),
+                    Err(e) => {
+                        out = Err((i, e));
+                        break;
+                    }
+                }
+            }
+        }
+        Step::Stage(s) => {
+            for (i, cx) in held.iter_mut() {
+                if let Err(e) = super::run_stage(s, cx, kinds) {
+                    out = Err((*i, e));
+                    break;
+                }
+            }
+        }
+        Step::Release(d) => {
+            'tasks: for (i, cx) in held.iter_mut().filter(|(i, _)| sh.depths[*i] == d) {
+                for k in kinds {
+                    if let Err(e) = k.release_task(cx) {
+                        out = Err((*i, e));
+                        break 'tasks;
+                    }
+                }
+            }
+        }
+        Step::Detach(d) => {
+            let (go, stay): (Vec<_>, Vec<_>) =
+                held.drain(..).partition(|(i, _)| sh.depths[*i] == d);
+            *held = stay;
+            'go: for (i, cx) in go.into_iter().rev() {
+                for th in cx.threads {
+                    if let Err(e) = th.detach() {
+                        out = Err((i, e));
+                        break 'go;
+                    }
+                }
+                if let Err(e) = cx.task.detach() {
+                    out = Err((i, e));
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
