@@ -517,12 +517,15 @@ impl super::stage::Restorer for Cgroups {
     }
 
     fn in_task(
-        &mut self,
+        &self,
         stage: super::stage::TaskStage,
         cx: &mut super::stage::TaskCx<'_>,
     ) -> Result<()> {
-        if stage == super::stage::TaskStage::Objects {
-            return self.enter_cgns(cx);
+        if matches!(
+            stage,
+            super::stage::TaskStage::Objects | super::stage::TaskStage::Mm
+        ) {
+            return self.enter_cgns(stage, cx);
         }
         if stage != super::stage::TaskStage::Threads {
             return Ok(());
@@ -552,15 +555,21 @@ impl Cgroups {
     /// makes a new one while it stands in the cgroups that were the
     /// namespace's root, so that it is rooted there, and goes back to its
     /// own cgroups; the leader's descendants in it join it (through a
-    /// pidfd of the leader, which the task order, parents first, has
-    /// already put in it). Before the Threads stage, so the threads are
-    /// born in it.
-    fn enter_cgns(&mut self, cx: &mut super::stage::TaskCx<'_>) -> Result<()> {
+    /// pidfd of the leader). The leaders in the `Objects` stage, the others
+    /// in `Mm`, once every leader is in its namespace (tasks go through a
+    /// stage side by side); both before the Threads stage, so the threads
+    /// are born in it.
+    fn enter_cgns(
+        &self,
+        stage: super::stage::TaskStage,
+        cx: &mut super::stage::TaskCx<'_>,
+    ) -> Result<()> {
+        use super::stage::TaskStage;
         let pid = cx.pid();
-        let leader = match self.cgns.get(&pid) {
-            None => return Ok(()),
-            Some(CgnsRole::Member(leader)) => *leader,
-            Some(CgnsRole::Leader) => pid,
+        let leader = match (self.cgns.get(&pid), stage) {
+            (Some(CgnsRole::Member(leader)), TaskStage::Mm) => *leader,
+            (Some(CgnsRole::Leader), TaskStage::Objects) => pid,
+            _ => return Ok(()),
         };
         let set = |p: Pid| {
             cx.imgs

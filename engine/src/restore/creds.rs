@@ -180,7 +180,7 @@ struct Creds {
 }
 
 impl Restorer for Creds {
-    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn in_task(&self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
         if stage != TaskStage::Creds {
             return Ok(());
         }
@@ -207,7 +207,7 @@ impl Restorer for Creds {
         })
     }
 
-    fn release_task(&mut self, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn release_task(&self, cx: &mut TaskCx<'_>) -> Result<()> {
         let t = cx.t;
         let c = t.thread().creds.as_ref().filter(|c| !is_full_root(c));
         let sig = t.thread().pdeath_sig.unwrap_or(0);

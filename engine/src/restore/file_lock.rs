@@ -60,7 +60,7 @@ pub const KIND: Kind = Kind {
 struct FileLocks;
 
 impl Restorer for FileLocks {
-    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn in_task(&self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
         if stage != TaskStage::Limits {
             return Ok(());
         }

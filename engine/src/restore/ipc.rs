@@ -478,7 +478,7 @@ impl super::stage::Restorer for Ipc {
     }
 
     fn in_task(
-        &mut self,
+        &self,
         stage: super::stage::TaskStage,
         cx: &mut super::stage::TaskCx<'_>,
     ) -> Result<()> {

@@ -16,12 +16,13 @@
 use std::collections::BTreeMap;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
+use std::sync::Mutex;
 
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid as NixPid;
 
 use super::load::{Images, PageSet, TaskImages};
-use super::stage::{Kind, Restorer, TaskCx, TaskStage};
+use super::stage::{lock, Kind, Restorer, TaskCx, TaskStage};
 use super::RestoreOptions;
 use crate::error::{Error, Pid, Result};
 use crate::images::pagemap::PAGE;
@@ -58,7 +59,8 @@ pub const KIND: Kind = Kind {
 /// memory shared copy-on-write with the parent (`cow`), and the mm fields.
 #[derive(Default)]
 struct Memory {
-    shmem: ShmemRegistry,
+    /// Shared by the tasks being restored side by side.
+    shmem: Mutex<ShmemRegistry>,
     /// The engine's own mappings that memory shared with children must
     /// avoid (None until the tree is planned).
     busy: Option<Vec<(u64, u64)>>,
@@ -68,7 +70,8 @@ struct Memory {
     proxies: BTreeMap<Pid, super::vdso::Proxy>,
     /// `--lazy-pages`, and the daemon once started (restore/lazy.rs).
     lazy_pages: bool,
-    lazy: Option<super::lazy::Daemon>,
+    /// Each task hands the daemon its part in turn.
+    lazy: Mutex<Option<super::lazy::Daemon>>,
 }
 
 impl Restorer for Memory {
@@ -76,14 +79,14 @@ impl Restorer for Memory {
     /// thread and holds the loaded images.
     fn create(&mut self, imgs: &Images, _: &mut super::stage::EngineFds) -> Result<()> {
         if self.lazy_pages {
-            self.lazy = Some(super::lazy::Daemon::start(imgs)?);
+            *lock(&self.lazy) = Some(super::lazy::Daemon::start(imgs)?);
         }
         Ok(())
     }
 
     /// Every task's userfaultfd is with the daemon: it may finish.
     fn finish(&mut self, imgs: &Images) -> Result<()> {
-        match &mut self.lazy {
+        match lock(&self.lazy).as_mut() {
             Some(d) => d.go(imgs.tasks[0].pid),
             None => Ok(()),
         }
@@ -121,7 +124,7 @@ impl Restorer for Memory {
         Ok(false)
     }
 
-    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn in_task(&self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
         let (imgs, t, plan) = (cx.imgs, cx.t, cx.plan);
         match stage {
             TaskStage::AddressSpace => {
@@ -135,8 +138,11 @@ impl Restorer for Memory {
                 Ok(())
             }
             TaskStage::Memory => {
-                let shmem = &mut self.shmem;
-                let lazy = self.lazy.as_mut();
+                let shmem = &self.shmem;
+                // Not taken without --lazy-pages: the tasks fill their
+                // memory side by side.
+                let mut lazy = self.lazy_pages.then(|| lock(&self.lazy));
+                let lazy = lazy.as_mut().and_then(|d| d.as_mut());
                 cx.in_leader(|r, mem, scratch| {
                     let cx = FillCx {
                         file_fds: &plan.mapped_fds,
@@ -482,7 +488,7 @@ pub fn map_and_fill(
     r: &mut Remote<'_>,
     imgs: &Images,
     t: &TaskImages,
-    shmem: &mut ShmemRegistry,
+    shmem: &Mutex<ShmemRegistry>,
     cx: &FillCx<'_>,
     lazy: Option<&mut super::lazy::Daemon>,
 ) -> Result<()> {
@@ -764,10 +770,13 @@ fn map_shared_anon(
     imgs: &Images,
     t: &TaskImages,
     v: &pb::VmaEntry,
-    shmem: &mut ShmemRegistry,
+    shmem: &Mutex<ShmemRegistry>,
     mem: &TaskMem,
     scratch: u64,
 ) -> Result<()> {
+    // Held to the end: the first window of an object makes and fills it
+    // before another task maps it through that window.
+    let mut shmem = lock(shmem);
     let pid = t.pid;
     let len = v.end - v.start;
     let what = format!("shared mapping {:#x}-{:#x}", v.start, v.end);

@@ -5,7 +5,8 @@
 //! engine makes itself come next; then each task is cloned with its old
 //! PID and sets up what it can itself (`child`) and stops; the engine takes
 //! each over and rebuilds the rest through remote syscalls, stage by
-//! stage, and lets the whole tree go at once. Each kind of kernel object
+//! stage, several tasks at once on a few tracer threads (`workers`), and
+//! lets the whole tree go at once. Each kind of kernel object
 //! takes part through the one interface of `stage.rs` ([`stage::Restorer`])
 //! and one line in [`KINDS`]; this driver names none of them. If anything
 //! fails after the clone, every new task is killed: a restore never leaves
@@ -40,6 +41,7 @@ pub mod trust;
 pub mod tty;
 pub mod userns;
 pub mod vdso;
+pub mod workers;
 
 use std::ffi::CString;
 use std::io::Read;
@@ -348,43 +350,8 @@ fn take_over_tree(
         let _ =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
-    let mut held = Vec::with_capacity(imgs.tasks.len());
-    for (t, plan) in imgs.tasks.iter().zip(plans) {
-        held.push(take_over(imgs, t, plan, kinds)?);
-    }
-
-    // Release. Every task is ready, so the last settings that would let a
-    // task outlive the engine (its dumped parent-death signal, the end of
-    // its extra CAP_KILL) come now,
-    // parents first: should the engine die half-way, the tasks set so far
-    // are the top of the tree, whose root then lives on, and no parent
-    // death kills anything, so the whole ready tree runs. Then the tree
-    // is let go, children first. (A task dumped stopped is in its group
-    // stop by then; detaching leaves it stopped.)
-    fault::check(root, "restore-tasks")?;
-    for k in kinds.iter_mut() {
-        k.finish(imgs)?;
-    }
-    held.sort_by_key(|cx| depth(imgs, cx.t));
-    let half = held.len().div_ceil(2);
-    for (i, cx) in held.iter_mut().enumerate() {
-        if i == half {
-            fault::check(root, "restore-release")?;
-        }
-        for k in kinds.iter_mut() {
-            k.release_task(cx)?;
-        }
-    }
-    drop(fds);
-    for (i, cx) in held.into_iter().rev().enumerate() {
-        if i == half {
-            fault::check(root, "restore-detach")?;
-        }
-        for th in cx.threads {
-            th.detach()?;
-        }
-        cx.task.detach()?;
-    }
+    let depths: Vec<usize> = imgs.tasks.iter().map(|t| depth(imgs, t)).collect();
+    workers::run(imgs, plans, kinds, fds, &depths)?;
     guard.armed = false;
     for k in kinds.iter_mut() {
         k.released();
@@ -442,15 +409,11 @@ fn depth(imgs: &Images, t: &TaskImages) -> usize {
     d
 }
 
-/// Take over one task that set itself up and waits in pause(), and go
-/// through the task stages in it. The task stays seized, with its context
-/// kept for the release; the caller lets the whole tree go at once.
-fn take_over<'a>(
-    imgs: &'a Images,
-    t: &'a TaskImages,
-    plan: &'a ChildPlan,
-    kinds: &mut [Box<dyn Restorer>],
-) -> Result<TaskCx<'a>> {
+/// Take over task `i`, which set itself up and waits in pause(). It stays
+/// seized, with its context kept for the stages and the release, on the
+/// thread that seized it (`workers.rs`).
+pub(super) fn take_over<'a>(imgs: &'a Images, i: usize, plan: &'a ChildPlan) -> Result<TaskCx<'a>> {
+    let t = &imgs.tasks[i];
     let pid = t.pid;
     let task = Seized::seize_with(pid, nix::sys::ptrace::Options::PTRACE_O_TRACECLONE)?;
     let mem = TaskMem::open(pid)?;
@@ -462,7 +425,7 @@ fn take_over<'a>(
         .collect();
     let ip = find_syscall_insn(&mem, &vdso)?;
     debug!("pid {pid}: seized");
-    let mut cx = TaskCx {
+    Ok(TaskCx {
         imgs,
         t,
         plan,
@@ -471,25 +434,34 @@ fn take_over<'a>(
         mem,
         ip,
         scratch: 0,
-    };
-    for stage in TaskStage::ALL {
-        match stage {
-            TaskStage::Memory => cx.scratch = map_scratch(&mut cx)?,
-            // The files the engine opened in the task to map them and to
-            // set its executable go once they served, before any POSIX
-            // lock is taken (a close of any fd of the inode drops them).
-            TaskStage::Threads => close_helper_fds(&mut cx)?,
-            TaskStage::Final => remove_scratch(&mut cx)?,
-            _ => {}
-        }
-        for k in kinds.iter_mut() {
-            k.in_task(stage, &mut cx)?;
-        }
-        debug!("pid {pid}: stage {stage:?} done");
-        fault::check(pid, &fault::task_stage_point(&format!("{stage:?}")))?;
+    })
+}
+
+/// One task stage in one task: the driver's part, then every kind's.
+pub(super) fn run_stage(
+    stage: TaskStage,
+    cx: &mut TaskCx<'_>,
+    kinds: &[Box<dyn Restorer>],
+) -> Result<()> {
+    let pid = cx.pid();
+    match stage {
+        TaskStage::Memory => cx.scratch = map_scratch(cx)?,
+        // The files the engine opened in the task to map them and to
+        // set its executable go once they served, before any POSIX
+        // lock is taken (a close of any fd of the inode drops them).
+        TaskStage::Threads => close_helper_fds(cx)?,
+        TaskStage::Final => remove_scratch(cx)?,
+        _ => {}
     }
-    debug!("pid {pid}: ready");
-    Ok(cx)
+    for k in kinds {
+        k.in_task(stage, cx)?;
+    }
+    debug!("pid {pid}: stage {stage:?} done");
+    fault::check(pid, &fault::task_stage_point(&format!("{stage:?}")))?;
+    if stage == TaskStage::Final {
+        debug!("pid {pid}: ready");
+    }
+    Ok(())
 }
 
 /// The engine's area in a task being restored, in a hole of the restored

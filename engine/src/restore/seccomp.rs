@@ -43,7 +43,7 @@ fn validate(imgs: &Images) -> Result<()> {
 struct Seccomp;
 
 impl Restorer for Seccomp {
-    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn in_task(&self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
         if stage != TaskStage::Seccomp {
             return Ok(());
         }

@@ -96,7 +96,7 @@ impl Restorer for Signals {
         Ok(())
     }
 
-    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn in_task(&self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
         match stage {
             // Queued again in order, then the timers; before credentials.
             TaskStage::Signals => restore(
@@ -111,7 +111,7 @@ impl Restorer for Signals {
         }
     }
 
-    fn release_task(&mut self, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn release_task(&self, cx: &mut TaskCx<'_>) -> Result<()> {
         if cx.t.tc().task_state != crate::images::task::TASK_STOPPED {
             return Ok(());
         }

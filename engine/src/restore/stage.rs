@@ -163,7 +163,12 @@ impl TaskCx<'_> {
 /// default that does nothing, so a kind implements the stages it takes
 /// part in. What a kind made and must undo if the restore fails, it undoes
 /// in its `Drop` (the driver drops the kinds after it killed the tasks).
-pub trait Restorer {
+///
+/// The per-task methods ([`Restorer::in_task`], [`Restorer::release_task`])
+/// take `&self`: the driver runs them for several tasks at once, each task
+/// on the tracer thread that seized it (`restore/workers.rs`). What a kind
+/// shares between tasks there sits behind a lock of its own.
+pub trait Restorer: Send + Sync {
     /// Objects: make what the engine makes itself before any task exists.
     /// Descriptions meant for the tasks go into `fds`.
     fn create(&mut self, _imgs: &Images, _fds: &mut EngineFds) -> Result<()> {
@@ -200,8 +205,10 @@ pub trait Restorer {
         Ok(())
     }
 
-    /// Tasks: this kind's part of `stage` in one task.
-    fn in_task(&mut self, _stage: TaskStage, _cx: &mut TaskCx<'_>) -> Result<()> {
+    /// Tasks: this kind's part of `stage` in one task. Every task has
+    /// done the stages before `stage` (the driver's threads meet between
+    /// stages); other tasks may be in `stage` at the same time.
+    fn in_task(&self, _stage: TaskStage, _cx: &mut TaskCx<'_>) -> Result<()> {
         Ok(())
     }
 
@@ -218,7 +225,7 @@ pub trait Restorer {
     /// the CAP_KILL it needs to kill its children) come here. Its
     /// registers are final and the scratch area is gone: remote calls put
     /// the registers back (`Remote::finish`) and bring their own memory.
-    fn release_task(&mut self, _cx: &mut TaskCx<'_>) -> Result<()> {
+    fn release_task(&self, _cx: &mut TaskCx<'_>) -> Result<()> {
         Ok(())
     }
 
@@ -234,6 +241,13 @@ pub struct Kind {
     pub validate: fn(&Images) -> Result<()>,
     /// Its restore state for these images and options.
     pub new: fn(&Images, &RestoreOptions) -> Result<Box<dyn Restorer>>,
+}
+
+/// A lock of the restore's state shared by the tasks' threads. One held by
+/// a thread that failed still guards whole updates: each is made under
+/// the lock in one go, and the failure aborts the restore anyway.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// For kinds with nothing to check beyond what the loader checks.

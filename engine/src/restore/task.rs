@@ -46,7 +46,7 @@ impl Restorer for TaskAttrs {
         Ok(())
     }
 
-    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn in_task(&self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
         let t = cx.t;
         match stage {
             TaskStage::Limits => cx.in_leader(|r, mem, scratch| set_nofile(r, mem, scratch, t)),

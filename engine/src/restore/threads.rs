@@ -23,7 +23,7 @@ pub const KIND: Kind = Kind {
 struct Threads;
 
 impl Restorer for Threads {
-    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn in_task(&self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
         match stage {
             TaskStage::Threads => {
                 let t = cx.t;

@@ -236,7 +236,7 @@ impl Restorer for Files {
         fown::restore_all(imgs)
     }
 
-    fn in_task(&mut self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
+    fn in_task(&self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
         if stage != TaskStage::Files {
             return Ok(());
         }
