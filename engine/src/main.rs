@@ -121,6 +121,12 @@ enum Cmd {
         /// blocked until the restore; CRIU's option).
         #[arg(long)]
         tcp_established: bool,
+        /// Something outside the tree the tree uses, in CRIU's spelling:
+        /// `mnt[MOUNTPOINT]:KEY`, a bind mount from outside a
+        /// pivot_root'ed tree's root, restored from the path the restore
+        /// gives KEY. May be repeated.
+        #[arg(long, value_name = "KIND[ID]:VALUE")]
+        external: Vec<String>,
         /// Write images CRIU restores too: every process's pages in full,
         /// none marked as shared with the parent (larger images; ckpt's
         /// restore shares such pages again by comparing them).
@@ -231,6 +237,15 @@ enum Cmd {
         /// option; without it such images are refused).
         #[arg(long)]
         tcp_established: bool,
+        /// The tree's root file system is DIR (CRIU's option): the root a
+        /// pivot_root'ed tree had is bound from DIR.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Where something outside the tree is now, in CRIU's spelling:
+        /// `mnt[KEY]:PATH`, the external bind mount the dump declared as
+        /// KEY is bound from PATH. May be repeated.
+        #[arg(long, value_name = "KIND[KEY]:VALUE")]
+        external: Vec<String>,
         /// Start the tree before its private anonymous memory is in: a
         /// daemon the restore leaves behind fills it on demand (page
         /// faults, through userfaultfd) and in the background, then exits
@@ -407,6 +422,7 @@ fn main() -> ExitCode {
             ext_unix_sk,
             file_locks,
             tcp_established,
+            external,
             criu_compatible,
             timeout,
             pidfile,
@@ -447,6 +463,7 @@ fn main() -> ExitCode {
                     ext_unix_sk,
                     file_locks,
                     tcp_established,
+                    external,
                     criu_compatible,
                     timeout: (timeout > 0).then(|| std::time::Duration::from_secs(timeout)),
                     pre_dump: false,
@@ -524,6 +541,8 @@ fn main() -> ExitCode {
             ext_unix_sk: _,
             file_locks,
             tcp_established,
+            root,
+            external,
             lazy_pages,
             cpu_cap,
             manage_cgroups,
@@ -545,6 +564,8 @@ fn main() -> ExitCode {
                 shell_job,
                 file_locks,
                 tcp_established,
+                root,
+                external,
                 lazy_pages,
                 cpu_cap,
             });

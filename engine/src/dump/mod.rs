@@ -82,6 +82,9 @@ pub struct DumpOptions {
     /// Established TCP connections are dumped, through repair mode and
     /// under the network lock (CRIU's --tcp-established).
     pub tcp_established: bool,
+    /// `--external KIND[ID]:VALUE`: what outside the tree the tree uses
+    /// (`mnt[MOUNTPOINT]:KEY`, dump/mntns.rs).
+    pub external: Vec<String>,
     /// Images CRIU restores as well: every process's pages stored in
     /// full, none recorded as shared with the parent (ckpt's restore
     /// shares them again by comparing with the parent's, as CRIU does).
@@ -119,6 +122,7 @@ impl DumpOptions {
             ext_unix_sk: false,
             file_locks: false,
             tcp_established: false,
+            external: Vec::new(),
             criu_compatible: false,
             timeout: None,
             pre_dump: false,
@@ -188,7 +192,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     drop(pre);
     debug!("pid {pid}: tree frozen, {} processes", tree.len());
     fault::check(pid, "dump-frozen")?;
-    let treens = ns::TreeNs::check(&tree)?;
+    let treens = ns::TreeNs::check(&tree, &opts.external)?;
     files.vpids = treens.vpids().clone();
     files.root = pid;
     let _in_netns = match treens.owns("net") {

@@ -125,7 +125,7 @@ fn cgroup_leaders(tree: &[FrozenProc], engine: &BTreeMap<String, u64>) -> Result
 impl TreeNs {
     /// Checks every live task of `tree` (the root first) against the
     /// rules of the module doc.
-    pub fn check(tree: &[FrozenProc]) -> Result<TreeNs> {
+    pub fn check(tree: &[FrozenProc], external: &[String]) -> Result<TreeNs> {
         let engine = links(std::process::id() as Pid)?;
         let root_pid = tree[0].pid;
         let all = links(root_pid)?;
@@ -190,7 +190,7 @@ impl TreeNs {
         };
         let own = |k: &str| root.get(k) != engine.get(k);
         let mounts = match own("mnt") {
-            true => Some(super::mntns::check(root_pid, root["mnt"])?),
+            true => Some(super::mntns::check(root_pid, root["mnt"], external)?),
             false => None,
         };
         let net = match own("net") {

@@ -388,6 +388,10 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
     // The SIGCHLDs of those deaths are ours, not the program's.
     sys::signal::drain_sigchld();
 
+    // A tree that pivot_root'ed: its files are named from its root.
+    check(early, super::mntns::enter_tree_root(), || {
+        format!("pid {pid}: entering the tree's root")
+    });
     // The fds: a task sharing its parent's table leaves it alone (the
     // owner fills it once every sharer is set up).
     let efd = if plan.shares_files {

@@ -380,6 +380,30 @@ pub fn move_mount_set_group(
     nix::errno::Errno::result(r).map(drop)
 }
 
+/// `open_tree(2)` with OPEN_TREE_CLONE | AT_RECURSIVE of the mount tree
+/// at `dir` (an fd of a mount's root): a detached copy of it and of every
+/// mount below, which outlives the unmount of the original (the engine
+/// keeps the host's view through it once a pivot_root'ed tree's old root
+/// is gone, restore/mntns.rs).
+pub fn open_tree_clone(dir: std::os::fd::BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    const OPEN_TREE_CLONE: u32 = 1;
+    const AT_RECURSIVE: u32 = 0x8000;
+    // SAFETY: plain syscall; the path is a static empty C string and the
+    // fd is borrowed for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE | libc::AT_EMPTY_PATH as u32,
+        )
+    };
+    let fd = nix::errno::Errno::result(r)? as i32;
+    // SAFETY: the fd was just created and is ours alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 /// What `ns_get` asks of a namespace fd (linux/nsfs.h).
 #[derive(Debug, Clone, Copy)]
 pub enum NsGet {
