@@ -609,6 +609,24 @@ pub fn in_tree(path: &str) -> PathBuf {
     }
 }
 
+/// In the init of the tree's pid namespace, first thing: a tree that
+/// pivot_root'ed gets its /proc (an instance of that namespace) in its
+/// root before any task enters the root (the driver's /proc, mounted
+/// at the same time, is on the old root's). Once: a nested init finds it.
+pub fn mount_tree_proc() -> nix::Result<()> {
+    let fd = TREE_ROOT.load(Ordering::Relaxed);
+    if fd < 0 || nix::unistd::getpid().as_raw() != 1 {
+        return Ok(());
+    }
+    let at = PathBuf::from(format!("/proc/self/fd/{fd}/proc"));
+    let is_proc = nix::sys::statfs::statfs(&at)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+    match is_proc {
+        true => Ok(()),
+        false => mount_proc_at(&at),
+    }
+}
+
 /// In a task being restored, before it opens its files by the tree's
 /// paths: enter the tree's root when it pivot_root'ed (module doc).
 pub fn enter_tree_root() -> nix::Result<()> {

@@ -556,10 +556,7 @@ pub fn fork_driver(imgs: &Images, root_host: Pid, helpers: &[Pid]) -> Result<Dri
     // The tree's mount namespace is the driver's too: its /proc is the
     // tree's. Without one, the driver's own.
     let r = if imgs.ns.mnt.is_some() {
-        // In a tree that pivot_root'ed, in its root too (restore/mntns.rs).
-        let inside = super::mntns::tree_root_path().map(|r| Path::new(&r).join("proc"));
         super::mntns::mount_proc()
-            .and_then(|()| inside.map_or(Ok(()), |p| super::mntns::mount_proc_at(&p)))
             .map_err(|e| Error::sys(root, "the driver: mount of the tree's /proc", e))
     } else {
         super::mntns::unshare_mounts(root, MsFlags::MS_SLAVE, "the driver").and_then(|()| {
