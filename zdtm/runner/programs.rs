@@ -11,7 +11,10 @@
 //!   processes (`postgres.rs`).
 //! - `unshare_tree`: a shell script in new pid, uts, ipc and mount
 //!   namespaces made by util-linux's `unshare` (`unshare_tree.rs`).
+//! - `container`: busybox in a root file system of its own that it
+//!   pivot_roots into, with a tmpfs, in new namespaces (`container.rs`).
 
+mod container;
 mod postgres;
 mod unshare_tree;
 
@@ -80,6 +83,14 @@ fn main() {
     let why_not = (!root).then(|| "needs root".to_string());
     let unshare = Trial::test("unshare_tree", unshare_tree::run);
     trials.push(ignore_unless(unshare, why_not));
+    let why_not = match root {
+        false => Some("needs root".to_string()),
+        true => container::why_not(),
+    };
+    trials.push(ignore_unless(
+        Trial::test("container", container::run),
+        why_not,
+    ));
     libtest_mimic::run(&args, trials).exit();
 }
 
