@@ -634,3 +634,24 @@ fn tmpfs_tar(pid: Pid, ino: u64, m: &MountInfo) -> Result<Vec<u8>> {
     }
     Ok(out.stdout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_mounts_are_read_in_criu_spelling() {
+        let specs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            externals(&specs(&["mnt[/srv/a]:a", "veth[eth0]:x", "mnt[b]:/x:y"])).unwrap(),
+            vec![("/srv/a".into(), "a".into()), ("b".into(), "/x:y".into())]
+        );
+        for bad in ["mnt[/a]", "mnt[]:k", "mnt[/a]:"] {
+            assert!(externals(&specs(&[bad])).is_err(), "{bad}");
+        }
+        assert!(externals(&specs(&["mnt[/a]:k", "mnt[/a]:l"]))
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+    }
+}

@@ -156,6 +156,7 @@ fn host_dir(m: &pb::MntEntry, outside: &Outside) -> std::result::Result<PathBuf,
 /// The mounts of a namespace image: the host's copies (marked), the
 /// index of its own /proc, and the tree's own mounts, before or after
 /// it (dump/mntns.rs), with how each is made.
+#[derive(Debug)]
 struct Plan {
     /// By index in the image: how the tree's own are made (None: a
     /// copy, or the /proc).
@@ -926,6 +927,96 @@ mod tests {
         assert!(plan_of(&no_proc)
             .unwrap_err()
             .contains("no /proc of the namespace's own"));
+    }
+
+    /// A tree that pivot_root'ed: its tmpfs root, a bind of a directory
+    /// of it, an external bind, its /proc.
+    fn pivoted() -> Vec<pb::MntEntry> {
+        let mut root = m(1, 0, "/", FS_TMPFS, 30, "/");
+        root.tree_root = Some(true);
+        let mut ext = m(3, 1, "/work", 0, 8, "/srv/work");
+        ext.ext_mount = Some(true);
+        ext.ext_key = Some("work".into());
+        vec![
+            root,
+            m(2, 1, "/data", FS_TMPFS, 30, "/sub"),
+            ext,
+            m(4, 1, "/proc", FS_PROC, 21, "/"),
+        ]
+    }
+
+    #[test]
+    fn a_pivoted_tree_is_made_from_its_root_and_the_given_paths() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(crate::dump::mntns::tmpfs_image(30)), b"").unwrap();
+        let img = d.path().join("mountpoints-1.img");
+        let work = d.path().to_path_buf();
+        let outside = |root: Option<PathBuf>, ext: &[(&str, &Path)]| Outside {
+            root,
+            external: ext
+                .iter()
+                .map(|(k, p)| (k.to_string(), p.to_path_buf()))
+                .collect(),
+        };
+        let with = outside(None, &[("work", &work)]);
+        let p = plan(&img, d.path(), &pivoted(), Some(&with)).unwrap();
+        assert!(p.pivoted);
+        assert_eq!(
+            p.make,
+            vec![
+                Some(Make::Tmpfs),
+                Some(Make::Bind(0)),
+                Some(Make::Host),
+                None
+            ]
+        );
+        // --root replaces the tmpfs root by a bind of DIR.
+        let p = plan(
+            &img,
+            d.path(),
+            &pivoted(),
+            Some(&outside(Some(work.clone()), &[("work", &work)])),
+        )
+        .unwrap();
+        assert_eq!(p.make[0], Some(Make::Host));
+
+        let e = plan(&img, d.path(), &pivoted(), Some(&outside(None, &[])))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mount 3 on /work") && e.contains("--external mnt[work]:PATH"),
+            "{e}"
+        );
+        let gone = Path::new("/nonexistent/ckpt");
+        let e = plan(
+            &img,
+            d.path(),
+            &pivoted(),
+            Some(&outside(None, &[("work", gone)])),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/ckpt"), "{e}");
+
+        let mut host_root = pivoted();
+        host_root[0].fstype = 0;
+        host_root[0].host_path = Some("/nonexistent/rootfs".into());
+        let e = plan(&img, d.path(), &host_root, Some(&with))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/rootfs") && e.contains("--root DIR"),
+            "{e}"
+        );
+
+        // Validation alone (no options yet) checks the image only.
+        assert!(plan(&img, d.path(), &pivoted(), None).is_ok());
+        let mut no_key = pivoted();
+        no_key[2].ext_key = None;
+        assert!(plan(&img, d.path(), &no_key, None)
+            .unwrap_err()
+            .to_string()
+            .contains("without a key"));
     }
 
     #[test]
