@@ -22,7 +22,6 @@
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 
@@ -148,45 +147,21 @@ pub fn run() -> Result<(), Failed> {
          echo hello > /data/a && mkdir /data/d && echo world > /data/d/b && \
          {{ sleep 1000 & }} && exec sleep 1001'"
     );
-    let mut unshare = Command::new("unshare")
+    let mut unshare = Command::new("unshare");
+    unshare
         .args(["--mount", "--pid", "--fork", "--uts", "--ipc", "--net"])
         .arg(rootfs.join("bin/busybox"))
-        .args(["sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start unshare: {e}"))?;
-    let outer = unshare.id() as i32;
-    let mut clean = super::Cleanup {
-        child: None,
-        restored: None,
-        dir: dir.clone(),
-        keep: true,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (init, before) = loop {
-        let kids = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+        .args(["sh", "-c", &script]);
+    // Ready once the init is the last sleep, with the other one its child.
+    let ready = |init: i32| {
+        let comm = std::fs::read_to_string(format!("/proc/{init}/comm")).unwrap_or_default();
+        let kids = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
             .unwrap_or_default();
-        if let Some(init) = kids
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse::<i32>().ok())
-        {
-            let comm = std::fs::read_to_string(format!("/proc/{init}/comm")).unwrap_or_default();
-            let kids = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
-                .unwrap_or_default();
-            if comm.trim() == "sleep" && !kids.trim().is_empty() {
-                break (init, inside(init)?);
-            }
-        }
-        if Instant::now() > deadline {
-            let _ = unshare.kill();
-            let _ = unshare.wait();
-            return Err("the container did not start its processes in 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        (comm.trim() == "sleep" && !kids.trim().is_empty())
+            .then(|| inside(init).ok())
+            .flatten()
     };
-    clean.child = Some(unshare);
+    let (init, before, mut clean) = super::start_unshared(unshare, &dir, "the container", ready)?;
     let want = "a: hello\nb: world\nhostname: ckpt-container\n\
                 mounts: / ext4, /data tmpfs, /proc proc\nold root visible: false\n";
     let want = want.replace(

@@ -149,6 +149,45 @@ impl Drop for Cleanup {
     }
 }
 
+/// Starts `unshare` (util-linux's, with --fork) and waits up to 10 s
+/// until `ready` gives something for its init (unshare's child, pid 1 of
+/// the new pid namespace): the init, what `ready` gave, and the cleanup
+/// that holds unshare. `what` names the tree in the timeout's message.
+fn start_unshared(
+    mut unshare: Command,
+    dir: &Path,
+    what: &str,
+    ready: impl Fn(i32) -> Option<String>,
+) -> Result<(i32, String, Cleanup), String> {
+    let mut unshare = unshare
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start unshare: {e}"))?;
+    let outer = unshare.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kids = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+            .unwrap_or_default();
+        let init = kids.split_whitespace().next().and_then(|p| p.parse().ok());
+        if let Some((init, v)) = init.and_then(|i| ready(i).map(|v| (i, v))) {
+            let clean = Cleanup {
+                child: Some(unshare),
+                restored: None,
+                dir: dir.to_path_buf(),
+                keep: true,
+            };
+            return Ok((init, v, clean));
+        }
+        if Instant::now() > deadline {
+            let _ = unshare.kill();
+            let _ = unshare.wait();
+            return Err(format!("{what} did not start its processes in 10 s"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
