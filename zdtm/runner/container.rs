@@ -178,22 +178,7 @@ pub fn run() -> Result<(), Failed> {
     if before != want {
         return Err(format!("before the dump, inside:\n{before}\nwant:\n{want}").into());
     }
-    let img = dir.join("img");
-    super::run_engine(
-        &dir,
-        "dump.log",
-        &[
-            "dump",
-            "-t",
-            &init.to_string(),
-            "-D",
-            &img.to_string_lossy(),
-        ],
-    )?;
-    let mut unshare = clean.child.take().expect("started");
-    let _ = unshare.wait();
-    let restored = super::restore_detached(&dir, &img)?;
-    clean.restored = Some(restored);
+    let restored = super::dump_and_restore(&dir, init, &mut clean)?;
     let after = inside(restored)?;
     if after != before {
         return Err(

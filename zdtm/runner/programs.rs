@@ -188,6 +188,34 @@ fn start_unshared(
     }
 }
 
+/// Dumps the init of a tree `start_unshared` started (by its pid as seen
+/// from outside), checks the dump ended unshare, and restores it with
+/// `-d`: the restored init's pid, which `clean` now holds.
+fn dump_and_restore(dir: &Path, init: i32, clean: &mut Cleanup) -> Result<i32, String> {
+    let img = dir.join("img");
+    run_engine(
+        dir,
+        "dump.log",
+        &[
+            "dump",
+            "-t",
+            &init.to_string(),
+            "-D",
+            &img.to_string_lossy(),
+        ],
+    )?;
+    let mut unshare = clean.child.take().expect("started");
+    let st = unshare.wait().map_err(|e| e.to_string())?;
+    if st.success() {
+        return Err(format!(
+            "unshare ended well after the dump ({st}): was its init killed?"
+        ));
+    }
+    let restored = restore_detached(dir, &img)?;
+    clean.restored = Some(restored);
+    Ok(restored)
+}
+
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())

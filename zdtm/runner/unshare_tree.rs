@@ -84,27 +84,7 @@ pub fn run() -> Result<(), Failed> {
     if !before.contains("ckpt-unshare-tree") || before.matches("0x").count() < 3 {
         return Err(format!("before the dump, inside:\n{before}").into());
     }
-    let img = dir.join("img");
-    super::run_engine(
-        &dir,
-        "dump.log",
-        &[
-            "dump",
-            "-t",
-            &init.to_string(),
-            "-D",
-            &img.to_string_lossy(),
-        ],
-    )?;
-    let mut unshare = clean.child.take().expect("started");
-    let st = unshare.wait().map_err(|e| e.to_string())?;
-    if st.success() {
-        return Err(
-            format!("unshare ended well after the dump ({st}): was its init killed?").into(),
-        );
-    }
-    let restored = super::restore_detached(&dir, &img)?;
-    clean.restored = Some(restored);
+    let restored = super::dump_and_restore(&dir, init, &mut clean)?;
     let after = inside(restored)?;
     if after != before {
         return Err(format!(
