@@ -15,9 +15,10 @@
 //! Not yet: the veth pair to the host with a TCP server inside that a
 //! client outside keeps a connection to (dumped with --tcp-established),
 //! which needs `--external veth[IFNAME]` (another branch); and a user
-//! namespace around the others (`unshare --user`): restore/userns.rs
-//! forks its launcher before the tree's mounts exist, so the tasks it
-//! clones would not enter the tree's root.
+//! namespace around the others: with `unshare --user --map-root-user`
+//! busybox's `mount --bind` of the root file system on itself fails with
+//! EPERM in the script (not investigated yet), so a pivot_root'ed tree in
+//! a user namespace of its own is untested at both ends.
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
