@@ -19,8 +19,9 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 # python3: the http.server the programs test dumps and restores;
 # postgresql: the server the programs test dumps and restores;
 # nftables: nft, through which --tcp-established blocks the dumped
-# connections' packets (the network lock).
-for pkg in build-essential pkg-config vim tmux python3 postgresql nftables; do
+# connections' packets (the network lock); busybox-static: the static
+# busybox the programs test's container is made of.
+for pkg in build-essential pkg-config vim tmux python3 postgresql nftables busybox-static; do
 	if have_pkg "$pkg"; then
 		echo "  $pkg: installed"
 	else

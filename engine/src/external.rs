@@ -1,6 +1,6 @@
 //! CRIU's `--external KIND[KEY]...` declarations: objects of the tree
 //! that reach outside it, which a dump keeps only when told to, and a
-//! restore connects again to what the user names. ckpt knows one kind:
+//! restore connects again to what the user names. ckpt knows two kinds:
 //!
 //! - `veth[IFNAME]` at dump: the tree's network namespace has the veth
 //!   device IFNAME whose other end is in another namespace; its own end
@@ -9,6 +9,10 @@
 //!   the pair is made again with its other end named OUTNAME in the
 //!   restoring engine's network namespace, up, and, with BRIDGE, a port of
 //!   that bridge (restore/netns.rs).
+//! - `mnt[MOUNTPOINT]:KEY` at dump: a bind mount from outside a
+//!   pivot_root'ed tree's root, at MOUNTPOINT in the tree's root, kept as
+//!   KEY (dump/mntns.rs); `mnt[KEY]:PATH` at restore: bound from PATH
+//!   (restore/mntns.rs).
 
 use std::fmt;
 
@@ -23,6 +27,11 @@ pub enum External {
         /// At restore: the bridge the other end joins.
         bridge: Option<String>,
     },
+    /// `mnt[ID]:VALUE`: at dump ID is the mount point (in the tree's
+    /// root) of a bind from outside a pivot_root'ed root and VALUE its
+    /// key; at restore ID is the key and VALUE the path to bind it from
+    /// (dump/mntns.rs, restore/mntns.rs).
+    Mnt { id: String, value: String },
 }
 
 /// A device name the kernel takes: 1 to 15 bytes, no '/', ':' or space.
@@ -76,9 +85,19 @@ impl std::str::FromStr for External {
                     bridge,
                 })
             }
+            "mnt" => match tail.strip_prefix(':') {
+                Some(value) if !key.is_empty() && !value.is_empty() => Ok(External::Mnt {
+                    id: key.to_string(),
+                    value: value.to_string(),
+                }),
+                _ => Err(format!(
+                    "--external {s}: expected mnt[ID]:VALUE (CRIU's spelling: \
+                     mnt[MOUNTPOINT]:KEY at dump, mnt[KEY]:PATH at restore)"
+                )),
+            },
             _ => Err(format!(
                 "--external {s}: external objects of kind {kind:?} are not supported \
-                 (ckpt knows veth[IFNAME]:OUTNAME[@BRIDGE])"
+                 (ckpt knows veth[IFNAME]:OUTNAME[@BRIDGE] and mnt[ID]:VALUE)"
             )),
         }
     }
@@ -101,18 +120,20 @@ impl fmt::Display for External {
                 }
                 Ok(())
             }
+            External::Mnt { id, value } => write!(f, "mnt[{id}]:{value}"),
         }
     }
 }
 
 /// The veth declarations of `ext`: (inner, outer, bridge).
 pub fn veths(ext: &[External]) -> impl Iterator<Item = (&str, Option<&str>, Option<&str>)> {
-    ext.iter().map(|e| match e {
+    ext.iter().filter_map(|e| match e {
         External::Veth {
             inner,
             outer,
             bridge,
-        } => (inner.as_str(), outer.as_deref(), bridge.as_deref()),
+        } => Some((inner.as_str(), outer.as_deref(), bridge.as_deref())),
+        External::Mnt { .. } => None,
     })
 }
 
@@ -143,12 +164,21 @@ mod tests {
             "veth[eth0]:",
             "veth[eth0]:a@",
             "veth[eth0]:0123456789abcdef",
-            "mnt[x]:/y",
             "veth[a/b]",
+            "mnt[x]",
+            "mnt[]:/y",
+            "mnt[x]:",
         ] {
             assert!(bad.parse::<External>().is_err(), "{bad}");
         }
-        assert!("mnt[x]:/y"
+        assert_eq!(
+            "mnt[x]:/y:z".parse::<External>().unwrap(),
+            External::Mnt {
+                id: "x".into(),
+                value: "/y:z".into()
+            }
+        );
+        assert!("dev[x]:/y"
             .parse::<External>()
             .unwrap_err()
             .contains("not supported"));

@@ -123,7 +123,10 @@ enum Cmd {
         tcp_established: bool,
         /// An object reaching outside the tree, dumped as it is inside
         /// (CRIU's option; may be repeated): `veth[IFNAME]`, a veth device
-        /// of the tree's network namespace whose other end is in another.
+        /// of the tree's network namespace whose other end is in another;
+        /// `mnt[MOUNTPOINT]:KEY`, a bind mount from outside a
+        /// pivot_root'ed tree's root, restored from the path the restore
+        /// gives KEY.
         #[arg(long, value_name = "KIND[KEY]")]
         external: Vec<ckpt::external::External>,
         /// Write images CRIU restores too: every process's pages in full,
@@ -236,10 +239,15 @@ enum Cmd {
         /// option; without it such images are refused).
         #[arg(long)]
         tcp_established: bool,
+        /// The tree's root file system is DIR (CRIU's option): the root a
+        /// pivot_root'ed tree had is bound from DIR.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
         /// Where an object that reached outside the tree goes (CRIU's
         /// option; may be repeated): `veth[IFNAME]:OUTNAME[@BRIDGE]` makes
         /// the veth IFNAME's other end again as OUTNAME in this network
-        /// namespace, up, and a port of BRIDGE if given.
+        /// namespace, up, and a port of BRIDGE if given; `mnt[KEY]:PATH`
+        /// binds the external mount the dump declared as KEY from PATH.
         #[arg(long, value_name = "KIND[KEY]:VALUE")]
         external: Vec<ckpt::external::External>,
         /// Start the tree before its private anonymous memory is in: a
@@ -537,6 +545,7 @@ fn main() -> ExitCode {
             ext_unix_sk: _,
             file_locks,
             tcp_established,
+            root,
             external,
             lazy_pages,
             cpu_cap,
@@ -559,6 +568,7 @@ fn main() -> ExitCode {
                 shell_job,
                 file_locks,
                 tcp_established,
+                root,
                 external,
                 lazy_pages,
                 cpu_cap,

@@ -432,3 +432,26 @@ void test_sysvipc_unlock(int fd)
 	if (fd >= 0)
 		close(fd);
 }
+
+int test_check_open_file(int fd, const char *path, off_t pos, const char *data)
+{
+	struct stat st_fd, st_path;
+	char buf[256];
+	ssize_t n;
+
+	if (fstat(fd, &st_fd) || stat(path, &st_path) || st_fd.st_dev != st_path.st_dev ||
+	    st_fd.st_ino != st_path.st_ino) {
+		fail("the open fd %d is not the file %s", fd, path);
+		return 1;
+	}
+	if (lseek(fd, 0, SEEK_CUR) != pos) {
+		fail("the fd's offset is lost (want %lld)", (long long)pos);
+		return 1;
+	}
+	n = pread(fd, buf, sizeof(buf), 0);
+	if (n != (ssize_t)strlen(data) || memcmp(buf, data, n)) {
+		fail("the file's data differ (%zd bytes)", n);
+		return 1;
+	}
+	return 0;
+}

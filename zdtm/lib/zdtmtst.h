@@ -102,6 +102,11 @@ int test_wait_exit(pid_t pid, int *status, int secs);
  * 1 if so, else 0 with the reason logged (`by`: who was to reap it).
  */
 int test_wait_exit_code(pid_t pid, const char *name, int code, int secs, const char *by);
+/*
+ * After restore: `fd` is the file `path` names (same device and inode),
+ * at offset `pos`, holding `data`. 0 if so, else 1 with fail() logged.
+ */
+int test_check_open_file(int fd, const char *path, off_t pos, const char *data);
 
 /*
  * A check that records a failure and goes on, so one run reports every

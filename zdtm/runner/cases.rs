@@ -1284,6 +1284,30 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "mnt_pivot_root",
+        program: Program::C("mnt_pivot_root"),
+        suid: true,
+        // ns only: the case pivot_roots its mount namespace, which the flavour gives it (in h it would
+        // be the host's)
+        flavors: &[Flavor::Ns],
+        // Its work directory (the program, the log) and /usr (the libraries) are bound in from the
+        // host at the same paths.
+        dump_opts: &["--external=mnt[{dir}]:work", "--external=mnt[/usr]:usr"],
+        restore_opts: &["--external=mnt[work]:{dir}", "--external=mnt[usr]:/usr"],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "mnt_pivot_root_undeclared",
+        program: Program::C("mnt_pivot_root"),
+        suid: true,
+        // ns only, as mnt_pivot_root
+        flavors: &[Flavor::Ns],
+        dump_opts: &["--external=mnt[/usr]:usr"],
+        crfail: true,
+        crfail_reason: Some("declare it with --external mnt["),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "ns_refused_ramfs",
         program: Program::C("ns_refused"),
         args: &["--kind=ramfs"],

@@ -15,7 +15,10 @@
 //!   own with a veth to a "host" namespace (`--external veth[...]`), a
 //!   TCP connection through it kept across dump and restore, and the
 //!   tree moved to another "host" (`veth_ext.rs`).
+//! - `container`: busybox in a root file system of its own that it
+//!   pivot_roots into, with a tmpfs, in new namespaces (`container.rs`).
 
+mod container;
 mod postgres;
 mod unshare_tree;
 mod veth_ext;
@@ -101,6 +104,14 @@ fn main() {
         Trial::test("veth_migrate_userns", veth_ext::migrate_userns),
         why_not,
     ));
+    let why_not = match root {
+        false => Some("needs root".to_string()),
+        true => container::why_not(),
+    };
+    trials.push(ignore_unless(
+        Trial::test("container", container::run),
+        why_not,
+    ));
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -157,6 +168,73 @@ impl Drop for Cleanup {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Starts `unshare` (util-linux's, with --fork) and waits up to 10 s
+/// until `ready` gives something for its init (unshare's child, pid 1 of
+/// the new pid namespace): the init, what `ready` gave, and the cleanup
+/// that holds unshare. `what` names the tree in the timeout's message.
+fn start_unshared(
+    mut unshare: Command,
+    dir: &Path,
+    what: &str,
+    ready: impl Fn(i32) -> Option<String>,
+) -> Result<(i32, String, Cleanup), String> {
+    let mut unshare = unshare
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start unshare: {e}"))?;
+    let outer = unshare.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kids = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+            .unwrap_or_default();
+        let init = kids.split_whitespace().next().and_then(|p| p.parse().ok());
+        if let Some((init, v)) = init.and_then(|i| ready(i).map(|v| (i, v))) {
+            let clean = Cleanup {
+                child: Some(unshare),
+                restored: None,
+                dir: dir.to_path_buf(),
+                keep: true,
+            };
+            return Ok((init, v, clean));
+        }
+        if Instant::now() > deadline {
+            let _ = unshare.kill();
+            let _ = unshare.wait();
+            return Err(format!("{what} did not start its processes in 10 s"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Dumps the init of a tree `start_unshared` started (by its pid as seen
+/// from outside), checks the dump ended unshare, and restores it with
+/// `-d`: the restored init's pid, which `clean` now holds.
+fn dump_and_restore(dir: &Path, init: i32, clean: &mut Cleanup) -> Result<i32, String> {
+    let img = dir.join("img");
+    run_engine(
+        dir,
+        "dump.log",
+        &[
+            "dump",
+            "-t",
+            &init.to_string(),
+            "-D",
+            &img.to_string_lossy(),
+        ],
+    )?;
+    let mut unshare = clean.child.take().expect("started");
+    let st = unshare.wait().map_err(|e| e.to_string())?;
+    if st.success() {
+        return Err(format!(
+            "unshare ended well after the dump ({st}): was its init killed?"
+        ));
+    }
+    let restored = restore_detached(dir, &img)?;
+    clean.restored = Some(restored);
+    Ok(restored)
 }
 
 fn free_port() -> Result<u16, String> {

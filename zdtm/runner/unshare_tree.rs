@@ -10,7 +10,6 @@
 //! the namespace, parent, group, session, command) must read as before.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 
@@ -67,72 +66,25 @@ pub fn run() -> Result<(), Failed> {
     let dir = std::env::temp_dir().join(format!("ckpt-programs-unshare.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut unshare = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--uts",
-            "--ipc",
-            "--mount-proc",
-            "sh",
-            "-c",
-            SCRIPT,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start unshare: {e}"))?;
-    let outer = unshare.id() as i32;
-    let mut clean = super::Cleanup {
-        child: None,
-        restored: None,
-        dir: dir.clone(),
-        keep: true,
-    };
-    // The init: unshare's child, pid 1 of the new namespace.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (init, before) = loop {
-        let kids = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
-            .unwrap_or_default();
-        if let Some(init) = kids.split_whitespace().next().and_then(|p| p.parse().ok()) {
-            if let Ok(v) = inside(init) {
-                if count_procs(&v) == PROCS {
-                    break (init, v);
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            let _ = unshare.kill();
-            let _ = unshare.wait();
-            return Err("the unshared tree did not start its processes in 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    clean.child = Some(unshare);
+    let mut unshare = Command::new("unshare");
+    unshare.args([
+        "--pid",
+        "--fork",
+        "--uts",
+        "--ipc",
+        "--mount-proc",
+        "sh",
+        "-c",
+        SCRIPT,
+    ]);
+    let (init, before, mut clean) =
+        super::start_unshared(unshare, &dir, "the unshared tree", |init| {
+            inside(init).ok().filter(|v| count_procs(v) == PROCS)
+        })?;
     if !before.contains("ckpt-unshare-tree") || before.matches("0x").count() < 3 {
         return Err(format!("before the dump, inside:\n{before}").into());
     }
-    let img = dir.join("img");
-    super::run_engine(
-        &dir,
-        "dump.log",
-        &[
-            "dump",
-            "-t",
-            &init.to_string(),
-            "-D",
-            &img.to_string_lossy(),
-        ],
-    )?;
-    let mut unshare = clean.child.take().expect("started");
-    let st = unshare.wait().map_err(|e| e.to_string())?;
-    if st.success() {
-        return Err(
-            format!("unshare ended well after the dump ({st}): was its init killed?").into(),
-        );
-    }
-    let restored = super::restore_detached(&dir, &img)?;
-    clean.restored = Some(restored);
+    let restored = super::dump_and_restore(&dir, init, &mut clean)?;
     let after = inside(restored)?;
     if after != before {
         return Err(format!(

@@ -33,6 +33,19 @@
 //!   /proc, moved mounts (a parent made after its child), binds whose
 //!   source mount is gone, other file systems.
 //!
+//! A namespace that pivot_root'ed (a container: its root mount is not
+//! the host's root, the old root unmounted) has no copies: every mount
+//! is the tree's, its mount points relative to that root, as CRIU keeps
+//! them. Its root mount, marked `tree_root`, comes first and is either
+//! a tmpfs (saved with its contents) or a bind of a host directory,
+//! whose host path (`host_path`) the restore binds again unless `--root
+//! DIR` names another. A bind from outside that root (its source mount
+//! is not in the namespace) must be declared with CRIU's `--external
+//! mnt[MOUNTPOINT]:KEY` (`ext_mount` and `ext_key` in the image; the
+//! restore binds it from the path `--external mnt[KEY]:PATH` gives);
+//! an undeclared one is refused, naming it and the option. Its own /proc
+//! (a proc on /proc) is still required: the restore mounts it.
+//!
 //! The image is CRIU's: `mountpoints-N.img`, one `mnt_entry` per mount,
 //! in the order they were made, N the namespace's id in the tasks' ids.
 
@@ -139,7 +152,28 @@ fn entry(m: &MountInfo) -> pb::MntEntry {
             0
         }),
         ext_key: None,
+        tree_root: None,
+        host_path: None,
     }
+}
+
+/// The `mnt[ID]:VALUE` pairs of `--external` options (CRIU's spelling:
+/// at dump ID is a mount point and VALUE its key, at restore ID is the
+/// key and VALUE a path); the other kinds are left to their own code.
+pub fn externals(specs: &[crate::external::External]) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for s in specs {
+        let crate::external::External::Mnt { id, value } = s else {
+            continue;
+        };
+        if out.iter().any(|(o, _)| o == id) {
+            return Err(Error::Usage(format!(
+                "--external {s}: mnt[{id}] is given twice"
+            )));
+        }
+        out.push((id.clone(), value.clone()));
+    }
+    Ok(out)
 }
 
 /// A mount namespace of the tree's own as the dump writes it: its
@@ -172,21 +206,25 @@ pub const FRESH: &[&str] = &["proc", "sysfs", "mqueue", "cgroup", "cgroup2"];
 
 /// Checks the mount namespace `ino` of `pid` (the tree's root) against
 /// the engine's (the host's) and returns what the dump writes of it.
-pub fn check(pid: Pid, ino: u64) -> Result<MountNs> {
+pub fn check(pid: Pid, ino: u64, external: &[crate::external::External]) -> Result<MountNs> {
     let tree = mountinfo::read(pid)?;
     let host = mountinfo::read(std::process::id() as Pid)?;
+    let external = externals(external)?;
+    if pivoted(&tree, &host) {
+        return check_pivoted(pid, ino, &tree, &host, &external);
+    }
+    if let Some((point, _)) = external.first() {
+        return Err(refuse(
+            pid,
+            ino,
+            format!("--external mnt[{point}]: external mounts are supported in a namespace that pivot_root'ed only"),
+        ));
+    }
     let proc_dir = Path::new("/proc");
     // The flavour's /proc: the first proc instance on /proc that is not
     // the host's; the mounts before it are the copies, those after it
     // the tree's own.
-    let host_proc = |m: &MountInfo| {
-        host.iter()
-            .any(|h| h.fstype == "proc" && (h.major, h.minor) == (m.major, m.minor))
-    };
-    let Some(p) = tree
-        .iter()
-        .position(|m| m.fstype == "proc" && m.mount_point == proc_dir && !host_proc(m))
-    else {
+    let Some(p) = own_proc(&tree, &host) else {
         let why = match tree.last() {
             None => "it has no mounts".to_string(),
             Some(l) if l.fstype == "proc" && l.mount_point == proc_dir => {
@@ -235,6 +273,161 @@ pub fn check(pid: Pid, ino: u64) -> Result<MountNs> {
     }
     debug!(
         "pid {pid}: mnt:[{ino}]: {} mounts, {own} of them the tree's ({} tmpfs)",
+        tree.len(),
+        tmpfs.len()
+    );
+    Ok(MountNs { entries, tmpfs })
+}
+
+/// The namespace's own /proc: the first proc instance on /proc that is
+/// not the host's.
+fn own_proc(tree: &[MountInfo], host: &[MountInfo]) -> Option<usize> {
+    let host_proc = |m: &MountInfo| {
+        host.iter()
+            .any(|h| h.fstype == "proc" && (h.major, h.minor) == (m.major, m.minor))
+    };
+    tree.iter()
+        .position(|m| m.fstype == "proc" && m.mount_point == Path::new("/proc") && !host_proc(m))
+}
+
+/// Whether the tree's root mount is not the host's root (module doc):
+/// it pivot_root'ed.
+fn pivoted(tree: &[MountInfo], host: &[MountInfo]) -> bool {
+    let root = |ms: &[MountInfo]| {
+        ms.iter()
+            .find(|m| {
+                m.mount_point == Path::new("/") && !ms.iter().any(|o| o.mnt_id == m.parent_id)
+            })
+            .map(|m| ((m.major, m.minor), m.root.clone()))
+    };
+    matches!((root(tree), root(host)), (Some(t), Some(h)) if t != h)
+}
+
+/// Where the directory `m`'s root is on the host: through the host's
+/// mount of the same file system whose root holds it (the latest).
+fn host_path(m: &MountInfo, host: &[MountInfo]) -> Option<std::path::PathBuf> {
+    host.iter()
+        .rev()
+        .find(|h| (h.major, h.minor) == (m.major, m.minor) && m.root.starts_with(&h.root))
+        .map(|h| {
+            h.mount_point
+                .join(m.root.strip_prefix(&h.root).unwrap_or(&m.root))
+        })
+}
+
+/// A pivot_root'ed namespace (module doc): its root first, then its own
+/// mounts and its /proc, binds from outside declared external.
+fn check_pivoted(
+    pid: Pid,
+    ino: u64,
+    tree: &[MountInfo],
+    host: &[MountInfo],
+    external: &[(String, String)],
+) -> Result<MountNs> {
+    let root = &tree[0];
+    if root.mount_point != Path::new("/") {
+        return Err(refuse_own(
+            pid,
+            ino,
+            root,
+            "its first mount is not its root, which pivot_root made later (a moved root)".into(),
+        ));
+    }
+    let Some(p) = own_proc(tree, host) else {
+        return Err(refuse(
+            pid,
+            ino,
+            "it pivot_root'ed and has no /proc of its own (a proc on /proc), which the restore mounts",
+        ));
+    };
+    let mut entries = Vec::with_capacity(tree.len());
+    let mut tmpfs = Vec::new();
+    for (i, m) in tree.iter().enumerate() {
+        let point = m.mount_point.to_string_lossy();
+        if let Some((_, key)) = external.iter().find(|(at, _)| *at == point) {
+            if i == 0 {
+                return Err(refuse_own(
+                    pid,
+                    ino,
+                    m,
+                    "it is the tree's root, which --root DIR gives at restore, not --external"
+                        .into(),
+                ));
+            }
+            if let Some(g) = m.shared().or(m.master()) {
+                return Err(refuse_own(
+                    pid,
+                    ino,
+                    m,
+                    format!("it is external and propagates (peer group {g})"),
+                ));
+            }
+            entries.push(pb::MntEntry {
+                ext_mount: Some(true),
+                ext_key: Some(key.clone()),
+                ..entry(m)
+            });
+            continue;
+        }
+        if i == p {
+            entries.push(entry(m));
+            continue;
+        }
+        if i == 0 {
+            let mut e = pb::MntEntry {
+                tree_root: Some(true),
+                ..entry(m)
+            };
+            if m.fstype == "tmpfs" && m.root == Path::new("/") {
+                tmpfs.push((e.root_dev, tmpfs_tar(pid, ino, m)?));
+            } else {
+                let Some(at) = host_path(m, host).filter(|h| h.is_dir()) else {
+                    return Err(refuse_own(pid, ino, m, "its root is neither a tmpfs nor a directory of the host's (through a mount of the host's)".into()));
+                };
+                e.host_path = Some(at.to_string_lossy().into_owned());
+            }
+            if let Some(g) = m.shared().or(m.master()) {
+                return Err(refuse_own(
+                    pid,
+                    ino,
+                    m,
+                    format!("the tree's root propagates (peer group {g})"),
+                ));
+            }
+            entries.push(e);
+            continue;
+        }
+        let outside = bind_source(tree, i).is_none() && m.root != Path::new("/");
+        if outside {
+            return Err(refuse_own(
+                pid,
+                ino,
+                m,
+                format!(
+                    "it is a bind mount from outside the tree's root (of {} on the host); declare it with --external mnt[{point}]:KEY at dump and --external mnt[KEY]:PATH at restore",
+                    host_path(m, host).map_or_else(|| m.root.display().to_string(), |h| h.display().to_string())
+                ),
+            ));
+        }
+        if own_mount(pid, ino, tree, i)? == Made::Tmpfs {
+            tmpfs.push((entry(m).root_dev, tmpfs_tar(pid, ino, m)?));
+        }
+        entries.push(entry(m));
+    }
+    if let Some((point, _)) = external.iter().find(|(at, _)| {
+        !tree
+            .iter()
+            .any(|m| m.mount_point.to_string_lossy() == at.as_str())
+    }) {
+        return Err(refuse(
+            pid,
+            ino,
+            format!("--external mnt[{point}]: it has no mount there"),
+        ));
+    }
+    debug!(
+        "pid {pid}: mnt:[{ino}]: pivot_root'ed into {}, {} mounts ({} tmpfs)",
+        describe(root),
         tree.len(),
         tmpfs.len()
     );
@@ -389,7 +582,7 @@ fn detached_copy(pid: Pid, dir: &std::fs::File) -> nix::Result<std::os::fd::Owne
         s.spawn(|| {
             nix::sched::unshare(CloneFlags::CLONE_FS)?;
             nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)?;
-            crate::sys::clone_mount(dir.as_fd())
+            crate::sys::open_tree_clone(dir.as_fd(), false)
         })
         .join()
         .unwrap_or(Err(nix::errno::Errno::EINTR))
@@ -462,4 +655,29 @@ fn tmpfs_tar(pid: Pid, ino: u64, m: &MountInfo) -> Result<Vec<u8>> {
         ));
     }
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_mounts_are_read_in_criu_spelling() {
+        let specs = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.parse::<crate::external::External>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+        };
+        assert_eq!(
+            externals(&specs(&["mnt[/srv/a]:a", "veth[eth0]:x", "mnt[b]:/x:y"]).unwrap()).unwrap(),
+            vec![("/srv/a".into(), "a".into()), ("b".into(), "/x:y".into())]
+        );
+        for bad in ["mnt[/a]", "mnt[]:k", "mnt[/a]:"] {
+            assert!(specs(&[bad]).is_err(), "{bad}");
+        }
+        assert!(externals(&specs(&["mnt[/a]:k", "mnt[/a]:l"]).unwrap())
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+    }
 }

@@ -83,7 +83,8 @@ pub struct DumpOptions {
     /// under the network lock (CRIU's --tcp-established).
     pub tcp_established: bool,
     /// `--external`: the objects reaching outside the tree that are
-    /// dumped as they are inside (a veth whose other end is outside).
+    /// dumped as they are inside (a veth whose other end is outside, a
+    /// bind mount from outside a pivot_root'ed root).
     pub external: Vec<crate::external::External>,
     /// Images CRIU restores as well: every process's pages stored in
     /// full, none recorded as shared with the parent (ckpt's restore

@@ -190,7 +190,7 @@ impl TreeNs {
         };
         let own = |k: &str| root.get(k) != engine.get(k);
         let mounts = match own("mnt") {
-            true => Some(super::mntns::check(root_pid, root["mnt"])?),
+            true => Some(super::mntns::check(root_pid, root["mnt"], external)?),
             false => None,
         };
         let net = match own("net") {

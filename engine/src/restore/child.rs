@@ -289,6 +289,10 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
     let zero = nix::unistd::Pid::from_raw(0);
     let npid = nix::unistd::Pid::from_raw;
 
+    // A tree that pivot_root'ed: its /proc, before any task enters its root.
+    check(early, super::mntns::mount_tree_proc(), || {
+        format!("pid {pid}: mount of the tree's /proc in its root")
+    });
     // Memory shared with the children exists before any of
     // them (early ones, helpers' and zombies included) is forked.
     if let Err((what, e)) = super::cow::prepare(&plan.cow) {
@@ -388,6 +392,10 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
     // The SIGCHLDs of those deaths are ours, not the program's.
     sys::signal::drain_sigchld();
 
+    // A tree that pivot_root'ed: its files are named from its root.
+    check(early, super::mntns::enter_tree_root(), || {
+        format!("pid {pid}: entering the tree's root")
+    });
     // The fds: a task sharing its parent's table leaves it alone (the
     // owner fills it once every sharer is set up).
     let efd = if plan.shares_files {

@@ -24,8 +24,24 @@
 //! 3. propagation, as CRIU does: MOVE_MOUNT_SET_GROUP from a member of
 //!    the peer group (or of the master's, then MS_SLAVE) whose root holds
 //!    the mount's root, else MS_SHARED for a group's first; MS_UNBINDABLE.
+//!
+//! A pivot_root'ed namespace (`tree_root` on its first mount) has no
+//! copies: its root is a tmpfs filled from its tar, or a bind of `--root
+//! DIR`, or else of the host directory it was at the dump (`host_path`,
+//! refused when gone); external binds come from `--external
+//! mnt[KEY]:PATH`. Its mounts are made under a temporary directory of the
+//! host's, then the engine's thread pivot_roots into it with the old root
+//! stacked on top (`pivot_root(".", ".")`) and chroots back into that old
+//! root: the engine, the driver and the tasks up to their files still see
+//! the host (the images, /proc); each task enters the tree's root
+//! (`enter_tree_root`) before it opens its files by the tree's paths, and
+//! the driver mounts the tree's /proc there too. Once the tree is restored
+//! the engine moves to a detached copy of the old root and unmounts the
+//! old root from the namespace (`detach_old_root`).
 
-use std::path::Path;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::mount::{mount, MsFlags};
 
@@ -64,9 +80,14 @@ pub fn set_propagation(root: Pid, propagation: MsFlags, who: &str) -> Result<()>
 
 /// A new proc instance of the caller's pid namespace on /proc.
 pub fn mount_proc() -> nix::Result<()> {
+    mount_proc_at(Path::new("/proc"))
+}
+
+/// A new proc instance of the caller's pid namespace on `at`.
+pub fn mount_proc_at(at: &Path) -> nix::Result<()> {
     mount(
         Some("proc"),
-        "/proc",
+        at,
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
@@ -84,15 +105,69 @@ enum Make {
     Fresh,
     /// The block device in `source` mounted again.
     Device,
+    /// A bind of a host directory (a pivot_root'ed root, an external
+    /// mount), its path resolved by `Outside`.
+    Host,
+}
+
+/// What the restore's options say is outside the tree: `--root DIR` and
+/// the `--external mnt[KEY]:PATH` pairs.
+#[derive(Debug, Default, Clone)]
+pub struct Outside {
+    pub root: Option<PathBuf>,
+    pub external: Vec<(String, PathBuf)>,
+}
+
+impl Outside {
+    pub fn new(root: Option<PathBuf>, external: &[crate::external::External]) -> Result<Outside> {
+        let external = crate::dump::mntns::externals(external)?
+            .into_iter()
+            .map(|(k, p)| (k, PathBuf::from(p)))
+            .collect();
+        Ok(Outside { root, external })
+    }
+}
+
+/// The host directory a `Make::Host` mount is bound from: `--root` or
+/// the dumped path for the root, `--external` for an external mount.
+fn host_dir(m: &pb::MntEntry, outside: &Outside) -> std::result::Result<PathBuf, String> {
+    if m.tree_root == Some(true) {
+        if let Some(r) = &outside.root {
+            return Ok(r.clone());
+        }
+        return match &m.host_path {
+            Some(p) if Path::new(p).is_dir() => Ok(PathBuf::from(p)),
+            Some(p) => Err(format!(
+                "the tree's root was the host directory {p}, which is not there now; give its root file system with --root DIR"
+            )),
+            None => Err("the tree's root has no host path; give its root file system with --root DIR".into()),
+        };
+    }
+    let key = m.ext_key.as_deref().unwrap_or_default();
+    match outside.external.iter().find(|(k, _)| k == key) {
+        Some((_, p)) if p.exists() => Ok(p.clone()),
+        Some((_, p)) => Err(format!("--external mnt[{key}]:{}: no such file or directory", p.display())),
+        None => Err(format!(
+            "it is an external mount (key {key}); say where it is now with --external mnt[{key}]:PATH"
+        )),
+    }
 }
 
 /// The mounts of a namespace image: the host's copies (marked), the
 /// index of its own /proc, and the tree's own mounts, before or after
 /// it (dump/mntns.rs), with how each is made.
+#[derive(Debug)]
 struct Plan {
     /// By index in the image: how the tree's own are made (None: a
     /// copy, or the /proc).
     make: Vec<Option<Make>>,
+    /// It pivot_root'ed (module doc).
+    pivoted: bool,
+}
+
+/// Whether mountpoints-N.img is of a namespace that pivot_root'ed.
+fn is_pivoted(mounts: &[pb::MntEntry]) -> bool {
+    mounts.first().is_some_and(|m| m.tree_root == Some(true))
 }
 
 const FS_PROC: u32 = 1;
@@ -116,11 +191,17 @@ fn describe(m: &pb::MntEntry) -> String {
 /// Builds the plan of mountpoints-N.img (`path`) and checks it against
 /// what the restore can make: the tmpfs tars are in `dir`, the block
 /// devices on this machine.
-fn plan(path: &Path, dir: &Path, mounts: &[pb::MntEntry]) -> Result<Plan> {
+fn plan(
+    path: &Path,
+    dir: &Path,
+    mounts: &[pb::MntEntry],
+    outside: Option<&Outside>,
+) -> Result<Plan> {
     let bad = |why: String| Error::Image(crate::images::ImageError::invalid(path, why));
+    let pivoted = is_pivoted(mounts);
     // Images before the copies were marked: all but the last are copies.
-    let marked = mounts.iter().any(|m| m.ext_mount == Some(true));
-    let proc_at = match marked {
+    let marked = !pivoted && mounts.iter().any(|m| m.ext_mount == Some(true));
+    let proc_at = match marked || pivoted {
         true => mounts.iter().position(|m| {
             m.ext_mount != Some(true) && m.fstype == FS_PROC && m.mountpoint == "/proc"
         }),
@@ -133,12 +214,43 @@ fn plan(path: &Path, dir: &Path, mounts: &[pb::MntEntry]) -> Result<Plan> {
     let mut make = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
         let no = |why: &str| bad(format!("{}: {why}", describe(m)));
+        if pivoted && (i == 0 || m.ext_mount == Some(true)) {
+            if i > 0 && m.ext_key.is_none() {
+                return Err(no("an external mount without a key"));
+            }
+            if m.tree_root == Some(true) && m.mountpoint != "/" {
+                return Err(no("the tree's root is not on /"));
+            }
+            let tmpfs_root = i == 0 && m.fstype == FS_TMPFS && m.host_path.is_none();
+            let how = match tmpfs_root && outside.is_none_or(|o| o.root.is_none()) {
+                true => Make::Tmpfs,
+                false => Make::Host,
+            };
+            if how == Make::Tmpfs {
+                let tar = dir.join(crate::dump::mntns::tmpfs_image(m.root_dev));
+                if !tar.is_file() {
+                    return Err(no(&format!(
+                        "{} is missing: the tmpfs's contents",
+                        tar.display()
+                    )));
+                }
+            } else if let Some(o) = outside {
+                host_dir(m, o).map_err(|why| {
+                    Error::unsupported(0, format!("mnt namespace: {}", describe(m)), why)
+                })?;
+            }
+            make.push(Some(how));
+            continue;
+        }
+        if m.tree_root == Some(true) {
+            return Err(no("the tree's root is not the first mount"));
+        }
         if m.ext_mount == Some(true) && i > proc_at {
             return Err(no(
                 "a copy of the host's mounts after the namespace's /proc",
             ));
         }
-        if (!marked && i < proc_at) || m.ext_mount == Some(true) || i == proc_at {
+        if (!marked && !pivoted && i < proc_at) || m.ext_mount == Some(true) || i == proc_at {
             make.push(None);
             continue;
         }
@@ -196,13 +308,33 @@ fn plan(path: &Path, dir: &Path, mounts: &[pb::MntEntry]) -> Result<Plan> {
         };
         make.push(Some(how));
     }
-    Ok(Plan { make })
+    Ok(Plan { make, pivoted })
 }
 
 /// Checks mountpoints-N.img (`path`, tars in `dir`) against what the
-/// restore makes, before any process exists.
+/// restore makes, before any process exists; the host directories it
+/// binds once the options are known (`check_outside`).
 pub fn validate(path: &Path, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
-    plan(path, dir, mounts).map(drop)
+    plan(path, dir, mounts, None).map(drop)
+}
+
+/// Checks the host directories a pivot_root'ed tree's mounts are bound
+/// from (`--root`, the dumped root's path, `--external`), before any
+/// process exists.
+pub fn check_outside(
+    root: Pid,
+    dir: &Path,
+    mounts: &[pb::MntEntry],
+    outside: &Outside,
+) -> Result<()> {
+    let p = plan(&dir.join("mountpoints.img"), dir, mounts, Some(outside))
+        .map_err(|e| e.for_pid(root, "restore"))?;
+    if !p.pivoted && (outside.root.is_some() || !outside.external.is_empty()) {
+        return Err(Error::Usage(
+            "--root and --external mnt[...] apply to a tree that pivot_root'ed into a root of its own; this one did not".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The per-mount MS_* flags a remount of a mount takes.
@@ -251,10 +383,31 @@ fn fd_path(f: &std::fs::File) -> String {
 /// `dir`) in the calling thread's new mount namespace, in the order they
 /// were made, all private; then sets their per-mount flags and their
 /// propagation (module doc). `root` names the tree in errors.
-pub fn make(root: Pid, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
+pub fn make(
+    root: Pid,
+    dir: &Path,
+    mounts: &[pb::MntEntry],
+    outside: &Outside,
+    pid_ns: bool,
+) -> Result<()> {
     let img = dir.join("mountpoints.img");
-    let plan = plan(&img, dir, mounts)?;
-    detach_new_copies(root, mounts)?;
+    let plan = plan(&img, dir, mounts, Some(outside))?;
+    // The copies of the host's mounts are the tree's only when it did not
+    // pivot_root away from them.
+    if !plan.pivoted {
+        detach_new_copies(root, mounts)?;
+    }
+    // A pivot_root'ed tree's mounts are made under `base` first.
+    let base = match plan.pivoted {
+        true => Some(new_root_dir(root)?),
+        false => None,
+    };
+    let at = |m: &pb::MntEntry| -> PathBuf {
+        match &base {
+            Some(b) => b.join(m.mountpoint.trim_start_matches('/')),
+            None => PathBuf::from(&m.mountpoint),
+        }
+    };
     let own: Vec<(usize, Make)> = plan
         .make
         .iter()
@@ -291,8 +444,15 @@ pub fn make(root: Pid, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
     }
     for &(i, how) in &own {
         let m = &mounts[i];
-        let target = Path::new(&m.mountpoint);
+        let target_buf = at(m);
+        let target = target_buf.as_path();
         let source = match how {
+            Make::Host => {
+                let from = host_dir(m, outside).map_err(|why| {
+                    Error::unsupported(root, format!("mnt namespace: {}", describe(m)), why)
+                })?;
+                Some(open_path(&from).map_err(|e| ioerr(m, "opening its host directory", e))?)
+            }
             Make::Bind(s) => {
                 let from = fds[s].as_ref().expect("source mounts are opened before");
                 let rel = Path::new(&m.root)
@@ -322,7 +482,7 @@ pub fn make(root: Pid, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
             r.map_err(|e| ioerr(m, "creating its mount point", e))?;
         }
         let r = match (how, &source) {
-            (Make::Bind(_), Some(src)) => mount(
+            (Make::Bind(_) | Make::Host, Some(src)) => mount(
                 Some(fd_path(src).as_str()),
                 target,
                 None::<&str>,
@@ -339,7 +499,7 @@ pub fn make(root: Pid, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
         };
         r.map_err(|e| err(m, "mount", e))?;
         if how == Make::Tmpfs {
-            fill_tmpfs(root, dir, m)?;
+            fill_tmpfs(root, dir, m, target)?;
         }
         fds[i] = Some(open_path(target).map_err(|e| ioerr(m, "opening it once mounted", e))?);
         debug!("pid {root}: mnt namespace: made {} ({how:?})", describe(m));
@@ -359,7 +519,7 @@ pub fn make(root: Pid, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
         )
         .map_err(|e| err(m, "remount with its flags", e))?;
         let sb_ro = m.sb_flags.unwrap_or(0) & libc::MS_RDONLY as u32 != 0;
-        if sb_ro && !matches!(how, Make::Bind(_)) {
+        if sb_ro && !matches!(how, Make::Bind(_) | Make::Host) {
             mount(
                 None::<&str>,
                 at.as_str(),
@@ -371,12 +531,156 @@ pub fn make(root: Pid, dir: &Path, mounts: &[pb::MntEntry]) -> Result<()> {
         }
     }
     let own: Vec<usize> = own.iter().map(|&(i, _)| i).collect();
-    propagation(root, mounts, &own, &fds)
+    propagation(root, mounts, &own, &fds)?;
+    match base {
+        Some(b) => pivot(root, &b, pid_ns),
+        None => Ok(()),
+    }
+}
+
+/// The tree's root, the number of an O_PATH fd each task enters
+/// (`enter_tree_root`, read after fork without a lock); -1 when the tree
+/// did not pivot_root.
+static TREE_ROOT: AtomicI32 = AtomicI32::new(-1);
+/// The fds of the tree's root and of the old root the engine went back
+/// into after the pivot_root, kept until `detach_old_root`.
+static ROOTS: std::sync::Mutex<Option<(OwnedFd, OwnedFd)>> = std::sync::Mutex::new(None);
+
+/// A new empty directory of the host's for a pivot_root'ed tree's root
+/// (removed once pivot_root moved the mount away from it).
+fn new_root_dir(root: Pid) -> Result<PathBuf> {
+    let d = PathBuf::from(format!("/tmp/.ckpt-root-{}", std::process::id()));
+    let _ = std::fs::remove_dir(&d);
+    std::fs::create_dir(&d).map_err(|e| {
+        Error::io(
+            &d,
+            format!("pid {root}: mnt namespace: the directory its root is built in"),
+            e,
+        )
+    })?;
+    Ok(d)
+}
+
+/// pivot_root into `base` with the old root stacked on top, then back
+/// into the old root (module doc); the tree's root is kept in TREE_ROOT.
+fn pivot(root: Pid, base: &Path, pid_ns: bool) -> Result<()> {
+    let sys = |what: &str, e: nix::errno::Errno| {
+        Error::sys(
+            root,
+            format!(
+                "mnt namespace: {what} (entering its root {})",
+                base.display()
+            ),
+            e,
+        )
+    };
+    let io = |what: &str, e: std::io::Error| {
+        Error::io(base, format!("pid {root}: mnt namespace: {what}"), e)
+    };
+    if !pid_ns {
+        // No driver in a pid namespace of the tree's to mount it.
+        mount_proc_at(&base.join("proc")).map_err(|e| sys("mount of its /proc", e))?;
+    }
+    let cwd = std::env::current_dir().map_err(|e| io("the engine's cwd", e))?;
+    let old = open_path(Path::new("/")).map_err(|e| io("opening the old root", e))?;
+    nix::unistd::chdir(base).map_err(|e| sys("chdir", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| sys("pivot_root", e))?;
+    let new = open_path(Path::new(".")).map_err(|e| io("opening the new root", e))?;
+    nix::unistd::fchdir(old.as_raw_fd()).map_err(|e| sys("fchdir to the old root", e))?;
+    nix::unistd::chroot(".").map_err(|e| sys("chroot back into the old root", e))?;
+    nix::unistd::chdir(&cwd).map_err(|e| sys("chdir back to the engine's cwd", e))?;
+    // The mount moved away from it: an empty directory of the host's.
+    std::fs::remove_dir(base).map_err(|e| io("removing the directory it was built in", e))?;
+    TREE_ROOT.store(new.as_raw_fd(), Ordering::Relaxed);
+    *ROOTS.lock().unwrap_or_else(|p| p.into_inner()) = Some((new.into(), old.into()));
+    debug!("pid {root}: mnt namespace: pivot_root'ed into its root");
+    Ok(())
+}
+
+/// The tree's root as a path the caller can name (its fd), when the tree
+/// pivot_root'ed.
+pub fn tree_root_path() -> Option<String> {
+    let fd = TREE_ROOT.load(Ordering::Relaxed);
+    (fd >= 0).then(|| format!("/proc/self/fd/{fd}"))
+}
+
+/// Where the engine finds the tree's `path` (absolute, as the tree names
+/// it): through the tree's root when it pivot_root'ed, before the
+/// driver's /proc covers the engine's (the engine plans the tree's files
+/// before that).
+pub fn in_tree(path: &str) -> PathBuf {
+    match tree_root_path() {
+        Some(r) => Path::new(&r).join(path.trim_start_matches('/')),
+        None => PathBuf::from(path),
+    }
+}
+
+/// In the init of the tree's pid namespace, first thing: a tree that
+/// pivot_root'ed gets its /proc (an instance of that namespace) in its
+/// root before any task enters the root (the driver's /proc, mounted
+/// at the same time, is on the old root's). Once: a nested init finds it.
+pub fn mount_tree_proc() -> nix::Result<()> {
+    let fd = TREE_ROOT.load(Ordering::Relaxed);
+    if fd < 0 || nix::unistd::getpid().as_raw() != 1 {
+        return Ok(());
+    }
+    let at = PathBuf::from(format!("/proc/self/fd/{fd}/proc"));
+    let is_proc = nix::sys::statfs::statfs(&at)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+    match is_proc {
+        true => Ok(()),
+        false => mount_proc_at(&at),
+    }
+}
+
+/// In a task being restored, before it opens its files by the tree's
+/// paths: enter the tree's root when it pivot_root'ed (module doc).
+pub fn enter_tree_root() -> nix::Result<()> {
+    let fd = TREE_ROOT.load(Ordering::Relaxed);
+    if fd < 0 {
+        return Ok(());
+    }
+    nix::unistd::fchdir(fd)?;
+    nix::unistd::chroot(".")
+}
+
+/// Once the tree is restored: the engine moves into a detached copy of
+/// the old root (the host's view, its /proc the host's) and unmounts the
+/// old root from the tree's namespace, which then holds the tree's
+/// mounts alone.
+pub fn detach_old_root(root: Pid) -> Result<()> {
+    let Some((_tree, old)) = ROOTS.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return Ok(());
+    };
+    TREE_ROOT.store(-1, Ordering::Relaxed);
+    let sys = |what: &str, e: nix::errno::Errno| {
+        Error::sys(
+            root,
+            format!("mnt namespace: {what} (leaving the old root)"),
+            e,
+        )
+    };
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::io(".", format!("pid {root}: the engine's cwd"), e))?;
+    // The driver's mount of the tree's /proc over the old root's: the
+    // engine, outside that pid namespace, has no /proc/self in it.
+    if !Path::new("/proc/self").exists() {
+        nix::mount::umount2("/proc", nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| sys("unmount of the tree's /proc from the old root", e))?;
+    }
+    let copy = crate::sys::open_tree_clone(std::os::fd::AsFd::as_fd(&old), true)
+        .map_err(|e| sys("open_tree of a copy of it", e))?;
+    nix::mount::umount2("/", nix::mount::MntFlags::MNT_DETACH).map_err(|e| sys("unmount", e))?;
+    nix::unistd::fchdir(copy.as_raw_fd()).map_err(|e| sys("fchdir to its copy", e))?;
+    nix::unistd::chroot(".").map_err(|e| sys("chroot into its copy", e))?;
+    nix::unistd::chdir(&cwd).map_err(|e| sys("chdir back to the engine's cwd", e))?;
+    debug!("pid {root}: mnt namespace: its old root unmounted");
+    Ok(())
 }
 
 /// Extracts tmpfs-dev-N.tar.gz.img into the tmpfs just mounted at `m`'s
 /// mount point (nothing covers it yet).
-fn fill_tmpfs(root: Pid, dir: &Path, m: &pb::MntEntry) -> Result<()> {
+fn fill_tmpfs(root: Pid, dir: &Path, m: &pb::MntEntry, target: &Path) -> Result<()> {
     let tar = dir.join(crate::dump::mntns::tmpfs_image(m.root_dev));
     let input = std::fs::File::open(&tar).map_err(|e| {
         Error::io(
@@ -395,7 +699,7 @@ fn fill_tmpfs(root: Pid, dir: &Path, m: &pb::MntEntry) -> Result<()> {
             "--preserve-permissions",
             "--directory",
         ])
-        .arg(&m.mountpoint)
+        .arg(target)
         .stdin(input)
         .output()
         .map_err(|e| Error::io("tar", format!("pid {root}: filling {}", describe(m)), e))?;
@@ -531,7 +835,9 @@ fn detach_new_copies(root: Pid, mounts: &[pb::MntEntry]) -> Result<()> {
     for m in &now {
         let k = seen.entry(m.mount_point.as_path()).or_default();
         *k += 1;
-        if *k <= had.get(m.mount_point.as_path()).copied().unwrap_or(0) {
+        if *k <= had.get(m.mount_point.as_path()).copied().unwrap_or(0)
+            || m.mount_point == Path::new("/")
+        {
             continue;
         }
         let parent_goes = gone.contains(&m.parent_id);
@@ -626,7 +932,7 @@ mod tests {
     fn plan_of(mounts: &[pb::MntEntry]) -> std::result::Result<Vec<Option<Make>>, String> {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(crate::dump::mntns::tmpfs_image(30)), b"").unwrap();
-        plan(&d.path().join("mountpoints-1.img"), d.path(), mounts)
+        plan(&d.path().join("mountpoints-1.img"), d.path(), mounts, None)
             .map(|p| p.make)
             .map_err(|e| e.to_string())
     }
@@ -692,6 +998,96 @@ mod tests {
         assert!(plan_of(&no_proc)
             .unwrap_err()
             .contains("no /proc of the namespace's own"));
+    }
+
+    /// A tree that pivot_root'ed: its tmpfs root, a bind of a directory
+    /// of it, an external bind, its /proc.
+    fn pivoted() -> Vec<pb::MntEntry> {
+        let mut root = m(1, 0, "/", FS_TMPFS, 30, "/");
+        root.tree_root = Some(true);
+        let mut ext = m(3, 1, "/work", 0, 8, "/srv/work");
+        ext.ext_mount = Some(true);
+        ext.ext_key = Some("work".into());
+        vec![
+            root,
+            m(2, 1, "/data", FS_TMPFS, 30, "/sub"),
+            ext,
+            m(4, 1, "/proc", FS_PROC, 21, "/"),
+        ]
+    }
+
+    #[test]
+    fn a_pivoted_tree_is_made_from_its_root_and_the_given_paths() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(crate::dump::mntns::tmpfs_image(30)), b"").unwrap();
+        let img = d.path().join("mountpoints-1.img");
+        let work = d.path().to_path_buf();
+        let outside = |root: Option<PathBuf>, ext: &[(&str, &Path)]| Outside {
+            root,
+            external: ext
+                .iter()
+                .map(|(k, p)| (k.to_string(), p.to_path_buf()))
+                .collect(),
+        };
+        let with = outside(None, &[("work", &work)]);
+        let p = plan(&img, d.path(), &pivoted(), Some(&with)).unwrap();
+        assert!(p.pivoted);
+        assert_eq!(
+            p.make,
+            vec![
+                Some(Make::Tmpfs),
+                Some(Make::Bind(0)),
+                Some(Make::Host),
+                None
+            ]
+        );
+        // --root replaces the tmpfs root by a bind of DIR.
+        let p = plan(
+            &img,
+            d.path(),
+            &pivoted(),
+            Some(&outside(Some(work.clone()), &[("work", &work)])),
+        )
+        .unwrap();
+        assert_eq!(p.make[0], Some(Make::Host));
+
+        let e = plan(&img, d.path(), &pivoted(), Some(&outside(None, &[])))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mount 3 on /work") && e.contains("--external mnt[work]:PATH"),
+            "{e}"
+        );
+        let gone = Path::new("/nonexistent/ckpt");
+        let e = plan(
+            &img,
+            d.path(),
+            &pivoted(),
+            Some(&outside(None, &[("work", gone)])),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/ckpt"), "{e}");
+
+        let mut host_root = pivoted();
+        host_root[0].fstype = 0;
+        host_root[0].host_path = Some("/nonexistent/rootfs".into());
+        let e = plan(&img, d.path(), &host_root, Some(&with))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/rootfs") && e.contains("--root DIR"),
+            "{e}"
+        );
+
+        // Validation alone (no options yet) checks the image only.
+        assert!(plan(&img, d.path(), &pivoted(), None).is_ok());
+        let mut no_key = pivoted();
+        no_key[2].ext_key = None;
+        assert!(plan(&img, d.path(), &no_key, None)
+            .unwrap_err()
+            .to_string()
+            .contains("without a key"));
     }
 
     #[test]

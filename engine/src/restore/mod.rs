@@ -110,8 +110,11 @@ pub struct RestoreOptions {
     /// `--tcp-established`: images with established TCP connections are
     /// restored (refused without it).
     pub tcp_established: bool,
+    /// `--root DIR`: the root file system of a pivot_root'ed tree.
+    pub root: Option<PathBuf>,
     /// `--external`: where the objects that reached outside the tree go
-    /// (a veth's other end, restore/netns.rs).
+    /// (a veth's other end, restore/netns.rs; an external bind mount's
+    /// source, restore/mntns.rs).
     pub external: Vec<crate::external::External>,
     /// `--lazy-pages`: private anonymous memory is filled on demand and in
     /// the background after the tree runs (restore/lazy.rs).
@@ -140,6 +143,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // The user namespace's launcher, done serving files (restore/userns.rs).
     userns::done();
     let pid = r.map_err(|e| e.for_pid(root_pid, "restore"))?;
+    // A tree that pivot_root'ed: its namespace without the old root.
+    mntns::detach_old_root(root_pid)?;
     debug!("{}", crate::ptrace::remote::STATS);
     if let Some(pf) = &opts.pidfile {
         std::fs::write(pf, pid.to_string())

@@ -276,14 +276,33 @@ pub fn from_set(
 pub const KIND: super::stage::Kind = super::stage::Kind {
     name: "namespaces",
     validate: super::stage::no_checks,
-    new: |_, _| Ok(Box::new(Namespaces)),
+    new: |imgs, opts| Ok(Box::new(Namespaces::new(imgs, opts)?)),
 };
 
-struct Namespaces;
+struct Namespaces {
+    /// `--root` and `--external mnt[...]` (restore/mntns.rs).
+    outside: super::mntns::Outside,
+}
+
+impl Namespaces {
+    fn new(imgs: &Images, opts: &super::RestoreOptions) -> Result<Namespaces> {
+        let outside = super::mntns::Outside::new(opts.root.clone(), &opts.external)?;
+        match &imgs.ns.mnt {
+            Some(m) => super::mntns::check_outside(imgs.tasks[0].pid, &imgs.path(""), m, &outside)?,
+            None if outside.root.is_some() || !outside.external.is_empty() => {
+                return Err(Error::Usage(
+                    "--root and --external mnt[...] apply to a tree with a mount namespace of its own; this one has none".into(),
+                ))
+            }
+            None => {}
+        }
+        Ok(Namespaces { outside })
+    }
+}
 
 impl super::stage::Restorer for Namespaces {
     fn create(&mut self, imgs: &Images, _: &mut super::stage::EngineFds) -> Result<()> {
-        enter(imgs)
+        enter(imgs, &self.outside)
     }
 }
 
@@ -293,10 +312,10 @@ impl super::stage::Restorer for Namespaces {
 /// or made (their files may be on them). With a pid namespace of the
 /// tree's, its /proc comes after them (the driver's): dump/mntns.rs
 /// takes that order too.
-fn enter(imgs: &Images) -> Result<()> {
+fn enter(imgs: &Images, outside: &super::mntns::Outside) -> Result<()> {
     unshare_all(imgs)?;
     match &imgs.ns.mnt {
-        Some(m) => super::mntns::make(imgs.tasks[0].pid, &imgs.path(""), m),
+        Some(m) => super::mntns::make(imgs.tasks[0].pid, &imgs.path(""), m, outside, imgs.ns.pid),
         None => Ok(()),
     }
 }

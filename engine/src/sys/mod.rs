@@ -380,26 +380,32 @@ pub fn move_mount_set_group(
     nix::errno::Errno::result(r).map(drop)
 }
 
-/// `open_tree(2)` with OPEN_TREE_CLONE of the mount whose root `dir`
-/// is: a detached copy of that one mount (not its children), on the same
-/// superblock. The kernel clones only mounts of the caller's own mount
-/// namespace (EINVAL otherwise, and for an unbindable mount).
-pub fn clone_mount(dir: std::os::fd::BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
-    const OPEN_TREE_CLONE: u32 = 1;
+/// `open_tree(2)` with OPEN_TREE_CLONE of the mount whose root `dir` is:
+/// a detached copy of that mount, on the same superblock, and with
+/// `recursive` (AT_RECURSIVE) of every mount below it too. The copy
+/// outlives the unmount of the original (the engine keeps the host's view
+/// through one once a pivot_root'ed tree's old root is gone,
+/// restore/mntns.rs) and is another mount, which fanotify marks on the
+/// original do not see (dump/mntns.rs). The kernel clones only mounts of
+/// the caller's own mount namespace (EINVAL otherwise, and for an
+/// unbindable mount).
+pub fn open_tree_clone(
+    dir: std::os::fd::BorrowedFd<'_>,
+    recursive: bool,
+) -> nix::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd};
+    const OPEN_TREE_CLONE: u32 = 1;
+    const AT_RECURSIVE: u32 = 0x8000;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as u32
+        | libc::AT_EMPTY_PATH as u32
+        | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: plain syscall; the path is a static empty C string and the
     // fd is borrowed for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            dir.as_raw_fd(),
-            c"".as_ptr(),
-            OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32 | libc::O_CLOEXEC as u32,
-        )
-    };
-    let fd = nix::errno::Errno::result(r)?;
-    // SAFETY: the kernel just made this fd, and it is ours alone.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    let r = unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), c"".as_ptr(), flags) };
+    let fd = nix::errno::Errno::result(r)? as i32;
+    // SAFETY: the fd was just created and is ours alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// What `ns_get` asks of a namespace fd (linux/nsfs.h).

@@ -161,7 +161,7 @@ impl End {
                 )
             })?;
         let name = &reg.name;
-        match std::fs::metadata(name) {
+        match std::fs::metadata(crate::restore::mntns::in_tree(name)) {
             Ok(m) if m.file_type().is_fifo() => {}
             Ok(_) => {
                 return Err(Error::task(

@@ -35,7 +35,9 @@ impl FdKind for Reg {
     ) -> Result<Arc<dyn OpenFd>> {
         let reg = f.reg.as_ref().expect("validated");
         if let Some(size) = reg.size {
-            let now = std::fs::metadata(&reg.name).map(|m| m.len()).ok();
+            let now = std::fs::metadata(crate::restore::mntns::in_tree(&reg.name))
+                .map(|m| m.len())
+                .ok();
             if now != Some(size) {
                 return Err(Error::task(
                     pid,
@@ -64,7 +66,7 @@ impl FdKind for Reg {
         let reg = f.reg.as_ref().expect("validated");
         let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
         let fd = nix::fcntl::open(
-            reg.name.as_str(),
+            &crate::restore::mntns::in_tree(&reg.name),
             nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC | libc::O_NOCTTY),
             nix::sys::stat::Mode::empty(),
         )
