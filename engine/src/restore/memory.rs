@@ -48,6 +48,7 @@ pub const KIND: Kind = Kind {
         Ok(Box::new(Memory {
             proxies,
             lazy_pages: opts.lazy_pages,
+            page_server: opts.page_server.clone(),
             ..Default::default()
         }))
     },
@@ -69,6 +70,8 @@ struct Memory {
     /// `--lazy-pages`, and the daemon once started (restore/lazy.rs).
     lazy_pages: bool,
     lazy: Option<super::lazy::Daemon>,
+    /// `--page-server`: the pages files are there (restore/lazy.rs).
+    page_server: Option<super::lazy::PageServer>,
 }
 
 impl Restorer for Memory {
@@ -76,7 +79,7 @@ impl Restorer for Memory {
     /// thread and holds the loaded images.
     fn create(&mut self, imgs: &Images, _: &mut super::stage::EngineFds) -> Result<()> {
         if self.lazy_pages {
-            self.lazy = Some(super::lazy::Daemon::start(imgs)?);
+            self.lazy = Some(super::lazy::Daemon::start(imgs, self.page_server.as_ref())?);
         }
         Ok(())
     }
@@ -93,6 +96,9 @@ impl Restorer for Memory {
     fn plan_tree(&mut self, imgs: &Images, plans: &mut [super::child::ChildPlan]) -> Result<()> {
         let busy = match self.busy.take() {
             Some(b) => b,
+            // Pages on a page server: nothing is held from the parent
+            // (the lazy runs were fixed when the pages were staged).
+            None if self.page_server.is_some() => vec![(0, u64::MAX)],
             None => super::cow::engine_mappings()?,
         };
         self.cows = super::cow::plan(imgs, &busy)?;
@@ -588,6 +594,13 @@ pub fn map_and_fill(
     if let Some(d) = lazy {
         // Registered last: nothing the engine writes may fault on them.
         let refused = register_lazy(r, imgs, t, &lazy_vmas, d)?;
+        if let (Some(&(s, e)), Some(_)) = (refused.first(), &imgs.pages_dir) {
+            return Err(Error::task(
+                pid,
+                format!("mapping {s:#x}-{e:#x}"),
+                "userfaultfd refused it, and its pages are on the page server, not here",
+            ));
+        }
         write_pages(pid, &pages_file, &t.pages.entries, |a| {
             within(&refused, a).then_some(a)
         })?;
@@ -638,7 +651,7 @@ pub fn map_and_fill(
 /// anonymous ones (not huge pages) with pages of their own in the pages
 /// file, none of it held from the parent process; a mapping that shares
 /// a pagemap entry with another mapping stays eager.
-fn lazy_mappings(t: &TaskImages, cow: &super::cow::CowPlan) -> Vec<(u64, u64)> {
+pub(super) fn lazy_mappings(t: &TaskImages, cow: &super::cow::CowPlan) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> =
         t.mm.vmas
             .iter()

@@ -195,6 +195,12 @@ impl Mmap {
     }
 }
 
+// SAFETY: the mapping is read-only for its whole life and owned by the
+// value: reading it from several threads at once is sound.
+unsafe impl Sync for Mmap {}
+// SAFETY: nothing ties the mapping to the thread that made it.
+unsafe impl Send for Mmap {}
+
 impl Drop for Mmap {
     fn drop(&mut self) {
         if self.len != 0 {
