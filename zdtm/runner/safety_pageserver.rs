@@ -38,7 +38,7 @@ fn dump_through(
         .to_string_lossy()
         .into_owned();
     let server_what = format!("server-{name}");
-    let server = run.start_page_server(srv, &server_what)?;
+    let server = run.start_page_server(srv, &server_what, false)?;
     let what = format!("{cmd}-{name}");
     let ps = server.dump_args();
     let mut all: Vec<&str> = ps.iter().map(String::as_str).collect();
@@ -263,7 +263,7 @@ pub fn restore_lazy_page_server_dies(run: &mut Run) -> Result<Outcome, String> {
         let to = srv.join(p.file_name().expect("a file"));
         fs::rename(&p, &to).map_err(|e| format!("move {}: {e}", p.display()))?;
     }
-    let server = run.start_lazy_page_server(&srv, "lazy-page-server")?;
+    let server = run.start_page_server(&srv, "lazy-page-server", true)?;
     // `mem` has 48 MiB of lazy memory: cut after 4 MiB of it.
     let port = cut_second_after(server.port, 4 << 20)?;
     let what = "restore-cut";

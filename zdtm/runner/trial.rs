@@ -588,6 +588,7 @@ impl<'a> Run<'a> {
         let server = self.start_page_server(
             &self.path(&format!("img-srv-{n}")),
             &format!("page-server-{n}"),
+            false,
         )?;
         args.extend(server.dump_args().into_iter().map(Into::into));
         let status = self.engine(&format!("dump-{n}"), &img, args)?;
@@ -701,7 +702,7 @@ impl<'a> Run<'a> {
             let to = srv.join(p.file_name().expect("a file"));
             fs::rename(p, &to).map_err(|e| format!("move {}: {e}", p.display()))?;
         }
-        let server = self.start_lazy_page_server(&srv, &format!("lazy-page-server-{n}"))?;
+        let server = self.start_page_server(&srv, &format!("lazy-page-server-{n}"), true)?;
         args.extend(server.dump_args().into_iter().map(Into::into));
         let status = self.engine(&format!("restore-{n}"), &img, args)?;
         if status.success() {
@@ -1241,27 +1242,10 @@ impl Drop for PageServer {
 }
 
 impl Run<'_> {
-    /// Starts `ckpt page-server` into `dir` on a free loopback port
-    /// (its files are `<what>.log` and `<what>.console`).
+    /// Starts `ckpt page-server` into `dir` on a free loopback port (its
+    /// files are `<what>.log` and `<what>.console`); with `lazy`, one
+    /// serving `dir`'s pages to a lazy restore (`--lazy-pages`).
     pub(crate) fn start_page_server(
-        &mut self,
-        dir: &Path,
-        what: &str,
-    ) -> Result<PageServer, String> {
-        self.spawn_page_server(dir, what, false)
-    }
-
-    /// Starts `ckpt page-server --lazy-pages` serving `dir`'s pages on a
-    /// free loopback port.
-    pub(crate) fn start_lazy_page_server(
-        &mut self,
-        dir: &Path,
-        what: &str,
-    ) -> Result<PageServer, String> {
-        self.spawn_page_server(dir, what, true)
-    }
-
-    fn spawn_page_server(
         &mut self,
         dir: &Path,
         what: &str,
