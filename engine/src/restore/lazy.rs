@@ -666,7 +666,7 @@ impl Served<'_> {
                 if self.sources[idx].is_none() {
                     let m = match self.remote {
                         Some(_) => Mmap::empty(),
-                        None => super::memory::open_pages(self.imgs, &t.pages)
+                        None => super::memory::open_pages(self.imgs, &t.pages, false)
                             .map_err(|e| Fatal(e.to_string()))?,
                     };
                     self.sources[idx] = Some(m);

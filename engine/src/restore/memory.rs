@@ -494,7 +494,7 @@ pub fn map_and_fill(
 ) -> Result<()> {
     let (file_fds, mem, scratch, cow) = (cx.file_fds, cx.mem, cx.scratch, cx.cow);
     let pid = t.pid;
-    let pages_file = open_pages(imgs, &t.pages)?;
+    let pages_file = open_pages(imgs, &t.pages, lazy.is_none())?;
     // Which VMAs get pages (so they are mapped writable first).
     let mut has_pages = vec![false; t.mm.vmas.len()];
     for e in &t.pages.entries {
@@ -863,7 +863,7 @@ fn map_shared_anon(
     shmem.objects.insert(v.shmid, (pid, v.start, v.end));
     // Fill the object through its file, whatever the window shows.
     if let Some(set) = imgs.shmem.get(&v.shmid).filter(|s| !s.entries.is_empty()) {
-        let src = open_pages(imgs, set)?;
+        let src = open_pages(imgs, set, true)?;
         let path = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -932,13 +932,22 @@ fn write_parent_pages(imgs: &Images, t: &TaskImages, vdso: &[(u64, u64)]) -> Res
     write_ranges(t.pid, &ranges)
 }
 
-pub(super) fn open_pages(imgs: &Images, set: &PageSet) -> Result<Mmap> {
+/// The pages file of `set`, mapped; `whole`: populated at once, for a
+/// reader of all of it (without: only the parts read are faulted in, as a
+/// lazy restore's engine, which leaves most of it to the daemon, wants).
+pub(super) fn open_pages(imgs: &Images, set: &PageSet, whole: bool) -> Result<Mmap> {
     let path = imgs.path(&set.pages_file());
     if set.stored_pages() == 0 {
         return Ok(Mmap::empty());
     }
     let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening pages", e))?;
-    Mmap::map(&f).map_err(|e| Error::io(&path, "mapping pages", e))
+    // A file staged from a page server has holes where the lazy runs are:
+    // populating would allocate them.
+    let map = match whole && imgs.pages_dir.is_none() {
+        true => Mmap::map(&f),
+        false => Mmap::map_sparse(&f),
+    };
+    map.map_err(|e| Error::io(&path, "mapping pages", e))
 }
 
 /// Copy pages into the task, many ranges per process_vm_writev call, on

@@ -158,6 +158,17 @@ impl Mmap {
     }
 
     pub fn map(file: &std::fs::File) -> std::io::Result<Mmap> {
+        Mmap::map_with(file, libc::MAP_POPULATE)
+    }
+
+    /// As [`map`](Self::map), without populating: for a file of which
+    /// only parts are read (populating a GiB costs about a second), or a
+    /// sparse one, where populating would allocate every hole.
+    pub fn map_sparse(file: &std::fs::File) -> std::io::Result<Mmap> {
+        Mmap::map_with(file, 0)
+    }
+
+    fn map_with(file: &std::fs::File, populate: libc::c_int) -> std::io::Result<Mmap> {
         use std::os::fd::AsRawFd;
         let len = file.metadata()?.len() as usize;
         if len == 0 {
@@ -173,7 +184,7 @@ impl Mmap {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | populate,
                 file.as_raw_fd(),
                 0,
             )
