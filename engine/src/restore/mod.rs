@@ -122,7 +122,7 @@ pub struct RestoreOptions {
 /// detached, else the restored root's own exit status.
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Validate.
-    let (imgs, _remote) = match &opts.page_server {
+    let (imgs, remote) = match &opts.page_server {
         None => (load::load(&opts.dir)?, None),
         Some(ps) => {
             // The server's pages checked against the manifest here first;
@@ -146,6 +146,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // The root's pid here: another than the image's in a new pid
     // namespace.
     let r = restore_tree(&imgs, opts);
+    // The daemon has its own connection: the staged pages are written.
+    drop(remote);
     // The user namespace's launcher, done serving files (restore/userns.rs).
     userns::done();
     let pid = r.map_err(|e| e.for_pid(root_pid, "restore"))?;
