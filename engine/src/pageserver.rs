@@ -874,6 +874,38 @@ mod tests {
         );
     }
 
+    /// The engine's connection and the daemon's, opened while the first
+    /// is up, are both served; the first closing does not end the
+    /// server, the daemon's END does.
+    #[test]
+    fn a_lazy_server_serves_the_engine_and_the_daemon() {
+        let data: Vec<u8> = (0..16 * 4096).map(|i| (i * 7 % 253) as u8).collect();
+        let (t, m) = pages_dir(&data);
+        let (port, h) = lazy_server(t.path());
+        let mut engine = RemotePages::connect("127.0.0.1", port, &m).unwrap();
+        let mut daemon = RemotePages::connect("127.0.0.1", port, &m).unwrap();
+        let mut buf = vec![0u8; 4096];
+        engine.fetch("pages-1.img", 0, &mut buf).unwrap();
+        assert_eq!(buf, data[..4096]);
+        drop(engine);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !h.is_finished(),
+            "the server ended with the daemon still connected"
+        );
+        let mut rest = vec![0u8; 15 * 4096];
+        daemon.fetch("pages-1.img", 4096, &mut rest).unwrap();
+        assert_eq!(rest, data[4096..]);
+        daemon.end();
+        assert_eq!(
+            h.join().unwrap().unwrap(),
+            Sent {
+                requests: 2,
+                bytes: 16 * 4096
+            }
+        );
+    }
+
     #[test]
     fn pages_of_another_dump_are_refused() {
         let (t, _) = pages_dir(&[1u8; 8192]);
