@@ -56,12 +56,15 @@ struct LogOpts {
     cgroup_yard: Option<PathBuf>,
 }
 
-/// Sending a dump's pages to a page server (CRIU's spelling).
+/// A page server for a dump's pages (CRIU's spelling): where a dump sends
+/// them, or where a lazy restore fetches them.
 #[derive(Args, Clone)]
 struct PageServerOpts {
-    /// Send the pages to the page server at --address and --port instead
-    /// of writing them into the images directory; the other images are
-    /// written here as usual (`ckpt page-server` on the other side).
+    /// Dump: send the pages to the page server at --address and --port
+    /// instead of writing them into the images directory; the other
+    /// images are written here as usual (`ckpt page-server` on the other
+    /// side). Restore (with --lazy-pages): fetch the pages from there
+    /// (`ckpt page-server --lazy-pages`) instead of the pages files here.
     #[arg(long, requires_all = ["address", "port"])]
     page_server: bool,
     /// The page server's address.
@@ -256,6 +259,8 @@ enum Cmd {
         /// (README: "Lazy restore").
         #[arg(long)]
         lazy_pages: bool,
+        #[command(flatten)]
+        page_server: PageServerOpts,
         /// What of the CPU the images were dumped on this one must have
         /// (CRIU's option): `fpu` (xsave state components), `ins`
         /// (instruction sets), `cpu` (every feature bit and the vendor),
@@ -548,6 +553,7 @@ fn main() -> ExitCode {
             root,
             external,
             lazy_pages,
+            page_server,
             cpu_cap,
             manage_cgroups,
             cgroup_root,
@@ -556,6 +562,17 @@ fn main() -> ExitCode {
         } => {
             if let Err(code) = start(&log, &dir, false) {
                 return code;
+            }
+            let page_server = page_server
+                .target()
+                .map(|(address, port)| restore::lazy::PageServer { address, port });
+            if page_server.is_some() && !lazy_pages {
+                return ExitCode::from(finish(
+                    "restore",
+                    Err("--page-server needs --lazy-pages (the pages are fetched by the lazy-pages daemon; \
+                         without it, copy the page server's pages files into the images directory)"
+                        .to_string()),
+                ) as u8);
             }
             let pidfile = pidfile.map(|p| in_work_dir(&dir, log.work_dir.as_deref(), &p));
             let r = restore::restore(&RestoreOptions {
@@ -571,6 +588,7 @@ fn main() -> ExitCode {
                 root,
                 external,
                 lazy_pages,
+                page_server,
                 cpu_cap,
             });
             ("restore", r.map_err(|e| e.to_string()))

@@ -457,12 +457,74 @@ pub struct Sent {
 
 /// Serve `files` to one lazy restore on `listener`: the list of them
 /// (name, size, xxh3-128, which the restore checks against its own
-/// manifest), then each requested range with its xxh3-64, until the
-/// restore ends the session or hangs up.
+/// manifest), then each requested range with its xxh3-64.
+///
+/// A restore opens two connections, each served on a thread of its own:
+/// the engine's, for the pages it writes before the tree runs, and the
+/// lazy-pages daemon's, opened while the engine's is still up. The server
+/// is done when a session ends with END (the daemon has everything), or
+/// when no connection is left open (the restore failed, or is complete).
 pub fn serve_pages(listener: &TcpListener, files: &ServedPages) -> Result<Sent> {
-    let (mut s, peer) = listener
-        .accept()
-        .map_err(|e| err("-", "accepting a lazy restore's connection", e))?;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let total = Mutex::new(Sent::default());
+    let first_err: Mutex<Option<Error>> = Mutex::new(None);
+    let ended = AtomicBool::new(false);
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| err("-", "listening for a lazy restore", e))?;
+    std::thread::scope(|scope| -> Result<()> {
+        let mut running: Vec<std::thread::ScopedJoinHandle<'_, ()>> = Vec::new();
+        let mut served = 0usize;
+        loop {
+            match listener.accept() {
+                Ok((s, peer)) => {
+                    served += 1;
+                    let (total, first_err, ended) = (&total, &first_err, &ended);
+                    running.push(scope.spawn(move || {
+                        let _ = s.set_nonblocking(false);
+                        let r = serve_session(s, peer, files);
+                        match r {
+                            Ok((sent, end)) => {
+                                let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
+                                t.requests += sent.requests;
+                                t.bytes += sent.bytes;
+                                if end {
+                                    ended.store(true, Ordering::SeqCst);
+                                }
+                            }
+                            Err(e) => {
+                                let mut f = first_err.lock().unwrap_or_else(|p| p.into_inner());
+                                f.get_or_insert(e);
+                            }
+                        }
+                    }));
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(err("-", "accepting a lazy restore's connection", e)),
+            }
+            running.retain(|h| !h.is_finished());
+            if ended.load(Ordering::SeqCst) || (served > 0 && running.is_empty()) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })?;
+    // A session that ended with END is the restore having everything:
+    // a failed other one does not matter then.
+    if !ended.load(Ordering::SeqCst) {
+        if let Some(e) = first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+    }
+    Ok(total.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// One connection of [`serve_pages`]: what it sent, and whether it
+/// ended with END.
+fn serve_session(mut s: TcpStream, peer: SocketAddr, files: &ServedPages) -> Result<(Sent, bool)> {
     let _ = s.set_nodelay(true);
     let mut hello = [0u8; 8];
     s.read_exact(&mut hello)
@@ -484,15 +546,15 @@ pub fn serve_pages(listener: &TcpListener, files: &ServedPages) -> Result<Sent> 
         let mut req = [0u8; 16];
         match s.read_exact(&mut req) {
             Ok(()) => {}
-            // The restore has everything, or is gone: either way, done.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(sent),
+            // The restore has what it wanted, or is gone: either way, done.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok((sent, false)),
             Err(e) => return Err(err(peer, "reading a request", e)),
         }
         let file = u32::from_le_bytes(req[..4].try_into().expect("4 bytes"));
         let len = u32::from_le_bytes(req[4..8].try_into().expect("4 bytes"));
         let off = u64::from_le_bytes(req[8..].try_into().expect("8 bytes"));
         if file == LAZY_END {
-            return Ok(sent);
+            return Ok((sent, true));
         }
         let data = files
             .maps
@@ -597,6 +659,14 @@ impl RemotePages {
 
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The server's pages images: name and size.
+    pub fn files(&self) -> std::collections::BTreeMap<String, u64> {
+        self.files
+            .iter()
+            .map(|(n, &(_, size))| (n.clone(), size))
+            .collect()
     }
 
     /// Fill `buf` with the bytes of pages image `name` from `off`, checked
@@ -800,6 +870,38 @@ mod tests {
             Sent {
                 requests: 2,
                 bytes: 6 * 4096
+            }
+        );
+    }
+
+    /// The engine's connection and the daemon's, opened while the first
+    /// is up, are both served; the first closing does not end the
+    /// server, the daemon's END does.
+    #[test]
+    fn a_lazy_server_serves_the_engine_and_the_daemon() {
+        let data: Vec<u8> = (0..16 * 4096).map(|i| (i * 7 % 253) as u8).collect();
+        let (t, m) = pages_dir(&data);
+        let (port, h) = lazy_server(t.path());
+        let mut engine = RemotePages::connect("127.0.0.1", port, &m).unwrap();
+        let mut daemon = RemotePages::connect("127.0.0.1", port, &m).unwrap();
+        let mut buf = vec![0u8; 4096];
+        engine.fetch("pages-1.img", 0, &mut buf).unwrap();
+        assert_eq!(buf, data[..4096]);
+        drop(engine);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !h.is_finished(),
+            "the server ended with the daemon still connected"
+        );
+        let mut rest = vec![0u8; 15 * 4096];
+        daemon.fetch("pages-1.img", 4096, &mut rest).unwrap();
+        assert_eq!(rest, data[4096..]);
+        daemon.end();
+        assert_eq!(
+            h.join().unwrap().unwrap(),
+            Sent {
+                requests: 2,
+                bytes: 16 * 4096
             }
         );
     }

@@ -57,6 +57,9 @@ fn main() {
                 if variant == Variant::Lazy && case.no_lazy.is_some() {
                     continue;
                 }
+                if variant == Variant::LazyRemote && (!case.pre_dump || case.no_lazy.is_some()) {
+                    continue;
+                }
                 let cfg = Arc::clone(&cfg);
                 let name = format!("{}{}{}", case.name, flavor.suffix(), variant.suffix());
                 let t = Trial::ignorable_test(name, move || {

@@ -141,6 +141,12 @@ fn main() {
             body: safety_pageserver::dump_page_server_fails,
         },
         Spec {
+            name: "restore/lazy-page-server-dies",
+            case: mem_case,
+            variant: Variant::Once,
+            body: safety_pageserver::restore_lazy_page_server_dies,
+        },
+        Spec {
             name: "dump/enospc",
             case: mem_case,
             variant: Variant::Once,

@@ -7,6 +7,9 @@
 //!   and the program finds its memory intact.
 //! - `pre-dump/page-server`: a pre-dump and the dump after it, each
 //!   through a page server; the chain, put together, restores.
+//! - `restore/lazy-page-server-dies`: a lazy restore from a page server
+//!   that dies part way: the tree is killed, the error names the server,
+//!   the pages file and the range.
 //! - `dump/page-server-fails`: a server that cannot be reached, and one
 //!   that hangs up part way through the pages: each dump fails naming the
 //!   page server, leaves no image, and the tree runs on as before.
@@ -35,7 +38,7 @@ fn dump_through(
         .to_string_lossy()
         .into_owned();
     let server_what = format!("server-{name}");
-    let server = run.start_page_server(srv, &server_what)?;
+    let server = run.start_page_server(srv, &server_what, false)?;
     let what = format!("{cmd}-{name}");
     let ps = server.dump_args();
     let mut all: Vec<&str> = ps.iter().map(String::as_str).collect();
@@ -191,5 +194,129 @@ pub fn dump_page_server_fails(run: &mut Run) -> Result<Outcome, String> {
     check_unharmed(run, &before, "after the dump whose page server hung up")?;
     expect_no_image(&img, &run.dir.clone(), &[])?;
     run.stop_and_verify()?;
+    Ok(Outcome::Passed)
+}
+
+/// A proxy on a loopback port in front of the page server on `upstream`
+/// that forwards its first connection whole and the second (the
+/// lazy-pages daemon's) until `keep` bytes came back from the server,
+/// then cuts it: a page server that dies in the middle of a lazy restore.
+fn cut_second_after(upstream: u16, keep: u64) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
+    let port = l.local_addr().map_err(|e| e.to_string())?.port();
+    std::thread::spawn(move || {
+        for (n, c) in l.incoming().enumerate() {
+            let (Ok(down), Ok(up)) = (c, TcpStream::connect(("127.0.0.1", upstream))) else {
+                return;
+            };
+            let limit = if n == 1 { keep } else { u64::MAX };
+            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d2, &mut u2);
+            });
+            std::thread::spawn(move || {
+                let (mut down, mut up) = (down, up);
+                let (mut buf, mut sent) = (vec![0u8; 1 << 16], 0u64);
+                while sent < limit {
+                    let want = buf.len().min((limit - sent) as usize);
+                    match up.read(&mut buf[..want]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            if down.write_all(&buf[..k]).is_err() {
+                                break;
+                            }
+                            sent += k as u64;
+                        }
+                    }
+                }
+                let _ = down.shutdown(Shutdown::Both);
+                let _ = up.shutdown(Shutdown::Both);
+            });
+            if n == 1 {
+                return;
+            }
+        }
+    });
+    Ok(port)
+}
+
+/// A lazy restore from a page server (`restore --lazy-pages
+/// --page-server`) whose server goes away part way through the pages:
+/// the lazy-pages daemon kills the restored tree rather than let it run
+/// on missing memory, and its error names the server's address, the
+/// pages file and the range it could not fetch.
+pub fn restore_lazy_page_server_dies(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))?;
+    let (img, srv) = (run.path("img-1"), run.path("img-lps"));
+    fs::create_dir(&srv).map_err(|e| format!("create {}: {e}", srv.display()))?;
+    let manifest = images::MANIFEST_NAME;
+    fs::copy(img.join(manifest), srv.join(manifest)).map_err(|e| format!("copy: {e}"))?;
+    for p in trial::pages_files(&img) {
+        let to = srv.join(p.file_name().expect("a file"));
+        fs::rename(&p, &to).map_err(|e| format!("move {}: {e}", p.display()))?;
+    }
+    let server = run.start_page_server(&srv, "lazy-page-server", true)?;
+    // `mem` has 48 MiB of lazy memory: cut after 4 MiB of it.
+    let port = cut_second_after(server.port, 4 << 20)?;
+    let what = "restore-cut";
+    let mut args = restore_args(run, &img, what);
+    args.push("--lazy-pages".into());
+    args.extend(trial::page_server_args(port).iter().map(Into::into));
+    let st = run.engine(what, &img, args)?;
+    run.note(format!(
+        "{what}: {st} (the cut may come before or after the tree runs)"
+    ));
+    let log = run.path(&format!("{what}.log"));
+    let said = trial::poll(Duration::from_secs(20), || {
+        let text = fs::read_to_string(&log).ok()?;
+        text.contains("killing the restored tasks").then_some(text)
+    })
+    .ok_or_else(|| {
+        format!(
+            "the lazy-pages daemon did not report the cut connection in {}",
+            log.display()
+        )
+    })?;
+    let line = said
+        .lines()
+        .find(|l| l.contains("killing the restored tasks"))
+        .unwrap_or_default();
+    let addr = format!("127.0.0.1:{port}");
+    expect_mentions(
+        what,
+        line,
+        &[
+            &[&addr],
+            &["pages-"],
+            &["bytes at offset"],
+            &["closed the connection"],
+        ],
+    )?;
+    let known = run.known.clone();
+    let gone = trial::poll(SETTLE, || {
+        procfs::reap_zombies(pid, &known);
+        procfs::stat(pid).is_none().then_some(())
+    });
+    if gone.is_none() {
+        return Err(format!(
+            "after the cut, pid {pid} still runs on memory that never arrived"
+        ));
+    }
+    let left = strays(run, &[]);
+    if !left.is_empty() {
+        return Err(format!(
+            "after the cut, processes of the case run: {left:?}"
+        ));
+    }
+    run.note(format!("after the cut: {line}"));
+    drop(server);
     Ok(Outcome::Passed)
 }

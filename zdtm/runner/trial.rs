@@ -588,6 +588,7 @@ impl<'a> Run<'a> {
         let server = self.start_page_server(
             &self.path(&format!("img-srv-{n}")),
             &format!("page-server-{n}"),
+            false,
         )?;
         args.extend(server.dump_args().into_iter().map(Into::into));
         let status = self.engine(&format!("dump-{n}"), &img, args)?;
@@ -654,7 +655,7 @@ impl<'a> Run<'a> {
             l.contains("vDSO remapped")
         }
         let (what, took): (&str, fn(&str) -> bool) = match self.variant {
-            Variant::Lazy => ("no mapping was made lazy", some_lazy),
+            Variant::Lazy | Variant::LazyRemote => ("no mapping was made lazy", some_lazy),
             Variant::VdsoProxy => ("no vDSO was remapped", remapped),
             _ => return Ok(()),
         };
@@ -682,11 +683,37 @@ impl<'a> Run<'a> {
             self.path(&format!("restore-{n}.log")).into(),
             "-v4".into(),
         ];
-        if self.variant == Variant::Lazy {
+        if matches!(self.variant, Variant::Lazy | Variant::LazyRemote) {
             args.push("--lazy-pages".into());
         }
         args.extend(self.case.restore_opts.iter().map(|o| self.subst(o).into()));
-        self.engine(&format!("restore-{n}"), &img, args)
+        if self.variant != Variant::LazyRemote {
+            return self.engine(&format!("restore-{n}"), &img, args);
+        }
+        // The pages files leave the images for a lazy page server's
+        // directory (with the manifest that vouches for them).
+        let srv = self.path(&format!("img-lps-{n}"));
+        fs::create_dir(&srv).map_err(|e| format!("create {}: {e}", srv.display()))?;
+        let manifest = ckpt::images::MANIFEST_NAME;
+        fs::copy(img.join(manifest), srv.join(manifest))
+            .map_err(|e| format!("copy the manifest of {}: {e}", img.display()))?;
+        let pages = pages_files(&img);
+        for p in &pages {
+            let to = srv.join(p.file_name().expect("a file"));
+            fs::rename(p, &to).map_err(|e| format!("move {}: {e}", p.display()))?;
+        }
+        let server = self.start_page_server(&srv, &format!("lazy-page-server-{n}"), true)?;
+        args.extend(server.dump_args().into_iter().map(Into::into));
+        let status = self.engine(&format!("restore-{n}"), &img, args)?;
+        if status.success() {
+            // It exits once the daemon has every page.
+            self.finish_page_server(server)?;
+            self.note(format!(
+                "restore {n}: {} pages files fetched from lazy-page-server-{n}",
+                pages.len()
+            ));
+        }
+        Ok(status)
     }
 
     /// Runs one engine command with the case's time limit. Its -o log is
@@ -1198,7 +1225,8 @@ pub(crate) struct PageServer {
 }
 
 impl PageServer {
-    /// The dump options that send the pages to it.
+    /// The dump options that send the pages to it (the same options
+    /// point a lazy restore at a lazy page server).
     pub(crate) fn dump_args(&self) -> [String; 5] {
         page_server_args(self.port)
     }
@@ -1214,14 +1242,16 @@ impl Drop for PageServer {
 }
 
 impl Run<'_> {
-    /// Starts `ckpt page-server` into `dir` on a free loopback port
-    /// (its files are `<what>.log` and `<what>.console`).
+    /// Starts `ckpt page-server` into `dir` on a free loopback port (its
+    /// files are `<what>.log` and `<what>.console`); with `lazy`, one
+    /// serving `dir`'s pages to a lazy restore (`--lazy-pages`).
     pub(crate) fn start_page_server(
         &mut self,
         dir: &Path,
         what: &str,
+        lazy: bool,
     ) -> Result<PageServer, String> {
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             "page-server".into(),
             "-D".into(),
             dir.into(),
@@ -1233,6 +1263,9 @@ impl Run<'_> {
             self.path(&format!("{what}.log")).into(),
             "-v4".into(),
         ];
+        if lazy {
+            args.push("--lazy-pages".into());
+        }
         let (child, cmdline) = self.spawn_engine(what, args)?;
         self.note(format!("{what}: started: {cmdline}"));
         let mut server = PageServer {

@@ -652,6 +652,7 @@ mod tests {
             ns: Default::default(),
             file_locks: vec![],
             parent_files: vec![],
+            pages_dir: None,
         }
     }
 

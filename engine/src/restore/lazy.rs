@@ -32,6 +32,17 @@
 //!   daemon follows: a forked child's mm gets its own userfaultfd and the
 //!   same pages still to fill, moved memory is filled at its new place,
 //!   dropped or unmapped memory is not filled at all.
+//! - From a page server (`--page-server --address A --port N`, the pages
+//!   files served by `ckpt page-server --lazy-pages`): the engine checks
+//!   the server's pages files against the local manifest, fetches what is
+//!   written before the tree runs (everything but the lazy runs) into
+//!   sparse files of a staging directory ([`stage`]) that stands for the
+//!   pages files, and the daemon fetches the lazy runs over a connection
+//!   of its own, each fault window and background run in one request.
+//!   Memory shared copy-on-write with the parent process is not kept
+//!   shared then (no held memory): the lazy runs are the same whatever
+//!   the restore decides later, and a mapping userfaultfd refuses is an
+//!   error rather than pages the engine does not have.
 //! - Errors: if the daemon cannot fill a page (a damaged or vanished
 //!   pages file, an unexpected ioctl error), it kills the tasks it was
 //!   handed (SIGKILL through their pidfds) rather than let them run on
@@ -53,6 +64,7 @@ use nix::sys::socket::{
 use super::load::Images;
 use crate::error::{Error, Pid, Result};
 use crate::images::pagemap::PAGE;
+use crate::pageserver::RemotePages;
 use crate::sys::uffd;
 use crate::sys::Mmap;
 
@@ -60,6 +72,108 @@ use crate::sys::Mmap;
 pub const FAULT_WINDOW: u64 = 256 << 10;
 /// The bytes of one background copy (the faults wait at most that long).
 pub const BACKGROUND_RUN: u64 = 4 << 20;
+
+/// Where a restore's pages files are when they are not local: a page
+/// server's address and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageServer {
+    pub address: String,
+    pub port: u16,
+}
+
+/// The bytes of one request for pages the engine writes itself.
+const STAGE_RUN: u64 = 8 << 20;
+
+/// The staging directory of a restore from a page server: removed when
+/// the restore is done with it.
+pub struct Staging {
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Fetch from `server` the pages of every pages file the restore writes
+/// before the tree runs (all but the lazy runs of each task, which the
+/// daemon fetches) into sparse files of a fresh staging directory on
+/// tmpfs, and point `imgs` at it.
+pub fn stage(imgs: &mut Images, server: &mut RemotePages) -> Result<Staging> {
+    let root = imgs.tasks[0].pid;
+    let base = std::path::Path::new("/dev/shm");
+    let base = if base.is_dir() {
+        base.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("ckpt-lazy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, "creating the staging directory", e))?;
+    let staging = Staging { dir };
+    // The tasks whose pages a descendant shares copy-on-write (entries
+    // without data): the engine copies those from the ancestor's file, so
+    // its file comes whole.
+    let mut whole = std::collections::BTreeSet::new();
+    for t in &imgs.tasks {
+        if t.pages
+            .entries
+            .iter()
+            .any(crate::images::pagemap::entry_cow)
+        {
+            let mut ppid = t.pstree.ppid as i32;
+            while let Some(p) = imgs.tasks.iter().find(|p| p.pid == ppid && p.pid != t.pid) {
+                if !whole.insert(p.pid) {
+                    break;
+                }
+                ppid = p.pstree.ppid as i32;
+            }
+        }
+    }
+    let mut lazy: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    for t in imgs.tasks.iter().filter(|t| !whole.contains(&t.pid)) {
+        let ranges = super::memory::lazy_mappings(t, &Default::default());
+        let runs = lazy.entry(t.pages.pages_file()).or_default();
+        for (vaddr, len, off) in present_runs(&t.pages.entries) {
+            for &(s, e) in &ranges {
+                let (a, b) = (vaddr.max(s), (vaddr + len).min(e));
+                if a < b {
+                    runs.push((off + (a - vaddr), b - a));
+                }
+            }
+        }
+    }
+    let (mut fetched, mut buf) = (0u64, Vec::new());
+    for (name, size) in server.files() {
+        let path = staging.dir.join(&name);
+        let f = std::fs::File::create(&path)
+            .and_then(|f| f.set_len(size).map(|()| f))
+            .map_err(|e| Error::io(&path, "creating a staged pages file", e))?;
+        let mut skip = lazy.remove(&name).unwrap_or_default();
+        skip.sort_unstable();
+        let mut at = 0u64;
+        for (off, len) in skip.into_iter().chain([(size, 0)]) {
+            while at < off {
+                let n = (off - at).min(STAGE_RUN);
+                buf.resize(n as usize, 0);
+                server.fetch(&name, at, &mut buf)?;
+                std::os::unix::fs::FileExt::write_all_at(&f, &buf, at)
+                    .map_err(|e| Error::io(&path, "writing a staged pages file", e))?;
+                at += n;
+                fetched += n;
+            }
+            at = at.max(off + len);
+        }
+    }
+    info!(
+        "pid {root}: {} MiB fetched from the page server {} before the tree runs",
+        fetched >> 20,
+        server.peer()
+    );
+    imgs.pages_dir = Some(staging.dir.clone());
+    Ok(staging)
+}
 
 /// A run of pages to fill: `len` bytes at `addr` from offset `off` of
 /// pages file `src`.
@@ -217,8 +331,9 @@ const MSG_GO: u8 = b'G';
 const MSG_ACK: u8 = b'A';
 
 impl Daemon {
-    /// Fork the daemon (the engine must be single-threaded).
-    pub fn start(imgs: &Images) -> Result<Daemon> {
+    /// Fork the daemon (the engine must be single-threaded); with
+    /// `server`, it fetches the lazy pages from that page server.
+    pub fn start(imgs: &Images, server: Option<&PageServer>) -> Result<Daemon> {
         let root = imgs.tasks[0].pid;
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
@@ -237,7 +352,11 @@ impl Daemon {
                 let n = nix::sys::socket::recv(ours.as_raw_fd(), &mut b, MsgFlags::empty())
                     .map_err(|e| Error::sys(root, "lazy pages: hello from the daemon", e))?;
                 if n != 4 {
-                    return Err(Error::task(root, "lazy pages", "the daemon did not start"));
+                    return Err(Error::task(
+                        root,
+                        "lazy pages",
+                        "the daemon did not start (its error is in the log)",
+                    ));
                 }
                 let pid = i32::from_ne_bytes(b);
                 info!("lazy pages: daemon is pid {pid}");
@@ -247,7 +366,7 @@ impl Daemon {
                 drop(ours);
                 // The daemon is the grandchild: the engine reaps the child.
                 let code = match crate::sys::fork_single_threaded() {
-                    Ok(nix::unistd::ForkResult::Child) => daemon_main(imgs, theirs),
+                    Ok(nix::unistd::ForkResult::Child) => daemon_main(imgs, server, theirs),
                     Ok(nix::unistd::ForkResult::Parent { .. }) => 0,
                     Err(_) => 1,
                 };
@@ -322,7 +441,7 @@ struct Mm {
 struct Fatal(String);
 
 /// The daemon: never returns into the engine. Its exit code.
-fn daemon_main(imgs: &Images, sock: OwnedFd) -> i32 {
+fn daemon_main(imgs: &Images, server: Option<&PageServer>, sock: OwnedFd) -> i32 {
     let _ = nix::unistd::setsid();
     crate::sys::ignore_signals(&[
         nix::sys::signal::Signal::SIGINT,
@@ -343,6 +462,21 @@ fn daemon_main(imgs: &Images, sock: OwnedFd) -> i32 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
         }
     }
+    // Its own connection, made before the engine goes on (the page
+    // server serves while any is open).
+    let remote = match server {
+        None => None,
+        Some(ps) => match crate::images::Manifest::read(&imgs.dir)
+            .map_err(Error::from)
+            .and_then(|m| RemotePages::connect(&ps.address, ps.port, &m))
+        {
+            Ok(r) => Some(r),
+            Err(e) => {
+                error!("lazy pages: {e}");
+                return 1;
+            }
+        },
+    };
     let me = std::process::id() as i32;
     if nix::sys::socket::send(sock.as_raw_fd(), &me.to_ne_bytes(), MsgFlags::MSG_NOSIGNAL).is_err()
     {
@@ -351,6 +485,8 @@ fn daemon_main(imgs: &Images, sock: OwnedFd) -> i32 {
     let mut d = Served {
         imgs,
         sources: (0..imgs.tasks.len()).map(|_| None).collect(),
+        remote,
+        buf: Vec::new(),
         mms: Vec::new(),
         pidfds: Vec::new(),
         copied: 0,
@@ -365,6 +501,9 @@ fn daemon_main(imgs: &Images, sock: OwnedFd) -> i32 {
                 d.copied >> 20,
                 d.faults
             );
+            if let Some(r) = d.remote.take() {
+                r.end();
+            }
             0
         }
         Ok(false) => 0,
@@ -381,8 +520,13 @@ fn daemon_main(imgs: &Images, sock: OwnedFd) -> i32 {
 
 struct Served<'a> {
     imgs: &'a Images,
-    /// Each task's pages file, mapped when its first mm arrives.
+    /// Each task's pages file, mapped when its first mm arrives (an
+    /// empty map for pages on the page server).
     sources: Vec<Option<Mmap>>,
+    /// The page server holding the pages files, if they are not local.
+    remote: Option<RemotePages>,
+    /// The bytes of the last piece fetched from it.
+    buf: Vec<u8>,
     mms: Vec<Mm>,
     pidfds: Vec<OwnedFd>,
     copied: u64,
@@ -520,8 +664,11 @@ impl Served<'_> {
                     .get(idx)
                     .ok_or_else(|| Fatal(format!("task index {idx} out of range")))?;
                 if self.sources[idx].is_none() {
-                    let m = super::memory::open_pages(self.imgs, &t.pages)
-                        .map_err(|e| Fatal(e.to_string()))?;
+                    let m = match self.remote {
+                        Some(_) => Mmap::empty(),
+                        None => super::memory::open_pages(self.imgs, &t.pages, false)
+                            .map_err(|e| Fatal(e.to_string()))?,
+                    };
                     self.sources[idx] = Some(m);
                 }
                 let mut fds = fds.into_iter();
@@ -620,11 +767,24 @@ impl Served<'_> {
         let Some(src) = self.sources.get(p.src).and_then(|s| s.as_ref()) else {
             return Err(Fatal(format!("no pages file for piece {p:?}")));
         };
-        let Some(data) = src.as_slice().get(p.off as usize..(p.off + p.len) as usize) else {
-            return Err(Fatal(format!(
-                "{}: pages at {:#x} are beyond the end of their pages file",
-                self.mms[i].what, p.addr
-            )));
+        let data: &[u8] = match &mut self.remote {
+            Some(r) => {
+                let name = self.imgs.tasks[p.src].pages.pages_file();
+                self.buf.resize(p.len as usize, 0);
+                r.fetch(&name, p.off, &mut self.buf).map_err(|e| {
+                    Fatal(format!("{}: pages at {:#x}: {e}", self.mms[i].what, p.addr))
+                })?;
+                &self.buf
+            }
+            None => match src.as_slice().get(p.off as usize..(p.off + p.len) as usize) {
+                Some(d) => d,
+                None => {
+                    return Err(Fatal(format!(
+                        "{}: pages at {:#x} are beyond the end of their pages file",
+                        self.mms[i].what, p.addr
+                    )))
+                }
+            },
         };
         let mm = &mut self.mms[i];
         let mut done = 0u64;

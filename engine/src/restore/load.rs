@@ -104,6 +104,10 @@ pub struct Images {
     /// The pages files of parent images that hold pages of the tasks
     /// (incremental dumps).
     pub parent_files: Vec<PathBuf>,
+    /// Where the pages files are read from when not in `dir`: the staging
+    /// directory of a restore whose pages are on a page server
+    /// (restore/remote.rs).
+    pub pages_dir: Option<PathBuf>,
 }
 
 /// A task that had exited but was not yet reaped by its parent.
@@ -129,7 +133,10 @@ impl Images {
         self.files[&id].reg.as_ref().expect("validated")
     }
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        match &self.pages_dir {
+            Some(d) if crate::images::set::pages_file_id(name).is_some() => d.join(name),
+            _ => self.dir.join(name),
+        }
     }
     /// An image of the directory found wrong, naming the file.
     pub fn bad(&self, name: &str, reason: impl std::fmt::Display) -> Error {
@@ -241,7 +248,13 @@ pub fn require<'a, T>(dir: &Path, name: &str, part: &'a Part<T>) -> Result<&'a T
 
 /// Read `dir` with the one loader and check everything a restore needs.
 pub fn load(dir: &Path) -> Result<Images> {
-    let set = ImageSet::read(dir)?;
+    load_elsewhere(dir, &BTreeMap::new())
+}
+
+/// [`load`], with the pages files `elsewhere` (name and size) on a page
+/// server that vouched for them ([`ImageSet::read_elsewhere`]).
+pub fn load_elsewhere(dir: &Path, elsewhere: &BTreeMap<String, u64>) -> Result<Images> {
+    let set = ImageSet::read_elsewhere(dir, elsewhere)?;
     match &set.manifest {
         ManifestStatus::Ok { .. } => {}
         // Images of another engine (CRIU writes none): nothing vouches
@@ -495,6 +508,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         ns,
         file_locks: set.file_locks.clone(),
         parent_files,
+        pages_dir: None,
     })
 }
 

@@ -49,6 +49,7 @@ pub const KIND: Kind = Kind {
         Ok(Box::new(Memory {
             proxies,
             lazy_pages: opts.lazy_pages,
+            page_server: opts.page_server.clone(),
             ..Default::default()
         }))
     },
@@ -72,6 +73,8 @@ struct Memory {
     lazy_pages: bool,
     /// Each task hands the daemon its part in turn.
     lazy: Mutex<Option<super::lazy::Daemon>>,
+    /// `--page-server`: the pages files are there (restore/lazy.rs).
+    page_server: Option<super::lazy::PageServer>,
 }
 
 impl Restorer for Memory {
@@ -79,7 +82,7 @@ impl Restorer for Memory {
     /// thread and holds the loaded images.
     fn create(&mut self, imgs: &Images, _: &mut super::stage::EngineFds) -> Result<()> {
         if self.lazy_pages {
-            *lock(&self.lazy) = Some(super::lazy::Daemon::start(imgs)?);
+            *lock(&self.lazy) = Some(super::lazy::Daemon::start(imgs, self.page_server.as_ref())?);
         }
         Ok(())
     }
@@ -96,6 +99,9 @@ impl Restorer for Memory {
     fn plan_tree(&mut self, imgs: &Images, plans: &mut [super::child::ChildPlan]) -> Result<()> {
         let busy = match self.busy.take() {
             Some(b) => b,
+            // Pages on a page server: nothing is held from the parent
+            // (the lazy runs were fixed when the pages were staged).
+            None if self.page_server.is_some() => vec![(0, u64::MAX)],
             None => super::cow::engine_mappings()?,
         };
         self.cows = super::cow::plan(imgs, &busy)?;
@@ -494,7 +500,7 @@ pub fn map_and_fill(
 ) -> Result<()> {
     let (file_fds, mem, scratch, cow) = (cx.file_fds, cx.mem, cx.scratch, cx.cow);
     let pid = t.pid;
-    let pages_file = open_pages(imgs, &t.pages)?;
+    let pages_file = open_pages(imgs, &t.pages, lazy.is_none())?;
     // Which VMAs get pages (so they are mapped writable first).
     let mut has_pages = vec![false; t.mm.vmas.len()];
     for e in &t.pages.entries {
@@ -594,6 +600,13 @@ pub fn map_and_fill(
     if let Some(d) = lazy {
         // Registered last: nothing the engine writes may fault on them.
         let refused = register_lazy(r, imgs, t, &lazy_vmas, d)?;
+        if let (Some(&(s, e)), Some(_)) = (refused.first(), &imgs.pages_dir) {
+            return Err(Error::task(
+                pid,
+                format!("mapping {s:#x}-{e:#x}"),
+                "userfaultfd refused it, and its pages are on the page server, not here",
+            ));
+        }
         write_pages(pid, &pages_file, &t.pages.entries, |a| {
             within(&refused, a).then_some(a)
         })?;
@@ -644,7 +657,7 @@ pub fn map_and_fill(
 /// anonymous ones (not huge pages) with pages of their own in the pages
 /// file, none of it held from the parent process; a mapping that shares
 /// a pagemap entry with another mapping stays eager.
-fn lazy_mappings(t: &TaskImages, cow: &super::cow::CowPlan) -> Vec<(u64, u64)> {
+pub(super) fn lazy_mappings(t: &TaskImages, cow: &super::cow::CowPlan) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> =
         t.mm.vmas
             .iter()
@@ -859,7 +872,7 @@ fn map_shared_anon(
     shmem.objects.insert(v.shmid, (pid, v.start, v.end));
     // Fill the object through its file, whatever the window shows.
     if let Some(set) = imgs.shmem.get(&v.shmid).filter(|s| !s.entries.is_empty()) {
-        let src = open_pages(imgs, set)?;
+        let src = open_pages(imgs, set, true)?;
         let path = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -928,13 +941,22 @@ fn write_parent_pages(imgs: &Images, t: &TaskImages, vdso: &[(u64, u64)]) -> Res
     write_ranges(t.pid, &ranges)
 }
 
-pub(super) fn open_pages(imgs: &Images, set: &PageSet) -> Result<Mmap> {
+/// The pages file of `set`, mapped; `whole`: populated at once, for a
+/// reader of all of it (without: only the parts read are faulted in, as a
+/// lazy restore's engine, which leaves most of it to the daemon, wants).
+pub(super) fn open_pages(imgs: &Images, set: &PageSet, whole: bool) -> Result<Mmap> {
     let path = imgs.path(&set.pages_file());
     if set.stored_pages() == 0 {
         return Ok(Mmap::empty());
     }
     let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening pages", e))?;
-    Mmap::map(&f).map_err(|e| Error::io(&path, "mapping pages", e))
+    // A file staged from a page server has holes where the lazy runs are:
+    // populating would allocate them.
+    let map = match whole && imgs.pages_dir.is_none() {
+        true => Mmap::map(&f),
+        false => Mmap::map_sparse(&f),
+    };
+    map.map_err(|e| Error::io(&path, "mapping pages", e))
 }
 
 /// Copy pages into the task, many ranges per process_vm_writev call, on

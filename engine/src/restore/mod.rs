@@ -119,6 +119,9 @@ pub struct RestoreOptions {
     /// `--lazy-pages`: private anonymous memory is filled on demand and in
     /// the background after the tree runs (restore/lazy.rs).
     pub lazy_pages: bool,
+    /// `--page-server` (with `--lazy-pages`): the pages files are on this
+    /// page server (`ckpt page-server --lazy-pages`), not in `dir`.
+    pub page_server: Option<lazy::PageServer>,
     /// `--cpu-cap`: what of the images' CPU this one must have.
     pub cpu_cap: crate::kernel::cpu::CpuCap,
 }
@@ -127,7 +130,19 @@ pub struct RestoreOptions {
 /// detached, else the restored root's own exit status.
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Validate.
-    let mut imgs = load::load(&opts.dir)?;
+    let (mut imgs, remote) = match &opts.page_server {
+        None => (load::load(&opts.dir)?, None),
+        Some(ps) => {
+            // The server's pages checked against the manifest here first;
+            // its connection stays open until the daemon has its own.
+            let manifest = crate::images::Manifest::read(&opts.dir)?;
+            let mut server =
+                crate::pageserver::RemotePages::connect(&ps.address, ps.port, &manifest)?;
+            let mut imgs = load::load_elsewhere(&opts.dir, &server.files())?;
+            let staging = lazy::stage(&mut imgs, &mut server)?;
+            (imgs, Some((server, staging)))
+        }
+    };
     netns::externals(&opts.dir, imgs.ns.net.as_mut(), &opts.external)?;
     load::check_cpu(&imgs, opts.cpu_cap)?;
     trust::check(&imgs, opts.trust_images)?;
@@ -140,6 +155,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // The root's pid here: another than the image's in a new pid
     // namespace.
     let r = restore_tree(&imgs, opts);
+    // The daemon has its own connection: the staged pages are written.
+    drop(remote);
     // The user namespace's launcher, done serving files (restore/userns.rs).
     userns::done();
     let pid = r.map_err(|e| e.for_pid(root_pid, "restore"))?;

@@ -158,6 +158,17 @@ impl Mmap {
     }
 
     pub fn map(file: &std::fs::File) -> std::io::Result<Mmap> {
+        Mmap::map_with(file, libc::MAP_POPULATE)
+    }
+
+    /// As [`map`](Self::map), without populating: for a file of which
+    /// only parts are read (populating a GiB costs about a second), or a
+    /// sparse one, where populating would allocate every hole.
+    pub fn map_sparse(file: &std::fs::File) -> std::io::Result<Mmap> {
+        Mmap::map_with(file, 0)
+    }
+
+    fn map_with(file: &std::fs::File, populate: libc::c_int) -> std::io::Result<Mmap> {
         use std::os::fd::AsRawFd;
         let len = file.metadata()?.len() as usize;
         if len == 0 {
@@ -173,7 +184,7 @@ impl Mmap {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | populate,
                 file.as_raw_fd(),
                 0,
             )
@@ -194,6 +205,12 @@ impl Mmap {
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
     }
 }
+
+// SAFETY: the mapping is read-only for its whole life and owned by the
+// value: reading it from several threads at once is sound.
+unsafe impl Sync for Mmap {}
+// SAFETY: nothing ties the mapping to the thread that made it.
+unsafe impl Send for Mmap {}
 
 impl Drop for Mmap {
     fn drop(&mut self) {

@@ -495,11 +495,22 @@ impl ImageSet {
     /// Reads everything in `dir`. Fails only when the directory itself
     /// cannot be listed; every other problem is recorded in the result.
     pub fn read(dir: &Path) -> crate::Result<ImageSet> {
-        read(dir)
+        read(dir, &BTreeMap::new())
+    }
+
+    /// As [`read`](Self::read), with the pages files `elsewhere` (name and
+    /// size) held by a page server that vouched for them against this
+    /// directory's manifest (`restore --lazy-pages --page-server`): one
+    /// absent here is not missing.
+    pub fn read_elsewhere(
+        dir: &Path,
+        elsewhere: &BTreeMap<String, u64>,
+    ) -> crate::Result<ImageSet> {
+        read(dir, elsewhere)
     }
 }
 
-fn read(dir: &Path) -> crate::Result<ImageSet> {
+fn read(dir: &Path, elsewhere: &BTreeMap<String, u64>) -> crate::Result<ImageSet> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
         let what = match e.kind() {
             std::io::ErrorKind::NotFound => "the image directory does not exist",
@@ -520,6 +531,11 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
         }
         names.push((name, md.map_or(0, |m| m.len())));
     }
+    for (name, &size) in elsewhere {
+        if pages_file_id(name).is_some() && !names.iter().any(|(n, _)| n == name) {
+            names.push((name.clone(), size));
+        }
+    }
     names.sort_by(|a, b| natural_cmp(&a.0, &b.0));
 
     let ld = Loader {
@@ -532,15 +548,20 @@ fn read(dir: &Path) -> crate::Result<ImageSet> {
     let manifest = if !dir.join(MANIFEST_NAME).exists() {
         ManifestStatus::Absent
     } else {
-        match Manifest::verify(dir) {
-            Ok(()) => {
-                let m = Manifest::read(dir).unwrap_or_default();
-                ManifestStatus::Ok {
-                    files: m.len(),
-                    bytes: m.iter().map(|(_, d)| d.size).sum(),
-                }
+        let mut found = Manifest::verify(dir)
+            .err()
+            .map_or(Vec::new(), |e| e.problems);
+        found.retain(
+            |p| !matches!(p, ManifestProblem::Missing { name } if elsewhere.contains_key(name)),
+        );
+        if found.is_empty() {
+            let m = Manifest::read(dir).unwrap_or_default();
+            ManifestStatus::Ok {
+                files: m.len(),
+                bytes: m.iter().map(|(_, d)| d.size).sum(),
             }
-            Err(e) => ManifestStatus::Problems(e.problems),
+        } else {
+            ManifestStatus::Problems(found)
         }
     };
     let mut damaged: BTreeMap<String, String> = BTreeMap::new();
