@@ -1874,11 +1874,17 @@ const KILL_POINTS: &[KillPoint] = &[
     ("once every task has set itself up", |log, _, _| {
         log.contains(" tasks created")
     }),
+    // The take-over goes stage by stage for every task at once (tasks
+    // side by side on tracer threads, restore/workers.rs): a task is
+    // `ready` only when all are, right before the release, from which on
+    // a tree left by a dead engine is whole and runs (by design). So the
+    // points are the first task through its memory, and half the tasks
+    // through their files, both with every task still held.
     ("once the first task is taken over", |log, _, _| {
-        log.contains(": ready")
+        log.contains(": stage Memory done")
     }),
     ("half-way through the take-over", |log, _, n| {
-        log.matches(": ready").count() >= n / 2
+        log.matches(": stage Files done").count() >= n / 2
     }),
 ];
 
