@@ -1,30 +1,38 @@
 //! `container`: a container without a container engine (issue 14). A
 //! small root file system is built from this machine's own files
 //! (Debian's busybox-static, with a /dev/null of its own) in a directory
-//! of the host; util-linux's `unshare --mount --pid --fork --uts --ipc
-//! --net` starts busybox's shell, which binds that directory on itself,
-//! mounts a tmpfs on its /data, pivot_roots into it, unmounts the old
-//! root, then, from the container's own busybox, mounts its /proc, sets
-//! a hostname, writes files into the tmpfs and starts two processes. The
-//! init is dumped by its pid as seen from outside and restored with `-d`
-//! (its root bound again from the directory it was at the dump); inside
-//! the restored tree the root is the container's, the tmpfs holds the
-//! files, the namespace holds the container's three mounts only, and the
-//! processes are there.
+//! of the host. In a "host" (a network namespace with a bridge, as
+//! `veth_ext.rs` makes them), util-linux's `unshare --mount --pid --fork
+//! --uts --ipc --net` starts busybox's shell, which binds that directory
+//! on itself, mounts a tmpfs on its /data, pivot_roots into it, unmounts
+//! the old root, then, from the container's own busybox, mounts its
+//! /proc, sets a hostname, writes files into the tmpfs and starts a TCP
+//! server (busybox's `nc -l -e cat`: one connection, echoed) and a sleep.
+//! The container's `eth0` (10.77.0.2/24) is paired with `vA`, a port of
+//! the host's bridge, and a client in the host connects to the server.
+//! The init is dumped by its pid as seen from outside with
+//! `--tcp-established --external veth[eth0]`, and restored with `-d
+//! --tcp-established --external veth[eth0]:vA@br0` (its root bound again
+//! from the directory it was at the dump); then the client's connection
+//! echoes what it sent while the container was down and what it sends
+//! after (the same connection: nothing listens any more, a reconnect
+//! could not answer), and inside the restored tree the root is the
+//! container's, the tmpfs holds the files, the namespace holds the
+//! container's three mounts only, and the processes are there.
 //!
-//! Not yet: the veth pair to the host with a TCP server inside that a
-//! client outside keeps a connection to (dumped with --tcp-established),
-//! which needs `--external veth[IFNAME]` (another branch); and a user
-//! namespace around the others: with `unshare --user --map-root-user`
-//! busybox's `mount --bind` of the root file system on itself fails with
-//! EPERM in the script (not investigated yet), so a pivot_root'ed tree in
-//! a user namespace of its own is untested at both ends.
+//! Not yet: a user namespace around the others: with `unshare --user
+//! --map-root-user` busybox's `mount --bind` of the root file system on
+//! itself fails with EPERM in the script (not investigated yet), so a
+//! pivot_root'ed tree in a user namespace of its own is untested at both
+//! ends.
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use libtest_mimic::Failed;
+
+use super::veth_ext::{ask, connect, wait_gone, Hosts, SERVER_ADDR};
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -39,6 +47,7 @@ const APPLETS: &[&str] = &[
     "sleep",
     "cat",
     "echo",
+    "nc",
 ];
 
 /// Why the trial cannot run here, if it cannot.
@@ -132,13 +141,19 @@ fn hostname(init: i32) -> Result<String, String> {
 }
 
 pub fn run() -> Result<(), Failed> {
-    let dir = std::env::temp_dir().join(format!("ckpt-programs-container.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Host A: a network namespace with a bridge, where the container's
+    // veth goes, the client connects from and the engine runs.
+    let mut h = Hosts::new("container", &["A"])?;
+    let host = h.names[0].clone();
+    let dir = h.clean.dir.clone();
     let rootfs = dir.join("rootfs");
     build_rootfs(&rootfs)?;
     let r = rootfs.to_string_lossy();
+    let port = SERVER_ADDR.rsplit(':').next().expect("a port");
     // From the host's busybox in the container's directory, until the
-    // pivot; then from the container's own.
+    // pivot; then from the container's own. The server is busybox's nc
+    // listening for one connection, then cat echoing it: after the dump
+    // nothing listens, so only the same connection can answer.
     let script = format!(
         "B={r}/bin/busybox; $B mount --bind {r} {r} && cd {r} && \
          $B mount -t tmpfs -o size=1m,mode=0755 ckpt_data data && \
@@ -146,23 +161,28 @@ pub fn run() -> Result<(), Failed> {
          exec /bin/busybox env -i PATH=/bin /bin/sh -c '\
          mount -t proc proc /proc && hostname ckpt-container && \
          echo hello > /data/a && mkdir /data/d && echo world > /data/d/b && \
+         {{ nc -l -p {port} -e cat </dev/null >/dev/null 2>&1 & }} && \
          {{ sleep 1000 & }} && exec sleep 1001'"
     );
-    let mut unshare = Command::new("unshare");
+    let mut unshare = Command::new("nsenter");
     unshare
+        .arg(format!("--net=/run/netns/{host}"))
+        .arg("unshare")
         .args(["--mount", "--pid", "--fork", "--uts", "--ipc", "--net"])
         .arg(rootfs.join("bin/busybox"))
         .args(["sh", "-c", &script]);
-    // Ready once the init is the last sleep, with the other one its child.
+    // Ready once the init is the last sleep, with the server and the
+    // other sleep its children.
     let ready = |init: i32| {
         let comm = std::fs::read_to_string(format!("/proc/{init}/comm")).unwrap_or_default();
         let kids = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
             .unwrap_or_default();
-        (comm.trim() == "sleep" && !kids.trim().is_empty())
+        (comm.trim() == "sleep" && kids.split_whitespace().count() == 2)
             .then(|| inside(init).ok())
             .flatten()
     };
-    let (init, before, mut clean) = super::start_unshared(unshare, &dir, "the container", ready)?;
+    let (init, before, clean) = super::start_unshared(unshare, &dir, "the container", ready)?;
+    h.clean = clean;
     let want = "a: hello\nb: world\nhostname: ckpt-container\n\
                 mounts: / ext4, /data tmpfs, /proc proc\nold root visible: false\n";
     let want = want.replace(
@@ -179,7 +199,22 @@ pub fn run() -> Result<(), Failed> {
     if before != want {
         return Err(format!("before the dump, inside:\n{before}\nwant:\n{want}").into());
     }
-    let restored = super::dump_and_restore(&dir, init, &mut clean)?;
+    h.plug(&host, init)?;
+    let mut c = connect(&host)?;
+    ask(&mut c, "one", "one")?;
+    super::dump_unshared(
+        Some(&host),
+        &dir,
+        init,
+        &mut h.clean,
+        &["--tcp-established", "--external", "veth[eth0]"],
+    )?;
+    // The old vA goes with the dumped namespace, from a kernel work queue.
+    wait_gone(&host, "vA")?;
+    // Sent while the container is down, echoed by the restored one.
+    let restored = h.restore_answering(&host, &mut c, "mid", "mid")?;
+    // The same connection, both ways.
+    ask(&mut c, "two", "two")?;
     let after = inside(restored)?;
     if after != before {
         return Err(
@@ -188,9 +223,13 @@ pub fn run() -> Result<(), Failed> {
     }
     let kids = std::fs::read_to_string(format!("/proc/{restored}/task/{restored}/children"))
         .unwrap_or_default();
-    if kids.split_whitespace().count() != 1 {
-        return Err(format!("the restored init has children {kids:?}, want the one sleep").into());
+    if kids.split_whitespace().count() != 2 {
+        return Err(format!(
+            "the restored init has children {kids:?}, want the sleep and the server"
+        )
+        .into());
     }
-    clean.keep = false;
+    ask(&mut c, "three", "three")?;
+    h.clean.keep = false;
     Ok(())
 }

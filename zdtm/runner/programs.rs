@@ -16,7 +16,9 @@
 //!   TCP connection through it kept across dump and restore, and the
 //!   tree moved to another "host" (`veth_ext.rs`).
 //! - `container`: busybox in a root file system of its own that it
-//!   pivot_roots into, with a tmpfs, in new namespaces (`container.rs`).
+//!   pivot_roots into, with a tmpfs, in new namespaces, with a veth to a
+//!   "host" and a TCP server inside whose client outside keeps its
+//!   connection across dump and restore (`container.rs`).
 
 mod container;
 mod postgres;
@@ -213,18 +215,27 @@ fn start_unshared(
 /// from outside), checks the dump ended unshare, and restores it with
 /// `-d`: the restored init's pid, which `clean` now holds.
 fn dump_and_restore(dir: &Path, init: i32, clean: &mut Cleanup) -> Result<i32, String> {
+    dump_unshared(None, dir, init, clean, &[])?;
+    let restored = restore_detached(dir, &dir.join("img"))?;
+    clean.restored = Some(restored);
+    Ok(restored)
+}
+
+/// The dump half of [`dump_and_restore`], with `more` options, the
+/// engine in the network namespace `/run/netns/NETNS` when given; the
+/// images go to DIR/img.
+fn dump_unshared(
+    netns: Option<&str>,
+    dir: &Path,
+    init: i32,
+    clean: &mut Cleanup,
+    more: &[&str],
+) -> Result<(), String> {
     let img = dir.join("img");
-    run_engine(
-        dir,
-        "dump.log",
-        &[
-            "dump",
-            "-t",
-            &init.to_string(),
-            "-D",
-            &img.to_string_lossy(),
-        ],
-    )?;
+    let (pid, img) = (init.to_string(), img.to_string_lossy());
+    let mut args = vec!["dump", "-t", &pid, "-D", &img];
+    args.extend(more);
+    run_engine_in(netns, dir, "dump.log", &args)?;
     let mut unshare = clean.child.take().expect("started");
     let st = unshare.wait().map_err(|e| e.to_string())?;
     if st.success() {
@@ -232,9 +243,7 @@ fn dump_and_restore(dir: &Path, init: i32, clean: &mut Cleanup) -> Result<i32, S
             "unshare ended well after the dump ({st}): was its init killed?"
         ));
     }
-    let restored = restore_detached(dir, &img)?;
-    clean.restored = Some(restored);
-    Ok(restored)
+    Ok(())
 }
 
 fn free_port() -> Result<u16, String> {

@@ -44,14 +44,14 @@ while True:
     c.close()
 ";
 
-const SERVER_ADDR: &str = "10.77.0.2:7707";
+pub(super) const SERVER_ADDR: &str = "10.77.0.2:7707";
 
 /// The hosts (network namespaces) a trial made, removed when the trial
 /// ends, however it ends; then the tree and the work directory go
 /// (`clean`).
-struct Hosts {
-    names: Vec<String>,
-    clean: super::Cleanup,
+pub(super) struct Hosts {
+    pub(super) names: Vec<String>,
+    pub(super) clean: super::Cleanup,
 }
 
 impl Drop for Hosts {
@@ -80,7 +80,7 @@ fn sh(args: &[&str]) -> Result<(), String> {
 
 impl Hosts {
     /// Hosts `hosts` (suffixes), each with its bridge, and the work dir.
-    fn new(trial: &str, hosts: &[&str]) -> Result<Hosts, String> {
+    pub(super) fn new(trial: &str, hosts: &[&str]) -> Result<Hosts, String> {
         let me = std::process::id();
         let dir = std::env::temp_dir().join(format!("ckpt-programs-{trial}.{me}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -140,6 +140,13 @@ impl Hosts {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.plug(host, pid)?;
+        Ok(pid)
+    }
+
+    /// Pairs an `eth0` (10.77.0.2/24, up, with `lo` up) in `pid`'s
+    /// network namespace with `vA`, a port of host `host`'s bridge.
+    pub(super) fn plug(&self, host: &str, pid: i32) -> Result<(), String> {
         let ns = format!("/proc/{pid}/ns/net");
         sh(&[
             "ip", "-n", host, "link", "add", "vA", "type", "veth", "peer", "name", "eth0", "netns",
@@ -160,8 +167,7 @@ impl Hosts {
             "dev",
             "eth0",
         ])?;
-        sh(&["nsenter", "-t", &t, "-n", "ip", "link", "set", "eth0", "up"])?;
-        Ok(pid)
+        sh(&["nsenter", "-t", &t, "-n", "ip", "link", "set", "eth0", "up"])
     }
 
     /// The engine with `args`, in host `host`'s network namespace.
@@ -186,6 +192,31 @@ impl Hosts {
     fn restore(&mut self, host: &str, more: &[&str]) -> Result<i32, String> {
         let pid = super::restore_detached_in(Some(host), &self.clean.dir, &self.img(), more)?;
         self.clean.restored = Some(pid);
+        Ok(pid)
+    }
+
+    /// Sends `what` on `c` while the tree is dumped, restores it in
+    /// `host` with `--tcp-established`, its eth0 paired again with vA on
+    /// br0, and checks the answer is `want`: the client retransmits
+    /// until the restored connection takes it (a reset on the way, from
+    /// the restored namespace before its socket is made, would fail the
+    /// read). The restored root's pid.
+    pub(super) fn restore_answering(
+        &mut self,
+        host: &str,
+        c: &mut TcpStream,
+        what: &str,
+        want: &str,
+    ) -> Result<i32, String> {
+        c.write_all(what.as_bytes())
+            .map_err(|e| format!("sending {what:?} while dumped: {e}"))?;
+        let pid = self.restore(
+            host,
+            &["--tcp-established", "--external", "veth[eth0]:vA@br0"],
+        )?;
+        c.set_read_timeout(Some(Duration::from_secs(15)))
+            .map_err(|e| e.to_string())?;
+        answer(c, what, want)?;
         Ok(pid)
     }
 
@@ -217,7 +248,7 @@ fn in_host<T: Send>(host: &str, f: impl FnOnce() -> T + Send) -> Result<T, Strin
 }
 
 /// A TCP connection to the server from host `host`, tried for 5 s.
-fn connect(host: &str) -> Result<TcpStream, String> {
+pub(super) fn connect(host: &str) -> Result<TcpStream, String> {
     let addr: SocketAddr = SERVER_ADDR.parse().expect("an address");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -238,9 +269,14 @@ fn connect(host: &str) -> Result<TcpStream, String> {
 }
 
 /// Sends `what` and checks the answer is `want`.
-fn ask(c: &mut TcpStream, what: &str, want: &str) -> Result<(), String> {
+pub(super) fn ask(c: &mut TcpStream, what: &str, want: &str) -> Result<(), String> {
     c.write_all(what.as_bytes())
         .map_err(|e| format!("sending {what:?}: {e}"))?;
+    answer(c, what, want)
+}
+
+/// Checks the answer to `what`, sent, is `want`.
+fn answer(c: &mut TcpStream, what: &str, want: &str) -> Result<(), String> {
     let mut got = vec![0u8; want.len()];
     c.read_exact(&mut got)
         .map_err(|e| format!("reading the answer to {what:?} (want {want:?}): {e}"))?;
@@ -316,28 +352,7 @@ pub fn tcp() -> Result<(), Failed> {
         let args: Vec<&str> = base.iter().copied().chain(more).collect();
         must_say(&h.refused(&a, &args)?, &words)?;
     }
-    // Sent while nothing answers at the server's address: the client
-    // retransmits it until the restored connection takes it (a reset on
-    // the way, from the restored namespace before its socket is made,
-    // would fail the read).
-    c.write_all(b"mid")
-        .map_err(|e| format!("sending while dumped: {e}"))?;
-    h.restore(
-        &a,
-        &["--tcp-established", "--external", "veth[eth0]:vA@br0"],
-    )?;
-    c.set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(|e| e.to_string())?;
-    let mut got = [0u8; 5];
-    c.read_exact(&mut got)
-        .map_err(|e| format!("reading the answer to what was sent while dumped: {e}"))?;
-    if &got != b"1:MID" {
-        return Err(format!(
-            "the answer to \"mid\" is {:?}",
-            String::from_utf8_lossy(&got)
-        )
-        .into());
-    }
+    h.restore_answering(&a, &mut c, "mid", "1:MID")?;
     // The same connection, both ways.
     ask(&mut c, "three", "1:THREE")?;
     ask(&mut c, "four", "1:FOUR")?;
@@ -446,7 +461,7 @@ fn wait_idle(pid: i32) -> Result<(), String> {
 }
 
 /// Waits until host `host` has no device `dev`.
-fn wait_gone(host: &str, dev: &str) -> Result<(), String> {
+pub(super) fn wait_gone(host: &str, dev: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while sh(&["ip", "-n", host, "link", "show", dev]).is_ok() {
         if Instant::now() > deadline {
