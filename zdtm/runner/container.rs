@@ -2,11 +2,11 @@
 //! small root file system is built from this machine's own files
 //! (Debian's busybox-static, with a /dev/null of its own) in a directory
 //! of the host. In a "host" (a network namespace with a bridge, as
-//! `veth_ext.rs` makes them), util-linux's `unshare --mount --pid --fork
-//! --uts --ipc --net` starts busybox's shell, which binds that directory
-//! on itself, mounts a tmpfs on its /data, pivot_roots into it, unmounts
-//! the old root, then, from the container's own busybox, mounts its
-//! /proc, sets a hostname, writes files into the tmpfs and starts a TCP
+//! `veth_ext.rs` makes them), util-linux's `unshare --user --map-root-user
+//! --mount --pid --fork --uts --ipc --net` starts busybox's shell, which
+//! binds that directory on itself, mounts a tmpfs on its /data and its
+//! /proc, pivot_roots into it, unmounts the old root, then, from the
+//! container's own busybox, sets a hostname, writes files into the tmpfs and starts a TCP
 //! server (busybox's `nc -l -e cat`: one connection, echoed) and a sleep.
 //! The container's `eth0` (10.77.0.2/24) is paired with `vA`, a port of
 //! the host's bridge, and a client in the host connects to the server.
@@ -20,11 +20,12 @@
 //! container's, the tmpfs holds the files, the namespace holds the
 //! container's three mounts only, and the processes are there.
 //!
-//! Not yet: a user namespace around the others: with `unshare --user
-//! --map-root-user` busybox's `mount --bind` of the root file system on
-//! itself fails with EPERM in the script (not investigated yet), so a
-//! pivot_root'ed tree in a user namespace of its own is untested at both
-//! ends.
+//! The namespaces include a user namespace that owns the others
+//! (`unshare --user --map-root-user`), which the restore makes again with
+//! the same maps. Its /proc is mounted before the pivot_root, while the
+//! host's is still visible: the kernel lets a user namespace mount a proc
+//! only where one is fully visible already (mount_too_revealing), so
+//! mounting it after the old root is gone fails with EPERM.
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -119,13 +120,27 @@ fn inside(init: i32) -> Result<String, String> {
             )
         })
         .collect();
+    // Its user namespace: not the host's, with the same maps, owning its
+    // network namespace.
+    let ns = |p: &str, kind: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).ok();
+    let own_user = ns(&init.to_string(), "user") != ns("self", "user");
+    let map = |m: &str| {
+        std::fs::read_to_string(format!("/proc/{init}/{m}"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     Ok(format!(
-        "a: {}b: {}hostname: {}mounts: {}\nold root visible: {}\n",
+        "a: {}b: {}hostname: {}mounts: {}\nold root visible: {}\n\
+         own user namespace: {own_user}, uid_map {}, gid_map {}\n",
         read("/data/a"),
         read("/data/d/b"),
         hostname(init)?,
         mounts.join(", "),
-        Path::new(&format!("{root}/usr")).exists()
+        Path::new(&format!("{root}/usr")).exists(),
+        map("uid_map"),
+        map("gid_map"),
     ))
 }
 
@@ -157,9 +172,10 @@ pub fn run() -> Result<(), Failed> {
     let script = format!(
         "B={r}/bin/busybox; $B mount --bind {r} {r} && cd {r} && \
          $B mount -t tmpfs -o size=1m,mode=0755 ckpt_data data && \
+         $B mount -t proc proc proc && \
          $B pivot_root . . && /bin/busybox umount -l . && cd / && \
          exec /bin/busybox env -i PATH=/bin /bin/sh -c '\
-         mount -t proc proc /proc && hostname ckpt-container && \
+         hostname ckpt-container && \
          echo hello > /data/a && mkdir /data/d && echo world > /data/d/b && \
          {{ nc -l -p {port} -e cat </dev/null >/dev/null 2>&1 & }} && \
          {{ sleep 1000 & }} && exec sleep 1001'"
@@ -168,7 +184,16 @@ pub fn run() -> Result<(), Failed> {
     unshare
         .arg(format!("--net=/run/netns/{host}"))
         .arg("unshare")
-        .args(["--mount", "--pid", "--fork", "--uts", "--ipc", "--net"])
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--uts",
+            "--ipc",
+            "--net",
+        ])
         .arg(rootfs.join("bin/busybox"))
         .args(["sh", "-c", &script]);
     // Ready once the init is the last sleep, with the server and the
@@ -183,8 +208,10 @@ pub fn run() -> Result<(), Failed> {
     };
     let (init, before, clean) = super::start_unshared(unshare, &dir, "the container", ready)?;
     h.clean = clean;
+    // unshare --map-root-user maps root to the user that ran it (root).
     let want = "a: hello\nb: world\nhostname: ckpt-container\n\
-                mounts: / ext4, /data tmpfs, /proc proc\nold root visible: false\n";
+                mounts: / ext4, /data tmpfs, /proc proc\nold root visible: false\n\
+                own user namespace: true, uid_map 0 0 1, gid_map 0 0 1\n";
     let want = want.replace(
         " ext4,",
         &format!(
