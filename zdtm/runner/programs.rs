@@ -185,6 +185,9 @@ fn start_unshared(
     let mut unshare = unshare
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        // Not the runner's: a log file it writes on would have grown by the
+        // restore, and the restore refuses a file that changed size.
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start unshare: {e}"))?;
     let outer = unshare.id() as i32;

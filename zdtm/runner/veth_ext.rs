@@ -122,6 +122,9 @@ impl Hosts {
             .args(["--net", "/usr/bin/python3", "-c", SERVER])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            // Not the runner's: a log file it writes on would have grown by the
+            // restore, and the restore refuses a file that changed size.
+            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start the server: {e}"))?;
         let pid = child.id() as i32;
