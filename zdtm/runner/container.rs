@@ -20,6 +20,9 @@
 //! container's, the tmpfs holds the files, the namespace holds the
 //! container's three mounts only, and the processes are there.
 //!
+//! The init's stdio is the host's /dev/null, opened before the unshare,
+//! and must be on the host's mount again after the restore.
+//!
 //! The namespaces include a user namespace that owns the others
 //! (`unshare --user --map-root-user`), which the restore makes again with
 //! the same maps. Its /proc is mounted before the pivot_root, while the
@@ -131,9 +134,36 @@ fn inside(init: i32) -> Result<String, String> {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // The init's stdio, /dev/null opened by the test before the unshare:
+    // on the host's /dev mount, which the restore must give back (not
+    // the container's own /dev/null at the same path). Mount ids are
+    // unique across namespaces and the host's mount is the same one.
+    let ids = |p: &str| -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{p}/mountinfo"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').next().map(String::from))
+            .collect()
+    };
+    let (host_ids, tree_ids) = (ids("self"), ids(&init.to_string()));
+    let stdio: Vec<String> = (0..3)
+        .map(|fd| {
+            let id = std::fs::read_to_string(format!("/proc/{init}/fdinfo/{fd}"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("mnt_id:"))
+                .map_or("?".into(), |m| m.trim().to_string());
+            let on = match (host_ids.contains(&id), tree_ids.contains(&id)) {
+                (true, false) => "host",
+                (false, true) => "container",
+                _ => "?",
+            };
+            format!("{on}:{id}")
+        })
+        .collect();
     Ok(format!(
         "a: {}b: {}hostname: {}mounts: {}\nold root visible: {}\n\
-         own user namespace: {own_user}, uid_map {}, gid_map {}\n",
+         own user namespace: {own_user}, uid_map {}, gid_map {}\nstdio on mounts: {}\n",
         read("/data/a"),
         read("/data/d/b"),
         hostname(init)?,
@@ -141,6 +171,7 @@ fn inside(init: i32) -> Result<String, String> {
         Path::new(&format!("{root}/usr")).exists(),
         map("uid_map"),
         map("gid_map"),
+        stdio.join(" "),
     ))
 }
 
@@ -212,6 +243,20 @@ pub fn run() -> Result<(), Failed> {
     let want = "a: hello\nb: world\nhostname: ckpt-container\n\
                 mounts: / ext4, /data tmpfs, /proc proc\nold root visible: false\n\
                 own user namespace: true, uid_map 0 0 1, gid_map 0 0 1\n";
+    // The stdio's mounts are the host's, whatever their ids (the same
+    // after the restore: `after != before` below).
+    let stdio = before.lines().last().unwrap_or_default();
+    let all_host = stdio
+        .strip_prefix("stdio on mounts: ")
+        .is_some_and(|l| l.split(' ').all(|m| m.starts_with("host:")));
+    let want = format!(
+        "{want}{}\n",
+        if all_host {
+            stdio
+        } else {
+            "stdio on mounts: host:ID host:ID host:ID"
+        }
+    );
     let want = want.replace(
         " ext4,",
         &format!(

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
+use super::files::reach::Reach;
 use super::files::FileTable;
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
@@ -98,7 +99,7 @@ impl FileTable {
                 return Ok(id);
             }
         }
-        let id = self.add_reg(name, flags, pos.unwrap_or(0), Some(meta));
+        let id = self.add_reg(name, flags, pos.unwrap_or(0), Some(meta), Reach::ByName);
         if pos.is_none() {
             self.ghost.mapping_ids.insert((ghost_id, flags), id);
         }

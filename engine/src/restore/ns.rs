@@ -301,7 +301,10 @@ impl Namespaces {
 }
 
 impl super::stage::Restorer for Namespaces {
-    fn create(&mut self, imgs: &Images, _: &mut super::stage::EngineFds) -> Result<()> {
+    /// Files on the host's mounts are opened first, while the engine is
+    /// still in the host's mount namespace.
+    fn create(&mut self, imgs: &Images, fds: &mut super::stage::EngineFds) -> Result<()> {
+        super::files::open_on_host(imgs, fds)?;
         enter(imgs, &self.outside)
     }
 }

@@ -436,6 +436,10 @@ fn fds(set: &ImageSet, task: &Task, fds: &[pb::FdinfoEntry]) -> Value {
                                 m.insert("mode".into(), opt(r.mode.map(|x| format!("{:o}", x))));
                                 m.insert("file_type".into(), opt(r.mode.map(names::file_type)));
                                 m.insert("mnt_id".into(), opt(r.mnt_id));
+                                m.insert(
+                                    "host_mount".into(),
+                                    json!(r.ckpt_host_mount == Some(true)),
+                                );
                             }
                             None => {
                                 for (k, val) in v.extra {

@@ -293,6 +293,9 @@ pub fn describe_file(f: &pb::FileEntry) -> FileView {
         if let Some(m) = r.mnt_id {
             v.extra.push(("mnt_id".into(), m.to_string()));
         }
+        if r.ckpt_host_mount == Some(true) {
+            v.extra.push(("on".into(), "a host mount".into()));
+        }
     } else if let Some(p) = &f.pipe {
         v.path = format!("pipe:[{}]", p.pipe_id);
         v.flags = Some(p.flags);

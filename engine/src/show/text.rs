@@ -791,13 +791,11 @@ fn fds(out: &mut Out, set: &ImageSet, t: &Task) {
                 let extra: Vec<String> = v
                     .extra
                     .iter()
-                    .filter(|(k, _)| k != "mnt_id" && k != "mode")
-                    .map(|(k, val)| {
-                        if k == "file type" {
-                            val.clone()
-                        } else {
-                            format!("{k} {val}")
-                        }
+                    .filter(|(k, _)| k != "mode")
+                    .map(|(k, val)| match k.as_str() {
+                        "file type" => val.clone(),
+                        "mnt_id" => format!("mount {val}"),
+                        _ => format!("{k} {val}"),
                     })
                     .collect();
                 if !extra.is_empty() {

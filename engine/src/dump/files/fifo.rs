@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
+use super::reach::Reach;
 use super::{FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Result};
 use crate::images::pb;
@@ -50,7 +51,7 @@ impl FdDumper for Fifo {
                 "named pipes (FIFOs) whose path was removed but that are linked under another name",
             ));
         } else {
-            table.add_reg(fd.link, fd.flags, 0, Some(&meta))
+            table.add_reg(fd.link, fd.flags, 0, Some(&meta), Reach::ByName)
         };
         let id = table.next_id();
         table.entries.push(pb::FileEntry {

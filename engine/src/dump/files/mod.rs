@@ -23,6 +23,7 @@ mod netlink;
 mod packet;
 pub mod pidfd;
 mod pipe;
+pub mod reach;
 mod reg;
 mod signalfd;
 mod timerfd;
@@ -36,6 +37,7 @@ use std::os::unix::fs::MetadataExt;
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::proc::fdinfo;
+use reach::Reach;
 
 pub const FD_CLOEXEC_FLAG: u32 = libc::FD_CLOEXEC as u32;
 
@@ -96,6 +98,8 @@ pub struct FileTable {
     /// The tree's root (host pid): the images' pids are as its pid
     /// namespace sees them.
     pub root: Pid,
+    /// Which namespace each file opened by path is reached through.
+    pub mounts: reach::Mounts,
     next_id: u32,
 }
 
@@ -111,13 +115,15 @@ impl FileTable {
         self.next_id
     }
 
-    /// A regular file, directory or device opened by path.
+    /// A regular file, directory or device opened by path, on a mount of
+    /// the namespace `reach` says.
     pub fn add_reg(
         &mut self,
         name: &[u8],
         flags: u32,
         pos: u64,
         meta: Option<&std::fs::Metadata>,
+        reach: reach::Reach,
     ) -> u32 {
         let id = self.next_id();
         let (size, mode) = match meta {
@@ -133,7 +139,10 @@ impl FileTable {
                 pos,
                 fown: pb::FownEntry::default(),
                 name: String::from_utf8_lossy(name).into_owned(),
-                mnt_id: None,
+                mnt_id: match reach {
+                    reach::Reach::Tree(m) => i32::try_from(m).ok(),
+                    _ => None,
+                },
                 size,
                 ext: None,
                 mode,
@@ -141,6 +150,7 @@ impl FileTable {
                 checksum: None,
                 checksum_config: None,
                 checksum_parameter: None,
+                ckpt_host_mount: (reach == reach::Reach::Host).then_some(true),
             }),
             ..Default::default()
         });
@@ -534,8 +544,8 @@ pub fn dump_fs(pid: Pid, umask: u32, table: &mut FileTable) -> Result<pb::FsEntr
         }
     }
     let dir_flags = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;
-    let cwd_id = table.add_reg(&cwd, dir_flags, 0, None);
-    let root_id = table.add_reg(&root, dir_flags, 0, None);
+    let cwd_id = table.add_reg(&cwd, dir_flags, 0, None, Reach::ByName);
+    let root_id = table.add_reg(&root, dir_flags, 0, None, Reach::ByName);
     Ok(pb::FsEntry {
         cwd_id,
         root_id,
@@ -575,7 +585,7 @@ pub fn dump_exe(pid: Pid, table: &mut FileTable) -> Result<u32> {
     if let Some(&id) = table.exes.get(&key) {
         return Ok(id);
     }
-    let id = table.add_reg(&exe, libc::O_RDONLY as u32, 0, None);
+    let id = table.add_reg(&exe, libc::O_RDONLY as u32, 0, None, Reach::ByName);
     table.exes.insert(key, id);
     Ok(id)
 }
@@ -614,7 +624,7 @@ pub fn dump_mapped_file(
     }
     let p = format!("/proc/{pid}/{name}");
     let meta = std::fs::metadata(&p).ok();
-    Ok(table.add_reg(&link, flags, 0, meta.as_ref()))
+    Ok(table.add_reg(&link, flags, 0, meta.as_ref(), Reach::ByName))
 }
 
 #[cfg(test)]

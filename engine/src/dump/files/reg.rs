@@ -4,9 +4,12 @@
 //! dumped instead (dump/memfd.rs, dump/ghost.rs). What cannot be reopened
 //! as it was (a deleted file still linked elsewhere, a socket bound in the
 //! filesystem) is refused. FIFOs are claimed before this (fifo.rs).
+//! The name is resolved in the namespace whose mount the file is on
+//! (reach.rs).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
+use super::reach::Reach;
 use super::{FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Result};
 use crate::images::pb;
@@ -40,9 +43,24 @@ impl FdDumper for Reg {
         if meta.file_type().is_socket() {
             return Err(fd.unsupported("sockets"));
         }
+        let reach = table.mounts.reach(pid, info.mnt_id, link, &meta)?;
+        if reach == Reach::Nowhere {
+            return Err(Error::unsupported(
+                pid,
+                format!("fd {} ({})", fd.fd, String::from_utf8_lossy(link)),
+                format!(
+                    "its mount (id {}) is in neither the tree's mount namespace nor the \
+                     engine's (unmounted since the file was opened, as a container's old root \
+                     is after pivot_root, or of another namespace), and that name finds \
+                     another file or none in the tree's root and on the host: no path reaches \
+                     the file again at restore",
+                    info.mnt_id
+                ),
+            ));
+        }
         Ok((
             pb::FdTypes::Reg,
-            table.add_reg(link, flags, info.pos, Some(&meta)),
+            table.add_reg(link, flags, info.pos, Some(&meta), reach),
         ))
     }
 }

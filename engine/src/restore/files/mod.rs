@@ -38,6 +38,7 @@ pub use inotify::{
     make_on_ghosts as inotify_on_ghosts, renamed_ghost_seen, validate_ghost_watches, watched_ghosts,
 };
 pub use pidfd::make_dead as dead_pidfds;
+pub use reg::open_on_host;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -12,6 +13,7 @@ use crate::error::{Error, Pid, Result};
 use crate::images::pb;
 use crate::restore::child::{open_at_least, ChildFds, OpenFd};
 use crate::restore::load::Images;
+use crate::restore::stage::EngineFds;
 
 pub struct Reg;
 
@@ -21,7 +23,15 @@ impl FdKind for Reg {
     }
 
     fn check(&self, f: &pb::FileEntry) -> std::result::Result<(), String> {
-        super::need_part(&f.reg, "REG")
+        super::need_part(&f.reg, "REG")?;
+        let reg = f.reg.as_ref().expect("checked");
+        if reg.ckpt_host_mount == Some(true) && !reg.name.starts_with('/') {
+            return Err(format!(
+                "a file on a host mount must have an absolute path, not {:?}",
+                reg.name
+            ));
+        }
+        Ok(())
     }
 
     /// The file must still be the size it was (a file that shrank or grew
@@ -34,21 +44,7 @@ impl FdKind for Reg {
         f: &pb::FileEntry,
     ) -> Result<Arc<dyn OpenFd>> {
         let reg = f.reg.as_ref().expect("validated");
-        if let Some(size) = reg.size {
-            let now = std::fs::metadata(crate::restore::mntns::in_tree(&reg.name))
-                .map(|m| m.len())
-                .ok();
-            if now != Some(size) {
-                return Err(Error::task(
-                    pid,
-                    format!("fd {} ({})", fd.fd, reg.name),
-                    match now {
-                        Some(n) => format!("the file was {size} bytes at dump time and is {n} now"),
-                        None => "the file is gone".to_string(),
-                    },
-                ));
-            }
-        }
+        same_size(pid, fd.fd, reg, &crate::restore::mntns::in_tree(&reg.name))?;
         Ok(Arc::new(Open {
             path: crate::restore::cstr(pid, "fd", &reg.name)?,
             flags: reg.flags as i32,
@@ -64,19 +60,71 @@ impl FdKind for Reg {
         _pairs: &mut EnginePairs,
     ) -> Result<OwnedFd> {
         let reg = f.reg.as_ref().expect("validated");
-        let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
-        let fd = nix::fcntl::open(
-            &crate::restore::mntns::in_tree(&reg.name),
-            nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC | libc::O_NOCTTY),
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| Error::sys(pid, format!("open {}", reg.name), e))?;
-        // SAFETY: `fd` is a fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        nix::unistd::lseek(fd.as_raw_fd(), reg.pos as i64, nix::unistd::Whence::SeekSet)
-            .map_err(|e| Error::sys(pid, "seek", e))?;
-        Ok(fd)
+        let at = crate::restore::mntns::in_tree(&reg.name);
+        engine_open(pid, &reg.name, &at, reg)
     }
+}
+
+/// The file must still be the size it was (a file that shrank or grew is
+/// not the file the task had open); `at` is where the engine finds it.
+fn same_size(pid: Pid, fd: u32, reg: &pb::RegFileEntry, at: &Path) -> Result<()> {
+    let Some(size) = reg.size else {
+        return Ok(());
+    };
+    let now = std::fs::metadata(at).map(|m| m.len()).ok();
+    if now == Some(size) {
+        return Ok(());
+    }
+    Err(Error::task(
+        pid,
+        format!("fd {fd} ({})", reg.name),
+        match now {
+            Some(n) => format!("the file was {size} bytes at dump time and is {n} now"),
+            None => "the file is gone".to_string(),
+        },
+    ))
+}
+
+/// The files on mounts of the host's mount namespace, not the tree's
+/// (dump/files/reach.rs), opened by the engine now, before it makes the
+/// tree's namespaces: from then on the engine sees the tree's copies of
+/// those mounts, not the mounts the files were on. Every task takes its
+/// fd from the engine (`FdSource::Inject`), as a shared file.
+pub fn open_on_host(imgs: &Images, fds: &mut EngineFds) -> Result<()> {
+    for t in &imgs.tasks {
+        for fd in &t.fdinfo {
+            let f = imgs.file(fd.id);
+            let Some(reg) = f.reg.as_ref().filter(|r| r.ckpt_host_mount == Some(true)) else {
+                continue;
+            };
+            if f.r#type != pb::FdTypes::Reg as i32 || fds.descriptions.contains_key(&fd.id) {
+                continue;
+            }
+            let at = Path::new(&reg.name);
+            same_size(t.pid, fd.fd, reg, at)?;
+            let what = format!("fd {} ({}, on a host mount)", fd.fd, reg.name);
+            fds.descriptions
+                .insert(fd.id, engine_open(t.pid, &what, at, reg)?);
+        }
+    }
+    Ok(())
+}
+
+/// The engine's own open file description of `reg`, found at `at`,
+/// close-on-exec like every fd the engine holds for the tasks.
+fn engine_open(pid: Pid, what: &str, at: &Path, reg: &pb::RegFileEntry) -> Result<OwnedFd> {
+    let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+    let fd = nix::fcntl::open(
+        at,
+        nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC | libc::O_NOCTTY),
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys(pid, format!("{what}: open"), e))?;
+    // SAFETY: `fd` is a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::unistd::lseek(fd.as_raw_fd(), reg.pos as i64, nix::unistd::Whence::SeekSet)
+        .map_err(|e| Error::sys(pid, format!("{what}: seek"), e))?;
+    Ok(fd)
 }
 
 /// A path opened with the dumped open(2) flags (access mode, O_APPEND,
