@@ -8,6 +8,9 @@
  *   --kind=console   /dev/console open
  *   --kind=vt        a virtual console (/dev/tty1) open
  *   --kind=serial    a serial line (/dev/ttyS0) open
+ *   --kind=devpts_gone  a pty of a devpts instance the root mounted on a
+ *                    directory and unmounted again (lazily: its ptys keep
+ *                    it): an instance outside the tree's mounts
  *
  * After SIGTERM (the dump having failed): the fd is still the terminal.
  */
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -28,7 +32,24 @@
 const char *test_doc = "Check that terminals a restore cannot take over are refused at dump";
 
 static char *kind;
-TEST_OPTION(kind, string, "external, console, vt or serial", 1);
+TEST_OPTION(kind, string, "external, console, vt, serial or devpts_gone", 1);
+
+#define DEVPTS_DIR "tty_refused.devpts"
+
+/* a pty master of a devpts instance no longer mounted anywhere */
+static int gone_instance_master(void)
+{
+	int m;
+
+	if (mkdir(DEVPTS_DIR, 0755) && errno != EEXIST)
+		return -1;
+	if (mount("devpts", DEVPTS_DIR, "devpts", 0, "newinstance,ptmxmode=0666"))
+		return -1;
+	m = open(DEVPTS_DIR "/ptmx", O_RDWR | O_NOCTTY);
+	if (m < 0 || unlockpt(m) || umount2(DEVPTS_DIR, MNT_DETACH) || rmdir(DEVPTS_DIR))
+		return -1;
+	return m;
+}
 
 /* a pty whose master only a process outside the tree holds: its slave */
 static int external_slave(void)
@@ -78,6 +99,8 @@ int main(int argc, char **argv)
 
 	if (!strcmp(kind, "external"))
 		fd = external_slave();
+	else if (!strcmp(kind, "devpts_gone"))
+		fd = gone_instance_master();
 	else {
 		if (!strcmp(kind, "console"))
 			dev = "/dev/console";

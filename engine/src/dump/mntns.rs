@@ -25,7 +25,8 @@
 //!   files); a tmpfs, whose contents are saved as CRIU does, a gzipped
 //!   tar in `tmpfs-dev-N.tar.gz.img` (N the `root_dev`; made with tar(1)
 //!   through /proc/PID/root, the directory checked to be that mount);
-//!   sysfs, mqueue or cgroup, mounted fresh; or a file system on a block
+//!   sysfs, mqueue, cgroup or devpts (a new instance, its ptys the
+//!   terminals'), mounted fresh; or a file system on a block
 //!   device, which the restore mounts from its source again (checked to
 //!   be there at both ends). Propagation is kept (`shared_id`,
 //!   `master_id`, MS_UNBINDABLE in `flags` as CRIU does) when a slave's
@@ -201,8 +202,11 @@ pub fn tmpfs_image(dev: u32) -> String {
 }
 
 /// File systems the restore mounts anew, empty (their contents are the
-/// kernel's): the tree's mounts of these need nothing saved.
-pub const FRESH: &[&str] = &["proc", "sysfs", "mqueue", "cgroup", "cgroup2"];
+/// kernel's): the tree's mounts of these need nothing saved. A devpts
+/// instance comes back with its options (ptmxmode, mode, gid, max) and
+/// its ptys, which the terminals' restore opens through it
+/// (dump/files/tty.rs).
+pub const FRESH: &[&str] = &["proc", "sysfs", "mqueue", "cgroup", "cgroup2", "devpts"];
 
 /// Checks the mount namespace `ino` of `pid` (the tree's root) against
 /// the engine's (the host's) and returns what the dump writes of it.
@@ -544,7 +548,7 @@ fn own_mount(pid: Pid, ino: u64, tree: &[MountInfo], i: usize) -> Result<Made> {
         Made::Device
     } else {
         return Err(no(format!(
-            "a {} file system is not one the restore can make again (tmpfs with its contents, sysfs, mqueue, cgroup, or a block device's)",
+            "a {} file system is not one the restore can make again (tmpfs with its contents, sysfs, mqueue, cgroup, devpts, or a block device's)",
             m.fstype
         )));
     };
