@@ -17,7 +17,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,21 +64,6 @@ static int devpts_options(char *out, size_t len)
 		return -1;
 	}
 	return 0;
-}
-
-/* everything readable on fd now, up to len bytes */
-static int read_now(int fd, char *buf, int len)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int got = 0, n;
-
-	while (got < len && poll(&p, 1, 200) == 1 && (p.revents & POLLIN)) {
-		n = read(fd, buf + got, len - got);
-		if (n <= 0)
-			break;
-		got += n;
-	}
-	return got;
 }
 
 static int open_pty(int want, int *m, int *s)
@@ -198,15 +182,15 @@ int main(int argc, char **argv)
 	test_check(cfgetospeed(&t2) == B2400 && cfgetispeed(&t2) == B2400, "speed of pty 1 %d/%d",
 		   (int)cfgetispeed(&t2), (int)cfgetospeed(&t2));
 
-	n = read_now(s0, buf, sizeof(buf));
+	n = test_read_ready(s0, buf, sizeof(buf));
 	test_check(n == (int)strlen(DATA) && !memcmp(buf, DATA, n), "slave 0 read %d bytes: %.*s", n,
 		   n > 0 ? n : 0, buf);
 	/* Both ptys still carry data. */
 	test_check(write(m1, "x\n", 2) == 2, "write to master 1");
-	n = read_now(s1, buf, sizeof(buf));
+	n = test_read_ready(s1, buf, sizeof(buf));
 	test_check(n == 2 && !memcmp(buf, "x\n", 2), "slave 1 read %d bytes", n);
 	test_check(write(s0, "y", 1) == 1, "write to slave 0");
-	n = read_now(m0, buf, sizeof(buf));
+	n = test_read_ready(m0, buf, sizeof(buf));
 	test_check(n >= 1 && buf[n - 1] == 'y', "master 0 read %d bytes", n);
 
 	if (failed) {
