@@ -11,6 +11,9 @@
  *   --kind=devpts_gone  a pty of a devpts instance the root mounted on a
  *                    directory and unmounted again (lazily: its ptys keep
  *                    it): an instance outside the tree's mounts
+ *   --kind=ptmx_chmod  a devpts instance the root mounted (ptmxmode=0666)
+ *                    whose ptmx node it chmod'ed to 0600, a pty open
+ *                    through it (in a mount namespace of the tree's own)
  *
  * After SIGTERM (the dump having failed): the fd is still the terminal.
  */
@@ -32,12 +35,13 @@
 const char *test_doc = "Check that terminals a restore cannot take over are refused at dump";
 
 static char *kind;
-TEST_OPTION(kind, string, "external, console, vt, serial or devpts_gone", 1);
+TEST_OPTION(kind, string, "external, console, vt, serial, devpts_gone or ptmx_chmod", 1);
 
 #define DEVPTS_DIR "tty_refused.devpts"
 
-/* a pty master of a devpts instance no longer mounted anywhere */
-static int gone_instance_master(void)
+/* a pty master of a new devpts instance on DEVPTS_DIR: unmounted again
+ * (gone), or with its ptmx node chmod'ed */
+static int new_instance_master(int gone)
 {
 	int m;
 
@@ -46,7 +50,9 @@ static int gone_instance_master(void)
 	if (mount("devpts", DEVPTS_DIR, "devpts", 0, "newinstance,ptmxmode=0666"))
 		return -1;
 	m = open(DEVPTS_DIR "/ptmx", O_RDWR | O_NOCTTY);
-	if (m < 0 || unlockpt(m) || umount2(DEVPTS_DIR, MNT_DETACH) || rmdir(DEVPTS_DIR))
+	if (m < 0 || unlockpt(m))
+		return -1;
+	if (gone ? umount2(DEVPTS_DIR, MNT_DETACH) || rmdir(DEVPTS_DIR) : chmod(DEVPTS_DIR "/ptmx", 0600))
 		return -1;
 	return m;
 }
@@ -99,8 +105,8 @@ int main(int argc, char **argv)
 
 	if (!strcmp(kind, "external"))
 		fd = external_slave();
-	else if (!strcmp(kind, "devpts_gone"))
-		fd = gone_instance_master();
+	else if (!strcmp(kind, "devpts_gone") || !strcmp(kind, "ptmx_chmod"))
+		fd = new_instance_master(!strcmp(kind, "devpts_gone"));
 	else {
 		if (!strcmp(kind, "console"))
 			dev = "/dev/console";

@@ -739,6 +739,19 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("of the devpts instance"),
         ..Case::DEFAULT
     },
+    // A devpts instance of the tree's whose ptmx node it chmod'ed: the restore mounts it again with its
+    // ptmxmode option only.
+    Case {
+        name: "tty_refused_ptmx_chmod",
+        program: Program::C("tty_refused"),
+        args: &["--kind=ptmx_chmod"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("a chmod of it is not restored"),
+        // ns, uns: the instance must be in a mount namespace of the tree's own to be restored at all
+        flavors: &[Flavor::Ns, Flavor::Uns],
+        ..Case::DEFAULT
+    },
     // Bound UNIX sockets (paths, removed paths, abstract names, autobind);
     // listeners with accepted and waiting connections, datagram clients.
     Case {

@@ -542,6 +542,9 @@ fn own_mount(pid: Pid, ino: u64, tree: &[MountInfo], i: usize) -> Result<Made> {
         )));
     } else if m.fstype == "tmpfs" {
         Made::Tmpfs
+    } else if m.fstype == "devpts" {
+        devpts_ptmx(pid, m).map_err(no)?;
+        Made::Fresh
     } else if FRESH.contains(&m.fstype.as_str()) {
         Made::Fresh
     } else if is_block_device(&m.source) {
@@ -553,6 +556,35 @@ fn own_mount(pid: Pid, ino: u64, tree: &[MountInfo], i: usize) -> Result<Made> {
         )));
     };
     Ok(made)
+}
+
+/// A devpts instance comes back with its options: its ptmx node must
+/// still have the mode its `ptmxmode` option gave (0 without one), which
+/// a chmod by the tree would have changed. Checked through `pid`'s root
+/// when the mount point shows that instance (a mount covering it hides
+/// the node, which is then left unchecked).
+fn devpts_ptmx(pid: Pid, m: &MountInfo) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let want = m
+        .super_options
+        .split(',')
+        .find_map(|o| o.strip_prefix("ptmxmode="))
+        .map_or(Ok(0), |v| u32::from_str_radix(v, 8))
+        .map_err(|e| format!("its ptmxmode option cannot be read: {e}"))?;
+    let path = Path::new(&format!("/proc/{pid}/root"))
+        .join(m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point))
+        .join("ptmx");
+    let Ok(st) = std::fs::metadata(&path) else {
+        return Ok(());
+    };
+    let dev = libc::makedev(m.major, m.minor);
+    if st.dev() == dev && st.mode() & 0o7777 != want {
+        return Err(format!(
+            "its ptmx node has mode {:o}, not its ptmxmode {want:o} (a chmod of it is not restored)",
+            st.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 fn is_block_device(source: &str) -> bool {
