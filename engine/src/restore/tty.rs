@@ -411,7 +411,7 @@ impl Restorer for Ttys {
             // devpts gives the slave to whoever opened the master: to the
             // owner the dump found (the tree's chown or grantpt), else (an
             // image without it) the owner of the task holding the master.
-            let owner = match (si.uid, si.gid) {
+            let owner = match (si.ckpt_uid, si.ckpt_gid) {
                 (Some(u), Some(g)) => Some((u, g)),
                 _ => spec.master_files.first().and_then(|&id| {
                     imgs.tasks

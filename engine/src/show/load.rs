@@ -169,7 +169,9 @@ impl ImageSet {
                         v.extra
                             .push(("on the devpts of".into(), format!("mount {id}")));
                     }
-                    if let (Some(mode), Some(uid), Some(gid)) = (i.ckpt_mode, i.uid, i.gid) {
+                    if let (Some(mode), Some(uid), Some(gid)) =
+                        (i.ckpt_mode, i.ckpt_uid, i.ckpt_gid)
+                    {
                         v.extra.push((
                             "pts node".into(),
                             format!("mode {mode:o}, owner {uid}:{gid}"),

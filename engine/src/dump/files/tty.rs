@@ -333,7 +333,7 @@ impl FdDumper for Tty {
             info.pgrp = table.vpid(info.pgrp as Pid) as u32;
             info.ckpt_devpts_mnt_id = inst;
             if let Some((mode, uid, gid)) = p.node {
-                (info.ckpt_mode, info.uid, info.gid) = (Some(mode), Some(uid), Some(gid));
+                (info.ckpt_mode, info.ckpt_uid, info.ckpt_gid) = (Some(mode), Some(uid), Some(gid));
             }
             let mut slave_info = info.clone();
             slave_info.id = p.slave_info;
