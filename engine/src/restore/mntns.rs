@@ -1109,6 +1109,22 @@ mod tests {
     }
 
     #[test]
+    fn ptys_open_through_a_devpts_the_tree_mounted_only() {
+        let mut mounts = image();
+        mounts.push(m(8, 1, "/dev/pts", FS_DEVPTS, 40, "/"));
+        mounts.push(m(9, 1, "/dev/ptmx", FS_DEVPTS, 40, "/ptmx"));
+        mounts.insert(2, copy(m(10, 1, "/mnt/pts", FS_DEVPTS, 41, "/")));
+        assert_eq!(own_devpts(&mounts, 8), Some("/dev/pts"));
+        // A bind of it, the host's copy, another kind, no such mount.
+        for id in [9, 10, 4, 77] {
+            assert_eq!(own_devpts(&mounts, id), None, "mount {id}");
+        }
+        let made = plan_of(&mounts).unwrap();
+        assert_eq!(made[2], None);
+        assert_eq!(made[8..], [Some(Make::Fresh), Some(Make::Bind(8))]);
+    }
+
+    #[test]
     fn own_mounts_are_counted_after_the_copies() {
         assert_eq!(own_count(&image()), 4);
         assert_eq!(own_count(&image()[..3]), 0);
