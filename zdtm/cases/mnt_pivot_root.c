@@ -5,8 +5,11 @@
  * host at the same paths, declared external at dump and restore. After
  * restore `/` is still that tmpfs with its files, the open fd (data,
  * offset, the same inode as the path) and the cwd inside it are there,
- * the namespace holds the container's four mounts only and nothing of
- * the old root is visible.
+ * the namespace holds the container's five mounts only and nothing of
+ * the old root is visible. Its fifth mount is a devpts instance on
+ * /dev/pts with a pty opened through its ptmx, input queued on it: the
+ * pty is still number 0 there, its slave fd the node /dev/pts/0, the
+ * input still queued.
  * Needs the ns flavour (a mount namespace of the tree's own).
  */
 #include <errno.h>
@@ -15,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -30,7 +34,8 @@ const char *test_doc = "Check that a tree that pivot_root'ed into a tmpfs keeps 
 #define DATA "container data survives\n"
 #define TMPFS_MAGIC 0x01021994
 #define PROC_MAGIC 0x9fa0
-#define MOUNTS 4
+#define MOUNTS 5
+#define PTY_DATA "pty input\n"
 
 /* mkdir -p of `path` (absolute) below `base`. */
 static int mkdirs(const char *base, const char *path)
@@ -78,8 +83,9 @@ int main(int argc, char **argv)
 {
 	char top[PATH_MAX], cwd[PATH_MAX];
 	struct statfs sfs;
-	struct stat st;
-	int fd;
+	struct stat st, node;
+	char buf[64];
+	int fd, m, s, idx = -1, n;
 
 	test_init(argc, argv);
 
@@ -97,6 +103,7 @@ int main(int argc, char **argv)
 	}
 	/* A /dev/null of the container's own for the fds the lib opened on the host's. */
 	if (mkdir(ROOT "/proc", 0555) || mkdir(ROOT "/data", 0750) || mkdir(ROOT "/dev", 0755) ||
+	    mkdir(ROOT "/dev/pts", 0755) ||
 	    mknod(ROOT "/dev/null", S_IFCHR | 0666, makedev(1, 3))) {
 		pr_perror("mkdir in %s", ROOT);
 		return 1;
@@ -114,6 +121,20 @@ int main(int argc, char **argv)
 	}
 	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) {
 		pr_perror("mount /proc in the new root");
+		return 1;
+	}
+	if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")) {
+		pr_perror("mount devpts in the new root");
+		return 1;
+	}
+	m = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY);
+	if (m < 0 || unlockpt(m) || ioctl(m, TIOCGPTN, &idx) || idx != 0) {
+		pr_perror("a pty of the new devpts (number %d)", idx);
+		return 1;
+	}
+	s = open("/dev/pts/0", O_RDWR | O_NOCTTY);
+	if (s < 0 || write(m, PTY_DATA, strlen(PTY_DATA)) != (ssize_t)strlen(PTY_DATA)) {
+		pr_perror("open /dev/pts/0");
 		return 1;
 	}
 	/* stdin was the host's /dev/null, whose mount is gone with the old root. */
@@ -159,6 +180,17 @@ int main(int argc, char **argv)
 	}
 	if (count_mounts() != MOUNTS) {
 		fail("%d mounts after restore, want %d", count_mounts(), MOUNTS);
+		return 1;
+	}
+	idx = -1;
+	if (ioctl(m, TIOCGPTN, &idx) || idx != 0 || fstat(s, &st) || stat("/dev/pts/0", &node) ||
+	    st.st_dev != node.st_dev || st.st_ino != node.st_ino) {
+		fail("the pty is number %d, or its slave is not /dev/pts/0", idx);
+		return 1;
+	}
+	n = test_read_ready(s, buf, sizeof(buf));
+	if (n != (int)strlen(PTY_DATA) || memcmp(buf, PTY_DATA, n)) {
+		fail("the pty's slave read %d bytes: %.*s", n, n > 0 ? n : 0, buf);
 		return 1;
 	}
 	close(fd);

@@ -18,7 +18,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,21 +33,6 @@
 const char *test_doc = "Check that a pty pair keeps its number, settings and queued data";
 
 static int failed;
-
-/* everything readable on fd now, up to len bytes */
-static int read_now(int fd, char *buf, int len)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int got = 0, n;
-
-	while (got < len && poll(&p, 1, 200) == 1 && (p.revents & POLLIN)) {
-		n = read(fd, buf + got, len - got);
-		if (n <= 0)
-			break;
-		got += n;
-	}
-	return got;
-}
 
 int main(int argc, char **argv)
 {
@@ -118,19 +102,19 @@ int main(int argc, char **argv)
 		   (int)st.st_uid, (int)st.st_gid);
 	test_check(!(fcntl(s, F_GETFL) & O_NONBLOCK), "the slave became O_NONBLOCK");
 
-	n = read_now(s, buf, sizeof(buf));
+	n = test_read_ready(s, buf, sizeof(buf));
 	test_check(n == 12 && !memcmp(buf, "hello world\n", 12), "slave read %d bytes: %.*s", n, n > 0 ? n : 0, buf);
-	n = read_now(s, buf, sizeof(buf));
+	n = test_read_ready(s, buf, sizeof(buf));
 	test_check(n == 0, "slave read %d bytes before the line was complete: %.*s", n, n > 0 ? n : 0, buf);
 	test_check(write(m, "!\n", 2) == 2, "write to master");
-	n = read_now(s, buf, sizeof(buf));
+	n = test_read_ready(s, buf, sizeof(buf));
 	test_check(n == 9 && !memcmp(buf, "partial!\n", 9), "slave read %d bytes: %.*s", n, n > 0 ? n : 0, buf);
 
-	n = read_now(m, buf, sizeof(buf));
+	n = test_read_ready(m, buf, sizeof(buf));
 	test_check(n == 6 && buf[0] == TIOCPKT_DATA && !memcmp(buf + 1, "abc\r\n", 5),
 		   "master read %d bytes: %.*s", n, n > 1 ? n - 1 : 0, buf + 1);
 	test_check(write(s, "xyz", 3) == 3, "write to slave");
-	n = read_now(m, buf, sizeof(buf));
+	n = test_read_ready(m, buf, sizeof(buf));
 	test_check(n == 4 && !memcmp(buf + 1, "xyz", 3), "master read %d bytes after restore", n);
 
 	kill(child, SIGTERM);

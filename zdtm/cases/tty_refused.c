@@ -8,6 +8,12 @@
  *   --kind=console   /dev/console open
  *   --kind=vt        a virtual console (/dev/tty1) open
  *   --kind=serial    a serial line (/dev/ttyS0) open
+ *   --kind=devpts_gone  a pty of a devpts instance the root mounted on a
+ *                    directory and unmounted again (lazily: its ptys keep
+ *                    it): an instance outside the tree's mounts
+ *   --kind=ptmx_chmod  a devpts instance the root mounted (ptmxmode=0666)
+ *                    whose ptmx node it chmod'ed to 0600, a pty open
+ *                    through it (in a mount namespace of the tree's own)
  *
  * After SIGTERM (the dump having failed): the fd is still the terminal.
  */
@@ -18,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -28,7 +35,27 @@
 const char *test_doc = "Check that terminals a restore cannot take over are refused at dump";
 
 static char *kind;
-TEST_OPTION(kind, string, "external, console, vt or serial", 1);
+TEST_OPTION(kind, string, "external, console, vt, serial, devpts_gone or ptmx_chmod", 1);
+
+#define DEVPTS_DIR "tty_refused.devpts"
+
+/* a pty master of a new devpts instance on DEVPTS_DIR: unmounted again
+ * (gone), or with its ptmx node chmod'ed */
+static int new_instance_master(int gone)
+{
+	int m;
+
+	if (mkdir(DEVPTS_DIR, 0755) && errno != EEXIST)
+		return -1;
+	if (mount("devpts", DEVPTS_DIR, "devpts", 0, "newinstance,ptmxmode=0666"))
+		return -1;
+	m = open(DEVPTS_DIR "/ptmx", O_RDWR | O_NOCTTY);
+	if (m < 0 || unlockpt(m))
+		return -1;
+	if (gone ? umount2(DEVPTS_DIR, MNT_DETACH) || rmdir(DEVPTS_DIR) : chmod(DEVPTS_DIR "/ptmx", 0600))
+		return -1;
+	return m;
+}
 
 /* a pty whose master only a process outside the tree holds: its slave */
 static int external_slave(void)
@@ -78,6 +105,8 @@ int main(int argc, char **argv)
 
 	if (!strcmp(kind, "external"))
 		fd = external_slave();
+	else if (!strcmp(kind, "devpts_gone") || !strcmp(kind, "ptmx_chmod"))
+		fd = new_instance_master(!strcmp(kind, "devpts_gone"));
 	else {
 		if (!strcmp(kind, "console"))
 			dev = "/dev/console";

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -431,6 +432,20 @@ void test_sysvipc_unlock(int fd)
 {
 	if (fd >= 0)
 		close(fd);
+}
+
+int test_read_ready(int fd, char *buf, int len)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int got = 0, n;
+
+	while (got < len && poll(&p, 1, 200) == 1 && (p.revents & POLLIN)) {
+		n = read(fd, buf + got, len - got);
+		if (n <= 0)
+			break;
+		got += n;
+	}
+	return got;
 }
 
 int test_check_open_file(int fd, const char *path, off_t pos, const char *data)

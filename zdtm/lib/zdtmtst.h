@@ -107,6 +107,11 @@ int test_wait_exit_code(pid_t pid, const char *name, int code, int secs, const c
  * at offset `pos`, holding `data`. 0 if so, else 1 with fail() logged.
  */
 int test_check_open_file(int fd, const char *path, off_t pos, const char *data);
+/*
+ * Everything readable on `fd` now (a terminal, a pipe), up to `len`
+ * bytes: reads while data comes within 200 ms. Returns the count.
+ */
+int test_read_ready(int fd, char *buf, int len);
 
 /*
  * A check that records a failure and goes on, so one run reports every

@@ -727,6 +727,31 @@ pub static CASES: &[Case] = &[
         crfail_reason: Some("serial terminals"),
         ..Case::DEFAULT
     },
+    // A pty of a devpts instance mounted nowhere (the root mounted it and unmounted it lazily): in
+    // h the tree has no mount namespace to mount it again in, in ns and uns it is not among the
+    // namespace's mounts.
+    Case {
+        name: "tty_refused_devpts_gone",
+        program: Program::C("tty_refused"),
+        args: &["--kind=devpts_gone"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("of the devpts instance"),
+        ..Case::DEFAULT
+    },
+    // A devpts instance of the tree's whose ptmx node it chmod'ed: the restore mounts it again with its
+    // ptmxmode option only.
+    Case {
+        name: "tty_refused_ptmx_chmod",
+        program: Program::C("tty_refused"),
+        args: &["--kind=ptmx_chmod"],
+        suid: true,
+        crfail: true,
+        crfail_reason: Some("a chmod of it is not restored"),
+        // ns, uns: the instance must be in a mount namespace of the tree's own to be restored at all
+        flavors: &[Flavor::Ns, Flavor::Uns],
+        ..Case::DEFAULT
+    },
     // Bound UNIX sockets (paths, removed paths, abstract names, autobind);
     // listeners with accepted and waiting connections, datagram clients.
     Case {
@@ -1318,6 +1343,17 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--external=mnt[/usr]:usr"],
         crfail: true,
         crfail_reason: Some("declare it with --external mnt["),
+        ..Case::DEFAULT
+    },
+    // A devpts instance of the tree's own (as containers mount it) with two ptys opened through it:
+    // their indices there, nodes' modes, termios, queued data and the mount's options.
+    Case {
+        name: "devpts_newinstance",
+        program: Program::C("devpts_newinstance"),
+        suid: true,
+        // ns, uns: the case mounts on /dev/pts in a mount namespace of the tree's own, which the
+        // flavour gives it (in h it would cover the host's /dev/pts)
+        flavors: &[Flavor::Ns, Flavor::Uns],
         ..Case::DEFAULT
     },
     Case {

@@ -25,7 +25,8 @@
 //!   files); a tmpfs, whose contents are saved as CRIU does, a gzipped
 //!   tar in `tmpfs-dev-N.tar.gz.img` (N the `root_dev`; made with tar(1)
 //!   through /proc/PID/root, the directory checked to be that mount);
-//!   sysfs, mqueue or cgroup, mounted fresh; or a file system on a block
+//!   sysfs, mqueue, cgroup or devpts (a new instance, its ptys the
+//!   terminals'), mounted fresh; or a file system on a block
 //!   device, which the restore mounts from its source again (checked to
 //!   be there at both ends). Propagation is kept (`shared_id`,
 //!   `master_id`, MS_UNBINDABLE in `flags` as CRIU does) when a slave's
@@ -201,8 +202,11 @@ pub fn tmpfs_image(dev: u32) -> String {
 }
 
 /// File systems the restore mounts anew, empty (their contents are the
-/// kernel's): the tree's mounts of these need nothing saved.
-pub const FRESH: &[&str] = &["proc", "sysfs", "mqueue", "cgroup", "cgroup2"];
+/// kernel's): the tree's mounts of these need nothing saved. A devpts
+/// instance comes back with its options (ptmxmode, mode, gid, max) and
+/// its ptys, which the terminals' restore opens through it
+/// (dump/files/tty.rs).
+pub const FRESH: &[&str] = &["proc", "sysfs", "mqueue", "cgroup", "cgroup2", "devpts"];
 
 /// Checks the mount namespace `ino` of `pid` (the tree's root) against
 /// the engine's (the host's) and returns what the dump writes of it.
@@ -538,17 +542,49 @@ fn own_mount(pid: Pid, ino: u64, tree: &[MountInfo], i: usize) -> Result<Made> {
         )));
     } else if m.fstype == "tmpfs" {
         Made::Tmpfs
+    } else if m.fstype == "devpts" {
+        devpts_ptmx(pid, m).map_err(no)?;
+        Made::Fresh
     } else if FRESH.contains(&m.fstype.as_str()) {
         Made::Fresh
     } else if is_block_device(&m.source) {
         Made::Device
     } else {
         return Err(no(format!(
-            "a {} file system is not one the restore can make again (tmpfs with its contents, sysfs, mqueue, cgroup, or a block device's)",
+            "a {} file system is not one the restore can make again (tmpfs with its contents, sysfs, mqueue, cgroup, devpts, or a block device's)",
             m.fstype
         )));
     };
     Ok(made)
+}
+
+/// A devpts instance comes back with its options: its ptmx node must
+/// still have the mode its `ptmxmode` option gave (0 without one), which
+/// a chmod by the tree would have changed. Checked through `pid`'s root
+/// when the mount point shows that instance (a mount covering it hides
+/// the node, which is then left unchecked).
+fn devpts_ptmx(pid: Pid, m: &MountInfo) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let want = m
+        .super_options
+        .split(',')
+        .find_map(|o| o.strip_prefix("ptmxmode="))
+        .map_or(Ok(0), |v| u32::from_str_radix(v, 8))
+        .map_err(|e| format!("its ptmxmode option cannot be read: {e}"))?;
+    let path = Path::new(&format!("/proc/{pid}/root"))
+        .join(m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point))
+        .join("ptmx");
+    let Ok(st) = std::fs::metadata(&path) else {
+        return Ok(());
+    };
+    let dev = libc::makedev(m.major, m.minor);
+    if st.dev() == dev && st.mode() & 0o7777 != want {
+        return Err(format!(
+            "its ptmx node has mode {:o}, not its ptmxmode {want:o} (a chmod of it is not restored)",
+            st.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 fn is_block_device(source: &str) -> bool {

@@ -18,7 +18,8 @@
 //!    with tar(1) from its `tmpfs-dev-N.tar.gz.img` right away, while
 //!    nothing covers it; sysfs, mqueue, cgroup anew; a block device from
 //!    its source. A mount point missing on a tmpfs (tar leaves out what
-//!    a mount covered) is made;
+//!    a mount covered) is made; a devpts is a new instance with its
+//!    options, whose ptys the terminals make (restore/tty.rs);
 //! 2. the per-mount flags (ro, nosuid, nodev, noexec, atime), once every
 //!    child exists, and a read-only superblock;
 //! 3. propagation, as CRIU does: MOVE_MOUNT_SET_GROUP from a member of
@@ -172,8 +173,10 @@ fn is_pivoted(mounts: &[pb::MntEntry]) -> bool {
 
 const FS_PROC: u32 = 1;
 const FS_TMPFS: u32 = 5;
-/// sysfs, cgroup, mqueue, cgroup2 (CRIU's codes): mounted anew, empty.
-const FS_FRESH: &[u32] = &[2, 12, 14, 23];
+/// sysfs, devpts, cgroup, mqueue, cgroup2 (CRIU's codes): mounted anew,
+/// empty (a devpts's ptys are the terminals', restore/tty.rs).
+const FS_FRESH: &[u32] = &[2, FS_DEVPTS, 12, 14, 23];
+pub const FS_DEVPTS: u32 = 6;
 
 fn describe(m: &pb::MntEntry) -> String {
     format!(
@@ -309,6 +312,21 @@ fn plan(
         make.push(Some(how));
     }
     Ok(Plan { make, pivoted })
+}
+
+/// The devpts instance `mnt_id` of mountpoints-N.img that the restore
+/// mounts anew (one the tree mounted, not a copy of the host's), whose
+/// ptys the terminals open through it: its mount point as the tree sees it.
+pub fn own_devpts(mounts: &[pb::MntEntry], mnt_id: u32) -> Option<&str> {
+    mounts
+        .iter()
+        .find(|m| {
+            m.mnt_id == mnt_id
+                && m.fstype == FS_DEVPTS
+                && m.root == "/"
+                && m.ext_mount != Some(true)
+        })
+        .map(|m| m.mountpoint.as_str())
 }
 
 /// Checks mountpoints-N.img (`path`, tars in `dir`) against what the
@@ -1088,6 +1106,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("without a key"));
+    }
+
+    #[test]
+    fn ptys_open_through_a_devpts_the_tree_mounted_only() {
+        let mut mounts = image();
+        mounts.push(m(8, 1, "/dev/pts", FS_DEVPTS, 40, "/"));
+        mounts.push(m(9, 1, "/dev/ptmx", FS_DEVPTS, 40, "/ptmx"));
+        mounts.insert(2, copy(m(10, 1, "/mnt/pts", FS_DEVPTS, 41, "/")));
+        assert_eq!(own_devpts(&mounts, 8), Some("/dev/pts"));
+        // A bind of it, the host's copy, another kind, no such mount.
+        for id in [9, 10, 4, 77] {
+            assert_eq!(own_devpts(&mounts, id), None, "mount {id}");
+        }
+        let made = plan_of(&mounts).unwrap();
+        assert_eq!(made[2], None);
+        assert_eq!(made[8..], [Some(Make::Fresh), Some(Make::Bind(8))]);
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Terminals: every pty of the image is made by the engine before any task
 //! exists, with the same pts number where it is free, its termios, window
-//! size, queued data, packet mode, exclusive flag and lock. Each open file
+//! size, queued data, packet mode, exclusive flag, lock, and its slave
+//! node's mode and owner. A pty of the host's /dev/pts is opened through
+//! /dev/ptmx; one of a devpts instance of the tree's own
+//! (`ckpt_devpts_mnt_id`) through that instance's ptmx, which the mount
+//! namespace's restore has just mounted anew (restore/mntns.rs): the
+//! instance is private to the tree, so its pts numbers are all free and
+//! each comes back exactly. Each open file
 //! description of its master and slave is made here too and reaches the
 //! tasks as a shared file does (pidfd_getfd); a master can only be made
 //! once, so one open file description of it is all there can be.
@@ -15,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
@@ -74,9 +81,34 @@ struct PtySpec {
     slave_files: Vec<u32>,
 }
 
-/// The ptys of the image, by pts number.
-fn ptys(imgs: &Images) -> std::result::Result<BTreeMap<u32, PtySpec>, String> {
-    let mut out: BTreeMap<u32, PtySpec> = BTreeMap::new();
+/// A pty's devpts instance (None: the host's /dev/pts; else the mnt_id of
+/// the tree's devpts mount) and its pts number there.
+type PtyKey = (Option<u32>, u32);
+
+/// How errors name a pty.
+fn pty_name((inst, n): PtyKey) -> String {
+    match inst {
+        None => format!("pty {n}"),
+        Some(id) => format!("pty {n} of the devpts instance of mount {id}"),
+    }
+}
+
+/// Where the pty's master and slave are opened (module doc).
+fn pty_paths(imgs: &Images, (inst, n): PtyKey) -> (PathBuf, PathBuf) {
+    let dir = match inst.and_then(|id| super::mntns::own_devpts(imgs.ns.mnt.as_deref()?, id)) {
+        Some(at) => super::mntns::in_tree(at),
+        None => PathBuf::from("/dev/pts"),
+    };
+    let ptmx = match inst {
+        Some(_) => dir.join("ptmx"),
+        None => PathBuf::from("/dev/ptmx"),
+    };
+    (ptmx, dir.join(n.to_string()))
+}
+
+/// The ptys of the image, by instance and pts number.
+fn ptys(imgs: &Images) -> std::result::Result<BTreeMap<PtyKey, PtySpec>, String> {
+    let mut out: BTreeMap<PtyKey, PtySpec> = BTreeMap::new();
     for i in imgs.tty_info.values() {
         if i.r#type == pb::TtyType::Ctty as i32 || i.r#type == pb::TtyType::ExtTty as i32 {
             continue;
@@ -97,8 +129,23 @@ fn ptys(imgs: &Images) -> std::result::Result<BTreeMap<u32, PtySpec>, String> {
                 i.id
             ));
         }
+        if let Some(id) = i.ckpt_devpts_mnt_id {
+            if imgs
+                .ns
+                .mnt
+                .as_deref()
+                .and_then(|m| super::mntns::own_devpts(m, id))
+                .is_none()
+            {
+                return Err(format!(
+                    "tty {}: pty {} is on the devpts of mount {id}, which is not a devpts instance the tree mounted in its mount namespace (mountpoints-N.img)",
+                    i.id, p.index
+                ));
+            }
+        }
         let (major, minor) = dev_parts(i.rdev as u64);
-        let spec = out.entry(p.index).or_default();
+        let key = (i.ckpt_devpts_mnt_id, p.index);
+        let spec = out.entry(key).or_default();
         let slot = if is_ptmx(major, minor) {
             &mut spec.master
         } else if pts_index(major, minor) == Some(p.index) {
@@ -110,12 +157,12 @@ fn ptys(imgs: &Images) -> std::result::Result<BTreeMap<u32, PtySpec>, String> {
             ));
         };
         if slot.replace(i.id).is_some() {
-            return Err(format!("pty {} has two ttys of one side", p.index));
+            return Err(format!("{} has two ttys of one side", pty_name(key)));
         }
     }
     for f in imgs.files.values() {
         let Some(tf) = &f.tty else { continue };
-        for (n, spec) in out.iter_mut() {
+        for (&key, spec) in out.iter_mut() {
             if spec.master == Some(tf.tty_info_id) {
                 spec.master_files.push(f.id);
             } else if spec.slave == Some(tf.tty_info_id) {
@@ -125,16 +172,18 @@ fn ptys(imgs: &Images) -> std::result::Result<BTreeMap<u32, PtySpec>, String> {
             }
             if spec.master_files.len() > 1 {
                 return Err(format!(
-                    "pty {n}: files {:?} are two open file descriptions of one master",
+                    "{}: files {:?} are two open file descriptions of one master",
+                    pty_name(key),
                     spec.master_files
                 ));
             }
         }
     }
-    for (n, spec) in &out {
+    for (&key, spec) in &out {
         if spec.master.is_none() || spec.slave.is_none() {
             return Err(format!(
-                "pty {n}: only one of its sides is in the image (a terminal outside the tree)"
+                "{}: only one of its sides is in the image (a terminal outside the tree)",
+                pty_name(key)
             ));
         }
     }
@@ -156,20 +205,21 @@ fn validate(imgs: &Images) -> Result<()> {
         }
     }
     let live = |pid: i32| imgs.tasks.iter().find(|t| t.pid == pid);
-    for (n, spec) in &ptys {
+    for (&key, spec) in &ptys {
+        let n = pty_name(key);
         let i = info(imgs, spec.master.expect("checked"));
         let sid = i.sid as i32;
         if sid != 0 && live(sid).is_none_or(|t| t.pstree.sid as i32 != sid) {
             return Err(imgs.bad(
                 "tty-info.img",
-                format!("pty {n}: the leader of its session {sid} is not a live task of the image"),
+                format!("{n}: the leader of its session {sid} is not a live task of the image"),
             ));
         }
         let pgrp = i.pgrp as i32;
         if sid != 0 && pgrp != 0 && !imgs.tasks.iter().any(|t| t.pstree.pgid as i32 == pgrp) {
             return Err(imgs.bad(
                 "tty-info.img",
-                format!("pty {n}: no live task is in its foreground process group {pgrp}"),
+                format!("{n}: no live task is in its foreground process group {pgrp}"),
             ));
         }
     }
@@ -214,12 +264,12 @@ struct Ttys {
     shell_job: bool,
 }
 
-/// Opens /dev/ptmx until it gives pts number `want` (the kernel hands out
+/// Opens `ptmx` until it gives pts number `want` (the kernel hands out
 /// the lowest free one); if `want` is taken, the first master past it.
-fn open_master(want: u32, flags: i32) -> nix::Result<(OwnedFd, u32)> {
+fn open_master(ptmx: &Path, want: u32, flags: i32) -> nix::Result<(OwnedFd, u32)> {
     let mut extra = Vec::new();
     loop {
-        let fd = open_tty("/dev/ptmx", flags & libc::O_ACCMODE)?;
+        let fd = open_tty(ptmx, flags & libc::O_ACCMODE)?;
         let n = t::pts_number(fd.as_raw_fd())?;
         if n >= want || extra.len() > 4096 {
             return Ok((fd, n));
@@ -230,20 +280,16 @@ fn open_master(want: u32, flags: i32) -> nix::Result<(OwnedFd, u32)> {
 
 /// Opens a terminal device with the access mode and status flags of
 /// `flags`, never as a controlling terminal.
-fn open_tty(path: &str, flags: i32) -> nix::Result<OwnedFd> {
+fn open_tty(path: impl AsRef<Path>, flags: i32) -> nix::Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
     let acc = flags & libc::O_ACCMODE;
     std::fs::OpenOptions::new()
         .read(acc != libc::O_WRONLY)
         .write(acc != libc::O_RDONLY)
         .custom_flags((flags & (libc::O_APPEND | libc::O_NONBLOCK)) | libc::O_NOCTTY)
-        .open(path)
+        .open(path.as_ref())
         .map(OwnedFd::from)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-}
-
-fn open_slave(n: u32, flags: i32) -> nix::Result<OwnedFd> {
-    open_tty(&format!("/dev/pts/{n}"), flags)
 }
 
 fn termios(e: &pb::TermiosEntry) -> t::Termios {
@@ -327,34 +373,68 @@ impl Restorer for Ttys {
     fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
         let ptys = ptys(imgs).map_err(|why| imgs.bad("tty-info.img", why))?;
         let root = imgs.tasks[0].pid;
-        for (&n, spec) in &ptys {
+        for (&key, spec) in &ptys {
+            let (inst, n) = key;
             let mi = info(imgs, spec.master.expect("checked"));
             let si = info(imgs, spec.slave.expect("checked"));
-            let what = |op: &str| format!("pty {n} (tty-info ids {} and {}): {op}", mi.id, si.id);
+            let what = |op: &str| {
+                format!(
+                    "{} (tty-info ids {} and {}): {op}",
+                    pty_name(key),
+                    mi.id,
+                    si.id
+                )
+            };
             let sys = |op: &str, e: Errno| Error::sys(root, what(op), e);
             let mflags = spec
                 .master_files
                 .first()
                 .map_or(libc::O_RDWR, |&id| file_flags(imgs, id));
-            let (master, got) = open_master(n, mflags).map_err(|e| sys("opening /dev/ptmx", e))?;
+            let (ptmx, _) = pty_paths(imgs, key);
+            let (master, got) = open_master(&ptmx, n, mflags)
+                .map_err(|e| sys(&format!("opening {}", ptmx.display()), e))?;
+            if inst.is_some() && got != n {
+                // The instance is the tree's alone and made anew: its
+                // numbers are free unless the image is not as the dump
+                // wrote it.
+                return Err(Error::task(
+                    root,
+                    what("opening its master"),
+                    format!("{} gave pts number {got}, not {n}", ptmx.display()),
+                ));
+            }
             let m = master.as_raw_fd();
             t::set_locked(m, false).map_err(|e| sys("TIOCSPTLCK", e))?;
-            let slave = open_slave(got, libc::O_RDWR).map_err(|e| sys("opening its slave", e))?;
+            let (_, slave_path) = pty_paths(imgs, (inst, got));
+            let open_slave = |flags: i32| open_tty(&slave_path, flags);
+            let slave = open_slave(libc::O_RDWR).map_err(|e| sys("opening its slave", e))?;
             // devpts gives the slave to whoever opened the master: to the
-            // owner of the task holding it, not to the engine.
-            let owner = spec.master_files.first().and_then(|&id| {
-                imgs.tasks
-                    .iter()
-                    .find(|t| t.fdinfo.iter().any(|f| f.id == id))
-                    .and_then(|t| t.thread().creds.as_ref())
-            });
-            if let Some(c) = owner {
+            // owner the dump found (the tree's chown or grantpt), else (an
+            // image without it) the owner of the task holding the master.
+            let owner = match (si.ckpt_uid, si.ckpt_gid) {
+                (Some(u), Some(g)) => Some((u, g)),
+                _ => spec.master_files.first().and_then(|&id| {
+                    imgs.tasks
+                        .iter()
+                        .find(|t| t.fdinfo.iter().any(|f| f.id == id))
+                        .and_then(|t| t.thread().creds.as_ref())
+                        .map(|c| (c.fsuid, c.fsgid))
+                }),
+            };
+            if let Some((u, g)) = owner {
                 nix::unistd::fchown(
                     slave.as_raw_fd(),
-                    Some(nix::unistd::Uid::from_raw(c.fsuid)),
-                    Some(nix::unistd::Gid::from_raw(c.fsgid)),
+                    Some(nix::unistd::Uid::from_raw(u)),
+                    Some(nix::unistd::Gid::from_raw(g)),
                 )
-                .map_err(|e| sys(&format!("chown to {}:{}", c.fsuid, c.fsgid), e))?;
+                .map_err(|e| sys(&format!("chown to {u}:{g}"), e))?;
+            }
+            if let Some(mode) = si.ckpt_mode {
+                nix::sys::stat::fchmod(
+                    slave.as_raw_fd(),
+                    nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777),
+                )
+                .map_err(|e| sys(&format!("chmod to {mode:o}"), e))?;
             }
             let ws = mi.winsize.as_ref().expect("validated");
             let ws = libc::winsize {
@@ -377,7 +457,7 @@ impl Restorer for Ttys {
                 }
             }
             for &id in &spec.slave_files {
-                let fd = open_slave(got, file_flags(imgs, id))
+                let fd = open_slave(file_flags(imgs, id))
                     .map_err(|e| sys(&format!("opening the slave for file {id}"), e))?;
                 fds.descriptions.insert(id, fd);
             }

@@ -165,6 +165,18 @@ impl ImageSet {
                         ),
                     };
                     v.extra.push(("tty".into(), i.id.to_string()));
+                    if let Some(id) = i.ckpt_devpts_mnt_id {
+                        v.extra
+                            .push(("on the devpts of".into(), format!("mount {id}")));
+                    }
+                    if let (Some(mode), Some(uid), Some(gid)) =
+                        (i.ckpt_mode, i.ckpt_uid, i.ckpt_gid)
+                    {
+                        v.extra.push((
+                            "pts node".into(),
+                            format!("mode {mode:o}, owner {uid}:{gid}"),
+                        ));
+                    }
                     if i.sid != 0 {
                         v.extra.push((
                             "controlling terminal of".into(),

@@ -83,6 +83,20 @@ pub fn pts_number(master: RawFd) -> nix::Result<u32> {
     get_int(master, libc::TIOCGPTN).map(|n| n as u32)
 }
 
+/// An O_PATH fd of the slave's node of a pty master (TIOCGPTPEER): which
+/// devpts instance the pty is on, and its node's mode and owner. O_PATH
+/// opens no tty, so the pty is left as it was (no open or close of its
+/// slave, whose last close would hang the master up).
+pub fn slave_node(master: RawFd) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let flags = libc::O_PATH | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes its flags by value and returns a new fd,
+    // which is wrapped at once and owned by the caller.
+    let fd = Errno::result(unsafe { libc::ioctl(master, libc::TIOCGPTPEER, flags) })?;
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 pub fn get_locked(master: RawFd) -> nix::Result<bool> {
     get_int(master, libc::TIOCGPTLCK).map(|v| v != 0)
 }

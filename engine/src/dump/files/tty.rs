@@ -7,7 +7,16 @@
 //! queued for the slave, the output queued for the master.
 //!
 //! Only Unix98 ptys whose master is in the tree are dumped, with the
-//! /dev/tty opens of tasks whose controlling terminal is one of them. A
+//! /dev/tty opens of tasks whose controlling terminal is one of them.
+//! A pty is on the host's /dev/pts, or on a devpts instance the tree
+//! mounted in a mount namespace of its own (a container's): its entries
+//! then name that mount (`ckpt_devpts_mnt_id`), which the restore mounts
+//! anew with the same options (dump/mntns.rs) and opens the pty through.
+//! The instance is the device of the pty's slave node, which the engine
+//! reaches from the master with TIOCGPTPEER (O_PATH: the pty is not
+//! touched); ptys of any other instance (one outside the tree, one the
+//! host shares) are refused naming the task, the fd and the instance.
+//! The node's mode and owner are kept. A
 //! terminal outside the tree (the one the tree was started from) needs
 //! `--shell-job`; the console, virtual consoles and serial lines cannot be
 //! taken over by a restore and are refused.
@@ -15,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 
 use super::{FdCx, FdDumper, FdLink, FileTable};
 use crate::error::{Error, Pid, Result};
@@ -28,8 +38,11 @@ pub struct Tty;
 /// The ttys of a dump, to write tty-info.img once every task is dumped.
 #[derive(Default)]
 pub struct TtyTable {
-    /// By pts number.
-    ptys: BTreeMap<u32, Pty>,
+    /// By devpts instance (None: the host's /dev/pts; else the mnt_id
+    /// of the tree's devpts mount) and pts number there.
+    ptys: BTreeMap<(Option<u32>, u32), Pty>,
+    /// The instance of each devpts device met so far.
+    instances: BTreeMap<u64, Option<u32>>,
     /// The /dev/tty opens: (pid, "fd N (/dev/tty)").
     ctty_opens: Vec<(Pid, String)>,
     /// The tty-info id of /dev/tty.
@@ -53,6 +66,8 @@ struct Pty {
     master_info: u32,
     slave_info: u32,
     slave_rdev: u32,
+    /// The slave node's mode bits, uid and gid.
+    node: Option<(u32, u32, u32)>,
 }
 
 /// What a char device is, as far as terminals go.
@@ -78,7 +93,9 @@ fn classify(rdev: u64) -> Option<Dev> {
     })
 }
 
-fn tty_dev(fd: &FdCx<'_>) -> Option<(Dev, u64)> {
+/// What the fd is, its device number and the device of the file system
+/// its node is on.
+fn tty_dev(fd: &FdCx<'_>) -> Option<(Dev, u64, u64)> {
     if !matches!(fd.kind, FdLink::Path) {
         return None;
     }
@@ -86,7 +103,58 @@ fn tty_dev(fd: &FdCx<'_>) -> Option<(Dev, u64)> {
     if !m.file_type().is_char_device() {
         return None;
     }
-    classify(m.rdev()).map(|d| (d, m.rdev()))
+    classify(m.rdev()).map(|d| (d, m.rdev(), m.dev()))
+}
+
+/// The devpts instance whose device is `dev` (a pty `n` of `pid`'s
+/// `what` is on it): None for the host's /dev/pts, else the mnt_id of
+/// the tree's own mount of it (module doc).
+fn instance(tt: &mut TtyTable, pid: Pid, what: &str, n: u32, dev: u64) -> Result<Option<u32>> {
+    if let Some(&i) = tt.instances.get(&dev) {
+        return Ok(i);
+    }
+    let (major, minor) = dev_parts(dev);
+    let refuse = |why: &str| {
+        Error::unsupported(
+            pid,
+            format!("{what} (pty {n} of the devpts instance {major}:{minor})"),
+            why.to_string(),
+        )
+    };
+    let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let i = if ino("/dev/pts").map(|(d, _)| d) == Some(dev) {
+        None
+    } else if ino(&format!("/proc/{pid}/ns/mnt")) == ino("/proc/self/ns/mnt") {
+        return Err(refuse(
+            "it is not the host's /dev/pts, and the tree has no mount namespace of its own to mount it again in",
+        ));
+    } else {
+        let on = |ms: &[crate::proc::mountinfo::MountInfo]| {
+            ms.iter()
+                .find(|m| {
+                    m.fstype == "devpts"
+                        && (m.major, m.minor) == (major, minor)
+                        && m.root == Path::new("/")
+                })
+                .map(|m| m.mnt_id as u32)
+        };
+        let host = crate::proc::mountinfo::read(std::process::id() as Pid)?;
+        if on(&host).is_some() {
+            return Err(refuse(
+                "the host mounts this instance too: only the host's /dev/pts or an instance the tree mounted in its own mount namespace can be restored",
+            ));
+        }
+        match on(&crate::proc::mountinfo::read(pid)?) {
+            Some(id) => Some(id),
+            None => {
+                return Err(refuse(
+                    "the instance is not mounted in the tree's mount namespace (a pty of an instance outside the tree)",
+                ))
+            }
+        }
+    };
+    tt.instances.insert(dev, i);
+    Ok(i)
 }
 
 impl FdDumper for Tty {
@@ -103,7 +171,7 @@ impl FdDumper for Tty {
     fn dump(&self, fd: &FdCx<'_>, table: &mut FileTable) -> Result<(pb::FdTypes, u32)> {
         let pid = fd.pid;
         let what = format!("fd {} ({})", fd.fd, String::from_utf8_lossy(fd.link));
-        let (dev, rdev) = tty_dev(fd).expect("claimed");
+        let (dev, rdev, fs_dev) = tty_dev(fd).expect("claimed");
         let take = |what: &str| {
             crate::sys::take_fd(pid, fd.fd)
                 .map_err(|e| Error::sys(pid, format!("{what}: pidfd_getfd"), e))
@@ -133,11 +201,16 @@ impl FdDumper for Tty {
                 let file = take(&what)?;
                 let n = t::pts_number(file.as_raw_fd())
                     .map_err(|e| Error::sys(pid, format!("{what}: TIOCGPTN"), e))?;
+                let node = t::slave_node(file.as_raw_fd())
+                    .and_then(|f| nix::sys::stat::fstat(f.as_raw_fd()))
+                    .map_err(|e| Error::sys(pid, format!("{what}: TIOCGPTPEER (pty {n})"), e))?;
+                let inst = instance(&mut table.tty, pid, &what, n, node.st_dev)?;
                 let ids = [table.next_id(), table.next_id()];
-                let p = table.tty.ptys.entry(n).or_default();
+                let p = table.tty.ptys.entry((inst, n)).or_default();
                 if p.master_info == 0 {
                     (p.master_info, p.slave_info) = (ids[0], ids[1]);
                 }
+                p.node = Some((node.st_mode & 0o7777, node.st_uid, node.st_gid));
                 if let Some(other) = &p.master {
                     // One master per pty: a second open file description
                     // of it cannot be.
@@ -154,18 +227,19 @@ impl FdDumper for Tty {
                 p.master_info
             }
             Dev::Slave(n) => {
+                let inst = instance(&mut table.tty, pid, &what, n, fs_dev)?;
                 let ids = [table.next_id(), table.next_id()];
-                let p = table.tty.ptys.entry(n).or_default();
+                let p = table.tty.ptys.entry((inst, n)).or_default();
                 if p.master_info == 0 {
                     (p.master_info, p.slave_info) = (ids[0], ids[1]);
                 }
                 p.slave_rdev = rdev as u32;
                 if p.slave.is_none() {
                     let file = take(&what)?;
-                    let p = table.tty.ptys.get_mut(&n).expect("just added");
+                    let p = table.tty.ptys.get_mut(&(inst, n)).expect("just added");
                     p.slave = Some(Side { pid, what, file });
                 }
-                table.tty.ptys[&n].slave_info
+                table.tty.ptys[&(inst, n)].slave_info
             }
         };
         let id = table.next_id();
@@ -210,9 +284,11 @@ impl FdDumper for Tty {
                 continue;
             }
             let (major, minor) = dev_parts(s.tty_nr as u32 as u64);
-            let inside = pts_index(major, minor)
-                .and_then(|n| tt.ptys.get(&n))
-                .is_some_and(|p| p.master.is_some());
+            let inside = pts_index(major, minor).is_some_and(|n| {
+                tt.ptys
+                    .iter()
+                    .any(|(&(_, i), p)| i == n && p.master.is_some())
+            });
             if !inside && !tt.shell_job {
                 let name = match pts_index(major, minor) {
                     Some(n) => format!("/dev/pts/{n}"),
@@ -245,7 +321,7 @@ impl FdDumper for Tty {
                 ..Default::default()
             });
         }
-        for (&n, p) in &tt.ptys {
+        for (&(inst, n), p) in &tt.ptys {
             let Some(m) = &p.master else {
                 infos.push(external(n, p, &stats));
                 continue;
@@ -255,6 +331,10 @@ impl FdDumper for Tty {
             // keep the pids the tree sees.
             info.sid = table.vpid(info.sid as Pid) as u32;
             info.pgrp = table.vpid(info.pgrp as Pid) as u32;
+            info.ckpt_devpts_mnt_id = inst;
+            if let Some((mode, uid, gid)) = p.node {
+                (info.ckpt_mode, info.ckpt_uid, info.ckpt_gid) = (Some(mode), Some(uid), Some(gid));
+            }
             let mut slave_info = info.clone();
             slave_info.id = p.slave_info;
             slave_info.rdev = if p.slave_rdev != 0 {
@@ -463,6 +543,6 @@ fn info(
             ws_ypixel: ws.ws_ypixel as u32,
         }),
         pty: Some(pb::TtyPtyEntry { index: n }),
-        dev: None,
+        ..Default::default()
     }
 }
