@@ -1252,6 +1252,17 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "userns_nested",
+        program: Program::C("userns_nested"),
+        suid: true,
+        no_lazy: Some(
+            "the lazy-pages restore of a task in a user namespace of its own does not finish \
+             (not supported yet)",
+        ),
+        flavors: &[Flavor::H, Flavor::Ns, Flavor::Uns],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "timens",
         program: Program::C("timens"),
         suid: true,
