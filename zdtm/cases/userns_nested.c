@@ -50,65 +50,23 @@ struct state {
 	unsigned ids[6];
 };
 
-static int read_text(const char *path, char *buf, size_t size)
-{
-	int fd = open(path, O_RDONLY);
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = '\0';
-	return 0;
-}
-
 static int get_state(struct state *s)
 {
-	char buf[8192], *line, *save = NULL;
 	uid_t r, e, su;
 	gid_t rg, eg, sg;
 
 	memset(s, 0, sizeof(*s));
 	s->pid = getpid();
-	if (read_text("/proc/self/uid_map", s->uid_map, sizeof(s->uid_map)) ||
-	    read_text("/proc/self/gid_map", s->gid_map, sizeof(s->gid_map)) ||
-	    read_text("/proc/self/setgroups", s->setgroups, sizeof(s->setgroups)) ||
-	    read_text("/proc/self/status", buf, sizeof(buf)))
+	if (test_read_file("/proc/self/uid_map", s->uid_map, sizeof(s->uid_map)) ||
+	    test_read_file("/proc/self/gid_map", s->gid_map, sizeof(s->gid_map)) ||
+	    test_read_file("/proc/self/setgroups", s->setgroups, sizeof(s->setgroups)) ||
+	    test_read_caps(s->caps, sizeof(s->caps)))
 		return -1;
-	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		if (strncmp(line, "Cap", 3))
-			continue;
-		strncat(s->caps, line, sizeof(s->caps) - strlen(s->caps) - 2);
-		strcat(s->caps, "\n");
-	}
 	if (getresuid(&r, &e, &su) || getresgid(&rg, &eg, &sg))
 		return -1;
 	s->ids[0] = r, s->ids[1] = e, s->ids[2] = su;
 	s->ids[3] = rg, s->ids[4] = eg, s->ids[5] = sg;
 	return 0;
-}
-
-/* Same numbers, whatever the spacing. */
-static int same_map(const char *got, const char *want)
-{
-	unsigned long a[16], b[16];
-	int na = 0, nb = 0;
-	char *end;
-
-	while (*got && na < 16) {
-		a[na++] = strtoul(got, &end, 10);
-		if (end == got)
-			return 0;
-		got = end + strspn(end, " \n");
-	}
-	while (*want && nb < 16) {
-		b[nb++] = strtoul(want, &end, 10);
-		want = end + strspn(end, " \n");
-	}
-	return na == nb && !memcmp(a, b, na * sizeof(a[0]));
 }
 
 static int map_from_parent(pid_t pid, const char *map)
@@ -348,8 +306,8 @@ int main(int argc, char **argv)
 	}
 	memcpy(before, after, sizeof(before));
 	for (i = 0; i < NTASKS; i++) {
-		if (!pids[i] || !same_map(before[i].uid_map, want_map[i]) ||
-		    !same_map(before[i].gid_map, want_map[i]) || strncmp(before[i].setgroups, "deny", 4)) {
+		if (!pids[i] || !test_same_numbers(before[i].uid_map, want_map[i]) ||
+		    !test_same_numbers(before[i].gid_map, want_map[i]) || strncmp(before[i].setgroups, "deny", 4)) {
 			pr_err("%s (pid %d) not set up: uid_map %s setgroups %s\n", names[i], pids[i],
 			       before[i].uid_map, before[i].setgroups);
 			return 1;
@@ -380,7 +338,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	snprintf(path, sizeof(path), "/proc/%d/uid_map", pids[TG1]);
-	if (read_text(path, text, sizeof(text)) || !same_map(text, "0 1000 5\n")) {
+	if (test_read_file(path, text, sizeof(text)) || !test_same_numbers(text, "0 1000 5\n")) {
 		fail("G1's uid_map seen from the test's namespace: %s, want 0 1000 5", text);
 		return 1;
 	}

@@ -356,12 +356,7 @@ pub fn place_fds(
     root: &mut super::child::ChildPlan,
     engine_pidfd: Option<RawFd>,
 ) {
-    let above = plans
-        .iter()
-        .map(|p| p.err_fd() + 2 + 2 * (p.table_helpers.len() + p.helper_files.len()) as RawFd)
-        .max()
-        .unwrap_or(0)
-        + 16;
+    let above = super::pidns::above_every_fd(plans);
     let at = above.max(engine_pidfd.map_or(0, |n| n + 1));
     fn set_in(p: &mut super::child::ChildPlan, at: RawFd) {
         if let Some(u) = p.user_ns.as_mut() {
@@ -873,6 +868,77 @@ mod tests {
         let mut wrap = good;
         wrap.uid_map[0].lower_first = u32::MAX;
         assert!(validate(p, &wrap).is_err());
+    }
+
+    fn task(pid: i32, user: u32) -> super::super::load::TaskImages {
+        super::super::load::TaskImages {
+            pid,
+            pstree: Default::default(),
+            core: Default::default(),
+            mm: Default::default(),
+            pages: Default::default(),
+            fdinfo: vec![],
+            fs: Default::default(),
+            ids: pb::TaskKobjIdsEntry {
+                user_ns_id: Some(user),
+                ..Default::default()
+            },
+            fd_table_owner: None,
+            threads: vec![],
+            parent_runs: vec![],
+        }
+    }
+
+    /// The images of userns_nested in the uns flavour: the root's (1), A's
+    /// (2, below it) and G1's (3, below A's); `tweak` breaks one.
+    fn nested_set(tweak: impl FnOnce(&mut BTreeMap<u32, pb::UsernsEntry>)) -> Result<UserImages> {
+        let ns = |map: Vec<pb::UidGidExtent>, parent: Option<u32>| pb::UsernsEntry {
+            uid_map: map.clone(),
+            gid_map: map,
+            ckpt_setgroups_deny: parent.map(|_| true),
+            ckpt_parent_id: parent,
+        };
+        let mut m = BTreeMap::new();
+        m.insert(3, ns(vec![ext(0, 0, 5)], Some(2)));
+        m.insert(2, ns(vec![ext(0, 1000, 10)], Some(1)));
+        m.insert(1, ns(vec![ext(0, 0, 65536)], None));
+        tweak(&mut m);
+        let images = m.into_iter().map(|(k, v)| (k, Ok(v))).collect();
+        let tasks = [task(1, 1), task(2, 2), task(3, 3), task(4, 2)];
+        from_set(Path::new("/img"), &images, &tasks)
+    }
+
+    #[test]
+    fn nested_namespaces_are_checked_and_ordered_parents_first() {
+        let u = nested_set(|_| {}).unwrap();
+        assert_eq!(u.top.as_ref().map(|t| t.0), Some(1));
+        let order: Vec<u32> = u.nested.iter().map(|n| n.id).collect();
+        assert_eq!(order, vec![2, 3]);
+        assert!(u.setgroups_denied(Some(3)) && !u.setgroups_denied(Some(1)));
+        let e = nested_set(|m| m.get_mut(&3).unwrap().uid_map = vec![ext(0, 8, 5)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("userns-3.img") && e.contains("does not have"),
+            "{e}"
+        );
+        let e = nested_set(|m| m.get_mut(&3).unwrap().ckpt_setgroups_deny = None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("userns-3.img") && e.contains("setgroups"), "{e}");
+        let e = nested_set(|m| m.get_mut(&2).unwrap().ckpt_parent_id = Some(3))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loop") || e.contains("does not have"), "{e}");
+        let e = nested_set(|m| {
+            m.remove(&2);
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("userns-3.img") && e.contains("no userns-2.img"),
+            "{e}"
+        );
     }
 
     #[test]
