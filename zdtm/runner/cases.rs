@@ -1354,6 +1354,26 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "ns_refused_userns_uts",
+        program: Program::C("ns_refused"),
+        args: &["--kind=userns_uts"],
+        suid: true,
+        flavors: &[Flavor::H, Flavor::Ns],
+        crfail: true,
+        crfail_reason: Some("namespaces created inside the tree are not supported"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_userns_thread",
+        program: Program::C("ns_refused"),
+        args: &["--kind=userns_thread"],
+        suid: true,
+        flavors: &[Flavor::H, Flavor::Ns],
+        crfail: true,
+        crfail_reason: Some("threads are cloned with their tids in the root's pid namespace"),
+        ..Case::DEFAULT
+    },
+    Case {
         name: "ns_refused_cgroup_back",
         program: Program::C("ns_refused"),
         args: &["--kind=cgroup_back"],

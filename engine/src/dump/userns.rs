@@ -197,14 +197,17 @@ pub fn collect(tasks: &[TaskUser], engine: u64) -> Result<TreeUserns> {
             _ if up.is_none() && root.ino == engine => {}
             _ => {
                 return Err(refuse(format!(
-                    "its parent user:[{}] has no task of the tree in it, so its maps cannot                      be read (a namespace made and left, or joined from outside the tree)",
+                    "its parent user:[{}] has no task of the tree in it, so its maps cannot \
+                     be read (a namespace made and left, or joined from outside the tree)",
                     up.unwrap_or(engine)
                 )))
             }
         }
         if t.threads > 1 {
             return Err(refuse(format!(
-                "it has {} threads: threads are cloned with their tids in the root's pid                  namespace, where a task in a user namespace below the root's has no power;                  not supported yet",
+                "it has {} threads: threads are cloned with their tids in the root's pid \
+                 namespace, where a task in a user namespace below the root's has no power; \
+                 not supported yet",
                 t.threads
             )));
         }
@@ -212,7 +215,9 @@ pub fn collect(tasks: &[TaskUser], engine: u64) -> Result<TreeUserns> {
             let base = kind.strip_suffix("_for_children").unwrap_or(kind);
             if base != "user" && root.others.get(base) != Some(&ino) {
                 return Err(refuse(format!(
-                    "its {kind} namespace {base}:[{ino}] is not the root's: the restore makes a                      namespace inside the tree in the root's user namespace, so one owned by a                      user namespace below it is not supported yet"
+                    "its {kind} namespace {base}:[{ino}] is not the root's: the restore makes a \
+                     namespace inside the tree in the root's user namespace, so one owned by a \
+                     user namespace below it is not supported yet"
                 )));
             }
         }

@@ -179,7 +179,9 @@ pub fn from_set(
             return Err(bad(
                 &path(*r),
                 format!(
-                    "the root's user namespace has a parent in the images (user namespace {p}):                      a tree whose user namespace is two levels below the engine's is not                      supported yet"
+                    "the root's user namespace has a parent in the images (user namespace {p}): \
+                     a tree whose user namespace is two levels below the engine's is not \
+                     supported yet"
                 ),
             ));
         }
@@ -200,7 +202,8 @@ pub fn from_set(
             None if top.is_some() => {
                 return Err(bad(
                     &path(id),
-                    "its parent is the engine's user namespace, beside the tree's own: only                      namespaces below the tree's are supported",
+                    "its parent is the engine's user namespace, beside the tree's own: only \
+                     namespaces below the tree's are supported",
                 ))
             }
             None => {}
@@ -219,7 +222,8 @@ pub fn from_set(
                         return Err(bad(
                             &path(id),
                             format!(
-                                "{name} extent {e:?} maps ids its parent (userns-{p}.img)                                  does not have"
+                                "{name} extent {e:?} maps ids its parent (userns-{p}.img) \
+                                 does not have"
                             ),
                         ));
                     }
@@ -228,7 +232,8 @@ pub fn from_set(
                     return Err(bad(
                         &path(id),
                         format!(
-                            "setgroups is allowed but its parent (userns-{p}.img) denies it,                              which its children inherit"
+                            "setgroups is allowed but its parent (userns-{p}.img) denies it, \
+                             which its children inherit"
                         ),
                     ));
                 }
@@ -256,7 +261,8 @@ pub fn from_set(
             return Err(bad(
                 &ids,
                 format!(
-                    "pid {}: user namespace {id:?} is neither the root's ({root:?}) nor one                      of the images' (userns-N.img)",
+                    "pid {}: user namespace {id:?} is neither the root's ({root:?}) nor one \
+                     of the images' (userns-N.img)",
                     t.pid
                 ),
             ));
@@ -265,7 +271,8 @@ pub fn from_set(
             return Err(bad(
                 &ids,
                 format!(
-                    "pid {}: {} threads in a user namespace below the root's: not supported                      (threads are cloned with their tids where it has no power)",
+                    "pid {}: {} threads in a user namespace below the root's: not supported \
+                     (threads are cloned with their tids where it has no power)",
                     t.pid,
                     t.pstree.threads.len()
                 ),
