@@ -1246,8 +1246,9 @@ pub static CASES: &[Case] = &[
             "the lazy-pages restore of a task in a user namespace of its own does not finish \
              (not supported yet)",
         ),
-        // ns, uns: the flavour's init is the tree's root, so the user namespace the case makes is
-        // one below the root's, made inside the tree, which the dump refuses
+        // ns, uns: the flavour's init is the tree's root and unshares the user namespace itself,
+        // after the flavour made the others, so that namespace (the tree's own) owns none of them,
+        // which the dump refuses (userns_nested covers user namespaces below the root's)
         flavors: &[Flavor::H],
         ..Case::DEFAULT
     },
