@@ -27,6 +27,13 @@
  *   of its own and forks a grandchild, which goes back into the test
  *   task's (the host's) with setns: a namespace the restore cannot put a
  *   task back into from one made inside the tree;
+ * --kind=userns_uts: a child of the test task unshares a user namespace
+ *   and a UTS namespace it owns (a namespace owned by a user namespace
+ *   below the root's);
+ * --kind=userns_thread: a child of the test task unshares a user
+ *   namespace and starts a thread (threads of a task in a user namespace
+ *   below the root's are not supported yet: userns_nested's tasks are
+ *   single-threaded);
  * --kind=ramfs: the root mounts a ramfs (in the ns flavour's mount
  *   namespace), a file system whose contents the dump does not save;
  *   after SIGTERM its file is still there.
@@ -72,7 +79,7 @@ static void *sleeper(void *arg)
 	return arg;
 }
 
-TEST_OPTION(kind, string, "nested, net, bridge, veth_out, time, nestedpid_thread, nft, nft_table or cgroup_back", 0);
+TEST_OPTION(kind, string, "nested, net, bridge, veth_out, time, nestedpid_thread, nft, nft_table, cgroup_back, userns_uts or userns_thread", 0);
 
 /* lo up, then a route the kernel does not make: 10.0.0.0/8 through lo */
 static int add_route(void)
@@ -198,6 +205,15 @@ int main(int argc, char **argv)
 		if (!strcmp(kind, "nested") &&
 		    (unshare(CLONE_NEWUTS) || sethostname("zdtm-nested", 11)))
 			_exit(2);
+		if (!strcmp(kind, "userns_uts") &&
+		    (unshare(CLONE_NEWUSER | CLONE_NEWUTS) || sethostname("zdtm-nested", 11)))
+			_exit(2);
+		if (!strcmp(kind, "userns_thread")) {
+			pthread_t th;
+
+			if (unshare(CLONE_NEWUSER) || pthread_create(&th, NULL, sleeper, NULL))
+				_exit(2);
+		}
 		if (!strcmp(kind, "cgroup_back")) {
 			if (unshare(CLONE_NEWCGROUP))
 				_exit(2);
@@ -233,7 +249,8 @@ int main(int argc, char **argv)
 			_exit(3);
 		while (test_go())
 			pause();
-		if (!strcmp(kind, "nested") && (uname(&u) || strcmp(u.nodename, "zdtm-nested")))
+		if ((!strcmp(kind, "nested") || !strcmp(kind, "userns_uts")) &&
+		    (uname(&u) || strcmp(u.nodename, "zdtm-nested")))
 			_exit(4);
 		if (init > 0) {
 			/* still its init's parent, the init still alive */

@@ -121,27 +121,13 @@ static void on_usr2(int sig)
 	usr2++;
 }
 
-static int read_file(const char *path, char *buf, size_t size)
-{
-	int fd = open(path, O_RDONLY), n;
-
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = '\0';
-	return n;
-}
-
 /* field 19 of /proc/self/stat */
 static int stat_nice(void)
 {
 	char buf[1024], *p, *tok, *save = NULL;
 	int field = 2;
 
-	if (read_file("/proc/self/stat", buf, sizeof(buf)) < 0 || !(p = strrchr(buf, ')')))
+	if (test_read_file("/proc/self/stat", buf, sizeof(buf)) < 0 || !(p = strrchr(buf, ')')))
 		return 99;
 	for (tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
 		if (++field == 19)
@@ -153,7 +139,7 @@ static mode_t status_umask(void)
 {
 	char buf[4096], *p;
 
-	if (read_file("/proc/self/status", buf, sizeof(buf)) < 0 || !(p = strstr(buf, "\nUmask:")))
+	if (test_read_file("/proc/self/status", buf, sizeof(buf)) < 0 || !(p = strstr(buf, "\nUmask:")))
 		return 07777;
 	return strtoul(p + 7, NULL, 8);
 }
@@ -191,7 +177,7 @@ static int get_attrs(struct attrs *a, int want_cpu)
 		return -1;
 	}
 	a->dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
-	if (read_file("/proc/self/comm", a->comm, sizeof(a->comm)) < 0) {
+	if (test_read_file("/proc/self/comm", a->comm, sizeof(a->comm)) < 0) {
 		pr_perror("read /proc/self/comm");
 		return -1;
 	}

@@ -44,64 +44,12 @@ struct state {
 	char uid_map[256], gid_map[256], setgroups[32], caps[512];
 };
 
-static int read_text(const char *path, char *buf, size_t size)
-{
-	int fd = open(path, O_RDONLY);
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = '\0';
-	return 0;
-}
-
-/* The Cap* lines of /proc/self/status. */
-static int read_caps(char *out, size_t size)
-{
-	char buf[8192], *line, *save = NULL;
-
-	if (read_text("/proc/self/status", buf, sizeof(buf)))
-		return -1;
-	out[0] = '\0';
-	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		if (strncmp(line, "Cap", 3))
-			continue;
-		strncat(out, line, size - strlen(out) - 2);
-		strcat(out, "\n");
-	}
-	return 0;
-}
-
 static int get_state(struct state *s)
 {
-	return read_text("/proc/self/uid_map", s->uid_map, sizeof(s->uid_map)) ||
-	       read_text("/proc/self/gid_map", s->gid_map, sizeof(s->gid_map)) ||
-	       read_text("/proc/self/setgroups", s->setgroups, sizeof(s->setgroups)) ||
-	       read_caps(s->caps, sizeof(s->caps));
-}
-
-/* The whitespace-separated numbers of a map, for comparing with UID_MAP. */
-static int same_map(const char *got, const char *want)
-{
-	unsigned long a[16], b[16];
-	int na = 0, nb = 0;
-	char *end;
-
-	while (*got && na < 16) {
-		a[na++] = strtoul(got, &end, 10);
-		if (end == got)
-			return 0;
-		got = end + strspn(end, " \n");
-	}
-	while (*want && nb < 16) {
-		b[nb++] = strtoul(want, &end, 10);
-		want = end + strspn(end, " \n");
-	}
-	return na == nb && !memcmp(a, b, na * sizeof(a[0]));
+	return test_read_file("/proc/self/uid_map", s->uid_map, sizeof(s->uid_map)) ||
+	       test_read_file("/proc/self/gid_map", s->gid_map, sizeof(s->gid_map)) ||
+	       test_read_file("/proc/self/setgroups", s->setgroups, sizeof(s->setgroups)) ||
+	       test_read_caps(s->caps, sizeof(s->caps));
 }
 
 /* The helper outside: maps the test task once it is in its namespace. */
@@ -179,7 +127,7 @@ int main(int argc, char **argv)
 		pr_perror("reading the namespace's state");
 		return 1;
 	}
-	if (!same_map(before.uid_map, UID_MAP) || !same_map(before.gid_map, GID_MAP)) {
+	if (!test_same_numbers(before.uid_map, UID_MAP) || !test_same_numbers(before.gid_map, GID_MAP)) {
 		pr_err("maps not as written: %s / %s\n", before.uid_map, before.gid_map);
 		return 1;
 	}

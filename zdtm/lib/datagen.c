@@ -232,3 +232,58 @@ int test_write_file(const char *path, const char *val)
 	close(fd);
 	return n == (ssize_t)strlen(val) ? 0 : -1;
 }
+
+/* Reads the file at path (up to size - 1 bytes) into buf, NUL-terminated. */
+int test_read_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
+/* Whether two texts hold the same numbers (up to 16), whatever the spacing. */
+int test_same_numbers(const char *got, const char *want)
+{
+	unsigned long a[16], b[16];
+	int na = 0, nb = 0;
+	char *end;
+
+	while (*got && na < 16) {
+		a[na++] = strtoul(got, &end, 10);
+		if (end == got)
+			return 0;
+		got = end + strspn(end, " \n");
+	}
+	while (*want && nb < 16) {
+		b[nb++] = strtoul(want, &end, 10);
+		if (end == want)
+			return 0;
+		want = end + strspn(end, " \n");
+	}
+	return na == nb && !memcmp(a, b, na * sizeof(a[0]));
+}
+
+/* The Cap* lines of /proc/self/status. */
+int test_read_caps(char *out, size_t size)
+{
+	char buf[8192], *line, *save = NULL;
+
+	if (test_read_file("/proc/self/status", buf, sizeof(buf)))
+		return -1;
+	out[0] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "Cap", 3))
+			continue;
+		strncat(out, line, size - strlen(out) - 2);
+		strcat(out, "\n");
+	}
+	return 0;
+}

@@ -1271,9 +1271,21 @@ pub static CASES: &[Case] = &[
             "the lazy-pages restore of a task in a user namespace of its own does not finish \
              (not supported yet)",
         ),
-        // ns, uns: the flavour's init is the tree's root, so the user namespace the case makes is
-        // one below the root's, made inside the tree, which the dump refuses
+        // ns, uns: the flavour's init is the tree's root and unshares the user namespace itself,
+        // after the flavour made the others, so that namespace (the tree's own) owns none of them,
+        // which the dump refuses (userns_nested covers user namespaces below the root's)
         flavors: &[Flavor::H],
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "userns_nested",
+        program: Program::C("userns_nested"),
+        suid: true,
+        no_lazy: Some(
+            "the lazy-pages restore of a task in a user namespace of its own does not finish \
+             (not supported yet)",
+        ),
+        flavors: &[Flavor::H, Flavor::Ns, Flavor::Uns],
         ..Case::DEFAULT
     },
     Case {
@@ -1376,6 +1388,26 @@ pub static CASES: &[Case] = &[
         flavors: &[Flavor::H, Flavor::Ns],
         crfail: true,
         crfail_reason: Some("namespaces created inside the tree are not supported"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_userns_uts",
+        program: Program::C("ns_refused"),
+        args: &["--kind=userns_uts"],
+        suid: true,
+        flavors: &[Flavor::H, Flavor::Ns],
+        crfail: true,
+        crfail_reason: Some("namespaces created inside the tree are not supported"),
+        ..Case::DEFAULT
+    },
+    Case {
+        name: "ns_refused_userns_thread",
+        program: Program::C("ns_refused"),
+        args: &["--kind=userns_thread"],
+        suid: true,
+        flavors: &[Flavor::H, Flavor::Ns],
+        crfail: true,
+        crfail_reason: Some("threads are cloned with their tids in the root's pid namespace"),
         ..Case::DEFAULT
     },
     Case {

@@ -397,6 +397,7 @@ impl DumpCtx<'_> {
         let ns = &mut self.ns;
         self.treens
             .write_nested_pidns(dir, |ino| ns.get("pid", ino))?;
+        self.treens.write_userns(dir, |ino| ns.get("user", ino))?;
         files::finish(&mut self.files, dir)?;
         dir.write_image("files.img", &self.files.entries)?;
         self.stats.shmem_pages +=
@@ -440,7 +441,7 @@ fn dump_zombie(p: &freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
     let status = status::read(p.pid).ok();
     let creds = status.as_ref().map(|s| {
         let mut c = core::creds_from_status(s, 0);
-        ctx.treens.creds_inside(&mut c);
+        ctx.treens.creds_inside(p.pid, &mut c);
         c
     });
     let vpid = ctx.treens.vpid(p.pid, p.pid, "pid")?;
@@ -783,7 +784,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     for (snap, (info, mut thread_core)) in snaps.iter().zip(thread_parts) {
         let leader = snap.tid == pid;
         if let Some(c) = thread_core.creds.as_mut() {
-            ctx.treens.creds_inside(c);
+            ctx.treens.creds_inside(pid, c);
         }
         let core = pb::CoreEntry {
             mtype: pb::core_entry::March::X8664 as i32,

@@ -17,7 +17,8 @@
 //!
 //! A user namespace of the tree's own (userns.rs) is one a level below the
 //! engine's, and every other namespace the tree owns must be owned by it:
-//! the restore makes them all from inside it.
+//! the restore makes them all from inside it. User namespaces below the
+//! root's are userns.rs's `collect`'s to check.
 //!
 //! A tree whose root is the init of a pid namespace of its own is dumped
 //! with the pids its tasks have in that namespace (CRIU's virtual pids):
@@ -71,8 +72,8 @@ pub struct TreeNs {
     mounts: Option<super::mntns::MountNs>,
     /// netdev-N.img of a network namespace of the tree's own.
     net: Option<super::netns::NetNs>,
-    /// userns-N.img of a user namespace of the tree's own.
-    user: Option<pb::UsernsEntry>,
+    /// The user namespaces of the tree but the engine's.
+    users: super::userns::TreeUserns,
 }
 
 fn links(pid: Pid) -> Result<BTreeMap<String, u64>> {
@@ -143,16 +144,24 @@ impl TreeNs {
                 ));
             }
         }
+        let mut users = Vec::new();
         for p in tree.iter().filter(|p| p.zombie.is_none()) {
             let mine = if p.pid == root_pid {
                 all.clone()
             } else {
                 links(p.pid)?
             };
+            users.push(super::userns::TaskUser {
+                pid: p.pid,
+                ino: mine.get("user").copied().unwrap_or(0),
+                others: mine.clone(),
+                threads: p.threads.len(),
+            });
             for (kind, &ino) in &mine {
                 let base = kind.strip_suffix("_for_children").unwrap_or(kind);
                 let want = root.get(base).copied();
-                if want == Some(ino) {
+                // User namespaces below the root's: userns::collect.
+                if want == Some(ino) || base == "user" {
                     continue;
                 }
                 // Pid namespaces below the root's: pid_levels checks them;
@@ -207,43 +216,44 @@ impl TreeNs {
                 None => None,
             },
         };
-        let user = match own("user") {
-            true => {
-                let theirs: Vec<&str> = root
-                    .keys()
-                    .filter(|k| *k != "user" && own(k))
-                    .map(|k| k.as_str())
-                    .collect();
-                let u = super::userns::check(root_pid, &engine, &theirs)?;
-                // Without a pid namespace of its own, the tree's tasks and
-                // threads must be made with their pids in the host's,
-                // which only the host's user namespace may ask for
-                // (clone3 set_tid needs CAP_SYS_ADMIN there), and a task
-                // inside cannot.
-                if !own("pid") {
-                    let more = tree
-                        .iter()
-                        .find(|p| p.pid != root_pid || p.threads.len() > 1);
-                    if let Some(p) = more {
-                        return Err(Error::unsupported(
-                            p.pid,
-                            format!("user namespace user:[{}]", root["user"]),
-                            format!(
-                                "the tree's user namespace comes without a pid namespace of its own \
+        if own("user") {
+            let theirs: Vec<&str> = root
+                .keys()
+                .filter(|k| *k != "user" && own(k))
+                .map(|k| k.as_str())
+                .collect();
+            super::userns::check(root_pid, &engine, &theirs)?;
+            // Without a pid namespace of its own, the tree's tasks and
+            // threads must be made with their pids in the host's,
+            // which only the host's user namespace may ask for
+            // (clone3 set_tid needs CAP_SYS_ADMIN there), and a task
+            // inside cannot.
+            if !own("pid") {
+                let more = tree
+                    .iter()
+                    .find(|p| p.pid != root_pid || p.threads.len() > 1);
+                if let Some(p) = more {
+                    return Err(Error::unsupported(
+                        p.pid,
+                        format!("user namespace user:[{}]", root["user"]),
+                        format!(
+                            "the tree's user namespace comes without a pid namespace of its own \
                                  and the tree has {} (pid {}{}): tasks inside cannot be made with \
                                  their pids in the host's pid namespace; only a single-threaded \
                                  root is supported so",
-                                if p.pid != root_pid { "another process" } else { "threads" },
-                                p.pid,
-                                if p.pid != root_pid { "" } else { "'s threads" }
-                            ),
-                        ));
-                    }
+                            if p.pid != root_pid {
+                                "another process"
+                            } else {
+                                "threads"
+                            },
+                            p.pid,
+                            if p.pid != root_pid { "" } else { "'s threads" }
+                        ),
+                    ));
                 }
-                Some(u)
             }
-            false => None,
-        };
+        }
+        let users = super::userns::collect(&users, engine.get("user").copied().unwrap_or(0))?;
         Ok(TreeNs {
             root,
             engine,
@@ -253,17 +263,15 @@ impl TreeNs {
             nested_pid: pids.nested,
             mounts,
             net,
-            user,
+            users,
         })
     }
 
-    /// Credentials as the tree sees them (CRIU's: read inside the task),
-    /// from the engine's view (/proc/PID/status), through the uid and gid
-    /// maps of the tree's user namespace.
-    pub fn creds_inside(&self, c: &mut pb::CredsEntry) {
-        if let Some(u) = &self.user {
-            super::userns::to_inside(u, c);
-        }
+    /// Credentials of `pid` as it sees them (CRIU's: read inside the
+    /// task), from the engine's view (/proc/PID/status), through the uid
+    /// and gid maps of its user namespace.
+    pub fn creds_inside(&self, pid: Pid, c: &mut pb::CredsEntry) {
+        self.users.creds_inside(pid, c);
     }
 
     /// Host pid -> pid in the tree's own pid namespace (empty: the tree is
@@ -395,7 +403,7 @@ impl TreeNs {
     /// utsns-N.img, timens-N.img, mountpoints-N.img, netns-N.img with
     /// netdev-N.img, ifaddr-N.img, route-N.img, route6-N.img, rule-N.img
     /// and nftables-N.img, and pidns-N.img of the namespaces the tree owns, N as
-    /// in the root's ids.
+    /// in the root's ids (userns-N.img: `write_userns`).
     pub fn write_images(
         &self,
         dir: &ImageDir,
@@ -427,10 +435,6 @@ impl TreeNs {
                 dir.write_file(&format!("nftables-{id}.img"), text.as_bytes())?;
             }
         }
-        if let Some(u) = &self.user {
-            let id = ids.user_ns_id.unwrap_or(0);
-            dir.write_image(&format!("userns-{id}.img"), std::slice::from_ref(u))?;
-        }
         if self.owns("pid") {
             let id = ids.pid_ns_id.unwrap_or(0);
             dir.write_image(
@@ -439,6 +443,12 @@ impl TreeNs {
             )?;
         }
         Ok(())
+    }
+
+    /// userns-N.img of every user namespace of the tree, N as in the ids
+    /// of the tasks in it (`id_of` maps an inode to it).
+    pub fn write_userns(&self, dir: &ImageDir, id_of: impl FnMut(u64) -> u32) -> Result<()> {
+        self.users.write_images(dir, id_of)
     }
 
     /// pidns-N.img of every pid namespace below the root's, N as in the

@@ -129,6 +129,11 @@ pub struct ChildPlan {
     pub cow: super::cow::CowPlan,
     /// Its controlling terminal and foreground group (restore/tty.rs).
     pub tty: TtyPlan,
+    /// When its user namespace is below the root's: the engine's fd of it
+    /// and the number the task keeps it at (above every fd it uses) until
+    /// the engine has it enter it, once its files are in
+    /// (restore/userns.rs `place_fds`).
+    pub user_ns: Option<(RawFd, RawFd)>,
 }
 
 /// A file the engine needs open in the task while it rebuilds memory.
@@ -396,12 +401,28 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
     check(early, super::mntns::enter_tree_root(), || {
         format!("pid {pid}: entering the tree's root")
     });
+    // Its user namespace's fd, where the engine looks for it.
+    let user_ns = plan.user_ns.map(|(fd, at)| {
+        if plan.shares_files {
+            fail(
+                early,
+                &format!(
+                    "pid {pid}: a task in a user namespace below the root's sharing its \
+                     parent's fd table is not supported"
+                ),
+                Errno::EOPNOTSUPP,
+            );
+        }
+        check(early, sys::fd::dup2(fd, at), || {
+            format!("pid {pid}: dup2 of its user namespace's fd {fd} to {at}")
+        })
+    });
     // The fds: a task sharing its parent's table leaves it alone (the
     // owner fills it once every sharer is set up).
     let efd = if plan.shares_files {
         early
     } else {
-        make_fds(plan, early)
+        make_fds(plan, early, user_ns)
     };
 
     if let Some(cwd) = &plan.cwd {
@@ -477,7 +498,7 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
 /// Fills the task's own fd table: every fd of its plan, then the helper
 /// files above them, then those of the tasks sharing it; the engine's fds
 /// go. Returns the error fd, which the error pipe `early` moved to.
-fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
+fn make_fds(plan: &ChildPlan, early: RawFd, user_ns: Option<RawFd>) -> RawFd {
     let efd = plan.err_fd();
     // Helper files only an engine fd reaches are reopened while this
     // task still holds its inherited copy of that fd, above every fd the
@@ -506,6 +527,7 @@ fn make_fds(plan: &ChildPlan, early: RawFd) -> RawFd {
         .flatten()
         .copied()
         .chain(plan.engine_pidfd)
+        .chain(user_ns)
         .collect();
     if sys::fd::dup2(early, efd).is_err() {
         sys::process::exit_now(2);

@@ -69,6 +69,9 @@ fn is_full_root(c: &pb::CredsEntry) -> bool {
 /// and permitted sets on top of the dumped ones (dropped at the release).
 /// `groups`: whether the supplementary groups can be set (not in a user
 /// namespace whose setgroups is "deny", where they stay as inherited).
+/// `entered`: the task has just entered its user namespace, where its ids
+/// (the engine's) may be unmapped, so they are set even when they look
+/// like the engine's.
 pub fn restore_creds(
     r: &mut Remote<'_>,
     mem: &TaskMem,
@@ -76,8 +79,9 @@ pub fn restore_creds(
     c: &pb::CredsEntry,
     keep: u64,
     groups: bool,
+    entered: bool,
 ) -> Result<()> {
-    if is_full_root(c) {
+    if is_full_root(c) && !entered {
         return Ok(());
     }
     let bnd = cap64(&c.cap_bnd);
@@ -164,20 +168,11 @@ pub fn restore_creds(
 pub const KIND: Kind = Kind {
     name: "credentials",
     validate: super::stage::no_checks,
-    new: |imgs: &Images, _: &RestoreOptions| {
-        let deny = imgs
-            .ns
-            .user
-            .as_ref()
-            .is_some_and(|u| u.ckpt_setgroups_deny == Some(true));
-        Ok(Box::new(Creds { groups: !deny }))
-    },
+    new: |imgs: &Images, _: &RestoreOptions| Ok(Box::new(Creds(imgs.ns.users.clone()))),
 };
 
-/// `groups`: restore_creds's.
-struct Creds {
-    groups: bool,
-}
+/// The user namespaces, for whether each task's denies setgroups.
+struct Creds(super::userns::UserImages);
 
 impl Restorer for Creds {
     fn in_task(&self, stage: TaskStage, cx: &mut TaskCx<'_>) -> Result<()> {
@@ -185,15 +180,17 @@ impl Restorer for Creds {
             return Ok(());
         }
         let t = cx.t;
-        let groups = self.groups;
+        // restore_creds's `groups`: per the task's own user namespace.
+        let groups = !self.0.setgroups_denied(t.ids.user_ns_id);
+        let entered = super::userns::enter_own(cx)?;
         cx.in_leader(|r, mem, scratch| match &t.thread().creds {
-            Some(c) => restore_creds(r, mem, scratch, c, CAP_KILL, groups),
+            Some(c) => restore_creds(r, mem, scratch, c, CAP_KILL, groups, entered),
             None => Ok(()),
         })?;
         cx.in_threads(|r, mem, scratch, _, core| {
             let tcore = core.thread_core.as_ref().expect("validated");
             if let Some(c) = &tcore.creds {
-                restore_creds(r, mem, scratch, c, 0, groups)?;
+                restore_creds(r, mem, scratch, c, 0, groups, entered)?;
             }
             set_pdeath(r, tcore)
         })?;

@@ -281,6 +281,11 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<Pid> {
         }
     };
     let engine_pidfd = pidns::engine_pidfd(&mut plans, &mut root_plan, imgs.ns.user.is_some())?;
+    userns::place_fds(
+        &mut plans,
+        &mut root_plan,
+        engine_pidfd.as_ref().map(|f| f.as_raw_fd()),
+    );
 
     // Tree.
     let root = imgs.tasks[0].pid;
@@ -412,6 +417,7 @@ fn tree_plan(imgs: &Images, t: &TaskImages) -> Result<ChildPlan> {
         local_pgid: pidns::local(&t.pstree.ns_pgid, t.pstree.pgid),
         umask: 0o022,
         err_pipe: -1,
+        user_ns: userns::fd_of(t.ids.user_ns_id).map(|fd| (fd, -1)),
         zombies,
         ..Default::default()
     })

@@ -60,6 +60,8 @@ pub struct NsImages {
     pub net: Option<super::netns::NetImages>,
     /// A new user namespace with these maps, made first.
     pub user: Option<pb::UsernsEntry>,
+    /// That one and those below it (restore/userns.rs).
+    pub users: super::userns::UserImages,
 }
 
 impl NsImages {
@@ -102,7 +104,6 @@ pub fn from_set(
                 "time" => t.ids.time_ns_id,
                 "mnt" => t.ids.mnt_ns_id,
                 "net" => t.ids.net_ns_id,
-                "user" => t.ids.user_ns_id,
                 _ => t.ids.pid_ns_id,
             };
             // Tasks in nested pid namespaces: restore/pidns.rs.
@@ -247,19 +248,8 @@ pub fn from_set(
             check_left("network", prefix, vec![*k], ids.net_ns_id)?;
         }
     }
-    if let Some(id) = ids.user_ns_id.filter(|id| ns.user.contains_key(id)) {
-        part("user", Some(id))?;
-        let name = format!("userns-{id}.img");
-        let u = super::load::require(dir, &name, &ns.user[&id])?.clone();
-        super::userns::validate(&dir.join(&name), &u)?;
-        out.user = Some(u);
-    }
-    check_left(
-        "user",
-        "userns",
-        ns.user.keys().copied().collect(),
-        ids.user_ns_id,
-    )?;
+    out.users = super::userns::from_set(dir, &ns.user, tasks)?;
+    out.user = out.users.top.as_ref().map(|(_, u)| u.clone());
     // timens-0.img is no namespace: CRIU writes its clocks at dump time
     // there for every tree (namespace ids start at 1).
     check_left(
@@ -329,6 +319,8 @@ fn unshare_all(imgs: &Images) -> Result<()> {
     if let Some(u) = &ns.user {
         return enter_user(imgs, u);
     }
+    // Below the engine's: made from it, before it leaves its namespaces.
+    super::userns::make_nested(root, &ns.users)?;
     if let Some(net) = &ns.net {
         super::netns::enter(root, net, &|| super::files::inet::lock_before_links(imgs))?;
     }
@@ -358,6 +350,7 @@ fn enter_user(imgs: &Images, u: &pb::UsernsEntry) -> Result<()> {
         flags,
         ns.time.as_ref().map(offsets_text).as_deref(),
     )?;
+    super::userns::make_nested(root, &ns.users)?;
     for (flag, fd) in entered {
         if flag == CloneFlags::CLONE_NEWNS {
             // A mount namespace is entered by a thread with its own

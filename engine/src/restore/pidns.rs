@@ -174,12 +174,7 @@ pub fn engine_pidfd(
     if !every && plans.iter().all(|p| p.ns_pid.len() < 2) {
         return Ok(None);
     }
-    let above = plans
-        .iter()
-        .map(|p| p.err_fd() + 2 + 2 * (p.table_helpers.len() + p.helper_files.len()) as i32)
-        .max()
-        .unwrap_or(0)
-        + 16;
+    let above = above_every_fd(plans);
     let me = std::process::id() as i32;
     let high = crate::sys::pidfd::open_at_least(me, above).map_err(|e| {
         Error::sys(
@@ -199,6 +194,18 @@ pub fn engine_pidfd(
     }
     set_in(root, n, every);
     Ok(Some(high))
+}
+
+/// A number above every fd any task of `plans` uses, for an fd the tasks
+/// inherit and keep while theirs are made (this engine pidfd, and the
+/// user namespace fds of restore/userns.rs `place_fds`).
+pub fn above_every_fd(plans: &[super::child::ChildPlan]) -> i32 {
+    plans
+        .iter()
+        .map(|p| p.err_fd() + 2 + 2 * (p.table_helpers.len() + p.helper_files.len()) as i32)
+        .max()
+        .unwrap_or(0)
+        + 16
 }
 
 fn set_in(p: &mut super::child::ChildPlan, fd: i32, every: bool) {

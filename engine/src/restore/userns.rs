@@ -39,9 +39,26 @@
 //! restore/creds.rs sets them inside the namespace, where they mean the
 //! same; with setgroups denied the supplementary groups cannot be set and
 //! are left as inherited.
+//!
+//! # Namespaces below the tree's
+//!
+//! A user namespace below the root's (`Nested`, at any depth; below the
+//! engine's for a tree in the engine's own) is made by `make_nested`,
+//! parents first, before any task exists: a holder forked from the engine
+//! enters the parent (taking an id mapped there, as the kernel wants of a
+//! namespace's creator) and unshares it; a writer forked from the engine
+//! enters the parent too and writes the maps, which only a process in the
+//! parent with CAP_SETUID there may write, and which the kernel reads
+//! relative to the parent, as the image holds them. The engine keeps an
+//! fd of each. Every task is still born in the root's user namespace,
+//! where its parent forks it with its pids (clone3 set_tid needs power
+//! over the pid namespace, which is the root's user namespace's), takes
+//! its files there, and then enters its own (`ChildPlan::user_ns`,
+//! restore/child.rs) before its credentials are set inside it.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -97,6 +114,461 @@ pub fn validate(path: &Path, u: &pb::UsernsEntry) -> Result<()> {
     Ok(())
 }
 
+/// A user namespace below the tree's, as its image has it.
+#[derive(Debug, Clone)]
+pub struct Nested {
+    /// Its id (userns-ID.img, the tasks' user_ns_id).
+    pub id: u32,
+    /// Its parent's id; `None`: the engine's.
+    pub parent: Option<u32>,
+    pub entry: pb::UsernsEntry,
+}
+
+/// The user namespaces of the images: the root's own (made by `make`)
+/// and those below it, parents first (`make_nested`).
+#[derive(Debug, Clone, Default)]
+pub struct UserImages {
+    pub top: Option<(u32, pb::UsernsEntry)>,
+    pub nested: Vec<Nested>,
+}
+
+impl UserImages {
+    /// Whether the user namespace `id` denies setgroups.
+    pub fn setgroups_denied(&self, id: Option<u32>) -> bool {
+        let deny = |u: &pb::UsernsEntry| u.ckpt_setgroups_deny == Some(true);
+        match self.top.as_ref().filter(|(t, _)| Some(*t) == id) {
+            Some((_, u)) => deny(u),
+            None => self
+                .nested
+                .iter()
+                .find(|n| Some(n.id) == id)
+                .is_some_and(|n| deny(&n.entry)),
+        }
+    }
+
+    fn entry(&self, id: u32) -> Option<&pb::UsernsEntry> {
+        match &self.top {
+            Some((t, u)) if *t == id => Some(u),
+            _ => self.nested.iter().find(|n| n.id == id).map(|n| &n.entry),
+        }
+    }
+}
+
+/// Reads and checks every userns-N.img (`images`) against the tasks'
+/// ids, before any process exists: each map as the kernel would
+/// (`validate`) and inside its parent's; a parent chain within the images
+/// up to the root's namespace; setgroups denied below a namespace that
+/// denies it; every task in the root's namespace or one of the images,
+/// and a task in every image.
+pub fn from_set(
+    dir: &Path,
+    images: &BTreeMap<u32, crate::images::set::Part<pb::UsernsEntry>>,
+    tasks: &[super::load::TaskImages],
+) -> Result<UserImages> {
+    let path = |id: u32| dir.join(format!("userns-{id}.img"));
+    let mut all = BTreeMap::new();
+    for (&id, part) in images {
+        let u = super::load::require(dir, &format!("userns-{id}.img"), part)?.clone();
+        validate(&path(id), &u)?;
+        all.insert(id, u);
+    }
+    let root = tasks[0].ids.user_ns_id;
+    let top = root.and_then(|r| all.get(&r).map(|u| (r, u.clone())));
+    if let Some((r, u)) = &top {
+        if let Some(p) = u.ckpt_parent_id {
+            return Err(bad(
+                &path(*r),
+                format!(
+                    "the root's user namespace has a parent in the images (user namespace {p}): \
+                     a tree whose user namespace is two levels below the engine's is not \
+                     supported yet"
+                ),
+            ));
+        }
+    }
+    let depth = |id: u32| -> Result<usize> {
+        let mut at = id;
+        for d in 0..=all.len() {
+            if Some(at) == root || all[&at].ckpt_parent_id.is_none() {
+                return Ok(d);
+            }
+            at = all[&at].ckpt_parent_id.unwrap_or(0);
+        }
+        Err(bad(&path(id), "its parents make a loop"))
+    };
+    let mut nested = Vec::new();
+    for (&id, u) in all.iter().filter(|(&id, _)| Some(id) != root) {
+        match u.ckpt_parent_id {
+            None if top.is_some() => {
+                return Err(bad(
+                    &path(id),
+                    "its parent is the engine's user namespace, beside the tree's own: only \
+                     namespaces below the tree's are supported",
+                ))
+            }
+            None => {}
+            Some(p) => {
+                let Some(pu) = all.get(&p) else {
+                    return Err(bad(
+                        &path(id),
+                        format!("its parent user namespace {p} has no userns-{p}.img"),
+                    ));
+                };
+                for (name, map, pmap) in [
+                    ("uid_map", &u.uid_map, &pu.uid_map),
+                    ("gid_map", &u.gid_map, &pu.gid_map),
+                ] {
+                    if let Some(e) = map.iter().find(|e| !fits(e, pmap)) {
+                        return Err(bad(
+                            &path(id),
+                            format!(
+                                "{name} extent {e:?} maps ids its parent (userns-{p}.img) \
+                                 does not have"
+                            ),
+                        ));
+                    }
+                }
+                if pu.ckpt_setgroups_deny == Some(true) && u.ckpt_setgroups_deny != Some(true) {
+                    return Err(bad(
+                        &path(id),
+                        format!(
+                            "setgroups is allowed but its parent (userns-{p}.img) denies it, \
+                             which its children inherit"
+                        ),
+                    ));
+                }
+            }
+        }
+        if !tasks.iter().any(|t| t.ids.user_ns_id == Some(id)) {
+            return Err(bad(&path(id), format!("no task is in user namespace {id}")));
+        }
+        nested.push((
+            depth(id)?,
+            Nested {
+                id,
+                parent: u.ckpt_parent_id,
+                entry: u.clone(),
+            },
+        ));
+    }
+    for t in tasks {
+        let id = t.ids.user_ns_id;
+        if id == root {
+            continue;
+        }
+        let ids = dir.join(format!("ids-{}.img", t.pid));
+        if !id.is_some_and(|id| all.contains_key(&id)) {
+            return Err(bad(
+                &ids,
+                format!(
+                    "pid {}: user namespace {id:?} is neither the root's ({root:?}) nor one \
+                     of the images' (userns-N.img)",
+                    t.pid
+                ),
+            ));
+        }
+        if t.pstree.threads.len() > 1 {
+            return Err(bad(
+                &ids,
+                format!(
+                    "pid {}: {} threads in a user namespace below the root's: not supported \
+                     (threads are cloned with their tids where it has no power)",
+                    t.pid,
+                    t.pstree.threads.len()
+                ),
+            ));
+        }
+    }
+    nested.sort_by_key(|(d, _)| *d);
+    Ok(UserImages {
+        top,
+        nested: nested.into_iter().map(|(_, n)| n).collect(),
+    })
+}
+
+/// Whether the ids `e` maps to in its parent (`lower_first` on) are all
+/// mapped there (`parent`'s `first` on).
+fn fits(e: &pb::UidGidExtent, parent: &[pb::UidGidExtent]) -> bool {
+    let mut x = e.lower_first as u64;
+    let end = x + e.count as u64;
+    while x < end {
+        let Some(p) = parent
+            .iter()
+            .find(|p| x >= p.first as u64 && x < p.first as u64 + p.count as u64)
+        else {
+            return false;
+        };
+        x = p.first as u64 + p.count as u64;
+    }
+    true
+}
+
+/// Fds of the user namespaces `make_nested` made, by image id, until
+/// `done`.
+static NESTED: Mutex<BTreeMap<u32, OwnedFd>> = Mutex::new(BTreeMap::new());
+
+/// The engine's fd of user namespace `id` when `make_nested` made it (a
+/// task in it enters it: restore/child.rs).
+pub fn fd_of(id: Option<u32>) -> Option<RawFd> {
+    let nested = NESTED.lock().unwrap_or_else(|p| p.into_inner());
+    id.and_then(|id| nested.get(&id)).map(|f| f.as_raw_fd())
+}
+
+/// The user namespaces below the tree's (module doc), parents first;
+/// `users.top`'s was made by `make`.
+pub fn make_nested(root: Pid, users: &UserImages) -> Result<()> {
+    for n in &users.nested {
+        let parent = match n.parent {
+            None => None,
+            Some(p) => {
+                let fd = match users.top.as_ref().filter(|(t, _)| *t == p) {
+                    Some(_) => MADE
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                        .map(|m| m.user.try_clone()),
+                    None => NESTED
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&p)
+                        .map(|f| f.try_clone()),
+                };
+                let fd = fd
+                    .ok_or_else(|| {
+                        Error::task(root, format!("user namespace {}", n.id), "parent not made")
+                    })?
+                    .map_err(|e| Error::io("dup", format!("pid {root}: user namespace {p}"), e))?;
+                let pu = users.entry(p).expect("from_set checked the parent");
+                Some((fd, first_mapped(&pu.uid_map), first_mapped(&pu.gid_map)))
+            }
+        };
+        let fd = make_one(
+            root,
+            n,
+            parent.as_ref().map(|(f, u, g)| (f.as_fd(), *u, *g)),
+        )?;
+        NESTED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(n.id, fd);
+    }
+    Ok(())
+}
+
+/// Where each task entering a user namespace below the root's keeps its
+/// fd (`ChildPlan::user_ns`): above every fd any task uses, and the
+/// engine's pidfd (restore/pidns.rs, which reckons the same way).
+pub fn place_fds(
+    plans: &mut [super::child::ChildPlan],
+    root: &mut super::child::ChildPlan,
+    engine_pidfd: Option<RawFd>,
+) {
+    let above = super::pidns::above_every_fd(plans);
+    let at = above.max(engine_pidfd.map_or(0, |n| n + 1));
+    fn set_in(p: &mut super::child::ChildPlan, at: RawFd) {
+        if let Some(u) = p.user_ns.as_mut() {
+            u.1 = at;
+        }
+        for c in p
+            .children
+            .iter_mut()
+            .chain(p.siblings.iter_mut())
+            .chain(p.helpers.iter_mut().flat_map(|h| h.children.iter_mut()))
+        {
+            set_in(c, at);
+        }
+    }
+    for p in plans.iter_mut() {
+        set_in(p, at);
+    }
+    set_in(root, at);
+}
+
+/// The Creds stage, before the credentials: a task whose user namespace
+/// is below the root's enters it (remote setns of the fd it kept) and
+/// closes the fd. Returns whether it did.
+pub fn enter_own(cx: &mut super::stage::TaskCx<'_>) -> Result<bool> {
+    let Some((_, at)) = cx.plan.user_ns else {
+        return Ok(false);
+    };
+    cx.in_leader(|r, _, _| {
+        r.call(
+            libc::SYS_setns,
+            &[at as u64, libc::CLONE_NEWUSER as u64],
+            &format!("setns into its user namespace (fd {at})"),
+        )?;
+        r.call(
+            libc::SYS_close,
+            &[at as u64],
+            "close of its user namespace's fd",
+        )
+    })?;
+    Ok(true)
+}
+
+/// 0 when `map` maps it, else its first id.
+fn first_mapped(map: &[pb::UidGidExtent]) -> u32 {
+    match map.iter().any(|e| e.first == 0) {
+        true => 0,
+        false => map.first().map_or(0, |e| e.first),
+    }
+}
+
+/// One namespace of `make_nested`: `parent` is the parent's fd with a uid
+/// and gid mapped there (`None`: the engine's).
+fn make_one(root: Pid, n: &Nested, parent: Option<(BorrowedFd<'_>, u32, u32)>) -> Result<OwnedFd> {
+    let what = format!("user namespace {} (userns-{}.img)", n.id, n.id);
+    let err = |step: &str, e| Error::sys(root, format!("{what}: {step}"), e);
+    let (up_rd, up_wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
+    let holder = crate::sys::fork_restore_child().map_err(|e| err("fork of its holder", e))?;
+    if holder == 0 {
+        drop(up_rd);
+        crate::restore::child::tie_to_parent(nix::unistd::getppid().as_raw());
+        let ok = enter_parent(parent, true).is_ok()
+            && nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+        let _ = nix::unistd::write(&up_wr, if ok { b"1" } else { b"u" });
+        if !ok {
+            crate::sys::process::exit_now(1);
+        }
+        loop {
+            nix::unistd::pause();
+        }
+    }
+    drop(up_wr);
+    let r = write_maps(root, &what, holder, n, parent, up_rd);
+    let hpid = nix::unistd::Pid::from_raw(holder);
+    let _ = nix::sys::signal::kill(hpid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(hpid, None);
+    r
+}
+
+/// A process made for `make_one` goes into `parent`, and the holder
+/// (`creator`) takes ids mapped there.
+fn enter_parent(parent: Option<(BorrowedFd<'_>, u32, u32)>, creator: bool) -> nix::Result<()> {
+    let Some((fd, uid, gid)) = parent else {
+        return Ok(());
+    };
+    nix::sched::setns(fd, CloneFlags::CLONE_NEWUSER)?;
+    if creator {
+        let g = nix::unistd::Gid::from_raw(gid);
+        let u = nix::unistd::Uid::from_raw(uid);
+        nix::unistd::setresgid(g, g, g)?;
+        nix::unistd::setresuid(u, u, u)?;
+    }
+    Ok(())
+}
+
+/// The engine's side of `make_one`: once the holder has unshared, a writer
+/// in the parent writes its maps; then the namespace's fd.
+fn write_maps(
+    root: Pid,
+    what: &str,
+    holder: Pid,
+    n: &Nested,
+    parent: Option<(BorrowedFd<'_>, u32, u32)>,
+    up: OwnedFd,
+) -> Result<OwnedFd> {
+    let mut b = [0u8; 1];
+    if !matches!(std::fs::File::from(up).read(&mut b), Ok(1)) || b[0] != b'1' {
+        return Err(Error::task(
+            root,
+            what,
+            format!("its holder process (pid {holder}) could not enter its parent and unshare"),
+        ));
+    }
+    let u = &n.entry;
+    let deny = u.ckpt_setgroups_deny == Some(true);
+    let files: Vec<(std::ffi::CString, String)> = [
+        (
+            "setgroups",
+            if deny {
+                "deny\n".to_string()
+            } else {
+                "allow\n".to_string()
+            },
+        ),
+        ("uid_map", map_text(&u.uid_map)),
+        ("gid_map", map_text(&u.gid_map)),
+    ]
+    .into_iter()
+    .map(|(name, text)| {
+        let path = std::ffi::CString::new(format!("/proc/{holder}/{name}")).expect("no NUL");
+        (path, text)
+    })
+    .collect();
+    let err = |step: &str, e| Error::sys(root, format!("{what}: {step}"), e);
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
+    let writer = crate::sys::fork_restore_child().map_err(|e| err("fork of its writer", e))?;
+    if writer == 0 {
+        drop(rd);
+        crate::restore::child::tie_to_parent(nix::unistd::getppid().as_raw());
+        let mut failed = (0u8, 0i32);
+        if let Err(e) = enter_parent(parent, false) {
+            failed = (1, e as i32);
+        }
+        for (i, (path, text)) in files.iter().enumerate() {
+            if failed.0 != 0 {
+                break;
+            }
+            let r = crate::sys::fd::open(path, libc::O_WRONLY).and_then(|fd| {
+                let w = crate::sys::fd::write(fd, text.as_bytes());
+                crate::sys::fd::close(fd);
+                w
+            });
+            if let Err(e) = r {
+                failed = (2 + i as u8, e as i32);
+            }
+        }
+        let mut msg = [0u8; 5];
+        msg[0] = failed.0;
+        msg[1..].copy_from_slice(&failed.1.to_le_bytes());
+        let _ = nix::unistd::write(&wr, &msg);
+        crate::sys::process::exit_now(i32::from(failed.0 != 0));
+    }
+    drop(wr);
+    let mut msg = [0u8; 5];
+    let got = std::fs::File::from(rd).read_exact(&mut msg);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(writer), None);
+    if got.is_err() {
+        return Err(Error::task(
+            root,
+            what,
+            format!("its map writer (pid {writer}) died"),
+        ));
+    }
+    let errno = nix::errno::Errno::from_raw(i32::from_le_bytes([msg[1], msg[2], msg[3], msg[4]]));
+    match msg[0] {
+        0 => {}
+        1 => {
+            return Err(err(
+                "the map writer's setns into the parent user namespace",
+                errno,
+            ))
+        }
+        i => {
+            let (path, text) = &files[(i - 2) as usize];
+            return Err(Error::io(
+                path.to_string_lossy().into_owned(),
+                format!("pid {root}: {what}: writing {text:?} from its parent user namespace"),
+                std::io::Error::from_raw_os_error(errno as i32),
+            ));
+        }
+    }
+    let path = format!("/proc/{holder}/ns/user");
+    let fd = std::fs::File::open(&path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io(&path, format!("pid {root}: its new {what}"), e))?;
+    debug!(
+        "{what}: parent {:?}, uid_map {:?}, gid_map {:?}, setgroups {}",
+        n.parent,
+        map_text(&u.uid_map),
+        map_text(&u.gid_map),
+        if deny { "deny" } else { "allow" }
+    );
+    Ok(fd)
+}
+
 /// The kernel's text of a map.
 fn map_text(map: &[pb::UidGidExtent]) -> String {
     map.iter()
@@ -125,6 +597,7 @@ pub fn done() {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
     }
+    NESTED.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
 /// The other namespaces the holder made, to be entered by the engine's
@@ -388,6 +861,7 @@ mod tests {
             uid_map: vec![ext(0, 100000, 1000), ext(1000, 300000, 10)],
             gid_map: vec![ext(0, 100000, 65536)],
             ckpt_setgroups_deny: None,
+            ckpt_parent_id: None,
         };
         validate(p, &good).unwrap();
         let mut overlap = good.clone();
@@ -401,5 +875,85 @@ mod tests {
         let mut wrap = good;
         wrap.uid_map[0].lower_first = u32::MAX;
         assert!(validate(p, &wrap).is_err());
+    }
+
+    fn task(pid: i32, user: u32) -> super::super::load::TaskImages {
+        super::super::load::TaskImages {
+            pid,
+            pstree: Default::default(),
+            core: Default::default(),
+            mm: Default::default(),
+            pages: Default::default(),
+            fdinfo: vec![],
+            fs: Default::default(),
+            ids: pb::TaskKobjIdsEntry {
+                user_ns_id: Some(user),
+                ..Default::default()
+            },
+            fd_table_owner: None,
+            threads: vec![],
+            parent_runs: vec![],
+        }
+    }
+
+    /// The images of userns_nested in the uns flavour: the root's (1), A's
+    /// (2, below it) and G1's (3, below A's); `tweak` breaks one.
+    fn nested_set(tweak: impl FnOnce(&mut BTreeMap<u32, pb::UsernsEntry>)) -> Result<UserImages> {
+        let ns = |map: Vec<pb::UidGidExtent>, parent: Option<u32>| pb::UsernsEntry {
+            uid_map: map.clone(),
+            gid_map: map,
+            ckpt_setgroups_deny: parent.map(|_| true),
+            ckpt_parent_id: parent,
+        };
+        let mut m = BTreeMap::new();
+        m.insert(3, ns(vec![ext(0, 0, 5)], Some(2)));
+        m.insert(2, ns(vec![ext(0, 1000, 10)], Some(1)));
+        m.insert(1, ns(vec![ext(0, 0, 65536)], None));
+        tweak(&mut m);
+        let images = m.into_iter().map(|(k, v)| (k, Ok(v))).collect();
+        let tasks = [task(1, 1), task(2, 2), task(3, 3), task(4, 2)];
+        from_set(Path::new("/img"), &images, &tasks)
+    }
+
+    #[test]
+    fn nested_namespaces_are_checked_and_ordered_parents_first() {
+        let u = nested_set(|_| {}).unwrap();
+        assert_eq!(u.top.as_ref().map(|t| t.0), Some(1));
+        let order: Vec<u32> = u.nested.iter().map(|n| n.id).collect();
+        assert_eq!(order, vec![2, 3]);
+        assert!(u.setgroups_denied(Some(3)) && !u.setgroups_denied(Some(1)));
+        let e = nested_set(|m| m.get_mut(&3).unwrap().uid_map = vec![ext(0, 8, 5)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("userns-3.img") && e.contains("does not have"),
+            "{e}"
+        );
+        let e = nested_set(|m| m.get_mut(&3).unwrap().ckpt_setgroups_deny = None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("userns-3.img") && e.contains("setgroups"), "{e}");
+        let e = nested_set(|m| m.get_mut(&2).unwrap().ckpt_parent_id = Some(3))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loop") || e.contains("does not have"), "{e}");
+        let e = nested_set(|m| {
+            m.remove(&2);
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("userns-3.img") && e.contains("no userns-2.img"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_nested_map_must_fit_in_its_parents() {
+        let parent = vec![ext(0, 100000, 10), ext(20, 300000, 10)];
+        assert!(fits(&ext(0, 0, 10), &parent));
+        assert!(fits(&ext(5, 25, 5), &parent));
+        assert!(!fits(&ext(0, 5, 10), &parent));
+        assert!(!fits(&ext(0, 30, 1), &parent));
     }
 }

@@ -97,6 +97,11 @@ pub fn text(set: &ImageSet) -> Vec<(usize, String)> {
         ));
         match part {
             Ok(u) => {
+                let parent = match u.ckpt_parent_id {
+                    Some(p) => format!("user ns {p}"),
+                    None => "the dumping engine's".into(),
+                };
+                out.push((4, format!("parent {parent} (lower ids are its)")));
                 for (name, map) in [("uid_map", &u.uid_map), ("gid_map", &u.gid_map)] {
                     out.push((4, format!("{name} (inside  outside  count)")));
                     for e in map {
@@ -601,6 +606,7 @@ pub fn json(set: &ImageSet) -> Value {
                 "id": id,
                 "tasks": members(set, "user", id),
                 "value": ok(p.as_ref().map(|u| json!({
+                    "parent": u.ckpt_parent_id,
                     "uid_map": extents(&u.uid_map),
                     "gid_map": extents(&u.gid_map),
                     "setgroups_deny": u.ckpt_setgroups_deny == Some(true),
@@ -657,6 +663,17 @@ mod tests {
             uid_map: vec![ext(0, 0, 1), ext(1, 200000, 5000)],
             gid_map: vec![ext(0, 0, 1), ext(1, 300000, 5000)],
             ckpt_setgroups_deny: Some(true),
+            ckpt_parent_id: None,
+        })
+        .unwrap();
+        w.finish().unwrap();
+        // One below it, as the userns_nested case leaves it.
+        let mut w = ImageWriter::create(d.path().join("userns-12.img"), Magic::Userns).unwrap();
+        w.write_entry(&pb::UsernsEntry {
+            uid_map: vec![ext(0, 1000, 10)],
+            gid_map: vec![ext(0, 1000, 10)],
+            ckpt_setgroups_deny: Some(true),
+            ckpt_parent_id: Some(9),
         })
         .unwrap();
         w.finish().unwrap();

@@ -33,6 +33,13 @@ pub fn close(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
+/// `setns(2)` into the namespace `fd` refers to (`nstype` a CLONE_NEW*
+/// flag, or 0 for any).
+pub fn setns(fd: RawFd, nstype: i32) -> nix::Result<()> {
+    // SAFETY: integer arguments only.
+    Errno::result(unsafe { libc::setns(fd, nstype) }).map(drop)
+}
+
 /// Sets FD_CLOEXEC on `fd`.
 pub fn set_cloexec(fd: RawFd) -> nix::Result<()> {
     // SAFETY: integer arguments only.
