@@ -109,7 +109,20 @@ impl<'scope, J: Send + 'scope, R: Send + 'scope> Pool<'scope, J, R> {
 
     /// Wait for every job; their results in the order they were handed
     /// over, or the first failed job's error.
-    pub fn finish(mut self) -> Result<Vec<R>> {
+    pub fn finish(self) -> Result<Vec<R>> {
+        let what = self.what;
+        match self.wait()? {
+            (out, false) => Ok(out),
+            // Jobs are skipped only after a failure, which `wait` returns.
+            (_, true) => Err(Error::Usage(format!(
+                "internal: {what} jobs skipped without a failure"
+            ))),
+        }
+    }
+
+    /// Every job's result in order, or the first failed job's error; and
+    /// whether jobs were skipped (after a failure, the caller's included).
+    fn wait(mut self) -> Result<(Vec<R>, bool)> {
         drop(self.jobs.take());
         let mut all: Vec<Option<Option<Result<R>>>> = (0..self.sent).map(|_| None).collect();
         let inline = std::mem::take(&mut self.inline_done);
@@ -137,14 +150,7 @@ impl<'scope, J: Send + 'scope, R: Send + 'scope> Pool<'scope, J, R> {
                 None => skipped = true,
             }
         }
-        match skipped {
-            // Only after a failure, which the loop returned.
-            true => Err(Error::Usage(format!(
-                "internal: {} jobs skipped without a failure",
-                self.what
-            ))),
-            false => Ok(out),
-        }
+        Ok((out, skipped))
     }
 
     /// The caller failed with `e` before handing over job number `sent`:
@@ -152,7 +158,7 @@ impl<'scope, J: Send + 'scope, R: Send + 'scope> Pool<'scope, J, R> {
     /// error is the first of theirs, if any, or else `e`.
     pub fn fail(self, e: Error) -> Error {
         self.failed.store(true, Ordering::Relaxed);
-        match self.finish() {
+        match self.wait() {
             Err(first) => first,
             Ok(_) => e,
         }
@@ -168,5 +174,82 @@ pub fn threads_for(jobs: usize) -> usize {
     match jobs {
         0 | 1 => 0,
         n => n.min(cpus),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pool;
+    use crate::error::{Error, Result};
+
+    /// Job `i` sleeps a little less the later it comes, so that the
+    /// threads finish out of order; `fail` names jobs that fail.
+    fn run(threads: usize, jobs: usize, fail: &[usize]) -> Result<Vec<usize>> {
+        std::thread::scope(|scope| {
+            let mut pool = Pool::new(scope, "test", threads, |i: usize| {
+                std::thread::sleep(std::time::Duration::from_millis((jobs - i) as u64));
+                match fail.contains(&i) {
+                    true => Err(Error::Usage(format!("job {i} failed"))),
+                    false => Ok(i * 10),
+                }
+            })?;
+            for i in 0..jobs {
+                pool.submit(i)?;
+            }
+            pool.finish()
+        })
+    }
+
+    #[test]
+    fn results_come_back_in_the_order_given() {
+        for threads in [0, 1, 3] {
+            let want: Vec<usize> = (0..8).map(|i| i * 10).collect();
+            assert_eq!(run(threads, 8, &[]).unwrap(), want, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn the_first_failed_job_is_the_error() {
+        for threads in [0, 1, 3] {
+            let e = run(threads, 8, &[5, 2, 6]).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                Error::Usage("job 2 failed".into()).to_string()
+            );
+        }
+    }
+
+    /// The caller's failure: the jobs not started are dropped, and the
+    /// error is that of a job that failed already, or else the caller's.
+    #[test]
+    fn a_failure_of_the_caller_after_the_jobs_comes_second() {
+        let got = std::thread::scope(|scope| {
+            let mut pool = Pool::new(scope, "test", 2, |i: usize| match i {
+                1 => Err(Error::Usage("job 1 failed".into())),
+                _ => Ok(()),
+            })
+            .unwrap();
+            for i in 0..3 {
+                pool.submit(i).unwrap();
+            }
+            // Job 1 failed before the caller did.
+            while !pool.failed() {
+                std::thread::yield_now();
+            }
+            pool.fail(Error::Usage("caller failed".into()))
+        });
+        assert_eq!(
+            got.to_string(),
+            Error::Usage("job 1 failed".into()).to_string()
+        );
+        let got = std::thread::scope(|scope| {
+            let mut pool = Pool::new(scope, "test", 2, |_: usize| Ok(())).unwrap();
+            pool.submit(0).unwrap();
+            pool.fail(Error::Usage("caller failed".into()))
+        });
+        assert_eq!(
+            got.to_string(),
+            Error::Usage("caller failed".into()).to_string()
+        );
     }
 }
