@@ -21,7 +21,6 @@
 //! A DIR that holds images already (an image file, or a manifest) is
 //! refused: the new images would mix with the old ones, or destroy them.
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -104,7 +103,9 @@ pub struct ImageDir {
     /// The temporary is inside the existing `final_path` (see the module
     /// doc), not a sibling of it.
     inside: bool,
-    manifest: RefCell<Manifest>,
+    /// Behind a lock: the dump writes the pages of several processes at
+    /// once, from its pages threads (`dump/pages.rs`).
+    manifest: std::sync::Mutex<Manifest>,
     committed: bool,
     /// Where the pages go instead of files here (`dump --page-server`).
     page_server: Option<SharedClient>,
@@ -239,11 +240,16 @@ impl ImageDir {
             final_path: dir.to_path_buf(),
             tmp,
             inside,
-            manifest: RefCell::new(Manifest::new()),
+            manifest: std::sync::Mutex::new(Manifest::new()),
             committed: false,
             page_server: None,
             _lock: lock,
         })
+    }
+
+    fn manifest(&self) -> std::sync::MutexGuard<'_, Manifest> {
+        // A thread that panicked holding it added a whole entry or none.
+        self.manifest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -263,7 +269,7 @@ impl ImageDir {
             w.write_entry(e)?;
         }
         let d = w.finish_unsynced()?;
-        self.manifest.borrow_mut().add_digest(name, d);
+        self.manifest().add_digest(name, d);
         Ok(())
     }
 
@@ -272,8 +278,7 @@ impl ImageDir {
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(name);
         std::fs::write(&path, bytes).map_err(|e| Error::io(&path, "writing", e))?;
-        self.manifest
-            .borrow_mut()
+        self.manifest()
             .add_digest(name, images::FileDigest::of_bytes(bytes));
         Ok(())
     }
@@ -291,7 +296,7 @@ impl ImageDir {
             w.write_entry(&images::pagemap::with_both_counts(e))?;
         }
         let d = w.finish_unsynced()?;
-        self.manifest.borrow_mut().add_digest(name, d);
+        self.manifest().add_digest(name, d);
         Ok(())
     }
 
@@ -308,7 +313,7 @@ impl ImageDir {
             w.write_raw(raw)?;
         }
         let d = w.finish_unsynced()?;
-        self.manifest.borrow_mut().add_digest(name, d);
+        self.manifest().add_digest(name, d);
         Ok(())
     }
 
@@ -328,7 +333,7 @@ impl ImageDir {
             w.write_raw(raw)?;
         }
         let d = w.finish_unsynced()?;
-        self.manifest.borrow_mut().add_digest(name, d);
+        self.manifest().add_digest(name, d);
         Ok(())
     }
 
@@ -343,7 +348,7 @@ impl ImageDir {
         let mut w = ImageWriter::create(self.path(name), Self::magic_of(name)?)?;
         f(&mut w)?;
         let d = w.finish_unsynced()?;
-        self.manifest.borrow_mut().add_digest(name, d);
+        self.manifest().add_digest(name, d);
         Ok(())
     }
 
@@ -383,7 +388,7 @@ impl ImageDir {
         if let PagesTo::Server(c, n) = &out.to {
             lock(c).close(*n, &name, digest.size, digest.xxh3)?;
         }
-        self.manifest.borrow_mut().add_digest(name, digest);
+        self.manifest().add_digest(name, digest);
         Ok(())
     }
 
@@ -397,7 +402,7 @@ impl ImageDir {
             lock(c).finish()?;
         }
         images::framing::sync_fs(&self.tmp)?;
-        self.manifest.borrow().write(&self.tmp)?;
+        self.manifest().write(&self.tmp)?;
         images::framing::sync_dir(&self.tmp)?;
         if self.inside {
             return self.move_in();

@@ -12,6 +12,7 @@ pub mod images;
 pub mod imgdir;
 pub mod kernel;
 pub mod pageserver;
+pub mod pool;
 pub mod proc;
 pub mod ptrace;
 pub mod restore;

@@ -169,9 +169,14 @@ pub fn classify(v: &Vma) -> (pb::VmaEntry, VmaKind) {
     (e, kind)
 }
 
-/// The PFN of the kernel's shared zero page, learned by read-faulting a page
-/// of our own; `None` when PFNs are hidden.
+/// The PFN of the kernel's shared zero page, learned once per run by
+/// read-faulting a page of our own; `None` when PFNs are hidden.
 pub fn zero_pfn() -> Option<u64> {
+    static PFN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *PFN.get_or_init(find_zero_pfn)
+}
+
+fn find_zero_pfn() -> Option<u64> {
     let len = PAGE as usize;
     // SAFETY: a fresh private anonymous mapping, read once, then unmapped.
     unsafe {

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod mntns;
 pub mod netns;
 pub mod ns;
+pub mod pages;
 pub mod seccomp;
 pub mod signals;
 pub mod timers;
@@ -39,6 +40,7 @@ use crate::images::vma::{cow_eligible, VMA_AREA_MEMFD};
 use crate::images::{chain, pb};
 use crate::imgdir::ImageDir;
 use crate::kernel::restart;
+use crate::pool::Pool;
 use crate::proc::{self, maps, pagemap::PagemapReader, stat, status};
 use crate::ptrace::mem::TaskMem;
 use crate::ptrace::remote::find_syscall_insn;
@@ -47,7 +49,7 @@ use crate::ptrace::StopKind;
 
 use files::FileTable;
 use kind::{DumpEnv, Dumper, FinishCx, Kind, ProcCx};
-use memory::{classify, PagemapBuilder, VmaKind};
+use memory::{classify, VmaKind};
 
 /// Every kind of kernel object the dump knows beyond a process's core,
 /// files and memory, in the order each takes its part of a step.
@@ -215,6 +217,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     for k in KINDS.iter().filter(|_| !opts.pre_dump) {
         kinds.push((k.new)(&env).map_err(|e| e.context(k.name))?);
     }
+    debug!("pid {pid}: namespaces and kinds set up");
     let mut ctx = DumpCtx {
         kinds,
         dir: &dir,
@@ -246,16 +249,41 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
         tracked: Vec::new(),
         restarts: Vec::new(),
     };
-    for p in tree.iter_mut() {
-        if p.zombie.is_some() {
-            if !opts.pre_dump {
-                dump_zombie(p, &mut ctx)?;
+    // The pages go over one connection to a page server, one file after
+    // the other.
+    let threads = match opts.page_server {
+        Some(_) => 0,
+        None => crate::pool::threads_for(tree.len()),
+    };
+    let copied = std::thread::scope(|scope| {
+        let mut pool = Pool::new(scope, "pages", threads, |job: pages::Job| job.run(&dir))?;
+        for p in tree.iter_mut() {
+            let job = if p.zombie.is_some() {
+                if !opts.pre_dump {
+                    if let Err(e) = dump_zombie(p, &mut ctx) {
+                        return Err(pool.fail(e));
+                    }
+                }
+                continue;
+            } else if opts.pre_dump {
+                pre_dump_process(p, &mut ctx)
+            } else {
+                dump_process(p, &mut ctx)
+            };
+            let submitted = job.and_then(|j| pool.submit(j));
+            if let Err(e) = submitted {
+                return Err(pool.fail(e));
             }
-        } else if opts.pre_dump {
-            pre_dump_process(p, &mut ctx)?;
-        } else {
-            dump_process(p, &mut ctx)?;
+            if pool.failed() {
+                break;
+            }
         }
+        pool.finish()
+    })?;
+    for d in copied {
+        ctx.stats.pages += d.pages;
+        ctx.stats.shmem_pages += d.shmem_pages;
+        ctx.cow_pages += d.cow_pages;
     }
     let pids = tree.iter().map(|p| p.pid).collect();
     if opts.pre_dump {
@@ -561,7 +589,9 @@ fn refuse_nested_pids(
     Ok(())
 }
 
-fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
+/// Everything of one process but its pages, on the tracer thread; the
+/// job that copies them is returned.
+fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pages::Job> {
     let dir = ctx.dir;
     let threads = &mut p.threads[..];
     let pid = threads[0].tid;
@@ -663,6 +693,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
     }
     let fs = files::dump_fs(pid, status.umask.unwrap_or(0o022), files)?;
     let exe_file_id = files::dump_exe(pid, files)?;
+    debug!("pid {pid}: files dumped");
 
     // Memory: classify every mapping, then copy the pages.
     let mut vma_entries = Vec::new();
@@ -697,37 +728,16 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         kinds.push((kind, v.read));
     }
     let vpid = ctx.treens.vpid(pid, pid, "pid")?;
-    dump_private_memory(
-        pid,
-        p.ppid,
-        vpid,
-        &vma_entries,
-        &kinds,
-        &mem,
-        syscall_ip,
-        ctx,
-    )?;
+    let mut job = pages_job(pid, p.ppid, vpid, &vma_entries, kinds, mem, syscall_ip, ctx)?;
     // Shared anonymous memory: each object once per dump, whoever maps it.
-    for (e, &(kind, _)) in vma_entries.iter().zip(&kinds) {
+    for (e, &(kind, _)) in vma_entries.iter().zip(&job.kinds) {
         if kind != VmaKind::AnonShared || ctx.shmem_done.contains(&e.shmid) {
             continue;
         }
         ctx.shmem_done.insert(e.shmid);
         let id = ctx.pages_id();
-        let mut sink = memory::PageSink {
-            pages: dir.pages_writer(id)?,
-            pm: PagemapBuilder::default(),
-        };
-        memory::dump_shmem_object(pid, e.start, e.end, &mut sink)?;
-        ctx.stats.shmem_pages += sink.pm.total_pages();
-        dir.finish_pages(sink.pages)?;
-        dir.write_pagemap(
-            &format!("pagemap-shmem-{}.img", e.shmid),
-            id,
-            &sink.pm.entries,
-        )?;
+        job.shmem.push((e.shmid, e.start, e.end, id));
     }
-    debug!("pid {pid}: pages copied");
     ctx.stats.vmas += vma_entries.len();
     let auxv = proc::auxv::read(pid)?;
     let mm = pb::MmEntry {
@@ -807,7 +817,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()>
         .pstree_entry(pid, p.ppid, &stat, Some(&status), tids)?;
     ctx.pstree.push(entry);
     ctx.stats.tasks += 1;
-    fault::check(pid, "dump-memory")
+    Ok(job)
 }
 
 /// A `syscall` instruction in the task (its vDSO first) for remote calls.
@@ -882,84 +892,31 @@ fn open_parent(
     }
 }
 
-/// Private memory, through page tables, into the task's pages file and
-/// pagemap; pages still shared with the parent process, and (in an
-/// incremental dump) pages not written since the parent image, are not
-/// stored again.
+/// The job that copies a process's private memory, through page tables,
+/// into its pages file and pagemap (`pages.rs`); pages still shared with
+/// the parent process, and (in an incremental dump) pages not written
+/// since the parent image, are not stored again. Its ids, what it may
+/// share and its write tracking are settled here, in the tree's order.
 #[allow(clippy::too_many_arguments)]
-fn dump_private_memory(
+fn pages_job(
     pid: Pid,
     ppid: Pid,
     vpid: Pid,
     vma_entries: &[pb::VmaEntry],
-    kinds: &[(VmaKind, bool)],
-    mem: &TaskMem,
+    kinds: Vec<(VmaKind, bool)>,
+    mem: TaskMem,
     syscall_ip: u64,
     ctx: &mut DumpCtx<'_>,
-) -> Result<()> {
-    let dir = ctx.dir;
+) -> Result<pages::Job> {
     let private_id = ctx.pages_id();
-    let mut sinks = vec![memory::PageSink {
-        pages: dir.pages_writer(private_id)?,
-        pm: PagemapBuilder::default(),
-    }];
-    let jobs: Vec<_> = vma_entries
-        .iter()
-        .zip(kinds)
-        .filter(|(_, (kind, _))| {
-            matches!(
-                kind,
-                VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
-            )
-        })
-        .map(|(e, &(kind, readable))| memory::VmaJob {
-            entry: e,
-            kind,
-            readable,
-            sink: 0,
-            base: 0,
-        })
-        .collect();
     let pagemap = PagemapReader::open(pid)?;
-    let zero_pfn = memory::zero_pfn();
-    // Pages still shared with the parent are not stored again.
-    let cow = match ctx.cow_vmas.get(&ppid) {
-        Some(parent) => memory::find_cow_pages(pid, ppid, vma_entries, parent, zero_pfn),
-        None => memory::CowMarks::new(),
-    };
+    let cow_parent = ctx.cow_vmas.get(&ppid).cloned();
     if ctx.cow_parents.contains(&pid) {
         let eligible = vma_entries.iter().filter(|v| cow_eligible(v));
         ctx.cow_vmas.insert(pid, eligible.cloned().collect());
     }
     let start_time = stat::read(pid)?.start_time;
-    let (parent, existing) = parent_marks(pid, vpid, start_time, vma_entries, &pagemap, ctx)?;
-    let in_parent = memory::dump_pages_cow(
-        pid, mem, &pagemap, zero_pfn, &jobs, &mut sinks, &cow, &parent,
-    )?;
-    drop(jobs);
-    let mut private = sinks.pop().expect("sink 0 exists");
-    ctx.stats.pages += private.pm.total_pages();
-    let cow = memory::cow_entries(&cow);
-    let shared: u64 = cow.iter().map(|e| e.nr_pages as u64).sum();
-    ctx.cow_pages += shared;
-    if shared > 0 {
-        debug!("pid {pid}: {shared} pages shared with parent {ppid}");
-    }
-    let kept: u64 = in_parent.iter().map(|e| e.nr_pages as u64).sum();
-    if ctx.parent.is_some() {
-        debug!(
-            "pid {pid}: {} pages written since the parent image stored, {kept} pages left in it",
-            private.pm.total_pages()
-        );
-    }
-    memory::merge_cow_entries(&mut private.pm.entries, cow);
-    memory::merge_cow_entries(&mut private.pm.entries, in_parent);
-    dir.finish_pages(private.pages)?;
-    dir.write_pagemap(
-        &format!("pagemap-{vpid}.img"),
-        private_id,
-        &private.pm.entries,
-    )?;
+    let (marks, existing) = parent_marks(pid, vpid, start_time, vma_entries, &pagemap, ctx)?;
     if ctx.opts.tracks() {
         ctx.arm.push(ArmJob {
             pid,
@@ -974,7 +931,20 @@ fn dump_private_memory(
             start_time,
         });
     }
-    Ok(())
+    Ok(pages::Job {
+        pid,
+        ppid,
+        vpid,
+        private_id,
+        vmas: vma_entries.to_vec(),
+        kinds,
+        mem,
+        pagemap,
+        cow_parent,
+        marks,
+        incremental: ctx.parent.is_some(),
+        shmem: Vec::new(),
+    })
 }
 
 /// The pages of `pid` an incremental dump may leave in the parent image
@@ -1058,7 +1028,7 @@ fn parent_marks(
 /// A pre-dump of one process: its mappings and private memory, and its
 /// place in the tree; nothing else (the tree goes on running, and the
 /// dump that follows writes the rest).
-fn pre_dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<()> {
+fn pre_dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pages::Job> {
     let pid = p.threads[0].tid;
     let stat = stat::read(pid)?;
     let status = status::read(pid)?;
@@ -1073,16 +1043,7 @@ fn pre_dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result
         })
         .unzip();
     let vpid = ctx.treens.vpid(pid, pid, "pid")?;
-    dump_private_memory(
-        pid,
-        p.ppid,
-        vpid,
-        &vma_entries,
-        &kinds,
-        &mem,
-        syscall_ip,
-        ctx,
-    )?;
+    let job = pages_job(pid, p.ppid, vpid, &vma_entries, kinds, mem, syscall_ip, ctx)?;
     ctx.stats.vmas += vma_entries.len();
     ctx.dir.write_image(
         &format!("mm-{vpid}.img"),
@@ -1109,7 +1070,7 @@ fn pre_dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result
         .pstree_entry(pid, p.ppid, &stat, Some(&status), tids)?;
     ctx.pstree.push(entry);
     ctx.stats.tasks += 1;
-    fault::check(pid, "dump-memory")
+    Ok(job)
 }
 
 impl DumpCtx<'_> {
