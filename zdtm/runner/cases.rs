@@ -456,9 +456,6 @@ pub static CASES: &[Case] = &[
         name: "shm_shared_child",
         program: Program::C("shm_shared_child"),
         pre_dump: true,
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -926,9 +923,6 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=pair"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -937,9 +931,6 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=pair"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -949,9 +940,6 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -961,9 +949,6 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -972,9 +957,6 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=half"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -983,9 +965,6 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=half"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -1016,9 +995,6 @@ pub static CASES: &[Case] = &[
         args: &["--family=4", "--mode=closewait"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -1027,9 +1003,6 @@ pub static CASES: &[Case] = &[
         args: &["--family=6", "--mode=closewait"],
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -1039,9 +1012,6 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -1051,9 +1021,6 @@ pub static CASES: &[Case] = &[
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
         between: Some(let_peer_probe),
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // The program drops C's packets with an nft table of its own (root),
@@ -1065,9 +1032,6 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // The program drops C's packets with an nft table of its own (root),
@@ -1079,9 +1043,6 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // As lastack: the program's own nft tables hold the FINs back.
@@ -1092,9 +1053,6 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // As lastack: the program's own nft tables hold the FINs back.
@@ -1105,9 +1063,6 @@ pub static CASES: &[Case] = &[
         suid: true,
         dump_opts: &["--tcp-established"],
         restore_opts: &["--tcp-established"],
-        // uns: a shared anonymous mapping is taken by its second task through /proc/PID/map_files,
-        // which needs CAP_CHECKPOINT_RESTORE in the initial user namespace (EPERM)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // Connections waiting in a listening socket's accept queue: the

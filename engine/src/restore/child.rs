@@ -86,6 +86,9 @@ pub struct ChildPlan {
     /// Where the helper fd of each mapped file lands, by file id (for the
     /// engine's memory rebuild; the child opens `helper_files` only).
     pub mapped_fds: std::collections::BTreeMap<u32, RawFd>,
+    /// Where the helper fd of each shared anonymous object the engine
+    /// made lands, by shmid (`EngineFds::shmem`).
+    pub shmem_fds: std::collections::BTreeMap<u64, RawFd>,
     /// Where the executable's helper fd lands.
     pub exe_fd: Option<RawFd>,
     /// Cloned with CLONE_FILES into the fd table of the task that forks

@@ -45,6 +45,7 @@ struct Made {
 impl Restorer for Made {
     fn create(&mut self, imgs: &Images, fds: &mut EngineFds) -> Result<()> {
         let (descriptions, late_seals) = make(imgs)?;
+        super::memory::make_objects(imgs, fds)?;
         if imgs.ns.pid {
             for id in dead_pidfd_ids(imgs) {
                 if let Some(fd) = descriptions.get(&id) {

@@ -155,6 +155,7 @@ impl Restorer for Memory {
                         mem,
                         scratch,
                         cow: &plan.cow,
+                        shmem_fds: &plan.shmem_fds,
                     };
                     map_and_fill(r, imgs, t, shmem, &cx, lazy)
                 })?;
@@ -486,6 +487,9 @@ pub struct FillCx<'a> {
     pub mem: &'a TaskMem,
     pub scratch: u64,
     pub cow: &'a super::cow::CowPlan,
+    /// The task's helper fds of the shared anonymous objects the engine
+    /// made, by shmid (`make_objects`).
+    pub shmem_fds: &'a BTreeMap<u64, RawFd>,
 }
 
 /// Steps 3 and 4; with `lazy`, the lazy mappings' own pages are left to
@@ -520,7 +524,10 @@ pub fn map_and_fill(
             continue;
         }
         if v.status & VMA_ANON_SHARED != 0 {
-            map_shared_anon(r, imgs, t, v, shmem, mem, scratch)?;
+            match cx.shmem_fds.get(&v.shmid) {
+                Some(&fd) => map_object(r, v, fd)?,
+                None => map_shared_anon(r, imgs, t, v, shmem, mem, scratch)?,
+            }
             continue;
         }
         // Held memory is in place with its content already.
@@ -774,6 +781,65 @@ fn object_size(imgs: &Images, shmid: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// Shared anonymous memory objects in a tree with a user namespace of its
+/// own are made and filled by the engine before any task exists, one fd
+/// each (`EngineFds::shmem`), and every window of one is mapped from the
+/// task's helper fd of it (`map_object`). Without them, a task would open
+/// the object through /proc/PID/map_files of the first task that mapped
+/// it (`map_shared_anon`), which needs CAP_CHECKPOINT_RESTORE in the
+/// initial user namespace, and may not take the engine's fd either (the
+/// engine is outside its namespace).
+pub fn make_objects(imgs: &Images, fds: &mut super::stage::EngineFds) -> Result<()> {
+    if imgs.ns.user.is_none() {
+        return Ok(());
+    }
+    let root = imgs.tasks[0].pid;
+    for t in &imgs.tasks {
+        for v in t.mm.vmas.iter().filter(|v| v.status & VMA_ANON_SHARED != 0) {
+            if fds.shmem.contains_key(&v.shmid) {
+                continue;
+            }
+            let size = object_size(imgs, v.shmid);
+            let what = format!("shared anonymous object {:#x} ({size} bytes)", v.shmid);
+            let fd = crate::sys::shared_anon_object(size).map_err(|e| {
+                Error::io(
+                    "/proc/self/map_files",
+                    format!("pid {root}: making {what}"),
+                    e,
+                )
+            })?;
+            let f = std::fs::File::from(fd);
+            if let Some(set) = imgs.shmem.get(&v.shmid).filter(|s| !s.entries.is_empty()) {
+                fill_object(imgs, set, &f, t.pid, &what, "the engine's fd")?;
+            }
+            fds.shmem.insert(v.shmid, f.into());
+        }
+    }
+    Ok(())
+}
+
+/// A window of an object the engine made, mapped from the task's helper
+/// fd `fd` of it.
+fn map_object(r: &mut Remote<'_>, v: &pb::VmaEntry, fd: RawFd) -> Result<()> {
+    let flags = (v.flags & !(libc::MAP_ANONYMOUS as u32)) as u64 | libc::MAP_FIXED as u64;
+    r.call(
+        libc::SYS_mmap,
+        &[
+            v.start,
+            v.end - v.start,
+            v.prot as u64,
+            flags,
+            fd as u64,
+            v.pgoff,
+        ],
+        &format!(
+            "mmap shared mapping {:#x}-{:#x} from the engine's object",
+            v.start, v.end
+        ),
+    )?;
+    Ok(())
+}
+
 /// One window of a shared anonymous object. The first window anyone maps
 /// creates the object (at its full size, so every other window fits) and
 /// the engine fills it through its file; later windows, in this task or
@@ -872,27 +938,41 @@ fn map_shared_anon(
     shmem.objects.insert(v.shmid, (pid, v.start, v.end));
     // Fill the object through its file, whatever the window shows.
     if let Some(set) = imgs.shmem.get(&v.shmid).filter(|s| !s.entries.is_empty()) {
-        let src = open_pages(imgs, set, true)?;
         let path = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, format!("pid {pid}: opening {what}"), e))?;
-        let data = src.as_slice();
-        let mut off = 0usize;
-        for e in &set.entries {
-            let n = e.nr_pages as usize * PAGE as usize;
-            std::os::unix::fs::FileExt::write_all_at(&f, &data[off..off + n], e.vaddr).map_err(
-                |err| {
-                    Error::io(
-                        &path,
-                        format!("pid {pid}: writing {what} at offset {:#x}", e.vaddr),
-                        err,
-                    )
-                },
-            )?;
-            off += n;
-        }
+        fill_object(imgs, set, &f, pid, &what, &path)?;
+    }
+    Ok(())
+}
+
+/// Writes an object's dumped pages through its file `f` (`path` names it
+/// in errors).
+fn fill_object(
+    imgs: &Images,
+    set: &PageSet,
+    f: &std::fs::File,
+    pid: i32,
+    what: &str,
+    path: &str,
+) -> Result<()> {
+    let src = open_pages(imgs, set, true)?;
+    let data = src.as_slice();
+    let mut off = 0usize;
+    for e in &set.entries {
+        let n = e.nr_pages as usize * PAGE as usize;
+        std::os::unix::fs::FileExt::write_all_at(f, &data[off..off + n], e.vaddr).map_err(
+            |err| {
+                Error::io(
+                    path,
+                    format!("pid {pid}: writing {what} at offset {:#x}", e.vaddr),
+                    err,
+                )
+            },
+        )?;
+        off += n;
     }
     Ok(())
 }

@@ -97,6 +97,10 @@ pub struct EngineFds {
     /// Files that no path names (memfds, unlinked files): a mapping of
     /// one is made from the engine's description, not from a path.
     pub pathless: std::collections::BTreeSet<u32>,
+    /// Shared anonymous memory objects the engine made and filled, by
+    /// shmid, in a tree with a user namespace of its own
+    /// (restore/memory.rs `make_objects`).
+    pub shmem: BTreeMap<u64, OwnedFd>,
 }
 
 impl EngineFds {

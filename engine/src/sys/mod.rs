@@ -221,6 +221,37 @@ impl Drop for Mmap {
     }
 }
 
+/// A new shared anonymous memory object of `size` bytes (what
+/// mmap(MAP_SHARED | MAP_ANONYMOUS) makes: "/dev/zero (deleted)" in
+/// /proc/PID/maps), held by an fd instead of a mapping: mapped for a
+/// moment, opened through /proc/self/map_files (CAP_CHECKPOINT_RESTORE in
+/// the initial user namespace), unmapped.
+pub fn shared_anon_object(size: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: a fresh mapping no Rust value refers to, unmapped below
+    // before anything else can use it.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    let start = ptr as u64;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/map_files/{start:x}-{:x}", start + size));
+    // SAFETY: unmapping exactly the mapping made above.
+    unsafe { libc::munmap(ptr, size as usize) };
+    Ok(opened?.into())
+}
+
 /// A copy of fd `fd` of process `pid` (pidfd_open + pidfd_getfd), close-on-exec.
 pub fn take_fd(pid: i32, fd: i32) -> nix::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;

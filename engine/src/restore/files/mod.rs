@@ -50,7 +50,7 @@ use super::stage::{EngineFds, Kind, Restorer, TaskCx, TaskStage};
 use super::RestoreOptions;
 use crate::error::{Error, Pid, Result};
 use crate::images::pb;
-use crate::images::vma::{VMA_FILE_PRIVATE, VMA_FILE_SHARED};
+use crate::images::vma::{VMA_ANON_SHARED, VMA_FILE_PRIVATE, VMA_FILE_SHARED};
 use crate::ptrace::remote::Remote;
 
 /// Every kind of file the restore knows, by its files.img type.
@@ -312,7 +312,7 @@ fn plan_files(
             .filter(move |s| s.fd_table_owner == Some(owner_pid))
     };
     let base = (max_fd + 1).max(3);
-    let (files, mapped) = helper_files(imgs, t, engine)?;
+    let (files, mapped, objects) = helper_files(imgs, t, engine)?;
     plan.shares_files = t.fd_table_owner.is_some();
     plan.helper_fd_base = if plan.shares_files {
         let mut at = base + helper_files(imgs, owner, engine)?.0.len() as RawFd + 1;
@@ -326,8 +326,13 @@ fn plan_files(
         }
         base
     };
+    let n = mapped.len();
     for (i, id) in mapped.into_iter().enumerate() {
         plan.mapped_fds.insert(id, plan.helper_fd_base + i as RawFd);
+    }
+    for (i, shmid) in objects.into_iter().enumerate() {
+        plan.shmem_fds
+            .insert(shmid, plan.helper_fd_base + (n + i) as RawFd);
     }
     plan.exe_fd = Some(plan.helper_fd_base + files.len() as RawFd - 1);
     plan.helper_files = files;
@@ -338,13 +343,14 @@ fn plan_files(
 }
 
 /// The files the engine needs open in task `t` while it rebuilds its
-/// memory: each mapped file once, then the executable (last); and the
-/// file ids of the mapped ones, in that order.
+/// memory: each mapped file once, then each shared anonymous object the
+/// engine made, then the executable (last); and the file ids of the mapped
+/// ones and the shmids of the objects, in that order.
 fn helper_files(
     imgs: &Images,
     t: &TaskImages,
     engine: &EngineFds,
-) -> Result<(Vec<HelperFile>, Vec<u32>)> {
+) -> Result<(Vec<HelperFile>, Vec<u32>, Vec<u64>)> {
     let pid = t.pid;
     // A deleted file or a memfd is reopened from the engine's fd.
     let helper = |id: u32, what: &str, flags: i32| -> Result<HelperFile> {
@@ -371,8 +377,26 @@ fn helper_files(
             files.push(helper(id, "mapping", flags)?);
         }
     }
+    let mut objects: Vec<u64> = Vec::new();
+    for v in &t.mm.vmas {
+        if let Some(fd) = engine
+            .shmem
+            .get(&v.shmid)
+            .filter(|_| v.status & VMA_ANON_SHARED != 0)
+        {
+            if !objects.contains(&v.shmid) {
+                objects.push(v.shmid);
+                let n = fd.as_raw_fd();
+                files.push(HelperFile {
+                    path: std::ffi::CString::new(format!("/proc/self/fd/{n}")).expect("no NUL"),
+                    flags: libc::O_RDWR,
+                    engine_fd: Some(n),
+                });
+            }
+        }
+    }
     files.push(helper(t.mm.exe_file_id, "exe", libc::O_RDONLY)?);
-    Ok((files, ids))
+    Ok((files, ids, objects))
 }
 
 /// Open files used by more than one task: the engine makes each once.
