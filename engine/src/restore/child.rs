@@ -154,6 +154,17 @@ pub struct HelperFile {
     pub engine_fd: Option<RawFd>,
 }
 
+impl HelperFile {
+    /// The task's reopening of the engine's fd `n`, which it inherits.
+    pub fn inherited(n: RawFd, flags: i32) -> Self {
+        HelperFile {
+            path: CString::new(format!("/proc/self/fd/{n}")).expect("no NUL"),
+            flags,
+            engine_fd: Some(n),
+        }
+    }
+}
+
 /// What a task does for its session's terminal, with the engine's fd of
 /// the terminal (inherited in the clone, closed with the engine's others).
 #[derive(Debug, Clone, Default)]

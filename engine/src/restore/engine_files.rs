@@ -216,7 +216,7 @@ fn dead_pidfd_ids(imgs: &Images) -> Vec<u32> {
 
 /// A new open file description of the file at `path` (a ghost's name, or
 /// /proc/self/fd/N of a memfd) with open(2) `flags`, at `pos`.
-fn reopen(pid: i32, path: &Path, flags: u32, pos: u64, what: &str) -> Result<OwnedFd> {
+pub(super) fn reopen(pid: i32, path: &Path, flags: u32, pos: u64, what: &str) -> Result<OwnedFd> {
     // O_TMPFILE (with its O_DIRECTORY) made the file; it cannot open one.
     let flags = flags as i32
         & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC | libc::O_TMPFILE);

@@ -818,8 +818,8 @@ pub fn make_objects(imgs: &Images, fds: &mut super::stage::EngineFds) -> Result<
     Ok(())
 }
 
-/// A window of an object the engine made, mapped from the task's helper
-/// fd `fd` of it.
+/// A window of a shared anonymous object, mapped from the task's fd `fd`
+/// of it.
 fn map_object(r: &mut Remote<'_>, v: &pb::VmaEntry, fd: RawFd) -> Result<()> {
     let flags = (v.flags & !(libc::MAP_ANONYMOUS as u32)) as u64 | libc::MAP_FIXED as u64;
     r.call(
@@ -833,7 +833,7 @@ fn map_object(r: &mut Remote<'_>, v: &pb::VmaEntry, fd: RawFd) -> Result<()> {
             v.pgoff,
         ],
         &format!(
-            "mmap shared mapping {:#x}-{:#x} from the engine's object",
+            "mmap shared mapping {:#x}-{:#x} from its object's fd",
             v.start, v.end
         ),
     )?;
@@ -868,12 +868,7 @@ fn map_shared_anon(
             &[scratch + 3072, (libc::O_RDWR | libc::O_CLOEXEC) as u64],
             &format!("{what}: open of the object through pid {owner}"),
         )?;
-        let flags = (v.flags & !(libc::MAP_ANONYMOUS as u32)) as u64 | fixed;
-        let got = r.call(
-            libc::SYS_mmap,
-            &[v.start, len, v.prot as u64, flags, fd, v.pgoff],
-            &format!("mmap {what}"),
-        );
+        let got = map_object(r, v, fd as RawFd);
         r.call(libc::SYS_close, &[fd], "close of a shared memory fd")?;
         got?;
         return Ok(());

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
-use crate::error::{Error, Pid, Result};
+use crate::error::{Pid, Result};
 
 /// Where a file's mount is, seen from the task holding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +60,11 @@ impl Mounts {
     ) -> Result<Reach> {
         if self.host.is_none() {
             let me = std::process::id() as Pid;
-            let ns = ns_ino(me, &format!("/proc/{me}/ns/mnt"))?;
+            let ns = crate::proc::ns::ns_id(me, "mnt")?;
             self.host = Some((ns, ids(me)?));
         }
         let (host_ns, host_ids) = self.host.as_ref().expect("read above");
-        let ns = ns_ino(pid, &format!("/proc/{pid}/ns/mnt"))?;
+        let ns = crate::proc::ns::ns_id(pid, "mnt")?;
         if ns == *host_ns {
             return Ok(Reach::ByName);
         }
@@ -91,12 +91,6 @@ impl Mounts {
             Reach::Nowhere
         })
     }
-}
-
-fn ns_ino(pid: Pid, path: &str) -> Result<u64> {
-    std::fs::metadata(path)
-        .map(|m| m.ino())
-        .map_err(|e| Error::io(path, format!("pid {pid}: its mount namespace"), e))
 }
 
 /// The mount ids `pid`'s mountinfo lists.

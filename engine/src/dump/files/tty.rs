@@ -124,7 +124,9 @@ fn instance(tt: &mut TtyTable, pid: Pid, what: &str, n: u32, dev: u64) -> Result
     let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
     let i = if ino("/dev/pts").map(|(d, _)| d) == Some(dev) {
         None
-    } else if ino(&format!("/proc/{pid}/ns/mnt")) == ino("/proc/self/ns/mnt") {
+    } else if crate::proc::ns::ns_id(pid, "mnt").ok()
+        == crate::proc::ns::ns_id(std::process::id() as Pid, "mnt").ok()
+    {
         return Err(refuse(
             "it is not the host's /dev/pts, and the tree has no mount namespace of its own to mount it again in",
         ));

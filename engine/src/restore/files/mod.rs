@@ -355,11 +355,7 @@ fn helper_files(
     // A deleted file or a memfd is reopened from the engine's fd.
     let helper = |id: u32, what: &str, flags: i32| -> Result<HelperFile> {
         Ok(match engine.map_fd(id) {
-            Some(n) => HelperFile {
-                path: std::ffi::CString::new(format!("/proc/self/fd/{n}")).expect("no NUL"),
-                flags,
-                engine_fd: Some(n),
-            },
+            Some(n) => HelperFile::inherited(n, flags),
             None => HelperFile {
                 path: super::cstr(pid, what, &imgs.reg(id).name)?,
                 flags,
@@ -386,12 +382,7 @@ fn helper_files(
         {
             if !objects.contains(&v.shmid) {
                 objects.push(v.shmid);
-                let n = fd.as_raw_fd();
-                files.push(HelperFile {
-                    path: std::ffi::CString::new(format!("/proc/self/fd/{n}")).expect("no NUL"),
-                    flags: libc::O_RDWR,
-                    engine_fd: Some(n),
-                });
+                files.push(HelperFile::inherited(fd.as_raw_fd(), libc::O_RDWR));
             }
         }
     }

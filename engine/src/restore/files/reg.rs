@@ -2,7 +2,7 @@
 //! open(2) flags and moved to the dumped offset.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -61,7 +61,8 @@ impl FdKind for Reg {
     ) -> Result<OwnedFd> {
         let reg = f.reg.as_ref().expect("validated");
         let at = crate::restore::mntns::in_tree(&reg.name);
-        engine_open(pid, &reg.name, &at, reg)
+        let what = format!("file {} ({})", f.id, reg.name);
+        crate::restore::engine_files::reopen(pid, &at, reg.flags, reg.pos, &what)
     }
 }
 
@@ -103,28 +104,12 @@ pub fn open_on_host(imgs: &Images, fds: &mut EngineFds) -> Result<()> {
             let at = Path::new(&reg.name);
             same_size(t.pid, fd.fd, reg, at)?;
             let what = format!("fd {} ({}, on a host mount)", fd.fd, reg.name);
-            fds.descriptions
-                .insert(fd.id, engine_open(t.pid, &what, at, reg)?);
+            let opened =
+                crate::restore::engine_files::reopen(t.pid, at, reg.flags, reg.pos, &what)?;
+            fds.descriptions.insert(fd.id, opened);
         }
     }
     Ok(())
-}
-
-/// The engine's own open file description of `reg`, found at `at`,
-/// close-on-exec like every fd the engine holds for the tasks.
-fn engine_open(pid: Pid, what: &str, at: &Path, reg: &pb::RegFileEntry) -> Result<OwnedFd> {
-    let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
-    let fd = nix::fcntl::open(
-        at,
-        nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC | libc::O_NOCTTY),
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| Error::sys(pid, format!("{what}: open"), e))?;
-    // SAFETY: `fd` is a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    nix::unistd::lseek(fd.as_raw_fd(), reg.pos as i64, nix::unistd::Whence::SeekSet)
-        .map_err(|e| Error::sys(pid, format!("{what}: seek"), e))?;
-    Ok(fd)
 }
 
 /// A path opened with the dumped open(2) flags (access mode, O_APPEND,
