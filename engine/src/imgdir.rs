@@ -25,8 +25,6 @@ use std::path::{Path, PathBuf};
 
 use std::os::unix::fs::OpenOptionsExt;
 
-use xxhash_rust::xxh3::Xxh3Default;
-
 use crate::error::{Error, Result};
 use crate::images::{self, ImageKind, ImageWriter, Magic, Manifest};
 use crate::pageserver;
@@ -36,7 +34,7 @@ use crate::pageserver;
 /// thread that has the bytes hot in its cache after reading them).
 pub struct PagesWriter {
     pub out: PagesFile,
-    pub hash: Xxh3Default,
+    pub hash: images::manifest::PagesHasher,
 }
 
 /// The file half of a [`PagesWriter`].
@@ -374,21 +372,24 @@ impl ImageDir {
         };
         Ok(PagesWriter {
             out: PagesFile { path, to, size: 0 },
-            hash: Xxh3Default::new(),
+            hash: Default::default(),
         })
     }
 
     pub fn finish_pages(&self, w: PagesWriter) -> Result<()> {
         let PagesWriter { out, hash } = w;
         let name = file_name(&out.path);
+        let (xxh3, blocks) = hash.finish();
         let digest = images::FileDigest {
             size: out.size,
-            xxh3: hash.digest128(),
+            xxh3,
         };
         if let PagesTo::Server(c, n) = &out.to {
             lock(c).close(*n, &name, digest.size, digest.xxh3)?;
         }
-        self.manifest().add_digest(name, digest);
+        let mut m = self.manifest();
+        m.add_digest(name.clone(), digest);
+        m.add_blocks(&name, blocks);
         Ok(())
     }
 

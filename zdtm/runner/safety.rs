@@ -147,6 +147,12 @@ fn main() {
             body: safety_pageserver::restore_lazy_page_server_dies,
         },
         Spec {
+            name: "restore/lazy-damaged-block",
+            case: mem_case,
+            variant: Variant::Once,
+            body: safety_pageserver::restore_lazy_damaged_block,
+        },
+        Spec {
             name: "dump/enospc",
             case: mem_case,
             variant: Variant::Once,

@@ -320,3 +320,77 @@ pub fn restore_lazy_page_server_dies(run: &mut Run) -> Result<Outcome, String> {
     drop(server);
     Ok(Outcome::Passed)
 }
+
+/// A lazy restore from local images whose pages file has a damaged block
+/// in the lazy memory: the restore checks every other block before any
+/// task exists and leaves the lazy ones to the daemon, which checks each
+/// before its first byte reaches a task. So the tree may start, but it
+/// never runs on the damaged page: the daemon kills it, naming the file
+/// and the block. The intact image then restores and passes.
+pub fn restore_lazy_damaged_block(run: &mut Run) -> Result<Outcome, String> {
+    run.start()?;
+    let pid = run.pid.expect("started");
+    let tree = run.snapshot(pid);
+    let stopped = trial::stopped_threads(&tree);
+    let st = run.engine_dump(1)?;
+    if !st.success() {
+        return Err(format!("dump 1 failed ({st})"));
+    }
+    run.wait_tree_gone(Duration::from_secs(30))?;
+    let (img, bad) = (run.path("img-1"), run.path("img-bad"));
+    copy_dir(&img, &bad)?;
+    let manifest = fs::read_to_string(bad.join(images::MANIFEST_NAME))
+        .map_err(|e| format!("{}: {e}", bad.display()))?;
+    if !manifest.lines().any(|l| l.starts_with("blocks ")) {
+        return Err(format!(
+            "the images of `mem` have no block checksums:\n{manifest}"
+        ));
+    }
+    let (desc, _) = flip_page_byte(&bad, pid)?;
+    run.note(format!("damaged copy img-bad: {desc}"));
+    let what = "restore-lazy-bad";
+    let mut args = restore_args(run, &bad, what);
+    args.push("--lazy-pages".into());
+    let st = run.engine(what, &bad, args)?;
+    run.note(format!(
+        "{what}: {st} (the damage is found when the daemon first serves the block)"
+    ));
+    let log = run.path(&format!("{what}.log"));
+    let said = trial::poll(Duration::from_secs(20), || {
+        let text = fs::read_to_string(&log).ok()?;
+        text.contains("killing the restored tasks").then_some(text)
+    })
+    .ok_or_else(|| {
+        format!(
+            "the lazy-pages daemon did not report the damaged block in {}",
+            log.display()
+        )
+    })?;
+    let line = said
+        .lines()
+        .find(|l| l.contains("killing the restored tasks"))
+        .unwrap_or_default();
+    expect_mentions(what, line, &[&["pages-1.img"], &["block"], &["damaged"]])?;
+    let known = run.known.clone();
+    let gone = trial::poll(SETTLE, || {
+        procfs::reap_zombies(pid, &known);
+        procfs::stat(pid).is_none().then_some(())
+    });
+    if gone.is_none() {
+        return Err(format!(
+            "pid {pid} still runs after the daemon found a damaged block"
+        ));
+    }
+    let left = strays(run, &[]);
+    if !left.is_empty() {
+        return Err(format!(
+            "after the damaged block, processes of the case run: {left:?}"
+        ));
+    }
+    run.note(format!("the daemon: {line}"));
+    restore_and_verify(
+        run,
+        "restore of the intact image",
+        Some((&tree, &stopped, "after restoring the intact image")),
+    )
+}

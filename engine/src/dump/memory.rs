@@ -25,7 +25,6 @@ use crate::images::vma::{
     cow_pair, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_HEAP, VMA_AREA_REGULAR, VMA_AREA_STACK,
     VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 };
-use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::imgdir::PagesWriter;
 use crate::proc::maps::{SpecialVma, Vma};
@@ -434,7 +433,7 @@ impl Reader<'_> {
         pagemap: &PagemapReader,
         job: &VmaJob<'_>,
         pm: &mut PagemapBuilder,
-        hash: &mut Xxh3Default,
+        hash: &mut crate::images::manifest::PagesHasher,
     ) -> Result<()> {
         const CHUNK_PAGES: u64 = 1 << 16;
         pm.seal();
@@ -503,7 +502,7 @@ impl Reader<'_> {
         runs: &[(u64, u64)],
         job: &VmaJob<'_>,
         pm: &mut PagemapBuilder,
-        hash: &mut Xxh3Default,
+        hash: &mut crate::images::manifest::PagesHasher,
     ) -> Result<()> {
         let cap_pages = BATCH as u64 / PAGE;
         let mut pieces: Vec<(u64, u64)> = Vec::new();

@@ -9,6 +9,25 @@
 //! ckpt-manifest 1
 //! <xxh3-128 as 32 hex digits> <size in bytes> <file name>
 //! ```
+//!
+//! Version 2 adds, after the file records, a `blocks` record for each
+//! file bigger than one [`BLOCK`] (the pages files): the xxh3-64 of each
+//! block, in order, the last one short if the file ends inside it.
+//!
+//! ```text
+//! ckpt-manifest 2
+//! <xxh3-128> <size> <file name>
+//! blocks <block size> <xxh3-64 as 16 hex digits>,... <file name>
+//! ```
+//!
+//! Why blocks: a whole-file checksum can only be checked by one thread
+//! reading the whole file, which for a GiB of pages is most of a
+//! restore's time before any task exists, and all of a lazy restore's
+//! (whose point is that the tree runs before its memory is read). With
+//! blocks, a restore checks a big file on every CPU, and a lazy restore
+//! checks up front only what it writes itself; each block the lazy-pages
+//! daemon serves is checked before its first byte reaches a task
+//! ([`DeferredBlocks`]). Version 1 manifests (no blocks) are still read.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +43,12 @@ use super::{ImageError, Result};
 /// File name of the manifest inside an image directory.
 pub const MANIFEST_NAME: &str = "ckpt.manifest";
 const HEADER: &str = "ckpt-manifest 1";
+const HEADER_V2: &str = "ckpt-manifest 2";
+/// Bytes one block checksum of a big file covers.
+pub const BLOCK: u64 = 1 << 20;
+/// Blocks one verification job takes (so a big file is shared among
+/// the threads).
+const BLOCKS_PER_JOB: u64 = 32;
 /// Read size when hashing files for verification.
 const HASH_BUF: usize = 4 << 20;
 
@@ -31,6 +56,8 @@ const HASH_BUF: usize = 4 << 20;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
     files: BTreeMap<String, FileDigest>,
+    /// xxh3-64 of each [`BLOCK`] of the files bigger than one block.
+    blocks: BTreeMap<String, Vec<u64>>,
 }
 
 /// One way a directory differs from its manifest.
@@ -56,6 +83,8 @@ pub enum ManifestProblem {
     Unlisted { name: String },
     /// A listed file exists but cannot be read.
     Unreadable { name: String, reason: String },
+    /// A block of a listed file has other content than its checksum says.
+    BlockMismatch { name: String, block: u64 },
 }
 
 impl fmt::Display for ManifestProblem {
@@ -87,6 +116,12 @@ impl fmt::Display for ManifestProblem {
             ManifestProblem::Unreadable { name, reason } => {
                 write!(f, "{name}: cannot read: {reason}")
             }
+            ManifestProblem::BlockMismatch { name, block } => write!(
+                f,
+                "{name}: bytes {}-{} (block {block}) differ from their checksum in {MANIFEST_NAME}: the file is damaged",
+                block * BLOCK,
+                (block + 1) * BLOCK - 1
+            ),
         }
     }
 }
@@ -100,7 +135,8 @@ impl ManifestProblem {
             | ManifestProblem::SizeMismatch { name, .. }
             | ManifestProblem::ChecksumMismatch { name, .. }
             | ManifestProblem::Unlisted { name }
-            | ManifestProblem::Unreadable { name, .. } => name,
+            | ManifestProblem::Unreadable { name, .. }
+            | ManifestProblem::BlockMismatch { name, .. } => name,
         }
     }
 }
@@ -178,6 +214,272 @@ fn hash_read(f: &mut File, len: u64, buf: &mut Vec<u8>) -> io::Result<FileDigest
     hash_reader(f, buf)
 }
 
+/// One piece of a manifest check: a whole file, or some blocks of one.
+enum HashJob<'a> {
+    Whole(&'a str, FileDigest),
+    Blocks(&'a str, &'a [u64], std::ops::Range<u64>),
+}
+
+impl HashJob<'_> {
+    /// The problem found, if any; `buf` is kept for the next job.
+    fn run(&self, dir: &Path, buf: &mut Vec<u8>) -> Option<ManifestProblem> {
+        let unreadable = |name: &str, e: io::Error| ManifestProblem::Unreadable {
+            name: name.to_string(),
+            reason: e.to_string(),
+        };
+        match *self {
+            HashJob::Whole(name, want) => {
+                let got =
+                    File::open(dir.join(name)).and_then(|mut f| hash_read(&mut f, want.size, buf));
+                match got {
+                    Err(e) => Some(unreadable(name, e)),
+                    Ok(d) if d.size != want.size => Some(ManifestProblem::SizeMismatch {
+                        name: name.to_string(),
+                        expected: want.size,
+                        actual: d.size,
+                    }),
+                    Ok(d) if d.xxh3 != want.xxh3 => Some(ManifestProblem::ChecksumMismatch {
+                        name: name.to_string(),
+                        expected: want.xxh3,
+                        actual: d.xxh3,
+                    }),
+                    Ok(_) => None,
+                }
+            }
+            HashJob::Blocks(name, want, ref range) => {
+                use std::os::unix::fs::FileExt;
+                let f = match File::open(dir.join(name)) {
+                    Ok(f) => f,
+                    Err(e) => return Some(unreadable(name, e)),
+                };
+                buf.resize(BLOCK as usize, 0);
+                for b in range.clone() {
+                    let mut n = 0usize;
+                    // The file's size was checked: a short read is a file
+                    // that shrank since, or a hole past the end.
+                    loop {
+                        match f.read_at(&mut buf[n..], b * BLOCK + n as u64) {
+                            Ok(0) => break,
+                            Ok(k) => n += k,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Some(unreadable(name, e)),
+                        }
+                        if n == buf.len() {
+                            break;
+                        }
+                    }
+                    if xxhash_rust::xxh3::xxh3_64(&buf[..n]) != want[b as usize] {
+                        return Some(ManifestProblem::BlockMismatch {
+                            name: name.to_string(),
+                            block: b,
+                        });
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Runs `jobs` on a few threads: image directories are a few big pages
+/// files (in blocks, shared among the threads) and many small ones.
+/// Returns one problem a file at most (its first damaged block).
+fn run_jobs(dir: &Path, jobs: &[HashJob<'_>]) -> Vec<ManifestProblem> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(jobs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut hashed: Vec<ManifestProblem> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut found = Vec::new();
+                    let mut buf = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else {
+                            break;
+                        };
+                        if let Some(p) = job.run(dir, &mut buf) {
+                            found.push(p);
+                        }
+                    }
+                    found
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("hash worker panicked"))
+            .collect()
+    });
+    hashed.sort_by(|a, b| a.name().cmp(b.name()).then(block_of(a).cmp(&block_of(b))));
+    hashed.dedup_by(|b, a| a.name() == b.name());
+    hashed
+}
+
+/// The jobs that check `blocks` (indices, ascending) of a file.
+fn block_jobs<'a>(name: &'a str, want: &'a [u64], blocks: &[u64]) -> Vec<HashJob<'a>> {
+    let mut jobs = Vec::new();
+    let mut i = 0;
+    while i < blocks.len() {
+        let first = blocks[i];
+        let mut end = first + 1;
+        i += 1;
+        while i < blocks.len() && blocks[i] == end && end - first < BLOCKS_PER_JOB {
+            end += 1;
+            i += 1;
+        }
+        jobs.push(HashJob::Blocks(name, want, first..end));
+    }
+    jobs
+}
+
+fn block_of(p: &ManifestProblem) -> u64 {
+    match p {
+        ManifestProblem::BlockMismatch { block, .. } => *block,
+        _ => 0,
+    }
+}
+
+/// Hashes a pages file as it is written: as a whole (xxh3-128, the
+/// manifest's file record) and block by block (xxh3-64 of each
+/// [`BLOCK`], its `blocks` record).
+pub struct PagesHasher {
+    whole: Xxh3Default,
+    block: Xxh3Default,
+    fill: u64,
+    blocks: Vec<u64>,
+}
+
+impl Default for PagesHasher {
+    fn default() -> Self {
+        PagesHasher {
+            whole: Xxh3Default::new(),
+            block: Xxh3Default::new(),
+            fill: 0,
+            blocks: Vec::new(),
+        }
+    }
+}
+
+impl PagesHasher {
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.whole.update(data);
+        while !data.is_empty() {
+            let n = ((BLOCK - self.fill) as usize).min(data.len());
+            self.block.update(&data[..n]);
+            self.fill += n as u64;
+            data = &data[n..];
+            if self.fill == BLOCK {
+                self.blocks.push(self.block.digest());
+                self.block.reset();
+                self.fill = 0;
+            }
+        }
+    }
+
+    /// The whole checksum of what was written so far.
+    pub fn digest128(&self) -> u128 {
+        self.whole.digest128()
+    }
+
+    /// The whole checksum and the block checksums (the last block may be
+    /// short).
+    pub fn finish(mut self) -> (u128, Vec<u64>) {
+        if self.fill > 0 {
+            self.blocks.push(self.block.digest());
+        }
+        (self.whole.digest128(), self.blocks)
+    }
+}
+
+/// The blocks of a file whose check a lazy restore left for when they
+/// are first read ([`Manifest::check_deferring`]): each is checked once,
+/// before any byte of it is used.
+#[derive(Clone, Debug)]
+pub struct DeferredBlocks {
+    name: String,
+    want: Vec<u64>,
+    checked: Vec<bool>,
+}
+
+impl DeferredBlocks {
+    pub fn new(name: &str, want: &[u64]) -> Self {
+        DeferredBlocks {
+            name: name.to_string(),
+            want: want.to_vec(),
+            checked: vec![false; want.len()],
+        }
+    }
+
+    /// The blocks not wholly inside one of `keep` (byte ranges of the
+    /// file, merged): those a reader other than the lazy-pages daemon may
+    /// read, which the restore checks before any task exists.
+    pub fn not_within(&self, keep: &[(u64, u64)]) -> Vec<u64> {
+        (0..self.want.len() as u64)
+            .filter(|&b| {
+                let (s, e) = (b * BLOCK, (b + 1) * BLOCK);
+                !keep.iter().any(|&(a, z)| a <= s && e <= z)
+            })
+            .collect()
+    }
+
+    /// Records blocks as checked (by the restore, before any task
+    /// existed).
+    pub fn mark_checked(&mut self, blocks: &[u64]) {
+        for &b in blocks {
+            if let Some(c) = self.checked.get_mut(b as usize) {
+                *c = true;
+            }
+        }
+    }
+
+    /// How many blocks are still unchecked.
+    pub fn unchecked(&self) -> u64 {
+        self.checked.iter().filter(|&&c| !c).count() as u64
+    }
+
+    /// Checks every block of `off..off + len` not checked yet against
+    /// `file` (the whole file's bytes, a mapping of it).
+    pub fn check(&mut self, file: &[u8], off: u64, len: u64) -> Result<(), ManifestProblem> {
+        if len == 0 {
+            return Ok(());
+        }
+        let last = ((off + len - 1) / BLOCK).min(self.want.len() as u64 - 1);
+        for b in off / BLOCK..=last {
+            self.check_block(file, b)?;
+        }
+        Ok(())
+    }
+
+    /// Checks block `b` (once).
+    pub fn check_block(&mut self, file: &[u8], b: u64) -> Result<(), ManifestProblem> {
+        let i = b as usize;
+        if self.checked.get(i).copied().unwrap_or(true) {
+            return Ok(());
+        }
+        let s = (b * BLOCK) as usize;
+        let e = (s + BLOCK as usize).min(file.len());
+        let data = file.get(s..e).ok_or_else(|| ManifestProblem::Unreadable {
+            name: self.name.clone(),
+            reason: format!(
+                "block {b} is beyond the end of the file ({} bytes)",
+                file.len()
+            ),
+        })?;
+        if xxhash_rust::xxh3::xxh3_64(data) != self.want[i] {
+            return Err(ManifestProblem::BlockMismatch {
+                name: self.name.clone(),
+                block: b,
+            });
+        }
+        self.checked[i] = true;
+        Ok(())
+    }
+}
+
 /// Files at least this big are hashed through mmap rather than read().
 const MMAP_HASH_MIN: u64 = 4 << 20;
 
@@ -198,6 +500,31 @@ fn hash_reader(r: &mut impl Read, buf: &mut [u8]) -> io::Result<FileDigest> {
         size,
         xxh3: hasher.digest128(),
     })
+}
+
+/// `<block size> <hex>,<hex>,... <name>` (after "blocks ").
+fn parse_blocks(rest: &str) -> std::result::Result<(&str, Vec<u64>), String> {
+    let mut parts = rest.splitn(3, ' ');
+    let (Some(size), Some(list), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!(
+            "expected 'blocks <size> <hash>,... <name>', found \"blocks {rest}\""
+        ));
+    };
+    if size != BLOCK.to_string() {
+        return Err(format!("block size {size:?} (this ckpt reads {BLOCK})"));
+    }
+    if !valid_name(name) {
+        return Err(format!("bad file name {name:?}"));
+    }
+    let blocks = list
+        .split(',')
+        .map(|h| {
+            (h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u64::from_str_radix(h, 16).expect("checked hex"))
+                .ok_or_else(|| format!("{name}: bad block checksum {h:?} (want 16 hex digits)"))
+        })
+        .collect::<std::result::Result<Vec<u64>, String>>()?;
+    Ok((name, blocks))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -237,6 +564,30 @@ impl Manifest {
         Ok(d)
     }
 
+    /// Records the block checksums of a listed file ([`PagesHasher`]);
+    /// none for a file of one block or less (its whole checksum is as
+    /// cheap to check).
+    ///
+    /// # Panics
+    /// If the file is not listed, or the count is not the file's number
+    /// of blocks: a programming error.
+    pub fn add_blocks(&mut self, name: &str, blocks: Vec<u64>) {
+        let size = self.files.get(name).expect("blocks of a listed file").size;
+        assert_eq!(
+            blocks.len() as u64,
+            size.div_ceil(BLOCK),
+            "{name}: block count"
+        );
+        if size > BLOCK {
+            self.blocks.insert(name.to_string(), blocks);
+        }
+    }
+
+    /// The block checksums of `name`, if the manifest has them.
+    pub fn blocks(&self, name: &str) -> Option<&[u64]> {
+        self.blocks.get(name).map(Vec::as_slice)
+    }
+
     pub fn get(&self, name: &str) -> Option<FileDigest> {
         self.files.get(name).copied()
     }
@@ -256,11 +607,28 @@ impl Manifest {
 
     /// The manifest's text.
     pub fn to_text(&self) -> String {
-        let mut s = String::with_capacity(HEADER.len() + 1 + self.files.len() * 64);
-        s.push_str(HEADER);
+        let blocks: usize = self.blocks.values().map(|b| b.len() * 17 + 32).sum();
+        let mut s = String::with_capacity(HEADER.len() + 1 + self.files.len() * 64 + blocks);
+        s.push_str(if self.blocks.is_empty() {
+            HEADER
+        } else {
+            HEADER_V2
+        });
         s.push('\n');
         for (name, d) in &self.files {
             s.push_str(&format!("{:032x} {} {}\n", d.xxh3, d.size, name));
+        }
+        for (name, b) in &self.blocks {
+            s.push_str(&format!("blocks {BLOCK} "));
+            for (i, h) in b.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(&format!("{h:016x}"));
+            }
+            s.push(' ');
+            s.push_str(name);
+            s.push('\n');
         }
         s
     }
@@ -273,17 +641,48 @@ impl Manifest {
             reason,
         };
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-        match lines.next() {
-            Some((_, HEADER)) => {}
+        let v2 = match lines.next() {
+            Some((_, HEADER)) => false,
+            Some((_, HEADER_V2)) => true,
             Some((_, l)) if l.starts_with("ckpt-manifest ") => {
                 return Err(bad(1, format!("unsupported manifest version {l:?}")));
             }
             _ => return Err(bad(1, format!("not a ckpt manifest (no {HEADER:?} line)"))),
-        }
+        };
         let mut m = Manifest::new();
         for (no, line) in lines {
             if line.is_empty() {
                 continue;
+            }
+            if let Some(rest) = line.strip_prefix("blocks ") {
+                if !v2 {
+                    return Err(bad(no, "a blocks record in a version 1 manifest".into()));
+                }
+                let (name, blocks) = parse_blocks(rest).map_err(|why| bad(no, why))?;
+                let Some(d) = m.files.get(name) else {
+                    return Err(bad(
+                        no,
+                        format!("blocks of {name}, which is not listed above"),
+                    ));
+                };
+                if blocks.len() as u64 != d.size.div_ceil(BLOCK) {
+                    return Err(bad(
+                        no,
+                        format!(
+                            "{name}: {} block checksums for {} bytes (want {})",
+                            blocks.len(),
+                            d.size,
+                            d.size.div_ceil(BLOCK)
+                        ),
+                    ));
+                }
+                if m.blocks.insert(name.to_string(), blocks).is_some() {
+                    return Err(bad(no, format!("blocks of {name} are listed twice")));
+                }
+                continue;
+            }
+            if !m.blocks.is_empty() {
+                return Err(bad(no, "a file record after the blocks records".into()));
             }
             let mut parts = line.splitn(3, ' ');
             let (Some(hash), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next())
@@ -351,8 +750,13 @@ impl Manifest {
     /// [`check`](Self::check)). This is what restore calls before trusting
     /// any image of `dir`.
     pub fn verify(dir: &Path) -> Result<(), ManifestError> {
+        Manifest::verify_deferring(dir, |_| false)
+    }
+
+    /// [`verify`](Self::verify), with [`check_deferring`](Self::check_deferring).
+    pub fn verify_deferring(dir: &Path, defer: impl Fn(&str) -> bool) -> Result<(), ManifestError> {
         match Manifest::read(dir) {
-            Ok(m) => m.check(dir),
+            Ok(m) => m.check_deferring(dir, defer),
             Err(e) => Err(ManifestError {
                 dir: dir.to_path_buf(),
                 problems: vec![ManifestProblem::NoManifest {
@@ -377,6 +781,47 @@ impl Manifest {
     /// the listed size and checksum, and no unlisted `.img` file is there.
     /// Reports every problem found, not only the first.
     pub fn check(&self, dir: &Path) -> Result<(), ManifestError> {
+        self.check_deferring(dir, |_| false)
+    }
+
+    /// Checks some blocks of files with block checksums (names and block
+    /// indices, ascending), on a few threads.
+    pub fn check_blocks(
+        &self,
+        dir: &Path,
+        picks: &[(String, Vec<u64>)],
+    ) -> Result<(), ManifestError> {
+        let mut jobs = Vec::new();
+        let mut problems = Vec::new();
+        for (name, blocks) in picks {
+            match self.blocks.get(name) {
+                Some(want) => jobs.extend(block_jobs(name, want, blocks)),
+                None if blocks.is_empty() => {}
+                None => problems.push(ManifestProblem::Unreadable {
+                    name: name.clone(),
+                    reason: format!("{MANIFEST_NAME} has no block checksums for it"),
+                }),
+            }
+        }
+        problems.extend(run_jobs(dir, &jobs));
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ManifestError {
+                dir: dir.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// [`check`](Self::check), leaving the content of each file with
+    /// block checksums that `defer` names unread (its size is checked):
+    /// the caller checks its blocks as it reads them ([`DeferredBlocks`]).
+    pub fn check_deferring(
+        &self,
+        dir: &Path,
+        defer: impl Fn(&str) -> bool,
+    ) -> Result<(), ManifestError> {
         let mut problems = Vec::new();
 
         match std::fs::read_dir(dir) {
@@ -399,7 +844,7 @@ impl Manifest {
         }
 
         // Cheap checks first; hash only files of the right size.
-        let mut to_hash = Vec::new();
+        let mut jobs = Vec::new();
         for (name, want) in &self.files {
             match std::fs::metadata(dir.join(name)) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -414,62 +859,18 @@ impl Manifest {
                     expected: want.size,
                     actual: md.len(),
                 }),
-                Ok(_) => to_hash.push((name.as_str(), *want)),
+                Ok(_) => match self.blocks.get(name) {
+                    Some(_) if defer(name) => {}
+                    Some(b) => {
+                        let all: Vec<u64> = (0..b.len() as u64).collect();
+                        jobs.extend(block_jobs(name, b, &all))
+                    }
+                    None => jobs.push(HashJob::Whole(name, *want)),
+                },
             }
         }
 
-        // Hash in parallel: image directories are a few big pages files
-        // and many small ones.
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4)
-            .min(to_hash.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let hashed: Vec<ManifestProblem> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut found = Vec::new();
-                        let mut buf = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(&(name, want)) = to_hash.get(i) else {
-                                break;
-                            };
-                            let path = dir.join(name);
-                            let got = File::open(&path)
-                                .and_then(|mut f| hash_read(&mut f, want.size, &mut buf));
-                            match got {
-                                Err(e) => found.push(ManifestProblem::Unreadable {
-                                    name: name.to_string(),
-                                    reason: e.to_string(),
-                                }),
-                                Ok(d) if d.size != want.size => {
-                                    found.push(ManifestProblem::SizeMismatch {
-                                        name: name.to_string(),
-                                        expected: want.size,
-                                        actual: d.size,
-                                    })
-                                }
-                                Ok(d) if d.xxh3 != want.xxh3 => {
-                                    found.push(ManifestProblem::ChecksumMismatch {
-                                        name: name.to_string(),
-                                        expected: want.xxh3,
-                                        actual: d.xxh3,
-                                    })
-                                }
-                                Ok(_) => {}
-                            }
-                        }
-                        found
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("hash worker panicked"))
-                .collect()
-        });
+        let hashed = run_jobs(dir, &jobs);
         problems.extend(hashed);
 
         if problems.is_empty() {
@@ -627,7 +1028,7 @@ mod tests {
         let bad = |text: &str| Manifest::parse(text, Path::new("/d/ckpt.manifest")).unwrap_err();
         let e = bad("hello\n");
         assert!(matches!(e, ImageError::BadManifest { line: 1, .. }), "{e}");
-        let e = bad("ckpt-manifest 2\n");
+        let e = bad("ckpt-manifest 3\n");
         assert!(
             e.to_string().contains("unsupported manifest version"),
             "{e}"
@@ -667,5 +1068,144 @@ mod tests {
         assert_eq!(d, FileDigest::of_bytes(&[3u8; 10_000]));
         m.write(dir.path()).unwrap();
         m.check(dir.path()).unwrap();
+    }
+
+    /// A directory with one big pages file written through a
+    /// [`PagesHasher`] (3.5 blocks), its manifest with block checksums.
+    fn blocks_dir() -> (tempfile::TempDir, Manifest, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(BLOCK * 7 / 2)).map(|i| (i * 7 % 251) as u8).collect();
+        let mut h = PagesHasher::default();
+        for piece in data.chunks(300_000) {
+            h.update(piece);
+        }
+        std::fs::write(dir.path().join("pages-1.img"), &data).unwrap();
+        let (xxh3, blocks) = h.finish();
+        let mut m = Manifest::new();
+        m.add("pages-1.img", data.len() as u64, xxh3);
+        m.add_blocks("pages-1.img", blocks);
+        m.write(dir.path()).unwrap();
+        (dir, m, data)
+    }
+
+    #[test]
+    fn block_checksums_round_trip_and_verify() {
+        let (dir, m, data) = blocks_dir();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_NAME)).unwrap();
+        assert!(text.starts_with("ckpt-manifest 2\n"), "{text}");
+        assert_eq!(Manifest::read(dir.path()).unwrap(), m);
+        assert_eq!(m.blocks("pages-1.img").unwrap().len(), 4);
+        assert_eq!(m.get("pages-1.img").unwrap(), FileDigest::of_bytes(&data));
+        Manifest::verify(dir.path()).unwrap();
+        // One block or less: no blocks record, and a version 1 manifest.
+        let mut small = Manifest::new();
+        small.add("pages-2.img", 100, 1);
+        small.add_blocks("pages-2.img", vec![7]);
+        assert!(small.blocks("pages-2.img").is_none());
+        assert!(small.to_text().starts_with("ckpt-manifest 1\n"));
+    }
+
+    #[test]
+    fn damaged_block_is_named_and_deferring_skips_it() {
+        let (dir, m, mut data) = blocks_dir();
+        data[(2 * BLOCK + 5) as usize] ^= 1;
+        std::fs::write(dir.path().join("pages-1.img"), &data).unwrap();
+        let ps = problems(dir.path());
+        assert_eq!(
+            ps,
+            vec![ManifestProblem::BlockMismatch {
+                name: "pages-1.img".into(),
+                block: 2
+            }]
+        );
+        assert!(ps[0]
+            .to_string()
+            .contains("bytes 2097152-3145727 (block 2)"));
+        // Left for later, the content is not read; the size still is.
+        m.check_deferring(dir.path(), |n| n == "pages-1.img")
+            .unwrap();
+        let err = m
+            .check_blocks(dir.path(), &[("pages-1.img".into(), vec![0, 1, 2])])
+            .unwrap_err();
+        assert_eq!(err.problems, ps);
+        m.check_blocks(dir.path(), &[("pages-1.img".into(), vec![0, 1, 3])])
+            .unwrap();
+        data.push(0);
+        std::fs::write(dir.path().join("pages-1.img"), &data).unwrap();
+        let e = m.check_deferring(dir.path(), |_| true).unwrap_err();
+        assert!(matches!(
+            e.problems[0],
+            ManifestProblem::SizeMismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn deferred_blocks_check_once_what_is_read() {
+        let (_dir, m, mut data) = blocks_dir();
+        let mut d = DeferredBlocks::new("pages-1.img", m.blocks("pages-1.img").unwrap());
+        // Blocks 1 and 2 lie wholly inside the kept range; 0 and 3 do not.
+        assert_eq!(
+            d.not_within(&[(BLOCK - 4096, 3 * BLOCK + 4096)]),
+            vec![0, 3]
+        );
+        d.mark_checked(&[0, 3]);
+        assert_eq!(d.unchecked(), 2);
+        data[(BLOCK + 1) as usize] ^= 0xff;
+        // Block 0 is marked checked: not read again.
+        d.check(&data, 0, 4096).unwrap();
+        assert_eq!(
+            d.check(&data, BLOCK - 4096, 8192).unwrap_err(),
+            ManifestProblem::BlockMismatch {
+                name: "pages-1.img".into(),
+                block: 1
+            }
+        );
+        d.check(&data, 2 * BLOCK, 4096).unwrap();
+        assert_eq!(d.unchecked(), 1);
+        // Past the end of a short file: an error, not a panic.
+        assert!(d.check(&data[..BLOCK as usize], BLOCK, 1).is_err());
+    }
+
+    #[test]
+    fn malformed_blocks_records_are_refused() {
+        let good = "ckpt-manifest 2\n00000000000000000000000000000001 3000000 pages-1.img\n";
+        let p = Path::new("m");
+        let ok = format!(
+            "{good}blocks 1048576 0000000000000001,0000000000000002,0000000000000003 pages-1.img\n"
+        );
+        Manifest::parse(&ok, p).unwrap();
+        for bad in [
+            format!("{good}blocks 1048576 0000000000000001,0000000000000002 pages-1.img\n"),
+            format!("{good}blocks 4096 0000000000000001,0000000000000002,0000000000000003 pages-1.img\n"),
+            format!("{good}blocks 1048576 01,0000000000000002,0000000000000003 pages-1.img\n"),
+            format!("{good}blocks 1048576 0000000000000001,0000000000000002,0000000000000003 pages-2.img\n"),
+            format!("{ok}blocks 1048576 0000000000000001,0000000000000002,0000000000000003 pages-1.img\n"),
+            format!("{ok}00000000000000000000000000000001 3 x.img\n"),
+            format!("{good}blocks 1048576\n"),
+            ok.replace("manifest 2", "manifest 1"),
+        ] {
+            assert!(Manifest::parse(&bad, p).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// However the writes are cut, the hasher's block checksums are
+        /// those of the bytes' blocks, and its whole checksum the file's.
+        #[test]
+        fn pages_hasher_matches_one_shot(len in 0usize..(3 * BLOCK as usize), cuts in proptest::collection::vec(1usize..700_000, 1..8)) {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+            let mut h = PagesHasher::default();
+            let (mut at, mut k) = (0, 0);
+            while at < len {
+                let n = cuts[k % cuts.len()].min(len - at);
+                h.update(&data[at..at + n]);
+                at += n;
+                k += 1;
+            }
+            let (whole, blocks) = h.finish();
+            proptest::prop_assert_eq!(whole, xxhash_rust::xxh3::xxh3_128(&data));
+            let want: Vec<u64> = data.chunks(BLOCK as usize).map(xxhash_rust::xxh3::xxh3_64).collect();
+            proptest::prop_assert_eq!(blocks, want);
+        }
     }
 }

@@ -653,6 +653,7 @@ mod tests {
             file_locks: vec![],
             parent_files: vec![],
             pages_dir: None,
+            deferred: Default::default(),
         }
     }
 

@@ -112,38 +112,7 @@ pub fn stage(imgs: &mut Images, server: &mut RemotePages) -> Result<Staging> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, "creating the staging directory", e))?;
     let staging = Staging { dir };
-    // The tasks whose pages a descendant shares copy-on-write (entries
-    // without data): the engine copies those from the ancestor's file, so
-    // its file comes whole.
-    let mut whole = std::collections::BTreeSet::new();
-    for t in &imgs.tasks {
-        if t.pages
-            .entries
-            .iter()
-            .any(crate::images::pagemap::entry_cow)
-        {
-            let mut ppid = t.pstree.ppid as i32;
-            while let Some(p) = imgs.tasks.iter().find(|p| p.pid == ppid && p.pid != t.pid) {
-                if !whole.insert(p.pid) {
-                    break;
-                }
-                ppid = p.pstree.ppid as i32;
-            }
-        }
-    }
-    let mut lazy: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
-    for t in imgs.tasks.iter().filter(|t| !whole.contains(&t.pid)) {
-        let ranges = super::memory::lazy_mappings(t, &Default::default());
-        let runs = lazy.entry(t.pages.pages_file()).or_default();
-        for (vaddr, len, off) in present_runs(&t.pages.entries) {
-            for &(s, e) in &ranges {
-                let (a, b) = (vaddr.max(s), (vaddr + len).min(e));
-                if a < b {
-                    runs.push((off + (a - vaddr), b - a));
-                }
-            }
-        }
-    }
+    let mut lazy = lazy_runs(imgs, false);
     let (mut fetched, mut buf) = (0u64, Vec::new());
     for (name, size) in server.files() {
         let path = staging.dir.join(&name);
@@ -173,6 +142,96 @@ pub fn stage(imgs: &mut Images, server: &mut RemotePages) -> Result<Staging> {
     );
     imgs.pages_dir = Some(staging.dir.clone());
     Ok(staging)
+}
+
+/// The runs (offset, length) of each pages file that only the lazy-pages
+/// daemon reads: the pages of each task's lazy mappings, but for the
+/// tasks whose pages a descendant shares copy-on-write (entries without
+/// data: the engine copies those from the ancestor's file, so its file is
+/// read whole), and with `cow_children`, but for those descendants too
+/// (whose lazy mappings depend on what the restore holds from the parent,
+/// decided later).
+fn lazy_runs(imgs: &Images, cow_children: bool) -> BTreeMap<String, Vec<(u64, u64)>> {
+    let mut whole = std::collections::BTreeSet::new();
+    for t in &imgs.tasks {
+        if t.pages
+            .entries
+            .iter()
+            .any(crate::images::pagemap::entry_cow)
+        {
+            if cow_children {
+                whole.insert(t.pid);
+            }
+            let mut ppid = t.pstree.ppid as i32;
+            while let Some(p) = imgs.tasks.iter().find(|p| p.pid == ppid && p.pid != t.pid) {
+                if !whole.insert(p.pid) {
+                    break;
+                }
+                ppid = p.pstree.ppid as i32;
+            }
+        }
+    }
+    let mut lazy: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    for t in imgs.tasks.iter().filter(|t| !whole.contains(&t.pid)) {
+        let ranges = super::memory::lazy_mappings(t, &Default::default());
+        let runs = lazy.entry(t.pages.pages_file()).or_default();
+        for (vaddr, len, off) in present_runs(&t.pages.entries) {
+            for &(s, e) in &ranges {
+                let (a, b) = (vaddr.max(s), (vaddr + len).min(e));
+                if a < b {
+                    runs.push((off + (a - vaddr), b - a));
+                }
+            }
+        }
+    }
+    lazy
+}
+
+/// A lazy restore from local images: the blocks of each pages file that
+/// only the daemon reads are left for it to check as it serves them
+/// (before their first byte reaches a task); every other block is
+/// checked here, before any task exists. Fills `imgs.deferred`.
+pub fn defer_blocks(imgs: &mut Images) -> Result<()> {
+    let manifest = crate::images::Manifest::read(&imgs.dir)?;
+    let runs = lazy_runs(imgs, true);
+    let mut now: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut deferred = BTreeMap::new();
+    for (name, _) in manifest.iter() {
+        let Some(want) = manifest.blocks(name) else {
+            continue;
+        };
+        if crate::images::set::pages_file_id(name).is_none() {
+            continue;
+        }
+        let mut d = crate::images::manifest::DeferredBlocks::new(name, want);
+        let mut keep: Vec<(u64, u64)> = runs
+            .get(name)
+            .map(|r| r.iter().map(|&(off, len)| (off, off + len)).collect())
+            .unwrap_or_default();
+        keep.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(keep.len());
+        for (a, z) in keep {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(z),
+                _ => merged.push((a, z)),
+            }
+        }
+        let check = d.not_within(&merged);
+        d.mark_checked(&check);
+        now.push((name.to_string(), check));
+        deferred.insert(name.to_string(), std::sync::Mutex::new(d));
+    }
+    manifest.check_blocks(&imgs.dir, &now)?;
+    let lazy: u64 = deferred
+        .values()
+        .map(|d| d.lock().map_or(0, |d| d.unchecked()))
+        .sum();
+    debug!(
+        "lazy pages: {lazy} blocks of {} pages files left for the daemon to check as it reads them",
+        deferred.len()
+    );
+    imgs.deferred = deferred;
+    Ok(())
 }
 
 /// A run of pages to fill: `len` bytes at `addr` from offset `off` of
@@ -777,7 +836,16 @@ impl Served<'_> {
                 &self.buf
             }
             None => match src.as_slice().get(p.off as usize..(p.off + p.len) as usize) {
-                Some(d) => d,
+                Some(d) => {
+                    // Checked before its first byte reaches the task.
+                    let name = self.imgs.tasks[p.src].pages.pages_file();
+                    self.imgs
+                        .check_deferred(&name, src.as_slice(), p.off, p.len)
+                        .map_err(|e| {
+                            Fatal(format!("{}: pages at {:#x}: {e}", self.mms[i].what, p.addr))
+                        })?;
+                    d
+                }
                 None => {
                     return Err(Fatal(format!(
                         "{}: pages at {:#x} are beyond the end of their pages file",

@@ -108,6 +108,32 @@ pub struct Images {
     /// directory of a restore whose pages are on a page server
     /// (restore/remote.rs).
     pub pages_dir: Option<PathBuf>,
+    /// A lazy restore from local images: the pages files whose blocks
+    /// only the lazy-pages daemon reads, by name, with which of them are
+    /// checked ([`load_lazy`]). Whoever reads a pages file checks the
+    /// blocks it reads through here first.
+    pub deferred: BTreeMap<String, std::sync::Mutex<crate::images::manifest::DeferredBlocks>>,
+}
+
+impl Images {
+    /// Checks the blocks of pages file `name` (mapped whole as `file`)
+    /// that `off..off + len` touches, where a lazy restore left them
+    /// unchecked.
+    pub fn check_deferred(&self, name: &str, file: &[u8], off: u64, len: u64) -> Result<()> {
+        let Some(d) = self.deferred.get(name) else {
+            return Ok(());
+        };
+        let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+        d.check(file, off, len).map_err(|p| {
+            Error::Image(
+                ManifestError {
+                    dir: self.dir.clone(),
+                    problems: vec![p],
+                }
+                .into(),
+            )
+        })
+    }
 }
 
 /// A task that had exited but was not yet reaped by its parent.
@@ -251,10 +277,29 @@ pub fn load(dir: &Path) -> Result<Images> {
     load_elsewhere(dir, &BTreeMap::new())
 }
 
+/// [`load`] for a lazy restore from local images: the blocks of the pages
+/// files that only the lazy-pages daemon reads are checked by it, each
+/// before its first byte reaches a task (`Images::deferred`); every other
+/// byte of every image is checked here, as [`load`] does. Images without
+/// block checksums are checked whole.
+pub fn load_lazy(dir: &Path) -> Result<Images> {
+    let set = ImageSet::read_deferring_pages(dir)?;
+    let mut imgs = checked(dir, set)?;
+    if dir.join(MANIFEST_NAME).exists() {
+        super::lazy::defer_blocks(&mut imgs)?;
+    }
+    Ok(imgs)
+}
+
 /// [`load`], with the pages files `elsewhere` (name and size) on a page
 /// server that vouched for them ([`ImageSet::read_elsewhere`]).
 pub fn load_elsewhere(dir: &Path, elsewhere: &BTreeMap<String, u64>) -> Result<Images> {
-    let set = ImageSet::read_elsewhere(dir, elsewhere)?;
+    checked(dir, ImageSet::read_elsewhere(dir, elsewhere)?)
+}
+
+/// The loader's verdict on `set` (manifest, structure), then the checks
+/// a restore adds.
+fn checked(dir: &Path, set: ImageSet) -> Result<Images> {
     match &set.manifest {
         ManifestStatus::Ok { .. } => {}
         // Images of another engine (CRIU writes none): nothing vouches
@@ -509,6 +554,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         file_locks: set.file_locks.clone(),
         parent_files,
         pages_dir: None,
+        deferred: BTreeMap::new(),
     })
 }
 

@@ -596,7 +596,8 @@ pub fn map_and_fill(
         None => Vec::new(),
     };
     let within = |set: &[(u64, u64)], a: u64| set.iter().any(|&(s, e)| s <= a && a < e);
-    write_pages(pid, &pages_file, &t.pages.entries, |a| {
+    let file = (imgs, t.pages.pages_file());
+    write_pages(pid, &pages_file, &file, &t.pages.entries, |a| {
         (!cow.holds_addr(a) && !within(&vdso, a) && !within(&lazy_vmas, a)).then_some(a)
     })?;
     super::cow::write_unshared(imgs, t, cow, mem)?;
@@ -614,7 +615,7 @@ pub fn map_and_fill(
                 "userfaultfd refused it, and its pages are on the page server, not here",
             ));
         }
-        write_pages(pid, &pages_file, &t.pages.entries, |a| {
+        write_pages(pid, &pages_file, &file, &t.pages.entries, |a| {
             within(&refused, a).then_some(a)
         })?;
     }
@@ -1037,9 +1038,14 @@ pub(super) fn open_pages(imgs: &Images, set: &PageSet, whole: bool) -> Result<Mm
 /// Copy pages into the task, many ranges per process_vm_writev call, on
 /// two threads (each half of the bytes): the copy and the task's page
 /// allocation are the whole cost, and both scale with cores.
+///
+/// `file` (the images and the pages file's name): a lazy restore may have
+/// left blocks of it unchecked ([`Images::check_deferred`]); those read
+/// here are checked first.
 fn write_pages(
     pid: i32,
     src: &Mmap,
+    file: &(&Images, String),
     entries: &[pb::PagemapEntry],
     to_addr: impl Fn(u64) -> Option<u64>,
 ) -> Result<()> {
@@ -1052,6 +1058,9 @@ fn write_pages(
         let Some(addr) = to_addr(vaddr) else {
             continue;
         };
+        file.0
+            .check_deferred(&file.1, data, off, len)
+            .map_err(|e| e.for_pid(pid, "restoring pages"))?;
         let (len, off) = (len as usize, off as usize);
         // Split big runs so both threads get work even for one huge VMA.
         let mut a = 0usize;

@@ -131,6 +131,7 @@ pub struct RestoreOptions {
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Validate.
     let (mut imgs, remote) = match &opts.page_server {
+        None if opts.lazy_pages => (load::load_lazy(&opts.dir)?, None),
         None => (load::load(&opts.dir)?, None),
         Some(ps) => {
             // The server's pages checked against the manifest here first;

@@ -495,7 +495,15 @@ impl ImageSet {
     /// Reads everything in `dir`. Fails only when the directory itself
     /// cannot be listed; every other problem is recorded in the result.
     pub fn read(dir: &Path) -> crate::Result<ImageSet> {
-        read(dir, &BTreeMap::new())
+        read(dir, &BTreeMap::new(), false)
+    }
+
+    /// As [`read`](Self::read), leaving the content of the pages files
+    /// that have block checksums unchecked (their sizes are checked): a
+    /// lazy restore checks their blocks as it reads them
+    /// ([`crate::images::manifest::DeferredBlocks`]).
+    pub fn read_deferring_pages(dir: &Path) -> crate::Result<ImageSet> {
+        read(dir, &BTreeMap::new(), true)
     }
 
     /// As [`read`](Self::read), with the pages files `elsewhere` (name and
@@ -506,11 +514,15 @@ impl ImageSet {
         dir: &Path,
         elsewhere: &BTreeMap<String, u64>,
     ) -> crate::Result<ImageSet> {
-        read(dir, elsewhere)
+        read(dir, elsewhere, false)
     }
 }
 
-fn read(dir: &Path, elsewhere: &BTreeMap<String, u64>) -> crate::Result<ImageSet> {
+fn read(
+    dir: &Path,
+    elsewhere: &BTreeMap<String, u64>,
+    defer_pages: bool,
+) -> crate::Result<ImageSet> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
         let what = match e.kind() {
             std::io::ErrorKind::NotFound => "the image directory does not exist",
@@ -548,9 +560,10 @@ fn read(dir: &Path, elsewhere: &BTreeMap<String, u64>) -> crate::Result<ImageSet
     let manifest = if !dir.join(MANIFEST_NAME).exists() {
         ManifestStatus::Absent
     } else {
-        let mut found = Manifest::verify(dir)
-            .err()
-            .map_or(Vec::new(), |e| e.problems);
+        let mut found =
+            Manifest::verify_deferring(dir, |n| defer_pages && pages_file_id(n).is_some())
+                .err()
+                .map_or(Vec::new(), |e| e.problems);
         found.retain(
             |p| !matches!(p, ManifestProblem::Missing { name } if elsewhere.contains_key(name)),
         );
