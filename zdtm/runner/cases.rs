@@ -517,10 +517,6 @@ pub static CASES: &[Case] = &[
         name: "pidfd_reaped",
         program: Program::C("pidfd"),
         args: &["--reaped"],
-        // uns: the tasks take their shared files from the user namespace's launcher, whose copy of
-        // the engine's fds was forked before the reaped task's pidfd was put in its place: they get
-        // the place-holder, not the pidfd (EBADF for pidfd calls, no Pid: line)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
