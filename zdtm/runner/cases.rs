@@ -57,8 +57,9 @@ impl Flavor {
         match self {
             Flavor::H => &Variant::ALL,
             Flavor::Ns => &[Variant::Once, Variant::Iter3],
-            // A sample already: once is enough.
-            Flavor::Uns => &[Variant::Once],
+            // Lazy: the tasks make their userfaultfds otherwise there (restore/memory.rs
+            // `register_lazy`).
+            Flavor::Uns => &[Variant::Once, Variant::Lazy],
         }
     }
 }
@@ -87,7 +88,8 @@ pub enum Variant {
     VdsoProxy,
     /// Restore with `--lazy-pages`: the tree runs while the lazy-pages
     /// daemon still fills its private anonymous memory. For every case of
-    /// the host flavour but those with a [`Case::no_lazy`] reason.
+    /// the host and `uns` flavours but those with a [`Case::no_lazy`]
+    /// reason.
     Lazy,
     /// Restore with `--lazy-pages --page-server`: the dump's pages files
     /// are moved out of its directory to a `ckpt page-server
@@ -1222,10 +1224,6 @@ pub static CASES: &[Case] = &[
         program: Program::C("userns_maps"),
         args: &["--filename=userns_maps.file"],
         suid: true,
-        no_lazy: Some(
-            "the lazy-pages restore of a task in a user namespace of its own does not finish \
-             (not supported yet)",
-        ),
         // ns, uns: the flavour's init is the tree's root and unshares the user namespace itself,
         // after the flavour made the others, so that namespace (the tree's own) owns none of them,
         // which the dump refuses (userns_nested covers user namespaces below the root's)
@@ -1236,10 +1234,6 @@ pub static CASES: &[Case] = &[
         name: "userns_nested",
         program: Program::C("userns_nested"),
         suid: true,
-        no_lazy: Some(
-            "the lazy-pages restore of a task in a user namespace of its own does not finish \
-             (not supported yet)",
-        ),
         flavors: &[Flavor::H, Flavor::Ns, Flavor::Uns],
         ..Case::DEFAULT
     },

@@ -592,6 +592,8 @@ static MADE: Mutex<Option<Made>> = Mutex::new(None);
 /// The launcher, alive until `done`.
 struct Launcher {
     pid: Pid,
+    /// Where the tasks hold a pidfd of it (`launcher_pidfd`).
+    pidfd_at: Option<RawFd>,
     /// The engine's end of the launcher's channel (`to_launcher`); a
     /// driver forked from the engine has its copy.
     chan: OwnedFd,
@@ -804,6 +806,7 @@ pub fn clone_root(
     drop(theirs);
     *LAUNCHER.lock().unwrap_or_else(|p| p.into_inner()) = Some(Launcher {
         pid: launcher,
+        pidfd_at,
         chan,
     });
     let mut b = [0u8; 4];
@@ -821,6 +824,15 @@ pub fn clone_root(
     }
 }
 
+/// Where every task's fd table holds a pidfd of the launcher until the
+/// task's Files stage (restore/pidns.rs `engine_pidfd`; a task sharing
+/// another's table sees the owner's), for the tasks to take an fd the
+/// engine made for them from it; `None` without a launcher.
+pub fn launcher_pidfd() -> Option<RawFd> {
+    let l = LAUNCHER.lock().unwrap_or_else(|p| p.into_inner());
+    l.as_ref().and_then(|l| l.pidfd_at)
+}
+
 /// The most fds `to_launcher` sends in one message (the kernel's
 /// SCM_MAX_FD).
 const CHUNK: usize = 253;
@@ -835,7 +847,7 @@ const CHUNK: usize = 253;
 /// otherwise stay, for the tasks, the place-holder it replaced.
 pub fn to_launcher(fds: &[(RawFd, BorrowedFd<'_>)]) -> nix::Result<()> {
     let l = LAUNCHER.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(l) = l.as_ref() else {
+    let Some(l) = l.as_ref().filter(|_| !fds.is_empty()) else {
         return Ok(());
     };
     for part in fds.chunks(CHUNK) {
