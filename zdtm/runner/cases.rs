@@ -299,8 +299,6 @@ pub static CASES: &[Case] = &[
         name: "rust_mem",
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-rust-mem")),
         pre_dump: true,
-        // uns: the Rust cases' launcher (zdtm/lib in Rust) makes no user namespace
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // Signals, timers and threads.
@@ -404,8 +402,6 @@ pub static CASES: &[Case] = &[
         name: "threads_rust",
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-threads-rust")),
         pre_dump: true,
-        // uns: the Rust cases' launcher (zdtm/lib in Rust) makes no user namespace
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
