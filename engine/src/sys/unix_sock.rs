@@ -775,6 +775,44 @@ pub fn setsockopt_timeval(fd: BorrowedFd<'_>, opt: i32, sec: u64, usec: u64) -> 
 mod tests {
     use super::*;
 
+    fn ino(fd: RawFd) -> u64 {
+        std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap()
+    }
+
+    #[test]
+    fn files_in_flight_are_received_in_order_or_refused_whole() {
+        let (a, b) = socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let sent = [r.as_raw_fd(), w.as_raw_fd(), r.as_raw_fd()];
+        send_scm(a.as_raw_fd(), b"places", &sent, None, None).unwrap();
+        let mut buf = [0u8; 16];
+        let mut got = [-1; 4];
+        let (n, k) = recv_scm(b.as_raw_fd(), &mut buf, &mut got).unwrap();
+        assert_eq!((&buf[..n], k), (&b"places"[..], 3));
+        for (s, g) in sent.iter().zip(&got) {
+            assert_ne!(s, g, "a new fd");
+            assert_eq!(ino(*s), ino(*g));
+            super::super::fd::close(*g);
+        }
+        // More fds than room: none is left open in the receiver, so the
+        // pipe hangs up once its write end here is closed.
+        send_scm(a.as_raw_fd(), b"x", &sent, None, None).unwrap();
+        let mut two = [-1; 2];
+        let e = recv_scm(b.as_raw_fd(), &mut buf, &mut two).unwrap_err();
+        assert_eq!(e, Errno::EMSGSIZE);
+        drop(w);
+        use std::os::fd::AsFd;
+        let mut p = [nix::poll::PollFd::new(
+            r.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut p, 2000u16).unwrap();
+        let hup = p[0].revents().unwrap_or(nix::poll::PollFlags::empty());
+        assert!(hup.contains(nix::poll::PollFlags::POLLHUP), "{hup:?}");
+    }
+
     fn attr(t: u16, v: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();
         a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
