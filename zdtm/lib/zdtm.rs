@@ -20,7 +20,8 @@
 //! std and the libc crate are used. Messages go straight to file descriptor
 //! 2 with one write(2) each; prefer `zdtm::test_msg!` to `println!` (Rust's
 //! stdout is line buffered). The environment variables ZDTM_NEWNS,
-//! ZDTM_UID, ZDTM_GID and ZDTM_GROUPS mean what they mean for C programs.
+//! ZDTM_USERNS, ZDTM_UID, ZDTM_GID and ZDTM_GROUPS mean what they mean for
+//! C programs.
 #![allow(dead_code, unused_macros, unused_imports)]
 
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -783,9 +784,62 @@ fn lo_up() -> bool {
     }
 }
 
+/// The "uns" flavour's maps (ns.c's USERNS_UID_MAP, USERNS_GID_MAP): ids
+/// below 65536 map to themselves, those above are shifted.
+const USERNS_UID_MAP: &str = "0 0 65536\n65536 200000 65536\n";
+const USERNS_GID_MAP: &str = "0 0 65536\n65536 300000 65536\n";
+
+/// ns.c's ns_enter_userns: the caller enters a new user namespace; a child
+/// of it, still outside, writes the maps (a process cannot give itself
+/// more than its own id).
+fn ns_enter_userns() {
+    unsafe {
+        let mut go = [0i32; 2];
+        if libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            die("ns: pipe");
+        }
+        let me = libc::getpid();
+        let pid = libc::fork();
+        if pid < 0 {
+            die("ns: fork");
+        }
+        if pid == 0 {
+            libc::close(go[1]);
+            let mut c = 0u8;
+            if libc::read(go[0], (&mut c as *mut u8).cast(), 1) != 1 {
+                libc::_exit(1);
+            }
+            for (name, map) in [("uid_map", USERNS_UID_MAP), ("gid_map", USERNS_GID_MAP)] {
+                let path = format!("/proc/{me}/{name}");
+                if let Err(e) = std::fs::write(&path, map) {
+                    eprintln!("ns: can't write {path}: {e}");
+                    libc::_exit(1);
+                }
+            }
+            libc::_exit(0);
+        }
+        libc::close(go[0]);
+        if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+            die("ns: can't create a user namespace");
+        }
+        let mut status = -1;
+        if libc::write(go[1], c"g".as_ptr().cast(), 1) != 1
+            || libc::waitpid(pid, &mut status, 0) != pid
+            || status != 0
+        {
+            eprintln!("ns: the user namespace was not mapped (status {status:#x})");
+            std::process::exit(1);
+        }
+        libc::close(go[1]);
+    }
+}
+
 fn ns_create(args: &[OsString], opts: &Options) -> ! {
     let exe = self_exe();
     let mut pfd = [0i32; 2];
+    if std::env::var("ZDTM_USERNS").ok().as_deref() == Some("1") {
+        ns_enter_userns();
+    }
     unsafe {
         if libc::pipe2(pfd.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
             die("ns: pipe");

@@ -57,8 +57,9 @@ impl Flavor {
         match self {
             Flavor::H => &Variant::ALL,
             Flavor::Ns => &[Variant::Once, Variant::Iter3],
-            // A sample already: once is enough.
-            Flavor::Uns => &[Variant::Once],
+            // Lazy: the tasks make their userfaultfds otherwise there (restore/memory.rs
+            // `register_lazy`).
+            Flavor::Uns => &[Variant::Once, Variant::Lazy],
         }
     }
 }
@@ -87,7 +88,8 @@ pub enum Variant {
     VdsoProxy,
     /// Restore with `--lazy-pages`: the tree runs while the lazy-pages
     /// daemon still fills its private anonymous memory. For every case of
-    /// the host flavour but those with a [`Case::no_lazy`] reason.
+    /// the host and `uns` flavours but those with a [`Case::no_lazy`]
+    /// reason.
     Lazy,
     /// Restore with `--lazy-pages --page-server`: the dump's pages files
     /// are moved out of its directory to a `ckpt page-server
@@ -297,8 +299,6 @@ pub static CASES: &[Case] = &[
         name: "rust_mem",
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-rust-mem")),
         pre_dump: true,
-        // uns: the Rust cases' launcher (zdtm/lib in Rust) makes no user namespace
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     // Signals, timers and threads.
@@ -402,8 +402,6 @@ pub static CASES: &[Case] = &[
         name: "threads_rust",
         program: Program::Rust(env!("CARGO_BIN_EXE_zdtm-threads-rust")),
         pre_dump: true,
-        // uns: the Rust cases' launcher (zdtm/lib in Rust) makes no user namespace
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -517,10 +515,6 @@ pub static CASES: &[Case] = &[
         name: "pidfd_reaped",
         program: Program::C("pidfd"),
         args: &["--reaped"],
-        // uns: the tasks take their shared files from the user namespace's launcher, whose copy of
-        // the engine's fds was forked before the reaped task's pidfd was put in its place: they get
-        // the place-holder, not the pidfd (EBADF for pidfd calls, no Pid: line)
-        flavors: &[Flavor::H, Flavor::Ns],
         ..Case::DEFAULT
     },
     Case {
@@ -1226,10 +1220,6 @@ pub static CASES: &[Case] = &[
         program: Program::C("userns_maps"),
         args: &["--filename=userns_maps.file"],
         suid: true,
-        no_lazy: Some(
-            "the lazy-pages restore of a task in a user namespace of its own does not finish \
-             (not supported yet)",
-        ),
         // ns, uns: the flavour's init is the tree's root and unshares the user namespace itself,
         // after the flavour made the others, so that namespace (the tree's own) owns none of them,
         // which the dump refuses (userns_nested covers user namespaces below the root's)
@@ -1240,10 +1230,6 @@ pub static CASES: &[Case] = &[
         name: "userns_nested",
         program: Program::C("userns_nested"),
         suid: true,
-        no_lazy: Some(
-            "the lazy-pages restore of a task in a user namespace of its own does not finish \
-             (not supported yet)",
-        ),
         flavors: &[Flavor::H, Flavor::Ns, Flavor::Uns],
         ..Case::DEFAULT
     },

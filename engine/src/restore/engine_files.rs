@@ -16,7 +16,7 @@
 //! object, in every task, is thus that one object again.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -67,13 +67,18 @@ impl Restorer for Made {
     /// places `create` held: a pidfd's process must be in the pid
     /// namespace of the task using it or one below (the kernel's
     /// access_pidfd_pidns), or pidfd_send_signal gives EINVAL, not ESRCH;
-    /// and before the root's clone that namespace does not exist.
+    /// and before the root's clone that namespace does not exist. In a
+    /// user namespace of the tree's own the tasks take them from the
+    /// launcher (restore/userns.rs), whose copy of the engine's fds
+    /// predates them: they go to their places there too.
     fn tree_created(&mut self, imgs: &Images) -> Result<()> {
         if !imgs.ns.pid {
             return Ok(());
         }
-        for (id, fd) in super::files::dead_pidfds(imgs)? {
-            let Some(&place) = self.dead_places.get(&id) else {
+        let made = super::files::dead_pidfds(imgs)?;
+        let mut placed = Vec::with_capacity(made.len());
+        for (id, fd) in &made {
+            let Some(&place) = self.dead_places.get(id) else {
                 continue;
             };
             nix::unistd::dup2(fd.as_raw_fd(), place).map_err(|e| {
@@ -85,7 +90,20 @@ impl Restorer for Made {
                     e,
                 )
             })?;
+            placed.push((*id, place, fd.as_fd()));
         }
+        let fds: Vec<_> = placed.iter().map(|&(_, at, fd)| (at, fd)).collect();
+        super::userns::to_launcher(&fds).map_err(|e| {
+            let ids: Vec<u32> = placed.iter().map(|p| p.0).collect();
+            Error::sys(
+                self.root,
+                format!(
+                    "files {ids:?}: the pidfds of reaped tasks, to their places in the user \
+                     namespace's launcher"
+                ),
+                e,
+            )
+        })?;
         Ok(())
     }
 

@@ -14,7 +14,11 @@
 //!   (ioctls on a userfaultfd act on its mm, whoever calls them), and hands
 //!   it with a pidfd of the task to the daemon over a socket. The daemon
 //!   serves faults from then on: later stages of the restore may touch
-//!   lazy memory (the kernel writing the rseq area, /proc/PID/mem).
+//!   lazy memory (the kernel writing the rseq area, /proc/PID/mem). A
+//!   task in a user namespace of the tree's own has no CAP_SYS_PTRACE in
+//!   the initial one, which userfaultfd(2) wants: it makes its
+//!   userfaultfd with USERFAULTFD_IOC_NEW on the engine's /dev/userfaultfd
+//!   ([`Daemon::uffd_dev`]), taken from the user namespace's launcher.
 //! - Which memory is lazy: private anonymous mappings with pages in the
 //!   task's own pages file. Everything else is copied before the tree runs
 //!   as in a plain restore: file mappings, shared memory (anonymous, SysV,
@@ -54,6 +58,7 @@
 use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -383,6 +388,9 @@ pub fn task_plan(
 pub struct Daemon {
     sock: OwnedFd,
     pid: Pid,
+    /// /dev/userfaultfd, for a tree in a user namespace of its own
+    /// ([`Daemon::uffd_dev`]).
+    dev: Option<OwnedFd>,
 }
 
 const MSG_TASK: u8 = b'T';
@@ -419,7 +427,15 @@ impl Daemon {
                 }
                 let pid = i32::from_ne_bytes(b);
                 info!("lazy pages: daemon is pid {pid}");
-                Ok(Daemon { sock: ours, pid })
+                let dev = match imgs.ns.user {
+                    Some(_) => Some(open_uffd_dev(root)?),
+                    None => None,
+                };
+                Ok(Daemon {
+                    sock: ours,
+                    pid,
+                    dev,
+                })
             }
             nix::unistd::ForkResult::Child => {
                 drop(ours);
@@ -432,6 +448,16 @@ impl Daemon {
                 std::process::exit(code)
             }
         }
+    }
+
+    /// The engine's fd of /dev/userfaultfd in a tree with a user
+    /// namespace of its own, opened before any task exists, so that the
+    /// user namespace's launcher has it too (restore/userns.rs): a task
+    /// there makes its userfaultfd with it (`USERFAULTFD_IOC_NEW`), since
+    /// userfaultfd(2) wants CAP_SYS_PTRACE in the initial user namespace
+    /// (with vm.unprivileged_userfaultfd 0), which no task there has.
+    pub fn uffd_dev(&self) -> Option<RawFd> {
+        self.dev.as_ref().map(|d| d.as_raw_fd())
     }
 
     /// Hand the userfaultfd of task `idx` (registered over `ranges`) and a
@@ -485,6 +511,27 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// /dev/userfaultfd, read and write (`Daemon::uffd_dev`).
+fn open_uffd_dev(root: Pid) -> Result<OwnedFd> {
+    let path = "/dev/userfaultfd";
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| {
+            Error::io(
+                path,
+                format!(
+                    "pid {root}: lazy pages in a user namespace of the tree's own (its tasks \
+                     make their userfaultfds with it: Linux 6.1)"
+                ),
+                e,
+            )
+        })
 }
 
 /// One mm the daemon fills.

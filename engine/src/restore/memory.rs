@@ -717,11 +717,34 @@ fn register_lazy(
     use crate::sys::uffd;
     use std::os::fd::AsFd;
     let pid = t.pid;
-    let fd = r.call(
-        libc::SYS_userfaultfd,
-        &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64],
-        "userfaultfd for lazy pages (it needs CAP_SYS_PTRACE when vm.unprivileged_userfaultfd is 0)",
-    )?;
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    let fd = match (d.uffd_dev(), super::userns::launcher_pidfd()) {
+        // In a user namespace of the tree's own: with the engine's
+        // /dev/userfaultfd, taken from the launcher like a shared file.
+        (Some(dev), Some(at)) => {
+            let dev_here = r.call(
+                libc::SYS_pidfd_getfd,
+                &[at as u64, dev as u64, 0],
+                &format!("pidfd_getfd of /dev/userfaultfd (fd {dev} of the user namespace's launcher)"),
+            )?;
+            let made = r.call(
+                libc::SYS_ioctl,
+                &[dev_here, uffd::USERFAULTFD_IOC_NEW, flags],
+                "USERFAULTFD_IOC_NEW on /dev/userfaultfd for lazy pages",
+            );
+            r.call(
+                libc::SYS_close,
+                &[dev_here],
+                "close of /dev/userfaultfd",
+            )?;
+            made?
+        }
+        _ => r.call(
+            libc::SYS_userfaultfd,
+            &[flags],
+            "userfaultfd for lazy pages (it needs CAP_SYS_PTRACE when vm.unprivileged_userfaultfd is 0)",
+        )?,
+    };
     let taken = crate::sys::take_fd(pid, fd as i32);
     r.call(
         libc::SYS_close,

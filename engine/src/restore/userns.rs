@@ -33,7 +33,10 @@
 //!    until the restore is over (`done`): a task in the namespace may not
 //!    take fds from the engine, which is outside, but may from a process
 //!    in it with no more powers than its own. The tasks' pidfd of "the
-//!    engine" (restore/pidns.rs `engine_pidfd`) names the launcher.
+//!    engine" (restore/pidns.rs `engine_pidfd`) names the launcher. Its
+//!    fd table is the engine's as it was at its fork: an fd the engine
+//!    makes later for the tasks goes to it over a socket, to the same
+//!    place (`to_launcher`).
 //!
 //! Credentials in the images are as the tree sees them (dump/userns.rs):
 //! restore/creds.rs sets them inside the namespace, where they mean the
@@ -587,12 +590,21 @@ struct Made {
 static MADE: Mutex<Option<Made>> = Mutex::new(None);
 
 /// The launcher, alive until `done`.
-static LAUNCHER: Mutex<Option<Pid>> = Mutex::new(None);
+struct Launcher {
+    pid: Pid,
+    /// Where the tasks hold a pidfd of it (`launcher_pidfd`).
+    pidfd_at: Option<RawFd>,
+    /// The engine's end of the launcher's channel (`to_launcher`); a
+    /// driver forked from the engine has its copy.
+    chan: OwnedFd,
+}
+
+static LAUNCHER: Mutex<Option<Launcher>> = Mutex::new(None);
 
 /// The restore is over (or failed): the launcher goes.
 pub fn done() {
-    let pid = LAUNCHER.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(pid) = pid {
+    let l = LAUNCHER.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(Launcher { pid, .. }) = l {
         let pid = nix::unistd::Pid::from_raw(pid);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
@@ -768,9 +780,11 @@ pub fn clone_root(
         return Err(Errno::ENOENT);
     };
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (chan, theirs) = crate::sys::unix_sock::socketpair(libc::SOCK_SEQPACKET)?;
     let launcher = crate::sys::fork_restore_child()?;
     if launcher == 0 {
         drop(rd);
+        drop(chan);
         let r = launch(&made, root, flags, pidfd_at);
         let v: i32 = match r {
             Ok(0) => return Ok(0),
@@ -786,12 +800,15 @@ pub fn clone_root(
             crate::sys::fd::close(fd);
         }
         // The tasks' source of shared files, until `done` kills it.
-        loop {
-            nix::unistd::pause();
-        }
+        serve(theirs);
     }
     drop(wr);
-    *LAUNCHER.lock().unwrap_or_else(|p| p.into_inner()) = Some(launcher);
+    drop(theirs);
+    *LAUNCHER.lock().unwrap_or_else(|p| p.into_inner()) = Some(Launcher {
+        pid: launcher,
+        pidfd_at,
+        chan,
+    });
     let mut b = [0u8; 4];
     let got = std::fs::File::from(rd).read_exact(&mut b);
     if got.is_err() {
@@ -804,6 +821,109 @@ pub fn clone_root(
             done();
             Err(Errno::from_raw(-v))
         }
+    }
+}
+
+/// Where every task's fd table holds a pidfd of the launcher until the
+/// task's Files stage (restore/pidns.rs `engine_pidfd`; a task sharing
+/// another's table sees the owner's), for the tasks to take an fd the
+/// engine made for them from it; `None` without a launcher.
+pub fn launcher_pidfd() -> Option<RawFd> {
+    let l = LAUNCHER.lock().unwrap_or_else(|p| p.into_inner());
+    l.as_ref().and_then(|l| l.pidfd_at)
+}
+
+/// The most fds `to_launcher` sends in one message (the kernel's
+/// SCM_MAX_FD).
+const CHUNK: usize = 253;
+
+/// Puts each fd of `fds` (place, fd: the engine's fd at that place, made
+/// after the launcher was forked) at its place in the launcher's fd table
+/// too, before any task takes it from there; nothing without a launcher.
+/// The launcher's copy of the engine's fd table is the one the tasks take
+/// their shared files from (step 4), and it was copied at its fork: an fd
+/// that can only be made once the tree exists (restore/engine_files.rs,
+/// the pidfds of reaped tasks, made inside the tree's pid namespace) would
+/// otherwise stay, for the tasks, the place-holder it replaced.
+pub fn to_launcher(fds: &[(RawFd, BorrowedFd<'_>)]) -> nix::Result<()> {
+    let l = LAUNCHER.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(l) = l.as_ref().filter(|_| !fds.is_empty()) else {
+        return Ok(());
+    };
+    for part in fds.chunks(CHUNK) {
+        let mut places = [0u8; 4 * CHUNK];
+        let mut rights = [0 as RawFd; CHUNK];
+        for (i, (place, fd)) in part.iter().enumerate() {
+            places[4 * i..4 * i + 4].copy_from_slice(&place.to_le_bytes());
+            rights[i] = fd.as_raw_fd();
+        }
+        let n = part.len();
+        let chan = l.chan.as_raw_fd();
+        crate::sys::unix_sock::send_scm(chan, &places[..4 * n], &rights[..n], None, None)?;
+        let mut reply = [0u8; 4];
+        let got = loop {
+            match crate::sys::fd::read(chan, &mut reply) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r?,
+            }
+        };
+        if got != 4 {
+            // The launcher is gone.
+            return Err(nix::errno::Errno::EPIPE);
+        }
+        match i32::from_le_bytes(reply) {
+            0 => {}
+            e => return Err(nix::errno::Errno::from_raw(e)),
+        }
+    }
+    debug!(
+        "user namespace: {} fds put in the launcher's table",
+        fds.len()
+    );
+    Ok(())
+}
+
+/// The launcher's loop once the root is cloned: each message on `chan`
+/// (`to_launcher`) is fds and the places they go to, dup2'd there; the
+/// reply is 0 or the first errno. Raw system calls only, no allocation
+/// (a forked copy of the engine); it ends when `done` kills it.
+fn serve(chan: OwnedFd) -> ! {
+    let chan = chan.as_raw_fd();
+    loop {
+        let mut places = [0u8; 4 * CHUNK];
+        let mut rights = [-1 as RawFd; CHUNK];
+        let (n, k) = match crate::sys::unix_sock::recv_scm(chan, &mut places, &mut rights) {
+            Ok((0, _)) => loop {
+                // The engine (and its driver) closed theirs: nothing more
+                // comes.
+                nix::unistd::pause();
+            },
+            Ok(got) => got,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                let _ = crate::sys::fd::write(chan, &(e as i32).to_le_bytes());
+                continue;
+            }
+        };
+        let mut err = 0i32;
+        if n != 4 * k {
+            err = libc::EINVAL;
+        }
+        for (i, &fd) in rights[..k].iter().enumerate() {
+            let place = i32::from_le_bytes([
+                places[4 * i],
+                places[4 * i + 1],
+                places[4 * i + 2],
+                places[4 * i + 3],
+            ]);
+            if err == 0 {
+                if let Err(e) = crate::sys::fd::dup2(fd, place) {
+                    err = e as i32;
+                }
+            }
+            crate::sys::fd::close(fd);
+        }
+        let _ = crate::sys::fd::write(chan, &err.to_le_bytes());
     }
 }
 

@@ -26,6 +26,12 @@ const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 /// this call.
 pub const FEATURES: u64 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6);
 
+/// `_IO(0xAA, 0x00)` on /dev/userfaultfd (Linux 6.1): a new userfaultfd
+/// of the caller's mm, like userfaultfd(2) with the same flags, allowed
+/// to whoever holds the device open (its mode is the check, made at the
+/// open) rather than to CAP_SYS_PTRACE in the initial user namespace.
+pub const USERFAULTFD_IOC_NEW: u64 = 0xaa00;
+
 pub const EVENT_PAGEFAULT: u8 = 0x12;
 pub const EVENT_FORK: u8 = 0x13;
 pub const EVENT_REMAP: u8 = 0x14;

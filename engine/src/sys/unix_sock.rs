@@ -525,6 +525,64 @@ pub fn send_scm(
     }
 }
 
+/// Receives one message into `buf` (blocking) with the files in flight
+/// it carries (SCM_RIGHTS, close-on-exec) written to `rights`: (bytes,
+/// fds). Fds beyond `rights.len()` the kernel closes (MSG_CTRUNC, given
+/// as EMSGSIZE once the received ones are closed). Allocates nothing, so
+/// a forked child of the engine can run it; the caller owns each fd.
+pub fn recv_scm(fd: RawFd, buf: &mut [u8], rights: &mut [RawFd]) -> nix::Result<(usize, usize)> {
+    let mut cbuf = [0u64; CMSG_WORDS];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: the kernel writes at most `buf.len()` bytes through the one
+    // iovec and at most `msg_controllen` bytes into `cbuf`, both alive
+    // until it returns.
+    let n = Errno::result(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    let mut got = 0usize;
+    let mut lost = msg.msg_flags & libc::MSG_CTRUNC != 0;
+    // SAFETY: the CMSG_* walk stays within the `msg_controllen` bytes of
+    // `cbuf` the kernel filled; each fd is read unaligned, and every one
+    // is fresh in this process: kept in `rights` or closed here.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            let len = (*c).cmsg_len as usize - (data as usize - c as usize);
+            if ((*c).cmsg_level, (*c).cmsg_type) == (libc::SOL_SOCKET, libc::SCM_RIGHTS) {
+                for i in 0..len / 4 {
+                    let f = std::ptr::read_unaligned(data.cast::<i32>().add(i));
+                    match rights.get_mut(got) {
+                        Some(slot) => {
+                            *slot = f;
+                            got += 1;
+                        }
+                        None => {
+                            super::fd::close(f);
+                            lost = true;
+                        }
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if lost {
+        for &f in &rights[..got] {
+            super::fd::close(f);
+        }
+        return Err(Errno::EMSGSIZE);
+    }
+    Ok((n as usize, got))
+}
+
 /// The senders' pids of the messages queued on `sock` that start at the
 /// byte offsets `offsets`, as a task of the pid namespace `pidns` sees
 /// them (0: a sender that namespace does not see).
@@ -716,6 +774,44 @@ pub fn setsockopt_timeval(fd: BorrowedFd<'_>, opt: i32, sec: u64, usec: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ino(fd: RawFd) -> u64 {
+        std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap()
+    }
+
+    #[test]
+    fn files_in_flight_are_received_in_order_or_refused_whole() {
+        let (a, b) = socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let sent = [r.as_raw_fd(), w.as_raw_fd(), r.as_raw_fd()];
+        send_scm(a.as_raw_fd(), b"places", &sent, None, None).unwrap();
+        let mut buf = [0u8; 16];
+        let mut got = [-1; 4];
+        let (n, k) = recv_scm(b.as_raw_fd(), &mut buf, &mut got).unwrap();
+        assert_eq!((&buf[..n], k), (&b"places"[..], 3));
+        for (s, g) in sent.iter().zip(&got) {
+            assert_ne!(s, g, "a new fd");
+            assert_eq!(ino(*s), ino(*g));
+            super::super::fd::close(*g);
+        }
+        // More fds than room: none is left open in the receiver, so the
+        // pipe hangs up once its write end here is closed.
+        send_scm(a.as_raw_fd(), b"x", &sent, None, None).unwrap();
+        let mut two = [-1; 2];
+        let e = recv_scm(b.as_raw_fd(), &mut buf, &mut two).unwrap_err();
+        assert_eq!(e, Errno::EMSGSIZE);
+        drop(w);
+        use std::os::fd::AsFd;
+        let mut p = [nix::poll::PollFd::new(
+            r.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut p, 2000u16).unwrap();
+        let hup = p[0].revents().unwrap_or(nix::poll::PollFlags::empty());
+        assert!(hup.contains(nix::poll::PollFlags::POLLHUP), "{hup:?}");
+    }
 
     fn attr(t: u16, v: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();
