@@ -17,8 +17,8 @@ pub enum Program {
     Rust(&'static str),
 }
 
-/// Namespace flavours a case may run in. `Uns` runs for a sample of
-/// cases that name it (the suite's time budget): rows list it explicitly.
+/// Namespace flavours a case may run in. Every row runs in all three
+/// unless it lists its own (with the reason a flavour is left out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     /// Host namespaces.
