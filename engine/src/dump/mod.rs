@@ -814,13 +814,14 @@ fn dump_process(
             thread_core: Some(thread_core),
         };
         let vtid = v(snap.tid, "thread")?;
-        job.image(format!("core-{vtid}.img"), vec![core]);
+        ctx.dir.write_image(&format!("core-{vtid}.img"), &[core])?;
     }
-    job.image(format!("mm-{vpid}.img"), vec![mm]);
-    job.image(format!("ids-{vpid}.img"), vec![ids]);
-    job.image(format!("fs-{vpid}.img"), vec![fs]);
+    ctx.dir.write_image(&format!("mm-{vpid}.img"), &[mm])?;
+    ctx.dir.write_image(&format!("ids-{vpid}.img"), &[ids])?;
+    ctx.dir.write_image(&format!("fs-{vpid}.img"), &[fs])?;
     if table_of.is_none() {
-        job.image(format!("fdinfo-{}.img", ids.files_id), fdinfos);
+        ctx.dir
+            .write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
     }
     let entry = ctx
         .treens
@@ -954,7 +955,6 @@ fn pages_job(
         marks,
         incremental: ctx.parent.is_some(),
         shmem: Vec::new(),
-        images: Vec::new(),
     })
 }
 

@@ -40,13 +40,7 @@ pub struct Job {
     /// Shared anonymous objects this process is the first to map:
     /// (shmid, start, end, pages id).
     pub shmem: Vec<(u64, u64, u64, u32)>,
-    /// The process's own images (its cores, mm, ids, fs, fdinfo), made on
-    /// the tracer thread and written here, beside it ([`Job::image`]).
-    pub images: Vec<ImageWrite>,
 }
-
-/// One image of a job's process, written when the job runs.
-pub type ImageWrite = Box<dyn FnOnce(&ImageDir) -> Result<()> + Send>;
 
 /// What a job copied, for the dump's counts.
 #[derive(Debug, Default)]
@@ -58,16 +52,7 @@ pub struct Done {
 }
 
 impl Job {
-    /// Image `name` of the process, with these entries, to be written
-    /// when the job runs.
-    pub fn image<M: prost::Message + Send + 'static>(&mut self, name: String, entries: Vec<M>) {
-        self.images.push(Box::new(move |dir: &ImageDir| {
-            dir.write_image(&name, &entries)
-        }));
-    }
-
-    /// Copy the pages and write pages-ID.img and the pagemaps, then the
-    /// process's other images.
+    /// Copy the pages and write pages-ID.img and the pagemaps.
     pub fn run(self, dir: &ImageDir) -> Result<Done> {
         let (pid, ppid) = (self.pid, self.ppid);
         let mut done = Done::default();
@@ -147,9 +132,6 @@ impl Job {
             dir.write_pagemap(&format!("pagemap-shmem-{shmid}.img"), id, &sink.pm.entries)?;
         }
         debug!("pid {pid}: pages copied");
-        for write in self.images {
-            write(dir)?;
-        }
         fault::check(pid, "dump-memory")?;
         Ok(done)
     }
