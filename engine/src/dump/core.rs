@@ -16,14 +16,24 @@ use crate::ptrace::Regs;
 
 const PR_GET_TID_ADDRESS: u64 = 40;
 
-/// Signal handlers of every catchable signal, via rt_sigaction in the task.
-pub fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<Vec<pb::SaEntry>> {
+/// What the process-wide batch asks besides the signal handlers: the
+/// child-subreaper flag, the program break and the dumpable flag.
+pub struct TaskCalls {
+    pub brk: u64,
+    pub dumpable: u64,
+}
+
+/// Signal handlers of every catchable signal, via rt_sigaction in the
+/// task, with PR_GET_CHILD_SUBREAPER, brk(0) and PR_GET_DUMPABLE in the
+/// same batch (each a round trip of its own otherwise); the subreaper
+/// flag lands in the data page after the handlers.
+fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<(Vec<pb::SaEntry>, bool, TaskCalls)> {
     let sigs: Vec<u64> = (1..=64u64)
         .filter(|&sig| sig != libc::SIGKILL as u64 && sig != libc::SIGSTOP as u64)
         .collect();
     // One batch: 62 queries would otherwise be 124 ptrace stops.
     let data = s.batch_data()?;
-    let calls: Vec<crate::ptrace::remote::Call> = sigs
+    let mut calls: Vec<crate::ptrace::remote::Call> = sigs
         .iter()
         .enumerate()
         .map(|(i, &sig)| {
@@ -33,8 +43,34 @@ pub fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<Vec<pb::SaEntry>> {
             )
         })
         .collect();
+    let subreaper_at = data + sigs.len() as u64 * 32;
+    let more: [(crate::ptrace::remote::Call, &str); 3] = [
+        (
+            (
+                libc::SYS_prctl,
+                [
+                    libc::PR_GET_CHILD_SUBREAPER as u64,
+                    subreaper_at,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            ),
+            "prctl(PR_GET_CHILD_SUBREAPER)",
+        ),
+        ((libc::SYS_brk, [0; 6]), "brk(0)"),
+        (
+            (
+                libc::SYS_prctl,
+                [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+            ),
+            "prctl(PR_GET_DUMPABLE)",
+        ),
+    ];
+    calls.extend(more.iter().map(|m| m.0));
     let results = s.batch(&calls)?;
-    let mut b = vec![0u8; sigs.len() * 32];
+    let mut b = vec![0u8; sigs.len() * 32 + 4];
     s.mem.read(data, &mut b)?;
     let mut out = Vec::with_capacity(sigs.len());
     for (i, (&sig, &r)) in sigs.iter().zip(&results).enumerate() {
@@ -57,7 +93,26 @@ pub fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<Vec<pb::SaEntry>> {
             compat_sigaction: None,
         });
     }
-    Ok(out)
+    let tail = &results[sigs.len()..];
+    for (&r, (_, what)) in tail.iter().zip(&more) {
+        if (-4095..0).contains(&r) {
+            return Err(Error::sys(
+                s.mem.pid(),
+                format!("{what} (in the task)"),
+                nix::errno::Errno::from_raw(-r as i32),
+            ));
+        }
+    }
+    let at = sigs.len() * 32;
+    let subreaper = u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")) != 0;
+    Ok((
+        out,
+        subreaper,
+        TaskCalls {
+            brk: tail[1] as u64,
+            dumpable: tail[2] as u64,
+        },
+    ))
 }
 
 fn caps(v: u64) -> Vec<u32> {
@@ -219,18 +274,22 @@ fn thread_calls(slot: u64) -> [(crate::ptrace::remote::Call, &'static str); THRE
     ]
 }
 
-/// Every thread but the leader: [`dump_thread`] for each, their calls
-/// made in all of them at once (`Remote::raw_each`), a wave of threads at
-/// a time, each in its own slot of the leader's scratch page at `page`.
+/// Every thread but the leader: [`dump_thread`] for each, a wave of
+/// threads at a time, each in its own slot of the leader's scratch page.
+/// The calls of a wave run as one batch per thread, all threads at once
+/// (`ScratchSession::batch_each`): one round trip per thread instead of a
+/// round of two ptrace stops per call and thread (t64's 64 threads had
+/// four such rounds). A task with no room for the batches' pipes gets
+/// the calls one at a time in every thread at once (`Remote::raw_each`).
 pub fn dump_threads(
     threads: &mut [crate::ptrace::Seized],
     snaps: &[ThreadSnap],
     syscall_ip: u64,
-    mem: &crate::ptrace::mem::TaskMem,
-    page: u64,
+    s: &mut ScratchSession<'_>,
 ) -> Result<Vec<(pb::ThreadInfoX86, pb::ThreadCoreEntry)>> {
     use crate::ptrace::remote::Remote;
     const WAVE: usize = (crate::ptrace::scratch::SCRATCH_SIZE / THREAD_SLOT) as usize;
+    let page = s.addr;
     let mut out = Vec::with_capacity(threads.len());
     for (ths, snaps) in threads.chunks_mut(WAVE).zip(snaps.chunks(WAVE)) {
         let mut remotes = ths
@@ -240,12 +299,26 @@ pub fn dump_threads(
         let calls: Vec<_> = (0..remotes.len())
             .map(|k| thread_calls(page + k as u64 * THREAD_SLOT))
             .collect();
-        let mut got = vec![[0i64; THREAD_CALLS]; remotes.len()];
-        for step in 0..THREAD_CALLS {
-            let these: Vec<_> = calls.iter().map(|c| Some(c[step].0)).collect();
-            let res = Remote::raw_each(&mut remotes, &these)?;
-            for (k, r) in res.into_iter().enumerate() {
-                let r = r.expect("every thread makes every call");
+        let raw: Vec<Vec<_>> = calls
+            .iter()
+            .map(|c| c.iter().map(|c| c.0).collect())
+            .collect();
+        let got: Vec<Vec<i64>> = match s.batch_each(&mut remotes, &raw)? {
+            Some(got) => got,
+            None => {
+                let mut got = vec![vec![0i64; THREAD_CALLS]; remotes.len()];
+                for step in 0..THREAD_CALLS {
+                    let these: Vec<_> = calls.iter().map(|c| Some(c[step].0)).collect();
+                    let res = Remote::raw_each(&mut remotes, &these)?;
+                    for (k, r) in res.into_iter().enumerate() {
+                        got[k][step] = r.expect("every thread makes every call");
+                    }
+                }
+                got
+            }
+        };
+        for (k, got) in got.iter().enumerate() {
+            for (step, &r) in got.iter().enumerate() {
                 if (-4095..0).contains(&r) {
                     return Err(Error::sys(
                         snaps[k].tid,
@@ -253,16 +326,18 @@ pub fn dump_threads(
                         nix::errno::Errno::from_raw(-r as i32),
                     ));
                 }
-                got[k][step] = r;
             }
         }
         Remote::finish_each(remotes)?;
         let mut slots = vec![0u8; snaps.len() * THREAD_SLOT as usize];
-        mem.read(page, &mut slots)?;
+        s.mem.read(page, &mut slots)?;
         for (k, sn) in snaps.iter().enumerate() {
             let slot = &slots[k * THREAD_SLOT as usize..][..THREAD_SLOT as usize];
+            let got: [i64; THREAD_CALLS] = got[k][..].try_into().map_err(|_| {
+                Error::task(sn.tid, "remote syscalls", "internal: a result missing")
+            })?;
             out.push(thread_parts(
-                sn.tid, &sn.regs, &sn.xstate, sn.blk, &sn.stat, &sn.status, slot, &got[k],
+                sn.tid, &sn.regs, &sn.xstate, sn.blk, &sn.stat, &sn.status, slot, &got,
             )?);
         }
     }
@@ -327,7 +402,7 @@ pub fn dump_task_core(
     blk: u64,
     stat: &Stat,
     s: &mut ScratchSession<'_>,
-) -> Result<pb::TaskCoreEntry> {
+) -> Result<(pb::TaskCoreEntry, TaskCalls)> {
     let personality = proc::read_file(pid, "personality")?;
     let personality = u32::from_str_radix(personality.trim(), 16)
         .map_err(|e| Error::task(pid, "/proc/PID/personality", format!("not hex: {e}")))?;
@@ -339,15 +414,8 @@ pub fn dump_task_core(
     let loginuid = proc::read_file(pid, "loginuid")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
-    let sigactions = dump_sigactions(s)?;
-    s.call(
-        libc::SYS_prctl,
-        &[libc::PR_GET_CHILD_SUBREAPER as u64, s.addr],
-        "prctl(PR_GET_CHILD_SUBREAPER)",
-    )?;
-    let mut sr = [0u8; 4];
-    s.read(0, &mut sr)?;
-    Ok(pb::TaskCoreEntry {
+    let (sigactions, subreaper, calls) = dump_sigactions(s)?;
+    let tc = pb::TaskCoreEntry {
         task_state: if stopped { TASK_STOPPED } else { TASK_ALIVE },
         exit_code: 0,
         personality,
@@ -366,8 +434,9 @@ pub fn dump_task_core(
         loginuid,
         oom_score_adj: oom,
         sigactions,
-        child_subreaper: Some(u32::from_le_bytes(sr) != 0),
+        child_subreaper: Some(subreaper),
         stop_signo: stopped.then_some(libc::SIGSTOP as u32),
         ..Default::default()
-    })
+    };
+    Ok((tc, calls))
 }

@@ -23,6 +23,7 @@ pub mod mntns;
 pub mod netns;
 pub mod ns;
 pub mod pages;
+pub mod reads;
 pub mod seccomp;
 pub mod signals;
 pub mod timers;
@@ -195,7 +196,9 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     drop(pre);
     debug!("pid {pid}: tree frozen, {} processes", tree.len());
     fault::check(pid, "dump-frozen")?;
-    let treens = ns::TreeNs::check(&tree, &opts.external)?;
+    let mut reads = reads::TreeReads::read(&tree)?;
+    debug!("pid {pid}: /proc read");
+    let treens = ns::TreeNs::check(&tree, &reads, &opts.external)?;
     files.vpids = treens.vpids().clone();
     files.root = pid;
     let _in_netns = match treens.owns("net") {
@@ -258,18 +261,18 @@ fn dump_inner(opts: &DumpOptions) -> Result<DumpStats> {
     let copied = std::thread::scope(|scope| {
         let mut pool = Pool::new(scope, "pages", threads, |job: pages::Job| job.run(&dir))?;
         for p in tree.iter_mut() {
-            let job = if p.zombie.is_some() {
+            if p.zombie.is_some() {
                 if !opts.pre_dump {
                     if let Err(e) = dump_zombie(p, &mut ctx) {
                         return Err(pool.fail(e));
                     }
                 }
                 continue;
-            } else if opts.pre_dump {
-                pre_dump_process(p, &mut ctx)
-            } else {
-                dump_process(p, &mut ctx)
-            };
+            }
+            let job = reads.take(p.pid).and_then(|r| match opts.pre_dump {
+                true => pre_dump_process(p, r, &mut ctx),
+                false => dump_process(p, r, &mut ctx),
+            });
             let submitted = job.and_then(|j| pool.submit(j));
             if let Err(e) = submitted {
                 return Err(pool.fail(e));
@@ -435,7 +438,8 @@ impl DumpCtx<'_> {
         // CRIU's meaning: the ids of the process that dumped, which a
         // restore compares the root's with to know what the root gets of
         // its own (a namespace that differs; never its memory or files).
-        let dumper = task_ids(std::process::id() as Pid, self.next_files_id, &mut self.ns)?;
+        let links = proc::ns::ns_ids(std::process::id() as Pid)?;
+        let dumper = task_ids(links, self.next_files_id, &mut self.ns);
         let mut inv = pb::InventoryEntry {
             img_version: if self.cow_pages > 0 {
                 crate::images::magic::IMAGES_CKPT_COW
@@ -510,7 +514,13 @@ impl NsIds {
     }
 }
 
-fn task_ids(pid: Pid, id: u32, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
+/// The ids of `pid`, whose namespace links are `links` (kind -> inode,
+/// as `proc::ns::ns_ids` reads them).
+fn task_ids(
+    links: impl IntoIterator<Item = (String, u64)>,
+    id: u32,
+    ns: &mut NsIds,
+) -> pb::TaskKobjIdsEntry {
     let mut ids = pb::TaskKobjIdsEntry {
         vm_id: id,
         files_id: id,
@@ -518,7 +528,7 @@ fn task_ids(pid: Pid, id: u32, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
         sighand_id: id,
         ..Default::default()
     };
-    for (kind, ino) in proc::ns::ns_ids(pid)? {
+    for (kind, ino) in links {
         let id = Some(ns.get(&kind, ino));
         match kind.as_str() {
             "pid" => ids.pid_ns_id = id,
@@ -532,7 +542,7 @@ fn task_ids(pid: Pid, id: u32, ns: &mut NsIds) -> Result<pb::TaskKobjIdsEntry> {
             _ => {}
         }
     }
-    Ok(ids)
+    ids
 }
 
 /// What a thread looked like when it was stopped, before the engine's
@@ -591,13 +601,14 @@ fn refuse_nested_pids(
 
 /// Everything of one process but its pages, on the tracer thread; the
 /// job that copies them is returned.
-fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pages::Job> {
-    let dir = ctx.dir;
+fn dump_process(
+    p: &mut freeze::FrozenProc,
+    r: reads::ProcReads,
+    ctx: &mut DumpCtx<'_>,
+) -> Result<pages::Job> {
     let threads = &mut p.threads[..];
     let pid = threads[0].tid;
-    let stat = stat::read(pid)?;
-    let status = status::read(pid)?;
-    let vmas = maps::read_smaps(pid)?;
+    let (stat, status, vmas) = (r.stat, r.status, r.smaps);
     let mem = TaskMem::open(pid)?;
     let syscall_ip = syscall_ip(&vmas, &mem)?;
     debug!("pid {pid}: remote syscalls at {syscall_ip:#x}");
@@ -605,14 +616,14 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pag
     let stopped = threads[0].kind == StopKind::GroupStop;
     let mut snaps = Vec::with_capacity(threads.len());
     let known = ctx.parent.as_ref().map_or(&[][..], |l| &l.restarts[..]);
-    for t in threads.iter() {
+    for (t, (t_stat, t_status)) in threads.iter().zip(r.threads) {
         snaps.push(core::ThreadSnap {
             tid: t.tid,
             regs: restart::with_known_call(t.regs, t.tid, known),
             xstate: t.xstate()?,
             blk: t.sigmask()?,
-            stat: stat::read_task(pid, t.tid)?,
-            status: status::read_task(pid, t.tid)?,
+            stat: t_stat,
+            status: t_status,
         });
     }
 
@@ -622,7 +633,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pag
     let (task_core, thread_parts, brk, dumpable) = {
         let (leader, rest) = threads.split_first_mut().expect("the leader is there");
         let mut s = ScratchSession::open(leader, syscall_ip, &mem)?;
-        let mut tc = core::dump_task_core(pid, stopped, snaps[0].blk, &stat, &mut s)?;
+        let (mut tc, calls) = core::dump_task_core(pid, stopped, snaps[0].blk, &stat, &mut s)?;
         for k in ctx.kinds.iter_mut() {
             k.in_task(pid, &mut s, &mut tc)?;
         }
@@ -631,19 +642,8 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pag
         let mut parts = vec![core::dump_thread(
             l.tid, &l.regs, &l.xstate, l.blk, &l.stat, &l.status, &mut s,
         )?];
-        let brk = s.call(libc::SYS_brk, &[0], "brk(0)")?;
-        let dumpable = s.call(
-            libc::SYS_prctl,
-            &[libc::PR_GET_DUMPABLE as u64],
-            "prctl(PR_GET_DUMPABLE)",
-        )?;
-        parts.extend(core::dump_threads(
-            rest,
-            &snaps[1..],
-            syscall_ip,
-            &mem,
-            s.addr,
-        )?);
+        let (brk, dumpable) = (calls.brk, calls.dumpable);
+        parts.extend(core::dump_threads(rest, &snaps[1..], syscall_ip, &mut s)?);
         s.close()?;
         (tc, parts, brk, dumpable)
     };
@@ -728,7 +728,17 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pag
         kinds.push((kind, v.read));
     }
     let vpid = ctx.treens.vpid(pid, pid, "pid")?;
-    let mut job = pages_job(pid, p.ppid, vpid, &vma_entries, kinds, mem, syscall_ip, ctx)?;
+    let mut job = pages_job(
+        pid,
+        p.ppid,
+        vpid,
+        &vma_entries,
+        kinds,
+        mem,
+        syscall_ip,
+        stat.start_time,
+        ctx,
+    )?;
     // Shared anonymous memory: each object once per dump, whoever maps it.
     for (e, &(kind, _)) in vma_entries.iter().zip(&job.kinds) {
         if kind != VmaKind::AnonShared || ctx.shmem_done.contains(&e.shmid) {
@@ -739,7 +749,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pag
         job.shmem.push((e.shmid, e.start, e.end, id));
     }
     ctx.stats.vmas += vma_entries.len();
-    let auxv = proc::auxv::read(pid)?;
+    let auxv = r.auxv;
     let mm = pb::MmEntry {
         mm_start_code: stat.start_code,
         mm_end_code: stat.end_code,
@@ -764,7 +774,7 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pag
 
     let id = ctx.next_files_id;
     ctx.next_files_id += 1;
-    let mut ids = task_ids(pid, id, &mut ctx.ns)?;
+    let mut ids = task_ids(r.ns, id, &mut ctx.ns);
     if let Some(owner) = table_of {
         ids.files_id = ctx.fd_tables[&owner];
         debug!(
@@ -804,13 +814,14 @@ fn dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pag
             thread_core: Some(thread_core),
         };
         let vtid = v(snap.tid, "thread")?;
-        dir.write_image(&format!("core-{vtid}.img"), &[core])?;
+        ctx.dir.write_image(&format!("core-{vtid}.img"), &[core])?;
     }
-    dir.write_image(&format!("mm-{vpid}.img"), &[mm])?;
-    dir.write_image(&format!("ids-{vpid}.img"), &[ids])?;
-    dir.write_image(&format!("fs-{vpid}.img"), &[fs])?;
+    ctx.dir.write_image(&format!("mm-{vpid}.img"), &[mm])?;
+    ctx.dir.write_image(&format!("ids-{vpid}.img"), &[ids])?;
+    ctx.dir.write_image(&format!("fs-{vpid}.img"), &[fs])?;
     if table_of.is_none() {
-        dir.write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
+        ctx.dir
+            .write_image(&format!("fdinfo-{}.img", ids.files_id), &fdinfos)?;
     }
     let entry = ctx
         .treens
@@ -906,6 +917,7 @@ fn pages_job(
     kinds: Vec<(VmaKind, bool)>,
     mem: TaskMem,
     syscall_ip: u64,
+    start_time: u64,
     ctx: &mut DumpCtx<'_>,
 ) -> Result<pages::Job> {
     let private_id = ctx.pages_id();
@@ -915,7 +927,6 @@ fn pages_job(
         let eligible = vma_entries.iter().filter(|v| cow_eligible(v));
         ctx.cow_vmas.insert(pid, eligible.cloned().collect());
     }
-    let start_time = stat::read(pid)?.start_time;
     let (marks, existing) = parent_marks(pid, vpid, start_time, vma_entries, &pagemap, ctx)?;
     if ctx.opts.tracks() {
         ctx.arm.push(ArmJob {
@@ -1028,11 +1039,13 @@ fn parent_marks(
 /// A pre-dump of one process: its mappings and private memory, and its
 /// place in the tree; nothing else (the tree goes on running, and the
 /// dump that follows writes the rest).
-fn pre_dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result<pages::Job> {
+fn pre_dump_process(
+    p: &mut freeze::FrozenProc,
+    r: reads::ProcReads,
+    ctx: &mut DumpCtx<'_>,
+) -> Result<pages::Job> {
     let pid = p.threads[0].tid;
-    let stat = stat::read(pid)?;
-    let status = status::read(pid)?;
-    let vmas = maps::read_smaps(pid)?;
+    let (stat, status, vmas) = (r.stat, r.status, r.smaps);
     let mem = TaskMem::open(pid)?;
     let syscall_ip = syscall_ip(&vmas, &mem)?;
     let (vma_entries, kinds): (Vec<_>, Vec<_>) = vmas
@@ -1043,7 +1056,17 @@ fn pre_dump_process(p: &mut freeze::FrozenProc, ctx: &mut DumpCtx<'_>) -> Result
         })
         .unzip();
     let vpid = ctx.treens.vpid(pid, pid, "pid")?;
-    let job = pages_job(pid, p.ppid, vpid, &vma_entries, kinds, mem, syscall_ip, ctx)?;
+    let job = pages_job(
+        pid,
+        p.ppid,
+        vpid,
+        &vma_entries,
+        kinds,
+        mem,
+        syscall_ip,
+        stat.start_time,
+        ctx,
+    )?;
     ctx.stats.vmas += vma_entries.len();
     ctx.dir.write_image(
         &format!("mm-{vpid}.img"),

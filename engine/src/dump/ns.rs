@@ -40,6 +40,7 @@ use crate::imgdir::ImageDir;
 use crate::proc::{self, status};
 
 use super::freeze::FrozenProc;
+use super::reads::TreeReads;
 
 /// Namespace kinds a tree may have its own of, because the restore makes
 /// them anew.
@@ -90,11 +91,15 @@ fn links(pid: Pid) -> Result<BTreeMap<String, u64>> {
 /// makes namespaces, it does not reach outside the tree). Cgroup
 /// namespaces are not nested in one another (each is a view rooted at a
 /// cgroup), so a namespace made inside another needs nothing more.
-fn cgroup_leaders(tree: &[FrozenProc], engine: &BTreeMap<String, u64>) -> Result<()> {
+fn cgroup_leaders(
+    tree: &[FrozenProc],
+    reads: &TreeReads,
+    engine: &BTreeMap<String, u64>,
+) -> Result<()> {
     let mut ns_of: BTreeMap<Pid, u64> = BTreeMap::new();
     let mut leaders: BTreeMap<u64, Pid> = BTreeMap::new();
     for p in tree.iter().filter(|p| p.zombie.is_none()) {
-        let Some(&ino) = links(p.pid)?.get("cgroup") else {
+        let Some(&ino) = reads.of(p.pid)?.ns.get("cgroup") else {
             continue;
         };
         ns_of.insert(p.pid, ino);
@@ -124,12 +129,16 @@ fn cgroup_leaders(tree: &[FrozenProc], engine: &BTreeMap<String, u64>) -> Result
 }
 
 impl TreeNs {
-    /// Checks every live task of `tree` (the root first) against the
-    /// rules of the module doc.
-    pub fn check(tree: &[FrozenProc], external: &[crate::external::External]) -> Result<TreeNs> {
+    /// Checks every live task of `tree` (the root first, `reads` what
+    /// /proc says of each) against the rules of the module doc.
+    pub fn check(
+        tree: &[FrozenProc],
+        reads: &TreeReads,
+        external: &[crate::external::External],
+    ) -> Result<TreeNs> {
         let engine = links(std::process::id() as Pid)?;
         let root_pid = tree[0].pid;
-        let all = links(root_pid)?;
+        let all = reads.of(root_pid)?.ns.clone();
         let root: BTreeMap<String, u64> = all
             .iter()
             .filter(|(k, _)| !k.ends_with("_for_children"))
@@ -146,11 +155,7 @@ impl TreeNs {
         }
         let mut users = Vec::new();
         for p in tree.iter().filter(|p| p.zombie.is_none()) {
-            let mine = if p.pid == root_pid {
-                all.clone()
-            } else {
-                links(p.pid)?
-            };
+            let mine = reads.of(p.pid)?.ns.clone();
             users.push(super::userns::TaskUser {
                 pid: p.pid,
                 ino: mine.get("user").copied().unwrap_or(0),
@@ -190,9 +195,9 @@ impl TreeNs {
                 ));
             }
         }
-        cgroup_leaders(tree, &engine)?;
+        cgroup_leaders(tree, reads, &engine)?;
         let own_pid = root.get("pid") != engine.get("pid");
-        let pids = pid_levels(tree, &root, own_pid)?;
+        let pids = pid_levels(tree, reads, &root, own_pid)?;
         let vpids = match own_pid {
             true => pids.levels.iter().map(|(&h, l)| (h, l[0])).collect(),
             false => BTreeMap::new(),
@@ -490,19 +495,24 @@ struct PidLevels {
 /// namespace has its init among its children. Threads below the root's
 /// namespace are refused for now (the restore makes them with one
 /// level).
-fn pid_levels(tree: &[FrozenProc], root: &BTreeMap<String, u64>, own: bool) -> Result<PidLevels> {
+fn pid_levels(
+    tree: &[FrozenProc],
+    reads: &TreeReads,
+    root: &BTreeMap<String, u64>,
+    own: bool,
+) -> Result<PidLevels> {
     let root_pid = tree[0].pid;
     let root_ns = root["pid"];
     let pid_ns = |p: &FrozenProc| -> Result<Option<(u64, u64)>> {
         if p.zombie.is_some() {
             return Ok(None);
         }
-        let l = links(p.pid)?;
+        let l = &reads.of(p.pid)?.ns;
         Ok(l.get("pid")
             .copied()
             .zip(l.get("pid_for_children").copied()))
     };
-    let st = status::read(root_pid)?;
+    let st = reads.of(root_pid)?.status.clone();
     let top = st.ns_pid.len().saturating_sub(1);
     if own && top != 1 {
         return Err(Error::unsupported(
@@ -532,9 +542,10 @@ fn pid_levels(tree: &[FrozenProc], root: &BTreeMap<String, u64>, own: bool) -> R
     };
     let mut ns_of: BTreeMap<Pid, (u64, u64)> = BTreeMap::new();
     for p in tree {
-        let st = match p.pid == root_pid {
-            true => st.clone(),
-            false => status::read(p.pid)?,
+        // A zombie's status is read here (it has no reads).
+        let st = match p.zombie {
+            None => reads.of(p.pid)?.status.clone(),
+            Some(_) => status::read(p.pid)?,
         };
         let l: Vec<Pid> = st.ns_pid.get(top..).unwrap_or_default().to_vec();
         let ns = pid_ns(p)?;
@@ -593,13 +604,16 @@ fn pid_levels(tree: &[FrozenProc], root: &BTreeMap<String, u64>, own: bool) -> R
                 ),
             ));
         }
-        for t in p.threads.iter().filter(|t| t.tid != p.pid) {
+        let thread_reads = match p.zombie {
+            None => &reads.of(p.pid)?.threads[..],
+            Some(_) => &[],
+        };
+        for (t, (_, t_status)) in p.threads.iter().zip(thread_reads) {
+            if t.tid == p.pid {
+                continue;
+            }
             let tl = match own {
-                true => status::read_task(p.pid, t.tid)?
-                    .ns_pid
-                    .get(top..)
-                    .unwrap_or_default()
-                    .to_vec(),
+                true => t_status.ns_pid.get(top..).unwrap_or_default().to_vec(),
                 false => vec![t.tid],
             };
             out.levels.insert(t.tid, tl);

@@ -156,6 +156,25 @@ pub fn find_syscall_insn(mem: &TaskMem, ranges: &[(u64, u64)]) -> Result<u64> {
     ))
 }
 
+/// A batch's table (`BATCH_CODE`): closing the task's read end of the
+/// pipe, the calls, the terminator.
+fn batch_table(task_rd: u64, calls: &[Call]) -> Vec<u8> {
+    let mut t = Vec::with_capacity((calls.len() + 2) * BATCH_ENTRY);
+    let mut entry = |nr: i64, args: &[u64; 6]| {
+        t.extend_from_slice(&nr.to_le_bytes());
+        for a in args {
+            t.extend_from_slice(&a.to_le_bytes());
+        }
+        t.extend_from_slice(&0u64.to_le_bytes());
+    };
+    entry(libc::SYS_close, &[task_rd, 0, 0, 0, 0, 0]);
+    for (nr, args) in calls {
+        entry(*nr, args);
+    }
+    entry(-1, &[0; 6]);
+    t
+}
+
 impl<'a> Remote<'a> {
     /// Start running syscalls in `task`. All signals are blocked meanwhile,
     /// so a signal that arrives during the dump stays pending (and is
@@ -381,19 +400,7 @@ impl<'a> Remote<'a> {
                     return Err(Error::sys(tid, "pidfd_getfd of the batch pipe", e));
                 }
             };
-            let mut t = Vec::with_capacity((chunk.len() + 2) * BATCH_ENTRY);
-            let mut entry = |nr: i64, args: &[u64; 6]| {
-                t.extend_from_slice(&nr.to_le_bytes());
-                for a in args {
-                    t.extend_from_slice(&a.to_le_bytes());
-                }
-                t.extend_from_slice(&0u64.to_le_bytes());
-            };
-            entry(libc::SYS_close, &[task_rd, 0, 0, 0, 0, 0]);
-            for (nr, args) in chunk {
-                entry(*nr, args);
-            }
-            entry(-1, &[0; 6]);
+            let t = batch_table(task_rd, chunk);
             mem.write(table, &t)?;
             let mut regs = self.task.regs;
             regs.rip = code;
@@ -426,6 +433,101 @@ impl<'a> Remote<'a> {
                 i64::from_le_bytes(res[at..at + 8].try_into().expect("8 bytes"))
             };
             out.extend((1..=chunk.len()).map(result));
+        }
+        Ok(out)
+    }
+
+    /// [`Remote::batch`] in several threads of one process at once:
+    /// `remotes[i]` runs `calls[i]` from its own table at `tables[i]`
+    /// (room for `calls[i].len() + 2` entries) through `BATCH_CODE` at
+    /// `code`, and tells the engine through its own pipe `pipes[i]` (the
+    /// task's read and write ends, made in the task beforehand, one per
+    /// thread: threads share the fd table, and each closes its write end).
+    /// Raw results, per thread in order.
+    ///
+    /// Every thread is resumed before the engine waits for any, so their
+    /// runs overlap; a thread costs one PTRACE_CONT/PTRACE_INTERRUPT
+    /// round trip for all its calls instead of two ptrace stops per call
+    /// (`raw_each`). On an error, fds of `pipes` may be left in the task:
+    /// the caller closes them (none was reused meanwhile: nothing else
+    /// opens a file in the task).
+    pub fn batch_each(
+        remotes: &mut [Remote<'_>],
+        mem: &TaskMem,
+        code: u64,
+        tables: &[u64],
+        pipes: &[(u64, u64)],
+        calls: &[Vec<Call>],
+    ) -> Result<Vec<Vec<i64>>> {
+        let mut rds = Vec::with_capacity(remotes.len());
+        for (r, &(task_rd, _)) in remotes.iter().zip(pipes) {
+            let rd = crate::sys::take_fd(mem.pid(), task_rd as i32)
+                .map_err(|e| Error::sys(r.task.tid, "pidfd_getfd of the batch pipe", e))?;
+            rds.push(rd);
+        }
+        let mut written = Vec::with_capacity(remotes.len());
+        for ((&table, &(task_rd, _)), chunk) in tables.iter().zip(pipes).zip(calls) {
+            STATS
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            STATS
+                .batched_calls
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let t = batch_table(task_rd, chunk);
+            mem.write(table, &t)?;
+            written.push(t.len());
+        }
+        for ((r, &table), &(_, done_fd)) in remotes.iter_mut().zip(tables).zip(pipes) {
+            let tid = r.task.tid;
+            let mut regs = r.task.regs;
+            regs.rip = code;
+            regs.rbx = table;
+            regs.r12 = done_fd;
+            regs.orig_rax = u64::MAX;
+            regs.eflags &= !0x100;
+            raw::set_regs(r.task.npid(), &regs).ctx(tid, || {
+                "setting registers for a batch of remote syscalls".into()
+            })?;
+            ptrace::cont(r.task.npid(), None)
+                .ctx(tid, || "PTRACE_CONT into a batch of remote syscalls".into())?;
+        }
+        let finished: Vec<bool> = rds
+            .iter()
+            .map(|rd| wait_readable(rd, BATCH_TIMEOUT_MS))
+            .collect();
+        // Back into a ptrace stop whatever happened.
+        for r in remotes.iter() {
+            ptrace::interrupt(r.task.npid()).ctx(r.task.tid, || {
+                "PTRACE_INTERRUPT after a batch of remote syscalls".into()
+            })?;
+        }
+        for r in remotes.iter() {
+            super::wait_event_stop(r.task.tid, None)?;
+        }
+        let mut out = Vec::with_capacity(remotes.len());
+        for (((r, &table), &len), done) in remotes.iter().zip(tables).zip(&written).zip(finished) {
+            if !done {
+                return Err(Error::task(
+                    r.task.tid,
+                    "batch of remote syscalls",
+                    format!("did not finish within {BATCH_TIMEOUT_MS} ms"),
+                ));
+            }
+            let mut res = vec![0u8; len];
+            mem.read(table, &mut res)?;
+            let result = |i: usize| {
+                let at = i * BATCH_ENTRY + BATCH_ENTRY - 8;
+                i64::from_le_bytes(res[at..at + 8].try_into().expect("8 bytes"))
+            };
+            if result(0) != 0 {
+                return Err(Error::sys(
+                    r.task.tid,
+                    "close of the batch pipe's read end (in the task)",
+                    nix::errno::Errno::from_raw(-result(0) as i32),
+                ));
+            }
+            let n = len / BATCH_ENTRY - 2;
+            out.push((1..=n).map(result).collect());
         }
         Ok(out)
     }

@@ -22,8 +22,12 @@ pub struct ScratchSession<'a> {
     batch_area: Option<u64>,
 }
 
-/// The batch area: one page of code, two of table, one of data.
-const BATCH_PAGES: u64 = 4;
+/// The batch area: one page of code, `TABLE_PAGES` of table, one of
+/// data.
+const BATCH_PAGES: u64 = TABLE_PAGES + 2;
+/// Room for the tables of a wave of threads' batches (`batch_each`): 64
+/// threads of 4 calls.
+const TABLE_PAGES: u64 = 6;
 const PAGE: u64 = 4096;
 
 impl<'a> ScratchSession<'a> {
@@ -92,15 +96,85 @@ impl<'a> ScratchSession<'a> {
 
     /// A page the calls of a batch may read from and write to.
     pub fn batch_data(&mut self) -> Result<u64> {
-        Ok(self.batch_area()? + 3 * PAGE)
+        Ok(self.batch_area()? + (1 + TABLE_PAGES) * PAGE)
     }
 
     /// Run `calls` in one go (`Remote::batch`); raw results in order.
     pub fn batch(&mut self, calls: &[crate::ptrace::remote::Call]) -> Result<Vec<i64>> {
         let area = self.batch_area()?;
-        let capacity = (2 * PAGE) as usize / BATCH_ENTRY;
+        let capacity = (TABLE_PAGES * PAGE) as usize / BATCH_ENTRY;
         let mem = self.mem;
         self.remote().batch(mem, area, area + PAGE, capacity, calls)
+    }
+
+    /// Run `calls[i]` in `others[i]`, other threads of this session's
+    /// process, all at once (`Remote::batch_each`), through this session's
+    /// batch code; raw results per thread. Their pipes are made here
+    /// first, in one batch of this session's thread, and on an error
+    /// whatever is left of them is closed again, so the task's fd table
+    /// ends as it was. None, with nothing run, when the task has no room
+    /// for two fds a thread (near its RLIMIT_NOFILE): the caller makes
+    /// the calls one by one then.
+    pub fn batch_each(
+        &mut self,
+        others: &mut [Remote<'_>],
+        calls: &[Vec<crate::ptrace::remote::Call>],
+    ) -> Result<Option<Vec<Vec<i64>>>> {
+        let area = self.batch_area()?;
+        let data = area + (1 + TABLE_PAGES) * PAGE;
+        let mut tables = Vec::with_capacity(calls.len());
+        let mut at = area + PAGE;
+        for c in calls {
+            tables.push(at);
+            at += ((c.len() + 2) * BATCH_ENTRY) as u64;
+        }
+        if at > data || (calls.len() * 8) as u64 > PAGE {
+            return Err(crate::error::Error::Usage(format!(
+                "internal: {} threads' batches do not fit the batch area",
+                calls.len()
+            )));
+        }
+        let made: Vec<crate::ptrace::remote::Call> = (0..calls.len() as u64)
+            .map(|i| {
+                (
+                    libc::SYS_pipe2,
+                    [data + 8 * i, libc::O_CLOEXEC as u64, 0, 0, 0, 0],
+                )
+            })
+            .collect();
+        let res = self.batch(&made)?;
+        let mut b = vec![0u8; calls.len() * 8];
+        self.mem.read(data, &mut b)?;
+        let word =
+            |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")) as u64;
+        let pipes: Vec<(u64, u64)> = res
+            .iter()
+            .enumerate()
+            .filter(|(_, &r)| r == 0)
+            .map(|(i, _)| (word(8 * i), word(8 * i + 4)))
+            .collect();
+        let full = [-libc::EMFILE as i64, -libc::ENFILE as i64];
+        let ran = match res.iter().find(|&&r| r != 0) {
+            Some(r) if full.contains(r) => Ok(None),
+            Some(&r) => Err(crate::error::Error::sys(
+                self.mem.pid(),
+                "pipe2 for the threads' batches of remote syscalls (in the task)",
+                nix::errno::Errno::from_raw(-r as i32),
+            )),
+            None => {
+                let mem = self.mem;
+                Remote::batch_each(others, mem, area, &tables, &pipes, calls).map(Some)
+            }
+        };
+        if !matches!(ran, Ok(Some(_))) {
+            let close: Vec<crate::ptrace::remote::Call> = pipes
+                .iter()
+                .flat_map(|&(r, w)| [r, w])
+                .map(|fd| (libc::SYS_close, [fd, 0, 0, 0, 0, 0]))
+                .collect();
+            let _ = self.batch(&close);
+        }
+        ran
     }
 
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
