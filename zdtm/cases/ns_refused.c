@@ -223,6 +223,9 @@ int main(int argc, char **argv)
 			if (init == 0) {
 				if (setns(host_cgns, CLONE_NEWCGROUP))
 					_exit(5);
+				/* set up: ready (the test task waits for this too) */
+				if (write(p[1], "i", 1) != 1)
+					_exit(5);
 				for (;;)
 					pause();
 			}
@@ -239,6 +242,10 @@ int main(int argc, char **argv)
 				if (getpid() != 1)
 					_exit(5);
 				if (pthread_create(&th, NULL, sleeper, NULL))
+					_exit(5);
+				/* its thread exists: ready (else a dump could find it
+				 * single-threaded and not refuse it) */
+				if (write(p[1], "i", 1) != 1)
 					_exit(5);
 				for (;;)
 					pause();
@@ -267,6 +274,12 @@ int main(int argc, char **argv)
 		close(host_cgns); /* the child keeps its copy */
 	if (read(p[0], &c, 1) != 1) {
 		pr_perror("the child did not start");
+		return 1;
+	}
+	/* a nested init says when it is set up too */
+	if ((!strcmp(kind, "nestedpid_thread") || !strcmp(kind, "cgroup_back")) &&
+	    read(p[0], &c, 1) != 1) {
+		pr_perror("the nested init did not start");
 		return 1;
 	}
 
