@@ -229,6 +229,13 @@ pub fn run(all: bool) -> i32 {
             result: uffd_lazy(),
         },
         Probe {
+            name: "userfaultfd in a user namespace",
+            required: false,
+            why: "restore --lazy-pages of a tree with a user namespace of its own (its tasks make their userfaultfds through /dev/userfaultfd)",
+            if_missing: "restore --lazy-pages of such a tree works only with vm.unprivileged_userfaultfd = 1; else it is refused",
+            result: uffd_dev(),
+        },
+        Probe {
             name: "time namespaces",
             required: false,
             why: "restoring monotonic clocks",
@@ -610,6 +617,23 @@ fn uffd_lazy() -> Result<String, String> {
     uffd::api(fd.as_fd(), uffd::FEATURES)
         .map_err(|e| format!("UFFDIO_API with the fork/remap/remove/unmap events: {e}"))?;
     Ok("missing-page faults with fork/remap/remove/unmap events".into())
+}
+
+fn uffd_dev() -> Result<String, String> {
+    use crate::sys::uffd;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dev = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/userfaultfd")
+        .map_err(|e| format!("/dev/userfaultfd: {e}"))?;
+    let fd = uffd::create_from_dev(dev.as_fd(), libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .map_err(|e| format!("USERFAULTFD_IOC_NEW on /dev/userfaultfd: {e}"))?;
+    uffd::api(fd.as_fd(), uffd::FEATURES)
+        .map_err(|e| format!("UFFDIO_API with the fork/remap/remove/unmap events: {e}"))?;
+    Ok("/dev/userfaultfd (USERFAULTFD_IOC_NEW)".into())
 }
 
 fn loginuid() -> Result<String, String> {

@@ -48,7 +48,7 @@ const HEADER_V2: &str = "ckpt-manifest 2";
 pub const BLOCK: u64 = 1 << 20;
 /// Blocks one verification job takes (so a big file is shared among
 /// the threads).
-const BLOCKS_PER_JOB: u64 = 32;
+const BLOCKS_PER_JOB: u64 = 4;
 /// Read size when hashing files for verification.
 const HASH_BUF: usize = 4 << 20;
 

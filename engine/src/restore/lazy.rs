@@ -428,7 +428,19 @@ impl Daemon {
                 let pid = i32::from_ne_bytes(b);
                 info!("lazy pages: daemon is pid {pid}");
                 let dev = match imgs.ns.user {
-                    Some(_) => Some(open_uffd_dev(root)?),
+                    Some(_) => match open_uffd_dev(root) {
+                        Ok(d) => Some(d),
+                        // Without the device, userfaultfd(2) in the task
+                        // works if unprivileged users may use it.
+                        Err(_) if unprivileged_userfaultfd() => {
+                            warn!(
+                                "pid {root}: lazy pages: /dev/userfaultfd cannot be opened; the tasks \
+                                 make their userfaultfds with userfaultfd(2) (vm.unprivileged_userfaultfd = 1)"
+                            );
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    },
                     None => None,
                 };
                 Ok(Daemon {
@@ -513,6 +525,12 @@ impl Daemon {
     }
 }
 
+/// vm.unprivileged_userfaultfd is 1: userfaultfd(2) works for a task
+/// without CAP_SYS_PTRACE in the initial user namespace.
+fn unprivileged_userfaultfd() -> bool {
+    std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").is_ok_and(|v| v.trim() == "1")
+}
+
 /// /dev/userfaultfd, read and write (`Daemon::uffd_dev`).
 fn open_uffd_dev(root: Pid) -> Result<OwnedFd> {
     let path = "/dev/userfaultfd";
@@ -527,7 +545,7 @@ fn open_uffd_dev(root: Pid) -> Result<OwnedFd> {
                 path,
                 format!(
                     "pid {root}: lazy pages in a user namespace of the tree's own (its tasks \
-                     make their userfaultfds with it: Linux 6.1)"
+                     make their userfaultfds with it: Linux 6.1; or set vm.unprivileged_userfaultfd = 1)"
                 ),
                 e,
             )

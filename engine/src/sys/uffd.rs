@@ -46,6 +46,22 @@ fn ioctl<T>(fd: BorrowedFd<'_>, req: u64, arg: &mut T) -> Result<(), Errno> {
     Errno::result(r).map(|_| ())
 }
 
+/// A userfaultfd of the caller's own mm through `dev`, an fd of
+/// /dev/userfaultfd (USERFAULTFD_IOC_NEW; for `ckpt check`'s probe).
+pub fn create_from_dev(dev: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: the request takes its argument by value (the flags), no
+    // memory is passed; the returned fd is fresh and ours.
+    let r = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            USERFAULTFD_IOC_NEW as _,
+            flags as libc::c_ulong,
+        )
+    };
+    // SAFETY: a new fd the kernel just gave us, owned by no one else.
+    Errno::result(r).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `userfaultfd(2)` of the caller's own mm (for `ckpt check`'s probe).
 pub fn create(flags: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: integer argument; the returned fd is fresh and ours.
