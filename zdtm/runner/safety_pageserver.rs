@@ -274,25 +274,11 @@ pub fn restore_lazy_page_server_dies(run: &mut Run) -> Result<Outcome, String> {
     run.note(format!(
         "{what}: {st} (the cut may come before or after the tree runs)"
     ));
-    let log = run.path(&format!("{what}.log"));
-    let said = trial::poll(Duration::from_secs(20), || {
-        let text = fs::read_to_string(&log).ok()?;
-        text.contains("killing the restored tasks").then_some(text)
-    })
-    .ok_or_else(|| {
-        format!(
-            "the lazy-pages daemon did not report the cut connection in {}",
-            log.display()
-        )
-    })?;
-    let line = said
-        .lines()
-        .find(|l| l.contains("killing the restored tasks"))
-        .unwrap_or_default();
+    let line = daemon_kill_line(run, what, "the cut connection")?;
     let addr = format!("127.0.0.1:{port}");
     expect_mentions(
         what,
-        line,
+        &line,
         &[
             &[&addr],
             &["pages-"],
@@ -300,22 +286,7 @@ pub fn restore_lazy_page_server_dies(run: &mut Run) -> Result<Outcome, String> {
             &["closed the connection"],
         ],
     )?;
-    let known = run.known.clone();
-    let gone = trial::poll(SETTLE, || {
-        procfs::reap_zombies(pid, &known);
-        procfs::stat(pid).is_none().then_some(())
-    });
-    if gone.is_none() {
-        return Err(format!(
-            "after the cut, pid {pid} still runs on memory that never arrived"
-        ));
-    }
-    let left = strays(run, &[]);
-    if !left.is_empty() {
-        return Err(format!(
-            "after the cut, processes of the case run: {left:?}"
-        ));
-    }
+    tree_killed(run, pid, "after the cut")?;
     run.note(format!("after the cut: {line}"));
     drop(server);
     Ok(Outcome::Passed)
@@ -355,6 +326,20 @@ pub fn restore_lazy_damaged_block(run: &mut Run) -> Result<Outcome, String> {
     run.note(format!(
         "{what}: {st} (the damage is found when the daemon first serves the block)"
     ));
+    let line = daemon_kill_line(run, what, "the damaged block")?;
+    expect_mentions(what, &line, &[&["pages-1.img"], &["block"], &["damaged"]])?;
+    tree_killed(run, pid, "after the damaged block")?;
+    run.note(format!("the daemon: {line}"));
+    restore_and_verify(
+        run,
+        "restore of the intact image",
+        Some((&tree, &stopped, "after restoring the intact image")),
+    )
+}
+
+/// The line of the restore `what`'s log where the lazy-pages daemon says
+/// it kills the tree, waited for (it reports `why`).
+fn daemon_kill_line(run: &Run, what: &str, why: &str) -> Result<String, String> {
     let log = run.path(&format!("{what}.log"));
     let said = trial::poll(Duration::from_secs(20), || {
         let text = fs::read_to_string(&log).ok()?;
@@ -362,15 +347,20 @@ pub fn restore_lazy_damaged_block(run: &mut Run) -> Result<Outcome, String> {
     })
     .ok_or_else(|| {
         format!(
-            "the lazy-pages daemon did not report the damaged block in {}",
+            "the lazy-pages daemon did not report {why} in {}",
             log.display()
         )
     })?;
-    let line = said
+    Ok(said
         .lines()
         .find(|l| l.contains("killing the restored tasks"))
-        .unwrap_or_default();
-    expect_mentions(what, line, &[&["pages-1.img"], &["block"], &["damaged"]])?;
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// The restored tree (root `pid`) is gone, and no process of the case
+/// runs: nothing goes on on memory the daemon could not fill.
+fn tree_killed(run: &mut Run, pid: i32, when: &str) -> Result<(), String> {
     let known = run.known.clone();
     let gone = trial::poll(SETTLE, || {
         procfs::reap_zombies(pid, &known);
@@ -378,19 +368,12 @@ pub fn restore_lazy_damaged_block(run: &mut Run) -> Result<Outcome, String> {
     });
     if gone.is_none() {
         return Err(format!(
-            "pid {pid} still runs after the daemon found a damaged block"
+            "{when}, pid {pid} still runs on memory the daemon did not fill"
         ));
     }
     let left = strays(run, &[]);
     if !left.is_empty() {
-        return Err(format!(
-            "after the damaged block, processes of the case run: {left:?}"
-        ));
+        return Err(format!("{when}, processes of the case run: {left:?}"));
     }
-    run.note(format!("the daemon: {line}"));
-    restore_and_verify(
-        run,
-        "restore of the intact image",
-        Some((&tree, &stopped, "after restoring the intact image")),
-    )
+    Ok(())
 }

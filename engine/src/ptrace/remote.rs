@@ -175,6 +175,18 @@ fn batch_table(task_rd: u64, calls: &[Call]) -> Vec<u8> {
     t
 }
 
+/// The result field of every entry of the batch table of `len` bytes at
+/// `table`, once the batch ran: the pipe's close, the calls, the
+/// terminator.
+fn batch_results(mem: &TaskMem, table: u64, len: usize) -> Result<Vec<i64>> {
+    let mut res = vec![0u8; len];
+    mem.read(table, &mut res)?;
+    Ok(res
+        .chunks_exact(BATCH_ENTRY)
+        .map(|e| i64::from_le_bytes(e[BATCH_ENTRY - 8..].try_into().expect("8 bytes")))
+        .collect())
+}
+
 impl<'a> Remote<'a> {
     /// Start running syscalls in `task`. All signals are blocked meanwhile,
     /// so a signal that arrives during the dump stays pending (and is
@@ -351,6 +363,24 @@ impl<'a> Remote<'a> {
         }
     }
 
+    /// Set the task off on a batch: `BATCH_CODE` at `code` walks the table
+    /// at `table` and writes to `done_fd` when done (no syscall restart,
+    /// no single-step).
+    fn start_batch(&self, code: u64, table: u64, done_fd: u64) -> Result<()> {
+        let tid = self.task.tid;
+        let mut regs = self.task.regs;
+        regs.rip = code;
+        regs.rbx = table;
+        regs.r12 = done_fd;
+        regs.orig_rax = u64::MAX;
+        regs.eflags &= !0x100;
+        raw::set_regs(self.task.npid(), &regs).ctx(tid, || {
+            "setting registers for a batch of remote syscalls".into()
+        })?;
+        ptrace::cont(self.task.npid(), None)
+            .ctx(tid, || "PTRACE_CONT into a batch of remote syscalls".into())
+    }
+
     /// Runs `calls` inside the task in one go and returns their raw
     /// results: `BATCH_CODE` (already at `code`, an executable page of the
     /// task) walks the table written at `table` (room for `capacity`
@@ -402,17 +432,7 @@ impl<'a> Remote<'a> {
             };
             let t = batch_table(task_rd, chunk);
             mem.write(table, &t)?;
-            let mut regs = self.task.regs;
-            regs.rip = code;
-            regs.rbx = table;
-            regs.r12 = done_fd;
-            regs.orig_rax = u64::MAX;
-            regs.eflags &= !0x100;
-            raw::set_regs(self.task.npid(), &regs).ctx(tid, || {
-                "setting registers for a batch of remote syscalls".into()
-            })?;
-            ptrace::cont(self.task.npid(), None)
-                .ctx(tid, || "PTRACE_CONT into a batch of remote syscalls".into())?;
+            self.start_batch(code, table, done_fd)?;
             let finished = wait_readable(&rd, BATCH_TIMEOUT_MS);
             // Back into a ptrace stop whatever happened.
             ptrace::interrupt(self.task.npid()).ctx(tid, || {
@@ -426,13 +446,7 @@ impl<'a> Remote<'a> {
                     format!("did not finish within {BATCH_TIMEOUT_MS} ms"),
                 ));
             }
-            let mut res = vec![0u8; t.len()];
-            mem.read(table, &mut res)?;
-            let result = |i: usize| {
-                let at = i * BATCH_ENTRY + BATCH_ENTRY - 8;
-                i64::from_le_bytes(res[at..at + 8].try_into().expect("8 bytes"))
-            };
-            out.extend((1..=chunk.len()).map(result));
+            out.extend(&batch_results(mem, table, t.len())?[1..=chunk.len()]);
         }
         Ok(out)
     }
@@ -478,18 +492,7 @@ impl<'a> Remote<'a> {
             written.push(t.len());
         }
         for ((r, &table), &(_, done_fd)) in remotes.iter_mut().zip(tables).zip(pipes) {
-            let tid = r.task.tid;
-            let mut regs = r.task.regs;
-            regs.rip = code;
-            regs.rbx = table;
-            regs.r12 = done_fd;
-            regs.orig_rax = u64::MAX;
-            regs.eflags &= !0x100;
-            raw::set_regs(r.task.npid(), &regs).ctx(tid, || {
-                "setting registers for a batch of remote syscalls".into()
-            })?;
-            ptrace::cont(r.task.npid(), None)
-                .ctx(tid, || "PTRACE_CONT into a batch of remote syscalls".into())?;
+            r.start_batch(code, table, done_fd)?;
         }
         let finished: Vec<bool> = rds
             .iter()
@@ -513,21 +516,15 @@ impl<'a> Remote<'a> {
                     format!("did not finish within {BATCH_TIMEOUT_MS} ms"),
                 ));
             }
-            let mut res = vec![0u8; len];
-            mem.read(table, &mut res)?;
-            let result = |i: usize| {
-                let at = i * BATCH_ENTRY + BATCH_ENTRY - 8;
-                i64::from_le_bytes(res[at..at + 8].try_into().expect("8 bytes"))
-            };
-            if result(0) != 0 {
+            let res = batch_results(mem, table, len)?;
+            if res[0] != 0 {
                 return Err(Error::sys(
                     r.task.tid,
                     "close of the batch pipe's read end (in the task)",
-                    nix::errno::Errno::from_raw(-result(0) as i32),
+                    nix::errno::Errno::from_raw(-res[0] as i32),
                 ));
             }
-            let n = len / BATCH_ENTRY - 2;
-            out.push((1..=n).map(result).collect());
+            out.push(res[1..res.len() - 1].to_vec());
         }
         Ok(out)
     }

@@ -596,8 +596,8 @@ pub fn map_and_fill(
         None => Vec::new(),
     };
     let within = |set: &[(u64, u64)], a: u64| set.iter().any(|&(s, e)| s <= a && a < e);
-    let file = (imgs, t.pages.pages_file());
-    write_pages(pid, &pages_file, &file, &t.pages.entries, |a| {
+    let name = t.pages.pages_file();
+    write_pages(pid, &pages_file, (imgs, &name), &t.pages.entries, |a| {
         (!cow.holds_addr(a) && !within(&vdso, a) && !within(&lazy_vmas, a)).then_some(a)
     })?;
     super::cow::write_unshared(imgs, t, cow, mem)?;
@@ -615,7 +615,7 @@ pub fn map_and_fill(
                 "userfaultfd refused it, and its pages are on the page server, not here",
             ));
         }
-        write_pages(pid, &pages_file, &file, &t.pages.entries, |a| {
+        write_pages(pid, &pages_file, (imgs, &name), &t.pages.entries, |a| {
             within(&refused, a).then_some(a)
         })?;
     }
@@ -1068,7 +1068,7 @@ pub(super) fn open_pages(imgs: &Images, set: &PageSet, whole: bool) -> Result<Mm
 fn write_pages(
     pid: i32,
     src: &Mmap,
-    file: &(&Images, String),
+    file: (&Images, &str),
     entries: &[pb::PagemapEntry],
     to_addr: impl Fn(u64) -> Option<u64>,
 ) -> Result<()> {
@@ -1082,7 +1082,7 @@ fn write_pages(
             continue;
         };
         file.0
-            .check_deferred(&file.1, data, off, len)
+            .check_deferred(file.1, data, off, len)
             .map_err(|e| e.for_pid(pid, "restoring pages"))?;
         let (len, off) = (len as usize, off as usize);
         // Split big runs so both threads get work even for one huge VMA.
