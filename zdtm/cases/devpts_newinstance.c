@@ -10,10 +10,14 @@
  *
  * After SIGTERM: the same indices (TIOCGPTN), each slave fd is the node
  * /dev/pts/N of the instance mounted on /dev/pts (same device and inode),
- * /dev/ptmx is still that instance's ptmx, the termios, the queued data,
- * the nodes' modes and owners, and the mount's options (from
- * /proc/self/mountinfo) are the same. Needs a mount namespace of its own
- * (the ns and uns flavours).
+ * /dev/ptmx is still that instance's ptmx, each master's fd still names
+ * the path it was opened by (/dev/ptmx, the bind), the termios, the queued
+ * data, the nodes' modes and owners (ptmx's too: in a user namespace the
+ * instance's root is the namespace's), and the mount's options (from
+ * /proc/self/mountinfo) are the same; and the instance can be remounted
+ * with its options, which in a user namespace needs the instance to be the
+ * namespace's. Needs a mount namespace of its own (the ns and uns
+ * flavours).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -63,6 +67,22 @@ static int devpts_options(char *out, size_t len)
 		pr_perror("no devpts on /dev/pts");
 		return -1;
 	}
+	return 0;
+}
+
+/* The path fd's link in /proc names. */
+static int fd_link(int fd, char *out, size_t len)
+{
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, out, len - 1);
+	if (n < 0) {
+		pr_perror("readlink %s", path);
+		return -1;
+	}
+	out[n] = 0;
 	return 0;
 }
 
@@ -116,7 +136,8 @@ int main(int argc, char **argv)
 {
 	char opts[512], opts2[512], buf[256];
 	struct termios t, t2;
-	struct stat st0, st1, ptmx, pts;
+	struct stat st0, st1, ptmx, pts, pn0, pn1;
+	char link0[64], link1[64];
 	int m0, s0, m1, s1, idx, n;
 
 	test_init(argc, argv);
@@ -152,8 +173,14 @@ int main(int argc, char **argv)
 		pr_perror("chmod /dev/pts/1");
 		return 1;
 	}
-	if (stat("/dev/pts/0", &st0) || stat("/dev/pts/1", &st1) || devpts_options(opts, sizeof(opts)))
+	if (stat("/dev/pts/0", &st0) || stat("/dev/pts/1", &st1) || stat("/dev/pts/ptmx", &pn0) ||
+	    devpts_options(opts, sizeof(opts)) || fd_link(m0, link0, sizeof(link0)))
 		return 1;
+	if (strcmp(link0, "/dev/ptmx")) {
+		errno = 0;
+		pr_perror("master 0 opened by /dev/ptmx names %s", link0);
+		return 1;
+	}
 	if ((st0.st_mode & 07777) != 0620 || st0.st_gid != 5) {
 		errno = 0;
 		pr_perror("/dev/pts/0: mode %o gid %d, the mount's mode=620,gid=5 not applied", st0.st_mode,
@@ -173,6 +200,15 @@ int main(int argc, char **argv)
 		   "/dev/ptmx is not the ptmx of the instance on /dev/pts");
 	test_check(!devpts_options(opts2, sizeof(opts2)) && !strcmp(opts, opts2), "devpts options %s, were %s",
 		   opts2, opts);
+	test_check(!fd_link(m0, link1, sizeof(link1)) && !strcmp(link0, link1), "master 0 names %s, was %s", link1,
+		   link0);
+	test_check(!stat("/dev/pts/ptmx", &pn1) && pn1.st_uid == pn0.st_uid && pn1.st_gid == pn0.st_gid &&
+			   pn1.st_mode == pn0.st_mode,
+		   "/dev/pts/ptmx: mode %o owner %d:%d, was %o %d:%d", pn1.st_mode, (int)pn1.st_uid,
+		   (int)pn1.st_gid, pn0.st_mode, (int)pn0.st_uid, (int)pn0.st_gid);
+	test_check(!mount(NULL, "/dev/pts", NULL, MS_REMOUNT | MS_NOSUID | MS_NOEXEC,
+			  "ptmxmode=0666,mode=620,gid=5,max=64"),
+		   "remount of the devpts instance on /dev/pts: %s", strerror(errno));
 
 	test_check(!tcgetattr(s1, &t2), "tcgetattr");
 	test_check(t2.c_lflag == t.c_lflag && t2.c_iflag == t.c_iflag && t2.c_oflag == t.c_oflag &&

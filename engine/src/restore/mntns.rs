@@ -329,6 +329,28 @@ pub fn own_devpts(mounts: &[pb::MntEntry], mnt_id: u32) -> Option<&str> {
         .map(|m| m.mountpoint.as_str())
 }
 
+/// Where the tree opened the ptmx of its devpts instance `inst` when it
+/// went through mount `via`: the instance's own mount (its `ptmx`), or a
+/// bind of that ptmx (a container's /dev/ptmx). None when `via` is
+/// neither, or not a mount the restore makes.
+pub fn ptmx_through(mounts: &[pb::MntEntry], inst: u32, via: u32) -> Option<String> {
+    let at = own_devpts(mounts, inst)?;
+    if via == inst {
+        return Some(format!("{}/ptmx", at.trim_end_matches('/')));
+    }
+    let dev = mounts.iter().find(|m| m.mnt_id == inst)?.root_dev;
+    mounts
+        .iter()
+        .find(|m| {
+            m.mnt_id == via
+                && m.fstype == FS_DEVPTS
+                && m.root_dev == dev
+                && m.root == "/ptmx"
+                && m.ext_mount != Some(true)
+        })
+        .map(|m| m.mountpoint.clone())
+}
+
 /// Checks mountpoints-N.img (`path`, tars in `dir`) against what the
 /// restore makes, before any process exists; the host directories it
 /// binds once the options are known (`check_outside`).
@@ -407,6 +429,7 @@ pub fn make(
     mounts: &[pb::MntEntry],
     outside: &Outside,
     pid_ns: bool,
+    owner: Option<&pb::UsernsEntry>,
 ) -> Result<()> {
     let img = dir.join("mountpoints.img");
     let plan = plan(&img, dir, mounts, Some(outside))?;
@@ -500,6 +523,11 @@ pub fn make(
             r.map_err(|e| ioerr(m, "creating its mount point", e))?;
         }
         let r = match (how, &source) {
+            (Make::Fresh, _) if m.fstype == FS_DEVPTS && owner.is_some() => {
+                let u = owner.expect("checked");
+                mount_devpts_in_userns(root, m, target, u)?;
+                Ok(())
+            }
             (Make::Bind(_) | Make::Host, Some(src)) => mount(
                 Some(fd_path(src).as_str()),
                 target,
@@ -554,6 +582,112 @@ pub fn make(
         Some(b) => pivot(root, &b, pid_ns),
         None => Ok(()),
     }
+}
+
+/// A devpts instance of a tree with a user namespace of its own is
+/// mounted by a process in that namespace, forked from the engine's thread
+/// (so in the tree's mount namespace): the instance then belongs to the
+/// namespace as the container's did, whose root owns its ptmx and may
+/// remount it. Its uid= and gid= options, which mountinfo shows as the
+/// host's ids (`devpts_show_options`), are given as the namespace's.
+fn mount_devpts_in_userns(
+    root: Pid,
+    m: &pb::MntEntry,
+    target: &Path,
+    u: &pb::UsernsEntry,
+) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let what = |why: String| {
+        Error::task(
+            root,
+            format!("mnt namespace: {}", describe(m)),
+            format!("mounting it in the tree's user namespace: {why}"),
+        )
+    };
+    let data = options_inside(&sb_data(m), u).map_err(what)?;
+    let cstr = |b: &[u8]| {
+        CString::new(b).map_err(|_| what("a NUL byte in its source, path or options".into()))
+    };
+    let (src, at, data) = (
+        cstr(m.source.as_bytes())?,
+        cstr(target.as_os_str().as_bytes())?,
+        cstr(data.as_bytes())?,
+    );
+    let code = super::userns::with_tree_user(|user| {
+        let pid = crate::sys::fork_restore_child()?;
+        if pid == 0 {
+            // Raw system calls only (fork_restore_child's contract).
+            if nix::sched::setns(user, nix::sched::CloneFlags::CLONE_NEWUSER).is_err() {
+                crate::sys::process::exit_now(SETNS_FAILED);
+            }
+            let r = mount(
+                Some(src.as_c_str()),
+                at.as_c_str(),
+                Some(c"devpts"),
+                MsFlags::empty(),
+                Some(data.as_c_str()),
+            );
+            crate::sys::process::exit_now(r.map_or_else(|e| e as i32, |()| 0));
+        }
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)? {
+            nix::sys::wait::WaitStatus::Exited(_, code) => Ok(code),
+            _ => Ok(-1),
+        }
+    })
+    .ok_or_else(|| what("the tree's user namespace is not there".into()))?
+    .map_err(|e: nix::errno::Errno| {
+        Error::sys(
+            root,
+            format!("mnt namespace: {}: the process that mounts it", describe(m)),
+            e,
+        )
+    })?;
+    match code {
+        0 => Ok(()),
+        SETNS_FAILED => Err(what("its process could not enter the namespace".into())),
+        c if c > 0 => Err(Error::sys(
+            root,
+            format!(
+                "mnt namespace: {}: mount in the tree's user namespace",
+                describe(m)
+            ),
+            nix::errno::Errno::from_raw(c),
+        )),
+        _ => Err(what("its process was killed".into())),
+    }
+}
+
+/// The exit code of `mount_devpts_in_userns`'s process when setns fails
+/// (a mount's errno is below it).
+const SETNS_FAILED: i32 = 200;
+
+/// A devpts's options with their uid= and gid= as user namespace `u`
+/// sees them (mountinfo shows the host's).
+fn options_inside(data: &str, u: &pb::UsernsEntry) -> std::result::Result<String, String> {
+    let within = |map: &[pb::UidGidExtent], id: u32| {
+        map.iter()
+            .find(|e| id >= e.lower_first && id - e.lower_first < e.count)
+            .map(|e| e.first + (id - e.lower_first))
+    };
+    data.split(',')
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let (map, key) = match o.split_once('=') {
+                Some(("uid", v)) => (&u.uid_map, ("uid", v)),
+                Some(("gid", v)) => (&u.gid_map, ("gid", v)),
+                _ => return Ok(o.to_string()),
+            };
+            let id: u32 = key
+                .1
+                .parse()
+                .map_err(|_| format!("option {o}: not an id"))?;
+            within(map, id)
+                .map(|i| format!("{}={i}", key.0))
+                .ok_or_else(|| format!("option {o}: {} {id} is not mapped in the namespace", key.0))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(|v| v.join(","))
 }
 
 /// The tree's root, the number of an O_PATH fd each task enters
@@ -1109,12 +1243,48 @@ mod tests {
     }
 
     #[test]
+    fn devpts_ids_are_given_as_the_user_namespace_sees_them() {
+        let ext = |first, lower_first, count| pb::UidGidExtent {
+            first,
+            lower_first,
+            count,
+        };
+        let u = pb::UsernsEntry {
+            uid_map: vec![ext(0, 100000, 65536)],
+            gid_map: vec![ext(0, 200000, 1000), ext(1000, 300000, 10)],
+            ..Default::default()
+        };
+        assert_eq!(
+            options_inside("gid=200005,mode=620,ptmxmode=666,max=64", &u).as_deref(),
+            Ok("gid=5,mode=620,ptmxmode=666,max=64")
+        );
+        assert_eq!(
+            options_inside("uid=100000,gid=300009", &u).as_deref(),
+            Ok("uid=0,gid=1009")
+        );
+        assert!(options_inside("gid=5", &u)
+            .unwrap_err()
+            .contains("not mapped"));
+        assert!(options_inside("uid=x", &u)
+            .unwrap_err()
+            .contains("not an id"));
+    }
+
+    #[test]
     fn ptys_open_through_a_devpts_the_tree_mounted_only() {
         let mut mounts = image();
         mounts.push(m(8, 1, "/dev/pts", FS_DEVPTS, 40, "/"));
         mounts.push(m(9, 1, "/dev/ptmx", FS_DEVPTS, 40, "/ptmx"));
         mounts.insert(2, copy(m(10, 1, "/mnt/pts", FS_DEVPTS, 41, "/")));
         assert_eq!(own_devpts(&mounts, 8), Some("/dev/pts"));
+        assert_eq!(
+            ptmx_through(&mounts, 8, 8).as_deref(),
+            Some("/dev/pts/ptmx")
+        );
+        assert_eq!(ptmx_through(&mounts, 8, 9).as_deref(), Some("/dev/ptmx"));
+        // Not a bind of this instance's ptmx, or not an instance at all.
+        assert_eq!(ptmx_through(&mounts, 8, 10), None);
+        assert_eq!(ptmx_through(&mounts, 9, 9), None);
         // A bind of it, the host's copy, another kind, no such mount.
         for id in [9, 10, 4, 77] {
             assert_eq!(own_devpts(&mounts, id), None, "mount {id}");

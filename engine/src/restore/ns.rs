@@ -308,7 +308,14 @@ impl super::stage::Restorer for Namespaces {
 fn enter(imgs: &Images, outside: &super::mntns::Outside) -> Result<()> {
     unshare_all(imgs)?;
     match &imgs.ns.mnt {
-        Some(m) => super::mntns::make(imgs.tasks[0].pid, &imgs.path(""), m, outside, imgs.ns.pid),
+        Some(m) => super::mntns::make(
+            imgs.tasks[0].pid,
+            &imgs.path(""),
+            m,
+            outside,
+            imgs.ns.pid,
+            imgs.ns.user.as_ref(),
+        ),
         None => Ok(()),
     }
 }

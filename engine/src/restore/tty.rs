@@ -6,7 +6,10 @@
 //! (`ckpt_devpts_mnt_id`) through that instance's ptmx, which the mount
 //! namespace's restore has just mounted anew (restore/mntns.rs): the
 //! instance is private to the tree, so its pts numbers are all free and
-//! each comes back exactly. Each open file
+//! each comes back exactly. Its master is opened through the mount the
+//! tree opened it through (`ckpt_mnt_id`: a container's /dev/ptmx is a
+//! bind of the instance's ptmx), so the master's /proc/PID/fd link names
+//! the same path. Each open file
 //! description of its master and slave is made here too and reaches the
 //! tasks as a shared file does (pidfd_getfd); a master can only be made
 //! once, so one open file description of it is all there can be.
@@ -79,6 +82,10 @@ struct PtySpec {
     slave: Option<u32>,
     master_files: Vec<u32>,
     slave_files: Vec<u32>,
+    /// The ptmx its master is opened through, as the tree names it, when
+    /// the dump said which mount the tree opened it through
+    /// (`ckpt_mnt_id`): its /proc/PID/fd link then reads the same.
+    ptmx: Option<String>,
 }
 
 /// A pty's devpts instance (None: the host's /dev/pts; else the mnt_id of
@@ -93,15 +100,17 @@ fn pty_name((inst, n): PtyKey) -> String {
     }
 }
 
-/// Where the pty's master and slave are opened (module doc).
-fn pty_paths(imgs: &Images, (inst, n): PtyKey) -> (PathBuf, PathBuf) {
+/// Where the pty's master and slave are opened (module doc); the master
+/// through `ptmx` (the tree's path) when the dump said.
+fn pty_paths(imgs: &Images, (inst, n): PtyKey, ptmx: Option<&str>) -> (PathBuf, PathBuf) {
     let dir = match inst.and_then(|id| super::mntns::own_devpts(imgs.ns.mnt.as_deref()?, id)) {
         Some(at) => super::mntns::in_tree(at),
         None => PathBuf::from("/dev/pts"),
     };
-    let ptmx = match inst {
-        Some(_) => dir.join("ptmx"),
-        None => PathBuf::from("/dev/ptmx"),
+    let ptmx = match (inst, ptmx) {
+        (Some(_), Some(p)) => super::mntns::in_tree(p),
+        (Some(_), None) => dir.join("ptmx"),
+        (None, _) => PathBuf::from("/dev/ptmx"),
     };
     (ptmx, dir.join(n.to_string()))
 }
@@ -165,6 +174,18 @@ fn ptys(imgs: &Images) -> std::result::Result<BTreeMap<PtyKey, PtySpec>, String>
         for (&key, spec) in out.iter_mut() {
             if spec.master == Some(tf.tty_info_id) {
                 spec.master_files.push(f.id);
+                if let (Some(inst), Some(via)) = (key.0, tf.ckpt_mnt_id) {
+                    let mounts = imgs.ns.mnt.as_deref().unwrap_or_default();
+                    spec.ptmx = Some(super::mntns::ptmx_through(mounts, inst, via).ok_or_else(
+                        || {
+                            format!(
+                                "{}: its master (file {}) was opened through mount {via}, which is neither the instance's mount nor a bind of its ptmx (mountpoints-N.img)",
+                                pty_name(key),
+                                f.id
+                            )
+                        },
+                    )?);
+                }
             } else if spec.slave == Some(tf.tty_info_id) {
                 spec.slave_files.push(f.id);
             } else {
@@ -390,7 +411,7 @@ impl Restorer for Ttys {
                 .master_files
                 .first()
                 .map_or(libc::O_RDWR, |&id| file_flags(imgs, id));
-            let (ptmx, _) = pty_paths(imgs, key);
+            let (ptmx, _) = pty_paths(imgs, key, spec.ptmx.as_deref());
             let (master, got) = open_master(&ptmx, n, mflags)
                 .map_err(|e| sys(&format!("opening {}", ptmx.display()), e))?;
             if inst.is_some() && got != n {
@@ -405,7 +426,7 @@ impl Restorer for Ttys {
             }
             let m = master.as_raw_fd();
             t::set_locked(m, false).map_err(|e| sys("TIOCSPTLCK", e))?;
-            let (_, slave_path) = pty_paths(imgs, (inst, got));
+            let (_, slave_path) = pty_paths(imgs, (inst, got), None);
             let open_slave = |flags: i32| open_tty(&slave_path, flags);
             let slave = open_slave(libc::O_RDWR).map_err(|e| sys("opening its slave", e))?;
             // devpts gives the slave to whoever opened the master: to the

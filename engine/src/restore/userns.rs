@@ -589,6 +589,13 @@ struct Made {
 /// What `make` leaves for `clone_root`: a restore makes one tree.
 static MADE: Mutex<Option<Made>> = Mutex::new(None);
 
+/// Runs `f` with the tree's user namespace made by `make` (None when
+/// there is none, or once the root is cloned).
+pub fn with_tree_user<R>(f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
+    let made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    made.as_ref().map(|m| f(m.user.as_fd()))
+}
+
 /// The launcher, alive until `done`.
 struct Launcher {
     pid: Pid,

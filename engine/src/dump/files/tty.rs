@@ -178,6 +178,9 @@ impl FdDumper for Tty {
             crate::sys::take_fd(pid, fd.fd)
                 .map_err(|e| Error::sys(pid, format!("{what}: pidfd_getfd"), e))
         };
+        // A master of an instance of the tree's own: the mount it was
+        // opened through (the instance's, or a bind of its ptmx).
+        let mut master_mnt = None;
         let info = match dev {
             Dev::Refused(name) => {
                 return Err(Error::unsupported(
@@ -226,6 +229,7 @@ impl FdDumper for Tty {
                     ));
                 }
                 p.master = Some(Side { pid, what, file });
+                master_mnt = inst.map(|_| fd.info.mnt_id as u32);
                 p.master_info
             }
             Dev::Slave(n) => {
@@ -253,6 +257,7 @@ impl FdDumper for Tty {
                 tty_info_id: info,
                 flags: fd.flags,
                 fown: pb::FownEntry::default(),
+                ckpt_mnt_id: master_mnt,
             }),
             ..Default::default()
         });
