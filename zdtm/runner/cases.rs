@@ -49,17 +49,26 @@ impl Flavor {
         }
     }
 
-    /// The variants run in this flavour. The namespace flavours run
-    /// `once` and `iter3` only: a --leave-running dump of a tree in its
-    /// own namespaces checks nothing the `h` trial does not, and the
-    /// doubled suite must stay within its time budget.
+    /// The variants run in this flavour. A --leave-running dump of a
+    /// tree in its own namespaces checks nothing the `h` trial does not,
+    /// and the tripled suite must stay within its time budget: `ns` runs
+    /// `once` and `iter3`; `uns` runs `once` and what goes another way
+    /// in a user namespace: the lazy restore (the tasks make their
+    /// userfaultfds otherwise there, restore/memory.rs `register_lazy`),
+    /// and the memory cases' pre-dump and page-server dumps and lazy
+    /// restore from a page server (whose connections are made outside
+    /// the tree's network namespace).
     pub fn variants(self) -> &'static [Variant] {
         match self {
             Flavor::H => &Variant::ALL,
             Flavor::Ns => &[Variant::Once, Variant::Iter3],
-            // Lazy: the tasks make their userfaultfds otherwise there (restore/memory.rs
-            // `register_lazy`).
-            Flavor::Uns => &[Variant::Once, Variant::Lazy],
+            Flavor::Uns => &[
+                Variant::Once,
+                Variant::PreDump,
+                Variant::PageServer,
+                Variant::Lazy,
+                Variant::LazyRemote,
+            ],
         }
     }
 }

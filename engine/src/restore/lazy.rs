@@ -397,10 +397,22 @@ const MSG_TASK: u8 = b'T';
 const MSG_GO: u8 = b'G';
 const MSG_ACK: u8 = b'A';
 
+/// The daemon's own connection to the page server (the page server
+/// serves while any is open), made when the restore begins: before the
+/// engine enters the tree's network namespace, where the page server's
+/// address would be another's (its loopback the tree's own).
+pub fn connect(imgs: &Images, server: &PageServer) -> Result<RemotePages> {
+    let manifest = crate::images::Manifest::read(&imgs.dir)?;
+    RemotePages::connect(&server.address, server.port, &manifest)
+        .map_err(|e| e.context("lazy pages: the daemon's connection"))
+}
+
 impl Daemon {
     /// Fork the daemon (the engine must be single-threaded); with
-    /// `server`, it fetches the lazy pages from that page server.
-    pub fn start(imgs: &Images, server: Option<&PageServer>) -> Result<Daemon> {
+    /// `remote`, it fetches the lazy pages over that connection to the
+    /// page server (`connect`), which it takes: the engine's copy is
+    /// closed.
+    pub fn start(imgs: &Images, remote: Option<RemotePages>) -> Result<Daemon> {
         let root = imgs.tasks[0].pid;
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
@@ -414,6 +426,7 @@ impl Daemon {
         {
             nix::unistd::ForkResult::Parent { child } => {
                 drop(theirs);
+                drop(remote);
                 let _ = nix::sys::wait::waitpid(child, None);
                 let mut b = [0u8; 4];
                 let n = nix::sys::socket::recv(ours.as_raw_fd(), &mut b, MsgFlags::empty())
@@ -453,7 +466,7 @@ impl Daemon {
                 drop(ours);
                 // The daemon is the grandchild: the engine reaps the child.
                 let code = match crate::sys::fork_single_threaded() {
-                    Ok(nix::unistd::ForkResult::Child) => daemon_main(imgs, server, theirs),
+                    Ok(nix::unistd::ForkResult::Child) => daemon_main(imgs, remote, theirs),
                     Ok(nix::unistd::ForkResult::Parent { .. }) => 0,
                     Err(_) => 1,
                 };
@@ -565,7 +578,7 @@ struct Mm {
 struct Fatal(String);
 
 /// The daemon: never returns into the engine. Its exit code.
-fn daemon_main(imgs: &Images, server: Option<&PageServer>, sock: OwnedFd) -> i32 {
+fn daemon_main(imgs: &Images, remote: Option<RemotePages>, sock: OwnedFd) -> i32 {
     let _ = nix::unistd::setsid();
     crate::sys::ignore_signals(&[
         nix::sys::signal::Signal::SIGINT,
@@ -586,21 +599,6 @@ fn daemon_main(imgs: &Images, server: Option<&PageServer>, sock: OwnedFd) -> i32
             let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
         }
     }
-    // Its own connection, made before the engine goes on (the page
-    // server serves while any is open).
-    let remote = match server {
-        None => None,
-        Some(ps) => match crate::images::Manifest::read(&imgs.dir)
-            .map_err(Error::from)
-            .and_then(|m| RemotePages::connect(&ps.address, ps.port, &m))
-        {
-            Ok(r) => Some(r),
-            Err(e) => {
-                error!("lazy pages: {e}");
-                return 1;
-            }
-        },
-    };
     let me = std::process::id() as i32;
     if nix::sys::socket::send(sock.as_raw_fd(), &me.to_ne_bytes(), MsgFlags::MSG_NOSIGNAL).is_err()
     {

@@ -46,10 +46,15 @@ pub const KIND: Kind = Kind {
             .zip(super::vdso::plan_all(imgs)?)
             .filter_map(|(t, p)| Some((t.pid, p?)))
             .collect();
+        let remote = match (&opts.page_server, opts.lazy_pages) {
+            (Some(ps), true) => Some(super::lazy::connect(imgs, ps)?),
+            _ => None,
+        };
         Ok(Box::new(Memory {
             proxies,
             lazy_pages: opts.lazy_pages,
             page_server: opts.page_server.clone(),
+            remote,
             ..Default::default()
         }))
     },
@@ -75,6 +80,8 @@ struct Memory {
     lazy: Mutex<Option<super::lazy::Daemon>>,
     /// `--page-server`: the pages files are there (restore/lazy.rs).
     page_server: Option<super::lazy::PageServer>,
+    /// The daemon's connection to it, until the daemon takes it.
+    remote: Option<crate::pageserver::RemotePages>,
 }
 
 impl Restorer for Memory {
@@ -82,7 +89,7 @@ impl Restorer for Memory {
     /// thread and holds the loaded images.
     fn create(&mut self, imgs: &Images, _: &mut super::stage::EngineFds) -> Result<()> {
         if self.lazy_pages {
-            *lock(&self.lazy) = Some(super::lazy::Daemon::start(imgs, self.page_server.as_ref())?);
+            *lock(&self.lazy) = Some(super::lazy::Daemon::start(imgs, self.remote.take())?);
         }
         Ok(())
     }
