@@ -2,8 +2,10 @@
  * mnt_tmpfs: a tmpfs the test mounts in its own mount namespace comes
  * back with its contents: a file with its data, mode and owner, a
  * directory with its mode, a symlink; an fd open on a file of it (data
- * and offset, the same inode as the path), and the cwd inside it.
- * Needs the ns flavour (a mount namespace of the tree's own).
+ * and offset, the same inode as the path), and the cwd inside it; and
+ * the tree can remount it with a new size (in a user namespace: the
+ * tmpfs is the namespace's, as the one it mounted was).
+ * Needs a mount namespace of the tree's own (the ns and uns flavours).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,7 +44,7 @@ static int check_stat(const char *path, mode_t mode, uid_t uid, gid_t gid)
 
 int main(int argc, char **argv)
 {
-	char top[PATH_MAX], cwd[PATH_MAX], link[64];
+	char top[PATH_MAX], cwd[PATH_MAX], top_mnt[PATH_MAX + 16], link[64];
 	struct statfs sfs;
 	ssize_t n;
 	int fd;
@@ -57,6 +59,7 @@ int main(int argc, char **argv)
 		pr_perror("getcwd");
 		return 1;
 	}
+	snprintf(top_mnt, sizeof(top_mnt), "%s/%s", top, MNT);
 	if (mount("zdtm_tmpfs", MNT, "tmpfs", MS_NOSUID, "size=4m,mode=0751")) {
 		pr_perror("mount tmpfs on %s", MNT);
 		return 1;
@@ -102,6 +105,12 @@ int main(int argc, char **argv)
 	}
 	if (test_check_open_file(fd, "file", 5, DATA))
 		return 1;
+	if (mount(NULL, top_mnt, NULL, MS_REMOUNT | MS_NOSUID, "size=8m") || statfs(top_mnt, &sfs) ||
+	    (unsigned long long)sfs.f_blocks * sfs.f_bsize != 8ULL << 20) {
+		fail("remount of the tmpfs with size=8m (errno %d, %llu bytes)", errno,
+		     (unsigned long long)sfs.f_blocks * sfs.f_bsize);
+		return 1;
+	}
 	/* The mount is in the restored namespace only; nothing to leave. */
 	close(fd);
 	if (chdir(top) || umount2(MNT, MNT_DETACH) || rmdir(MNT)) {

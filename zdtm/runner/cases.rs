@@ -1264,27 +1264,27 @@ pub static CASES: &[Case] = &[
         name: "mnt_tmpfs",
         program: Program::C("mnt_tmpfs"),
         suid: true,
-        // ns only: the case mounts in a mount namespace of the tree's own, which the flavour gives it
-        // (in h its mounts would be the host's)
-        flavors: &[Flavor::Ns],
+        // ns, uns: the case mounts in a mount namespace of the tree's own, which the flavour gives
+        // it (in h its mounts would be the host's)
+        flavors: &[Flavor::Ns, Flavor::Uns],
         ..Case::DEFAULT
     },
     Case {
         name: "mnt_bind",
         program: Program::C("mnt_bind"),
         suid: true,
-        // ns only: the case mounts in a mount namespace of the tree's own, which the flavour gives it
-        // (in h its mounts would be the host's)
-        flavors: &[Flavor::Ns],
+        // ns, uns: the case mounts in a mount namespace of the tree's own, which the flavour gives
+        // it (in h its mounts would be the host's)
+        flavors: &[Flavor::Ns, Flavor::Uns],
         ..Case::DEFAULT
     },
     Case {
         name: "mnt_propagation",
         program: Program::C("mnt_propagation"),
         suid: true,
-        // ns only: the case mounts in a mount namespace of the tree's own, which the flavour gives it
-        // (in h its mounts would be the host's)
-        flavors: &[Flavor::Ns],
+        // ns, uns: the case mounts in a mount namespace of the tree's own, which the flavour gives
+        // it (in h its mounts would be the host's)
+        flavors: &[Flavor::Ns, Flavor::Uns],
         ..Case::DEFAULT
     },
     Case {
@@ -1292,7 +1292,9 @@ pub static CASES: &[Case] = &[
         program: Program::C("mnt_pivot_root"),
         suid: true,
         // ns only: the case pivot_roots its mount namespace, which the flavour gives it (in h it would
-        // be the host's)
+        // be the host's); in uns the case cannot set its new root up: it makes a device node (EPERM
+        // in a user namespace) and mounts a proc there, which fails with EPERM in uns too (with the
+        // node bound from the host instead; not looked into further)
         flavors: &[Flavor::Ns],
         // Its work directory (the program, the log) and /usr (the libraries) are bound in from the
         // host at the same paths.

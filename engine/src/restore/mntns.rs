@@ -19,7 +19,9 @@
 //!    nothing covers it; sysfs, mqueue, cgroup anew; a block device from
 //!    its source. A mount point missing on a tmpfs (tar leaves out what
 //!    a mount covered) is made; a devpts is a new instance with its
-//!    options, whose ptys the terminals make (restore/tty.rs);
+//!    options, whose ptys the terminals make (restore/tty.rs); in a tree
+//!    with a user namespace a devpts or tmpfs is mounted by a process in
+//!    that namespace, whose it then is (`mount_in_userns`);
 //! 2. the per-mount flags (ro, nosuid, nodev, noexec, atime), once every
 //!    child exists, and a read-only superblock;
 //! 3. propagation, as CRIU does: MOVE_MOUNT_SET_GROUP from a member of
@@ -523,9 +525,8 @@ pub fn make(
             r.map_err(|e| ioerr(m, "creating its mount point", e))?;
         }
         let r = match (how, &source) {
-            (Make::Fresh, _) if m.fstype == FS_DEVPTS && owner.is_some() => {
-                let u = owner.expect("checked");
-                mount_devpts_in_userns(root, m, target, u)?;
+            _ if owner.is_some_and(|u| in_userns(how, m, u)) => {
+                mount_in_userns(root, m, target, owner.expect("checked"))?;
                 Ok(())
             }
             (Make::Bind(_) | Make::Host, Some(src)) => mount(
@@ -584,18 +585,38 @@ pub fn make(
     }
 }
 
-/// A devpts instance of a tree with a user namespace of its own is
-/// mounted by a process in that namespace, forked from the engine's thread
-/// (so in the tree's mount namespace): the instance then belongs to the
-/// namespace as the container's did, whose root owns its ptmx and may
-/// remount it. Its uid= and gid= options, which mountinfo shows as the
-/// host's ids (`devpts_show_options`), are given as the namespace's.
-fn mount_devpts_in_userns(
-    root: Pid,
-    m: &pb::MntEntry,
-    target: &Path,
-    u: &pb::UsernsEntry,
-) -> Result<()> {
+/// Whether mount `m` (made `how`) of a tree with user namespace `u` is
+/// made in that namespace: a devpts or a tmpfs, whose superblock belongs
+/// to the user namespace of its mounter (the others' to that of the
+/// namespace they show: proc, sysfs, mqueue, cgroup). A tmpfs only when
+/// the engine's ids (0:0) are mapped there: the engine fills it with
+/// tar(1) as itself, and a file system of a user namespace takes no file
+/// from an owner it does not map; else it is mounted as before, by the
+/// engine, and is the host's.
+fn in_userns(how: Make, m: &pb::MntEntry, u: &pb::UsernsEntry) -> bool {
+    let mapped = |map: &[pb::UidGidExtent]| map.iter().any(|e| e.lower_first == 0);
+    match how {
+        Make::Fresh => m.fstype == FS_DEVPTS,
+        Make::Tmpfs if mapped(&u.uid_map) && mapped(&u.gid_map) => true,
+        Make::Tmpfs => {
+            warn!(
+                "mnt namespace: {}: made by the engine, so it is the host's user namespace's                  (the engine's ids 0:0, which fill it, are not mapped in the tree's)",
+                describe(m)
+            );
+            false
+        }
+        _ => false,
+    }
+}
+
+/// A devpts instance or a tmpfs of a tree with a user namespace of its
+/// own is mounted by a process in that namespace, forked from the
+/// engine's thread (so in the tree's mount namespace): it then belongs to
+/// the namespace as the container's did, whose root owns devpts's ptmx
+/// and may remount either. Their uid= and gid= options, which mountinfo
+/// shows as the host's ids (`devpts_show_options`,
+/// `shmem_show_options`), are given as the namespace's.
+fn mount_in_userns(root: Pid, m: &pb::MntEntry, target: &Path, u: &pb::UsernsEntry) -> Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let what = |why: String| {
@@ -609,9 +630,11 @@ fn mount_devpts_in_userns(
     let cstr = |b: &[u8]| {
         CString::new(b).map_err(|_| what("a NUL byte in its source, path or options".into()))
     };
-    let (src, at, data) = (
+    let fstype = fs_name(m).unwrap_or_default();
+    let (src, at, fstype, data) = (
         cstr(m.source.as_bytes())?,
         cstr(target.as_os_str().as_bytes())?,
+        cstr(fstype.as_bytes())?,
         cstr(data.as_bytes())?,
     );
     let code = super::userns::with_tree_user(|user| {
@@ -624,7 +647,7 @@ fn mount_devpts_in_userns(
             let r = mount(
                 Some(src.as_c_str()),
                 at.as_c_str(),
-                Some(c"devpts"),
+                Some(fstype.as_c_str()),
                 MsFlags::empty(),
                 Some(data.as_c_str()),
             );
@@ -658,12 +681,12 @@ fn mount_devpts_in_userns(
     }
 }
 
-/// The exit code of `mount_devpts_in_userns`'s process when setns fails
+/// The exit code of `mount_in_userns`'s process when setns fails
 /// (a mount's errno is below it).
 const SETNS_FAILED: i32 = 200;
 
-/// A devpts's options with their uid= and gid= as user namespace `u`
-/// sees them (mountinfo shows the host's).
+/// A devpts's or tmpfs's options with their uid= and gid= as user
+/// namespace `u` sees them (mountinfo shows the host's).
 fn options_inside(data: &str, u: &pb::UsernsEntry) -> std::result::Result<String, String> {
     let within = |map: &[pb::UidGidExtent], id: u32| {
         map.iter()
