@@ -1048,6 +1048,11 @@ pub(super) fn open_pages(imgs: &Images, set: &PageSet, whole: bool) -> Result<Mm
     if set.stored_pages() == 0 {
         return Ok(Mmap::empty());
     }
+    if whole && imgs.pages_dir.is_none() {
+        if let Some(m) = imgs.take_mapped(&set.pages_file()) {
+            return Ok(m);
+        }
+    }
     let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening pages", e))?;
     // A file staged from a page server has holes where the lazy runs are:
     // populating would allocate them.
