@@ -214,11 +214,25 @@ fn hash_read(f: &mut File, len: u64, buf: &mut Vec<u8>) -> io::Result<FileDigest
     hash_reader(f, buf)
 }
 
-/// One piece of a manifest check: a whole file, or some blocks of one.
+/// One piece of a manifest check: a whole file, or some blocks of one,
+/// read from the file or hashed in a mapping of it.
 enum HashJob<'a> {
     Whole(&'a str, FileDigest),
     Blocks(&'a str, &'a [u64], std::ops::Range<u64>),
+    Mapped(
+        &'a str,
+        &'a [u64],
+        &'a crate::sys::Mmap,
+        std::ops::Range<u64>,
+    ),
 }
+
+/// The files with block checksums that a check hashed in a mapping of
+/// each, by name, the mappings populated: a restore writes a task's pages
+/// from the mapping the check made (`restore::load::Images::take_mapped`)
+/// instead of reading the file again, and the check itself copies nothing
+/// (reading a block into a buffer to hash it cost several times the hash).
+pub type Mapped = BTreeMap<String, crate::sys::Mmap>;
 
 impl HashJob<'_> {
     /// The problem found, if any; `buf` is kept for the next job.
@@ -277,6 +291,31 @@ impl HashJob<'_> {
                 }
                 None
             }
+            HashJob::Mapped(name, want, map, ref range) => {
+                let data = map.as_slice();
+                let from = (range.start * BLOCK) as usize;
+                let to = ((range.end * BLOCK) as usize).min(data.len());
+                // Faulted in here, on this job's thread, in one call.
+                map.populate(from, to.saturating_sub(from));
+                for b in range.clone() {
+                    let s = (b * BLOCK) as usize;
+                    let e = (s + BLOCK as usize).min(data.len());
+                    // The size was checked: a file that shrank since.
+                    let Some(block) = data.get(s..e) else {
+                        return Some(ManifestProblem::Unreadable {
+                            name: name.to_string(),
+                            reason: format!("block {b} is beyond the end of the file"),
+                        });
+                    };
+                    if xxhash_rust::xxh3::xxh3_64(block) != want[b as usize] {
+                        return Some(ManifestProblem::BlockMismatch {
+                            name: name.to_string(),
+                            block: b,
+                        });
+                    }
+                }
+                None
+            }
         }
     }
 }
@@ -319,8 +358,14 @@ fn run_jobs(dir: &Path, jobs: &[HashJob<'_>]) -> Vec<ManifestProblem> {
     hashed
 }
 
-/// The jobs that check `blocks` (indices, ascending) of a file.
-fn block_jobs<'a>(name: &'a str, want: &'a [u64], blocks: &[u64]) -> Vec<HashJob<'a>> {
+/// The jobs that check `blocks` (indices, ascending) of a file, in
+/// `map` if it is mapped.
+fn block_jobs<'a>(
+    name: &'a str,
+    want: &'a [u64],
+    blocks: &[u64],
+    map: Option<&'a crate::sys::Mmap>,
+) -> Vec<HashJob<'a>> {
     let mut jobs = Vec::new();
     let mut i = 0;
     while i < blocks.len() {
@@ -331,7 +376,10 @@ fn block_jobs<'a>(name: &'a str, want: &'a [u64], blocks: &[u64]) -> Vec<HashJob
             end += 1;
             i += 1;
         }
-        jobs.push(HashJob::Blocks(name, want, first..end));
+        jobs.push(match map {
+            Some(m) => HashJob::Mapped(name, want, m, first..end),
+            None => HashJob::Blocks(name, want, first..end),
+        });
     }
     jobs
 }
@@ -755,8 +803,17 @@ impl Manifest {
 
     /// [`verify`](Self::verify), with [`check_deferring`](Self::check_deferring).
     pub fn verify_deferring(dir: &Path, defer: impl Fn(&str) -> bool) -> Result<(), ManifestError> {
+        Manifest::verify_mapping(dir, defer).map(|_| ())
+    }
+
+    /// [`verify_deferring`](Self::verify_deferring), keeping the mappings
+    /// the check hashed files in ([`Mapped`]).
+    pub fn verify_mapping(
+        dir: &Path,
+        defer: impl Fn(&str) -> bool,
+    ) -> Result<Mapped, ManifestError> {
         match Manifest::read(dir) {
-            Ok(m) => m.check_deferring(dir, defer),
+            Ok(m) => m.check_mapping(dir, defer),
             Err(e) => Err(ManifestError {
                 dir: dir.to_path_buf(),
                 problems: vec![ManifestProblem::NoManifest {
@@ -795,7 +852,7 @@ impl Manifest {
         let mut problems = Vec::new();
         for (name, blocks) in picks {
             match self.blocks.get(name) {
-                Some(want) => jobs.extend(block_jobs(name, want, blocks)),
+                Some(want) => jobs.extend(block_jobs(name, want, blocks, None)),
                 None if blocks.is_empty() => {}
                 None => problems.push(ManifestProblem::Unreadable {
                     name: name.clone(),
@@ -822,6 +879,17 @@ impl Manifest {
         dir: &Path,
         defer: impl Fn(&str) -> bool,
     ) -> Result<(), ManifestError> {
+        self.check_mapping(dir, defer).map(|_| ())
+    }
+
+    /// [`check_deferring`](Self::check_deferring), which hashes the files
+    /// with block checksums in mappings of them: returned, populated, when
+    /// every file is as listed.
+    pub fn check_mapping(
+        &self,
+        dir: &Path,
+        defer: impl Fn(&str) -> bool,
+    ) -> Result<Mapped, ManifestError> {
         let mut problems = Vec::new();
 
         match std::fs::read_dir(dir) {
@@ -844,7 +912,8 @@ impl Manifest {
         }
 
         // Cheap checks first; hash only files of the right size.
-        let mut jobs = Vec::new();
+        let mut whole = Vec::new();
+        let mut blocked: Vec<(&str, &[u64])> = Vec::new();
         for (name, want) in &self.files {
             match std::fs::metadata(dir.join(name)) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -861,20 +930,32 @@ impl Manifest {
                 }),
                 Ok(_) => match self.blocks.get(name) {
                     Some(_) if defer(name) => {}
-                    Some(b) => {
-                        let all: Vec<u64> = (0..b.len() as u64).collect();
-                        jobs.extend(block_jobs(name, b, &all))
-                    }
-                    None => jobs.push(HashJob::Whole(name, *want)),
+                    Some(b) => blocked.push((name, b)),
+                    None => whole.push(HashJob::Whole(name, *want)),
                 },
             }
         }
+        // Mapped without populating: each job faults in its own blocks. A
+        // file that cannot be mapped is read instead.
+        let mut mapped = Mapped::new();
+        for &(name, _) in &blocked {
+            if let Ok(m) = File::open(dir.join(name)).and_then(|f| crate::sys::Mmap::map_sparse(&f))
+            {
+                mapped.insert(name.to_string(), m);
+            }
+        }
+        let mut jobs = whole;
+        for (name, b) in blocked {
+            let all: Vec<u64> = (0..b.len() as u64).collect();
+            jobs.extend(block_jobs(name, b, &all, mapped.get(name)));
+        }
 
         let hashed = run_jobs(dir, &jobs);
+        drop(jobs);
         problems.extend(hashed);
 
         if problems.is_empty() {
-            Ok(())
+            Ok(mapped)
         } else {
             problems.sort_by(|a, b| a.name().cmp(b.name()));
             Err(ManifestError {

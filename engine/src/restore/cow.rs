@@ -654,6 +654,7 @@ mod tests {
             parent_files: vec![],
             pages_dir: None,
             deferred: Default::default(),
+            mapped: Default::default(),
         }
     }
 

@@ -113,9 +113,22 @@ pub struct Images {
     /// checked ([`load_lazy`]). Whoever reads a pages file checks the
     /// blocks it reads through here first.
     pub deferred: BTreeMap<String, std::sync::Mutex<crate::images::manifest::DeferredBlocks>>,
+    /// The pages files the manifest check hashed in mappings of them, by
+    /// name, each taken by its first reader ([`Images::take_mapped`]).
+    pub mapped: std::sync::Arc<std::sync::Mutex<crate::images::manifest::Mapped>>,
 }
 
 impl Images {
+    /// The mapping of pages file `name` the manifest check made and
+    /// populated, if it made one and nobody took it yet: the memory of a
+    /// task goes in from it without the file being mapped again.
+    pub fn take_mapped(&self, name: &str) -> Option<crate::sys::Mmap> {
+        self.mapped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+    }
+
     /// Checks the blocks of pages file `name` (mapped whole as `file`)
     /// that `off..off + len` touches, where a lazy restore left them
     /// unchecked.
@@ -555,6 +568,7 @@ fn from_set(dir: &Path, set: ImageSet) -> Result<Images> {
         parent_files,
         pages_dir: None,
         deferred: BTreeMap::new(),
+        mapped: set.mapped.clone(),
     })
 }
 

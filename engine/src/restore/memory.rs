@@ -143,9 +143,13 @@ impl Restorer for Memory {
             TaskStage::AddressSpace => {
                 let ip = cx.ip;
                 let proxy = self.proxies.get(&t.pid);
-                cx.ip = cx.in_leader(|r, mem, _| {
-                    unregister_rseq(r, t.pid)?;
-                    reset_address_space(r, mem, t, ip, &plan.cow, proxy)
+                cx.ip = cx.in_leader(|r, mem, scratch| {
+                    let here = Here {
+                        mem,
+                        scratch,
+                        syscall_ip: ip,
+                    };
+                    reset_address_space(r, &here, t, &plan.cow, proxy)
                 })?;
                 debug!("pid {}: address space reset", t.pid);
                 Ok(())
@@ -180,21 +184,65 @@ impl Restorer for Memory {
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 
 /// The child inherited the engine's rseq registration; the kernel would
-/// keep writing to that (soon foreign) address. Unregister it first.
-fn unregister_rseq(r: &mut Remote<'_>, pid: Pid) -> Result<()> {
-    if let Some(c) = crate::ptrace::rseq::rseq_config(pid) {
-        r.call(
+/// keep writing to that (soon foreign) address. Unregistered first.
+fn unregister_rseq(pid: Pid) -> Option<Step> {
+    let c = crate::ptrace::rseq::rseq_config(pid)?;
+    Some(Step {
+        call: (
             libc::SYS_rseq,
-            &[
+            [
                 c.rseq_abi_pointer,
                 c.rseq_abi_size as u64,
                 RSEQ_FLAG_UNREGISTER,
                 c.signature as u64,
+                0,
+                0,
             ],
-            "rseq unregister of the engine's registration",
-        )?;
+        ),
+        want: Some(0),
+        what: "rseq unregister of the engine's registration".into(),
+    })
+}
+
+/// One call of the address space's reset, run with the others in one
+/// batch, and the result it must have (`None`: any but an error).
+struct Step {
+    call: crate::ptrace::remote::Call,
+    want: Option<i64>,
+    what: String,
+}
+
+/// Runs `steps` in one batch: each pair of ptrace stops a call costs
+/// one by one is the time of a small task's reset.
+fn run_steps(r: &mut Remote<'_>, here: &Here<'_>, pid: Pid, steps: &[Step]) -> Result<()> {
+    let calls: Vec<_> = steps.iter().map(|s| s.call).collect();
+    let got = super::batch(r, here.mem, here.scratch, &calls)?;
+    for (s, &got) in steps.iter().zip(&got) {
+        if (-4095..0).contains(&got) {
+            return Err(Error::sys(
+                pid,
+                format!("{} (in the task)", s.what),
+                nix::errno::Errno::from_raw(-got as i32),
+            ));
+        }
+        if s.want.is_some_and(|w| w != got) {
+            return Err(Error::task(
+                pid,
+                s.what.clone(),
+                format!("the call returned {got:#x}"),
+            ));
+        }
     }
     Ok(())
+}
+
+/// Where the remote calls of a reset run: the task's memory, the
+/// engine's scratch area (already mapped, with the batch code) and the
+/// `syscall` instruction single calls use until the vDSO moves.
+pub struct Here<'a> {
+    pub mem: &'a TaskMem,
+    pub scratch: u64,
+    pub syscall_ip: u64,
 }
 
 /// mm fields (code/data/brk/stack/arg/env ranges, auxv, exe) in one
@@ -281,15 +329,18 @@ pub fn find_hole(busy: &[(u64, u64)], len: u64) -> Option<u64> {
 }
 
 /// Steps 1 and 2. Returns the new address of the `syscall` instruction.
+/// The rseq unregistration, the munmaps and the vDSO group's moves go in
+/// one batch from the scratch area, which stays.
 pub fn reset_address_space(
     r: &mut Remote<'_>,
-    mem: &TaskMem,
+    here: &Here<'_>,
     t: &TaskImages,
-    syscall_ip: u64,
     cow: &super::cow::CowPlan,
     proxy: Option<&super::vdso::Proxy>,
 ) -> Result<u64> {
+    let (mem, syscall_ip) = (here.mem, here.syscall_ip);
     let pid = t.pid;
+    let mut steps: Vec<Step> = unregister_rseq(pid).into_iter().collect();
     let cur = maps::read_maps(pid)?;
     let group: Vec<&maps::Vma> = cur
         .iter()
@@ -320,15 +371,17 @@ pub fn reset_address_space(
         }
         kept.push((s, e));
     }
+    // The scratch area the batch runs from.
+    kept.push((here.scratch, here.scratch + super::SCRATCH_LEN));
     kept.sort_unstable();
     let mut from = 0u64;
     for (start, end) in kept.iter().copied().chain([(TASK_SIZE, TASK_SIZE)]) {
         if start > from {
-            r.call(
-                libc::SYS_munmap,
-                &[from, start - from],
-                &format!("munmap {from:#x}-{start:#x} (what the engine left)"),
-            )?;
+            steps.push(Step {
+                call: (libc::SYS_munmap, [from, start - from, 0, 0, 0, 0]),
+                want: Some(0),
+                what: format!("munmap {from:#x}-{start:#x} (what the engine left)"),
+            });
         }
         from = from.max(end);
     }
@@ -340,6 +393,7 @@ pub fn reset_address_space(
     let ip_off = syscall_ip - cur_ranges[vdso_idx].0;
     let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     busy.extend(cur_ranges.iter().copied());
+    busy.push((here.scratch, here.scratch + super::SCRATCH_LEN));
     let span = cur_ranges.last().unwrap().1 - cur_ranges[0].0;
     let hole =
         || find_hole(&busy, span).ok_or_else(|| Error::task(pid, "vDSO", "no room to move it"));
@@ -356,9 +410,11 @@ pub fn reset_address_space(
                 .iter()
                 .map(|r| to + (r.0 - cur_ranges[0].0))
                 .collect();
-            ip = move_group(r, &cur_ranges, &moved, vdso_idx, ip_off)?;
+            ip = move_group(&mut steps, &cur_ranges, &moved, vdso_idx, ip_off);
             base = moved[vdso_idx];
         }
+        run_steps(r, here, pid, &steps)?;
+        r.set_syscall_ip(ip);
         let len = p.end - p.start;
         r.mmap_anon(
             p.start,
@@ -401,7 +457,9 @@ pub fn reset_address_space(
         cur_ranges.iter().all(|&other| !overlaps(moved, other))
     });
     if direct {
-        let ip = move_group(r, &cur_ranges, &targets, vdso_idx, ip_off)?;
+        let ip = move_group(&mut steps, &cur_ranges, &targets, vdso_idx, ip_off);
+        run_steps(r, here, pid, &steps)?;
+        r.set_syscall_ip(ip);
         debug!("pid {pid}: vDSO group moved to {:#x}", targets[0]);
         return Ok(ip);
     }
@@ -412,46 +470,48 @@ pub fn reset_address_space(
             .map(|r| to + (r.0 - cur_ranges[0].0))
             .collect()
     };
-    move_group(r, &cur_ranges, &tmp, vdso_idx, ip_off)?;
+    move_group(&mut steps, &cur_ranges, &tmp, vdso_idx, ip_off);
     let at_tmp: Vec<(u64, u64)> = cur_ranges
         .iter()
         .zip(&tmp)
         .map(|(r, &to)| (to, to + (r.1 - r.0)))
         .collect();
-    let ip = move_group(r, &at_tmp, &targets, vdso_idx, ip_off)?;
+    let ip = move_group(&mut steps, &at_tmp, &targets, vdso_idx, ip_off);
+    run_steps(r, here, pid, &steps)?;
+    r.set_syscall_ip(ip);
     debug!("pid {pid}: vDSO group moved to {:#x}", targets[0]);
     Ok(ip)
 }
 
-/// Moves each of `from` (the vDSO group) to its address in `to`; returns
-/// the new address of the `syscall` instruction the remote calls use
-/// (`ip_off` into the `[vdso]`, `from[vdso_idx]`).
+/// The moves of each of `from` (the vDSO group) to its address in `to`,
+/// added to `steps`; returns the new address of the `syscall`
+/// instruction the remote calls use (`ip_off` into the `[vdso]`,
+/// `from[vdso_idx]`).
 fn move_group(
-    r: &mut Remote<'_>,
+    steps: &mut Vec<Step>,
     from: &[(u64, u64)],
     to: &[u64],
     vdso_idx: usize,
     ip_off: u64,
-) -> Result<u64> {
-    let mut ip = from[vdso_idx].0 + ip_off;
-    for (i, (&(s, e), &to)) in from.iter().zip(to).enumerate() {
-        r.call(
-            libc::SYS_mremap,
-            &[
-                s,
-                e - s,
-                e - s,
-                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
-                to,
-            ],
-            &format!("mremap {s:#x}-{e:#x} -> {to:#x}"),
-        )?;
-        if i == vdso_idx {
-            ip = to + ip_off;
-            r.set_syscall_ip(ip);
-        }
+) -> u64 {
+    for (&(s, e), &to) in from.iter().zip(to) {
+        steps.push(Step {
+            call: (
+                libc::SYS_mremap,
+                [
+                    s,
+                    e - s,
+                    e - s,
+                    (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                    to,
+                    0,
+                ],
+            ),
+            want: Some(to as i64),
+            what: format!("mremap {s:#x}-{e:#x} -> {to:#x}"),
+        });
     }
-    Ok(ip)
+    to[vdso_idx] + ip_off
 }
 
 /// The address each of `cur` (the running vDSO group, sorted) moves to
@@ -1054,6 +1114,11 @@ pub(super) fn open_pages(imgs: &Images, set: &PageSet, whole: bool) -> Result<Mm
     let path = imgs.path(&set.pages_file());
     if set.stored_pages() == 0 {
         return Ok(Mmap::empty());
+    }
+    if whole && imgs.pages_dir.is_none() {
+        if let Some(m) = imgs.take_mapped(&set.pages_file()) {
+            return Ok(m);
+        }
     }
     let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening pages", e))?;
     // A file staged from a page server has holes where the lazy runs are:

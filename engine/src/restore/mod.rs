@@ -474,7 +474,7 @@ pub(super) fn run_stage(
 ) -> Result<()> {
     let pid = cx.pid();
     match stage {
-        TaskStage::Memory => cx.scratch = map_scratch(cx)?,
+        TaskStage::AddressSpace => cx.scratch = map_scratch(cx)?,
         // The files the engine opened in the task to map them and to
         // set its executable go once they served, before any POSIX
         // lock is taken (a close of any fd of the inode drops them).

@@ -40,7 +40,8 @@ use crate::ptrace::Seized;
 /// The steps the engine takes in each task, in this order. Each kind does
 /// its part of a step for the task (and its threads) in
 /// [`Restorer::in_task`]; the driver itself only maps and removes its
-/// scratch area (after `AddressSpace`, before `Final`).
+/// scratch area (before `AddressSpace`, whose calls run from it in one
+/// batch, and before `Final`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TaskStage {
     /// The address space inherited from the engine goes (the vDSO group

@@ -144,6 +144,7 @@ pub fn stop_self() -> nix::Result<()> {
 
 /// A read-only private mapping of a whole file (pages images), so page
 /// contents go from the page cache to the restored task in one copy.
+#[derive(Debug)]
 pub struct Mmap {
     ptr: *mut libc::c_void,
     len: usize,
@@ -193,6 +194,28 @@ impl Mmap {
             return Err(std::io::Error::last_os_error());
         }
         Ok(Mmap { ptr, len })
+    }
+
+    /// Faults in `len` bytes from `off` (clamped to the mapping) in one
+    /// call, as `map` does for the whole file; best effort: what it leaves
+    /// out faults in when read.
+    pub fn populate(&self, off: usize, len: usize) {
+        const MADV_POPULATE_READ: libc::c_int = 22;
+        let off = off.min(self.len) & !4095;
+        let len = len.min(self.len - off);
+        if len == 0 {
+            return;
+        }
+        // SAFETY: advice on a range inside the mapping owned by self (off
+        // page aligned, within it); MADV_POPULATE_READ only faults pages
+        // in, it changes no content and no mapping.
+        unsafe {
+            libc::madvise(
+                (self.ptr as *mut u8).add(off) as *mut libc::c_void,
+                len,
+                MADV_POPULATE_READ,
+            )
+        };
     }
 
     pub fn as_slice(&self) -> &[u8] {

@@ -26,6 +26,7 @@ use crate::images::{
 
 pub use sysvipc::{MsgQueue, SemSet, ShmSegment, SysvIpc};
 
+use crate::images::manifest::Mapped;
 use crate::images::pagemap::{PAGE, PE_COW_PARENT, PE_PRESENT};
 use crate::images::vma::{
     VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
@@ -235,6 +236,9 @@ pub struct Ancillary {
 pub struct ImageSet {
     /// How to name the directory in messages.
     pub dir: String,
+    /// The pages files the manifest check hashed in mappings of them,
+    /// kept for their first reader ([`Mapped`]).
+    pub mapped: std::sync::Arc<std::sync::Mutex<Mapped>>,
     pub manifest: ManifestStatus,
     pub inventory: Part<pb::InventoryEntry>,
     pub pstree: Part<Vec<pb::PstreeEntry>>,
@@ -557,13 +561,18 @@ fn read(
     let mut problems = Vec::new();
 
     // The manifest first: its verdict marks the files below.
+    let mut mapped = Mapped::new();
     let manifest = if !dir.join(MANIFEST_NAME).exists() {
         ManifestStatus::Absent
     } else {
         let mut found =
-            Manifest::verify_deferring(dir, |n| defer_pages && pages_file_id(n).is_some())
-                .err()
-                .map_or(Vec::new(), |e| e.problems);
+            match Manifest::verify_mapping(dir, |n| defer_pages && pages_file_id(n).is_some()) {
+                Ok(m) => {
+                    mapped = m;
+                    Vec::new()
+                }
+                Err(e) => e.problems,
+            };
         found.retain(
             |p| !matches!(p, ManifestProblem::Missing { name } if elsewhere.contains_key(name)),
         );
@@ -1033,6 +1042,7 @@ fn read(
         namespaces,
         files,
         problems,
+        mapped: std::sync::Arc::new(std::sync::Mutex::new(mapped)),
     };
     let found = cross_check(&set);
     set.problems.extend(found);
