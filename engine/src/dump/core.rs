@@ -24,10 +24,15 @@ pub struct TaskCalls {
 }
 
 /// Signal handlers of every catchable signal, via rt_sigaction in the
-/// task, with PR_GET_CHILD_SUBREAPER, brk(0) and PR_GET_DUMPABLE in the
+/// task, with PR_GET_CHILD_SUBREAPER, brk(0), PR_GET_DUMPABLE and the
+/// leader's thread calls (`extra`, whose raw results come back) in the
 /// same batch (each a round trip of its own otherwise); the subreaper
 /// flag lands in the data page after the handlers.
-fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<(Vec<pb::SaEntry>, bool, TaskCalls)> {
+#[allow(clippy::type_complexity)]
+fn dump_sigactions(
+    s: &mut ScratchSession<'_>,
+    extra: &[crate::ptrace::remote::Call],
+) -> Result<(Vec<pb::SaEntry>, bool, TaskCalls, Vec<i64>)> {
     let sigs: Vec<u64> = (1..=64u64)
         .filter(|&sig| sig != libc::SIGKILL as u64 && sig != libc::SIGSTOP as u64)
         .collect();
@@ -69,6 +74,7 @@ fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<(Vec<pb::SaEntry>, bool
         ),
     ];
     calls.extend(more.iter().map(|m| m.0));
+    calls.extend_from_slice(extra);
     let results = s.batch(&calls)?;
     let mut b = vec![0u8; sigs.len() * 32 + 4];
     s.mem.read(data, &mut b)?;
@@ -93,7 +99,7 @@ fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<(Vec<pb::SaEntry>, bool
             compat_sigaction: None,
         });
     }
-    let tail = &results[sigs.len()..];
+    let tail = &results[sigs.len()..sigs.len() + more.len()];
     for (&r, (_, what)) in tail.iter().zip(&more) {
         if (-4095..0).contains(&r) {
             return Err(Error::sys(
@@ -112,6 +118,7 @@ fn dump_sigactions(s: &mut ScratchSession<'_>) -> Result<(Vec<pb::SaEntry>, bool
             brk: tail[1] as u64,
             dumpable: tail[2] as u64,
         },
+        results[sigs.len() + more.len()..].to_vec(),
     ))
 }
 
@@ -196,28 +203,28 @@ fn sched(tid: Pid) -> (u32, u32) {
     }
 }
 
-/// The per-thread part (ThreadCoreEntry) and thread_info of one thread.
-/// `blk` is the thread's blocked mask as it was before the engine blocked
-/// signals for its remote calls.
-pub fn dump_thread(
-    tid: Pid,
-    regs: &Regs,
-    xstate: &[u8],
-    blk: u64,
-    stat: &Stat,
-    status: &Status,
+/// The leader's per-thread part (ThreadCoreEntry) and thread_info, from
+/// the raw results of its [`thread_calls`] (made in the process-wide
+/// batch, `dump_task_core`) and its slot at the start of the scratch
+/// page.
+fn leader_thread(
+    l: &ThreadSnap,
+    results: &[i64],
     s: &mut ScratchSession<'_>,
 ) -> Result<(pb::ThreadInfoX86, pb::ThreadCoreEntry)> {
-    // In one batch (the leader's session has its batch area from the
-    // sigaction queries): about two round trips instead of eight stops.
     let calls = thread_calls(s.addr);
-    let raw: Vec<crate::ptrace::remote::Call> = calls.iter().map(|c| c.0).collect();
-    let results = s.batch(&raw)?;
     let mut got = [0i64; THREAD_CALLS];
-    for ((g, &r), (_, what)) in got.iter_mut().zip(&results).zip(calls) {
+    if results.len() != THREAD_CALLS {
+        return Err(Error::task(
+            l.tid,
+            "remote syscalls",
+            "internal: a result missing",
+        ));
+    }
+    for ((g, &r), (_, what)) in got.iter_mut().zip(results).zip(calls) {
         if (-4095..0).contains(&r) {
             return Err(Error::sys(
-                tid,
+                l.tid,
                 format!("{what} (in the task)"),
                 nix::errno::Errno::from_raw(-r as i32),
             ));
@@ -226,7 +233,9 @@ pub fn dump_thread(
     }
     let mut slot = [0u8; THREAD_SLOT as usize];
     s.read(0, &mut slot)?;
-    thread_parts(tid, regs, xstate, blk, stat, status, &slot, &got)
+    thread_parts(
+        l.tid, &l.regs, &l.xstate, l.blk, &l.stat, &l.status, &slot, &got,
+    )
 }
 
 /// What a thread looks like from outside, read before any remote call.
@@ -274,7 +283,7 @@ fn thread_calls(slot: u64) -> [(crate::ptrace::remote::Call, &'static str); THRE
     ]
 }
 
-/// Every thread but the leader: [`dump_thread`] for each, a wave of
+/// Every thread but the leader: its calls and images as the leader's (`leader_thread`), a wave of
 /// threads at a time, each in its own slot of the leader's scratch page.
 /// The calls of a wave run as one batch per thread, all threads at once
 /// (`ScratchSession::batch_each`): one round trip per thread instead of a
@@ -395,14 +404,22 @@ fn thread_parts(
     Ok((info, tc))
 }
 
-/// The per-process part (TaskCoreEntry).
+/// What the leader's session asks: the per-process part (TaskCoreEntry)
+/// and the leader's thread part, in one batch.
+#[allow(clippy::type_complexity)]
 pub fn dump_task_core(
     pid: Pid,
     stopped: bool,
-    blk: u64,
+    leader: &ThreadSnap,
     stat: &Stat,
     s: &mut ScratchSession<'_>,
-) -> Result<(pb::TaskCoreEntry, TaskCalls)> {
+    kinds: &mut [Box<dyn super::kind::Dumper>],
+) -> Result<(
+    pb::TaskCoreEntry,
+    TaskCalls,
+    (pb::ThreadInfoX86, pb::ThreadCoreEntry),
+)> {
+    let blk = leader.blk;
     let personality = proc::read_file(pid, "personality")?;
     let personality = u32::from_str_radix(personality.trim(), 16)
         .map_err(|e| Error::task(pid, "/proc/PID/personality", format!("not hex: {e}")))?;
@@ -414,8 +431,32 @@ pub fn dump_task_core(
     let loginuid = proc::read_file(pid, "loginuid")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
-    let (sigactions, subreaper, calls) = dump_sigactions(s)?;
-    let tc = pb::TaskCoreEntry {
+    // The leader's thread calls, then each kind's, in the batch of the
+    // signal handlers' queries; the kinds' answers in the data page's
+    // second half.
+    let mut extra: Vec<_> = thread_calls(s.addr).iter().map(|c| c.0).collect();
+    let kinds_at = s.batch_data()? + KINDS_DATA;
+    let mut asked = Vec::with_capacity(kinds.len());
+    let mut used = 0usize;
+    for k in kinds.iter_mut() {
+        let room = KINDS_ROOM - used;
+        let (c, n) = k.task_calls(pid, kinds_at + used as u64, room)?;
+        if n > room {
+            return Err(Error::task(
+                pid,
+                "remote syscalls",
+                "internal: a kind's calls overflow the batch's data page",
+            ));
+        }
+        asked.push((extra.len(), c.len(), used, n));
+        extra.extend(c);
+        used += n;
+    }
+    let (sigactions, subreaper, calls, got) = dump_sigactions(s, &extra)?;
+    let leader_part = leader_thread(leader, &got[..THREAD_CALLS], s)?;
+    let mut data = vec![0u8; used];
+    s.mem.read(kinds_at, &mut data)?;
+    let mut tc = pb::TaskCoreEntry {
         task_state: if stopped { TASK_STOPPED } else { TASK_ALIVE },
         exit_code: 0,
         personality,
@@ -438,5 +479,15 @@ pub fn dump_task_core(
         stop_signo: stopped.then_some(libc::SIGSTOP as u32),
         ..Default::default()
     };
-    Ok((tc, calls))
+    for (k, &(from, n, off, len)) in kinds.iter_mut().zip(&asked) {
+        k.task_answers(pid, &got[from..from + n], &data[off..off + len], &mut tc)?;
+    }
+    Ok((tc, calls, leader_part))
 }
+
+/// Where in the batch's data page the kinds' calls of the process-wide
+/// batch write (`Dumper::task_calls`): after the signal handlers (62 x
+/// 32 bytes) and the subreaper flag.
+const KINDS_DATA: u64 = 2048;
+const KINDS_ROOM: usize = 4096 - KINDS_DATA as usize;
+const _: () = assert!(62 * 32 + 4 <= KINDS_DATA as usize);

@@ -7,8 +7,11 @@
 //!    cgroup first with `--freeze-cgroup`).
 //! 2. **Tasks**, one process at a time:
 //!    - *remote*: what only the task itself can tell is asked through
-//!      remote syscalls in its threads: the task core, each thread's core,
-//!      then each kind's part ([`Dumper::in_task`], e.g. timers);
+//!      remote syscalls in its threads: the task core, the leader's
+//!      thread core and each kind's calls that fit one batch
+//!      ([`Dumper::task_calls`], e.g. the interval timers) in one batch,
+//!      each kind's remaining part ([`Dumper::in_task`], e.g. POSIX
+//!      timers), then each other thread's core;
 //!    - *state*: what /proc and ptrace tell from outside, each kind's part
 //!      ([`Dumper::task`], e.g. pending signals, seccomp filters, cgroup
 //!      sets);
@@ -30,6 +33,7 @@ use crate::error::{Pid, Result};
 use crate::images::pb;
 use crate::imgdir::ImageDir;
 use crate::proc::{maps, status};
+use crate::ptrace::remote::Call;
 use crate::ptrace::scratch::ScratchSession;
 
 use super::DumpOptions;
@@ -60,8 +64,29 @@ pub struct FinishCx<'a> {
 /// default that does nothing, so a kind implements the steps it takes
 /// part in.
 pub trait Dumper {
-    /// *remote*: this kind's part of the task core, asked in the leader
-    /// through remote syscalls.
+    /// *remote*, in the process-wide batch: the calls this kind asks in
+    /// the leader with the core's (one round trip for all), which may
+    /// write into the task's memory at `at` (up to `room` bytes); with
+    /// the bytes they use there. Their answers go to
+    /// [`Dumper::task_answers`].
+    fn task_calls(&mut self, _pid: Pid, _at: u64, _room: usize) -> Result<(Vec<Call>, usize)> {
+        Ok((Vec::new(), 0))
+    }
+
+    /// The raw results of [`Dumper::task_calls`]' calls, in order, and
+    /// the bytes they wrote (as many as it said it uses).
+    fn task_answers(
+        &mut self,
+        _pid: Pid,
+        _results: &[i64],
+        _data: &[u8],
+        _tc: &mut pb::TaskCoreEntry,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// *remote*: this kind's part of the task core asked in the leader
+    /// through remote syscalls after the process-wide batch.
     fn in_task(
         &mut self,
         _pid: Pid,

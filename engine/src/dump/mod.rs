@@ -633,15 +633,13 @@ fn dump_process(
     let (task_core, thread_parts, brk, dumpable) = {
         let (leader, rest) = threads.split_first_mut().expect("the leader is there");
         let mut s = ScratchSession::open(leader, syscall_ip, &mem)?;
-        let (mut tc, calls) = core::dump_task_core(pid, stopped, snaps[0].blk, &stat, &mut s)?;
+        let (mut tc, calls, leader_part) =
+            core::dump_task_core(pid, stopped, &snaps[0], &stat, &mut s, &mut ctx.kinds)?;
         for k in ctx.kinds.iter_mut() {
             k.in_task(pid, &mut s, &mut tc)?;
         }
         fault::check(pid, "dump-remote")?;
-        let l = &snaps[0];
-        let mut parts = vec![core::dump_thread(
-            l.tid, &l.regs, &l.xstate, l.blk, &l.stat, &l.status, &mut s,
-        )?];
+        let mut parts = vec![leader_part];
         let (brk, dumpable) = (calls.brk, calls.dumpable);
         parts.extend(core::dump_threads(rest, &snaps[1..], syscall_ip, &mut s)?);
         s.close()?;

@@ -47,23 +47,51 @@ pub fn posix_entry(
     }
 }
 
-/// Interval timers and POSIX timers of process `pid`, asked through the
-/// leader's scratch session.
-pub fn dump_timers(pid: Pid, s: &mut ScratchSession<'_>) -> Result<pb::TaskTimersEntry> {
-    let mut it = Vec::with_capacity(3);
-    for (which, name) in [
-        (ITIMER_REAL, "ITIMER_REAL"),
-        (ITIMER_VIRTUAL, "ITIMER_VIRTUAL"),
-        (ITIMER_PROF, "ITIMER_PROF"),
-    ] {
-        s.call(
-            libc::SYS_getitimer,
-            &[which, s.addr],
-            &format!("getitimer({name})"),
-        )?;
-        let mut b = [0u8; ITIMERVAL_SIZE];
-        s.read(0, &mut b)?;
-        let e = itimer_from_bytes(&b);
+/// The three interval timers, each answer in a slot of `SLOT` bytes.
+const ITIMERS: [(u64, &str); 3] = [
+    (ITIMER_REAL, "ITIMER_REAL"),
+    (ITIMER_VIRTUAL, "ITIMER_VIRTUAL"),
+    (ITIMER_PROF, "ITIMER_PROF"),
+];
+const SLOT: usize = 32;
+const _: () = assert!(ITIMERVAL_SIZE <= SLOT && ITIMERSPEC_SIZE <= SLOT);
+/// POSIX timers asked in one batch: each answer takes a slot of the
+/// batch's data page.
+const POSIX_PER_BATCH: usize = 120;
+const _: () = assert!(POSIX_PER_BATCH * SLOT <= 4096);
+
+/// The getitimer calls, answers at `at`: asked in the process-wide batch
+/// (`Dumper::task_calls`; one by one they were three round trips of two
+/// ptrace stops each, for every process).
+fn itimer_calls(at: u64) -> Vec<crate::ptrace::remote::Call> {
+    ITIMERS
+        .iter()
+        .enumerate()
+        .map(|(i, (which, _))| {
+            (
+                libc::SYS_getitimer,
+                [*which, at + (i * SLOT) as u64, 0, 0, 0, 0],
+            )
+        })
+        .collect()
+}
+
+/// The interval timers from the getitimer calls' results and answers.
+fn itimers_from(pid: Pid, results: &[i64], data: &[u8]) -> Result<Vec<pb::ItimerEntry>> {
+    let mut it = Vec::with_capacity(ITIMERS.len());
+    for (i, (_, name)) in ITIMERS.iter().enumerate() {
+        let r = results.get(i).copied().unwrap_or(-(libc::EINVAL as i64));
+        if (-4095..0).contains(&r) || data.len() < (i + 1) * SLOT {
+            return Err(Error::sys(
+                pid,
+                format!("getitimer({name}) (in the task)"),
+                nix::errno::Errno::from_raw(-r as i32),
+            ));
+        }
+        let b: &[u8; ITIMERVAL_SIZE] = data[i * SLOT..][..ITIMERVAL_SIZE]
+            .try_into()
+            .expect("a slot");
+        let e = itimer_from_bytes(b);
         if !itimer_is_zero(&e) {
             debug!(
                 "pid {pid}: {name}: value {}.{:06} s, interval {}.{:06} s",
@@ -72,45 +100,62 @@ pub fn dump_timers(pid: Pid, s: &mut ScratchSession<'_>) -> Result<pb::TaskTimer
         }
         it.push(e);
     }
-    let mut posix = Vec::new();
-    for p in proc_timers::read(pid)? {
-        s.call(
-            libc::SYS_timer_gettime,
-            &[p.id as u64, s.addr],
-            &format!("timer_gettime(timer {})", p.id),
-        )?;
-        let mut b = [0u8; ITIMERSPEC_SIZE];
-        s.read(0, &mut b)?;
-        let overrun = s.call(
-            libc::SYS_timer_getoverrun,
-            &[p.id as u64],
-            &format!("timer_getoverrun(timer {})", p.id),
-        )? as i32;
-        let e = posix_entry(&p, &b, overrun);
-        if let Err(why) = posix_timer_check(&e) {
-            return Err(Error::unsupported(
-                pid,
-                format!("POSIX timer {}", p.id),
-                why,
-            ));
-        }
-        debug!(
-            "pid {pid}: POSIX timer {} clock {} signal {} notify {:#x}: value {}.{:09} s, interval {}.{:09} s, overrun {}",
-            e.it_id, p.clock_id, e.si_signo, e.it_sigev_notify, e.vsec, e.vnsec, e.isec, e.insec, e.overrun
-        );
-        posix.push(e);
-    }
-    let mut it = it.into_iter();
-    Ok(pb::TaskTimersEntry {
-        real: it.next().expect("three itimers"),
-        virt: it.next().expect("three itimers"),
-        prof: it.next().expect("three itimers"),
-        posix,
-    })
+    Ok(it)
 }
 
-/// itimers and POSIX timers, asked in the task (timer_gettime,
-/// getitimer, timer_getoverrun).
+/// The POSIX timers of process `pid` (from /proc/PID/timers), asked
+/// through the leader's scratch session, a batch of them at a time
+/// (none for a process without any, the usual case).
+pub fn dump_posix_timers(pid: Pid, s: &mut ScratchSession<'_>) -> Result<Vec<pb::PosixTimerEntry>> {
+    let timers = proc_timers::read(pid)?;
+    let mut posix = Vec::with_capacity(timers.len());
+    for chunk in timers.chunks(POSIX_PER_BATCH) {
+        let data = s.batch_data()?;
+        let mut calls = Vec::with_capacity(2 * chunk.len());
+        for (k, p) in chunk.iter().enumerate() {
+            let id = p.id as u64;
+            let at = data + (k * SLOT) as u64;
+            calls.push((libc::SYS_timer_gettime, [id, at, 0, 0, 0, 0]));
+            calls.push((libc::SYS_timer_getoverrun, [id, 0, 0, 0, 0, 0]));
+        }
+        let results = s.batch(&calls)?;
+        let mut b = vec![0u8; chunk.len() * SLOT];
+        s.mem.read(data, &mut b)?;
+        for (k, p) in chunk.iter().enumerate() {
+            for (r, what) in [
+                (results[2 * k], "timer_gettime"),
+                (results[2 * k + 1], "timer_getoverrun"),
+            ] {
+                if (-4095..0).contains(&r) {
+                    return Err(Error::sys(
+                        pid,
+                        format!("{what}(timer {}) (in the task)", p.id),
+                        nix::errno::Errno::from_raw(-r as i32),
+                    ));
+                }
+            }
+            let spec: &[u8; ITIMERSPEC_SIZE] =
+                b[k * SLOT..][..ITIMERSPEC_SIZE].try_into().expect("a slot");
+            let e = posix_entry(p, spec, results[2 * k + 1] as i32);
+            if let Err(why) = posix_timer_check(&e) {
+                return Err(Error::unsupported(
+                    pid,
+                    format!("POSIX timer {}", p.id),
+                    why,
+                ));
+            }
+            debug!(
+                "pid {pid}: POSIX timer {} clock {} signal {} notify {:#x}: value {}.{:09} s, interval {}.{:09} s, overrun {}",
+                e.it_id, p.clock_id, e.si_signo, e.it_sigev_notify, e.vsec, e.vnsec, e.isec, e.insec, e.overrun
+            );
+            posix.push(e);
+        }
+    }
+    Ok(posix)
+}
+
+/// itimers and POSIX timers, asked in the task (getitimer in the
+/// process-wide batch; timer_gettime, timer_getoverrun after it).
 pub const KIND: super::kind::Kind = super::kind::Kind {
     name: "timers",
     new: |_| Ok(Box::new(Timers)),
@@ -119,13 +164,47 @@ pub const KIND: super::kind::Kind = super::kind::Kind {
 struct Timers;
 
 impl super::kind::Dumper for Timers {
+    fn task_calls(
+        &mut self,
+        _pid: Pid,
+        at: u64,
+        _room: usize,
+    ) -> Result<(Vec<crate::ptrace::remote::Call>, usize)> {
+        Ok((itimer_calls(at), ITIMERS.len() * SLOT))
+    }
+
+    fn task_answers(
+        &mut self,
+        pid: Pid,
+        results: &[i64],
+        data: &[u8],
+        tc: &mut pb::TaskCoreEntry,
+    ) -> Result<()> {
+        let mut it = itimers_from(pid, results, data)?.into_iter();
+        tc.timers = Some(pb::TaskTimersEntry {
+            real: it.next().expect("three itimers"),
+            virt: it.next().expect("three itimers"),
+            prof: it.next().expect("three itimers"),
+            posix: Vec::new(),
+        });
+        Ok(())
+    }
+
     fn in_task(
         &mut self,
         pid: Pid,
         s: &mut ScratchSession<'_>,
         tc: &mut pb::TaskCoreEntry,
     ) -> Result<()> {
-        tc.timers = Some(dump_timers(pid, s)?);
+        let posix = dump_posix_timers(pid, s)?;
+        let t = tc.timers.as_mut().ok_or_else(|| {
+            Error::task(
+                pid,
+                "timers",
+                "internal: the interval timers were not asked",
+            )
+        })?;
+        t.posix = posix;
         Ok(())
     }
 }

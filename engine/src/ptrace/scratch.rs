@@ -14,12 +14,18 @@ pub struct ScratchSession<'a> {
     remote: Option<Remote<'a>>,
     pub mem: &'a TaskMem,
     pub addr: u64,
-    /// The page was mapped by this session (and is unmapped by it), rather
-    /// than borrowed from the session of another thread of the process.
-    owned: bool,
-    /// Pages for batches of calls (code, table, data), mapped on first use
-    /// and always by this session.
+    /// What this session mapped in the task (start, length), unmapped by
+    /// it again: the owning session's scratch page with its batch area
+    /// right after it, in one mapping (one mmap and one munmap a
+    /// session, not two of each); a borrowing session's batch area, if
+    /// it runs batches.
+    mapped: Vec<(u64, u64)>,
+    /// Pages for batches of calls (code, table, data), always this
+    /// session's own.
     batch_area: Option<u64>,
+    /// The batch code is in the area's first page, made executable: on
+    /// the first batch, as a session may make none.
+    code_ready: bool,
 }
 
 /// The batch area: one page of code, `TABLE_PAGES` of table, one of
@@ -33,18 +39,20 @@ const PAGE: u64 = 4096;
 impl<'a> ScratchSession<'a> {
     pub fn open(task: &'a mut Seized, syscall_ip: u64, mem: &'a TaskMem) -> Result<Self> {
         let mut remote = Remote::new(task, syscall_ip)?;
+        let len = SCRATCH_SIZE + BATCH_PAGES * PAGE;
         let addr = remote.mmap_anon(
             0,
-            SCRATCH_SIZE,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
-            "the scratch page",
+            "the scratch page and batch area",
         )?;
         Ok(ScratchSession {
             remote: Some(remote),
             mem,
             addr,
-            owned: true,
-            batch_area: None,
+            mapped: vec![(addr, len)],
+            batch_area: Some(addr + SCRATCH_SIZE),
+            code_ready: false,
         })
     }
 
@@ -60,8 +68,9 @@ impl<'a> ScratchSession<'a> {
             remote: Some(Remote::new(task, syscall_ip)?),
             mem,
             addr,
-            owned: false,
+            mapped: Vec::new(),
             batch_area: None,
+            code_ready: false,
         })
     }
 
@@ -79,18 +88,22 @@ impl<'a> ScratchSession<'a> {
     }
 
     fn batch_area(&mut self) -> Result<u64> {
-        if let Some(a) = self.batch_area {
-            return Ok(a);
-        }
         let r = self.remote.as_mut().expect("session is open");
-        let area = r.mmap_anon(
-            0,
-            BATCH_PAGES * PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            "the batch area",
-        )?;
-        self.batch_area = Some(area);
-        r.install_batch_code(self.mem, area)?;
+        let area = match self.batch_area {
+            Some(a) => a,
+            None => {
+                let len = BATCH_PAGES * PAGE;
+                let a =
+                    r.mmap_anon(0, len, libc::PROT_READ | libc::PROT_WRITE, "the batch area")?;
+                self.mapped.push((a, len));
+                self.batch_area = Some(a);
+                a
+            }
+        };
+        if !self.code_ready {
+            r.install_batch_code(self.mem, area)?;
+            self.code_ready = true;
+        }
         Ok(area)
     }
 
@@ -189,22 +202,14 @@ impl<'a> ScratchSession<'a> {
         self.mem.read_u64(self.addr + off)
     }
 
-    /// Unmap the page, put the registers and mask back.
+    /// Unmap what the session mapped, put the registers and mask back.
     pub fn close(mut self) -> Result<()> {
-        let addr = self.addr;
         let mut remote = self.remote.take().expect("session is open");
-        if let Some(area) = self.batch_area.take() {
+        for (addr, len) in std::mem::take(&mut self.mapped).into_iter().rev() {
             remote.call(
                 libc::SYS_munmap,
-                &[area, BATCH_PAGES * PAGE],
-                "munmap of the batch area",
-            )?;
-        }
-        if self.owned {
-            remote.call(
-                libc::SYS_munmap,
-                &[addr, SCRATCH_SIZE],
-                "munmap of the scratch page",
+                &[addr, len],
+                "munmap of the scratch page or batch area",
             )?;
         }
         remote.finish()
@@ -216,12 +221,9 @@ impl Drop for ScratchSession<'_> {
         let Some(mut r) = self.remote.take() else {
             return;
         };
-        if let Some(area) = self.batch_area.take() {
-            let _ = r.raw(libc::SYS_munmap, &[area, BATCH_PAGES * PAGE]);
+        for &(addr, len) in self.mapped.iter().rev() {
+            let _ = r.raw(libc::SYS_munmap, &[addr, len]);
         }
-        if self.owned {
-            let _ = r.raw(libc::SYS_munmap, &[self.addr, SCRATCH_SIZE]);
-            // Remote's own Drop restores registers and mask.
-        }
+        // Remote's own Drop restores registers and mask.
     }
 }
