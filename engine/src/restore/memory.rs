@@ -95,6 +95,13 @@ impl Restorer for Memory {
         }
     }
 
+    /// The tree runs: the daemon may fill in the background now.
+    fn released(&mut self) {
+        if let Some(d) = lock(&self.lazy).as_mut() {
+            d.running();
+        }
+    }
+
     /// Which task holds which shared memory before it forks.
     fn plan_tree(&mut self, imgs: &Images, plans: &mut [super::child::ChildPlan]) -> Result<()> {
         let busy = match self.busy.take() {
