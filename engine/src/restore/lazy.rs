@@ -79,6 +79,9 @@ use crate::sys::Mmap;
 
 /// The bytes a fault brings in around its address (aligned).
 pub const FAULT_WINDOW: u64 = 256 << 10;
+/// The most bytes of small runs filled before the tree runs
+/// ([`Served::fill_small`]).
+const SMALL_FIRST: u64 = 4 << 20;
 /// The bytes of one background copy (the faults wait at most that long).
 pub const BACKGROUND_RUN: u64 = 4 << 20;
 /// From a page server, the bytes of one background run fetched ahead
@@ -772,6 +775,7 @@ impl Served<'_> {
                             &[MSG_ACK],
                             MsgFlags::MSG_NOSIGNAL,
                         );
+                        self.fill_small()?;
                     }
                     Control::Run => running = true,
                     Control::Closed => {
@@ -813,6 +817,34 @@ impl Served<'_> {
                 }
             }
         }
+    }
+
+    /// Once every task is handed over, while the engine releases the
+    /// tree: the small runs of each mm (its stack, heap, data: what a
+    /// program touches first), up to [`SMALL_FIRST`] bytes in all, so
+    /// that its first instructions do not wait on faults behind the
+    /// background.
+    fn fill_small(&mut self) -> std::result::Result<(), Fatal> {
+        let mut left = SMALL_FIRST;
+        for i in 0..self.mms.len() {
+            let small: Vec<(u64, u64)> = self.mms[i]
+                .plan
+                .runs
+                .iter()
+                .map(|(&s, &(e, _, _))| (s, e))
+                .filter(|&(s, e)| e - s <= FAULT_WINDOW)
+                .collect();
+            for (s, e) in small {
+                if e - s > left {
+                    return Ok(());
+                }
+                left -= e - s;
+                for p in self.mms[i].plan.take_range(s, e) {
+                    self.fill(i, p)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// From a page server: keep [`RUNS_AHEAD`] background runs asked for
