@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::io::{IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -409,6 +410,9 @@ const LAZY_END: u32 = u32::MAX;
 pub struct ServedPages {
     names: Vec<String>,
     digests: Vec<FileDigest>,
+    /// Each file, to send from (sendfile), and mapped, to hash what is
+    /// sent.
+    files: Vec<std::fs::File>,
     maps: Vec<crate::sys::Mmap>,
 }
 
@@ -418,6 +422,7 @@ impl ServedPages {
         let mut out = ServedPages {
             names: Vec::new(),
             digests: Vec::new(),
+            files: Vec::new(),
             maps: Vec::new(),
         };
         for (name, want) in manifest.iter() {
@@ -443,6 +448,7 @@ impl ServedPages {
             out.names.push(name.to_string());
             out.digests.push(want);
             out.maps.push(map);
+            out.files.push(f);
         }
         Ok(out)
     }
@@ -509,7 +515,9 @@ pub fn serve_pages(listener: &TcpListener, files: &ServedPages) -> Result<Sent> 
             if ended.load(Ordering::SeqCst) || (served > 0 && running.is_empty()) {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(5));
+            // The next connection at once (the restore's engine and
+            // daemon wait for it), or a look at the sessions again.
+            let _ = crate::sys::fd::poll_in(listener.as_raw_fd(), 5);
         }
     })?;
     // A session that ended with END is the restore having everything:
@@ -570,11 +578,36 @@ fn serve_session(mut s: TcpStream, peer: SocketAddr, files: &ServedPages) -> Res
         head[0] = b'D';
         head[1..5].copy_from_slice(&len.to_le_bytes());
         head[5..].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(data).to_le_bytes());
-        let mut parts = [IoSlice::new(&head), IoSlice::new(data)];
-        write_all_vectored(&mut s, &mut parts).map_err(|e| err(peer, "sending pages", e))?;
+        send_pages(&s, &head, &files.files[file as usize], off, data.len())
+            .map_err(|e| err(peer, "sending pages", e))?;
         sent.requests += 1;
         sent.bytes += u64::from(len);
     }
+}
+
+/// An answer: its head, then `len` bytes of `file` from `off` with
+/// sendfile (the file's pages go to the socket as they are: no copy
+/// through a buffer).
+fn send_pages(
+    s: &TcpStream,
+    head: &[u8],
+    file: &std::fs::File,
+    mut off: u64,
+    len: usize,
+) -> std::io::Result<()> {
+    let fd = s.as_raw_fd();
+    let mut s = s;
+    s.write_all(head)?;
+    let end = off + len as u64;
+    while off < end {
+        match crate::sys::fd::sendfile(fd, file.as_raw_fd(), off, (end - off) as usize) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => off += n as u64,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Write all of `parts`, in as few writes as the socket takes.
@@ -672,53 +705,75 @@ impl RemotePages {
     /// Fill `buf` with the bytes of pages image `name` from `off`, checked
     /// against the xxh3-64 the server sent with them.
     pub fn fetch(&mut self, name: &str, off: u64, buf: &mut [u8]) -> Result<()> {
-        let what = format!("fetching {} bytes at offset {off} of {name}", buf.len());
+        let ask = self.ask(name, off, buf.len())?;
+        ask.answer(&mut self.s, self.peer, buf)
+    }
+
+    /// Send the request for `len` bytes of `name` from `off`; its answer
+    /// comes after those of the requests sent before it.
+    fn ask(&mut self, name: &str, off: u64, len: usize) -> Result<Ask> {
+        let what = format!("fetching {len} bytes at offset {off} of {name}");
         let &(file, size) = self
             .files
             .get(name)
             .ok_or_else(|| err(self.peer, &what, "the page server does not have it"))?;
-        if buf.len() > MAX_FRAME as usize || off + buf.len() as u64 > size {
+        if len > MAX_FRAME as usize || off + len as u64 > size {
             return Err(err(self.peer, &what, format!("the file has {size} bytes")));
         }
         let mut req = [0u8; 16];
         req[..4].copy_from_slice(&file.to_le_bytes());
-        req[4..8].copy_from_slice(&(buf.len() as u32).to_le_bytes());
+        req[4..8].copy_from_slice(&(len as u32).to_le_bytes());
         req[8..].copy_from_slice(&off.to_le_bytes());
-        let mut head = [0u8; 13];
-        let got = self
-            .s
-            .write_all(&req)
-            .and_then(|()| self.s.read_exact(&mut head[..1]));
-        let gone = |e: std::io::Error| {
-            use std::io::ErrorKind::*;
-            match e.kind() {
-                UnexpectedEof => "the page server closed the connection".to_string(),
-                BrokenPipe | ConnectionReset => {
-                    format!("the page server closed the connection ({e})")
-                }
-                _ => e.to_string(),
-            }
-        };
-        got.map_err(|e| err(self.peer, &what, gone(e)))?;
-        if head[0] != b'D' {
-            let mut msg = Vec::new();
-            let _ = (&mut self.s).take(4096).read_to_end(&mut msg);
-            return Err(err(self.peer, &what, String::from_utf8_lossy(&msg)));
-        }
         self.s
-            .read_exact(&mut head[1..])
-            .and_then(|()| self.s.read_exact(buf))
+            .write_all(&req)
             .map_err(|e| err(self.peer, &what, gone(e)))?;
-        let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
-        let sum = u64::from_le_bytes(head[5..].try_into().expect("8 bytes"));
-        if len as usize != buf.len() || xxhash_rust::xxh3::xxh3_64(buf) != sum {
-            return Err(err(
-                self.peer,
-                &what,
-                "the bytes arrived changed (xxh3 mismatch)",
-            ));
-        }
-        Ok(())
+        Ok(Ask { what })
+    }
+
+    /// Fetch ahead on this connection (a second one of the restore's,
+    /// for the background): requests go out as [`Ahead::ask`] is called,
+    /// and a thread of its own takes in the answers in order, so that
+    /// the transfer goes on while the caller copies what came before.
+    pub fn ahead<T: Send + 'static>(self) -> Result<Ahead<T>> {
+        let peer = self.peer;
+        let mut input = self
+            .s
+            .try_clone()
+            .map_err(|e| err(peer, "setting up the connection", e))?;
+        let (wake_rx, mut wake_tx) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| err(peer, "setting up the connection", e))?;
+        wake_rx
+            .set_nonblocking(true)
+            .map_err(|e| err(peer, "setting up the connection", e))?;
+        let (asks, todo) = std::sync::mpsc::channel::<(T, Ask, Vec<u8>)>();
+        let (back, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("pages-ahead".into())
+            .spawn(move || {
+                // After a failed answer the connection is not read again:
+                // the later ones fail too, after it, so that the caller
+                // meets the first error first.
+                let mut failed = false;
+                for (tag, ask, mut buf) in todo {
+                    let r = if failed {
+                        Err(err(peer, &ask.what, "an earlier answer failed"))
+                    } else {
+                        ask.answer(&mut input, peer, &mut buf)
+                    };
+                    failed |= r.is_err();
+                    if back.send((tag, buf, r)).is_err() {
+                        return;
+                    }
+                    let _ = wake_tx.write_all(&[1]);
+                }
+            })
+            .map_err(|e| err(peer, "starting the thread that fetches ahead", e))?;
+        Ok(Ahead {
+            remote: self,
+            asks,
+            done,
+            wake: wake_rx,
+        })
     }
 
     /// End the session: the page server exits.
@@ -726,6 +781,86 @@ impl RemotePages {
         let mut req = [0u8; 16];
         req[..4].copy_from_slice(&LAZY_END.to_le_bytes());
         let _ = self.s.write_all(&req);
+    }
+}
+
+/// How a cut connection reads in a message.
+fn gone(e: std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        UnexpectedEof => "the page server closed the connection".to_string(),
+        BrokenPipe | ConnectionReset => format!("the page server closed the connection ({e})"),
+        _ => e.to_string(),
+    }
+}
+
+/// A request sent, its answer not yet read.
+struct Ask {
+    /// What it fetches, for messages.
+    what: String,
+}
+
+impl Ask {
+    /// Read the answer into `buf` (the requested length) from `s`, and
+    /// check it against the xxh3-64 the server sent with it.
+    fn answer(&self, s: &mut TcpStream, peer: SocketAddr, buf: &mut [u8]) -> Result<()> {
+        let what = &self.what;
+        let mut head = [0u8; 13];
+        s.read_exact(&mut head[..1])
+            .map_err(|e| err(peer, what, gone(e)))?;
+        if head[0] != b'D' {
+            let mut msg = Vec::new();
+            let _ = s.take(4096).read_to_end(&mut msg);
+            return Err(err(peer, what, String::from_utf8_lossy(&msg)));
+        }
+        s.read_exact(&mut head[1..])
+            .and_then(|()| s.read_exact(buf))
+            .map_err(|e| err(peer, what, gone(e)))?;
+        let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
+        let sum = u64::from_le_bytes(head[5..].try_into().expect("8 bytes"));
+        if len as usize != buf.len() || xxhash_rust::xxh3::xxh3_64(buf) != sum {
+            return Err(err(peer, what, "the bytes arrived changed (xxh3 mismatch)"));
+        }
+        Ok(())
+    }
+}
+
+/// A connection to the page server that fetches ahead
+/// ([`RemotePages::ahead`]): answers arrive in the order of the requests,
+/// each with the caller's tag and the buffer it gave.
+pub struct Ahead<T> {
+    remote: RemotePages,
+    asks: std::sync::mpsc::Sender<(T, Ask, Vec<u8>)>,
+    done: std::sync::mpsc::Receiver<(T, Vec<u8>, Result<()>)>,
+    /// A byte per answer: readable when one is in.
+    wake: std::os::unix::net::UnixStream,
+}
+
+impl<T: Send + 'static> Ahead<T> {
+    /// Ask for `buf.len()` bytes of `name` from `off` into `buf`.
+    pub fn ask(&mut self, tag: T, name: &str, off: u64, buf: Vec<u8>) -> Result<()> {
+        let ask = self.remote.ask(name, off, buf.len())?;
+        let peer = self.remote.peer;
+        self.asks
+            .send((tag, ask, buf))
+            .map_err(|_| err(peer, "fetching ahead", "the connection failed earlier"))
+    }
+
+    /// Readable (for poll) when an answer is in.
+    pub fn ready_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.wake.as_fd()
+    }
+
+    /// The next answer, if one is in: its tag, its buffer, and whether
+    /// it arrived whole and checked.
+    pub fn take(&mut self) -> Option<(T, Vec<u8>, Result<()>)> {
+        // The wake bytes first: one written after this try_recv wakes the
+        // next poll, one left over from an answer taken before it was
+        // written wakes it once for nothing.
+        let mut b = [0u8; 64];
+        while matches!(self.wake.read(&mut b), Ok(n) if n > 0) {}
+        self.done.try_recv().ok()
     }
 }
 
@@ -870,6 +1005,46 @@ mod tests {
             Sent {
                 requests: 2,
                 bytes: 6 * 4096
+            }
+        );
+    }
+
+    /// Requests sent ahead on a connection of their own come back in
+    /// order, each with its tag and its buffer, checked.
+    #[test]
+    fn fetching_ahead_answers_in_order() {
+        let data: Vec<u8> = (0..64 * 4096).map(|i| (i * 13 % 251) as u8).collect();
+        let (t, m) = pages_dir(&data);
+        let (port, h) = lazy_server(t.path());
+        let faults = RemotePages::connect("127.0.0.1", port, &m).unwrap();
+        let mut ahead = RemotePages::connect("127.0.0.1", port, &m)
+            .unwrap()
+            .ahead::<usize>()
+            .unwrap();
+        let run = 8 * 4096;
+        for k in 0..8 {
+            ahead
+                .ask(k, "pages-1.img", (k * run) as u64, vec![0u8; run])
+                .unwrap();
+        }
+        let mut next = 0;
+        while next < 8 {
+            let fd = ahead.ready_fd().as_raw_fd();
+            assert!(crate::sys::fd::poll_in(fd, 10_000).unwrap(), "no answer");
+            while let Some((k, buf, got)) = ahead.take() {
+                got.unwrap();
+                assert_eq!(k, next);
+                assert_eq!(buf, data[k * run..(k + 1) * run]);
+                next += 1;
+            }
+        }
+        faults.end();
+        drop(ahead);
+        assert_eq!(
+            h.join().unwrap().unwrap(),
+            Sent {
+                requests: 8,
+                bytes: 64 * 4096
             }
         );
     }

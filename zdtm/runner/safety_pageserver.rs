@@ -198,10 +198,11 @@ pub fn dump_page_server_fails(run: &mut Run) -> Result<Outcome, String> {
 }
 
 /// A proxy on a loopback port in front of the page server on `upstream`
-/// that forwards its first connection whole and the second (the
-/// lazy-pages daemon's) until `keep` bytes came back from the server,
+/// that forwards its first connection (the engine's) whole and each later
+/// one (the lazy-pages daemon's: one for its faults, one for the runs it
+/// fetches ahead) until `keep` bytes came back from the server on it,
 /// then cuts it: a page server that dies in the middle of a lazy restore.
-fn cut_second_after(upstream: u16, keep: u64) -> Result<u16, String> {
+fn cut_daemon_after(upstream: u16, keep: u64) -> Result<u16, String> {
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpStream};
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
@@ -211,7 +212,7 @@ fn cut_second_after(upstream: u16, keep: u64) -> Result<u16, String> {
             let (Ok(down), Ok(up)) = (c, TcpStream::connect(("127.0.0.1", upstream))) else {
                 return;
             };
-            let limit = if n == 1 { keep } else { u64::MAX };
+            let limit = if n >= 1 { keep } else { u64::MAX };
             let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut d2, &mut u2);
@@ -234,7 +235,7 @@ fn cut_second_after(upstream: u16, keep: u64) -> Result<u16, String> {
                 let _ = down.shutdown(Shutdown::Both);
                 let _ = up.shutdown(Shutdown::Both);
             });
-            if n == 1 {
+            if n == 2 {
                 return;
             }
         }
@@ -265,7 +266,7 @@ pub fn restore_lazy_page_server_dies(run: &mut Run) -> Result<Outcome, String> {
     }
     let server = run.start_page_server(&srv, "lazy-page-server", true)?;
     // `mem` has 48 MiB of lazy memory: cut after 4 MiB of it.
-    let port = cut_second_after(server.port, 4 << 20)?;
+    let port = cut_daemon_after(server.port, 4 << 20)?;
     let what = "restore-cut";
     let mut args = restore_args(run, &img, what);
     args.push("--lazy-pages".into());

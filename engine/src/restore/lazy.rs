@@ -29,8 +29,9 @@
 //!   and any mapping the kernel refuses to register.
 //! - A fault copies the pages of the image in the aligned
 //!   [`FAULT_WINDOW`] around the address (clamped to what the image has
-//!   there; a hole gets the zero page); the background fills the rest in
-//!   runs of [`BACKGROUND_RUN`], reading the faults between runs.
+//!   there; a hole gets the zero page); once the tree runs (until then the
+//!   restore has the CPUs), the background fills the rest in runs of
+//!   [`BACKGROUND_RUN`], reading the faults between runs.
 //! - The tree may fork, mremap, MADV_DONTNEED or unmap memory not filled
 //!   yet: the userfaultfd reports each (UFFD_FEATURE_EVENT_*), and the
 //!   daemon follows: a forked child's mm gets its own userfaultfd and the
@@ -42,7 +43,10 @@
 //!   written before the tree runs (everything but the lazy runs) into
 //!   sparse files of a staging directory ([`stage`]) that stands for the
 //!   pages files, and the daemon fetches the lazy runs over a connection
-//!   of its own, each fault window and background run in one request.
+//!   of its own, each fault window in one request; the background runs
+//!   come over a second connection, [`RUNS_AHEAD`] asked for at a time
+//!   and taken in by a thread of the daemon while it copies the last one
+//!   in (the server, the transfer and the copy overlap).
 //!   Memory shared copy-on-write with the parent process is not kept
 //!   shared then (no held memory): the lazy runs are the same whatever
 //!   the restore decides later, and a mapping userfaultfd refuses is an
@@ -69,14 +73,26 @@ use nix::sys::socket::{
 use super::load::Images;
 use crate::error::{Error, Pid, Result};
 use crate::images::pagemap::PAGE;
-use crate::pageserver::RemotePages;
+use crate::pageserver::{Ahead, RemotePages};
 use crate::sys::uffd;
 use crate::sys::Mmap;
 
 /// The bytes a fault brings in around its address (aligned).
 pub const FAULT_WINDOW: u64 = 256 << 10;
+/// The most bytes of small runs filled before the tree runs
+/// ([`Served::fill_small`]).
+const SMALL_FIRST: u64 = 4 << 20;
 /// The bytes of one background copy (the faults wait at most that long).
 pub const BACKGROUND_RUN: u64 = 4 << 20;
+/// From a page server, the bytes of one background run fetched ahead
+/// ([`Served::stream`]): smaller than a local one, since several are on
+/// their way at a time and the daemon copies one in between two looks at
+/// the faults (each copy is what a fault may wait behind).
+const AHEAD_RUN: u64 = 1 << 20;
+/// The background runs asked for and not yet copied: while the daemon
+/// copies one in, the server sends the next and a thread of the daemon
+/// takes them in.
+const RUNS_AHEAD: usize = 16;
 
 /// Where a restore's pages files are when they are not local: a page
 /// server's address and port.
@@ -322,6 +338,24 @@ impl Plan {
         got
     }
 
+    /// What the plan has from `from` on, without taking it: at most `max`
+    /// bytes of the run holding `from`, or else of the next run above it.
+    pub fn peek_from(&self, from: u64, max: u64) -> Option<Piece> {
+        let (&s, &(e, src, off)) = self
+            .runs
+            .range(..=from)
+            .next_back()
+            .filter(|(_, &(e, _, _))| e > from)
+            .or_else(|| self.runs.range(from..).next())?;
+        let a = s.max(from);
+        Some(Piece {
+            addr: a,
+            len: (e - a).min(max),
+            src,
+            off: off + (a - s),
+        })
+    }
+
     /// The next background run: at most `max` bytes of the lowest run.
     pub fn take_next(&mut self, max: u64) -> Option<Piece> {
         let (&s, &(e, _, _)) = self.runs.iter().next()?;
@@ -396,23 +430,30 @@ pub struct Daemon {
 const MSG_TASK: u8 = b'T';
 const MSG_GO: u8 = b'G';
 const MSG_ACK: u8 = b'A';
+const MSG_RUN: u8 = b'R';
 
-/// The daemon's own connection to the page server (the page server
-/// serves while any is open), made when the restore begins: before the
+/// The daemon's own connections to the page server (which serves while
+/// any is open): one for the faults, one for the background runs.
+pub type Connections = (RemotePages, RemotePages);
+
+/// The daemon's connections, made when the restore begins: before the
 /// engine enters the tree's network namespace, where the page server's
 /// address would be another's (its loopback the tree's own).
-pub fn connect(imgs: &Images, server: &PageServer) -> Result<RemotePages> {
+pub fn connect(imgs: &Images, server: &PageServer) -> Result<Connections> {
     let manifest = crate::images::Manifest::read(&imgs.dir)?;
-    RemotePages::connect(&server.address, server.port, &manifest)
-        .map_err(|e| e.context("lazy pages: the daemon's connection"))
+    let one = || {
+        RemotePages::connect(&server.address, server.port, &manifest)
+            .map_err(|e| e.context("lazy pages: the daemon's connections"))
+    };
+    Ok((one()?, one()?))
 }
 
 impl Daemon {
     /// Fork the daemon (the engine must be single-threaded); with
-    /// `remote`, it fetches the lazy pages over that connection to the
-    /// page server (`connect`), which it takes: the engine's copy is
+    /// `remote`, it fetches the lazy pages over those connections to the
+    /// page server (`connect`), which it takes: the engine's copies are
     /// closed.
-    pub fn start(imgs: &Images, remote: Option<RemotePages>) -> Result<Daemon> {
+    pub fn start(imgs: &Images, remote: Option<Connections>) -> Result<Daemon> {
         let root = imgs.tasks[0].pid;
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
@@ -536,6 +577,13 @@ impl Daemon {
         }
         Ok(())
     }
+
+    /// The tree runs: the daemon starts filling in the background (until
+    /// then it only answers faults, and leaves the CPUs to the restore).
+    /// A daemon that is gone has said why in the log already.
+    pub fn running(&mut self) {
+        let _ = nix::sys::socket::send(self.sock.as_raw_fd(), &[MSG_RUN], MsgFlags::MSG_NOSIGNAL);
+    }
 }
 
 /// vm.unprivileged_userfaultfd is 1: userfaultfd(2) works for a task
@@ -572,13 +620,16 @@ struct Mm {
     /// Faults to answer again once pending events are read (the copy
     /// said the mm was changing).
     retry: Vec<u64>,
+    /// From a page server: the address below which the plan's runs have
+    /// been asked for in the background ([`Served::stream`]).
+    streamed: u64,
     what: String,
 }
 
 struct Fatal(String);
 
 /// The daemon: never returns into the engine. Its exit code.
-fn daemon_main(imgs: &Images, remote: Option<RemotePages>, sock: OwnedFd) -> i32 {
+fn daemon_main(imgs: &Images, remote: Option<Connections>, sock: OwnedFd) -> i32 {
     let _ = nix::unistd::setsid();
     crate::sys::ignore_signals(&[
         nix::sys::signal::Signal::SIGINT,
@@ -599,6 +650,18 @@ fn daemon_main(imgs: &Images, remote: Option<RemotePages>, sock: OwnedFd) -> i32
             let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
         }
     }
+    // The second connection for the background runs, fetched ahead by a
+    // thread of the daemon's own (the engine forks it single-threaded).
+    let (remote, ahead) = match remote {
+        None => (None, None),
+        Some((faults, runs)) => match runs.ahead() {
+            Ok(a) => (Some(faults), Some(a)),
+            Err(e) => {
+                error!("lazy pages: {e}");
+                return 1;
+            }
+        },
+    };
     let me = std::process::id() as i32;
     if nix::sys::socket::send(sock.as_raw_fd(), &me.to_ne_bytes(), MsgFlags::MSG_NOSIGNAL).is_err()
     {
@@ -608,6 +671,9 @@ fn daemon_main(imgs: &Images, remote: Option<RemotePages>, sock: OwnedFd) -> i32
         imgs,
         sources: (0..imgs.tasks.len()).map(|_| None).collect(),
         remote,
+        ahead,
+        in_flight: 0,
+        spare: Vec::new(),
         buf: Vec::new(),
         mms: Vec::new(),
         pidfds: Vec::new(),
@@ -647,6 +713,13 @@ struct Served<'a> {
     sources: Vec<Option<Mmap>>,
     /// The page server holding the pages files, if they are not local.
     remote: Option<RemotePages>,
+    /// Its second connection, for the background runs: each asked for
+    /// with the mm and the piece it is for.
+    ahead: Option<Ahead<(usize, Piece)>>,
+    /// Background runs asked for on `ahead`, not yet in.
+    in_flight: usize,
+    /// Buffers of runs copied in, for the next ones.
+    spare: Vec<Vec<u8>>,
     /// The bytes of the last piece fetched from it.
     buf: Vec<u8>,
     mms: Vec<Mm>,
@@ -661,22 +734,34 @@ impl Served<'_> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let mut go = false;
         let mut ctl = true;
+        // The tree runs (or the engine is gone): fill in the background.
+        let mut running = false;
+        // A run came in last time: there may be more waiting.
+        let mut took = false;
         let mut msgs = Vec::new();
         loop {
-            let busy = self.mms.iter().any(|m| !m.plan.is_empty());
-            if go && !busy {
+            let pending = self.mms.iter().any(|m| !m.plan.is_empty());
+            if go && !pending {
                 return Ok(true);
             }
             if !ctl && !go {
                 return Ok(false);
             }
+            // Runs on their way from the page server: the next poll
+            // wakes when one is in; else this thread fetches or reads
+            // the next run itself, between two looks at the faults.
+            let streaming = running && self.stream()?;
+            let busy = running && pending && (!streaming || took);
             let revents: Vec<bool> = {
-                let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(self.mms.len() + 1);
+                let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(self.mms.len() + 2);
                 if ctl {
                     pfds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
                 }
                 for m in &self.mms {
                     pfds.push(PollFd::new(m.uffd.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(a) = &self.ahead {
+                    pfds.push(PollFd::new(a.ready_fd(), PollFlags::POLLIN));
                 }
                 let t = if busy {
                     PollTimeout::ZERO
@@ -702,11 +787,16 @@ impl Served<'_> {
                             &[MSG_ACK],
                             MsgFlags::MSG_NOSIGNAL,
                         );
+                        self.fill_small()?;
                     }
-                    Control::Closed => ctl = false,
+                    Control::Run => running = true,
+                    Control::Closed => {
+                        ctl = false;
+                        running = true;
+                    }
                 }
             }
-            let ready: Vec<bool> = ready.collect();
+            let ready: Vec<bool> = ready.take(self.mms.len()).collect();
             for (i, _) in ready.iter().enumerate().filter(|(_, &r)| r) {
                 msgs.clear();
                 match uffd::read_msgs(self.mms[i].uffd.as_fd(), &mut msgs) {
@@ -729,12 +819,114 @@ impl Served<'_> {
                     self.fault(i, addr)?;
                 }
             }
+            took = self.arrived()?;
+            if streaming || !running {
+                continue;
+            }
             if let Some(i) = self.mms.iter().position(|m| !m.plan.is_empty()) {
                 if let Some(p) = self.mms[i].plan.take_next(BACKGROUND_RUN) {
                     self.fill(i, p)?;
                 }
             }
         }
+    }
+
+    /// Once every task is handed over, while the engine releases the
+    /// tree: the small runs of each mm (its stack, heap, data: what a
+    /// program touches first), up to [`SMALL_FIRST`] bytes in all, so
+    /// that its first instructions do not wait on faults behind the
+    /// background.
+    fn fill_small(&mut self) -> std::result::Result<(), Fatal> {
+        let mut left = SMALL_FIRST;
+        for i in 0..self.mms.len() {
+            let small: Vec<(u64, u64)> = self.mms[i]
+                .plan
+                .runs
+                .iter()
+                .map(|(&s, &(e, _, _))| (s, e))
+                .filter(|&(s, e)| e - s <= FAULT_WINDOW)
+                .collect();
+            for (s, e) in small {
+                if e - s > left {
+                    return Ok(());
+                }
+                left -= e - s;
+                for p in self.mms[i].plan.take_range(s, e) {
+                    self.fill(i, p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// From a page server: keep [`RUNS_AHEAD`] background runs asked for
+    /// on the second connection, each mm's runs in address order from
+    /// where its last one ended. True while any is on its way. What this
+    /// passes by (a run that moved below an mm's mark, one put back after
+    /// a failed copy) is fetched over the first connection once nothing
+    /// is on its way.
+    fn stream(&mut self) -> std::result::Result<bool, Fatal> {
+        let Some(ahead) = self.ahead.as_mut() else {
+            return Ok(false);
+        };
+        while self.in_flight < RUNS_AHEAD {
+            let Some((i, p)) = self
+                .mms
+                .iter()
+                .enumerate()
+                .find_map(|(i, m)| m.plan.peek_from(m.streamed, AHEAD_RUN).map(|p| (i, p)))
+            else {
+                break;
+            };
+            self.mms[i].streamed = p.addr + p.len;
+            let name = self.imgs.tasks[p.src].pages.pages_file();
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.resize(p.len as usize, 0);
+            ahead
+                .ask((i, p), &name, p.off, buf)
+                .map_err(|e| Fatal(format!("{}: pages at {:#x}: {e}", self.mms[i].what, p.addr)))?;
+            self.in_flight += 1;
+        }
+        Ok(self.in_flight > 0)
+    }
+
+    /// Copy in the next background run that came in from the page
+    /// server, if one did (true): what of it the plan still has (a fault
+    /// may have brought some of it in meanwhile, the tree may have
+    /// dropped or moved some). One run, then the faults again.
+    fn arrived(&mut self) -> std::result::Result<bool, Fatal> {
+        let Some(ahead) = self.ahead.as_mut() else {
+            return Ok(false);
+        };
+        let Some(((i, run), buf, got)) = ahead.take() else {
+            return Ok(false);
+        };
+        {
+            self.in_flight -= 1;
+            got.map_err(|e| {
+                Fatal(format!(
+                    "{}: pages at {:#x}: {e}",
+                    self.mms[i].what, run.addr
+                ))
+            })?;
+            for p in self.mms[i].plan.take_range(run.addr, run.addr + run.len) {
+                let inside =
+                    p.src == run.src && p.off >= run.off && p.off + p.len <= run.off + run.len;
+                if inside {
+                    let at = (p.off - run.off) as usize;
+                    copy_in(
+                        &mut self.mms[i],
+                        &mut self.copied,
+                        p,
+                        &buf[at..at + p.len as usize],
+                    )?;
+                } else {
+                    self.mms[i].plan.insert(p);
+                }
+            }
+            self.spare.push(buf);
+        }
+        Ok(true)
     }
 
     fn control(&mut self, sock: &OwnedFd) -> std::result::Result<Control, Fatal> {
@@ -769,6 +961,7 @@ impl Served<'_> {
         }
         match buf[0] {
             MSG_GO => Ok(Control::Go),
+            MSG_RUN => Ok(Control::Run),
             MSG_TASK if n >= 5 && (n - 5) % 16 == 0 && fds.len() == 2 => {
                 let idx = u32::from_ne_bytes(buf[1..5].try_into().unwrap()) as usize;
                 let ranges: Vec<(u64, u64)> = buf[5..n]
@@ -807,6 +1000,7 @@ impl Served<'_> {
                     uffd,
                     plan,
                     retry: Vec::new(),
+                    streamed: 0,
                     what: format!("pid {}", t.pid),
                 });
                 Ok(Control::Task)
@@ -826,6 +1020,7 @@ impl Served<'_> {
                     uffd: uffd::fork_fd(m),
                     plan: self.mms[i].plan.clone(),
                     retry: Vec::new(),
+                    streamed: 0,
                     what: format!("a child forked by {}", self.mms[i].what),
                 };
                 debug!("lazy pages: {}", child.what);
@@ -917,48 +1112,60 @@ impl Served<'_> {
                 }
             },
         };
-        let mm = &mut self.mms[i];
-        let mut done = 0u64;
-        while done < p.len {
-            let (n, err) = uffd::copy(mm.uffd.as_fd(), p.addr + done, &data[done as usize..]);
-            done += n;
-            self.copied += n;
-            match err {
-                None => {}
-                _ if n > 0 => {}
-                // A page already there (written by the restore itself).
-                Some(Errno::EEXIST) => done += PAGE,
-                Some(Errno::EAGAIN) => {
-                    mm.plan.insert(Piece {
-                        addr: p.addr + done,
-                        len: p.len - done,
-                        off: p.off + done,
-                        ..p
-                    });
-                    return Ok(false);
-                }
-                // The mapping is gone, or the whole mm.
-                Some(Errno::ENOENT | Errno::EINVAL) => return Ok(true),
-                Some(Errno::ESRCH) => {
-                    mm.plan = Plan::default();
-                    return Ok(true);
-                }
-                Some(e) => {
-                    return Err(Fatal(format!(
-                        "{}: copying pages to {:#x}: {e}",
-                        mm.what,
-                        p.addr + done
-                    )))
-                }
+        copy_in(&mut self.mms[i], &mut self.copied, p, data)
+    }
+}
+
+/// Copy piece `p` of mm `mm` from `data` (its bytes), adding what went
+/// in to `copied`. False if the mm was changing and the rest went back
+/// into its plan.
+fn copy_in(
+    mm: &mut Mm,
+    copied: &mut u64,
+    p: Piece,
+    data: &[u8],
+) -> std::result::Result<bool, Fatal> {
+    let mut done = 0u64;
+    while done < p.len {
+        let (n, err) = uffd::copy(mm.uffd.as_fd(), p.addr + done, &data[done as usize..]);
+        done += n;
+        *copied += n;
+        match err {
+            None => {}
+            _ if n > 0 => {}
+            // A page already there (written by the restore itself).
+            Some(Errno::EEXIST) => done += PAGE,
+            Some(Errno::EAGAIN) => {
+                mm.plan.insert(Piece {
+                    addr: p.addr + done,
+                    len: p.len - done,
+                    off: p.off + done,
+                    ..p
+                });
+                return Ok(false);
+            }
+            // The mapping is gone, or the whole mm.
+            Some(Errno::ENOENT | Errno::EINVAL) => return Ok(true),
+            Some(Errno::ESRCH) => {
+                mm.plan = Plan::default();
+                return Ok(true);
+            }
+            Some(e) => {
+                return Err(Fatal(format!(
+                    "{}: copying pages to {:#x}: {e}",
+                    mm.what,
+                    p.addr + done
+                )))
             }
         }
-        Ok(true)
     }
+    Ok(true)
 }
 
 enum Control {
     Task,
     Go,
+    Run,
     Closed,
 }
 
@@ -996,6 +1203,25 @@ mod tests {
         );
         assert!(p.is_empty());
         assert_eq!(p.take_fault(0x90000, 0x40000), vec![]);
+    }
+
+    #[test]
+    fn peek_from_looks_without_taking() {
+        let mut p = Plan::default();
+        p.insert(piece(0x10000, 0x4000, 0));
+        p.insert(piece(0x20000, 0x80000, 0x4000));
+        assert_eq!(p.peek_from(0, 0x2000), Some(piece(0x10000, 0x2000, 0)));
+        // From inside a run, and past its end to the next.
+        assert_eq!(
+            p.peek_from(0x12000, 0x100000),
+            Some(piece(0x12000, 0x2000, 0x2000))
+        );
+        assert_eq!(
+            p.peek_from(0x14000, 0x10000),
+            Some(piece(0x20000, 0x10000, 0x4000))
+        );
+        assert_eq!(p.peek_from(0xa0000, 0x10000), None);
+        assert_eq!(p.bytes(), 0x84000);
     }
 
     #[test]

@@ -80,8 +80,8 @@ struct Memory {
     lazy: Mutex<Option<super::lazy::Daemon>>,
     /// `--page-server`: the pages files are there (restore/lazy.rs).
     page_server: Option<super::lazy::PageServer>,
-    /// The daemon's connection to it, until the daemon takes it.
-    remote: Option<crate::pageserver::RemotePages>,
+    /// The daemon's connections to it, until the daemon takes them.
+    remote: Option<super::lazy::Connections>,
 }
 
 impl Restorer for Memory {
@@ -99,6 +99,13 @@ impl Restorer for Memory {
         match lock(&self.lazy).as_mut() {
             Some(d) => d.go(imgs.tasks[0].pid),
             None => Ok(()),
+        }
+    }
+
+    /// The tree runs: the daemon may fill in the background now.
+    fn released(&mut self) {
+        if let Some(d) = lock(&self.lazy).as_mut() {
+            d.running();
         }
     }
 

@@ -46,6 +46,16 @@ pub fn set_cloexec(fd: RawFd) -> nix::Result<()> {
     Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
 }
 
+/// `sendfile(2)`: up to `len` bytes of file `file` from offset `off` out
+/// on `out` (a socket: the kernel passes the file's pages to it, with no
+/// copy into a buffer of ours); the bytes sent.
+pub fn sendfile(out: RawFd, file: RawFd, off: u64, len: usize) -> nix::Result<usize> {
+    let mut at = off as libc::off_t;
+    // SAFETY: integer arguments and a pointer to our own off_t, which the
+    // kernel advances.
+    Errno::result(unsafe { libc::sendfile(out, file, &mut at, len) }).map(|n| n as usize)
+}
+
 /// `pipe(2)`: (read end, write end), both owned by the caller.
 pub fn pipe() -> nix::Result<(RawFd, RawFd)> {
     let mut p = [0 as RawFd; 2];
