@@ -362,6 +362,13 @@ impl Plan {
         self.take_range(s, s + (e - s).min(max)).pop()
     }
 
+    /// A background run from the other end: at most `max` bytes at the
+    /// top of the highest run (the copier's, [`Copier`]).
+    pub fn take_last(&mut self, max: u64) -> Option<Piece> {
+        let (&s, &(e, _, _)) = self.runs.iter().next_back()?;
+        self.take_range(s.max(e.saturating_sub(max)), e).pop()
+    }
+
     /// The tree moved `[from, from+len)` to `to` (mremap): what was to
     /// fill there is to fill at the new place; what was at the new place
     /// is gone.
@@ -679,9 +686,37 @@ fn daemon_main(imgs: &Images, remote: Option<Connections>, sock: OwnedFd) -> i32
         pidfds: Vec::new(),
         copied: 0,
         faults: 0,
+        copier: None,
     };
     let t0 = std::time::Instant::now();
-    match d.run(&sock) {
+    let mut copier_end = None;
+    if d.remote.is_none() {
+        match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok((wake, wake_w)) => {
+                let (jobs, jobs_rx) = std::sync::mpsc::channel();
+                let (done_tx, done) = std::sync::mpsc::channel();
+                d.copier = Some(Copier {
+                    jobs,
+                    done,
+                    wake,
+                    busy: None,
+                });
+                copier_end = Some((jobs_rx, done_tx, wake_w));
+            }
+            // Without it the daemon's thread copies everything.
+            Err(e) => warn!("lazy pages: no copier thread (pipe: {e})"),
+        }
+    }
+    let run = std::thread::scope(|s| {
+        if let Some((jobs, done, wake)) = copier_end {
+            s.spawn(move || copier_main(imgs, jobs, done, wake));
+        }
+        let r = d.run(&sock);
+        // Its end of the channel: the copier's loop ends.
+        d.copier = None;
+        r
+    });
+    match run {
         Ok(true) => {
             info!(
                 "lazy pages: all in after {:?}: {} MiB copied, {} faults",
@@ -710,7 +745,7 @@ struct Served<'a> {
     imgs: &'a Images,
     /// Each task's pages file, mapped when its first mm arrives (an
     /// empty map for pages on the page server).
-    sources: Vec<Option<Mmap>>,
+    sources: Vec<Option<std::sync::Arc<Mmap>>>,
     /// The page server holding the pages files, if they are not local.
     remote: Option<RemotePages>,
     /// Its second connection, for the background runs: each asked for
@@ -726,6 +761,8 @@ struct Served<'a> {
     pidfds: Vec<OwnedFd>,
     copied: u64,
     faults: u64,
+    /// From local images: the second thread copying runs in.
+    copier: Option<Copier>,
 }
 
 impl Served<'_> {
@@ -741,7 +778,8 @@ impl Served<'_> {
         let mut msgs = Vec::new();
         loop {
             let pending = self.mms.iter().any(|m| !m.plan.is_empty());
-            if go && !pending {
+            let copying = self.copier.as_ref().is_some_and(|c| c.busy.is_some());
+            if go && !pending && !copying {
                 return Ok(true);
             }
             if !ctl && !go {
@@ -762,6 +800,9 @@ impl Served<'_> {
                 }
                 if let Some(a) = &self.ahead {
                     pfds.push(PollFd::new(a.ready_fd(), PollFlags::POLLIN));
+                }
+                if let Some(c) = self.copier.as_ref().filter(|_| copying) {
+                    pfds.push(PollFd::new(c.wake.as_fd(), PollFlags::POLLIN));
                 }
                 let t = if busy {
                     PollTimeout::ZERO
@@ -820,15 +861,83 @@ impl Served<'_> {
                 }
             }
             took = self.arrived()?;
+            // The copier's run, if it is in (its wake fd is polled last).
+            self.settle(false)?;
             if streaming || !running {
                 continue;
             }
+            self.hand_off()?;
             if let Some(i) = self.mms.iter().position(|m| !m.plan.is_empty()) {
                 if let Some(p) = self.mms[i].plan.take_next(BACKGROUND_RUN) {
                     self.fill(i, p)?;
                 }
             }
         }
+    }
+
+    /// The copier's run, once it is in (or at once, waiting, with
+    /// `wait`): its bytes counted, its rest back into the plan, its
+    /// failure the daemon's.
+    fn settle(&mut self, wait: bool) -> std::result::Result<(), Fatal> {
+        let Some(c) = self.copier.as_mut() else {
+            return Ok(());
+        };
+        let Some((i, p)) = c.busy else {
+            return Ok(());
+        };
+        let got = match wait {
+            true => c.done.recv().ok(),
+            false => c.done.try_recv().ok(),
+        };
+        let Some((n, how)) = got else {
+            return match wait {
+                true => Err(Fatal("the copier thread is gone".into())),
+                false => Ok(()),
+            };
+        };
+        // Its byte, written right after the answer.
+        let mut b = [0u8; 1];
+        let _ = nix::unistd::read(c.wake.as_raw_fd(), &mut b);
+        c.busy = None;
+        self.copied += n;
+        match how {
+            Ok(how) => copied_into(&mut self.mms[i], how).map(drop),
+            Err(e) => Err(Fatal(format!(
+                "{}: pages at {:#x}: {e}",
+                self.mms[i].what, p.addr
+            ))),
+        }
+    }
+
+    /// Gives the copier the top run of the last mm with pages to fill,
+    /// if it is idle.
+    fn hand_off(&mut self) -> std::result::Result<(), Fatal> {
+        let Some(c) = self.copier.as_mut() else {
+            return Ok(());
+        };
+        if c.busy.is_some() {
+            return Ok(());
+        }
+        let Some(i) = self.mms.iter().rposition(|m| !m.plan.is_empty()) else {
+            return Ok(());
+        };
+        let Some(p) = self.mms[i].plan.take_last(BACKGROUND_RUN) else {
+            return Ok(());
+        };
+        let Some(src) = self.sources.get(p.src).and_then(|s| s.clone()) else {
+            return Err(Fatal(format!("no pages file for piece {p:?}")));
+        };
+        let what = &self.mms[i].what;
+        let uffd = self.mms[i]
+            .uffd
+            .try_clone()
+            .map_err(|e| Fatal(format!("{what}: dup of its userfaultfd: {e}")))?;
+        if c.jobs.send(Job { uffd, p, src }).is_err() {
+            self.mms[i].plan.insert(p);
+            return Err(Fatal("the copier thread is gone".into()));
+        }
+        c.busy = Some((i, p));
+        Ok(())
     }
 
     /// Once every task is handed over, while the engine releases the
@@ -984,7 +1093,7 @@ impl Served<'_> {
                         None => super::memory::open_pages(self.imgs, &t.pages, false)
                             .map_err(|e| Fatal(e.to_string()))?,
                     };
-                    self.sources[idx] = Some(m);
+                    self.sources[idx] = Some(std::sync::Arc::new(m));
                 }
                 let mut fds = fds.into_iter();
                 let (uffd, pidfd) = (fds.next().unwrap(), fds.next().unwrap());
@@ -1010,6 +1119,14 @@ impl Served<'_> {
     }
 
     fn event(&mut self, i: usize, m: &uffd::Msg) -> std::result::Result<(), Fatal> {
+        // The copier's run first, where it matters ([`Copier`]): a fault
+        // inside it, or any other event.
+        let addr = m.arg[1] & !(PAGE - 1);
+        let inside = |&(j, p): &(usize, Piece)| j == i && p.addr <= addr && addr < p.addr + p.len;
+        let busy = self.copier.as_ref().and_then(|c| c.busy);
+        if busy.is_some_and(|b| m.event != uffd::EVENT_PAGEFAULT || inside(&b)) {
+            self.settle(true)?;
+        }
         match m.event {
             uffd::EVENT_PAGEFAULT => {
                 self.faults += 1;
@@ -1116,6 +1233,69 @@ impl Served<'_> {
     }
 }
 
+/// How a copy of a piece ended ([`copy_run`]).
+#[derive(Debug)]
+enum Copied {
+    /// All in (or the pages were there already).
+    Done,
+    /// The mm was changing: this rest of the piece is still to fill.
+    Again(Piece),
+    /// The mapping is gone (nothing waits for it).
+    Gone,
+    /// The whole mm is gone.
+    MmGone,
+    /// Anything else, at this address.
+    Failed(u64, Errno),
+}
+
+/// UFFDIO_COPY of piece `p` from `data` (its bytes) through `uffd`; the
+/// bytes that went in, and how it ended.
+fn copy_run(uffd: std::os::fd::BorrowedFd<'_>, p: Piece, data: &[u8]) -> (u64, Copied) {
+    let mut done = 0u64;
+    let mut copied = 0u64;
+    while done < p.len {
+        let (n, err) = uffd::copy(uffd, p.addr + done, &data[done as usize..]);
+        done += n;
+        copied += n;
+        match err {
+            None => {}
+            _ if n > 0 => {}
+            // A page already there (written by the restore itself).
+            Some(Errno::EEXIST) => done += PAGE,
+            Some(Errno::EAGAIN) => {
+                let rest = Piece {
+                    addr: p.addr + done,
+                    len: p.len - done,
+                    off: p.off + done,
+                    ..p
+                };
+                return (copied, Copied::Again(rest));
+            }
+            Some(Errno::ENOENT | Errno::EINVAL) => return (copied, Copied::Gone),
+            Some(Errno::ESRCH) => return (copied, Copied::MmGone),
+            Some(e) => return (copied, Copied::Failed(p.addr + done, e)),
+        }
+    }
+    (copied, Copied::Done)
+}
+
+/// What a copy's end means for mm `mm`: the rest back into its plan
+/// when it was changing (false), its plan dropped when it is gone.
+fn copied_into(mm: &mut Mm, how: Copied) -> std::result::Result<bool, Fatal> {
+    match how {
+        Copied::Done | Copied::Gone => Ok(true),
+        Copied::Again(rest) => {
+            mm.plan.insert(rest);
+            Ok(false)
+        }
+        Copied::MmGone => {
+            mm.plan = Plan::default();
+            Ok(true)
+        }
+        Copied::Failed(at, e) => Err(Fatal(format!("{}: copying pages to {at:#x}: {e}", mm.what))),
+    }
+}
+
 /// Copy piece `p` of mm `mm` from `data` (its bytes), adding what went
 /// in to `copied`. False if the mm was changing and the rest went back
 /// into its plan.
@@ -1125,41 +1305,68 @@ fn copy_in(
     p: Piece,
     data: &[u8],
 ) -> std::result::Result<bool, Fatal> {
-    let mut done = 0u64;
-    while done < p.len {
-        let (n, err) = uffd::copy(mm.uffd.as_fd(), p.addr + done, &data[done as usize..]);
-        done += n;
-        *copied += n;
-        match err {
-            None => {}
-            _ if n > 0 => {}
-            // A page already there (written by the restore itself).
-            Some(Errno::EEXIST) => done += PAGE,
-            Some(Errno::EAGAIN) => {
-                mm.plan.insert(Piece {
-                    addr: p.addr + done,
-                    len: p.len - done,
-                    off: p.off + done,
-                    ..p
-                });
-                return Ok(false);
+    let (n, how) = copy_run(mm.uffd.as_fd(), p, data);
+    *copied += n;
+    copied_into(mm, how)
+}
+
+/// A second thread that copies background runs in from local images,
+/// from the top of a plan while the daemon's thread goes from the bottom:
+/// UFFDIO_COPY (each page allocated in the task) is what bounds a lazy
+/// restore, and a plain one spreads it over the CPUs too. One run at a
+/// time: the daemon settles it ([`Served::settle`]) before it answers a
+/// fault inside it or reads any other event of the mms (a fork, mremap,
+/// or unmap, which hold the mm changing until read, so the copy is
+/// either in before them or comes back as [`Copied::Again`], whose rest
+/// the plan takes before the event applies).
+struct Copier {
+    jobs: std::sync::mpsc::Sender<Job>,
+    done: std::sync::mpsc::Receiver<(u64, std::result::Result<Copied, String>)>,
+    /// Readable when a run is done (a byte each).
+    wake: OwnedFd,
+    /// The run on its way, and its mm.
+    busy: Option<(usize, Piece)>,
+}
+
+/// One run for the copier: the mm's userfaultfd and its pages file.
+struct Job {
+    uffd: OwnedFd,
+    p: Piece,
+    src: std::sync::Arc<Mmap>,
+}
+
+/// The copier's thread: checks each run's deferred blocks, copies it,
+/// says how it went, until the daemon drops its end.
+fn copier_main(
+    imgs: &Images,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    done: std::sync::mpsc::Sender<(u64, std::result::Result<Copied, String>)>,
+    wake: OwnedFd,
+) {
+    for j in jobs {
+        let p = j.p;
+        let file = j.src.as_slice();
+        let out = match file.get(p.off as usize..(p.off + p.len) as usize) {
+            None => (
+                0,
+                Err("they are beyond the end of their pages file".to_string()),
+            ),
+            Some(d) => {
+                let name = imgs.tasks[p.src].pages.pages_file();
+                match imgs.check_deferred(&name, file, p.off, p.len) {
+                    Err(e) => (0, Err(e.to_string())),
+                    Ok(()) => {
+                        let (n, how) = copy_run(j.uffd.as_fd(), p, d);
+                        (n, Ok(how))
+                    }
+                }
             }
-            // The mapping is gone, or the whole mm.
-            Some(Errno::ENOENT | Errno::EINVAL) => return Ok(true),
-            Some(Errno::ESRCH) => {
-                mm.plan = Plan::default();
-                return Ok(true);
-            }
-            Some(e) => {
-                return Err(Fatal(format!(
-                    "{}: copying pages to {:#x}: {e}",
-                    mm.what,
-                    p.addr + done
-                )))
-            }
+        };
+        if done.send(out).is_err() {
+            return;
         }
+        let _ = nix::unistd::write(&wake, &[1]);
     }
-    Ok(true)
 }
 
 enum Control {
@@ -1203,6 +1410,17 @@ mod tests {
         );
         assert!(p.is_empty());
         assert_eq!(p.take_fault(0x90000, 0x40000), vec![]);
+    }
+
+    #[test]
+    fn take_last_takes_the_top_of_the_highest_run() {
+        let mut p = Plan::default();
+        p.insert(piece(0x10000, 0x3000, 0));
+        p.insert(piece(0x20000, 0x5000, 0x3000));
+        assert_eq!(p.take_last(0x2000), Some(piece(0x23000, 0x2000, 0x6000)));
+        assert_eq!(p.take_last(0x10000), Some(piece(0x20000, 0x3000, 0x3000)));
+        assert_eq!(p.take_last(0x10000), Some(piece(0x10000, 0x3000, 0)));
+        assert_eq!(p.take_last(0x1000), None);
     }
 
     #[test]
