@@ -251,11 +251,7 @@ fn cut_daemon_after(upstream: u16, keep: u64) -> Result<u16, String> {
 pub fn restore_lazy_page_server_dies(run: &mut Run) -> Result<Outcome, String> {
     run.start()?;
     let pid = run.pid.expect("started");
-    let st = run.engine_dump(1)?;
-    if !st.success() {
-        return Err(format!("dump 1 failed ({st})"));
-    }
-    run.wait_tree_gone(Duration::from_secs(30))?;
+    dump_1(run)?;
     let (img, srv) = (run.path("img-1"), run.path("img-lps"));
     fs::create_dir(&srv).map_err(|e| format!("create {}: {e}", srv.display()))?;
     let manifest = images::MANIFEST_NAME;
@@ -304,11 +300,7 @@ pub fn restore_lazy_damaged_block(run: &mut Run) -> Result<Outcome, String> {
     let pid = run.pid.expect("started");
     let tree = run.snapshot(pid);
     let stopped = trial::stopped_threads(&tree);
-    let st = run.engine_dump(1)?;
-    if !st.success() {
-        return Err(format!("dump 1 failed ({st})"));
-    }
-    run.wait_tree_gone(Duration::from_secs(30))?;
+    dump_1(run)?;
     let (img, bad) = (run.path("img-1"), run.path("img-bad"));
     copy_dir(&img, &bad)?;
     let manifest = fs::read_to_string(bad.join(images::MANIFEST_NAME))

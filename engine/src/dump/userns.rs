@@ -348,9 +348,14 @@ fn parse_map(root: Pid, name: &str, text: &str) -> Result<Vec<pb::UidGidExtent>>
 /// The id inside the namespace of `id` outside it (the overflow id when
 /// unmapped, as the kernel shows it).
 pub fn inside(map: &[pb::UidGidExtent], id: u32) -> u32 {
+    mapped_inside(map, id).unwrap_or(OVERFLOW_ID)
+}
+
+/// The id inside the namespace of `id` outside it, None when unmapped.
+pub fn mapped_inside(map: &[pb::UidGidExtent], id: u32) -> Option<u32> {
     map.iter()
         .find(|e| id >= e.lower_first && id - e.lower_first < e.count)
-        .map_or(OVERFLOW_ID, |e| e.first + (id - e.lower_first))
+        .map(|e| e.first + (id - e.lower_first))
 }
 
 /// Credentials read from outside, as seen inside user namespace `u`.

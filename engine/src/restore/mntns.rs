@@ -594,13 +594,14 @@ pub fn make(
 /// from an owner it does not map; else it is mounted as before, by the
 /// engine, and is the host's.
 fn in_userns(how: Make, m: &pb::MntEntry, u: &pb::UsernsEntry) -> bool {
-    let mapped = |map: &[pb::UidGidExtent]| map.iter().any(|e| e.lower_first == 0);
+    let mapped = |map: &[pb::UidGidExtent]| crate::dump::userns::mapped_inside(map, 0).is_some();
     match how {
         Make::Fresh => m.fstype == FS_DEVPTS,
         Make::Tmpfs if mapped(&u.uid_map) && mapped(&u.gid_map) => true,
         Make::Tmpfs => {
             warn!(
-                "mnt namespace: {}: made by the engine, so it is the host's user namespace's                  (the engine's ids 0:0, which fill it, are not mapped in the tree's)",
+                "mnt namespace: {}: made by the engine, so it is the host's user namespace's \
+                 (the engine's ids 0:0, which fill it, are not mapped in the tree's)",
                 describe(m)
             );
             false
@@ -688,11 +689,6 @@ const SETNS_FAILED: i32 = 200;
 /// A devpts's or tmpfs's options with their uid= and gid= as user
 /// namespace `u` sees them (mountinfo shows the host's).
 fn options_inside(data: &str, u: &pb::UsernsEntry) -> std::result::Result<String, String> {
-    let within = |map: &[pb::UidGidExtent], id: u32| {
-        map.iter()
-            .find(|e| id >= e.lower_first && id - e.lower_first < e.count)
-            .map(|e| e.first + (id - e.lower_first))
-    };
     data.split(',')
         .filter(|o| !o.is_empty())
         .map(|o| {
@@ -705,7 +701,7 @@ fn options_inside(data: &str, u: &pb::UsernsEntry) -> std::result::Result<String
                 .1
                 .parse()
                 .map_err(|_| format!("option {o}: not an id"))?;
-            within(map, id)
+            crate::dump::userns::mapped_inside(map, id)
                 .map(|i| format!("{}={i}", key.0))
                 .ok_or_else(|| format!("option {o}: {} {id} is not mapped in the namespace", key.0))
         })
