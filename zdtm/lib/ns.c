@@ -14,19 +14,23 @@
  *   SIGTERM to the test, and when every process of the namespace is gone it
  *   publishes the log (if the test did not) and unlinks the pidfiles.
  *
- * The "uns" flavour (ZDTM_USERNS=1 as well): before the other namespaces
- * the outer launcher unshares a user namespace, which thus owns them, and
- * a short-lived child of it, still outside, writes its maps (USERNS_UID_MAP,
- * USERNS_GID_MAP). Unlike CRIU's zdtm, whose maps shift every id (and
- * whose runner opens up its directories for that), ids below 65536 map to
- * themselves: the cases keep writing the runner's root-owned work
- * directories and run as ZDTM_UID; only the ids above are shifted.
+ * The "uns" flavour (ZDTM_USERNS=2 or 1 as well): before the other
+ * namespaces the outer launcher unshares a user namespace, which thus owns
+ * them, and a short-lived child of it, still outside, writes its maps.
+ * With 2 (the runner's default) every id is shifted, as in CRIU's zdtm and
+ * in an unprivileged container (USERNS_SHIFTED_*: the namespace's root is
+ * host 100000:200000, the host's root is not mapped), and the launcher
+ * becomes the namespace's root; the runner gives the work directory to
+ * the program's ids as the host sees them. With 1, ids below 65536 map to
+ * themselves and only those above are shifted (USERNS_UID_MAP,
+ * USERNS_GID_MAP): for the few cases that need the host's root mapped.
  *
  * Not yet supported compared with CRIU's zdtm: no pivot_root into ZDTM_ROOT
  * (the host's root directory is kept, in a private mount namespace).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <net/if.h>
 #include <sched.h>
@@ -48,6 +52,8 @@
 #define STATUS_FD_ENV "ZDTM_NS_STATUS_FD"
 #define USERNS_UID_MAP "0 0 65536\n65536 200000 65536\n"
 #define USERNS_GID_MAP "0 0 65536\n65536 300000 65536\n"
+#define USERNS_SHIFTED_UID_MAP "0 100000 65536\n"
+#define USERNS_SHIFTED_GID_MAP "0 200000 65536\n"
 
 char *ns_inner_pidfile(void)
 {
@@ -186,7 +192,7 @@ static void __attribute__((noreturn)) ns_exec_init(const char *exe, char **argv,
  * The caller enters a new user namespace; a child of it, outside, writes
  * the maps (a process cannot give itself more than its own id).
  */
-static void ns_enter_userns(void)
+static void ns_enter_userns(int shifted)
 {
 	int go[2], status;
 	char path[64], c;
@@ -206,12 +212,12 @@ static void ns_enter_userns(void)
 		if (read(go[0], &c, 1) != 1)
 			_exit(1);
 		snprintf(path, sizeof(path), "/proc/%d/uid_map", self);
-		if (test_write_file(path, USERNS_UID_MAP)) {
+		if (test_write_file(path, shifted ? USERNS_SHIFTED_UID_MAP : USERNS_UID_MAP)) {
 			fprintf(stderr, "ns: can't write %s: %s\n", path, strerror(errno));
 			_exit(1);
 		}
 		snprintf(path, sizeof(path), "/proc/%d/gid_map", self);
-		if (test_write_file(path, USERNS_GID_MAP)) {
+		if (test_write_file(path, shifted ? USERNS_SHIFTED_GID_MAP : USERNS_GID_MAP)) {
 			fprintf(stderr, "ns: can't write %s: %s\n", path, strerror(errno));
 			_exit(1);
 		}
@@ -227,6 +233,11 @@ static void ns_enter_userns(void)
 		exit(1);
 	}
 	close(go[1]);
+	/* The host's root is not mapped there: become the namespace's. */
+	if (shifted && (setgroups(0, NULL) || setresgid(0, 0, 0) || setresuid(0, 0, 0))) {
+		fprintf(stderr, "ns: can't become the user namespace's root: %s\n", strerror(errno));
+		exit(1);
+	}
 }
 
 void ns_create(int argc, char **argv)
@@ -245,8 +256,8 @@ void ns_create(int argc, char **argv)
 		exit(1);
 	}
 	val = getenv("ZDTM_USERNS");
-	if (val && !strcmp(val, "1"))
-		ns_enter_userns();
+	if (val && (!strcmp(val, "1") || !strcmp(val, "2")))
+		ns_enter_userns(!strcmp(val, "2"));
 	if (unshare(NS_FLAGS)) {
 		fprintf(stderr, "ns: can't create namespaces: %s\n", strerror(errno));
 		exit(1);

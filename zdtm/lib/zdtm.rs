@@ -788,11 +788,16 @@ fn lo_up() -> bool {
 /// below 65536 map to themselves, those above are shifted.
 const USERNS_UID_MAP: &str = "0 0 65536\n65536 200000 65536\n";
 const USERNS_GID_MAP: &str = "0 0 65536\n65536 300000 65536\n";
+/// ZDTM_USERNS=2 (ns.c's USERNS_SHIFTED_*): every id shifted, the host's
+/// root not mapped, as in CRIU's zdtm and an unprivileged container.
+const USERNS_SHIFTED_UID_MAP: &str = "0 100000 65536\n";
+const USERNS_SHIFTED_GID_MAP: &str = "0 200000 65536\n";
 
 /// ns.c's ns_enter_userns: the caller enters a new user namespace; a child
 /// of it, still outside, writes the maps (a process cannot give itself
-/// more than its own id).
-fn ns_enter_userns() {
+/// more than its own id). `shifted`: the shifted maps, after which the
+/// caller becomes the namespace's root.
+fn ns_enter_userns(shifted: bool) {
     unsafe {
         let mut go = [0i32; 2];
         if libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
@@ -809,7 +814,14 @@ fn ns_enter_userns() {
             if libc::read(go[0], (&mut c as *mut u8).cast(), 1) != 1 {
                 libc::_exit(1);
             }
-            for (name, map) in [("uid_map", USERNS_UID_MAP), ("gid_map", USERNS_GID_MAP)] {
+            let maps = match shifted {
+                true => [
+                    ("uid_map", USERNS_SHIFTED_UID_MAP),
+                    ("gid_map", USERNS_SHIFTED_GID_MAP),
+                ],
+                false => [("uid_map", USERNS_UID_MAP), ("gid_map", USERNS_GID_MAP)],
+            };
+            for (name, map) in maps {
                 let path = format!("/proc/{me}/{name}");
                 if let Err(e) = std::fs::write(&path, map) {
                     eprintln!("ns: can't write {path}: {e}");
@@ -831,14 +843,25 @@ fn ns_enter_userns() {
             std::process::exit(1);
         }
         libc::close(go[1]);
+        // The host's root is not mapped there: become the namespace's.
+        if shifted
+            && (libc::setgroups(0, std::ptr::null())
+                | libc::setresgid(0, 0, 0)
+                | libc::setresuid(0, 0, 0))
+                != 0
+        {
+            die("ns: can't become the user namespace's root");
+        }
     }
 }
 
 fn ns_create(args: &[OsString], opts: &Options) -> ! {
     let exe = self_exe();
     let mut pfd = [0i32; 2];
-    if std::env::var("ZDTM_USERNS").ok().as_deref() == Some("1") {
-        ns_enter_userns();
+    match std::env::var("ZDTM_USERNS").ok().as_deref() {
+        Some("1") => ns_enter_userns(false),
+        Some("2") => ns_enter_userns(true),
+        _ => {}
     }
     unsafe {
         if libc::pipe2(pfd.as_mut_ptr(), libc::O_CLOEXEC) != 0 {

@@ -224,6 +224,10 @@ pub struct Case {
     pub vdso: bool,
     /// Why the `lazy` variant does not apply to this case (None: it runs).
     pub no_lazy: Option<&'static str>,
+    /// Why its `uns` trials map the ids below 65536 to themselves
+    /// (`ZDTM_USERNS=1`) instead of shifting every id as the flavour does
+    /// (None: shifted; see [`UNS_SHIFT`]).
+    pub uns_identity: Option<&'static str>,
 }
 
 impl Case {
@@ -249,6 +253,7 @@ impl Case {
         pre_dump: false,
         vdso: false,
         no_lazy: None,
+        uns_identity: None,
     };
 }
 
@@ -257,6 +262,12 @@ impl Case {
 pub const TEST_UID: u32 = 18943;
 pub const TEST_GID: u32 = 58467;
 pub const TEST_GROUPS: &[u32] = &[58467, 58468];
+/// The `uns` flavour shifts every id by these (uid, gid) (zdtm/lib/ns.c's
+/// USERNS_SHIFTED_*, `ZDTM_USERNS=2`), as CRIU's zdtm and an unprivileged
+/// container do: the host's root, whose ids the engine has, is not mapped
+/// in the tree's user namespace. The trial's work directory is given to
+/// the program's ids as the host sees them.
+pub const UNS_SHIFT: (u32, u32) = (100000, 200000);
 
 pub static CASES: &[Case] = &[
     Case {
@@ -707,6 +718,8 @@ pub static CASES: &[Case] = &[
         args: &["--kind=console"],
         suid: true,
         crfail: true,
+        // the namespace's shifted root cannot open the host's device, and the case skips
+        uns_identity: Some("the host's device is closed to a shifted root"),
         crfail_reason: Some("system console"),
         ..Case::DEFAULT
     },
@@ -716,6 +729,8 @@ pub static CASES: &[Case] = &[
         args: &["--kind=vt"],
         suid: true,
         crfail: true,
+        // the namespace's shifted root cannot open the host's device, and the case skips
+        uns_identity: Some("the host's device is closed to a shifted root"),
         crfail_reason: Some("virtual consoles"),
         ..Case::DEFAULT
     },
@@ -725,6 +740,8 @@ pub static CASES: &[Case] = &[
         args: &["--kind=serial"],
         suid: true,
         crfail: true,
+        // the namespace's shifted root cannot open the host's device, and the case skips
+        uns_identity: Some("the host's device is closed to a shifted root"),
         crfail_reason: Some("serial terminals"),
         ..Case::DEFAULT
     },
@@ -1267,6 +1284,16 @@ pub static CASES: &[Case] = &[
         // ns, uns: the case mounts in a mount namespace of the tree's own, which the flavour gives
         // it (in h its mounts would be the host's)
         flavors: &[Flavor::Ns, Flavor::Uns],
+        ..Case::DEFAULT
+    },
+    Case {
+        // mnt_tmpfs in a user namespace that maps the engine's ids (0:0), which fill the tmpfs
+        // themselves then (restore/mntns.rs filler_ids); mnt_tmpfs/uns has them unmapped
+        name: "mnt_tmpfs_rootmapped",
+        program: Program::C("mnt_tmpfs"),
+        suid: true,
+        flavors: &[Flavor::Uns],
+        uns_identity: Some("what it checks is the namespace that maps the host's root"),
         ..Case::DEFAULT
     },
     Case {

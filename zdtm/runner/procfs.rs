@@ -326,11 +326,16 @@ pub fn sysvipc_remove(kind: &str, id: i32) -> Result<(), String> {
 /// /proc/PID/uid_map and gid_map show them (numbers only).
 pub const UNS_UID_MAP: [[u64; 3]; 2] = [[0, 0, 65536], [65536, 200000, 65536]];
 pub const UNS_GID_MAP: [[u64; 3]; 2] = [[0, 0, 65536], [65536, 300000, 65536]];
+/// Its maps with every id shifted (cases::UNS_SHIFT, ns.c's
+/// USERNS_SHIFTED_*), unless the case asks for the ones above.
+pub const UNS_SHIFTED_UID_MAP: [[u64; 3]; 1] = [[0, 100000, 65536]];
+pub const UNS_SHIFTED_GID_MAP: [[u64; 3]; 1] = [[0, 200000, 65536]];
 
 /// What is wrong with `pid`'s user namespace for the `uns` flavour: it
-/// must be one of its own (not the runner's), with the flavour's maps, and
-/// own the pid, mount, network, IPC and UTS namespaces of `pid`.
-pub fn userns_problems(pid: i32) -> Vec<String> {
+/// must be one of its own (not the runner's), with the flavour's maps
+/// (`shifted`: every id shifted), and own the pid, mount,
+/// network, IPC and UTS namespaces of `pid`.
+pub fn userns_problems(pid: i32, shifted: bool) -> Vec<String> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
@@ -355,7 +360,14 @@ pub fn userns_problems(pid: i32) -> Vec<String> {
             })
             .collect()
     };
-    for (name, want) in [("uid_map", UNS_UID_MAP), ("gid_map", UNS_GID_MAP)] {
+    let want: [(&str, &[[u64; 3]]); 2] = match shifted {
+        true => [
+            ("uid_map", &UNS_SHIFTED_UID_MAP),
+            ("gid_map", &UNS_SHIFTED_GID_MAP),
+        ],
+        false => [("uid_map", &UNS_UID_MAP), ("gid_map", &UNS_GID_MAP)],
+    };
+    for (name, want) in want {
         let got = maps(name);
         if got != want {
             out.push(format!("pid {pid}: {name} is {got:?}, not {want:?}"));

@@ -19,7 +19,7 @@ use libtest_mimic::{Completion, Failed};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::cases::{Case, Flavor, Program, Variant, TEST_GID, TEST_GROUPS, TEST_UID};
+use crate::cases::{Case, Flavor, Program, Variant, TEST_GID, TEST_GROUPS, TEST_UID, UNS_SHIFT};
 use crate::procfs::{self, Tree};
 
 /// `excl` cases take it for writing, all others for reading.
@@ -387,8 +387,10 @@ impl<'a> Run<'a> {
         let base = &base
             .canonicalize()
             .map_err(|e| format!("{}: {e}", base.display()))?;
-        if !self.case.suid {
-            // The unprivileged program must reach its directory.
+        if !self.case.suid || self.shifted() {
+            // The unprivileged program (or a shifted namespace's root, which
+            // has no privilege over the host's files) must reach its
+            // directory.
             for dir in base.ancestors() {
                 let mode = fs::metadata(dir)
                     .map(|m| m.permissions().mode())
@@ -421,8 +423,14 @@ impl<'a> Run<'a> {
         let dir = &self.dir;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
-        if !self.case.suid {
-            chown(dir, Some(TEST_UID), Some(TEST_GID))
+        // The program (the namespace's root in a shifted `uns` trial) writes
+        // its pidfile and log here.
+        let (uid, gid) = match self.case.suid {
+            true => self.host_ids(0, 0),
+            false => self.host_ids(TEST_UID, TEST_GID),
+        };
+        if (uid, gid) != (0, 0) {
+            chown(dir, Some(uid), Some(gid))
                 .map_err(|e| format!("chown {}: {e}", dir.display()))?;
         }
         let exe = dir.join(self.case.name);
@@ -433,6 +441,20 @@ impl<'a> Run<'a> {
         let note = format!("work dir {}, program {}", dir.display(), src.display());
         self.note(note);
         Ok(())
+    }
+
+    /// A `uns` trial whose ids are all shifted (`UNS_SHIFT`, unless
+    /// `Case::uns_identity`).
+    fn shifted(&self) -> bool {
+        self.flavor == Flavor::Uns && self.case.uns_identity.is_none()
+    }
+
+    /// The host's view of the program's ids `uid`:`gid` (`shifted`).
+    fn host_ids(&self, uid: u32, gid: u32) -> (u32, u32) {
+        match self.shifted() {
+            true => (uid + UNS_SHIFT.0, gid + UNS_SHIFT.1),
+            false => (uid, gid),
+        }
     }
 
     pub(crate) fn path(&self, file: &str) -> PathBuf {
@@ -475,8 +497,9 @@ impl<'a> Run<'a> {
             cmd.env("ZDTM_NEWNS", "1");
         }
         if self.flavor == Flavor::Uns {
-            // ns.c: a user namespace that owns the others.
-            cmd.env("ZDTM_USERNS", "1");
+            // ns.c: a user namespace that owns the others; 2: every id
+            // shifted.
+            cmd.env("ZDTM_USERNS", if self.shifted() { "2" } else { "1" });
         }
         if !self.case.suid {
             let groups: Vec<String> = TEST_GROUPS.iter().map(u32::to_string).collect();
@@ -529,10 +552,12 @@ impl<'a> Run<'a> {
                     .map(|s| s.pid)
                     .ok_or_else(|| format!("the namespace's init {pid} has no child: no test"))?,
             };
+            let (uid, gid) = self.host_ids(TEST_UID, TEST_GID);
+            let groups = TEST_GROUPS.iter().map(|&g| self.host_ids(0, g).1);
             let want = [
-                ("Uid", vec![TEST_UID; 4]),
-                ("Gid", vec![TEST_GID; 4]),
-                ("Groups", TEST_GROUPS.to_vec()),
+                ("Uid", vec![uid; 4]),
+                ("Gid", vec![gid; 4]),
+                ("Groups", groups.collect()),
             ];
             for (key, want) in want {
                 let mut have: Vec<u32> = procfs::status_field(pid, key)
@@ -878,7 +903,7 @@ impl<'a> Run<'a> {
                 self.known.extend(procfs::members(p).iter().map(|s| s.pid));
                 self.pid = Some(p);
                 if self.flavor == Flavor::Uns {
-                    let problems = procfs::userns_problems(p);
+                    let problems = procfs::userns_problems(p, self.shifted());
                     if !problems.is_empty() {
                         return Err(format!("after restore {n}: {}", problems.join("; ")));
                     }

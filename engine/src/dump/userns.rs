@@ -358,6 +358,14 @@ pub fn mapped_inside(map: &[pb::UidGidExtent], id: u32) -> Option<u32> {
         .map(|e| e.first + (id - e.lower_first))
 }
 
+/// The id outside the namespace (in its parent) of `id` inside it, None
+/// when unmapped.
+pub fn mapped_outside(map: &[pb::UidGidExtent], id: u32) -> Option<u32> {
+    map.iter()
+        .find(|e| id >= e.first && id - e.first < e.count)
+        .map(|e| e.lower_first + (id - e.first))
+}
+
 /// Credentials read from outside, as seen inside user namespace `u`.
 fn to_inside(u: &pb::UsernsEntry, c: &mut pb::CredsEntry) {
     for id in [&mut c.uid, &mut c.euid, &mut c.suid, &mut c.fsuid] {

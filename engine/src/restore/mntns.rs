@@ -525,7 +525,7 @@ pub fn make(
             r.map_err(|e| ioerr(m, "creating its mount point", e))?;
         }
         let r = match (how, &source) {
-            _ if owner.is_some_and(|u| in_userns(how, m, u)) => {
+            _ if owner.is_some() && in_userns(how, m) => {
                 mount_in_userns(root, m, target, owner.expect("checked"))?;
                 Ok(())
             }
@@ -546,7 +546,17 @@ pub fn make(
         };
         r.map_err(|e| err(m, "mount", e))?;
         if how == Make::Tmpfs {
-            fill_tmpfs(root, dir, m, target)?;
+            let ids = match owner {
+                Some(u) => filler_ids(u).map_err(|why| {
+                    Error::task(
+                        root,
+                        format!("mnt namespace: {}", describe(m)),
+                        format!("filling it in the tree's user namespace: {why}"),
+                    )
+                })?,
+                None => None,
+            };
+            fill_tmpfs(root, dir, m, target, ids)?;
         }
         fds[i] = Some(open_path(target).map_err(|e| ioerr(m, "opening it once mounted", e))?);
         debug!("pid {root}: mnt namespace: made {} ({how:?})", describe(m));
@@ -585,29 +595,36 @@ pub fn make(
     }
 }
 
-/// Whether mount `m` (made `how`) of a tree with user namespace `u` is
-/// made in that namespace: a devpts or a tmpfs, whose superblock belongs
-/// to the user namespace of its mounter (the others' to that of the
-/// namespace they show: proc, sysfs, mqueue, cgroup). A tmpfs only when
-/// the engine's ids (0:0) are mapped there: the engine fills it with
-/// tar(1) as itself, and a file system of a user namespace takes no file
-/// from an owner it does not map; else it is mounted as before, by the
-/// engine, and is the host's.
-fn in_userns(how: Make, m: &pb::MntEntry, u: &pb::UsernsEntry) -> bool {
-    let mapped = |map: &[pb::UidGidExtent]| crate::dump::userns::mapped_inside(map, 0).is_some();
+/// Whether mount `m` (made `how`) of a tree with a user namespace of its
+/// own is made in that namespace: a devpts or a tmpfs, whose superblock
+/// belongs to the user namespace of its mounter (the others' to that of
+/// the namespace they show: proc, sysfs, mqueue, cgroup).
+fn in_userns(how: Make, m: &pb::MntEntry) -> bool {
     match how {
         Make::Fresh => m.fstype == FS_DEVPTS,
-        Make::Tmpfs if mapped(&u.uid_map) && mapped(&u.gid_map) => true,
-        Make::Tmpfs => {
-            warn!(
-                "mnt namespace: {}: made by the engine, so it is the host's user namespace's \
-                 (the engine's ids 0:0, which fill it, are not mapped in the tree's)",
-                describe(m)
-            );
-            false
-        }
+        Make::Tmpfs => true,
         _ => false,
     }
+}
+
+/// The host's ids tar(1) fills a tmpfs of user namespace `u` as: None
+/// when the engine's own (0:0) are mapped there; else those of the
+/// namespace's root, or of the first ids it maps (an unprivileged
+/// container's shifted root). A file system of a user namespace takes no
+/// file from a creator it does not map.
+fn filler_ids(u: &pb::UsernsEntry) -> std::result::Result<Option<(u32, u32)>, String> {
+    use crate::dump::userns::mapped_inside;
+    if mapped_inside(&u.uid_map, 0).is_some() && mapped_inside(&u.gid_map, 0).is_some() {
+        return Ok(None);
+    }
+    let host = |map: &[pb::UidGidExtent], kind: &str| {
+        map.iter()
+            .find(|e| e.first == 0)
+            .or_else(|| map.first())
+            .map(|e| e.lower_first)
+            .ok_or_else(|| format!("the namespace maps no {kind}"))
+    };
+    Ok(Some((host(&u.uid_map, "uid")?, host(&u.gid_map, "gid")?)))
 }
 
 /// A devpts instance or a tmpfs of a tree with a user namespace of its
@@ -645,6 +662,12 @@ fn mount_in_userns(root: Pid, m: &pb::MntEntry, target: &Path, u: &pb::UsernsEnt
             if nix::sched::setns(user, nix::sched::CloneFlags::CLONE_NEWUSER).is_err() {
                 crate::sys::process::exit_now(SETNS_FAILED);
             }
+            // As the namespace's root, which owns what the mount makes
+            // with its mounter's ids (devpts's ptmx, a tmpfs's root
+            // without uid=): the engine's may not be mapped there (an
+            // unprivileged container's shifted ids). Where 0 is not
+            // mapped either, it stays as it is.
+            crate::sys::process::set_ids(&[0; 3], &[0; 3], &[]);
             let r = mount(
                 Some(src.as_c_str()),
                 at.as_c_str(),
@@ -850,8 +873,15 @@ pub fn detach_old_root(root: Pid) -> Result<()> {
 }
 
 /// Extracts tmpfs-dev-N.tar.gz.img into the tmpfs just mounted at `m`'s
-/// mount point (nothing covers it yet).
-fn fill_tmpfs(root: Pid, dir: &Path, m: &pb::MntEntry, target: &Path) -> Result<()> {
+/// mount point (nothing covers it yet), as the host's `ids` when given
+/// ([`filler_ids`]).
+fn fill_tmpfs(
+    root: Pid,
+    dir: &Path,
+    m: &pb::MntEntry,
+    target: &Path,
+    ids: Option<(u32, u32)>,
+) -> Result<()> {
     let tar = dir.join(crate::dump::mntns::tmpfs_image(m.root_dev));
     let input = std::fs::File::open(&tar).map_err(|e| {
         Error::io(
@@ -860,18 +890,23 @@ fn fill_tmpfs(root: Pid, dir: &Path, m: &pb::MntEntry, target: &Path) -> Result<
             e,
         )
     })?;
-    let out = std::process::Command::new("tar")
-        .args([
-            "--extract",
-            "--gzip",
-            "--no-unquote",
-            "--no-wildcards",
-            "--numeric-owner",
-            "--preserve-permissions",
-            "--directory",
-        ])
-        .arg(target)
-        .stdin(input)
+    let mut cmd = std::process::Command::new("tar");
+    cmd.args([
+        "--extract",
+        "--gzip",
+        "--no-unquote",
+        "--no-wildcards",
+        "--numeric-owner",
+        "--same-owner",
+        "--preserve-permissions",
+        "--directory",
+    ])
+    .arg(target)
+    .stdin(input);
+    if let Some((uid, gid)) = ids {
+        crate::sys::process::run_as_with_file_caps(&mut cmd, uid, gid);
+    }
+    let out = cmd
         .output()
         .map_err(|e| Error::io("tar", format!("pid {root}: filling {}", describe(m)), e))?;
     if !out.status.success() {
@@ -1287,6 +1322,32 @@ mod tests {
         assert!(options_inside("uid=x", &u)
             .unwrap_err()
             .contains("not an id"));
+    }
+
+    #[test]
+    fn a_tmpfs_is_filled_as_ids_its_user_namespace_maps() {
+        let ext = |first, lower_first, count| pb::UidGidExtent {
+            first,
+            lower_first,
+            count,
+        };
+        let with = |uid_map, gid_map| pb::UsernsEntry {
+            uid_map,
+            gid_map,
+            ..Default::default()
+        };
+        // The engine's 0:0 mapped: tar runs as the engine.
+        let identity = with(vec![ext(0, 0, 65536)], vec![ext(0, 0, 65536)]);
+        assert_eq!(filler_ids(&identity), Ok(None));
+        // Shifted: as the namespace's root.
+        let shifted = with(vec![ext(0, 100000, 65536)], vec![ext(0, 200000, 65536)]);
+        assert_eq!(filler_ids(&shifted), Ok(Some((100000, 200000))));
+        // Only the gid of 0 unmapped is enough to need other ids; a
+        // namespace without a root takes its first ids.
+        let no_root = with(vec![ext(0, 0, 10)], vec![ext(5, 300005, 10)]);
+        assert_eq!(filler_ids(&no_root), Ok(Some((0, 300005))));
+        let empty = with(vec![], vec![ext(0, 200000, 1)]);
+        assert!(filler_ids(&empty).unwrap_err().contains("no uid"));
     }
 
     #[test]

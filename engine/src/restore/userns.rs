@@ -149,6 +149,28 @@ impl UserImages {
         }
     }
 
+    /// The host's ids of `uid`:`gid` as user namespace `id` sees them (a
+    /// task's creds are saved so), through its parents up to the engine's;
+    /// unchanged for a task in the engine's namespace (`id` not one of the
+    /// images'). None when a namespace on the way does not map them.
+    pub fn to_host(&self, id: Option<u32>, uid: u32, gid: u32) -> Option<(u32, u32)> {
+        use crate::dump::userns::mapped_outside;
+        let (mut uid, mut gid, mut cur) = (uid, gid, id);
+        while let Some(e) = cur.and_then(|i| self.entry(i)) {
+            uid = mapped_outside(&e.uid_map, uid)?;
+            gid = mapped_outside(&e.gid_map, gid)?;
+            cur = match &self.top {
+                Some((t, _)) if Some(*t) == cur => None,
+                _ => self
+                    .nested
+                    .iter()
+                    .find(|n| Some(n.id) == cur)
+                    .and_then(|n| n.parent),
+            };
+        }
+        Some((uid, gid))
+    }
+
     fn entry(&self, id: u32) -> Option<&pb::UsernsEntry> {
         match &self.top {
             Some((t, u)) if *t == id => Some(u),
@@ -979,6 +1001,33 @@ mod tests {
             lower_first,
             count,
         }
+    }
+
+    #[test]
+    fn a_tasks_ids_are_taken_to_the_host_through_each_parent() {
+        let entry = |uid: Vec<pb::UidGidExtent>, gid: Vec<pb::UidGidExtent>| pb::UsernsEntry {
+            uid_map: uid,
+            gid_map: gid,
+            ..Default::default()
+        };
+        let users = UserImages {
+            top: Some((
+                7,
+                entry(vec![ext(0, 100000, 65536)], vec![ext(0, 200000, 65536)]),
+            )),
+            nested: vec![Nested {
+                id: 9,
+                parent: Some(7),
+                entry: entry(vec![ext(0, 1000, 10)], vec![ext(0, 2000, 10)]),
+            }],
+        };
+        // The engine's namespace (no image): unchanged.
+        assert_eq!(users.to_host(None, 5, 6), Some((5, 6)));
+        assert_eq!(users.to_host(Some(7), 18943, 5), Some((118943, 200005)));
+        assert_eq!(users.to_host(Some(9), 3, 4), Some((101003, 202004)));
+        // Not mapped on the way.
+        assert_eq!(users.to_host(Some(9), 10, 0), None);
+        assert_eq!(users.to_host(Some(7), 65536, 0), None);
     }
 
     #[test]

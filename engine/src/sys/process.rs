@@ -83,3 +83,78 @@ pub fn exited_unreaped(pid: i32, hang: bool) -> nix::Result<bool> {
     // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed).
     Ok(unsafe { si.si_pid() } == pid)
 }
+
+/// The capabilities a file system filler needs to give files any owner,
+/// mode and kind: CAP_CHOWN (0), CAP_DAC_OVERRIDE (1),
+/// CAP_DAC_READ_SEARCH (2), CAP_FOWNER (3), CAP_FSETID (4) and
+/// CAP_MKNOD (27) (linux/capability.h).
+const FILLER_CAPS: u32 = 1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 27;
+
+/// Makes `cmd` run as `uid`:`gid` (no supplementary groups) with the
+/// capabilities of [`FILLER_CAPS`] kept across its exec as ambient ones.
+///
+/// A file system that belongs to a user namespace takes no file from a
+/// creator whose fsuid or fsgid it does not map (EOVERFLOW), and exec
+/// resets the fsuid to the euid, so a filler such as tar(1) must run as an
+/// id mapped there; the capabilities, which root loses when it changes its
+/// uid, let it still give each file its recorded owner and mode.
+pub fn run_as_with_file_caps(cmd: &mut std::process::Command, uid: u32, gid: u32) {
+    use std::os::unix::process::CommandExt;
+    let step = |r: libc::c_long| match r {
+        -1 => Err(std::io::Error::last_os_error()),
+        _ => Ok(()),
+    };
+    let closure = move || -> std::io::Result<()> {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let data = [
+            Data {
+                effective: FILLER_CAPS,
+                permitted: FILLER_CAPS,
+                inheritable: FILLER_CAPS,
+            },
+            Data {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+        ];
+        // SAFETY: raw system calls on integers and on `header` and `data`,
+        // which live through the calls; nothing allocates (pre_exec).
+        unsafe {
+            step(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) as _)?;
+            step(libc::setgroups(0, std::ptr::null()) as _)?;
+            step(libc::setresgid(gid, gid, gid) as _)?;
+            step(libc::setresuid(uid, uid, uid) as _)?;
+            step(libc::syscall(libc::SYS_capset, &header, data.as_ptr()))?;
+            for cap in 0..32 {
+                if FILLER_CAPS & (1 << cap) != 0 {
+                    step(libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                    ) as _)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // only async-signal-safe system calls, allocating nothing.
+    unsafe { cmd.pre_exec(closure) };
+}

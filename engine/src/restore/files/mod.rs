@@ -151,16 +151,19 @@ pub fn open_here(pid: Pid, src: &dyn OpenFd) -> Result<OwnedFd> {
 
 /// For [`FdKind::check`]: a file entry of type `name` must carry its part.
 /// For each file id, a task that holds it and that task's filesystem uid
-/// and gid: the engine makes sockets before any task exists, as the task
-/// that will hold them would have (its fsuid owns them).
+/// and gid as the host sees them: the engine makes sockets before any
+/// task exists, as the task that will hold them would have (its fsuid
+/// owns them: SO_REUSEPORT groups, SO_PEERCRED, sock_diag's uid). The
+/// image has a task's creds as its user namespace sees them.
 pub fn holders(imgs: &Images) -> BTreeMap<u32, (Pid, u32, u32)> {
     let mut holder = BTreeMap::new();
     for t in &imgs.tasks {
-        let ids = t
-            .thread()
-            .creds
-            .as_ref()
-            .map_or((0, 0), |c| (c.fsuid, c.fsgid));
+        let ids = t.thread().creds.as_ref().map_or((0, 0), |c| {
+            imgs.ns
+                .users
+                .to_host(t.ids.user_ns_id, c.fsuid, c.fsgid)
+                .unwrap_or((c.fsuid, c.fsgid))
+        });
         for f in &t.fdinfo {
             holder.entry(f.id).or_insert((t.pid, ids.0, ids.1));
         }
