@@ -2,8 +2,11 @@
 //! small root file system is built from this machine's own files
 //! (Debian's busybox-static, with a /dev/null of its own) in a directory
 //! of the host. In a "host" (a network namespace with a bridge, as
-//! `veth_ext.rs` makes them), util-linux's `unshare --user --map-root-user
-//! --mount --pid --fork --uts --ipc --net` starts busybox's shell, which
+//! `veth_ext.rs` makes them), in a user namespace with an unprivileged
+//! container's shifted ids (its root is the host's 100000:200000; the
+//! host's root, whose ids the engine has, is not mapped there: see
+//! `ShiftedUser`), util-linux's `unshare --mount --pid --fork --uts --ipc
+//! --net` starts busybox's shell, which
 //! binds that directory on itself, mounts a tmpfs on its /data and its
 //! /proc, pivot_roots into it, unmounts the old root, then, from the
 //! container's own busybox, sets a hostname, writes files into the tmpfs and starts a TCP
@@ -17,15 +20,16 @@
 //! echoes what it sent while the container was down and what it sends
 //! after (the same connection: nothing listens any more, a reconnect
 //! could not answer), and inside the restored tree the root is the
-//! container's, the tmpfs holds the files, the namespace holds the
-//! container's three mounts only, and the processes are there.
+//! container's, the tmpfs holds the files with their owners and is the
+//! container's (its root remounts it, before the dump and after the
+//! restore), the namespace holds the container's three mounts only, and
+//! the processes are there.
 //!
 //! The init's stdio is the host's /dev/null, opened before the unshare,
 //! and must be on the host's mount again after the restore.
 //!
-//! The namespaces include a user namespace that owns the others
-//! (`unshare --user --map-root-user`), which the restore makes again with
-//! the same maps. Its /proc is mounted before the pivot_root, while the
+//! The namespaces include that user namespace, which owns the others and
+//! which the restore makes again with the same maps. Its /proc is mounted before the pivot_root, while the
 //! host's is still visible: the kernel lets a user namespace mount a proc
 //! only where one is fully visible already (mount_too_revealing), so
 //! mounting it after the old root is gone fails with EPERM.
@@ -101,6 +105,12 @@ fn build_rootfs(root: &Path) -> Result<(), String> {
         nix::sys::stat::makedev(1, 3),
     )
     .map_err(|e| format!("mknod {}/dev/null: {e}", root.display()))?;
+    // 0666 whatever the umask: the container's root is not the host's.
+    std::fs::set_permissions(
+        root.join("dev/null"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .map_err(|e| format!("chmod {}/dev/null: {e}", root.display()))?;
     Ok(())
 }
 
@@ -109,6 +119,12 @@ fn build_rootfs(root: &Path) -> Result<(), String> {
 fn inside(init: i32) -> Result<String, String> {
     let root = format!("/proc/{init}/root");
     let read = |p: &str| std::fs::read_to_string(format!("{root}{p}")).unwrap_or_default();
+    // As the host sees them: the container's shifted root.
+    let owner = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(format!("{root}{p}"))
+            .map_or("?".into(), |m| format!("{}:{}", m.uid(), m.gid()))
+    };
     // Relative to the init's root, as it sees them.
     let mounts: Vec<String> = std::fs::read_to_string(format!("/proc/{init}/mountinfo"))
         .unwrap_or_default()
@@ -162,10 +178,12 @@ fn inside(init: i32) -> Result<String, String> {
         })
         .collect();
     Ok(format!(
-        "a: {}b: {}hostname: {}mounts: {}\nold root visible: {}\n\
+        "a: {}b: {}owners: {} {}\nhostname: {}mounts: {}\nold root visible: {}\n\
          own user namespace: {own_user}, uid_map {}, gid_map {}\nstdio on mounts: {}\n",
         read("/data/a"),
         read("/data/d/b"),
+        owner("/data/a"),
+        owner("/data/d"),
         hostname(init)?,
         mounts.join(", "),
         Path::new(&format!("{root}/usr")).exists(),
@@ -173,6 +191,99 @@ fn inside(init: i32) -> Result<String, String> {
         map("gid_map"),
         stdio.join(" "),
     ))
+}
+
+/// A user namespace with an unprivileged container's shifted ids (its
+/// root is the host's 100000:200000; the host's root, whose ids the
+/// engine has, is not mapped there), held by a process in it until the
+/// container, which `nsenter --user` (as its root) puts in it, runs.
+/// util-linux's `unshare --map-users` would need newuidmap.
+struct ShiftedUser(std::process::Child);
+
+impl ShiftedUser {
+    fn new() -> Result<Self, String> {
+        let child = Command::new("unshare")
+            .args(["--user", "sleep", "1000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("unshare --user: {e}"))?;
+        let user = ShiftedUser(child);
+        let pid = user.0.id();
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/user")).ok();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ns(&pid.to_string()) == ns("self") {
+            if std::time::Instant::now() > deadline {
+                return Err("the user namespace's holder did not unshare in 10 s".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        for (file, map) in [
+            ("uid_map", "0 100000 65536\n"),
+            ("gid_map", "0 200000 65536\n"),
+        ] {
+            std::fs::write(format!("/proc/{pid}/{file}"), map)
+                .map_err(|e| format!("writing /proc/{pid}/{file}: {e}"))?;
+        }
+        Ok(user)
+    }
+}
+
+impl Drop for ShiftedUser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process in the container's user and mount namespaces remounts its
+/// /data with size `size`: only the user namespace that owns the tmpfs's
+/// superblock may (a tmpfs the restore mounted as the host's could not
+/// be). busybox's mount would add the options /proc/mounts shows, whose
+/// uid= is the host's id, which the namespace does not map (EINVAL).
+fn remount_data(init: i32, size: &str) -> Result<(), String> {
+    use nix::sched::{setns, CloneFlags};
+    let open = |kind: &str| {
+        std::fs::File::open(format!("/proc/{init}/ns/{kind}"))
+            .map_err(|e| format!("/proc/{init}/ns/{kind}: {e}"))
+    };
+    let (user, mnt) = (open("user")?, open("mnt")?);
+    let data = std::ffi::CString::new(format!("size={size}")).expect("no NUL");
+    // SAFETY: the child makes raw system calls only (setns, mount, _exit)
+    // on what was made before the fork (nothing allocates), then exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            let entered = setns(&user, CloneFlags::CLONE_NEWUSER)
+                .and_then(|()| setns(&mnt, CloneFlags::CLONE_NEWNS));
+            let code = match entered {
+                Err(e) => e as i32,
+                // SAFETY: NUL-terminated strings that outlive the call.
+                Ok(()) => match unsafe {
+                    libc::mount(
+                        std::ptr::null(),
+                        c"/data".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REMOUNT,
+                        data.as_ptr().cast(),
+                    )
+                } {
+                    0 => 0,
+                    _ => nix::errno::Errno::last() as i32,
+                },
+            };
+            // SAFETY: _exit ends the child at once.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            match nix::sys::wait::waitpid(child, None).map_err(|e| format!("waitpid: {e}"))? {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+                nix::sys::wait::WaitStatus::Exited(_, e) => Err(format!(
+                    "the container's root cannot remount its /data with size={size}: {}",
+                    nix::errno::Errno::from_raw(e)
+                )),
+                other => Err(format!("the remounting process: {other:?}")),
+            }
+        }
+    }
 }
 
 /// The host name in the init's UTS namespace (a sysctl reads the
@@ -211,20 +322,14 @@ pub fn run() -> Result<(), Failed> {
          {{ nc -l -p {port} -e cat </dev/null >/dev/null 2>&1 & }} && \
          {{ sleep 1000 & }} && exec sleep 1001'"
     );
+    let user = ShiftedUser::new()?;
     let mut unshare = Command::new("nsenter");
     unshare
         .arg(format!("--net=/run/netns/{host}"))
+        .arg("nsenter")
+        .arg(format!("--user=/proc/{}/ns/user", user.0.id()))
         .arg("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "--pid",
-            "--fork",
-            "--uts",
-            "--ipc",
-            "--net",
-        ])
+        .args(["--mount", "--pid", "--fork", "--uts", "--ipc", "--net"])
         .arg(rootfs.join("bin/busybox"))
         .args(["sh", "-c", &script]);
     // Ready once the init is the last sleep, with the server and the
@@ -238,11 +343,12 @@ pub fn run() -> Result<(), Failed> {
             .flatten()
     };
     let (init, before, clean) = super::start_unshared(unshare, &dir, "the container", ready)?;
+    drop(user);
     h.clean = clean;
-    // unshare --map-root-user maps root to the user that ran it (root).
-    let want = "a: hello\nb: world\nhostname: ckpt-container\n\
+    let want = "a: hello\nb: world\nowners: 100000:200000 100000:200000\n\
+                hostname: ckpt-container\n\
                 mounts: / ext4, /data tmpfs, /proc proc\nold root visible: false\n\
-                own user namespace: true, uid_map 0 0 1, gid_map 0 0 1\n";
+                own user namespace: true, uid_map 0 100000 65536, gid_map 0 200000 65536\n";
     // The stdio's mounts are the host's, whatever their ids (the same
     // after the restore: `after != before` below).
     let stdio = before.lines().last().unwrap_or_default();
@@ -271,6 +377,7 @@ pub fn run() -> Result<(), Failed> {
     if before != want {
         return Err(format!("before the dump, inside:\n{before}\nwant:\n{want}").into());
     }
+    remount_data(init, "2m").map_err(|e| format!("before the dump: {e}"))?;
     h.plug(&host, init)?;
     let mut c = connect(&host)?;
     ask(&mut c, "one", "one")?;
@@ -293,6 +400,7 @@ pub fn run() -> Result<(), Failed> {
             format!("inside the restored container:\n{after}\nbefore the dump:\n{before}").into(),
         );
     }
+    remount_data(restored, "3m").map_err(|e| format!("after the restore: {e}"))?;
     let kids = std::fs::read_to_string(format!("/proc/{restored}/task/{restored}/children"))
         .unwrap_or_default();
     if kids.split_whitespace().count() != 2 {
