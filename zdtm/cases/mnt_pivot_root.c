@@ -9,8 +9,9 @@
  * the old root is visible. Its fifth mount is a devpts instance on
  * /dev/pts with a pty opened through its ptmx, input queued on it: the
  * pty is still number 0 there, its slave fd the node /dev/pts/0, the
- * input still queued.
- * Needs the ns flavour (a mount namespace of the tree's own).
+ * input still queued; its stdin is that pty too. The tree may remount its
+ * root (in uns: the tmpfs is its user namespace's).
+ * Needs a mount namespace of the tree's own (the ns and uns flavours).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +23,6 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -101,10 +101,8 @@ int main(int argc, char **argv)
 		pr_perror("mount tmpfs on %s", ROOT);
 		return 1;
 	}
-	/* A /dev/null of the container's own for the fds the lib opened on the host's. */
 	if (mkdir(ROOT "/proc", 0555) || mkdir(ROOT "/data", 0750) || mkdir(ROOT "/dev", 0755) ||
-	    mkdir(ROOT "/dev/pts", 0755) ||
-	    mknod(ROOT "/dev/null", S_IFCHR | 0666, makedev(1, 3))) {
+	    mkdir(ROOT "/dev/pts", 0755)) {
 		pr_perror("mkdir in %s", ROOT);
 		return 1;
 	}
@@ -115,12 +113,18 @@ int main(int argc, char **argv)
 	}
 	if (bind_in(top) || bind_in("/usr"))
 		return 1;
-	if (chdir(ROOT) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/")) {
-		pr_perror("pivot_root into %s", ROOT);
+	/*
+	 * Its /proc before the pivot_root, as container runtimes do: a user
+	 * namespace may mount a proc only where one is fully visible already
+	 * (the kernel's mount_too_revealing), which after the old root is
+	 * gone none is.
+	 */
+	if (mount("proc", ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) {
+		pr_perror("mount /proc in the new root");
 		return 1;
 	}
-	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) {
-		pr_perror("mount /proc in the new root");
+	if (chdir(ROOT) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/")) {
+		pr_perror("pivot_root into %s", ROOT);
 		return 1;
 	}
 	if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")) {
@@ -137,10 +141,13 @@ int main(int argc, char **argv)
 		pr_perror("open /dev/pts/0");
 		return 1;
 	}
-	/* stdin was the host's /dev/null, whose mount is gone with the old root. */
-	fd = open("/dev/null", O_RDWR);
-	if (fd < 0 || dup2(fd, 0) != 0 || close(fd)) {
-		pr_perror("reopen stdin on /dev/null");
+	/*
+	 * stdin was the host's /dev/null, whose mount is gone with the old
+	 * root: the container's terminal instead (a device node of its own
+	 * cannot be made in a user namespace).
+	 */
+	if (dup2(s, 0) != 0) {
+		pr_perror("stdin on /dev/pts/0");
 		return 1;
 	}
 	fd = open("/data/file", O_RDWR);
@@ -158,6 +165,12 @@ int main(int argc, char **argv)
 
 	if (statfs("/", &sfs) || sfs.f_type != TMPFS_MAGIC) {
 		fail("/ is not the tmpfs after restore (f_type %lx)", (unsigned long)sfs.f_type);
+		return 1;
+	}
+	/* The root's tmpfs is the tree's (in uns: its user namespace's). */
+	if (mount(NULL, "/", NULL, MS_REMOUNT, "size=8m") || statfs("/", &sfs) ||
+	    (unsigned long long)sfs.f_blocks * sfs.f_bsize != 8ULL << 20) {
+		fail("remount of the root tmpfs with size=8m (errno %d)", errno);
 		return 1;
 	}
 	if (!getcwd(cwd, sizeof(cwd)) || strcmp(cwd, "/data")) {

@@ -1318,11 +1318,9 @@ pub static CASES: &[Case] = &[
         name: "mnt_pivot_root",
         program: Program::C("mnt_pivot_root"),
         suid: true,
-        // ns only: the case pivot_roots its mount namespace, which the flavour gives it (in h it would
-        // be the host's); in uns the case cannot set its new root up: it makes a device node (EPERM
-        // in a user namespace) and mounts a proc there, which fails with EPERM in uns too (with the
-        // node bound from the host instead; not looked into further)
-        flavors: &[Flavor::Ns],
+        // ns, uns: the case pivot_roots its mount namespace, which the flavour gives it (in h it would
+        // be the host's)
+        flavors: &[Flavor::Ns, Flavor::Uns],
         // Its work directory (the program, the log) and /usr (the libraries) are bound in from the
         // host at the same paths.
         dump_opts: &["--external=mnt[{dir}]:work", "--external=mnt[/usr]:usr"],
@@ -1333,8 +1331,8 @@ pub static CASES: &[Case] = &[
         name: "mnt_pivot_root_undeclared",
         program: Program::C("mnt_pivot_root"),
         suid: true,
-        // ns only, as mnt_pivot_root
-        flavors: &[Flavor::Ns],
+        // ns, uns, as mnt_pivot_root
+        flavors: &[Flavor::Ns, Flavor::Uns],
         dump_opts: &["--external=mnt[/usr]:usr"],
         crfail: true,
         crfail_reason: Some("declare it with --external mnt["),
