@@ -225,6 +225,17 @@ impl Seized {
         Ok(s)
     }
 
+    /// Sets the tracing options to `extra` (with PTRACE_O_SUSPEND_SECCOMP
+    /// where the kernel takes it, as at the seize).
+    pub fn set_options(&self, extra: ptrace::Options) -> Result<()> {
+        let opts = ptrace::Options::from_bits_retain(O_SUSPEND_SECCOMP) | extra;
+        match ptrace::setoptions(self.npid(), opts) {
+            Err(nix::errno::Errno::EINVAL) => ptrace::setoptions(self.npid(), extra),
+            r => r,
+        }
+        .ctx(self.tid, || "PTRACE_SETOPTIONS".into())
+    }
+
     /// PTRACE_SEIZE + PTRACE_INTERRUPT without waiting: a task frozen by
     /// its freezer cgroup takes the stop only once the cgroup is thawed.
     /// Finish with [`Seized::wait_seized`].

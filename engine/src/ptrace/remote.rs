@@ -34,24 +34,59 @@ use crate::sys::ptrace as raw;
 /// start: mov rax, [rbx]        ; table entry: nr, 6 arguments, result
 ///        cmp rax, -1
 ///        je done
+///        cmp rax, -2
+///        je park                 ; a new thread's table ends here
 ///        mov rdi, [rbx+8];  mov rsi, [rbx+16]; mov rdx, [rbx+24]
 ///        mov r10, [rbx+32]; mov r8, [rbx+40];  mov r9, [rbx+48]
 ///        syscall
-///        mov [rbx+56], rax
+///        test rax, rax            ; clone3 returning 0: the new thread,
+///        jnz store                ; which goes on with its own table
+///        cmp qword [rbx], 435     ; (the entry's fifth argument)
+///        jne store
+///        mov rbx, [rbx+40]
+///        jmp start
+/// store: mov [rbx+56], rax
 ///        add rbx, 64
 ///        jmp start
 /// done:  write(r12, &byte, 1); close(r12)   ; tell the engine
 /// park:  pause(); jmp park                   ; until PTRACE_INTERRUPT
 /// byte:  .byte 0x2a
 /// ```
-pub const BATCH_CODE: [u8; 87] = [
-    0x48, 0x8b, 0x03, 0x48, 0x83, 0xf8, 0xff, 0x74, 0x24, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73,
-    0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b,
-    0x30, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x83, 0xc3, 0x40, 0xeb, 0xd3, 0xb8, 0x01, 0x00,
-    0x00, 0x00, 0x4c, 0x89, 0xe7, 0x48, 0x8d, 0x35, 0x01, 0x00, 0x00, 0x00, 0xba, 0x01, 0x00, 0x00,
-    0x00, 0x0f, 0x05, 0xb8, 0x03, 0x00, 0x00, 0x00, 0x4c, 0x89, 0xe7, 0x0f, 0x05, 0xb8, 0x22, 0x00,
-    0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7, 0x2a,
+pub const BATCH_CODE: [u8; 113] = [
+    0x48, 0x8b, 0x03, 0x48, 0x83, 0xf8, 0xff, 0x74, 0x3e, 0x48, 0x83, 0xf8, 0xfe, 0x74, 0x58, 0x48,
+    0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c,
+    0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x85, 0xc0, 0x75, 0x0f, 0x48, 0x81,
+    0x3b, 0xb3, 0x01, 0x00, 0x00, 0x75, 0x06, 0x48, 0x8b, 0x5b, 0x28, 0xeb, 0xc3, 0x48, 0x89, 0x43,
+    0x38, 0x48, 0x83, 0xc3, 0x40, 0xeb, 0xb9, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x4c, 0x89, 0xe7, 0x48,
+    0x8d, 0x35, 0x01, 0x00, 0x00, 0x00, 0xba, 0x01, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xb8, 0x03, 0x00,
+    0x00, 0x00, 0x4c, 0x89, 0xe7, 0x0f, 0x05, 0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7,
+    0x2a,
 ];
+
+/// A table entry that parks the thread running it (in pause(), until
+/// PTRACE_INTERRUPT) without a word to the engine: the end of a new
+/// thread's table ([`Remote::clone_batch`]).
+const PARK: i64 = -2;
+
+/// One thread a [`Remote::clone_batch`] makes: clone3 with the
+/// `clone_args` the engine wrote at `args` (`args_len` bytes), after
+/// which the new thread runs `calls` from its own table at `table`
+/// (room for `calls.len() + 2` entries and 8 bytes more).
+pub struct NewThread {
+    pub args: u64,
+    pub args_len: u64,
+    pub table: u64,
+    pub calls: Vec<Call>,
+}
+
+/// What a [`Remote::clone_batch`] did: each clone3's raw result, each
+/// new thread's results (empty for a thread not made), the leader's
+/// calls' results.
+pub struct CloneBatch {
+    pub cloned: Vec<i64>,
+    pub threads: Vec<Vec<i64>>,
+    pub after: Vec<i64>,
+}
 
 /// One call of a batch: the syscall number and six arguments.
 pub type Call = (i64, [u64; 6]);
@@ -449,6 +484,212 @@ impl<'a> Remote<'a> {
             out.extend(&batch_results(mem, table, t.len())?[1..=chunk.len()]);
         }
         Ok(out)
+    }
+
+    /// Makes new threads of the task from its leader and gives each its
+    /// own calls, all in one run of `BATCH_CODE` (at `code`): the
+    /// leader's table at `table` (room for `capacity` entries) clones
+    /// each thread of `threads` (clone3), then runs `after`; each new
+    /// thread, right out of its clone3, runs its own calls from its own
+    /// table. Everyone tells the engine through one pipe (the leader a
+    /// byte `L`, each thread a `T`) and parks; the leader is taken back
+    /// into a ptrace stop, the new threads are left parked, not traced
+    /// (the caller seizes them: the leader must not have
+    /// PTRACE_O_TRACECLONE set, or each clone3 would stop it and each new
+    /// thread would wait for the engine before its first instruction).
+    ///
+    /// One round trip for every thread and every call, instead of two
+    /// ptrace stops per call; the new threads' calls run side by side.
+    /// Only for calls that cannot block. The new threads run nothing but
+    /// `BATCH_CODE` and their table (no stack, every signal blocked as in
+    /// the leader).
+    pub fn clone_batch(
+        &mut self,
+        mem: &TaskMem,
+        code: u64,
+        table: u64,
+        capacity: usize,
+        threads: &[NewThread],
+        after: &[Call],
+    ) -> Result<CloneBatch> {
+        let tid = self.task.tid;
+        let n = threads.len();
+        let entries = 1 + n + after.len() + 2;
+        if entries > capacity {
+            return Err(Error::task(
+                tid,
+                "batch of remote syscalls",
+                format!("{entries} entries do not fit in a table of {capacity}"),
+            ));
+        }
+        STATS
+            .batches
+            .fetch_add(1 + n as u64, std::sync::atomic::Ordering::Relaxed);
+        STATS.batched_calls.fetch_add(
+            (n + after.len() + threads.iter().map(|t| t.calls.len()).sum::<usize>()) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.call(
+            libc::SYS_pipe2,
+            &[table, libc::O_CLOEXEC as u64],
+            "pipe2 for a batch of remote syscalls",
+        )?;
+        let mut fds = [0u8; 8];
+        mem.read(table, &mut fds)?;
+        let task_rd = u32::from_le_bytes(fds[..4].try_into().expect("4 bytes")) as u64;
+        let done_fd = u32::from_le_bytes(fds[4..].try_into().expect("4 bytes")) as u64;
+        let r = self.clone_batch_run(mem, code, table, threads, after, task_rd, done_fd);
+        // The write end stays in the task until the engine closes it:
+        // every thread had to write to it first.
+        let closed = self.call(
+            libc::SYS_close,
+            &[done_fd],
+            "close of the batch pipe's write end",
+        );
+        let out = r?;
+        closed?;
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn clone_batch_run(
+        &mut self,
+        mem: &TaskMem,
+        code: u64,
+        table: u64,
+        threads: &[NewThread],
+        after: &[Call],
+        task_rd: u64,
+        done_fd: u64,
+    ) -> Result<CloneBatch> {
+        use std::os::fd::AsRawFd;
+        let tid = self.task.tid;
+        let n = threads.len();
+        let rd = match crate::sys::take_fd(mem.pid(), task_rd as i32) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = self.raw(libc::SYS_close, &[task_rd]);
+                return Err(Error::sys(tid, "pidfd_getfd of the batch pipe", e));
+            }
+        };
+        // A table: the calls, a write of the byte kept right after the
+        // table to the pipe, the end.
+        let table_of =
+            |at: u64, first: Option<Call>, calls: &mut dyn Iterator<Item = Call>, byte: u8| {
+                let mut list: Vec<Call> = first.into_iter().collect();
+                list.extend(calls);
+                let byte_at = at + (list.len() as u64 + 2) * BATCH_ENTRY as u64;
+                list.push((libc::SYS_write, [done_fd, byte_at, 1, 0, 0, 0]));
+                let mut t = Vec::with_capacity((list.len() + 1) * BATCH_ENTRY + 8);
+                for (nr, args) in list.iter().chain([&(PARK, [0; 6])]) {
+                    t.extend_from_slice(&nr.to_le_bytes());
+                    for a in args {
+                        t.extend_from_slice(&a.to_le_bytes());
+                    }
+                    t.extend_from_slice(&0u64.to_le_bytes());
+                }
+                t.extend_from_slice(&u64::from(byte).to_le_bytes());
+                t
+            };
+        for th in threads {
+            let t = table_of(th.table, None, &mut th.calls.iter().copied(), b'T');
+            mem.write(th.table, &t)?;
+        }
+        let mut leader_calls = threads
+            .iter()
+            .map(|th| (libc::SYS_clone3, [th.args, th.args_len, 0, 0, th.table, 0]))
+            .chain(after.iter().copied());
+        let lt = table_of(
+            table,
+            Some((libc::SYS_close, [task_rd, 0, 0, 0, 0, 0])),
+            &mut leader_calls,
+            b'L',
+        );
+        mem.write(table, &lt)?;
+        self.start_batch(code, table, done_fd)?;
+
+        // The leader's byte, then one from every thread it made.
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(BATCH_TIMEOUT_MS as u64);
+        let mut cloned: Option<Vec<i64>> = None;
+        let mut heard = 0usize;
+        let mut failed_clone = false;
+        let finished = loop {
+            if let Some(c) = &cloned {
+                if failed_clone || heard >= c.iter().filter(|&&r| r > 0).count() {
+                    break true;
+                }
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut pfd = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&rd),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let t = nix::poll::PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(nix::poll::PollTimeout::ZERO);
+            match nix::poll::poll(&mut pfd, t) {
+                Ok(0) => break false,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break false,
+            }
+            let mut buf = [0u8; 256];
+            let got = match nix::unistd::read(rd.as_raw_fd(), &mut buf) {
+                Ok(0) => break false,
+                Ok(k) => k,
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
+                Err(_) => break false,
+            };
+            for &b in &buf[..got] {
+                if b == b'T' {
+                    heard += 1;
+                } else if cloned.is_none() {
+                    // The leader is done: its clone3 results are in.
+                    let res = batch_results(mem, table, lt.len() - 8)?;
+                    let c = res[1..=n].to_vec();
+                    failed_clone = c.iter().any(|&r| r <= 0);
+                    cloned = Some(c);
+                }
+            }
+        };
+        // Back into a ptrace stop whatever happened.
+        ptrace::interrupt(self.task.npid()).ctx(tid, || {
+            "PTRACE_INTERRUPT after a batch of remote syscalls".into()
+        })?;
+        super::wait_event_stop(tid, None)?;
+        let Some(cloned) = cloned.filter(|_| finished) else {
+            return Err(Error::task(
+                tid,
+                "batch of remote syscalls that makes threads",
+                format!(
+                    "did not finish within {BATCH_TIMEOUT_MS} ms ({heard} of {n} new threads done)"
+                ),
+            ));
+        };
+        let res = batch_results(mem, table, lt.len() - 8)?;
+        if res[0] != 0 {
+            return Err(Error::sys(
+                tid,
+                "close of the batch pipe's read end (in the task)",
+                nix::errno::Errno::from_raw(-res[0] as i32),
+            ));
+        }
+        let after_res = res[1 + n..1 + n + after.len()].to_vec();
+        let mut out = Vec::with_capacity(n);
+        for (th, &c) in threads.iter().zip(&cloned) {
+            if c <= 0 {
+                out.push(Vec::new());
+                continue;
+            }
+            let len = (th.calls.len() + 2) * BATCH_ENTRY;
+            let r = batch_results(mem, th.table, len)?;
+            out.push(r[..th.calls.len()].to_vec());
+        }
+        Ok(CloneBatch {
+            cloned,
+            threads: out,
+            after: after_res,
+        })
     }
 
     /// [`Remote::batch`] in several threads of one process at once:

@@ -44,8 +44,15 @@ pub enum FdSource {
     /// Made by the task itself.
     Open(std::sync::Arc<dyn OpenFd>),
     /// An open file shared with other processes of the tree, or one only
-    /// the engine can make: the engine holds it at `engine_fd` and puts it
-    /// into the task later (pidfd_getfd); the child leaves the slot empty.
+    /// the engine can make, that the engine made before the tree: the
+    /// task inherited the engine's fd `engine_fd` in its clone (its
+    /// parent forks it before filling its own table) and puts that same
+    /// open file description at its fd itself, with no remote call.
+    Inherit { engine_fd: RawFd },
+    /// Such a file that the engine makes only once the tree exists (over
+    /// a place-holder the task inherited: `EngineFds::late`): the engine
+    /// puts it into the task in the Files stage (pidfd_getfd); the child
+    /// leaves the slot empty.
     Inject { engine_fd: RawFd },
 }
 
@@ -536,10 +543,30 @@ fn make_fds(plan: &ChildPlan, early: RawFd, user_ns: Option<RawFd>) -> RawFd {
             })
         })
         .collect();
+    // The engine's descriptions the task takes over (`FdSource::Inherit`)
+    // go above every fd the task will use too, one copy per engine fd,
+    // while the close below clears the engine's fd numbers.
+    let mut inherited: Vec<(RawFd, RawFd)> = Vec::new();
+    for f in &plan.fds {
+        let FdSource::Inherit { engine_fd } = f.source else {
+            continue;
+        };
+        if inherited.iter().any(|&(e, _)| e == engine_fd) {
+            continue;
+        }
+        let copy = check(early, sys::fd::dup_at_least(engine_fd, above), || {
+            format!(
+                "pid {}: fd {}: the engine's fd {engine_fd} (a shared file), inherited",
+                plan.pid, f.fd
+            )
+        });
+        inherited.push((engine_fd, copy));
+    }
     let keep: Vec<RawFd> = early_opened
         .iter()
         .flatten()
         .copied()
+        .chain(inherited.iter().map(|&(_, copy)| copy))
         .chain(plan.engine_pidfd)
         .chain(user_ns)
         .collect();
@@ -559,8 +586,26 @@ fn make_fds(plan: &ChildPlan, early: RawFd, user_ns: Option<RawFd>) -> RawFd {
     };
     for pass in 0..2 {
         for f in &plan.fds {
-            let FdSource::Open(src) = &f.source else {
-                continue;
+            let src = match &f.source {
+                FdSource::Open(src) => src,
+                FdSource::Inherit { engine_fd } if pass == 0 => {
+                    let copy = inherited
+                        .iter()
+                        .find(|&&(e, _)| e == *engine_fd)
+                        .map(|&(_, c)| c)
+                        .expect("copied above");
+                    let fd = check(efd, sys::fd::dup2(copy, f.fd), || {
+                        format!(
+                            "pid {}: fd {}: dup2 of the engine's fd {engine_fd} (a shared file)",
+                            plan.pid, f.fd
+                        )
+                    });
+                    if f.cloexec {
+                        let _ = sys::fd::set_cloexec(fd);
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             if (pass == 0) == src.after_others() {
                 continue;
@@ -585,7 +630,11 @@ fn make_fds(plan: &ChildPlan, early: RawFd, user_ns: Option<RawFd>) -> RawFd {
         }
     }
     // Pipe ends that no fd of this task holds (kept while the other end
-    // was created) go away with everything else above the error fd.
+    // was created) go away with everything else above the error fd, and
+    // so do the copies of the engine's fds, each in place now.
+    for &(_, copy) in &inherited {
+        sys::fd::close(copy);
+    }
     close_above(efd, &keep);
     // The helper files, then those of the tasks sharing this table
     // above the error fd.

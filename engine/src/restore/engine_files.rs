@@ -10,7 +10,8 @@
 //! /proc/self/fd; a ghost file by its path, before it is unlinked, so that
 //! flags such as O_NOFOLLOW apply as they did) and moving it to the
 //! dumped offset. Fds reach the tasks as shared files do
-//! (`FdSource::Inject`, pidfd_getfd); mappings are made from a helper fd
+//! (`FdSource::Inherit`; the pidfds of reaped tasks made once the tree
+//! exists, `FdSource::Inject`, pidfd_getfd); mappings are made from a helper fd
 //! the task reopens from its inherited copy of the engine's fd
 //! (/proc/self/fd/N, restore/child.rs). Every fd and mapping of an
 //! object, in every task, is thus that one object again.
@@ -50,6 +51,7 @@ impl Restorer for Made {
             for id in dead_pidfd_ids(imgs) {
                 if let Some(fd) = descriptions.get(&id) {
                     self.dead_places.insert(id, fd.as_raw_fd());
+                    fds.late.insert(id);
                 }
             }
         }

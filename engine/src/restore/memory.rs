@@ -379,7 +379,7 @@ pub fn reset_address_space(
         kept.push((s, e));
     }
     // The scratch area the batch runs from.
-    kept.push((here.scratch, here.scratch + super::SCRATCH_LEN));
+    kept.push((here.scratch, here.scratch + super::scratch_len(t)));
     kept.sort_unstable();
     let mut from = 0u64;
     for (start, end) in kept.iter().copied().chain([(TASK_SIZE, TASK_SIZE)]) {
@@ -400,7 +400,7 @@ pub fn reset_address_space(
     let ip_off = syscall_ip - cur_ranges[vdso_idx].0;
     let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     busy.extend(cur_ranges.iter().copied());
-    busy.push((here.scratch, here.scratch + super::SCRATCH_LEN));
+    busy.push((here.scratch, here.scratch + super::scratch_len(t)));
     let span = cur_ranges.last().unwrap().1 - cur_ranges[0].0;
     let hole =
         || find_hole(&busy, span).ok_or_else(|| Error::task(pid, "vDSO", "no room to move it"));
@@ -989,7 +989,7 @@ fn map_shared_anon(
         // Create the whole object elsewhere, move this window into place,
         // drop the rest of the temporary mapping (the object keeps its size).
         let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-        busy.push((scratch, scratch + super::SCRATCH_LEN));
+        busy.push((scratch, scratch + super::scratch_len(t)));
         let hole = find_hole(&busy, size)
             .ok_or_else(|| Error::task(pid, what.clone(), "no room to create the object"))?;
         r.call(

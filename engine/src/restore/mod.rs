@@ -495,8 +495,20 @@ pub(super) fn run_stage(
 
 /// The engine's area in a task being restored, in a hole of the restored
 /// layout: one page for syscall arguments, then a batch area (one page of
-/// code, two of table, one of data; `Remote::batch`).
+/// code, two of table, one of data; `Remote::batch`); a task with threads
+/// has more after it ([`scratch_len`]).
 pub const SCRATCH_LEN: u64 = 5 * 4096;
+
+/// The whole scratch area of task `t`: [`SCRATCH_LEN`], then, for a task
+/// with threads, room for a batch of new threads (restore/threads.rs).
+pub fn scratch_len(t: &TaskImages) -> u64 {
+    match t.threads.len() {
+        0 => SCRATCH_LEN,
+        n => {
+            SCRATCH_LEN + (n.min(threads::WAVE) as u64 * threads::THREAD_SLOT).div_ceil(4096) * 4096
+        }
+    }
+}
 
 fn map_scratch(cx: &mut TaskCx<'_>) -> Result<u64> {
     let t = cx.t;
@@ -504,12 +516,13 @@ fn map_scratch(cx: &mut TaskCx<'_>) -> Result<u64> {
     // kernel's vDSO group, where it stays beside a remapped dumped vDSO).
     let mut busy: Vec<(u64, u64)> = t.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     busy.extend(maps::read_maps(t.pid)?.iter().map(|v| (v.start, v.end)));
-    let at = memory::find_hole(&busy, SCRATCH_LEN)
+    let len = scratch_len(t);
+    let at = memory::find_hole(&busy, len)
         .ok_or_else(|| Error::task(t.pid, "scratch page", "no room in the address space"))?;
     cx.in_leader(|r, mem, _| {
         let at = r.mmap_anon(
             at,
-            SCRATCH_LEN,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
             "the scratch area",
         )?;
@@ -535,11 +548,11 @@ fn close_helper_fds(cx: &mut TaskCx<'_>) -> Result<()> {
 
 /// The scratch area goes.
 fn remove_scratch(cx: &mut TaskCx<'_>) -> Result<()> {
-    let scratch = cx.scratch;
+    let (scratch, len) = (cx.scratch, scratch_len(cx.t));
     cx.in_leader(|r, _, _| {
         r.call(
             libc::SYS_munmap,
-            &[scratch, SCRATCH_LEN],
+            &[scratch, len],
             "munmap of the scratch area",
         )?;
         Ok(())

@@ -89,15 +89,24 @@ impl TaskStage {
 
 /// Open file descriptions the engine holds for the tasks, by file id of
 /// files.img: files shared between tasks and files only the engine can
-/// make. A task takes each of its own with pidfd_getfd (the `Files`
-/// stage) or, to map one, reopens its inherited copy of the engine's fd
-/// through /proc/self/fd/N.
+/// make. A task takes each of its own over from its inherited copy of
+/// the engine's fd table right after its clone (`FdSource::Inherit`;
+/// the `late` ones with pidfd_getfd in the `Files` stage) or, to map
+/// one, reopens its inherited copy of the engine's fd through
+/// /proc/self/fd/N.
 #[derive(Default)]
 pub struct EngineFds {
     pub descriptions: BTreeMap<u32, OwnedFd>,
     /// Files that no path names (memfds, unlinked files): a mapping of
     /// one is made from the engine's description, not from a path.
     pub pathless: std::collections::BTreeSet<u32>,
+    /// Files whose description the engine makes only once the tree
+    /// exists, over a place-holder held at the same fd until then
+    /// (restore/engine_files.rs, the pidfds of reaped tasks in a pid
+    /// namespace of the tree's own): a task cannot take these over in its
+    /// clone (`FdSource::Inherit`), the engine puts them in
+    /// (`FdSource::Inject`).
+    pub late: std::collections::BTreeSet<u32>,
     /// Shared anonymous memory objects the engine made and filled, by
     /// shmid, in a tree with a user namespace of its own
     /// (restore/memory.rs `make_objects`).

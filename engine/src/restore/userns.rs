@@ -29,7 +29,9 @@
 //!    and the root enters the user namespace itself before anything else
 //!    (and the launcher after it).
 //! 4. The launcher stays, in the user namespace, as the source of the
-//!    files the tasks share (restore/files: pidfd_getfd from the engine),
+//!    files the tasks share that the engine makes once the tree exists
+//!    (restore/files: pidfd_getfd from the engine; the others each task
+//!    inherits in its clone, from the launcher's table),
 //!    until the restore is over (`done`): a task in the namespace may not
 //!    take fds from the engine, which is outside, but may from a process
 //!    in it with no more powers than its own. The tasks' pidfd of "the

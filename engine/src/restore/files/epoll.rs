@@ -3,10 +3,12 @@
 //! processes, which could not be rebuilt there).
 //!
 //! A watched file that other processes share too (a pipe a parent passed
-//! down: PostgreSQL's postmaster-death pipe) is not in the task yet when
-//! the task builds its sets: the engine puts it in later (pidfd_getfd). The
-//! task leaves such files out, and the engine adds them to the set with
-//! remote calls once they are in place, under the same fd number.
+//! down: PostgreSQL's postmaster-death pipe) is in the task when it builds
+//! its sets (taken over from the engine's fds it inherited), unless the
+//! engine makes it only once the tree exists (`FdSource::Inject`): the
+//! engine puts that in later (pidfd_getfd). The task leaves such files
+//! out, and the engine adds them to the set with remote calls once they
+//! are in place, under the same fd number.
 
 use std::os::fd::RawFd;
 use std::sync::Arc;

@@ -4,9 +4,13 @@
 //! its clone (`child.rs`), from what its kind says ([`FdKind::source`]).
 //! A file several tasks share (inherited across fork: a shared offset, a
 //! pipe between parent and child) is made once by the engine
-//! ([`FdKind::open_in_engine`]) and every task takes it with pidfd_getfd,
-//! so they share it again; so are the files only the engine can make
-//! (memfds, unlinked files: `engine_files.rs`).
+//! ([`FdKind::open_in_engine`]) before the tree, and every task takes it
+//! over from the copy of the engine's fd table it inherits in its clone
+//! (`FdSource::Inherit`), so they share it again, with no remote call;
+//! so are the files only the engine can make (memfds, unlinked files:
+//! `engine_files.rs`). The few the engine makes only once the tree exists
+//! (`EngineFds::late`) it puts into the task with pidfd_getfd in the
+//! Files stage (`FdSource::Inject`).
 //!
 //! Each kind of file is one module here with an [`FdKind`], registered in
 //! [`FD_KINDS`]; nothing else names the kinds.
@@ -267,8 +271,14 @@ fn plan_files(
     fdinfo.sort_by_key(|f| f.fd);
     for f in &fdinfo {
         let (source, share_with) = match engine.descriptions.get(&f.id) {
-            Some(engine_fd) => (
+            Some(engine_fd) if engine.late.contains(&f.id) => (
                 FdSource::Inject {
+                    engine_fd: engine_fd.as_raw_fd(),
+                },
+                None,
+            ),
+            Some(engine_fd) => (
+                FdSource::Inherit {
                     engine_fd: engine_fd.as_raw_fd(),
                 },
                 None,
@@ -434,7 +444,8 @@ fn shared_files(imgs: &Images, engine: &mut EngineFds) -> Result<()> {
     Ok(())
 }
 
-/// Put the shared files into the task (pidfd_getfd from the engine), in
+/// Put the shared files the engine made once the tree existed
+/// (`FdSource::Inject`) into the task (pidfd_getfd from the engine), in
 /// ascending fd order so no placement clobbers a slot still to fill.
 fn inject_shared_files(r: &mut Remote<'_>, plan: &ChildPlan) -> Result<()> {
     let mut todo: Vec<(RawFd, RawFd, bool)> = plan

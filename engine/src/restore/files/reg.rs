@@ -90,7 +90,7 @@ fn same_size(pid: Pid, fd: u32, reg: &pb::RegFileEntry, at: &Path) -> Result<()>
 /// (dump/files/reach.rs), opened by the engine now, before it makes the
 /// tree's namespaces: from then on the engine sees the tree's copies of
 /// those mounts, not the mounts the files were on. Every task takes its
-/// fd from the engine (`FdSource::Inject`), as a shared file.
+/// fd from the engine (`FdSource::Inherit`), as a shared file.
 pub fn open_on_host(imgs: &Images, fds: &mut EngineFds) -> Result<()> {
     for t in &imgs.tasks {
         for fd in &t.fdinfo {
