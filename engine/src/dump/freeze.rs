@@ -20,67 +20,133 @@ use crate::ptrace::{Deadline, Seized};
 /// by threads that were still running during the previous one.
 const MAX_PASSES: usize = 64;
 
-/// Every thread of `pid`, seized; the leader first, then by TID.
-pub fn freeze_threads(pid: Pid) -> Result<Vec<Seized>> {
-    freeze_threads_with(pid, &mut BTreeMap::new(), None)
-}
-
-/// Take a thread out of `pre` (seized already through its freezer cgroup)
-/// or seize it now.
-fn take_or_seize(pre: &mut BTreeMap<Pid, Seized>, tid: Pid, deadline: Deadline) -> Result<Seized> {
-    match pre.remove(&tid) {
-        Some(s) => Ok(s),
-        None => Seized::seize_until(tid, nix::sys::ptrace::Options::empty(), deadline),
-    }
-}
-
-fn freeze_threads_with(
+/// One process being frozen: the threads held, and those seized and
+/// interrupted whose stop has not been collected yet.
+///
+/// Every thread is seized and interrupted before the engine waits for
+/// any stop, in this process and in the others being frozen with it
+/// (`freeze_tree_with`): a thread asleep (a futex wait) takes some time
+/// to be woken into its stop, and waiting for each in turn added those
+/// times up (t64: 65 of them).
+struct Freezing {
     pid: Pid,
-    pre: &mut BTreeMap<Pid, Seized>,
+    held: BTreeMap<Pid, Seized>,
+    /// Seized and interrupted, the stop to come.
+    pending: Vec<Pid>,
     deadline: Deadline,
-) -> Result<Vec<Seized>> {
-    let leader = stat::read(pid)?;
-    if leader.state == 'Z' {
-        let tids = proc::tids(pid).unwrap_or_default();
-        return Err(Error::unsupported(
+}
+
+impl Freezing {
+    /// Check the leader and start seizing it (or take it from `pre`).
+    fn start(pid: Pid, pre: &mut BTreeMap<Pid, Seized>, deadline: Deadline) -> Result<Freezing> {
+        let leader = stat::read(pid)?;
+        if leader.state == 'Z' {
+            let tids = proc::tids(pid).unwrap_or_default();
+            return Err(Error::unsupported(
+                pid,
+                format!("main thread (threads {tids:?})"),
+                "the main thread has exited (pthread_exit from main); processes with a zombie leader cannot be dumped",
+            ));
+        }
+        let mut f = Freezing {
             pid,
-            format!("main thread (threads {tids:?})"),
-            "the main thread has exited (pthread_exit from main); processes with a zombie leader cannot be dumped",
-        ));
+            held: BTreeMap::new(),
+            pending: Vec::new(),
+            deadline,
+        };
+        f.take_or_seize(pre, pid)?;
+        Ok(f)
     }
-    let mut held: BTreeMap<Pid, Seized> = BTreeMap::new();
-    held.insert(pid, take_or_seize(pre, pid, deadline)?);
-    for _ in 0..MAX_PASSES {
+
+    /// Take a thread out of `pre` (seized already through its freezer
+    /// cgroup) or start seizing it.
+    fn take_or_seize(&mut self, pre: &mut BTreeMap<Pid, Seized>, tid: Pid) -> Result<()> {
+        match pre.remove(&tid) {
+            Some(s) => {
+                self.held.insert(tid, s);
+            }
+            None => {
+                Seized::seize_nowait(tid)?;
+                self.pending.push(tid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for the stops of the threads seized since the last call;
+    /// the first error once every stop is in.
+    fn collect(&mut self) -> Result<()> {
+        let mut first_err = None;
+        for tid in std::mem::take(&mut self.pending) {
+            match Seized::wait_seized(tid, self.deadline) {
+                Ok(s) => {
+                    self.held.insert(tid, s);
+                }
+                // A thread that exited before its stop.
+                Err(_) if tid != self.pid && !self.lists(tid) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Start seizing the threads /proc lists that are not held yet
+    /// (every thread held being stopped); whether there were any.
+    fn seize_new(&mut self, pre: &mut BTreeMap<Pid, Seized>) -> Result<bool> {
+        let pid = self.pid;
         let mut new = false;
         for tid in proc::tids(pid)? {
-            if held.contains_key(&tid) {
+            if self.held.contains_key(&tid) {
                 continue;
             }
-            match take_or_seize(pre, tid, deadline) {
-                Ok(s) => {
-                    held.insert(tid, s);
-                    new = true;
-                }
+            match self.take_or_seize(pre, tid) {
+                Ok(()) => new = true,
                 // Exited between the listing and the seize.
-                Err(_) if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {}
+                Err(_) if !self.lists(tid) => {}
                 Err(e) => return Err(e),
             }
         }
-        if !new {
-            for t in held.values_mut() {
-                undo_interrupt_eintr(pid, t)?;
-            }
-            let leader = held.remove(&pid).expect("leader is held");
-            let mut out = vec![leader];
-            out.extend(held.into_values());
-            return Ok(out);
-        }
+        Ok(new)
     }
-    Err(Error::task(
-        pid,
-        "freeze",
-        format!("threads keep appearing after {MAX_PASSES} passes; could not freeze the process"),
-    ))
+
+    /// Whether the process still has thread `tid`.
+    fn lists(&self, tid: Pid) -> bool {
+        std::path::Path::new(&format!("/proc/{}/task/{tid}", self.pid)).exists()
+    }
+
+    fn endless(&self) -> Error {
+        Error::task(
+            self.pid,
+            "freeze",
+            format!(
+                "threads keep appearing after {MAX_PASSES} passes; could not freeze the process"
+            ),
+        )
+    }
+
+    /// The threads, held and stopped, the leader first, then by TID.
+    fn finish(mut self) -> Result<Vec<Seized>> {
+        let pid = self.pid;
+        let mut held = std::mem::take(&mut self.held);
+        for t in held.values_mut() {
+            undo_interrupt_eintr(pid, t)?;
+        }
+        let leader = held.remove(&pid).expect("leader is held");
+        let mut out = vec![leader];
+        out.extend(held.into_values());
+        Ok(out)
+    }
+}
+
+impl Drop for Freezing {
+    /// A thread seized but not stopped yet cannot be detached: its stop
+    /// is waited for first, then it is let go with the held ones (their
+    /// Drop).
+    fn drop(&mut self) {
+        let _ = self.collect();
+    }
 }
 
 /// System calls that Linux fails with EINTR when the thread is merely
@@ -119,11 +185,10 @@ fn undo_interrupt_eintr(pid: Pid, t: &mut Seized) -> Result<()> {
     t.set_regs(&n)
 }
 
-/// SIGKILL the process and consume the ptrace notifications of every
-/// thread's death, so its parent (not us) sees it exit.
-pub fn kill_frozen(threads: Vec<Seized>) -> Result<()> {
+/// SIGKILL the process; its threads are to be reaped ([`reap`]).
+fn kill_frozen(threads: Vec<Seized>) -> Result<Vec<Pid>> {
     let Some(pid) = threads.first().map(|t| t.tid) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     kill(NixPid::from_raw(pid), Signal::SIGKILL)
         .map_err(|e| Error::sys(pid, "kill after dump", e))?;
@@ -131,6 +196,12 @@ pub fn kill_frozen(threads: Vec<Seized>) -> Result<()> {
     for t in threads {
         t.forget();
     }
+    Ok(tids)
+}
+
+/// Consume the notifications of the deaths of a killed process's threads
+/// (`tids`, the leader first), so its parent (not us) sees it exit.
+fn reap(tids: &[Pid]) -> Result<()> {
     // Non-leaders first: the leader's exit is reported only after them.
     for &tid in tids.iter().skip(1).chain(tids.first()) {
         loop {
@@ -184,16 +255,60 @@ pub fn freeze_tree_with(
     deadline: Deadline,
 ) -> Result<Vec<FrozenProc>> {
     let mut out: Vec<FrozenProc> = Vec::new();
-    let mut queue = std::collections::VecDeque::from([(root, 0)]);
     // The engine's own processes: seizing the launcher that waits for us
     // would hang both.
     let own = [
         Some(std::process::id() as Pid),
         crate::dump::worker::launcher(),
     ];
-    while let Some((pid, ppid)) = queue.pop_front() {
+    // A level of the tree at a time (the children of the processes
+    // frozen so far), every thread of it seized before the first stop is
+    // waited for; `out` is in the order of a walk of the tree breadth
+    // first, as a level's children are taken in order.
+    let mut level = vec![(root, 0)];
+    while !level.is_empty() {
+        match freeze_level(&level, root, &own, pre, deadline) {
+            Ok(frozen) => out.extend(frozen),
+            Err(e) => {
+                // Leave everything as it was: detach what we hold.
+                let _ = thaw_tree(out);
+                return Err(e);
+            }
+        }
+        let mut next = Vec::new();
+        for p in out.iter().rev().take(level.len()).rev() {
+            for t in &p.threads {
+                next.extend(
+                    proc::children(p.pid, t.tid)?
+                        .into_iter()
+                        .map(|c| (c, p.pid)),
+                );
+            }
+        }
+        level = next;
+    }
+    Ok(out)
+}
+
+/// A process of a level: a zombie's wait status, or a live process
+/// being frozen.
+enum Entry {
+    Zombie(u32),
+    Live(Freezing),
+}
+
+/// Freeze the processes `level` lists (pid, parent), in its order; on
+/// failure, what this level held is let go.
+fn freeze_level(
+    level: &[(Pid, Pid)],
+    root: Pid,
+    own: &[Option<Pid>],
+    pre: &mut BTreeMap<Pid, Seized>,
+    deadline: Deadline,
+) -> Result<Vec<FrozenProc>> {
+    let mut procs: Vec<(Pid, Pid, Entry)> = Vec::new();
+    for &(pid, ppid) in level {
         if own.contains(&Some(pid)) {
-            let _ = thaw_tree(out);
             return Err(Error::task(
                 pid,
                 "dump",
@@ -203,50 +318,81 @@ pub fn freeze_tree_with(
         }
         let st = stat::read(pid)?;
         if st.state == 'Z' && pid != root {
-            out.push(FrozenProc {
-                pid,
-                ppid,
-                threads: Vec::new(),
-                zombie: Some(st.exit_code as u32),
-            });
+            procs.push((pid, ppid, Entry::Zombie(st.exit_code as u32)));
             continue;
         }
         // A task frozen by its cgroup would never stop (dump/cgroups.rs).
-        let threads = match crate::fault::abandoned(pid)
-            .and_then(|()| crate::dump::cgroups::check_not_frozen(pid))
-            .and_then(|()| freeze_threads_with(pid, pre, deadline))
-        {
-            Ok(t) => t,
-            Err(e) => {
-                // Leave everything as it was: detach what we hold.
-                let _ = thaw_tree(out);
-                return Err(e);
-            }
-        };
-        let mut children = Vec::new();
-        for t in &threads {
-            children.extend(proc::children(pid, t.tid)?);
-        }
-        out.push(FrozenProc {
-            pid,
-            ppid,
-            threads,
-            zombie: None,
-        });
-        queue.extend(children.into_iter().map(|c| (c, pid)));
+        crate::fault::abandoned(pid)?;
+        crate::dump::cgroups::check_not_frozen(pid)?;
+        let f = Freezing::start(pid, pre, deadline)?;
+        procs.push((pid, ppid, Entry::Live(f)));
     }
-    Ok(out)
+    let mut done = vec![false; procs.len()];
+    for _ in 0..MAX_PASSES {
+        for (_, _, f) in procs.iter_mut() {
+            if let Entry::Live(f) = f {
+                f.collect()?;
+            }
+        }
+        let mut new = false;
+        for ((_, _, f), done) in procs.iter_mut().zip(done.iter_mut()) {
+            if let (Entry::Live(f), false) = (f, *done) {
+                *done = !f.seize_new(pre)?;
+                new |= !*done;
+            }
+        }
+        if !new {
+            let mut out = Vec::with_capacity(procs.len());
+            for (pid, ppid, f) in procs {
+                out.push(match f {
+                    Entry::Zombie(status) => FrozenProc {
+                        pid,
+                        ppid,
+                        threads: Vec::new(),
+                        zombie: Some(status),
+                    },
+                    Entry::Live(f) => FrozenProc {
+                        pid,
+                        ppid,
+                        threads: f.finish()?,
+                        zombie: None,
+                    },
+                });
+            }
+            return Ok(out);
+        }
+    }
+    let stuck = procs
+        .iter()
+        .zip(&done)
+        .find_map(|((_, _, f), done)| match f {
+            Entry::Live(f) if !done => Some(f.endless()),
+            _ => None,
+        });
+    Err(stuck.expect("a process still finding threads"))
 }
 
 /// Kill every process of the tree (children first) and consume the
-/// notifications of their threads' deaths.
+/// notifications of their threads' deaths. Every process is sent its
+/// SIGKILL before the first death is waited for, so that they tear down
+/// their memory side by side (on every CPU) rather than one after the
+/// other.
 pub fn kill_tree(tree: Vec<FrozenProc>) -> Result<()> {
     let mut first_err = None;
+    let mut dying = Vec::with_capacity(tree.len());
     for p in tree.into_iter().rev() {
         if p.zombie.is_none() {
-            if let Err(e) = kill_frozen(p.threads) {
-                first_err.get_or_insert(e);
+            match kill_frozen(p.threads) {
+                Ok(tids) => dying.push(tids),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
+        }
+    }
+    for tids in &dying {
+        if let Err(e) = reap(tids) {
+            first_err.get_or_insert(e);
         }
     }
     first_err.map_or(Ok(()), Err)

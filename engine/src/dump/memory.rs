@@ -264,6 +264,35 @@ const IOV_BATCH: usize = 512;
 /// Buffers in flight between the reader and the writer thread.
 const BUFFERS: usize = 3;
 
+thread_local! {
+    /// The copy buffers of this thread's last [`dump_pages_cow`], for its
+    /// next: the pages threads copy one process after the other, and
+    /// `BUFFERS` fresh buffers a process were zeroed (6 MiB of memset, the
+    /// largest item of a p32 dump's profile) and faulted in each time.
+    /// Whatever a buffer held before is written over before it is used
+    /// (read_vm, else /proc/PID/mem, else the dump fails).
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `BUFFERS` copy buffers: this thread's spare ones, new ones for the rest.
+fn take_buffers() -> Vec<Vec<u8>> {
+    let mut bufs = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    bufs.truncate(BUFFERS);
+    while bufs.len() < BUFFERS {
+        bufs.push(vec![0u8; BATCH]);
+    }
+    bufs
+}
+
+/// Keep the buffers back from a copy for this thread's next one.
+fn keep_buffers(bufs: impl Iterator<Item = Vec<u8>>) {
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.extend(bufs.filter(|b| b.len() == BATCH));
+        s.truncate(BUFFERS);
+    });
+}
+
 fn is_zero(page: &[u8]) -> bool {
     let (pre, mid, post) = as_u128(page);
     pre.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
@@ -352,8 +381,8 @@ pub fn dump_pages_cow(
 ) -> Result<Vec<pb::PagemapEntry>> {
     let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<Chunk>(BUFFERS);
     let (to_reader, free_bufs) = std::sync::mpsc::channel::<Vec<u8>>();
-    for _ in 0..BUFFERS {
-        to_reader.send(vec![0u8; BATCH]).expect("receiver is alive");
+    for buf in take_buffers() {
+        to_reader.send(buf).expect("receiver is alive");
     }
     let mut files = Vec::new();
     let mut hashers = Vec::new();
@@ -380,7 +409,7 @@ pub fn dump_pages_cow(
             mem,
             zero_pfn,
             words: Vec::new(),
-            free: free_bufs,
+            free: &free_bufs,
             out: to_writer,
             cow,
             parent,
@@ -400,6 +429,8 @@ pub fn dump_pages_cow(
                 "the writer thread panicked",
             ))
         });
+        // The writer is done: every buffer it had is back.
+        keep_buffers(free_bufs.try_iter());
         // A write error (ENOSPC...) is the real cause when both failed.
         write_result.and(read_result)?;
         Ok(in_parent
@@ -414,7 +445,7 @@ struct Reader<'a> {
     mem: &'a TaskMem,
     zero_pfn: Option<u64>,
     words: Vec<u64>,
-    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    free: &'a std::sync::mpsc::Receiver<Vec<u8>>,
     out: std::sync::mpsc::SyncSender<Chunk>,
     /// Pages shared with the parent, not stored.
     cow: &'a CowMarks,

@@ -163,6 +163,11 @@ pub struct Remote<'a> {
     syscall_ip: u64,
     saved_mask: u64,
     finished: bool,
+    /// The thread is in a PTRACE_EVENT_STOP of our PTRACE_INTERRUPT, the
+    /// stop it was frozen in (a batch ends there): its registers can go
+    /// back as they are, without another round trip
+    /// (`back_to_interrupt_stop`).
+    at_interrupt_stop: bool,
 }
 
 /// Find the address of a `syscall` instruction (0f 05) among `ranges`, in
@@ -234,6 +239,7 @@ impl<'a> Remote<'a> {
             syscall_ip,
             saved_mask,
             finished: false,
+            at_interrupt_stop: false,
         })
     }
 
@@ -295,17 +301,20 @@ impl<'a> Remote<'a> {
     /// [`Remote::finish`] for several threads, their round trips
     /// overlapping as in [`Remote::raw_each`].
     pub fn finish_each(mut remotes: Vec<Remote<'_>>) -> Result<()> {
-        for r in &remotes {
+        let away = |r: &&Remote<'_>| !r.at_interrupt_stop;
+        for r in remotes.iter().filter(away) {
             ptrace::interrupt(r.task.npid()).ctx(r.task.tid, || {
                 "PTRACE_INTERRUPT after remote syscalls".into()
             })?;
         }
-        for r in &remotes {
+        for r in remotes.iter().filter(away) {
             ptrace::cont(r.task.npid(), None)
                 .ctx(r.task.tid, || "PTRACE_CONT after remote syscalls".into())?;
         }
         for r in remotes.iter_mut() {
-            super::wait_event_stop(r.task.tid, None)?;
+            if !r.at_interrupt_stop {
+                super::wait_event_stop(r.task.tid, None)?;
+            }
             // Back in its interrupt stop: the rest needs no round trip.
             r.finished = true;
             let regs = r.task.regs;
@@ -320,6 +329,7 @@ impl<'a> Remote<'a> {
     /// Registers for syscall `nr` at the syscall instruction.
     fn set_call(&mut self, nr: i64, args: &[u64]) -> Result<()> {
         let tid = self.task.tid;
+        self.at_interrupt_stop = false;
         STATS
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -401,8 +411,9 @@ impl<'a> Remote<'a> {
     /// Set the task off on a batch: `BATCH_CODE` at `code` walks the table
     /// at `table` and writes to `done_fd` when done (no syscall restart,
     /// no single-step).
-    fn start_batch(&self, code: u64, table: u64, done_fd: u64) -> Result<()> {
+    fn start_batch(&mut self, code: u64, table: u64, done_fd: u64) -> Result<()> {
         let tid = self.task.tid;
+        self.at_interrupt_stop = false;
         let mut regs = self.task.regs;
         regs.rip = code;
         regs.rbx = table;
@@ -473,7 +484,8 @@ impl<'a> Remote<'a> {
             ptrace::interrupt(self.task.npid()).ctx(tid, || {
                 "PTRACE_INTERRUPT after a batch of remote syscalls".into()
             })?;
-            super::wait_event_stop(tid, None)?;
+            let kind = super::wait_event_stop(tid, None)?;
+            self.at_interrupt_stop = self.interrupted(kind);
             if !finished {
                 return Err(Error::task(
                     tid,
@@ -745,8 +757,9 @@ impl<'a> Remote<'a> {
                 "PTRACE_INTERRUPT after a batch of remote syscalls".into()
             })?;
         }
-        for r in remotes.iter() {
-            super::wait_event_stop(r.task.tid, None)?;
+        for r in remotes.iter_mut() {
+            let kind = super::wait_event_stop(r.task.tid, None)?;
+            r.at_interrupt_stop = r.interrupted(kind);
         }
         let mut out = Vec::with_capacity(remotes.len());
         for (((r, &table), &len), done) in remotes.iter().zip(tables).zip(&written).zip(finished) {
@@ -830,12 +843,23 @@ impl<'a> Remote<'a> {
     /// resume; take it back there (PTRACE_INTERRUPT + PTRACE_CONT) before
     /// its registers go back, so that it goes on exactly as it would have.
     fn back_to_interrupt_stop(&mut self) -> Result<()> {
+        if self.at_interrupt_stop {
+            return Ok(());
+        }
         let tid = self.task.tid;
         ptrace::interrupt(self.task.npid())
             .ctx(tid, || "PTRACE_INTERRUPT after remote syscalls".into())?;
         ptrace::cont(self.task.npid(), None)
             .ctx(tid, || "PTRACE_CONT after remote syscalls".into())?;
         super::wait_event_stop(tid, None).map(|_| ())
+    }
+
+    /// Whether the stop `kind` that our PTRACE_INTERRUPT brought is the
+    /// one the thread was frozen in: a thread frozen in a group stop goes
+    /// the round trip as before.
+    fn interrupted(&self, kind: super::StopKind) -> bool {
+        use super::StopKind::Running;
+        kind == Running && self.task.kind == Running
     }
 
     /// Finish without restoring anything: the restore sets final state itself.
