@@ -64,10 +64,10 @@ fn lock(c: &SharedClient) -> std::sync::MutexGuard<'_, pageserver::Client> {
 impl PagesFile {
     /// Append `data` (the caller hashes it).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        use std::io::Write;
+        use std::os::unix::fs::FileExt;
         match &mut self.to {
             PagesTo::File(f) => f
-                .write_all(data)
+                .write_all_at(data, self.size)
                 .map_err(|e| Error::io(&self.path, "writing pages", e))?,
             PagesTo::Server(c, n) => lock(c).data(*n, &file_name(&self.path), data)?,
         }
@@ -75,9 +75,48 @@ impl PagesFile {
         Ok(())
     }
 
+    /// A handle for writing at places claimed with [`PagesFile::claim`],
+    /// from other threads than the one that claims; None when the pages
+    /// go to a page server, whose stream takes them in order only
+    /// ([`PagesFile::write`]).
+    pub fn positioned(&self) -> Result<Option<PagesAt>> {
+        match &self.to {
+            PagesTo::File(f) => Ok(Some(PagesAt {
+                file: f
+                    .try_clone()
+                    .map_err(|e| Error::io(&self.path, "opening pages image again", e))?,
+                path: self.path.clone(),
+            })),
+            PagesTo::Server(..) => Ok(None),
+        }
+    }
+
+    /// Append `n` bytes that the caller writes through [`PagesAt`] (and
+    /// hashes): where they go.
+    pub fn claim(&mut self, n: u64) -> u64 {
+        let at = self.size;
+        self.size += n;
+        at
+    }
+
     /// The bytes written so far.
     pub fn size(&self) -> u64 {
         self.size
+    }
+}
+
+/// A pages image file written at places claimed in its [`PagesFile`].
+pub struct PagesAt {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl PagesAt {
+    pub fn write_at(&self, data: &[u8], at: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(data, at)
+            .map_err(|e| Error::io(&self.path, format!("writing pages at {at:#x}"), e))
     }
 }
 

@@ -258,40 +258,16 @@ fn wanted(kind: VmaKind, word: u64, zero_pfn: Option<u64>) -> bool {
     }
 }
 
-/// Bytes copied out of the task per process_vm_readv batch.
-const BATCH: usize = 2 << 20;
+/// Bytes copied out of the task per process_vm_readv batch: small enough
+/// to stay in the copying core's L2 cache until that core writes them.
+const BATCH: usize = 512 << 10;
 const IOV_BATCH: usize = 512;
-/// Buffers in flight between the reader and the writer thread.
-const BUFFERS: usize = 3;
-
-thread_local! {
-    /// The copy buffers of this thread's last [`dump_pages_cow`], for its
-    /// next: the pages threads copy one process after the other, and
-    /// `BUFFERS` fresh buffers a process were zeroed (6 MiB of memset, the
-    /// largest item of a p32 dump's profile) and faulted in each time.
-    /// Whatever a buffer held before is written over before it is used
-    /// (read_vm, else /proc/PID/mem, else the dump fails).
-    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `BUFFERS` copy buffers: this thread's spare ones, new ones for the rest.
-fn take_buffers() -> Vec<Vec<u8>> {
-    let mut bufs = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    bufs.truncate(BUFFERS);
-    while bufs.len() < BUFFERS {
-        bufs.push(vec![0u8; BATCH]);
-    }
-    bufs
-}
-
-/// Keep the buffers back from a copy for this thread's next one.
-fn keep_buffers(bufs: impl Iterator<Item = Vec<u8>>) {
-    SPARE.with(|s| {
-        let mut s = s.borrow_mut();
-        s.extend(bufs.filter(|b| b.len() == BATCH));
-        s.truncate(BUFFERS);
-    });
-}
+/// Threads that copy one process's pages, each batch by one of them from
+/// the task to the image file (see [`dump_pages_cow`]).
+const COPIERS: usize = 2;
+/// Pages of pagemap read at a time: short, since the walk that reads it
+/// holds the other copier up.
+const WINDOW_PAGES: u64 = 1 << 13;
 
 fn is_zero(page: &[u8]) -> bool {
     let (pre, mid, post) = as_u128(page);
@@ -323,20 +299,7 @@ pub struct PageSink {
     pub pm: PagemapBuilder,
 }
 
-/// A buffer full of pages read from the task, and the byte ranges of it
-/// that go to `sink` (the non-zero pages).
-struct Chunk {
-    sink: usize,
-    buf: Vec<u8>,
-    runs: Vec<(usize, usize)>,
-}
-
 /// Copy the wanted pages of every job into the sinks.
-///
-/// Two threads share the work so that the two copies a dump needs (task
-/// memory into our buffer, buffer into the page cache of the image file)
-/// overlap: this thread walks pagemap, reads with process_vm_readv and
-/// finds zero pages; a writer thread writes and checksums.
 pub fn dump_pages(
     pid: Pid,
     mem: &TaskMem,
@@ -368,6 +331,22 @@ pub type ParentMarks = std::collections::BTreeMap<u64, Vec<bool>>;
 /// parent (the caller adds their entries, [`cow_entries`]) and those
 /// `parent` marks as in the parent image (returned as in-parent entries
 /// of sink 0, in address order).
+///
+/// What a dump of much memory costs here is the writing of the image's
+/// pages: the kernel allocates each page of the file and the copy into
+/// it is the first write to that memory (on this VM, a fault in the host
+/// too). The copy out of the task into a small buffer is cheap beside it,
+/// and a buffer that stays in one core's cache makes the second copy read
+/// from that cache. So [`COPIERS`] threads each take the next batch of
+/// the walk through pagemap, read it with process_vm_readv into their
+/// own buffer, find its zero pages, and then, in the batches' order, add
+/// it to the pagemap and the checksums and claim its place in the pages
+/// file; the write into that place (pwrite) needs no order, so one
+/// thread writes while the other reads and checks. (The kernel holds the
+/// file's lock for each write, so the writes themselves do not overlap.)
+/// Measured against copying straight into a shared mapping of the file
+/// and against vmsplice by the task: docs/benchmarks.md, branch
+/// `onecopy`.
 #[allow(clippy::too_many_arguments)]
 pub fn dump_pages_cow(
     pid: Pid,
@@ -379,96 +358,136 @@ pub fn dump_pages_cow(
     cow: &CowMarks,
     parent: &ParentMarks,
 ) -> Result<Vec<pb::PagemapEntry>> {
-    let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<Chunk>(BUFFERS);
-    let (to_reader, free_bufs) = std::sync::mpsc::channel::<Vec<u8>>();
-    for buf in take_buffers() {
-        to_reader.send(buf).expect("receiver is alive");
+    let mut at = Vec::with_capacity(sinks.len());
+    for s in sinks.iter() {
+        at.push(s.pages.out.positioned()?);
     }
-    let mut files = Vec::new();
-    let mut hashers = Vec::new();
-    let mut builders = Vec::new();
-    for s in sinks.iter_mut() {
-        files.push(&mut s.pages.out);
-        hashers.push(&mut s.pages.hash);
-        builders.push(&mut s.pm);
-    }
+    let walker = std::sync::Mutex::new(Walker {
+        pid,
+        pagemap,
+        zero_pfn,
+        jobs,
+        cow,
+        parent,
+        job: 0,
+        addr: jobs.first().map_or(0, |j| j.entry.start),
+        began: false,
+        words: Vec::new(),
+        ready: std::collections::VecDeque::new(),
+        seq: 0,
+        in_parent: Vec::new(),
+    });
+    let turn = Turn {
+        state: std::sync::Mutex::new(InTurn {
+            next: 0,
+            failed: false,
+            sinks: sinks
+                .iter_mut()
+                .map(|s| (&mut s.pages.out, &mut s.pages.hash, &mut s.pm))
+                .collect(),
+        }),
+        moved: std::sync::Condvar::new(),
+    };
+    let copier = Copier {
+        pid,
+        mem,
+        walker: &walker,
+        turn: &turn,
+        at: &at,
+    };
     std::thread::scope(|scope| {
-        let writer = scope.spawn(move || -> Result<()> {
-            for chunk in from_reader {
-                let out = &mut files[chunk.sink];
-                for &(a, b) in &chunk.runs {
-                    out.write(&chunk.buf[a..b])?;
-                }
-                // The reader may be gone already (it failed); that's fine.
-                let _ = to_reader.send(chunk.buf);
-            }
-            Ok(())
-        });
-        let mut reader = Reader {
-            pid,
-            mem,
-            zero_pfn,
-            words: Vec::new(),
-            free: &free_bufs,
-            out: to_writer,
-            cow,
-            parent,
-            in_parent: Vec::new(),
-            pin_ok: true,
-        };
-        let read_result = jobs.iter().try_for_each(|job| {
-            let sink = job.sink;
-            reader.dump_vma(pagemap, job, builders[sink], hashers[sink])
-        });
-        let in_parent = std::mem::take(&mut reader.in_parent);
-        drop(reader);
-        let write_result = writer.join().unwrap_or_else(|_| {
-            Err(Error::task(
-                pid,
-                "dumping pages",
-                "the writer thread panicked",
-            ))
-        });
-        // The writer is done: every buffer it had is back.
-        keep_buffers(free_bufs.try_iter());
-        // A write error (ENOSPC...) is the real cause when both failed.
-        write_result.and(read_result)?;
-        Ok(in_parent
-            .into_iter()
-            .map(|(a, n)| crate::images::chain::in_parent_entry(a, n))
-            .collect())
-    })
+        let others: Vec<_> = (1..COPIERS).map(|_| scope.spawn(|| copier.run())).collect();
+        let mut result = copier.run();
+        for t in others {
+            let r = t.join().unwrap_or_else(|_| {
+                Err(Error::task(
+                    pid,
+                    "dumping pages",
+                    "a copier thread panicked",
+                ))
+            });
+            // The first failure is the cause; the others only stopped.
+            result = result.and(r);
+        }
+        result
+    })?;
+    let in_parent = walker
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .in_parent;
+    Ok(in_parent
+        .into_iter()
+        .map(|(a, n)| crate::images::chain::in_parent_entry(a, n))
+        .collect())
 }
 
-struct Reader<'a> {
+/// Pages of one mapping to copy in one process_vm_readv: (address, pages)
+/// pieces, the `seq`th batch of the walk.
+struct Batch {
+    seq: u64,
+    sink: usize,
+    base: u64,
+    /// process_vm_readv may read it (else /proc/PID/mem does).
+    readable: bool,
+    /// The first batch of its mapping: pagemap entries do not run on from
+    /// the mapping before.
+    seal: bool,
+    pieces: Vec<(u64, u64)>,
+}
+
+/// The walk through the jobs' pagemap, in address order, cut into
+/// batches.
+struct Walker<'a> {
     pid: Pid,
-    mem: &'a TaskMem,
+    pagemap: &'a PagemapReader,
     zero_pfn: Option<u64>,
-    words: Vec<u64>,
-    free: &'a std::sync::mpsc::Receiver<Vec<u8>>,
-    out: std::sync::mpsc::SyncSender<Chunk>,
+    jobs: &'a [VmaJob<'a>],
     /// Pages shared with the parent, not stored.
     cow: &'a CowMarks,
     /// Pages that may be in the parent image.
     parent: &'a ParentMarks,
+    /// The job and the address the walk is at.
+    job: usize,
+    addr: u64,
+    /// A batch of the job was handed out (its first one seals).
+    began: bool,
+    words: Vec<u64>,
+    /// Batches of the last window, not handed out yet.
+    ready: std::collections::VecDeque<Batch>,
+    seq: u64,
     /// Runs of pages recorded as in the parent image (address, pages).
     in_parent: Vec<(u64, u32)>,
-    /// The chunk being copied has no page another process maps too, so
-    /// process_vm_readv may read it.
-    pin_ok: bool,
 }
 
-impl Reader<'_> {
-    fn dump_vma(
-        &mut self,
-        pagemap: &PagemapReader,
-        job: &VmaJob<'_>,
-        pm: &mut PagemapBuilder,
-        hash: &mut crate::images::manifest::PagesHasher,
-    ) -> Result<()> {
-        const CHUNK_PAGES: u64 = 1 << 16;
-        pm.seal();
+impl Walker<'_> {
+    /// The next batch, or None at the end of the walk.
+    fn next(&mut self) -> Result<Option<Batch>> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Ok(Some(b));
+            }
+            let Some(job) = self.jobs.get(self.job) else {
+                return Ok(None);
+            };
+            if self.addr >= job.entry.end {
+                self.job += 1;
+                self.began = false;
+                if let Some(j) = self.jobs.get(self.job) {
+                    self.addr = j.entry.start;
+                }
+                continue;
+            }
+            self.window(job)?;
+        }
+    }
+
+    /// Read the pagemap of the next window of `job` and cut its wanted
+    /// pages into batches.
+    fn window(&mut self, job: &VmaJob<'_>) -> Result<()> {
         let vma = job.entry;
+        let addr = self.addr;
+        let end = (addr + WINDOW_PAGES * PAGE).min(vma.end);
+        self.addr = end;
         // Pages still shared with the parent are not stored.
         let marks = self
             .cow
@@ -478,66 +497,47 @@ impl Reader<'_> {
             .parent
             .get(&vma.start)
             .filter(|m| m.len() as u64 == (vma.end - vma.start) / PAGE && job.sink == 0);
-        let mut addr = vma.start;
-        while addr < vma.end {
-            let end = (addr + CHUNK_PAGES * PAGE).min(vma.end);
-            pagemap
-                .read_range(addr, end, &mut self.words)
-                .map_err(|e| {
-                    Error::task(
-                        self.pid,
-                        format!("pagemap of {addr:#x}-{end:#x}"),
-                        e.to_string(),
-                    )
-                })?;
-            let mut runs: Vec<(u64, u64)> = Vec::new();
-            for (i, &w) in self.words.iter().enumerate() {
-                let a = addr + i as u64 * PAGE;
-                let i = ((a - vma.start) / PAGE) as usize;
-                let cow = marks.is_some_and(|m| m[i]);
-                if !cow && parent.is_some_and(|m| m[i]) && wanted(job.kind, w, self.zero_pfn) {
-                    match self.in_parent.last_mut() {
-                        Some((s, n)) if *s + *n as u64 * PAGE == a && *n < u32::MAX && i > 0 => {
-                            *n += 1
-                        }
-                        _ => self.in_parent.push((a, 1)),
-                    }
-                    continue;
+        self.pagemap
+            .read_range(addr, end, &mut self.words)
+            .map_err(|e| {
+                Error::task(
+                    self.pid,
+                    format!("pagemap of {addr:#x}-{end:#x}"),
+                    e.to_string(),
+                )
+            })?;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (i, &w) in self.words.iter().enumerate() {
+            let a = addr + i as u64 * PAGE;
+            let i = ((a - vma.start) / PAGE) as usize;
+            let cow = marks.is_some_and(|m| m[i]);
+            if !cow && parent.is_some_and(|m| m[i]) && wanted(job.kind, w, self.zero_pfn) {
+                match self.in_parent.last_mut() {
+                    Some((s, n)) if *s + *n as u64 * PAGE == a && *n < u32::MAX && i > 0 => *n += 1,
+                    _ => self.in_parent.push((a, 1)),
                 }
-                if !cow && wanted(job.kind, w, self.zero_pfn) {
-                    match runs.last_mut() {
-                        Some((s, n)) if *s + *n * PAGE == a => *n += 1,
-                        _ => runs.push((a, 1)),
-                    }
+                continue;
+            }
+            if !cow && wanted(job.kind, w, self.zero_pfn) {
+                match runs.last_mut() {
+                    Some((s, n)) if *s + *n * PAGE == a => *n += 1,
+                    _ => runs.push((a, 1)),
                 }
             }
-            // process_vm_readv pins the pages it reads, and
-            // pinning a copy-on-write shared anonymous page unshares it
-            // (Linux 5.19+): the dump would give the task private copies of
-            // what it shares with its parent or children (and them nothing
-            // left to share). /proc/PID/mem does not pin: it reads chunks
-            // that have a page mapped by another process too.
-            let shared = self.words.iter().any(|&w| {
-                let f = PageFlags(w);
-                f.present() && !f.exclusive() && !f.file_or_shared_anon()
-            });
-            self.pin_ok = !shared;
-            self.copy_runs(&runs, job, pm, hash)?;
-            addr = end;
         }
-        Ok(())
-    }
-
-    fn copy_runs(
-        &mut self,
-        runs: &[(u64, u64)],
-        job: &VmaJob<'_>,
-        pm: &mut PagemapBuilder,
-        hash: &mut crate::images::manifest::PagesHasher,
-    ) -> Result<()> {
+        // process_vm_readv pins the pages it reads, and
+        // pinning a copy-on-write shared anonymous page unshares it
+        // (Linux 5.19+): the dump would give the task private copies of
+        // what it shares with its parent or children (and them nothing
+        // left to share). /proc/PID/mem does not pin: it reads windows
+        // that have a page mapped by another process too.
+        let shared = self.words.iter().any(|&w| {
+            let f = PageFlags(w);
+            f.present() && !f.exclusive() && !f.file_or_shared_anon()
+        });
         let cap_pages = BATCH as u64 / PAGE;
         let mut pieces: Vec<(u64, u64)> = Vec::new();
-        for &(mut s, mut n) in runs {
+        for (mut s, mut n) in runs {
             while n > 0 {
                 let take = n.min(cap_pages);
                 pieces.push((s, take));
@@ -547,53 +547,126 @@ impl Reader<'_> {
         }
         let mut i = 0;
         while i < pieces.len() {
-            crate::fault::abandoned(self.pid)?;
-            let mut buf = self
-                .free
-                .recv()
-                .map_err(|_| Error::task(self.pid, "dumping pages", "the image writer stopped"))?;
             let mut used = 0u64;
-            let mut iov = Vec::new();
-            let first = i;
-            while i < pieces.len() && iov.len() < IOV_BATCH && used + pieces[i].1 <= cap_pages {
-                iov.push(RemoteIoVec {
-                    base: pieces[i].0 as usize,
-                    len: (pieces[i].1 * PAGE) as usize,
-                });
+            let from = i;
+            while i < pieces.len() && i - from < IOV_BATCH && used + pieces[i].1 <= cap_pages {
                 used += pieces[i].1;
                 i += 1;
             }
-            let bytes = (used * PAGE) as usize;
-            let got = if job.readable && self.pin_ok {
-                read_vm(self.pid, &mut buf[..bytes], &iov).unwrap_or(0)
-            } else {
-                0
-            };
-            if got < bytes {
-                // Not readable through process_vm_readv (PROT_NONE, or a
-                // page it cannot pin): /proc/PID/mem reaches it.
-                let mut off = 0usize;
-                for v in &iov {
-                    if off + v.len > got {
-                        let skip = got.saturating_sub(off);
-                        let a = v.base as u64 + skip as u64;
-                        self.mem.read(a, &mut buf[off + skip..off + v.len])?;
-                    }
-                    off += v.len;
+            self.ready.push_back(Batch {
+                seq: self.seq,
+                sink: job.sink,
+                base: job.base,
+                readable: job.readable && !shared,
+                seal: !std::mem::replace(&mut self.began, true),
+                pieces: pieces[from..i].to_vec(),
+            });
+            self.seq += 1;
+        }
+        Ok(())
+    }
+}
+
+/// What the batches do in their order: the pagemaps, the checksums and
+/// the places in the pages files.
+struct Turn<'a> {
+    state: std::sync::Mutex<InTurn<'a>>,
+    moved: std::sync::Condvar,
+}
+
+type SinkParts<'a> = (
+    &'a mut crate::imgdir::PagesFile,
+    &'a mut crate::images::manifest::PagesHasher,
+    &'a mut PagemapBuilder,
+);
+
+struct InTurn<'a> {
+    /// The batch whose turn it is.
+    next: u64,
+    /// A copier failed: the others stop.
+    failed: bool,
+    sinks: Vec<SinkParts<'a>>,
+}
+
+/// One copier thread's view of the shared state.
+struct Copier<'a, 'w> {
+    pid: Pid,
+    mem: &'a TaskMem,
+    walker: &'a std::sync::Mutex<Walker<'w>>,
+    turn: &'a Turn<'a>,
+    /// Each sink's file for writes at claimed offsets; None for a page
+    /// server, written in the batches' order.
+    at: &'a [Option<crate::imgdir::PagesAt>],
+}
+
+/// Copy buffers kept from one copy for the next: the pages threads copy
+/// one process after the other, and fresh buffers were zeroed and faulted
+/// in each time (memset was the largest item of a p32 dump's profile).
+/// Whatever a buffer held before is written over before it is used
+/// (read_vm, else /proc/PID/mem, else the dump fails).
+static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// At most this many buffers are kept.
+const SPARE_MAX: usize = 8;
+
+/// A copy buffer of `BATCH` bytes from [`SPARE`], back there when dropped.
+struct CopyBuf(Vec<u8>);
+
+impl CopyBuf {
+    fn take() -> Self {
+        let kept = SPARE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        CopyBuf(kept.unwrap_or_else(|| vec![0u8; BATCH]))
+    }
+}
+
+impl Drop for CopyBuf {
+    fn drop(&mut self) {
+        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < SPARE_MAX && self.0.len() == BATCH {
+            spare.push(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+impl Copier<'_, '_> {
+    fn run(&self) -> Result<()> {
+        let r = self.copy_all();
+        if r.is_err() {
+            let mut t = self.turn.state.lock().unwrap_or_else(|e| e.into_inner());
+            t.failed = true;
+            self.turn.moved.notify_all();
+        }
+        r
+    }
+
+    fn copy_all(&self) -> Result<()> {
+        let mut spare = CopyBuf::take();
+        let buf = &mut spare.0;
+        // Non-zero pages of the batch: byte ranges of the buffer and the
+        // pagemap entries (address less base, pages) they make.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut entries: Vec<(u64, u32)> = Vec::new();
+        loop {
+            let batch = {
+                let mut w = self.walker.lock().unwrap_or_else(|e| e.into_inner());
+                match w.next()? {
+                    Some(b) => b,
+                    None => return Ok(()),
                 }
-            }
-            // Non-zero pages, as runs of the buffer.
-            let mut out_runs = Vec::new();
+            };
+            crate::fault::abandoned(self.pid)?;
+            let bytes = self.read(&batch, buf)?;
+            runs.clear();
+            entries.clear();
             let mut off = 0usize;
-            for &(s, n) in &pieces[first..i] {
+            for &(s, n) in &batch.pieces {
                 let mut run: Option<(u64, usize)> = None;
                 for p in 0..n {
                     let zero = is_zero(&buf[off..off + PAGE as usize]);
                     match (zero, run) {
                         (false, None) => run = Some((s + p * PAGE, off)),
                         (true, Some((ra, roff))) => {
-                            pm.push(ra - job.base, ((off - roff) as u64 / PAGE) as u32);
-                            out_runs.push((roff, off));
+                            entries.push((ra - batch.base, ((off - roff) as u64 / PAGE) as u32));
+                            runs.push((roff, off));
                             run = None;
                         }
                         _ => {}
@@ -601,24 +674,84 @@ impl Reader<'_> {
                     off += PAGE as usize;
                 }
                 if let Some((ra, roff)) = run {
-                    pm.push(ra - job.base, ((off - roff) as u64 / PAGE) as u32);
-                    out_runs.push((roff, off));
+                    entries.push((ra - batch.base, ((off - roff) as u64 / PAGE) as u32));
+                    runs.push((roff, off));
                 }
             }
-            // Hash here, while the bytes are hot in this core's cache; the
-            // writer only copies them into the page cache.
-            for &(a, b) in &out_runs {
-                hash.update(&buf[a..b]);
+            debug_assert_eq!(off, bytes);
+            let stored: usize = runs.iter().map(|&(a, b)| b - a).sum();
+            let place = {
+                let mut t = self.turn.state.lock().unwrap_or_else(|e| e.into_inner());
+                while t.next != batch.seq && !t.failed {
+                    t = self.turn.moved.wait(t).unwrap_or_else(|e| e.into_inner());
+                }
+                if t.failed {
+                    return Ok(());
+                }
+                let (file, hash, pm) = &mut t.sinks[batch.sink];
+                if batch.seal {
+                    pm.seal();
+                }
+                for &(a, n) in &entries {
+                    pm.push(a, n);
+                }
+                // Hashed here, while the bytes are hot in this core's
+                // cache, and in the file's order.
+                for &(a, b) in &runs {
+                    hash.update(&buf[a..b]);
+                }
+                let place = match &self.at[batch.sink] {
+                    Some(_) => Some(file.claim(stored as u64)),
+                    None => {
+                        for &(a, b) in &runs {
+                            file.write(&buf[a..b])?;
+                        }
+                        None
+                    }
+                };
+                t.next += 1;
+                self.turn.moved.notify_all();
+                place
+            };
+            if let (Some(mut pos), Some(at)) = (place, &self.at[batch.sink]) {
+                for &(a, b) in &runs {
+                    at.write_at(&buf[a..b], pos)?;
+                    pos += (b - a) as u64;
+                }
             }
-            self.out
-                .send(Chunk {
-                    sink: job.sink,
-                    buf,
-                    runs: out_runs,
-                })
-                .map_err(|_| Error::task(self.pid, "dumping pages", "the image writer stopped"))?;
         }
-        Ok(())
+    }
+
+    /// Read the batch's pages into `buf`; their bytes.
+    fn read(&self, batch: &Batch, buf: &mut [u8]) -> Result<usize> {
+        let iov: Vec<RemoteIoVec> = batch
+            .pieces
+            .iter()
+            .map(|&(s, n)| RemoteIoVec {
+                base: s as usize,
+                len: (n * PAGE) as usize,
+            })
+            .collect();
+        let bytes: usize = iov.iter().map(|v| v.len).sum();
+        let got = if batch.readable {
+            read_vm(self.pid, &mut buf[..bytes], &iov).unwrap_or(0)
+        } else {
+            0
+        };
+        if got < bytes {
+            // Not readable through process_vm_readv (PROT_NONE, or a
+            // page it cannot pin): /proc/PID/mem reaches it.
+            let mut off = 0usize;
+            for v in &iov {
+                if off + v.len > got {
+                    let skip = got.saturating_sub(off);
+                    let a = v.base as u64 + skip as u64;
+                    self.mem.read(a, &mut buf[off + skip..off + v.len])?;
+                }
+                off += v.len;
+            }
+        }
+        Ok(bytes)
     }
 }
 
