@@ -228,6 +228,22 @@ fn batch_results(mem: &TaskMem, table: u64, len: usize) -> Result<Vec<i64>> {
 }
 
 impl<'a> Remote<'a> {
+    /// A pipe made by the task for a batch, its fds written at `table`:
+    /// (read end, write end) in the task. The engine takes the read end
+    /// (root may take fds from any task; an unprivileged task may not
+    /// take one from the engine).
+    fn batch_pipe(&mut self, mem: &TaskMem, table: u64) -> Result<(u64, u64)> {
+        self.call(
+            libc::SYS_pipe2,
+            &[table, libc::O_CLOEXEC as u64],
+            "pipe2 for a batch of remote syscalls",
+        )?;
+        let mut fds = [0u8; 8];
+        mem.read(table, &mut fds)?;
+        let fd = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64;
+        Ok((fd(&fds[..4]), fd(&fds[4..])))
+    }
+
     /// Start running syscalls in `task`. All signals are blocked meanwhile,
     /// so a signal that arrives during the dump stays pending (and is
     /// dumped) instead of interrupting the injected call.
@@ -456,18 +472,7 @@ impl<'a> Remote<'a> {
             STATS
                 .batched_calls
                 .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            // The pipe is made by the task and its read end taken by the
-            // engine (root may take fds from any task; an unprivileged task
-            // may not take one from the engine).
-            self.call(
-                libc::SYS_pipe2,
-                &[table, libc::O_CLOEXEC as u64],
-                "pipe2 for a batch of remote syscalls",
-            )?;
-            let mut fds = [0u8; 8];
-            mem.read(table, &mut fds)?;
-            let task_rd = u32::from_le_bytes(fds[..4].try_into().expect("4 bytes")) as u64;
-            let done_fd = u32::from_le_bytes(fds[4..].try_into().expect("4 bytes")) as u64;
+            let (task_rd, done_fd) = self.batch_pipe(mem, table)?;
             let rd = match crate::sys::take_fd(mem.pid(), task_rd as i32) {
                 Ok(fd) => fd,
                 Err(e) => {
@@ -541,15 +546,7 @@ impl<'a> Remote<'a> {
             (n + after.len() + threads.iter().map(|t| t.calls.len()).sum::<usize>()) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        self.call(
-            libc::SYS_pipe2,
-            &[table, libc::O_CLOEXEC as u64],
-            "pipe2 for a batch of remote syscalls",
-        )?;
-        let mut fds = [0u8; 8];
-        mem.read(table, &mut fds)?;
-        let task_rd = u32::from_le_bytes(fds[..4].try_into().expect("4 bytes")) as u64;
-        let done_fd = u32::from_le_bytes(fds[4..].try_into().expect("4 bytes")) as u64;
+        let (task_rd, done_fd) = self.batch_pipe(mem, table)?;
         let r = self.clone_batch_run(mem, code, table, threads, after, task_rd, done_fd);
         // The write end stays in the task until the engine closes it:
         // every thread had to write to it first.
