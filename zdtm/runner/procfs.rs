@@ -328,8 +328,8 @@ pub const UNS_UID_MAP: [[u64; 3]; 2] = [[0, 0, 65536], [65536, 200000, 65536]];
 pub const UNS_GID_MAP: [[u64; 3]; 2] = [[0, 0, 65536], [65536, 300000, 65536]];
 /// Its maps with every id shifted (cases::UNS_SHIFT, ns.c's
 /// USERNS_SHIFTED_*), unless the case asks for the ones above.
-pub const UNS_SHIFTED_UID_MAP: [[u64; 3]; 1] = [[0, 100000, 65536]];
-pub const UNS_SHIFTED_GID_MAP: [[u64; 3]; 1] = [[0, 200000, 65536]];
+pub const UNS_SHIFTED_UID_MAP: [[u64; 3]; 1] = [[0, crate::cases::UNS_SHIFT.0 as u64, 65536]];
+pub const UNS_SHIFTED_GID_MAP: [[u64; 3]; 1] = [[0, crate::cases::UNS_SHIFT.1 as u64, 65536]];
 
 /// What is wrong with `pid`'s user namespace for the `uns` flavour: it
 /// must be one of its own (not the runner's), with the flavour's maps

@@ -264,40 +264,6 @@ impl Seized {
         })
     }
 
-    /// Adopt a task that stopped itself under PTRACE_TRACEME, or a thread
-    /// auto-attached at creation (restore).
-    pub fn adopt_stopped(tid: Pid) -> Result<Seized> {
-        let st = waitpid(npid(tid), Some(WaitPidFlag::__WALL))
-            .ctx(tid, || "waiting for the restored task to stop".into())?;
-        match st {
-            WaitStatus::Stopped(_, Signal::SIGSTOP) | WaitStatus::PtraceEvent(_, Signal::SIGSTOP, _) => {}
-            // A thread auto-attached under PTRACE_SEIZE starts in a
-            // PTRACE_EVENT_STOP (SIGTRAP), not with a SIGSTOP.
-            WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {}
-            WaitStatus::Exited(_, code) => {
-                return Err(Error::task(
-                    tid,
-                    "restore",
-                    format!("task exited with status {code} before it was set up (see the log for the reason)"),
-                ))
-            }
-            other => {
-                return Err(Error::task(
-                    tid,
-                    "restore",
-                    format!("unexpected wait status {other:?} from the new task"),
-                ))
-            }
-        }
-        let regs = raw::get_regs(npid(tid)).ctx(tid, || "reading registers".into())?;
-        Ok(Seized {
-            tid,
-            regs,
-            kind: StopKind::Running,
-            detached: false,
-        })
-    }
-
     pub fn npid(&self) -> NixPid {
         npid(self.tid)
     }

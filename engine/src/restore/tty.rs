@@ -431,16 +431,14 @@ impl Restorer for Ttys {
             let slave = open_slave(libc::O_RDWR).map_err(|e| sys("opening its slave", e))?;
             // devpts gives the slave to whoever opened the master: to the
             // owner the dump found (the tree's chown or grantpt), else (an
-            // image without it) the owner of the task holding the master.
+            // image without it) the host's ids of the task holding the
+            // master.
             let owner = match (si.ckpt_uid, si.ckpt_gid) {
                 (Some(u), Some(g)) => Some((u, g)),
-                _ => spec.master_files.first().and_then(|&id| {
-                    imgs.tasks
-                        .iter()
-                        .find(|t| t.fdinfo.iter().any(|f| f.id == id))
-                        .and_then(|t| t.thread().creds.as_ref())
-                        .map(|c| (c.fsuid, c.fsgid))
-                }),
+                _ => spec
+                    .master_files
+                    .first()
+                    .and_then(|id| super::files::holders(imgs).get(id).map(|&(_, u, g)| (u, g))),
             };
             if let Some((u, g)) = owner {
                 nix::unistd::fchown(
