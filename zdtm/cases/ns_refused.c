@@ -2,8 +2,6 @@
  * ns_refused: trees in namespaces the restore cannot make are refused at
  * dump time, and go on unharmed.
  *
- * --kind=nested: a child of the test task enters a UTS namespace of its
- *   own (a namespace made inside the tree);
  * --kind=net: the test task, the tree's root, enters a network namespace
  *   of its own and gives it a route (10.0.0.0/8 through lo). Supported
  *   since network namespaces are kept whole (the row expects a pass, and
@@ -27,9 +25,6 @@
  *   of its own and forks a grandchild, which goes back into the test
  *   task's (the host's) with setns: a namespace the restore cannot put a
  *   task back into from one made inside the tree;
- * --kind=userns_uts: a child of the test task unshares a user namespace
- *   and a UTS namespace it owns (a namespace owned by a user namespace
- *   below the root's);
  * --kind=userns_thread: a child of the test task unshares a user
  *   namespace and starts a thread (threads of a task in a user namespace
  *   below the root's are not supported yet: userns_nested's tasks are
@@ -57,7 +52,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -70,7 +64,7 @@
 
 const char *test_doc = "Check that namespaces the restore cannot make are refused at dump";
 
-static char *kind = "nested";
+static char *kind = "net";
 static int host_cgns = -1;
 static void *sleeper(void *arg)
 {
@@ -79,7 +73,7 @@ static void *sleeper(void *arg)
 	return arg;
 }
 
-TEST_OPTION(kind, string, "nested, net, bridge, veth_out, time, nestedpid_thread, nft, nft_table, cgroup_back, userns_uts or userns_thread", 0);
+TEST_OPTION(kind, string, "net, bridge, veth_out, time, nestedpid_thread, nft, nft_table, cgroup_back or userns_thread", 0);
 
 /* lo up, then a route the kernel does not make: 10.0.0.0/8 through lo */
 static int add_route(void)
@@ -198,16 +192,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (child == 0) {
-		struct utsname u;
 		pid_t init = 0;
 		int st;
 
-		if (!strcmp(kind, "nested") &&
-		    (unshare(CLONE_NEWUTS) || sethostname("zdtm-nested", 11)))
-			_exit(2);
-		if (!strcmp(kind, "userns_uts") &&
-		    (unshare(CLONE_NEWUSER | CLONE_NEWUTS) || sethostname("zdtm-nested", 11)))
-			_exit(2);
 		if (!strcmp(kind, "userns_thread")) {
 			pthread_t th;
 
@@ -256,9 +243,6 @@ int main(int argc, char **argv)
 			_exit(3);
 		while (test_go())
 			pause();
-		if ((!strcmp(kind, "nested") || !strcmp(kind, "userns_uts")) &&
-		    (uname(&u) || strcmp(u.nodename, "zdtm-nested")))
-			_exit(4);
 		if (init > 0) {
 			/* still its init's parent, the init still alive */
 			if (waitpid(init, &st, WNOHANG) != 0)

@@ -1253,6 +1253,13 @@ pub static CASES: &[Case] = &[
         ..Case::DEFAULT
     },
     Case {
+        name: "uts_nested",
+        program: Program::C("uts_nested"),
+        suid: true,
+        flavors: &[Flavor::H, Flavor::Ns, Flavor::Uns],
+        ..Case::DEFAULT
+    },
+    Case {
         name: "userns_nested",
         program: Program::C("userns_nested"),
         suid: true,
@@ -1359,26 +1366,6 @@ pub static CASES: &[Case] = &[
         flavors: &[Flavor::Ns],
         crfail: true,
         crfail_reason: Some("a ramfs file system is not one the restore can make again"),
-        ..Case::DEFAULT
-    },
-    Case {
-        name: "ns_refused_nested",
-        program: Program::C("ns_refused"),
-        args: &["--kind=nested"],
-        suid: true,
-        flavors: &[Flavor::H, Flavor::Ns],
-        crfail: true,
-        crfail_reason: Some("namespaces created inside the tree are not supported"),
-        ..Case::DEFAULT
-    },
-    Case {
-        name: "ns_refused_userns_uts",
-        program: Program::C("ns_refused"),
-        args: &["--kind=userns_uts"],
-        suid: true,
-        flavors: &[Flavor::H, Flavor::Ns],
-        crfail: true,
-        crfail_reason: Some("namespaces created inside the tree are not supported"),
         ..Case::DEFAULT
     },
     Case {

@@ -429,6 +429,8 @@ impl DumpCtx<'_> {
         self.treens
             .write_nested_pidns(dir, |ino| ns.get("pid", ino))?;
         self.treens.write_userns(dir, |ino| ns.get("user", ino))?;
+        self.treens
+            .write_nested_uts(dir, |ino| ns.get("uts", ino))?;
         files::finish(&mut self.files, dir)?;
         dir.write_image("files.img", &self.files.entries)?;
         self.stats.shmem_pages +=

@@ -15,6 +15,15 @@
 //! refused here, naming the task and the namespace, rather than restored
 //! somewhere else.
 //!
+//! UTS namespaces below the root's (a task that unshared CLONE_NEWUTS,
+//! alone or with a user namespace: a sandbox's) are the second exception
+//! (`nested_uts`): each is kept in its own `utsns-N.img`, N as in the ids
+//! of the tasks in it, and the restore makes it in the user namespace of
+//! its first task in tree order, which must own it, and puts every task
+//! of it there (restore/nested_ns.rs). A task cannot go back into the
+//! root's from one below it (its parent's), since the restore puts a task
+//! into a namespace that is not its parent's only below the root's.
+//!
 //! A user namespace of the tree's own (userns.rs) is one a level below the
 //! engine's, and every other namespace the tree owns must be owned by it:
 //! the restore makes them all from inside it. User namespaces below the
@@ -75,6 +84,9 @@ pub struct TreeNs {
     net: Option<super::netns::NetNs>,
     /// The user namespaces of the tree but the engine's.
     users: super::userns::TreeUserns,
+    /// UTS namespaces below the root's: inode -> the first task in it, in
+    /// tree order.
+    nested_uts: BTreeMap<u64, Pid>,
 }
 
 fn links(pid: Pid) -> Result<BTreeMap<String, u64>> {
@@ -170,8 +182,9 @@ impl TreeNs {
                     continue;
                 }
                 // Pid namespaces below the root's: pid_levels checks them;
-                // cgroup namespaces made below the root: cgroup_leaders.
-                if base == "pid" || (base == "cgroup" && p.pid != root_pid) {
+                // cgroup namespaces made below the root: cgroup_leaders;
+                // UTS namespaces: nested_uts.
+                if base == "pid" || (p.pid != root_pid && (base == "cgroup" || base == "uts")) {
                     continue;
                 }
                 let why = if kind.ends_with("_for_children") {
@@ -196,6 +209,7 @@ impl TreeNs {
             }
         }
         cgroup_leaders(tree, reads, &engine)?;
+        let nested_uts = nested_uts(tree, reads, &root)?;
         let own_pid = root.get("pid") != engine.get("pid");
         let pids = pid_levels(tree, reads, &root, own_pid)?;
         let vpids = match own_pid {
@@ -269,6 +283,7 @@ impl TreeNs {
             mounts,
             net,
             users,
+            nested_uts,
         })
     }
 
@@ -456,6 +471,20 @@ impl TreeNs {
         self.users.write_images(dir, id_of)
     }
 
+    /// utsns-N.img of every UTS namespace below the root's, N as in the
+    /// ids of the tasks in it (`id_of` maps an inode to it).
+    pub fn write_nested_uts(
+        &self,
+        dir: &ImageDir,
+        mut id_of: impl FnMut(u64) -> u32,
+    ) -> Result<()> {
+        for (&ino, &first) in &self.nested_uts {
+            let id = id_of(ino);
+            dir.write_image(&format!("utsns-{id}.img"), &[uts_of(first)?])?;
+        }
+        Ok(())
+    }
+
     /// pidns-N.img of every pid namespace below the root's, N as in the
     /// ids of the tasks in it (`id_of` maps an inode to it).
     pub fn write_nested_pidns(
@@ -472,6 +501,77 @@ impl TreeNs {
         }
         Ok(())
     }
+}
+
+/// The UTS namespaces below the root's (module doc), each with its first
+/// task in tree order, checked: that task's user namespace owns it (the
+/// restore makes it there), and no task is back in the root's below one.
+fn nested_uts(
+    tree: &[FrozenProc],
+    reads: &TreeReads,
+    root: &BTreeMap<String, u64>,
+) -> Result<BTreeMap<u64, Pid>> {
+    let Some(&top) = root.get("uts") else {
+        return Ok(BTreeMap::new());
+    };
+    let mut of: BTreeMap<Pid, u64> = BTreeMap::new();
+    let mut first: BTreeMap<u64, Pid> = BTreeMap::new();
+    for p in tree.iter().filter(|p| p.zombie.is_none()) {
+        let ns = &reads.of(p.pid)?.ns;
+        let (Some(&ino), Some(&user)) = (ns.get("uts"), ns.get("user")) else {
+            continue;
+        };
+        of.insert(p.pid, ino);
+        let what = || format!("uts namespace uts:[{ino}]");
+        if ino == top {
+            if of.get(&p.ppid).is_some_and(|&up| up != top) {
+                return Err(Error::unsupported(
+                    p.pid,
+                    what(),
+                    format!(
+                        "it is the root's, but its parent's is uts:[{}] below it: the restore \
+                         puts a task into a UTS namespace other than its parent's only below \
+                         the root's",
+                        of[&p.ppid]
+                    ),
+                ));
+            }
+            continue;
+        }
+        if first.contains_key(&ino) {
+            continue;
+        }
+        let path = format!("/proc/{}/ns/uts", p.pid);
+        let f = std::fs::File::open(&path)
+            .map_err(|e| Error::io(&path, format!("pid {}: its {}", p.pid, what()), e))?;
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let owner = crate::sys::ns_get(f.as_fd(), crate::sys::NsGet::Owner)
+            .map_err(|e| Error::sys(p.pid, format!("NS_GET_USERNS of its {}", what()), e))?;
+        let owner = std::fs::File::from(owner)
+            .metadata()
+            .map_err(|e| {
+                Error::io(
+                    &path,
+                    format!("pid {}: the owner of its {}", p.pid, what()),
+                    e,
+                )
+            })?
+            .ino();
+        if owner != user {
+            return Err(Error::unsupported(
+                p.pid,
+                what(),
+                format!(
+                    "it is owned by user:[{owner}], not by user:[{user}], the user namespace of \
+                     its first task (pid {}), in which the restore makes it",
+                    p.pid
+                ),
+            ));
+        }
+        first.insert(ino, p.pid);
+    }
+    Ok(first)
 }
 
 /// The tree's pids at every pid namespace level from the root's down.

@@ -12,8 +12,9 @@
 //! CLONE_NEWUSER, at any depth, several siblings) are made by the restore
 //! parent first, each from a process in its parent, and each task enters
 //! its own once its children are forked (restore/userns.rs). So a task in
-//! one must be in the root's namespaces of every other kind (a namespace
-//! it owns would be made by the restore in the root's user namespace),
+//! one must be in the root's namespaces of every other kind but UTS (a
+//! namespace it owns would be made by the restore in the root's user
+//! namespace; UTS namespaces are made in their owner: dump/ns.rs),
 //! single-threaded (threads are cloned with their tids in a pid namespace
 //! the task has no power in), and every namespace between it and the
 //! root's must hold a task of the tree (its maps are read through one).
@@ -213,7 +214,8 @@ pub fn collect(tasks: &[TaskUser], engine: u64) -> Result<TreeUserns> {
         }
         for (kind, &ino) in &t.others {
             let base = kind.strip_suffix("_for_children").unwrap_or(kind);
-            if base != "user" && root.others.get(base) != Some(&ino) {
+            // UTS namespaces below the root's: dump/ns.rs `nested_uts`.
+            if base != "user" && base != "uts" && root.others.get(base) != Some(&ino) {
                 return Err(refuse(format!(
                     "its {kind} namespace {base}:[{ino}] is not the root's: the restore makes a \
                      namespace inside the tree in the root's user namespace, so one owned by a \

@@ -829,11 +829,6 @@ impl Manifest {
         }
     }
 
-    /// Same as [`verify`](Self::verify).
-    pub fn verify_dir(dir: &Path) -> Result<(), ManifestError> {
-        Manifest::verify(dir)
-    }
-
     /// Checks `dir` against this manifest: every listed file exists with
     /// the listed size and checksum, and no unlisted `.img` file is there.
     /// Reports every problem found, not only the first.

@@ -144,6 +144,9 @@ pub struct ChildPlan {
     /// the engine has it enter it, once its files are in
     /// (restore/userns.rs `place_fds`).
     pub user_ns: Option<(RawFd, RawFd)>,
+    /// When its UTS namespace is below the root's: the engine's fd of it,
+    /// which it enters first thing (restore/utsns.rs).
+    pub uts_ns: Option<RawFd>,
 }
 
 /// A file the engine needs open in the task while it rebuilds memory.
@@ -314,6 +317,15 @@ fn run_with(plan: &ChildPlan, parent: i32, early: RawFd) -> ! {
     let pid = plan.pid;
     let zero = nix::unistd::Pid::from_raw(0);
     let npid = nix::unistd::Pid::from_raw;
+
+    // Its UTS namespace below the root's, before it forks a child.
+    if let Some(fd) = plan.uts_ns {
+        // The engine's fd, inherited: open until the task fills its own
+        // table (restore/utsns.rs keeps it).
+        check(early, sys::fd::setns(fd, libc::CLONE_NEWUTS), || {
+            format!("pid {pid}: setns into its UTS namespace (the engine's fd {fd})")
+        });
+    }
 
     // A tree that pivot_root'ed: its /proc, before any task enters its root.
     check(early, super::mntns::mount_tree_proc(), || {

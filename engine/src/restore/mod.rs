@@ -40,6 +40,7 @@ pub mod timers;
 pub mod trust;
 pub mod tty;
 pub mod userns;
+pub mod utsns;
 pub mod vdso;
 pub mod workers;
 
@@ -160,6 +161,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     drop(remote);
     // The user namespace's launcher, done serving files (restore/userns.rs).
     userns::done();
+    utsns::done();
     let pid = r.map_err(|e| e.for_pid(root_pid, "restore"))?;
     // A tree that pivot_root'ed: its namespace without the old root.
     mntns::detach_old_root(root_pid)?;
@@ -419,6 +421,7 @@ fn tree_plan(imgs: &Images, t: &TaskImages) -> Result<ChildPlan> {
         umask: 0o022,
         err_pipe: -1,
         user_ns: userns::fd_of(t.ids.user_ns_id).map(|fd| (fd, -1)),
+        uts_ns: utsns::fd_of(t.ids.uts_ns_id),
         zombies,
         ..Default::default()
     })

@@ -62,6 +62,8 @@ pub struct NsImages {
     pub user: Option<pb::UsernsEntry>,
     /// That one and those below it (restore/userns.rs).
     pub users: super::userns::UserImages,
+    /// UTS namespaces below the root's (restore/utsns.rs).
+    pub nested_uts: Vec<super::utsns::NestedUts>,
 }
 
 impl NsImages {
@@ -106,8 +108,9 @@ pub fn from_set(
                 "net" => t.ids.net_ns_id,
                 _ => t.ids.pid_ns_id,
             };
-            // Tasks in nested pid namespaces: restore/pidns.rs.
-            let nested = kind == "pid" && !t.pstree.ns_pid.is_empty();
+            // Tasks in nested pid namespaces: restore/pidns.rs; in UTS
+            // namespaces below the root's: restore/utsns.rs.
+            let nested = (kind == "pid" && !t.pstree.ns_pid.is_empty()) || kind == "uts";
             if theirs != id && !nested {
                 return Err(bad(
                     &dir.join(format!("ids-{}.img", t.pid)),
@@ -136,10 +139,15 @@ pub fn from_set(
         let name = format!("utsns-{id}.img");
         out.uts = Some(super::load::require(dir, &name, &ns.uts[&id])?.clone());
     }
+    out.nested_uts = super::utsns::from_set(dir, &ns.uts, tasks, ids.uts_ns_id)?;
     check_left(
         "UTS",
         "utsns",
-        ns.uts.keys().copied().collect(),
+        ns.uts
+            .keys()
+            .copied()
+            .filter(|k| !out.nested_uts.iter().any(|n| n.id == *k))
+            .collect(),
         ids.uts_ns_id,
     )?;
     if let Some(id) = ids.ipc_ns_id.filter(|id| ns.ipc.contains_key(id)) {
@@ -307,6 +315,8 @@ impl super::stage::Restorer for Namespaces {
 /// takes that order too.
 fn enter(imgs: &Images, outside: &super::mntns::Outside) -> Result<()> {
     unshare_all(imgs)?;
+    let ns = &imgs.ns;
+    super::utsns::make(imgs.tasks[0].pid, &ns.nested_uts, &ns.users)?;
     match &imgs.ns.mnt {
         Some(m) => super::mntns::make(
             imgs.tasks[0].pid,
@@ -397,11 +407,7 @@ fn set_up(imgs: &Images) -> Result<()> {
         super::mntns::mount_proc().map_err(|e| Error::sys(root, "mount of its /proc", e))?;
     }
     if let Some(u) = &ns.uts {
-        nix::unistd::sethostname(&u.nodename)
-            .map_err(|e| Error::sys(root, format!("sethostname {:?}", u.nodename), e))?;
-        set_domainname(&u.domainname)
-            .map_err(|e| Error::sys(root, format!("setdomainname {:?}", u.domainname), e))?;
-        debug!("UTS namespace: {} ({})", u.nodename, u.domainname);
+        set_names(root, u)?;
     }
     if let Some(v) = &ns.ipc {
         set_ipc_vars(root, v)?;
@@ -419,6 +425,16 @@ fn set_up(imgs: &Images) -> Result<()> {
             )
         })?;
     }
+    Ok(())
+}
+
+/// The host and domain names of the calling thread's UTS namespace.
+pub fn set_names(root: Pid, u: &pb::UtsnsEntry) -> Result<()> {
+    nix::unistd::sethostname(&u.nodename)
+        .map_err(|e| Error::sys(root, format!("sethostname {:?}", u.nodename), e))?;
+    set_domainname(&u.domainname)
+        .map_err(|e| Error::sys(root, format!("setdomainname {:?}", u.domainname), e))?;
+    debug!("UTS namespace: {} ({})", u.nodename, u.domainname);
     Ok(())
 }
 

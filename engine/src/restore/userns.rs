@@ -341,6 +341,20 @@ pub fn fd_of(id: Option<u32>) -> Option<RawFd> {
     id.and_then(|id| nested.get(&id)).map(|f| f.as_raw_fd())
 }
 
+/// A copy of the engine's fd of user namespace `id`: the root's made by
+/// `make` or one below it made by `make_nested` (None: neither, the
+/// engine's own).
+pub fn dup_fd(id: u32, top: Option<u32>) -> Option<std::io::Result<OwnedFd>> {
+    match top == Some(id) {
+        true => with_tree_user(|fd| fd.try_clone_to_owned()),
+        false => NESTED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|f| f.try_clone()),
+    }
+}
+
 /// The user namespaces below the tree's (module doc), parents first;
 /// `users.top`'s was made by `make`.
 pub fn make_nested(root: Pid, users: &UserImages) -> Result<()> {

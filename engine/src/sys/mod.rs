@@ -128,20 +128,6 @@ pub fn prctl(option: i32, a2: u64, a3: u64, a4: u64, a5: u64) -> nix::Result<i64
     Errno::result(r).map(|r| r as i64)
 }
 
-/// `raise(SIGSTOP)` via tgkill, for the restore child handing itself over.
-pub fn stop_self() -> nix::Result<()> {
-    // SAFETY: integer syscalls on our own pid/tid.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_tgkill,
-            libc::getpid(),
-            libc::syscall(libc::SYS_gettid),
-            libc::SIGSTOP,
-        )
-    };
-    Errno::result(r).map(|_| ())
-}
-
 /// A read-only private mapping of a whole file (pages images), so page
 /// contents go from the page cache to the restored task in one copy.
 #[derive(Debug)]
