@@ -129,6 +129,21 @@ impl Images {
             .remove(name)
     }
 
+    /// Whether the tasks forked from now on inherit the mappings of the
+    /// pages files the check made ([`crate::sys::Mmap::inherit`]): not
+    /// the tree's tasks, which never read them; the processes the engine
+    /// forks to work for it (a pid namespace's driver) do.
+    pub fn pages_inherited(&self, yes: bool) {
+        for m in self
+            .mapped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            m.inherit(yes);
+        }
+    }
+
     /// Checks the blocks of pages file `name` (mapped whole as `file`)
     /// that `off..off + len` touches, where a lazy restore left them
     /// unchecked.

@@ -300,13 +300,21 @@ fn restore_tree(imgs: &Images, opts: &RestoreOptions) -> Result<Pid> {
     };
     let err_pipes: Vec<i32> = plans.iter().map(|p| p.err_pipe).collect();
     let pidfd_at = engine_pidfd.as_ref().map(|f| f.as_raw_fd());
-    let got = ns::clone_root(imgs, pidfd_at, &err_pipes).map_err(|e| match e {
+    // Every task is a forked copy of the engine and starts by unmapping
+    // all of it: the less of the engine it holds, the less its fork
+    // copies and its address space reset unmaps. The pages mappings are
+    // the engine's alone; the memory the loader freed goes back.
+    imgs.pages_inherited(false);
+    crate::sys::process::trim_heap();
+    let got = ns::clone_root(imgs, pidfd_at, &err_pipes);
+    if got == Ok(0) {
+        child::run(&root_plan, engine);
+    }
+    imgs.pages_inherited(true);
+    let got = got.map_err(|e| match e {
         nix::errno::Errno::EEXIST => Error::task(root, "restore", format!("PID {root} is taken")),
         e => Error::sys(root, "clone3 with set_tid", e),
     })?;
-    if got == 0 {
-        child::run(&root_plan, engine);
-    }
     // In a new pid namespace the rest runs in a driver inside it
     // (restore/ns.rs).
     let helper_pids: Vec<Pid> = sessions.helpers.iter().map(|h| h.pid).collect();

@@ -204,6 +204,26 @@ impl Mmap {
         };
     }
 
+    /// Whether the children the process forks from now on get this
+    /// mapping (MADV_DOFORK, the default) or not (MADV_DONTFORK): a
+    /// restore's tasks are forked copies of the engine that never read
+    /// the pages files the engine mapped, and every mapping they inherit
+    /// is one more for each fork to copy, for /proc/PID/maps to list and
+    /// for the address space reset to unmap, once per task.
+    pub fn inherit(&self, yes: bool) {
+        if self.len == 0 {
+            return;
+        }
+        let advice = if yes {
+            libc::MADV_DOFORK
+        } else {
+            libc::MADV_DONTFORK
+        };
+        // SAFETY: advice on exactly the mapping owned by self; it changes
+        // only what a later fork copies, not this process's view of it.
+        unsafe { libc::madvise(self.ptr, self.len, advice) };
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         if self.len == 0 {
             return &[];

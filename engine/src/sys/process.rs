@@ -158,3 +158,15 @@ pub fn run_as_with_file_caps(cmd: &mut std::process::Command, uid: u32, gid: u32
     // only async-signal-safe system calls, allocating nothing.
     unsafe { cmd.pre_exec(closure) };
 }
+
+/// Gives the memory malloc holds free back to the kernel (`malloc_trim`:
+/// the top of the heap, and the free pages inside it): what the loader
+/// freed (the image set it read, once the restore's copy of it is made)
+/// would otherwise stay resident, and every task of a restore, a forked
+/// copy of the engine, would copy its page tables at its fork and unmap
+/// them again at its address space reset.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only releases memory malloc itself holds free;
+    // no live allocation moves or changes.
+    unsafe { libc::malloc_trim(0) };
+}
