@@ -268,6 +268,9 @@ const COPIERS: usize = 2;
 /// Pages of pagemap read at a time: short, since the walk that reads it
 /// holds the other copier up.
 const WINDOW_PAGES: u64 = 1 << 13;
+/// Ranges of more pages than this are scanned for their present pages
+/// before their pagemap words are read ([`Walker::spans`]).
+const SCAN_FROM: u64 = 512;
 
 fn is_zero(page: &[u8]) -> bool {
     let (pre, mid, post) = as_u128(page);
@@ -579,10 +582,13 @@ impl Walker<'_> {
     /// pages) for 2,113 pages. The scan sees pages as pagemap does (a
     /// present page table entry is present, any swap entry is swapped; a
     /// VM_PFNMAP mapping holds neither in both), and the words are then
-    /// read as before. Without PAGEMAP_SCAN (before Linux 6.7): all of it.
+    /// read as before. A range of at most [`SCAN_FROM`] pages is read
+    /// whole: its words are one page, and the scan a call of its own. Without
+    /// PAGEMAP_SCAN (before Linux 6.7): all of it.
     fn spans(&self, kind: VmaKind, addr: u64, end: u64) -> Result<Vec<(u64, u64)>> {
         use crate::sys::pagemap_scan as ps;
-        if !matches!(kind, VmaKind::AnonPrivate | VmaKind::FilePrivate) {
+        let scans = matches!(kind, VmaKind::AnonPrivate | VmaKind::FilePrivate);
+        if !scans || end - addr <= SCAN_FROM * PAGE {
             return Ok(vec![(addr, end)]);
         }
         let what = ps::Scan {
@@ -1133,6 +1139,11 @@ mod walk_tests {
                 .unwrap();
             let read: u64 = spans.iter().map(|&(a, b)| (b - a) / PAGE).sum();
             assert_eq!(read, written.len() as u64 + 1, "{spans:x?}");
+            // A small range is read whole.
+            let small = walker
+                .spans(VmaKind::AnonPrivate, start, start + SCAN_FROM * PAGE)
+                .unwrap();
+            assert_eq!(small, vec![(start, start + SCAN_FROM * PAGE)]);
             // The vDSO's pages are all stored, present or not.
             let all = walker
                 .spans(VmaKind::Vdso, start, start + pages * PAGE)
