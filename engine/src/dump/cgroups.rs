@@ -30,6 +30,13 @@ pub struct CgroupDump {
     freezer_orig: BTreeMap<PathBuf, String>,
     /// The set of the first task asked about: the root of the dump.
     root_set: Option<u32>,
+    /// The engine's own cgroup namespace (its /proc link), read once.
+    own_cgns: Option<PathBuf>,
+    /// The set id of every (cgroup file, cgroup namespace) seen so far:
+    /// a process's threads nearly always show their leader's, and
+    /// t1000's 1001 threads had it parsed and matched against every
+    /// hierarchy, and three namespace links read, one thread at a time.
+    known: std::collections::HashMap<(String, Option<PathBuf>), u32>,
 }
 
 impl CgroupDump {
@@ -40,6 +47,8 @@ impl CgroupDump {
             dirs: BTreeMap::new(),
             freezer_orig: BTreeMap::new(),
             root_set: None,
+            own_cgns: cgns_link(std::process::id() as Pid),
+            known: Default::default(),
         })
     }
 
@@ -57,10 +66,17 @@ impl CgroupDump {
             format!("task/{tid}/cgroup")
         };
         let text = crate::proc::read_file(pid, &name)?;
-        let lines = cgroup::parse(&text)
+        // The same memberships seen from the same namespace: the same set.
+        let key = (text, cgns_link(tid));
+        if let Some(&id) = self.known.get(&key) {
+            return Ok(id);
+        }
+        let lines = cgroup::parse(&key.0)
             .map_err(|e| Error::task(pid, format!("/proc/{pid}/{name}"), e.to_string()))?;
         let mut set = self.members(pid, &lines)?;
-        add_cgns_prefixes(pid, tid, &mut set)?;
+        if key.1.is_some() && key.1 != self.own_cgns {
+            add_cgns_prefixes(pid, tid, &mut set)?;
+        }
         for (h, path, _) in &set {
             let dirs = self.dirs.entry(h.clone()).or_default();
             let mut p = path.as_str();
@@ -81,6 +97,7 @@ impl CgroupDump {
             }
         };
         self.root_set.get_or_insert(id as u32);
+        self.known.insert(key, id as u32);
         Ok(id as u32)
     }
 
@@ -237,17 +254,19 @@ impl CgroupDump {
     }
 }
 
-/// A task in a cgroup namespace of its own sees its cgroup paths relative
-/// to the namespace's root. CRIU's `cgns_prefix` is the length of that
-/// root's path within the full path: read the task's cgroup file once more
-/// from inside its cgroup namespace (a short-lived thread of the engine
-/// joins it; the namespace is per thread) and compare.
+/// The cgroup namespace of task `tid` (its /proc link), None if it
+/// cannot be read.
+fn cgns_link(tid: Pid) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{tid}/ns/cgroup")).ok()
+}
+
+/// A task in a cgroup namespace of its own (not the engine's) sees its
+/// cgroup paths relative to the namespace's root. CRIU's `cgns_prefix` is
+/// the length of that root's path within the full path: read the task's
+/// cgroup file once more from inside its cgroup namespace (a short-lived
+/// thread of the engine joins it; the namespace is per thread) and
+/// compare.
 fn add_cgns_prefixes(pid: Pid, tid: Pid, set: &mut [(String, String, Option<u32>)]) -> Result<()> {
-    let ns = |p: Pid| std::fs::read_link(format!("/proc/{p}/ns/cgroup")).ok();
-    let mine = ns(std::process::id() as Pid);
-    if ns(tid).is_none() || ns(tid) == mine {
-        return Ok(());
-    }
     let file = if tid == pid {
         format!("/proc/{pid}/cgroup")
     } else {

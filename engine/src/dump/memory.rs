@@ -268,6 +268,9 @@ const COPIERS: usize = 2;
 /// Pages of pagemap read at a time: short, since the walk that reads it
 /// holds the other copier up.
 const WINDOW_PAGES: u64 = 1 << 13;
+/// Ranges of more pages than this are scanned for their present pages
+/// before their pagemap words are read ([`Walker::spans`]).
+const SCAN_FROM: u64 = 512;
 
 fn is_zero(page: &[u8]) -> bool {
     let (pre, mid, post) = as_u128(page);
@@ -497,44 +500,49 @@ impl Walker<'_> {
             .parent
             .get(&vma.start)
             .filter(|m| m.len() as u64 == (vma.end - vma.start) / PAGE && job.sink == 0);
-        self.pagemap
-            .read_range(addr, end, &mut self.words)
-            .map_err(|e| {
-                Error::task(
-                    self.pid,
-                    format!("pagemap of {addr:#x}-{end:#x}"),
-                    e.to_string(),
-                )
-            })?;
         let mut runs: Vec<(u64, u64)> = Vec::new();
-        for (i, &w) in self.words.iter().enumerate() {
-            let a = addr + i as u64 * PAGE;
-            let i = ((a - vma.start) / PAGE) as usize;
-            let cow = marks.is_some_and(|m| m[i]);
-            if !cow && parent.is_some_and(|m| m[i]) && wanted(job.kind, w, self.zero_pfn) {
-                match self.in_parent.last_mut() {
-                    Some((s, n)) if *s + *n as u64 * PAGE == a && *n < u32::MAX && i > 0 => *n += 1,
-                    _ => self.in_parent.push((a, 1)),
+        let mut shared = false;
+        for (from, to) in self.spans(job.kind, addr, end)? {
+            self.pagemap
+                .read_range(from, to, &mut self.words)
+                .map_err(|e| {
+                    Error::task(
+                        self.pid,
+                        format!("pagemap of {from:#x}-{to:#x}"),
+                        e.to_string(),
+                    )
+                })?;
+            for (i, &w) in self.words.iter().enumerate() {
+                let a = from + i as u64 * PAGE;
+                let i = ((a - vma.start) / PAGE) as usize;
+                let cow = marks.is_some_and(|m| m[i]);
+                if !cow && parent.is_some_and(|m| m[i]) && wanted(job.kind, w, self.zero_pfn) {
+                    match self.in_parent.last_mut() {
+                        Some((s, n)) if *s + *n as u64 * PAGE == a && *n < u32::MAX && i > 0 => {
+                            *n += 1
+                        }
+                        _ => self.in_parent.push((a, 1)),
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if !cow && wanted(job.kind, w, self.zero_pfn) {
-                match runs.last_mut() {
-                    Some((s, n)) if *s + *n * PAGE == a => *n += 1,
-                    _ => runs.push((a, 1)),
+                if !cow && wanted(job.kind, w, self.zero_pfn) {
+                    match runs.last_mut() {
+                        Some((s, n)) if *s + *n * PAGE == a => *n += 1,
+                        _ => runs.push((a, 1)),
+                    }
                 }
             }
+            // process_vm_readv pins the pages it reads, and
+            // pinning a copy-on-write shared anonymous page unshares it
+            // (Linux 5.19+): the dump would give the task private copies of
+            // what it shares with its parent or children (and them nothing
+            // left to share). /proc/PID/mem does not pin: it reads windows
+            // that have a page mapped by another process too.
+            shared |= self.words.iter().any(|&w| {
+                let f = PageFlags(w);
+                f.present() && !f.exclusive() && !f.file_or_shared_anon()
+            });
         }
-        // process_vm_readv pins the pages it reads, and
-        // pinning a copy-on-write shared anonymous page unshares it
-        // (Linux 5.19+): the dump would give the task private copies of
-        // what it shares with its parent or children (and them nothing
-        // left to share). /proc/PID/mem does not pin: it reads windows
-        // that have a page mapped by another process too.
-        let shared = self.words.iter().any(|&w| {
-            let f = PageFlags(w);
-            f.present() && !f.exclusive() && !f.file_or_shared_anon()
-        });
         let cap_pages = BATCH as u64 / PAGE;
         let mut pieces: Vec<(u64, u64)> = Vec::new();
         for (mut s, mut n) in runs {
@@ -564,6 +572,64 @@ impl Walker<'_> {
             self.seq += 1;
         }
         Ok(())
+    }
+
+    /// The parts of `[addr, end)` whose pagemap words the walk needs: for
+    /// a mapping whose wanted pages are all present or swapped (private
+    /// anonymous or file), only the ranges PAGEMAP_SCAN finds so, where
+    /// the rest of the range holds none. A thread's 8 MiB stack has a few
+    /// pages in it: t1000's dump read 16 MiB of pagemap words (2 million
+    /// pages) for 2,113 pages. The scan sees pages as pagemap does (a
+    /// present page table entry is present, any swap entry is swapped; a
+    /// VM_PFNMAP mapping holds neither in both), and the words are then
+    /// read as before. A range of at most [`SCAN_FROM`] pages is read
+    /// whole: its words are one page, and the scan a call of its own. Without
+    /// PAGEMAP_SCAN (before Linux 6.7): all of it.
+    fn spans(&self, kind: VmaKind, addr: u64, end: u64) -> Result<Vec<(u64, u64)>> {
+        use crate::sys::pagemap_scan as ps;
+        let scans = matches!(kind, VmaKind::AnonPrivate | VmaKind::FilePrivate);
+        if !scans || end - addr <= SCAN_FROM * PAGE {
+            return Ok(vec![(addr, end)]);
+        }
+        let what = ps::Scan {
+            flags: 0,
+            category_mask: 0,
+            anyof_mask: ps::PAGE_IS_PRESENT | ps::PAGE_IS_SWAPPED,
+            return_mask: ps::PAGE_IS_PRESENT | ps::PAGE_IS_SWAPPED,
+        };
+        let mut regions = Vec::new();
+        match ps::scan(
+            std::os::fd::AsFd::as_fd(self.pagemap),
+            addr,
+            end,
+            what,
+            &mut regions,
+        ) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::ENOTTY | nix::errno::Errno::EINVAL) => {
+                return Ok(vec![(addr, end)])
+            }
+            Err(e) => {
+                return Err(Error::sys(
+                    self.pid,
+                    format!("present pages of {addr:#x}-{end:#x} (PAGEMAP_SCAN)"),
+                    e,
+                ))
+            }
+        }
+        // Adjacent regions (present, then swapped) are read as one.
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(regions.len());
+        for r in regions {
+            let (from, to) = (r.start.max(addr), r.end.min(end));
+            if from >= to {
+                continue;
+            }
+            match out.last_mut() {
+                Some((_, e)) if *e == from => *e = to,
+                _ => out.push((from, to)),
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -946,5 +1012,151 @@ mod cow_tests {
         let got: Vec<(u64, u32)> = e.iter().map(|e| (e.vaddr, e.nr_pages)).collect();
         assert_eq!(got, vec![(0x1000, 2), (0x4000, 1), (0x5000, 1)]);
         assert!(e.iter().all(|e| entry_cow(e) && !entry_present(e)));
+    }
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+
+    /// The pages the walk hands out for `entry` (a mapping of this
+    /// process), as runs of (address, pages).
+    fn walked(entry: &pb::VmaEntry, kind: VmaKind) -> Vec<(u64, u64)> {
+        let pid = std::process::id() as Pid;
+        let jobs = [VmaJob {
+            entry,
+            kind,
+            readable: true,
+            sink: 0,
+            base: 0,
+        }];
+        let pagemap = PagemapReader::open(pid).unwrap();
+        let (cow, parent) = (CowMarks::new(), ParentMarks::new());
+        let mut w = Walker {
+            pid,
+            pagemap: &pagemap,
+            zero_pfn: zero_pfn(),
+            jobs: &jobs,
+            cow: &cow,
+            parent: &parent,
+            job: 0,
+            addr: entry.start,
+            began: false,
+            words: Vec::new(),
+            ready: Default::default(),
+            seq: 0,
+            in_parent: Vec::new(),
+        };
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        while let Some(b) = w.next().unwrap() {
+            for (a, n) in b.pieces {
+                match out.last_mut() {
+                    Some((s, m)) if *s + *m * PAGE == a => *m += n,
+                    _ => out.push((a, n)),
+                }
+            }
+        }
+        out
+    }
+
+    /// A sparse mapping across two pagemap windows: the walk (which reads
+    /// pagemap words only where PAGEMAP_SCAN finds pages) hands out
+    /// exactly the pages written, not the one that maps the zero page nor
+    /// the holes; a dense one in one piece.
+    #[test]
+    fn walk_finds_the_written_pages_only() {
+        let pages = WINDOW_PAGES + WINDOW_PAGES / 2;
+        let len = (pages * PAGE) as usize;
+        // SAFETY: a fresh private anonymous mapping, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: the mapping above.
+        unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
+        let start = p as u64;
+        let w = WINDOW_PAGES;
+        let mut written: Vec<u64> = [0, 1, 2, 500, w - 1, w, w + 1, pages - 1]
+            .into_iter()
+            .chain(w + 808..w + 1108)
+            .collect();
+        written.sort();
+        for &i in &written {
+            // SAFETY: within the mapping.
+            unsafe { *((start + i * PAGE) as *mut u8) = 1 };
+        }
+        // A read maps the zero page: nothing to store.
+        // SAFETY: within the mapping.
+        unsafe { std::ptr::read_volatile((start + 600 * PAGE) as *const u8) };
+        let entry = pb::VmaEntry {
+            start,
+            end: start + pages * PAGE,
+            ..Default::default()
+        };
+        let got = walked(&entry, VmaKind::AnonPrivate);
+        let mut want: Vec<(u64, u64)> = Vec::new();
+        for &i in &written {
+            let a = start + i * PAGE;
+            match want.last_mut() {
+                Some((s, n)) if *s + *n * PAGE == a => *n += 1,
+                _ => want.push((a, 1)),
+            }
+        }
+        if zero_pfn().is_none() {
+            want.push((start + 600 * PAGE, 1));
+            want.sort();
+        }
+        assert_eq!(got, want);
+        // Only where pages are did the walk read pagemap words.
+        let pagemap = PagemapReader::open(std::process::id() as Pid).unwrap();
+        if crate::sys::pagemap_scan_known(std::os::fd::AsFd::as_fd(&pagemap)) {
+            let (cow, parent) = (CowMarks::new(), ParentMarks::new());
+            let jobs: [VmaJob<'_>; 0] = [];
+            let walker = Walker {
+                pid: std::process::id() as Pid,
+                pagemap: &pagemap,
+                zero_pfn: None,
+                jobs: &jobs,
+                cow: &cow,
+                parent: &parent,
+                job: 0,
+                addr: 0,
+                began: false,
+                words: Vec::new(),
+                ready: Default::default(),
+                seq: 0,
+                in_parent: Vec::new(),
+            };
+            let spans = walker
+                .spans(VmaKind::AnonPrivate, start, start + pages * PAGE)
+                .unwrap();
+            let read: u64 = spans.iter().map(|&(a, b)| (b - a) / PAGE).sum();
+            assert_eq!(read, written.len() as u64 + 1, "{spans:x?}");
+            // A small range is read whole.
+            let small = walker
+                .spans(VmaKind::AnonPrivate, start, start + SCAN_FROM * PAGE)
+                .unwrap();
+            assert_eq!(small, vec![(start, start + SCAN_FROM * PAGE)]);
+            // The vDSO's pages are all stored, present or not.
+            let all = walker
+                .spans(VmaKind::Vdso, start, start + pages * PAGE)
+                .unwrap();
+            assert_eq!(all, vec![(start, start + pages * PAGE)]);
+        }
+        // Dense: every page, in one run.
+        for i in 0..pages {
+            // SAFETY: within the mapping.
+            unsafe { *((start + i * PAGE) as *mut u8) = 2 };
+        }
+        assert_eq!(walked(&entry, VmaKind::AnonPrivate), vec![(start, pages)]);
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(p, len) };
     }
 }
