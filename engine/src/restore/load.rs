@@ -678,10 +678,10 @@ fn check_cow_entries(dir: &Path, tasks: &[TaskImages]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn task(pid: i32, ppid: u32, files_id: u32) -> TaskImages {
+impl TaskImages {
+    /// A task `pid` (parent `ppid`) with `ids` and nothing else, for the
+    /// unit tests of what is checked across tasks.
+    pub fn for_tests(pid: i32, ppid: u32, ids: pb::TaskKobjIdsEntry) -> TaskImages {
         TaskImages {
             pid,
             pstree: pb::PstreeEntry {
@@ -692,16 +692,31 @@ mod tests {
             core: Default::default(),
             mm: Default::default(),
             pages: PageSet::default(),
-            fdinfo: vec![Default::default()],
+            fdinfo: Vec::new(),
             fs: Default::default(),
-            ids: pb::TaskKobjIdsEntry {
-                files_id,
-                ..Default::default()
-            },
+            ids,
             fd_table_owner: None,
             threads: Vec::new(),
             parent_runs: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(pid: i32, ppid: u32, files_id: u32) -> TaskImages {
+        let mut t = TaskImages::for_tests(
+            pid,
+            ppid,
+            pb::TaskKobjIdsEntry {
+                files_id,
+                ..Default::default()
+            },
+        );
+        t.fdinfo = vec![Default::default()];
+        t
     }
 
     #[test]

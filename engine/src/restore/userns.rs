@@ -459,6 +459,30 @@ fn first_mapped(map: &[pb::UidGidExtent]) -> u32 {
 /// and gid mapped there (`None`: the engine's).
 fn make_one(root: Pid, n: &Nested, parent: Option<(BorrowedFd<'_>, u32, u32)>) -> Result<OwnedFd> {
     let what = format!("user namespace {} (userns-{}.img)", n.id, n.id);
+    with_holder(
+        root,
+        &what,
+        || {
+            enter_parent(parent, true).is_ok()
+                && nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok()
+        },
+        |holder, up_rd| write_maps(root, &what, holder, n, parent, up_rd),
+    )
+}
+
+/// A holder of a namespace the engine makes before any task exists: a
+/// process forked from the engine runs `set_up` (in the child, so only
+/// system calls, nothing that allocates), answers `1` on the pipe it
+/// returns (`u` when `set_up` failed, and exits) and stays, paused,
+/// while the engine's `then` works with its pid and that pipe's read end
+/// (writes its maps, opens its namespaces through its /proc); then it is
+/// killed and reaped, whatever `then` gave.
+pub fn with_holder<R>(
+    root: Pid,
+    what: &str,
+    set_up: impl FnOnce() -> bool,
+    then: impl FnOnce(Pid, OwnedFd) -> Result<R>,
+) -> Result<R> {
     let err = |step: &str, e| Error::sys(root, format!("{what}: {step}"), e);
     let (up_rd, up_wr) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
@@ -466,8 +490,7 @@ fn make_one(root: Pid, n: &Nested, parent: Option<(BorrowedFd<'_>, u32, u32)>) -
     if holder == 0 {
         drop(up_rd);
         crate::restore::child::tie_to_parent(nix::unistd::getppid().as_raw());
-        let ok = enter_parent(parent, true).is_ok()
-            && nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+        let ok = set_up();
         let _ = nix::unistd::write(&up_wr, if ok { b"1" } else { b"u" });
         if !ok {
             crate::sys::process::exit_now(1);
@@ -477,7 +500,7 @@ fn make_one(root: Pid, n: &Nested, parent: Option<(BorrowedFd<'_>, u32, u32)>) -
         }
     }
     drop(up_wr);
-    let r = write_maps(root, &what, holder, n, parent, up_rd);
+    let r = then(holder, up_rd);
     let hpid = nix::unistd::Pid::from_raw(holder);
     let _ = nix::sys::signal::kill(hpid, nix::sys::signal::Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(hpid, None);
@@ -1070,22 +1093,14 @@ mod tests {
     }
 
     fn task(pid: i32, user: u32) -> super::super::load::TaskImages {
-        super::super::load::TaskImages {
+        super::super::load::TaskImages::for_tests(
             pid,
-            pstree: Default::default(),
-            core: Default::default(),
-            mm: Default::default(),
-            pages: Default::default(),
-            fdinfo: vec![],
-            fs: Default::default(),
-            ids: pb::TaskKobjIdsEntry {
+            0,
+            pb::TaskKobjIdsEntry {
                 user_ns_id: Some(user),
                 ..Default::default()
             },
-            fd_table_owner: None,
-            threads: vec![],
-            parent_runs: vec![],
-        }
+        )
     }
 
     /// The images of userns_nested in the uns flavour: the root's (1), A's

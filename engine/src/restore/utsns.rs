@@ -135,43 +135,35 @@ pub fn make(root: Pid, nested: &[NestedUts], users: &super::userns::UserImages) 
 /// One namespace of `make`: a holder enters `user` (if any) and unshares
 /// a UTS namespace, which the engine opens through its /proc.
 fn make_one(root: Pid, what: &str, user: Option<BorrowedFd<'_>>) -> Result<OwnedFd> {
-    let err = |step: &str, e| Error::sys(root, format!("{what}: {step}"), e);
-    let (up_rd, up_wr) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
-    let holder = crate::sys::fork_restore_child().map_err(|e| err("fork of its holder", e))?;
-    if holder == 0 {
-        drop(up_rd);
-        crate::restore::child::tie_to_parent(nix::unistd::getppid().as_raw());
-        let ok = user.is_none_or(|u| nix::sched::setns(u, CloneFlags::CLONE_NEWUSER).is_ok())
-            && nix::sched::unshare(CloneFlags::CLONE_NEWUTS).is_ok();
-        let _ = nix::unistd::write(&up_wr, if ok { b"1" } else { b"u" });
-        if !ok {
-            crate::sys::process::exit_now(1);
-        }
-        loop {
-            nix::unistd::pause();
-        }
-    }
-    drop(up_wr);
-    let mut c = [0u8; 1];
-    let r = match nix::unistd::read(up_rd.as_raw_fd(), &mut c) {
-        Ok(1) if c[0] == b'1' => {
-            let path = format!("/proc/{holder}/ns/uts");
-            std::fs::File::open(&path)
-                .map(OwnedFd::from)
-                .map_err(|e| Error::io(&path, format!("pid {root}: {what}"), e))
-        }
-        Ok(_) => Err(Error::task(
-            root,
-            what,
-            "its holder could not enter its user namespace or unshare it",
-        )),
-        Err(e) => Err(err("reading from its holder", e)),
-    };
-    let hpid = nix::unistd::Pid::from_raw(holder);
-    let _ = nix::sys::signal::kill(hpid, nix::sys::signal::Signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(hpid, None);
-    r
+    super::userns::with_holder(
+        root,
+        what,
+        || {
+            user.is_none_or(|u| nix::sched::setns(u, CloneFlags::CLONE_NEWUSER).is_ok())
+                && nix::sched::unshare(CloneFlags::CLONE_NEWUTS).is_ok()
+        },
+        |holder, up_rd| {
+            let mut c = [0u8; 1];
+            match nix::unistd::read(up_rd.as_raw_fd(), &mut c) {
+                Ok(1) if c[0] == b'1' => {
+                    let path = format!("/proc/{holder}/ns/uts");
+                    std::fs::File::open(&path)
+                        .map(OwnedFd::from)
+                        .map_err(|e| Error::io(&path, format!("pid {root}: {what}"), e))
+                }
+                Ok(_) => Err(Error::task(
+                    root,
+                    what,
+                    "its holder could not enter its user namespace or unshare it",
+                )),
+                Err(e) => Err(Error::sys(
+                    root,
+                    format!("{what}: reading from its holder"),
+                    e,
+                )),
+            }
+        },
+    )
 }
 
 /// The restore is over (or failed): the fds go.
@@ -186,27 +178,15 @@ mod tests {
     /// A task `pid` (parent `ppid`) in UTS namespace `uts` and user
     /// namespace `user`.
     fn task(pid: i32, ppid: u32, uts: u32, user: u32) -> super::super::load::TaskImages {
-        super::super::load::TaskImages {
+        super::super::load::TaskImages::for_tests(
             pid,
-            pstree: pb::PstreeEntry {
-                pid: pid as u32,
-                ppid,
-                ..Default::default()
-            },
-            core: Default::default(),
-            mm: Default::default(),
-            pages: Default::default(),
-            fdinfo: vec![],
-            fs: Default::default(),
-            ids: pb::TaskKobjIdsEntry {
+            ppid,
+            pb::TaskKobjIdsEntry {
                 uts_ns_id: Some(uts),
                 user_ns_id: Some(user),
                 ..Default::default()
             },
-            fd_table_owner: None,
-            threads: vec![],
-            parent_runs: vec![],
-        }
+        )
     }
 
     fn names(host: &str) -> pb::UtsnsEntry {
