@@ -658,7 +658,13 @@ int main(int argc, char **argv)
 		int64_t from_s = get_file("tcp.from_s", 1), res;
 
 		put_file("tcp.go", 1);
-		test_check(!drain(cli, 1, from_s, NULL, extcw, "C"), "C did not get what the outside peer wrote");
+		/*
+		 * exthalf: the outside peer answers as soon as it has seen the
+		 * end of C's stream, which it has already, so the answer may be
+		 * right behind the pattern before C has read it all.
+		 */
+		test_check(!drain(cli, 1, from_s, rshut ? "back" : NULL, extcw, "C"),
+			   "C did not get what the outside peer wrote");
 		if (!rshut)
 			test_check(!write_all(cli, "after"), "write on C");
 		else
@@ -666,7 +672,7 @@ int main(int argc, char **argv)
 				   "C, shut down for writing, is not any more");
 		res = get_file("tcp.result", WAIT_SECS);
 		test_check(res == 1, "the outside peer did not get what C wrote (%lld)", (long long)res);
-		if (!extcw)
+		if (!extcw && !rshut)
 			test_check(!drain(cli, 1, 0, "back", 0, "C"), "C did not get the answer");
 		put_file("tcp.done", 1);
 	} else {
