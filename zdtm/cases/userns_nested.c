@@ -69,20 +69,6 @@ static int get_state(struct state *s)
 	return 0;
 }
 
-static int map_from_parent(pid_t pid, const char *map)
-{
-	char path[64];
-
-	snprintf(path, sizeof(path), "/proc/%d/setgroups", pid);
-	if (test_write_file(path, "deny"))
-		return -1;
-	snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
-	if (test_write_file(path, map))
-		return -1;
-	snprintf(path, sizeof(path), "/proc/%d/gid_map", pid);
-	return test_write_file(path, map);
-}
-
 static int write_all(int fd, const void *buf, size_t n)
 {
 	return write(fd, buf, n) == (ssize_t)n ? 0 : -1;
@@ -147,7 +133,7 @@ static pid_t fork_g(int nest, int out, int in)
 	close(go[0]);
 	close(up[1]);
 	/* Once it is in its namespace (its /proc/PID/ns is not A's to read). */
-	if (nest && (read_all(up[0], &c, 1) || map_from_parent(pid, G1_MAP) || write_all(go[1], "g", 1)))
+	if (nest && (read_all(up[0], &c, 1) || test_map_userns(pid, G1_MAP, G1_MAP) || write_all(go[1], "g", 1)))
 		return -1;
 	close(go[1]);
 	close(up[0]);
@@ -274,7 +260,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	} while (it.st_ino == me.st_ino);
-	if (map_from_parent(a, A_MAP) || write_all(go[1], "g", 1)) {
+	if (test_map_userns(a, A_MAP, A_MAP) || write_all(go[1], "g", 1)) {
 		pr_perror("mapping A's user namespace");
 		return 1;
 	}

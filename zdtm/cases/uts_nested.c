@@ -39,6 +39,9 @@ const char *test_doc = "Check that UTS namespaces made inside the tree survive";
 #define A_HOST2 "zdtm-uts-a2"
 #define B_HOST "zdtm-uts-b"
 #define B_HOST2 "zdtm-uts-b2"
+/* T maps B from outside: mapping uid 0 of the parent takes CAP_SETFCAP
+ * there, which B has no more. */
+#define B_MAP "0 0 1\n"
 
 /* Whether the user namespace that owns our UTS namespace is our own. */
 static int uts_owned_by_own_user(void)
@@ -67,22 +70,6 @@ static int names_are(const char *host, const char *domain)
 	if (uname(&u))
 		return 0;
 	return !strcmp(u.nodename, host) && (!domain || !strcmp(u.domainname, domain));
-}
-
-/* T maps B's namespace from outside: mapping uid 0 of the parent takes
- * CAP_SETFCAP there, which B has no more. */
-static int map_from_parent(pid_t pid)
-{
-	char path[64];
-
-	snprintf(path, sizeof(path), "/proc/%d/setgroups", pid);
-	if (test_write_file(path, "deny"))
-		return -1;
-	snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
-	if (test_write_file(path, "0 0 1\n"))
-		return -1;
-	snprintf(path, sizeof(path), "/proc/%d/gid_map", pid);
-	return test_write_file(path, "0 0 1\n");
 }
 
 /* A1: waits for A's SIGTERM, then sees A's new name. */
@@ -213,7 +200,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	/* B is in its namespaces: its maps, then its name. */
-	if (read(rb, &c, 1) != 1 || map_from_parent(b) || write(go[1], "g", 1) != 1) {
+	if (read(rb, &c, 1) != 1 || test_map_userns(b, B_MAP, B_MAP) || write(go[1], "g", 1) != 1) {
 		pr_perror("mapping B's user namespace");
 		return 1;
 	}

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -231,6 +232,20 @@ int test_write_file(const char *path, const char *val)
 	n = write(fd, val, strlen(val));
 	close(fd);
 	return n == (ssize_t)strlen(val) ? 0 : -1;
+}
+
+int test_map_userns(pid_t pid, const char *uid_map, const char *gid_map)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
+	if (test_write_file(path, "deny"))
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+	if (test_write_file(path, uid_map))
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+	return test_write_file(path, gid_map);
 }
 
 /* Reads the file at path (up to size - 1 bytes) into buf, NUL-terminated. */

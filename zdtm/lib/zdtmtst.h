@@ -248,6 +248,9 @@ extern int test_find_map(pid_t pid, unsigned long addr, struct test_map *m);
 extern int write_data(int fd, const unsigned char *buf, int len);
 /* The whole of val into the file at path: 0, or -1 with errno. */
 extern int test_write_file(const char *path, const char *val);
+/* Maps the user namespace of pid from outside (its parent's): setgroups
+ * deny, then uid_map and gid_map as given: 0, or -1 with errno. */
+extern int test_map_userns(pid_t pid, const char *uid_map, const char *gid_map);
 /* The file at path into buf (size - 1 bytes at most, NUL-terminated): 0, or -1. */
 extern int test_read_file(const char *path, char *buf, size_t size);
 /* 1 when the two texts hold the same numbers (a uid_map and its text). */

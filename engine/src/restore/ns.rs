@@ -101,16 +101,14 @@ pub fn from_set(
     let part = |kind: &str, id: Option<u32>| -> Result<Option<u32>> {
         for t in tasks {
             let theirs = match kind {
-                "uts" => t.ids.uts_ns_id,
                 "ipc" => t.ids.ipc_ns_id,
                 "time" => t.ids.time_ns_id,
                 "mnt" => t.ids.mnt_ns_id,
                 "net" => t.ids.net_ns_id,
                 _ => t.ids.pid_ns_id,
             };
-            // Tasks in nested pid namespaces: restore/pidns.rs; in UTS
-            // namespaces below the root's: restore/utsns.rs.
-            let nested = (kind == "pid" && !t.pstree.ns_pid.is_empty()) || kind == "uts";
+            // Tasks in nested pid namespaces: restore/pidns.rs.
+            let nested = kind == "pid" && !t.pstree.ns_pid.is_empty();
             if theirs != id && !nested {
                 return Err(bad(
                     &dir.join(format!("ids-{}.img", t.pid)),
@@ -134,8 +132,8 @@ pub fn from_set(
             None => Ok(()),
         }
     };
+    // Tasks in UTS namespaces below the root's: restore/utsns.rs.
     if let Some(id) = ids.uts_ns_id.filter(|id| ns.uts.contains_key(id)) {
-        part("uts", Some(id))?;
         let name = format!("utsns-{id}.img");
         out.uts = Some(super::load::require(dir, &name, &ns.uts[&id])?.clone());
     }
