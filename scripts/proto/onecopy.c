@@ -246,6 +246,19 @@ static double mode_a2(void)
 
 /* b: into a MAP_SHARED mapping of the file */
 static char *b_map;
+
+/* A new file of `bytes`, mapped shared into b_map (modes b and b-par). */
+static int map_new_file(void)
+{
+	int fd = new_file();
+	if (ftruncate(fd, bytes))
+		die("ftruncate");
+	b_map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (b_map == MAP_FAILED)
+		die("mmap");
+	return fd;
+}
+
 static volatile size_t b_populated;
 static volatile size_t b_consumed;
 
@@ -265,12 +278,7 @@ static void *b_populator(void *arg)
 static double mode_b(int how)
 {
 	double t0 = now();
-	int fd = new_file();
-	if (ftruncate(fd, bytes))
-		die("ftruncate");
-	b_map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (b_map == MAP_FAILED)
-		die("mmap");
+	int fd = map_new_file();
 	pthread_t th;
 	b_populated = 0;
 	b_consumed = 0;
@@ -312,12 +320,7 @@ static void *bpar_worker(void *arg)
 static double mode_bpar(int how)
 {
 	double t0 = now();
-	int fd = new_file();
-	if (ftruncate(fd, bytes))
-		die("ftruncate");
-	b_map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (b_map == MAP_FAILED)
-		die("mmap");
+	int fd = map_new_file();
 	bp_how = how;
 	pthread_t a, b;
 	pthread_create(&a, NULL, bpar_worker, (void *)0);
